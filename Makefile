@@ -1,0 +1,145 @@
+# tandem — plain Makefile with pkg-config.
+#
+#   make            build daemon, client library, tools, examples
+#   make demo       build, start tandemd on a private socket, run the example
+#   make test       unit + integration tests + fuzz corpus replay
+#   make bench      benchmarks (BENCH lines)
+#   make deps       install the Debian packages the build needs (idempotent)
+#   make fuzz       run each fuzz target for FUZZ_SECONDS (clang + libFuzzer)
+#   make SANITIZE=address,undefined test    sanitizer flavour (own build dir)
+#   make SANITIZE=thread test               TSan flavour
+
+CC := gcc
+CXX := g++
+SANITIZE ?=
+FUZZ_SECONDS ?= 30
+
+ifeq ($(SANITIZE),)
+BUILD := build
+SANFLAGS :=
+else
+BUILD := build/san-$(subst $(comma),-,$(SANITIZE))
+SANFLAGS := -fsanitize=$(SANITIZE) -fno-omit-frame-pointer -fno-sanitize-recover=all
+endif
+comma := ,
+
+PKGS := hwloc libevent libevent_pthreads jansson openblas tomlplusplus
+PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+PKG_LIBS = $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+CMOCKA_LIBS = $(shell pkg-config --libs cmocka 2>/dev/null)
+
+OPT ?= -O2
+WARN := -Wall -Wextra -Werror
+CFLAGS := -std=c11 -D_GNU_SOURCE $(OPT) -g $(WARN) -Iinclude -I. -pthread $(SANFLAGS)
+CXXFLAGS := -std=c++17 -DNDEBUG $(OPT) -g $(WARN) -Iinclude -I. -pthread $(SANFLAGS)
+LDFLAGS := -pthread $(SANFLAGS)
+
+# ---- sources, by room --------------------------------------------------------
+CORE_C := $(filter-out daemon/main.c,$(wildcard daemon/*.c)) client/errors.c client/socket_path.c \
+	$(wildcard policies/*.c) $(wildcard placement/*.c) $(wildcard profiler/*.c) \
+	$(wildcard backends/*.c) $(wildcard backends/cpu/*.c)
+CORE_CXX := $(wildcard daemon/*.cpp)
+CLIENT_C := $(wildcard client/*.c)
+
+CORE_OBJ := $(CORE_C:%.c=$(BUILD)/obj/%.o) $(CORE_CXX:%.cpp=$(BUILD)/obj/%.o)
+CLIENT_OBJ := $(CLIENT_C:%.c=$(BUILD)/obj/%.o)
+CLIENT_PIC_OBJ := $(CLIENT_C:%.c=$(BUILD)/pic/%.o)
+
+CORE_LIB := $(BUILD)/lib/libtandemd-core.a
+CLIENT_LIB := $(BUILD)/lib/libtandem.a
+CLIENT_SO := $(BUILD)/lib/libtandem.so
+TANDEMD := $(BUILD)/bin/tandemd
+TANDEMCTL := $(BUILD)/bin/tandemctl
+EXAMPLES := $(patsubst examples/%.c,$(BUILD)/bin/%,$(wildcard examples/*.c))
+UNIT_TESTS := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(wildcard tests/unit/test_*.c))
+INTEG_TESTS := $(patsubst tests/integration/%.c,$(BUILD)/tests/%,$(wildcard tests/integration/test_*.c))
+FUZZ_NAMES := $(patsubst tests/fuzz/fuzz_%.c,%,$(wildcard tests/fuzz/fuzz_*.c))
+REPLAYS := $(FUZZ_NAMES:%=$(BUILD)/tests/replay_%)
+BENCHES := $(patsubst tests/bench/%.c,$(BUILD)/bench/%,$(wildcard tests/bench/bench_*.c))
+TEST_HELPERS := $(wildcard tests/integration/support*.c)
+
+DAEMON_LIBS := $(PKG_LIBS) -lstdc++ -lm
+
+.PHONY: all demo test bench deps fuzz format format-check clean install-check
+all: $(TANDEMD) $(TANDEMCTL) $(CLIENT_LIB) $(CLIENT_SO) $(EXAMPLES)
+
+$(BUILD)/obj/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(PKG_CFLAGS) -MMD -MP -c $< -o $@
+$(BUILD)/obj/%.o: %.cpp
+	@mkdir -p $(dir $@)
+	$(CXX) $(CXXFLAGS) $(PKG_CFLAGS) -MMD -MP -c $< -o $@
+$(BUILD)/pic/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -fPIC -fvisibility=hidden -DTDM_BUILD_SHARED -MMD -MP -c $< -o $@
+
+$(CORE_LIB): $(CORE_OBJ)
+	@mkdir -p $(dir $@)
+	rm -f $@ && ar rcs $@ $^
+$(CLIENT_LIB): $(CLIENT_OBJ)
+	@mkdir -p $(dir $@)
+	rm -f $@ && ar rcs $@ $^
+$(CLIENT_SO): $(CLIENT_PIC_OBJ)
+	@mkdir -p $(dir $@)
+	$(CC) -shared $(LDFLAGS) -Wl,-soname,libtandem.so.0 $^ -o $@
+
+$(TANDEMD): $(BUILD)/obj/daemon/main.o $(CORE_LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) $^ $(DAEMON_LIBS) -o $@
+$(TANDEMCTL): $(BUILD)/obj/tools/tandemctl.o $(CLIENT_LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) $^ $(PKG_LIBS) -o $@
+$(BUILD)/bin/%: $(BUILD)/obj/examples/%.o $(CLIENT_LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) $^ -lm -o $@
+
+# Unit tests see the daemon's insides; integration tests only libtandem.
+$(BUILD)/tests/test_%: $(BUILD)/obj/tests/unit/test_%.o $(CORE_LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) $^ $(DAEMON_LIBS) $(CMOCKA_LIBS) -o $@
+$(BUILD)/tests/test_%: $(BUILD)/obj/tests/integration/test_%.o $(TEST_HELPERS:%.c=$(BUILD)/obj/%.o) $(CLIENT_LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) $^ $(CMOCKA_LIBS) -lm -o $@
+$(BUILD)/tests/replay_%: $(BUILD)/obj/tests/fuzz/fuzz_%.o $(BUILD)/obj/tests/fuzz/replay_main.o $(CORE_LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) $^ $(DAEMON_LIBS) -o $@
+$(BUILD)/bench/bench_%: $(BUILD)/obj/tests/bench/bench_%.o $(wildcard tests/bench/support*.c) $(CLIENT_LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) $(filter %.o,$^) $(CLIENT_LIB) $(PKG_LIBS) $(shell pkg-config --libs starpu-1.3 2>/dev/null) -lm -o $@
+$(BUILD)/obj/tests/bench/%.o: tests/bench/%.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(PKG_CFLAGS) $(shell pkg-config --cflags starpu-1.3 2>/dev/null) -MMD -MP -c $< -o $@
+
+test: all $(UNIT_TESTS) $(INTEG_TESTS) $(REPLAYS)
+	@BUILD=$(BUILD) sh tests/run_tests.sh $(UNIT_TESTS) $(INTEG_TESTS) $(REPLAYS)
+
+demo: all
+	@BUILD=$(BUILD) sh examples/demo.sh
+
+bench: all $(BENCHES)
+	@BUILD=$(BUILD) sh tests/bench/run_bench.sh $(BENCHES)
+
+deps:
+	@sh .ci/deps.sh
+
+# Coverage-guided fuzzing with clang's libFuzzer, each target for FUZZ_SECONDS.
+FUZZ_CFLAGS := -std=c11 -D_GNU_SOURCE -O1 -g -Iinclude -I. -pthread -fsanitize=fuzzer,address,undefined
+fuzz: $(FUZZ_NAMES:%=build/fuzz/fuzz_%)
+	@for n in $(FUZZ_NAMES); do \
+	  mkdir -p build/fuzz/work-$$n && \
+	  build/fuzz/fuzz_$$n -max_total_time=$(FUZZ_SECONDS) -max_len=65536 -print_final_stats=1 \
+	    build/fuzz/work-$$n tests/fuzz/corpus/$$n || exit 1; done
+build/fuzz/fuzz_%: tests/fuzz/fuzz_%.c $(CORE_C) $(CORE_CXX)
+	@mkdir -p build/fuzz/obj
+	@for f in $(CORE_CXX); do clang++ -std=c++17 -DNDEBUG -O1 -g -Iinclude -I. -fsanitize=fuzzer-no-link,address,undefined $(PKG_CFLAGS) -c $$f -o build/fuzz/obj/$$(basename $$f).o || exit 1; done
+	clang $(FUZZ_CFLAGS) $(PKG_CFLAGS) $< $(CORE_C) build/fuzz/obj/*.o $(DAEMON_LIBS) -o $@
+
+format:
+	clang-format -i $$(git ls-files '*.c' '*.h' '*.cpp')
+format-check:
+	clang-format --dry-run --Werror $$(git ls-files '*.c' '*.h' '*.cpp')
+
+clean:
+	rm -rf build
+
+-include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

@@ -1,0 +1,95 @@
+/* CPU backend: one device per core (or per listed CPU), each driven by a
+ * worker thread bound to it with hwloc. */
+#include <hwloc.h>
+#include <stdio.h>
+
+#include "backends/backend.h"
+#include "daemon/log.h"
+#include "tandem.h"
+
+static int add_device(struct backend_device *out, size_t max, size_t *n, hwloc_const_cpuset_t set,
+		      int os_index)
+{
+	if (*n >= max)
+		return 0;
+	struct backend_device *d = &out[*n];
+	hwloc_bitmap_t copy = hwloc_bitmap_dup(set);
+	if (!copy)
+		return -TDM_ENOMEM;
+	snprintf(d->name, sizeof(d->name), "cpu%zu", *n);
+	d->kind = TDM_DEV_CPU;
+	d->ops = &backend_cpu;
+	d->os_index = os_index;
+	d->bind_set = copy;
+	(*n)++;
+	return 0;
+}
+
+static int cpu_probe(const struct backend_probe_params *p, struct backend_device *out, size_t max,
+		     size_t *n)
+{
+	hwloc_topology_t topo = p->topology;
+	int err = 0;
+
+	*n = 0;
+	kernels_cpu_init();
+	if (p->ncores) {
+		for (size_t i = 0; i < p->ncores && !err; i++) {
+			hwloc_obj_t pu = hwloc_get_pu_obj_by_os_index(topo, (unsigned)p->cores[i]);
+			if (!pu) {
+				log_error("cpu.cores: CPU %d is not in this machine's allowed set",
+					  p->cores[i]);
+				return -TDM_ECONFIG;
+			}
+			err = add_device(out, max, n, pu->cpuset, p->cores[i]);
+		}
+		return err;
+	}
+	int ncores = hwloc_get_nbobjs_by_type(topo, HWLOC_OBJ_CORE);
+	for (int i = 0; i < ncores && !err; i++) {
+		hwloc_obj_t core = hwloc_get_obj_by_type(topo, HWLOC_OBJ_CORE, (unsigned)i);
+		int first = hwloc_bitmap_first(core->cpuset);
+		err = add_device(out, max, n, core->cpuset, first);
+	}
+	if (!err && *n == 0) {
+		/* No core objects (some VMs): fall back to one device per PU. */
+		int npus = hwloc_get_nbobjs_by_type(topo, HWLOC_OBJ_PU);
+		for (int i = 0; i < npus && !err; i++) {
+			hwloc_obj_t pu = hwloc_get_obj_by_type(topo, HWLOC_OBJ_PU, (unsigned)i);
+			err = add_device(out, max, n, pu->cpuset, (int)pu->os_index);
+		}
+	}
+	return err;
+}
+
+static void cpu_release(struct backend_device *d)
+{
+	hwloc_bitmap_free(d->bind_set);
+	d->bind_set = NULL;
+}
+
+static int cpu_worker_init(const struct backend_device *d, void *topology)
+{
+	if (!topology || !d->bind_set)
+		return 0;
+	if (hwloc_set_cpubind(topology, d->bind_set, HWLOC_CPUBIND_THREAD) != 0) {
+		log_warn("%s: cannot bind worker to CPU %d", d->name, d->os_index);
+		return -TDM_ESYS;
+	}
+	return 0;
+}
+
+static int cpu_launch(const struct backend_device *d, const struct kernel_def *k,
+		      const struct tdm_kernel_call *call)
+{
+	(void)d;
+	return k->impl[TDM_DEV_CPU](call);
+}
+
+const struct backend_ops backend_cpu = {
+	.name = "cpu",
+	.probe = cpu_probe,
+	.release = cpu_release,
+	.worker_init = cpu_worker_init,
+	.launch = cpu_launch,
+};

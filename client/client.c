@@ -1,0 +1,384 @@
+/* libtandem: connection, requests over the socket, buffers, kernels. */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "client/client_internal.h"
+
+static size_t page_round(size_t n)
+{
+	size_t page = (size_t)sysconf(_SC_PAGESIZE);
+	return (n + page - 1) / page * page;
+}
+
+static int send_all(int fd, const void *p, size_t n)
+{
+	const char *c = p;
+	while (n) {
+		ssize_t k = send(fd, c, n, MSG_NOSIGNAL);
+		if (k < 0 && errno == EINTR)
+			continue;
+		if (k <= 0)
+			return -TDM_EDISCONNECTED;
+		c += k;
+		n -= (size_t)k;
+	}
+	return 0;
+}
+
+static int recv_all(int fd, void *p, size_t n)
+{
+	char *c = p;
+	while (n) {
+		ssize_t k = recv(fd, c, n, 0);
+		if (k < 0 && errno == EINTR)
+			continue;
+		if (k <= 0)
+			return -TDM_EDISCONNECTED;
+		c += k;
+		n -= (size_t)k;
+	}
+	return 0;
+}
+
+/* Receives one message header with up to max_fds descriptors attached. */
+static int recv_header(int fd, struct tdm_msg_hdr *h, int *fds, int max_fds, int *nfds)
+{
+	union {
+		char buf[CMSG_SPACE(4 * sizeof(int))];
+		struct cmsghdr align;
+	} u;
+	struct iovec iov = {h, sizeof(*h)};
+	struct msghdr m = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.buf,
+			   .msg_controllen = sizeof(u.buf)};
+	ssize_t k;
+
+	*nfds = 0;
+	do
+		k = recvmsg(fd, &m, MSG_CMSG_CLOEXEC | MSG_WAITALL);
+	while (k < 0 && errno == EINTR);
+	if (k != (ssize_t)sizeof(*h))
+		return -TDM_EDISCONNECTED;
+	for (struct cmsghdr *cm = CMSG_FIRSTHDR(&m); cm; cm = CMSG_NXTHDR(&m, cm)) {
+		if (cm->cmsg_level != SOL_SOCKET || cm->cmsg_type != SCM_RIGHTS)
+			continue;
+		int n = (int)((cm->cmsg_len - CMSG_LEN(0)) / sizeof(int));
+		int got[4];
+		memcpy(got, CMSG_DATA(cm), (size_t)(n > 4 ? 4 : n) * sizeof(int));
+		for (int i = 0; i < n && i < 4; i++) {
+			if (*nfds < max_fds)
+				fds[(*nfds)++] = got[i];
+			else
+				close(got[i]);
+		}
+	}
+	return 0;
+}
+
+static void close_fds(int *fds, int n)
+{
+	for (int i = 0; i < n; i++)
+		close(fds[i]);
+}
+
+/* One request, one reply of exactly reply_len bytes (+ at most one fd). */
+int client_request(tdm_client *c, uint32_t type, const void *req, uint32_t len,
+		   uint32_t reply_type, void *reply, uint32_t reply_len, int *fd_out)
+{
+	struct tdm_msg_hdr h = {.type = type, .length = len};
+	int fds[3], nfds, err;
+
+	if (c->broken)
+		return -TDM_EDISCONNECTED;
+	if ((err = send_all(c->sock, &h, sizeof(h))) || (len && (err = send_all(c->sock, req, len))))
+		goto broken;
+	if ((err = recv_header(c->sock, &h, fds, 3, &nfds)))
+		goto broken;
+	if (h.type != reply_type || h.length != reply_len || nfds > (fd_out ? 1 : 0)) {
+		close_fds(fds, nfds);
+		err = -TDM_EPROTO;
+		goto broken;
+	}
+	if ((err = recv_all(c->sock, reply, reply_len))) {
+		close_fds(fds, nfds);
+		goto broken;
+	}
+	if (fd_out)
+		*fd_out = nfds ? fds[0] : -1;
+	return 0;
+broken:
+	c->broken = true;
+	return err;
+}
+
+static int connect_socket(const char *path)
+{
+	struct sockaddr_un sa = {.sun_family = AF_UNIX};
+	if (strlen(path) >= sizeof(sa.sun_path))
+		return -TDM_EINVAL;
+	strcpy(sa.sun_path, path);
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return -TDM_ESYS;
+	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0) {
+		close(fd);
+		return -TDM_ECONNECT;
+	}
+	return fd;
+}
+
+static int map_ring(tdm_client *c, const struct tdm_hello_reply *r, int ring_fd)
+{
+	/* Trust, but check: the geometry must fit the region we map. */
+	if (!r->sq_entries || (r->sq_entries & (r->sq_entries - 1)) || !r->cq_entries ||
+	    (r->cq_entries & (r->cq_entries - 1)) ||
+	    (uint64_t)r->sq_offset + (uint64_t)r->sq_entries * sizeof(struct tdm_sqe) >
+		    r->ring_bytes ||
+	    (uint64_t)r->cq_offset + (uint64_t)r->cq_entries * sizeof(struct tdm_cqe) >
+		    r->ring_bytes ||
+	    r->sq_offset < sizeof(struct tdm_ring_header) ||
+	    r->cq_offset < sizeof(struct tdm_ring_header))
+		return -TDM_EPROTO;
+	c->ring = mmap(NULL, r->ring_bytes, PROT_READ | PROT_WRITE, MAP_SHARED, ring_fd, 0);
+	if (c->ring == MAP_FAILED) {
+		c->ring = NULL;
+		return -TDM_ESYS;
+	}
+	c->ring_bytes = r->ring_bytes;
+	c->hdr = c->ring;
+	c->sq = (struct tdm_sqe *)((char *)c->ring + r->sq_offset);
+	c->cq = (struct tdm_cqe *)((char *)c->ring + r->cq_offset);
+	c->sq_entries = r->sq_entries;
+	c->cq_entries = r->cq_entries;
+	c->sq_tail = c->sq_published = __atomic_load_n(&c->hdr->sq_tail, __ATOMIC_ACQUIRE);
+	c->cq_head = __atomic_load_n(&c->hdr->cq_head, __ATOMIC_ACQUIRE);
+	return 0;
+}
+
+TDM_API int tdm_connect(const struct tdm_connect_opts *opts, tdm_client **out)
+{
+	char path[108];
+	struct tdm_hello hello = {.magic = TDM_WIRE_MAGIC, .version = TDM_WIRE_VERSION,
+				  .role = TDM_ROLE_CLIENT};
+	struct tdm_hello_reply r;
+	struct tdm_msg_hdr h = {.type = TDM_MSG_HELLO, .length = sizeof(hello)};
+	int fds[3], nfds = 0, err;
+	tdm_client *c;
+
+	if (!out)
+		return -TDM_EINVAL;
+	*out = NULL;
+	if (opts && opts->socket_path) {
+		if (strlen(opts->socket_path) >= sizeof(path))
+			return -TDM_EINVAL;
+		strcpy(path, opts->socket_path);
+	} else if ((err = tdm_default_socket_path(path, sizeof(path)))) {
+		return err;
+	}
+	c = calloc(1, sizeof(*c));
+	if (!c)
+		return -TDM_ENOMEM;
+	c->sq_bell = c->cq_bell = -1;
+	c->spin_us = opts ? opts->spin_us : 0;
+	c->sock = connect_socket(path);
+	if (c->sock < 0) {
+		err = c->sock;
+		free(c);
+		return err;
+	}
+	if ((err = send_all(c->sock, &h, sizeof(h))) ||
+	    (err = send_all(c->sock, &hello, sizeof(hello))) ||
+	    (err = recv_header(c->sock, &h, fds, 3, &nfds)))
+		goto fail;
+	if (h.type != TDM_MSG_HELLO_REPLY || h.length != sizeof(r)) {
+		err = -TDM_EPROTO;
+		goto fail;
+	}
+	if ((err = recv_all(c->sock, &r, sizeof(r))))
+		goto fail;
+	if (r.magic != TDM_WIRE_MAGIC || r.version != TDM_WIRE_VERSION) {
+		err = -TDM_EVERSION;
+		goto fail;
+	}
+	if (r.status) {
+		err = r.status < 0 && r.status > -TDM_E__COUNT ? r.status : -TDM_EPROTO;
+		goto fail;
+	}
+	if (nfds != 3) {
+		err = -TDM_EPROTO;
+		goto fail;
+	}
+	if ((err = map_ring(c, &r, fds[0])))
+		goto fail;
+	close(fds[0]);
+	c->sq_bell = fds[1];
+	c->cq_bell = fds[2];
+	c->session_id = r.session_id;
+	c->ndevices = r.ndevices;
+	c->max_tasks_per_graph = r.max_tasks_per_graph;
+	*out = c;
+	return 0;
+fail:
+	close_fds(fds, nfds);
+	if (c->ring)
+		munmap(c->ring, c->ring_bytes);
+	close(c->sock);
+	free(c);
+	return err;
+}
+
+TDM_API void tdm_disconnect(tdm_client *c)
+{
+	if (!c)
+		return;
+	/* Graphs still in flight are detached: their results never come. */
+	for (struct tdm_graph *g = c->inflight; g; g = g->next) {
+		g->inflight = false;
+		g->done = true;
+		g->status = -TDM_EDISCONNECTED;
+		g->c = NULL;
+	}
+	for (size_t i = 0; i < c->nmaps; i++)
+		munmap(c->maps[i].ptr, c->maps[i].mapped);
+	if (c->ring)
+		munmap(c->ring, c->ring_bytes);
+	if (c->sq_bell >= 0)
+		close(c->sq_bell);
+	if (c->cq_bell >= 0)
+		close(c->cq_bell);
+	close(c->sock);
+	free(c->maps);
+	free(c->kernels);
+	free(c);
+}
+
+TDM_API uint32_t tdm_session_id(const tdm_client *c)
+{
+	return c->session_id;
+}
+
+TDM_API uint32_t tdm_device_count(const tdm_client *c)
+{
+	return c->ndevices;
+}
+
+/* ---- buffers ---- */
+
+const struct mapping *client_mapping(const tdm_client *c, tdm_buffer h)
+{
+	for (size_t i = 0; i < c->nmaps; i++)
+		if (c->maps[i].handle == h)
+			return &c->maps[i];
+	return NULL;
+}
+
+TDM_API int tdm_buffer_alloc(tdm_client *c, size_t bytes, uint32_t flags, tdm_buffer *handle,
+			     void **ptr)
+{
+	struct tdm_buf_alloc_req req = {.bytes = bytes, .flags = flags};
+	struct tdm_buf_alloc_reply r;
+	int fd = -1, err;
+
+	if (!c || !handle || !ptr || bytes == 0 || (flags & ~TDM_BUF_FLAGS_ALL))
+		return -TDM_EINVAL;
+	if (c->nmaps == c->maps_cap) {
+		size_t ncap = c->maps_cap ? c->maps_cap * 2 : 16;
+		struct mapping *n = realloc(c->maps, ncap * sizeof(*n));
+		if (!n)
+			return -TDM_ENOMEM;
+		c->maps = n;
+		c->maps_cap = ncap;
+	}
+	err = client_request(c, TDM_MSG_BUF_ALLOC, &req, sizeof(req), TDM_MSG_BUF_ALLOC_REPLY, &r,
+			     sizeof(r), &fd);
+	if (err)
+		return err;
+	if (r.status) {
+		if (fd >= 0)
+			close(fd);
+		return r.status;
+	}
+	if (fd < 0 || r.bytes != bytes)
+		return -TDM_EPROTO;
+	size_t mapped = page_round(bytes);
+	void *p = mmap(NULL, mapped, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	close(fd);
+	if (p == MAP_FAILED) {
+		struct tdm_buf_free_req fr = {.handle = r.handle};
+		struct tdm_status_reply sr;
+		client_request(c, TDM_MSG_BUF_FREE, &fr, sizeof(fr), TDM_MSG_BUF_FREE_REPLY, &sr,
+			       sizeof(sr), NULL);
+		return -TDM_ENOMEM;
+	}
+	c->maps[c->nmaps++] = (struct mapping){r.handle, p, bytes, mapped};
+	*handle = r.handle;
+	*ptr = p;
+	return 0;
+}
+
+TDM_API int tdm_buffer_free(tdm_client *c, tdm_buffer handle)
+{
+	struct tdm_buf_free_req req = {.handle = handle};
+	struct tdm_status_reply r;
+	size_t i;
+
+	if (!c)
+		return -TDM_EINVAL;
+	for (i = 0; i < c->nmaps && c->maps[i].handle != handle; i++)
+		;
+	if (i == c->nmaps)
+		return -TDM_EHANDLE;
+	int err = client_request(c, TDM_MSG_BUF_FREE, &req, sizeof(req), TDM_MSG_BUF_FREE_REPLY, &r,
+				 sizeof(r), NULL);
+	munmap(c->maps[i].ptr, c->maps[i].mapped);
+	c->maps[i] = c->maps[--c->nmaps];
+	return err ? err : r.status;
+}
+
+/* ---- kernels ---- */
+
+const struct kernel_sig *client_kernel_by_id(const tdm_client *c, tdm_kernel id)
+{
+	for (size_t i = 0; i < c->nkernels; i++)
+		if (c->kernels[i].id == id)
+			return &c->kernels[i];
+	return NULL;
+}
+
+TDM_API int tdm_kernel_lookup(tdm_client *c, const char *name, tdm_kernel *out)
+{
+	struct tdm_kernel_lookup_req req = {{0}};
+	struct tdm_kernel_lookup_reply r;
+
+	if (!c || !name || !out || strlen(name) >= sizeof(req.name))
+		return -TDM_EINVAL;
+	for (size_t i = 0; i < c->nkernels; i++) {
+		if (strcmp(c->kernels[i].name, name) == 0) {
+			*out = c->kernels[i].id;
+			return 0;
+		}
+	}
+	strcpy(req.name, name);
+	int err = client_request(c, TDM_MSG_KERNEL_LOOKUP, &req, sizeof(req), TDM_MSG_KERNEL_REPLY,
+				 &r, sizeof(r), NULL);
+	if (err)
+		return err;
+	if (r.status)
+		return r.status;
+	if (r.nargs > TDM_MAX_ARGS || r.nscalars > TDM_MAX_SCALARS)
+		return -TDM_EPROTO;
+	struct kernel_sig *n = realloc(c->kernels, (c->nkernels + 1) * sizeof(*n));
+	if (!n)
+		return -TDM_ENOMEM;
+	c->kernels = n;
+	n[c->nkernels].id = r.kernel_id;
+	strcpy(n[c->nkernels].name, name);
+	n[c->nkernels].r = r;
+	c->nkernels++;
+	*out = r.kernel_id;
+	return 0;
+}

@@ -1,0 +1,80 @@
+/* libtandem internals. */
+#ifndef TDM_CLIENT_INTERNAL_H
+#define TDM_CLIENT_INTERNAL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "tandem.h"
+
+#define TDM_API __attribute__((visibility("default")))
+
+struct kernel_sig {
+	tdm_kernel id;
+	char name[TDM_KERNEL_NAME_MAX];
+	struct tdm_kernel_lookup_reply r;
+};
+
+struct mapping {
+	tdm_buffer handle;
+	void *ptr;
+	size_t bytes, mapped;
+};
+
+struct tdm_client {
+	int sock;
+	uint32_t session_id, ndevices, max_tasks_per_graph;
+	void *ring;
+	size_t ring_bytes;
+	struct tdm_ring_header *hdr;
+	struct tdm_sqe *sq;
+	struct tdm_cqe *cq;
+	uint32_t sq_entries, cq_entries;
+	uint32_t sq_tail, sq_published, cq_head; /* our indices */
+	int sq_bell, cq_bell;
+	uint32_t spin_us;
+	bool broken;
+	struct kernel_sig *kernels;
+	size_t nkernels;
+	struct mapping *maps;
+	size_t nmaps, maps_cap;
+	struct tdm_graph *inflight;
+	uint64_t next_cookie;
+};
+
+struct tdm_graph {
+	tdm_client *c;
+	struct tdm_sqe_task *tasks;
+	uint32_t ntasks, tasks_cap;
+	uint32_t *edges; /* (from, to) pairs */
+	uint32_t nedges, edges_cap;
+	bool want_info;
+	int32_t priority;
+	bool inflight, done;
+	int status;
+	uint64_t cookie;
+	struct tdm_task_info *info;
+	uint32_t reject_task, reject_field;
+	struct tdm_graph *next, *prev; /* in c->inflight */
+};
+
+/* client.c */
+int client_request(tdm_client *c, uint32_t type, const void *req, uint32_t len,
+		   uint32_t reply_type, void *reply, uint32_t reply_len, int *fd_out);
+const struct kernel_sig *client_kernel_by_id(const tdm_client *c, tdm_kernel id);
+const struct mapping *client_mapping(const tdm_client *c, tdm_buffer h);
+
+/* ring.c */
+int ring_put(tdm_client *c, const struct tdm_sqe *e);
+void ring_publish(tdm_client *c, bool doorbell);
+/* Reaps completions; returns 0 or -TDM_EDISCONNECTED. */
+int ring_reap(tdm_client *c);
+/* Waits for any progress (completion, ring space) until deadline_ns
+ * (CLOCK_MONOTONIC; 0 = forever). Returns 0, -TDM_ETIMEDOUT or
+ * -TDM_EDISCONNECTED. */
+int ring_wait_progress(tdm_client *c, uint64_t deadline_ns, bool (*ready)(tdm_client *, void *),
+		       void *arg);
+uint64_t client_now_ns(void);
+
+#endif

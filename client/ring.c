@@ -1,0 +1,193 @@
+/* libtandem: the submission and completion rings, doorbells, waiting. */
+#include <errno.h>
+#include <poll.h>
+#include <sched.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "client/client_internal.h"
+
+#define PUBLISH_EVERY 64 /* entries: lets the daemon start on a large graph */
+
+uint64_t client_now_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+static void ring_bell(int fd)
+{
+	uint64_t one = 1;
+	/* EAGAIN: the counter is saturated, the daemon will wake anyway. */
+	if (write(fd, &one, sizeof(one)) < 0 && errno != EAGAIN)
+		(void)0;
+}
+
+void ring_publish(tdm_client *c, bool doorbell)
+{
+	if (c->sq_published != c->sq_tail) {
+		__atomic_store_n(&c->hdr->sq_tail, c->sq_tail, __ATOMIC_SEQ_CST);
+		c->sq_published = c->sq_tail;
+	}
+	/* A polling daemon sees the tail by itself; it clears the flag before
+	 * it stops looking, and looks once more after (see server_poll_spin). */
+	if (doorbell && !(__atomic_load_n(&c->hdr->daemon_flags, __ATOMIC_SEQ_CST) &
+			  TDM_DAEMON_POLLING))
+		ring_bell(c->sq_bell);
+}
+
+static bool ring_has_space(tdm_client *c, void *arg)
+{
+	(void)arg;
+	uint32_t head = __atomic_load_n(&c->hdr->sq_head, __ATOMIC_ACQUIRE);
+	return c->sq_tail - head < c->sq_entries;
+}
+
+int ring_put(tdm_client *c, const struct tdm_sqe *e)
+{
+	while (!ring_has_space(c, NULL)) {
+		ring_publish(c, true);
+		int err = ring_wait_progress(c, 0, ring_has_space, NULL);
+		if (err)
+			return err;
+	}
+	memcpy(&c->sq[c->sq_tail & (c->sq_entries - 1)], e, sizeof(*e));
+	c->sq_tail++;
+	if (c->sq_tail - c->sq_published >= PUBLISH_EVERY)
+		ring_publish(c, false);
+	return 0;
+}
+
+static struct tdm_graph *find_inflight(tdm_client *c, uint64_t cookie)
+{
+	for (struct tdm_graph *g = c->inflight; g; g = g->next)
+		if (g->cookie == cookie)
+			return g;
+	return NULL;
+}
+
+static void dispatch(tdm_client *c, const struct tdm_cqe *e)
+{
+	struct tdm_graph *g;
+
+	if (e->op != TDM_CQE_TASK_INFO && e->op != TDM_CQE_GRAPH_DONE)
+		return; /* TDM_CQE_ERROR: an entry outside any graph; nothing waits */
+	g = find_inflight(c, e->cookie);
+	if (!g)
+		return;
+	if (e->op == TDM_CQE_TASK_INFO) {
+		if (g->info && e->task_index < g->ntasks)
+			g->info[e->task_index] = (struct tdm_task_info){
+				.status = e->status,
+				.device = e->device,
+				.queued_ns = e->queued_ns,
+				.start_ns = e->start_ns,
+				.end_ns = e->end_ns,
+			};
+		return;
+	}
+	g->done = true;
+	g->inflight = false;
+	g->status = e->status;
+	g->reject_task = e->task_index;
+	g->reject_field = e->detail;
+	if (g->prev)
+		g->prev->next = g->next;
+	else
+		c->inflight = g->next;
+	if (g->next)
+		g->next->prev = g->prev;
+	g->next = g->prev = NULL;
+}
+
+int ring_reap(tdm_client *c)
+{
+	uint32_t tail = __atomic_load_n(&c->hdr->cq_tail, __ATOMIC_ACQUIRE);
+	if (tail - c->cq_head > c->cq_entries) {
+		c->broken = true;
+		return -TDM_EDISCONNECTED;
+	}
+	if (tail == c->cq_head)
+		return c->broken ? -TDM_EDISCONNECTED : 0;
+	while (c->cq_head != tail) {
+		struct tdm_cqe e = c->cq[c->cq_head & (c->cq_entries - 1)];
+		c->cq_head++;
+		dispatch(c, &e);
+	}
+	__atomic_store_n(&c->hdr->cq_head, c->cq_head, __ATOMIC_SEQ_CST);
+	/* Completions waiting for room: tell the daemon we made some. */
+	if (__atomic_load_n(&c->hdr->daemon_flags, __ATOMIC_SEQ_CST) & TDM_DAEMON_CQ_OVERFLOW)
+		ring_bell(c->sq_bell);
+	return 0;
+}
+
+static bool socket_closed(tdm_client *c)
+{
+	char b;
+	ssize_t n = recv(c->sock, &b, 1, MSG_PEEK | MSG_DONTWAIT);
+	return n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR);
+}
+
+int ring_wait_progress(tdm_client *c, uint64_t deadline_ns, bool (*ready)(tdm_client *, void *),
+		       void *arg)
+{
+	for (;;) {
+		int err = ring_reap(c);
+		if (err)
+			return err;
+		if (ready(c, arg))
+			return 0;
+		/* Spin: the answer is often a few microseconds away. */
+		if (c->spin_us) {
+			uint64_t until = client_now_ns() + (uint64_t)c->spin_us * 1000u;
+			unsigned iter = 0;
+			while (__atomic_load_n(&c->hdr->cq_tail, __ATOMIC_ACQUIRE) == c->cq_head &&
+			       !ready(c, arg) && client_now_ns() < until) {
+				__builtin_ia32_pause();
+				if (++iter % 64 == 0)
+					sched_yield(); /* the daemon may share our core */
+			}
+			if (__atomic_load_n(&c->hdr->cq_tail, __ATOMIC_ACQUIRE) != c->cq_head ||
+			    ready(c, arg))
+				continue;
+		}
+		/* Sleep: say so, then look once more before blocking, so a
+		 * completion posted in between is not missed. */
+		__atomic_fetch_or(&c->hdr->client_flags, TDM_CLIENT_SLEEPING, __ATOMIC_SEQ_CST);
+		if (__atomic_load_n(&c->hdr->cq_tail, __ATOMIC_SEQ_CST) == c->cq_head &&
+		    !ready(c, arg)) {
+			int timeout_ms = -1;
+			if (deadline_ns) {
+				uint64_t now = client_now_ns();
+				if (now >= deadline_ns) {
+					__atomic_fetch_and(&c->hdr->client_flags,
+							   ~TDM_CLIENT_SLEEPING, __ATOMIC_SEQ_CST);
+					return -TDM_ETIMEDOUT;
+				}
+				timeout_ms = (int)((deadline_ns - now + 999999) / 1000000);
+			}
+			struct pollfd p[2] = {{c->cq_bell, POLLIN, 0}, {c->sock, POLLIN, 0}};
+			int n = poll(p, 2, timeout_ms);
+			if (n > 0 && (p[1].revents & (POLLIN | POLLHUP | POLLERR)) &&
+			    socket_closed(c))
+				c->broken = true;
+			if (p[0].revents & POLLIN) {
+				uint64_t v;
+				if (read(c->cq_bell, &v, sizeof(v)) < 0)
+					(void)0; /* already drained by a racing wake */
+			}
+		}
+		__atomic_fetch_and(&c->hdr->client_flags, ~TDM_CLIENT_SLEEPING, __ATOMIC_SEQ_CST);
+		if (c->broken) {
+			ring_reap(c);
+			return ready(c, arg) ? 0 : -TDM_EDISCONNECTED;
+		}
+		if (deadline_ns && client_now_ns() >= deadline_ns && !ready(c, arg)) {
+			ring_reap(c);
+			return ready(c, arg) ? 0 : -TDM_ETIMEDOUT;
+		}
+	}
+}

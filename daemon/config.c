@@ -1,0 +1,651 @@
+/* tandemd configuration: defaults, loading from TOML, validation.
+ *
+ * The schema is a table of keys; toml_shim walks the document in source
+ * order and each node is checked against that table and stored into a copy
+ * of the defaults, which replaces the caller's configuration only if the
+ * whole document is valid.
+ */
+#include "daemon/config.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "daemon/toml_shim.h"
+#include "tandem.h"
+
+#define CONFIG_FILE_MAX (1u << 20)
+
+/* The default configuration; config_defaults() must give the same values
+ * (a unit test checks it) and every key of the schema must appear here. */
+const char config_default_toml[] =
+	"# tandemd configuration.\n"
+	"#\n"
+	"# Every key is optional: a key left out keeps the value shown here, which\n"
+	"# is its default. Only ASCII text is accepted. Unknown sections and keys,\n"
+	"# values of the wrong type and values out of range are errors.\n"
+	"\n"
+	"[daemon]\n"
+	"# Path of the daemon's Unix socket: an absolute path shorter than 108\n"
+	"# bytes, or \"\" for the default ($XDG_RUNTIME_DIR/tandem/tandemd.sock for a\n"
+	"# user, /run/tandem/tandemd.sock for root).\n"
+	"socket = \"\"\n"
+	"# \"error\", \"warn\", \"info\" or \"debug\".\n"
+	"log_level = \"info\"\n"
+	"# User ids (0 to 4294967294, at most 64) that may connect, besides the\n"
+	"# daemon's own uid and root, which always may.\n"
+	"allowed_uids = []\n"
+	"# Group ids (0 to 4294967294, at most 64) whose members may connect.\n"
+	"allowed_gids = []\n"
+	"# Clients connected at once (1 to 4096).\n"
+	"max_clients = 64\n"
+	"\n"
+	"[engine]\n"
+	"# Scheduling policy, by its registered name ([a-z0-9_], 1 to 31 chars).\n"
+	"policy = \"eager\"\n"
+	"# Microseconds a worker spins for new work before it sleeps (0 to 10000).\n"
+	"spin_us = 50\n"
+	"\n"
+	"[cpu]\n"
+	"# OS indexes of the cores to run CPU workers on (0 to 1023, each at most\n"
+	"# once); [] means every core of the daemon's cpuset.\n"
+	"cores = []\n"
+	"\n"
+	"[limits]\n"
+	"# Per-client limits.\n"
+	"# Bytes of shared buffers a client may hold (4096 to 2^48): an integer or\n"
+	"# a string with a unit, B, KiB, MiB, GiB or TiB, such as \"512MiB\".\n"
+	"buffer_quota_bytes = 1073741824\n"
+	"# Buffers a client may hold at once (1 to 1048576).\n"
+	"max_buffers = 4096\n"
+	"# Tasks of a client submitted and not yet complete (1 to 16777216).\n"
+	"max_tasks_in_flight = 1048576\n"
+	"# Tasks in one graph (1 to 4194304).\n"
+	"max_tasks_per_graph = 1048576\n"
+	"# Graphs of a client submitted and not yet complete (1 to 65536).\n"
+	"max_graphs_in_flight = 1024\n"
+	"\n"
+	"[rings]\n"
+	"# Entries of each client's submission ring (power of two, 64 to 65536).\n"
+	"sq_entries = 4096\n"
+	"# Entries of each client's completion ring (power of two, 64 to 65536).\n"
+	"cq_entries = 8192\n";
+
+void config_defaults(struct tdm_config *cfg)
+{
+	memset(cfg, 0, sizeof(*cfg));
+	cfg->socket_path[0] = '\0';
+	cfg->log_level = LOG_INFO;
+	cfg->n_allowed_uids = 0;
+	cfg->n_allowed_gids = 0;
+	cfg->max_clients = 64;
+
+	strcpy(cfg->policy, "eager");
+	cfg->spin_us = 50;
+
+	cfg->n_cores = 0;
+
+	cfg->buffer_quota_bytes = UINT64_C(1) << 30;
+	cfg->max_buffers = 4096;
+	cfg->max_tasks_in_flight = 1048576;
+	cfg->max_tasks_per_graph = 1048576;
+	cfg->max_graphs_in_flight = 1024;
+
+	cfg->sq_entries = 4096;
+	cfg->cq_entries = 8192;
+}
+
+const char *config_log_level_name(enum log_level l)
+{
+	switch (l) {
+	case LOG_ERROR:
+		return "error";
+	case LOG_WARN:
+		return "warn";
+	case LOG_INFO:
+		return "info";
+	case LOG_DEBUG:
+		return "debug";
+	}
+	return "unknown";
+}
+
+/* ---- schema --------------------------------------------------------------- */
+
+enum key_kind {
+	K_SOCKET,    /* string: "" or an absolute path shorter than CONFIG_PATH_MAX */
+	K_LOG_LEVEL, /* string: a log level name */
+	K_NAME,      /* string: [a-z0-9_]{1,CONFIG_NAME_MAX - 1} */
+	K_U32,       /* integer min..max, stored as uint32_t */
+	K_POW2,      /* power of two min..max, stored as uint32_t */
+	K_BYTES,     /* integer or string with a unit, min..max, stored as uint64_t */
+	K_IDS,       /* array of integers min..max, uint32_t[] + size_t count */
+	K_CORES,     /* array of distinct integers min..max, int[] + size_t count */
+};
+
+struct key_spec {
+	const char *section;
+	const char *key;
+	enum key_kind kind;
+	int64_t min, max;
+	size_t offset;    /* of the value (or array) in struct tdm_config */
+	size_t count_off; /* K_IDS, K_CORES: of the element count */
+	size_t max_len;   /* K_IDS, K_CORES: most elements */
+};
+
+#define OFF(f) offsetof(struct tdm_config, f)
+#define SCALAR(sec, k, kind, lo, hi, f) {sec, k, kind, lo, hi, OFF(f), 0, 0}
+#define ARRAY(sec, k, kind, lo, hi, f, n, cap) {sec, k, kind, lo, hi, OFF(f), OFF(n), cap}
+
+static const struct key_spec schema[] = {
+	SCALAR("daemon", "socket", K_SOCKET, 0, 0, socket_path),
+	SCALAR("daemon", "log_level", K_LOG_LEVEL, 0, 0, log_level),
+	ARRAY("daemon", "allowed_uids", K_IDS, 0, UINT32_MAX - 1, allowed_uids, n_allowed_uids,
+	      CONFIG_MAX_IDS),
+	ARRAY("daemon", "allowed_gids", K_IDS, 0, UINT32_MAX - 1, allowed_gids, n_allowed_gids,
+	      CONFIG_MAX_IDS),
+	SCALAR("daemon", "max_clients", K_U32, 1, 4096, max_clients),
+
+	SCALAR("engine", "policy", K_NAME, 0, 0, policy),
+	SCALAR("engine", "spin_us", K_U32, 0, 10000, spin_us),
+
+	ARRAY("cpu", "cores", K_CORES, 0, 1023, cores, n_cores, CONFIG_MAX_CORES),
+
+	SCALAR("limits", "buffer_quota_bytes", K_BYTES, 4096, INT64_C(1) << 48,
+	       buffer_quota_bytes),
+	SCALAR("limits", "max_buffers", K_U32, 1, 1048576, max_buffers),
+	SCALAR("limits", "max_tasks_in_flight", K_U32, 1, 16777216, max_tasks_in_flight),
+	SCALAR("limits", "max_tasks_per_graph", K_U32, 1, 4194304, max_tasks_per_graph),
+	SCALAR("limits", "max_graphs_in_flight", K_U32, 1, 65536, max_graphs_in_flight),
+
+	SCALAR("rings", "sq_entries", K_POW2, 64, 65536, sq_entries),
+	SCALAR("rings", "cq_entries", K_POW2, 64, 65536, cq_entries),
+};
+
+#define N_KEYS (sizeof(schema) / sizeof(schema[0]))
+
+/* The spec whose "section.key" is path, or NULL. */
+static const struct key_spec *find_key(const char *path)
+{
+	for (size_t i = 0; i < N_KEYS; i++) {
+		const struct key_spec *ks = &schema[i];
+		size_t n = strlen(ks->section);
+
+		if (!strncmp(path, ks->section, n) && path[n] == '.' &&
+		    !strcmp(path + n + 1, ks->key))
+			return ks;
+	}
+	return NULL;
+}
+
+/* The section that path lies in ("daemon" for "daemon.x.y"), or NULL. */
+static const char *find_section(const char *path)
+{
+	for (size_t i = 0; i < N_KEYS; i++) {
+		size_t n = strlen(schema[i].section);
+
+		if (!strncmp(path, schema[i].section, n) && (path[n] == '.' || !path[n]))
+			return schema[i].section;
+	}
+	return NULL;
+}
+
+/* What a key accepts, for error messages. */
+static void describe(const struct key_spec *ks, char *buf, size_t len)
+{
+	switch (ks->kind) {
+	case K_SOCKET:
+		snprintf(buf, len, "a string: \"\" or an absolute path shorter than %d bytes",
+			 CONFIG_PATH_MAX);
+		break;
+	case K_LOG_LEVEL:
+		snprintf(buf, len, "one of \"error\", \"warn\", \"info\", \"debug\"");
+		break;
+	case K_NAME:
+		snprintf(buf, len, "a string of 1 to %d characters a-z, 0-9, _",
+			 CONFIG_NAME_MAX - 1);
+		break;
+	case K_U32:
+		snprintf(buf, len, "an integer in %lld..%lld", (long long)ks->min,
+			 (long long)ks->max);
+		break;
+	case K_POW2:
+		snprintf(buf, len, "a power of two in %lld..%lld", (long long)ks->min,
+			 (long long)ks->max);
+		break;
+	case K_BYTES:
+		snprintf(buf, len,
+			 "a size in %lld..%lld bytes: an integer, or a string such as \"512MiB\"",
+			 (long long)ks->min, (long long)ks->max);
+		break;
+	case K_IDS:
+		snprintf(buf, len, "an array of at most %zu integers in %lld..%lld", ks->max_len,
+			 (long long)ks->min, (long long)ks->max);
+		break;
+	case K_CORES:
+		snprintf(buf, len, "an array of at most %zu distinct integers in %lld..%lld",
+			 ks->max_len, (long long)ks->min, (long long)ks->max);
+		break;
+	}
+}
+
+/* ---- loading -------------------------------------------------------------- */
+
+struct load_ctx {
+	struct tdm_config cfg; /* the defaults, then what the document sets */
+	bool failed;
+	int line, col;
+	char msg[CONFIG_ERR_MAX];
+};
+
+__attribute__((format(printf, 4, 5))) static int fail(struct load_ctx *ctx, int line, int col,
+						      const char *fmt, ...)
+{
+	va_list ap;
+
+	ctx->failed = true;
+	ctx->line = line;
+	ctx->col = col;
+	va_start(ap, fmt);
+	vsnprintf(ctx->msg, sizeof(ctx->msg), fmt, ap);
+	va_end(ap);
+	return 1;
+}
+
+/* Writes s (of n bytes) for a message: quoted, escaped, cut to 64 bytes. */
+static void quote(const char *s, size_t n, char *buf, size_t len)
+{
+	size_t o = 0;
+
+	if (len < 8) {
+		if (len)
+			buf[0] = '\0';
+		return;
+	}
+	buf[o++] = '"';
+	for (size_t i = 0; i < n; i++) {
+		unsigned char c = (unsigned char)s[i];
+
+		if (o + 8 >= len || i == 64) {
+			buf[o++] = '.';
+			buf[o++] = '.';
+			buf[o++] = '.';
+			break;
+		}
+		if (c == '"' || c == '\\') {
+			buf[o++] = '\\';
+			buf[o++] = (char)c;
+		} else if (c < 0x20 || c >= 0x7f) {
+			o += (size_t)snprintf(buf + o, len - o, "\\x%02x", c);
+		} else {
+			buf[o++] = (char)c;
+		}
+	}
+	buf[o++] = '"';
+	buf[o] = '\0';
+}
+
+static int wrong_type(struct load_ctx *ctx, const struct key_spec *ks,
+		      const struct toml_item *it)
+{
+	char want[160];
+
+	describe(ks, want, sizeof(want));
+	if (it->array_index >= 0)
+		return fail(ctx, it->line, it->col, "%s[%d]: expected an integer, got %s",
+			    it->path, it->array_index, toml_shim_type_name(it->type));
+	return fail(ctx, it->line, it->col, "%s: expected %s, got %s", it->path, want,
+		    toml_shim_type_name(it->type));
+}
+
+static int bad_value(struct load_ctx *ctx, const struct key_spec *ks, const struct toml_item *it,
+		     const char *problem)
+{
+	char want[160], val[96];
+
+	describe(ks, want, sizeof(want));
+	if (it->type == TOML_ITEM_STRING)
+		quote(it->s, it->s_len, val, sizeof(val));
+	else
+		snprintf(val, sizeof(val), "%lld", (long long)it->i);
+	if (it->array_index >= 0)
+		return fail(ctx, it->line, it->col, "%s[%d]: %s %s (expected %s)", it->path,
+			    it->array_index, val, problem, want);
+	return fail(ctx, it->line, it->col, "%s: %s %s (expected %s)", it->path, val, problem,
+		    want);
+}
+
+/* Parses "<digits>[ ]<unit>" with unit B, KiB, MiB, GiB, TiB (or none).
+ * Returns 0, -1 if malformed, -2 if it overflows 64 bits. */
+static int parse_size(const char *s, size_t n, uint64_t *out)
+{
+	static const struct {
+		const char *name;
+		unsigned shift;
+	} units[] = {{"", 0}, {"B", 0}, {"KiB", 10}, {"MiB", 20}, {"GiB", 30}, {"TiB", 40}};
+	uint64_t v = 0;
+	size_t i = 0;
+
+	if (n == 0 || s[0] < '0' || s[0] > '9')
+		return -1;
+	for (; i < n && s[i] >= '0' && s[i] <= '9'; i++) {
+		unsigned d = (unsigned)(s[i] - '0');
+
+		if (v > (UINT64_MAX - d) / 10)
+			return -2;
+		v = v * 10 + d;
+	}
+	while (i < n && s[i] == ' ')
+		i++;
+	for (size_t u = 0; u < sizeof(units) / sizeof(units[0]); u++) {
+		if (n - i != strlen(units[u].name) || memcmp(s + i, units[u].name, n - i))
+			continue;
+		if (v > (UINT64_MAX >> units[u].shift))
+			return -2;
+		*out = v << units[u].shift;
+		return 0;
+	}
+	return -1;
+}
+
+static bool is_name(const char *s, size_t n)
+{
+	if (n < 1 || n > CONFIG_NAME_MAX - 1)
+		return false;
+	for (size_t i = 0; i < n; i++) {
+		char c = s[i];
+
+		if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_'))
+			return false;
+	}
+	return true;
+}
+
+static int set_string(struct load_ctx *ctx, const struct key_spec *ks, const struct toml_item *it,
+		      void *field)
+{
+	static const char *const levels[] = {"error", "warn", "info", "debug"};
+	char buf[48];
+
+	if (it->type != TOML_ITEM_STRING)
+		return wrong_type(ctx, ks, it);
+	if (memchr(it->s, '\0', it->s_len))
+		return bad_value(ctx, ks, it, "contains a NUL character");
+
+	switch (ks->kind) {
+	case K_SOCKET:
+		if (it->s_len && it->s[0] != '/')
+			return bad_value(ctx, ks, it, "is not an absolute path");
+		if (it->s_len >= CONFIG_PATH_MAX) {
+			snprintf(buf, sizeof(buf), "is %zu bytes long", it->s_len);
+			return bad_value(ctx, ks, it, buf);
+		}
+		memcpy(field, it->s, it->s_len + 1);
+		return 0;
+	case K_LOG_LEVEL:
+		for (size_t l = 0; l < sizeof(levels) / sizeof(levels[0]); l++) {
+			if (!strcmp(it->s, levels[l])) {
+				*(enum log_level *)field = (enum log_level)l;
+				return 0;
+			}
+		}
+		return bad_value(ctx, ks, it, "is not a log level");
+	case K_NAME:
+		if (!is_name(it->s, it->s_len))
+			return bad_value(ctx, ks, it, "is not a valid name");
+		memcpy(field, it->s, it->s_len + 1);
+		return 0;
+	default:
+		return wrong_type(ctx, ks, it);
+	}
+}
+
+static int set_integer(struct load_ctx *ctx, const struct key_spec *ks,
+		       const struct toml_item *it, void *field)
+{
+	int64_t v = it->i;
+
+	if (ks->kind == K_BYTES && it->type == TOML_ITEM_STRING) {
+		uint64_t bytes;
+		int rc;
+
+		if (memchr(it->s, '\0', it->s_len))
+			return bad_value(ctx, ks, it, "contains a NUL character");
+		rc = parse_size(it->s, it->s_len, &bytes);
+		if (rc == -1)
+			return bad_value(ctx, ks, it, "is not a size");
+		if (rc < 0 || bytes < (uint64_t)ks->min || bytes > (uint64_t)ks->max)
+			return bad_value(ctx, ks, it, "is out of range");
+		*(uint64_t *)field = bytes;
+		return 0;
+	}
+	if (it->type != TOML_ITEM_INT)
+		return wrong_type(ctx, ks, it);
+	if (v < ks->min || v > ks->max)
+		return bad_value(ctx, ks, it, "is out of range");
+	if (ks->kind == K_POW2 && (v & (v - 1)))
+		return bad_value(ctx, ks, it, "is not a power of two");
+	if (ks->kind == K_BYTES)
+		*(uint64_t *)field = (uint64_t)v;
+	else
+		*(uint32_t *)field = (uint32_t)v;
+	return 0;
+}
+
+/* An array replaces the default list; its elements follow it in the walk. */
+static int set_array(struct load_ctx *ctx, const struct key_spec *ks, const struct toml_item *it,
+		     size_t *count)
+{
+	if (it->type != TOML_ITEM_ARRAY)
+		return wrong_type(ctx, ks, it);
+	if (it->array_len > ks->max_len) {
+		char want[160];
+
+		describe(ks, want, sizeof(want));
+		return fail(ctx, it->line, it->col, "%s: too many elements: %zu (expected %s)",
+			    it->path, it->array_len, want);
+	}
+	*count = 0;
+	return 0;
+}
+
+static int add_element(struct load_ctx *ctx, const struct key_spec *ks, const struct toml_item *it,
+		       void *field, size_t *count)
+{
+	if (it->type != TOML_ITEM_INT)
+		return wrong_type(ctx, ks, it);
+	if (it->i < ks->min || it->i > ks->max)
+		return bad_value(ctx, ks, it, "is out of range");
+	if (*count >= ks->max_len) /* the array's length was checked first */
+		return bad_value(ctx, ks, it, "is one element too many");
+
+	if (ks->kind == K_CORES) {
+		int *cores = field;
+
+		for (size_t i = 0; i < *count; i++) {
+			if (cores[i] == it->i)
+				return bad_value(ctx, ks, it, "is listed twice");
+		}
+		cores[(*count)++] = (int)it->i;
+	} else {
+		uint32_t *ids = field;
+
+		ids[(*count)++] = (uint32_t)it->i;
+	}
+	return 0;
+}
+
+static int visit_key(struct load_ctx *ctx, const struct key_spec *ks, const struct toml_item *it)
+{
+	void *field = (char *)&ctx->cfg + ks->offset;
+	size_t *count = (size_t *)((char *)&ctx->cfg + ks->count_off);
+
+	switch (ks->kind) {
+	case K_SOCKET:
+	case K_LOG_LEVEL:
+	case K_NAME:
+		if (it->array_index >= 0)
+			return wrong_type(ctx, ks, it);
+		return set_string(ctx, ks, it, field);
+	case K_U32:
+	case K_POW2:
+	case K_BYTES:
+		if (it->array_index >= 0)
+			return wrong_type(ctx, ks, it);
+		return set_integer(ctx, ks, it, field);
+	case K_IDS:
+	case K_CORES:
+		if (it->array_index < 0)
+			return set_array(ctx, ks, it, count);
+		return add_element(ctx, ks, it, field, count);
+	}
+	return wrong_type(ctx, ks, it);
+}
+
+/* Length of the first part of a dotted path, quotes included. */
+static size_t first_part_len(const char *path)
+{
+	size_t i = 0;
+
+	if (path[0] != '"')
+		return strcspn(path, ".");
+	for (i = 1; path[i] && path[i] != '"'; i++) {
+		if (path[i] == '\\' && path[i + 1])
+			i++;
+	}
+	return path[i] ? i + 1 : i;
+}
+
+static int visit(void *p, const struct toml_item *it)
+{
+	struct load_ctx *ctx = p;
+	const struct key_spec *ks = find_key(it->path);
+	const char *section;
+
+	if (ks)
+		return visit_key(ctx, ks, it);
+
+	section = find_section(it->path);
+	if (it->depth == 1) {
+		if (!section)
+			return fail(ctx, it->key_line, it->key_col,
+				    it->type == TOML_ITEM_TABLE ? "unknown section [%s]"
+								: "unknown top-level key %s (keys "
+								  "belong in a [section])",
+				    it->path);
+		if (it->type != TOML_ITEM_TABLE)
+			return fail(ctx, it->line, it->col, "%s: expected a table [%s], got %s",
+				    it->path, it->path, toml_shim_type_name(it->type));
+		return 0;
+	}
+	if (!section)
+		return fail(ctx, it->key_line, it->key_col, "unknown section [%.*s]",
+			    (int)first_part_len(it->path), it->path);
+	return fail(ctx, it->key_line, it->key_col, "unknown key %s in [%s]",
+		    it->path + strlen(section) + 1, section);
+}
+
+static void format_error(char *err, size_t errlen, const char *name, int line, int col,
+			 const char *msg)
+{
+	if (!err || !errlen)
+		return;
+	if (line > 0)
+		snprintf(err, errlen, "%s:%d:%d: %s", name, line, col, msg);
+	else
+		snprintf(err, errlen, "%s: %s", name, msg);
+}
+
+int config_load_string(const char *text, size_t len, const char *name, struct tdm_config *cfg,
+		       char *err, size_t errlen)
+{
+	struct load_ctx ctx;
+	char msg[CONFIG_ERR_MAX];
+	int line = 0, col = 0, rc;
+
+	if (!name)
+		name = "<config>";
+	if (err && errlen)
+		err[0] = '\0';
+	if (!cfg || (!text && len)) {
+		format_error(err, errlen, name, 0, 0, "invalid arguments");
+		return -TDM_EINVAL;
+	}
+
+	memset(&ctx, 0, sizeof(ctx));
+	config_defaults(&ctx.cfg);
+	rc = toml_shim_walk(text, len, visit, &ctx, &line, &col, msg, sizeof(msg));
+	if (rc == 0) {
+		memcpy(cfg, &ctx.cfg, sizeof(*cfg));
+		return 0;
+	}
+	if (ctx.failed)
+		format_error(err, errlen, name, ctx.line, ctx.col, ctx.msg);
+	else
+		format_error(err, errlen, name, line, col, msg);
+	return -TDM_ECONFIG;
+}
+
+int config_load_file(const char *path, struct tdm_config *cfg, char *err, size_t errlen)
+{
+	char *buf;
+	size_t n = 0;
+	int fd, rc;
+
+	if (err && errlen)
+		err[0] = '\0';
+	if (!path || !cfg) {
+		format_error(err, errlen, path ? path : "<config>", 0, 0, "invalid arguments");
+		return -TDM_EINVAL;
+	}
+
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0) {
+		char ebuf[128];
+
+		if (err && errlen)
+			snprintf(err, errlen, "%s: cannot open: %s", path,
+				 strerror_r(errno, ebuf, sizeof(ebuf)));
+		return -TDM_ECONFIG;
+	}
+	/* One byte more than the cap tells a file that is too large. */
+	buf = malloc(CONFIG_FILE_MAX + 1);
+	if (!buf) {
+		close(fd);
+		format_error(err, errlen, path, 0, 0, "out of memory");
+		return -TDM_ENOMEM;
+	}
+	while (n <= CONFIG_FILE_MAX) {
+		ssize_t r = read(fd, buf + n, CONFIG_FILE_MAX + 1 - n);
+
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r < 0) {
+			char ebuf[128];
+
+			if (err && errlen)
+				snprintf(err, errlen, "%s: cannot read: %s", path,
+					 strerror_r(errno, ebuf, sizeof(ebuf)));
+			close(fd);
+			free(buf);
+			return -TDM_ECONFIG;
+		}
+		if (r == 0)
+			break;
+		n += (size_t)r;
+	}
+	close(fd);
+	if (n > CONFIG_FILE_MAX) {
+		format_error(err, errlen, path, 0, 0, "file is larger than 1 MiB");
+		free(buf);
+		return -TDM_ECONFIG;
+	}
+	rc = config_load_string(buf, n, path, cfg, err, errlen);
+	free(buf);
+	return rc;
+}

@@ -1,0 +1,62 @@
+/* tandemd configuration: defaults, loading from TOML, validation. */
+#ifndef TDM_DAEMON_CONFIG_H
+#define TDM_DAEMON_CONFIG_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define CONFIG_MAX_IDS 64
+#define CONFIG_MAX_CORES 1024
+#define CONFIG_PATH_MAX 108 /* sizeof(sun_path) */
+#define CONFIG_NAME_MAX 32
+#define CONFIG_ERR_MAX 512
+
+enum log_level { LOG_ERROR = 0, LOG_WARN, LOG_INFO, LOG_DEBUG };
+
+struct tdm_config {
+	/* [daemon] */
+	char socket_path[CONFIG_PATH_MAX]; /* "" = default for this user */
+	enum log_level log_level;          /* "error" | "warn" | "info" | "debug" */
+	uint32_t allowed_uids[CONFIG_MAX_IDS];
+	size_t n_allowed_uids; /* 0 = the daemon's own uid and root */
+	uint32_t allowed_gids[CONFIG_MAX_IDS];
+	size_t n_allowed_gids; /* 0 = no group grants access */
+	uint32_t max_clients;
+
+	/* [engine] */
+	char policy[CONFIG_NAME_MAX]; /* registered policy name */
+	uint32_t spin_us;             /* idle spin before sleeping, 0..10000 */
+
+	/* [cpu] */
+	int cores[CONFIG_MAX_CORES]; /* OS indexes of cores to run workers on */
+	size_t n_cores;              /* 0 = every core in the process's cpuset */
+
+	/* [limits] (per client) */
+	uint64_t buffer_quota_bytes;
+	uint32_t max_buffers;
+	uint32_t max_tasks_in_flight;
+	uint32_t max_tasks_per_graph;
+	uint32_t max_graphs_in_flight;
+
+	/* [rings] */
+	uint32_t sq_entries; /* power of two, 64..65536 */
+	uint32_t cq_entries; /* power of two, 64..65536 */
+};
+
+/* The embedded default configuration, as TOML text (what `tandemd
+ * --print-config` prints). Loading it gives the same as config_defaults(). */
+extern const char config_default_toml[];
+
+void config_defaults(struct tdm_config *cfg);
+
+/* Parses TOML text named `name` (used in error messages) over the defaults.
+ * On error returns -TDM_ECONFIG and writes "name:line:col: message" to err;
+ * cfg is then left untouched. */
+int config_load_string(const char *text, size_t len, const char *name, struct tdm_config *cfg,
+		       char *err, size_t errlen);
+/* Reads and parses a file (at most 1 MiB). */
+int config_load_file(const char *path, struct tdm_config *cfg, char *err, size_t errlen);
+
+const char *config_log_level_name(enum log_level l);
+
+#endif

@@ -1,0 +1,116 @@
+/* The engine core: tasks, graphs, dependency counters, dispatch to device
+ * workers through a policy, completion. It knows nothing of sessions,
+ * sockets or the event loop: graphs arrive built and validated, and leave
+ * through the graph_done hook. */
+#ifndef TDM_DAEMON_ENGINE_H
+#define TDM_DAEMON_ENGINE_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "backends/backend.h"
+#include "backends/kernels.h"
+#include "daemon/clock.h"
+
+struct engine_graph;
+struct tdm_policy_ops;
+
+struct engine_task {
+	struct engine_graph *graph;
+	const struct kernel_def *kernel;
+	struct engine_task *next; /* link for the policy's queues */
+	uint32_t index;
+	int32_t priority;
+	_Atomic uint32_t ndeps; /* predecessors not yet finished */
+	uint16_t device;
+	int32_t status;
+	uint64_t queued_ns, start_ns, end_ns;
+	struct tdm_kernel_call call;
+};
+
+/* Per-client accounting and fairness handle, owned by the front end. The
+ * policy may keep per-flow state in policy_slot. */
+struct engine_flow {
+	uint32_t id;
+	_Atomic int canceled; /* set when the client is gone: queued tasks are skipped */
+	void *policy_slot;
+};
+
+struct engine_graph {
+	struct engine_flow *flow;
+	void *owner; /* the front end's, passed back in graph_done */
+	uint64_t cookie;
+	uint32_t flags;
+	int32_t priority;
+	uint32_t ntasks;
+	struct engine_task *tasks;
+	/* Successors in CSR form: task i's are succ[succ_off[i] .. succ_off[i+1]). */
+	uint32_t *succ_off;
+	uint32_t *succ;
+	_Atomic uint32_t remaining;
+	_Atomic int32_t status; /* first failure wins */
+	uint64_t submit_ns;
+};
+
+struct engine_device {
+	uint16_t index;
+	struct backend_device dev;
+	_Atomic uint64_t tasks_run;
+	_Atomic uint64_t busy_ns;
+};
+
+struct engine_hooks {
+	/* Called once per graph when its last task finished, from a worker
+	 * thread (or from engine_submit for an empty graph). */
+	void (*graph_done)(void *ctx, struct engine_graph *g);
+	void *ctx;
+};
+
+struct engine_counters {
+	uint64_t graphs_submitted, graphs_done;
+	uint64_t tasks_done, tasks_failed, tasks_canceled;
+	uint64_t tasks_in_flight; /* submitted, not finished */
+	size_t queued;            /* ready, waiting for a worker */
+};
+
+struct engine;
+
+struct engine_params {
+	const struct tdm_clock *clock;
+	const struct tdm_policy_ops *policy;
+	const struct backend_device *devices;
+	size_t ndevices;
+	uint32_t spin_us; /* idle workers spin this long before sleeping */
+	struct engine_hooks hooks;
+	void *topology; /* hwloc_topology_t for binding workers; may be NULL */
+	bool start_workers; /* false: tests drive engine_run_one() themselves */
+};
+
+int engine_create(const struct engine_params *p, struct engine **out);
+/* Stops and joins the workers; queued tasks are not run. */
+void engine_destroy(struct engine *e);
+
+/* Takes ownership of a built graph: tasks[], succ_off/succ set and each
+ * task's ndeps counted. Releases the tasks with no predecessor. */
+void engine_submit(struct engine *e, struct engine_graph *g);
+/* Frees a graph's arrays (not the graph struct's owner data). */
+void engine_graph_free_arrays(struct engine_graph *g);
+
+/* Runs one ready task on device `worker` if there is one; returns true if
+ * it did. For tests that run the engine without threads. */
+bool engine_run_one(struct engine *e, unsigned worker);
+
+void engine_counters(const struct engine *e, struct engine_counters *out);
+size_t engine_device_count(const struct engine *e);
+const struct engine_device *engine_device(const struct engine *e, size_t i);
+const char *engine_policy_name(const struct engine *e);
+void engine_set_spin_us(struct engine *e, uint32_t spin_us);
+/* A new client: 0 or -TDM_ENOMEM. */
+int engine_flow_add(struct engine *e, struct engine_flow *flow);
+/* A flow's last graph is done and it will submit no more. */
+void engine_flow_gone(struct engine *e, struct engine_flow *flow);
+
+#endif

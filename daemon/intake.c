@@ -1,0 +1,487 @@
+/* Intake: consume a session's submission ring. Each entry is copied once out
+ * of shared memory, then every field of the copy is validated. A graph is
+ * accepted whole or rejected whole: nothing of a rejected graph runs. */
+#include "daemon/intake.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "daemon/log.h"
+#include "tandem.h"
+
+#define INTAKE_PUBLISH_EVERY 256 /* free ring space for a waiting client */
+#define EDGES_PER_TASK_BUDGET 32 /* explicit + implicit edges, on average */
+
+static bool all_zero(const void *p, size_t n)
+{
+	const unsigned char *c = p;
+	for (size_t i = 0; i < n; i++)
+		if (c[i])
+			return false;
+	return true;
+}
+
+static void post_graph_status(struct session *s, uint64_t cookie, int status, uint32_t task,
+			      uint32_t field)
+{
+	struct tdm_cqe c = {
+		.op = TDM_CQE_GRAPH_DONE,
+		.status = status,
+		.cookie = cookie,
+		.task_index = task,
+		.detail = field,
+	};
+	atomic_fetch_add(&s->env->counters->graphs_rejected, 1);
+	session_post_cqe(s, &c);
+}
+
+/* Rejects the graph being built; its remaining entries are skipped. */
+static void reject(struct session *s, int status, uint32_t field)
+{
+	struct dgraph *g = s->building;
+	log_debug("session %u: graph %llu rejected at task %u: %s (%s)", s->id,
+		  (unsigned long long)g->g.cookie, g->nreceived, tdm_strerror(status),
+		  tdm_reject_field_name(field));
+	post_graph_status(s, g->g.cookie, status, g->nreceived, field);
+	s->building = NULL;
+	s->skipping = true;
+	dgraph_destroy(g);
+}
+
+static void stray_entry(struct session *s, uint16_t op, uint32_t field)
+{
+	struct tdm_cqe c = {.op = TDM_CQE_ERROR, .status = -TDM_EPROTO, .detail = field};
+	c.task_index = op;
+	atomic_fetch_add(&s->env->counters->protocol_errors, 1);
+	session_post_cqe(s, &c);
+}
+
+static bool add_edge(struct dgraph *g, uint32_t from, uint32_t to)
+{
+	if (g->nedges == g->edges_cap) {
+		uint64_t budget = (uint64_t)EDGES_PER_TASK_BUDGET * g->g.ntasks + 1024;
+		uint32_t ncap = g->edges_cap ? g->edges_cap * 2 : 64;
+		if (g->edges_cap >= budget)
+			return false;
+		if (ncap > budget)
+			ncap = (uint32_t)budget;
+		uint32_t *n = realloc(g->edges, (size_t)ncap * 2 * sizeof(*n));
+		if (!n)
+			return false;
+		g->edges = n;
+		g->edges_cap = ncap;
+	}
+	g->edges[2 * g->nedges] = from;
+	g->edges[2 * g->nedges + 1] = to;
+	g->nedges++;
+	return true;
+}
+
+static void begin_graph(struct session *s, const struct tdm_sqe *e)
+{
+	const struct tdm_sqe_graph_begin *b = &e->u.begin;
+	const struct tdm_config *cfg = s->env->cfg;
+	uint32_t field = TDM_REJECT_NONE;
+	int status = 0;
+
+	if (e->reserved || e->reserved2 || !all_zero(b->reserved, sizeof(b->reserved)) ||
+	    !all_zero(e->u.raw + sizeof(*b), sizeof(e->u.raw) - sizeof(*b)))
+		status = -TDM_EPROTO, field = TDM_REJECT_RESERVED;
+	else if (b->flags & ~TDM_GRAPH_FLAGS_ALL)
+		status = -TDM_EPROTO, field = TDM_REJECT_FLAGS;
+	else if (*s->env->draining)
+		status = -TDM_ESHUTDOWN;
+	else if (b->ntasks > cfg->max_tasks_per_graph)
+		status = -TDM_EQUOTA, field = TDM_REJECT_NTASKS;
+	else if ((uint64_t)atomic_load(&s->tasks_in_flight) + b->ntasks > cfg->max_tasks_in_flight ||
+		 atomic_load(&s->graphs_in_flight) >= cfg->max_graphs_in_flight)
+		status = -TDM_EQUOTA, field = TDM_REJECT_QUOTA;
+	if (status) {
+		post_graph_status(s, b->cookie, status, 0, field);
+		s->skipping = true;
+		return;
+	}
+
+	struct dgraph *g = calloc(1, sizeof(*g));
+	if (!g) {
+		post_graph_status(s, b->cookie, -TDM_ENOMEM, 0, TDM_REJECT_NONE);
+		s->skipping = true;
+		return;
+	}
+	session_ref(s);
+	g->s = s;
+	g->g.flow = &s->flow;
+	g->g.owner = g;
+	g->g.cookie = b->cookie;
+	g->g.flags = b->flags;
+	g->g.priority = b->priority;
+	g->g.ntasks = b->ntasks;
+	g->reserved_tasks = b->ntasks;
+	atomic_fetch_add(&s->graphs_in_flight, 1);
+	atomic_fetch_add(&s->tasks_in_flight, b->ntasks);
+	atomic_fetch_add(&s->env->counters->session_tasks_in_flight, b->ntasks);
+	s->env->graph_serial++;
+	s->building = g;
+	s->skipping = false;
+}
+
+/* Takes one reference per distinct buffer of the graph and records the
+ * implicit dependencies of task t on it (RAW, WAR, WAW, in task order). */
+static bool track_buffer(struct dgraph *g, uint64_t serial, struct buffer *b, uint8_t mode,
+			 uint32_t t)
+{
+	if (b->dep_graph != serial) {
+		if (g->nbufs == g->bufs_cap) {
+			uint32_t ncap = g->bufs_cap ? g->bufs_cap * 2 : 8;
+			struct buffer **n = realloc(g->bufs, ncap * sizeof(*n));
+			if (!n)
+				return false;
+			g->bufs = n;
+			g->bufs_cap = ncap;
+		}
+		atomic_fetch_add(&b->refs, 1);
+		g->bufs[g->nbufs++] = b;
+		b->dep_graph = serial;
+		b->last_writer = BUFFER_NO_TASK;
+		b->nreaders = 0;
+	}
+	if (mode & TDM_W) {
+		if (b->nreaders) {
+			for (uint32_t i = 0; i < b->nreaders; i++)
+				if (b->readers[i] != t && !add_edge(g, b->readers[i], t))
+					return false;
+		} else if (b->last_writer != BUFFER_NO_TASK && b->last_writer != t) {
+			if (!add_edge(g, b->last_writer, t))
+				return false;
+		}
+		b->last_writer = t;
+		b->nreaders = 0;
+		return true;
+	}
+	if (b->last_writer != BUFFER_NO_TASK && b->last_writer != t && !add_edge(g, b->last_writer, t))
+		return false;
+	if (b->nreaders && b->readers[b->nreaders - 1] == t)
+		return true;
+	if (b->nreaders == b->readers_cap) {
+		uint32_t ncap = b->readers_cap ? b->readers_cap * 2 : 8;
+		uint32_t *n = realloc(b->readers, ncap * sizeof(*n));
+		if (!n)
+			return false;
+		b->readers = n;
+		b->readers_cap = ncap;
+	}
+	b->readers[b->nreaders++] = t;
+	return true;
+}
+
+/* Validates a task entry into *task; returns the reject field or NONE. */
+static uint32_t validate_task(struct session *s, const struct tdm_sqe *e, uint32_t index,
+			      struct engine_task *task, struct buffer **bufs, int *status)
+{
+	const struct tdm_sqe_task *t = &e->u.task;
+	const struct kernel_def *k;
+
+	*status = -TDM_EPROTO;
+	if (e->reserved || e->reserved2 || t->reserved0)
+		return TDM_REJECT_RESERVED;
+	if (t->task_index != index)
+		return TDM_REJECT_TASK_INDEX;
+	k = kernel_by_id(t->kernel_id);
+	if (!k) {
+		*status = -TDM_EKERNEL;
+		return TDM_REJECT_KERNEL;
+	}
+	*status = -TDM_EARITY;
+	if (t->nargs != k->nargs || t->nscalars != k->nscalars)
+		return TDM_REJECT_ARITY;
+	if (t->nedges > TDM_TASK_INLINE_EDGES) {
+		*status = -TDM_EEDGE;
+		return TDM_REJECT_EDGE;
+	}
+	memset(task, 0, sizeof(*task));
+	task->kernel = k;
+	task->index = index;
+	task->priority = t->priority;
+	task->call.nargs = t->nargs;
+	for (unsigned i = 0; i < TDM_MAX_ARGS; i++) {
+		const struct tdm_wire_arg *a = &t->args[i];
+		if (i >= t->nargs) {
+			if (!all_zero(a, sizeof(*a))) {
+				*status = -TDM_EPROTO;
+				return TDM_REJECT_RESERVED;
+			}
+			continue;
+		}
+		if (!all_zero(a->reserved, sizeof(a->reserved))) {
+			*status = -TDM_EPROTO;
+			return TDM_REJECT_RESERVED;
+		}
+		if (a->mode != k->arg_modes[i])
+			return TDM_REJECT_MODE;
+		struct buffer *b = session_buffer_lookup(s, a->handle);
+		if (!b) {
+			*status = -TDM_EHANDLE;
+			return TDM_REJECT_HANDLE;
+		}
+		if (a->length == 0 || a->offset > b->bytes || a->length > b->bytes - a->offset) {
+			*status = -TDM_ERANGE;
+			return TDM_REJECT_RANGE;
+		}
+		bufs[i] = b;
+		task->call.ptr[i] = (char *)b->base + a->offset;
+		task->call.len[i] = a->length;
+	}
+	for (unsigned i = 0; i < TDM_MAX_SCALARS; i++) {
+		if (i >= t->nscalars) {
+			if (t->scalar_types[i] || t->scalars[i].bits) {
+				*status = -TDM_EPROTO;
+				return TDM_REJECT_RESERVED;
+			}
+			continue;
+		}
+		if (t->scalar_types[i] != k->scalar_types[i])
+			return TDM_REJECT_SCALAR_TYPE;
+		task->call.s[i] = t->scalars[i];
+	}
+	for (unsigned i = 0; i < TDM_TASK_INLINE_EDGES; i++) {
+		if (i < t->nedges ? t->edges[i] >= index : t->edges[i] != 0) {
+			*status = i < t->nedges ? -TDM_EEDGE : -TDM_EPROTO;
+			return i < t->nedges ? TDM_REJECT_EDGE : TDM_REJECT_RESERVED;
+		}
+	}
+	*status = k->check(&task->call);
+	return *status ? TDM_REJECT_KERNEL_ARGS : TDM_REJECT_NONE;
+}
+
+static void add_task(struct session *s, const struct tdm_sqe *e)
+{
+	struct dgraph *g = s->building;
+	const struct tdm_sqe_task *t = &e->u.task;
+	struct buffer *bufs[TDM_MAX_ARGS] = {0};
+	struct engine_task task;
+	uint32_t index = g->nreceived;
+	uint32_t field;
+	int status;
+
+	if (index >= g->g.ntasks) {
+		reject(s, -TDM_EPROTO, TDM_REJECT_NTASKS);
+		return;
+	}
+	field = validate_task(s, e, index, &task, bufs, &status);
+	if (field != TDM_REJECT_NONE) {
+		reject(s, status, field);
+		return;
+	}
+	/* Grow the task array as entries arrive: memory follows what the
+	 * client sent, not what it declared. */
+	if (index == g->tasks_cap) {
+		uint32_t ncap = g->tasks_cap ? g->tasks_cap * 2 : 16;
+		if (ncap > g->g.ntasks)
+			ncap = g->g.ntasks;
+		struct engine_task *n = realloc(g->g.tasks, (size_t)ncap * sizeof(*n));
+		if (!n) {
+			reject(s, -TDM_ENOMEM, TDM_REJECT_NONE);
+			return;
+		}
+		g->g.tasks = n;
+		g->tasks_cap = ncap;
+	}
+	for (unsigned i = 0; i < t->nargs; i++) {
+		if (!track_buffer(g, s->env->graph_serial, bufs[i], t->args[i].mode, index)) {
+			reject(s, -TDM_EQUOTA, TDM_REJECT_EDGE);
+			return;
+		}
+	}
+	for (unsigned i = 0; i < t->nedges; i++) {
+		if (!add_edge(g, t->edges[i], index)) {
+			reject(s, -TDM_EQUOTA, TDM_REJECT_EDGE);
+			return;
+		}
+	}
+	g->g.tasks[index] = task;
+	g->nreceived++;
+}
+
+static void add_edges(struct session *s, const struct tdm_sqe *e)
+{
+	struct dgraph *g = s->building;
+	const struct tdm_sqe_edges *x = &e->u.edges;
+
+	if (e->reserved || e->reserved2) {
+		reject(s, -TDM_EPROTO, TDM_REJECT_RESERVED);
+		return;
+	}
+	if (g->nreceived == 0 || x->task_index != g->nreceived - 1) {
+		reject(s, -TDM_EPROTO, TDM_REJECT_SEQUENCE);
+		return;
+	}
+	if (x->nedges > TDM_EDGES_PER_SQE) {
+		reject(s, -TDM_EEDGE, TDM_REJECT_EDGE);
+		return;
+	}
+	for (uint32_t i = 0; i < TDM_EDGES_PER_SQE; i++) {
+		if (i >= x->nedges ? x->edges[i] != 0 : x->edges[i] >= x->task_index) {
+			if (i >= x->nedges)
+				reject(s, -TDM_EPROTO, TDM_REJECT_RESERVED);
+			else
+				reject(s, -TDM_EEDGE, TDM_REJECT_EDGE);
+			return;
+		}
+	}
+	for (uint32_t i = 0; i < x->nedges; i++) {
+		if (!add_edge(g, x->edges[i], x->task_index)) {
+			reject(s, -TDM_EQUOTA, TDM_REJECT_EDGE);
+			return;
+		}
+	}
+}
+
+/* Turns the edge list into CSR successors and dependency counts. */
+static bool build_successors(struct dgraph *g)
+{
+	uint32_t n = g->g.ntasks;
+	uint32_t *off = calloc((size_t)n + 1, sizeof(*off));
+	uint32_t *succ = malloc(((size_t)g->nedges + 1) * sizeof(*succ));
+	if (!off || !succ) {
+		free(off);
+		free(succ);
+		return false;
+	}
+	for (uint32_t i = 0; i < n; i++)
+		atomic_init(&g->g.tasks[i].ndeps, 0);
+	for (uint32_t i = 0; i < g->nedges; i++) {
+		off[g->edges[2 * i] + 1]++;
+		atomic_fetch_add_explicit(&g->g.tasks[g->edges[2 * i + 1]].ndeps, 1,
+					  memory_order_relaxed);
+	}
+	for (uint32_t i = 0; i < n; i++)
+		off[i + 1] += off[i];
+	/* Fill in edge order, using a moving cursor per source. */
+	uint32_t *cursor = malloc(((size_t)n + 1) * sizeof(*cursor));
+	if (!cursor) {
+		free(off);
+		free(succ);
+		return false;
+	}
+	memcpy(cursor, off, ((size_t)n + 1) * sizeof(*cursor));
+	for (uint32_t i = 0; i < g->nedges; i++)
+		succ[cursor[g->edges[2 * i]]++] = g->edges[2 * i + 1];
+	free(cursor);
+	g->g.succ_off = off;
+	g->g.succ = succ;
+	return true;
+}
+
+static void end_graph(struct session *s, const struct tdm_sqe *e)
+{
+	struct dgraph *g = s->building;
+
+	if (e->reserved || e->reserved2 || !all_zero(e->u.raw, sizeof(e->u.raw))) {
+		reject(s, -TDM_EPROTO, TDM_REJECT_RESERVED);
+		s->skipping = false;
+		return;
+	}
+	if (g->nreceived != g->g.ntasks) {
+		reject(s, -TDM_EPROTO, TDM_REJECT_SEQUENCE);
+		s->skipping = false; /* END closes the graph either way */
+		return;
+	}
+	if (!build_successors(g)) {
+		reject(s, -TDM_ENOMEM, TDM_REJECT_NONE);
+		s->skipping = false;
+		return;
+	}
+	for (uint32_t i = 0; i < g->g.ntasks; i++)
+		g->g.tasks[i].graph = &g->g;
+	free(g->edges);
+	g->edges = NULL;
+	g->nedges = g->edges_cap = 0;
+	s->building = NULL;
+	atomic_fetch_add(&s->env->counters->graphs_accepted, 1);
+	s->env->submit(s->env->submit_ctx, &g->g);
+}
+
+static void intake_entry(struct session *s, const struct tdm_sqe *e)
+{
+	switch (e->op) {
+	case TDM_SQE_GRAPH_BEGIN:
+		if (s->building) {
+			/* A new graph before END: the open one is incomplete. */
+			reject(s, -TDM_EPROTO, TDM_REJECT_SEQUENCE);
+		}
+		begin_graph(s, e);
+		return;
+	case TDM_SQE_TASK:
+	case TDM_SQE_EDGES:
+		if (s->skipping)
+			return;
+		if (!s->building)
+			stray_entry(s, e->op, TDM_REJECT_SEQUENCE);
+		else if (e->op == TDM_SQE_TASK)
+			add_task(s, e);
+		else
+			add_edges(s, e);
+		return;
+	case TDM_SQE_GRAPH_END:
+		if (s->skipping) {
+			s->skipping = false;
+			return;
+		}
+		if (!s->building)
+			stray_entry(s, e->op, TDM_REJECT_SEQUENCE);
+		else
+			end_graph(s, e);
+		return;
+	default:
+		if (s->building)
+			reject(s, -TDM_EPROTO, TDM_REJECT_OP);
+		else if (!s->skipping)
+			stray_entry(s, e->op, TDM_REJECT_OP);
+		return;
+	}
+}
+
+bool intake_pending(const struct session *s)
+{
+	return ring_load_acquire(&s->hdr->sq_tail) != s->sq_head;
+}
+
+int intake_run(struct session *s, uint32_t *consumed)
+{
+	uint32_t tail = ring_load_acquire(&s->hdr->sq_tail);
+	uint32_t n = 0;
+
+	*consumed = 0;
+	if (tail - s->sq_head > s->sq_entries) {
+		log_warn("session %u: submission tail %u outside [%u, %u]: disconnecting", s->id,
+			 tail, s->sq_head, s->sq_head + s->sq_entries);
+		atomic_fetch_add(&s->env->counters->protocol_errors, 1);
+		return -TDM_EPROTO;
+	}
+	while (s->sq_head != tail) {
+		struct tdm_sqe e;
+		memcpy(&e, &s->sq[s->sq_head & (s->sq_entries - 1)], sizeof(e));
+		s->sq_head++;
+		intake_entry(s, &e);
+		if (++n % INTAKE_PUBLISH_EVERY == 0) {
+			ring_store_release(&s->hdr->sq_head, s->sq_head);
+			session_wake_client(s);
+		}
+	}
+	if (n) {
+		ring_store_release(&s->hdr->sq_head, s->sq_head);
+		session_wake_client(s);
+	}
+	*consumed = n;
+	if (atomic_load(&s->cq_broken)) {
+		log_warn("session %u: completion head moved outside the ring: disconnecting",
+			 s->id);
+		atomic_fetch_add(&s->env->counters->protocol_errors, 1);
+		return -TDM_EPROTO;
+	}
+	if (session_errors_overflowing(s)) {
+		log_warn("session %u: %u invalid entries not reaped: disconnecting", s->id, n);
+		return -TDM_EPROTO;
+	}
+	return 0;
+}

@@ -1,0 +1,369 @@
+/* The daemon's event loop: listener, signals, draining, adaptive polling. */
+#include "daemon/server.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "daemon/intake.h"
+#include "daemon/log.h"
+#include "policies/policy.h"
+#include "tandem.h"
+
+#define DRAIN_POLL_MS 10
+#define DRAIN_TIMEOUT_S 30
+
+static void submit_to_engine(void *ctx, struct engine_graph *g)
+{
+	engine_submit(ctx, g);
+}
+
+/* Another daemon answering on the path is an error; a stale file is not. */
+static int prepare_socket_path(const char *path)
+{
+	char dir[CONFIG_PATH_MAX];
+	struct sockaddr_un sa = {.sun_family = AF_UNIX};
+
+	snprintf(dir, sizeof(dir), "%s", path);
+	char *slash = strrchr(dir, '/');
+	if (slash && slash != dir) {
+		*slash = '\0';
+		if (mkdir(dir, 0755) != 0 && errno != EEXIST) {
+			log_error("cannot create %s: %s", dir, strerror(errno));
+			return -TDM_ESYS;
+		}
+	}
+	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", path);
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return -TDM_ESYS;
+	int busy = connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0;
+	close(fd);
+	if (busy) {
+		log_error("another tandemd is listening on %s", path);
+		return -TDM_EBUSY;
+	}
+	unlink(path);
+	return 0;
+}
+
+static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa, int len,
+		      void *arg)
+{
+	(void)l;
+	(void)sa;
+	(void)len;
+	conn_accept(arg, fd);
+}
+
+static bool drained(struct server *srv)
+{
+	if (atomic_load(&srv->counters.session_tasks_in_flight) != 0)
+		return false;
+	for (struct conn *c = srv->conns; c; c = c->next)
+		if (c->s && atomic_load(&c->s->graphs_in_flight) != 0)
+			return false;
+	return true;
+}
+
+static void on_drain_tick(evutil_socket_t fd, short what, void *arg)
+{
+	struct server *srv = arg;
+	(void)fd;
+	(void)what;
+	if (drained(srv)) {
+		log_info("drained: exiting");
+		event_base_loopbreak(srv->base);
+	} else if (clock_monotonic_ns() - srv->drain_start_ns > DRAIN_TIMEOUT_S * 1000000000ull) {
+		log_warn("drain: work still in flight after %d s: exiting anyway",
+			 DRAIN_TIMEOUT_S);
+		event_base_loopbreak(srv->base);
+	}
+}
+
+static void on_terminate(evutil_socket_t sig, short what, void *arg)
+{
+	struct server *srv = arg;
+	struct timeval tick = {0, DRAIN_POLL_MS * 1000};
+	(void)what;
+
+	if (srv->draining) {
+		log_info("second signal: exiting without waiting");
+		event_base_loopbreak(srv->base);
+		return;
+	}
+	log_info("%s: draining (no new clients or graphs)", sig == SIGINT ? "SIGINT" : "SIGTERM");
+	srv->draining = true;
+	srv->drain_start_ns = clock_monotonic_ns();
+	evconnlistener_disable(srv->listener);
+	srv->ev_drain = event_new(srv->base, -1, EV_PERSIST, on_drain_tick, srv);
+	if (srv->ev_drain)
+		event_add(srv->ev_drain, &tick);
+	on_drain_tick(-1, 0, srv);
+}
+
+/* Settings that take effect on SIGHUP; the others need a restart. */
+static void apply_reload(struct server *srv, const struct tdm_config *n)
+{
+	struct tdm_config *o = &srv->cfg;
+	if (strcmp(o->socket_path, n->socket_path) || strcmp(o->policy, n->policy) ||
+	    o->n_cores != n->n_cores || memcmp(o->cores, n->cores, n->n_cores * sizeof(int)) ||
+	    o->sq_entries != n->sq_entries || o->cq_entries != n->cq_entries)
+		log_warn("reload: daemon.socket, engine.policy, cpu.cores and rings change only "
+			 "on restart");
+	memcpy(o->allowed_uids, n->allowed_uids, sizeof(o->allowed_uids));
+	o->n_allowed_uids = n->n_allowed_uids;
+	memcpy(o->allowed_gids, n->allowed_gids, sizeof(o->allowed_gids));
+	o->n_allowed_gids = n->n_allowed_gids;
+	o->max_clients = n->max_clients;
+	o->log_level = n->log_level;
+	o->spin_us = n->spin_us;
+	o->buffer_quota_bytes = n->buffer_quota_bytes;
+	o->max_buffers = n->max_buffers;
+	o->max_tasks_in_flight = n->max_tasks_in_flight;
+	o->max_tasks_per_graph = n->max_tasks_per_graph;
+	o->max_graphs_in_flight = n->max_graphs_in_flight;
+	log_set_level(o->log_level);
+	engine_set_spin_us(srv->engine, o->spin_us);
+}
+
+static void on_hup(evutil_socket_t sig, short what, void *arg)
+{
+	struct server *srv = arg;
+	struct tdm_config n;
+	char err[CONFIG_ERR_MAX];
+	(void)sig;
+	(void)what;
+
+	if (!srv->config_path) {
+		log_info("SIGHUP: running on embedded defaults, nothing to reload");
+		return;
+	}
+	config_defaults(&n);
+	if (config_load_file(srv->config_path, &n, err, sizeof(err)) != 0) {
+		log_error("SIGHUP: keeping the running configuration: %s", err);
+		return;
+	}
+	apply_reload(srv, &n);
+	log_info("SIGHUP: reloaded %s", srv->config_path);
+}
+
+static void set_polling(struct server *srv, bool on)
+{
+	for (struct conn *c = srv->conns; c; c = c->next) {
+		if (!c->s)
+			continue;
+		if (on)
+			__atomic_fetch_or(&c->s->hdr->daemon_flags, TDM_DAEMON_POLLING,
+					  __ATOMIC_SEQ_CST);
+		else
+			__atomic_fetch_and(&c->s->hdr->daemon_flags, ~TDM_DAEMON_POLLING,
+					   __ATOMIC_SEQ_CST);
+	}
+}
+
+static bool service_pending(struct server *srv)
+{
+	bool any = false;
+	for (struct conn *c = srv->conns, *next; c; c = next) {
+		next = c->next; /* conn_service may close c, never another */
+		if (c->s && intake_pending(c->s)) {
+			conn_service(c);
+			any = true;
+		}
+	}
+	return any;
+}
+
+/* After a doorbell, keep watching every submission ring for spin_us so a
+ * client in a tight loop needs no doorbell (and no syscall) at all. */
+void server_poll_spin(struct server *srv)
+{
+	uint32_t spin_us = srv->cfg.spin_us;
+	if (!spin_us || srv->nclients == 0)
+		return;
+	set_polling(srv, true);
+	uint64_t deadline = clock_monotonic_ns() + (uint64_t)spin_us * 1000u;
+	unsigned iter = 0;
+	while (clock_monotonic_ns() < deadline) {
+		if (service_pending(srv)) {
+			deadline = clock_monotonic_ns() + (uint64_t)spin_us * 1000u;
+			continue;
+		}
+		__builtin_ia32_pause();
+		if (++iter % 64 == 0)
+			sched_yield(); /* a client may share our core */
+	}
+	set_polling(srv, false);
+	/* A client that saw the flag before we cleared it rang no bell. */
+	service_pending(srv);
+}
+
+static int start_devices(struct server *srv)
+{
+	struct backend_probe_params pp = {
+		.topology = srv->topo,
+		.cores = srv->cfg.n_cores ? srv->cfg.cores : NULL,
+		.ncores = srv->cfg.n_cores,
+	};
+	int err = backend_cpu.probe(&pp, srv->devs, SERVER_MAX_DEVICES, &srv->ndevs);
+	if (err)
+		return err;
+	if (srv->ndevs == 0) {
+		log_error("no CPU core to run workers on");
+		return -TDM_ECONFIG;
+	}
+	for (size_t i = 0; i < srv->ndevs; i++)
+		log_info("device %zu: %s (%s, CPU %d)", i, srv->devs[i].name,
+			 srv->devs[i].ops->name, srv->devs[i].os_index);
+	return 0;
+}
+
+/* With cpu.cores set, the whole daemon (event loop included) stays on them. */
+static void bind_process(struct server *srv)
+{
+	if (!srv->cfg.n_cores)
+		return;
+	hwloc_bitmap_t set = hwloc_bitmap_alloc();
+	for (size_t i = 0; i < srv->ndevs; i++)
+		hwloc_bitmap_or(set, set, srv->devs[i].bind_set);
+	if (hwloc_set_cpubind(srv->topo, set, HWLOC_CPUBIND_THREAD) != 0)
+		log_warn("cannot bind the event loop to cpu.cores");
+	hwloc_bitmap_free(set);
+}
+
+static int open_listener(struct server *srv)
+{
+	struct sockaddr_un sa = {.sun_family = AF_UNIX};
+	int err = prepare_socket_path(srv->socket_path);
+	if (err)
+		return err;
+	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", srv->socket_path);
+	srv->listener = evconnlistener_new_bind(srv->base, on_accept, srv,
+						LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, 64,
+						(struct sockaddr *)&sa, sizeof(sa));
+	if (!srv->listener) {
+		log_error("cannot listen on %s: %s", srv->socket_path, strerror(errno));
+		return -TDM_ESYS;
+	}
+	/* Access is decided by SO_PEERCRED against the configuration, so
+	 * that a refused peer hears why instead of a bare EACCES. */
+	chmod(srv->socket_path, 0666);
+	return 0;
+}
+
+int server_init(struct server *srv, const struct tdm_config *cfg, const char *config_path,
+		int ready_fd)
+{
+	int err;
+
+	memset(srv, 0, sizeof(*srv));
+	srv->cfg = *cfg;
+	srv->config_path = config_path;
+	srv->ready_fd = ready_fd;
+	srv->start_ns = clock_monotonic_ns();
+	log_set_level(cfg->log_level);
+	if (cfg->socket_path[0])
+		snprintf(srv->socket_path, sizeof(srv->socket_path), "%s", cfg->socket_path);
+	else if (tdm_default_socket_path(srv->socket_path, sizeof(srv->socket_path)) != 0)
+		return -TDM_ECONFIG;
+
+	const struct tdm_policy_ops *policy = policy_by_name(cfg->policy);
+	if (!policy) {
+		log_error("engine.policy: unknown policy \"%s\"", cfg->policy);
+		return -TDM_ECONFIG;
+	}
+	if (hwloc_topology_init(&srv->topo) != 0 || hwloc_topology_load(srv->topo) != 0) {
+		log_error("hwloc: cannot load the topology");
+		return -TDM_ESYS;
+	}
+	err = start_devices(srv);
+	if (err)
+		return err;
+	bind_process(srv);
+	srv->env = (struct session_env){
+		.cfg = &srv->cfg,
+		.counters = &srv->counters,
+		.submit = submit_to_engine,
+		.draining = &srv->draining,
+	};
+	struct engine_params ep = {
+		.clock = &clock_real,
+		.policy = policy,
+		.devices = srv->devs,
+		.ndevices = srv->ndevs,
+		.spin_us = cfg->spin_us,
+		.hooks = {.graph_done = session_engine_graph_done},
+		.topology = srv->topo,
+		.start_workers = true,
+	};
+	err = engine_create(&ep, &srv->engine);
+	if (err)
+		return err;
+	srv->env.engine = srv->engine;
+	srv->env.submit_ctx = srv->engine;
+
+	srv->base = event_base_new();
+	if (!srv->base)
+		return -TDM_ENOMEM;
+	err = open_listener(srv);
+	if (err)
+		return err;
+	srv->ev_term = evsignal_new(srv->base, SIGTERM, on_terminate, srv);
+	srv->ev_int = evsignal_new(srv->base, SIGINT, on_terminate, srv);
+	srv->ev_hup = evsignal_new(srv->base, SIGHUP, on_hup, srv);
+	if (!srv->ev_term || !srv->ev_int || !srv->ev_hup || evsignal_add(srv->ev_term, NULL) ||
+	    evsignal_add(srv->ev_int, NULL) || evsignal_add(srv->ev_hup, NULL))
+		return -TDM_ESYS;
+	signal(SIGPIPE, SIG_IGN);
+	log_info("listening on %s (policy %s, %zu devices, spin %u us)", srv->socket_path,
+		 policy->name, srv->ndevs, cfg->spin_us);
+	return 0;
+}
+
+int server_run(struct server *srv)
+{
+	if (srv->ready_fd >= 0) {
+		if (write(srv->ready_fd, "READY\n", 6) != 6)
+			log_warn("--ready-fd: %s", strerror(errno));
+		close(srv->ready_fd);
+		srv->ready_fd = -1;
+	}
+	event_base_dispatch(srv->base);
+	return 0;
+}
+
+void server_fini(struct server *srv)
+{
+	while (srv->conns)
+		conn_close(srv->conns);
+	/* Joins the workers; graphs still queued after a forced exit are
+	 * abandoned with the process. */
+	engine_destroy(srv->engine);
+	srv->engine = NULL;
+	for (size_t i = 0; i < srv->ndevs; i++)
+		if (srv->devs[i].ops->release)
+			srv->devs[i].ops->release(&srv->devs[i]);
+	if (srv->listener) {
+		evconnlistener_free(srv->listener);
+		unlink(srv->socket_path);
+	}
+	if (srv->ev_term)
+		event_free(srv->ev_term);
+	if (srv->ev_int)
+		event_free(srv->ev_int);
+	if (srv->ev_hup)
+		event_free(srv->ev_hup);
+	if (srv->ev_drain)
+		event_free(srv->ev_drain);
+	if (srv->base)
+		event_base_free(srv->base);
+	if (srv->topo)
+		hwloc_topology_destroy(srv->topo);
+}

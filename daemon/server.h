@@ -1,0 +1,74 @@
+/* tandemd's one context object: configuration, event loop, listener,
+ * connections, devices, engine, counters. */
+#ifndef TDM_DAEMON_SERVER_H
+#define TDM_DAEMON_SERVER_H
+
+#include <event2/event.h>
+#include <event2/listener.h>
+#include <hwloc.h>
+#include <stdbool.h>
+
+#include "daemon/config.h"
+#include "daemon/session.h"
+
+#define SERVER_MAX_DEVICES 1024
+
+enum conn_role { CONN_NEW = 0, CONN_CLIENT, CONN_CONTROL };
+
+struct server;
+
+struct conn {
+	struct server *srv;
+	int fd;
+	enum conn_role role;
+	pid_t pid;
+	uid_t uid;
+	gid_t gid;
+	bool allowed;
+	struct event *ev_sock;
+	struct event *ev_sq; /* client: the submission doorbell */
+	struct session *s;
+	size_t inlen;
+	unsigned char in[sizeof(struct tdm_msg_hdr) + TDM_MSG_MAX_PAYLOAD];
+	struct conn *prev, *next;
+};
+
+struct server {
+	struct tdm_config cfg;
+	const char *config_path; /* NULL: embedded defaults */
+	char socket_path[CONFIG_PATH_MAX];
+	int ready_fd;
+	struct event_base *base;
+	struct evconnlistener *listener;
+	struct event *ev_term, *ev_int, *ev_hup, *ev_drain;
+	hwloc_topology_t topo;
+	struct backend_device devs[SERVER_MAX_DEVICES];
+	size_t ndevs;
+	struct engine *engine;
+	struct daemon_counters counters;
+	struct session_env env;
+	bool draining;
+	uint64_t drain_start_ns;
+	struct conn *conns;
+	uint32_t nclients;
+	uint32_t next_session_id;
+	uint64_t start_ns;
+};
+
+int server_init(struct server *srv, const struct tdm_config *cfg, const char *config_path,
+		int ready_fd);
+/* Runs until SIGTERM/SIGINT drained the work; returns 0. */
+int server_run(struct server *srv);
+void server_fini(struct server *srv);
+
+/* conn.c */
+void conn_accept(struct server *srv, int fd);
+void conn_close(struct conn *c);
+/* Intake for one client; closes the connection on a protocol error.
+ * Returns the number of entries consumed. */
+uint32_t conn_service(struct conn *c);
+
+/* control.c: the status document tandemctl shows (malloc'd JSON). */
+char *control_status_json(struct server *srv);
+
+#endif

@@ -1,0 +1,485 @@
+/* Sessions: ring region, buffers, completion posting, teardown. */
+#include "daemon/session.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "daemon/log.h"
+#include "tandem.h"
+
+/* Buffer handles: slot index in the low bits, a generation above, so a
+ * freed handle is not silently taken for the buffer that reuses its slot. */
+#define HANDLE_SLOT_BITS 20
+#define HANDLE_SLOT_MASK ((1u << HANDLE_SLOT_BITS) - 1)
+#define HANDLE_GEN_MAX ((1u << (32 - HANDLE_SLOT_BITS)) - 1)
+#define MAX_PENDING_ERRORS 1024
+
+struct buffer_slot {
+	struct buffer *b;
+	uint32_t gen;
+};
+
+static size_t page_round(size_t n)
+{
+	size_t page = (size_t)sysconf(_SC_PAGESIZE);
+	return (n + page - 1) / page * page;
+}
+
+/* A memfd of `bytes`, sealed so that its size can never change under us. */
+static int sealed_memfd(const char *name, size_t bytes)
+{
+	int fd = memfd_create(name, MFD_CLOEXEC | MFD_ALLOW_SEALING);
+	if (fd < 0)
+		return -1;
+	if (ftruncate(fd, (off_t)bytes) != 0 ||
+	    fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) != 0) {
+		int saved = errno;
+		close(fd);
+		errno = saved;
+		return -1;
+	}
+	return fd;
+}
+
+int session_create(struct session_env *env, uint32_t id, struct session **out)
+{
+	const struct tdm_config *cfg = env->cfg;
+	struct session *s = calloc(1, sizeof(*s));
+	size_t sq_off, cq_off, total;
+
+	if (!s)
+		return -TDM_ENOMEM;
+	s->ring_fd = s->sq_bell = s->cq_bell = -1;
+	atomic_store(&s->refs, 1);
+	s->id = id;
+	s->env = env;
+	s->flow.id = id;
+	s->sq_entries = cfg->sq_entries;
+	s->cq_entries = cfg->cq_entries;
+	pthread_mutex_init(&s->cq_lock, NULL);
+
+	sq_off = page_round(sizeof(struct tdm_ring_header));
+	cq_off = sq_off + page_round((size_t)s->sq_entries * sizeof(struct tdm_sqe));
+	total = cq_off + page_round((size_t)s->cq_entries * sizeof(struct tdm_cqe));
+	s->ring_fd = sealed_memfd("tandem-ring", total);
+	if (s->ring_fd < 0)
+		goto sys_fail;
+	s->ring = mmap(NULL, total, PROT_READ | PROT_WRITE, MAP_SHARED, s->ring_fd, 0);
+	if (s->ring == MAP_FAILED) {
+		s->ring = NULL;
+		goto sys_fail;
+	}
+	s->ring_bytes = total;
+	s->hdr = s->ring;
+	s->sq = (struct tdm_sqe *)((char *)s->ring + sq_off);
+	s->cq = (struct tdm_cqe *)((char *)s->ring + cq_off);
+	s->hdr->magic = TDM_WIRE_MAGIC;
+	s->hdr->version = TDM_WIRE_VERSION;
+	s->hdr->sq_entries = s->sq_entries;
+	s->hdr->cq_entries = s->cq_entries;
+	s->hdr->sq_offset = (uint32_t)sq_off;
+	s->hdr->cq_offset = (uint32_t)cq_off;
+	s->sq_bell = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	s->cq_bell = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (s->sq_bell < 0 || s->cq_bell < 0)
+		goto sys_fail;
+	if (env->engine && engine_flow_add(env->engine, &s->flow) != 0) {
+		session_unref(s);
+		return -TDM_ENOMEM;
+	}
+	atomic_fetch_add(&env->counters->sessions_total, 1);
+	atomic_fetch_add(&env->counters->sessions_live, 1);
+	*out = s;
+	return 0;
+
+sys_fail:
+	log_error("session %u: cannot create ring: %s", id, strerror(errno));
+	s->env = NULL; /* nothing counted yet */
+	session_unref(s);
+	return -TDM_ESYS;
+}
+
+void session_ref(struct session *s)
+{
+	atomic_fetch_add(&s->refs, 1);
+}
+
+static void session_free(struct session *s)
+{
+	if (s->env) {
+		if (s->env->engine)
+			engine_flow_gone(s->env->engine, &s->flow);
+		atomic_fetch_sub(&s->env->counters->sessions_live, 1);
+	}
+	if (s->ring)
+		munmap(s->ring, s->ring_bytes);
+	if (s->ring_fd >= 0)
+		close(s->ring_fd);
+	if (s->sq_bell >= 0)
+		close(s->sq_bell);
+	if (s->cq_bell >= 0)
+		close(s->cq_bell);
+	pthread_mutex_destroy(&s->cq_lock);
+	free(s);
+}
+
+void session_unref(struct session *s)
+{
+	if (atomic_fetch_sub(&s->refs, 1) == 1)
+		session_free(s);
+}
+
+/* ---- buffers ------------------------------------------------------------- */
+
+int session_buffer_alloc(struct session *s, uint64_t bytes, uint32_t flags, uint32_t *handle,
+			 int *fd_out)
+{
+	const struct tdm_config *cfg = s->env->cfg;
+	struct buffer_slot *slots = (struct buffer_slot *)s->bufs;
+	uint32_t slot;
+	size_t mapped;
+	struct buffer *b;
+	int fd;
+
+	if (bytes == 0 || (flags & ~TDM_BUF_FLAGS_ALL))
+		return -TDM_EINVAL;
+	if (bytes > cfg->buffer_quota_bytes ||
+	    atomic_load(&s->buffer_bytes) + bytes > cfg->buffer_quota_bytes ||
+	    atomic_load(&s->buffers_count) >= cfg->max_buffers)
+		return -TDM_EQUOTA;
+	for (slot = 0; slot < s->bufs_cap && slots[slot].b; slot++)
+		;
+	if (slot >= HANDLE_SLOT_MASK)
+		return -TDM_EQUOTA;
+	if (slot == s->bufs_cap) {
+		uint32_t ncap = s->bufs_cap ? s->bufs_cap * 2 : 16;
+		struct buffer_slot *n = realloc(slots, ncap * sizeof(*n));
+		if (!n)
+			return -TDM_ENOMEM;
+		memset(n + s->bufs_cap, 0, (ncap - s->bufs_cap) * sizeof(*n));
+		s->bufs = (struct buffer **)n;
+		slots = n;
+		s->bufs_cap = ncap;
+	}
+	b = calloc(1, sizeof(*b));
+	if (!b)
+		return -TDM_ENOMEM;
+	mapped = page_round(bytes);
+	fd = sealed_memfd("tandem-buffer", mapped);
+	if (fd < 0) {
+		free(b);
+		return errno == ENOMEM || errno == ENOSPC ? -TDM_ENOMEM : -TDM_ESYS;
+	}
+	b->base = mmap(NULL, mapped, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	if (b->base == MAP_FAILED) {
+		close(fd);
+		free(b);
+		return -TDM_ENOMEM;
+	}
+	if (++slots[slot].gen > HANDLE_GEN_MAX)
+		slots[slot].gen = 1;
+	atomic_store(&b->refs, 1);
+	b->handle = (slots[slot].gen << HANDLE_SLOT_BITS) | (slot + 1);
+	b->flags = flags;
+	b->bytes = bytes;
+	b->owner = s;
+	b->last_writer = BUFFER_NO_TASK;
+	slots[slot].b = b;
+	s->nbufs_live++;
+	atomic_fetch_add(&s->buffer_bytes, bytes);
+	atomic_fetch_add(&s->buffers_count, 1);
+	atomic_fetch_add(&s->env->counters->buffers_live, 1);
+	atomic_fetch_add(&s->env->counters->buffer_bytes_live, bytes);
+	*handle = b->handle;
+	*fd_out = fd;
+	return 0;
+}
+
+static struct buffer_slot *slot_of(struct session *s, uint32_t handle)
+{
+	uint32_t slot = (handle & HANDLE_SLOT_MASK);
+	struct buffer_slot *slots = (struct buffer_slot *)s->bufs;
+	if (slot == 0 || slot > s->bufs_cap)
+		return NULL;
+	struct buffer_slot *e = &slots[slot - 1];
+	if (!e->b || e->b->handle != handle)
+		return NULL;
+	return e;
+}
+
+struct buffer *session_buffer_lookup(struct session *s, uint32_t handle)
+{
+	struct buffer_slot *e = slot_of(s, handle);
+	return e ? e->b : NULL;
+}
+
+int session_buffer_free(struct session *s, uint32_t handle)
+{
+	struct buffer_slot *e = slot_of(s, handle);
+	if (!e)
+		return -TDM_EHANDLE;
+	struct buffer *b = e->b;
+	e->b = NULL;
+	s->nbufs_live--;
+	buffer_unref(b); /* graphs in flight keep their own references */
+	return 0;
+}
+
+void buffer_unref(struct buffer *b)
+{
+	if (atomic_fetch_sub(&b->refs, 1) != 1)
+		return;
+	struct session *s = b->owner;
+	munmap(b->base, page_round(b->bytes));
+	atomic_fetch_sub(&s->buffer_bytes, b->bytes);
+	atomic_fetch_sub(&s->buffers_count, 1);
+	atomic_fetch_sub(&s->env->counters->buffers_live, 1);
+	atomic_fetch_sub(&s->env->counters->buffer_bytes_live, b->bytes);
+	free(b->readers);
+	free(b);
+}
+
+/* ---- graphs and completions ------------------------------------------------ */
+
+void dgraph_destroy(struct dgraph *g)
+{
+	struct session *s = g->s;
+	for (uint32_t i = 0; i < g->nbufs; i++)
+		buffer_unref(g->bufs[i]);
+	if (g->reserved_tasks) {
+		atomic_fetch_sub(&s->tasks_in_flight, g->reserved_tasks);
+		atomic_fetch_sub(&s->env->counters->session_tasks_in_flight, g->reserved_tasks);
+	}
+	atomic_fetch_sub(&s->graphs_in_flight, 1);
+	engine_graph_free_arrays(&g->g);
+	free(g->bufs);
+	free(g->edges);
+	free(g);
+	session_unref(s);
+}
+
+static uint32_t cq_space(struct session *s)
+{
+	uint32_t head = ring_load_acquire(&s->hdr->cq_head);
+	uint32_t used = s->cq_tail - head;
+	if (used > s->cq_entries) {
+		/* Moved backwards or past our tail: never trust it again. */
+		atomic_store(&s->cq_broken, true);
+		return 0;
+	}
+	return s->cq_entries - used;
+}
+
+static void cq_put(struct session *s, const struct tdm_cqe *cqe)
+{
+	s->cq[s->cq_tail & (s->cq_entries - 1)] = *cqe;
+	s->cq_tail++;
+}
+
+static void fill_task_info(const struct dgraph *g, uint32_t i, struct tdm_cqe *c)
+{
+	const struct engine_task *t = &g->g.tasks[i];
+	memset(c, 0, sizeof(*c));
+	c->op = TDM_CQE_TASK_INFO;
+	c->device = t->device;
+	c->status = t->status;
+	c->cookie = g->g.cookie;
+	c->task_index = i;
+	c->queued_ns = t->queued_ns;
+	c->start_ns = t->start_ns;
+	c->end_ns = t->end_ns;
+}
+
+/* Writes waiting completions while there is room. Caller holds cq_lock.
+ * Graphs fully posted are moved to *done for release after unlocking. */
+static void flush_locked(struct session *s, struct dgraph **done)
+{
+	uint32_t space = cq_space(s);
+	for (;;) {
+		while (s->errors_head && space) {
+			struct pending_error *e = s->errors_head;
+			cq_put(s, &e->cqe);
+			space--;
+			s->errors_head = e->next;
+			if (!s->errors_head)
+				s->errors_tail = NULL;
+			s->nerrors_pending--;
+			free(e);
+		}
+		while (!s->errors_head && s->pending_head && space) {
+			struct dgraph *g = s->pending_head;
+			struct tdm_cqe c;
+			if (g->g.flags & TDM_GRAPH_TASK_INFO) {
+				while (g->info_posted < g->g.ntasks && space) {
+					fill_task_info(g, g->info_posted++, &c);
+					cq_put(s, &c);
+					space--;
+				}
+				if (!space)
+					break;
+			}
+			memset(&c, 0, sizeof(c));
+			c.op = TDM_CQE_GRAPH_DONE;
+			c.status = atomic_load(&g->g.status);
+			c.cookie = g->g.cookie;
+			c.queued_ns = g->g.submit_ns;
+			cq_put(s, &c);
+			space--;
+			s->pending_head = g->next_pending;
+			if (!s->pending_head)
+				s->pending_tail = NULL;
+			g->next_pending = *done;
+			*done = g;
+		}
+		bool waiting = s->errors_head || s->pending_head;
+		if (!waiting) {
+			__atomic_fetch_and(&s->hdr->daemon_flags, ~TDM_DAEMON_CQ_OVERFLOW,
+					   __ATOMIC_SEQ_CST);
+			break;
+		}
+		/* Ask the client to ring us after it consumes, then look once
+		 * more: it may have consumed before it could see the flag. */
+		__atomic_fetch_or(&s->hdr->daemon_flags, TDM_DAEMON_CQ_OVERFLOW, __ATOMIC_SEQ_CST);
+		space = cq_space(s);
+		if (!space)
+			break;
+	}
+	ring_store_release(&s->hdr->cq_tail, s->cq_tail);
+}
+
+void session_wake_client(struct session *s)
+{
+	__atomic_thread_fence(__ATOMIC_SEQ_CST);
+	if (__atomic_load_n(&s->hdr->client_flags, __ATOMIC_SEQ_CST) & TDM_CLIENT_SLEEPING) {
+		uint64_t one = 1;
+		/* EAGAIN means the counter is already non-zero: it will wake. */
+		if (write(s->cq_bell, &one, sizeof(one)) < 0 && errno != EAGAIN)
+			log_debug("session %u: doorbell: %s", s->id, strerror(errno));
+	}
+}
+
+static void release_done(struct dgraph *done)
+{
+	while (done) {
+		struct dgraph *next = done->next_pending;
+		dgraph_destroy(done);
+		done = next;
+	}
+}
+
+void session_flush(struct session *s)
+{
+	struct dgraph *done = NULL;
+	pthread_mutex_lock(&s->cq_lock);
+	if (!atomic_load(&s->closed))
+		flush_locked(s, &done);
+	pthread_mutex_unlock(&s->cq_lock);
+	session_wake_client(s);
+	release_done(done);
+}
+
+bool session_errors_overflowing(struct session *s)
+{
+	pthread_mutex_lock(&s->cq_lock);
+	bool full = s->nerrors_pending >= MAX_PENDING_ERRORS;
+	pthread_mutex_unlock(&s->cq_lock);
+	return full;
+}
+
+void session_post_cqe(struct session *s, const struct tdm_cqe *cqe)
+{
+	struct pending_error *e;
+	pthread_mutex_lock(&s->cq_lock);
+	if (atomic_load(&s->closed) || s->nerrors_pending >= MAX_PENDING_ERRORS) {
+		/* A client that floods errors without reaping loses the excess;
+		 * the server disconnects it (see session_errors_overflowing). */
+		pthread_mutex_unlock(&s->cq_lock);
+		return;
+	}
+	e = malloc(sizeof(*e));
+	if (!e) {
+		pthread_mutex_unlock(&s->cq_lock);
+		return;
+	}
+	e->cqe = *cqe;
+	e->next = NULL;
+	if (s->errors_tail)
+		s->errors_tail->next = e;
+	else
+		s->errors_head = e;
+	s->errors_tail = e;
+	s->nerrors_pending++;
+	pthread_mutex_unlock(&s->cq_lock);
+	session_flush(s);
+}
+
+void session_graph_done(struct session *s, struct dgraph *g)
+{
+	struct dgraph *done = NULL;
+	pthread_mutex_lock(&s->cq_lock);
+	if (atomic_load(&s->closed)) {
+		pthread_mutex_unlock(&s->cq_lock);
+		dgraph_destroy(g);
+		return;
+	}
+	g->next_pending = NULL;
+	if (s->pending_tail)
+		s->pending_tail->next_pending = g;
+	else
+		s->pending_head = g;
+	s->pending_tail = g;
+	flush_locked(s, &done);
+	pthread_mutex_unlock(&s->cq_lock);
+	session_wake_client(s);
+	release_done(done);
+}
+
+void session_engine_graph_done(void *ctx, struct engine_graph *eg)
+{
+	(void)ctx;
+	struct dgraph *g = (struct dgraph *)eg;
+	session_graph_done(g->s, g);
+}
+
+void session_close(struct session *s)
+{
+	struct buffer_slot *slots = (struct buffer_slot *)s->bufs;
+	struct dgraph *pending;
+	struct pending_error *errs;
+
+	atomic_store(&s->flow.canceled, 1);
+	pthread_mutex_lock(&s->cq_lock);
+	atomic_store(&s->closed, true);
+	pending = s->pending_head;
+	errs = s->errors_head;
+	s->pending_head = s->pending_tail = NULL;
+	s->errors_head = s->errors_tail = NULL;
+	pthread_mutex_unlock(&s->cq_lock);
+	while (errs) {
+		struct pending_error *n = errs->next;
+		free(errs);
+		errs = n;
+	}
+	if (s->building) {
+		dgraph_destroy(s->building);
+		s->building = NULL;
+	}
+	for (uint32_t i = 0; i < s->bufs_cap; i++)
+		if (slots[i].b)
+			buffer_unref(slots[i].b);
+	free(s->bufs);
+	s->bufs = NULL;
+	s->bufs_cap = 0;
+	s->nbufs_live = 0;
+	/* Release waiting graphs last: each drops a session reference. */
+	while (pending) {
+		struct dgraph *n = pending->next_pending;
+		dgraph_destroy(pending);
+		pending = n;
+	}
+}

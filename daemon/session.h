@@ -1,0 +1,165 @@
+/* Sessions: one per connected client. A session owns the client's ring
+ * region, doorbells, buffer table and the graphs it has in flight. */
+#ifndef TDM_DAEMON_SESSION_H
+#define TDM_DAEMON_SESSION_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "daemon/config.h"
+#include "daemon/engine.h"
+#include "tandem/wire.h"
+
+struct session;
+
+/* Daemon-wide counters, shared by every session (atomics). */
+struct daemon_counters {
+	_Atomic uint64_t sessions_total, sessions_live;
+	_Atomic uint64_t buffers_live, buffer_bytes_live;
+	_Atomic uint64_t graphs_accepted, graphs_rejected;
+	_Atomic uint64_t protocol_errors;
+	_Atomic uint64_t session_tasks_in_flight; /* reserved by open or running graphs */
+};
+
+/* What a session needs from the daemon around it. */
+struct session_env {
+	const struct tdm_config *cfg;
+	struct daemon_counters *counters;
+	struct engine *engine; /* may be NULL in tests: graphs go to submit hook */
+	/* Called with each accepted graph; the daemon's is engine_submit. */
+	void (*submit)(void *ctx, struct engine_graph *g);
+	void *submit_ctx;
+	const bool *draining; /* new graphs are refused with -TDM_ESHUTDOWN */
+	uint64_t graph_serial; /* numbers graphs for the dependency scratch */
+};
+
+#define BUFFER_NO_TASK UINT32_MAX
+
+struct buffer {
+	_Atomic uint32_t refs;
+	uint32_t handle;
+	uint32_t flags;
+	uint64_t bytes;
+	void *base;
+	struct session *owner;
+	/* Intake scratch (intake thread only): implicit dependencies within
+	 * the graph numbered dep_graph. */
+	uint64_t dep_graph;
+	uint32_t last_writer;
+	uint32_t nreaders, readers_cap;
+	uint32_t *readers;
+};
+
+/* A graph as the daemon holds it: the engine's graph plus what the session
+ * needs to post its completion and release its resources. */
+struct dgraph {
+	struct engine_graph g; /* first: engine pointers convert back */
+	struct session *s;
+	struct buffer **bufs; /* one reference each */
+	uint32_t nbufs, bufs_cap;
+	uint32_t reserved_tasks; /* counted against the client's quota */
+	uint32_t info_posted;    /* TASK_INFO completions written so far */
+	struct dgraph *next_pending;
+	/* Build state (intake only). */
+	uint32_t nreceived, tasks_cap;
+	uint32_t *edges; /* (from, to) pairs */
+	uint32_t nedges, edges_cap;
+};
+
+struct pending_error {
+	struct tdm_cqe cqe;
+	struct pending_error *next;
+};
+
+struct session {
+	_Atomic uint32_t refs;
+	uint32_t id;
+	pid_t pid;
+	uid_t uid;
+	gid_t gid;
+	struct session_env *env;
+	struct engine_flow flow;
+
+	/* Ring region and doorbells. Our copies of the geometry and of our own
+	 * indices are the truth; the shared header is only read for the
+	 * client's indices, which are validated. */
+	int ring_fd, sq_bell, cq_bell;
+	void *ring;
+	size_t ring_bytes;
+	struct tdm_ring_header *hdr;
+	struct tdm_sqe *sq;
+	struct tdm_cqe *cq;
+	uint32_t sq_entries, cq_entries;
+	uint32_t sq_head; /* intake thread */
+	uint32_t cq_tail; /* under cq_lock */
+
+	/* Buffer table (intake thread only): handle h lives at bufs[h - 1]. */
+	struct buffer **bufs;
+	uint32_t bufs_cap, nbufs_live;
+	_Atomic uint64_t buffer_bytes;   /* quota accounting, incl. freed-but-in-use */
+	_Atomic uint32_t buffers_count;  /* same, in buffers */
+	_Atomic uint32_t tasks_in_flight;
+	_Atomic uint32_t graphs_in_flight;
+
+	/* Intake state. */
+	struct dgraph *building;
+	bool skipping;     /* a rejected graph's entries are skipped until its END */
+	uint32_t nerrors_pending;
+
+	/* Completion posting (any thread, under cq_lock). */
+	pthread_mutex_t cq_lock;
+	struct dgraph *pending_head, *pending_tail;
+	struct pending_error *errors_head, *errors_tail;
+	_Atomic bool closed;
+	_Atomic bool cq_broken; /* the client moved cq_head somewhere impossible */
+
+	/* Front-end fields (server.c). */
+	void *conn;
+};
+
+/* Creates a session with a fresh ring region (memfd, sealed) and doorbells.
+ * Holds one reference for the caller. */
+int session_create(struct session_env *env, uint32_t id, struct session **out);
+void session_ref(struct session *s);
+void session_unref(struct session *s);
+/* The client is gone: drop its buffers from the table, cancel its queued
+ * work, stop posting completions. Drops no reference. */
+void session_close(struct session *s);
+
+/* Buffers. */
+int session_buffer_alloc(struct session *s, uint64_t bytes, uint32_t flags, uint32_t *handle,
+			 int *fd_out);
+int session_buffer_free(struct session *s, uint32_t handle);
+struct buffer *session_buffer_lookup(struct session *s, uint32_t handle);
+void buffer_unref(struct buffer *b);
+
+/* Completions. session_post_cqe queues one entry (an error, a rejected
+ * graph) ahead of finished graphs. */
+void session_post_cqe(struct session *s, const struct tdm_cqe *cqe);
+/* Rings the client's doorbell if it sleeps (after sq_head moved, say). */
+void session_wake_client(struct session *s);
+/* The client floods entries that make errors faster than it reaps them. */
+bool session_errors_overflowing(struct session *s);
+void session_graph_done(struct session *s, struct dgraph *g);
+/* The client consumed completions: write what waited for space. */
+void session_flush(struct session *s);
+/* Releases a graph that was never submitted (rejected during intake). */
+void dgraph_destroy(struct dgraph *g);
+
+/* Engine hook: graph_done -> session_graph_done. */
+void session_engine_graph_done(void *ctx, struct engine_graph *g);
+
+/* Ring access with the orderings the protocol needs. */
+static inline uint32_t ring_load_acquire(const uint32_t *p)
+{
+	return __atomic_load_n(p, __ATOMIC_ACQUIRE);
+}
+static inline void ring_store_release(uint32_t *p, uint32_t v)
+{
+	__atomic_store_n(p, v, __ATOMIC_RELEASE);
+}
+
+#endif

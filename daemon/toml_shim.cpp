@@ -1,0 +1,390 @@
+/* C interface over tomlplusplus; see toml_shim.h.
+ *
+ * Every exception is caught here: nothing thrown by the parser, the standard
+ * library or an allocation may unwind into C.
+ */
+#ifndef NDEBUG
+/* tomlplusplus asserts on some malformed input when assertions are on. */
+#error "toml_shim.cpp must be compiled with -DNDEBUG"
+#endif
+
+#include "daemon/toml_shim.h"
+
+#include <algorithm>
+#include <cstdarg>
+#include <cstdio>
+#include <exception>
+#include <new>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <toml++/toml.h>
+
+namespace
+{
+
+struct shim_error {
+	int *line;
+	int *col;
+	char *msg;
+	size_t msg_len;
+};
+
+__attribute__((format(printf, 4, 5))) void set_error(const shim_error &e, int line, int col,
+						     const char *fmt, ...)
+{
+	if (e.line)
+		*e.line = line;
+	if (e.col)
+		*e.col = col;
+	if (e.msg && e.msg_len) {
+		va_list ap;
+
+		va_start(ap, fmt);
+		vsnprintf(e.msg, e.msg_len, fmt, ap);
+		va_end(ap);
+	}
+}
+
+/* 1-based line and column of byte offset off (columns count bytes, which for
+ * ASCII text is what the parser counts too). */
+void position_of(const char *text, size_t off, int *line, int *col)
+{
+	size_t l = 1, c = 1;
+
+	for (size_t i = 0; i < off; i++) {
+		if (text[i] == '\n') {
+			l++;
+			c = 1;
+		} else {
+			c++;
+		}
+	}
+	*line = static_cast<int>(l);
+	*col = static_cast<int>(c);
+}
+
+/* Only 7-bit text without NUL is accepted. */
+bool check_bytes(const char *text, size_t len, const shim_error &e)
+{
+	for (size_t i = 0; i < len; i++) {
+		unsigned char c = static_cast<unsigned char>(text[i]);
+		int line, col;
+
+		if (c != 0 && c < 0x80)
+			continue;
+		position_of(text, i, &line, &col);
+		if (c == 0)
+			set_error(e, line, col, "NUL byte (only text is accepted)");
+		else
+			set_error(e, line, col, "non-ASCII byte 0x%02x (only ASCII is accepted)", c);
+		return false;
+	}
+	return true;
+}
+
+/* Skips a string starting at text[i] (a quote), returns the offset after it.
+ * An unterminated string ends at the end of its line (single-line) or of the
+ * text (multi-line); the parser reports those. */
+size_t skip_string(const char *text, size_t len, size_t i)
+{
+	const char q = text[i];
+	const bool basic = q == '"';
+
+	if (i + 2 < len && text[i + 1] == q && text[i + 2] == q) {
+		for (i += 3; i < len; i++) {
+			if (basic && text[i] == '\\') {
+				i++;
+				continue;
+			}
+			if (i + 2 < len && text[i] == q && text[i + 1] == q && text[i + 2] == q) {
+				i += 3;
+				/* up to two quotes may end the content: """a""""" */
+				for (int extra = 0; extra < 2 && i < len && text[i] == q; extra++)
+					i++;
+				return i;
+			}
+		}
+		return len;
+	}
+	for (i++; i < len && text[i] != '\n'; i++) {
+		if (basic && text[i] == '\\') {
+			if (i + 1 < len && text[i + 1] != '\n')
+				i++;
+			continue;
+		}
+		if (text[i] == q)
+			return i + 1;
+	}
+	return i;
+}
+
+/* Bounds how deep the parser's tree can get: the parser limits nested values
+ * itself, but not dotted keys, whose tables it builds and destroys by
+ * recursion. Dots are counted per run of text between separators, outside
+ * strings and comments (a float or a time has at most one). */
+bool check_depth(const char *text, size_t len, const shim_error &e)
+{
+	int dots = 0, braces = 0;
+	int line, col;
+	size_t i = 0;
+
+	while (i < len) {
+		switch (text[i]) {
+		case '#':
+			while (i < len && text[i] != '\n')
+				i++;
+			continue;
+		case '"':
+		case '\'':
+			i = skip_string(text, len, i);
+			continue;
+		case '\n':
+		case '=':
+		case ',':
+		case '[':
+		case ']':
+			dots = 0;
+			break;
+		case '{':
+			dots = 0;
+			if (++braces > TOML_SHIM_MAX_INLINE_DEPTH) {
+				position_of(text, i, &line, &col);
+				set_error(e, line, col, "inline tables nested more than %d deep",
+					  TOML_SHIM_MAX_INLINE_DEPTH);
+				return false;
+			}
+			break;
+		case '}':
+			dots = 0;
+			if (braces > 0)
+				braces--;
+			break;
+		case '.':
+			if (++dots >= TOML_SHIM_MAX_KEY_PARTS) {
+				position_of(text, i, &line, &col);
+				set_error(e, line, col, "dotted key with more than %d parts",
+					  TOML_SHIM_MAX_KEY_PARTS);
+				return false;
+			}
+			break;
+		default:
+			break;
+		}
+		i++;
+	}
+	return true;
+}
+
+bool is_bare_key(std::string_view k)
+{
+	if (k.empty())
+		return false;
+	for (char c : k) {
+		bool ok = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+			  c == '_' || c == '-';
+		if (!ok)
+			return false;
+	}
+	return true;
+}
+
+/* Appends key k to path as TOML would write it. */
+void append_key(std::string &path, std::string_view k)
+{
+	if (!path.empty())
+		path += '.';
+	if (is_bare_key(k)) {
+		path += k;
+		return;
+	}
+	path += '"';
+	for (char c : k) {
+		unsigned char u = static_cast<unsigned char>(c);
+
+		if (c == '"' || c == '\\') {
+			path += '\\';
+			path += c;
+		} else if (u < 0x20 || u == 0x7f) {
+			char buf[8];
+
+			snprintf(buf, sizeof(buf), "\\u%04x", u);
+			path += buf;
+		} else {
+			path += c;
+		}
+	}
+	path += '"';
+}
+
+struct entry {
+	std::string path;
+	std::string key;
+	toml_item item;
+};
+
+void fill_item(const toml::node &n, const toml::key &k, int depth, int array_index,
+	       toml_item &it)
+{
+	it = toml_item{};
+	it.key_line = static_cast<int>(k.source().begin.line);
+	it.key_col = static_cast<int>(k.source().begin.column);
+	it.depth = depth;
+	it.array_index = array_index;
+	it.line = static_cast<int>(n.source().begin.line);
+	it.col = static_cast<int>(n.source().begin.column);
+
+	switch (n.type()) {
+	case toml::node_type::string: {
+		const std::string &s = n.as_string()->get();
+
+		it.type = TOML_ITEM_STRING;
+		it.s = s.c_str();
+		it.s_len = s.size();
+		break;
+	}
+	case toml::node_type::integer:
+		it.type = TOML_ITEM_INT;
+		it.i = n.as_integer()->get();
+		break;
+	case toml::node_type::floating_point:
+		it.type = TOML_ITEM_FLOAT;
+		it.f = n.as_floating_point()->get();
+		break;
+	case toml::node_type::boolean:
+		it.type = TOML_ITEM_BOOL;
+		it.b = n.as_boolean()->get() ? 1 : 0;
+		break;
+	case toml::node_type::array:
+		it.type = TOML_ITEM_ARRAY;
+		it.array_len = n.as_array()->size();
+		break;
+	case toml::node_type::table:
+		it.type = TOML_ITEM_TABLE;
+		break;
+	case toml::node_type::date:
+		it.type = TOML_ITEM_OTHER;
+		it.s = "date";
+		break;
+	case toml::node_type::time:
+		it.type = TOML_ITEM_OTHER;
+		it.s = "time";
+		break;
+	default:
+		it.type = TOML_ITEM_OTHER;
+		it.s = "date-time";
+		break;
+	}
+}
+
+void collect(const toml::table &t, const std::string &prefix, int depth, std::vector<entry> &out)
+{
+	for (auto &&[k, n] : t) {
+		entry e;
+
+		e.path = prefix;
+		append_key(e.path, k.str());
+		e.key = std::string(k.str());
+		fill_item(n, k, depth + 1, -1, e.item);
+		out.push_back(e);
+
+		if (const toml::table *sub = n.as_table()) {
+			collect(*sub, e.path, depth + 1, out);
+		} else if (const toml::array *arr = n.as_array()) {
+			for (size_t i = 0; i < arr->size(); i++) {
+				entry el;
+
+				el.path = e.path;
+				el.key = e.key;
+				fill_item((*arr)[i], k, depth + 1, static_cast<int>(i), el.item);
+				out.push_back(el);
+			}
+		}
+	}
+}
+
+int walk(const char *text, size_t len, toml_visit_fn fn, void *ctx, const shim_error &err)
+{
+	if (!check_bytes(text, len, err) || !check_depth(text, len, err))
+		return TOML_SHIM_ERROR;
+
+	toml::table doc;
+	try {
+		doc = toml::parse(std::string_view(text, len));
+	} catch (const toml::parse_error &e) {
+		const toml::source_position &p = e.source().begin;
+
+		set_error(err, static_cast<int>(p.line), static_cast<int>(p.column), "%s",
+			  std::string(e.description()).c_str());
+		return TOML_SHIM_ERROR;
+	}
+
+	std::vector<entry> items;
+	collect(doc, std::string(), 0, items);
+	/* std::map order is by key; visit in source order instead, so that
+	 * the first problem in the text is the one reported. Stable, so that
+	 * a table or array stays ahead of what it holds at equal positions. */
+	std::stable_sort(items.begin(), items.end(), [](const entry &a, const entry &b) {
+		if (a.item.line != b.item.line)
+			return a.item.line < b.item.line;
+		return a.item.col < b.item.col;
+	});
+
+	for (entry &e : items) {
+		e.item.path = e.path.c_str();
+		e.item.key = e.key.c_str();
+		int rc = fn ? fn(ctx, &e.item) : 0;
+		if (rc)
+			return rc;
+	}
+	return 0;
+}
+
+} // namespace
+
+extern "C" int toml_shim_walk(const char *text, size_t len, toml_visit_fn fn, void *ctx,
+			      int *err_line, int *err_col, char *err_msg, size_t err_len)
+{
+	const shim_error err = {err_line, err_col, err_msg, err_len};
+
+	if (err_msg && err_len)
+		err_msg[0] = '\0';
+	if (!text && len) {
+		set_error(err, 0, 0, "no text");
+		return TOML_SHIM_ERROR;
+	}
+	if (!text)
+		text = "";
+	try {
+		return walk(text, len, fn, ctx, err);
+	} catch (const std::bad_alloc &) {
+		set_error(err, 0, 0, "out of memory");
+	} catch (const std::exception &e) {
+		set_error(err, 0, 0, "TOML parser failed: %s", e.what());
+	} catch (...) {
+		set_error(err, 0, 0, "TOML parser failed");
+	}
+	return TOML_SHIM_ERROR;
+}
+
+extern "C" const char *toml_shim_type_name(enum toml_item_type type)
+{
+	switch (type) {
+	case TOML_ITEM_STRING:
+		return "string";
+	case TOML_ITEM_INT:
+		return "integer";
+	case TOML_ITEM_FLOAT:
+		return "float";
+	case TOML_ITEM_BOOL:
+		return "boolean";
+	case TOML_ITEM_ARRAY:
+		return "array";
+	case TOML_ITEM_TABLE:
+		return "table";
+	case TOML_ITEM_OTHER:
+		break;
+	}
+	return "date/time";
+}

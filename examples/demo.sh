@@ -1,0 +1,40 @@
+#!/bin/sh
+# make demo: start tandemd on a private socket with the embedded default
+# configuration, run the blocked-GEMM client, show the daemon's status, stop.
+set -eu
+BUILD=${BUILD:-build}
+dir=$(mktemp -d /tmp/tandem-demo.XXXXXX)
+sock="$dir/tandemd.sock"
+cleanup() {
+	if [ -n "${pid:-}" ] && kill -0 "$pid" 2>/dev/null; then kill -TERM "$pid"; wait "$pid" || true; fi
+	rm -rf "$dir"
+}
+trap cleanup EXIT INT TERM
+
+echo "== starting tandemd on $sock (embedded default configuration)"
+"$BUILD/bin/tandemd" --socket "$sock" 2>"$dir/tandemd.log" &
+pid=$!
+i=0
+until "$BUILD/bin/tandemctl" --socket "$sock" status >/dev/null 2>&1; do
+	i=$((i + 1))
+	if [ $i -gt 100 ] || ! kill -0 "$pid" 2>/dev/null; then
+		echo "tandemd did not start:"; cat "$dir/tandemd.log"; exit 1
+	fi
+	sleep 0.05
+done
+
+echo "== running examples/blocked_gemm.c (R = 2 AxB + 1 in 128x128 tiles)"
+"$BUILD/bin/blocked_gemm" "$sock" 384 128
+
+echo "== tandemctl status"
+"$BUILD/bin/tandemctl" --socket "$sock" status
+
+echo "== stopping tandemd (SIGTERM drains, exits 0)"
+kill -TERM "$pid"
+rc=0
+wait "$pid" || rc=$?
+pid=
+echo "== tandemd log"
+cat "$dir/tandemd.log"
+echo "== tandemd exited with status $rc"
+exit $rc

@@ -1,0 +1,158 @@
+/* libtandem: the client API of the tandem scheduler daemon.
+ *
+ * A client connects to tandemd, allocates buffers that live in shared memory
+ * (both sides map the same pages), describes a graph of kernel tasks over
+ * those buffers, submits it, and waits. The daemon chooses devices; clients
+ * never do.
+ *
+ * Every function returns 0 or a negative error code (-TDM_E*); tdm_strerror()
+ * names each one. A client handle is meant for one thread at a time.
+ */
+#ifndef TANDEM_H
+#define TANDEM_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "tandem/wire.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+enum tdm_error {
+	TDM_OK = 0,
+	TDM_EINVAL = 1,   /* invalid argument */
+	TDM_ENOMEM,       /* out of memory */
+	TDM_ECONNECT,     /* cannot reach the daemon's socket */
+	TDM_EPERM,        /* the daemon does not accept this uid/gid */
+	TDM_EVERSION,     /* wire version mismatch */
+	TDM_EPROTO,       /* protocol violation (daemon or client) */
+	TDM_EDISCONNECTED,/* the daemon closed the connection */
+	TDM_ETIMEDOUT,    /* tdm_wait timed out; the graph is still running */
+	TDM_EQUOTA,       /* a per-client quota would be exceeded */
+	TDM_EHANDLE,      /* unknown buffer handle */
+	TDM_ERANGE,       /* offset/length outside the buffer */
+	TDM_EKERNEL,      /* unknown kernel */
+	TDM_EARITY,       /* wrong number or kind of arguments for the kernel */
+	TDM_EEDGE,        /* edge to a task that is not earlier in the graph */
+	TDM_ECANCELED,    /* the task or graph was canceled */
+	TDM_EDEVICE,      /* a kernel failed on its device */
+	TDM_ESHUTDOWN,    /* the daemon is shutting down */
+	TDM_EBUSY,        /* too many clients */
+	TDM_ESYS,         /* a system call failed */
+	TDM_ECONFIG,      /* invalid configuration */
+	TDM_E__COUNT
+};
+
+/* Names an error code (negative or positive). Never returns NULL. */
+const char *tdm_strerror(int err);
+/* Names a tdm_reject_field (tdm_graph_reject_detail). */
+const char *tdm_reject_field_name(unsigned field);
+
+typedef struct tdm_client tdm_client;
+typedef struct tdm_graph tdm_graph;
+typedef uint32_t tdm_buffer; /* per-client handle, 0 is never valid */
+typedef uint32_t tdm_kernel;
+
+struct tdm_connect_opts {
+	const char *socket_path; /* NULL: $TANDEM_SOCKET, then the default path */
+	/* Microseconds to spin on the completion ring before sleeping on the
+	 * doorbell in tdm_wait; 0 blocks at once. */
+	uint32_t spin_us;
+};
+
+/* The default socket path: $XDG_RUNTIME_DIR/tandem/tandemd.sock for a user,
+ * /run/tandem/tandemd.sock for root. Writes at most len bytes. */
+int tdm_default_socket_path(char *out, size_t len);
+
+int tdm_connect(const struct tdm_connect_opts *opts, tdm_client **out);
+void tdm_disconnect(tdm_client *c);
+uint32_t tdm_session_id(const tdm_client *c);
+/* Number of devices the daemon schedules on (valid after connect). */
+uint32_t tdm_device_count(const tdm_client *c);
+
+/* ---- buffers ---- */
+
+#define TDM_BUF_WEIGHTS 1u
+#define TDM_BUF_KV 2u
+#define TDM_BUF_SCRATCH 4u
+#define TDM_BUF_FLAGS_ALL (TDM_BUF_WEIGHTS | TDM_BUF_KV | TDM_BUF_SCRATCH)
+
+/* Allocates bytes of shared memory (zeroed) and maps it; *ptr is the
+ * client's view. Counts against the client's quota. */
+int tdm_buffer_alloc(tdm_client *c, size_t bytes, uint32_t flags, tdm_buffer *handle,
+		     void **ptr);
+/* Releases a buffer. Graphs already submitted keep it alive until they end. */
+int tdm_buffer_free(tdm_client *c, tdm_buffer handle);
+
+/* ---- kernels ---- */
+
+/* Resolves a kernel name ("noop", "spin", "fill", "axpy", "sgemm", ...) to
+ * its id; the library caches the answer. */
+int tdm_kernel_lookup(tdm_client *c, const char *name, tdm_kernel *out);
+
+/* ---- graphs ---- */
+
+struct tdm_arg {
+	tdm_buffer buffer;
+	uint32_t mode; /* TDM_R, TDM_W, TDM_RW */
+	uint64_t offset;
+	uint64_t length; /* 0 means "to the end of the buffer" */
+};
+
+struct tdm_scalar {
+	uint32_t type; /* enum tdm_scalar_type */
+	union tdm_wire_scalar v;
+};
+
+#define TDM_ARG(buf, m, off, len) ((struct tdm_arg){.buffer = (buf), .mode = (m), .offset = (off), .length = (len)})
+#define TDM_I64(x) ((struct tdm_scalar){.type = TDM_SCALAR_I64, .v = {.i64 = (x)}})
+#define TDM_F64(x) ((struct tdm_scalar){.type = TDM_SCALAR_F64, .v = {.f64 = (x)}})
+#define TDM_F32(x) ((struct tdm_scalar){.type = TDM_SCALAR_F32, .v = {.f32 = (x)}})
+
+struct tdm_task_desc {
+	tdm_kernel kernel;
+	uint32_t nargs;
+	struct tdm_arg args[TDM_MAX_ARGS];
+	uint32_t nscalars;
+	struct tdm_scalar scalars[TDM_MAX_SCALARS];
+	int32_t priority; /* carried to the policy; higher is more urgent */
+};
+
+/* Per-task schedule, filled in when the graph completes (with task info on). */
+struct tdm_task_info {
+	int32_t status;
+	uint32_t device;
+	uint64_t queued_ns, start_ns, end_ns; /* CLOCK_MONOTONIC */
+};
+
+tdm_graph *tdm_graph_new(tdm_client *c);
+void tdm_graph_free(tdm_graph *g);
+/* Ask for per-task device and times in the completion (off by default: it
+ * costs one completion entry per task). */
+void tdm_graph_want_task_info(tdm_graph *g, int on);
+void tdm_graph_set_priority(tdm_graph *g, int32_t priority);
+/* Appends a task; *index (may be NULL) receives its index in the graph.
+ * Data dependencies between tasks of one graph are inferred from access
+ * modes in the order tasks are added (RAW, WAR, WAW per buffer). */
+int tdm_graph_add_task(tdm_graph *g, const struct tdm_task_desc *t, uint32_t *index);
+/* Explicit edge: task `to` runs after task `from`; requires from < to. */
+int tdm_graph_add_edge(tdm_graph *g, uint32_t from, uint32_t to);
+uint32_t tdm_graph_task_count(const tdm_graph *g);
+/* Writes the graph to the submission ring and rings the doorbell. A graph
+ * may be submitted again after it completed. */
+int tdm_graph_submit(tdm_graph *g);
+/* Waits for the graph's completion. timeout_ns < 0 waits forever. Returns
+ * the graph's status (0, or why it was rejected or failed: -TDM_EHANDLE,
+ * -TDM_EQUOTA, -TDM_EDEVICE, ...) or -TDM_ETIMEDOUT. */
+int tdm_wait(tdm_graph *g, int64_t timeout_ns);
+/* Valid after tdm_wait returned for a graph submitted with task info. */
+const struct tdm_task_info *tdm_graph_task_info(const tdm_graph *g, uint32_t index);
+/* For a rejected graph: the offending task index and field (enum tdm_reject_field). */
+void tdm_graph_reject_detail(const tdm_graph *g, uint32_t *task_index, uint32_t *field);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

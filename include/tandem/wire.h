@@ -1,0 +1,275 @@
+/* tandem wire format: shared by libtandem and tandemd.
+ *
+ * Two channels connect a client to the daemon:
+ *  - a Unix stream socket for the slow path (hello, buffers, kernel lookup,
+ *    control requests), framed as struct tdm_msg_hdr + payload, with file
+ *    descriptors passed by SCM_RIGHTS;
+ *  - a shared-memory ring region (one memfd per session, created and sealed by
+ *    the daemon) holding a submission ring (client produces, daemon consumes)
+ *    and a completion ring (daemon produces, client consumes), plus two
+ *    eventfd doorbells.
+ *
+ * Everything the daemon reads from the ring region or the socket is untrusted:
+ * it copies an entry once and validates every field of the copy.
+ */
+#ifndef TANDEM_WIRE_H
+#define TANDEM_WIRE_H
+
+#include <stdint.h>
+
+#define TDM_WIRE_MAGIC 0x54444d31u /* "TDM1" */
+#define TDM_WIRE_VERSION 1u
+
+#define TDM_MAX_ARGS 8    /* buffer arguments per task */
+#define TDM_MAX_SCALARS 8 /* scalar parameters per task */
+#define TDM_TASK_INLINE_EDGES 8   /* predecessor indices inline in a task entry */
+#define TDM_EDGES_PER_SQE 76
+#define TDM_KERNEL_NAME_MAX 32
+
+/* ---- socket messages ---------------------------------------------------- */
+
+enum tdm_msg_type {
+	TDM_MSG_HELLO = 1,        /* client -> daemon: struct tdm_hello */
+	TDM_MSG_HELLO_REPLY,      /* daemon -> client: struct tdm_hello_reply + 3 fds */
+	TDM_MSG_BUF_ALLOC,        /* client: struct tdm_buf_alloc_req */
+	TDM_MSG_BUF_ALLOC_REPLY,  /* daemon: struct tdm_buf_alloc_reply (+ memfd on success) */
+	TDM_MSG_BUF_FREE,         /* client: struct tdm_buf_free_req */
+	TDM_MSG_BUF_FREE_REPLY,   /* daemon: struct tdm_status_reply */
+	TDM_MSG_KERNEL_LOOKUP,    /* client: struct tdm_kernel_lookup_req */
+	TDM_MSG_KERNEL_REPLY,     /* daemon: struct tdm_kernel_lookup_reply */
+	TDM_MSG_CTL_STATUS,       /* control: no payload */
+	TDM_MSG_CTL_REPLY,        /* daemon: int32 status + JSON text */
+};
+
+#define TDM_MSG_MAX_PAYLOAD 4096u
+#define TDM_CTL_REPLY_MAX (1u << 20)
+
+struct tdm_msg_hdr {
+	uint32_t type;
+	uint32_t length; /* payload bytes following the header */
+};
+
+enum tdm_hello_role { TDM_ROLE_CLIENT = 1, TDM_ROLE_CONTROL = 2 };
+
+struct tdm_hello {
+	uint32_t magic;
+	uint32_t version;
+	uint32_t role;
+	uint32_t flags; /* reserved, 0 */
+};
+
+struct tdm_hello_reply {
+	uint32_t magic;
+	uint32_t version;
+	int32_t status; /* 0 or -TDM_E*; fds follow only when 0 */
+	uint32_t session_id;
+	uint32_t ring_bytes;
+	uint32_t sq_entries;
+	uint32_t cq_entries;
+	uint32_t sq_offset;
+	uint32_t cq_offset;
+	uint32_t ndevices;
+	uint64_t buffer_quota_bytes;
+	uint32_t max_tasks_per_graph;
+	uint32_t reserved;
+};
+
+struct tdm_buf_alloc_req {
+	uint64_t bytes;
+	uint32_t flags;
+	uint32_t reserved;
+};
+
+struct tdm_buf_alloc_reply {
+	int32_t status;
+	uint32_t handle;
+	uint64_t bytes;
+};
+
+struct tdm_buf_free_req {
+	uint32_t handle;
+	uint32_t reserved;
+};
+
+struct tdm_status_reply {
+	int32_t status;
+	uint32_t reserved;
+};
+
+struct tdm_kernel_lookup_req {
+	char name[TDM_KERNEL_NAME_MAX]; /* NUL-terminated within the array */
+};
+
+struct tdm_kernel_lookup_reply {
+	int32_t status;
+	uint32_t kernel_id;
+	uint8_t nargs;
+	uint8_t nscalars;
+	uint8_t arg_modes[TDM_MAX_ARGS];    /* enum tdm_access */
+	uint8_t scalar_types[TDM_MAX_SCALARS]; /* enum tdm_scalar_type */
+	uint8_t reserved[6];
+};
+
+/* ---- ring region -------------------------------------------------------- */
+
+#define TDM_CACHELINE 64
+
+/* Bits in tdm_ring_header.client_flags (written by the client). */
+#define TDM_CLIENT_SLEEPING 1u   /* blocked on the cq doorbell: ring it */
+
+/* Bits in tdm_ring_header.daemon_flags (written by the daemon). */
+#define TDM_DAEMON_POLLING 1u /* daemon is spinning on sq_tail: no doorbell needed */
+#define TDM_DAEMON_CQ_OVERFLOW 2u /* completions wait for room: ring the sq doorbell after
+				   * consuming */
+
+/* The header at offset 0 of the ring region. Indices are free-running
+ * uint32 counters; an entry lives at index & (entries - 1). Each index is
+ * written by one side only and sits on its own cache line. */
+struct tdm_ring_header {
+	uint32_t magic;
+	uint32_t version;
+	uint32_t sq_entries;
+	uint32_t cq_entries;
+	uint32_t sq_offset;
+	uint32_t cq_offset;
+	uint8_t pad0[TDM_CACHELINE - 24];
+	uint32_t sq_head; /* daemon writes: entries consumed */
+	uint8_t pad1[TDM_CACHELINE - 4];
+	uint32_t sq_tail; /* client writes: entries published */
+	uint8_t pad2[TDM_CACHELINE - 4];
+	uint32_t cq_head; /* client writes: completions consumed */
+	uint8_t pad3[TDM_CACHELINE - 4];
+	uint32_t cq_tail; /* daemon writes: completions published */
+	uint8_t pad4[TDM_CACHELINE - 4];
+	uint32_t client_flags;
+	uint8_t pad5[TDM_CACHELINE - 4];
+	uint32_t daemon_flags;
+	uint8_t pad6[TDM_CACHELINE - 4];
+};
+
+/* Submission entries. A graph is GRAPH_BEGIN, ntasks TASK entries in index
+ * order (each may be followed by EDGES entries for the same task), then
+ * GRAPH_END. Edges point only from earlier tasks to later ones, so a graph
+ * cannot contain a cycle. */
+enum tdm_sqe_op {
+	TDM_SQE_GRAPH_BEGIN = 1,
+	TDM_SQE_TASK = 2,
+	TDM_SQE_EDGES = 3,
+	TDM_SQE_GRAPH_END = 4,
+};
+
+/* Graph flags */
+#define TDM_GRAPH_TASK_INFO 1u /* post one TASK_INFO completion per task */
+#define TDM_GRAPH_FLAGS_ALL TDM_GRAPH_TASK_INFO
+
+enum tdm_access { TDM_R = 1, TDM_W = 2, TDM_RW = 3 };
+
+enum tdm_scalar_type {
+	TDM_SCALAR_NONE = 0,
+	TDM_SCALAR_I64 = 1,
+	TDM_SCALAR_F64 = 2,
+	TDM_SCALAR_F32 = 3,
+};
+
+struct tdm_wire_arg {
+	uint32_t handle;
+	uint8_t mode; /* enum tdm_access */
+	uint8_t reserved[3];
+	uint64_t offset;
+	uint64_t length;
+};
+
+union tdm_wire_scalar {
+	int64_t i64;
+	double f64;
+	float f32;
+	uint64_t bits;
+};
+
+struct tdm_sqe_graph_begin {
+	uint64_t cookie; /* client's graph identifier, echoed in completions */
+	uint32_t ntasks;
+	uint32_t flags;
+	int32_t priority;
+	uint32_t reserved[3];
+};
+
+struct tdm_sqe_task {
+	uint32_t task_index; /* must equal the number of tasks already sent */
+	uint32_t kernel_id;
+	uint8_t nargs;
+	uint8_t nscalars;
+	uint8_t nedges; /* predecessors listed in edges[] */
+	uint8_t reserved0;
+	int32_t priority;
+	uint8_t scalar_types[TDM_MAX_SCALARS];
+	struct tdm_wire_arg args[TDM_MAX_ARGS];
+	union tdm_wire_scalar scalars[TDM_MAX_SCALARS];
+	uint32_t edges[TDM_TASK_INLINE_EDGES]; /* predecessor task indices (< task_index) */
+};
+
+struct tdm_sqe_edges {
+	uint32_t task_index; /* the task these predecessors belong to (the last one sent) */
+	uint32_t nedges;
+	uint32_t edges[TDM_EDGES_PER_SQE];
+};
+
+struct tdm_sqe {
+	uint16_t op;
+	uint16_t reserved;
+	uint32_t reserved2;
+	union {
+		struct tdm_sqe_graph_begin begin;
+		struct tdm_sqe_task task;
+		struct tdm_sqe_edges edges;
+		uint8_t raw[312];
+	} u;
+};
+
+enum tdm_cqe_op {
+	TDM_CQE_GRAPH_DONE = 1, /* one per graph, after its TASK_INFO entries */
+	TDM_CQE_TASK_INFO = 2,
+	TDM_CQE_ERROR = 3, /* a stray entry outside any graph */
+};
+
+struct tdm_cqe {
+	uint16_t op;
+	uint16_t device; /* TASK_INFO: device index that ran the task */
+	int32_t status;  /* 0 or -TDM_E* */
+	uint64_t cookie;
+	uint32_t task_index; /* TASK_INFO: the task; GRAPH_DONE: first offending task on error */
+	uint32_t detail;     /* GRAPH_DONE error: enum tdm_reject_field */
+	uint64_t queued_ns;  /* CLOCK_MONOTONIC of the daemon, comparable across processes */
+	uint64_t start_ns;
+	uint64_t end_ns;
+	uint64_t reserved[2];
+};
+
+/* Which field of a rejected graph was wrong (tdm_cqe.detail). */
+enum tdm_reject_field {
+	TDM_REJECT_NONE = 0,
+	TDM_REJECT_OP,
+	TDM_REJECT_RESERVED,
+	TDM_REJECT_NTASKS,
+	TDM_REJECT_FLAGS,
+	TDM_REJECT_TASK_INDEX,
+	TDM_REJECT_KERNEL,
+	TDM_REJECT_ARITY,
+	TDM_REJECT_MODE,
+	TDM_REJECT_HANDLE,
+	TDM_REJECT_RANGE,
+	TDM_REJECT_SCALAR_TYPE,
+	TDM_REJECT_EDGE,
+	TDM_REJECT_KERNEL_ARGS, /* kernel-specific check (sizes vs. scalars) */
+	TDM_REJECT_QUOTA,
+	TDM_REJECT_SEQUENCE, /* BEGIN inside a graph, END too early, ... */
+	TDM_REJECT__COUNT
+};
+
+_Static_assert(sizeof(struct tdm_ring_header) == 7 * TDM_CACHELINE, "ring header layout");
+_Static_assert(sizeof(struct tdm_sqe) == 320, "sqe size: five cache lines");
+_Static_assert(sizeof(struct tdm_sqe_task) == 312, "task entry fits");
+_Static_assert(sizeof(struct tdm_sqe_edges) == 312, "edges entry fits");
+_Static_assert(sizeof(struct tdm_cqe) == 64, "cqe size");
+
+#endif

@@ -1,0 +1,138 @@
+/* eager: one central queue, served round-robin across clients.
+ *
+ * Each client (flow) has its own FIFO of ready tasks; flows with work sit on
+ * a ring, and pick_next takes one task from the flow at the head and moves
+ * that flow to the back. A client that floods the daemon therefore gets one
+ * task in n (n = active clients), never all of them. */
+#include <stdlib.h>
+
+#include "policies/policy.h"
+#include "tandem.h"
+
+struct eager_flow {
+	struct engine_flow *flow;
+	struct engine_task *head, *tail;
+	struct eager_flow *ring_next; /* on the active ring when it has tasks */
+	bool active;
+};
+
+struct eager {
+	pthread_mutex_t lock;
+	struct eager_flow *ring_head, *ring_tail;
+	size_t queued;
+};
+
+static int eager_init(const struct policy_params *p, void **priv)
+{
+	struct eager *q = calloc(1, sizeof(*q));
+	(void)p;
+	if (!q)
+		return -TDM_ENOMEM;
+	pthread_mutex_init(&q->lock, NULL);
+	*priv = q;
+	return 0;
+}
+
+static void eager_fini(void *priv)
+{
+	struct eager *q = priv;
+	pthread_mutex_destroy(&q->lock);
+	free(q);
+}
+
+static void ring_append(struct eager *q, struct eager_flow *f)
+{
+	f->ring_next = NULL;
+	f->active = true;
+	if (q->ring_tail)
+		q->ring_tail->ring_next = f;
+	else
+		q->ring_head = f;
+	q->ring_tail = f;
+}
+
+static int eager_flow_added(void *priv, struct engine_flow *flow)
+{
+	struct eager_flow *f = calloc(1, sizeof(*f));
+	(void)priv;
+	if (!f)
+		return -TDM_ENOMEM;
+	f->flow = flow;
+	flow->policy_slot = f;
+	return 0;
+}
+
+static void eager_tasks_ready(void *priv, struct engine_task **tasks, size_t n, int worker)
+{
+	struct eager *q = priv;
+	(void)worker;
+	pthread_mutex_lock(&q->lock);
+	for (size_t i = 0; i < n; i++) {
+		struct engine_task *t = tasks[i];
+		struct eager_flow *f = t->graph->flow->policy_slot;
+		t->next = NULL;
+		if (f->tail)
+			f->tail->next = t;
+		else
+			f->head = t;
+		f->tail = t;
+		if (!f->active)
+			ring_append(q, f);
+	}
+	q->queued += n;
+	pthread_mutex_unlock(&q->lock);
+}
+
+static struct engine_task *eager_pick_next(void *priv, unsigned worker)
+{
+	struct eager *q = priv;
+	struct engine_task *t = NULL;
+	(void)worker;
+	pthread_mutex_lock(&q->lock);
+	struct eager_flow *f = q->ring_head;
+	if (f) {
+		t = f->head;
+		f->head = t->next;
+		if (!f->head)
+			f->tail = NULL;
+		q->ring_head = f->ring_next;
+		if (!q->ring_head)
+			q->ring_tail = NULL;
+		f->active = false;
+		if (f->head)
+			ring_append(q, f);
+		q->queued--;
+	}
+	pthread_mutex_unlock(&q->lock);
+	return t;
+}
+
+static void eager_flow_gone(void *priv, struct engine_flow *flow)
+{
+	struct eager *q = priv;
+	pthread_mutex_lock(&q->lock);
+	/* The core calls this only once the flow has nothing queued. */
+	free(flow->policy_slot);
+	flow->policy_slot = NULL;
+	pthread_mutex_unlock(&q->lock);
+}
+
+static size_t eager_queued(void *priv)
+{
+	struct eager *q = priv;
+	pthread_mutex_lock(&q->lock);
+	size_t n = q->queued;
+	pthread_mutex_unlock(&q->lock);
+	return n;
+}
+
+const struct tdm_policy_ops policy_eager = {
+	.name = "eager",
+	.init = eager_init,
+	.fini = eager_fini,
+	.tasks_ready = eager_tasks_ready,
+	.pick_next = eager_pick_next,
+	.flow_added = eager_flow_added,
+	.flow_gone = eager_flow_gone,
+	.queued = eager_queued,
+};

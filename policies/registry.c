@@ -1,0 +1,23 @@
+/* Policies by name. */
+#include <string.h>
+
+#include "policies/policy.h"
+
+static const struct tdm_policy_ops *const registry[] = {
+	&policy_eager,
+	&policy_ws,
+	NULL,
+};
+
+const struct tdm_policy_ops *policy_by_name(const char *name)
+{
+	for (size_t i = 0; registry[i]; i++)
+		if (strcmp(registry[i]->name, name) == 0)
+			return registry[i];
+	return NULL;
+}
+
+const struct tdm_policy_ops *const *policy_list(void)
+{
+	return registry;
+}

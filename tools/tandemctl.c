@@ -1,0 +1,218 @@
+/* tandemctl: look at a running tandemd through its control channel. */
+#include <errno.h>
+#include <getopt.h>
+#include <jansson.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "tandem.h"
+
+static void usage(FILE *out)
+{
+	fprintf(out, "Usage: tandemctl [--socket PATH] [--json] COMMAND\n"
+		     "Shows the state of a running tandemd.\n"
+		     "\n"
+		     "Commands:\n"
+		     "  status    devices, clients, queue depth and counters\n"
+		     "  devices   the devices tandemd schedules on\n"
+		     "  clients   connected clients and what they hold\n"
+		     "\n"
+		     "Options:\n"
+		     "  -s, --socket PATH   daemon socket (default: $TANDEM_SOCKET, then\n"
+		     "                      $XDG_RUNTIME_DIR/tandem/tandemd.sock, or\n"
+		     "                      /run/tandem/tandemd.sock for root)\n"
+		     "  -j, --json          print the daemon's JSON document as is\n"
+		     "  -h, --help          show this help\n");
+}
+
+static int io_all(int fd, void *p, size_t n, bool sending)
+{
+	char *c = p;
+	while (n) {
+		ssize_t k = sending ? send(fd, c, n, MSG_NOSIGNAL) : recv(fd, c, n, 0);
+		if (k < 0 && errno == EINTR)
+			continue;
+		if (k <= 0)
+			return -1;
+		c += k;
+		n -= (size_t)k;
+	}
+	return 0;
+}
+
+static int request(int fd, uint32_t type, const void *p, uint32_t len, uint32_t want,
+		   char **reply, uint32_t *reply_len)
+{
+	struct tdm_msg_hdr h = {.type = type, .length = len};
+	if (io_all(fd, &h, sizeof(h), true) || (len && io_all(fd, (void *)p, len, true)))
+		return -1;
+	if (io_all(fd, &h, sizeof(h), false) || h.type != want || h.length > TDM_CTL_REPLY_MAX)
+		return -1;
+	*reply = malloc(h.length + 1);
+	if (!*reply || io_all(fd, *reply, h.length, false))
+		return -1;
+	(*reply)[h.length] = '\0';
+	*reply_len = h.length;
+	return 0;
+}
+
+/* Returns the status JSON text (malloc'd) or NULL with a message printed. */
+static char *fetch_status(const char *path)
+{
+	struct sockaddr_un sa = {.sun_family = AF_UNIX};
+	struct tdm_hello hello = {TDM_WIRE_MAGIC, TDM_WIRE_VERSION, TDM_ROLE_CONTROL, 0};
+	struct tdm_hello_reply hr;
+	char *reply = NULL, *json = NULL;
+	uint32_t len;
+	int32_t status;
+
+	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", path);
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0) {
+		fprintf(stderr, "tandemctl: cannot connect to %s: %s\n", path, strerror(errno));
+		if (fd >= 0)
+			close(fd);
+		return NULL;
+	}
+	if (request(fd, TDM_MSG_HELLO, &hello, sizeof(hello), TDM_MSG_HELLO_REPLY, &reply, &len) ||
+	    len != sizeof(hr)) {
+		fprintf(stderr, "tandemctl: %s: no valid hello reply\n", path);
+		goto out;
+	}
+	memcpy(&hr, reply, sizeof(hr));
+	free(reply);
+	reply = NULL;
+	if (hr.status) {
+		fprintf(stderr, "tandemctl: %s: %s\n", path, tdm_strerror(hr.status));
+		goto out;
+	}
+	if (request(fd, TDM_MSG_CTL_STATUS, NULL, 0, TDM_MSG_CTL_REPLY, &reply, &len) ||
+	    len < sizeof(status)) {
+		fprintf(stderr, "tandemctl: %s: no valid status reply\n", path);
+		goto out;
+	}
+	memcpy(&status, reply, sizeof(status));
+	if (status) {
+		fprintf(stderr, "tandemctl: status: %s\n", tdm_strerror(status));
+		goto out;
+	}
+	json = strdup(reply + sizeof(status));
+out:
+	free(reply);
+	close(fd);
+	return json;
+}
+
+static json_int_t num(json_t *o, const char *key)
+{
+	return json_integer_value(json_object_get(o, key));
+}
+
+static void print_devices(json_t *doc)
+{
+	size_t i;
+	json_t *d;
+	printf("%-6s %-8s %-6s %5s %12s %10s\n", "INDEX", "NAME", "KIND", "CPU", "TASKS",
+	       "BUSY_MS");
+	json_array_foreach(json_object_get(doc, "devices"), i, d)
+		printf("%-6lld %-8s %-6s %5lld %12lld %10.1f\n", (long long)num(d, "index"),
+		       json_string_value(json_object_get(d, "name")),
+		       json_string_value(json_object_get(d, "kind")), (long long)num(d, "cpu"),
+		       (long long)num(d, "tasks_run"), (double)num(d, "busy_ns") / 1e6);
+}
+
+static void print_clients(json_t *doc)
+{
+	size_t i;
+	json_t *c;
+	printf("%-8s %-8s %-6s %8s %14s %8s %10s\n", "SESSION", "PID", "UID", "BUFFERS",
+	       "BUFFER_BYTES", "GRAPHS", "TASKS");
+	json_array_foreach(json_object_get(doc, "clients"), i, c)
+		printf("%-8lld %-8lld %-6lld %8lld %14lld %8lld %10lld\n",
+		       (long long)num(c, "session"), (long long)num(c, "pid"),
+		       (long long)num(c, "uid"), (long long)num(c, "buffers"),
+		       (long long)num(c, "buffer_bytes"), (long long)num(c, "graphs_in_flight"),
+		       (long long)num(c, "tasks_in_flight"));
+}
+
+static void print_status(json_t *doc)
+{
+	const char *key;
+	json_t *v;
+	printf("tandemd pid %lld on %s, policy %s, up %.1f s%s\n", (long long)num(doc, "pid"),
+	       json_string_value(json_object_get(doc, "socket")),
+	       json_string_value(json_object_get(doc, "policy")),
+	       json_real_value(json_object_get(doc, "uptime_s")),
+	       json_is_true(json_object_get(doc, "draining")) ? " (draining)" : "");
+	printf("\nDevices\n");
+	print_devices(doc);
+	printf("\nClients\n");
+	print_clients(doc);
+	printf("\nCounters\n");
+	json_object_foreach(json_object_get(doc, "counters"), key, v)
+		printf("  %-20s %lld\n", key, (long long)json_integer_value(v));
+}
+
+int main(int argc, char **argv)
+{
+	static const struct option opts[] = {{"socket", required_argument, NULL, 's'},
+					     {"json", no_argument, NULL, 'j'},
+					     {"help", no_argument, NULL, 'h'},
+					     {0}};
+	char path[108];
+	const char *socket_path = NULL;
+	bool as_json = false;
+	int opt;
+
+	while ((opt = getopt_long(argc, argv, "s:jh", opts, NULL)) != -1) {
+		switch (opt) {
+		case 's': socket_path = optarg; break;
+		case 'j': as_json = true; break;
+		case 'h': usage(stdout); return 0;
+		default: usage(stderr); return 2;
+		}
+	}
+	if (optind != argc - 1) {
+		usage(stderr);
+		return 2;
+	}
+	const char *cmd = argv[optind];
+	if (strcmp(cmd, "status") && strcmp(cmd, "devices") && strcmp(cmd, "clients")) {
+		fprintf(stderr, "tandemctl: unknown command \"%s\"\n", cmd);
+		usage(stderr);
+		return 2;
+	}
+	if (socket_path)
+		snprintf(path, sizeof(path), "%s", socket_path);
+	else if (tdm_default_socket_path(path, sizeof(path)) != 0)
+		return 1;
+
+	char *text = fetch_status(path);
+	if (!text)
+		return 1;
+	if (as_json) {
+		printf("%s\n", text);
+		free(text);
+		return 0;
+	}
+	json_error_t jerr;
+	json_t *doc = json_loads(text, 0, &jerr);
+	free(text);
+	if (!doc) {
+		fprintf(stderr, "tandemctl: bad status document: %s\n", jerr.text);
+		return 1;
+	}
+	if (strcmp(cmd, "devices") == 0)
+		print_devices(doc);
+	else if (strcmp(cmd, "clients") == 0)
+		print_clients(doc);
+	else
+		print_status(doc);
+	json_decref(doc);
+	return 0;
+}
