@@ -99,7 +99,7 @@ $(BUILD)/tests/test_%: $(BUILD)/obj/tests/unit/test_%.o $(CORE_LIB)
 	$(CC) $(LDFLAGS) $^ $(DAEMON_LIBS) $(CMOCKA_LIBS) -o $@
 $(BUILD)/tests/test_%: $(BUILD)/obj/tests/integration/test_%.o $(TEST_HELPERS:%.c=$(BUILD)/obj/%.o) $(CLIENT_LIB)
 	@mkdir -p $(dir $@)
-	$(CC) $(LDFLAGS) $^ $(CMOCKA_LIBS) -lm -o $@
+	$(CC) $(LDFLAGS) $^ $(CMOCKA_LIBS) $(PKG_LIBS) -lm -o $@
 $(BUILD)/tests/replay_%: $(BUILD)/obj/tests/fuzz/fuzz_%.o $(BUILD)/obj/tests/fuzz/replay_main.o $(CORE_LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) $^ $(DAEMON_LIBS) -o $@
@@ -131,7 +131,7 @@ fuzz: $(FUZZ_NAMES:%=build/fuzz/fuzz_%)
 	    build/fuzz/work-$$n tests/fuzz/corpus/$$n || exit 1; done
 build/fuzz/fuzz_%: tests/fuzz/fuzz_%.c $(CORE_C) $(CORE_CXX)
 	@mkdir -p build/fuzz/obj
-	@for f in $(CORE_CXX); do clang++ -std=c++17 -DNDEBUG -O1 -g -Iinclude -I. -fsanitize=fuzzer-no-link,address,undefined $(PKG_CFLAGS) -c $$f -o build/fuzz/obj/$$(basename $$f).o || exit 1; done
+	@for f in $(CORE_CXX); do clang++ -std=c++17 -DNDEBUG -O1 -g -Iinclude -I. -fsanitize=fuzzer-no-link,address,undefined -fno-sanitize=vptr,function $(PKG_CFLAGS) -c $$f -o build/fuzz/obj/$$(basename $$f).o || exit 1; done
 	clang $(FUZZ_CFLAGS) $(PKG_CFLAGS) $< $(CORE_C) build/fuzz/obj/*.o $(DAEMON_LIBS) -o $@
 
 format:

@@ -218,22 +218,75 @@ void append_key(std::string &path, std::string_view k)
 	path += '"';
 }
 
-struct entry {
-	std::string path;
-	std::string key;
-	toml_item item;
+/* A key of the document: the nodes under it (a value, or an array and its
+ * elements) refer to it; its path is built from its parents when visited. */
+struct key_ref {
+	const toml::key *key;
+	size_t parent; /* index of the enclosing table's key_ref, or NO_PARENT */
+	int depth;
 };
 
-void fill_item(const toml::node &n, const toml::key &k, int depth, int array_index,
-	       toml_item &it)
+constexpr size_t NO_PARENT = static_cast<size_t>(-1);
+
+struct node_ref {
+	const toml::node *node;
+	size_t key; /* index of its key_ref */
+	int array_index;
+	int line, col;
+};
+
+struct collection {
+	std::vector<key_ref> keys;
+	std::vector<node_ref> nodes;
+};
+
+void add_node(collection &c, const toml::node &n, size_t key, int array_index)
 {
+	const toml::source_position &p = n.source().begin;
+
+	c.nodes.push_back(node_ref{&n, key, array_index, static_cast<int>(p.line),
+				   static_cast<int>(p.column)});
+}
+
+void collect(const toml::table &t, size_t parent, int depth, collection &c)
+{
+	for (auto &&[k, n] : t) {
+		const size_t id = c.keys.size();
+
+		c.keys.push_back(key_ref{&k, parent, depth + 1});
+		add_node(c, n, id, -1);
+		if (const toml::table *sub = n.as_table()) {
+			collect(*sub, id, depth + 1, c);
+		} else if (const toml::array *arr = n.as_array()) {
+			for (size_t i = 0; i < arr->size(); i++)
+				add_node(c, (*arr)[i], id, static_cast<int>(i));
+		}
+	}
+}
+
+/* The dotted path of keys[id], as TOML would write it. */
+void build_path(const collection &c, size_t id, std::vector<std::string_view> &parts,
+		std::string &path)
+{
+	parts.clear();
+	for (; id != NO_PARENT; id = c.keys[id].parent)
+		parts.push_back(c.keys[id].key->str());
+	path.clear();
+	for (size_t i = parts.size(); i-- > 0;)
+		append_key(path, parts[i]);
+}
+
+void fill_item(const node_ref &r, const key_ref &k, toml_item &it)
+{
+	const toml::node &n = *r.node;
+
 	it = toml_item{};
-	it.key_line = static_cast<int>(k.source().begin.line);
-	it.key_col = static_cast<int>(k.source().begin.column);
-	it.depth = depth;
-	it.array_index = array_index;
-	it.line = static_cast<int>(n.source().begin.line);
-	it.col = static_cast<int>(n.source().begin.column);
+	it.depth = k.depth;
+	it.array_index = r.array_index;
+	it.line = r.line;
+	it.col = r.col;
+	it.key_line = static_cast<int>(k.key->source().begin.line);
+	it.key_col = static_cast<int>(k.key->source().begin.column);
 
 	switch (n.type()) {
 	case toml::node_type::string: {
@@ -278,32 +331,6 @@ void fill_item(const toml::node &n, const toml::key &k, int depth, int array_ind
 	}
 }
 
-void collect(const toml::table &t, const std::string &prefix, int depth, std::vector<entry> &out)
-{
-	for (auto &&[k, n] : t) {
-		entry e;
-
-		e.path = prefix;
-		append_key(e.path, k.str());
-		e.key = std::string(k.str());
-		fill_item(n, k, depth + 1, -1, e.item);
-		out.push_back(e);
-
-		if (const toml::table *sub = n.as_table()) {
-			collect(*sub, e.path, depth + 1, out);
-		} else if (const toml::array *arr = n.as_array()) {
-			for (size_t i = 0; i < arr->size(); i++) {
-				entry el;
-
-				el.path = e.path;
-				el.key = e.key;
-				fill_item((*arr)[i], k, depth + 1, static_cast<int>(i), el.item);
-				out.push_back(el);
-			}
-		}
-	}
-}
-
 int walk(const char *text, size_t len, toml_visit_fn fn, void *ctx, const shim_error &err)
 {
 	if (!check_bytes(text, len, err) || !check_depth(text, len, err))
@@ -319,22 +346,36 @@ int walk(const char *text, size_t len, toml_visit_fn fn, void *ctx, const shim_e
 			  std::string(e.description()).c_str());
 		return TOML_SHIM_ERROR;
 	}
+	if (!fn)
+		return 0;
 
-	std::vector<entry> items;
-	collect(doc, std::string(), 0, items);
+	collection c;
+	collect(doc, NO_PARENT, 0, c);
 	/* std::map order is by key; visit in source order instead, so that
 	 * the first problem in the text is the one reported. Stable, so that
 	 * a table or array stays ahead of what it holds at equal positions. */
-	std::stable_sort(items.begin(), items.end(), [](const entry &a, const entry &b) {
-		if (a.item.line != b.item.line)
-			return a.item.line < b.item.line;
-		return a.item.col < b.item.col;
+	std::stable_sort(c.nodes.begin(), c.nodes.end(), [](const node_ref &a, const node_ref &b) {
+		if (a.line != b.line)
+			return a.line < b.line;
+		return a.col < b.col;
 	});
 
-	for (entry &e : items) {
-		e.item.path = e.path.c_str();
-		e.item.key = e.key.c_str();
-		int rc = fn ? fn(ctx, &e.item) : 0;
+	std::vector<std::string_view> parts;
+	std::string path, key;
+	size_t last = NO_PARENT;
+	for (const node_ref &r : c.nodes) {
+		const key_ref &k = c.keys[r.key];
+		toml_item it;
+
+		fill_item(r, k, it);
+		if (r.key != last) { /* elements follow their array */
+			build_path(c, r.key, parts, path);
+			key.assign(k.key->str());
+			last = r.key;
+		}
+		it.path = path.c_str();
+		it.key = key.c_str();
+		int rc = fn(ctx, &it);
 		if (rc)
 			return rc;
 	}

@@ -221,10 +221,7 @@ int main(void)
 				continue;
 			}
 			snprintf(keys, sizeof(keys), "core=%s doorbell=%s", cores[c], bells[b]);
-			bench_report("pingpong_floor_p50_us",
-				     (double)bench_percentile(samples, ITERS, 50) / 1e3, "us", keys);
-			bench_report("pingpong_floor_p99_us",
-				     (double)bench_percentile(samples, ITERS, 99) / 1e3, "us", keys);
+			bench_report_p50_p99("pingpong_floor", samples, ITERS, keys);
 		}
 	}
 	return failed;

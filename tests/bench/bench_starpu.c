@@ -116,10 +116,7 @@ static int bench_roundtrip(struct starpu_codelet *cl, const char *keys)
 		if (i >= RT_WARMUP)
 			samples[i - RT_WARMUP] = bench_now_ns() - t0;
 	}
-	bench_report("starpu_roundtrip_p50_us",
-		     (double)bench_percentile(samples, RT_ITERS, 50) / 1e3, "us", keys);
-	bench_report("starpu_roundtrip_p99_us",
-		     (double)bench_percentile(samples, RT_ITERS, 99) / 1e3, "us", keys);
+	bench_report_p50_p99("starpu_roundtrip", samples, RT_ITERS, keys);
 	return 0;
 }
 

@@ -17,7 +17,6 @@
 #include <limits.h>
 #include <poll.h>
 #include <signal.h>
-#include <sys/stat.h>
 #include <sys/wait.h>
 
 #include "tandem.h"
@@ -152,12 +151,36 @@ static int daemon_start(const struct bench_env *env, const int *cores, int ncore
 	return 0;
 }
 
-/* SIGTERM, then waits; the daemon must exit 0 within STOP_TIMEOUT_MS. */
+static void daemon_remove_files(const struct daemon *d)
+{
+	unlink(d->cfg);
+	unlink(d->log);
+	unlink(d->sock);
+}
+
+/* Says how a daemon that was not asked to stop ended, and shows its log. */
+static void report_exit(const struct daemon *d, int status, const char *when)
+{
+	if (WIFSIGNALED(status))
+		fprintf(stderr, "bench_tandem: tandemd died of signal %d %s\n", WTERMSIG(status),
+			when);
+	else
+		fprintf(stderr, "bench_tandem: tandemd exited with status %d %s\n",
+			WEXITSTATUS(status), when);
+	dump_log(d);
+}
+
+/* SIGTERM, then waits; the daemon must exit 0 within STOP_TIMEOUT_MS. A
+ * daemon already reaped (pid <= 0) only has its files removed. */
 static int daemon_stop(struct daemon *d)
 {
 	int status = 0, rc = -1;
 	pid_t w = 0;
 
+	if (d->pid <= 0) {
+		daemon_remove_files(d);
+		return -1;
+	}
 	kill(d->pid, SIGTERM);
 	for (int ms = 0; ms < STOP_TIMEOUT_MS && w == 0; ms += 10) {
 		w = waitpid(d->pid, &status, WNOHANG);
@@ -169,19 +192,14 @@ static int daemon_stop(struct daemon *d)
 			"SIGTERM; killing it\n", (int)d->pid, STOP_TIMEOUT_MS);
 		kill(d->pid, SIGKILL);
 		waitpid(d->pid, &status, 0);
+		dump_log(d);
 	} else if (w == d->pid && WIFEXITED(status) && WEXITSTATUS(status) == 0) {
 		rc = 0;
-	} else if (w == d->pid && WIFSIGNALED(status)) {
-		fprintf(stderr, "bench_tandem: tandemd died of signal %d\n", WTERMSIG(status));
 	} else if (w == d->pid) {
-		fprintf(stderr, "bench_tandem: tandemd exited %d after SIGTERM\n",
-			WEXITSTATUS(status));
+		report_exit(d, status, "on SIGTERM");
 	}
-	if (rc != 0)
-		dump_log(d);
-	unlink(d->cfg);
-	unlink(d->log);
-	unlink(d->sock);
+	d->pid = -1;
+	daemon_remove_files(d);
 	return rc;
 }
 
@@ -196,10 +214,8 @@ static int daemon_connect(struct daemon *d, uint32_t spin_us, tdm_client **c)
 		if (rc == 0)
 			return 0;
 		if (waitpid(d->pid, &status, WNOHANG) == d->pid) {
-			fprintf(stderr, "bench_tandem: tandemd exited before accepting (status "
-				"0x%x)\n", status);
+			report_exit(d, status, "before accepting clients");
 			d->pid = -1;
-			dump_log(d);
 			return rc;
 		}
 		bench_sleep_ns(10000000);
@@ -301,15 +317,12 @@ static int bench_roundtrip(const struct bench_env *env, int daemon_core, int spi
 		rc = measure_roundtrip(c, samples);
 		tdm_disconnect(c);
 	}
-	if (d.pid > 0 && daemon_stop(&d) != 0)
+	if (daemon_stop(&d) != 0)
 		rc = -1;
 	sched_setaffinity(0, sizeof(env->all), &env->all);
 	if (rc != 0)
 		return -1;
-	bench_report("roundtrip_p50_us", (double)bench_percentile(samples, RT_ITERS, 50) / 1e3,
-		     "us", keys);
-	bench_report("roundtrip_p99_us", (double)bench_percentile(samples, RT_ITERS, 99) / 1e3,
-		     "us", keys);
+	bench_report_p50_p99("roundtrip", samples, RT_ITERS, keys);
 	return 0;
 }
 
@@ -456,8 +469,7 @@ static int bench_throughput(const struct bench_env *env)
 	if (daemon_start(env, env->cores, env->ncores, SPIN_US, &d) != 0)
 		return 1;
 	if (daemon_connect(&d, SPIN_US, &c) != 0) {
-		if (d.pid > 0)
-			daemon_stop(&d);
+		daemon_stop(&d);
 		return 1;
 	}
 	snprintf(keys, sizeof(keys), "policy=eager daemon_cores=%d spin_us=%d", env->ncores,

@@ -1,0 +1,23 @@
+#!/bin/sh
+# Installs the Debian packages that tandem's build, tests and benchmarks
+# need, skipping those already present. Safe to run again.
+set -eu
+PKGS="build-essential pkg-config clang libclang-rt-14-dev clang-format
+libhwloc-dev hwloc libevent-dev libjansson-dev libopenblas-dev libtomlplusplus-dev
+libcmocka-dev libstarpu-dev"
+missing=""
+for p in $PKGS; do
+	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" ||
+		missing="$missing $p"
+done
+if [ -z "$missing" ]; then
+	echo "deps: all present"
+	exit 0
+fi
+echo "deps: installing$missing"
+SUDO=""
+[ "$(id -u)" -eq 0 ] || SUDO="sudo"
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+# shellcheck disable=SC2086
+$SUDO apt-get install -y -qq --no-install-recommends $missing

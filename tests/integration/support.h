@@ -1,0 +1,121 @@
+/* Integration test support: a private tandemd per test group, the control
+ * protocol's status document, and small helpers for building graphs.
+ *
+ * Functions here return 0 / a negative value and never call cmocka, so that
+ * forked client processes may use them too (a child reports by exit code). */
+#ifndef TDM_TEST_SUPPORT_H
+#define TDM_TEST_SUPPORT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "tandem.h"
+
+#define TDMT_PATH_MAX 108
+
+struct tdmt_daemon {
+	char dir[TDMT_PATH_MAX];    /* private directory (mkdtemp, 0755) */
+	char sock[TDMT_PATH_MAX];   /* dir/tandemd.sock */
+	char config[TDMT_PATH_MAX]; /* dir/tandemd.toml */
+	char log[TDMT_PATH_MAX];    /* dir/tandemd.log: the daemon's stderr */
+	pid_t pid;                  /* 0 when not running */
+	int exit_status;            /* after stop, or when it died before READY */
+	bool failed;                /* keep dir and print the log at cleanup */
+};
+
+/* The build directory with bin/tandemd: $BUILD, default "build". */
+const char *tdmt_build_dir(void);
+uint64_t tdmt_now_ns(void);
+void tdmt_sleep_ms(unsigned ms);
+
+/* Creates the directory and writes the configuration; does not start. */
+int tdmt_daemon_prepare(struct tdmt_daemon *d, const char *toml);
+/* Rewrites the configuration file (for SIGHUP). */
+int tdmt_daemon_write_config(struct tdmt_daemon *d, const char *toml);
+/* Starts tandemd on the prepared directory, waits for READY (timeout_ms).
+ * Returns 0; -1 if it exited first (d->exit_status set: the exit code,
+ * or 128 + signal); -2 on timeout (it is then killed); -3 on a system error. */
+int tdmt_daemon_launch(struct tdmt_daemon *d, const char *socket_path, int timeout_ms);
+/* prepare + launch on d->sock. */
+int tdmt_daemon_start(struct tdmt_daemon *d, const char *toml);
+/* SIGTERM, then waits up to timeout_ms; SIGKILL when it hangs. Returns the
+ * exit status (exit code, or 128 + signal), or -1 when it had to be killed. */
+int tdmt_daemon_stop(struct tdmt_daemon *d, int timeout_ms);
+/* Whether the daemon process still runs (reaps it if it exited). */
+bool tdmt_daemon_alive(struct tdmt_daemon *d);
+/* Kills a running daemon, prints the log when d->failed, removes the
+ * directory otherwise. */
+void tdmt_daemon_cleanup(struct tdmt_daemon *d);
+/* Prints the daemon log (last 64 KiB) to stderr. */
+void tdmt_daemon_dump_log(const struct tdmt_daemon *d);
+/* Whether the daemon log contains text. */
+bool tdmt_log_contains(const struct tdmt_daemon *d, const char *text);
+/* Waits until the log contains text; 0 or -1 on timeout. */
+int tdmt_wait_log(const struct tdmt_daemon *d, const char *text, int timeout_ms);
+
+/* Runs build/bin/tandemd with args (NULL-terminated, without argv[0]),
+ * capturing stdout and stderr into out (NUL-terminated). Returns the exit
+ * status as above, or -1 on timeout/error. */
+int tdmt_run_tandemd(const char *const *args, char *out, size_t outlen, int timeout_ms);
+
+/* ---- control protocol ---- */
+
+/* The status JSON text (malloc'd), or NULL. */
+char *tdmt_status_json(const char *sock);
+/* One counter of status.counters; 0 or -1. */
+int tdmt_counter(const char *sock, const char *name, int64_t *out);
+/* Polls until counter == want; 0, or -1 on timeout (*last gets the last
+ * value seen, may be NULL). */
+int tdmt_wait_counter(const char *sock, const char *name, int64_t want, int timeout_ms,
+		      int64_t *last);
+/* Polls until every listed counter is 0 ("sessions_live", ...); returns 0 or
+ * -1, with the first counter still non-zero named in *which. */
+int tdmt_wait_counters_zero(const char *sock, const char *const *names, int timeout_ms,
+			    const char **which, int64_t *value);
+/* The counters that must be 0 when no client is connected. */
+extern const char *const tdmt_baseline_counters[];
+
+/* ---- graphs ---- */
+
+struct tdmt_kernels {
+	tdm_kernel noop, spin, fill, axpy, sgemm;
+};
+
+int tdmt_connect(const char *sock, tdm_client **c);
+int tdmt_lookup_kernels(tdm_client *c, struct tdmt_kernels *k);
+int tdmt_add_noop(tdm_graph *g, const struct tdmt_kernels *k, uint32_t *idx);
+int tdmt_add_spin(tdm_graph *g, const struct tdmt_kernels *k, int64_t us, uint32_t *idx);
+/* fill of the whole buffer (off 0, len 0 = to the end) or a range */
+int tdmt_add_fill(tdm_graph *g, const struct tdmt_kernels *k, tdm_buffer b, uint64_t off,
+		  uint64_t len, float v, uint32_t *idx);
+/* y += alpha x over whole buffers */
+int tdmt_add_axpy(tdm_graph *g, const struct tdmt_kernels *k, tdm_buffer x, tdm_buffer y,
+		  float alpha, uint32_t *idx);
+/* C = alpha A B + beta C, row-major, A MxK, B KxN, C MxN */
+int tdmt_add_sgemm(tdm_graph *g, const struct tdmt_kernels *k, tdm_buffer a, tdm_buffer b,
+		   tdm_buffer c, int64_t m, int64_t n, int64_t kk, float alpha, float beta,
+		   uint32_t *idx);
+
+/* A small deterministic PRNG (xorshift64*). */
+uint64_t tdmt_rand(uint64_t *state);
+/* Uniform in [lo, hi]. */
+uint64_t tdmt_rand_range(uint64_t *state, uint64_t lo, uint64_t hi);
+
+/* ---- processes ---- */
+
+/* Waits for pid up to timeout_ms; returns exit status (exit code or
+ * 128 + signal), or -1 on timeout (the child is then killed and reaped). */
+int tdmt_wait_child(pid_t pid, int timeout_ms);
+
+/* ---- cmocka glue ---- */
+
+/* Per-test teardown bookkeeping: tests call tdmt_test_ok() as their last
+ * statement; a test that failed earlier never gets there, and the fixture
+ * then marks the daemon failed so its log is printed at cleanup. */
+void tdmt_test_begin(void);
+void tdmt_test_ok(void);
+bool tdmt_test_passed(void);
+
+#endif

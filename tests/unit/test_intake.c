@@ -1,0 +1,398 @@
+/* Intake: every field of every entry is validated; graphs are accepted or
+ * rejected whole; implicit dependencies; ring protocol violations. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include "tests/harness/intake_harness.h"
+
+static int setup(void **state)
+{
+	static struct harness h;
+	if (harness_init(&h, 64, 64) != 0)
+		return -1;
+	*state = &h;
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	harness_fini(*state);
+	return 0;
+}
+
+static const uint32_t *succ_of(const struct engine_graph *g, uint32_t t, uint32_t *n)
+{
+	*n = g->succ_off[t + 1] - g->succ_off[t];
+	return &g->succ[g->succ_off[t]];
+}
+
+static void test_implicit_dependencies(void **state)
+{
+	struct harness *h = *state;
+	uint32_t x = h->handle[0], y = h->handle[1], n;
+
+	/* 0: fill x   1: axpy x->y (RAW on x)   2: fill x (WAR after 1)
+	 * 3: axpy x->y (RAW on x from 2, WAW on y from 1) */
+	struct tdm_sqe e[] = {sqe_begin(7, 4), sqe_fill(0, x, 0, HARNESS_BUFFER_BYTES),
+			      sqe_axpy(1, x, y), sqe_fill(2, x, 0, HARNESS_BUFFER_BYTES),
+			      sqe_axpy(3, x, y), sqe_end()};
+	for (size_t i = 0; i < sizeof(e) / sizeof(e[0]); i++)
+		assert_true(harness_push(h, &e[i]));
+	assert_int_equal(harness_run(h), 0);
+	assert_int_equal(h->naccepted, 1);
+	struct engine_graph *g = h->accepted[0];
+	assert_int_equal(g->ntasks, 4);
+	assert_int_equal(g->cookie, 7);
+	const uint32_t *s = succ_of(g, 0, &n);
+	assert_int_equal(n, 1);
+	assert_int_equal(s[0], 1);
+	s = succ_of(g, 1, &n);
+	assert_int_equal(n, 2); /* 1 -> 2 (WAR on x), 1 -> 3 (WAW on y) */
+	assert_true((s[0] == 2 && s[1] == 3) || (s[0] == 3 && s[1] == 2));
+	s = succ_of(g, 2, &n);
+	assert_int_equal(n, 1);
+	assert_int_equal(s[0], 3);
+	assert_int_equal(atomic_load(&g->tasks[0].ndeps), 0);
+	assert_int_equal(atomic_load(&g->tasks[3].ndeps), 2);
+	/* Pointers resolve into the buffer the handle names. */
+	assert_ptr_equal(g->tasks[1].call.ptr[1], session_buffer_lookup(h->s, y)->base);
+	harness_finish_all(h);
+	struct tdm_cqe c[4];
+	assert_int_equal(harness_reap(h, c, 4), 1);
+	assert_int_equal(c[0].op, TDM_CQE_GRAPH_DONE);
+	assert_int_equal(c[0].status, 0);
+	assert_int_equal(c[0].cookie, 7);
+}
+
+struct bad_case {
+	const char *what;
+	void (*mutate)(struct harness *h, struct tdm_sqe *e);
+	int status;
+	uint32_t field;
+};
+
+static void m_handle(struct harness *h, struct tdm_sqe *e)
+{
+	(void)h;
+	e->u.task.args[0].handle = 0xdead;
+}
+static void m_range(struct harness *h, struct tdm_sqe *e)
+{
+	(void)h;
+	e->u.task.args[0].offset = HARNESS_BUFFER_BYTES;
+	e->u.task.args[0].length = 4;
+}
+static void m_range_wrap(struct harness *h, struct tdm_sqe *e)
+{
+	(void)h;
+	e->u.task.args[0].offset = 8;
+	e->u.task.args[0].length = UINT64_MAX - 4;
+}
+static void m_zero_len(struct harness *h, struct tdm_sqe *e)
+{
+	(void)h;
+	e->u.task.args[0].length = 0;
+}
+static void m_kernel(struct harness *h, struct tdm_sqe *e)
+{
+	(void)h;
+	e->u.task.kernel_id = 9999;
+}
+static void m_arity(struct harness *h, struct tdm_sqe *e)
+{
+	(void)h;
+	e->u.task.nargs = 2;
+	e->u.task.args[1] = e->u.task.args[0];
+}
+static void m_mode(struct harness *h, struct tdm_sqe *e)
+{
+	(void)h;
+	e->u.task.args[0].mode = TDM_R;
+}
+static void m_scalar(struct harness *h, struct tdm_sqe *e)
+{
+	(void)h;
+	e->u.task.scalar_types[0] = TDM_SCALAR_I64;
+}
+static void m_unused_arg(struct harness *h, struct tdm_sqe *e)
+{
+	e->u.task.args[3].handle = h->handle[1];
+}
+static void m_unused_scalar(struct harness *h, struct tdm_sqe *e)
+{
+	(void)h;
+	e->u.task.scalars[5].i64 = 3;
+}
+static void m_reserved(struct harness *h, struct tdm_sqe *e)
+{
+	(void)h;
+	e->u.task.reserved0 = 1;
+}
+static void m_arg_reserved(struct harness *h, struct tdm_sqe *e)
+{
+	(void)h;
+	e->u.task.args[0].reserved[1] = 1;
+}
+static void m_edge(struct harness *h, struct tdm_sqe *e)
+{
+	(void)h;
+	e->u.task.nedges = 1;
+	e->u.task.edges[0] = 0; /* to itself: not an earlier task */
+}
+static void m_unused_edge(struct harness *h, struct tdm_sqe *e)
+{
+	(void)h;
+	e->u.task.edges[3] = 1;
+}
+static void m_index(struct harness *h, struct tdm_sqe *e)
+{
+	(void)h;
+	e->u.task.task_index = 1;
+}
+static void m_kernel_check(struct harness *h, struct tdm_sqe *e)
+{
+	(void)h;
+	e->u.task.args[0].length = 5; /* fill needs whole floats */
+}
+static void m_many_edges(struct harness *h, struct tdm_sqe *e)
+{
+	(void)h;
+	e->u.task.nedges = TDM_TASK_INLINE_EDGES + 1;
+}
+
+static const struct bad_case bad_cases[] = {
+	{"bad handle", m_handle, -TDM_EHANDLE, TDM_REJECT_HANDLE},
+	{"offset past end", m_range, -TDM_ERANGE, TDM_REJECT_RANGE},
+	{"offset+length wraps", m_range_wrap, -TDM_ERANGE, TDM_REJECT_RANGE},
+	{"zero length", m_zero_len, -TDM_ERANGE, TDM_REJECT_RANGE},
+	{"unknown kernel", m_kernel, -TDM_EKERNEL, TDM_REJECT_KERNEL},
+	{"wrong arity", m_arity, -TDM_EARITY, TDM_REJECT_ARITY},
+	{"wrong mode", m_mode, -TDM_EARITY, TDM_REJECT_MODE},
+	{"wrong scalar type", m_scalar, -TDM_EARITY, TDM_REJECT_SCALAR_TYPE},
+	{"unused argument set", m_unused_arg, -TDM_EPROTO, TDM_REJECT_RESERVED},
+	{"unused scalar set", m_unused_scalar, -TDM_EPROTO, TDM_REJECT_RESERVED},
+	{"reserved byte", m_reserved, -TDM_EPROTO, TDM_REJECT_RESERVED},
+	{"argument reserved byte", m_arg_reserved, -TDM_EPROTO, TDM_REJECT_RESERVED},
+	{"edge to itself", m_edge, -TDM_EEDGE, TDM_REJECT_EDGE},
+	{"unused edge set", m_unused_edge, -TDM_EPROTO, TDM_REJECT_RESERVED},
+	{"too many inline edges", m_many_edges, -TDM_EEDGE, TDM_REJECT_EDGE},
+	{"task index out of order", m_index, -TDM_EPROTO, TDM_REJECT_TASK_INDEX},
+	{"kernel size check", m_kernel_check, -TDM_ERANGE, TDM_REJECT_KERNEL_ARGS},
+};
+
+/* Each bad task rejects its whole graph with the specific error, nothing
+ * of it is accepted, and the next graph goes through. */
+static void test_rejections(void **state)
+{
+	struct harness *h = *state;
+	for (size_t i = 0; i < sizeof(bad_cases) / sizeof(bad_cases[0]); i++) {
+		const struct bad_case *bc = &bad_cases[i];
+		struct tdm_sqe good = sqe_fill(0, h->handle[0], 0, 64);
+		struct tdm_sqe bad = sqe_fill(0, h->handle[0], 0, 64);
+		bc->mutate(h, &bad);
+		struct tdm_sqe seq[] = {sqe_begin(100 + i, 2), good, bad, sqe_end(),
+					sqe_begin(200 + i, 1), good, sqe_end()};
+		seq[2].u.task.task_index = bc->mutate == m_index ? 7 : 1;
+		if (bc->mutate == m_edge)
+			seq[2].u.task.edges[0] = 1; /* itself, at index 1 */
+		for (size_t k = 0; k < sizeof(seq) / sizeof(seq[0]); k++)
+			assert_true(harness_push(h, &seq[k]));
+		assert_int_equal(harness_run(h), 0);
+		struct tdm_cqe c[4];
+		size_t n = harness_reap(h, c, 4);
+		if (n != 1 || c[0].status != bc->status || c[0].detail != bc->field)
+			fail_msg("%s: got %zu completions, status %d detail %u", bc->what, n,
+				 n ? c[0].status : 0, n ? c[0].detail : 0);
+		assert_int_equal(c[0].cookie, 100 + i);
+		assert_int_equal(c[0].task_index, 1);
+		assert_int_equal(h->naccepted, 1);
+		assert_int_equal(h->accepted[0]->cookie, 200 + i);
+		harness_finish_all(h);
+		assert_int_equal(harness_reap(h, c, 4), 1);
+	}
+	assert_int_equal(atomic_load(&h->counters.graphs_rejected),
+			 sizeof(bad_cases) / sizeof(bad_cases[0]));
+	/* Rejected graphs gave their task reservations back. */
+	assert_int_equal(atomic_load(&h->s->tasks_in_flight), 0);
+	assert_int_equal(atomic_load(&h->s->graphs_in_flight), 0);
+}
+
+static void expect_one(struct harness *h, uint16_t op, int status, uint32_t field)
+{
+	struct tdm_cqe c[4];
+	size_t n = harness_reap(h, c, 4);
+	assert_int_equal(n, 1);
+	assert_int_equal(c[0].op, op);
+	assert_int_equal(c[0].status, status);
+	assert_int_equal(c[0].detail, field);
+}
+
+static void test_quotas(void **state)
+{
+	struct harness *h = *state;
+	struct tdm_sqe e;
+
+	h->cfg.max_tasks_per_graph = 4;
+	e = sqe_begin(1, 5);
+	assert_true(harness_push(h, &e));
+	for (uint32_t i = 0; i < 5; i++) {
+		e = sqe_task(i, "noop");
+		assert_true(harness_push(h, &e));
+	}
+	e = sqe_end();
+	assert_true(harness_push(h, &e));
+	assert_int_equal(harness_run(h), 0);
+	expect_one(h, TDM_CQE_GRAPH_DONE, -TDM_EQUOTA, TDM_REJECT_NTASKS);
+	assert_int_equal(h->naccepted, 0);
+
+	h->cfg.max_graphs_in_flight = 1;
+	struct tdm_sqe seq[] = {sqe_begin(2, 1), sqe_task(0, "noop"), sqe_end(),
+				sqe_begin(3, 1), sqe_task(0, "noop"), sqe_end()};
+	for (size_t k = 0; k < 6; k++)
+		assert_true(harness_push(h, &seq[k]));
+	assert_int_equal(harness_run(h), 0);
+	expect_one(h, TDM_CQE_GRAPH_DONE, -TDM_EQUOTA, TDM_REJECT_QUOTA);
+	assert_int_equal(h->naccepted, 1); /* the first one still runs */
+	harness_finish_all(h);
+	expect_one(h, TDM_CQE_GRAPH_DONE, 0, 0);
+	h->cfg.max_graphs_in_flight = 1024;
+	h->cfg.max_tasks_per_graph = 1 << 20;
+}
+
+static void test_sequence_errors(void **state)
+{
+	struct harness *h = *state;
+	struct tdm_sqe e = sqe_task(0, "noop");
+
+	assert_true(harness_push(h, &e)); /* a task outside any graph */
+	assert_int_equal(harness_run(h), 0);
+	expect_one(h, TDM_CQE_ERROR, -TDM_EPROTO, TDM_REJECT_SEQUENCE);
+
+	e = (struct tdm_sqe){.op = 77};
+	assert_true(harness_push(h, &e));
+	assert_int_equal(harness_run(h), 0);
+	expect_one(h, TDM_CQE_ERROR, -TDM_EPROTO, TDM_REJECT_OP);
+
+	/* END too early, and BEGIN inside an open graph. */
+	struct tdm_sqe seq[] = {sqe_begin(5, 2), sqe_task(0, "noop"), sqe_end(),
+				sqe_begin(6, 2), sqe_begin(8, 1), sqe_task(0, "noop"), sqe_end()};
+	for (size_t k = 0; k < sizeof(seq) / sizeof(seq[0]); k++)
+		assert_true(harness_push(h, &seq[k]));
+	assert_int_equal(harness_run(h), 0);
+	struct tdm_cqe c[4];
+	assert_int_equal(harness_reap(h, c, 4), 2);
+	assert_int_equal(c[0].cookie, 5);
+	assert_int_equal(c[0].detail, TDM_REJECT_SEQUENCE);
+	assert_int_equal(c[1].cookie, 6);
+	assert_int_equal(c[1].detail, TDM_REJECT_SEQUENCE);
+	assert_int_equal(h->naccepted, 1);
+	assert_int_equal(h->accepted[0]->cookie, 8);
+	harness_finish_all(h);
+	assert_int_equal(harness_reap(h, c, 4), 1);
+
+	h->draining = true;
+	struct tdm_sqe d[] = {sqe_begin(9, 1), sqe_task(0, "noop"), sqe_end()};
+	for (size_t k = 0; k < 3; k++)
+		assert_true(harness_push(h, &d[k]));
+	assert_int_equal(harness_run(h), 0);
+	expect_one(h, TDM_CQE_GRAPH_DONE, -TDM_ESHUTDOWN, 0);
+	h->draining = false;
+}
+
+static void test_tail_outside_ring(void **state)
+{
+	struct harness *h = *state;
+	struct session *s = h->s;
+
+	s->hdr->sq_tail = s->sq_head + s->sq_entries + 1; /* beyond the ring */
+	assert_int_equal(harness_run(h), -TDM_EPROTO);
+	s->hdr->sq_tail = s->sq_head - 1; /* moved backwards */
+	assert_int_equal(harness_run(h), -TDM_EPROTO);
+	s->hdr->sq_tail = s->sq_head;
+	assert_int_equal(harness_run(h), 0);
+	assert_int_equal(atomic_load(&h->counters.protocol_errors), 2);
+}
+
+static void test_cq_head_outside_ring(void **state)
+{
+	struct harness *h = *state;
+	struct tdm_sqe e = sqe_task(0, "noop");
+
+	h->s->hdr->cq_head = h->s->cq_tail + 5;
+	assert_true(harness_push(h, &e)); /* makes an error completion */
+	assert_int_equal(harness_run(h), -TDM_EPROTO);
+}
+
+/* More completions than the ring holds wait, flagged, until reaped. */
+static void test_completion_overflow(void **state)
+{
+	struct harness *h = *state;
+	struct tdm_sqe e = sqe_begin(11, 100);
+	e.u.begin.flags = TDM_GRAPH_TASK_INFO;
+	uint32_t pushed = 0, reaped = 0, done = 0;
+	struct tdm_cqe c[64];
+
+	assert_true(harness_push(h, &e));
+	while (pushed <= 100) {
+		e = pushed < 100 ? sqe_task(pushed, "noop") : sqe_end();
+		if (!harness_push(h, &e)) {
+			assert_int_equal(harness_run(h), 0);
+			continue;
+		}
+		pushed++;
+	}
+	assert_int_equal(harness_run(h), 0);
+	assert_int_equal(h->naccepted, 1);
+	harness_finish_all(h);
+	assert_true(h->s->hdr->daemon_flags & TDM_DAEMON_CQ_OVERFLOW);
+	for (int round = 0; round < 4 && !done; round++) {
+		size_t n = harness_reap(h, c, 64);
+		for (size_t i = 0; i < n; i++) {
+			if (c[i].op == TDM_CQE_TASK_INFO)
+				assert_int_equal(c[i].task_index, reaped++);
+			else
+				done++;
+		}
+		session_flush(h->s);
+	}
+	assert_int_equal(reaped, 100);
+	assert_int_equal(done, 1);
+	assert_false(h->s->hdr->daemon_flags & TDM_DAEMON_CQ_OVERFLOW);
+}
+
+/* A freed buffer stays mapped until the graphs using it are done. */
+static void test_buffer_outlives_free(void **state)
+{
+	struct harness *h = *state;
+	uint64_t live = atomic_load(&h->counters.buffers_live);
+	struct tdm_sqe seq[] = {sqe_begin(12, 1), sqe_fill(0, h->handle[2], 0, 64), sqe_end()};
+
+	for (size_t k = 0; k < 3; k++)
+		assert_true(harness_push(h, &seq[k]));
+	assert_int_equal(harness_run(h), 0);
+	assert_int_equal(session_buffer_free(h->s, h->handle[2]), 0);
+	assert_null(session_buffer_lookup(h->s, h->handle[2]));
+	assert_int_equal(session_buffer_free(h->s, h->handle[2]), -TDM_EHANDLE);
+	assert_int_equal(atomic_load(&h->counters.buffers_live), live);
+	harness_finish_all(h);
+	assert_int_equal(atomic_load(&h->counters.buffers_live), live - 1);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup_teardown(test_implicit_dependencies, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_rejections, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_quotas, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_sequence_errors, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_tail_outside_ring, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_cq_head_outside_ring, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_completion_overflow, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_buffer_outlives_free, setup, teardown),
+	};
+	return cmocka_run_group_tests_name("intake", tests, NULL, NULL);
+}
