@@ -60,7 +60,7 @@ TEST_HELPERS := $(wildcard tests/integration/support*.c)
 
 DAEMON_LIBS := $(PKG_LIBS) -lstdc++ -lm
 
-.PHONY: all demo test bench deps fuzz format format-check clean install-check
+.PHONY: all demo demo-run test test-run bench bench-run deps fuzz format format-check clean
 all: $(TANDEMD) $(TANDEMCTL) $(CLIENT_LIB) $(CLIENT_SO) $(EXAMPLES)
 
 $(BUILD)/obj/%.o: %.c
@@ -110,13 +110,20 @@ $(BUILD)/obj/tests/bench/%.o: tests/bench/%.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(PKG_CFLAGS) $(shell pkg-config --cflags starpu-1.3 2>/dev/null) -MMD -MP -c $< -o $@
 
-test: all $(UNIT_TESTS) $(INTEG_TESTS) $(REPLAYS)
+# test, demo and bench install missing packages first, then build and run.
+test: deps
+	@$(MAKE) --no-print-directory test-run
+test-run: all $(UNIT_TESTS) $(INTEG_TESTS) $(REPLAYS)
 	@BUILD=$(BUILD) sh tests/run_tests.sh $(UNIT_TESTS) $(INTEG_TESTS) $(REPLAYS)
 
-demo: all
+demo: deps
+	@$(MAKE) --no-print-directory demo-run
+demo-run: all
 	@BUILD=$(BUILD) sh examples/demo.sh
 
-bench: all $(BENCHES)
+bench: deps
+	@$(MAKE) --no-print-directory bench-run
+bench-run: all $(BENCHES)
 	@BUILD=$(BUILD) sh tests/bench/run_bench.sh $(BENCHES)
 
 deps:
@@ -141,5 +148,8 @@ format-check:
 
 clean:
 	rm -rf build
+
+# Keep intermediate objects: they are reused by several binaries.
+.SECONDARY:
 
 -include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

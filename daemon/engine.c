@@ -49,10 +49,11 @@ struct engine {
 	_Atomic uint64_t tasks_done, tasks_failed, tasks_canceled, tasks_in_flight;
 };
 
+/* Tells idle workers that n tasks became ready. */
 static void engine_notify(struct engine *e, size_t n)
 {
 	atomic_fetch_add(&e->epoch, 1);
-	if (atomic_load(&e->sleepers) == 0)
+	if (n == 0 || atomic_load(&e->sleepers) == 0)
 		return;
 	pthread_mutex_lock(&e->sleep_lock);
 	if (n == 1)
@@ -83,7 +84,8 @@ static void push_ready(struct engine *e, struct engine_task **tasks, size_t n, i
 	for (size_t i = 0; i < n; i++)
 		tasks[i]->queued_ns = now;
 	e->policy->tasks_ready(e->policy_priv, tasks, n, worker);
-	engine_notify(e, n);
+	/* A releasing worker picks one of them itself right after. */
+	engine_notify(e, worker >= 0 ? n - 1 : n);
 }
 
 void engine_submit(struct engine *e, struct engine_graph *g)

@@ -17,6 +17,7 @@
 #include <limits.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 
 #include "tandem.h"
@@ -84,6 +85,13 @@ static void dump_log(const struct daemon *d)
 	fclose(f);
 }
 
+static void daemon_remove_files(const struct daemon *d)
+{
+	unlink(d->cfg);
+	unlink(d->log);
+	unlink(d->sock);
+}
+
 /* In the child: pin, redirect output to the log, exec the daemon. */
 static void exec_daemon(const struct bench_env *env, const struct daemon *d,
 			const cpu_set_t *cpus, int ready_fd)
@@ -93,7 +101,9 @@ static void exec_daemon(const struct bench_env *env, const struct daemon *d,
 
 	if (log < 0 || dup2(log, STDOUT_FILENO) < 0 || dup2(log, STDERR_FILENO) < 0)
 		_exit(126);
-	if (sched_setaffinity(0, sizeof(*cpus), cpus) != 0)
+	/* Never outlive the benchmark, even when it is killed by a timeout. */
+	if (sched_setaffinity(0, sizeof(*cpus), cpus) != 0 ||
+	    prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || getppid() == 1)
 		_exit(126);
 	snprintf(fdstr, sizeof(fdstr), "%d", ready_fd);
 	execl(env->tandemd, "tandemd", "--config", d->cfg, "--socket", d->sock, "--ready-fd",
@@ -127,13 +137,15 @@ static int daemon_start(const struct bench_env *env, const int *cores, int ncore
 	snprintf(d->cfg, sizeof(d->cfg), "%s/cfg.toml", env->dir);
 	snprintf(d->sock, sizeof(d->sock), "%s/tandemd.sock", env->dir);
 	snprintf(d->log, sizeof(d->log), "%s/tandemd.log", env->dir);
-	if (write_config(d->cfg, cores, ncores, spin_us) != 0)
-		return -1;
+	d->pid = -1;
 	CPU_ZERO(&cpus);
 	for (int i = 0; i < ncores; i++)
 		CPU_SET(cores[i], &cpus);
-	if (pipe2(p, O_CLOEXEC) != 0)
+	if (write_config(d->cfg, cores, ncores, spin_us) != 0 || pipe2(p, O_CLOEXEC) != 0) {
+		fprintf(stderr, "bench_tandem: cannot set up tandemd: %s\n", strerror(errno));
+		daemon_remove_files(d);
 		return -1;
+	}
 	ready_fd = dup(p[1]); /* without O_CLOEXEC: the daemon inherits it */
 	d->pid = ready_fd < 0 ? -1 : fork();
 	if (d->pid == 0)
@@ -143,19 +155,13 @@ static int daemon_start(const struct bench_env *env, const int *cores, int ncore
 		close(ready_fd);
 	if (d->pid < 0) {
 		close(p[0]);
+		daemon_remove_files(d);
 		return -1;
 	}
 	if (wait_ready(p[0]) != 0)
 		fprintf(stderr, "bench_tandem: no READY from tandemd, trying to connect\n");
 	close(p[0]);
 	return 0;
-}
-
-static void daemon_remove_files(const struct daemon *d)
-{
-	unlink(d->cfg);
-	unlink(d->log);
-	unlink(d->sock);
 }
 
 /* Says how a daemon that was not asked to stop ended, and shows its log. */
@@ -178,6 +184,12 @@ static int daemon_stop(struct daemon *d)
 	pid_t w = 0;
 
 	if (d->pid <= 0) {
+		daemon_remove_files(d);
+		return -1;
+	}
+	if (waitpid(d->pid, &status, WNOHANG) == d->pid) {
+		report_exit(d, status, "before it was asked to stop");
+		d->pid = -1;
 		daemon_remove_files(d);
 		return -1;
 	}
@@ -429,8 +441,11 @@ static int bench_idle(pid_t daemon, const char *keys)
 	double pct = bench_idle_cpu_percent(daemon, IDLE_S);
 	char k[128];
 
-	if (pct < 0)
+	if (pct < 0) {
+		fprintf(stderr, "bench_tandem: cannot read /proc/%d/stat (tandemd gone?)\n",
+			(int)daemon);
 		return -1;
+	}
 	snprintf(k, sizeof(k), "%s clients=1", keys);
 	bench_report("idle_cpu_percent", pct, "percent", k);
 	return 0;

@@ -96,11 +96,12 @@ static inline int bench_pin(pid_t pid, int core)
 }
 
 /* utime + stime of a whole process (all threads), in seconds, from
- * /proc/PID/stat; negative on error. */
+ * /proc/PID/stat; negative on error or when the process has exited. */
 static inline double bench_proc_cpu_s(pid_t pid)
 {
 	char path[64], buf[1024];
 	unsigned long long utime, stime;
+	char state;
 	FILE *f;
 	size_t n;
 	char *p;
@@ -117,8 +118,8 @@ static inline double bench_proc_cpu_s(pid_t pid)
 	if (!p)
 		return -1.0;
 	/* After ')': state(3) ... utime(14) stime(15), i.e. the 12th and 13th. */
-	if (sscanf(p + 1, " %*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &utime,
-		   &stime) != 2)
+	if (sscanf(p + 1, " %c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &state,
+		   &utime, &stime) != 3 || state == 'Z' || state == 'X')
 		return -1.0;
 	return (double)(utime + stime) / (double)sysconf(_SC_CLK_TCK);
 }
