@@ -13,6 +13,7 @@ CC := gcc
 CXX := g++
 SANITIZE ?=
 FUZZ_SECONDS ?= 30
+comma := ,
 
 ifeq ($(SANITIZE),)
 BUILD := build
@@ -21,7 +22,6 @@ else
 BUILD := build/san-$(subst $(comma),-,$(SANITIZE))
 SANFLAGS := -fsanitize=$(SANITIZE) -fno-omit-frame-pointer -fno-sanitize-recover=all
 endif
-comma := ,
 
 PKGS := hwloc libevent libevent_pthreads jansson openblas tomlplusplus
 PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)

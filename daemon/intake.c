@@ -464,12 +464,12 @@ int intake_run(struct session *s, uint32_t *consumed)
 		s->sq_head++;
 		intake_entry(s, &e);
 		if (++n % INTAKE_PUBLISH_EVERY == 0) {
-			ring_store_release(&s->hdr->sq_head, s->sq_head);
+			ring_store_publish(&s->hdr->sq_head, s->sq_head);
 			session_wake_client(s);
 		}
 	}
 	if (n) {
-		ring_store_release(&s->hdr->sq_head, s->sq_head);
+		ring_store_publish(&s->hdr->sq_head, s->sq_head);
 		session_wake_client(s);
 	}
 	*consumed = n;

@@ -349,12 +349,11 @@ static void flush_locked(struct session *s, struct dgraph **done)
 		if (!space)
 			break;
 	}
-	ring_store_release(&s->hdr->cq_tail, s->cq_tail);
+	ring_store_publish(&s->hdr->cq_tail, s->cq_tail);
 }
 
 void session_wake_client(struct session *s)
 {
-	__atomic_thread_fence(__ATOMIC_SEQ_CST);
 	if (__atomic_load_n(&s->hdr->client_flags, __ATOMIC_SEQ_CST) & TDM_CLIENT_SLEEPING) {
 		uint64_t one = 1;
 		/* EAGAIN means the counter is already non-zero: it will wake. */

@@ -157,9 +157,11 @@ static inline uint32_t ring_load_acquire(const uint32_t *p)
 {
 	return __atomic_load_n(p, __ATOMIC_ACQUIRE);
 }
-static inline void ring_store_release(uint32_t *p, uint32_t v)
+/* Sequentially consistent: a store of ours, then a load of the client's
+ * "sleeping" flag, must not be reordered (the client does the mirror). */
+static inline void ring_store_publish(uint32_t *p, uint32_t v)
 {
-	__atomic_store_n(p, v, __ATOMIC_RELEASE);
+	__atomic_store_n(p, v, __ATOMIC_SEQ_CST);
 }
 
 #endif

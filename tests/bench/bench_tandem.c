@@ -164,7 +164,7 @@ static int daemon_start(const struct bench_env *env, const int *cores, int ncore
 	return 0;
 }
 
-/* Says how a daemon that was not asked to stop ended, and shows its log. */
+/* Says how the daemon ended (status from waitpid) and shows its log. */
 static void report_exit(const struct daemon *d, int status, const char *when)
 {
 	if (WIFSIGNALED(status))

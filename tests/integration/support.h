@@ -16,7 +16,7 @@
 #define TDMT_PATH_MAX 108
 
 struct tdmt_daemon {
-	char dir[TDMT_PATH_MAX];    /* private directory (mkdtemp, 0755) */
+	char dir[64];               /* private directory (mkdtemp, 0755) */
 	char sock[TDMT_PATH_MAX];   /* dir/tandemd.sock */
 	char config[TDMT_PATH_MAX]; /* dir/tandemd.toml */
 	char log[TDMT_PATH_MAX];    /* dir/tandemd.log: the daemon's stderr */
