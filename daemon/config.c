@@ -24,57 +24,57 @@
 /* The default configuration; config_defaults() must give the same values
  * (a unit test checks it) and every key of the schema must appear here. */
 const char config_default_toml[] =
-	"# tandemd configuration.\n"
-	"#\n"
-	"# Every key is optional: a key left out keeps the value shown here, which\n"
-	"# is its default. Only ASCII text is accepted. Unknown sections and keys,\n"
-	"# values of the wrong type and values out of range are errors.\n"
-	"\n"
-	"[daemon]\n"
-	"# Path of the daemon's Unix socket: an absolute path shorter than 108\n"
-	"# bytes, or \"\" for the default ($XDG_RUNTIME_DIR/tandem/tandemd.sock for a\n"
-	"# user, /run/tandem/tandemd.sock for root).\n"
-	"socket = \"\"\n"
-	"# \"error\", \"warn\", \"info\" or \"debug\".\n"
-	"log_level = \"info\"\n"
-	"# User ids (0 to 4294967294, at most 64) that may connect, besides the\n"
-	"# daemon's own uid and root, which always may.\n"
-	"allowed_uids = []\n"
-	"# Group ids (0 to 4294967294, at most 64) whose members may connect.\n"
-	"allowed_gids = []\n"
-	"# Clients connected at once (1 to 4096).\n"
-	"max_clients = 64\n"
-	"\n"
-	"[engine]\n"
-	"# Scheduling policy, by its registered name ([a-z0-9_], 1 to 31 chars).\n"
-	"policy = \"eager\"\n"
-	"# Microseconds a worker spins for new work before it sleeps (0 to 10000).\n"
-	"spin_us = 50\n"
-	"\n"
-	"[cpu]\n"
-	"# OS indexes of the cores to run CPU workers on (0 to 1023, each at most\n"
-	"# once); [] means every core of the daemon's cpuset.\n"
-	"cores = []\n"
-	"\n"
-	"[limits]\n"
-	"# Per-client limits.\n"
-	"# Bytes of shared buffers a client may hold (4096 to 2^48): an integer or\n"
-	"# a string with a unit, B, KiB, MiB, GiB or TiB, such as \"512MiB\".\n"
-	"buffer_quota_bytes = 1073741824\n"
-	"# Buffers a client may hold at once (1 to 1048576).\n"
-	"max_buffers = 4096\n"
-	"# Tasks of a client submitted and not yet complete (1 to 16777216).\n"
-	"max_tasks_in_flight = 1048576\n"
-	"# Tasks in one graph (1 to 4194304).\n"
-	"max_tasks_per_graph = 1048576\n"
-	"# Graphs of a client submitted and not yet complete (1 to 65536).\n"
-	"max_graphs_in_flight = 1024\n"
-	"\n"
-	"[rings]\n"
-	"# Entries of each client's submission ring (power of two, 64 to 65536).\n"
-	"sq_entries = 4096\n"
-	"# Entries of each client's completion ring (power of two, 64 to 65536).\n"
-	"cq_entries = 8192\n";
+        "# tandemd configuration.\n"
+        "#\n"
+        "# Every key is optional: a key left out keeps the value shown here, which\n"
+        "# is its default. Only ASCII text is accepted. Unknown sections and keys,\n"
+        "# values of the wrong type and values out of range are errors.\n"
+        "\n"
+        "[daemon]\n"
+        "# Path of the daemon's Unix socket: an absolute path shorter than 108\n"
+        "# bytes, or \"\" for the default ($XDG_RUNTIME_DIR/tandem/tandemd.sock for a\n"
+        "# user, /run/tandem/tandemd.sock for root).\n"
+        "socket = \"\"\n"
+        "# \"error\", \"warn\", \"info\" or \"debug\".\n"
+        "log_level = \"info\"\n"
+        "# User ids (0 to 4294967294, at most 64) that may connect, besides the\n"
+        "# daemon's own uid and root, which always may.\n"
+        "allowed_uids = []\n"
+        "# Group ids (0 to 4294967294, at most 64) whose members may connect.\n"
+        "allowed_gids = []\n"
+        "# Clients connected at once (1 to 4096).\n"
+        "max_clients = 64\n"
+        "\n"
+        "[engine]\n"
+        "# Scheduling policy, by its registered name ([a-z0-9_], 1 to 31 chars).\n"
+        "policy = \"eager\"\n"
+        "# Microseconds a worker spins for new work before it sleeps (0 to 10000).\n"
+        "spin_us = 50\n"
+        "\n"
+        "[cpu]\n"
+        "# OS indexes of the cores to run CPU workers on (0 to 1023, each at most\n"
+        "# once); [] means every core of the daemon's cpuset.\n"
+        "cores = []\n"
+        "\n"
+        "[limits]\n"
+        "# Per-client limits.\n"
+        "# Bytes of shared buffers a client may hold (4096 to 2^48): an integer or\n"
+        "# a string with a unit, B, KiB, MiB, GiB or TiB, such as \"512MiB\".\n"
+        "buffer_quota_bytes = 1073741824\n"
+        "# Buffers a client may hold at once (1 to 1048576).\n"
+        "max_buffers = 4096\n"
+        "# Tasks of a client submitted and not yet complete (1 to 16777216).\n"
+        "max_tasks_in_flight = 1048576\n"
+        "# Tasks in one graph (1 to 4194304).\n"
+        "max_tasks_per_graph = 1048576\n"
+        "# Graphs of a client submitted and not yet complete (1 to 65536).\n"
+        "max_graphs_in_flight = 1024\n"
+        "\n"
+        "[rings]\n"
+        "# Entries of each client's submission ring (power of two, 64 to 65536).\n"
+        "sq_entries = 4096\n"
+        "# Entries of each client's completion ring (power of two, 64 to 65536).\n"
+        "cq_entries = 8192\n";
 
 void config_defaults(struct tdm_config *cfg)
 {
@@ -103,14 +103,10 @@ void config_defaults(struct tdm_config *cfg)
 const char *config_log_level_name(enum log_level l)
 {
 	switch (l) {
-	case LOG_ERROR:
-		return "error";
-	case LOG_WARN:
-		return "warn";
-	case LOG_INFO:
-		return "info";
-	case LOG_DEBUG:
-		return "debug";
+	case LOG_ERROR: return "error";
+	case LOG_WARN: return "warn";
+	case LOG_INFO: return "info";
+	case LOG_DEBUG: return "debug";
 	}
 	return "unknown";
 }
@@ -118,14 +114,14 @@ const char *config_log_level_name(enum log_level l)
 /* ---- schema --------------------------------------------------------------- */
 
 enum key_kind {
-	K_SOCKET,    /* string: "" or an absolute path shorter than CONFIG_PATH_MAX */
+	K_SOCKET, /* string: "" or an absolute path shorter than CONFIG_PATH_MAX */
 	K_LOG_LEVEL, /* string: a log level name */
-	K_NAME,      /* string: [a-z0-9_]{1,CONFIG_NAME_MAX - 1} */
-	K_U32,       /* integer min..max, stored as uint32_t */
-	K_POW2,      /* power of two min..max, stored as uint32_t */
-	K_BYTES,     /* integer or string with a unit, min..max, stored as uint64_t */
-	K_IDS,       /* array of integers min..max, uint32_t[] + size_t count */
-	K_CORES,     /* array of distinct integers min..max, int[] + size_t count */
+	K_NAME, /* string: [a-z0-9_]{1,CONFIG_NAME_MAX - 1} */
+	K_U32, /* integer min..max, stored as uint32_t */
+	K_POW2, /* power of two min..max, stored as uint32_t */
+	K_BYTES, /* integer or string with a unit, min..max, stored as uint64_t */
+	K_IDS, /* array of integers min..max, uint32_t[] + size_t count */
+	K_CORES, /* array of distinct integers min..max, int[] + size_t count */
 };
 
 struct key_spec {
@@ -133,14 +129,16 @@ struct key_spec {
 	const char *key;
 	enum key_kind kind;
 	int64_t min, max;
-	size_t offset;    /* of the value (or array) in struct tdm_config */
+	size_t offset; /* of the value (or array) in struct tdm_config */
 	size_t count_off; /* K_IDS, K_CORES: of the element count */
-	size_t max_len;   /* K_IDS, K_CORES: most elements */
+	size_t max_len; /* K_IDS, K_CORES: most elements */
 };
 
+/* clang-format off */
 #define OFF(f) offsetof(struct tdm_config, f)
-#define SCALAR(sec, k, kind, lo, hi, f) {sec, k, kind, lo, hi, OFF(f), 0, 0}
-#define ARRAY(sec, k, kind, lo, hi, f, n, cap) {sec, k, kind, lo, hi, OFF(f), OFF(n), cap}
+#define SCALAR(sec, k, kind, lo, hi, f) { sec, k, kind, lo, hi, OFF(f), 0, 0 }
+#define ARRAY(sec, k, kind, lo, hi, f, n, cap) { sec, k, kind, lo, hi, OFF(f), OFF(n), cap }
+/* clang-format on */
 
 static const struct key_spec schema[] = {
 	SCALAR("daemon", "socket", K_SOCKET, 0, 0, socket_path),
@@ -156,8 +154,7 @@ static const struct key_spec schema[] = {
 
 	ARRAY("cpu", "cores", K_CORES, 0, 1023, cores, n_cores, CONFIG_MAX_CORES),
 
-	SCALAR("limits", "buffer_quota_bytes", K_BYTES, 4096, INT64_C(1) << 48,
-	       buffer_quota_bytes),
+	SCALAR("limits", "buffer_quota_bytes", K_BYTES, 4096, INT64_C(1) << 48, buffer_quota_bytes),
 	SCALAR("limits", "max_buffers", K_U32, 1, 1048576, max_buffers),
 	SCALAR("limits", "max_tasks_in_flight", K_U32, 1, 16777216, max_tasks_in_flight),
 	SCALAR("limits", "max_tasks_per_graph", K_U32, 1, 4194304, max_tasks_per_graph),
@@ -201,35 +198,35 @@ static void describe(const struct key_spec *ks, char *buf, size_t len)
 	switch (ks->kind) {
 	case K_SOCKET:
 		snprintf(buf, len, "a string: \"\" or an absolute path shorter than %d bytes",
-			 CONFIG_PATH_MAX);
+		         CONFIG_PATH_MAX);
 		break;
 	case K_LOG_LEVEL:
 		snprintf(buf, len, "one of \"error\", \"warn\", \"info\", \"debug\"");
 		break;
 	case K_NAME:
 		snprintf(buf, len, "a string of 1 to %d characters a-z, 0-9, _",
-			 CONFIG_NAME_MAX - 1);
+		         CONFIG_NAME_MAX - 1);
 		break;
 	case K_U32:
 		snprintf(buf, len, "an integer in %lld..%lld", (long long)ks->min,
-			 (long long)ks->max);
+		         (long long)ks->max);
 		break;
 	case K_POW2:
 		snprintf(buf, len, "a power of two in %lld..%lld", (long long)ks->min,
-			 (long long)ks->max);
+		         (long long)ks->max);
 		break;
 	case K_BYTES:
 		snprintf(buf, len,
-			 "a size in %lld..%lld bytes: an integer, or a string such as \"512MiB\"",
-			 (long long)ks->min, (long long)ks->max);
+		         "a size in %lld..%lld bytes: an integer, or a string such as \"512MiB\"",
+		         (long long)ks->min, (long long)ks->max);
 		break;
 	case K_IDS:
 		snprintf(buf, len, "an array of at most %zu integers in %lld..%lld", ks->max_len,
-			 (long long)ks->min, (long long)ks->max);
+		         (long long)ks->min, (long long)ks->max);
 		break;
 	case K_CORES:
 		snprintf(buf, len, "an array of at most %zu distinct integers in %lld..%lld",
-			 ks->max_len, (long long)ks->min, (long long)ks->max);
+		         ks->max_len, (long long)ks->min, (long long)ks->max);
 		break;
 	}
 }
@@ -244,7 +241,7 @@ struct load_ctx {
 };
 
 __attribute__((format(printf, 4, 5))) static int fail(struct load_ctx *ctx, int line, int col,
-						      const char *fmt, ...)
+                                                      const char *fmt, ...)
 {
 	va_list ap;
 
@@ -290,21 +287,20 @@ static void quote(const char *s, size_t n, char *buf, size_t len)
 	buf[o] = '\0';
 }
 
-static int wrong_type(struct load_ctx *ctx, const struct key_spec *ks,
-		      const struct toml_item *it)
+static int wrong_type(struct load_ctx *ctx, const struct key_spec *ks, const struct toml_item *it)
 {
 	char want[160];
 
 	describe(ks, want, sizeof(want));
 	if (it->array_index >= 0)
-		return fail(ctx, it->line, it->col, "%s[%d]: expected an integer, got %s",
-			    it->path, it->array_index, toml_shim_type_name(it->type));
+		return fail(ctx, it->line, it->col, "%s[%d]: expected an integer, got %s", it->path,
+		            it->array_index, toml_shim_type_name(it->type));
 	return fail(ctx, it->line, it->col, "%s: expected %s, got %s", it->path, want,
-		    toml_shim_type_name(it->type));
+	            toml_shim_type_name(it->type));
 }
 
 static int bad_value(struct load_ctx *ctx, const struct key_spec *ks, const struct toml_item *it,
-		     const char *problem)
+                     const char *problem)
 {
 	char want[160], val[96];
 
@@ -315,9 +311,9 @@ static int bad_value(struct load_ctx *ctx, const struct key_spec *ks, const stru
 		snprintf(val, sizeof(val), "%lld", (long long)it->i);
 	if (it->array_index >= 0)
 		return fail(ctx, it->line, it->col, "%s[%d]: %s %s (expected %s)", it->path,
-			    it->array_index, val, problem, want);
+		            it->array_index, val, problem, want);
 	return fail(ctx, it->line, it->col, "%s: %s %s (expected %s)", it->path, val, problem,
-		    want);
+	            want);
 }
 
 /* Parses "<digits>[ ]<unit>" with unit B, KiB, MiB, GiB, TiB (or none).
@@ -327,7 +323,8 @@ static int parse_size(const char *s, size_t n, uint64_t *out)
 	static const struct {
 		const char *name;
 		unsigned shift;
-	} units[] = {{"", 0}, {"B", 0}, {"KiB", 10}, {"MiB", 20}, {"GiB", 30}, {"TiB", 40}};
+	} units[] = { { "", 0 },     { "B", 0 },    { "KiB", 10 },
+		      { "MiB", 20 }, { "GiB", 30 }, { "TiB", 40 } };
 	uint64_t v = 0;
 	size_t i = 0;
 
@@ -367,9 +364,9 @@ static bool is_name(const char *s, size_t n)
 }
 
 static int set_string(struct load_ctx *ctx, const struct key_spec *ks, const struct toml_item *it,
-		      void *field)
+                      void *field)
 {
-	static const char *const levels[] = {"error", "warn", "info", "debug"};
+	static const char *const levels[] = { "error", "warn", "info", "debug" };
 	char buf[48];
 
 	if (it->type != TOML_ITEM_STRING)
@@ -400,13 +397,12 @@ static int set_string(struct load_ctx *ctx, const struct key_spec *ks, const str
 			return bad_value(ctx, ks, it, "is not a valid name");
 		memcpy(field, it->s, it->s_len + 1);
 		return 0;
-	default:
-		return wrong_type(ctx, ks, it);
+	default: return wrong_type(ctx, ks, it);
 	}
 }
 
-static int set_integer(struct load_ctx *ctx, const struct key_spec *ks,
-		       const struct toml_item *it, void *field)
+static int set_integer(struct load_ctx *ctx, const struct key_spec *ks, const struct toml_item *it,
+                       void *field)
 {
 	int64_t v = it->i;
 
@@ -439,7 +435,7 @@ static int set_integer(struct load_ctx *ctx, const struct key_spec *ks,
 
 /* An array replaces the default list; its elements follow it in the walk. */
 static int set_array(struct load_ctx *ctx, const struct key_spec *ks, const struct toml_item *it,
-		     size_t *count)
+                     size_t *count)
 {
 	if (it->type != TOML_ITEM_ARRAY)
 		return wrong_type(ctx, ks, it);
@@ -448,14 +444,14 @@ static int set_array(struct load_ctx *ctx, const struct key_spec *ks, const stru
 
 		describe(ks, want, sizeof(want));
 		return fail(ctx, it->line, it->col, "%s: too many elements: %zu (expected %s)",
-			    it->path, it->array_len, want);
+		            it->path, it->array_len, want);
 	}
 	*count = 0;
 	return 0;
 }
 
 static int add_element(struct load_ctx *ctx, const struct key_spec *ks, const struct toml_item *it,
-		       void *field, size_t *count)
+                       void *field, size_t *count)
 {
 	if (it->type != TOML_ITEM_INT)
 		return wrong_type(ctx, ks, it);
@@ -532,26 +528,27 @@ static int visit(void *p, const struct toml_item *it)
 
 	section = find_section(it->path);
 	if (it->depth == 1) {
+		if (!section && it->type == TOML_ITEM_TABLE)
+			return fail(ctx, it->key_line, it->key_col, "unknown section [%s]",
+			            it->path);
 		if (!section)
 			return fail(ctx, it->key_line, it->key_col,
-				    it->type == TOML_ITEM_TABLE ? "unknown section [%s]"
-								: "unknown top-level key %s (keys "
-								  "belong in a [section])",
-				    it->path);
+			            "unknown top-level key %s (keys belong in a [section])",
+			            it->path);
 		if (it->type != TOML_ITEM_TABLE)
 			return fail(ctx, it->line, it->col, "%s: expected a table [%s], got %s",
-				    it->path, it->path, toml_shim_type_name(it->type));
+			            it->path, it->path, toml_shim_type_name(it->type));
 		return 0;
 	}
 	if (!section)
 		return fail(ctx, it->key_line, it->key_col, "unknown section [%.*s]",
-			    (int)first_part_len(it->path), it->path);
+		            (int)first_part_len(it->path), it->path);
 	return fail(ctx, it->key_line, it->key_col, "unknown key %s in [%s]",
-		    it->path + strlen(section) + 1, section);
+	            it->path + strlen(section) + 1, section);
 }
 
 static void format_error(char *err, size_t errlen, const char *name, int line, int col,
-			 const char *msg)
+                         const char *msg)
 {
 	if (!err || !errlen)
 		return;
@@ -562,7 +559,7 @@ static void format_error(char *err, size_t errlen, const char *name, int line, i
 }
 
 int config_load_string(const char *text, size_t len, const char *name, struct tdm_config *cfg,
-		       char *err, size_t errlen)
+                       char *err, size_t errlen)
 {
 	struct load_ctx ctx;
 	char msg[CONFIG_ERR_MAX];
@@ -610,7 +607,7 @@ int config_load_file(const char *path, struct tdm_config *cfg, char *err, size_t
 
 		if (err && errlen)
 			snprintf(err, errlen, "%s: cannot open: %s", path,
-				 strerror_r(errno, ebuf, sizeof(ebuf)));
+			         strerror_r(errno, ebuf, sizeof(ebuf)));
 		return -TDM_ECONFIG;
 	}
 	/* One byte more than the cap tells a file that is too large. */
@@ -630,7 +627,7 @@ int config_load_file(const char *path, struct tdm_config *cfg, char *err, size_t
 
 			if (err && errlen)
 				snprintf(err, errlen, "%s: cannot read: %s", path,
-					 strerror_r(errno, ebuf, sizeof(ebuf)));
+				         strerror_r(errno, ebuf, sizeof(ebuf)));
 			close(fd);
 			free(buf);
 			return -TDM_ECONFIG;

@@ -32,7 +32,7 @@ struct shim_error {
 };
 
 __attribute__((format(printf, 4, 5))) void set_error(const shim_error &e, int line, int col,
-						     const char *fmt, ...)
+                                                     const char *fmt, ...)
 {
 	if (e.line)
 		*e.line = line;
@@ -78,7 +78,8 @@ bool check_bytes(const char *text, size_t len, const shim_error &e)
 		if (c == 0)
 			set_error(e, line, col, "NUL byte (only text is accepted)");
 		else
-			set_error(e, line, col, "non-ASCII byte 0x%02x (only ASCII is accepted)", c);
+			set_error(e, line, col, "non-ASCII byte 0x%02x (only ASCII is accepted)",
+			          c);
 		return false;
 	}
 	return true;
@@ -137,22 +138,18 @@ bool check_depth(const char *text, size_t len, const shim_error &e)
 				i++;
 			continue;
 		case '"':
-		case '\'':
-			i = skip_string(text, len, i);
-			continue;
+		case '\'': i = skip_string(text, len, i); continue;
 		case '\n':
 		case '=':
 		case ',':
 		case '[':
-		case ']':
-			dots = 0;
-			break;
+		case ']': dots = 0; break;
 		case '{':
 			dots = 0;
 			if (++braces > TOML_SHIM_MAX_INLINE_DEPTH) {
 				position_of(text, i, &line, &col);
 				set_error(e, line, col, "inline tables nested more than %d deep",
-					  TOML_SHIM_MAX_INLINE_DEPTH);
+				          TOML_SHIM_MAX_INLINE_DEPTH);
 				return false;
 			}
 			break;
@@ -165,12 +162,11 @@ bool check_depth(const char *text, size_t len, const shim_error &e)
 			if (++dots >= TOML_SHIM_MAX_KEY_PARTS) {
 				position_of(text, i, &line, &col);
 				set_error(e, line, col, "dotted key with more than %d parts",
-					  TOML_SHIM_MAX_KEY_PARTS);
+				          TOML_SHIM_MAX_KEY_PARTS);
 				return false;
 			}
 			break;
-		default:
-			break;
+		default: break;
 		}
 		i++;
 	}
@@ -182,8 +178,8 @@ bool is_bare_key(std::string_view k)
 	if (k.empty())
 		return false;
 	for (char c : k) {
-		bool ok = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
-			  c == '_' || c == '-';
+		bool ok = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') ||
+		          (c >= '0' && c <= '9') || c == '_' || c == '-';
 		if (!ok)
 			return false;
 	}
@@ -244,8 +240,8 @@ void add_node(collection &c, const toml::node &n, size_t key, int array_index)
 {
 	const toml::source_position &p = n.source().begin;
 
-	c.nodes.push_back(node_ref{&n, key, array_index, static_cast<int>(p.line),
-				   static_cast<int>(p.column)});
+	c.nodes.push_back(node_ref{ &n, key, array_index, static_cast<int>(p.line),
+	                            static_cast<int>(p.column) });
 }
 
 void collect(const toml::table &t, size_t parent, int depth, collection &c)
@@ -253,7 +249,7 @@ void collect(const toml::table &t, size_t parent, int depth, collection &c)
 	for (auto &&[k, n] : t) {
 		const size_t id = c.keys.size();
 
-		c.keys.push_back(key_ref{&k, parent, depth + 1});
+		c.keys.push_back(key_ref{ &k, parent, depth + 1 });
 		add_node(c, n, id, -1);
 		if (const toml::table *sub = n.as_table()) {
 			collect(*sub, id, depth + 1, c);
@@ -266,7 +262,7 @@ void collect(const toml::table &t, size_t parent, int depth, collection &c)
 
 /* The dotted path of keys[id], as TOML would write it. */
 void build_path(const collection &c, size_t id, std::vector<std::string_view> &parts,
-		std::string &path)
+                std::string &path)
 {
 	parts.clear();
 	for (; id != NO_PARENT; id = c.keys[id].parent)
@@ -313,9 +309,7 @@ void fill_item(const node_ref &r, const key_ref &k, toml_item &it)
 		it.type = TOML_ITEM_ARRAY;
 		it.array_len = n.as_array()->size();
 		break;
-	case toml::node_type::table:
-		it.type = TOML_ITEM_TABLE;
-		break;
+	case toml::node_type::table: it.type = TOML_ITEM_TABLE; break;
 	case toml::node_type::date:
 		it.type = TOML_ITEM_OTHER;
 		it.s = "date";
@@ -343,7 +337,7 @@ int walk(const char *text, size_t len, toml_visit_fn fn, void *ctx, const shim_e
 		const toml::source_position &p = e.source().begin;
 
 		set_error(err, static_cast<int>(p.line), static_cast<int>(p.column), "%s",
-			  std::string(e.description()).c_str());
+		          std::string(e.description()).c_str());
 		return TOML_SHIM_ERROR;
 	}
 	if (!fn)
@@ -385,9 +379,9 @@ int walk(const char *text, size_t len, toml_visit_fn fn, void *ctx, const shim_e
 } // namespace
 
 extern "C" int toml_shim_walk(const char *text, size_t len, toml_visit_fn fn, void *ctx,
-			      int *err_line, int *err_col, char *err_msg, size_t err_len)
+                              int *err_line, int *err_col, char *err_msg, size_t err_len)
 {
-	const shim_error err = {err_line, err_col, err_msg, err_len};
+	const shim_error err = { err_line, err_col, err_msg, err_len };
 
 	if (err_msg && err_len)
 		err_msg[0] = '\0';
@@ -412,20 +406,13 @@ extern "C" int toml_shim_walk(const char *text, size_t len, toml_visit_fn fn, vo
 extern "C" const char *toml_shim_type_name(enum toml_item_type type)
 {
 	switch (type) {
-	case TOML_ITEM_STRING:
-		return "string";
-	case TOML_ITEM_INT:
-		return "integer";
-	case TOML_ITEM_FLOAT:
-		return "float";
-	case TOML_ITEM_BOOL:
-		return "boolean";
-	case TOML_ITEM_ARRAY:
-		return "array";
-	case TOML_ITEM_TABLE:
-		return "table";
-	case TOML_ITEM_OTHER:
-		break;
+	case TOML_ITEM_STRING: return "string";
+	case TOML_ITEM_INT: return "integer";
+	case TOML_ITEM_FLOAT: return "float";
+	case TOML_ITEM_BOOL: return "boolean";
+	case TOML_ITEM_ARRAY: return "array";
+	case TOML_ITEM_TABLE: return "table";
+	case TOML_ITEM_OTHER: break;
 	}
 	return "date/time";
 }

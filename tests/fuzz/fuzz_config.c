@@ -40,8 +40,9 @@ static void check_valid(const struct tdm_config *c)
 		abort();
 
 	n = strnlen(c->policy, sizeof(c->policy));
-	if (n < 1 || n >= sizeof(c->policy) || strspn(c->policy, "abcdefghijklmnopqrstuvwxyz"
-								 "0123456789_") != n)
+	if (n < 1 || n >= sizeof(c->policy) ||
+	    strspn(c->policy, "abcdefghijklmnopqrstuvwxyz"
+	                      "0123456789_") != n)
 		abort();
 	if (c->spin_us > 10000)
 		abort();

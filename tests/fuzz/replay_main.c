@@ -176,7 +176,7 @@ static void default_corpus(const char *argv0, char *out, size_t len)
 int main(int argc, char **argv)
 {
 	static const uint8_t empty[1];
-	struct replay r = {0, 0};
+	struct replay r = { 0, 0 };
 	char corpus[4096];
 
 	if (LLVMFuzzerInitialize)

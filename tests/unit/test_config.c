@@ -115,21 +115,21 @@ static void test_default_text_equals_defaults(void **state)
 }
 
 static const char *const all_keys[][2] = {
-	{"daemon", "socket"},
-	{"daemon", "log_level"},
-	{"daemon", "allowed_uids"},
-	{"daemon", "allowed_gids"},
-	{"daemon", "max_clients"},
-	{"engine", "policy"},
-	{"engine", "spin_us"},
-	{"cpu", "cores"},
-	{"limits", "buffer_quota_bytes"},
-	{"limits", "max_buffers"},
-	{"limits", "max_tasks_in_flight"},
-	{"limits", "max_tasks_per_graph"},
-	{"limits", "max_graphs_in_flight"},
-	{"rings", "sq_entries"},
-	{"rings", "cq_entries"},
+	{ "daemon", "socket" },
+	{ "daemon", "log_level" },
+	{ "daemon", "allowed_uids" },
+	{ "daemon", "allowed_gids" },
+	{ "daemon", "max_clients" },
+	{ "engine", "policy" },
+	{ "engine", "spin_us" },
+	{ "cpu", "cores" },
+	{ "limits", "buffer_quota_bytes" },
+	{ "limits", "max_buffers" },
+	{ "limits", "max_tasks_in_flight" },
+	{ "limits", "max_tasks_per_graph" },
+	{ "limits", "max_graphs_in_flight" },
+	{ "rings", "sq_entries" },
+	{ "rings", "cq_entries" },
 };
 
 /* Each key is set, with a comment above it, in its section of the text. */
@@ -166,25 +166,25 @@ static void test_default_text_documents_every_key(void **state)
 
 /* A document that sets every key (to a value other than its default). */
 static const char full_doc[] = "[daemon]\n"
-			       "socket = \"/tmp/tandem-test.sock\"\n"
-			       "log_level = \"debug\"\n"
-			       "allowed_uids = [1000, 4294967294, 0]\n"
-			       "allowed_gids = [27]\n"
-			       "max_clients = 4096\n"
-			       "[engine]\n"
-			       "policy = \"work_stealing_2\"\n"
-			       "spin_us = 0\n"
-			       "[cpu]\n"
-			       "cores = [3, 1, 1023]\n"
-			       "[limits]\n"
-			       "buffer_quota_bytes = 281474976710656\n"
-			       "max_buffers = 1\n"
-			       "max_tasks_in_flight = 16777216\n"
-			       "max_tasks_per_graph = 4194304\n"
-			       "max_graphs_in_flight = 65536\n"
-			       "[rings]\n"
-			       "sq_entries = 64\n"
-			       "cq_entries = 65536\n";
+                               "socket = \"/tmp/tandem-test.sock\"\n"
+                               "log_level = \"debug\"\n"
+                               "allowed_uids = [1000, 4294967294, 0]\n"
+                               "allowed_gids = [27]\n"
+                               "max_clients = 4096\n"
+                               "[engine]\n"
+                               "policy = \"work_stealing_2\"\n"
+                               "spin_us = 0\n"
+                               "[cpu]\n"
+                               "cores = [3, 1, 1023]\n"
+                               "[limits]\n"
+                               "buffer_quota_bytes = 281474976710656\n"
+                               "max_buffers = 1\n"
+                               "max_tasks_in_flight = 16777216\n"
+                               "max_tasks_per_graph = 4194304\n"
+                               "max_graphs_in_flight = 65536\n"
+                               "[rings]\n"
+                               "sq_entries = 64\n"
+                               "cq_entries = 65536\n";
 
 static void test_every_key_parsed(void **state)
 {
@@ -265,12 +265,12 @@ static void test_daemon_section(void **state)
 	assert_non_null(strstr(config_default_toml, "socket"));
 
 	expect_error("[daemon]\nsocket = \"run/x.sock\"\n",
-		     NAME ":2:10: daemon.socket: \"run/x.sock\" is not an absolute path");
+	             NAME ":2:10: daemon.socket: \"run/x.sock\" is not an absolute path");
 	expect_error("[daemon]\nsocket = \"/tmp/a\\u0000b\"\n",
-		     NAME ":2:10: daemon.socket: \"/tmp/a\\x00b\" contains a NUL character");
+	             NAME ":2:10: daemon.socket: \"/tmp/a\\x00b\" contains a NUL character");
 	expect_error("[daemon]\nlog_level = \"verbose\"\n",
-		     NAME ":2:13: daemon.log_level: \"verbose\" is not a log level (expected "
-			  "one of \"error\", \"warn\", \"info\", \"debug\")");
+	             NAME ":2:13: daemon.log_level: \"verbose\" is not a log level (expected "
+	                  "one of \"error\", \"warn\", \"info\", \"debug\")");
 	expect_error("[daemon]\nlog_level = \"INFO\"\n", NAME ":2:13: daemon.log_level:");
 
 	/* id lists */
@@ -279,19 +279,19 @@ static void test_daemon_section(void **state)
 	assert_int_equal(cfg.n_allowed_gids, 2);
 	assert_int_equal(cfg.allowed_gids[1], 4294967294u);
 	expect_error("[daemon]\nallowed_uids = [1, 4294967295]\n",
-		     NAME ":2:20: daemon.allowed_uids[1]: 4294967295 is out of range");
+	             NAME ":2:20: daemon.allowed_uids[1]: 4294967295 is out of range");
 	expect_error("[daemon]\nallowed_gids = [-1]\n",
-		     NAME ":2:17: daemon.allowed_gids[0]: -1 is out of range");
+	             NAME ":2:17: daemon.allowed_gids[0]: -1 is out of range");
 	expect_error("[daemon]\nallowed_uids = [1, \"2\"]\n",
-		     NAME ":2:20: daemon.allowed_uids[1]: expected an integer, got string");
+	             NAME ":2:20: daemon.allowed_uids[1]: expected an integer, got string");
 	expect_error("[daemon]\nallowed_uids = [[1]]\n",
-		     NAME ":2:17: daemon.allowed_uids[0]: expected an integer, got array");
+	             NAME ":2:17: daemon.allowed_uids[0]: expected an integer, got array");
 	expect_error("[daemon]\nallowed_uids = 1000\n",
-		     NAME ":2:16: daemon.allowed_uids: expected an array of at most 64 integers "
-			  "in 0..4294967294, got integer");
+	             NAME ":2:16: daemon.allowed_uids: expected an array of at most 64 integers "
+	                  "in 0..4294967294, got integer");
 	expect_error("[daemon]\nmax_clients = 4097\n",
-		     NAME ":2:15: daemon.max_clients: 4097 is out of range (expected an integer "
-			  "in 1..4096)");
+	             NAME ":2:15: daemon.max_clients: 4097 is out of range (expected an integer "
+	                  "in 1..4096)");
 }
 
 static void test_id_list_length(void **state)
@@ -311,7 +311,7 @@ static void test_id_list_length(void **state)
 
 	snprintf(doc + o, sizeof(doc) - o, ",64]\n");
 	expect_error(doc, NAME ":2:16: daemon.allowed_uids: too many elements: 65 (expected an "
-			  "array of at most 64 integers in 0..4294967294)");
+	                       "array of at most 64 integers in 0..4294967294)");
 }
 
 static void test_engine_section(void **state)
@@ -326,23 +326,23 @@ static void test_engine_section(void **state)
 	assert_string_equal(cfg.policy, "a234567890123456789012345678901");
 
 	expect_error("[engine]\npolicy = \"a2345678901234567890123456789012\"\n",
-		     NAME ":2:10: engine.policy: \"a2345678901234567890123456789012\" is not a "
-			  "valid name");
+	             NAME ":2:10: engine.policy: \"a2345678901234567890123456789012\" is not a "
+	                  "valid name");
 	expect_error("[engine]\npolicy = \"\"\n", NAME ":2:10: engine.policy: \"\" is not a valid");
 	expect_error("[engine]\npolicy = \"Eager\"\n", NAME ":2:10: engine.policy: \"Eager\"");
 	expect_error("[engine]\npolicy = \"ea-ger\"\n", NAME ":2:10: engine.policy: \"ea-ger\"");
 	expect_error("[engine]\npolicy = 1\n",
-		     NAME ":2:10: engine.policy: expected a string of 1 to 31 characters a-z, "
-			  "0-9, _, got integer");
+	             NAME ":2:10: engine.policy: expected a string of 1 to 31 characters a-z, "
+	                  "0-9, _, got integer");
 	expect_error("[engine]\nspin_us = 10001\n",
-		     NAME ":2:11: engine.spin_us: 10001 is out of range (expected an integer in "
-			  "0..10000)");
+	             NAME ":2:11: engine.spin_us: 10001 is out of range (expected an integer in "
+	                  "0..10000)");
 	expect_error("[engine]\nspin_us = 50.0\n",
-		     NAME ":2:11: engine.spin_us: expected an integer in 0..10000, got float");
+	             NAME ":2:11: engine.spin_us: expected an integer in 0..10000, got float");
 	expect_error("[engine]\nspin_us = true\n", NAME ":2:11: engine.spin_us: expected an "
-							"integer in 0..10000, got boolean");
+	                                                "integer in 0..10000, got boolean");
 	expect_error("[engine]\nspin_us = 1979-05-27\n",
-		     NAME ":2:11: engine.spin_us: expected an integer in 0..10000, got date/time");
+	             NAME ":2:11: engine.spin_us: expected an integer in 0..10000, got date/time");
 }
 
 static void test_cpu_section(void **state)
@@ -361,7 +361,7 @@ static void test_cpu_section(void **state)
 	assert_int_equal(cfg.n_cores, 0);
 
 	expect_error("[cpu]\ncores = [0, 2, 5, 2]\n",
-		     NAME ":2:19: cpu.cores[3]: 2 is listed twice");
+	             NAME ":2:19: cpu.cores[3]: 2 is listed twice");
 	expect_error("[cpu]\ncores = [1024]\n", NAME ":2:10: cpu.cores[0]: 1024 is out of range");
 	expect_error("[cpu]\ncores = \"0-3\"\n", NAME ":2:9: cpu.cores: expected an array");
 
@@ -388,8 +388,8 @@ static void test_limits_section(void **state)
 
 	(void)state;
 	load_ok("[limits]\nbuffer_quota_bytes = 4096\nmax_buffers = 1048576\n"
-		"max_tasks_in_flight = 1\nmax_tasks_per_graph = 1\nmax_graphs_in_flight = 1\n",
-		&cfg);
+	        "max_tasks_in_flight = 1\nmax_tasks_per_graph = 1\nmax_graphs_in_flight = 1\n",
+	        &cfg);
 	assert_int_equal(cfg.buffer_quota_bytes, 4096);
 	assert_int_equal(cfg.max_buffers, 1048576);
 	assert_int_equal(cfg.max_tasks_in_flight, 1);
@@ -397,20 +397,20 @@ static void test_limits_section(void **state)
 	assert_int_equal(cfg.max_graphs_in_flight, 1);
 
 	expect_error("[limits]\nbuffer_quota_bytes = 4095\n",
-		     NAME ":2:22: limits.buffer_quota_bytes: 4095 is out of range");
+	             NAME ":2:22: limits.buffer_quota_bytes: 4095 is out of range");
 	expect_error("[limits]\nbuffer_quota_bytes = 281474976710657\n",
-		     NAME ":2:22: limits.buffer_quota_bytes: 281474976710657 is out of range");
+	             NAME ":2:22: limits.buffer_quota_bytes: 281474976710657 is out of range");
 	expect_error("[limits]\nmax_buffers = 0\n", NAME ":2:15: limits.max_buffers: 0 is out");
 	expect_error("[limits]\nmax_buffers = 1048577\n", NAME ":2:15: limits.max_buffers:");
 	expect_error("[limits]\nmax_tasks_in_flight = 16777217\n",
-		     NAME ":2:23: limits.max_tasks_in_flight: 16777217 is out of range");
+	             NAME ":2:23: limits.max_tasks_in_flight: 16777217 is out of range");
 	expect_error("[limits]\nmax_tasks_per_graph = 4194305\n",
-		     NAME ":2:23: limits.max_tasks_per_graph: 4194305 is out of range");
+	             NAME ":2:23: limits.max_tasks_per_graph: 4194305 is out of range");
 	expect_error("[limits]\nmax_graphs_in_flight = 65537\n",
-		     NAME ":2:24: limits.max_graphs_in_flight: 65537 is out of range");
+	             NAME ":2:24: limits.max_graphs_in_flight: 65537 is out of range");
 	/* an int64 that does not fit uint32_t must not wrap into range */
 	expect_error("[limits]\nmax_buffers = 4294967297\n",
-		     NAME ":2:15: limits.max_buffers: 4294967297 is out of range");
+	             NAME ":2:15: limits.max_buffers: 4294967297 is out of range");
 }
 
 static void test_size_strings(void **state)
@@ -419,16 +419,20 @@ static void test_size_strings(void **state)
 		const char *text;
 		uint64_t bytes;
 	} ok[] = {
-		{"\"512MiB\"", UINT64_C(512) << 20}, {"\"2GiB\"", UINT64_C(2) << 30},
-		{"\"64KiB\"", UINT64_C(64) << 10},   {"\"4KiB\"", 4096},
-		{"\"8192\"", 8192},                  {"\"8192B\"", 8192},
-		{"\"1 TiB\"", UINT64_C(1) << 40},    {"\"256TiB\"", UINT64_C(1) << 48},
+		{ "\"512MiB\"", UINT64_C(512) << 20 },
+		{ "\"2GiB\"", UINT64_C(2) << 30 },
+		{ "\"64KiB\"", UINT64_C(64) << 10 },
+		{ "\"4KiB\"", 4096 },
+		{ "\"8192\"", 8192 },
+		{ "\"8192B\"", 8192 },
+		{ "\"1 TiB\"", UINT64_C(1) << 40 },
+		{ "\"256TiB\"", UINT64_C(1) << 48 },
 	};
-	static const char *const malformed[] = {"\"12XB\"", "\"\"", "\"MiB\"", "\"0x1000\"",
-						"\"-4GiB\"", "\"1.5GiB\"", "\"4 gib\"", "\"4GiB \""};
-	static const char *const too_big[] = {"\"2KiB\"", "\"257TiB\"",
-					      "\"99999999999999999999\"",
-					      "\"18446744073709551615KiB\""};
+	static const char *const malformed[] = { "\"12XB\"",   "\"\"",      "\"MiB\"",
+		                                 "\"0x1000\"", "\"-4GiB\"", "\"1.5GiB\"",
+		                                 "\"4 gib\"",  "\"4GiB \"" };
+	static const char *const too_big[] = { "\"2KiB\"", "\"257TiB\"", "\"99999999999999999999\"",
+		                               "\"18446744073709551615KiB\"" };
 	struct tdm_config cfg;
 	char doc[128], want[128];
 
@@ -440,20 +444,20 @@ static void test_size_strings(void **state)
 	}
 	for (size_t i = 0; i < sizeof(malformed) / sizeof(malformed[0]); i++) {
 		snprintf(doc, sizeof(doc), "[limits]\nbuffer_quota_bytes = %s\n", malformed[i]);
-		snprintf(want, sizeof(want), NAME ":2:22: limits.buffer_quota_bytes: %s is not a size",
-			 malformed[i]);
+		snprintf(want, sizeof(want),
+		         NAME ":2:22: limits.buffer_quota_bytes: %s is not a size", malformed[i]);
 		expect_error(doc, want);
 	}
 	for (size_t i = 0; i < sizeof(too_big) / sizeof(too_big[0]); i++) {
 		snprintf(doc, sizeof(doc), "[limits]\nbuffer_quota_bytes = %s\n", too_big[i]);
 		snprintf(want, sizeof(want),
-			 NAME ":2:22: limits.buffer_quota_bytes: %s is out of range", too_big[i]);
+		         NAME ":2:22: limits.buffer_quota_bytes: %s is out of range", too_big[i]);
 		expect_error(doc, want);
 	}
 	/* only this key takes units */
 	expect_error("[limits]\nmax_buffers = \"4KiB\"\n",
-		     NAME ":2:15: limits.max_buffers: expected an integer in 1..1048576, got "
-			  "string");
+	             NAME ":2:15: limits.max_buffers: expected an integer in 1..1048576, got "
+	                  "string");
 }
 
 static void test_rings_section(void **state)
@@ -466,13 +470,13 @@ static void test_rings_section(void **state)
 	assert_int_equal(cfg.cq_entries, 64);
 
 	expect_error("[rings]\nsq_entries = 100\n",
-		     NAME ":2:14: rings.sq_entries: 100 is not a power of two (expected a power "
-			  "of two in 64..65536)");
+	             NAME ":2:14: rings.sq_entries: 100 is not a power of two (expected a power "
+	                  "of two in 64..65536)");
 	expect_error("[rings]\ncq_entries = 4095\n",
-		     NAME ":2:14: rings.cq_entries: 4095 is not a power of two");
+	             NAME ":2:14: rings.cq_entries: 4095 is not a power of two");
 	expect_error("[rings]\nsq_entries = 32\n", NAME ":2:14: rings.sq_entries: 32 is out of");
 	expect_error("[rings]\ncq_entries = 131072\n",
-		     NAME ":2:14: rings.cq_entries: 131072 is out of range");
+	             NAME ":2:14: rings.cq_entries: 131072 is out of range");
 	expect_error("[rings]\ncq_entries = 0\n", NAME ":2:14: rings.cq_entries: 0 is out of");
 }
 
@@ -482,16 +486,17 @@ static void test_unknown_key(void **state)
 {
 	(void)state;
 	expect_error("[daemon]\nmax_clients = 4\nmax_client = 4\n",
-		     NAME ":3:1: unknown key max_client in [daemon]");
+	             NAME ":3:1: unknown key max_client in [daemon]");
 	expect_error("[engine]\n  policy = \"eager\"\n  polcy = \"eager\"\n",
-		     NAME ":3:3: unknown key polcy in [engine]");
+	             NAME ":3:3: unknown key polcy in [engine]");
 	expect_error("[daemon.extra]\n", NAME ":1:9: unknown key extra in [daemon]");
 	expect_error("[daemon]\nx.y = 1\n", NAME ":2:1: unknown key x in [daemon]");
 	/* a key with a dot in it is not the dotted key */
 	expect_error("[daemon]\n\"max_clients\" = 4\n\"max.clients\" = 4\n",
-		     NAME ":3:1: unknown key \"max.clients\" in [daemon]");
+	             NAME ":3:1: unknown key \"max.clients\" in [daemon]");
 	expect_error("spin_us = 5\n", NAME ":1:1: unknown top-level key spin_us");
-	expect_error("\"engine.spin_us\" = 5\n", NAME ":1:1: unknown top-level key \"engine.spin_us\"");
+	expect_error("\"engine.spin_us\" = 5\n",
+	             NAME ":1:1: unknown top-level key \"engine.spin_us\"");
 	expect_error("daemon = 1\n", NAME ":1:10: daemon: expected a table [daemon], got integer");
 	expect_error("[[daemon]]\n", NAME ":1:1: daemon: expected a table [daemon], got array");
 }
@@ -500,7 +505,7 @@ static void test_unknown_section(void **state)
 {
 	(void)state;
 	expect_error("[engine]\npolicy = \"x\"\n[bogus]\nk = 1\n",
-		     NAME ":3:2: unknown section [bogus]");
+	             NAME ":3:2: unknown section [bogus]");
 	expect_error("[engine]\n[Daemon]\n", NAME ":2:2: unknown section [Daemon]");
 	expect_error("[engine]\n[bogus.sub]\n", NAME ":2:2: unknown section [bogus]");
 	expect_error("[\"a.b\".c]\n", NAME ":1:2: unknown section [\"a.b\"]");
@@ -511,7 +516,7 @@ static void test_first_error_in_source_order(void **state)
 	(void)state;
 	/* keys are stored sorted; the error must still be the first one */
 	expect_error("[rings]\nsq_entries = 3\n[daemon]\nallowed_uids = [-1]\n",
-		     NAME ":2:14: rings.sq_entries:");
+	             NAME ":2:14: rings.sq_entries:");
 	expect_error("[limits]\nzzz = 1\naaa = 1\n", NAME ":2:1: unknown key zzz in [limits]");
 }
 
@@ -532,13 +537,13 @@ static void test_non_ascii(void **state)
 {
 	(void)state;
 	expect_error("[daemon]\nsocket = \"/tmp/\xc3\xa9\"\n",
-		     NAME ":2:16: non-ASCII byte 0xc3 (only ASCII is accepted)");
+	             NAME ":2:16: non-ASCII byte 0xc3 (only ASCII is accepted)");
 	/* also in a comment, and a UTF-8 byte order mark */
 	expect_error("[daemon]\n# caf\xc3\xa9\n", NAME ":2:6: non-ASCII byte 0xc3");
 	expect_error("\xef\xbb\xbf[daemon]\n", NAME ":1:1: non-ASCII byte 0xef");
 	/* an escape is ASCII text, but the name it makes is not valid */
 	expect_error("[engine]\npolicy = \"caf\\u00e9\"\n",
-		     NAME ":2:10: engine.policy: \"caf\\xc3\\xa9\" is not a valid name");
+	             NAME ":2:10: engine.policy: \"caf\\xc3\\xa9\" is not a valid name");
 }
 
 static void test_nul_byte(void **state)
@@ -577,16 +582,16 @@ static void test_nesting_limits(void **state)
 	snprintf(doc + o, sizeof(doc) - o, ".k = 1\n");
 	expect_error(doc, NAME ":2:64: dotted key with more than 32 parts");
 	expect_error("[a.b.c.d.e.f.g.h.i.j.k.l.m.n.o.p.q.r.s.t.u.v.w.x.y.z.a.b.c.d.e.f.g]\n",
-		     NAME ":1:65: dotted key with more than 32 parts");
+	             NAME ":1:65: dotted key with more than 32 parts");
 	/* dots in strings, comments and floats do not count */
 	expect_error("[daemon] # ................................................\n"
-		     "socket = \"/....................................................\"\n"
-		     "x = [1.5, 2.5, 3.5, 4.5, 5.5, 6.5, 7.5, 8.5, 9.5, 1.5, 2.5, 3.5, 4.5, 5.5,"
-		     " 6.5, 7.5, 8.5, 9.5, 1.5, 2.5, 3.5, 4.5, 5.5, 6.5, 7.5, 8.5, 9.5, 1.5, 2.5,"
-		     " 3.5, 4.5, 5.5, 6.5, 7.5]\n",
-		     NAME ":3:1: unknown key x in [daemon]");
+	             "socket = \"/....................................................\"\n"
+	             "x = [1.5, 2.5, 3.5, 4.5, 5.5, 6.5, 7.5, 8.5, 9.5, 1.5, 2.5, 3.5, 4.5, 5.5,"
+	             " 6.5, 7.5, 8.5, 9.5, 1.5, 2.5, 3.5, 4.5, 5.5, 6.5, 7.5, 8.5, 9.5, 1.5, 2.5,"
+	             " 3.5, 4.5, 5.5, 6.5, 7.5]\n",
+	             NAME ":3:1: unknown key x in [daemon]");
 	expect_error("x = {a={b={c={d={e={f={g={h={}}}}}}}}}\n",
-		     NAME ":1:29: inline tables nested more than 8 deep");
+	             NAME ":1:29: inline tables nested more than 8 deep");
 }
 
 /* ---- what a failed or successful load does to cfg ------------------------- */
@@ -601,11 +606,11 @@ static void test_failed_load_leaves_cfg(void **state)
 	memcpy(&saved, &cfg, sizeof(cfg));
 	/* valid keys come before the error, and would change cfg */
 	assert_int_equal(load("[daemon]\nmax_clients = 7\nallowed_uids = [5]\n[cpu]\n"
-			      "cores = [1, 2, 1]\n",
-			      &cfg, err),
-			 -TDM_ECONFIG);
+	                      "cores = [1, 2, 1]\n",
+	                      &cfg, err),
+	                 -TDM_ECONFIG);
 	assert_string_equal(err, NAME ":5:16: cpu.cores[2]: 1 is listed twice (expected an array "
-				 "of at most 1024 distinct integers in 0..1023)");
+	                              "of at most 1024 distinct integers in 0..1023)");
 	assert_memory_equal(&cfg, &saved, sizeof(cfg));
 	assert_int_equal(load("[engine]\npolicy = \"x\"\n[", &cfg, err), -TDM_ECONFIG);
 	assert_memory_equal(&cfg, &saved, sizeof(cfg));
@@ -694,11 +699,11 @@ static void test_load_file_missing(void **state)
 	config_defaults(&cfg);
 	cfg.spin_us = 1234;
 	memcpy(&saved, &cfg, sizeof(cfg));
-	assert_int_equal(config_load_file("/nonexistent-tandem/tandemd.toml", &cfg, err,
-					  sizeof(err)),
-			 -TDM_ECONFIG);
+	assert_int_equal(
+	        config_load_file("/nonexistent-tandem/tandemd.toml", &cfg, err, sizeof(err)),
+	        -TDM_ECONFIG);
 	assert_string_equal(err, "/nonexistent-tandem/tandemd.toml: cannot open: No such file or "
-				 "directory");
+	                         "directory");
 	assert_memory_equal(&cfg, &saved, sizeof(cfg));
 
 	assert_int_equal(config_load_file("/", &cfg, err, sizeof(err)), -TDM_ECONFIG);
@@ -755,7 +760,7 @@ static void test_example_file(void **state)
 	snprintf(path, sizeof(path), "%s/examples/tandemd.toml", dir ? dir : ".");
 	if (access(path, R_OK)) {
 		print_message("%s not found: run from the source tree or set TDM_SOURCE_DIR\n",
-			      path);
+		              path);
 		skip();
 	}
 	rc = config_load_file(path, &cfg, err, sizeof(err));
