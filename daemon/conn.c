@@ -76,7 +76,6 @@ static bool peer_allowed(const struct tdm_config *cfg, uid_t uid, gid_t gid)
 	return false;
 }
 
-static void on_sq_bell(evutil_socket_t fd, short what, void *arg);
 static void on_socket(evutil_socket_t fd, short what, void *arg);
 
 void conn_accept(struct server *srv, int fd)
@@ -122,11 +121,10 @@ void conn_close(struct conn *c)
 
 	if (c->ev_sock)
 		event_free(c->ev_sock);
-	if (c->ev_sq)
-		event_free(c->ev_sq);
 	close(c->fd);
 	if (c->s) {
 		log_info("client %u (pid %d) disconnected", c->s->id, (int)c->pid);
+		server_unregister(srv, c->s); /* no worker looks at it after this */
 		session_close(c->s);
 		session_unref(c->s);
 		srv->nclients--;
@@ -146,7 +144,7 @@ static int hello_client(struct conn *c, struct tdm_hello_reply *r)
 	struct session *s;
 	int err;
 
-	if (srv->draining)
+	if (atomic_load(&srv->draining))
 		return -TDM_ESHUTDOWN;
 	if (srv->nclients >= srv->cfg.max_clients)
 		return -TDM_EBUSY;
@@ -157,8 +155,7 @@ static int hello_client(struct conn *c, struct tdm_hello_reply *r)
 	s->uid = c->uid;
 	s->gid = c->gid;
 	s->conn = c;
-	c->ev_sq = event_new(srv->base, s->sq_bell, EV_READ | EV_PERSIST, on_sq_bell, c);
-	if (!c->ev_sq || event_add(c->ev_sq, NULL) != 0) {
+	if (server_register(srv, s) != 0) {
 		session_close(s);
 		session_unref(s);
 		return -TDM_ENOMEM;
@@ -210,7 +207,7 @@ static bool handle_hello(struct conn *c, const void *p, uint32_t len)
 		return false;
 	}
 	if (c->s) {
-		int fds[3] = {c->s->ring_fd, c->s->sq_bell, c->s->cq_bell};
+		int fds[3] = {c->s->ring_fd, c->srv->sq_bell, c->s->cq_bell};
 		c->role = CONN_CLIENT;
 		if (send_msg(c->fd, TDM_MSG_HELLO_REPLY, &r, sizeof(r), fds, 3) != 0)
 			return false;
@@ -230,14 +227,19 @@ static bool handle_buf_alloc(struct conn *c, const void *p, uint32_t len)
 	if (len != sizeof(req))
 		return false;
 	memcpy(&req, p, sizeof(req));
+	pthread_mutex_lock(&c->s->intake_lock);
 	r.status = req.reserved ? -TDM_EPROTO
 				: session_buffer_alloc(c->s, req.bytes, req.flags, &r.handle, &fd);
+	pthread_mutex_unlock(&c->s->intake_lock);
 	r.bytes = r.status ? 0 : req.bytes;
 	int err = send_msg(c->fd, TDM_MSG_BUF_ALLOC_REPLY, &r, sizeof(r), &fd, fd >= 0 ? 1 : 0);
 	if (fd >= 0)
 		close(fd); /* the mapping stays; the client has its own copy */
-	if (err && r.status == 0)
+	if (err && r.status == 0) {
+		pthread_mutex_lock(&c->s->intake_lock);
 		session_buffer_free(c->s, r.handle);
+		pthread_mutex_unlock(&c->s->intake_lock);
+	}
 	return err == 0;
 }
 
@@ -249,7 +251,9 @@ static bool handle_buf_free(struct conn *c, const void *p, uint32_t len)
 	if (len != sizeof(req))
 		return false;
 	memcpy(&req, p, sizeof(req));
+	pthread_mutex_lock(&c->s->intake_lock);
 	r.status = req.reserved ? -TDM_EPROTO : session_buffer_free(c->s, req.handle);
+	pthread_mutex_unlock(&c->s->intake_lock);
 	return send_msg(c->fd, TDM_MSG_BUF_FREE_REPLY, &r, sizeof(r), NULL, 0) == 0;
 }
 
@@ -367,30 +371,11 @@ static void on_socket(evutil_socket_t fd, short what, void *arg)
 	}
 }
 
-uint32_t conn_service(struct conn *c)
+void conn_close_broken(struct server *srv)
 {
-	uint32_t consumed;
-	/* Completions that waited for room go first: the client rings us
-	 * after consuming when it saw the overflow flag. */
-	session_flush(c->s);
-	if (intake_run(c->s, &consumed) != 0) {
-		conn_close(c);
-		return 0;
+	for (struct conn *c = srv->conns, *next; c; c = next) {
+		next = c->next;
+		if (c->s && atomic_load(&c->s->proto_error))
+			conn_close(c);
 	}
-	return consumed;
-}
-
-void server_poll_spin(struct server *srv);
-
-static void on_sq_bell(evutil_socket_t fd, short what, void *arg)
-{
-	struct conn *c = arg;
-	struct server *srv = c->srv;
-	uint64_t v;
-	(void)what;
-
-	if (read(fd, &v, sizeof(v)) < 0 && errno != EAGAIN)
-		log_debug("doorbell read: %s", strerror(errno));
-	conn_service(c);
-	server_poll_spin(srv);
 }

@@ -3,8 +3,11 @@
 #include "daemon/engine.h"
 
 #include <errno.h>
+#include <poll.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
 
 #include "daemon/log.h"
 #include "policies/policy.h"
@@ -32,13 +35,15 @@ struct engine {
 	_Atomic uint32_t spin_us;
 	_Atomic bool stop;
 
-	/* Event count for idle workers: producers bump epoch, then wake
-	 * sleepers; a worker sleeps only if epoch did not move since it last
-	 * looked for work. */
+	/* Event count for idle workers: producers bump epoch, then ring
+	 * wake_fd if anyone sleeps; a worker sleeps only if epoch did not move
+	 * since it last looked for work. Workers sleep in poll() on wake_fd
+	 * and on the front end's poll_fd, so a client's doorbell wakes a
+	 * worker directly. */
 	_Atomic uint32_t epoch;
 	_Atomic uint32_t sleepers;
-	pthread_mutex_t sleep_lock;
-	pthread_cond_t sleep_cond;
+	int wake_fd;
+	int poll_fd;
 
 	/* Intake-side scratch for the roots of a submitted graph (engine_submit
 	 * is called from one thread only). */
@@ -49,18 +54,20 @@ struct engine {
 	_Atomic uint64_t tasks_done, tasks_failed, tasks_canceled, tasks_in_flight;
 };
 
+static void ring_wake_fd(struct engine *e)
+{
+	uint64_t one = 1;
+	/* EAGAIN: the counter is saturated, sleepers wake anyway. */
+	if (write(e->wake_fd, &one, sizeof(one)) < 0 && errno != EAGAIN)
+		log_error("engine: wake: %s", strerror(errno));
+}
+
 /* Tells idle workers that n tasks became ready. */
 static void engine_notify(struct engine *e, size_t n)
 {
 	atomic_fetch_add(&e->epoch, 1);
-	if (n == 0 || atomic_load(&e->sleepers) == 0)
-		return;
-	pthread_mutex_lock(&e->sleep_lock);
-	if (n == 1)
-		pthread_cond_signal(&e->sleep_cond);
-	else
-		pthread_cond_broadcast(&e->sleep_cond);
-	pthread_mutex_unlock(&e->sleep_lock);
+	if (n && atomic_load(&e->sleepers))
+		ring_wake_fd(e);
 }
 
 static bool grow(struct engine_task ***arr, size_t *cap, size_t need)
@@ -193,31 +200,54 @@ static inline void cpu_relax(void)
 	__builtin_ia32_pause();
 }
 
+static bool front_end_poll(struct engine *e, bool woken)
+{
+	return e->hooks.poll && e->hooks.poll(e->hooks.ctx, woken);
+}
+
 /* Waits until the epoch moves away from `seen` or stop is set: spins for
- * spin_us, then sleeps on the condition variable. */
+ * spin_us (looking at the front end too), then sleeps in poll(). */
 static void worker_idle(struct engine *e, uint32_t seen)
 {
 	uint32_t spin_us = atomic_load_explicit(&e->spin_us, memory_order_relaxed);
 	if (spin_us) {
 		uint64_t deadline = clock_monotonic_ns() + (uint64_t)spin_us * 1000u;
-		unsigned iter = 0;
-		do {
-			for (int i = 0; i < 64; i++) {
-				if (atomic_load_explicit(&e->epoch, memory_order_acquire) != seen)
-					return;
-				cpu_relax();
-			}
-			/* Let a client or the intake thread sharing this core run. */
-			if (++iter % 8 == 0)
+		bool found = false;
+		if (e->hooks.polling)
+			e->hooks.polling(e->hooks.ctx, true);
+		for (unsigned iter = 1; !found; iter++) {
+			if (atomic_load_explicit(&e->epoch, memory_order_acquire) != seen ||
+			    front_end_poll(e, false))
+				found = true;
+			cpu_relax();
+			/* Let a client or another worker sharing this core run. */
+			if (iter % 16 == 0) {
 				sched_yield();
-		} while (clock_monotonic_ns() < deadline);
+				if (clock_monotonic_ns() >= deadline)
+					break;
+			}
+		}
+		if (e->hooks.polling) {
+			e->hooks.polling(e->hooks.ctx, false);
+			/* A client that still saw the flag rang no doorbell. */
+			found = found || front_end_poll(e, false);
+		}
+		if (found)
+			return;
 	}
-	pthread_mutex_lock(&e->sleep_lock);
+	struct pollfd fds[2] = {{e->wake_fd, POLLIN, 0}, {e->poll_fd, POLLIN, 0}};
 	atomic_fetch_add(&e->sleepers, 1);
-	while (atomic_load(&e->epoch) == seen && !atomic_load(&e->stop))
-		pthread_cond_wait(&e->sleep_cond, &e->sleep_lock);
+	if (atomic_load(&e->epoch) == seen && !atomic_load(&e->stop))
+		poll(fds, e->poll_fd >= 0 ? 2 : 1, -1);
 	atomic_fetch_sub(&e->sleepers, 1);
-	pthread_mutex_unlock(&e->sleep_lock);
+	/* On stop the counter is left set so that every sleeper wakes. */
+	if ((fds[0].revents & POLLIN) && !atomic_load(&e->stop)) {
+		uint64_t v;
+		if (read(e->wake_fd, &v, sizeof(v)) < 0 && errno != EAGAIN)
+			log_error("engine: wake: %s", strerror(errno));
+	}
+	if (fds[1].revents & POLLIN)
+		front_end_poll(e, true);
 }
 
 static void *worker_main(void *arg)
@@ -232,6 +262,11 @@ static void *worker_main(void *arg)
 		uint32_t seen = atomic_load(&e->epoch);
 		struct engine_task *t = e->policy->pick_next(e->policy_priv, w->index);
 		if (t) {
+			/* Several wake-ups may have merged into one: pass it on
+			 * while work is left for another sleeper. */
+			if (atomic_load_explicit(&e->sleepers, memory_order_relaxed) &&
+			    e->policy->queued && e->policy->queued(e->policy_priv))
+				ring_wake_fd(e);
 			run_task(e, w, t);
 			continue;
 		}
@@ -257,8 +292,12 @@ int engine_create(const struct engine_params *p, struct engine **out)
 	e->topology = p->topology;
 	e->ndevices = p->ndevices;
 	atomic_store(&e->spin_us, p->spin_us);
-	pthread_mutex_init(&e->sleep_lock, NULL);
-	pthread_cond_init(&e->sleep_cond, NULL);
+	e->poll_fd = p->hooks.poll ? p->poll_fd : -1;
+	e->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (e->wake_fd < 0) {
+		free(e);
+		return -TDM_ESYS;
+	}
 	e->devices = calloc(p->ndevices, sizeof(*e->devices));
 	e->workers = calloc(p->ndevices, sizeof(*e->workers));
 	if (!e->devices || !e->workers) {
@@ -300,7 +339,7 @@ void engine_destroy(struct engine *e)
 	if (!e)
 		return;
 	atomic_store(&e->stop, true);
-	engine_notify(e, 2);
+	ring_wake_fd(e);
 	for (size_t i = 0; e->workers && i < e->ndevices; i++) {
 		if (e->workers[i].started)
 			pthread_join(e->workers[i].thread, NULL);
@@ -308,8 +347,7 @@ void engine_destroy(struct engine *e)
 	}
 	if (e->policy)
 		e->policy->fini(e->policy_priv);
-	pthread_mutex_destroy(&e->sleep_lock);
-	pthread_cond_destroy(&e->sleep_cond);
+	close(e->wake_fd);
 	free(e->roots);
 	free(e->workers);
 	free(e->devices);

@@ -66,6 +66,12 @@ struct engine_hooks {
 	/* Called once per graph when its last task finished, from a worker
 	 * thread (or from engine_submit for an empty graph). */
 	void (*graph_done)(void *ctx, struct engine_graph *g);
+	/* Optional: idle workers look for new work at the front end (intake
+	 * of submission rings) through poll, repeatedly while they spin and
+	 * once each time poll_fd wakes them; it returns true if it found any.
+	 * polling(ctx, true/false) brackets a worker's spin phase. */
+	bool (*poll)(void *ctx, bool woken); /* woken: poll_fd was readable */
+	void (*polling)(void *ctx, bool on);
 	void *ctx;
 };
 
@@ -86,6 +92,7 @@ struct engine_params {
 	uint32_t spin_us; /* idle workers spin this long before sleeping */
 	struct engine_hooks hooks;
 	void *topology; /* hwloc_topology_t for binding workers; may be NULL */
+	int poll_fd;    /* with hooks.poll: sleeping workers also wake when it is readable */
 	bool start_workers; /* false: tests drive engine_run_one() themselves */
 };
 

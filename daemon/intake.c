@@ -89,7 +89,7 @@ static void begin_graph(struct session *s, const struct tdm_sqe *e)
 		status = -TDM_EPROTO, field = TDM_REJECT_RESERVED;
 	else if (b->flags & ~TDM_GRAPH_FLAGS_ALL)
 		status = -TDM_EPROTO, field = TDM_REJECT_FLAGS;
-	else if (*s->env->draining)
+	else if (atomic_load(s->env->draining))
 		status = -TDM_ESHUTDOWN;
 	else if (b->ntasks > cfg->max_tasks_per_graph)
 		status = -TDM_EQUOTA, field = TDM_REJECT_NTASKS;
@@ -120,7 +120,7 @@ static void begin_graph(struct session *s, const struct tdm_sqe *e)
 	atomic_fetch_add(&s->graphs_in_flight, 1);
 	atomic_fetch_add(&s->tasks_in_flight, b->ntasks);
 	atomic_fetch_add(&s->env->counters->session_tasks_in_flight, b->ntasks);
-	s->env->graph_serial++;
+	s->graph_serial++;
 	s->building = g;
 	s->skipping = false;
 }
@@ -287,7 +287,7 @@ static void add_task(struct session *s, const struct tdm_sqe *e)
 		g->tasks_cap = ncap;
 	}
 	for (unsigned i = 0; i < t->nargs; i++) {
-		if (!track_buffer(g, s->env->graph_serial, bufs[i], t->args[i].mode, index)) {
+		if (!track_buffer(g, s->graph_serial, bufs[i], t->args[i].mode, index)) {
 			reject(s, -TDM_EQUOTA, TDM_REJECT_EDGE);
 			return;
 		}
@@ -443,7 +443,11 @@ static void intake_entry(struct session *s, const struct tdm_sqe *e)
 
 bool intake_pending(const struct session *s)
 {
-	return ring_load_acquire(&s->hdr->sq_tail) != s->sq_head;
+	/* Sequentially consistent: pairs with the client's store of its tail
+	 * followed by its load of TDM_DAEMON_POLLING. sq_head is read without
+	 * the intake lock: a stale value only causes a needless look. */
+	return __atomic_load_n(&s->hdr->sq_tail, __ATOMIC_SEQ_CST) !=
+	       __atomic_load_n(&s->sq_head, __ATOMIC_RELAXED);
 }
 
 int intake_run(struct session *s, uint32_t *consumed)
@@ -461,7 +465,7 @@ int intake_run(struct session *s, uint32_t *consumed)
 	while (s->sq_head != tail) {
 		struct tdm_sqe e;
 		memcpy(&e, &s->sq[s->sq_head & (s->sq_entries - 1)], sizeof(e));
-		s->sq_head++;
+		__atomic_store_n(&s->sq_head, s->sq_head + 1, __ATOMIC_RELAXED);
 		intake_entry(s, &e);
 		if (++n % INTAKE_PUBLISH_EVERY == 0) {
 			ring_store_publish(&s->hdr->sq_head, s->sq_head);

@@ -2,11 +2,13 @@
 #include "daemon/server.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/eventfd.h>
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -93,13 +95,13 @@ static void on_terminate(evutil_socket_t sig, short what, void *arg)
 	struct timeval tick = {0, DRAIN_POLL_MS * 1000};
 	(void)what;
 
-	if (srv->draining) {
+	if (atomic_load(&srv->draining)) {
 		log_info("second signal: exiting without waiting");
 		event_base_loopbreak(srv->base);
 		return;
 	}
 	log_info("%s: draining (no new clients or graphs)", sig == SIGINT ? "SIGINT" : "SIGTERM");
-	srv->draining = true;
+	atomic_store(&srv->draining, true);
 	srv->drain_start_ns = clock_monotonic_ns();
 	evconnlistener_disable(srv->listener);
 	srv->ev_drain = event_new(srv->base, -1, EV_PERSIST, on_drain_tick, srv);
@@ -150,59 +152,124 @@ static void on_hup(evutil_socket_t sig, short what, void *arg)
 		log_error("SIGHUP: keeping the running configuration: %s", err);
 		return;
 	}
+	/* Workers read the limits during intake, under the registry lock. */
+	pthread_rwlock_wrlock(&srv->registry_lock);
 	apply_reload(srv, &n);
+	pthread_rwlock_unlock(&srv->registry_lock);
 	log_info("SIGHUP: reloaded %s", srv->config_path);
 }
 
-static void set_polling(struct server *srv, bool on)
+/* ---- the session registry, and intake on idle workers ---------------------- */
+
+static void set_polling_flag(struct session *s, bool on)
 {
-	for (struct conn *c = srv->conns; c; c = c->next) {
-		if (!c->s)
-			continue;
-		if (on)
-			__atomic_fetch_or(&c->s->hdr->daemon_flags, TDM_DAEMON_POLLING,
-					  __ATOMIC_SEQ_CST);
-		else
-			__atomic_fetch_and(&c->s->hdr->daemon_flags, ~TDM_DAEMON_POLLING,
-					   __ATOMIC_SEQ_CST);
-	}
+	if (on)
+		__atomic_fetch_or(&s->hdr->daemon_flags, TDM_DAEMON_POLLING, __ATOMIC_SEQ_CST);
+	else
+		__atomic_fetch_and(&s->hdr->daemon_flags, ~TDM_DAEMON_POLLING, __ATOMIC_SEQ_CST);
 }
 
-static bool service_pending(struct server *srv)
+int server_register(struct server *srv, struct session *s)
 {
-	bool any = false;
-	for (struct conn *c = srv->conns, *next; c; c = next) {
-		next = c->next; /* conn_service may close c, never another */
-		if (c->s && intake_pending(c->s)) {
-			conn_service(c);
-			any = true;
+	int err = 0;
+	pthread_mutex_lock(&srv->polling_lock);
+	pthread_rwlock_wrlock(&srv->registry_lock);
+	if (srv->nsessions == srv->sessions_cap) {
+		size_t ncap = srv->sessions_cap ? srv->sessions_cap * 2 : 16;
+		struct session **n = realloc(srv->sessions, ncap * sizeof(*n));
+		if (n) {
+			srv->sessions = n;
+			srv->sessions_cap = ncap;
+		} else {
+			err = -TDM_ENOMEM;
 		}
 	}
-	return any;
+	if (!err) {
+		srv->sessions[srv->nsessions++] = s;
+		if (srv->pollers)
+			set_polling_flag(s, true);
+	}
+	pthread_rwlock_unlock(&srv->registry_lock);
+	pthread_mutex_unlock(&srv->polling_lock);
+	return err;
 }
 
-/* After a doorbell, keep watching every submission ring for spin_us so a
- * client in a tight loop needs no doorbell (and no syscall) at all. */
-void server_poll_spin(struct server *srv)
+void server_unregister(struct server *srv, struct session *s)
 {
-	uint32_t spin_us = srv->cfg.spin_us;
-	if (!spin_us || srv->nclients == 0)
-		return;
-	set_polling(srv, true);
-	uint64_t deadline = clock_monotonic_ns() + (uint64_t)spin_us * 1000u;
-	unsigned iter = 0;
-	while (clock_monotonic_ns() < deadline) {
-		if (service_pending(srv)) {
-			deadline = clock_monotonic_ns() + (uint64_t)spin_us * 1000u;
-			continue;
+	pthread_rwlock_wrlock(&srv->registry_lock);
+	for (size_t i = 0; i < srv->nsessions; i++) {
+		if (srv->sessions[i] == s) {
+			srv->sessions[i] = srv->sessions[--srv->nsessions];
+			break;
 		}
-		__builtin_ia32_pause();
-		if (++iter % 64 == 0)
-			sched_yield(); /* a client may share our core */
 	}
-	set_polling(srv, false);
-	/* A client that saw the flag before we cleared it rang no bell. */
-	service_pending(srv);
+	pthread_rwlock_unlock(&srv->registry_lock);
+}
+
+/* Engine hook, on an idle worker: run intake for every session with new
+ * entries (or completions waiting for room). One worker per session at a
+ * time; a session another worker is on is skipped. */
+static bool server_poll(void *ctx, bool woken)
+{
+	struct server *srv = ctx;
+	bool found = false, kick = false;
+
+	if (woken) {
+		/* Clear the doorbell before looking, so that a ring after our
+		 * look wakes someone again. */
+		uint64_t v;
+		if (read(srv->sq_bell, &v, sizeof(v)) < 0 && errno != EAGAIN)
+			log_debug("doorbell: %s", strerror(errno));
+	}
+	pthread_rwlock_rdlock(&srv->registry_lock);
+	for (size_t i = 0; i < srv->nsessions; i++) {
+		struct session *s = srv->sessions[i];
+		bool overflow = __atomic_load_n(&s->hdr->daemon_flags, __ATOMIC_RELAXED) &
+				TDM_DAEMON_CQ_OVERFLOW;
+		if ((!intake_pending(s) && !overflow) || atomic_load(&s->proto_error) ||
+		    pthread_mutex_trylock(&s->intake_lock) != 0)
+			continue;
+		uint32_t n = 0;
+		if (overflow)
+			session_flush(s);
+		if (intake_run(s, &n) != 0) {
+			atomic_store(&s->proto_error, true);
+			kick = true;
+		}
+		pthread_mutex_unlock(&s->intake_lock);
+		found |= n > 0;
+	}
+	pthread_rwlock_unlock(&srv->registry_lock);
+	if (kick) {
+		uint64_t one = 1;
+		if (write(srv->kick_fd, &one, sizeof(one)) < 0 && errno != EAGAIN)
+			log_error("kick: %s", strerror(errno));
+	}
+	return found;
+}
+
+/* Engine hook: while at least one worker spins on the rings, clients need
+ * not ring the doorbell (they skip the system call). */
+static void server_polling(void *ctx, bool on)
+{
+	struct server *srv = ctx;
+	pthread_mutex_lock(&srv->polling_lock);
+	if (on ? srv->pollers++ == 0 : --srv->pollers == 0) {
+		pthread_rwlock_rdlock(&srv->registry_lock);
+		for (size_t i = 0; i < srv->nsessions; i++)
+			set_polling_flag(srv->sessions[i], on);
+		pthread_rwlock_unlock(&srv->registry_lock);
+	}
+	pthread_mutex_unlock(&srv->polling_lock);
+}
+
+static void on_kick(evutil_socket_t fd, short what, void *arg)
+{
+	uint64_t v;
+	(void)what;
+	if (read(fd, &v, sizeof(v)) < 0 && errno != EAGAIN)
+		log_debug("kick: %s", strerror(errno));
+	conn_close_broken(arg);
 }
 
 static int start_devices(struct server *srv)
@@ -264,6 +331,7 @@ int server_init(struct server *srv, const struct tdm_config *cfg, const char *co
 	int err;
 
 	memset(srv, 0, sizeof(*srv));
+	srv->sq_bell = srv->kick_fd = -1;
 	srv->cfg = *cfg;
 	srv->config_path = config_path;
 	srv->ready_fd = ready_fd;
@@ -287,11 +355,18 @@ int server_init(struct server *srv, const struct tdm_config *cfg, const char *co
 	if (err)
 		return err;
 	bind_process(srv);
+	pthread_rwlock_init(&srv->registry_lock, NULL);
+	pthread_mutex_init(&srv->polling_lock, NULL);
+	srv->sq_bell = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	srv->kick_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (srv->sq_bell < 0 || srv->kick_fd < 0)
+		return -TDM_ESYS;
 	srv->env = (struct session_env){
 		.cfg = &srv->cfg,
 		.counters = &srv->counters,
 		.submit = submit_to_engine,
 		.draining = &srv->draining,
+		.sq_bell = srv->sq_bell,
 	};
 	struct engine_params ep = {
 		.clock = &clock_real,
@@ -299,8 +374,12 @@ int server_init(struct server *srv, const struct tdm_config *cfg, const char *co
 		.devices = srv->devs,
 		.ndevices = srv->ndevs,
 		.spin_us = cfg->spin_us,
-		.hooks = {.graph_done = session_engine_graph_done},
+		.hooks = {.graph_done = session_engine_graph_done,
+			  .poll = server_poll,
+			  .polling = server_polling,
+			  .ctx = srv},
 		.topology = srv->topo,
+		.poll_fd = srv->sq_bell,
 		.start_workers = true,
 	};
 	err = engine_create(&ep, &srv->engine);
@@ -318,6 +397,9 @@ int server_init(struct server *srv, const struct tdm_config *cfg, const char *co
 	srv->ev_term = evsignal_new(srv->base, SIGTERM, on_terminate, srv);
 	srv->ev_int = evsignal_new(srv->base, SIGINT, on_terminate, srv);
 	srv->ev_hup = evsignal_new(srv->base, SIGHUP, on_hup, srv);
+	srv->ev_kick = event_new(srv->base, srv->kick_fd, EV_READ | EV_PERSIST, on_kick, srv);
+	if (!srv->ev_kick || event_add(srv->ev_kick, NULL) != 0)
+		return -TDM_ESYS;
 	if (!srv->ev_term || !srv->ev_int || !srv->ev_hup || evsignal_add(srv->ev_term, NULL) ||
 	    evsignal_add(srv->ev_int, NULL) || evsignal_add(srv->ev_hup, NULL))
 		return -TDM_ESYS;
@@ -362,6 +444,15 @@ void server_fini(struct server *srv)
 		event_free(srv->ev_hup);
 	if (srv->ev_drain)
 		event_free(srv->ev_drain);
+	if (srv->ev_kick)
+		event_free(srv->ev_kick);
+	if (srv->sq_bell >= 0)
+		close(srv->sq_bell);
+	if (srv->kick_fd >= 0)
+		close(srv->kick_fd);
+	free(srv->sessions);
+	pthread_rwlock_destroy(&srv->registry_lock);
+	pthread_mutex_destroy(&srv->polling_lock);
 	if (srv->base)
 		event_base_free(srv->base);
 	if (srv->topo)

@@ -26,7 +26,6 @@ struct conn {
 	gid_t gid;
 	bool allowed;
 	struct event *ev_sock;
-	struct event *ev_sq; /* client: the submission doorbell */
 	struct session *s;
 	size_t inlen;
 	unsigned char in[sizeof(struct tdm_msg_hdr) + TDM_MSG_MAX_PAYLOAD];
@@ -47,7 +46,21 @@ struct server {
 	struct engine *engine;
 	struct daemon_counters counters;
 	struct session_env env;
-	bool draining;
+	_Atomic bool draining;
+
+	/* Idle workers run intake (see server_poll): they scan the client
+	 * sessions under registry_lock (read), which the event loop takes to
+	 * add or remove a session and to change cfg (write). */
+	pthread_rwlock_t registry_lock;
+	struct session **sessions;
+	size_t nsessions, sessions_cap;
+	/* Workers spinning on the rings, and the TDM_DAEMON_POLLING flag set in
+	 * every session while there is at least one (lock before registry). */
+	pthread_mutex_t polling_lock;
+	unsigned pollers;
+	int sq_bell;  /* the submission doorbell every client rings */
+	int kick_fd;  /* workers ask the loop to drop clients that broke protocol */
+	struct event *ev_kick;
 	uint64_t drain_start_ns;
 	struct conn *conns;
 	uint32_t nclients;
@@ -64,9 +77,12 @@ void server_fini(struct server *srv);
 /* conn.c */
 void conn_accept(struct server *srv, int fd);
 void conn_close(struct conn *c);
-/* Intake for one client; closes the connection on a protocol error.
- * Returns the number of entries consumed. */
-uint32_t conn_service(struct conn *c);
+/* Drops every client whose session intake flagged a protocol error. */
+void conn_close_broken(struct server *srv);
+
+/* server.c: the session registry. */
+int server_register(struct server *srv, struct session *s);
+void server_unregister(struct server *srv, struct session *s);
 
 /* control.c: the status document tandemctl shows (malloc'd JSON). */
 char *control_status_json(struct server *srv);

@@ -54,7 +54,7 @@ int session_create(struct session_env *env, uint32_t id, struct session **out)
 
 	if (!s)
 		return -TDM_ENOMEM;
-	s->ring_fd = s->sq_bell = s->cq_bell = -1;
+	s->ring_fd = s->cq_bell = -1;
 	atomic_store(&s->refs, 1);
 	s->id = id;
 	s->env = env;
@@ -62,6 +62,7 @@ int session_create(struct session_env *env, uint32_t id, struct session **out)
 	s->sq_entries = cfg->sq_entries;
 	s->cq_entries = cfg->cq_entries;
 	pthread_mutex_init(&s->cq_lock, NULL);
+	pthread_mutex_init(&s->intake_lock, NULL);
 
 	sq_off = page_round(sizeof(struct tdm_ring_header));
 	cq_off = sq_off + page_round((size_t)s->sq_entries * sizeof(struct tdm_sqe));
@@ -84,9 +85,8 @@ int session_create(struct session_env *env, uint32_t id, struct session **out)
 	s->hdr->cq_entries = s->cq_entries;
 	s->hdr->sq_offset = (uint32_t)sq_off;
 	s->hdr->cq_offset = (uint32_t)cq_off;
-	s->sq_bell = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	s->cq_bell = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-	if (s->sq_bell < 0 || s->cq_bell < 0)
+	if (s->cq_bell < 0)
 		goto sys_fail;
 	if (env->engine && engine_flow_add(env->engine, &s->flow) != 0) {
 		session_unref(s);
@@ -120,11 +120,10 @@ static void session_free(struct session *s)
 		munmap(s->ring, s->ring_bytes);
 	if (s->ring_fd >= 0)
 		close(s->ring_fd);
-	if (s->sq_bell >= 0)
-		close(s->sq_bell);
 	if (s->cq_bell >= 0)
 		close(s->cq_bell);
 	pthread_mutex_destroy(&s->cq_lock);
+	pthread_mutex_destroy(&s->intake_lock);
 	free(s);
 }
 
@@ -447,7 +446,7 @@ void session_engine_graph_done(void *ctx, struct engine_graph *eg)
 
 void session_close(struct session *s)
 {
-	struct buffer_slot *slots = (struct buffer_slot *)s->bufs;
+	struct buffer_slot *slots;
 	struct dgraph *pending;
 	struct pending_error *errs;
 
@@ -464,6 +463,8 @@ void session_close(struct session *s)
 		free(errs);
 		errs = n;
 	}
+	pthread_mutex_lock(&s->intake_lock);
+	slots = (struct buffer_slot *)s->bufs;
 	if (s->building) {
 		dgraph_destroy(s->building);
 		s->building = NULL;
@@ -475,6 +476,7 @@ void session_close(struct session *s)
 	s->bufs = NULL;
 	s->bufs_cap = 0;
 	s->nbufs_live = 0;
+	pthread_mutex_unlock(&s->intake_lock);
 	/* Release waiting graphs last: each drops a session reference. */
 	while (pending) {
 		struct dgraph *n = pending->next_pending;

@@ -32,8 +32,8 @@ struct session_env {
 	/* Called with each accepted graph; the daemon's is engine_submit. */
 	void (*submit)(void *ctx, struct engine_graph *g);
 	void *submit_ctx;
-	const bool *draining; /* new graphs are refused with -TDM_ESHUTDOWN */
-	uint64_t graph_serial; /* numbers graphs for the dependency scratch */
+	const _Atomic bool *draining; /* new graphs are refused with -TDM_ESHUTDOWN */
+	int sq_bell; /* the submission doorbell, shared by every client */
 };
 
 #define BUFFER_NO_TASK UINT32_MAX
@@ -45,8 +45,8 @@ struct buffer {
 	uint64_t bytes;
 	void *base;
 	struct session *owner;
-	/* Intake scratch (intake thread only): implicit dependencies within
-	 * the graph numbered dep_graph. */
+	/* Intake scratch (under the owner's intake_lock): implicit
+	 * dependencies within the graph numbered dep_graph. */
 	uint64_t dep_graph;
 	uint32_t last_writer;
 	uint32_t nreaders, readers_cap;
@@ -83,20 +83,26 @@ struct session {
 	struct session_env *env;
 	struct engine_flow flow;
 
-	/* Ring region and doorbells. Our copies of the geometry and of our own
-	 * indices are the truth; the shared header is only read for the
-	 * client's indices, which are validated. */
-	int ring_fd, sq_bell, cq_bell;
+	/* Ring region and completion doorbell. Our copies of the geometry and
+	 * of our own indices are the truth; the shared header is only read for
+	 * the client's indices, which are validated. */
+	int ring_fd, cq_bell;
 	void *ring;
 	size_t ring_bytes;
 	struct tdm_ring_header *hdr;
 	struct tdm_sqe *sq;
 	struct tdm_cqe *cq;
 	uint32_t sq_entries, cq_entries;
-	uint32_t sq_head; /* intake thread */
+	uint32_t sq_head; /* under intake_lock */
 	uint32_t cq_tail; /* under cq_lock */
 
-	/* Buffer table (intake thread only): handle h lives at bufs[h - 1]. */
+	/* Intake runs on whichever idle worker finds entries first; this lock
+	 * makes it one at a time, and guards the buffer table and intake
+	 * state below against the event loop (buffer requests, close). */
+	pthread_mutex_t intake_lock;
+	_Atomic bool proto_error; /* intake found a violation: disconnect */
+
+	/* Buffer table (under intake_lock): handle h lives at bufs[h - 1]. */
 	struct buffer **bufs;
 	uint32_t bufs_cap, nbufs_live;
 	_Atomic uint64_t buffer_bytes;   /* quota accounting, incl. freed-but-in-use */
@@ -104,7 +110,8 @@ struct session {
 	_Atomic uint32_t tasks_in_flight;
 	_Atomic uint32_t graphs_in_flight;
 
-	/* Intake state. */
+	/* Intake state (under intake_lock). */
+	uint64_t graph_serial; /* numbers graphs for the dependency scratch */
 	struct dgraph *building;
 	bool skipping;     /* a rejected graph's entries are skipped until its END */
 	uint32_t nerrors_pending;
@@ -120,16 +127,16 @@ struct session {
 	void *conn;
 };
 
-/* Creates a session with a fresh ring region (memfd, sealed) and doorbells.
- * Holds one reference for the caller. */
+/* Creates a session with a fresh ring region (memfd, sealed) and a
+ * completion doorbell. Holds one reference for the caller. */
 int session_create(struct session_env *env, uint32_t id, struct session **out);
 void session_ref(struct session *s);
 void session_unref(struct session *s);
 /* The client is gone: drop its buffers from the table, cancel its queued
- * work, stop posting completions. Drops no reference. */
+ * work, stop posting completions. Takes intake_lock. Drops no reference. */
 void session_close(struct session *s);
 
-/* Buffers. */
+/* Buffers (caller holds intake_lock). */
 int session_buffer_alloc(struct session *s, uint64_t bytes, uint32_t flags, uint32_t *handle,
 			 int *fd_out);
 int session_buffer_free(struct session *s, uint32_t handle);

@@ -18,7 +18,7 @@
 struct harness {
 	struct tdm_config cfg;
 	struct daemon_counters counters;
-	bool draining;
+	_Atomic bool draining;
 	struct session_env env;
 	struct session *s;
 	struct engine_graph *accepted[HARNESS_MAX_GRAPHS];

@@ -49,7 +49,7 @@ static struct engine *make_engine(const struct tdm_policy_ops *p, size_t ndev, b
 		devs[i].kind = TDM_DEV_CPU;
 	}
 	struct engine_params ep = {.clock = &clock_real, .policy = p, .devices = devs,
-				   .ndevices = ndev, .hooks = {on_graph_done, r},
+				   .ndevices = ndev, .hooks = {.graph_done = on_graph_done, .ctx = r},
 				   .start_workers = threads, .spin_us = 10};
 	assert_int_equal(engine_create(&ep, &e), 0);
 	return e;
