@@ -103,7 +103,7 @@ $(BUILD)/tests/test_%: $(BUILD)/obj/tests/integration/test_%.o $(TEST_HELPERS:%.
 $(BUILD)/tests/replay_%: $(BUILD)/obj/tests/fuzz/fuzz_%.o $(BUILD)/obj/tests/fuzz/replay_main.o $(CORE_LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) $^ $(DAEMON_LIBS) -o $@
-$(BUILD)/bench/bench_%: $(BUILD)/obj/tests/bench/bench_%.o $(wildcard tests/bench/support*.c) $(CLIENT_LIB)
+$(BUILD)/bench/bench_%: $(BUILD)/obj/tests/bench/bench_%.o $(CLIENT_LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) $(filter %.o,$^) $(CLIENT_LIB) $(PKG_LIBS) $(shell pkg-config --libs starpu-1.3 2>/dev/null) -lm -o $@
 $(BUILD)/obj/tests/bench/%.o: tests/bench/%.c
@@ -130,7 +130,8 @@ deps:
 	@sh .ci/deps.sh
 
 # Coverage-guided fuzzing with clang's libFuzzer, each target for FUZZ_SECONDS.
-FUZZ_CFLAGS := -std=c11 -D_GNU_SOURCE -O1 -g -Iinclude -I. -pthread -fsanitize=fuzzer,address,undefined
+FUZZ_CFLAGS := -std=c11 -D_GNU_SOURCE -O1 -g -Iinclude -I. -pthread -fsanitize=fuzzer,address,undefined \
+	-fsanitize-link-c++-runtime
 fuzz: $(FUZZ_NAMES:%=build/fuzz/fuzz_%)
 	@for n in $(FUZZ_NAMES); do \
 	  mkdir -p build/fuzz/work-$$n && \
@@ -138,7 +139,7 @@ fuzz: $(FUZZ_NAMES:%=build/fuzz/fuzz_%)
 	    build/fuzz/work-$$n tests/fuzz/corpus/$$n || exit 1; done
 build/fuzz/fuzz_%: tests/fuzz/fuzz_%.c $(CORE_C) $(CORE_CXX)
 	@mkdir -p build/fuzz/obj
-	@for f in $(CORE_CXX); do clang++ -std=c++17 -DNDEBUG -O1 -g -Iinclude -I. -fsanitize=fuzzer-no-link,address,undefined -fno-sanitize=vptr,function $(PKG_CFLAGS) -c $$f -o build/fuzz/obj/$$(basename $$f).o || exit 1; done
+	@for f in $(CORE_CXX); do clang++ -std=c++17 -DNDEBUG -O1 -g -Iinclude -I. -fsanitize=fuzzer-no-link,address,undefined $(PKG_CFLAGS) -c $$f -o build/fuzz/obj/$$(basename $$f).o || exit 1; done
 	clang $(FUZZ_CFLAGS) $(PKG_CFLAGS) $< $(CORE_C) build/fuzz/obj/*.o $(DAEMON_LIBS) -o $@
 
 format:

@@ -49,12 +49,15 @@ extern const char config_default_toml[];
 
 void config_defaults(struct tdm_config *cfg);
 
-/* Parses TOML text named `name` (used in error messages) over the defaults.
+/* Parses TOML text named `name` (used in error messages) over the defaults:
+ * what cfg held before does not matter, keys the text leaves out get their
+ * defaults. text need not be NUL-terminated; only ASCII is accepted.
  * On error returns -TDM_ECONFIG and writes "name:line:col: message" to err;
  * cfg is then left untouched. */
 int config_load_string(const char *text, size_t len, const char *name, struct tdm_config *cfg,
 		       char *err, size_t errlen);
-/* Reads and parses a file (at most 1 MiB). */
+/* Reads and parses a file (at most 1 MiB). A file that cannot be opened or
+ * read, or is too large, also gives -TDM_ECONFIG, with "path: message". */
 int config_load_file(const char *path, struct tdm_config *cfg, char *err, size_t errlen);
 
 const char *config_log_level_name(enum log_level l);
