@@ -15,13 +15,13 @@ struct backend_device {
 	char name[BACKEND_DEVICE_NAME_MAX];
 	enum tdm_device_kind kind;
 	const struct backend_ops *ops;
-	int os_index;     /* CPU: the PU (or first PU of the core) the worker runs on */
-	void *bind_set;   /* backend-private: what the worker thread binds to */
+	int os_index; /* CPU: the PU (or first PU of the core) the worker runs on */
+	void *bind_set; /* backend-private: what the worker thread binds to */
 };
 
 struct backend_probe_params {
-	void *topology;          /* hwloc_topology_t */
-	const int *cores;        /* OS PU indexes to use; NULL = one worker per core */
+	void *topology; /* hwloc_topology_t */
+	const int *cores; /* OS PU indexes to use; NULL = one worker per core */
 	size_t ncores;
 };
 
@@ -29,13 +29,13 @@ struct backend_ops {
 	const char *name;
 	/* Appends up to max devices to out[]; *n receives the number found. */
 	int (*probe)(const struct backend_probe_params *p, struct backend_device *out, size_t max,
-		     size_t *n);
+	             size_t *n);
 	void (*release)(struct backend_device *d);
 	/* Called on the device's worker thread before it runs anything. */
 	int (*worker_init)(const struct backend_device *d, void *topology);
 	/* Runs a kernel on the device, synchronously for now. */
 	int (*launch)(const struct backend_device *d, const struct kernel_def *k,
-		      const struct tdm_kernel_call *call);
+	              const struct tdm_kernel_call *call);
 };
 
 extern const struct backend_ops backend_cpu;

@@ -53,49 +53,49 @@ static int check_sgemm(const struct tdm_kernel_call *call)
 
 static const struct kernel_def kernel_table[] = {
 	{
-		.name = "noop",
-		.check = check_none,
-		.impl = {[TDM_DEV_CPU] = cpu_noop},
+	        .name = "noop",
+	        .check = check_none,
+	        .impl = { [TDM_DEV_CPU] = cpu_noop },
 	},
 	{
-		/* Busy for s0 microseconds: a kernel of known cost, for tests. */
-		.name = "spin",
-		.nscalars = 1,
-		.scalar_types = {TDM_SCALAR_I64},
-		.check = check_spin,
-		.impl = {[TDM_DEV_CPU] = cpu_spin},
+	        /* Busy for s0 microseconds: a kernel of known cost, for tests. */
+	        .name = "spin",
+	        .nscalars = 1,
+	        .scalar_types = { TDM_SCALAR_I64 },
+	        .check = check_spin,
+	        .impl = { [TDM_DEV_CPU] = cpu_spin },
 	},
 	{
-		/* a0[i] = s0 for every float of a0. */
-		.name = "fill",
-		.nargs = 1,
-		.arg_modes = {TDM_W},
-		.nscalars = 1,
-		.scalar_types = {TDM_SCALAR_F32},
-		.check = check_fill,
-		.impl = {[TDM_DEV_CPU] = cpu_fill},
+	        /* a0[i] = s0 for every float of a0. */
+	        .name = "fill",
+	        .nargs = 1,
+	        .arg_modes = { TDM_W },
+	        .nscalars = 1,
+	        .scalar_types = { TDM_SCALAR_F32 },
+	        .check = check_fill,
+	        .impl = { [TDM_DEV_CPU] = cpu_fill },
 	},
 	{
-		/* y = alpha * x + y, with x = a0, y = a1, alpha = s0. */
-		.name = "axpy",
-		.nargs = 2,
-		.arg_modes = {TDM_R, TDM_RW},
-		.nscalars = 1,
-		.scalar_types = {TDM_SCALAR_F32},
-		.check = check_axpy,
-		.impl = {[TDM_DEV_CPU] = cpu_axpy},
+	        /* y = alpha * x + y, with x = a0, y = a1, alpha = s0. */
+	        .name = "axpy",
+	        .nargs = 2,
+	        .arg_modes = { TDM_R, TDM_RW },
+	        .nscalars = 1,
+	        .scalar_types = { TDM_SCALAR_F32 },
+	        .check = check_axpy,
+	        .impl = { [TDM_DEV_CPU] = cpu_axpy },
 	},
 	{
-		/* C = alpha * A * B + beta * C, row-major; A = a0 (MxK), B = a1
-		 * (KxN), C = a2 (MxN); s = M, N, K, alpha, beta. */
-		.name = "sgemm",
-		.nargs = 3,
-		.arg_modes = {TDM_R, TDM_R, TDM_RW},
-		.nscalars = 5,
-		.scalar_types = {TDM_SCALAR_I64, TDM_SCALAR_I64, TDM_SCALAR_I64, TDM_SCALAR_F32,
-				 TDM_SCALAR_F32},
-		.check = check_sgemm,
-		.impl = {[TDM_DEV_CPU] = cpu_sgemm},
+	        /* C = alpha * A * B + beta * C, row-major; A = a0 (MxK), B = a1
+	         * (KxN), C = a2 (MxN); s = M, N, K, alpha, beta. */
+	        .name = "sgemm",
+	        .nargs = 3,
+	        .arg_modes = { TDM_R, TDM_R, TDM_RW },
+	        .nscalars = 5,
+	        .scalar_types = { TDM_SCALAR_I64, TDM_SCALAR_I64, TDM_SCALAR_I64, TDM_SCALAR_F32,
+	                          TDM_SCALAR_F32 },
+	        .check = check_sgemm,
+	        .impl = { [TDM_DEV_CPU] = cpu_sgemm },
 	},
 };
 

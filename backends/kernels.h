@@ -15,7 +15,7 @@ struct kernel_def {
 	const char *name;
 	uint8_t nargs;
 	uint8_t nscalars;
-	uint8_t arg_modes[TDM_MAX_ARGS];       /* enum tdm_access */
+	uint8_t arg_modes[TDM_MAX_ARGS]; /* enum tdm_access */
 	uint8_t scalar_types[TDM_MAX_SCALARS]; /* enum tdm_scalar_type */
 	/* Checks buffer sizes against scalars once, at intake; 0 or -TDM_E*. */
 	int (*check)(const struct tdm_kernel_call *call);

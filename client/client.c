@@ -52,9 +52,11 @@ static int recv_header(int fd, struct tdm_msg_hdr *h, int *fds, int max_fds, int
 		char buf[CMSG_SPACE(4 * sizeof(int))];
 		struct cmsghdr align;
 	} u;
-	struct iovec iov = {h, sizeof(*h)};
-	struct msghdr m = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.buf,
-			   .msg_controllen = sizeof(u.buf)};
+	struct iovec iov = { h, sizeof(*h) };
+	struct msghdr m = { .msg_iov = &iov,
+		            .msg_iovlen = 1,
+		            .msg_control = u.buf,
+		            .msg_controllen = sizeof(u.buf) };
 	ssize_t k;
 
 	*nfds = 0;
@@ -86,15 +88,16 @@ static void close_fds(int *fds, int n)
 }
 
 /* One request, one reply of exactly reply_len bytes (+ at most one fd). */
-int client_request(tdm_client *c, uint32_t type, const void *req, uint32_t len,
-		   uint32_t reply_type, void *reply, uint32_t reply_len, int *fd_out)
+int client_request(tdm_client *c, uint32_t type, const void *req, uint32_t len, uint32_t reply_type,
+                   void *reply, uint32_t reply_len, int *fd_out)
 {
-	struct tdm_msg_hdr h = {.type = type, .length = len};
+	struct tdm_msg_hdr h = { .type = type, .length = len };
 	int fds[3], nfds, err;
 
 	if (c->broken)
 		return -TDM_EDISCONNECTED;
-	if ((err = send_all(c->sock, &h, sizeof(h))) || (len && (err = send_all(c->sock, req, len))))
+	if ((err = send_all(c->sock, &h, sizeof(h))) ||
+	    (len && (err = send_all(c->sock, req, len))))
 		goto broken;
 	if ((err = recv_header(c->sock, &h, fds, 3, &nfds)))
 		goto broken;
@@ -117,7 +120,7 @@ broken:
 
 static int connect_socket(const char *path)
 {
-	struct sockaddr_un sa = {.sun_family = AF_UNIX};
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
 	if (strlen(path) >= sizeof(sa.sun_path))
 		return -TDM_EINVAL;
 	strcpy(sa.sun_path, path);
@@ -137,9 +140,9 @@ static int map_ring(tdm_client *c, const struct tdm_hello_reply *r, int ring_fd)
 	if (!r->sq_entries || (r->sq_entries & (r->sq_entries - 1)) || !r->cq_entries ||
 	    (r->cq_entries & (r->cq_entries - 1)) ||
 	    (uint64_t)r->sq_offset + (uint64_t)r->sq_entries * sizeof(struct tdm_sqe) >
-		    r->ring_bytes ||
+	            r->ring_bytes ||
 	    (uint64_t)r->cq_offset + (uint64_t)r->cq_entries * sizeof(struct tdm_cqe) >
-		    r->ring_bytes ||
+	            r->ring_bytes ||
 	    r->sq_offset < sizeof(struct tdm_ring_header) ||
 	    r->cq_offset < sizeof(struct tdm_ring_header))
 		return -TDM_EPROTO;
@@ -162,10 +165,11 @@ static int map_ring(tdm_client *c, const struct tdm_hello_reply *r, int ring_fd)
 TDM_API int tdm_connect(const struct tdm_connect_opts *opts, tdm_client **out)
 {
 	char path[108];
-	struct tdm_hello hello = {.magic = TDM_WIRE_MAGIC, .version = TDM_WIRE_VERSION,
-				  .role = TDM_ROLE_CLIENT};
+	struct tdm_hello hello = { .magic = TDM_WIRE_MAGIC,
+		                   .version = TDM_WIRE_VERSION,
+		                   .role = TDM_ROLE_CLIENT };
 	struct tdm_hello_reply r;
-	struct tdm_msg_hdr h = {.type = TDM_MSG_HELLO, .length = sizeof(hello)};
+	struct tdm_msg_hdr h = { .type = TDM_MSG_HELLO, .length = sizeof(hello) };
 	int fds[3], nfds = 0, err;
 	tdm_client *c;
 
@@ -277,9 +281,9 @@ const struct mapping *client_mapping(const tdm_client *c, tdm_buffer h)
 }
 
 TDM_API int tdm_buffer_alloc(tdm_client *c, size_t bytes, uint32_t flags, tdm_buffer *handle,
-			     void **ptr)
+                             void **ptr)
 {
-	struct tdm_buf_alloc_req req = {.bytes = bytes, .flags = flags};
+	struct tdm_buf_alloc_req req = { .bytes = bytes, .flags = flags };
 	struct tdm_buf_alloc_reply r;
 	int fd = -1, err;
 
@@ -294,7 +298,7 @@ TDM_API int tdm_buffer_alloc(tdm_client *c, size_t bytes, uint32_t flags, tdm_bu
 		c->maps_cap = ncap;
 	}
 	err = client_request(c, TDM_MSG_BUF_ALLOC, &req, sizeof(req), TDM_MSG_BUF_ALLOC_REPLY, &r,
-			     sizeof(r), &fd);
+	                     sizeof(r), &fd);
 	if (err)
 		return err;
 	if (r.status) {
@@ -308,13 +312,13 @@ TDM_API int tdm_buffer_alloc(tdm_client *c, size_t bytes, uint32_t flags, tdm_bu
 	void *p = mmap(NULL, mapped, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
 	close(fd);
 	if (p == MAP_FAILED) {
-		struct tdm_buf_free_req fr = {.handle = r.handle};
+		struct tdm_buf_free_req fr = { .handle = r.handle };
 		struct tdm_status_reply sr;
 		client_request(c, TDM_MSG_BUF_FREE, &fr, sizeof(fr), TDM_MSG_BUF_FREE_REPLY, &sr,
-			       sizeof(sr), NULL);
+		               sizeof(sr), NULL);
 		return -TDM_ENOMEM;
 	}
-	c->maps[c->nmaps++] = (struct mapping){r.handle, p, bytes, mapped};
+	c->maps[c->nmaps++] = (struct mapping){ r.handle, p, bytes, mapped };
 	*handle = r.handle;
 	*ptr = p;
 	return 0;
@@ -322,7 +326,7 @@ TDM_API int tdm_buffer_alloc(tdm_client *c, size_t bytes, uint32_t flags, tdm_bu
 
 TDM_API int tdm_buffer_free(tdm_client *c, tdm_buffer handle)
 {
-	struct tdm_buf_free_req req = {.handle = handle};
+	struct tdm_buf_free_req req = { .handle = handle };
 	struct tdm_status_reply r;
 	size_t i;
 
@@ -333,7 +337,7 @@ TDM_API int tdm_buffer_free(tdm_client *c, tdm_buffer handle)
 	if (i == c->nmaps)
 		return -TDM_EHANDLE;
 	int err = client_request(c, TDM_MSG_BUF_FREE, &req, sizeof(req), TDM_MSG_BUF_FREE_REPLY, &r,
-				 sizeof(r), NULL);
+	                         sizeof(r), NULL);
 	munmap(c->maps[i].ptr, c->maps[i].mapped);
 	c->maps[i] = c->maps[--c->nmaps];
 	return err ? err : r.status;
@@ -351,7 +355,7 @@ const struct kernel_sig *client_kernel_by_id(const tdm_client *c, tdm_kernel id)
 
 TDM_API int tdm_kernel_lookup(tdm_client *c, const char *name, tdm_kernel *out)
 {
-	struct tdm_kernel_lookup_req req = {{0}};
+	struct tdm_kernel_lookup_req req = { { 0 } };
 	struct tdm_kernel_lookup_reply r;
 
 	if (!c || !name || !out || strlen(name) >= sizeof(req.name))
@@ -364,7 +368,7 @@ TDM_API int tdm_kernel_lookup(tdm_client *c, const char *name, tdm_kernel *out)
 	}
 	strcpy(req.name, name);
 	int err = client_request(c, TDM_MSG_KERNEL_LOOKUP, &req, sizeof(req), TDM_MSG_KERNEL_REPLY,
-				 &r, sizeof(r), NULL);
+	                         &r, sizeof(r), NULL);
 	if (err)
 		return err;
 	if (r.status)

@@ -60,8 +60,8 @@ struct tdm_graph {
 };
 
 /* client.c */
-int client_request(tdm_client *c, uint32_t type, const void *req, uint32_t len,
-		   uint32_t reply_type, void *reply, uint32_t reply_len, int *fd_out);
+int client_request(tdm_client *c, uint32_t type, const void *req, uint32_t len, uint32_t reply_type,
+                   void *reply, uint32_t reply_len, int *fd_out);
 const struct kernel_sig *client_kernel_by_id(const tdm_client *c, tdm_kernel id);
 const struct mapping *client_mapping(const tdm_client *c, tdm_buffer h);
 
@@ -74,7 +74,7 @@ int ring_reap(tdm_client *c);
  * (CLOCK_MONOTONIC; 0 = forever). Returns 0, -TDM_ETIMEDOUT or
  * -TDM_EDISCONNECTED. */
 int ring_wait_progress(tdm_client *c, uint64_t deadline_ns, bool (*ready)(tdm_client *, void *),
-		       void *arg);
+                       void *arg);
 uint64_t client_now_ns(void);
 
 #endif

@@ -50,8 +50,7 @@ TDM_API uint32_t tdm_graph_task_count(const tdm_graph *g)
 
 /* The daemon checks all of this again; checking here gives the caller the
  * error at the call that caused it. */
-static int check_task(const tdm_client *c, const struct tdm_task_desc *t,
-		      struct tdm_sqe_task *out)
+static int check_task(const tdm_client *c, const struct tdm_task_desc *t, struct tdm_sqe_task *out)
 {
 	const struct kernel_sig *k = client_kernel_by_id(c, t->kernel);
 	if (!k)
@@ -70,12 +69,14 @@ static int check_task(const tdm_client *c, const struct tdm_task_desc *t,
 			return -TDM_EARITY;
 		if (!m)
 			return -TDM_EHANDLE;
-		uint64_t len = a->length ? a->length : (a->offset < m->bytes ? m->bytes - a->offset : 0);
+		uint64_t len =
+		        a->length ? a->length : (a->offset < m->bytes ? m->bytes - a->offset : 0);
 		if (len == 0 || a->offset > m->bytes || len > m->bytes - a->offset)
 			return -TDM_ERANGE;
-		out->args[i] = (struct tdm_wire_arg){
-			.handle = a->buffer, .mode = (uint8_t)a->mode, .offset = a->offset,
-			.length = len};
+		out->args[i] = (struct tdm_wire_arg){ .handle = a->buffer,
+			                              .mode = (uint8_t)a->mode,
+			                              .offset = a->offset,
+			                              .length = len };
 	}
 	for (uint32_t i = 0; i < t->nscalars; i++) {
 		if (t->scalars[i].type != k->r.scalar_types[i])
@@ -165,9 +166,9 @@ static int group_edges(const tdm_graph *g, uint32_t **off_out, uint32_t **pred_o
 }
 
 static int put_task(tdm_client *c, const tdm_graph *g, uint32_t i, const uint32_t *pred,
-		    uint32_t npred)
+                    uint32_t npred)
 {
-	struct tdm_sqe e = {.op = TDM_SQE_TASK};
+	struct tdm_sqe e = { .op = TDM_SQE_TASK };
 	uint32_t inline_n = npred < TDM_TASK_INLINE_EDGES ? npred : TDM_TASK_INLINE_EDGES;
 	int err;
 
@@ -177,7 +178,7 @@ static int put_task(tdm_client *c, const tdm_graph *g, uint32_t i, const uint32_
 	if ((err = ring_put(c, &e)))
 		return err;
 	for (uint32_t done = inline_n; done < npred;) {
-		struct tdm_sqe x = {.op = TDM_SQE_EDGES};
+		struct tdm_sqe x = { .op = TDM_SQE_EDGES };
 		uint32_t n = npred - done < TDM_EDGES_PER_SQE ? npred - done : TDM_EDGES_PER_SQE;
 		x.u.edges.task_index = i;
 		x.u.edges.nedges = n;
@@ -222,7 +223,7 @@ TDM_API int tdm_graph_submit(tdm_graph *g)
 		c->inflight->prev = g;
 	c->inflight = g;
 
-	struct tdm_sqe e = {.op = TDM_SQE_GRAPH_BEGIN};
+	struct tdm_sqe e = { .op = TDM_SQE_GRAPH_BEGIN };
 	e.u.begin.cookie = g->cookie;
 	e.u.begin.ntasks = g->ntasks;
 	e.u.begin.flags = g->want_info ? TDM_GRAPH_TASK_INFO : 0;
@@ -231,7 +232,7 @@ TDM_API int tdm_graph_submit(tdm_graph *g)
 	for (uint32_t i = 0; !err && i < g->ntasks; i++)
 		err = put_task(c, g, i, pred + off[i], off[i + 1] - off[i]);
 	if (!err) {
-		struct tdm_sqe end = {.op = TDM_SQE_GRAPH_END};
+		struct tdm_sqe end = { .op = TDM_SQE_GRAPH_END };
 		err = ring_put(c, &end);
 	}
 	free(off);

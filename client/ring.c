@@ -34,8 +34,8 @@ void ring_publish(tdm_client *c, bool doorbell)
 	}
 	/* A polling daemon sees the tail by itself; it clears the flag before
 	 * it stops looking, and looks once more after (see server_poll_spin). */
-	if (doorbell && !(__atomic_load_n(&c->hdr->daemon_flags, __ATOMIC_SEQ_CST) &
-			  TDM_DAEMON_POLLING))
+	if (doorbell &&
+	    !(__atomic_load_n(&c->hdr->daemon_flags, __ATOMIC_SEQ_CST) & TDM_DAEMON_POLLING))
 		ring_bell(c->sq_bell);
 }
 
@@ -132,7 +132,7 @@ static bool socket_closed(tdm_client *c)
 }
 
 int ring_wait_progress(tdm_client *c, uint64_t deadline_ns, bool (*ready)(tdm_client *, void *),
-		       void *arg)
+                       void *arg)
 {
 	for (;;) {
 		int err = ring_reap(c);
@@ -164,12 +164,12 @@ int ring_wait_progress(tdm_client *c, uint64_t deadline_ns, bool (*ready)(tdm_cl
 				uint64_t now = client_now_ns();
 				if (now >= deadline_ns) {
 					__atomic_fetch_and(&c->hdr->client_flags,
-							   ~TDM_CLIENT_SLEEPING, __ATOMIC_SEQ_CST);
+					                   ~TDM_CLIENT_SLEEPING, __ATOMIC_SEQ_CST);
 					return -TDM_ETIMEDOUT;
 				}
 				timeout_ms = (int)((deadline_ns - now + 999999) / 1000000);
 			}
-			struct pollfd p[2] = {{c->cq_bell, POLLIN, 0}, {c->sock, POLLIN, 0}};
+			struct pollfd p[2] = { { c->cq_bell, POLLIN, 0 }, { c->sock, POLLIN, 0 } };
 			int n = poll(p, 2, timeout_ms);
 			if (n > 0 && (p[1].revents & (POLLIN | POLLHUP | POLLERR)) &&
 			    socket_closed(c))

@@ -6,4 +6,4 @@ static uint64_t real_now(const struct tdm_clock *clk)
 	return clock_monotonic_ns();
 }
 
-const struct tdm_clock clock_real = {.now_ns = real_now};
+const struct tdm_clock clock_real = { .now_ns = real_now };

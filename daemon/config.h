@@ -16,7 +16,7 @@ enum log_level { LOG_ERROR = 0, LOG_WARN, LOG_INFO, LOG_DEBUG };
 struct tdm_config {
 	/* [daemon] */
 	char socket_path[CONFIG_PATH_MAX]; /* "" = default for this user */
-	enum log_level log_level;          /* "error" | "warn" | "info" | "debug" */
+	enum log_level log_level; /* "error" | "warn" | "info" | "debug" */
 	uint32_t allowed_uids[CONFIG_MAX_IDS];
 	size_t n_allowed_uids; /* 0 = the daemon's own uid and root */
 	uint32_t allowed_gids[CONFIG_MAX_IDS];
@@ -25,11 +25,11 @@ struct tdm_config {
 
 	/* [engine] */
 	char policy[CONFIG_NAME_MAX]; /* registered policy name */
-	uint32_t spin_us;             /* idle spin before sleeping, 0..10000 */
+	uint32_t spin_us; /* idle spin before sleeping, 0..10000 */
 
 	/* [cpu] */
 	int cores[CONFIG_MAX_CORES]; /* OS indexes of cores to run workers on */
-	size_t n_cores;              /* 0 = every core in the process's cpuset */
+	size_t n_cores; /* 0 = every core in the process's cpuset */
 
 	/* [limits] (per client) */
 	uint64_t buffer_quota_bytes;
@@ -55,7 +55,7 @@ void config_defaults(struct tdm_config *cfg);
  * On error returns -TDM_ECONFIG and writes "name:line:col: message" to err;
  * cfg is then left untouched. */
 int config_load_string(const char *text, size_t len, const char *name, struct tdm_config *cfg,
-		       char *err, size_t errlen);
+                       char *err, size_t errlen);
 /* Reads and parses a file (at most 1 MiB). A file that cannot be opened or
  * read, or is too large, also gives -TDM_ECONFIG, with "path: message". */
 int config_load_file(const char *path, struct tdm_config *cfg, char *err, size_t errlen);

@@ -20,15 +20,15 @@
  * the socket buffer is empty in a well-behaved client; a client whose
  * buffer is full is not reading and is disconnected by the caller. */
 static int send_msg(int fd, uint32_t type, const void *payload, uint32_t len, const int *fds,
-		    int nfds)
+                    int nfds)
 {
-	struct tdm_msg_hdr h = {.type = type, .length = len};
-	struct iovec iov[2] = {{&h, sizeof(h)}, {(void *)payload, len}};
+	struct tdm_msg_hdr h = { .type = type, .length = len };
+	struct iovec iov[2] = { { &h, sizeof(h) }, { (void *)payload, len } };
 	union {
 		char buf[CMSG_SPACE(3 * sizeof(int))];
 		struct cmsghdr align;
 	} u;
-	struct msghdr m = {.msg_iov = iov, .msg_iovlen = len ? 2 : 1};
+	struct msghdr m = { .msg_iov = iov, .msg_iovlen = len ? 2 : 1 };
 
 	if (nfds) {
 		memset(&u, 0, sizeof(u));
@@ -101,7 +101,7 @@ void conn_accept(struct server *srv, int fd)
 	c->gid = cred.gid;
 	c->allowed = peer_allowed(&srv->cfg, cred.uid, cred.gid);
 	c->ev_sock = event_new(srv->base, fd, EV_READ | EV_PERSIST, on_socket, c);
-	struct timeval hello_timeout = {HELLO_TIMEOUT_S, 0};
+	struct timeval hello_timeout = { HELLO_TIMEOUT_S, 0 };
 	if (!c->ev_sock || event_add(c->ev_sock, &hello_timeout) != 0) {
 		if (c->ev_sock)
 			event_free(c->ev_sock);
@@ -179,7 +179,7 @@ static int hello_client(struct conn *c, struct tdm_hello_reply *r)
 static bool handle_hello(struct conn *c, const void *p, uint32_t len)
 {
 	struct tdm_hello h;
-	struct tdm_hello_reply r = {.magic = TDM_WIRE_MAGIC, .version = TDM_WIRE_VERSION};
+	struct tdm_hello_reply r = { .magic = TDM_WIRE_MAGIC, .version = TDM_WIRE_VERSION };
 	int status = 0;
 
 	if (len != sizeof(h))
@@ -202,12 +202,12 @@ static bool handle_hello(struct conn *c, const void *p, uint32_t len)
 	r.status = status;
 	if (status) {
 		log_info("refused connection from pid %d uid %d: %s", (int)c->pid, (int)c->uid,
-			 tdm_strerror(status));
+		         tdm_strerror(status));
 		send_msg(c->fd, TDM_MSG_HELLO_REPLY, &r, sizeof(r), NULL, 0);
 		return false;
 	}
 	if (c->s) {
-		int fds[3] = {c->s->ring_fd, c->srv->sq_bell, c->s->cq_bell};
+		int fds[3] = { c->s->ring_fd, c->srv->sq_bell, c->s->cq_bell };
 		c->role = CONN_CLIENT;
 		if (send_msg(c->fd, TDM_MSG_HELLO_REPLY, &r, sizeof(r), fds, 3) != 0)
 			return false;
@@ -221,7 +221,7 @@ static bool handle_hello(struct conn *c, const void *p, uint32_t len)
 static bool handle_buf_alloc(struct conn *c, const void *p, uint32_t len)
 {
 	struct tdm_buf_alloc_req req;
-	struct tdm_buf_alloc_reply r = {0};
+	struct tdm_buf_alloc_reply r = { 0 };
 	int fd = -1;
 
 	if (len != sizeof(req))
@@ -229,7 +229,7 @@ static bool handle_buf_alloc(struct conn *c, const void *p, uint32_t len)
 	memcpy(&req, p, sizeof(req));
 	pthread_mutex_lock(&c->s->intake_lock);
 	r.status = req.reserved ? -TDM_EPROTO
-				: session_buffer_alloc(c->s, req.bytes, req.flags, &r.handle, &fd);
+	                        : session_buffer_alloc(c->s, req.bytes, req.flags, &r.handle, &fd);
 	pthread_mutex_unlock(&c->s->intake_lock);
 	r.bytes = r.status ? 0 : req.bytes;
 	int err = send_msg(c->fd, TDM_MSG_BUF_ALLOC_REPLY, &r, sizeof(r), &fd, fd >= 0 ? 1 : 0);
@@ -246,7 +246,7 @@ static bool handle_buf_alloc(struct conn *c, const void *p, uint32_t len)
 static bool handle_buf_free(struct conn *c, const void *p, uint32_t len)
 {
 	struct tdm_buf_free_req req;
-	struct tdm_status_reply r = {0};
+	struct tdm_status_reply r = { 0 };
 
 	if (len != sizeof(req))
 		return false;
@@ -260,7 +260,7 @@ static bool handle_buf_free(struct conn *c, const void *p, uint32_t len)
 static bool handle_kernel_lookup(struct conn *c, const void *p, uint32_t len)
 {
 	struct tdm_kernel_lookup_req req;
-	struct tdm_kernel_lookup_reply r = {0};
+	struct tdm_kernel_lookup_reply r = { 0 };
 
 	if (len != sizeof(req))
 		return false;
@@ -296,12 +296,12 @@ static bool handle_status(struct conn *c)
 			memcpy(payload + sizeof(status), json, jlen);
 		/* The document can exceed the socket buffer: send it blocking,
 		 * bounded by a timeout so a stalled tandemctl cannot hang us. */
-		struct timeval tv = {CONTROL_SEND_TIMEOUT_S, 0};
+		struct timeval tv = { CONTROL_SEND_TIMEOUT_S, 0 };
 		setsockopt(c->fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
 		int flags = fcntl(c->fd, F_GETFL);
 		fcntl(c->fd, F_SETFL, flags & ~O_NONBLOCK);
 		ok = send_msg(c->fd, TDM_MSG_CTL_REPLY, payload, (uint32_t)(sizeof(status) + jlen),
-			      NULL, 0) == 0;
+		              NULL, 0) == 0;
 		fcntl(c->fd, F_SETFL, flags);
 	}
 	free(payload);
@@ -314,16 +314,11 @@ static bool handle_msg(struct conn *c, uint32_t type, const void *p, uint32_t le
 	if (c->role == CONN_NEW)
 		return type == TDM_MSG_HELLO && handle_hello(c, p, len);
 	switch (type) {
-	case TDM_MSG_BUF_ALLOC:
-		return c->role == CONN_CLIENT && handle_buf_alloc(c, p, len);
-	case TDM_MSG_BUF_FREE:
-		return c->role == CONN_CLIENT && handle_buf_free(c, p, len);
-	case TDM_MSG_KERNEL_LOOKUP:
-		return handle_kernel_lookup(c, p, len);
-	case TDM_MSG_CTL_STATUS:
-		return len == 0 && handle_status(c);
-	default:
-		return false;
+	case TDM_MSG_BUF_ALLOC: return c->role == CONN_CLIENT && handle_buf_alloc(c, p, len);
+	case TDM_MSG_BUF_FREE: return c->role == CONN_CLIENT && handle_buf_free(c, p, len);
+	case TDM_MSG_KERNEL_LOOKUP: return handle_kernel_lookup(c, p, len);
+	case TDM_MSG_CTL_STATUS: return len == 0 && handle_status(c);
+	default: return false;
 	}
 }
 
@@ -333,7 +328,7 @@ static void on_socket(evutil_socket_t fd, short what, void *arg)
 
 	if (what & EV_TIMEOUT) {
 		log_info("connection from pid %d: no hello within %d s", (int)c->pid,
-			 HELLO_TIMEOUT_S);
+		         HELLO_TIMEOUT_S);
 		conn_close(c);
 		return;
 	}
@@ -350,7 +345,7 @@ static void on_socket(evutil_socket_t fd, short what, void *arg)
 		memcpy(&h, c->in, sizeof(h));
 		if (h.length > TDM_MSG_MAX_PAYLOAD) {
 			log_warn("pid %d: message of %u bytes: disconnecting", (int)c->pid,
-				 h.length);
+			         h.length);
 			atomic_fetch_add(&c->srv->counters.protocol_errors, 1);
 			conn_close(c);
 			return;
@@ -361,8 +356,8 @@ static void on_socket(evutil_socket_t fd, short what, void *arg)
 		if (!handle_msg(c, h.type, c->in + sizeof(h), h.length)) {
 			if (c->role != CONN_NEW || h.type != TDM_MSG_HELLO)
 				log_info("pid %d: bad or failed request (type %u, %u bytes): "
-					 "disconnecting",
-					 (int)c->pid, h.type, h.length);
+				         "disconnecting",
+				         (int)c->pid, h.type, h.length);
 			conn_close(c);
 			return;
 		}

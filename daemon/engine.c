@@ -156,7 +156,7 @@ static void run_task(struct engine *e, struct worker *w, struct engine_task *t)
 			atomic_compare_exchange_strong(&g->status, &ok, -TDM_EDEVICE);
 			atomic_fetch_add(&e->tasks_failed, 1);
 			log_warn("kernel %s failed on %s: %s", t->kernel->name, d->dev.name,
-				 tdm_strerror(t->status));
+			         tdm_strerror(t->status));
 		}
 	}
 	t->end_ns = clock_now(e->clock);
@@ -235,7 +235,7 @@ static void worker_idle(struct engine *e, uint32_t seen)
 		if (found)
 			return;
 	}
-	struct pollfd fds[2] = {{e->wake_fd, POLLIN, 0}, {e->poll_fd, POLLIN, 0}};
+	struct pollfd fds[2] = { { e->wake_fd, POLLIN, 0 }, { e->poll_fd, POLLIN, 0 } };
 	atomic_fetch_add(&e->sleepers, 1);
 	if (atomic_load(&e->epoch) == seen && !atomic_load(&e->stop))
 		poll(fds, e->poll_fd >= 0 ? 2 : 1, -1);

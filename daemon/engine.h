@@ -79,7 +79,7 @@ struct engine_counters {
 	uint64_t graphs_submitted, graphs_done;
 	uint64_t tasks_done, tasks_failed, tasks_canceled;
 	uint64_t tasks_in_flight; /* submitted, not finished */
-	size_t queued;            /* ready, waiting for a worker */
+	size_t queued; /* ready, waiting for a worker */
 };
 
 struct engine;
@@ -92,7 +92,7 @@ struct engine_params {
 	uint32_t spin_us; /* idle workers spin this long before sleeping */
 	struct engine_hooks hooks;
 	void *topology; /* hwloc_topology_t for binding workers; may be NULL */
-	int poll_fd;    /* with hooks.poll: sleeping workers also wake when it is readable */
+	int poll_fd; /* with hooks.poll: sleeping workers also wake when it is readable */
 	bool start_workers; /* false: tests drive engine_run_one() themselves */
 };
 

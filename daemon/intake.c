@@ -22,7 +22,7 @@ static bool all_zero(const void *p, size_t n)
 }
 
 static void post_graph_status(struct session *s, uint64_t cookie, int status, uint32_t task,
-			      uint32_t field)
+                              uint32_t field)
 {
 	struct tdm_cqe c = {
 		.op = TDM_CQE_GRAPH_DONE,
@@ -40,8 +40,8 @@ static void reject(struct session *s, int status, uint32_t field)
 {
 	struct dgraph *g = s->building;
 	log_debug("session %u: graph %llu rejected at task %u: %s (%s)", s->id,
-		  (unsigned long long)g->g.cookie, g->nreceived, tdm_strerror(status),
-		  tdm_reject_field_name(field));
+	          (unsigned long long)g->g.cookie, g->nreceived, tdm_strerror(status),
+	          tdm_reject_field_name(field));
 	post_graph_status(s, g->g.cookie, status, g->nreceived, field);
 	s->building = NULL;
 	s->skipping = true;
@@ -50,7 +50,7 @@ static void reject(struct session *s, int status, uint32_t field)
 
 static void stray_entry(struct session *s, uint16_t op, uint32_t field)
 {
-	struct tdm_cqe c = {.op = TDM_CQE_ERROR, .status = -TDM_EPROTO, .detail = field};
+	struct tdm_cqe c = { .op = TDM_CQE_ERROR, .status = -TDM_EPROTO, .detail = field };
 	c.task_index = op;
 	atomic_fetch_add(&s->env->counters->protocol_errors, 1);
 	session_post_cqe(s, &c);
@@ -93,8 +93,9 @@ static void begin_graph(struct session *s, const struct tdm_sqe *e)
 		status = -TDM_ESHUTDOWN;
 	else if (b->ntasks > cfg->max_tasks_per_graph)
 		status = -TDM_EQUOTA, field = TDM_REJECT_NTASKS;
-	else if ((uint64_t)atomic_load(&s->tasks_in_flight) + b->ntasks > cfg->max_tasks_in_flight ||
-		 atomic_load(&s->graphs_in_flight) >= cfg->max_graphs_in_flight)
+	else if ((uint64_t)atomic_load(&s->tasks_in_flight) + b->ntasks >
+	                 cfg->max_tasks_in_flight ||
+	         atomic_load(&s->graphs_in_flight) >= cfg->max_graphs_in_flight)
 		status = -TDM_EQUOTA, field = TDM_REJECT_QUOTA;
 	if (status) {
 		post_graph_status(s, b->cookie, status, 0, field);
@@ -128,7 +129,7 @@ static void begin_graph(struct session *s, const struct tdm_sqe *e)
 /* Takes one reference per distinct buffer of the graph and records the
  * implicit dependencies of task t on it (RAW, WAR, WAW, in task order). */
 static bool track_buffer(struct dgraph *g, uint64_t serial, struct buffer *b, uint8_t mode,
-			 uint32_t t)
+                         uint32_t t)
 {
 	if (b->dep_graph != serial) {
 		if (g->nbufs == g->bufs_cap) {
@@ -158,7 +159,8 @@ static bool track_buffer(struct dgraph *g, uint64_t serial, struct buffer *b, ui
 		b->nreaders = 0;
 		return true;
 	}
-	if (b->last_writer != BUFFER_NO_TASK && b->last_writer != t && !add_edge(g, b->last_writer, t))
+	if (b->last_writer != BUFFER_NO_TASK && b->last_writer != t &&
+	    !add_edge(g, b->last_writer, t))
 		return false;
 	if (b->nreaders && b->readers[b->nreaders - 1] == t)
 		return true;
@@ -176,7 +178,7 @@ static bool track_buffer(struct dgraph *g, uint64_t serial, struct buffer *b, ui
 
 /* Validates a task entry into *task; returns the reject field or NONE. */
 static uint32_t validate_task(struct session *s, const struct tdm_sqe *e, uint32_t index,
-			      struct engine_task *task, struct buffer **bufs, int *status)
+                              struct engine_task *task, struct buffer **bufs, int *status)
 {
 	const struct tdm_sqe_task *t = &e->u.task;
 	const struct kernel_def *k;
@@ -257,7 +259,7 @@ static void add_task(struct session *s, const struct tdm_sqe *e)
 {
 	struct dgraph *g = s->building;
 	const struct tdm_sqe_task *t = &e->u.task;
-	struct buffer *bufs[TDM_MAX_ARGS] = {0};
+	struct buffer *bufs[TDM_MAX_ARGS] = { 0 };
 	struct engine_task task;
 	uint32_t index = g->nreceived;
 	uint32_t field;
@@ -352,7 +354,7 @@ static bool build_successors(struct dgraph *g)
 	for (uint32_t i = 0; i < g->nedges; i++) {
 		off[g->edges[2 * i] + 1]++;
 		atomic_fetch_add_explicit(&g->g.tasks[g->edges[2 * i + 1]].ndeps, 1,
-					  memory_order_relaxed);
+		                          memory_order_relaxed);
 	}
 	for (uint32_t i = 0; i < n; i++)
 		off[i + 1] += off[i];
@@ -458,7 +460,7 @@ int intake_run(struct session *s, uint32_t *consumed)
 	*consumed = 0;
 	if (tail - s->sq_head > s->sq_entries) {
 		log_warn("session %u: submission tail %u outside [%u, %u]: disconnecting", s->id,
-			 tail, s->sq_head, s->sq_head + s->sq_entries);
+		         tail, s->sq_head, s->sq_head + s->sq_entries);
 		atomic_fetch_add(&s->env->counters->protocol_errors, 1);
 		return -TDM_EPROTO;
 	}
@@ -479,7 +481,7 @@ int intake_run(struct session *s, uint32_t *consumed)
 	*consumed = n;
 	if (atomic_load(&s->cq_broken)) {
 		log_warn("session %u: completion head moved outside the ring: disconnecting",
-			 s->id);
+		         s->id);
 		atomic_fetch_add(&s->env->counters->protocol_errors, 1);
 		return -TDM_EPROTO;
 	}

@@ -19,7 +19,7 @@ enum log_level log_get_level(void)
 
 void log_msg(enum log_level level, const char *fmt, ...)
 {
-	static const char *const names[] = {"error", "warn", "info", "debug"};
+	static const char *const names[] = { "error", "warn", "info", "debug" };
 	char line[1024];
 	struct timespec ts;
 	va_list ap;
@@ -29,7 +29,7 @@ void log_msg(enum log_level level, const char *fmt, ...)
 		return;
 	clock_gettime(CLOCK_REALTIME, &ts);
 	n = snprintf(line, sizeof(line), "tandemd[%ld.%03ld] %s: ", (long)ts.tv_sec,
-		     ts.tv_nsec / 1000000, names[level]);
+	             ts.tv_nsec / 1000000, names[level]);
 	va_start(ap, fmt);
 	vsnprintf(line + n, sizeof(line) - (size_t)n, fmt, ap);
 	va_end(ap);

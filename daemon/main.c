@@ -14,27 +14,27 @@
 static void usage(FILE *out)
 {
 	fprintf(out,
-		"Usage: tandemd [OPTIONS]\n"
-		"Schedules client task graphs on this machine's devices.\n"
-		"\n"
-		"  -c, --config FILE      read the configuration from FILE\n"
-		"                         (default: the embedded defaults, see --print-config)\n"
-		"  -s, --socket PATH      listen on PATH (overrides daemon.socket; default\n"
-		"                         $XDG_RUNTIME_DIR/tandem/tandemd.sock, or\n"
-		"                         /run/tandem/tandemd.sock for root)\n"
-		"  -l, --log-level LEVEL  error, warn, info or debug (overrides daemon.log_level)\n"
-		"  -p, --policy NAME      scheduling policy (overrides engine.policy)\n"
-		"      --check-config     check the configuration, print FILE:LINE:COL on error,\n"
-		"                         and exit (0 when valid)\n"
-		"      --print-config     print the embedded default configuration and exit\n"
-		"      --list-policies    print the registered policies and exit\n"
-		"      --ready-fd FD      write \"READY\\n\" to FD once clients can connect\n"
-		"  -h, --help             show this help\n"
-		"  -V, --version          show the version\n"
-		"\n"
-		"Signals: SIGTERM/SIGINT drain in-flight graphs and exit 0 (a second one exits\n"
-		"at once); SIGHUP reloads the configuration file and keeps the running one if\n"
-		"the new one has an error.\n");
+	        "Usage: tandemd [OPTIONS]\n"
+	        "Schedules client task graphs on this machine's devices.\n"
+	        "\n"
+	        "  -c, --config FILE      read the configuration from FILE\n"
+	        "                         (default: the embedded defaults, see --print-config)\n"
+	        "  -s, --socket PATH      listen on PATH (overrides daemon.socket; default\n"
+	        "                         $XDG_RUNTIME_DIR/tandem/tandemd.sock, or\n"
+	        "                         /run/tandem/tandemd.sock for root)\n"
+	        "  -l, --log-level LEVEL  error, warn, info or debug (overrides daemon.log_level)\n"
+	        "  -p, --policy NAME      scheduling policy (overrides engine.policy)\n"
+	        "      --check-config     check the configuration, print FILE:LINE:COL on error,\n"
+	        "                         and exit (0 when valid)\n"
+	        "      --print-config     print the embedded default configuration and exit\n"
+	        "      --list-policies    print the registered policies and exit\n"
+	        "      --ready-fd FD      write \"READY\\n\" to FD once clients can connect\n"
+	        "  -h, --help             show this help\n"
+	        "  -V, --version          show the version\n"
+	        "\n"
+	        "Signals: SIGTERM/SIGINT drain in-flight graphs and exit 0 (a second one exits\n"
+	        "at once); SIGHUP reloads the configuration file and keeps the running one if\n"
+	        "the new one has an error.\n");
 }
 
 static int parse_level(const char *s, enum log_level *out)
@@ -52,17 +52,17 @@ int main(int argc, char **argv)
 {
 	enum { OPT_CHECK = 256, OPT_PRINT, OPT_LIST, OPT_READY };
 	static const struct option opts[] = {
-		{"config", required_argument, NULL, 'c'},
-		{"socket", required_argument, NULL, 's'},
-		{"log-level", required_argument, NULL, 'l'},
-		{"policy", required_argument, NULL, 'p'},
-		{"check-config", no_argument, NULL, OPT_CHECK},
-		{"print-config", no_argument, NULL, OPT_PRINT},
-		{"list-policies", no_argument, NULL, OPT_LIST},
-		{"ready-fd", required_argument, NULL, OPT_READY},
-		{"help", no_argument, NULL, 'h'},
-		{"version", no_argument, NULL, 'V'},
-		{0},
+		{ "config", required_argument, NULL, 'c' },
+		{ "socket", required_argument, NULL, 's' },
+		{ "log-level", required_argument, NULL, 'l' },
+		{ "policy", required_argument, NULL, 'p' },
+		{ "check-config", no_argument, NULL, OPT_CHECK },
+		{ "print-config", no_argument, NULL, OPT_PRINT },
+		{ "list-policies", no_argument, NULL, OPT_LIST },
+		{ "ready-fd", required_argument, NULL, OPT_READY },
+		{ "help", no_argument, NULL, 'h' },
+		{ "version", no_argument, NULL, 'V' },
+		{ 0 },
 	};
 	const char *config_path = NULL, *socket_path = NULL, *level = NULL, *policy = NULL;
 	bool check_only = false;
@@ -84,14 +84,17 @@ int main(int argc, char **argv)
 			char *end;
 			long v = strtol(optarg, &end, 10);
 			if (*end || v < 0 || v > 65535) {
-				fprintf(stderr, "tandemd: --ready-fd: not a descriptor: %s\n", optarg);
+				fprintf(stderr, "tandemd: --ready-fd: not a descriptor: %s\n",
+				        optarg);
 				return 2;
 			}
 			ready_fd = (int)v;
 			break;
 		}
 		case 'h': usage(stdout); return 0;
-		case 'V': printf("tandemd %s (wire %u)\n", TANDEM_VERSION, TDM_WIRE_VERSION); return 0;
+		case 'V':
+			printf("tandemd %s (wire %u)\n", TANDEM_VERSION, TDM_WIRE_VERSION);
+			return 0;
 		default: usage(stderr); return 2;
 		}
 	}
@@ -110,8 +113,9 @@ int main(int argc, char **argv)
 	}
 	if (socket_path) {
 		if (socket_path[0] != '/' || strlen(socket_path) >= sizeof(cfg.socket_path)) {
-			fprintf(stderr, "tandemd: --socket: need an absolute path under %zu bytes\n",
-				sizeof(cfg.socket_path));
+			fprintf(stderr,
+			        "tandemd: --socket: need an absolute path under %zu bytes\n",
+			        sizeof(cfg.socket_path));
 			return 2;
 		}
 		snprintf(cfg.socket_path, sizeof(cfg.socket_path), "%s", socket_path);
@@ -128,7 +132,8 @@ int main(int argc, char **argv)
 		snprintf(cfg.policy, sizeof(cfg.policy), "%s", policy);
 	}
 	if (!policy_by_name(cfg.policy)) {
-		fprintf(stderr, "tandemd: unknown policy \"%s\" (try --list-policies)\n", cfg.policy);
+		fprintf(stderr, "tandemd: unknown policy \"%s\" (try --list-policies)\n",
+		        cfg.policy);
 		return 1;
 	}
 	if (check_only) {

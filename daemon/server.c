@@ -30,7 +30,7 @@ static void submit_to_engine(void *ctx, struct engine_graph *g)
 static int prepare_socket_path(const char *path)
 {
 	char dir[CONFIG_PATH_MAX];
-	struct sockaddr_un sa = {.sun_family = AF_UNIX};
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
 
 	snprintf(dir, sizeof(dir), "%s", path);
 	char *slash = strrchr(dir, '/');
@@ -56,7 +56,7 @@ static int prepare_socket_path(const char *path)
 }
 
 static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa, int len,
-		      void *arg)
+                      void *arg)
 {
 	(void)l;
 	(void)sa;
@@ -83,8 +83,7 @@ static void on_drain_tick(evutil_socket_t fd, short what, void *arg)
 		log_info("drained: exiting");
 		event_base_loopbreak(srv->base);
 	} else if (clock_monotonic_ns() - srv->drain_start_ns > DRAIN_TIMEOUT_S * 1000000000ull) {
-		log_warn("drain: work still in flight after %d s: exiting anyway",
-			 DRAIN_TIMEOUT_S);
+		log_warn("drain: work still in flight after %d s: exiting anyway", DRAIN_TIMEOUT_S);
 		event_base_loopbreak(srv->base);
 	}
 }
@@ -92,7 +91,7 @@ static void on_drain_tick(evutil_socket_t fd, short what, void *arg)
 static void on_terminate(evutil_socket_t sig, short what, void *arg)
 {
 	struct server *srv = arg;
-	struct timeval tick = {0, DRAIN_POLL_MS * 1000};
+	struct timeval tick = { 0, DRAIN_POLL_MS * 1000 };
 	(void)what;
 
 	if (atomic_load(&srv->draining)) {
@@ -118,7 +117,7 @@ static void apply_reload(struct server *srv, const struct tdm_config *n)
 	    o->n_cores != n->n_cores || memcmp(o->cores, n->cores, n->n_cores * sizeof(int)) ||
 	    o->sq_entries != n->sq_entries || o->cq_entries != n->cq_entries)
 		log_warn("reload: daemon.socket, engine.policy, cpu.cores and rings change only "
-			 "on restart");
+		         "on restart");
 	memcpy(o->allowed_uids, n->allowed_uids, sizeof(o->allowed_uids));
 	o->n_allowed_uids = n->n_allowed_uids;
 	memcpy(o->allowed_gids, n->allowed_gids, sizeof(o->allowed_gids));
@@ -225,7 +224,7 @@ static bool server_poll(void *ctx, bool woken)
 	for (size_t i = 0; i < srv->nsessions; i++) {
 		struct session *s = srv->sessions[i];
 		bool overflow = __atomic_load_n(&s->hdr->daemon_flags, __ATOMIC_RELAXED) &
-				TDM_DAEMON_CQ_OVERFLOW;
+		                TDM_DAEMON_CQ_OVERFLOW;
 		if ((!intake_pending(s) && !overflow) || atomic_load(&s->proto_error) ||
 		    pthread_mutex_trylock(&s->intake_lock) != 0)
 			continue;
@@ -288,7 +287,7 @@ static int start_devices(struct server *srv)
 	}
 	for (size_t i = 0; i < srv->ndevs; i++)
 		log_info("device %zu: %s (%s, CPU %d)", i, srv->devs[i].name,
-			 srv->devs[i].ops->name, srv->devs[i].os_index);
+		         srv->devs[i].ops->name, srv->devs[i].os_index);
 	return 0;
 }
 
@@ -307,14 +306,14 @@ static void bind_process(struct server *srv)
 
 static int open_listener(struct server *srv)
 {
-	struct sockaddr_un sa = {.sun_family = AF_UNIX};
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
 	int err = prepare_socket_path(srv->socket_path);
 	if (err)
 		return err;
 	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", srv->socket_path);
 	srv->listener = evconnlistener_new_bind(srv->base, on_accept, srv,
-						LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, 64,
-						(struct sockaddr *)&sa, sizeof(sa));
+	                                        LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, 64,
+	                                        (struct sockaddr *)&sa, sizeof(sa));
 	if (!srv->listener) {
 		log_error("cannot listen on %s: %s", srv->socket_path, strerror(errno));
 		return -TDM_ESYS;
@@ -326,7 +325,7 @@ static int open_listener(struct server *srv)
 }
 
 int server_init(struct server *srv, const struct tdm_config *cfg, const char *config_path,
-		int ready_fd)
+                int ready_fd)
 {
 	int err;
 
@@ -374,10 +373,10 @@ int server_init(struct server *srv, const struct tdm_config *cfg, const char *co
 		.devices = srv->devs,
 		.ndevices = srv->ndevs,
 		.spin_us = cfg->spin_us,
-		.hooks = {.graph_done = session_engine_graph_done,
-			  .poll = server_poll,
-			  .polling = server_polling,
-			  .ctx = srv},
+		.hooks = { .graph_done = session_engine_graph_done,
+		           .poll = server_poll,
+		           .polling = server_polling,
+		           .ctx = srv },
 		.topology = srv->topo,
 		.poll_fd = srv->sq_bell,
 		.start_workers = true,
@@ -405,7 +404,7 @@ int server_init(struct server *srv, const struct tdm_config *cfg, const char *co
 		return -TDM_ESYS;
 	signal(SIGPIPE, SIG_IGN);
 	log_info("listening on %s (policy %s, %zu devices, spin %u us)", srv->socket_path,
-		 policy->name, srv->ndevs, cfg->spin_us);
+	         policy->name, srv->ndevs, cfg->spin_us);
 	return 0;
 }
 

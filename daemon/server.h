@@ -58,8 +58,8 @@ struct server {
 	 * every session while there is at least one (lock before registry). */
 	pthread_mutex_t polling_lock;
 	unsigned pollers;
-	int sq_bell;  /* the submission doorbell every client rings */
-	int kick_fd;  /* workers ask the loop to drop clients that broke protocol */
+	int sq_bell; /* the submission doorbell every client rings */
+	int kick_fd; /* workers ask the loop to drop clients that broke protocol */
 	struct event *ev_kick;
 	uint64_t drain_start_ns;
 	struct conn *conns;
@@ -69,7 +69,7 @@ struct server {
 };
 
 int server_init(struct server *srv, const struct tdm_config *cfg, const char *config_path,
-		int ready_fd);
+                int ready_fd);
 /* Runs until SIGTERM/SIGINT drained the work; returns 0. */
 int server_run(struct server *srv);
 void server_fini(struct server *srv);

@@ -136,7 +136,7 @@ void session_unref(struct session *s)
 /* ---- buffers ------------------------------------------------------------- */
 
 int session_buffer_alloc(struct session *s, uint64_t bytes, uint32_t flags, uint32_t *handle,
-			 int *fd_out)
+                         int *fd_out)
 {
 	const struct tdm_config *cfg = s->env->cfg;
 	struct buffer_slot *slots = (struct buffer_slot *)s->bufs;
@@ -338,7 +338,7 @@ static void flush_locked(struct session *s, struct dgraph **done)
 		bool waiting = s->errors_head || s->pending_head;
 		if (!waiting) {
 			__atomic_fetch_and(&s->hdr->daemon_flags, ~TDM_DAEMON_CQ_OVERFLOW,
-					   __ATOMIC_SEQ_CST);
+			                   __ATOMIC_SEQ_CST);
 			break;
 		}
 		/* Ask the client to ring us after it consumes, then look once

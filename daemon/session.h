@@ -61,7 +61,7 @@ struct dgraph {
 	struct buffer **bufs; /* one reference each */
 	uint32_t nbufs, bufs_cap;
 	uint32_t reserved_tasks; /* counted against the client's quota */
-	uint32_t info_posted;    /* TASK_INFO completions written so far */
+	uint32_t info_posted; /* TASK_INFO completions written so far */
 	struct dgraph *next_pending;
 	/* Build state (intake only). */
 	uint32_t nreceived, tasks_cap;
@@ -105,15 +105,15 @@ struct session {
 	/* Buffer table (under intake_lock): handle h lives at bufs[h - 1]. */
 	struct buffer **bufs;
 	uint32_t bufs_cap, nbufs_live;
-	_Atomic uint64_t buffer_bytes;   /* quota accounting, incl. freed-but-in-use */
-	_Atomic uint32_t buffers_count;  /* same, in buffers */
+	_Atomic uint64_t buffer_bytes; /* quota accounting, incl. freed-but-in-use */
+	_Atomic uint32_t buffers_count; /* same, in buffers */
 	_Atomic uint32_t tasks_in_flight;
 	_Atomic uint32_t graphs_in_flight;
 
 	/* Intake state (under intake_lock). */
 	uint64_t graph_serial; /* numbers graphs for the dependency scratch */
 	struct dgraph *building;
-	bool skipping;     /* a rejected graph's entries are skipped until its END */
+	bool skipping; /* a rejected graph's entries are skipped until its END */
 	uint32_t nerrors_pending;
 
 	/* Completion posting (any thread, under cq_lock). */
@@ -138,7 +138,7 @@ void session_close(struct session *s);
 
 /* Buffers (caller holds intake_lock). */
 int session_buffer_alloc(struct session *s, uint64_t bytes, uint32_t flags, uint32_t *handle,
-			 int *fd_out);
+                         int *fd_out);
 int session_buffer_free(struct session *s, uint32_t handle);
 struct buffer *session_buffer_lookup(struct session *s, uint32_t handle);
 void buffer_unref(struct buffer *b);

@@ -51,15 +51,17 @@ int main(int argc, char **argv)
 	tdm_client *c;
 	tdm_kernel k_fill, k_gemm, k_axpy;
 
-	if (check(tdm_connect(&(struct tdm_connect_opts){.socket_path = sock}, &c), "connect"))
+	if (check(tdm_connect(&(struct tdm_connect_opts){ .socket_path = sock }, &c), "connect"))
 		return 1;
 	if (check(tdm_kernel_lookup(c, "fill", &k_fill), "fill") ||
 	    check(tdm_kernel_lookup(c, "sgemm", &k_gemm), "sgemm") ||
 	    check(tdm_kernel_lookup(c, "axpy", &k_axpy), "axpy"))
 		return 1;
 
-	struct tile *a = calloc((size_t)ntiles, sizeof(*a)), *b = calloc((size_t)ntiles, sizeof(*b));
-	struct tile *cc = calloc((size_t)ntiles, sizeof(*cc)), *r = calloc((size_t)ntiles, sizeof(*r));
+	struct tile *a = calloc((size_t)ntiles, sizeof(*a)),
+	            *b = calloc((size_t)ntiles, sizeof(*b));
+	struct tile *cc = calloc((size_t)ntiles, sizeof(*cc)),
+	            *r = calloc((size_t)ntiles, sizeof(*r));
 	if (!a || !b || !cc || !r || alloc_tiles(c, a, ntiles, tile_bytes) ||
 	    alloc_tiles(c, b, ntiles, tile_bytes) || alloc_tiles(c, cc, ntiles, tile_bytes) ||
 	    alloc_tiles(c, r, ntiles, tile_bytes))
@@ -86,14 +88,16 @@ int main(int argc, char **argv)
 	for (int i = 0; i < nt; i++) {
 		for (int j = 0; j < nt; j++) {
 			struct tile *ct = &cc[i * nt + j];
-			struct tdm_task_desc fill = {.kernel = k_fill, .nargs = 1, .nscalars = 1};
+			struct tdm_task_desc fill = { .kernel = k_fill, .nargs = 1, .nscalars = 1 };
 			fill.args[0] = TDM_ARG(ct->h, TDM_W, 0, 0);
 			fill.scalars[0] = TDM_F32(0.0f);
 			names[tdm_graph_task_count(g)] = "fill";
 			if (check(tdm_graph_add_task(g, &fill, NULL), "add fill"))
 				return 1;
 			for (int k = 0; k < nt; k++) {
-				struct tdm_task_desc mm = {.kernel = k_gemm, .nargs = 3, .nscalars = 5};
+				struct tdm_task_desc mm = { .kernel = k_gemm,
+					                    .nargs = 3,
+					                    .nscalars = 5 };
 				mm.args[0] = TDM_ARG(a[i * nt + k].h, TDM_R, 0, 0);
 				mm.args[1] = TDM_ARG(b[k * nt + j].h, TDM_R, 0, 0);
 				mm.args[2] = TDM_ARG(ct->h, TDM_RW, 0, 0);
@@ -106,7 +110,7 @@ int main(int argc, char **argv)
 				if (check(tdm_graph_add_task(g, &mm, NULL), "add sgemm"))
 					return 1;
 			}
-			struct tdm_task_desc ax = {.kernel = k_axpy, .nargs = 2, .nscalars = 1};
+			struct tdm_task_desc ax = { .kernel = k_axpy, .nargs = 2, .nscalars = 1 };
 			ax.args[0] = TDM_ARG(ct->h, TDM_R, 0, 0);
 			ax.args[1] = TDM_ARG(r[i * nt + j].h, TDM_RW, 0, 0);
 			ax.scalars[0] = TDM_F32(2.0f);
@@ -149,7 +153,8 @@ int main(int argc, char **argv)
 	for (uint32_t i = 0; i < ntasks; i++) {
 		const struct tdm_task_info *ti = tdm_graph_task_info(g, i);
 		printf("%5u %-6s %6u %10.1f %10.1f %10.1f\n", i, names[i], ti->device,
-		       (ti->queued_ns - t0) / 1e3, (ti->start_ns - t0) / 1e3, (ti->end_ns - t0) / 1e3);
+		       (ti->queued_ns - t0) / 1e3, (ti->start_ns - t0) / 1e3,
+		       (ti->end_ns - t0) / 1e3);
 		if (ti->end_ns > end)
 			end = ti->end_ns;
 	}

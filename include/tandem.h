@@ -22,26 +22,26 @@ extern "C" {
 
 enum tdm_error {
 	TDM_OK = 0,
-	TDM_EINVAL = 1,   /* invalid argument */
-	TDM_ENOMEM,       /* out of memory */
-	TDM_ECONNECT,     /* cannot reach the daemon's socket */
-	TDM_EPERM,        /* the daemon does not accept this uid/gid */
-	TDM_EVERSION,     /* wire version mismatch */
-	TDM_EPROTO,       /* protocol violation (daemon or client) */
-	TDM_EDISCONNECTED,/* the daemon closed the connection */
-	TDM_ETIMEDOUT,    /* tdm_wait timed out; the graph is still running */
-	TDM_EQUOTA,       /* a per-client quota would be exceeded */
-	TDM_EHANDLE,      /* unknown buffer handle */
-	TDM_ERANGE,       /* offset/length outside the buffer */
-	TDM_EKERNEL,      /* unknown kernel */
-	TDM_EARITY,       /* wrong number or kind of arguments for the kernel */
-	TDM_EEDGE,        /* edge to a task that is not earlier in the graph */
-	TDM_ECANCELED,    /* the task or graph was canceled */
-	TDM_EDEVICE,      /* a kernel failed on its device */
-	TDM_ESHUTDOWN,    /* the daemon is shutting down */
-	TDM_EBUSY,        /* too many clients */
-	TDM_ESYS,         /* a system call failed */
-	TDM_ECONFIG,      /* invalid configuration */
+	TDM_EINVAL = 1, /* invalid argument */
+	TDM_ENOMEM, /* out of memory */
+	TDM_ECONNECT, /* cannot reach the daemon's socket */
+	TDM_EPERM, /* the daemon does not accept this uid/gid */
+	TDM_EVERSION, /* wire version mismatch */
+	TDM_EPROTO, /* protocol violation (daemon or client) */
+	TDM_EDISCONNECTED, /* the daemon closed the connection */
+	TDM_ETIMEDOUT, /* tdm_wait timed out; the graph is still running */
+	TDM_EQUOTA, /* a per-client quota would be exceeded */
+	TDM_EHANDLE, /* unknown buffer handle */
+	TDM_ERANGE, /* offset/length outside the buffer */
+	TDM_EKERNEL, /* unknown kernel */
+	TDM_EARITY, /* wrong number or kind of arguments for the kernel */
+	TDM_EEDGE, /* edge to a task that is not earlier in the graph */
+	TDM_ECANCELED, /* the task or graph was canceled */
+	TDM_EDEVICE, /* a kernel failed on its device */
+	TDM_ESHUTDOWN, /* the daemon is shutting down */
+	TDM_EBUSY, /* too many clients */
+	TDM_ESYS, /* a system call failed */
+	TDM_ECONFIG, /* invalid configuration */
 	TDM_E__COUNT
 };
 
@@ -81,8 +81,7 @@ uint32_t tdm_device_count(const tdm_client *c);
 
 /* Allocates bytes of shared memory (zeroed) and maps it; *ptr is the
  * client's view. Counts against the client's quota. */
-int tdm_buffer_alloc(tdm_client *c, size_t bytes, uint32_t flags, tdm_buffer *handle,
-		     void **ptr);
+int tdm_buffer_alloc(tdm_client *c, size_t bytes, uint32_t flags, tdm_buffer *handle, void **ptr);
 /* Releases a buffer. Graphs already submitted keep it alive until they end. */
 int tdm_buffer_free(tdm_client *c, tdm_buffer handle);
 
@@ -106,10 +105,11 @@ struct tdm_scalar {
 	union tdm_wire_scalar v;
 };
 
-#define TDM_ARG(buf, m, off, len) ((struct tdm_arg){.buffer = (buf), .mode = (m), .offset = (off), .length = (len)})
-#define TDM_I64(x) ((struct tdm_scalar){.type = TDM_SCALAR_I64, .v = {.i64 = (x)}})
-#define TDM_F64(x) ((struct tdm_scalar){.type = TDM_SCALAR_F64, .v = {.f64 = (x)}})
-#define TDM_F32(x) ((struct tdm_scalar){.type = TDM_SCALAR_F32, .v = {.f32 = (x)}})
+#define TDM_ARG(buf, m, off, len)                                                                  \
+	((struct tdm_arg){ .buffer = (buf), .mode = (m), .offset = (off), .length = (len) })
+#define TDM_I64(x) ((struct tdm_scalar){ .type = TDM_SCALAR_I64, .v = { .i64 = (x) } })
+#define TDM_F64(x) ((struct tdm_scalar){ .type = TDM_SCALAR_F64, .v = { .f64 = (x) } })
+#define TDM_F32(x) ((struct tdm_scalar){ .type = TDM_SCALAR_F32, .v = { .f32 = (x) } })
 
 struct tdm_task_desc {
 	tdm_kernel kernel;

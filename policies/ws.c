@@ -11,7 +11,7 @@
 struct deque {
 	pthread_mutex_t lock;
 	struct engine_task **items; /* ring of cap entries */
-	size_t cap, head, count;    /* head = oldest */
+	size_t cap, head, count; /* head = oldest */
 };
 
 struct ws {

@@ -15,19 +15,19 @@
 static void usage(FILE *out)
 {
 	fprintf(out, "Usage: tandemctl [--socket PATH] [--json] COMMAND\n"
-		     "Shows the state of a running tandemd.\n"
-		     "\n"
-		     "Commands:\n"
-		     "  status    devices, clients, queue depth and counters\n"
-		     "  devices   the devices tandemd schedules on\n"
-		     "  clients   connected clients and what they hold\n"
-		     "\n"
-		     "Options:\n"
-		     "  -s, --socket PATH   daemon socket (default: $TANDEM_SOCKET, then\n"
-		     "                      $XDG_RUNTIME_DIR/tandem/tandemd.sock, or\n"
-		     "                      /run/tandem/tandemd.sock for root)\n"
-		     "  -j, --json          print the daemon's JSON document as is\n"
-		     "  -h, --help          show this help\n");
+	             "Shows the state of a running tandemd.\n"
+	             "\n"
+	             "Commands:\n"
+	             "  status    devices, clients, queue depth and counters\n"
+	             "  devices   the devices tandemd schedules on\n"
+	             "  clients   connected clients and what they hold\n"
+	             "\n"
+	             "Options:\n"
+	             "  -s, --socket PATH   daemon socket (default: $TANDEM_SOCKET, then\n"
+	             "                      $XDG_RUNTIME_DIR/tandem/tandemd.sock, or\n"
+	             "                      /run/tandem/tandemd.sock for root)\n"
+	             "  -j, --json          print the daemon's JSON document as is\n"
+	             "  -h, --help          show this help\n");
 }
 
 static int io_all(int fd, void *p, size_t n, bool sending)
@@ -45,10 +45,10 @@ static int io_all(int fd, void *p, size_t n, bool sending)
 	return 0;
 }
 
-static int request(int fd, uint32_t type, const void *p, uint32_t len, uint32_t want,
-		   char **reply, uint32_t *reply_len)
+static int request(int fd, uint32_t type, const void *p, uint32_t len, uint32_t want, char **reply,
+                   uint32_t *reply_len)
 {
-	struct tdm_msg_hdr h = {.type = type, .length = len};
+	struct tdm_msg_hdr h = { .type = type, .length = len };
 	if (io_all(fd, &h, sizeof(h), true) || (len && io_all(fd, (void *)p, len, true)))
 		return -1;
 	if (io_all(fd, &h, sizeof(h), false) || h.type != want || h.length > TDM_CTL_REPLY_MAX)
@@ -64,8 +64,8 @@ static int request(int fd, uint32_t type, const void *p, uint32_t len, uint32_t 
 /* Returns the status JSON text (malloc'd) or NULL with a message printed. */
 static char *fetch_status(const char *path)
 {
-	struct sockaddr_un sa = {.sun_family = AF_UNIX};
-	struct tdm_hello hello = {TDM_WIRE_MAGIC, TDM_WIRE_VERSION, TDM_ROLE_CONTROL, 0};
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	struct tdm_hello hello = { TDM_WIRE_MAGIC, TDM_WIRE_VERSION, TDM_ROLE_CONTROL, 0 };
 	struct tdm_hello_reply hr;
 	char *reply = NULL, *json = NULL;
 	uint32_t len;
@@ -120,10 +120,10 @@ static void print_devices(json_t *doc)
 	printf("%-6s %-8s %-6s %5s %12s %10s\n", "INDEX", "NAME", "KIND", "CPU", "TASKS",
 	       "BUSY_MS");
 	json_array_foreach(json_object_get(doc, "devices"), i, d)
-		printf("%-6lld %-8s %-6s %5lld %12lld %10.1f\n", (long long)num(d, "index"),
-		       json_string_value(json_object_get(d, "name")),
-		       json_string_value(json_object_get(d, "kind")), (long long)num(d, "cpu"),
-		       (long long)num(d, "tasks_run"), (double)num(d, "busy_ns") / 1e6);
+	        printf("%-6lld %-8s %-6s %5lld %12lld %10.1f\n", (long long)num(d, "index"),
+	               json_string_value(json_object_get(d, "name")),
+	               json_string_value(json_object_get(d, "kind")), (long long)num(d, "cpu"),
+	               (long long)num(d, "tasks_run"), (double)num(d, "busy_ns") / 1e6);
 }
 
 static void print_clients(json_t *doc)
@@ -132,12 +132,11 @@ static void print_clients(json_t *doc)
 	json_t *c;
 	printf("%-8s %-8s %-6s %8s %14s %8s %10s\n", "SESSION", "PID", "UID", "BUFFERS",
 	       "BUFFER_BYTES", "GRAPHS", "TASKS");
-	json_array_foreach(json_object_get(doc, "clients"), i, c)
-		printf("%-8lld %-8lld %-6lld %8lld %14lld %8lld %10lld\n",
-		       (long long)num(c, "session"), (long long)num(c, "pid"),
-		       (long long)num(c, "uid"), (long long)num(c, "buffers"),
-		       (long long)num(c, "buffer_bytes"), (long long)num(c, "graphs_in_flight"),
-		       (long long)num(c, "tasks_in_flight"));
+	json_array_foreach(json_object_get(doc, "clients"), i, c) printf(
+	        "%-8lld %-8lld %-6lld %8lld %14lld %8lld %10lld\n", (long long)num(c, "session"),
+	        (long long)num(c, "pid"), (long long)num(c, "uid"), (long long)num(c, "buffers"),
+	        (long long)num(c, "buffer_bytes"), (long long)num(c, "graphs_in_flight"),
+	        (long long)num(c, "tasks_in_flight"));
 }
 
 static void print_status(json_t *doc)
@@ -155,15 +154,15 @@ static void print_status(json_t *doc)
 	print_clients(doc);
 	printf("\nCounters\n");
 	json_object_foreach(json_object_get(doc, "counters"), key, v)
-		printf("  %-20s %lld\n", key, (long long)json_integer_value(v));
+	        printf("  %-20s %lld\n", key, (long long)json_integer_value(v));
 }
 
 int main(int argc, char **argv)
 {
-	static const struct option opts[] = {{"socket", required_argument, NULL, 's'},
-					     {"json", no_argument, NULL, 'j'},
-					     {"help", no_argument, NULL, 'h'},
-					     {0}};
+	static const struct option opts[] = { { "socket", required_argument, NULL, 's' },
+		                              { "json", no_argument, NULL, 'j' },
+		                              { "help", no_argument, NULL, 'h' },
+		                              { 0 } };
 	char path[108];
 	const char *socket_path = NULL;
 	bool as_json = false;

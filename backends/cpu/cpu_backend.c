@@ -8,7 +8,7 @@
 #include "tandem.h"
 
 static int add_device(struct backend_device *out, size_t max, size_t *n, hwloc_const_cpuset_t set,
-		      int os_index)
+                      int os_index)
 {
 	if (*n >= max)
 		return 0;
@@ -26,7 +26,7 @@ static int add_device(struct backend_device *out, size_t max, size_t *n, hwloc_c
 }
 
 static int cpu_probe(const struct backend_probe_params *p, struct backend_device *out, size_t max,
-		     size_t *n)
+                     size_t *n)
 {
 	hwloc_topology_t topo = p->topology;
 	int err = 0;
@@ -38,7 +38,7 @@ static int cpu_probe(const struct backend_probe_params *p, struct backend_device
 			hwloc_obj_t pu = hwloc_get_pu_obj_by_os_index(topo, (unsigned)p->cores[i]);
 			if (!pu) {
 				log_error("cpu.cores: CPU %d is not in this machine's allowed set",
-					  p->cores[i]);
+				          p->cores[i]);
 				return -TDM_ECONFIG;
 			}
 			err = add_device(out, max, n, pu->cpuset, p->cores[i]);
@@ -80,7 +80,7 @@ static int cpu_worker_init(const struct backend_device *d, void *topology)
 }
 
 static int cpu_launch(const struct backend_device *d, const struct kernel_def *k,
-		      const struct tdm_kernel_call *call)
+                      const struct tdm_kernel_call *call)
 {
 	(void)d;
 	return k->impl[TDM_DEV_CPU](call);

@@ -51,8 +51,9 @@ int cpu_axpy(const struct tdm_kernel_call *call)
 
 int cpu_sgemm(const struct tdm_kernel_call *call)
 {
-	blasint m = (blasint)call->s[0].i64, n = (blasint)call->s[1].i64, k = (blasint)call->s[2].i64;
+	blasint m = (blasint)call->s[0].i64, n = (blasint)call->s[1].i64,
+	        k = (blasint)call->s[2].i64;
 	cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, n, k, call->s[3].f32,
-		    call->ptr[0], k, call->ptr[1], n, call->s[4].f32, call->ptr[2], n);
+	            call->ptr[0], k, call->ptr[1], n, call->s[4].f32, call->ptr[2], n);
 	return 0;
 }

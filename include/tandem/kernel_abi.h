@@ -13,8 +13,8 @@
 
 struct tdm_kernel_call {
 	uint32_t nargs;
-	void *ptr[TDM_MAX_ARGS];     /* buffer base + offset, on the device's memory node */
-	uint64_t len[TDM_MAX_ARGS];  /* bytes */
+	void *ptr[TDM_MAX_ARGS]; /* buffer base + offset, on the device's memory node */
+	uint64_t len[TDM_MAX_ARGS]; /* bytes */
 	union tdm_wire_scalar s[TDM_MAX_SCALARS];
 };
 

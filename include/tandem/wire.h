@@ -20,25 +20,25 @@
 #define TDM_WIRE_MAGIC 0x54444d31u /* "TDM1" */
 #define TDM_WIRE_VERSION 1u
 
-#define TDM_MAX_ARGS 8    /* buffer arguments per task */
+#define TDM_MAX_ARGS 8 /* buffer arguments per task */
 #define TDM_MAX_SCALARS 8 /* scalar parameters per task */
-#define TDM_TASK_INLINE_EDGES 8   /* predecessor indices inline in a task entry */
+#define TDM_TASK_INLINE_EDGES 8 /* predecessor indices inline in a task entry */
 #define TDM_EDGES_PER_SQE 76
 #define TDM_KERNEL_NAME_MAX 32
 
 /* ---- socket messages ---------------------------------------------------- */
 
 enum tdm_msg_type {
-	TDM_MSG_HELLO = 1,        /* client -> daemon: struct tdm_hello */
-	TDM_MSG_HELLO_REPLY,      /* daemon -> client: struct tdm_hello_reply + 3 fds */
-	TDM_MSG_BUF_ALLOC,        /* client: struct tdm_buf_alloc_req */
-	TDM_MSG_BUF_ALLOC_REPLY,  /* daemon: struct tdm_buf_alloc_reply (+ memfd on success) */
-	TDM_MSG_BUF_FREE,         /* client: struct tdm_buf_free_req */
-	TDM_MSG_BUF_FREE_REPLY,   /* daemon: struct tdm_status_reply */
-	TDM_MSG_KERNEL_LOOKUP,    /* client: struct tdm_kernel_lookup_req */
-	TDM_MSG_KERNEL_REPLY,     /* daemon: struct tdm_kernel_lookup_reply */
-	TDM_MSG_CTL_STATUS,       /* control: no payload */
-	TDM_MSG_CTL_REPLY,        /* daemon: int32 status + JSON text */
+	TDM_MSG_HELLO = 1, /* client -> daemon: struct tdm_hello */
+	TDM_MSG_HELLO_REPLY, /* daemon -> client: struct tdm_hello_reply + 3 fds */
+	TDM_MSG_BUF_ALLOC, /* client: struct tdm_buf_alloc_req */
+	TDM_MSG_BUF_ALLOC_REPLY, /* daemon: struct tdm_buf_alloc_reply (+ memfd on success) */
+	TDM_MSG_BUF_FREE, /* client: struct tdm_buf_free_req */
+	TDM_MSG_BUF_FREE_REPLY, /* daemon: struct tdm_status_reply */
+	TDM_MSG_KERNEL_LOOKUP, /* client: struct tdm_kernel_lookup_req */
+	TDM_MSG_KERNEL_REPLY, /* daemon: struct tdm_kernel_lookup_reply */
+	TDM_MSG_CTL_STATUS, /* control: no payload */
+	TDM_MSG_CTL_REPLY, /* daemon: int32 status + JSON text */
 };
 
 #define TDM_MSG_MAX_PAYLOAD 4096u
@@ -105,7 +105,7 @@ struct tdm_kernel_lookup_reply {
 	uint32_t kernel_id;
 	uint8_t nargs;
 	uint8_t nscalars;
-	uint8_t arg_modes[TDM_MAX_ARGS];    /* enum tdm_access */
+	uint8_t arg_modes[TDM_MAX_ARGS]; /* enum tdm_access */
 	uint8_t scalar_types[TDM_MAX_SCALARS]; /* enum tdm_scalar_type */
 	uint8_t reserved[6];
 };
@@ -115,12 +115,13 @@ struct tdm_kernel_lookup_reply {
 #define TDM_CACHELINE 64
 
 /* Bits in tdm_ring_header.client_flags (written by the client). */
-#define TDM_CLIENT_SLEEPING 1u   /* blocked on the cq doorbell: ring it */
+#define TDM_CLIENT_SLEEPING 1u /* blocked on the cq doorbell: ring it */
 
 /* Bits in tdm_ring_header.daemon_flags (written by the daemon). */
 #define TDM_DAEMON_POLLING 1u /* daemon is spinning on sq_tail: no doorbell needed */
-#define TDM_DAEMON_CQ_OVERFLOW 2u /* completions wait for room: ring the sq doorbell after
-				   * consuming */
+#define TDM_DAEMON_CQ_OVERFLOW                                                                     \
+	2u /* completions wait for room: ring the sq doorbell after                                \
+	    * consuming */
 
 /* The header at offset 0 of the ring region. Indices are free-running
  * uint32 counters; an entry lives at index & (entries - 1). Each index is
@@ -235,11 +236,11 @@ enum tdm_cqe_op {
 struct tdm_cqe {
 	uint16_t op;
 	uint16_t device; /* TASK_INFO: device index that ran the task */
-	int32_t status;  /* 0 or -TDM_E* */
+	int32_t status; /* 0 or -TDM_E* */
 	uint64_t cookie;
 	uint32_t task_index; /* TASK_INFO: the task; GRAPH_DONE: first offending task on error */
-	uint32_t detail;     /* GRAPH_DONE error: enum tdm_reject_field */
-	uint64_t queued_ns;  /* CLOCK_MONOTONIC of the daemon, comparable across processes */
+	uint32_t detail; /* GRAPH_DONE error: enum tdm_reject_field */
+	uint64_t queued_ns; /* CLOCK_MONOTONIC of the daemon, comparable across processes */
 	uint64_t start_ns;
 	uint64_t end_ns;
 	uint64_t reserved[2];

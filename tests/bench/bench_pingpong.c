@@ -23,8 +23,8 @@
 #define SPIN_US 50
 #define WARMUP 500
 #define ITERS 5000
-#define SPIN_CHECK_EVERY 8    /* pauses between clock reads */
-#define SPIN_YIELD_EVERY 16   /* pauses between sched_yield calls */
+#define SPIN_CHECK_EVERY 8 /* pauses between clock reads */
+#define SPIN_YIELD_EVERY 16 /* pauses between sched_yield calls */
 
 /* One direction: a word written by one side and a flag written by the other,
  * each on its own cache line, plus the eventfd that wakes the reader. */
@@ -154,10 +154,10 @@ static void parent_loop(const struct endpoint *ep, uint64_t *samples)
 /* Forks the child and runs one case over a zeroed page and two eventfds
  * (efd[0] rings the child, efd[1] the parent). */
 static int run_pair(struct shared_page *pg, const int efd[2], int parent_core, int child_core,
-		    int spin, uint64_t *samples)
+                    int spin, uint64_t *samples)
 {
-	const struct endpoint parent = {&pg->pong, &pg->ping, efd[1], efd[0], spin};
-	const struct endpoint child = {&pg->ping, &pg->pong, efd[0], efd[1], spin};
+	const struct endpoint parent = { &pg->pong, &pg->ping, efd[1], efd[0], spin };
+	const struct endpoint child = { &pg->ping, &pg->pong, efd[0], efd[1], spin };
 	int status;
 	pid_t pid;
 
@@ -202,8 +202,8 @@ static int run_case(int parent_core, int child_core, int spin, uint64_t *samples
 int main(void)
 {
 	static uint64_t samples[ITERS];
-	const char *cores[] = {"same", "cross"};
-	const char *bells[] = {"block", "spin"};
+	const char *cores[] = { "same", "cross" };
+	const char *bells[] = { "block", "spin" };
 	int first = bench_nth_core(0), second = bench_nth_core(1), failed = 0;
 
 	for (int c = 0; c < 2; c++) {
@@ -216,7 +216,7 @@ int main(void)
 
 			if (run_case(first, c ? second : first, b, samples) != 0) {
 				fprintf(stderr, "bench_pingpong: core=%s doorbell=%s failed\n",
-					cores[c], bells[b]);
+				        cores[c], bells[b]);
 				failed = 1;
 				continue;
 			}

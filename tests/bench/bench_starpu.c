@@ -24,7 +24,7 @@
 
 struct codelets {
 	struct starpu_codelet noop; /* no buffers */
-	struct starpu_codelet rw;   /* one buffer, STARPU_RW */
+	struct starpu_codelet rw; /* one buffer, STARPU_RW */
 };
 
 static void noop_cpu(void *buffers[], void *arg)

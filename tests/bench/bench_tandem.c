@@ -35,8 +35,8 @@
 #define IDLE_S 5.0
 #define START_TIMEOUT_MS 5000
 #define STOP_TIMEOUT_MS 5000
-#define WAIT_NS 10000000000LL        /* 10 s: a hang, not a slow graph */
-#define CHAIN_WAIT_NS 60000000000LL  /* 60 s */
+#define WAIT_NS 10000000000LL /* 10 s: a hang, not a slow graph */
+#define CHAIN_WAIT_NS 60000000000LL /* 60 s */
 #define MAX_CORES 64
 
 /* Where the benchmark keeps its daemon's files. */
@@ -93,8 +93,8 @@ static void daemon_remove_files(const struct daemon *d)
 }
 
 /* In the child: pin, redirect output to the log, exec the daemon. */
-static void exec_daemon(const struct bench_env *env, const struct daemon *d,
-			const cpu_set_t *cpus, int ready_fd)
+static void exec_daemon(const struct bench_env *env, const struct daemon *d, const cpu_set_t *cpus,
+                        int ready_fd)
 {
 	char fdstr[16];
 	int log = open(d->log, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
@@ -106,15 +106,15 @@ static void exec_daemon(const struct bench_env *env, const struct daemon *d,
 	    prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || getppid() == 1)
 		_exit(126);
 	snprintf(fdstr, sizeof(fdstr), "%d", ready_fd);
-	execl(env->tandemd, "tandemd", "--config", d->cfg, "--socket", d->sock, "--ready-fd",
-	      fdstr, (char *)NULL);
+	execl(env->tandemd, "tandemd", "--config", d->cfg, "--socket", d->sock, "--ready-fd", fdstr,
+	      (char *)NULL);
 	_exit(127);
 }
 
 /* Waits for "READY\n" on fd; 0 when seen, -1 on EOF, error or timeout. */
 static int wait_ready(int fd)
 {
-	struct pollfd p = {.fd = fd, .events = POLLIN};
+	struct pollfd p = { .fd = fd, .events = POLLIN };
 	char buf[16];
 	ssize_t n;
 
@@ -128,8 +128,8 @@ static int wait_ready(int fd)
 }
 
 /* Starts tandemd on `cores` with engine.spin_us = spin_us. */
-static int daemon_start(const struct bench_env *env, const int *cores, int ncores,
-			uint32_t spin_us, struct daemon *d)
+static int daemon_start(const struct bench_env *env, const int *cores, int ncores, uint32_t spin_us,
+                        struct daemon *d)
 {
 	cpu_set_t cpus;
 	int p[2], ready_fd;
@@ -169,10 +169,10 @@ static void report_exit(const struct daemon *d, int status, const char *when)
 {
 	if (WIFSIGNALED(status))
 		fprintf(stderr, "bench_tandem: tandemd died of signal %d %s\n", WTERMSIG(status),
-			when);
+		        when);
 	else
 		fprintf(stderr, "bench_tandem: tandemd exited with status %d %s\n",
-			WEXITSTATUS(status), when);
+		        WEXITSTATUS(status), when);
 	dump_log(d);
 }
 
@@ -200,8 +200,10 @@ static int daemon_stop(struct daemon *d)
 			bench_sleep_ns(10000000);
 	}
 	if (w == 0) {
-		fprintf(stderr, "bench_tandem: tandemd (pid %d) still running %d ms after "
-			"SIGTERM; killing it\n", (int)d->pid, STOP_TIMEOUT_MS);
+		fprintf(stderr,
+		        "bench_tandem: tandemd (pid %d) still running %d ms after "
+		        "SIGTERM; killing it\n",
+		        (int)d->pid, STOP_TIMEOUT_MS);
 		kill(d->pid, SIGKILL);
 		waitpid(d->pid, &status, 0);
 		dump_log(d);
@@ -218,7 +220,7 @@ static int daemon_stop(struct daemon *d)
 /* Connects, retrying for START_TIMEOUT_MS while the daemon lives. */
 static int daemon_connect(struct daemon *d, uint32_t spin_us, tdm_client **c)
 {
-	struct tdm_connect_opts o = {.socket_path = d->sock, .spin_us = spin_us};
+	struct tdm_connect_opts o = { .socket_path = d->sock, .spin_us = spin_us };
 	int rc = -TDM_ECONNECT, status;
 
 	for (int ms = 0; ms < START_TIMEOUT_MS; ms += 10) {
@@ -248,7 +250,7 @@ static int check(int rc, const char *what)
 /* A graph of n noop tasks; with chain, task i has an edge from task i-1. */
 static tdm_graph *noop_graph(tdm_client *c, tdm_kernel noop, uint32_t n, int chain)
 {
-	struct tdm_task_desc t = {.kernel = noop};
+	struct tdm_task_desc t = { .kernel = noop };
 	tdm_graph *g = tdm_graph_new(c);
 
 	if (!g) {
@@ -271,8 +273,10 @@ static int wait_graph(tdm_graph *g, int64_t timeout_ns)
 	int rc = tdm_wait(g, timeout_ns);
 
 	if (rc == -TDM_ETIMEDOUT)
-		fprintf(stderr, "bench_tandem: graph of %u tasks not done after %lld s: tandemd "
-			"hangs?\n", tdm_graph_task_count(g), (long long)(timeout_ns / 1000000000));
+		fprintf(stderr,
+		        "bench_tandem: graph of %u tasks not done after %lld s: tandemd "
+		        "hangs?\n",
+		        tdm_graph_task_count(g), (long long)(timeout_ns / 1000000000));
 	else
 		check(rc, "tdm_wait");
 	return rc;
@@ -312,8 +316,7 @@ static int measure_roundtrip(tdm_client *c, uint64_t *samples)
 }
 
 /* One case: daemon on daemon_core, client pinned to the first core. */
-static int bench_roundtrip(const struct bench_env *env, int daemon_core, int spin,
-			   const char *keys)
+static int bench_roundtrip(const struct bench_env *env, int daemon_core, int spin, const char *keys)
 {
 	static uint64_t samples[RT_ITERS];
 	uint32_t spin_us = spin ? SPIN_US : 0;
@@ -340,7 +343,7 @@ static int bench_roundtrip(const struct bench_env *env, int daemon_core, int spi
 
 static int bench_roundtrips(const struct bench_env *env)
 {
-	const char *bells[] = {"block", "spin"};
+	const char *bells[] = { "block", "spin" };
 	int failed = 0;
 
 	for (int cross = 0; cross < 2; cross++) {
@@ -352,7 +355,7 @@ static int bench_roundtrips(const struct bench_env *env)
 			char keys[64];
 
 			snprintf(keys, sizeof(keys), "core=%s doorbell=%s",
-				 cross ? "cross" : "same", bells[spin]);
+			         cross ? "cross" : "same", bells[spin]);
 			if (bench_roundtrip(env, env->cores[cross], spin, keys) != 0) {
 				fprintf(stderr, "bench_tandem: roundtrip %s failed\n", keys);
 				failed = 1;
@@ -394,7 +397,7 @@ static double batch_rate(tdm_graph **g, double seconds)
 
 static int bench_batch(tdm_client *c, tdm_kernel noop, const char *keys)
 {
-	tdm_graph *g[GRAPHS] = {0};
+	tdm_graph *g[GRAPHS] = { 0 };
 	double rate = -1.0;
 	int ok = 1;
 
@@ -431,7 +434,7 @@ static int bench_chain(tdm_client *c, tdm_kernel noop, const char *keys)
 	if (rc != 0)
 		return -1;
 	snprintf(k, sizeof(k), "%s tasks=%d runs=%d build_us_per_task=%.3f", keys, CHAIN,
-		 CHAIN_RUNS, build_us);
+	         CHAIN_RUNS, build_us);
 	bench_report("chain_us_per_task", bench_median(runs, CHAIN_RUNS), "us", k);
 	return 0;
 }
@@ -443,7 +446,7 @@ static int bench_idle(pid_t daemon, const char *keys)
 
 	if (pct < 0) {
 		fprintf(stderr, "bench_tandem: cannot read /proc/%d/stat (tandemd gone?)\n",
-			(int)daemon);
+		        (int)daemon);
 		return -1;
 	}
 	snprintf(k, sizeof(k), "%s clients=1", keys);
@@ -488,7 +491,7 @@ static int bench_throughput(const struct bench_env *env)
 		return 1;
 	}
 	snprintf(keys, sizeof(keys), "policy=eager daemon_cores=%d spin_us=%d", env->ncores,
-		 SPIN_US);
+	         SPIN_US);
 	failed = run_workloads(c, d.pid, keys);
 	tdm_disconnect(c);
 	if (daemon_stop(&d) != 0)
@@ -503,7 +506,7 @@ static int env_init(struct bench_env *env)
 	const char *build = getenv("BUILD");
 
 	snprintf(env->tandemd, sizeof(env->tandemd), "%s/bin/tandemd",
-		 build && *build ? build : "build");
+	         build && *build ? build : "build");
 	if (access(env->tandemd, X_OK) != 0) {
 		fprintf(stderr, "bench_tandem: no daemon at %s (set BUILD)\n", env->tandemd);
 		return -1;

@@ -26,7 +26,7 @@
 #define bench_cpu_relax() __asm__ __volatile__("" ::: "memory")
 /* Reports samples (ns) as "<prefix>_p50_us" and "<prefix>_p99_us". */
 static inline void bench_report_p50_p99(const char *prefix, uint64_t *ns, size_t n,
-					const char *keys)
+                                        const char *keys)
 {
 	char name[96];
 
@@ -48,8 +48,8 @@ static inline uint64_t bench_now_ns(void)
 
 static inline void bench_sleep_ns(uint64_t ns)
 {
-	struct timespec ts = {.tv_sec = (time_t)(ns / 1000000000u),
-			      .tv_nsec = (long)(ns % 1000000000u)};
+	struct timespec ts = { .tv_sec = (time_t)(ns / 1000000000u),
+		               .tv_nsec = (long)(ns % 1000000000u) };
 
 	while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
 		;
@@ -89,7 +89,7 @@ static inline int bench_pin(pid_t pid, int core)
 	CPU_SET(core, &set);
 	if (sched_setaffinity(pid, sizeof(set), &set) != 0) {
 		fprintf(stderr, "bench: sched_setaffinity(%d, core %d): %s\n", (int)pid, core,
-			strerror(errno));
+		        strerror(errno));
 		return -1;
 	}
 	return 0;
@@ -118,8 +118,9 @@ static inline double bench_proc_cpu_s(pid_t pid)
 	if (!p)
 		return -1.0;
 	/* After ')': state(3) ... utime(14) stime(15), i.e. the 12th and 13th. */
-	if (sscanf(p + 1, " %c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &state,
-		   &utime, &stime) != 3 || state == 'Z' || state == 'X')
+	if (sscanf(p + 1, " %c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &state, &utime,
+	           &stime) != 3 ||
+	    state == 'Z' || state == 'X')
 		return -1.0;
 	return (double)(utime + stime) / (double)sysconf(_SC_CLK_TCK);
 }
@@ -181,8 +182,7 @@ static inline double bench_median(double *v, size_t n)
 
 /* Prints "BENCH name value unit keys" and flushes, so that lines survive a
  * later crash. keys may be NULL or "". */
-static inline void bench_report(const char *name, double value, const char *unit,
-				const char *keys)
+static inline void bench_report(const char *name, double value, const char *unit, const char *keys)
 {
 	const char *sep = keys && *keys ? " " : "";
 
@@ -196,7 +196,7 @@ static inline void bench_report(const char *name, double value, const char *unit
 
 /* Reports samples (ns) as "<prefix>_p50_us" and "<prefix>_p99_us". */
 static inline void bench_report_p50_p99(const char *prefix, uint64_t *ns, size_t n,
-					const char *keys)
+                                        const char *keys)
 {
 	char name[96];
 

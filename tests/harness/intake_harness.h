@@ -108,7 +108,7 @@ static inline void harness_fini(struct harness *h)
 /* Entry builders. */
 static inline struct tdm_sqe sqe_begin(uint64_t cookie, uint32_t ntasks)
 {
-	struct tdm_sqe e = {.op = TDM_SQE_GRAPH_BEGIN};
+	struct tdm_sqe e = { .op = TDM_SQE_GRAPH_BEGIN };
 	e.u.begin.cookie = cookie;
 	e.u.begin.ntasks = ntasks;
 	return e;
@@ -116,12 +116,12 @@ static inline struct tdm_sqe sqe_begin(uint64_t cookie, uint32_t ntasks)
 
 static inline struct tdm_sqe sqe_end(void)
 {
-	return (struct tdm_sqe){.op = TDM_SQE_GRAPH_END};
+	return (struct tdm_sqe){ .op = TDM_SQE_GRAPH_END };
 }
 
 static inline struct tdm_sqe sqe_task(uint32_t index, const char *kernel)
 {
-	struct tdm_sqe e = {.op = TDM_SQE_TASK};
+	struct tdm_sqe e = { .op = TDM_SQE_TASK };
 	e.u.task.task_index = index;
 	e.u.task.kernel_id = (uint32_t)kernel_lookup(kernel);
 	return e;
@@ -132,8 +132,9 @@ static inline struct tdm_sqe sqe_fill(uint32_t index, uint32_t handle, uint64_t 
 {
 	struct tdm_sqe e = sqe_task(index, "fill");
 	e.u.task.nargs = 1;
-	e.u.task.args[0] = (struct tdm_wire_arg){.handle = handle, .mode = TDM_W, .offset = off,
-						 .length = len};
+	e.u.task.args[0] = (struct tdm_wire_arg){
+		.handle = handle, .mode = TDM_W, .offset = off, .length = len
+	};
 	e.u.task.nscalars = 1;
 	e.u.task.scalar_types[0] = TDM_SCALAR_F32;
 	e.u.task.scalars[0].f32 = 1.0f;
@@ -145,10 +146,11 @@ static inline struct tdm_sqe sqe_axpy(uint32_t index, uint32_t x, uint32_t y)
 {
 	struct tdm_sqe e = sqe_task(index, "axpy");
 	e.u.task.nargs = 2;
-	e.u.task.args[0] = (struct tdm_wire_arg){.handle = x, .mode = TDM_R,
-						 .length = HARNESS_BUFFER_BYTES};
-	e.u.task.args[1] = (struct tdm_wire_arg){.handle = y, .mode = TDM_RW,
-						 .length = HARNESS_BUFFER_BYTES};
+	e.u.task.args[0] =
+	        (struct tdm_wire_arg){ .handle = x, .mode = TDM_R, .length = HARNESS_BUFFER_BYTES };
+	e.u.task.args[1] = (struct tdm_wire_arg){ .handle = y,
+		                                  .mode = TDM_RW,
+		                                  .length = HARNESS_BUFFER_BYTES };
 	e.u.task.nscalars = 1;
 	e.u.task.scalar_types[0] = TDM_SCALAR_F32;
 	e.u.task.scalars[0].f32 = 2.0f;

@@ -22,7 +22,7 @@ struct recorder {
 };
 
 static int fake_launch(const struct backend_device *d, const struct kernel_def *k,
-		       const struct tdm_kernel_call *call)
+                       const struct tdm_kernel_call *call)
 {
 	(void)d;
 	if (strcmp(k->name, "spin") == 0 && call->s[0].i64 == FAIL_MARK)
@@ -30,7 +30,7 @@ static int fake_launch(const struct backend_device *d, const struct kernel_def *
 	return 0;
 }
 
-static const struct backend_ops fake_backend = {.name = "fake", .launch = fake_launch};
+static const struct backend_ops fake_backend = { .name = "fake", .launch = fake_launch };
 
 static void on_graph_done(void *ctx, struct engine_graph *g)
 {
@@ -40,24 +40,28 @@ static void on_graph_done(void *ctx, struct engine_graph *g)
 }
 
 static struct engine *make_engine(const struct tdm_policy_ops *p, size_t ndev, bool threads,
-				  struct recorder *r)
+                                  struct recorder *r)
 {
-	struct backend_device devs[4] = {0};
+	struct backend_device devs[4] = { 0 };
 	struct engine *e;
 	for (size_t i = 0; i < ndev; i++) {
 		devs[i].ops = &fake_backend;
 		devs[i].kind = TDM_DEV_CPU;
 	}
-	struct engine_params ep = {.clock = &clock_real, .policy = p, .devices = devs,
-				   .ndevices = ndev, .hooks = {.graph_done = on_graph_done, .ctx = r},
-				   .start_workers = threads, .spin_us = 10};
+	struct engine_params ep = { .clock = &clock_real,
+		                    .policy = p,
+		                    .devices = devs,
+		                    .ndevices = ndev,
+		                    .hooks = { .graph_done = on_graph_done, .ctx = r },
+		                    .start_workers = threads,
+		                    .spin_us = 10 };
 	assert_int_equal(engine_create(&ep, &e), 0);
 	return e;
 }
 
 /* A graph of n noop tasks with the given (from, to) edges, in CSR form. */
 static struct engine_graph *make_graph(struct engine_flow *flow, uint32_t n, const uint32_t *edges,
-				       uint32_t nedges)
+                                       uint32_t nedges)
 {
 	struct engine_graph *g = calloc(1, sizeof(*g));
 	g->flow = flow;
@@ -108,12 +112,12 @@ static void test_dependencies_in_order(void **state)
 	(void)state;
 	const struct tdm_policy_ops *const *p;
 	for (p = policy_list(); *p; p++) {
-		struct recorder r = {0};
-		struct engine_flow flow = {.id = 1};
+		struct recorder r = { 0 };
+		struct engine_flow flow = { .id = 1 };
 		struct engine *e = make_engine(*p, 2, false, &r);
 		assert_int_equal(engine_flow_add(e, &flow), 0);
 		/* diamond 0 -> {1, 2} -> 3, plus 3 -> 4 */
-		uint32_t edges[] = {0, 1, 0, 2, 1, 3, 2, 3, 3, 4};
+		uint32_t edges[] = { 0, 1, 0, 2, 1, 3, 2, 3, 3, 4 };
 		struct engine_graph *g = make_graph(&flow, 5, edges, 5);
 		engine_submit(e, g);
 		run_all(e, 2);
@@ -143,8 +147,8 @@ static void test_dependencies_in_order(void **state)
 static void test_eager_round_robin(void **state)
 {
 	(void)state;
-	struct recorder r = {0};
-	struct engine_flow heavy = {.id = 1}, light = {.id = 2};
+	struct recorder r = { 0 };
+	struct engine_flow heavy = { .id = 1 }, light = { .id = 2 };
 	struct engine *e = make_engine(&policy_eager, 1, false, &r);
 	assert_int_equal(engine_flow_add(e, &heavy), 0);
 	assert_int_equal(engine_flow_add(e, &light), 0);
@@ -170,8 +174,8 @@ static void test_eager_round_robin(void **state)
 static void test_ws_steals(void **state)
 {
 	(void)state;
-	struct recorder r = {0};
-	struct engine_flow flow = {.id = 1};
+	struct recorder r = { 0 };
+	struct engine_flow flow = { .id = 1 };
 	struct engine *e = make_engine(&policy_ws, 2, false, &r);
 	struct engine_graph *g = make_graph(&flow, 10, NULL, 0);
 	engine_submit(e, g);
@@ -190,11 +194,11 @@ static void test_ws_steals(void **state)
 static void test_canceled_flow_skips_work(void **state)
 {
 	(void)state;
-	struct recorder r = {0};
-	struct engine_flow flow = {.id = 1};
+	struct recorder r = { 0 };
+	struct engine_flow flow = { .id = 1 };
 	struct engine *e = make_engine(&policy_eager, 1, false, &r);
 	assert_int_equal(engine_flow_add(e, &flow), 0);
-	uint32_t edges[] = {0, 1, 1, 2};
+	uint32_t edges[] = { 0, 1, 1, 2 };
 	struct engine_graph *g = make_graph(&flow, 3, edges, 2);
 	engine_submit(e, g);
 	assert_true(engine_run_one(e, 0));
@@ -215,11 +219,11 @@ static void test_canceled_flow_skips_work(void **state)
 static void test_failure_cancels_downstream(void **state)
 {
 	(void)state;
-	struct recorder r = {0};
-	struct engine_flow flow = {.id = 1};
+	struct recorder r = { 0 };
+	struct engine_flow flow = { .id = 1 };
 	struct engine *e = make_engine(&policy_eager, 1, false, &r);
 	assert_int_equal(engine_flow_add(e, &flow), 0);
-	uint32_t edges[] = {0, 1};
+	uint32_t edges[] = { 0, 1 };
 	struct engine_graph *g = make_graph(&flow, 2, edges, 1);
 	g->tasks[0].kernel = kernel_by_id((uint32_t)kernel_lookup("spin"));
 	g->tasks[0].call.s[0].i64 = FAIL_MARK;
@@ -237,8 +241,8 @@ static void test_failure_cancels_downstream(void **state)
 static void test_empty_graph_completes(void **state)
 {
 	(void)state;
-	struct recorder r = {0};
-	struct engine_flow flow = {.id = 1};
+	struct recorder r = { 0 };
+	struct engine_flow flow = { .id = 1 };
 	struct engine *e = make_engine(&policy_eager, 1, false, &r);
 	struct engine_graph *g = make_graph(&flow, 0, NULL, 0);
 	engine_submit(e, g);
@@ -254,8 +258,8 @@ static void test_threaded_random_dag(void **state)
 	(void)state;
 	const struct tdm_policy_ops *const *p;
 	for (p = policy_list(); *p; p++) {
-		struct recorder r = {0};
-		struct engine_flow flow = {.id = 1};
+		struct recorder r = { 0 };
+		struct engine_flow flow = { .id = 1 };
 		struct engine *e = make_engine(*p, 2, true, &r);
 		assert_int_equal(engine_flow_add(e, &flow), 0);
 		enum { N = 3000, PER = 3 };
@@ -273,13 +277,13 @@ static void test_threaded_random_dag(void **state)
 		struct engine_graph *g = make_graph(&flow, N, edges, ne);
 		engine_submit(e, g);
 		for (int i = 0; i < 10000 && atomic_load(&r.graphs_done) == 0; i++) {
-			struct timespec ts = {0, 1000000};
+			struct timespec ts = { 0, 1000000 };
 			nanosleep(&ts, NULL);
 		}
 		assert_int_equal(atomic_load(&r.graphs_done), 1);
 		for (uint32_t i = 0; i < ne; i++)
 			assert_true(g->tasks[edges[2 * i + 1]].start_ns >=
-				    g->tasks[edges[2 * i]].end_ns);
+			            g->tasks[edges[2 * i]].end_ns);
 		engine_flow_gone(e, &flow);
 		engine_destroy(e);
 		free_graph(g);

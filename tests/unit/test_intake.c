@@ -37,9 +37,9 @@ static void test_implicit_dependencies(void **state)
 
 	/* 0: fill x   1: axpy x->y (RAW on x)   2: fill x (WAR after 1)
 	 * 3: axpy x->y (RAW on x from 2, WAW on y from 1) */
-	struct tdm_sqe e[] = {sqe_begin(7, 4), sqe_fill(0, x, 0, HARNESS_BUFFER_BYTES),
-			      sqe_axpy(1, x, y), sqe_fill(2, x, 0, HARNESS_BUFFER_BYTES),
-			      sqe_axpy(3, x, y), sqe_end()};
+	struct tdm_sqe e[] = { sqe_begin(7, 4),   sqe_fill(0, x, 0, HARNESS_BUFFER_BYTES),
+		               sqe_axpy(1, x, y), sqe_fill(2, x, 0, HARNESS_BUFFER_BYTES),
+		               sqe_axpy(3, x, y), sqe_end() };
 	for (size_t i = 0; i < sizeof(e) / sizeof(e[0]); i++)
 		assert_true(harness_push(h, &e[i]));
 	assert_int_equal(harness_run(h), 0);
@@ -165,23 +165,23 @@ static void m_many_edges(struct harness *h, struct tdm_sqe *e)
 }
 
 static const struct bad_case bad_cases[] = {
-	{"bad handle", m_handle, -TDM_EHANDLE, TDM_REJECT_HANDLE},
-	{"offset past end", m_range, -TDM_ERANGE, TDM_REJECT_RANGE},
-	{"offset+length wraps", m_range_wrap, -TDM_ERANGE, TDM_REJECT_RANGE},
-	{"zero length", m_zero_len, -TDM_ERANGE, TDM_REJECT_RANGE},
-	{"unknown kernel", m_kernel, -TDM_EKERNEL, TDM_REJECT_KERNEL},
-	{"wrong arity", m_arity, -TDM_EARITY, TDM_REJECT_ARITY},
-	{"wrong mode", m_mode, -TDM_EARITY, TDM_REJECT_MODE},
-	{"wrong scalar type", m_scalar, -TDM_EARITY, TDM_REJECT_SCALAR_TYPE},
-	{"unused argument set", m_unused_arg, -TDM_EPROTO, TDM_REJECT_RESERVED},
-	{"unused scalar set", m_unused_scalar, -TDM_EPROTO, TDM_REJECT_RESERVED},
-	{"reserved byte", m_reserved, -TDM_EPROTO, TDM_REJECT_RESERVED},
-	{"argument reserved byte", m_arg_reserved, -TDM_EPROTO, TDM_REJECT_RESERVED},
-	{"edge to itself", m_edge, -TDM_EEDGE, TDM_REJECT_EDGE},
-	{"unused edge set", m_unused_edge, -TDM_EPROTO, TDM_REJECT_RESERVED},
-	{"too many inline edges", m_many_edges, -TDM_EEDGE, TDM_REJECT_EDGE},
-	{"task index out of order", m_index, -TDM_EPROTO, TDM_REJECT_TASK_INDEX},
-	{"kernel size check", m_kernel_check, -TDM_ERANGE, TDM_REJECT_KERNEL_ARGS},
+	{ "bad handle", m_handle, -TDM_EHANDLE, TDM_REJECT_HANDLE },
+	{ "offset past end", m_range, -TDM_ERANGE, TDM_REJECT_RANGE },
+	{ "offset+length wraps", m_range_wrap, -TDM_ERANGE, TDM_REJECT_RANGE },
+	{ "zero length", m_zero_len, -TDM_ERANGE, TDM_REJECT_RANGE },
+	{ "unknown kernel", m_kernel, -TDM_EKERNEL, TDM_REJECT_KERNEL },
+	{ "wrong arity", m_arity, -TDM_EARITY, TDM_REJECT_ARITY },
+	{ "wrong mode", m_mode, -TDM_EARITY, TDM_REJECT_MODE },
+	{ "wrong scalar type", m_scalar, -TDM_EARITY, TDM_REJECT_SCALAR_TYPE },
+	{ "unused argument set", m_unused_arg, -TDM_EPROTO, TDM_REJECT_RESERVED },
+	{ "unused scalar set", m_unused_scalar, -TDM_EPROTO, TDM_REJECT_RESERVED },
+	{ "reserved byte", m_reserved, -TDM_EPROTO, TDM_REJECT_RESERVED },
+	{ "argument reserved byte", m_arg_reserved, -TDM_EPROTO, TDM_REJECT_RESERVED },
+	{ "edge to itself", m_edge, -TDM_EEDGE, TDM_REJECT_EDGE },
+	{ "unused edge set", m_unused_edge, -TDM_EPROTO, TDM_REJECT_RESERVED },
+	{ "too many inline edges", m_many_edges, -TDM_EEDGE, TDM_REJECT_EDGE },
+	{ "task index out of order", m_index, -TDM_EPROTO, TDM_REJECT_TASK_INDEX },
+	{ "kernel size check", m_kernel_check, -TDM_ERANGE, TDM_REJECT_KERNEL_ARGS },
 };
 
 /* Each bad task rejects its whole graph with the specific error, nothing
@@ -194,8 +194,8 @@ static void test_rejections(void **state)
 		struct tdm_sqe good = sqe_fill(0, h->handle[0], 0, 64);
 		struct tdm_sqe bad = sqe_fill(0, h->handle[0], 0, 64);
 		bc->mutate(h, &bad);
-		struct tdm_sqe seq[] = {sqe_begin(100 + i, 2), good, bad, sqe_end(),
-					sqe_begin(200 + i, 1), good, sqe_end()};
+		struct tdm_sqe seq[] = { sqe_begin(100 + i, 2), good, bad,      sqe_end(),
+			                 sqe_begin(200 + i, 1), good, sqe_end() };
 		seq[2].u.task.task_index = bc->mutate == m_index ? 7 : 1;
 		if (bc->mutate == m_edge)
 			seq[2].u.task.edges[0] = 1; /* itself, at index 1 */
@@ -206,7 +206,7 @@ static void test_rejections(void **state)
 		size_t n = harness_reap(h, c, 4);
 		if (n != 1 || c[0].status != bc->status || c[0].detail != bc->field)
 			fail_msg("%s: got %zu completions, status %d detail %u", bc->what, n,
-				 n ? c[0].status : 0, n ? c[0].detail : 0);
+			         n ? c[0].status : 0, n ? c[0].detail : 0);
 		assert_int_equal(c[0].cookie, 100 + i);
 		assert_int_equal(c[0].task_index, 1);
 		assert_int_equal(h->naccepted, 1);
@@ -215,7 +215,7 @@ static void test_rejections(void **state)
 		assert_int_equal(harness_reap(h, c, 4), 1);
 	}
 	assert_int_equal(atomic_load(&h->counters.graphs_rejected),
-			 sizeof(bad_cases) / sizeof(bad_cases[0]));
+	                 sizeof(bad_cases) / sizeof(bad_cases[0]));
 	/* Rejected graphs gave their task reservations back. */
 	assert_int_equal(atomic_load(&h->s->tasks_in_flight), 0);
 	assert_int_equal(atomic_load(&h->s->graphs_in_flight), 0);
@@ -250,8 +250,8 @@ static void test_quotas(void **state)
 	assert_int_equal(h->naccepted, 0);
 
 	h->cfg.max_graphs_in_flight = 1;
-	struct tdm_sqe seq[] = {sqe_begin(2, 1), sqe_task(0, "noop"), sqe_end(),
-				sqe_begin(3, 1), sqe_task(0, "noop"), sqe_end()};
+	struct tdm_sqe seq[] = { sqe_begin(2, 1), sqe_task(0, "noop"), sqe_end(),
+		                 sqe_begin(3, 1), sqe_task(0, "noop"), sqe_end() };
 	for (size_t k = 0; k < 6; k++)
 		assert_true(harness_push(h, &seq[k]));
 	assert_int_equal(harness_run(h), 0);
@@ -272,14 +272,14 @@ static void test_sequence_errors(void **state)
 	assert_int_equal(harness_run(h), 0);
 	expect_one(h, TDM_CQE_ERROR, -TDM_EPROTO, TDM_REJECT_SEQUENCE);
 
-	e = (struct tdm_sqe){.op = 77};
+	e = (struct tdm_sqe){ .op = 77 };
 	assert_true(harness_push(h, &e));
 	assert_int_equal(harness_run(h), 0);
 	expect_one(h, TDM_CQE_ERROR, -TDM_EPROTO, TDM_REJECT_OP);
 
 	/* END too early, and BEGIN inside an open graph. */
-	struct tdm_sqe seq[] = {sqe_begin(5, 2), sqe_task(0, "noop"), sqe_end(),
-				sqe_begin(6, 2), sqe_begin(8, 1), sqe_task(0, "noop"), sqe_end()};
+	struct tdm_sqe seq[] = { sqe_begin(5, 2), sqe_task(0, "noop"), sqe_end(), sqe_begin(6, 2),
+		                 sqe_begin(8, 1), sqe_task(0, "noop"), sqe_end() };
 	for (size_t k = 0; k < sizeof(seq) / sizeof(seq[0]); k++)
 		assert_true(harness_push(h, &seq[k]));
 	assert_int_equal(harness_run(h), 0);
@@ -295,7 +295,7 @@ static void test_sequence_errors(void **state)
 	assert_int_equal(harness_reap(h, c, 4), 1);
 
 	h->draining = true;
-	struct tdm_sqe d[] = {sqe_begin(9, 1), sqe_task(0, "noop"), sqe_end()};
+	struct tdm_sqe d[] = { sqe_begin(9, 1), sqe_task(0, "noop"), sqe_end() };
 	for (size_t k = 0; k < 3; k++)
 		assert_true(harness_push(h, &d[k]));
 	assert_int_equal(harness_run(h), 0);
@@ -369,7 +369,7 @@ static void test_buffer_outlives_free(void **state)
 {
 	struct harness *h = *state;
 	uint64_t live = atomic_load(&h->counters.buffers_live);
-	struct tdm_sqe seq[] = {sqe_begin(12, 1), sqe_fill(0, h->handle[2], 0, 64), sqe_end()};
+	struct tdm_sqe seq[] = { sqe_begin(12, 1), sqe_fill(0, h->handle[2], 0, 64), sqe_end() };
 
 	for (size_t k = 0; k < 3; k++)
 		assert_true(harness_push(h, &seq[k]));

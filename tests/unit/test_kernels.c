@@ -45,9 +45,10 @@ static void test_sgemm_matches_reference(void **state)
 		b[i] = (float)((i * 5) % 11) / 11.0f - 0.5f;
 	for (int i = 0; i < M * N; i++)
 		c[i] = 1.0f;
-	struct tdm_kernel_call call = {.nargs = 3, .ptr = {a, b, c},
-				       .len = {sizeof(float) * M * K, sizeof(float) * K * N,
-					       sizeof(float) * M * N}};
+	struct tdm_kernel_call call = { .nargs = 3,
+		                        .ptr = { a, b, c },
+		                        .len = { sizeof(float) * M * K, sizeof(float) * K * N,
+		                                 sizeof(float) * M * N } };
 	call.s[0].i64 = M;
 	call.s[1].i64 = N;
 	call.s[2].i64 = K;
@@ -78,7 +79,7 @@ static void test_axpy_fill(void **state)
 {
 	(void)state;
 	float x[100], y[100];
-	struct tdm_kernel_call fill = {.nargs = 1, .ptr = {x}, .len = {sizeof(x)}};
+	struct tdm_kernel_call fill = { .nargs = 1, .ptr = { x }, .len = { sizeof(x) } };
 	fill.s[0].f32 = 3.0f;
 	assert_int_equal(k("fill")->check(&fill), 0);
 	k("fill")->impl[TDM_DEV_CPU](&fill);
@@ -86,7 +87,9 @@ static void test_axpy_fill(void **state)
 		assert_true(x[i] == 3.0f);
 		y[i] = (float)i;
 	}
-	struct tdm_kernel_call ax = {.nargs = 2, .ptr = {x, y}, .len = {sizeof(x), sizeof(y)}};
+	struct tdm_kernel_call ax = { .nargs = 2,
+		                      .ptr = { x, y },
+		                      .len = { sizeof(x), sizeof(y) } };
 	ax.s[0].f32 = -2.0f;
 	assert_int_equal(k("axpy")->check(&ax), 0);
 	k("axpy")->impl[TDM_DEV_CPU](&ax);
@@ -101,7 +104,7 @@ static void test_axpy_fill(void **state)
 static void test_spin_takes_its_time(void **state)
 {
 	(void)state;
-	struct tdm_kernel_call call = {0};
+	struct tdm_kernel_call call = { 0 };
 	call.s[0].i64 = 2000;
 	assert_int_equal(k("spin")->check(&call), 0);
 	uint64_t t0 = clock_monotonic_ns();
