@@ -354,7 +354,14 @@ int server_init(struct server *srv, const struct tdm_config *cfg, const char *co
 	if (err)
 		return err;
 	bind_process(srv);
-	pthread_rwlock_init(&srv->registry_lock, NULL);
+	/* Spinning workers take the read side all the time: prefer the
+	 * writer, or a disconnect could wait for a quiet moment that never
+	 * comes. */
+	pthread_rwlockattr_t attr;
+	pthread_rwlockattr_init(&attr);
+	pthread_rwlockattr_setkind_np(&attr, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+	pthread_rwlock_init(&srv->registry_lock, &attr);
+	pthread_rwlockattr_destroy(&attr);
 	pthread_mutex_init(&srv->polling_lock, NULL);
 	srv->sq_bell = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	srv->kick_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);

@@ -33,7 +33,7 @@ uint64_t tdmt_now_ns(void)
 
 void tdmt_sleep_ms(unsigned ms)
 {
-	struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+	struct timespec ts = { ms / 1000, (long)(ms % 1000) * 1000000L };
 	while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
 		;
 }
@@ -149,8 +149,10 @@ int tdmt_daemon_launch(struct tdmt_daemon *d, const char *socket_path, int timeo
 		dup2(log, 2);
 		fcntl(pfd[1], F_SETFD, 0);
 		snprintf(fdarg, sizeof(fdarg), "%d", pfd[1]);
-		char *argv[] = {exe,	     "--config", d->config, "--socket", (char *)socket_path,
-				"--ready-fd", fdarg,	    NULL};
+		char *argv[] = {
+			exe,          "--config", d->config, "--socket", (char *)socket_path,
+			"--ready-fd", fdarg,      NULL
+		};
 		execv(exe, argv);
 		dprintf(2, "exec %s: %s\n", exe, strerror(errno));
 		_exit(127);
@@ -167,7 +169,7 @@ int tdmt_daemon_launch(struct tdmt_daemon *d, const char *socket_path, int timeo
 		uint64_t now = tdmt_now_ns();
 		if (now >= deadline)
 			break;
-		struct pollfd p = {pfd[0], POLLIN, 0};
+		struct pollfd p = { pfd[0], POLLIN, 0 };
 		int n = poll(&p, 1, (int)((deadline - now) / 1000000ull) + 1);
 		if (n < 0 && errno == EINTR)
 			continue;
@@ -345,7 +347,7 @@ int tdmt_run_tandemd(const char *const *args, char *out, size_t outlen, int time
 		uint64_t now = tdmt_now_ns();
 		if (now >= deadline)
 			break;
-		struct pollfd p = {pfd[0], POLLIN, 0};
+		struct pollfd p = { pfd[0], POLLIN, 0 };
 		int r = poll(&p, 1, (int)((deadline - now) / 1000000ull) + 1);
 		if (r <= 0)
 			continue;
@@ -387,9 +389,9 @@ static int io_all(int fd, void *p, size_t n, bool sending)
 
 /* Sends a request and reads the reply's payload (malloc'd, NUL-terminated). */
 static int ctl_request(int fd, uint32_t type, const void *p, uint32_t len, uint32_t want,
-		       char **reply, uint32_t *reply_len)
+                       char **reply, uint32_t *reply_len)
 {
-	struct tdm_msg_hdr h = {.type = type, .length = len};
+	struct tdm_msg_hdr h = { .type = type, .length = len };
 	*reply = NULL;
 	if (io_all(fd, &h, sizeof(h), true) || (len && io_all(fd, (void *)p, len, true)))
 		return -1;
@@ -410,10 +412,10 @@ static int ctl_request(int fd, uint32_t type, const void *p, uint32_t len, uint3
 
 char *tdmt_status_json(const char *sock)
 {
-	struct sockaddr_un sa = {.sun_family = AF_UNIX};
-	struct tdm_hello hello = {TDM_WIRE_MAGIC, TDM_WIRE_VERSION, TDM_ROLE_CONTROL, 0};
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	struct tdm_hello hello = { TDM_WIRE_MAGIC, TDM_WIRE_VERSION, TDM_ROLE_CONTROL, 0 };
 	struct tdm_hello_reply hr;
-	struct timeval tv = {10, 0};
+	struct timeval tv = { 10, 0 };
 	char *reply = NULL, *json = NULL;
 	uint32_t len;
 	int32_t status;
@@ -427,7 +429,7 @@ char *tdmt_status_json(const char *sock)
 	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0)
 		goto out;
 	if (ctl_request(fd, TDM_MSG_HELLO, &hello, sizeof(hello), TDM_MSG_HELLO_REPLY, &reply,
-			&len) ||
+	                &len) ||
 	    len != sizeof(hr))
 		goto out;
 	memcpy(&hr, reply, sizeof(hr));
@@ -468,8 +470,49 @@ int tdmt_counter(const char *sock, const char *name, int64_t *out)
 	return rc;
 }
 
+int tdmt_client_field(const char *sock, pid_t pid, const char *key, int64_t *out)
+{
+	char *text = tdmt_status_json(sock);
+	json_error_t jerr;
+	json_t *cl;
+	size_t i;
+	int rc = -1;
+
+	if (!text)
+		return -1;
+	json_t *doc = json_loads(text, 0, &jerr);
+	free(text);
+	if (!doc)
+		return -1;
+	json_array_foreach(json_object_get(doc, "clients"), i, cl)
+	{
+		json_t *v = json_object_get(cl, key);
+		if (json_integer_value(json_object_get(cl, "pid")) == pid && json_is_integer(v)) {
+			*out = (int64_t)json_integer_value(v);
+			rc = 0;
+			break;
+		}
+	}
+	json_decref(doc);
+	return rc;
+}
+
+int tdmt_wait_client_field(const char *sock, pid_t pid, const char *key, int64_t min,
+                           int timeout_ms)
+{
+	uint64_t deadline = tdmt_now_ns() + (uint64_t)timeout_ms * 1000000ull;
+	for (;;) {
+		int64_t v;
+		if (tdmt_client_field(sock, pid, key, &v) == 0 && v >= min)
+			return 0;
+		if (tdmt_now_ns() >= deadline)
+			return -1;
+		tdmt_sleep_ms(1);
+	}
+}
+
 int tdmt_wait_counter(const char *sock, const char *name, int64_t want, int timeout_ms,
-		      int64_t *last)
+                      int64_t *last)
 {
 	uint64_t deadline = tdmt_now_ns() + (uint64_t)timeout_ms * 1000000ull;
 	int64_t v = -1;
@@ -489,12 +532,12 @@ int tdmt_wait_counter(const char *sock, const char *name, int64_t want, int time
 }
 
 const char *const tdmt_baseline_counters[] = {
-	"sessions_live", "buffers_live", "buffer_bytes_live", "tasks_in_flight", "tasks_reserved",
-	NULL,
+	"sessions_live",   "buffers_live",   "buffer_bytes_live",
+	"tasks_in_flight", "tasks_reserved", NULL,
 };
 
 int tdmt_wait_counters_zero(const char *sock, const char *const *names, int timeout_ms,
-			    const char **which, int64_t *value)
+                            const char **which, int64_t *value)
 {
 	uint64_t deadline = tdmt_now_ns() + (uint64_t)timeout_ms * 1000000ull;
 	for (;;) {
@@ -523,7 +566,7 @@ int tdmt_wait_counters_zero(const char *sock, const char *const *names, int time
 
 int tdmt_connect(const char *sock, tdm_client **c)
 {
-	return tdm_connect(&(struct tdm_connect_opts){.socket_path = sock}, c);
+	return tdm_connect(&(struct tdm_connect_opts){ .socket_path = sock }, c);
 }
 
 int tdmt_lookup_kernels(tdm_client *c, struct tdmt_kernels *k)
@@ -540,30 +583,30 @@ int tdmt_lookup_kernels(tdm_client *c, struct tdmt_kernels *k)
 
 int tdmt_add_noop(tdm_graph *g, const struct tdmt_kernels *k, uint32_t *idx)
 {
-	struct tdm_task_desc t = {.kernel = k->noop};
+	struct tdm_task_desc t = { .kernel = k->noop };
 	return tdm_graph_add_task(g, &t, idx);
 }
 
 int tdmt_add_spin(tdm_graph *g, const struct tdmt_kernels *k, int64_t us, uint32_t *idx)
 {
-	struct tdm_task_desc t = {.kernel = k->spin, .nscalars = 1};
+	struct tdm_task_desc t = { .kernel = k->spin, .nscalars = 1 };
 	t.scalars[0] = TDM_I64(us);
 	return tdm_graph_add_task(g, &t, idx);
 }
 
 int tdmt_add_fill(tdm_graph *g, const struct tdmt_kernels *k, tdm_buffer b, uint64_t off,
-		  uint64_t len, float v, uint32_t *idx)
+                  uint64_t len, float v, uint32_t *idx)
 {
-	struct tdm_task_desc t = {.kernel = k->fill, .nargs = 1, .nscalars = 1};
+	struct tdm_task_desc t = { .kernel = k->fill, .nargs = 1, .nscalars = 1 };
 	t.args[0] = TDM_ARG(b, TDM_W, off, len);
 	t.scalars[0] = TDM_F32(v);
 	return tdm_graph_add_task(g, &t, idx);
 }
 
 int tdmt_add_axpy(tdm_graph *g, const struct tdmt_kernels *k, tdm_buffer x, tdm_buffer y,
-		  float alpha, uint32_t *idx)
+                  float alpha, uint32_t *idx)
 {
-	struct tdm_task_desc t = {.kernel = k->axpy, .nargs = 2, .nscalars = 1};
+	struct tdm_task_desc t = { .kernel = k->axpy, .nargs = 2, .nscalars = 1 };
 	t.args[0] = TDM_ARG(x, TDM_R, 0, 0);
 	t.args[1] = TDM_ARG(y, TDM_RW, 0, 0);
 	t.scalars[0] = TDM_F32(alpha);
@@ -571,10 +614,10 @@ int tdmt_add_axpy(tdm_graph *g, const struct tdmt_kernels *k, tdm_buffer x, tdm_
 }
 
 int tdmt_add_sgemm(tdm_graph *g, const struct tdmt_kernels *k, tdm_buffer a, tdm_buffer b,
-		   tdm_buffer c, int64_t m, int64_t n, int64_t kk, float alpha, float beta,
-		   uint32_t *idx)
+                   tdm_buffer c, int64_t m, int64_t n, int64_t kk, float alpha, float beta,
+                   uint32_t *idx)
 {
-	struct tdm_task_desc t = {.kernel = k->sgemm, .nargs = 3, .nscalars = 5};
+	struct tdm_task_desc t = { .kernel = k->sgemm, .nargs = 3, .nscalars = 5 };
 	t.args[0] = TDM_ARG(a, TDM_R, 0, 0);
 	t.args[1] = TDM_ARG(b, TDM_R, 0, 0);
 	t.args[2] = TDM_ARG(c, TDM_RW, 0, 0);

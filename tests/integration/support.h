@@ -16,13 +16,13 @@
 #define TDMT_PATH_MAX 108
 
 struct tdmt_daemon {
-	char dir[64];               /* private directory (mkdtemp, 0755) */
-	char sock[TDMT_PATH_MAX];   /* dir/tandemd.sock */
+	char dir[64]; /* private directory (mkdtemp, 0755) */
+	char sock[TDMT_PATH_MAX]; /* dir/tandemd.sock */
 	char config[TDMT_PATH_MAX]; /* dir/tandemd.toml */
-	char log[TDMT_PATH_MAX];    /* dir/tandemd.log: the daemon's stderr */
-	pid_t pid;                  /* 0 when not running */
-	int exit_status;            /* after stop, or when it died before READY */
-	bool failed;                /* keep dir and print the log at cleanup */
+	char log[TDMT_PATH_MAX]; /* dir/tandemd.log: the daemon's stderr */
+	pid_t pid; /* 0 when not running */
+	int exit_status; /* after stop, or when it died before READY */
+	bool failed; /* keep dir and print the log at cleanup */
 };
 
 /* The build directory with bin/tandemd: $BUILD, default "build". */
@@ -69,11 +69,18 @@ int tdmt_counter(const char *sock, const char *name, int64_t *out);
 /* Polls until counter == want; 0, or -1 on timeout (*last gets the last
  * value seen, may be NULL). */
 int tdmt_wait_counter(const char *sock, const char *name, int64_t want, int timeout_ms,
-		      int64_t *last);
+                      int64_t *last);
+/* A field of the status document's entry for the client with this pid
+ * ("buffers", "buffer_bytes", "graphs_in_flight", "tasks_in_flight");
+ * 0, or -1 when no such client is connected. */
+int tdmt_client_field(const char *sock, pid_t pid, const char *key, int64_t *out);
+/* Polls until that field is at least min; 0 or -1 on timeout. */
+int tdmt_wait_client_field(const char *sock, pid_t pid, const char *key, int64_t min,
+                           int timeout_ms);
 /* Polls until every listed counter is 0 ("sessions_live", ...); returns 0 or
  * -1, with the first counter still non-zero named in *which. */
 int tdmt_wait_counters_zero(const char *sock, const char *const *names, int timeout_ms,
-			    const char **which, int64_t *value);
+                            const char **which, int64_t *value);
 /* The counters that must be 0 when no client is connected. */
 extern const char *const tdmt_baseline_counters[];
 
@@ -89,14 +96,14 @@ int tdmt_add_noop(tdm_graph *g, const struct tdmt_kernels *k, uint32_t *idx);
 int tdmt_add_spin(tdm_graph *g, const struct tdmt_kernels *k, int64_t us, uint32_t *idx);
 /* fill of the whole buffer (off 0, len 0 = to the end) or a range */
 int tdmt_add_fill(tdm_graph *g, const struct tdmt_kernels *k, tdm_buffer b, uint64_t off,
-		  uint64_t len, float v, uint32_t *idx);
+                  uint64_t len, float v, uint32_t *idx);
 /* y += alpha x over whole buffers */
 int tdmt_add_axpy(tdm_graph *g, const struct tdmt_kernels *k, tdm_buffer x, tdm_buffer y,
-		  float alpha, uint32_t *idx);
+                  float alpha, uint32_t *idx);
 /* C = alpha A B + beta C, row-major, A MxK, B KxN, C MxN */
 int tdmt_add_sgemm(tdm_graph *g, const struct tdmt_kernels *k, tdm_buffer a, tdm_buffer b,
-		   tdm_buffer c, int64_t m, int64_t n, int64_t kk, float alpha, float beta,
-		   uint32_t *idx);
+                   tdm_buffer c, int64_t m, int64_t n, int64_t kk, float alpha, float beta,
+                   uint32_t *idx);
 
 /* A small deterministic PRNG (xorshift64*). */
 uint64_t tdmt_rand(uint64_t *state);

@@ -100,7 +100,7 @@ static void assert_after(const tdm_graph *g, uint32_t a, uint32_t b)
 	const struct tdm_task_info *ta = info(g, a), *tb = info(g, b);
 	if (tb->start_ns < ta->end_ns)
 		fail_msg("task %u started %lld ns before task %u ended", b,
-			 (long long)(ta->end_ns - tb->start_ns), a);
+		         (long long)(ta->end_ns - tb->start_ns), a);
 }
 
 static size_t count_mismatch(const float *got, const float *want, size_t n)
@@ -156,7 +156,7 @@ static void test_axpy_chains(void **state)
 }
 
 static void ref_gemm(const float *a, const float *b, const float *c, double *out, int m, int n,
-		     int k, double alpha, double beta)
+                     int k, double alpha, double beta)
 {
 	for (int i = 0; i < m; i++)
 		for (int j = 0; j < n; j++) {
@@ -384,7 +384,7 @@ static void test_independent_tasks_overlap(void **state)
 		OK(tdm_wait(g, 30000 * MS));
 		const struct tdm_task_info *a = info(g, 0), *b = info(g, 1);
 		overlapped = a->start_ns < b->end_ns && b->start_ns < a->end_ns &&
-			     a->device != b->device;
+		             a->device != b->device;
 		tdm_graph_free(g);
 	}
 	assert_true(overlapped);
@@ -461,7 +461,7 @@ static void test_resubmit(void **state)
 		OK(tdm_wait(g, 30000 * MS));
 		/* rounds 1 and 2 add 2 * 3; round 3 adds 2 * 0 */
 		assert_int_equal(count_not(y, N, round < 3 ? 1.0f + 6.0f * (float)round : 13.0f),
-				 0);
+		                 0);
 		const struct tdm_task_info *ti = info(g, 0);
 		assert_true(ti->start_ns > prev_end); /* a fresh schedule each time */
 		prev_end = ti->end_ns;
@@ -538,9 +538,9 @@ static void assert_rejected(tdm_graph *g, int status, uint32_t task, uint32_t fi
 	tdm_graph_reject_detail(g, &t, &f);
 	if (rc != status || t != task || f != field)
 		fail_msg("graph: got %d (%s) at task %u field %u (%s), want %d at task %u "
-			 "field %u (%s)",
-			 rc, tdm_strerror(rc), t, f, tdm_reject_field_name(f), status, task, field,
-			 tdm_reject_field_name(field));
+		         "field %u (%s)",
+		         rc, tdm_strerror(rc), t, f, tdm_reject_field_name(f), status, task, field,
+		         tdm_reject_field_name(field));
 }
 
 static void test_reject_bad_handle(void **state)
@@ -597,15 +597,13 @@ static void test_reject_range_client(void **state)
 	assert_int_equal(tdmt_add_fill(g, &fx.k, hb, 1020, 8, 1.0f, NULL), -TDM_ERANGE);
 	assert_int_equal(tdmt_add_fill(g, &fx.k, hb, 2000, 0, 1.0f, NULL), -TDM_ERANGE);
 	assert_int_equal(tdmt_add_fill(g, &fx.k, hb, 1024, 0, 1.0f, NULL), -TDM_ERANGE);
-	assert_int_equal(tdmt_add_fill(g, &fx.k, hb, UINT64_MAX - 2, 4, 1.0f, NULL),
-			 -TDM_ERANGE);
-	assert_int_equal(tdmt_add_fill(g, &fx.k, hb, 4, UINT64_MAX - 2, 1.0f, NULL),
-			 -TDM_ERANGE);
+	assert_int_equal(tdmt_add_fill(g, &fx.k, hb, UINT64_MAX - 2, 4, 1.0f, NULL), -TDM_ERANGE);
+	assert_int_equal(tdmt_add_fill(g, &fx.k, hb, 4, UINT64_MAX - 2, 1.0f, NULL), -TDM_ERANGE);
 	assert_int_equal(tdm_graph_task_count(g), 0);
 	/* The edge of the buffer is fine. */
 	OK(tdmt_add_fill(g, &fx.k, hb, 1020, 4, 8.0f, NULL));
 	/* Wrong modes, arity, scalar types and kernels are refused too. */
-	struct tdm_task_desc t = {.kernel = fx.k.fill, .nargs = 1, .nscalars = 1};
+	struct tdm_task_desc t = { .kernel = fx.k.fill, .nargs = 1, .nscalars = 1 };
 	t.args[0] = TDM_ARG(hb, TDM_R, 0, 0);
 	t.scalars[0] = TDM_F32(1.0f);
 	assert_int_equal(tdm_graph_add_task(g, &t, NULL), -TDM_EARITY);
@@ -786,7 +784,7 @@ static void test_quota_buffers(void **state)
 	assert_int_equal(bad, 0);
 	tdm_graph *g = tdm_graph_new(fx.c);
 	assert_non_null(g);
-	struct tdm_task_desc t = {.kernel = fx.k.axpy, .nargs = 2, .nscalars = 1};
+	struct tdm_task_desc t = { .kernel = fx.k.axpy, .nargs = 2, .nscalars = 1 };
 	t.args[0] = TDM_ARG(h1, TDM_R, 20000, 20000);
 	t.args[1] = TDM_ARG(h2, TDM_RW, 0, 20000);
 	t.scalars[0] = TDM_F32(2.0f);
@@ -874,10 +872,8 @@ static void test_quota_tasks_in_flight(void **state)
 }
 
 static const struct CMUnitTest quota_tests[] = {
-	T(test_quota_buffers),
-	T(test_quota_tasks_per_graph),
-	T(test_quota_graphs_in_flight),
-	T(test_quota_tasks_in_flight),
+	T(test_quota_buffers),          T(test_quota_tasks_per_graph),
+	T(test_quota_graphs_in_flight), T(test_quota_tasks_in_flight),
 	T(test_clean_shutdown),
 };
 
@@ -885,10 +881,10 @@ static int setup_quota(void **state)
 {
 	(void)state;
 	return start_group("[limits]\n"
-			   "buffer_quota_bytes = 65536\n"
-			   "max_tasks_per_graph = 64\n"
-			   "max_tasks_in_flight = 100\n"
-			   "max_graphs_in_flight = 3\n");
+	                   "buffer_quota_bytes = 65536\n"
+	                   "max_tasks_per_graph = 64\n"
+	                   "max_tasks_in_flight = 100\n"
+	                   "max_graphs_in_flight = 3\n");
 }
 
 /* ---- graphs larger than the rings ----------------------------------------- */
@@ -920,7 +916,7 @@ static void test_large_graph_small_rings(void **state)
 	}
 	if (bad)
 		fail_msg("%u task infos missing or out of order, the first at task %u", bad,
-			 first_bad);
+		         first_bad);
 	/* And once more: the rings are reusable after wrapping many times. */
 	OK(tdm_graph_submit(g));
 	OK(tdm_wait(g, 60000 * MS));
@@ -946,11 +942,11 @@ int main(void)
 {
 	int failed = 0;
 	failed += cmocka_run_group_tests_name("graphs_eager", policy_tests, setup_eager,
-					      group_teardown);
+	                                      group_teardown);
 	failed += cmocka_run_group_tests_name("graphs_ws", policy_tests, setup_ws, group_teardown);
 	failed += cmocka_run_group_tests_name("graphs_quota", quota_tests, setup_quota,
-					      group_teardown);
+	                                      group_teardown);
 	failed += cmocka_run_group_tests_name("graphs_small_rings", ring_tests, setup_rings,
-					      group_teardown);
+	                                      group_teardown);
 	return failed ? 1 : 0;
 }
