@@ -78,6 +78,17 @@ static bool peer_allowed(const struct tdm_config *cfg, uid_t uid, gid_t gid)
 
 static void on_socket(evutil_socket_t fd, short what, void *arg);
 
+/* A connection must say hello within HELLO_TIMEOUT_S; after that it may
+ * stay quiet on its socket as long as it likes. */
+static void on_hello_timeout(evutil_socket_t fd, short what, void *arg)
+{
+	struct conn *c = arg;
+	(void)fd;
+	(void)what;
+	log_info("connection from pid %d: no hello within %d s", (int)c->pid, HELLO_TIMEOUT_S);
+	conn_close(c);
+}
+
 void conn_accept(struct server *srv, int fd)
 {
 	struct ucred cred;
@@ -101,10 +112,14 @@ void conn_accept(struct server *srv, int fd)
 	c->gid = cred.gid;
 	c->allowed = peer_allowed(&srv->cfg, cred.uid, cred.gid);
 	c->ev_sock = event_new(srv->base, fd, EV_READ | EV_PERSIST, on_socket, c);
+	c->ev_hello = evtimer_new(srv->base, on_hello_timeout, c);
 	struct timeval hello_timeout = { HELLO_TIMEOUT_S, 0 };
-	if (!c->ev_sock || event_add(c->ev_sock, &hello_timeout) != 0) {
+	if (!c->ev_sock || !c->ev_hello || event_add(c->ev_sock, NULL) != 0 ||
+	    evtimer_add(c->ev_hello, &hello_timeout) != 0) {
 		if (c->ev_sock)
 			event_free(c->ev_sock);
+		if (c->ev_hello)
+			event_free(c->ev_hello);
 		close(fd);
 		free(c);
 		return;
@@ -121,6 +136,8 @@ void conn_close(struct conn *c)
 
 	if (c->ev_sock)
 		event_free(c->ev_sock);
+	if (c->ev_hello)
+		event_free(c->ev_hello);
 	close(c->fd);
 	if (c->s) {
 		log_info("client %u (pid %d) disconnected", c->s->id, (int)c->pid);
@@ -214,7 +231,8 @@ static bool handle_hello(struct conn *c, const void *p, uint32_t len)
 	} else if (send_msg(c->fd, TDM_MSG_HELLO_REPLY, &r, sizeof(r), NULL, 0) != 0) {
 		return false;
 	}
-	event_add(c->ev_sock, NULL); /* hello done: no more timeout */
+	event_free(c->ev_hello); /* hello done: no more deadline */
+	c->ev_hello = NULL;
 	return true;
 }
 
@@ -326,12 +344,7 @@ static void on_socket(evutil_socket_t fd, short what, void *arg)
 {
 	struct conn *c = arg;
 
-	if (what & EV_TIMEOUT) {
-		log_info("connection from pid %d: no hello within %d s", (int)c->pid,
-		         HELLO_TIMEOUT_S);
-		conn_close(c);
-		return;
-	}
+	(void)what;
 	ssize_t n = recv(fd, c->in + c->inlen, sizeof(c->in) - c->inlen, MSG_DONTWAIT);
 	if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR)) {
 		conn_close(c);

@@ -228,6 +228,11 @@ static bool server_poll(void *ctx, bool woken)
 		if ((!intake_pending(s) && !overflow) || atomic_load(&s->proto_error) ||
 		    pthread_mutex_trylock(&s->intake_lock) != 0)
 			continue;
+		if (atomic_load(&s->proto_error)) {
+			/* Another worker found the violation while we looked. */
+			pthread_mutex_unlock(&s->intake_lock);
+			continue;
+		}
 		uint32_t n = 0;
 		if (overflow)
 			session_flush(s);

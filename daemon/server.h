@@ -26,6 +26,7 @@ struct conn {
 	gid_t gid;
 	bool allowed;
 	struct event *ev_sock;
+	struct event *ev_hello; /* deadline for the hello, until it came */
 	struct session *s;
 	size_t inlen;
 	unsigned char in[sizeof(struct tdm_msg_hdr) + TDM_MSG_MAX_PAYLOAD];

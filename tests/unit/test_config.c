@@ -172,7 +172,7 @@ static const char full_doc[] = "[daemon]\n"
                                "allowed_gids = [27]\n"
                                "max_clients = 4096\n"
                                "[engine]\n"
-                               "policy = \"work_stealing_2\"\n"
+                               "policy = \"ws\"\n"
                                "spin_us = 0\n"
                                "[cpu]\n"
                                "cores = [3, 1, 1023]\n"
@@ -205,7 +205,7 @@ static void test_every_key_parsed(void **state)
 	assert_int_equal(cfg.allowed_gids[0], 27);
 	assert_int_equal(cfg.max_clients, 4096);
 
-	assert_string_equal(cfg.policy, "work_stealing_2");
+	assert_string_equal(cfg.policy, "ws");
 	assert_int_equal(cfg.spin_us, 0);
 
 	assert_int_equal(cfg.n_cores, 3);
@@ -319,11 +319,14 @@ static void test_engine_section(void **state)
 	struct tdm_config cfg;
 
 	(void)state;
-	load_ok("[engine]\npolicy = \"locality_aware\"\nspin_us = 10000\n", &cfg);
-	assert_string_equal(cfg.policy, "locality_aware");
+	load_ok("[engine]\npolicy = \"ws\"\nspin_us = 10000\n", &cfg);
+	assert_string_equal(cfg.policy, "ws");
 	assert_int_equal(cfg.spin_us, 10000);
-	load_ok("[engine]\npolicy = \"a234567890123456789012345678901\"\n", &cfg);
-	assert_string_equal(cfg.policy, "a234567890123456789012345678901");
+	expect_error("[engine]\npolicy = \"a234567890123456789012345678901\"\n",
+	             NAME ":2:10: engine.policy: \"a234567890123456789012345678901\" is not a "
+	                  "registered policy");
+	expect_error("[engine]\npolicy = \"dmda\"\n",
+	             NAME ":2:10: engine.policy: \"dmda\" is not a registered policy");
 
 	expect_error("[engine]\npolicy = \"a2345678901234567890123456789012\"\n",
 	             NAME ":2:10: engine.policy: \"a2345678901234567890123456789012\" is not a "
@@ -504,7 +507,7 @@ static void test_unknown_key(void **state)
 static void test_unknown_section(void **state)
 {
 	(void)state;
-	expect_error("[engine]\npolicy = \"x\"\n[bogus]\nk = 1\n",
+	expect_error("[engine]\npolicy = \"ws\"\n[bogus]\nk = 1\n",
 	             NAME ":3:2: unknown section [bogus]");
 	expect_error("[engine]\n[Daemon]\n", NAME ":2:2: unknown section [Daemon]");
 	expect_error("[engine]\n[bogus.sub]\n", NAME ":2:2: unknown section [bogus]");
@@ -525,8 +528,8 @@ static void test_inline_and_dotted_forms(void **state)
 	struct tdm_config cfg;
 
 	(void)state;
-	load_ok("engine = { policy = \"x\", spin_us = 7 }\nrings.sq_entries = 128\n", &cfg);
-	assert_string_equal(cfg.policy, "x");
+	load_ok("engine = { policy = \"ws\", spin_us = 7 }\nrings.sq_entries = 128\n", &cfg);
+	assert_string_equal(cfg.policy, "ws");
 	assert_int_equal(cfg.spin_us, 7);
 	assert_int_equal(cfg.sq_entries, 128);
 	load_ok("[daemon]\n'max_clients' = 3 # comment\n", &cfg);
@@ -678,7 +681,7 @@ static void test_load_file(void **state)
 	write_file(path, full_doc, strlen(full_doc));
 	assert_int_equal(config_load_file(path, &cfg, err, sizeof(err)), 0);
 	assert_int_equal(cfg.cq_entries, 65536);
-	assert_string_equal(cfg.policy, "work_stealing_2");
+	assert_string_equal(cfg.policy, "ws");
 
 	memcpy(&saved, &cfg, sizeof(cfg));
 	write_file(path, "[engine]\nspin_us = -1\n", 22);
