@@ -22,7 +22,9 @@
 #define MS (1000000ll)
 
 static struct tdmt_daemon daemon_;
-static tdm_client *light; /* the fairness test's; the teardown disconnects it */
+/* The fairness test's client and graph; the teardown frees them. */
+static tdm_client *light;
+static tdm_graph *light_graph;
 
 static int start_group(const char *toml)
 {
@@ -65,6 +67,8 @@ static int test_teardown(void **state)
 	(void)state;
 	if (!tdmt_test_passed())
 		daemon_.failed = true;
+	tdm_graph_free(light_graph);
+	light_graph = NULL;
 	if (light)
 		tdm_disconnect(light);
 	light = NULL;
@@ -202,6 +206,110 @@ static void test_16_clients(void **state)
 	tdmt_test_ok();
 }
 
+/* ---- concurrent submitters ------------------------------------------------ */
+
+/* Clients submitting wide graphs at the same time: every task of every graph
+ * runs exactly once (the fill values show it) and every graph completes. */
+static int submitter_main(const char *sock, int id, int barrier_fd)
+{
+	enum { ROUNDS = 240, WIDTH = 300, INFLIGHT = 4 };
+	struct tdmt_kernels k;
+	tdm_client *c;
+	tdm_buffer h[INFLIGHT];
+	float *p[INFLIGHT];
+	tdm_graph *g[INFLIGHT];
+	char ch;
+
+	if (read(barrier_fd, &ch, 1) != 0)
+		return CHILD_BARRIER;
+	if (tdmt_connect(sock, &c) || tdmt_lookup_kernels(c, &k))
+		return CHILD_CONNECT;
+	for (int j = 0; j < INFLIGHT; j++) {
+		if (tdm_buffer_alloc(c, WIDTH * sizeof(float), 0, &h[j], (void **)&p[j]))
+			return CHILD_SETUP;
+		g[j] = tdm_graph_new(c);
+		if (!g[j])
+			return CHILD_SETUP;
+		for (uint32_t t = 0; t < WIDTH; t++) {
+			struct tdm_task_desc d = { .kernel = k.axpy, .nargs = 2, .nscalars = 1 };
+			d.args[0] = TDM_ARG(h[j], TDM_R, t * sizeof(float), sizeof(float));
+			d.args[1] = TDM_ARG(h[j], TDM_RW, t * sizeof(float), sizeof(float));
+			d.scalars[0] = TDM_F32(1.0f);
+			if (tdm_graph_add_task(g[j], &d, NULL))
+				return CHILD_SETUP;
+		}
+	}
+	/* Each run of graph j doubles every float of buffer j (x += x on its
+	 * own float, one task per float: WIDTH roots). A task lost or run
+	 * twice shows in the values or as a graph that never completes. */
+	float cur[INFLIGHT];
+	for (int j = 0; j < INFLIGHT; j++) {
+		for (int t = 0; t < WIDTH; t++)
+			p[j][t] = 1.0f;
+		cur[j] = 1.0f;
+		if (tdm_graph_submit(g[j]))
+			return CHILD_SUBMIT;
+	}
+	for (int r = 0; r < ROUNDS; r++) {
+		int j = r % INFLIGHT;
+		if (tdm_wait(g[j], 5000 * MS))
+			return CHILD_WAIT;
+		cur[j] *= 2.0f; /* exact: powers of two */
+		for (int t = 0; t < WIDTH; t++)
+			if (p[j][t] != cur[j])
+				return CHILD_AXPY_WRONG;
+		if (cur[j] >= 1048576.0f) {
+			for (int t = 0; t < WIDTH; t++)
+				p[j][t] = 1.0f;
+			cur[j] = 1.0f;
+		}
+		if (tdm_graph_submit(g[j]))
+			return CHILD_SUBMIT;
+	}
+	for (int j = 0; j < INFLIGHT; j++) {
+		if (tdm_wait(g[j], 5000 * MS))
+			return CHILD_WAIT;
+		tdm_graph_free(g[j]);
+	}
+	(void)id;
+	tdm_disconnect(c);
+	return CHILD_OK;
+}
+
+static void test_concurrent_submitters(void **state)
+{
+	(void)state;
+	enum { NCLIENTS = 8 };
+	pid_t pids[NCLIENTS];
+	int barrier[2];
+
+	assert_int_equal(pipe(barrier), 0);
+	for (int i = 0; i < NCLIENTS; i++) {
+		pids[i] = fork();
+		assert_true(pids[i] >= 0);
+		if (pids[i] == 0) {
+			close(barrier[1]);
+			_exit(submitter_main(daemon_.sock, i, barrier[0]));
+		}
+	}
+	close(barrier[0]);
+	close(barrier[1]);
+	int failures = 0, first = 0;
+	for (int i = 0; i < NCLIENTS; i++) {
+		int st = tdmt_wait_child(pids[i], 30000);
+		if (st != 0 && !failures++)
+			first = st;
+	}
+	if (failures)
+		fail_msg("%d of %d concurrent submitters failed (the first with status %d)",
+		         failures, NCLIENTS, first);
+	const char *which = NULL;
+	int64_t v = 0;
+	if (tdmt_wait_counters_zero(daemon_.sock, tdmt_baseline_counters, 5000, &which, &v))
+		fail_msg("counter %s stays at %lld", which, (long long)v);
+	tdmt_test_ok();
+}
+
 /* ---- fairness ------------------------------------------------------------- */
 
 /* The whole flood is in flight at once: a scheduler that served clients in
@@ -316,7 +424,7 @@ static void test_fairness(void **state)
 	assert_int_equal(tdmt_connect(daemon_.sock, &light), 0);
 	c = light;
 	assert_int_equal(tdmt_lookup_kernels(c, &k), 0);
-	tdm_graph *g = tdm_graph_new(c);
+	tdm_graph *g = light_graph = tdm_graph_new(c);
 	assert_non_null(g);
 	for (int i = 0; i < 3; i++)
 		assert_int_equal(tdmt_add_spin(g, &k, FLOOD_SPIN_US, NULL), 0);
@@ -385,6 +493,7 @@ static void test_fairness(void **state)
 		         "of %.1f ms (%d samples)",
 		         median / 1e6, worst / 1e6, flood_ns / 1e6, n);
 	tdm_graph_free(g);
+	light_graph = NULL;
 	tdm_disconnect(c);
 	light = NULL;
 	tdmt_test_ok();
@@ -405,6 +514,7 @@ static void test_clean_shutdown(void **state)
 
 static const struct CMUnitTest tests[] = {
 	T(test_16_clients),
+	T(test_concurrent_submitters),
 	T(test_fairness),
 	T(test_clean_shutdown),
 };

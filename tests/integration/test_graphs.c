@@ -796,8 +796,10 @@ static void test_quota_buffers(void **state)
 	assert_int_equal(bad, 0);
 	tdm_graph_free(g);
 
-	/* Freeing gives the quota back. */
+	/* Freeing gives the quota back (once the graph that used it is
+	 * released: test_quota_released_with_completion checks that part). */
 	OK(tdm_buffer_free(fx.c, h2));
+	OK(tdmt_wait_counter(fx.d.sock, "buffer_bytes_live", 40000, 10000, NULL));
 	OK(tdm_buffer_alloc(fx.c, 20000, 0, &h3, &p3));
 	assert_int_equal(tdm_buffer_alloc(fx.c, 6000, 0, &h4, &p4), -TDM_EQUOTA);
 	OK(tdm_buffer_free(fx.c, h1));
@@ -825,23 +827,58 @@ static void test_quota_tasks_per_graph(void **state)
 static void test_quota_graphs_in_flight(void **state)
 {
 	(void)state;
-	struct good gd[3];
-	for (int i = 0; i < 3; i++)
-		good_init(&gd[i], (float)(i + 1), 150000);
+	struct good gd;
+	good_init(&gd, 3.0f, 150000);
 	tdm_graph *extra = tdm_graph_new(fx.c);
 	assert_non_null(extra);
 	OK(tdmt_add_noop(extra, &fx.k, NULL));
-	for (int i = 0; i < 3; i++)
-		OK(tdm_graph_submit(gd[i].g));
+	OK(tdm_graph_submit(gd.g));
 	OK(tdm_graph_submit(extra));
 	assert_rejected(extra, -TDM_EQUOTA, 0, TDM_REJECT_QUOTA);
-	/* The running ones were not disturbed. */
-	for (int i = 0; i < 3; i++)
-		good_check(&gd[i], (float)(i + 1));
-	/* With them done there is room again. */
+	/* The running one was not disturbed. */
+	good_check(&gd, 3.0f);
+	/* With it done and released there is room again. */
+	OK(tdmt_wait_counter(fx.d.sock, "tasks_reserved", 0, 10000, NULL));
 	OK(tdm_graph_submit(extra));
 	OK(tdm_wait(extra, 30000 * MS));
 	tdm_graph_free(extra);
+	tdmt_test_ok();
+}
+
+/* What a graph holds against the quotas is given back by the time its
+ * completion reaches the client: a client that waits for a graph and then
+ * at once frees its buffer and allocates the whole quota again, or submits
+ * the next graph, must not be refused. */
+static void test_quota_released_with_completion(void **state)
+{
+	(void)state;
+	enum { ROUNDS = 200 };
+	tdm_graph *g = tdm_graph_new(fx.c);
+	assert_non_null(g);
+	OK(tdmt_add_noop(g, &fx.k, NULL));
+	for (int r = 0; r < ROUNDS; r++) {
+		tdm_buffer h;
+		void *p;
+		int rc = tdm_buffer_alloc(fx.c, 65536, 0, &h, &p);
+		if (rc)
+			fail_msg("round %d: allocating the whole buffer quota: %d (%s)", r, rc,
+			         tdm_strerror(rc));
+		tdm_graph *f = tdm_graph_new(fx.c);
+		assert_non_null(f);
+		OK(tdmt_add_fill(f, &fx.k, h, 0, 0, 1.0f, NULL));
+		OK(tdm_graph_submit(f));
+		OK(tdm_wait(f, 30000 * MS));
+		tdm_graph_free(f);
+		OK(tdm_buffer_free(fx.c, h));
+		/* one graph in flight at most: the previous one must be gone */
+		OK(tdm_graph_submit(g));
+		rc = tdm_wait(g, 30000 * MS);
+		if (rc)
+			fail_msg(
+			        "round %d: a graph right after the previous one completed: %d (%s)",
+			        r, rc, tdm_strerror(rc));
+	}
+	tdm_graph_free(g);
 	tdmt_test_ok();
 }
 
@@ -864,6 +901,7 @@ static void test_quota_tasks_in_flight(void **state)
 	assert_rejected(over, -TDM_EQUOTA, 0, TDM_REJECT_QUOTA);
 	OK(tdm_wait(fits, 30000 * MS));
 	good_check(&big, 7.0f);
+	OK(tdmt_wait_counter(fx.d.sock, "tasks_reserved", 0, 10000, NULL));
 	OK(tdm_graph_submit(over));
 	OK(tdm_wait(over, 30000 * MS));
 	tdm_graph_free(over);
@@ -871,20 +909,56 @@ static void test_quota_tasks_in_flight(void **state)
 	tdmt_test_ok();
 }
 
+static void test_quota_tasks_released_with_completion(void **state)
+{
+	(void)state;
+	enum { ROUNDS = 200 };
+	tdm_graph *g = tdm_graph_new(fx.c);
+	assert_non_null(g);
+	for (int i = 0; i < 64; i++)
+		OK(tdmt_add_noop(g, &fx.k, NULL));
+	for (int r = 0; r < ROUNDS; r++) {
+		/* 64 + 64 > max_tasks_in_flight: the previous run must be gone */
+		OK(tdm_graph_submit(g));
+		int rc = tdm_wait(g, 30000 * MS);
+		if (rc)
+			fail_msg(
+			        "round %d: a graph right after the previous one completed: %d (%s)",
+			        r, rc, tdm_strerror(rc));
+	}
+	tdm_graph_free(g);
+	tdmt_test_ok();
+}
+
 static const struct CMUnitTest quota_tests[] = {
 	T(test_quota_buffers),          T(test_quota_tasks_per_graph),
-	T(test_quota_graphs_in_flight), T(test_quota_tasks_in_flight),
+	T(test_quota_graphs_in_flight), T(test_quota_released_with_completion),
+	T(test_clean_shutdown),
+};
+
+static const struct CMUnitTest quota_task_tests[] = {
+	T(test_quota_tasks_in_flight),
+	T(test_quota_tasks_released_with_completion),
 	T(test_clean_shutdown),
 };
 
 static int setup_quota(void **state)
 {
 	(void)state;
+	/* One graph in flight at most: with two devices, one runs it and the
+	 * other is free to take the next submission at once. */
 	return start_group("[limits]\n"
 	                   "buffer_quota_bytes = 65536\n"
 	                   "max_tasks_per_graph = 64\n"
-	                   "max_tasks_in_flight = 100\n"
-	                   "max_graphs_in_flight = 3\n");
+	                   "max_graphs_in_flight = 1\n");
+}
+
+static int setup_quota_tasks(void **state)
+{
+	(void)state;
+	return start_group("[limits]\n"
+	                   "max_tasks_per_graph = 64\n"
+	                   "max_tasks_in_flight = 100\n");
 }
 
 /* ---- graphs larger than the rings ----------------------------------------- */
@@ -946,6 +1020,8 @@ int main(void)
 	failed += cmocka_run_group_tests_name("graphs_ws", policy_tests, setup_ws, group_teardown);
 	failed += cmocka_run_group_tests_name("graphs_quota", quota_tests, setup_quota,
 	                                      group_teardown);
+	failed += cmocka_run_group_tests_name("graphs_quota_tasks", quota_task_tests,
+	                                      setup_quota_tasks, group_teardown);
 	failed += cmocka_run_group_tests_name("graphs_small_rings", ring_tests, setup_rings,
 	                                      group_teardown);
 	return failed ? 1 : 0;
