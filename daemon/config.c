@@ -398,8 +398,9 @@ static int set_string(struct load_ctx *ctx, const struct key_spec *ks, const str
 			return bad_value(ctx, ks, it, "is not a valid name");
 		/* engine.policy is the only name key: it must be registered. */
 		if (!policy_by_name(it->s))
-			return bad_value(ctx, ks, it, "is not a registered policy (see "
-			                              "tandemd --list-policies)");
+			return bad_value(ctx, ks, it,
+			                 "is not a registered policy (see "
+			                 "tandemd --list-policies)");
 		memcpy(field, it->s, it->s_len + 1);
 		return 0;
 	default: return wrong_type(ctx, ks, it);

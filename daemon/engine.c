@@ -13,9 +13,14 @@
 #include "policies/policy.h"
 #include "tandem.h"
 
+/* A busy worker still looks at the submission rings this often, so that
+ * new graphs (a light client's, next to a flood) reach the policy. */
+#define BUSY_POLL_NS 50000
+
 struct worker {
 	struct engine *e;
 	unsigned index;
+	uint64_t last_poll_ns;
 	pthread_t thread;
 	bool started;
 	/* Tasks this worker released, pushed to the policy in one call. */
@@ -44,11 +49,6 @@ struct engine {
 	_Atomic uint32_t sleepers;
 	int wake_fd;
 	int poll_fd;
-
-	/* Intake-side scratch for the roots of a submitted graph (engine_submit
-	 * is called from one thread only). */
-	struct engine_task **roots;
-	size_t roots_cap;
 
 	_Atomic uint64_t graphs_submitted, graphs_done;
 	_Atomic uint64_t tasks_done, tasks_failed, tasks_canceled, tasks_in_flight;
@@ -95,9 +95,13 @@ static void push_ready(struct engine *e, struct engine_task **tasks, size_t n, i
 	engine_notify(e, worker >= 0 ? n - 1 : n);
 }
 
+#define ROOT_CHUNK 64
+
+/* May run on several threads at once (intake runs on workers). */
 void engine_submit(struct engine *e, struct engine_graph *g)
 {
-	size_t nroots = 0;
+	struct engine_task *chunk[ROOT_CHUNK];
+	size_t n = 0;
 
 	atomic_fetch_add(&e->graphs_submitted, 1);
 	g->submit_ns = clock_now(e->clock);
@@ -110,20 +114,23 @@ void engine_submit(struct engine *e, struct engine_graph *g)
 	atomic_fetch_add(&e->tasks_in_flight, g->ntasks);
 	if (e->policy->graph_submitted)
 		e->policy->graph_submitted(e->policy_priv, g);
-	/* Collect every root before pushing any: once pushed, workers run
-	 * tasks and change the counters we would still be reading. */
+	/* Mark every root before pushing any: once pushed, workers run tasks
+	 * and bring other counters to zero, which must not make those tasks
+	 * look like roots here. */
+	for (uint32_t i = 0; i < g->ntasks; i++)
+		g->tasks[i].root =
+		        atomic_load_explicit(&g->tasks[i].ndeps, memory_order_relaxed) == 0;
 	for (uint32_t i = 0; i < g->ntasks; i++) {
-		if (atomic_load_explicit(&g->tasks[i].ndeps, memory_order_relaxed) != 0)
+		if (!g->tasks[i].root)
 			continue;
-		if (!grow(&e->roots, &e->roots_cap, nroots + 1)) {
-			/* No scratch memory: release this root on its own. */
-			struct engine_task *one = &g->tasks[i];
-			push_ready(e, &one, 1, -1);
-			continue;
+		chunk[n++] = &g->tasks[i];
+		if (n == ROOT_CHUNK) {
+			push_ready(e, chunk, n, -1);
+			n = 0;
 		}
-		e->roots[nroots++] = &g->tasks[i];
 	}
-	push_ready(e, e->roots, nroots, -1);
+	if (n)
+		push_ready(e, chunk, n, -1);
 }
 
 void engine_graph_free_arrays(struct engine_graph *g)
@@ -135,7 +142,8 @@ void engine_graph_free_arrays(struct engine_graph *g)
 	g->succ_off = g->succ = NULL;
 }
 
-static void run_task(struct engine *e, struct worker *w, struct engine_task *t)
+/* Returns the task's end time (the task may be freed once it returns). */
+static uint64_t run_task(struct engine *e, struct worker *w, struct engine_task *t)
 {
 	struct engine_graph *g = t->graph;
 	struct engine_device *d = &e->devices[w->index];
@@ -159,7 +167,7 @@ static void run_task(struct engine *e, struct worker *w, struct engine_task *t)
 			         tdm_strerror(t->status));
 		}
 	}
-	t->end_ns = clock_now(e->clock);
+	uint64_t end_ns = t->end_ns = clock_now(e->clock);
 	atomic_fetch_add_explicit(&d->tasks_run, 1, memory_order_relaxed);
 	atomic_fetch_add_explicit(&d->busy_ns, t->end_ns - t->start_ns, memory_order_relaxed);
 	if (e->policy->task_done)
@@ -184,6 +192,7 @@ static void run_task(struct engine *e, struct worker *w, struct engine_task *t)
 		atomic_fetch_add(&e->graphs_done, 1);
 		e->hooks.graph_done(e->hooks.ctx, g);
 	}
+	return end_ns;
 }
 
 bool engine_run_one(struct engine *e, unsigned worker)
@@ -267,7 +276,11 @@ static void *worker_main(void *arg)
 			if (atomic_load_explicit(&e->sleepers, memory_order_relaxed) &&
 			    e->policy->queued && e->policy->queued(e->policy_priv))
 				ring_wake_fd(e);
-			run_task(e, w, t);
+			uint64_t end = run_task(e, w, t);
+			if (end - w->last_poll_ns >= BUSY_POLL_NS) {
+				w->last_poll_ns = end;
+				front_end_poll(e, false);
+			}
 			continue;
 		}
 		worker_idle(e, seen);
@@ -348,7 +361,6 @@ void engine_destroy(struct engine *e)
 	if (e->policy)
 		e->policy->fini(e->policy_priv);
 	close(e->wake_fd);
-	free(e->roots);
 	free(e->workers);
 	free(e->devices);
 	free(e);

@@ -26,6 +26,7 @@ struct engine_task {
 	int32_t priority;
 	_Atomic uint32_t ndeps; /* predecessors not yet finished */
 	uint16_t device;
+	bool root; /* no predecessor: released at submission */
 	int32_t status;
 	uint64_t queued_ns, start_ns, end_ns;
 	struct tdm_kernel_call call;

@@ -119,6 +119,7 @@ static void begin_graph(struct session *s, const struct tdm_sqe *e)
 	g->g.ntasks = b->ntasks;
 	g->reserved_tasks = b->ntasks;
 	atomic_fetch_add(&s->graphs_in_flight, 1);
+	atomic_fetch_add(&s->graphs_unposted, 1);
 	atomic_fetch_add(&s->tasks_in_flight, b->ntasks);
 	atomic_fetch_add(&s->env->counters->session_tasks_in_flight, b->ntasks);
 	s->graph_serial++;

@@ -64,12 +64,15 @@ static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct socka
 	conn_accept(arg, fd);
 }
 
+/* Every graph finished and its completion posted (or its client gone). */
 static bool drained(struct server *srv)
 {
-	if (atomic_load(&srv->counters.session_tasks_in_flight) != 0)
+	struct engine_counters ec;
+	engine_counters(srv->engine, &ec);
+	if (ec.tasks_in_flight)
 		return false;
 	for (struct conn *c = srv->conns; c; c = c->next)
-		if (c->s && atomic_load(&c->s->graphs_in_flight) != 0)
+		if (c->s && atomic_load(&c->s->graphs_unposted) != 0)
 			return false;
 	return true;
 }

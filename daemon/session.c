@@ -245,16 +245,31 @@ void buffer_unref(struct buffer *b)
 
 /* ---- graphs and completions ------------------------------------------------ */
 
-void dgraph_destroy(struct dgraph *g)
+/* Gives back what the graph holds against the client's quotas (task and
+ * graph counts, buffer references). Done before its completion is posted,
+ * so a client that acts on the completion at once finds its quota free. */
+static void dgraph_release_quota(struct dgraph *g)
 {
 	struct session *s = g->s;
+	if (g->quota_released)
+		return;
+	g->quota_released = true;
 	for (uint32_t i = 0; i < g->nbufs; i++)
 		buffer_unref(g->bufs[i]);
+	g->nbufs = 0;
 	if (g->reserved_tasks) {
 		atomic_fetch_sub(&s->tasks_in_flight, g->reserved_tasks);
 		atomic_fetch_sub(&s->env->counters->session_tasks_in_flight, g->reserved_tasks);
+		g->reserved_tasks = 0;
 	}
 	atomic_fetch_sub(&s->graphs_in_flight, 1);
+}
+
+void dgraph_destroy(struct dgraph *g)
+{
+	struct session *s = g->s;
+	dgraph_release_quota(g);
+	atomic_fetch_sub(&s->graphs_unposted, 1);
 	engine_graph_free_arrays(&g->g);
 	free(g->bufs);
 	free(g->edges);
@@ -419,6 +434,7 @@ void session_post_cqe(struct session *s, const struct tdm_cqe *cqe)
 void session_graph_done(struct session *s, struct dgraph *g)
 {
 	struct dgraph *done = NULL;
+	dgraph_release_quota(g);
 	pthread_mutex_lock(&s->cq_lock);
 	if (atomic_load(&s->closed)) {
 		pthread_mutex_unlock(&s->cq_lock);

@@ -61,6 +61,7 @@ struct dgraph {
 	struct buffer **bufs; /* one reference each */
 	uint32_t nbufs, bufs_cap;
 	uint32_t reserved_tasks; /* counted against the client's quota */
+	bool quota_released;
 	uint32_t info_posted; /* TASK_INFO completions written so far */
 	struct dgraph *next_pending;
 	/* Build state (intake only). */
@@ -108,7 +109,8 @@ struct session {
 	_Atomic uint64_t buffer_bytes; /* quota accounting, incl. freed-but-in-use */
 	_Atomic uint32_t buffers_count; /* same, in buffers */
 	_Atomic uint32_t tasks_in_flight;
-	_Atomic uint32_t graphs_in_flight;
+	_Atomic uint32_t graphs_in_flight; /* quota: accepted or building, not done */
+	_Atomic uint32_t graphs_unposted; /* not yet released: drain waits for these */
 
 	/* Intake state (under intake_lock). */
 	uint64_t graph_serial; /* numbers graphs for the dependency scratch */
