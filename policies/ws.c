@@ -1,7 +1,9 @@
-/* ws: work stealing. One deque per worker; a worker pops its own newest
- * task (LIFO, cache-warm), and when empty steals the oldest task of another
- * worker (FIFO). Tasks a worker releases go to its own deque; tasks from
- * intake are spread evenly across deques. */
+/* ws: work stealing. One deque per worker: tasks a worker releases go to
+ * its own deque, it pops its newest task (LIFO, cache-warm), and when empty
+ * steals the oldest task of another worker (FIFO). Ready tasks of newly
+ * submitted graphs go to an injection queue served round-robin across
+ * clients (the eager policy's), which workers look at first: a light
+ * client's new graph starts next to a flood, not under it. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -17,8 +19,8 @@ struct deque {
 struct ws {
 	size_t n;
 	struct deque *dq;
-	_Atomic size_t next_intake; /* deque that receives the next intake chunk */
-	_Atomic size_t queued;
+	void *inject; /* policy_eager's state */
+	_Atomic size_t queued; /* in the deques */
 };
 
 static int ws_init(const struct policy_params *p, void **priv)
@@ -32,6 +34,12 @@ static int ws_init(const struct policy_params *p, void **priv)
 		free(w);
 		return -TDM_ENOMEM;
 	}
+	int err = policy_eager.init(p, &w->inject);
+	if (err) {
+		free(w->dq);
+		free(w);
+		return err;
+	}
 	for (size_t i = 0; i < w->n; i++)
 		pthread_mutex_init(&w->dq[i].lock, NULL);
 	*priv = w;
@@ -41,6 +49,7 @@ static int ws_init(const struct policy_params *p, void **priv)
 static void ws_fini(void *priv)
 {
 	struct ws *w = priv;
+	policy_eager.fini(w->inject);
 	for (size_t i = 0; i < w->n; i++) {
 		pthread_mutex_destroy(&w->dq[i].lock);
 		free(w->dq[i].items);
@@ -88,16 +97,10 @@ static void deque_push(struct ws *w, struct deque *d, struct engine_task **tasks
 static void ws_tasks_ready(void *priv, struct engine_task **tasks, size_t n, int worker)
 {
 	struct ws *w = priv;
-	if (worker >= 0) {
+	if (worker >= 0)
 		deque_push(w, &w->dq[worker], tasks, n);
-		return;
-	}
-	size_t chunk = (n + w->n - 1) / w->n;
-	for (size_t off = 0; off < n; off += chunk) {
-		size_t k = n - off < chunk ? n - off : chunk;
-		size_t target = atomic_fetch_add(&w->next_intake, 1) % w->n;
-		deque_push(w, &w->dq[target], tasks + off, k);
-	}
+	else
+		policy_eager.tasks_ready(w->inject, tasks, n, worker);
 }
 
 static struct engine_task *deque_take(struct deque *d, bool newest)
@@ -120,7 +123,10 @@ static struct engine_task *deque_take(struct deque *d, bool newest)
 static struct engine_task *ws_pick_next(void *priv, unsigned worker)
 {
 	struct ws *w = priv;
-	struct engine_task *t = deque_take(&w->dq[worker], true);
+	struct engine_task *t = policy_eager.pick_next(w->inject, worker);
+	if (t)
+		return t;
+	t = deque_take(&w->dq[worker], true);
 	for (size_t i = 1; !t && i < w->n; i++)
 		t = deque_take(&w->dq[(worker + i) % w->n], false);
 	if (t)
@@ -131,7 +137,17 @@ static struct engine_task *ws_pick_next(void *priv, unsigned worker)
 static size_t ws_queued(void *priv)
 {
 	struct ws *w = priv;
-	return atomic_load(&w->queued);
+	return atomic_load(&w->queued) + policy_eager.queued(w->inject);
+}
+
+static int ws_flow_added(void *priv, struct engine_flow *flow)
+{
+	return policy_eager.flow_added(((struct ws *)priv)->inject, flow);
+}
+
+static void ws_flow_gone(void *priv, struct engine_flow *flow)
+{
+	policy_eager.flow_gone(((struct ws *)priv)->inject, flow);
 }
 
 const struct tdm_policy_ops policy_ws = {
@@ -140,5 +156,7 @@ const struct tdm_policy_ops policy_ws = {
 	.fini = ws_fini,
 	.tasks_ready = ws_tasks_ready,
 	.pick_next = ws_pick_next,
+	.flow_added = ws_flow_added,
+	.flow_gone = ws_flow_gone,
 	.queued = ws_queued,
 };

@@ -170,25 +170,58 @@ static void test_eager_round_robin(void **state)
 	free_graph(small);
 }
 
-/* ws: a worker whose deque is empty steals from another's. */
+/* ws: tasks a worker releases stay on its deque; an idle worker steals. */
 static void test_ws_steals(void **state)
 {
 	(void)state;
 	struct recorder r = { 0 };
 	struct engine_flow flow = { .id = 1 };
 	struct engine *e = make_engine(&policy_ws, 2, false, &r);
-	struct engine_graph *g = make_graph(&flow, 10, NULL, 0);
+	assert_int_equal(engine_flow_add(e, &flow), 0);
+	uint32_t edges[2 * 10];
+	for (uint32_t i = 0; i < 10; i++) {
+		edges[2 * i] = 0;
+		edges[2 * i + 1] = i + 1;
+	}
+	struct engine_graph *g = make_graph(&flow, 11, edges, 10);
 	engine_submit(e, g);
-	/* Worker 1 alone runs everything: half of it is stolen. */
+	assert_true(engine_run_one(e, 0)); /* the root releases 10 onto deque 0 */
 	size_t ran = 0;
 	while (engine_run_one(e, 1))
 		ran++;
-	assert_int_equal(ran, 10);
+	assert_int_equal(ran, 10); /* all of them stolen by worker 1 */
 	assert_int_equal(atomic_load(&r.graphs_done), 1);
-	for (uint32_t i = 0; i < 10; i++)
+	assert_int_equal(g->tasks[0].device, 0);
+	for (uint32_t i = 1; i < 11; i++)
 		assert_int_equal(g->tasks[i].device, 1);
+	engine_flow_gone(e, &flow);
 	engine_destroy(e);
 	free_graph(g);
+}
+
+/* ws: a light client's new graph is served next to a flood, not under it. */
+static void test_ws_injection_round_robin(void **state)
+{
+	(void)state;
+	struct recorder r = { 0 };
+	struct engine_flow heavy = { .id = 1 }, light = { .id = 2 };
+	struct engine *e = make_engine(&policy_ws, 1, false, &r);
+	assert_int_equal(engine_flow_add(e, &heavy), 0);
+	assert_int_equal(engine_flow_add(e, &light), 0);
+	struct engine_graph *flood = make_graph(&heavy, 1000, NULL, 0);
+	struct engine_graph *small = make_graph(&light, 2, NULL, 0);
+	engine_submit(e, flood);
+	engine_submit(e, small);
+	for (int i = 0; i < 4; i++)
+		assert_true(engine_run_one(e, 0));
+	assert_int_equal(atomic_load(&r.graphs_done), 1);
+	run_all(e, 1);
+	assert_int_equal(atomic_load(&r.graphs_done), 2);
+	engine_flow_gone(e, &heavy);
+	engine_flow_gone(e, &light);
+	engine_destroy(e);
+	free_graph(flood);
+	free_graph(small);
 }
 
 static void test_canceled_flow_skips_work(void **state)
@@ -296,6 +329,7 @@ int main(void)
 		cmocka_unit_test(test_dependencies_in_order),
 		cmocka_unit_test(test_eager_round_robin),
 		cmocka_unit_test(test_ws_steals),
+		cmocka_unit_test(test_ws_injection_round_robin),
 		cmocka_unit_test(test_canceled_flow_skips_work),
 		cmocka_unit_test(test_failure_cancels_downstream),
 		cmocka_unit_test(test_empty_graph_completes),
