@@ -228,6 +228,18 @@ int tdmt_daemon_stop(struct tdmt_daemon *d, int timeout_ms)
 	return st;
 }
 
+int tdmt_after_test(struct tdmt_daemon *d)
+{
+	if (!tdmt_test_passed())
+		d->failed = true;
+	if (d->pid > 0 && !tdmt_daemon_alive(d)) {
+		fprintf(stderr, "tandemd died (status %d)\n", d->exit_status);
+		d->failed = true;
+		return -1;
+	}
+	return 0;
+}
+
 bool tdmt_daemon_alive(struct tdmt_daemon *d)
 {
 	int st;

@@ -45,6 +45,10 @@ int tdmt_daemon_start(struct tdmt_daemon *d, const char *toml);
 int tdmt_daemon_stop(struct tdmt_daemon *d, int timeout_ms);
 /* Whether the daemon process still runs (reaps it if it exited). */
 bool tdmt_daemon_alive(struct tdmt_daemon *d);
+/* The body of every group's cmocka teardown: marks the daemon failed (its
+ * log is printed at cleanup) when the test did not pass, and returns -1
+ * (failing the test) when the daemon died during it. */
+int tdmt_after_test(struct tdmt_daemon *d);
 /* Kills a running daemon, prints the log when d->failed, removes the
  * directory otherwise. */
 void tdmt_daemon_cleanup(struct tdmt_daemon *d);

@@ -65,19 +65,12 @@ static int test_setup(void **state)
 static int test_teardown(void **state)
 {
 	(void)state;
-	if (!tdmt_test_passed())
-		daemon_.failed = true;
 	tdm_graph_free(light_graph);
 	light_graph = NULL;
 	if (light)
 		tdm_disconnect(light);
 	light = NULL;
-	if (daemon_.pid > 0 && !tdmt_daemon_alive(&daemon_)) {
-		fprintf(stderr, "tandemd died (status %d)\n", daemon_.exit_status);
-		daemon_.failed = true;
-		return -1;
-	}
-	return 0;
+	return tdmt_after_test(&daemon_);
 }
 
 /* ---- 16 clients at once --------------------------------------------------- */

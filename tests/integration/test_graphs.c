@@ -65,14 +65,7 @@ static int test_setup(void **state)
 static int test_teardown(void **state)
 {
 	(void)state;
-	if (!tdmt_test_passed())
-		fx.d.failed = true;
-	if (fx.d.pid > 0 && !tdmt_daemon_alive(&fx.d)) {
-		fprintf(stderr, "tandemd died (status %d)\n", fx.d.exit_status);
-		fx.d.failed = true;
-		return -1;
-	}
-	return 0;
+	return tdmt_after_test(&fx.d);
 }
 
 static float *alloc_floats(size_t n, tdm_buffer *h)

@@ -52,14 +52,7 @@ static int test_setup(void **state)
 static int test_teardown(void **state)
 {
 	(void)state;
-	if (!tdmt_test_passed())
-		daemon_.failed = true;
-	if (daemon_.pid > 0 && !tdmt_daemon_alive(&daemon_)) {
-		fprintf(stderr, "tandemd died (status %d)\n", daemon_.exit_status);
-		daemon_.failed = true;
-		return -1;
-	}
-	return 0;
+	return tdmt_after_test(&daemon_);
 }
 
 /* ---- the well-behaved client ---------------------------------------------- */
