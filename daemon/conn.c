@@ -171,7 +171,6 @@ static int hello_client(struct conn *c, struct tdm_hello_reply *r)
 	s->pid = c->pid;
 	s->uid = c->uid;
 	s->gid = c->gid;
-	s->conn = c;
 	if (server_register(srv, s) != 0) {
 		session_close(s);
 		session_unref(s);

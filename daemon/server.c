@@ -380,7 +380,6 @@ int server_init(struct server *srv, const struct tdm_config *cfg, const char *co
 		.counters = &srv->counters,
 		.submit = submit_to_engine,
 		.draining = &srv->draining,
-		.sq_bell = srv->sq_bell,
 	};
 	struct engine_params ep = {
 		.clock = &clock_real,

@@ -33,7 +33,6 @@ struct session_env {
 	void (*submit)(void *ctx, struct engine_graph *g);
 	void *submit_ctx;
 	const _Atomic bool *draining; /* new graphs are refused with -TDM_ESHUTDOWN */
-	int sq_bell; /* the submission doorbell, shared by every client */
 };
 
 #define BUFFER_NO_TASK UINT32_MAX
@@ -124,9 +123,6 @@ struct session {
 	struct pending_error *errors_head, *errors_tail;
 	_Atomic bool closed;
 	_Atomic bool cq_broken; /* the client moved cq_head somewhere impossible */
-
-	/* Front-end fields (server.c). */
-	void *conn;
 };
 
 /* Creates a session with a fresh ring region (memfd, sealed) and a
