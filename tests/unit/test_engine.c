@@ -143,20 +143,19 @@ static void test_dependencies_in_order(void **state)
 	}
 }
 
-/* eager: a light client's task is served next to a flood, not after it. */
-static void test_eager_round_robin(void **state)
+/* A light client's new graph is served next to a flood, not after it:
+ * with one worker, its two tasks are among the first four picks. */
+static void check_light_beside_flood(const struct tdm_policy_ops *policy)
 {
-	(void)state;
 	struct recorder r = { 0 };
 	struct engine_flow heavy = { .id = 1 }, light = { .id = 2 };
-	struct engine *e = make_engine(&policy_eager, 1, false, &r);
+	struct engine *e = make_engine(policy, 1, false, &r);
 	assert_int_equal(engine_flow_add(e, &heavy), 0);
 	assert_int_equal(engine_flow_add(e, &light), 0);
 	struct engine_graph *flood = make_graph(&heavy, 1000, NULL, 0);
 	struct engine_graph *small = make_graph(&light, 2, NULL, 0);
 	engine_submit(e, flood);
 	engine_submit(e, small);
-	/* Four picks: the light client's two tasks are among them. */
 	for (int i = 0; i < 4; i++)
 		assert_true(engine_run_one(e, 0));
 	assert_int_equal(atomic_load(&r.graphs_done), 1);
@@ -168,6 +167,13 @@ static void test_eager_round_robin(void **state)
 	engine_destroy(e);
 	free_graph(flood);
 	free_graph(small);
+}
+
+/* eager: per-client round-robin. */
+static void test_eager_round_robin(void **state)
+{
+	(void)state;
+	check_light_beside_flood(&policy_eager);
 }
 
 /* ws: tasks a worker releases stay on its deque; an idle worker steals. */
@@ -199,29 +205,11 @@ static void test_ws_steals(void **state)
 	free_graph(g);
 }
 
-/* ws: a light client's new graph is served next to a flood, not under it. */
+/* ws: new graphs go through the same round-robin injection queue. */
 static void test_ws_injection_round_robin(void **state)
 {
 	(void)state;
-	struct recorder r = { 0 };
-	struct engine_flow heavy = { .id = 1 }, light = { .id = 2 };
-	struct engine *e = make_engine(&policy_ws, 1, false, &r);
-	assert_int_equal(engine_flow_add(e, &heavy), 0);
-	assert_int_equal(engine_flow_add(e, &light), 0);
-	struct engine_graph *flood = make_graph(&heavy, 1000, NULL, 0);
-	struct engine_graph *small = make_graph(&light, 2, NULL, 0);
-	engine_submit(e, flood);
-	engine_submit(e, small);
-	for (int i = 0; i < 4; i++)
-		assert_true(engine_run_one(e, 0));
-	assert_int_equal(atomic_load(&r.graphs_done), 1);
-	run_all(e, 1);
-	assert_int_equal(atomic_load(&r.graphs_done), 2);
-	engine_flow_gone(e, &heavy);
-	engine_flow_gone(e, &light);
-	engine_destroy(e);
-	free_graph(flood);
-	free_graph(small);
+	check_light_beside_flood(&policy_ws);
 }
 
 static void test_canceled_flow_skips_work(void **state)
