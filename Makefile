@@ -23,7 +23,7 @@ BUILD := build/san-$(subst $(comma),-,$(SANITIZE))
 SANFLAGS := -fsanitize=$(SANITIZE) -fno-omit-frame-pointer -fno-sanitize-recover=all
 endif
 
-PKGS := hwloc libevent libevent_pthreads jansson openblas tomlplusplus
+PKGS := hwloc libevent libevent_pthreads jansson openblas tomlplusplus OpenCL clblast
 PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS = $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 CMOCKA_LIBS = $(shell pkg-config --libs cmocka 2>/dev/null)
@@ -37,7 +37,7 @@ LDFLAGS := -pthread $(SANFLAGS)
 # ---- sources, by room --------------------------------------------------------
 CORE_C := $(filter-out daemon/main.c,$(wildcard daemon/*.c)) client/errors.c client/socket_path.c \
 	$(wildcard policies/*.c) $(wildcard placement/*.c) $(wildcard profiler/*.c) \
-	$(wildcard backends/*.c) $(wildcard backends/cpu/*.c)
+	$(wildcard backends/*.c) $(wildcard backends/cpu/*.c) $(wildcard backends/opencl/*.c)
 CORE_CXX := $(wildcard daemon/*.cpp)
 CLIENT_C := $(wildcard client/*.c)
 
@@ -58,10 +58,32 @@ REPLAYS := $(FUZZ_NAMES:%=$(BUILD)/tests/replay_%)
 BENCHES := $(patsubst tests/bench/%.c,$(BUILD)/bench/%,$(wildcard tests/bench/bench_*.c))
 TEST_HELPERS := $(wildcard tests/integration/support*.c)
 
-DAEMON_LIBS := $(PKG_LIBS) -lstdc++ -lm
+DAEMON_LIBS := $(PKG_LIBS) -lstdc++ -lm -ldl
+
+# The CUDA backend is a plugin, built when nvcc is found and loaded at run
+# time, so that the daemon builds and runs where there is no CUDA at all.
+# Its C files build like the daemon's (C11, -Werror) against CUDA's C
+# headers, its .cu files with nvcc; only tandem_cuda_backend is exported.
+ifeq ($(origin NVCC),undefined)
+NVCC := $(shell command -v nvcc 2>/dev/null || ls /usr/local/cuda/bin/nvcc 2>/dev/null)
+endif
+CUDA_HOME ?= $(patsubst %/bin/nvcc,%,$(NVCC))
+CUDA_SRC := $(wildcard backends/cuda/*.cu) $(wildcard backends/cuda/*.c)
+ifneq ($(NVCC),)
+ifneq ($(CUDA_SRC),)
+CUDA_PLUGIN := $(BUILD)/lib/tandem-cuda.so
+endif
+endif
+CUDA_OBJ := $(CUDA_SRC:%=$(BUILD)/cuda/%.o)
+CUDA_CFLAGS := -std=c11 -D_GNU_SOURCE $(OPT) -g $(WARN) -Iinclude -I. -I$(CUDA_HOME)/include \
+	-pthread -fPIC -fvisibility=hidden
+NVCCFLAGS := -O2 -std=c++17 -Iinclude -I. -Xcompiler -fPIC,-fvisibility=hidden,-Wall,-Wextra \
+	--Werror all-warnings \
+	-gencode arch=compute_90,code=sm_90 -gencode arch=compute_80,code=sm_80 \
+	-gencode arch=compute_90,code=compute_90
 
 .PHONY: all demo demo-run test test-run bench bench-run deps fuzz format format-check clean
-all: $(TANDEMD) $(TANDEMCTL) $(CLIENT_LIB) $(CLIENT_SO) $(EXAMPLES)
+all: $(TANDEMD) $(TANDEMCTL) $(CLIENT_LIB) $(CLIENT_SO) $(EXAMPLES) $(CUDA_PLUGIN)
 
 $(BUILD)/obj/%.o: %.c
 	@mkdir -p $(dir $@)
@@ -83,6 +105,21 @@ $(CLIENT_SO): $(CLIENT_PIC_OBJ)
 	@mkdir -p $(dir $@)
 	$(CC) -shared $(LDFLAGS) -Wl,-soname,libtandem.so.0 $^ -o $@
 
+# Sanitizer flavours build the plugin too, but without sanitizers (nvcc).
+# cudart is linked statically and cuBLAS found through the rpath, so the
+# plugin needs only the driver and cuBLAS at run time.
+$(BUILD)/cuda/%.c.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CUDA_CFLAGS) -MMD -MP -c $< -o $@
+$(BUILD)/cuda/%.cu.o: %.cu
+	@mkdir -p $(dir $@)
+	$(NVCC) $(NVCCFLAGS) -MMD -MP -c $< -o $@
+$(BUILD)/lib/tandem-cuda.so: $(CUDA_OBJ)
+	@mkdir -p $(dir $@)
+	$(NVCC) -shared $(CUDA_OBJ) -o $@ -Xlinker -rpath,$(CUDA_HOME)/lib64 \
+		-Xlinker --exclude-libs,ALL -Xlinker --no-undefined \
+		-L$(CUDA_HOME)/lib64 -lcublas -cudart static
+
 $(TANDEMD): $(BUILD)/obj/daemon/main.o $(CORE_LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) $^ $(DAEMON_LIBS) -o $@
@@ -101,6 +138,13 @@ $(BUILD)/tests/test_%: $(BUILD)/obj/tests/integration/test_%.o $(TEST_HELPERS:%.
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) $^ $(CMOCKA_LIBS) $(PKG_LIBS) -lm -o $@
 $(BUILD)/tests/replay_%: $(BUILD)/obj/tests/fuzz/fuzz_%.o $(BUILD)/obj/tests/fuzz/replay_main.o $(CORE_LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) $^ $(DAEMON_LIBS) -o $@
+# bench_devices and bench_overlap drive the backends and the engine directly,
+# without a daemon: they link the daemon core. A static pattern rule, so it
+# wins over the pattern below.
+CORE_BENCHES := $(BUILD)/bench/bench_devices $(BUILD)/bench/bench_overlap
+$(CORE_BENCHES): $(BUILD)/bench/%: $(BUILD)/obj/tests/bench/%.o $(CORE_LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) $^ $(DAEMON_LIBS) -o $@
 $(BUILD)/bench/bench_%: $(BUILD)/obj/tests/bench/bench_%.o $(CLIENT_LIB)

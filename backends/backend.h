@@ -1,43 +1,110 @@
-/* The backend seam: discovery of devices and running kernels on them.
- * Absent hardware is not an error: probe finds zero devices. */
+/* The backend seam: discovery of devices, their memory and queues, and
+ * running kernels on them. Absent hardware is not an error: probe finds
+ * zero devices and says why in one line.
+ *
+ * Two shapes of device:
+ *  - host devices (CPU cores) run kernels synchronously on host memory
+ *    through launch(); they sit on memory node 0;
+ *  - accelerators (OpenCL, CUDA) have their own memory node and three
+ *    queues: copy-in, compute, copy-out. Every call below is asynchronous
+ *    and hands back an event; the engine chains events so that the next
+ *    task's inputs arrive while the current task computes.
+ *
+ * Thread safety: each device is driven by one engine worker thread, but
+ * copies (write-back, eviction) and mem_free may be issued from any thread;
+ * a backend serialises what its API does not. */
 #ifndef TDM_BACKENDS_BACKEND_H
 #define TDM_BACKENDS_BACKEND_H
 
+#include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "backends/kernels.h"
 
 #define BACKEND_DEVICE_NAME_MAX 32
+#define BACKEND_NOTE_MAX 200
 
 struct backend_ops;
+struct backend_event; /* backend-private: a cl_event, a cudaEvent_t, ... */
 
 struct backend_device {
-	char name[BACKEND_DEVICE_NAME_MAX];
+	char name[BACKEND_DEVICE_NAME_MAX]; /* cpu0, clcpu0, gpu0, npu0, cuda0 */
+	char model[64]; /* what the vendor calls it */
 	enum tdm_device_kind kind;
 	const struct backend_ops *ops;
 	int os_index; /* CPU: the PU (or first PU of the core) the worker runs on */
-	void *bind_set; /* backend-private: what the worker thread binds to */
+	void *bind_set; /* hwloc cpuset the worker thread binds to (NULL: none) */
+	void *priv; /* backend-private per-device state */
+	uint64_t mem_bytes; /* accelerators: device memory size; 0 for host devices */
+	int numa_node; /* nearest NUMA node (os index), -1 unknown */
+	char pci_busid[16]; /* "0000:65:00.0", "" unknown */
+	uint16_t node; /* memory node, set by the daemon: 0 = host */
 };
 
 struct backend_probe_params {
 	void *topology; /* hwloc_topology_t */
-	const int *cores; /* OS PU indexes to use; NULL = one worker per core */
+	const int *cores; /* CPU: OS PU indexes to use; NULL = one worker per core */
 	size_t ncores;
+	/* Out: one line saying why no device was found (driver missing, ...),
+	 * or "" when there is nothing to say. */
+	char note[BACKEND_NOTE_MAX];
 };
 
 struct backend_ops {
-	const char *name;
+	const char *name; /* "cpu", "opencl", "cuda" */
 	/* Appends up to max devices to out[]; *n receives the number found. */
-	int (*probe)(const struct backend_probe_params *p, struct backend_device *out, size_t max,
+	int (*probe)(struct backend_probe_params *p, struct backend_device *out, size_t max,
 	             size_t *n);
 	void (*release)(struct backend_device *d);
 	/* Called on the device's worker thread before it runs anything. */
 	int (*worker_init)(const struct backend_device *d, void *topology);
-	/* Runs a kernel on the device, synchronously for now. */
+	/* Whether this device has an implementation of kernel k. */
+	bool (*supports)(const struct backend_device *d, const struct kernel_def *k);
+
+	/* ---- host devices ---- */
+	/* Runs a kernel synchronously on host memory (call->ptr). */
 	int (*launch)(const struct backend_device *d, const struct kernel_def *k,
 	              const struct tdm_kernel_call *call);
+
+	/* ---- accelerators (NULL for host devices) ---- */
+	/* Device memory; *mem is what kernels get in call->mem. -TDM_ENOMEM
+	 * when the device has no room. */
+	int (*mem_alloc)(const struct backend_device *d, uint64_t bytes, void **mem);
+	void (*mem_free)(const struct backend_device *d, void *mem);
+	/* Optional: pin host memory for DMA for as long as it is registered. */
+	int (*host_register)(const struct backend_device *d, void *host, uint64_t bytes);
+	void (*host_unregister)(const struct backend_device *d, void *host);
+	/* Copies on the copy-in (h2d) or copy-out (d2h) queue, after `after`
+	 * (may be NULL); *done receives an event that completes with the copy. */
+	int (*copy_h2d)(const struct backend_device *d, void *mem, uint64_t off, const void *host,
+	                uint64_t bytes, struct backend_event *after, struct backend_event **done);
+	int (*copy_d2h)(const struct backend_device *d, void *host, void *mem, uint64_t off,
+	                uint64_t bytes, struct backend_event *after, struct backend_event **done);
+	/* Enqueues kernel k on the compute queue once every event in waits[]
+	 * completed; *done completes with the kernel. The call's mem/off are
+	 * valid on this device. */
+	int (*launch_async)(const struct backend_device *d, const struct kernel_def *k,
+	                    const struct tdm_kernel_call *call, struct backend_event *const *waits,
+	                    size_t nwaits, struct backend_event **done);
+	/* Blocks until ev completed: 0, or -TDM_EDEVICE if the work failed. */
+	int (*event_wait)(const struct backend_device *d, struct backend_event *ev);
+	/* 1 completed, 0 pending, -TDM_EDEVICE failed. Never blocks. */
+	int (*event_query)(const struct backend_device *d, struct backend_event *ev);
+	void (*event_release)(const struct backend_device *d, struct backend_event *ev);
 };
 
+static inline bool backend_is_accelerator(const struct backend_device *d)
+{
+	return d->ops->launch_async != NULL;
+}
+
 extern const struct backend_ops backend_cpu;
+extern const struct backend_ops backend_opencl;
+/* The CUDA backend lives in a plugin (tandem-cuda.so) so that the daemon
+ * builds and runs without CUDA; NULL with a reason in note when the plugin
+ * or the CUDA runtime cannot be loaded. */
+const struct backend_ops *backend_cuda_load(const char *plugin_path, char *note, size_t notelen);
+void backend_cuda_unload(void);
 
 #endif

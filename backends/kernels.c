@@ -1,12 +1,55 @@
-/* Built-in kernel table: names, signatures, argument checks. */
+/* Built-in kernel table: names, signatures, argument checks and cost
+ * features. The semantics are in docs/kernels.md. */
 #include "backends/kernels.h"
 
+#include <math.h>
+#include <stdbool.h>
 #include <string.h>
 
 #include "tandem.h"
 
 #define SPIN_MAX_US 10000000 /* 10 s */
-#define GEMM_MAX_DIM 65536
+#define DIM_MAX 65536
+#define ROUTER_MAX_EXPERTS 1024
+#define MOE_MAX_K 64
+#define MOE_MAX_EXPERT 65536
+#define F4 ((double)sizeof(float))
+
+/* ---- helpers ---------------------------------------------------------------- */
+
+static bool dim_ok(int64_t v)
+{
+	return v >= 1 && v <= DIM_MAX;
+}
+
+/* Whether len bytes hold a*b*c*d 4-byte elements. The product is computed
+ * with overflow checks: four dimensions of 65536 already overflow 64 bits,
+ * and a wrapped product would let a tiny buffer through. */
+static bool holds(uint64_t len, uint64_t a, uint64_t b, uint64_t c, uint64_t d)
+{
+	uint64_t n;
+
+	if (__builtin_mul_overflow(a, b, &n) || __builtin_mul_overflow(n, c, &n) ||
+	    __builtin_mul_overflow(n, d, &n) || __builtin_mul_overflow(n, (uint64_t)4, &n))
+		return false;
+	return len >= n;
+}
+
+/* Arguments holding floats or int32s must be a whole number of elements. */
+static bool whole_words(const struct tdm_kernel_call *call, unsigned nargs)
+{
+	for (unsigned i = 0; i < nargs; i++)
+		if (call->len[i] % 4)
+			return false;
+	return true;
+}
+
+static double sd(const struct tdm_kernel_call *call, int i)
+{
+	return (double)call->s[i].i64;
+}
+
+/* ---- checks ----------------------------------------------------------------- */
 
 static int check_none(const struct tdm_kernel_call *call)
 {
@@ -22,82 +65,357 @@ static int check_spin(const struct tdm_kernel_call *call)
 
 static int check_fill(const struct tdm_kernel_call *call)
 {
-	return call->len[0] % sizeof(float) == 0 ? 0 : -TDM_ERANGE;
+	return whole_words(call, 1) ? 0 : -TDM_ERANGE;
+}
+
+static int check_copy(const struct tdm_kernel_call *call)
+{
+	return call->len[0] == call->len[1] && whole_words(call, 2) ? 0 : -TDM_ERANGE;
 }
 
 static int check_axpy(const struct tdm_kernel_call *call)
 {
-	if (call->len[0] != call->len[1] || call->len[0] % sizeof(float) ||
+	if (call->len[0] != call->len[1] || !whole_words(call, 2) ||
 	    call->len[0] / sizeof(float) > INT32_MAX) /* BLAS counts are int */
 		return -TDM_ERANGE;
 	return 0;
-}
-
-/* bytes = a * b * 4 with overflow checks; the factors are already bounded. */
-static uint64_t matrix_bytes(int64_t a, int64_t b)
-{
-	return (uint64_t)a * (uint64_t)b * sizeof(float);
 }
 
 static int check_sgemm(const struct tdm_kernel_call *call)
 {
 	int64_t m = call->s[0].i64, n = call->s[1].i64, k = call->s[2].i64;
 
-	if (m < 1 || n < 1 || k < 1 || m > GEMM_MAX_DIM || n > GEMM_MAX_DIM || k > GEMM_MAX_DIM)
+	if (!dim_ok(m) || !dim_ok(n) || !dim_ok(k))
 		return -TDM_EARITY;
-	if (call->len[0] < matrix_bytes(m, k) || call->len[1] < matrix_bytes(k, n) ||
-	    call->len[2] < matrix_bytes(m, n))
+	if (!whole_words(call, 3) || !holds(call->len[0], m, k, 1, 1) ||
+	    !holds(call->len[1], k, n, 1, 1) || !holds(call->len[2], m, n, 1, 1))
 		return -TDM_ERANGE;
 	return 0;
 }
 
+static int check_rmsnorm(const struct tdm_kernel_call *call)
+{
+	int64_t rows = call->s[0].i64, dim = call->s[1].i64;
+	float eps = call->s[2].f32;
+
+	if (!dim_ok(rows) || !dim_ok(dim) || !isfinite(eps) || eps < 0)
+		return -TDM_EARITY;
+	if (!whole_words(call, 3) || !holds(call->len[0], rows, dim, 1, 1) ||
+	    !holds(call->len[1], dim, 1, 1, 1) || !holds(call->len[2], rows, dim, 1, 1))
+		return -TDM_ERANGE;
+	return 0;
+}
+
+static int check_softmax(const struct tdm_kernel_call *call)
+{
+	int64_t rows = call->s[0].i64, cols = call->s[1].i64;
+
+	if (!dim_ok(rows) || !dim_ok(cols))
+		return -TDM_EARITY;
+	if (!whole_words(call, 1) || !holds(call->len[0], rows, cols, 1, 1))
+		return -TDM_ERANGE;
+	return 0;
+}
+
+static int check_rope(const struct tdm_kernel_call *call)
+{
+	int64_t ntok = call->s[0].i64, nheads = call->s[1].i64, hd = call->s[2].i64;
+	int64_t pos0 = call->s[3].i64;
+	float theta = call->s[4].f32;
+
+	if (!dim_ok(ntok) || !dim_ok(nheads) || !dim_ok(hd) || hd % 2)
+		return -TDM_EARITY;
+	/* Positions stay int32 so that every backend can index them as int. */
+	if (pos0 < 0 || pos0 > INT32_MAX - ntok)
+		return -TDM_EARITY;
+	if (!isfinite(theta) || theta <= 0)
+		return -TDM_EARITY;
+	if (!whole_words(call, 1) || !holds(call->len[0], ntok, nheads, hd, 1))
+		return -TDM_ERANGE;
+	return 0;
+}
+
+static int check_attn_decode(const struct tdm_kernel_call *call)
+{
+	int64_t batch = call->s[0].i64, nh = call->s[1].i64, nkv = call->s[2].i64;
+	int64_t hd = call->s[3].i64, kv_len = call->s[4].i64, kv_cap = call->s[5].i64;
+
+	for (int i = 0; i < 6; i++)
+		if (!dim_ok(call->s[i].i64))
+			return -TDM_EARITY;
+	if (nh % nkv || kv_len > kv_cap)
+		return -TDM_EARITY;
+	/* The caches are whole: batch x kv_cap x nkv x hd. */
+	if (!whole_words(call, 4) || !holds(call->len[0], batch, nh, hd, 1) ||
+	    !holds(call->len[1], batch, kv_cap, nkv, hd) ||
+	    !holds(call->len[2], batch, kv_cap, nkv, hd) || !holds(call->len[3], batch, nh, hd, 1))
+		return -TDM_ERANGE;
+	return 0;
+}
+
+static int check_moe_expert(const struct tdm_kernel_call *call)
+{
+	int64_t n = call->s[0].i64, dm = call->s[1].i64, dff = call->s[2].i64;
+	int64_t k = call->s[3].i64, expert = call->s[4].i64;
+
+	if (!dim_ok(n) || !dim_ok(dm) || !dim_ok(dff))
+		return -TDM_EARITY;
+	if (k < 1 || k > MOE_MAX_K || expert < 0 || expert >= MOE_MAX_EXPERT)
+		return -TDM_EARITY;
+	if (!whole_words(call, 7) || !holds(call->len[0], n, dm, 1, 1) ||
+	    !holds(call->len[1], dm, dff, 1, 1) || !holds(call->len[2], dm, dff, 1, 1) ||
+	    !holds(call->len[3], dff, dm, 1, 1) || !holds(call->len[4], n, k, 1, 1) ||
+	    !holds(call->len[5], n, k, 1, 1) || !holds(call->len[6], n, dm, 1, 1))
+		return -TDM_ERANGE;
+	return 0;
+}
+
+static int check_topk_router(const struct tdm_kernel_call *call)
+{
+	int64_t n = call->s[0].i64, ne = call->s[1].i64, k = call->s[2].i64;
+
+	if (!dim_ok(n) || ne > ROUTER_MAX_EXPERTS || k < 1 || k > ne)
+		return -TDM_EARITY;
+	if (!whole_words(call, 3) || !holds(call->len[0], n, ne, 1, 1) ||
+	    !holds(call->len[1], n, k, 1, 1) || !holds(call->len[2], n, k, 1, 1))
+		return -TDM_ERANGE;
+	return 0;
+}
+
+/* ---- cost features (docs/kernels.md, "Cost features") -------------------------
+ * flops count a multiply-add as 2; an exp, a division or a comparison counts
+ * as 1. bytes count each argument once, over the part the kernel touches. */
+
+static void feat_none(const struct tdm_kernel_call *call, struct kernel_features *out)
+{
+	(void)call;
+	*out = (struct kernel_features){ 0 };
+}
+
+/* spin has no elements; its domain is its duration, the one thing its cost
+ * depends on. */
+static void feat_spin(const struct tdm_kernel_call *call, struct kernel_features *out)
+{
+	*out = (struct kernel_features){ .domain = sd(call, 0) };
+}
+
+static void feat_fill(const struct tdm_kernel_call *call, struct kernel_features *out)
+{
+	double len = (double)call->len[0];
+	*out = (struct kernel_features){ .bytes = len, .domain = len / F4 };
+}
+
+static void feat_copy(const struct tdm_kernel_call *call, struct kernel_features *out)
+{
+	double len = (double)call->len[0];
+	*out = (struct kernel_features){ .bytes = 2 * len, .domain = len / F4 };
+}
+
+static void feat_axpy(const struct tdm_kernel_call *call, struct kernel_features *out)
+{
+	double n = (double)call->len[0] / F4;
+	*out = (struct kernel_features){ .flops = 2 * n, .bytes = 2 * n * F4, .domain = n };
+}
+
+static void feat_sgemm(const struct tdm_kernel_call *call, struct kernel_features *out)
+{
+	double m = sd(call, 0), n = sd(call, 1), k = sd(call, 2);
+	*out = (struct kernel_features){ .flops = 2 * m * n * k,
+		                         .bytes = F4 * (m * k + k * n + m * n),
+		                         .domain = m * n * k };
+}
+
+/* Square-add, then two multiplies per element. */
+static void feat_rmsnorm(const struct tdm_kernel_call *call, struct kernel_features *out)
+{
+	double rows = sd(call, 0), dim = sd(call, 1);
+	*out = (struct kernel_features){ .flops = 4 * rows * dim,
+		                         .bytes = F4 * (2 * rows * dim + dim),
+		                         .domain = rows * dim };
+}
+
+/* Max, subtract, exp, sum, scale per element. */
+static void feat_softmax(const struct tdm_kernel_call *call, struct kernel_features *out)
+{
+	double e = sd(call, 0) * sd(call, 1);
+	*out = (struct kernel_features){ .flops = 5 * e, .bytes = F4 * e, .domain = e };
+}
+
+/* Four multiplies and two adds per pair of elements. */
+static void feat_rope(const struct tdm_kernel_call *call, struct kernel_features *out)
+{
+	double e = sd(call, 0) * sd(call, 1) * sd(call, 2);
+	*out = (struct kernel_features){ .flops = 3 * e, .bytes = F4 * e, .domain = e };
+}
+
+/* Per (sequence, head, position): q.K (2 hd), p.V (2 hd), softmax (5). Only
+ * the kv_len filled positions of the caches are read. */
+static void feat_attn_decode(const struct tdm_kernel_call *call, struct kernel_features *out)
+{
+	double batch = sd(call, 0), nh = sd(call, 1), nkv = sd(call, 2), hd = sd(call, 3);
+	double kv_len = sd(call, 4);
+	*out = (struct kernel_features){
+		.flops = batch * nh * kv_len * (4 * hd + 5),
+		.bytes = F4 * (2 * batch * nh * hd + 2 * batch * kv_len * nkv * hd),
+		.domain = kv_len * nkv * hd * batch,
+	};
+}
+
+/* Every token counted as routed (the routing is not known at intake): three
+ * projections (6 dm dff), SiLU and product (4 dff), y += r o (2 dm). */
+static void feat_moe_expert(const struct tdm_kernel_call *call, struct kernel_features *out)
+{
+	double n = sd(call, 0), dm = sd(call, 1), dff = sd(call, 2), k = sd(call, 3);
+	*out = (struct kernel_features){
+		.flops = n * (6 * dm * dff + 4 * dff + 2 * dm),
+		.bytes = F4 * (2 * n * dm + 3 * dm * dff + 2 * n * k),
+		.domain = n * dm * dff,
+	};
+}
+
+/* Softmax per row (5 ne), then the renormalisation of the k picked (2 k). */
+static void feat_topk_router(const struct tdm_kernel_call *call, struct kernel_features *out)
+{
+	double n = sd(call, 0), ne = sd(call, 1), k = sd(call, 2);
+	*out = (struct kernel_features){ .flops = n * (5 * ne + 2 * k),
+		                         .bytes = F4 * (n * ne + 2 * n * k),
+		                         .domain = n * ne };
+}
+
+/* ---- the table, in enum kernel_id order ------------------------------------- */
+
+#define I64 TDM_SCALAR_I64
+#define F32 TDM_SCALAR_F32
+
 static const struct kernel_def kernel_table[] = {
-	{
+	[KERNEL_NOOP] = {
 	        .name = "noop",
+	        .id = KERNEL_NOOP,
 	        .check = check_none,
-	        .impl = { [TDM_DEV_CPU] = cpu_noop },
+	        .features = feat_none,
+	        .cpu = cpu_noop,
 	},
-	{
-	        /* Busy for s0 microseconds: a kernel of known cost, for tests. */
+	[KERNEL_SPIN] = {
 	        .name = "spin",
+	        .id = KERNEL_SPIN,
 	        .nscalars = 1,
-	        .scalar_types = { TDM_SCALAR_I64 },
+	        .scalar_types = { I64 },
 	        .check = check_spin,
-	        .impl = { [TDM_DEV_CPU] = cpu_spin },
+	        .features = feat_spin,
+	        .cpu = cpu_spin,
 	},
-	{
-	        /* a0[i] = s0 for every float of a0. */
+	[KERNEL_FILL] = {
 	        .name = "fill",
+	        .id = KERNEL_FILL,
 	        .nargs = 1,
 	        .arg_modes = { TDM_W },
 	        .nscalars = 1,
-	        .scalar_types = { TDM_SCALAR_F32 },
+	        .scalar_types = { F32 },
 	        .check = check_fill,
-	        .impl = { [TDM_DEV_CPU] = cpu_fill },
+	        .features = feat_fill,
+	        .cpu = cpu_fill,
 	},
-	{
-	        /* y = alpha * x + y, with x = a0, y = a1, alpha = s0. */
+	[KERNEL_AXPY] = {
 	        .name = "axpy",
+	        .id = KERNEL_AXPY,
 	        .nargs = 2,
 	        .arg_modes = { TDM_R, TDM_RW },
 	        .nscalars = 1,
-	        .scalar_types = { TDM_SCALAR_F32 },
+	        .scalar_types = { F32 },
 	        .check = check_axpy,
-	        .impl = { [TDM_DEV_CPU] = cpu_axpy },
+	        .features = feat_axpy,
+	        .cpu = cpu_axpy,
 	},
-	{
-	        /* C = alpha * A * B + beta * C, row-major; A = a0 (MxK), B = a1
-	         * (KxN), C = a2 (MxN); s = M, N, K, alpha, beta. */
+	[KERNEL_SGEMM] = {
 	        .name = "sgemm",
+	        .id = KERNEL_SGEMM,
 	        .nargs = 3,
 	        .arg_modes = { TDM_R, TDM_R, TDM_RW },
 	        .nscalars = 5,
-	        .scalar_types = { TDM_SCALAR_I64, TDM_SCALAR_I64, TDM_SCALAR_I64, TDM_SCALAR_F32,
-	                          TDM_SCALAR_F32 },
+	        .scalar_types = { I64, I64, I64, F32, F32 },
 	        .check = check_sgemm,
-	        .impl = { [TDM_DEV_CPU] = cpu_sgemm },
+	        .features = feat_sgemm,
+	        .cpu = cpu_sgemm,
+	},
+	[KERNEL_COPY] = {
+	        .name = "copy",
+	        .id = KERNEL_COPY,
+	        .nargs = 2,
+	        .arg_modes = { TDM_R, TDM_W },
+	        .check = check_copy,
+	        .features = feat_copy,
+	        .cpu = cpu_copy,
+	},
+	[KERNEL_RMSNORM] = {
+	        .name = "rmsnorm",
+	        .id = KERNEL_RMSNORM,
+	        .nargs = 3,
+	        .arg_modes = { TDM_R, TDM_R, TDM_W },
+	        .nscalars = 3,
+	        .scalar_types = { I64, I64, F32 },
+	        .check = check_rmsnorm,
+	        .features = feat_rmsnorm,
+	        .cpu = cpu_rmsnorm,
+	},
+	[KERNEL_SOFTMAX] = {
+	        .name = "softmax",
+	        .id = KERNEL_SOFTMAX,
+	        .nargs = 1,
+	        .arg_modes = { TDM_RW },
+	        .nscalars = 2,
+	        .scalar_types = { I64, I64 },
+	        .check = check_softmax,
+	        .features = feat_softmax,
+	        .cpu = cpu_softmax,
+	},
+	[KERNEL_ROPE] = {
+	        .name = "rope",
+	        .id = KERNEL_ROPE,
+	        .nargs = 1,
+	        .arg_modes = { TDM_RW },
+	        .nscalars = 5,
+	        .scalar_types = { I64, I64, I64, I64, F32 },
+	        .check = check_rope,
+	        .features = feat_rope,
+	        .cpu = cpu_rope,
+	},
+	[KERNEL_ATTN_DECODE] = {
+	        .name = "attn_decode",
+	        .id = KERNEL_ATTN_DECODE,
+	        .nargs = 4,
+	        .arg_modes = { TDM_R, TDM_R, TDM_R, TDM_W },
+	        .nscalars = 6,
+	        .scalar_types = { I64, I64, I64, I64, I64, I64 },
+	        .check = check_attn_decode,
+	        .features = feat_attn_decode,
+	        .cpu = cpu_attn_decode,
+	},
+	[KERNEL_MOE_EXPERT] = {
+	        .name = "moe_expert",
+	        .id = KERNEL_MOE_EXPERT,
+	        .nargs = 7,
+	        .arg_modes = { TDM_R, TDM_R, TDM_R, TDM_R, TDM_R, TDM_R, TDM_RW },
+	        .nscalars = 5,
+	        .scalar_types = { I64, I64, I64, I64, I64 },
+	        .check = check_moe_expert,
+	        .features = feat_moe_expert,
+	        .cpu = cpu_moe_expert,
+	},
+	[KERNEL_TOPK_ROUTER] = {
+	        .name = "topk_router",
+	        .id = KERNEL_TOPK_ROUTER,
+	        .nargs = 3,
+	        .arg_modes = { TDM_R, TDM_W, TDM_W },
+	        .nscalars = 3,
+	        .scalar_types = { I64, I64, I64 },
+	        .check = check_topk_router,
+	        .features = feat_topk_router,
+	        .cpu = cpu_topk_router,
 	},
 };
+
+_Static_assert(sizeof(kernel_table) / sizeof(kernel_table[0]) == KERNEL_COUNT,
+               "one table entry per enum kernel_id");
 
 size_t kernel_count(void)
 {
@@ -115,4 +433,15 @@ int kernel_lookup(const char *name)
 		if (strcmp(kernel_table[i].name, name) == 0)
 			return (int)i;
 	return -TDM_EKERNEL;
+}
+
+const char *device_kind_name(enum tdm_device_kind k)
+{
+	static const char *const names[TDM_DEV_KIND_COUNT] = {
+		[TDM_DEV_CPU] = "cpu",
+		[TDM_DEV_CLCPU] = "clcpu",
+		[TDM_DEV_GPU] = "gpu",
+		[TDM_DEV_NPU] = "npu",
+	};
+	return (unsigned)k < TDM_DEV_KIND_COUNT ? names[k] : "unknown";
 }

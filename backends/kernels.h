@@ -1,6 +1,7 @@
-/* The kernel table: every built-in kernel's name, signature, argument check
- * and its implementation per device kind. Later backends add their own
- * implementations of the same kernels here. */
+/* The kernel table: every built-in kernel's name, signature, argument check,
+ * cost features and CPU implementation. Accelerator backends keep their own
+ * implementations, looked up by kernel id (backend_ops.supports). The
+ * semantics of every kernel are in docs/kernels.md. */
 #ifndef TDM_BACKENDS_KERNELS_H
 #define TDM_BACKENDS_KERNELS_H
 
@@ -9,17 +10,50 @@
 
 #include "tandem/kernel_abi.h"
 
-enum tdm_device_kind { TDM_DEV_CPU = 0, TDM_DEV_KIND_COUNT };
+/* Device classes, as the configuration and tandemctl name them. */
+enum tdm_device_kind {
+	TDM_DEV_CPU = 0, /* a core driven by a worker thread */
+	TDM_DEV_CLCPU, /* an OpenCL CPU device (PoCL) */
+	TDM_DEV_GPU, /* OpenCL or CUDA GPU */
+	TDM_DEV_NPU, /* OpenCL ACCELERATOR */
+	TDM_DEV_KIND_COUNT
+};
+
+/* Kernel ids, in table order (what tdm_kernel_lookup returns). */
+enum kernel_id {
+	KERNEL_NOOP = 0,
+	KERNEL_SPIN,
+	KERNEL_FILL,
+	KERNEL_AXPY,
+	KERNEL_SGEMM,
+	KERNEL_COPY,
+	KERNEL_RMSNORM,
+	KERNEL_SOFTMAX,
+	KERNEL_ROPE,
+	KERNEL_ATTN_DECODE,
+	KERNEL_MOE_EXPERT,
+	KERNEL_TOPK_ROUTER,
+	KERNEL_COUNT
+};
+
+/* What a task costs, from its scalars and argument lengths (docs/kernels.md). */
+struct kernel_features {
+	double flops;
+	double bytes; /* read + written */
+	double domain; /* kernel-specific size, e.g. kv_len*nkv*hd*batch */
+};
 
 struct kernel_def {
 	const char *name;
+	enum kernel_id id;
 	uint8_t nargs;
 	uint8_t nscalars;
 	uint8_t arg_modes[TDM_MAX_ARGS]; /* enum tdm_access */
 	uint8_t scalar_types[TDM_MAX_SCALARS]; /* enum tdm_scalar_type */
 	/* Checks buffer sizes against scalars once, at intake; 0 or -TDM_E*. */
 	int (*check)(const struct tdm_kernel_call *call);
-	tdm_kernel_fn impl[TDM_DEV_KIND_COUNT]; /* NULL: not available on that kind */
+	void (*features)(const struct tdm_kernel_call *call, struct kernel_features *out);
+	tdm_kernel_fn cpu; /* implementation on host memory; NULL: none */
 };
 
 size_t kernel_count(void);
@@ -29,12 +63,20 @@ const struct kernel_def *kernel_by_id(uint32_t id);
 int kernel_lookup(const char *name);
 /* Makes the CPU kernels single-threaded (one worker per core already). */
 void kernels_cpu_init(void);
+const char *device_kind_name(enum tdm_device_kind k);
 
 /* CPU implementations (backends/cpu/cpu_kernels.c). */
 int cpu_noop(const struct tdm_kernel_call *call);
 int cpu_spin(const struct tdm_kernel_call *call);
 int cpu_fill(const struct tdm_kernel_call *call);
+int cpu_copy(const struct tdm_kernel_call *call);
 int cpu_axpy(const struct tdm_kernel_call *call);
 int cpu_sgemm(const struct tdm_kernel_call *call);
+int cpu_rmsnorm(const struct tdm_kernel_call *call);
+int cpu_softmax(const struct tdm_kernel_call *call);
+int cpu_rope(const struct tdm_kernel_call *call);
+int cpu_attn_decode(const struct tdm_kernel_call *call);
+int cpu_moe_expert(const struct tdm_kernel_call *call);
+int cpu_topk_router(const struct tdm_kernel_call *call);
 
 #endif

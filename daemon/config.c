@@ -57,6 +57,34 @@ const char config_default_toml[] =
         "# once); [] means every core of the daemon's cpuset.\n"
         "cores = []\n"
         "\n"
+        "[devices]\n"
+        "# Devices to use, by name (\"cpu0\", \"clcpu0\", \"cuda0\", ...) or class\n"
+        "# (\"cpu\", \"clcpu\", \"gpu\", \"npu\"); [] means every device found.\n"
+        "include = []\n"
+        "# Devices to leave alone, by name or class (applied after include).\n"
+        "exclude = []\n"
+        "# Tasks enqueued at once on each accelerator (1 to 64): the next tasks'\n"
+        "# inputs are copied while the current one computes.\n"
+        "pipeline_depth = 4\n"
+        "# Device memory tandem may use, per device name or class: a size as in\n"
+        "# [limits], such as { gpu = \"8GiB\", clcpu0 = \"256MiB\" }. A device not\n"
+        "# listed may use all of its memory.\n"
+        "mem_cap = {}\n"
+        "# Testing: make the next N launches on a device fail as device faults,\n"
+        "# such as { clcpu0 = 1 } (0 to 1000000).\n"
+        "fault_inject = {}\n"
+        "\n"
+        "[opencl]\n"
+        "# Use OpenCL devices (every platform of the ICD loader).\n"
+        "enabled = true\n"
+        "\n"
+        "[cuda]\n"
+        "# Use CUDA devices (through the tandem-cuda.so plugin).\n"
+        "enabled = true\n"
+        "# Path of the plugin; \"\" means ../lib/tandem-cuda.so next to tandemd, then\n"
+        "# $TANDEM_CUDA_PLUGIN.\n"
+        "plugin = \"\"\n"
+        "\n"
         "[limits]\n"
         "# Per-client limits.\n"
         "# Bytes of shared buffers a client may hold (4096 to 2^48): an integer or\n"
@@ -91,6 +119,10 @@ void config_defaults(struct tdm_config *cfg)
 
 	cfg->n_cores = 0;
 
+	cfg->pipeline_depth = 4;
+	cfg->opencl_enabled = 1;
+	cfg->cuda_enabled = 1;
+
 	cfg->buffer_quota_bytes = UINT64_C(1) << 30;
 	cfg->max_buffers = 4096;
 	cfg->max_tasks_in_flight = 1048576;
@@ -123,6 +155,11 @@ enum key_kind {
 	K_BYTES, /* integer or string with a unit, min..max, stored as uint64_t */
 	K_IDS, /* array of integers min..max, uint32_t[] + size_t count */
 	K_CORES, /* array of distinct integers min..max, int[] + size_t count */
+	K_BOOL, /* true/false, stored as uint32_t 0/1 */
+	K_PATH, /* string: "" or an absolute path shorter than CONFIG_PLUGIN_MAX */
+	K_DEVSEL, /* array of device selectors (names), char[][CONFIG_NAME_MAX] + count */
+	K_DEVBYTES, /* table selector = size (as K_BYTES), struct config_devval[] + count */
+	K_DEVU32, /* table selector = integer min..max, struct config_devval[] + count */
 };
 
 struct key_spec {
@@ -154,6 +191,18 @@ static const struct key_spec schema[] = {
 	SCALAR("engine", "spin_us", K_U32, 0, 10000, spin_us),
 
 	ARRAY("cpu", "cores", K_CORES, 0, 1023, cores, n_cores, CONFIG_MAX_CORES),
+
+	ARRAY("devices", "include", K_DEVSEL, 0, 0, dev_include, n_dev_include, CONFIG_MAX_DEVSEL),
+	ARRAY("devices", "exclude", K_DEVSEL, 0, 0, dev_exclude, n_dev_exclude, CONFIG_MAX_DEVSEL),
+	SCALAR("devices", "pipeline_depth", K_U32, 1, 64, pipeline_depth),
+	ARRAY("devices", "mem_cap", K_DEVBYTES, 4096, INT64_C(1) << 48, mem_cap, n_mem_cap,
+	      CONFIG_MAX_DEVSEL),
+	ARRAY("devices", "fault_inject", K_DEVU32, 0, 1000000, fault_inject, n_fault_inject,
+	      CONFIG_MAX_DEVSEL),
+
+	SCALAR("opencl", "enabled", K_BOOL, 0, 1, opencl_enabled),
+	SCALAR("cuda", "enabled", K_BOOL, 0, 1, cuda_enabled),
+	SCALAR("cuda", "plugin", K_PATH, 0, 0, cuda_plugin),
 
 	SCALAR("limits", "buffer_quota_bytes", K_BYTES, 4096, INT64_C(1) << 48, buffer_quota_bytes),
 	SCALAR("limits", "max_buffers", K_U32, 1, 1048576, max_buffers),
@@ -227,6 +276,26 @@ static void describe(const struct key_spec *ks, char *buf, size_t len)
 		break;
 	case K_CORES:
 		snprintf(buf, len, "an array of at most %zu distinct integers in %lld..%lld",
+		         ks->max_len, (long long)ks->min, (long long)ks->max);
+		break;
+	case K_BOOL: snprintf(buf, len, "true or false"); break;
+	case K_PATH:
+		snprintf(buf, len, "a string: \"\" or an absolute path shorter than %d bytes",
+		         CONFIG_PLUGIN_MAX);
+		break;
+	case K_DEVSEL:
+		snprintf(buf, len,
+		         "an array of at most %zu device names or classes (1 to %d characters "
+		         "a-z, 0-9, _)",
+		         ks->max_len, CONFIG_NAME_MAX - 1);
+		break;
+	case K_DEVBYTES:
+		snprintf(buf, len,
+		         "a table of at most %zu entries device = size in %lld..%lld bytes",
+		         ks->max_len, (long long)ks->min, (long long)ks->max);
+		break;
+	case K_DEVU32:
+		snprintf(buf, len, "a table of at most %zu entries device = integer in %lld..%lld",
 		         ks->max_len, (long long)ks->min, (long long)ks->max);
 		break;
 	}
@@ -505,8 +574,85 @@ static int visit_key(struct load_ctx *ctx, const struct key_spec *ks, const stru
 		if (it->array_index < 0)
 			return set_array(ctx, ks, it, count);
 		return add_element(ctx, ks, it, field, count);
+	case K_BOOL:
+		if (it->array_index >= 0 || it->type != TOML_ITEM_BOOL)
+			return wrong_type(ctx, ks, it);
+		*(uint32_t *)field = it->b ? 1 : 0;
+		return 0;
+	case K_PATH:
+		if (it->array_index >= 0 || it->type != TOML_ITEM_STRING)
+			return wrong_type(ctx, ks, it);
+		if (memchr(it->s, '\0', it->s_len))
+			return bad_value(ctx, ks, it, "contains a NUL character");
+		if (it->s_len && it->s[0] != '/')
+			return bad_value(ctx, ks, it, "is not an absolute path");
+		if (it->s_len >= CONFIG_PLUGIN_MAX)
+			return bad_value(ctx, ks, it, "is too long");
+		memcpy(field, it->s, it->s_len + 1);
+		return 0;
+	case K_DEVSEL:
+		if (it->array_index < 0)
+			return set_array(ctx, ks, it, count);
+		if (it->type != TOML_ITEM_STRING)
+			return wrong_type(ctx, ks, it);
+		if (!is_name(it->s, it->s_len))
+			return bad_value(ctx, ks, it, "is not a device name or class");
+		memcpy((char(*)[CONFIG_NAME_MAX])field + *count, it->s, it->s_len + 1);
+		(*count)++;
+		return 0;
+	case K_DEVBYTES:
+	case K_DEVU32:
+		if (it->type != TOML_ITEM_TABLE)
+			return wrong_type(ctx, ks, it);
+		*count = 0; /* a table replaces the default; its entries follow */
+		return 0;
 	}
 	return wrong_type(ctx, ks, it);
+}
+
+/* The per-device table spec that path is an entry of ("devices.mem_cap.gpu"). */
+static const struct key_spec *find_devmap(const char *path)
+{
+	for (size_t i = 0; i < N_KEYS; i++) {
+		const struct key_spec *ks = &schema[i];
+		size_t n = strlen(ks->section), k = strlen(ks->key);
+		if ((ks->kind == K_DEVBYTES || ks->kind == K_DEVU32) &&
+		    !strncmp(path, ks->section, n) && path[n] == '.' &&
+		    !strncmp(path + n + 1, ks->key, k) && path[n + 1 + k] == '.')
+			return ks;
+	}
+	return NULL;
+}
+
+static int visit_devmap_entry(struct load_ctx *ctx, const struct key_spec *ks,
+                              const struct toml_item *it)
+{
+	struct config_devval *vals = (void *)((char *)&ctx->cfg + ks->offset);
+	size_t *count = (size_t *)((char *)&ctx->cfg + ks->count_off);
+	struct key_spec as_value = *ks;
+	uint64_t v = 0;
+	int err;
+
+	if (it->depth != 3 || !is_name(it->key, strlen(it->key)))
+		return fail(ctx, it->key_line, it->key_col, "%s: not a device name or class",
+		            it->path);
+	if (*count >= ks->max_len)
+		return fail(ctx, it->key_line, it->key_col, "%s: more than %zu entries", it->path,
+		            ks->max_len);
+	as_value.kind = ks->kind == K_DEVBYTES ? K_BYTES : K_U32;
+	if (as_value.kind == K_BYTES) {
+		err = set_integer(ctx, &as_value, it, &v);
+	} else {
+		uint32_t u = 0;
+		err = set_integer(ctx, &as_value, it, &u);
+		v = u;
+	}
+	if (err)
+		return err;
+	snprintf(vals[*count].sel, sizeof(vals[*count].sel), "%s", it->key);
+	vals[*count].value = v;
+	(*count)++;
+	return 0;
 }
 
 /* Length of the first part of a dotted path, quotes included. */
@@ -531,6 +677,9 @@ static int visit(void *p, const struct toml_item *it)
 
 	if (ks)
 		return visit_key(ctx, ks, it);
+	ks = find_devmap(it->path);
+	if (ks)
+		return visit_devmap_entry(ctx, ks, it);
 
 	section = find_section(it->path);
 	if (it->depth == 1) {
@@ -651,4 +800,21 @@ int config_load_file(const char *path, struct tdm_config *cfg, char *err, size_t
 	rc = config_load_string(buf, n, path, cfg, err, errlen);
 	free(buf);
 	return rc;
+}
+
+int config_selector_matches(const char *sel, const char *name, const char *kind)
+{
+	return !strcmp(sel, name) || !strcmp(sel, kind);
+}
+
+uint64_t config_devval_lookup(const struct config_devval *v, size_t n, const char *name,
+                              const char *kind, uint64_t dflt)
+{
+	for (size_t i = 0; i < n; i++)
+		if (!strcmp(v[i].sel, name))
+			return v[i].value;
+	for (size_t i = 0; i < n; i++)
+		if (!strcmp(v[i].sel, kind))
+			return v[i].value;
+	return dflt;
 }

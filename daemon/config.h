@@ -11,7 +11,16 @@
 #define CONFIG_NAME_MAX 32
 #define CONFIG_ERR_MAX 512
 
+#define CONFIG_MAX_DEVSEL 32
+#define CONFIG_PLUGIN_MAX 256
+
 enum log_level { LOG_ERROR = 0, LOG_WARN, LOG_INFO, LOG_DEBUG };
+
+/* A per-device setting: sel is a device name ("clcpu0") or class ("gpu"). */
+struct config_devval {
+	char sel[CONFIG_NAME_MAX];
+	uint64_t value;
+};
 
 struct tdm_config {
 	/* [daemon] */
@@ -30,6 +39,22 @@ struct tdm_config {
 	/* [cpu] */
 	int cores[CONFIG_MAX_CORES]; /* OS indexes of cores to run workers on */
 	size_t n_cores; /* 0 = every core in the process's cpuset */
+
+	/* [devices] */
+	char dev_include[CONFIG_MAX_DEVSEL][CONFIG_NAME_MAX]; /* names or classes; none = all */
+	size_t n_dev_include;
+	char dev_exclude[CONFIG_MAX_DEVSEL][CONFIG_NAME_MAX];
+	size_t n_dev_exclude;
+	uint32_t pipeline_depth; /* tasks enqueued at once per accelerator, 1..64 */
+	struct config_devval mem_cap[CONFIG_MAX_DEVSEL]; /* bytes tandem may use */
+	size_t n_mem_cap;
+	struct config_devval fault_inject[CONFIG_MAX_DEVSEL]; /* testing: launches to fail */
+	size_t n_fault_inject;
+
+	/* [opencl], [cuda] */
+	uint32_t opencl_enabled; /* bool */
+	uint32_t cuda_enabled; /* bool */
+	char cuda_plugin[CONFIG_PLUGIN_MAX]; /* "" = next to the daemon */
 
 	/* [limits] (per client) */
 	uint64_t buffer_quota_bytes;
@@ -61,5 +86,13 @@ int config_load_string(const char *text, size_t len, const char *name, struct td
 int config_load_file(const char *path, struct tdm_config *cfg, char *err, size_t errlen);
 
 const char *config_log_level_name(enum log_level l);
+
+/* Whether selector sel ("cpu", "clcpu", "gpu", "npu" or a device name)
+ * matches a device of that name and class. */
+int config_selector_matches(const char *sel, const char *name, const char *kind);
+/* The value of the most specific entry matching the device (name beats
+ * class), or dflt. */
+uint64_t config_devval_lookup(const struct config_devval *v, size_t n, const char *name,
+                              const char *kind, uint64_t dflt);
 
 #endif

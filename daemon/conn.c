@@ -287,6 +287,9 @@ static bool handle_kernel_lookup(struct conn *c, const void *p, uint32_t len)
 	} else {
 		int id = kernel_lookup(req.name);
 		const struct kernel_def *k = id >= 0 ? kernel_by_id((uint32_t)id) : NULL;
+		/* A kernel no device here implements is as good as unknown. */
+		if (k && !engine_kernel_available(c->srv->engine, k))
+			k = NULL;
 		r.status = k ? 0 : -TDM_EKERNEL;
 		if (k) {
 			r.kernel_id = (uint32_t)id;

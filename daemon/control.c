@@ -5,20 +5,61 @@
 #include "daemon/server.h"
 #include "tandem.h"
 
+/* Buffers listed per client in the status document, at most. */
+#define STATUS_MAX_BUFFERS 64
+
+static json_t *device_json(struct server *srv, size_t i)
+{
+	struct engine_device *d = (struct engine_device *)engine_device(srv->engine, i);
+	json_t *o =
+	        json_pack("{s:I, s:s, s:s, s:s, s:s, s:i, s:i, s:b, s:I, s:I, s:I}", "index",
+	                  (json_int_t)i, "name", d->dev.name, "kind", device_kind_name(d->dev.kind),
+	                  "backend", d->dev.ops->name, "model", d->dev.model, "cpu",
+	                  d->dev.os_index, "node", (int)d->node, "healthy",
+	                  atomic_load(&d->healthy), "faults", (json_int_t)atomic_load(&d->faults),
+	                  "tasks_run", (json_int_t)atomic_load(&d->tasks_run), "busy_ns",
+	                  (json_int_t)atomic_load(&d->busy_ns));
+	if (o && backend_is_accelerator(&d->dev)) {
+		struct res_node_stats st;
+		residency_node_stats(&srv->res, d->node, &st);
+		json_object_set_new(o, "mem_cap", json_integer((json_int_t)st.cap));
+		json_object_set_new(o, "mem_used", json_integer((json_int_t)st.used));
+		json_object_set_new(o, "evictions", json_integer((json_int_t)st.evictions));
+		json_object_set_new(o, "writebacks", json_integer((json_int_t)st.writebacks));
+		json_object_set_new(o, "bytes_h2d", json_integer((json_int_t)st.bytes_in));
+		json_object_set_new(o, "bytes_d2h", json_integer((json_int_t)st.bytes_out));
+		json_object_set_new(o, "numa_node", json_integer(d->dev.numa_node));
+		json_object_set_new(o, "pci", json_string(d->dev.pci_busid));
+	}
+	return o;
+}
+
 static json_t *devices_json(struct server *srv)
 {
 	json_t *arr = json_array();
-	for (size_t i = 0; i < engine_device_count(srv->engine); i++) {
-		const struct engine_device *d = engine_device(srv->engine, i);
-		json_array_append_new(
-		        arr,
-		        json_pack("{s:I, s:s, s:s, s:i, s:I, s:I}", "index", (json_int_t)i, "name",
-		                  d->dev.name, "kind", d->dev.ops->name, "cpu", d->dev.os_index,
-		                  "tasks_run",
-		                  (json_int_t)atomic_load(&((struct engine_device *)d)->tasks_run),
-		                  "busy_ns",
-		                  (json_int_t)atomic_load(&((struct engine_device *)d)->busy_ns)));
+	for (size_t i = 0; i < engine_device_count(srv->engine); i++)
+		json_array_append_new(arr, device_json(srv, i));
+	return arr;
+}
+
+/* Where each buffer's valid copies are ("host", "clcpu0*": * = owner). */
+static json_t *buffers_json(struct server *srv, struct session *s)
+{
+	json_t *arr = json_array();
+	char where[256];
+	size_t n = 0;
+	pthread_mutex_lock(&s->intake_lock);
+	for (uint32_t i = 0; i < s->bufs_cap && n < STATUS_MAX_BUFFERS; i++) {
+		struct buffer *b = session_buffer_at(s, i);
+		if (!b)
+			continue;
+		residency_describe(&srv->res, &b->data, where, sizeof(where));
+		json_array_append_new(arr,
+		                      json_pack("{s:I, s:I, s:s}", "handle", (json_int_t)b->handle,
+		                                "bytes", (json_int_t)b->bytes, "valid", where));
+		n++;
 	}
+	pthread_mutex_unlock(&s->intake_lock);
 	return arr;
 }
 
@@ -31,12 +72,13 @@ static json_t *clients_json(struct server *srv)
 			continue;
 		json_array_append_new(
 		        arr,
-		        json_pack("{s:I, s:i, s:i, s:I, s:I, s:I, s:I}", "session",
+		        json_pack("{s:I, s:i, s:i, s:I, s:I, s:I, s:I, s:o}", "session",
 		                  (json_int_t)s->id, "pid", (int)s->pid, "uid", (int)s->uid,
 		                  "buffers", (json_int_t)atomic_load(&s->buffers_count),
 		                  "buffer_bytes", (json_int_t)atomic_load(&s->buffer_bytes),
 		                  "graphs_in_flight", (json_int_t)atomic_load(&s->graphs_in_flight),
-		                  "tasks_in_flight", (json_int_t)atomic_load(&s->tasks_in_flight)));
+		                  "tasks_in_flight", (json_int_t)atomic_load(&s->tasks_in_flight),
+		                  "replicas", buffers_json(srv, s)));
 	}
 	return arr;
 }

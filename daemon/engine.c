@@ -3,6 +3,7 @@
 #include "daemon/engine.h"
 
 #include <errno.h>
+#include <hwloc.h>
 #include <poll.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,7 +27,22 @@ struct worker {
 	/* Tasks this worker released, pushed to the policy in one call. */
 	struct engine_task **ready;
 	size_t ready_cap;
+	/* Accelerators: tasks enqueued on the device, oldest first. */
+	struct inflight *pipe;
+	size_t pipe_head, pipe_n;
+	struct engine_task *deferred; /* no room on the device until the oldest ends */
+	uint64_t last_end_ns;
 };
+
+struct inflight {
+	struct engine_task *task;
+	struct backend_event *done;
+};
+
+/* A task that hits device faults moves to another device this many times
+ * before its graph fails. */
+#define MAX_ATTEMPTS 3
+#define DEFAULT_PIPELINE_DEPTH 4
 
 struct engine {
 	const struct tdm_clock *clock;
@@ -37,6 +53,14 @@ struct engine {
 	struct engine_device *devices;
 	struct worker *workers;
 	size_t ndevices;
+	struct residency *res; /* NULL: no residency bookkeeping */
+	bool has_accel;
+	uint32_t depth;
+	/* supported[k * ndevices + w]: device w implements kernel k. */
+	uint8_t *supported;
+	_Atomic uint32_t healthy_capable[KERNEL_COUNT];
+	/* Every device runs every task: no per-task check needed. */
+	_Atomic bool uniform;
 	_Atomic uint32_t spin_us;
 	_Atomic bool stop;
 
@@ -142,32 +166,94 @@ void engine_graph_free_arrays(struct engine_graph *g)
 	g->succ_off = g->succ = NULL;
 }
 
-/* Returns the task's end time (the task may be freed once it returns). */
-static uint64_t run_task(struct engine *e, struct worker *w, struct engine_task *t)
+bool engine_runnable(const struct engine *e, const struct engine_task *t, unsigned w)
+{
+	if (atomic_load_explicit(&e->uniform, memory_order_relaxed))
+		return true;
+	const struct engine_device *d = &e->devices[w];
+	if (!e->supported[t->kernel->id * e->ndevices + w] || (t->excl_nodes & (1u << d->node)))
+		return false;
+	if (atomic_load_explicit(&d->healthy, memory_order_relaxed))
+		return true;
+	struct engine *m = (struct engine *)e; /* read only */
+	return atomic_load(&m->healthy_capable[t->kernel->id]) == 0;
+}
+
+bool engine_kernel_available(const struct engine *e, const struct kernel_def *k)
+{
+	for (size_t w = 0; w < e->ndevices; w++)
+		if (e->supported[k->id * e->ndevices + w])
+			return true;
+	return false;
+}
+
+/* Counts, per kernel, the healthy devices that implement it. */
+static void recount_healthy(struct engine *e)
+{
+	for (size_t k = 0; k < KERNEL_COUNT; k++) {
+		uint32_t n = 0;
+		for (size_t w = 0; w < e->ndevices; w++)
+			n += e->supported[k * e->ndevices + w] &&
+			     atomic_load(&e->devices[w].healthy);
+		atomic_store(&e->healthy_capable[k], n);
+	}
+}
+
+/* Could a device other than w still take t? */
+static bool runnable_elsewhere(struct engine *e, const struct engine_task *t, unsigned w)
+{
+	for (size_t i = 0; i < e->ndevices; i++)
+		if (i != w && atomic_load(&e->devices[i].healthy) &&
+		    engine_runnable(e, t, (unsigned)i))
+			return true;
+	return false;
+}
+
+static size_t task_res_args(const struct engine_task *t, struct res_arg *args)
+{
+	for (uint32_t i = 0; i < t->call.nargs; i++)
+		args[i] = (struct res_arg){ t->data[i], t->call.off[i], t->call.len[i],
+			                    t->kernel->arg_modes[i] };
+	return t->call.nargs;
+}
+
+/* Copies what a finished graph wrote back to the host before its
+ * completion is posted, and lets go of device copies the client may now
+ * overwrite (residency_flush). */
+static void flush_graph(struct engine *e, struct engine_graph *g)
+{
+	struct tdm_data *batch[64];
+	size_t n = 0;
+	int err = 0;
+
+	for (uint32_t i = 0; i < g->ntasks; i++) {
+		const struct engine_task *t = &g->tasks[i];
+		for (uint32_t a = 0; a < t->call.nargs; a++) {
+			if (!t->data[a])
+				continue;
+			batch[n++] = t->data[a];
+			if (n == 64) {
+				err = err ? err : residency_flush(e->res, batch, n);
+				n = 0;
+			}
+		}
+	}
+	if (n)
+		err = err ? err : residency_flush(e->res, batch, n);
+	if (err) {
+		int32_t ok = 0;
+		atomic_compare_exchange_strong(&g->status, &ok, -TDM_EDEVICE);
+	}
+}
+
+/* Accounting, dependents, graph completion: the task is over (run, failed
+ * or skipped). */
+static void finish_task(struct engine *e, struct worker *w, struct engine_task *t)
 {
 	struct engine_graph *g = t->graph;
 	struct engine_device *d = &e->devices[w->index];
 	size_t nready = 0;
 
-	t->device = d->index;
-	t->start_ns = clock_now(e->clock);
-	if (atomic_load_explicit(&g->flow->canceled, memory_order_relaxed) ||
-	    atomic_load_explicit(&g->status, memory_order_relaxed) != 0) {
-		/* The client is gone, or an earlier task of the graph failed:
-		 * nothing downstream can be right, so skip the work. */
-		t->status = -TDM_ECANCELED;
-		atomic_fetch_add(&e->tasks_canceled, 1);
-	} else {
-		t->status = d->dev.ops->launch(&d->dev, t->kernel, &t->call);
-		if (t->status) {
-			int32_t ok = 0;
-			atomic_compare_exchange_strong(&g->status, &ok, -TDM_EDEVICE);
-			atomic_fetch_add(&e->tasks_failed, 1);
-			log_warn("kernel %s failed on %s: %s", t->kernel->name, d->dev.name,
-			         tdm_strerror(t->status));
-		}
-	}
-	uint64_t end_ns = t->end_ns = clock_now(e->clock);
 	atomic_fetch_add_explicit(&d->tasks_run, 1, memory_order_relaxed);
 	atomic_fetch_add_explicit(&d->busy_ns, t->end_ns - t->start_ns, memory_order_relaxed);
 	if (e->policy->task_done)
@@ -189,10 +275,224 @@ static uint64_t run_task(struct engine *e, struct worker *w, struct engine_task 
 	atomic_fetch_add_explicit(&e->tasks_done, 1, memory_order_relaxed);
 	atomic_fetch_sub_explicit(&e->tasks_in_flight, 1, memory_order_relaxed);
 	if (atomic_fetch_sub_explicit(&g->remaining, 1, memory_order_acq_rel) == 1) {
+		if (e->has_accel)
+			flush_graph(e, g);
 		atomic_fetch_add(&e->graphs_done, 1);
 		e->hooks.graph_done(e->hooks.ctx, g);
 	}
+}
+
+static void fail_task(struct engine *e, struct worker *w, struct engine_task *t, int err)
+{
+	int32_t ok = 0;
+	t->status = err;
+	atomic_compare_exchange_strong(&t->graph->status, &ok, -TDM_EDEVICE);
+	atomic_fetch_add(&e->tasks_failed, 1);
+	log_warn("kernel %s failed on %s: %s", t->kernel->name, e->devices[w->index].dev.name,
+	         tdm_strerror(err));
+	finish_task(e, w, t);
+}
+
+/* Gives a task back to the policy for another device. */
+static void requeue(struct engine *e, struct engine_task *t)
+{
+	t->status = 0;
+	push_ready(e, &t, 1, -1);
+}
+
+/* A device fault (the device, not the kernel's inputs, failed): the device
+ * is marked unhealthy and the task moves to another device if one can run
+ * it; otherwise its graph fails. */
+static void device_fault(struct engine *e, struct worker *w, struct engine_task *t, int err)
+{
+	struct engine_device *d = &e->devices[w->index];
+	atomic_fetch_add(&d->faults, 1);
+	if (atomic_exchange(&d->healthy, false)) {
+		atomic_store(&e->uniform, false);
+		recount_healthy(e);
+		log_warn("%s: marked unhealthy after a device fault (%s)", d->dev.name,
+		         tdm_strerror(err));
+	}
+	if (++t->attempts < MAX_ATTEMPTS && runnable_elsewhere(e, t, w->index)) {
+		log_info("%s: task %u of kernel %s moves to another device", d->dev.name, t->index,
+		         t->kernel->name);
+		requeue(e, t);
+		return;
+	}
+	fail_task(e, w, t, err);
+}
+
+static void task_failed(struct engine *e, struct worker *w, struct engine_task *t, int err)
+{
+	if (err == -TDM_EDEVICE)
+		device_fault(e, w, t, err);
+	else
+		fail_task(e, w, t, err);
+}
+
+static int injected_fault(struct engine_device *d)
+{
+	uint32_t n = atomic_load_explicit(&d->inject_faults, memory_order_relaxed);
+	while (n && !atomic_compare_exchange_weak(&d->inject_faults, &n, n - 1))
+		;
+	return n ? -TDM_EDEVICE : 0;
+}
+
+/* The client is gone or an earlier task of the graph failed: nothing
+ * downstream can be right, so the work is skipped. */
+static bool skip_canceled(struct engine *e, struct worker *w, struct engine_task *t)
+{
+	struct engine_graph *g = t->graph;
+	if (!atomic_load_explicit(&g->flow->canceled, memory_order_relaxed) &&
+	    atomic_load_explicit(&g->status, memory_order_relaxed) == 0)
+		return false;
+	t->status = -TDM_ECANCELED;
+	t->end_ns = t->start_ns;
+	atomic_fetch_add(&e->tasks_canceled, 1);
+	finish_task(e, w, t);
+	return true;
+}
+
+/* Host devices: inputs valid on the host, run, outputs owned by the host.
+ * Returns the task's end time (the task may be freed once it returns). */
+static uint64_t run_on_host(struct engine *e, struct worker *w, struct engine_task *t)
+{
+	struct engine_device *d = &e->devices[w->index];
+	struct res_arg args[TDM_MAX_ARGS];
+	size_t nargs = 0, nwaits;
+	int err;
+
+	uint64_t start_ns = t->start_ns = clock_now(e->clock);
+	t->device = d->index;
+	if (skip_canceled(e, w, t))
+		return start_ns;
+	err = injected_fault(d);
+	if (!err && e->has_accel) {
+		nargs = task_res_args(t, args);
+		err = residency_acquire(e->res, 0, args, nargs, NULL, &nwaits, NULL, NULL);
+	}
+	if (!err)
+		err = d->dev.ops->launch(&d->dev, t->kernel, &t->call);
+	if (e->has_accel && nargs)
+		residency_release(e->res, 0, args, nargs, err == 0);
+	uint64_t end_ns = t->end_ns = clock_now(e->clock);
+	if (err) {
+		task_failed(e, w, t, err);
+		return end_ns;
+	}
+	t->status = 0;
+	finish_task(e, w, t);
 	return end_ns;
+}
+
+/* The device has no room for the task's data: with work in flight, wait
+ * for it; otherwise the task must go to another memory node. */
+static void no_room(struct engine *e, struct worker *w, struct engine_task *t)
+{
+	struct engine_device *d = &e->devices[w->index];
+	if (w->pipe_n) {
+		w->deferred = t;
+		return;
+	}
+	t->excl_nodes |= (uint16_t)(1u << d->node);
+	atomic_store(&e->uniform, false);
+	log_info("%s: no room for task %u of kernel %s", d->dev.name, t->index, t->kernel->name);
+	for (size_t i = 0; i < e->ndevices; i++) {
+		if (engine_runnable(e, t, (unsigned)i)) {
+			requeue(e, t);
+			return;
+		}
+	}
+	t->start_ns = t->end_ns = clock_now(e->clock);
+	fail_task(e, w, t, -TDM_ENOMEM);
+}
+
+/* Accelerators: issues the task's input copies and the kernel, without
+ * waiting; the task joins the pipe. */
+static void stage_on_accel(struct engine *e, struct worker *w, struct engine_task *t)
+{
+	struct engine_device *d = &e->devices[w->index];
+	struct res_arg args[TDM_MAX_ARGS];
+	struct backend_event *waits[2 * TDM_MAX_ARGS], *done = NULL;
+	size_t nargs, nwaits = 0;
+	uint64_t off[TDM_MAX_ARGS];
+	int err;
+
+	t->device = d->index;
+	t->start_ns = clock_now(e->clock);
+	if (skip_canceled(e, w, t))
+		return;
+	err = injected_fault(d);
+	if (err) {
+		t->end_ns = t->start_ns;
+		task_failed(e, w, t, err);
+		return;
+	}
+	nargs = task_res_args(t, args);
+	err = residency_acquire(e->res, d->node, args, nargs, waits, &nwaits, t->call.mem, off);
+	if (err == -TDM_ENOMEM) {
+		no_room(e, w, t);
+		return;
+	}
+	if (!err) {
+		err = d->dev.ops->launch_async(&d->dev, t->kernel, &t->call, waits, nwaits, &done);
+		if (err)
+			residency_release(e->res, d->node, args, nargs, false);
+	}
+	if (err) {
+		t->end_ns = clock_now(e->clock);
+		task_failed(e, w, t, err);
+		return;
+	}
+	struct inflight *slot = &w->pipe[(w->pipe_head + w->pipe_n) % e->depth];
+	slot->task = t;
+	slot->done = done;
+	w->pipe_n++;
+}
+
+/* Waits for the oldest task in the pipe and completes it. */
+static void complete_oldest(struct engine *e, struct worker *w)
+{
+	struct engine_device *d = &e->devices[w->index];
+	struct inflight slot = w->pipe[w->pipe_head];
+	struct engine_task *t = slot.task;
+	struct res_arg args[TDM_MAX_ARGS];
+	size_t nargs;
+
+	w->pipe_head = (w->pipe_head + 1) % e->depth;
+	w->pipe_n--;
+	int err = d->dev.ops->event_wait(&d->dev, slot.done);
+	d->dev.ops->event_release(&d->dev, slot.done);
+	t->end_ns = clock_now(e->clock);
+	/* The compute queue is in order: this task started when the one
+	 * before it ended, or when it was staged. */
+	if (t->start_ns < w->last_end_ns)
+		t->start_ns = w->last_end_ns;
+	w->last_end_ns = t->end_ns;
+	nargs = task_res_args(t, args);
+	residency_release(e->res, d->node, args, nargs, err == 0);
+	if (err) {
+		task_failed(e, w, t, err);
+		return;
+	}
+	t->status = 0;
+	finish_task(e, w, t);
+}
+
+static void run_task(struct engine *e, struct worker *w, struct engine_task *t)
+{
+	if (!backend_is_accelerator(&e->devices[w->index].dev)) {
+		run_on_host(e, w, t);
+		return;
+	}
+	stage_on_accel(e, w, t);
+	while (w->pipe_n)
+		complete_oldest(e, w);
+	if (w->deferred) {
+		t = w->deferred;
+		w->deferred = NULL;
+		run_task(e, w, t);
+	}
 }
 
 bool engine_run_one(struct engine *e, unsigned worker)
@@ -259,6 +559,90 @@ static void worker_idle(struct engine *e, uint32_t seen)
 		front_end_poll(e, true);
 }
 
+/* Several wake-ups may have merged into one: pass it on while work is left
+ * for another sleeper. */
+static void pass_wakeup(struct engine *e)
+{
+	if (atomic_load_explicit(&e->sleepers, memory_order_relaxed) && e->policy->queued &&
+	    e->policy->queued(e->policy_priv))
+		ring_wake_fd(e);
+}
+
+static void maybe_poll_front_end(struct engine *e, struct worker *w, uint64_t now)
+{
+	if (now - w->last_poll_ns >= BUSY_POLL_NS) {
+		w->last_poll_ns = now;
+		front_end_poll(e, false);
+	}
+}
+
+static void host_worker_loop(struct engine *e, struct worker *w)
+{
+	while (!atomic_load_explicit(&e->stop, memory_order_acquire)) {
+		uint32_t seen = atomic_load(&e->epoch);
+		struct engine_task *t = e->policy->pick_next(e->policy_priv, w->index);
+		if (t) {
+			pass_wakeup(e);
+			maybe_poll_front_end(e, w, run_on_host(e, w, t));
+			continue;
+		}
+		worker_idle(e, seen);
+	}
+}
+
+/* Keeps up to `depth` tasks enqueued on the device, so that the next
+ * tasks' inputs are copied while the current one computes. */
+static void accel_worker_loop(struct engine *e, struct worker *w)
+{
+	while (!atomic_load_explicit(&e->stop, memory_order_acquire)) {
+		uint32_t seen = atomic_load(&e->epoch);
+		bool took = false;
+		if (w->deferred) {
+			struct engine_task *t = w->deferred;
+			w->deferred = NULL;
+			stage_on_accel(e, w, t);
+			took = true;
+		}
+		while (!w->deferred && w->pipe_n < e->depth) {
+			struct engine_task *t = e->policy->pick_next(e->policy_priv, w->index);
+			if (!t)
+				break;
+			pass_wakeup(e);
+			stage_on_accel(e, w, t);
+			took = true;
+		}
+		if (w->pipe_n) {
+			complete_oldest(e, w);
+			maybe_poll_front_end(e, w, w->last_end_ns);
+			continue;
+		}
+		if (!took && !w->deferred)
+			worker_idle(e, seen);
+	}
+	/* Stopping: what is enqueued finishes before the device goes away. */
+	while (w->pipe_n)
+		complete_oldest(e, w);
+}
+
+/* An accelerator's worker runs on the cores nearest to the device (its
+ * NUMA node), or anywhere in the daemon's allowed set: not on the one core
+ * the creating thread may have been bound to (cpu.cores). */
+static void bind_near_device(struct engine *e, const struct engine_device *d)
+{
+	hwloc_topology_t topo = e->topology;
+	if (!topo)
+		return;
+	hwloc_const_cpuset_t set = hwloc_topology_get_allowed_cpuset(topo);
+	hwloc_obj_t numa =
+	        d->dev.numa_node >= 0
+	                ? hwloc_get_numanode_obj_by_os_index(topo, (unsigned)d->dev.numa_node)
+	                : NULL;
+	if (numa && numa->cpuset && !hwloc_bitmap_iszero(numa->cpuset))
+		set = numa->cpuset;
+	if (hwloc_set_cpubind(topo, set, HWLOC_CPUBIND_THREAD) != 0)
+		log_debug("%s: cannot bind its worker near the device", d->dev.name);
+}
+
 static void *worker_main(void *arg)
 {
 	struct worker *w = arg;
@@ -267,25 +651,36 @@ static void *worker_main(void *arg)
 
 	if (d->dev.ops->worker_init)
 		d->dev.ops->worker_init(&d->dev, e->topology);
-	while (!atomic_load_explicit(&e->stop, memory_order_acquire)) {
-		uint32_t seen = atomic_load(&e->epoch);
-		struct engine_task *t = e->policy->pick_next(e->policy_priv, w->index);
-		if (t) {
-			/* Several wake-ups may have merged into one: pass it on
-			 * while work is left for another sleeper. */
-			if (atomic_load_explicit(&e->sleepers, memory_order_relaxed) &&
-			    e->policy->queued && e->policy->queued(e->policy_priv))
-				ring_wake_fd(e);
-			uint64_t end = run_task(e, w, t);
-			if (end - w->last_poll_ns >= BUSY_POLL_NS) {
-				w->last_poll_ns = end;
-				front_end_poll(e, false);
-			}
-			continue;
-		}
-		worker_idle(e, seen);
-	}
+	if (backend_is_accelerator(&d->dev))
+		bind_near_device(e, d);
+	if (backend_is_accelerator(&d->dev))
+		accel_worker_loop(e, w);
+	else
+		host_worker_loop(e, w);
 	return NULL;
+}
+
+/* Which device implements which kernel. */
+static int init_support(struct engine *e)
+{
+	bool uniform = true;
+	e->supported = calloc(KERNEL_COUNT * e->ndevices, 1);
+	if (!e->supported)
+		return -TDM_ENOMEM;
+	for (size_t k = 0; k < KERNEL_COUNT; k++) {
+		const struct kernel_def *kd = kernel_by_id((uint32_t)k);
+		for (size_t w = 0; w < e->ndevices; w++) {
+			const struct backend_device *d = &e->devices[w].dev;
+			/* A host device without supports() runs what has a CPU version. */
+			bool yes = kd &&
+			           (d->ops->supports ? d->ops->supports(d, kd) : kd->cpu != NULL);
+			e->supported[k * e->ndevices + w] = yes;
+			uniform = uniform && yes == (bool)e->supported[k * e->ndevices];
+		}
+	}
+	atomic_store(&e->uniform, uniform);
+	recount_healthy(e);
+	return 0;
 }
 
 int engine_create(const struct engine_params *p, struct engine **out)
@@ -300,7 +695,6 @@ int engine_create(const struct engine_params *p, struct engine **out)
 	if (!e)
 		return -TDM_ENOMEM;
 	e->clock = p->clock;
-	e->policy = p->policy;
 	e->hooks = p->hooks;
 	e->topology = p->topology;
 	e->ndevices = p->ndevices;
@@ -317,20 +711,44 @@ int engine_create(const struct engine_params *p, struct engine **out)
 		engine_destroy(e);
 		return -TDM_ENOMEM;
 	}
+	e->res = p->res;
+	e->depth = p->pipeline_depth ? p->pipeline_depth : DEFAULT_PIPELINE_DEPTH;
 	for (size_t i = 0; i < p->ndevices; i++) {
-		e->devices[i].index = (uint16_t)i;
-		e->devices[i].dev = p->devices[i];
+		struct engine_device *d = &e->devices[i];
+		d->index = (uint16_t)i;
+		d->dev = p->devices[i];
+		d->node = p->devices[i].node;
+		atomic_store(&d->healthy, true);
+		atomic_store(&d->inject_faults, p->inject_faults ? p->inject_faults[i] : 0);
 		e->workers[i].e = e;
 		e->workers[i].index = (unsigned)i;
+		if (backend_is_accelerator(&d->dev)) {
+			if (!p->res || !residency_has_devices(p->res)) {
+				engine_destroy(e);
+				return -TDM_EINVAL;
+			}
+			e->has_accel = true;
+			e->workers[i].pipe = calloc(e->depth, sizeof(struct inflight));
+			if (!e->workers[i].pipe) {
+				engine_destroy(e);
+				return -TDM_ENOMEM;
+			}
+		}
 	}
-	pp.nworkers = p->ndevices;
-	pp.devices = e->devices;
-	err = e->policy->init(&pp, &e->policy_priv);
+	err = init_support(e);
 	if (err) {
-		e->policy = NULL;
 		engine_destroy(e);
 		return err;
 	}
+	pp.nworkers = p->ndevices;
+	pp.devices = e->devices;
+	pp.engine = e;
+	err = p->policy->init(&pp, &e->policy_priv);
+	if (err) {
+		engine_destroy(e);
+		return err;
+	}
+	e->policy = p->policy; /* from here engine_destroy calls fini */
 	if (!p->start_workers) {
 		*out = e;
 		return 0;
@@ -357,10 +775,12 @@ void engine_destroy(struct engine *e)
 		if (e->workers[i].started)
 			pthread_join(e->workers[i].thread, NULL);
 		free(e->workers[i].ready);
+		free(e->workers[i].pipe);
 	}
 	if (e->policy)
 		e->policy->fini(e->policy_priv);
 	close(e->wake_fd);
+	free(e->supported);
 	free(e->workers);
 	free(e->devices);
 	free(e);

@@ -14,6 +14,7 @@
 #include "backends/backend.h"
 #include "backends/kernels.h"
 #include "daemon/clock.h"
+#include "placement/residency.h"
 
 struct engine_graph;
 struct tdm_policy_ops;
@@ -27,9 +28,12 @@ struct engine_task {
 	_Atomic uint32_t ndeps; /* predecessors not yet finished */
 	uint16_t device;
 	bool root; /* no predecessor: released at submission */
+	uint8_t attempts; /* device faults so far: the task moves elsewhere */
+	uint16_t excl_nodes; /* memory nodes too small for this task */
 	int32_t status;
 	uint64_t queued_ns, start_ns, end_ns;
-	struct tdm_kernel_call call;
+	struct tdm_kernel_call call; /* call.off[i]: offset of argument i in its buffer */
+	struct tdm_data *data[TDM_MAX_ARGS]; /* residency of each argument's buffer */
 };
 
 /* Per-client accounting and fairness handle, owned by the front end. The
@@ -58,7 +62,11 @@ struct engine_graph {
 
 struct engine_device {
 	uint16_t index;
+	uint16_t node; /* memory node (0 = host) */
 	struct backend_device dev;
+	_Atomic bool healthy; /* cleared by a device fault: no more work unless nobody else can */
+	_Atomic uint32_t inject_faults; /* testing: fail this many launches as device faults */
+	_Atomic uint64_t faults;
 	_Atomic uint64_t tasks_run;
 	_Atomic uint64_t busy_ns;
 };
@@ -95,6 +103,11 @@ struct engine_params {
 	void *topology; /* hwloc_topology_t for binding workers; may be NULL */
 	int poll_fd; /* with hooks.poll: sleeping workers also wake when it is readable */
 	bool start_workers; /* false: tests drive engine_run_one() themselves */
+	/* Where buffers live; NULL: host memory only and no bookkeeping
+	 * (unit tests whose tasks carry no data[]). */
+	struct residency *res;
+	uint32_t pipeline_depth; /* tasks in flight per accelerator (0: 4) */
+	const uint32_t *inject_faults; /* per device, may be NULL */
 };
 
 int engine_create(const struct engine_params *p, struct engine **out);
@@ -107,9 +120,14 @@ void engine_submit(struct engine *e, struct engine_graph *g);
 /* Frees a graph's arrays (not the graph struct's owner data). */
 void engine_graph_free_arrays(struct engine_graph *g);
 
-/* Runs one ready task on device `worker` if there is one; returns true if
- * it did. For tests that run the engine without threads. */
+/* Runs one ready task on device `worker` if there is one, to completion;
+ * returns true if it did. For tests that run the engine without threads. */
 bool engine_run_one(struct engine *e, unsigned worker);
+/* Whether worker w may take task t: its device implements the kernel, has
+ * room for the data, and is healthy (or no healthy device implements it). */
+bool engine_runnable(const struct engine *e, const struct engine_task *t, unsigned w);
+/* Whether some device implements kernel k (intake rejects tasks nobody can run). */
+bool engine_kernel_available(const struct engine *e, const struct kernel_def *k);
 
 void engine_counters(const struct engine *e, struct engine_counters *out);
 size_t engine_device_count(const struct engine *e);

@@ -190,7 +190,7 @@ static uint32_t validate_task(struct session *s, const struct tdm_sqe *e, uint32
 	if (t->task_index != index)
 		return TDM_REJECT_TASK_INDEX;
 	k = kernel_by_id(t->kernel_id);
-	if (!k) {
+	if (!k || (s->env->engine && !engine_kernel_available(s->env->engine, k))) {
 		*status = -TDM_EKERNEL;
 		return TDM_REJECT_KERNEL;
 	}
@@ -233,6 +233,8 @@ static uint32_t validate_task(struct session *s, const struct tdm_sqe *e, uint32
 		bufs[i] = b;
 		task->call.ptr[i] = (char *)b->base + a->offset;
 		task->call.len[i] = a->length;
+		task->call.off[i] = a->offset;
+		task->data[i] = &b->data;
 	}
 	for (unsigned i = 0; i < TDM_MAX_SCALARS; i++) {
 		if (i >= t->nscalars) {

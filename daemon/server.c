@@ -279,6 +279,127 @@ static void on_kick(evutil_socket_t fd, short what, void *arg)
 	conn_close_broken(arg);
 }
 
+static bool device_wanted(const struct tdm_config *cfg, const struct backend_device *d)
+{
+	const char *kind = device_kind_name(d->kind);
+	bool in = cfg->n_dev_include == 0;
+	for (size_t i = 0; i < cfg->n_dev_include && !in; i++)
+		in = config_selector_matches(cfg->dev_include[i], d->name, kind);
+	for (size_t i = 0; i < cfg->n_dev_exclude && in; i++)
+		in = !config_selector_matches(cfg->dev_exclude[i], d->name, kind);
+	return in;
+}
+
+/* An OpenCL GPU that CUDA also drives (same PCI bus id) is used once, by CUDA. */
+static bool seen_through_cuda(const struct server *srv, const struct backend_device *d)
+{
+	if (!d->pci_busid[0] || d->ops != &backend_opencl)
+		return false;
+	for (size_t i = 0; i < srv->ndevs; i++)
+		if (srv->devs[i].ops != &backend_opencl &&
+		    !strcmp(srv->devs[i].pci_busid, d->pci_busid))
+			return true;
+	return false;
+}
+
+/* A topology with PCI objects, loaded the first time an accelerator with a
+ * PCI bus id asks (never on machines without one): the I/O discovery
+ * plugins cost time at start-up. Device plugins (OpenCL, CUDA, ...) are
+ * left out: tandem enumerates devices itself. */
+static hwloc_topology_t io_topology(struct server *srv)
+{
+	if (srv->io_topo)
+		return srv->io_topo;
+	if (hwloc_topology_init(&srv->io_topo) != 0)
+		return srv->io_topo = NULL;
+	hwloc_topology_set_io_types_filter(srv->io_topo, HWLOC_TYPE_FILTER_KEEP_IMPORTANT);
+	hwloc_topology_set_components(srv->io_topo, HWLOC_TOPOLOGY_COMPONENTS_FLAG_BLACKLIST,
+	                              "opencl,cuda,nvml,rsmi,levelzero,gl");
+	if (hwloc_topology_load(srv->io_topo) != 0) {
+		hwloc_topology_destroy(srv->io_topo);
+		srv->io_topo = NULL;
+	}
+	return srv->io_topo;
+}
+
+/* The NUMA node nearest to an accelerator, from hwloc's PCI objects. */
+static void find_locality(struct server *srv, struct backend_device *d)
+{
+	unsigned dom, bus, dev, fn;
+	if (d->numa_node >= 0 || !d->pci_busid[0] ||
+	    sscanf(d->pci_busid, "%x:%x:%x.%x", &dom, &bus, &dev, &fn) != 4)
+		return;
+	hwloc_topology_t topo = io_topology(srv);
+	hwloc_obj_t pci = topo ? hwloc_get_pcidev_by_busid(topo, dom, bus, dev, fn) : NULL;
+	hwloc_obj_t near = pci ? hwloc_get_non_io_ancestor_obj(topo, pci) : NULL;
+	if (near && near->nodeset)
+		d->numa_node = hwloc_bitmap_first(near->nodeset);
+}
+
+/* Probes one backend into the device table, keeping the wanted devices. */
+static int probe_backend(struct server *srv, const struct backend_ops *ops,
+                         struct backend_probe_params *pp)
+{
+	struct backend_device found[64];
+	size_t n = 0;
+	int err = ops->probe(pp, found, 64, &n);
+	if (err)
+		return err;
+	if (pp->note[0])
+		log_info("%s", pp->note);
+	for (size_t i = 0; i < n; i++) {
+		struct backend_device *d = &found[i];
+		bool keep = device_wanted(&srv->cfg, d) && !seen_through_cuda(srv, d) &&
+		            srv->ndevs < SERVER_MAX_DEVICES;
+		if (keep && backend_is_accelerator(d)) {
+			/* The residency keeps a pointer to the table's copy. */
+			struct backend_device *slot = &srv->devs[srv->ndevs];
+			uint64_t cap = config_devval_lookup(srv->cfg.mem_cap, srv->cfg.n_mem_cap,
+			                                    d->name, device_kind_name(d->kind), 0);
+			find_locality(srv, d);
+			*slot = *d;
+			int node = residency_add_node(&srv->res, slot, cap);
+			if (node < 0) {
+				log_warn("%s: skipped: at most %d memory nodes", d->name,
+				         RES_MAX_NODES);
+				keep = false;
+			} else {
+				d->node = (uint16_t)node;
+			}
+		}
+		if (!keep) {
+			if (ops->release)
+				ops->release(d);
+			continue;
+		}
+		srv->inject_faults[srv->ndevs] = (uint32_t)config_devval_lookup(
+		        srv->cfg.fault_inject, srv->cfg.n_fault_inject, d->name,
+		        device_kind_name(d->kind), 0);
+		srv->devs[srv->ndevs++] = *d;
+	}
+	return 0;
+}
+
+static void log_devices(struct server *srv)
+{
+	for (size_t i = 0; i < srv->ndevs; i++) {
+		const struct backend_device *d = &srv->devs[i];
+		if (!backend_is_accelerator(d)) {
+			log_info("device %zu: %s (%s, CPU %d)", i, d->name, d->ops->name,
+			         d->os_index);
+			continue;
+		}
+		struct res_node_stats st;
+		residency_node_stats(&srv->res, d->node, &st);
+		log_info("device %zu: %s (%s %s, \"%s\", memory node %u, %llu MiB of %llu "
+		         "usable%s%s)",
+		         i, d->name, d->ops->name, device_kind_name(d->kind), d->model, d->node,
+		         (unsigned long long)(st.cap >> 20),
+		         (unsigned long long)(d->mem_bytes >> 20), d->pci_busid[0] ? ", PCI " : "",
+		         d->pci_busid);
+	}
+}
+
 static int start_devices(struct server *srv)
 {
 	struct backend_probe_params pp = {
@@ -286,16 +407,31 @@ static int start_devices(struct server *srv)
 		.cores = srv->cfg.n_cores ? srv->cfg.cores : NULL,
 		.ncores = srv->cfg.n_cores,
 	};
-	int err = backend_cpu.probe(&pp, srv->devs, SERVER_MAX_DEVICES, &srv->ndevs);
+	int err;
+
+	residency_init(&srv->res);
+	err = probe_backend(srv, &backend_cpu, &pp);
+	if (!err && srv->cfg.cuda_enabled) {
+		char note[BACKEND_NOTE_MAX];
+		const char *path = srv->cfg.cuda_plugin[0] ? srv->cfg.cuda_plugin : NULL;
+		const struct backend_ops *cuda = backend_cuda_load(path, note, sizeof(note));
+		pp.note[0] = '\0';
+		if (cuda)
+			err = probe_backend(srv, cuda, &pp);
+		else
+			log_info("cuda: not used: %s", note);
+	}
+	if (!err && srv->cfg.opencl_enabled) {
+		pp.note[0] = '\0';
+		err = probe_backend(srv, &backend_opencl, &pp);
+	}
 	if (err)
 		return err;
 	if (srv->ndevs == 0) {
-		log_error("no CPU core to run workers on");
+		log_error("no device to run tasks on (see devices.include and devices.exclude)");
 		return -TDM_ECONFIG;
 	}
-	for (size_t i = 0; i < srv->ndevs; i++)
-		log_info("device %zu: %s (%s, CPU %d)", i, srv->devs[i].name,
-		         srv->devs[i].ops->name, srv->devs[i].os_index);
+	log_devices(srv);
 	return 0;
 }
 
@@ -306,7 +442,8 @@ static void bind_process(struct server *srv)
 		return;
 	hwloc_bitmap_t set = hwloc_bitmap_alloc();
 	for (size_t i = 0; i < srv->ndevs; i++)
-		hwloc_bitmap_or(set, set, srv->devs[i].bind_set);
+		if (srv->devs[i].bind_set)
+			hwloc_bitmap_or(set, set, srv->devs[i].bind_set);
 	if (hwloc_set_cpubind(srv->topo, set, HWLOC_CPUBIND_THREAD) != 0)
 		log_warn("cannot bind the event loop to cpu.cores");
 	hwloc_bitmap_free(set);
@@ -380,6 +517,7 @@ int server_init(struct server *srv, const struct tdm_config *cfg, const char *co
 		.counters = &srv->counters,
 		.submit = submit_to_engine,
 		.draining = &srv->draining,
+		.res = &srv->res,
 	};
 	struct engine_params ep = {
 		.clock = &clock_real,
@@ -394,6 +532,9 @@ int server_init(struct server *srv, const struct tdm_config *cfg, const char *co
 		.topology = srv->topo,
 		.poll_fd = srv->sq_bell,
 		.start_workers = true,
+		.res = &srv->res,
+		.pipeline_depth = cfg->pipeline_depth,
+		.inject_faults = srv->inject_faults,
 	};
 	err = engine_create(&ep, &srv->engine);
 	if (err)
@@ -442,9 +583,14 @@ void server_fini(struct server *srv)
 	 * abandoned with the process. */
 	engine_destroy(srv->engine);
 	srv->engine = NULL;
+	/* Buffers that outlive this point are freed with the process; their
+	 * device memory goes with the devices. */
+	residency_close(&srv->res);
 	for (size_t i = 0; i < srv->ndevs; i++)
 		if (srv->devs[i].ops->release)
 			srv->devs[i].ops->release(&srv->devs[i]);
+	backend_cuda_unload();
+	residency_fini(&srv->res);
 	if (srv->listener) {
 		evconnlistener_free(srv->listener);
 		unlink(srv->socket_path);
@@ -468,6 +614,8 @@ void server_fini(struct server *srv)
 	pthread_mutex_destroy(&srv->polling_lock);
 	if (srv->base)
 		event_base_free(srv->base);
+	if (srv->io_topo)
+		hwloc_topology_destroy(srv->io_topo);
 	if (srv->topo)
 		hwloc_topology_destroy(srv->topo);
 }

@@ -42,8 +42,11 @@ struct server {
 	struct evconnlistener *listener;
 	struct event *ev_term, *ev_int, *ev_hup, *ev_drain;
 	hwloc_topology_t topo;
+	hwloc_topology_t io_topo; /* with PCI objects, for accelerator locality; may be NULL */
 	struct backend_device devs[SERVER_MAX_DEVICES];
 	size_t ndevs;
+	uint32_t inject_faults[SERVER_MAX_DEVICES]; /* devices.fault_inject, by device */
+	struct residency res; /* replicas of every buffer on every memory node */
 	struct engine *engine;
 	struct daemon_counters counters;
 	struct session_env env;

@@ -188,6 +188,9 @@ int session_buffer_alloc(struct session *s, uint64_t bytes, uint32_t flags, uint
 	b->bytes = bytes;
 	b->owner = s;
 	b->last_writer = BUFFER_NO_TASK;
+	if (s->env->res)
+		residency_data_init(s->env->res, &b->data, b->base, bytes, b->handle,
+		                    flags & (TDM_BUF_WEIGHTS | TDM_BUF_KV));
 	slots[slot].b = b;
 	s->nbufs_live++;
 	atomic_fetch_add(&s->buffer_bytes, bytes);
@@ -209,6 +212,12 @@ static struct buffer_slot *slot_of(struct session *s, uint32_t handle)
 	if (!e->b || e->b->handle != handle)
 		return NULL;
 	return e;
+}
+
+struct buffer *session_buffer_at(struct session *s, uint32_t i)
+{
+	struct buffer_slot *slots = (struct buffer_slot *)s->bufs;
+	return i < s->bufs_cap ? slots[i].b : NULL;
 }
 
 struct buffer *session_buffer_lookup(struct session *s, uint32_t handle)
@@ -234,6 +243,8 @@ void buffer_unref(struct buffer *b)
 	if (atomic_fetch_sub(&b->refs, 1) != 1)
 		return;
 	struct session *s = b->owner;
+	if (s->env->res)
+		residency_data_fini(s->env->res, &b->data);
 	munmap(b->base, page_round(b->bytes));
 	atomic_fetch_sub(&s->buffer_bytes, b->bytes);
 	atomic_fetch_sub(&s->buffers_count, 1);

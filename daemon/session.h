@@ -33,6 +33,7 @@ struct session_env {
 	void (*submit)(void *ctx, struct engine_graph *g);
 	void *submit_ctx;
 	const _Atomic bool *draining; /* new graphs are refused with -TDM_ESHUTDOWN */
+	struct residency *res; /* where buffers' replicas live; NULL in some tests */
 };
 
 #define BUFFER_NO_TASK UINT32_MAX
@@ -44,6 +45,7 @@ struct buffer {
 	uint64_t bytes;
 	void *base;
 	struct session *owner;
+	struct tdm_data data; /* replicas on memory nodes */
 	/* Intake scratch (under the owner's intake_lock): implicit
 	 * dependencies within the graph numbered dep_graph. */
 	uint64_t dep_graph;
@@ -139,6 +141,8 @@ int session_buffer_alloc(struct session *s, uint64_t bytes, uint32_t flags, uint
                          int *fd_out);
 int session_buffer_free(struct session *s, uint32_t handle);
 struct buffer *session_buffer_lookup(struct session *s, uint32_t handle);
+/* The buffer in table slot i (0 <= i < bufs_cap), or NULL. */
+struct buffer *session_buffer_at(struct session *s, uint32_t i);
 void buffer_unref(struct buffer *b);
 
 /* Completions. session_post_cqe queues one entry (an error, a rejected

@@ -74,6 +74,12 @@ uint32_t tdm_device_count(const tdm_client *c);
 
 /* ---- buffers ---- */
 
+/* Buffer flags. A buffer's latest contents are in the client's view when a
+ * graph that used it completes, and the client may then write its view
+ * before the next graph. WEIGHTS and KV buffers are the exception that
+ * makes accelerators pay off: the daemon keeps their copies in device
+ * memory across graphs, so the client must not write its view of them
+ * after their first use in a graph (fill them before, or through tasks). */
 #define TDM_BUF_WEIGHTS 1u
 #define TDM_BUF_KV 2u
 #define TDM_BUF_SCRATCH 4u

@@ -16,7 +16,12 @@ struct eager_flow {
 	bool active;
 };
 
+/* How deep into a flow's FIFO a worker looks for a task it can run (on a
+ * machine where devices differ in the kernels they implement). */
+#define EAGER_SCAN 32
+
 struct eager {
+	const struct engine *engine;
 	pthread_mutex_t lock;
 	struct eager_flow *ring_head, *ring_tail;
 	size_t queued;
@@ -25,9 +30,9 @@ struct eager {
 static int eager_init(const struct policy_params *p, void **priv)
 {
 	struct eager *q = calloc(1, sizeof(*q));
-	(void)p;
 	if (!q)
 		return -TDM_ENOMEM;
+	q->engine = p->engine;
 	pthread_mutex_init(&q->lock, NULL);
 	*priv = q;
 	return 0;
@@ -83,21 +88,43 @@ static void eager_tasks_ready(void *priv, struct engine_task **tasks, size_t n, 
 	pthread_mutex_unlock(&q->lock);
 }
 
+/* Takes the first task of f this worker may run, or NULL. Caller holds the lock. */
+static struct engine_task *take_runnable(struct eager *q, struct eager_flow *f, unsigned worker)
+{
+	struct engine_task *prev = NULL, *t = f->head;
+	for (int n = 0; t && n < EAGER_SCAN; n++, prev = t, t = t->next) {
+		if (q->engine && !engine_runnable(q->engine, t, worker))
+			continue;
+		if (prev)
+			prev->next = t->next;
+		else
+			f->head = t->next;
+		if (f->tail == t)
+			f->tail = prev;
+		return t;
+	}
+	return NULL;
+}
+
 static struct engine_task *eager_pick_next(void *priv, unsigned worker)
 {
 	struct eager *q = priv;
 	struct engine_task *t = NULL;
-	(void)worker;
 	pthread_mutex_lock(&q->lock);
-	struct eager_flow *f = q->ring_head;
-	if (f) {
-		t = f->head;
-		f->head = t->next;
-		if (!f->head)
-			f->tail = NULL;
-		q->ring_head = f->ring_next;
-		if (!q->ring_head)
-			q->ring_tail = NULL;
+	struct eager_flow *prev = NULL, *f = q->ring_head;
+	for (; f; prev = f, f = f->ring_next) {
+		t = take_runnable(q, f, worker);
+		if (t)
+			break;
+	}
+	if (t) {
+		/* The flow that gave a task goes to the back of the ring. */
+		if (prev)
+			prev->ring_next = f->ring_next;
+		else
+			q->ring_head = f->ring_next;
+		if (q->ring_tail == f)
+			q->ring_tail = prev;
 		f->active = false;
 		if (f->head)
 			ring_append(q, f);

@@ -13,6 +13,8 @@
 struct policy_params {
 	size_t nworkers; /* one per device for now; worker i drives device i */
 	const struct engine_device *devices;
+	/* For engine_runnable(): a policy hands a worker only tasks it may run. */
+	const struct engine *engine;
 };
 
 struct tdm_policy_ops {

@@ -17,6 +17,7 @@ struct deque {
 };
 
 struct ws {
+	const struct engine *engine;
 	size_t n;
 	struct deque *dq;
 	void *inject; /* policy_eager's state */
@@ -28,6 +29,7 @@ static int ws_init(const struct policy_params *p, void **priv)
 	struct ws *w = calloc(1, sizeof(*w));
 	if (!w)
 		return -TDM_ENOMEM;
+	w->engine = p->engine;
 	w->n = p->nworkers;
 	w->dq = calloc(w->n, sizeof(*w->dq));
 	if (!w->dq) {
@@ -56,6 +58,11 @@ static void ws_fini(void *priv)
 	}
 	free(w->dq);
 	free(w);
+}
+
+static bool runnable(const struct ws *w, const struct engine_task *t, unsigned worker)
+{
+	return !w->engine || engine_runnable(w->engine, t, worker);
 }
 
 /* Caller holds d->lock. */
@@ -97,24 +104,37 @@ static void deque_push(struct ws *w, struct deque *d, struct engine_task **tasks
 static void ws_tasks_ready(void *priv, struct engine_task **tasks, size_t n, int worker)
 {
 	struct ws *w = priv;
-	if (worker >= 0)
-		deque_push(w, &w->dq[worker], tasks, n);
-	else
+	if (worker < 0) {
 		policy_eager.tasks_ready(w->inject, tasks, n, worker);
+		return;
+	}
+	/* Tasks the releasing worker cannot run go where any worker looks. */
+	size_t mine = 0;
+	for (size_t i = 0; i < n; i++) {
+		if (runnable(w, tasks[i], (unsigned)worker))
+			tasks[mine++] = tasks[i];
+		else
+			policy_eager.tasks_ready(w->inject, &tasks[i], 1, -1);
+	}
+	if (mine)
+		deque_push(w, &w->dq[worker], tasks, mine);
 }
 
-static struct engine_task *deque_take(struct deque *d, bool newest)
+/* Takes the newest (owner) or oldest (thief) task if `worker` may run it. */
+static struct engine_task *deque_take(struct ws *w, struct deque *d, bool newest, unsigned worker)
 {
 	struct engine_task *t = NULL;
 	pthread_mutex_lock(&d->lock);
 	if (d->count) {
-		if (newest) {
-			t = d->items[(d->head + d->count - 1) % d->cap];
+		size_t at = newest ? (d->head + d->count - 1) % d->cap : d->head;
+		t = d->items[at];
+		if (!runnable(w, t, worker)) {
+			t = NULL;
 		} else {
-			t = d->items[d->head];
-			d->head = (d->head + 1) % d->cap;
+			if (!newest)
+				d->head = (d->head + 1) % d->cap;
+			d->count--;
 		}
-		d->count--;
 	}
 	pthread_mutex_unlock(&d->lock);
 	return t;
@@ -126,9 +146,9 @@ static struct engine_task *ws_pick_next(void *priv, unsigned worker)
 	struct engine_task *t = policy_eager.pick_next(w->inject, worker);
 	if (t)
 		return t;
-	t = deque_take(&w->dq[worker], true);
+	t = deque_take(w, &w->dq[worker], true, worker);
 	for (size_t i = 1; !t && i < w->n; i++)
-		t = deque_take(&w->dq[(worker + i) % w->n], false);
+		t = deque_take(w, &w->dq[(worker + i) % w->n], false, worker);
 	if (t)
 		atomic_fetch_sub(&w->queued, 1);
 	return t;

@@ -21,6 +21,7 @@ static void usage(FILE *out)
 	             "  status    devices, clients, queue depth and counters\n"
 	             "  devices   the devices tandemd schedules on\n"
 	             "  clients   connected clients and what they hold\n"
+	             "  buffers   each client buffer and the memory nodes holding a valid copy\n"
 	             "\n"
 	             "Options:\n"
 	             "  -s, --socket PATH   daemon socket (default: $TANDEM_SOCKET, then\n"
@@ -113,17 +114,32 @@ static json_int_t num(json_t *o, const char *key)
 	return json_integer_value(json_object_get(o, key));
 }
 
+static const char *str(json_t *o, const char *key)
+{
+	const char *v = json_string_value(json_object_get(o, key));
+	return v ? v : "";
+}
+
 static void print_devices(json_t *doc)
 {
 	size_t i;
 	json_t *d;
-	printf("%-6s %-8s %-6s %5s %12s %10s\n", "INDEX", "NAME", "KIND", "CPU", "TASKS",
-	       "BUSY_MS");
+	printf("%-5s %-8s %-6s %-7s %4s %4s %8s %9s %10s %11s %s\n", "INDEX", "NAME", "KIND",
+	       "BACKEND", "CPU", "NODE", "HEALTHY", "TASKS", "BUSY_MS", "MEM_MIB", "MODEL");
 	json_array_foreach(json_object_get(doc, "devices"), i, d)
-	        printf("%-6lld %-8s %-6s %5lld %12lld %10.1f\n", (long long)num(d, "index"),
-	               json_string_value(json_object_get(d, "name")),
-	               json_string_value(json_object_get(d, "kind")), (long long)num(d, "cpu"),
-	               (long long)num(d, "tasks_run"), (double)num(d, "busy_ns") / 1e6);
+	{
+		char mem[32] = "-";
+		if (json_object_get(d, "mem_cap"))
+			snprintf(mem, sizeof(mem), "%.1f/%.0f",
+			         (double)num(d, "mem_used") / 1048576.0,
+			         (double)num(d, "mem_cap") / 1048576.0);
+		printf("%-5lld %-8s %-6s %-7s %4lld %4lld %8s %9lld %10.1f %11s %s\n",
+		       (long long)num(d, "index"), str(d, "name"), str(d, "kind"),
+		       str(d, "backend"), (long long)num(d, "cpu"), (long long)num(d, "node"),
+		       json_is_true(json_object_get(d, "healthy")) ? "yes" : "NO",
+		       (long long)num(d, "tasks_run"), (double)num(d, "busy_ns") / 1e6, mem,
+		       str(d, "model"));
+	}
 }
 
 static void print_clients(json_t *doc)
@@ -139,6 +155,20 @@ static void print_clients(json_t *doc)
 	        (long long)num(c, "tasks_in_flight"));
 }
 
+/* Where each buffer's valid copies are; * marks the only valid (owner) copy. */
+static void print_replicas(json_t *doc)
+{
+	size_t i, j;
+	json_t *c, *b;
+	printf("%-8s %-10s %14s %s\n", "SESSION", "BUFFER", "BYTES", "VALID_ON (* = owner)");
+	json_array_foreach(json_object_get(doc, "clients"), i, c)
+	{
+		json_array_foreach(json_object_get(c, "replicas"), j, b) printf(
+		        "%-8lld %-10lld %14lld %s\n", (long long)num(c, "session"),
+		        (long long)num(b, "handle"), (long long)num(b, "bytes"), str(b, "valid"));
+	}
+}
+
 static void print_status(json_t *doc)
 {
 	const char *key;
@@ -152,6 +182,8 @@ static void print_status(json_t *doc)
 	print_devices(doc);
 	printf("\nClients\n");
 	print_clients(doc);
+	printf("\nBuffers\n");
+	print_replicas(doc);
 	printf("\nCounters\n");
 	json_object_foreach(json_object_get(doc, "counters"), key, v)
 	        printf("  %-20s %lld\n", key, (long long)json_integer_value(v));
@@ -181,7 +213,8 @@ int main(int argc, char **argv)
 		return 2;
 	}
 	const char *cmd = argv[optind];
-	if (strcmp(cmd, "status") && strcmp(cmd, "devices") && strcmp(cmd, "clients")) {
+	if (strcmp(cmd, "status") && strcmp(cmd, "devices") && strcmp(cmd, "clients") &&
+	    strcmp(cmd, "buffers")) {
 		fprintf(stderr, "tandemctl: unknown command \"%s\"\n", cmd);
 		usage(stderr);
 		return 2;
@@ -210,6 +243,8 @@ int main(int argc, char **argv)
 		print_devices(doc);
 	else if (strcmp(cmd, "clients") == 0)
 		print_clients(doc);
+	else if (strcmp(cmd, "buffers") == 0)
+		print_replicas(doc);
 	else
 		print_status(doc);
 	json_decref(doc);

@@ -7,8 +7,34 @@
 #include "daemon/log.h"
 #include "tandem.h"
 
-static int add_device(struct backend_device *out, size_t max, size_t *n, hwloc_const_cpuset_t set,
-                      int os_index)
+/* The NUMA node whose CPUs include all of set, or -1. */
+static int numa_node_of(hwloc_topology_t topo, hwloc_const_cpuset_t set)
+{
+	hwloc_obj_t node = NULL;
+
+	while ((node = hwloc_get_next_obj_by_type(topo, HWLOC_OBJ_NUMANODE, node)))
+		if (node->cpuset && hwloc_bitmap_isincluded(set, node->cpuset))
+			return (int)node->os_index;
+	return -1;
+}
+
+/* The package's "CPUModel" string, or "core N" when hwloc has none. */
+static void model_of(hwloc_topology_t topo, hwloc_const_cpuset_t set, int os_index, char *out,
+                     size_t size)
+{
+	hwloc_obj_t obj = hwloc_get_obj_covering_cpuset(topo, set);
+	const char *model = NULL;
+
+	for (; obj && !model; obj = obj->parent)
+		model = hwloc_obj_get_info_by_name(obj, "CPUModel");
+	if (model && *model)
+		snprintf(out, size, "%s", model);
+	else
+		snprintf(out, size, "core %d", os_index);
+}
+
+static int add_device(hwloc_topology_t topo, struct backend_device *out, size_t max, size_t *n,
+                      hwloc_const_cpuset_t set, int os_index)
 {
 	if (*n >= max)
 		return 0;
@@ -16,16 +42,22 @@ static int add_device(struct backend_device *out, size_t max, size_t *n, hwloc_c
 	hwloc_bitmap_t copy = hwloc_bitmap_dup(set);
 	if (!copy)
 		return -TDM_ENOMEM;
+	*d = (struct backend_device){
+		.kind = TDM_DEV_CPU,
+		.ops = &backend_cpu,
+		.os_index = os_index,
+		.bind_set = copy,
+		.mem_bytes = 0, /* host memory */
+		.numa_node = numa_node_of(topo, set),
+		.node = 0,
+	};
 	snprintf(d->name, sizeof(d->name), "cpu%zu", *n);
-	d->kind = TDM_DEV_CPU;
-	d->ops = &backend_cpu;
-	d->os_index = os_index;
-	d->bind_set = copy;
+	model_of(topo, set, os_index, d->model, sizeof(d->model));
 	(*n)++;
 	return 0;
 }
 
-static int cpu_probe(const struct backend_probe_params *p, struct backend_device *out, size_t max,
+static int cpu_probe(struct backend_probe_params *p, struct backend_device *out, size_t max,
                      size_t *n)
 {
 	hwloc_topology_t topo = p->topology;
@@ -41,7 +73,7 @@ static int cpu_probe(const struct backend_probe_params *p, struct backend_device
 				          p->cores[i]);
 				return -TDM_ECONFIG;
 			}
-			err = add_device(out, max, n, pu->cpuset, p->cores[i]);
+			err = add_device(topo, out, max, n, pu->cpuset, p->cores[i]);
 		}
 		return err;
 	}
@@ -49,14 +81,14 @@ static int cpu_probe(const struct backend_probe_params *p, struct backend_device
 	for (int i = 0; i < ncores && !err; i++) {
 		hwloc_obj_t core = hwloc_get_obj_by_type(topo, HWLOC_OBJ_CORE, (unsigned)i);
 		int first = hwloc_bitmap_first(core->cpuset);
-		err = add_device(out, max, n, core->cpuset, first);
+		err = add_device(topo, out, max, n, core->cpuset, first);
 	}
 	if (!err && *n == 0) {
 		/* No core objects (some VMs): fall back to one device per PU. */
 		int npus = hwloc_get_nbobjs_by_type(topo, HWLOC_OBJ_PU);
 		for (int i = 0; i < npus && !err; i++) {
 			hwloc_obj_t pu = hwloc_get_obj_by_type(topo, HWLOC_OBJ_PU, (unsigned)i);
-			err = add_device(out, max, n, pu->cpuset, (int)pu->os_index);
+			err = add_device(topo, out, max, n, pu->cpuset, (int)pu->os_index);
 		}
 	}
 	return err;
@@ -83,7 +115,13 @@ static int cpu_launch(const struct backend_device *d, const struct kernel_def *k
                       const struct tdm_kernel_call *call)
 {
 	(void)d;
-	return k->impl[TDM_DEV_CPU](call);
+	return k->cpu(call);
+}
+
+static bool cpu_supports(const struct backend_device *d, const struct kernel_def *k)
+{
+	(void)d;
+	return k->cpu != NULL;
 }
 
 const struct backend_ops backend_cpu = {
@@ -91,5 +129,6 @@ const struct backend_ops backend_cpu = {
 	.probe = cpu_probe,
 	.release = cpu_release,
 	.worker_init = cpu_worker_init,
+	.supports = cpu_supports,
 	.launch = cpu_launch,
 };

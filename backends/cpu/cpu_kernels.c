@@ -1,14 +1,117 @@
-/* CPU implementations of the built-in kernels. */
+/* CPU implementations of the built-in kernels (docs/kernels.md), on host
+ * memory, single-threaded: the daemon runs one worker per core. Arguments
+ * were checked at intake (backends/kernels.c), so sizes are trusted here.
+ * Buffer contents are not: nothing indexes memory with a value read from a
+ * buffer. */
 #include <cblas.h>
+#include <math.h>
+#include <pthread.h>
+#include <stddef.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
 #include <time.h>
 
 #include "backends/kernels.h"
+#include "tandem.h"
 
 void kernels_cpu_init(void)
 {
 	/* The daemon runs one worker per core; OpenBLAS must not add its own. */
 	openblas_set_num_threads(1);
 }
+
+/* ---- per-thread scratch ------------------------------------------------------
+ * One growing buffer per worker thread, kept between calls and freed when the
+ * thread exits (a pthread key destructor, so that exited workers leak
+ * nothing). */
+
+struct scratch {
+	size_t cap; /* bytes */
+	max_align_t buf[];
+};
+
+static pthread_key_t scratch_key;
+static pthread_once_t scratch_once = PTHREAD_ONCE_INIT;
+static bool scratch_key_ok;
+
+static void scratch_key_init(void)
+{
+	scratch_key_ok = pthread_key_create(&scratch_key, free) == 0;
+}
+
+/* n bytes of this thread's scratch, or NULL when out of memory. The contents
+ * do not survive the next call. */
+static void *scratch_bytes(size_t n)
+{
+	pthread_once(&scratch_once, scratch_key_init);
+	if (!scratch_key_ok)
+		return NULL;
+	struct scratch *s = pthread_getspecific(scratch_key);
+	if (s && s->cap >= n)
+		return s->buf;
+	size_t cap = n < 16384 ? 16384 : n;
+	struct scratch *grown = malloc(sizeof(*grown) + cap);
+	if (!grown)
+		return NULL;
+	grown->cap = cap;
+	if (pthread_setspecific(scratch_key, grown) != 0) {
+		free(grown);
+		return NULL;
+	}
+	free(s);
+	return grown->buf;
+}
+
+static float *scratch_floats(size_t n)
+{
+	return scratch_bytes(n * sizeof(float));
+}
+
+/* ---- small helpers ------------------------------------------------------------ */
+
+/* Dot product with eight independent partial sums, which the compiler can
+ * keep in one vector register without reassociating anything. */
+static float dot(const float *a, const float *b, size_t n)
+{
+	float acc[8] = { 0 };
+	size_t i = 0;
+
+	for (; i + 8 <= n; i += 8)
+		for (int j = 0; j < 8; j++)
+			acc[j] += a[i + j] * b[i + j];
+	float s = 0;
+	for (; i < n; i++)
+		s += a[i] * b[i];
+	for (int j = 0; j < 8; j++)
+		s += acc[j];
+	return s;
+}
+
+/* x[i] = exp(x[i] - max(x)) in place; returns the sum of the results. The max
+ * is subtracted so that exp cannot overflow. */
+static double exp_shifted(float *x, size_t n)
+{
+	float max = x[0];
+	double sum = 0;
+
+	for (size_t i = 1; i < n; i++)
+		if (x[i] > max)
+			max = x[i];
+	for (size_t i = 0; i < n; i++) {
+		x[i] = expf(x[i] - max);
+		sum += x[i];
+	}
+	return sum;
+}
+
+static void scale(float *x, size_t n, float f)
+{
+	for (size_t i = 0; i < n; i++)
+		x[i] *= f;
+}
+
+/* ---- the kernels -------------------------------------------------------------- */
 
 int cpu_noop(const struct tdm_kernel_call *call)
 {
@@ -40,6 +143,13 @@ int cpu_fill(const struct tdm_kernel_call *call)
 	return 0;
 }
 
+int cpu_copy(const struct tdm_kernel_call *call)
+{
+	/* memmove: the two slices may overlap when they come from one buffer. */
+	memmove(call->ptr[1], call->ptr[0], call->len[0]);
+	return 0;
+}
+
 int cpu_axpy(const struct tdm_kernel_call *call)
 {
 	const float *x = call->ptr[0];
@@ -55,5 +165,278 @@ int cpu_sgemm(const struct tdm_kernel_call *call)
 	        k = (blasint)call->s[2].i64;
 	cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, n, k, call->s[3].f32,
 	            call->ptr[0], k, call->ptr[1], n, call->s[4].f32, call->ptr[2], n);
+	return 0;
+}
+
+int cpu_rmsnorm(const struct tdm_kernel_call *call)
+{
+	const float *x = call->ptr[0], *w = call->ptr[1];
+	float *y = call->ptr[2];
+	size_t rows = (size_t)call->s[0].i64, dim = (size_t)call->s[1].i64;
+	double eps = call->s[2].f32;
+
+	for (size_t r = 0; r < rows; r++, x += dim, y += dim) {
+		/* The mean of squares in double: dim terms of very different sizes. */
+		double ss = 0;
+		for (size_t i = 0; i < dim; i++)
+			ss += (double)x[i] * x[i];
+		float inv = (float)(1.0 / sqrt(ss / (double)dim + eps));
+		for (size_t i = 0; i < dim; i++)
+			y[i] = x[i] * inv * w[i];
+	}
+	return 0;
+}
+
+int cpu_softmax(const struct tdm_kernel_call *call)
+{
+	float *x = call->ptr[0];
+	size_t rows = (size_t)call->s[0].i64, cols = (size_t)call->s[1].i64;
+
+	for (size_t r = 0; r < rows; r++, x += cols)
+		scale(x, cols, (float)(1.0 / exp_shifted(x, cols)));
+	return 0;
+}
+
+int cpu_rope(const struct tdm_kernel_call *call)
+{
+	float *x = call->ptr[0];
+	size_t ntok = (size_t)call->s[0].i64, nheads = (size_t)call->s[1].i64;
+	size_t hd = (size_t)call->s[2].i64, half = hd / 2;
+	int64_t pos0 = call->s[3].i64;
+	float theta = call->s[4].f32;
+	float *inv = scratch_floats(3 * half);
+
+	if (!inv)
+		return -TDM_ENOMEM;
+	float *c = inv + half, *s = c + half;
+	for (size_t i = 0; i < half; i++)
+		inv[i] = powf(theta, -2.0f * (float)i / (float)hd);
+	/* One cos/sin table per token, shared by its heads. */
+	for (size_t t = 0; t < ntok; t++) {
+		float p = (float)(pos0 + (int64_t)t);
+		for (size_t i = 0; i < half; i++) {
+			float f = p * inv[i];
+			c[i] = cosf(f);
+			s[i] = sinf(f);
+		}
+		for (size_t h = 0; h < nheads; h++, x += hd) {
+			for (size_t i = 0; i < half; i++) {
+				float a = x[i], b = x[i + half];
+				x[i] = a * c[i] - b * s[i];
+				x[i + half] = a * s[i] + b * c[i];
+			}
+		}
+	}
+	return 0;
+}
+
+/* One (sequence, query head): k and v point at position 0 of the kv head's
+ * rows, which lie stride floats apart. */
+static void attend(const float *q, const float *k, const float *v, size_t stride, size_t hd,
+                   size_t kv_len, float *scores, float *out)
+{
+	float inv_sqrt_hd = 1.0f / sqrtf((float)hd);
+
+	for (size_t t = 0; t < kv_len; t++)
+		scores[t] = dot(q, k + t * stride, hd) * inv_sqrt_hd;
+	float inv_sum = (float)(1.0 / exp_shifted(scores, kv_len));
+	memset(out, 0, hd * sizeof(float));
+	for (size_t t = 0; t < kv_len; t++) {
+		const float *vt = v + t * stride;
+		for (size_t d = 0; d < hd; d++)
+			out[d] += scores[t] * vt[d];
+	}
+	scale(out, hd, inv_sum);
+}
+
+int cpu_attn_decode(const struct tdm_kernel_call *call)
+{
+	const float *q = call->ptr[0], *kc = call->ptr[1], *vc = call->ptr[2];
+	float *out = call->ptr[3];
+	size_t batch = (size_t)call->s[0].i64, nh = (size_t)call->s[1].i64;
+	size_t nkv = (size_t)call->s[2].i64, hd = (size_t)call->s[3].i64;
+	size_t kv_len = (size_t)call->s[4].i64, kv_cap = (size_t)call->s[5].i64;
+	size_t group = nh / nkv, stride = nkv * hd;
+	float *scores = scratch_floats(kv_len);
+
+	if (!scores)
+		return -TDM_ENOMEM;
+	for (size_t b = 0; b < batch; b++) {
+		/* Heads h of one group are consecutive: they reuse the kv rows. */
+		for (size_t h = 0; h < nh; h++) {
+			size_t kv = (b * kv_cap * nkv + h / group) * hd;
+			size_t qo = (b * nh + h) * hd;
+			attend(q + qo, kc + kv, vc + kv, stride, hd, kv_len, scores, out + qo);
+		}
+	}
+	return 0;
+}
+
+/* ---- moe_expert ---------------------------------------------------------------- */
+
+#define MOE_BLOCK_MAX 128 /* routed tokens per GEMM */
+#define MOE_SCRATCH_FLOATS (2u << 20) /* 8 MiB per block at most */
+
+struct moe {
+	const float *x, *wg, *wu, *wd, *topk_w;
+	const int32_t *ids;
+	float *y;
+	size_t dm, dff, k;
+	int64_t expert;
+};
+
+static float routing_weight(const struct moe *m, size_t t)
+{
+	float r = 0;
+	for (size_t j = 0; j < m->k; j++)
+		if (m->ids[t * m->k + j] == m->expert)
+			r += m->topk_w[t * m->k + j];
+	return r;
+}
+
+static float silu(float z)
+{
+	return z / (1.0f + expf(-z));
+}
+
+/* One routed token, with matrix-vector products: y[t] += r * (h . w_down). */
+static void moe_token(const struct moe *m, size_t t, float r, float *g, float *u)
+{
+	blasint dm = (blasint)m->dm, dff = (blasint)m->dff;
+
+	cblas_sgemv(CblasRowMajor, CblasTrans, dm, dff, 1.0f, m->wg, dff, m->x + t * m->dm, 1, 0.0f,
+	            g, 1);
+	cblas_sgemv(CblasRowMajor, CblasTrans, dm, dff, 1.0f, m->wu, dff, m->x + t * m->dm, 1, 0.0f,
+	            u, 1);
+	for (size_t i = 0; i < m->dff; i++)
+		g[i] = silu(g[i]) * u[i];
+	cblas_sgemv(CblasRowMajor, CblasTrans, dff, dm, r, m->wd, dm, g, 1, 1.0f, m->y + t * m->dm,
+	            1);
+}
+
+/* nb routed tokens (rows tok[], weights r[]) gathered into xb (nb x dm):
+ * G = Xb.w_gate, U = Xb.w_up, H = silu(G) * U, O = H.w_down (into xb), then
+ * y[tok[i]] += r[i] * O[i]. */
+static void moe_block(const struct moe *m, const size_t *tok, const float *r, size_t nb, float *xb,
+                      float *g, float *u)
+{
+	blasint n = (blasint)nb, dm = (blasint)m->dm, dff = (blasint)m->dff;
+
+	for (size_t i = 0; i < nb; i++)
+		memcpy(xb + i * m->dm, m->x + tok[i] * m->dm, m->dm * sizeof(float));
+	cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, dff, dm, 1.0f, xb, dm, m->wg, dff,
+	            0.0f, g, dff);
+	cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, dff, dm, 1.0f, xb, dm, m->wu, dff,
+	            0.0f, u, dff);
+	for (size_t i = 0; i < nb * m->dff; i++)
+		g[i] = silu(g[i]) * u[i];
+	cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, dm, dff, 1.0f, g, dff, m->wd, dm,
+	            0.0f, xb, dm);
+	for (size_t i = 0; i < nb; i++)
+		cblas_saxpy(dm, r[i], xb + i * m->dm, 1, m->y + tok[i] * m->dm, 1);
+}
+
+static void moe_flush(const struct moe *m, const size_t *tok, const float *r, size_t nb, float *xb,
+                      float *g, float *u)
+{
+	if (nb == 1)
+		moe_token(m, tok[0], r[0], g, u);
+	else if (nb > 1)
+		moe_block(m, tok, r, nb, xb, g, u);
+}
+
+int cpu_moe_expert(const struct tdm_kernel_call *call)
+{
+	struct moe m = {
+		.x = call->ptr[0],
+		.wg = call->ptr[1],
+		.wu = call->ptr[2],
+		.wd = call->ptr[3],
+		.ids = call->ptr[4],
+		.topk_w = call->ptr[5],
+		.y = call->ptr[6],
+		.dm = (size_t)call->s[1].i64,
+		.dff = (size_t)call->s[2].i64,
+		.k = (size_t)call->s[3].i64,
+		.expert = call->s[4].i64,
+	};
+	size_t n = (size_t)call->s[0].i64;
+	size_t per_token = m.dm + 2 * m.dff;
+	size_t block = MOE_SCRATCH_FLOATS / per_token;
+	block = block < 1 ? 1 : block > MOE_BLOCK_MAX ? MOE_BLOCK_MAX : block;
+	block = block > n ? n : block;
+
+	float *xb = scratch_floats(block * per_token);
+	if (!xb)
+		return -TDM_ENOMEM;
+	float *g = xb + block * m.dm, *u = g + block * m.dff;
+	size_t tok[MOE_BLOCK_MAX];
+	float r[MOE_BLOCK_MAX];
+	size_t nb = 0;
+
+	for (size_t t = 0; t < n; t++) {
+		float rt = routing_weight(&m, t);
+		if (rt == 0)
+			continue; /* not routed to this expert: y[t] unchanged */
+		tok[nb] = t;
+		r[nb++] = rt;
+		if (nb == block) {
+			moe_flush(&m, tok, r, nb, xb, g, u);
+			nb = 0;
+		}
+	}
+	moe_flush(&m, tok, r, nb, xb, g, u);
+	return 0;
+}
+
+/* ---- topk_router ---------------------------------------------------------------- */
+
+struct ranked {
+	float p;
+	int32_t id;
+};
+
+/* Descending probability; ties go to the lower expert index. */
+static int by_rank(const void *pa, const void *pb)
+{
+	const struct ranked *a = pa, *b = pb;
+	if (a->p != b->p)
+		return a->p > b->p ? -1 : 1;
+	return (a->id > b->id) - (a->id < b->id);
+}
+
+int cpu_topk_router(const struct tdm_kernel_call *call)
+{
+	const float *logits = call->ptr[0];
+	int32_t *ids = call->ptr[1];
+	float *weights = call->ptr[2];
+	size_t n = (size_t)call->s[0].i64, ne = (size_t)call->s[1].i64;
+	size_t k = (size_t)call->s[2].i64;
+	struct ranked *rank = scratch_bytes(ne * sizeof(*rank));
+
+	if (!rank)
+		return -TDM_ENOMEM;
+	for (size_t t = 0; t < n; t++, logits += ne, ids += k, weights += k) {
+		float max = logits[0];
+		for (size_t e = 1; e < ne; e++)
+			if (logits[e] > max)
+				max = logits[e];
+		double sum = 0;
+		for (size_t e = 0; e < ne; e++) {
+			rank[e] = (struct ranked){ .p = expf(logits[e] - max), .id = (int32_t)e };
+			sum += rank[e].p;
+		}
+		float inv = (float)(1.0 / sum);
+		for (size_t e = 0; e < ne; e++)
+			rank[e].p *= inv;
+		qsort(rank, ne, sizeof(*rank), by_rank);
+		double picked = 0;
+		for (size_t j = 0; j < k; j++)
+			picked += rank[j].p;
+		for (size_t j = 0; j < k; j++) {
+			ids[j] = rank[j].id;
+			weights[j] = (float)(rank[j].p / picked);
+		}
+	}
 	return 0;
 }

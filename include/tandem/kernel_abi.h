@@ -13,8 +13,14 @@
 
 struct tdm_kernel_call {
 	uint32_t nargs;
-	void *ptr[TDM_MAX_ARGS]; /* buffer base + offset, on the device's memory node */
+	/* Host address of each argument (buffer base + offset). CPU kernels
+	 * work on it; accelerator kernels must not touch it. */
+	void *ptr[TDM_MAX_ARGS];
 	uint64_t len[TDM_MAX_ARGS]; /* bytes */
+	/* Accelerators: the argument's replica on the device's memory node (a
+	 * cl_mem, a CUDA device pointer) and the byte offset inside it. */
+	void *mem[TDM_MAX_ARGS];
+	uint64_t off[TDM_MAX_ARGS];
 	union tdm_wire_scalar s[TDM_MAX_SCALARS];
 };
 

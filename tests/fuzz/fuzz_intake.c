@@ -40,7 +40,7 @@ static void run_accepted(struct harness *h)
 		for (uint32_t t = 0; t < g->ntasks; t++) {
 			const struct kernel_def *k = g->tasks[t].kernel;
 			if (k != kernel_by_id((uint32_t)spin))
-				k->impl[TDM_DEV_CPU](&g->tasks[t].call);
+				k->cpu(&g->tasks[t].call);
 		}
 	}
 	harness_finish_all(h);

@@ -416,6 +416,53 @@ static void test_limits_section(void **state)
 	             NAME ":2:15: limits.max_buffers: 4294967297 is out of range");
 }
 
+static void test_devices_section(void **state)
+{
+	struct tdm_config cfg;
+	(void)state;
+
+	load_ok("[devices]\ninclude = [\"cpu\", \"clcpu0\"]\nexclude = [\"gpu\"]\n"
+	        "pipeline_depth = 8\nmem_cap = { gpu = \"8GiB\", clcpu0 = 65536 }\n"
+	        "fault_inject = { clcpu0 = 2 }\n[opencl]\nenabled = false\n"
+	        "[cuda]\nenabled = false\nplugin = \"/opt/tandem/tandem-cuda.so\"\n",
+	        &cfg);
+	assert_int_equal(cfg.n_dev_include, 2);
+	assert_string_equal(cfg.dev_include[1], "clcpu0");
+	assert_int_equal(cfg.n_dev_exclude, 1);
+	assert_int_equal(cfg.pipeline_depth, 8);
+	assert_int_equal(cfg.n_mem_cap, 2);
+	/* A name beats a class; an unlisted device gets the default. */
+	assert_int_equal(config_devval_lookup(cfg.mem_cap, cfg.n_mem_cap, "gpu0", "gpu", 0),
+	                 UINT64_C(8) << 30);
+	assert_int_equal(config_devval_lookup(cfg.mem_cap, cfg.n_mem_cap, "clcpu0", "clcpu", 0),
+	                 65536);
+	assert_int_equal(config_devval_lookup(cfg.mem_cap, cfg.n_mem_cap, "npu0", "npu", 7), 7);
+	assert_int_equal(
+	        config_devval_lookup(cfg.fault_inject, cfg.n_fault_inject, "clcpu0", "clcpu", 0),
+	        2);
+	assert_int_equal(cfg.opencl_enabled, 0);
+	assert_int_equal(cfg.cuda_enabled, 0);
+	assert_string_equal(cfg.cuda_plugin, "/opt/tandem/tandem-cuda.so");
+	assert_true(config_selector_matches("gpu", "cuda0", "gpu"));
+	assert_false(config_selector_matches("gpu0", "cuda0", "gpu"));
+
+	expect_error("[devices]\ninclude = [\"GPU\"]\n",
+	             NAME ":2:12: devices.include[0]: \"GPU\" is not a device name");
+	expect_error("[devices]\npipeline_depth = 0\n",
+	             NAME ":2:18: devices.pipeline_depth: 0 is out of range");
+	expect_error("[devices]\nmem_cap = { gpu = \"lots\" }\n",
+	             NAME ":2:19: devices.mem_cap.gpu: \"lots\" is not a size");
+	expect_error("[devices]\nmem_cap = { gpu = 100 }\n",
+	             NAME ":2:19: devices.mem_cap.gpu: 100 is out of range");
+	expect_error("[devices]\nmem_cap = 5\n", NAME ":2:11: devices.mem_cap: expected");
+	expect_error("[devices]\nfault_inject = { \"Cuda 0\" = 1 }\n",
+	             NAME ":2:18: devices.fault_inject.\"Cuda 0\": not a device name");
+	expect_error("[devices]\nmem_cap = { gpu = { a = 1 } }\n", NAME ":2:");
+	expect_error("[opencl]\nenabled = 1\n", NAME ":2:11: opencl.enabled: expected");
+	expect_error("[cuda]\nplugin = \"lib/x.so\"\n",
+	             NAME ":2:10: cuda.plugin: \"lib/x.so\" is not an absolute path");
+}
+
 static void test_size_strings(void **state)
 {
 	static const struct {
@@ -800,6 +847,7 @@ int main(void)
 		cmocka_unit_test(test_cpu_section),
 		cmocka_unit_test(test_limits_section),
 		cmocka_unit_test(test_size_strings),
+		cmocka_unit_test(test_devices_section),
 		cmocka_unit_test(test_rings_section),
 		cmocka_unit_test(test_unknown_key),
 		cmocka_unit_test(test_unknown_section),

@@ -1,11 +1,14 @@
-/* Built-in kernels: CPU results against plain reference loops, and the
- * intake-time argument checks. */
+/* Built-in kernels: the table, the CPU implementations against naive
+ * reference loops (in double, with the tolerances of docs/kernels.md), the
+ * intake-time argument checks and the cost features. */
 #include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include <cmocka.h>
 
@@ -13,92 +16,186 @@
 #include "daemon/clock.h"
 #include "tandem.h"
 
-static const struct kernel_def *k(const char *name)
+#define SENTINEL 12345.0f /* written past the end of outputs: must survive */
+#define TAIL 5 /* floats of sentinel after each output */
+
+/* ---- helpers ------------------------------------------------------------------ */
+
+static const struct kernel_def *kdef(const char *name)
 {
 	int id = kernel_lookup(name);
 	assert_true(id >= 0);
 	return kernel_by_id((uint32_t)id);
 }
 
-static void test_lookup(void **state)
+static uint64_t rng_state;
+
+static void rng_seed(uint64_t seed)
+{
+	rng_state = seed;
+}
+
+/* splitmix64: a fixed-seed generator, so that failures reproduce. */
+static uint64_t rng_next(void)
+{
+	uint64_t z = (rng_state += 0x9e3779b97f4a7c15ull);
+	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+	z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+	return z ^ (z >> 31);
+}
+
+/* Uniform in [-1, 1). */
+static float frand(void)
+{
+	return (float)((double)(rng_next() >> 11) / 9007199254740992.0 * 2.0 - 1.0);
+}
+
+/* n random floats followed by TAIL sentinels. */
+static float *rand_floats(size_t n)
+{
+	float *p = malloc((n + TAIL) * sizeof(float));
+	assert_non_null(p);
+	for (size_t i = 0; i < n; i++)
+		p[i] = frand();
+	for (size_t i = n; i < n + TAIL; i++)
+		p[i] = SENTINEL;
+	return p;
+}
+
+static float *copy_floats(const float *src, size_t n)
+{
+	float *p = malloc(n * sizeof(float));
+	assert_non_null(p);
+	memcpy(p, src, n * sizeof(float));
+	return p;
+}
+
+static void assert_close(const char *what, size_t i, double got, double want, double atol,
+                         double rtol)
+{
+	/* Written so that a NaN fails. */
+	if (!(fabs(got - want) <= atol + rtol * fabs(want)))
+		fail_msg("%s[%zu]: got %.9g, want %.9g", what, i, got, want);
+}
+
+static void assert_tail_intact(const char *what, const float *p, size_t n)
+{
+	for (size_t i = n; i < n + TAIL; i++)
+		if (p[i] != SENTINEL)
+			fail_msg("%s: wrote past its %zu elements (at %zu)", what, n, i);
+}
+
+static uint64_t fbytes(size_t n)
+{
+	return n * sizeof(float);
+}
+
+static int run(const char *name, struct tdm_kernel_call *call)
+{
+	const struct kernel_def *d = kdef(name);
+	call->nargs = d->nargs;
+	assert_int_equal(d->check(call), 0);
+	return d->cpu(call);
+}
+
+/* ---- the table ---------------------------------------------------------------- */
+
+static void test_table(void **state)
 {
 	(void)state;
+	assert_int_equal(kernel_count(), KERNEL_COUNT);
 	assert_int_equal(kernel_lookup("no-such-kernel"), -TDM_EKERNEL);
 	assert_null(kernel_by_id((uint32_t)kernel_count()));
 	for (size_t i = 0; i < kernel_count(); i++) {
 		const struct kernel_def *d = kernel_by_id((uint32_t)i);
+		assert_int_equal(d->id, i);
 		assert_int_equal(kernel_lookup(d->name), (int)i);
-		assert_non_null(d->impl[TDM_DEV_CPU]);
+		assert_non_null(d->cpu);
 		assert_non_null(d->check);
+		assert_non_null(d->features);
+		assert_true(d->nargs <= TDM_MAX_ARGS && d->nscalars <= TDM_MAX_SCALARS);
+		for (int a = 0; a < TDM_MAX_ARGS; a++)
+			assert_true(a < d->nargs ? d->arg_modes[a] != 0 : d->arg_modes[a] == 0);
+		for (int s = 0; s < TDM_MAX_SCALARS; s++)
+			assert_true(s < d->nscalars ? d->scalar_types[s] != 0
+			                            : d->scalar_types[s] == 0);
 	}
+	assert_int_equal(kernel_lookup("attn_decode"), KERNEL_ATTN_DECODE);
+	assert_int_equal(kernel_lookup("topk_router"), KERNEL_TOPK_ROUTER);
 }
 
-static void test_sgemm_matches_reference(void **state)
+static void test_device_kind_names(void **state)
 {
 	(void)state;
-	enum { M = 37, N = 29, K = 41 };
-	float *a = malloc(sizeof(float) * M * K), *b = malloc(sizeof(float) * K * N);
-	float *c = malloc(sizeof(float) * M * N);
-	for (int i = 0; i < M * K; i++)
-		a[i] = (float)((i * 7) % 13) / 13.0f - 0.5f;
-	for (int i = 0; i < K * N; i++)
-		b[i] = (float)((i * 5) % 11) / 11.0f - 0.5f;
-	for (int i = 0; i < M * N; i++)
-		c[i] = 1.0f;
-	struct tdm_kernel_call call = { .nargs = 3,
-		                        .ptr = { a, b, c },
-		                        .len = { sizeof(float) * M * K, sizeof(float) * K * N,
-		                                 sizeof(float) * M * N } };
+	assert_string_equal(device_kind_name(TDM_DEV_CPU), "cpu");
+	assert_string_equal(device_kind_name(TDM_DEV_CLCPU), "clcpu");
+	assert_string_equal(device_kind_name(TDM_DEV_GPU), "gpu");
+	assert_string_equal(device_kind_name(TDM_DEV_NPU), "npu");
+	assert_non_null(device_kind_name(TDM_DEV_KIND_COUNT));
+}
+
+/* ---- the original kernels ----------------------------------------------------- */
+
+static void test_sgemm(void **state)
+{
+	(void)state;
+	enum { M = 37, N = 29, K = 53 };
+	rng_seed(1);
+	float *a = rand_floats(M * K), *b = rand_floats(K * N), *c = rand_floats(M * N);
+	float *c0 = copy_floats(c, M * N);
+	struct tdm_kernel_call call = { .ptr = { a, b, c },
+		                        .len = { fbytes(M * K), fbytes(K * N), fbytes(M * N) } };
 	call.s[0].i64 = M;
 	call.s[1].i64 = N;
 	call.s[2].i64 = K;
-	call.s[3].f32 = 2.0f;
-	call.s[4].f32 = 0.5f;
-	assert_int_equal(k("sgemm")->check(&call), 0);
-	assert_int_equal(k("sgemm")->impl[TDM_DEV_CPU](&call), 0);
-	for (int i = 0; i < M; i++) {
-		for (int j = 0; j < N; j++) {
+	call.s[3].f32 = 1.5f;
+	call.s[4].f32 = -0.5f;
+	assert_int_equal(run("sgemm", &call), 0);
+	for (size_t i = 0; i < M; i++) {
+		for (size_t j = 0; j < N; j++) {
 			double s = 0;
-			for (int l = 0; l < K; l++)
+			for (size_t l = 0; l < K; l++)
 				s += (double)a[i * K + l] * b[l * N + j];
-			assert_true(fabs(c[i * N + j] - (2 * s + 0.5)) < 1e-4);
+			double want = 1.5 * s - 0.5 * c0[i * N + j];
+			assert_close("sgemm C", i * N + j, c[i * N + j], want, 1e-4 * K, 1e-4);
 		}
 	}
-	/* C too small for M x N: refused before anything runs. */
-	call.len[2] = sizeof(float) * M * N - 4;
-	assert_int_equal(k("sgemm")->check(&call), -TDM_ERANGE);
-	call.len[2] = sizeof(float) * M * N;
-	call.s[0].i64 = 0;
-	assert_int_equal(k("sgemm")->check(&call), -TDM_EARITY);
+	assert_tail_intact("sgemm C", c, M * N);
 	free(a);
 	free(b);
 	free(c);
+	free(c0);
 }
 
-static void test_axpy_fill(void **state)
+static void test_fill_copy_axpy(void **state)
 {
 	(void)state;
-	float x[100], y[100];
-	struct tdm_kernel_call fill = { .nargs = 1, .ptr = { x }, .len = { sizeof(x) } };
-	fill.s[0].f32 = 3.0f;
-	assert_int_equal(k("fill")->check(&fill), 0);
-	k("fill")->impl[TDM_DEV_CPU](&fill);
-	for (int i = 0; i < 100; i++) {
-		assert_true(x[i] == 3.0f);
-		y[i] = (float)i;
-	}
-	struct tdm_kernel_call ax = { .nargs = 2,
-		                      .ptr = { x, y },
-		                      .len = { sizeof(x), sizeof(y) } };
-	ax.s[0].f32 = -2.0f;
-	assert_int_equal(k("axpy")->check(&ax), 0);
-	k("axpy")->impl[TDM_DEV_CPU](&ax);
-	for (int i = 0; i < 100; i++)
-		assert_true(y[i] == (float)i - 6.0f);
-	ax.len[1] = sizeof(y) - 4;
-	assert_int_equal(k("axpy")->check(&ax), -TDM_ERANGE);
-	fill.len[0] = 7;
-	assert_int_equal(k("fill")->check(&fill), -TDM_ERANGE);
+	enum { N = 101 };
+	rng_seed(2);
+	float *x = rand_floats(N), *y = rand_floats(N);
+	float *y0 = copy_floats(y, N);
+
+	struct tdm_kernel_call ax = { .ptr = { x, y }, .len = { fbytes(N), fbytes(N) } };
+	ax.s[0].f32 = -2.5f;
+	assert_int_equal(run("axpy", &ax), 0);
+	for (size_t i = 0; i < N; i++)
+		assert_close("axpy y", i, y[i], y0[i] - 2.5 * x[i], 1e-6, 1e-6);
+	assert_tail_intact("axpy y", y, N);
+
+	struct tdm_kernel_call cp = { .ptr = { x, y }, .len = { fbytes(N), fbytes(N) } };
+	assert_int_equal(run("copy", &cp), 0);
+	assert_memory_equal(x, y, fbytes(N));
+	assert_tail_intact("copy dst", y, N);
+
+	struct tdm_kernel_call fill = { .ptr = { x }, .len = { fbytes(N) } };
+	fill.s[0].f32 = 3.25f;
+	assert_int_equal(run("fill", &fill), 0);
+	for (size_t i = 0; i < N; i++)
+		assert_true(x[i] == 3.25f);
+	assert_tail_intact("fill", x, N);
+	free(x);
+	free(y);
+	free(y0);
 }
 
 static void test_spin_takes_its_time(void **state)
@@ -106,24 +203,588 @@ static void test_spin_takes_its_time(void **state)
 	(void)state;
 	struct tdm_kernel_call call = { 0 };
 	call.s[0].i64 = 2000;
-	assert_int_equal(k("spin")->check(&call), 0);
 	uint64_t t0 = clock_monotonic_ns();
-	k("spin")->impl[TDM_DEV_CPU](&call);
+	assert_int_equal(run("spin", &call), 0);
 	assert_true(clock_monotonic_ns() - t0 >= 2000000);
-	call.s[0].i64 = -1;
-	assert_int_equal(k("spin")->check(&call), -TDM_EARITY);
-	call.s[0].i64 = 20000000;
-	assert_int_equal(k("spin")->check(&call), -TDM_EARITY);
+	assert_int_equal(run("noop", &call), 0);
+}
+
+/* ---- the LLM kernels ---------------------------------------------------------- */
+
+static void test_rmsnorm(void **state)
+{
+	(void)state;
+	enum { ROWS = 7, DIM = 53 };
+	const float eps = 1e-5f;
+	rng_seed(3);
+	float *x = rand_floats(ROWS * DIM), *w = rand_floats(DIM), *y = rand_floats(ROWS * DIM);
+	x[2 * DIM + 5] = 40.0f; /* one row dominated by a large element */
+	struct tdm_kernel_call call = {
+		.ptr = { x, w, y },
+		.len = { fbytes(ROWS * DIM), fbytes(DIM), fbytes(ROWS * DIM) },
+	};
+	call.s[0].i64 = ROWS;
+	call.s[1].i64 = DIM;
+	call.s[2].f32 = eps;
+	assert_int_equal(run("rmsnorm", &call), 0);
+	for (size_t r = 0; r < ROWS; r++) {
+		double ss = 0;
+		for (size_t i = 0; i < DIM; i++)
+			ss += (double)x[r * DIM + i] * x[r * DIM + i];
+		double rms = sqrt(ss / DIM + eps);
+		for (size_t i = 0; i < DIM; i++)
+			assert_close("rmsnorm y", r * DIM + i, y[r * DIM + i],
+			             x[r * DIM + i] / rms * w[i], 1e-5, 1e-5);
+	}
+	assert_tail_intact("rmsnorm y", y, ROWS * DIM);
+	free(x);
+	free(w);
+	free(y);
+}
+
+static void test_softmax(void **state)
+{
+	(void)state;
+	enum { ROWS = 6, COLS = 37 };
+	rng_seed(4);
+	float *x = rand_floats(ROWS * COLS);
+	/* Without subtracting the max, exp overflows on these rows. */
+	for (size_t i = 0; i < COLS; i++) {
+		x[2 * COLS + i] = 1000.0f + 5 * x[2 * COLS + i];
+		x[4 * COLS + i] = -1000.0f + 5 * x[4 * COLS + i];
+	}
+	float *x0 = copy_floats(x, ROWS * COLS);
+	struct tdm_kernel_call call = { .ptr = { x }, .len = { fbytes(ROWS * COLS) } };
+	call.s[0].i64 = ROWS;
+	call.s[1].i64 = COLS;
+	assert_int_equal(run("softmax", &call), 0);
+	for (size_t r = 0; r < ROWS; r++) {
+		const float *in = x0 + r * COLS;
+		double max = in[0], sum = 0;
+		for (size_t i = 1; i < COLS; i++)
+			max = fmax(max, in[i]);
+		for (size_t i = 0; i < COLS; i++)
+			sum += exp(in[i] - max);
+		for (size_t i = 0; i < COLS; i++)
+			assert_close("softmax x", r * COLS + i, x[r * COLS + i],
+			             exp(in[i] - max) / sum, 1e-6, 1e-5);
+	}
+	assert_tail_intact("softmax x", x, ROWS * COLS);
+	free(x);
+	free(x0);
+}
+
+static void test_rope(void **state)
+{
+	(void)state;
+	enum { NTOK = 5, NH = 3, HD = 18, POS0 = 7 };
+	const float theta = 10000.0f;
+	rng_seed(5);
+	float *x = rand_floats(NTOK * NH * HD);
+	float *x0 = copy_floats(x, NTOK * NH * HD);
+	struct tdm_kernel_call call = { .ptr = { x }, .len = { fbytes(NTOK * NH * HD) } };
+	call.s[0].i64 = NTOK;
+	call.s[1].i64 = NH;
+	call.s[2].i64 = HD;
+	call.s[3].i64 = POS0;
+	call.s[4].f32 = theta;
+	assert_int_equal(run("rope", &call), 0);
+	for (size_t t = 0; t < NTOK; t++) {
+		for (size_t h = 0; h < NH; h++) {
+			size_t o = (t * NH + h) * HD;
+			for (size_t i = 0; i < HD / 2; i++) {
+				/* The angle in single precision, as the doc says. */
+				float p = (float)(POS0 + t);
+				float f = p * powf(theta, -2.0f * (float)i / (float)HD);
+				double a = x0[o + i], b = x0[o + i + HD / 2];
+				assert_close("rope x", o + i, x[o + i], a * cos(f) - b * sin(f),
+				             1e-4, 1e-4);
+				assert_close("rope x", o + i + HD / 2, x[o + i + HD / 2],
+				             a * sin(f) + b * cos(f), 1e-4, 1e-4);
+			}
+		}
+	}
+	assert_tail_intact("rope x", x, NTOK * NH * HD);
+	free(x);
+	free(x0);
+}
+
+static void test_attn_decode(void **state)
+{
+	(void)state;
+	enum { B = 2, NH = 8, NKV = 2, HD = 16, LEN = 13, CAP = 20 };
+	const size_t cache = (size_t)B * CAP * NKV * HD;
+	rng_seed(6);
+	float *q = rand_floats(B * NH * HD), *kc = rand_floats(cache), *vc = rand_floats(cache);
+	float *out = rand_floats(B * NH * HD);
+	for (size_t i = 0; i < cache; i++) {
+		kc[i] *= 3.0f; /* peakier scores */
+		/* Positions past kv_len must not be read. */
+		if ((i / (NKV * HD)) % CAP >= LEN) {
+			kc[i] = NAN;
+			vc[i] = NAN;
+		}
+	}
+	struct tdm_kernel_call call = { .ptr = { q, kc, vc, out },
+		                        .len = { fbytes(B * NH * HD), fbytes(cache), fbytes(cache),
+		                                 fbytes(B * NH * HD) } };
+	int64_t s[] = { B, NH, NKV, HD, LEN, CAP };
+	for (int i = 0; i < 6; i++)
+		call.s[i].i64 = s[i];
+	assert_int_equal(run("attn_decode", &call), 0);
+	for (size_t b = 0; b < B; b++) {
+		for (size_t h = 0; h < NH; h++) {
+			size_t g = h / (NH / NKV);
+			const float *qh = q + (b * NH + h) * HD;
+			double sc[LEN], max = -INFINITY, sum = 0;
+			for (size_t t = 0; t < LEN; t++) {
+				const float *kt = kc + ((b * CAP + t) * NKV + g) * HD;
+				double d = 0;
+				for (size_t i = 0; i < HD; i++)
+					d += (double)qh[i] * kt[i];
+				sc[t] = d / sqrt(HD);
+				max = fmax(max, sc[t]);
+			}
+			for (size_t t = 0; t < LEN; t++)
+				sum += (sc[t] = exp(sc[t] - max));
+			for (size_t d = 0; d < HD; d++) {
+				double want = 0;
+				for (size_t t = 0; t < LEN; t++)
+					want += sc[t] / sum *
+					        vc[((b * CAP + t) * NKV + g) * HD + d];
+				size_t o = (b * NH + h) * HD + d;
+				assert_close("attn out", o, out[o], want, 1e-5, 1e-4);
+			}
+		}
+	}
+	assert_tail_intact("attn out", out, B * NH * HD);
+	free(q);
+	free(kc);
+	free(vc);
+	free(out);
+}
+
+static double routing(const int32_t *ids, const float *topk_w, size_t k, int32_t expert, size_t t)
+{
+	double r = 0;
+	for (size_t j = 0; j < k; j++)
+		r += ids[t * k + j] == expert ? topk_w[t * k + j] : 0;
+	return r;
+}
+
+/* moe_expert on n tokens with the given routing, against the doc's loop. */
+static void check_moe(size_t n, size_t dm, size_t dff, size_t k, int32_t expert, const int32_t *ids,
+                      const float *topk_w)
+{
+	float *x = rand_floats(n * dm), *wg = rand_floats(dm * dff), *wu = rand_floats(dm * dff);
+	float *wd = rand_floats(dff * dm), *y = rand_floats(n * dm);
+	float *y0 = copy_floats(y, n * dm);
+	/* Tokens not routed here must be skipped, not multiplied by 0: a NaN in
+	 * their x would reach y. */
+	for (size_t t = 0; t < n; t++)
+		if (routing(ids, topk_w, k, expert, t) == 0)
+			x[t * dm] = NAN;
+	struct tdm_kernel_call call = {
+		.ptr = { x, wg, wu, wd, (void *)ids, (void *)topk_w, y },
+		.len = { fbytes(n * dm), fbytes(dm * dff), fbytes(dm * dff), fbytes(dff * dm),
+		         n * k * sizeof(int32_t), fbytes(n * k), fbytes(n * dm) },
+	};
+	int64_t s[] = { (int64_t)n, (int64_t)dm, (int64_t)dff, (int64_t)k, expert };
+	for (int i = 0; i < 5; i++)
+		call.s[i].i64 = s[i];
+	assert_int_equal(run("moe_expert", &call), 0);
+
+	double *h = malloc(dff * sizeof(double));
+	assert_non_null(h);
+	size_t routed = 0;
+	for (size_t t = 0; t < n; t++) {
+		double r = routing(ids, topk_w, k, expert, t);
+		if (r == 0) {
+			/* Not routed here: y[t] is bit-for-bit what it was. */
+			assert_memory_equal(y + t * dm, y0 + t * dm, fbytes(dm));
+			continue;
+		}
+		routed++;
+		for (size_t j = 0; j < dff; j++) {
+			double g = 0, u = 0;
+			for (size_t i = 0; i < dm; i++) {
+				g += (double)x[t * dm + i] * wg[i * dff + j];
+				u += (double)x[t * dm + i] * wu[i * dff + j];
+			}
+			h[j] = g / (1 + exp(-g)) * u;
+		}
+		for (size_t c = 0; c < dm; c++) {
+			double o = 0;
+			for (size_t j = 0; j < dff; j++)
+				o += h[j] * wd[j * dm + c];
+			assert_close("moe y", t * dm + c, y[t * dm + c], y0[t * dm + c] + r * o,
+			             1e-4, 1e-4);
+		}
+	}
+	assert_true(routed > 0);
+	assert_tail_intact("moe y", y, n * dm);
+	free(h);
+	free(x);
+	free(wg);
+	free(wu);
+	free(wd);
+	free(y);
+	free(y0);
+}
+
+static void test_moe_expert(void **state)
+{
+	(void)state;
+	rng_seed(7);
+	/* Expert 3; token 1 and 4 go elsewhere, token 3 has weight 0 for it,
+	 * token 2 lists it twice (the weights add up). */
+	const int32_t ids[5 * 2] = { 3, 1, 0, 2, 3, 3, 5, 3, 1, 4 };
+	const float w[5 * 2] = { 0.7f, 0.3f, 0.6f, 0.4f, 0.25f, 0.5f, 1.0f, 0.0f, 0.9f, 0.1f };
+	check_moe(5, 19, 23, 2, 3, ids, w);
+
+	/* One token: the matrix-vector path. */
+	const int32_t one_id[3] = { 9, 2, 5 };
+	const float one_w[3] = { 0.2f, 0.5f, 0.3f };
+	check_moe(1, 31, 17, 3, 2, one_id, one_w);
+
+	/* Many tokens, several GEMM blocks, random routing over 4 experts. */
+	enum { N = 300, K = 2 };
+	int32_t *many = malloc(N * K * sizeof(int32_t));
+	float *mw = malloc(N * K * sizeof(float));
+	assert_non_null(many);
+	assert_non_null(mw);
+	for (size_t i = 0; i < N * K; i++) {
+		many[i] = (int32_t)(rng_next() % 4);
+		mw[i] = 0.5f + 0.5f * frand();
+	}
+	check_moe(N, 13, 11, K, 1, many, mw);
+	free(many);
+	free(mw);
+}
+
+static void test_topk_router(void **state)
+{
+	(void)state;
+	enum { N = 7, NE = 11, K = 3 };
+	rng_seed(8);
+	float *logits = rand_floats(N * NE), *w = rand_floats(N * K);
+	int32_t ids[N * K + TAIL];
+	for (size_t i = 0; i < N * K + TAIL; i++)
+		ids[i] = -7;
+	/* Row 0: a tie for first place, 2 before 7. Row 1: a three-way tie for
+	 * the last two places, won by the lower indexes 1 and 4. */
+	logits[0 * NE + 2] = logits[0 * NE + 7] = 3.0f;
+	logits[1 * NE + 5] = 2.0f;
+	logits[1 * NE + 9] = logits[1 * NE + 1] = logits[1 * NE + 4] = 1.5f;
+	struct tdm_kernel_call call = {
+		.ptr = { logits, ids, w },
+		.len = { fbytes(N * NE), N * K * sizeof(int32_t), fbytes(N * K) },
+	};
+	call.s[0].i64 = N;
+	call.s[1].i64 = NE;
+	call.s[2].i64 = K;
+	assert_int_equal(run("topk_router", &call), 0);
+
+	for (size_t t = 0; t < N; t++) {
+		const float *l = logits + t * NE;
+		double p[NE], max = -INFINITY, sum = 0, picked = 0;
+		bool taken[NE] = { 0 };
+		int want[K];
+		for (size_t e = 0; e < NE; e++)
+			max = fmax(max, l[e]);
+		for (size_t e = 0; e < NE; e++)
+			sum += (p[e] = exp(l[e] - max));
+		for (size_t j = 0; j < K; j++) {
+			int best = -1;
+			for (int e = 0; e < NE; e++)
+				if (!taken[e] && (best < 0 || p[e] > p[best]))
+					best = e; /* strict >: ties keep the lower index */
+			taken[best] = true;
+			want[j] = best;
+			picked += p[best] / sum;
+		}
+		for (size_t j = 0; j < K; j++) {
+			assert_int_equal(ids[t * K + j], want[j]);
+			assert_close("router weights", t * K + j, w[t * K + j],
+			             p[want[j]] / sum / picked, 0, 1e-5);
+		}
+	}
+	assert_int_equal(ids[0], 2);
+	assert_int_equal(ids[1], 7);
+	assert_int_equal(ids[K + 0], 5);
+	assert_int_equal(ids[K + 1], 1);
+	assert_int_equal(ids[K + 2], 4);
+	for (size_t i = N * K; i < N * K + TAIL; i++)
+		assert_int_equal(ids[i], -7);
+	assert_tail_intact("router weights", w, N * K);
+	free(logits);
+	free(w);
+}
+
+/* ---- intake checks ------------------------------------------------------------ */
+
+#define I(v)                                                                                       \
+	{                                                                                          \
+		.i64 = (v)                                                                         \
+	}
+#define F(v)                                                                                       \
+	{                                                                                          \
+		.f32 = (v)                                                                         \
+	}
+
+struct bad_scalar {
+	int index;
+	union tdm_wire_scalar v;
+};
+
+struct check_case {
+	const char *kernel;
+	union tdm_wire_scalar s[TDM_MAX_SCALARS];
+	uint64_t len[TDM_MAX_ARGS]; /* exactly what the scalars need */
+	bool same_len; /* copy, axpy: the lengths must be equal */
+	bool any_len; /* fill, copy, axpy: no minimum length */
+	struct bad_scalar bad[8];
+	int nbad;
+};
+
+static const struct check_case check_cases[] = {
+	{ .kernel = "noop" },
+	{
+	        .kernel = "spin",
+	        .s = { I(2000) },
+	        .bad = { { 0, I(-1) }, { 0, I(10000001) } },
+	        .nbad = 2,
+	},
+	{ .kernel = "fill", .s = { F(1.0f) }, .len = { 400 }, .any_len = true },
+	{ .kernel = "copy", .len = { 400, 400 }, .same_len = true, .any_len = true },
+	{
+	        .kernel = "axpy",
+	        .s = { F(2.0f) },
+	        .len = { 400, 400 },
+	        .same_len = true,
+	        .any_len = true,
+	},
+	{
+	        .kernel = "sgemm",
+	        .s = { I(37), I(29), I(53), F(1.0f), F(0.0f) },
+	        .len = { 4 * 37 * 53, 4 * 53 * 29, 4 * 37 * 29 },
+	        .bad = { { 0, I(0) }, { 1, I(65537) }, { 2, I(-1) } },
+	        .nbad = 3,
+	},
+	{
+	        .kernel = "rmsnorm",
+	        .s = { I(7), I(53), F(1e-5f) },
+	        .len = { 4 * 7 * 53, 4 * 53, 4 * 7 * 53 },
+	        .bad = { { 0, I(0) },
+	                 { 1, I(65537) },
+	                 { 2, F(-1.0f) },
+	                 { 2, F(NAN) },
+	                 { 2, F(INFINITY) } },
+	        .nbad = 5,
+	},
+	{
+	        .kernel = "softmax",
+	        .s = { I(6), I(37) },
+	        .len = { 4 * 6 * 37 },
+	        .bad = { { 0, I(0) }, { 1, I(65537) } },
+	        .nbad = 2,
+	},
+	{
+	        .kernel = "rope",
+	        .s = { I(5), I(3), I(18), I(7), F(10000.0f) },
+	        .len = { 4 * 5 * 3 * 18 },
+	        .bad = { { 2, I(17) },
+	                 { 0, I(0) },
+	                 { 3, I(-1) },
+	                 { 3, I(INT64_MAX) },
+	                 { 4, F(0.0f) },
+	                 { 4, F(-2.0f) },
+	                 { 4, F(INFINITY) },
+	                 { 4, F(NAN) } },
+	        .nbad = 8,
+	},
+	{
+	        .kernel = "attn_decode",
+	        .s = { I(2), I(8), I(2), I(16), I(13), I(20) },
+	        .len = { 4 * 2 * 8 * 16, 4 * 2 * 20 * 2 * 16, 4 * 2 * 20 * 2 * 16, 4 * 2 * 8 * 16 },
+	        .bad = { { 2, I(3) },
+	                 { 4, I(21) },
+	                 { 4, I(0) },
+	                 { 5, I(0) },
+	                 { 0, I(0) },
+	                 { 3, I(65537) },
+	                 { 1, I(-8) } },
+	        .nbad = 7,
+	},
+	{
+	        .kernel = "moe_expert",
+	        .s = { I(5), I(19), I(23), I(2), I(3) },
+	        .len = { 4 * 5 * 19, 4 * 19 * 23, 4 * 19 * 23, 4 * 23 * 19, 4 * 5 * 2, 4 * 5 * 2,
+	                 4 * 5 * 19 },
+	        .bad = { { 3, I(0) },
+	                 { 3, I(65) },
+	                 { 4, I(-1) },
+	                 { 4, I(65536) },
+	                 { 0, I(0) },
+	                 { 2, I(65537) } },
+	        .nbad = 6,
+	},
+	{
+	        .kernel = "topk_router",
+	        .s = { I(7), I(11), I(3) },
+	        .len = { 4 * 7 * 11, 4 * 7 * 3, 4 * 7 * 3 },
+	        .bad = { { 2, I(0) }, { 2, I(12) }, { 1, I(1025) }, { 0, I(0) } },
+	        .nbad = 4,
+	},
+};
+
+static struct tdm_kernel_call case_call(const struct check_case *c, const struct kernel_def *d)
+{
+	/* No pointers: a check must not touch the data. */
+	struct tdm_kernel_call call = { .nargs = d->nargs };
+	memcpy(call.s, c->s, sizeof(call.s));
+	memcpy(call.len, c->len, sizeof(call.len));
+	return call;
+}
+
+/* Adds delta to argument i's length, or to every length when same_len. */
+static int check_with(const struct check_case *c, int i, int64_t delta)
+{
+	const struct kernel_def *d = kdef(c->kernel);
+	struct tdm_kernel_call call = case_call(c, d);
+	for (int a = 0; a < d->nargs; a++)
+		if (a == i || c->same_len)
+			call.len[a] = (uint64_t)((int64_t)call.len[a] + delta);
+	return d->check(&call);
+}
+
+static void expect(const struct check_case *c, const char *what, int i, int got, int want)
+{
+	if (got != want)
+		fail_msg("%s check, %s (#%d): got %d, want %d", c->kernel, what, i, got, want);
+}
+
+static void test_checks(void **state)
+{
+	(void)state;
+	for (size_t n = 0; n < sizeof(check_cases) / sizeof(check_cases[0]); n++) {
+		const struct check_case *c = &check_cases[n];
+		const struct kernel_def *d = kdef(c->kernel);
+		struct tdm_kernel_call call = case_call(c, d);
+		expect(c, "exact sizes", 0, d->check(&call), 0);
+		for (int i = 0; i < d->nargs; i++) {
+			if (!c->any_len)
+				expect(c, "arg 4 bytes short", i, check_with(c, i, -4),
+				       -TDM_ERANGE);
+			expect(c, "arg not whole floats", i, check_with(c, i, 1), -TDM_ERANGE);
+			expect(c, "arg 4 bytes longer", i, check_with(c, i, 4), 0);
+			if (c->same_len) {
+				call = case_call(c, d);
+				call.len[i] += 4;
+				expect(c, "unequal lengths", i, d->check(&call), -TDM_ERANGE);
+			}
+		}
+		for (int b = 0; b < c->nbad; b++) {
+			call = case_call(c, d);
+			call.s[c->bad[b].index] = c->bad[b].v;
+			expect(c, "bad scalar", b, d->check(&call), -TDM_EARITY);
+		}
+	}
+}
+
+/* Four dimensions of 65536 times 4 bytes wrap to 0 in 64 bits: a check with
+ * wrapping arithmetic would accept a 64-byte cache. */
+static void test_check_overflow(void **state)
+{
+	(void)state;
+	struct tdm_kernel_call call = { .nargs = 4 };
+	int64_t s[] = { 65536, 65536, 65536, 65536, 1, 65536 }; /* batch nh nkv hd len cap */
+	for (int i = 0; i < 6; i++)
+		call.s[i].i64 = s[i];
+	call.len[0] = call.len[3] = 4ull << 48; /* q, out: exact */
+	call.len[1] = call.len[2] = 64;
+	assert_int_equal(kdef("attn_decode")->check(&call), -TDM_ERANGE);
+	call.len[1] = call.len[2] = UINT64_MAX - 3;
+	assert_int_equal(kdef("attn_decode")->check(&call), -TDM_ERANGE);
+}
+
+/* ---- cost features ------------------------------------------------------------ */
+
+static struct kernel_features features_of(const char *name, const int64_t *s, int ns,
+                                          const uint64_t *len)
+{
+	const struct kernel_def *d = kdef(name);
+	struct tdm_kernel_call call = { .nargs = d->nargs };
+	struct kernel_features f;
+	for (int i = 0; i < ns; i++)
+		call.s[i].i64 = s[i];
+	for (int i = 0; i < d->nargs; i++)
+		call.len[i] = len[i];
+	assert_int_equal(d->check(&call), 0);
+	memset(&f, 0xff, sizeof(f));
+	d->features(&call, &f);
+	return f;
+}
+
+static void test_features(void **state)
+{
+	(void)state;
+	const int64_t gemm[] = { 37, 29, 53 };
+	const uint64_t gemm_len[] = { 4 * 37 * 53, 4 * 53 * 29, 4 * 37 * 29 };
+	struct kernel_features f = features_of("sgemm", gemm, 3, gemm_len);
+	assert_true(f.flops == 2.0 * 37 * 29 * 53);
+	assert_true(f.domain == 37.0 * 29 * 53);
+	assert_true(f.bytes == 4.0 * (37 * 53 + 53 * 29 + 37 * 29));
+
+	const int64_t attn[] = { 2, 8, 2, 16, 13, 20 };
+	const uint64_t attn_len[] = { 4 * 2 * 8 * 16, 4 * 2 * 20 * 2 * 16, 4 * 2 * 20 * 2 * 16,
+		                      4 * 2 * 8 * 16 };
+	f = features_of("attn_decode", attn, 6, attn_len);
+	assert_true(f.domain == 13.0 * 2 * 16 * 2); /* kv_len x nkv x hd x batch */
+	assert_true(f.flops > 4.0 * 2 * 8 * 13 * 16 - 1);
+
+	const int64_t moe[] = { 5, 19, 23, 2, 3 };
+	const uint64_t moe_len[] = { 4 * 5 * 19, 4 * 19 * 23, 4 * 19 * 23, 4 * 23 * 19,
+		                     4 * 5 * 2,  4 * 5 * 2,   4 * 5 * 19 };
+	f = features_of("moe_expert", moe, 5, moe_len);
+	assert_true(f.domain == 5.0 * 19 * 23); /* n x dm x dff */
+	assert_true(f.flops >= 6.0 * 5 * 19 * 23);
+
+	const int64_t sm[] = { 6, 37 };
+	const uint64_t sm_len[] = { 4 * 6 * 37 };
+	f = features_of("softmax", sm, 2, sm_len);
+	assert_true(f.domain == 6.0 * 37); /* the element count */
+	assert_true(f.bytes == 4.0 * 6 * 37);
+
+	/* Every kernel gives finite, non-negative features on its check case. */
+	for (size_t n = 0; n < sizeof(check_cases) / sizeof(check_cases[0]); n++) {
+		const struct kernel_def *d = kdef(check_cases[n].kernel);
+		struct tdm_kernel_call call = case_call(&check_cases[n], d);
+		d->features(&call, &f);
+		assert_true(isfinite(f.flops) && f.flops >= 0);
+		assert_true(isfinite(f.bytes) && f.bytes >= 0);
+		assert_true(isfinite(f.domain) && f.domain >= 0);
+	}
 }
 
 int main(void)
 {
 	kernels_cpu_init();
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_lookup),
-		cmocka_unit_test(test_sgemm_matches_reference),
-		cmocka_unit_test(test_axpy_fill),
+		cmocka_unit_test(test_table),
+		cmocka_unit_test(test_device_kind_names),
+		cmocka_unit_test(test_sgemm),
+		cmocka_unit_test(test_fill_copy_axpy),
 		cmocka_unit_test(test_spin_takes_its_time),
+		cmocka_unit_test(test_rmsnorm),
+		cmocka_unit_test(test_softmax),
+		cmocka_unit_test(test_rope),
+		cmocka_unit_test(test_attn_decode),
+		cmocka_unit_test(test_moe_expert),
+		cmocka_unit_test(test_topk_router),
+		cmocka_unit_test(test_checks),
+		cmocka_unit_test(test_check_overflow),
+		cmocka_unit_test(test_features),
 	};
 	return cmocka_run_group_tests_name("kernels", tests, NULL, NULL);
 }

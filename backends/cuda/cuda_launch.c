@@ -1,0 +1,204 @@
+/* CUDA backend: the built-in kernels, each unpacking its task's arguments
+ * and enqueueing on the device's compute stream. GEMMs go to cuBLAS, the
+ * rest to the kernels of cuda_kernels.cu. Argument checks were done at
+ * intake (backends/kernels.c), so sizes here are known to fit. */
+#include <stdint.h>
+
+#include "backends/cuda/cuda_kernels.h"
+#include "backends/cuda/cuda_priv.h"
+#include "tandem.h"
+
+typedef int (*cuda_kernel_fn)(struct cuda_dev *cd, const struct tdm_kernel_call *call);
+
+/* Argument i on the device: the replica plus the byte offset into it. */
+static void *arg(const struct tdm_kernel_call *call, int i)
+{
+	return (char *)call->mem[i] + call->off[i];
+}
+
+static int run_noop(struct cuda_dev *cd, const struct tdm_kernel_call *call)
+{
+	(void)cd;
+	(void)call;
+	return 0;
+}
+
+static int run_fill(struct cuda_dev *cd, const struct tdm_kernel_call *call)
+{
+	return cuda_status(
+	        cuk_fill(cd->compute, arg(call, 0), call->len[0] / sizeof(float), call->s[0].f32));
+}
+
+/* memmove, like the CPU kernel: two slices of one buffer may overlap, and
+ * cudaMemcpy does not promise anything then, so those go through scratch. */
+static int run_copy(struct cuda_dev *cd, const struct tdm_kernel_call *call)
+{
+	uint64_t bytes = call->len[0] < call->len[1] ? call->len[0] : call->len[1];
+	char *src = arg(call, 0), *dst = arg(call, 1);
+	uintptr_t s = (uintptr_t)src, d = (uintptr_t)dst;
+	void *tmp;
+
+	if (bytes == 0 || src == dst)
+		return 0;
+	if (s >= d + bytes || d >= s + bytes)
+		return cuda_status(
+		        cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, cd->compute));
+	int err = cuda_scratch(cd, bytes, &tmp);
+	if (!err)
+		err = cuda_status(
+		        cudaMemcpyAsync(tmp, src, bytes, cudaMemcpyDeviceToDevice, cd->compute));
+	if (!err)
+		err = cuda_status(
+		        cudaMemcpyAsync(dst, tmp, bytes, cudaMemcpyDeviceToDevice, cd->compute));
+	return err;
+}
+
+static int run_axpy(struct cuda_dev *cd, const struct tdm_kernel_call *call)
+{
+	return cuda_status(cuk_axpy(cd->compute, arg(call, 0), arg(call, 1),
+	                            call->len[0] / sizeof(float), call->s[0].f32));
+}
+
+/* Row-major C = alpha A B + beta C (A m x k, B k x n), via column-major
+ * cuBLAS: the same memory read column-major is C^T = B^T A^T. */
+static int gemm_rm(struct cuda_dev *cd, int m, int n, int k, float alpha, const float *a,
+                   const float *b, float beta, float *c)
+{
+	return cublas_status(cublasSgemm(cd->blas, CUBLAS_OP_N, CUBLAS_OP_N, n, m, k, &alpha, b, n,
+	                                 a, k, &beta, c, n));
+}
+
+static int run_sgemm(struct cuda_dev *cd, const struct tdm_kernel_call *call)
+{
+	int m = (int)call->s[0].i64, n = (int)call->s[1].i64, k = (int)call->s[2].i64;
+	return gemm_rm(cd, m, n, k, call->s[3].f32, arg(call, 0), arg(call, 1), call->s[4].f32,
+	               arg(call, 2));
+}
+
+static int run_rmsnorm(struct cuda_dev *cd, const struct tdm_kernel_call *call)
+{
+	return cuda_status(cuk_rmsnorm(cd->compute, arg(call, 0), arg(call, 1), arg(call, 2),
+	                               call->s[0].i64, call->s[1].i64, call->s[2].f32));
+}
+
+static int run_softmax(struct cuda_dev *cd, const struct tdm_kernel_call *call)
+{
+	return cuda_status(cuk_softmax(cd->compute, arg(call, 0), call->s[0].i64, call->s[1].i64));
+}
+
+static int run_rope(struct cuda_dev *cd, const struct tdm_kernel_call *call)
+{
+	return cuda_status(cuk_rope(cd->compute, arg(call, 0), call->s[0].i64, call->s[1].i64,
+	                            call->s[2].i64, call->s[3].i64, call->s[4].f32));
+}
+
+static int run_attn_decode(struct cuda_dev *cd, const struct tdm_kernel_call *call)
+{
+	struct cuk_attn_dims d = {
+		.batch = call->s[0].i64,
+		.nh = call->s[1].i64,
+		.nkv = call->s[2].i64,
+		.hd = call->s[3].i64,
+		.kv_len = call->s[4].i64,
+		.kv_cap = call->s[5].i64,
+	};
+	void *scores = NULL;
+
+	if (d.kv_len > CUK_ATTN_SHARED_MAX) {
+		size_t bytes = (size_t)d.batch * (size_t)d.nh * (size_t)d.kv_len * sizeof(float);
+		int err = cuda_scratch(cd, bytes, &scores);
+		if (err)
+			return err;
+	}
+	return cuda_status(cuk_attn_decode(cd->compute, arg(call, 0), arg(call, 1), arg(call, 2),
+	                                   arg(call, 3), scores, &d));
+}
+
+/* Scratch offsets rounded up to 256 bytes, the alignment cudaMalloc gives. */
+static size_t align_up(size_t bytes)
+{
+	return (bytes + 255) & ~(size_t)255;
+}
+
+/* The expert runs densely over all n tokens (the routing is on the device,
+ * and cuBLAS needs the row count on the host): r = routing weights, G and U
+ * the gate and up projections, H = silu(G) * U in G's place, D = H w_down,
+ * then y += r D on the routed rows only. */
+static int run_moe_expert(struct cuda_dev *cd, const struct tdm_kernel_call *call)
+{
+	int64_t n = call->s[0].i64, dm = call->s[1].i64, dff = call->s[2].i64;
+	int64_t k = call->s[3].i64, expert = call->s[4].i64;
+	size_t r_bytes = align_up((size_t)n * sizeof(float));
+	size_t h_bytes = align_up((size_t)n * (size_t)dff * sizeof(float));
+	size_t d_bytes = align_up((size_t)n * (size_t)dm * sizeof(float));
+	char *base;
+	int err = cuda_scratch(cd, r_bytes + 2 * h_bytes + d_bytes, (void **)&base);
+	if (err)
+		return err;
+	float *r = (float *)base, *g = (float *)(base + r_bytes);
+	float *u = (float *)(base + r_bytes + h_bytes),
+	      *dn = (float *)(base + r_bytes + 2 * h_bytes);
+	const float *x = arg(call, 0);
+
+	err = cuda_status(cuk_moe_route(cd->compute, arg(call, 4), arg(call, 5), r, n, k, expert));
+	if (!err)
+		err = gemm_rm(cd, (int)n, (int)dff, (int)dm, 1.0f, x, arg(call, 1), 0.0f, g);
+	if (!err)
+		err = gemm_rm(cd, (int)n, (int)dff, (int)dm, 1.0f, x, arg(call, 2), 0.0f, u);
+	if (!err)
+		err = cuda_status(cuk_swiglu(cd->compute, g, u, (uint64_t)n * (uint64_t)dff));
+	if (!err)
+		err = gemm_rm(cd, (int)n, (int)dm, (int)dff, 1.0f, g, arg(call, 3), 0.0f, dn);
+	if (!err)
+		err = cuda_status(cuk_moe_accumulate(cd->compute, arg(call, 6), dn, r, n, dm));
+	return err;
+}
+
+static int run_topk_router(struct cuda_dev *cd, const struct tdm_kernel_call *call)
+{
+	return cuda_status(cuk_topk_router(cd->compute, arg(call, 0), arg(call, 1), arg(call, 2),
+	                                   call->s[0].i64, call->s[1].i64, call->s[2].i64));
+}
+
+/* spin is left out: it is a CPU busy-loop of known cost for tests. */
+static const cuda_kernel_fn cuda_kernels[KERNEL_COUNT] = {
+	[KERNEL_NOOP] = run_noop,
+	[KERNEL_FILL] = run_fill,
+	[KERNEL_AXPY] = run_axpy,
+	[KERNEL_SGEMM] = run_sgemm,
+	[KERNEL_COPY] = run_copy,
+	[KERNEL_RMSNORM] = run_rmsnorm,
+	[KERNEL_SOFTMAX] = run_softmax,
+	[KERNEL_ROPE] = run_rope,
+	[KERNEL_ATTN_DECODE] = run_attn_decode,
+	[KERNEL_MOE_EXPERT] = run_moe_expert,
+	[KERNEL_TOPK_ROUTER] = run_topk_router,
+};
+
+bool cuda_has_kernel(uint32_t id)
+{
+	return id < KERNEL_COUNT && cuda_kernels[id] != NULL;
+}
+
+/* Every argument must start on a 4-byte boundary (floats, int32 ids): a
+ * misaligned access would be a sticky error that ends the device's context
+ * for every task, so refuse it before anything is enqueued. */
+static bool args_aligned(const struct tdm_kernel_call *call)
+{
+	for (uint32_t i = 0; i < call->nargs && i < TDM_MAX_ARGS; i++)
+		if (((uintptr_t)call->mem[i] + call->off[i]) % sizeof(float))
+			return false;
+	return true;
+}
+
+int cuda_check_call(uint32_t id, const struct tdm_kernel_call *call)
+{
+	if (!cuda_has_kernel(id))
+		return -TDM_EKERNEL;
+	return args_aligned(call) ? 0 : -TDM_EINVAL;
+}
+
+int cuda_run_kernel(struct cuda_dev *cd, uint32_t id, const struct tdm_kernel_call *call)
+{
+	return cuda_kernels[id](cd, call);
+}

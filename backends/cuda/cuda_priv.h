@@ -1,0 +1,57 @@
+/* CUDA backend internals, shared by the plugin's C files. */
+#ifndef TDM_BACKENDS_CUDA_PRIV_H
+#define TDM_BACKENDS_CUDA_PRIV_H
+
+#include <pthread.h>
+#include <stdbool.h>
+
+#include <cublas_v2.h>
+#include <cuda_runtime_api.h>
+
+#include "backends/backend.h"
+
+#define CUDA_EXPORT __attribute__((visibility("default")))
+
+struct cuda_dev;
+
+/* Events come from a per-device free list and go back to the device that
+ * made them: an event can only be recorded on a stream of its own device. */
+struct backend_event {
+	cudaEvent_t ev;
+	struct cuda_dev *owner;
+	struct backend_event *next; /* on the free list */
+};
+
+struct cuda_dev {
+	int ordinal; /* CUDA device number */
+	cudaStream_t copy_in, compute, copy_out; /* non-blocking */
+	/* launch_async runs on the device's worker, but the cuBLAS handle and
+	 * the scratch must never be used by two threads at once: guard them. */
+	pthread_mutex_t compute_lock;
+	cublasHandle_t blas; /* bound to the compute stream */
+	void *scratch; /* used on the compute stream only */
+	size_t scratch_bytes;
+	pthread_mutex_t pool_lock;
+	struct backend_event *pool;
+};
+
+/* The entry point the loader looks up (backends/cuda_loader.c). */
+CUDA_EXPORT const struct backend_ops *tandem_cuda_backend(void);
+
+/* 0, -TDM_ENOMEM for an allocation failure, else -TDM_EDEVICE; clears a
+ * non-sticky error so that later calls on this thread do not see it. */
+int cuda_status(cudaError_t e);
+int cublas_status(cublasStatus_t st);
+/* At least bytes of scratch for the compute stream, valid until the next
+ * call; the caller holds compute_lock. */
+int cuda_scratch(struct cuda_dev *cd, size_t bytes, void **p);
+
+/* Kernels (cuda_launch.c): whether one exists for this id; whether a call
+ * can run (0, -TDM_EKERNEL, -TDM_EINVAL for a misaligned argument); and,
+ * once checked, enqueueing it on the compute stream (compute_lock held,
+ * device current). */
+bool cuda_has_kernel(uint32_t id);
+int cuda_check_call(uint32_t id, const struct tdm_kernel_call *call);
+int cuda_run_kernel(struct cuda_dev *cd, uint32_t id, const struct tdm_kernel_call *call);
+
+#endif

@@ -1,0 +1,74 @@
+/* OpenCL backend: what its files share. One struct cl_dev per device, in
+ * backend_device.priv; events are struct backend_event holding a cl_event. */
+#ifndef TDM_BACKENDS_OPENCL_CL_INTERNAL_H
+#define TDM_BACKENDS_OPENCL_CL_INTERNAL_H
+
+/* Include this before any OpenCL or CLBlast header: it sets the API level. */
+#define CL_TARGET_OPENCL_VERSION 120
+#include <CL/cl.h>
+#include <clblast_c.h>
+#include <pthread.h>
+#include <stdatomic.h>
+
+#include "backends/backend.h"
+
+/* The kernels built from cl_kernels_src; copy, sgemm and noop need none. */
+enum cl_kern {
+	CLK_FILL,
+	CLK_AXPY,
+	CLK_RMSNORM,
+	CLK_SOFTMAX,
+	CLK_ROPE,
+	CLK_ATTN_DECODE,
+	CLK_MOE_GATE_UP,
+	CLK_MOE_DOWN,
+	CLK_TOPK_ROUTER,
+	CLK_COUNT
+};
+
+struct cl_dev {
+	cl_device_id device;
+	cl_context ctx;
+	cl_command_queue q_in, q_compute, q_out;
+	cl_program prog;
+	cl_kernel kern[CLK_COUNT];
+	size_t wg[CLK_COUNT]; /* work-group size of the reduction kernels, a power of two */
+	uint64_t mem_bytes;
+	atomic_uint_fast64_t mem_used; /* bytes in live buffers (mem_alloc accounting) */
+
+	/* Serialises clSetKernelArg + enqueue on the shared cl_kernels, and the
+	 * scratch and rope-table buffers below. */
+	pthread_mutex_t lock;
+	cl_mem scratch; /* attn_decode scores, moe_expert hidden vectors */
+	size_t scratch_bytes;
+	cl_mem rope_tab; /* theta^(-2i/hd) for i < hd/2, computed on the host */
+	uint32_t rope_theta_bits;
+	int64_t rope_hd;
+};
+
+struct backend_event {
+	cl_event ev;
+};
+
+extern const char cl_kernels_src[];
+extern const char *const cl_kernel_names[CLK_COUNT];
+
+static inline struct cl_dev *cl_dev_of(const struct backend_device *d)
+{
+	return d->priv;
+}
+
+/* Maps an OpenCL error code to -TDM_E*. */
+int cl_error(cl_int err);
+/* Wraps ev into a new backend event (*out); releases ev and fails on ENOMEM. */
+int cl_event_wrap(cl_event ev, struct backend_event **out);
+
+int cl_launch_async(const struct backend_device *d, const struct kernel_def *k,
+                    const struct tdm_kernel_call *call, struct backend_event *const *waits,
+                    size_t nwaits, struct backend_event **done);
+/* Releases what cl_launch_async grew on demand (scratch, rope table). */
+void cl_launch_release(struct cl_dev *cd);
+/* CLBlastClearCache, serialised with the CLBlast calls. */
+void cl_clblast_clear_cache(void);
+
+#endif

@@ -1,0 +1,463 @@
+/* Data residency: replica states, transfers, device memory caps, eviction.
+ *
+ * Events: a replica's `ready` event is released only by the worker of that
+ * replica's node (in acquire, release or eviction, which that worker runs)
+ * or at teardown, so an event handed out by residency_acquire stays alive
+ * until the same worker has enqueued the task that waits for it. */
+#include "placement/residency.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#include "daemon/log.h"
+#include "tandem.h"
+
+int residency_init(struct residency *r)
+{
+	memset(r, 0, sizeof(*r));
+	pthread_mutex_init(&r->lock, NULL);
+	r->nnodes = 1;
+	snprintf(r->nodes[0].name, sizeof(r->nodes[0].name), "host");
+	return 0;
+}
+
+int residency_add_node(struct residency *r, const struct backend_device *dev, uint64_t cap)
+{
+	if (r->nnodes >= RES_MAX_NODES)
+		return -TDM_ENOMEM;
+	struct res_node *n = &r->nodes[r->nnodes];
+	n->dev = dev;
+	n->cap = cap && (cap < dev->mem_bytes || !dev->mem_bytes) ? cap : dev->mem_bytes;
+	snprintf(n->name, sizeof(n->name), "%s", dev->name);
+	return (int)r->nnodes++;
+}
+
+void residency_close(struct residency *r)
+{
+	pthread_mutex_lock(&r->lock);
+	r->nnodes = 1;
+	pthread_mutex_unlock(&r->lock);
+}
+
+void residency_fini(struct residency *r)
+{
+	pthread_mutex_destroy(&r->lock);
+}
+
+static uint64_t bit(unsigned node)
+{
+	return 1u << node;
+}
+
+static void lru_unlink(struct res_node *n, struct replica *p)
+{
+	if (p->lru_prev)
+		p->lru_prev->lru_next = p->lru_next;
+	else
+		n->lru_head = p->lru_next;
+	if (p->lru_next)
+		p->lru_next->lru_prev = p->lru_prev;
+	else
+		n->lru_tail = p->lru_prev;
+	p->lru_prev = p->lru_next = NULL;
+}
+
+static void lru_push_head(struct res_node *n, struct replica *p)
+{
+	p->lru_prev = NULL;
+	p->lru_next = n->lru_head;
+	if (n->lru_head)
+		n->lru_head->lru_prev = p;
+	else
+		n->lru_tail = p;
+	n->lru_head = p;
+}
+
+/* Waits for a replica's pending copy and drops the event (node's worker). */
+static int settle(struct replica *p)
+{
+	int err = 0;
+	if (!p->ready)
+		return 0;
+	err = p->ready_dev->ops->event_wait(p->ready_dev, p->ready);
+	p->ready_dev->ops->event_release(p->ready_dev, p->ready);
+	p->ready = NULL;
+	return err;
+}
+
+/* Drops the event if the copy is done; leaves it otherwise. */
+static void settle_if_done(struct replica *p)
+{
+	if (p->ready && p->ready_dev->ops->event_query(p->ready_dev, p->ready) != 0) {
+		p->ready_dev->ops->event_release(p->ready_dev, p->ready);
+		p->ready = NULL;
+	}
+}
+
+static int copy_sync_d2h(const struct backend_device *dev, void *host, struct replica *src,
+                         uint64_t bytes)
+{
+	struct backend_event *ev = NULL;
+	int err = dev->ops->copy_d2h(dev, host, src->mem, 0, bytes, src->ready, &ev);
+	if (err)
+		return err;
+	err = dev->ops->event_wait(dev, ev);
+	dev->ops->event_release(dev, ev);
+	return err;
+}
+
+/* Makes the host copy valid from a device replica. Caller holds the lock. */
+static int fetch_to_host(struct residency *r, struct tdm_data *d)
+{
+	if (d->rep[0].state != REPLICA_INVALID)
+		return 0;
+	for (unsigned n = 1; n < r->nnodes; n++) {
+		struct replica *p = &d->rep[n];
+		if (p->state == REPLICA_INVALID)
+			continue;
+		int err = copy_sync_d2h(r->nodes[n].dev, d->host, p, d->bytes);
+		if (err) {
+			log_warn("%s: copy to host failed: %s", r->nodes[n].name,
+			         tdm_strerror(err));
+			continue;
+		}
+		r->nodes[n].bytes_out += d->bytes;
+		p->state = REPLICA_SHARED;
+		d->rep[0].state = REPLICA_SHARED;
+		return 0;
+	}
+	log_error("buffer %u: no valid copy could be read back", d->id);
+	return -TDM_EDEVICE;
+}
+
+/* Frees one replica's device memory. Caller holds the lock, on the node's
+ * worker (or at teardown). */
+static void drop_replica(struct residency *r, unsigned node, struct tdm_data *d)
+{
+	struct res_node *n = &r->nodes[node];
+	struct replica *p = &d->rep[node];
+	settle(p);
+	lru_unlink(n, p);
+	n->dev->ops->mem_free(n->dev, p->mem);
+	n->used -= d->bytes;
+	p->mem = NULL;
+	p->state = REPLICA_INVALID;
+	atomic_fetch_and(&d->remote, ~(uint32_t)bit(node));
+}
+
+/* Evicts the least recently used unpinned replica of the node, stale ones
+ * first; writes an owner back to the host before dropping it. */
+static bool evict_one(struct residency *r, unsigned node)
+{
+	struct res_node *n = &r->nodes[node];
+	for (int pass = 0; pass < 2; pass++) {
+		for (struct replica *p = n->lru_tail; p; p = p->lru_prev) {
+			if (p->pins || (pass == 0 && p->state != REPLICA_INVALID))
+				continue;
+			struct tdm_data *d = p->data;
+			if (p->state == REPLICA_OWNER) {
+				int err = settle(p);
+				if (!err)
+					err = copy_sync_d2h(n->dev, d->host, p, d->bytes);
+				if (err) {
+					log_warn("%s: cannot write buffer %u back, keeping it: %s",
+					         n->name, d->id, tdm_strerror(err));
+					continue;
+				}
+				d->rep[0].state = REPLICA_OWNER;
+				n->writebacks++;
+				n->bytes_out += d->bytes;
+			}
+			drop_replica(r, node, d);
+			n->evictions++;
+			return true;
+		}
+	}
+	return false;
+}
+
+static int node_alloc(struct residency *r, unsigned node, struct tdm_data *d)
+{
+	struct res_node *n = &r->nodes[node];
+	struct replica *p = &d->rep[node];
+
+	if (d->bytes > n->cap)
+		return -TDM_ENOMEM;
+	while (n->used + d->bytes > n->cap)
+		if (!evict_one(r, node))
+			return -TDM_ENOMEM;
+	for (;;) {
+		int err = n->dev->ops->mem_alloc(n->dev, d->bytes, &p->mem);
+		if (!err)
+			break;
+		/* The device itself is full (other users): make room, retry. */
+		if (err != -TDM_ENOMEM || !evict_one(r, node))
+			return err;
+	}
+	n->used += d->bytes;
+	p->data = d;
+	p->state = REPLICA_INVALID;
+	lru_push_head(n, p);
+	return 0;
+}
+
+static void add_wait(struct backend_event **waits, size_t *nwaits, struct backend_event *ev)
+{
+	for (size_t i = 0; i < *nwaits; i++)
+		if (waits[i] == ev)
+			return;
+	waits[(*nwaits)++] = ev;
+}
+
+/* Gives d a valid replica on device node `node` (need: its contents matter,
+ * i.e. the task reads it or writes only part of it). Caller holds the lock. */
+static int stage_on_device(struct residency *r, unsigned node, struct tdm_data *d, bool need,
+                           struct backend_event **waits, size_t *nwaits)
+{
+	struct res_node *n = &r->nodes[node];
+	struct replica *p = &d->rep[node];
+	int err;
+
+	if (!p->mem) {
+		err = node_alloc(r, node, d);
+		if (err)
+			return err;
+	} else {
+		lru_unlink(n, p);
+		lru_push_head(n, p);
+	}
+	if (p->state != REPLICA_INVALID) {
+		/* Not settled here: an earlier argument of the same task may
+		 * have put this very event in waits[]. */
+		if (p->ready)
+			add_wait(waits, nwaits, p->ready);
+		return 0;
+	}
+	if (!need)
+		return 0;
+	err = fetch_to_host(r, d); /* the cheapest source; a device-only copy goes through it */
+	if (err)
+		return err;
+	err = settle(p); /* an older copy into a replica that went stale */
+	if (err)
+		return err;
+	err = n->dev->ops->copy_h2d(n->dev, p->mem, 0, d->host, d->bytes, NULL, &p->ready);
+	if (err) {
+		p->ready = NULL;
+		return err;
+	}
+	p->ready_dev = n->dev;
+	p->state = REPLICA_SHARED;
+	d->rep[0].state = REPLICA_SHARED;
+	atomic_fetch_or(&d->remote, (uint32_t)bit(node));
+	n->bytes_in += d->bytes;
+	add_wait(waits, nwaits, p->ready);
+	return 0;
+}
+
+static bool needs_contents(const struct res_arg *a)
+{
+	return (a->mode & TDM_R) || a->off != 0 || a->len != a->data->bytes;
+}
+
+static bool host_only(const struct res_arg *args, size_t nargs)
+{
+	for (size_t i = 0; i < nargs; i++)
+		if (atomic_load_explicit(&args[i].data->remote, memory_order_acquire))
+			return false;
+	return true;
+}
+
+int residency_acquire(struct residency *r, unsigned node, const struct res_arg *args, size_t nargs,
+                      struct backend_event **waits, size_t *nwaits, void **mem, uint64_t *off)
+{
+	int err = 0;
+	size_t i;
+
+	*nwaits = 0;
+	if (node == 0) {
+		if (host_only(args, nargs))
+			return 0;
+		pthread_mutex_lock(&r->lock);
+		for (i = 0; i < nargs && !err; i++)
+			if (needs_contents(&args[i]))
+				err = fetch_to_host(r, args[i].data);
+		pthread_mutex_unlock(&r->lock);
+		return err;
+	}
+	pthread_mutex_lock(&r->lock);
+	for (i = 0; i < nargs; i++) {
+		struct tdm_data *d = args[i].data;
+		/* Pin first: staging a later argument may evict. */
+		err = stage_on_device(r, node, d, needs_contents(&args[i]), waits, nwaits);
+		if (err)
+			break;
+		d->rep[node].pins++;
+		mem[i] = d->rep[node].mem;
+		off[i] = args[i].off;
+	}
+	if (err) {
+		while (i-- > 0)
+			args[i].data->rep[node].pins--;
+		*nwaits = 0;
+	}
+	pthread_mutex_unlock(&r->lock);
+	return err;
+}
+
+/* The task wrote d on `node`: that replica is now the only valid one. */
+static void make_owner(struct residency *r, unsigned node, struct tdm_data *d)
+{
+	for (unsigned m = 0; m < r->nnodes; m++)
+		if (m != node)
+			d->rep[m].state = REPLICA_INVALID;
+	d->rep[node].state = REPLICA_OWNER;
+	atomic_store_explicit(&d->remote, node ? (uint32_t)bit(node) : 0, memory_order_release);
+}
+
+void residency_release(struct residency *r, unsigned node, const struct res_arg *args, size_t nargs,
+                       bool ok)
+{
+	if (node == 0) {
+		bool remote = false;
+		for (size_t i = 0; i < nargs; i++)
+			remote |= (args[i].mode & TDM_W) &&
+			          atomic_load_explicit(&args[i].data->remote, memory_order_acquire);
+		if (!remote)
+			return; /* host writes on host-only data: nothing to invalidate */
+		pthread_mutex_lock(&r->lock);
+		for (size_t i = 0; i < nargs; i++)
+			if (args[i].mode & TDM_W)
+				make_owner(r, 0, args[i].data);
+		pthread_mutex_unlock(&r->lock);
+		return;
+	}
+	pthread_mutex_lock(&r->lock);
+	for (size_t i = 0; i < nargs; i++) {
+		struct tdm_data *d = args[i].data;
+		struct replica *p = &d->rep[node];
+		p->pins--;
+		settle_if_done(p);
+		if (!(args[i].mode & TDM_W))
+			continue;
+		if (ok) {
+			make_owner(r, node, d);
+		} else if (atomic_load(&d->remote) != bit(node) ||
+		           d->rep[0].state != REPLICA_INVALID) {
+			/* A failed task may have scribbled on its copy: drop it,
+			 * another valid copy exists. */
+			p->state = REPLICA_INVALID;
+			atomic_fetch_and(&d->remote, ~(uint32_t)bit(node));
+		} else {
+			log_warn("%s: buffer %u: the failed task's device held its only copy; kept",
+			         r->nodes[node].name, d->id);
+		}
+	}
+	pthread_mutex_unlock(&r->lock);
+}
+
+int residency_flush(struct residency *r, struct tdm_data *const *datas, size_t n)
+{
+	int err = 0;
+	pthread_mutex_lock(&r->lock);
+	for (size_t i = 0; i < n; i++) {
+		struct tdm_data *d = datas[i];
+		if (!atomic_load_explicit(&d->remote, memory_order_acquire))
+			continue;
+		int e = fetch_to_host(r, d);
+		if (e) {
+			err = err ? err : e;
+			continue;
+		}
+		if (d->keep_on_devices)
+			continue;
+		/* Stale from now on; the memory stays for reuse or eviction. */
+		for (unsigned m = 1; m < r->nnodes; m++)
+			d->rep[m].state = REPLICA_INVALID;
+		d->rep[0].state = REPLICA_OWNER;
+		atomic_store_explicit(&d->remote, 0, memory_order_release);
+	}
+	pthread_mutex_unlock(&r->lock);
+	return err;
+}
+
+/* Pinning is per backend (CUDA pins for every device at once): whether a
+ * node before n of the same backend already pinned d. */
+static bool registered_by_backend(const struct residency *r, const struct tdm_data *d, unsigned n)
+{
+	for (unsigned m = 1; m < n; m++)
+		if ((d->registered & bit(m)) && r->nodes[m].dev->ops == r->nodes[n].dev->ops)
+			return true;
+	return false;
+}
+
+int residency_data_init(struct residency *r, struct tdm_data *d, void *host, uint64_t bytes,
+                        uint32_t id, bool keep_on_devices)
+{
+	memset(d, 0, sizeof(*d));
+	d->keep_on_devices = keep_on_devices;
+	d->host = host;
+	d->bytes = bytes;
+	d->id = id;
+	d->rep[0].state = REPLICA_OWNER;
+	for (unsigned n = 1; n < r->nnodes; n++) {
+		const struct backend_device *dev = r->nodes[n].dev;
+		if (!dev->ops->host_register || registered_by_backend(r, d, n))
+			continue;
+		if (dev->ops->host_register(dev, host, bytes) == 0)
+			d->registered |= (uint32_t)bit(n);
+	}
+	return 0;
+}
+
+void residency_data_fini(struct residency *r, struct tdm_data *d)
+{
+	if (!residency_has_devices(r))
+		return;
+	pthread_mutex_lock(&r->lock);
+	for (unsigned n = 1; n < r->nnodes; n++) {
+		if (d->rep[n].mem)
+			drop_replica(r, n, d);
+	}
+	pthread_mutex_unlock(&r->lock);
+	for (unsigned n = 1; n < r->nnodes; n++) {
+		const struct backend_device *dev = r->nodes[n].dev;
+		if (d->registered & bit(n))
+			dev->ops->host_unregister(dev, d->host);
+	}
+}
+
+void residency_describe(struct residency *r, struct tdm_data *d, char *out, size_t outlen)
+{
+	size_t len = 0;
+	out[0] = '\0';
+	pthread_mutex_lock(&r->lock);
+	for (unsigned n = 0; n < r->nnodes && len < outlen; n++) {
+		uint8_t st = d->rep[n].state;
+		if (st == REPLICA_INVALID)
+			continue;
+		int w = snprintf(out + len, outlen - len, "%s%s%s", len ? "," : "",
+		                 r->nodes[n].name, st == REPLICA_OWNER ? "*" : "");
+		if (w < 0)
+			break;
+		len += (size_t)w;
+	}
+	pthread_mutex_unlock(&r->lock);
+}
+
+void residency_node_stats(struct residency *r, unsigned node, struct res_node_stats *out)
+{
+	memset(out, 0, sizeof(*out));
+	if (node >= r->nnodes)
+		return;
+	pthread_mutex_lock(&r->lock);
+	const struct res_node *n = &r->nodes[node];
+	snprintf(out->name, sizeof(out->name), "%s", n->name);
+	out->cap = n->cap;
+	out->used = n->used;
+	out->evictions = n->evictions;
+	out->writebacks = n->writebacks;
+	out->bytes_in = n->bytes_in;
+	out->bytes_out = n->bytes_out;
+	pthread_mutex_unlock(&r->lock);
+}

@@ -1,0 +1,138 @@
+/* Data residency: where each buffer's valid copies are.
+ *
+ * Memory node 0 is host memory (the client's shared mapping, which is the
+ * buffer itself); every accelerator has a node of its own. Each buffer has
+ * a replica per node with a state, as in StarPU's MSI protocol:
+ *   OWNER   the only valid copy (a task on that node wrote it);
+ *   SHARED  a valid copy, others may exist;
+ *   INVALID stale or absent.
+ * A task's reads get a valid replica on its node (copied from the cheapest
+ * valid source, the host if it is valid); its writes make its node the
+ * owner and invalidate the others. Before a graph's completion is posted,
+ * what it wrote is copied back to the host (residency_flush).
+ *
+ * Device memory is capped per node. An allocation that does not fit evicts
+ * least-recently-used replicas that no committed task needs (pins), writing
+ * an owner back to the host first, so a buffer's latest contents always
+ * exist somewhere.
+ *
+ * Locking: one mutex guards every state. Copies are issued asynchronously
+ * under it; the synchronous ones (write-back on eviction, fetching a
+ * device-only copy for the host) wait under it. A per-buffer mask of valid
+ * device replicas lets host tasks skip the lock when the host copy is the
+ * only one, which is always the case on a machine without accelerators. */
+#ifndef TDM_PLACEMENT_RESIDENCY_H
+#define TDM_PLACEMENT_RESIDENCY_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "backends/backend.h"
+
+#define RES_MAX_NODES 16
+
+enum replica_state { REPLICA_INVALID = 0, REPLICA_SHARED, REPLICA_OWNER };
+
+struct tdm_data;
+
+struct replica {
+	uint8_t state; /* enum replica_state */
+	void *mem; /* device memory; NULL when not allocated (host: unused) */
+	/* A copy into this replica still in flight: the replica is valid once
+	 * it completed. Owned by the replica. */
+	struct backend_event *ready;
+	const struct backend_device *ready_dev; /* the device that made it */
+	uint32_t pins; /* committed tasks that use this replica */
+	struct tdm_data *data; /* back link for the node's LRU list */
+	struct replica *lru_prev, *lru_next; /* most recent at the head */
+};
+
+struct tdm_data {
+	void *host;
+	uint64_t bytes;
+	uint32_t id; /* for display: the client's buffer handle */
+	/* Bit n set: node n (n > 0) holds a valid replica. 0 means the host
+	 * copy is the only valid one (read without the lock on fast paths). */
+	_Atomic uint32_t remote;
+	uint32_t registered; /* nodes whose device pinned the host memory */
+	/* The client promised not to write its view while the daemon holds
+	 * the buffer (weights, KV caches): device copies outlive the graph.
+	 * Otherwise the client may write between graphs, so device copies are
+	 * dropped when a graph that used the buffer completes. */
+	bool keep_on_devices;
+	struct replica rep[RES_MAX_NODES];
+};
+
+struct res_node {
+	const struct backend_device *dev; /* NULL for the host node */
+	char name[BACKEND_DEVICE_NAME_MAX];
+	uint64_t cap, used;
+	uint64_t evictions, writebacks;
+	uint64_t bytes_in, bytes_out; /* h2d, d2h */
+	struct replica *lru_head, *lru_tail;
+};
+
+struct residency {
+	pthread_mutex_t lock;
+	size_t nnodes;
+	struct res_node nodes[RES_MAX_NODES];
+};
+
+/* One argument of a task as residency sees it. */
+struct res_arg {
+	struct tdm_data *data;
+	uint64_t off, len;
+	uint8_t mode; /* enum tdm_access */
+};
+
+/* Node 0 is the host. Returns the new node's number, or -TDM_ENOMEM when
+ * every node is taken. cap 0 = the device's memory size. */
+int residency_init(struct residency *r);
+int residency_add_node(struct residency *r, const struct backend_device *dev, uint64_t cap);
+void residency_fini(struct residency *r);
+/* The devices are about to go: from now on only the host node is known,
+ * and buffers freed later release no device memory. */
+void residency_close(struct residency *r);
+static inline bool residency_has_devices(const struct residency *r)
+{
+	return r->nnodes > 1;
+}
+
+/* A new buffer: valid on the host only; host memory is pinned for DMA on
+ * the devices that can. */
+int residency_data_init(struct residency *r, struct tdm_data *d, void *host, uint64_t bytes,
+                        uint32_t id, bool keep_on_devices);
+/* The buffer is gone (no task uses it): frees its device replicas. */
+void residency_data_fini(struct residency *r, struct tdm_data *d);
+
+/* Makes every argument valid on `node` for a task about to run there and
+ * pins the replicas. For a device node, copies are issued asynchronously:
+ * waits[] (room for 2 * nargs) receives the events the task must wait for
+ * (not owned by the caller), mem[]/off[] where each argument lives. For the
+ * host node, it returns once the host copies are valid. -TDM_ENOMEM: the
+ * node has no room now (nothing is left pinned). */
+int residency_acquire(struct residency *r, unsigned node, const struct res_arg *args, size_t nargs,
+                      struct backend_event **waits, size_t *nwaits, void **mem, uint64_t *off);
+/* The task finished on `node`. ok: its writes make `node` the owner. Not
+ * ok: what it wrote there is garbage and is dropped; other copies stay. */
+void residency_release(struct residency *r, unsigned node, const struct res_arg *args, size_t nargs,
+                       bool ok);
+/* A graph completed: makes the host copy of every data valid (write-back)
+ * and drops the device copies of data without keep_on_devices, which the
+ * client may now overwrite. 0 or -TDM_EDEVICE. */
+int residency_flush(struct residency *r, struct tdm_data *const *datas, size_t n);
+
+/* Names of the nodes holding a valid replica of d, comma-separated:
+ * "host", "host,clcpu0", "cuda0*" (* = owner). */
+void residency_describe(struct residency *r, struct tdm_data *d, char *out, size_t outlen);
+
+struct res_node_stats {
+	char name[BACKEND_DEVICE_NAME_MAX];
+	uint64_t cap, used, evictions, writebacks, bytes_in, bytes_out;
+};
+void residency_node_stats(struct residency *r, unsigned node, struct res_node_stats *out);
+
+#endif
