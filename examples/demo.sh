@@ -26,8 +26,14 @@ done
 echo "== running examples/blocked_gemm.c (R = 2 AxB + 1 in 128x128 tiles)"
 "$BUILD/bin/blocked_gemm" "$sock" 384 128
 
-echo "== tandemctl status"
+echo "== running examples/llm_layer.c (a LLaMA-shaped decoder layer with MoE, 8 decode steps,"
+echo "   one task graph per step, checked against plain loops in the client)"
+"$BUILD/bin/llm_layer" --socket "$sock" --steps 8 --hold-ms 1500 &
+llm=$!
+sleep 1
+echo "== tandemctl status (while llm_layer still holds its buffers)"
 "$BUILD/bin/tandemctl" --socket "$sock" status
+wait "$llm"
 
 echo "== stopping tandemd (SIGTERM drains, exits 0)"
 kill -TERM "$pid"

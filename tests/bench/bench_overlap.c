@@ -4,9 +4,10 @@
  * its own output C_i) against weights B that stay on the device, goes
  * through the engine exactly as the daemon runs it (residency, prefetch up
  * to the pipeline depth, copy-in and compute queues). First the same copies
- * and kernels are timed one at a time at the backend level:
- *   serial = sum of transfers + sum of compute    (no overlap at all)
- *   ideal  = max(sum of transfers, sum of compute) (perfect overlap)
+ * and kernels are timed at the backend level, all copies back to back,
+ * then all kernels back to back (each phase at its own full speed):
+ *   serial = transfers + compute      (no overlap at all)
+ *   ideal  = max(transfers, compute)  (perfect overlap)
  * and the engine's makespan (submission to the last task's end; the final
  * write-back of the outputs is reported apart) is compared with both:
  *   BENCH overlap_of_ideal   ideal / makespan   (1.0 = perfect overlap)
@@ -26,8 +27,10 @@
 #include "tandem.h"
 
 #define NTASKS 24
-#define GEMM_M 256
-#define GEMM_K 2048
+/* GEMM height and depth: the fresh input A is M x K. GPUs get tasks of a
+ * millisecond or so, so that per-task overheads do not hide the overlap;
+ * CPU-side OpenCL devices (PoCL) smaller ones, to keep the run short. */
+static int64_t GEMM_M = 256, GEMM_K = 2048;
 
 static uint64_t now_ns(void)
 {
@@ -102,38 +105,50 @@ static int time_gemm(const struct backend_device *d, int64_t n, int reps, uint64
 	return err;
 }
 
-/* Serial baseline: every task's copies, then every task's kernel, each waited for. */
+/* Waits for the last event of a batch and drops them all. */
+static int wait_batch(const struct backend_device *d, struct backend_event **ev, int n)
+{
+	int err = n ? d->ops->event_wait(d, ev[n - 1]) : 0;
+	for (int i = 0; i < n; i++)
+		d->ops->event_release(d, ev[i]);
+	return err;
+}
+
+/* The baseline: every task's copies back to back on the copy queue, then
+ * every task's kernel back to back on the compute queue. Each phase runs at
+ * its own full speed; the two never overlap. */
 static int serial_times(struct stream *s, uint64_t *copy_ns, uint64_t *compute_ns)
 {
 	const struct backend_device *d = s->dev;
 	uint64_t len[3] = { s->a_bytes, s->b_bytes, s->c_bytes };
 	void *mem[3] = { 0 };
+	struct backend_event *ev[2 * NTASKS];
 	struct tdm_kernel_call call;
-	int err = 0;
+	int err = 0, n = 0;
 
 	for (int i = 0; i < 3 && !err; i++)
 		err = d->ops->mem_alloc(d, len[i], &mem[i]);
 	if (!err)
 		err = sync_copy_in(d, mem[1], s->b, s->b_bytes);
 	set_gemm_call(&call, s->n, mem, len);
-	*copy_ns = *compute_ns = 0;
+	uint64_t t0 = now_ns();
 	for (int i = 0; i < NTASKS && !err; i++) {
-		uint64_t t0 = now_ns();
-		err = sync_copy_in(d, mem[0], s->a[i], s->a_bytes);
+		err = d->ops->copy_h2d(d, mem[0], 0, s->a[i], s->a_bytes, NULL, &ev[n]);
+		n += !err;
 		if (!err)
-			err = sync_copy_in(d, mem[2], s->c[i], s->c_bytes);
-		uint64_t t1 = now_ns();
-		struct backend_event *ev;
-		if (!err)
-			err = d->ops->launch_async(d, kernel_by_id(KERNEL_SGEMM), &call, NULL, 0,
-			                           &ev);
-		if (!err) {
-			err = d->ops->event_wait(d, ev);
-			d->ops->event_release(d, ev);
-		}
-		*copy_ns += t1 - t0;
-		*compute_ns += now_ns() - t1;
+			err = d->ops->copy_h2d(d, mem[2], 0, s->c[i], s->c_bytes, NULL, &ev[n]);
+		n += !err;
 	}
+	err = err ? err : wait_batch(d, ev, n);
+	uint64_t t1 = now_ns();
+	n = 0;
+	for (int i = 0; i < NTASKS && !err; i++) {
+		err = d->ops->launch_async(d, kernel_by_id(KERNEL_SGEMM), &call, NULL, 0, &ev[n]);
+		n += !err;
+	}
+	err = err ? err : wait_batch(d, ev, n);
+	*copy_ns = t1 - t0;
+	*compute_ns = now_ns() - t1;
 	for (int i = 0; i < 3; i++)
 		if (mem[i])
 			d->ops->mem_free(d, mem[i]);
@@ -154,6 +169,8 @@ static int64_t balanced_width(const struct backend_device *d)
 		free(host);
 		return best;
 	}
+	if (d->ops->host_register)
+		d->ops->host_register(d, host, bytes);
 	for (size_t i = 0; i < sizeof(widths) / sizeof(widths[0]); i++) {
 		int64_t n = widths[i];
 		uint64_t in = ((uint64_t)GEMM_M * GEMM_K + (uint64_t)GEMM_M * n) * 4,
@@ -178,6 +195,8 @@ static int64_t balanced_width(const struct backend_device *d)
 			break; /* wider only makes compute longer */
 	}
 	d->ops->mem_free(d, mem);
+	if (d->ops->host_register)
+		d->ops->host_unregister(d, host);
 	free(host);
 	return best;
 }
@@ -284,6 +303,8 @@ static void run_device(const struct backend_device *d)
 	struct stream s = { .dev = d };
 	uint64_t copy_ns, compute_ns, makespan, with_wb;
 
+	GEMM_M = d->kind == TDM_DEV_GPU ? 1024 : 256;
+	GEMM_K = d->kind == TDM_DEV_GPU ? 4096 : 2048;
 	s.n = balanced_width(d);
 	s.a_bytes = (uint64_t)GEMM_M * GEMM_K * 4;
 	s.b_bytes = (uint64_t)GEMM_K * (uint64_t)s.n * 4;
@@ -297,14 +318,23 @@ static void run_device(const struct backend_device *d)
 		for (uint64_t j = 0; j < s.a_bytes / 4; j++)
 			s.a[i][j] = (float)((j + (uint64_t)i) % 5) * 0.1f;
 	}
+	/* The serial baseline copies from pinned memory too, as the engine's
+	 * copies do (residency pins every buffer where the backend can). */
+	bool pinned = d->ops->host_register != NULL;
+	for (int i = 0; i < NTASKS && pinned; i++) {
+		d->ops->host_register(d, s.a[i], s.a_bytes);
+		d->ops->host_register(d, s.c[i], s.c_bytes);
+	}
+	if (pinned)
+		d->ops->host_register(d, s.b, s.b_bytes);
 	if (serial_times(&s, &copy_ns, &compute_ns) != 0 ||
 	    engine_makespan(&s, 4, &makespan, &with_wb) != 0) {
 		printf("bench_overlap: %s: a copy or kernel failed\n", d->name);
 	} else {
 		uint64_t serial = copy_ns + compute_ns;
 		uint64_t ideal = copy_ns > compute_ns ? copy_ns : compute_ns;
-		printf("# %s: %d sgemm %dx%" PRId64
-		       "x%d, fresh input %.1f MiB each: transfers %.2f ms, "
+		printf("# %s: %d sgemm %" PRId64 "x%" PRId64 "x%" PRId64
+		       ", fresh input %.1f MiB each: transfers %.2f ms, "
 		       "compute %.2f ms, serial %.2f ms, ideal %.2f ms, makespan %.2f ms (%.2f ms "
 		       "with the final write-back)\n",
 		       d->name, NTASKS, GEMM_M, s.n, GEMM_K,

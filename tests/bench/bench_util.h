@@ -24,18 +24,6 @@
 #define bench_cpu_relax() __asm__ __volatile__("yield" ::: "memory")
 #else
 #define bench_cpu_relax() __asm__ __volatile__("" ::: "memory")
-/* Reports samples (ns) as "<prefix>_p50_us" and "<prefix>_p99_us". */
-static inline void bench_report_p50_p99(const char *prefix, uint64_t *ns, size_t n,
-                                        const char *keys)
-{
-	char name[96];
-
-	snprintf(name, sizeof(name), "%s_p50_us", prefix);
-	bench_report(name, (double)bench_percentile(ns, n, 50) / 1e3, "us", keys);
-	snprintf(name, sizeof(name), "%s_p99_us", prefix);
-	bench_report(name, (double)bench_percentile(ns, n, 99) / 1e3, "us", keys);
-}
-
 #endif
 
 static inline uint64_t bench_now_ns(void)

@@ -1,0 +1,1016 @@
+/* One decoder layer of a small LLaMA-shaped model through tandemd.
+ *
+ * Random weights (fixed seed), batch 1, a prompt whose keys and values are
+ * already in the KV cache (random), then --steps decode steps. Each step is
+ * one task graph over shared buffers (docs/kernels.md):
+ *
+ *   xn = rmsnorm(x)                   q, k, v = xn Wq, xn Wk, xn Wv   (sgemm)
+ *   rope(q), rope(k) at pos           K[pos] = k, V[pos] = v   (copy into a cache slice)
+ *   a = attn_decode(q, K, V, kv_len = pos + 1)            x += a Wo   (sgemm, axpy)
+ *   xn2 = rmsnorm(x)                  ids, w = topk_router(xn2 Wr)
+ *   y = 0, then y += expert_e(xn2) for each expert e      x += y
+ *
+ * Every expert gets a task; the ones the router did not pick leave y as it
+ * is. They all write y, so the daemon runs them one after another; no edge is
+ * given by hand. x stays in its buffer from one step to the next. --dense
+ * replaces the router and the experts by one SwiGLU MLP (moe_expert, k = 1).
+ *
+ * After each step the client runs the same layer with plain loops in double
+ * precision on its own copy of the state (hidden state and KV cache) and
+ * compares x. The relative error of an element is |got - want| / |want|,
+ * except that elements below 1% of the largest are measured against that 1%
+ * (rounding noise on a near-zero element means nothing); above 1e-3 fails.
+ */
+#include <getopt.h>
+#include <math.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "tandem.h"
+
+#define ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
+#define TRY(x)                                                                                     \
+	do {                                                                                       \
+		int err_ = (x);                                                                    \
+		if (err_)                                                                          \
+			return err_;                                                               \
+	} while (0)
+
+#define SEED 0x9e3779b97f4a7c15ull
+#define RMS_EPS 1e-5f
+#define ROPE_THETA 10000.0f
+#define MAX_REL_ERR 1e-3
+/* Router probabilities closer than this may swap places in float rounding. */
+#define ROUTER_TIE 1e-4
+
+struct shape {
+	int dm, nh, nkv, hd, ne, topk, dff, prompt, kv_cap, steps;
+	int hold_ms; /* keep the session (and its buffers) this long at the end */
+	bool dense;
+};
+
+static int qdim(const struct shape *s)
+{
+	return s->nh * s->hd;
+}
+
+static int kvdim(const struct shape *s)
+{
+	return s->nkv * s->hd;
+}
+
+/* A run of floats (or int32s) inside a daemon buffer: what a task names. */
+struct slice {
+	tdm_buffer h;
+	uint64_t off, len; /* bytes */
+	float *p; /* the client's view of the first element */
+};
+
+/* Everything the daemon sees. */
+struct layer {
+	struct slice norm1, wq, wk, wv, wo, norm2, wr; /* one WEIGHTS buffer */
+	struct slice *gate, *up, *down; /* one WEIGHTS buffer per expert */
+	struct slice kc, vc; /* [kv_cap][nkv][hd] each, one KV buffer each */
+	struct slice x, xn, q, k, v, att, o, xn2, logits, ids, wts, y;
+};
+
+struct kernel_ref {
+	const char *name;
+	tdm_kernel id;
+};
+
+struct kernels {
+	struct kernel_ref fill, copy, axpy, sgemm, rmsnorm, rope, attn, moe, router;
+};
+
+/* The reference's own state and scratch, in double precision. */
+struct ref {
+	double *block; /* everything below but ids */
+	double *x, *kc, *vc;
+	double *xn, *q, *k, *v, *att, *o, *xn2, *logits, *probs, *y, *g, *u, *scores;
+	double *w; /* topk routing weights */
+	int *ids;
+};
+
+/* Per device index: tasks run and time spent running them. */
+struct dev_stat {
+	uint64_t tasks, busy_ns;
+};
+
+struct stats {
+	struct dev_stat *dev;
+	uint32_t ndev;
+	uint32_t tasks_per_step;
+	uint64_t *step_ns;
+};
+
+static int check(int err, const char *what)
+{
+	if (err)
+		fprintf(stderr, "llm_layer: %s: %s\n", what, tdm_strerror(err));
+	return err;
+}
+
+static uint64_t now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+/* xorshift64*: uniform in [-1, 1). */
+static float frand(uint64_t *state)
+{
+	uint64_t x = *state;
+
+	x ^= x >> 12;
+	x ^= x << 25;
+	x ^= x >> 27;
+	*state = x;
+	return (float)((x * 0x2545f4914f6cdd1dull) >> 40) / (float)(1 << 23) - 1.0f;
+}
+
+static void fill_random(float *p, size_t n, float scale, float bias, uint64_t *seed)
+{
+	for (size_t i = 0; i < n; i++)
+		p[i] = bias + scale * frand(seed);
+}
+
+/* ---- options -------------------------------------------------------------- */
+
+static void usage(FILE *f)
+{
+	fprintf(f,
+	        "usage: llm_layer [OPTIONS]\n"
+	        "Runs decode steps of one LLaMA-shaped decoder layer (random weights) through\n"
+	        "tandemd, one task graph per step, and checks each step against plain loops.\n"
+	        "\n"
+	        "  --steps N       decode steps (default 8)\n"
+	        "  --dense         one SwiGLU MLP instead of the mixture of experts\n"
+	        "  --socket PATH   daemon socket (default: $TANDEM_SOCKET, then the default path)\n"
+	        "  --quiet         print only errors and the result line\n"
+	        "  --d-model N     hidden size (256)        --d-ff N      expert FFN size (512)\n"
+	        "  --heads N       query heads (8)          --kv-heads N  key/value heads (2)\n"
+	        "  --head-dim N    head size, even (32)     --experts N   experts (8)\n"
+	        "  --top-k N       experts per token (2)    --prompt N    cached positions (16)\n"
+	        "  --kv-cap N      KV cache positions (256)\n"
+	        "  --hold-ms N     stay connected N ms after the last step, buffers kept (for\n"
+	        "                  `tandemctl buffers` to show where their copies are)\n"
+	        "  --help          this text\n");
+}
+
+static int parse_int(const char *opt, const char *s, int lo, int hi, int *out)
+{
+	char *end;
+	long v = strtol(s, &end, 10);
+
+	if (*s == '\0' || *end != '\0' || v < lo || v > hi) {
+		fprintf(stderr, "llm_layer: --%s wants an integer in %d..%d\n", opt, lo, hi);
+		return -1;
+	}
+	*out = (int)v;
+	return 0;
+}
+
+static int check_shape(struct shape *s)
+{
+	const char *why = NULL;
+
+	if (s->dense) {
+		s->ne = 1;
+		s->topk = 1;
+	}
+	if (s->nh % s->nkv)
+		why = "--heads must be a multiple of --kv-heads";
+	else if (s->hd % 2)
+		why = "--head-dim must be even";
+	else if (s->topk > s->ne)
+		why = "--top-k must not exceed --experts";
+	else if (s->prompt + s->steps > s->kv_cap)
+		why = "--prompt plus --steps must fit in --kv-cap";
+	if (why)
+		fprintf(stderr, "llm_layer: %s\n", why);
+	return why ? -1 : 0;
+}
+
+/* Returns 0 to run, 1 after --help, -1 on a bad option. */
+static int parse_args(int argc, char **argv, struct shape *s, const char **sock, bool *quiet)
+{
+	enum { O_DM = 256, O_NH, O_NKV, O_HD, O_NE, O_TOPK, O_DFF, O_PROMPT, O_KVCAP, O_HOLD };
+	static const struct option opts[] = {
+		{ "steps", required_argument, NULL, 's' },
+		{ "dense", no_argument, NULL, 'd' },
+		{ "socket", required_argument, NULL, 'S' },
+		{ "quiet", no_argument, NULL, 'q' },
+		{ "help", no_argument, NULL, 'h' },
+		{ "d-model", required_argument, NULL, O_DM },
+		{ "heads", required_argument, NULL, O_NH },
+		{ "kv-heads", required_argument, NULL, O_NKV },
+		{ "head-dim", required_argument, NULL, O_HD },
+		{ "experts", required_argument, NULL, O_NE },
+		{ "top-k", required_argument, NULL, O_TOPK },
+		{ "d-ff", required_argument, NULL, O_DFF },
+		{ "prompt", required_argument, NULL, O_PROMPT },
+		{ "kv-cap", required_argument, NULL, O_KVCAP },
+		{ "hold-ms", required_argument, NULL, O_HOLD },
+		{ NULL, 0, NULL, 0 },
+	};
+	int c, idx, err = 0;
+
+	while ((c = getopt_long(argc, argv, "", opts, &idx)) != -1) {
+		const char *name = c == '?' ? "" : opts[idx].name;
+		switch (c) {
+		case 's': err = parse_int(name, optarg, 1, 65536, &s->steps); break;
+		case 'd': s->dense = true; break;
+		case 'S': *sock = optarg; break;
+		case 'q': *quiet = true; break;
+		case 'h': usage(stdout); return 1;
+		case O_DM: err = parse_int(name, optarg, 1, 65536, &s->dm); break;
+		case O_NH: err = parse_int(name, optarg, 1, 65536, &s->nh); break;
+		case O_NKV: err = parse_int(name, optarg, 1, 65536, &s->nkv); break;
+		case O_HD: err = parse_int(name, optarg, 2, 65536, &s->hd); break;
+		case O_NE: err = parse_int(name, optarg, 1, 1024, &s->ne); break;
+		case O_TOPK: err = parse_int(name, optarg, 1, 1024, &s->topk); break;
+		case O_DFF: err = parse_int(name, optarg, 1, 65536, &s->dff); break;
+		case O_PROMPT: err = parse_int(name, optarg, 0, 65535, &s->prompt); break;
+		case O_KVCAP: err = parse_int(name, optarg, 1, 65536, &s->kv_cap); break;
+		case O_HOLD: err = parse_int(name, optarg, 0, 600000, &s->hold_ms); break;
+		default: err = -1; break;
+		}
+		if (err) {
+			usage(stderr);
+			return -1;
+		}
+	}
+	if (optind < argc) {
+		fprintf(stderr, "llm_layer: unexpected argument '%s'\n", argv[optind]);
+		usage(stderr);
+		return -1;
+	}
+	return check_shape(s);
+}
+
+/* ---- buffers -------------------------------------------------------------- */
+
+/* Hands out consecutive slices of one buffer. */
+struct carver {
+	tdm_buffer h;
+	char *base;
+	uint64_t used;
+};
+
+static struct slice carve(struct carver *cv, size_t n)
+{
+	struct slice s = { .h = cv->h,
+		           .off = cv->used,
+		           .len = n * sizeof(float),
+		           .p = (float *)(cv->base + cv->used) };
+
+	cv->used += s.len;
+	return s;
+}
+
+static int alloc_carver(tdm_client *c, size_t nfloats, uint32_t flags, struct carver *cv)
+{
+	void *p;
+	int err = tdm_buffer_alloc(c, nfloats * sizeof(float), flags, &cv->h, &p);
+
+	cv->base = p;
+	cv->used = 0;
+	return check(err, "buffer");
+}
+
+/* A buffer of its own, as one slice. */
+static int alloc_slice(tdm_client *c, size_t nfloats, uint32_t flags, struct slice *s)
+{
+	struct carver cv;
+
+	TRY(alloc_carver(c, nfloats, flags, &cv));
+	*s = carve(&cv, nfloats);
+	return 0;
+}
+
+static int alloc_weights(tdm_client *c, const struct shape *s, struct layer *L, uint64_t *seed)
+{
+	size_t dm = (size_t)s->dm, qd = (size_t)qdim(s), kvd = (size_t)kvdim(s);
+	size_t ff = (size_t)s->dff, wr = s->dense ? 0 : dm * (size_t)s->ne;
+	struct carver cv;
+
+	TRY(alloc_carver(c, 2 * dm + dm * qd + 2 * dm * kvd + qd * dm + wr, TDM_BUF_WEIGHTS, &cv));
+	L->norm1 = carve(&cv, dm);
+	L->wq = carve(&cv, dm * qd);
+	L->wk = carve(&cv, dm * kvd);
+	L->wv = carve(&cv, dm * kvd);
+	L->wo = carve(&cv, qd * dm);
+	L->norm2 = carve(&cv, dm);
+	if (wr)
+		L->wr = carve(&cv, wr);
+	/* Scaled by 1/sqrt(fan-in) so that activations stay near 1. */
+	fill_random(L->norm1.p, dm, 0.1f, 1.0f, seed);
+	fill_random(L->wq.p, dm * qd, 1.0f / sqrtf((float)dm), 0.0f, seed);
+	fill_random(L->wk.p, dm * kvd, 1.0f / sqrtf((float)dm), 0.0f, seed);
+	fill_random(L->wv.p, dm * kvd, 1.0f / sqrtf((float)dm), 0.0f, seed);
+	fill_random(L->wo.p, qd * dm, 1.0f / sqrtf((float)qd), 0.0f, seed);
+	fill_random(L->norm2.p, dm, 0.1f, 1.0f, seed);
+	if (wr)
+		fill_random(L->wr.p, wr, 1.0f / sqrtf((float)dm), 0.0f, seed);
+
+	L->gate = calloc((size_t)s->ne, sizeof(*L->gate));
+	L->up = calloc((size_t)s->ne, sizeof(*L->up));
+	L->down = calloc((size_t)s->ne, sizeof(*L->down));
+	if (!L->gate || !L->up || !L->down)
+		return check(-TDM_ENOMEM, "experts");
+	for (int e = 0; e < s->ne; e++) {
+		TRY(alloc_carver(c, 3 * dm * ff, TDM_BUF_WEIGHTS, &cv));
+		L->gate[e] = carve(&cv, dm * ff);
+		L->up[e] = carve(&cv, dm * ff);
+		L->down[e] = carve(&cv, ff * dm);
+		fill_random(L->gate[e].p, dm * ff, 1.0f / sqrtf((float)dm), 0.0f, seed);
+		fill_random(L->up[e].p, dm * ff, 1.0f / sqrtf((float)dm), 0.0f, seed);
+		fill_random(L->down[e].p, ff * dm, 1.0f / sqrtf((float)ff), 0.0f, seed);
+	}
+	return 0;
+}
+
+static int alloc_state(tdm_client *c, const struct shape *s, struct layer *L, uint64_t *seed)
+{
+	size_t dm = (size_t)s->dm, qd = (size_t)qdim(s), kvd = (size_t)kvdim(s);
+	size_t cache = (size_t)s->kv_cap * kvd, nk = (size_t)s->topk;
+	const uint32_t tmp = TDM_BUF_SCRATCH;
+
+	TRY(alloc_slice(c, cache, TDM_BUF_KV, &L->kc));
+	TRY(alloc_slice(c, cache, TDM_BUF_KV, &L->vc));
+	/* The prompt: positions [0, prompt) hold random keys and values. */
+	fill_random(L->kc.p, (size_t)s->prompt * kvd, 1.0f, 0.0f, seed);
+	fill_random(L->vc.p, (size_t)s->prompt * kvd, 1.0f, 0.0f, seed);
+
+	TRY(alloc_slice(c, dm, 0, &L->x));
+	fill_random(L->x.p, dm, 1.0f, 0.0f, seed);
+	TRY(alloc_slice(c, dm, tmp, &L->xn));
+	TRY(alloc_slice(c, qd, tmp, &L->q));
+	TRY(alloc_slice(c, kvd, tmp, &L->k));
+	TRY(alloc_slice(c, kvd, tmp, &L->v));
+	TRY(alloc_slice(c, qd, tmp, &L->att));
+	TRY(alloc_slice(c, dm, tmp, &L->o));
+	TRY(alloc_slice(c, dm, tmp, &L->xn2));
+	TRY(alloc_slice(c, (size_t)s->ne, tmp, &L->logits));
+	TRY(alloc_slice(c, nk, tmp, &L->ids)); /* int32, the size of a float */
+	TRY(alloc_slice(c, nk, tmp, &L->wts));
+	TRY(alloc_slice(c, dm, tmp, &L->y));
+	if (s->dense) {
+		/* A dense MLP: every token goes to expert 0 with weight 1. */
+		((int32_t *)(void *)L->ids.p)[0] = 0;
+		L->wts.p[0] = 1.0f;
+	}
+	return 0;
+}
+
+static int lookup_kernels(tdm_client *c, bool dense, struct kernels *k)
+{
+	struct {
+		struct kernel_ref *ref;
+		const char *name;
+	} tab[] = { { &k->fill, "fill" },         { &k->copy, "copy" },
+		    { &k->axpy, "axpy" },         { &k->sgemm, "sgemm" },
+		    { &k->rmsnorm, "rmsnorm" },   { &k->rope, "rope" },
+		    { &k->attn, "attn_decode" },  { &k->moe, "moe_expert" },
+		    { &k->router, "topk_router" } };
+
+	for (size_t i = 0; i < ARRAY_LEN(tab); i++) {
+		tab[i].ref->name = tab[i].name;
+		if (dense && tab[i].ref == &k->router)
+			continue; /* no router in a dense MLP */
+		int err = tdm_kernel_lookup(c, tab[i].name, &tab[i].ref->id);
+		if (err) {
+			fprintf(stderr, "llm_layer: kernel %s: %s\n", tab[i].name,
+			        tdm_strerror(err));
+			return err;
+		}
+	}
+	return 0;
+}
+
+/* ---- one step as a graph ---------------------------------------------------- */
+
+struct step {
+	tdm_graph *g;
+	const char **names; /* kernel of each task, for error messages */
+	uint32_t cap;
+};
+
+static struct tdm_arg arg(const struct slice *s, uint32_t mode)
+{
+	return TDM_ARG(s->h, mode, s->off, s->len);
+}
+
+static int add_task(struct step *st, const struct kernel_ref *k, const struct tdm_arg *args,
+                    uint32_t nargs, const struct tdm_scalar *sc, uint32_t nsc)
+{
+	struct tdm_task_desc t = { .kernel = k->id, .nargs = nargs, .nscalars = nsc };
+	uint32_t n = tdm_graph_task_count(st->g);
+	int err;
+
+	memcpy(t.args, args, nargs * sizeof(*args));
+	if (nsc)
+		memcpy(t.scalars, sc, nsc * sizeof(*sc));
+	err = tdm_graph_add_task(st->g, &t, NULL);
+	if (err) {
+		fprintf(stderr, "llm_layer: adding task %u (%s): %s\n", n, k->name,
+		        tdm_strerror(err));
+		return err;
+	}
+	if (n < st->cap)
+		st->names[n] = k->name;
+	return 0;
+}
+
+#define ADD(st, k, args, sc) add_task(st, k, args, ARRAY_LEN(args), sc, ARRAY_LEN(sc))
+
+/* C (m x n) = A (m x kk) B (kk x n); beta 0: C's old contents do not count. */
+static int add_matmul(struct step *st, const struct kernels *k, const struct slice *a,
+                      const struct slice *b, const struct slice *c, int m, int n, int kk)
+{
+	struct tdm_arg args[] = { arg(a, TDM_R), arg(b, TDM_R), arg(c, TDM_RW) };
+	struct tdm_scalar sc[] = { TDM_I64(m), TDM_I64(n), TDM_I64(kk), TDM_F32(1.0f),
+		                   TDM_F32(0.0f) };
+
+	return ADD(st, &k->sgemm, args, sc);
+}
+
+static int add_rmsnorm(struct step *st, const struct kernels *k, const struct slice *x,
+                       const struct slice *w, const struct slice *y, int dim)
+{
+	struct tdm_arg args[] = { arg(x, TDM_R), arg(w, TDM_R), arg(y, TDM_W) };
+	struct tdm_scalar sc[] = { TDM_I64(1), TDM_I64(dim), TDM_F32(RMS_EPS) };
+
+	return ADD(st, &k->rmsnorm, args, sc);
+}
+
+static int add_rope(struct step *st, const struct kernels *k, const struct slice *x, int nheads,
+                    int hd, int pos)
+{
+	struct tdm_arg args[] = { arg(x, TDM_RW) };
+	struct tdm_scalar sc[] = { TDM_I64(1), TDM_I64(nheads), TDM_I64(hd), TDM_I64(pos),
+		                   TDM_F32(ROPE_THETA) };
+
+	return ADD(st, &k->rope, args, sc);
+}
+
+/* Writes src into the cache row of position pos. */
+static int add_append(struct step *st, const struct kernels *k, const struct slice *src,
+                      const struct slice *cache, int pos)
+{
+	struct tdm_arg args[] = { arg(src, TDM_R),
+		                  TDM_ARG(cache->h, TDM_W, cache->off + (uint64_t)pos * src->len,
+		                          src->len) };
+
+	return add_task(st, &k->copy, args, ARRAY_LEN(args), NULL, 0);
+}
+
+static int add_attention(struct step *st, const struct kernels *k, const struct shape *s,
+                         const struct layer *L, int pos)
+{
+	struct tdm_arg args[] = { arg(&L->q, TDM_R), arg(&L->kc, TDM_R), arg(&L->vc, TDM_R),
+		                  arg(&L->att, TDM_W) };
+	struct tdm_scalar sc[] = { TDM_I64(1),     TDM_I64(s->nh),   TDM_I64(s->nkv),
+		                   TDM_I64(s->hd), TDM_I64(pos + 1), TDM_I64(s->kv_cap) };
+
+	return ADD(st, &k->attn, args, sc);
+}
+
+static int add_axpy(struct step *st, const struct kernels *k, const struct slice *x,
+                    const struct slice *y)
+{
+	struct tdm_arg args[] = { arg(x, TDM_R), arg(y, TDM_RW) };
+	struct tdm_scalar sc[] = { TDM_F32(1.0f) };
+
+	return ADD(st, &k->axpy, args, sc);
+}
+
+static int add_router(struct step *st, const struct kernels *k, const struct shape *s,
+                      const struct layer *L)
+{
+	struct tdm_arg args[] = { arg(&L->logits, TDM_R), arg(&L->ids, TDM_W),
+		                  arg(&L->wts, TDM_W) };
+	struct tdm_scalar sc[] = { TDM_I64(1), TDM_I64(s->ne), TDM_I64(s->topk) };
+
+	TRY(add_matmul(st, k, &L->xn2, &L->wr, &L->logits, 1, s->ne, s->dm));
+	return ADD(st, &k->router, args, sc);
+}
+
+/* y = sum over the experts of their share of xn2; then x += y. */
+static int add_experts(struct step *st, const struct kernels *k, const struct shape *s,
+                       const struct layer *L)
+{
+	struct tdm_arg zero[] = { arg(&L->y, TDM_W) };
+	struct tdm_scalar zero_sc[] = { TDM_F32(0.0f) };
+
+	TRY(ADD(st, &k->fill, zero, zero_sc));
+	for (int e = 0; e < s->ne; e++) {
+		struct tdm_arg args[] = { arg(&L->xn2, TDM_R),   arg(&L->gate[e], TDM_R),
+			                  arg(&L->up[e], TDM_R), arg(&L->down[e], TDM_R),
+			                  arg(&L->ids, TDM_R),   arg(&L->wts, TDM_R),
+			                  arg(&L->y, TDM_RW) };
+		struct tdm_scalar sc[] = { TDM_I64(1), TDM_I64(s->dm), TDM_I64(s->dff),
+			                   TDM_I64(s->topk), TDM_I64(e) };
+		TRY(ADD(st, &k->moe, args, sc));
+	}
+	return add_axpy(st, k, &L->y, &L->x);
+}
+
+static int build_step(struct step *st, const struct kernels *k, const struct shape *s,
+                      const struct layer *L, int pos)
+{
+	int dm = s->dm, qd = qdim(s), kvd = kvdim(s);
+
+	TRY(add_rmsnorm(st, k, &L->x, &L->norm1, &L->xn, dm));
+	TRY(add_matmul(st, k, &L->xn, &L->wq, &L->q, 1, qd, dm));
+	TRY(add_matmul(st, k, &L->xn, &L->wk, &L->k, 1, kvd, dm));
+	TRY(add_matmul(st, k, &L->xn, &L->wv, &L->v, 1, kvd, dm));
+	TRY(add_rope(st, k, &L->q, s->nh, s->hd, pos));
+	TRY(add_rope(st, k, &L->k, s->nkv, s->hd, pos));
+	TRY(add_append(st, k, &L->k, &L->kc, pos));
+	TRY(add_append(st, k, &L->v, &L->vc, pos));
+	TRY(add_attention(st, k, s, L, pos));
+	TRY(add_matmul(st, k, &L->att, &L->wo, &L->o, 1, dm, qd));
+	TRY(add_axpy(st, k, &L->o, &L->x));
+	TRY(add_rmsnorm(st, k, &L->x, &L->norm2, &L->xn2, dm));
+	if (!s->dense)
+		TRY(add_router(st, k, s, L));
+	return add_experts(st, k, s, L);
+}
+
+/* ---- the reference: plain loops, double precision -------------------------------- */
+
+static int ref_alloc(const struct shape *s, const struct layer *L, struct ref *R)
+{
+	size_t dm = (size_t)s->dm, qd = (size_t)qdim(s), kvd = (size_t)kvdim(s);
+	size_t cache = (size_t)s->kv_cap * kvd, ne = (size_t)s->ne, ff = (size_t)s->dff;
+	struct {
+		double **p;
+		size_t n;
+	} parts[] = { { &R->x, dm },
+		      { &R->xn, dm },
+		      { &R->xn2, dm },
+		      { &R->o, dm },
+		      { &R->y, dm },
+		      { &R->kc, cache },
+		      { &R->vc, cache },
+		      { &R->q, qd },
+		      { &R->att, qd },
+		      { &R->k, kvd },
+		      { &R->v, kvd },
+		      { &R->logits, ne },
+		      { &R->probs, ne },
+		      { &R->g, ff },
+		      { &R->u, ff },
+		      { &R->w, (size_t)s->topk },
+		      { &R->scores, (size_t)s->kv_cap } };
+	size_t total = 0;
+
+	for (size_t i = 0; i < ARRAY_LEN(parts); i++)
+		total += parts[i].n;
+	R->block = calloc(total, sizeof(double));
+	R->ids = calloc((size_t)s->topk, sizeof(*R->ids));
+	if (!R->block || !R->ids)
+		return -TDM_ENOMEM;
+	double *p = R->block;
+	for (size_t i = 0; i < ARRAY_LEN(parts); i++) {
+		*parts[i].p = p;
+		p += parts[i].n;
+	}
+	/* The same starting point as the daemon's buffers. */
+	for (size_t i = 0; i < dm; i++)
+		R->x[i] = L->x.p[i];
+	for (size_t i = 0; i < (size_t)s->prompt * kvd; i++) {
+		R->kc[i] = L->kc.p[i];
+		R->vc[i] = L->vc.p[i];
+	}
+	return 0;
+}
+
+static void ref_free(struct ref *R)
+{
+	free(R->block);
+	free(R->ids);
+}
+
+static void ref_rmsnorm(const double *x, const float *w, double *y, int n)
+{
+	double ss = 0;
+
+	for (int i = 0; i < n; i++)
+		ss += x[i] * x[i];
+	double r = 1.0 / sqrt(ss / n + RMS_EPS);
+	for (int i = 0; i < n; i++)
+		y[i] = x[i] * r * w[i];
+}
+
+/* y (out) = x (in) W (in x out) */
+static void ref_matvec(const double *x, const float *w, double *y, int in, int out)
+{
+	for (int j = 0; j < out; j++)
+		y[j] = 0;
+	for (int i = 0; i < in; i++)
+		for (int j = 0; j < out; j++)
+			y[j] += x[i] * w[(size_t)i * out + j];
+}
+
+static void ref_rope(double *x, int nheads, int hd, int pos)
+{
+	for (int h = 0; h < nheads; h++) {
+		double *v = x + (size_t)h * hd;
+		for (int i = 0; i < hd / 2; i++) {
+			/* The angle in single precision, as docs/kernels.md says. */
+			float f = (float)pos * powf(ROPE_THETA, -2.0f * (float)i / (float)hd);
+			double a = v[i], b = v[i + hd / 2];
+			v[i] = a * cos(f) - b * sin(f);
+			v[i + hd / 2] = a * sin(f) + b * cos(f);
+		}
+	}
+}
+
+static void ref_softmax(const double *x, double *p, int n)
+{
+	double max = x[0], sum = 0;
+
+	for (int i = 1; i < n; i++)
+		max = x[i] > max ? x[i] : max;
+	for (int i = 0; i < n; i++)
+		sum += p[i] = exp(x[i] - max);
+	for (int i = 0; i < n; i++)
+		p[i] /= sum;
+}
+
+static void ref_attention(const struct shape *s, struct ref *R, int kv_len)
+{
+	int hd = s->hd, kvd = kvdim(s), group = s->nh / s->nkv;
+
+	for (int h = 0; h < s->nh; h++) {
+		const double *q = R->q + (size_t)h * hd;
+		size_t g = (size_t)(h / group) * hd;
+		for (int t = 0; t < kv_len; t++) {
+			double dot = 0;
+			for (int d = 0; d < hd; d++)
+				dot += q[d] * R->kc[(size_t)t * kvd + g + d];
+			R->scores[t] = dot / sqrt(hd);
+		}
+		ref_softmax(R->scores, R->scores, kv_len);
+		for (int d = 0; d < hd; d++) {
+			double acc = 0;
+			for (int t = 0; t < kv_len; t++)
+				acc += R->scores[t] * R->vc[(size_t)t * kvd + g + d];
+			R->att[(size_t)h * hd + d] = acc;
+		}
+	}
+}
+
+static bool picked(const int *ids, int n, int e)
+{
+	for (int j = 0; j < n; j++)
+		if (ids[j] == e)
+			return true;
+	return false;
+}
+
+/* The k most probable experts (ties: the lower index), in descending order. */
+static void ref_topk(const double *p, int ne, int k, int *ids)
+{
+	for (int j = 0; j < k; j++) {
+		int best = -1;
+		for (int e = 0; e < ne; e++)
+			if (!picked(ids, j, e) && (best < 0 || p[e] > p[best]))
+				best = e;
+		ids[j] = best;
+	}
+}
+
+/* Whether the daemon's choice differs from ours only among experts whose
+ * probabilities are too close for float rounding to order them. */
+static bool near_tie(const double *p, const int *want, const int32_t *got, int k, int ne)
+{
+	for (int j = 0; j < k; j++) {
+		if (got[j] < 0 || got[j] >= ne || fabs(p[got[j]] - p[want[j]]) > ROUTER_TIE)
+			return false;
+	}
+	return true;
+}
+
+/* Routing for the reference: its own, unless the daemon broke a near tie the
+ * other way (then the daemon's, so that one rounding does not fail the run).
+ * Returns false when the choices differ for real. */
+static bool ref_route(const struct shape *s, struct ref *R, const int32_t *got, bool *tie)
+{
+	int k = s->topk;
+	double sum = 0;
+	bool same = true;
+
+	*tie = false;
+	if (s->dense) {
+		R->ids[0] = 0;
+		R->w[0] = 1.0;
+		return true;
+	}
+	ref_softmax(R->logits, R->probs, s->ne);
+	ref_topk(R->probs, s->ne, k, R->ids);
+	for (int j = 0; j < k; j++)
+		same = same && R->ids[j] == got[j];
+	if (!same && near_tie(R->probs, R->ids, got, k, s->ne)) {
+		for (int j = 0; j < k; j++)
+			R->ids[j] = got[j];
+		*tie = same = true;
+	}
+	for (int j = 0; j < k; j++)
+		sum += R->probs[R->ids[j]];
+	for (int j = 0; j < k; j++)
+		R->w[j] = R->probs[R->ids[j]] / sum;
+	return same;
+}
+
+/* y += r * (silu(x Wg) * (x Wu)) Wd */
+static void ref_expert(const struct shape *s, const struct layer *L, struct ref *R, int e, double r)
+{
+	int dm = s->dm, ff = s->dff;
+
+	ref_matvec(R->xn2, L->gate[e].p, R->g, dm, ff);
+	ref_matvec(R->xn2, L->up[e].p, R->u, dm, ff);
+	for (int i = 0; i < ff; i++)
+		R->g[i] = R->g[i] / (1.0 + exp(-R->g[i])) * R->u[i];
+	for (int j = 0; j < dm; j++) {
+		double acc = 0;
+		for (int i = 0; i < ff; i++)
+			acc += R->g[i] * L->down[e].p[(size_t)i * dm + j];
+		R->y[j] += r * acc;
+	}
+}
+
+/* One step of the layer on the reference's state. got_ids: the daemon's
+ * routing of this step. Returns false when the routing differs. */
+static bool ref_step(const struct shape *s, const struct layer *L, struct ref *R, int pos,
+                     const int32_t *got_ids, bool *tie)
+{
+	int dm = s->dm, qd = qdim(s), kvd = kvdim(s);
+	bool same;
+
+	ref_rmsnorm(R->x, L->norm1.p, R->xn, dm);
+	ref_matvec(R->xn, L->wq.p, R->q, dm, qd);
+	ref_matvec(R->xn, L->wk.p, R->k, dm, kvd);
+	ref_matvec(R->xn, L->wv.p, R->v, dm, kvd);
+	ref_rope(R->q, s->nh, s->hd, pos);
+	ref_rope(R->k, s->nkv, s->hd, pos);
+	memcpy(R->kc + (size_t)pos * kvd, R->k, (size_t)kvd * sizeof(double));
+	memcpy(R->vc + (size_t)pos * kvd, R->v, (size_t)kvd * sizeof(double));
+	ref_attention(s, R, pos + 1);
+	ref_matvec(R->att, L->wo.p, R->o, qd, dm);
+	for (int i = 0; i < dm; i++)
+		R->x[i] += R->o[i];
+
+	ref_rmsnorm(R->x, L->norm2.p, R->xn2, dm);
+	if (!s->dense)
+		ref_matvec(R->xn2, L->wr.p, R->logits, dm, s->ne);
+	same = ref_route(s, R, got_ids, tie);
+	for (int i = 0; i < dm; i++)
+		R->y[i] = 0;
+	for (int j = 0; j < s->topk; j++)
+		ref_expert(s, L, R, R->ids[j], R->w[j]);
+	for (int i = 0; i < dm; i++)
+		R->x[i] += R->y[i];
+	return same;
+}
+
+struct error {
+	double abs, rel;
+};
+
+static struct error compare(const float *got, const double *want, int n)
+{
+	struct error e = { 0, 0 };
+	double big = 0;
+
+	for (int i = 0; i < n; i++)
+		big = fmax(big, fabs(want[i]));
+	double floor = 1e-2 * big;
+	for (int i = 0; i < n; i++) {
+		double d = fabs(got[i] - want[i]);
+		double rel = d / fmax(fabs(want[i]), floor);
+		if (isnan(d) || isnan(rel))
+			d = rel = INFINITY;
+		e.abs = fmax(e.abs, d);
+		e.rel = fmax(e.rel, rel);
+	}
+	return e;
+}
+
+/* ---- schedule summary ------------------------------------------------------- */
+
+static int record_schedule(struct stats *st, const tdm_graph *g)
+{
+	uint32_t n = tdm_graph_task_count(g);
+
+	for (uint32_t i = 0; i < n; i++) {
+		const struct tdm_task_info *ti = tdm_graph_task_info(g, i);
+		if (!ti)
+			continue;
+		if (ti->device >= st->ndev) {
+			uint32_t nd = ti->device + 1;
+			struct dev_stat *d = realloc(st->dev, nd * sizeof(*d));
+			if (!d)
+				return -TDM_ENOMEM;
+			memset(d + st->ndev, 0, (nd - st->ndev) * sizeof(*d));
+			st->dev = d;
+			st->ndev = nd;
+		}
+		st->dev[ti->device].tasks++;
+		if (ti->end_ns > ti->start_ns)
+			st->dev[ti->device].busy_ns += ti->end_ns - ti->start_ns;
+	}
+	return 0;
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+
+	return (x > y) - (x < y);
+}
+
+static void print_summary(struct stats *st, int steps)
+{
+	printf("schedule over %d steps (%u tasks each):\n", steps, st->tasks_per_step);
+	printf("  %6s %8s %12s\n", "device", "tasks", "busy ms");
+	for (uint32_t d = 0; d < st->ndev; d++)
+		printf("  %6u %8llu %12.3f\n", d, (unsigned long long)st->dev[d].tasks,
+		       st->dev[d].busy_ns / 1e6);
+	qsort(st->step_ns, (size_t)steps, sizeof(*st->step_ns), cmp_u64);
+	double median = steps % 2 ? st->step_ns[steps / 2]
+	                          : (st->step_ns[steps / 2 - 1] + st->step_ns[steps / 2]) / 2.0;
+	printf("step latency (submit to wait return): median %.1f us, min %.1f us, max %.1f us\n",
+	       median / 1e3, st->step_ns[0] / 1e3, st->step_ns[steps - 1] / 1e3);
+}
+
+/* ---- main ----------------------------------------------------------------------- */
+
+static void report_failure(const struct step *st, int err)
+{
+	uint32_t task = 0, field = 0;
+
+	fprintf(stderr, "llm_layer: step graph: %s\n", tdm_strerror(err));
+	tdm_graph_reject_detail(st->g, &task, &field);
+	if (field)
+		fprintf(stderr, "llm_layer: rejected at task %u (%s), field %s\n", task,
+		        task < st->cap && st->names[task] ? st->names[task] : "?",
+		        tdm_reject_field_name(field));
+}
+
+/* Runs decode step `step`; returns 0, or non-zero after saying why. */
+static int run_step(tdm_client *c, const struct kernels *k, const struct shape *s,
+                    const struct layer *L, struct ref *R, struct stats *stats, int step, bool quiet,
+                    double *worst)
+{
+	int pos = s->prompt + step;
+	/* 16 tasks besides the experts. */
+	struct step st = { .g = tdm_graph_new(c), .cap = 16 + (uint32_t)s->ne };
+	int err;
+
+	st.names = calloc(st.cap, sizeof(*st.names));
+	if (!st.g || !st.names) {
+		err = check(-TDM_ENOMEM, "graph");
+		goto out;
+	}
+	tdm_graph_want_task_info(st.g, 1);
+	err = build_step(&st, k, s, L, pos);
+	if (err)
+		goto out;
+	stats->tasks_per_step = tdm_graph_task_count(st.g);
+	uint64_t t0 = now_ns();
+	err = tdm_graph_submit(st.g);
+	if (!err)
+		err = tdm_wait(st.g, -1);
+	stats->step_ns[step] = now_ns() - t0;
+	if (err) {
+		report_failure(&st, err);
+		goto out;
+	}
+	if ((err = check(record_schedule(stats, st.g), "schedule")))
+		goto out;
+
+	const int32_t *got_ids = (const int32_t *)(const void *)L->ids.p;
+	bool tie;
+	bool same = ref_step(s, L, R, pos, got_ids, &tie);
+	struct error e = compare(L->x.p, R->x, s->dm);
+	*worst = fmax(*worst, e.rel);
+	if (!quiet) {
+		printf("step %d pos %d: %8.1f us, max abs err %.2e, max rel err %.2e", step, pos,
+		       stats->step_ns[step] / 1e3, e.abs, e.rel);
+		if (!s->dense) {
+			printf(", experts");
+			for (int j = 0; j < s->topk; j++)
+				printf(" %d", got_ids[j]);
+		}
+		printf("%s\n", tie ? " (near tie, the daemon's order kept)" : "");
+	}
+	if (!same) {
+		fprintf(stderr, "llm_layer: step %d: the router picked other experts:", step);
+		for (int j = 0; j < s->topk; j++)
+			fprintf(stderr, " %d (want %d)", got_ids[j], R->ids[j]);
+		fprintf(stderr, "\n");
+		err = 1;
+	}
+	if (!(e.rel <= MAX_REL_ERR)) {
+		fprintf(stderr, "llm_layer: step %d: max rel err %.2e exceeds %.0e\n", step, e.rel,
+		        MAX_REL_ERR);
+		err = 1;
+	}
+out:
+	tdm_graph_free(st.g);
+	free(st.names);
+	return err;
+}
+
+static void describe(const struct shape *s, uint32_t ndev)
+{
+	printf("llm_layer: d_model %d, %d heads (%d kv) of %d, ", s->dm, s->nh, s->nkv, s->hd);
+	if (s->dense)
+		printf("dense SwiGLU MLP d_ff %d", s->dff);
+	else
+		printf("MoE %d experts top-%d d_ff %d", s->ne, s->topk, s->dff);
+	printf("; prompt %d, kv cap %d, %d steps; daemon has %u devices\n", s->prompt, s->kv_cap,
+	       s->steps, ndev);
+}
+
+int main(int argc, char **argv)
+{
+	struct shape s = { .dm = 256,
+		           .nh = 8,
+		           .nkv = 2,
+		           .hd = 32,
+		           .ne = 8,
+		           .topk = 2,
+		           .dff = 512,
+		           .prompt = 16,
+		           .kv_cap = 256,
+		           .steps = 8 };
+	const char *sock = NULL;
+	bool quiet = false;
+	int rc = parse_args(argc, argv, &s, &sock, &quiet);
+
+	if (rc)
+		return rc > 0 ? 0 : 2;
+
+	tdm_client *c;
+	struct kernels k;
+	struct layer L = { 0 };
+	struct ref R = { 0 };
+	struct stats stats = { 0 };
+	uint64_t seed = SEED;
+	double worst = 0;
+
+	if (check(tdm_connect(&(struct tdm_connect_opts){ .socket_path = sock, .spin_us = 20 }, &c),
+	          "connect"))
+		return 1;
+	rc = 1;
+	if (lookup_kernels(c, s.dense, &k) || alloc_weights(c, &s, &L, &seed) ||
+	    alloc_state(c, &s, &L, &seed) || check(ref_alloc(&s, &L, &R), "reference"))
+		goto out;
+	/* Every device the daemon has, idle ones too; record_schedule grows it
+	 * should a task report a higher index. */
+	stats.ndev = tdm_device_count(c);
+	stats.dev = calloc(stats.ndev ? stats.ndev : 1, sizeof(*stats.dev));
+	stats.step_ns = calloc((size_t)s.steps, sizeof(*stats.step_ns));
+	if (!stats.dev || !stats.step_ns) {
+		check(-TDM_ENOMEM, "statistics");
+		goto out;
+	}
+	if (!quiet)
+		describe(&s, tdm_device_count(c));
+
+	for (int step = 0; step < s.steps; step++) {
+		if (run_step(c, &k, &s, &L, &R, &stats, step, quiet, &worst))
+			goto out;
+	}
+	if (!quiet)
+		print_summary(&stats, s.steps);
+	printf("result: %d steps correct (max rel err %.2e)\n", s.steps, worst);
+	fflush(stdout);
+	rc = 0;
+	if (s.hold_ms) {
+		struct timespec ts = { s.hold_ms / 1000, (long)(s.hold_ms % 1000) * 1000000L };
+		nanosleep(&ts, NULL);
+	}
+out:
+	if (rc)
+		printf("result: FAILED\n");
+	tdm_disconnect(c);
+	ref_free(&R);
+	free(L.gate);
+	free(L.up);
+	free(L.down);
+	free(stats.dev);
+	free(stats.step_ns);
+	return rc;
+}
