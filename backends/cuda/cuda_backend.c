@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "backends/cuda/cuda_priv.h"
 #include "tandem.h"
@@ -99,15 +100,37 @@ static int wait_event(cudaStream_t s, const struct backend_event *ev)
 	return cuda_status(cudaStreamWaitEvent(s, ev->ev, 0));
 }
 
+/* How long event_wait polls before it sleeps in cudaEventSynchronize:
+ * events are made with cudaEventBlockingSync, so a long wait costs no CPU,
+ * while short waits (small decode kernels, small copies) keep the latency
+ * of polling. */
+#define CUDA_WAIT_POLL_NS 50000
+
+static uint64_t mono_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
 static int cuda_event_wait(const struct backend_device *d, struct backend_event *ev)
 {
 	(void)d;
-	if (cudaSetDevice(ev->owner->ordinal) != cudaSuccess ||
-	    cudaEventSynchronize(ev->ev) != cudaSuccess) {
-		(void)cudaGetLastError();
-		return -TDM_EDEVICE;
-	}
-	return 0;
+	if (cudaSetDevice(ev->owner->ordinal) != cudaSuccess)
+		goto fail;
+	uint64_t deadline = mono_ns() + CUDA_WAIT_POLL_NS;
+	do {
+		cudaError_t e = cudaEventQuery(ev->ev);
+		if (e == cudaSuccess)
+			return 0;
+		if (e != cudaErrorNotReady)
+			goto fail;
+	} while (mono_ns() < deadline);
+	if (cudaEventSynchronize(ev->ev) == cudaSuccess)
+		return 0;
+fail:
+	(void)cudaGetLastError();
+	return -TDM_EDEVICE;
 }
 
 static int cuda_event_query(const struct backend_device *d, struct backend_event *ev)
