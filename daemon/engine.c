@@ -141,20 +141,24 @@ void engine_submit(struct engine *e, struct engine_graph *g)
 	/* Mark every root before pushing any: once pushed, workers run tasks
 	 * and bring other counters to zero, which must not make those tasks
 	 * look like roots here. */
-	for (uint32_t i = 0; i < g->ntasks; i++)
+	uint32_t ntasks = g->ntasks, nroots = 0, pushed = 0;
+	for (uint32_t i = 0; i < ntasks; i++) {
 		g->tasks[i].root =
 		        atomic_load_explicit(&g->tasks[i].ndeps, memory_order_relaxed) == 0;
-	for (uint32_t i = 0; i < g->ntasks; i++) {
+		nroots += g->tasks[i].root;
+	}
+	/* Once the last root is pushed the graph may run to completion and
+	 * be freed: g is not touched after that. */
+	for (uint32_t i = 0; pushed < nroots; i++) {
 		if (!g->tasks[i].root)
 			continue;
 		chunk[n++] = &g->tasks[i];
-		if (n == ROOT_CHUNK) {
+		pushed++;
+		if (n == ROOT_CHUNK || pushed == nroots) {
 			push_ready(e, chunk, n, -1);
 			n = 0;
 		}
 	}
-	if (n)
-		push_ready(e, chunk, n, -1);
 }
 
 void engine_graph_free_arrays(struct engine_graph *g)
