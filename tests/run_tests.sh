@@ -3,10 +3,11 @@
 # dies without its summary counts as one failure), and ends with the line
 # "N passed, N failed".
 
-# Third-party leaks (PoCL's compiler state) are not ours to report; the
-# daemons the tests start inherit this.
+# Third-party leaks and races (PoCL's, see the files) are not ours to
+# report; the daemons the tests start inherit these.
 LSAN_OPTIONS="suppressions=$(pwd)/tests/lsan.supp${LSAN_OPTIONS:+:$LSAN_OPTIONS}"
-export LSAN_OPTIONS
+TSAN_OPTIONS="suppressions=$(pwd)/tests/tsan.supp${TSAN_OPTIONS:+ $TSAN_OPTIONS}"
+export LSAN_OPTIONS TSAN_OPTIONS
 BUILD=${BUILD:-build}
 export BUILD
 passed=0
