@@ -58,6 +58,7 @@ struct engine {
 	uint32_t depth;
 	/* supported[k * ndevices + w]: device w implements kernel k. */
 	uint8_t *supported;
+	bool available[KERNEL_COUNT]; /* some device implements kernel k */
 	_Atomic uint32_t healthy_capable[KERNEL_COUNT];
 	/* Every device runs every task: no per-task check needed. */
 	_Atomic bool uniform;
@@ -185,10 +186,7 @@ bool engine_runnable(const struct engine *e, const struct engine_task *t, unsign
 
 bool engine_kernel_available(const struct engine *e, const struct kernel_def *k)
 {
-	for (size_t w = 0; w < e->ndevices; w++)
-		if (e->supported[k->id * e->ndevices + w])
-			return true;
-	return false;
+	return e->available[k->id];
 }
 
 /* Counts, per kernel, the healthy devices that implement it. */
@@ -679,6 +677,7 @@ static int init_support(struct engine *e)
 			bool yes = kd &&
 			           (d->ops->supports ? d->ops->supports(d, kd) : kd->cpu != NULL);
 			e->supported[k * e->ndevices + w] = yes;
+			e->available[k] |= yes;
 			uniform = uniform && yes == (bool)e->supported[k * e->ndevices];
 		}
 	}
