@@ -653,12 +653,12 @@ static void *worker_main(void *arg)
 
 	if (d->dev.ops->worker_init)
 		d->dev.ops->worker_init(&d->dev, e->topology);
-	if (backend_is_accelerator(&d->dev))
+	if (backend_is_accelerator(&d->dev)) {
 		bind_near_device(e, d);
-	if (backend_is_accelerator(&d->dev))
 		accel_worker_loop(e, w);
-	else
+	} else {
 		host_worker_loop(e, w);
+	}
 	return NULL;
 }
 

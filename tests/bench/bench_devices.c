@@ -20,10 +20,10 @@
 #include <string.h>
 
 #include "backends/backend.h"
+#include "bench_accel.h"
 #include "bench_util.h"
 #include "tandem.h"
 
-#define MAX_DEVICES 32
 #define LAT_BYTES 4
 #define LAT_WARMUP 10
 #define LAT_REPS 200
@@ -163,51 +163,15 @@ static int bench_device(const struct backend_device *d, void *topo)
 
 /* Probes one backend into devs[*n...]. Its note (a device skipped, or why
  * there is none) is printed as it comes; it names the backend itself. */
-static void probe(const struct backend_ops *ops, void *topo, struct backend_device *devs, size_t *n)
-{
-	struct backend_probe_params pp = { .topology = topo };
-	size_t found = 0;
-	int err = ops->probe(&pp, devs + *n, MAX_DEVICES - *n, &found);
-
-	if (pp.note[0])
-		printf("bench_devices: %s\n", pp.note);
-	if (err)
-		printf("bench_devices: %s: probe failed: %s\n", ops->name, tdm_strerror(err));
-	else if (found == 0 && !pp.note[0])
-		printf("bench_devices: %s: no device\n", ops->name);
-	else
-		*n += found;
-}
-
 int main(void)
 {
-	struct backend_device devs[MAX_DEVICES];
-	hwloc_topology_t topo;
-	char note[BACKEND_NOTE_MAX] = "";
-	size_t n = 0;
+	struct bench_accels a;
 	int failed = 0;
 
-	memset(devs, 0, sizeof(devs));
-	if (hwloc_topology_init(&topo) != 0 || hwloc_topology_load(topo) != 0) {
-		fprintf(stderr, "bench_devices: hwloc: cannot load the topology\n");
+	if (bench_accels_open(&a, "bench_devices") != 0)
 		return 1;
-	}
-	probe(&backend_opencl, topo, devs, &n);
-	const struct backend_ops *cuda = backend_cuda_load(NULL, note, sizeof(note));
-	if (cuda)
-		probe(cuda, topo, devs, &n);
-	else
-		printf("bench_devices: cuda: not used: %s\n", note[0] ? note : "no plugin");
-	if (n == 0)
-		printf("bench_devices: no accelerator found, nothing to measure\n");
-
-	for (size_t i = 0; i < n; i++)
-		failed |= bench_device(&devs[i], topo) != 0;
-	for (size_t i = 0; i < n; i++)
-		if (devs[i].ops->release)
-			devs[i].ops->release(&devs[i]);
-	if (cuda)
-		backend_cuda_unload();
-	hwloc_topology_destroy(topo);
+	for (size_t i = 0; i < a.n; i++)
+		failed |= bench_device(&a.devs[i], a.topo) != 0;
+	bench_accels_close(&a);
 	return failed;
 }

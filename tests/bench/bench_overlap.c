@@ -21,6 +21,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "bench_accel.h"
 #include "daemon/engine.h"
 #include "placement/residency.h"
 #include "policies/policy.h"
@@ -354,33 +355,12 @@ static void run_device(const struct backend_device *d)
 
 int main(void)
 {
-	hwloc_topology_t topo;
-	struct backend_device devs[16];
-	size_t n = 0, m = 0;
-	char note[BACKEND_NOTE_MAX];
+	struct bench_accels a;
 
-	hwloc_topology_init(&topo);
-	hwloc_topology_load(topo);
-	struct backend_probe_params pp = { .topology = topo };
-	const struct backend_ops *cuda = backend_cuda_load(NULL, note, sizeof(note));
-	if (cuda && cuda->probe(&pp, devs, 16, &m) == 0)
-		n = m;
-	if (!cuda)
-		printf("# cuda: %s\n", note);
-	else if (pp.note[0])
-		printf("# %s\n", pp.note);
-	pp.note[0] = '\0';
-	if (backend_opencl.probe(&pp, devs + n, 16 - n, &m) == 0)
-		n += m;
-	if (pp.note[0])
-		printf("# %s\n", pp.note);
-	if (n == 0)
-		printf("bench_overlap: no accelerator found: skipped\n");
-	for (size_t i = 0; i < n; i++)
-		run_device(&devs[i]);
-	for (size_t i = 0; i < n; i++)
-		devs[i].ops->release(&devs[i]);
-	backend_cuda_unload();
-	hwloc_topology_destroy(topo);
+	if (bench_accels_open(&a, "bench_overlap") != 0)
+		return 1;
+	for (size_t i = 0; i < a.n; i++)
+		run_device(&a.devs[i]);
+	bench_accels_close(&a);
 	return 0;
 }

@@ -135,6 +135,7 @@ static const struct backend_ops fake_host = { .name = "host", .launch = host_lau
 #define MAX_DEV 4
 
 struct machine {
+	struct engine_flow flow; /* the one client */
 	struct backend_device devs[MAX_DEV];
 	size_t ndev;
 	struct residency res;
@@ -160,6 +161,18 @@ static void machine_add(struct machine *m, const struct backend_device *d, uint6
 	m->ndev++;
 }
 
+static const struct backend_device host_dev = { .name = "cpu0", .ops = &fake_host };
+
+/* An empty machine, with a host (CPU) device first when with_host. */
+static void machine_init(struct machine *m, bool with_host)
+{
+	memset(m, 0, sizeof(*m));
+	m->flow.id = 1;
+	residency_init(&m->res);
+	if (with_host)
+		machine_add(m, &host_dev, 0);
+}
+
 static void machine_start(struct machine *m, const uint32_t *faults)
 {
 	struct engine_params ep = { .clock = &clock_real,
@@ -171,10 +184,12 @@ static void machine_start(struct machine *m, const uint32_t *faults)
 		                    .pipeline_depth = 2,
 		                    .inject_faults = faults };
 	assert_int_equal(engine_create(&ep, &m->e), 0);
+	assert_int_equal(engine_flow_add(m->e, &m->flow), 0);
 }
 
 static void machine_stop(struct machine *m)
 {
+	engine_flow_gone(m->e, &m->flow);
 	engine_destroy(m->e);
 	residency_fini(&m->res);
 }
@@ -274,18 +289,14 @@ static const char *valid_on(struct machine *m, struct buf *b)
 static void check_cross_device(const struct backend_device *acc_a,
                                const struct backend_device *acc_b)
 {
-	struct machine m = { 0 };
-	struct backend_device host = { .name = "cpu0", .ops = &fake_host };
-	struct engine_flow flow = { .id = 1 };
+	struct machine m;
 	struct buf x, y;
 
-	residency_init(&m.res);
-	machine_add(&m, &host, 0);
+	machine_init(&m, true);
 	machine_add(&m, acc_a, 0);
 	if (acc_b)
 		machine_add(&m, acc_b, 0);
 	machine_start(&m, NULL);
-	assert_int_equal(engine_flow_add(m.e, &flow), 0);
 	buf_init(&m, &x, 1000, 1.0f, 1);
 	buf_init(&m, &y, 1000, 10.0f, 2);
 
@@ -296,7 +307,7 @@ static void check_cross_device(const struct backend_device *acc_a,
 		{ "axpy", { &x, &y }, 1.0f }, /* on A: y = 16 + 19 */
 	};
 	unsigned where[] = { 1, acc_b ? 2 : 0, 0, 1 };
-	struct engine_graph *g = make_chain(&flow, ts, 4);
+	struct engine_graph *g = make_chain(&m.flow, ts, 4);
 	engine_submit(m.e, g);
 	for (int i = 0; i < 4; i++)
 		assert_true(engine_run_one(m.e, where[i]));
@@ -313,7 +324,6 @@ static void check_cross_device(const struct backend_device *acc_a,
 	free_graph(g);
 	buf_fini(&m, &x);
 	buf_fini(&m, &y);
-	engine_flow_gone(m.e, &flow);
 	machine_stop(&m);
 }
 
@@ -322,23 +332,19 @@ static void check_cross_device(const struct backend_device *acc_a,
 static void check_eviction(const struct backend_device *acc)
 {
 	enum { NBUF = 12, N = 1024 };
-	struct machine m = { 0 };
-	struct backend_device host = { .name = "cpu0", .ops = &fake_host };
-	struct engine_flow flow = { .id = 1 };
+	struct machine m;
 	struct buf b[NBUF], acc_sum;
 	struct task_spec ts[2 * NBUF];
 
-	residency_init(&m.res);
-	machine_add(&m, &host, 0);
+	machine_init(&m, true);
 	machine_add(&m, acc, 2 * N * sizeof(float) + 100);
 	machine_start(&m, NULL);
-	assert_int_equal(engine_flow_add(m.e, &flow), 0);
 	buf_init(&m, &acc_sum, N, 0.0f, 100);
 	for (int i = 0; i < NBUF; i++) {
 		buf_init(&m, &b[i], N, -1.0f, (uint32_t)i + 1);
 		ts[i] = (struct task_spec){ "fill", { &b[i] }, (float)(i + 1) };
 	}
-	struct engine_graph *g = make_chain(&flow, ts, NBUF);
+	struct engine_graph *g = make_chain(&m.flow, ts, NBUF);
 	engine_submit(m.e, g);
 	for (int i = 0; i < NBUF; i++)
 		assert_true(engine_run_one(m.e, 1));
@@ -351,7 +357,7 @@ static void check_eviction(const struct backend_device *acc)
 	 * sum lives on the device too and may itself be evicted on the way. */
 	for (int i = 0; i < NBUF; i++)
 		ts[i] = (struct task_spec){ "axpy", { &b[i], &acc_sum }, 1.0f };
-	g = make_chain(&flow, ts, NBUF);
+	g = make_chain(&m.flow, ts, NBUF);
 	engine_submit(m.e, g);
 	for (int i = 0; i < NBUF; i++)
 		assert_true(engine_run_one(m.e, 1));
@@ -370,7 +376,6 @@ static void check_eviction(const struct backend_device *acc)
 	for (int i = 0; i < NBUF; i++)
 		buf_fini(&m, &b[i]);
 	buf_fini(&m, &acc_sum);
-	engine_flow_gone(m.e, &flow);
 	machine_stop(&m);
 }
 
@@ -378,20 +383,16 @@ static void check_eviction(const struct backend_device *acc)
  * task runs on the host instead; the graph succeeds. */
 static void check_fault_moves_task(const struct backend_device *acc)
 {
-	struct machine m = { 0 };
-	struct backend_device host = { .name = "cpu0", .ops = &fake_host };
-	struct engine_flow flow = { .id = 1 };
+	struct machine m;
 	uint32_t faults[] = { 0, 1 };
 	struct buf x;
 
-	residency_init(&m.res);
-	machine_add(&m, &host, 0);
+	machine_init(&m, true);
 	machine_add(&m, acc, 0);
 	machine_start(&m, faults);
-	assert_int_equal(engine_flow_add(m.e, &flow), 0);
 	buf_init(&m, &x, 256, 0.0f, 1);
 	struct task_spec ts[] = { { "fill", { &x }, 5.0f } };
-	struct engine_graph *g = make_chain(&flow, ts, 1);
+	struct engine_graph *g = make_chain(&m.flow, ts, 1);
 	engine_submit(m.e, g);
 	assert_true(engine_run_one(m.e, 1)); /* fails, goes back to the queue */
 	assert_int_equal(atomic_load(&m.graphs_done), 0);
@@ -407,26 +408,21 @@ static void check_fault_moves_task(const struct backend_device *acc)
 	assert_all(&x, 5.0f);
 	free_graph(g);
 	buf_fini(&m, &x);
-	engine_flow_gone(m.e, &flow);
 	machine_stop(&m);
 }
 
 /* A buffer larger than the device's cap: the task runs on the host. */
 static void check_too_big(const struct backend_device *acc)
 {
-	struct machine m = { 0 };
-	struct backend_device host = { .name = "cpu0", .ops = &fake_host };
-	struct engine_flow flow = { .id = 1 };
+	struct machine m;
 	struct buf x;
 
-	residency_init(&m.res);
-	machine_add(&m, &host, 0);
+	machine_init(&m, true);
 	machine_add(&m, acc, 4096);
 	machine_start(&m, NULL);
-	assert_int_equal(engine_flow_add(m.e, &flow), 0);
 	buf_init(&m, &x, 4096, 0.0f, 1);
 	struct task_spec ts[] = { { "fill", { &x }, 7.0f } };
-	struct engine_graph *g = make_chain(&flow, ts, 1);
+	struct engine_graph *g = make_chain(&m.flow, ts, 1);
 	engine_submit(m.e, g);
 	assert_true(engine_run_one(m.e, 1)); /* no room: back to the queue */
 	assert_false(engine_run_one(m.e, 1));
@@ -435,7 +431,6 @@ static void check_too_big(const struct backend_device *acc)
 	assert_all(&x, 7.0f);
 	free_graph(g);
 	buf_fini(&m, &x);
-	engine_flow_gone(m.e, &flow);
 	machine_stop(&m);
 }
 
@@ -483,20 +478,18 @@ static void test_fake_too_big(void **state)
 /* A read-only input stays on the device: the second read copies nothing. */
 static void test_fake_no_second_copy(void **state)
 {
-	struct machine m = { 0 };
-	struct engine_flow flow = { .id = 1 };
+	struct machine m;
 	struct buf x, y;
 	(void)state;
 
-	residency_init(&m.res);
+	machine_init(&m, false);
 	machine_add(&m, &fake_a, 0);
 	machine_start(&m, NULL);
-	assert_int_equal(engine_flow_add(m.e, &flow), 0);
 	buf_init(&m, &x, 64, 1.0f, 1);
 	buf_init(&m, &y, 64, 0.0f, 2);
 	struct task_spec ts[] = { { "axpy", { &x, &y }, 1.0f }, { "axpy", { &x, &y }, 1.0f } };
 	int h2d = atomic_load(&fake_h2d);
-	struct engine_graph *g = make_chain(&flow, ts, 2);
+	struct engine_graph *g = make_chain(&m.flow, ts, 2);
 	engine_submit(m.e, g);
 	assert_true(engine_run_one(m.e, 0));
 	assert_true(engine_run_one(m.e, 0));
@@ -506,7 +499,6 @@ static void test_fake_no_second_copy(void **state)
 	free_graph(g);
 	buf_fini(&m, &x);
 	buf_fini(&m, &y);
-	engine_flow_gone(m.e, &flow);
 	machine_stop(&m);
 }
 
@@ -515,20 +507,18 @@ static void test_fake_no_second_copy(void **state)
  * new values. */
 static void test_fake_client_writes_between_graphs(void **state)
 {
-	struct machine m = { 0 };
-	struct engine_flow flow = { .id = 1 };
+	struct machine m;
 	struct buf x, y;
 	(void)state;
 
-	residency_init(&m.res);
+	machine_init(&m, false);
 	machine_add(&m, &fake_a, 0);
 	machine_start(&m, NULL);
-	assert_int_equal(engine_flow_add(m.e, &flow), 0);
 	buf_init_keep(&m, &x, 64, 3.0f, 1, false);
 	buf_init_keep(&m, &y, 64, 1.0f, 2, false);
 	struct task_spec ts[] = { { "axpy", { &x, &y }, 2.0f } };
 	for (int round = 0; round < 2; round++) {
-		struct engine_graph *g = make_chain(&flow, ts, 1);
+		struct engine_graph *g = make_chain(&m.flow, ts, 1);
 		engine_submit(m.e, g);
 		assert_true(engine_run_one(m.e, 0));
 		assert_int_equal(atomic_load(&g->status), 0);
@@ -540,7 +530,6 @@ static void test_fake_client_writes_between_graphs(void **state)
 	assert_all(&y, 1.0f + 6.0f + 1.0f);
 	buf_fini(&m, &x);
 	buf_fini(&m, &y);
-	engine_flow_gone(m.e, &flow);
 	machine_stop(&m);
 }
 
