@@ -3,6 +3,7 @@
  * accepted whole or rejected whole: nothing of a rejected graph runs. */
 #include "daemon/intake.h"
 
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -402,6 +403,12 @@ static void end_graph(struct session *s, const struct tdm_sqe *e)
 	g->edges = NULL;
 	g->nedges = g->edges_cap = 0;
 	s->building = NULL;
+	/* The client may have submitted this graph because it read a completion
+	 * a worker posted under cq_lock; taking the lock orders that worker's
+	 * writes to shared buffers before this graph's tasks for the daemon's
+	 * own threads too (and for TSan, which cannot see the client). */
+	pthread_mutex_lock(&s->cq_lock);
+	pthread_mutex_unlock(&s->cq_lock);
 	atomic_fetch_add(&s->env->counters->graphs_accepted, 1);
 	s->env->submit(s->env->submit_ctx, &g->g);
 }

@@ -147,7 +147,10 @@ int tdm_graph_add_task(tdm_graph *g, const struct tdm_task_desc *t, uint32_t *in
 int tdm_graph_add_edge(tdm_graph *g, uint32_t from, uint32_t to);
 uint32_t tdm_graph_task_count(const tdm_graph *g);
 /* Writes the graph to the submission ring and rings the doorbell. A graph
- * may be submitted again after it completed. */
+ * may be submitted again after it completed. Graphs in flight at the same
+ * time are not ordered with respect to each other (as work on two CUDA
+ * streams): a graph that touches a buffer another in-flight graph writes
+ * must be submitted after tdm_wait on that one, or be part of it. */
 int tdm_graph_submit(tdm_graph *g);
 /* Waits for the graph's completion. timeout_ns < 0 waits forever. Returns
  * the graph's status (0, or why it was rejected or failed: -TDM_EHANDLE,

@@ -110,9 +110,9 @@ static int steady_main(const char *sock, int stop_fd, int report_fd)
 
 enum victim_mode {
 	V_BUFFERS, /* holds buffers, allocates and frees in a loop */
-	V_MID_BATCH, /* writes large graphs, never waits */
+	V_MID_BATCH, /* writes large graphs, one in flight while writing the next */
 	V_IN_FLIGHT, /* long graphs in flight, then sleeps */
-	V_MIXED, /* everything, waiting on some graphs */
+	V_MIXED, /* everything, one graph in flight while building the next */
 	V_NMODES
 };
 
@@ -143,7 +143,10 @@ static void victim_main(const char *sock, enum victim_mode mode, uint64_t seed)
 		if (tdm_buffer_alloc(c, 1 << 16, 0, &h[0], &p[0]) ||
 		    tdm_buffer_alloc(c, 1 << 16, 0, &h[1], &p[1]))
 			_exit(1);
-		for (;;) {
+		/* Graphs in flight together are not ordered (tandem.h), so a
+		 * graph that writes h[1] waits for the one before; that one runs
+		 * while this one is being written. */
+		for (tdm_graph *prev = NULL;;) {
 			tdm_graph *g = tdm_graph_new(c);
 			uint32_t n = (uint32_t)tdmt_rand_range(&seed, 20000, 60000);
 			for (uint32_t i = 0; g && i < n; i++) {
@@ -152,18 +155,20 @@ static void victim_main(const char *sock, enum victim_mode mode, uint64_t seed)
 				else
 					tdmt_add_noop(g, &k, NULL);
 			}
+			if (prev)
+				tdm_wait(prev, -1); /* never freed */
 			if (!g || tdm_graph_submit(g))
 				_exit(1);
-			/* never waited for, never freed */
+			prev = g;
 		}
 	case V_IN_FLIGHT:
-		if (tdm_buffer_alloc(c, 1 << 20, 0, &h[0], &p[0]))
-			_exit(1);
 		for (int i = 0; i < 4; i++) {
 			tdm_graph *g = tdm_graph_new(c);
+			if (tdm_buffer_alloc(c, 1 << 18, 0, &h[i], &p[i]))
+				_exit(1);
 			for (int t = 0; g && t < 100; t++)
 				tdmt_add_spin(g, &k, 1000, NULL);
-			if (!g || tdmt_add_fill(g, &k, h[0], 0, 0, 1.0f, NULL) ||
+			if (!g || tdmt_add_fill(g, &k, h[i], 0, 0, 1.0f, NULL) ||
 			    tdm_graph_submit(g))
 				_exit(1);
 		}
@@ -171,7 +176,7 @@ static void victim_main(const char *sock, enum victim_mode mode, uint64_t seed)
 			pause();
 	case V_MIXED:
 	default:
-		for (uint32_t round = 0;; round++) {
+		for (tdm_graph *prev = NULL;;) {
 			if (nb < 32 && tdm_buffer_alloc(c, tdmt_rand_range(&seed, 64, 65536) * 4, 0,
 			                                &h[nb], &p[nb]) == 0)
 				nb++;
@@ -188,11 +193,15 @@ static void victim_main(const char *sock, enum victim_mode mode, uint64_t seed)
 				else
 					tdmt_add_axpy(g, &k, h[b], h[b], 0.5f, NULL);
 			}
+			if (prev) {
+				tdm_wait(prev, -1);
+				tdm_graph_free(prev);
+			}
 			if (!g || tdm_graph_submit(g))
 				_exit(1);
-			if (round % 2)
-				tdm_wait(g, 5 * MS);
-			if (nb > 4 && round % 5 == 0)
+			prev = g;
+			/* freed while the graph may still use it */
+			if (nb > 4 && tdmt_rand(&seed) % 5 == 0)
 				tdm_buffer_free(c, h[--nb]);
 		}
 	}
