@@ -143,7 +143,7 @@ $(BUILD)/tests/replay_%: $(BUILD)/obj/tests/fuzz/fuzz_%.o $(BUILD)/obj/tests/fuz
 # bench_devices and bench_overlap drive the backends and the engine directly,
 # without a daemon: they link the daemon core. A static pattern rule, so it
 # wins over the pattern below.
-CORE_BENCHES := $(BUILD)/bench/bench_devices $(BUILD)/bench/bench_overlap
+CORE_BENCHES := $(BUILD)/bench/bench_devices $(BUILD)/bench/bench_overlap $(BUILD)/bench/bench_models
 $(CORE_BENCHES): $(BUILD)/bench/%: $(BUILD)/obj/tests/bench/%.o $(CORE_LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) $^ $(DAEMON_LIBS) -o $@

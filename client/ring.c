@@ -86,6 +86,8 @@ static void dispatch(tdm_client *c, const struct tdm_cqe *e)
 				.queued_ns = e->queued_ns,
 				.start_ns = e->start_ns,
 				.end_ns = e->end_ns,
+				.predicted_ns = e->predicted_ns,
+				.predicted_spread_ns = e->predicted_spread_ns,
 			};
 		return;
 	}

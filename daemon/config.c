@@ -45,6 +45,10 @@ const char config_default_toml[] =
         "allowed_gids = []\n"
         "# Clients connected at once (1 to 4096).\n"
         "max_clients = 64\n"
+        "# Where calibration and learned cost models are kept: an absolute path\n"
+        "# shorter than 256 bytes, or \"\" for the default ($XDG_STATE_HOME/tandem,\n"
+        "# else ~/.local/state/tandem, for a user; /var/lib/tandem for root).\n"
+        "state_dir = \"\"\n"
         "\n"
         "[engine]\n"
         "# Scheduling policy, by its registered name ([a-z0-9_], 1 to 31 chars).\n"
@@ -85,6 +89,17 @@ const char config_default_toml[] =
         "# $TANDEM_CUDA_PLUGIN.\n"
         "plugin = \"\"\n"
         "\n"
+        "[profiler]\n"
+        "# Measure every device and link at start-up (about a second; cached in\n"
+        "# state_dir and measured again when the hardware changes). false: generic\n"
+        "# figures until tasks have been measured.\n"
+        "calibrate = true\n"
+        "# Load the learned cost models from state_dir at start and save them\n"
+        "# there (merged with other daemons' of this host).\n"
+        "persist_models = true\n"
+        "# Seconds between saves of the models (0 to 86400; 0: only at shutdown).\n"
+        "save_interval_s = 60\n"
+        "\n"
         "[limits]\n"
         "# Per-client limits.\n"
         "# Bytes of shared buffers a client may hold (4096 to 2^48): an integer or\n"
@@ -122,6 +137,10 @@ void config_defaults(struct tdm_config *cfg)
 	cfg->pipeline_depth = 4;
 	cfg->opencl_enabled = 1;
 	cfg->cuda_enabled = 1;
+
+	cfg->calibrate = 1;
+	cfg->persist_models = 1;
+	cfg->save_interval_s = 60;
 
 	cfg->buffer_quota_bytes = UINT64_C(1) << 30;
 	cfg->max_buffers = 4096;
@@ -186,6 +205,7 @@ static const struct key_spec schema[] = {
 	ARRAY("daemon", "allowed_gids", K_IDS, 0, UINT32_MAX - 1, allowed_gids, n_allowed_gids,
 	      CONFIG_MAX_IDS),
 	SCALAR("daemon", "max_clients", K_U32, 1, 4096, max_clients),
+	SCALAR("daemon", "state_dir", K_PATH, 0, 0, state_dir),
 
 	SCALAR("engine", "policy", K_NAME, 0, 0, policy),
 	SCALAR("engine", "spin_us", K_U32, 0, 10000, spin_us),
@@ -203,6 +223,10 @@ static const struct key_spec schema[] = {
 	SCALAR("opencl", "enabled", K_BOOL, 0, 1, opencl_enabled),
 	SCALAR("cuda", "enabled", K_BOOL, 0, 1, cuda_enabled),
 	SCALAR("cuda", "plugin", K_PATH, 0, 0, cuda_plugin),
+
+	SCALAR("profiler", "calibrate", K_BOOL, 0, 1, calibrate),
+	SCALAR("profiler", "persist_models", K_BOOL, 0, 1, persist_models),
+	SCALAR("profiler", "save_interval_s", K_U32, 0, 86400, save_interval_s),
 
 	SCALAR("limits", "buffer_quota_bytes", K_BYTES, 4096, INT64_C(1) << 48, buffer_quota_bytes),
 	SCALAR("limits", "max_buffers", K_U32, 1, 1048576, max_buffers),

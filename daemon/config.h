@@ -31,6 +31,7 @@ struct tdm_config {
 	uint32_t allowed_gids[CONFIG_MAX_IDS];
 	size_t n_allowed_gids; /* 0 = no group grants access */
 	uint32_t max_clients;
+	char state_dir[CONFIG_PLUGIN_MAX]; /* calibration and models; "" = default for this user */
 
 	/* [engine] */
 	char policy[CONFIG_NAME_MAX]; /* registered policy name */
@@ -55,6 +56,11 @@ struct tdm_config {
 	uint32_t opencl_enabled; /* bool */
 	uint32_t cuda_enabled; /* bool */
 	char cuda_plugin[CONFIG_PLUGIN_MAX]; /* "" = next to the daemon */
+
+	/* [profiler] */
+	uint32_t calibrate; /* bool: measure the devices (else generic figures) */
+	uint32_t persist_models; /* bool: load and save models under state_dir */
+	uint32_t save_interval_s; /* 0 = only at shutdown */
 
 	/* [limits] (per client) */
 	uint64_t buffer_quota_bytes;

@@ -10,6 +10,7 @@
 
 #include "daemon/intake.h"
 #include "daemon/log.h"
+#include "daemon/models.h"
 #include "daemon/server.h"
 #include "tandem.h"
 
@@ -302,9 +303,9 @@ static bool handle_kernel_lookup(struct conn *c, const void *p, uint32_t len)
 	return send_msg(c->fd, TDM_MSG_KERNEL_REPLY, &r, sizeof(r), NULL, 0) == 0;
 }
 
-static bool handle_status(struct conn *c)
+/* Sends a control reply: status + the JSON text (NULL: out of memory). */
+static bool send_document(struct conn *c, char *json)
 {
-	char *json = control_status_json(c->srv);
 	int32_t status = json ? 0 : -TDM_ENOMEM;
 	size_t jlen = json ? strlen(json) : 0;
 	char *payload = malloc(sizeof(status) + jlen);
@@ -329,6 +330,11 @@ static bool handle_status(struct conn *c)
 	return ok;
 }
 
+static bool handle_status(struct conn *c)
+{
+	return send_document(c, control_status_json(c->srv));
+}
+
 static bool handle_msg(struct conn *c, uint32_t type, const void *p, uint32_t len)
 {
 	if (c->role == CONN_NEW)
@@ -338,6 +344,11 @@ static bool handle_msg(struct conn *c, uint32_t type, const void *p, uint32_t le
 	case TDM_MSG_BUF_FREE: return c->role == CONN_CLIENT && handle_buf_free(c, p, len);
 	case TDM_MSG_KERNEL_LOOKUP: return handle_kernel_lookup(c, p, len);
 	case TDM_MSG_CTL_STATUS: return len == 0 && handle_status(c);
+	case TDM_MSG_CTL_MODELS: return len == 0 && send_document(c, models_json(c->srv));
+	/* Measures for about a second: only for tandemctl, not for clients. */
+	case TDM_MSG_CTL_CALIBRATE:
+		return len == 0 && c->role == CONN_CONTROL &&
+		       send_document(c, models_calibrate(c->srv));
 	default: return false;
 	}
 }

@@ -12,6 +12,7 @@
 
 #include "daemon/log.h"
 #include "policies/policy.h"
+#include "profiler/profiler.h"
 #include "tandem.h"
 
 /* A busy worker still looks at the submission rings this often, so that
@@ -54,6 +55,7 @@ struct engine {
 	struct worker *workers;
 	size_t ndevices;
 	struct residency *res; /* NULL: no residency bookkeeping */
+	struct profiler *prof; /* NULL: no cost models */
 	bool has_accel;
 	uint32_t depth;
 	/* supported[k * ndevices + w]: device w implements kernel k. */
@@ -248,6 +250,18 @@ static void flush_graph(struct engine *e, struct engine_graph *g)
 	}
 }
 
+/* What the model expects of t on this worker's device, recorded before it
+ * runs so that the completion can show predicted against actual. */
+static void predict_task(struct engine *e, struct worker *w, struct engine_task *t)
+{
+	struct cost_pred cp;
+	if (!e->prof || t->kernel->id == KERNEL_NOOP)
+		return;
+	profiler_predict(e->prof, t->kernel->id, w->index, &t->feat, &cp);
+	t->pred_ns = (uint64_t)cp.ns;
+	t->pred_spread_ns = (uint64_t)cp.spread_ns;
+}
+
 /* Accounting, dependents, graph completion: the task is over (run, failed
  * or skipped). */
 static void finish_task(struct engine *e, struct worker *w, struct engine_task *t)
@@ -255,6 +269,12 @@ static void finish_task(struct engine *e, struct worker *w, struct engine_task *
 	struct engine_graph *g = t->graph;
 	struct engine_device *d = &e->devices[w->index];
 	size_t nready = 0;
+	/* The sample, taken now: the graph may be gone once remaining drops. */
+	bool learn = e->prof && t->status == 0 && t->end_ns > t->start_ns &&
+	             t->kernel->id != KERNEL_NOOP;
+	uint32_t kernel = t->kernel->id;
+	struct kernel_features feat = t->feat;
+	uint64_t took = t->end_ns - t->start_ns;
 
 	atomic_fetch_add_explicit(&d->tasks_run, 1, memory_order_relaxed);
 	atomic_fetch_add_explicit(&d->busy_ns, t->end_ns - t->start_ns, memory_order_relaxed);
@@ -282,6 +302,9 @@ static void finish_task(struct engine *e, struct worker *w, struct engine_task *
 		atomic_fetch_add(&e->graphs_done, 1);
 		e->hooks.graph_done(e->hooks.ctx, g);
 	}
+	/* After the completion is posted: learning costs the client nothing. */
+	if (learn)
+		profiler_observe(e->prof, kernel, w->index, &feat, took);
 }
 
 static void fail_task(struct engine *e, struct worker *w, struct engine_task *t, int err)
@@ -373,8 +396,13 @@ static uint64_t run_on_host(struct engine *e, struct worker *w, struct engine_ta
 		nargs = task_res_args(t, args);
 		err = residency_acquire(e->res, 0, args, nargs, NULL, &nwaits, NULL, NULL);
 	}
-	if (!err)
+	if (!err) {
+		predict_task(e, w, t);
+		/* Device time only: the copies residency made are not the kernel's. */
+		if (nargs)
+			t->start_ns = clock_now(e->clock);
 		err = d->dev.ops->launch(&d->dev, t->kernel, &t->call);
+	}
 	if (e->has_accel && nargs)
 		residency_release(e->res, 0, args, nargs, err == 0);
 	uint64_t end_ns = t->end_ns = clock_now(e->clock);
@@ -437,6 +465,7 @@ static void stage_on_accel(struct engine *e, struct worker *w, struct engine_tas
 		return;
 	}
 	if (!err) {
+		predict_task(e, w, t);
 		err = d->dev.ops->launch_async(&d->dev, t->kernel, &t->call, waits, nwaits, &done);
 		if (err)
 			residency_release(e->res, d->node, args, nargs, false);
@@ -715,6 +744,7 @@ int engine_create(const struct engine_params *p, struct engine **out)
 		return -TDM_ENOMEM;
 	}
 	e->res = p->res;
+	e->prof = p->prof;
 	e->depth = p->pipeline_depth ? p->pipeline_depth : DEFAULT_PIPELINE_DEPTH;
 	for (size_t i = 0; i < p->ndevices; i++) {
 		struct engine_device *d = &e->devices[i];
@@ -814,6 +844,11 @@ const struct engine_device *engine_device(const struct engine *e, size_t i)
 const char *engine_policy_name(const struct engine *e)
 {
 	return e->policy->name;
+}
+
+struct profiler *engine_profiler(const struct engine *e)
+{
+	return e->prof;
 }
 
 int engine_flow_add(struct engine *e, struct engine_flow *flow)

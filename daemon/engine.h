@@ -18,6 +18,7 @@
 
 struct engine_graph;
 struct tdm_policy_ops;
+struct profiler;
 
 struct engine_task {
 	struct engine_graph *graph;
@@ -32,6 +33,9 @@ struct engine_task {
 	uint16_t excl_nodes; /* memory nodes too small for this task */
 	int32_t status;
 	uint64_t queued_ns, start_ns, end_ns;
+	/* The cost model's answer for the device that ran it, taken before it ran. */
+	uint64_t pred_ns, pred_spread_ns;
+	struct kernel_features feat; /* set at intake from the call */
 	struct tdm_kernel_call call; /* call.off[i]: offset of argument i in its buffer */
 	struct tdm_data *data[TDM_MAX_ARGS]; /* residency of each argument's buffer */
 };
@@ -108,6 +112,9 @@ struct engine_params {
 	struct residency *res;
 	uint32_t pipeline_depth; /* tasks in flight per accelerator (0: 4) */
 	const uint32_t *inject_faults; /* per device, may be NULL */
+	/* Cost models: predicted before each task runs, taught by each task
+	 * that ran. NULL: no predictions (pred_ns stays 0). */
+	struct profiler *prof;
 };
 
 int engine_create(const struct engine_params *p, struct engine **out);
@@ -133,6 +140,7 @@ void engine_counters(const struct engine *e, struct engine_counters *out);
 size_t engine_device_count(const struct engine *e);
 const struct engine_device *engine_device(const struct engine *e, size_t i);
 const char *engine_policy_name(const struct engine *e);
+struct profiler *engine_profiler(const struct engine *e);
 void engine_set_spin_us(struct engine *e, uint32_t spin_us);
 /* A new client: 0 or -TDM_ENOMEM. */
 int engine_flow_add(struct engine *e, struct engine_flow *flow);

@@ -304,6 +304,7 @@ static void add_task(struct session *s, const struct tdm_sqe *e)
 			return;
 		}
 	}
+	task.kernel->features(&task.call, &task.feat);
 	g->g.tasks[index] = task;
 	g->nreceived++;
 }

@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "daemon/intake.h"
+#include "daemon/models.h"
 #include "daemon/log.h"
 #include "policies/policy.h"
 #include "tandem.h"
@@ -498,6 +499,9 @@ int server_init(struct server *srv, const struct tdm_config *cfg, const char *co
 	err = start_devices(srv);
 	if (err)
 		return err;
+	err = models_start(srv);
+	if (err)
+		return err;
 	bind_process(srv);
 	/* Spinning workers take the read side all the time: prefer the
 	 * writer, or a disconnect could wait for a quiet moment that never
@@ -535,6 +539,7 @@ int server_init(struct server *srv, const struct tdm_config *cfg, const char *co
 		.res = &srv->res,
 		.pipeline_depth = cfg->pipeline_depth,
 		.inject_faults = srv->inject_faults,
+		.prof = srv->prof,
 	};
 	err = engine_create(&ep, &srv->engine);
 	if (err)
@@ -546,6 +551,9 @@ int server_init(struct server *srv, const struct tdm_config *cfg, const char *co
 	if (!srv->base)
 		return -TDM_ENOMEM;
 	err = open_listener(srv);
+	if (err)
+		return err;
+	err = models_arm(srv);
 	if (err)
 		return err;
 	srv->ev_term = evsignal_new(srv->base, SIGTERM, on_terminate, srv);
@@ -583,6 +591,7 @@ void server_fini(struct server *srv)
 	 * abandoned with the process. */
 	engine_destroy(srv->engine);
 	srv->engine = NULL;
+	models_stop(srv);
 	/* Buffers that outlive this point are freed with the process; their
 	 * device memory goes with the devices. */
 	residency_close(&srv->res);

@@ -48,6 +48,9 @@ struct server {
 	uint32_t inject_faults[SERVER_MAX_DEVICES]; /* devices.fault_inject, by device */
 	struct residency res; /* replicas of every buffer on every memory node */
 	struct engine *engine;
+	struct profiler *prof; /* cost models (daemon/models.c) */
+	char state_dir[CONFIG_PLUGIN_MAX]; /* "" = none: nothing cached or saved */
+	struct event *ev_save; /* periodic save of the models */
 	struct daemon_counters counters;
 	struct session_env env;
 	_Atomic bool draining;

@@ -318,6 +318,8 @@ static void fill_task_info(const struct dgraph *g, uint32_t i, struct tdm_cqe *c
 	c->queued_ns = t->queued_ns;
 	c->start_ns = t->start_ns;
 	c->end_ns = t->end_ns;
+	c->predicted_ns = t->pred_ns;
+	c->predicted_spread_ns = t->pred_spread_ns;
 }
 
 /* Writes waiting completions while there is room. Caller holds cq_lock.

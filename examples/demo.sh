@@ -1,6 +1,8 @@
 #!/bin/sh
 # make demo: start tandemd on a private socket with the embedded default
 # configuration, run the blocked-GEMM client, show the daemon's status, stop.
+# Calibration and learned cost models are kept in $BUILD/state (so a second
+# demo starts from what the first one learned).
 set -eu
 BUILD=${BUILD:-build}
 dir=$(mktemp -d /tmp/tandem-demo.XXXXXX)
@@ -11,13 +13,16 @@ cleanup() {
 }
 trap cleanup EXIT INT TERM
 
-echo "== starting tandemd on $sock (embedded default configuration)"
+XDG_STATE_HOME=$(cd "$BUILD" && pwd)/state
+export XDG_STATE_HOME
+echo "== starting tandemd on $sock (embedded default configuration; calibrates the devices"
+echo "   the first time, state in $XDG_STATE_HOME/tandem)"
 "$BUILD/bin/tandemd" --socket "$sock" 2>"$dir/tandemd.log" &
 pid=$!
 i=0
 until "$BUILD/bin/tandemctl" --socket "$sock" status >/dev/null 2>&1; do
 	i=$((i + 1))
-	if [ $i -gt 100 ] || ! kill -0 "$pid" 2>/dev/null; then
+	if [ $i -gt 600 ] || ! kill -0 "$pid" 2>/dev/null; then
 		echo "tandemd did not start:"; cat "$dir/tandemd.log"; exit 1
 	fi
 	sleep 0.05
@@ -34,6 +39,9 @@ sleep 1
 echo "== tandemctl status (while llm_layer still holds its buffers)"
 "$BUILD/bin/tandemctl" --socket "$sock" status
 wait "$llm"
+
+echo "== tandemctl models (what the daemon learned of each kernel on each device)"
+"$BUILD/bin/tandemctl" --socket "$sock" models
 
 echo "== stopping tandemd (SIGTERM drains, exits 0)"
 kill -TERM "$pid"

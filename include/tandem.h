@@ -131,6 +131,10 @@ struct tdm_task_info {
 	int32_t status;
 	uint32_t device;
 	uint64_t queued_ns, start_ns, end_ns; /* CLOCK_MONOTONIC */
+	/* What the daemon's cost model expected of end_ns - start_ns on that
+	 * device before the task ran, and the spread of that guess (0: no
+	 * prediction, e.g. for noop). */
+	uint64_t predicted_ns, predicted_spread_ns;
 };
 
 tdm_graph *tdm_graph_new(tdm_client *c);

@@ -22,6 +22,10 @@ static void usage(FILE *out)
 	             "  devices   the devices tandemd schedules on\n"
 	             "  clients   connected clients and what they hold\n"
 	             "  buffers   each client buffer and the memory nodes holding a valid copy\n"
+	             "  models    each cost model: samples, sizes seen, estimates, spread and\n"
+	             "            recent prediction error\n"
+	             "  calibrate measure the devices and links again (about a second, under\n"
+	             "            the current load) and print the figures\n"
 	             "\n"
 	             "Options:\n"
 	             "  -s, --socket PATH   daemon socket (default: $TANDEM_SOCKET, then\n"
@@ -62,8 +66,9 @@ static int request(int fd, uint32_t type, const void *p, uint32_t len, uint32_t 
 	return 0;
 }
 
-/* Returns the status JSON text (malloc'd) or NULL with a message printed. */
-static char *fetch_status(const char *path)
+/* Returns the JSON text of a control request (malloc'd) or NULL with a
+ * message printed. */
+static char *fetch_document(const char *path, uint32_t type)
 {
 	struct sockaddr_un sa = { .sun_family = AF_UNIX };
 	struct tdm_hello hello = { TDM_WIRE_MAGIC, TDM_WIRE_VERSION, TDM_ROLE_CONTROL, 0 };
@@ -92,14 +97,13 @@ static char *fetch_status(const char *path)
 		fprintf(stderr, "tandemctl: %s: %s\n", path, tdm_strerror(hr.status));
 		goto out;
 	}
-	if (request(fd, TDM_MSG_CTL_STATUS, NULL, 0, TDM_MSG_CTL_REPLY, &reply, &len) ||
-	    len < sizeof(status)) {
-		fprintf(stderr, "tandemctl: %s: no valid status reply\n", path);
+	if (request(fd, type, NULL, 0, TDM_MSG_CTL_REPLY, &reply, &len) || len < sizeof(status)) {
+		fprintf(stderr, "tandemctl: %s: no valid reply\n", path);
 		goto out;
 	}
 	memcpy(&status, reply, sizeof(status));
 	if (status) {
-		fprintf(stderr, "tandemctl: status: %s\n", tdm_strerror(status));
+		fprintf(stderr, "tandemctl: %s\n", tdm_strerror(status));
 		goto out;
 	}
 	json = strdup(reply + sizeof(status));
@@ -189,6 +193,74 @@ static void print_status(json_t *doc)
 	        printf("  %-20s %lld\n", key, (long long)json_integer_value(v));
 }
 
+static double real(json_t *o, const char *key)
+{
+	return json_number_value(json_object_get(o, key));
+}
+
+/* Time in the unit that reads best. */
+static const char *fmt_ns(double ns, char *buf, size_t len)
+{
+	if (ns >= 1e9)
+		snprintf(buf, len, "%.2f s", ns / 1e9);
+	else if (ns >= 1e6)
+		snprintf(buf, len, "%.2f ms", ns / 1e6);
+	else if (ns >= 1e3)
+		snprintf(buf, len, "%.1f us", ns / 1e3);
+	else
+		snprintf(buf, len, "%.0f ns", ns);
+	return buf;
+}
+
+/* One line per model, then one per size it has seen (most used first as the
+ * daemon lists them, at most 8). */
+static void print_models(json_t *doc)
+{
+	size_t i, j;
+	json_t *m, *f;
+	char a[32], b[32];
+	printf("%-12s %-40s %8s %6s %9s %9s\n", "KERNEL", "DEVICE", "SAMPLES", "SIZES", "OUTLIERS",
+	       "RECENT_ERR");
+	json_array_foreach(json_object_get(doc, "models"), i, m)
+	{
+		json_t *fps = json_object_get(m, "footprints");
+		printf("%-12s %-40s %8lld %6zu %9lld %8.1f%%\n", str(m, "kernel"), str(m, "device"),
+		       (long long)num(m, "samples"), json_array_size(fps),
+		       (long long)num(m, "outliers"), real(m, "recent_err_pct"));
+		json_array_foreach(fps, j, f)
+		{
+			if (j == 8) {
+				printf("    ... %zu more sizes\n", json_array_size(fps) - 8);
+				break;
+			}
+			printf("    flops %-10.3g bytes %-10.3g domain %-10.3g n %-5lld %s +- %s\n",
+			       real(f, "flops"), real(f, "bytes"), real(f, "domain"),
+			       (long long)num(f, "n"), fmt_ns(real(f, "estimate_ns"), a, sizeof(a)),
+			       fmt_ns(real(f, "spread_ns"), b, sizeof(b)));
+		}
+	}
+}
+
+static void print_calibration(json_t *doc)
+{
+	size_t i;
+	json_t *d, *l;
+	char a[32];
+	printf("calibration: %.2f s\n", real(doc, "seconds"));
+	printf("%-40s %5s %12s %12s %10s\n", "DEVICE", "NODE", "SGEMM_GFLOPS", "MEM_GBPS",
+	       "LAUNCH");
+	json_array_foreach(json_object_get(doc, "devices"), i, d)
+	        printf("%-40s %5lld %12.1f %12.1f %10s\n", str(d, "key"), (long long)num(d, "node"),
+	               real(d, "gemm_gflops"), real(d, "mem_gbps"),
+	               fmt_ns(real(d, "launch_ns"), a, sizeof(a)));
+	printf("%-4s %-4s %10s %10s %s\n", "SRC", "DST", "GB/S", "LATENCY", "MEASURED");
+	json_array_foreach(json_object_get(doc, "links"), i, l)
+	        printf("%-4lld %-4lld %10.2f %10s %s\n", (long long)num(l, "src"),
+	               (long long)num(l, "dst"), real(l, "gbps"),
+	               fmt_ns(real(l, "latency_ns"), a, sizeof(a)),
+	               json_is_true(json_object_get(l, "measured")) ? "yes" : "no (derived)");
+}
+
 int main(int argc, char **argv)
 {
 	static const struct option opts[] = { { "socket", required_argument, NULL, 's' },
@@ -213,8 +285,11 @@ int main(int argc, char **argv)
 		return 2;
 	}
 	const char *cmd = argv[optind];
+	uint32_t type = !strcmp(cmd, "models")      ? TDM_MSG_CTL_MODELS
+	                : !strcmp(cmd, "calibrate") ? TDM_MSG_CTL_CALIBRATE
+	                                            : TDM_MSG_CTL_STATUS;
 	if (strcmp(cmd, "status") && strcmp(cmd, "devices") && strcmp(cmd, "clients") &&
-	    strcmp(cmd, "buffers")) {
+	    strcmp(cmd, "buffers") && type == TDM_MSG_CTL_STATUS) {
 		fprintf(stderr, "tandemctl: unknown command \"%s\"\n", cmd);
 		usage(stderr);
 		return 2;
@@ -224,7 +299,7 @@ int main(int argc, char **argv)
 	else if (tdm_default_socket_path(path, sizeof(path)) != 0)
 		return 1;
 
-	char *text = fetch_status(path);
+	char *text = fetch_document(path, type);
 	if (!text)
 		return 1;
 	if (as_json) {
@@ -236,10 +311,14 @@ int main(int argc, char **argv)
 	json_t *doc = json_loads(text, 0, &jerr);
 	free(text);
 	if (!doc) {
-		fprintf(stderr, "tandemctl: bad status document: %s\n", jerr.text);
+		fprintf(stderr, "tandemctl: bad document: %s\n", jerr.text);
 		return 1;
 	}
-	if (strcmp(cmd, "devices") == 0)
+	if (type == TDM_MSG_CTL_MODELS)
+		print_models(doc);
+	else if (type == TDM_MSG_CTL_CALIBRATE)
+		print_calibration(doc);
+	else if (strcmp(cmd, "devices") == 0)
 		print_devices(doc);
 	else if (strcmp(cmd, "clients") == 0)
 		print_clients(doc);

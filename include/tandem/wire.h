@@ -39,6 +39,8 @@ enum tdm_msg_type {
 	TDM_MSG_KERNEL_REPLY, /* daemon: struct tdm_kernel_lookup_reply */
 	TDM_MSG_CTL_STATUS, /* control: no payload */
 	TDM_MSG_CTL_REPLY, /* daemon: int32 status + JSON text */
+	TDM_MSG_CTL_MODELS, /* control: no payload; reply: the cost models */
+	TDM_MSG_CTL_CALIBRATE, /* control: no payload; reply: the new calibration */
 };
 
 #define TDM_MSG_MAX_PAYLOAD 4096u
@@ -243,7 +245,10 @@ struct tdm_cqe {
 	uint64_t queued_ns; /* CLOCK_MONOTONIC of the daemon, comparable across processes */
 	uint64_t start_ns;
 	uint64_t end_ns;
-	uint64_t reserved[2];
+	/* TASK_INFO: the cost model's expectation of the task's device time
+	 * (end_ns - start_ns) and its spread, taken before it ran; 0: none. */
+	uint64_t predicted_ns;
+	uint64_t predicted_spread_ns;
 };
 
 /* Which field of a rejected graph was wrong (tdm_cqe.detail). */

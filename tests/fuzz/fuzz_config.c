@@ -57,6 +57,12 @@ static void check_valid(const struct tdm_config *c)
 				abort();
 	}
 
+	n = strnlen(c->state_dir, sizeof(c->state_dir));
+	if (n == sizeof(c->state_dir) || (n && c->state_dir[0] != '/'))
+		abort();
+	if (c->calibrate > 1 || c->persist_models > 1 || c->save_interval_s > 86400)
+		abort();
+
 	if (c->buffer_quota_bytes < 4096 || c->buffer_quota_bytes > (UINT64_C(1) << 48))
 		abort();
 	if (c->max_buffers < 1 || c->max_buffers > 1048576)

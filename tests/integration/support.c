@@ -122,6 +122,17 @@ int tdmt_daemon_launch(struct tdmt_daemon *d, const char *socket_path, int timeo
 	int pfd[2];
 
 	snprintf(exe, sizeof(exe), "%s/bin/tandemd", tdmt_build_dir());
+	/* Calibration and models of test daemons live in the build tree, shared
+	 * by all of them (one calibration per build), never in the user's
+	 * state; a test that wants its own sets daemon.state_dir. */
+	char state[640], cwd[512];
+	const char *b = tdmt_build_dir();
+	if (b[0] == '/')
+		snprintf(state, sizeof(state), "%s/test-state", b);
+	else if (getcwd(cwd, sizeof(cwd)))
+		snprintf(state, sizeof(state), "%s/%s/test-state", cwd, b);
+	else
+		return -3;
 	if (pipe2(pfd, O_CLOEXEC) != 0)
 		return -3;
 	pid_t parent = getpid();
@@ -148,6 +159,8 @@ int tdmt_daemon_launch(struct tdmt_daemon *d, const char *socket_path, int timeo
 		dup2(log, 1);
 		dup2(log, 2);
 		fcntl(pfd[1], F_SETFD, 0);
+		unsetenv("STATE_DIRECTORY");
+		setenv("XDG_STATE_HOME", state, 1);
 		snprintf(fdarg, sizeof(fdarg), "%d", pfd[1]);
 		char *argv[] = {
 			exe,          "--config", d->config, "--socket", (char *)socket_path,
@@ -422,12 +435,12 @@ static int ctl_request(int fd, uint32_t type, const void *p, uint32_t len, uint3
 	return 0;
 }
 
-char *tdmt_status_json(const char *sock)
+char *tdmt_control_json(const char *sock, uint32_t type)
 {
 	struct sockaddr_un sa = { .sun_family = AF_UNIX };
 	struct tdm_hello hello = { TDM_WIRE_MAGIC, TDM_WIRE_VERSION, TDM_ROLE_CONTROL, 0 };
 	struct tdm_hello_reply hr;
-	struct timeval tv = { 10, 0 };
+	struct timeval tv = { 30, 0 };
 	char *reply = NULL, *json = NULL;
 	uint32_t len;
 	int32_t status;
@@ -449,8 +462,7 @@ char *tdmt_status_json(const char *sock)
 	reply = NULL;
 	if (hr.status)
 		goto out;
-	if (ctl_request(fd, TDM_MSG_CTL_STATUS, NULL, 0, TDM_MSG_CTL_REPLY, &reply, &len) ||
-	    len < sizeof(status))
+	if (ctl_request(fd, type, NULL, 0, TDM_MSG_CTL_REPLY, &reply, &len) || len < sizeof(status))
 		goto out;
 	memcpy(&status, reply, sizeof(status));
 	if (status == 0)
@@ -459,6 +471,11 @@ out:
 	free(reply);
 	close(fd);
 	return json;
+}
+
+char *tdmt_status_json(const char *sock)
+{
+	return tdmt_control_json(sock, TDM_MSG_CTL_STATUS);
 }
 
 int tdmt_counter(const char *sock, const char *name, int64_t *out)

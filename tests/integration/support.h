@@ -66,6 +66,8 @@ int tdmt_run_tandemd(const char *const *args, char *out, size_t outlen, int time
 
 /* ---- control protocol ---- */
 
+/* A control document (TDM_MSG_CTL_*) as JSON text (malloc'd), or NULL. */
+char *tdmt_control_json(const char *sock, uint32_t type);
 /* The status JSON text (malloc'd), or NULL. */
 char *tdmt_status_json(const char *sock);
 /* One counter of status.counters; 0 or -1. */

@@ -463,6 +463,31 @@ static void test_devices_section(void **state)
 	             NAME ":2:10: cuda.plugin: \"lib/x.so\" is not an absolute path");
 }
 
+static void test_profiler_section(void **state)
+{
+	struct tdm_config cfg;
+
+	(void)state;
+	config_defaults(&cfg);
+	assert_string_equal(cfg.state_dir, "");
+	assert_int_equal(cfg.calibrate, 1);
+	assert_int_equal(cfg.persist_models, 1);
+	assert_int_equal(cfg.save_interval_s, 60);
+	load_ok("[daemon]\nstate_dir = \"/var/lib/tandem-a\"\n[profiler]\ncalibrate = false\n"
+	        "persist_models = false\nsave_interval_s = 0\n",
+	        &cfg);
+	assert_string_equal(cfg.state_dir, "/var/lib/tandem-a");
+	assert_int_equal(cfg.calibrate, 0);
+	assert_int_equal(cfg.persist_models, 0);
+	assert_int_equal(cfg.save_interval_s, 0);
+	expect_error("[daemon]\nstate_dir = \"state\"\n",
+	             NAME ":2:13: daemon.state_dir: \"state\" is not an absolute path");
+	expect_error("[profiler]\nsave_interval_s = 86401\n",
+	             NAME ":2:19: profiler.save_interval_s: 86401 is out of range");
+	expect_error("[profiler]\ncalibrate = \"yes\"\n",
+	             NAME ":2:13: profiler.calibrate: expected");
+}
+
 static void test_size_strings(void **state)
 {
 	static const struct {
@@ -848,6 +873,7 @@ int main(void)
 		cmocka_unit_test(test_limits_section),
 		cmocka_unit_test(test_size_strings),
 		cmocka_unit_test(test_devices_section),
+		cmocka_unit_test(test_profiler_section),
 		cmocka_unit_test(test_rings_section),
 		cmocka_unit_test(test_unknown_key),
 		cmocka_unit_test(test_unknown_section),

@@ -1,0 +1,1515 @@
+/* Cost models (profiler.h).
+ *
+ * Layout: one struct model per (kernel, device key). Each model has a table
+ * of 64 footprints (open addressing on a hash of the exact features) whose
+ * published part is a 64-byte line of C11 atomics guarded by a seqcount, and
+ * a private part (the ring of recent samples) touched only under the model's
+ * mutex. The regressions' coefficients, prior_scale and the held-out errors
+ * are published the same way, at model level. predict reads only published
+ * atomics (relaxed loads, seqcount retry) and never blocks.
+ *
+ * Decisions (documented for the engine and `tandemctl models`):
+ *  - Prior: launch_ns + max(flops / gemm_gflops, bytes / mem_gbps) (GFLOP/s
+ *    is flop/ns, GB/s is bytes/ns); with no flops and no bytes, domain is a
+ *    duration in microseconds (spin) and the prior is launch_ns +
+ *    domain * 1000. It is multiplied by prior_scale, the median of the last
+ *    32 ratios measured/prior. Its spread is 50% until it has been scored.
+ *  - History: the lower median of the last 32 samples (device times are
+ *    skewed upwards: of two samples the smaller is kept); spread =
+ *    1.4826 * MAD, at least 1% of the estimate (10% below 3 samples). From
+ *    3 samples on, a sample off by more than max(5 * spread, 50%) is an
+ *    outlier: counted, kept in the ring, and left out of the error figures.
+ *  - Held-out errors (prequential): before a sample is learned, the methods
+ *    that did not see it are scored on it. A regression or the prior has
+ *    not seen a footprint before its first sample, so they are scored on
+ *    first samples only; history on every later one. Errors are EWMAs of
+ *    |predicted - measured| / measured (capped at 1000%), the first 10
+ *    samples averaged, then alpha = 0.1.
+ *  - predict: a seen footprint answers from history, except when it has a
+ *    single sample and the best method for unseen sizes has a held-out
+ *    error under half of history's. An unseen footprint answers from the
+ *    scored method (prior, linear, power) with the lowest error; the prior
+ *    until another has been scored. A regression that gives no positive
+ *    finite answer for these features falls back to the scaled prior.
+ *  - Out-of-range device: {0, 0}. Out-of-range kernel or noop: the unscaled
+ *    prior. observe ignores those, zero times and invalid features.
+ *  - Figures that are not positive and finite are taken as 1 GFLOP/s,
+ *    1 GB/s; a launch or latency that is not finite and >= 0 as 0. */
+#include <math.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "profiler/profiler.h"
+#include "tandem.h"
+
+#define RING 32 /* recent samples kept per footprint */
+#define FP_SLOTS 64 /* footprints per model, a power of two */
+#define RATIOS 32 /* measured/prior ratios behind prior_scale */
+#define NCOEF 4 /* linear: a + b*flops + c*bytes + d*domain */
+#define PRIOR_SPREAD 0.5
+#define ERR_CAP 10.0
+#define ERR_WARM 10 /* samples averaged before the EWMA's alpha settles */
+#define FEAT_MAX 1e30
+#define NS_MAX 1e15 /* about 11 days */
+#define COUNT_MAX 1000000000000000ULL /* counters saturate there */
+#define SCALE_MIN 1e-6
+#define SCALE_MAX 1e6
+#define GBPS_MIN 1e-6
+#define GBPS_MAX 1e6
+#define DOC_MAX_MODELS 4096
+#define DOC_MAX_LINKS (CAL_MAX_NODES * CAL_MAX_NODES)
+#define ASIDE_MAX 1024
+#define NAME_MAX_LEN 64
+
+#define LD(x) atomic_load_explicit(&(x), memory_order_relaxed)
+#define ST(x, v) atomic_store_explicit(&(x), (v), memory_order_relaxed)
+
+/* ---- state ------------------------------------------------------------- */
+
+/* What predict reads of a footprint: one cache line. */
+struct fp_pub {
+	_Alignas(64) _Atomic uint32_t seq;
+	_Atomic uint64_t key; /* 0: empty slot */
+	_Atomic double flops, bytes, domain;
+	_Atomic double est, spread;
+	_Atomic uint64_t n;
+};
+
+struct fp_priv {
+	uint64_t key;
+	struct kernel_features f;
+	double ring[RING]; /* the last len samples, oldest at head - len */
+	uint32_t len, head;
+	uint64_t n, last_use;
+	double est, spread;
+};
+
+struct model_pub {
+	_Alignas(64) _Atomic uint32_t seq;
+	_Atomic uint32_t nfp;
+	_Atomic int best; /* enum cost_source for unseen footprints */
+	_Atomic double lin[NCOEF];
+	_Atomic double pw[2];
+	_Atomic double scale;
+	_Atomic double err[COST_SOURCE_COUNT]; /* < 0: not scored yet */
+};
+
+struct model {
+	struct model_pub pub;
+	struct fp_pub fp[FP_SLOTS];
+	pthread_mutex_t lock; /* live models only; scratch models are private */
+	/* everything below: under lock */
+	struct fp_priv priv[FP_SLOTS];
+	uint32_t nfp;
+	uint64_t samples, outliers, tick;
+	double err[COST_SOURCE_COUNT];
+	uint32_t err_n[COST_SOURCE_COUNT];
+	double recent_err;
+	uint32_t recent_n;
+	double lin[NCOEF], pw[2];
+	bool lin_ok, pw_ok;
+	double ratio[RATIOS];
+	uint32_t nratio, ratio_head;
+	double scale;
+};
+
+struct dev_fig {
+	_Atomic double launch, gflops, gbps;
+};
+
+struct link_state {
+	_Atomic double latency, gbps_cal, gbps_seen; /* gbps_seen 0: no copy observed */
+	_Atomic uint64_t copies;
+	_Atomic int inflight;
+};
+
+struct profiler {
+	uint32_t ndev, nslots, nkernels, nnodes;
+	uint32_t dev_slot[CAL_MAX_DEVICES];
+	char slot_key[CAL_MAX_DEVICES][CAL_KEY_MAX];
+	struct dev_fig fig[CAL_MAX_DEVICES];
+	struct link_state link[CAL_MAX_NODES][CAL_MAX_NODES];
+	struct model *models; /* [slot * nkernels + kernel] */
+	pthread_mutex_t cal_lock; /* cal */
+	struct calibration cal;
+	pthread_mutex_t link_lock; /* observe_copy's read-modify-write */
+	pthread_mutex_t aside_lock; /* aside */
+	json_t *aside; /* models of kernels or keys this daemon lacks */
+};
+
+static const char *const source_name[COST_SOURCE_COUNT] = { "prior", "history", "linear", "power" };
+
+/* ---- small helpers ------------------------------------------------------- */
+
+static void set_err(char *err, size_t errlen, const char *msg)
+{
+	if (err && errlen)
+		snprintf(err, errlen, "%s", msg);
+}
+
+/* A rate (GFLOP/s, GB/s) within [1e-6, 1e6], dflt when not positive. */
+static double rate_or(double v, double dflt)
+{
+	return isfinite(v) && v > 0 ? fmin(fmax(v, GBPS_MIN), GBPS_MAX) : dflt;
+}
+
+static double nonneg_or_zero(double v)
+{
+	return isfinite(v) && v >= 0 ? fmin(v, NS_MAX) : 0;
+}
+
+static bool feat_ok(double v)
+{
+	return isfinite(v) && v >= 0 && v <= FEAT_MAX;
+}
+
+static bool features_ok(const struct kernel_features *f)
+{
+	return f && feat_ok(f->flops) && feat_ok(f->bytes) && feat_ok(f->domain);
+}
+
+/* Invalid features read as zero; -0.0 as 0.0 so that it hashes the same. */
+static struct kernel_features clean_features(const struct kernel_features *f)
+{
+	struct kernel_features c = { 0 };
+
+	if (f) {
+		c.flops = feat_ok(f->flops) ? f->flops + 0.0 : 0;
+		c.bytes = feat_ok(f->bytes) ? f->bytes + 0.0 : 0;
+		c.domain = feat_ok(f->domain) ? f->domain + 0.0 : 0;
+	}
+	return c;
+}
+
+static uint64_t mix64(uint64_t x)
+{
+	x ^= x >> 33;
+	x *= 0xff51afd7ed558ccdULL;
+	x ^= x >> 33;
+	x *= 0xc4ceb9fe1a85ec53ULL;
+	x ^= x >> 33;
+	return x;
+}
+
+static uint64_t dbits(double d)
+{
+	uint64_t u;
+
+	memcpy(&u, &d, sizeof(u));
+	return u;
+}
+
+/* Never 0, which marks an empty slot. */
+static uint64_t footprint_key(const struct kernel_features *f)
+{
+	uint64_t h = mix64(dbits(f->flops) ^ 0x9e3779b97f4a7c15ULL);
+
+	h = mix64(h ^ dbits(f->bytes));
+	h = mix64(h ^ dbits(f->domain));
+	return h | 1;
+}
+
+static bool same_features(const struct kernel_features *a, const struct kernel_features *b)
+{
+	return a->flops == b->flops && a->bytes == b->bytes && a->domain == b->domain;
+}
+
+static bool ns_ok(double v)
+{
+	return isfinite(v) && v > 0 && v <= NS_MAX;
+}
+
+/* A measured time: observe gets whole nanoseconds, a document no less. */
+static bool sample_ok(double v)
+{
+	return isfinite(v) && v >= 1 && v <= NS_MAX;
+}
+
+static double rel_err(double pred, double x)
+{
+	if (!ns_ok(pred))
+		return 1.0;
+	return fmin(fabs(pred - x) / x, ERR_CAP);
+}
+
+static void count(uint64_t *c)
+{
+	if (*c < COUNT_MAX)
+		(*c)++;
+}
+
+/* The first ERR_WARM values are averaged, then alpha stays at 1/ERR_WARM. */
+static void ewma(double *e, uint32_t *n, double v)
+{
+	if (*n < ERR_WARM)
+		(*n)++;
+	*e += (v - *e) / *n;
+}
+
+/* Sorts v[0..n) and returns its lower median. */
+static double lower_median(double *v, unsigned n)
+{
+	for (unsigned i = 1; i < n; i++) {
+		double x = v[i];
+		unsigned j = i;
+
+		for (; j > 0 && v[j - 1] > x; j--)
+			v[j] = v[j - 1];
+		v[j] = x;
+	}
+	return v[(n - 1) / 2];
+}
+
+/* Seqcount without fences (which ThreadSanitizer does not model): the
+ * fields under it are stored with release and loaded with acquire, which on
+ * x86 and arm64 costs what relaxed does. A reader that loads a value of a
+ * write in progress therefore also sees the odd count, and retries. */
+#define SEQ_LD(x) atomic_load_explicit(&(x), memory_order_acquire)
+#define SEQ_ST(x, v) atomic_store_explicit(&(x), (v), memory_order_release)
+
+static void seq_begin(_Atomic uint32_t *seq)
+{
+	atomic_store_explicit(seq, atomic_load_explicit(seq, memory_order_relaxed) + 1,
+	                      memory_order_relaxed);
+}
+
+static void seq_end(_Atomic uint32_t *seq)
+{
+	atomic_store_explicit(seq, atomic_load_explicit(seq, memory_order_relaxed) + 1,
+	                      memory_order_release);
+}
+
+static uint32_t seq_read_begin(const _Atomic uint32_t *seq)
+{
+	uint32_t s;
+
+	while ((s = atomic_load_explicit((_Atomic uint32_t *)seq, memory_order_acquire)) & 1)
+		;
+	return s;
+}
+
+static bool seq_read_retry(const _Atomic uint32_t *seq, uint32_t s)
+{
+	return atomic_load_explicit((_Atomic uint32_t *)seq, memory_order_relaxed) != s;
+}
+
+/* ---- the prior ----------------------------------------------------------- */
+
+static double prior_ns(const struct dev_fig *d, const struct kernel_features *f)
+{
+	double launch = LD(d->launch);
+
+	if (f->flops == 0 && f->bytes == 0)
+		return launch + f->domain * 1000.0; /* spin: domain is microseconds */
+	return launch + fmax(f->flops / LD(d->gflops), f->bytes / LD(d->gbps));
+}
+
+static void set_figures(struct profiler *p, const struct calibration *cal)
+{
+	for (uint32_t i = 0; i < p->ndev && i < cal->ndevices; i++) {
+		const struct cal_device *d = &cal->dev[i];
+
+		ST(p->fig[i].launch, nonneg_or_zero(d->launch_ns));
+		ST(p->fig[i].gflops, rate_or(d->gemm_gflops, 1.0));
+		ST(p->fig[i].gbps, rate_or(d->mem_gbps, 1.0));
+	}
+	for (uint32_t s = 0; s < p->nnodes; s++) {
+		for (uint32_t t = 0; t < p->nnodes; t++) {
+			ST(p->link[s][t].gbps_cal, rate_or(cal->link[s][t].gbps, 1.0));
+			ST(p->link[s][t].latency, nonneg_or_zero(cal->link[s][t].latency_ns));
+		}
+	}
+}
+
+/* ---- footprints ------------------------------------------------------------ */
+
+struct fp_view {
+	double est, spread;
+	uint64_t n;
+};
+
+/* Lock-free: the slot holding exactly these features, or -1. Slots are only
+ * filled or overwritten in place, never emptied, so a probe may stop at the
+ * first empty slot. */
+static int fp_find(const struct model *m, uint64_t key, const struct kernel_features *f,
+                   struct fp_view *out)
+{
+	for (unsigned i = 0; i < FP_SLOTS; i++) {
+		const struct fp_pub *e = &m->fp[(key + i) & (FP_SLOTS - 1)];
+		uint64_t k = SEQ_LD(e->key);
+		struct kernel_features g;
+		uint32_t s;
+
+		if (k == 0)
+			return -1;
+		if (k != key)
+			continue;
+		do {
+			s = seq_read_begin(&e->seq);
+			k = SEQ_LD(e->key);
+			g.flops = SEQ_LD(e->flops);
+			g.bytes = SEQ_LD(e->bytes);
+			g.domain = SEQ_LD(e->domain);
+			out->est = SEQ_LD(e->est);
+			out->spread = SEQ_LD(e->spread);
+			out->n = SEQ_LD(e->n);
+		} while (seq_read_retry(&e->seq, s));
+		if (k == key && same_features(&g, f))
+			return (int)((key + i) & (FP_SLOTS - 1));
+	}
+	return -1;
+}
+
+static void fp_publish(struct model *m, unsigned slot)
+{
+	const struct fp_priv *v = &m->priv[slot];
+	struct fp_pub *e = &m->fp[slot];
+
+	seq_begin(&e->seq);
+	SEQ_ST(e->key, v->key);
+	SEQ_ST(e->flops, v->f.flops);
+	SEQ_ST(e->bytes, v->f.bytes);
+	SEQ_ST(e->domain, v->f.domain);
+	SEQ_ST(e->est, v->est);
+	SEQ_ST(e->spread, v->spread);
+	SEQ_ST(e->n, v->n);
+	seq_end(&e->seq);
+}
+
+static void fp_stats(struct fp_priv *v)
+{
+	double s[RING], d[RING], med, mad;
+
+	memcpy(s, v->ring, sizeof(s));
+	med = lower_median(s, v->len);
+	for (unsigned i = 0; i < v->len; i++)
+		d[i] = fabs(v->ring[i] - med);
+	mad = lower_median(d, v->len);
+	v->est = med;
+	v->spread = fmax(1.4826 * mad, (v->len < 3 ? 0.1 : 0.01) * med);
+}
+
+static void fp_push(struct fp_priv *v, double x)
+{
+	v->ring[v->head] = x;
+	v->head = (v->head + 1) % RING;
+	if (v->len < RING)
+		v->len++;
+	count(&v->n);
+}
+
+/* A slot for a footprint not in the table: the first empty one on its probe
+ * sequence, or when the table is full the least recently observed one. */
+static unsigned fp_claim(struct model *m, uint64_t key)
+{
+	unsigned victim = 0;
+
+	if (m->nfp < FP_SLOTS) {
+		for (unsigned i = 0; i < FP_SLOTS; i++) {
+			unsigned s = (key + i) & (FP_SLOTS - 1);
+
+			if (m->priv[s].key == 0) {
+				m->nfp++;
+				return s;
+			}
+		}
+	}
+	for (unsigned s = 1; s < FP_SLOTS; s++)
+		if (m->priv[s].last_use < m->priv[victim].last_use)
+			victim = s;
+	return victim;
+}
+
+static unsigned fp_insert(struct model *m, uint64_t key, const struct kernel_features *f)
+{
+	unsigned s = fp_claim(m, key);
+	struct fp_priv *v = &m->priv[s];
+
+	memset(v, 0, sizeof(*v));
+	v->key = key;
+	v->f = *f;
+	return s;
+}
+
+/* ---- regressions ------------------------------------------------------------ */
+
+static double regressor(const struct kernel_features *f, unsigned j)
+{
+	switch (j) {
+	case 1: return f->flops;
+	case 2: return f->bytes;
+	case 3: return f->domain;
+	default: return 1.0;
+	}
+}
+
+static bool varies(const struct kernel_features *x, unsigned n, unsigned j)
+{
+	for (unsigned i = 1; i < n; i++)
+		if (regressor(&x[i], j) != regressor(&x[0], j))
+			return true;
+	return j == 0;
+}
+
+static double dot(const double *a, const double *b, unsigned n)
+{
+	double s = 0;
+
+	for (unsigned i = 0; i < n; i++)
+		s += a[i] * b[i];
+	return s;
+}
+
+/* Weighted least squares t ~ a + b*flops + c*bytes + d*domain with each row
+ * divided by its t, so that relative errors count. A regressor that does not
+ * vary, or that is (nearly) a combination of those before it (sgemm's domain
+ * is flops / 2), gets 0: modified Gram-Schmidt on unit columns, twice, drops
+ * it. At most n - 1 coefficients from 3 rows on, so the fit keeps a degree
+ * of freedom. */
+static bool fit_linear(const struct kernel_features *x, const double *t, unsigned n,
+                       double coef[NCOEF])
+{
+	double q[NCOEF][FP_SLOTS], r[NCOEF][NCOEF] = { { 0 } }, z[NCOEF], c[NCOEF], sc[NCOEF];
+	unsigned col[NCOEF], k = 0, maxp = n >= 3 ? n - 1 : n;
+
+	if (n < 2)
+		return false;
+	for (unsigned j = 0; j < NCOEF && k < maxp; j++) {
+		double *v = q[k], norm;
+
+		if (!varies(x, n, j))
+			continue;
+		for (unsigned i = 0; i < n; i++)
+			v[i] = regressor(&x[i], j) / t[i];
+		sc[k] = sqrt(dot(v, v, n));
+		if (!(sc[k] > 0) || !isfinite(sc[k]))
+			continue;
+		for (unsigned i = 0; i < n; i++)
+			v[i] /= sc[k];
+		for (unsigned l = 0; l < k; l++)
+			r[l][k] = 0;
+		for (int pass = 0; pass < 2; pass++) {
+			for (unsigned l = 0; l < k; l++) {
+				double d = dot(q[l], v, n);
+
+				r[l][k] += d;
+				for (unsigned i = 0; i < n; i++)
+					v[i] -= d * q[l][i];
+			}
+		}
+		norm = sqrt(dot(v, v, n));
+		if (!(norm > 1e-7))
+			continue;
+		for (unsigned i = 0; i < n; i++)
+			v[i] /= norm;
+		r[k][k] = norm;
+		col[k++] = j;
+	}
+	if (k == 0)
+		return false;
+	for (unsigned l = 0; l < k; l++) { /* the target is t / t = 1 */
+		z[l] = 0;
+		for (unsigned i = 0; i < n; i++)
+			z[l] += q[l][i];
+	}
+	for (unsigned l = k; l-- > 0;) {
+		double s = z[l];
+
+		for (unsigned m = l + 1; m < k; m++)
+			s -= r[l][m] * c[m];
+		c[l] = s / r[l][l];
+	}
+	memset(coef, 0, NCOEF * sizeof(*coef));
+	for (unsigned l = 0; l < k; l++)
+		coef[col[l]] = c[l] / sc[l];
+	for (unsigned j = 0; j < NCOEF; j++)
+		if (!isfinite(coef[j]))
+			return false;
+	return true;
+}
+
+/* The size a power law is over: flops, else bytes, else domain. */
+static double power_x(const struct kernel_features *f)
+{
+	return f->flops > 0 ? f->flops : f->bytes > 0 ? f->bytes : f->domain;
+}
+
+/* log t = alpha + beta * log x, ordinary least squares; needs two sizes. */
+static bool fit_power(const struct kernel_features *x, const double *t, unsigned n, double c[2])
+{
+	double u[FP_SLOTS], v[FP_SLOTS], mu = 0, mv = 0, suu = 0, suv = 0;
+	unsigned k = 0;
+
+	for (unsigned i = 0; i < n; i++) {
+		double s = power_x(&x[i]);
+
+		if (s > 0 && t[i] > 0) {
+			u[k] = log(s);
+			v[k] = log(t[i]);
+			mu += u[k];
+			mv += v[k];
+			k++;
+		}
+	}
+	if (k < 2)
+		return false;
+	mu /= k;
+	mv /= k;
+	for (unsigned i = 0; i < k; i++) {
+		suu += (u[i] - mu) * (u[i] - mu);
+		suv += (u[i] - mu) * (v[i] - mv);
+	}
+	if (!(suu > 1e-12))
+		return false;
+	c[1] = suv / suu;
+	c[0] = mv - c[1] * mu;
+	return isfinite(c[0]) && isfinite(c[1]);
+}
+
+static double eval_linear(const double c[NCOEF], const struct kernel_features *f)
+{
+	return c[0] + c[1] * f->flops + c[2] * f->bytes + c[3] * f->domain;
+}
+
+static double eval_power(const double c[2], const struct kernel_features *f)
+{
+	double x = power_x(f);
+
+	return x > 0 ? exp(c[0] + c[1] * log(x)) : NAN;
+}
+
+/* ---- a model's learning (under its lock, or on a private scratch model) ---- */
+
+static void model_init(struct model *m)
+{
+	m->scale = 1.0;
+	ST(m->pub.scale, 1.0);
+	ST(m->pub.best, COST_PRIOR);
+	for (int s = 0; s < COST_SOURCE_COUNT; s++)
+		ST(m->pub.err[s], -1.0);
+}
+
+static struct model *scratch_new(void)
+{
+	struct model *m = aligned_alloc(_Alignof(struct model), sizeof(struct model));
+
+	if (m) {
+		memset(m, 0, sizeof(*m));
+		model_init(m);
+	}
+	return m;
+}
+
+static void push_ratio(struct model *m, double r)
+{
+	double s[RATIOS];
+
+	m->ratio[m->ratio_head] = fmin(fmax(r, SCALE_MIN), SCALE_MAX);
+	m->ratio_head = (m->ratio_head + 1) % RATIOS;
+	if (m->nratio < RATIOS)
+		m->nratio++;
+	memcpy(s, m->ratio, sizeof(s));
+	m->scale = lower_median(s, m->nratio);
+}
+
+static void model_refit(struct model *m)
+{
+	struct kernel_features x[FP_SLOTS];
+	double t[FP_SLOTS];
+	unsigned n = 0;
+
+	for (unsigned s = 0; s < FP_SLOTS; s++) {
+		if (m->priv[s].n) {
+			x[n] = m->priv[s].f;
+			t[n++] = m->priv[s].est;
+		}
+	}
+	m->lin_ok = fit_linear(x, t, n, m->lin);
+	m->pw_ok = fit_power(x, t, n, m->pw);
+}
+
+/* The method for unseen footprints: the lowest held-out error among the
+ * scored ones, the prior when none is. */
+static int choose_unseen(const struct model *m)
+{
+	int best = COST_PRIOR;
+	double e = m->err_n[COST_PRIOR] ? m->err[COST_PRIOR] : INFINITY;
+
+	if (m->lin_ok && m->err_n[COST_LINEAR] && m->err[COST_LINEAR] < e) {
+		best = COST_LINEAR;
+		e = m->err[COST_LINEAR];
+	}
+	if (m->pw_ok && m->err_n[COST_POWER] && m->err[COST_POWER] < e)
+		best = COST_POWER;
+	return best;
+}
+
+static void model_publish(struct model *m)
+{
+	seq_begin(&m->pub.seq);
+	SEQ_ST(m->pub.nfp, m->nfp);
+	SEQ_ST(m->pub.best, choose_unseen(m));
+	for (int j = 0; j < NCOEF; j++)
+		SEQ_ST(m->pub.lin[j], m->lin_ok ? m->lin[j] : 0.0);
+	SEQ_ST(m->pub.pw[0], m->pw_ok ? m->pw[0] : 0.0);
+	SEQ_ST(m->pub.pw[1], m->pw_ok ? m->pw[1] : 0.0);
+	SEQ_ST(m->pub.scale, m->scale);
+	for (int s = 0; s < COST_SOURCE_COUNT; s++)
+		SEQ_ST(m->pub.err[s], m->err_n[s] ? m->err[s] : -1.0);
+	seq_end(&m->pub.seq);
+}
+
+/* ---- predict ---------------------------------------------------------------- */
+
+struct model_view {
+	int best;
+	double lin[NCOEF], pw[2], scale, err[COST_SOURCE_COUNT];
+};
+
+static void model_read(const struct model *m, struct model_view *v)
+{
+	uint32_t s;
+
+	do {
+		s = seq_read_begin(&m->pub.seq);
+		v->best = SEQ_LD(m->pub.best);
+		for (int j = 0; j < NCOEF; j++)
+			v->lin[j] = SEQ_LD(m->pub.lin[j]);
+		v->pw[0] = SEQ_LD(m->pub.pw[0]);
+		v->pw[1] = SEQ_LD(m->pub.pw[1]);
+		v->scale = SEQ_LD(m->pub.scale);
+		for (int j = 0; j < COST_SOURCE_COUNT; j++)
+			v->err[j] = SEQ_LD(m->pub.err[j]);
+	} while (seq_read_retry(&m->pub.seq, s));
+}
+
+static void predict_unseen(const struct model_view *v, double prior,
+                           const struct kernel_features *f, struct cost_pred *out)
+{
+	double ns = NAN;
+
+	if (v->best == COST_LINEAR)
+		ns = eval_linear(v->lin, f);
+	else if (v->best == COST_POWER)
+		ns = eval_power(v->pw, f);
+	if (ns_ok(ns)) {
+		*out = (struct cost_pred){ ns, fmax(v->err[v->best], 0.01) * ns, v->best };
+		return;
+	}
+	ns = prior * v->scale;
+	out->ns = ns;
+	out->spread_ns =
+	        (v->err[COST_PRIOR] >= 0 ? fmax(v->err[COST_PRIOR], 0.01) : PRIOR_SPREAD) * ns;
+	out->source = COST_PRIOR;
+}
+
+static struct model *model_at(const struct profiler *p, uint32_t kernel, uint32_t device)
+{
+	return &p->models[(size_t)p->dev_slot[device] * p->nkernels + kernel];
+}
+
+void profiler_predict(const struct profiler *p, uint32_t kernel, uint32_t device,
+                      const struct kernel_features *f, struct cost_pred *out)
+{
+	struct kernel_features x = clean_features(f);
+	struct model_view v;
+	struct fp_view h;
+	struct model *m;
+	double prior;
+
+	*out = (struct cost_pred){ 0, 0, COST_PRIOR };
+	if (!p || device >= p->ndev)
+		return;
+	prior = prior_ns(&p->fig[device], &x);
+	if (kernel >= p->nkernels || kernel == KERNEL_NOOP) {
+		*out = (struct cost_pred){ prior, PRIOR_SPREAD * prior, COST_PRIOR };
+		return;
+	}
+	m = model_at(p, kernel, device);
+	if (LD(m->pub.nfp) && fp_find(m, footprint_key(&x), &x, &h) >= 0 && h.n) {
+		if (h.n >= 2)
+			goto history;
+		model_read(m, &v);
+		if (!(v.err[v.best] >= 0 && v.err[COST_HISTORY] >= 0 &&
+		      v.err[v.best] < 0.5 * v.err[COST_HISTORY]))
+			goto history;
+		predict_unseen(&v, prior, &x, out);
+		return;
+	}
+	model_read(m, &v);
+	predict_unseen(&v, prior, &x, out);
+	return;
+history:
+	*out = (struct cost_pred){ h.est, h.spread, COST_HISTORY };
+}
+
+/* ---- observe ------------------------------------------------------------------- */
+
+/* Prequential scoring of x before it is learned; returns whether x is an
+ * outlier of its footprint (slot, -1 when new). */
+static bool model_score(const struct profiler *p, struct model *m, uint32_t kernel, uint32_t device,
+                        const struct kernel_features *f, int slot, double prior, double x)
+{
+	struct cost_pred cp;
+
+	if (slot >= 0) {
+		const struct fp_priv *v = &m->priv[slot];
+
+		if (v->n >= 3 && fabs(x - v->est) > fmax(5 * v->spread, 0.5 * v->est))
+			return true;
+		ewma(&m->err[COST_HISTORY], &m->err_n[COST_HISTORY], rel_err(v->est, x));
+	} else {
+		ewma(&m->err[COST_PRIOR], &m->err_n[COST_PRIOR], rel_err(prior * m->scale, x));
+		if (m->lin_ok)
+			ewma(&m->err[COST_LINEAR], &m->err_n[COST_LINEAR],
+			     rel_err(eval_linear(m->lin, f), x));
+		if (m->pw_ok)
+			ewma(&m->err[COST_POWER], &m->err_n[COST_POWER],
+			     rel_err(eval_power(m->pw, f), x));
+	}
+	profiler_predict(p, kernel, device, f, &cp);
+	ewma(&m->recent_err, &m->recent_n, rel_err(cp.ns, x));
+	return false;
+}
+
+void profiler_observe(struct profiler *p, uint32_t kernel, uint32_t device,
+                      const struct kernel_features *f, uint64_t measured_ns)
+{
+	struct kernel_features x;
+	struct fp_view h;
+	struct model *m;
+	double prior, t = (double)measured_ns;
+	uint64_t key;
+	int slot;
+
+	if (!p || device >= p->ndev || kernel >= p->nkernels || kernel == KERNEL_NOOP ||
+	    !measured_ns || !features_ok(f) || !ns_ok(t))
+		return;
+	x = clean_features(f);
+	key = footprint_key(&x);
+	prior = prior_ns(&p->fig[device], &x);
+	m = model_at(p, kernel, device);
+
+	pthread_mutex_lock(&m->lock);
+	slot = fp_find(m, key, &x, &h);
+	if (model_score(p, m, kernel, device, &x, slot, prior, t))
+		count(&m->outliers);
+	if (slot < 0)
+		slot = (int)fp_insert(m, key, &x);
+	count(&m->samples);
+	m->priv[slot].last_use = ++m->tick;
+	fp_push(&m->priv[slot], t);
+	fp_stats(&m->priv[slot]);
+	fp_publish(m, (unsigned)slot);
+	if (prior > 0)
+		push_ratio(m, t / prior);
+	model_refit(m);
+	model_publish(m);
+	pthread_mutex_unlock(&m->lock);
+}
+
+/* ---- transfers -------------------------------------------------------------------- */
+
+static struct link_state *link_at(const struct profiler *p, uint16_t src, uint16_t dst)
+{
+	if (!p || src >= p->nnodes || dst >= p->nnodes)
+		return NULL;
+	return (struct link_state *)&p->link[src][dst];
+}
+
+/* Asked before copy_begin: the copy would share the link with those in
+ * flight, so it gets 1 / (in flight + 1) of the bandwidth. Unknown nodes: 0. */
+double profiler_predict_copy(const struct profiler *p, uint16_t src, uint16_t dst, uint64_t bytes)
+{
+	struct link_state *l = link_at(p, src, dst);
+	double bw, share;
+	int inflight;
+
+	if (!l)
+		return 0;
+	bw = LD(l->gbps_seen);
+	if (!(bw > 0))
+		bw = LD(l->gbps_cal);
+	inflight = LD(l->inflight);
+	share = 1.0 + (inflight > 0 ? inflight : 0);
+	return LD(l->latency) + (double)bytes * share / bw;
+}
+
+void profiler_copy_begin(struct profiler *p, uint16_t src, uint16_t dst)
+{
+	struct link_state *l = link_at(p, src, dst);
+
+	if (l)
+		atomic_fetch_add_explicit(&l->inflight, 1, memory_order_relaxed);
+}
+
+void profiler_copy_end(struct profiler *p, uint16_t src, uint16_t dst)
+{
+	struct link_state *l = link_at(p, src, dst);
+	int v;
+
+	if (!l)
+		return;
+	v = LD(l->inflight);
+	while (v > 0 &&
+	       !atomic_compare_exchange_weak_explicit(&l->inflight, &v, v - 1, memory_order_relaxed,
+	                                              memory_order_relaxed))
+		;
+}
+
+/* The bandwidth is refined only from copies whose time is mostly transfer
+ * (more than twice the latency): for small ones the latency's noise would
+ * swamp it. Each sample is normalised to the whole link (times concurrent);
+ * EWMA with alpha 0.2, the first sample taken as is. */
+void profiler_observe_copy(struct profiler *p, uint16_t src, uint16_t dst, uint64_t bytes,
+                           uint64_t measured_ns, unsigned concurrent)
+{
+	struct link_state *l = link_at(p, src, dst);
+	double lat, t = (double)measured_ns, bw, old;
+
+	if (!l || !bytes || !measured_ns)
+		return;
+	pthread_mutex_lock(&p->link_lock);
+	ST(l->copies, LD(l->copies) < COUNT_MAX ? LD(l->copies) + 1 : COUNT_MAX);
+	lat = LD(l->latency);
+	if (t > 2 * lat) {
+		bw = (double)bytes * (concurrent ? concurrent : 1) / (t - lat);
+		bw = fmin(fmax(bw, GBPS_MIN), GBPS_MAX);
+		old = LD(l->gbps_seen);
+		ST(l->gbps_seen, old > 0 ? old + 0.2 * (bw - old) : bw);
+	}
+	pthread_mutex_unlock(&p->link_lock);
+}
+
+/* ---- create / destroy ---------------------------------------------------------------- */
+
+static void map_devices(struct profiler *p, const struct calibration *cal)
+{
+	for (uint32_t i = 0; i < p->ndev; i++) {
+		uint32_t s = 0;
+
+		while (s < p->nslots && strncmp(p->slot_key[s], cal->dev[i].key, CAL_KEY_MAX))
+			s++;
+		if (s == p->nslots) {
+			snprintf(p->slot_key[s], CAL_KEY_MAX, "%.*s", CAL_KEY_MAX - 1,
+			         cal->dev[i].key);
+			p->nslots++;
+		}
+		p->dev_slot[i] = s;
+	}
+}
+
+int profiler_create(const struct calibration *cal, struct profiler **out)
+{
+	struct profiler *p;
+	size_t nm;
+
+	*out = NULL;
+	if (!cal || cal->ndevices > CAL_MAX_DEVICES || cal->nnodes > CAL_MAX_NODES)
+		return -TDM_EINVAL;
+	p = calloc(1, sizeof(*p));
+	if (!p)
+		return -TDM_ENOMEM;
+	p->ndev = cal->ndevices;
+	p->nnodes = cal->nnodes;
+	p->nkernels = (uint32_t)kernel_count();
+	p->cal = *cal;
+	map_devices(p, cal);
+	nm = (size_t)p->nslots * p->nkernels;
+	p->aside = json_array();
+	p->models = nm ? aligned_alloc(_Alignof(struct model), nm * sizeof(struct model)) : NULL;
+	if (!p->aside || (nm && !p->models)) {
+		json_decref(p->aside);
+		free(p->models);
+		free(p);
+		return -TDM_ENOMEM;
+	}
+	if (nm)
+		memset(p->models, 0, nm * sizeof(struct model));
+	for (size_t i = 0; i < nm; i++) {
+		model_init(&p->models[i]);
+		pthread_mutex_init(&p->models[i].lock, NULL);
+	}
+	pthread_mutex_init(&p->cal_lock, NULL);
+	pthread_mutex_init(&p->link_lock, NULL);
+	pthread_mutex_init(&p->aside_lock, NULL);
+	set_figures(p, cal);
+	*out = p;
+	return 0;
+}
+
+void profiler_destroy(struct profiler *p)
+{
+	if (!p)
+		return;
+	for (size_t i = 0; i < (size_t)p->nslots * p->nkernels; i++)
+		pthread_mutex_destroy(&p->models[i].lock);
+	pthread_mutex_destroy(&p->cal_lock);
+	pthread_mutex_destroy(&p->link_lock);
+	pthread_mutex_destroy(&p->aside_lock);
+	json_decref(p->aside);
+	free(p->models);
+	free(p);
+}
+
+/* Device keys and the device count stay those of profiler_create: the
+ * models are keyed by them. */
+void profiler_set_calibration(struct profiler *p, const struct calibration *cal)
+{
+	if (!p || !cal)
+		return;
+	pthread_mutex_lock(&p->cal_lock);
+	for (uint32_t i = 0; i < p->ndev && i < cal->ndevices; i++) {
+		struct cal_device *d = &p->cal.dev[i];
+
+		d->node = cal->dev[i].node;
+		d->gemm_gflops = cal->dev[i].gemm_gflops;
+		d->mem_gbps = cal->dev[i].mem_gbps;
+		d->launch_ns = cal->dev[i].launch_ns;
+	}
+	for (uint32_t s = 0; s < p->nnodes && s < cal->nnodes; s++)
+		for (uint32_t t = 0; t < p->nnodes && t < cal->nnodes; t++)
+			p->cal.link[s][t] = cal->link[s][t];
+	memcpy(p->cal.fingerprint, cal->fingerprint, sizeof(p->cal.fingerprint));
+	p->cal.seconds = cal->seconds;
+	p->cal.from_cache = cal->from_cache;
+	set_figures(p, &p->cal);
+	pthread_mutex_unlock(&p->cal_lock);
+}
+
+void profiler_calibration(const struct profiler *p, struct calibration *out)
+{
+	struct profiler *w = (struct profiler *)p; /* the lock only */
+
+	pthread_mutex_lock(&w->cal_lock);
+	*out = p->cal;
+	pthread_mutex_unlock(&w->cal_lock);
+}
+
+/* ---- to_json ----------------------------------------------------------------------- */
+
+/* Adds v under k; false (v released) when either is missing. */
+static bool put(json_t *o, const char *k, json_t *v)
+{
+	return v && json_object_set_new(o, k, v) == 0;
+}
+
+static bool append(json_t *a, json_t *v)
+{
+	return v && json_array_append_new(a, v) == 0;
+}
+
+static json_t *real_or_null(bool have, double v)
+{
+	return have && isfinite(v) ? json_real(v) : json_null();
+}
+
+static json_t *reals(const double *v, unsigned n)
+{
+	json_t *a = json_array();
+
+	for (unsigned i = 0; a && i < n; i++) {
+		if (!append(a, json_real(isfinite(v[i]) ? v[i] : 0.0))) {
+			json_decref(a);
+			return NULL;
+		}
+	}
+	return a;
+}
+
+static json_t *footprint_json(const struct fp_priv *v)
+{
+	double recent[RING];
+	json_t *o = json_object();
+
+	for (unsigned i = 0; i < v->len; i++)
+		recent[i] = v->ring[(v->head + RING - v->len + i) % RING];
+	if (o && put(o, "flops", json_real(v->f.flops)) && put(o, "bytes", json_real(v->f.bytes)) &&
+	    put(o, "domain", json_real(v->f.domain)) &&
+	    put(o, "n", json_integer((json_int_t)v->n)) &&
+	    put(o, "estimate_ns", json_real(v->est)) && put(o, "spread_ns", json_real(v->spread)) &&
+	    put(o, "recent", reals(recent, v->len)))
+		return o;
+	json_decref(o);
+	return NULL;
+}
+
+static json_t *errors_json(const struct model *m)
+{
+	json_t *o = json_object();
+
+	for (int s = 0; o && s < COST_SOURCE_COUNT; s++) {
+		if (!put(o, source_name[s], real_or_null(m->err_n[s], 100 * m->err[s]))) {
+			json_decref(o);
+			return NULL;
+		}
+	}
+	return o;
+}
+
+static json_t *footprints_json(const struct model *m)
+{
+	json_t *a = json_array();
+
+	for (unsigned s = 0; a && s < FP_SLOTS; s++) {
+		if (m->priv[s].n && !append(a, footprint_json(&m->priv[s]))) {
+			json_decref(a);
+			return NULL;
+		}
+	}
+	return a;
+}
+
+/* m under its lock, or a scratch model. */
+static json_t *model_json(const struct model *m, const char *kernel, const char *key)
+{
+	json_t *o = json_object();
+
+	if (o && put(o, "kernel", json_string(kernel)) && put(o, "device", json_string(key)) &&
+	    put(o, "samples", json_integer((json_int_t)m->samples)) &&
+	    put(o, "outliers", json_integer((json_int_t)m->outliers)) &&
+	    put(o, "recent_err_pct", real_or_null(m->recent_n, 100 * m->recent_err)) &&
+	    put(o, "error_pct", errors_json(m)) &&
+	    put(o, "linear", m->lin_ok ? reals(m->lin, NCOEF) : json_null()) &&
+	    put(o, "power", m->pw_ok ? reals(m->pw, 2) : json_null()) &&
+	    put(o, "prior_scale", json_real(m->scale)) && put(o, "footprints", footprints_json(m)))
+		return o;
+	json_decref(o);
+	return NULL;
+}
+
+static bool models_json(const struct profiler *p, json_t *arr)
+{
+	for (uint32_t s = 0; s < p->nslots; s++) {
+		for (uint32_t k = 0; k < p->nkernels; k++) {
+			struct model *m = &p->models[(size_t)s * p->nkernels + k];
+			json_t *o = NULL;
+			bool ok;
+
+			pthread_mutex_lock(&m->lock);
+			if (m->samples)
+				o = model_json(m, kernel_by_id(k)->name, p->slot_key[s]);
+			ok = !m->samples || append(arr, o);
+			pthread_mutex_unlock(&m->lock);
+			if (!ok)
+				return false;
+		}
+	}
+	return true;
+}
+
+static bool aside_json(const struct profiler *p, json_t *arr)
+{
+	struct profiler *w = (struct profiler *)p; /* the lock only */
+	bool ok = true;
+	size_t i;
+	json_t *m;
+
+	pthread_mutex_lock(&w->aside_lock);
+	json_array_foreach(p->aside, i, m)
+	{
+		if (!(ok = append(arr, json_deep_copy(m))))
+			break;
+	}
+	pthread_mutex_unlock(&w->aside_lock);
+	return ok;
+}
+
+static json_t *link_json(const struct link_state *l, uint32_t s, uint32_t t)
+{
+	double bw = LD(l->gbps_seen);
+
+	return json_pack("{s:I, s:I, s:f, s:f, s:I}", "src", (json_int_t)s, "dst", (json_int_t)t,
+	                 "gbps", bw > 0 ? bw : LD(l->gbps_cal), "latency_ns", LD(l->latency),
+	                 "copies", (json_int_t)LD(l->copies));
+}
+
+static bool links_json(const struct profiler *p, json_t *arr)
+{
+	for (uint32_t s = 0; s < p->nnodes; s++)
+		for (uint32_t t = 0; t < p->nnodes; t++)
+			if (LD(p->link[s][t].copies) &&
+			    !append(arr, link_json(&p->link[s][t], s, t)))
+				return false;
+	return true;
+}
+
+json_t *profiler_to_json(const struct profiler *p)
+{
+	json_t *doc = json_object(), *models = json_array(), *links = json_array();
+
+	if (!p || !doc || !models || !links || !put(doc, "version", json_integer(1)))
+		goto fail;
+	if (!models_json(p, models) || !aside_json(p, models) || !links_json(p, links))
+		goto fail;
+	if (!put(doc, "models", models))
+		goto fail_links;
+	if (!put(doc, "links", links))
+		goto fail_doc;
+	return doc;
+fail:
+	json_decref(models);
+fail_links:
+	json_decref(links);
+fail_doc:
+	json_decref(doc);
+	return NULL;
+}
+
+/* ---- load_json ------------------------------------------------------------------- */
+
+static bool get_uint(const json_t *o, const char *k, uint64_t max, uint64_t *out)
+{
+	const json_t *v = json_object_get(o, k);
+
+	if (!json_is_integer(v) || json_integer_value(v) < 0 ||
+	    (uint64_t)json_integer_value(v) > max)
+		return false;
+	*out = (uint64_t)json_integer_value(v);
+	return true;
+}
+
+static bool get_real(const json_t *o, const char *k, double lo, double hi, double *out)
+{
+	const json_t *v = json_object_get(o, k);
+	double d;
+
+	if (!json_is_number(v))
+		return false;
+	d = json_number_value(v);
+	if (!isfinite(d) || d < lo || d > hi)
+		return false;
+	*out = d;
+	return true;
+}
+
+/* [A-Za-z0-9._:-], 1 to max-1 characters: kernel names and device keys. */
+static bool name_ok(const char *s, size_t max)
+{
+	size_t n = s ? strlen(s) : 0;
+
+	return n > 0 && n < max &&
+	       strspn(s, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+	                 "0123456789._:-") == n;
+}
+
+static bool parse_recent(const json_t *a, struct fp_priv *v)
+{
+	size_t i;
+	json_t *e;
+
+	if (!json_is_array(a) || json_array_size(a) > RING)
+		return false;
+	json_array_foreach(a, i, e)
+	{
+		double d = json_is_number(e) ? json_number_value(e) : NAN;
+
+		if (!sample_ok(d))
+			return false;
+		fp_push(v, d);
+	}
+	return true;
+}
+
+static bool parse_footprint(const json_t *o, struct fp_priv *v)
+{
+	double est;
+
+	memset(v, 0, sizeof(*v));
+	if (!json_is_object(o) || !get_real(o, "flops", 0, FEAT_MAX, &v->f.flops) ||
+	    !get_real(o, "bytes", 0, FEAT_MAX, &v->f.bytes) ||
+	    !get_real(o, "domain", 0, FEAT_MAX, &v->f.domain) ||
+	    !get_real(o, "estimate_ns", 0, NS_MAX, &est) ||
+	    !parse_recent(json_object_get(o, "recent"), v))
+		return false;
+	if (v->len == 0) { /* no samples kept: the estimate stands for them */
+		if (!sample_ok(est))
+			return false;
+		fp_push(v, est);
+	}
+	if (!get_uint(o, "n", COUNT_MAX, &v->n) || v->n < v->len)
+		return false;
+	v->f = clean_features(&v->f);
+	v->key = footprint_key(&v->f);
+	fp_stats(v);
+	return true;
+}
+
+/* src's footprint into m: a new one is added, a known one replaced when src
+ * has more samples. */
+static void absorb_footprint(struct model *m, const struct fp_priv *src)
+{
+	struct fp_view h;
+	int s = fp_find(m, src->key, &src->f, &h);
+	uint64_t last;
+
+	if (s >= 0 && m->priv[s].n >= src->n)
+		return;
+	if (s < 0) {
+		s = (int)fp_insert(m, src->key, &src->f);
+		last = ++m->tick;
+	} else {
+		last = m->priv[s].last_use;
+	}
+	m->priv[s] = *src;
+	m->priv[s].last_use = last;
+	fp_publish(m, (unsigned)s);
+}
+
+static void absorb_counters(struct model *m, const struct model *src)
+{
+	m->samples = src->samples;
+	m->outliers = src->outliers;
+	memcpy(m->err, src->err, sizeof(m->err));
+	memcpy(m->err_n, src->err_n, sizeof(m->err_n));
+	m->recent_err = src->recent_err;
+	m->recent_n = src->recent_n;
+	memcpy(m->ratio, src->ratio, sizeof(m->ratio));
+	m->nratio = src->nratio;
+	m->ratio_head = src->ratio_head;
+	m->scale = src->scale;
+}
+
+/* samples counts at least the samples of the footprints it holds, so that
+ * a merge of disjoint footprints reads the same once saved and loaded. */
+static void model_cover_footprints(struct model *m)
+{
+	uint64_t sum = 0;
+
+	for (unsigned s = 0; s < FP_SLOTS; s++)
+		sum += m->priv[s].n;
+	if (m->samples < sum)
+		m->samples = sum < COUNT_MAX ? sum : COUNT_MAX;
+}
+
+/* Merges scratch model src into m: the footprint union (more samples wins,
+ * m on ties), the model-level figures of the side with more samples. */
+static void model_absorb(struct model *m, const struct model *src)
+{
+	for (unsigned s = 0; s < FP_SLOTS; s++)
+		if (src->priv[s].n)
+			absorb_footprint(m, &src->priv[s]);
+	if (src->samples > m->samples)
+		absorb_counters(m, src);
+	model_cover_footprints(m);
+	model_refit(m);
+	model_publish(m);
+}
+
+static void parse_errors(const json_t *o, struct model *m, size_t *skipped)
+{
+	for (int s = 0; s < COST_SOURCE_COUNT; s++) {
+		const json_t *v = json_object_get(o, source_name[s]);
+
+		if (!v || json_is_null(v))
+			continue;
+		if (get_real(o, source_name[s], 0, 100 * ERR_CAP, &m->err[s])) {
+			m->err[s] /= 100;
+			m->err_n[s] = ERR_WARM;
+		} else {
+			(*skipped)++;
+		}
+	}
+}
+
+static void parse_footprints(const json_t *a, struct model *m, size_t *skipped)
+{
+	struct fp_priv v;
+	size_t i;
+	json_t *e;
+
+	if (!json_is_array(a)) {
+		(*skipped)++;
+		return;
+	}
+	json_array_foreach(a, i, e)
+	{
+		if (i >= FP_SLOTS || !parse_footprint(e, &v))
+			(*skipped)++;
+		else
+			absorb_footprint(m, &v);
+	}
+}
+
+/* A model's learned state into scratch model m (empty); the counters that
+ * are out of range are skipped, the rest kept. */
+static void parse_model(const json_t *o, struct model *m, size_t *skipped)
+{
+	const json_t *v;
+	double d;
+
+	parse_footprints(json_object_get(o, "footprints"), m, skipped);
+	if (!get_uint(o, "samples", COUNT_MAX, &m->samples))
+		(*skipped)++;
+	model_cover_footprints(m);
+	if (json_object_get(o, "outliers") && (!get_uint(o, "outliers", m->samples, &m->outliers)))
+		(*skipped)++;
+	v = json_object_get(o, "recent_err_pct");
+	if (v && !json_is_null(v)) {
+		if (get_real(o, "recent_err_pct", 0, 100 * ERR_CAP, &d)) {
+			m->recent_err = d / 100;
+			m->recent_n = ERR_WARM;
+		} else {
+			(*skipped)++;
+		}
+	}
+	v = json_object_get(o, "error_pct");
+	if (json_is_object(v))
+		parse_errors(v, m, skipped);
+	else if (v)
+		(*skipped)++;
+	if (get_real(o, "prior_scale", SCALE_MIN, SCALE_MAX, &d) && d > 0)
+		push_ratio(m, d);
+	else if (json_object_get(o, "prior_scale"))
+		(*skipped)++;
+	model_refit(m);
+}
+
+static int find_slot(const struct profiler *p, const char *key)
+{
+	for (uint32_t s = 0; s < p->nslots; s++)
+		if (!strcmp(p->slot_key[s], key))
+			return (int)s;
+	return -1;
+}
+
+static bool same_name(const json_t *o, const char *k, const char *v)
+{
+	const char *s = json_string_value(json_object_get(o, k));
+
+	return s && !strcmp(s, v);
+}
+
+/* A model this daemon cannot use, kept in the clean form model_json gives;
+ * merged with one kept before under the same names. */
+static void aside_add(struct profiler *p, const struct model *m, const char *kernel,
+                      const char *key, size_t *skipped)
+{
+	struct model *old = NULL;
+	json_t *o = NULL, *e;
+	size_t i, at = SIZE_MAX;
+
+	pthread_mutex_lock(&p->aside_lock);
+	json_array_foreach(p->aside, i, e)
+	{
+		if (same_name(e, "kernel", kernel) && same_name(e, "device", key)) {
+			at = i;
+			break;
+		}
+	}
+	if (at != SIZE_MAX && (old = scratch_new())) {
+		size_t ignored = 0;
+
+		parse_model(json_array_get(p->aside, at), old, &ignored);
+		model_absorb(old, m);
+		o = model_json(old, kernel, key);
+	} else if (at == SIZE_MAX && json_array_size(p->aside) < ASIDE_MAX) {
+		o = model_json(m, kernel, key);
+	}
+	if (!o)
+		(*skipped)++;
+	else if (at != SIZE_MAX)
+		json_array_set_new(p->aside, at, o);
+	else
+		json_array_append_new(p->aside, o);
+	pthread_mutex_unlock(&p->aside_lock);
+	free(old);
+}
+
+static void load_model(struct profiler *p, const json_t *o, size_t *skipped)
+{
+	const char *kernel = json_string_value(json_object_get(o, "kernel"));
+	const char *key = json_string_value(json_object_get(o, "device"));
+	struct model *scratch;
+	int k, s;
+
+	if (!json_is_object(o) || !name_ok(kernel, NAME_MAX_LEN) || !name_ok(key, CAL_KEY_MAX)) {
+		(*skipped)++;
+		return;
+	}
+	k = kernel_lookup(kernel);
+	s = find_slot(p, key);
+	if (k == KERNEL_NOOP || !(scratch = scratch_new())) {
+		(*skipped)++;
+		return;
+	}
+	parse_model(o, scratch, skipped);
+	if (k > KERNEL_NOOP && (uint32_t)k < p->nkernels && s >= 0) {
+		struct model *m = &p->models[(size_t)s * p->nkernels + (uint32_t)k];
+
+		pthread_mutex_lock(&m->lock);
+		model_absorb(m, scratch);
+		pthread_mutex_unlock(&m->lock);
+	} else if (scratch->samples) {
+		aside_add(p, scratch, kernel, key, skipped);
+	}
+	free(scratch);
+}
+
+static void load_link(struct profiler *p, const json_t *o, size_t *skipped)
+{
+	uint64_t s, t, copies;
+	struct link_state *l;
+	double bw;
+
+	if (!json_is_object(o) || !get_uint(o, "src", p->nnodes ? p->nnodes - 1 : 0, &s) ||
+	    !get_uint(o, "dst", p->nnodes ? p->nnodes - 1 : 0, &t) || !p->nnodes ||
+	    !get_real(o, "gbps", GBPS_MIN, GBPS_MAX, &bw) ||
+	    !get_uint(o, "copies", COUNT_MAX, &copies)) {
+		(*skipped)++;
+		return;
+	}
+	l = &p->link[s][t];
+	pthread_mutex_lock(&p->link_lock);
+	if (copies > LD(l->copies)) {
+		ST(l->copies, copies);
+		ST(l->gbps_seen, bw);
+	}
+	pthread_mutex_unlock(&p->link_lock);
+}
+
+int profiler_load_json(struct profiler *p, const json_t *doc, size_t *skipped, char *err,
+                       size_t errlen)
+{
+	const json_t *models = json_object_get(doc, "models");
+	const json_t *links = json_object_get(doc, "links");
+	const json_t *version = json_object_get(doc, "version");
+	size_t dummy = 0, i;
+	json_t *e;
+
+	if (!skipped)
+		skipped = &dummy;
+	*skipped = 0;
+	if (!p || !json_is_object(doc)) {
+		set_err(err, errlen, "not a model document: not a JSON object");
+		return -TDM_EINVAL;
+	}
+	if (!json_is_integer(version) || json_integer_value(version) != 1) {
+		set_err(err, errlen, "not a model document: \"version\" is not 1");
+		return -TDM_EINVAL;
+	}
+	if (!json_is_array(models)) {
+		set_err(err, errlen, "not a model document: \"models\" is not an array");
+		return -TDM_EINVAL;
+	}
+	json_array_foreach(models, i, e)
+	{
+		if (i < DOC_MAX_MODELS)
+			load_model(p, e, skipped);
+		else
+			(*skipped)++;
+	}
+	if (links && !json_is_array(links))
+		(*skipped)++;
+	json_array_foreach(links, i, e)
+	{
+		if (i < DOC_MAX_LINKS)
+			load_link(p, e, skipped);
+		else
+			(*skipped)++;
+	}
+	return 0;
+}

@@ -1,0 +1,90 @@
+/* Cost models: predict(kernel, device, features) -> {time, spread} and
+ * observe(kernel, device, features, measured), plus the transfer model.
+ *
+ * One model per (kernel, device key): devices with the same calibration key
+ * share it. Each model answers from, in turn:
+ *   - a roofline prior from calibration (before any sample),
+ *   - a history keyed by the features' footprint, with robust statistics
+ *     (median and MAD of the recent samples; an outlier is counted but does
+ *     not move the estimate),
+ *   - regressions over the features for sizes never seen (least squares on
+ *     a + b*flops + c*bytes (+ d*domain), and a power law in log space),
+ * choosing among them by their held-out error: every sample is first
+ * predicted by each method, then learned (prequential evaluation).
+ *
+ * predict is lock-free and meant for every placement decision (<= 100 ns).
+ * observe takes the model's own lock; call it after the completion was
+ * posted. Both are safe from any thread. */
+#ifndef TDM_PROFILER_PROFILER_H
+#define TDM_PROFILER_PROFILER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <jansson.h>
+
+#include "backends/kernels.h"
+#include "profiler/calibrate.h"
+
+enum cost_source {
+	COST_PRIOR = 0, /* roofline from calibration, scaled by what was learned */
+	COST_HISTORY, /* median of this footprint's samples */
+	COST_LINEAR, /* least squares over the features */
+	COST_POWER, /* power law in log space */
+	COST_SOURCE_COUNT
+};
+
+struct cost_pred {
+	double ns; /* expected device time */
+	double spread_ns; /* robust spread (1.4826 * MAD, or a wide guess for a prior) */
+	enum cost_source source;
+};
+
+struct profiler;
+
+/* cal gives the devices (keys, nodes, figures) in engine order; it is copied. */
+int profiler_create(const struct calibration *cal, struct profiler **out);
+void profiler_destroy(struct profiler *p);
+/* New figures (tandemctl calibrate): the priors move, learned data stays. */
+void profiler_set_calibration(struct profiler *p, const struct calibration *cal);
+/* A copy of the current figures. */
+void profiler_calibration(const struct profiler *p, struct calibration *out);
+
+void profiler_predict(const struct profiler *p, uint32_t kernel, uint32_t device,
+                      const struct kernel_features *f, struct cost_pred *out);
+/* measured_ns: device time only (not queueing). Ignores kernels with no
+ * cost (noop), zero times and out-of-range ids. */
+void profiler_observe(struct profiler *p, uint32_t kernel, uint32_t device,
+                      const struct kernel_features *f, uint64_t measured_ns);
+
+/* Transfers between memory nodes: calibration's latency + bytes/bandwidth,
+ * refined by observed copies; the bandwidth is shared among the copies in
+ * flight on the same link (copy_begin/copy_end count them). */
+double profiler_predict_copy(const struct profiler *p, uint16_t src, uint16_t dst,
+                             uint64_t bytes);
+void profiler_copy_begin(struct profiler *p, uint16_t src, uint16_t dst);
+void profiler_copy_end(struct profiler *p, uint16_t src, uint16_t dst);
+/* concurrent: copies that shared the link meanwhile, this one included. */
+void profiler_observe_copy(struct profiler *p, uint16_t src, uint16_t dst, uint64_t bytes,
+                           uint64_t measured_ns, unsigned concurrent);
+
+/* The learned state, for the store and `tandemctl models`:
+ *   {"version":1, "models":[{"kernel":NAME, "device":KEY, "samples":N,
+ *     "outliers":N, "recent_err_pct":X, "error_pct":{"prior":..,...},
+ *     "linear":[a,b,c,d]|null, "power":[alpha,beta]|null, "prior_scale":X,
+ *     "footprints":[{"flops":..,"bytes":..,"domain":..,"n":N,
+ *       "estimate_ns":..,"spread_ns":..,"recent":[ns,...]}, ...]}, ...],
+ *   "links":[{"src":S,"dst":D,"gbps":..,"latency_ns":..,"copies":N}, ...]}
+ * Models with no sample are left out. */
+json_t *profiler_to_json(const struct profiler *p);
+/* Learns a document profiler_to_json wrote (untrusted: a file on disk).
+ * Models of kernels or device keys this daemon lacks are kept aside and
+ * written back by profiler_to_json, so one host's daemons with different
+ * device sets do not erase each other's models. Fields out of range are
+ * skipped with a count in *skipped; -TDM_EINVAL (err set) only when the
+ * document is not a model document at all. */
+int profiler_load_json(struct profiler *p, const json_t *doc, size_t *skipped, char *err,
+                       size_t errlen);
+
+#endif
