@@ -67,7 +67,8 @@ static int calibrate(struct server *srv, bool force, struct calibration *cal)
 	if (!srv->cfg.calibrate) {
 		calibrate_defaults(n, srv->res.nnodes, cal);
 		for (size_t i = 0; i < n; i++) {
-			calibrate_device_key(&srv->devs[i], cal->dev[i].key, sizeof(cal->dev[i].key));
+			calibrate_device_key(&srv->devs[i], cal->dev[i].key,
+			                     sizeof(cal->dev[i].key));
 			cal->dev[i].node = nodes[i];
 		}
 		log_info("profiler: calibration off; generic figures until tasks are measured");

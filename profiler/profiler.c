@@ -48,6 +48,8 @@
 #define RING 32 /* recent samples kept per footprint */
 #define FP_SLOTS 64 /* footprints per model, a power of two */
 #define RATIOS 32 /* measured/prior ratios behind prior_scale */
+#define SETTLED_STRIDE 8 /* a footprint with a full ring learns 1 sample in 8 */
+#define REFIT_MOVE 0.02 /* a footprint estimate moving this much refits the model */
 #define NCOEF 4 /* linear: a + b*flops + c*bytes + d*domain */
 #define PRIOR_SPREAD 0.5
 #define ERR_CAP 10.0
@@ -85,6 +87,7 @@ struct fp_priv {
 	uint32_t len, head;
 	uint64_t n, last_use;
 	double est, spread;
+	double fit_est; /* est when the regressions were last fitted (0: not yet) */
 };
 
 struct model_pub {
@@ -100,6 +103,8 @@ struct model_pub {
 struct model {
 	struct model_pub pub;
 	struct fp_pub fp[FP_SLOTS];
+	_Atomic uint64_t settled; /* samples of settled footprints, see observe */
+	_Atomic uint64_t skipped; /* of those, not learned (counted in "samples") */
 	pthread_mutex_t lock; /* live models only; scratch models are private */
 	/* everything below: under lock */
 	struct fp_priv priv[FP_SLOTS];
@@ -623,6 +628,7 @@ static void model_refit(struct model *m)
 
 	for (unsigned s = 0; s < FP_SLOTS; s++) {
 		if (m->priv[s].n) {
+			m->priv[s].fit_est = m->priv[s].est;
 			x[n] = m->priv[s].f;
 			t[n++] = m->priv[s].est;
 		}
@@ -792,21 +798,36 @@ void profiler_observe(struct profiler *p, uint32_t kernel, uint32_t device,
 	key = footprint_key(&x);
 	prior = prior_ns(&p->fig[device], &x);
 	m = model_at(p, kernel, device);
+	/* A footprint whose ring is full learns one sample in SETTLED_STRIDE:
+	 * its median hardly moves, and workers finishing many small tasks of
+	 * one size do not queue on the model's lock. */
+	if (fp_find(m, key, &x, &h) >= 0 && h.n >= RING &&
+	    atomic_fetch_add_explicit(&m->settled, 1, memory_order_relaxed) % SETTLED_STRIDE) {
+		atomic_fetch_add_explicit(&m->skipped, 1, memory_order_relaxed);
+		return;
+	}
 
 	pthread_mutex_lock(&m->lock);
 	slot = fp_find(m, key, &x, &h);
 	if (model_score(p, m, kernel, device, &x, slot, prior, t))
 		count(&m->outliers);
-	if (slot < 0)
+	bool fresh = slot < 0;
+	if (fresh)
 		slot = (int)fp_insert(m, key, &x);
+	struct fp_priv *v = &m->priv[slot];
 	count(&m->samples);
-	m->priv[slot].last_use = ++m->tick;
-	fp_push(&m->priv[slot], t);
-	fp_stats(&m->priv[slot]);
+	v->last_use = ++m->tick;
+	fp_push(v, t);
+	fp_stats(v);
 	fp_publish(m, (unsigned)slot);
-	if (prior > 0)
-		push_ratio(m, t / prior);
-	model_refit(m);
+	/* The fits and the prior's scale follow the footprints' estimates:
+	 * refitted only when one is new or moved, so the steady state (one
+	 * more sample of a known size) costs a push and a median. */
+	if (fresh || fabs(v->est - v->fit_est) > REFIT_MOVE * v->fit_est) {
+		if (prior > 0)
+			push_ratio(m, v->est / prior);
+		model_refit(m);
+	}
 	model_publish(m);
 	pthread_mutex_unlock(&m->lock);
 }
@@ -1069,7 +1090,8 @@ static json_t *model_json(const struct model *m, const char *kernel, const char 
 	json_t *o = json_object();
 
 	if (o && put(o, "kernel", json_string(kernel)) && put(o, "device", json_string(key)) &&
-	    put(o, "samples", json_integer((json_int_t)m->samples)) &&
+	    put(o, "samples", json_integer((json_int_t)(m->samples + atomic_load(&m->skipped)))) &&
+	    put(o, "learned", json_integer((json_int_t)m->samples)) &&
 	    put(o, "outliers", json_integer((json_int_t)m->outliers)) &&
 	    put(o, "recent_err_pct", real_or_null(m->recent_n, 100 * m->recent_err)) &&
 	    put(o, "error_pct", errors_json(m)) &&

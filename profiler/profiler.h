@@ -54,15 +54,16 @@ void profiler_calibration(const struct profiler *p, struct calibration *out);
 void profiler_predict(const struct profiler *p, uint32_t kernel, uint32_t device,
                       const struct kernel_features *f, struct cost_pred *out);
 /* measured_ns: device time only (not queueing). Ignores kernels with no
- * cost (noop), zero times and out-of-range ids. */
+ * cost (noop), zero times and out-of-range ids. A footprint with a full
+ * ring of recent samples learns one sample in 8 (the others are counted):
+ * its median hardly moves, and the lock stays cold under many small tasks. */
 void profiler_observe(struct profiler *p, uint32_t kernel, uint32_t device,
                       const struct kernel_features *f, uint64_t measured_ns);
 
 /* Transfers between memory nodes: calibration's latency + bytes/bandwidth,
  * refined by observed copies; the bandwidth is shared among the copies in
  * flight on the same link (copy_begin/copy_end count them). */
-double profiler_predict_copy(const struct profiler *p, uint16_t src, uint16_t dst,
-                             uint64_t bytes);
+double profiler_predict_copy(const struct profiler *p, uint16_t src, uint16_t dst, uint64_t bytes);
 void profiler_copy_begin(struct profiler *p, uint16_t src, uint16_t dst);
 void profiler_copy_end(struct profiler *p, uint16_t src, uint16_t dst);
 /* concurrent: copies that shared the link meanwhile, this one included. */
@@ -71,8 +72,9 @@ void profiler_observe_copy(struct profiler *p, uint16_t src, uint16_t dst, uint6
 
 /* The learned state, for the store and `tandemctl models`:
  *   {"version":1, "models":[{"kernel":NAME, "device":KEY, "samples":N,
- *     "outliers":N, "recent_err_pct":X, "error_pct":{"prior":..,...},
- *     "linear":[a,b,c,d]|null, "power":[alpha,beta]|null, "prior_scale":X,
+ *     "learned":N (samples minus those a settled footprint skipped), "outliers":N,
+ * "recent_err_pct":X, "error_pct":{"prior":..,...}, "linear":[a,b,c,d]|null,
+ * "power":[alpha,beta]|null, "prior_scale":X,
  *     "footprints":[{"flops":..,"bytes":..,"domain":..,"n":N,
  *       "estimate_ns":..,"spread_ns":..,"recent":[ns,...]}, ...]}, ...],
  *   "links":[{"src":S,"dst":D,"gbps":..,"latency_ns":..,"copies":N}, ...]}

@@ -275,8 +275,8 @@ static void test_tandemctl(void **state)
 	assert_non_null(strstr(out, "RECENT_ERR"));
 	assert_non_null(strstr(out, "spin"));
 
-	snprintf(cmd, sizeof(cmd), "%s/bin/tandemctl --socket %s calibrate 2>&1",
-	         tdmt_build_dir(), daemon_.sock);
+	snprintf(cmd, sizeof(cmd), "%s/bin/tandemctl --socket %s calibrate 2>&1", tdmt_build_dir(),
+	         daemon_.sock);
 	p = popen(cmd, "r");
 	assert_non_null(p);
 	n = fread(out, 1, sizeof(out) - 1, p);
@@ -300,8 +300,8 @@ static void test_clean_shutdown(void **state)
 int main(void)
 {
 	static const struct CMUnitTest tests[] = {
-		T(test_spin_learned),  T(test_prior_answers), T(test_models_survive_restart),
-		T(test_tandemctl),     T(test_clean_shutdown),
+		T(test_spin_learned), T(test_prior_answers),  T(test_models_survive_restart),
+		T(test_tandemctl),    T(test_clean_shutdown),
 	};
 	signal(SIGPIPE, SIG_IGN);
 	return cmocka_run_group_tests_name("models", tests, group_setup, group_teardown);

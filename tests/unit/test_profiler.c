@@ -257,7 +257,11 @@ static void test_outliers_do_not_move_estimate(void **state)
 	assert_int_equal(cp.source, COST_HISTORY);
 	assert_true(cp.spread_ns < 0.05 * cost);
 	assert_int_equal(model_int(p, "sgemm", "cpu:test", "samples"), 100);
-	assert_int_equal(model_int(p, "sgemm", "cpu:test", "outliers"), 10);
+	/* Every outlier is counted while the footprint's ring fills (3 in the
+	 * first 32 samples); once it is full, 1 sample in 8 is learned. */
+	int64_t outliers = model_int(p, "sgemm", "cpu:test", "outliers");
+	assert_true(outliers >= 3 && outliers <= 10);
+	assert_true(model_int(p, "sgemm", "cpu:test", "learned") < 100);
 	profiler_destroy(p);
 	free(c);
 }
@@ -493,8 +497,12 @@ static void assert_same_predictions(const struct profiler *a, const struct profi
 				struct cost_pred y = predict(b, k, d, fs[i]);
 
 				assert_int_equal(x.source, y.source);
-				assert_true(rel(y.ns, x.ns) < 1e-9 || x.ns == y.ns);
-				assert_true(fabs(y.spread_ns - x.spread_ns) <= 1e-9 * x.ns);
+				/* A live model refits only when an estimate moved by
+				 * REFIT_MOVE (2%); a loaded one fits what it loaded. */
+				double tol = x.source == COST_HISTORY ? 1e-9 : 0.03;
+				assert_true(rel(y.ns, x.ns) < tol || x.ns == y.ns);
+				if (x.source == COST_HISTORY)
+					assert_true(fabs(y.spread_ns - x.spread_ns) <= 1e-9 * x.ns);
 			}
 		}
 	}
