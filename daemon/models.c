@@ -53,6 +53,13 @@ static void on_save_timer(evutil_socket_t fd, short what, void *arg)
 	save_now(arg);
 }
 
+/* Residency's synchronous copies teach the transfer model (one at a time:
+ * they are made under residency's lock). */
+static void copy_observed(void *ctx, unsigned src, unsigned dst, uint64_t bytes, uint64_t ns)
+{
+	profiler_observe_copy(ctx, (uint16_t)src, (uint16_t)dst, bytes, ns, 1);
+}
+
 static int calibrate(struct server *srv, bool force, struct calibration *cal)
 {
 	uint16_t nodes[SERVER_MAX_DEVICES];
@@ -108,6 +115,8 @@ int models_start(struct server *srv)
 	if (rc == 0)
 		rc = profiler_create(cal, &srv->prof);
 	if (rc == 0) {
+		srv->res.copy_ctx = srv->prof;
+		srv->res.copy_observed = copy_observed;
 		log_calibration(cal);
 		if (srv->cfg.persist_models && srv->state_dir[0] &&
 		    store_load(srv->prof, srv->state_dir, err, sizeof(err)) != 0)

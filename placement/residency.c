@@ -8,6 +8,7 @@
 
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 #include "daemon/log.h"
 #include "tandem.h"
@@ -94,15 +95,29 @@ static void settle_if_done(struct replica *p)
 	}
 }
 
-static int copy_sync_d2h(const struct backend_device *dev, void *host, struct replica *src,
+static uint64_t monotonic_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+/* Copies node's replica to the host and waits. A copy that waited for
+ * nothing else is timed for the transfer model (r->copy_observed). */
+static int copy_sync_d2h(struct residency *r, unsigned node, void *host, struct replica *src,
                          uint64_t bytes)
 {
+	const struct backend_device *dev = r->nodes[node].dev;
 	struct backend_event *ev = NULL;
+	bool timed = r->copy_observed && !src->ready;
+	uint64_t t0 = timed ? monotonic_ns() : 0;
 	int err = dev->ops->copy_d2h(dev, host, src->mem, 0, bytes, src->ready, &ev);
 	if (err)
 		return err;
 	err = dev->ops->event_wait(dev, ev);
 	dev->ops->event_release(dev, ev);
+	if (!err && timed)
+		r->copy_observed(r->copy_ctx, node, 0, bytes, monotonic_ns() - t0);
 	return err;
 }
 
@@ -115,7 +130,7 @@ static int fetch_to_host(struct residency *r, struct tdm_data *d)
 		struct replica *p = &d->rep[n];
 		if (p->state == REPLICA_INVALID)
 			continue;
-		int err = copy_sync_d2h(r->nodes[n].dev, d->host, p, d->bytes);
+		int err = copy_sync_d2h(r, n, d->host, p, d->bytes);
 		if (err) {
 			log_warn("%s: copy to host failed: %s", r->nodes[n].name,
 			         tdm_strerror(err));
@@ -158,7 +173,7 @@ static bool evict_one(struct residency *r, unsigned node)
 			if (p->state == REPLICA_OWNER) {
 				int err = settle(p);
 				if (!err)
-					err = copy_sync_d2h(n->dev, d->host, p, d->bytes);
+					err = copy_sync_d2h(r, node, d->host, p, d->bytes);
 				if (err) {
 					log_warn("%s: cannot write buffer %u back, keeping it: %s",
 					         n->name, d->id, tdm_strerror(err));

@@ -79,6 +79,11 @@ struct residency {
 	pthread_mutex_t lock;
 	size_t nnodes;
 	struct res_node nodes[RES_MAX_NODES];
+	/* Optional (set before use): told of each device-to-host copy made
+	 * synchronously with nothing else to wait for, so that its time is the
+	 * copy's own; the transfer model learns from it. Called under lock. */
+	void (*copy_observed)(void *ctx, unsigned src, unsigned dst, uint64_t bytes, uint64_t ns);
+	void *copy_ctx;
 };
 
 /* One argument of a task as residency sees it. */

@@ -42,118 +42,14 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "profiler/profiler.h"
+#include "profiler/profiler_internal.h"
 #include "tandem.h"
 
-#define RING 32 /* recent samples kept per footprint */
-#define FP_SLOTS 64 /* footprints per model, a power of two */
-#define RATIOS 32 /* measured/prior ratios behind prior_scale */
 #define SETTLED_STRIDE 8 /* a footprint with a full ring learns 1 sample in 8 */
 #define REFIT_MOVE 0.02 /* a footprint estimate moving this much refits the model */
-#define NCOEF 4 /* linear: a + b*flops + c*bytes + d*domain */
 #define PRIOR_SPREAD 0.5
-#define ERR_CAP 10.0
-#define ERR_WARM 10 /* samples averaged before the EWMA's alpha settles */
-#define FEAT_MAX 1e30
-#define NS_MAX 1e15 /* about 11 days */
-#define COUNT_MAX 1000000000000000ULL /* counters saturate there */
-#define SCALE_MIN 1e-6
-#define SCALE_MAX 1e6
-#define GBPS_MIN 1e-6
-#define GBPS_MAX 1e6
-#define DOC_MAX_MODELS 4096
-#define DOC_MAX_LINKS (CAL_MAX_NODES * CAL_MAX_NODES)
-#define ASIDE_MAX 1024
-#define NAME_MAX_LEN 64
-
-#define LD(x) atomic_load_explicit(&(x), memory_order_relaxed)
-#define ST(x, v) atomic_store_explicit(&(x), (v), memory_order_relaxed)
-
-/* ---- state ------------------------------------------------------------- */
-
-/* What predict reads of a footprint: one cache line. */
-struct fp_pub {
-	_Alignas(64) _Atomic uint32_t seq;
-	_Atomic uint64_t key; /* 0: empty slot */
-	_Atomic double flops, bytes, domain;
-	_Atomic double est, spread;
-	_Atomic uint64_t n;
-};
-
-struct fp_priv {
-	uint64_t key;
-	struct kernel_features f;
-	double ring[RING]; /* the last len samples, oldest at head - len */
-	uint32_t len, head;
-	uint64_t n, last_use;
-	double est, spread;
-	double fit_est; /* est when the regressions were last fitted (0: not yet) */
-};
-
-struct model_pub {
-	_Alignas(64) _Atomic uint32_t seq;
-	_Atomic uint32_t nfp;
-	_Atomic int best; /* enum cost_source for unseen footprints */
-	_Atomic double lin[NCOEF];
-	_Atomic double pw[2];
-	_Atomic double scale;
-	_Atomic double err[COST_SOURCE_COUNT]; /* < 0: not scored yet */
-};
-
-struct model {
-	struct model_pub pub;
-	struct fp_pub fp[FP_SLOTS];
-	_Atomic uint64_t settled; /* samples of settled footprints, see observe */
-	_Atomic uint64_t skipped; /* of those, not learned (counted in "samples") */
-	pthread_mutex_t lock; /* live models only; scratch models are private */
-	/* everything below: under lock */
-	struct fp_priv priv[FP_SLOTS];
-	uint32_t nfp;
-	uint64_t samples, outliers, tick;
-	double err[COST_SOURCE_COUNT];
-	uint32_t err_n[COST_SOURCE_COUNT];
-	double recent_err;
-	uint32_t recent_n;
-	double lin[NCOEF], pw[2];
-	bool lin_ok, pw_ok;
-	double ratio[RATIOS];
-	uint32_t nratio, ratio_head;
-	double scale;
-};
-
-struct dev_fig {
-	_Atomic double launch, gflops, gbps;
-};
-
-struct link_state {
-	_Atomic double latency, gbps_cal, gbps_seen; /* gbps_seen 0: no copy observed */
-	_Atomic uint64_t copies;
-	_Atomic int inflight;
-};
-
-struct profiler {
-	uint32_t ndev, nslots, nkernels, nnodes;
-	uint32_t dev_slot[CAL_MAX_DEVICES];
-	char slot_key[CAL_MAX_DEVICES][CAL_KEY_MAX];
-	struct dev_fig fig[CAL_MAX_DEVICES];
-	struct link_state link[CAL_MAX_NODES][CAL_MAX_NODES];
-	struct model *models; /* [slot * nkernels + kernel] */
-	pthread_mutex_t cal_lock; /* cal */
-	struct calibration cal;
-	pthread_mutex_t link_lock; /* observe_copy's read-modify-write */
-	pthread_mutex_t aside_lock; /* aside */
-	json_t *aside; /* models of kernels or keys this daemon lacks */
-};
-
-static const char *const source_name[COST_SOURCE_COUNT] = { "prior", "history", "linear", "power" };
 
 /* ---- small helpers ------------------------------------------------------- */
-
-static void set_err(char *err, size_t errlen, const char *msg)
-{
-	if (err && errlen)
-		snprintf(err, errlen, "%s", msg);
-}
 
 /* A rate (GFLOP/s, GB/s) within [1e-6, 1e6], dflt when not positive. */
 static double rate_or(double v, double dflt)
@@ -166,55 +62,9 @@ static double nonneg_or_zero(double v)
 	return isfinite(v) && v >= 0 ? fmin(v, NS_MAX) : 0;
 }
 
-static bool feat_ok(double v)
-{
-	return isfinite(v) && v >= 0 && v <= FEAT_MAX;
-}
-
 static bool features_ok(const struct kernel_features *f)
 {
 	return f && feat_ok(f->flops) && feat_ok(f->bytes) && feat_ok(f->domain);
-}
-
-/* Invalid features read as zero; -0.0 as 0.0 so that it hashes the same. */
-static struct kernel_features clean_features(const struct kernel_features *f)
-{
-	struct kernel_features c = { 0 };
-
-	if (f) {
-		c.flops = feat_ok(f->flops) ? f->flops + 0.0 : 0;
-		c.bytes = feat_ok(f->bytes) ? f->bytes + 0.0 : 0;
-		c.domain = feat_ok(f->domain) ? f->domain + 0.0 : 0;
-	}
-	return c;
-}
-
-static uint64_t mix64(uint64_t x)
-{
-	x ^= x >> 33;
-	x *= 0xff51afd7ed558ccdULL;
-	x ^= x >> 33;
-	x *= 0xc4ceb9fe1a85ec53ULL;
-	x ^= x >> 33;
-	return x;
-}
-
-static uint64_t dbits(double d)
-{
-	uint64_t u;
-
-	memcpy(&u, &d, sizeof(u));
-	return u;
-}
-
-/* Never 0, which marks an empty slot. */
-static uint64_t footprint_key(const struct kernel_features *f)
-{
-	uint64_t h = mix64(dbits(f->flops) ^ 0x9e3779b97f4a7c15ULL);
-
-	h = mix64(h ^ dbits(f->bytes));
-	h = mix64(h ^ dbits(f->domain));
-	return h | 1;
 }
 
 static bool same_features(const struct kernel_features *a, const struct kernel_features *b)
@@ -225,12 +75,6 @@ static bool same_features(const struct kernel_features *a, const struct kernel_f
 static bool ns_ok(double v)
 {
 	return isfinite(v) && v > 0 && v <= NS_MAX;
-}
-
-/* A measured time: observe gets whole nanoseconds, a document no less. */
-static bool sample_ok(double v)
-{
-	return isfinite(v) && v >= 1 && v <= NS_MAX;
 }
 
 static double rel_err(double pred, double x)
@@ -331,16 +175,11 @@ static void set_figures(struct profiler *p, const struct calibration *cal)
 
 /* ---- footprints ------------------------------------------------------------ */
 
-struct fp_view {
-	double est, spread;
-	uint64_t n;
-};
-
 /* Lock-free: the slot holding exactly these features, or -1. Slots are only
  * filled or overwritten in place, never emptied, so a probe may stop at the
  * first empty slot. */
-static int fp_find(const struct model *m, uint64_t key, const struct kernel_features *f,
-                   struct fp_view *out)
+int prof_fp_find(const struct model *m, uint64_t key, const struct kernel_features *f,
+                 struct fp_view *out)
 {
 	for (unsigned i = 0; i < FP_SLOTS; i++) {
 		const struct fp_pub *e = &m->fp[(key + i) & (FP_SLOTS - 1)];
@@ -368,7 +207,7 @@ static int fp_find(const struct model *m, uint64_t key, const struct kernel_feat
 	return -1;
 }
 
-static void fp_publish(struct model *m, unsigned slot)
+void prof_fp_publish(struct model *m, unsigned slot)
 {
 	const struct fp_priv *v = &m->priv[slot];
 	struct fp_pub *e = &m->fp[slot];
@@ -384,7 +223,7 @@ static void fp_publish(struct model *m, unsigned slot)
 	seq_end(&e->seq);
 }
 
-static void fp_stats(struct fp_priv *v)
+void prof_fp_stats(struct fp_priv *v)
 {
 	double s[RING], d[RING], med, mad;
 
@@ -397,7 +236,7 @@ static void fp_stats(struct fp_priv *v)
 	v->spread = fmax(1.4826 * mad, (v->len < 3 ? 0.1 : 0.01) * med);
 }
 
-static void fp_push(struct fp_priv *v, double x)
+void prof_fp_push(struct fp_priv *v, double x)
 {
 	v->ring[v->head] = x;
 	v->head = (v->head + 1) % RING;
@@ -428,7 +267,7 @@ static unsigned fp_claim(struct model *m, uint64_t key)
 	return victim;
 }
 
-static unsigned fp_insert(struct model *m, uint64_t key, const struct kernel_features *f)
+unsigned prof_fp_insert(struct model *m, uint64_t key, const struct kernel_features *f)
 {
 	unsigned s = fp_claim(m, key);
 	struct fp_priv *v = &m->priv[s];
@@ -597,7 +436,7 @@ static void model_init(struct model *m)
 		ST(m->pub.err[s], -1.0);
 }
 
-static struct model *scratch_new(void)
+struct model *prof_scratch_new(void)
 {
 	struct model *m = aligned_alloc(_Alignof(struct model), sizeof(struct model));
 
@@ -608,7 +447,7 @@ static struct model *scratch_new(void)
 	return m;
 }
 
-static void push_ratio(struct model *m, double r)
+void prof_push_ratio(struct model *m, double r)
 {
 	double s[RATIOS];
 
@@ -620,7 +459,7 @@ static void push_ratio(struct model *m, double r)
 	m->scale = lower_median(s, m->nratio);
 }
 
-static void model_refit(struct model *m)
+void prof_model_refit(struct model *m)
 {
 	struct kernel_features x[FP_SLOTS];
 	double t[FP_SLOTS];
@@ -653,7 +492,7 @@ static int choose_unseen(const struct model *m)
 	return best;
 }
 
-static void model_publish(struct model *m)
+void prof_model_publish(struct model *m)
 {
 	seq_begin(&m->pub.seq);
 	SEQ_ST(m->pub.nfp, m->nfp);
@@ -735,7 +574,7 @@ void profiler_predict(const struct profiler *p, uint32_t kernel, uint32_t device
 		return;
 	}
 	m = model_at(p, kernel, device);
-	if (LD(m->pub.nfp) && fp_find(m, footprint_key(&x), &x, &h) >= 0 && h.n) {
+	if (LD(m->pub.nfp) && prof_fp_find(m, footprint_key(&x), &x, &h) >= 0 && h.n) {
 		if (h.n >= 2)
 			goto history;
 		model_read(m, &v);
@@ -801,34 +640,34 @@ void profiler_observe(struct profiler *p, uint32_t kernel, uint32_t device,
 	/* A footprint whose ring is full learns one sample in SETTLED_STRIDE:
 	 * its median hardly moves, and workers finishing many small tasks of
 	 * one size do not queue on the model's lock. */
-	if (fp_find(m, key, &x, &h) >= 0 && h.n >= RING &&
+	if (prof_fp_find(m, key, &x, &h) >= 0 && h.n >= RING &&
 	    atomic_fetch_add_explicit(&m->settled, 1, memory_order_relaxed) % SETTLED_STRIDE) {
 		atomic_fetch_add_explicit(&m->skipped, 1, memory_order_relaxed);
 		return;
 	}
 
 	pthread_mutex_lock(&m->lock);
-	slot = fp_find(m, key, &x, &h);
+	slot = prof_fp_find(m, key, &x, &h);
 	if (model_score(p, m, kernel, device, &x, slot, prior, t))
 		count(&m->outliers);
 	bool fresh = slot < 0;
 	if (fresh)
-		slot = (int)fp_insert(m, key, &x);
+		slot = (int)prof_fp_insert(m, key, &x);
 	struct fp_priv *v = &m->priv[slot];
 	count(&m->samples);
 	v->last_use = ++m->tick;
-	fp_push(v, t);
-	fp_stats(v);
-	fp_publish(m, (unsigned)slot);
+	prof_fp_push(v, t);
+	prof_fp_stats(v);
+	prof_fp_publish(m, (unsigned)slot);
 	/* The fits and the prior's scale follow the footprints' estimates:
 	 * refitted only when one is new or moved, so the steady state (one
 	 * more sample of a known size) costs a push and a median. */
 	if (fresh || fabs(v->est - v->fit_est) > REFIT_MOVE * v->fit_est) {
 		if (prior > 0)
-			push_ratio(m, v->est / prior);
-		model_refit(m);
+			prof_push_ratio(m, v->est / prior);
+		prof_model_refit(m);
 	}
-	model_publish(m);
+	prof_model_publish(m);
 	pthread_mutex_unlock(&m->lock);
 }
 
@@ -1008,530 +847,4 @@ void profiler_calibration(const struct profiler *p, struct calibration *out)
 	pthread_mutex_lock(&w->cal_lock);
 	*out = p->cal;
 	pthread_mutex_unlock(&w->cal_lock);
-}
-
-/* ---- to_json ----------------------------------------------------------------------- */
-
-/* Adds v under k; false (v released) when either is missing. */
-static bool put(json_t *o, const char *k, json_t *v)
-{
-	return v && json_object_set_new(o, k, v) == 0;
-}
-
-static bool append(json_t *a, json_t *v)
-{
-	return v && json_array_append_new(a, v) == 0;
-}
-
-static json_t *real_or_null(bool have, double v)
-{
-	return have && isfinite(v) ? json_real(v) : json_null();
-}
-
-static json_t *reals(const double *v, unsigned n)
-{
-	json_t *a = json_array();
-
-	for (unsigned i = 0; a && i < n; i++) {
-		if (!append(a, json_real(isfinite(v[i]) ? v[i] : 0.0))) {
-			json_decref(a);
-			return NULL;
-		}
-	}
-	return a;
-}
-
-static json_t *footprint_json(const struct fp_priv *v)
-{
-	double recent[RING];
-	json_t *o = json_object();
-
-	for (unsigned i = 0; i < v->len; i++)
-		recent[i] = v->ring[(v->head + RING - v->len + i) % RING];
-	if (o && put(o, "flops", json_real(v->f.flops)) && put(o, "bytes", json_real(v->f.bytes)) &&
-	    put(o, "domain", json_real(v->f.domain)) &&
-	    put(o, "n", json_integer((json_int_t)v->n)) &&
-	    put(o, "estimate_ns", json_real(v->est)) && put(o, "spread_ns", json_real(v->spread)) &&
-	    put(o, "recent", reals(recent, v->len)))
-		return o;
-	json_decref(o);
-	return NULL;
-}
-
-static json_t *errors_json(const struct model *m)
-{
-	json_t *o = json_object();
-
-	for (int s = 0; o && s < COST_SOURCE_COUNT; s++) {
-		if (!put(o, source_name[s], real_or_null(m->err_n[s], 100 * m->err[s]))) {
-			json_decref(o);
-			return NULL;
-		}
-	}
-	return o;
-}
-
-static json_t *footprints_json(const struct model *m)
-{
-	json_t *a = json_array();
-
-	for (unsigned s = 0; a && s < FP_SLOTS; s++) {
-		if (m->priv[s].n && !append(a, footprint_json(&m->priv[s]))) {
-			json_decref(a);
-			return NULL;
-		}
-	}
-	return a;
-}
-
-/* m under its lock, or a scratch model. */
-static json_t *model_json(const struct model *m, const char *kernel, const char *key)
-{
-	json_t *o = json_object();
-
-	if (o && put(o, "kernel", json_string(kernel)) && put(o, "device", json_string(key)) &&
-	    put(o, "samples", json_integer((json_int_t)(m->samples + atomic_load(&m->skipped)))) &&
-	    put(o, "learned", json_integer((json_int_t)m->samples)) &&
-	    put(o, "outliers", json_integer((json_int_t)m->outliers)) &&
-	    put(o, "recent_err_pct", real_or_null(m->recent_n, 100 * m->recent_err)) &&
-	    put(o, "error_pct", errors_json(m)) &&
-	    put(o, "linear", m->lin_ok ? reals(m->lin, NCOEF) : json_null()) &&
-	    put(o, "power", m->pw_ok ? reals(m->pw, 2) : json_null()) &&
-	    put(o, "prior_scale", json_real(m->scale)) && put(o, "footprints", footprints_json(m)))
-		return o;
-	json_decref(o);
-	return NULL;
-}
-
-static bool models_json(const struct profiler *p, json_t *arr)
-{
-	for (uint32_t s = 0; s < p->nslots; s++) {
-		for (uint32_t k = 0; k < p->nkernels; k++) {
-			struct model *m = &p->models[(size_t)s * p->nkernels + k];
-			json_t *o = NULL;
-			bool ok;
-
-			pthread_mutex_lock(&m->lock);
-			if (m->samples)
-				o = model_json(m, kernel_by_id(k)->name, p->slot_key[s]);
-			ok = !m->samples || append(arr, o);
-			pthread_mutex_unlock(&m->lock);
-			if (!ok)
-				return false;
-		}
-	}
-	return true;
-}
-
-static bool aside_json(const struct profiler *p, json_t *arr)
-{
-	struct profiler *w = (struct profiler *)p; /* the lock only */
-	bool ok = true;
-	size_t i;
-	json_t *m;
-
-	pthread_mutex_lock(&w->aside_lock);
-	json_array_foreach(p->aside, i, m)
-	{
-		if (!(ok = append(arr, json_deep_copy(m))))
-			break;
-	}
-	pthread_mutex_unlock(&w->aside_lock);
-	return ok;
-}
-
-static json_t *link_json(const struct link_state *l, uint32_t s, uint32_t t)
-{
-	double bw = LD(l->gbps_seen);
-
-	return json_pack("{s:I, s:I, s:f, s:f, s:I}", "src", (json_int_t)s, "dst", (json_int_t)t,
-	                 "gbps", bw > 0 ? bw : LD(l->gbps_cal), "latency_ns", LD(l->latency),
-	                 "copies", (json_int_t)LD(l->copies));
-}
-
-static bool links_json(const struct profiler *p, json_t *arr)
-{
-	for (uint32_t s = 0; s < p->nnodes; s++)
-		for (uint32_t t = 0; t < p->nnodes; t++)
-			if (LD(p->link[s][t].copies) &&
-			    !append(arr, link_json(&p->link[s][t], s, t)))
-				return false;
-	return true;
-}
-
-json_t *profiler_to_json(const struct profiler *p)
-{
-	json_t *doc = json_object(), *models = json_array(), *links = json_array();
-
-	if (!p || !doc || !models || !links || !put(doc, "version", json_integer(1)))
-		goto fail;
-	if (!models_json(p, models) || !aside_json(p, models) || !links_json(p, links))
-		goto fail;
-	if (!put(doc, "models", models))
-		goto fail_links;
-	if (!put(doc, "links", links))
-		goto fail_doc;
-	return doc;
-fail:
-	json_decref(models);
-fail_links:
-	json_decref(links);
-fail_doc:
-	json_decref(doc);
-	return NULL;
-}
-
-/* ---- load_json ------------------------------------------------------------------- */
-
-static bool get_uint(const json_t *o, const char *k, uint64_t max, uint64_t *out)
-{
-	const json_t *v = json_object_get(o, k);
-
-	if (!json_is_integer(v) || json_integer_value(v) < 0 ||
-	    (uint64_t)json_integer_value(v) > max)
-		return false;
-	*out = (uint64_t)json_integer_value(v);
-	return true;
-}
-
-static bool get_real(const json_t *o, const char *k, double lo, double hi, double *out)
-{
-	const json_t *v = json_object_get(o, k);
-	double d;
-
-	if (!json_is_number(v))
-		return false;
-	d = json_number_value(v);
-	if (!isfinite(d) || d < lo || d > hi)
-		return false;
-	*out = d;
-	return true;
-}
-
-/* [A-Za-z0-9._:-], 1 to max-1 characters: kernel names and device keys. */
-static bool name_ok(const char *s, size_t max)
-{
-	size_t n = s ? strlen(s) : 0;
-
-	return n > 0 && n < max &&
-	       strspn(s, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
-	                 "0123456789._:-") == n;
-}
-
-static bool parse_recent(const json_t *a, struct fp_priv *v)
-{
-	size_t i;
-	json_t *e;
-
-	if (!json_is_array(a) || json_array_size(a) > RING)
-		return false;
-	json_array_foreach(a, i, e)
-	{
-		double d = json_is_number(e) ? json_number_value(e) : NAN;
-
-		if (!sample_ok(d))
-			return false;
-		fp_push(v, d);
-	}
-	return true;
-}
-
-static bool parse_footprint(const json_t *o, struct fp_priv *v)
-{
-	double est;
-
-	memset(v, 0, sizeof(*v));
-	if (!json_is_object(o) || !get_real(o, "flops", 0, FEAT_MAX, &v->f.flops) ||
-	    !get_real(o, "bytes", 0, FEAT_MAX, &v->f.bytes) ||
-	    !get_real(o, "domain", 0, FEAT_MAX, &v->f.domain) ||
-	    !get_real(o, "estimate_ns", 0, NS_MAX, &est) ||
-	    !parse_recent(json_object_get(o, "recent"), v))
-		return false;
-	if (v->len == 0) { /* no samples kept: the estimate stands for them */
-		if (!sample_ok(est))
-			return false;
-		fp_push(v, est);
-	}
-	if (!get_uint(o, "n", COUNT_MAX, &v->n) || v->n < v->len)
-		return false;
-	v->f = clean_features(&v->f);
-	v->key = footprint_key(&v->f);
-	fp_stats(v);
-	return true;
-}
-
-/* src's footprint into m: a new one is added, a known one replaced when src
- * has more samples. */
-static void absorb_footprint(struct model *m, const struct fp_priv *src)
-{
-	struct fp_view h;
-	int s = fp_find(m, src->key, &src->f, &h);
-	uint64_t last;
-
-	if (s >= 0 && m->priv[s].n >= src->n)
-		return;
-	if (s < 0) {
-		s = (int)fp_insert(m, src->key, &src->f);
-		last = ++m->tick;
-	} else {
-		last = m->priv[s].last_use;
-	}
-	m->priv[s] = *src;
-	m->priv[s].last_use = last;
-	fp_publish(m, (unsigned)s);
-}
-
-static void absorb_counters(struct model *m, const struct model *src)
-{
-	m->samples = src->samples;
-	m->outliers = src->outliers;
-	memcpy(m->err, src->err, sizeof(m->err));
-	memcpy(m->err_n, src->err_n, sizeof(m->err_n));
-	m->recent_err = src->recent_err;
-	m->recent_n = src->recent_n;
-	memcpy(m->ratio, src->ratio, sizeof(m->ratio));
-	m->nratio = src->nratio;
-	m->ratio_head = src->ratio_head;
-	m->scale = src->scale;
-}
-
-/* samples counts at least the samples of the footprints it holds, so that
- * a merge of disjoint footprints reads the same once saved and loaded. */
-static void model_cover_footprints(struct model *m)
-{
-	uint64_t sum = 0;
-
-	for (unsigned s = 0; s < FP_SLOTS; s++)
-		sum += m->priv[s].n;
-	if (m->samples < sum)
-		m->samples = sum < COUNT_MAX ? sum : COUNT_MAX;
-}
-
-/* Merges scratch model src into m: the footprint union (more samples wins,
- * m on ties), the model-level figures of the side with more samples. */
-static void model_absorb(struct model *m, const struct model *src)
-{
-	for (unsigned s = 0; s < FP_SLOTS; s++)
-		if (src->priv[s].n)
-			absorb_footprint(m, &src->priv[s]);
-	if (src->samples > m->samples)
-		absorb_counters(m, src);
-	model_cover_footprints(m);
-	model_refit(m);
-	model_publish(m);
-}
-
-static void parse_errors(const json_t *o, struct model *m, size_t *skipped)
-{
-	for (int s = 0; s < COST_SOURCE_COUNT; s++) {
-		const json_t *v = json_object_get(o, source_name[s]);
-
-		if (!v || json_is_null(v))
-			continue;
-		if (get_real(o, source_name[s], 0, 100 * ERR_CAP, &m->err[s])) {
-			m->err[s] /= 100;
-			m->err_n[s] = ERR_WARM;
-		} else {
-			(*skipped)++;
-		}
-	}
-}
-
-static void parse_footprints(const json_t *a, struct model *m, size_t *skipped)
-{
-	struct fp_priv v;
-	size_t i;
-	json_t *e;
-
-	if (!json_is_array(a)) {
-		(*skipped)++;
-		return;
-	}
-	json_array_foreach(a, i, e)
-	{
-		if (i >= FP_SLOTS || !parse_footprint(e, &v))
-			(*skipped)++;
-		else
-			absorb_footprint(m, &v);
-	}
-}
-
-/* A model's learned state into scratch model m (empty); the counters that
- * are out of range are skipped, the rest kept. */
-static void parse_model(const json_t *o, struct model *m, size_t *skipped)
-{
-	const json_t *v;
-	double d;
-
-	parse_footprints(json_object_get(o, "footprints"), m, skipped);
-	if (!get_uint(o, "samples", COUNT_MAX, &m->samples))
-		(*skipped)++;
-	model_cover_footprints(m);
-	if (json_object_get(o, "outliers") && (!get_uint(o, "outliers", m->samples, &m->outliers)))
-		(*skipped)++;
-	v = json_object_get(o, "recent_err_pct");
-	if (v && !json_is_null(v)) {
-		if (get_real(o, "recent_err_pct", 0, 100 * ERR_CAP, &d)) {
-			m->recent_err = d / 100;
-			m->recent_n = ERR_WARM;
-		} else {
-			(*skipped)++;
-		}
-	}
-	v = json_object_get(o, "error_pct");
-	if (json_is_object(v))
-		parse_errors(v, m, skipped);
-	else if (v)
-		(*skipped)++;
-	if (get_real(o, "prior_scale", SCALE_MIN, SCALE_MAX, &d) && d > 0)
-		push_ratio(m, d);
-	else if (json_object_get(o, "prior_scale"))
-		(*skipped)++;
-	model_refit(m);
-}
-
-static int find_slot(const struct profiler *p, const char *key)
-{
-	for (uint32_t s = 0; s < p->nslots; s++)
-		if (!strcmp(p->slot_key[s], key))
-			return (int)s;
-	return -1;
-}
-
-static bool same_name(const json_t *o, const char *k, const char *v)
-{
-	const char *s = json_string_value(json_object_get(o, k));
-
-	return s && !strcmp(s, v);
-}
-
-/* A model this daemon cannot use, kept in the clean form model_json gives;
- * merged with one kept before under the same names. */
-static void aside_add(struct profiler *p, const struct model *m, const char *kernel,
-                      const char *key, size_t *skipped)
-{
-	struct model *old = NULL;
-	json_t *o = NULL, *e;
-	size_t i, at = SIZE_MAX;
-
-	pthread_mutex_lock(&p->aside_lock);
-	json_array_foreach(p->aside, i, e)
-	{
-		if (same_name(e, "kernel", kernel) && same_name(e, "device", key)) {
-			at = i;
-			break;
-		}
-	}
-	if (at != SIZE_MAX && (old = scratch_new())) {
-		size_t ignored = 0;
-
-		parse_model(json_array_get(p->aside, at), old, &ignored);
-		model_absorb(old, m);
-		o = model_json(old, kernel, key);
-	} else if (at == SIZE_MAX && json_array_size(p->aside) < ASIDE_MAX) {
-		o = model_json(m, kernel, key);
-	}
-	if (!o)
-		(*skipped)++;
-	else if (at != SIZE_MAX)
-		json_array_set_new(p->aside, at, o);
-	else
-		json_array_append_new(p->aside, o);
-	pthread_mutex_unlock(&p->aside_lock);
-	free(old);
-}
-
-static void load_model(struct profiler *p, const json_t *o, size_t *skipped)
-{
-	const char *kernel = json_string_value(json_object_get(o, "kernel"));
-	const char *key = json_string_value(json_object_get(o, "device"));
-	struct model *scratch;
-	int k, s;
-
-	if (!json_is_object(o) || !name_ok(kernel, NAME_MAX_LEN) || !name_ok(key, CAL_KEY_MAX)) {
-		(*skipped)++;
-		return;
-	}
-	k = kernel_lookup(kernel);
-	s = find_slot(p, key);
-	if (k == KERNEL_NOOP || !(scratch = scratch_new())) {
-		(*skipped)++;
-		return;
-	}
-	parse_model(o, scratch, skipped);
-	if (k > KERNEL_NOOP && (uint32_t)k < p->nkernels && s >= 0) {
-		struct model *m = &p->models[(size_t)s * p->nkernels + (uint32_t)k];
-
-		pthread_mutex_lock(&m->lock);
-		model_absorb(m, scratch);
-		pthread_mutex_unlock(&m->lock);
-	} else if (scratch->samples) {
-		aside_add(p, scratch, kernel, key, skipped);
-	}
-	free(scratch);
-}
-
-static void load_link(struct profiler *p, const json_t *o, size_t *skipped)
-{
-	uint64_t s, t, copies;
-	struct link_state *l;
-	double bw;
-
-	if (!json_is_object(o) || !get_uint(o, "src", p->nnodes ? p->nnodes - 1 : 0, &s) ||
-	    !get_uint(o, "dst", p->nnodes ? p->nnodes - 1 : 0, &t) || !p->nnodes ||
-	    !get_real(o, "gbps", GBPS_MIN, GBPS_MAX, &bw) ||
-	    !get_uint(o, "copies", COUNT_MAX, &copies)) {
-		(*skipped)++;
-		return;
-	}
-	l = &p->link[s][t];
-	pthread_mutex_lock(&p->link_lock);
-	if (copies > LD(l->copies)) {
-		ST(l->copies, copies);
-		ST(l->gbps_seen, bw);
-	}
-	pthread_mutex_unlock(&p->link_lock);
-}
-
-int profiler_load_json(struct profiler *p, const json_t *doc, size_t *skipped, char *err,
-                       size_t errlen)
-{
-	const json_t *models = json_object_get(doc, "models");
-	const json_t *links = json_object_get(doc, "links");
-	const json_t *version = json_object_get(doc, "version");
-	size_t dummy = 0, i;
-	json_t *e;
-
-	if (!skipped)
-		skipped = &dummy;
-	*skipped = 0;
-	if (!p || !json_is_object(doc)) {
-		set_err(err, errlen, "not a model document: not a JSON object");
-		return -TDM_EINVAL;
-	}
-	if (!json_is_integer(version) || json_integer_value(version) != 1) {
-		set_err(err, errlen, "not a model document: \"version\" is not 1");
-		return -TDM_EINVAL;
-	}
-	if (!json_is_array(models)) {
-		set_err(err, errlen, "not a model document: \"models\" is not an array");
-		return -TDM_EINVAL;
-	}
-	json_array_foreach(models, i, e)
-	{
-		if (i < DOC_MAX_MODELS)
-			load_model(p, e, skipped);
-		else
-			(*skipped)++;
-	}
-	if (links && !json_is_array(links))
-		(*skipped)++;
-	json_array_foreach(links, i, e)
-	{
-		if (i < DOC_MAX_LINKS)
-			load_link(p, e, skipped);
-		else
-			(*skipped)++;
-	}
-	return 0;
 }

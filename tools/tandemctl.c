@@ -219,12 +219,12 @@ static void print_models(json_t *doc)
 	size_t i, j;
 	json_t *m, *f;
 	char a[32], b[32];
-	printf("%-12s %-40s %8s %6s %9s %9s\n", "KERNEL", "DEVICE", "SAMPLES", "SIZES", "OUTLIERS",
+	printf("%-12s %-52s %8s %6s %9s %9s\n", "KERNEL", "DEVICE", "SAMPLES", "SIZES", "OUTLIERS",
 	       "RECENT_ERR");
 	json_array_foreach(json_object_get(doc, "models"), i, m)
 	{
 		json_t *fps = json_object_get(m, "footprints");
-		printf("%-12s %-40s %8lld %6zu %9lld %8.1f%%\n", str(m, "kernel"), str(m, "device"),
+		printf("%-12s %-52s %8lld %6zu %9lld %8.1f%%\n", str(m, "kernel"), str(m, "device"),
 		       (long long)num(m, "samples"), json_array_size(fps),
 		       (long long)num(m, "outliers"), real(m, "recent_err_pct"));
 		json_array_foreach(fps, j, f)
@@ -247,12 +247,22 @@ static void print_calibration(json_t *doc)
 	json_t *d, *l;
 	char a[32];
 	printf("calibration: %.2f s\n", real(doc, "seconds"));
-	printf("%-40s %5s %12s %12s %10s\n", "DEVICE", "NODE", "SGEMM_GFLOPS", "MEM_GBPS",
-	       "LAUNCH");
-	json_array_foreach(json_object_get(doc, "devices"), i, d)
-	        printf("%-40s %5lld %12.1f %12.1f %10s\n", str(d, "key"), (long long)num(d, "node"),
-	               real(d, "gemm_gflops"), real(d, "mem_gbps"),
-	               fmt_ns(real(d, "launch_ns"), a, sizeof(a)));
+	printf("%-52s %5s %5s %12s %12s %10s\n", "DEVICE", "COUNT", "NODE", "SGEMM_GFLOPS",
+	       "MEM_GBPS", "LAUNCH");
+	/* Identical devices (every core) were measured once: one line each. */
+	json_t *devs = json_object_get(doc, "devices");
+	json_array_foreach(devs, i, d)
+	{
+		size_t n = 1;
+		if (i && !strcmp(str(d, "key"), str(json_array_get(devs, i - 1), "key")))
+			continue;
+		while (i + n < json_array_size(devs) &&
+		       !strcmp(str(d, "key"), str(json_array_get(devs, i + n), "key")))
+			n++;
+		printf("%-52s %5zu %5lld %12.1f %12.1f %10s\n", str(d, "key"), n,
+		       (long long)num(d, "node"), real(d, "gemm_gflops"), real(d, "mem_gbps"),
+		       fmt_ns(real(d, "launch_ns"), a, sizeof(a)));
+	}
 	printf("%-4s %-4s %10s %10s %s\n", "SRC", "DST", "GB/S", "LATENCY", "MEASURED");
 	json_array_foreach(json_object_get(doc, "links"), i, l)
 	        printf("%-4lld %-4lld %10.2f %10s %s\n", (long long)num(l, "src"),

@@ -6,8 +6,9 @@
  * where present): a set of training sizes runs ROUNDS times in shuffled
  * order, every run predicted *before* it runs and then learned; the errors
  * of runs after a size's third sample are the "seen" errors. Then sizes in
- * between, never run before, are predicted and run once: the "unseen"
- * errors. Also measured: calibration time and the cost of one prediction.
+ * between, never learned before, are predicted and run once (after one
+ * warm-up run the model does not see, as the training sizes had): the
+ * "unseen" errors. Also measured: calibration time and the cost of one prediction.
  *
  *   BENCH calibration_s <s> s
  *   BENCH predict_ns <ns> ns
@@ -285,8 +286,10 @@ static void bench_pair(struct profiler *p, uint32_t devi, const struct backend_d
 	for (int i = 0; i < NUNSEEN; i++) {
 		struct run r;
 		if (run_open(&r, d, sh->kernel, sh->unseen[i]) == 0) {
-			/* Warm the memory, not the model: first touches are not
-			 * the kernel's cost either. */
+			/* Warm the buffers and the device's code for this shape
+			 * (first touches, cuBLAS kernel loads), as the training
+			 * sizes were, without teaching the model anything. */
+			run_once(&r, kd);
 			double e = predict_run_learn(p, devi, &r, kd);
 			if (e >= 0)
 				unseen[nunseen++] = e;

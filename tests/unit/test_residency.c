@@ -141,7 +141,18 @@ struct machine {
 	struct residency res;
 	struct engine *e;
 	_Atomic int graphs_done;
+	int copies_timed; /* residency's copy_observed calls (under its lock) */
+	bool copy_wrong; /* one of them named other nodes or a size not seen */
 };
+
+/* The transfer model's feed: write-backs of N-float buffers from node 1. */
+static void on_copy_observed(void *ctx, unsigned src, unsigned dst, uint64_t bytes, uint64_t ns)
+{
+	struct machine *m = ctx;
+	m->copies_timed++;
+	if (src != 1 || dst != 0 || bytes != 1024 * sizeof(float) || ns == 0)
+		m->copy_wrong = true;
+}
 
 static void on_graph_done(void *ctx, struct engine_graph *g)
 {
@@ -338,6 +349,8 @@ static void check_eviction(const struct backend_device *acc)
 
 	machine_init(&m, true);
 	machine_add(&m, acc, 2 * N * sizeof(float) + 100);
+	m.res.copy_observed = on_copy_observed;
+	m.res.copy_ctx = &m;
 	machine_start(&m, NULL);
 	buf_init(&m, &acc_sum, N, 0.0f, 100);
 	for (int i = 0; i < NBUF; i++) {
@@ -372,6 +385,9 @@ static void check_eviction(const struct backend_device *acc)
 	assert_true(st.evictions >= NBUF);
 	assert_true(st.writebacks >= NBUF - 2);
 	assert_true(st.used <= st.cap);
+	/* Each write-back of a settled replica was timed for the transfer model. */
+	assert_true(m.copies_timed >= NBUF - 2);
+	assert_false(m.copy_wrong);
 
 	for (int i = 0; i < NBUF; i++)
 		buf_fini(&m, &b[i]);

@@ -298,8 +298,11 @@ static void writer(const char *dir, int w)
 	char err[256];
 	int bad = 0;
 
+	/* 20 saves; samples in the first 6 only, so that no footprint fills its
+	 * ring (a full ring learns one sample in 8, see profiler.h). */
 	for (int i = 0; i < 20; i++) {
-		learn(p, kernel, 1000.0 * (w + 1), 10000.0 * (w + 1), w + 2);
+		if (i < 6)
+			learn(p, kernel, 1000.0 * (w + 1), 10000.0 * (w + 1), w + 2);
 		if (store_save(p, dir, err, sizeof(err)) != 0) {
 			fprintf(stderr, "writer %d: %s\n", w, err);
 			bad = 1;
@@ -336,7 +339,7 @@ static void test_concurrent_writers(void **state)
 
 		assert_non_null(f);
 		/* the last save of each writer won: all its samples */
-		assert_int_equal(json_integer_value(json_object_get(f, "n")), 20 * (w + 2));
+		assert_int_equal(json_integer_value(json_object_get(f, "n")), 6 * (w + 2));
 	}
 	assert_int_equal(count_files(dir, ".tmp"), 0);
 	assert_int_equal(count_files(dir, "models-"), 2); /* the file and its lock */
