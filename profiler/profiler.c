@@ -47,6 +47,8 @@
 
 #define SETTLED_STRIDE 8 /* a footprint with a full ring learns 1 sample in 8 */
 #define REFIT_MOVE 0.02 /* a footprint estimate moving this much refits the model */
+#define LOO_MIN 3 /* footprints before leave-one-out errors mean anything */
+#define LOO_MAX 24 /* and after which they cost too much per refit */
 #define PRIOR_SPREAD 0.5
 
 /* ---- small helpers ------------------------------------------------------- */
@@ -425,10 +427,126 @@ static double eval_power(const double c[2], const struct kernel_features *f)
 	return x > 0 ? exp(c[0] + c[1] * log(x)) : NAN;
 }
 
+/* ---- interpolation between the sizes seen -------------------------------------- */
+
+/* Feature dim (0 flops, 1 bytes, 2 domain) of f. */
+static double feat_dim(const struct kernel_features *f, int dim)
+{
+	return dim == 0 ? f->flops : dim == 1 ? f->bytes : f->domain;
+}
+
+/* The size interpolation runs over: the first feature of power_x's order
+ * that every footprint has. -1: none. */
+static int knots_dim(const struct kernel_features *f, unsigned n)
+{
+	for (int dim = 0; dim < 3; dim++) {
+		unsigned i = 0;
+
+		while (i < n && feat_dim(&f[i], dim) > 0)
+			i++;
+		if (n && i == n)
+			return dim;
+	}
+	return -1;
+}
+
+/* Sorts (size, estimate) of the footprints into knots; footprints of one
+ * size (differing in other features) share a knot at their mean. */
+static unsigned make_knots(const struct kernel_features *f, const double *t, unsigned n, double *kx,
+                           double *kt, int *dim)
+{
+	unsigned k = 0, cnt[FP_SLOTS];
+
+	*dim = knots_dim(f, n);
+	if (*dim < 0)
+		return 0;
+	for (unsigned i = 0; i < n; i++) {
+		double x = feat_dim(&f[i], *dim);
+		unsigned j = k;
+
+		if (!(x > 0) || !(t[i] > 0))
+			continue;
+		while (j > 0 && kx[j - 1] > x) /* insertion sort: at most 64 */
+			j--;
+		if (j > 0 && kx[j - 1] == x) {
+			kt[j - 1] += (t[i] - kt[j - 1]) / ++cnt[j - 1];
+			continue;
+		}
+		memmove(kx + j + 1, kx + j, (k - j) * sizeof(*kx));
+		memmove(kt + j + 1, kt + j, (k - j) * sizeof(*kt));
+		memmove(cnt + j + 1, cnt + j, (k - j) * sizeof(*cnt));
+		kx[j] = x;
+		kt[j] = t[i];
+		cnt[j] = 1;
+		k++;
+	}
+	return k;
+}
+
+/* The power law through (x0, t0) and (x1, t1), at q between them. */
+static double interp_on(double x0, double t0, double x1, double t1, double q)
+{
+	double b = log(t1 / t0) / log(x1 / x0);
+
+	return t0 * exp(b * log(q / x0));
+}
+
+static double eval_interp(const double *kx, const double *kt, unsigned n, int dim,
+                          const struct kernel_features *f)
+{
+	double q = dim >= 0 ? feat_dim(f, dim) : 0;
+	unsigned lo = 0, hi = n - 1;
+
+	/* Between sizes seen only: beyond them a segment's slope says little. */
+	if (n < 2 || !(q >= kx[0] && q <= kx[n - 1]))
+		return NAN;
+	while (hi - lo > 1) {
+		unsigned mid = (lo + hi) / 2;
+
+		if (kx[mid] <= q)
+			lo = mid;
+		else
+			hi = mid;
+	}
+	return interp_on(kx[lo], kt[lo], kx[hi], kt[hi], q);
+}
+
+/* eval_interp on the published knots, lock-free: a binary search under the
+ * knots' seqcount. */
+static double eval_interp_pub(const struct knots_pub *k, const struct kernel_features *f)
+{
+	double q, x0, t0, x1, t1;
+	uint32_t s, n;
+
+	do {
+		s = seq_read_begin(&k->seq);
+		n = SEQ_LD(k->n);
+		q = feat_dim(f, SEQ_LD(k->dim));
+		if (n < 2 || n > FP_SLOTS || !(q >= SEQ_LD(k->x[0]) && q <= SEQ_LD(k->x[n - 1])))
+			return NAN;
+		unsigned lo = 0, hi = n - 1;
+		while (hi - lo > 1) {
+			unsigned mid = (lo + hi) / 2;
+
+			if (SEQ_LD(k->x[mid]) <= q)
+				lo = mid;
+			else
+				hi = mid;
+		}
+		x0 = SEQ_LD(k->x[lo]);
+		t0 = SEQ_LD(k->t[lo]);
+		x1 = SEQ_LD(k->x[hi]);
+		t1 = SEQ_LD(k->t[hi]);
+	} while (seq_read_retry(&k->seq, s));
+	return x1 > x0 && t0 > 0 && t1 > 0 ? interp_on(x0, t0, x1, t1, q) : NAN;
+}
+
 /* ---- a model's learning (under its lock, or on a private scratch model) ---- */
 
 static void model_init(struct model *m)
 {
+	for (int s = 0; s < COST_SOURCE_COUNT; s++)
+		m->loo[s] = -1; /* not computed (0 would read as perfect) */
 	m->scale = 1.0;
 	ST(m->pub.scale, 1.0);
 	ST(m->pub.best, COST_PRIOR);
@@ -459,6 +577,54 @@ void prof_push_ratio(struct model *m, double r)
 	m->scale = lower_median(s, m->nratio);
 }
 
+/* Leave-one-out error of each method for unseen sizes, over the footprints
+ * as they are now: each one predicted by the fits of the others. The
+ * prequential scores only see a model's first samples of each size, when
+ * its fits were poorest; this is the held-out error of the fits in use.
+ * Bounded work: only while a model has LOO_MAX footprints or fewer. */
+static void loo_errors(struct model *m, const struct kernel_features *x, const double *t,
+                       unsigned n)
+{
+	static const int methods[] = { COST_LINEAR, COST_POWER, COST_INTERP };
+	struct kernel_features xs[FP_SLOTS];
+	double ts[FP_SLOTS], kx[FP_SLOTS], kt[FP_SLOTS], c[NCOEF], pw[2];
+	int dim;
+	double sum[COST_SOURCE_COUNT] = { 0 };
+	unsigned cnt[COST_SOURCE_COUNT] = { 0 };
+
+	for (int s = 0; s < COST_SOURCE_COUNT; s++)
+		m->loo[s] = -1;
+	if (n < LOO_MIN || n > LOO_MAX)
+		return;
+	for (unsigned i = 0; i < n; i++) {
+		unsigned k = 0, nk;
+
+		for (unsigned j = 0; j < n; j++) {
+			if (j != i) {
+				xs[k] = x[j];
+				ts[k++] = t[j];
+			}
+		}
+		if (fit_linear(xs, ts, k, c)) {
+			sum[COST_LINEAR] += rel_err(eval_linear(c, &x[i]), t[i]);
+			cnt[COST_LINEAR]++;
+		}
+		if (fit_power(xs, ts, k, pw)) {
+			sum[COST_POWER] += rel_err(eval_power(pw, &x[i]), t[i]);
+			cnt[COST_POWER]++;
+		}
+		nk = make_knots(xs, ts, k, kx, kt, &dim);
+		double e = eval_interp(kx, kt, nk, dim, &x[i]);
+		if (!isnan(e)) { /* the ends are not interpolation's to answer */
+			sum[COST_INTERP] += rel_err(e, t[i]);
+			cnt[COST_INTERP]++;
+		}
+	}
+	for (size_t j = 0; j < sizeof(methods) / sizeof(methods[0]); j++)
+		if (cnt[methods[j]])
+			m->loo[methods[j]] = sum[methods[j]] / cnt[methods[j]];
+}
+
 void prof_model_refit(struct model *m)
 {
 	struct kernel_features x[FP_SLOTS];
@@ -474,21 +640,40 @@ void prof_model_refit(struct model *m)
 	}
 	m->lin_ok = fit_linear(x, t, n, m->lin);
 	m->pw_ok = fit_power(x, t, n, m->pw);
+	m->nknots = make_knots(x, t, n, m->kx, m->kt, &m->kdim);
+	loo_errors(m, x, t, n);
 }
 
 /* The method for unseen footprints: the lowest held-out error among the
  * scored ones, the prior when none is. */
+/* A method's held-out error: leave-one-out where computed, else its
+ * prequential score; < 0 when it has neither. */
+static double method_err(const struct model *m, int s)
+{
+	if (s != COST_PRIOR && s != COST_HISTORY && m->loo[s] >= 0)
+		return m->loo[s];
+	return m->err_n[s] ? m->err[s] : -1.0;
+}
+
+/* The method for unseen footprints: the lowest held-out error among the
+ * available ones, the prior when none is scored. */
 static int choose_unseen(const struct model *m)
 {
+	const bool avail[COST_SOURCE_COUNT] = { [COST_PRIOR] = true,
+		                                [COST_LINEAR] = m->lin_ok,
+		                                [COST_POWER] = m->pw_ok,
+		                                [COST_INTERP] = m->nknots >= 2 };
 	int best = COST_PRIOR;
-	double e = m->err_n[COST_PRIOR] ? m->err[COST_PRIOR] : INFINITY;
+	double e = INFINITY;
 
-	if (m->lin_ok && m->err_n[COST_LINEAR] && m->err[COST_LINEAR] < e) {
-		best = COST_LINEAR;
-		e = m->err[COST_LINEAR];
+	for (int s = 0; s < COST_SOURCE_COUNT; s++) {
+		double err = method_err(m, s);
+
+		if (s != COST_HISTORY && avail[s] && err >= 0 && err < e) {
+			best = s;
+			e = err;
+		}
 	}
-	if (m->pw_ok && m->err_n[COST_POWER] && m->err[COST_POWER] < e)
-		best = COST_POWER;
 	return best;
 }
 
@@ -503,8 +688,16 @@ void prof_model_publish(struct model *m)
 	SEQ_ST(m->pub.pw[1], m->pw_ok ? m->pw[1] : 0.0);
 	SEQ_ST(m->pub.scale, m->scale);
 	for (int s = 0; s < COST_SOURCE_COUNT; s++)
-		SEQ_ST(m->pub.err[s], m->err_n[s] ? m->err[s] : -1.0);
+		SEQ_ST(m->pub.err[s], method_err(m, s));
 	seq_end(&m->pub.seq);
+	seq_begin(&m->knots.seq);
+	SEQ_ST(m->knots.n, m->nknots);
+	SEQ_ST(m->knots.dim, m->kdim);
+	for (unsigned i = 0; i < m->nknots; i++) {
+		SEQ_ST(m->knots.x[i], m->kx[i]);
+		SEQ_ST(m->knots.t[i], m->kt[i]);
+	}
+	seq_end(&m->knots.seq);
 }
 
 /* ---- predict ---------------------------------------------------------------- */
@@ -531,17 +724,27 @@ static void model_read(const struct model *m, struct model_view *v)
 	} while (seq_read_retry(&m->pub.seq, s));
 }
 
-static void predict_unseen(const struct model_view *v, double prior,
+static void predict_unseen(const struct model *m, const struct model_view *v, double prior,
                            const struct kernel_features *f, struct cost_pred *out)
 {
 	double ns = NAN;
+	int src = v->best;
 
-	if (v->best == COST_LINEAR)
+	if (src == COST_INTERP) {
+		ns = eval_interp_pub(&m->knots, f);
+		/* Outside the sizes seen: the better of the two fits. */
+		if (isnan(ns))
+			src = v->err[COST_POWER] >= 0 && (v->err[COST_LINEAR] < 0 ||
+			                                  v->err[COST_POWER] < v->err[COST_LINEAR])
+			              ? COST_POWER
+			              : COST_LINEAR;
+	}
+	if (src == COST_LINEAR)
 		ns = eval_linear(v->lin, f);
-	else if (v->best == COST_POWER)
+	else if (src == COST_POWER)
 		ns = eval_power(v->pw, f);
-	if (ns_ok(ns)) {
-		*out = (struct cost_pred){ ns, fmax(v->err[v->best], 0.01) * ns, v->best };
+	if (ns_ok(ns) && v->err[src] >= 0) {
+		*out = (struct cost_pred){ ns, fmax(v->err[src], 0.01) * ns, src };
 		return;
 	}
 	ns = prior * v->scale;
@@ -581,11 +784,11 @@ void profiler_predict(const struct profiler *p, uint32_t kernel, uint32_t device
 		if (!(v.err[v.best] >= 0 && v.err[COST_HISTORY] >= 0 &&
 		      v.err[v.best] < 0.5 * v.err[COST_HISTORY]))
 			goto history;
-		predict_unseen(&v, prior, &x, out);
+		predict_unseen(m, &v, prior, &x, out);
 		return;
 	}
 	model_read(m, &v);
-	predict_unseen(&v, prior, &x, out);
+	predict_unseen(m, &v, prior, &x, out);
 	return;
 history:
 	*out = (struct cost_pred){ h.est, h.spread, COST_HISTORY };
@@ -614,6 +817,9 @@ static bool model_score(const struct profiler *p, struct model *m, uint32_t kern
 		if (m->pw_ok)
 			ewma(&m->err[COST_POWER], &m->err_n[COST_POWER],
 			     rel_err(eval_power(m->pw, f), x));
+		double e = eval_interp(m->kx, m->kt, m->nknots, m->kdim, f);
+		if (!isnan(e))
+			ewma(&m->err[COST_INTERP], &m->err_n[COST_INTERP], rel_err(e, x));
 	}
 	profiler_predict(p, kernel, device, f, &cp);
 	ewma(&m->recent_err, &m->recent_n, rel_err(cp.ns, x));

@@ -7,8 +7,11 @@
  *   - a history keyed by the features' footprint, with robust statistics
  *     (median and MAD of the recent samples; an outlier is counted but does
  *     not move the estimate),
- *   - regressions over the features for sizes never seen (least squares on
- *     a + b*flops + c*bytes (+ d*domain), and a power law in log space),
+ *   - for sizes never seen: regressions over the features (least squares on
+ *     a + b*flops + c*bytes (+ d*domain), and a power law in log space) and
+ *     a piecewise interpolation in log-log space between the two nearest
+ *     sizes seen (by flops, else bytes, else domain), which follows costs
+ *     that move in steps (work-group or tile quantisation),
  * choosing among them by their held-out error: every sample is first
  * predicted by each method, then learned (prequential evaluation).
  *
@@ -32,6 +35,7 @@ enum cost_source {
 	COST_HISTORY, /* median of this footprint's samples */
 	COST_LINEAR, /* least squares over the features */
 	COST_POWER, /* power law in log space */
+	COST_INTERP, /* log-log interpolation between the nearest sizes seen */
 	COST_SOURCE_COUNT
 };
 

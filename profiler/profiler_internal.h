@@ -62,8 +62,17 @@ struct model_pub {
 	_Atomic double err[COST_SOURCE_COUNT]; /* < 0: not scored yet */
 };
 
+/* The sizes seen, sorted, for interpolation: (x, estimate) knots. */
+struct knots_pub {
+	_Alignas(64) _Atomic uint32_t seq;
+	_Atomic uint32_t n;
+	_Atomic int dim; /* the feature the sizes are (0 flops, 1 bytes, 2 domain) */
+	_Atomic double x[FP_SLOTS], t[FP_SLOTS];
+};
+
 struct model {
 	struct model_pub pub;
+	struct knots_pub knots;
 	struct fp_pub fp[FP_SLOTS];
 	_Atomic uint64_t settled; /* samples of settled footprints, see observe */
 	_Atomic uint64_t skipped; /* of those, not learned (counted in "samples") */
@@ -78,6 +87,12 @@ struct model {
 	uint32_t recent_n;
 	double lin[NCOEF], pw[2];
 	bool lin_ok, pw_ok;
+	double kx[FP_SLOTS], kt[FP_SLOTS]; /* knots: distinct sizes, ascending */
+	uint32_t nknots; /* >= 2: interpolation available */
+	int kdim; /* feature of the knots' sizes (see knots_pub) */
+	/* Leave-one-out error of linear, power and interp over the footprints
+	 * at the last refit (< 0: not computed; see prof_model_refit). */
+	double loo[COST_SOURCE_COUNT];
 	double ratio[RATIOS];
 	uint32_t nratio, ratio_head;
 	double scale;

@@ -23,7 +23,8 @@
 #define ASIDE_MAX 1024
 #define NAME_MAX_LEN 64
 
-static const char *const source_name[COST_SOURCE_COUNT] = { "prior", "history", "linear", "power" };
+static const char *const source_name[COST_SOURCE_COUNT] = { "prior", "history", "linear", "power",
+	                                                    "interp" };
 
 /* ---- small helpers ------------------------------------------------------- */
 

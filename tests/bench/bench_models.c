@@ -220,7 +220,7 @@ static void report(const char *seen, const char *kernel, const char *dev, double
 static double predict_run_learn(struct profiler *p, uint32_t devi, struct run *r,
                                 const struct kernel_def *kd)
 {
-	static const char *const sources[] = { "prior", "history", "linear", "power" };
+	static const char *const sources[] = { "prior", "history", "linear", "power", "interp" };
 	struct kernel_features f;
 	struct cost_pred cp;
 	kd->features(&r->call, &f);
