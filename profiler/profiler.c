@@ -19,18 +19,27 @@
  *    1.4826 * MAD, at least 1% of the estimate (10% below 3 samples). From
  *    3 samples on, a sample off by more than max(5 * spread, 50%) is an
  *    outlier: counted, kept in the ring, and left out of the error figures.
+ *  - Refits: only when a footprint is new or its estimate moved by 2%; a
+ *    footprint whose ring is full learns one sample in 8 (see profiler.h).
  *  - Held-out errors (prequential): before a sample is learned, the methods
  *    that did not see it are scored on it. A regression or the prior has
  *    not seen a footprint before its first sample, so they are scored on
  *    first samples only; history on every later one. Errors are EWMAs of
  *    |predicted - measured| / measured (capped at 1000%), the first 10
  *    samples averaged, then alpha = 0.1.
+ *  - Leave-one-out: at each refit, while a model has 3 to 24 footprints,
+ *    every footprint is predicted by linear, power and interpolation fitted
+ *    on the others (interpolation only between sizes, not at the ends).
+ *    Where computed, that error replaces the prequential one of those three
+ *    methods: it scores the fits now in use, not the early ones.
  *  - predict: a seen footprint answers from history, except when it has a
  *    single sample and the best method for unseen sizes has a held-out
  *    error under half of history's. An unseen footprint answers from the
- *    scored method (prior, linear, power) with the lowest error; the prior
- *    until another has been scored. A regression that gives no positive
- *    finite answer for these features falls back to the scaled prior.
+ *    method (prior, linear, power, interp) with the lowest held-out error;
+ *    the prior until another has been scored. Interpolation answers only
+ *    between the sizes seen; outside, the better of linear and power does.
+ *    A method that gives no positive finite answer falls back to the
+ *    scaled prior.
  *  - Out-of-range device: {0, 0}. Out-of-range kernel or noop: the unscaled
  *    prior. observe ignores those, zero times and invalid features.
  *  - Figures that are not positive and finite are taken as 1 GFLOP/s,
