@@ -8,8 +8,8 @@
 
 #include <stdio.h>
 #include <string.h>
-#include <time.h>
 
+#include "daemon/clock.h"
 #include "daemon/log.h"
 #include "tandem.h"
 
@@ -95,13 +95,6 @@ static void settle_if_done(struct replica *p)
 	}
 }
 
-static uint64_t monotonic_ns(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
-
 /* Copies node's replica to the host and waits. A copy that waited for
  * nothing else is timed for the transfer model (r->copy_observed). */
 static int copy_sync_d2h(struct residency *r, unsigned node, void *host, struct replica *src,
@@ -110,14 +103,14 @@ static int copy_sync_d2h(struct residency *r, unsigned node, void *host, struct 
 	const struct backend_device *dev = r->nodes[node].dev;
 	struct backend_event *ev = NULL;
 	bool timed = r->copy_observed && !src->ready;
-	uint64_t t0 = timed ? monotonic_ns() : 0;
+	uint64_t t0 = timed ? clock_monotonic_ns() : 0;
 	int err = dev->ops->copy_d2h(dev, host, src->mem, 0, bytes, src->ready, &ev);
 	if (err)
 		return err;
 	err = dev->ops->event_wait(dev, ev);
 	dev->ops->event_release(dev, ev);
 	if (!err && timed)
-		r->copy_observed(r->copy_ctx, node, 0, bytes, monotonic_ns() - t0);
+		r->copy_observed(r->copy_ctx, node, 0, bytes, clock_monotonic_ns() - t0);
 	return err;
 }
 

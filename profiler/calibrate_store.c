@@ -7,6 +7,7 @@
  * fsync, rename). */
 #include "profiler/calibrate.h"
 #include "profiler/calibrate_internal.h"
+#include "profiler/state_file.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -258,78 +259,6 @@ int calibration_from_json(const json_t *doc, struct calibration *out, char *err,
 #define CACHE_PREFIX "calibration-"
 #define CACHE_MAX_BYTES (1u << 20) /* a full document is about 40 KiB */
 
-/* mkdir -p; directories it creates are private to the daemon's user. */
-static int mkdir_p(const char *dir)
-{
-	char path[PATH_MAX];
-	size_t n = strlen(dir);
-	struct stat st;
-
-	if (n >= sizeof(path))
-		return -TDM_EINVAL;
-	memcpy(path, dir, n + 1);
-	for (char *s = path + 1;; s++) {
-		char saved = *s;
-		if (saved != '/' && saved != '\0')
-			continue;
-		*s = '\0';
-		if (mkdir(path, 0700) != 0 && errno != EEXIST) {
-			log_warn("calibration: cannot create %s: %s", path, strerror(errno));
-			return -TDM_ESYS;
-		}
-		*s = saved;
-		if (!saved)
-			break;
-	}
-	if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode)) {
-		log_warn("calibration: %s is not a directory", dir);
-		return -TDM_ESYS;
-	}
-	return 0;
-}
-
-/* The whole file, at most CACHE_MAX_BYTES, parsed; why not in err, and
- * *missing when there is no such file. */
-static json_t *read_doc(const char *path, char *err, size_t errlen, bool *missing)
-{
-	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-	json_t *doc = NULL;
-	json_error_t jerr;
-	struct stat st;
-	char *buf = NULL;
-	size_t got = 0;
-
-	*missing = fd < 0 && errno == ENOENT;
-	if (fd < 0) {
-		snprintf(err, errlen, "%s", strerror(errno));
-		return NULL;
-	}
-	if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || st.st_size > CACHE_MAX_BYTES) {
-		snprintf(err, errlen, "not a regular file of at most %u bytes", CACHE_MAX_BYTES);
-		goto out;
-	}
-	buf = malloc(st.st_size ? (size_t)st.st_size : 1);
-	if (!buf) {
-		snprintf(err, errlen, "out of memory");
-		goto out;
-	}
-	while (got < (size_t)st.st_size) {
-		ssize_t r = read(fd, buf + got, (size_t)st.st_size - got);
-		if (r < 0 && errno == EINTR)
-			continue;
-		if (r <= 0)
-			break;
-		got += (size_t)r;
-	}
-	doc = json_loadb(buf, got, JSON_REJECT_DUPLICATES, &jerr);
-	if (!doc)
-		snprintf(err, errlen, "line %d: %s", jerr.line, jerr.text);
-out:
-	free(buf);
-	close(fd);
-	return doc;
-}
-
 /* Whether a cached calibration is for exactly these devices. */
 static bool cache_matches(const struct calibration *cached, const struct backend_device *devs,
                           const uint16_t *nodes, size_t n)
@@ -355,16 +284,15 @@ static int cache_load(const char *path, const struct backend_device *devs, const
                       size_t n, struct calibration *out)
 {
 	char err[256] = "";
-	bool missing = false;
-	json_t *doc = read_doc(path, err, sizeof(err), &missing);
+	json_t *doc;
 	struct calibration *cached;
-	int rc;
+	int rc = state_read_json(path, CACHE_MAX_BYTES, O_NOFOLLOW, &doc, err, sizeof(err));
 
 	if (!doc) {
-		if (missing)
+		if (rc == 0)
 			log_info("calibration: no cache in %s yet", path);
 		else
-			log_warn("calibration: cannot read %s (%s); measuring again", path, err);
+			log_warn("calibration: %s; measuring again", err);
 		return -TDM_EINVAL;
 	}
 	cached = malloc(sizeof(*cached));
@@ -384,59 +312,10 @@ static int cache_load(const char *path, const struct backend_device *devs, const
 	return rc;
 }
 
-static bool write_all(int fd, const char *p, size_t len)
-{
-	while (len) {
-		ssize_t w = write(fd, p, len);
-		if (w < 0 && errno == EINTR)
-			continue;
-		if (w <= 0)
-			return false;
-		p += w;
-		len -= (size_t)w;
-	}
-	return true;
-}
-
-/* text replaces path whole or not at all: a temp file of this process's
- * own (several daemons may start at once), synced, renamed over it. */
-static int write_atomic(const char *dir, const char *path, const char *text)
-{
-	char tmp[PATH_MAX];
-	int fd, e = 0;
-
-	if (snprintf(tmp, sizeof(tmp), "%s.%ld.XXXXXX", path, (long)getpid()) >= (int)sizeof(tmp))
-		return -TDM_EINVAL;
-	fd = mkostemp(tmp, O_CLOEXEC);
-	if (fd < 0) {
-		log_warn("calibration: cannot create %s: %s", tmp, strerror(errno));
-		return -TDM_ESYS;
-	}
-	errno = 0;
-	if (!write_all(fd, text, strlen(text)) || !write_all(fd, "\n", 1) || fsync(fd) != 0)
-		e = errno ? errno : EIO;
-	if (close(fd) != 0 && !e)
-		e = errno;
-	if (!e && rename(tmp, path) != 0)
-		e = errno;
-	if (e) {
-		unlink(tmp);
-		log_warn("calibration: cannot write %s: %s", path, strerror(e));
-		return -TDM_ESYS;
-	}
-	/* The rename itself survives a crash once the directory is synced. */
-	fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (fd >= 0) {
-		fsync(fd);
-		close(fd);
-	}
-	return 0;
-}
-
 static int cache_save(const char *dir, const char *path, const struct calibration *c)
 {
 	json_t *doc = calibration_to_json(c);
-	char *text = doc ? json_dumps(doc, JSON_INDENT(2)) : NULL;
+	char *text = doc ? json_dumps(doc, JSON_INDENT(2)) : NULL, err[256];
 	int rc;
 
 	json_decref(doc);
@@ -444,7 +323,9 @@ static int cache_save(const char *dir, const char *path, const struct calibratio
 		log_warn("calibration: cannot write %s: out of memory", path);
 		return -TDM_ENOMEM;
 	}
-	rc = write_atomic(dir, path, text);
+	rc = state_write_atomic(dir, path, text, 0600, err, sizeof(err));
+	if (rc)
+		log_warn("calibration: %s", err);
 	free(text);
 	return rc;
 }
@@ -463,7 +344,7 @@ int calibrate_cache_path(const char *state_dir, const struct backend_device *dev
 int calibrate_load_or_run(const char *state_dir, const struct backend_device *devs,
                           const uint16_t *nodes, size_t n, bool force, struct calibration *out)
 {
-	char path[PATH_MAX];
+	char path[PATH_MAX], err[256];
 	bool cache = state_dir && state_dir[0];
 	int rc;
 
@@ -471,8 +352,8 @@ int calibrate_load_or_run(const char *state_dir, const struct backend_device *de
 		log_warn("calibration: state directory path too long: not cached");
 		cache = false;
 	}
-	if (cache && mkdir_p(state_dir) != 0) {
-		log_warn("calibration: %s unusable: not cached", state_dir);
+	if (cache && state_mkdir_p(state_dir, 0700, err, sizeof(err)) != 0) {
+		log_warn("calibration: %s; not cached", err);
 		cache = false;
 	}
 	if (cache && !force && cal_check_devices(devs, nodes, n, &(uint32_t){ 0 }) == 0 &&

@@ -30,6 +30,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "profiler/state_file.h"
 #include "profiler/store.h"
 #include "tandem.h"
 
@@ -307,55 +308,12 @@ static int sys_err(char *err, size_t errlen, const char *what, const char *path)
 	return -TDM_ESYS;
 }
 
-/* mkdir -p, mode 0755. */
-static int make_dir(const char *dir, char *err, size_t errlen)
-{
-	char buf[PATH_MAX];
-	size_t n = strlen(dir);
-
-	if (n >= sizeof(buf)) {
-		errno = ENAMETOOLONG;
-		return sys_err(err, errlen, "cannot create", dir);
-	}
-	memcpy(buf, dir, n + 1);
-	for (size_t i = 1; i <= n; i++) {
-		if (buf[i] != '/' && buf[i] != '\0')
-			continue;
-		buf[i] = '\0';
-		if (mkdir(buf, 0755) != 0 && errno != EEXIST)
-			return sys_err(err, errlen, "cannot create", buf);
-		buf[i] = dir[i];
-	}
-	return 0;
-}
-
 static bool is_model_doc(const json_t *doc)
 {
 	const json_t *v = json_object_get(doc, "version");
 
 	return json_is_object(doc) && json_is_integer(v) && json_integer_value(v) == 1 &&
 	       json_is_array(json_object_get(doc, "models"));
-}
-
-/* The document at path in *out; 0 with *out NULL when there is none. */
-static int read_doc(const char *path, json_t **out, char *err, size_t errlen)
-{
-	json_error_t jerr;
-	struct stat st;
-
-	*out = NULL;
-	if (stat(path, &st) != 0)
-		return errno == ENOENT ? 0 : sys_err(err, errlen, "cannot read", path);
-	if (st.st_size > STORE_MAX_BYTES) {
-		say(err, errlen, "%s: larger than %u bytes", path, STORE_MAX_BYTES);
-		return -TDM_EINVAL;
-	}
-	*out = json_load_file(path, JSON_REJECT_DUPLICATES, &jerr);
-	if (!*out) {
-		say(err, errlen, "%s:%d:%d: %s", path, jerr.line, jerr.column, jerr.text);
-		return -TDM_EINVAL;
-	}
-	return 0;
 }
 
 int store_load(struct profiler *p, const char *dir, char *err, size_t errlen)
@@ -369,7 +327,7 @@ int store_load(struct profiler *p, const char *dir, char *err, size_t errlen)
 		say(err, errlen, "no usable state directory");
 		return -TDM_EINVAL;
 	}
-	rc = read_doc(path, &doc, err, errlen);
+	rc = state_read_json(path, STORE_MAX_BYTES, 0, &doc, err, errlen);
 	if (rc || !doc)
 		return rc;
 	rc = profiler_load_json(p, doc, &skipped, why, sizeof(why));
@@ -379,69 +337,19 @@ int store_load(struct profiler *p, const char *dir, char *err, size_t errlen)
 	return rc;
 }
 
-static int write_all(int fd, const char *s, size_t n)
-{
-	while (n) {
-		ssize_t w = write(fd, s, n);
-
-		if (w < 0 && errno == EINTR)
-			continue;
-		if (w <= 0)
-			return -1;
-		s += w;
-		n -= (size_t)w;
-	}
-	return 0;
-}
-
-static int sync_dir(const char *dir, char *err, size_t errlen)
-{
-	int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	int rc = 0;
-
-	if (fd < 0 || fsync(fd) != 0)
-		rc = sys_err(err, errlen, "cannot sync", dir);
-	if (fd >= 0)
-		close(fd);
-	return rc;
-}
-
 /* doc to path through a temporary file in the same directory. */
 static int write_doc(const char *dir, const char *path, const json_t *doc, char *err, size_t errlen)
 {
-	char tmp[PATH_MAX];
 	char *text = json_dumps(doc, JSON_INDENT(1));
-	int fd = -1, rc = -TDM_ENOMEM;
+	int rc;
 
 	if (!text) {
 		say(err, errlen, "out of memory");
-		return rc;
+		return -TDM_ENOMEM;
 	}
-	if (snprintf(tmp, sizeof(tmp), "%s.tmp-XXXXXX", path) >= (int)sizeof(tmp)) {
-		free(text);
-		say(err, errlen, "%s: path too long", path);
-		return -TDM_EINVAL;
-	}
-	fd = mkostemp(tmp, O_CLOEXEC);
-	if (fd < 0) {
-		free(text);
-		return sys_err(err, errlen, "cannot create", tmp);
-	}
-	if (fchmod(fd, 0644) != 0 || write_all(fd, text, strlen(text)) != 0 ||
-	    write_all(fd, "\n", 1) != 0 || fsync(fd) != 0)
-		rc = sys_err(err, errlen, "cannot write", tmp);
-	else
-		rc = 0;
+	rc = state_write_atomic(dir, path, text, 0644, err, errlen);
 	free(text);
-	if (close(fd) != 0 && rc == 0)
-		rc = sys_err(err, errlen, "cannot write", tmp);
-	if (rc == 0 && rename(tmp, path) != 0)
-		rc = sys_err(err, errlen, "cannot rename over", path);
-	if (rc != 0) {
-		unlink(tmp);
-		return rc;
-	}
-	return sync_dir(dir, err, errlen);
+	return rc;
 }
 
 /* Under the lock: what is on disk (when it is a model document) merged
@@ -457,7 +365,7 @@ static int merge_and_write(const struct profiler *p, const char *dir, const char
 		say(err, errlen, "out of memory");
 		return -TDM_ENOMEM;
 	}
-	read_doc(path, &theirs, ignored, sizeof(ignored));
+	state_read_json(path, STORE_MAX_BYTES, 0, &theirs, ignored, sizeof(ignored));
 	if (theirs && !is_model_doc(theirs)) { /* replaced, see the top */
 		json_decref(theirs);
 		theirs = NULL;
@@ -485,7 +393,7 @@ int store_save(const struct profiler *p, const char *dir, char *err, size_t errl
 		say(err, errlen, "no usable state directory");
 		return -TDM_EINVAL;
 	}
-	rc = make_dir(dir, err, errlen);
+	rc = state_mkdir_p(dir, 0755, err, errlen);
 	if (rc)
 		return rc;
 	fd = open(lock, O_RDWR | O_CREAT | O_CLOEXEC, 0644);

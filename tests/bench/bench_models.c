@@ -19,10 +19,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "backends/backend.h"
 #include "bench_accel.h"
+#include "bench_util.h"
 #include "profiler/calibrate.h"
 #include "profiler/profiler.h"
 #include "tandem.h"
@@ -32,13 +32,6 @@
 #define NUNSEEN 5
 #define MAX_ARGS 7
 #define MAX_ERRS (NTRAIN * ROUNDS + NUNSEEN)
-
-static uint64_t now_ns(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
 
 /* ---- the workloads ---------------------------------------------------------- */
 
@@ -169,14 +162,14 @@ static int run_open(struct run *r, const struct backend_device *d, enum kernel_i
 static uint64_t run_once(struct run *r, const struct kernel_def *kd)
 {
 	const struct backend_device *d = r->dev;
-	uint64_t t0 = now_ns();
+	uint64_t t0 = bench_now_ns();
 	if (!backend_is_accelerator(d))
-		return d->ops->launch(d, kd, &r->call) ? 0 : now_ns() - t0;
+		return d->ops->launch(d, kd, &r->call) ? 0 : bench_now_ns() - t0;
 	struct backend_event *ev = NULL;
 	if (d->ops->launch_async(d, kd, &r->call, NULL, 0, &ev))
 		return 0;
 	int err = d->ops->event_wait(d, ev);
-	uint64_t t = now_ns() - t0;
+	uint64_t t = bench_now_ns() - t0;
 	d->ops->event_release(d, ev);
 	return err ? 0 : t;
 }
@@ -312,12 +305,12 @@ static void bench_predict_cost(struct profiler *p)
 		f[i] = (struct kernel_features){ .flops = 2.0 * (64 + i) * (64 + i) * (64 + i),
 			                         .bytes = 12.0 * (64 + i) * (64 + i),
 			                         .domain = (64.0 + i) * (64 + i) * (64 + i) };
-	uint64_t t0 = now_ns();
+	uint64_t t0 = bench_now_ns();
 	for (int i = 0; i < N; i++) {
 		profiler_predict(p, KERNEL_SGEMM, 0, &f[i % NF], &cp);
 		sink += cp.ns;
 	}
-	double ns = (double)(now_ns() - t0) / N;
+	double ns = (double)(bench_now_ns() - t0) / N;
 	printf("BENCH predict_ns %.1f ns (sink %g)\n", ns, sink > 0 ? 1.0 : 0.0);
 }
 
@@ -352,9 +345,9 @@ int main(void)
 	struct profiler *p = NULL;
 	if (!cal)
 		return 1;
-	uint64_t t0 = now_ns();
+	uint64_t t0 = bench_now_ns();
 	int err = calibrate_run(devs, nodes, n, cal);
-	double cal_s = (double)(now_ns() - t0) / 1e9;
+	double cal_s = (double)(bench_now_ns() - t0) / 1e9;
 	if (err || profiler_create(cal, &p)) {
 		fprintf(stderr, "bench_models: calibration failed: %s\n", tdm_strerror(err));
 		return 1;
