@@ -27,7 +27,7 @@
  *    first samples only; history on every later one. Errors are EWMAs of
  *    |predicted - measured| / measured (capped at 1000%), the first 10
  *    samples averaged, then alpha = 0.1.
- *  - Leave-one-out: at each refit, while a model has 3 to 24 footprints,
+ *  - Leave-one-out: each time a size is added, while a model has 3 to 24 footprints,
  *    every footprint is predicted by linear, power and interpolation fitted
  *    on the others (interpolation only between sizes, not at the ends).
  *    Where computed, that error replaces the prequential one of those three
@@ -634,7 +634,7 @@ static void loo_errors(struct model *m, const struct kernel_features *x, const d
 			m->loo[methods[j]] = sum[methods[j]] / cnt[methods[j]];
 }
 
-void prof_model_refit(struct model *m)
+void prof_model_refit(struct model *m, bool sizes_changed)
 {
 	struct kernel_features x[FP_SLOTS];
 	double t[FP_SLOTS];
@@ -650,7 +650,10 @@ void prof_model_refit(struct model *m)
 	m->lin_ok = fit_linear(x, t, n, m->lin);
 	m->pw_ok = fit_power(x, t, n, m->pw);
 	m->nknots = make_knots(x, t, n, m->kx, m->kt, &m->kdim);
-	loo_errors(m, x, t, n);
+	/* n refits each: only when a size came or went, not for every
+	 * estimate that moved (which happens often while a ring fills). */
+	if (sizes_changed)
+		loo_errors(m, x, t, n);
 }
 
 /* The method for unseen footprints: the lowest held-out error among the
@@ -880,7 +883,7 @@ void profiler_observe(struct profiler *p, uint32_t kernel, uint32_t device,
 	if (fresh || fabs(v->est - v->fit_est) > REFIT_MOVE * v->fit_est) {
 		if (prior > 0)
 			prof_push_ratio(m, v->est / prior);
-		prof_model_refit(m);
+		prof_model_refit(m, fresh);
 	}
 	prof_model_publish(m);
 	pthread_mutex_unlock(&m->lock);

@@ -91,7 +91,8 @@ struct model {
 	uint32_t nknots; /* >= 2: interpolation available */
 	int kdim; /* feature of the knots' sizes (see knots_pub) */
 	/* Leave-one-out error of linear, power and interp over the footprints
-	 * at the last refit (< 0: not computed; see prof_model_refit). */
+	 * when the set of sizes last changed (< 0: not computed; see
+	 * prof_model_refit). */
 	double loo[COST_SOURCE_COUNT];
 	double ratio[RATIOS];
 	uint32_t nratio, ratio_head;
@@ -189,7 +190,9 @@ unsigned prof_fp_insert(struct model *m, uint64_t key, const struct kernel_featu
 /* A model's learning. */
 struct model *prof_scratch_new(void);
 void prof_push_ratio(struct model *m, double r);
-void prof_model_refit(struct model *m);
+/* Refits the regressions and knots to the footprints' estimates; the
+ * leave-one-out errors too when sizes_changed (a footprint came or went). */
+void prof_model_refit(struct model *m, bool sizes_changed);
 void prof_model_publish(struct model *m);
 
 #endif
