@@ -58,7 +58,7 @@ REPLAYS := $(FUZZ_NAMES:%=$(BUILD)/tests/replay_%)
 BENCHES := $(patsubst tests/bench/%.c,$(BUILD)/bench/%,$(wildcard tests/bench/bench_*.c))
 TEST_HELPERS := $(wildcard tests/integration/support*.c)
 
-DAEMON_LIBS := $(PKG_LIBS) -lstdc++ -lm -ldl
+DAEMON_LIBS := $(PKG_LIBS) -lglpk -llapacke -lstdc++ -lm -ldl
 
 # The CUDA backend is a plugin, built when nvcc is found and loaded at run
 # time, so that the daemon builds and runs where there is no CUDA at all.
@@ -143,7 +143,8 @@ $(BUILD)/tests/replay_%: $(BUILD)/obj/tests/fuzz/fuzz_%.o $(BUILD)/obj/tests/fuz
 # bench_devices and bench_overlap drive the backends and the engine directly,
 # without a daemon: they link the daemon core. A static pattern rule, so it
 # wins over the pattern below.
-CORE_BENCHES := $(BUILD)/bench/bench_devices $(BUILD)/bench/bench_overlap $(BUILD)/bench/bench_models
+CORE_BENCHES := $(BUILD)/bench/bench_devices $(BUILD)/bench/bench_overlap $(BUILD)/bench/bench_models \
+	$(BUILD)/bench/bench_stg $(BUILD)/bench/bench_policies
 $(CORE_BENCHES): $(BUILD)/bench/%: $(BUILD)/obj/tests/bench/%.o $(CORE_LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) $^ $(DAEMON_LIBS) -o $@

@@ -4,7 +4,7 @@
 set -eu
 PKGS="build-essential pkg-config clang libclang-rt-14-dev clang-format
 libhwloc-dev hwloc libevent-dev libjansson-dev libopenblas-dev libtomlplusplus-dev
-libcmocka-dev libstarpu-dev ocl-icd-opencl-dev opencl-headers pocl-opencl-icd libclblast-dev clinfo"
+libcmocka-dev libglpk-dev liblapacke-dev libstarpu-dev ocl-icd-opencl-dev opencl-headers pocl-opencl-icd libclblast-dev clinfo"
 missing=""
 for p in $PKGS; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" ||

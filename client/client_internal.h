@@ -51,6 +51,8 @@ struct tdm_graph {
 	uint32_t nedges, edges_cap;
 	bool want_info;
 	int32_t priority;
+	uint32_t policy; /* enum tdm_policy_hint */
+	uint64_t deadline_ns;
 	bool inflight, done;
 	int status;
 	uint64_t cookie;

@@ -43,6 +43,16 @@ TDM_API void tdm_graph_set_priority(tdm_graph *g, int32_t priority)
 	g->priority = priority;
 }
 
+TDM_API void tdm_graph_set_policy(tdm_graph *g, enum tdm_policy_hint hint)
+{
+	g->policy = (uint32_t)hint;
+}
+
+TDM_API void tdm_graph_set_deadline(tdm_graph *g, uint64_t deadline_ns)
+{
+	g->deadline_ns = deadline_ns;
+}
+
 TDM_API uint32_t tdm_graph_task_count(const tdm_graph *g)
 {
 	return g->ntasks;
@@ -228,6 +238,8 @@ TDM_API int tdm_graph_submit(tdm_graph *g)
 	e.u.begin.ntasks = g->ntasks;
 	e.u.begin.flags = g->want_info ? TDM_GRAPH_TASK_INFO : 0;
 	e.u.begin.priority = g->priority;
+	e.u.begin.policy = g->policy;
+	e.u.begin.deadline_ns = g->deadline_ns;
 	err = ring_put(c, &e);
 	for (uint32_t i = 0; !err && i < g->ntasks; i++)
 		err = put_task(c, g, i, pred + off[i], off[i + 1] - off[i]);

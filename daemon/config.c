@@ -55,6 +55,32 @@ const char config_default_toml[] =
         "policy = \"eager\"\n"
         "# Microseconds a worker spins for new work before it sleeps (0 to 10000).\n"
         "spin_us = 50\n"
+        "# A policy that holds ready tasks while every worker idles this many\n"
+        "# milliseconds, or hands out a task wrongly, is replaced by a plain FIFO\n"
+        "# (10 to 60000).\n"
+        "watchdog_ms = 500\n"
+        "\n"
+        "[policy]\n"
+        "# dmda and prio place each ready task where alpha * (finish - best finish)\n"
+        "# + beta * transfer time is least (0 to 1000 each).\n"
+        "dmda_alpha = 1.0\n"
+        "dmda_beta = 1.0\n"
+        "# heft and peft: candidate task orders tried per graph besides the\n"
+        "# published one; the shortest plan wins (0 to 10000).\n"
+        "plan_refine_iters = 0\n"
+        "# heft and peft: plan the rest of a graph again when tasks take longer\n"
+        "# or shorter than predicted by more than the model's spread.\n"
+        "plan_repair = true\n"
+        "\n"
+        "[clients]\n"
+        "# Each client's share of every device relative to the others (1 to 1000).\n"
+        "default_weight = 1\n"
+        "# Per user name or decimal uid, such as { alice = 4, 1001 = 2 }.\n"
+        "weights = {}\n"
+        "# Policy hint per user name or uid for graphs that give none: \"eager\",\n"
+        "# \"dmda\", \"heft\", \"peft\" or \"prio\", such as { batch = \"heft\" }.\n"
+        "# Honoured under the policies dmda, heft, peft and prio.\n"
+        "policies = {}\n"
         "\n"
         "[cpu]\n"
         "# OS indexes of the cores to run CPU workers on (0 to 1023, each at most\n"
@@ -131,6 +157,14 @@ void config_defaults(struct tdm_config *cfg)
 
 	strcpy(cfg->policy, "eager");
 	cfg->spin_us = 50;
+	cfg->watchdog_ms = 500;
+
+	cfg->dmda_alpha = 1.0;
+	cfg->dmda_beta = 1.0;
+	cfg->plan_refine_iters = 0;
+	cfg->plan_repair = 1;
+
+	cfg->default_weight = 1;
 
 	cfg->n_cores = 0;
 
@@ -179,6 +213,9 @@ enum key_kind {
 	K_DEVSEL, /* array of device selectors (names), char[][CONFIG_NAME_MAX] + count */
 	K_DEVBYTES, /* table selector = size (as K_BYTES), struct config_devval[] + count */
 	K_DEVU32, /* table selector = integer min..max, struct config_devval[] + count */
+	K_F64, /* number (float or integer) min..max, stored as double */
+	K_USERU32, /* table user = integer min..max, struct config_devval[] + count */
+	K_USERHINT, /* table user = policy hint name, struct config_devval[] + count */
 };
 
 struct key_spec {
@@ -209,6 +246,18 @@ static const struct key_spec schema[] = {
 
 	SCALAR("engine", "policy", K_NAME, 0, 0, policy),
 	SCALAR("engine", "spin_us", K_U32, 0, 10000, spin_us),
+	SCALAR("engine", "watchdog_ms", K_U32, 10, 60000, watchdog_ms),
+
+	SCALAR("policy", "dmda_alpha", K_F64, 0, 1000, dmda_alpha),
+	SCALAR("policy", "dmda_beta", K_F64, 0, 1000, dmda_beta),
+	SCALAR("policy", "plan_refine_iters", K_U32, 0, 10000, plan_refine_iters),
+	SCALAR("policy", "plan_repair", K_BOOL, 0, 1, plan_repair),
+
+	SCALAR("clients", "default_weight", K_U32, 1, 1000, default_weight),
+	ARRAY("clients", "weights", K_USERU32, 1, 1000, client_weight, n_client_weight,
+	      CONFIG_MAX_DEVSEL),
+	ARRAY("clients", "policies", K_USERHINT, 0, 0, client_policy, n_client_policy,
+	      CONFIG_MAX_DEVSEL),
 
 	ARRAY("cpu", "cores", K_CORES, 0, 1023, cores, n_cores, CONFIG_MAX_CORES),
 
@@ -321,6 +370,20 @@ static void describe(const struct key_spec *ks, char *buf, size_t len)
 	case K_DEVU32:
 		snprintf(buf, len, "a table of at most %zu entries device = integer in %lld..%lld",
 		         ks->max_len, (long long)ks->min, (long long)ks->max);
+		break;
+	case K_F64:
+		snprintf(buf, len, "a number in %lld..%lld", (long long)ks->min,
+		         (long long)ks->max);
+		break;
+	case K_USERU32:
+		snprintf(buf, len, "a table of at most %zu entries user = integer in %lld..%lld",
+		         ks->max_len, (long long)ks->min, (long long)ks->max);
+		break;
+	case K_USERHINT:
+		snprintf(buf, len,
+		         "a table of at most %zu entries user = \"eager\", \"dmda\", \"heft\", "
+		         "\"peft\" or \"prio\"",
+		         ks->max_len);
 		break;
 	}
 }
@@ -626,9 +689,24 @@ static int visit_key(struct load_ctx *ctx, const struct key_spec *ks, const stru
 		return 0;
 	case K_DEVBYTES:
 	case K_DEVU32:
+	case K_USERU32:
+	case K_USERHINT:
 		if (it->type != TOML_ITEM_TABLE)
 			return wrong_type(ctx, ks, it);
 		*count = 0; /* a table replaces the default; its entries follow */
+		return 0;
+	case K_F64:
+		if (it->array_index >= 0 ||
+		    (it->type != TOML_ITEM_FLOAT && it->type != TOML_ITEM_INT))
+			return wrong_type(ctx, ks, it);
+		double f = it->type == TOML_ITEM_FLOAT ? it->f : (double)it->i;
+		if (!(f >= (double)ks->min && f <= (double)ks->max)) {
+			char want[160];
+			describe(ks, want, sizeof(want));
+			return fail(ctx, it->line, it->col, "%s: %g is out of range (expected %s)",
+			            it->path, f, want);
+		}
+		*(double *)field = f;
 		return 0;
 	}
 	return wrong_type(ctx, ks, it);
@@ -640,7 +718,8 @@ static const struct key_spec *find_devmap(const char *path)
 	for (size_t i = 0; i < N_KEYS; i++) {
 		const struct key_spec *ks = &schema[i];
 		size_t n = strlen(ks->section), k = strlen(ks->key);
-		if ((ks->kind == K_DEVBYTES || ks->kind == K_DEVU32) &&
+		if ((ks->kind == K_DEVBYTES || ks->kind == K_DEVU32 || ks->kind == K_USERU32 ||
+		     ks->kind == K_USERHINT) &&
 		    !strncmp(path, ks->section, n) && path[n] == '.' &&
 		    !strncmp(path + n + 1, ks->key, k) && path[n + 1 + k] == '.')
 			return ks;
@@ -655,16 +734,25 @@ static int visit_devmap_entry(struct load_ctx *ctx, const struct key_spec *ks,
 	size_t *count = (size_t *)((char *)&ctx->cfg + ks->count_off);
 	struct key_spec as_value = *ks;
 	uint64_t v = 0;
-	int err;
+	int err = 0;
 
+	bool user = ks->kind == K_USERU32 || ks->kind == K_USERHINT;
 	if (it->depth != 3 || !is_name(it->key, strlen(it->key)))
-		return fail(ctx, it->key_line, it->key_col, "%s: not a device name or class",
-		            it->path);
+		return fail(ctx, it->key_line, it->key_col, "%s: not a %s", it->path,
+		            user ? "user name or uid (a-z, 0-9, _)" : "device name or class");
 	if (*count >= ks->max_len)
 		return fail(ctx, it->key_line, it->key_col, "%s: more than %zu entries", it->path,
 		            ks->max_len);
 	as_value.kind = ks->kind == K_DEVBYTES ? K_BYTES : K_U32;
-	if (as_value.kind == K_BYTES) {
+	if (ks->kind == K_USERHINT) {
+		int hint;
+		if (it->type != TOML_ITEM_STRING)
+			return wrong_type(ctx, ks, it);
+		hint = memchr(it->s, '\0', it->s_len) ? -1 : policy_hint_by_name(it->s);
+		if (hint <= 0)
+			return bad_value(ctx, ks, it, "is not a policy hint");
+		v = (uint64_t)hint;
+	} else if (as_value.kind == K_BYTES) {
 		err = set_integer(ctx, &as_value, it, &v);
 	} else {
 		uint32_t u = 0;
@@ -829,6 +917,29 @@ int config_load_file(const char *path, struct tdm_config *cfg, char *err, size_t
 int config_selector_matches(const char *sel, const char *name, const char *kind)
 {
 	return !strcmp(sel, name) || !strcmp(sel, kind);
+}
+
+static uint64_t client_lookup(const struct config_devval *v, size_t n, uint32_t uid,
+                              const char *user, uint64_t dflt)
+{
+	char id[16];
+	snprintf(id, sizeof(id), "%u", uid);
+	for (size_t i = 0; i < n; i++)
+		if (strcmp(v[i].sel, id) == 0 || (user && strcmp(v[i].sel, user) == 0))
+			return v[i].value;
+	return dflt;
+}
+
+uint32_t config_client_weight(const struct tdm_config *cfg, uint32_t uid, const char *user)
+{
+	return (uint32_t)client_lookup(cfg->client_weight, cfg->n_client_weight, uid, user,
+	                               cfg->default_weight);
+}
+
+uint32_t config_client_policy(const struct tdm_config *cfg, uint32_t uid, const char *user)
+{
+	return (uint32_t)client_lookup(cfg->client_policy, cfg->n_client_policy, uid, user,
+	                               TDM_POLICY_DEFAULT);
 }
 
 uint64_t config_devval_lookup(const struct config_devval *v, size_t n, const char *name,

@@ -36,6 +36,20 @@ struct tdm_config {
 	/* [engine] */
 	char policy[CONFIG_NAME_MAX]; /* registered policy name */
 	uint32_t spin_us; /* idle spin before sleeping, 0..10000 */
+	uint32_t watchdog_ms; /* a policy holding tasks while all workers idle this long is replaced
+	                       */
+
+	/* [policy] */
+	double dmda_alpha, dmda_beta; /* weights of predicted finish and transfer time */
+	uint32_t plan_refine_iters; /* heft/peft: extra candidate orders per graph */
+	uint32_t plan_repair; /* bool: re-plan when tasks drift beyond their spread */
+
+	/* [clients]: by user name or decimal uid */
+	uint32_t default_weight; /* share of each device, 1..1000 */
+	struct config_devval client_weight[CONFIG_MAX_DEVSEL];
+	size_t n_client_weight;
+	struct config_devval client_policy[CONFIG_MAX_DEVSEL]; /* value: enum tdm_policy_hint */
+	size_t n_client_policy;
 
 	/* [cpu] */
 	int cores[CONFIG_MAX_CORES]; /* OS indexes of cores to run workers on */
@@ -98,6 +112,9 @@ const char *config_log_level_name(enum log_level l);
 int config_selector_matches(const char *sel, const char *name, const char *kind);
 /* The value of the most specific entry matching the device (name beats
  * class), or dflt. */
+/* A client's weight and policy hint, by its uid and user name (may be NULL). */
+uint32_t config_client_weight(const struct tdm_config *cfg, uint32_t uid, const char *user);
+uint32_t config_client_policy(const struct tdm_config *cfg, uint32_t uid, const char *user);
 uint64_t config_devval_lookup(const struct config_devval *v, size_t n, const char *name,
                               const char *kind, uint64_t dflt);
 

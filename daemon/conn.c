@@ -166,7 +166,7 @@ static int hello_client(struct conn *c, struct tdm_hello_reply *r)
 		return -TDM_ESHUTDOWN;
 	if (srv->nclients >= srv->cfg.max_clients)
 		return -TDM_EBUSY;
-	err = session_create(&srv->env, ++srv->next_session_id, &s);
+	err = session_create(&srv->env, ++srv->next_session_id, (uint32_t)c->uid, &s);
 	if (err)
 		return err;
 	s->pid = c->pid;

@@ -2,6 +2,7 @@
 #include <jansson.h>
 #include <unistd.h>
 
+#include "policies/policy.h"
 #include "daemon/server.h"
 #include "tandem.h"
 
@@ -72,13 +73,15 @@ static json_t *clients_json(struct server *srv)
 			continue;
 		json_array_append_new(
 		        arr,
-		        json_pack("{s:I, s:i, s:i, s:I, s:I, s:I, s:I, s:o}", "session",
+		        json_pack("{s:I, s:i, s:i, s:i, s:s, s:I, s:I, s:I, s:I, s:o}", "session",
 		                  (json_int_t)s->id, "pid", (int)s->pid, "uid", (int)s->uid,
-		                  "buffers", (json_int_t)atomic_load(&s->buffers_count),
-		                  "buffer_bytes", (json_int_t)atomic_load(&s->buffer_bytes),
-		                  "graphs_in_flight", (json_int_t)atomic_load(&s->graphs_in_flight),
-		                  "tasks_in_flight", (json_int_t)atomic_load(&s->tasks_in_flight),
-		                  "replicas", buffers_json(srv, s)));
+		                  "weight", (int)s->flow.weight, "policy_hint",
+		                  policy_hint_name(s->flow.policy_hint), "buffers",
+		                  (json_int_t)atomic_load(&s->buffers_count), "buffer_bytes",
+		                  (json_int_t)atomic_load(&s->buffer_bytes), "graphs_in_flight",
+		                  (json_int_t)atomic_load(&s->graphs_in_flight), "tasks_in_flight",
+		                  (json_int_t)atomic_load(&s->tasks_in_flight), "replicas",
+		                  buffers_json(srv, s)));
 	}
 	return arr;
 }
@@ -106,12 +109,15 @@ static json_t *counters_json(struct server *srv)
 
 char *control_status_json(struct server *srv)
 {
-	json_t *doc = json_pack(
-	        "{s:s, s:i, s:i, s:f, s:s, s:b, s:o, s:o, s:o}", "socket", srv->socket_path, "pid",
-	        (int)getpid(), "wire_version", TDM_WIRE_VERSION, "uptime_s",
-	        (double)(clock_monotonic_ns() - srv->start_ns) / 1e9, "policy",
-	        engine_policy_name(srv->engine), "draining", srv->draining, "devices",
-	        devices_json(srv), "clients", clients_json(srv), "counters", counters_json(srv));
+	struct engine_counters e;
+	engine_counters(srv->engine, &e);
+	json_t *doc =
+	        json_pack("{s:s, s:i, s:i, s:f, s:s, s:b, s:b, s:o, s:o, s:o}", "socket",
+	                  srv->socket_path, "pid", (int)getpid(), "wire_version", TDM_WIRE_VERSION,
+	                  "uptime_s", (double)(clock_monotonic_ns() - srv->start_ns) / 1e9,
+	                  "policy", engine_policy_name(srv->engine), "policy_fallback", e.fallback,
+	                  "draining", srv->draining, "devices", devices_json(srv), "clients",
+	                  clients_json(srv), "counters", counters_json(srv));
 	if (!doc)
 		return NULL;
 	char *text = json_dumps(doc, JSON_COMPACT);

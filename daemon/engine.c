@@ -43,6 +43,13 @@ struct inflight {
 /* A task that hits device faults moves to another device this many times
  * before its graph fails. */
 #define MAX_ATTEMPTS 3
+
+const struct policy_tuning policy_tuning_defaults = {
+	.dmda_alpha = 1.0,
+	.dmda_beta = 1.0,
+	.plan_refine_iters = 0,
+	.plan_repair = true,
+};
 #define DEFAULT_PIPELINE_DEPTH 4
 
 struct engine {
@@ -56,6 +63,7 @@ struct engine {
 	size_t ndevices;
 	struct residency *res; /* NULL: no residency bookkeeping */
 	struct profiler *prof; /* NULL: no cost models */
+	struct policy_tuning tuning;
 	bool has_accel;
 	uint32_t depth;
 	/* supported[k * ndevices + w]: device w implements kernel k. */
@@ -76,6 +84,18 @@ struct engine {
 	_Atomic uint32_t sleepers;
 	int wake_fd;
 	int poll_fd;
+
+	/* The watchdog: a FIFO that replaces the policy once it misbehaves
+	 * (hands out a task it does not hold or one the worker cannot run, or
+	 * holds ready tasks while every worker idles for watchdog_ms). */
+	void *fifo_priv;
+	_Atomic bool fallback;
+	uint32_t watchdog_ms;
+	_Atomic size_t queued; /* handed to the policy or the FIFO, not taken yet */
+	_Atomic uint32_t idle_workers;
+	pthread_mutex_t wd_lock; /* the graphs in flight (for taking tasks back), and the below */
+	struct engine_graph *graphs; /* in flight, linked through core_next */
+	uint64_t wd_done_seen, wd_since_ns;
 
 	_Atomic uint64_t graphs_submitted, graphs_done;
 	_Atomic uint64_t tasks_done, tasks_failed, tasks_canceled, tasks_in_flight;
@@ -112,14 +132,170 @@ static bool grow(struct engine_task ***arr, size_t *cap, size_t need)
 	return true;
 }
 
+static void fifo_push(struct engine *e, struct engine_task **tasks, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		atomic_store_explicit(&tasks[i]->qstate, QSTATE_FIFO, memory_order_relaxed);
+	policy_fifo.tasks_ready(e->fifo_priv, tasks, n, -1);
+}
+
 static void push_ready(struct engine *e, struct engine_task **tasks, size_t n, int worker)
 {
 	uint64_t now = clock_now(e->clock);
-	for (size_t i = 0; i < n; i++)
-		tasks[i]->queued_ns = now;
-	e->policy->tasks_ready(e->policy_priv, tasks, n, worker);
+	atomic_fetch_add_explicit(&e->queued, n, memory_order_relaxed);
+	if (atomic_load_explicit(&e->fallback, memory_order_acquire)) {
+		for (size_t i = 0; i < n; i++)
+			tasks[i]->queued_ns = now;
+		fifo_push(e, tasks, n);
+	} else {
+		for (size_t i = 0; i < n; i++) {
+			tasks[i]->queued_ns = now;
+			atomic_store_explicit(&tasks[i]->qstate, QSTATE_QUEUED,
+			                      memory_order_relaxed);
+		}
+		e->policy->tasks_ready(e->policy_priv, tasks, n, worker);
+	}
 	/* A releasing worker picks one of them itself right after. */
 	engine_notify(e, worker >= 0 ? n - 1 : n);
+}
+
+/* Moves every task the policy still holds to the FIFO: each task's qstate
+ * says who holds it, so a task the policy hands out meanwhile runs once. */
+static size_t take_back_tasks(struct engine *e)
+{
+	struct engine_task *batch[64];
+	size_t n = 0, moved = 0;
+
+	pthread_mutex_lock(&e->wd_lock);
+	for (struct engine_graph *g = e->graphs; g; g = g->core_next) {
+		for (uint32_t i = 0; i < g->ntasks; i++) {
+			struct engine_task *t = &g->tasks[i];
+			uint8_t q = QSTATE_QUEUED;
+			if (!atomic_compare_exchange_strong(&t->qstate, &q, QSTATE_FIFO))
+				continue;
+			batch[n++] = t;
+			if (n == 64) {
+				policy_fifo.tasks_ready(e->fifo_priv, batch, n, -1);
+				moved += n;
+				n = 0;
+			}
+		}
+	}
+	if (n)
+		policy_fifo.tasks_ready(e->fifo_priv, batch, n, -1);
+	moved += n;
+	pthread_mutex_unlock(&e->wd_lock);
+	if (moved)
+		engine_notify(e, moved);
+	return moved;
+}
+
+/* The policy broke its contract: from now on every ready task goes to the
+ * FIFO. Tasks pushed to the policy by a thread that had not yet seen the
+ * switch are taken back later, by idle workers (worker_idle_wait). */
+static void engine_fall_back(struct engine *e, const char *why)
+{
+	if (atomic_exchange(&e->fallback, true))
+		return;
+	size_t moved = take_back_tasks(e);
+	log_error("policy %s: %s; falling back to fifo (%zu queued tasks taken back)",
+	          e->policy->name, why, moved);
+	engine_notify(e, 1);
+}
+
+/* The next task for worker w, from the policy or (after a fallback) the
+ * FIFO; what the policy hands out is checked first. */
+static struct engine_task *engine_pick(struct engine *e, unsigned w)
+{
+	struct engine_task *t;
+	char why[160];
+
+	if (!atomic_load_explicit(&e->fallback, memory_order_acquire)) {
+		t = e->policy->pick_next(e->policy_priv, w);
+		if (!t)
+			goto fifo; /* tasks taken back while the policy was asked */
+		uint8_t q = QSTATE_QUEUED;
+		if (!atomic_compare_exchange_strong(&t->qstate, &q, QSTATE_IDLE)) {
+			snprintf(why, sizeof(why),
+			         "handed out task %u of kernel %s it did not hold", t->index,
+			         t->kernel->name);
+			engine_fall_back(e, why);
+			goto fifo;
+		}
+		if (!engine_runnable(e, t, w)) {
+			snprintf(why, sizeof(why),
+			         "gave task %u of kernel %s to worker %u (%s), which cannot run it",
+			         t->index, t->kernel->name, w, e->devices[w].dev.name);
+			fifo_push(e, &t, 1);
+			engine_fall_back(e, why);
+			goto fifo;
+		}
+		atomic_fetch_sub_explicit(&e->queued, 1, memory_order_relaxed);
+		return t;
+	}
+fifo:
+	if (!atomic_load_explicit(&e->fallback, memory_order_acquire))
+		return NULL;
+	for (;;) {
+		t = policy_fifo.pick_next(e->fifo_priv, w);
+		if (!t)
+			return NULL;
+		uint8_t q = QSTATE_FIFO;
+		/* Always succeeds: only the FIFO holds tasks in this state. */
+		if (atomic_compare_exchange_strong(&t->qstate, &q, QSTATE_IDLE)) {
+			atomic_fetch_sub_explicit(&e->queued, 1, memory_order_relaxed);
+			return t;
+		}
+	}
+}
+
+/* Called by an idle worker that waited watchdog_ms: ready tasks, every
+ * worker idle, and no task finished meanwhile means the policy stalls. */
+static void watchdog_check(struct engine *e)
+{
+	if (atomic_load(&e->fallback) || atomic_load(&e->queued) == 0 ||
+	    atomic_load(&e->idle_workers) < e->ndevices)
+		return;
+	uint64_t now = clock_monotonic_ns(), done = atomic_load(&e->tasks_done);
+	bool stalled = false;
+	pthread_mutex_lock(&e->wd_lock);
+	if (done != e->wd_done_seen || e->wd_since_ns == 0) {
+		e->wd_done_seen = done;
+		e->wd_since_ns = now;
+	} else if (now - e->wd_since_ns >= (uint64_t)e->watchdog_ms * 1000000u) {
+		stalled = true;
+	}
+	pthread_mutex_unlock(&e->wd_lock);
+	if (stalled) {
+		char why[128];
+		snprintf(why, sizeof(why),
+		         "held %zu ready tasks while every worker idled for %u ms",
+		         atomic_load(&e->queued), e->watchdog_ms);
+		engine_fall_back(e, why);
+	}
+}
+
+static void graph_track(struct engine *e, struct engine_graph *g)
+{
+	pthread_mutex_lock(&e->wd_lock);
+	g->core_prev = NULL;
+	g->core_next = e->graphs;
+	if (e->graphs)
+		e->graphs->core_prev = g;
+	e->graphs = g;
+	pthread_mutex_unlock(&e->wd_lock);
+}
+
+static void graph_untrack(struct engine *e, struct engine_graph *g)
+{
+	pthread_mutex_lock(&e->wd_lock);
+	if (g->core_prev)
+		g->core_prev->core_next = g->core_next;
+	else
+		e->graphs = g->core_next;
+	if (g->core_next)
+		g->core_next->core_prev = g->core_prev;
+	pthread_mutex_unlock(&e->wd_lock);
 }
 
 #define ROOT_CHUNK 64
@@ -139,7 +315,8 @@ void engine_submit(struct engine *e, struct engine_graph *g)
 		return;
 	}
 	atomic_fetch_add(&e->tasks_in_flight, g->ntasks);
-	if (e->policy->graph_submitted)
+	graph_track(e, g);
+	if (e->policy->graph_submitted && !atomic_load(&e->fallback))
 		e->policy->graph_submitted(e->policy_priv, g);
 	/* Mark every root before pushing any: once pushed, workers run tasks
 	 * and bring other counters to zero, which must not make those tasks
@@ -278,7 +455,7 @@ static void finish_task(struct engine *e, struct worker *w, struct engine_task *
 
 	atomic_fetch_add_explicit(&d->tasks_run, 1, memory_order_relaxed);
 	atomic_fetch_add_explicit(&d->busy_ns, t->end_ns - t->start_ns, memory_order_relaxed);
-	if (e->policy->task_done)
+	if (e->policy->task_done && !atomic_load_explicit(&e->fallback, memory_order_relaxed))
 		e->policy->task_done(e->policy_priv, t, w->index);
 
 	for (uint32_t i = g->succ_off[t->index]; i < g->succ_off[t->index + 1]; i++) {
@@ -297,6 +474,10 @@ static void finish_task(struct engine *e, struct worker *w, struct engine_task *
 	atomic_fetch_add_explicit(&e->tasks_done, 1, memory_order_relaxed);
 	atomic_fetch_sub_explicit(&e->tasks_in_flight, 1, memory_order_relaxed);
 	if (atomic_fetch_sub_explicit(&g->remaining, 1, memory_order_acq_rel) == 1) {
+		graph_untrack(e, g);
+		/* Even after a fallback: it frees the policy's per-graph state. */
+		if (e->policy->graph_finished)
+			e->policy->graph_finished(e->policy_priv, g);
 		if (e->has_accel)
 			flush_graph(e, g);
 		atomic_fetch_add(&e->graphs_done, 1);
@@ -528,7 +709,7 @@ static void run_task(struct engine *e, struct worker *w, struct engine_task *t)
 
 bool engine_run_one(struct engine *e, unsigned worker)
 {
-	struct engine_task *t = e->policy->pick_next(e->policy_priv, worker);
+	struct engine_task *t = engine_pick(e, worker);
 	if (!t)
 		return false;
 	run_task(e, &e->workers[worker], t);
@@ -547,7 +728,16 @@ static bool front_end_poll(struct engine *e, bool woken)
 
 /* Waits until the epoch moves away from `seen` or stop is set: spins for
  * spin_us (looking at the front end too), then sleeps in poll(). */
+static void worker_idle_wait(struct engine *e, uint32_t seen);
+
 static void worker_idle(struct engine *e, uint32_t seen)
+{
+	atomic_fetch_add(&e->idle_workers, 1);
+	worker_idle_wait(e, seen);
+	atomic_fetch_sub(&e->idle_workers, 1);
+}
+
+static void worker_idle_wait(struct engine *e, uint32_t seen)
 {
 	uint32_t spin_us = atomic_load_explicit(&e->spin_us, memory_order_relaxed);
 	if (spin_us) {
@@ -576,10 +766,18 @@ static void worker_idle(struct engine *e, uint32_t seen)
 			return;
 	}
 	struct pollfd fds[2] = { { e->wake_fd, POLLIN, 0 }, { e->poll_fd, POLLIN, 0 } };
+	/* Ready tasks nobody takes: wake up to let the watchdog look. */
+	int timeout = atomic_load(&e->queued) ? (int)e->watchdog_ms : -1, n = 1;
 	atomic_fetch_add(&e->sleepers, 1);
 	if (atomic_load(&e->epoch) == seen && !atomic_load(&e->stop))
-		poll(fds, e->poll_fd >= 0 ? 2 : 1, -1);
+		n = poll(fds, e->poll_fd >= 0 ? 2 : 1, timeout);
 	atomic_fetch_sub(&e->sleepers, 1);
+	if (n == 0) {
+		if (atomic_load(&e->fallback))
+			take_back_tasks(e);
+		else
+			watchdog_check(e);
+	}
 	/* On stop the counter is left set so that every sleeper wakes. */
 	if ((fds[0].revents & POLLIN) && !atomic_load(&e->stop)) {
 		uint64_t v;
@@ -594,8 +792,8 @@ static void worker_idle(struct engine *e, uint32_t seen)
  * for another sleeper. */
 static void pass_wakeup(struct engine *e)
 {
-	if (atomic_load_explicit(&e->sleepers, memory_order_relaxed) && e->policy->queued &&
-	    e->policy->queued(e->policy_priv))
+	if (atomic_load_explicit(&e->sleepers, memory_order_relaxed) &&
+	    atomic_load_explicit(&e->queued, memory_order_relaxed))
 		ring_wake_fd(e);
 }
 
@@ -611,7 +809,7 @@ static void host_worker_loop(struct engine *e, struct worker *w)
 {
 	while (!atomic_load_explicit(&e->stop, memory_order_acquire)) {
 		uint32_t seen = atomic_load(&e->epoch);
-		struct engine_task *t = e->policy->pick_next(e->policy_priv, w->index);
+		struct engine_task *t = engine_pick(e, w->index);
 		if (t) {
 			pass_wakeup(e);
 			maybe_poll_front_end(e, w, run_on_host(e, w, t));
@@ -635,7 +833,7 @@ static void accel_worker_loop(struct engine *e, struct worker *w)
 			took = true;
 		}
 		while (!w->deferred && w->pipe_n < e->depth) {
-			struct engine_task *t = e->policy->pick_next(e->policy_priv, w->index);
+			struct engine_task *t = engine_pick(e, w->index);
 			if (!t)
 				break;
 			pass_wakeup(e);
@@ -732,6 +930,7 @@ int engine_create(const struct engine_params *p, struct engine **out)
 	e->ndevices = p->ndevices;
 	atomic_store(&e->spin_us, p->spin_us);
 	e->poll_fd = p->hooks.poll ? p->poll_fd : -1;
+	pthread_mutex_init(&e->wd_lock, NULL);
 	e->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	if (e->wake_fd < 0) {
 		free(e);
@@ -773,9 +972,20 @@ int engine_create(const struct engine_params *p, struct engine **out)
 		engine_destroy(e);
 		return err;
 	}
+	e->tuning = p->tuning ? *p->tuning : policy_tuning_defaults;
+	e->watchdog_ms = p->watchdog_ms ? p->watchdog_ms : 500;
 	pp.nworkers = p->ndevices;
 	pp.devices = e->devices;
 	pp.engine = e;
+	pp.clock = e->clock;
+	pp.prof = e->prof;
+	pp.res = e->res;
+	pp.tuning = &e->tuning;
+	err = policy_fifo.init(&pp, &e->fifo_priv);
+	if (err) {
+		engine_destroy(e);
+		return err;
+	}
 	err = p->policy->init(&pp, &e->policy_priv);
 	if (err) {
 		engine_destroy(e);
@@ -812,6 +1022,9 @@ void engine_destroy(struct engine *e)
 	}
 	if (e->policy)
 		e->policy->fini(e->policy_priv);
+	if (e->fifo_priv)
+		policy_fifo.fini(e->fifo_priv);
+	pthread_mutex_destroy(&e->wd_lock);
 	close(e->wake_fd);
 	free(e->supported);
 	free(e->workers);
@@ -828,7 +1041,8 @@ void engine_counters(const struct engine *e, struct engine_counters *out)
 	out->tasks_failed = atomic_load(&m->tasks_failed);
 	out->tasks_canceled = atomic_load(&m->tasks_canceled);
 	out->tasks_in_flight = atomic_load(&m->tasks_in_flight);
-	out->queued = e->policy->queued ? e->policy->queued(e->policy_priv) : 0;
+	out->queued = atomic_load(&m->queued);
+	out->fallback = atomic_load(&m->fallback);
 }
 
 size_t engine_device_count(const struct engine *e)

@@ -31,11 +31,20 @@ struct engine_task {
 	bool root; /* no predecessor: released at submission */
 	uint8_t attempts; /* device faults so far: the task moves elsewhere */
 	uint16_t excl_nodes; /* memory nodes too small for this task */
+	/* Core bookkeeping of the policy hand-off (enum engine_qstate): lets
+	 * the watchdog catch a task handed out twice and take back what a
+	 * broken policy holds. */
+	_Atomic uint8_t qstate;
 	int32_t status;
 	uint64_t queued_ns, start_ns, end_ns;
 	/* The cost model's answer for the device that ran it, taken before it ran. */
 	uint64_t pred_ns, pred_spread_ns;
 	struct kernel_features feat; /* set at intake from the call */
+	/* Scratch owned by the policy that queued the task (its device, order
+	 * key and predicted cost there); the core does not read them. */
+	double policy_key;
+	double policy_cost;
+	uint32_t policy_dev;
 	struct tdm_kernel_call call; /* call.off[i]: offset of argument i in its buffer */
 	struct tdm_data *data[TDM_MAX_ARGS]; /* residency of each argument's buffer */
 };
@@ -44,6 +53,8 @@ struct engine_task {
  * policy may keep per-flow state in policy_slot. */
 struct engine_flow {
 	uint32_t id;
+	uint32_t weight; /* share of each device relative to other flows, 1..1000 */
+	uint8_t policy_hint; /* enum tdm_policy_hint: this client's default */
 	_Atomic int canceled; /* set when the client is gone: queued tasks are skipped */
 	void *policy_slot;
 };
@@ -54,6 +65,9 @@ struct engine_graph {
 	uint64_t cookie;
 	uint32_t flags;
 	int32_t priority;
+	uint8_t policy_hint; /* enum tdm_policy_hint from the client, 0: none */
+	uint64_t deadline_ns; /* CLOCK_MONOTONIC, 0: none */
+	void *policy_graph; /* the policy's per-graph state (a plan), freed in graph_finished */
 	uint32_t ntasks;
 	struct engine_task *tasks;
 	/* Successors in CSR form: task i's are succ[succ_off[i] .. succ_off[i+1]). */
@@ -62,6 +76,7 @@ struct engine_graph {
 	_Atomic uint32_t remaining;
 	_Atomic int32_t status; /* first failure wins */
 	uint64_t submit_ns;
+	struct engine_graph *core_prev, *core_next; /* the core's list of graphs in flight */
 };
 
 struct engine_device {
@@ -93,9 +108,27 @@ struct engine_counters {
 	uint64_t tasks_done, tasks_failed, tasks_canceled;
 	uint64_t tasks_in_flight; /* submitted, not finished */
 	size_t queued; /* ready, waiting for a worker */
+	bool fallback; /* the watchdog replaced the policy with a FIFO */
+};
+
+/* Where a task is in the hand-off between core and policy. */
+enum engine_qstate {
+	QSTATE_IDLE = 0, /* not ready, or running */
+	QSTATE_QUEUED, /* handed to the policy, not taken yet */
+	QSTATE_FIFO, /* in the watchdog's FIFO */
 };
 
 struct engine;
+
+/* Knobs of the cost-aware policies ([policy] in the configuration). */
+struct policy_tuning {
+	double dmda_alpha; /* weight of the predicted finish time */
+	double dmda_beta; /* weight of the transfer time */
+	uint32_t plan_refine_iters; /* heft/peft: extra candidate orders per graph */
+	bool plan_repair; /* heft/peft: re-plan when tasks drift beyond their spread */
+};
+
+extern const struct policy_tuning policy_tuning_defaults;
 
 struct engine_params {
 	const struct tdm_clock *clock;
@@ -115,6 +148,11 @@ struct engine_params {
 	/* Cost models: predicted before each task runs, taught by each task
 	 * that ran. NULL: no predictions (pred_ns stays 0). */
 	struct profiler *prof;
+	/* NULL: defaults (alpha = beta = 1, refine 0, repair on). */
+	const struct policy_tuning *tuning;
+	/* A policy that holds ready tasks while every worker idles this long
+	 * is replaced by a plain FIFO (0: 500 ms). */
+	uint32_t watchdog_ms;
 };
 
 int engine_create(const struct engine_params *p, struct engine **out);

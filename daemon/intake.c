@@ -85,11 +85,13 @@ static void begin_graph(struct session *s, const struct tdm_sqe *e)
 	uint32_t field = TDM_REJECT_NONE;
 	int status = 0;
 
-	if (e->reserved || e->reserved2 || !all_zero(b->reserved, sizeof(b->reserved)) ||
+	if (e->reserved || e->reserved2 ||
 	    !all_zero(e->u.raw + sizeof(*b), sizeof(e->u.raw) - sizeof(*b)))
 		status = -TDM_EPROTO, field = TDM_REJECT_RESERVED;
 	else if (b->flags & ~TDM_GRAPH_FLAGS_ALL)
 		status = -TDM_EPROTO, field = TDM_REJECT_FLAGS;
+	else if (b->policy >= TDM_POLICY_HINT_COUNT)
+		status = -TDM_EINVAL, field = TDM_REJECT_POLICY;
 	else if (atomic_load(s->env->draining))
 		status = -TDM_ESHUTDOWN;
 	else if (b->ntasks > cfg->max_tasks_per_graph)
@@ -117,6 +119,8 @@ static void begin_graph(struct session *s, const struct tdm_sqe *e)
 	g->g.cookie = b->cookie;
 	g->g.flags = b->flags;
 	g->g.priority = b->priority;
+	g->g.policy_hint = (uint8_t)b->policy;
+	g->g.deadline_ns = b->deadline_ns;
 	g->g.ntasks = b->ntasks;
 	g->reserved_tasks = b->ntasks;
 	atomic_fetch_add(&s->graphs_in_flight, 1);

@@ -122,6 +122,10 @@ static void apply_reload(struct server *srv, const struct tdm_config *n)
 	    o->sq_entries != n->sq_entries || o->cq_entries != n->cq_entries)
 		log_warn("reload: daemon.socket, engine.policy, cpu.cores and rings change only "
 		         "on restart");
+	if (o->watchdog_ms != n->watchdog_ms || o->dmda_alpha != n->dmda_alpha ||
+	    o->dmda_beta != n->dmda_beta || o->plan_refine_iters != n->plan_refine_iters ||
+	    o->plan_repair != n->plan_repair)
+		log_warn("reload: engine.watchdog_ms and [policy] change only on restart");
 	memcpy(o->allowed_uids, n->allowed_uids, sizeof(o->allowed_uids));
 	o->n_allowed_uids = n->n_allowed_uids;
 	memcpy(o->allowed_gids, n->allowed_gids, sizeof(o->allowed_gids));
@@ -134,6 +138,12 @@ static void apply_reload(struct server *srv, const struct tdm_config *n)
 	o->max_tasks_in_flight = n->max_tasks_in_flight;
 	o->max_tasks_per_graph = n->max_tasks_per_graph;
 	o->max_graphs_in_flight = n->max_graphs_in_flight;
+	/* New clients get the new shares and hints; connected ones keep theirs. */
+	o->default_weight = n->default_weight;
+	memcpy(o->client_weight, n->client_weight, sizeof(o->client_weight));
+	o->n_client_weight = n->n_client_weight;
+	memcpy(o->client_policy, n->client_policy, sizeof(o->client_policy));
+	o->n_client_policy = n->n_client_policy;
 	log_set_level(o->log_level);
 	engine_set_spin_us(srv->engine, o->spin_us);
 }
@@ -523,6 +533,12 @@ int server_init(struct server *srv, const struct tdm_config *cfg, const char *co
 		.draining = &srv->draining,
 		.res = &srv->res,
 	};
+	const struct policy_tuning tuning = {
+		.dmda_alpha = cfg->dmda_alpha,
+		.dmda_beta = cfg->dmda_beta,
+		.plan_refine_iters = cfg->plan_refine_iters,
+		.plan_repair = cfg->plan_repair != 0,
+	};
 	struct engine_params ep = {
 		.clock = &clock_real,
 		.policy = policy,
@@ -540,6 +556,8 @@ int server_init(struct server *srv, const struct tdm_config *cfg, const char *co
 		.pipeline_depth = cfg->pipeline_depth,
 		.inject_faults = srv->inject_faults,
 		.prof = srv->prof,
+		.tuning = &tuning,
+		.watchdog_ms = cfg->watchdog_ms,
 	};
 	err = engine_create(&ep, &srv->engine);
 	if (err)

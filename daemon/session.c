@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <pwd.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
@@ -46,7 +47,22 @@ static int sealed_memfd(const char *name, size_t bytes)
 	return fd;
 }
 
-int session_create(struct session_env *env, uint32_t id, struct session **out)
+/* The client's share and default policy hint, from [clients] by user name
+ * or uid. */
+static void flow_settings(struct session *s, const struct tdm_config *cfg, uint32_t uid)
+{
+	char buf[1024];
+	struct passwd pw, *found = NULL;
+	const char *user = NULL;
+	if (cfg->n_client_weight || cfg->n_client_policy) {
+		if (getpwuid_r((uid_t)uid, &pw, buf, sizeof(buf), &found) == 0 && found)
+			user = found->pw_name;
+	}
+	s->flow.weight = config_client_weight(cfg, uid, user);
+	s->flow.policy_hint = (uint8_t)config_client_policy(cfg, uid, user);
+}
+
+int session_create(struct session_env *env, uint32_t id, uint32_t uid, struct session **out)
 {
 	const struct tdm_config *cfg = env->cfg;
 	struct session *s = calloc(1, sizeof(*s));
@@ -59,6 +75,8 @@ int session_create(struct session_env *env, uint32_t id, struct session **out)
 	s->id = id;
 	s->env = env;
 	s->flow.id = id;
+	s->uid = uid;
+	flow_settings(s, cfg, uid);
 	s->sq_entries = cfg->sq_entries;
 	s->cq_entries = cfg->cq_entries;
 	pthread_mutex_init(&s->cq_lock, NULL);

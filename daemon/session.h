@@ -129,7 +129,8 @@ struct session {
 
 /* Creates a session with a fresh ring region (memfd, sealed) and a
  * completion doorbell. Holds one reference for the caller. */
-int session_create(struct session_env *env, uint32_t id, struct session **out);
+/* uid: the client's (SO_PEERCRED), for its [clients] settings. */
+int session_create(struct session_env *env, uint32_t id, uint32_t uid, struct session **out);
 void session_ref(struct session *s);
 void session_unref(struct session *s);
 /* The client is gone: drop its buffers from the table, cancel its queued

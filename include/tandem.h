@@ -143,6 +143,14 @@ void tdm_graph_free(tdm_graph *g);
  * costs one completion entry per task). */
 void tdm_graph_want_task_info(tdm_graph *g, int on);
 void tdm_graph_set_priority(tdm_graph *g, int32_t priority);
+/* Which policy should place this graph (enum tdm_policy_hint in
+ * tandem/wire.h: EAGER, DMDA, HEFT, PEFT, PRIO; DEFAULT: the client's
+ * [clients] setting, else the daemon's). A hint: honoured when the daemon
+ * runs dmda, heft, peft or prio; an unknown value rejects the graph. */
+void tdm_graph_set_policy(tdm_graph *g, enum tdm_policy_hint hint);
+/* CLOCK_MONOTONIC time by which the graph should be done (0: none). The
+ * prio policy serves earlier deadlines first among equal priorities. */
+void tdm_graph_set_deadline(tdm_graph *g, uint64_t deadline_ns);
 /* Appends a task; *index (may be NULL) receives its index in the graph.
  * Data dependencies between tasks of one graph are inferred from access
  * modes in the order tasks are added (RAW, WAR, WAW per buffer). */

@@ -15,6 +15,10 @@ struct policy_params {
 	const struct engine_device *devices;
 	/* For engine_runnable(): a policy hands a worker only tasks it may run. */
 	const struct engine *engine;
+	const struct tdm_clock *clock;
+	struct profiler *prof; /* NULL: no cost models (cost-aware policies use 1 per task) */
+	struct residency *res; /* NULL: host memory only */
+	const struct policy_tuning *tuning; /* never NULL */
 };
 
 struct tdm_policy_ops {
@@ -28,7 +32,13 @@ struct tdm_policy_ops {
 	void (*tasks_ready)(void *priv, struct engine_task **tasks, size_t n, int worker);
 	/* Pop: the next task for this worker, or NULL. */
 	struct engine_task *(*pick_next)(void *priv, unsigned worker);
+	/* t finished on worker (t->start_ns/end_ns set). */
 	void (*task_done)(void *priv, struct engine_task *t, unsigned worker);
+	/* The graph's last task is done; free g->policy_graph. */
+	void (*graph_finished)(void *priv, struct engine_graph *g);
+	/* Prefetch: up to max tasks queued for this worker's device, next
+	 * first, left queued (optional). Called by the worker itself. */
+	size_t (*peek)(void *priv, unsigned worker, struct engine_task **out, size_t max);
 	/* A client arrived: set up per-flow state in flow->policy_slot. */
 	int (*flow_added)(void *priv, struct engine_flow *flow);
 	/* A client's last task is done and it submits no more: drop its
@@ -40,10 +50,19 @@ struct tdm_policy_ops {
 };
 
 const struct tdm_policy_ops *policy_by_name(const char *name);
+/* enum tdm_policy_hint by name ("default", "eager", "dmda", "heft", "peft",
+ * "prio"), or -1; and back. */
+int policy_hint_by_name(const char *name);
+const char *policy_hint_name(unsigned hint);
 /* NULL-terminated list of registered policies. */
 const struct tdm_policy_ops *const *policy_list(void);
 
 extern const struct tdm_policy_ops policy_eager;
 extern const struct tdm_policy_ops policy_ws;
+extern const struct tdm_policy_ops policy_fifo; /* the watchdog's fallback */
+extern const struct tdm_policy_ops policy_dmda;
+extern const struct tdm_policy_ops policy_heft;
+extern const struct tdm_policy_ops policy_peft;
+extern const struct tdm_policy_ops policy_prio;
 
 #endif

@@ -150,13 +150,14 @@ static void print_clients(json_t *doc)
 {
 	size_t i;
 	json_t *c;
-	printf("%-8s %-8s %-6s %8s %14s %8s %10s\n", "SESSION", "PID", "UID", "BUFFERS",
-	       "BUFFER_BYTES", "GRAPHS", "TASKS");
-	json_array_foreach(json_object_get(doc, "clients"), i, c) printf(
-	        "%-8lld %-8lld %-6lld %8lld %14lld %8lld %10lld\n", (long long)num(c, "session"),
-	        (long long)num(c, "pid"), (long long)num(c, "uid"), (long long)num(c, "buffers"),
-	        (long long)num(c, "buffer_bytes"), (long long)num(c, "graphs_in_flight"),
-	        (long long)num(c, "tasks_in_flight"));
+	printf("%-8s %-8s %-6s %6s %-8s %8s %14s %8s %10s\n", "SESSION", "PID", "UID", "WEIGHT",
+	       "POLICY", "BUFFERS", "BUFFER_BYTES", "GRAPHS", "TASKS");
+	json_array_foreach(json_object_get(doc, "clients"), i, c)
+	        printf("%-8lld %-8lld %-6lld %6lld %-8s %8lld %14lld %8lld %10lld\n",
+	               (long long)num(c, "session"), (long long)num(c, "pid"),
+	               (long long)num(c, "uid"), (long long)num(c, "weight"), str(c, "policy_hint"),
+	               (long long)num(c, "buffers"), (long long)num(c, "buffer_bytes"),
+	               (long long)num(c, "graphs_in_flight"), (long long)num(c, "tasks_in_flight"));
 }
 
 /* Where each buffer's valid copies are; * marks the only valid (owner) copy. */
@@ -182,6 +183,8 @@ static void print_status(json_t *doc)
 	       json_string_value(json_object_get(doc, "policy")),
 	       json_real_value(json_object_get(doc, "uptime_s")),
 	       json_is_true(json_object_get(doc, "draining")) ? " (draining)" : "");
+	if (json_is_true(json_object_get(doc, "policy_fallback")))
+		printf("the policy misbehaved: the watchdog replaced it with fifo (see the log)\n");
 	printf("\nDevices\n");
 	print_devices(doc);
 	printf("\nClients\n");

@@ -165,6 +165,20 @@ enum tdm_sqe_op {
 #define TDM_GRAPH_TASK_INFO 1u /* post one TASK_INFO completion per task */
 #define TDM_GRAPH_FLAGS_ALL TDM_GRAPH_TASK_INFO
 
+/* Which policy should place a graph (tdm_sqe_graph_begin.policy). A hint:
+ * honoured when the daemon runs one of the cost-aware policies (dmda, heft,
+ * peft, prio), which share their queues and can mix graphs planned either
+ * way; ignored under eager, ws and fifo. */
+enum tdm_policy_hint {
+	TDM_POLICY_DEFAULT = 0, /* the client's setting, else the daemon's */
+	TDM_POLICY_EAGER, /* any device, first come first served */
+	TDM_POLICY_DMDA, /* per task: least predicted finish time, transfers included */
+	TDM_POLICY_HEFT, /* whole graph planned at submission (upward ranks) */
+	TDM_POLICY_PEFT, /* whole graph planned with PEFT's optimistic cost table */
+	TDM_POLICY_PRIO, /* dmda placement, queues ordered by priority then deadline */
+	TDM_POLICY_HINT_COUNT
+};
+
 enum tdm_access { TDM_R = 1, TDM_W = 2, TDM_RW = 3 };
 
 enum tdm_scalar_type {
@@ -194,7 +208,8 @@ struct tdm_sqe_graph_begin {
 	uint32_t ntasks;
 	uint32_t flags;
 	int32_t priority;
-	uint32_t reserved[3];
+	uint32_t policy; /* enum tdm_policy_hint */
+	uint64_t deadline_ns; /* CLOCK_MONOTONIC by which the graph should be done; 0: none */
 };
 
 struct tdm_sqe_task {
@@ -269,6 +284,7 @@ enum tdm_reject_field {
 	TDM_REJECT_KERNEL_ARGS, /* kernel-specific check (sizes vs. scalars) */
 	TDM_REJECT_QUOTA,
 	TDM_REJECT_SEQUENCE, /* BEGIN inside a graph, END too early, ... */
+	TDM_REJECT_POLICY, /* unknown policy hint */
 	TDM_REJECT__COUNT
 };
 

@@ -643,10 +643,10 @@ static void test_rejected_graphs(void **state)
 	uint64_t ck[16];
 	int n = 0;
 
-	/* 0: BEGIN with a reserved word set */
+	/* 0: BEGIN with a policy hint no daemon knows */
 	ck[n] = fx.next_cookie++;
 	e = sqe_begin(ck[n++], 1, 0);
-	e.u.begin.reserved[1] = 5;
+	e.u.begin.policy = TDM_POLICY_HINT_COUNT;
 	raw_put(&fx.r, &e);
 	e = sqe_noop(fx.k_noop, 0);
 	raw_put(&fx.r, &e);
@@ -772,7 +772,7 @@ static void test_rejected_graphs(void **state)
 		int status;
 		uint32_t task, field;
 	} want[] = {
-		{ -TDM_EPROTO, 0, TDM_REJECT_RESERVED }, { -TDM_EPROTO, 0, TDM_REJECT_FLAGS },
+		{ -TDM_EINVAL, 0, TDM_REJECT_POLICY },   { -TDM_EPROTO, 0, TDM_REJECT_FLAGS },
 		{ -TDM_EQUOTA, 0, TDM_REJECT_NTASKS },   { -TDM_EPROTO, 2, TDM_REJECT_SEQUENCE },
 		{ -TDM_EPROTO, 1, TDM_REJECT_NTASKS },   { -TDM_EPROTO, 1, TDM_REJECT_RESERVED },
 		{ -TDM_EPROTO, 1, TDM_REJECT_SEQUENCE }, { 0, 0, TDM_REJECT_NONE },

@@ -1,0 +1,110 @@
+/* Whole-graph planning on heterogeneous devices: ranks, HEFT and PEFT with
+ * insertion-based device timelines, lower bounds, and a schedule checker.
+ *
+ * These are mechanisms on a plain description of a DAG (costs per task per
+ * device, data per edge) and of a machine (devices on memory nodes, links
+ * between nodes). They know nothing of the engine: the heft/peft policies
+ * build a plan_dag from a submitted graph and the cost models; tests and the
+ * simulator build one from paper examples or workload files.
+ *
+ * Time is in arbitrary units (the engine uses ns). Communication between
+ * tasks u -> v placed on devices a, b costs 0 when a and b share a memory
+ * node, else lat[na][nb] + data(u,v) * inv_bw[na][nb]. */
+#ifndef TDM_PLACEMENT_PLAN_H
+#define TDM_PLACEMENT_PLAN_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct plan_machine {
+	unsigned ndev;
+	const uint16_t *node; /* [ndev]: memory node of each device */
+	unsigned nnodes;
+	const double *lat; /* [nnodes * nnodes], row = source node; diagonal unused */
+	const double *inv_bw; /* [nnodes * nnodes]: time per unit of data */
+};
+
+/* A DAG in CSR form, tasks numbered 0..n-1 in any order (not necessarily
+ * topological). cost[v * ndev + d] is task v's time on device d; a cost
+ * < 0 or not finite means device d cannot run v (every task must have at
+ * least one device that can). */
+struct plan_dag {
+	uint32_t n;
+	const double *cost;
+	/* Successors of v: succ[succ_off[v] .. succ_off[v+1]), with the data
+	 * each edge carries in edge_data[] (same index). */
+	const uint32_t *succ_off;
+	const uint32_t *succ;
+	const double *edge_data;
+};
+
+/* One task's place in a schedule. */
+struct plan_slot {
+	uint32_t dev;
+	double start, finish;
+};
+
+enum plan_method { PLAN_HEFT = 0, PLAN_PEFT };
+
+struct plan_opts {
+	enum plan_method method;
+	/* Per device, the time before which it is busy with other work (NULL:
+	 * all free at 0). */
+	const double *dev_ready;
+	/* Extra candidate orders tried after the plain one, each a
+	 * deterministic perturbation of the rank order (seeded by seed); the
+	 * shortest schedule wins. 0: the published algorithm only. */
+	uint32_t refine_iters;
+	uint64_t seed;
+	/* Tasks already placed (fixed[v] true): their slot in out[] is kept and
+	 * occupies its device's timeline; the others are planned around them
+	 * (plan repair). NULL: none fixed. */
+	const bool *fixed;
+};
+
+/* Work arrays for the planner, reusable across calls (plan_ws_free). */
+struct plan_ws;
+struct plan_ws *plan_ws_new(void);
+void plan_ws_free(struct plan_ws *ws);
+
+/* Upward rank (HEFT's rank_u: mean cost over the devices that can run a
+ * task plus the longest mean-cost path to an exit, with mean communication
+ * over distinct device pairs) and downward rank (rank_d). 0 or -ENOMEM /
+ * -EINVAL (cycle, or a task no device can run). */
+int plan_rank_upward(const struct plan_dag *g, const struct plan_machine *m, double *rank_u);
+int plan_rank_downward(const struct plan_dag *g, const struct plan_machine *m, double *rank_d);
+/* PEFT's optimistic cost table: oct[v * ndev + d]. */
+int plan_oct(const struct plan_dag *g, const struct plan_machine *m, double *oct);
+
+/* Plans the whole graph; out[v] receives each task's device and times.
+ * Returns the makespan (max finish) in *makespan. O(v * p * (deg + slots))
+ * after ranks. 0 or a negative errno. */
+int plan_schedule(const struct plan_dag *g, const struct plan_machine *m,
+                  const struct plan_opts *o, struct plan_ws *ws, struct plan_slot *out,
+                  double *makespan);
+
+/* Lower bounds on the makespan of any schedule of g on m:
+ *   critical path: the longest path where each task takes its best cost
+ *     and communication is free;
+ *   area: the LP relaxation (GLPK) in which each task's work may be split
+ *     over devices in any fractions and every device's busy time is at
+ *     most T; tasks with equal cost vectors are grouped, so the LP stays
+ *     small on big graphs.
+ * Either pointer may be NULL. 0 or a negative errno. */
+int plan_lower_bounds(const struct plan_dag *g, const struct plan_machine *m, double *critical_path,
+                      double *area);
+static inline double plan_lower_bound(double critical_path, double area)
+{
+	return critical_path > area ? critical_path : area;
+}
+
+/* Checks a schedule: every task on a device that can run it, finish =
+ * start + cost (within eps relative), no two tasks overlapping on a device,
+ * and every task starting no earlier than each predecessor's finish plus
+ * the communication between their devices. Returns 0, or -EINVAL with a
+ * one-line reason in why (may be NULL). */
+int plan_check(const struct plan_dag *g, const struct plan_machine *m, const struct plan_slot *s,
+               char *why, size_t whylen);
+
+#endif
