@@ -93,6 +93,7 @@ struct engine {
 	uint32_t watchdog_ms;
 	_Atomic size_t queued; /* handed to the policy or the FIFO, not taken yet */
 	_Atomic uint32_t idle_workers;
+	_Atomic uint32_t prefetching; /* workers prefetching tasks they peeked at */
 	pthread_mutex_t wd_lock; /* the graphs in flight (for taking tasks back), and the below */
 	struct engine_graph *graphs; /* in flight, linked through core_next */
 	uint64_t wd_done_seen, wd_since_ns;
@@ -197,6 +198,10 @@ static void engine_fall_back(struct engine *e, const char *why)
 {
 	if (atomic_exchange(&e->fallback, true))
 		return;
+	/* A worker prefetching a task it peeked at must be done with it before
+	 * the task can go to the FIFO and run elsewhere (see prefetch_ahead). */
+	while (atomic_load(&e->prefetching))
+		sched_yield();
 	size_t moved = take_back_tasks(e);
 	log_error("policy %s: %s; falling back to fifo (%zu queued tasks taken back)",
 	          e->policy->name, why, moved);
@@ -453,6 +458,15 @@ static void finish_task(struct engine *e, struct worker *w, struct engine_task *
 	struct kernel_features feat = t->feat;
 	uint64_t took = t->end_ns - t->start_ns;
 
+	/* A task that ends without running (canceled, failed before it
+	 * started) gives back what a prefetch held for it. */
+	if (e->has_accel) {
+		uint16_t pf = atomic_exchange(&t->prefetch, PREFETCH_CLAIMED);
+		if (pf && pf != PREFETCH_CLAIMED) {
+			struct res_arg args[TDM_MAX_ARGS];
+			residency_prefetch_drop(e->res, pf - 1u, args, task_res_args(t, args));
+		}
+	}
 	atomic_fetch_add_explicit(&d->tasks_run, 1, memory_order_relaxed);
 	atomic_fetch_add_explicit(&d->busy_ns, t->end_ns - t->start_ns, memory_order_relaxed);
 	if (e->policy->task_done && !atomic_load_explicit(&e->fallback, memory_order_relaxed))
@@ -559,6 +573,10 @@ static bool skip_canceled(struct engine *e, struct worker *w, struct engine_task
 	return true;
 }
 
+static int acquire_args(struct engine *e, unsigned node, struct engine_task *t,
+                        struct res_arg *args, size_t nargs, struct backend_event **waits,
+                        size_t *nwaits, uint64_t *off);
+
 /* Host devices: inputs valid on the host, run, outputs owned by the host.
  * Returns the task's end time (the task may be freed once it returns). */
 static uint64_t run_on_host(struct engine *e, struct worker *w, struct engine_task *t)
@@ -575,7 +593,7 @@ static uint64_t run_on_host(struct engine *e, struct worker *w, struct engine_ta
 	err = injected_fault(d);
 	if (!err && e->has_accel) {
 		nargs = task_res_args(t, args);
-		err = residency_acquire(e->res, 0, args, nargs, NULL, &nwaits, NULL, NULL);
+		err = acquire_args(e, 0, t, args, nargs, NULL, &nwaits, NULL);
 	}
 	if (!err) {
 		predict_task(e, w, t);
@@ -618,6 +636,64 @@ static void no_room(struct engine *e, struct worker *w, struct engine_task *t)
 	fail_task(e, w, t, -TDM_ENOMEM);
 }
 
+/* The task starts to run on `node`: its inputs are made valid there,
+ * consuming the holds of a prefetch to that node (one to another node is
+ * dropped). */
+static int acquire_args(struct engine *e, unsigned node, struct engine_task *t,
+                        struct res_arg *args, size_t nargs, struct backend_event **waits,
+                        size_t *nwaits, uint64_t *off)
+{
+	uint16_t pf = atomic_exchange(&t->prefetch, PREFETCH_CLAIMED);
+	if (pf && pf != PREFETCH_CLAIMED && pf - 1u != node) {
+		residency_prefetch_drop(e->res, pf - 1u, args, nargs);
+		pf = 0;
+	}
+	if (!pf || pf == PREFETCH_CLAIMED)
+		return residency_acquire(e->res, node, args, nargs, waits, nwaits, t->call.mem,
+		                         off);
+	int err = residency_acquire_prefetched(e->res, node, args, nargs, waits, nwaits,
+	                                       t->call.mem, off);
+	if (err)
+		residency_prefetch_drop(e->res, node, args, nargs);
+	return err;
+}
+
+/* Tasks the policy committed to this accelerator beyond what the pipe
+ * holds get their inputs copied now, so the copies overlap the compute in
+ * flight. Only the device's own worker takes tasks from its queue, so the
+ * tasks peeked at stay queued while this runs (the watchdog waits for it
+ * before it moves queued tasks elsewhere). */
+#define PREFETCH_AHEAD 4
+
+static void prefetch_ahead(struct engine *e, struct worker *w)
+{
+	struct engine_device *d = &e->devices[w->index];
+	struct engine_task *next[PREFETCH_AHEAD];
+	struct res_arg args[TDM_MAX_ARGS];
+
+	if (!e->policy->peek)
+		return;
+	atomic_fetch_add(&e->prefetching, 1);
+	if (atomic_load(&e->fallback)) {
+		atomic_fetch_sub(&e->prefetching, 1);
+		return;
+	}
+	size_t n = e->policy->peek(e->policy_priv, w->index, next, PREFETCH_AHEAD);
+	for (size_t i = 0; i < n; i++) {
+		struct engine_task *t = next[i];
+		uint64_t bytes = 0;
+		if (atomic_load_explicit(&t->prefetch, memory_order_relaxed))
+			continue;
+		size_t nargs = task_res_args(t, args);
+		if (residency_prefetch(e->res, d->node, args, nargs, &bytes) != 0)
+			continue;
+		uint16_t none = 0;
+		if (!atomic_compare_exchange_strong(&t->prefetch, &none, (uint16_t)(d->node + 1)))
+			residency_prefetch_drop(e->res, d->node, args, nargs);
+	}
+	atomic_fetch_sub(&e->prefetching, 1);
+}
+
 /* Accelerators: issues the task's input copies and the kernel, without
  * waiting; the task joins the pipe. */
 static void stage_on_accel(struct engine *e, struct worker *w, struct engine_task *t)
@@ -640,7 +716,7 @@ static void stage_on_accel(struct engine *e, struct worker *w, struct engine_tas
 		return;
 	}
 	nargs = task_res_args(t, args);
-	err = residency_acquire(e->res, d->node, args, nargs, waits, &nwaits, t->call.mem, off);
+	err = acquire_args(e, d->node, t, args, nargs, waits, &nwaits, off);
 	if (err == -TDM_ENOMEM) {
 		no_room(e, w, t);
 		return;
@@ -841,6 +917,7 @@ static void accel_worker_loop(struct engine *e, struct worker *w)
 			took = true;
 		}
 		if (w->pipe_n) {
+			prefetch_ahead(e, w);
 			complete_oldest(e, w);
 			maybe_poll_front_end(e, w, w->last_end_ns);
 			continue;

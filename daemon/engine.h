@@ -35,6 +35,9 @@ struct engine_task {
 	 * the watchdog catch a task handed out twice and take back what a
 	 * broken policy holds. */
 	_Atomic uint8_t qstate;
+	/* Prefetch of its inputs: 0 none, node + 1 prefetched to that node
+	 * (holds placed), PREFETCH_CLAIMED once it started to run. */
+	_Atomic uint16_t prefetch;
 	int32_t status;
 	uint64_t queued_ns, start_ns, end_ns;
 	/* The cost model's answer for the device that ran it, taken before it ran. */
@@ -110,6 +113,8 @@ struct engine_counters {
 	size_t queued; /* ready, waiting for a worker */
 	bool fallback; /* the watchdog replaced the policy with a FIFO */
 };
+
+#define PREFETCH_CLAIMED 0xffffu
 
 /* Where a task is in the hand-off between core and policy. */
 enum engine_qstate {

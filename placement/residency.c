@@ -3,7 +3,12 @@
  * Events: a replica's `ready` event is released only by the worker of that
  * replica's node (in acquire, release or eviction, which that worker runs)
  * or at teardown, so an event handed out by residency_acquire stays alive
- * until the same worker has enqueued the task that waits for it. */
+ * until the same worker has enqueued the task that waits for it.
+ *
+ * Prefetch (residency_prefetch) runs on the node's worker too, between
+ * tasks, and never blocks: it copies from the host copy only, takes room
+ * only from replicas that can go at once (unpinned, unheld, not an owner,
+ * no copy in flight) and skips what it cannot place. */
 #include "placement/residency.h"
 
 #include <stdio.h>
@@ -153,14 +158,39 @@ static void drop_replica(struct residency *r, unsigned node, struct tdm_data *d)
 	atomic_fetch_and(&d->remote, ~(uint32_t)bit(node));
 }
 
-/* Evicts the least recently used unpinned replica of the node, stale ones
- * first; writes an owner back to the host before dropping it. */
-static bool evict_one(struct residency *r, unsigned node)
+/* Whether a prefetch may take p's memory: nothing needs it soon, dropping
+ * it writes nothing back and waits for nothing. */
+static bool prefetch_may_evict(struct replica *p)
+{
+	if (p->pins || p->holds || p->state == REPLICA_OWNER)
+		return false;
+	settle_if_done(p);
+	return !p->ready;
+}
+
+/* Whether eviction pass `pass` may take p. A task's allocation (4 passes):
+ * stale unheld, any unheld, stale held, any held; a prefetch's (2 passes):
+ * stale, then shared, of what prefetch_may_evict allows. */
+static bool may_evict(struct replica *p, int pass, bool prefetch)
+{
+	if (p->pins)
+		return false;
+	if (pass % 2 == 0 && p->state != REPLICA_INVALID)
+		return false;
+	if (prefetch)
+		return prefetch_may_evict(p);
+	return !p->holds || pass >= 2;
+}
+
+/* Evicts the least recently used replica of the node that `prefetch`'s
+ * rules allow (may_evict), stale ones first; writes an owner back to the
+ * host before dropping it (never for a prefetch). */
+static bool evict_one(struct residency *r, unsigned node, bool prefetch)
 {
 	struct res_node *n = &r->nodes[node];
-	for (int pass = 0; pass < 2; pass++) {
+	for (int pass = 0; pass < (prefetch ? 2 : 4); pass++) {
 		for (struct replica *p = n->lru_tail; p; p = p->lru_prev) {
-			if (p->pins || (pass == 0 && p->state != REPLICA_INVALID))
+			if (!may_evict(p, pass, prefetch))
 				continue;
 			struct tdm_data *d = p->data;
 			if (p->state == REPLICA_OWNER) {
@@ -184,23 +214,40 @@ static bool evict_one(struct residency *r, unsigned node)
 	return false;
 }
 
-static int node_alloc(struct residency *r, unsigned node, struct tdm_data *d)
+/* Bytes a prefetch could free on the node by evicting. */
+static uint64_t prefetch_reclaimable(struct residency *r, unsigned node)
+{
+	uint64_t bytes = 0;
+	for (struct replica *p = r->nodes[node].lru_tail; p; p = p->lru_prev)
+		if (prefetch_may_evict(p))
+			bytes += p->data->bytes;
+	return bytes;
+}
+
+/* Device memory for d's replica on `node`, evicting by `prefetch`'s rules. */
+static int node_alloc(struct residency *r, unsigned node, struct tdm_data *d, bool prefetch)
 {
 	struct res_node *n = &r->nodes[node];
 	struct replica *p = &d->rep[node];
 
 	if (d->bytes > n->cap)
 		return -TDM_ENOMEM;
+	/* A prefetch that cannot fit evicts nothing in vain. */
+	if (prefetch && n->used + d->bytes > n->cap &&
+	    n->used + d->bytes - n->cap > prefetch_reclaimable(r, node))
+		return -TDM_ENOMEM;
 	while (n->used + d->bytes > n->cap)
-		if (!evict_one(r, node))
+		if (!evict_one(r, node, prefetch))
 			return -TDM_ENOMEM;
 	for (;;) {
 		int err = n->dev->ops->mem_alloc(n->dev, d->bytes, &p->mem);
 		if (!err)
 			break;
 		/* The device itself is full (other users): make room, retry. */
-		if (err != -TDM_ENOMEM || !evict_one(r, node))
+		if (err != -TDM_ENOMEM || !evict_one(r, node, prefetch)) {
+			p->mem = NULL;
 			return err;
+		}
 	}
 	n->used += d->bytes;
 	p->data = d;
@@ -227,7 +274,7 @@ static int stage_on_device(struct residency *r, unsigned node, struct tdm_data *
 	int err;
 
 	if (!p->mem) {
-		err = node_alloc(r, node, d);
+		err = node_alloc(r, node, d, false);
 		if (err)
 			return err;
 	} else {
@@ -276,9 +323,25 @@ static bool host_only(const struct res_arg *args, size_t nargs)
 	return true;
 }
 
-int residency_acquire(struct residency *r, unsigned node, const struct res_arg *args, size_t nargs,
-                      struct backend_event **waits, size_t *nwaits, void **mem, uint64_t *off)
+/* Releases one hold of d's replica on `node`, if there is one. */
+static bool release_hold(struct residency *r, unsigned node, struct tdm_data *d)
 {
+	struct replica *p = &d->rep[node];
+	if (!p->holds) {
+		log_warn("%s: buffer %u: no prefetch hold to release", r->nodes[node].name, d->id);
+		return false;
+	}
+	p->holds--;
+	return true;
+}
+
+_Static_assert(TDM_MAX_ARGS <= 32, "acquire() keeps a bit per argument");
+
+static int acquire(struct residency *r, unsigned node, const struct res_arg *args, size_t nargs,
+                   struct backend_event **waits, size_t *nwaits, void **mem, uint64_t *off,
+                   bool prefetched)
+{
+	uint32_t converted = 0; /* bit i: argument i's hold became its pin */
 	int err = 0;
 	size_t i;
 
@@ -294,23 +357,146 @@ int residency_acquire(struct residency *r, unsigned node, const struct res_arg *
 		return err;
 	}
 	pthread_mutex_lock(&r->lock);
+	/* Holds become pins before anything is staged, so that making room
+	 * for one argument cannot evict the data prefetched for another. */
+	for (i = 0; prefetched && i < nargs && i < 32; i++) {
+		if ((args[i].mode & TDM_R) && release_hold(r, node, args[i].data)) {
+			args[i].data->rep[node].pins++;
+			converted |= 1u << i;
+		}
+	}
 	for (i = 0; i < nargs; i++) {
 		struct tdm_data *d = args[i].data;
 		/* Pin first: staging a later argument may evict. */
 		err = stage_on_device(r, node, d, needs_contents(&args[i]), waits, nwaits);
 		if (err)
 			break;
-		d->rep[node].pins++;
+		if (!(converted & (1u << i)))
+			d->rep[node].pins++;
 		mem[i] = d->rep[node].mem;
 		off[i] = args[i].off;
 	}
 	if (err) {
 		while (i-- > 0)
-			args[i].data->rep[node].pins--;
+			if (!(converted & (1u << i)))
+				args[i].data->rep[node].pins--;
+		/* The holds come back: the caller retries or drops them. */
+		for (i = 0; i < nargs && i < 32; i++) {
+			if (converted & (1u << i)) {
+				args[i].data->rep[node].pins--;
+				args[i].data->rep[node].holds++;
+			}
+		}
 		*nwaits = 0;
 	}
 	pthread_mutex_unlock(&r->lock);
 	return err;
+}
+
+int residency_acquire(struct residency *r, unsigned node, const struct res_arg *args, size_t nargs,
+                      struct backend_event **waits, size_t *nwaits, void **mem, uint64_t *off)
+{
+	return acquire(r, node, args, nargs, waits, nwaits, mem, off, false);
+}
+
+int residency_acquire_prefetched(struct residency *r, unsigned node, const struct res_arg *args,
+                                 size_t nargs, struct backend_event **waits, size_t *nwaits,
+                                 void **mem, uint64_t *off)
+{
+	return acquire(r, node, args, nargs, waits, nwaits, mem, off, true);
+}
+
+/* Issues d's copy to `node` if it has no valid replica or copy in flight
+ * there and one can be made without blocking; 0 also when skipped. */
+static int prefetch_one(struct residency *r, unsigned node, struct tdm_data *d, uint64_t *issued)
+{
+	struct res_node *n = &r->nodes[node];
+	struct replica *p = &d->rep[node];
+	bool fresh = false;
+
+	if (p->mem) {
+		lru_unlink(n, p);
+		lru_push_head(n, p);
+		if (p->state != REPLICA_INVALID)
+			return 0; /* valid, or its copy is in flight */
+	}
+	/* The only source without a synchronous copy: the host's. */
+	if (d->rep[0].state == REPLICA_INVALID)
+		return 0;
+	if (p->mem) {
+		settle_if_done(p); /* an older copy into a replica that went stale */
+		if (p->ready)
+			return 0;
+	} else {
+		if (node_alloc(r, node, d, true))
+			return 0;
+		fresh = true;
+	}
+	if (n->dev->ops->copy_h2d(n->dev, p->mem, 0, d->host, d->bytes, NULL, &p->ready)) {
+		p->ready = NULL;
+		if (fresh)
+			drop_replica(r, node, d);
+		log_warn("%s: buffer %u: prefetch copy failed to issue", n->name, d->id);
+		return -TDM_EDEVICE;
+	}
+	p->ready_dev = n->dev;
+	p->state = REPLICA_SHARED;
+	d->rep[0].state = REPLICA_SHARED;
+	atomic_fetch_or(&d->remote, (uint32_t)bit(node));
+	n->bytes_in += d->bytes;
+	n->prefetches++;
+	n->prefetch_bytes += d->bytes;
+	*issued += d->bytes;
+	return 0;
+}
+
+int residency_prefetch(struct residency *r, unsigned node, const struct res_arg *args, size_t nargs,
+                       uint64_t *bytes_issued)
+{
+	uint64_t issued = 0;
+	int err = 0;
+	size_t i;
+
+	if (bytes_issued)
+		*bytes_issued = 0;
+	if (node == 0)
+		return 0;
+	pthread_mutex_lock(&r->lock);
+	if (node >= r->nnodes) {
+		pthread_mutex_unlock(&r->lock);
+		return 0;
+	}
+	for (i = 0; i < nargs; i++) {
+		if (!(args[i].mode & TDM_R))
+			continue;
+		/* Held at once: fetching a later argument cannot evict it. */
+		err = prefetch_one(r, node, args[i].data, &issued);
+		if (err)
+			break;
+		args[i].data->rep[node].holds++;
+	}
+	if (err) {
+		while (i-- > 0)
+			if (args[i].mode & TDM_R)
+				args[i].data->rep[node].holds--;
+	}
+	pthread_mutex_unlock(&r->lock);
+	if (bytes_issued)
+		*bytes_issued = issued;
+	return err;
+}
+
+void residency_prefetch_drop(struct residency *r, unsigned node, const struct res_arg *args,
+                             size_t nargs)
+{
+	if (node == 0)
+		return;
+	pthread_mutex_lock(&r->lock);
+	if (node < r->nnodes)
+		for (size_t i = 0; i < nargs; i++)
+			if (args[i].mode & TDM_R)
+				release_hold(r, node, args[i].data);
+	pthread_mutex_unlock(&r->lock);
 }
 
 /* The task wrote d on `node`: that replica is now the only valid one. */
@@ -321,6 +507,8 @@ static void make_owner(struct residency *r, unsigned node, struct tdm_data *d)
 			d->rep[m].state = REPLICA_INVALID;
 	d->rep[node].state = REPLICA_OWNER;
 	atomic_store_explicit(&d->remote, node ? (uint32_t)bit(node) : 0, memory_order_release);
+	/* Tasks planned elsewhere would now need a new copy. */
+	atomic_fetch_and_explicit(&d->planned, (uint32_t)bit(node), memory_order_relaxed);
 }
 
 void residency_release(struct residency *r, unsigned node, const struct res_arg *args, size_t nargs,
@@ -408,6 +596,8 @@ int residency_data_init(struct residency *r, struct tdm_data *d, void *host, uin
 	d->bytes = bytes;
 	d->id = id;
 	d->rep[0].state = REPLICA_OWNER;
+	atomic_init(&d->remote, 0);
+	atomic_init(&d->planned, 0);
 	for (unsigned n = 1; n < r->nnodes; n++) {
 		const struct backend_device *dev = r->nodes[n].dev;
 		if (!dev->ops->host_register || registered_by_backend(r, d, n))
@@ -467,5 +657,7 @@ void residency_node_stats(struct residency *r, unsigned node, struct res_node_st
 	out->writebacks = n->writebacks;
 	out->bytes_in = n->bytes_in;
 	out->bytes_out = n->bytes_out;
+	out->prefetches = n->prefetches;
+	out->prefetch_bytes = n->prefetch_bytes;
 	pthread_mutex_unlock(&r->lock);
 }

@@ -16,6 +16,13 @@
  * an owner back to the host first, so a buffer's latest contents always
  * exist somewhere.
  *
+ * Prefetch: a task committed to a device well before it runs may have its
+ * inputs copied there early (residency_prefetch), so that the transfers
+ * overlap the compute of the tasks before it. A prefetch takes only free
+ * room or replicas nothing needs soon, never writes anything back and never
+ * waits; the replicas it leaves for the task carry a hold (see struct
+ * replica) until the task acquires them or the prefetch is dropped.
+ *
  * Locking: one mutex guards every state. Copies are issued asynchronously
  * under it; the synchronous ones (write-back on eviction, fetching a
  * device-only copy for the host) wait under it. A per-buffer mask of valid
@@ -46,6 +53,18 @@ struct replica {
 	struct backend_event *ready;
 	const struct backend_device *ready_dev; /* the device that made it */
 	uint32_t pins; /* committed tasks that use this replica */
+	/* Prefetched tasks that will read this replica (residency_prefetch):
+	 * one per read argument of each successful prefetch not yet consumed
+	 * by residency_acquire_prefetched or released by
+	 * residency_prefetch_drop. A hold keeps prefetches (which never take a
+	 * held replica) and, but as the last resort, tasks about to run away
+	 * from the replica's memory. It protects the memory only: a write on
+	 * another node still invalidates a held replica, and the acquire that
+	 * consumes the hold copies the new contents in again. A hold may sit
+	 * on a replica without memory (an argument the prefetch skipped, or a
+	 * replica a running task had to evict); it then keeps the memory the
+	 * next allocation gives it. */
+	uint32_t holds;
 	struct tdm_data *data; /* back link for the node's LRU list */
 	struct replica *lru_prev, *lru_next; /* most recent at the head */
 };
@@ -57,6 +76,13 @@ struct tdm_data {
 	/* Bit n set: node n (n > 0) holds a valid replica. 0 means the host
 	 * copy is the only valid one (read without the lock on fast paths). */
 	_Atomic uint32_t remote;
+	/* Hint for the placement policies, read and written without the lock:
+	 * bit n set means a task committed to node n will read this data soon.
+	 * Set and cleared by the policies; residency only initialises it to 0
+	 * and clears the bit of every node other than the writer's when a task
+	 * writes the data (those nodes' replicas just became stale), so that
+	 * the hint follows where the current contents are. */
+	_Atomic uint32_t planned;
 	uint32_t registered; /* nodes whose device pinned the host memory */
 	/* The client promised not to write its view while the daemon holds
 	 * the buffer (weights, KV caches): device copies outlive the graph.
@@ -72,6 +98,9 @@ struct res_node {
 	uint64_t cap, used;
 	uint64_t evictions, writebacks;
 	uint64_t bytes_in, bytes_out; /* h2d, d2h */
+	/* Copies issued by residency_prefetch and their bytes (also counted in
+	 * bytes_in). */
+	uint64_t prefetches, prefetch_bytes;
 	struct replica *lru_head, *lru_tail;
 };
 
@@ -118,9 +147,58 @@ void residency_data_fini(struct residency *r, struct tdm_data *d);
  * waits[] (room for 2 * nargs) receives the events the task must wait for
  * (not owned by the caller), mem[]/off[] where each argument lives. For the
  * host node, it returns once the host copies are valid. -TDM_ENOMEM: the
- * node has no room now (nothing is left pinned). */
+ * node has no room now (nothing is left pinned). To make room it evicts
+ * unpinned replicas, least recently used first, those held for prefetched
+ * tasks only when no other will do (the task about to run comes first; the
+ * prefetched task then copies its data again when it runs). */
 int residency_acquire(struct residency *r, unsigned node, const struct res_arg *args, size_t nargs,
                       struct backend_event **waits, size_t *nwaits, void **mem, uint64_t *off);
+
+/* ---- prefetch --------------------------------------------------------------------
+ *
+ * The contract: the caller (the worker of `node`, which alone releases the
+ * node's copy events) calls residency_prefetch for a task committed to
+ * `node`, then for each call that returned 0 exactly one of
+ *   residency_acquire_prefetched(node, same args) that returns 0, when the
+ *     task runs on `node` (it turns the holds into the task's pins, which
+ *     residency_release drops as usual), or
+ *   residency_prefetch_drop(node, same args), when the task runs elsewhere,
+ *     is canceled or fails before it acquired.
+ * An acquire_prefetched that fails (-TDM_ENOMEM, -TDM_EDEVICE) keeps the
+ * holds: retry it, or drop them. Holds must be gone before the buffers'
+ * residency_data_fini. "Same args" means the same list: one hold is counted
+ * per argument with TDM_R in its mode, whether the prefetch fetched it,
+ * found it there or skipped it, so the counts balance exactly (a hold
+ * released that does not exist is logged and ignored). On the host node
+ * (node 0) the three calls do nothing beyond residency_acquire. */
+
+/* Issues, without waiting, the copies of the task's read arguments (mode &
+ * TDM_R) that have no valid replica and no copy in flight on device node
+ * `node`, from the host copy, and holds every read argument's replica on
+ * `node`. Best effort: an argument is skipped (nothing copied, still held)
+ * when it would need memory the node can give only by evicting a pinned or
+ * held replica, an owner (write-back) or a replica whose copy is still in
+ * flight, or when its host copy is stale (reading it back would be a
+ * synchronous copy). Write-only arguments are not fetched. *bytes_issued
+ * (may be NULL) receives the bytes copied. 0, or -TDM_EDEVICE when a copy
+ * failed to issue: then no hold is left and the caller calls nothing else
+ * (copies issued before it stay valid, unheld). */
+int residency_prefetch(struct residency *r, unsigned node, const struct res_arg *args, size_t nargs,
+                       uint64_t *bytes_issued);
+/* Releases the holds one successful residency_prefetch of these args on
+ * `node` placed; the replicas stay, evictable again. */
+void residency_prefetch_drop(struct residency *r, unsigned node, const struct res_arg *args,
+                             size_t nargs);
+/* residency_acquire for a task that was prefetched to `node`: its holds
+ * become its pins (released by residency_release as usual). Data the
+ * prefetch brought is used as it is (its copy's event, if still in flight,
+ * goes to waits[]); an argument the prefetch skipped, or whose replica a
+ * write elsewhere invalidated since, is copied now as residency_acquire
+ * does, so the task always reads the current contents. On error the holds
+ * stay (see the contract above). */
+int residency_acquire_prefetched(struct residency *r, unsigned node, const struct res_arg *args,
+                                 size_t nargs, struct backend_event **waits, size_t *nwaits,
+                                 void **mem, uint64_t *off);
 /* The task finished on `node`. ok: its writes make `node` the owner. Not
  * ok: what it wrote there is garbage and is dropped; other copies stay. */
 void residency_release(struct residency *r, unsigned node, const struct res_arg *args, size_t nargs,
@@ -137,6 +215,7 @@ void residency_describe(struct residency *r, struct tdm_data *d, char *out, size
 struct res_node_stats {
 	char name[BACKEND_DEVICE_NAME_MAX];
 	uint64_t cap, used, evictions, writebacks, bytes_in, bytes_out;
+	uint64_t prefetches, prefetch_bytes;
 };
 void residency_node_stats(struct residency *r, unsigned node, struct res_node_stats *out);
 

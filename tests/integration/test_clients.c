@@ -48,6 +48,30 @@ static int setup_ws(void **state)
 	return start_group("[engine]\npolicy = \"ws\"\n");
 }
 
+static int setup_dmda(void **state)
+{
+	(void)state;
+	return start_group("[engine]\npolicy = \"dmda\"\n");
+}
+
+static int setup_heft(void **state)
+{
+	(void)state;
+	return start_group("[engine]\npolicy = \"heft\"\n");
+}
+
+static int setup_peft(void **state)
+{
+	(void)state;
+	return start_group("[engine]\npolicy = \"peft\"\n");
+}
+
+static int setup_prio(void **state)
+{
+	(void)state;
+	return start_group("[engine]\npolicy = \"prio\"\n");
+}
+
 static int group_teardown(void **state)
 {
 	(void)state;
@@ -512,11 +536,27 @@ static const struct CMUnitTest tests[] = {
 	T(test_clean_shutdown),
 };
 
+/* The cost-aware policies share one dispatch core: the many-clients and
+ * fairness checks, without the long concurrent-submitters run. */
+static const struct CMUnitTest short_tests[] = {
+	T(test_16_clients),
+	T(test_fairness),
+	T(test_clean_shutdown),
+};
+
 int main(void)
 {
 	int failed = 0;
 	signal(SIGPIPE, SIG_IGN);
 	failed += cmocka_run_group_tests_name("clients_eager", tests, setup_eager, group_teardown);
 	failed += cmocka_run_group_tests_name("clients_ws", tests, setup_ws, group_teardown);
+	failed += cmocka_run_group_tests_name("clients_dmda", short_tests, setup_dmda,
+	                                      group_teardown);
+	failed += cmocka_run_group_tests_name("clients_heft", short_tests, setup_heft,
+	                                      group_teardown);
+	failed += cmocka_run_group_tests_name("clients_peft", short_tests, setup_peft,
+	                                      group_teardown);
+	failed += cmocka_run_group_tests_name("clients_prio", short_tests, setup_prio,
+	                                      group_teardown);
 	return failed ? 1 : 0;
 }

@@ -4,6 +4,8 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
+#include <string.h>
 
 #include <cmocka.h>
 
@@ -66,6 +68,45 @@ static void test_implicit_dependencies(void **state)
 	assert_int_equal(c[0].op, TDM_CQE_GRAPH_DONE);
 	assert_int_equal(c[0].status, 0);
 	assert_int_equal(c[0].cookie, 7);
+}
+
+/* A graph's policy hint and deadline reach the engine; a client's share
+ * and default hint come from [clients] by its uid. */
+static void test_hints_and_client_settings(void **state)
+{
+	struct harness *h = *state;
+	struct tdm_sqe e[] = { sqe_begin(9, 1), sqe_fill(0, h->handle[0], 0, 64), sqe_end() };
+	e[0].u.begin.policy = TDM_POLICY_PEFT;
+	e[0].u.begin.deadline_ns = 123456789;
+	for (size_t i = 0; i < 3; i++)
+		assert_true(harness_push(h, &e[i]));
+	assert_int_equal(harness_run(h), 0);
+	assert_int_equal(h->naccepted, 1);
+	assert_int_equal(h->accepted[0]->policy_hint, TDM_POLICY_PEFT);
+	assert_int_equal(h->accepted[0]->deadline_ns, 123456789);
+	assert_int_equal(h->s->flow.weight, 1); /* the default */
+	harness_finish_all(h);
+
+	char toml[256], err[CONFIG_ERR_MAX];
+	struct tdm_config cfg;
+	struct session_env env = h->env;
+	struct session *s;
+	snprintf(toml, sizeof(toml),
+	         "[clients]\ndefault_weight = 2\nweights = { %u = 7 }\npolicies = { %u = "
+	         "\"heft\" }\n",
+	         (unsigned)getuid(), (unsigned)getuid());
+	assert_int_equal(config_load_string(toml, strlen(toml), "t", &cfg, err, sizeof(err)), 0);
+	env.cfg = &cfg;
+	assert_int_equal(session_create(&env, 2, (uint32_t)getuid(), &s), 0);
+	assert_int_equal(s->flow.weight, 7);
+	assert_int_equal(s->flow.policy_hint, TDM_POLICY_HEFT);
+	session_close(s);
+	session_unref(s);
+	assert_int_equal(session_create(&env, 3, (uint32_t)getuid() + 1, &s), 0);
+	assert_int_equal(s->flow.weight, 2); /* another uid: default_weight */
+	assert_int_equal(s->flow.policy_hint, TDM_POLICY_DEFAULT);
+	session_close(s);
+	session_unref(s);
 }
 
 struct bad_case {
@@ -387,6 +428,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_implicit_dependencies, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_rejections, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_hints_and_client_settings, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_quotas, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_sequence_errors, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_tail_outside_ring, setup, teardown),

@@ -1,10 +1,12 @@
 /* Replicas and coherence through the engine: data written on one device and
  * read on another, write-back before completion, eviction under a tiny
  * device memory cap with every byte kept, a device fault moving the task
- * elsewhere, a task too large for a device. A fake accelerator (device
+ * elsewhere, a task too large for a device. Prefetch through the residency
+ * API: holds, what a prefetch may evict, stale data, two workers. A fake accelerator (device
  * memory from malloc, copies by memcpy) runs everywhere; the same checks run
  * on a real OpenCL device when one is found (PoCL in CI). */
 #include <hwloc.h>
+#include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -27,6 +29,8 @@ struct backend_event {
 };
 
 static _Atomic int fake_h2d, fake_d2h;
+/* n > 0: the n-th host-to-device copy from now fails to issue. */
+static _Atomic int fake_h2d_fail_in;
 
 static bool fake_supports(const struct backend_device *d, const struct kernel_def *k)
 {
@@ -57,6 +61,12 @@ static int fake_h2d_copy(const struct backend_device *d, void *mem, uint64_t off
 {
 	(void)d;
 	(void)after;
+	int fail_in = atomic_load(&fake_h2d_fail_in);
+	if (fail_in > 0) {
+		atomic_store(&fake_h2d_fail_in, fail_in - 1);
+		if (fail_in == 1)
+			return -TDM_EDEVICE;
+	}
 	memcpy((char *)mem + off, host, bytes);
 	atomic_fetch_add(&fake_h2d, 1);
 	*done = new_event();
@@ -549,6 +559,537 @@ static void test_fake_client_writes_between_graphs(void **state)
 	machine_stop(&m);
 }
 
+/* ---- prefetch, through the residency API (no engine) ----------------------------- */
+
+/* Residency with fake accelerators of the given caps (nodes 1, 2, ...). */
+static void res_only_init(struct machine *m, const uint64_t *caps, size_t n)
+{
+	static const struct backend_device *devs[] = { &fake_a, &fake_b };
+	machine_init(m, false);
+	for (size_t i = 0; i < n; i++)
+		machine_add(m, devs[i], caps[i]);
+}
+
+static struct res_arg rarg(struct buf *b, uint8_t mode)
+{
+	return (struct res_arg){ .data = &b->data, .off = 0, .len = b->bytes, .mode = mode };
+}
+
+static int acquire_on(struct machine *m, unsigned node, const struct res_arg *a, size_t n,
+                      bool prefetched, void **mem, size_t *nwaits)
+{
+	struct backend_event *waits[2 * TDM_MAX_ARGS];
+	uint64_t off[TDM_MAX_ARGS];
+	size_t nw = 0;
+	int err = prefetched
+	                  ? residency_acquire_prefetched(&m->res, node, a, n, waits, &nw, mem, off)
+	                  : residency_acquire(&m->res, node, a, n, waits, &nw, mem, off);
+	if (nwaits)
+		*nwaits = nw;
+	return err;
+}
+
+/* A task that uses b alone on `node` and is done with it (b stays there). */
+static void touch(struct machine *m, unsigned node, struct buf *b)
+{
+	struct res_arg a = rarg(b, TDM_R);
+	void *mem[1];
+	assert_int_equal(acquire_on(m, node, &a, 1, false, mem, NULL), 0);
+	residency_release(&m->res, node, &a, 1, true);
+}
+
+static bool on_node(struct buf *b, unsigned node)
+{
+	return b->data.rep[node].mem != NULL;
+}
+
+static void assert_mem_all(const void *mem, size_t nfloats, float v)
+{
+	const float *f = mem;
+	for (size_t i = 0; i < nfloats; i++)
+		if (f[i] != v)
+			fail_msg("device element %zu is %g, expected %g", i, f[i], v);
+}
+
+/* Prefetch, then the task acquires the prefetched data: one copy, counted
+ * as a prefetch; the hold becomes the task's pin. */
+static void test_prefetch_then_acquire(void **state)
+{
+	enum { N = 256 };
+	struct machine m;
+	struct buf x, y;
+	struct res_node_stats st;
+	(void)state;
+
+	res_only_init(&m, (uint64_t[]){ 0 }, 1);
+	buf_init(&m, &x, N, 2.0f, 1);
+	buf_init(&m, &y, N, 0.0f, 2);
+	struct res_arg a[2] = { rarg(&x, TDM_R), rarg(&y, TDM_W) };
+	int h2d = atomic_load(&fake_h2d);
+	uint64_t issued = 0;
+
+	assert_int_equal(residency_prefetch(&m.res, 1, a, 2, &issued), 0);
+	assert_int_equal(issued, x.bytes);
+	assert_int_equal(atomic_load(&fake_h2d) - h2d, 1); /* x only: y is written */
+	assert_int_equal(x.data.rep[1].holds, 1);
+	assert_int_equal(y.data.rep[1].holds, 0);
+	assert_false(on_node(&y, 1));
+	residency_node_stats(&m.res, 1, &st);
+	assert_int_equal(st.prefetches, 1);
+	assert_int_equal(st.prefetch_bytes, x.bytes);
+	assert_int_equal(st.bytes_in, x.bytes);
+	assert_string_equal(valid_on(&m, &x), "host,acc0");
+
+	/* Prefetching what is there already copies nothing, holds again. */
+	assert_int_equal(residency_prefetch(&m.res, 1, a, 2, &issued), 0);
+	assert_int_equal(issued, 0);
+	assert_int_equal(x.data.rep[1].holds, 2);
+	residency_prefetch_drop(&m.res, 1, a, 2);
+	assert_int_equal(x.data.rep[1].holds, 1);
+
+	void *mem[2];
+	size_t nwaits;
+	assert_int_equal(acquire_on(&m, 1, a, 2, true, mem, &nwaits), 0);
+	assert_int_equal(atomic_load(&fake_h2d) - h2d, 1); /* no second copy */
+	assert_true(nwaits <= 1); /* at most the prefetch's copy */
+	assert_ptr_equal(mem[0], x.data.rep[1].mem);
+	assert_mem_all(mem[0], N, 2.0f);
+	assert_int_equal(x.data.rep[1].holds, 0);
+	assert_int_equal(x.data.rep[1].pins, 1);
+	assert_int_equal(y.data.rep[1].pins, 1);
+	for (int i = 0; i < N; i++)
+		((float *)mem[1])[i] = 7.0f;
+	residency_release(&m.res, 1, a, 2, true);
+	assert_int_equal(x.data.rep[1].pins, 0);
+	assert_int_equal(y.data.rep[1].pins, 0);
+	residency_node_stats(&m.res, 1, &st);
+	assert_int_equal(st.prefetches, 1);
+	assert_int_equal(st.bytes_in, x.bytes);
+	struct tdm_data *ys[] = { &y.data };
+	assert_int_equal(residency_flush(&m.res, ys, 1), 0);
+	assert_all(&y, 7.0f);
+
+	/* The host node: nothing to prefetch. */
+	assert_int_equal(residency_prefetch(&m.res, 0, a, 2, &issued), 0);
+	assert_int_equal(issued, 0);
+	residency_prefetch_drop(&m.res, 0, a, 2);
+
+	buf_fini(&m, &x);
+	buf_fini(&m, &y);
+	residency_fini(&m.res);
+}
+
+/* A full node whose replicas are pinned, held or owners: a prefetch issues
+ * nothing, evicts nothing, writes nothing back, and returns 0. */
+static void test_prefetch_full_node(void **state)
+{
+	enum { N = 256 };
+	struct machine m;
+	struct buf p, h, o, c;
+	struct res_node_stats st;
+	uint64_t issued = 1;
+	void *mem[1];
+	(void)state;
+
+	res_only_init(&m, (uint64_t[]){ 3 * N * sizeof(float) }, 1);
+	buf_init(&m, &p, N, 1.0f, 1);
+	buf_init(&m, &h, N, 2.0f, 2);
+	buf_init(&m, &o, N, 3.0f, 3);
+	buf_init(&m, &c, N, 4.0f, 4);
+	struct res_arg ap = rarg(&p, TDM_R), ah = rarg(&h, TDM_R), ao = rarg(&o, TDM_W),
+	               ac = rarg(&c, TDM_R);
+	/* o: written on the device, the only valid copy, unpinned. */
+	assert_int_equal(acquire_on(&m, 1, &ao, 1, false, mem, NULL), 0);
+	residency_release(&m.res, 1, &ao, 1, true);
+	assert_string_equal(valid_on(&m, &o), "acc0*");
+	assert_int_equal(acquire_on(&m, 1, &ap, 1, false, mem, NULL), 0); /* pinned */
+	assert_int_equal(residency_prefetch(&m.res, 1, &ah, 1, NULL), 0); /* held */
+
+	int h2d = atomic_load(&fake_h2d), d2h = atomic_load(&fake_d2h);
+	assert_int_equal(residency_prefetch(&m.res, 1, &ac, 1, &issued), 0);
+	assert_int_equal(issued, 0);
+	assert_int_equal(atomic_load(&fake_h2d), h2d);
+	assert_int_equal(atomic_load(&fake_d2h), d2h);
+	assert_false(on_node(&c, 1));
+	assert_true(on_node(&p, 1) && on_node(&h, 1) && on_node(&o, 1));
+	residency_node_stats(&m.res, 1, &st);
+	assert_int_equal(st.evictions, 0);
+	assert_int_equal(st.writebacks, 0);
+	assert_int_equal(st.prefetches, 1); /* h's */
+	/* The skipped argument is held all the same (the counts balance). */
+	assert_int_equal(c.data.rep[1].holds, 1);
+	residency_prefetch_drop(&m.res, 1, &ac, 1);
+	assert_int_equal(c.data.rep[1].holds, 0);
+
+	residency_release(&m.res, 1, &ap, 1, true);
+	residency_prefetch_drop(&m.res, 1, &ah, 1);
+	buf_fini(&m, &p);
+	buf_fini(&m, &h);
+	buf_fini(&m, &o);
+	buf_fini(&m, &c);
+	residency_fini(&m.res);
+}
+
+/* Room for a prefetch comes from the least recently used replica that is
+ * neither pinned nor held, never from a pinned or held one. */
+static void test_prefetch_evicts_lru_unheld(void **state)
+{
+	enum { N = 256 };
+	struct machine m;
+	struct buf p, h, u1, u2, c, d, e;
+	struct res_node_stats st;
+	uint64_t issued;
+	void *mem[1];
+	(void)state;
+
+	res_only_init(&m, (uint64_t[]){ 4 * N * sizeof(float) }, 1);
+	buf_init(&m, &u1, N, 1.0f, 1);
+	buf_init(&m, &p, N, 2.0f, 2);
+	buf_init(&m, &h, N, 3.0f, 3);
+	buf_init(&m, &u2, N, 4.0f, 4);
+	buf_init(&m, &c, N, 5.0f, 5);
+	buf_init(&m, &d, N, 6.0f, 6);
+	buf_init(&m, &e, N, 7.0f, 7);
+	struct res_arg ap = rarg(&p, TDM_R), ah = rarg(&h, TDM_R), ac = rarg(&c, TDM_R),
+	               ad = rarg(&d, TDM_R), ae = rarg(&e, TDM_R);
+	/* LRU order, oldest first: u1, p (pinned), h (held), u2. */
+	touch(&m, 1, &u1);
+	assert_int_equal(acquire_on(&m, 1, &ap, 1, false, mem, NULL), 0);
+	assert_int_equal(residency_prefetch(&m.res, 1, &ah, 1, NULL), 0);
+	touch(&m, 1, &u2);
+
+	assert_int_equal(residency_prefetch(&m.res, 1, &ac, 1, &issued), 0);
+	assert_int_equal(issued, c.bytes);
+	assert_false(on_node(&u1, 1)); /* the oldest unpinned, unheld one */
+	assert_true(on_node(&p, 1) && on_node(&h, 1) && on_node(&u2, 1) && on_node(&c, 1));
+	assert_string_equal(valid_on(&m, &u1), "host");
+
+	assert_int_equal(residency_prefetch(&m.res, 1, &ad, 1, &issued), 0);
+	assert_int_equal(issued, d.bytes);
+	assert_false(on_node(&u2, 1));
+	assert_true(on_node(&p, 1) && on_node(&h, 1) && on_node(&c, 1) && on_node(&d, 1));
+
+	/* Only pinned and held replicas left: e does not get in. */
+	assert_int_equal(residency_prefetch(&m.res, 1, &ae, 1, &issued), 0);
+	assert_int_equal(issued, 0);
+	assert_false(on_node(&e, 1));
+	assert_true(on_node(&p, 1) && on_node(&h, 1) && on_node(&c, 1) && on_node(&d, 1));
+	residency_node_stats(&m.res, 1, &st);
+	assert_int_equal(st.evictions, 2);
+	assert_int_equal(st.prefetches, 3);
+	assert_int_equal(st.prefetch_bytes, 3 * N * sizeof(float));
+	assert_true(st.used <= st.cap);
+
+	residency_release(&m.res, 1, &ap, 1, true);
+	residency_prefetch_drop(&m.res, 1, &ah, 1);
+	residency_prefetch_drop(&m.res, 1, &ac, 1);
+	residency_prefetch_drop(&m.res, 1, &ad, 1);
+	residency_prefetch_drop(&m.res, 1, &ae, 1);
+	struct buf *all[] = { &p, &h, &u1, &u2, &c, &d, &e };
+	for (size_t i = 0; i < 7; i++) {
+		assert_int_equal(all[i]->data.rep[1].holds, 0);
+		assert_int_equal(all[i]->data.rep[1].pins, 0);
+		buf_fini(&m, all[i]);
+	}
+	residency_fini(&m.res);
+}
+
+/* Dropping a prefetch releases its holds: the replica can be evicted again. */
+static void test_prefetch_drop(void **state)
+{
+	enum { N = 256 };
+	struct machine m;
+	struct buf a, b, c;
+	uint64_t issued;
+	(void)state;
+
+	res_only_init(&m, (uint64_t[]){ 2 * N * sizeof(float) }, 1);
+	buf_init(&m, &a, N, 1.0f, 1);
+	buf_init(&m, &b, N, 2.0f, 2);
+	buf_init(&m, &c, N, 3.0f, 3);
+	/* One task reading a twice and b. */
+	struct res_arg ab[3] = { rarg(&a, TDM_R), rarg(&b, TDM_R), rarg(&a, TDM_R) };
+	struct res_arg ac = rarg(&c, TDM_R);
+	assert_int_equal(residency_prefetch(&m.res, 1, ab, 3, &issued), 0);
+	assert_int_equal(issued, 2 * N * sizeof(float));
+	assert_int_equal(a.data.rep[1].holds, 2);
+	assert_int_equal(b.data.rep[1].holds, 1);
+
+	assert_int_equal(residency_prefetch(&m.res, 1, &ac, 1, &issued), 0);
+	assert_int_equal(issued, 0);
+	residency_prefetch_drop(&m.res, 1, &ac, 1);
+
+	residency_prefetch_drop(&m.res, 1, ab, 3); /* the task went elsewhere */
+	assert_int_equal(a.data.rep[1].holds, 0);
+	assert_int_equal(b.data.rep[1].holds, 0);
+	assert_true(on_node(&a, 1) && on_node(&b, 1)); /* still there, evictable */
+
+	/* a was found again after b: b is the least recently used. */
+	assert_int_equal(residency_prefetch(&m.res, 1, &ac, 1, &issued), 0);
+	assert_int_equal(issued, c.bytes);
+	assert_false(on_node(&b, 1));
+	assert_true(on_node(&a, 1) && on_node(&c, 1));
+	residency_prefetch_drop(&m.res, 1, &ac, 1);
+	assert_int_equal(c.data.rep[1].holds, 0);
+
+	buf_fini(&m, &a);
+	buf_fini(&m, &b);
+	buf_fini(&m, &c);
+	residency_fini(&m.res);
+}
+
+/* A task about to run comes before data held for later ones: it may evict
+ * a held replica when nothing else can go; the prefetched task then copies
+ * again. An acquire_prefetched with no room keeps the holds. */
+static void test_prefetch_task_comes_first(void **state)
+{
+	enum { N = 256 };
+	struct machine m;
+	struct buf p, h, c;
+	void *mem[1];
+	(void)state;
+
+	res_only_init(&m, (uint64_t[]){ 2 * N * sizeof(float) }, 1);
+	buf_init(&m, &p, N, 1.0f, 1);
+	buf_init(&m, &h, N, 2.0f, 2);
+	buf_init(&m, &c, N, 3.0f, 3);
+	struct res_arg ap = rarg(&p, TDM_R), ah = rarg(&h, TDM_R), ac = rarg(&c, TDM_R);
+	assert_int_equal(acquire_on(&m, 1, &ap, 1, false, mem, NULL), 0);
+	assert_int_equal(residency_prefetch(&m.res, 1, &ah, 1, NULL), 0);
+
+	assert_int_equal(acquire_on(&m, 1, &ac, 1, false, mem, NULL), 0);
+	assert_false(on_node(&h, 1));
+	assert_int_equal(h.data.rep[1].holds, 1);
+
+	/* p and c pinned: no room for h now; the hold stays. */
+	assert_int_equal(acquire_on(&m, 1, &ah, 1, true, mem, NULL), -TDM_ENOMEM);
+	assert_int_equal(h.data.rep[1].holds, 1);
+	assert_int_equal(h.data.rep[1].pins, 0);
+	residency_release(&m.res, 1, &ap, 1, true);
+	int h2d = atomic_load(&fake_h2d);
+	assert_int_equal(acquire_on(&m, 1, &ah, 1, true, mem, NULL), 0);
+	assert_int_equal(atomic_load(&fake_h2d) - h2d, 1);
+	assert_mem_all(mem[0], N, 2.0f);
+	assert_int_equal(h.data.rep[1].holds, 0);
+	assert_int_equal(h.data.rep[1].pins, 1);
+	assert_false(on_node(&p, 1));
+
+	residency_release(&m.res, 1, &ah, 1, true);
+	residency_release(&m.res, 1, &ac, 1, true);
+	buf_fini(&m, &p);
+	buf_fini(&m, &h);
+	buf_fini(&m, &c);
+	residency_fini(&m.res);
+}
+
+/* A write on another node between the prefetch and the task: the task reads
+ * the new contents, and the policies' hint forgets the stale node. */
+static void test_prefetch_then_write_elsewhere(void **state)
+{
+	enum { N = 256 };
+	struct machine m;
+	struct buf x;
+	void *mem[1];
+	(void)state;
+
+	res_only_init(&m, (uint64_t[]){ 0, 0 }, 2);
+	buf_init(&m, &x, N, 1.0f, 1);
+	assert_int_equal(atomic_load(&x.data.planned), 0);
+	struct res_arg r = rarg(&x, TDM_R), w = rarg(&x, TDM_RW);
+	atomic_store(&x.data.planned, (1u << 1) | (1u << 2));
+	assert_int_equal(residency_prefetch(&m.res, 1, &r, 1, NULL), 0);
+	assert_mem_all(x.data.rep[1].mem, N, 1.0f);
+
+	/* Another task writes x on node 2. */
+	assert_int_equal(acquire_on(&m, 2, &w, 1, false, mem, NULL), 0);
+	for (int i = 0; i < N; i++)
+		((float *)mem[0])[i] = 9.0f;
+	residency_release(&m.res, 2, &w, 1, true);
+	assert_string_equal(valid_on(&m, &x), "acc1*");
+	assert_int_equal(atomic_load(&x.data.planned), 1u << 2);
+	assert_true(on_node(&x, 1)); /* held: the memory stays, stale */
+	assert_int_equal(x.data.rep[1].holds, 1);
+
+	/* Stale replicas do not count as found by a later prefetch either:
+	 * the host copy is stale too, so it skips rather than read back. */
+	int h2d = atomic_load(&fake_h2d), d2h = atomic_load(&fake_d2h);
+	uint64_t issued = 1;
+	assert_int_equal(residency_prefetch(&m.res, 1, &r, 1, &issued), 0);
+	assert_int_equal(issued, 0);
+	assert_int_equal(atomic_load(&fake_d2h), d2h);
+	residency_prefetch_drop(&m.res, 1, &r, 1);
+
+	assert_int_equal(acquire_on(&m, 1, &r, 1, true, mem, NULL), 0);
+	assert_mem_all(mem[0], N, 9.0f);
+	assert_int_equal(atomic_load(&fake_d2h) - d2h, 1); /* node 2 to the host */
+	assert_int_equal(atomic_load(&fake_h2d) - h2d, 1); /* the host to node 1 */
+	assert_int_equal(x.data.rep[1].holds, 0);
+	residency_release(&m.res, 1, &r, 1, true);
+	assert_string_equal(valid_on(&m, &x), "host,acc0,acc1");
+
+	buf_fini(&m, &x);
+	residency_fini(&m.res);
+}
+
+/* A copy that fails to issue: -TDM_EDEVICE, no hold left, the failed
+ * argument's memory given back; what was copied before stays valid. */
+static void test_prefetch_copy_fails(void **state)
+{
+	enum { N = 256 };
+	struct machine m;
+	struct buf a, b;
+	struct res_node_stats st;
+	uint64_t issued;
+	(void)state;
+
+	res_only_init(&m, (uint64_t[]){ 0 }, 1);
+	buf_init(&m, &a, N, 1.0f, 1);
+	buf_init(&m, &b, N, 2.0f, 2);
+	struct res_arg ab[2] = { rarg(&a, TDM_R), rarg(&b, TDM_R) };
+	atomic_store(&fake_h2d_fail_in, 2);
+	assert_int_equal(residency_prefetch(&m.res, 1, ab, 2, &issued), -TDM_EDEVICE);
+	atomic_store(&fake_h2d_fail_in, 0);
+	assert_int_equal(issued, a.bytes);
+	assert_int_equal(a.data.rep[1].holds, 0);
+	assert_int_equal(b.data.rep[1].holds, 0);
+	assert_false(on_node(&b, 1));
+	assert_string_equal(valid_on(&m, &a), "host,acc0");
+	residency_node_stats(&m.res, 1, &st);
+	assert_int_equal(st.used, a.bytes);
+	assert_int_equal(st.prefetches, 1);
+
+	buf_fini(&m, &a);
+	buf_fini(&m, &b);
+	residency_fini(&m.res);
+}
+
+/* Two workers, each prefetching its next task while the current one holds
+ * its pins, on its own node with room for four of the five buffers it
+ * uses; the weights are shared. */
+enum { PF_N = 1024, PF_ITERS = 300 }; /* PF_ITERS: a multiple of 3 */
+
+struct pf_worker {
+	struct machine *m;
+	unsigned node;
+	struct buf *w0, *w1, z, v, y;
+};
+
+static void pf_task(struct pf_worker *pw, int k, struct res_arg *a)
+{
+	switch (k % 3) {
+	case 0:
+		a[0] = rarg(pw->w0, TDM_R);
+		a[1] = rarg(pw->w1, TDM_R);
+		break;
+	case 1:
+		a[0] = rarg(&pw->z, TDM_R);
+		a[1] = rarg(pw->w0, TDM_R);
+		break;
+	default:
+		a[0] = rarg(&pw->v, TDM_R);
+		a[1] = rarg(pw->w1, TDM_R);
+		break;
+	}
+	a[2] = rarg(&pw->y, TDM_RW);
+}
+
+static void *pf_thread(void *arg)
+{
+	struct pf_worker *pw = arg;
+	struct machine *m = pw->m;
+	struct res_arg cur[3], next[3];
+	void *mem[3];
+	bool cur_pf = false;
+
+	pf_task(pw, 0, cur);
+	for (int k = 0; k < PF_ITERS; k++) {
+		if (cur_pf ? acquire_on(m, pw->node, cur, 3, true, mem, NULL)
+		           : acquire_on(m, pw->node, cur, 3, false, mem, NULL))
+			fail_msg("acquire failed on node %u", pw->node);
+		/* While it "runs", the next task's inputs come in; one in
+		 * four goes elsewhere after all (dropped). */
+		pf_task(pw, k + 1, next);
+		bool next_pf = residency_prefetch(&m->res, pw->node, next, 3, NULL) == 0;
+		if (next_pf && k % 4 == 3) {
+			residency_prefetch_drop(&m->res, pw->node, next, 3);
+			next_pf = false;
+		}
+		const float *in0 = mem[0], *in1 = mem[1];
+		float *out = mem[2];
+		for (int i = 0; i < PF_N; i++)
+			out[i] += in0[i] + in1[i];
+		residency_release(&m->res, pw->node, cur, 3, true);
+		struct res_node_stats st;
+		residency_node_stats(&m->res, pw->node == 1 ? 2 : 1, &st);
+		memcpy(cur, next, sizeof(cur));
+		cur_pf = next_pf;
+	}
+	if (cur_pf)
+		residency_prefetch_drop(&m->res, pw->node, cur, 3);
+	return NULL;
+}
+
+static void test_prefetch_two_workers(void **state)
+{
+	struct machine m;
+	struct buf w0, w1;
+	struct pf_worker pw[2];
+	pthread_t th[2];
+	(void)state;
+
+	uint64_t cap = 4 * PF_N * sizeof(float);
+	res_only_init(&m, (uint64_t[]){ cap, cap }, 2);
+	buf_init(&m, &w0, PF_N, 1.0f, 1);
+	buf_init(&m, &w1, PF_N, 2.0f, 2);
+	for (int t = 0; t < 2; t++) {
+		pw[t].m = &m;
+		pw[t].node = (unsigned)t + 1;
+		pw[t].w0 = &w0;
+		pw[t].w1 = &w1;
+		buf_init(&m, &pw[t].z, PF_N, 3.0f, 10 + (uint32_t)t);
+		buf_init(&m, &pw[t].v, PF_N, 4.0f, 30 + (uint32_t)t);
+		buf_init(&m, &pw[t].y, PF_N, 0.0f, 20 + (uint32_t)t);
+	}
+	for (int t = 0; t < 2; t++)
+		assert_int_equal(pthread_create(&th[t], NULL, pf_thread, &pw[t]), 0);
+	for (int t = 0; t < 2; t++)
+		pthread_join(th[t], NULL);
+
+	/* Tasks add 1 + 2, 3 + 1, 4 + 2 in turn. */
+	float want = (PF_ITERS / 3) * (3.0f + 4.0f + 6.0f);
+	for (int t = 0; t < 2; t++) {
+		struct tdm_data *ys[] = { &pw[t].y.data };
+		assert_int_equal(residency_flush(&m.res, ys, 1), 0);
+		assert_all(&pw[t].y, want);
+		assert_all(&pw[t].z, 3.0f);
+		assert_all(&pw[t].v, 4.0f);
+	}
+	assert_all(&w0, 1.0f);
+	assert_all(&w1, 2.0f);
+	for (unsigned n = 1; n <= 2; n++) {
+		struct res_node_stats st;
+		residency_node_stats(&m.res, n, &st);
+		assert_true(st.used <= st.cap);
+		assert_true(st.prefetches > 0);
+		assert_true(st.evictions > 0);
+		assert_true(st.bytes_in >= st.prefetch_bytes);
+		struct buf *all[] = { &w0,      &w1,      &pw[0].z, &pw[0].v,
+			              &pw[0].y, &pw[1].z, &pw[1].v, &pw[1].y };
+		for (size_t i = 0; i < 8; i++) {
+			assert_int_equal(all[i]->data.rep[n].holds, 0);
+			assert_int_equal(all[i]->data.rep[n].pins, 0);
+		}
+	}
+	for (int t = 0; t < 2; t++) {
+		buf_fini(&m, &pw[t].z);
+		buf_fini(&m, &pw[t].v);
+		buf_fini(&m, &pw[t].y);
+	}
+	buf_fini(&m, &w0);
+	buf_fini(&m, &w1);
+	residency_fini(&m.res);
+}
+
 /* ---- on a real OpenCL device ------------------------------------------------------ */
 
 static hwloc_topology_t topo;
@@ -618,6 +1159,14 @@ int main(void)
 		cmocka_unit_test(test_fake_too_big),
 		cmocka_unit_test(test_fake_no_second_copy),
 		cmocka_unit_test(test_fake_client_writes_between_graphs),
+		cmocka_unit_test(test_prefetch_then_acquire),
+		cmocka_unit_test(test_prefetch_full_node),
+		cmocka_unit_test(test_prefetch_evicts_lru_unheld),
+		cmocka_unit_test(test_prefetch_drop),
+		cmocka_unit_test(test_prefetch_task_comes_first),
+		cmocka_unit_test(test_prefetch_then_write_elsewhere),
+		cmocka_unit_test(test_prefetch_copy_fails),
+		cmocka_unit_test(test_prefetch_two_workers),
 		cmocka_unit_test(test_opencl_cross_device),
 		cmocka_unit_test(test_opencl_eviction),
 		cmocka_unit_test(test_opencl_fault),
