@@ -122,6 +122,14 @@ static const char *const all_keys[][2] = {
 	{ "daemon", "max_clients" },
 	{ "engine", "policy" },
 	{ "engine", "spin_us" },
+	{ "engine", "watchdog_ms" },
+	{ "policy", "dmda_alpha" },
+	{ "policy", "dmda_beta" },
+	{ "policy", "plan_refine_iters" },
+	{ "policy", "plan_repair" },
+	{ "clients", "default_weight" },
+	{ "clients", "weights" },
+	{ "clients", "policies" },
 	{ "cpu", "cores" },
 	{ "limits", "buffer_quota_bytes" },
 	{ "limits", "max_buffers" },
@@ -325,8 +333,13 @@ static void test_engine_section(void **state)
 	expect_error("[engine]\npolicy = \"a234567890123456789012345678901\"\n",
 	             NAME ":2:10: engine.policy: \"a234567890123456789012345678901\" is not a "
 	                  "registered policy");
-	expect_error("[engine]\npolicy = \"dmda\"\n",
-	             NAME ":2:10: engine.policy: \"dmda\" is not a registered policy");
+	expect_error("[engine]\npolicy = \"lottery\"\n",
+	             NAME ":2:10: engine.policy: \"lottery\" is not a registered policy");
+	load_ok("[engine]\nwatchdog_ms = 60000\n", &cfg);
+	assert_int_equal(cfg.watchdog_ms, 60000);
+	expect_error("[engine]\nwatchdog_ms = 9\n",
+	             NAME ":2:15: engine.watchdog_ms: 9 is out of range (expected an integer in "
+	                  "10..60000)");
 
 	expect_error("[engine]\npolicy = \"a2345678901234567890123456789012\"\n",
 	             NAME ":2:10: engine.policy: \"a2345678901234567890123456789012\" is not a "
@@ -346,6 +359,47 @@ static void test_engine_section(void **state)
 	                                                "integer in 0..10000, got boolean");
 	expect_error("[engine]\nspin_us = 1979-05-27\n",
 	             NAME ":2:11: engine.spin_us: expected an integer in 0..10000, got date/time");
+}
+
+static void test_policy_and_clients_sections(void **state)
+{
+	struct tdm_config cfg;
+
+	(void)state;
+	load_ok("[policy]\ndmda_alpha = 0.5\ndmda_beta = 3\nplan_refine_iters = 64\n"
+	        "plan_repair = false\n[clients]\ndefault_weight = 10\n"
+	        "weights = { alice = 4, 1001 = 1000 }\npolicies = { batch = \"heft\", 0 = "
+	        "\"prio\" }\n",
+	        &cfg);
+	assert_true(cfg.dmda_alpha == 0.5 && cfg.dmda_beta == 3.0);
+	assert_int_equal(cfg.plan_refine_iters, 64);
+	assert_int_equal(cfg.plan_repair, 0);
+	assert_int_equal(cfg.default_weight, 10);
+	assert_int_equal(config_client_weight(&cfg, 5000, "alice"), 4);
+	assert_int_equal(config_client_weight(&cfg, 1001, NULL), 1000);
+	assert_int_equal(config_client_weight(&cfg, 7, "bob"), 10);
+	assert_int_equal(config_client_policy(&cfg, 9, "batch"), TDM_POLICY_HEFT);
+	assert_int_equal(config_client_policy(&cfg, 0, NULL), TDM_POLICY_PRIO);
+	assert_int_equal(config_client_policy(&cfg, 9, "bob"), TDM_POLICY_DEFAULT);
+
+	expect_error("[policy]\ndmda_alpha = -1.5\n",
+	             NAME ":2:14: policy.dmda_alpha: -1.5 is out of range (expected a number in "
+	                  "0..1000)");
+	expect_error("[policy]\ndmda_beta = \"1\"\n",
+	             NAME ":2:13: policy.dmda_beta: expected a number in 0..1000, got string");
+	expect_error("[policy]\ndmda_beta = nan\n", NAME ":2:13: policy.dmda_beta: nan is out");
+	expect_error("[clients]\nweights = { alice = 0 }\n",
+	             NAME ":2:21: clients.weights.alice: 0 is out of range");
+	expect_error("[clients]\nweights = { Alice = 2 }\n",
+	             NAME ":2:13: clients.weights.Alice: not a user name or uid");
+	expect_error("[clients]\npolicies = { bob = \"ws\" }\n",
+	             NAME ":2:20: clients.policies.bob: \"ws\" is not a policy hint");
+	expect_error("[clients]\npolicies = { bob = \"default\" }\n",
+	             NAME ":2:20: clients.policies.bob: \"default\" is not a policy hint");
+	expect_error("[clients]\npolicies = { bob = 3 }\n",
+	             NAME ":2:20: clients.policies.bob: expected a table");
+	expect_error("[clients]\ndefault_weight = 1001\n",
+	             NAME ":2:18: clients.default_weight: 1001 is out of range");
 }
 
 static void test_cpu_section(void **state)
@@ -890,6 +944,7 @@ int main(void)
 		cmocka_unit_test(test_load_file_missing),
 		cmocka_unit_test(test_load_file_size_cap),
 		cmocka_unit_test(test_example_file),
+		cmocka_unit_test(test_policy_and_clients_sections),
 		cmocka_unit_test(test_log_level_name),
 	};
 
