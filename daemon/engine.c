@@ -33,6 +33,11 @@ struct worker {
 	size_t pipe_head, pipe_n;
 	struct engine_task *deferred; /* no room on the device until the oldest ends */
 	uint64_t last_end_ns;
+	/* Its own wake-up: a policy with per-device queues must wake the one
+	 * worker that may take the task (engine_kick), and a shared eventfd
+	 * read by one sleeper could leave another asleep. */
+	int kick_fd;
+	_Atomic bool asleep;
 };
 
 struct inflight {
@@ -75,13 +80,14 @@ struct engine {
 	_Atomic uint32_t spin_us;
 	_Atomic bool stop;
 
-	/* Event count for idle workers: producers bump epoch, then ring
-	 * wake_fd if anyone sleeps; a worker sleeps only if epoch did not move
-	 * since it last looked for work. Workers sleep in poll() on wake_fd
-	 * and on the front end's poll_fd, so a client's doorbell wakes a
-	 * worker directly. */
+	/* Event count for idle workers: producers bump epoch, then kick
+	 * sleeping workers' own eventfds; a worker sleeps only if epoch did
+	 * not move since it last looked for work. Workers sleep in poll() on
+	 * their kick_fd, on wake_fd (rung once, at stop) and on the front
+	 * end's poll_fd, so a client's doorbell wakes a worker directly. */
 	_Atomic uint32_t epoch;
 	_Atomic uint32_t sleepers;
+	_Atomic uint32_t kick_next; /* where the next search for a sleeper starts */
 	int wake_fd;
 	int poll_fd;
 
@@ -102,20 +108,49 @@ struct engine {
 	_Atomic uint64_t tasks_done, tasks_failed, tasks_canceled, tasks_in_flight;
 };
 
-static void ring_wake_fd(struct engine *e)
+static void ring_fd(int fd)
 {
 	uint64_t one = 1;
-	/* EAGAIN: the counter is saturated, sleepers wake anyway. */
-	if (write(e->wake_fd, &one, sizeof(one)) < 0 && errno != EAGAIN)
+	/* EAGAIN: the counter is saturated, the sleeper wakes anyway. */
+	if (write(fd, &one, sizeof(one)) < 0 && errno != EAGAIN)
 		log_error("engine: wake: %s", strerror(errno));
 }
 
-/* Tells idle workers that n tasks became ready. */
+static void ring_wake_fd(struct engine *e)
+{
+	ring_fd(e->wake_fd);
+}
+
+/* Wakes up to n sleeping workers, starting the search where the last one
+ * ended so that wake-ups spread over the workers. */
+static void wake_sleepers(struct engine *e, size_t n)
+{
+	size_t nd = e->ndevices, start = atomic_fetch_add(&e->kick_next, 1) % nd;
+	for (size_t i = 0; i < nd && n; i++) {
+		struct worker *w = &e->workers[(start + i) % nd];
+		if (atomic_exchange(&w->asleep, false)) {
+			ring_fd(w->kick_fd);
+			n--;
+		}
+	}
+}
+
+/* Tells idle workers that n tasks became ready for any of them. */
 static void engine_notify(struct engine *e, size_t n)
 {
 	atomic_fetch_add(&e->epoch, 1);
 	if (n && atomic_load(&e->sleepers))
-		ring_wake_fd(e);
+		wake_sleepers(e, n);
+}
+
+void engine_kick(const struct engine *ce, unsigned w)
+{
+	struct engine *e = (struct engine *)ce; /* the wake-up state only */
+	if (w >= e->ndevices)
+		return;
+	atomic_fetch_add(&e->epoch, 1);
+	if (atomic_exchange(&e->workers[w].asleep, false))
+		ring_fd(e->workers[w].kick_fd);
 }
 
 static bool grow(struct engine_task ***arr, size_t *cap, size_t need)
@@ -804,16 +839,16 @@ static bool front_end_poll(struct engine *e, bool woken)
 
 /* Waits until the epoch moves away from `seen` or stop is set: spins for
  * spin_us (looking at the front end too), then sleeps in poll(). */
-static void worker_idle_wait(struct engine *e, uint32_t seen);
+static void worker_idle_wait(struct engine *e, struct worker *w, uint32_t seen);
 
-static void worker_idle(struct engine *e, uint32_t seen)
+static void worker_idle(struct engine *e, struct worker *w, uint32_t seen)
 {
 	atomic_fetch_add(&e->idle_workers, 1);
-	worker_idle_wait(e, seen);
+	worker_idle_wait(e, w, seen);
 	atomic_fetch_sub(&e->idle_workers, 1);
 }
 
-static void worker_idle_wait(struct engine *e, uint32_t seen)
+static void worker_idle_wait(struct engine *e, struct worker *w, uint32_t seen)
 {
 	uint32_t spin_us = atomic_load_explicit(&e->spin_us, memory_order_relaxed);
 	if (spin_us) {
@@ -841,12 +876,18 @@ static void worker_idle_wait(struct engine *e, uint32_t seen)
 		if (found)
 			return;
 	}
-	struct pollfd fds[2] = { { e->wake_fd, POLLIN, 0 }, { e->poll_fd, POLLIN, 0 } };
+	struct pollfd fds[3] = { { w->kick_fd, POLLIN, 0 },
+		                 { e->wake_fd, POLLIN, 0 },
+		                 { e->poll_fd, POLLIN, 0 } };
 	/* Ready tasks nobody takes: wake up to let the watchdog look. */
 	int timeout = atomic_load(&e->queued) ? (int)e->watchdog_ms : -1, n = 1;
 	atomic_fetch_add(&e->sleepers, 1);
+	atomic_store(&w->asleep, true);
+	/* Set asleep, then look at the epoch: a producer that bumped it after
+	 * this look sees asleep and kicks. */
 	if (atomic_load(&e->epoch) == seen && !atomic_load(&e->stop))
-		n = poll(fds, e->poll_fd >= 0 ? 2 : 1, timeout);
+		n = poll(fds, e->poll_fd >= 0 ? 3 : 2, timeout);
+	atomic_store(&w->asleep, false);
 	atomic_fetch_sub(&e->sleepers, 1);
 	if (n == 0) {
 		if (atomic_load(&e->fallback))
@@ -854,13 +895,13 @@ static void worker_idle_wait(struct engine *e, uint32_t seen)
 		else
 			watchdog_check(e);
 	}
-	/* On stop the counter is left set so that every sleeper wakes. */
-	if ((fds[0].revents & POLLIN) && !atomic_load(&e->stop)) {
+	if (fds[0].revents & POLLIN) {
 		uint64_t v;
-		if (read(e->wake_fd, &v, sizeof(v)) < 0 && errno != EAGAIN)
+		if (read(w->kick_fd, &v, sizeof(v)) < 0 && errno != EAGAIN)
 			log_error("engine: wake: %s", strerror(errno));
 	}
-	if (fds[1].revents & POLLIN)
+	/* wake_fd rings only at stop and stays set, so every sleeper wakes. */
+	if (fds[2].revents & POLLIN)
 		front_end_poll(e, true);
 }
 
@@ -870,7 +911,7 @@ static void pass_wakeup(struct engine *e)
 {
 	if (atomic_load_explicit(&e->sleepers, memory_order_relaxed) &&
 	    atomic_load_explicit(&e->queued, memory_order_relaxed))
-		ring_wake_fd(e);
+		wake_sleepers(e, 1);
 }
 
 static void maybe_poll_front_end(struct engine *e, struct worker *w, uint64_t now)
@@ -891,7 +932,7 @@ static void host_worker_loop(struct engine *e, struct worker *w)
 			maybe_poll_front_end(e, w, run_on_host(e, w, t));
 			continue;
 		}
-		worker_idle(e, seen);
+		worker_idle(e, w, seen);
 	}
 }
 
@@ -923,7 +964,7 @@ static void accel_worker_loop(struct engine *e, struct worker *w)
 			continue;
 		}
 		if (!took && !w->deferred)
-			worker_idle(e, seen);
+			worker_idle(e, w, seen);
 	}
 	/* Stopping: what is enqueued finishes before the device goes away. */
 	while (w->pipe_n)
@@ -1019,6 +1060,8 @@ int engine_create(const struct engine_params *p, struct engine **out)
 		engine_destroy(e);
 		return -TDM_ENOMEM;
 	}
+	for (size_t i = 0; i < p->ndevices; i++)
+		e->workers[i].kick_fd = -1;
 	e->res = p->res;
 	e->prof = p->prof;
 	e->depth = p->pipeline_depth ? p->pipeline_depth : DEFAULT_PIPELINE_DEPTH;
@@ -1031,6 +1074,11 @@ int engine_create(const struct engine_params *p, struct engine **out)
 		atomic_store(&d->inject_faults, p->inject_faults ? p->inject_faults[i] : 0);
 		e->workers[i].e = e;
 		e->workers[i].index = (unsigned)i;
+		e->workers[i].kick_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+		if (e->workers[i].kick_fd < 0) {
+			engine_destroy(e);
+			return -TDM_ESYS;
+		}
 		if (backend_is_accelerator(&d->dev)) {
 			if (!p->res || !residency_has_devices(p->res)) {
 				engine_destroy(e);
@@ -1096,6 +1144,8 @@ void engine_destroy(struct engine *e)
 			pthread_join(e->workers[i].thread, NULL);
 		free(e->workers[i].ready);
 		free(e->workers[i].pipe);
+		if (e->workers[i].kick_fd >= 0)
+			close(e->workers[i].kick_fd);
 	}
 	if (e->policy)
 		e->policy->fini(e->policy_priv);

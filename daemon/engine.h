@@ -176,6 +176,9 @@ bool engine_run_one(struct engine *e, unsigned worker);
 /* Whether worker w may take task t: its device implements the kernel, has
  * room for the data, and is healthy (or no healthy device implements it). */
 bool engine_runnable(const struct engine *e, const struct engine_task *t, unsigned w);
+/* Wakes worker w if it sleeps: a policy that queued a task that only w
+ * may take calls it (the core wakes "some" worker per ready task otherwise). */
+void engine_kick(const struct engine *e, unsigned w);
 /* Whether some device implements kernel k (intake rejects tasks nobody can run). */
 bool engine_kernel_available(const struct engine *e, const struct kernel_def *k);
 

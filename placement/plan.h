@@ -19,10 +19,10 @@
 
 struct plan_machine {
 	unsigned ndev;
-	const uint16_t *node; /* [ndev]: memory node of each device */
+	const uint16_t *node; /* [ndev]: memory node of each device (NULL: all on node 0) */
 	unsigned nnodes;
-	const double *lat; /* [nnodes * nnodes], row = source node; diagonal unused */
-	const double *inv_bw; /* [nnodes * nnodes]: time per unit of data */
+	const double *lat; /* [nnodes * nnodes], row = source node; diagonal unused (NULL: 0) */
+	const double *inv_bw; /* [nnodes * nnodes]: time per unit of data (NULL: 0) */
 };
 
 /* A DAG in CSR form, tasks numbered 0..n-1 in any order (not necessarily
@@ -33,7 +33,7 @@ struct plan_dag {
 	uint32_t n;
 	const double *cost;
 	/* Successors of v: succ[succ_off[v] .. succ_off[v+1]), with the data
-	 * each edge carries in edge_data[] (same index). */
+	 * each edge carries in edge_data[] (same index; NULL: no data). */
 	const uint32_t *succ_off;
 	const uint32_t *succ;
 	const double *edge_data;
@@ -50,47 +50,74 @@ enum plan_method { PLAN_HEFT = 0, PLAN_PEFT };
 struct plan_opts {
 	enum plan_method method;
 	/* Per device, the time before which it is busy with other work (NULL:
-	 * all free at 0). */
+	 * all free at 0): no planned (non-fixed) task starts on d before
+	 * dev_ready[d]. */
 	const double *dev_ready;
 	/* Extra candidate orders tried after the plain one, each a
 	 * deterministic perturbation of the rank order (seeded by seed); the
-	 * shortest schedule wins. 0: the published algorithm only. */
+	 * shortest schedule wins (the earliest found on ties), so it is never
+	 * longer than the plain one. The candidates, in turn: the method's
+	 * priority plus rank_d; the other method's priority (rank_u for PEFT,
+	 * mean OCT for HEFT); then rank_u or the method's priority times
+	 * (1 + eps u), eps cycling 0.1, 0.2, 0.3 and u uniform in [-1, 1)
+	 * from splitmix64(seed). The device choice stays the method's.
+	 * 0: the published algorithm only. */
 	uint32_t refine_iters;
 	uint64_t seed;
 	/* Tasks already placed (fixed[v] true): their slot in out[] is kept and
 	 * occupies its device's timeline; the others are planned around them
-	 * (plan repair). NULL: none fixed. */
+	 * (plan repair). NULL: none fixed. A fixed slot is taken as it is
+	 * (its length need not match the cost table); fixed slots that overlap
+	 * on a device occupy their union. -EINVAL when a fixed task has a
+	 * predecessor that is not fixed, or a fixed slot names no device, is
+	 * not finite or ends before it starts. */
 	const bool *fixed;
 };
 
-/* Work arrays for the planner, reusable across calls (plan_ws_free). */
+/* Work arrays for the planner, reusable across calls (plan_ws_free); one
+ * per thread at a time. */
 struct plan_ws;
 struct plan_ws *plan_ws_new(void);
 void plan_ws_free(struct plan_ws *ws);
 
 /* Upward rank (HEFT's rank_u: mean cost over the devices that can run a
  * task plus the longest mean-cost path to an exit, with mean communication
- * over distinct device pairs) and downward rank (rank_d). 0 or -ENOMEM /
- * -EINVAL (cycle, or a task no device can run). */
+ * over distinct device pairs) and downward rank (rank_d), [n] each. The
+ * mean communication of an edge is lat_mean + data * invbw_mean, both
+ * averaged over the ordered pairs (a, b), a != b, of devices, a pair on one
+ * node counting 0 (0 with one device). 0 or -ENOMEM / -EINVAL (cycle, or a
+ * task no device can run). */
 int plan_rank_upward(const struct plan_dag *g, const struct plan_machine *m, double *rank_u);
 int plan_rank_downward(const struct plan_dag *g, const struct plan_machine *m, double *rank_d);
-/* PEFT's optimistic cost table: oct[v * ndev + d]. */
+/* PEFT's optimistic cost table: oct[v * ndev + d] = max over successors s
+ * of min over devices w that can run s of OCT(s, w) + cost(s, w) + (w == d
+ * ? 0 : mean communication of the edge), 0 for exits. PEFT's rank_oct is
+ * its mean over the devices that can run v. */
 int plan_oct(const struct plan_dag *g, const struct plan_machine *m, double *oct);
 
 /* Plans the whole graph; out[v] receives each task's device and times.
- * Returns the makespan (max finish) in *makespan. O(v * p * (deg + slots))
- * after ranks. 0 or a negative errno. */
-int plan_schedule(const struct plan_dag *g, const struct plan_machine *m,
-                  const struct plan_opts *o, struct plan_ws *ws, struct plan_slot *out,
-                  double *makespan);
+ * Returns the makespan (max finish, fixed tasks included) in *makespan (may
+ * be NULL). A list scheduler: among the tasks whose predecessors are placed,
+ * the highest priority first (HEFT: rank_u, PEFT: rank_oct; equal
+ * priorities, to 1e-12 relative, lower task index first), each on the
+ * device with the earliest finish (PEFT: finish + OCT) using insertion into
+ * idle gaps, ties to the lowest device index. O(v * (deg * nnodes + p * log
+ * slots)) after ranks (O(e * p) for OCT). o NULL: plain HEFT. 0 or a
+ * negative errno. */
+int plan_schedule(const struct plan_dag *g, const struct plan_machine *m, const struct plan_opts *o,
+                  struct plan_ws *ws, struct plan_slot *out, double *makespan);
 
 /* Lower bounds on the makespan of any schedule of g on m:
  *   critical path: the longest path where each task takes its best cost
  *     and communication is free;
  *   area: the LP relaxation (GLPK) in which each task's work may be split
  *     over devices in any fractions and every device's busy time is at
- *     most T; tasks with equal cost vectors are grouped, so the LP stays
- *     small on big graphs.
+ *     most T; tasks with equal cost vectors are grouped, and so are devices
+ *     with equal cost columns, so the LP stays small on big graphs. The
+ *     value is the dual objective at the solver's dual point, evaluated
+ *     exactly, so it is a true bound whatever the solver's tolerances;
+ *     with many classes (distinct measured costs) cutting planes on the
+ *     dual replace the whole LP (tens of ms for 20,000 tasks).
  * Either pointer may be NULL. 0 or a negative errno. */
 int plan_lower_bounds(const struct plan_dag *g, const struct plan_machine *m, double *critical_path,
                       double *area);
@@ -100,10 +127,13 @@ static inline double plan_lower_bound(double critical_path, double area)
 }
 
 /* Checks a schedule: every task on a device that can run it, finish =
- * start + cost (within eps relative), no two tasks overlapping on a device,
- * and every task starting no earlier than each predecessor's finish plus
- * the communication between their devices. Returns 0, or -EINVAL with a
- * one-line reason in why (may be NULL). */
+ * start + cost (within 1e-9 relative), no two tasks overlapping on a device
+ * ([s, f) intervals; a zero-length task strictly inside another overlaps
+ * it), and every task starting no earlier than each predecessor's finish
+ * plus the communication between their devices (within 1e-9 relative).
+ * Returns 0, or -EINVAL with a one-line reason in why (may be NULL), e.g.
+ * "task 7 on device 2 starts at 12 before predecessor 3 on device 0
+ * finishes at 15 plus communication 4". */
 int plan_check(const struct plan_dag *g, const struct plan_machine *m, const struct plan_slot *s,
                char *why, size_t whylen);
 

@@ -4,9 +4,8 @@
 #include "policies/policy.h"
 
 static const struct tdm_policy_ops *const registry[] = {
-	&policy_eager,
-	&policy_ws,
-	NULL,
+	&policy_eager, &policy_ws,   &policy_fifo, &policy_dmda,
+	&policy_heft,  &policy_peft, &policy_prio, NULL,
 };
 
 const struct tdm_policy_ops *policy_by_name(const char *name)

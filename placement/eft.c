@@ -1,0 +1,200 @@
+/* Earliest finish time (eft.h). */
+#include "placement/eft.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "profiler/profiler.h"
+#include "tandem.h"
+
+/* Devices of one group share a cost model: the same calibration key (the
+ * profiler's unit of sharing), else the same kind and model name. */
+static bool same_group(const struct calibration *cal, const struct engine_device *devs, size_t a,
+                       size_t b)
+{
+	if (cal && a < cal->ndevices && b < cal->ndevices)
+		return strcmp(cal->dev[a].key, cal->dev[b].key) == 0;
+	return devs[a].dev.kind == devs[b].dev.kind &&
+	       strcmp(devs[a].dev.model, devs[b].dev.model) == 0;
+}
+
+int eft_init(struct eft *x, const struct engine *engine, const struct engine_device *devs,
+             size_t ndev, struct profiler *prof)
+{
+	struct calibration *cal = NULL;
+
+	*x = (struct eft){ .engine = engine, .prof = prof, .ndev = ndev, .nnodes = 1 };
+	x->node = calloc(ndev, sizeof(*x->node));
+	x->group = calloc(ndev, sizeof(*x->group));
+	x->rep = calloc(ndev, sizeof(*x->rep));
+	x->pending = calloc(ndev, sizeof(*x->pending));
+	if (prof && (cal = malloc(sizeof(*cal))))
+		profiler_calibration(prof, cal);
+	if (!x->node || !x->group || !x->rep || !x->pending || (prof && !cal)) {
+		free(cal);
+		eft_fini(x);
+		return -TDM_ENOMEM;
+	}
+	for (size_t d = 0; d < ndev; d++) {
+		x->node[d] = devs[d].node;
+		if (devs[d].node + 1u > x->nnodes)
+			x->nnodes = (uint16_t)(devs[d].node + 1u);
+		atomic_init(&x->pending[d], 0);
+		uint32_t g = 0;
+		while (g < x->ngroups && !same_group(cal, devs, x->rep[g], d))
+			g++;
+		if (g == x->ngroups)
+			x->rep[x->ngroups++] = (uint32_t)d;
+		x->group[d] = g;
+	}
+	free(cal);
+	return 0;
+}
+
+void eft_fini(struct eft *x)
+{
+	free(x->node);
+	free(x->group);
+	free(x->rep);
+	free((void *)x->pending);
+	x->node = NULL;
+	x->group = x->rep = NULL;
+	x->pending = NULL;
+}
+
+double eft_exec(const struct eft *x, const struct engine_task *t, uint32_t d)
+{
+	struct cost_pred cp;
+	if (!x->prof)
+		return EFT_FLAT_NS;
+	profiler_predict(x->prof, t->kernel->id, d, &t->feat, &cp);
+	return cp.ns >= 1 ? cp.ns : 1; /* also NaN */
+}
+
+double eft_exec_group(const struct eft *x, const struct engine_task *t, uint32_t group)
+{
+	return eft_exec(x, t, x->rep[group]);
+}
+
+static double copy_ns(const struct eft *x, uint16_t src, uint16_t dst, uint64_t bytes)
+{
+	if (!x->prof)
+		return EFT_FLAT_COPY_NS + (double)bytes / EFT_FLAT_COPY_GBPS;
+	return profiler_predict_copy(x->prof, src, dst, bytes);
+}
+
+/* A read of an argument costs nothing on `node` when a valid replica is
+ * there or a committed task already plans one (planned bit). Validity comes
+ * from the lock-free `remote` mask, which says which device nodes hold a
+ * valid replica, and is 0 when the host copy is the only valid one. The
+ * host copy is counted as valid only then: with remote != 0 it may be stale
+ * (a device owns the data) and the mask cannot tell, so the estimate
+ * charges a copy from the cheapest device replica. Conservative: it may
+ * charge a copy the residency layer will not need, never the reverse. */
+double eft_transfer(const struct eft *x, const struct engine_task *t, uint16_t node)
+{
+	double sum = 0;
+	if (x->nnodes <= 1 || node >= 32)
+		return 0;
+	uint32_t bit = 1u << node;
+	for (uint32_t i = 0; i < t->call.nargs && i < TDM_MAX_ARGS; i++) {
+		struct tdm_data *d = t->data[i];
+		if (!d || !(t->kernel->arg_modes[i] & TDM_R))
+			continue;
+		uint32_t remote = atomic_load_explicit(&d->remote, memory_order_relaxed);
+		uint32_t planned = atomic_load_explicit(&d->planned, memory_order_relaxed);
+		if ((planned & bit) || (node == 0 ? remote == 0 : (remote & bit)))
+			continue;
+		uint64_t len = t->call.len[i];
+		double best = remote == 0 ? copy_ns(x, 0, node, len) : INFINITY;
+		for (uint32_t s = 1; s < 32 && (remote >> s); s++)
+			if ((remote >> s) & 1u) {
+				double c = copy_ns(x, (uint16_t)s, node, len);
+				if (c < best)
+					best = c;
+			}
+		if (isfinite(best))
+			sum += best;
+	}
+	return sum;
+}
+
+int eft_select(const struct eft *x, const struct engine_task *t, double alpha, double beta,
+               int skip, double *cost)
+{
+	double gexec[EFT_MAX_GROUPS], ntr[RES_MAX_NODES];
+	uint64_t ghave = 0;
+	uint32_t nhave = 0;
+	double best_fit = INFINITY, best_exec = 0;
+	int best = -1;
+
+	for (uint32_t d = 0; d < x->ndev; d++) {
+		if ((int)d == skip || (x->engine && !engine_runnable(x->engine, t, d)))
+			continue;
+		uint32_t g = x->group[d];
+		double exec;
+		if (g < EFT_MAX_GROUPS) {
+			if (!(ghave & (1ull << g))) {
+				gexec[g] = eft_exec_group(x, t, g);
+				ghave |= 1ull << g;
+			}
+			exec = gexec[g];
+		} else {
+			exec = eft_exec(x, t, d);
+		}
+		double tr = 0;
+		uint16_t n = x->node[d];
+		if (x->nnodes > 1) {
+			if (n < RES_MAX_NODES) {
+				if (!(nhave & (1u << n))) {
+					ntr[n] = eft_transfer(x, t, n);
+					nhave |= 1u << n;
+				}
+				tr = ntr[n];
+			} else {
+				tr = eft_transfer(x, t, n);
+			}
+		}
+		double pend = (double)eft_pending(x, d);
+		double fin = (pend > tr ? pend : tr) + exec;
+		double fit = alpha * fin + beta * tr;
+		if (best < 0 || fit < best_fit) {
+			best = (int)d;
+			best_fit = fit;
+			best_exec = exec;
+		}
+	}
+	*cost = best_exec;
+	return best;
+}
+
+void eft_commit(struct eft *x, struct engine_task *t, uint32_t d, double cost)
+{
+	atomic_fetch_add_explicit(&x->pending[d], llround(cost), memory_order_relaxed);
+	uint16_t n = x->node[d];
+	/* One memory node: no copy to plan, and no shared line to write. */
+	if (x->nnodes <= 1 || n >= 32)
+		return;
+	uint32_t bit = 1u << n;
+	/* Reads first: a buffer read and written ends up planned here only. */
+	for (uint32_t i = 0; i < t->call.nargs && i < TDM_MAX_ARGS; i++)
+		if (t->data[i] && (t->kernel->arg_modes[i] & TDM_R))
+			atomic_fetch_or_explicit(&t->data[i]->planned, bit, memory_order_relaxed);
+	for (uint32_t i = 0; i < t->call.nargs && i < TDM_MAX_ARGS; i++)
+		if (t->data[i] && (t->kernel->arg_modes[i] & TDM_W))
+			atomic_store_explicit(&t->data[i]->planned, bit, memory_order_relaxed);
+}
+
+void eft_uncommit(struct eft *x, uint32_t d, double cost)
+{
+	atomic_fetch_sub_explicit(&x->pending[d], llround(cost), memory_order_relaxed);
+}
+
+void eft_link(const struct eft *x, uint16_t src, uint16_t dst, double *lat, double *inv_bw)
+{
+	const double mib = 1048576.0;
+	*lat = copy_ns(x, src, dst, 0);
+	double big = copy_ns(x, src, dst, (uint64_t)mib);
+	*inv_bw = big > *lat ? (big - *lat) / mib : 0;
+}

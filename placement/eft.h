@@ -1,0 +1,84 @@
+/* Earliest finish time, per ready task and device: what the task costs
+ * there (the cost models), what moving its inputs there costs (the
+ * residency masks and the transfer model), and when the device is free
+ * (the predicted work already committed to it).
+ *
+ * Everything here is lock-free: predictions read the profiler's published
+ * atomics, residency is read through the buffers' atomic masks, and the
+ * committed work per device is an atomic counter. Devices with the same
+ * calibration key share a cost model, so one prediction per group serves
+ * them all (17 CPU cores cost one prediction, not 17). */
+#ifndef TDM_PLACEMENT_EFT_H
+#define TDM_PLACEMENT_EFT_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "daemon/engine.h"
+
+/* Without a profiler every task costs this on every device. */
+#define EFT_FLAT_NS 1000.0
+/* Without a profiler, a transfer costs this latency plus bytes at 10 GB/s. */
+#define EFT_FLAT_COPY_NS 10000.0
+#define EFT_FLAT_COPY_GBPS 10.0
+
+/* Groups cached per decision; devices of groups beyond this are predicted
+ * one by one. */
+#define EFT_MAX_GROUPS 64
+
+struct profiler;
+
+struct eft {
+	const struct engine *engine;
+	struct profiler *prof; /* NULL: flat costs */
+	size_t ndev;
+	uint16_t *node; /* [ndev] memory node of each device */
+	uint32_t *group; /* [ndev] cost-model group */
+	uint32_t *rep; /* [ngroups] a device of each group */
+	uint32_t ngroups;
+	uint16_t nnodes; /* 1: every device computes from host memory */
+	/* [ndev] predicted ns of the tasks committed to each device and not
+	 * yet done (queued or running). */
+	_Atomic int64_t *pending;
+};
+
+/* Groups devices by calibration key (the profiler's models), else by kind
+ * and model name. 0 or -TDM_ENOMEM. */
+int eft_init(struct eft *x, const struct engine *engine, const struct engine_device *devs,
+             size_t ndev, struct profiler *prof);
+void eft_fini(struct eft *x);
+
+/* Predicted ns of t on device d (>= 1). */
+double eft_exec(const struct eft *x, const struct engine_task *t, uint32_t d);
+/* The same for a whole group of devices. */
+double eft_exec_group(const struct eft *x, const struct engine_task *t, uint32_t group);
+/* Predicted ns to make t's inputs valid on memory node `node`. */
+double eft_transfer(const struct eft *x, const struct engine_task *t, uint16_t node);
+
+static inline int64_t eft_pending(const struct eft *x, uint32_t d)
+{
+	return atomic_load_explicit(&x->pending[d], memory_order_relaxed);
+}
+
+/* dmda: among devices that may run t (engine_runnable), except `skip`
+ * (-1: none), the one minimising
+ *   alpha * finish(w) + beta * transfer(w),
+ *   finish(w) = max(pending(w), transfer(w)) + exec(w)    (from now),
+ * which is StarPU's fitness alpha * (finish - best_finish) + beta * transfer
+ * without the constant; ties go to the lowest index. Returns the device and
+ * its predicted exec in *cost, or -1 if no device may run t. */
+int eft_select(const struct eft *x, const struct engine_task *t, double alpha, double beta,
+               int skip, double *cost);
+
+/* t (cost ns) is going to run on d: counts it in pending(d) and marks its
+ * reads as planned on d's node (its writes make d's node the only one). */
+void eft_commit(struct eft *x, struct engine_task *t, uint32_t d, double cost);
+/* The work committed with eft_commit(d, cost) is done or moved. */
+void eft_uncommit(struct eft *x, uint32_t d, double cost);
+
+/* Transfer model between nodes for planning: latency and time per byte. */
+void eft_link(const struct eft *x, uint16_t src, uint16_t dst, double *lat, double *inv_bw);
+
+#endif

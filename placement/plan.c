@@ -1,0 +1,568 @@
+/* Whole-graph planning: work arrays, graph preparation (validation,
+ * predecessor lists, topological order, mean costs) and the list scheduler
+ * behind HEFT (Topcuoglu, Hariri, Wu 2002) and PEFT (Arabnejad, Barbosa
+ * 2014), with insertion-based device timelines, plan repair around fixed
+ * tasks and seeded refinement over perturbed priority orders. */
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "placement/plan_internal.h"
+
+struct plan_ws *plan_ws_new(void)
+{
+	return calloc(1, sizeof(struct plan_ws));
+}
+
+void plan_ws_free(struct plan_ws *ws)
+{
+	if (!ws)
+		return;
+	free(ws->order);
+	free(ws->cnt);
+	free(ws->pred_off);
+	free(ws->heap);
+	free(ws->fsort);
+	free(ws->nallow);
+	free(ws->wmean);
+	free(ws->rank_u);
+	free(ws->rank_d);
+	free(ws->prio);
+	free(ws->base);
+	free(ws->aux);
+	free(ws->cand);
+	free(ws->pred);
+	free(ws->pred_data);
+	free(ws->oct);
+	for (size_t d = 0; d < ws->dev_cap; d++)
+		plan_tl_free(&ws->tl[d]);
+	free(ws->tl);
+	free(ws->dev_pos);
+	free(ws->arr);
+	free(ws);
+}
+
+static int grow(void *pp, size_t count, size_t elem)
+{
+	void **p = pp;
+	void *q = realloc(*p, (count ? count : 1) * elem);
+	if (!q)
+		return -ENOMEM;
+	*p = q;
+	return 0;
+}
+
+static size_t round_cap(size_t need)
+{
+	size_t c = 16;
+	while (c < need)
+		c *= 2;
+	return c;
+}
+
+static int ws_size(struct plan_ws *ws, size_t n, size_t e, size_t ndev, size_t nnodes)
+{
+	if (n > ws->n_cap) {
+		size_t c = round_cap(n);
+		if (grow(&ws->order, c, sizeof(uint32_t)) || grow(&ws->cnt, c, sizeof(uint32_t)) ||
+		    grow(&ws->pred_off, c + 1, sizeof(uint32_t)) ||
+		    grow(&ws->heap, c, sizeof(uint32_t)) || grow(&ws->fsort, c, sizeof(uint32_t)) ||
+		    grow(&ws->nallow, c, sizeof(uint32_t)) || grow(&ws->wmean, c, sizeof(double)) ||
+		    grow(&ws->rank_u, c, sizeof(double)) || grow(&ws->rank_d, c, sizeof(double)) ||
+		    grow(&ws->prio, c, sizeof(double)) || grow(&ws->base, c, sizeof(double)) ||
+		    grow(&ws->aux, c, sizeof(double)) ||
+		    grow(&ws->cand, c, sizeof(struct plan_slot)))
+			return -ENOMEM;
+		ws->n_cap = c;
+	}
+	if (e > ws->e_cap) {
+		size_t c = round_cap(e);
+		if (grow(&ws->pred, c, sizeof(uint32_t)) || grow(&ws->pred_data, c, sizeof(double)))
+			return -ENOMEM;
+		ws->e_cap = c;
+	}
+	if (ndev > ws->dev_cap) {
+		size_t c = round_cap(ndev);
+		if (grow(&ws->tl, c, sizeof(struct plan_tl)) ||
+		    grow(&ws->dev_pos, c, sizeof(uint32_t)))
+			return -ENOMEM;
+		memset(ws->tl + ws->dev_cap, 0, (c - ws->dev_cap) * sizeof(struct plan_tl));
+		ws->dev_cap = c;
+	}
+	if (nnodes > ws->node_cap) {
+		size_t c = round_cap(nnodes);
+		if (grow(&ws->arr, c, sizeof(double)))
+			return -ENOMEM;
+		ws->node_cap = c;
+	}
+	return 0;
+}
+
+/* The OCT table is only needed by PEFT (and some refinement candidates). */
+static int ws_size_oct(struct plan_ws *ws, size_t nd)
+{
+	if (nd > ws->nd_cap) {
+		size_t c = round_cap(nd);
+		if (grow(&ws->oct, c, sizeof(double)))
+			return -ENOMEM;
+		ws->nd_cap = c;
+	}
+	return 0;
+}
+
+__attribute__((format(printf, 3, 4))) static int fail(char *why, size_t whylen, const char *fmt,
+                                                      ...)
+{
+	if (why && whylen) {
+		va_list ap;
+		va_start(ap, fmt);
+		vsnprintf(why, whylen, fmt, ap);
+		va_end(ap);
+	}
+	return -EINVAL;
+}
+
+int plan_prep(struct plan_ws *ws, const struct plan_dag *g, const struct plan_machine *m, char *why,
+              size_t whylen)
+{
+	if (!g || !m || !ws)
+		return fail(why, whylen, "missing graph or machine");
+	if (m->ndev == 0)
+		return fail(why, whylen, "the machine has no device");
+	if (m->nnodes == 0 && m->node)
+		return fail(why, whylen, "the machine has no memory node");
+	for (unsigned d = 0; m->node && d < m->ndev; d++)
+		if (m->node[d] >= m->nnodes)
+			return fail(why, whylen, "device %u is on node %u, which does not exist", d,
+			            m->node[d]);
+	uint32_t n = g->n;
+	if (n && !g->cost)
+		return fail(why, whylen, "missing cost table");
+	uint64_t e = 0;
+	if (n && g->succ_off) {
+		for (uint32_t v = 0; v < n; v++)
+			if (g->succ_off[v + 1] < g->succ_off[v])
+				return fail(why, whylen, "task %u: successor offsets decrease", v);
+		e = g->succ_off[n] - g->succ_off[0];
+		if (e && !g->succ)
+			return fail(why, whylen, "missing successor array");
+	}
+	if (e > UINT32_MAX)
+		return -EINVAL;
+	int err = ws_size(ws, n, e, m->ndev, m->nnodes ? m->nnodes : 1);
+	if (err)
+		return err;
+	ws->n = n;
+	ws->ndev = m->ndev;
+	ws->nedges = (uint32_t)e;
+
+	/* Mean costs over the devices that can run each task. */
+	unsigned nd = m->ndev;
+	for (uint32_t v = 0; v < n; v++) {
+		const double *c = g->cost + (size_t)v * nd;
+		double sum = 0;
+		uint32_t k = 0;
+		for (unsigned d = 0; d < nd; d++)
+			if (plan_allowed(c[d])) {
+				sum += c[d];
+				k++;
+			}
+		if (!k)
+			return fail(why, whylen, "task %u can run on no device", v);
+		ws->nallow[v] = k;
+		ws->wmean[v] = sum / k;
+	}
+
+	/* Predecessor lists (CSR), in-degrees. */
+	uint32_t *cnt = ws->cnt;
+	memset(cnt, 0, n * sizeof(*cnt));
+	for (uint32_t v = 0; v < n && e; v++)
+		for (uint32_t k = g->succ_off[v]; k < g->succ_off[v + 1]; k++) {
+			uint32_t w = g->succ[k];
+			if (w >= n)
+				return fail(why, whylen,
+				            "task %u has successor %u, which does not exist", v, w);
+			cnt[w]++;
+		}
+	uint32_t *po = ws->pred_off;
+	po[0] = 0;
+	for (uint32_t v = 0; v < n; v++)
+		po[v + 1] = po[v] + cnt[v];
+	/* Fill with a moving cursor kept in order[] temporarily. */
+	uint32_t *cur = ws->order;
+	for (uint32_t v = 0; v < n; v++)
+		cur[v] = po[v];
+	for (uint32_t v = 0; v < n && e; v++)
+		for (uint32_t k = g->succ_off[v]; k < g->succ_off[v + 1]; k++) {
+			uint32_t w = g->succ[k];
+			ws->pred[cur[w]] = v;
+			ws->pred_data[cur[w]] = plan_edge_data(g, k);
+			cur[w]++;
+		}
+
+	/* Kahn: order[] is a FIFO of tasks whose predecessors are all done. */
+	uint32_t *ord = ws->order, head = 0, tail = 0;
+	for (uint32_t v = 0; v < n; v++)
+		if (!cnt[v])
+			ord[tail++] = v;
+	while (head < tail) {
+		uint32_t v = ord[head++];
+		for (uint32_t k = e ? g->succ_off[v] : 0; k < (e ? g->succ_off[v + 1] : 0); k++)
+			if (--cnt[g->succ[k]] == 0)
+				ord[tail++] = g->succ[k];
+	}
+	if (tail != n)
+		return fail(why, whylen, "the graph has a cycle (%u of %u tasks ordered)", tail, n);
+
+	/* Mean link costs over ordered pairs of distinct devices; pairs on one
+	 * memory node cost nothing. */
+	double ls = 0, bs = 0;
+	if (nd > 1) {
+		for (unsigned a = 0; a < nd; a++)
+			for (unsigned b = 0; b < nd; b++) {
+				if (a == b)
+					continue;
+				unsigned na = m->node ? m->node[a] : 0,
+				         nb = m->node ? m->node[b] : 0;
+				if (na == nb)
+					continue;
+				size_t k = (size_t)na * m->nnodes + nb;
+				ls += m->lat ? m->lat[k] : 0;
+				bs += m->inv_bw ? m->inv_bw[k] : 0;
+			}
+		double pairs = (double)nd * (nd - 1);
+		ls /= pairs;
+		bs /= pairs;
+	}
+	ws->lat_mean = ls;
+	ws->invbw_mean = bs;
+	return 0;
+}
+
+/* ---- the list scheduler ------------------------------------------------------ */
+
+/* Higher priority first; equal priorities (to rounding: ranks computed along
+ * different paths may differ in the last bits) lower index first. */
+static bool before(const double *prio, uint32_t a, uint32_t b)
+{
+	double pa = prio[a], pb = prio[b];
+	double tol = 1e-12 * plan_maxd(fabs(pa), fabs(pb));
+	if (pa > pb + tol)
+		return true;
+	if (pb > pa + tol)
+		return false;
+	return a < b;
+}
+
+static void heap_push(uint32_t *h, uint32_t *len, const double *prio, uint32_t v)
+{
+	uint32_t i = (*len)++;
+	while (i > 0) {
+		uint32_t p = (i - 1) / 2;
+		if (!before(prio, v, h[p]))
+			break;
+		h[i] = h[p];
+		i = p;
+	}
+	h[i] = v;
+}
+
+static uint32_t heap_pop(uint32_t *h, uint32_t *len, const double *prio)
+{
+	uint32_t top = h[0], v = h[--*len], n = *len, i = 0;
+	for (;;) {
+		uint32_t c = 2 * i + 1;
+		if (c >= n)
+			break;
+		if (c + 1 < n && before(prio, h[c + 1], h[c]))
+			c++;
+		if (!before(prio, h[c], v))
+			break;
+		h[i] = h[c];
+		i = c;
+	}
+	if (n)
+		h[i] = v;
+	return top;
+}
+
+/* Fixed tasks sorted by device, then start: each pass starts its timelines
+ * from them. */
+struct fixed_ctx {
+	const struct plan_slot *slots;
+};
+
+static int cmp_fixed(const void *pa, const void *pb, void *ctx)
+{
+	const struct plan_slot *s = ((struct fixed_ctx *)ctx)->slots;
+	uint32_t a = *(const uint32_t *)pa, b = *(const uint32_t *)pb;
+	if (s[a].dev != s[b].dev)
+		return s[a].dev < s[b].dev ? -1 : 1;
+	if (s[a].start != s[b].start)
+		return s[a].start < s[b].start ? -1 : 1;
+	if (s[a].finish != s[b].finish)
+		return s[a].finish < s[b].finish ? -1 : 1;
+	return a < b ? -1 : a > b;
+}
+
+struct sched_in {
+	const struct plan_dag *g;
+	const struct plan_machine *m;
+	const struct plan_opts *o;
+	const double *oct; /* PEFT: the OCT table; NULL for HEFT */
+	const uint32_t *fixed_sorted;
+	uint32_t nfixed;
+};
+
+/* One list-scheduling pass in the order given by prio[]; writes the
+ * non-fixed slots of out[] (fixed ones must already be there). */
+static int schedule_once(struct plan_ws *ws, const struct sched_in *in, const double *prio,
+                         struct plan_slot *out, double *makespan)
+{
+	const struct plan_dag *g = in->g;
+	const struct plan_machine *m = in->m;
+	const struct plan_opts *o = in->o;
+	const bool *fixed = o->fixed;
+	uint32_t n = g->n;
+	unsigned nd = m->ndev, nn = m->nnodes ? m->nnodes : 1;
+	double mk = 0;
+
+	for (unsigned d = 0; d < nd; d++)
+		plan_tl_clear(&ws->tl[d]);
+	for (uint32_t i = 0; i < in->nfixed; i++) {
+		const struct plan_slot *s = &out[in->fixed_sorted[i]];
+		struct plan_tl *tl = &ws->tl[s->dev];
+		mk = plan_maxd(mk, s->finish);
+		/* Overlapping fixed slots (measured ones on a pipelined device)
+		 * occupy their union. */
+		if (tl->len && s->start < tl->f[tl->len - 1]) {
+			tl->f[tl->len - 1] = plan_maxd(tl->f[tl->len - 1], s->finish);
+			continue;
+		}
+		int err = plan_tl_push(tl, s->start, s->finish);
+		if (err)
+			return err;
+	}
+	for (unsigned d = 0; d < nd; d++)
+		plan_tl_build(&ws->tl[d]);
+
+	/* Ready list: tasks whose predecessors are all placed. */
+	uint32_t *cnt = ws->cnt, *heap = ws->heap, hlen = 0;
+	for (uint32_t v = 0; v < n; v++) {
+		cnt[v] = 0;
+		if (fixed && fixed[v])
+			continue;
+		for (uint32_t k = ws->pred_off[v]; k < ws->pred_off[v + 1]; k++)
+			if (!(fixed && fixed[ws->pred[k]]))
+				cnt[v]++;
+	}
+	for (uint32_t v = 0; v < n; v++)
+		if (!(fixed && fixed[v]) && !cnt[v])
+			heap_push(heap, &hlen, prio, v);
+
+	double *arr = ws->arr;
+	while (hlen) {
+		uint32_t v = heap_pop(heap, &hlen, prio);
+		/* Earliest arrival of v's inputs on each memory node. */
+		for (unsigned x = 0; x < nn; x++)
+			arr[x] = 0;
+		for (uint32_t k = ws->pred_off[v]; k < ws->pred_off[v + 1]; k++) {
+			const struct plan_slot *p = &out[ws->pred[k]];
+			unsigned np = m->node ? m->node[p->dev] : 0;
+			double data = ws->pred_data[k];
+			for (unsigned x = 0; x < nn; x++) {
+				double t = p->finish;
+				if (x != np) {
+					size_t i = (size_t)np * m->nnodes + x;
+					t += (m->lat ? m->lat[i] : 0) +
+					     data * (m->inv_bw ? m->inv_bw[i] : 0);
+				}
+				if (t > arr[x])
+					arr[x] = t;
+			}
+		}
+		const double *c = g->cost + (size_t)v * nd;
+		const double *oct = in->oct ? in->oct + (size_t)v * nd : NULL;
+		double best = INFINITY, bs = 0, bf = 0;
+		unsigned bd = UINT32_MAX;
+		uint32_t bpos = 0;
+		for (unsigned d = 0; d < nd; d++) {
+			if (!plan_allowed(c[d]))
+				continue;
+			double ready = arr[m->node ? m->node[d] : 0];
+			if (o->dev_ready && o->dev_ready[d] > ready)
+				ready = o->dev_ready[d];
+			uint32_t pos;
+			double s = plan_tl_find(&ws->tl[d], ready, c[d], &pos);
+			double f = s + c[d];
+			double key = oct ? f + oct[d] : f;
+			if (bd == UINT32_MAX || key < best) {
+				best = key;
+				bd = d;
+				bs = s;
+				bf = f;
+				bpos = pos;
+			}
+		}
+		int err = plan_tl_insert(&ws->tl[bd], bpos, bs, bf);
+		if (err)
+			return err;
+		out[v].dev = bd;
+		out[v].start = bs;
+		out[v].finish = bf;
+		mk = plan_maxd(mk, bf);
+		for (uint32_t k = g->succ_off ? g->succ_off[v] : 0;
+		     k < (g->succ_off ? g->succ_off[v + 1] : 0); k++)
+			if (--cnt[g->succ[k]] == 0)
+				heap_push(heap, &hlen, prio, g->succ[k]);
+	}
+	*makespan = mk;
+	return 0;
+}
+
+/* splitmix64: a deterministic stream for the refinement perturbations. */
+static uint64_t splitmix64(uint64_t *x)
+{
+	uint64_t z = (*x += 0x9E3779B97F4A7C15ull);
+	z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+	z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+	return z ^ (z >> 31);
+}
+
+/* In [-1, 1). */
+static double unit_sym(uint64_t *x)
+{
+	return (double)(splitmix64(x) >> 11) * 0x1.0p-52 - 1.0;
+}
+
+/* mean over the devices that can run v of row[] */
+static void mean_allowed(const struct plan_dag *g, unsigned nd, const double *tab, double *out)
+{
+	for (uint32_t v = 0; v < g->n; v++) {
+		const double *c = g->cost + (size_t)v * nd, *t = tab + (size_t)v * nd;
+		double sum = 0;
+		unsigned k = 0;
+		for (unsigned d = 0; d < nd; d++)
+			if (plan_allowed(c[d])) {
+				sum += t[d];
+				k++;
+			}
+		out[v] = sum / k;
+	}
+}
+
+static int check_fixed(const struct plan_dag *g, const struct plan_machine *m, struct plan_ws *ws,
+                       const bool *fixed, const struct plan_slot *out, uint32_t *sorted,
+                       uint32_t *nfixed)
+{
+	uint32_t k = 0;
+	for (uint32_t v = 0; v < g->n; v++) {
+		if (!fixed[v])
+			continue;
+		const struct plan_slot *s = &out[v];
+		if (s->dev >= m->ndev || !isfinite(s->start) || !isfinite(s->finish) ||
+		    s->finish < s->start)
+			return -EINVAL;
+		/* Every predecessor of a fixed task must be fixed too. */
+		for (uint32_t j = ws->pred_off[v]; j < ws->pred_off[v + 1]; j++)
+			if (!fixed[ws->pred[j]])
+				return -EINVAL;
+		sorted[k++] = v;
+	}
+	struct fixed_ctx ctx = { out };
+	qsort_r(sorted, k, sizeof(*sorted), cmp_fixed, &ctx);
+	*nfixed = k;
+	return 0;
+}
+
+int plan_schedule(const struct plan_dag *g, const struct plan_machine *m, const struct plan_opts *o,
+                  struct plan_ws *ws, struct plan_slot *out, double *makespan)
+{
+	static const struct plan_opts defaults = { .method = PLAN_HEFT };
+	if (!o)
+		o = &defaults;
+	if (!ws || !out || (o->method != PLAN_HEFT && o->method != PLAN_PEFT))
+		return -EINVAL;
+	int err = plan_prep(ws, g, m, NULL, 0);
+	if (err)
+		return err;
+	uint32_t n = g->n;
+	unsigned nd = m->ndev;
+	if (makespan)
+		*makespan = 0;
+	if (!n)
+		return 0;
+
+	/* Fixed tasks sorted by device and start. */
+	uint32_t nfixed = 0;
+	if (o->fixed && (err = check_fixed(g, m, ws, o->fixed, out, ws->fsort, &nfixed)))
+		return err;
+
+	bool peft = o->method == PLAN_PEFT;
+	bool need_oct = peft || o->refine_iters >= 2;
+	if (need_oct) {
+		if ((err = ws_size_oct(ws, (size_t)n * nd)))
+			return err;
+		plan_ranks_oct(ws, g, ws->oct);
+	}
+	plan_ranks_up(ws, g, ws->rank_u);
+	/* base: the published priority (rank_u, or PEFT's rank_oct). */
+	if (peft)
+		mean_allowed(g, nd, ws->oct, ws->base);
+	else
+		memcpy(ws->base, ws->rank_u, n * sizeof(double));
+
+	struct sched_in in = {
+		.g = g,
+		.m = m,
+		.o = o,
+		.oct = peft ? ws->oct : NULL,
+		.fixed_sorted = ws->fsort,
+		.nfixed = nfixed,
+	};
+	double mk;
+	if ((err = schedule_once(ws, &in, ws->base, out, &mk)))
+		return err;
+
+	/* Refinement: other priority orders, same device selection; the
+	 * shortest schedule wins, the first found on ties. */
+	if (o->refine_iters) {
+		plan_ranks_down(ws, g, ws->rank_d);
+		uint64_t rng = o->seed;
+		static const double eps[] = { 0.1, 0.2, 0.3 };
+		for (uint32_t it = 0; it < o->refine_iters; it++) {
+			double *p = ws->prio;
+			if (it == 0) {
+				/* CPOP-like: the whole path through the task. */
+				for (uint32_t v = 0; v < n; v++)
+					p[v] = ws->base[v] + ws->rank_d[v];
+			} else if (it == 1) {
+				/* The other paper's order. */
+				if (peft)
+					memcpy(p, ws->rank_u, n * sizeof(double));
+				else
+					mean_allowed(g, nd, ws->oct, p);
+			} else {
+				const double *b = (it & 1) ? ws->rank_u : ws->base;
+				double e = eps[(it - 2) % 3];
+				for (uint32_t v = 0; v < n; v++)
+					p[v] = b[v] * (1 + e * unit_sym(&rng));
+			}
+			for (uint32_t v = 0; v < n; v++)
+				if (o->fixed && o->fixed[v])
+					ws->cand[v] = out[v];
+			double cmk;
+			if ((err = schedule_once(ws, &in, p, ws->cand, &cmk)))
+				return err;
+			if (cmk < mk) {
+				mk = cmk;
+				memcpy(out, ws->cand, n * sizeof(*out));
+			}
+		}
+	}
+	if (makespan)
+		*makespan = mk;
+	return 0;
+}

@@ -1,0 +1,118 @@
+/* Internals shared by the planner's files (plan.c, plan_timeline.c,
+ * plan_ranks.c, plan_bounds.c, plan_check.c). Not part of the API. */
+#ifndef TDM_PLACEMENT_PLAN_INTERNAL_H
+#define TDM_PLACEMENT_PLAN_INTERNAL_H
+
+#include <math.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "placement/plan.h"
+
+/* A device that can run a task: cost >= 0 and finite (NaN fails >= 0). */
+static inline bool plan_allowed(double c)
+{
+	return c >= 0 && c < INFINITY;
+}
+
+static inline double plan_maxd(double a, double b)
+{
+	return a > b ? a : b;
+}
+
+/* ---- device timelines -------------------------------------------------------
+ * One device's busy intervals [s[i], f[i]), sorted by start, never
+ * overlapping (so f is sorted too). A max-segment tree over the gaps in front
+ * of each interval (gap[i] = s[i] - f[i-1], i >= 1) finds the first gap that
+ * fits a task in O(log slots); an insertion updates the leaves it shifts. */
+struct plan_tl {
+	double *s, *f;
+	double *seg; /* [2 * segcap], leaves at segcap + i */
+	uint32_t len, cap, segcap;
+};
+
+void plan_tl_free(struct plan_tl *t);
+void plan_tl_clear(struct plan_tl *t);
+/* Appends [s, f) after the last interval without updating the tree (for
+ * building from sorted intervals); plan_tl_build afterwards. -ENOMEM. */
+int plan_tl_push(struct plan_tl *t, double s, double f);
+void plan_tl_build(struct plan_tl *t);
+/* Earliest start >= ready of an idle slot of length dur (insertion policy);
+ * *pos receives the index where the interval goes. */
+double plan_tl_find(const struct plan_tl *t, double ready, double dur, uint32_t *pos);
+/* Inserts [s, f) at pos (from plan_tl_find). 0 or -ENOMEM. */
+int plan_tl_insert(struct plan_tl *t, uint32_t pos, double s, double f);
+
+/* ---- work arrays -------------------------------------------------------------- */
+struct plan_ws {
+	/* sizes the arrays below hold */
+	size_t n_cap, e_cap, nd_cap, dev_cap, node_cap;
+
+	/* per task [n_cap] (pred_off: n_cap + 1) */
+	uint32_t *order; /* a topological order */
+	uint32_t *cnt; /* scratch: in-degrees */
+	uint32_t *pred_off;
+	uint32_t *heap;
+	uint32_t *fsort; /* fixed tasks by device, then start */
+	uint32_t *nallow; /* devices that can run each task */
+	double *wmean; /* mean cost over the devices that can run it */
+	double *rank_u, *rank_d, *prio, *base, *aux;
+	struct plan_slot *cand;
+	/* per edge [e_cap]: predecessors in CSR, with the data of each edge */
+	uint32_t *pred;
+	double *pred_data;
+	/* per task and device [nd_cap] */
+	double *oct;
+	/* per device [dev_cap] */
+	struct plan_tl *tl;
+	uint32_t *dev_pos;
+	/* per node [node_cap] */
+	double *arr;
+
+	/* set by plan_prep */
+	uint32_t n, ndev, nedges;
+	double lat_mean, invbw_mean; /* over ordered pairs of distinct devices */
+};
+
+/* Validates g and m, sizes ws, builds the predecessor lists, a topological
+ * order (Kahn), the per-task mean costs and the mean link costs. 0, -ENOMEM
+ * or -EINVAL (with a reason in why when not NULL). */
+int plan_prep(struct plan_ws *ws, const struct plan_dag *g, const struct plan_machine *m, char *why,
+              size_t whylen);
+
+/* Communication of an edge carrying data between devices a and b. */
+static inline double plan_comm(const struct plan_machine *m, uint32_t a, uint32_t b, double data)
+{
+	unsigned na = m->node ? m->node[a] : 0, nb = m->node ? m->node[b] : 0;
+	if (na == nb)
+		return 0;
+	size_t k = (size_t)na * m->nnodes + nb;
+	return (m->lat ? m->lat[k] : 0) + data * (m->inv_bw ? m->inv_bw[k] : 0);
+}
+
+static inline double plan_edge_data(const struct plan_dag *g, uint32_t k)
+{
+	return g->edge_data ? g->edge_data[k] : 0;
+}
+
+/* Mean communication of an edge (HEFT's c-bar). */
+static inline double plan_comm_mean(const struct plan_ws *ws, double data)
+{
+	return ws->lat_mean + data * ws->invbw_mean;
+}
+
+/* Ranks on a prepared ws (plan_prep done). */
+void plan_ranks_up(struct plan_ws *ws, const struct plan_dag *g, double *rank_u);
+void plan_ranks_down(struct plan_ws *ws, const struct plan_dag *g, double *rank_d);
+/* oct[n * ndev]; uses ws->aux as scratch. */
+void plan_ranks_oct(struct plan_ws *ws, const struct plan_dag *g, double *oct);
+
+/* The area bound alone, by a chosen method (tests compare them):
+ * PLAN_AREA_AUTO as plan_lower_bounds does, PLAN_AREA_DIRECT the whole LP,
+ * PLAN_AREA_CUTS cutting planes on its dual. */
+enum { PLAN_AREA_AUTO = 0, PLAN_AREA_DIRECT, PLAN_AREA_CUTS };
+int plan_area_bound(const struct plan_dag *g, const struct plan_machine *m, int method,
+                    double *area);
+
+#endif

@@ -1,0 +1,654 @@
+/* The dispatch core (dispatch.h): queues and placement shared by dmda,
+ * heft, peft and prio, then whole-graph plans, then the policy seam. */
+#include "policies/dispatch.h"
+
+#include <math.h>
+#include <sched.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "placement/eft.h"
+#include "placement/fairq.h"
+#include "placement/plan.h"
+#include "tandem.h"
+
+#define NO_DEV UINT32_MAX
+/* How deep into a flow's sub-queue of the any-device queue a worker looks
+ * for a task it may run (as eager.c does). */
+#define ANY_SCAN 32
+/* pick_next moves at most this many unrunnable tasks before giving up. */
+#define MAX_REPLACE 64
+
+enum task_state { TASK_WAITING = 0, TASK_RELEASED, TASK_DONE };
+
+/* A graph's plan: each task's device and start, relative to base_ns. */
+struct gplan {
+	pthread_mutex_t lock;
+	uint32_t n;
+	enum plan_method method;
+	uint64_t base_ns; /* the graph's submission */
+	uint32_t released, done; /* tasks */
+	uint32_t last_repair; /* `done` at the last repair */
+	uint32_t drifts; /* since the last repair */
+	double *cost; /* [n * ndev] predicted ns, < 0: cannot run there */
+	double *edge_data; /* [edges] bytes */
+	double *cursor, *own; /* [ndev] each: repair scratch */
+	struct plan_slot *slot; /* [n] planned, or actual once done */
+	uint32_t *dev; /* [n] device committed to at release (NO_DEV: none) */
+	uint32_t *order; /* [n] repair scratch */
+	bool *fixed; /* [n] */
+	uint8_t *state; /* [n] enum task_state */
+};
+
+struct dispatch {
+	const struct engine *engine;
+	const struct tdm_clock *clock;
+	const struct policy_tuning *tuning;
+	uint8_t strategy; /* the default */
+	size_t ndev;
+	/* [ndev + 1]: one per device, then the any-device queue. */
+	struct fairq *q;
+	struct fairq_flow *orphan; /* [ndev + 1]: tasks of flows never added */
+	struct eft eft;
+	_Atomic size_t queued, any_queued;
+	/* Planning: one workspace and machine description, under plan_lock. */
+	pthread_mutex_t plan_lock;
+	struct plan_ws *ws;
+	double *lat, *inv_bw; /* [nnodes * nnodes] */
+	double *dev_ready; /* [ndev] */
+	_Atomic uint64_t plans, plan_failures, drifts, repairs, repair_failures, replaced;
+};
+
+/* ---- strategies and keys ---- */
+
+static uint8_t strategy_of(const struct dispatch *D, const struct engine_graph *g)
+{
+	if (g->policy_hint && g->policy_hint < TDM_POLICY_HINT_COUNT)
+		return g->policy_hint;
+	if (g->flow && g->flow->policy_hint && g->flow->policy_hint < TDM_POLICY_HINT_COUNT)
+		return g->flow->policy_hint;
+	return D->strategy;
+}
+
+/* prio: task + graph priority, saturated; 0 for the other strategies. */
+static int32_t task_class(const struct dispatch *D, const struct engine_task *t)
+{
+	if (strategy_of(D, t->graph) != TDM_POLICY_PRIO)
+		return 0;
+	int64_t p = (int64_t)t->priority + t->graph->priority;
+	return p > INT32_MAX ? INT32_MAX : p < INT32_MIN ? INT32_MIN : (int32_t)p;
+}
+
+/* prio: earliest deadline first (none: last); otherwise ready order. */
+static double task_key(const struct dispatch *D, const struct engine_task *t)
+{
+	if (strategy_of(D, t->graph) == TDM_POLICY_PRIO)
+		return t->graph->deadline_ns ? (double)t->graph->deadline_ns : INFINITY;
+	return (double)t->queued_ns;
+}
+
+/* ---- queues ---- */
+
+static struct fairq_flow *flow_of(struct dispatch *D, const struct engine_task *t, size_t qi)
+{
+	struct fairq_flow *ff = t->graph->flow ? t->graph->flow->policy_slot : NULL;
+	return ff ? &ff[qi] : &D->orphan[qi];
+}
+
+static void enqueue(struct dispatch *D, size_t qi, struct engine_task *t, int32_t prio, double key,
+                    double cost)
+{
+	struct fairq_key k = { prio, key };
+	t->policy_key = key;
+	if (qi == D->ndev)
+		atomic_fetch_add_explicit(&D->any_queued, 1, memory_order_relaxed);
+	/* Out of memory: wait for workers to drain some entries (as ws does). */
+	while (fairq_push(&D->q[qi], flow_of(D, t, qi), &k, cost, t) != 0)
+		sched_yield();
+	/* Only that device's worker takes it: wake it if it sleeps (the core
+	 * wakes "some" worker per ready task, which may be another). */
+	if (qi < D->ndev && D->engine)
+		engine_kick(D->engine, (unsigned)qi);
+}
+
+static void commit(struct dispatch *D, struct engine_task *t, uint32_t d, double cost)
+{
+	eft_commit(&D->eft, t, d, cost);
+	t->policy_dev = d;
+	t->policy_cost = cost;
+}
+
+static void uncommit(struct dispatch *D, struct engine_task *t)
+{
+	if (t->policy_dev == NO_DEV)
+		return;
+	eft_uncommit(&D->eft, t->policy_dev, t->policy_cost);
+	t->policy_dev = NO_DEV;
+}
+
+/* The any-device queue; the worker that takes it commits it. Its fairness
+ * cost is its best predicted time. */
+static void place_any(struct dispatch *D, struct engine_task *t, double key)
+{
+	double cost = INFINITY;
+	for (uint32_t g = 0; g < D->eft.ngroups; g++) {
+		double c = eft_exec_group(&D->eft, t, g);
+		cost = c < cost ? c : cost;
+	}
+	t->policy_dev = NO_DEV;
+	enqueue(D, D->ndev, t, task_class(D, t), key, cost);
+}
+
+/* dmda among the devices that may run t, except skip (-1: none): the
+ * device and t's cost there, or -1 if none may run it. */
+static int select_dmda(struct dispatch *D, const struct engine_task *t, int skip, double *cost)
+{
+	return eft_select(&D->eft, t, D->tuning->dmda_alpha, D->tuning->dmda_beta, skip, cost);
+}
+
+/* Commits t to device d and queues it there; d < 0: the any-device queue
+ * (no device may run it now: the watchdog will see it wait). Once queued,
+ * t may run and its graph end at any time. */
+static void push_to(struct dispatch *D, struct engine_task *t, int d, double cost, double key)
+{
+	if (d < 0) {
+		place_any(D, t, key);
+		return;
+	}
+	commit(D, t, (uint32_t)d, cost);
+	enqueue(D, (size_t)d, t, task_class(D, t), key, cost);
+}
+
+/* ---- whole-graph plans (heft, peft) ---- */
+
+static void gplan_free(struct gplan *gp)
+{
+	if (!gp)
+		return;
+	pthread_mutex_destroy(&gp->lock);
+	free(gp);
+}
+
+/* One block: the header, then the arrays, largest alignment first. */
+static struct gplan *gplan_new(uint32_t n, size_t ndev, uint32_t nedges)
+{
+	size_t nd = ndev, off = (sizeof(struct gplan) + 15) & ~(size_t)15;
+	size_t o_cost = off, o_edge = o_cost + sizeof(double) * n * nd;
+	size_t o_cur = o_edge + sizeof(double) * nedges, o_own = o_cur + sizeof(double) * nd;
+	size_t o_slot = o_own + sizeof(double) * nd;
+	size_t o_dev = o_slot + sizeof(struct plan_slot) * n,
+	       o_order = o_dev + sizeof(uint32_t) * n;
+	size_t o_fixed = o_order + sizeof(uint32_t) * n, o_state = o_fixed + sizeof(bool) * n;
+	char *p = calloc(1, o_state + n);
+	if (!p)
+		return NULL;
+	struct gplan *gp = (struct gplan *)p;
+	pthread_mutex_init(&gp->lock, NULL);
+	gp->n = n;
+	gp->cost = (double *)(p + o_cost);
+	gp->edge_data = (double *)(p + o_edge);
+	gp->cursor = (double *)(p + o_cur);
+	gp->own = (double *)(p + o_own);
+	gp->slot = (struct plan_slot *)(p + o_slot);
+	gp->dev = (uint32_t *)(p + o_dev);
+	gp->order = (uint32_t *)(p + o_order);
+	gp->fixed = (bool *)(p + o_fixed);
+	gp->state = (uint8_t *)(p + o_state);
+	for (uint32_t v = 0; v < n; v++)
+		gp->dev[v] = NO_DEV;
+	return gp;
+}
+
+/* Task t's predicted cost on every device (< 0 where it may not run), one
+ * prediction per group. false if no device may run it. */
+static bool fill_costs(struct dispatch *D, const struct engine_task *t, double *row)
+{
+	double gexec[EFT_MAX_GROUPS];
+	uint64_t have = 0;
+	bool any = false;
+	for (uint32_t d = 0; d < D->ndev; d++) {
+		if (D->engine && !engine_runnable(D->engine, t, d)) {
+			row[d] = -1;
+			continue;
+		}
+		uint32_t g = D->eft.group[d];
+		if (g >= EFT_MAX_GROUPS) {
+			row[d] = eft_exec(&D->eft, t, d);
+		} else {
+			if (!(have & (1ull << g)))
+				gexec[g] = eft_exec_group(&D->eft, t, g);
+			have |= 1ull << g;
+			row[d] = gexec[g];
+		}
+		any = true;
+	}
+	return any;
+}
+
+/* Bytes an edge u -> v carries: v's reads of buffers u writes. */
+static double edge_bytes(const struct engine_task *u, const struct engine_task *v)
+{
+	double bytes = 0;
+	for (uint32_t i = 0; i < v->call.nargs && i < TDM_MAX_ARGS; i++) {
+		if (!v->data[i] || !(v->kernel->arg_modes[i] & TDM_R))
+			continue;
+		for (uint32_t j = 0; j < u->call.nargs && j < TDM_MAX_ARGS; j++)
+			if (u->data[j] == v->data[i] && (u->kernel->arg_modes[j] & TDM_W)) {
+				bytes += (double)v->call.len[i];
+				break;
+			}
+	}
+	return bytes;
+}
+
+/* Runs the planner on gp (its cost, fixed and slot arrays) with dev_ready
+ * already in D->dev_ready. Caller holds D->plan_lock. */
+static int run_planner(struct dispatch *D, struct engine_graph *g, struct gplan *gp, bool repair)
+{
+	unsigned nn = D->eft.nnodes ? D->eft.nnodes : 1;
+	for (unsigned s = 0; s < nn; s++)
+		for (unsigned d = 0; d < nn; d++)
+			eft_link(&D->eft, (uint16_t)s, (uint16_t)d, &D->lat[s * nn + d],
+			         &D->inv_bw[s * nn + d]);
+	struct plan_machine m = { .ndev = (unsigned)D->ndev,
+		                  .node = D->eft.node,
+		                  .nnodes = nn,
+		                  .lat = D->lat,
+		                  .inv_bw = D->inv_bw };
+	struct plan_dag dag = { .n = gp->n,
+		                .cost = gp->cost,
+		                .succ_off = g->succ_off,
+		                .succ = g->succ,
+		                .edge_data = gp->edge_data };
+	struct plan_opts o = { .method = gp->method,
+		               .dev_ready = D->dev_ready,
+		               .refine_iters = D->tuning->plan_refine_iters,
+		               .seed = g->cookie,
+		               .fixed = repair ? gp->fixed : NULL };
+	double makespan;
+	return plan_schedule(&dag, &m, &o, D->ws, gp->slot, &makespan);
+}
+
+/* At submission: costs from the models, data per edge, then the plan from
+ * the devices' committed work on. NULL: not planned (dmda places it). */
+static struct gplan *plan_graph(struct dispatch *D, struct engine_graph *g, enum plan_method method)
+{
+	uint32_t n = g->ntasks, nedges = g->succ_off[n];
+	struct gplan *gp = gplan_new(n, D->ndev, nedges);
+	if (!gp)
+		goto fail;
+	gp->method = method;
+	gp->base_ns = g->submit_ns;
+	for (uint32_t v = 0; v < n; v++)
+		if (!fill_costs(D, &g->tasks[v], gp->cost + (size_t)v * D->ndev))
+			goto fail;
+	for (uint32_t v = 0; v < n; v++)
+		for (uint32_t k = g->succ_off[v]; k < g->succ_off[v + 1]; k++)
+			gp->edge_data[k] = edge_bytes(&g->tasks[v], &g->tasks[g->succ[k]]);
+	pthread_mutex_lock(&D->plan_lock);
+	for (size_t d = 0; d < D->ndev; d++) {
+		int64_t p = eft_pending(&D->eft, (uint32_t)d);
+		D->dev_ready[d] = p > 0 ? (double)p : 0;
+	}
+	int err = run_planner(D, g, gp, false);
+	pthread_mutex_unlock(&D->plan_lock);
+	if (err)
+		goto fail;
+	atomic_fetch_add(&D->plans, 1);
+	return gp;
+fail:
+	gplan_free(gp);
+	atomic_fetch_add(&D->plan_failures, 1);
+	return NULL;
+}
+
+/* A planned task is ready: its planned device, keyed by its planned start;
+ * dmda if that device may not run it any more. */
+static void place_planned(struct dispatch *D, struct gplan *gp, struct engine_task *t)
+{
+	uint32_t v = t->index;
+	pthread_mutex_lock(&gp->lock);
+	if (gp->state[v] == TASK_WAITING) {
+		gp->state[v] = TASK_RELEASED;
+		gp->released++;
+	}
+	uint32_t d = gp->slot[v].dev;
+	double cost = d < D->ndev ? gp->cost[(size_t)v * D->ndev + d] : -1;
+	double key = (double)gp->base_ns + gp->slot[v].start;
+	if (cost < 0 || (D->engine && !engine_runnable(D->engine, t, d))) {
+		int nd = select_dmda(D, t, -1, &cost);
+		gp->dev[v] = nd < 0 ? NO_DEV : (uint32_t)nd;
+		pthread_mutex_unlock(&gp->lock);
+		push_to(D, t, nd, cost, (double)t->queued_ns);
+		return;
+	}
+	gp->dev[v] = d;
+	pthread_mutex_unlock(&gp->lock);
+	commit(D, t, d, cost);
+	enqueue(D, d, t, 0, key, cost);
+}
+
+/* pick_next moved a task of a planned graph (-1: to the any-device queue). */
+static void plan_note_device(struct engine_task *t, int d)
+{
+	struct gplan *gp = t->graph->policy_graph;
+	if (!gp)
+		return;
+	pthread_mutex_lock(&gp->lock);
+	gp->dev[t->index] = d < 0 ? NO_DEV : (uint32_t)d;
+	pthread_mutex_unlock(&gp->lock);
+}
+
+static int by_start(const void *a, const void *b, void *ctx)
+{
+	const struct plan_slot *s = ctx;
+	double x = s[*(const uint32_t *)a].start, y = s[*(const uint32_t *)b].start;
+	return x < y ? -1 : x > y;
+}
+
+/* Re-plans the tasks not yet released from now on, around the others:
+ * done ones at their actual slots, released ones from now on in their
+ * planned order on the device they were committed to. The waiting tasks'
+ * costs are predicted again (the models learned meanwhile). Caller holds
+ * gp->lock. */
+static void repair(struct dispatch *D, struct engine_graph *g, struct gplan *gp, uint64_t now)
+{
+	size_t nd = D->ndev;
+	double now_rel = now > gp->base_ns ? (double)(now - gp->base_ns) : 0;
+	uint32_t nrel = 0;
+
+	gp->last_repair = gp->done;
+	gp->drifts = 0;
+	for (size_t d = 0; d < nd; d++) {
+		gp->cursor[d] = now_rel;
+		gp->own[d] = 0;
+	}
+	for (uint32_t v = 0; v < gp->n; v++) {
+		gp->fixed[v] = gp->state[v] != TASK_WAITING;
+		if (gp->state[v] == TASK_RELEASED)
+			gp->order[nrel++] = v;
+		else if (gp->state[v] == TASK_WAITING &&
+		         !fill_costs(D, &g->tasks[v], gp->cost + (size_t)v * nd))
+			return; /* nowhere to run it now: keep the old plan */
+	}
+	/* Released tasks, one after the other per device: fixed slots must
+	 * not overlap. */
+	qsort_r(gp->order, nrel, sizeof(*gp->order), by_start, gp->slot);
+	for (uint32_t i = 0; i < nrel; i++) {
+		uint32_t v = gp->order[i], d = gp->dev[v];
+		if (d >= nd)
+			d = gp->slot[v].dev < nd ? gp->slot[v].dev : 0;
+		double c = gp->cost[(size_t)v * nd + d];
+		if (c < 0)
+			c = eft_exec(&D->eft, &g->tasks[v], d);
+		double s = gp->slot[v].start > gp->cursor[d] ? gp->slot[v].start : gp->cursor[d];
+		gp->slot[v] = (struct plan_slot){ d, s, s + c };
+		gp->cursor[d] = s + c;
+		gp->own[d] += c;
+	}
+	pthread_mutex_lock(&D->plan_lock);
+	/* Other graphs' work: what is committed minus this graph's part. */
+	for (size_t d = 0; d < nd; d++) {
+		double other = (double)eft_pending(&D->eft, (uint32_t)d) - gp->own[d];
+		D->dev_ready[d] = now_rel + (other > 0 ? other : 0);
+	}
+	int err = run_planner(D, g, gp, true);
+	pthread_mutex_unlock(&D->plan_lock);
+	atomic_fetch_add(err ? &D->repair_failures : &D->repairs, 1);
+}
+
+/* A planned task finished: its actual slot replaces the planned one; a
+ * drift beyond the prediction's spread may trigger a repair (at most one
+ * per max(8, n/16) completions). */
+static void plan_task_done(struct dispatch *D, struct gplan *gp, struct engine_task *t, unsigned w)
+{
+	uint32_t v = t->index;
+	pthread_mutex_lock(&gp->lock);
+	if (gp->state[v] != TASK_DONE) {
+		if (gp->state[v] == TASK_WAITING)
+			gp->released++;
+		gp->state[v] = TASK_DONE;
+		gp->done++;
+	}
+	double pred = gp->cost[(size_t)v * D->ndev + w];
+	uint64_t end = t->end_ns > t->start_ns ? t->end_ns : t->start_ns;
+	double s = t->start_ns > gp->base_ns ? (double)(t->start_ns - gp->base_ns) : 0;
+	double f = end > gp->base_ns ? (double)(end - gp->base_ns) : 0;
+	gp->slot[v] = (struct plan_slot){ w, s, f };
+	/* Without a profiler costs are flat guesses: nothing to learn from. */
+	if (D->eft.prof && t->status == 0 && t->kernel->id != KERNEL_NOOP && pred > 0) {
+		double actual = (double)(t->end_ns - t->start_ns);
+		double tol = fmax((double)t->pred_spread_ns, 0.05 * pred);
+		if (fabs(actual - pred) > tol) {
+			gp->drifts++;
+			atomic_fetch_add_explicit(&D->drifts, 1, memory_order_relaxed);
+		}
+	}
+	uint32_t every = gp->n / 16 > 8 ? gp->n / 16 : 8;
+	if (D->tuning->plan_repair && gp->drifts && gp->released < gp->n &&
+	    gp->done - gp->last_repair >= every)
+		repair(D, t->graph, gp, clock_now(D->clock));
+	pthread_mutex_unlock(&gp->lock);
+}
+
+/* ---- the seam ---- */
+
+int dispatch_init(const struct policy_params *p, uint8_t strategy, void **priv)
+{
+	struct dispatch *D = calloc(1, sizeof(*D));
+	if (!D)
+		return -TDM_ENOMEM;
+	D->engine = p->engine;
+	D->clock = p->clock;
+	D->tuning = p->tuning ? p->tuning : &policy_tuning_defaults;
+	D->strategy = strategy;
+	D->ndev = p->nworkers;
+	pthread_mutex_init(&D->plan_lock, NULL);
+	int err = eft_init(&D->eft, p->engine, p->devices, p->nworkers, p->prof);
+	D->q = calloc(D->ndev + 1, sizeof(*D->q));
+	D->orphan = calloc(D->ndev + 1, sizeof(*D->orphan));
+	size_t nn = D->eft.nnodes ? D->eft.nnodes : 1;
+	D->lat = calloc(nn * nn, sizeof(double));
+	D->inv_bw = calloc(nn * nn, sizeof(double));
+	D->dev_ready = calloc(D->ndev, sizeof(double));
+	D->ws = plan_ws_new();
+	if (err || !D->q || !D->orphan || !D->lat || !D->inv_bw || !D->dev_ready || !D->ws) {
+		if (!err)
+			eft_fini(&D->eft);
+		free(D->q);
+		free(D->orphan);
+		free(D->lat);
+		free(D->inv_bw);
+		free(D->dev_ready);
+		plan_ws_free(D->ws);
+		pthread_mutex_destroy(&D->plan_lock);
+		free(D);
+		return -TDM_ENOMEM;
+	}
+	for (size_t i = 0; i <= D->ndev; i++) {
+		fairq_init(&D->q[i]);
+		fairq_flow_init(&D->orphan[i], NULL);
+	}
+	*priv = D;
+	return 0;
+}
+
+void dispatch_fini(void *priv)
+{
+	struct dispatch *D = priv;
+	for (size_t i = 0; i <= D->ndev; i++) {
+		fairq_flow_fini(&D->q[i], &D->orphan[i]);
+		fairq_fini(&D->q[i]);
+	}
+	eft_fini(&D->eft);
+	plan_ws_free(D->ws);
+	pthread_mutex_destroy(&D->plan_lock);
+	free(D->q);
+	free(D->orphan);
+	free(D->lat);
+	free(D->inv_bw);
+	free(D->dev_ready);
+	free(D);
+}
+
+int dispatch_flow_added(void *priv, struct engine_flow *flow)
+{
+	struct dispatch *D = priv;
+	struct fairq_flow *ff = calloc(D->ndev + 1, sizeof(*ff));
+	if (!ff)
+		return -TDM_ENOMEM;
+	for (size_t i = 0; i <= D->ndev; i++)
+		fairq_flow_init(&ff[i], flow);
+	flow->policy_slot = ff;
+	return 0;
+}
+
+void dispatch_flow_gone(void *priv, struct engine_flow *flow)
+{
+	struct dispatch *D = priv;
+	struct fairq_flow *ff = flow->policy_slot;
+	if (!ff)
+		return;
+	/* Normally empty; after a watchdog fallback it may still list tasks
+	 * the engine took back, which are dropped here. */
+	for (size_t i = 0; i <= D->ndev; i++) {
+		size_t held = fairq_flow_fini(&D->q[i], &ff[i]);
+		atomic_fetch_sub(&D->queued, held);
+		if (i == D->ndev)
+			atomic_fetch_sub(&D->any_queued, held);
+	}
+	free(ff);
+	flow->policy_slot = NULL;
+}
+
+void dispatch_graph_submitted(void *priv, struct engine_graph *g)
+{
+	struct dispatch *D = priv;
+	for (uint32_t i = 0; i < g->ntasks; i++)
+		g->tasks[i].policy_dev = NO_DEV;
+	g->policy_graph = NULL;
+	uint8_t s = strategy_of(D, g);
+	/* A single task has nothing to plan: dmda places it. */
+	if ((s == TDM_POLICY_HEFT || s == TDM_POLICY_PEFT) && g->ntasks > 1)
+		g->policy_graph = plan_graph(D, g, s == TDM_POLICY_HEFT ? PLAN_HEFT : PLAN_PEFT);
+}
+
+void dispatch_tasks_ready(void *priv, struct engine_task **tasks, size_t n, int worker)
+{
+	struct dispatch *D = priv;
+	(void)worker;
+	atomic_fetch_add_explicit(&D->queued, n, memory_order_relaxed);
+	for (size_t i = 0; i < n; i++) {
+		struct engine_task *t = tasks[i];
+		/* A task given back (device fault) drops its old commitment. */
+		uncommit(D, t);
+		if (t->graph->policy_graph)
+			place_planned(D, t->graph->policy_graph, t);
+		else if (strategy_of(D, t->graph) == TDM_POLICY_EAGER)
+			place_any(D, t, (double)t->queued_ns);
+		else {
+			double cost;
+			int d = select_dmda(D, t, -1, &cost);
+			push_to(D, t, d, cost, task_key(D, t));
+		}
+	}
+}
+
+struct any_ctx {
+	const struct engine *engine;
+	unsigned worker;
+};
+
+static bool runnable_on(void *ctx, const struct engine_task *t)
+{
+	const struct any_ctx *c = ctx;
+	return !c->engine || engine_runnable(c->engine, t, c->worker);
+}
+
+/* t sat on w's queue but w may not run it any more (unhealthy, no room):
+ * dmda places it among the others. */
+static void replace(struct dispatch *D, struct engine_task *t, unsigned w)
+{
+	double cost;
+	uncommit(D, t);
+	int d = select_dmda(D, t, (int)w, &cost);
+	plan_note_device(t, d); /* before it is queued: then its graph may end */
+	push_to(D, t, d, cost, t->policy_key);
+	atomic_fetch_add_explicit(&D->replaced, 1, memory_order_relaxed);
+}
+
+struct engine_task *dispatch_pick_next(void *priv, unsigned w)
+{
+	struct dispatch *D = priv;
+	struct engine_task *t;
+
+	for (int i = 0; i < MAX_REPLACE; i++) {
+		t = fairq_pop(&D->q[w], NULL, NULL, 0);
+		if (!t)
+			break;
+		if (!D->engine || engine_runnable(D->engine, t, w)) {
+			atomic_fetch_sub_explicit(&D->queued, 1, memory_order_relaxed);
+			return t;
+		}
+		replace(D, t, w);
+	}
+	if (!atomic_load_explicit(&D->any_queued, memory_order_relaxed))
+		return NULL;
+	struct any_ctx ctx = { D->engine, w };
+	t = fairq_pop(&D->q[D->ndev], runnable_on, &ctx, ANY_SCAN);
+	if (!t)
+		return NULL;
+	atomic_fetch_sub_explicit(&D->any_queued, 1, memory_order_relaxed);
+	atomic_fetch_sub_explicit(&D->queued, 1, memory_order_relaxed);
+	commit(D, t, w, eft_exec(&D->eft, t, w));
+	return t;
+}
+
+void dispatch_task_done(void *priv, struct engine_task *t, unsigned w)
+{
+	struct dispatch *D = priv;
+	uncommit(D, t);
+	if (t->graph->policy_graph)
+		plan_task_done(D, t->graph->policy_graph, t, w);
+}
+
+void dispatch_graph_finished(void *priv, struct engine_graph *g)
+{
+	(void)priv;
+	gplan_free(g->policy_graph);
+	g->policy_graph = NULL;
+}
+
+size_t dispatch_peek(void *priv, unsigned w, struct engine_task **out, size_t max)
+{
+	struct dispatch *D = priv;
+	return fairq_peek(&D->q[w], out, max);
+}
+
+size_t dispatch_queued(void *priv)
+{
+	struct dispatch *D = priv;
+	return atomic_load_explicit(&D->queued, memory_order_relaxed);
+}
+
+void dispatch_stats(void *priv, struct dispatch_stats *out)
+{
+	struct dispatch *D = priv;
+	out->plans = atomic_load(&D->plans);
+	out->plan_failures = atomic_load(&D->plan_failures);
+	out->drifts = atomic_load(&D->drifts);
+	out->repairs = atomic_load(&D->repairs);
+	out->repair_failures = atomic_load(&D->repair_failures);
+	out->replaced = atomic_load(&D->replaced);
+}
+
+int dispatch_planned_device(struct engine_graph *g, uint32_t i)
+{
+	struct gplan *gp = g->policy_graph;
+	if (!gp || i >= gp->n)
+		return -1;
+	pthread_mutex_lock(&gp->lock);
+	int d = (int)gp->slot[i].dev;
+	pthread_mutex_unlock(&gp->lock);
+	return d;
+}
