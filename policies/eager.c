@@ -1,9 +1,10 @@
-/* eager: one central queue, served round-robin across clients.
+/* eager: one central queue, served weighted round-robin across clients.
  *
  * Each client (flow) has its own FIFO of ready tasks; flows with work sit on
- * a ring, and pick_next takes one task from the flow at the head and moves
- * that flow to the back. A client that floods the daemon therefore gets one
- * task in n (n = active clients), never all of them. */
+ * a ring, and pick_next takes tasks from the flow at the head, `weight` of
+ * them in a row (engine_flow.weight), then moves that flow to the back. A
+ * client that floods the daemon therefore gets its weight's share of the
+ * tasks, never all of them. Shares count tasks: eager has no cost model. */
 #include <stdlib.h>
 
 #include "policies/policy.h"
@@ -13,6 +14,7 @@ struct eager_flow {
 	struct engine_flow *flow;
 	struct engine_task *head, *tail;
 	struct eager_flow *ring_next; /* on the active ring when it has tasks */
+	uint32_t served; /* tasks taken in a row since it reached the head */
 	bool active;
 };
 
@@ -117,8 +119,12 @@ static struct engine_task *eager_pick_next(void *priv, unsigned worker)
 		if (t)
 			break;
 	}
-	if (t) {
+	if (t && f == q->ring_head && f->head &&
+	    ++f->served < (f->flow->weight ? f->flow->weight : 1)) {
+		q->queued--; /* its turn goes on */
+	} else if (t) {
 		/* The flow that gave a task goes to the back of the ring. */
+		f->served = 0;
 		if (prev)
 			prev->ring_next = f->ring_next;
 		else

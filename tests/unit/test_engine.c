@@ -176,6 +176,35 @@ static void test_eager_round_robin(void **state)
 	check_light_beside_flood(&policy_eager);
 }
 
+/* eager: a flow of weight 3 gets three tasks for every one of a flow of
+ * weight 1 while both have work. */
+static void test_eager_weights(void **state)
+{
+	(void)state;
+	struct recorder r = { 0 };
+	struct engine_flow a = { .id = 1, .weight = 1 }, b = { .id = 2, .weight = 3 };
+	struct engine *e = make_engine(&policy_eager, 1, false, &r);
+	assert_int_equal(engine_flow_add(e, &a), 0);
+	assert_int_equal(engine_flow_add(e, &b), 0);
+	struct engine_graph *ga = make_graph(&a, 400, NULL, 0);
+	struct engine_graph *gb = make_graph(&b, 400, NULL, 0);
+	engine_submit(e, ga);
+	engine_submit(e, gb);
+	for (int i = 0; i < 200; i++)
+		assert_true(engine_run_one(e, 0));
+	uint32_t done_b = 0;
+	for (uint32_t i = 0; i < 400; i++)
+		done_b += gb->tasks[i].end_ns != 0;
+	assert_in_range(done_b, 145, 155);
+	run_all(e, 1);
+	assert_int_equal(atomic_load(&r.graphs_done), 2);
+	engine_flow_gone(e, &a);
+	engine_flow_gone(e, &b);
+	engine_destroy(e);
+	free_graph(ga);
+	free_graph(gb);
+}
+
 /* ws: tasks a worker releases stay on its deque; an idle worker steals. */
 static void test_ws_steals(void **state)
 {
@@ -316,6 +345,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_dependencies_in_order),
 		cmocka_unit_test(test_eager_round_robin),
+		cmocka_unit_test(test_eager_weights),
 		cmocka_unit_test(test_ws_steals),
 		cmocka_unit_test(test_ws_injection_round_robin),
 		cmocka_unit_test(test_canceled_flow_skips_work),
