@@ -13,6 +13,7 @@
 #define ROUTER_MAX_EXPERTS 1024
 #define MOE_MAX_K 64
 #define MOE_MAX_EXPERT 65536
+#define TILE_MAX 4096 /* Cholesky tiles: nb x nb, nb <= TILE_MAX */
 #define F4 ((double)sizeof(float))
 
 /* ---- helpers ---------------------------------------------------------------- */
@@ -182,6 +183,37 @@ static int check_topk_router(const struct tdm_kernel_call *call)
 	return 0;
 }
 
+/* The tiled-Cholesky kernels take one scalar, the tile size nb, and nargs
+ * square nb x nb tiles. */
+static int check_tiles(const struct tdm_kernel_call *call, unsigned nargs)
+{
+	int64_t nb = call->s[0].i64;
+
+	if (nb < 1 || nb > TILE_MAX)
+		return -TDM_EARITY;
+	if (!whole_words(call, nargs))
+		return -TDM_ERANGE;
+	for (unsigned i = 0; i < nargs; i++)
+		if (!holds(call->len[i], nb, nb, 1, 1))
+			return -TDM_ERANGE;
+	return 0;
+}
+
+static int check_tile1(const struct tdm_kernel_call *call)
+{
+	return check_tiles(call, 1);
+}
+
+static int check_tile2(const struct tdm_kernel_call *call)
+{
+	return check_tiles(call, 2);
+}
+
+static int check_tile3(const struct tdm_kernel_call *call)
+{
+	return check_tiles(call, 3);
+}
+
 /* ---- cost features (docs/kernels.md, "Cost features") -------------------------
  * flops count a multiply-add as 2; an exp, a division or a comparison counts
  * as 1. bytes count each argument once, over the part the kernel touches. */
@@ -280,6 +312,47 @@ static void feat_topk_router(const struct tdm_kernel_call *call, struct kernel_f
 	*out = (struct kernel_features){ .flops = n * (5 * ne + 2 * k),
 		                         .bytes = F4 * (n * ne + 2 * n * k),
 		                         .domain = n * ne };
+}
+
+/* The tiled-Cholesky kernels: the usual flop counts (LAPACK Working Note 41,
+ * leading terms), domain = nb. A triangular argument counts the nb(nb+1)/2
+ * elements of its lower triangle, the only part the kernel touches. */
+static double tri(double nb)
+{
+	return nb * (nb + 1) / 2;
+}
+
+static void feat_spotrf(const struct tdm_kernel_call *call, struct kernel_features *out)
+{
+	double nb = sd(call, 0);
+	*out = (struct kernel_features){ .flops = nb * nb * nb / 3,
+		                         .bytes = F4 * tri(nb),
+		                         .domain = nb };
+}
+
+static void feat_strsm(const struct tdm_kernel_call *call, struct kernel_features *out)
+{
+	double nb = sd(call, 0);
+	*out = (struct kernel_features){ .flops = nb * nb * nb,
+		                         .bytes = F4 * (tri(nb) + nb * nb),
+		                         .domain = nb };
+}
+
+/* n^2 k multiply-adds over half the matrix: nb^3 flops. */
+static void feat_ssyrk(const struct tdm_kernel_call *call, struct kernel_features *out)
+{
+	double nb = sd(call, 0);
+	*out = (struct kernel_features){ .flops = nb * nb * nb,
+		                         .bytes = F4 * (nb * nb + tri(nb)),
+		                         .domain = nb };
+}
+
+static void feat_sgemm_nt(const struct tdm_kernel_call *call, struct kernel_features *out)
+{
+	double nb = sd(call, 0);
+	*out = (struct kernel_features){ .flops = 2 * nb * nb * nb,
+		                         .bytes = F4 * 3 * nb * nb,
+		                         .domain = nb };
 }
 
 /* ---- the table, in enum kernel_id order ------------------------------------- */
@@ -411,6 +484,50 @@ static const struct kernel_def kernel_table[] = {
 	        .check = check_topk_router,
 	        .features = feat_topk_router,
 	        .cpu = cpu_topk_router,
+	},
+	[KERNEL_SPOTRF] = {
+	        .name = "spotrf",
+	        .id = KERNEL_SPOTRF,
+	        .nargs = 1,
+	        .arg_modes = { TDM_RW },
+	        .nscalars = 1,
+	        .scalar_types = { I64 },
+	        .check = check_tile1,
+	        .features = feat_spotrf,
+	        .cpu = cpu_spotrf,
+	},
+	[KERNEL_STRSM] = {
+	        .name = "strsm",
+	        .id = KERNEL_STRSM,
+	        .nargs = 2,
+	        .arg_modes = { TDM_R, TDM_RW },
+	        .nscalars = 1,
+	        .scalar_types = { I64 },
+	        .check = check_tile2,
+	        .features = feat_strsm,
+	        .cpu = cpu_strsm,
+	},
+	[KERNEL_SSYRK] = {
+	        .name = "ssyrk",
+	        .id = KERNEL_SSYRK,
+	        .nargs = 2,
+	        .arg_modes = { TDM_R, TDM_RW },
+	        .nscalars = 1,
+	        .scalar_types = { I64 },
+	        .check = check_tile2,
+	        .features = feat_ssyrk,
+	        .cpu = cpu_ssyrk,
+	},
+	[KERNEL_SGEMM_NT] = {
+	        .name = "sgemm_nt",
+	        .id = KERNEL_SGEMM_NT,
+	        .nargs = 3,
+	        .arg_modes = { TDM_R, TDM_R, TDM_RW },
+	        .nscalars = 1,
+	        .scalar_types = { I64 },
+	        .check = check_tile3,
+	        .features = feat_sgemm_nt,
+	        .cpu = cpu_sgemm_nt,
 	},
 };
 

@@ -33,6 +33,11 @@ enum kernel_id {
 	KERNEL_ATTN_DECODE,
 	KERNEL_MOE_EXPERT,
 	KERNEL_TOPK_ROUTER,
+	/* Tiled Cholesky (single precision, nb x nb tiles, lower). */
+	KERNEL_SPOTRF,
+	KERNEL_STRSM,
+	KERNEL_SSYRK,
+	KERNEL_SGEMM_NT,
 	KERNEL_COUNT
 };
 
@@ -78,5 +83,9 @@ int cpu_rope(const struct tdm_kernel_call *call);
 int cpu_attn_decode(const struct tdm_kernel_call *call);
 int cpu_moe_expert(const struct tdm_kernel_call *call);
 int cpu_topk_router(const struct tdm_kernel_call *call);
+int cpu_spotrf(const struct tdm_kernel_call *call);
+int cpu_strsm(const struct tdm_kernel_call *call);
+int cpu_ssyrk(const struct tdm_kernel_call *call);
+int cpu_sgemm_nt(const struct tdm_kernel_call *call);
 
 #endif

@@ -175,9 +175,28 @@ static void fifo_push(struct engine *e, struct engine_task **tasks, size_t n)
 	policy_fifo.tasks_ready(e->fifo_priv, tasks, n, -1);
 }
 
+/* Which workers may run at least one of these tasks (bit w; all bits set
+ * beyond 64 workers). Taken before the policy gets them: once pushed they
+ * may run and their graph be freed. */
+static uint64_t capable_workers(const struct engine *e, struct engine_task **tasks, size_t n)
+{
+	uint64_t mask = 0;
+	if (e->ndevices > 64)
+		return UINT64_MAX;
+	for (size_t w = 0; w < e->ndevices; w++)
+		for (size_t i = 0; i < n; i++)
+			if (engine_runnable(e, tasks[i], (unsigned)w)) {
+				mask |= UINT64_C(1) << w;
+				break;
+			}
+	return mask;
+}
+
 static void push_ready(struct engine *e, struct engine_task **tasks, size_t n, int worker)
 {
 	uint64_t now = clock_now(e->clock);
+	bool uniform = atomic_load_explicit(&e->uniform, memory_order_relaxed);
+	uint64_t capable = uniform ? 0 : capable_workers(e, tasks, n);
 	atomic_fetch_add_explicit(&e->queued, n, memory_order_relaxed);
 	if (atomic_load_explicit(&e->fallback, memory_order_acquire)) {
 		for (size_t i = 0; i < n; i++)
@@ -191,8 +210,26 @@ static void push_ready(struct engine *e, struct engine_task **tasks, size_t n, i
 		}
 		e->policy->tasks_ready(e->policy_priv, tasks, n, worker);
 	}
-	/* A releasing worker picks one of them itself right after. */
-	engine_notify(e, worker >= 0 ? n - 1 : n);
+	if (uniform) {
+		/* A releasing worker picks one of them itself right after. */
+		engine_notify(e, worker >= 0 ? n - 1 : n);
+		return;
+	}
+	/* Devices differ in what they run: the releasing worker may run none
+	 * of these, and waking a worker that cannot would lose the wake-up. */
+	atomic_fetch_add(&e->epoch, 1);
+	if (!atomic_load(&e->sleepers))
+		return;
+	size_t left = n;
+	for (size_t w = 0; w < e->ndevices && left; w++) {
+		struct worker *wk = &e->workers[w];
+		if ((int)w == worker || (w < 64 && !(capable >> w & 1)))
+			continue;
+		if (atomic_exchange(&wk->asleep, false)) {
+			ring_fd(wk->kick_fd);
+			left--;
+		}
+	}
 }
 
 /* Moves every task the policy still holds to the FIFO: each task's qstate

@@ -4,6 +4,7 @@
  * Buffer contents are not: nothing indexes memory with a value read from a
  * buffer. */
 #include <cblas.h>
+#include <lapacke.h>
 #include <math.h>
 #include <pthread.h>
 #include <stddef.h>
@@ -17,7 +18,8 @@
 
 void kernels_cpu_init(void)
 {
-	/* The daemon runs one worker per core; OpenBLAS must not add its own. */
+	/* The daemon runs one worker per core; OpenBLAS must not add its own.
+	 * LAPACK (spotrf) is OpenBLAS's too, so this covers it. */
 	openblas_set_num_threads(1);
 }
 
@@ -438,5 +440,47 @@ int cpu_topk_router(const struct tdm_kernel_call *call)
 			weights[j] = (float)(rank[j].p / picked);
 		}
 	}
+	return 0;
+}
+
+/* ---- tiled Cholesky ------------------------------------------------------------
+ * Row-major nb x nb tiles, lower triangular factors (docs/kernels.md). A
+ * row-major lower triangle is the column-major upper triangle of the same
+ * memory, so LAPACK runs column-major on 'U' in place: LAPACKE's row-major
+ * path would transpose into a temporary and back. */
+
+int cpu_spotrf(const struct tdm_kernel_call *call)
+{
+	lapack_int nb = (lapack_int)call->s[0].i64;
+	lapack_int info = LAPACKE_spotrf_work(LAPACK_COL_MAJOR, 'U', nb, call->ptr[0], nb);
+	/* info > 0: not positive definite (the tile is partly overwritten).
+	 * Not -TDM_EDEVICE: the input is at fault, not the device. */
+	return info == 0 ? 0 : -TDM_EINVAL;
+}
+
+/* B = B . L^-T */
+int cpu_strsm(const struct tdm_kernel_call *call)
+{
+	blasint nb = (blasint)call->s[0].i64;
+	cblas_strsm(CblasRowMajor, CblasRight, CblasLower, CblasTrans, CblasNonUnit, nb, nb, 1.0f,
+	            call->ptr[0], nb, call->ptr[1], nb);
+	return 0;
+}
+
+/* C = C - A . A^T, lower triangle */
+int cpu_ssyrk(const struct tdm_kernel_call *call)
+{
+	blasint nb = (blasint)call->s[0].i64;
+	cblas_ssyrk(CblasRowMajor, CblasLower, CblasNoTrans, nb, nb, -1.0f, call->ptr[0], nb, 1.0f,
+	            call->ptr[1], nb);
+	return 0;
+}
+
+/* C = C - A . B^T */
+int cpu_sgemm_nt(const struct tdm_kernel_call *call)
+{
+	blasint nb = (blasint)call->s[0].i64;
+	cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nb, nb, nb, -1.0f, call->ptr[0], nb,
+	            call->ptr[1], nb, 1.0f, call->ptr[2], nb);
 	return 0;
 }

@@ -160,7 +160,43 @@ static int run_topk_router(struct cuda_dev *cd, const struct tdm_kernel_call *ca
 	                                   call->s[0].i64, call->s[1].i64, call->s[2].i64));
 }
 
-/* spin is left out: it is a CPU busy-loop of known cost for tests. */
+/* ---- tiled Cholesky, row-major nb x nb tiles (docs/kernels.md) ----
+ * cuBLAS is column-major: a row-major matrix is its transpose, so a
+ * row-major lower triangle is a column-major upper one. */
+
+/* B = B L^-T (row-major), i.e. B^T = L^-1 B^T: column-major B' = U^-T B'
+ * with U = L^T upper. */
+static int run_strsm(struct cuda_dev *cd, const struct tdm_kernel_call *call)
+{
+	int nb = (int)call->s[0].i64;
+	const float one = 1.0f;
+	return cublas_status(cublasStrsm(cd->blas, CUBLAS_SIDE_LEFT, CUBLAS_FILL_MODE_UPPER,
+	                                 CUBLAS_OP_T, CUBLAS_DIAG_NON_UNIT, nb, nb, &one,
+	                                 arg(call, 0), nb, arg(call, 1), nb));
+}
+
+/* C = C - A A^T (row-major, lower): column-major C' = C' - A'^T A' (upper). */
+static int run_ssyrk(struct cuda_dev *cd, const struct tdm_kernel_call *call)
+{
+	int nb = (int)call->s[0].i64;
+	const float minus_one = -1.0f, one = 1.0f;
+	return cublas_status(cublasSsyrk(cd->blas, CUBLAS_FILL_MODE_UPPER, CUBLAS_OP_T, nb, nb,
+	                                 &minus_one, arg(call, 0), nb, &one, arg(call, 1), nb));
+}
+
+/* C = C - A B^T (row-major): column-major C' = C' - B'^T A'. */
+static int run_sgemm_nt(struct cuda_dev *cd, const struct tdm_kernel_call *call)
+{
+	int nb = (int)call->s[0].i64;
+	const float minus_one = -1.0f, one = 1.0f;
+	return cublas_status(cublasSgemm(cd->blas, CUBLAS_OP_T, CUBLAS_OP_N, nb, nb, nb, &minus_one,
+	                                 arg(call, 1), nb, arg(call, 0), nb, &one, arg(call, 2),
+	                                 nb));
+}
+
+/* spin is left out: it is a CPU busy-loop of known cost for tests; spotrf
+ * too (it would need cuSOLVER, and a way to report a matrix that is not
+ * positive definite without a device fault). */
 static const cuda_kernel_fn cuda_kernels[KERNEL_COUNT] = {
 	[KERNEL_NOOP] = run_noop,
 	[KERNEL_FILL] = run_fill,
@@ -173,6 +209,9 @@ static const cuda_kernel_fn cuda_kernels[KERNEL_COUNT] = {
 	[KERNEL_ATTN_DECODE] = run_attn_decode,
 	[KERNEL_MOE_EXPERT] = run_moe_expert,
 	[KERNEL_TOPK_ROUTER] = run_topk_router,
+	[KERNEL_STRSM] = run_strsm,
+	[KERNEL_SSYRK] = run_ssyrk,
+	[KERNEL_SGEMM_NT] = run_sgemm_nt,
 };
 
 bool cuda_has_kernel(uint32_t id)

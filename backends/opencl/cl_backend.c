@@ -354,7 +354,9 @@ static void cl_release(struct backend_device *d)
 static bool cl_supports(const struct backend_device *d, const struct kernel_def *k)
 {
 	(void)d;
-	return k->id < KERNEL_COUNT && k->id != KERNEL_SPIN;
+	/* spin is a CPU busy-loop; spotrf (CPU only) needs a LAPACK, and one
+	 * that reports a matrix that is not positive definite. */
+	return k->id < KERNEL_COUNT && k->id != KERNEL_SPIN && k->id != KERNEL_SPOTRF;
 }
 
 /* ---- memory ---- */

@@ -275,6 +275,78 @@ static int launch_sgemm(struct cl_dev *cd, const struct tdm_kernel_call *call,
 	return st > -1000 ? cl_error((cl_int)st) : -TDM_EDEVICE;
 }
 
+/* CLBlast's status as -TDM_E*: it passes OpenCL's codes through; its own
+ * are below -1000. */
+static int clblast_error(CLBlastStatusCode st)
+{
+	if (st == CLBlastSuccess)
+		return 0;
+	return st > -1000 ? cl_error((cl_int)st) : -TDM_EDEVICE;
+}
+
+/* CLBlast takes no wait list: a barrier on the in-order compute queue
+ * stands in for one, as for sgemm. */
+static int clblast_barrier(struct cl_dev *cd, const struct waitlist *w)
+{
+	if (!w->n)
+		return 0;
+	return cl_error(clEnqueueBarrierWithWaitList(cd->q_compute, w->n, w->ev, NULL));
+}
+
+/* ---- tiled Cholesky, row-major nb x nb tiles (docs/kernels.md) ---- */
+
+/* B = B . L^-T (a0 L, a1 B). */
+static int launch_strsm(struct cl_dev *cd, const struct tdm_kernel_call *call,
+                        const struct waitlist *w, cl_event *ev)
+{
+	size_t nb = (size_t)call->s[0].i64;
+	int rc = clblast_barrier(cd, w);
+	if (rc)
+		return rc;
+	pthread_mutex_lock(&clblast_lock);
+	CLBlastStatusCode st = CLBlastStrsm(
+	        CLBlastLayoutRowMajor, CLBlastSideRight, CLBlastTriangleLower, CLBlastTransposeYes,
+	        CLBlastDiagonalNonUnit, nb, nb, 1.0f, call->mem[0], call->off[0] / sizeof(float),
+	        nb, call->mem[1], call->off[1] / sizeof(float), nb, &cd->q_compute, ev);
+	pthread_mutex_unlock(&clblast_lock);
+	return clblast_error(st);
+}
+
+/* C = C - A . A^T, lower triangle (a0 A, a1 C). */
+static int launch_ssyrk(struct cl_dev *cd, const struct tdm_kernel_call *call,
+                        const struct waitlist *w, cl_event *ev)
+{
+	size_t nb = (size_t)call->s[0].i64;
+	int rc = clblast_barrier(cd, w);
+	if (rc)
+		return rc;
+	pthread_mutex_lock(&clblast_lock);
+	CLBlastStatusCode st =
+	        CLBlastSsyrk(CLBlastLayoutRowMajor, CLBlastTriangleLower, CLBlastTransposeNo, nb,
+	                     nb, -1.0f, call->mem[0], call->off[0] / sizeof(float), nb, 1.0f,
+	                     call->mem[1], call->off[1] / sizeof(float), nb, &cd->q_compute, ev);
+	pthread_mutex_unlock(&clblast_lock);
+	return clblast_error(st);
+}
+
+/* C = C - A . B^T (a0 A, a1 B, a2 C). */
+static int launch_sgemm_nt(struct cl_dev *cd, const struct tdm_kernel_call *call,
+                           const struct waitlist *w, cl_event *ev)
+{
+	size_t nb = (size_t)call->s[0].i64;
+	int rc = clblast_barrier(cd, w);
+	if (rc)
+		return rc;
+	pthread_mutex_lock(&clblast_lock);
+	CLBlastStatusCode st =
+	        CLBlastSgemm(CLBlastLayoutRowMajor, CLBlastTransposeNo, CLBlastTransposeYes, nb, nb,
+	                     nb, -1.0f, call->mem[0], call->off[0] / sizeof(float), nb,
+	                     call->mem[1], call->off[1] / sizeof(float), nb, 1.0f, call->mem[2],
+	                     call->off[2] / sizeof(float), nb, &cd->q_compute, ev);
+	pthread_mutex_unlock(&clblast_lock);
+	return clblast_error(st);
+}
+
 static int launch_rmsnorm(struct cl_dev *cd, const struct tdm_kernel_call *call,
                           const struct waitlist *w, cl_event *ev)
 {
@@ -410,7 +482,10 @@ static int dispatch(struct cl_dev *cd, enum kernel_id id, const struct tdm_kerne
 	case KERNEL_ATTN_DECODE: return launch_attn_decode(cd, call, w, ev);
 	case KERNEL_MOE_EXPERT: return launch_moe_expert(cd, call, w, ev);
 	case KERNEL_TOPK_ROUTER: return launch_topk_router(cd, call, w, ev);
-	default: return -TDM_EKERNEL; /* spin: CPU only */
+	case KERNEL_STRSM: return launch_strsm(cd, call, w, ev);
+	case KERNEL_SSYRK: return launch_ssyrk(cd, call, w, ev);
+	case KERNEL_SGEMM_NT: return launch_sgemm_nt(cd, call, w, ev);
+	default: return -TDM_EKERNEL; /* spin, spotrf: CPU only */
 	}
 }
 

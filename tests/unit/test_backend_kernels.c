@@ -55,6 +55,10 @@ struct arg_spec {
 	enum elem type;
 	bool out; /* written by the kernel: compared afterwards */
 	float lo, hi; /* range of random float contents */
+	/* A square tile of tri x tri floats of which only the lower triangle
+	 * (diagonal included) is defined after the kernel: only that part is
+	 * compared. 0: every element. */
+	size_t tri;
 };
 
 struct kcase {
@@ -68,6 +72,11 @@ struct kcase {
 	int64_t aux; /* for prepare: moe_expert's number of experts */
 	/* Adjusts the random inputs (ties, routing ids); may be NULL. */
 	void (*prepare)(const struct kcase *c, void **in);
+	/* When set, the outputs are compared with this double-precision
+	 * reference instead of the CPU kernel (which is checked against it
+	 * too): want[i] receives argument i's expected contents (outputs only;
+	 * want[i] starts as a copy of the input). */
+	void (*reference)(const struct kcase *c, void *const *in, void **want);
 };
 
 struct result {
@@ -174,6 +183,8 @@ static void compare_arg(const struct backend_device *d, const struct kcase *c, u
 		return;
 	}
 	for (size_t e = 0; e < a->count; e++) {
+		if (a->tri && e % a->tri > e / a->tri)
+			continue; /* strictly upper: not defined */
 		if (a->type == I32) {
 			int32_t g, w;
 			memcpy(&g, slice + 4 * e, 4);
@@ -188,6 +199,34 @@ static void compare_arg(const struct backend_device *d, const struct kcase *c, u
 		if (!close_enough(g, w, c->rtol, c->atol, r))
 			fail_msg("%s %s %s: arg %u [%zu] = %.9g, want %.9g", d->name,
 			         kernel_by_id(c->id)->name, c->label, i, e, g, w);
+	}
+}
+
+/* The reference's outputs in place of the CPU's: want[] held the CPU
+ * kernel's results; they are checked against the reference on the way. */
+static void reference_outputs(const struct kcase *c, void *const *in, void **want)
+{
+	void *ref[TDM_MAX_ARGS] = { 0 };
+	struct result r = { 0 };
+
+	for (unsigned i = 0; i < c->nargs; i++) {
+		ref[i] = malloc(arg_bytes(&c->arg[i]));
+		assert_non_null(ref[i]);
+		memcpy(ref[i], in[i], arg_bytes(&c->arg[i]));
+	}
+	c->reference(c, in, ref);
+	for (unsigned i = 0; i < c->nargs; i++) {
+		const struct arg_spec *a = &c->arg[i];
+		for (size_t e = 0; a->out && e < a->count; e++) {
+			if (a->tri && e % a->tri > e / a->tri)
+				continue;
+			float g = ((float *)want[i])[e], w = ((float *)ref[i])[e];
+			if (!close_enough(g, w, c->rtol, c->atol, &r))
+				fail_msg("cpu %s %s: arg %u [%zu] = %.9g, want %.9g",
+				         kernel_by_id(c->id)->name, c->label, i, e, g, w);
+		}
+		memcpy(want[i], ref[i], arg_bytes(a));
+		free(ref[i]);
 	}
 }
 
@@ -220,6 +259,8 @@ static void run_case(const struct backend_device *d, const struct kcase *c, stru
 	}
 	assert_int_equal(k->check(&cpu_call), 0); /* the case is one intake accepts */
 	assert_int_equal(k->cpu(&cpu_call), 0);
+	if (c->reference)
+		reference_outputs(c, in, cpu);
 
 	upload(d, c, in, da, ev_whole, ev_in);
 	for (unsigned i = 0; i < c->nargs; i++) {
@@ -533,6 +574,302 @@ static void test_topk_router(void **state)
 	run_kernel(KERNEL_TOPK_ROUTER, c, 4);
 }
 
+/* ---- tiled Cholesky ---- */
+
+/* The CPU kernel alone against the reference, the way run_case does for a
+ * device but on host memory: for kernels no accelerator has (spotrf), and
+ * so that every tiled-Cholesky kernel is checked on the CPU here too. */
+static void cpu_case(const struct kcase *c, struct result *r)
+{
+	const struct kernel_def *k = kernel_by_id(c->id);
+	void *in[TDM_MAX_ARGS] = { 0 }, *got[TDM_MAX_ARGS] = { 0 }, *want[TDM_MAX_ARGS] = { 0 };
+	struct tdm_kernel_call call = { .nargs = c->nargs };
+
+	for (unsigned i = 0; i < c->nargs; i++) {
+		size_t bytes = arg_bytes(&c->arg[i]);
+		in[i] = malloc(bytes);
+		got[i] = malloc(bytes);
+		want[i] = malloc(bytes);
+		assert_non_null(in[i]);
+		assert_non_null(got[i]);
+		assert_non_null(want[i]);
+		fill_random(&c->arg[i], in[i]);
+	}
+	if (c->prepare)
+		c->prepare(c, in);
+	memcpy(call.s, c->s, sizeof(c->s));
+	for (unsigned i = 0; i < c->nargs; i++) {
+		memcpy(got[i], in[i], arg_bytes(&c->arg[i]));
+		memcpy(want[i], in[i], arg_bytes(&c->arg[i]));
+		call.ptr[i] = got[i];
+		call.len[i] = arg_bytes(&c->arg[i]);
+	}
+	assert_int_equal(k->check(&call), 0);
+	assert_int_equal(k->cpu(&call), 0);
+	c->reference(c, in, want);
+	for (unsigned i = 0; i < c->nargs; i++) {
+		const struct arg_spec *a = &c->arg[i];
+		if (!a->out && memcmp(got[i], in[i], arg_bytes(a)) != 0)
+			fail_msg("cpu %s %s: input arg %u changed", k->name, c->label, i);
+		for (size_t e = 0; a->out && e < a->count; e++) {
+			if (a->tri && e % a->tri > e / a->tri)
+				continue;
+			float g = ((float *)got[i])[e], w = ((float *)want[i])[e];
+			if (!close_enough(g, w, c->rtol, c->atol, r))
+				fail_msg("cpu %s %s: arg %u [%zu] = %.9g, want %.9g", k->name,
+				         c->label, i, e, g, w);
+		}
+		free(in[i]);
+		free(got[i]);
+		free(want[i]);
+	}
+}
+
+/* The CPU and every accelerator that has the kernel, against the
+ * reference; one line each. */
+static void run_kernel_ref(enum kernel_id id, const struct kcase *cases, size_t ncases)
+{
+	const struct kernel_def *k = kernel_by_id(id);
+	struct result r = { 0 };
+
+	rng_state = 0x7a6e64656dull + id;
+	for (size_t j = 0; j < ncases; j++)
+		cpu_case(&cases[j], &r);
+	print_message("%-8s %-12s %zu cases, max |err| %.3g (%.3f of the tolerance)\n", "cpu",
+	              k->name, ncases, r.max_err, r.max_ratio);
+	for (size_t i = 0; i < ndevices; i++) {
+		const struct backend_device *d = &devices[i];
+		if (!backend_is_accelerator(d))
+			continue;
+		if (!d->ops->supports(d, k)) {
+			print_message("%-8s %-12s not supported\n", d->name, k->name);
+			continue;
+		}
+		r = (struct result){ 0 };
+		rng_state = 0x7a6e64656dull + id; /* the same inputs on every device */
+		for (size_t j = 0; j < ncases; j++)
+			run_case(d, &cases[j], &r);
+		print_message("%-8s %-12s %zu cases, max |err| %.3g (%.3f of the tolerance)\n",
+		              d->name, k->name, ncases, r.max_err, r.max_ratio);
+	}
+}
+
+/* A = M M^T / nb + I (M uniform in [-1, 1)): symmetric positive definite,
+ * eigenvalues in [1, about 5], in double. */
+static double *spd(size_t nb)
+{
+	double *m = malloc(nb * nb * sizeof(double)), *a = malloc(nb * nb * sizeof(double));
+	assert_non_null(m);
+	assert_non_null(a);
+	for (size_t i = 0; i < nb * nb; i++)
+		m[i] = rng_float(-1, 1);
+	for (size_t i = 0; i < nb; i++) {
+		for (size_t j = 0; j <= i; j++) {
+			double s = 0;
+			for (size_t l = 0; l < nb; l++)
+				s += m[i * nb + l] * m[j * nb + l];
+			a[i * nb + j] = a[j * nb + i] = s / (double)nb + (i == j);
+		}
+	}
+	free(m);
+	return a;
+}
+
+/* In-place lower Cholesky factor of the row-major a, in double; the upper
+ * part is left alone. */
+static void cholesky(double *a, size_t nb)
+{
+	for (size_t j = 0; j < nb; j++) {
+		double d = a[j * nb + j];
+		for (size_t l = 0; l < j; l++)
+			d -= a[j * nb + l] * a[j * nb + l];
+		assert_true(d > 0);
+		a[j * nb + j] = sqrt(d);
+		for (size_t i = j + 1; i < nb; i++) {
+			double s = a[i * nb + j];
+			for (size_t l = 0; l < j; l++)
+				s -= a[i * nb + l] * a[j * nb + l];
+			a[i * nb + j] = s / a[j * nb + j];
+		}
+	}
+}
+
+static size_t tile_nb(const struct kcase *c)
+{
+	return (size_t)c->s[0].i64;
+}
+
+static void spotrf_prepare(const struct kcase *c, void **in)
+{
+	size_t nb = tile_nb(c);
+	double *a = spd(nb);
+	for (size_t i = 0; i < nb * nb; i++)
+		((float *)in[0])[i] = (float)a[i];
+	free(a);
+}
+
+static void spotrf_reference(const struct kcase *c, void *const *in, void **want)
+{
+	size_t nb = tile_nb(c);
+	double *a = malloc(nb * nb * sizeof(double));
+	assert_non_null(a);
+	for (size_t i = 0; i < nb * nb; i++)
+		a[i] = ((const float *)in[0])[i];
+	cholesky(a, nb);
+	for (size_t i = 0; i < nb * nb; i++)
+		((float *)want[0])[i] = (float)a[i];
+	free(a);
+}
+
+/* L: the factor of an SPD matrix, with NaN above the diagonal (a strsm that
+ * reads there fails). */
+static void strsm_prepare(const struct kcase *c, void **in)
+{
+	size_t nb = tile_nb(c);
+	double *a = spd(nb);
+	cholesky(a, nb);
+	for (size_t i = 0; i < nb; i++)
+		for (size_t j = 0; j < nb; j++)
+			((float *)in[0])[i * nb + j] = j <= i ? (float)a[i * nb + j] : NAN;
+	free(a);
+}
+
+/* X L^T = B, row by row: L x = b by forward substitution. */
+static void strsm_reference(const struct kcase *c, void *const *in, void **want)
+{
+	size_t nb = tile_nb(c);
+	const float *l = in[0], *b = in[1];
+	double *x = malloc(nb * sizeof(double));
+	assert_non_null(x);
+	for (size_t r = 0; r < nb; r++) {
+		for (size_t i = 0; i < nb; i++) {
+			double s = b[r * nb + i];
+			for (size_t j = 0; j < i; j++)
+				s -= (double)l[i * nb + j] * x[j];
+			x[i] = s / l[i * nb + i];
+		}
+		for (size_t i = 0; i < nb; i++)
+			((float *)want[1])[r * nb + i] = (float)x[i];
+	}
+	free(x);
+}
+
+static void ssyrk_reference(const struct kcase *c, void *const *in, void **want)
+{
+	size_t nb = tile_nb(c);
+	const float *a = in[0], *c0 = in[1];
+	for (size_t i = 0; i < nb; i++) {
+		for (size_t j = 0; j <= i; j++) {
+			double s = c0[i * nb + j];
+			for (size_t l = 0; l < nb; l++)
+				s -= (double)a[i * nb + l] * a[j * nb + l];
+			((float *)want[1])[i * nb + j] = (float)s;
+		}
+	}
+}
+
+static void sgemm_nt_reference(const struct kcase *c, void *const *in, void **want)
+{
+	size_t nb = tile_nb(c);
+	const float *a = in[0], *b = in[1], *c0 = in[2];
+	for (size_t i = 0; i < nb; i++) {
+		for (size_t j = 0; j < nb; j++) {
+			double s = c0[i * nb + j];
+			for (size_t l = 0; l < nb; l++)
+				s -= (double)a[i * nb + l] * b[j * nb + l];
+			((float *)want[2])[i * nb + j] = (float)s;
+		}
+	}
+}
+
+static struct kcase tile_case(enum kernel_id id, int64_t nb, uint64_t off)
+{
+	size_t n2 = (size_t)(nb * nb);
+	struct kcase c = { .id = id, .off = off, .rtol = 1e-4f };
+	snprintf(c.label, sizeof(c.label), "nb=%ld off=%lu", (long)nb, (unsigned long)off);
+	c.s[0].i64 = nb;
+	switch (id) {
+	case KERNEL_SPOTRF:
+		c.nargs = 1;
+		c.arg[0] = out_f32(n2, -1, 1);
+		c.arg[0].tri = (size_t)nb;
+		c.atol = 1e-5f * (float)nb;
+		c.prepare = spotrf_prepare;
+		c.reference = spotrf_reference;
+		break;
+	case KERNEL_STRSM:
+		c.nargs = 2;
+		c.arg[0] = in_f32(n2, -1, 1);
+		c.arg[1] = out_f32(n2, -1, 1);
+		c.atol = 1e-5f * (float)nb;
+		c.prepare = strsm_prepare;
+		c.reference = strsm_reference;
+		break;
+	case KERNEL_SSYRK:
+		c.nargs = 2;
+		c.arg[0] = in_f32(n2, -1, 1);
+		c.arg[1] = out_f32(n2, -1, 1);
+		c.arg[1].tri = (size_t)nb;
+		c.atol = 1e-4f * (float)nb;
+		c.reference = ssyrk_reference;
+		break;
+	default: /* KERNEL_SGEMM_NT */
+		c.nargs = 3;
+		c.arg[0] = in_f32(n2, -1, 1);
+		c.arg[1] = in_f32(n2, -1, 1);
+		c.arg[2] = out_f32(n2, -1, 1);
+		c.atol = 1e-4f * (float)nb;
+		c.reference = sgemm_nt_reference;
+		break;
+	}
+	return c;
+}
+
+static void run_tiles(enum kernel_id id)
+{
+	struct kcase c[] = { tile_case(id, 1, 0), tile_case(id, 7, 64), tile_case(id, 64, 0),
+		             tile_case(id, 64, 64) };
+	run_kernel_ref(id, c, sizeof(c) / sizeof(c[0]));
+}
+
+static void test_spotrf(void **state)
+{
+	(void)state;
+	run_tiles(KERNEL_SPOTRF);
+}
+
+static void test_strsm(void **state)
+{
+	(void)state;
+	run_tiles(KERNEL_STRSM);
+}
+
+static void test_ssyrk(void **state)
+{
+	(void)state;
+	run_tiles(KERNEL_SSYRK);
+}
+
+static void test_sgemm_nt(void **state)
+{
+	(void)state;
+	run_tiles(KERNEL_SGEMM_NT);
+}
+
+static size_t for_each_accelerator(void (*fn)(const struct backend_device *d));
+
+/* spotrf is CPU only: an accelerator must say so rather than take it. */
+static void spotrf_not_on(const struct backend_device *d)
+{
+	assert_false(d->ops->supports(d, kernel_by_id(KERNEL_SPOTRF)));
+}
+
+static void test_spotrf_cpu_only(void **state)
+{
+	(void)state;
+	for_each_accelerator(spotrf_not_on);
+}
+
 /* ---- the rest of the seam ---- */
 
 static size_t for_each_accelerator(void (*fn)(const struct backend_device *d))
@@ -771,6 +1108,11 @@ int main(void)
 		cmocka_unit_test(test_attn_decode),
 		cmocka_unit_test(test_moe_expert),
 		cmocka_unit_test(test_topk_router),
+		cmocka_unit_test(test_spotrf),
+		cmocka_unit_test(test_strsm),
+		cmocka_unit_test(test_ssyrk),
+		cmocka_unit_test(test_sgemm_nt),
+		cmocka_unit_test(test_spotrf_cpu_only),
 	};
 	return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }

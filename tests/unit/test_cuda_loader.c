@@ -223,8 +223,9 @@ static void test_default_plugin_probe(void **state)
 		check_device(&f->devs[i]);
 	f->dev = &f->devs[0];
 	assert_false(f->ops->supports(f->dev, kdef(KERNEL_SPIN)));
+	assert_false(f->ops->supports(f->dev, kdef(KERNEL_SPOTRF))); /* CPU only (LAPACK) */
 	for (int id = 0; id < KERNEL_COUNT; id++)
-		if (id != KERNEL_SPIN)
+		if (id != KERNEL_SPIN && id != KERNEL_SPOTRF)
 			assert_true(f->ops->supports(f->dev, kdef((enum kernel_id)id)));
 }
 

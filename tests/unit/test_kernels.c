@@ -521,6 +521,180 @@ static void test_topk_router(void **state)
 	free(w);
 }
 
+/* ---- tiled Cholesky ----------------------------------------------------------- */
+
+/* A = M M^T / n + I, row-major n x n, in float (symmetric exactly). */
+static float *spd_floats(size_t n)
+{
+	float *m = rand_floats(n * n), *a = rand_floats(n * n);
+	for (size_t i = 0; i < n; i++) {
+		for (size_t j = 0; j <= i; j++) {
+			double s = 0;
+			for (size_t l = 0; l < n; l++)
+				s += (double)m[i * n + l] * m[j * n + l];
+			a[i * n + j] = a[j * n + i] = (float)(s / (double)n + (i == j));
+		}
+	}
+	free(m);
+	return a;
+}
+
+static struct tdm_kernel_call tile_call(size_t nb, void *a, void *b, void *c)
+{
+	struct tdm_kernel_call call = {
+		.ptr = { a, b, c }, .len = { fbytes(nb * nb), fbytes(nb * nb), fbytes(nb * nb) }
+	};
+	call.s[0].i64 = (int64_t)nb;
+	return call;
+}
+
+/* Each kernel once against its loop in double. */
+static void test_tile_kernels(void **state)
+{
+	(void)state;
+	enum { NB = 23 };
+	rng_seed(9);
+
+	/* spotrf: the lower triangle is L with L L^T = A; the upper part is
+	 * what it was (the CPU leaves it). */
+	float *a = spd_floats(NB), *a0 = copy_floats(a, NB * NB);
+	struct tdm_kernel_call call = tile_call(NB, a, NULL, NULL);
+	assert_int_equal(run("spotrf", &call), 0);
+	for (size_t i = 0; i < NB; i++) {
+		for (size_t j = 0; j < NB; j++) {
+			if (j > i) {
+				assert_true(a[i * NB + j] == a0[i * NB + j]);
+				continue;
+			}
+			double s = 0;
+			for (size_t l = 0; l <= j; l++)
+				s += (double)a[i * NB + l] * a[j * NB + l];
+			assert_close("spotrf L L^T", i * NB + j, s, a0[i * NB + j], 1e-5 * NB,
+			             1e-4);
+		}
+	}
+	assert_tail_intact("spotrf A", a, NB * NB);
+
+	/* strsm with that L (NaN above the diagonal: never read): X L^T = B. */
+	for (size_t i = 0; i < NB; i++)
+		for (size_t j = i + 1; j < NB; j++)
+			a[i * NB + j] = NAN;
+	float *b = rand_floats(NB * NB), *b0 = copy_floats(b, NB * NB);
+	call = tile_call(NB, a, b, NULL);
+	assert_int_equal(run("strsm", &call), 0);
+	for (size_t r = 0; r < NB; r++) {
+		for (size_t j = 0; j < NB; j++) {
+			double s = 0; /* (X L^T)[r][j] */
+			for (size_t l = 0; l <= j; l++)
+				s += (double)b[r * NB + l] * a[j * NB + l];
+			assert_close("strsm X L^T", r * NB + j, s, b0[r * NB + j], 1e-5 * NB, 1e-4);
+		}
+	}
+	assert_tail_intact("strsm B", b, NB * NB);
+
+	/* ssyrk: C - A A^T on the lower triangle. */
+	float *x = rand_floats(NB * NB), *c = rand_floats(NB * NB), *c0 = copy_floats(c, NB * NB);
+	call = tile_call(NB, x, c, NULL);
+	assert_int_equal(run("ssyrk", &call), 0);
+	for (size_t i = 0; i < NB; i++) {
+		for (size_t j = 0; j <= i; j++) {
+			double s = c0[i * NB + j];
+			for (size_t l = 0; l < NB; l++)
+				s -= (double)x[i * NB + l] * x[j * NB + l];
+			assert_close("ssyrk C", i * NB + j, c[i * NB + j], s, 1e-4 * NB, 1e-4);
+		}
+	}
+	assert_tail_intact("ssyrk C", c, NB * NB);
+
+	/* sgemm_nt: C - A B^T. */
+	float *y = rand_floats(NB * NB);
+	memcpy(c0, c, fbytes(NB * NB));
+	call = tile_call(NB, x, y, c);
+	assert_int_equal(run("sgemm_nt", &call), 0);
+	for (size_t i = 0; i < NB; i++) {
+		for (size_t j = 0; j < NB; j++) {
+			double s = c0[i * NB + j];
+			for (size_t l = 0; l < NB; l++)
+				s -= (double)x[i * NB + l] * y[j * NB + l];
+			assert_close("sgemm_nt C", i * NB + j, c[i * NB + j], s, 1e-4 * NB, 1e-4);
+		}
+	}
+	assert_tail_intact("sgemm_nt C", c, NB * NB);
+	free(a);
+	free(a0);
+	free(b);
+	free(b0);
+	free(x);
+	free(c);
+	free(c0);
+	free(y);
+}
+
+/* A whole tiled factorisation, T x T tiles of nb, right-looking, with the
+ * four kernels as the scheduler would run them: L L^T must give A back. */
+static void test_tiled_cholesky(void **state)
+{
+	(void)state;
+	enum { T = 4, NB = 9, N = T * NB };
+	rng_seed(10);
+	float *a = spd_floats(N), *tile[T][T];
+	for (size_t ti = 0; ti < T; ti++) {
+		for (size_t tj = 0; tj < T; tj++) {
+			tile[ti][tj] = malloc(fbytes(NB * NB));
+			assert_non_null(tile[ti][tj]);
+			for (size_t i = 0; i < NB; i++)
+				memcpy(tile[ti][tj] + i * NB, a + (ti * NB + i) * N + tj * NB,
+				       fbytes(NB));
+		}
+	}
+	for (size_t k = 0; k < T; k++) {
+		struct tdm_kernel_call call = tile_call(NB, tile[k][k], NULL, NULL);
+		assert_int_equal(run("spotrf", &call), 0);
+		for (size_t i = k + 1; i < T; i++) {
+			call = tile_call(NB, tile[k][k], tile[i][k], NULL);
+			assert_int_equal(run("strsm", &call), 0);
+		}
+		for (size_t i = k + 1; i < T; i++) {
+			call = tile_call(NB, tile[i][k], tile[i][i], NULL);
+			assert_int_equal(run("ssyrk", &call), 0);
+			for (size_t j = k + 1; j < i; j++) {
+				call = tile_call(NB, tile[i][k], tile[j][k], tile[i][j]);
+				assert_int_equal(run("sgemm_nt", &call), 0);
+			}
+		}
+	}
+	/* L[r][c] for c <= r, from the tiles. */
+	for (size_t r = 0; r < N; r++) {
+		for (size_t c = 0; c <= r; c++) {
+			double s = 0;
+			for (size_t l = 0; l <= c; l++)
+				s += (double)tile[r / NB][l / NB][(r % NB) * NB + l % NB] *
+				     tile[c / NB][l / NB][(c % NB) * NB + l % NB];
+			assert_close("L L^T", r * N + c, s, a[r * N + c], 1e-5 * N, 1e-4);
+		}
+	}
+	for (size_t ti = 0; ti < T; ti++)
+		for (size_t tj = 0; tj < T; tj++)
+			free(tile[ti][tj]);
+	free(a);
+}
+
+/* A matrix that is not positive definite fails with -TDM_EINVAL (the input
+ * is at fault, not the device: not -TDM_EDEVICE). */
+static void test_spotrf_not_spd(void **state)
+{
+	(void)state;
+	enum { NB = 5 };
+	float a[NB * NB] = { 0 };
+	for (size_t i = 0; i < NB; i++)
+		a[i * NB + i] = i == 3 ? -1.0f : 2.0f;
+	struct tdm_kernel_call call = tile_call(NB, a, NULL, NULL);
+	assert_int_equal(run("spotrf", &call), -TDM_EINVAL);
+	float z = 0;
+	call = tile_call(1, &z, NULL, NULL);
+	assert_int_equal(run("spotrf", &call), -TDM_EINVAL);
+}
+
 /* ---- intake checks ------------------------------------------------------------ */
 
 #define I(v)                                                                                       \
@@ -630,6 +804,34 @@ static const struct check_case check_cases[] = {
 	        .nbad = 6,
 	},
 	{
+	        .kernel = "spotrf",
+	        .s = { I(7) },
+	        .len = { 4 * 7 * 7 },
+	        .bad = { { 0, I(0) }, { 0, I(4097) }, { 0, I(-1) } },
+	        .nbad = 3,
+	},
+	{
+	        .kernel = "strsm",
+	        .s = { I(7) },
+	        .len = { 4 * 7 * 7, 4 * 7 * 7 },
+	        .bad = { { 0, I(0) }, { 0, I(4097) }, { 0, I(-1) } },
+	        .nbad = 3,
+	},
+	{
+	        .kernel = "ssyrk",
+	        .s = { I(7) },
+	        .len = { 4 * 7 * 7, 4 * 7 * 7 },
+	        .bad = { { 0, I(0) }, { 0, I(4097) }, { 0, I(INT64_MIN) } },
+	        .nbad = 3,
+	},
+	{
+	        .kernel = "sgemm_nt",
+	        .s = { I(7) },
+	        .len = { 4 * 7 * 7, 4 * 7 * 7, 4 * 7 * 7 },
+	        .bad = { { 0, I(0) }, { 0, I(4097) }, { 0, I(65536) } },
+	        .nbad = 3,
+	},
+	{
 	        .kernel = "topk_router",
 	        .s = { I(7), I(11), I(3) },
 	        .len = { 4 * 7 * 11, 4 * 7 * 3, 4 * 7 * 3 },
@@ -708,6 +910,25 @@ static void test_check_overflow(void **state)
 	assert_int_equal(kdef("attn_decode")->check(&call), -TDM_ERANGE);
 }
 
+/* The largest tile passes on its size alone (a check reads no data); one
+ * float short of it does not. */
+static void test_tile_limits(void **state)
+{
+	(void)state;
+	struct tdm_kernel_call call = { .nargs = 3 };
+	call.s[0].i64 = 4096;
+	for (int i = 0; i < 3; i++)
+		call.len[i] = 4ull * 4096 * 4096;
+	assert_int_equal(kdef("sgemm_nt")->check(&call), 0);
+	call.len[1] -= 4;
+	assert_int_equal(kdef("sgemm_nt")->check(&call), -TDM_ERANGE);
+	call.len[1] += 4;
+	call.s[0].i64 = 4097;
+	assert_int_equal(kdef("sgemm_nt")->check(&call), -TDM_EARITY);
+	assert_int_equal(kernel_lookup("spotrf"), KERNEL_SPOTRF);
+	assert_int_equal(kernel_lookup("sgemm_nt"), KERNEL_SGEMM_NT);
+}
+
 /* ---- cost features ------------------------------------------------------------ */
 
 static struct kernel_features features_of(const char *name, const int64_t *s, int ns,
@@ -756,6 +977,20 @@ static void test_features(void **state)
 	assert_true(f.domain == 6.0 * 37); /* the element count */
 	assert_true(f.bytes == 4.0 * 6 * 37);
 
+	/* Tiled Cholesky: domain nb, the usual flop counts, each argument once
+	 * (a triangular one by its lower triangle). */
+	const int64_t nb[] = { 64 };
+	const double n = 64, n2 = n * n, tri = n * (n + 1) / 2;
+	const uint64_t tiles[] = { 4 * 64 * 64, 4 * 64 * 64, 4 * 64 * 64 };
+	f = features_of("spotrf", nb, 1, tiles);
+	assert_true(f.flops == n * n2 / 3 && f.bytes == 4 * tri && f.domain == n);
+	f = features_of("strsm", nb, 1, tiles);
+	assert_true(f.flops == n * n2 && f.bytes == 4 * (tri + n2) && f.domain == n);
+	f = features_of("ssyrk", nb, 1, tiles);
+	assert_true(f.flops == n * n2 && f.bytes == 4 * (n2 + tri) && f.domain == n);
+	f = features_of("sgemm_nt", nb, 1, tiles);
+	assert_true(f.flops == 2 * n * n2 && f.bytes == 4 * 3 * n2 && f.domain == n);
+
 	/* Every kernel gives finite, non-negative features on its check case. */
 	for (size_t n = 0; n < sizeof(check_cases) / sizeof(check_cases[0]); n++) {
 		const struct kernel_def *d = kdef(check_cases[n].kernel);
@@ -782,8 +1017,12 @@ int main(void)
 		cmocka_unit_test(test_attn_decode),
 		cmocka_unit_test(test_moe_expert),
 		cmocka_unit_test(test_topk_router),
+		cmocka_unit_test(test_tile_kernels),
+		cmocka_unit_test(test_tiled_cholesky),
+		cmocka_unit_test(test_spotrf_not_spd),
 		cmocka_unit_test(test_checks),
 		cmocka_unit_test(test_check_overflow),
+		cmocka_unit_test(test_tile_limits),
 		cmocka_unit_test(test_features),
 	};
 	return cmocka_run_group_tests_name("kernels", tests, NULL, NULL);
