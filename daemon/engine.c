@@ -121,15 +121,19 @@ static void ring_wake_fd(struct engine *e)
 	ring_fd(e->wake_fd);
 }
 
-/* Wakes up to n sleeping workers, starting the search where the last one
- * ended so that wake-ups spread over the workers. */
-static void wake_sleepers(struct engine *e, size_t n)
+/* Wakes up to n sleeping workers among those in `capable` (bit w; workers
+ * past 64 always count) other than `skip`, starting the search where the
+ * last one ended so that wake-ups spread over the workers. */
+static void wake_sleepers(struct engine *e, size_t n, uint64_t capable, int skip)
 {
 	size_t nd = e->ndevices, start = atomic_fetch_add(&e->kick_next, 1) % nd;
 	for (size_t i = 0; i < nd && n; i++) {
-		struct worker *w = &e->workers[(start + i) % nd];
-		if (atomic_exchange(&w->asleep, false)) {
-			ring_fd(w->kick_fd);
+		size_t w = (start + i) % nd;
+		struct worker *wk = &e->workers[w];
+		if ((int)w == skip || (w < 64 && !(capable >> w & 1)))
+			continue;
+		if (atomic_exchange(&wk->asleep, false)) {
+			ring_fd(wk->kick_fd);
 			n--;
 		}
 	}
@@ -140,7 +144,7 @@ static void engine_notify(struct engine *e, size_t n)
 {
 	atomic_fetch_add(&e->epoch, 1);
 	if (n && atomic_load(&e->sleepers))
-		wake_sleepers(e, n);
+		wake_sleepers(e, n, UINT64_MAX, -1);
 }
 
 void engine_kick(const struct engine *ce, unsigned w)
@@ -218,18 +222,8 @@ static void push_ready(struct engine *e, struct engine_task **tasks, size_t n, i
 	/* Devices differ in what they run: the releasing worker may run none
 	 * of these, and waking a worker that cannot would lose the wake-up. */
 	atomic_fetch_add(&e->epoch, 1);
-	if (!atomic_load(&e->sleepers))
-		return;
-	size_t left = n;
-	for (size_t w = 0; w < e->ndevices && left; w++) {
-		struct worker *wk = &e->workers[w];
-		if ((int)w == worker || (w < 64 && !(capable >> w & 1)))
-			continue;
-		if (atomic_exchange(&wk->asleep, false)) {
-			ring_fd(wk->kick_fd);
-			left--;
-		}
-	}
+	if (atomic_load(&e->sleepers))
+		wake_sleepers(e, n, capable, worker);
 }
 
 /* Moves every task the policy still holds to the FIFO: each task's qstate
@@ -948,7 +942,7 @@ static void pass_wakeup(struct engine *e)
 {
 	if (atomic_load_explicit(&e->sleepers, memory_order_relaxed) &&
 	    atomic_load_explicit(&e->queued, memory_order_relaxed))
-		wake_sleepers(e, 1);
+		wake_sleepers(e, 1, UINT64_MAX, -1);
 }
 
 static void maybe_poll_front_end(struct engine *e, struct worker *w, uint64_t now)
