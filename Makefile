@@ -37,7 +37,8 @@ LDFLAGS := -pthread $(SANFLAGS)
 # ---- sources, by room --------------------------------------------------------
 CORE_C := $(filter-out daemon/main.c,$(wildcard daemon/*.c)) client/errors.c client/socket_path.c \
 	$(wildcard policies/*.c) $(wildcard placement/*.c) $(wildcard profiler/*.c) \
-	$(wildcard backends/*.c) $(wildcard backends/cpu/*.c) $(wildcard backends/opencl/*.c)
+	$(wildcard backends/*.c) $(wildcard backends/cpu/*.c) $(wildcard backends/opencl/*.c) \
+	$(wildcard backends/sim/*.c)
 CORE_CXX := $(wildcard daemon/*.cpp)
 CLIENT_C := $(wildcard client/*.c)
 

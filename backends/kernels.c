@@ -214,6 +214,11 @@ static int check_tile3(const struct tdm_kernel_call *call)
 	return check_tiles(call, 3);
 }
 
+static int check_tile4(const struct tdm_kernel_call *call)
+{
+	return check_tiles(call, 4);
+}
+
 /* ---- cost features (docs/kernels.md, "Cost features") -------------------------
  * flops count a multiply-add as 2; an exp, a division or a comparison counts
  * as 1. bytes count each argument once, over the part the kernel touches. */
@@ -353,6 +358,41 @@ static void feat_sgemm_nt(const struct tdm_kernel_call *call, struct kernel_feat
 	*out = (struct kernel_features){ .flops = 2 * nb * nb * nb,
 		                         .bytes = F4 * 3 * nb * nb,
 		                         .domain = nb };
+}
+
+/* Simulation-only tile kernels; flop counts as LAPACK / PLASMA count them. */
+static void feat_tile(const struct tdm_kernel_call *call, struct kernel_features *out,
+                      double flops_per_nb3, double tiles)
+{
+	double nb = sd(call, 0);
+	*out = (struct kernel_features){ .flops = flops_per_nb3 * nb * nb * nb,
+		                         .bytes = F4 * tiles * nb * nb,
+		                         .domain = nb };
+}
+
+static void feat_sgetrf(const struct tdm_kernel_call *call, struct kernel_features *out)
+{
+	feat_tile(call, out, 2.0 / 3.0, 1);
+}
+
+static void feat_sgeqrt(const struct tdm_kernel_call *call, struct kernel_features *out)
+{
+	feat_tile(call, out, 4.0 / 3.0, 2);
+}
+
+static void feat_sormqr(const struct tdm_kernel_call *call, struct kernel_features *out)
+{
+	feat_tile(call, out, 2, 3);
+}
+
+static void feat_stsqrt(const struct tdm_kernel_call *call, struct kernel_features *out)
+{
+	feat_tile(call, out, 2, 3);
+}
+
+static void feat_stsmqr(const struct tdm_kernel_call *call, struct kernel_features *out)
+{
+	feat_tile(call, out, 4, 4);
 }
 
 /* ---- the table, in enum kernel_id order ------------------------------------- */
@@ -528,6 +568,65 @@ static const struct kernel_def kernel_table[] = {
 	        .check = check_tile3,
 	        .features = feat_sgemm_nt,
 	        .cpu = cpu_sgemm_nt,
+	},
+	/* Simulation only: no .cpu, and no accelerator backend supports them. */
+	[KERNEL_SGETRF] = {
+	        .name = "sgetrf_nopiv",
+	        .id = KERNEL_SGETRF,
+	        .nargs = 1,
+	        .arg_modes = { TDM_RW },
+	        .nscalars = 1,
+	        .scalar_types = { I64 },
+	        .check = check_tile1,
+	        .features = feat_sgetrf,
+	},
+	[KERNEL_SGEQRT] = {
+	        .name = "sgeqrt",
+	        .id = KERNEL_SGEQRT,
+	        .nargs = 2,
+	        .arg_modes = { TDM_RW, TDM_W },
+	        .nscalars = 1,
+	        .scalar_types = { I64 },
+	        .check = check_tile2,
+	        .features = feat_sgeqrt,
+	},
+	[KERNEL_SORMQR] = {
+	        .name = "sormqr",
+	        .id = KERNEL_SORMQR,
+	        .nargs = 3,
+	        .arg_modes = { TDM_R, TDM_R, TDM_RW },
+	        .nscalars = 1,
+	        .scalar_types = { I64 },
+	        .check = check_tile3,
+	        .features = feat_sormqr,
+	},
+	[KERNEL_STSQRT] = {
+	        .name = "stsqrt",
+	        .id = KERNEL_STSQRT,
+	        .nargs = 3,
+	        .arg_modes = { TDM_RW, TDM_RW, TDM_W },
+	        .nscalars = 1,
+	        .scalar_types = { I64 },
+	        .check = check_tile3,
+	        .features = feat_stsqrt,
+	},
+	[KERNEL_STSMQR] = {
+	        .name = "stsmqr",
+	        .id = KERNEL_STSMQR,
+	        .nargs = 4,
+	        .arg_modes = { TDM_RW, TDM_RW, TDM_R, TDM_R },
+	        .nscalars = 1,
+	        .scalar_types = { I64 },
+	        .check = check_tile4,
+	        .features = feat_stsmqr,
+	},
+	/* A workload's abstract task: the simulator sets its features and
+	 * knows its cost on each device. */
+	[KERNEL_SIM_TASK] = {
+	        .name = "sim_task",
+	        .id = KERNEL_SIM_TASK,
+	        .check = check_none,
+	        .features = feat_none,
 	},
 };
 

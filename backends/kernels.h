@@ -5,6 +5,7 @@
 #ifndef TDM_BACKENDS_KERNELS_H
 #define TDM_BACKENDS_KERNELS_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -38,8 +39,23 @@ enum kernel_id {
 	KERNEL_STRSM,
 	KERNEL_SSYRK,
 	KERNEL_SGEMM_NT,
+	/* Simulation only (no backend implements them; clients cannot submit
+	 * them): the other tiled factorisations' kernels, for the workload
+	 * generators, and an abstract task whose cost the workload states. */
+	KERNEL_SGETRF, /* LU without pivoting of one tile */
+	KERNEL_SGEQRT, /* QR of one tile: A, T */
+	KERNEL_SORMQR, /* apply its reflectors to a tile: V, T, C */
+	KERNEL_STSQRT, /* QR of a triangle on top of a tile: R, A, T */
+	KERNEL_STSMQR, /* apply those to a pair of tiles: A1, A2, V, T */
+	KERNEL_SIM_TASK,
 	KERNEL_COUNT
 };
+
+#define KERNEL_SIM_FIRST KERNEL_SGETRF
+static inline bool kernel_sim_only(uint32_t id)
+{
+	return id >= KERNEL_SIM_FIRST;
+}
 
 /* What a task costs, from its scalars and argument lengths (docs/kernels.md). */
 struct kernel_features {

@@ -26,6 +26,10 @@ void wl_free(struct workload *w)
 		return;
 	free(w->tasks);
 	free(w->edges);
+	free(w->dev_cost);
+	free(w->buf_bytes);
+	free(w->buf_keep);
+	free(w->graphs);
 	wl_init(w);
 }
 

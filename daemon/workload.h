@@ -21,8 +21,11 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
+#include "backends/kernels.h"
 #include "placement/plan.h"
+#include "tandem/wire.h"
 
 #define WL_NAME_MAX 64 /* task and workload names: up to 63 bytes and a NUL */
 #define WL_MAX_TASKS 1000000u
@@ -40,6 +43,13 @@
 enum wl_units {
 	WL_UNITS_ABSTRACT = 0, /* STG: costs and data in the source's own units */
 	WL_UNITS_SECONDS, /* WfCommons: costs in seconds, data in bytes */
+	WL_UNITS_NS, /* traces and tiled generators: costs in ns, data in bytes */
+};
+
+/* An argument of a kernel task: one of w->bufs, with its access mode. */
+struct wl_arg {
+	uint32_t buf; /* index into w->bufs */
+	uint8_t mode; /* enum tdm_access: TDM_R, TDM_W or TDM_RW */
 };
 
 struct wl_task {
@@ -48,6 +58,35 @@ struct wl_task {
 	/* Total size of the data the task reads / writes (WfCommons: its input
 	 * and output files); 0 where the source gives none (STG). */
 	double data_in, data_out;
+	/* Kernel tasks (traces, tiled generators): has_kernel is set, kernel is
+	 * a backends/kernels.h id, feat its cost features and args[] the
+	 * buffers it touches. Abstract tasks (STG, WfCommons, random DAGs):
+	 * has_kernel is 0, the cost is `cost` (or the task's row of
+	 * w->dev_cost) and data moves along edges (wl_edge.data). */
+	bool has_kernel;
+	uint16_t kernel;
+	struct kernel_features feat;
+	uint8_t nargs;
+	struct wl_arg args[TDM_MAX_ARGS];
+	int32_t priority;
+	uint32_t graph; /* index into w->graphs; 0 when the workload has none */
+	/* Traces recorded from a real run: where and when the task ran (ns
+	 * since the trace began); rec_device is the device index + 1 in the
+	 * trace's device list, 0 when not recorded. */
+	uint32_t rec_device;
+	double rec_start_ns, rec_end_ns;
+};
+
+/* A submission: traces hold many graphs arriving over time; the other
+ * sources one graph arriving at 0. Tasks of a graph are contiguous
+ * (first .. first + ntasks - 1) and edges join tasks of the same graph. */
+struct wl_graph {
+	uint32_t first, ntasks;
+	double arrival_ns; /* since the trace began */
+	uint32_t client; /* flows: tasks of different clients share devices fairly */
+	int32_t priority;
+	uint8_t policy_hint; /* enum tdm_policy_hint, 0: none */
+	double deadline_ns; /* relative to arrival, 0: none */
 };
 
 struct wl_edge {
@@ -63,6 +102,25 @@ struct workload {
 	uint32_t ntasks, nedges;
 	struct wl_task *tasks;
 	struct wl_edge *edges;
+	/* Optional per-device costs of abstract tasks (heterogeneous sources:
+	 * random HEFT DAGs, traces with cost arrays): dev_cost[v * ndev_cost +
+	 * d] is task v's cost on device d, < 0 where it cannot run; NULL with
+	 * ndev_cost 0 when tasks[].cost holds for every device. */
+	uint32_t ndev_cost;
+	double *dev_cost;
+	/* Buffers of kernel tasks: their sizes in bytes, and whether the
+	 * client keeps them on devices between graphs (weights, KV). */
+	uint32_t nbufs;
+	double *buf_bytes;
+	bool *buf_keep;
+	/* Submissions; NULL with ngraphs 0 means one graph of every task
+	 * arriving at 0. */
+	uint32_t ngraphs;
+	struct wl_graph *graphs;
+	/* Traces: the devices of the recorded run, which rec_device and the
+	 * columns of dev_cost name (ndev_names == ndev_cost when both are set). */
+	uint32_t ndev_names;
+	char (*dev_names)[WL_NAME_MAX];
 };
 
 void wl_init(struct workload *w);
@@ -124,6 +182,73 @@ struct wl_dag {
 };
 int wl_to_dag(const struct workload *w, unsigned ndev, const double *speed, struct wl_dag *d);
 void wl_dag_free(struct wl_dag *d); /* NULL is fine */
+
+/* ---- tandem traces (docs/simulation.md, "Trace format") ---- */
+
+/* A trace: JSON Lines, one record per line, times in ns (units
+ * WL_UNITS_NS). Messages are "NAME:LINE: message" (the line of the record
+ * at fault). 0, -TDM_EINVAL or -TDM_ENOMEM. */
+int wl_trace_parse(const char *text, size_t len, const char *name, struct workload *out,
+                   char *err, size_t errlen);
+int wl_trace_load(const char *path, struct workload *out, char *err, size_t errlen);
+
+/* Writes a whole workload as a trace that wl_trace_parse reads back into
+ * the same workload (names, costs, kernels, features, arguments, buffers,
+ * graphs, edges and recorded placements). 0 or -TDM_ESYS. */
+int wl_trace_write(FILE *out, const struct workload *w);
+
+/* Streaming, for the daemon's recorder: a header, then buffers as they are
+ * first used, then each graph (its record and its tasks' records, edges
+ * given as each task's predecessors inside the graph). Each call writes
+ * whole lines. 0 or -TDM_ESYS. */
+int wl_trace_write_header(FILE *out, const char *machine, const char *policy,
+                          const char *const *devices, uint32_t ndevices);
+int wl_trace_write_buffer(FILE *out, uint32_t id, double bytes, bool keep);
+/* tasks[] of the graph (graph field ignored; args[].buf are buffer ids as
+ * written by wl_trace_write_buffer); pred_off/pred give each task's
+ * predecessors as indices into tasks[] (pred[pred_off[i] .. pred_off[i+1])),
+ * each smaller than i. */
+int wl_trace_write_graph(FILE *out, uint32_t id, const struct wl_graph *g,
+                         const struct wl_task *tasks, const uint32_t *pred_off,
+                         const uint32_t *pred);
+
+/* ---- generators ---- */
+
+enum wl_tiled_kind { WL_TILED_CHOLESKY = 0, WL_TILED_LU, WL_TILED_QR };
+
+/* A tiled factorisation of a tiles x tiles matrix of nb x nb single-
+ * precision tiles, as kernel tasks on one buffer per tile (and one per T
+ * factor for QR), in the sequential order of the right-looking algorithm:
+ * Cholesky spotrf/strsm/ssyrk/sgemm_nt (tiles (tiles+1)(tiles+2)/6 tasks),
+ * LU sgetrf_nopiv/strsm/sgemm_nt, QR sgeqrt/sormqr/stsqrt/stsmqr. Edges are
+ * the read-after-write, write-after-read and write-after-write order on
+ * each tile, with the bytes the successor reads of what the predecessor
+ * wrote. 0, -TDM_EINVAL (tiles 1..1000, nb 1..4096) or -TDM_ENOMEM. */
+int wl_gen_tiled(enum wl_tiled_kind kind, uint32_t tiles, uint32_t nb, struct workload *out,
+                 char *err, size_t errlen);
+const char *wl_tiled_name(enum wl_tiled_kind kind); /* "cholesky", "lu", "qr" */
+
+/* Topcuoglu, Hariri and Wu's random graphs (HEFT, TPDS 2002):
+ *   n tasks in about sqrt(n)/alpha levels of mean width alpha*sqrt(n);
+ *   each task's out-degree is drawn around out_degree (edges only go to
+ *   later levels); the mean cost w_dag; each task's mean cost w_i uniform
+ *   in [0, 2 w_dag] and its cost on device d uniform in
+ *   [w_i (1 - beta/2), w_i (1 + beta/2)];
+ *   edge data so that mean communication / mean computation = ccr.
+ * Abstract units, costs per device in dev_cost. The same parameters and
+ * seed give the same graph on every machine. */
+struct wl_random_params {
+	uint32_t n; /* 1 .. WL_MAX_TASKS */
+	double ccr; /* >= 0 */
+	double alpha; /* shape, > 0 */
+	uint32_t out_degree; /* >= 1 */
+	double beta; /* heterogeneity, 0 .. 2 */
+	uint32_t ndev; /* 1 .. 64 devices the costs are drawn for */
+	double w_dag; /* mean cost, > 0 (0: 100) */
+	uint64_t seed;
+};
+int wl_gen_random(const struct wl_random_params *p, struct workload *out, char *err,
+                  size_t errlen);
 
 /* Shared by the parsers (defined in wl_stg.c). */
 

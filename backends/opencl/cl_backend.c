@@ -356,7 +356,8 @@ static bool cl_supports(const struct backend_device *d, const struct kernel_def 
 	(void)d;
 	/* spin is a CPU busy-loop; spotrf (CPU only) needs a LAPACK, and one
 	 * that reports a matrix that is not positive definite. */
-	return k->id < KERNEL_COUNT && k->id != KERNEL_SPIN && k->id != KERNEL_SPOTRF;
+	return k->id < KERNEL_COUNT && !kernel_sim_only(k->id) && k->id != KERNEL_SPIN &&
+	       k->id != KERNEL_SPOTRF;
 }
 
 /* ---- memory ---- */
