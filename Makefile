@@ -84,7 +84,7 @@ NVCCFLAGS := -O2 -std=c++17 -Iinclude -I. -Xcompiler -fPIC,-fvisibility=hidden,-
 	-gencode arch=compute_90,code=compute_90
 
 .PHONY: all demo demo-run test test-run bench bench-run deps fuzz format format-check clean
-all: $(TANDEMD) $(TANDEMCTL) $(CLIENT_LIB) $(CLIENT_SO) $(EXAMPLES) $(CUDA_PLUGIN)
+all: $(TANDEMD) $(TANDEMCTL) $(BUILD)/bin/starpu2machine $(CLIENT_LIB) $(CLIENT_SO) $(EXAMPLES) $(CUDA_PLUGIN)
 
 $(BUILD)/obj/%.o: %.c
 	@mkdir -p $(dir $@)
@@ -127,12 +127,26 @@ $(TANDEMD): $(BUILD)/obj/daemon/main.o $(CORE_LIB)
 $(TANDEMCTL): $(BUILD)/obj/tools/tandemctl.o $(CLIENT_LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) $^ $(PKG_LIBS) -o $@
+# StarPU sampling files to a machine description (docs/machines.md); its
+# unit test links the converter's library part.
+$(BUILD)/bin/starpu2machine: $(BUILD)/obj/tools/starpu2machine.o $(BUILD)/obj/tools/starpu_perfmodel.o $(CORE_LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) $^ $(DAEMON_LIBS) -o $@
+$(BUILD)/tests/test_starpu2machine: $(BUILD)/obj/tests/unit/test_starpu2machine.o $(BUILD)/obj/tools/starpu_perfmodel.o $(CORE_LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) $^ $(DAEMON_LIBS) $(CMOCKA_LIBS) -o $@
 $(BUILD)/bin/%: $(BUILD)/obj/examples/%.o $(CLIENT_LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) $^ -lm -o $@
 
 # Unit tests see the daemon's insides; integration tests only libtandem.
 $(BUILD)/tests/test_%: $(BUILD)/obj/tests/unit/test_%.o $(CORE_LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) $^ $(DAEMON_LIBS) $(CMOCKA_LIBS) -o $@
+# Integration tests that also read what the daemon writes (traces, machine
+# descriptions) link the daemon core as well. A static pattern rule wins.
+CORE_INTEG := $(BUILD)/tests/test_trace_record
+$(CORE_INTEG): $(BUILD)/tests/%: $(BUILD)/obj/tests/integration/%.o $(TEST_HELPERS:%.c=$(BUILD)/obj/%.o) $(CLIENT_LIB) $(CORE_LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) $^ $(DAEMON_LIBS) $(CMOCKA_LIBS) -o $@
 $(BUILD)/tests/test_%: $(BUILD)/obj/tests/integration/test_%.o $(TEST_HELPERS:%.c=$(BUILD)/obj/%.o) $(CLIENT_LIB)
@@ -145,7 +159,7 @@ $(BUILD)/tests/replay_%: $(BUILD)/obj/tests/fuzz/fuzz_%.o $(BUILD)/obj/tests/fuz
 # without a daemon: they link the daemon core. A static pattern rule, so it
 # wins over the pattern below.
 CORE_BENCHES := $(BUILD)/bench/bench_devices $(BUILD)/bench/bench_overlap $(BUILD)/bench/bench_models \
-	$(BUILD)/bench/bench_stg $(BUILD)/bench/bench_policies
+	$(BUILD)/bench/bench_stg $(BUILD)/bench/bench_policies $(BUILD)/bench/bench_sim
 $(CORE_BENCHES): $(BUILD)/bench/%: $(BUILD)/obj/tests/bench/%.o $(CORE_LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) $^ $(DAEMON_LIBS) -o $@
@@ -170,7 +184,7 @@ demo-run: all
 bench: deps
 	@$(MAKE) --no-print-directory bench-run
 bench-run: all $(BENCHES)
-	@BUILD=$(BUILD) sh tests/bench/run_bench.sh $(BENCHES)
+	@BUILD=$(BUILD) sh tests/bench/run_bench.sh $(BENCHES) tests/bench/sim_fidelity.sh
 
 deps:
 	@sh .ci/deps.sh

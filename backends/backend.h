@@ -92,6 +92,10 @@ struct backend_ops {
 	/* 1 completed, 0 pending, -TDM_EDEVICE failed. Never blocks. */
 	int (*event_query)(const struct backend_device *d, struct backend_event *ev);
 	void (*event_release)(const struct backend_device *d, struct backend_event *ev);
+	/* Optional: when the work behind a completed kernel event started, on
+	 * the engine's clock (0: unknown). Without it a task's start is taken
+	 * as when it was staged or its predecessor on the queue ended. */
+	uint64_t (*event_started)(const struct backend_device *d, struct backend_event *ev);
 };
 
 static inline bool backend_is_accelerator(const struct backend_device *d)

@@ -108,6 +108,7 @@ void conn_accept(struct server *srv, int fd)
 	}
 	c->srv = srv;
 	c->fd = fd;
+	c->nfds = 0;
 	c->pid = cred.pid;
 	c->uid = cred.uid;
 	c->gid = cred.gid;
@@ -131,6 +132,13 @@ void conn_accept(struct server *srv, int fd)
 	srv->conns = c;
 }
 
+static void drop_fds(struct conn *c)
+{
+	for (int i = 0; i < c->nfds; i++)
+		close(c->fds[i]);
+	c->nfds = 0;
+}
+
 void conn_close(struct conn *c)
 {
 	struct server *srv = c->srv;
@@ -140,6 +148,12 @@ void conn_close(struct conn *c)
 	if (c->ev_hello)
 		event_free(c->ev_hello);
 	close(c->fd);
+	drop_fds(c);
+	if (srv->rec.owner == c && recorder_active(&srv->rec)) {
+		log_info("trace: tandemctl pid %d went away without stopping: recording discarded",
+		         (int)c->pid);
+		recorder_discard(&srv->rec);
+	}
 	if (c->s) {
 		log_info("client %u (pid %d) disconnected", c->s->id, (int)c->pid);
 		server_unregister(srv, c->s); /* no worker looks at it after this */
@@ -303,18 +317,18 @@ static bool handle_kernel_lookup(struct conn *c, const void *p, uint32_t len)
 	return send_msg(c->fd, TDM_MSG_KERNEL_REPLY, &r, sizeof(r), NULL, 0) == 0;
 }
 
-/* Sends a control reply: status + the JSON text (NULL: out of memory). */
-static bool send_document(struct conn *c, char *json)
+bool conn_send_reply(struct conn *c, int32_t status, char *text)
 {
-	int32_t status = json ? 0 : -TDM_ENOMEM;
-	size_t jlen = json ? strlen(json) : 0;
+	if (!text && status == 0)
+		status = -TDM_ENOMEM;
+	size_t jlen = text ? strlen(text) : 0;
 	char *payload = malloc(sizeof(status) + jlen);
 	bool ok = false;
 
 	if (payload && jlen + sizeof(status) <= TDM_CTL_REPLY_MAX) {
 		memcpy(payload, &status, sizeof(status));
 		if (jlen)
-			memcpy(payload + sizeof(status), json, jlen);
+			memcpy(payload + sizeof(status), text, jlen);
 		/* The document can exceed the socket buffer: send it blocking,
 		 * bounded by a timeout so a stalled tandemctl cannot hang us. */
 		struct timeval tv = { CONTROL_SEND_TIMEOUT_S, 0 };
@@ -326,8 +340,70 @@ static bool send_document(struct conn *c, char *json)
 		fcntl(c->fd, F_SETFL, flags);
 	}
 	free(payload);
-	free(json);
+	free(text);
 	return ok;
+}
+
+/* Sends a control reply: status + the JSON text (NULL: out of memory). */
+static bool send_document(struct conn *c, char *json)
+{
+	return conn_send_reply(c, 0, json);
+}
+
+/* The descriptor count a request announces (a uint32 payload) must match
+ * what came with it; the request then owns them. Returns that count, or -1
+ * (descriptors closed). */
+static int take_fds(struct conn *c, const void *p, uint32_t len, int min, int max)
+{
+	uint32_t n = 0;
+	if (len == sizeof(n))
+		memcpy(&n, p, sizeof(n));
+	if (len != sizeof(n) || n < (uint32_t)min || n > (uint32_t)max || (int)n != c->nfds) {
+		drop_fds(c);
+		return -1;
+	}
+	c->nfds = 0; /* the caller's now */
+	return (int)n;
+}
+
+static bool handle_trace_start(struct conn *c, const void *p, uint32_t len)
+{
+	char *doc = NULL;
+	int fds[CONN_MAX_FDS];
+	memcpy(fds, c->fds, sizeof(fds));
+	int n = take_fds(c, p, len, 1, 2);
+	if (n < 0)
+		return conn_send_reply(c, -TDM_EINVAL,
+		                       strdup("{\"error\":\"trace: expected 1 or 2 descriptors, "
+		                              "as announced\"}"));
+	int status = control_trace_start(c->srv, c, fds, n, &doc);
+	if (status)
+		for (int i = 0; i < n; i++)
+			close(fds[i]);
+	return conn_send_reply(c, status, doc);
+}
+
+static bool handle_trace_stop(struct conn *c)
+{
+	char *doc = NULL;
+	int status = control_trace_stop(c->srv, c, &doc);
+	return conn_send_reply(c, status, doc);
+}
+
+static bool handle_export(struct conn *c, const void *p, uint32_t len)
+{
+	char *doc = NULL;
+	int fd = c->nfds ? c->fds[0] : -1;
+	if (len != 0 && take_fds(c, p, len, 1, 1) < 0)
+		return conn_send_reply(c, -TDM_EINVAL,
+		                       strdup("{\"error\":\"export: expected 1 descriptor, as "
+		                              "announced\"}"));
+	if (len == 0) {
+		drop_fds(c); /* none announced: none taken */
+		fd = -1;
+	}
+	int status = control_export(c->srv, fd, &doc);
+	return conn_send_reply(c, status, doc);
 }
 
 static bool handle_status(struct conn *c)
@@ -349,8 +425,57 @@ static bool handle_msg(struct conn *c, uint32_t type, const void *p, uint32_t le
 	case TDM_MSG_CTL_CALIBRATE:
 		return len == 0 && c->role == CONN_CONTROL &&
 		       send_document(c, models_calibrate(c->srv));
+	/* Recordings and the machine description: tandemctl's too. */
+	case TDM_MSG_CTL_TRACE_START:
+		return c->role == CONN_CONTROL && handle_trace_start(c, p, len);
+	case TDM_MSG_CTL_TRACE_STOP:
+		return len == 0 && c->role == CONN_CONTROL && handle_trace_stop(c);
+	case TDM_MSG_CTL_EXPORT: return c->role == CONN_CONTROL && handle_export(c, p, len);
 	default: return false;
 	}
+}
+
+/* recv into c->in, keeping descriptors that come along (at most
+ * CONN_MAX_FDS waiting; more, or a truncated list, is a protocol error:
+ * -1 with errno EPROTO). */
+static ssize_t recv_with_fds(struct conn *c, int fd)
+{
+	union {
+		char buf[CMSG_SPACE(CONN_MAX_FDS * sizeof(int))];
+		struct cmsghdr align;
+	} u;
+	struct iovec iov = { c->in + c->inlen, sizeof(c->in) - c->inlen };
+	struct msghdr m = { .msg_iov = &iov,
+		            .msg_iovlen = 1,
+		            .msg_control = u.buf,
+		            .msg_controllen = sizeof(u.buf) };
+	bool bad = false;
+
+	ssize_t n = recvmsg(fd, &m, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+	if (n < 0)
+		return n;
+	for (struct cmsghdr *cm = CMSG_FIRSTHDR(&m); cm; cm = CMSG_NXTHDR(&m, cm)) {
+		if (cm->cmsg_level != SOL_SOCKET || cm->cmsg_type != SCM_RIGHTS)
+			continue;
+		size_t k = (cm->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+		for (size_t i = 0; i < k; i++) {
+			int got;
+			memcpy(&got, CMSG_DATA(cm) + i * sizeof(int), sizeof(got));
+			if (c->nfds < CONN_MAX_FDS) {
+				c->fds[c->nfds++] = got;
+			} else {
+				close(got);
+				bad = true;
+			}
+		}
+	}
+	if (bad || (m.msg_flags & MSG_CTRUNC)) {
+		log_warn("pid %d: too many descriptors passed: disconnecting", (int)c->pid);
+		atomic_fetch_add(&c->srv->counters.protocol_errors, 1);
+		errno = EPROTO;
+		return -1;
+	}
+	return n;
 }
 
 static void on_socket(evutil_socket_t fd, short what, void *arg)
@@ -358,7 +483,7 @@ static void on_socket(evutil_socket_t fd, short what, void *arg)
 	struct conn *c = arg;
 
 	(void)what;
-	ssize_t n = recv(fd, c->in + c->inlen, sizeof(c->in) - c->inlen, MSG_DONTWAIT);
+	ssize_t n = recv_with_fds(c, fd);
 	if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR)) {
 		conn_close(c);
 		return;

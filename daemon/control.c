@@ -1,8 +1,15 @@
-/* The status document behind `tandemctl status`. */
+/* The documents behind `tandemctl status`, the recordings of `tandemctl
+ * trace` and the machine description of `tandemctl calibrate --export`. */
 #include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 #include <unistd.h>
 
+#include "daemon/log.h"
+#include "daemon/machine.h"
 #include "policies/policy.h"
+#include "profiler/profiler.h"
 #include "daemon/server.h"
 #include "tandem.h"
 
@@ -123,4 +130,161 @@ char *control_status_json(struct server *srv)
 	char *text = json_dumps(doc, JSON_COMPACT);
 	json_decref(doc);
 	return text;
+}
+
+/* ---- tandemctl trace -------------------------------------------------------- */
+
+static char *error_doc(const char *msg)
+{
+	json_t *doc = json_pack("{s:s}", "error", msg);
+	char *text = doc ? json_dumps(doc, JSON_COMPACT) : NULL;
+	json_decref(doc);
+	return text;
+}
+
+/* This machine's name: the host name ("localhost" when it has none). */
+static void host_name(char *out, size_t len)
+{
+	if (gethostname(out, len) != 0 || !out[0])
+		snprintf(out, len, "localhost");
+	out[len - 1] = '\0';
+}
+
+int control_trace_start(struct server *srv, struct conn *c, const int *fds, int nfds, char **doc)
+{
+	char msg[160];
+	*doc = NULL;
+	for (int i = 0; i < nfds; i++) {
+		if (!recorder_fd_writable(fds[i])) {
+			*doc = error_doc(
+			        "trace: the outputs must be regular files open for writing");
+			return -TDM_EINVAL;
+		}
+	}
+	if (recorder_active(&srv->rec)) {
+		struct conn *owner = srv->rec.owner;
+		snprintf(msg, sizeof(msg), "a recording is already running (tandemctl pid %d)",
+		         owner ? (int)owner->pid : 0);
+		*doc = error_doc(msg);
+		return -TDM_EBUSY;
+	}
+	int err = recorder_start(&srv->rec, c, fds[0], nfds > 1 ? fds[1] : -1);
+	if (err) {
+		*doc = error_doc("a recording is already running");
+		return err;
+	}
+	log_info("trace: recording for tandemctl pid %d%s", (int)c->pid,
+	         nfds > 1 ? " (with a Chrome trace)" : "");
+	json_t *d = json_pack("{s:b}", "recording", 1);
+	*doc = d ? json_dumps(d, JSON_COMPACT) : NULL;
+	json_decref(d);
+	return 0;
+}
+
+/* Ends the recording and writes its files. */
+static int stop_and_write(struct server *srv, char **doc)
+{
+	char host[256];
+	size_t n = engine_device_count(srv->engine);
+	const char **names = calloc(n ? n : 1, sizeof(*names));
+	if (!names) {
+		recorder_discard(&srv->rec);
+		*doc = error_doc("trace: out of memory");
+		return -TDM_ENOMEM;
+	}
+	for (size_t i = 0; i < n; i++)
+		names[i] = engine_device(srv->engine, i)->dev.name;
+	host_name(host, sizeof(host));
+	struct recorder_env env = {
+		.machine = host,
+		.policy = engine_policy_name(srv->engine),
+		.devices = names,
+		.ndevices = (uint32_t)n,
+	};
+	int err = recorder_stop(&srv->rec, &env, doc);
+	free(names);
+	return err;
+}
+
+int control_trace_stop(struct server *srv, struct conn *c, char **doc)
+{
+	if (!recorder_active(&srv->rec) || srv->rec.owner != c) {
+		*doc = error_doc("no recording runs on this connection");
+		return -TDM_EINVAL;
+	}
+	return stop_and_write(srv, doc);
+}
+
+void control_trace_end(struct server *srv)
+{
+	char *doc = NULL;
+	if (!recorder_active(&srv->rec))
+		return;
+	struct conn *owner = srv->rec.owner;
+	log_info("trace: the daemon stops: writing the recording");
+	int err = stop_and_write(srv, &doc);
+	if (owner)
+		conn_send_reply(owner, err, doc);
+	else
+		free(doc);
+}
+
+/* ---- tandemctl calibrate --export -------------------------------------------- */
+
+int control_export(struct server *srv, int fd, char **doc)
+{
+	char host[256];
+	char *text = NULL;
+	size_t len = 0;
+	uint64_t bytes = 0;
+	FILE *f;
+
+	*doc = NULL;
+	if (fd >= 0 && !recorder_fd_writable(fd)) {
+		close(fd);
+		*doc = error_doc("export: the output must be a regular file open for writing");
+		return -TDM_EINVAL;
+	}
+	struct calibration *cal = calloc(1, sizeof(*cal));
+	json_t *models = srv->prof ? profiler_to_json(srv->prof) : NULL;
+	if (!cal || !srv->prof) {
+		if (fd >= 0)
+			close(fd);
+		free(cal);
+		json_decref(models);
+		*doc = error_doc("export: out of memory");
+		return -TDM_ENOMEM;
+	}
+	profiler_calibration(srv->prof, cal);
+	host_name(host, sizeof(host));
+	f = fd >= 0 ? recorder_fd_stream(fd, &bytes) : open_memstream(&text, &len);
+	if (!f && fd >= 0)
+		close(fd);
+	int err = f ? machine_write(f, host, srv->devs, srv->ndevs, cal, models) : -TDM_ENOMEM;
+	if (f && fclose(f) != 0 && !err)
+		err = -TDM_ESYS;
+	free(cal);
+	json_decref(models);
+	if (err) {
+		free(text);
+		log_warn("export: the machine description was not written: %s", tdm_strerror(err));
+		*doc = error_doc(err == -TDM_ENOMEM
+		                         ? "export: out of memory"
+		                         : "export: cannot write the machine description");
+		return err;
+	}
+	if (fd < 0) {
+		if (len + sizeof(int32_t) > TDM_CTL_REPLY_MAX) {
+			free(text);
+			*doc = error_doc("export: the description is too large for a reply: pass a "
+			                 "file (tandemctl calibrate --export -o FILE)");
+			return -TDM_ERANGE;
+		}
+		*doc = text;
+		return 0;
+	}
+	json_t *d = json_pack("{s:I}", "bytes", (json_int_t)bytes);
+	*doc = d ? json_dumps(d, JSON_COMPACT) : NULL;
+	json_decref(d);
+	return 0;
 }

@@ -31,6 +31,7 @@ struct worker {
 	/* Accelerators: tasks enqueued on the device, oldest first. */
 	struct inflight *pipe;
 	size_t pipe_head, pipe_n;
+	uint32_t depth; /* tasks it keeps staged: 1 on the host node (simulation) */
 	struct engine_task *deferred; /* no room on the device until the oldest ends */
 	uint64_t last_end_ns;
 	/* Its own wake-up: a policy with per-device queues must wake the one
@@ -816,11 +817,16 @@ static void complete_oldest(struct engine *e, struct worker *w)
 	w->pipe_head = (w->pipe_head + 1) % e->depth;
 	w->pipe_n--;
 	int err = d->dev.ops->event_wait(&d->dev, slot.done);
+	uint64_t started = d->dev.ops->event_started && !err
+	                           ? d->dev.ops->event_started(&d->dev, slot.done)
+	                           : 0;
 	d->dev.ops->event_release(&d->dev, slot.done);
 	t->end_ns = clock_now(e->clock);
 	/* The compute queue is in order: this task started when the one
-	 * before it ended, or when it was staged. */
-	if (t->start_ns < w->last_end_ns)
+	 * before it ended, or when it was staged (unless the device knows). */
+	if (started)
+		t->start_ns = started;
+	else if (t->start_ns < w->last_end_ns)
 		t->start_ns = w->last_end_ns;
 	w->last_end_ns = t->end_ns;
 	nargs = task_res_args(t, args);
@@ -856,6 +862,65 @@ bool engine_run_one(struct engine *e, unsigned worker)
 		return false;
 	run_task(e, &e->workers[worker], t);
 	return true;
+}
+
+/* ---- simulation: a driver on a virtual clock steps the workers ---- */
+
+size_t engine_sim_stage(struct engine *e, unsigned wi)
+{
+	struct worker *w = &e->workers[wi];
+	size_t n = 0;
+	if (!w->pipe)
+		return 0;
+	if (w->deferred) {
+		struct engine_task *t = w->deferred;
+		w->deferred = NULL;
+		stage_on_accel(e, w, t);
+		n++;
+	}
+	while (!w->deferred && w->pipe_n < w->depth) {
+		struct engine_task *t = engine_pick(e, wi);
+		if (!t)
+			break;
+		stage_on_accel(e, w, t);
+		n++;
+	}
+	return n;
+}
+
+uint32_t engine_sim_epoch(const struct engine *e)
+{
+	return atomic_load_explicit(&((struct engine *)e)->epoch, memory_order_relaxed);
+}
+
+struct backend_event *engine_sim_oldest(const struct engine *e, unsigned wi)
+{
+	const struct worker *w = &e->workers[wi];
+	return w->pipe && w->pipe_n ? w->pipe[w->pipe_head].done : NULL;
+}
+
+void engine_sim_complete(struct engine *e, unsigned wi)
+{
+	struct worker *w = &e->workers[wi];
+	if (!w->pipe || !w->pipe_n)
+		return;
+	prefetch_ahead(e, w);
+	complete_oldest(e, w);
+}
+
+bool engine_sim_stalled(struct engine *e)
+{
+	if (atomic_load(&e->queued) == 0)
+		return false;
+	if (!atomic_load(&e->fallback))
+		engine_fall_back(e, "holds ready tasks while every device idles");
+	take_back_tasks(e);
+	return true;
+}
+
+void engine_note_exclusions(struct engine *e)
+{
+	atomic_store(&e->uniform, false);
 }
 
 static inline void cpu_relax(void)
@@ -980,7 +1045,7 @@ static void accel_worker_loop(struct engine *e, struct worker *w)
 			stage_on_accel(e, w, t);
 			took = true;
 		}
-		while (!w->deferred && w->pipe_n < e->depth) {
+		while (!w->deferred && w->pipe_n < w->depth) {
 			struct engine_task *t = engine_pick(e, w->index);
 			if (!t)
 				break;
@@ -1116,6 +1181,9 @@ int engine_create(const struct engine_params *p, struct engine **out)
 				return -TDM_EINVAL;
 			}
 			e->has_accel = true;
+			/* Only simulated devices are accelerator-shaped on the host
+			 * node: a CPU core takes one task at a time. */
+			e->workers[i].depth = d->node == 0 ? 1 : e->depth;
 			e->workers[i].pipe = calloc(e->depth, sizeof(struct inflight));
 			if (!e->workers[i].pipe) {
 				engine_destroy(e);

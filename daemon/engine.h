@@ -76,6 +76,10 @@ struct engine_graph {
 	/* Successors in CSR form: task i's are succ[succ_off[i] .. succ_off[i+1]). */
 	uint32_t *succ_off;
 	uint32_t *succ;
+	/* Optional, in succ[] order: the bytes each edge hands over, for
+	 * front ends whose tasks state their data by edge (simulated abstract
+	 * tasks). NULL: what the successor reads of the predecessor's writes. */
+	const double *edge_data;
 	_Atomic uint32_t remaining;
 	_Atomic int32_t status; /* first failure wins */
 	uint64_t submit_ns;
@@ -181,6 +185,30 @@ bool engine_runnable(const struct engine *e, const struct engine_task *t, unsign
 void engine_kick(const struct engine *e, unsigned w);
 /* Whether some device implements kernel k (intake rejects tasks nobody can run). */
 bool engine_kernel_available(const struct engine *e, const struct kernel_def *k);
+
+/* Simulation (daemon/sim.c): with start_workers false and every device
+ * accelerator-shaped (launch_async), a single-threaded driver on a virtual
+ * clock steps the workers instead of threads; everything else (policy,
+ * residency, cost models, completion) is the same code.
+ *   engine_sim_stage: worker w takes ready tasks and stages them on its
+ *     device, up to its pipeline depth (1 on the host node); returns how
+ *     many it took.
+ *   engine_sim_oldest: the event of the oldest task staged on w (NULL:
+ *     none); the driver completes it once the event is done on its clock.
+ *   engine_sim_complete: prefetches what the policy queued for w, then
+ *     completes w's oldest task (dependents are released, the graph may end).
+ *   engine_sim_stalled: nothing is staged anywhere; if the policy still
+ *     holds ready tasks the watchdog replaces it (returns true). */
+size_t engine_sim_stage(struct engine *e, unsigned w);
+/* Moves whenever tasks reach the policy: a worker that found nothing need
+ * not look again before it moved (or before its own task completed). */
+uint32_t engine_sim_epoch(const struct engine *e);
+struct backend_event *engine_sim_oldest(const struct engine *e, unsigned w);
+void engine_sim_complete(struct engine *e, unsigned w);
+bool engine_sim_stalled(struct engine *e);
+/* Some tasks come with excl_nodes already set (simulated workloads that
+ * bar tasks from devices): every hand-out is then checked. */
+void engine_note_exclusions(struct engine *e);
 
 void engine_counters(const struct engine *e, struct engine_counters *out);
 size_t engine_device_count(const struct engine *e);

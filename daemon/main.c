@@ -6,6 +6,7 @@
 
 #include "daemon/log.h"
 #include "daemon/server.h"
+#include "daemon/sim.h"
 #include "policies/policy.h"
 #include "tandem.h"
 
@@ -29,6 +30,8 @@ static void usage(FILE *out)
 	        "      --print-config     print the embedded default configuration and exit\n"
 	        "      --list-policies    print the registered policies and exit\n"
 	        "      --ready-fd FD      write \"READY\\n\" to FD once clients can connect\n"
+	        "      --simulate ...     replay a workload on a described machine instead of\n"
+	        "                         serving clients (tandemd --simulate --help)\n"
 	        "  -h, --help             show this help\n"
 	        "  -V, --version          show the version\n"
 	        "\n"
@@ -67,6 +70,10 @@ int main(int argc, char **argv)
 	const char *config_path = NULL, *socket_path = NULL, *level = NULL, *policy = NULL;
 	bool check_only = false;
 	int ready_fd = -1, opt;
+
+	for (int i = 1; i < argc; i++)
+		if (strcmp(argv[i], "--simulate") == 0)
+			return sim_main(argc, argv);
 
 	while ((opt = getopt_long(argc, argv, "c:s:l:p:hV", opts, NULL)) != -1) {
 		switch (opt) {

@@ -27,6 +27,16 @@ static void submit_to_engine(void *ctx, struct engine_graph *g)
 	engine_submit(ctx, g);
 }
 
+/* Engine hook, on the worker that finished the graph: a recording copies
+ * it (tandemctl trace), then its completion is posted. */
+static void server_graph_done(void *ctx, struct engine_graph *g)
+{
+	struct server *srv = ctx;
+	if (recorder_active(&srv->rec))
+		recorder_graph_done(&srv->rec, (const struct dgraph *)g);
+	session_engine_graph_done(ctx, g);
+}
+
 /* Another daemon answering on the path is an error; a stale file is not. */
 static int prepare_socket_path(const char *path)
 {
@@ -486,6 +496,7 @@ int server_init(struct server *srv, const struct tdm_config *cfg, const char *co
 	int err;
 
 	memset(srv, 0, sizeof(*srv));
+	recorder_init(&srv->rec);
 	srv->sq_bell = srv->kick_fd = -1;
 	srv->cfg = *cfg;
 	srv->config_path = config_path;
@@ -545,7 +556,7 @@ int server_init(struct server *srv, const struct tdm_config *cfg, const char *co
 		.devices = srv->devs,
 		.ndevices = srv->ndevs,
 		.spin_us = cfg->spin_us,
-		.hooks = { .graph_done = session_engine_graph_done,
+		.hooks = { .graph_done = server_graph_done,
 		           .poll = server_poll,
 		           .polling = server_polling,
 		           .ctx = srv },
@@ -603,6 +614,10 @@ int server_run(struct server *srv)
 
 void server_fini(struct server *srv)
 {
+	/* A recording ends with the daemon: its files are written (the work
+	 * drained) and tandemctl hears the summary before the connection goes. */
+	if (srv->engine)
+		control_trace_end(srv);
 	while (srv->conns)
 		conn_close(srv->conns);
 	/* Joins the workers; graphs still queued after a forced exit are
@@ -637,6 +652,7 @@ void server_fini(struct server *srv)
 	if (srv->kick_fd >= 0)
 		close(srv->kick_fd);
 	free(srv->sessions);
+	recorder_fini(&srv->rec);
 	pthread_rwlock_destroy(&srv->registry_lock);
 	pthread_mutex_destroy(&srv->polling_lock);
 	if (srv->base)

@@ -9,9 +9,11 @@
 #include <stdbool.h>
 
 #include "daemon/config.h"
+#include "daemon/recorder.h"
 #include "daemon/session.h"
 
 #define SERVER_MAX_DEVICES 1024
+#define CONN_MAX_FDS 2 /* descriptors a connection may pass ahead of its request */
 
 enum conn_role { CONN_NEW = 0, CONN_CLIENT, CONN_CONTROL };
 
@@ -28,6 +30,10 @@ struct conn {
 	struct event *ev_sock;
 	struct event *ev_hello; /* deadline for the hello, until it came */
 	struct session *s;
+	/* Descriptors received (SCM_RIGHTS), for the request that takes them
+	 * (TRACE_START, EXPORT); closed with the connection otherwise. */
+	int fds[CONN_MAX_FDS];
+	int nfds;
 	size_t inlen;
 	unsigned char in[sizeof(struct tdm_msg_hdr) + TDM_MSG_MAX_PAYLOAD];
 	struct conn *prev, *next;
@@ -73,6 +79,7 @@ struct server {
 	uint32_t nclients;
 	uint32_t next_session_id;
 	uint64_t start_ns;
+	struct recorder rec; /* tandemctl trace */
 };
 
 int server_init(struct server *srv, const struct tdm_config *cfg, const char *config_path,
@@ -86,6 +93,10 @@ void conn_accept(struct server *srv, int fd);
 void conn_close(struct conn *c);
 /* Drops every client whose session intake flagged a protocol error. */
 void conn_close_broken(struct server *srv);
+/* Sends a control reply: status, then text (a JSON document, or the
+ * machine description), which it frees; text NULL with status 0 is sent
+ * as -TDM_ENOMEM. false when it could not be sent. */
+bool conn_send_reply(struct conn *c, int32_t status, char *text);
 
 /* server.c: the session registry. */
 int server_register(struct server *srv, struct session *s);
@@ -93,5 +104,18 @@ void server_unregister(struct server *srv, struct session *s);
 
 /* control.c: the status document tandemctl shows (malloc'd JSON). */
 char *control_status_json(struct server *srv);
+/* tandemctl trace: starts a recording for connection c into fds[0] (and
+ * fds[1] when nfds is 2), which it takes on success. 0 or -TDM_E* with
+ * *doc the reply's text (malloc'd, NULL on ENOMEM). */
+int control_trace_start(struct server *srv, struct conn *c, const int *fds, int nfds, char **doc);
+/* Ends c's recording and writes the files; *doc gets the summary. */
+int control_trace_stop(struct server *srv, struct conn *c, char **doc);
+/* The daemon stops: ends a recording still running and sends its summary
+ * to the connection that started it. */
+void control_trace_end(struct server *srv);
+/* tandemctl calibrate --export: the machine description (TOML). fd >= 0:
+ * written there (taken either way), *doc = {"bytes": N}; fd < 0: *doc is
+ * the text itself. 0 or -TDM_E* (then *doc explains). */
+int control_export(struct server *srv, int fd, char **doc);
 
 #endif

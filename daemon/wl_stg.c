@@ -30,6 +30,7 @@ void wl_free(struct workload *w)
 	free(w->buf_bytes);
 	free(w->buf_keep);
 	free(w->graphs);
+	free(w->dev_names);
 	wl_init(w);
 }
 

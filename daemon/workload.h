@@ -188,8 +188,8 @@ void wl_dag_free(struct wl_dag *d); /* NULL is fine */
 /* A trace: JSON Lines, one record per line, times in ns (units
  * WL_UNITS_NS). Messages are "NAME:LINE: message" (the line of the record
  * at fault). 0, -TDM_EINVAL or -TDM_ENOMEM. */
-int wl_trace_parse(const char *text, size_t len, const char *name, struct workload *out,
-                   char *err, size_t errlen);
+int wl_trace_parse(const char *text, size_t len, const char *name, struct workload *out, char *err,
+                   size_t errlen);
 int wl_trace_load(const char *path, struct workload *out, char *err, size_t errlen);
 
 /* Writes a whole workload as a trace that wl_trace_parse reads back into
@@ -247,8 +247,7 @@ struct wl_random_params {
 	double w_dag; /* mean cost, > 0 (0: 100) */
 	uint64_t seed;
 };
-int wl_gen_random(const struct wl_random_params *p, struct workload *out, char *err,
-                  size_t errlen);
+int wl_gen_random(const struct wl_random_params *p, struct workload *out, char *err, size_t errlen);
 
 /* Shared by the parsers (defined in wl_stg.c). */
 

@@ -43,6 +43,20 @@ wait "$llm"
 echo "== tandemctl models (what the daemon learned of each kernel on each device)"
 "$BUILD/bin/tandemctl" --socket "$sock" models
 
+echo "== recording examples/cholesky.c with tandemctl trace, exporting this machine, and"
+echo "   replaying the trace with tandemd --simulate (every policy)"
+"$BUILD/bin/tandemctl" --socket "$sock" trace -o "$dir/cholesky.trace" &
+tr=$!
+sleep 0.3
+"$BUILD/bin/cholesky" --socket "$sock" --tiles 6 --nb 256
+kill -INT "$tr"
+wait "$tr"
+"$BUILD/bin/tandemctl" --socket "$sock" calibrate --export -o "$dir/here.toml"
+"$BUILD/bin/tandemd" --simulate -m "$dir/here.toml" -w "$dir/cholesky.trace"
+
+echo "== tandemd --simulate: tiled Cholesky (1540 tasks) on the described H100 server"
+"$BUILD/bin/tandemd" --simulate -m machines/h100.toml -w cholesky:20:960 -p eager,dmda,heft,peft
+
 echo "== stopping tandemd (SIGTERM drains, exits 0)"
 kill -TERM "$pid"
 rc=0

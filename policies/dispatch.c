@@ -284,7 +284,9 @@ static struct gplan *plan_graph(struct dispatch *D, struct engine_graph *g, enum
 			goto fail;
 	for (uint32_t v = 0; v < n; v++)
 		for (uint32_t k = g->succ_off[v]; k < g->succ_off[v + 1]; k++)
-			gp->edge_data[k] = edge_bytes(&g->tasks[v], &g->tasks[g->succ[k]]);
+			gp->edge_data[k] =
+			        g->edge_data ? g->edge_data[k]
+			                     : edge_bytes(&g->tasks[v], &g->tasks[g->succ[k]]);
 	pthread_mutex_lock(&D->plan_lock);
 	for (size_t d = 0; d < D->ndev; d++) {
 		int64_t p = eft_pending(&D->eft, (uint32_t)d);

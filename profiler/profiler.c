@@ -783,6 +783,13 @@ void profiler_predict(const struct profiler *p, uint32_t kernel, uint32_t device
 	*out = (struct cost_pred){ 0, 0, COST_PRIOR };
 	if (!p || device >= p->ndev)
 		return;
+	if (p->oracle && kernel == p->oracle_kernel) {
+		double ns;
+		if (!p->oracle(p->oracle_ctx, device, f, &ns))
+			ns = NS_MAX;
+		*out = (struct cost_pred){ ns, 0, COST_HISTORY };
+		return;
+	}
 	prior = prior_ns(&p->fig[device], &x);
 	if (kernel >= p->nkernels || kernel == KERNEL_NOOP) {
 		*out = (struct cost_pred){ prior, PRIOR_SPREAD * prior, COST_PRIOR };
@@ -849,7 +856,8 @@ void profiler_observe(struct profiler *p, uint32_t kernel, uint32_t device,
 	int slot;
 
 	if (!p || device >= p->ndev || kernel >= p->nkernels || kernel == KERNEL_NOOP ||
-	    !measured_ns || !features_ok(f) || !ns_ok(t))
+	    !measured_ns || !features_ok(f) || !ns_ok(t) ||
+	    (p->oracle && kernel == p->oracle_kernel))
 		return;
 	x = clean_features(f);
 	key = footprint_key(&x);
@@ -960,6 +968,13 @@ void profiler_observe_copy(struct profiler *p, uint16_t src, uint16_t dst, uint6
 		ST(l->gbps_seen, old > 0 ? old + 0.2 * (bw - old) : bw);
 	}
 	pthread_mutex_unlock(&p->link_lock);
+}
+
+void profiler_set_oracle(struct profiler *p, uint32_t kernel, profiler_oracle_fn fn, void *ctx)
+{
+	p->oracle_kernel = kernel;
+	p->oracle_ctx = ctx;
+	p->oracle = fn;
 }
 
 /* ---- create / destroy ---------------------------------------------------------------- */

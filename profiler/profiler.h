@@ -64,6 +64,15 @@ void profiler_predict(const struct profiler *p, uint32_t kernel, uint32_t device
 void profiler_observe(struct profiler *p, uint32_t kernel, uint32_t device,
                       const struct kernel_features *f, uint64_t measured_ns);
 
+/* Simulation of workloads that state each task's cost on each device
+ * (abstract tasks, KERNEL_SIM_TASK): predict answers fn's figure for that
+ * kernel, exactly and with no spread, and observe ignores it. fn returns
+ * false where the task cannot run (predict then answers a huge cost).
+ * Set before any predict; NULL fn removes it. */
+typedef bool (*profiler_oracle_fn)(void *ctx, uint32_t device, const struct kernel_features *f,
+                                   double *ns);
+void profiler_set_oracle(struct profiler *p, uint32_t kernel, profiler_oracle_fn fn, void *ctx);
+
 /* Transfers between memory nodes: calibration's latency + bytes/bandwidth,
  * refined by observed copies; the bandwidth is shared among the copies in
  * flight on the same link (copy_begin/copy_end count them). */

@@ -121,6 +121,10 @@ struct profiler {
 	pthread_mutex_t link_lock; /* observe_copy's read-modify-write */
 	pthread_mutex_t aside_lock; /* aside */
 	json_t *aside; /* models of kernels or keys this daemon lacks */
+	/* Simulation: the cost of oracle_kernel's tasks, stated by the workload. */
+	uint32_t oracle_kernel;
+	profiler_oracle_fn oracle;
+	void *oracle_ctx;
 };
 
 struct fp_view {

@@ -1,20 +1,26 @@
 /* tandemctl: look at a running tandemd through its control channel. */
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <jansson.h>
+#include <math.h>
+#include <poll.h>
+#include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "tandem.h"
 
 static void usage(FILE *out)
 {
-	fprintf(out, "Usage: tandemctl [--socket PATH] [--json] COMMAND\n"
+	fprintf(out, "Usage: tandemctl [--socket PATH] [--json] COMMAND [OPTIONS]\n"
 	             "Shows the state of a running tandemd.\n"
 	             "\n"
 	             "Commands:\n"
@@ -26,12 +32,25 @@ static void usage(FILE *out)
 	             "            recent prediction error\n"
 	             "  calibrate measure the devices and links again (about a second, under\n"
 	             "            the current load) and print the figures\n"
+	             "  calibrate --export [-o FILE]\n"
+	             "            print (or write to FILE) a machine description of this machine\n"
+	             "            in TOML, its learned cost models included, for tandemd\n"
+	             "            --simulate; measures nothing\n"
+	             "  trace -o FILE [--chrome FILE] [--seconds N]\n"
+	             "            record every graph that completes, until N seconds passed,\n"
+	             "            SIGINT/SIGTERM (Ctrl-C) or the daemon stops; then write the\n"
+	             "            tandem trace (JSON Lines, for replay) to FILE and the real\n"
+	             "            schedule as Chrome/Perfetto trace JSON to --chrome FILE\n"
 	             "\n"
 	             "Options:\n"
 	             "  -s, --socket PATH   daemon socket (default: $TANDEM_SOCKET, then\n"
 	             "                      $XDG_RUNTIME_DIR/tandem/tandemd.sock, or\n"
 	             "                      /run/tandem/tandemd.sock for root)\n"
 	             "  -j, --json          print the daemon's JSON document as is\n"
+	             "  -o, --output FILE   trace, calibrate --export: where to write\n"
+	             "      --chrome FILE   trace: also write the schedule as Chrome trace JSON\n"
+	             "      --seconds N     trace: stop after N seconds (default: at Ctrl-C)\n"
+	             "      --export        calibrate: write the machine description instead\n"
 	             "  -h, --help          show this help\n");
 }
 
@@ -40,6 +59,21 @@ static int io_all(int fd, void *p, size_t n, bool sending)
 	char *c = p;
 	while (n) {
 		ssize_t k = sending ? send(fd, c, n, MSG_NOSIGNAL) : recv(fd, c, n, 0);
+		if (k < 0 && errno == EINTR)
+			continue;
+		if (k <= 0)
+			return -1;
+		c += k;
+		n -= (size_t)k;
+	}
+	return 0;
+}
+
+static int io_all_write(int fd, const void *p, size_t n)
+{
+	const char *c = p;
+	while (n) {
+		ssize_t k = write(fd, c, n);
 		if (k < 0 && errno == EINTR)
 			continue;
 		if (k <= 0)
@@ -66,16 +100,44 @@ static int request(int fd, uint32_t type, const void *p, uint32_t len, uint32_t 
 	return 0;
 }
 
-/* Returns the JSON text of a control request (malloc'd) or NULL with a
+/* Sends a request with descriptors attached (SCM_RIGHTS). */
+static int send_with_fds(int fd, uint32_t type, const void *p, uint32_t len, const int *fds,
+                         int nfds)
+{
+	struct tdm_msg_hdr h = { .type = type, .length = len };
+	union {
+		char buf[CMSG_SPACE(2 * sizeof(int))];
+		struct cmsghdr align;
+	} u;
+	struct iovec iov[2] = { { &h, sizeof(h) }, { (void *)p, len } };
+	struct msghdr m = { .msg_iov = iov, .msg_iovlen = len ? 2 : 1 };
+
+	if (nfds) {
+		memset(&u, 0, sizeof(u));
+		m.msg_control = u.buf;
+		m.msg_controllen = CMSG_SPACE((size_t)nfds * sizeof(int));
+		struct cmsghdr *cm = CMSG_FIRSTHDR(&m);
+		cm->cmsg_level = SOL_SOCKET;
+		cm->cmsg_type = SCM_RIGHTS;
+		cm->cmsg_len = CMSG_LEN((size_t)nfds * sizeof(int));
+		memcpy(CMSG_DATA(cm), fds, (size_t)nfds * sizeof(int));
+	}
+	ssize_t n;
+	do
+		n = sendmsg(fd, &m, MSG_NOSIGNAL);
+	while (n < 0 && errno == EINTR);
+	return n == (ssize_t)(sizeof(h) + len) ? 0 : -1;
+}
+
+/* Connects to the daemon as a control client: the socket, or -1 with a
  * message printed. */
-static char *fetch_document(const char *path, uint32_t type)
+static int control_connect(const char *path)
 {
 	struct sockaddr_un sa = { .sun_family = AF_UNIX };
 	struct tdm_hello hello = { TDM_WIRE_MAGIC, TDM_WIRE_VERSION, TDM_ROLE_CONTROL, 0 };
 	struct tdm_hello_reply hr;
-	char *reply = NULL, *json = NULL;
+	char *reply = NULL;
 	uint32_t len;
-	int32_t status;
 
 	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", path);
 	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -83,34 +145,70 @@ static char *fetch_document(const char *path, uint32_t type)
 		fprintf(stderr, "tandemctl: cannot connect to %s: %s\n", path, strerror(errno));
 		if (fd >= 0)
 			close(fd);
-		return NULL;
+		return -1;
 	}
 	if (request(fd, TDM_MSG_HELLO, &hello, sizeof(hello), TDM_MSG_HELLO_REPLY, &reply, &len) ||
 	    len != sizeof(hr)) {
 		fprintf(stderr, "tandemctl: %s: no valid hello reply\n", path);
-		goto out;
+		free(reply);
+		close(fd);
+		return -1;
 	}
 	memcpy(&hr, reply, sizeof(hr));
 	free(reply);
-	reply = NULL;
 	if (hr.status) {
 		fprintf(stderr, "tandemctl: %s: %s\n", path, tdm_strerror(hr.status));
-		goto out;
+		close(fd);
+		return -1;
 	}
-	if (request(fd, type, NULL, 0, TDM_MSG_CTL_REPLY, &reply, &len) || len < sizeof(status)) {
+	return fd;
+}
+
+/* Reads one control reply: its text (malloc'd) when the status is 0; NULL
+ * with the daemon's explanation (or the status' name) printed otherwise. */
+static char *read_reply(int fd, const char *path)
+{
+	struct tdm_msg_hdr h;
+	int32_t status;
+	char *reply = NULL, *text = NULL;
+
+	if (io_all(fd, &h, sizeof(h), false) || h.type != TDM_MSG_CTL_REPLY ||
+	    h.length > TDM_CTL_REPLY_MAX || h.length < sizeof(status) ||
+	    !(reply = malloc(h.length + 1)) || io_all(fd, reply, h.length, false)) {
 		fprintf(stderr, "tandemctl: %s: no valid reply\n", path);
-		goto out;
+		free(reply);
+		return NULL;
 	}
+	reply[h.length] = '\0';
 	memcpy(&status, reply, sizeof(status));
 	if (status) {
-		fprintf(stderr, "tandemctl: %s\n", tdm_strerror(status));
-		goto out;
+		/* An explanation comes as {"error": "..."} where there is one. */
+		json_t *doc = json_loads(reply + sizeof(status), 0, NULL);
+		const char *why = json_string_value(json_object_get(doc, "error"));
+		fprintf(stderr, "tandemctl: %s\n", why ? why : tdm_strerror(status));
+		json_decref(doc);
+	} else {
+		text = strdup(reply + sizeof(status));
 	}
-	json = strdup(reply + sizeof(status));
-out:
 	free(reply);
+	return text;
+}
+
+/* Returns the JSON text of a control request (malloc'd) or NULL with a
+ * message printed. */
+static char *fetch_document(const char *path, uint32_t type)
+{
+	int fd = control_connect(path);
+	if (fd < 0)
+		return NULL;
+	char *text = NULL;
+	struct tdm_msg_hdr h = { .type = type, .length = 0 };
+	if (io_all(fd, &h, sizeof(h), true))
+		fprintf(stderr, "tandemctl: %s: cannot send the request\n", path);
+	else
+		text = read_reply(fd, path);
 	close(fd);
-	return json;
+	return text;
 }
 
 static json_int_t num(json_t *o, const char *key)
@@ -274,21 +372,297 @@ static void print_calibration(json_t *doc)
 	               json_is_true(json_object_get(l, "measured")) ? "yes" : "no (derived)");
 }
 
+/* ---- trace and calibrate --export: the daemon writes into our files ---- */
+
+/* An output: the daemon writes into regular files only (a pipe nobody
+ * reads would stall it), so a terminal or a pipe gets a temporary file
+ * that is copied over at the end. */
+struct out_file {
+	const char *name; /* for messages */
+	int fd; /* the one passed to the daemon */
+	int final_fd; /* where the bytes must end up when fd is a temporary; else -1 */
+};
+
+static bool regular_writable(int fd)
+{
+	struct stat st;
+	int fl = fcntl(fd, F_GETFL);
+	return fl >= 0 && (fl & O_ACCMODE) != O_RDONLY && fstat(fd, &st) == 0 &&
+	       S_ISREG(st.st_mode);
+}
+
+/* path NULL or "-": standard output. */
+static int out_open(struct out_file *o, const char *path)
+{
+	bool to_stdout = !path || !strcmp(path, "-");
+	o->name = to_stdout ? "standard output" : path;
+	o->final_fd = -1;
+	int fd = to_stdout ? fcntl(STDOUT_FILENO, F_DUPFD_CLOEXEC, 0)
+	                   : open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	if (fd < 0) {
+		fprintf(stderr, "tandemctl: %s: %s\n", o->name, strerror(errno));
+		return -1;
+	}
+	if (regular_writable(fd)) {
+		o->fd = fd;
+		return 0;
+	}
+	const char *dir = getenv("TMPDIR");
+	o->fd = open(dir && *dir ? dir : "/tmp", O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+	if (o->fd < 0) {
+		fprintf(stderr, "tandemctl: temporary file: %s\n", strerror(errno));
+		close(fd);
+		return -1;
+	}
+	o->final_fd = fd;
+	return 0;
+}
+
+/* Copies a temporary into its destination; closes both. */
+static int out_finish(struct out_file *o, bool copy)
+{
+	int rc = 0;
+	if (o->final_fd >= 0 && copy) {
+		char buf[65536];
+		ssize_t n;
+		if (lseek(o->fd, 0, SEEK_SET) != 0)
+			rc = -1;
+		while (!rc && (n = read(o->fd, buf, sizeof(buf))) != 0) {
+			if (n < 0 && errno == EINTR)
+				continue;
+			if (n < 0 || io_all_write(o->final_fd, buf, (size_t)n)) {
+				rc = -1;
+				break;
+			}
+		}
+		if (rc)
+			fprintf(stderr, "tandemctl: %s: %s\n", o->name, strerror(errno));
+	}
+	if (o->final_fd >= 0)
+		close(o->final_fd);
+	close(o->fd);
+	o->fd = o->final_fd = -1;
+	return rc;
+}
+
+static volatile sig_atomic_t stop_signal;
+
+static void on_stop_signal(int sig)
+{
+	stop_signal = sig;
+}
+
+static uint64_t now_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+/* Waits for Ctrl-C / SIGTERM, the deadline (0: none) or a reply the daemon
+ * sends on its own (it stops). Returns 1 when the daemon spoke, 0 when we
+ * should stop, -1 on error. SIGINT and SIGTERM are blocked outside ppoll. */
+static int wait_for_stop(int fd, uint64_t deadline, const sigset_t *waitmask)
+{
+	for (;;) {
+		struct pollfd pfd = { .fd = fd, .events = POLLIN };
+		struct timespec ts, *tsp = NULL;
+		if (stop_signal)
+			return 0;
+		if (deadline) {
+			uint64_t now = now_ns();
+			if (now >= deadline)
+				return 0;
+			ts.tv_sec = (time_t)((deadline - now) / 1000000000ull);
+			ts.tv_nsec = (long)((deadline - now) % 1000000000ull);
+			tsp = &ts;
+		}
+		int k = ppoll(&pfd, 1, tsp, waitmask);
+		if (k < 0 && errno == EINTR)
+			continue;
+		if (k < 0) {
+			fprintf(stderr, "tandemctl: poll: %s\n", strerror(errno));
+			return -1;
+		}
+		if (k > 0)
+			return 1;
+	}
+}
+
+static void print_trace_summary(const char *text, const struct out_file *files, int nfiles)
+{
+	json_t *doc = json_loads(text, 0, NULL);
+	printf("recorded %lld graphs, %lld tasks, %lld buffers in %.1f s\n",
+	       (long long)num(doc, "graphs"), (long long)num(doc, "tasks"),
+	       (long long)num(doc, "buffers"), real(doc, "seconds"));
+	printf("trace: %s (%lld bytes)\n", files[0].name, (long long)num(doc, "bytes"));
+	if (nfiles > 1)
+		printf("chrome trace: %s (%lld bytes)\n", files[1].name,
+		       (long long)num(doc, "chrome_bytes"));
+	if (num(doc, "dropped"))
+		printf("warning: %lld graphs dropped (the recording holds at most a million "
+		       "tasks)\n",
+		       (long long)num(doc, "dropped"));
+	if (num(doc, "skipped"))
+		printf("%lld graphs not recorded (failed or empty)\n",
+		       (long long)num(doc, "skipped"));
+	json_decref(doc);
+}
+
+static int cmd_trace(const char *path, const char *out, const char *chrome, double seconds,
+                     bool as_json)
+{
+	struct out_file files[2];
+	int nfiles = 0, rc = 1, fd = -1;
+	char *summary = NULL;
+	sigset_t block, waitmask;
+
+	if (!out) {
+		fprintf(stderr, "tandemctl: trace needs -o FILE\n");
+		return 2;
+	}
+	if (out_open(&files[0], out) != 0)
+		return 1;
+	nfiles = 1;
+	if (chrome) {
+		if (out_open(&files[1], chrome) != 0)
+			goto out;
+		nfiles = 2;
+	}
+	/* Ctrl-C and SIGTERM end the recording properly: they are only taken
+	 * while we wait. */
+	sigemptyset(&block);
+	sigaddset(&block, SIGINT);
+	sigaddset(&block, SIGTERM);
+	sigprocmask(SIG_BLOCK, &block, &waitmask);
+	sigdelset(&waitmask, SIGINT);
+	sigdelset(&waitmask, SIGTERM);
+	struct sigaction sa = { .sa_handler = on_stop_signal };
+	sigemptyset(&sa.sa_mask);
+	sigaction(SIGINT, &sa, NULL);
+	sigaction(SIGTERM, &sa, NULL);
+
+	fd = control_connect(path);
+	if (fd < 0)
+		goto out;
+	uint32_t n = (uint32_t)nfiles;
+	int fds[2] = { files[0].fd, nfiles > 1 ? files[1].fd : -1 };
+	if (send_with_fds(fd, TDM_MSG_CTL_TRACE_START, &n, sizeof(n), fds, nfiles) != 0) {
+		fprintf(stderr, "tandemctl: %s: cannot send the request\n", path);
+		goto out;
+	}
+	char *started = read_reply(fd, path);
+	if (!started)
+		goto out;
+	free(started);
+	if (seconds > 0)
+		fprintf(stderr, "tandemctl: recording for %g s (Ctrl-C stops sooner)\n", seconds);
+	else
+		fprintf(stderr, "tandemctl: recording; Ctrl-C stops\n");
+	fflush(stderr);
+
+	uint64_t deadline = seconds > 0 ? now_ns() + (uint64_t)(seconds * 1e9) : 0;
+	int w = wait_for_stop(fd, deadline, &waitmask);
+	if (w < 0)
+		goto out;
+	if (w == 0) {
+		struct tdm_msg_hdr h = { .type = TDM_MSG_CTL_TRACE_STOP, .length = 0 };
+		if (io_all(fd, &h, sizeof(h), true)) {
+			fprintf(stderr, "tandemctl: %s: cannot send the request\n", path);
+			goto out;
+		}
+	} else {
+		fprintf(stderr, "tandemctl: tandemd stops: the recording ends\n");
+	}
+	summary = read_reply(fd, path);
+	if (!summary)
+		goto out;
+	rc = 0;
+	for (int i = 0; i < nfiles; i++)
+		if (out_finish(&files[i], true) != 0)
+			rc = 1;
+	nfiles = 0;
+	if (as_json)
+		printf("%s\n", summary);
+	else
+		print_trace_summary(summary, files, chrome ? 2 : 1);
+out:
+	free(summary);
+	if (fd >= 0)
+		close(fd);
+	for (int i = 0; i < nfiles; i++)
+		out_finish(&files[i], false);
+	return rc;
+}
+
+static int cmd_export(const char *path, const char *out)
+{
+	struct out_file f;
+	int rc = 1;
+
+	if (out_open(&f, out) != 0)
+		return 1;
+	int fd = control_connect(path);
+	if (fd < 0) {
+		out_finish(&f, false);
+		return 1;
+	}
+	uint32_t one = 1;
+	char *reply = NULL;
+	if (send_with_fds(fd, TDM_MSG_CTL_EXPORT, &one, sizeof(one), &f.fd, 1) != 0)
+		fprintf(stderr, "tandemctl: %s: cannot send the request\n", path);
+	else
+		reply = read_reply(fd, path);
+	close(fd);
+	if (reply && out_finish(&f, true) == 0)
+		rc = 0;
+	else if (!reply)
+		out_finish(&f, false);
+	if (rc == 0 && out && strcmp(out, "-")) {
+		json_t *doc = json_loads(reply, 0, NULL);
+		fprintf(stderr, "tandemctl: machine description written to %s (%lld bytes)\n", out,
+		        (long long)num(doc, "bytes"));
+		json_decref(doc);
+	}
+	free(reply);
+	return rc;
+}
+
 int main(int argc, char **argv)
 {
+	enum { OPT_CHROME = 256, OPT_SECONDS, OPT_EXPORT };
 	static const struct option opts[] = { { "socket", required_argument, NULL, 's' },
 		                              { "json", no_argument, NULL, 'j' },
+		                              { "output", required_argument, NULL, 'o' },
+		                              { "chrome", required_argument, NULL, OPT_CHROME },
+		                              { "seconds", required_argument, NULL, OPT_SECONDS },
+		                              { "export", no_argument, NULL, OPT_EXPORT },
 		                              { "help", no_argument, NULL, 'h' },
 		                              { 0 } };
 	char path[108];
-	const char *socket_path = NULL;
-	bool as_json = false;
+	const char *socket_path = NULL, *output = NULL, *chrome = NULL;
+	bool as_json = false, export = false, has_seconds = false;
+	double seconds = 0;
 	int opt;
 
-	while ((opt = getopt_long(argc, argv, "s:jh", opts, NULL)) != -1) {
+	while ((opt = getopt_long(argc, argv, "s:jo:h", opts, NULL)) != -1) {
 		switch (opt) {
 		case 's': socket_path = optarg; break;
 		case 'j': as_json = true; break;
+		case 'o': output = optarg; break;
+		case OPT_CHROME: chrome = optarg; break;
+		case OPT_SECONDS: {
+			char *end;
+			seconds = strtod(optarg, &end);
+			if (*end || !(seconds > 0) || !isfinite(seconds) || seconds > 1e7) {
+				fprintf(stderr,
+				        "tandemctl: --seconds: expected a positive number\n");
+				return 2;
+			}
+			has_seconds = true;
+			break;
+		}
+		case OPT_EXPORT: export = true; break;
 		case 'h': usage(stdout); return 0;
 		default: usage(stderr); return 2;
 		}
@@ -298,11 +672,19 @@ int main(int argc, char **argv)
 		return 2;
 	}
 	const char *cmd = argv[optind];
-	uint32_t type = !strcmp(cmd, "models")      ? TDM_MSG_CTL_MODELS
-	                : !strcmp(cmd, "calibrate") ? TDM_MSG_CTL_CALIBRATE
-	                                            : TDM_MSG_CTL_STATUS;
+	bool trace = !strcmp(cmd, "trace"), calibrate = !strcmp(cmd, "calibrate");
+	if ((export && !calibrate) || (output && !trace && !export) ||
+	    ((chrome || has_seconds) && !trace)) {
+		fprintf(stderr, "tandemctl: -o is for trace and calibrate --export, --chrome and "
+		                "--seconds for trace, --export for calibrate\n");
+		usage(stderr);
+		return 2;
+	}
+	uint32_t type = !strcmp(cmd, "models") ? TDM_MSG_CTL_MODELS
+	                : calibrate            ? TDM_MSG_CTL_CALIBRATE
+	                                       : TDM_MSG_CTL_STATUS;
 	if (strcmp(cmd, "status") && strcmp(cmd, "devices") && strcmp(cmd, "clients") &&
-	    strcmp(cmd, "buffers") && type == TDM_MSG_CTL_STATUS) {
+	    strcmp(cmd, "buffers") && !trace && type == TDM_MSG_CTL_STATUS) {
 		fprintf(stderr, "tandemctl: unknown command \"%s\"\n", cmd);
 		usage(stderr);
 		return 2;
@@ -311,6 +693,10 @@ int main(int argc, char **argv)
 		snprintf(path, sizeof(path), "%s", socket_path);
 	else if (tdm_default_socket_path(path, sizeof(path)) != 0)
 		return 1;
+	if (trace)
+		return cmd_trace(path, output, chrome, seconds, as_json);
+	if (export)
+		return cmd_export(path, output);
 
 	char *text = fetch_document(path, type);
 	if (!text)

@@ -41,6 +41,18 @@ enum tdm_msg_type {
 	TDM_MSG_CTL_REPLY, /* daemon: int32 status + JSON text */
 	TDM_MSG_CTL_MODELS, /* control: no payload; reply: the cost models */
 	TDM_MSG_CTL_CALIBRATE, /* control: no payload; reply: the new calibration */
+	/* control: uint32 nfds (1: trace, 2: trace + Chrome trace) and that
+	 * many descriptors (SCM_RIGHTS) of regular files open for writing;
+	 * reply: {"recording":true}, or -TDM_EBUSY when one already runs. The
+	 * recording lasts until TRACE_STOP on the same connection (discarded
+	 * when the connection closes first, ended with a reply of its own when
+	 * the daemon stops). */
+	TDM_MSG_CTL_TRACE_START,
+	/* control: no payload; reply: {graphs, tasks, dropped, bytes, ...} */
+	TDM_MSG_CTL_TRACE_STOP,
+	/* control: no payload (reply: the machine description, TOML text), or
+	 * uint32 nfds = 1 and a regular file to write it to (reply: {bytes}) */
+	TDM_MSG_CTL_EXPORT,
 };
 
 #define TDM_MSG_MAX_PAYLOAD 4096u

@@ -1,0 +1,62 @@
+/* Virtual devices for simulation: they do no work and hold no memory; a
+ * copy or a kernel "completes" at a time computed on the virtual clock of
+ * the world they belong to. Every device is accelerator-shaped (copies,
+ * launch_async, events), CPU cores included (on the host node), so the
+ * engine's one staging path drives them all.
+ *
+ * Times: a copy starts when its link is free, what it waits for is done and
+ * the clock has reached the issue; it takes latency + bytes / bandwidth and
+ * holds the link (one copy at a time per direction of a link). A kernel
+ * starts when its device is free and its inputs arrived; the front end
+ * says how long it takes (sim_world.launch). Single-threaded: the
+ * simulation driver is the only caller. */
+#ifndef TDM_BACKENDS_SIM_BACKEND_H
+#define TDM_BACKENDS_SIM_BACKEND_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "backends/backend.h"
+#include "placement/residency.h"
+
+struct sim_link {
+	double latency_ns;
+	double ns_per_byte;
+	uint64_t free_at; /* the link is busy with earlier copies until then */
+};
+
+struct sim_world {
+	uint64_t now; /* the virtual clock, ns */
+	struct sim_link link[RES_MAX_NODES][RES_MAX_NODES]; /* [src][dst] */
+	/* A kernel issued on device dev may start at *start (device free,
+	 * copies done); the front end moves *start later for what it models
+	 * itself (data along edges of abstract tasks), records the task and
+	 * returns its end (>= *start). */
+	uint64_t (*launch)(void *ctx, unsigned dev, const struct kernel_def *k,
+	                   const struct tdm_kernel_call *call, uint64_t *start);
+	/* Optional: a copy was issued (for the schedule's copy tracks). */
+	void (*copied)(void *ctx, unsigned src, unsigned dst, uint64_t bytes, uint64_t start,
+	               uint64_t end);
+	void *ctx;
+	uint64_t bytes_moved, copies;
+	struct sim_event *free_events; /* recycled */
+	uint64_t next_mem; /* fake device addresses */
+};
+
+/* backend_device.priv of a simulated device. */
+struct sim_device {
+	struct sim_world *world;
+	unsigned index; /* in the engine's device order */
+	uint16_t node;
+	uint64_t free_at; /* its compute queue is busy until then */
+	bool runs[KERNEL_COUNT]; /* the kernels its machine prices for it */
+};
+
+extern const struct backend_ops backend_sim;
+
+/* When ev completes on the virtual clock. */
+uint64_t sim_event_time(const struct backend_event *ev);
+/* Frees the recycled events. */
+void sim_world_fini(struct sim_world *w);
+
+#endif

@@ -1,0 +1,897 @@
+/* The simulator's driver (sim.h): builds virtual devices, cost models and
+ * residency from a machine description, turns a workload into engine
+ * graphs, and steps the engine's workers in virtual time. */
+#include "daemon/sim.h"
+
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "backends/sim/sim_backend.h"
+#include "policies/policy.h"
+#include "profiler/profiler.h"
+#include "tandem.h"
+
+/* Simulated calls carry their workload task's index in this scalar. */
+#define SIM_SLOT (TDM_MAX_SCALARS - 1)
+/* Above this many task x device costs the lower bound (its LP) is not
+ * computed: it would take longer than the simulation. */
+#define LB_MAX_COSTS 4000000ull
+
+struct ev {
+	uint64_t t;
+	uint32_t w;
+};
+
+struct sim {
+	const struct machine *m;
+	const struct workload *w;
+	const struct sim_opts *o;
+	struct sim_result *r;
+	double unit_ns, unit_bytes, cost_scale;
+	struct sim_world world;
+	struct tdm_clock clock;
+	struct sim_device sdev[MACHINE_MAX_DEVICES];
+	struct backend_device dev[MACHINE_MAX_DEVICES];
+	struct residency res;
+	bool res_ready;
+	struct profiler *prof, *truth;
+	struct engine *e;
+	/* The workload as engine graphs. */
+	uint32_t ngraphs;
+	struct engine_graph *graphs;
+	struct engine_flow *flows;
+	uint32_t nflows;
+	struct tdm_data *data;
+	uint32_t *order; /* graphs by arrival */
+	/* Per task (global index): predecessors (CSR) with their data, where
+	 * and when it ran. */
+	uint32_t *pred_off, *pred;
+	double *pred_data;
+	int32_t *ran_on;
+	uint64_t *end;
+	uint64_t first_arrival, last_end;
+	uint32_t graphs_done;
+	/* Completion events, a binary heap on (t, w). */
+	struct ev *heap;
+	size_t nheap;
+	bool *scheduled;
+	/* Workers that found nothing at this epoch skip looking again until
+	 * it moves or one of their own tasks completes. */
+	uint32_t *idle_at;
+	bool *idle;
+};
+
+static void fail(char *err, size_t len, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void fail(char *err, size_t len, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(err, len, fmt, ap);
+	va_end(ap);
+}
+
+/* ---- the event heap ---- */
+
+static bool ev_less(struct ev a, struct ev b)
+{
+	return a.t < b.t || (a.t == b.t && a.w < b.w);
+}
+
+static void heap_push(struct sim *S, struct ev x)
+{
+	size_t i = S->nheap++;
+	while (i) {
+		size_t p = (i - 1) / 2;
+		if (!ev_less(x, S->heap[p]))
+			break;
+		S->heap[i] = S->heap[p];
+		i = p;
+	}
+	S->heap[i] = x;
+}
+
+static struct ev heap_pop(struct sim *S)
+{
+	struct ev top = S->heap[0], x = S->heap[--S->nheap];
+	size_t i = 0, n = S->nheap;
+	for (;;) {
+		size_t c = 2 * i + 1;
+		if (c >= n)
+			break;
+		if (c + 1 < n && ev_less(S->heap[c + 1], S->heap[c]))
+			c++;
+		if (!ev_less(S->heap[c], x))
+			break;
+		S->heap[i] = S->heap[c];
+		i = c;
+	}
+	if (n)
+		S->heap[i] = x;
+	return top;
+}
+
+/* ---- costs ---- */
+
+static uint64_t sim_now(const struct tdm_clock *c)
+{
+	return ((const struct sim_world *)c->ctx)->now;
+}
+
+/* Abstract task v's time on device d in ns; < 0: cannot run there. */
+static double abstract_ns(const struct sim *S, uint32_t v, unsigned d)
+{
+	const struct workload *w = S->w;
+	double c = w->dev_cost ? w->dev_cost[(size_t)v * w->ndev_cost + d] : w->tasks[v].cost;
+	return c < 0 ? -1 : c * S->cost_scale;
+}
+
+static bool oracle(void *ctx, uint32_t device, const struct kernel_features *f, double *ns)
+{
+	const struct sim *S = ctx;
+	double v = f->domain;
+	if (!(v >= 0 && v < S->w->ntasks))
+		return false;
+	*ns = abstract_ns(S, (uint32_t)v, device);
+	return *ns >= 0;
+}
+
+/* What task v costs on device d in the simulated world; < 0: cannot run. */
+static double task_ns(const struct sim *S, uint32_t v, unsigned d)
+{
+	const struct wl_task *t = &S->w->tasks[v];
+	struct cost_pred cp;
+	if (!t->has_kernel)
+		return abstract_ns(S, v, d);
+	if (!S->sdev[d].runs[t->kernel])
+		return -1;
+	if (t->kernel == KERNEL_NOOP)
+		return 0;
+	profiler_predict(S->truth, t->kernel, d, &t->feat, &cp);
+	return cp.ns;
+}
+
+static double link_ns(const struct sim *S, unsigned a, unsigned b, double bytes)
+{
+	const struct sim_link *l = &S->world.link[a][b];
+	return a == b ? 0 : l->latency_ns + bytes * l->ns_per_byte;
+}
+
+/* sim_world.launch: the kernel of task v on device d, from `earliest`. */
+static uint64_t on_launch(void *ctx, unsigned d, const struct kernel_def *k,
+                          const struct tdm_kernel_call *call, uint64_t *start)
+{
+	uint64_t earliest = *start;
+	struct sim *S = ctx;
+	uint32_t v = (uint32_t)call->s[SIM_SLOT].i64;
+	uint16_t node = S->sdev[d].node;
+	(void)k;
+	/* Abstract tasks: each predecessor's data comes from where it ran. */
+	for (uint32_t i = S->pred_off[v]; i < S->pred_off[v + 1]; i++) {
+		uint32_t p = S->pred[i];
+		uint16_t pn = S->ran_on[p] >= 0 ? S->sdev[S->ran_on[p]].node : node;
+		uint64_t at = S->end[p];
+		if (pn != node && S->pred_data[i] > 0) {
+			at += (uint64_t)llround(link_ns(S, pn, node, S->pred_data[i]));
+			S->world.bytes_moved += (uint64_t)S->pred_data[i];
+		}
+		if (at > earliest)
+			earliest = at;
+	}
+	double ns = task_ns(S, v, d);
+	uint64_t end = earliest + (uint64_t)llround(ns > 0 ? ns : 0);
+	*start = earliest;
+	S->ran_on[v] = (int32_t)d;
+	S->end[v] = end;
+	S->r->busy_ns[d] += end - earliest;
+	S->r->tasks_on[d]++;
+	if (end > S->last_end)
+		S->last_end = end;
+	if (S->r->spans) {
+		const struct wl_task *t = &S->w->tasks[v];
+		S->r->spans[v] = (struct sched_span){
+			.device = d,
+			.start_ns = earliest,
+			.end_ns = end,
+			.name = t->name,
+			.graph = t->graph,
+			.task = S->w->ngraphs ? v - S->w->graphs[t->graph].first : v
+		};
+	}
+	return end;
+}
+
+static void on_copy(void *ctx, unsigned src, unsigned dst, uint64_t bytes, uint64_t start,
+                    uint64_t end)
+{
+	struct sim *S = ctx;
+	struct sim_result *r = S->r;
+	if (!r->spans)
+		return;
+	if (r->link_track[src][dst] < 0) {
+		int n = (int)r->nlinks++;
+		r->link_track[src][dst] = n;
+		snprintf(r->link_names[n], sizeof(r->link_names[n]), "copy %s>%s",
+		         src ? S->res.nodes[src].name : "host",
+		         dst ? S->res.nodes[dst].name : "host");
+		r->link_name_ptr[n] = r->link_names[n];
+	}
+	if (r->ncopies == r->copies_cap) {
+		size_t cap = r->copies_cap ? 2 * r->copies_cap : 1024;
+		struct sched_span *p = realloc(r->copy_spans, cap * sizeof(*p));
+		if (!p)
+			return; /* the picture loses a copy; the figures do not */
+		r->copy_spans = p;
+		r->copies_cap = cap;
+	}
+	r->copy_spans[r->ncopies++] =
+	        (struct sched_span){ .device = (uint32_t)r->link_track[src][dst],
+		                     .start_ns = start,
+		                     .end_ns = end,
+		                     .name = "copy",
+		                     .bytes = bytes };
+}
+
+static void graph_done(void *ctx, struct engine_graph *g)
+{
+	struct sim *S = ctx;
+	(void)g;
+	S->graphs_done++;
+}
+
+/* ---- machine ---- */
+
+static int build_machine(struct sim *S, char *err, size_t errlen)
+{
+	const struct machine *m = S->m;
+	struct calibration cal;
+	int rc;
+
+	for (unsigned a = 0; a < m->nnodes; a++)
+		for (unsigned b = 0; b < m->nnodes; b++) {
+			const struct cal_link *l = &m->link[a][b];
+			S->world.link[a][b] = (struct sim_link){
+				.latency_ns = a == b ? 0 : l->latency_ns,
+				.ns_per_byte = a == b || !(l->gbps > 0) ? 0 : 1.0 / l->gbps,
+			};
+		}
+	S->world.launch = on_launch;
+	S->world.copied = on_copy;
+	S->world.ctx = S;
+	S->clock = (struct tdm_clock){ .now_ns = sim_now, .ctx = &S->world };
+
+	/* Kernels priced by some model of the machine: only devices of those
+	 * models run them; the others run on every device (roofline). */
+	bool priced[KERNEL_COUNT] = { false };
+	for (uint32_t i = 0; i < m->ncosts; i++)
+		if (m->costs[i].kernel < KERNEL_COUNT)
+			priced[m->costs[i].kernel] = true;
+	for (unsigned d = 0; d < m->ndevices; d++) {
+		const struct machine_device *md = &m->dev[d];
+		struct sim_device *sd = &S->sdev[d];
+		sd->world = &S->world;
+		sd->index = d;
+		sd->node = md->node;
+		for (uint32_t k = 0; k < KERNEL_COUNT; k++)
+			sd->runs[k] = !priced[k];
+		for (uint32_t i = 0; i < m->ncosts; i++)
+			if (m->costs[i].kernel < KERNEL_COUNT &&
+			    !strcmp(m->costs[i].model, md->model))
+				sd->runs[m->costs[i].kernel] = true;
+		struct backend_device *bd = &S->dev[d];
+		snprintf(bd->name, sizeof(bd->name), "%s", md->name);
+		snprintf(bd->model, sizeof(bd->model), "%s", md->model);
+		bd->kind = md->kind;
+		bd->ops = &backend_sim;
+		bd->os_index = -1;
+		bd->priv = sd;
+		bd->mem_bytes = md->node ? (md->mem_bytes ? md->mem_bytes : (uint64_t)1 << 40) : 0;
+		bd->numa_node = -1;
+		bd->node = md->node;
+		S->r->devname[d] = md->name;
+	}
+	S->r->ndevices = m->ndevices;
+
+	/* Memory nodes: the host, then each accelerator node in order. */
+	if (residency_init(&S->res)) {
+		fail(err, errlen, "cannot set up residency");
+		return -TDM_ENOMEM;
+	}
+	S->res_ready = true;
+	for (unsigned n = 1; n < m->nnodes; n++) {
+		unsigned d = 0;
+		while (d < m->ndevices && m->dev[d].node != n)
+			d++;
+		if (d == m->ndevices) {
+			fail(err, errlen, "%s: memory node %u has no device", m->name, n);
+			return -TDM_EINVAL;
+		}
+		if (residency_add_node(&S->res, &S->dev[d], S->dev[d].mem_bytes) != (int)n) {
+			fail(err, errlen, "%s: too many memory nodes", m->name);
+			return -TDM_EINVAL;
+		}
+	}
+
+	machine_calibration(m, &cal);
+	json_t *models = machine_models_json(m);
+	if (!models || profiler_create(&cal, &S->prof) || profiler_create(&cal, &S->truth)) {
+		json_decref(models);
+		fail(err, errlen, "out of memory");
+		return -TDM_ENOMEM;
+	}
+	size_t skipped = 0;
+	char why[160] = "";
+	rc = profiler_load_json(S->prof, models, &skipped, why, sizeof(why));
+	if (!rc)
+		rc = profiler_load_json(S->truth, models, &skipped, why, sizeof(why));
+	json_decref(models);
+	if (rc) {
+		fail(err, errlen, "%s: cost tables: %s", m->name, why);
+		return -TDM_EINVAL;
+	}
+	profiler_set_oracle(S->prof, KERNEL_SIM_TASK, oracle, S);
+	return 0;
+}
+
+/* ---- workload ---- */
+
+static double edge_bytes(const struct sim *S, double data)
+{
+	return S->w->units == WL_UNITS_ABSTRACT ? data * S->unit_bytes : data;
+}
+
+/* Checks that the workload fits the machine. */
+static int check_workload(struct sim *S, char *err, size_t errlen)
+{
+	const struct workload *w = S->w;
+	const struct machine *m = S->m;
+	if (!w->ntasks) {
+		fail(err, errlen, "%s: no tasks", w->name);
+		return -TDM_EINVAL;
+	}
+	if (w->dev_cost && w->ndev_cost != m->ndevices) {
+		fail(err, errlen, "%s: costs are given for %u devices but %s has %u", w->name,
+		     w->ndev_cost, m->name, m->ndevices);
+		return -TDM_EINVAL;
+	}
+	for (uint32_t v = 0; v < w->ntasks; v++) {
+		const struct wl_task *t = &w->tasks[v];
+		if (t->has_kernel) {
+			const struct kernel_def *k = kernel_by_id(t->kernel);
+			if (!k || t->nargs != k->nargs) {
+				fail(err, errlen,
+				     "%s: task %u (%s): %u arguments, kernel %s takes %u", w->name,
+				     v, t->name, t->nargs, k ? k->name : "?", k ? k->nargs : 0);
+				return -TDM_EINVAL;
+			}
+			for (unsigned a = 0; a < t->nargs; a++)
+				if (t->args[a].buf >= w->nbufs) {
+					fail(err, errlen, "%s: task %u: buffer %u does not exist",
+					     w->name, v, t->args[a].buf);
+					return -TDM_EINVAL;
+				}
+		}
+		bool any = false;
+		for (unsigned d = 0; d < m->ndevices && !any; d++)
+			any = task_ns(S, v, d) >= 0;
+		if (!any) {
+			fail(err, errlen, "%s: task %u (%s): no device of %s can run it", w->name,
+			     v, t->name, m->name);
+			return -TDM_EINVAL;
+		}
+		/* Abstract tasks barred from a device: only whole memory nodes can be
+		 * excluded (engine_task.excl_nodes). */
+		if (!t->has_kernel && w->dev_cost)
+			for (unsigned d = 0; d < m->ndevices; d++)
+				for (unsigned d2 = 0; d2 < m->ndevices; d2++)
+					if (m->dev[d].node == m->dev[d2].node &&
+					    (abstract_ns(S, v, d) < 0) !=
+					            (abstract_ns(S, v, d2) < 0)) {
+						fail(err, errlen,
+						     "%s: task %u: runs on %s but not on %s, which "
+						     "shares its memory node; the simulator can "
+						     "only bar a task from a whole node",
+						     w->name, v, m->dev[d].name, m->dev[d2].name);
+						return -TDM_EINVAL;
+					}
+	}
+	return 0;
+}
+
+static int build_preds(struct sim *S)
+{
+	const struct workload *w = S->w;
+	uint32_t n = w->ntasks;
+	S->pred_off = calloc((size_t)n + 1, sizeof(uint32_t));
+	S->pred = malloc((w->nedges ? w->nedges : 1) * sizeof(uint32_t));
+	S->pred_data = malloc((w->nedges ? w->nedges : 1) * sizeof(double));
+	S->ran_on = malloc(n * sizeof(int32_t));
+	S->end = calloc(n, sizeof(uint64_t));
+	if (!S->pred_off || !S->pred || !S->pred_data || !S->ran_on || !S->end)
+		return -TDM_ENOMEM;
+	for (uint32_t v = 0; v < n; v++)
+		S->ran_on[v] = -1;
+	/* Only abstract successors take their data along edges. */
+	for (uint32_t i = 0; i < w->nedges; i++)
+		if (!w->tasks[w->edges[i].dst].has_kernel)
+			S->pred_off[w->edges[i].dst + 1]++;
+	for (uint32_t v = 0; v < n; v++)
+		S->pred_off[v + 1] += S->pred_off[v];
+	uint32_t *fill = malloc(((size_t)n + 1) * sizeof(uint32_t));
+	if (!fill)
+		return -TDM_ENOMEM;
+	memcpy(fill, S->pred_off, ((size_t)n + 1) * sizeof(uint32_t));
+	for (uint32_t i = 0; i < w->nedges; i++) {
+		const struct wl_edge *e = &w->edges[i];
+		if (w->tasks[e->dst].has_kernel)
+			continue;
+		S->pred[fill[e->dst]] = e->src;
+		S->pred_data[fill[e->dst]++] = edge_bytes(S, e->data);
+	}
+	free(fill);
+	return 0;
+}
+
+/* The graph index of every task; one graph when the workload has none. */
+static uint32_t graph_of(const struct workload *w, uint32_t v)
+{
+	return w->ngraphs ? w->tasks[v].graph : 0;
+}
+
+static int build_graphs(struct sim *S, char *err, size_t errlen)
+{
+	const struct workload *w = S->w;
+	uint32_t ng = w->ngraphs ? w->ngraphs : 1;
+
+	S->ngraphs = ng;
+	S->graphs = calloc(ng, sizeof(*S->graphs));
+	S->order = malloc(ng * sizeof(uint32_t));
+	S->data = calloc(w->nbufs ? w->nbufs : 1, sizeof(*S->data));
+	if (!S->graphs || !S->order || !S->data)
+		return -TDM_ENOMEM;
+	for (uint32_t b = 0; b < w->nbufs; b++)
+		residency_data_init(&S->res, &S->data[b], NULL, (uint64_t)w->buf_bytes[b], b,
+		                    w->buf_keep && w->buf_keep[b]);
+
+	/* Flows: one per client. */
+	uint32_t maxc = 0;
+	for (uint32_t g = 0; g < w->ngraphs; g++)
+		if (w->graphs[g].client > maxc)
+			maxc = w->graphs[g].client;
+	if (maxc >= 1u << 20) {
+		fail(err, errlen, "%s: client ids above 2^20", w->name);
+		return -TDM_EINVAL;
+	}
+	S->nflows = maxc + 1;
+	S->flows = calloc(S->nflows, sizeof(*S->flows));
+	if (!S->flows)
+		return -TDM_ENOMEM;
+	for (uint32_t c = 0; c < S->nflows; c++) {
+		S->flows[c].id = c;
+		S->flows[c].weight = 1;
+		if (engine_flow_add(S->e, &S->flows[c]))
+			return -TDM_ENOMEM;
+	}
+
+	for (uint32_t gi = 0; gi < ng; gi++) {
+		struct engine_graph *g = &S->graphs[gi];
+		const struct wl_graph *wg = w->ngraphs ? &w->graphs[gi] : NULL;
+		uint32_t n = wg ? wg->ntasks : w->ntasks;
+		g->flow = &S->flows[wg ? wg->client : 0];
+		g->cookie = gi;
+		g->priority = wg ? wg->priority : 0;
+		g->policy_hint = wg ? wg->policy_hint : 0;
+		g->ntasks = n;
+		g->tasks = calloc(n ? n : 1, sizeof(*g->tasks));
+		g->succ_off = calloc((size_t)n + 1, sizeof(uint32_t));
+		if (!g->tasks || !g->succ_off)
+			return -TDM_ENOMEM;
+		S->order[gi] = gi;
+	}
+	/* Successors per graph, from the sorted edge list. */
+	for (uint32_t i = 0; i < w->nedges; i++) {
+		const struct wl_edge *e = &w->edges[i];
+		uint32_t g = graph_of(w, e->src);
+		if (graph_of(w, e->dst) != g) {
+			fail(err, errlen, "%s: edge %u -> %u joins two graphs", w->name, e->src,
+			     e->dst);
+			return -TDM_EINVAL;
+		}
+		uint32_t first = w->ngraphs ? w->graphs[g].first : 0;
+		S->graphs[g].succ_off[e->src - first + 1]++;
+	}
+	for (uint32_t gi = 0; gi < ng; gi++) {
+		struct engine_graph *g = &S->graphs[gi];
+		for (uint32_t v = 0; v < g->ntasks; v++)
+			g->succ_off[v + 1] += g->succ_off[v];
+		uint32_t m = g->succ_off[g->ntasks];
+		g->succ = malloc((m ? m : 1) * sizeof(uint32_t));
+		double *ed = malloc((m ? m : 1) * sizeof(double));
+		if (!g->succ || !ed) {
+			free(ed);
+			return -TDM_ENOMEM;
+		}
+		g->edge_data = ed;
+	}
+	uint32_t *fill = calloc(w->ntasks + (size_t)1, sizeof(uint32_t));
+	if (!fill)
+		return -TDM_ENOMEM;
+	for (uint32_t i = 0; i < w->nedges; i++) {
+		const struct wl_edge *e = &w->edges[i];
+		uint32_t gi = graph_of(w, e->src), first = w->ngraphs ? w->graphs[gi].first : 0;
+		struct engine_graph *g = &S->graphs[gi];
+		uint32_t at = g->succ_off[e->src - first] + fill[e->src]++;
+		g->succ[at] = e->dst - first;
+		((double *)g->edge_data)[at] = edge_bytes(S, e->data);
+		atomic_fetch_add_explicit(&g->tasks[e->dst - first].ndeps, 1, memory_order_relaxed);
+	}
+	free(fill);
+
+	/* Tasks. */
+	for (uint32_t v = 0; v < w->ntasks; v++) {
+		const struct wl_task *t = &w->tasks[v];
+		uint32_t gi = graph_of(w, v), first = w->ngraphs ? w->graphs[gi].first : 0;
+		struct engine_graph *g = &S->graphs[gi];
+		struct engine_task *et = &g->tasks[v - first];
+		et->graph = g;
+		et->index = v - first;
+		et->priority = t->priority;
+		et->call.s[SIM_SLOT].i64 = v;
+		if (t->has_kernel) {
+			et->kernel = kernel_by_id(t->kernel);
+			et->feat = t->feat;
+			et->call.nargs = t->nargs;
+			for (unsigned a = 0; a < t->nargs; a++) {
+				et->data[a] = &S->data[t->args[a].buf];
+				et->call.len[a] = et->data[a]->bytes;
+			}
+		} else {
+			et->kernel = kernel_by_id(KERNEL_SIM_TASK);
+			et->feat = (struct kernel_features){ .domain = v };
+			for (unsigned d = 0; d < S->m->ndevices; d++)
+				if (abstract_ns(S, v, d) < 0)
+					et->excl_nodes |= (uint16_t)(1u << S->m->dev[d].node);
+			if (et->excl_nodes)
+				engine_note_exclusions(S->e);
+		}
+	}
+	/* Graphs whose data goes by buffers plan with the engine's own edge
+	 * bytes; edge_data is for abstract tasks. */
+	for (uint32_t gi = 0; gi < ng; gi++) {
+		struct engine_graph *g = &S->graphs[gi];
+		if (g->ntasks && g->tasks[0].kernel->id != KERNEL_SIM_TASK) {
+			free((double *)g->edge_data);
+			g->edge_data = NULL;
+		}
+	}
+	return 0;
+}
+
+static uint64_t arrival_of(const struct sim *S, uint32_t g)
+{
+	const struct workload *w = S->w;
+	return w->ngraphs ? (uint64_t)llround(w->graphs[g].arrival_ns) : 0;
+}
+
+static int by_arrival(const void *a, const void *b, void *ctx)
+{
+	const struct sim *S = ctx;
+	uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+	uint64_t ax = arrival_of(S, x), ay = arrival_of(S, y);
+	return ax < ay ? -1 : ax > ay ? 1 : (x > y) - (x < y);
+}
+
+/* ---- the run ---- */
+
+static double wall_ns(void)
+{
+	return (double)clock_monotonic_ns();
+}
+
+static void submit(struct sim *S, uint32_t gi)
+{
+	struct engine_graph *g = &S->graphs[gi];
+	const struct workload *w = S->w;
+	if (w->ngraphs && w->graphs[gi].deadline_ns > 0)
+		g->deadline_ns = S->world.now + (uint64_t)llround(w->graphs[gi].deadline_ns);
+	engine_submit(S->e, g);
+}
+
+static int run_loop(struct sim *S, char *err, size_t errlen)
+{
+	unsigned nd = S->m->ndevices;
+	uint32_t next = 0, ng = S->ngraphs;
+	double t0;
+
+	S->first_arrival = arrival_of(S, S->order[0]);
+	S->world.now = S->first_arrival;
+	for (;;) {
+		t0 = wall_ns();
+		while (next < ng && arrival_of(S, S->order[next]) <= S->world.now)
+			submit(S, S->order[next++]);
+		uint32_t epoch = engine_sim_epoch(S->e);
+		for (unsigned d = 0; d < nd; d++) {
+			if (S->idle[d] && S->idle_at[d] == epoch)
+				continue;
+			/* The epoch before the look: what arrives during it moves it. */
+			uint32_t before = engine_sim_epoch(S->e);
+			size_t took = engine_sim_stage(S->e, d);
+			S->idle[d] = took == 0;
+			S->idle_at[d] = before;
+			if (!S->scheduled[d]) {
+				struct backend_event *ev = engine_sim_oldest(S->e, d);
+				if (ev) {
+					heap_push(S, (struct ev){ sim_event_time(ev), d });
+					S->scheduled[d] = true;
+				}
+			}
+		}
+		S->r->engine_ns += wall_ns() - t0;
+		if (!S->nheap) {
+			if (next < ng) {
+				S->world.now = arrival_of(S, S->order[next]);
+				continue;
+			}
+			if (S->graphs_done == ng)
+				return 0;
+			if (engine_sim_stalled(S->e))
+				continue;
+			fail(err, errlen,
+			     "simulation stuck: %u of %u graphs done and nothing to run",
+			     S->graphs_done, ng);
+			return -TDM_EINVAL;
+		}
+		if (next < ng && arrival_of(S, S->order[next]) < S->heap[0].t) {
+			S->world.now = arrival_of(S, S->order[next]);
+			continue;
+		}
+		struct ev x = heap_pop(S);
+		if (x.t > S->world.now)
+			S->world.now = x.t;
+		S->scheduled[x.w] = false;
+		S->idle[x.w] = false;
+		t0 = wall_ns();
+		engine_sim_complete(S->e, x.w);
+		S->r->engine_ns += wall_ns() - t0;
+	}
+}
+
+/* Lower bound, critical path and sequential time from the true costs. */
+static void bounds(struct sim *S)
+{
+	const struct workload *w = S->w;
+	unsigned nd = S->m->ndevices, nn = S->m->nnodes;
+	uint32_t n = w->ntasks;
+	struct sim_result *r = S->r;
+
+	if ((uint64_t)n * nd > LB_MAX_COSTS)
+		return;
+	double *cost = malloc((size_t)n * nd * sizeof(double));
+	uint32_t *off = calloc((size_t)n + 1, sizeof(uint32_t));
+	uint32_t *succ = malloc((w->nedges ? w->nedges : 1) * sizeof(uint32_t));
+	double *data = malloc((w->nedges ? w->nedges : 1) * sizeof(double));
+	double *dev_sum = calloc(nd, sizeof(double));
+	if (!cost || !off || !succ || !data || !dev_sum)
+		goto out;
+	double best_sum = 0;
+	bool *all = malloc(nd * sizeof(bool));
+	if (!all)
+		goto out;
+	for (unsigned d = 0; d < nd; d++)
+		all[d] = true;
+	for (uint32_t v = 0; v < n; v++) {
+		double best = INFINITY;
+		for (unsigned d = 0; d < nd; d++) {
+			double c = task_ns(S, v, d);
+			cost[(size_t)v * nd + d] = c;
+			if (c < 0)
+				all[d] = false;
+			else {
+				dev_sum[d] += c;
+				best = fmin(best, c);
+			}
+		}
+		best_sum += best;
+	}
+	r->seq_ns = best_sum;
+	for (unsigned d = 0; d < nd; d++)
+		if (all[d] && dev_sum[d] < r->seq_ns)
+			r->seq_ns = dev_sum[d];
+	free(all);
+	for (uint32_t i = 0; i < w->nedges; i++) {
+		off[w->edges[i].src + 1]++;
+		succ[i] = w->edges[i].dst; /* edges are sorted by source */
+		data[i] = edge_bytes(S, w->edges[i].data);
+	}
+	for (uint32_t v = 0; v < n; v++)
+		off[v + 1] += off[v];
+	uint16_t node[MACHINE_MAX_DEVICES];
+	double lat[MACHINE_MAX_NODES * MACHINE_MAX_NODES],
+	        inv[MACHINE_MAX_NODES * MACHINE_MAX_NODES];
+	for (unsigned d = 0; d < nd; d++)
+		node[d] = S->m->dev[d].node;
+	for (unsigned a = 0; a < nn; a++)
+		for (unsigned b = 0; b < nn; b++) {
+			lat[a * nn + b] = S->world.link[a][b].latency_ns;
+			inv[a * nn + b] = S->world.link[a][b].ns_per_byte;
+		}
+	struct plan_dag g = {
+		.n = n, .cost = cost, .succ_off = off, .succ = succ, .edge_data = data
+	};
+	struct plan_machine pm = {
+		.ndev = nd, .node = node, .nnodes = nn, .lat = lat, .inv_bw = inv
+	};
+	double cp = 0, area = 0;
+	if (plan_lower_bounds(&g, &pm, &cp, &area) == 0) {
+		r->cp_ns = cp;
+		r->lower_bound_ns = plan_lower_bound(cp, area);
+	}
+out:
+	free(cost);
+	free(off);
+	free(succ);
+	free(data);
+	free(dev_sum);
+}
+
+static void teardown(struct sim *S)
+{
+	if (S->e) {
+		for (uint32_t c = 0; c < S->nflows; c++)
+			engine_flow_gone(S->e, &S->flows[c]);
+		engine_destroy(S->e);
+	}
+	for (uint32_t g = 0; S->graphs && g < S->ngraphs; g++) {
+		free((double *)S->graphs[g].edge_data);
+		engine_graph_free_arrays(&S->graphs[g]);
+	}
+	if (S->res_ready) {
+		for (uint32_t b = 0; S->data && b < S->w->nbufs; b++)
+			residency_data_fini(&S->res, &S->data[b]);
+		residency_fini(&S->res);
+	}
+	profiler_destroy(S->prof);
+	profiler_destroy(S->truth);
+	sim_world_fini(&S->world);
+	free(S->graphs);
+	free(S->flows);
+	free(S->data);
+	free(S->order);
+	free(S->pred_off);
+	free(S->pred);
+	free(S->pred_data);
+	free(S->ran_on);
+	free(S->end);
+	free(S->heap);
+	free(S->scheduled);
+	free(S->idle);
+	free(S->idle_at);
+}
+
+int sim_run(const struct machine *m, const struct workload *w, const struct sim_opts *o,
+            struct sim_result *r, char *err, size_t errlen)
+{
+	struct sim *S = calloc(1, sizeof(*S));
+	double t0 = wall_ns();
+	int rc;
+
+	memset(r, 0, sizeof(*r));
+	memset(r->link_track, 0xff, sizeof(r->link_track));
+	if (!S) {
+		fail(err, errlen, "out of memory");
+		return -TDM_ENOMEM;
+	}
+	S->m = m;
+	S->w = w;
+	S->o = o;
+	S->r = r;
+	S->unit_ns = o->unit_ns > 0 ? o->unit_ns : 1e6;
+	S->unit_bytes = o->unit_bytes > 0 ? o->unit_bytes : 1e6;
+	S->cost_scale = w->units == WL_UNITS_SECONDS ? 1e9
+	                : w->units == WL_UNITS_NS    ? 1
+	                                             : S->unit_ns;
+	const struct tdm_policy_ops *policy = policy_by_name(o->policy ? o->policy : "");
+	if (!policy) {
+		fail(err, errlen, "unknown policy \"%s\" (tandemd --list-policies)",
+		     o->policy ? o->policy : "");
+		free(S);
+		return -TDM_EINVAL;
+	}
+	snprintf(r->policy, sizeof(r->policy), "%s", policy->name);
+	if (m->ndevices == 0 || m->ndevices > MACHINE_MAX_DEVICES || m->nnodes > RES_MAX_NODES) {
+		fail(err, errlen, "%s: no devices, or too many", m->name);
+		free(S);
+		return -TDM_EINVAL;
+	}
+	rc = build_machine(S, err, errlen);
+	if (!rc)
+		rc = check_workload(S, err, errlen);
+	if (rc)
+		goto out;
+	rc = -TDM_ENOMEM;
+	S->heap = malloc(m->ndevices * sizeof(*S->heap));
+	S->scheduled = calloc(m->ndevices, sizeof(bool));
+	S->idle = calloc(m->ndevices, sizeof(bool));
+	S->idle_at = calloc(m->ndevices, sizeof(uint32_t));
+	if (!S->heap || !S->scheduled || !S->idle || !S->idle_at || build_preds(S))
+		goto nomem;
+	if (o->record && !(r->spans = calloc(w->ntasks, sizeof(*r->spans))))
+		goto nomem;
+	r->nspans = o->record ? w->ntasks : 0;
+
+	struct engine_params ep = {
+		.clock = &S->clock,
+		.policy = policy,
+		.devices = S->dev,
+		.ndevices = m->ndevices,
+		.hooks = { .graph_done = graph_done, .ctx = S },
+		.poll_fd = -1,
+		.start_workers = false,
+		.res = &S->res,
+		.pipeline_depth = o->pipeline_depth,
+		.prof = S->prof,
+		.tuning = o->tuning,
+		.watchdog_ms = o->watchdog_ms,
+	};
+	rc = engine_create(&ep, &S->e);
+	if (rc) {
+		fail(err, errlen, "cannot create the engine: %s", tdm_strerror(rc));
+		goto out;
+	}
+	rc = build_graphs(S, err, errlen);
+	if (rc == -TDM_ENOMEM)
+		goto nomem;
+	if (rc)
+		goto out;
+	qsort_r(S->order, S->ngraphs, sizeof(uint32_t), by_arrival, S);
+	double l0 = wall_ns();
+	rc = run_loop(S, err, errlen);
+	r->loop_ns = wall_ns() - l0;
+	if (rc)
+		goto out;
+	struct engine_counters c;
+	engine_counters(S->e, &c);
+	r->fallback = c.fallback;
+	r->tasks = c.tasks_done;
+	r->graphs = c.graphs_done;
+	r->makespan_ns = (double)(S->last_end - S->first_arrival);
+	r->bytes_moved = S->world.bytes_moved;
+	r->copies = S->world.copies;
+	bounds(S);
+	r->slr = r->cp_ns > 0 ? r->makespan_ns / r->cp_ns : 0;
+	r->speedup = r->makespan_ns > 0 ? r->seq_ns / r->makespan_ns : 0;
+	goto out;
+nomem:
+	fail(err, errlen, "out of memory");
+	rc = -TDM_ENOMEM;
+out:
+	teardown(S);
+	free(S);
+	r->wall_ns = wall_ns() - t0;
+	if (rc)
+		sim_result_free(r);
+	return rc;
+}
+
+void sim_result_free(struct sim_result *r)
+{
+	free(r->spans);
+	free(r->copy_spans);
+	r->spans = r->copy_spans = NULL;
+	r->nspans = r->ncopies = r->copies_cap = 0;
+}
+
+void sim_schedule_view(const struct sim_result *r, const char *title, struct sched_view *v)
+{
+	*v = (struct sched_view){ .title = title,
+		                  .ndevices = r->ndevices,
+		                  .devices = r->devname,
+		                  .nspans = r->nspans,
+		                  .spans = r->spans,
+		                  .nlinks = r->nlinks,
+		                  .links = r->link_name_ptr,
+		                  .ncopies = r->ncopies,
+		                  .copies = r->copy_spans };
+}

@@ -1,0 +1,447 @@
+/* The simulator (daemon/sim.c): published schedules reproduced through the
+ * trace front end, determinism, lower bounds, kernel workloads with data
+ * on a heterogeneous machine, and the errors a user sees. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "daemon/log.h"
+#include "daemon/sim.h"
+#include "policies/policy.h"
+#include "tandem.h"
+
+/* ---- machines ---- */
+
+/* n processors, each on its own memory node, every link latency 0 and 1
+ * byte per ns: an edge's data in bytes is its communication time in ns, as
+ * in the papers' graphs. */
+static void paper_machine(struct machine *m, unsigned n)
+{
+	machine_init(m);
+	snprintf(m->name, sizeof(m->name), "paper%u", n);
+	m->ndevices = n;
+	m->nnodes = n + 1;
+	for (unsigned d = 0; d < n; d++) {
+		struct machine_device *md = &m->dev[d];
+		snprintf(md->name, sizeof(md->name), "p%u", d);
+		snprintf(md->model, sizeof(md->model), "proc%u", d);
+		md->kind = TDM_DEV_GPU;
+		md->node = (uint16_t)(d + 1);
+		md->mem_bytes = 1ull << 30;
+		md->gemm_gflops = 100;
+		md->mem_gbps = 10;
+		md->launch_ns = 1000;
+	}
+	for (unsigned a = 0; a < m->nnodes; a++)
+		for (unsigned b = 0; b < m->nnodes; b++)
+			m->link[a][b] =
+			        (struct cal_link){ .gbps = 1, .latency_ns = 0, .measured = true };
+}
+
+/* ncpu cores on the host and ngpu accelerators of their own, with cost
+ * tables for the Cholesky kernels at one tile size (GPUs ~8x faster on
+ * gemm, as on sirocco). */
+static void hetero_machine(struct machine *m, unsigned ncpu, unsigned ngpu, uint32_t nb)
+{
+	machine_init(m);
+	snprintf(m->name, sizeof(m->name), "hetero");
+	m->ndevices = ncpu + ngpu;
+	m->nnodes = ngpu + 1;
+	for (unsigned d = 0; d < m->ndevices; d++) {
+		struct machine_device *md = &m->dev[d];
+		bool gpu = d >= ncpu;
+		snprintf(md->name, sizeof(md->name), gpu ? "gpu%u" : "cpu%u", gpu ? d - ncpu : d);
+		snprintf(md->model, sizeof(md->model), gpu ? "gpu" : "cpu");
+		md->kind = gpu ? TDM_DEV_GPU : TDM_DEV_CPU;
+		md->node = (uint16_t)(gpu ? d - ncpu + 1 : 0);
+		md->mem_bytes = gpu ? 1ull << 30 : 0;
+		md->gemm_gflops = gpu ? 2000 : 50;
+		md->mem_gbps = gpu ? 300 : 20;
+		md->launch_ns = gpu ? 8000 : 1000;
+	}
+	for (unsigned a = 0; a < m->nnodes; a++)
+		for (unsigned b = 0; b < m->nnodes; b++)
+			m->link[a][b] = (struct cal_link){ .gbps = 10,
+				                           .latency_ns = 10000,
+				                           .measured = true };
+	static const struct {
+		uint16_t k;
+		double cpu_us, gpu_us;
+	} tab[] = { { KERNEL_SPOTRF, 3000, 2000 },
+		    { KERNEL_STRSM, 5000, 700 },
+		    { KERNEL_SSYRK, 5000, 600 },
+		    { KERNEL_SGEMM_NT, 9000, 750 } };
+	m->costs = calloc(8, sizeof(*m->costs));
+	assert_non_null(m->costs);
+	for (unsigned i = 0; i < 4; i++)
+		for (unsigned g = 0; g < 2; g++) {
+			struct machine_cost *c = &m->costs[m->ncosts++];
+			struct tdm_kernel_call call = { 0 };
+			call.s[0].i64 = nb;
+			for (unsigned a = 0; a < TDM_MAX_ARGS; a++)
+				call.len[a] = (uint64_t)nb * nb * 4;
+			c->kernel = tab[i].k;
+			snprintf(c->model, sizeof(c->model), g ? "gpu" : "cpu");
+			kernel_by_id(tab[i].k)->features(&call, &c->feat);
+			c->ns = 1000 * (g ? tab[i].gpu_us : tab[i].cpu_us);
+			c->spread_ns = 0;
+		}
+}
+
+/* ---- workloads ---- */
+
+struct edge {
+	uint32_t u, v;
+	double c;
+};
+
+/* A 10-task graph with per-processor costs and edge data, built in memory
+ * and then read back through the trace front end. */
+static void paper_workload(struct workload *out, const double *cost, const struct edge *e,
+                           size_t ne)
+{
+	struct workload w;
+	wl_init(&w);
+	snprintf(w.name, sizeof(w.name), "paper");
+	w.units = WL_UNITS_NS;
+	w.ntasks = 10;
+	w.tasks = calloc(10, sizeof(*w.tasks));
+	w.ndev_cost = 3;
+	w.dev_cost = malloc(30 * sizeof(double));
+	w.ndev_names = 3;
+	w.dev_names = calloc(3, sizeof(*w.dev_names));
+	w.nedges = (uint32_t)ne;
+	w.edges = calloc(ne, sizeof(*w.edges));
+	assert_true(w.tasks && w.dev_cost && w.dev_names && w.edges);
+	for (unsigned d = 0; d < 3; d++)
+		snprintf(w.dev_names[d], WL_NAME_MAX, "p%u", d);
+	for (unsigned v = 0; v < 10; v++) {
+		snprintf(w.tasks[v].name, WL_NAME_MAX, "t%u", v);
+		w.tasks[v].cost = (cost[v * 3] + cost[v * 3 + 1] + cost[v * 3 + 2]) / 3;
+		memcpy(&w.dev_cost[v * 3], &cost[v * 3], 3 * sizeof(double));
+	}
+	for (size_t i = 0; i < ne; i++)
+		w.edges[i] = (struct wl_edge){ e[i].u, e[i].v, e[i].c };
+
+	char *text = NULL, err[WL_ERR_MAX];
+	size_t len = 0;
+	FILE *f = open_memstream(&text, &len);
+	assert_non_null(f);
+	assert_int_equal(wl_trace_write(f, &w), 0);
+	fclose(f);
+	wl_free(&w);
+	int rc = wl_trace_parse(text, len, "paper.trace", out, err, sizeof(err));
+	if (rc)
+		fail_msg("%s", err);
+	free(text);
+}
+
+static const double topc_cost[10 * 3] = {
+	14, 16, 9, 13, 19, 18, 11, 13, 19, 13, 8,  17, 12, 13, 10,
+	13, 16, 9, 7,  15, 11, 5,  11, 14, 18, 12, 20, 21, 7,  16,
+};
+static const struct edge topc_edges[] = {
+	{ 0, 1, 18 }, { 0, 2, 12 }, { 0, 3, 9 },  { 0, 4, 11 }, { 0, 5, 14 },
+	{ 1, 7, 19 }, { 1, 8, 16 }, { 2, 6, 23 }, { 3, 7, 27 }, { 3, 8, 23 },
+	{ 4, 8, 13 }, { 5, 7, 15 }, { 6, 9, 17 }, { 7, 9, 11 }, { 8, 9, 13 },
+};
+static const double arab_cost[10 * 3] = {
+	22, 21, 36, 22, 18, 18, 32, 27, 43, 7,  10, 4, 29, 27, 35,
+	26, 17, 24, 14, 25, 30, 29, 23, 36, 15, 21, 8, 13, 16, 33,
+};
+static const struct edge arab_edges[] = {
+	{ 0, 1, 17 }, { 0, 2, 31 }, { 0, 3, 29 }, { 0, 4, 13 }, { 0, 5, 7 },
+	{ 1, 7, 3 },  { 1, 8, 30 }, { 2, 6, 16 }, { 3, 7, 11 }, { 3, 8, 7 },
+	{ 4, 8, 57 }, { 5, 7, 5 },  { 6, 9, 9 },  { 7, 9, 42 }, { 8, 9, 7 },
+};
+#define NEDGES 15
+
+static double simulate(const struct machine *m, const struct workload *w, const char *policy,
+                       struct sim_result *r, bool record)
+{
+	struct sim_opts o = { .policy = policy, .record = record };
+	char err[256];
+	int rc = sim_run(m, w, &o, r, err, sizeof(err));
+	if (rc)
+		fail_msg("%s: %s", policy, err);
+	return r->makespan_ns;
+}
+
+/* Every task ran once, no two overlap on a device, dependencies held. */
+static void check_schedule(const struct workload *w, const struct sim_result *r)
+{
+	assert_int_equal(r->nspans, w->ntasks);
+	assert_int_equal(r->tasks, w->ntasks);
+	for (uint32_t i = 0; i < w->nedges; i++) {
+		const struct sched_span *a = &r->spans[w->edges[i].src],
+		                        *b = &r->spans[w->edges[i].dst];
+		assert_true(b->start_ns >= a->end_ns);
+	}
+	for (uint32_t v = 0; v < w->ntasks; v++)
+		for (uint32_t u = v + 1; u < w->ntasks && u < v + 400; u++) {
+			const struct sched_span *a = &r->spans[v], *b = &r->spans[u];
+			if (a->device != b->device || a->end_ns == a->start_ns ||
+			    b->end_ns == b->start_ns)
+				continue;
+			assert_true(a->end_ns <= b->start_ns || b->end_ns <= a->start_ns);
+		}
+}
+
+/* ---- tests ---- */
+
+static void test_golden_heft_topcuoglu(void **state)
+{
+	(void)state;
+	struct machine m;
+	struct workload w;
+	struct sim_result r;
+	paper_machine(&m, 3);
+	paper_workload(&w, topc_cost, topc_edges, NEDGES);
+	assert_true(simulate(&m, &w, "heft", &r, true) == 80);
+	check_schedule(&w, &r);
+	assert_true(r.lower_bound_ns > 0 && r.lower_bound_ns <= 80);
+	sim_result_free(&r);
+	wl_free(&w);
+	machine_free(&m);
+}
+
+static void test_golden_arabnejad(void **state)
+{
+	(void)state;
+	struct machine m;
+	struct workload w;
+	struct sim_result r;
+	paper_machine(&m, 3);
+	paper_workload(&w, arab_cost, arab_edges, NEDGES);
+	assert_true(simulate(&m, &w, "peft", &r, true) == 122);
+	check_schedule(&w, &r);
+	sim_result_free(&r);
+	assert_true(simulate(&m, &w, "heft", &r, false) == 133);
+	sim_result_free(&r);
+	wl_free(&w);
+	machine_free(&m);
+}
+
+static char *chrome_bytes(const struct sim_result *r, size_t *len)
+{
+	struct sched_view v;
+	char *text = NULL;
+	FILE *f = open_memstream(&text, len);
+	assert_non_null(f);
+	sim_schedule_view(r, "t", &v);
+	assert_int_equal(sched_write_chrome(f, &v), 0);
+	fclose(f);
+	return text;
+}
+
+/* The same inputs give the same schedule, byte for byte, for every policy. */
+static void test_deterministic(void **state)
+{
+	(void)state;
+	struct machine m;
+	struct workload w;
+	char err[256];
+	struct wl_random_params p = { .n = 300,
+		                      .ccr = 1,
+		                      .alpha = 1,
+		                      .out_degree = 3,
+		                      .beta = 1,
+		                      .ndev = 4,
+		                      .w_dag = 50,
+		                      .seed = 7 };
+	paper_machine(&m, 4);
+	wl_init(&w);
+	if (wl_gen_random(&p, &w, err, sizeof(err)))
+		fail_msg("%s", err);
+	for (const struct tdm_policy_ops *const *pol = policy_list(); *pol; pol++) {
+		struct sim_result a, b;
+		size_t la, lb;
+		simulate(&m, &w, (*pol)->name, &a, true);
+		simulate(&m, &w, (*pol)->name, &b, true);
+		char *ta = chrome_bytes(&a, &la), *tb = chrome_bytes(&b, &lb);
+		assert_int_equal(la, lb);
+		assert_memory_equal(ta, tb, la);
+		assert_true(a.makespan_ns == b.makespan_ns);
+		assert_int_equal(a.bytes_moved, b.bytes_moved);
+		free(ta);
+		free(tb);
+		sim_result_free(&a);
+		sim_result_free(&b);
+	}
+	wl_free(&w);
+	machine_free(&m);
+}
+
+/* No policy beats the lower bound; each gives a valid schedule. */
+static void test_lower_bound_respected(void **state)
+{
+	(void)state;
+	struct machine m;
+	char err[256];
+	paper_machine(&m, 4);
+	for (uint64_t seed = 1; seed <= 6; seed++) {
+		struct workload w;
+		struct wl_random_params p = { .n = 120,
+			                      .ccr = seed % 3 ? 0.5 : 5,
+			                      .alpha = 1,
+			                      .out_degree = 3,
+			                      .beta = 1.5,
+			                      .ndev = 4,
+			                      .w_dag = 40,
+			                      .seed = seed };
+		wl_init(&w);
+		if (wl_gen_random(&p, &w, err, sizeof(err)))
+			fail_msg("%s", err);
+		for (const struct tdm_policy_ops *const *pol = policy_list(); *pol; pol++) {
+			struct sim_result r;
+			simulate(&m, &w, (*pol)->name, &r, true);
+			check_schedule(&w, &r);
+			assert_true(r.lower_bound_ns > 0);
+			assert_true(r.makespan_ns >= r.lower_bound_ns * (1 - 1e-9));
+			assert_true(r.slr >= 1 - 1e-9);
+			sim_result_free(&r);
+		}
+		wl_free(&w);
+	}
+	machine_free(&m);
+}
+
+/* Kernel tasks with buffers: data moves to the accelerators, the devices'
+ * busy time is the tables' cost of what they ran, cost-aware policies use
+ * the fast devices, and nobody beats the bound. */
+static void test_cholesky_on_hetero(void **state)
+{
+	(void)state;
+	struct machine m;
+	struct workload w;
+	char err[256];
+	hetero_machine(&m, 4, 2, 512);
+	wl_init(&w);
+	if (wl_gen_tiled(WL_TILED_CHOLESKY, 10, 512, &w, err, sizeof(err)))
+		fail_msg("%s", err);
+	assert_int_equal(w.ntasks, 220);
+	double eager = 0, dmda = 0;
+	for (const struct tdm_policy_ops *const *pol = policy_list(); *pol; pol++) {
+		struct sim_result r;
+		double ms = simulate(&m, &w, (*pol)->name, &r, true);
+		check_schedule(&w, &r);
+		assert_true(ms >= r.lower_bound_ns * (1 - 1e-9));
+		assert_true(r.bytes_moved > 0);
+		uint64_t busy = 0, want = 0;
+		for (unsigned d = 0; d < r.ndevices; d++)
+			busy += r.busy_ns[d];
+		for (uint32_t v = 0; v < w.ntasks; v++)
+			want += r.spans[v].end_ns - r.spans[v].start_ns;
+		assert_int_equal(busy, want);
+		if (!strcmp((*pol)->name, "eager"))
+			eager = ms;
+		if (!strcmp((*pol)->name, "dmda"))
+			dmda = ms;
+		assert_false(r.fallback);
+		sim_result_free(&r);
+	}
+	/* GPUs are ~10x faster on most of the work: placing by cost wins. */
+	assert_true(dmda < eager);
+	wl_free(&w);
+	machine_free(&m);
+}
+
+/* Many graphs arriving over time from two clients. */
+static void test_arrivals(void **state)
+{
+	(void)state;
+	struct machine m;
+	struct workload w;
+	const char *text = "{\"tandem_trace\":1}\n"
+	                   "{\"graph\":1,\"arrival_ns\":0,\"client\":1,\"tasks\":2}\n"
+	                   "{\"task\":0,\"cost_ns\":1000}\n"
+	                   "{\"task\":1,\"cost_ns\":1000,\"after\":[0]}\n"
+	                   "{\"graph\":2,\"arrival_ns\":50000,\"client\":2,\"tasks\":1}\n"
+	                   "{\"task\":0,\"cost_ns\":500}\n";
+	char err[WL_ERR_MAX];
+	struct sim_result r;
+	paper_machine(&m, 2);
+	wl_init(&w);
+	if (wl_trace_parse(text, strlen(text), "arr.trace", &w, err, sizeof(err)))
+		fail_msg("%s", err);
+	simulate(&m, &w, "dmda", &r, true);
+	/* The second graph starts when it arrives: the makespan runs from the
+	 * first arrival to its end. */
+	assert_true(r.spans[2].start_ns >= 50000);
+	assert_true(r.makespan_ns == 50500);
+	assert_int_equal(r.graphs, 2);
+	sim_result_free(&r);
+	wl_free(&w);
+	machine_free(&m);
+}
+
+static void test_errors(void **state)
+{
+	(void)state;
+	struct machine m;
+	struct workload w;
+	struct sim_result r;
+	char err[256];
+	struct sim_opts o = { .policy = "nosuch" };
+	struct wl_random_params p = { .n = 20,
+		                      .ccr = 1,
+		                      .alpha = 1,
+		                      .out_degree = 2,
+		                      .beta = 0.5,
+		                      .ndev = 3,
+		                      .w_dag = 10,
+		                      .seed = 1 };
+	paper_machine(&m, 2);
+	wl_init(&w);
+	assert_int_equal(wl_gen_random(&p, &w, err, sizeof(err)), 0);
+	assert_int_equal(sim_run(&m, &w, &o, &r, err, sizeof(err)), -TDM_EINVAL);
+	assert_non_null(strstr(err, "unknown policy"));
+	o.policy = "eager";
+	/* Costs for 3 devices on a 2-device machine. */
+	assert_int_equal(sim_run(&m, &w, &o, &r, err, sizeof(err)), -TDM_EINVAL);
+	assert_non_null(strstr(err, "3 devices"));
+	wl_free(&w);
+	machine_free(&m);
+}
+
+/* ~1M simulated tasks per second is the target; here only that a large
+ * workload goes through and the engine's time per task is reported. */
+static void test_large(void **state)
+{
+	(void)state;
+	struct machine m;
+	struct workload w;
+	struct sim_result r;
+	char err[256];
+	hetero_machine(&m, 4, 4, 960);
+	wl_init(&w);
+	assert_int_equal(wl_gen_tiled(WL_TILED_CHOLESKY, 30, 960, &w, err, sizeof(err)), 0);
+	simulate(&m, &w, "dmda", &r, false);
+	assert_int_equal(r.tasks, w.ntasks);
+	assert_true(r.engine_ns > 0 && r.wall_ns >= r.engine_ns);
+	sim_result_free(&r);
+	wl_free(&w);
+	machine_free(&m);
+}
+
+int main(void)
+{
+	log_set_level(LOG_ERROR);
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_golden_heft_topcuoglu),
+		cmocka_unit_test(test_golden_arabnejad),
+		cmocka_unit_test(test_deterministic),
+		cmocka_unit_test(test_lower_bound_respected),
+		cmocka_unit_test(test_cholesky_on_hetero),
+		cmocka_unit_test(test_arrivals),
+		cmocka_unit_test(test_errors),
+		cmocka_unit_test(test_large),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
