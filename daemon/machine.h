@@ -1,6 +1,6 @@
 /* Machine descriptions for simulation: devices, memory nodes, the links
  * between them and optional per-kernel cost tables, read from TOML
- * (docs/simulation.md, "Machine descriptions") and written back by
+ * (docs/machines.md) and written back by
  * `tandemctl calibrate --export`.
  *
  * A description turns into what the real daemon would have measured: a
@@ -64,8 +64,10 @@ struct machine {
 void machine_init(struct machine *m);
 void machine_free(struct machine *m); /* leaves m as machine_init does */
 
-/* Parses a TOML description. name prefixes messages and becomes m->name
- * when the file has none. 0, -TDM_EINVAL (err set) or -TDM_ENOMEM. */
+/* Parses a TOML description into *m (cleared first; output only). name
+ * prefixes messages and becomes m->name when the file has none. 0,
+ * -TDM_EINVAL (err set), -TDM_ENOMEM, or -TDM_ESYS when the file cannot
+ * be read. */
 int machine_parse(const char *text, size_t len, const char *name, struct machine *m, char *err,
                   size_t errlen);
 int machine_load(const char *path, struct machine *m, char *err, size_t errlen);
@@ -85,8 +87,8 @@ json_t *machine_models_json(const struct machine *m);
 /* Writes a description of the machine a daemon runs on: its calibration
  * (device names, kinds, models, nodes and memory from devs[]) and, from
  * models (profiler_to_json's document, may be NULL), one cost entry per
- * learned footprint. The output parses back with machine_parse. 0 or
- * -TDM_ESYS. */
+ * learned footprint. The output parses back with machine_parse. 0,
+ * -TDM_EINVAL (ndevs is not cal->ndevices) or -TDM_ESYS. */
 int machine_write(FILE *out, const char *name, const struct backend_device *devs, size_t ndevs,
                   const struct calibration *cal, const json_t *models);
 

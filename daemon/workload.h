@@ -194,13 +194,15 @@ int wl_trace_load(const char *path, struct workload *out, char *err, size_t errl
 
 /* Writes a whole workload as a trace that wl_trace_parse reads back into
  * the same workload (names, costs, kernels, features, arguments, buffers,
- * graphs, edges and recorded placements). 0 or -TDM_ESYS. */
+ * graphs, edges and recorded placements). 0, -TDM_EINVAL (an invalid
+ * workload: nothing is written), -TDM_ENOMEM or -TDM_ESYS. */
 int wl_trace_write(FILE *out, const struct workload *w);
 
 /* Streaming, for the daemon's recorder: a header, then buffers as they are
  * first used, then each graph (its record and its tasks' records, edges
  * given as each task's predecessors inside the graph). Each call writes
- * whole lines. 0 or -TDM_ESYS. */
+ * whole lines; devices are written as indices into the header's list. 0,
+ * -TDM_EINVAL (invalid input) or -TDM_ESYS. */
 int wl_trace_write_header(FILE *out, const char *machine, const char *policy,
                           const char *const *devices, uint32_t ndevices);
 int wl_trace_write_buffer(FILE *out, uint32_t id, double bytes, bool keep);
