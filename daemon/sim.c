@@ -383,7 +383,10 @@ static int check_workload(struct sim *S, char *err, size_t errlen)
 		}
 		/* Abstract tasks barred from a device: only whole memory nodes can be
 		 * excluded (engine_task.excl_nodes). */
-		if (!t->has_kernel && w->dev_cost)
+		bool barred = false;
+		for (unsigned d = 0; d < m->ndevices && !t->has_kernel && w->dev_cost; d++)
+			barred = barred || abstract_ns(S, v, d) < 0;
+		if (barred)
 			for (unsigned d = 0; d < m->ndevices; d++)
 				for (unsigned d2 = 0; d2 < m->ndevices; d2++)
 					if (m->dev[d].node == m->dev[d2].node &&
