@@ -260,7 +260,8 @@ static void test_tiled_features(void **state)
 	}
 }
 
-/* 50 tiles: 22100 tasks, well under 100 ms (linear time). */
+/* 50 tiles: 22100 tasks. The time is printed, not asserted (the machine
+ * is noisy and sanitizers are slow); the bench measures speed. */
 static void test_tiled_fast(void **state)
 {
 	struct workload w;
@@ -271,14 +272,12 @@ static void test_tiled_fast(void **state)
 	tiled_ok(WL_TILED_CHOLESKY, 50, 320, &w);
 	ms = now_ms() - t0;
 	print_message("cholesky 50 tiles: %u tasks, %u edges in %.2f ms\n", w.ntasks, w.nedges, ms);
-	assert_true(ms < 100);
 	assert_sane(&w);
 	wl_free(&w);
 	t0 = now_ms();
 	tiled_ok(WL_TILED_QR, 40, 320, &w);
 	ms = now_ms() - t0;
 	print_message("qr 40 tiles: %u tasks, %u edges in %.2f ms\n", w.ntasks, w.nedges, ms);
-	assert_true(ms < 100);
 	wl_free(&w);
 }
 
