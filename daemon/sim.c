@@ -138,6 +138,12 @@ static bool oracle(void *ctx, uint32_t device, const struct kernel_features *f, 
 	return *ns >= 0;
 }
 
+/* The workload index of graph g's first task. */
+static uint32_t first_of(const struct workload *w, uint32_t g)
+{
+	return w->ngraphs ? w->graphs[g].first : 0;
+}
+
 /* What task v costs on device d in the simulated world; < 0: cannot run. */
 static double task_ns(const struct sim *S, uint32_t v, unsigned d)
 {
@@ -191,14 +197,12 @@ static uint64_t on_launch(void *ctx, unsigned d, const struct kernel_def *k,
 		S->last_end = end;
 	if (S->r->spans) {
 		const struct wl_task *t = &S->w->tasks[v];
-		S->r->spans[v] = (struct sched_span){
-			.device = d,
-			.start_ns = earliest,
-			.end_ns = end,
-			.name = t->name,
-			.graph = t->graph,
-			.task = S->w->ngraphs ? v - S->w->graphs[t->graph].first : v
-		};
+		S->r->spans[v] = (struct sched_span){ .device = d,
+			                              .start_ns = earliest,
+			                              .end_ns = end,
+			                              .name = t->name,
+			                              .graph = t->graph,
+			                              .task = v - first_of(S->w, t->graph) };
 	}
 	return end;
 }
@@ -502,7 +506,7 @@ static int build_graphs(struct sim *S, char *err, size_t errlen)
 			     e->dst);
 			return -TDM_EINVAL;
 		}
-		uint32_t first = w->ngraphs ? w->graphs[g].first : 0;
+		uint32_t first = first_of(w, g);
 		S->graphs[g].succ_off[e->src - first + 1]++;
 	}
 	for (uint32_t gi = 0; gi < ng; gi++) {
@@ -523,7 +527,7 @@ static int build_graphs(struct sim *S, char *err, size_t errlen)
 		return -TDM_ENOMEM;
 	for (uint32_t i = 0; i < w->nedges; i++) {
 		const struct wl_edge *e = &w->edges[i];
-		uint32_t gi = graph_of(w, e->src), first = w->ngraphs ? w->graphs[gi].first : 0;
+		uint32_t gi = graph_of(w, e->src), first = first_of(w, gi);
 		struct engine_graph *g = &S->graphs[gi];
 		uint32_t at = g->succ_off[e->src - first] + fill[e->src]++;
 		g->succ[at] = e->dst - first;
@@ -535,7 +539,7 @@ static int build_graphs(struct sim *S, char *err, size_t errlen)
 	/* Tasks. */
 	for (uint32_t v = 0; v < w->ntasks; v++) {
 		const struct wl_task *t = &w->tasks[v];
-		uint32_t gi = graph_of(w, v), first = w->ngraphs ? w->graphs[gi].first : 0;
+		uint32_t gi = graph_of(w, v), first = first_of(w, gi);
 		struct engine_graph *g = &S->graphs[gi];
 		struct engine_task *et = &g->tasks[v - first];
 		et->graph = g;
@@ -668,27 +672,27 @@ static void bounds(struct sim *S)
 	unsigned nd = S->m->ndevices, nn = S->m->nnodes;
 	uint32_t n = w->ntasks;
 	struct sim_result *r = S->r;
+	struct wl_dag dag;
 
 	if ((uint64_t)n * nd > LB_MAX_COSTS)
 		return;
-	double *cost = malloc((size_t)n * nd * sizeof(double));
-	uint32_t *off = calloc((size_t)n + 1, sizeof(uint32_t));
-	uint32_t *succ = malloc((w->nedges ? w->nedges : 1) * sizeof(uint32_t));
-	double *data = malloc((w->nedges ? w->nedges : 1) * sizeof(double));
+	/* The workload's graph in CSR form; its costs and data are replaced
+	 * by what they are on this machine. */
 	double *dev_sum = calloc(nd, sizeof(double));
-	if (!cost || !off || !succ || !data || !dev_sum)
-		goto out;
-	double best_sum = 0;
 	bool *all = malloc(nd * sizeof(bool));
-	if (!all)
-		goto out;
+	if (!dev_sum || !all || wl_to_dag(w, nd, NULL, &dag)) {
+		free(dev_sum);
+		free(all);
+		return;
+	}
+	double best_sum = 0;
 	for (unsigned d = 0; d < nd; d++)
 		all[d] = true;
 	for (uint32_t v = 0; v < n; v++) {
 		double best = INFINITY;
 		for (unsigned d = 0; d < nd; d++) {
 			double c = task_ns(S, v, d);
-			cost[(size_t)v * nd + d] = c;
+			dag.cost[(size_t)v * nd + d] = c;
 			if (c < 0)
 				all[d] = false;
 			else {
@@ -702,14 +706,8 @@ static void bounds(struct sim *S)
 	for (unsigned d = 0; d < nd; d++)
 		if (all[d] && dev_sum[d] < r->seq_ns)
 			r->seq_ns = dev_sum[d];
-	free(all);
-	for (uint32_t i = 0; i < w->nedges; i++) {
-		off[w->edges[i].src + 1]++;
-		succ[i] = w->edges[i].dst; /* edges are sorted by source */
-		data[i] = edge_bytes(S, w->edges[i].data);
-	}
-	for (uint32_t v = 0; v < n; v++)
-		off[v + 1] += off[v];
+	for (uint32_t i = 0; i < w->nedges; i++)
+		dag.edge_data[i] = edge_bytes(S, dag.edge_data[i]);
 	uint16_t node[MACHINE_MAX_DEVICES];
 	double lat[MACHINE_MAX_NODES * MACHINE_MAX_NODES],
 	        inv[MACHINE_MAX_NODES * MACHINE_MAX_NODES];
@@ -720,23 +718,17 @@ static void bounds(struct sim *S)
 			lat[a * nn + b] = S->world.link[a][b].latency_ns;
 			inv[a * nn + b] = S->world.link[a][b].ns_per_byte;
 		}
-	struct plan_dag g = {
-		.n = n, .cost = cost, .succ_off = off, .succ = succ, .edge_data = data
-	};
 	struct plan_machine pm = {
 		.ndev = nd, .node = node, .nnodes = nn, .lat = lat, .inv_bw = inv
 	};
 	double cp = 0, area = 0;
-	if (plan_lower_bounds(&g, &pm, &cp, &area) == 0) {
+	if (plan_lower_bounds(&dag.g, &pm, &cp, &area) == 0) {
 		r->cp_ns = cp;
 		r->lower_bound_ns = plan_lower_bound(cp, area);
 	}
-out:
-	free(cost);
-	free(off);
-	free(succ);
-	free(data);
+	wl_dag_free(&dag);
 	free(dev_sum);
+	free(all);
 }
 
 static void teardown(struct sim *S)

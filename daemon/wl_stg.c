@@ -385,7 +385,7 @@ static enum num parse_num(const char *t, const char *end, uint64_t max, uint64_t
 	return NUM_OK;
 }
 
-static int grow(void **p, uint32_t *cap, uint32_t need, size_t elem, uint32_t limit)
+int wl_grow(void **p, uint32_t *cap, uint32_t need, size_t elem, uint32_t limit)
 {
 	uint32_t c = *cap ? *cap : 64;
 	void *q;
@@ -446,8 +446,8 @@ static int stg_task(struct stg *s, uint32_t k, uint32_t n, const char *q, const 
 	if (k + 1 > s->mark_cap) {
 		uint32_t old = s->mark_cap;
 
-		if (grow((void **)&s->mark, &s->mark_cap, k + 1, sizeof(*s->mark),
-		         WL_MAX_TASKS + 2))
+		if (wl_grow((void **)&s->mark, &s->mark_cap, k + 1, sizeof(*s->mark),
+		            WL_MAX_TASKS + 2))
 			return stg_nomem(s);
 		memset(s->mark + old, 0, (size_t)(s->mark_cap - old) * sizeof(*s->mark));
 	}
@@ -470,8 +470,8 @@ static int stg_task(struct stg *s, uint32_t k, uint32_t n, const char *q, const 
 			continue; /* an edge from the entry or to the exit: dropped */
 		if (w->nedges == WL_MAX_EDGES)
 			return stg_fail(s, "more than %u edges", WL_MAX_EDGES);
-		if (grow((void **)&w->edges, &s->edge_cap, w->nedges + 1, sizeof(*w->edges),
-		         WL_MAX_EDGES))
+		if (wl_grow((void **)&w->edges, &s->edge_cap, w->nedges + 1, sizeof(*w->edges),
+		            WL_MAX_EDGES))
 			return stg_nomem(s);
 		w->edges[w->nedges++] =
 		        (struct wl_edge){ .src = (uint32_t)pred - 1, .dst = k - 1, .data = 0 };
@@ -484,7 +484,7 @@ static int stg_task(struct stg *s, uint32_t k, uint32_t n, const char *q, const 
 		struct wl_task *task;
 		char id_text[16];
 
-		if (grow((void **)&w->tasks, &s->task_cap, k, sizeof(*w->tasks), WL_MAX_TASKS))
+		if (wl_grow((void **)&w->tasks, &s->task_cap, k, sizeof(*w->tasks), WL_MAX_TASKS))
 			return stg_nomem(s);
 		task = &w->tasks[k - 1];
 		memset(task, 0, sizeof(*task));

@@ -260,25 +260,6 @@ static struct shown show(const char *str)
 	return o;
 }
 
-static int grow(void **p, uint32_t *cap, uint32_t need, size_t elem, uint32_t limit)
-{
-	uint32_t c = *cap ? *cap : 64;
-	void *q;
-
-	if (need <= *cap)
-		return 0;
-	while (c < need)
-		c = c > limit / 2 ? limit : 2 * c;
-	if (c < need)
-		return -TDM_ENOMEM;
-	q = realloc(*p, (size_t)c * elem);
-	if (!q)
-		return -TDM_ENOMEM;
-	*p = q;
-	*cap = c;
-	return 0;
-}
-
 /* Every key of o is one of keys[] (NULL-terminated). */
 static int check_keys(struct tr *s, json_t *o, const char *label, const char *const *keys)
 {
@@ -483,10 +464,10 @@ static int rec_buffer(struct tr *s, json_t *o)
 	if (w->nbufs == TR_MAX_BUFS)
 		return fail(s, "more than %u buffers", TR_MAX_BUFS);
 	cap = s->buf_cap;
-	if (grow((void **)&w->buf_bytes, &cap, w->nbufs + 1, sizeof(*w->buf_bytes), TR_MAX_BUFS))
+	if (wl_grow((void **)&w->buf_bytes, &cap, w->nbufs + 1, sizeof(*w->buf_bytes), TR_MAX_BUFS))
 		return nomem(s);
 	cap = s->buf_cap;
-	if (grow((void **)&w->buf_keep, &cap, w->nbufs + 1, sizeof(*w->buf_keep), TR_MAX_BUFS))
+	if (wl_grow((void **)&w->buf_keep, &cap, w->nbufs + 1, sizeof(*w->buf_keep), TR_MAX_BUFS))
 		return nomem(s);
 	s->buf_cap = cap;
 	if (idmap_put(&s->bufs, (uint32_t)id, w->nbufs))
@@ -563,8 +544,8 @@ static int rec_graph(struct tr *s, json_t *o)
 	}
 	if (idmap_get(&s->gids, (uint32_t)id) != TR_NOIDX)
 		return fail(s, "%s: graph id used twice", label);
-	if (grow((void **)&w->graphs, &s->graph_cap, w->ngraphs + 1, sizeof(*w->graphs),
-	         WL_MAX_TASKS))
+	if (wl_grow((void **)&w->graphs, &s->graph_cap, w->ngraphs + 1, sizeof(*w->graphs),
+	            WL_MAX_TASKS))
 		return nomem(s);
 	if (idmap_put(&s->gids, (uint32_t)id, w->ngraphs))
 		return nomem(s);
@@ -742,8 +723,8 @@ static int task_after(struct tr *s, json_t *o, const char *label, uint32_t idx, 
 		}
 		if (w->nedges == WL_MAX_EDGES)
 			return fail(s, "more than %u edges", WL_MAX_EDGES);
-		if (grow((void **)&w->edges, &s->edge_cap, w->nedges + 1, sizeof(*w->edges),
-		         WL_MAX_EDGES))
+		if (wl_grow((void **)&w->edges, &s->edge_cap, w->nedges + 1, sizeof(*w->edges),
+		            WL_MAX_EDGES))
 			return nomem(s);
 		w->edges[w->nedges++] = (struct wl_edge){ .src = first + (uint32_t)pi,
 			                                  .dst = first + idx,
@@ -786,7 +767,7 @@ static int rec_task(struct tr *s, json_t *o)
 	if (idx != v - g->first)
 		return fail(s, "%s: expected task %u of graph %u (tasks are numbered 0, 1, 2...)",
 		            label, v - g->first, s->gid);
-	if (grow((void **)&w->tasks, &s->task_cap, v + 1, sizeof(*w->tasks), WL_MAX_TASKS))
+	if (wl_grow((void **)&w->tasks, &s->task_cap, v + 1, sizeof(*w->tasks), WL_MAX_TASKS))
 		return nomem(s);
 	t = &w->tasks[v];
 	memset(t, 0, sizeof(*t));

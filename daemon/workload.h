@@ -257,6 +257,10 @@ int wl_gen_random(const struct wl_random_params *p, struct workload *out, char *
  * terminated, *len excluding the NUL). 0, -TDM_EINVAL (too big, not a
  * regular file), -TDM_ENOMEM or -TDM_ESYS, with "path: message". */
 int wl_read_file(const char *path, size_t max, char **buf, size_t *len, char *err, size_t errlen);
+/* Grows *p (an array of *cap elements of elem bytes) to hold at least
+ * need, doubling from 64 and never past limit elements. 0, or -TDM_ENOMEM
+ * (*p and *cap unchanged). */
+int wl_grow(void **p, uint32_t *cap, uint32_t need, size_t elem, uint32_t limit);
 /* Sorts w->edges by (src, dst) and merges duplicates into one edge whose
  * data is the largest of theirs (w->nedges shrinks accordingly). */
 void wl_sort_edges(struct workload *w);
