@@ -110,23 +110,31 @@ static void test_chains_across_devices(void **state)
 				        0);
 		}
 	}
-	assert_int_equal(tdm_graph_submit(g), 0);
-	assert_int_equal(tdm_wait(g, 60 * 1000000000ll), 0);
-	for (int ch = 0; ch < CHAINS; ch++) {
-		float want = 1.0f + (float)ch;
-		for (int s = 1; s < STEPS - 1; s += 2)
-			want += (float)(s + 1);
-		check_all(y[ch], N, want);
-		check_all(x[ch], N, (float)STEPS);
-	}
+	/* Eager hands tasks to whichever worker asks first: on a loaded
+	 * machine one run may leave a device out. Run again (the values are
+	 * checked every time) until one run used both. */
 	uint32_t used[2] = { 0 };
-	for (uint32_t t = 0; t < tdm_graph_task_count(g); t++) {
-		const struct tdm_task_info *ti = tdm_graph_task_info(g, t);
-		assert_int_equal(ti->status, 0);
-		assert_true(ti->device < 2);
-		used[ti->device]++;
+	for (int run = 0; run < 5 && !(used[0] && used[1]); run++) {
+		for (int ch = 0; ch < CHAINS; ch++)
+			memset(y[ch], 0, N * 4);
+		assert_int_equal(tdm_graph_submit(g), 0);
+		assert_int_equal(tdm_wait(g, 60 * 1000000000ll), 0);
+		for (int ch = 0; ch < CHAINS; ch++) {
+			float want = 1.0f + (float)ch;
+			for (int s = 1; s < STEPS - 1; s += 2)
+				want += (float)(s + 1);
+			check_all(y[ch], N, want);
+			check_all(x[ch], N, (float)STEPS);
+		}
+		used[0] = used[1] = 0;
+		for (uint32_t t = 0; t < tdm_graph_task_count(g); t++) {
+			const struct tdm_task_info *ti = tdm_graph_task_info(g, t);
+			assert_int_equal(ti->status, 0);
+			assert_true(ti->device < 2);
+			used[ti->device]++;
+		}
+		printf("# run %d: tasks per device: cpu0 %u, clcpu0 %u\n", run, used[0], used[1]);
 	}
-	printf("# tasks per device: cpu0 %u, clcpu0 %u\n", used[0], used[1]);
 	assert_true(used[0] > 0 && used[1] > 0);
 	tdm_graph_free(g);
 	tdm_disconnect(c);
