@@ -971,6 +971,8 @@ static void worker_idle_wait(struct engine *e, struct worker *w, uint32_t seen)
 		}
 		if (found)
 			return;
+	} else if (front_end_poll(e, false)) {
+		return; /* a session was busy: look again rather than sleep */
 	}
 	struct pollfd fds[3] = { { w->kick_fd, POLLIN, 0 },
 		                 { e->wake_fd, POLLIN, 0 },

@@ -231,7 +231,9 @@ void server_unregister(struct server *srv, struct session *s)
 
 /* Engine hook, on an idle worker: run intake for every session with new
  * entries (or completions waiting for room). One worker per session at a
- * time; a session another worker is on is skipped. */
+ * time; a session another thread is on is skipped, but counts as found: the
+ * doorbell that brought us here may have rung after that thread looked, and
+ * if we went to sleep on it nobody would look again. */
 static bool server_poll(void *ctx, bool woken)
 {
 	struct server *srv = ctx;
@@ -249,9 +251,12 @@ static bool server_poll(void *ctx, bool woken)
 		struct session *s = srv->sessions[i];
 		bool overflow = __atomic_load_n(&s->hdr->daemon_flags, __ATOMIC_RELAXED) &
 		                TDM_DAEMON_CQ_OVERFLOW;
-		if ((!intake_pending(s) && !overflow) || atomic_load(&s->proto_error) ||
-		    pthread_mutex_trylock(&s->intake_lock) != 0)
+		if ((!intake_pending(s) && !overflow) || atomic_load(&s->proto_error))
 			continue;
+		if (pthread_mutex_trylock(&s->intake_lock) != 0) {
+			found = true;
+			continue;
+		}
 		if (atomic_load(&s->proto_error)) {
 			/* Another worker found the violation while we looked. */
 			pthread_mutex_unlock(&s->intake_lock);
