@@ -440,6 +440,15 @@ static int visit_top(struct pctx *c, const struct toml_item *it, const char *key
 	return fail(c, key_at(it), "unknown key %s (expected " TOP_KEYS ")", it->path);
 }
 
+/* [device.NAME], [link.SRC-DST] and [cost.MODEL.KERNEL] themselves. */
+static int expect_table(struct pctx *c, const struct toml_item *it)
+{
+	if (it->type != TOML_ITEM_TABLE)
+		return fail(c, value_at(it), "%s: expected a table [%s], got %s", it->path,
+		            it->path, toml_shim_type_name(it->type));
+	return 0;
+}
+
 /* ---- [device.NAME] -------------------------------------------------------- */
 
 static struct dev_spec *find_device(struct pctx *c, const struct toml_item *it, const char *name)
@@ -539,12 +548,8 @@ static int visit_device(struct pctx *c, const struct toml_item *it, char part[][
 
 	if (!s)
 		return 1;
-	if (n == 2) {
-		if (it->type != TOML_ITEM_TABLE)
-			return fail(c, value_at(it), "%s: expected a table [%s], got %s", it->path,
-			            it->path, toml_shim_type_name(it->type));
-		return 0;
-	}
+	if (n == 2)
+		return expect_table(c, it);
 	if (n == 3) {
 		for (int f = 0; f < DF_N; f++)
 			if (!strcmp(part[2], dfield_name[f]))
@@ -631,12 +636,8 @@ static int visit_link(struct pctx *c, const struct toml_item *it, char part[][PA
 
 	if (!l)
 		return 1;
-	if (n == 2) {
-		if (it->type != TOML_ITEM_TABLE)
-			return fail(c, value_at(it), "%s: expected a table [%s], got %s", it->path,
-			            it->path, toml_shim_type_name(it->type));
-		return 0;
-	}
+	if (n == 2)
+		return expect_table(c, it);
 	if (n == 3 && !strcmp(part[2], "gbps")) {
 		if (get_number(c, it, it->path, &v) ||
 		    check_cal_range(c, it, it->path, v, &r_gbps, "GB/s in "))
@@ -825,12 +826,8 @@ static int visit_cost(struct pctx *c, const struct toml_item *it, char part[][PA
 	}
 	if (!(s = find_cost(c, it, cm, part[2])))
 		return 1;
-	if (n == 3) {
-		if (it->type != TOML_ITEM_TABLE)
-			return fail(c, value_at(it), "%s: expected a table [%s], got %s", it->path,
-			            it->path, toml_shim_type_name(it->type));
-		return 0;
-	}
+	if (n == 3)
+		return expect_table(c, it);
 	if (n == 4) {
 		for (int f = 0; f < CF_N; f++)
 			if (!strcmp(part[3], cfield_name[f]))
