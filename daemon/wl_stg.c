@@ -592,6 +592,12 @@ int wl_stg_parse(const char *text, size_t len, const char *name, struct workload
 
 int wl_stg_load(const char *path, struct workload *out, char *err, size_t errlen)
 {
+	return wl_load_file(path, wl_stg_parse, out, err, errlen);
+}
+
+int wl_load_file(const char *path, wl_parse_fn parse, struct workload *out, char *err,
+                 size_t errlen)
+{
 	char *buf;
 	size_t len;
 	int rc;
@@ -600,7 +606,7 @@ int wl_stg_load(const char *path, struct workload *out, char *err, size_t errlen
 	rc = wl_read_file(path, WL_MAX_INPUT, &buf, &len, err, errlen);
 	if (rc)
 		return rc;
-	rc = wl_stg_parse(buf, len, path, out, err, errlen);
+	rc = parse(buf, len, path, out, err, errlen);
 	free(buf);
 	return rc;
 }

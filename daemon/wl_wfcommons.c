@@ -865,15 +865,5 @@ int wl_wfcommons_parse(const char *text, size_t len, const char *name, struct wo
 
 int wl_wfcommons_load(const char *path, struct workload *out, char *err, size_t errlen)
 {
-	char *buf;
-	size_t len;
-	int rc;
-
-	wl_init(out);
-	rc = wl_read_file(path, WL_MAX_INPUT, &buf, &len, err, errlen);
-	if (rc)
-		return rc;
-	rc = wl_wfcommons_parse(buf, len, path, out, err, errlen);
-	free(buf);
-	return rc;
+	return wl_load_file(path, wl_wfcommons_parse, out, err, errlen);
 }

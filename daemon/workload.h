@@ -257,6 +257,12 @@ int wl_gen_random(const struct wl_random_params *p, struct workload *out, char *
  * terminated, *len excluding the NUL). 0, -TDM_EINVAL (too big, not a
  * regular file), -TDM_ENOMEM or -TDM_ESYS, with "path: message". */
 int wl_read_file(const char *path, size_t max, char **buf, size_t *len, char *err, size_t errlen);
+/* The readers' shared *_load: wl_init(out), read path (at most
+ * WL_MAX_INPUT bytes), parse it with parse, naming it path. */
+typedef int (*wl_parse_fn)(const char *text, size_t len, const char *name, struct workload *out,
+                           char *err, size_t errlen);
+int wl_load_file(const char *path, wl_parse_fn parse, struct workload *out, char *err,
+                 size_t errlen);
 /* Grows *p (an array of *cap elements of elem bytes) to hold at least
  * need, doubling from 64 and never past limit elements. 0, or -TDM_ENOMEM
  * (*p and *cap unchanged). */
