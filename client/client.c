@@ -1,8 +1,10 @@
 /* libtandem: connection, requests over the socket, buffers, kernels. */
 #include <errno.h>
+#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -134,6 +136,36 @@ static int connect_socket(const char *path)
 	return fd;
 }
 
+/* A memfd the daemon made must be sealed against shrinking (else it could
+ * cut the mapping under us: SIGBUS) and hold at least `bytes`. */
+static bool sealed_and_sized(int fd, uint64_t bytes)
+{
+	struct stat st;
+	int seals = fcntl(fd, F_GET_SEALS);
+	return seals >= 0 && (seals & F_SEAL_SHRINK) && fstat(fd, &st) == 0 &&
+	       S_ISREG(st.st_mode) && (uint64_t)st.st_size >= bytes;
+}
+
+/* Whether the process serving the socket is one we may trust with our
+ * data: root, ourselves, or the uid the caller named. */
+static int check_daemon(int sock, uint32_t daemon_uid)
+{
+	struct ucred cred;
+	socklen_t len = sizeof(cred);
+	const char *env = getenv("TANDEM_DAEMON_UID");
+	if (getsockopt(sock, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0)
+		return -TDM_ESYS;
+	if (cred.uid == 0 || cred.uid == geteuid() || (daemon_uid && cred.uid == daemon_uid))
+		return 0;
+	if (env && env[0]) {
+		char *end;
+		unsigned long v = strtoul(env, &end, 10);
+		if (!*end && v == cred.uid)
+			return 0;
+	}
+	return -TDM_EPEER;
+}
+
 static int map_ring(tdm_client *c, const struct tdm_hello_reply *r, int ring_fd)
 {
 	/* Trust, but check: the geometry must fit the region we map. */
@@ -146,6 +178,8 @@ static int map_ring(tdm_client *c, const struct tdm_hello_reply *r, int ring_fd)
 	    r->sq_offset < sizeof(struct tdm_ring_header) ||
 	    r->cq_offset < sizeof(struct tdm_ring_header))
 		return -TDM_EPROTO;
+	if (!sealed_and_sized(ring_fd, r->ring_bytes))
+		return -TDM_EPEER;
 	c->ring = mmap(NULL, r->ring_bytes, PROT_READ | PROT_WRITE, MAP_SHARED, ring_fd, 0);
 	if (c->ring == MAP_FAILED) {
 		c->ring = NULL;
@@ -170,7 +204,7 @@ TDM_API int tdm_connect(const struct tdm_connect_opts *opts, tdm_client **out)
 		                   .role = TDM_ROLE_CLIENT };
 	struct tdm_hello_reply r;
 	struct tdm_msg_hdr h = { .type = TDM_MSG_HELLO, .length = sizeof(hello) };
-	int fds[3], nfds = 0, err;
+	int fds[3], nfds = 0, err, sent;
 	tdm_client *c;
 
 	if (!out)
@@ -186,7 +220,7 @@ TDM_API int tdm_connect(const struct tdm_connect_opts *opts, tdm_client **out)
 	c = calloc(1, sizeof(*c));
 	if (!c)
 		return -TDM_ENOMEM;
-	c->sq_bell = c->cq_bell = -1;
+	c->bell = -1;
 	c->spin_us = opts ? opts->spin_us : 0;
 	c->sock = connect_socket(path);
 	if (c->sock < 0) {
@@ -194,10 +228,17 @@ TDM_API int tdm_connect(const struct tdm_connect_opts *opts, tdm_client **out)
 		free(c);
 		return err;
 	}
-	if ((err = send_all(c->sock, &h, sizeof(h))) ||
-	    (err = send_all(c->sock, &hello, sizeof(hello))) ||
-	    (err = recv_header(c->sock, &h, fds, 3, &nfds)))
+	if ((err = check_daemon(c->sock, opts ? opts->daemon_uid : 0)))
 		goto fail;
+	/* A daemon that refuses us may answer and close before our hello is
+	 * out: read its reply even when the send failed. */
+	sent = send_all(c->sock, &h, sizeof(h));
+	if (!sent)
+		sent = send_all(c->sock, &hello, sizeof(hello));
+	if ((err = recv_header(c->sock, &h, fds, 3, &nfds))) {
+		err = sent ? sent : err;
+		goto fail;
+	}
 	if (h.type != TDM_MSG_HELLO_REPLY || h.length != sizeof(r)) {
 		err = -TDM_EPROTO;
 		goto fail;
@@ -212,15 +253,14 @@ TDM_API int tdm_connect(const struct tdm_connect_opts *opts, tdm_client **out)
 		err = r.status < 0 && r.status > -TDM_E__COUNT ? r.status : -TDM_EPROTO;
 		goto fail;
 	}
-	if (nfds != 3) {
+	if (nfds != 2) {
 		err = -TDM_EPROTO;
 		goto fail;
 	}
 	if ((err = map_ring(c, &r, fds[0])))
 		goto fail;
 	close(fds[0]);
-	c->sq_bell = fds[1];
-	c->cq_bell = fds[2];
+	c->bell = fds[1];
 	c->session_id = r.session_id;
 	c->ndevices = r.ndevices;
 	c->max_tasks_per_graph = r.max_tasks_per_graph;
@@ -250,10 +290,8 @@ TDM_API void tdm_disconnect(tdm_client *c)
 		munmap(c->maps[i].ptr, c->maps[i].mapped);
 	if (c->ring)
 		munmap(c->ring, c->ring_bytes);
-	if (c->sq_bell >= 0)
-		close(c->sq_bell);
-	if (c->cq_bell >= 0)
-		close(c->cq_bell);
+	if (c->bell >= 0)
+		close(c->bell);
 	close(c->sock);
 	free(c->maps);
 	free(c->kernels);
@@ -309,6 +347,10 @@ TDM_API int tdm_buffer_alloc(tdm_client *c, size_t bytes, uint32_t flags, tdm_bu
 	if (fd < 0 || r.bytes != bytes)
 		return -TDM_EPROTO;
 	size_t mapped = page_round(bytes);
+	if (!sealed_and_sized(fd, mapped)) {
+		close(fd);
+		return -TDM_EPEER;
+	}
 	void *p = mmap(NULL, mapped, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
 	close(fd);
 	if (p == MAP_FAILED) {

@@ -32,7 +32,7 @@ struct tdm_client {
 	struct tdm_cqe *cq;
 	uint32_t sq_entries, cq_entries;
 	uint32_t sq_tail, sq_published, cq_head; /* our indices */
-	int sq_bell, cq_bell;
+	int bell; /* our end of the session's doorbell socketpair */
 	uint32_t spin_us;
 	bool broken;
 	struct kernel_sig *kernels;

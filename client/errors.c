@@ -22,9 +22,10 @@ static const char *const error_names[TDM_E__COUNT] = {
 	[TDM_ECANCELED] = "canceled",
 	[TDM_EDEVICE] = "kernel failed on its device",
 	[TDM_ESHUTDOWN] = "tandemd is shutting down",
-	[TDM_EBUSY] = "too many clients",
+	[TDM_EBUSY] = "busy: too many clients or connections, or such a request runs already",
 	[TDM_ESYS] = "system call failed",
 	[TDM_ECONFIG] = "invalid configuration",
+	[TDM_EPEER] = "the socket is not served by a tandemd we trust",
 };
 
 TDM_API const char *tdm_strerror(int err)
@@ -53,6 +54,7 @@ static const char *const field_names[TDM_REJECT__COUNT] = {
 	[TDM_REJECT_KERNEL_ARGS] = "kernel-specific argument check",
 	[TDM_REJECT_QUOTA] = "client quota",
 	[TDM_REJECT_SEQUENCE] = "entry sequence",
+	[TDM_REJECT_POLICY] = "policy hint",
 };
 
 TDM_API const char *tdm_reject_field_name(unsigned field)

@@ -11,6 +11,15 @@
 
 #define PUBLISH_EVERY 64 /* entries: lets the daemon start on a large graph */
 
+static inline void cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+	__builtin_ia32_pause();
+#elif defined(__aarch64__)
+	__asm__ __volatile__("yield");
+#endif
+}
+
 uint64_t client_now_ns(void)
 {
 	struct timespec ts;
@@ -20,10 +29,21 @@ uint64_t client_now_ns(void)
 
 static void ring_bell(int fd)
 {
-	uint64_t one = 1;
-	/* EAGAIN: the counter is saturated, the daemon will wake anyway. */
-	if (write(fd, &one, sizeof(one)) < 0 && errno != EAGAIN)
+	/* EAGAIN: bytes the daemon has not read yet wait, it wakes anyway. */
+	if (send(fd, "", 1, MSG_DONTWAIT | MSG_NOSIGNAL) < 0 && errno != EAGAIN)
 		(void)0;
+}
+
+/* Reads what the daemon rang; false when the daemon's end is closed. */
+static bool drain_bell(int fd)
+{
+	char buf[64];
+	for (;;) {
+		ssize_t n = recv(fd, buf, sizeof(buf), MSG_DONTWAIT);
+		if (n > 0)
+			continue;
+		return n < 0 && (errno == EAGAIN || errno == EINTR);
+	}
 }
 
 void ring_publish(tdm_client *c, bool doorbell)
@@ -36,7 +56,7 @@ void ring_publish(tdm_client *c, bool doorbell)
 	 * it stops looking, and looks once more after (see server_poll_spin). */
 	if (doorbell &&
 	    !(__atomic_load_n(&c->hdr->daemon_flags, __ATOMIC_SEQ_CST) & TDM_DAEMON_POLLING))
-		ring_bell(c->sq_bell);
+		ring_bell(c->bell);
 }
 
 static bool ring_has_space(tdm_client *c, void *arg)
@@ -122,7 +142,7 @@ int ring_reap(tdm_client *c)
 	__atomic_store_n(&c->hdr->cq_head, c->cq_head, __ATOMIC_SEQ_CST);
 	/* Completions waiting for room: tell the daemon we made some. */
 	if (__atomic_load_n(&c->hdr->daemon_flags, __ATOMIC_SEQ_CST) & TDM_DAEMON_CQ_OVERFLOW)
-		ring_bell(c->sq_bell);
+		ring_bell(c->bell);
 	return 0;
 }
 
@@ -148,7 +168,7 @@ int ring_wait_progress(tdm_client *c, uint64_t deadline_ns, bool (*ready)(tdm_cl
 			unsigned iter = 0;
 			while (__atomic_load_n(&c->hdr->cq_tail, __ATOMIC_ACQUIRE) == c->cq_head &&
 			       !ready(c, arg) && client_now_ns() < until) {
-				__builtin_ia32_pause();
+				cpu_relax();
 				if (++iter % 64 == 0)
 					sched_yield(); /* the daemon may share our core */
 			}
@@ -171,16 +191,13 @@ int ring_wait_progress(tdm_client *c, uint64_t deadline_ns, bool (*ready)(tdm_cl
 				}
 				timeout_ms = (int)((deadline_ns - now + 999999) / 1000000);
 			}
-			struct pollfd p[2] = { { c->cq_bell, POLLIN, 0 }, { c->sock, POLLIN, 0 } };
+			struct pollfd p[2] = { { c->bell, POLLIN, 0 }, { c->sock, POLLIN, 0 } };
 			int n = poll(p, 2, timeout_ms);
 			if (n > 0 && (p[1].revents & (POLLIN | POLLHUP | POLLERR)) &&
 			    socket_closed(c))
 				c->broken = true;
-			if (p[0].revents & POLLIN) {
-				uint64_t v;
-				if (read(c->cq_bell, &v, sizeof(v)) < 0)
-					(void)0; /* already drained by a racing wake */
-			}
+			if ((p[0].revents & (POLLIN | POLLHUP | POLLERR)) && !drain_bell(c->bell))
+				c->broken = true;
 		}
 		__atomic_fetch_and(&c->hdr->client_flags, ~TDM_CLIENT_SLEEPING, __ATOMIC_SEQ_CST);
 		if (c->broken) {

@@ -43,8 +43,23 @@ const char config_default_toml[] =
         "allowed_uids = []\n"
         "# Group ids (0 to 4294967294, at most 64) whose members may connect.\n"
         "allowed_gids = []\n"
+        "# User ids (at most 64) that see every client in `tandemctl status` and\n"
+        "# may read the cost models, calibrate, export the machine and record\n"
+        "# everyone's graphs, besides root and the daemon's own uid, which always\n"
+        "# may. Other users see and record their own clients only.\n"
+        "admin_uids = []\n"
+        "# Group ids (at most 64) whose members are administrators as above.\n"
+        "admin_gids = []\n"
         "# Clients connected at once (1 to 4096).\n"
         "max_clients = 64\n"
+        "# Clients of one user connected at once (1 to 4096). This and the other\n"
+        "# per-uid limits do not apply to root and the daemon's own uid.\n"
+        "max_clients_per_uid = 16\n"
+        "# Connections open at once, whether they said hello or not, tandemctl's\n"
+        "# included (16 to 65536). Peers that may not connect are refused at once.\n"
+        "max_connections = 1024\n"
+        "# Connections of one user open at once (1 to 65536).\n"
+        "max_connections_per_uid = 64\n"
         "# Where calibration and learned cost models are kept: an absolute path\n"
         "# shorter than 256 bytes, or \"\" for the default ($XDG_STATE_HOME/tandem,\n"
         "# else ~/.local/state/tandem, for a user; /var/lib/tandem for root).\n"
@@ -128,7 +143,7 @@ const char config_default_toml[] =
         "save_interval_s = 60\n"
         "\n"
         "[limits]\n"
-        "# Per-client limits.\n"
+        "# Per-client limits first, then per-user and daemon-wide ones.\n"
         "# Bytes of shared buffers a client may hold (4096 to 2^48): an integer or\n"
         "# a string with a unit, B, KiB, MiB, GiB or TiB, such as \"512MiB\".\n"
         "buffer_quota_bytes = 1073741824\n"
@@ -138,8 +153,18 @@ const char config_default_toml[] =
         "max_tasks_in_flight = 1048576\n"
         "# Tasks in one graph (1 to 4194304).\n"
         "max_tasks_per_graph = 1048576\n"
-        "# Graphs of a client submitted and not yet complete (1 to 65536).\n"
+        "# Graphs of a client submitted and whose completion it has not yet\n"
+        "# been given (1 to 65536).\n"
         "max_graphs_in_flight = 1024\n"
+        "# Bytes of shared buffers all clients of one user may hold together\n"
+        "# (4096 to 2^48), as buffer_quota_bytes.\n"
+        "uid_buffer_quota_bytes = \"4GiB\"\n"
+        "# Buffers all clients of one user may hold at once (1 to 16777216).\n"
+        "uid_max_buffers = 8192\n"
+        "# Buffers and rings the daemon maps at once, over all clients (each is\n"
+        "# one memory mapping; 0 to 16777216): 0 means half of vm.max_map_count,\n"
+        "# so that the daemon and its device drivers keep room for their own.\n"
+        "max_mappings = 0\n"
         "\n"
         "[rings]\n"
         "# Entries of each client's submission ring (power of two, 64 to 65536).\n"
@@ -155,6 +180,9 @@ void config_defaults(struct tdm_config *cfg)
 	cfg->n_allowed_uids = 0;
 	cfg->n_allowed_gids = 0;
 	cfg->max_clients = 64;
+	cfg->max_clients_per_uid = 16;
+	cfg->max_connections = 1024;
+	cfg->max_connections_per_uid = 64;
 
 	strcpy(cfg->policy, "eager");
 	cfg->spin_us = 50;
@@ -182,6 +210,9 @@ void config_defaults(struct tdm_config *cfg)
 	cfg->max_tasks_in_flight = 1048576;
 	cfg->max_tasks_per_graph = 1048576;
 	cfg->max_graphs_in_flight = 1024;
+	cfg->uid_buffer_quota_bytes = UINT64_C(4) << 30;
+	cfg->uid_max_buffers = 8192;
+	cfg->max_mappings = 0;
 
 	cfg->sq_entries = 4096;
 	cfg->cq_entries = 8192;
@@ -242,7 +273,14 @@ static const struct key_spec schema[] = {
 	      CONFIG_MAX_IDS),
 	ARRAY("daemon", "allowed_gids", K_IDS, 0, UINT32_MAX - 1, allowed_gids, n_allowed_gids,
 	      CONFIG_MAX_IDS),
+	ARRAY("daemon", "admin_uids", K_IDS, 0, UINT32_MAX - 1, admin_uids, n_admin_uids,
+	      CONFIG_MAX_IDS),
+	ARRAY("daemon", "admin_gids", K_IDS, 0, UINT32_MAX - 1, admin_gids, n_admin_gids,
+	      CONFIG_MAX_IDS),
 	SCALAR("daemon", "max_clients", K_U32, 1, 4096, max_clients),
+	SCALAR("daemon", "max_clients_per_uid", K_U32, 1, 4096, max_clients_per_uid),
+	SCALAR("daemon", "max_connections", K_U32, 16, 65536, max_connections),
+	SCALAR("daemon", "max_connections_per_uid", K_U32, 1, 65536, max_connections_per_uid),
 	SCALAR("daemon", "state_dir", K_PATH, 0, 0, state_dir),
 
 	SCALAR("engine", "policy", K_NAME, 0, 0, policy),
@@ -283,6 +321,10 @@ static const struct key_spec schema[] = {
 	SCALAR("limits", "max_tasks_in_flight", K_U32, 1, 16777216, max_tasks_in_flight),
 	SCALAR("limits", "max_tasks_per_graph", K_U32, 1, 4194304, max_tasks_per_graph),
 	SCALAR("limits", "max_graphs_in_flight", K_U32, 1, 65536, max_graphs_in_flight),
+	SCALAR("limits", "uid_buffer_quota_bytes", K_BYTES, 4096, INT64_C(1) << 48,
+	       uid_buffer_quota_bytes),
+	SCALAR("limits", "uid_max_buffers", K_U32, 1, 16777216, uid_max_buffers),
+	SCALAR("limits", "max_mappings", K_U32, 0, 16777216, max_mappings),
 
 	SCALAR("rings", "sq_entries", K_POW2, 64, 65536, sq_entries),
 	SCALAR("rings", "cq_entries", K_POW2, 64, 65536, cq_entries),

@@ -30,7 +30,18 @@ struct tdm_config {
 	size_t n_allowed_uids; /* 0 = the daemon's own uid and root */
 	uint32_t allowed_gids[CONFIG_MAX_IDS];
 	size_t n_allowed_gids; /* 0 = no group grants access */
+	/* Who sees every client in status and may read models, calibrate,
+	 * export and record everyone's graphs (root and the daemon's uid
+	 * always may); others see and record their own sessions only. */
+	uint32_t admin_uids[CONFIG_MAX_IDS];
+	size_t n_admin_uids;
+	uint32_t admin_gids[CONFIG_MAX_IDS];
+	size_t n_admin_gids;
 	uint32_t max_clients;
+	/* Caps for each uid other than root and the daemon's own. */
+	uint32_t max_clients_per_uid;
+	uint32_t max_connections; /* sockets open at once, hello or not, control included */
+	uint32_t max_connections_per_uid;
 	char state_dir[CONFIG_PLUGIN_MAX]; /* calibration and models; "" = default for this user */
 
 	/* [engine] */
@@ -82,6 +93,13 @@ struct tdm_config {
 	uint32_t max_tasks_in_flight;
 	uint32_t max_tasks_per_graph;
 	uint32_t max_graphs_in_flight;
+	/* Per uid (every client of a user together; root and the daemon's uid
+	 * are not limited by these). */
+	uint64_t uid_buffer_quota_bytes;
+	uint32_t uid_max_buffers;
+	/* Buffers and rings mapped by the daemon at once (each is one memory
+	 * mapping); 0: half of vm.max_map_count. */
+	uint32_t max_mappings;
 
 	/* [rings] */
 	uint32_t sq_entries; /* power of two, 64..65536 */

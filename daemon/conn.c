@@ -1,7 +1,10 @@
-/* Connections: peer credentials, hello, slow-path requests (buffers,
- * kernel lookup, control), and the submission doorbell. */
+/* Connections: peer credentials and caps at accept, hello, slow-path
+ * requests (buffers, kernel lookup, control), and replies that never block
+ * the event loop. */
 #include <errno.h>
 #include <fcntl.h>
+#include <jansson.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -15,21 +18,29 @@
 #include "tandem.h"
 
 #define HELLO_TIMEOUT_S 5
-#define CONTROL_SEND_TIMEOUT_S 2
+/* A peer that does not read a reply within this is dropped; the reply's
+ * memory (at most TDM_CTL_REPLY_MAX) is not held longer. */
+#define REPLY_TIMEOUT_S 10
+#define OUT_MAX_BYTES (2 * (TDM_CTL_REPLY_MAX + sizeof(struct tdm_msg_hdr)))
 
-/* Sends one message, with up to three descriptors. Replies are small and
- * the socket buffer is empty in a well-behaved client; a client whose
- * buffer is full is not reading and is disconnected by the caller. */
-static int send_msg(int fd, uint32_t type, const void *payload, uint32_t len, const int *fds,
-                    int nfds)
+static void on_socket(evutil_socket_t fd, short what, void *arg);
+static void on_writable(evutil_socket_t fd, short what, void *arg);
+static void on_timer(evutil_socket_t fd, short what, void *arg);
+static void process_input(struct conn *c);
+
+/* ---- output -------------------------------------------------------------- */
+
+/* One sendmsg, never blocking: the bytes it took (0 when the socket is
+ * full), or -1 when the connection failed. Descriptors go with the first
+ * byte. */
+static ssize_t send_some(int fd, const unsigned char *p, size_t len, const int *fds, int nfds)
 {
-	struct tdm_msg_hdr h = { .type = type, .length = len };
-	struct iovec iov[2] = { { &h, sizeof(h) }, { (void *)payload, len } };
+	struct iovec iov = { (void *)p, len };
 	union {
-		char buf[CMSG_SPACE(3 * sizeof(int))];
+		char buf[CMSG_SPACE(2 * sizeof(int))];
 		struct cmsghdr align;
 	} u;
-	struct msghdr m = { .msg_iov = iov, .msg_iovlen = len ? 2 : 1 };
+	struct msghdr m = { .msg_iov = &iov, .msg_iovlen = 1 };
 
 	if (nfds) {
 		memset(&u, 0, sizeof(u));
@@ -41,52 +52,154 @@ static int send_msg(int fd, uint32_t type, const void *payload, uint32_t len, co
 		cm->cmsg_len = CMSG_LEN((size_t)nfds * sizeof(int));
 		memcpy(CMSG_DATA(cm), fds, (size_t)nfds * sizeof(int));
 	}
-	ssize_t want = (ssize_t)(sizeof(h) + len);
-	ssize_t n = sendmsg(fd, &m, MSG_NOSIGNAL);
-	if (n == want)
-		return 0;
-	if (n < 0)
-		return -TDM_ESYS;
-	/* Partial send (large control replies): finish the payload. */
-	const char *rest = (const char *)payload + (n - (ssize_t)sizeof(h));
-	size_t left = (size_t)(want - n);
-	if (n < (ssize_t)sizeof(h))
-		return -TDM_EPROTO;
-	while (left) {
-		ssize_t k = send(fd, rest, left, MSG_NOSIGNAL);
-		if (k <= 0)
-			return -TDM_ESYS;
-		rest += k;
-		left -= (size_t)k;
-	}
-	return 0;
+	ssize_t n = sendmsg(fd, &m, MSG_DONTWAIT | MSG_NOSIGNAL);
+	if (n >= 0)
+		return n;
+	return errno == EAGAIN || errno == EINTR ? 0 : -1;
 }
 
-static bool peer_allowed(const struct tdm_config *cfg, uid_t uid, gid_t gid)
+static void out_free(struct conn_out *o)
 {
-	if (uid == 0)
-		return true;
-	if (cfg->n_allowed_uids == 0 && uid == geteuid())
-		return true;
-	for (size_t i = 0; i < cfg->n_allowed_uids; i++)
-		if (cfg->allowed_uids[i] == uid)
-			return true;
-	for (size_t i = 0; i < cfg->n_allowed_gids; i++)
-		if (cfg->allowed_gids[i] == gid)
-			return true;
-	return false;
+	for (int i = 0; i < o->nfds; i++)
+		close(o->fds[i]);
+	free(o);
 }
 
-static void on_socket(evutil_socket_t fd, short what, void *arg);
+/* While output waits, the connection is not read (one request answered at
+ * a time) and the peer has REPLY_TIMEOUT_S to take it. */
+static void wait_for_peer(struct conn *c)
+{
+	struct timeval tv = { REPLY_TIMEOUT_S, 0 };
+	event_del(c->ev_sock);
+	event_add(c->ev_write, NULL);
+	evtimer_add(c->ev_timer, &tv);
+}
 
-/* A connection must say hello within HELLO_TIMEOUT_S; after that it may
- * stay quiet on its socket as long as it likes. */
-static void on_hello_timeout(evutil_socket_t fd, short what, void *arg)
+/* Sends what waits; true when nothing waits any more. false with *failed
+ * when the connection must be closed. */
+static bool flush_out(struct conn *c, bool *failed)
+{
+	*failed = false;
+	while (c->out_head) {
+		struct conn_out *o = c->out_head;
+		ssize_t n = send_some(c->fd, o->buf + o->off, o->len - o->off, o->fds, o->nfds);
+		if (n < 0) {
+			*failed = true;
+			return false;
+		}
+		if (n == 0)
+			return false;
+		if (o->nfds) { /* they went with the first byte */
+			for (int i = 0; i < o->nfds; i++)
+				close(o->fds[i]);
+			o->nfds = 0;
+		}
+		o->off += (size_t)n;
+		c->out_bytes -= (size_t)n;
+		if (o->off < o->len)
+			return false;
+		c->out_head = o->next;
+		if (!c->out_head)
+			c->out_tail = NULL;
+		free(o);
+	}
+	return true;
+}
+
+/* Queues one message (header + payload, descriptors with its first byte)
+ * and sends what the socket takes now. The descriptors stay the caller's.
+ * false when the connection failed or its output is over the bound. */
+static bool send_msg(struct conn *c, uint32_t type, const void *payload, uint32_t len,
+                     const int *fds, int nfds)
+{
+	struct tdm_msg_hdr h = { .type = type, .length = len };
+	size_t total = sizeof(h) + len;
+	bool failed;
+
+	if (c->out_bytes + total > OUT_MAX_BYTES)
+		return false;
+	struct conn_out *o = malloc(sizeof(*o) + total);
+	if (!o)
+		return false;
+	memcpy(o->buf, &h, sizeof(h));
+	if (len)
+		memcpy(o->buf + sizeof(h), payload, len);
+	o->next = NULL;
+	o->len = total;
+	o->off = 0;
+	o->nfds = 0;
+	for (int i = 0; i < nfds; i++) {
+		/* Our own duplicates: the caller may close its copies at once. */
+		int d = fcntl(fds[i], F_DUPFD_CLOEXEC, 0);
+		if (d < 0) {
+			out_free(o);
+			return false;
+		}
+		o->fds[o->nfds++] = d;
+	}
+	bool was_idle = !c->out_head;
+	if (c->out_tail)
+		c->out_tail->next = o;
+	else
+		c->out_head = o;
+	c->out_tail = o;
+	c->out_bytes += total;
+	if (!was_idle)
+		return true; /* the writable event sends it in turn */
+	if (flush_out(c, &failed))
+		return true;
+	if (failed)
+		return false;
+	wait_for_peer(c);
+	return true;
+}
+
+static void on_writable(evutil_socket_t fd, short what, void *arg)
 {
 	struct conn *c = arg;
+	bool failed;
 	(void)fd;
 	(void)what;
-	log_info("connection from pid %d: no hello within %d s", (int)c->pid, HELLO_TIMEOUT_S);
+	if (!flush_out(c, &failed)) {
+		if (failed)
+			conn_close(c);
+		return;
+	}
+	event_del(c->ev_write);
+	evtimer_del(c->ev_timer);
+	if (!c->awaiting) {
+		event_add(c->ev_sock, NULL);
+		process_input(c); /* requests that arrived meanwhile */
+	}
+}
+
+/* ---- accept --------------------------------------------------------------- */
+
+/* Refuses a connection before it is one: the hello reply the peer will
+ * wait for, with the reason, then close. Never blocks. */
+static void refuse(struct server *srv, int fd, const struct ucred *cred, int status,
+                   const char *why)
+{
+	struct tdm_hello_reply r = { .magic = TDM_WIRE_MAGIC,
+		                     .version = TDM_WIRE_VERSION,
+		                     .status = status };
+	struct tdm_msg_hdr h = { .type = TDM_MSG_HELLO_REPLY, .length = sizeof(r) };
+	unsigned char msg[sizeof(h) + sizeof(r)];
+	memcpy(msg, &h, sizeof(h));
+	memcpy(msg + sizeof(h), &r, sizeof(r));
+	if (send_some(fd, msg, sizeof(msg), NULL, 0) < 0)
+		(void)0; /* gone already */
+	shutdown(fd, SHUT_WR);
+	close(fd);
+	atomic_fetch_add(&srv->counters.connections_refused, 1);
+	log_ratelimited(LOG_INFO, "refused connection from pid %d uid %d: %s", (int)cred->pid,
+	                (int)cred->uid, why);
+}
+
+static void on_hello_timeout(struct conn *c)
+{
+	log_ratelimited(LOG_INFO, "connection from pid %d: no hello within %d s", (int)c->pid,
+	                HELLO_TIMEOUT_S);
 	conn_close(c);
 }
 
@@ -94,16 +207,32 @@ void conn_accept(struct server *srv, int fd)
 {
 	struct ucred cred;
 	socklen_t len = sizeof(cred);
-	struct conn *c = calloc(1, sizeof(*c));
 
-	if (!c) {
+	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0) {
+		log_ratelimited(LOG_WARN, "accept: SO_PEERCRED: %s", strerror(errno));
 		close(fd);
 		return;
 	}
-	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0) {
-		log_warn("accept: SO_PEERCRED: %s", strerror(errno));
-		close(fd);
-		free(c);
+	if (!server_peer_allowed(srv, cred.uid, cred.gid)) {
+		refuse(srv, fd, &cred, -TDM_EPERM, "not allowed");
+		return;
+	}
+	struct uid_usage *u = server_uid_usage(srv, cred.uid);
+	if (!u) {
+		refuse(srv, fd, &cred, -TDM_ENOMEM, "out of memory");
+		return;
+	}
+	if (srv->nconns >= srv->cfg.max_connections) {
+		refuse(srv, fd, &cred, -TDM_EBUSY, "daemon.max_connections reached");
+		return;
+	}
+	if (u->limited && u->connections >= srv->cfg.max_connections_per_uid) {
+		refuse(srv, fd, &cred, -TDM_EBUSY, "daemon.max_connections_per_uid reached");
+		return;
+	}
+	struct conn *c = calloc(1, sizeof(*c));
+	if (!c) {
+		refuse(srv, fd, &cred, -TDM_ENOMEM, "out of memory");
 		return;
 	}
 	c->srv = srv;
@@ -112,20 +241,26 @@ void conn_accept(struct server *srv, int fd)
 	c->pid = cred.pid;
 	c->uid = cred.uid;
 	c->gid = cred.gid;
-	c->allowed = peer_allowed(&srv->cfg, cred.uid, cred.gid);
+	c->allowed = true;
+	c->usage = u;
 	c->ev_sock = event_new(srv->base, fd, EV_READ | EV_PERSIST, on_socket, c);
-	c->ev_hello = evtimer_new(srv->base, on_hello_timeout, c);
+	c->ev_write = event_new(srv->base, fd, EV_WRITE | EV_PERSIST, on_writable, c);
+	c->ev_timer = evtimer_new(srv->base, on_timer, c);
 	struct timeval hello_timeout = { HELLO_TIMEOUT_S, 0 };
-	if (!c->ev_sock || !c->ev_hello || event_add(c->ev_sock, NULL) != 0 ||
-	    evtimer_add(c->ev_hello, &hello_timeout) != 0) {
+	if (!c->ev_sock || !c->ev_write || !c->ev_timer || event_add(c->ev_sock, NULL) != 0 ||
+	    evtimer_add(c->ev_timer, &hello_timeout) != 0) {
 		if (c->ev_sock)
 			event_free(c->ev_sock);
-		if (c->ev_hello)
-			event_free(c->ev_hello);
+		if (c->ev_write)
+			event_free(c->ev_write);
+		if (c->ev_timer)
+			event_free(c->ev_timer);
 		close(fd);
 		free(c);
 		return;
 	}
+	u->connections++;
+	srv->nconns++;
 	c->next = srv->conns;
 	if (srv->conns)
 		srv->conns->prev = c;
@@ -143,24 +278,29 @@ void conn_close(struct conn *c)
 {
 	struct server *srv = c->srv;
 
-	if (c->ev_sock)
-		event_free(c->ev_sock);
-	if (c->ev_hello)
-		event_free(c->ev_hello);
+	event_free(c->ev_sock);
+	event_free(c->ev_write);
+	event_free(c->ev_timer);
 	close(c->fd);
 	drop_fds(c);
-	if (srv->rec.owner == c && recorder_active(&srv->rec)) {
-		log_info("trace: tandemctl pid %d went away without stopping: recording discarded",
-		         (int)c->pid);
-		recorder_discard(&srv->rec);
+	while (c->out_head) {
+		struct conn_out *o = c->out_head;
+		c->out_head = o->next;
+		out_free(o);
 	}
+	control_trace_gone(srv, c);
+	if (srv->cal_conn == c)
+		srv->cal_conn = NULL; /* its reply is dropped when it comes */
 	if (c->s) {
 		log_info("client %u (pid %d) disconnected", c->s->id, (int)c->pid);
 		server_unregister(srv, c->s); /* no worker looks at it after this */
 		session_close(c->s);
 		session_unref(c->s);
 		srv->nclients--;
+		c->usage->sessions--;
 	}
+	c->usage->connections--;
+	srv->nconns--;
 	if (c->prev)
 		c->prev->next = c->next;
 	else
@@ -169,6 +309,8 @@ void conn_close(struct conn *c)
 		c->next->prev = c->prev;
 	free(c);
 }
+
+/* ---- hello ---------------------------------------------------------------- */
 
 static int hello_client(struct conn *c, struct tdm_hello_reply *r)
 {
@@ -180,7 +322,9 @@ static int hello_client(struct conn *c, struct tdm_hello_reply *r)
 		return -TDM_ESHUTDOWN;
 	if (srv->nclients >= srv->cfg.max_clients)
 		return -TDM_EBUSY;
-	err = session_create(&srv->env, ++srv->next_session_id, (uint32_t)c->uid, &s);
+	if (c->usage->limited && c->usage->sessions >= srv->cfg.max_clients_per_uid)
+		return -TDM_EBUSY;
+	err = session_create(&srv->env, ++srv->next_session_id, (uint32_t)c->uid, c->usage, &s);
 	if (err)
 		return err;
 	s->pid = c->pid;
@@ -193,6 +337,7 @@ static int hello_client(struct conn *c, struct tdm_hello_reply *r)
 	}
 	c->s = s;
 	srv->nclients++;
+	c->usage->sessions++;
 	r->session_id = s->id;
 	r->ring_bytes = (uint32_t)s->ring_bytes;
 	r->sq_entries = s->sq_entries;
@@ -220,8 +365,6 @@ static bool handle_hello(struct conn *c, const void *p, uint32_t len)
 		return false;
 	if (h.version != TDM_WIRE_VERSION)
 		status = -TDM_EVERSION;
-	else if (!c->allowed)
-		status = -TDM_EPERM;
 	else if (h.flags)
 		status = -TDM_EPROTO;
 	else if (h.role == TDM_ROLE_CLIENT)
@@ -232,23 +375,28 @@ static bool handle_hello(struct conn *c, const void *p, uint32_t len)
 		status = -TDM_EPROTO;
 	r.status = status;
 	if (status) {
-		log_info("refused connection from pid %d uid %d: %s", (int)c->pid, (int)c->uid,
-		         tdm_strerror(status));
-		send_msg(c->fd, TDM_MSG_HELLO_REPLY, &r, sizeof(r), NULL, 0);
+		log_ratelimited(LOG_INFO, "refused connection from pid %d uid %d: %s", (int)c->pid,
+		                (int)c->uid, tdm_strerror(status));
+		/* The reply goes out at once (the socket is empty at hello),
+		 * or is dropped with the connection. */
+		send_msg(c, TDM_MSG_HELLO_REPLY, &r, sizeof(r), NULL, 0);
 		return false;
 	}
+	evtimer_del(c->ev_timer); /* hello done: no more deadline */
 	if (c->s) {
-		int fds[3] = { c->s->ring_fd, c->srv->sq_bell, c->s->cq_bell };
+		int fds[2] = { c->s->ring_fd, c->s->bell_peer };
 		c->role = CONN_CLIENT;
-		if (send_msg(c->fd, TDM_MSG_HELLO_REPLY, &r, sizeof(r), fds, 3) != 0)
+		if (!send_msg(c, TDM_MSG_HELLO_REPLY, &r, sizeof(r), fds, 2))
 			return false;
-	} else if (send_msg(c->fd, TDM_MSG_HELLO_REPLY, &r, sizeof(r), NULL, 0) != 0) {
-		return false;
+		/* The client has (or will have) its end; ours is the other. */
+		close(c->s->bell_peer);
+		c->s->bell_peer = -1;
+		return true;
 	}
-	event_free(c->ev_hello); /* hello done: no more deadline */
-	c->ev_hello = NULL;
-	return true;
+	return send_msg(c, TDM_MSG_HELLO_REPLY, &r, sizeof(r), NULL, 0);
 }
+
+/* ---- client requests ------------------------------------------------------ */
 
 static bool handle_buf_alloc(struct conn *c, const void *p, uint32_t len)
 {
@@ -264,15 +412,15 @@ static bool handle_buf_alloc(struct conn *c, const void *p, uint32_t len)
 	                        : session_buffer_alloc(c->s, req.bytes, req.flags, &r.handle, &fd);
 	pthread_mutex_unlock(&c->s->intake_lock);
 	r.bytes = r.status ? 0 : req.bytes;
-	int err = send_msg(c->fd, TDM_MSG_BUF_ALLOC_REPLY, &r, sizeof(r), &fd, fd >= 0 ? 1 : 0);
+	bool ok = send_msg(c, TDM_MSG_BUF_ALLOC_REPLY, &r, sizeof(r), &fd, fd >= 0 ? 1 : 0);
 	if (fd >= 0)
-		close(fd); /* the mapping stays; the client has its own copy */
-	if (err && r.status == 0) {
+		close(fd); /* the mapping stays; the reply holds its own copy */
+	if (!ok && r.status == 0) {
 		pthread_mutex_lock(&c->s->intake_lock);
 		session_buffer_free(c->s, r.handle);
 		pthread_mutex_unlock(&c->s->intake_lock);
 	}
-	return err == 0;
+	return ok;
 }
 
 static bool handle_buf_free(struct conn *c, const void *p, uint32_t len)
@@ -286,7 +434,7 @@ static bool handle_buf_free(struct conn *c, const void *p, uint32_t len)
 	pthread_mutex_lock(&c->s->intake_lock);
 	r.status = req.reserved ? -TDM_EPROTO : session_buffer_free(c->s, req.handle);
 	pthread_mutex_unlock(&c->s->intake_lock);
-	return send_msg(c->fd, TDM_MSG_BUF_FREE_REPLY, &r, sizeof(r), NULL, 0) == 0;
+	return send_msg(c, TDM_MSG_BUF_FREE_REPLY, &r, sizeof(r), NULL, 0);
 }
 
 static bool handle_kernel_lookup(struct conn *c, const void *p, uint32_t len)
@@ -314,8 +462,10 @@ static bool handle_kernel_lookup(struct conn *c, const void *p, uint32_t len)
 			memcpy(r.scalar_types, k->scalar_types, sizeof(r.scalar_types));
 		}
 	}
-	return send_msg(c->fd, TDM_MSG_KERNEL_REPLY, &r, sizeof(r), NULL, 0) == 0;
+	return send_msg(c, TDM_MSG_KERNEL_REPLY, &r, sizeof(r), NULL, 0);
 }
+
+/* ---- control requests ----------------------------------------------------- */
 
 bool conn_send_reply(struct conn *c, int32_t status, char *text)
 {
@@ -329,25 +479,33 @@ bool conn_send_reply(struct conn *c, int32_t status, char *text)
 		memcpy(payload, &status, sizeof(status));
 		if (jlen)
 			memcpy(payload + sizeof(status), text, jlen);
-		/* The document can exceed the socket buffer: send it blocking,
-		 * bounded by a timeout so a stalled tandemctl cannot hang us. */
-		struct timeval tv = { CONTROL_SEND_TIMEOUT_S, 0 };
-		setsockopt(c->fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
-		int flags = fcntl(c->fd, F_GETFL);
-		fcntl(c->fd, F_SETFL, flags & ~O_NONBLOCK);
-		ok = send_msg(c->fd, TDM_MSG_CTL_REPLY, payload, (uint32_t)(sizeof(status) + jlen),
-		              NULL, 0) == 0;
-		fcntl(c->fd, F_SETFL, flags);
+		ok = send_msg(c, TDM_MSG_CTL_REPLY, payload, (uint32_t)(sizeof(status) + jlen),
+		              NULL, 0);
 	}
 	free(payload);
 	free(text);
 	return ok;
 }
 
-/* Sends a control reply: status + the JSON text (NULL: out of memory). */
-static bool send_document(struct conn *c, char *json)
+static char *error_text(const char *msg)
 {
-	return conn_send_reply(c, 0, json);
+	json_t *doc = json_pack("{s:s}", "error", msg);
+	char *text = doc ? json_dumps(doc, JSON_COMPACT) : NULL;
+	json_decref(doc);
+	return text;
+}
+
+/* Models, calibration and the machine description concern every user's
+ * work: administrators only (root, the daemon's uid, daemon.admin_*). */
+static bool refuse_unless_admin(struct conn *c, const char *what, bool *ok)
+{
+	if (server_peer_admin(c->srv, c->uid, c->gid))
+		return false;
+	char msg[160];
+	snprintf(msg, sizeof(msg),
+	         "%s: only root, the daemon's uid and daemon.admin_uids/admin_gids may", what);
+	*ok = conn_send_reply(c, -TDM_EPERM, error_text(msg));
+	return true;
 }
 
 /* The descriptor count a request announces (a uint32 payload) must match
@@ -373,9 +531,9 @@ static bool handle_trace_start(struct conn *c, const void *p, uint32_t len)
 	memcpy(fds, c->fds, sizeof(fds));
 	int n = take_fds(c, p, len, 1, 2);
 	if (n < 0)
-		return conn_send_reply(c, -TDM_EINVAL,
-		                       strdup("{\"error\":\"trace: expected 1 or 2 descriptors, "
-		                              "as announced\"}"));
+		return conn_send_reply(
+		        c, -TDM_EINVAL,
+		        error_text("trace: expected 1 or 2 descriptors, as announced"));
 	int status = control_trace_start(c->srv, c, fds, n, &doc);
 	if (status)
 		for (int i = 0; i < n; i++)
@@ -393,11 +551,15 @@ static bool handle_trace_stop(struct conn *c)
 static bool handle_export(struct conn *c, const void *p, uint32_t len)
 {
 	char *doc = NULL;
+	bool ok;
+	if (refuse_unless_admin(c, "export", &ok)) {
+		drop_fds(c);
+		return ok;
+	}
 	int fd = c->nfds ? c->fds[0] : -1;
 	if (len != 0 && take_fds(c, p, len, 1, 1) < 0)
 		return conn_send_reply(c, -TDM_EINVAL,
-		                       strdup("{\"error\":\"export: expected 1 descriptor, as "
-		                              "announced\"}"));
+		                       error_text("export: expected 1 descriptor, as announced"));
 	if (len == 0) {
 		drop_fds(c); /* none announced: none taken */
 		fd = -1;
@@ -406,9 +568,71 @@ static bool handle_export(struct conn *c, const void *p, uint32_t len)
 	return conn_send_reply(c, status, doc);
 }
 
-static bool handle_status(struct conn *c)
+static bool handle_models(struct conn *c)
 {
-	return send_document(c, control_status_json(c->srv));
+	bool ok;
+	if (refuse_unless_admin(c, "models", &ok))
+		return ok;
+	return conn_send_reply(c, 0, models_json(c->srv));
+}
+
+static void *calibration_main(void *arg)
+{
+	struct server *srv = arg;
+	uint64_t one = 1;
+	srv->cal_doc = models_calibrate(srv);
+	atomic_store(&srv->cal_done, true);
+	if (write(srv->kick_fd, &one, sizeof(one)) < 0 && errno != EAGAIN)
+		log_error("calibrate: cannot tell the event loop: %s", strerror(errno));
+	return NULL;
+}
+
+/* tandemctl calibrate measures for about a second: on a thread of its own,
+ * one at a time, so that the loop keeps serving meanwhile. */
+static bool handle_calibrate(struct conn *c)
+{
+	struct server *srv = c->srv;
+	bool ok;
+	if (refuse_unless_admin(c, "calibrate", &ok))
+		return ok;
+	if (srv->cal_running)
+		return conn_send_reply(c, -TDM_EBUSY,
+		                       error_text("calibrate: a calibration is running already"));
+	srv->cal_doc = NULL;
+	atomic_store(&srv->cal_done, false);
+	if (pthread_create(&srv->cal_thread, NULL, calibration_main, srv) != 0)
+		return conn_send_reply(c, -TDM_ESYS,
+		                       error_text("calibrate: cannot start its thread"));
+	srv->cal_running = true;
+	srv->cal_conn = c;
+	c->awaiting = true;
+	event_del(c->ev_sock); /* one request at a time */
+	return true;
+}
+
+void conn_calibration_done(struct server *srv)
+{
+	if (!srv->cal_running)
+		return;
+	pthread_join(srv->cal_thread, NULL);
+	srv->cal_running = false;
+	char *doc = srv->cal_doc;
+	srv->cal_doc = NULL;
+	struct conn *c = srv->cal_conn;
+	srv->cal_conn = NULL;
+	if (!c) {
+		free(doc);
+		return;
+	}
+	c->awaiting = false;
+	if (!conn_send_reply(c, 0, doc)) {
+		conn_close(c);
+		return;
+	}
+	if (!c->out_head) {
+		event_add(c->ev_sock, NULL);
+		process_input(c);
+	}
 }
 
 static bool handle_msg(struct conn *c, uint32_t type, const void *p, uint32_t len)
@@ -419,13 +643,12 @@ static bool handle_msg(struct conn *c, uint32_t type, const void *p, uint32_t le
 	case TDM_MSG_BUF_ALLOC: return c->role == CONN_CLIENT && handle_buf_alloc(c, p, len);
 	case TDM_MSG_BUF_FREE: return c->role == CONN_CLIENT && handle_buf_free(c, p, len);
 	case TDM_MSG_KERNEL_LOOKUP: return handle_kernel_lookup(c, p, len);
-	case TDM_MSG_CTL_STATUS: return len == 0 && handle_status(c);
-	case TDM_MSG_CTL_MODELS: return len == 0 && send_document(c, models_json(c->srv));
-	/* Measures for about a second: only for tandemctl, not for clients. */
+	case TDM_MSG_CTL_STATUS:
+		return len == 0 && conn_send_reply(c, 0, control_status_json(c->srv, c));
+	case TDM_MSG_CTL_MODELS: return len == 0 && handle_models(c);
+	/* Calibration, recordings and the machine description: tandemctl's. */
 	case TDM_MSG_CTL_CALIBRATE:
-		return len == 0 && c->role == CONN_CONTROL &&
-		       send_document(c, models_calibrate(c->srv));
-	/* Recordings and the machine description: tandemctl's too. */
+		return len == 0 && c->role == CONN_CONTROL && handle_calibrate(c);
 	case TDM_MSG_CTL_TRACE_START:
 		return c->role == CONN_CONTROL && handle_trace_start(c, p, len);
 	case TDM_MSG_CTL_TRACE_STOP:
@@ -434,6 +657,8 @@ static bool handle_msg(struct conn *c, uint32_t type, const void *p, uint32_t le
 	default: return false;
 	}
 }
+
+/* ---- input ---------------------------------------------------------------- */
 
 /* recv into c->in, keeping descriptors that come along (at most
  * CONN_MAX_FDS waiting; more, or a truncated list, is a protocol error:
@@ -470,7 +695,8 @@ static ssize_t recv_with_fds(struct conn *c, int fd)
 		}
 	}
 	if (bad || (m.msg_flags & MSG_CTRUNC)) {
-		log_warn("pid %d: too many descriptors passed: disconnecting", (int)c->pid);
+		log_ratelimited(LOG_WARN, "pid %d: too many descriptors passed: disconnecting",
+		                (int)c->pid);
 		atomic_fetch_add(&c->srv->counters.protocol_errors, 1);
 		errno = EPROTO;
 		return -1;
@@ -478,25 +704,17 @@ static ssize_t recv_with_fds(struct conn *c, int fd)
 	return n;
 }
 
-static void on_socket(evutil_socket_t fd, short what, void *arg)
+/* Handles the whole requests in c->in, one at a time: it stops while a
+ * reply waits for the peer or a calibration runs (the rest stays in c->in
+ * and in the socket). May close c. */
+static void process_input(struct conn *c)
 {
-	struct conn *c = arg;
-
-	(void)what;
-	ssize_t n = recv_with_fds(c, fd);
-	if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR)) {
-		conn_close(c);
-		return;
-	}
-	if (n < 0)
-		return;
-	c->inlen += (size_t)n;
-	while (c->inlen >= sizeof(struct tdm_msg_hdr)) {
+	while (c->inlen >= sizeof(struct tdm_msg_hdr) && !c->out_head && !c->awaiting) {
 		struct tdm_msg_hdr h;
 		memcpy(&h, c->in, sizeof(h));
 		if (h.length > TDM_MSG_MAX_PAYLOAD) {
-			log_warn("pid %d: message of %u bytes: disconnecting", (int)c->pid,
-			         h.length);
+			log_ratelimited(LOG_WARN, "pid %d: message of %u bytes: disconnecting",
+			                (int)c->pid, h.length);
 			atomic_fetch_add(&c->srv->counters.protocol_errors, 1);
 			conn_close(c);
 			return;
@@ -506,15 +724,53 @@ static void on_socket(evutil_socket_t fd, short what, void *arg)
 			return;
 		if (!handle_msg(c, h.type, c->in + sizeof(h), h.length)) {
 			if (c->role != CONN_NEW || h.type != TDM_MSG_HELLO)
-				log_info("pid %d: bad or failed request (type %u, %u bytes): "
-				         "disconnecting",
-				         (int)c->pid, h.type, h.length);
+				log_ratelimited(
+				        LOG_INFO,
+				        "pid %d: bad or failed request (type %u, %u bytes): "
+				        "disconnecting",
+				        (int)c->pid, h.type, h.length);
 			conn_close(c);
 			return;
 		}
 		memmove(c->in, c->in + whole, c->inlen - whole);
 		c->inlen -= whole;
 	}
+}
+
+static void on_socket(evutil_socket_t fd, short what, void *arg)
+{
+	struct conn *c = arg;
+
+	(void)what;
+	if (c->inlen == sizeof(c->in)) {
+		/* Full of a request not handled yet: wait for it (we are only
+		 * called while nothing waits, so this does not last). */
+		process_input(c);
+		return;
+	}
+	ssize_t n = recv_with_fds(c, fd);
+	if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR)) {
+		conn_close(c);
+		return;
+	}
+	if (n < 0)
+		return;
+	c->inlen += (size_t)n;
+	process_input(c);
+}
+
+static void on_timer(evutil_socket_t fd, short what, void *arg)
+{
+	struct conn *c = arg;
+	(void)fd;
+	(void)what;
+	if (c->role == CONN_NEW && !c->out_head) {
+		on_hello_timeout(c);
+		return;
+	}
+	log_ratelimited(LOG_INFO, "pid %d: did not read its reply within %d s: disconnecting",
+	                (int)c->pid, REPLY_TIMEOUT_S);
+	conn_close(c);
 }
 
 void conn_close_broken(struct server *srv)

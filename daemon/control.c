@@ -57,7 +57,7 @@ static json_t *buffers_json(struct server *srv, struct session *s)
 	char where[256];
 	size_t n = 0;
 	pthread_mutex_lock(&s->intake_lock);
-	for (uint32_t i = 0; i < s->bufs_cap && n < STATUS_MAX_BUFFERS; i++) {
+	for (uint32_t i = 0; i < s->slots_used && n < STATUS_MAX_BUFFERS; i++) {
 		struct buffer *b = session_buffer_at(s, i);
 		if (!b)
 			continue;
@@ -71,12 +71,13 @@ static json_t *buffers_json(struct server *srv, struct session *s)
 	return arr;
 }
 
-static json_t *clients_json(struct server *srv)
+/* Every client for an administrator; another user's own clients only. */
+static json_t *clients_json(struct server *srv, bool all, uid_t uid)
 {
 	json_t *arr = json_array();
 	for (struct conn *c = srv->conns; c; c = c->next) {
 		struct session *s = c->s;
-		if (!s)
+		if (!s || (!all && s->uid != uid))
 			continue;
 		json_array_append_new(
 		        arr,
@@ -98,7 +99,8 @@ static json_t *counters_json(struct server *srv)
 	struct daemon_counters *k = &srv->counters;
 	struct engine_counters e;
 	engine_counters(srv->engine, &e);
-	return json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}",
+	return json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, "
+	                 "s:I, s:I, s:I}",
 	                 "sessions_total", (json_int_t)atomic_load(&k->sessions_total),
 	                 "sessions_live", (json_int_t)atomic_load(&k->sessions_live),
 	                 "buffers_live", (json_int_t)atomic_load(&k->buffers_live),
@@ -111,20 +113,23 @@ static json_t *counters_json(struct server *srv)
 	                 "tasks_canceled", (json_int_t)e.tasks_canceled, "tasks_in_flight",
 	                 (json_int_t)e.tasks_in_flight, "tasks_reserved",
 	                 (json_int_t)atomic_load(&k->session_tasks_in_flight), "queued",
-	                 (json_int_t)e.queued);
+	                 (json_int_t)e.queued, "connections", (json_int_t)srv->nconns,
+	                 "connections_refused", (json_int_t)atomic_load(&k->connections_refused),
+	                 "mappings", (json_int_t)atomic_load(&srv->env.mappings));
 }
 
-char *control_status_json(struct server *srv)
+char *control_status_json(struct server *srv, const struct conn *c)
 {
 	struct engine_counters e;
+	bool all = server_peer_admin(srv, c->uid, c->gid);
 	engine_counters(srv->engine, &e);
-	json_t *doc =
-	        json_pack("{s:s, s:i, s:i, s:f, s:s, s:b, s:b, s:o, s:o, s:o}", "socket",
-	                  srv->socket_path, "pid", (int)getpid(), "wire_version", TDM_WIRE_VERSION,
-	                  "uptime_s", (double)(clock_monotonic_ns() - srv->start_ns) / 1e9,
-	                  "policy", engine_policy_name(srv->engine), "policy_fallback", e.fallback,
-	                  "draining", srv->draining, "devices", devices_json(srv), "clients",
-	                  clients_json(srv), "counters", counters_json(srv));
+	json_t *doc = json_pack(
+	        "{s:s, s:i, s:i, s:f, s:s, s:b, s:b, s:b, s:o, s:o, s:o}", "socket",
+	        srv->socket_path, "pid", (int)getpid(), "wire_version", TDM_WIRE_VERSION,
+	        "uptime_s", (double)(clock_monotonic_ns() - srv->start_ns) / 1e9, "policy",
+	        engine_policy_name(srv->engine), "policy_fallback", e.fallback, "draining",
+	        srv->draining, "all_clients", all, "devices", devices_json(srv), "clients",
+	        clients_json(srv, all, c->uid), "counters", counters_json(srv));
 	if (!doc)
 		return NULL;
 	char *text = json_dumps(doc, JSON_COMPACT);
@@ -150,9 +155,19 @@ static void host_name(char *out, size_t len)
 	out[len - 1] = '\0';
 }
 
+/* The recording connection c started, or NULL. */
+static struct recording *recording_of(struct server *srv, const struct conn *c)
+{
+	for (size_t i = 0; i < SERVER_MAX_RECORDINGS; i++)
+		if (recorder_active(&srv->recs[i].rec) && srv->recs[i].rec.owner == c)
+			return &srv->recs[i];
+	return NULL;
+}
+
 int control_trace_start(struct server *srv, struct conn *c, const int *fds, int nfds, char **doc)
 {
 	char msg[160];
+	struct recording *slot = NULL;
 	*doc = NULL;
 	for (int i = 0; i < nfds; i++) {
 		if (!recorder_fd_writable(fds[i])) {
@@ -161,34 +176,51 @@ int control_trace_start(struct server *srv, struct conn *c, const int *fds, int 
 			return -TDM_EINVAL;
 		}
 	}
-	if (recorder_active(&srv->rec)) {
-		struct conn *owner = srv->rec.owner;
-		snprintf(msg, sizeof(msg), "a recording is already running (tandemctl pid %d)",
-		         owner ? (int)owner->pid : 0);
-		*doc = error_doc(msg);
+	/* One recording per user; several users may record at once. */
+	for (size_t i = 0; i < SERVER_MAX_RECORDINGS; i++) {
+		struct recording *r = &srv->recs[i];
+		if (!recorder_active(&r->rec)) {
+			if (!slot)
+				slot = r;
+			continue;
+		}
+		struct conn *owner = r->rec.owner;
+		if (owner && owner->uid == c->uid) {
+			snprintf(msg, sizeof(msg),
+			         "a recording is already running for this user (tandemctl pid %d)",
+			         (int)owner->pid);
+			*doc = error_doc(msg);
+			return -TDM_EBUSY;
+		}
+	}
+	if (!slot) {
+		*doc = error_doc("trace: as many recordings as the daemon keeps are running");
 		return -TDM_EBUSY;
 	}
-	int err = recorder_start(&srv->rec, c, fds[0], nfds > 1 ? fds[1] : -1);
+	slot->all = server_peer_admin(srv, c->uid, c->gid);
+	slot->uid = c->uid;
+	int err = recorder_start(&slot->rec, c, fds[0], nfds > 1 ? fds[1] : -1);
 	if (err) {
 		*doc = error_doc("a recording is already running");
 		return err;
 	}
-	log_info("trace: recording for tandemctl pid %d%s", (int)c->pid,
+	log_info("trace: recording %s for tandemctl pid %d%s",
+	         slot->all ? "every client" : "its user's clients", (int)c->pid,
 	         nfds > 1 ? " (with a Chrome trace)" : "");
-	json_t *d = json_pack("{s:b}", "recording", 1);
+	json_t *d = json_pack("{s:b, s:b}", "recording", 1, "all_clients", slot->all);
 	*doc = d ? json_dumps(d, JSON_COMPACT) : NULL;
 	json_decref(d);
 	return 0;
 }
 
-/* Ends the recording and writes its files. */
-static int stop_and_write(struct server *srv, char **doc)
+/* Ends a recording and writes its files. */
+static int stop_and_write(struct server *srv, struct recording *r, char **doc)
 {
 	char host[256];
 	size_t n = engine_device_count(srv->engine);
 	const char **names = calloc(n ? n : 1, sizeof(*names));
 	if (!names) {
-		recorder_discard(&srv->rec);
+		recorder_discard(&r->rec);
 		*doc = error_doc("trace: out of memory");
 		return -TDM_ENOMEM;
 	}
@@ -201,32 +233,46 @@ static int stop_and_write(struct server *srv, char **doc)
 		.devices = names,
 		.ndevices = (uint32_t)n,
 	};
-	int err = recorder_stop(&srv->rec, &env, doc);
+	int err = recorder_stop(&r->rec, &env, doc);
 	free(names);
 	return err;
 }
 
 int control_trace_stop(struct server *srv, struct conn *c, char **doc)
 {
-	if (!recorder_active(&srv->rec) || srv->rec.owner != c) {
+	struct recording *r = recording_of(srv, c);
+	if (!r) {
 		*doc = error_doc("no recording runs on this connection");
 		return -TDM_EINVAL;
 	}
-	return stop_and_write(srv, doc);
+	return stop_and_write(srv, r, doc);
+}
+
+void control_trace_gone(struct server *srv, struct conn *c)
+{
+	struct recording *r = recording_of(srv, c);
+	if (!r)
+		return;
+	log_info("trace: tandemctl pid %d went away without stopping: recording discarded",
+	         (int)c->pid);
+	recorder_discard(&r->rec);
 }
 
 void control_trace_end(struct server *srv)
 {
-	char *doc = NULL;
-	if (!recorder_active(&srv->rec))
-		return;
-	struct conn *owner = srv->rec.owner;
-	log_info("trace: the daemon stops: writing the recording");
-	int err = stop_and_write(srv, &doc);
-	if (owner)
-		conn_send_reply(owner, err, doc);
-	else
-		free(doc);
+	for (size_t i = 0; i < SERVER_MAX_RECORDINGS; i++) {
+		struct recording *r = &srv->recs[i];
+		char *doc = NULL;
+		if (!recorder_active(&r->rec))
+			continue;
+		struct conn *owner = r->rec.owner;
+		log_info("trace: the daemon stops: writing the recording");
+		int err = stop_and_write(srv, r, &doc);
+		if (owner)
+			conn_send_reply(owner, err, doc);
+		else
+			free(doc);
+	}
 }
 
 /* ---- tandemctl calibrate --export -------------------------------------------- */

@@ -57,25 +57,26 @@ static void stray_entry(struct session *s, uint16_t op, uint32_t field)
 	session_post_cqe(s, &c);
 }
 
-static bool add_edge(struct dgraph *g, uint32_t from, uint32_t to)
+/* 0, -TDM_EQUOTA past the graph's edge budget, or -TDM_ENOMEM. */
+static int add_edge(struct dgraph *g, uint32_t from, uint32_t to)
 {
 	if (g->nedges == g->edges_cap) {
 		uint64_t budget = (uint64_t)EDGES_PER_TASK_BUDGET * g->g.ntasks + 1024;
 		uint32_t ncap = g->edges_cap ? g->edges_cap * 2 : 64;
 		if (g->edges_cap >= budget)
-			return false;
+			return -TDM_EQUOTA;
 		if (ncap > budget)
 			ncap = (uint32_t)budget;
 		uint32_t *n = realloc(g->edges, (size_t)ncap * 2 * sizeof(*n));
 		if (!n)
-			return false;
+			return -TDM_ENOMEM;
 		g->edges = n;
 		g->edges_cap = ncap;
 	}
 	g->edges[2 * g->nedges] = from;
 	g->edges[2 * g->nedges + 1] = to;
 	g->nedges++;
-	return true;
+	return 0;
 }
 
 static void begin_graph(struct session *s, const struct tdm_sqe *e)
@@ -133,16 +134,18 @@ static void begin_graph(struct session *s, const struct tdm_sqe *e)
 }
 
 /* Takes one reference per distinct buffer of the graph and records the
- * implicit dependencies of task t on it (RAW, WAR, WAW, in task order). */
-static bool track_buffer(struct dgraph *g, uint64_t serial, struct buffer *b, uint8_t mode,
-                         uint32_t t)
+ * implicit dependencies of task t on it (RAW, WAR, WAW, in task order).
+ * 0, or add_edge's error. */
+static int track_buffer(struct dgraph *g, uint64_t serial, struct buffer *b, uint8_t mode,
+                        uint32_t t)
 {
+	int err;
 	if (b->dep_graph != serial) {
 		if (g->nbufs == g->bufs_cap) {
 			uint32_t ncap = g->bufs_cap ? g->bufs_cap * 2 : 8;
 			struct buffer **n = realloc(g->bufs, ncap * sizeof(*n));
 			if (!n)
-				return false;
+				return -TDM_ENOMEM;
 			g->bufs = n;
 			g->bufs_cap = ncap;
 		}
@@ -155,31 +158,31 @@ static bool track_buffer(struct dgraph *g, uint64_t serial, struct buffer *b, ui
 	if (mode & TDM_W) {
 		if (b->nreaders) {
 			for (uint32_t i = 0; i < b->nreaders; i++)
-				if (b->readers[i] != t && !add_edge(g, b->readers[i], t))
-					return false;
+				if (b->readers[i] != t && (err = add_edge(g, b->readers[i], t)))
+					return err;
 		} else if (b->last_writer != BUFFER_NO_TASK && b->last_writer != t) {
-			if (!add_edge(g, b->last_writer, t))
-				return false;
+			if ((err = add_edge(g, b->last_writer, t)))
+				return err;
 		}
 		b->last_writer = t;
 		b->nreaders = 0;
-		return true;
+		return 0;
 	}
 	if (b->last_writer != BUFFER_NO_TASK && b->last_writer != t &&
-	    !add_edge(g, b->last_writer, t))
-		return false;
+	    (err = add_edge(g, b->last_writer, t)))
+		return err;
 	if (b->nreaders && b->readers[b->nreaders - 1] == t)
-		return true;
+		return 0;
 	if (b->nreaders == b->readers_cap) {
 		uint32_t ncap = b->readers_cap ? b->readers_cap * 2 : 8;
 		uint32_t *n = realloc(b->readers, ncap * sizeof(*n));
 		if (!n)
-			return false;
+			return -TDM_ENOMEM;
 		b->readers = n;
 		b->readers_cap = ncap;
 	}
 	b->readers[b->nreaders++] = t;
-	return true;
+	return 0;
 }
 
 /* Validates a task entry into *task; returns the reject field or NONE. */
@@ -297,14 +300,16 @@ static void add_task(struct session *s, const struct tdm_sqe *e)
 		g->tasks_cap = ncap;
 	}
 	for (unsigned i = 0; i < t->nargs; i++) {
-		if (!track_buffer(g, s->graph_serial, bufs[i], t->args[i].mode, index)) {
-			reject(s, -TDM_EQUOTA, TDM_REJECT_EDGE);
+		int err = track_buffer(g, s->graph_serial, bufs[i], t->args[i].mode, index);
+		if (err) {
+			reject(s, err, err == -TDM_EQUOTA ? TDM_REJECT_EDGE : TDM_REJECT_NONE);
 			return;
 		}
 	}
 	for (unsigned i = 0; i < t->nedges; i++) {
-		if (!add_edge(g, t->edges[i], index)) {
-			reject(s, -TDM_EQUOTA, TDM_REJECT_EDGE);
+		int err = add_edge(g, t->edges[i], index);
+		if (err) {
+			reject(s, err, err == -TDM_EQUOTA ? TDM_REJECT_EDGE : TDM_REJECT_NONE);
 			return;
 		}
 	}
@@ -340,8 +345,9 @@ static void add_edges(struct session *s, const struct tdm_sqe *e)
 		}
 	}
 	for (uint32_t i = 0; i < x->nedges; i++) {
-		if (!add_edge(g, x->edges[i], x->task_index)) {
-			reject(s, -TDM_EQUOTA, TDM_REJECT_EDGE);
+		int err = add_edge(g, x->edges[i], x->task_index);
+		if (err) {
+			reject(s, err, err == -TDM_EQUOTA ? TDM_REJECT_EDGE : TDM_REJECT_NONE);
 			return;
 		}
 	}
@@ -460,11 +466,14 @@ static void intake_entry(struct session *s, const struct tdm_sqe *e)
 
 bool intake_pending(const struct session *s)
 {
-	/* Sequentially consistent: pairs with the client's store of its tail
-	 * followed by its load of TDM_DAEMON_POLLING. sq_head is read without
-	 * the intake lock: a stale value only causes a needless look. */
-	return __atomic_load_n(&s->hdr->sq_tail, __ATOMIC_SEQ_CST) !=
-	       __atomic_load_n(&s->sq_head, __ATOMIC_RELAXED);
+	/* While completions wait for room, submissions wait too (see
+	 * intake_run). Sequentially consistent: pairs with the client's store
+	 * of its tail followed by its load of TDM_DAEMON_POLLING. sq_head is
+	 * read without the intake lock: a stale value only causes a needless
+	 * look. */
+	return !atomic_load(&s->cq_backlog) &&
+	       __atomic_load_n(&s->hdr->sq_tail, __ATOMIC_SEQ_CST) !=
+	               __atomic_load_n(&s->sq_head, __ATOMIC_RELAXED);
 }
 
 int intake_run(struct session *s, uint32_t *consumed)
@@ -479,7 +488,10 @@ int intake_run(struct session *s, uint32_t *consumed)
 		atomic_fetch_add(&s->env->counters->protocol_errors, 1);
 		return -TDM_EPROTO;
 	}
-	while (s->sq_head != tail) {
+	/* A client that does not reap its completions gets no more work
+	 * taken from it until it does: what it can make the daemon hold is
+	 * bounded by its quotas, not by how fast it submits. */
+	while (s->sq_head != tail && !atomic_load(&s->cq_backlog)) {
 		struct tdm_sqe e;
 		memcpy(&e, &s->sq[s->sq_head & (s->sq_entries - 1)], sizeof(e));
 		__atomic_store_n(&s->sq_head, s->sq_head + 1, __ATOMIC_RELAXED);
@@ -494,12 +506,8 @@ int intake_run(struct session *s, uint32_t *consumed)
 		session_wake_client(s);
 	}
 	*consumed = n;
-	if (atomic_load(&s->cq_broken)) {
-		log_warn("session %u: completion head moved outside the ring: disconnecting",
-		         s->id);
-		atomic_fetch_add(&s->env->counters->protocol_errors, 1);
-		return -TDM_EPROTO;
-	}
+	if (atomic_load(&s->cq_broken))
+		return -TDM_EPROTO; /* counted and said where it was found */
 	if (session_errors_overflowing(s)) {
 		log_warn("session %u: %u invalid entries not reaped: disconnecting", s->id, n);
 		return -TDM_EPROTO;

@@ -36,3 +36,24 @@ void log_msg(enum log_level level, const char *fmt, ...)
 	/* One write per line keeps lines whole when threads log at once. */
 	fprintf(stderr, "%s\n", line);
 }
+
+bool log_ratelimit_pass(struct log_ratelimit *rl)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	unsigned long long now =
+	        (unsigned long long)ts.tv_sec * 1000000000ull + (unsigned long long)ts.tv_nsec;
+	unsigned long long start = atomic_load(&rl->window_start_ns);
+	if (now - start >= LOG_RATELIMIT_WINDOW_S * 1000000000ull &&
+	    atomic_compare_exchange_strong(&rl->window_start_ns, &start, now)) {
+		unsigned dropped = atomic_exchange(&rl->suppressed, 0);
+		atomic_store(&rl->passed, 0);
+		if (dropped)
+			log_msg(LOG_WARN, "(%u similar lines dropped in the last %d s)", dropped,
+			        LOG_RATELIMIT_WINDOW_S);
+	}
+	if (atomic_fetch_add(&rl->passed, 1) < LOG_RATELIMIT_BURST)
+		return true;
+	atomic_fetch_add(&rl->suppressed, 1);
+	return false;
+}

@@ -2,6 +2,8 @@
 #ifndef TDM_DAEMON_LOG_H
 #define TDM_DAEMON_LOG_H
 
+#include <stdbool.h>
+
 #include "daemon/config.h"
 
 /* The level is the one piece of process-wide state outside the daemon's
@@ -15,5 +17,22 @@ void log_msg(enum log_level level, const char *fmt, ...) __attribute__((format(p
 #define log_warn(...) log_msg(LOG_WARN, __VA_ARGS__)
 #define log_info(...) log_msg(LOG_INFO, __VA_ARGS__)
 #define log_debug(...) log_msg(LOG_DEBUG, __VA_ARGS__)
+
+/* Lines that an outsider can cause at will (refused connections, accept
+ * errors) are rate-limited per call site: at most LOG_RATELIMIT_BURST in
+ * LOG_RATELIMIT_WINDOW_S, then one line saying how many were dropped. */
+#define LOG_RATELIMIT_BURST 10
+#define LOG_RATELIMIT_WINDOW_S 5
+struct log_ratelimit {
+	_Atomic unsigned long long window_start_ns;
+	_Atomic unsigned passed, suppressed;
+};
+bool log_ratelimit_pass(struct log_ratelimit *rl);
+#define log_ratelimited(level, ...)                                                                \
+	do {                                                                                       \
+		static struct log_ratelimit rl_;                                                   \
+		if (log_ratelimit_pass(&rl_))                                                      \
+			log_msg(level, __VA_ARGS__);                                               \
+	} while (0)
 
 #endif

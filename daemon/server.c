@@ -7,8 +7,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
+#include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -21,6 +23,8 @@
 
 #define DRAIN_POLL_MS 10
 #define DRAIN_TIMEOUT_S 30
+#define LISTEN_PAUSE_MS 100 /* after accept() ran out of descriptors */
+#define BELLS_PER_WAIT 64
 
 static void submit_to_engine(void *ctx, struct engine_graph *g)
 {
@@ -29,28 +33,93 @@ static void submit_to_engine(void *ctx, struct engine_graph *g)
 
 /* Engine hook, on the worker that finished the graph: a recording copies
  * it (tandemctl trace), then its completion is posted. */
-static void server_graph_done(void *ctx, struct engine_graph *g)
+static void server_graph_done(void *ctx, struct engine_graph *eg)
 {
 	struct server *srv = ctx;
-	if (recorder_active(&srv->rec))
-		recorder_graph_done(&srv->rec, (const struct dgraph *)g);
-	session_engine_graph_done(ctx, g);
+	const struct dgraph *g = (const struct dgraph *)eg;
+	for (size_t i = 0; i < SERVER_MAX_RECORDINGS; i++) {
+		struct recording *r = &srv->recs[i];
+		if (recorder_active(&r->rec) && (r->all || r->uid == g->s->uid))
+			recorder_graph_done(&r->rec, g);
+	}
+	session_engine_graph_done(ctx, eg);
+}
+
+/* Whether anyone besides root and the daemon's own uid may connect. */
+static bool others_allowed(const struct tdm_config *cfg)
+{
+	return cfg->n_allowed_uids || cfg->n_allowed_gids;
+}
+
+/* The mode of a socket directory the daemon made: 0700, or 0711 when
+ * other users may connect (they need to reach the socket, not to list or
+ * change the directory). */
+static mode_t socket_dir_mode(const struct tdm_config *cfg)
+{
+	return others_allowed(cfg) ? 0711 : 0700;
+}
+
+/* The socket's directory must be ours (or root's), a real directory, and
+ * writable by nobody else unless it is sticky (/tmp): otherwise another
+ * user could move our socket away and put theirs in its place. A missing
+ * last component is created (and its mode follows the access lists on
+ * reload). */
+static int check_socket_dir(struct server *srv, const char *dir)
+{
+	struct stat st;
+	mode_t mode = socket_dir_mode(&srv->cfg);
+
+	if (mkdir(dir, mode) == 0) {
+		srv->made_socket_dir = true;
+		/* mkdir's mode passed through the umask: say it exactly. */
+		if (chmod(dir, mode) != 0) {
+			log_error("cannot set the mode of %s: %s", dir, strerror(errno));
+			return -TDM_ESYS;
+		}
+	} else if (errno != EEXIST) {
+		log_error("cannot create %s: %s", dir, strerror(errno));
+		return -TDM_ESYS;
+	}
+	if (lstat(dir, &st) != 0) {
+		log_error("%s: %s", dir, strerror(errno));
+		return -TDM_ESYS;
+	}
+	if (!S_ISDIR(st.st_mode)) {
+		log_error("refusing the socket directory %s: not a directory (a link?)", dir);
+		return -TDM_ECONFIG;
+	}
+	if (st.st_uid != geteuid() && st.st_uid != 0) {
+		log_error("refusing the socket directory %s: owned by uid %u, not by us (%u) or "
+		          "root; remove it, or choose daemon.socket elsewhere",
+		          dir, (unsigned)st.st_uid, (unsigned)geteuid());
+		return -TDM_ECONFIG;
+	}
+	if ((st.st_mode & (S_IWGRP | S_IWOTH)) && !(st.st_mode & S_ISVTX)) {
+		log_error("refusing the socket directory %s: writable by others (mode %04o)", dir,
+		          (unsigned)(st.st_mode & 07777));
+		return -TDM_ECONFIG;
+	}
+	return 0;
 }
 
 /* Another daemon answering on the path is an error; a stale file is not. */
-static int prepare_socket_path(const char *path)
+static int prepare_socket_path(struct server *srv, const char *path)
 {
 	char dir[CONFIG_PATH_MAX];
 	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	struct stat st;
 
 	snprintf(dir, sizeof(dir), "%s", path);
 	char *slash = strrchr(dir, '/');
 	if (slash && slash != dir) {
 		*slash = '\0';
-		if (mkdir(dir, 0755) != 0 && errno != EEXIST) {
-			log_error("cannot create %s: %s", dir, strerror(errno));
-			return -TDM_ESYS;
-		}
+		int err = check_socket_dir(srv, dir);
+		if (err)
+			return err;
+	}
+	if (lstat(path, &st) == 0 && !S_ISSOCK(st.st_mode)) {
+		log_error("refusing %s: it exists and is not a socket", path);
+		return -TDM_ECONFIG;
 	}
 	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", path);
 	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -73,6 +142,42 @@ static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct socka
 	(void)sa;
 	(void)len;
 	conn_accept(arg, fd);
+}
+
+static void on_listen_resume(evutil_socket_t fd, short what, void *arg)
+{
+	struct server *srv = arg;
+	(void)fd;
+	(void)what;
+	if (!atomic_load(&srv->draining))
+		evconnlistener_enable(srv->listener);
+}
+
+/* accept() failed. Out of descriptors, the listening socket stays readable
+ * and libevent would call accept() again at once, for ever: shed the
+ * connection that waits (with the spare descriptor), and pause listening
+ * for a moment. */
+static void on_listen_error(struct evconnlistener *l, void *arg)
+{
+	struct server *srv = arg;
+	int err = EVUTIL_SOCKET_ERROR();
+	if (err == EMFILE || err == ENFILE) {
+		if (srv->spare_fd >= 0) {
+			close(srv->spare_fd);
+			int fd = accept4(evconnlistener_get_fd(l), NULL, NULL, SOCK_CLOEXEC);
+			if (fd >= 0)
+				close(fd);
+			srv->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+		}
+		log_ratelimited(LOG_WARN, "accept: %s: pausing the listener for %d ms",
+		                strerror(err), LISTEN_PAUSE_MS);
+	} else {
+		log_ratelimited(LOG_WARN, "accept: %s", strerror(err));
+	}
+	evconnlistener_disable(l);
+	struct timeval tv = { 0, LISTEN_PAUSE_MS * 1000 };
+	if (srv->ev_listen_resume)
+		evtimer_add(srv->ev_listen_resume, &tv);
 }
 
 /* Every graph finished and its completion posted (or its client gone). */
@@ -129,9 +234,10 @@ static void apply_reload(struct server *srv, const struct tdm_config *n)
 	struct tdm_config *o = &srv->cfg;
 	if (strcmp(o->socket_path, n->socket_path) || strcmp(o->policy, n->policy) ||
 	    o->n_cores != n->n_cores || memcmp(o->cores, n->cores, n->n_cores * sizeof(int)) ||
-	    o->sq_entries != n->sq_entries || o->cq_entries != n->cq_entries)
-		log_warn("reload: daemon.socket, engine.policy, cpu.cores and rings change only "
-		         "on restart");
+	    o->sq_entries != n->sq_entries || o->cq_entries != n->cq_entries ||
+	    o->max_mappings != n->max_mappings)
+		log_warn("reload: daemon.socket, engine.policy, cpu.cores, rings and "
+		         "limits.max_mappings change only on restart");
 	if (o->watchdog_ms != n->watchdog_ms || o->dmda_alpha != n->dmda_alpha ||
 	    o->dmda_beta != n->dmda_beta || o->plan_refine_iters != n->plan_refine_iters ||
 	    o->plan_repair != n->plan_repair)
@@ -140,7 +246,16 @@ static void apply_reload(struct server *srv, const struct tdm_config *n)
 	o->n_allowed_uids = n->n_allowed_uids;
 	memcpy(o->allowed_gids, n->allowed_gids, sizeof(o->allowed_gids));
 	o->n_allowed_gids = n->n_allowed_gids;
+	memcpy(o->admin_uids, n->admin_uids, sizeof(o->admin_uids));
+	o->n_admin_uids = n->n_admin_uids;
+	memcpy(o->admin_gids, n->admin_gids, sizeof(o->admin_gids));
+	o->n_admin_gids = n->n_admin_gids;
 	o->max_clients = n->max_clients;
+	o->max_clients_per_uid = n->max_clients_per_uid;
+	o->max_connections = n->max_connections;
+	o->max_connections_per_uid = n->max_connections_per_uid;
+	o->uid_buffer_quota_bytes = n->uid_buffer_quota_bytes;
+	o->uid_max_buffers = n->uid_max_buffers;
 	o->log_level = n->log_level;
 	o->spin_us = n->spin_us;
 	o->buffer_quota_bytes = n->buffer_quota_bytes;
@@ -175,10 +290,24 @@ static void on_hup(evutil_socket_t sig, short what, void *arg)
 		log_error("SIGHUP: keeping the running configuration: %s", err);
 		return;
 	}
+	bool others_before = others_allowed(&srv->cfg);
 	/* Workers read the limits during intake, under the registry lock. */
 	pthread_rwlock_wrlock(&srv->registry_lock);
 	apply_reload(srv, &n);
 	pthread_rwlock_unlock(&srv->registry_lock);
+	if (srv->made_socket_dir && others_before != others_allowed(&srv->cfg)) {
+		/* Our own directory, checked at start: nobody else could have
+		 * replaced it since. */
+		char dir[CONFIG_PATH_MAX];
+		snprintf(dir, sizeof(dir), "%s", srv->socket_path);
+		char *slash = strrchr(dir, '/');
+		if (slash && slash != dir) {
+			*slash = '\0';
+			if (chmod(dir, socket_dir_mode(&srv->cfg)) != 0)
+				log_warn("SIGHUP: cannot set the mode of %s: %s", dir,
+				         strerror(errno));
+		}
+	}
 	log_info("SIGHUP: reloaded %s", srv->config_path);
 }
 
@@ -208,6 +337,14 @@ int server_register(struct server *srv, struct session *s)
 		}
 	}
 	if (!err) {
+		/* Level-triggered: a worker woken by it drains it (server_poll). */
+		struct epoll_event ev = { .events = EPOLLIN, .data.ptr = s };
+		if (epoll_ctl(srv->bell_epoll, EPOLL_CTL_ADD, s->bell, &ev) != 0) {
+			log_error("session %u: doorbell: %s", s->id, strerror(errno));
+			err = -TDM_ESYS;
+		}
+	}
+	if (!err) {
 		srv->sessions[srv->nsessions++] = s;
 		if (srv->pollers)
 			set_polling_flag(s, true);
@@ -223,10 +360,79 @@ void server_unregister(struct server *srv, struct session *s)
 	for (size_t i = 0; i < srv->nsessions; i++) {
 		if (srv->sessions[i] == s) {
 			srv->sessions[i] = srv->sessions[--srv->nsessions];
+			/* Under the write lock: no worker holds an event naming s
+			 * (they use them under the read lock), and none comes after.
+			 * ENOENT: a worker already took a closed bell out. */
+			epoll_ctl(srv->bell_epoll, EPOLL_CTL_DEL, s->bell, NULL);
 			break;
 		}
 	}
 	pthread_rwlock_unlock(&srv->registry_lock);
+}
+
+struct uid_usage *server_uid_usage(struct server *srv, uid_t uid)
+{
+	for (size_t i = 0; i < srv->nuids; i++)
+		if (srv->uids[i]->uid == uid)
+			return srv->uids[i];
+	if (srv->nuids == srv->uids_cap) {
+		size_t ncap = srv->uids_cap ? srv->uids_cap * 2 : 16;
+		struct uid_usage **n = realloc(srv->uids, ncap * sizeof(*n));
+		if (!n)
+			return NULL;
+		srv->uids = n;
+		srv->uids_cap = ncap;
+	}
+	struct uid_usage *u = calloc(1, sizeof(*u));
+	if (!u)
+		return NULL;
+	u->uid = (uint32_t)uid;
+	u->limited = uid != 0 && uid != geteuid();
+	srv->uids[srv->nuids++] = u;
+	return u;
+}
+
+static bool id_listed(const uint32_t *ids, size_t n, uint32_t id)
+{
+	for (size_t i = 0; i < n; i++)
+		if (ids[i] == id)
+			return true;
+	return false;
+}
+
+bool server_peer_allowed(const struct server *srv, uid_t uid, gid_t gid)
+{
+	const struct tdm_config *cfg = &srv->cfg;
+	/* Root and the daemon's own uid always may, as documented. */
+	return uid == 0 || uid == geteuid() ||
+	       id_listed(cfg->allowed_uids, cfg->n_allowed_uids, uid) ||
+	       id_listed(cfg->allowed_gids, cfg->n_allowed_gids, gid) ||
+	       server_peer_admin(srv, uid, gid);
+}
+
+bool server_peer_admin(const struct server *srv, uid_t uid, gid_t gid)
+{
+	const struct tdm_config *cfg = &srv->cfg;
+	return uid == 0 || uid == geteuid() || id_listed(cfg->admin_uids, cfg->n_admin_uids, uid) ||
+	       id_listed(cfg->admin_gids, cfg->n_admin_gids, gid);
+}
+
+/* Drains the doorbells clients rang, so that the epoll set stops being
+ * readable. Caller holds the registry read lock (events name sessions that
+ * are registered). A bell whose client end is closed leaves the set: its
+ * connection is closing too. */
+static void drain_bells(struct server *srv)
+{
+	struct epoll_event evs[BELLS_PER_WAIT];
+	int n;
+	do {
+		n = epoll_wait(srv->bell_epoll, evs, BELLS_PER_WAIT, 0);
+		for (int i = 0; i < n; i++) {
+			struct session *s = evs[i].data.ptr;
+			if (!session_drain_bell(s))
+				epoll_ctl(srv->bell_epoll, EPOLL_CTL_DEL, s->bell, NULL);
+		}
+	} while (n == BELLS_PER_WAIT);
 }
 
 /* Engine hook, on an idle worker: run intake for every session with new
@@ -239,18 +445,17 @@ static bool server_poll(void *ctx, bool woken)
 	struct server *srv = ctx;
 	bool found = false, kick = false;
 
-	if (woken) {
-		/* Clear the doorbell before looking, so that a ring after our
-		 * look wakes someone again. */
-		uint64_t v;
-		if (read(srv->sq_bell, &v, sizeof(v)) < 0 && errno != EAGAIN)
-			log_debug("doorbell: %s", strerror(errno));
-	}
+	/* Wake-ups of clients wait until no lock is held. */
+	session_defer_wakes_begin();
 	pthread_rwlock_rdlock(&srv->registry_lock);
+	/* Clear the doorbells before looking, so that a ring after our look
+	 * wakes someone again. */
+	if (woken)
+		drain_bells(srv);
 	for (size_t i = 0; i < srv->nsessions; i++) {
 		struct session *s = srv->sessions[i];
-		bool overflow = __atomic_load_n(&s->hdr->daemon_flags, __ATOMIC_RELAXED) &
-		                TDM_DAEMON_CQ_OVERFLOW;
+		/* Our own flag, not the client's copy in the shared header. */
+		bool overflow = atomic_load(&s->cq_backlog) && session_cq_room(s);
 		if ((!intake_pending(s) && !overflow) || atomic_load(&s->proto_error))
 			continue;
 		if (pthread_mutex_trylock(&s->intake_lock) != 0) {
@@ -273,6 +478,7 @@ static bool server_poll(void *ctx, bool woken)
 		found |= n > 0;
 	}
 	pthread_rwlock_unlock(&srv->registry_lock);
+	session_defer_wakes_end();
 	if (kick) {
 		uint64_t one = 1;
 		if (write(srv->kick_fd, &one, sizeof(one)) < 0 && errno != EAGAIN)
@@ -298,11 +504,23 @@ static void server_polling(void *ctx, bool on)
 
 static void on_kick(evutil_socket_t fd, short what, void *arg)
 {
+	struct server *srv = arg;
 	uint64_t v;
 	(void)what;
 	if (read(fd, &v, sizeof(v)) < 0 && errno != EAGAIN)
 		log_debug("kick: %s", strerror(errno));
-	conn_close_broken(arg);
+	if (atomic_exchange(&srv->cal_done, false))
+		conn_calibration_done(srv);
+	conn_close_broken(srv);
+}
+
+/* session_env.broken: a session failed on a worker; the loop drops it. */
+static void session_broken(void *ctx)
+{
+	struct server *srv = ctx;
+	uint64_t one = 1;
+	if (write(srv->kick_fd, &one, sizeof(one)) < 0 && errno != EAGAIN)
+		log_error("kick: %s", strerror(errno));
 }
 
 static bool device_wanted(const struct tdm_config *cfg, const struct backend_device *d)
@@ -475,24 +693,73 @@ static void bind_process(struct server *srv)
 	hwloc_bitmap_free(set);
 }
 
+/* The socket file gets its mode as bind() creates it (from the unbound
+ * socket's inode mode, less the umask), never by a chmod of the path
+ * afterwards, which would follow whatever was put there meanwhile. It is
+ * 0666: whoever can reach it is admitted by SO_PEERCRED against the
+ * configuration (or refused at once, with the reason); the directory
+ * decides who can reach it. */
 static int open_listener(struct server *srv)
 {
 	struct sockaddr_un sa = { .sun_family = AF_UNIX };
-	int err = prepare_socket_path(srv->socket_path);
+	const mode_t mode = 0666;
+	int err = prepare_socket_path(srv, srv->socket_path);
 	if (err)
 		return err;
 	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", srv->socket_path);
-	srv->listener = evconnlistener_new_bind(srv->base, on_accept, srv,
-	                                        LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, 64,
-	                                        (struct sockaddr *)&sa, sizeof(sa));
-	if (!srv->listener) {
-		log_error("cannot listen on %s: %s", srv->socket_path, strerror(errno));
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd < 0) {
+		log_error("socket: %s", strerror(errno));
 		return -TDM_ESYS;
 	}
-	/* Access is decided by SO_PEERCRED against the configuration, so
-	 * that a refused peer hears why instead of a bare EACCES. */
-	chmod(srv->socket_path, 0666);
-	return 0;
+	mode_t old_mask = umask(0);
+	int rc = fchmod(fd, mode) == 0 ? bind(fd, (struct sockaddr *)&sa, sizeof(sa)) : -1;
+	int bind_errno = errno;
+	umask(old_mask);
+	if (rc != 0 || listen(fd, 128) != 0) {
+		log_error("cannot listen on %s: %s", srv->socket_path,
+		          strerror(rc != 0 ? bind_errno : errno));
+		close(fd);
+		return -TDM_ESYS;
+	}
+	srv->listener = evconnlistener_new(srv->base, on_accept, srv,
+	                                   LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, -1, fd);
+	if (!srv->listener) {
+		log_error("cannot listen on %s: %s", srv->socket_path, strerror(errno));
+		close(fd);
+		unlink(srv->socket_path);
+		return -TDM_ESYS;
+	}
+	evconnlistener_set_error_cb(srv->listener, on_listen_error);
+	srv->ev_listen_resume = evtimer_new(srv->base, on_listen_resume, srv);
+	return srv->ev_listen_resume ? 0 : -TDM_ENOMEM;
+}
+
+/* Each connection costs descriptors (its socket; a session's ring and
+ * doorbell): take what the hard limit allows. */
+static void raise_fd_limit(void)
+{
+	struct rlimit rl;
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max;
+		if (setrlimit(RLIMIT_NOFILE, &rl) != 0)
+			log_debug("cannot raise the descriptor limit: %s", strerror(errno));
+	}
+}
+
+/* limits.max_mappings, or half of vm.max_map_count when it is 0. */
+static uint32_t mapping_cap(const struct tdm_config *cfg)
+{
+	unsigned long max = 65530; /* the kernel's default */
+	if (cfg->max_mappings)
+		return cfg->max_mappings;
+	FILE *f = fopen("/proc/sys/vm/max_map_count", "re");
+	if (f) {
+		if (fscanf(f, "%lu", &max) != 1)
+			max = 65530;
+		fclose(f);
+	}
+	return (uint32_t)(max / 2 > UINT32_MAX ? UINT32_MAX : max / 2);
 }
 
 int server_init(struct server *srv, const struct tdm_config *cfg, const char *config_path,
@@ -501,8 +768,11 @@ int server_init(struct server *srv, const struct tdm_config *cfg, const char *co
 	int err;
 
 	memset(srv, 0, sizeof(*srv));
-	recorder_init(&srv->rec);
-	srv->sq_bell = srv->kick_fd = -1;
+	for (size_t i = 0; i < SERVER_MAX_RECORDINGS; i++)
+		recorder_init(&srv->recs[i].rec);
+	srv->bell_epoll = srv->kick_fd = srv->spare_fd = -1;
+	pthread_rwlock_init(&srv->registry_lock, NULL);
+	pthread_mutex_init(&srv->polling_lock, NULL);
 	srv->cfg = *cfg;
 	srv->config_path = config_path;
 	srv->ready_fd = ready_fd;
@@ -531,16 +801,18 @@ int server_init(struct server *srv, const struct tdm_config *cfg, const char *co
 	bind_process(srv);
 	/* Spinning workers take the read side all the time: prefer the
 	 * writer, or a disconnect could wait for a quiet moment that never
-	 * comes. */
+	 * comes. (Made again here, before any thread uses it.) */
 	pthread_rwlockattr_t attr;
 	pthread_rwlockattr_init(&attr);
 	pthread_rwlockattr_setkind_np(&attr, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+	pthread_rwlock_destroy(&srv->registry_lock);
 	pthread_rwlock_init(&srv->registry_lock, &attr);
 	pthread_rwlockattr_destroy(&attr);
-	pthread_mutex_init(&srv->polling_lock, NULL);
-	srv->sq_bell = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	raise_fd_limit();
+	srv->bell_epoll = epoll_create1(EPOLL_CLOEXEC);
 	srv->kick_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-	if (srv->sq_bell < 0 || srv->kick_fd < 0)
+	srv->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+	if (srv->bell_epoll < 0 || srv->kick_fd < 0)
 		return -TDM_ESYS;
 	srv->env = (struct session_env){
 		.cfg = &srv->cfg,
@@ -548,6 +820,9 @@ int server_init(struct server *srv, const struct tdm_config *cfg, const char *co
 		.submit = submit_to_engine,
 		.draining = &srv->draining,
 		.res = &srv->res,
+		.broken = session_broken,
+		.broken_ctx = srv,
+		.mappings_cap = mapping_cap(&srv->cfg),
 	};
 	const struct policy_tuning tuning = {
 		.dmda_alpha = cfg->dmda_alpha,
@@ -566,7 +841,7 @@ int server_init(struct server *srv, const struct tdm_config *cfg, const char *co
 		           .polling = server_polling,
 		           .ctx = srv },
 		.topology = srv->topo,
-		.poll_fd = srv->sq_bell,
+		.poll_fd = srv->bell_epoll,
 		.start_workers = true,
 		.res = &srv->res,
 		.pipeline_depth = cfg->pipeline_depth,
@@ -600,8 +875,9 @@ int server_init(struct server *srv, const struct tdm_config *cfg, const char *co
 	    evsignal_add(srv->ev_int, NULL) || evsignal_add(srv->ev_hup, NULL))
 		return -TDM_ESYS;
 	signal(SIGPIPE, SIG_IGN);
-	log_info("listening on %s (policy %s, %zu devices, spin %u us)", srv->socket_path,
-	         policy->name, srv->ndevs, cfg->spin_us);
+	log_info("listening on %s (policy %s, %zu devices, spin %u us, %u mappings for "
+	         "clients)",
+	         srv->socket_path, policy->name, srv->ndevs, cfg->spin_us, srv->env.mappings_cap);
 	return 0;
 }
 
@@ -623,6 +899,12 @@ void server_fini(struct server *srv)
 	 * drained) and tandemctl hears the summary before the connection goes. */
 	if (srv->engine)
 		control_trace_end(srv);
+	if (srv->cal_running) {
+		pthread_join(srv->cal_thread, NULL);
+		srv->cal_running = false;
+		free(srv->cal_doc);
+		srv->cal_doc = NULL;
+	}
 	while (srv->conns)
 		conn_close(srv->conns);
 	/* Joins the workers; graphs still queued after a forced exit are
@@ -652,12 +934,20 @@ void server_fini(struct server *srv)
 		event_free(srv->ev_drain);
 	if (srv->ev_kick)
 		event_free(srv->ev_kick);
-	if (srv->sq_bell >= 0)
-		close(srv->sq_bell);
+	if (srv->ev_listen_resume)
+		event_free(srv->ev_listen_resume);
+	if (srv->bell_epoll >= 0)
+		close(srv->bell_epoll);
 	if (srv->kick_fd >= 0)
 		close(srv->kick_fd);
+	if (srv->spare_fd >= 0)
+		close(srv->spare_fd);
 	free(srv->sessions);
-	recorder_fini(&srv->rec);
+	for (size_t i = 0; i < srv->nuids; i++)
+		free(srv->uids[i]);
+	free(srv->uids);
+	for (size_t i = 0; i < SERVER_MAX_RECORDINGS; i++)
+		recorder_fini(&srv->recs[i].rec);
 	pthread_rwlock_destroy(&srv->registry_lock);
 	pthread_mutex_destroy(&srv->polling_lock);
 	if (srv->base)

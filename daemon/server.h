@@ -13,11 +13,22 @@
 #include "daemon/session.h"
 
 #define SERVER_MAX_DEVICES 1024
+#define SERVER_MAX_RECORDINGS 8 /* tandemctl trace: at most one per user */
 #define CONN_MAX_FDS 2 /* descriptors a connection may pass ahead of its request */
 
 enum conn_role { CONN_NEW = 0, CONN_CLIENT, CONN_CONTROL };
 
 struct server;
+
+/* A message waiting to be sent (the socket was full): the bytes not sent
+ * yet, and the descriptors (our duplicates) that go with its first byte. */
+struct conn_out {
+	struct conn_out *next;
+	size_t len, off;
+	int fds[2];
+	int nfds;
+	unsigned char buf[];
+};
 
 struct conn {
 	struct server *srv;
@@ -27,26 +38,48 @@ struct conn {
 	uid_t uid;
 	gid_t gid;
 	bool allowed;
-	struct event *ev_sock;
-	struct event *ev_hello; /* deadline for the hello, until it came */
+	bool admin; /* sees and records everyone's work (daemon.admin_uids) */
+	struct uid_usage *usage;
+	struct event *ev_sock; /* readable */
+	struct event *ev_write; /* writable, while a reply waits */
+	/* The hello deadline until the hello came; then, while a reply waits,
+	 * the deadline for the peer to read it. */
+	struct event *ev_timer;
 	struct session *s;
 	/* Descriptors received (SCM_RIGHTS), for the request that takes them
 	 * (TRACE_START, EXPORT); closed with the connection otherwise. */
 	int fds[CONN_MAX_FDS];
 	int nfds;
+	/* One request is answered at a time: while its reply waits for the
+	 * peer to read, or a calibration runs for it, nothing more is read
+	 * from this connection. */
+	struct conn_out *out_head, *out_tail;
+	size_t out_bytes;
+	bool awaiting; /* a calibration runs for this connection */
 	size_t inlen;
 	unsigned char in[sizeof(struct tdm_msg_hdr) + TDM_MSG_MAX_PAYLOAD];
 	struct conn *prev, *next;
+};
+
+/* A tandemctl trace recording: an administrator's records every client, a
+ * user's only that user's clients. */
+struct recording {
+	struct recorder rec;
+	bool all;
+	uid_t uid;
 };
 
 struct server {
 	struct tdm_config cfg;
 	const char *config_path; /* NULL: embedded defaults */
 	char socket_path[CONFIG_PATH_MAX];
+	bool made_socket_dir; /* its mode then follows the access lists */
 	int ready_fd;
 	struct event_base *base;
 	struct evconnlistener *listener;
 	struct event *ev_term, *ev_int, *ev_hup, *ev_drain;
+	struct event *ev_listen_resume; /* the listener paused after EMFILE/ENFILE */
+	int spare_fd; /* given up to accept and shed a connection at EMFILE */
 	hwloc_topology_t topo;
 	hwloc_topology_t io_topo; /* with PCI objects, for accelerator locality; may be NULL */
 	struct backend_device devs[SERVER_MAX_DEVICES];
@@ -71,15 +104,29 @@ struct server {
 	 * every session while there is at least one (lock before registry). */
 	pthread_mutex_t polling_lock;
 	unsigned pollers;
-	int sq_bell; /* the submission doorbell every client rings */
-	int kick_fd; /* workers ask the loop to drop clients that broke protocol */
+	/* Every session's doorbell (the daemon's end), in one epoll set that
+	 * idle workers sleep on: no descriptor the daemon waits on is shared
+	 * with a client. */
+	int bell_epoll;
+	/* Workers (and the calibration thread) ask the loop to drop clients
+	 * that broke protocol, and to send a finished calibration's reply. */
+	int kick_fd;
 	struct event *ev_kick;
 	uint64_t drain_start_ns;
 	struct conn *conns;
-	uint32_t nclients;
+	uint32_t nconns, nclients;
 	uint32_t next_session_id;
 	uint64_t start_ns;
-	struct recorder rec; /* tandemctl trace */
+	/* Per-uid totals (struct uid_usage), made on a uid's first connection. */
+	struct uid_usage **uids;
+	size_t nuids, uids_cap;
+	struct recording recs[SERVER_MAX_RECORDINGS]; /* tandemctl trace */
+	/* tandemctl calibrate runs on a thread of its own, one at a time. */
+	pthread_t cal_thread;
+	bool cal_running;
+	_Atomic bool cal_done;
+	struct conn *cal_conn; /* who asked; NULL once it went away */
+	char *cal_doc;
 };
 
 int server_init(struct server *srv, const struct tdm_config *cfg, const char *config_path,
@@ -95,24 +142,37 @@ void conn_close(struct conn *c);
 void conn_close_broken(struct server *srv);
 /* Sends a control reply: status, then text (a JSON document, or the
  * machine description), which it frees; text NULL with status 0 is sent
- * as -TDM_ENOMEM. false when it could not be sent. */
+ * as -TDM_ENOMEM. Never blocks: what the socket cannot take now waits in
+ * the connection's output (bounded by TDM_CTL_REPLY_MAX). false when the
+ * connection failed and must be closed. */
 bool conn_send_reply(struct conn *c, int32_t status, char *text);
+/* The calibration thread finished: send its reply. */
+void conn_calibration_done(struct server *srv);
 
 /* server.c: the session registry. */
 int server_register(struct server *srv, struct session *s);
 void server_unregister(struct server *srv, struct session *s);
+/* The totals of a uid, made on first use; NULL when out of memory. */
+struct uid_usage *server_uid_usage(struct server *srv, uid_t uid);
+/* Whether a peer may connect; whether it is an administrator. */
+bool server_peer_allowed(const struct server *srv, uid_t uid, gid_t gid);
+bool server_peer_admin(const struct server *srv, uid_t uid, gid_t gid);
 
-/* control.c: the status document tandemctl shows (malloc'd JSON). */
-char *control_status_json(struct server *srv);
+/* control.c: the status document tandemctl shows (malloc'd JSON), for
+ * connection c: an administrator's lists every client, another user's
+ * only that user's clients. */
+char *control_status_json(struct server *srv, const struct conn *c);
 /* tandemctl trace: starts a recording for connection c into fds[0] (and
  * fds[1] when nfds is 2), which it takes on success. 0 or -TDM_E* with
  * *doc the reply's text (malloc'd, NULL on ENOMEM). */
 int control_trace_start(struct server *srv, struct conn *c, const int *fds, int nfds, char **doc);
 /* Ends c's recording and writes the files; *doc gets the summary. */
 int control_trace_stop(struct server *srv, struct conn *c, char **doc);
-/* The daemon stops: ends a recording still running and sends its summary
- * to the connection that started it. */
+/* The daemon stops: ends the recordings still running and sends their
+ * summaries to the connections that started them. */
 void control_trace_end(struct server *srv);
+/* Connection c goes away: its recording, if any, is discarded. */
+void control_trace_gone(struct server *srv, struct conn *c);
 /* tandemctl calibrate --export: the machine description (TOML). fd >= 0:
  * written there (taken either way), *doc = {"bytes": N}; fd < 0: *doc is
  * the text itself. 0 or -TDM_E* (then *doc explains). */

@@ -6,8 +6,8 @@
 #include <pwd.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/eventfd.h>
 #include <sys/mman.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "daemon/log.h"
@@ -20,10 +20,22 @@
 #define HANDLE_GEN_MAX ((1u << (32 - HANDLE_SLOT_BITS)) - 1)
 #define MAX_PENDING_ERRORS 1024
 
-struct buffer_slot {
-	struct buffer *b;
-	uint32_t gen;
-};
+/* One more mapping against the daemon's budget; false when it is spent. */
+static bool mapping_take(struct session_env *env)
+{
+	uint32_t cap = env->mappings_cap;
+	uint32_t n = atomic_fetch_add(&env->mappings, 1);
+	if (cap && n >= cap) {
+		atomic_fetch_sub(&env->mappings, 1);
+		return false;
+	}
+	return true;
+}
+
+static void mapping_give(struct session_env *env)
+{
+	atomic_fetch_sub(&env->mappings, 1);
+}
 
 static size_t page_round(size_t n)
 {
@@ -62,18 +74,21 @@ static void flow_settings(struct session *s, const struct tdm_config *cfg, uint3
 	s->flow.policy_hint = (uint8_t)config_client_policy(cfg, uid, user);
 }
 
-int session_create(struct session_env *env, uint32_t id, uint32_t uid, struct session **out)
+int session_create(struct session_env *env, uint32_t id, uint32_t uid, struct uid_usage *usage,
+                   struct session **out)
 {
 	const struct tdm_config *cfg = env->cfg;
 	struct session *s = calloc(1, sizeof(*s));
 	size_t sq_off, cq_off, total;
+	int pair[2];
 
 	if (!s)
 		return -TDM_ENOMEM;
-	s->ring_fd = s->cq_bell = -1;
+	s->ring_fd = s->bell = s->bell_peer = -1;
 	atomic_store(&s->refs, 1);
 	s->id = id;
 	s->env = env;
+	s->usage = usage;
 	s->flow.id = id;
 	s->uid = uid;
 	flow_settings(s, cfg, uid);
@@ -85,6 +100,11 @@ int session_create(struct session_env *env, uint32_t id, uint32_t uid, struct se
 	sq_off = page_round(sizeof(struct tdm_ring_header));
 	cq_off = sq_off + page_round((size_t)s->sq_entries * sizeof(struct tdm_sqe));
 	total = cq_off + page_round((size_t)s->cq_entries * sizeof(struct tdm_cqe));
+	if (!mapping_take(env)) {
+		s->env = NULL;
+		session_unref(s);
+		return -TDM_EQUOTA;
+	}
 	s->ring_fd = sealed_memfd("tandem-ring", total);
 	if (s->ring_fd < 0)
 		goto sys_fail;
@@ -103,9 +123,10 @@ int session_create(struct session_env *env, uint32_t id, uint32_t uid, struct se
 	s->hdr->cq_entries = s->cq_entries;
 	s->hdr->sq_offset = (uint32_t)sq_off;
 	s->hdr->cq_offset = (uint32_t)cq_off;
-	s->cq_bell = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-	if (s->cq_bell < 0)
+	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, pair) != 0)
 		goto sys_fail;
+	s->bell = pair[0];
+	s->bell_peer = pair[1];
 	if (env->engine && engine_flow_add(env->engine, &s->flow) != 0) {
 		session_unref(s);
 		return -TDM_ENOMEM;
@@ -117,6 +138,7 @@ int session_create(struct session_env *env, uint32_t id, uint32_t uid, struct se
 
 sys_fail:
 	log_error("session %u: cannot create ring: %s", id, strerror(errno));
+	mapping_give(env);
 	s->env = NULL; /* nothing counted yet */
 	session_unref(s);
 	return -TDM_ESYS;
@@ -133,13 +155,17 @@ static void session_free(struct session *s)
 		if (s->env->engine)
 			engine_flow_gone(s->env->engine, &s->flow);
 		atomic_fetch_sub(&s->env->counters->sessions_live, 1);
+		mapping_give(s->env);
 	}
 	if (s->ring)
 		munmap(s->ring, s->ring_bytes);
 	if (s->ring_fd >= 0)
 		close(s->ring_fd);
-	if (s->cq_bell >= 0)
-		close(s->cq_bell);
+	if (s->bell >= 0)
+		close(s->bell);
+	if (s->bell_peer >= 0)
+		close(s->bell_peer);
+	free(s->slots);
 	pthread_mutex_destroy(&s->cq_lock);
 	pthread_mutex_destroy(&s->intake_lock);
 	free(s);
@@ -153,66 +179,119 @@ void session_unref(struct session *s)
 
 /* ---- buffers ------------------------------------------------------------- */
 
+/* A free slot (its index), growing the table when none is free;
+ * -TDM_EQUOTA when the handle space is spent, -TDM_ENOMEM. */
+static int64_t slot_take(struct session *s)
+{
+	if (s->free_head) {
+		uint32_t i = s->free_head - 1;
+		s->free_head = s->slots[i].next_free;
+		s->slots[i].next_free = 0;
+		return i;
+	}
+	if (s->slots_used >= HANDLE_SLOT_MASK)
+		return -TDM_EQUOTA;
+	if (s->slots_used == s->slots_cap) {
+		uint32_t ncap = s->slots_cap ? s->slots_cap * 2 : 16;
+		if (ncap > HANDLE_SLOT_MASK)
+			ncap = HANDLE_SLOT_MASK;
+		struct buffer_slot *n = realloc(s->slots, ncap * sizeof(*n));
+		if (!n)
+			return -TDM_ENOMEM;
+		memset(n + s->slots_cap, 0, (ncap - s->slots_cap) * sizeof(*n));
+		s->slots = n;
+		s->slots_cap = ncap;
+	}
+	return s->slots_used++;
+}
+
+/* Puts a slot back on the free list, unless its generation is spent. */
+static void slot_give(struct session *s, uint32_t i)
+{
+	s->slots[i].b = NULL;
+	if (s->slots[i].gen >= HANDLE_GEN_MAX)
+		return; /* retired: its next handle would equal one already given out */
+	s->slots[i].next_free = s->free_head;
+	s->free_head = i + 1;
+}
+
+/* Whether the client's and its user's quotas have room for one more
+ * buffer of `bytes`. */
+static bool buffer_fits(const struct session *s, uint64_t bytes)
+{
+	const struct tdm_config *cfg = s->env->cfg;
+	if (bytes > cfg->buffer_quota_bytes ||
+	    atomic_load(&s->buffer_bytes) + bytes > cfg->buffer_quota_bytes ||
+	    atomic_load(&s->buffers_count) >= cfg->max_buffers)
+		return false;
+	const struct uid_usage *u = s->usage;
+	if (u && u->limited &&
+	    (bytes > cfg->uid_buffer_quota_bytes ||
+	     atomic_load(&u->buffer_bytes) + bytes > cfg->uid_buffer_quota_bytes ||
+	     atomic_load(&u->buffers) >= cfg->uid_max_buffers))
+		return false;
+	return true;
+}
+
 int session_buffer_alloc(struct session *s, uint64_t bytes, uint32_t flags, uint32_t *handle,
                          int *fd_out)
 {
-	const struct tdm_config *cfg = s->env->cfg;
-	struct buffer_slot *slots = (struct buffer_slot *)s->bufs;
-	uint32_t slot;
 	size_t mapped;
 	struct buffer *b;
+	int64_t slot;
 	int fd;
 
 	if (bytes == 0 || (flags & ~TDM_BUF_FLAGS_ALL))
 		return -TDM_EINVAL;
-	if (bytes > cfg->buffer_quota_bytes ||
-	    atomic_load(&s->buffer_bytes) + bytes > cfg->buffer_quota_bytes ||
-	    atomic_load(&s->buffers_count) >= cfg->max_buffers)
+	if (!buffer_fits(s, bytes))
 		return -TDM_EQUOTA;
-	for (slot = 0; slot < s->bufs_cap && slots[slot].b; slot++)
-		;
-	if (slot >= HANDLE_SLOT_MASK)
+	if (bytes > SIZE_MAX - (size_t)sysconf(_SC_PAGESIZE))
+		return -TDM_ENOMEM;
+	if (!mapping_take(s->env))
 		return -TDM_EQUOTA;
-	if (slot == s->bufs_cap) {
-		uint32_t ncap = s->bufs_cap ? s->bufs_cap * 2 : 16;
-		struct buffer_slot *n = realloc(slots, ncap * sizeof(*n));
-		if (!n)
-			return -TDM_ENOMEM;
-		memset(n + s->bufs_cap, 0, (ncap - s->bufs_cap) * sizeof(*n));
-		s->bufs = (struct buffer **)n;
-		slots = n;
-		s->bufs_cap = ncap;
+	slot = slot_take(s);
+	if (slot < 0) {
+		mapping_give(s->env);
+		return (int)slot;
 	}
 	b = calloc(1, sizeof(*b));
-	if (!b)
-		return -TDM_ENOMEM;
 	mapped = page_round(bytes);
-	fd = sealed_memfd("tandem-buffer", mapped);
+	fd = b ? sealed_memfd("tandem-buffer", mapped) : -1;
 	if (fd < 0) {
+		int err = !b || errno == ENOMEM || errno == ENOSPC ? -TDM_ENOMEM : -TDM_ESYS;
 		free(b);
-		return errno == ENOMEM || errno == ENOSPC ? -TDM_ENOMEM : -TDM_ESYS;
+		slot_give(s, (uint32_t)slot);
+		mapping_give(s->env);
+		return err;
 	}
 	b->base = mmap(NULL, mapped, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
 	if (b->base == MAP_FAILED) {
 		close(fd);
 		free(b);
+		slot_give(s, (uint32_t)slot);
+		mapping_give(s->env);
 		return -TDM_ENOMEM;
 	}
-	if (++slots[slot].gen > HANDLE_GEN_MAX)
-		slots[slot].gen = 1;
+	struct buffer_slot *e = &s->slots[slot];
+	e->gen++; /* fresh slots start at generation 1; a spent one was retired */
 	atomic_store(&b->refs, 1);
-	b->handle = (slots[slot].gen << HANDLE_SLOT_BITS) | (slot + 1);
+	b->handle = (e->gen << HANDLE_SLOT_BITS) | (uint32_t)(slot + 1);
 	b->flags = flags;
 	b->bytes = bytes;
 	b->owner = s;
+	b->usage = s->usage;
 	b->last_writer = BUFFER_NO_TASK;
 	if (s->env->res)
 		residency_data_init(s->env->res, &b->data, b->base, bytes, b->handle,
 		                    flags & (TDM_BUF_WEIGHTS | TDM_BUF_KV));
-	slots[slot].b = b;
+	e->b = b;
 	s->nbufs_live++;
 	atomic_fetch_add(&s->buffer_bytes, bytes);
 	atomic_fetch_add(&s->buffers_count, 1);
+	if (b->usage) {
+		atomic_fetch_add(&b->usage->buffer_bytes, bytes);
+		atomic_fetch_add(&b->usage->buffers, 1);
+	}
 	atomic_fetch_add(&s->env->counters->buffers_live, 1);
 	atomic_fetch_add(&s->env->counters->buffer_bytes_live, bytes);
 	*handle = b->handle;
@@ -223,10 +302,9 @@ int session_buffer_alloc(struct session *s, uint64_t bytes, uint32_t flags, uint
 static struct buffer_slot *slot_of(struct session *s, uint32_t handle)
 {
 	uint32_t slot = (handle & HANDLE_SLOT_MASK);
-	struct buffer_slot *slots = (struct buffer_slot *)s->bufs;
-	if (slot == 0 || slot > s->bufs_cap)
+	if (slot == 0 || slot > s->slots_used)
 		return NULL;
-	struct buffer_slot *e = &slots[slot - 1];
+	struct buffer_slot *e = &s->slots[slot - 1];
 	if (!e->b || e->b->handle != handle)
 		return NULL;
 	return e;
@@ -234,8 +312,7 @@ static struct buffer_slot *slot_of(struct session *s, uint32_t handle)
 
 struct buffer *session_buffer_at(struct session *s, uint32_t i)
 {
-	struct buffer_slot *slots = (struct buffer_slot *)s->bufs;
-	return i < s->bufs_cap ? slots[i].b : NULL;
+	return i < s->slots_used ? s->slots[i].b : NULL;
 }
 
 struct buffer *session_buffer_lookup(struct session *s, uint32_t handle)
@@ -250,7 +327,7 @@ int session_buffer_free(struct session *s, uint32_t handle)
 	if (!e)
 		return -TDM_EHANDLE;
 	struct buffer *b = e->b;
-	e->b = NULL;
+	slot_give(s, (uint32_t)(e - s->slots));
 	s->nbufs_live--;
 	buffer_unref(b); /* graphs in flight keep their own references */
 	return 0;
@@ -264,8 +341,13 @@ void buffer_unref(struct buffer *b)
 	if (s->env->res)
 		residency_data_fini(s->env->res, &b->data);
 	munmap(b->base, page_round(b->bytes));
+	mapping_give(s->env);
 	atomic_fetch_sub(&s->buffer_bytes, b->bytes);
 	atomic_fetch_sub(&s->buffers_count, 1);
+	if (b->usage) {
+		atomic_fetch_sub(&b->usage->buffer_bytes, b->bytes);
+		atomic_fetch_sub(&b->usage->buffers, 1);
+	}
 	atomic_fetch_sub(&s->env->counters->buffers_live, 1);
 	atomic_fetch_sub(&s->env->counters->buffer_bytes_live, b->bytes);
 	free(b->readers);
@@ -274,18 +356,28 @@ void buffer_unref(struct buffer *b)
 
 /* ---- graphs and completions ------------------------------------------------ */
 
-/* Gives back what the graph holds against the client's quotas (task and
- * graph counts, buffer references). Done before its completion is posted,
- * so a client that acts on the completion at once finds its quota free. */
-static void dgraph_release_quota(struct dgraph *g)
+/* The graph's buffer references: dropped when the graph is done, before its
+ * completion is posted, so a client that frees a buffer once it has the
+ * completion finds the bytes back in its quota. */
+static void dgraph_release_buffers(struct dgraph *g)
 {
-	struct session *s = g->s;
-	if (g->quota_released)
+	if (g->buffers_released)
 		return;
-	g->quota_released = true;
+	g->buffers_released = true;
 	for (uint32_t i = 0; i < g->nbufs; i++)
 		buffer_unref(g->bufs[i]);
 	g->nbufs = 0;
+}
+
+/* The graph and task counts: given back as the completion goes into the
+ * ring (and before the client can see it), so that a client that never
+ * reaps cannot have more graphs waiting than its quota allows. */
+static void dgraph_release_counts(struct dgraph *g)
+{
+	struct session *s = g->s;
+	if (g->counts_released)
+		return;
+	g->counts_released = true;
 	if (g->reserved_tasks) {
 		atomic_fetch_sub(&s->tasks_in_flight, g->reserved_tasks);
 		atomic_fetch_sub(&s->env->counters->session_tasks_in_flight, g->reserved_tasks);
@@ -297,7 +389,8 @@ static void dgraph_release_quota(struct dgraph *g)
 void dgraph_destroy(struct dgraph *g)
 {
 	struct session *s = g->s;
-	dgraph_release_quota(g);
+	dgraph_release_buffers(g);
+	dgraph_release_counts(g);
 	atomic_fetch_sub(&s->graphs_unposted, 1);
 	engine_graph_free_arrays(&g->g);
 	free(g->bufs);
@@ -312,10 +405,20 @@ static uint32_t cq_space(struct session *s)
 	uint32_t used = s->cq_tail - head;
 	if (used > s->cq_entries) {
 		/* Moved backwards or past our tail: never trust it again. */
-		atomic_store(&s->cq_broken, true);
+		if (!atomic_exchange(&s->cq_broken, true)) {
+			atomic_fetch_add(&s->env->counters->protocol_errors, 1);
+			session_fail(s, "completion head moved outside the ring");
+		}
 		return 0;
 	}
 	return s->cq_entries - used;
+}
+
+bool session_cq_room(struct session *s)
+{
+	/* Without cq_lock: a stale tail only makes a needless flush. */
+	uint32_t tail = __atomic_load_n(&s->hdr->cq_tail, __ATOMIC_RELAXED);
+	return tail - ring_load_acquire(&s->hdr->cq_head) < s->cq_entries;
 }
 
 static void cq_put(struct session *s, const struct tdm_cqe *cqe)
@@ -373,6 +476,7 @@ static void flush_locked(struct session *s, struct dgraph **done)
 			c.status = atomic_load(&g->g.status);
 			c.cookie = g->g.cookie;
 			c.queued_ns = g->g.submit_ns;
+			dgraph_release_counts(g); /* published below, after this */
 			cq_put(s, &c);
 			space--;
 			s->pending_head = g->next_pending;
@@ -382,6 +486,7 @@ static void flush_locked(struct session *s, struct dgraph **done)
 			*done = g;
 		}
 		bool waiting = s->errors_head || s->pending_head;
+		atomic_store(&s->cq_backlog, waiting);
 		if (!waiting) {
 			__atomic_fetch_and(&s->hdr->daemon_flags, ~TDM_DAEMON_CQ_OVERFLOW,
 			                   __ATOMIC_SEQ_CST);
@@ -397,14 +502,75 @@ static void flush_locked(struct session *s, struct dgraph **done)
 	ring_store_publish(&s->hdr->cq_tail, s->cq_tail);
 }
 
+/* Wake-ups collected by a thread that holds locks (server_poll, under the
+ * registry lock and a session's intake lock): they are sent once it lets
+ * go. Thread-local scratch, not shared state. */
+#define DEFERRED_WAKES_MAX 32
+static _Thread_local struct {
+	bool on;
+	unsigned n;
+	struct session *s[DEFERRED_WAKES_MAX];
+} deferred;
+
+static void ring_client(struct session *s)
+{
+	/* Never blocks: MSG_DONTWAIT on the daemon's own end. EAGAIN means
+	 * bytes the client has not read are waiting, so it wakes anyway. */
+	if (send(s->bell, "", 1, MSG_DONTWAIT | MSG_NOSIGNAL) < 0 && errno != EAGAIN &&
+	    errno != EPIPE && errno != ECONNRESET)
+		log_debug("session %u: doorbell: %s", s->id, strerror(errno));
+}
+
 void session_wake_client(struct session *s)
 {
-	if (__atomic_load_n(&s->hdr->client_flags, __ATOMIC_SEQ_CST) & TDM_CLIENT_SLEEPING) {
-		uint64_t one = 1;
-		/* EAGAIN means the counter is already non-zero: it will wake. */
-		if (write(s->cq_bell, &one, sizeof(one)) < 0 && errno != EAGAIN)
-			log_debug("session %u: doorbell: %s", s->id, strerror(errno));
+	if (!(__atomic_load_n(&s->hdr->client_flags, __ATOMIC_SEQ_CST) & TDM_CLIENT_SLEEPING))
+		return;
+	if (deferred.on) {
+		for (unsigned i = 0; i < deferred.n; i++)
+			if (deferred.s[i] == s)
+				return;
+		if (deferred.n < DEFERRED_WAKES_MAX) {
+			session_ref(s);
+			deferred.s[deferred.n++] = s;
+			return;
+		}
 	}
+	ring_client(s);
+}
+
+void session_defer_wakes_begin(void)
+{
+	deferred.on = true;
+}
+
+void session_defer_wakes_end(void)
+{
+	deferred.on = false;
+	for (unsigned i = 0; i < deferred.n; i++) {
+		ring_client(deferred.s[i]);
+		session_unref(deferred.s[i]);
+	}
+	deferred.n = 0;
+}
+
+bool session_drain_bell(struct session *s)
+{
+	char buf[256];
+	for (;;) {
+		ssize_t n = recv(s->bell, buf, sizeof(buf), MSG_DONTWAIT);
+		if (n > 0)
+			continue;
+		return n < 0 && (errno == EAGAIN || errno == EINTR);
+	}
+}
+
+void session_fail(struct session *s, const char *why)
+{
+	if (atomic_exchange(&s->proto_error, true))
+		return;
+	log_warn("session %u: %s: disconnecting", s->id, why);
+	if (s->env->broken)
+		s->env->broken(s->env->broken_ctx);
 }
 
 static void release_done(struct dgraph *done)
@@ -448,6 +614,8 @@ void session_post_cqe(struct session *s, const struct tdm_cqe *cqe)
 	e = malloc(sizeof(*e));
 	if (!e) {
 		pthread_mutex_unlock(&s->cq_lock);
+		/* The client would wait for this completion forever. */
+		session_fail(s, "out of memory for a completion");
 		return;
 	}
 	e->cqe = *cqe;
@@ -465,11 +633,15 @@ void session_post_cqe(struct session *s, const struct tdm_cqe *cqe)
 void session_graph_done(struct session *s, struct dgraph *g)
 {
 	struct dgraph *done = NULL;
-	dgraph_release_quota(g);
+	dgraph_release_buffers(g);
+	/* g may stay pending (no room) and be released by session_close as
+	 * soon as we unlock: our own reference keeps s for the wake-up. */
+	session_ref(s);
 	pthread_mutex_lock(&s->cq_lock);
 	if (atomic_load(&s->closed)) {
 		pthread_mutex_unlock(&s->cq_lock);
 		dgraph_destroy(g);
+		session_unref(s);
 		return;
 	}
 	g->next_pending = NULL;
@@ -482,6 +654,7 @@ void session_graph_done(struct session *s, struct dgraph *g)
 	pthread_mutex_unlock(&s->cq_lock);
 	session_wake_client(s);
 	release_done(done);
+	session_unref(s);
 }
 
 void session_engine_graph_done(void *ctx, struct engine_graph *eg)
@@ -493,7 +666,6 @@ void session_engine_graph_done(void *ctx, struct engine_graph *eg)
 
 void session_close(struct session *s)
 {
-	struct buffer_slot *slots;
 	struct dgraph *pending;
 	struct pending_error *errs;
 
@@ -511,17 +683,16 @@ void session_close(struct session *s)
 		errs = n;
 	}
 	pthread_mutex_lock(&s->intake_lock);
-	slots = (struct buffer_slot *)s->bufs;
 	if (s->building) {
 		dgraph_destroy(s->building);
 		s->building = NULL;
 	}
-	for (uint32_t i = 0; i < s->bufs_cap; i++)
-		if (slots[i].b)
-			buffer_unref(slots[i].b);
-	free(s->bufs);
-	s->bufs = NULL;
-	s->bufs_cap = 0;
+	for (uint32_t i = 0; i < s->slots_used; i++)
+		if (s->slots[i].b)
+			buffer_unref(s->slots[i].b);
+	free(s->slots);
+	s->slots = NULL;
+	s->slots_cap = s->slots_used = s->free_head = 0;
 	s->nbufs_live = 0;
 	pthread_mutex_unlock(&s->intake_lock);
 	/* Release waiting graphs last: each drops a session reference. */

@@ -21,7 +21,21 @@ struct daemon_counters {
 	_Atomic uint64_t buffers_live, buffer_bytes_live;
 	_Atomic uint64_t graphs_accepted, graphs_rejected;
 	_Atomic uint64_t protocol_errors;
-	_Atomic uint64_t session_tasks_in_flight; /* reserved by open or running graphs */
+	_Atomic uint64_t session_tasks_in_flight; /* reserved by graphs not yet posted */
+	_Atomic uint64_t connections_refused; /* at accept: not allowed, or over a cap */
+};
+
+/* What one user's clients hold together (the per-uid limits). Made by the
+ * event loop on a uid's first connection and kept until the daemon stops
+ * (there are at most as many as there are users); the counters are
+ * updated from any thread. */
+struct uid_usage {
+	uint32_t uid;
+	bool limited; /* false for root and the daemon's own uid */
+	uint32_t connections, sessions; /* event loop only */
+	uint32_t recordings; /* event loop only */
+	_Atomic uint64_t buffer_bytes;
+	_Atomic uint32_t buffers;
 };
 
 /* What a session needs from the daemon around it. */
@@ -34,6 +48,14 @@ struct session_env {
 	void *submit_ctx;
 	const _Atomic bool *draining; /* new graphs are refused with -TDM_ESHUTDOWN */
 	struct residency *res; /* where buffers' replicas live; NULL in some tests */
+	/* A session set proto_error from a thread that cannot close it: asks
+	 * the event loop to drop such sessions (NULL in tests). */
+	void (*broken)(void *ctx);
+	void *broken_ctx;
+	/* Memory mappings the daemon holds for clients (a ring or a buffer
+	 * each), against mappings_cap (0: no cap). */
+	_Atomic uint32_t mappings;
+	uint32_t mappings_cap;
 };
 
 #define BUFFER_NO_TASK UINT32_MAX
@@ -45,6 +67,7 @@ struct buffer {
 	uint64_t bytes;
 	void *base;
 	struct session *owner;
+	struct uid_usage *usage; /* the owner's, charged for this buffer; may be NULL */
 	struct tdm_data data; /* replicas on memory nodes */
 	/* Intake scratch (under the owner's intake_lock): implicit
 	 * dependencies within the graph numbered dep_graph. */
@@ -61,8 +84,11 @@ struct dgraph {
 	struct session *s;
 	struct buffer **bufs; /* one reference each */
 	uint32_t nbufs, bufs_cap;
-	uint32_t reserved_tasks; /* counted against the client's quota */
-	bool quota_released;
+	/* Counted against the client's quotas until the completion is in the
+	 * ring (so a client that does not reap cannot pile up graphs); the
+	 * buffer references go when the graph is done. */
+	uint32_t reserved_tasks;
+	bool counts_released, buffers_released;
 	uint32_t info_posted; /* TASK_INFO completions written so far */
 	struct dgraph *next_pending;
 	/* Build state (intake only). */
@@ -76,6 +102,15 @@ struct pending_error {
 	struct pending_error *next;
 };
 
+/* A buffer handle's table slot. A slot's generation goes up with each
+ * reuse; a slot whose generation would wrap is retired, so that a stale
+ * handle can never name a newer buffer. Free slots form a list. */
+struct buffer_slot {
+	struct buffer *b;
+	uint32_t gen;
+	uint32_t next_free; /* slot index + 1 of the next free slot, 0: none */
+};
+
 struct session {
 	_Atomic uint32_t refs;
 	uint32_t id;
@@ -83,12 +118,21 @@ struct session {
 	uid_t uid;
 	gid_t gid;
 	struct session_env *env;
+	struct uid_usage *usage; /* NULL in tests */
 	struct engine_flow flow;
 
-	/* Ring region and completion doorbell. Our copies of the geometry and
-	 * of our own indices are the truth; the shared header is only read for
-	 * the client's indices, which are validated. */
-	int ring_fd, cq_bell;
+	/* Ring region and doorbell. Our copies of the geometry and of our own
+	 * indices are the truth; the shared header is only read for the
+	 * client's indices, which are validated.
+	 *
+	 * The doorbell is a socketpair: the client rings the daemon by writing
+	 * a byte to its end, the daemon rings the client by writing to bell.
+	 * Each end is its own open file description and the daemon sends and
+	 * receives with MSG_DONTWAIT, so nothing a client does to its end
+	 * (clearing O_NONBLOCK, filling it, never reading) can make a daemon
+	 * thread block. bell_peer is the client's end until the hello reply
+	 * took it. */
+	int ring_fd, bell, bell_peer;
 	void *ring;
 	size_t ring_bytes;
 	struct tdm_ring_header *hdr;
@@ -104,9 +148,12 @@ struct session {
 	pthread_mutex_t intake_lock;
 	_Atomic bool proto_error; /* intake found a violation: disconnect */
 
-	/* Buffer table (under intake_lock): handle h lives at bufs[h - 1]. */
-	struct buffer **bufs;
-	uint32_t bufs_cap, nbufs_live;
+	/* Buffer table (under intake_lock): the handle's low bits are its slot
+	 * index + 1, the generation is above them. */
+	struct buffer_slot *slots;
+	uint32_t slots_cap, slots_used; /* allocated; ever used (the rest are fresh) */
+	uint32_t free_head; /* slot index + 1 of the first free used slot, 0: none */
+	uint32_t nbufs_live;
 	_Atomic uint64_t buffer_bytes; /* quota accounting, incl. freed-but-in-use */
 	_Atomic uint32_t buffers_count; /* same, in buffers */
 	_Atomic uint32_t tasks_in_flight;
@@ -125,12 +172,17 @@ struct session {
 	struct pending_error *errors_head, *errors_tail;
 	_Atomic bool closed;
 	_Atomic bool cq_broken; /* the client moved cq_head somewhere impossible */
+	/* Completions wait for room in the ring: intake stops reading the
+	 * client's submissions until they are posted. */
+	_Atomic bool cq_backlog;
 };
 
 /* Creates a session with a fresh ring region (memfd, sealed) and a
- * completion doorbell. Holds one reference for the caller. */
-/* uid: the client's (SO_PEERCRED), for its [clients] settings. */
-int session_create(struct session_env *env, uint32_t id, uint32_t uid, struct session **out);
+ * doorbell. Holds one reference for the caller. uid: the client's
+ * (SO_PEERCRED), for its [clients] settings; usage: its uid's totals
+ * (may be NULL). -TDM_EQUOTA when the daemon's mapping budget is spent. */
+int session_create(struct session_env *env, uint32_t id, uint32_t uid, struct uid_usage *usage,
+                   struct session **out);
 void session_ref(struct session *s);
 void session_unref(struct session *s);
 /* The client is gone: drop its buffers from the table, cancel its queued
@@ -142,15 +194,27 @@ int session_buffer_alloc(struct session *s, uint64_t bytes, uint32_t flags, uint
                          int *fd_out);
 int session_buffer_free(struct session *s, uint32_t handle);
 struct buffer *session_buffer_lookup(struct session *s, uint32_t handle);
-/* The buffer in table slot i (0 <= i < bufs_cap), or NULL. */
+/* The buffer in table slot i (0 <= i < slots_used), or NULL. */
 struct buffer *session_buffer_at(struct session *s, uint32_t i);
 void buffer_unref(struct buffer *b);
 
 /* Completions. session_post_cqe queues one entry (an error, a rejected
  * graph) ahead of finished graphs. */
 void session_post_cqe(struct session *s, const struct tdm_cqe *cqe);
-/* Rings the client's doorbell if it sleeps (after sq_head moved, say). */
+/* Rings the client's doorbell if it sleeps (after sq_head moved, say).
+ * Between session_defer_wakes_begin and _end on this thread (while it holds
+ * locks), the rings are collected and sent by _end instead. */
 void session_wake_client(struct session *s);
+void session_defer_wakes_begin(void);
+void session_defer_wakes_end(void);
+/* Drains what the client rang on the doorbell. false: its end is closed. */
+bool session_drain_bell(struct session *s);
+/* Whether the client consumed completions since they last backed up. */
+bool session_cq_room(struct session *s);
+/* Something went wrong that only a disconnect can report (a completion
+ * that could not be queued): marks the session broken and asks the event
+ * loop to drop it. */
+void session_fail(struct session *s, const char *why);
 /* The client floods entries that make errors faster than it reaps them. */
 bool session_errors_overflowing(struct session *s);
 void session_graph_done(struct session *s, struct dgraph *g);

@@ -42,6 +42,7 @@ enum tdm_error {
 	TDM_EBUSY, /* too many clients */
 	TDM_ESYS, /* a system call failed */
 	TDM_ECONFIG, /* invalid configuration */
+	TDM_EPEER, /* the socket is not served by a tandemd we trust (its uid, its ring) */
 	TDM_E__COUNT
 };
 
@@ -60,6 +61,10 @@ struct tdm_connect_opts {
 	/* Microseconds to spin on the completion ring before sleeping on the
 	 * doorbell in tdm_wait; 0 blocks at once. */
 	uint32_t spin_us;
+	/* The daemon must run as root or as our own uid (SO_PEERCRED), or as
+	 * this uid when not 0 (or as $TANDEM_DAEMON_UID): a socket served by
+	 * anyone else gives -TDM_EPEER, and nothing is sent to it. */
+	uint32_t daemon_uid;
 };
 
 /* The default socket path: $XDG_RUNTIME_DIR/tandem/tandemd.sock for a user,

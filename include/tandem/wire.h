@@ -6,8 +6,11 @@
  *    descriptors passed by SCM_RIGHTS;
  *  - a shared-memory ring region (one memfd per session, created and sealed by
  *    the daemon) holding a submission ring (client produces, daemon consumes)
- *    and a completion ring (daemon produces, client consumes), plus two
- *    eventfd doorbells.
+ *    and a completion ring (daemon produces, client consumes), plus a
+ *    doorbell: one end of a stream socketpair per session. The client writes
+ *    a byte to ring the daemon (new entries, completions consumed); the
+ *    daemon writes a byte to wake a sleeping client. Both sides send with
+ *    MSG_DONTWAIT: a full doorbell already rings.
  *
  * Everything the daemon reads from the ring region or the socket is untrusted:
  * it copies an entry once and validates every field of the copy.
@@ -18,7 +21,7 @@
 #include <stdint.h>
 
 #define TDM_WIRE_MAGIC 0x54444d31u /* "TDM1" */
-#define TDM_WIRE_VERSION 1u
+#define TDM_WIRE_VERSION 2u /* 2: one socketpair doorbell per session */
 
 #define TDM_MAX_ARGS 8 /* buffer arguments per task */
 #define TDM_MAX_SCALARS 8 /* scalar parameters per task */
@@ -30,7 +33,7 @@
 
 enum tdm_msg_type {
 	TDM_MSG_HELLO = 1, /* client -> daemon: struct tdm_hello */
-	TDM_MSG_HELLO_REPLY, /* daemon -> client: struct tdm_hello_reply + 3 fds */
+	TDM_MSG_HELLO_REPLY, /* daemon -> client: struct tdm_hello_reply + 2 fds (ring, bell) */
 	TDM_MSG_BUF_ALLOC, /* client: struct tdm_buf_alloc_req */
 	TDM_MSG_BUF_ALLOC_REPLY, /* daemon: struct tdm_buf_alloc_reply (+ memfd on success) */
 	TDM_MSG_BUF_FREE, /* client: struct tdm_buf_free_req */

@@ -47,7 +47,7 @@ static inline int harness_init(struct harness *h, uint32_t sq_entries, uint32_t 
 	h->env.submit = harness_submit;
 	h->env.submit_ctx = h;
 	h->env.draining = &h->draining;
-	int err = session_create(&h->env, 1, (uint32_t)getuid(), &h->s);
+	int err = session_create(&h->env, 1, (uint32_t)getuid(), NULL, &h->s);
 	if (err)
 		return err;
 	for (int i = 0; i < HARNESS_BUFFERS; i++) {

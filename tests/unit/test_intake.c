@@ -97,12 +97,12 @@ static void test_hints_and_client_settings(void **state)
 	         (unsigned)getuid(), (unsigned)getuid());
 	assert_int_equal(config_load_string(toml, strlen(toml), "t", &cfg, err, sizeof(err)), 0);
 	env.cfg = &cfg;
-	assert_int_equal(session_create(&env, 2, (uint32_t)getuid(), &s), 0);
+	assert_int_equal(session_create(&env, 2, (uint32_t)getuid(), NULL, &s), 0);
 	assert_int_equal(s->flow.weight, 7);
 	assert_int_equal(s->flow.policy_hint, TDM_POLICY_HEFT);
 	session_close(s);
 	session_unref(s);
-	assert_int_equal(session_create(&env, 3, (uint32_t)getuid() + 1, &s), 0);
+	assert_int_equal(session_create(&env, 3, (uint32_t)getuid() + 1, NULL, &s), 0);
 	assert_int_equal(s->flow.weight, 2); /* another uid: default_weight */
 	assert_int_equal(s->flow.policy_hint, TDM_POLICY_DEFAULT);
 	session_close(s);
