@@ -4,6 +4,8 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <grp.h>
+#include <inttypes.h>
 #include <jansson.h>
 #include <poll.h>
 #include <signal.h>
@@ -11,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -135,6 +138,8 @@ int tdmt_daemon_launch(struct tdmt_daemon *d, const char *socket_path, int timeo
 		return -3;
 	if (pipe2(pfd, O_CLOEXEC) != 0)
 		return -3;
+	if (d->run_uid && chown(d->dir, d->run_uid, d->run_gid) != 0)
+		return -3;
 	pid_t parent = getpid();
 	pid_t pid = fork();
 	if (pid < 0) {
@@ -161,11 +166,26 @@ int tdmt_daemon_launch(struct tdmt_daemon *d, const char *socket_path, int timeo
 		fcntl(pfd[1], F_SETFD, 0);
 		unsetenv("STATE_DIRECTORY");
 		setenv("XDG_STATE_HOME", state, 1);
+		if (d->nofile) {
+			struct rlimit rl = { d->nofile, d->nofile };
+			if (setrlimit(RLIMIT_NOFILE, &rl) != 0)
+				_exit(127);
+		}
+		if (d->run_uid &&
+		    (setgroups(0, NULL) || setgid(d->run_gid) || setuid(d->run_uid)))
+			_exit(127);
 		snprintf(fdarg, sizeof(fdarg), "%d", pfd[1]);
 		char *argv[] = {
 			exe,          "--config", d->config, "--socket", (char *)socket_path,
 			"--ready-fd", fdarg,      NULL
 		};
+		if (!socket_path) {
+			/* The daemon's own default, the fallback under /tmp. */
+			char *dflt[] = { exe, "--config", d->config, "--ready-fd", fdarg, NULL };
+			unsetenv("XDG_RUNTIME_DIR");
+			unsetenv("TANDEM_SOCKET");
+			execv(exe, dflt);
+		}
 		execv(exe, argv);
 		dprintf(2, "exec %s: %s\n", exe, strerror(errno));
 		_exit(127);
@@ -437,10 +457,15 @@ static int ctl_request(int fd, uint32_t type, const void *p, uint32_t len, uint3
 
 char *tdmt_control_json(const char *sock, uint32_t type)
 {
+	return tdmt_control_json_timeout(sock, type, 30000);
+}
+
+char *tdmt_control_json_timeout(const char *sock, uint32_t type, int timeout_ms)
+{
 	struct sockaddr_un sa = { .sun_family = AF_UNIX };
 	struct tdm_hello hello = { TDM_WIRE_MAGIC, TDM_WIRE_VERSION, TDM_ROLE_CONTROL, 0 };
 	struct tdm_hello_reply hr;
-	struct timeval tv = { 30, 0 };
+	struct timeval tv = { timeout_ms / 1000, (timeout_ms % 1000) * 1000 };
 	char *reply = NULL, *json = NULL;
 	uint32_t len;
 	int32_t status;
@@ -476,6 +501,41 @@ out:
 char *tdmt_status_json(const char *sock)
 {
 	return tdmt_control_json(sock, TDM_MSG_CTL_STATUS);
+}
+
+int64_t tdmt_daemon_rss_kib(const struct tdmt_daemon *d)
+{
+	char path[64], line[256];
+	int64_t kib = -1;
+	snprintf(path, sizeof(path), "/proc/%d/status", (int)d->pid);
+	FILE *f = fopen(path, "re");
+	if (!f)
+		return -1;
+	while (fgets(line, sizeof(line), f))
+		if (sscanf(line, "VmRSS: %" SCNd64, &kib) == 1)
+			break;
+	fclose(f);
+	return kib;
+}
+
+int64_t tdmt_daemon_cpu_ns(const struct tdmt_daemon *d)
+{
+	char path[64], buf[1024];
+	snprintf(path, sizeof(path), "/proc/%d/stat", (int)d->pid);
+	FILE *f = fopen(path, "re");
+	if (!f)
+		return -1;
+	size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+	fclose(f);
+	buf[n] = '\0';
+	/* Fields 14 and 15 (utime, stime, in ticks), after the ")" that ends
+	 * the command name. */
+	char *p = strrchr(buf, ')');
+	unsigned long long ut, st;
+	if (!p || sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut,
+	                 &st) != 2)
+		return -1;
+	return (int64_t)((ut + st) * (1000000000ull / (unsigned long long)sysconf(_SC_CLK_TCK)));
 }
 
 int tdmt_counter(const char *sock, const char *name, int64_t *out)

@@ -23,6 +23,12 @@ struct tdmt_daemon {
 	pid_t pid; /* 0 when not running */
 	int exit_status; /* after stop, or when it died before READY */
 	bool failed; /* keep dir and print the log at cleanup */
+	/* Set after prepare, before launch (0: unchanged): run the daemon as
+	 * this uid/gid (as root only; the directory is given to it), with this
+	 * descriptor limit (soft and hard). */
+	uid_t run_uid;
+	gid_t run_gid;
+	unsigned long nofile;
 };
 
 /* The build directory with bin/tandemd: $BUILD, default "build". */
@@ -34,7 +40,8 @@ void tdmt_sleep_ms(unsigned ms);
 int tdmt_daemon_prepare(struct tdmt_daemon *d, const char *toml);
 /* Rewrites the configuration file (for SIGHUP). */
 int tdmt_daemon_write_config(struct tdmt_daemon *d, const char *toml);
-/* Starts tandemd on the prepared directory, waits for READY (timeout_ms).
+/* Starts tandemd on the prepared directory, waits for READY (timeout_ms);
+ * socket_path NULL: its default path, with XDG_RUNTIME_DIR unset.
  * Returns 0; -1 if it exited first (d->exit_status set: the exit code,
  * or 128 + signal); -2 on timeout (it is then killed); -3 on a system error. */
 int tdmt_daemon_launch(struct tdmt_daemon *d, const char *socket_path, int timeout_ms);
@@ -68,6 +75,12 @@ int tdmt_run_tandemd(const char *const *args, char *out, size_t outlen, int time
 
 /* A control document (TDM_MSG_CTL_*) as JSON text (malloc'd), or NULL. */
 char *tdmt_control_json(const char *sock, uint32_t type);
+/* The same, giving up after timeout_ms (for probes of a daemon under attack). */
+char *tdmt_control_json_timeout(const char *sock, uint32_t type, int timeout_ms);
+/* The daemon's resident memory (KiB) and CPU time used so far (ns), from
+ * /proc; -1 when it cannot be read. */
+int64_t tdmt_daemon_rss_kib(const struct tdmt_daemon *d);
+int64_t tdmt_daemon_cpu_ns(const struct tdmt_daemon *d);
 /* The status JSON text (malloc'd), or NULL. */
 char *tdmt_status_json(const char *sock);
 /* One counter of status.counters; 0 or -1. */

@@ -22,6 +22,7 @@
 #include <cmocka.h>
 
 #include "support.h"
+#include "support_raw.h"
 
 #define MS (1000000ll)
 #define SQ_ENTRIES 64
@@ -31,100 +32,36 @@
 
 static struct tdmt_daemon daemon_;
 
-/* ---- the raw client ------------------------------------------------------- */
-
-struct raw {
-	int sock;
-	void *ring;
-	size_t ring_bytes;
-	struct tdm_ring_header *hdr;
-	struct tdm_sqe *sq;
-	struct tdm_cqe *cq;
-	uint32_t sq_entries, cq_entries;
-	uint32_t sq_tail, cq_head;
-	int bell; /* our end of the session's doorbell */
-	struct tdm_hello_reply hello;
-};
+/* ---- the raw client (support_raw.h), with the assertions of these tests -- */
 
 static int raw_socket(void)
 {
-	struct sockaddr_un sa = { .sun_family = AF_UNIX };
-	struct timeval tv = { IO_TIMEOUT_MS / 1000, 0 };
-	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", daemon_.sock);
-	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	int fd = tdmt_raw_socket(daemon_.sock, IO_TIMEOUT_MS);
 	assert_true(fd >= 0);
-	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-	setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
-	assert_int_equal(connect(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
 	return fd;
 }
 
 static void send_bytes(int fd, const void *p, size_t n)
 {
-	const char *c = p;
-	while (n) {
-		ssize_t k = send(fd, c, n, MSG_NOSIGNAL);
-		if (k < 0 && errno == EINTR)
-			continue;
-		assert_true(k > 0);
-		c += k;
-		n -= (size_t)k;
-	}
+	assert_int_equal(tdmt_raw_send_all(fd, p, n), 0);
 }
 
 static void send_msg(int fd, uint32_t type, const void *p, uint32_t len)
 {
-	struct tdm_msg_hdr h = { .type = type, .length = len };
-	send_bytes(fd, &h, sizeof(h));
-	if (len)
-		send_bytes(fd, p, len);
+	assert_int_equal(tdmt_raw_send(fd, type, p, len), 0);
 }
 
-/* Receives one message: payload into buf (exactly len bytes expected),
- * descriptors into fds. Returns the number of fds, or -1 on EOF/error. */
+/* Receives one message of this type: payload into buf (exactly len bytes
+ * expected), descriptors into fds. Returns the number of fds, or -1 on
+ * EOF/error. */
 static int recv_msg(int fd, uint32_t type, void *buf, uint32_t len, int *fds, int max_fds)
 {
 	struct tdm_msg_hdr h;
-	union {
-		char b[CMSG_SPACE(4 * sizeof(int))];
-		struct cmsghdr align;
-	} u;
-	struct iovec iov = { &h, sizeof(h) };
-	struct msghdr m = {
-		.msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.b, .msg_controllen = sizeof(u.b)
-	};
-	int nfds = 0;
-	ssize_t k;
-	do
-		k = recvmsg(fd, &m, MSG_CMSG_CLOEXEC | MSG_WAITALL);
-	while (k < 0 && errno == EINTR);
-	if (k != (ssize_t)sizeof(h))
+	int nfds = tdmt_raw_recv(fd, &h, buf, len, fds, max_fds);
+	if (nfds < 0)
 		return -1;
-	for (struct cmsghdr *cm = CMSG_FIRSTHDR(&m); cm; cm = CMSG_NXTHDR(&m, cm)) {
-		if (cm->cmsg_level != SOL_SOCKET || cm->cmsg_type != SCM_RIGHTS)
-			continue;
-		int n = (int)((cm->cmsg_len - CMSG_LEN(0)) / sizeof(int));
-		int got[4];
-		memcpy(got, CMSG_DATA(cm), (size_t)(n > 4 ? 4 : n) * sizeof(int));
-		for (int i = 0; i < n && i < 4; i++) {
-			if (nfds < max_fds)
-				fds[nfds++] = got[i];
-			else
-				close(got[i]);
-		}
-	}
 	assert_int_equal(h.type, type);
 	assert_int_equal(h.length, len);
-	char *c = buf;
-	for (uint32_t left = len; left;) {
-		k = recv(fd, c, left, 0);
-		if (k < 0 && errno == EINTR)
-			continue;
-		if (k <= 0)
-			return -1;
-		c += k;
-		left -= (uint32_t)k;
-	}
 	return nfds;
 }
 
@@ -149,21 +86,14 @@ static bool wait_eof(int fd, int timeout_ms)
 }
 
 /* Hello as role; for a client, maps the ring. Returns the hello status. */
-static int raw_hello(struct raw *r, uint32_t role)
+static int raw_hello(struct tdmt_raw *r, uint32_t role)
 {
-	struct tdm_hello h = { TDM_WIRE_MAGIC, TDM_WIRE_VERSION, role, 0 };
-	int fds[3];
 	memset(r, 0, sizeof(*r));
-	r->bell = -1;
 	r->sock = raw_socket();
-	send_msg(r->sock, TDM_MSG_HELLO, &h, sizeof(h));
-	int nfds = recv_msg(r->sock, TDM_MSG_HELLO_REPLY, &r->hello, sizeof(r->hello), fds, 3);
-	assert_true(nfds >= 0);
-	if (r->hello.status || role != TDM_ROLE_CLIENT) {
-		assert_int_equal(nfds, 0);
-		return r->hello.status;
-	}
-	assert_int_equal(nfds, 2);
+	int status = tdmt_raw_hello(r, role);
+	assert_int_not_equal(status, -1000);
+	if (status || role != TDM_ROLE_CLIENT)
+		return status;
 	struct tdm_hello_reply *hr = &r->hello;
 	assert_int_equal(hr->sq_entries, SQ_ENTRIES);
 	assert_int_equal(hr->cq_entries, CQ_ENTRIES);
@@ -173,47 +103,29 @@ static int raw_hello(struct raw *r, uint32_t role)
 	            hr->ring_bytes);
 	assert_true((uint64_t)hr->cq_offset + CQ_ENTRIES * sizeof(struct tdm_cqe) <=
 	            hr->ring_bytes);
-	r->ring = mmap(NULL, hr->ring_bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fds[0], 0);
-	assert_true(r->ring != MAP_FAILED);
-	close(fds[0]);
-	r->ring_bytes = hr->ring_bytes;
-	r->hdr = r->ring;
 	assert_int_equal(r->hdr->magic, TDM_WIRE_MAGIC);
 	assert_int_equal(r->hdr->sq_entries, SQ_ENTRIES);
-	r->sq = (struct tdm_sqe *)((char *)r->ring + hr->sq_offset);
-	r->cq = (struct tdm_cqe *)((char *)r->ring + hr->cq_offset);
-	r->sq_entries = hr->sq_entries;
-	r->cq_entries = hr->cq_entries;
-	r->bell = fds[1];
 	return 0;
 }
 
-static void raw_connect(struct raw *r)
+static void raw_connect(struct tdmt_raw *r)
 {
 	assert_int_equal(raw_hello(r, TDM_ROLE_CLIENT), 0);
 }
 
-static void raw_close(struct raw *r)
+static void raw_close(struct tdmt_raw *r)
 {
-	if (r->ring)
-		munmap(r->ring, r->ring_bytes);
-	if (r->bell >= 0)
-		close(r->bell);
-	if (r->sock >= 0)
-		close(r->sock);
-	memset(r, 0, sizeof(*r));
-	r->sock = r->bell = -1;
+	tdmt_raw_close(r);
 }
 
-static void raw_bell(struct raw *r)
+static void raw_bell(struct tdmt_raw *r)
 {
-	assert_int_equal(send(r->bell, "", 1, MSG_NOSIGNAL), 1);
+	assert_int_equal(tdmt_raw_bell(r), 0);
 }
 
-static void raw_publish(struct raw *r)
+static void raw_publish(struct tdmt_raw *r)
 {
-	__atomic_store_n(&r->hdr->sq_tail, r->sq_tail, __ATOMIC_SEQ_CST);
-	raw_bell(r);
+	tdmt_raw_publish(r);
 }
 
 /* Reaps completions into a small log the tests inspect. */
@@ -221,7 +133,7 @@ static void raw_publish(struct raw *r)
 static struct tdm_cqe cq_log[CQ_LOG];
 static size_t cq_nlog;
 
-static bool raw_reap(struct raw *r)
+static bool raw_reap(struct tdmt_raw *r)
 {
 	uint32_t tail = __atomic_load_n(&r->hdr->cq_tail, __ATOMIC_ACQUIRE);
 	assert_true(tail - r->cq_head <= r->cq_entries);
@@ -240,7 +152,7 @@ static bool raw_reap(struct raw *r)
 }
 
 /* Puts one entry, waiting (and reaping) while the ring is full. */
-static void raw_put(struct raw *r, const struct tdm_sqe *e)
+static void raw_put(struct tdmt_raw *r, const struct tdm_sqe *e)
 {
 	uint64_t deadline = tdmt_now_ns() + (uint64_t)IO_TIMEOUT_MS * 1000000ull;
 	while (r->sq_tail - __atomic_load_n(&r->hdr->sq_head, __ATOMIC_ACQUIRE) >= r->sq_entries) {
@@ -254,7 +166,7 @@ static void raw_put(struct raw *r, const struct tdm_sqe *e)
 }
 
 /* Reaps until a GRAPH_DONE for cookie arrives; returns its index in cq_log. */
-static size_t raw_wait_done(struct raw *r, uint64_t cookie)
+static size_t raw_wait_done(struct tdmt_raw *r, uint64_t cookie)
 {
 	uint64_t deadline = tdmt_now_ns() + (uint64_t)IO_TIMEOUT_MS * 1000000ull;
 	size_t from = 0;
@@ -272,7 +184,7 @@ static size_t raw_wait_done(struct raw *r, uint64_t cookie)
 	}
 }
 
-static void raw_alloc(struct raw *r, uint64_t bytes, uint32_t *handle, float **ptr)
+static void raw_alloc(struct tdmt_raw *r, uint64_t bytes, uint32_t *handle, float **ptr)
 {
 	struct tdm_buf_alloc_req req = { .bytes = bytes };
 	struct tdm_buf_alloc_reply rep;
@@ -290,7 +202,7 @@ static void raw_alloc(struct raw *r, uint64_t bytes, uint32_t *handle, float **p
 	*ptr = p;
 }
 
-static uint32_t raw_lookup(struct raw *r, const char *name)
+static uint32_t raw_lookup(struct tdmt_raw *r, const char *name)
 {
 	struct tdm_kernel_lookup_req req = { { 0 } };
 	struct tdm_kernel_lookup_reply rep;
@@ -356,7 +268,7 @@ static struct tdm_sqe sqe_fill(uint32_t kernel, uint32_t index, uint32_t handle,
 #define BUF_BYTES 4096
 
 static struct {
-	struct raw r;
+	struct tdmt_raw r;
 	uint32_t k_noop, k_fill;
 	uint32_t target, check; /* buffers: target of bad graphs, check of good ones */
 	float *target_p, *check_p;
@@ -945,7 +857,7 @@ static void test_random_entries(void **state)
  * its completion must never be written. */
 enum ring_abuse { SQ_TAIL_BACK, SQ_TAIL_BEYOND, CQ_HEAD_BEYOND, CQ_HEAD_BACK, CQ_HEAD_IN_FLIGHT };
 
-static void put_graph(struct raw *r, uint64_t cookie, uint32_t kernel, int64_t spin_us)
+static void put_graph(struct tdmt_raw *r, uint64_t cookie, uint32_t kernel, int64_t spin_us)
 {
 	struct tdm_sqe e = sqe_begin(cookie, 1, 0);
 	raw_put(r, &e);
@@ -963,7 +875,7 @@ static void put_graph(struct raw *r, uint64_t cookie, uint32_t kernel, int64_t s
 
 static void ring_abuse(enum ring_abuse how)
 {
-	struct raw r;
+	struct tdmt_raw r;
 	raw_connect(&r);
 	uint32_t noop = raw_lookup(&r, "noop"), spin = raw_lookup(&r, "spin");
 	/* One valid graph first, so the indices are not all zero. */
@@ -1049,7 +961,7 @@ static void test_protocol_errors_counted_once(void **state)
 	enum { N = 1000 };
 	int64_t perr0 = counter("protocol_errors");
 	for (int i = 0; i < N; i++) {
-		struct raw r;
+		struct tdmt_raw r;
 		raw_connect(&r);
 		uint32_t noop = raw_lookup(&r, "noop");
 		/* a graph first: its completion keeps the workers polling */
@@ -1072,7 +984,7 @@ static void test_protocol_errors_counted_once(void **state)
 }
 
 /* Fills the submission ring with e as far as there is room; publishes. */
-static uint32_t fill_sq(struct raw *r, const struct tdm_sqe *e)
+static uint32_t fill_sq(struct tdmt_raw *r, const struct tdm_sqe *e)
 {
 	uint32_t head = __atomic_load_n(&r->hdr->sq_head, __ATOMIC_ACQUIRE), n = 0;
 	while (r->sq_tail - head < r->sq_entries) {
@@ -1091,7 +1003,7 @@ static uint32_t fill_sq(struct raw *r, const struct tdm_sqe *e)
 static void test_unreaped_errors(void **state)
 {
 	(void)state;
-	struct raw r;
+	struct tdmt_raw r;
 	raw_connect(&r);
 	struct tdm_sqe e;
 	memset(&e, 0, sizeof(e));
@@ -1138,7 +1050,7 @@ static void test_unreaped_errors(void **state)
 
 static void expect_eof_after(const void *bytes, size_t n, bool after_hello, const char *what)
 {
-	struct raw r;
+	struct tdmt_raw r;
 	if (after_hello) {
 		raw_connect(&r);
 	} else {
@@ -1219,7 +1131,7 @@ static void test_bad_socket_messages(void **state)
 		expect_eof_after(junk, sizeof(junk), i >= 4, "random bytes");
 	}
 	/* a control connection may not allocate */
-	struct raw r;
+	struct tdmt_raw r;
 	assert_int_equal(raw_hello(&r, TDM_ROLE_CONTROL), 0);
 	struct tdm_buf_alloc_req req = { .bytes = 4096 };
 	send_msg(r.sock, TDM_MSG_BUF_ALLOC, &req, sizeof(req));
@@ -1233,7 +1145,7 @@ static void test_bad_socket_messages(void **state)
 static void test_refused_requests(void **state)
 {
 	(void)state;
-	struct raw r;
+	struct tdmt_raw r;
 	struct tdm_hello hello = { TDM_WIRE_MAGIC, TDM_WIRE_VERSION + 1, TDM_ROLE_CLIENT, 0 };
 	struct tdm_hello_reply hr;
 
