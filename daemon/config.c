@@ -63,6 +63,8 @@ const char config_default_toml[] =
         "# Where calibration and learned cost models are kept: an absolute path\n"
         "# shorter than 256 bytes, or \"\" for the default ($XDG_STATE_HOME/tandem,\n"
         "# else ~/.local/state/tandem, for a user; /var/lib/tandem for root).\n"
+        "# The daemon's own: created 0700; one that is a symbolic link or belongs\n"
+        "# to another uid is not used.\n"
         "state_dir = \"\"\n"
         "\n"
         "[engine]\n"

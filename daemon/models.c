@@ -1,9 +1,19 @@
 /* The daemon's side of the profiler: where state lives, calibration at
  * start-up, the model store loaded at start and saved periodically and at
- * shutdown, and the documents behind `tandemctl models` and `calibrate`. */
+ * shutdown, and the documents behind `tandemctl models` and `calibrate`.
+ *
+ * The periodic save runs on a thread of its own, which the timer only
+ * wakes: a save takes a file lock that any process of the daemon's uid can
+ * hold, and merges with a file of up to 64 MiB, neither of which the event
+ * loop may wait for. Each save waits a bounded time for the lock (the
+ * last one, at shutdown, too), then gives up with a warning. */
 #include "daemon/models.h"
 
 #include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -37,20 +47,126 @@ static void default_state_dir(char *out, size_t len)
 		out[0] = '\0';
 }
 
-static void save_now(struct server *srv)
+/* How long a save waits for the store's lock before it gives up with a
+ * warning: a periodic one tries again at the next interval. At shutdown a
+ * periodic save still waiting is canceled, and the last one waits
+ * FINAL_SAVE_WAIT_MS at most, so that no lock holds the exit up for long. */
+#define SAVE_WAIT_MS 1000
+#define FINAL_SAVE_WAIT_MS 2000
+
+struct models_saver {
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	pthread_t thread;
+	bool due; /* the timer asked for a save */
+	bool stop; /* models_stop: exit */
+	atomic_bool cancel; /* models_stop: stop waiting for the store's lock */
+	unsigned failures; /* saves that failed in a row (saver thread only) */
+};
+
+/* One save; a failure is logged once per run of failures. */
+static void save_now(struct server *srv, unsigned wait_ms, const atomic_bool *cancel,
+                     unsigned *failures, const char *when)
 {
 	char err[256];
+	unsigned none = 0;
+	int rc;
+
 	if (!srv->prof || !srv->cfg.persist_models || !srv->state_dir[0])
 		return;
-	if (store_save(srv->prof, srv->state_dir, err, sizeof(err)) != 0)
-		log_warn("models: not saved: %s", err);
+	if (!failures)
+		failures = &none;
+	rc = store_save(srv->prof, srv->state_dir, wait_ms, cancel, err, sizeof(err));
+	if (rc == 0) {
+		if (*failures)
+			log_info("models: saved again after %u failed saves", *failures);
+		*failures = 0;
+	} else if (rc == -TDM_ECANCELED) {
+		log_debug("models: %s", err); /* the last save follows */
+	} else if ((*failures)++ == 0) {
+		log_warn("models: not saved%s: %s", when, err);
+	} else {
+		log_debug("models: not saved%s: %s", when, err);
+	}
 }
 
+static void *saver_main(void *arg)
+{
+	struct server *srv = arg;
+	struct models_saver *sv = srv->saver;
+
+	pthread_mutex_lock(&sv->lock);
+	for (;;) {
+		while (!sv->due && !sv->stop)
+			pthread_cond_wait(&sv->cond, &sv->lock);
+		if (sv->stop)
+			break;
+		sv->due = false;
+		pthread_mutex_unlock(&sv->lock);
+		save_now(srv, SAVE_WAIT_MS, &sv->cancel, &sv->failures, "");
+		pthread_mutex_lock(&sv->lock);
+	}
+	pthread_mutex_unlock(&sv->lock);
+	return NULL;
+}
+
+/* Event loop: only wakes the saver (a save still under way absorbs it). */
 static void on_save_timer(evutil_socket_t fd, short what, void *arg)
 {
+	struct models_saver *sv = ((struct server *)arg)->saver;
+
 	(void)fd;
 	(void)what;
-	save_now(arg);
+	pthread_mutex_lock(&sv->lock);
+	sv->due = true;
+	pthread_cond_signal(&sv->cond);
+	pthread_mutex_unlock(&sv->lock);
+}
+
+static int saver_start(struct server *srv)
+{
+	struct models_saver *sv = calloc(1, sizeof(*sv));
+	sigset_t all, old;
+	int rc;
+
+	if (!sv)
+		return -TDM_ENOMEM;
+	pthread_mutex_init(&sv->lock, NULL);
+	pthread_cond_init(&sv->cond, NULL);
+	atomic_init(&sv->cancel, false);
+	srv->saver = sv;
+	/* Signals stay with the event loop's thread. */
+	sigfillset(&all);
+	pthread_sigmask(SIG_SETMASK, &all, &old);
+	rc = pthread_create(&sv->thread, NULL, saver_main, srv);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	if (rc != 0) {
+		pthread_cond_destroy(&sv->cond);
+		pthread_mutex_destroy(&sv->lock);
+		free(sv);
+		srv->saver = NULL;
+		log_error("models: cannot start the saver thread: %s", strerror(rc));
+		return -TDM_ESYS;
+	}
+	return 0;
+}
+
+static void saver_stop(struct server *srv)
+{
+	struct models_saver *sv = srv->saver;
+
+	if (!sv)
+		return;
+	atomic_store(&sv->cancel, true);
+	pthread_mutex_lock(&sv->lock);
+	sv->stop = true;
+	pthread_cond_signal(&sv->cond);
+	pthread_mutex_unlock(&sv->lock);
+	pthread_join(sv->thread, NULL); /* a save under way stops waiting for the lock */
+	pthread_cond_destroy(&sv->cond);
+	pthread_mutex_destroy(&sv->lock);
+	free(sv);
+	srv->saver = NULL;
 }
 
 /* Residency's synchronous copies teach the transfer model (one at a time:
@@ -128,8 +244,13 @@ int models_start(struct server *srv)
 
 int models_arm(struct server *srv)
 {
+	int rc;
+
 	if (!srv->cfg.save_interval_s || !srv->cfg.persist_models || !srv->state_dir[0])
 		return 0;
+	rc = saver_start(srv);
+	if (rc)
+		return rc;
 	srv->ev_save = event_new(srv->base, -1, EV_PERSIST, on_save_timer, srv);
 	struct timeval tv = { (time_t)srv->cfg.save_interval_s, 0 };
 	if (!srv->ev_save || event_add(srv->ev_save, &tv) != 0)
@@ -143,9 +264,12 @@ void models_stop(struct server *srv)
 		event_free(srv->ev_save);
 		srv->ev_save = NULL;
 	}
+	saver_stop(srv);
 	if (!srv->prof)
 		return;
-	save_now(srv);
+	/* Always said when it fails: the models learned since the last save
+	 * are lost. */
+	save_now(srv, FINAL_SAVE_WAIT_MS, NULL, NULL, " at shutdown");
 	profiler_destroy(srv->prof);
 	srv->prof = NULL;
 }

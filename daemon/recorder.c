@@ -422,12 +422,15 @@ struct writer {
 	const char *err;
 };
 
+/* Room for g's tasks and edges; false when out of memory. Checks the
+ * arrays themselves, not only the capacities: a graph of 0 tasks fits a
+ * capacity of 0 while pred_off (ntasks + 1 entries) is still NULL. */
 static bool scratch(struct writer *w, const struct rec_graph *g)
 {
-	if (g->ntasks > w->tasks_cap) {
+	if (g->ntasks > w->tasks_cap || !w->tasks || !w->pred_off) {
 		free(w->tasks);
 		free(w->pred_off);
-		w->tasks = calloc(g->ntasks, sizeof(*w->tasks));
+		w->tasks = calloc((size_t)g->ntasks + 1, sizeof(*w->tasks));
 		w->pred_off = malloc(((size_t)g->ntasks + 1) * sizeof(*w->pred_off));
 		w->tasks_cap = w->tasks && w->pred_off ? g->ntasks : 0;
 	}
@@ -436,7 +439,7 @@ static bool scratch(struct writer *w, const struct rec_graph *g)
 		w->pred = malloc(((size_t)g->npreds + 1) * sizeof(*w->pred));
 		w->pred_cap = w->pred ? g->npreds : 0;
 	}
-	return w->tasks_cap >= g->ntasks && w->pred;
+	return w->tasks && w->pred_off && w->pred && w->tasks_cap >= g->ntasks;
 }
 
 static int write_graph(struct writer *w, uint32_t id, const struct rec_graph *g, uint64_t t0)
@@ -577,7 +580,8 @@ int recorder_stop(struct recorder *r, const struct recorder_env *env, char **sum
 		err = -TDM_ENOMEM;
 		w.err = "out of memory";
 	}
-	uint64_t t0 = ngraphs ? order[0]->submit_ns : 0;
+	/* order is NULL when its malloc failed (err is set, nothing is written) */
+	uint64_t t0 = order && ngraphs ? order[0]->submit_ns : 0;
 	if (!err && wl_trace_write_header(w.trace, env->machine, env->policy, env->devices,
 	                                  env->ndevices) != 0) {
 		err = -TDM_ESYS;

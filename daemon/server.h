@@ -89,7 +89,8 @@ struct server {
 	struct engine *engine;
 	struct profiler *prof; /* cost models (daemon/models.c) */
 	char state_dir[CONFIG_PLUGIN_MAX]; /* "" = none: nothing cached or saved */
-	struct event *ev_save; /* periodic save of the models */
+	struct event *ev_save; /* periodic save of the models: wakes the saver */
+	struct models_saver *saver; /* its thread (daemon/models.c) */
 	struct daemon_counters counters;
 	struct session_env env;
 	_Atomic bool draining;

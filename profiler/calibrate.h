@@ -66,7 +66,8 @@ int calibrate_cache_path(const char *state_dir, const struct backend_device *dev
 /* Uses the cache file (calibrate_cache_path) when its fingerprint matches
  * these devices and force is false; otherwise measures and writes the file
  * atomically (temp file + rename). state_dir NULL or "": measure, cache nothing. A
- * cache that cannot be read or written is logged, not fatal. */
+ * cache that cannot be read or written, or a state directory that is not
+ * the daemon's own (profiler/state_file.h), is logged, not fatal. */
 int calibrate_load_or_run(const char *state_dir, const struct backend_device *devs,
                           const uint16_t *nodes, size_t n, bool force, struct calibration *out);
 

@@ -279,14 +279,16 @@ static bool cache_matches(const struct calibration *cached, const struct backend
 	return cached->nnodes == nnodes;
 }
 
-/* 0 when path held figures for these devices (now in *out). */
-static int cache_load(const char *path, const struct backend_device *devs, const uint16_t *nodes,
-                      size_t n, struct calibration *out)
+/* 0 when the file name in the state directory held figures for these
+ * devices (now in *out); path names it in messages. */
+static int cache_load(int dirfd, const char *dir, const char *name, const char *path,
+                      const struct backend_device *devs, const uint16_t *nodes, size_t n,
+                      struct calibration *out)
 {
 	char err[256] = "";
 	json_t *doc;
 	struct calibration *cached;
-	int rc = state_read_json(path, CACHE_MAX_BYTES, O_NOFOLLOW, &doc, err, sizeof(err));
+	int rc = state_read_json(dirfd, dir, name, CACHE_MAX_BYTES, &doc, err, sizeof(err));
 
 	if (!doc) {
 		if (rc == 0)
@@ -312,7 +314,8 @@ static int cache_load(const char *path, const struct backend_device *devs, const
 	return rc;
 }
 
-static int cache_save(const char *dir, const char *path, const struct calibration *c)
+static int cache_save(int dirfd, const char *dir, const char *name, const char *path,
+                      const struct calibration *c)
 {
 	json_t *doc = calibration_to_json(c);
 	char *text = doc ? json_dumps(doc, JSON_INDENT(2)) : NULL, err[256];
@@ -323,7 +326,7 @@ static int cache_save(const char *dir, const char *path, const struct calibratio
 		log_warn("calibration: cannot write %s: out of memory", path);
 		return -TDM_ENOMEM;
 	}
-	rc = state_write_atomic(dir, path, text, 0600, err, sizeof(err));
+	rc = state_write_atomic(dirfd, dir, name, text, err, sizeof(err));
 	if (rc)
 		log_warn("calibration: %s", err);
 	free(text);
@@ -346,22 +349,27 @@ int calibrate_load_or_run(const char *state_dir, const struct backend_device *de
 {
 	char path[PATH_MAX], err[256];
 	bool cache = state_dir && state_dir[0];
-	int rc;
+	const char *name = NULL;
+	int rc, dirfd = -1;
 
 	if (cache && calibrate_cache_path(state_dir, devs, nodes, n, path, sizeof(path)) != 0) {
 		log_warn("calibration: state directory path too long: not cached");
 		cache = false;
 	}
-	if (cache && state_mkdir_p(state_dir, 0700, err, sizeof(err)) != 0) {
+	if (cache && state_dir_open(state_dir, true, &dirfd, err, sizeof(err)) != 0) {
 		log_warn("calibration: %s; not cached", err);
 		cache = false;
 	}
-	if (cache && !force && cal_check_devices(devs, nodes, n, &(uint32_t){ 0 }) == 0 &&
-	    cache_load(path, devs, nodes, n, out) == 0)
-		return 0;
-	if ((rc = calibrate_run(devs, nodes, n, out)))
-		return rc;
 	if (cache)
-		cache_save(state_dir, path, out);
-	return 0;
+		name = strrchr(path, '/') + 1; /* calibrate_cache_path wrote one */
+	rc = 0;
+	if (!cache || force || cal_check_devices(devs, nodes, n, &(uint32_t){ 0 }) != 0 ||
+	    cache_load(dirfd, state_dir, name, path, devs, nodes, n, out) != 0) {
+		rc = calibrate_run(devs, nodes, n, out);
+		if (rc == 0 && cache)
+			cache_save(dirfd, state_dir, name, path, out);
+	}
+	if (dirfd >= 0)
+		close(dirfd);
+	return rc;
 }

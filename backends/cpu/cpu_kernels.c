@@ -398,11 +398,18 @@ struct ranked {
 	int32_t id;
 };
 
-/* Descending probability; ties go to the lower expert index. */
+/* Descending probability, NaN after every number; ties (NaN with NaN
+ * too) go to the lower expert index. qsort needs a strict weak order, which
+ * plain comparisons are not with NaN: a NaN logit (or +inf, through
+ * inf - inf) makes the whole row's softmax NaN, and the row then picks
+ * experts 0..k-1, the same on every backend. */
 static int by_rank(const void *pa, const void *pb)
 {
 	const struct ranked *a = pa, *b = pb;
-	if (a->p != b->p)
+	bool an = isnan(a->p), bn = isnan(b->p);
+	if (an != bn)
+		return an ? 1 : -1;
+	if (!an && a->p != b->p)
 		return a->p > b->p ? -1 : 1;
 	return (a->id > b->id) - (a->id < b->id);
 }

@@ -329,11 +329,20 @@ extern "C" cudaError_t cuk_moe_accumulate(cudaStream_t s, float *y, const float 
 
 /* ---- topk_router: one thread per row ---------------------------------- */
 
-/* Whether (pa, a) ranks before (pb, b): larger probability first, the lower
- * expert index first among equal ones. */
+/* Whether (pa, a) ranks before (pb, b): larger probability first, NaN
+ * after every number, the lower expert index first among equal ones (NaN
+ * with NaN too). A total order, so that each pass finds the next expert: a
+ * NaN logit (or +inf) makes the row's softmax NaN, and the row then picks
+ * experts 0..k-1 as on the CPU, instead of -1. */
 __device__ static bool ranks_before(float pa, int64_t a, float pb, int64_t b)
 {
-	return pa > pb || (pa == pb && a < b);
+	bool na = isnan(pa), nb = isnan(pb);
+
+	if (na != nb)
+		return nb;
+	if (!na && pa != pb)
+		return pa > pb;
+	return a < b;
 }
 
 /* Selection in k passes, each taking the best expert ranking after the

@@ -3,6 +3,7 @@
  * shows in `tandemctl models`, is saved at shutdown and is there again
  * after a restart; `tandemctl calibrate` measures again. One CPU core, so
  * the spin kernel's duration is what it asks for plus the launch. */
+#include <fcntl.h>
 #include <glob.h>
 #include <jansson.h>
 #include <math.h>
@@ -14,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -25,6 +27,11 @@
 
 static struct tdmt_daemon daemon_;
 static char state_dir[96]; /* this test's own store, shared by its daemons */
+/* test_held_lock_does_not_stall's daemon, store and lock: cleaned up at the
+ * end of the group, should the test stop half-way. */
+static struct tdmt_daemon lock_daemon;
+static char lock_dir[64];
+static int lock_fd = -1;
 
 static int start(void)
 {
@@ -50,14 +57,26 @@ static int group_setup(void **state)
 	return start();
 }
 
+static void remove_dir(const char *dir)
+{
+	char cmd[160];
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+	if (system(cmd) != 0)
+		fprintf(stderr, "could not remove %s\n", dir);
+}
+
 static int group_teardown(void **state)
 {
 	(void)state;
 	tdmt_daemon_cleanup(&daemon_);
-	char cmd[160];
-	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", state_dir);
-	if (system(cmd) != 0)
-		fprintf(stderr, "could not remove %s\n", state_dir);
+	remove_dir(state_dir);
+	if (lock_fd >= 0)
+		close(lock_fd);
+	if (lock_dir[0]) /* the test stopped half-way: its daemon's log is shown */
+		lock_daemon.failed = true;
+	tdmt_daemon_cleanup(&lock_daemon);
+	if (lock_dir[0])
+		remove_dir(lock_dir);
 	return 0;
 }
 
@@ -288,6 +307,82 @@ static void test_tandemctl(void **state)
 	tdmt_test_ok();
 }
 
+/* Another process holds the model store's lock while the daemon saves
+ * every second: the event loop keeps answering (status within 1 s) and
+ * SIGTERM still ends the daemon within a bound, lock or no lock. */
+static void test_held_lock_does_not_stall(void **state)
+{
+	(void)state;
+	struct tdmt_daemon *d = &lock_daemon;
+	char toml[512], pattern[128];
+	glob_t gl;
+
+	snprintf(lock_dir, sizeof(lock_dir), "/tmp/tdmt-lock.XXXXXX");
+	assert_non_null(mkdtemp(lock_dir));
+	snprintf(toml, sizeof(toml),
+	         "[daemon]\nstate_dir = \"%s\"\n[cpu]\ncores = [0]\n"
+	         "[devices]\ninclude = [\"cpu\"]\n"
+	         "[profiler]\ncalibrate = false\npersist_models = true\nsave_interval_s = 1\n",
+	         lock_dir);
+	if (tdmt_daemon_start(d, toml) != 0) {
+		tdmt_daemon_dump_log(d);
+		fail_msg("tandemd did not start");
+	}
+	/* The first periodic save creates the lock file; then it is ours. */
+	snprintf(pattern, sizeof(pattern), "%s/models-*.json.lock", lock_dir);
+	for (uint64_t t0 = tdmt_now_ns(); lock_fd < 0 && tdmt_now_ns() - t0 < 20000 * MS;) {
+		if (glob(pattern, 0, NULL, &gl) == 0) {
+			lock_fd = open(gl.gl_pathv[0], O_RDWR | O_CLOEXEC);
+			globfree(&gl);
+		} else {
+			tdmt_sleep_ms(50);
+		}
+	}
+	assert_true(lock_fd >= 0);
+	assert_int_equal(flock(lock_fd, LOCK_EX), 0);
+
+	/* Status, again and again, while the daemon's saves find the lock
+	 * held: at least 3 s, and until one of them gave up. */
+	uint64_t start = tdmt_now_ns(), worst = 0;
+	unsigned probes = 0;
+	bool gave_up = false;
+	while (tdmt_now_ns() - start < 3000 * MS ||
+	       (!gave_up && tdmt_now_ns() - start < 30000 * MS)) {
+		uint64_t t0 = tdmt_now_ns();
+		char *text = tdmt_status_json(d->sock);
+		uint64_t took = tdmt_now_ns() - t0;
+		assert_non_null(text);
+		free(text);
+		if (took > worst)
+			worst = took;
+		probes++;
+		gave_up = tdmt_log_contains(d, "is held by another process");
+		tdmt_sleep_ms(20);
+	}
+	printf("BENCH dos_probe_ms %.1f ms attack=state_lock\n", (double)worst / 1e6);
+	printf("%u status probes over %.1f s, the daemon's saves giving up on the lock\n", probes,
+	       (double)(tdmt_now_ns() - start) / 1e9);
+	assert_true(gave_up);
+	if (worst >= 1000 * MS)
+		fail_msg("status took %.0f ms while the lock was held", (double)worst / 1e6);
+
+	/* SIGTERM with the lock still held: the last save gives up, the
+	 * daemon exits (a periodic save under way plus the last one wait
+	 * about 3 s on the lock in all). */
+	uint64_t t0 = tdmt_now_ns();
+	assert_int_equal(tdmt_daemon_stop(d, 20000), 0);
+	double stop_s = (double)(tdmt_now_ns() - t0) / 1e9;
+	printf("stopped in %.2f s with the lock held\n", stop_s);
+	assert_true(tdmt_log_contains(d, "not saved at shutdown"));
+	assert_true(stop_s < 10);
+	close(lock_fd);
+	lock_fd = -1;
+	tdmt_daemon_cleanup(d);
+	remove_dir(lock_dir);
+	lock_dir[0] = '\0';
+	tdmt_test_ok();
+}
+
 static void test_clean_shutdown(void **state)
 {
 	(void)state;
@@ -300,8 +395,12 @@ static void test_clean_shutdown(void **state)
 int main(void)
 {
 	static const struct CMUnitTest tests[] = {
-		T(test_spin_learned), T(test_prior_answers),  T(test_models_survive_restart),
-		T(test_tandemctl),    T(test_clean_shutdown),
+		T(test_spin_learned),
+		T(test_prior_answers),
+		T(test_models_survive_restart),
+		T(test_tandemctl),
+		T(test_held_lock_does_not_stall),
+		T(test_clean_shutdown),
 	};
 	signal(SIGPIPE, SIG_IGN);
 	return cmocka_run_group_tests_name("models", tests, group_setup, group_teardown);

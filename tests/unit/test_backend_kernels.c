@@ -574,6 +574,36 @@ static void test_topk_router(void **state)
 	run_kernel(KERNEL_TOPK_ROUTER, c, 4);
 }
 
+/* NaN logits: a NaN (or +inf) makes its row's softmax NaN, and NaN ranks
+ * after every number with ties to the lower index, so the row picks
+ * experts 0..k-1, as on the CPU (ids compared exactly, weights NaN on
+ * both). Row 0: one NaN; row 1: NaN first; row 2: all NaN; row 3: +inf;
+ * the other rows are plain. A device whose selection skipped NaN used to
+ * run out of candidates and write past its arrays. */
+static void topk_nan_prepare(const struct kcase *c, void **in)
+{
+	int64_t n = c->s[0].i64, ne = c->s[1].i64;
+	float *l = in[0];
+	assert_true(n >= 5 && ne >= 6);
+	l[5] = NAN;
+	l[ne] = NAN;
+	for (int64_t e = 0; e < ne; e++)
+		l[2 * ne + e] = NAN;
+	l[3 * ne + 4] = INFINITY;
+}
+
+static void test_topk_router_nan(void **state)
+{
+	(void)state;
+	struct kcase c[] = { topk_case(6, 8, 3, 0), topk_case(6, 256, 8, 64),
+		             topk_case(5, 64, 64, 64) };
+	for (size_t i = 0; i < sizeof(c) / sizeof(c[0]); i++) {
+		c[i].prepare = topk_nan_prepare;
+		strcat(c[i].label, " NaN");
+	}
+	run_kernel(KERNEL_TOPK_ROUTER, c, sizeof(c) / sizeof(c[0]));
+}
+
 /* ---- tiled Cholesky ---- */
 
 /* The CPU kernel alone against the reference, the way run_case does for a
@@ -1108,6 +1138,7 @@ int main(void)
 		cmocka_unit_test(test_attn_decode),
 		cmocka_unit_test(test_moe_expert),
 		cmocka_unit_test(test_topk_router),
+		cmocka_unit_test(test_topk_router_nan),
 		cmocka_unit_test(test_spotrf),
 		cmocka_unit_test(test_strsm),
 		cmocka_unit_test(test_ssyrk),

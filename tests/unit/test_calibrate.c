@@ -786,6 +786,7 @@ static void test_cache(void **state)
 	assert_int_equal(stat(t.state, &st), 0);
 	assert_int_equal(st.st_mode & 0777, 0700);
 	assert_int_equal(stat(t.file, &st), 0);
+	assert_int_equal(st.st_mode & 0777, 0600);
 	assert_only_cache(&t, 1);
 
 	/* Second start: the figures come from the file. */

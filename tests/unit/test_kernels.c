@@ -525,6 +525,62 @@ static void test_topk_router(void **state)
 	free(w);
 }
 
+/* NaN logits (a NaN, or +inf, in a row makes its softmax NaN throughout):
+ * NaN ranks after every number and ties go to the lower index, so such a
+ * row picks experts 0..K-1 in that order, every time, with NaN weights; a
+ * row without NaN in the same call is unaffected. The comparator used to
+ * give no order with NaN (undefined behaviour in qsort). */
+static void test_topk_router_nan(void **state)
+{
+	(void)state;
+	enum { N = 5, NE = 9, K = 4 };
+	rng_seed(9);
+	float *logits = rand_floats(N * NE), *w = rand_floats(N * K);
+	int32_t ids[N * K + TAIL];
+	for (size_t i = 0; i < N * K + TAIL; i++)
+		ids[i] = -7;
+	logits[0 * NE + 6] = NAN; /* one NaN */
+	logits[1 * NE + 0] = NAN; /* first, where the row's maximum starts */
+	for (size_t e = 0; e < NE; e++)
+		logits[2 * NE + e] = NAN; /* all */
+	logits[3 * NE + 2] = INFINITY; /* inf - inf */
+	/* row 4: numbers only, 5 the clear winner */
+	logits[4 * NE + 5] = 9.0f;
+	struct tdm_kernel_call call = {
+		.ptr = { logits, ids, w },
+		.len = { fbytes(N * NE), N * K * sizeof(int32_t), fbytes(N * K) },
+	};
+	call.s[0].i64 = N;
+	call.s[1].i64 = NE;
+	call.s[2].i64 = K;
+	assert_int_equal(run("topk_router", &call), 0);
+
+	for (size_t t = 0; t < 4; t++) {
+		for (int j = 0; j < K; j++) {
+			assert_int_equal(ids[t * K + (size_t)j], j);
+			assert_true(isnan(w[t * K + (size_t)j]));
+		}
+	}
+	/* row 4: distinct experts in range, 5 first, weights summing to 1 */
+	bool seen[NE] = { false };
+	double sum = 0;
+	for (size_t j = 0; j < K; j++) {
+		int32_t id = ids[4 * K + j];
+		assert_true(id >= 0 && id < NE);
+		assert_false(seen[id]);
+		seen[id] = true;
+		assert_true(isfinite(w[4 * K + j]) && w[4 * K + j] > 0);
+		sum += w[4 * K + j];
+	}
+	assert_int_equal(ids[4 * K], 5);
+	assert_true(fabs(sum - 1) < 1e-5);
+	for (size_t i = N * K; i < N * K + TAIL; i++)
+		assert_int_equal(ids[i], -7);
+	assert_tail_intact("router weights", w, N * K);
+	free(logits);
+	free(w);
+}
+
 /* ---- tiled Cholesky ----------------------------------------------------------- */
 
 /* A = M M^T / n + I, row-major n x n, in float (symmetric exactly). */
@@ -1021,6 +1077,7 @@ int main(void)
 		cmocka_unit_test(test_attn_decode),
 		cmocka_unit_test(test_moe_expert),
 		cmocka_unit_test(test_topk_router),
+		cmocka_unit_test(test_topk_router_nan),
 		cmocka_unit_test(test_tile_kernels),
 		cmocka_unit_test(test_tiled_cholesky),
 		cmocka_unit_test(test_spotrf_not_spd),

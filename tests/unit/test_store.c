@@ -1,6 +1,7 @@
 /* Unit tests for profiler/store.c: the model store on disk. */
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -9,14 +10,22 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <cmocka.h>
 
 #include "profiler/store.h"
 #include "tandem.h"
+
+/* How long the tests' saves may wait for the lock: much longer than any
+ * other writer in these tests holds it. */
+#define WAIT_MS 60000
 
 /* ---- helpers ------------------------------------------------------------------ */
 
@@ -164,7 +173,7 @@ static json_t *find_footprint(const json_t *model, double flops)
 static void save_ok(const struct profiler *p, const char *dir)
 {
 	char err[256] = "";
-	int rc = store_save(p, dir, err, sizeof(err));
+	int rc = store_save(p, dir, WAIT_MS, NULL, err, sizeof(err));
 
 	if (rc)
 		print_error("store_save: %s\n", err);
@@ -303,7 +312,7 @@ static void writer(const char *dir, int w)
 	for (int i = 0; i < 20; i++) {
 		if (i < 6)
 			learn(p, kernel, 1000.0 * (w + 1), 10000.0 * (w + 1), w + 2);
-		if (store_save(p, dir, err, sizeof(err)) != 0) {
+		if (store_save(p, dir, WAIT_MS, NULL, err, sizeof(err)) != 0) {
 			fprintf(stderr, "writer %d: %s\n", w, err);
 			bad = 1;
 		}
@@ -494,10 +503,624 @@ static void test_unwritable_dir(void **state)
 
 	(void)state;
 	learn(p, KERNEL_SGEMM, 3e5, 7777, 1);
-	assert_int_equal(store_save(p, "/proc/no-such-dir/tandem", err, sizeof(err)), -TDM_ESYS);
+	assert_int_equal(store_save(p, "/proc/no-such-dir/tandem", WAIT_MS, NULL, err, sizeof(err)),
+	                 -TDM_ESYS);
 	assert_true(strlen(err) > 0);
-	assert_int_equal(store_save(p, "", err, sizeof(err)), -TDM_EINVAL);
+	assert_int_equal(store_save(p, "", WAIT_MS, NULL, err, sizeof(err)), -TDM_EINVAL);
 	profiler_destroy(p);
+}
+
+/* ---- a store no other process can stall or redirect ---------------------------- */
+
+static uint64_t now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+/* fn(arg) in a child process: its exit code, or -1 when it still ran after
+ * timeout_ms (it is then killed), so that code that hangs fails the test
+ * instead of hanging it. The child must not use cmocka. */
+static int in_child(int (*fn)(void *), void *arg, int timeout_ms)
+{
+	uint64_t deadline = now_ms() + (uint64_t)timeout_ms;
+	pid_t pid;
+	int st = 0;
+
+	fflush(NULL); /* or the child would print the parent's buffered output again */
+	pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		st = fn(arg);
+		fflush(NULL);
+		_exit(st);
+	}
+	while (waitpid(pid, &st, WNOHANG) == 0) {
+		if (now_ms() > deadline) {
+			kill(pid, SIGKILL);
+			waitpid(pid, &st, 0);
+			return -1;
+		}
+		usleep(5000);
+	}
+	return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+}
+
+struct save_job {
+	const struct profiler *p;
+	const char *dir;
+	unsigned wait_ms;
+	atomic_bool cancel; /* set: the save is canceled, not timed out */
+};
+
+/* Exit code 0: the save gave up with -TDM_ETIMEDOUT (-TDM_ECANCELED when
+ * canceled), a message, and soon. */
+static int save_gives_up(void *arg)
+{
+	struct save_job *j = arg;
+	char err[512] = "";
+	uint64_t t0 = now_ms();
+	int rc = store_save(j->p, j->dir, j->wait_ms, &j->cancel, err, sizeof(err));
+	uint64_t took = now_ms() - t0;
+	int want = atomic_load(&j->cancel) ? -TDM_ECANCELED : -TDM_ETIMEDOUT;
+
+	printf("store_save with the lock held: %d after %llu ms (%s)\n", rc,
+	       (unsigned long long)took, err);
+	return rc == want && strstr(err, ".lock") && took < 5000 ? 0 : 1;
+}
+
+/* Another descriptor holds the store's lock and never lets go: a save
+ * waits its bound, not forever, and works again once the lock is free. */
+static void test_held_lock_bounds_save(void **state)
+{
+	char *dir = tmp_dir(), path[4096], lock[4200];
+	struct profiler *p = prof_new("cpu:a");
+	struct save_job job = { .p = p, .dir = dir, .wait_ms = 300 };
+	int fd;
+
+	(void)state;
+	learn(p, KERNEL_SGEMM, 1e6, 50000, 3);
+	save_ok(p, dir);
+	assert_int_equal(store_path(dir, path, sizeof(path)), 0);
+	snprintf(lock, sizeof(lock), "%s.lock", path);
+	fd = open(lock, O_RDWR | O_CLOEXEC);
+	assert_true(fd >= 0);
+	assert_int_equal(flock(fd, LOCK_EX), 0);
+	/* The child's own open of the lock file conflicts with this one. */
+	assert_int_equal(in_child(save_gives_up, &job, 10000), 0);
+	/* Canceled (the daemon stopping): at once, however long it may wait. */
+	job.wait_ms = WAIT_MS;
+	atomic_store(&job.cancel, true);
+	assert_int_equal(in_child(save_gives_up, &job, 10000), 0);
+	close(fd);
+	learn(p, KERNEL_SGEMM, 2e6, 90000, 1);
+	save_ok(p, dir);
+	json_t *doc = load_file(dir);
+	assert_non_null(find_footprint(find_model(doc, "sgemm", "cpu:a"), 2e6));
+	json_decref(doc);
+	profiler_destroy(p);
+	rm_dir(dir);
+	free(dir);
+}
+
+struct load_job {
+	const char *dir, *path;
+};
+
+/* Exit code 0: store_load failed with -TDM_EINVAL naming the path. */
+static int load_refuses(void *arg)
+{
+	const struct load_job *j = arg;
+	struct profiler *q = prof_new("cpu:a");
+	char err[512] = "";
+	int rc = store_load(q, j->dir, err, sizeof(err));
+
+	printf("store_load: %d (%s)\n", rc, err);
+	profiler_destroy(q);
+	return rc == -TDM_EINVAL && strstr(err, j->path) ? 0 : 1;
+}
+
+/* A FIFO at the models path: start-up's load says so at once instead of
+ * waiting for a writer forever, and a save replaces it with the file. */
+static void test_fifo_at_models_path(void **state)
+{
+	char *dir = tmp_dir(), path[4096];
+	struct profiler *p = prof_new("cpu:a");
+	struct load_job job = { .dir = dir, .path = path };
+	struct stat st;
+
+	(void)state;
+	assert_int_equal(store_path(dir, path, sizeof(path)), 0);
+	assert_int_equal(mkfifo(path, 0600), 0);
+	assert_int_equal(in_child(load_refuses, &job, 5000), 0);
+	learn(p, KERNEL_SGEMM, 1e6, 50000, 3);
+	save_ok(p, dir);
+	assert_int_equal(lstat(path, &st), 0);
+	assert_true(S_ISREG(st.st_mode));
+	profiler_destroy(p);
+	rm_dir(dir);
+	free(dir);
+}
+
+static void read_text(const char *path, char *out, size_t len)
+{
+	FILE *f = fopen(path, "r");
+	size_t n;
+
+	assert_non_null(f);
+	n = fread(out, 1, len - 1, f);
+	out[n] = '\0';
+	fclose(f);
+}
+
+/* Symbolic links in the state directory, or as the directory: never
+ * followed. */
+static void test_symlinks_refused(void **state)
+{
+	char *dir = tmp_dir(), *other = tmp_dir(), path[4096], target[4096], lock[4200];
+	char before[4096], after[4096], err[512], link_dir[4200], victim[4200];
+	struct profiler *p = prof_new("cpu:a"), *q = prof_new("cpu:a");
+	struct stat st;
+
+	(void)state;
+	learn(p, KERNEL_SGEMM, 1e6, 50000, 3);
+
+	/* The models file is a link to someone else's file: not loaded, and a
+	 * save replaces the link, leaving that file alone. */
+	save_ok(p, other);
+	assert_int_equal(store_path(other, target, sizeof(target)), 0);
+	assert_int_equal(store_path(dir, path, sizeof(path)), 0);
+	assert_int_equal(symlink(target, path), 0);
+	assert_int_equal(store_load(q, dir, err, sizeof(err)), -TDM_EINVAL);
+	assert_non_null(strstr(err, "symbolic link"));
+	assert_int_equal(predict(q, KERNEL_SGEMM, 1e6).source, COST_PRIOR);
+	read_text(target, before, sizeof(before));
+	learn(p, KERNEL_SGEMM, 2e6, 90000, 2);
+	save_ok(p, dir);
+	read_text(target, after, sizeof(after));
+	assert_string_equal(before, after);
+	assert_int_equal(lstat(path, &st), 0);
+	assert_true(S_ISREG(st.st_mode));
+
+	/* The lock file is a link to a file that does not exist yet: not
+	 * created through it, and nothing saved. */
+	snprintf(lock, sizeof(lock), "%s.lock", path);
+	snprintf(victim, sizeof(victim), "%s/victim", other);
+	assert_int_equal(unlink(lock), 0);
+	assert_int_equal(symlink(victim, lock), 0);
+	assert_int_equal(store_save(p, dir, WAIT_MS, NULL, err, sizeof(err)), -TDM_EINVAL);
+	assert_non_null(strstr(err, "symbolic link"));
+	assert_int_equal(lstat(victim, &st), -1);
+
+	/* The directory itself is a link (to a directory of ours): refused
+	 * for saving and loading. */
+	snprintf(link_dir, sizeof(link_dir), "%s/link", dir);
+	assert_int_equal(symlink(other, link_dir), 0);
+	int files = count_files(other, "");
+	assert_int_equal(store_save(p, link_dir, WAIT_MS, NULL, err, sizeof(err)), -TDM_EPERM);
+	assert_non_null(strstr(err, "symbolic link"));
+	assert_int_equal(count_files(other, ""), files);
+	assert_int_equal(store_load(q, link_dir, err, sizeof(err)), -TDM_EPERM);
+	assert_non_null(strstr(err, "symbolic link"));
+	assert_int_equal(predict(q, KERNEL_SGEMM, 1e6).source, COST_PRIOR);
+
+	profiler_destroy(q);
+	profiler_destroy(p);
+	rm_dir(dir);
+	rm_dir(other);
+	free(other);
+	free(dir);
+}
+
+static unsigned mode_of(const char *path)
+{
+	struct stat st;
+
+	assert_int_equal(lstat(path, &st), 0);
+	return (unsigned)(st.st_mode & 07777);
+}
+
+/* What a save creates is private to the daemon's uid, whatever the umask;
+ * an existing directory of ours is made private; another uid's is
+ * refused. */
+static void test_private_modes(void **state)
+{
+	char *root = tmp_dir(), parent[4096], dir[4200], path[4300], lock[4400], err[512];
+	struct profiler *p = prof_new("cpu:a"), *q = prof_new("cpu:a");
+	mode_t old_umask = umask(022);
+
+	(void)state;
+	learn(p, KERNEL_SGEMM, 1e6, 50000, 3);
+	snprintf(parent, sizeof(parent), "%s/state", root);
+	snprintf(dir, sizeof(dir), "%s/tandem", parent);
+	save_ok(p, dir);
+	assert_int_equal(store_path(dir, path, sizeof(path)), 0);
+	snprintf(lock, sizeof(lock), "%s.lock", path);
+	assert_int_equal(mode_of(parent), 0700);
+	assert_int_equal(mode_of(dir), 0700);
+	assert_int_equal(mode_of(path), 0600);
+	assert_int_equal(mode_of(lock), 0600);
+
+	/* Made by an older version, or by hand: tightened at the next save. */
+	assert_int_equal(chmod(dir, 0777), 0);
+	assert_int_equal(chmod(lock, 0644), 0);
+	save_ok(p, dir);
+	assert_int_equal(mode_of(dir), 0700);
+	assert_int_equal(mode_of(lock), 0600);
+	assert_int_equal(mode_of(path), 0600);
+
+	if (geteuid() == 0) {
+		/* Another uid's directory (only root can make one here). */
+		assert_int_equal(chown(dir, 65534, 65534), 0);
+		assert_int_equal(store_save(p, dir, WAIT_MS, NULL, err, sizeof(err)), -TDM_EPERM);
+		assert_non_null(strstr(err, "uid 65534"));
+		assert_int_equal(store_load(q, dir, err, sizeof(err)), -TDM_EPERM);
+		assert_int_equal(predict(q, KERNEL_SGEMM, 1e6).source, COST_PRIOR);
+		assert_int_equal(chown(dir, 0, 0), 0);
+	} else {
+		printf("not root: the other-uid case is not run\n");
+	}
+	umask(old_umask);
+	profiler_destroy(q);
+	profiler_destroy(p);
+	rm_dir(root);
+	free(root);
+}
+
+/* ---- the merge at scale ----------------------------------------------------------- */
+
+enum { BIG_FPS = 12000, BIG_OVERLAP = 6000, NMODELS = 3000, NLINKS = 1500 };
+
+/* The sides' sample counts of footprint i (flops = i) of the big model,
+ * 0 where that side lacks it: all distinct, so the 64 kept are one set. */
+static json_int_t theirs_n(int i)
+{
+	return i < BIG_FPS ? 2 * (json_int_t)i + 1 : 0;
+}
+
+static json_int_t ours_n(int i)
+{
+	int lo = BIG_FPS - BIG_OVERLAP;
+	return i >= lo && i < lo + BIG_FPS ? 2 * (json_int_t)(lo + BIG_FPS - i) : 0;
+}
+
+static json_t *model_doc(const char *kernel, json_int_t samples)
+{
+	return json_pack("{s:s, s:s, s:I, s:[]}", "kernel", kernel, "device", "cpu:a", "samples",
+	                 samples, "footprints");
+}
+
+/* One side: the big model, NMODELS small ones (k<first>...), NLINKS links. */
+static json_t *big_side(bool ours)
+{
+	json_t *doc = json_pack("{s:i, s:[], s:[]}", "version", 1, "models", "links");
+	json_t *models = json_object_get(doc, "models"), *big = model_doc("big", ours ? 5 : 7);
+	json_t *fps = json_object_get(big, "footprints");
+	int first = ours ? NMODELS / 2 : 0;
+	char name[32];
+
+	for (int i = 0; i < BIG_FPS + BIG_OVERLAP; i++) {
+		json_int_t n = ours ? ours_n(i) : theirs_n(i);
+		if (n)
+			json_array_append_new(fps, json_pack("{s:i, s:f, s:i, s:I, s:s}", "flops",
+			                                     i, "bytes", 0.0, "domain", 0, "n", n,
+			                                     "side", ours ? "ours" : "theirs"));
+	}
+	json_array_append_new(models, big);
+	for (int i = first; i < first + NMODELS; i++) {
+		snprintf(name, sizeof(name), "k%d", i);
+		json_t *m = model_doc(name, ours ? i : 2 * NMODELS - i);
+		json_array_append_new(json_object_get(m, "footprints"),
+		                      json_pack("{s:i, s:i, s:i, s:i}", "flops", i, "bytes", 1,
+		                                "domain", 2, "n", 1));
+		json_array_append_new(models, m);
+	}
+	for (int i = 0; i < NLINKS; i++) {
+		int k = ours ? NLINKS - 1 - i : i; /* ours in the other order */
+		json_array_append_new(json_object_get(doc, "links"),
+		                      json_pack("{s:i, s:i, s:i, s:s}", "src", k / 64, "dst",
+		                                k % 64, "copies", ours ? k % 7 : k % 5, "side",
+		                                ours ? "ours" : "theirs"));
+	}
+	return doc;
+}
+
+static int by_desc(const void *a, const void *b)
+{
+	json_int_t x = *(const json_int_t *)a, y = *(const json_int_t *)b;
+	return x < y ? 1 : x > y ? -1 : 0;
+}
+
+/* 12,000 footprints in one model and 3,000 models a side (half of each in
+ * common), 1,500 links: the merge is quick, and what it keeps follows the
+ * rules (compared with counts worked out here). */
+static void test_merge_at_scale(void **state)
+{
+	json_t *ours = big_side(true), *theirs = big_side(false), *m, *big, *models, *links;
+	enum { ALL = BIG_FPS + BIG_OVERLAP };
+	json_int_t *best = malloc(ALL * sizeof(*best)), *sorted = malloc(ALL * sizeof(*sorted));
+	uint64_t t0 = now_ms(), took;
+	size_t i;
+	json_t *e;
+
+	(void)state;
+	assert_non_null(best);
+	assert_non_null(sorted);
+	m = store_merge(ours, theirs);
+	took = now_ms() - t0;
+	printf("merge of %d + %d footprints, %d + %d models, %d + %d links: %llu ms\n", BIG_FPS,
+	       BIG_FPS, NMODELS + 1, NMODELS + 1, NLINKS, NLINKS, (unsigned long long)took);
+	assert_non_null(m);
+
+	/* The big model: the 64 footprints with the most samples over both
+	 * sides, each from the side with more. */
+	for (int k = 0; k < ALL; k++)
+		sorted[k] = best[k] = ours_n(k) > theirs_n(k) ? ours_n(k) : theirs_n(k);
+	qsort(sorted, ALL, sizeof(*sorted), by_desc);
+	big = find_model(m, "big", "cpu:a");
+	assert_non_null(big);
+	assert_int_equal(json_integer_value(json_object_get(big, "samples")), 7); /* theirs */
+	assert_int_equal(json_array_size(json_object_get(big, "footprints")), 64);
+	json_array_foreach(json_object_get(big, "footprints"), i, e)
+	{
+		int k = (int)json_number_value(json_object_get(e, "flops"));
+		json_int_t n = json_integer_value(json_object_get(e, "n"));
+
+		assert_true(k >= 0 && k < ALL);
+		assert_int_equal(n, best[k]);
+		assert_true(n >= sorted[63]);
+		assert_string_equal(json_string_value(json_object_get(e, "side")),
+		                    ours_n(k) > theirs_n(k) ? "ours" : "theirs");
+	}
+
+	/* Models: theirs in their order, then ours not seen yet, up to the cap
+	 * of 4096; each with the figures of the side with more samples. */
+	models = json_object_get(m, "models");
+	assert_int_equal(json_array_size(models), 4096);
+	assert_string_equal(json_string_value(json_object_get(json_array_get(models, 0), "kernel")),
+	                    "big");
+	for (int k = 0; k < 4095; k++) {
+		json_t *mk = json_array_get(models, (size_t)k + 1);
+		char name[32];
+		json_int_t t = k < NMODELS ? 2 * NMODELS - k : -1;
+		json_int_t o = k >= NMODELS / 2 ? k : -1;
+
+		snprintf(name, sizeof(name), "k%d", k);
+		assert_string_equal(json_string_value(json_object_get(mk, "kernel")), name);
+		assert_int_equal(json_integer_value(json_object_get(mk, "samples")), o > t ? o : t);
+		assert_int_equal(json_array_size(json_object_get(mk, "footprints")), 1);
+	}
+
+	/* Links: theirs' first 1024 (the cap), more copies winning, ours on
+	 * ties. */
+	links = json_object_get(m, "links");
+	assert_int_equal(json_array_size(links), 1024);
+	json_array_foreach(links, i, e)
+	{
+		json_int_t t = (json_int_t)i % 5, o = (json_int_t)i % 7;
+
+		assert_int_equal(json_integer_value(json_object_get(e, "src")), (json_int_t)i / 64);
+		assert_int_equal(json_integer_value(json_object_get(e, "dst")), (json_int_t)i % 64);
+		assert_int_equal(json_integer_value(json_object_get(e, "copies")), o >= t ? o : t);
+		assert_string_equal(json_string_value(json_object_get(e, "side")),
+		                    o >= t ? "ours" : "theirs");
+	}
+	assert_true(took < 2000);
+	json_decref(m);
+	json_decref(theirs);
+	json_decref(ours);
+	free(sorted);
+	free(best);
+}
+
+/* The merge rules, spelled out the slow way (every match by a scan), on
+ * random documents with the awkward cases: an entry twice on one side,
+ * 1 and 1.0 and -0.0 and 0, unnamed entries, equal counts. The merge must
+ * give exactly the same document. */
+static json_t *ref_find(json_t *arr, const json_t *e, bool (*same)(const json_t *, const json_t *))
+{
+	size_t i;
+	json_t *o;
+
+	json_array_foreach(arr, i, o)
+	{
+		if (same(e, o))
+			return o;
+	}
+	return NULL;
+}
+
+static bool ref_same_fp(const json_t *a, const json_t *b)
+{
+	static const char *const k[] = { "flops", "bytes", "domain" };
+	for (int i = 0; i < 3; i++)
+		if (json_number_value(json_object_get(a, k[i])) !=
+		    json_number_value(json_object_get(b, k[i])))
+			return false;
+	return true;
+}
+
+static bool ref_same_model(const json_t *a, const json_t *b)
+{
+	return json_equal(json_object_get(a, "kernel"), json_object_get(b, "kernel")) &&
+	       json_equal(json_object_get(a, "device"), json_object_get(b, "device"));
+}
+
+static bool ref_same_link(const json_t *a, const json_t *b)
+{
+	return json_integer_value(json_object_get(a, "src")) ==
+	               json_integer_value(json_object_get(b, "src")) &&
+	       json_integer_value(json_object_get(a, "dst")) ==
+	               json_integer_value(json_object_get(b, "dst"));
+}
+
+static json_int_t ref_int(const json_t *o, const char *k)
+{
+	const json_t *v = json_object_get(o, k);
+	return json_is_integer(v) ? json_integer_value(v) : 0;
+}
+
+/* e into arr by the rule "more of count wins, ours on ties". */
+static void ref_put(json_t *arr, const json_t *e, bool (*same)(const json_t *, const json_t *),
+                    const char *count, bool ours, size_t cap)
+{
+	json_t *o = ref_find(arr, e, same);
+	size_t i;
+	json_t *x;
+
+	if (!o) {
+		if (json_array_size(arr) < cap)
+			json_array_append_new(arr, json_deep_copy(e));
+		return;
+	}
+	if (ref_int(e, count) > ref_int(o, count) ||
+	    (ours && ref_int(e, count) == ref_int(o, count)))
+		json_array_foreach(arr, i, x) if (x == o)
+		{
+			json_array_set_new(arr, i, json_deep_copy(e));
+			break;
+		}
+}
+
+static bool ref_fp_named(const json_t *f)
+{
+	return json_is_number(json_object_get(f, "flops")) &&
+	       json_is_number(json_object_get(f, "bytes")) &&
+	       json_is_number(json_object_get(f, "domain"));
+}
+
+static json_t *ref_model(const json_t *ours, const json_t *theirs)
+{
+	json_t *fps = json_array(), *m, *f;
+	size_t i;
+
+	json_array_foreach(json_object_get(theirs, "footprints"), i, f) if (ref_fp_named(f))
+	        ref_put(fps, f, ref_same_fp, "n", false, SIZE_MAX);
+	json_array_foreach(json_object_get(ours, "footprints"), i, f) if (ref_fp_named(f))
+	        ref_put(fps, f, ref_same_fp, "n", true, SIZE_MAX);
+	assert_true(json_array_size(fps) <= 64); /* these documents stay under the cap */
+	m = json_deep_copy(ref_int(ours, "samples") >= ref_int(theirs, "samples") ? ours : theirs);
+	json_object_set_new(m, "footprints", fps);
+	return m;
+}
+
+static json_t *ref_merge(const json_t *ours, const json_t *theirs)
+{
+	json_t *doc = json_pack("{s:i, s:[], s:[]}", "version", 1, "models", "links");
+	json_t *models = json_object_get(doc, "models"), *links = json_object_get(doc, "links");
+	const json_t *side[2] = { theirs, ours };
+
+	for (int s = 0; s < 2; s++) {
+		size_t i, j;
+		json_t *mm, *o, *l;
+
+		json_array_foreach(json_object_get(side[s], "models"), i, mm)
+		{
+			if (!json_is_string(json_object_get(mm, "kernel")) ||
+			    !json_is_string(json_object_get(mm, "device")))
+				continue;
+			o = ref_find(models, mm, ref_same_model);
+			if (!o) {
+				json_array_append_new(models, ref_model(mm, mm));
+				continue;
+			}
+			json_array_foreach(models, j, l) if (l == o)
+			{
+				json_array_set_new(models, j,
+				                   s ? ref_model(mm, o) : ref_model(o, mm));
+				break;
+			}
+		}
+		json_array_foreach(json_object_get(side[s], "links"), i, l)
+		{
+			if (json_is_integer(json_object_get(l, "src")) &&
+			    json_is_integer(json_object_get(l, "dst")))
+				ref_put(links, l, ref_same_link, "copies", s == 1, 1024);
+		}
+	}
+	return doc;
+}
+
+static uint64_t rnd(uint64_t *s)
+{
+	*s ^= *s << 13;
+	*s ^= *s >> 7;
+	*s ^= *s << 17;
+	return *s;
+}
+
+static json_t *rnd_number(uint64_t *s)
+{
+	switch (rnd(s) % 5) {
+	case 0: return json_integer((json_int_t)(rnd(s) % 4));
+	case 1: return json_real((double)(rnd(s) % 4));
+	case 2: return json_real(-0.0);
+	case 3: return json_real(0.5 * (double)(rnd(s) % 4));
+	default: return json_integer(0);
+	}
+}
+
+static json_t *rnd_side(uint64_t *s)
+{
+	static const char *const names[] = { "sgemm", "axpy", "spin", "a\u00e9b" };
+	json_t *doc = json_pack("{s:i, s:[], s:[]}", "version", 1, "models", "links");
+	unsigned nm = (unsigned)(rnd(s) % 7), nl = (unsigned)(rnd(s) % 9);
+
+	for (unsigned i = 0; i < nm; i++) {
+		json_t *m = json_pack("{s:s, s:s, s:I, s:I, s:[]}", "kernel", names[rnd(s) % 4],
+		                      "device", rnd(s) % 2 ? "cpu:a" : "gpu:b", "samples",
+		                      (json_int_t)(rnd(s) % 4), "tag", (json_int_t)rnd(s) % 1000,
+		                      "footprints");
+		unsigned nf = (unsigned)(rnd(s) % 12);
+
+		if (rnd(s) % 9 == 0)
+			json_object_del(m, "device"); /* unnamed: dropped */
+		for (unsigned f = 0; f < nf; f++) {
+			json_t *fp = json_pack("{s:o, s:o, s:o, s:I, s:I}", "flops", rnd_number(s),
+			                       "bytes", rnd_number(s), "domain", rnd_number(s), "n",
+			                       (json_int_t)(rnd(s) % 3), "tag",
+			                       (json_int_t)rnd(s) % 1000);
+			if (rnd(s) % 11 == 0)
+				json_object_del(fp, "bytes");
+			json_array_append_new(json_object_get(m, "footprints"), fp);
+		}
+		json_array_append_new(json_object_get(doc, "models"), m);
+	}
+	for (unsigned i = 0; i < nl; i++)
+		json_array_append_new(
+		        json_object_get(doc, "links"),
+		        json_pack("{s:I, s:I, s:I, s:I}", "src", (json_int_t)(rnd(s) % 3), "dst",
+		                  (json_int_t)(rnd(s) % 3), "copies", (json_int_t)(rnd(s) % 3),
+		                  "tag", (json_int_t)rnd(s) % 1000));
+	return doc;
+}
+
+static void test_merge_matches_rules(void **state)
+{
+	uint64_t seed = 0x2545f4914f6cdd1dull;
+
+	(void)state;
+	for (int round = 0; round < 2000; round++) {
+		json_t *ours = rnd_side(&seed), *theirs = rnd_side(&seed);
+		json_t *got = store_merge(ours, theirs), *want = ref_merge(ours, theirs);
+
+		assert_non_null(got);
+		if (!json_equal(got, want)) {
+			char *a = json_dumps(ours, JSON_COMPACT),
+			     *b = json_dumps(theirs, JSON_COMPACT);
+			char *g = json_dumps(got, JSON_COMPACT),
+			     *w = json_dumps(want, JSON_COMPACT);
+			print_error("round %d\nours %s\ntheirs %s\ngot %s\nwant %s\n", round, a, b,
+			            g, w);
+			fail();
+		}
+		json_decref(want);
+		json_decref(got);
+		json_decref(theirs);
+		json_decref(ours);
+	}
 }
 
 int main(void)
@@ -512,6 +1135,12 @@ int main(void)
 		cmocka_unit_test(test_merge_caps_footprints),
 		cmocka_unit_test(test_corrupt_file),
 		cmocka_unit_test(test_unwritable_dir),
+		cmocka_unit_test(test_held_lock_bounds_save),
+		cmocka_unit_test(test_fifo_at_models_path),
+		cmocka_unit_test(test_symlinks_refused),
+		cmocka_unit_test(test_private_modes),
+		cmocka_unit_test(test_merge_at_scale),
+		cmocka_unit_test(test_merge_matches_rules),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
