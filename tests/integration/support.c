@@ -171,8 +171,7 @@ int tdmt_daemon_launch(struct tdmt_daemon *d, const char *socket_path, int timeo
 			if (setrlimit(RLIMIT_NOFILE, &rl) != 0)
 				_exit(127);
 		}
-		if (d->run_uid &&
-		    (setgroups(0, NULL) || setgid(d->run_gid) || setuid(d->run_uid)))
+		if (d->run_uid && (setgroups(0, NULL) || setgid(d->run_gid) || setuid(d->run_uid)))
 			_exit(127);
 		snprintf(fdarg, sizeof(fdarg), "%d", pfd[1]);
 		char *argv[] = {
@@ -532,8 +531,8 @@ int64_t tdmt_daemon_cpu_ns(const struct tdmt_daemon *d)
 	 * the command name. */
 	char *p = strrchr(buf, ')');
 	unsigned long long ut, st;
-	if (!p || sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut,
-	                 &st) != 2)
+	if (!p ||
+	    sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut, &st) != 2)
 		return -1;
 	return (int64_t)((ut + st) * (1000000000ull / (unsigned long long)sysconf(_SC_CLK_TCK)));
 }

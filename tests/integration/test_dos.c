@@ -163,8 +163,8 @@ static void probe_for(struct victim *v, unsigned ms)
 
 static void report(struct victim *v, const char *attack)
 {
-	uint64_t worst = v->worst_graph_ns > v->worst_status_ns ? v->worst_graph_ns
-	                                                        : v->worst_status_ns;
+	uint64_t worst =
+	        v->worst_graph_ns > v->worst_status_ns ? v->worst_graph_ns : v->worst_status_ns;
 	printf("BENCH dos_probe_ms %.1f ms attack=%s graph_ms=%.1f status_ms=%.1f probes=%u\n",
 	       (double)worst / 1e6, attack, (double)v->worst_graph_ns / 1e6,
 	       (double)v->worst_status_ns / 1e6, v->probes);
@@ -419,11 +419,11 @@ static void test_impostor_daemon(void **state)
 	(void)state;
 	if (!root_or_skip("test_impostor_daemon"))
 		return;
-	assert_int_equal(
-	        tdmt_daemon_prepare(&daemon_, "[daemon]\nallowed_uids = [4243]\n[profiler]\n"
-	                                      "calibrate = false\npersist_models = false\n"
-	                                      "[opencl]\nenabled = false\n"),
-	        0);
+	assert_int_equal(tdmt_daemon_prepare(&daemon_,
+	                                     "[daemon]\nallowed_uids = [4243]\n[profiler]\n"
+	                                     "calibrate = false\npersist_models = false\n"
+	                                     "[opencl]\nenabled = false\n"),
+	                 0);
 	daemon_.run_uid = UID_A;
 	daemon_.run_gid = UID_A;
 	assert_int_equal(tdmt_daemon_launch(&daemon_, daemon_.sock, 30000), 0);
@@ -485,7 +485,8 @@ static void test_connection_flood(void **state)
 	if (cpu > 0.5)
 		fail_msg("the daemon used %.2f cores during the flood", cpu);
 	if (st.st_size - log0 > 64 * 1024)
-		fail_msg("the log grew %lld bytes during the flood", (long long)(st.st_size - log0));
+		fail_msg("the log grew %lld bytes during the flood",
+		         (long long)(st.st_size - log0));
 	assert_true(refused >= FLOOD_CONNECTIONS); /* the stranger's, at least */
 	victim_down(&v);
 	stop_in_time("flood");
@@ -705,9 +706,9 @@ static void test_tenancy(void **state)
 	struct tdmt_raw ctl;
 	assert_int_equal(tdmt_raw_connect(&ctl, daemon_.sock, TDM_ROLE_CONTROL, 10000), 0);
 	uint32_t one = 1;
-	assert_int_equal(
-	        tdmt_raw_control_ex(ctl.sock, TDM_MSG_CTL_TRACE_START, &one, sizeof(one), &tfd, 1, NULL),
-	        0);
+	assert_int_equal(tdmt_raw_control_ex(ctl.sock, TDM_MSG_CTL_TRACE_START, &one, sizeof(one),
+	                                     &tfd, 1, NULL),
+	                 0);
 	close(tfd);
 	int pfd[2];
 	assert_int_equal(pipe(pfd), 0);
@@ -744,6 +745,94 @@ static void test_tenancy(void **state)
 	tdmt_test_ok();
 }
 
+/* ---- finding 15: the daemon's own uid ----------------------------------------- */
+
+static void connect_expect(void *arg)
+{
+	const int *want = arg;
+	tdm_client *c;
+	setenv("TANDEM_DAEMON_UID", "4242", 1); /* the daemon's user, trusted by the others */
+	int rc = tdmt_connect(daemon_.sock, &c);
+	if (rc == 0)
+		tdm_disconnect(c);
+	if (rc != *want)
+		fprintf(stderr, "connect as uid %d: %s\n", (int)getuid(), tdm_strerror(rc));
+	_exit(rc == *want ? 0 : 10);
+}
+
+/* A list of other allowed uids does not shut out the daemon's own user. */
+static void test_own_uid_allowed(void **state)
+{
+	(void)state;
+	if (!root_or_skip("test_own_uid_allowed"))
+		return;
+	assert_int_equal(tdmt_daemon_prepare(&daemon_,
+	                                     "[daemon]\nallowed_uids = [4243]\n[profiler]\n"
+	                                     "calibrate = false\npersist_models = false\n"
+	                                     "[opencl]\nenabled = false\n"),
+	                 0);
+	daemon_.run_uid = UID_A;
+	daemon_.run_gid = UID_A;
+	assert_int_equal(tdmt_daemon_launch(&daemon_, daemon_.sock, 30000), 0);
+	int ok = 0, refused = -TDM_EPERM;
+	assert_int_equal(tdmt_wait_child(spawn_as(UID_A, connect_expect, &ok), 20000), 0);
+	assert_int_equal(tdmt_wait_child(spawn_as(UID_B, connect_expect, &ok), 20000), 0);
+	assert_int_equal(tdmt_wait_child(spawn_as(NOBODY, connect_expect, &refused), 20000), 0);
+	assert_int_equal(tdmt_daemon_stop(&daemon_, 20000), 0);
+	tdmt_test_ok();
+}
+
+/* ---- finding 16: calibration requests ------------------------------------------- */
+
+/* Calibrations asked for over and over, pipelined, on several connections. */
+static void attack_calibrate(void *arg)
+{
+	(void)arg;
+	struct tdmt_raw r[4];
+	for (int i = 0; i < 4; i++)
+		if (tdmt_raw_connect(&r[i], daemon_.sock, TDM_ROLE_CONTROL, 20000) != 0)
+			_exit(3);
+	for (int k = 0; k < 8; k++)
+		for (int i = 0; i < 4; i++)
+			tdmt_raw_send(r[i].sock, TDM_MSG_CTL_CALIBRATE, NULL, 0);
+	for (;;)
+		pause();
+}
+
+static void test_calibrate_off_loop(void **state)
+{
+	(void)state;
+	struct victim v;
+	start("");
+	victim_up(&v);
+	/* One calibration at a time: a second asker hears so at once. */
+	struct tdmt_raw a, b;
+	assert_int_equal(tdmt_raw_connect(&a, daemon_.sock, TDM_ROLE_CONTROL, 20000), 0);
+	assert_int_equal(tdmt_raw_connect(&b, daemon_.sock, TDM_ROLE_CONTROL, 20000), 0);
+	assert_int_equal(tdmt_raw_send(a.sock, TDM_MSG_CTL_CALIBRATE, NULL, 0), 0);
+	tdmt_sleep_ms(20);
+	int busy = tdmt_raw_control(b.sock, TDM_MSG_CTL_CALIBRATE);
+	struct tdm_msg_hdr h;
+	char *buf = malloc(TDM_CTL_REPLY_MAX);
+	int n = tdmt_raw_recv(a.sock, &h, buf, TDM_CTL_REPLY_MAX, NULL, 0);
+	int32_t status = -1;
+	if (n >= 0 && h.length >= sizeof(status))
+		memcpy(&status, buf, sizeof(status));
+	free(buf);
+	tdmt_raw_close(&a);
+	tdmt_raw_close(&b);
+	assert_int_equal(status, 0);
+	/* The second came while the first ran, or after it: busy, or done. */
+	assert_true(busy == -TDM_EBUSY || busy == 0);
+	pid_t att = spawn_as(0, attack_calibrate, NULL);
+	tdmt_sleep_ms(100);
+	probe_for(&v, ATTACK_MS);
+	end_child(att);
+	report(&v, "calibrate");
+	victim_down(&v);
+	tdmt_test_ok();
+}
+
 #define T(f) cmocka_unit_test_setup_teardown(f, test_setup, test_teardown)
 
 int main(void)
@@ -759,6 +848,8 @@ int main(void)
 		T(test_uid_limits),
 		T(test_mapping_budget),
 		T(test_tenancy),
+		T(test_own_uid_allowed),
+		T(test_calibrate_off_loop),
 	};
 	signal(SIGPIPE, SIG_IGN);
 	setvbuf(stdout, NULL, _IOLBF, 0);
