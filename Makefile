@@ -183,8 +183,9 @@ demo-run: all
 
 bench: deps
 	@$(MAKE) --no-print-directory bench-run
-bench-run: all $(BENCHES)
-	@BUILD=$(BUILD) sh tests/bench/run_bench.sh $(BENCHES) tests/bench/sim_fidelity.sh
+bench-run: all $(BENCHES) $(INTEG_TESTS)
+	@BUILD=$(BUILD) sh tests/bench/run_bench.sh $(BENCHES) tests/bench/sim_fidelity.sh \
+		tests/bench/dos_probe.sh
 
 deps:
 	@sh .ci/deps.sh

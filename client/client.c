@@ -146,26 +146,6 @@ static bool sealed_and_sized(int fd, uint64_t bytes)
 	       S_ISREG(st.st_mode) && (uint64_t)st.st_size >= bytes;
 }
 
-/* Whether the process serving the socket is one we may trust with our
- * data: root, ourselves, or the uid the caller named. */
-static int check_daemon(int sock, uint32_t daemon_uid)
-{
-	struct ucred cred;
-	socklen_t len = sizeof(cred);
-	const char *env = getenv("TANDEM_DAEMON_UID");
-	if (getsockopt(sock, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0)
-		return -TDM_ESYS;
-	if (cred.uid == 0 || cred.uid == geteuid() || (daemon_uid && cred.uid == daemon_uid))
-		return 0;
-	if (env && env[0]) {
-		char *end;
-		unsigned long v = strtoul(env, &end, 10);
-		if (!*end && v == cred.uid)
-			return 0;
-	}
-	return -TDM_EPEER;
-}
-
 static int map_ring(tdm_client *c, const struct tdm_hello_reply *r, int ring_fd)
 {
 	/* Trust, but check: the geometry must fit the region we map. */
@@ -228,7 +208,7 @@ TDM_API int tdm_connect(const struct tdm_connect_opts *opts, tdm_client **out)
 		free(c);
 		return err;
 	}
-	if ((err = check_daemon(c->sock, opts ? opts->daemon_uid : 0)))
+	if ((err = tdm_check_daemon(c->sock, opts ? opts->daemon_uid : 0)))
 		goto fail;
 	/* A daemon that refuses us may answer and close before our hello is
 	 * out: read its reply even when the send failed. */

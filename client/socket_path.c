@@ -1,6 +1,8 @@
-/* Where tandemd listens by default; shared by libtandem and tandemd. */
+/* Where tandemd listens by default, and whether what listens there is a
+ * tandemd to trust; shared by libtandem, tandemctl and tandemd. */
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "tandem.h"
@@ -22,4 +24,22 @@ TDM_API int tdm_default_socket_path(char *out, size_t len)
 	else
 		n = snprintf(out, len, "/tmp/tandem-%u/tandemd.sock", (unsigned)geteuid());
 	return n > 0 && (size_t)n < len ? 0 : -TDM_EINVAL;
+}
+
+TDM_API int tdm_check_daemon(int sock, uint32_t daemon_uid)
+{
+	struct ucred cred;
+	socklen_t len = sizeof(cred);
+	const char *env = getenv("TANDEM_DAEMON_UID");
+	if (getsockopt(sock, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0)
+		return -TDM_ESYS;
+	if (cred.uid == 0 || cred.uid == geteuid() || (daemon_uid && cred.uid == daemon_uid))
+		return 0;
+	if (env && env[0]) {
+		char *end;
+		unsigned long v = strtoul(env, &end, 10);
+		if (!*end && v == cred.uid)
+			return 0;
+	}
+	return -TDM_EPEER;
 }

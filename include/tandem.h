@@ -71,6 +71,11 @@ struct tdm_connect_opts {
  * /run/tandem/tandemd.sock for root. Writes at most len bytes. */
 int tdm_default_socket_path(char *out, size_t len);
 
+/* Whether the process at the other end of a connected Unix socket is a
+ * daemon to trust: root, our own uid, daemon_uid when not 0, or
+ * $TANDEM_DAEMON_UID. 0 or -TDM_EPEER (tdm_connect checks it itself). */
+int tdm_check_daemon(int sock, uint32_t daemon_uid);
+
 int tdm_connect(const struct tdm_connect_opts *opts, tdm_client **out);
 void tdm_disconnect(tdm_client *c);
 uint32_t tdm_session_id(const tdm_client *c);

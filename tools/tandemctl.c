@@ -147,6 +147,16 @@ static int control_connect(const char *path)
 			close(fd);
 		return -1;
 	}
+	/* Our trace and export files go to whoever listens: a tandemd only. */
+	int trust = tdm_check_daemon(fd, 0);
+	if (trust) {
+		fprintf(stderr,
+		        "tandemctl: %s: %s (set TANDEM_DAEMON_UID to the daemon's uid to trust "
+		        "it)\n",
+		        path, tdm_strerror(trust));
+		close(fd);
+		return -1;
+	}
 	if (request(fd, TDM_MSG_HELLO, &hello, sizeof(hello), TDM_MSG_HELLO_REPLY, &reply, &len) ||
 	    len != sizeof(hr)) {
 		fprintf(stderr, "tandemctl: %s: no valid hello reply\n", path);
@@ -248,6 +258,8 @@ static void print_clients(json_t *doc)
 {
 	size_t i;
 	json_t *c;
+	if (json_is_false(json_object_get(doc, "all_clients")))
+		printf("(your own clients only: other users' are shown to administrators)\n");
 	printf("%-8s %-8s %-6s %6s %-8s %8s %14s %8s %10s\n", "SESSION", "PID", "UID", "WEIGHT",
 	       "POLICY", "BUFFERS", "BUFFER_BYTES", "GRAPHS", "TASKS");
 	json_array_foreach(json_object_get(doc, "clients"), i, c)

@@ -93,35 +93,6 @@ static int test_teardown(void **state)
 	return tdmt_after_test(&daemon_);
 }
 
-/* Runs one graph of n spin tasks (chained: one core) and returns each
- * task's predicted and actual device time. */
-static void run_spins(int n, int64_t us, double *pred, double *actual)
-{
-	struct tdmt_kernels k;
-	tdm_client *c;
-	assert_int_equal(tdmt_connect(daemon_.sock, &c), 0);
-	assert_int_equal(tdmt_lookup_kernels(c, &k), 0);
-	for (int i = 0; i < n; i++) {
-		/* One graph per task: each prediction is taken after the
-		 * previous task taught the model. */
-		tdm_graph *g = tdm_graph_new(c);
-		assert_non_null(g);
-		tdm_graph_want_task_info(g, 1);
-		assert_int_equal(tdmt_add_spin(g, &k, us, NULL), 0);
-		assert_int_equal(tdm_graph_submit(g), 0);
-		assert_int_equal(tdm_wait(g, 30000 * MS), 0);
-		const struct tdm_task_info *ti = tdm_graph_task_info(g, 0);
-		assert_non_null(ti);
-		assert_int_equal(ti->status, 0);
-		pred[i] = (double)ti->predicted_ns;
-		actual[i] = (double)(ti->end_ns - ti->start_ns);
-		tdm_graph_free(g);
-		/* The sample is learned right after the completion is posted. */
-		tdmt_sleep_ms(2);
-	}
-	tdm_disconnect(c);
-}
-
 /* The models document's entry for kernel on the CPU, or NULL. */
 static json_t *find_model(json_t *doc, const char *kernel)
 {
@@ -161,6 +132,44 @@ static json_t *spin_footprint(json_t *model, int64_t us)
 	return NULL;
 }
 
+/* Samples of the spin model at domain us so far (0 when none). */
+static int64_t spin_samples(int64_t us);
+
+/* Runs one graph of n spin tasks (chained: one core) and returns each
+ * task's predicted and actual device time. Each prediction is taken after
+ * the model learned the previous task: the next graph waits until the
+ * models document counts that sample. */
+static void run_spins(int n, int64_t us, double *pred, double *actual)
+{
+	struct tdmt_kernels k;
+	tdm_client *c;
+	assert_int_equal(tdmt_connect(daemon_.sock, &c), 0);
+	assert_int_equal(tdmt_lookup_kernels(c, &k), 0);
+	int64_t learned = spin_samples(us);
+	for (int i = 0; i < n; i++) {
+		tdm_graph *g = tdm_graph_new(c);
+		assert_non_null(g);
+		tdm_graph_want_task_info(g, 1);
+		assert_int_equal(tdmt_add_spin(g, &k, us, NULL), 0);
+		assert_int_equal(tdm_graph_submit(g), 0);
+		assert_int_equal(tdm_wait(g, 30000 * MS), 0);
+		const struct tdm_task_info *ti = tdm_graph_task_info(g, 0);
+		assert_non_null(ti);
+		assert_int_equal(ti->status, 0);
+		pred[i] = (double)ti->predicted_ns;
+		actual[i] = (double)(ti->end_ns - ti->start_ns);
+		tdm_graph_free(g);
+		/* The sample is learned right after the completion is posted. */
+		uint64_t deadline = tdmt_now_ns() + 10000 * (uint64_t)MS;
+		while (spin_samples(us) <= learned) {
+			assert_true(tdmt_now_ns() < deadline);
+			tdmt_sleep_ms(1);
+		}
+		learned++;
+	}
+	tdm_disconnect(c);
+}
+
 static double median(double *v, int n)
 {
 	for (int i = 1; i < n; i++)
@@ -172,19 +181,28 @@ static double median(double *v, int n)
 	return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
 }
 
-/* After 3 samples, the predictions taken before each later task are within
- * 5% of what the task took, and the model's estimate is the median. */
+/* After 3 samples, each prediction is what the model learned: the lower
+ * median of the times the earlier tasks took (within 5%, for rounding),
+ * however noisy those times were on a loaded machine; and the model's
+ * estimate is the median. How close the predictions come to the times
+ * themselves is a figure, not a pass/fail: it depends on the machine. */
 static void test_spin_learned(void **state)
 {
 	(void)state;
 	enum { N = 8 };
-	double pred[N], actual[N], err[N - 3];
+	double pred[N], actual[N], err[N - 3], seen[N];
 	run_spins(N, SPIN_US, pred, actual);
-	for (int i = 3; i < N; i++)
+	for (int i = 3; i < N; i++) {
+		memcpy(seen, actual, (size_t)i * sizeof(double));
+		median(seen, i); /* sorts */
+		double learned = seen[(i - 1) / 2];
+		if (fabs(pred[i] - learned) > 0.05 * learned)
+			fail_msg("task %d: predicted %.0f ns, the samples before it say %.0f ns", i,
+			         pred[i], learned);
 		err[i - 3] = fabs(pred[i] - actual[i]) / actual[i];
-	double med_err = median(err, N - 3);
-	if (med_err > 0.05)
-		fail_msg("median prediction error %.1f%% after 3 samples", 100 * med_err);
+	}
+	printf("# spin %d us: median prediction error %.1f%% after 3 samples\n", SPIN_US,
+	       100 * median(err, N - 3));
 
 	json_t *doc = models_doc();
 	json_t *m = find_model(doc, "spin");
@@ -194,12 +212,22 @@ static void test_spin_learned(void **state)
 	/* Every task was learned, once. */
 	assert_true(json_integer_value(json_object_get(f, "n")) >= N);
 	double est = json_number_value(json_object_get(f, "estimate_ns"));
-	double mid = median(actual, N);
+	median(actual, N); /* sorts */
+	double mid = actual[(N - 1) / 2]; /* the lower median, as the model keeps it */
 	if (fabs(est - mid) > 0.05 * mid)
-		fail_msg("estimate %.0f ns, median actual %.0f ns", est, mid);
+		fail_msg("estimate %.0f ns, lower median of the times %.0f ns", est, mid);
 	assert_true(json_number_value(json_object_get(f, "spread_ns")) >= 0);
 	json_decref(doc);
 	tdmt_test_ok();
+}
+
+static int64_t spin_samples(int64_t us)
+{
+	json_t *doc = models_doc();
+	json_t *f = spin_footprint(find_model(doc, "spin"), us);
+	int64_t n = f ? json_integer_value(json_object_get(f, "n")) : 0;
+	json_decref(doc);
+	return n;
 }
 
 /* Before any sample of a kernel, the completion still carries a prediction
