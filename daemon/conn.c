@@ -579,11 +579,9 @@ static bool handle_models(struct conn *c)
 static void *calibration_main(void *arg)
 {
 	struct server *srv = arg;
-	uint64_t one = 1;
 	srv->cal_doc = models_calibrate(srv);
 	atomic_store(&srv->cal_done, true);
-	if (write(srv->kick_fd, &one, sizeof(one)) < 0 && errno != EAGAIN)
-		log_error("calibrate: cannot tell the event loop: %s", strerror(errno));
+	server_kick(srv);
 	return NULL;
 }
 

@@ -479,11 +479,8 @@ static bool server_poll(void *ctx, bool woken)
 	}
 	pthread_rwlock_unlock(&srv->registry_lock);
 	session_defer_wakes_end();
-	if (kick) {
-		uint64_t one = 1;
-		if (write(srv->kick_fd, &one, sizeof(one)) < 0 && errno != EAGAIN)
-			log_error("kick: %s", strerror(errno));
-	}
+	if (kick)
+		server_kick(srv);
 	return found;
 }
 
@@ -514,13 +511,18 @@ static void on_kick(evutil_socket_t fd, short what, void *arg)
 	conn_close_broken(srv);
 }
 
+void server_kick(struct server *srv)
+{
+	uint64_t one = 1;
+	/* EAGAIN: the counter is saturated, the loop wakes anyway. */
+	if (write(srv->kick_fd, &one, sizeof(one)) < 0 && errno != EAGAIN)
+		log_error("kick: %s", strerror(errno));
+}
+
 /* session_env.broken: a session failed on a worker; the loop drops it. */
 static void session_broken(void *ctx)
 {
-	struct server *srv = ctx;
-	uint64_t one = 1;
-	if (write(srv->kick_fd, &one, sizeof(one)) < 0 && errno != EAGAIN)
-		log_error("kick: %s", strerror(errno));
+	server_kick(ctx);
 }
 
 static bool device_wanted(const struct tdm_config *cfg, const struct backend_device *d)

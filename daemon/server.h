@@ -153,6 +153,9 @@ void conn_calibration_done(struct server *srv);
 /* server.c: the session registry. */
 int server_register(struct server *srv, struct session *s);
 void server_unregister(struct server *srv, struct session *s);
+/* From any thread: the loop drops broken sessions and sends a finished
+ * calibration's reply (on_kick). */
+void server_kick(struct server *srv);
 /* The totals of a uid, made on first use; NULL when out of memory. */
 struct uid_usage *server_uid_usage(struct server *srv, uid_t uid);
 /* Whether a peer may connect; whether it is an administrator. */
