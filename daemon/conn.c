@@ -508,6 +508,19 @@ static bool refuse_unless_admin(struct conn *c, const char *what, bool *ok)
 	return true;
 }
 
+/* `tandemctl models` needs the cost models. Without them (srv->prof NULL:
+ * a server set up without models_start, as the conn fuzz target's) the
+ * answer says so, rather than a bare "out of memory". */
+static bool refuse_without_models(struct conn *c, const char *what, bool *ok)
+{
+	if (c->srv->prof)
+		return false;
+	char msg[96];
+	snprintf(msg, sizeof(msg), "%s: this daemon has no cost models", what);
+	*ok = conn_send_reply(c, -TDM_EINVAL, error_text(msg));
+	return true;
+}
+
 /* The descriptor count a request announces (a uint32 payload) must match
  * what came with it; the request then owns them. Returns that count, or -1
  * (descriptors closed). */
@@ -571,7 +584,7 @@ static bool handle_export(struct conn *c, const void *p, uint32_t len)
 static bool handle_models(struct conn *c)
 {
 	bool ok;
-	if (refuse_unless_admin(c, "models", &ok))
+	if (refuse_unless_admin(c, "models", &ok) || refuse_without_models(c, "models", &ok))
 		return ok;
 	return conn_send_reply(c, 0, models_json(c->srv));
 }
@@ -623,7 +636,12 @@ void conn_calibration_done(struct server *srv)
 		return;
 	}
 	c->awaiting = false;
-	if (!conn_send_reply(c, 0, doc)) {
+	int32_t status = 0;
+	if (!doc && !srv->prof) { /* without cost models, nothing was calibrated */
+		status = -TDM_EINVAL;
+		doc = error_text("calibrate: this daemon has no cost models");
+	}
+	if (!conn_send_reply(c, status, doc)) {
 		conn_close(c);
 		return;
 	}

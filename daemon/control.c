@@ -291,9 +291,15 @@ int control_export(struct server *srv, int fd, char **doc)
 		*doc = error_doc("export: the output must be a regular file open for writing");
 		return -TDM_EINVAL;
 	}
+	if (!srv->prof) { /* no cost models: see refuse_without_models (conn.c) */
+		if (fd >= 0)
+			close(fd);
+		*doc = error_doc("export: this daemon has no cost models");
+		return -TDM_EINVAL;
+	}
 	struct calibration *cal = calloc(1, sizeof(*cal));
-	json_t *models = srv->prof ? profiler_to_json(srv->prof) : NULL;
-	if (!cal || !srv->prof) {
+	json_t *models = profiler_to_json(srv->prof);
+	if (!cal) {
 		if (fd >= 0)
 			close(fd);
 		free(cal);
