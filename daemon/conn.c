@@ -241,7 +241,6 @@ void conn_accept(struct server *srv, int fd)
 	c->pid = cred.pid;
 	c->uid = cred.uid;
 	c->gid = cred.gid;
-	c->allowed = true;
 	c->usage = u;
 	c->ev_sock = event_new(srv->base, fd, EV_READ | EV_PERSIST, on_socket, c);
 	c->ev_write = event_new(srv->base, fd, EV_WRITE | EV_PERSIST, on_writable, c);

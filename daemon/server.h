@@ -37,8 +37,6 @@ struct conn {
 	pid_t pid;
 	uid_t uid;
 	gid_t gid;
-	bool allowed;
-	bool admin; /* sees and records everyone's work (daemon.admin_uids) */
 	struct uid_usage *usage;
 	struct event *ev_sock; /* readable */
 	struct event *ev_write; /* writable, while a reply waits */

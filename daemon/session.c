@@ -128,6 +128,8 @@ int session_create(struct session_env *env, uint32_t id, uint32_t uid, struct ui
 	s->bell = pair[0];
 	s->bell_peer = pair[1];
 	if (env->engine && engine_flow_add(env->engine, &s->flow) != 0) {
+		mapping_give(env);
+		s->env = NULL; /* no flow to remove, nothing else counted yet */
 		session_unref(s);
 		return -TDM_ENOMEM;
 	}
