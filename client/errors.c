@@ -53,6 +53,8 @@ static const char *const field_names[TDM_REJECT__COUNT] = {
 	[TDM_REJECT_KERNEL_ARGS] = "kernel-specific argument check",
 	[TDM_REJECT_QUOTA] = "client quota",
 	[TDM_REJECT_SEQUENCE] = "entry sequence",
+	[TDM_REJECT_POLICY] = "policy hint",
+	[TDM_REJECT_COST] = "predicted task cost",
 };
 
 TDM_API const char *tdm_reject_field_name(unsigned field)

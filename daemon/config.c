@@ -49,6 +49,10 @@ const char config_default_toml[] =
         "# shorter than 256 bytes, or \"\" for the default ($XDG_STATE_HOME/tandem,\n"
         "# else ~/.local/state/tandem, for a user; /var/lib/tandem for root).\n"
         "state_dir = \"\"\n"
+        "# On SIGTERM, seconds to let the graphs in flight finish (0 to 3600);\n"
+        "# then they are canceled (running kernels stop at their next check) and\n"
+        "# the daemon exits a few seconds later at most.\n"
+        "drain_timeout_s = 30\n"
         "\n"
         "[engine]\n"
         "# Scheduling policy, by its registered name ([a-z0-9_], 1 to 31 chars).\n"
@@ -140,6 +144,11 @@ const char config_default_toml[] =
         "max_tasks_per_graph = 1048576\n"
         "# Graphs of a client submitted and not yet complete (1 to 65536).\n"
         "max_graphs_in_flight = 1024\n"
+        "# A task is refused (-TDM_EQUOTA, field \"predicted task cost\") when the\n"
+        "# least time it could take exceeds this many milliseconds: its flops\n"
+        "# and bytes at the calibrated sgemm rate and memory bandwidth of the\n"
+        "# fastest device that runs its kernel (0 to 86400000; 0: no limit).\n"
+        "max_task_ms = 1000\n"
         "\n"
         "[rings]\n"
         "# Entries of each client's submission ring (power of two, 64 to 65536).\n"
@@ -155,6 +164,7 @@ void config_defaults(struct tdm_config *cfg)
 	cfg->n_allowed_uids = 0;
 	cfg->n_allowed_gids = 0;
 	cfg->max_clients = 64;
+	cfg->drain_timeout_s = 30;
 
 	strcpy(cfg->policy, "eager");
 	cfg->spin_us = 50;
@@ -182,6 +192,7 @@ void config_defaults(struct tdm_config *cfg)
 	cfg->max_tasks_in_flight = 1048576;
 	cfg->max_tasks_per_graph = 1048576;
 	cfg->max_graphs_in_flight = 1024;
+	cfg->max_task_ms = 1000;
 
 	cfg->sq_entries = 4096;
 	cfg->cq_entries = 8192;
@@ -244,6 +255,7 @@ static const struct key_spec schema[] = {
 	      CONFIG_MAX_IDS),
 	SCALAR("daemon", "max_clients", K_U32, 1, 4096, max_clients),
 	SCALAR("daemon", "state_dir", K_PATH, 0, 0, state_dir),
+	SCALAR("daemon", "drain_timeout_s", K_U32, 0, 3600, drain_timeout_s),
 
 	SCALAR("engine", "policy", K_NAME, 0, 0, policy),
 	SCALAR("engine", "spin_us", K_U32, 0, 10000, spin_us),
@@ -283,6 +295,7 @@ static const struct key_spec schema[] = {
 	SCALAR("limits", "max_tasks_in_flight", K_U32, 1, 16777216, max_tasks_in_flight),
 	SCALAR("limits", "max_tasks_per_graph", K_U32, 1, 4194304, max_tasks_per_graph),
 	SCALAR("limits", "max_graphs_in_flight", K_U32, 1, 65536, max_graphs_in_flight),
+	SCALAR("limits", "max_task_ms", K_U32, 0, 86400000, max_task_ms),
 
 	SCALAR("rings", "sq_entries", K_POW2, 64, 65536, sq_entries),
 	SCALAR("rings", "cq_entries", K_POW2, 64, 65536, cq_entries),

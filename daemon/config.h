@@ -32,6 +32,7 @@ struct tdm_config {
 	size_t n_allowed_gids; /* 0 = no group grants access */
 	uint32_t max_clients;
 	char state_dir[CONFIG_PLUGIN_MAX]; /* calibration and models; "" = default for this user */
+	uint32_t drain_timeout_s; /* SIGTERM waits this long for work in flight, then cancels it */
 
 	/* [engine] */
 	char policy[CONFIG_NAME_MAX]; /* registered policy name */
@@ -82,6 +83,7 @@ struct tdm_config {
 	uint32_t max_tasks_in_flight;
 	uint32_t max_tasks_per_graph;
 	uint32_t max_graphs_in_flight;
+	uint32_t max_task_ms; /* a task's least time on the fastest device; 0 = no limit */
 
 	/* [rings] */
 	uint32_t sq_entries; /* power of two, 64..65536 */
