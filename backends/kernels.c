@@ -278,23 +278,36 @@ static void feat_softmax(const struct tdm_kernel_call *call, struct kernel_featu
 	*out = (struct kernel_features){ .flops = 5 * e, .bytes = F4 * e, .domain = e };
 }
 
-/* Four multiplies and two adds per pair of elements. */
+/* Four multiplies and two adds per pair of elements; per token, its table
+ * of hd/2 angles (a multiply, a cos and a sin each), shared by its heads. */
 static void feat_rope(const struct tdm_kernel_call *call, struct kernel_features *out)
 {
-	double e = sd(call, 0) * sd(call, 1) * sd(call, 2);
-	*out = (struct kernel_features){ .flops = 3 * e, .bytes = F4 * e, .domain = e };
+	double ntok = sd(call, 0), hd = sd(call, 2), e = ntok * sd(call, 1) * hd;
+	*out = (struct kernel_features){ .flops = 3 * e + 1.5 * ntok * hd,
+		                         .bytes = F4 * e,
+		                         .domain = e };
 }
 
-/* Per (sequence, head, position): q.K (2 hd), p.V (2 hd), softmax (5). Only
- * the kv_len filled positions of the caches are read. */
+/* Per (sequence, query head, position): q.K (2 hd), p.V (2 hd), and the
+ * position's own step (scale, max, exp, sum, the loops around the two dot
+ * products), which costs the same whatever hd is. Measured on the CPU
+ * kernel that step takes what ~17 elements of the dot products do (~9 ns
+ * against ~0.5 ns per element): it counts as ATTN_POSITION_FLOPS. With it
+ * left out, a position of head dim 1 counted 9 flops against 517 for head
+ * dim 128, though it takes an eighth of the time: a cache of head dim 1
+ * read by 65536 query heads priced its 4.3e9 positions at 0.4 s on a
+ * 100 GFLOP/s core, and they ran for 40 s. Only the kv_len filled
+ * positions of the caches are read (not kv_cap). */
+#define ATTN_POSITION_FLOPS 64
+
 static void feat_attn_decode(const struct tdm_kernel_call *call, struct kernel_features *out)
 {
 	double batch = sd(call, 0), nh = sd(call, 1), nkv = sd(call, 2), hd = sd(call, 3);
-	double kv_len = sd(call, 4);
+	double kv_len = sd(call, 4), positions = batch * nh * kv_len;
 	*out = (struct kernel_features){
-		.flops = batch * nh * kv_len * (4 * hd + 5),
+		.flops = positions * (4 * hd + ATTN_POSITION_FLOPS),
 		.bytes = F4 * (2 * batch * nh * hd + 2 * batch * kv_len * nkv * hd),
-		.domain = kv_len * nkv * hd * batch,
+		.domain = positions,
 	};
 }
 
@@ -310,11 +323,12 @@ static void feat_moe_expert(const struct tdm_kernel_call *call, struct kernel_fe
 	};
 }
 
-/* Softmax per row (5 ne), then the renormalisation of the k picked (2 k). */
+/* Softmax per row (5 ne), the sort of its ne entries (ne log2 ne
+ * comparisons), then the renormalisation of the k picked (2 k). */
 static void feat_topk_router(const struct tdm_kernel_call *call, struct kernel_features *out)
 {
 	double n = sd(call, 0), ne = sd(call, 1), k = sd(call, 2);
-	*out = (struct kernel_features){ .flops = n * (5 * ne + 2 * k),
+	*out = (struct kernel_features){ .flops = n * (5 * ne + ne * log2(ne) + 2 * k),
 		                         .bytes = F4 * (n * ne + 2 * n * k),
 		                         .domain = n * ne };
 }

@@ -86,7 +86,11 @@ int kernel_lookup(const char *name);
 void kernels_cpu_init(void);
 const char *device_kind_name(enum tdm_device_kind k);
 
-/* CPU implementations (backends/cpu/cpu_kernels.c). */
+/* CPU implementations (backends/cpu/cpu_kernels.c). Large GEMM-shaped calls
+ * (sgemm and the tile kernels) run in row panels of about this many flops,
+ * with a look at the cancel flag between two; tests lower it. */
+extern uint64_t cpu_panel_flops;
+
 int cpu_noop(const struct tdm_kernel_call *call);
 int cpu_spin(const struct tdm_kernel_call *call);
 int cpu_fill(const struct tdm_kernel_call *call);

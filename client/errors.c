@@ -55,6 +55,7 @@ static const char *const field_names[TDM_REJECT__COUNT] = {
 	[TDM_REJECT_QUOTA] = "client quota",
 	[TDM_REJECT_SEQUENCE] = "entry sequence",
 	[TDM_REJECT_POLICY] = "policy hint",
+	[TDM_REJECT_COST] = "predicted task cost",
 };
 
 TDM_API const char *tdm_reject_field_name(unsigned field)

@@ -66,6 +66,10 @@ const char config_default_toml[] =
         "# The daemon's own: created 0700; one that is a symbolic link or belongs\n"
         "# to another uid is not used.\n"
         "state_dir = \"\"\n"
+        "# On SIGTERM, seconds to let the graphs in flight finish (0 to 3600);\n"
+        "# then they are canceled (running kernels stop at their next check) and\n"
+        "# the daemon exits a few seconds later at most.\n"
+        "drain_timeout_s = 30\n"
         "\n"
         "[engine]\n"
         "# Scheduling policy, by its registered name ([a-z0-9_], 1 to 31 chars).\n"
@@ -158,6 +162,11 @@ const char config_default_toml[] =
         "# Graphs of a client submitted and whose completion it has not yet\n"
         "# been given (1 to 65536).\n"
         "max_graphs_in_flight = 1024\n"
+        "# A task is refused (-TDM_EQUOTA, field \"predicted task cost\") when the\n"
+        "# least time it could take exceeds this many milliseconds: its flops\n"
+        "# and bytes at the calibrated sgemm rate and memory bandwidth of the\n"
+        "# fastest device that runs its kernel (0 to 86400000; 0: no limit).\n"
+        "max_task_ms = 1000\n"
         "# Bytes of shared buffers all clients of one user may hold together\n"
         "# (4096 to 2^48), as buffer_quota_bytes.\n"
         "uid_buffer_quota_bytes = \"4GiB\"\n"
@@ -182,6 +191,7 @@ void config_defaults(struct tdm_config *cfg)
 	cfg->n_allowed_uids = 0;
 	cfg->n_allowed_gids = 0;
 	cfg->max_clients = 64;
+	cfg->drain_timeout_s = 30;
 	cfg->max_clients_per_uid = 16;
 	cfg->max_connections = 1024;
 	cfg->max_connections_per_uid = 64;
@@ -212,6 +222,7 @@ void config_defaults(struct tdm_config *cfg)
 	cfg->max_tasks_in_flight = 1048576;
 	cfg->max_tasks_per_graph = 1048576;
 	cfg->max_graphs_in_flight = 1024;
+	cfg->max_task_ms = 1000;
 	cfg->uid_buffer_quota_bytes = UINT64_C(4) << 30;
 	cfg->uid_max_buffers = 8192;
 	cfg->max_mappings = 0;
@@ -284,6 +295,7 @@ static const struct key_spec schema[] = {
 	SCALAR("daemon", "max_connections", K_U32, 16, 65536, max_connections),
 	SCALAR("daemon", "max_connections_per_uid", K_U32, 1, 65536, max_connections_per_uid),
 	SCALAR("daemon", "state_dir", K_PATH, 0, 0, state_dir),
+	SCALAR("daemon", "drain_timeout_s", K_U32, 0, 3600, drain_timeout_s),
 
 	SCALAR("engine", "policy", K_NAME, 0, 0, policy),
 	SCALAR("engine", "spin_us", K_U32, 0, 10000, spin_us),
@@ -323,6 +335,7 @@ static const struct key_spec schema[] = {
 	SCALAR("limits", "max_tasks_in_flight", K_U32, 1, 16777216, max_tasks_in_flight),
 	SCALAR("limits", "max_tasks_per_graph", K_U32, 1, 4194304, max_tasks_per_graph),
 	SCALAR("limits", "max_graphs_in_flight", K_U32, 1, 65536, max_graphs_in_flight),
+	SCALAR("limits", "max_task_ms", K_U32, 0, 86400000, max_task_ms),
 	SCALAR("limits", "uid_buffer_quota_bytes", K_BYTES, 4096, INT64_C(1) << 48,
 	       uid_buffer_quota_bytes),
 	SCALAR("limits", "uid_max_buffers", K_U32, 1, 16777216, uid_max_buffers),

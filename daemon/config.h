@@ -43,6 +43,7 @@ struct tdm_config {
 	uint32_t max_connections; /* sockets open at once, hello or not, control included */
 	uint32_t max_connections_per_uid;
 	char state_dir[CONFIG_PLUGIN_MAX]; /* calibration and models; "" = default for this user */
+	uint32_t drain_timeout_s; /* SIGTERM waits this long for work in flight, then cancels it */
 
 	/* [engine] */
 	char policy[CONFIG_NAME_MAX]; /* registered policy name */
@@ -93,6 +94,7 @@ struct tdm_config {
 	uint32_t max_tasks_in_flight;
 	uint32_t max_tasks_per_graph;
 	uint32_t max_graphs_in_flight;
+	uint32_t max_task_ms; /* a task's least time on the fastest device; 0 = no limit */
 	/* Per uid (every client of a user together; root and the daemon's uid
 	 * are not limited by these). */
 	uint64_t uid_buffer_quota_bytes;

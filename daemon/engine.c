@@ -4,10 +4,12 @@
 
 #include <errno.h>
 #include <hwloc.h>
+#include <math.h>
 #include <poll.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "daemon/log.h"
@@ -57,6 +59,8 @@ const struct policy_tuning policy_tuning_defaults = {
 	.plan_repair = true,
 };
 #define DEFAULT_PIPELINE_DEPTH 4
+/* engine_destroy waits this long for workers to leave their kernels. */
+#define STOP_WAIT_MS 2000
 
 struct engine {
 	const struct tdm_clock *clock;
@@ -74,12 +78,18 @@ struct engine {
 	uint32_t depth;
 	/* supported[k * ndevices + w]: device w implements kernel k. */
 	uint8_t *supported;
+	/* floor_dev[k * ndevices + i], i < floor_n[k]: one device of each kind
+	 * of hardware (kind and model, as calibration keys them) implementing
+	 * kernel k; admission prices tasks on the fastest of them. */
+	uint16_t *floor_dev;
+	uint16_t floor_n[KERNEL_COUNT];
 	bool available[KERNEL_COUNT]; /* some device implements kernel k */
 	_Atomic uint32_t healthy_capable[KERNEL_COUNT];
 	/* Every device runs every task: no per-task check needed. */
 	_Atomic bool uniform;
 	_Atomic uint32_t spin_us;
 	_Atomic bool stop;
+	_Atomic bool abort; /* engine_cancel_all: every graph, even one submitted later */
 
 	/* Event count for idle workers: producers bump epoch, then kick
 	 * sleeping workers' own eventfds; a worker sleeps only if epoch did
@@ -388,6 +398,10 @@ void engine_submit(struct engine *e, struct engine_graph *g)
 	}
 	atomic_fetch_add(&e->tasks_in_flight, g->ntasks);
 	graph_track(e, g);
+	/* After tracking: either engine_cancel_all's sweep finds the graph, or
+	 * this sees its flag. */
+	if (atomic_load(&e->abort))
+		atomic_store(&g->flow->canceled, 1);
 	if (e->policy->graph_submitted && !atomic_load(&e->fallback))
 		e->policy->graph_submitted(e->policy_priv, g);
 	/* Mark every root before pushing any: once pushed, workers run tasks
@@ -569,6 +583,17 @@ static void finish_task(struct engine *e, struct worker *w, struct engine_task *
 		profiler_observe(e->prof, kernel, w->index, &feat, took);
 }
 
+/* The task's result is no longer wanted (its client left, or the daemon
+ * gave up waiting at shutdown): skipped, or stopped by the kernel. */
+static void cancel_task(struct engine *e, struct worker *w, struct engine_task *t)
+{
+	int32_t ok = 0;
+	t->status = -TDM_ECANCELED;
+	atomic_compare_exchange_strong(&t->graph->status, &ok, -TDM_ECANCELED);
+	atomic_fetch_add(&e->tasks_canceled, 1);
+	finish_task(e, w, t);
+}
+
 static void fail_task(struct engine *e, struct worker *w, struct engine_task *t, int err)
 {
 	int32_t ok = 0;
@@ -633,10 +658,8 @@ static bool skip_canceled(struct engine *e, struct worker *w, struct engine_task
 	if (!atomic_load_explicit(&g->flow->canceled, memory_order_relaxed) &&
 	    atomic_load_explicit(&g->status, memory_order_relaxed) == 0)
 		return false;
-	t->status = -TDM_ECANCELED;
 	t->end_ns = t->start_ns;
-	atomic_fetch_add(&e->tasks_canceled, 1);
-	finish_task(e, w, t);
+	cancel_task(e, w, t);
 	return true;
 }
 
@@ -667,11 +690,17 @@ static uint64_t run_on_host(struct engine *e, struct worker *w, struct engine_ta
 		/* Device time only: the copies residency made are not the kernel's. */
 		if (nargs)
 			t->start_ns = clock_now(e->clock);
+		/* The kernel looks at its flow's flag while it runs. */
+		t->call.cancel = &t->graph->flow->canceled;
 		err = d->dev.ops->launch(&d->dev, t->kernel, &t->call);
 	}
 	if (e->has_accel && nargs)
 		residency_release(e->res, 0, args, nargs, err == 0);
 	uint64_t end_ns = t->end_ns = clock_now(e->clock);
+	if (err == -TDM_ECANCELED && tdm_kernel_canceled(&t->call)) {
+		cancel_task(e, w, t);
+		return end_ns;
+	}
 	if (err) {
 		task_failed(e, w, t, err);
 		return end_ns;
@@ -1105,12 +1134,41 @@ static void *worker_main(void *arg)
 	return NULL;
 }
 
+/* Whether kernel k's floor list already has a device of d's kind and model
+ * (identical cores: one calibration, one price). */
+static bool same_hardware_listed(const struct engine *e, size_t k, const struct backend_device *d)
+{
+	for (size_t i = 0; i < e->floor_n[k]; i++) {
+		const struct backend_device *o = &e->devices[e->floor_dev[k * e->ndevices + i]].dev;
+		if (o->kind == d->kind && o->ops == d->ops && !strcmp(o->model, d->model))
+			return true;
+	}
+	return false;
+}
+
+double engine_task_floor_ns(const struct engine *e, uint32_t kernel,
+                            const struct kernel_features *f)
+{
+	double best = INFINITY;
+	if (!e->prof)
+		return 0;
+	if (kernel >= KERNEL_COUNT)
+		return best;
+	for (size_t i = 0; i < e->floor_n[kernel]; i++) {
+		double ns =
+		        profiler_roofline_ns(e->prof, e->floor_dev[kernel * e->ndevices + i], f);
+		best = ns < best ? ns : best;
+	}
+	return best;
+}
+
 /* Which device implements which kernel. */
 static int init_support(struct engine *e)
 {
 	bool uniform = true;
 	e->supported = calloc(KERNEL_COUNT * e->ndevices, 1);
-	if (!e->supported)
+	e->floor_dev = calloc(KERNEL_COUNT * e->ndevices, sizeof(*e->floor_dev));
+	if (!e->supported || !e->floor_dev)
 		return -TDM_ENOMEM;
 	for (size_t k = 0; k < KERNEL_COUNT; k++) {
 		const struct kernel_def *kd = kernel_by_id((uint32_t)k);
@@ -1122,6 +1180,8 @@ static int init_support(struct engine *e)
 			e->supported[k * e->ndevices + w] = yes;
 			e->available[k] |= yes;
 			uniform = uniform && yes == (bool)e->supported[k * e->ndevices];
+			if (yes && !same_hardware_listed(e, k, d))
+				e->floor_dev[k * e->ndevices + e->floor_n[k]++] = (uint16_t)w;
 		}
 	}
 	atomic_store(&e->uniform, uniform);
@@ -1234,15 +1294,63 @@ int engine_create(const struct engine_params *p, struct engine **out)
 	return 0;
 }
 
-void engine_destroy(struct engine *e)
+void engine_cancel_all(struct engine *e)
 {
+	atomic_store(&e->abort, true);
+	pthread_mutex_lock(&e->wd_lock);
+	for (struct engine_graph *g = e->graphs; g; g = g->core_next)
+		atomic_store(&g->flow->canceled, 1);
+	pthread_mutex_unlock(&e->wd_lock);
+	/* Idle workers take the queued tasks, to skip them. */
+	engine_notify(e, e->ndevices);
+}
+
+/* Joins the started workers, waiting STOP_WAIT_MS in all; false when one is
+ * still in a kernel (it was asked to stop, but a BLAS call or a device
+ * cannot be interrupted). */
+static bool join_workers(struct engine *e)
+{
+	struct timespec deadline;
+	bool all = true;
+
+	clock_gettime(CLOCK_REALTIME, &deadline);
+	deadline.tv_sec += STOP_WAIT_MS / 1000;
+	deadline.tv_nsec += (STOP_WAIT_MS % 1000) * 1000000L;
+	if (deadline.tv_nsec >= 1000000000L) {
+		deadline.tv_sec++;
+		deadline.tv_nsec -= 1000000000L;
+	}
+	for (size_t i = 0; e->workers && i < e->ndevices; i++) {
+		if (!e->workers[i].started)
+			continue;
+		int rc = pthread_timedjoin_np(e->workers[i].thread, NULL, &deadline);
+		if (rc == 0) {
+			e->workers[i].started = false;
+			continue;
+		}
+		log_warn("%s: its worker did not stop within %d ms", e->devices[i].dev.name,
+		         STOP_WAIT_MS);
+		all = false;
+	}
+	return all;
+}
+
+int engine_destroy(struct engine *e)
+{
+	bool threads = false;
 	if (!e)
-		return;
+		return 0;
 	atomic_store(&e->stop, true);
 	ring_wake_fd(e);
+	for (size_t i = 0; e->workers && i < e->ndevices; i++)
+		threads |= e->workers[i].started;
+	if (threads) {
+		/* Running kernels stop at their next look at the flag. */
+		engine_cancel_all(e);
+		if (!join_workers(e))
+			return -TDM_ETIMEDOUT; /* left as is: a worker still uses it */
+	}
 	for (size_t i = 0; e->workers && i < e->ndevices; i++) {
-		if (e->workers[i].started)
-			pthread_join(e->workers[i].thread, NULL);
 		free(e->workers[i].ready);
 		free(e->workers[i].pipe);
 		if (e->workers[i].kick_fd >= 0)
@@ -1255,9 +1363,11 @@ void engine_destroy(struct engine *e)
 	pthread_mutex_destroy(&e->wd_lock);
 	close(e->wake_fd);
 	free(e->supported);
+	free(e->floor_dev);
 	free(e->workers);
 	free(e->devices);
 	free(e);
+	return 0;
 }
 
 void engine_counters(const struct engine *e, struct engine_counters *out)

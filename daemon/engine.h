@@ -58,7 +58,9 @@ struct engine_flow {
 	uint32_t id;
 	uint32_t weight; /* share of each device relative to other flows, 1..1000 */
 	uint8_t policy_hint; /* enum tdm_policy_hint: this client's default */
-	_Atomic int canceled; /* set when the client is gone: queued tasks are skipped */
+	/* Set when the client is gone (or by engine_cancel_all): queued tasks
+	 * are skipped, running host kernels stop (tdm_kernel_call.cancel). */
+	_Atomic int canceled;
 	void *policy_slot;
 };
 
@@ -165,8 +167,18 @@ struct engine_params {
 };
 
 int engine_create(const struct engine_params *p, struct engine **out);
-/* Stops and joins the workers; queued tasks are not run. */
-void engine_destroy(struct engine *e);
+/* Stops the workers; queued tasks are not run, running ones are canceled
+ * (engine_cancel_all) and the workers joined, waiting at most 2 s for them
+ * to leave their kernels. 0, or -TDM_ETIMEDOUT when a worker is still in a
+ * kernel that does not stop (one BLAS call, an accelerator): the engine is
+ * then left allocated for it, and the caller should exit without tearing
+ * down what that kernel may touch. */
+int engine_destroy(struct engine *e);
+/* Cancels every graph in flight and every graph submitted from now on (their
+ * flows are marked canceled): queued tasks are skipped and running host
+ * kernels stop early; each graph completes with -TDM_ECANCELED. For a
+ * shutdown that stops waiting. Any thread. */
+void engine_cancel_all(struct engine *e);
 
 /* Takes ownership of a built graph: tasks[], succ_off/succ set and each
  * task's ndeps counted. Releases the tasks with no predecessor. */
@@ -185,6 +197,13 @@ bool engine_runnable(const struct engine *e, const struct engine_task *t, unsign
 void engine_kick(const struct engine *e, unsigned w);
 /* Whether some device implements kernel k (intake rejects tasks nobody can run). */
 bool engine_kernel_available(const struct engine *e, const struct kernel_def *k);
+/* The least time a task of kernel k with features f can take here: the
+ * calibrated roofline (profiler_roofline_ns) on the fastest device that
+ * implements k, in ns. Infinity when none does; 0 without cost models.
+ * Cheap (one division pair per kind of device) and lock-free: intake
+ * checks every task against [limits] max_task_ms with it. */
+double engine_task_floor_ns(const struct engine *e, uint32_t kernel,
+                            const struct kernel_features *f);
 
 /* Simulation (daemon/sim.c): with start_workers false and every device
  * accelerator-shaped (launch_async), a single-threaded driver on a virtual

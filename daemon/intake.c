@@ -185,6 +185,26 @@ static int track_buffer(struct dgraph *g, uint64_t serial, struct buffer *b, uin
 	return 0;
 }
 
+/* [limits] max_task_ms against the least time the task can take: its
+ * features priced on the fastest device that runs its kernel, with the
+ * calibrated roofline, not the learned models, which a client's own tasks
+ * teach and which extrapolate to sizes never run: an admission decision must
+ * be the same for every client and every day. The roofline is below what a
+ * kernel takes (except moe_expert, priced as if every token were routed), so
+ * a task is refused only when no device could run it within the limit. */
+static uint32_t within_budget(struct session *s, const struct kernel_def *k,
+                              const struct kernel_features *f, int *status)
+{
+	uint32_t max_ms = s->env->cfg->max_task_ms;
+	if (!max_ms || !s->env->engine)
+		return TDM_REJECT_NONE;
+	if (engine_task_floor_ns(s->env->engine, k->id, f) > (double)max_ms * 1e6) {
+		*status = -TDM_EQUOTA;
+		return TDM_REJECT_COST;
+	}
+	return TDM_REJECT_NONE;
+}
+
 /* Validates a task entry into *task; returns the reject field or NONE. */
 static uint32_t validate_task(struct session *s, const struct tdm_sqe *e, uint32_t index,
                               struct engine_task *task, struct buffer **bufs, int *status)
@@ -263,7 +283,10 @@ static uint32_t validate_task(struct session *s, const struct tdm_sqe *e, uint32
 		}
 	}
 	*status = k->check(&task->call);
-	return *status ? TDM_REJECT_KERNEL_ARGS : TDM_REJECT_NONE;
+	if (*status)
+		return TDM_REJECT_KERNEL_ARGS;
+	k->features(&task->call, &task->feat);
+	return within_budget(s, k, &task->feat, status);
 }
 
 static void add_task(struct session *s, const struct tdm_sqe *e)
@@ -313,7 +336,6 @@ static void add_task(struct session *s, const struct tdm_sqe *e)
 			return;
 		}
 	}
-	task.kernel->features(&task.call, &task.feat);
 	g->g.tasks[index] = task;
 	g->nreceived++;
 }

@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "daemon/log.h"
 #include "daemon/server.h"
@@ -35,9 +36,10 @@ static void usage(FILE *out)
 	        "  -h, --help             show this help\n"
 	        "  -V, --version          show the version\n"
 	        "\n"
-	        "Signals: SIGTERM/SIGINT drain in-flight graphs and exit 0 (a second one exits\n"
-	        "at once); SIGHUP reloads the configuration file and keeps the running one if\n"
-	        "the new one has an error.\n");
+	        "Signals: SIGTERM/SIGINT drain in-flight graphs and exit 0; what still runs\n"
+	        "after daemon.drain_timeout_s is canceled (at once on a second signal).\n"
+	        "SIGHUP reloads the configuration file and keeps the running one if the new\n"
+	        "one has an error.\n");
 }
 
 static int parse_level(const char *s, enum log_level *out)
@@ -154,6 +156,11 @@ int main(int argc, char **argv)
 		rc = server_run(&srv);
 	else
 		log_error("cannot start: %s", tdm_strerror(rc));
-	server_fini(&srv);
+	if (server_fini(&srv) != 0) {
+		/* A worker still runs a kernel: no exit handlers (OpenBLAS's
+		 * would free its buffers under it). */
+		fflush(NULL);
+		_exit(rc == 0 ? 0 : 1);
+	}
 	return rc == 0 ? 0 : 1;
 }

@@ -22,7 +22,9 @@
 #include "tandem.h"
 
 #define DRAIN_POLL_MS 10
-#define DRAIN_TIMEOUT_S 30
+/* After the drain timeout, canceled graphs get this long to complete (their
+ * clients hear -TDM_ECANCELED) before the loop ends anyway. */
+#define CANCEL_GRACE_MS 1000
 #define LISTEN_PAUSE_MS 100 /* after accept() ran out of descriptors */
 #define BELLS_PER_WAIT 64
 
@@ -193,16 +195,33 @@ static bool drained(struct server *srv)
 	return true;
 }
 
+/* Stops waiting for the work in flight: every graph is canceled (queued
+ * tasks skipped, running CPU kernels stopped at their next check). */
+static void cancel_in_flight(struct server *srv)
+{
+	if (srv->cancel_ns)
+		return;
+	srv->cancel_ns = clock_monotonic_ns();
+	engine_cancel_all(srv->engine);
+}
+
 static void on_drain_tick(evutil_socket_t fd, short what, void *arg)
 {
 	struct server *srv = arg;
+	uint64_t now = clock_monotonic_ns();
 	(void)fd;
 	(void)what;
 	if (drained(srv)) {
-		log_info("drained: exiting");
+		log_info(srv->cancel_ns ? "drained (work canceled): exiting" : "drained: exiting");
 		event_base_loopbreak(srv->base);
-	} else if (clock_monotonic_ns() - srv->drain_start_ns > DRAIN_TIMEOUT_S * 1000000000ull) {
-		log_warn("drain: work still in flight after %d s: exiting anyway", DRAIN_TIMEOUT_S);
+	} else if (!srv->cancel_ns &&
+	           now - srv->drain_start_ns >= srv->cfg.drain_timeout_s * 1000000000ull) {
+		log_warn("drain: work still in flight after %u s: canceling it",
+		         srv->cfg.drain_timeout_s);
+		cancel_in_flight(srv);
+	} else if (srv->cancel_ns && now - srv->cancel_ns > CANCEL_GRACE_MS * 1000000ull) {
+		log_warn("drain: canceled work still running after %d ms: exiting anyway",
+		         CANCEL_GRACE_MS);
 		event_base_loopbreak(srv->base);
 	}
 }
@@ -214,7 +233,8 @@ static void on_terminate(evutil_socket_t sig, short what, void *arg)
 	(void)what;
 
 	if (atomic_load(&srv->draining)) {
-		log_info("second signal: exiting without waiting");
+		log_info("second signal: canceling the work in flight and exiting");
+		cancel_in_flight(srv);
 		event_base_loopbreak(srv->base);
 		return;
 	}
@@ -263,6 +283,8 @@ static void apply_reload(struct server *srv, const struct tdm_config *n)
 	o->max_tasks_in_flight = n->max_tasks_in_flight;
 	o->max_tasks_per_graph = n->max_tasks_per_graph;
 	o->max_graphs_in_flight = n->max_graphs_in_flight;
+	o->max_task_ms = n->max_task_ms;
+	o->drain_timeout_s = n->drain_timeout_s;
 	/* New clients get the new shares and hints; connected ones keep theirs. */
 	o->default_weight = n->default_weight;
 	memcpy(o->client_weight, n->client_weight, sizeof(o->client_weight));
@@ -895,7 +917,7 @@ int server_run(struct server *srv)
 	return 0;
 }
 
-void server_fini(struct server *srv)
+int server_fini(struct server *srv)
 {
 	/* A recording ends with the daemon: its files are written (the work
 	 * drained) and tandemctl hears the summary before the connection goes. */
@@ -910,8 +932,15 @@ void server_fini(struct server *srv)
 	while (srv->conns)
 		conn_close(srv->conns);
 	/* Joins the workers; graphs still queued after a forced exit are
-	 * abandoned with the process. */
-	engine_destroy(srv->engine);
+	 * abandoned with the process. A worker stuck in a kernel that does not
+	 * stop keeps using buffers, devices and the engine: nothing of that is
+	 * torn down, the caller exits at once. */
+	if (engine_destroy(srv->engine) != 0) {
+		log_warn("exiting with a kernel still running");
+		if (srv->listener)
+			unlink(srv->socket_path);
+		return -TDM_ETIMEDOUT;
+	}
 	srv->engine = NULL;
 	models_stop(srv);
 	/* Buffers that outlive this point are freed with the process; their
@@ -958,4 +987,5 @@ void server_fini(struct server *srv)
 		hwloc_topology_destroy(srv->io_topo);
 	if (srv->topo)
 		hwloc_topology_destroy(srv->topo);
+	return 0;
 }

@@ -112,6 +112,7 @@ struct server {
 	int kick_fd;
 	struct event *ev_kick;
 	uint64_t drain_start_ns;
+	uint64_t cancel_ns; /* when the drain gave up and canceled the work; 0: not yet */
 	struct conn *conns;
 	uint32_t nconns, nclients;
 	uint32_t next_session_id;
@@ -130,9 +131,12 @@ struct server {
 
 int server_init(struct server *srv, const struct tdm_config *cfg, const char *config_path,
                 int ready_fd);
-/* Runs until SIGTERM/SIGINT drained the work; returns 0. */
+/* Runs until SIGTERM/SIGINT drained the work (or canceled it after
+ * daemon.drain_timeout_s); returns 0. */
 int server_run(struct server *srv);
-void server_fini(struct server *srv);
+/* 0, or -TDM_ETIMEDOUT when a worker could not be stopped: nothing it may
+ * use was freed, and the process must exit at once (_exit). */
+int server_fini(struct server *srv);
 
 /* conn.c */
 void conn_accept(struct server *srv, int fd);

@@ -176,7 +176,8 @@ uint32_t tdm_graph_task_count(const tdm_graph *g);
 int tdm_graph_submit(tdm_graph *g);
 /* Waits for the graph's completion. timeout_ns < 0 waits forever. Returns
  * the graph's status (0, or why it was rejected or failed: -TDM_EHANDLE,
- * -TDM_EQUOTA, -TDM_EDEVICE, ...) or -TDM_ETIMEDOUT. */
+ * -TDM_EQUOTA, -TDM_EDEVICE, ..., -TDM_ECANCELED when the daemon stopped it
+ * at shutdown) or -TDM_ETIMEDOUT. */
 int tdm_wait(tdm_graph *g, int64_t timeout_ns);
 /* Valid after tdm_wait returned for a graph submitted with task info. */
 const struct tdm_task_info *tdm_graph_task_info(const tdm_graph *g, uint32_t index);

@@ -813,6 +813,18 @@ history:
 	*out = (struct cost_pred){ h.est, h.spread, COST_HISTORY };
 }
 
+double profiler_roofline_ns(const struct profiler *p, uint32_t device,
+                            const struct kernel_features *f)
+{
+	if (!p || device >= p->ndev)
+		return 0;
+	/* Features no kernel gives (NaN, beyond FEAT_MAX) price as unbounded:
+	 * predict reads them as zero, which admission must not. */
+	if (!features_ok(f))
+		return INFINITY;
+	return prior_ns(&p->fig[device], f);
+}
+
 /* ---- observe ------------------------------------------------------------------- */
 
 /* Prequential scoring of x before it is learned; returns whether x is an

@@ -57,6 +57,14 @@ void profiler_calibration(const struct profiler *p, struct calibration *out);
 
 void profiler_predict(const struct profiler *p, uint32_t kernel, uint32_t device,
                       const struct kernel_features *f, struct cost_pred *out);
+/* The roofline of a task on a device from the calibration alone, nothing
+ * learned: launch + max(flops / sgemm rate, bytes / memory bandwidth), or
+ * launch + domain us when flops and bytes are 0 (spin). Below what the task
+ * takes when its features count its work, the same for every client and
+ * every run: what admission prices tasks with (daemon/intake.c). 0 for an
+ * out-of-range device, infinity for invalid features. Lock-free. */
+double profiler_roofline_ns(const struct profiler *p, uint32_t device,
+                            const struct kernel_features *f);
 /* measured_ns: device time only (not queueing). Ignores kernels with no
  * cost (noop), zero times and out-of-range ids. A footprint with a full
  * ring of recent samples learns one sample in 8 (the others are counted):

@@ -2,7 +2,13 @@
  * memory, single-threaded: the daemon runs one worker per core. Arguments
  * were checked at intake (backends/kernels.c), so sizes are trusted here.
  * Buffer contents are not: nothing indexes memory with a value read from a
- * buffer. */
+ * buffer.
+ *
+ * Cancellation: kernels whose work grows with a row, head or token count
+ * look at the call's cancel flag between those (about every CANCEL_STRIDE
+ * elements of work) and return -TDM_ECANCELED. A single BLAS call cannot be
+ * interrupted; large GEMM-shaped calls are cut into row panels of about
+ * cpu_panel_flops, each one call, with a look between them. */
 #include <cblas.h>
 #include <lapacke.h>
 #include <math.h>
@@ -113,6 +119,47 @@ static void scale(float *x, size_t n, float f)
 		x[i] *= f;
 }
 
+/* ---- cancellation points ------------------------------------------------------ */
+
+#define CANCEL_STRIDE 65536 /* elements of work between two looks at the flag */
+#define PANEL_MIN_ROWS 256 /* smaller panels would pack B too often for their work */
+
+/* A GEMM panel: ~0.2 s on a core at 100 GFLOP/s. */
+uint64_t cpu_panel_flops = UINT64_C(1) << 34;
+
+/* Looks at the flag once every `every` calls of cancel_poll, the first
+ * call included: about CANCEL_STRIDE elements apart for units (rows, heads)
+ * of `per_unit` elements. A countdown, not a modulo: units may be tiny. */
+struct cancel_point {
+	const struct tdm_kernel_call *call;
+	size_t every, left;
+};
+
+static struct cancel_point cancel_point(const struct tdm_kernel_call *call, size_t per_unit)
+{
+	size_t every = per_unit >= CANCEL_STRIDE ? 1 : CANCEL_STRIDE / (per_unit ? per_unit : 1);
+	return (struct cancel_point){ call, every, 1 };
+}
+
+static bool cancel_poll(struct cancel_point *cp)
+{
+	if (--cp->left)
+		return false;
+	cp->left = cp->every;
+	return tdm_kernel_canceled(cp->call);
+}
+
+/* Rows per panel of a GEMM-shaped call of m rows costing row_flops each:
+ * m (one call) unless the whole call exceeds cpu_panel_flops. */
+static size_t panel_rows(size_t m, double row_flops)
+{
+	double limit = (double)cpu_panel_flops;
+	if ((double)m * row_flops <= limit)
+		return m;
+	double rows = limit / row_flops;
+	return rows < PANEL_MIN_ROWS ? PANEL_MIN_ROWS : (size_t)rows;
+}
+
 /* ---- the kernels -------------------------------------------------------------- */
 
 int cpu_noop(const struct tdm_kernel_call *call)
@@ -131,8 +178,11 @@ static uint64_t mono_ns(void)
 int cpu_spin(const struct tdm_kernel_call *call)
 {
 	uint64_t end = mono_ns() + (uint64_t)call->s[0].i64 * 1000u;
-	while (mono_ns() < end)
+	while (mono_ns() < end) {
+		if (tdm_kernel_canceled(call))
+			return -TDM_ECANCELED;
 		__builtin_ia32_pause();
+	}
 	return 0;
 }
 
@@ -161,12 +211,22 @@ int cpu_axpy(const struct tdm_kernel_call *call)
 	return 0;
 }
 
+/* Rows of C are independent: C[i0..i1) = alpha A[i0..i1) B + beta C[i0..i1). */
 int cpu_sgemm(const struct tdm_kernel_call *call)
 {
-	blasint m = (blasint)call->s[0].i64, n = (blasint)call->s[1].i64,
-	        k = (blasint)call->s[2].i64;
-	cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, n, k, call->s[3].f32,
-	            call->ptr[0], k, call->ptr[1], n, call->s[4].f32, call->ptr[2], n);
+	size_t m = (size_t)call->s[0].i64, n = (size_t)call->s[1].i64, k = (size_t)call->s[2].i64;
+	size_t step = panel_rows(m, 2.0 * (double)n * (double)k);
+	const float *a = call->ptr[0];
+	float *c = call->ptr[2];
+
+	for (size_t i = 0; i < m; i += step) {
+		if (tdm_kernel_canceled(call))
+			return -TDM_ECANCELED;
+		blasint rows = (blasint)(m - i < step ? m - i : step);
+		cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, (blasint)n, (blasint)k,
+		            call->s[3].f32, a + i * k, (blasint)k, call->ptr[1], (blasint)n,
+		            call->s[4].f32, c + i * n, (blasint)n);
+	}
 	return 0;
 }
 
@@ -176,8 +236,11 @@ int cpu_rmsnorm(const struct tdm_kernel_call *call)
 	float *y = call->ptr[2];
 	size_t rows = (size_t)call->s[0].i64, dim = (size_t)call->s[1].i64;
 	double eps = call->s[2].f32;
+	struct cancel_point cp = cancel_point(call, dim);
 
 	for (size_t r = 0; r < rows; r++, x += dim, y += dim) {
+		if (cancel_poll(&cp))
+			return -TDM_ECANCELED;
 		/* The mean of squares in double: dim terms of very different sizes. */
 		double ss = 0;
 		for (size_t i = 0; i < dim; i++)
@@ -193,9 +256,13 @@ int cpu_softmax(const struct tdm_kernel_call *call)
 {
 	float *x = call->ptr[0];
 	size_t rows = (size_t)call->s[0].i64, cols = (size_t)call->s[1].i64;
+	struct cancel_point cp = cancel_point(call, cols);
 
-	for (size_t r = 0; r < rows; r++, x += cols)
+	for (size_t r = 0; r < rows; r++, x += cols) {
+		if (cancel_poll(&cp))
+			return -TDM_ECANCELED;
 		scale(x, cols, (float)(1.0 / exp_shifted(x, cols)));
+	}
 	return 0;
 }
 
@@ -211,10 +278,13 @@ int cpu_rope(const struct tdm_kernel_call *call)
 	if (!inv)
 		return -TDM_ENOMEM;
 	float *c = inv + half, *s = c + half;
+	struct cancel_point cp = cancel_point(call, nheads * hd + hd);
 	for (size_t i = 0; i < half; i++)
 		inv[i] = powf(theta, -2.0f * (float)i / (float)hd);
 	/* One cos/sin table per token, shared by its heads. */
 	for (size_t t = 0; t < ntok; t++) {
+		if (cancel_poll(&cp))
+			return -TDM_ECANCELED;
 		float p = (float)(pos0 + (int64_t)t);
 		for (size_t i = 0; i < half; i++) {
 			float f = p * inv[i];
@@ -260,12 +330,17 @@ int cpu_attn_decode(const struct tdm_kernel_call *call)
 	size_t kv_len = (size_t)call->s[4].i64, kv_cap = (size_t)call->s[5].i64;
 	size_t group = nh / nkv, stride = nkv * hd;
 	float *scores = scratch_floats(kv_len);
+	/* One (sequence, head) reads kv_len rows of K and V, at most the
+	 * buffers: a look per pair bounds the wait by one pass over them. */
+	struct cancel_point cp = cancel_point(call, kv_len * (hd + 1));
 
 	if (!scores)
 		return -TDM_ENOMEM;
 	for (size_t b = 0; b < batch; b++) {
 		/* Heads h of one group are consecutive: they reuse the kv rows. */
 		for (size_t h = 0; h < nh; h++) {
+			if (cancel_poll(&cp))
+				return -TDM_ECANCELED;
 			size_t kv = (b * kv_cap * nkv + h / group) * hd;
 			size_t qo = (b * nh + h) * hd;
 			attend(q + qo, kc + kv, vc + kv, stride, hd, kv_len, scores, out + qo);
@@ -376,6 +451,7 @@ int cpu_moe_expert(const struct tdm_kernel_call *call)
 	float r[MOE_BLOCK_MAX];
 	size_t nb = 0;
 
+	/* A look before each block of routed tokens (its GEMMs are one call each). */
 	for (size_t t = 0; t < n; t++) {
 		float rt = routing_weight(&m, t);
 		if (rt == 0)
@@ -383,10 +459,14 @@ int cpu_moe_expert(const struct tdm_kernel_call *call)
 		tok[nb] = t;
 		r[nb++] = rt;
 		if (nb == block) {
+			if (tdm_kernel_canceled(call))
+				return -TDM_ECANCELED;
 			moe_flush(&m, tok, r, nb, xb, g, u);
 			nb = 0;
 		}
 	}
+	if (nb && tdm_kernel_canceled(call))
+		return -TDM_ECANCELED;
 	moe_flush(&m, tok, r, nb, xb, g, u);
 	return 0;
 }
@@ -422,10 +502,14 @@ int cpu_topk_router(const struct tdm_kernel_call *call)
 	size_t n = (size_t)call->s[0].i64, ne = (size_t)call->s[1].i64;
 	size_t k = (size_t)call->s[2].i64;
 	struct ranked *rank = scratch_bytes(ne * sizeof(*rank));
+	/* A row sorts ne entries: count some ten comparisons per entry. */
+	struct cancel_point cp = cancel_point(call, 16 * ne);
 
 	if (!rank)
 		return -TDM_ENOMEM;
 	for (size_t t = 0; t < n; t++, logits += ne, ids += k, weights += k) {
+		if (cancel_poll(&cp))
+			return -TDM_ECANCELED;
 		float max = logits[0];
 		for (size_t e = 1; e < ne; e++)
 			if (logits[e] > max)
@@ -465,29 +549,59 @@ int cpu_spotrf(const struct tdm_kernel_call *call)
 	return info == 0 ? 0 : -TDM_EINVAL;
 }
 
-/* B = B . L^-T */
+/* B = B . L^-T; rows of B are independent, done a panel at a time. */
 int cpu_strsm(const struct tdm_kernel_call *call)
 {
-	blasint nb = (blasint)call->s[0].i64;
-	cblas_strsm(CblasRowMajor, CblasRight, CblasLower, CblasTrans, CblasNonUnit, nb, nb, 1.0f,
-	            call->ptr[0], nb, call->ptr[1], nb);
+	size_t nb = (size_t)call->s[0].i64, step = panel_rows(nb, (double)nb * (double)nb);
+	float *b = call->ptr[1];
+
+	for (size_t i = 0; i < nb; i += step) {
+		if (tdm_kernel_canceled(call))
+			return -TDM_ECANCELED;
+		blasint rows = (blasint)(nb - i < step ? nb - i : step);
+		cblas_strsm(CblasRowMajor, CblasRight, CblasLower, CblasTrans, CblasNonUnit, rows,
+		            (blasint)nb, 1.0f, call->ptr[0], (blasint)nb, b + i * nb, (blasint)nb);
+	}
 	return 0;
 }
 
-/* C = C - A . A^T, lower triangle */
+/* C = C - A . A^T, lower triangle. By row panels [i0, i1): the block left of
+ * the diagonal, C[i0..i1)[0..i0) -= A[i0..i1) . A[0..i0)^T, then the diagonal
+ * block's lower triangle. */
 int cpu_ssyrk(const struct tdm_kernel_call *call)
 {
-	blasint nb = (blasint)call->s[0].i64;
-	cblas_ssyrk(CblasRowMajor, CblasLower, CblasNoTrans, nb, nb, -1.0f, call->ptr[0], nb, 1.0f,
-	            call->ptr[1], nb);
+	size_t nb = (size_t)call->s[0].i64, step = panel_rows(nb, (double)nb * (double)nb);
+	const float *a = call->ptr[0];
+	float *c = call->ptr[1];
+	blasint n = (blasint)nb;
+
+	for (size_t i = 0; i < nb; i += step) {
+		if (tdm_kernel_canceled(call))
+			return -TDM_ECANCELED;
+		blasint rows = (blasint)(nb - i < step ? nb - i : step);
+		if (i)
+			cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, (blasint)i, n,
+			            -1.0f, a + i * nb, n, a, n, 1.0f, c + i * nb, n);
+		cblas_ssyrk(CblasRowMajor, CblasLower, CblasNoTrans, rows, n, -1.0f, a + i * nb, n,
+		            1.0f, c + i * nb + i, n);
+	}
 	return 0;
 }
 
-/* C = C - A . B^T */
+/* C = C - A . B^T; rows of C are independent, done a panel at a time. */
 int cpu_sgemm_nt(const struct tdm_kernel_call *call)
 {
-	blasint nb = (blasint)call->s[0].i64;
-	cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nb, nb, nb, -1.0f, call->ptr[0], nb,
-	            call->ptr[1], nb, 1.0f, call->ptr[2], nb);
+	size_t nb = (size_t)call->s[0].i64, step = panel_rows(nb, 2.0 * (double)nb * (double)nb);
+	const float *a = call->ptr[0];
+	float *c = call->ptr[2];
+	blasint n = (blasint)nb;
+
+	for (size_t i = 0; i < nb; i += step) {
+		if (tdm_kernel_canceled(call))
+			return -TDM_ECANCELED;
+		blasint rows = (blasint)(nb - i < step ? nb - i : step);
+		cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, n, n, -1.0f, a + i * nb,
+		            n, call->ptr[1], n, 1.0f, c + i * nb, n);
+	}
 	return 0;
 }

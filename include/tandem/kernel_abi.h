@@ -7,6 +7,8 @@
 #ifndef TANDEM_KERNEL_ABI_H
 #define TANDEM_KERNEL_ABI_H
 
+#include <stdatomic.h>
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "tandem/wire.h"
@@ -22,7 +24,17 @@ struct tdm_kernel_call {
 	void *mem[TDM_MAX_ARGS];
 	uint64_t off[TDM_MAX_ARGS];
 	union tdm_wire_scalar s[TDM_MAX_SCALARS];
+	/* Non-zero once the task's result is no longer wanted (its client left,
+	 * or the daemon stopped waiting for it at shutdown); NULL: never. Long
+	 * host kernels look at it between rows, heads or tokens and then return
+	 * -TDM_ECANCELED, leaving their outputs partly written. */
+	const _Atomic int *cancel;
 };
+
+static inline bool tdm_kernel_canceled(const struct tdm_kernel_call *call)
+{
+	return call->cancel && atomic_load_explicit(call->cancel, memory_order_relaxed);
+}
 
 /* Returns 0, or a negative TDM_E* code when the kernel fails. */
 typedef int (*tdm_kernel_fn)(const struct tdm_kernel_call *call);

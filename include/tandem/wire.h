@@ -300,6 +300,7 @@ enum tdm_reject_field {
 	TDM_REJECT_QUOTA,
 	TDM_REJECT_SEQUENCE, /* BEGIN inside a graph, END too early, ... */
 	TDM_REJECT_POLICY, /* unknown policy hint */
+	TDM_REJECT_COST, /* the task's predicted cost exceeds [limits] max_task_ms */
 	TDM_REJECT__COUNT
 };
 

@@ -71,6 +71,8 @@ static void assert_cfg_equal(const struct tdm_config *a, const struct tdm_config
 	assert_int_equal(a->max_tasks_in_flight, b->max_tasks_in_flight);
 	assert_int_equal(a->max_tasks_per_graph, b->max_tasks_per_graph);
 	assert_int_equal(a->max_graphs_in_flight, b->max_graphs_in_flight);
+	assert_int_equal(a->max_task_ms, b->max_task_ms);
+	assert_int_equal(a->drain_timeout_s, b->drain_timeout_s);
 	assert_int_equal(a->sq_entries, b->sq_entries);
 	assert_int_equal(a->cq_entries, b->cq_entries);
 	/* and nothing else: every field was compared above */
@@ -99,6 +101,8 @@ static void test_defaults(void **state)
 	assert_int_equal(cfg.max_tasks_in_flight, 1048576);
 	assert_int_equal(cfg.max_tasks_per_graph, 1048576);
 	assert_int_equal(cfg.max_graphs_in_flight, 1024);
+	assert_int_equal(cfg.max_task_ms, 1000);
+	assert_int_equal(cfg.drain_timeout_s, 30);
 	assert_int_equal(cfg.sq_entries, 4096);
 	assert_int_equal(cfg.cq_entries, 8192);
 }
@@ -120,6 +124,7 @@ static const char *const all_keys[][2] = {
 	{ "daemon", "allowed_uids" },
 	{ "daemon", "allowed_gids" },
 	{ "daemon", "max_clients" },
+	{ "daemon", "drain_timeout_s" },
 	{ "engine", "policy" },
 	{ "engine", "spin_us" },
 	{ "engine", "watchdog_ms" },
@@ -136,6 +141,7 @@ static const char *const all_keys[][2] = {
 	{ "limits", "max_tasks_in_flight" },
 	{ "limits", "max_tasks_per_graph" },
 	{ "limits", "max_graphs_in_flight" },
+	{ "limits", "max_task_ms" },
 	{ "rings", "sq_entries" },
 	{ "rings", "cq_entries" },
 };
@@ -179,6 +185,7 @@ static const char full_doc[] = "[daemon]\n"
                                "allowed_uids = [1000, 4294967294, 0]\n"
                                "allowed_gids = [27]\n"
                                "max_clients = 4096\n"
+                               "drain_timeout_s = 0\n"
                                "[engine]\n"
                                "policy = \"ws\"\n"
                                "spin_us = 0\n"
@@ -190,6 +197,7 @@ static const char full_doc[] = "[daemon]\n"
                                "max_tasks_in_flight = 16777216\n"
                                "max_tasks_per_graph = 4194304\n"
                                "max_graphs_in_flight = 65536\n"
+                               "max_task_ms = 86400000\n"
                                "[rings]\n"
                                "sq_entries = 64\n"
                                "cq_entries = 65536\n";
@@ -212,6 +220,7 @@ static void test_every_key_parsed(void **state)
 	assert_int_equal(cfg.n_allowed_gids, 1);
 	assert_int_equal(cfg.allowed_gids[0], 27);
 	assert_int_equal(cfg.max_clients, 4096);
+	assert_int_equal(cfg.drain_timeout_s, 0);
 
 	assert_string_equal(cfg.policy, "ws");
 	assert_int_equal(cfg.spin_us, 0);
@@ -226,6 +235,7 @@ static void test_every_key_parsed(void **state)
 	assert_int_equal(cfg.max_tasks_in_flight, 16777216);
 	assert_int_equal(cfg.max_tasks_per_graph, 4194304);
 	assert_int_equal(cfg.max_graphs_in_flight, 65536);
+	assert_int_equal(cfg.max_task_ms, 86400000);
 
 	assert_int_equal(cfg.sq_entries, 64);
 	assert_int_equal(cfg.cq_entries, 65536);
@@ -238,6 +248,8 @@ static void test_every_key_parsed(void **state)
 	assert_int_not_equal(cfg.max_tasks_in_flight, def.max_tasks_in_flight);
 	assert_int_not_equal(cfg.max_tasks_per_graph, def.max_tasks_per_graph);
 	assert_int_not_equal(cfg.max_graphs_in_flight, def.max_graphs_in_flight);
+	assert_int_not_equal(cfg.max_task_ms, def.max_task_ms);
+	assert_int_not_equal(cfg.drain_timeout_s, def.drain_timeout_s);
 	assert_int_not_equal(cfg.sq_entries, def.sq_entries);
 	assert_int_not_equal(cfg.cq_entries, def.cq_entries);
 }
@@ -300,6 +312,11 @@ static void test_daemon_section(void **state)
 	expect_error("[daemon]\nmax_clients = 4097\n",
 	             NAME ":2:15: daemon.max_clients: 4097 is out of range (expected an integer "
 	                  "in 1..4096)");
+	load_ok("[daemon]\ndrain_timeout_s = 3600\n", &cfg);
+	assert_int_equal(cfg.drain_timeout_s, 3600);
+	expect_error("[daemon]\ndrain_timeout_s = 3601\n",
+	             NAME ":2:19: daemon.drain_timeout_s: 3601 is out of range (expected an "
+	                  "integer in 0..3600)");
 }
 
 static void test_id_list_length(void **state)
@@ -465,6 +482,10 @@ static void test_limits_section(void **state)
 	             NAME ":2:23: limits.max_tasks_per_graph: 4194305 is out of range");
 	expect_error("[limits]\nmax_graphs_in_flight = 65537\n",
 	             NAME ":2:24: limits.max_graphs_in_flight: 65537 is out of range");
+	load_ok("[limits]\nmax_task_ms = 0\n", &cfg); /* no limit */
+	assert_int_equal(cfg.max_task_ms, 0);
+	expect_error("[limits]\nmax_task_ms = 86400001\n",
+	             NAME ":2:15: limits.max_task_ms: 86400001 is out of range");
 	/* an int64 that does not fit uint32_t must not wrap into range */
 	expect_error("[limits]\nmax_buffers = 4294967297\n",
 	             NAME ":2:15: limits.max_buffers: 4294967297 is out of range");

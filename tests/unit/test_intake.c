@@ -9,6 +9,10 @@
 
 #include <cmocka.h>
 
+#include "backends/backend.h"
+#include "policies/policy.h"
+#include "profiler/calibrate.h"
+#include "profiler/profiler.h"
 #include "tests/harness/intake_harness.h"
 
 static int setup(void **state)
@@ -423,6 +427,223 @@ static void test_buffer_outlives_free(void **state)
 	assert_int_equal(atomic_load(&h->counters.buffers_live), live - 1);
 }
 
+/* ---- the cost budget ([limits] max_task_ms) ---------------------------------- */
+
+/* The harness with an engine of one CPU core and cost models on generic
+ * figures (calibrate_defaults), which intake prices tasks with. */
+struct priced {
+	struct harness h;
+	struct calibration cal;
+	struct profiler *prof;
+	struct engine *e;
+	uint32_t big; /* a 256 MiB buffer (sparse: never touched) */
+};
+
+#define BIG_BYTES (256u << 20)
+
+static void no_graph_done(void *ctx, struct engine_graph *g)
+{
+	(void)ctx;
+	(void)g;
+}
+
+static int setup_priced(void **state)
+{
+	static struct priced p;
+	struct backend_device dev = { .kind = TDM_DEV_CPU, .ops = &backend_cpu, .name = "cpu0" };
+	int fd;
+
+	if (harness_init(&p.h, 64, 64) != 0)
+		return -1;
+	calibrate_defaults(1, 1, &p.cal);
+	if (profiler_create(&p.cal, &p.prof) != 0)
+		return -1;
+	struct engine_params ep = { .clock = &clock_real,
+		                    .policy = policy_by_name("eager"),
+		                    .devices = &dev,
+		                    .ndevices = 1,
+		                    .hooks = { .graph_done = no_graph_done },
+		                    .prof = p.prof };
+	if (engine_create(&ep, &p.e) != 0)
+		return -1;
+	/* The session was created without it: it adds no flow to the policy. */
+	p.h.env.engine = p.e;
+	if (session_buffer_alloc(p.h.s, BIG_BYTES, 0, &p.big, &fd) != 0)
+		return -1;
+	close(fd);
+	*state = &p;
+	return 0;
+}
+
+static int teardown_priced(void **state)
+{
+	struct priced *p = *state;
+	p->h.env.engine = NULL;
+	harness_fini(&p->h);
+	engine_destroy(p->e);
+	profiler_destroy(p->prof);
+	return 0;
+}
+
+/* A task of kernel `name` on slices of buffer buf laid end to end (lens in
+ * bytes, the kernel's access modes), scalars from s[] as the kernel types
+ * them. */
+static struct tdm_sqe sqe_kernel(uint32_t index, const char *name, uint32_t buf,
+                                 const uint64_t *lens, const double *s)
+{
+	const struct kernel_def *k = kernel_by_id((uint32_t)kernel_lookup(name));
+	struct tdm_sqe e = sqe_task(index, name);
+	uint64_t off = 0;
+
+	e.u.task.nargs = k->nargs;
+	for (unsigned i = 0; i < k->nargs; i++) {
+		e.u.task.args[i] = (struct tdm_wire_arg){
+			.handle = buf, .mode = k->arg_modes[i], .offset = off, .length = lens[i]
+		};
+		off += lens[i];
+	}
+	assert_true(off <= BIG_BYTES);
+	e.u.task.nscalars = k->nscalars;
+	for (unsigned i = 0; i < k->nscalars; i++) {
+		e.u.task.scalar_types[i] = k->scalar_types[i];
+		if (k->scalar_types[i] == TDM_SCALAR_F32)
+			e.u.task.scalars[i].f32 = (float)s[i];
+		else
+			e.u.task.scalars[i].i64 = (int64_t)s[i];
+	}
+	return e;
+}
+
+/* Pushes begin, the tasks and end, runs intake and reaps what it posted. */
+static size_t submit(struct harness *h, uint64_t cookie, const struct tdm_sqe *tasks, uint32_t n,
+                     struct tdm_cqe *c)
+{
+	struct tdm_sqe b = sqe_begin(cookie, n), e = sqe_end();
+	assert_true(harness_push(h, &b));
+	for (uint32_t i = 0; i < n; i++)
+		assert_true(harness_push(h, &tasks[i]));
+	assert_true(harness_push(h, &e));
+	assert_int_equal(harness_run(h), 0);
+	return harness_reap(h, c, 4);
+}
+
+/* The attn_decode of issue 12: head dim 1, one kv head read by 65536 query
+ * heads over 65536 positions, 1 MiB of buffers; it ran a minute on a core. */
+static struct tdm_sqe sqe_report_attn(uint32_t index, uint32_t buf)
+{
+	const uint64_t len[] = { 4 * 65536, 4 * 65536, 4 * 65536, 4 * 65536 };
+	const double s[] = { 1, 65536, 1, 1, 65536, 65536 };
+	return sqe_kernel(index, "attn_decode", buf, len, s);
+}
+
+/* A task over the budget rejects its whole graph with -TDM_EQUOTA and
+ * TDM_REJECT_COST at its index; without a budget the same graph goes. */
+static void test_budget_rejects_long_task(void **state)
+{
+	struct priced *p = *state;
+	struct harness *h = &p->h;
+	struct tdm_cqe c[4];
+	struct tdm_sqe tasks[] = { sqe_fill(0, h->handle[0], 0, 64), sqe_report_attn(1, p->big),
+		                   sqe_fill(2, h->handle[0], 0, 64) };
+
+	assert_int_equal(h->cfg.max_task_ms, 1000); /* the default */
+	assert_int_equal(submit(h, 41, tasks, 3, c), 1);
+	assert_int_equal(c[0].op, TDM_CQE_GRAPH_DONE);
+	assert_int_equal(c[0].cookie, 41);
+	assert_int_equal(c[0].status, -TDM_EQUOTA);
+	assert_int_equal(c[0].detail, TDM_REJECT_COST);
+	assert_int_equal(c[0].task_index, 1);
+	assert_string_equal(tdm_reject_field_name(TDM_REJECT_COST), "predicted task cost");
+	assert_int_equal(h->naccepted, 0);
+	assert_int_equal(atomic_load(&h->s->tasks_in_flight), 0);
+
+	/* The next graph is not affected. */
+	assert_int_equal(submit(h, 42, tasks, 1, c), 0);
+	assert_int_equal(h->naccepted, 1);
+	harness_finish_all(h);
+	assert_int_equal(harness_reap(h, c, 4), 1);
+
+	h->cfg.max_task_ms = 0; /* no limit */
+	assert_int_equal(submit(h, 43, tasks, 3, c), 0);
+	assert_int_equal(h->naccepted, 1);
+	harness_finish_all(h);
+	assert_int_equal(harness_reap(h, c, 4), 1);
+	assert_int_equal(c[0].status, 0);
+	h->cfg.max_task_ms = 1000;
+}
+
+/* One decode step of a 7B-class model (and a 1024-tile of a blocked
+ * Cholesky) passes the default budget, even priced on generic figures
+ * (10 GFLOP/s, 20 GB/s): the budget is no obstacle to real work. */
+static void test_budget_passes_ordinary_tasks(void **state)
+{
+	struct priced *p = *state;
+	struct harness *h = &p->h;
+	const uint32_t b = p->big;
+	struct tdm_cqe c[4];
+
+	const uint64_t norm_len[] = { 4 * 4096, 4 * 4096, 4 * 4096 };
+	const double norm_s[] = { 1, 4096, 1e-5 };
+	const uint64_t proj_len[] = { 4 * 4096, 4 * 4096 * 4096, 4 * 4096 };
+	const double proj_s[] = { 1, 4096, 4096, 1, 0 };
+	const uint64_t rope_len[] = { 4 * 32 * 128 };
+	const double rope_s[] = { 1, 32, 128, 4095, 10000 };
+	const uint64_t attn_len[] = { 4 * 32 * 128, 4 * 4096 * 8 * 128, 4 * 4096 * 8 * 128,
+		                      4 * 32 * 128 };
+	const double attn_s[] = { 1, 32, 8, 128, 4096, 4096 };
+	const uint64_t router_len[] = { 4 * 64, 4 * 2, 4 * 2 };
+	const double router_s[] = { 1, 64, 2 };
+	const uint64_t moe_len[] = { 4 * 2048, 4 * 2048 * 5632, 4 * 2048 * 5632, 4 * 5632 * 2048,
+		                     4 * 2,    4 * 2,           4 * 2048 };
+	const double moe_s[] = { 1, 2048, 5632, 2, 0 };
+	const uint64_t tile_len[] = { 4 * 1024 * 1024, 4 * 1024 * 1024, 4 * 1024 * 1024 };
+	const double tile_s[] = { 1024 };
+	struct tdm_sqe tasks[] = {
+		sqe_kernel(0, "rmsnorm", b, norm_len, norm_s),
+		sqe_kernel(1, "sgemm", b, proj_len, proj_s),
+		sqe_kernel(2, "rope", b, rope_len, rope_s),
+		sqe_kernel(3, "attn_decode", b, attn_len, attn_s),
+		sqe_kernel(4, "topk_router", b, router_len, router_s),
+		sqe_kernel(5, "moe_expert", b, moe_len, moe_s),
+		sqe_kernel(6, "sgemm_nt", b, tile_len, tile_s),
+	};
+	uint32_t n = sizeof(tasks) / sizeof(tasks[0]);
+
+	assert_int_equal(submit(h, 51, tasks, n, c), 0);
+	assert_int_equal(h->naccepted, 1);
+	harness_finish_all(h);
+	assert_int_equal(harness_reap(h, c, 4), 1);
+	assert_int_equal(c[0].status, 0);
+}
+
+/* The limit is on the calibrated roofline: spin's is its duration plus the
+ * launch, so the longest spin admitted ends exactly at the limit. */
+static void test_budget_boundary(void **state)
+{
+	struct priced *p = *state;
+	struct harness *h = &p->h;
+	struct tdm_cqe c[4];
+	h->cfg.max_task_ms = 3;
+	double launch_us = p->cal.dev[0].launch_ns / 1000;
+	int64_t longest = (int64_t)(3000 - launch_us);
+	struct tdm_sqe spin = sqe_task(0, "spin");
+	spin.u.task.nscalars = 1;
+	spin.u.task.scalar_types[0] = TDM_SCALAR_I64;
+
+	spin.u.task.scalars[0].i64 = longest;
+	assert_int_equal(submit(h, 61, &spin, 1, c), 0);
+	assert_int_equal(h->naccepted, 1);
+	harness_finish_all(h);
+	assert_int_equal(harness_reap(h, c, 4), 1);
+
+	spin.u.task.scalars[0].i64 = longest + 1;
+	assert_int_equal(submit(h, 62, &spin, 1, c), 1);
+	assert_int_equal(c[0].status, -TDM_EQUOTA);
+	assert_int_equal(c[0].detail, TDM_REJECT_COST);
+	assert_int_equal(h->naccepted, 0);
+	h->cfg.max_task_ms = 1000;
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -435,6 +656,12 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_cq_head_outside_ring, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_completion_overflow, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_buffer_outlives_free, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_budget_rejects_long_task, setup_priced,
+		                                teardown_priced),
+		cmocka_unit_test_setup_teardown(test_budget_passes_ordinary_tasks, setup_priced,
+		                                teardown_priced),
+		cmocka_unit_test_setup_teardown(test_budget_boundary, setup_priced,
+		                                teardown_priced),
 	};
 	return cmocka_run_group_tests_name("intake", tests, NULL, NULL);
 }

@@ -2,6 +2,7 @@
  * reference loops (in double, with the tolerances of docs/kernels.md), the
  * intake-time argument checks and the cost features. */
 #include <math.h>
+#include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stdbool.h>
@@ -1021,8 +1022,19 @@ static void test_features(void **state)
 	const uint64_t attn_len[] = { 4 * 2 * 8 * 16, 4 * 2 * 20 * 2 * 16, 4 * 2 * 20 * 2 * 16,
 		                      4 * 2 * 8 * 16 };
 	f = features_of("attn_decode", attn, 6, attn_len);
-	assert_true(f.domain == 13.0 * 2 * 16 * 2); /* kv_len x nkv x hd x batch */
+	assert_true(f.domain == 2.0 * 8 * 13); /* positions: batch x nh x kv_len */
 	assert_true(f.flops > 4.0 * 2 * 8 * 13 * 16 - 1);
+	/* Each position has a cost hd does not scale: on the CPU kernel a
+	 * position of head dim 1 takes ~9 ns, one of head dim 128 ~70 ns. The
+	 * flops must follow within 2x, or a cache of head dim 1 read by many
+	 * query heads runs far longer than its features say. */
+	const int64_t hd1[] = { 1, 64, 1, 1, 4096, 4096 }, hd128[] = { 1, 64, 1, 128, 4096, 4096 };
+	const uint64_t hd1_len[] = { 4 * 64, 4 * 4096, 4 * 4096, 4 * 64 };
+	const uint64_t hd128_len[] = { 4 * 64 * 128, 4 * 4096 * 128, 4 * 4096 * 128, 4 * 64 * 128 };
+	struct kernel_features narrow = features_of("attn_decode", hd1, 6, hd1_len);
+	struct kernel_features wide = features_of("attn_decode", hd128, 6, hd128_len);
+	assert_true(narrow.domain == wide.domain);
+	assert_true(narrow.flops / wide.flops >= 0.5 * 9.0 / 70.0);
 
 	const int64_t moe[] = { 5, 19, 23, 2, 3 };
 	const uint64_t moe_len[] = { 4 * 5 * 19, 4 * 19 * 23, 4 * 19 * 23, 4 * 23 * 19,
@@ -1062,6 +1074,170 @@ static void test_features(void **state)
 	}
 }
 
+/* ---- cancellation ---------------------------------------------------------------- */
+
+static const struct check_case *case_of(const char *kernel)
+{
+	for (size_t n = 0; n < sizeof(check_cases) / sizeof(check_cases[0]); n++)
+		if (!strcmp(check_cases[n].kernel, kernel))
+			return &check_cases[n];
+	fail_msg("no check case for %s", kernel);
+	return NULL;
+}
+
+/* The kernels whose work grows with rows, heads, tokens or panels stop with
+ * -TDM_ECANCELED when their flag is set (here before they start) and run
+ * when it is clear. */
+static void test_cancel_flag(void **state)
+{
+	(void)state;
+	static const char *const stoppable[] = { "spin",        "rmsnorm",     "softmax",
+		                                 "rope",        "attn_decode", "moe_expert",
+		                                 "topk_router", "sgemm",       "strsm",
+		                                 "ssyrk",       "sgemm_nt" };
+	_Atomic int flag;
+	for (size_t n = 0; n < sizeof(stoppable) / sizeof(stoppable[0]); n++) {
+		const struct kernel_def *d = kdef(stoppable[n]);
+		struct tdm_kernel_call call = { .nargs = d->nargs };
+		if (strcmp(stoppable[n], "spin") != 0)
+			call = case_call(case_of(stoppable[n]), d);
+		else
+			call.s[0].i64 = 1000;
+		for (unsigned a = 0; a < d->nargs; a++) {
+			call.ptr[a] = calloc(1, call.len[a]);
+			assert_non_null(call.ptr[a]);
+		}
+		if (d->id == KERNEL_MOE_EXPERT) {
+			/* Every token routed (ids 0, weight 1) to expert 0. */
+			float *w = call.ptr[5];
+			for (size_t i = 0; i < call.len[5] / 4; i++)
+				w[i] = 1.0f;
+			call.s[4].i64 = 0;
+		}
+		call.cancel = &flag;
+		atomic_store(&flag, 1);
+		if (d->cpu(&call) != -TDM_ECANCELED)
+			fail_msg("%s ran with its cancel flag set", d->name);
+		atomic_store(&flag, 0);
+		if (d->cpu(&call) != 0)
+			fail_msg("%s failed with its cancel flag clear", d->name);
+		for (unsigned a = 0; a < d->nargs; a++)
+			free(call.ptr[a]);
+	}
+}
+
+struct canceler {
+	_Atomic int *flag;
+	unsigned after_ms;
+};
+
+static void *cancel_later(void *arg)
+{
+	struct canceler *c = arg;
+	struct timespec ts = { 0, (long)c->after_ms * 1000000L };
+	nanosleep(&ts, NULL);
+	atomic_store(c->flag, 1);
+	return NULL;
+}
+
+/* Runs call (from the table's kernel name) with its flag set by another
+ * thread 20 ms in; returns how long the kernel ran, in ms. */
+static double run_canceled_mid_way(const char *name, struct tdm_kernel_call *call, int *rc)
+{
+	_Atomic int flag = 0;
+	struct canceler c = { &flag, 20 };
+	pthread_t th;
+	call->cancel = &flag;
+	uint64_t t0 = clock_monotonic_ns();
+	assert_int_equal(pthread_create(&th, NULL, cancel_later, &c), 0);
+	*rc = run(name, call);
+	double ms = (double)(clock_monotonic_ns() - t0) / 1e6;
+	pthread_join(th, NULL);
+	return ms;
+}
+
+/* Canceled while running: spin of 10 s, and the attn_decode of issue 12
+ * (head dim 1, one kv head read by 65536 query heads, 65536 positions),
+ * some 40 s of work on a core. Both stop within 5 s of their start
+ * (generous: they look at the flag every millisecond at most, and the flag
+ * is raised after 20 ms). */
+static void test_cancel_mid_way(void **state)
+{
+	(void)state;
+	int rc;
+	struct tdm_kernel_call spin = { .s = { { .i64 = 10000000 } } };
+	double ms = run_canceled_mid_way("spin", &spin, &rc);
+	assert_int_equal(rc, -TDM_ECANCELED);
+	assert_true(ms < 5000);
+
+	enum { NH = 65536, KV = 65536 };
+	struct tdm_kernel_call attn = {
+		.len = { 4 * NH, 4 * KV, 4 * KV, 4 * NH },
+		.s = { { .i64 = 1 },
+		       { .i64 = NH },
+		       { .i64 = 1 },
+		       { .i64 = 1 },
+		       { .i64 = KV },
+		       { .i64 = KV } },
+	};
+	for (int a = 0; a < 4; a++) {
+		attn.ptr[a] = calloc(1, attn.len[a]);
+		assert_non_null(attn.ptr[a]);
+	}
+	ms = run_canceled_mid_way("attn_decode", &attn, &rc);
+	assert_int_equal(rc, -TDM_ECANCELED);
+	assert_true(ms < 5000);
+	for (int a = 0; a < 4; a++)
+		free(attn.ptr[a]);
+}
+
+/* GEMM-shaped calls beyond cpu_panel_flops run in row panels (two here:
+ * 256 rows and 44): the result is the single call's. */
+static void test_panels(void **state)
+{
+	(void)state;
+	enum { N = 300, M = 300, K = 70 };
+	uint64_t saved = cpu_panel_flops;
+	rng_seed(11);
+	float *a = rand_floats(N * N), *b = rand_floats(N * N), *c = rand_floats(N * N);
+	/* strsm's L: lower, its diagonal dominant. */
+	for (size_t i = 0; i < N; i++)
+		a[i * N + i] = (float)N;
+	static const char *const kernels[] = { "sgemm", "strsm", "ssyrk", "sgemm_nt" };
+	for (size_t n = 0; n < sizeof(kernels) / sizeof(kernels[0]); n++) {
+		const struct kernel_def *d = kdef(kernels[n]);
+		float *out[2];
+		for (int split = 0; split < 2; split++) {
+			out[split] = copy_floats(c, N * N);
+			struct tdm_kernel_call call = { .nargs = d->nargs };
+			if (d->id == KERNEL_SGEMM) {
+				call.ptr[0] = a, call.ptr[1] = b, call.ptr[2] = out[split];
+				call.len[0] = fbytes(M * K), call.len[1] = fbytes(K * N);
+				call.len[2] = fbytes(M * N);
+				call.s[0].i64 = M, call.s[1].i64 = N, call.s[2].i64 = K;
+				call.s[3].f32 = 0.5f, call.s[4].f32 = 2.0f;
+			} else {
+				call.s[0].i64 = N;
+				call.ptr[0] = a;
+				call.ptr[1] = d->nargs == 3 ? b : out[split];
+				call.ptr[2] = d->nargs == 3 ? out[split] : NULL;
+				for (unsigned i = 0; i < d->nargs; i++)
+					call.len[i] = fbytes(N * N);
+			}
+			cpu_panel_flops = split ? 1 : saved;
+			assert_int_equal(run(kernels[n], &call), 0);
+		}
+		cpu_panel_flops = saved;
+		for (size_t i = 0; i < N * N; i++)
+			assert_close(kernels[n], i, out[1][i], out[0][i], 1e-4, 1e-4);
+		free(out[0]);
+		free(out[1]);
+	}
+	free(a);
+	free(b);
+	free(c);
+}
+
 int main(void)
 {
 	kernels_cpu_init();
@@ -1085,6 +1261,9 @@ int main(void)
 		cmocka_unit_test(test_check_overflow),
 		cmocka_unit_test(test_tile_limits),
 		cmocka_unit_test(test_features),
+		cmocka_unit_test(test_cancel_flag),
+		cmocka_unit_test(test_cancel_mid_way),
+		cmocka_unit_test(test_panels),
 	};
 	return cmocka_run_group_tests_name("kernels", tests, NULL, NULL);
 }
