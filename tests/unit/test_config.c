@@ -61,7 +61,14 @@ static void assert_cfg_equal(const struct tdm_config *a, const struct tdm_config
 	assert_memory_equal(a->allowed_uids, b->allowed_uids, sizeof(a->allowed_uids));
 	assert_int_equal(a->n_allowed_gids, b->n_allowed_gids);
 	assert_memory_equal(a->allowed_gids, b->allowed_gids, sizeof(a->allowed_gids));
+	assert_int_equal(a->n_admin_uids, b->n_admin_uids);
+	assert_memory_equal(a->admin_uids, b->admin_uids, sizeof(a->admin_uids));
+	assert_int_equal(a->n_admin_gids, b->n_admin_gids);
+	assert_memory_equal(a->admin_gids, b->admin_gids, sizeof(a->admin_gids));
 	assert_int_equal(a->max_clients, b->max_clients);
+	assert_int_equal(a->max_clients_per_uid, b->max_clients_per_uid);
+	assert_int_equal(a->max_connections, b->max_connections);
+	assert_int_equal(a->max_connections_per_uid, b->max_connections_per_uid);
 	assert_string_equal(a->policy, b->policy);
 	assert_int_equal(a->spin_us, b->spin_us);
 	assert_int_equal(a->n_cores, b->n_cores);
@@ -72,6 +79,9 @@ static void assert_cfg_equal(const struct tdm_config *a, const struct tdm_config
 	assert_int_equal(a->max_tasks_per_graph, b->max_tasks_per_graph);
 	assert_int_equal(a->max_graphs_in_flight, b->max_graphs_in_flight);
 	assert_int_equal(a->max_task_ms, b->max_task_ms);
+	assert_int_equal(a->uid_buffer_quota_bytes, b->uid_buffer_quota_bytes);
+	assert_int_equal(a->uid_max_buffers, b->uid_max_buffers);
+	assert_int_equal(a->max_mappings, b->max_mappings);
 	assert_int_equal(a->drain_timeout_s, b->drain_timeout_s);
 	assert_int_equal(a->sq_entries, b->sq_entries);
 	assert_int_equal(a->cq_entries, b->cq_entries);
@@ -92,7 +102,12 @@ static void test_defaults(void **state)
 	assert_int_equal(cfg.log_level, LOG_INFO);
 	assert_int_equal(cfg.n_allowed_uids, 0);
 	assert_int_equal(cfg.n_allowed_gids, 0);
+	assert_int_equal(cfg.n_admin_uids, 0);
+	assert_int_equal(cfg.n_admin_gids, 0);
 	assert_int_equal(cfg.max_clients, 64);
+	assert_int_equal(cfg.max_clients_per_uid, 16);
+	assert_int_equal(cfg.max_connections, 1024);
+	assert_int_equal(cfg.max_connections_per_uid, 64);
 	assert_string_equal(cfg.policy, "eager");
 	assert_int_equal(cfg.spin_us, 50);
 	assert_int_equal(cfg.n_cores, 0);
@@ -102,6 +117,9 @@ static void test_defaults(void **state)
 	assert_int_equal(cfg.max_tasks_per_graph, 1048576);
 	assert_int_equal(cfg.max_graphs_in_flight, 1024);
 	assert_int_equal(cfg.max_task_ms, 1000);
+	assert_int_equal(cfg.uid_buffer_quota_bytes, UINT64_C(4) << 30);
+	assert_int_equal(cfg.uid_max_buffers, 8192);
+	assert_int_equal(cfg.max_mappings, 0);
 	assert_int_equal(cfg.drain_timeout_s, 30);
 	assert_int_equal(cfg.sq_entries, 4096);
 	assert_int_equal(cfg.cq_entries, 8192);
@@ -123,7 +141,12 @@ static const char *const all_keys[][2] = {
 	{ "daemon", "log_level" },
 	{ "daemon", "allowed_uids" },
 	{ "daemon", "allowed_gids" },
+	{ "daemon", "admin_uids" },
+	{ "daemon", "admin_gids" },
 	{ "daemon", "max_clients" },
+	{ "daemon", "max_clients_per_uid" },
+	{ "daemon", "max_connections" },
+	{ "daemon", "max_connections_per_uid" },
 	{ "daemon", "drain_timeout_s" },
 	{ "engine", "policy" },
 	{ "engine", "spin_us" },
@@ -142,6 +165,9 @@ static const char *const all_keys[][2] = {
 	{ "limits", "max_tasks_per_graph" },
 	{ "limits", "max_graphs_in_flight" },
 	{ "limits", "max_task_ms" },
+	{ "limits", "uid_buffer_quota_bytes" },
+	{ "limits", "uid_max_buffers" },
+	{ "limits", "max_mappings" },
 	{ "rings", "sq_entries" },
 	{ "rings", "cq_entries" },
 };
@@ -184,7 +210,12 @@ static const char full_doc[] = "[daemon]\n"
                                "log_level = \"debug\"\n"
                                "allowed_uids = [1000, 4294967294, 0]\n"
                                "allowed_gids = [27]\n"
+                               "admin_uids = [4242]\n"
+                               "admin_gids = [10, 11]\n"
                                "max_clients = 4096\n"
+                               "max_clients_per_uid = 1\n"
+                               "max_connections = 16\n"
+                               "max_connections_per_uid = 65536\n"
                                "drain_timeout_s = 0\n"
                                "[engine]\n"
                                "policy = \"ws\"\n"
@@ -198,6 +229,9 @@ static const char full_doc[] = "[daemon]\n"
                                "max_tasks_per_graph = 4194304\n"
                                "max_graphs_in_flight = 65536\n"
                                "max_task_ms = 86400000\n"
+                               "uid_buffer_quota_bytes = \"1TiB\"\n"
+                               "uid_max_buffers = 16777216\n"
+                               "max_mappings = 100\n"
                                "[rings]\n"
                                "sq_entries = 64\n"
                                "cq_entries = 65536\n";
@@ -219,7 +253,14 @@ static void test_every_key_parsed(void **state)
 	assert_int_equal(cfg.allowed_uids[2], 0);
 	assert_int_equal(cfg.n_allowed_gids, 1);
 	assert_int_equal(cfg.allowed_gids[0], 27);
+	assert_int_equal(cfg.n_admin_uids, 1);
+	assert_int_equal(cfg.admin_uids[0], 4242);
+	assert_int_equal(cfg.n_admin_gids, 2);
+	assert_int_equal(cfg.admin_gids[1], 11);
 	assert_int_equal(cfg.max_clients, 4096);
+	assert_int_equal(cfg.max_clients_per_uid, 1);
+	assert_int_equal(cfg.max_connections, 16);
+	assert_int_equal(cfg.max_connections_per_uid, 65536);
 	assert_int_equal(cfg.drain_timeout_s, 0);
 
 	assert_string_equal(cfg.policy, "ws");
@@ -236,6 +277,9 @@ static void test_every_key_parsed(void **state)
 	assert_int_equal(cfg.max_tasks_per_graph, 4194304);
 	assert_int_equal(cfg.max_graphs_in_flight, 65536);
 	assert_int_equal(cfg.max_task_ms, 86400000);
+	assert_int_equal(cfg.uid_buffer_quota_bytes, UINT64_C(1) << 40);
+	assert_int_equal(cfg.uid_max_buffers, 16777216);
+	assert_int_equal(cfg.max_mappings, 100);
 
 	assert_int_equal(cfg.sq_entries, 64);
 	assert_int_equal(cfg.cq_entries, 65536);
@@ -249,6 +293,12 @@ static void test_every_key_parsed(void **state)
 	assert_int_not_equal(cfg.max_tasks_per_graph, def.max_tasks_per_graph);
 	assert_int_not_equal(cfg.max_graphs_in_flight, def.max_graphs_in_flight);
 	assert_int_not_equal(cfg.max_task_ms, def.max_task_ms);
+	assert_int_not_equal(cfg.max_clients_per_uid, def.max_clients_per_uid);
+	assert_int_not_equal(cfg.max_connections, def.max_connections);
+	assert_int_not_equal(cfg.max_connections_per_uid, def.max_connections_per_uid);
+	assert_int_not_equal(cfg.uid_buffer_quota_bytes, def.uid_buffer_quota_bytes);
+	assert_int_not_equal(cfg.uid_max_buffers, def.uid_max_buffers);
+	assert_int_not_equal(cfg.max_mappings, def.max_mappings);
 	assert_int_not_equal(cfg.drain_timeout_s, def.drain_timeout_s);
 	assert_int_not_equal(cfg.sq_entries, def.sq_entries);
 	assert_int_not_equal(cfg.cq_entries, def.cq_entries);
@@ -317,6 +367,19 @@ static void test_daemon_section(void **state)
 	expect_error("[daemon]\ndrain_timeout_s = 3601\n",
 	             NAME ":2:19: daemon.drain_timeout_s: 3601 is out of range (expected an "
 	                  "integer in 0..3600)");
+	expect_error("[daemon]\nmax_connections = 15\n",
+	             NAME ":2:19: daemon.max_connections: 15 is out of range (expected an "
+	                  "integer in 16..65536)");
+	expect_error("[daemon]\nmax_clients_per_uid = 0\n",
+	             NAME ":2:23: daemon.max_clients_per_uid: 0 is out of range (expected an "
+	                  "integer in 1..4096)");
+	expect_error("[daemon]\nadmin_uids = [-1]\n",
+	             NAME ":2:15: daemon.admin_uids[0]: -1 is out of range");
+	expect_error("[limits]\nuid_max_buffers = 0\n",
+	             NAME ":2:19: limits.uid_max_buffers: 0 is out of range (expected an "
+	                  "integer in 1..16777216)");
+	expect_error("[limits]\nuid_buffer_quota_bytes = \"1KiB\"\n",
+	             NAME ":2:26: limits.uid_buffer_quota_bytes: \"1KiB\" is out of range");
 }
 
 static void test_id_list_length(void **state)
