@@ -1,6 +1,7 @@
 /* Integration test support: private daemons, the status document, graph
  * helpers. See support.h. */
 #include "support.h"
+#include "support_raw.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -416,44 +417,6 @@ int tdmt_run_tandemd(const char *const *args, char *out, size_t outlen, int time
 
 /* ---- control protocol ---- */
 
-static int io_all(int fd, void *p, size_t n, bool sending)
-{
-	char *c = p;
-	while (n) {
-		ssize_t k = sending ? send(fd, c, n, MSG_NOSIGNAL) : recv(fd, c, n, 0);
-		if (k < 0 && errno == EINTR)
-			continue;
-		if (k <= 0)
-			return -1;
-		c += k;
-		n -= (size_t)k;
-	}
-	return 0;
-}
-
-/* Sends a request and reads the reply's payload (malloc'd, NUL-terminated). */
-static int ctl_request(int fd, uint32_t type, const void *p, uint32_t len, uint32_t want,
-                       char **reply, uint32_t *reply_len)
-{
-	struct tdm_msg_hdr h = { .type = type, .length = len };
-	*reply = NULL;
-	if (io_all(fd, &h, sizeof(h), true) || (len && io_all(fd, (void *)p, len, true)))
-		return -1;
-	if (io_all(fd, &h, sizeof(h), false) || h.type != want || h.length > TDM_CTL_REPLY_MAX)
-		return -1;
-	*reply = malloc((size_t)h.length + 1);
-	if (!*reply)
-		return -1;
-	if (io_all(fd, *reply, h.length, false)) {
-		free(*reply);
-		*reply = NULL;
-		return -1;
-	}
-	(*reply)[h.length] = '\0';
-	*reply_len = h.length;
-	return 0;
-}
-
 char *tdmt_control_json(const char *sock, uint32_t type)
 {
 	return tdmt_control_json_timeout(sock, type, 30000);
@@ -461,39 +424,14 @@ char *tdmt_control_json(const char *sock, uint32_t type)
 
 char *tdmt_control_json_timeout(const char *sock, uint32_t type, int timeout_ms)
 {
-	struct sockaddr_un sa = { .sun_family = AF_UNIX };
-	struct tdm_hello hello = { TDM_WIRE_MAGIC, TDM_WIRE_VERSION, TDM_ROLE_CONTROL, 0 };
-	struct tdm_hello_reply hr;
-	struct timeval tv = { timeout_ms / 1000, (timeout_ms % 1000) * 1000 };
-	char *reply = NULL, *json = NULL;
-	uint32_t len;
-	int32_t status;
-
-	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", sock);
-	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (fd < 0)
-		return NULL;
-	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-	setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
-	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0)
-		goto out;
-	if (ctl_request(fd, TDM_MSG_HELLO, &hello, sizeof(hello), TDM_MSG_HELLO_REPLY, &reply,
-	                &len) ||
-	    len != sizeof(hr))
-		goto out;
-	memcpy(&hr, reply, sizeof(hr));
-	free(reply);
-	reply = NULL;
-	if (hr.status)
-		goto out;
-	if (ctl_request(fd, type, NULL, 0, TDM_MSG_CTL_REPLY, &reply, &len) || len < sizeof(status))
-		goto out;
-	memcpy(&status, reply, sizeof(status));
-	if (status == 0)
-		json = strdup(reply + sizeof(status));
-out:
-	free(reply);
-	close(fd);
+	struct tdmt_raw r;
+	char *json = NULL;
+	if (tdmt_raw_connect(&r, sock, TDM_ROLE_CONTROL, timeout_ms) == 0 &&
+	    tdmt_raw_control_ex(r.sock, type, NULL, 0, NULL, 0, &json) != 0) {
+		free(json);
+		json = NULL;
+	}
+	tdmt_raw_close(&r);
 	return json;
 }
 
@@ -749,4 +687,12 @@ void tdmt_test_ok(void)
 bool tdmt_test_passed(void)
 {
 	return test_passed;
+}
+
+int tdmt_remove_tree(const char *dir)
+{
+	char cmd[TDMT_PATH_MAX + 32];
+	if (strchr(dir, '\'') || snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir) >= (int)sizeof(cmd))
+		return -1;
+	return system(cmd) == 0 ? 0 : -1;
 }

@@ -131,6 +131,9 @@ uint64_t tdmt_rand_range(uint64_t *state, uint64_t lo, uint64_t hi);
 
 /* ---- processes ---- */
 
+/* Removes a directory and everything below it (rm -rf); 0 or -1. */
+int tdmt_remove_tree(const char *dir);
+
 /* Waits for pid up to timeout_ms; returns exit status (exit code or
  * 128 + signal), or -1 on timeout (the child is then killed and reaped). */
 int tdmt_wait_child(pid_t pid, int timeout_ms);

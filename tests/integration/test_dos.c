@@ -274,35 +274,35 @@ static void attack_pending(void *arg)
 
 /* ---- finding 1 and 2: the doorbells ---------------------------------------- */
 
+/* Starts a daemon with toml, a victim, then the attacker (as root); probes
+ * for the length of the attack and, when stop is set, stops the daemon with
+ * the attacker still at it. */
+static void probed_attack(const char *attack, const char *toml, void (*attacker)(void *), bool stop)
+{
+	struct victim v;
+	start(toml);
+	victim_up(&v);
+	pid_t a = spawn_as(0, attacker, NULL);
+	tdmt_sleep_ms(200);
+	probe_for(&v, ATTACK_MS);
+	report(&v, attack);
+	victim_down(&v);
+	if (stop)
+		stop_in_time(attack);
+	end_child(a);
+}
+
 static void test_wake_bell_made_blocking(void **state)
 {
 	(void)state;
-	struct victim v;
-	start("[engine]\nspin_us = 0\n");
-	victim_up(&v);
-	pid_t a = spawn_as(0, attack_wake_bell, NULL);
-	tdmt_sleep_ms(200);
-	probe_for(&v, ATTACK_MS);
-	report(&v, "wake_bell");
-	victim_down(&v);
-	stop_in_time("wake_bell");
-	end_child(a);
+	probed_attack("wake_bell", "[engine]\nspin_us = 0\n", attack_wake_bell, true);
 	tdmt_test_ok();
 }
 
 static void test_ring_bell_stolen(void **state)
 {
 	(void)state;
-	struct victim v;
-	start("[engine]\nspin_us = 0\n");
-	victim_up(&v);
-	pid_t a = spawn_as(0, attack_ring_bell, NULL);
-	tdmt_sleep_ms(200);
-	probe_for(&v, ATTACK_MS);
-	report(&v, "ring_bell");
-	victim_down(&v);
-	stop_in_time("ring_bell");
-	end_child(a);
+	probed_attack("ring_bell", "[engine]\nspin_us = 0\n", attack_ring_bell, true);
 	tdmt_test_ok();
 }
 
@@ -342,9 +342,7 @@ static void test_unreaped_completions(void **state)
 
 static void rm_tree(const char *dir)
 {
-	char cmd[256];
-	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
-	if (system(cmd) != 0)
+	if (tdmt_remove_tree(dir) != 0)
 		fprintf(stderr, "cannot remove %s\n", dir);
 }
 
@@ -518,15 +516,7 @@ static void attack_slow_reader(void *arg)
 static void test_slow_reader(void **state)
 {
 	(void)state;
-	struct victim v;
-	start("");
-	victim_up(&v);
-	pid_t a = spawn_as(0, attack_slow_reader, NULL);
-	tdmt_sleep_ms(200);
-	probe_for(&v, ATTACK_MS);
-	end_child(a);
-	report(&v, "slow_reader");
-	victim_down(&v);
+	probed_attack("slow_reader", "", attack_slow_reader, false);
 	tdmt_test_ok();
 }
 

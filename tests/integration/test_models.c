@@ -59,9 +59,7 @@ static int group_setup(void **state)
 
 static void remove_dir(const char *dir)
 {
-	char cmd[160];
-	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
-	if (system(cmd) != 0)
+	if (tdmt_remove_tree(dir) != 0)
 		fprintf(stderr, "could not remove %s\n", dir);
 }
 

@@ -37,6 +37,7 @@
 #include "daemon/machine.h"
 #include "daemon/workload.h"
 #include "support.h"
+#include "support_raw.h"
 
 #define MS (1000000ll)
 #define N 4096 /* floats per buffer: 64 x 64 */
@@ -552,59 +553,18 @@ static void test_close_without_stop_discards(void **state)
 
 static int ctl_connect(void)
 {
-	struct sockaddr_un sa = { .sun_family = AF_UNIX };
-	struct tdm_hello hello = { TDM_WIRE_MAGIC, TDM_WIRE_VERSION, TDM_ROLE_CONTROL, 0 };
-	struct {
-		struct tdm_msg_hdr h;
-		struct tdm_hello_reply r;
-	} reply;
-	struct tdm_msg_hdr h = { TDM_MSG_HELLO, sizeof(hello) };
-	struct timeval tv = { 30, 0 };
-
-	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", daemon_.sock);
-	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	assert_true(fd >= 0);
-	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-	OK(connect(fd, (struct sockaddr *)&sa, sizeof(sa)));
-	assert_int_equal(send(fd, &h, sizeof(h), 0), sizeof(h));
-	assert_int_equal(send(fd, &hello, sizeof(hello), 0), sizeof(hello));
-	assert_int_equal(recv(fd, &reply, sizeof(reply), MSG_WAITALL), sizeof(reply));
-	assert_int_equal(reply.r.status, 0);
-	return fd;
+	struct tdmt_raw r;
+	assert_int_equal(tdmt_raw_connect(&r, daemon_.sock, TDM_ROLE_CONTROL, 30000), 0);
+	return r.sock; /* a control connection holds nothing else */
 }
 
 /* Sends TRACE_START announcing `announced` descriptors and passing fds;
  * returns the reply's status (its text in *text, malloc'd, may be NULL). */
 static int32_t trace_start(int sock, uint32_t announced, const int *fds, int nfds, char **text)
 {
-	struct tdm_msg_hdr h = { TDM_MSG_CTL_TRACE_START, sizeof(announced) };
-	struct iovec iov[2] = { { &h, sizeof(h) }, { &announced, sizeof(announced) } };
-	union {
-		char buf[CMSG_SPACE(4 * sizeof(int))];
-		struct cmsghdr align;
-	} u;
-	struct msghdr m = { .msg_iov = iov, .msg_iovlen = 2 };
-	if (nfds) {
-		memset(&u, 0, sizeof(u));
-		m.msg_control = u.buf;
-		m.msg_controllen = CMSG_SPACE((size_t)nfds * sizeof(int));
-		struct cmsghdr *cm = CMSG_FIRSTHDR(&m);
-		cm->cmsg_level = SOL_SOCKET;
-		cm->cmsg_type = SCM_RIGHTS;
-		cm->cmsg_len = CMSG_LEN((size_t)nfds * sizeof(int));
-		memcpy(CMSG_DATA(cm), fds, (size_t)nfds * sizeof(int));
-	}
-	assert_int_equal(sendmsg(sock, &m, 0), sizeof(h) + sizeof(announced));
-	int32_t status;
-	assert_int_equal(recv(sock, &h, sizeof(h), MSG_WAITALL), sizeof(h));
-	assert_int_equal(h.type, TDM_MSG_CTL_REPLY);
-	assert_true(h.length >= sizeof(status) && h.length < 65536);
-	char *buf = calloc(1, h.length + 1);
-	assert_non_null(buf);
-	assert_int_equal(recv(sock, buf, h.length, MSG_WAITALL), h.length);
-	memcpy(&status, buf, sizeof(status));
-	*text = strdup(buf + sizeof(status));
-	free(buf);
+	int status = tdmt_raw_control_ex(sock, TDM_MSG_CTL_TRACE_START, &announced,
+	                                 sizeof(announced), fds, nfds, text);
+	assert_int_not_equal(status, -1000);
 	return status;
 }
 
