@@ -392,6 +392,20 @@ static void test_socket_dir_taken(void **state)
 	tdmt_test_ok();
 }
 
+/* A daemon run by UID_A that allows UID_B too, without calibration or
+ * OpenCL (neither is set up for that user). */
+static void start_as_uid_a(void)
+{
+	assert_int_equal(tdmt_daemon_prepare(&daemon_,
+	                                     "[daemon]\nallowed_uids = [4243]\n[profiler]\n"
+	                                     "calibrate = false\npersist_models = false\n"
+	                                     "[opencl]\nenabled = false\n"),
+	                 0);
+	daemon_.run_uid = UID_A;
+	daemon_.run_gid = UID_A;
+	assert_int_equal(tdmt_daemon_launch(&daemon_, daemon_.sock, 30000), 0);
+}
+
 struct impostor_probe {
 	const char *sock;
 	uint32_t daemon_uid;
@@ -417,14 +431,7 @@ static void test_impostor_daemon(void **state)
 	(void)state;
 	if (!root_or_skip("test_impostor_daemon"))
 		return;
-	assert_int_equal(tdmt_daemon_prepare(&daemon_,
-	                                     "[daemon]\nallowed_uids = [4243]\n[profiler]\n"
-	                                     "calibrate = false\npersist_models = false\n"
-	                                     "[opencl]\nenabled = false\n"),
-	                 0);
-	daemon_.run_uid = UID_A;
-	daemon_.run_gid = UID_A;
-	assert_int_equal(tdmt_daemon_launch(&daemon_, daemon_.sock, 30000), 0);
+	start_as_uid_a();
 	struct impostor_probe p = { daemon_.sock, 0 };
 	assert_int_equal(tdmt_wait_child(spawn_as(UID_B, connect_as_victim, &p), 20000), 10);
 	assert_false(tdmt_log_contains(&daemon_, "client 1 connected"));
@@ -756,14 +763,7 @@ static void test_own_uid_allowed(void **state)
 	(void)state;
 	if (!root_or_skip("test_own_uid_allowed"))
 		return;
-	assert_int_equal(tdmt_daemon_prepare(&daemon_,
-	                                     "[daemon]\nallowed_uids = [4243]\n[profiler]\n"
-	                                     "calibrate = false\npersist_models = false\n"
-	                                     "[opencl]\nenabled = false\n"),
-	                 0);
-	daemon_.run_uid = UID_A;
-	daemon_.run_gid = UID_A;
-	assert_int_equal(tdmt_daemon_launch(&daemon_, daemon_.sock, 30000), 0);
+	start_as_uid_a();
 	int ok = 0, refused = -TDM_EPERM;
 	assert_int_equal(tdmt_wait_child(spawn_as(UID_A, connect_expect, &ok), 20000), 0);
 	assert_int_equal(tdmt_wait_child(spawn_as(UID_B, connect_expect, &ok), 20000), 0);
