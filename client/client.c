@@ -200,7 +200,7 @@ TDM_API int tdm_connect(const struct tdm_connect_opts *opts, tdm_client **out)
 	c = calloc(1, sizeof(*c));
 	if (!c)
 		return -TDM_ENOMEM;
-	c->bell = -1;
+	c->sq_bell = c->bell = -1;
 	c->spin_us = opts ? opts->spin_us : 0;
 	c->sock = connect_socket(path);
 	if (c->sock < 0) {
@@ -233,14 +233,15 @@ TDM_API int tdm_connect(const struct tdm_connect_opts *opts, tdm_client **out)
 		err = r.status < 0 && r.status > -TDM_E__COUNT ? r.status : -TDM_EPROTO;
 		goto fail;
 	}
-	if (nfds != 2) {
+	if (nfds != 3) {
 		err = -TDM_EPROTO;
 		goto fail;
 	}
 	if ((err = map_ring(c, &r, fds[0])))
 		goto fail;
 	close(fds[0]);
-	c->bell = fds[1];
+	c->sq_bell = fds[1];
+	c->bell = fds[2];
 	c->session_id = r.session_id;
 	c->ndevices = r.ndevices;
 	c->max_tasks_per_graph = r.max_tasks_per_graph;
@@ -270,6 +271,8 @@ TDM_API void tdm_disconnect(tdm_client *c)
 		munmap(c->maps[i].ptr, c->maps[i].mapped);
 	if (c->ring)
 		munmap(c->ring, c->ring_bytes);
+	if (c->sq_bell >= 0)
+		close(c->sq_bell);
 	if (c->bell >= 0)
 		close(c->bell);
 	close(c->sock);

@@ -32,7 +32,8 @@ struct tdm_client {
 	struct tdm_cqe *cq;
 	uint32_t sq_entries, cq_entries;
 	uint32_t sq_tail, sq_published, cq_head; /* our indices */
-	int bell; /* our end of the session's doorbell socketpair */
+	int sq_bell; /* an eventfd: we write it to ring the daemon */
+	int bell; /* our end of the socketpair the daemon wakes us on */
 	uint32_t spin_us;
 	bool broken;
 	struct kernel_sig *kernels;

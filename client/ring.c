@@ -29,8 +29,10 @@ uint64_t client_now_ns(void)
 
 static void ring_bell(int fd)
 {
-	/* EAGAIN: bytes the daemon has not read yet wait, it wakes anyway. */
-	if (send(fd, "", 1, MSG_DONTWAIT | MSG_NOSIGNAL) < 0 && errno != EAGAIN)
+	uint64_t one = 1;
+	/* The daemon watches every write, it never reads the counter: EAGAIN
+	 * would take 2^64 rings. */
+	if (write(fd, &one, sizeof(one)) < 0 && errno != EAGAIN)
 		(void)0;
 }
 
@@ -40,6 +42,8 @@ static bool drain_bell(int fd)
 	char buf[64];
 	for (;;) {
 		ssize_t n = recv(fd, buf, sizeof(buf), MSG_DONTWAIT);
+		if (n > 0 && (size_t)n < sizeof(buf))
+			return true; /* all there was */
 		if (n > 0)
 			continue;
 		return n < 0 && (errno == EAGAIN || errno == EINTR);
@@ -56,7 +60,7 @@ void ring_publish(tdm_client *c, bool doorbell)
 	 * it stops looking, and looks once more after (see server_poll_spin). */
 	if (doorbell &&
 	    !(__atomic_load_n(&c->hdr->daemon_flags, __ATOMIC_SEQ_CST) & TDM_DAEMON_POLLING))
-		ring_bell(c->bell);
+		ring_bell(c->sq_bell);
 }
 
 static bool ring_has_space(tdm_client *c, void *arg)
@@ -70,7 +74,11 @@ int ring_put(tdm_client *c, const struct tdm_sqe *e)
 {
 	while (!ring_has_space(c, NULL)) {
 		ring_publish(c, true);
+		/* Ask to be rung when the daemon takes entries (set before
+		 * ring_wait_progress looks once more and sleeps). */
+		__atomic_fetch_or(&c->hdr->client_flags, TDM_CLIENT_SQ_WAIT, __ATOMIC_SEQ_CST);
 		int err = ring_wait_progress(c, 0, ring_has_space, NULL);
+		__atomic_fetch_and(&c->hdr->client_flags, ~TDM_CLIENT_SQ_WAIT, __ATOMIC_SEQ_CST);
 		if (err)
 			return err;
 	}
@@ -142,7 +150,7 @@ int ring_reap(tdm_client *c)
 	__atomic_store_n(&c->hdr->cq_head, c->cq_head, __ATOMIC_SEQ_CST);
 	/* Completions waiting for room: tell the daemon we made some. */
 	if (__atomic_load_n(&c->hdr->daemon_flags, __ATOMIC_SEQ_CST) & TDM_DAEMON_CQ_OVERFLOW)
-		ring_bell(c->bell);
+		ring_bell(c->sq_bell);
 	return 0;
 }
 

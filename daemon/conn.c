@@ -37,7 +37,7 @@ static ssize_t send_some(int fd, const unsigned char *p, size_t len, const int *
 {
 	struct iovec iov = { (void *)p, len };
 	union {
-		char buf[CMSG_SPACE(2 * sizeof(int))];
+		char buf[CMSG_SPACE(3 * sizeof(int))];
 		struct cmsghdr align;
 	} u;
 	struct msghdr m = { .msg_iov = &iov, .msg_iovlen = 1 };
@@ -383,9 +383,9 @@ static bool handle_hello(struct conn *c, const void *p, uint32_t len)
 	}
 	evtimer_del(c->ev_timer); /* hello done: no more deadline */
 	if (c->s) {
-		int fds[2] = { c->s->ring_fd, c->s->bell_peer };
+		int fds[3] = { c->s->ring_fd, c->s->sq_bell, c->s->bell_peer };
 		c->role = CONN_CLIENT;
-		if (!send_msg(c, TDM_MSG_HELLO_REPLY, &r, sizeof(r), fds, 2))
+		if (!send_msg(c, TDM_MSG_HELLO_REPLY, &r, sizeof(r), fds, 3))
 			return false;
 		/* The client has (or will have) its end; ours is the other. */
 		close(c->s->bell_peer);

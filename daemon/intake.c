@@ -520,12 +520,12 @@ int intake_run(struct session *s, uint32_t *consumed)
 		intake_entry(s, &e);
 		if (++n % INTAKE_PUBLISH_EVERY == 0) {
 			ring_store_publish(&s->hdr->sq_head, s->sq_head);
-			session_wake_client(s);
+			session_wake_client_for_room(s);
 		}
 	}
 	if (n) {
 		ring_store_publish(&s->hdr->sq_head, s->sq_head);
-		session_wake_client(s);
+		session_wake_client_for_room(s);
 	}
 	*consumed = n;
 	if (atomic_load(&s->cq_broken))

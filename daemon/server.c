@@ -359,9 +359,10 @@ int server_register(struct server *srv, struct session *s)
 		}
 	}
 	if (!err) {
-		/* Level-triggered: a worker woken by it drains it (server_poll). */
-		struct epoll_event ev = { .events = EPOLLIN, .data.ptr = s };
-		if (epoll_ctl(srv->bell_epoll, EPOLL_CTL_ADD, s->bell, &ev) != 0) {
+		/* Edge-triggered: every ring is an edge, and nobody needs to
+		 * read the eventfd (see struct session). */
+		struct epoll_event ev = { .events = EPOLLIN | EPOLLET, .data.ptr = s };
+		if (epoll_ctl(srv->bell_epoll, EPOLL_CTL_ADD, s->sq_bell, &ev) != 0) {
 			log_error("session %u: doorbell: %s", s->id, strerror(errno));
 			err = -TDM_ESYS;
 		}
@@ -383,9 +384,8 @@ void server_unregister(struct server *srv, struct session *s)
 		if (srv->sessions[i] == s) {
 			srv->sessions[i] = srv->sessions[--srv->nsessions];
 			/* Under the write lock: no worker holds an event naming s
-			 * (they use them under the read lock), and none comes after.
-			 * ENOENT: a worker already took a closed bell out. */
-			epoll_ctl(srv->bell_epoll, EPOLL_CTL_DEL, s->bell, NULL);
+			 * (they take them under the read lock), and none comes after. */
+			epoll_ctl(srv->bell_epoll, EPOLL_CTL_DEL, s->sq_bell, NULL);
 			break;
 		}
 	}
@@ -439,22 +439,15 @@ bool server_peer_admin(const struct server *srv, uid_t uid, gid_t gid)
 	       id_listed(cfg->admin_gids, cfg->n_admin_gids, gid);
 }
 
-/* Drains the doorbells clients rang, so that the epoll set stops being
- * readable. Caller holds the registry read lock (events name sessions that
- * are registered). A bell whose client end is closed leaves the set: its
- * connection is closing too. */
-static void drain_bells(struct server *srv)
+/* Takes the rings off the doorbells' epoll set, so that it stops being
+ * readable until a client rings again (edge-triggered: epoll_wait alone
+ * does it, the eventfds are not read). Which sessions rang does not
+ * matter: server_poll looks at every ring. */
+static void clear_bells(struct server *srv)
 {
 	struct epoll_event evs[BELLS_PER_WAIT];
-	int n;
-	do {
-		n = epoll_wait(srv->bell_epoll, evs, BELLS_PER_WAIT, 0);
-		for (int i = 0; i < n; i++) {
-			struct session *s = evs[i].data.ptr;
-			if (!session_drain_bell(s))
-				epoll_ctl(srv->bell_epoll, EPOLL_CTL_DEL, s->bell, NULL);
-		}
-	} while (n == BELLS_PER_WAIT);
+	while (epoll_wait(srv->bell_epoll, evs, BELLS_PER_WAIT, 0) == BELLS_PER_WAIT)
+		;
 }
 
 /* Engine hook, on an idle worker: run intake for every session with new
@@ -467,13 +460,13 @@ static bool server_poll(void *ctx, bool woken)
 	struct server *srv = ctx;
 	bool found = false, kick = false;
 
-	/* Wake-ups of clients wait until no lock is held. */
-	session_defer_wakes_begin();
-	pthread_rwlock_rdlock(&srv->registry_lock);
 	/* Clear the doorbells before looking, so that a ring after our look
 	 * wakes someone again. */
 	if (woken)
-		drain_bells(srv);
+		clear_bells(srv);
+	/* Wake-ups of clients wait until no lock is held. */
+	session_defer_wakes_begin();
+	pthread_rwlock_rdlock(&srv->registry_lock);
 	for (size_t i = 0; i < srv->nsessions; i++) {
 		struct session *s = srv->sessions[i];
 		/* Our own flag, not the client's copy in the shared header. */

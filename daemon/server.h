@@ -25,7 +25,7 @@ struct server;
 struct conn_out {
 	struct conn_out *next;
 	size_t len, off;
-	int fds[2];
+	int fds[3];
 	int nfds;
 	unsigned char buf[];
 };

@@ -6,6 +6,7 @@
 #include <pwd.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -84,7 +85,7 @@ int session_create(struct session_env *env, uint32_t id, uint32_t uid, struct ui
 
 	if (!s)
 		return -TDM_ENOMEM;
-	s->ring_fd = s->bell = s->bell_peer = -1;
+	s->ring_fd = s->sq_bell = s->bell = s->bell_peer = -1;
 	atomic_store(&s->refs, 1);
 	s->id = id;
 	s->env = env;
@@ -123,7 +124,9 @@ int session_create(struct session_env *env, uint32_t id, uint32_t uid, struct ui
 	s->hdr->cq_entries = s->cq_entries;
 	s->hdr->sq_offset = (uint32_t)sq_off;
 	s->hdr->cq_offset = (uint32_t)cq_off;
-	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, pair) != 0)
+	s->sq_bell = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (s->sq_bell < 0 ||
+	    socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, pair) != 0)
 		goto sys_fail;
 	s->bell = pair[0];
 	s->bell_peer = pair[1];
@@ -163,6 +166,8 @@ static void session_free(struct session *s)
 		munmap(s->ring, s->ring_bytes);
 	if (s->ring_fd >= 0)
 		close(s->ring_fd);
+	if (s->sq_bell >= 0)
+		close(s->sq_bell);
 	if (s->bell >= 0)
 		close(s->bell);
 	if (s->bell_peer >= 0)
@@ -523,6 +528,14 @@ static void ring_client(struct session *s)
 		log_debug("session %u: doorbell: %s", s->id, strerror(errno));
 }
 
+void session_wake_client_for_room(struct session *s)
+{
+	/* Only a client that waits for room wants to hear of it: the others
+	 * sleep for completions, and a ring now would wake them for nothing. */
+	if (__atomic_load_n(&s->hdr->client_flags, __ATOMIC_SEQ_CST) & TDM_CLIENT_SQ_WAIT)
+		session_wake_client(s);
+}
+
 void session_wake_client(struct session *s)
 {
 	if (!(__atomic_load_n(&s->hdr->client_flags, __ATOMIC_SEQ_CST) & TDM_CLIENT_SLEEPING))
@@ -553,17 +566,6 @@ void session_defer_wakes_end(void)
 		session_unref(deferred.s[i]);
 	}
 	deferred.n = 0;
-}
-
-bool session_drain_bell(struct session *s)
-{
-	char buf[256];
-	for (;;) {
-		ssize_t n = recv(s->bell, buf, sizeof(buf), MSG_DONTWAIT);
-		if (n > 0)
-			continue;
-		return n < 0 && (errno == EAGAIN || errno == EINTR);
-	}
 }
 
 void session_fail(struct session *s, const char *why)

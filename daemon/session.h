@@ -121,18 +121,21 @@ struct session {
 	struct uid_usage *usage; /* NULL in tests */
 	struct engine_flow flow;
 
-	/* Ring region and doorbell. Our copies of the geometry and of our own
+	/* Ring region and doorbells. Our copies of the geometry and of our own
 	 * indices are the truth; the shared header is only read for the
 	 * client's indices, which are validated.
 	 *
-	 * The doorbell is a socketpair: the client rings the daemon by writing
-	 * a byte to its end, the daemon rings the client by writing to bell.
-	 * Each end is its own open file description and the daemon sends and
-	 * receives with MSG_DONTWAIT, so nothing a client does to its end
-	 * (clearing O_NONBLOCK, filling it, never reading) can make a daemon
-	 * thread block. bell_peer is the client's end until the hello reply
-	 * took it. */
-	int ring_fd, bell, bell_peer;
+	 * Nothing a client does to a doorbell (clearing O_NONBLOCK, filling it,
+	 * reading it, never reading it) can make a daemon thread block:
+	 *  - sq_bell, an eventfd of this session, the client writes to ring
+	 *    us. The daemon never reads or writes it: an epoll set watches it
+	 *    edge-triggered (every write is an edge), so its counter and its
+	 *    blocking mode are the client's business only.
+	 *  - bell is our end of a socketpair whose other end (bell_peer, until
+	 *    the hello reply took it) is the client's; we wake a sleeping
+	 *    client by sending a byte with MSG_DONTWAIT. The ends are separate
+	 *    open file descriptions. */
+	int ring_fd, sq_bell, bell, bell_peer;
 	void *ring;
 	size_t ring_bytes;
 	struct tdm_ring_header *hdr;
@@ -205,10 +208,10 @@ void session_post_cqe(struct session *s, const struct tdm_cqe *cqe);
  * Between session_defer_wakes_begin and _end on this thread (while it holds
  * locks), the rings are collected and sent by _end instead. */
 void session_wake_client(struct session *s);
+/* The same after sq_head moved: only when the client waits for room. */
+void session_wake_client_for_room(struct session *s);
 void session_defer_wakes_begin(void);
 void session_defer_wakes_end(void);
-/* Drains what the client rang on the doorbell. false: its end is closed. */
-bool session_drain_bell(struct session *s);
 /* Whether the client consumed completions since they last backed up. */
 bool session_cq_room(struct session *s);
 /* Something went wrong that only a disconnect can report (a completion

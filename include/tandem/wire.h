@@ -6,11 +6,11 @@
  *    descriptors passed by SCM_RIGHTS;
  *  - a shared-memory ring region (one memfd per session, created and sealed by
  *    the daemon) holding a submission ring (client produces, daemon consumes)
- *    and a completion ring (daemon produces, client consumes), plus a
- *    doorbell: one end of a stream socketpair per session. The client writes
- *    a byte to ring the daemon (new entries, completions consumed); the
- *    daemon writes a byte to wake a sleeping client. Both sides send with
- *    MSG_DONTWAIT: a full doorbell already rings.
+ *    and a completion ring (daemon produces, client consumes), plus two
+ *    doorbells per session: an eventfd the client writes to ring the
+ *    daemon (new entries, completions consumed; the daemon only watches it,
+ *    it never reads it), and one end of a stream socketpair the daemon
+ *    writes a byte to (MSG_DONTWAIT) to wake a sleeping client.
  *
  * Everything the daemon reads from the ring region or the socket is untrusted:
  * it copies an entry once and validates every field of the copy.
@@ -21,7 +21,7 @@
 #include <stdint.h>
 
 #define TDM_WIRE_MAGIC 0x54444d31u /* "TDM1" */
-#define TDM_WIRE_VERSION 2u /* 2: one socketpair doorbell per session */
+#define TDM_WIRE_VERSION 2u /* 2: doorbells of their own per session */
 
 #define TDM_MAX_ARGS 8 /* buffer arguments per task */
 #define TDM_MAX_SCALARS 8 /* scalar parameters per task */
@@ -33,7 +33,8 @@
 
 enum tdm_msg_type {
 	TDM_MSG_HELLO = 1, /* client -> daemon: struct tdm_hello */
-	TDM_MSG_HELLO_REPLY, /* daemon -> client: struct tdm_hello_reply + 2 fds (ring, bell) */
+	TDM_MSG_HELLO_REPLY, /* daemon -> client: struct tdm_hello_reply + 3 fds (ring, sq bell,
+	                        bell) */
 	TDM_MSG_BUF_ALLOC, /* client: struct tdm_buf_alloc_req */
 	TDM_MSG_BUF_ALLOC_REPLY, /* daemon: struct tdm_buf_alloc_reply (+ memfd on success) */
 	TDM_MSG_BUF_FREE, /* client: struct tdm_buf_free_req */
@@ -132,7 +133,8 @@ struct tdm_kernel_lookup_reply {
 #define TDM_CACHELINE 64
 
 /* Bits in tdm_ring_header.client_flags (written by the client). */
-#define TDM_CLIENT_SLEEPING 1u /* blocked on the cq doorbell: ring it */
+#define TDM_CLIENT_SLEEPING 1u /* blocked on the doorbell: ring it for completions */
+#define TDM_CLIENT_SQ_WAIT 2u /* and it waits for room in the submission ring too */
 
 /* Bits in tdm_ring_header.daemon_flags (written by the daemon). */
 #define TDM_DAEMON_POLLING 1u /* daemon is spinning on sq_tail: no doorbell needed */

@@ -342,8 +342,8 @@ static void check_reply(struct peer *pe, uint32_t type, const unsigned char *p, 
 		CHECK(len == sizeof(r));
 		memcpy(&r, p, sizeof(r));
 		CHECK(r.magic == TDM_WIRE_MAGIC && r.version == TDM_WIRE_VERSION);
-		if (status == 0 && r.session_id) /* a client's: ring and doorbell */
-			pe->fds_due += 2;
+		if (status == 0 && r.session_id) /* a client's: ring and doorbells */
+			pe->fds_due += 3;
 		break;
 	}
 	case TDM_MSG_BUF_ALLOC_REPLY: {

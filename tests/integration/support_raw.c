@@ -105,7 +105,7 @@ int tdmt_raw_hello(struct tdmt_raw *r, uint32_t role)
 	struct tdm_hello h = { TDM_WIRE_MAGIC, TDM_WIRE_VERSION, role, 0 };
 	struct tdm_msg_hdr rh;
 	int fds[4];
-	r->bell = -1;
+	r->sq_bell = r->bell = -1;
 	r->ring = NULL;
 	if (tdmt_raw_send(r->sock, TDM_MSG_HELLO, &h, sizeof(h)))
 		return -1000;
@@ -117,7 +117,7 @@ int tdmt_raw_hello(struct tdmt_raw *r, uint32_t role)
 			close(fds[i]);
 		return r->hello.status;
 	}
-	if (nfds != 2) {
+	if (nfds != 3) {
 		for (int i = 0; i < nfds; i++)
 			close(fds[i]);
 		return -1000;
@@ -125,7 +125,8 @@ int tdmt_raw_hello(struct tdmt_raw *r, uint32_t role)
 	const struct tdm_hello_reply *hr = &r->hello;
 	r->ring = mmap(NULL, hr->ring_bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fds[0], 0);
 	close(fds[0]);
-	r->bell = fds[1];
+	r->sq_bell = fds[1];
+	r->bell = fds[2];
 	if (r->ring == MAP_FAILED) {
 		r->ring = NULL;
 		return -1000;
@@ -143,7 +144,7 @@ int tdmt_raw_hello(struct tdmt_raw *r, uint32_t role)
 int tdmt_raw_connect(struct tdmt_raw *r, const char *path, uint32_t role, int timeout_ms)
 {
 	memset(r, 0, sizeof(*r));
-	r->bell = -1;
+	r->sq_bell = r->bell = -1;
 	r->sock = tdmt_raw_socket(path, timeout_ms);
 	if (r->sock < 0)
 		return -1000;
@@ -154,17 +155,20 @@ void tdmt_raw_close(struct tdmt_raw *r)
 {
 	if (r->ring)
 		munmap(r->ring, r->ring_bytes);
+	if (r->sq_bell >= 0)
+		close(r->sq_bell);
 	if (r->bell >= 0)
 		close(r->bell);
 	if (r->sock >= 0)
 		close(r->sock);
 	memset(r, 0, sizeof(*r));
-	r->sock = r->bell = -1;
+	r->sock = r->sq_bell = r->bell = -1;
 }
 
 int tdmt_raw_bell(struct tdmt_raw *r)
 {
-	return send(r->bell, "", 1, MSG_NOSIGNAL | MSG_DONTWAIT) == 1 || errno == EAGAIN ? 0 : -1;
+	uint64_t one = 1;
+	return write(r->sq_bell, &one, sizeof(one)) == sizeof(one) || errno == EAGAIN ? 0 : -1;
 }
 
 void tdmt_raw_publish(struct tdmt_raw *r)

@@ -13,7 +13,8 @@
 
 struct tdmt_raw {
 	int sock;
-	int bell; /* our end of the session's doorbell */
+	int sq_bell; /* the eventfd we write to ring the daemon */
+	int bell; /* our end of the socketpair the daemon wakes us on */
 	void *ring;
 	size_t ring_bytes;
 	struct tdm_ring_header *hdr;
@@ -40,7 +41,7 @@ int tdmt_raw_hello(struct tdmt_raw *r, uint32_t role);
 /* tdmt_raw_socket + tdmt_raw_hello. */
 int tdmt_raw_connect(struct tdmt_raw *r, const char *path, uint32_t role, int timeout_ms);
 void tdmt_raw_close(struct tdmt_raw *r);
-/* Rings the daemon; publishes sq_tail first. */
+/* Rings the daemon; tdmt_raw_publish publishes sq_tail first. */
 int tdmt_raw_bell(struct tdmt_raw *r);
 void tdmt_raw_publish(struct tdmt_raw *r);
 /* Writes one entry when the submission ring has room (1), else 0. */

@@ -22,6 +22,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -48,9 +49,25 @@ static int test_setup(void **state)
 	return 0;
 }
 
+/* Attackers still running (a test that failed half-way did not end them). */
+#define MAX_CHILDREN 8
+static pid_t children[MAX_CHILDREN];
+
+static void end_child(pid_t pid)
+{
+	kill(pid, SIGKILL);
+	tdmt_wait_child(pid, 5000);
+	for (int i = 0; i < MAX_CHILDREN; i++)
+		if (children[i] == pid)
+			children[i] = 0;
+}
+
 static int test_teardown(void **state)
 {
 	(void)state;
+	for (int i = 0; i < MAX_CHILDREN; i++)
+		if (children[i])
+			end_child(children[i]);
 	int rc = tdmt_after_test(&daemon_);
 	tdmt_daemon_cleanup(&daemon_);
 	return rc;
@@ -74,21 +91,27 @@ static void start(const char *toml)
  * attack; the child is killed when the test ends it. */
 static pid_t spawn_as(uid_t uid, void (*fn)(void *), void *arg)
 {
+	pid_t parent = getpid();
 	pid_t pid = fork();
 	assert_true(pid >= 0);
 	if (pid == 0) {
 		if (uid && (setgroups(0, NULL) || setgid(uid) || setuid(uid)))
 			_exit(2);
+		/* Never outlive the test (it may fail before it ends us); after
+		 * the change of uid, which clears this setting. */
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		if (getppid() != parent)
+			_exit(1);
 		fn(arg);
 		_exit(0);
 	}
+	for (int i = 0; i < MAX_CHILDREN; i++) {
+		if (!children[i]) {
+			children[i] = pid;
+			break;
+		}
+	}
 	return pid;
-}
-
-static void end_child(pid_t pid)
-{
-	kill(pid, SIGKILL);
-	tdmt_wait_child(pid, 5000);
 }
 
 /* ---- probes ---------------------------------------------------------------- */
@@ -238,18 +261,19 @@ static void attack_wake_bell(void *arg)
 	}
 }
 
-/* Finding 2: our doorbell made blocking and read all the time, to steal
- * wake-ups meant for the daemon. */
+/* Finding 2: the doorbell we ring the daemon with made blocking and read
+ * all the time, to steal wake-ups meant for the daemon (and filled, so
+ * that a daemon reading it would find it full). */
 static void attack_ring_bell(void *arg)
 {
 	(void)arg;
 	struct tdmt_raw r;
 	if (tdmt_raw_connect(&r, daemon_.sock, TDM_ROLE_CLIENT, 5000) != 0)
 		_exit(3);
-	make_blocking(r.bell);
-	char buf[64];
+	make_blocking(r.sq_bell);
 	for (;;) {
-		if (recv(r.bell, buf, sizeof(buf), 0) <= 0)
+		uint64_t v = 0xfffffffffffffffeull;
+		if (write(r.sq_bell, &v, sizeof(v)) < 0 || read(r.sq_bell, &v, sizeof(v)) < 0)
 			usleep(1000);
 	}
 }

@@ -288,7 +288,7 @@ static int group_setup(void **state)
 		tdmt_daemon_cleanup(&daemon_);
 		return -1;
 	}
-	fx.r.sock = fx.r.bell = -1;
+	fx.r.sock = fx.r.sq_bell = fx.r.bell = -1;
 	return 0;
 }
 
