@@ -33,7 +33,7 @@ struct tdm_client {
 	uint32_t sq_entries, cq_entries;
 	uint32_t sq_tail, sq_published, cq_head; /* our indices */
 	int sq_bell; /* an eventfd: we write it to ring the daemon */
-	int bell; /* our end of the socketpair the daemon wakes us on */
+	int bell; /* the read end of the pipe the daemon wakes us on */
 	uint32_t spin_us;
 	bool broken;
 	struct kernel_sig *kernels;

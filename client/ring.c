@@ -36,12 +36,13 @@ static void ring_bell(int fd)
 		(void)0;
 }
 
-/* Reads what the daemon rang; false when the daemon's end is closed. */
+/* Reads what the daemon rang (our end of the pipe is non-blocking, unless
+ * we changed it); false when the daemon's end is closed. */
 static bool drain_bell(int fd)
 {
 	char buf[64];
 	for (;;) {
-		ssize_t n = recv(fd, buf, sizeof(buf), MSG_DONTWAIT);
+		ssize_t n = read(fd, buf, sizeof(buf));
 		if (n > 0 && (size_t)n < sizeof(buf))
 			return true; /* all there was */
 		if (n > 0)

@@ -125,11 +125,10 @@ int session_create(struct session_env *env, uint32_t id, uint32_t uid, struct ui
 	s->hdr->sq_offset = (uint32_t)sq_off;
 	s->hdr->cq_offset = (uint32_t)cq_off;
 	s->sq_bell = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-	if (s->sq_bell < 0 ||
-	    socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, pair) != 0)
+	if (s->sq_bell < 0 || pipe2(pair, O_CLOEXEC | O_NONBLOCK) != 0)
 		goto sys_fail;
-	s->bell = pair[0];
-	s->bell_peer = pair[1];
+	s->bell = pair[1];
+	s->bell_peer = pair[0];
 	if (env->engine && engine_flow_add(env->engine, &s->flow) != 0) {
 		mapping_give(env);
 		s->env = NULL; /* no flow to remove, nothing else counted yet */
@@ -521,10 +520,10 @@ static _Thread_local struct {
 
 static void ring_client(struct session *s)
 {
-	/* Never blocks: MSG_DONTWAIT on the daemon's own end. EAGAIN means
-	 * bytes the client has not read are waiting, so it wakes anyway. */
-	if (send(s->bell, "", 1, MSG_DONTWAIT | MSG_NOSIGNAL) < 0 && errno != EAGAIN &&
-	    errno != EPIPE && errno != ECONNRESET)
+	/* Never blocks: our end is our own, non-blocking. EAGAIN means bytes
+	 * the client has not read are waiting, so it wakes anyway; EPIPE, that
+	 * it closed its end (SIGPIPE is ignored). */
+	if (write(s->bell, "", 1) < 0 && errno != EAGAIN && errno != EPIPE)
 		log_debug("session %u: doorbell: %s", s->id, strerror(errno));
 }
 

@@ -131,10 +131,11 @@ struct session {
 	 *    us. The daemon never reads or writes it: an epoll set watches it
 	 *    edge-triggered (every write is an edge), so its counter and its
 	 *    blocking mode are the client's business only.
-	 *  - bell is our end of a socketpair whose other end (bell_peer, until
+	 *  - bell is the write end of a pipe whose read end (bell_peer, until
 	 *    the hello reply took it) is the client's; we wake a sleeping
-	 *    client by sending a byte with MSG_DONTWAIT. The ends are separate
-	 *    open file descriptions. */
+	 *    client by writing a byte. The two ends are separate open file
+	 *    descriptions and ours is non-blocking: a full pipe (a client that
+	 *    does not read) answers EAGAIN, a closed one EPIPE. */
 	int ring_fd, sq_bell, bell, bell_peer;
 	void *ring;
 	size_t ring_bytes;

@@ -9,8 +9,8 @@
  *    and a completion ring (daemon produces, client consumes), plus two
  *    doorbells per session: an eventfd the client writes to ring the
  *    daemon (new entries, completions consumed; the daemon only watches it,
- *    it never reads it), and one end of a stream socketpair the daemon
- *    writes a byte to (MSG_DONTWAIT) to wake a sleeping client.
+ *    it never reads it), and the read end of a pipe whose write end (the
+ *    daemon's, non-blocking) gets a byte to wake a sleeping client.
  *
  * Everything the daemon reads from the ring region or the socket is untrusted:
  * it copies an entry once and validates every field of the copy.

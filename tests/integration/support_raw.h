@@ -14,7 +14,7 @@
 struct tdmt_raw {
 	int sock;
 	int sq_bell; /* the eventfd we write to ring the daemon */
-	int bell; /* our end of the socketpair the daemon wakes us on */
+	int bell; /* the read end of the pipe the daemon wakes us on */
 	void *ring;
 	size_t ring_bytes;
 	struct tdm_ring_header *hdr;

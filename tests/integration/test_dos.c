@@ -242,8 +242,8 @@ static void make_blocking(int fd)
 		fcntl(fd, F_SETFL, fl & ~O_NONBLOCK);
 }
 
-/* Finding 1: the doorbell the daemon rings to wake us is made blocking and
- * never read, and we say we sleep, so every completion rings it. */
+/* Finding 1: the doorbell the daemon rings to wake us is made blocking,
+ * shrunk and never read, and we say we sleep, so every completion rings it. */
 static void attack_wake_bell(void *arg)
 {
 	(void)arg;
@@ -252,6 +252,7 @@ static void attack_wake_bell(void *arg)
 		_exit(3);
 	int64_t noop = tdmt_raw_lookup(&r, "noop");
 	make_blocking(r.bell);
+	fcntl(r.bell, F_SETPIPE_SZ, 4096);
 	for (uint64_t i = 1;; i++) {
 		__atomic_fetch_or(&r.hdr->client_flags, TDM_CLIENT_SLEEPING, __ATOMIC_SEQ_CST);
 		put_graph(&r, i, noop);
