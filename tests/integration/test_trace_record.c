@@ -394,8 +394,12 @@ static void check_trace(const char *path, struct run *r, uint32_t ndevices)
 		assert_true(t->rec_end_ns - t->rec_start_ns == (double)(ti->end_ns - ti->start_ns));
 		if (v == 0)
 			base_rec = t->rec_start_ns;
-		assert_true(t->rec_start_ns - base_rec == (double)(ti->start_ns - base_start));
-		assert_true(t->rec_start_ns >= w.graphs[gi].arrival_ns);
+		if (t->rec_start_ns - base_rec != (double)(ti->start_ns - base_start) ||
+		    t->rec_start_ns < w.graphs[gi].arrival_ns)
+			fail_msg("task %u: recorded start %.0f (first %.0f, graph arrival %.0f), "
+			         "reported start %llu (first %llu)",
+			         v, t->rec_start_ns, base_rec, w.graphs[gi].arrival_ns,
+			         (unsigned long long)ti->start_ns, (unsigned long long)base_start);
 	}
 	assert_true(w.tasks[4].feat.flops >= 2.0 * DIM * DIM * DIM);
 	assert_true(w.tasks[8].feat.domain == 200.0);
