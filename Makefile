@@ -36,10 +36,12 @@ LDFLAGS := -pthread $(SANFLAGS)
 
 # ---- sources, by room --------------------------------------------------------
 CORE_C := $(filter-out daemon/main.c,$(wildcard daemon/*.c)) client/errors.c client/socket_path.c \
+	$(wildcard common/*.c) $(wildcard engine/*.c) $(wildcard graph/*.c) $(wildcard sim/*.c) \
+	$(wildcard workload/*.c) \
 	$(wildcard policies/*.c) $(wildcard placement/*.c) $(wildcard profiler/*.c) \
 	$(wildcard backends/*.c) $(wildcard backends/cpu/*.c) $(wildcard backends/opencl/*.c) \
 	$(wildcard backends/sim/*.c)
-CORE_CXX := $(wildcard daemon/*.cpp)
+CORE_CXX := $(wildcard common/*.cpp)
 CLIENT_C := $(wildcard client/*.c)
 
 CORE_OBJ := $(CORE_C:%.c=$(BUILD)/obj/%.o) $(CORE_CXX:%.cpp=$(BUILD)/obj/%.o)

@@ -17,7 +17,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "daemon/toml_shim.h"
+#include "common/toml_shim.h"
 #include "tandem.h"
 
 #define CONFIG_FILE_MAX (1u << 20)

@@ -5,6 +5,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "common/log.h"
+
 #define CONFIG_MAX_IDS 64
 #define CONFIG_MAX_CORES 1024
 #define CONFIG_PATH_MAX 108 /* sizeof(sun_path) */
@@ -14,7 +16,6 @@
 #define CONFIG_MAX_DEVSEL 32
 #define CONFIG_PLUGIN_MAX 256
 
-enum log_level { LOG_ERROR = 0, LOG_WARN, LOG_INFO, LOG_DEBUG };
 
 /* A per-device setting: sel is a device name ("clcpu0") or class ("gpu"). */
 struct config_devval {

@@ -12,7 +12,7 @@
 #include <unistd.h>
 
 #include "daemon/intake.h"
-#include "daemon/log.h"
+#include "common/log.h"
 #include "daemon/models.h"
 #include "daemon/server.h"
 #include "tandem.h"

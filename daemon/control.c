@@ -6,8 +6,8 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "daemon/log.h"
-#include "daemon/machine.h"
+#include "common/log.h"
+#include "sim/machine.h"
 #include "policies/policy.h"
 #include "profiler/profiler.h"
 #include "daemon/server.h"

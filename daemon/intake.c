@@ -7,7 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "daemon/log.h"
+#include "common/log.h"
 #include "tandem.h"
 
 #define INTAKE_PUBLISH_EVERY 256 /* free ring space for a waiting client */

@@ -5,9 +5,9 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "daemon/log.h"
+#include "common/log.h"
 #include "daemon/server.h"
-#include "daemon/sim.h"
+#include "sim/sim.h"
 #include "policies/policy.h"
 #include "tandem.h"
 

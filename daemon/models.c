@@ -19,7 +19,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "daemon/log.h"
+#include "common/log.h"
 #include "daemon/server.h"
 #include "profiler/store.h"
 #include "tandem.h"

@@ -11,10 +11,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "daemon/log.h"
-#include "daemon/schedule_out.h"
+#include "common/log.h"
+#include "workload/schedule_out.h"
 #include "daemon/session.h"
-#include "daemon/workload.h"
+#include "workload/workload.h"
 #include "tandem.h"
 
 /* One buffer argument of a recorded task. */

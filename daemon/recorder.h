@@ -1,8 +1,8 @@
 /* The recorder behind `tandemctl trace`: while a recording runs, every graph
  * that completes is copied (on the worker that completed it) into memory,
  * within bounds; at the end the event loop writes the tandem trace (JSON
- * Lines, daemon/workload.h's streaming writer) and, optionally, a Chrome /
- * Perfetto trace of the real schedule (daemon/schedule_out.h) to the files
+ * Lines, workload/workload.h's streaming writer) and, optionally, a Chrome /
+ * Perfetto trace of the real schedule (workload/schedule_out.h) to the files
  * tandemctl opened and passed over the control connection.
  *
  * One recording at a time. Times in the trace are ns since the earliest

@@ -17,7 +17,7 @@
 
 #include "daemon/intake.h"
 #include "daemon/models.h"
-#include "daemon/log.h"
+#include "common/log.h"
 #include "policies/policy.h"
 #include "tandem.h"
 

@@ -11,7 +11,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "daemon/log.h"
+#include "common/log.h"
 #include "tandem.h"
 
 /* Buffer handles: slot index in the low bits, a generation above, so a

@@ -10,7 +10,7 @@
 #include <sys/types.h>
 
 #include "daemon/config.h"
-#include "daemon/engine.h"
+#include "engine/engine.h"
 #include "tandem/wire.h"
 
 struct session;

@@ -16,7 +16,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "daemon/engine.h"
+#include "engine/engine.h"
 
 /* Without a profiler every task costs this on every device. */
 #define EFT_FLAT_NS 1000.0

@@ -14,8 +14,8 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "daemon/clock.h"
-#include "daemon/log.h"
+#include "common/clock.h"
+#include "common/log.h"
 #include "tandem.h"
 
 int residency_init(struct residency *r)

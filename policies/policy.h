@@ -8,7 +8,7 @@
 
 #include <stddef.h>
 
-#include "daemon/engine.h"
+#include "engine/engine.h"
 
 struct policy_params {
 	size_t nworkers; /* one per device for now; worker i drives device i */

@@ -20,7 +20,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "daemon/log.h"
+#include "common/log.h"
 #include "tandem.h"
 
 /* ---- what is measured, and for how long ---- */

@@ -14,7 +14,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "daemon/log.h"
+#include "common/log.h"
 #include "tandem.h"
 
 static int sys_err(char *err, size_t errlen, const char *what, const char *dir, const char *name)

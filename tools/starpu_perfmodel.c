@@ -18,7 +18,7 @@
 
 #include "backends/backend.h"
 #include "backends/kernels.h"
-#include "daemon/machine.h"
+#include "sim/machine.h"
 #include "profiler/calibrate.h"
 #include "tandem.h"
 

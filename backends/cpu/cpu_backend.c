@@ -4,7 +4,7 @@
 #include <stdio.h>
 
 #include "backends/backend.h"
-#include "daemon/log.h"
+#include "common/log.h"
 #include "tandem.h"
 
 /* The NUMA node whose CPUs include all of set, or -1. */

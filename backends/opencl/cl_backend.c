@@ -10,7 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "daemon/log.h"
+#include "common/log.h"
 #include "tandem.h"
 
 /* ICD loader's "no platform" (cl_khr_icd), not in every header. */

@@ -22,7 +22,7 @@
 #include <time.h>
 
 #include "bench_accel.h"
-#include "daemon/engine.h"
+#include "engine/engine.h"
 #include "placement/residency.h"
 #include "policies/policy.h"
 #include "tandem.h"

@@ -39,7 +39,7 @@
 #include <unistd.h>
 
 #include "bench_util.h"
-#include "daemon/engine.h"
+#include "engine/engine.h"
 #include "placement/plan.h"
 #include "placement/residency.h"
 #include "policies/policy.h"

@@ -26,8 +26,8 @@
 #include <sys/stat.h>
 #include <sys/wait.h>
 
-#include "daemon/log.h"
-#include "daemon/sim.h"
+#include "common/log.h"
+#include "sim/sim.h"
 #include "policies/policy.h"
 #include "tests/bench/bench_util.h"
 

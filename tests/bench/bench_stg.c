@@ -34,7 +34,7 @@
 #include <sys/stat.h>
 #include <time.h>
 
-#include "daemon/workload.h"
+#include "workload/workload.h"
 #include "placement/plan.h"
 
 /* Perturbed candidate orders tried after the published one: a 100-task

@@ -70,7 +70,7 @@
 
 #include <jansson.h>
 
-#include "daemon/log.h"
+#include "common/log.h"
 #include "daemon/server.h"
 #include "policies/policy.h"
 #include "tandem.h"

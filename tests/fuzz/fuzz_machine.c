@@ -18,7 +18,7 @@
 
 #include <jansson.h>
 
-#include "daemon/machine.h"
+#include "sim/machine.h"
 #include "profiler/calibrate.h"
 #include "tandem.h"
 

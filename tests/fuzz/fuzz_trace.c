@@ -15,7 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "daemon/workload.h"
+#include "workload/workload.h"
 #include "tandem.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);

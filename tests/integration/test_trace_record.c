@@ -34,8 +34,8 @@
 #include <cmocka.h>
 #include <dirent.h>
 
-#include "daemon/machine.h"
-#include "daemon/workload.h"
+#include "sim/machine.h"
+#include "workload/workload.h"
 #include "support.h"
 #include "support_raw.h"
 

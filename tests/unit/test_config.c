@@ -1,4 +1,4 @@
-/* Unit tests for daemon/config.c (and daemon/toml_shim.cpp beneath it). */
+/* Unit tests for daemon/config.c (and common/toml_shim.cpp beneath it). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -11,7 +11,7 @@
 #include <cmocka.h>
 
 #include "daemon/config.h"
-#include "daemon/toml_shim.h"
+#include "common/toml_shim.h"
 #include "tandem.h"
 
 #define NAME "t.toml"

@@ -9,7 +9,7 @@
 
 #include <cmocka.h>
 
-#include "daemon/engine.h"
+#include "engine/engine.h"
 #include "policies/policy.h"
 #include "tandem.h"
 

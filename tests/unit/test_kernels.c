@@ -14,7 +14,7 @@
 #include <cmocka.h>
 
 #include "backends/kernels.h"
-#include "daemon/clock.h"
+#include "common/clock.h"
 #include "tandem.h"
 
 #define SENTINEL 12345.0f /* written past the end of outputs: must survive */

@@ -1,4 +1,4 @@
-/* Unit tests for daemon/machine.c: machine descriptions (docs/machines.md).
+/* Unit tests for sim/machine.c: machine descriptions (docs/machines.md).
  * Valid documents parse to the right values, each class of malformed input
  * is rejected with its line and column, restriction, the calibration and
  * cost-model document a description turns into (the latter checked through
@@ -17,7 +17,7 @@
 
 #include <cmocka.h>
 
-#include "daemon/machine.h"
+#include "sim/machine.h"
 #include "profiler/calibrate.h"
 #include "profiler/profiler.h"
 #include "tandem.h"

@@ -14,7 +14,7 @@
 #include <cmocka.h>
 #include <glpk.h>
 
-#include "daemon/engine.h"
+#include "engine/engine.h"
 #include "placement/eft.h"
 #include "placement/plan.h"
 #include "policies/dispatch.h"

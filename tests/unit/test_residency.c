@@ -17,7 +17,7 @@
 
 #include <cmocka.h>
 
-#include "daemon/engine.h"
+#include "engine/engine.h"
 #include "placement/residency.h"
 #include "policies/policy.h"
 #include "tandem.h"

@@ -14,7 +14,7 @@
 #include <cmocka.h>
 #include <jansson.h>
 
-#include "daemon/schedule_out.h"
+#include "workload/schedule_out.h"
 #include "tandem.h"
 
 /* ---- helpers ------------------------------------------------------------- */

@@ -1,4 +1,4 @@
-/* The simulator (daemon/sim.c): published schedules reproduced through the
+/* The simulator (sim/sim.c): published schedules reproduced through the
  * trace front end, determinism, lower bounds, kernel workloads with data
  * on a heterogeneous machine, and the errors a user sees. */
 #include <setjmp.h>
@@ -11,8 +11,8 @@
 
 #include <cmocka.h>
 
-#include "daemon/log.h"
-#include "daemon/sim.h"
+#include "common/log.h"
+#include "sim/sim.h"
 #include "policies/policy.h"
 #include "tandem.h"
 

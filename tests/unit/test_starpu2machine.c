@@ -18,7 +18,7 @@
 
 #include <cmocka.h>
 
-#include "daemon/machine.h"
+#include "sim/machine.h"
 #include "tandem.h"
 #include "tools/starpu_perfmodel.h"
 

@@ -1,4 +1,4 @@
-/* Unit tests for tandem traces (daemon/wl_trace.c, docs/trace-format.md):
+/* Unit tests for tandem traces (workload/wl_trace.c, docs/trace-format.md):
  * reading every record and field, every class of malformed input with its
  * "name:LINE:" message, writing (whole workloads and the streaming calls),
  * and parse(write(w)) == w. */
@@ -14,7 +14,7 @@
 
 #include <cmocka.h>
 
-#include "daemon/workload.h"
+#include "workload/workload.h"
 #include "tandem.h"
 
 /* ---- helpers --------------------------------------------------------------- */

@@ -11,7 +11,7 @@
 
 #include <cmocka.h>
 
-#include "daemon/engine.h"
+#include "engine/engine.h"
 #include "policies/policy.h"
 #include "tandem.h"
 

@@ -1,4 +1,4 @@
-/* Unit tests for the workload generators (daemon/wl_gen.c): tiled
+/* Unit tests for the workload generators (workload/wl_gen.c): tiled
  * factorisations (task counts, hand-checked edges, features, time) and the
  * HEFT paper's random graphs (shape, costs, CCR, determinism). */
 #include <math.h>
@@ -13,7 +13,7 @@
 
 #include <cmocka.h>
 
-#include "daemon/workload.h"
+#include "workload/workload.h"
 #include "tandem.h"
 
 /* ---- helpers --------------------------------------------------------------- */

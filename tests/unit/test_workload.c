@@ -1,4 +1,4 @@
-/* Unit tests for daemon/workload.h: the STG and WfCommons readers on
+/* Unit tests for workload/workload.h: the STG and WfCommons readers on
  * documents written here, their error messages, and the conversion to a
  * plan_dag. */
 #include <fcntl.h>
@@ -13,7 +13,7 @@
 
 #include <cmocka.h>
 
-#include "daemon/workload.h"
+#include "workload/workload.h"
 #include "tandem.h"
 
 /* ---- helpers --------------------------------------------------------------- */

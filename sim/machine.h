@@ -11,8 +11,8 @@
  *
  * Input is untrusted: every field is checked; errors are one line,
  * "PATH:LINE:COL: message" (or "PATH: message" when no position applies). */
-#ifndef TDM_DAEMON_MACHINE_H
-#define TDM_DAEMON_MACHINE_H
+#ifndef TDM_SIM_MACHINE_H
+#define TDM_SIM_MACHINE_H
 
 #include <stdbool.h>
 #include <stddef.h>

@@ -14,7 +14,7 @@
 #include <sys/random.h>
 #include <time.h>
 
-#include "daemon/workload.h"
+#include "workload/workload.h"
 #include "policies/policy.h"
 #include "tandem.h"
 
@@ -63,7 +63,7 @@ static const char *mode_name(uint8_t mode)
 
 /* A task's cost from its row of dev_cost: the mean over the devices it can
  * run on (entries >= 0), exactly the entry when they are all equal (as
- * daemon/wl_gen.c computes it). */
+ * workload/wl_gen.c computes it). */
 static double row_mean(const double *row, uint32_t n)
 {
 	double sum = 0, first = -1;

@@ -12,7 +12,7 @@
 #include <string.h>
 #include <strings.h>
 
-#include "daemon/workload.h"
+#include "workload/workload.h"
 #include "tandem.h"
 
 #define WFC_MATCH_BUDGET 300000000.0 /* steps spent matching files to edges */

@@ -10,8 +10,8 @@
 
 #include <jansson.h>
 
-#include "daemon/log.h"
-#include "daemon/sim.h"
+#include "common/log.h"
+#include "sim/sim.h"
 #include "policies/policy.h"
 #include "tandem.h"
 

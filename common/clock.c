@@ -1,4 +1,4 @@
-#include "daemon/clock.h"
+#include "common/clock.h"
 
 static uint64_t real_now(const struct tdm_clock *clk)
 {

@@ -4,8 +4,8 @@
  * This is the daemon's only C++ translation unit; no C++ exception ever
  * crosses this interface.
  */
-#ifndef TDM_DAEMON_TOML_SHIM_H
-#define TDM_DAEMON_TOML_SHIM_H
+#ifndef TDM_COMMON_TOML_SHIM_H
+#define TDM_COMMON_TOML_SHIM_H
 
 #include <stddef.h>
 #include <stdint.h>

@@ -1,4 +1,4 @@
-/* Machine descriptions (daemon/machine.h; the format is in docs/machines.md).
+/* Machine descriptions (sim/machine.h; the format is in docs/machines.md).
  *
  * The TOML document is walked once by toml_shim; each node is checked on
  * its own (type, range, known key) and stored, with its position, into a
@@ -11,7 +11,7 @@
  *
  * toml_shim does not visit the contents of the tables of an array ([[x]]):
  * the format uses named tables and parallel arrays instead. */
-#include "daemon/machine.h"
+#include "sim/machine.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -20,7 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "daemon/toml_shim.h"
+#include "common/toml_shim.h"
 #include "profiler/calibrate_internal.h"
 #include "tandem.h"
 

@@ -23,7 +23,7 @@
  * (class "m", tooltip "N spans: start-end ms", the graph's colour when all
  * are of one graph, else grey). Small schedules draw every span, in the
  * order given, each at least SVG_MIN_W px wide. */
-#include "daemon/schedule_out.h"
+#include "workload/schedule_out.h"
 
 #include <inttypes.h>
 #include <stdbool.h>

@@ -17,17 +17,17 @@
  * Single-threaded and deterministic: the same machine, workload and
  * options give the same schedule, byte for byte. Only the wall-clock
  * figures (wall_ns, engine_ns) vary. */
-#ifndef TDM_DAEMON_SIM_H
-#define TDM_DAEMON_SIM_H
+#ifndef TDM_SIM_SIM_H
+#define TDM_SIM_SIM_H
 
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
-#include "daemon/engine.h"
-#include "daemon/machine.h"
-#include "daemon/schedule_out.h"
-#include "daemon/workload.h"
+#include "engine/engine.h"
+#include "sim/machine.h"
+#include "workload/schedule_out.h"
+#include "workload/workload.h"
 
 struct sim_opts {
 	const char *policy; /* a registered policy name */

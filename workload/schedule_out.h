@@ -6,8 +6,8 @@
  *
  * Output is deterministic: the same schedule gives the same bytes (fixed
  * number formatting, tasks in the order given, no timestamps of the run). */
-#ifndef TDM_DAEMON_SCHEDULE_OUT_H
-#define TDM_DAEMON_SCHEDULE_OUT_H
+#ifndef TDM_WORKLOAD_SCHEDULE_OUT_H
+#define TDM_WORKLOAD_SCHEDULE_OUT_H
 
 #include <stddef.h>
 #include <stdint.h>

@@ -1,10 +1,10 @@
 /* Levelled logging to stderr. */
-#ifndef TDM_DAEMON_LOG_H
-#define TDM_DAEMON_LOG_H
+#ifndef TDM_COMMON_LOG_H
+#define TDM_COMMON_LOG_H
 
 #include <stdbool.h>
 
-#include "daemon/config.h"
+enum log_level { LOG_ERROR = 0, LOG_WARN, LOG_INFO, LOG_DEBUG };
 
 /* The level is the one piece of process-wide state outside the daemon's
  * context: every room logs, and threading a logger through the engine,

@@ -1,7 +1,7 @@
 /* The engine's clock. The engine never reads the wall clock directly: the
  * daemon gives it the real monotonic clock, simulation a virtual one. */
-#ifndef TDM_DAEMON_CLOCK_H
-#define TDM_DAEMON_CLOCK_H
+#ifndef TDM_COMMON_CLOCK_H
+#define TDM_COMMON_CLOCK_H
 
 #include <stdint.h>
 #include <time.h>

@@ -1,7 +1,7 @@
 /* The simulator's driver (sim.h): builds virtual devices, cost models and
  * residency from a machine description, turns a workload into engine
  * graphs, and steps the engine's workers in virtual time. */
-#include "daemon/sim.h"
+#include "sim/sim.h"
 
 #include <math.h>
 #include <stdarg.h>

@@ -15,8 +15,8 @@
  *              JSON syntax errors
  *   files      "PATH: message" when the file cannot be read
  * where NAME is the name passed in (the path for the *_load functions). */
-#ifndef TDM_DAEMON_WORKLOAD_H
-#define TDM_DAEMON_WORKLOAD_H
+#ifndef TDM_WORKLOAD_WORKLOAD_H
+#define TDM_WORKLOAD_WORKLOAD_H
 
 #include <stdbool.h>
 #include <stddef.h>

@@ -8,7 +8,7 @@
 #error "toml_shim.cpp must be compiled with -DNDEBUG"
 #endif
 
-#include "daemon/toml_shim.h"
+#include "common/toml_shim.h"
 
 #include <algorithm>
 #include <cstdarg>

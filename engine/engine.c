@@ -1,6 +1,6 @@
 /* Engine core: dependency counters, ready tasks to the policy, one worker
  * thread per device, completion. */
-#include "daemon/engine.h"
+#include "engine/engine.h"
 
 #include <errno.h>
 #include <hwloc.h>
@@ -12,7 +12,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "daemon/log.h"
+#include "common/log.h"
 #include "policies/policy.h"
 #include "profiler/profiler.h"
 #include "tandem.h"

@@ -8,7 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "daemon/workload.h"
+#include "workload/workload.h"
 #include "tandem.h"
 
 #define GEN_NOIDX UINT32_MAX
@@ -29,7 +29,7 @@ static int gen_fail(char *err, size_t errlen, int rc, const char *fmt, ...)
 
 /* What an edge between two kernel tasks carries: the bytes of every buffer
  * that src writes and dst accesses, each counted once (as a trace's edges
- * without explicit data, daemon/wl_trace.c). */
+ * without explicit data, workload/wl_trace.c). */
 static double edge_data(const struct wl_task *src, const struct wl_task *dst,
                         const double *buf_bytes)
 {

@@ -2,8 +2,8 @@
  * workers through a policy, completion. It knows nothing of sessions,
  * sockets or the event loop: graphs arrive built and validated, and leave
  * through the graph_done hook. */
-#ifndef TDM_DAEMON_ENGINE_H
-#define TDM_DAEMON_ENGINE_H
+#ifndef TDM_ENGINE_ENGINE_H
+#define TDM_ENGINE_ENGINE_H
 
 #include <pthread.h>
 #include <stdatomic.h>
@@ -13,7 +13,7 @@
 
 #include "backends/backend.h"
 #include "backends/kernels.h"
-#include "daemon/clock.h"
+#include "common/clock.h"
 #include "placement/residency.h"
 
 struct engine_graph;
@@ -205,7 +205,7 @@ bool engine_kernel_available(const struct engine *e, const struct kernel_def *k)
 double engine_task_floor_ns(const struct engine *e, uint32_t kernel,
                             const struct kernel_features *f);
 
-/* Simulation (daemon/sim.c): with start_workers false and every device
+/* Simulation (sim/sim.c): with start_workers false and every device
  * accelerator-shaped (launch_async), a single-threaded driver on a virtual
  * clock steps the workers instead of threads; everything else (policy,
  * residency, cost models, completion) is the same code.
