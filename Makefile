@@ -85,7 +85,8 @@ NVCCFLAGS := -O2 -std=c++17 -Iinclude -I. -Xcompiler -fPIC,-fvisibility=hidden,-
 	-gencode arch=compute_90,code=sm_90 -gencode arch=compute_80,code=sm_80 \
 	-gencode arch=compute_90,code=compute_90
 
-.PHONY: all demo demo-run test test-run bench bench-run deps fuzz format format-check clean
+.PHONY: all demo demo-run test test-run bench bench-run deps fuzz format format-check check-rooms \
+	clean
 all: $(TANDEMD) $(TANDEMCTL) $(BUILD)/bin/starpu2machine $(CLIENT_LIB) $(CLIENT_SO) $(EXAMPLES) $(CUDA_PLUGIN)
 
 $(BUILD)/obj/%.o: %.c
@@ -175,7 +176,7 @@ $(BUILD)/obj/tests/bench/%.o: tests/bench/%.c
 # test, demo and bench install missing packages first, then build and run.
 test: deps
 	@$(MAKE) --no-print-directory test-run
-test-run: all $(UNIT_TESTS) $(INTEG_TESTS) $(REPLAYS)
+test-run: all $(UNIT_TESTS) $(INTEG_TESTS) $(REPLAYS) check-rooms
 	@BUILD=$(BUILD) sh tests/run_tests.sh $(UNIT_TESTS) $(INTEG_TESTS) $(REPLAYS)
 
 demo: deps
@@ -207,8 +208,12 @@ build/fuzz/fuzz_%: tests/fuzz/fuzz_%.c $(CORE_C) $(CORE_CXX)
 
 format:
 	clang-format -i $$(git ls-files '*.c' '*.h' '*.cpp')
-format-check:
+format-check: check-rooms
 	clang-format --dry-run --Werror $$(git ls-files '*.c' '*.h' '*.cpp')
+
+# Every #include points to the same room or one below it (tools/check_rooms.sh).
+check-rooms:
+	@sh tools/check_rooms.sh
 
 clean:
 	rm -rf build

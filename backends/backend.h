@@ -23,6 +23,8 @@
 #include "backends/kernels.h"
 
 #define BACKEND_DEVICE_NAME_MAX 32
+/* Memory nodes a machine may have: the host (0) and accelerators' own. */
+#define BACKEND_MAX_NODES 16
 #define BACKEND_NOTE_MAX 200
 
 struct backend_ops;

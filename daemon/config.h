@@ -16,7 +16,6 @@
 #define CONFIG_MAX_DEVSEL 32
 #define CONFIG_PLUGIN_MAX 256
 
-
 /* A per-device setting: sel is a device name ("clcpu0") or class ("gpu"). */
 struct config_devval {
 	char sel[CONFIG_NAME_MAX];

@@ -52,17 +52,12 @@ struct inflight {
  * before its graph fails. */
 #define MAX_ATTEMPTS 3
 
-const struct policy_tuning policy_tuning_defaults = {
-	.dmda_alpha = 1.0,
-	.dmda_beta = 1.0,
-	.plan_refine_iters = 0,
-	.plan_repair = true,
-};
 #define DEFAULT_PIPELINE_DEPTH 4
 /* engine_destroy waits this long for workers to leave their kernels. */
 #define STOP_WAIT_MS 2000
 
 struct engine {
+	struct engine_core core; /* what policies may call back (graph/task.h) */
 	const struct tdm_clock *clock;
 	const struct tdm_policy_ops *policy;
 	void *policy_priv;
@@ -1262,7 +1257,10 @@ int engine_create(const struct engine_params *p, struct engine **out)
 	e->watchdog_ms = p->watchdog_ms ? p->watchdog_ms : 500;
 	pp.nworkers = p->ndevices;
 	pp.devices = e->devices;
-	pp.engine = e;
+	e->core = (struct engine_core){ .engine = e,
+		                        .runnable = engine_runnable,
+		                        .kick = engine_kick };
+	pp.core = &e->core;
 	pp.clock = e->clock;
 	pp.prof = e->prof;
 	pp.res = e->res;

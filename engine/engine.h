@@ -14,90 +14,12 @@
 #include "backends/backend.h"
 #include "backends/kernels.h"
 #include "common/clock.h"
+#include "graph/task.h"
 #include "placement/residency.h"
+#include "policies/policy.h"
 
-struct engine_graph;
 struct tdm_policy_ops;
 struct profiler;
-
-struct engine_task {
-	struct engine_graph *graph;
-	const struct kernel_def *kernel;
-	struct engine_task *next; /* link for the policy's queues */
-	uint32_t index;
-	int32_t priority;
-	_Atomic uint32_t ndeps; /* predecessors not yet finished */
-	uint16_t device;
-	bool root; /* no predecessor: released at submission */
-	uint8_t attempts; /* device faults so far: the task moves elsewhere */
-	uint16_t excl_nodes; /* memory nodes too small for this task */
-	/* Core bookkeeping of the policy hand-off (enum engine_qstate): lets
-	 * the watchdog catch a task handed out twice and take back what a
-	 * broken policy holds. */
-	_Atomic uint8_t qstate;
-	/* Prefetch of its inputs: 0 none, node + 1 prefetched to that node
-	 * (holds placed), PREFETCH_CLAIMED once it started to run. */
-	_Atomic uint16_t prefetch;
-	int32_t status;
-	uint64_t queued_ns, start_ns, end_ns;
-	/* The cost model's answer for the device that ran it, taken before it ran. */
-	uint64_t pred_ns, pred_spread_ns;
-	struct kernel_features feat; /* set at intake from the call */
-	/* Scratch owned by the policy that queued the task (its device, order
-	 * key and predicted cost there); the core does not read them. */
-	double policy_key;
-	double policy_cost;
-	uint32_t policy_dev;
-	struct tdm_kernel_call call; /* call.off[i]: offset of argument i in its buffer */
-	struct tdm_data *data[TDM_MAX_ARGS]; /* residency of each argument's buffer */
-};
-
-/* Per-client accounting and fairness handle, owned by the front end. The
- * policy may keep per-flow state in policy_slot. */
-struct engine_flow {
-	uint32_t id;
-	uint32_t weight; /* share of each device relative to other flows, 1..1000 */
-	uint8_t policy_hint; /* enum tdm_policy_hint: this client's default */
-	/* Set when the client is gone (or by engine_cancel_all): queued tasks
-	 * are skipped, running host kernels stop (tdm_kernel_call.cancel). */
-	_Atomic int canceled;
-	void *policy_slot;
-};
-
-struct engine_graph {
-	struct engine_flow *flow;
-	void *owner; /* the front end's, passed back in graph_done */
-	uint64_t cookie;
-	uint32_t flags;
-	int32_t priority;
-	uint8_t policy_hint; /* enum tdm_policy_hint from the client, 0: none */
-	uint64_t deadline_ns; /* CLOCK_MONOTONIC, 0: none */
-	void *policy_graph; /* the policy's per-graph state (a plan), freed in graph_finished */
-	uint32_t ntasks;
-	struct engine_task *tasks;
-	/* Successors in CSR form: task i's are succ[succ_off[i] .. succ_off[i+1]). */
-	uint32_t *succ_off;
-	uint32_t *succ;
-	/* Optional, in succ[] order: the bytes each edge hands over, for
-	 * front ends whose tasks state their data by edge (simulated abstract
-	 * tasks). NULL: what the successor reads of the predecessor's writes. */
-	const double *edge_data;
-	_Atomic uint32_t remaining;
-	_Atomic int32_t status; /* first failure wins */
-	uint64_t submit_ns;
-	struct engine_graph *core_prev, *core_next; /* the core's list of graphs in flight */
-};
-
-struct engine_device {
-	uint16_t index;
-	uint16_t node; /* memory node (0 = host) */
-	struct backend_device dev;
-	_Atomic bool healthy; /* cleared by a device fault: no more work unless nobody else can */
-	_Atomic uint32_t inject_faults; /* testing: fail this many launches as device faults */
-	_Atomic uint64_t faults;
-	_Atomic uint64_t tasks_run;
-	_Atomic uint64_t busy_ns;
-};
 
 struct engine_hooks {
 	/* Called once per graph when its last task finished, from a worker
@@ -120,26 +42,7 @@ struct engine_counters {
 	bool fallback; /* the watchdog replaced the policy with a FIFO */
 };
 
-#define PREFETCH_CLAIMED 0xffffu
-
-/* Where a task is in the hand-off between core and policy. */
-enum engine_qstate {
-	QSTATE_IDLE = 0, /* not ready, or running */
-	QSTATE_QUEUED, /* handed to the policy, not taken yet */
-	QSTATE_FIFO, /* in the watchdog's FIFO */
-};
-
 struct engine;
-
-/* Knobs of the cost-aware policies ([policy] in the configuration). */
-struct policy_tuning {
-	double dmda_alpha; /* weight of the predicted finish time */
-	double dmda_beta; /* weight of the transfer time */
-	uint32_t plan_refine_iters; /* heft/peft: extra candidate orders per graph */
-	bool plan_repair; /* heft/peft: re-plan when tasks drift beyond their spread */
-};
-
-extern const struct policy_tuning policy_tuning_defaults;
 
 struct engine_params {
 	const struct tdm_clock *clock;
@@ -189,11 +92,12 @@ void engine_graph_free_arrays(struct engine_graph *g);
 /* Runs one ready task on device `worker` if there is one, to completion;
  * returns true if it did. For tests that run the engine without threads. */
 bool engine_run_one(struct engine *e, unsigned worker);
-/* Whether worker w may take task t: its device implements the kernel, has
- * room for the data, and is healthy (or no healthy device implements it). */
+/* The core services policies get (struct engine_core, graph/task.h):
+ * whether worker w may take task t (its device implements the kernel, has
+ * room for the data, and is healthy, or no healthy device implements it);
+ * waking worker w when it sleeps (a policy that queued a task only w may
+ * take; the core wakes "some" worker per ready task otherwise). */
 bool engine_runnable(const struct engine *e, const struct engine_task *t, unsigned w);
-/* Wakes worker w if it sleeps: a policy that queued a task that only w
- * may take calls it (the core wakes "some" worker per ready task otherwise). */
 void engine_kick(const struct engine *e, unsigned w);
 /* Whether some device implements kernel k (intake rejects tasks nobody can run). */
 bool engine_kernel_available(const struct engine *e, const struct kernel_def *k);

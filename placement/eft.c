@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "placement/residency.h"
 #include "profiler/profiler.h"
 #include "tandem.h"
 
@@ -19,12 +20,12 @@ static bool same_group(const struct calibration *cal, const struct engine_device
 	       strcmp(devs[a].dev.model, devs[b].dev.model) == 0;
 }
 
-int eft_init(struct eft *x, const struct engine *engine, const struct engine_device *devs,
+int eft_init(struct eft *x, const struct engine_core *core, const struct engine_device *devs,
              size_t ndev, struct profiler *prof)
 {
 	struct calibration *cal = NULL;
 
-	*x = (struct eft){ .engine = engine, .prof = prof, .ndev = ndev, .nnodes = 1 };
+	*x = (struct eft){ .core = core, .prof = prof, .ndev = ndev, .nnodes = 1 };
 	x->node = calloc(ndev, sizeof(*x->node));
 	x->group = calloc(ndev, sizeof(*x->group));
 	x->rep = calloc(ndev, sizeof(*x->rep));
@@ -130,7 +131,7 @@ int eft_select(const struct eft *x, const struct engine_task *t, double alpha, d
 	int best = -1;
 
 	for (uint32_t d = 0; d < x->ndev; d++) {
-		if ((int)d == skip || (x->engine && !engine_runnable(x->engine, t, d)))
+		if ((int)d == skip || !core_runnable(x->core, t, d))
 			continue;
 		uint32_t g = x->group[d];
 		double exec;

@@ -16,7 +16,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "engine/engine.h"
+#include "graph/task.h"
 
 /* Without a profiler every task costs this on every device. */
 #define EFT_FLAT_NS 1000.0
@@ -31,7 +31,7 @@
 struct profiler;
 
 struct eft {
-	const struct engine *engine;
+	const struct engine_core *core;
 	struct profiler *prof; /* NULL: flat costs */
 	size_t ndev;
 	uint16_t *node; /* [ndev] memory node of each device */
@@ -46,7 +46,7 @@ struct eft {
 
 /* Groups devices by calibration key (the profiler's models), else by kind
  * and model name. 0 or -TDM_ENOMEM. */
-int eft_init(struct eft *x, const struct engine *engine, const struct engine_device *devs,
+int eft_init(struct eft *x, const struct engine_core *core, const struct engine_device *devs,
              size_t ndev, struct profiler *prof);
 void eft_fini(struct eft *x);
 

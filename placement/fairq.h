@@ -24,7 +24,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "engine/engine.h"
+#include "graph/task.h"
 
 /* Order within a flow: prio_class (higher first), then key (smaller
  * first: ready time, planned start, deadline), then the order of the

@@ -39,7 +39,7 @@
 
 #include "backends/backend.h"
 
-#define RES_MAX_NODES 16
+#define RES_MAX_NODES BACKEND_MAX_NODES
 
 enum replica_state { REPLICA_INVALID = 0, REPLICA_SHARED, REPLICA_OWNER };
 

@@ -41,7 +41,7 @@ struct gplan {
 };
 
 struct dispatch {
-	const struct engine *engine;
+	const struct engine_core *core;
 	const struct tdm_clock *clock;
 	const struct policy_tuning *tuning;
 	uint8_t strategy; /* the default */
@@ -107,8 +107,8 @@ static void enqueue(struct dispatch *D, size_t qi, struct engine_task *t, int32_
 		sched_yield();
 	/* Only that device's worker takes it: wake it if it sleeps (the core
 	 * wakes "some" worker per ready task, which may be another). */
-	if (qi < D->ndev && D->engine)
-		engine_kick(D->engine, (unsigned)qi);
+	if (qi < D->ndev)
+		core_kick(D->core, (unsigned)qi);
 }
 
 static void commit(struct dispatch *D, struct engine_task *t, uint32_t d, double cost)
@@ -207,7 +207,7 @@ static bool fill_costs(struct dispatch *D, const struct engine_task *t, double *
 	uint64_t have = 0;
 	bool any = false;
 	for (uint32_t d = 0; d < D->ndev; d++) {
-		if (D->engine && !engine_runnable(D->engine, t, d)) {
+		if (!core_runnable(D->core, t, d)) {
 			row[d] = -1;
 			continue;
 		}
@@ -317,7 +317,7 @@ static void place_planned(struct dispatch *D, struct gplan *gp, struct engine_ta
 	uint32_t d = gp->slot[v].dev;
 	double cost = d < D->ndev ? gp->cost[(size_t)v * D->ndev + d] : -1;
 	double key = (double)gp->base_ns + gp->slot[v].start;
-	if (cost < 0 || (D->engine && !engine_runnable(D->engine, t, d))) {
+	if (cost < 0 || !core_runnable(D->core, t, d)) {
 		int nd = select_dmda(D, t, -1, &cost);
 		gp->dev[v] = nd < 0 ? NO_DEV : (uint32_t)nd;
 		pthread_mutex_unlock(&gp->lock);
@@ -440,13 +440,13 @@ int dispatch_init(const struct policy_params *p, uint8_t strategy, void **priv)
 	struct dispatch *D = calloc(1, sizeof(*D));
 	if (!D)
 		return -TDM_ENOMEM;
-	D->engine = p->engine;
+	D->core = p->core;
 	D->clock = p->clock;
 	D->tuning = p->tuning ? p->tuning : &policy_tuning_defaults;
 	D->strategy = strategy;
 	D->ndev = p->nworkers;
 	pthread_mutex_init(&D->plan_lock, NULL);
-	int err = eft_init(&D->eft, p->engine, p->devices, p->nworkers, p->prof);
+	int err = eft_init(&D->eft, p->core, p->devices, p->nworkers, p->prof);
 	D->q = calloc(D->ndev + 1, sizeof(*D->q));
 	D->orphan = calloc(D->ndev + 1, sizeof(*D->orphan));
 	size_t nn = D->eft.nnodes ? D->eft.nnodes : 1;
@@ -557,14 +557,14 @@ void dispatch_tasks_ready(void *priv, struct engine_task **tasks, size_t n, int 
 }
 
 struct any_ctx {
-	const struct engine *engine;
+	const struct engine_core *core;
 	unsigned worker;
 };
 
 static bool runnable_on(void *ctx, const struct engine_task *t)
 {
 	const struct any_ctx *c = ctx;
-	return !c->engine || engine_runnable(c->engine, t, c->worker);
+	return core_runnable(c->core, t, c->worker);
 }
 
 /* t sat on w's queue but w may not run it any more (unhealthy, no room):
@@ -588,7 +588,7 @@ struct engine_task *dispatch_pick_next(void *priv, unsigned w)
 		t = fairq_pop(&D->q[w], NULL, NULL, 0);
 		if (!t)
 			break;
-		if (!D->engine || engine_runnable(D->engine, t, w)) {
+		if (core_runnable(D->core, t, w)) {
 			atomic_fetch_sub_explicit(&D->queued, 1, memory_order_relaxed);
 			return t;
 		}
@@ -596,7 +596,7 @@ struct engine_task *dispatch_pick_next(void *priv, unsigned w)
 	}
 	if (!atomic_load_explicit(&D->any_queued, memory_order_relaxed))
 		return NULL;
-	struct any_ctx ctx = { D->engine, w };
+	struct any_ctx ctx = { D->core, w };
 	t = fairq_pop(&D->q[D->ndev], runnable_on, &ctx, ANY_SCAN);
 	if (!t)
 		return NULL;

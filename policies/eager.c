@@ -5,6 +5,7 @@
  * them in a row (engine_flow.weight), then moves that flow to the back. A
  * client that floods the daemon therefore gets its weight's share of the
  * tasks, never all of them. Shares count tasks: eager has no cost model. */
+#include <pthread.h>
 #include <stdlib.h>
 
 #include "policies/policy.h"
@@ -23,7 +24,7 @@ struct eager_flow {
 #define EAGER_SCAN 32
 
 struct eager {
-	const struct engine *engine;
+	const struct engine_core *core;
 	pthread_mutex_t lock;
 	struct eager_flow *ring_head, *ring_tail;
 	size_t queued;
@@ -34,7 +35,7 @@ static int eager_init(const struct policy_params *p, void **priv)
 	struct eager *q = calloc(1, sizeof(*q));
 	if (!q)
 		return -TDM_ENOMEM;
-	q->engine = p->engine;
+	q->core = p->core;
 	pthread_mutex_init(&q->lock, NULL);
 	*priv = q;
 	return 0;
@@ -95,7 +96,7 @@ static struct engine_task *take_runnable(struct eager *q, struct eager_flow *f, 
 {
 	struct engine_task *prev = NULL, *t = f->head;
 	for (int n = 0; t && n < EAGER_SCAN; n++, prev = t, t = t->next) {
-		if (q->engine && !engine_runnable(q->engine, t, worker))
+		if (!core_runnable(q->core, t, worker))
 			continue;
 		if (prev)
 			prev->next = t->next;

@@ -2,6 +2,7 @@
  * watchdog's fallback when a policy misbehaves, so it must be too simple to
  * fail: a mutex, a singly linked list, and a bounded scan for a task the
  * asking worker may run. */
+#include <pthread.h>
 #include <stdlib.h>
 
 #include "policies/policy.h"
@@ -11,7 +12,7 @@
 #define FIFO_SCAN 64
 
 struct fifo {
-	const struct engine *engine;
+	const struct engine_core *core;
 	pthread_mutex_t lock;
 	struct engine_task *head, *tail;
 	size_t queued;
@@ -22,7 +23,7 @@ static int fifo_init(const struct policy_params *p, void **priv)
 	struct fifo *q = calloc(1, sizeof(*q));
 	if (!q)
 		return -TDM_ENOMEM;
-	q->engine = p->engine;
+	q->core = p->core;
 	pthread_mutex_init(&q->lock, NULL);
 	*priv = q;
 	return 0;
@@ -60,7 +61,7 @@ static struct engine_task *fifo_pick_next(void *priv, unsigned worker)
 	pthread_mutex_lock(&q->lock);
 	t = q->head;
 	for (int n = 0; t && n < FIFO_SCAN; n++, prev = t, t = t->next) {
-		if (q->engine && !engine_runnable(q->engine, t, worker))
+		if (!core_runnable(q->core, t, worker))
 			continue;
 		if (prev)
 			prev->next = t->next;

@@ -6,15 +6,32 @@
 #ifndef TDM_POLICIES_POLICY_H
 #define TDM_POLICIES_POLICY_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
-#include "engine/engine.h"
+#include "common/clock.h"
+#include "graph/task.h"
+
+struct profiler;
+struct residency;
+
+/* Knobs of the cost-aware policies ([policy] in the configuration). */
+struct policy_tuning {
+	double dmda_alpha; /* weight of the predicted finish time */
+	double dmda_beta; /* weight of the transfer time */
+	uint32_t plan_refine_iters; /* heft/peft: extra candidate orders per graph */
+	bool plan_repair; /* heft/peft: re-plan when tasks drift beyond their spread */
+};
+
+extern const struct policy_tuning policy_tuning_defaults;
 
 struct policy_params {
 	size_t nworkers; /* one per device for now; worker i drives device i */
 	const struct engine_device *devices;
-	/* For engine_runnable(): a policy hands a worker only tasks it may run. */
-	const struct engine *engine;
+	/* The core's services: a policy hands a worker only tasks it may run
+	 * (core_runnable) and wakes the one worker that may take a task
+	 * (core_kick). May be NULL (tests). */
+	const struct engine_core *core;
 	const struct tdm_clock *clock;
 	struct profiler *prof; /* NULL: no cost models (cost-aware policies use 1 per task) */
 	struct residency *res; /* NULL: host memory only */

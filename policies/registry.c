@@ -20,3 +20,10 @@ const struct tdm_policy_ops *const *policy_list(void)
 {
 	return registry;
 }
+
+const struct policy_tuning policy_tuning_defaults = {
+	.dmda_alpha = 1.0,
+	.dmda_beta = 1.0,
+	.plan_refine_iters = 0,
+	.plan_repair = true,
+};

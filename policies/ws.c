@@ -4,6 +4,8 @@
  * submitted graphs go to an injection queue served round-robin across
  * clients (the eager policy's), which workers look at first: a light
  * client's new graph starts next to a flood, not under it. */
+#include <pthread.h>
+#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -17,7 +19,7 @@ struct deque {
 };
 
 struct ws {
-	const struct engine *engine;
+	const struct engine_core *core;
 	size_t n;
 	struct deque *dq;
 	void *inject; /* policy_eager's state */
@@ -29,7 +31,7 @@ static int ws_init(const struct policy_params *p, void **priv)
 	struct ws *w = calloc(1, sizeof(*w));
 	if (!w)
 		return -TDM_ENOMEM;
-	w->engine = p->engine;
+	w->core = p->core;
 	w->n = p->nworkers;
 	w->dq = calloc(w->n, sizeof(*w->dq));
 	if (!w->dq) {
@@ -62,7 +64,7 @@ static void ws_fini(void *priv)
 
 static bool runnable(const struct ws *w, const struct engine_task *t, unsigned worker)
 {
-	return !w->engine || engine_runnable(w->engine, t, worker);
+	return core_runnable(w->core, t, worker);
 }
 
 /* Caller holds d->lock. */

@@ -17,7 +17,6 @@
 #include <stdint.h>
 
 #include "backends/backend.h"
-#include "placement/residency.h"
 
 struct sim_link {
 	double latency_ns;
@@ -27,7 +26,7 @@ struct sim_link {
 
 struct sim_world {
 	uint64_t now; /* the virtual clock, ns */
-	struct sim_link link[RES_MAX_NODES][RES_MAX_NODES]; /* [src][dst] */
+	struct sim_link link[BACKEND_MAX_NODES][BACKEND_MAX_NODES]; /* [src][dst] */
 	/* A kernel issued on device dev may start at *start (device free,
 	 * copies done); the front end moves *start later for what it models
 	 * itself (data along edges of abstract tasks), records the task and

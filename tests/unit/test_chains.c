@@ -46,7 +46,7 @@ struct plan {
 };
 
 struct planq {
-	const struct engine *engine;
+	const struct engine_core *core;
 	size_t nworkers;
 	pthread_mutex_t lock;
 	struct engine_task *head[NDEV], *tail[NDEV];
@@ -60,7 +60,7 @@ static int plan_init(const struct policy_params *p, void **priv)
 	struct planq *q = calloc(1, sizeof(*q));
 	if (!q)
 		return -TDM_ENOMEM;
-	q->engine = p->engine;
+	q->core = p->core;
 	q->nworkers = p->nworkers;
 	pthread_mutex_init(&q->lock, NULL);
 	*priv = q;
@@ -97,7 +97,7 @@ static void plan_tasks_ready(void *priv, struct engine_task **tasks, size_t n, i
 	/* The core wakes "some" capable worker; these tasks are for one. */
 	for (unsigned w = 0; w < q->nworkers; w++)
 		if (kick[w])
-			engine_kick(q->engine, w);
+			core_kick(q->core, w);
 }
 
 static struct engine_task *plan_pick_next(void *priv, unsigned worker)

@@ -1,0 +1,136 @@
+/* The task graph as every room sees it: what a task, a graph, a client's
+ * flow and a device are, and the two services of the engine's core a
+ * policy (or placement) may call. The engine (engine/) owns these objects
+ * and their life cycle; policies and placement read them and keep their
+ * own scratch in the fields marked for them. This room depends only on the
+ * backends' kernel table and device description, so that placement and
+ * policies, below the engine, can use it without including the engine. */
+#ifndef TDM_GRAPH_TASK_H
+#define TDM_GRAPH_TASK_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "backends/backend.h"
+#include "backends/kernels.h"
+
+struct tdm_data; /* placement/residency.h: a buffer's replicas */
+
+struct engine_graph;
+
+struct engine_task {
+	struct engine_graph *graph;
+	const struct kernel_def *kernel;
+	struct engine_task *next; /* link for the policy's queues */
+	uint32_t index;
+	int32_t priority;
+	_Atomic uint32_t ndeps; /* predecessors not yet finished */
+	uint16_t device;
+	bool root; /* no predecessor: released at submission */
+	uint8_t attempts; /* device faults so far: the task moves elsewhere */
+	uint16_t excl_nodes; /* memory nodes too small for this task */
+	/* Core bookkeeping of the policy hand-off (enum engine_qstate): lets
+	 * the watchdog catch a task handed out twice and take back what a
+	 * broken policy holds. */
+	_Atomic uint8_t qstate;
+	/* Prefetch of its inputs: 0 none, node + 1 prefetched to that node
+	 * (holds placed), PREFETCH_CLAIMED once it started to run. */
+	_Atomic uint16_t prefetch;
+	int32_t status;
+	uint64_t queued_ns, start_ns, end_ns;
+	/* The cost model's answer for the device that ran it, taken before it ran. */
+	uint64_t pred_ns, pred_spread_ns;
+	struct kernel_features feat; /* set at intake from the call */
+	/* Scratch owned by the policy that queued the task (its device, order
+	 * key and predicted cost there); the core does not read them. */
+	double policy_key;
+	double policy_cost;
+	uint32_t policy_dev;
+	struct tdm_kernel_call call; /* call.off[i]: offset of argument i in its buffer */
+	struct tdm_data *data[TDM_MAX_ARGS]; /* residency of each argument's buffer */
+};
+
+/* Per-client accounting and fairness handle, owned by the front end. The
+ * policy may keep per-flow state in policy_slot. */
+struct engine_flow {
+	uint32_t id;
+	uint32_t weight; /* share of each device relative to other flows, 1..1000 */
+	uint8_t policy_hint; /* enum tdm_policy_hint: this client's default */
+	/* Set when the client is gone (or by engine_cancel_all): queued tasks
+	 * are skipped, running host kernels stop (tdm_kernel_call.cancel). */
+	_Atomic int canceled;
+	void *policy_slot;
+};
+
+struct engine_graph {
+	struct engine_flow *flow;
+	void *owner; /* the front end's, passed back in graph_done */
+	uint64_t cookie;
+	uint32_t flags;
+	int32_t priority;
+	uint8_t policy_hint; /* enum tdm_policy_hint from the client, 0: none */
+	uint64_t deadline_ns; /* CLOCK_MONOTONIC, 0: none */
+	void *policy_graph; /* the policy's per-graph state (a plan), freed in graph_finished */
+	uint32_t ntasks;
+	struct engine_task *tasks;
+	/* Successors in CSR form: task i's are succ[succ_off[i] .. succ_off[i+1]). */
+	uint32_t *succ_off;
+	uint32_t *succ;
+	/* Optional, in succ[] order: the bytes each edge hands over, for
+	 * front ends whose tasks state their data by edge (simulated abstract
+	 * tasks). NULL: what the successor reads of the predecessor's writes. */
+	const double *edge_data;
+	_Atomic uint32_t remaining;
+	_Atomic int32_t status; /* first failure wins */
+	uint64_t submit_ns;
+	struct engine_graph *core_prev, *core_next; /* the core's list of graphs in flight */
+};
+
+struct engine_device {
+	uint16_t index;
+	uint16_t node; /* memory node (0 = host) */
+	struct backend_device dev;
+	_Atomic bool healthy; /* cleared by a device fault: no more work unless nobody else can */
+	_Atomic uint32_t inject_faults; /* testing: fail this many launches as device faults */
+	_Atomic uint64_t faults;
+	_Atomic uint64_t tasks_run;
+	_Atomic uint64_t busy_ns;
+};
+
+#define PREFETCH_CLAIMED 0xffffu
+
+/* Where a task is in the hand-off between core and policy. */
+enum engine_qstate {
+	QSTATE_IDLE = 0, /* not ready, or running */
+	QSTATE_QUEUED, /* handed to the policy, not taken yet */
+	QSTATE_FIFO, /* in the watchdog's FIFO */
+};
+
+struct engine;
+
+/* The core's services a policy or placement may call, the way a
+ * sched_class calls the scheduler core's helpers; handed to policies at
+ * init (struct policy_params), so that nothing below the engine links
+ * against it. NULL services (tests without an engine): every worker may
+ * run every task, nobody needs waking. */
+struct engine_core {
+	const struct engine *engine;
+	bool (*runnable)(const struct engine *e, const struct engine_task *t, unsigned w);
+	void (*kick)(const struct engine *e, unsigned w);
+};
+
+static inline bool core_runnable(const struct engine_core *c, const struct engine_task *t,
+                                 unsigned w)
+{
+	return !c || !c->runnable || c->runnable(c->engine, t, w);
+}
+
+static inline void core_kick(const struct engine_core *c, unsigned w)
+{
+	if (c && c->kick)
+		c->kick(c->engine, w);
+}
+
+#endif

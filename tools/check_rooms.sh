@@ -1,0 +1,53 @@
+#!/bin/sh
+# The house's arrows point one way (README "How it is built"): a file may
+# include headers of its own room and of the rooms below it, never above.
+# Each room has a rank; an #include "room/..." of a higher rank is a
+# violation. As ranks are a total order, no cycle between rooms is possible
+# once there is none. Prints each violation and exits 1; run by
+# `make format-check` (CI) and `make test`.
+#
+#   daemon > sim > workload > engine > policies > placement > profiler >
+#   graph > backends > common > include
+#
+# client/ sees include/ only; tools/ include/ and the client library, except
+# the StarPU converter (tools/starpu*), which writes machine descriptions
+# and sits with the simulator; tests/ and examples/ may use anything.
+cd "$(dirname "$0")/.." || exit 2
+rank() {
+	case "$1" in
+	include) echo 0 ;; common) echo 1 ;; backends) echo 2 ;; graph) echo 3 ;;
+	profiler) echo 4 ;; placement) echo 5 ;; policies) echo 6 ;; engine) echo 7 ;;
+	workload) echo 8 ;; sim) echo 9 ;; daemon) echo 10 ;;
+	*) echo "" ;;
+	esac
+}
+bad=0
+for f in $(git ls-files '*.c' '*.h' '*.cpp' '*.cu'); do
+	room=${f%%/*}
+	case "$room" in tests | examples) continue ;; esac
+	for inc in $(sed -n 's/^[[:space:]]*#[[:space:]]*include[[:space:]]*"\([a-z_]*\)\/.*/\1/p' "$f" | sort -u); do
+		[ "$inc" = "$room" ] && continue
+		[ "$inc" = tandem ] && continue # include/tandem/*.h, via -Iinclude
+		case "$room" in
+		client)
+			[ "$inc" = client ] || { echo "$f: client/ includes $inc/"; bad=1; }
+			continue ;;
+		tools)
+			case "$f" in
+			tools/starpu*) ;; # checked as a room of the simulator's rank, below
+			*)
+				case "$inc" in include | client) continue ;; esac
+				echo "$f: tools/ includes $inc/"; bad=1; continue ;;
+			esac ;;
+		esac
+		r=$(rank "$room"); i=$(rank "$inc")
+		case "$f" in tools/starpu*) r=$(rank sim) ;; esac
+		if [ -z "$r" ] || [ -z "$i" ]; then
+			echo "$f: unknown room in #include \"$inc/...\" (room $room)"; bad=1
+		elif [ "$i" -gt "$r" ]; then
+			echo "$f: $room/ includes $inc/, a room above it"; bad=1
+		fi
+	done
+done
+[ $bad -eq 0 ] && echo "rooms: every #include points down"
+exit $bad
