@@ -183,7 +183,7 @@ const char config_default_toml[] =
         "# Entries of each client's completion ring (power of two, 64 to 65536).\n"
         "cq_entries = 8192\n";
 
-void config_defaults(struct tdm_config *cfg)
+void config_defaults(struct daemon_config *cfg)
 {
 	memset(cfg, 0, sizeof(*cfg));
 	cfg->socket_path[0] = '\0';
@@ -268,13 +268,13 @@ struct key_spec {
 	const char *key;
 	enum key_kind kind;
 	int64_t min, max;
-	size_t offset; /* of the value (or array) in struct tdm_config */
+	size_t offset; /* of the value (or array) in struct daemon_config */
 	size_t count_off; /* K_IDS, K_CORES: of the element count */
 	size_t max_len; /* K_IDS, K_CORES: most elements */
 };
 
 /* clang-format off */
-#define OFF(f) offsetof(struct tdm_config, f)
+#define OFF(f) offsetof(struct daemon_config, f)
 #define SCALAR(sec, k, kind, lo, hi, f) { sec, k, kind, lo, hi, OFF(f), 0, 0 }
 #define ARRAY(sec, k, kind, lo, hi, f, n, cap) { sec, k, kind, lo, hi, OFF(f), OFF(n), cap }
 /* clang-format on */
@@ -449,7 +449,7 @@ static void describe(const struct key_spec *ks, char *buf, size_t len)
 /* ---- loading -------------------------------------------------------------- */
 
 struct load_ctx {
-	struct tdm_config cfg; /* the defaults, then what the document sets */
+	struct daemon_config cfg; /* the defaults, then what the document sets */
 	bool failed;
 	int line, col;
 	char msg[CONFIG_ERR_MAX];
@@ -883,7 +883,7 @@ static void format_error(char *err, size_t errlen, const char *name, int line, i
 		snprintf(err, errlen, "%s: %s", name, msg);
 }
 
-int config_load_string(const char *text, size_t len, const char *name, struct tdm_config *cfg,
+int config_load_string(const char *text, size_t len, const char *name, struct daemon_config *cfg,
                        char *err, size_t errlen)
 {
 	struct load_ctx ctx;
@@ -913,7 +913,7 @@ int config_load_string(const char *text, size_t len, const char *name, struct td
 	return -TDM_ECONFIG;
 }
 
-int config_load_file(const char *path, struct tdm_config *cfg, char *err, size_t errlen)
+int config_load_file(const char *path, struct daemon_config *cfg, char *err, size_t errlen)
 {
 	char *buf;
 	size_t n = 0;
@@ -988,13 +988,13 @@ static uint64_t client_lookup(const struct config_devval *v, size_t n, uint32_t 
 	return dflt;
 }
 
-uint32_t config_client_weight(const struct tdm_config *cfg, uint32_t uid, const char *user)
+uint32_t config_client_weight(const struct daemon_config *cfg, uint32_t uid, const char *user)
 {
 	return (uint32_t)client_lookup(cfg->client_weight, cfg->n_client_weight, uid, user,
 	                               cfg->default_weight);
 }
 
-uint32_t config_client_policy(const struct tdm_config *cfg, uint32_t uid, const char *user)
+uint32_t config_client_policy(const struct daemon_config *cfg, uint32_t uid, const char *user)
 {
 	return (uint32_t)client_lookup(cfg->client_policy, cfg->n_client_policy, uid, user,
 	                               TDM_POLICY_DEFAULT);

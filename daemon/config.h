@@ -22,7 +22,7 @@ struct config_devval {
 	uint64_t value;
 };
 
-struct tdm_config {
+struct daemon_config {
 	/* [daemon] */
 	char socket_path[CONFIG_PATH_MAX]; /* "" = default for this user */
 	enum log_level log_level; /* "error" | "warn" | "info" | "debug" */
@@ -112,18 +112,18 @@ struct tdm_config {
  * --print-config` prints). Loading it gives the same as config_defaults(). */
 extern const char config_default_toml[];
 
-void config_defaults(struct tdm_config *cfg);
+void config_defaults(struct daemon_config *cfg);
 
 /* Parses TOML text named `name` (used in error messages) over the defaults:
  * what cfg held before does not matter, keys the text leaves out get their
  * defaults. text need not be NUL-terminated; only ASCII is accepted.
  * On error returns -TDM_ECONFIG and writes "name:line:col: message" to err;
  * cfg is then left untouched. */
-int config_load_string(const char *text, size_t len, const char *name, struct tdm_config *cfg,
+int config_load_string(const char *text, size_t len, const char *name, struct daemon_config *cfg,
                        char *err, size_t errlen);
 /* Reads and parses a file (at most 1 MiB). A file that cannot be opened or
  * read, or is too large, also gives -TDM_ECONFIG, with "path: message". */
-int config_load_file(const char *path, struct tdm_config *cfg, char *err, size_t errlen);
+int config_load_file(const char *path, struct daemon_config *cfg, char *err, size_t errlen);
 
 const char *config_log_level_name(enum log_level l);
 
@@ -133,8 +133,8 @@ int config_selector_matches(const char *sel, const char *name, const char *kind)
 /* The value of the most specific entry matching the device (name beats
  * class), or dflt. */
 /* A client's weight and policy hint, by its uid and user name (may be NULL). */
-uint32_t config_client_weight(const struct tdm_config *cfg, uint32_t uid, const char *user);
-uint32_t config_client_policy(const struct tdm_config *cfg, uint32_t uid, const char *user);
+uint32_t config_client_weight(const struct daemon_config *cfg, uint32_t uid, const char *user);
+uint32_t config_client_policy(const struct daemon_config *cfg, uint32_t uid, const char *user);
 uint64_t config_devval_lookup(const struct config_devval *v, size_t n, const char *name,
                               const char *kind, uint64_t dflt);
 

@@ -82,7 +82,7 @@ static int add_edge(struct dgraph *g, uint32_t from, uint32_t to)
 static void begin_graph(struct session *s, const struct tdm_sqe *e)
 {
 	const struct tdm_sqe_graph_begin *b = &e->u.begin;
-	const struct tdm_config *cfg = s->env->cfg;
+	const struct daemon_config *cfg = s->env->cfg;
 	uint32_t field = TDM_REJECT_NONE;
 	int status = 0;
 

@@ -86,7 +86,7 @@ int main(int argc, char **argv)
 		case OPT_CHECK: check_only = true; break;
 		case OPT_PRINT: fputs(config_default_toml, stdout); return 0;
 		case OPT_LIST:
-			for (const struct tdm_policy_ops *const *p = policy_list(); *p; p++)
+			for (const struct policy_ops *const *p = policy_list(); *p; p++)
 				printf("%s\n", (*p)->name);
 			return 0;
 		case OPT_READY: {
@@ -113,7 +113,7 @@ int main(int argc, char **argv)
 		return 2;
 	}
 
-	static struct tdm_config cfg;
+	static struct daemon_config cfg;
 	char err[CONFIG_ERR_MAX];
 	config_defaults(&cfg);
 	if (config_path && config_load_file(config_path, &cfg, err, sizeof(err)) != 0) {

@@ -38,7 +38,7 @@ static void submit_to_engine(void *ctx, struct engine_graph *g)
 static void server_graph_done(void *ctx, struct engine_graph *eg)
 {
 	struct server *srv = ctx;
-	const struct dgraph *g = (const struct dgraph *)eg;
+	const struct dgraph *g = eg->owner;
 	for (size_t i = 0; i < SERVER_MAX_RECORDINGS; i++) {
 		struct recording *r = &srv->recs[i];
 		if (recorder_active(&r->rec) && (r->all || r->uid == g->s->uid))
@@ -48,7 +48,7 @@ static void server_graph_done(void *ctx, struct engine_graph *eg)
 }
 
 /* Whether anyone besides root and the daemon's own uid may connect. */
-static bool others_allowed(const struct tdm_config *cfg)
+static bool others_allowed(const struct daemon_config *cfg)
 {
 	return cfg->n_allowed_uids || cfg->n_allowed_gids;
 }
@@ -56,7 +56,7 @@ static bool others_allowed(const struct tdm_config *cfg)
 /* The mode of a socket directory the daemon made: 0700, or 0711 when
  * other users may connect (they need to reach the socket, not to list or
  * change the directory). */
-static mode_t socket_dir_mode(const struct tdm_config *cfg)
+static mode_t socket_dir_mode(const struct daemon_config *cfg)
 {
 	return others_allowed(cfg) ? 0711 : 0700;
 }
@@ -249,9 +249,9 @@ static void on_terminate(evutil_socket_t sig, short what, void *arg)
 }
 
 /* Settings that take effect on SIGHUP; the others need a restart. */
-static void apply_reload(struct server *srv, const struct tdm_config *n)
+static void apply_reload(struct server *srv, const struct daemon_config *n)
 {
-	struct tdm_config *o = &srv->cfg;
+	struct daemon_config *o = &srv->cfg;
 	if (strcmp(o->socket_path, n->socket_path) || strcmp(o->policy, n->policy) ||
 	    o->n_cores != n->n_cores || memcmp(o->cores, n->cores, n->n_cores * sizeof(int)) ||
 	    o->sq_entries != n->sq_entries || o->cq_entries != n->cq_entries ||
@@ -298,7 +298,7 @@ static void apply_reload(struct server *srv, const struct tdm_config *n)
 static void on_hup(evutil_socket_t sig, short what, void *arg)
 {
 	struct server *srv = arg;
-	struct tdm_config n;
+	struct daemon_config n;
 	char err[CONFIG_ERR_MAX];
 	(void)sig;
 	(void)what;
@@ -424,7 +424,7 @@ static bool id_listed(const uint32_t *ids, size_t n, uint32_t id)
 
 bool server_peer_allowed(const struct server *srv, uid_t uid, gid_t gid)
 {
-	const struct tdm_config *cfg = &srv->cfg;
+	const struct daemon_config *cfg = &srv->cfg;
 	/* Root and the daemon's own uid always may, as documented. */
 	return uid == 0 || uid == geteuid() ||
 	       id_listed(cfg->allowed_uids, cfg->n_allowed_uids, uid) ||
@@ -434,7 +434,7 @@ bool server_peer_allowed(const struct server *srv, uid_t uid, gid_t gid)
 
 bool server_peer_admin(const struct server *srv, uid_t uid, gid_t gid)
 {
-	const struct tdm_config *cfg = &srv->cfg;
+	const struct daemon_config *cfg = &srv->cfg;
 	return uid == 0 || uid == geteuid() || id_listed(cfg->admin_uids, cfg->n_admin_uids, uid) ||
 	       id_listed(cfg->admin_gids, cfg->n_admin_gids, gid);
 }
@@ -540,7 +540,7 @@ static void session_broken(void *ctx)
 	server_kick(ctx);
 }
 
-static bool device_wanted(const struct tdm_config *cfg, const struct backend_device *d)
+static bool device_wanted(const struct daemon_config *cfg, const struct backend_device *d)
 {
 	const char *kind = device_kind_name(d->kind);
 	bool in = cfg->n_dev_include == 0;
@@ -765,7 +765,7 @@ static void raise_fd_limit(void)
 }
 
 /* limits.max_mappings, or half of vm.max_map_count when it is 0. */
-static uint32_t mapping_cap(const struct tdm_config *cfg)
+static uint32_t mapping_cap(const struct daemon_config *cfg)
 {
 	unsigned long max = 65530; /* the kernel's default */
 	if (cfg->max_mappings)
@@ -779,7 +779,7 @@ static uint32_t mapping_cap(const struct tdm_config *cfg)
 	return (uint32_t)(max / 2 > UINT32_MAX ? UINT32_MAX : max / 2);
 }
 
-int server_init(struct server *srv, const struct tdm_config *cfg, const char *config_path,
+int server_init(struct server *srv, const struct daemon_config *cfg, const char *config_path,
                 int ready_fd)
 {
 	int err;
@@ -800,7 +800,7 @@ int server_init(struct server *srv, const struct tdm_config *cfg, const char *co
 	else if (tdm_default_socket_path(srv->socket_path, sizeof(srv->socket_path)) != 0)
 		return -TDM_ECONFIG;
 
-	const struct tdm_policy_ops *policy = policy_by_name(cfg->policy);
+	const struct policy_ops *policy = policy_by_name(cfg->policy);
 	if (!policy) {
 		log_error("engine.policy: unknown policy \"%s\"", cfg->policy);
 		return -TDM_ECONFIG;

@@ -68,7 +68,7 @@ struct recording {
 };
 
 struct server {
-	struct tdm_config cfg;
+	struct daemon_config cfg;
 	const char *config_path; /* NULL: embedded defaults */
 	char socket_path[CONFIG_PATH_MAX];
 	bool made_socket_dir; /* its mode then follows the access lists */
@@ -129,7 +129,7 @@ struct server {
 	char *cal_doc;
 };
 
-int server_init(struct server *srv, const struct tdm_config *cfg, const char *config_path,
+int server_init(struct server *srv, const struct daemon_config *cfg, const char *config_path,
                 int ready_fd);
 /* Runs until SIGTERM/SIGINT drained the work (or canceled it after
  * daemon.drain_timeout_s); returns 0. */

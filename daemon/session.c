@@ -62,7 +62,7 @@ static int sealed_memfd(const char *name, size_t bytes)
 
 /* The client's share and default policy hint, from [clients] by user name
  * or uid. */
-static void flow_settings(struct session *s, const struct tdm_config *cfg, uint32_t uid)
+static void flow_settings(struct session *s, const struct daemon_config *cfg, uint32_t uid)
 {
 	char buf[1024];
 	struct passwd pw, *found = NULL;
@@ -78,7 +78,7 @@ static void flow_settings(struct session *s, const struct tdm_config *cfg, uint3
 int session_create(struct session_env *env, uint32_t id, uint32_t uid, struct uid_usage *usage,
                    struct session **out)
 {
-	const struct tdm_config *cfg = env->cfg;
+	const struct daemon_config *cfg = env->cfg;
 	struct session *s = calloc(1, sizeof(*s));
 	size_t sq_off, cq_off, total;
 	int pair[2];
@@ -225,7 +225,7 @@ static void slot_give(struct session *s, uint32_t i)
  * buffer of `bytes`. */
 static bool buffer_fits(const struct session *s, uint64_t bytes)
 {
-	const struct tdm_config *cfg = s->env->cfg;
+	const struct daemon_config *cfg = s->env->cfg;
 	if (bytes > cfg->buffer_quota_bytes ||
 	    atomic_load(&s->buffer_bytes) + bytes > cfg->buffer_quota_bytes ||
 	    atomic_load(&s->buffers_count) >= cfg->max_buffers)
@@ -287,9 +287,11 @@ int session_buffer_alloc(struct session *s, uint64_t bytes, uint32_t flags, uint
 	b->owner = s;
 	b->usage = s->usage;
 	b->last_writer = BUFFER_NO_TASK;
-	if (s->env->res)
+	if (s->env->res) {
 		residency_data_init(s->env->res, &b->data, b->base, bytes, b->handle,
 		                    flags & (TDM_BUF_WEIGHTS | TDM_BUF_KV));
+		b->data.scratch = flags & TDM_BUF_SCRATCH;
+	}
 	e->b = b;
 	s->nbufs_live++;
 	atomic_fetch_add(&s->buffer_bytes, bytes);
@@ -663,7 +665,7 @@ void session_graph_done(struct session *s, struct dgraph *g)
 void session_engine_graph_done(void *ctx, struct engine_graph *eg)
 {
 	(void)ctx;
-	struct dgraph *g = (struct dgraph *)eg;
+	struct dgraph *g = eg->owner;
 	session_graph_done(g->s, g);
 }
 

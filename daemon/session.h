@@ -40,7 +40,7 @@ struct uid_usage {
 
 /* What a session needs from the daemon around it. */
 struct session_env {
-	const struct tdm_config *cfg;
+	const struct daemon_config *cfg;
 	struct daemon_counters *counters;
 	struct engine *engine; /* may be NULL in tests: graphs go to submit hook */
 	/* Called with each accepted graph; the daemon's is engine_submit. */
@@ -68,7 +68,7 @@ struct buffer {
 	void *base;
 	struct session *owner;
 	struct uid_usage *usage; /* the owner's, charged for this buffer; may be NULL */
-	struct tdm_data data; /* replicas on memory nodes */
+	struct res_data data; /* replicas on memory nodes */
 	/* Intake scratch (under the owner's intake_lock): implicit
 	 * dependencies within the graph numbered dep_graph. */
 	uint64_t dep_graph;
@@ -80,7 +80,7 @@ struct buffer {
 /* A graph as the daemon holds it: the engine's graph plus what the session
  * needs to post its completion and release its resources. */
 struct dgraph {
-	struct engine_graph g; /* first: engine pointers convert back */
+	struct engine_graph g; /* its owner is this dgraph */
 	struct session *s;
 	struct buffer **bufs; /* one reference each */
 	uint32_t nbufs, bufs_cap;

@@ -58,8 +58,8 @@ struct inflight {
 
 struct engine {
 	struct engine_core core; /* what policies may call back (graph/task.h) */
-	const struct tdm_clock *clock;
-	const struct tdm_policy_ops *policy;
+	const struct clock_source *clock;
+	const struct policy_ops *policy;
 	void *policy_priv;
 	struct engine_hooks hooks;
 	void *topology;
@@ -484,7 +484,7 @@ static size_t task_res_args(const struct engine_task *t, struct res_arg *args)
  * overwrite (residency_flush). */
 static void flush_graph(struct engine *e, struct engine_graph *g)
 {
-	struct tdm_data *batch[64];
+	struct res_data *batch[64];
 	size_t n = 0;
 	int err = 0;
 
@@ -949,7 +949,11 @@ void engine_note_exclusions(struct engine *e)
 
 static inline void cpu_relax(void)
 {
+#if defined(__x86_64__) || defined(__i386__)
 	__builtin_ia32_pause();
+#elif defined(__aarch64__)
+	__asm__ __volatile__("yield");
+#endif
 }
 
 static bool front_end_poll(struct engine *e, bool woken)

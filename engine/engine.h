@@ -18,7 +18,7 @@
 #include "placement/residency.h"
 #include "policies/policy.h"
 
-struct tdm_policy_ops;
+struct policy_ops;
 struct profiler;
 
 struct engine_hooks {
@@ -45,8 +45,8 @@ struct engine_counters {
 struct engine;
 
 struct engine_params {
-	const struct tdm_clock *clock;
-	const struct tdm_policy_ops *policy;
+	const struct clock_source *clock;
+	const struct policy_ops *policy;
 	const struct backend_device *devices;
 	size_t ndevices;
 	uint32_t spin_us; /* idle workers spin this long before sleeping */

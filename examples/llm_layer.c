@@ -359,7 +359,8 @@ static int alloc_state(tdm_client *c, const struct shape *s, struct layer *L, ui
 	TRY(alloc_slice(c, dm, tmp, &L->o));
 	TRY(alloc_slice(c, dm, tmp, &L->xn2));
 	TRY(alloc_slice(c, (size_t)s->ne, tmp, &L->logits));
-	TRY(alloc_slice(c, nk, tmp, &L->ids)); /* int32, the size of a float */
+	/* int32, the size of a float; read back after each step, so not scratch. */
+	TRY(alloc_slice(c, nk, 0, &L->ids));
 	TRY(alloc_slice(c, nk, tmp, &L->wts));
 	TRY(alloc_slice(c, dm, tmp, &L->y));
 	if (s->dense) {

@@ -16,7 +16,7 @@
 #include "backends/backend.h"
 #include "backends/kernels.h"
 
-struct tdm_data; /* placement/residency.h: a buffer's replicas */
+struct res_data; /* placement/residency.h: a buffer's replicas */
 
 struct engine_graph;
 
@@ -49,7 +49,7 @@ struct engine_task {
 	double policy_cost;
 	uint32_t policy_dev;
 	struct tdm_kernel_call call; /* call.off[i]: offset of argument i in its buffer */
-	struct tdm_data *data[TDM_MAX_ARGS]; /* residency of each argument's buffer */
+	struct res_data *data[TDM_MAX_ARGS]; /* residency of each argument's buffer */
 };
 
 /* Per-client accounting and fairness handle, owned by the front end. The
@@ -66,7 +66,7 @@ struct engine_flow {
 
 struct engine_graph {
 	struct engine_flow *flow;
-	void *owner; /* the front end's, passed back in graph_done */
+	void *owner; /* the front end's object that holds this graph (graph_done finds it here) */
 	uint64_t cookie;
 	uint32_t flags;
 	int32_t priority;

@@ -89,7 +89,10 @@ uint32_t tdm_device_count(const tdm_client *c);
  * before the next graph. WEIGHTS and KV buffers are the exception that
  * makes accelerators pay off: the daemon keeps their copies in device
  * memory across graphs, so the client must not write its view of them
- * after their first use in a graph (fill them before, or through tasks). */
+ * after their first use in a graph (fill them before, or through tasks).
+ * SCRATCH buffers hold intermediates: what a graph writes into them is not
+ * copied back, so after the graph their contents are undefined (the copy
+ * back is saved); what the client writes before a graph is read as usual. */
 #define TDM_BUF_WEIGHTS 1u
 #define TDM_BUF_KV 2u
 #define TDM_BUF_SCRATCH 4u

@@ -100,7 +100,7 @@ double eft_transfer(const struct eft *x, const struct engine_task *t, uint16_t n
 		return 0;
 	uint32_t bit = 1u << node;
 	for (uint32_t i = 0; i < t->call.nargs && i < TDM_MAX_ARGS; i++) {
-		struct tdm_data *d = t->data[i];
+		struct res_data *d = t->data[i];
 		if (!d || !(t->kernel->arg_modes[i] & TDM_R))
 			continue;
 		uint32_t remote = atomic_load_explicit(&d->remote, memory_order_relaxed);

@@ -18,13 +18,12 @@
 #include "common/log.h"
 #include "tandem.h"
 
-int residency_init(struct residency *r)
+void residency_init(struct residency *r)
 {
 	memset(r, 0, sizeof(*r));
 	pthread_mutex_init(&r->lock, NULL);
 	r->nnodes = 1;
 	snprintf(r->nodes[0].name, sizeof(r->nodes[0].name), "host");
-	return 0;
 }
 
 int residency_add_node(struct residency *r, const struct backend_device *dev, uint64_t cap)
@@ -120,7 +119,7 @@ static int copy_sync_d2h(struct residency *r, unsigned node, void *host, struct 
 }
 
 /* Makes the host copy valid from a device replica. Caller holds the lock. */
-static int fetch_to_host(struct residency *r, struct tdm_data *d)
+static int fetch_to_host(struct residency *r, struct res_data *d)
 {
 	if (d->rep[0].state != REPLICA_INVALID)
 		return 0;
@@ -145,7 +144,7 @@ static int fetch_to_host(struct residency *r, struct tdm_data *d)
 
 /* Frees one replica's device memory. Caller holds the lock, on the node's
  * worker (or at teardown). */
-static void drop_replica(struct residency *r, unsigned node, struct tdm_data *d)
+static void drop_replica(struct residency *r, unsigned node, struct res_data *d)
 {
 	struct res_node *n = &r->nodes[node];
 	struct replica *p = &d->rep[node];
@@ -192,7 +191,7 @@ static bool evict_one(struct residency *r, unsigned node, bool prefetch)
 		for (struct replica *p = n->lru_tail; p; p = p->lru_prev) {
 			if (!may_evict(p, pass, prefetch))
 				continue;
-			struct tdm_data *d = p->data;
+			struct res_data *d = p->data;
 			if (p->state == REPLICA_OWNER) {
 				int err = settle(p);
 				if (!err)
@@ -225,7 +224,7 @@ static uint64_t prefetch_reclaimable(struct residency *r, unsigned node)
 }
 
 /* Device memory for d's replica on `node`, evicting by `prefetch`'s rules. */
-static int node_alloc(struct residency *r, unsigned node, struct tdm_data *d, bool prefetch)
+static int node_alloc(struct residency *r, unsigned node, struct res_data *d, bool prefetch)
 {
 	struct res_node *n = &r->nodes[node];
 	struct replica *p = &d->rep[node];
@@ -266,7 +265,7 @@ static void add_wait(struct backend_event **waits, size_t *nwaits, struct backen
 
 /* Gives d a valid replica on device node `node` (need: its contents matter,
  * i.e. the task reads it or writes only part of it). Caller holds the lock. */
-static int stage_on_device(struct residency *r, unsigned node, struct tdm_data *d, bool need,
+static int stage_on_device(struct residency *r, unsigned node, struct res_data *d, bool need,
                            struct backend_event **waits, size_t *nwaits)
 {
 	struct res_node *n = &r->nodes[node];
@@ -324,7 +323,7 @@ static bool host_only(const struct res_arg *args, size_t nargs)
 }
 
 /* Releases one hold of d's replica on `node`, if there is one. */
-static bool release_hold(struct residency *r, unsigned node, struct tdm_data *d)
+static bool release_hold(struct residency *r, unsigned node, struct res_data *d)
 {
 	struct replica *p = &d->rep[node];
 	if (!p->holds) {
@@ -366,7 +365,7 @@ static int acquire(struct residency *r, unsigned node, const struct res_arg *arg
 		}
 	}
 	for (i = 0; i < nargs; i++) {
-		struct tdm_data *d = args[i].data;
+		struct res_data *d = args[i].data;
 		/* Pin first: staging a later argument may evict. */
 		err = stage_on_device(r, node, d, needs_contents(&args[i]), waits, nwaits);
 		if (err)
@@ -408,7 +407,7 @@ int residency_acquire_prefetched(struct residency *r, unsigned node, const struc
 
 /* Issues d's copy to `node` if it has no valid replica or copy in flight
  * there and one can be made without blocking; 0 also when skipped. */
-static int prefetch_one(struct residency *r, unsigned node, struct tdm_data *d, uint64_t *issued)
+static int prefetch_one(struct residency *r, unsigned node, struct res_data *d, uint64_t *issued)
 {
 	struct res_node *n = &r->nodes[node];
 	struct replica *p = &d->rep[node];
@@ -500,7 +499,7 @@ void residency_prefetch_drop(struct residency *r, unsigned node, const struct re
 }
 
 /* The task wrote d on `node`: that replica is now the only valid one. */
-static void make_owner(struct residency *r, unsigned node, struct tdm_data *d)
+static void make_owner(struct residency *r, unsigned node, struct res_data *d)
 {
 	for (unsigned m = 0; m < r->nnodes; m++)
 		if (m != node)
@@ -530,7 +529,7 @@ void residency_release(struct residency *r, unsigned node, const struct res_arg 
 	}
 	pthread_mutex_lock(&r->lock);
 	for (size_t i = 0; i < nargs; i++) {
-		struct tdm_data *d = args[i].data;
+		struct res_data *d = args[i].data;
 		struct replica *p = &d->rep[node];
 		p->pins--;
 		settle_if_done(p);
@@ -552,21 +551,23 @@ void residency_release(struct residency *r, unsigned node, const struct res_arg 
 	pthread_mutex_unlock(&r->lock);
 }
 
-int residency_flush(struct residency *r, struct tdm_data *const *datas, size_t n)
+int residency_flush(struct residency *r, struct res_data *const *datas, size_t n)
 {
 	int err = 0;
 	pthread_mutex_lock(&r->lock);
 	for (size_t i = 0; i < n; i++) {
-		struct tdm_data *d = datas[i];
+		struct res_data *d = datas[i];
 		if (!atomic_load_explicit(&d->remote, memory_order_acquire))
 			continue;
-		int e = fetch_to_host(r, d);
-		if (e) {
-			err = err ? err : e;
-			continue;
+		if (!d->scratch) {
+			int e = fetch_to_host(r, d);
+			if (e) {
+				err = err ? err : e;
+				continue;
+			}
+			if (d->keep_on_devices)
+				continue;
 		}
-		if (d->keep_on_devices)
-			continue;
 		/* Stale from now on; the memory stays for reuse or eviction. */
 		for (unsigned m = 1; m < r->nnodes; m++)
 			d->rep[m].state = REPLICA_INVALID;
@@ -579,7 +580,7 @@ int residency_flush(struct residency *r, struct tdm_data *const *datas, size_t n
 
 /* Pinning is per backend (CUDA pins for every device at once): whether a
  * node before n of the same backend already pinned d. */
-static bool registered_by_backend(const struct residency *r, const struct tdm_data *d, unsigned n)
+static bool registered_by_backend(const struct residency *r, const struct res_data *d, unsigned n)
 {
 	for (unsigned m = 1; m < n; m++)
 		if ((d->registered & bit(m)) && r->nodes[m].dev->ops == r->nodes[n].dev->ops)
@@ -587,8 +588,8 @@ static bool registered_by_backend(const struct residency *r, const struct tdm_da
 	return false;
 }
 
-int residency_data_init(struct residency *r, struct tdm_data *d, void *host, uint64_t bytes,
-                        uint32_t id, bool keep_on_devices)
+void residency_data_init(struct residency *r, struct res_data *d, void *host, uint64_t bytes,
+                         uint32_t id, bool keep_on_devices)
 {
 	memset(d, 0, sizeof(*d));
 	d->keep_on_devices = keep_on_devices;
@@ -605,10 +606,9 @@ int residency_data_init(struct residency *r, struct tdm_data *d, void *host, uin
 		if (dev->ops->host_register(dev, host, bytes) == 0)
 			d->registered |= (uint32_t)bit(n);
 	}
-	return 0;
 }
 
-void residency_data_fini(struct residency *r, struct tdm_data *d)
+void residency_data_fini(struct residency *r, struct res_data *d)
 {
 	if (!residency_has_devices(r))
 		return;
@@ -625,7 +625,7 @@ void residency_data_fini(struct residency *r, struct tdm_data *d)
 	}
 }
 
-void residency_describe(struct residency *r, struct tdm_data *d, char *out, size_t outlen)
+void residency_describe(struct residency *r, struct res_data *d, char *out, size_t outlen)
 {
 	size_t len = 0;
 	out[0] = '\0';

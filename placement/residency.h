@@ -43,7 +43,7 @@
 
 enum replica_state { REPLICA_INVALID = 0, REPLICA_SHARED, REPLICA_OWNER };
 
-struct tdm_data;
+struct res_data;
 
 struct replica {
 	uint8_t state; /* enum replica_state */
@@ -65,11 +65,11 @@ struct replica {
 	 * replica a running task had to evict); it then keeps the memory the
 	 * next allocation gives it. */
 	uint32_t holds;
-	struct tdm_data *data; /* back link for the node's LRU list */
+	struct res_data *data; /* back link for the node's LRU list */
 	struct replica *lru_prev, *lru_next; /* most recent at the head */
 };
 
-struct tdm_data {
+struct res_data {
 	void *host;
 	uint64_t bytes;
 	uint32_t id; /* for display: the client's buffer handle */
@@ -89,6 +89,10 @@ struct tdm_data {
 	 * Otherwise the client may write between graphs, so device copies are
 	 * dropped when a graph that used the buffer completes. */
 	bool keep_on_devices;
+	/* Scratch (TDM_BUF_SCRATCH): what a graph leaves in it is nobody's;
+	 * its device copies are dropped at the graph's end without being
+	 * written back, and the host copy keeps whatever it held. */
+	bool scratch;
 	struct replica rep[RES_MAX_NODES];
 };
 
@@ -117,14 +121,14 @@ struct residency {
 
 /* One argument of a task as residency sees it. */
 struct res_arg {
-	struct tdm_data *data;
+	struct res_data *data;
 	uint64_t off, len;
 	uint8_t mode; /* enum tdm_access */
 };
 
 /* Node 0 is the host. Returns the new node's number, or -TDM_ENOMEM when
  * every node is taken. cap 0 = the device's memory size. */
-int residency_init(struct residency *r);
+void residency_init(struct residency *r);
 int residency_add_node(struct residency *r, const struct backend_device *dev, uint64_t cap);
 void residency_fini(struct residency *r);
 /* The devices are about to go: from now on only the host node is known,
@@ -137,10 +141,10 @@ static inline bool residency_has_devices(const struct residency *r)
 
 /* A new buffer: valid on the host only; host memory is pinned for DMA on
  * the devices that can. */
-int residency_data_init(struct residency *r, struct tdm_data *d, void *host, uint64_t bytes,
-                        uint32_t id, bool keep_on_devices);
+void residency_data_init(struct residency *r, struct res_data *d, void *host, uint64_t bytes,
+                         uint32_t id, bool keep_on_devices);
 /* The buffer is gone (no task uses it): frees its device replicas. */
-void residency_data_fini(struct residency *r, struct tdm_data *d);
+void residency_data_fini(struct residency *r, struct res_data *d);
 
 /* Makes every argument valid on `node` for a task about to run there and
  * pins the replicas. For a device node, copies are issued asynchronously:
@@ -206,11 +210,11 @@ void residency_release(struct residency *r, unsigned node, const struct res_arg 
 /* A graph completed: makes the host copy of every data valid (write-back)
  * and drops the device copies of data without keep_on_devices, which the
  * client may now overwrite. 0 or -TDM_EDEVICE. */
-int residency_flush(struct residency *r, struct tdm_data *const *datas, size_t n);
+int residency_flush(struct residency *r, struct res_data *const *datas, size_t n);
 
 /* Names of the nodes holding a valid replica of d, comma-separated:
  * "host", "host,clcpu0", "cuda0*" (* = owner). */
-void residency_describe(struct residency *r, struct tdm_data *d, char *out, size_t outlen);
+void residency_describe(struct residency *r, struct res_data *d, char *out, size_t outlen);
 
 struct res_node_stats {
 	char name[BACKEND_DEVICE_NAME_MAX];

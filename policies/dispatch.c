@@ -42,7 +42,7 @@ struct gplan {
 
 struct dispatch {
 	const struct engine_core *core;
-	const struct tdm_clock *clock;
+	const struct clock_source *clock;
 	const struct policy_tuning *tuning;
 	uint8_t strategy; /* the default */
 	size_t ndev;
@@ -50,7 +50,7 @@ struct dispatch {
 	struct fairq *q;
 	struct fairq_flow *orphan; /* [ndev + 1]: tasks of flows never added */
 	struct eft eft;
-	_Atomic size_t queued, any_queued;
+	_Atomic size_t any_queued; /* in the "any device" queue */
 	/* Planning: one workspace and machine description, under plan_lock. */
 	pthread_mutex_t plan_lock;
 	struct plan_ws *ws;
@@ -515,7 +515,6 @@ void dispatch_flow_gone(void *priv, struct engine_flow *flow)
 	 * the engine took back, which are dropped here. */
 	for (size_t i = 0; i <= D->ndev; i++) {
 		size_t held = fairq_flow_fini(&D->q[i], &ff[i]);
-		atomic_fetch_sub(&D->queued, held);
 		if (i == D->ndev)
 			atomic_fetch_sub(&D->any_queued, held);
 	}
@@ -539,7 +538,6 @@ void dispatch_tasks_ready(void *priv, struct engine_task **tasks, size_t n, int 
 {
 	struct dispatch *D = priv;
 	(void)worker;
-	atomic_fetch_add_explicit(&D->queued, n, memory_order_relaxed);
 	for (size_t i = 0; i < n; i++) {
 		struct engine_task *t = tasks[i];
 		/* A task given back (device fault) drops its old commitment. */
@@ -588,10 +586,8 @@ struct engine_task *dispatch_pick_next(void *priv, unsigned w)
 		t = fairq_pop(&D->q[w], NULL, NULL, 0);
 		if (!t)
 			break;
-		if (core_runnable(D->core, t, w)) {
-			atomic_fetch_sub_explicit(&D->queued, 1, memory_order_relaxed);
+		if (core_runnable(D->core, t, w))
 			return t;
-		}
 		replace(D, t, w);
 	}
 	if (!atomic_load_explicit(&D->any_queued, memory_order_relaxed))
@@ -601,7 +597,6 @@ struct engine_task *dispatch_pick_next(void *priv, unsigned w)
 	if (!t)
 		return NULL;
 	atomic_fetch_sub_explicit(&D->any_queued, 1, memory_order_relaxed);
-	atomic_fetch_sub_explicit(&D->queued, 1, memory_order_relaxed);
 	commit(D, t, w, eft_exec(&D->eft, t, w));
 	return t;
 }
@@ -625,12 +620,6 @@ size_t dispatch_peek(void *priv, unsigned w, struct engine_task **out, size_t ma
 {
 	struct dispatch *D = priv;
 	return fairq_peek(&D->q[w], out, max);
-}
-
-size_t dispatch_queued(void *priv)
-{
-	struct dispatch *D = priv;
-	return atomic_load_explicit(&D->queued, memory_order_relaxed);
 }
 
 void dispatch_stats(void *priv, struct dispatch_stats *out)

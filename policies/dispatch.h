@@ -36,7 +36,6 @@ void dispatch_graph_finished(void *priv, struct engine_graph *g);
 size_t dispatch_peek(void *priv, unsigned worker, struct engine_task **out, size_t max);
 int dispatch_flow_added(void *priv, struct engine_flow *flow);
 void dispatch_flow_gone(void *priv, struct engine_flow *flow);
-size_t dispatch_queued(void *priv);
 
 /* The ops of a dispatch policy whose init passes its default strategy. */
 #define DISPATCH_POLICY_OPS(NAME, INIT)                                                            \
@@ -46,7 +45,6 @@ size_t dispatch_queued(void *priv);
 		.pick_next = dispatch_pick_next, .task_done = dispatch_task_done,                  \
 		.graph_finished = dispatch_graph_finished, .peek = dispatch_peek,                  \
 		.flow_added = dispatch_flow_added, .flow_gone = dispatch_flow_gone,                \
-		.queued = dispatch_queued,                                                         \
 	}
 
 /* Counters, for tests and metrics. */

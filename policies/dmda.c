@@ -9,4 +9,4 @@ static int dmda_init(const struct policy_params *p, void **priv)
 	return dispatch_init(p, TDM_POLICY_DMDA, priv);
 }
 
-const struct tdm_policy_ops policy_dmda = DISPATCH_POLICY_OPS("dmda", dmda_init);
+const struct policy_ops policy_dmda = DISPATCH_POLICY_OPS("dmda", dmda_init);

@@ -151,16 +151,7 @@ static void eager_flow_gone(void *priv, struct engine_flow *flow)
 	pthread_mutex_unlock(&q->lock);
 }
 
-static size_t eager_queued(void *priv)
-{
-	struct eager *q = priv;
-	pthread_mutex_lock(&q->lock);
-	size_t n = q->queued;
-	pthread_mutex_unlock(&q->lock);
-	return n;
-}
-
-const struct tdm_policy_ops policy_eager = {
+const struct policy_ops policy_eager = {
 	.name = "eager",
 	.init = eager_init,
 	.fini = eager_fini,
@@ -168,5 +159,4 @@ const struct tdm_policy_ops policy_eager = {
 	.pick_next = eager_pick_next,
 	.flow_added = eager_flow_added,
 	.flow_gone = eager_flow_gone,
-	.queued = eager_queued,
 };

@@ -77,20 +77,10 @@ static struct engine_task *fifo_pick_next(void *priv, unsigned worker)
 	return found;
 }
 
-static size_t fifo_queued(void *priv)
-{
-	struct fifo *q = priv;
-	pthread_mutex_lock(&q->lock);
-	size_t n = q->queued;
-	pthread_mutex_unlock(&q->lock);
-	return n;
-}
-
-const struct tdm_policy_ops policy_fifo = {
+const struct policy_ops policy_fifo = {
 	.name = "fifo",
 	.init = fifo_init,
 	.fini = fifo_fini,
 	.tasks_ready = fifo_tasks_ready,
 	.pick_next = fifo_pick_next,
-	.queued = fifo_queued,
 };

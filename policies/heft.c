@@ -10,4 +10,4 @@ static int heft_init(const struct policy_params *p, void **priv)
 	return dispatch_init(p, TDM_POLICY_HEFT, priv);
 }
 
-const struct tdm_policy_ops policy_heft = DISPATCH_POLICY_OPS("heft", heft_init);
+const struct policy_ops policy_heft = DISPATCH_POLICY_OPS("heft", heft_init);

@@ -9,4 +9,4 @@ static int peft_init(const struct policy_params *p, void **priv)
 	return dispatch_init(p, TDM_POLICY_PEFT, priv);
 }
 
-const struct tdm_policy_ops policy_peft = DISPATCH_POLICY_OPS("peft", peft_init);
+const struct policy_ops policy_peft = DISPATCH_POLICY_OPS("peft", peft_init);

@@ -32,13 +32,13 @@ struct policy_params {
 	 * (core_runnable) and wakes the one worker that may take a task
 	 * (core_kick). May be NULL (tests). */
 	const struct engine_core *core;
-	const struct tdm_clock *clock;
+	const struct clock_source *clock;
 	struct profiler *prof; /* NULL: no cost models (cost-aware policies use 1 per task) */
 	struct residency *res; /* NULL: host memory only */
 	const struct policy_tuning *tuning; /* never NULL */
 };
 
-struct tdm_policy_ops {
+struct policy_ops {
 	const char *name;
 	int (*init)(const struct policy_params *p, void **priv);
 	void (*fini)(void *priv);
@@ -61,25 +61,22 @@ struct tdm_policy_ops {
 	/* A client's last task is done and it submits no more: drop its
 	 * per-flow state. */
 	void (*flow_gone)(void *priv, struct engine_flow *flow);
-	/* Devices joined or left (elastic re-placement). */
-	void (*devices_changed)(void *priv, const struct policy_params *p);
-	size_t (*queued)(void *priv);
 };
 
-const struct tdm_policy_ops *policy_by_name(const char *name);
+const struct policy_ops *policy_by_name(const char *name);
 /* enum tdm_policy_hint by name ("default", "eager", "dmda", "heft", "peft",
  * "prio"), or -1; and back. */
 int policy_hint_by_name(const char *name);
 const char *policy_hint_name(unsigned hint);
 /* NULL-terminated list of registered policies. */
-const struct tdm_policy_ops *const *policy_list(void);
+const struct policy_ops *const *policy_list(void);
 
-extern const struct tdm_policy_ops policy_eager;
-extern const struct tdm_policy_ops policy_ws;
-extern const struct tdm_policy_ops policy_fifo; /* the watchdog's fallback */
-extern const struct tdm_policy_ops policy_dmda;
-extern const struct tdm_policy_ops policy_heft;
-extern const struct tdm_policy_ops policy_peft;
-extern const struct tdm_policy_ops policy_prio;
+extern const struct policy_ops policy_eager;
+extern const struct policy_ops policy_ws;
+extern const struct policy_ops policy_fifo; /* the watchdog's fallback */
+extern const struct policy_ops policy_dmda;
+extern const struct policy_ops policy_heft;
+extern const struct policy_ops policy_peft;
+extern const struct policy_ops policy_prio;
 
 #endif

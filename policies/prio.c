@@ -9,4 +9,4 @@ static int prio_init(const struct policy_params *p, void **priv)
 	return dispatch_init(p, TDM_POLICY_PRIO, priv);
 }
 
-const struct tdm_policy_ops policy_prio = DISPATCH_POLICY_OPS("prio", prio_init);
+const struct policy_ops policy_prio = DISPATCH_POLICY_OPS("prio", prio_init);

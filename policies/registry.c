@@ -3,12 +3,12 @@
 
 #include "policies/policy.h"
 
-static const struct tdm_policy_ops *const registry[] = {
+static const struct policy_ops *const registry[] = {
 	&policy_eager, &policy_ws,   &policy_fifo, &policy_dmda,
 	&policy_heft,  &policy_peft, &policy_prio, NULL,
 };
 
-const struct tdm_policy_ops *policy_by_name(const char *name)
+const struct policy_ops *policy_by_name(const char *name)
 {
 	for (size_t i = 0; registry[i]; i++)
 		if (strcmp(registry[i]->name, name) == 0)
@@ -16,7 +16,7 @@ const struct tdm_policy_ops *policy_by_name(const char *name)
 	return NULL;
 }
 
-const struct tdm_policy_ops *const *policy_list(void)
+const struct policy_ops *const *policy_list(void)
 {
 	return registry;
 }

@@ -23,7 +23,6 @@ struct ws {
 	size_t n;
 	struct deque *dq;
 	void *inject; /* policy_eager's state */
-	_Atomic size_t queued; /* in the deques */
 };
 
 static int ws_init(const struct policy_params *p, void **priv)
@@ -87,7 +86,7 @@ static int deque_reserve(struct deque *d, size_t extra)
 	return 0;
 }
 
-static void deque_push(struct ws *w, struct deque *d, struct engine_task **tasks, size_t n)
+static void deque_push(struct deque *d, struct engine_task **tasks, size_t n)
 {
 	pthread_mutex_lock(&d->lock);
 	while (deque_reserve(d, n) != 0) {
@@ -99,7 +98,6 @@ static void deque_push(struct ws *w, struct deque *d, struct engine_task **tasks
 	for (size_t i = 0; i < n; i++)
 		d->items[(d->head + d->count + i) % d->cap] = tasks[i];
 	d->count += n;
-	atomic_fetch_add(&w->queued, n); /* before unlock: a thief may take them at once */
 	pthread_mutex_unlock(&d->lock);
 }
 
@@ -119,7 +117,7 @@ static void ws_tasks_ready(void *priv, struct engine_task **tasks, size_t n, int
 			policy_eager.tasks_ready(w->inject, &tasks[i], 1, -1);
 	}
 	if (mine)
-		deque_push(w, &w->dq[worker], tasks, mine);
+		deque_push(&w->dq[worker], tasks, mine);
 }
 
 /* Takes the newest (owner) or oldest (thief) task if `worker` may run it. */
@@ -151,15 +149,7 @@ static struct engine_task *ws_pick_next(void *priv, unsigned worker)
 	t = deque_take(w, &w->dq[worker], true, worker);
 	for (size_t i = 1; !t && i < w->n; i++)
 		t = deque_take(w, &w->dq[(worker + i) % w->n], false, worker);
-	if (t)
-		atomic_fetch_sub(&w->queued, 1);
 	return t;
-}
-
-static size_t ws_queued(void *priv)
-{
-	struct ws *w = priv;
-	return atomic_load(&w->queued) + policy_eager.queued(w->inject);
 }
 
 static int ws_flow_added(void *priv, struct engine_flow *flow)
@@ -172,7 +162,7 @@ static void ws_flow_gone(void *priv, struct engine_flow *flow)
 	policy_eager.flow_gone(((struct ws *)priv)->inject, flow);
 }
 
-const struct tdm_policy_ops policy_ws = {
+const struct policy_ops policy_ws = {
 	.name = "ws",
 	.init = ws_init,
 	.fini = ws_fini,
@@ -180,5 +170,4 @@ const struct tdm_policy_ops policy_ws = {
 	.pick_next = ws_pick_next,
 	.flow_added = ws_flow_added,
 	.flow_gone = ws_flow_gone,
-	.queued = ws_queued,
 };

@@ -32,7 +32,7 @@ struct sim {
 	struct sim_result *r;
 	double unit_ns, unit_bytes, cost_scale;
 	struct sim_world world;
-	struct tdm_clock clock;
+	struct clock_source clock;
 	struct sim_device sdev[MACHINE_MAX_DEVICES];
 	struct backend_device dev[MACHINE_MAX_DEVICES];
 	struct residency res;
@@ -44,7 +44,7 @@ struct sim {
 	struct engine_graph *graphs;
 	struct engine_flow *flows;
 	uint32_t nflows;
-	struct tdm_data *data;
+	struct res_data *data;
 	uint32_t *order; /* graphs by arrival */
 	/* Per task (global index): predecessors (CSR) with their data, where
 	 * and when it ran. */
@@ -115,7 +115,7 @@ static struct ev heap_pop(struct sim *S)
 
 /* ---- costs ---- */
 
-static uint64_t sim_now(const struct tdm_clock *c)
+static uint64_t sim_now(const struct clock_source *c)
 {
 	return ((const struct sim_world *)c->ctx)->now;
 }
@@ -264,7 +264,7 @@ static int build_machine(struct sim *S, char *err, size_t errlen)
 	S->world.launch = on_launch;
 	S->world.copied = on_copy;
 	S->world.ctx = S;
-	S->clock = (struct tdm_clock){ .now_ns = sim_now, .ctx = &S->world };
+	S->clock = (struct clock_source){ .now_ns = sim_now, .ctx = &S->world };
 
 	/* Kernels priced by some model of the machine: only devices of those
 	 * models run them; the others run on every device (roofline). */
@@ -299,10 +299,7 @@ static int build_machine(struct sim *S, char *err, size_t errlen)
 	S->r->ndevices = m->ndevices;
 
 	/* Memory nodes: the host, then each accelerator node in order. */
-	if (residency_init(&S->res)) {
-		fail(err, errlen, "cannot set up residency");
-		return -TDM_ENOMEM;
-	}
+	residency_init(&S->res);
 	S->res_ready = true;
 	for (unsigned n = 1; n < m->nnodes; n++) {
 		unsigned d = 0;
@@ -787,7 +784,7 @@ int sim_run(const struct machine *m, const struct workload *w, const struct sim_
 	S->cost_scale = w->units == WL_UNITS_SECONDS ? 1e9
 	                : w->units == WL_UNITS_NS    ? 1
 	                                             : S->unit_ns;
-	const struct tdm_policy_ops *policy = policy_by_name(o->policy ? o->policy : "");
+	const struct policy_ops *policy = policy_by_name(o->policy ? o->policy : "");
 	if (!policy) {
 		fail(err, errlen, "unknown policy \"%s\" (tandemd --list-policies)",
 		     o->policy ? o->policy : "");

@@ -422,7 +422,7 @@ static int pick_policies(const char *list, const char **names, size_t *n)
 	static char buf[512];
 	*n = 0;
 	if (!list || !strcmp(list, "all")) {
-		for (const struct tdm_policy_ops *const *p = policy_list(); *p && *n < MAX_POLICIES;
+		for (const struct policy_ops *const *p = policy_list(); *p && *n < MAX_POLICIES;
 		     p++)
 			names[(*n)++] = (*p)->name;
 		return 0;

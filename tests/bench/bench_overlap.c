@@ -221,7 +221,7 @@ static int engine_makespan(struct stream *s, uint32_t depth, uint64_t *makespan,
 	struct engine *e;
 	struct done_flag flag = { 0 };
 	struct engine_flow flow = { .id = 1 };
-	struct tdm_data da[NTASKS], db, dc[NTASKS];
+	struct res_data da[NTASKS], db, dc[NTASKS];
 	int err;
 
 	residency_init(&res);

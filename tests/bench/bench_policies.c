@@ -102,13 +102,13 @@ static uint32_t rng_below(uint32_t n)
  * to each hook.) */
 
 struct wrap {
-	const struct tdm_policy_ops *real;
+	const struct policy_ops *real;
 	void *inner;
 	_Atomic uint64_t ns, calls; /* decisions */
 	_Atomic uint64_t idle_ns, idle_calls; /* pick_next -> NULL */
 };
 
-static const struct tdm_policy_ops *wrap_next_real; /* what the next w_init wraps */
+static const struct policy_ops *wrap_next_real; /* what the next w_init wraps */
 static struct wrap *wrap_last; /* what the last w_init made */
 
 static void wrap_add(struct wrap *w, uint64_t t0)
@@ -217,22 +217,10 @@ static void w_flow_gone(void *priv, struct engine_flow *flow)
 	w->real->flow_gone(w->inner, flow);
 }
 
-static void w_devices_changed(void *priv, const struct policy_params *p)
-{
-	struct wrap *w = priv;
-	w->real->devices_changed(w->inner, p);
-}
-
-static size_t w_queued(void *priv)
-{
-	struct wrap *w = priv;
-	return w->real->queued(w->inner);
-}
-
 /* Optional hooks stay NULL where the real policy has none. */
-static struct tdm_policy_ops wrap_ops(const struct tdm_policy_ops *r)
+static struct policy_ops wrap_ops(const struct policy_ops *r)
 {
-	return (struct tdm_policy_ops){
+	return (struct policy_ops){
 		.name = r->name,
 		.init = w_init,
 		.fini = w_fini,
@@ -244,8 +232,6 @@ static struct tdm_policy_ops wrap_ops(const struct tdm_policy_ops *r)
 		.peek = r->peek ? w_peek : NULL,
 		.flow_added = r->flow_added ? w_flow_added : NULL,
 		.flow_gone = r->flow_gone ? w_flow_gone : NULL,
-		.devices_changed = r->devices_changed ? w_devices_changed : NULL,
-		.queued = r->queued ? w_queued : NULL,
 	};
 }
 
@@ -263,7 +249,7 @@ struct workload {
 	uint32_t nbufs;
 	float **host; /* each buffer's memory (page-aligned) */
 	uint64_t *bytes;
-	struct tdm_data *data; /* residency, registered once */
+	struct res_data *data; /* residency, registered once */
 	float **init; /* the contents every run starts from */
 	uint32_t ntasks;
 	struct wtask *tasks;
@@ -677,7 +663,7 @@ static void dag_build(struct workload *w, uint32_t ntasks)
 
 static void workload_register(struct workload *w, struct residency *res)
 {
-	w->data = xcalloc(w->nbufs, sizeof(struct tdm_data));
+	w->data = xcalloc(w->nbufs, sizeof(struct res_data));
 	for (uint32_t b = 0; b < w->nbufs; b++)
 		residency_data_init(res, &w->data[b], w->host[b], w->bytes[b], b + 1, false);
 }
@@ -913,10 +899,10 @@ static void report(const char *name, double v, const char *unit, const char *pol
 	bench_report(name, v, unit, keys);
 }
 
-static void bench_policy_real(struct machine *m, const struct tdm_policy_ops *p,
+static void bench_policy_real(struct machine *m, const struct policy_ops *p,
                               struct workload *const *wls, size_t nwl)
 {
-	struct tdm_policy_ops ops = wrap_ops(p);
+	struct policy_ops ops = wrap_ops(p);
 	struct waiter wt = { .lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER };
 	struct engine_flow flow = { .id = 1, .weight = 1 };
 	struct profiler *prof;
@@ -1104,9 +1090,9 @@ static void synth_build(struct workload *w, uint32_t n)
 
 /* The tasks carry sgemm features but no arguments: make_graph's call has
  * nargs 0, so the fake launch has nothing to touch. */
-static void bench_policy_synthetic(const struct tdm_policy_ops *p, const struct workload *w)
+static void bench_policy_synthetic(const struct policy_ops *p, const struct workload *w)
 {
-	struct tdm_policy_ops ops = wrap_ops(p);
+	struct policy_ops ops = wrap_ops(p);
 	struct backend_device devs[SYNTH_DEVS];
 	struct waiter wt = { .lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER };
 	struct engine_flow flow = { .id = 1, .weight = 1 };
@@ -1326,14 +1312,14 @@ int main(void)
 	       dag.succ_off[dag.ntasks], dag.nbufs, (clock_monotonic_ns() - t0) / 1e9);
 
 	printf("# policies registered:");
-	for (const struct tdm_policy_ops *const *p = policy_list(); *p; p++)
+	for (const struct policy_ops *const *p = policy_list(); *p; p++)
 		printf(" %s", (*p)->name);
 	printf("\n");
 	struct workload *wls[] = { &chol, &dag };
-	for (const struct tdm_policy_ops *const *p = policy_list(); *p; p++)
+	for (const struct policy_ops *const *p = policy_list(); *p; p++)
 		if (wanted((*p)->name))
 			bench_policy_real(&m, *p, wls, 2);
-	for (const struct tdm_policy_ops *const *p = policy_list(); *p; p++)
+	for (const struct policy_ops *const *p = policy_list(); *p; p++)
 		if (wanted((*p)->name))
 			bench_policy_synthetic(*p, &synth);
 

@@ -86,7 +86,7 @@ static int starpu_machine(const char *host, int ncpus, int ncuda, double ref_ms)
 	printf("%s (%d CPU + %d GPU), Cholesky 19200 in 20x20 tiles of 960: %u tasks\n", host,
 	       ncpus, ncuda, w.ntasks);
 	int failed = 0;
-	for (const struct tdm_policy_ops *const *p = policy_list(); *p; p++) {
+	for (const struct policy_ops *const *p = policy_list(); *p; p++) {
 		struct sim_result r;
 		char keys[64];
 		if (run_policy(&m, &w, (*p)->name, &r)) {

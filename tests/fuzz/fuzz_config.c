@@ -19,7 +19,7 @@ static int is_pow2_in(uint32_t v, uint32_t lo, uint32_t hi)
 	return v >= lo && v <= hi && !(v & (v - 1));
 }
 
-static void check_valid(const struct tdm_config *c)
+static void check_valid(const struct daemon_config *c)
 {
 	size_t n;
 
@@ -79,7 +79,7 @@ static void check_valid(const struct tdm_config *c)
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-	struct tdm_config cfg, before;
+	struct daemon_config cfg, before;
 	char err[CONFIG_ERR_MAX];
 	int rc;
 

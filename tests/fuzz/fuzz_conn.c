@@ -139,7 +139,7 @@ static void session_broken(void *ctx)
 
 static bool setup(void)
 {
-	struct tdm_config *cfg = &srv.cfg;
+	struct daemon_config *cfg = &srv.cfg;
 
 	memset(&srv, 0, sizeof(srv));
 	for (size_t i = 0; i < SERVER_MAX_RECORDINGS; i++)
@@ -172,8 +172,7 @@ static bool setup(void)
 	d->ops = &fake_backend;
 	d->numa_node = -1;
 	srv.ndevs = 1;
-	if (residency_init(&srv.res) != 0)
-		return false;
+	residency_init(&srv.res);
 
 	srv.bell_epoll = epoll_create1(EPOLL_CLOEXEC);
 	srv.kick_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
@@ -189,7 +188,7 @@ static bool setup(void)
 		.broken_ctx = &srv,
 		.mappings_cap = cfg->max_mappings,
 	};
-	const struct tdm_policy_ops *policy = policy_by_name(cfg->policy);
+	const struct policy_ops *policy = policy_by_name(cfg->policy);
 	if (!policy)
 		return false;
 	struct engine_params ep = {

@@ -16,7 +16,7 @@
 #define HARNESS_BUFFER_BYTES 4096
 
 struct harness {
-	struct tdm_config cfg;
+	struct daemon_config cfg;
 	struct daemon_counters counters;
 	_Atomic bool draining;
 	struct session_env env;
@@ -33,7 +33,8 @@ static void harness_submit(void *ctx, struct engine_graph *g)
 		h->accepted[h->naccepted++] = g;
 		return;
 	}
-	session_graph_done(((struct dgraph *)g)->s, (struct dgraph *)g);
+	struct dgraph *dg = g->owner;
+	session_graph_done(dg->s, dg);
 }
 
 static inline int harness_init(struct harness *h, uint32_t sq_entries, uint32_t cq_entries)
@@ -94,7 +95,7 @@ static inline size_t harness_reap(struct harness *h, struct tdm_cqe *out, size_t
 static inline void harness_finish_all(struct harness *h)
 {
 	for (size_t i = 0; i < h->naccepted; i++)
-		session_graph_done(h->s, (struct dgraph *)h->accepted[i]);
+		session_graph_done(h->s, h->accepted[i]->owner);
 	h->naccepted = 0;
 }
 

@@ -50,7 +50,6 @@ struct planq {
 	size_t nworkers;
 	pthread_mutex_t lock;
 	struct engine_task *head[NDEV], *tail[NDEV];
-	size_t queued;
 };
 
 static int plan_init(const struct policy_params *p, void **priv)
@@ -92,7 +91,6 @@ static void plan_tasks_ready(void *priv, struct engine_task **tasks, size_t n, i
 		q->tail[w] = t;
 		kick[w] = true;
 	}
-	q->queued += n;
 	pthread_mutex_unlock(&q->lock);
 	/* The core wakes "some" capable worker; these tasks are for one. */
 	for (unsigned w = 0; w < q->nworkers; w++)
@@ -109,7 +107,6 @@ static struct engine_task *plan_pick_next(void *priv, unsigned worker)
 		q->head[worker] = t->next;
 		if (!t->next)
 			q->tail[worker] = NULL;
-		q->queued--;
 	}
 	pthread_mutex_unlock(&q->lock);
 	return t;
@@ -127,23 +124,13 @@ static size_t plan_peek(void *priv, unsigned worker, struct engine_task **out, s
 	return n;
 }
 
-static size_t plan_queued(void *priv)
-{
-	struct planq *q = priv;
-	pthread_mutex_lock(&q->lock);
-	size_t n = q->queued;
-	pthread_mutex_unlock(&q->lock);
-	return n;
-}
-
-static const struct tdm_policy_ops policy_plan = {
+static const struct policy_ops policy_plan = {
 	.name = "plan (test)",
 	.init = plan_init,
 	.fini = plan_fini,
 	.tasks_ready = plan_tasks_ready,
 	.pick_next = plan_pick_next,
 	.peek = plan_peek,
-	.queued = plan_queued,
 };
 
 /* ---- the devices: one host core and the first OpenCL device ---------------- */
@@ -221,7 +208,7 @@ static void on_graph_done(void *ctx, struct engine_graph *g)
 	atomic_fetch_add(&m->graphs_done, 1);
 }
 
-static void machine_start(struct machine *m, const struct tdm_policy_ops *policy)
+static void machine_start(struct machine *m, const struct policy_ops *policy)
 {
 	memset(m, 0, sizeof(*m));
 	m->flow.id = 1;
@@ -272,7 +259,7 @@ struct buf {
 	bool keep; /* keep_on_devices: device copies outlive the graph */
 	uint8_t model[NDEV]; /* enum replica_state the protocol should give each node */
 	bool was_valid[NDEV]; /* the node held a valid copy at some point */
-	struct tdm_data data;
+	struct res_data data;
 };
 
 /* What the workload made the protocol do (from the model), to show that it
@@ -361,7 +348,7 @@ static void check_buf(struct machine *m, const struct buf *b, const char *what, 
 			len += (size_t)snprintf(want + len, sizeof(want) - len, "%s%s%s",
 			                        len ? "," : "", m->res.nodes[n].name,
 			                        b->model[n] == REPLICA_OWNER ? "*" : "");
-	residency_describe(&m->res, (struct tdm_data *)&b->data, got, sizeof(got));
+	residency_describe(&m->res, (struct res_data *)&b->data, got, sizeof(got));
 	if (strcmp(got, want) != 0)
 		fail_msg("round %d, chain %d, %s: valid on \"%s\", expected \"%s\"", round, chain,
 		         what, got, want);
@@ -540,7 +527,7 @@ static void wait_graphs(struct machine *m, int n)
 /* ROUNDS graphs of the chains. With a plan, each task must run where it
  * says; without (eager), anywhere. Either way the values are exact and the
  * replicas are where the protocol puts them given where each task ran. */
-static void run_chains(const struct tdm_policy_ops *policy, bool planned, struct coverage *cov)
+static void run_chains(const struct policy_ops *policy, bool planned, struct coverage *cov)
 {
 	struct machine m;
 	struct buf *x = calloc(CHAINS, sizeof(*x)), *y = calloc(CHAINS, sizeof(*y));

@@ -16,12 +16,12 @@
 
 #define NAME "t.toml"
 
-static int load(const char *text, struct tdm_config *cfg, char *err)
+static int load(const char *text, struct daemon_config *cfg, char *err)
 {
 	return config_load_string(text, strlen(text), NAME, cfg, err, CONFIG_ERR_MAX);
 }
 
-static void load_ok(const char *text, struct tdm_config *cfg)
+static void load_ok(const char *text, struct daemon_config *cfg)
 {
 	char err[CONFIG_ERR_MAX] = "";
 	int rc = load(text, cfg, err);
@@ -35,7 +35,7 @@ static void load_ok(const char *text, struct tdm_config *cfg)
 /* Loading len bytes of text fails with an error that starts with want. */
 static void expect_error_len(const char *text, size_t len, const char *want)
 {
-	struct tdm_config cfg;
+	struct daemon_config cfg;
 	char err[CONFIG_ERR_MAX] = "";
 	char got[CONFIG_ERR_MAX];
 	int rc;
@@ -53,7 +53,7 @@ static void expect_error(const char *text, const char *want)
 	expect_error_len(text, strlen(text), want);
 }
 
-static void assert_cfg_equal(const struct tdm_config *a, const struct tdm_config *b)
+static void assert_cfg_equal(const struct daemon_config *a, const struct daemon_config *b)
 {
 	assert_string_equal(a->socket_path, b->socket_path);
 	assert_int_equal(a->log_level, b->log_level);
@@ -93,7 +93,7 @@ static void assert_cfg_equal(const struct tdm_config *a, const struct tdm_config
 
 static void test_defaults(void **state)
 {
-	struct tdm_config cfg;
+	struct daemon_config cfg;
 
 	(void)state;
 	memset(&cfg, 0xa5, sizeof(cfg));
@@ -127,7 +127,7 @@ static void test_defaults(void **state)
 
 static void test_default_text_equals_defaults(void **state)
 {
-	struct tdm_config want, got;
+	struct daemon_config want, got;
 
 	(void)state;
 	config_defaults(&want);
@@ -238,7 +238,7 @@ static const char full_doc[] = "[daemon]\n"
 
 static void test_every_key_parsed(void **state)
 {
-	struct tdm_config cfg, def;
+	struct daemon_config cfg, def;
 
 	(void)state;
 	config_defaults(&def);
@@ -308,7 +308,7 @@ static void test_every_key_parsed(void **state)
 
 static void test_daemon_section(void **state)
 {
-	struct tdm_config cfg;
+	struct daemon_config cfg;
 	char doc[256], path[CONFIG_PATH_MAX + 1];
 
 	(void)state;
@@ -384,7 +384,7 @@ static void test_daemon_section(void **state)
 
 static void test_id_list_length(void **state)
 {
-	struct tdm_config cfg;
+	struct daemon_config cfg;
 	char doc[1024];
 	size_t o;
 
@@ -404,7 +404,7 @@ static void test_id_list_length(void **state)
 
 static void test_engine_section(void **state)
 {
-	struct tdm_config cfg;
+	struct daemon_config cfg;
 
 	(void)state;
 	load_ok("[engine]\npolicy = \"ws\"\nspin_us = 10000\n", &cfg);
@@ -443,7 +443,7 @@ static void test_engine_section(void **state)
 
 static void test_policy_and_clients_sections(void **state)
 {
-	struct tdm_config cfg;
+	struct daemon_config cfg;
 
 	(void)state;
 	load_ok("[policy]\ndmda_alpha = 0.5\ndmda_beta = 3\nplan_refine_iters = 64\n"
@@ -484,7 +484,7 @@ static void test_policy_and_clients_sections(void **state)
 
 static void test_cpu_section(void **state)
 {
-	struct tdm_config cfg;
+	struct daemon_config cfg;
 	char *doc;
 	size_t o = 0, cap = 16 * CONFIG_MAX_CORES;
 
@@ -521,7 +521,7 @@ static void test_cpu_section(void **state)
 
 static void test_limits_section(void **state)
 {
-	struct tdm_config cfg;
+	struct daemon_config cfg;
 
 	(void)state;
 	load_ok("[limits]\nbuffer_quota_bytes = 4096\nmax_buffers = 1048576\n"
@@ -556,7 +556,7 @@ static void test_limits_section(void **state)
 
 static void test_devices_section(void **state)
 {
-	struct tdm_config cfg;
+	struct daemon_config cfg;
 	(void)state;
 
 	load_ok("[devices]\ninclude = [\"cpu\", \"clcpu0\"]\nexclude = [\"gpu\"]\n"
@@ -603,7 +603,7 @@ static void test_devices_section(void **state)
 
 static void test_profiler_section(void **state)
 {
-	struct tdm_config cfg;
+	struct daemon_config cfg;
 
 	(void)state;
 	config_defaults(&cfg);
@@ -646,7 +646,7 @@ static void test_size_strings(void **state)
 		                                 "\"4 gib\"",  "\"4GiB \"" };
 	static const char *const too_big[] = { "\"2KiB\"", "\"257TiB\"", "\"99999999999999999999\"",
 		                               "\"18446744073709551615KiB\"" };
-	struct tdm_config cfg;
+	struct daemon_config cfg;
 	char doc[128], want[128];
 
 	(void)state;
@@ -675,7 +675,7 @@ static void test_size_strings(void **state)
 
 static void test_rings_section(void **state)
 {
-	struct tdm_config cfg;
+	struct daemon_config cfg;
 
 	(void)state;
 	load_ok("[rings]\nsq_entries = 65536\ncq_entries = 64\n", &cfg);
@@ -735,7 +735,7 @@ static void test_first_error_in_source_order(void **state)
 
 static void test_inline_and_dotted_forms(void **state)
 {
-	struct tdm_config cfg;
+	struct daemon_config cfg;
 
 	(void)state;
 	load_ok("engine = { policy = \"ws\", spin_us = 7 }\nrings.sq_entries = 128\n", &cfg);
@@ -811,7 +811,7 @@ static void test_nesting_limits(void **state)
 
 static void test_failed_load_leaves_cfg(void **state)
 {
-	struct tdm_config cfg, saved;
+	struct daemon_config cfg, saved;
 	char err[CONFIG_ERR_MAX];
 
 	(void)state;
@@ -833,7 +833,7 @@ static void test_failed_load_leaves_cfg(void **state)
 
 static void test_load_starts_from_defaults(void **state)
 {
-	struct tdm_config cfg, def;
+	struct daemon_config cfg, def;
 
 	(void)state;
 	config_defaults(&def);
@@ -850,7 +850,7 @@ static void test_load_starts_from_defaults(void **state)
 
 static void test_error_buffer(void **state)
 {
-	struct tdm_config cfg;
+	struct daemon_config cfg;
 	char err[12];
 
 	(void)state;
@@ -880,7 +880,7 @@ static void test_load_file(void **state)
 {
 	char path[] = "/tmp/tandem-test-config-XXXXXX";
 	char err[CONFIG_ERR_MAX], want[CONFIG_ERR_MAX + 64];
-	struct tdm_config cfg, saved;
+	struct daemon_config cfg, saved;
 	int fd;
 
 	(void)state;
@@ -905,7 +905,7 @@ static void test_load_file(void **state)
 
 static void test_load_file_missing(void **state)
 {
-	struct tdm_config cfg, saved;
+	struct daemon_config cfg, saved;
 	char err[CONFIG_ERR_MAX];
 
 	(void)state;
@@ -927,7 +927,7 @@ static void test_load_file_size_cap(void **state)
 {
 	char path[] = "/tmp/tandem-test-config-XXXXXX";
 	const size_t cap = 1u << 20;
-	struct tdm_config cfg;
+	struct daemon_config cfg;
 	char err[CONFIG_ERR_MAX], want[CONFIG_ERR_MAX];
 	char *big;
 	int fd;
@@ -966,7 +966,7 @@ static void test_example_file(void **state)
 {
 	const char *dir = getenv("TDM_SOURCE_DIR");
 	char path[4096], err[CONFIG_ERR_MAX] = "";
-	struct tdm_config cfg, def;
+	struct daemon_config cfg, def;
 	int rc;
 
 	(void)state;

@@ -39,7 +39,7 @@ static void on_graph_done(void *ctx, struct engine_graph *g)
 	atomic_fetch_add(&r->graphs_done, 1);
 }
 
-static struct engine *make_engine(const struct tdm_policy_ops *p, size_t ndev, bool threads,
+static struct engine *make_engine(const struct policy_ops *p, size_t ndev, bool threads,
                                   struct recorder *r)
 {
 	struct backend_device devs[4] = { 0 };
@@ -110,7 +110,7 @@ static void run_all(struct engine *e, size_t nworkers)
 static void test_dependencies_in_order(void **state)
 {
 	(void)state;
-	const struct tdm_policy_ops *const *p;
+	const struct policy_ops *const *p;
 	for (p = policy_list(); *p; p++) {
 		struct recorder r = { 0 };
 		struct engine_flow flow = { .id = 1 };
@@ -145,7 +145,7 @@ static void test_dependencies_in_order(void **state)
 
 /* A light client's new graph is served next to a flood, not after it:
  * with one worker, its two tasks are among the first four picks. */
-static void check_light_beside_flood(const struct tdm_policy_ops *policy)
+static void check_light_beside_flood(const struct policy_ops *policy)
 {
 	struct recorder r = { 0 };
 	struct engine_flow heavy = { .id = 1 }, light = { .id = 2 };
@@ -306,7 +306,7 @@ static void test_empty_graph_completes(void **state)
 static void test_threaded_random_dag(void **state)
 {
 	(void)state;
-	const struct tdm_policy_ops *const *p;
+	const struct policy_ops *const *p;
 	for (p = policy_list(); *p; p++) {
 		struct recorder r = { 0 };
 		struct engine_flow flow = { .id = 1 };

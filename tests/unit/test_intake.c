@@ -92,7 +92,7 @@ static void test_hints_and_client_settings(void **state)
 	harness_finish_all(h);
 
 	char toml[256], err[CONFIG_ERR_MAX];
-	struct tdm_config cfg;
+	struct daemon_config cfg;
 	struct session_env env = h->env;
 	struct session *s;
 	snprintf(toml, sizeof(toml),

@@ -219,7 +219,7 @@ static void machine_stop(struct machine *m)
 struct buf {
 	float *host;
 	uint64_t bytes;
-	struct tdm_data data;
+	struct res_data data;
 };
 
 /* Buffers are kept on devices across graphs (as weights would be) unless
@@ -665,7 +665,7 @@ static void test_prefetch_then_acquire(void **state)
 	residency_node_stats(&m.res, 1, &st);
 	assert_int_equal(st.prefetches, 1);
 	assert_int_equal(st.bytes_in, x.bytes);
-	struct tdm_data *ys[] = { &y.data };
+	struct res_data *ys[] = { &y.data };
 	assert_int_equal(residency_flush(&m.res, ys, 1), 0);
 	assert_all(&y, 7.0f);
 
@@ -1058,7 +1058,7 @@ static void test_prefetch_two_workers(void **state)
 	/* Tasks add 1 + 2, 3 + 1, 4 + 2 in turn. */
 	float want = (PF_ITERS / 3) * (3.0f + 4.0f + 6.0f);
 	for (int t = 0; t < 2; t++) {
-		struct tdm_data *ys[] = { &pw[t].y.data };
+		struct res_data *ys[] = { &pw[t].y.data };
 		assert_int_equal(residency_flush(&m.res, ys, 1), 0);
 		assert_all(&pw[t].y, want);
 		assert_all(&pw[t].z, 3.0f);

@@ -259,7 +259,7 @@ static void test_deterministic(void **state)
 	wl_init(&w);
 	if (wl_gen_random(&p, &w, err, sizeof(err)))
 		fail_msg("%s", err);
-	for (const struct tdm_policy_ops *const *pol = policy_list(); *pol; pol++) {
+	for (const struct policy_ops *const *pol = policy_list(); *pol; pol++) {
 		struct sim_result a, b;
 		size_t la, lb;
 		simulate(&m, &w, (*pol)->name, &a, true);
@@ -298,7 +298,7 @@ static void test_lower_bound_respected(void **state)
 		wl_init(&w);
 		if (wl_gen_random(&p, &w, err, sizeof(err)))
 			fail_msg("%s", err);
-		for (const struct tdm_policy_ops *const *pol = policy_list(); *pol; pol++) {
+		for (const struct policy_ops *const *pol = policy_list(); *pol; pol++) {
 			struct sim_result r;
 			simulate(&m, &w, (*pol)->name, &r, true);
 			check_schedule(&w, &r);
@@ -327,7 +327,7 @@ static void test_cholesky_on_hetero(void **state)
 		fail_msg("%s", err);
 	assert_int_equal(w.ntasks, 220);
 	double eager = 0, dmda = 0;
-	for (const struct tdm_policy_ops *const *pol = policy_list(); *pol; pol++) {
+	for (const struct policy_ops *const *pol = policy_list(); *pol; pol++) {
 		struct sim_result r;
 		double ms = simulate(&m, &w, (*pol)->name, &r, true);
 		check_schedule(&w, &r);

@@ -72,7 +72,7 @@ static struct engine_task *broken_pick(void *priv, unsigned worker)
 	return t;
 }
 
-static const struct tdm_policy_ops broken_policy = {
+static const struct policy_ops broken_policy = {
 	.name = "broken",
 	.init = broken_init,
 	.fini = broken_fini,
@@ -108,7 +108,7 @@ static void on_graph_done(void *ctx, struct engine_graph *g)
 	atomic_fetch_add(&graphs_done, 1);
 }
 
-static struct engine *make_engine(const struct tdm_policy_ops *p, bool second_useless, bool threads)
+static struct engine *make_engine(const struct policy_ops *p, bool second_useless, bool threads)
 {
 	struct backend_device devs[2] = { { .ops = &fake_all, .kind = TDM_DEV_CPU },
 		                          { .ops = second_useless ? &fake_none : &fake_all,
@@ -256,7 +256,7 @@ static void test_stalling_policy_replaced(void **state)
 static void test_registered_policies_keep_their_contract(void **state)
 {
 	(void)state;
-	for (const struct tdm_policy_ops *const *p = policy_list(); *p; p++) {
+	for (const struct policy_ops *const *p = policy_list(); *p; p++) {
 		struct engine_flow flow = { .id = 1, .weight = 1 };
 		struct engine *e = make_engine(*p, true, true);
 		assert_int_equal(engine_flow_add(e, &flow), 0);
