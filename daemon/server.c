@@ -248,49 +248,17 @@ static void on_terminate(evutil_socket_t sig, short what, void *arg)
 	on_drain_tick(-1, 0, srv);
 }
 
-/* Settings that take effect on SIGHUP; the others need a restart. */
+/* Settings that take effect on SIGHUP (reloadable in the schema of
+ * config.c); the others need a restart and are named in a warning. New
+ * clients get the new shares and hints; connected ones keep theirs. */
 static void apply_reload(struct server *srv, const struct daemon_config *n)
 {
+	char restart_only[1024];
 	struct daemon_config *o = &srv->cfg;
-	if (strcmp(o->socket_path, n->socket_path) || strcmp(o->policy, n->policy) ||
-	    o->n_cores != n->n_cores || memcmp(o->cores, n->cores, n->n_cores * sizeof(int)) ||
-	    o->sq_entries != n->sq_entries || o->cq_entries != n->cq_entries ||
-	    o->max_mappings != n->max_mappings)
-		log_warn("reload: daemon.socket, engine.policy, cpu.cores, rings and "
-		         "limits.max_mappings change only on restart");
-	if (o->watchdog_ms != n->watchdog_ms || o->dmda_alpha != n->dmda_alpha ||
-	    o->dmda_beta != n->dmda_beta || o->plan_refine_iters != n->plan_refine_iters ||
-	    o->plan_repair != n->plan_repair)
-		log_warn("reload: engine.watchdog_ms and [policy] change only on restart");
-	memcpy(o->allowed_uids, n->allowed_uids, sizeof(o->allowed_uids));
-	o->n_allowed_uids = n->n_allowed_uids;
-	memcpy(o->allowed_gids, n->allowed_gids, sizeof(o->allowed_gids));
-	o->n_allowed_gids = n->n_allowed_gids;
-	memcpy(o->admin_uids, n->admin_uids, sizeof(o->admin_uids));
-	o->n_admin_uids = n->n_admin_uids;
-	memcpy(o->admin_gids, n->admin_gids, sizeof(o->admin_gids));
-	o->n_admin_gids = n->n_admin_gids;
-	o->max_clients = n->max_clients;
-	o->max_clients_per_uid = n->max_clients_per_uid;
-	o->max_connections = n->max_connections;
-	o->max_connections_per_uid = n->max_connections_per_uid;
-	o->uid_buffer_quota_bytes = n->uid_buffer_quota_bytes;
-	o->uid_max_buffers = n->uid_max_buffers;
-	o->log_level = n->log_level;
-	o->spin_us = n->spin_us;
-	o->buffer_quota_bytes = n->buffer_quota_bytes;
-	o->max_buffers = n->max_buffers;
-	o->max_tasks_in_flight = n->max_tasks_in_flight;
-	o->max_tasks_per_graph = n->max_tasks_per_graph;
-	o->max_graphs_in_flight = n->max_graphs_in_flight;
-	o->max_task_ms = n->max_task_ms;
-	o->drain_timeout_s = n->drain_timeout_s;
-	/* New clients get the new shares and hints; connected ones keep theirs. */
-	o->default_weight = n->default_weight;
-	memcpy(o->client_weight, n->client_weight, sizeof(o->client_weight));
-	o->n_client_weight = n->n_client_weight;
-	memcpy(o->client_policy, n->client_policy, sizeof(o->client_policy));
-	o->n_client_policy = n->n_client_policy;
+	size_t changed = config_reload(o, n, restart_only, sizeof(restart_only));
+	if (changed)
+		log_warn("reload: %s change%s only on restart", restart_only,
+		         changed == 1 ? "s" : "");
 	log_set_level(o->log_level);
 	engine_set_spin_us(srv->engine, o->spin_us);
 }
