@@ -53,7 +53,17 @@ struct backend_probe_params {
 	char note[BACKEND_NOTE_MAX];
 };
 
+/* The version of this seam (struct backend_ops, struct backend_device, the
+ * probe parameters and what the hooks mean). Raised whenever one of them
+ * changes in a way a backend built against the old one would get wrong;
+ * a backend of another version is refused where it registers (the backend
+ * registry, the CUDA plugin loader, engine_create). */
+#define BACKEND_ABI_VERSION 1u
+
 struct backend_ops {
+	/* BACKEND_ABI_VERSION as the backend was built. Stays the first
+	 * member in every version, so that it can be read from any. */
+	uint32_t abi_version;
 	const char *name; /* "cpu", "opencl", "cuda" */
 	/* Appends up to max devices to out[]; *n receives the number found. */
 	int (*probe)(struct backend_probe_params *p, struct backend_device *out, size_t max,
@@ -105,12 +115,22 @@ static inline bool backend_is_accelerator(const struct backend_device *d)
 	return d->ops->launch_async != NULL;
 }
 
+/* 0 if ops speaks this seam's version; else -TDM_EINVAL and a one-line
+ * reason in why (may be NULL): "backend cuda: ABI version 2, tandemd speaks
+ * 1". */
+int backend_check(const struct backend_ops *ops, char *why, size_t whylen);
+
 extern const struct backend_ops backend_cpu;
 extern const struct backend_ops backend_opencl;
 /* The CUDA backend lives in a plugin (tandem-cuda.so) so that the daemon
  * builds and runs without CUDA; NULL with a reason in note when the plugin
- * or the CUDA runtime cannot be loaded. */
+ * or the CUDA runtime cannot be loaded, or the plugin's backend is of
+ * another ABI version. */
 const struct backend_ops *backend_cuda_load(const char *plugin_path, char *note, size_t notelen);
 void backend_cuda_unload(void);
+/* The plugin's entry point, found by dlsym under this name: the backend's
+ * ops, whose abi_version the loader checks before anything else. */
+#define BACKEND_CUDA_ENTRY "tandem_cuda_backend"
+typedef const struct backend_ops *backend_cuda_entry_fn(void);
 
 #endif
