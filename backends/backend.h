@@ -133,4 +133,36 @@ void backend_cuda_unload(void);
 #define BACKEND_CUDA_ENTRY "tandem_cuda_backend"
 typedef const struct backend_ops *backend_cuda_entry_fn(void);
 
+/* ---- the registry ----------------------------------------------------------
+ * Discovery components in the manner of hwloc's: each backend the daemon
+ * may probe, with a priority (higher probes first: cpu, then cuda, then
+ * opencl) and whether it is enabled when the configuration does not say
+ * ("<name>.enabled", e.g. [cuda] enabled). A backend's devices come after
+ * those of every backend probed before it. */
+struct backend_component {
+	const char *name; /* also its configuration section */
+	int priority;
+	bool enabled_by_default;
+	/* A device with a PCI bus id that a device of a backend probed before
+	 * already has is left out: the same GPU, seen through OpenCL after
+	 * CUDA, is used once. */
+	bool yields_same_pci;
+	/* Built in: ops. A plugin: load (plugin_path NULL: its default place),
+	 * NULL with a one-line reason in note when it cannot be had. */
+	const struct backend_ops *ops;
+	const struct backend_ops *(*load)(const char *plugin_path, char *note, size_t notelen);
+	void (*unload)(void); /* a plugin: forgets it (its devices released) */
+};
+
+/* The components in probe order (priority, highest first; equal ones by
+ * name): up to max into out, returns how many there are. */
+size_t backend_registry(const struct backend_component **out, size_t max);
+/* Unloads every plugin a component loaded (each device released first). */
+void backend_registry_unload(void);
+/* A component's ops, loaded if it is a plugin and checked (backend_check):
+ * NULL with a one-line reason in note otherwise. */
+const struct backend_ops *backend_component_ops(const struct backend_component *c,
+                                                const char *plugin_path, char *note,
+                                                size_t notelen);
+
 #endif

@@ -361,7 +361,21 @@ static const struct key_spec schema[] = {
 
 #define N_KEYS (sizeof(schema) / sizeof(schema[0]))
 
-/* ---- reload --------------------------------------------------------------- */
+/* The spec whose "section.key" is path, or NULL. */
+static const struct key_spec *find_key(const char *path)
+{
+	for (size_t i = 0; i < N_KEYS; i++) {
+		const struct key_spec *ks = &schema[i];
+		size_t n = strlen(ks->section);
+
+		if (!strncmp(path, ks->section, n) && path[n] == '.' &&
+		    !strcmp(path + n + 1, ks->key))
+			return ks;
+	}
+	return NULL;
+}
+
+/* ---- reload, lookups by name ------------------------------------------------- */
 
 static bool is_array(const struct key_spec *ks)
 {
@@ -442,6 +456,35 @@ size_t config_reload(struct daemon_config *cfg, const struct daemon_config *n, c
 	return changed;
 }
 
+/* The spec of section.key if it is of one of the kinds, else NULL. */
+static const struct key_spec *find_kind(const char *section, const char *key,
+                                        const enum key_kind *kinds, size_t nkinds)
+{
+	char path[96];
+	int w = snprintf(path, sizeof(path), "%s.%s", section, key);
+	if (w < 0 || (size_t)w >= sizeof(path))
+		return NULL;
+	const struct key_spec *ks = find_key(path);
+	for (size_t i = 0; ks && i < nkinds; i++)
+		if (ks->kind == kinds[i])
+			return ks;
+	return NULL;
+}
+
+int config_bool(const struct daemon_config *cfg, const char *section, const char *key)
+{
+	static const enum key_kind kinds[] = { K_BOOL };
+	const struct key_spec *ks = find_kind(section, key, kinds, 1);
+	return ks ? *(const uint32_t *)((const char *)cfg + ks->offset) != 0 : -1;
+}
+
+const char *config_string(const struct daemon_config *cfg, const char *section, const char *key)
+{
+	static const enum key_kind kinds[] = { K_SOCKET, K_NAME, K_PATH };
+	const struct key_spec *ks = find_kind(section, key, kinds, 3);
+	return ks ? (const char *)cfg + ks->offset : NULL;
+}
+
 size_t config_key_count(void)
 {
 	return N_KEYS;
@@ -454,20 +497,6 @@ int config_key_info(size_t i, const char **section, const char **key)
 	*section = schema[i].section;
 	*key = schema[i].key;
 	return schema[i].reload == RELOAD;
-}
-
-/* The spec whose "section.key" is path, or NULL. */
-static const struct key_spec *find_key(const char *path)
-{
-	for (size_t i = 0; i < N_KEYS; i++) {
-		const struct key_spec *ks = &schema[i];
-		size_t n = strlen(ks->section);
-
-		if (!strncmp(path, ks->section, n) && path[n] == '.' &&
-		    !strcmp(path + n + 1, ks->key))
-			return ks;
-	}
-	return NULL;
 }
 
 /* The section that path lies in ("daemon" for "daemon.x.y"), or NULL. */

@@ -132,6 +132,12 @@ int config_load_file(const char *path, struct daemon_config *cfg, char *err, siz
  * may be NULL), cut to len; returns how many there are. */
 size_t config_reload(struct daemon_config *cfg, const struct daemon_config *n, char *restart_only,
                      size_t len);
+/* A key looked up by name, for settings named after something else's name
+ * (the backend registry's "<backend>.enabled", "<backend>.plugin"): a
+ * boolean's 0 or 1, -1 when the schema has no such boolean key; a string
+ * key's value, NULL when the schema has no such string key. */
+int config_bool(const struct daemon_config *cfg, const char *section, const char *key);
+const char *config_string(const struct daemon_config *cfg, const char *section, const char *key);
 /* The keys of the schema, in its order, for tests and documentation: key i
  * as section and key names; 1 if it is reloadable, 0 if it changes only on
  * restart, -1 past the last (config_key_count()). */

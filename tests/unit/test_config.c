@@ -452,6 +452,27 @@ static void test_reload_copies_and_names(void **state)
 	assert_cfg_equal(&run, &want);
 }
 
+/* Keys by name, as the backend registry asks for "<backend>.enabled" and
+ * "<backend>.plugin": only keys of the schema, of the asked kind. */
+static void test_lookup_by_name(void **state)
+{
+	struct daemon_config cfg;
+	(void)state;
+	config_defaults(&cfg);
+	assert_int_equal(config_bool(&cfg, "cuda", "enabled"), 1);
+	assert_int_equal(config_bool(&cfg, "opencl", "enabled"), 1);
+	assert_int_equal(config_bool(&cfg, "cpu", "enabled"), -1); /* no such key */
+	assert_int_equal(config_bool(&cfg, "cuda", "plugin"), -1); /* not a boolean */
+	assert_string_equal(config_string(&cfg, "cuda", "plugin"), "");
+	assert_null(config_string(&cfg, "opencl", "plugin"));
+	assert_null(config_string(&cfg, "cuda", "enabled"));
+	load_ok("[opencl]\nenabled = false\n[cuda]\nplugin = \"/opt/t/tandem-cuda.so\"\n", &cfg);
+	assert_int_equal(config_bool(&cfg, "opencl", "enabled"), 0);
+	assert_int_equal(config_bool(&cfg, "cuda", "enabled"), 1);
+	assert_string_equal(config_string(&cfg, "cuda", "plugin"), "/opt/t/tandem-cuda.so");
+	assert_string_equal(config_string(&cfg, "engine", "policy"), "eager");
+}
+
 /* ---- each section --------------------------------------------------------- */
 
 static void test_daemon_section(void **state)
@@ -1154,6 +1175,7 @@ int main(void)
 		cmocka_unit_test(test_every_key_parsed),
 		cmocka_unit_test(test_reloadable_keys),
 		cmocka_unit_test(test_reload_copies_and_names),
+		cmocka_unit_test(test_lookup_by_name),
 		cmocka_unit_test(test_daemon_section),
 		cmocka_unit_test(test_id_list_length),
 		cmocka_unit_test(test_engine_section),
