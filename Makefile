@@ -105,9 +105,12 @@ $(CORE_LIB): $(CORE_OBJ)
 $(CLIENT_LIB): $(CLIENT_OBJ)
 	@mkdir -p $(dir $@)
 	rm -f $@ && ar rcs $@ $^
-$(CLIENT_SO): $(CLIENT_PIC_OBJ)
+# Only tdm_* is exported, each symbol versioned TANDEM_1 (client/libtandem.map).
+CLIENT_MAP := client/libtandem.map
+$(CLIENT_SO): $(CLIENT_PIC_OBJ) $(CLIENT_MAP)
 	@mkdir -p $(dir $@)
-	$(CC) -shared $(LDFLAGS) -Wl,-soname,libtandem.so.0 $^ -o $@
+	$(CC) -shared $(LDFLAGS) -Wl,-soname,libtandem.so.0 -Wl,--version-script,$(CLIENT_MAP) \
+		$(CLIENT_PIC_OBJ) -o $@
 
 # Sanitizer flavours build the plugin too, but without sanitizers (nvcc).
 # cudart is linked statically and cuBLAS found through the rpath, so the

@@ -1,11 +1,15 @@
 /* Status codes and reject fields: the tables that make the enums and the
  * names keep every value and every string as released (they travel on the
  * wire and clients compare them). */
+#include <dlfcn.h>
+#include <limits.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
@@ -103,12 +107,42 @@ static void test_reject_fields(void **state)
 	assert_string_equal(tdm_reject_field_name(~0u), "unknown field");
 }
 
+/* libtandem.so (next to this test's bin/: ../lib) exports its API under
+ * the symbol version TANDEM_1 (client/libtandem.map) and nothing else. */
+static void test_shared_library_versions(void **state)
+{
+	char exe[PATH_MAX], path[PATH_MAX + 32];
+	(void)state;
+	ssize_t r = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+	assert_true(r > 0);
+	exe[r] = '\0';
+	*strrchr(exe, '/') = '\0';
+	snprintf(path, sizeof(path), "%s/../lib/libtandem.so", exe);
+	void *h = dlopen(path, RTLD_NOW | RTLD_LOCAL);
+	if (!h)
+		fail_msg("%s", dlerror());
+	const char *(*name)(int);
+	void *sym = dlvsym(h, "tdm_strerror", "TANDEM_1");
+	assert_non_null(sym);
+	memcpy(&name, &sym, sizeof(name));
+	assert_string_equal(name(-TDM_EPEER), "the socket is not served by a tandemd we trust");
+	assert_non_null(dlvsym(h, "tdm_connect", "TANDEM_1"));
+	assert_non_null(dlvsym(h, "tdm_reject_field_name", "TANDEM_1"));
+	assert_null(dlvsym(h, "tdm_strerror", "TANDEM_2"));
+	/* what is not the API stays inside */
+	assert_null(dlsym(h, "error_names"));
+	assert_null(dlsym(h, "client_request"));
+	assert_null(dlsym(h, "ring_publish"));
+	dlclose(h);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_error_codes),
 		cmocka_unit_test(test_tables),
 		cmocka_unit_test(test_reject_fields),
+		cmocka_unit_test(test_shared_library_versions),
 	};
 	return cmocka_run_group_tests_name("errors", tests, NULL, NULL);
 }
