@@ -105,9 +105,12 @@ $(CORE_LIB): $(CORE_OBJ)
 $(CLIENT_LIB): $(CLIENT_OBJ)
 	@mkdir -p $(dir $@)
 	rm -f $@ && ar rcs $@ $^
-$(CLIENT_SO): $(CLIENT_PIC_OBJ)
+# Only tdm_* is exported, each symbol versioned TANDEM_1 (client/libtandem.map).
+CLIENT_MAP := client/libtandem.map
+$(CLIENT_SO): $(CLIENT_PIC_OBJ) $(CLIENT_MAP)
 	@mkdir -p $(dir $@)
-	$(CC) -shared $(LDFLAGS) -Wl,-soname,libtandem.so.0 $^ -o $@
+	$(CC) -shared $(LDFLAGS) -Wl,-soname,libtandem.so.0 -Wl,--version-script,$(CLIENT_MAP) \
+		$(CLIENT_PIC_OBJ) -o $@
 
 # Sanitizer flavours build the plugin too, but without sanitizers (nvcc).
 # cudart is linked statically and cuBLAS found through the rpath, so the
@@ -146,6 +149,19 @@ $(BUILD)/bin/%: $(BUILD)/obj/examples/%.o $(CLIENT_LIB)
 $(BUILD)/tests/test_%: $(BUILD)/obj/tests/unit/test_%.o $(CORE_LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) $^ $(DAEMON_LIBS) $(CMOCKA_LIBS) -o $@
+# Fake CUDA plugins for test_cuda_loader (the loader's checks, CUDA or not):
+# one of this backend ABI version, one of the next. Without sanitizers, as
+# the real plugin.
+FAKE_PLUGINS := $(BUILD)/tests/fake-cuda-ok.so $(BUILD)/tests/fake-cuda-abi.so
+$(BUILD)/tests/fake-cuda-ok.so: tests/unit/fake_cuda_plugin.c
+	@mkdir -p $(dir $@)
+	$(CC) -std=c11 -D_GNU_SOURCE $(OPT) $(WARN) -Iinclude -I. -fPIC -fvisibility=hidden -shared \
+		-MMD -MP -MF $(@:.so=.d) $< -o $@
+$(BUILD)/tests/fake-cuda-abi.so: tests/unit/fake_cuda_plugin.c
+	@mkdir -p $(dir $@)
+	$(CC) -std=c11 -D_GNU_SOURCE $(OPT) $(WARN) -Iinclude -I. -fPIC -fvisibility=hidden -shared \
+		-DFAKE_ABI_SKEW=1 -MMD -MP -MF $(@:.so=.d) $< -o $@
+$(BUILD)/tests/test_cuda_loader: | $(FAKE_PLUGINS)
 # Integration tests that also read what the daemon writes (traces, machine
 # descriptions) link the daemon core as well. A static pattern rule wins.
 CORE_INTEG := $(BUILD)/tests/test_trace_record
@@ -176,7 +192,7 @@ $(BUILD)/obj/tests/bench/%.o: tests/bench/%.c
 # test, demo and bench install missing packages first, then build and run.
 test: deps
 	@$(MAKE) --no-print-directory test-run
-test-run: all $(UNIT_TESTS) $(INTEG_TESTS) $(REPLAYS) check-rooms
+test-run: all $(UNIT_TESTS) $(INTEG_TESTS) $(REPLAYS) $(FAKE_PLUGINS) check-rooms
 	@BUILD=$(BUILD) sh tests/run_tests.sh $(UNIT_TESTS) $(INTEG_TESTS) $(REPLAYS)
 
 demo: deps

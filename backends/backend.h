@@ -53,7 +53,17 @@ struct backend_probe_params {
 	char note[BACKEND_NOTE_MAX];
 };
 
+/* The version of this seam (struct backend_ops, struct backend_device, the
+ * probe parameters and what the hooks mean). Raised whenever one of them
+ * changes in a way a backend built against the old one would get wrong;
+ * a backend of another version is refused where it registers (the backend
+ * registry, the CUDA plugin loader, engine_create). */
+#define BACKEND_ABI_VERSION 1u
+
 struct backend_ops {
+	/* BACKEND_ABI_VERSION as the backend was built. Stays the first
+	 * member in every version, so that it can be read from any. */
+	uint32_t abi_version;
 	const char *name; /* "cpu", "opencl", "cuda" */
 	/* Appends up to max devices to out[]; *n receives the number found. */
 	int (*probe)(struct backend_probe_params *p, struct backend_device *out, size_t max,
@@ -105,12 +115,54 @@ static inline bool backend_is_accelerator(const struct backend_device *d)
 	return d->ops->launch_async != NULL;
 }
 
+/* 0 if ops speaks this seam's version; else -TDM_EINVAL and a one-line
+ * reason in why (may be NULL): "backend cuda: ABI version 2, tandemd speaks
+ * 1". */
+int backend_check(const struct backend_ops *ops, char *why, size_t whylen);
+
 extern const struct backend_ops backend_cpu;
 extern const struct backend_ops backend_opencl;
 /* The CUDA backend lives in a plugin (tandem-cuda.so) so that the daemon
  * builds and runs without CUDA; NULL with a reason in note when the plugin
- * or the CUDA runtime cannot be loaded. */
+ * or the CUDA runtime cannot be loaded, or the plugin's backend is of
+ * another ABI version. */
 const struct backend_ops *backend_cuda_load(const char *plugin_path, char *note, size_t notelen);
 void backend_cuda_unload(void);
+/* The plugin's entry point, found by dlsym under this name: the backend's
+ * ops, whose abi_version the loader checks before anything else. */
+#define BACKEND_CUDA_ENTRY "tandem_cuda_backend"
+typedef const struct backend_ops *backend_cuda_entry_fn(void);
+
+/* ---- the registry ----------------------------------------------------------
+ * Discovery components in the manner of hwloc's: each backend the daemon
+ * may probe, with a priority (higher probes first: cpu, then cuda, then
+ * opencl) and whether it is enabled when the configuration does not say
+ * ("<name>.enabled", e.g. [cuda] enabled). A backend's devices come after
+ * those of every backend probed before it. */
+struct backend_component {
+	const char *name; /* also its configuration section */
+	int priority;
+	bool enabled_by_default;
+	/* A device with a PCI bus id that a device of a backend probed before
+	 * already has is left out: the same GPU, seen through OpenCL after
+	 * CUDA, is used once. */
+	bool yields_same_pci;
+	/* Built in: ops. A plugin: load (plugin_path NULL: its default place),
+	 * NULL with a one-line reason in note when it cannot be had. */
+	const struct backend_ops *ops;
+	const struct backend_ops *(*load)(const char *plugin_path, char *note, size_t notelen);
+	void (*unload)(void); /* a plugin: forgets it (its devices released) */
+};
+
+/* The components in probe order (priority, highest first; equal ones by
+ * name): up to max into out, returns how many there are. */
+size_t backend_registry(const struct backend_component **out, size_t max);
+/* Unloads every plugin a component loaded (each device released first). */
+void backend_registry_unload(void);
+/* A component's ops, loaded if it is a plugin and checked (backend_check):
+ * NULL with a one-line reason in note otherwise. */
+const struct backend_ops *backend_component_ops(const struct backend_component *c,
+                                                const char *plugin_path, char *note,
+                                                size_t notelen);
 
 #endif

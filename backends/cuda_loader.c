@@ -14,10 +14,10 @@
 #include "backends/backend.h"
 
 #define CUDA_PLUGIN_FILE "tandem-cuda.so"
-#define CUDA_PLUGIN_ENTRY "tandem_cuda_backend"
+#define CUDA_PLUGIN_ENTRY BACKEND_CUDA_ENTRY
 #define CUDA_PLUGIN_ENV "TANDEM_CUDA_PLUGIN"
 
-typedef const struct backend_ops *(*cuda_entry_fn)(void);
+typedef backend_cuda_entry_fn *cuda_entry_fn;
 
 /* The one piece of process-wide state outside the daemon's context: a dlopen
  * handle belongs to the process (the library is mapped once, whoever opens
@@ -94,6 +94,17 @@ static const struct backend_ops *open_plugin(const char *path, char *note, size_
 	const struct backend_ops *ops = entry ? entry() : NULL;
 	if (!ops) {
 		set_note(note, notelen, "CUDA plugin %s: no %s", path, CUDA_PLUGIN_ENTRY);
+		dlclose(h);
+		return NULL;
+	}
+	/* Before anything else of ops: only abi_version is where every
+	 * version of the seam keeps it. */
+	if (ops->abi_version != BACKEND_ABI_VERSION) {
+		set_note(note, notelen,
+		         "CUDA plugin %s: backend ABI version %u, tandemd speaks %u: refused "
+		         "(rebuild "
+		         "the plugin with this tandemd)",
+		         path, ops->abi_version, BACKEND_ABI_VERSION);
 		dlclose(h);
 		return NULL;
 	}

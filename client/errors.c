@@ -1,32 +1,26 @@
-/* Names of error codes and reject fields; shared by libtandem and tandemd. */
+/* Names of error codes and reject fields; shared by libtandem and tandemd.
+ * Both tables expand from the lists that also make the enums
+ * (TDM_ERRNO_MAP in tandem.h, TDM_REJECT_FIELD_MAP in tandem/wire.h). */
 #include "tandem.h"
 
 #define TDM_API __attribute__((visibility("default")))
 
-static const char *const error_names[TDM_E__COUNT] = {
-	[TDM_OK] = "success",
-	[TDM_EINVAL] = "invalid argument",
-	[TDM_ENOMEM] = "out of memory",
-	[TDM_ECONNECT] = "cannot connect to tandemd",
-	[TDM_EPERM] = "permission denied by tandemd (uid/gid not allowed)",
-	[TDM_EVERSION] = "wire protocol version mismatch",
-	[TDM_EPROTO] = "protocol violation",
-	[TDM_EDISCONNECTED] = "disconnected from tandemd",
-	[TDM_ETIMEDOUT] = "timed out",
-	[TDM_EQUOTA] = "per-client quota exceeded",
-	[TDM_EHANDLE] = "unknown buffer handle",
-	[TDM_ERANGE] = "offset/length outside the buffer or wrong size for the kernel",
-	[TDM_EKERNEL] = "unknown kernel",
-	[TDM_EARITY] = "arguments do not match the kernel's signature",
-	[TDM_EEDGE] = "edge does not point to an earlier task",
-	[TDM_ECANCELED] = "canceled",
-	[TDM_EDEVICE] = "kernel failed on its device",
-	[TDM_ESHUTDOWN] = "tandemd is shutting down",
-	[TDM_EBUSY] = "busy: too many clients or connections, or such a request runs already",
-	[TDM_ESYS] = "system call failed",
-	[TDM_ECONFIG] = "invalid configuration",
-	[TDM_EPEER] = "the socket is not served by a tandemd we trust",
+/* Counts the entries of a list: each X(...) adds one. */
+#define TDM_COUNT_ONE(name, value, text) +1
+
+static const char *const error_names[] = { [TDM_OK] = "success",
+#define TDM_ERRNO_NAME(name, value, message) [TDM_##name] = message,
+	                                   TDM_ERRNO_MAP(TDM_ERRNO_NAME)
+#undef TDM_ERRNO_NAME
 };
+
+/* Values 1, 2, ... without a gap or a repeat: as many entries as codes, and
+ * the table (sized by its highest index) exactly as long as the enum. A
+ * repeated value would also trip -Woverride-init. */
+_Static_assert(0 TDM_ERRNO_MAP(TDM_COUNT_ONE) == TDM_E__COUNT - 1,
+               "TDM_ERRNO_MAP: values must run 1, 2, ... without a gap");
+_Static_assert(sizeof(error_names) / sizeof(error_names[0]) == TDM_E__COUNT,
+               "every error code has a message");
 
 TDM_API const char *tdm_strerror(int err)
 {
@@ -37,26 +31,16 @@ TDM_API const char *tdm_strerror(int err)
 	return error_names[err];
 }
 
-static const char *const field_names[TDM_REJECT__COUNT] = {
-	[TDM_REJECT_NONE] = "none",
-	[TDM_REJECT_OP] = "entry op",
-	[TDM_REJECT_RESERVED] = "reserved field not zero",
-	[TDM_REJECT_NTASKS] = "task count",
-	[TDM_REJECT_FLAGS] = "graph flags",
-	[TDM_REJECT_TASK_INDEX] = "task index",
-	[TDM_REJECT_KERNEL] = "kernel id",
-	[TDM_REJECT_ARITY] = "argument count",
-	[TDM_REJECT_MODE] = "access mode",
-	[TDM_REJECT_HANDLE] = "buffer handle",
-	[TDM_REJECT_RANGE] = "offset/length",
-	[TDM_REJECT_SCALAR_TYPE] = "scalar type",
-	[TDM_REJECT_EDGE] = "edge",
-	[TDM_REJECT_KERNEL_ARGS] = "kernel-specific argument check",
-	[TDM_REJECT_QUOTA] = "client quota",
-	[TDM_REJECT_SEQUENCE] = "entry sequence",
-	[TDM_REJECT_POLICY] = "policy hint",
-	[TDM_REJECT_COST] = "predicted task cost",
+static const char *const field_names[] = {
+#define TDM_REJECT_FIELD_NAME(name, value, what) [TDM_REJECT_##name] = what,
+	TDM_REJECT_FIELD_MAP(TDM_REJECT_FIELD_NAME)
+#undef TDM_REJECT_FIELD_NAME
 };
+
+_Static_assert(0 TDM_REJECT_FIELD_MAP(TDM_COUNT_ONE) == TDM_REJECT__COUNT,
+               "TDM_REJECT_FIELD_MAP: values must run 0, 1, ... without a gap");
+_Static_assert(sizeof(field_names) / sizeof(field_names[0]) == TDM_REJECT__COUNT,
+               "every reject field has a name");
 
 TDM_API const char *tdm_reject_field_name(unsigned field)
 {

@@ -263,86 +263,100 @@ enum key_kind {
 	K_USERHINT, /* table user = policy hint name, struct config_devval[] + count */
 };
 
+/* Whether a key takes effect on SIGHUP (RELOAD: copied into the running
+ * configuration) or only on restart (RESTART: a changed value is named in a
+ * warning and left as it runs). Every entry of the schema says which. */
+enum key_reload { RESTART = 0, RELOAD = 1 };
+
 struct key_spec {
 	const char *section;
 	const char *key;
 	enum key_kind kind;
 	int64_t min, max;
 	size_t offset; /* of the value (or array) in struct daemon_config */
-	size_t count_off; /* K_IDS, K_CORES: of the element count */
-	size_t max_len; /* K_IDS, K_CORES: most elements */
+	size_t size; /* of the value, or of one element of an array */
+	size_t count_off; /* arrays and tables: of the element count */
+	size_t max_len; /* arrays and tables: most elements */
+	enum key_reload reload;
 };
 
 /* clang-format off */
 #define OFF(f) offsetof(struct daemon_config, f)
-#define SCALAR(sec, k, kind, lo, hi, f) { sec, k, kind, lo, hi, OFF(f), 0, 0 }
-#define ARRAY(sec, k, kind, lo, hi, f, n, cap) { sec, k, kind, lo, hi, OFF(f), OFF(n), cap }
+#define FIELD_SIZE(f) sizeof(((struct daemon_config *)0)->f)
+#define SCALAR(sec, k, kind, lo, hi, f, rl) \
+	{ sec, k, kind, lo, hi, OFF(f), FIELD_SIZE(f), 0, 0, rl }
+#define ARRAY(sec, k, kind, lo, hi, f, n, cap, rl) \
+	{ sec, k, kind, lo, hi, OFF(f), FIELD_SIZE(f[0]), OFF(n), cap, rl }
 /* clang-format on */
 
 static const struct key_spec schema[] = {
-	SCALAR("daemon", "socket", K_SOCKET, 0, 0, socket_path),
-	SCALAR("daemon", "log_level", K_LOG_LEVEL, 0, 0, log_level),
+	SCALAR("daemon", "socket", K_SOCKET, 0, 0, socket_path, RESTART),
+	SCALAR("daemon", "log_level", K_LOG_LEVEL, 0, 0, log_level, RELOAD),
 	ARRAY("daemon", "allowed_uids", K_IDS, 0, UINT32_MAX - 1, allowed_uids, n_allowed_uids,
-	      CONFIG_MAX_IDS),
+	      CONFIG_MAX_IDS, RELOAD),
 	ARRAY("daemon", "allowed_gids", K_IDS, 0, UINT32_MAX - 1, allowed_gids, n_allowed_gids,
-	      CONFIG_MAX_IDS),
+	      CONFIG_MAX_IDS, RELOAD),
 	ARRAY("daemon", "admin_uids", K_IDS, 0, UINT32_MAX - 1, admin_uids, n_admin_uids,
-	      CONFIG_MAX_IDS),
+	      CONFIG_MAX_IDS, RELOAD),
 	ARRAY("daemon", "admin_gids", K_IDS, 0, UINT32_MAX - 1, admin_gids, n_admin_gids,
-	      CONFIG_MAX_IDS),
-	SCALAR("daemon", "max_clients", K_U32, 1, 4096, max_clients),
-	SCALAR("daemon", "max_clients_per_uid", K_U32, 1, 4096, max_clients_per_uid),
-	SCALAR("daemon", "max_connections", K_U32, 16, 65536, max_connections),
-	SCALAR("daemon", "max_connections_per_uid", K_U32, 1, 65536, max_connections_per_uid),
-	SCALAR("daemon", "state_dir", K_PATH, 0, 0, state_dir),
-	SCALAR("daemon", "drain_timeout_s", K_U32, 0, 3600, drain_timeout_s),
+	      CONFIG_MAX_IDS, RELOAD),
+	SCALAR("daemon", "max_clients", K_U32, 1, 4096, max_clients, RELOAD),
+	SCALAR("daemon", "max_clients_per_uid", K_U32, 1, 4096, max_clients_per_uid, RELOAD),
+	SCALAR("daemon", "max_connections", K_U32, 16, 65536, max_connections, RELOAD),
+	SCALAR("daemon", "max_connections_per_uid", K_U32, 1, 65536, max_connections_per_uid,
+	       RELOAD),
+	SCALAR("daemon", "state_dir", K_PATH, 0, 0, state_dir, RESTART),
+	SCALAR("daemon", "drain_timeout_s", K_U32, 0, 3600, drain_timeout_s, RELOAD),
 
-	SCALAR("engine", "policy", K_NAME, 0, 0, policy),
-	SCALAR("engine", "spin_us", K_U32, 0, 10000, spin_us),
-	SCALAR("engine", "watchdog_ms", K_U32, 10, 60000, watchdog_ms),
+	SCALAR("engine", "policy", K_NAME, 0, 0, policy, RESTART),
+	SCALAR("engine", "spin_us", K_U32, 0, 10000, spin_us, RELOAD),
+	SCALAR("engine", "watchdog_ms", K_U32, 10, 60000, watchdog_ms, RESTART),
 
-	SCALAR("policy", "dmda_alpha", K_F64, 0, 1000, dmda_alpha),
-	SCALAR("policy", "dmda_beta", K_F64, 0, 1000, dmda_beta),
-	SCALAR("policy", "plan_refine_iters", K_U32, 0, 10000, plan_refine_iters),
-	SCALAR("policy", "plan_repair", K_BOOL, 0, 1, plan_repair),
+	SCALAR("policy", "dmda_alpha", K_F64, 0, 1000, dmda_alpha, RESTART),
+	SCALAR("policy", "dmda_beta", K_F64, 0, 1000, dmda_beta, RESTART),
+	SCALAR("policy", "plan_refine_iters", K_U32, 0, 10000, plan_refine_iters, RESTART),
+	SCALAR("policy", "plan_repair", K_BOOL, 0, 1, plan_repair, RESTART),
 
-	SCALAR("clients", "default_weight", K_U32, 1, 1000, default_weight),
+	SCALAR("clients", "default_weight", K_U32, 1, 1000, default_weight, RELOAD),
 	ARRAY("clients", "weights", K_USERU32, 1, 1000, client_weight, n_client_weight,
-	      CONFIG_MAX_DEVSEL),
+	      CONFIG_MAX_DEVSEL, RELOAD),
 	ARRAY("clients", "policies", K_USERHINT, 0, 0, client_policy, n_client_policy,
-	      CONFIG_MAX_DEVSEL),
+	      CONFIG_MAX_DEVSEL, RELOAD),
 
-	ARRAY("cpu", "cores", K_CORES, 0, 1023, cores, n_cores, CONFIG_MAX_CORES),
+	ARRAY("cpu", "cores", K_CORES, 0, 1023, cores, n_cores, CONFIG_MAX_CORES, RESTART),
 
-	ARRAY("devices", "include", K_DEVSEL, 0, 0, dev_include, n_dev_include, CONFIG_MAX_DEVSEL),
-	ARRAY("devices", "exclude", K_DEVSEL, 0, 0, dev_exclude, n_dev_exclude, CONFIG_MAX_DEVSEL),
-	SCALAR("devices", "pipeline_depth", K_U32, 1, 64, pipeline_depth),
+	ARRAY("devices", "include", K_DEVSEL, 0, 0, dev_include, n_dev_include, CONFIG_MAX_DEVSEL,
+	      RESTART),
+	ARRAY("devices", "exclude", K_DEVSEL, 0, 0, dev_exclude, n_dev_exclude, CONFIG_MAX_DEVSEL,
+	      RESTART),
+	SCALAR("devices", "pipeline_depth", K_U32, 1, 64, pipeline_depth, RESTART),
 	ARRAY("devices", "mem_cap", K_DEVBYTES, 4096, INT64_C(1) << 48, mem_cap, n_mem_cap,
-	      CONFIG_MAX_DEVSEL),
+	      CONFIG_MAX_DEVSEL, RESTART),
 	ARRAY("devices", "fault_inject", K_DEVU32, 0, 1000000, fault_inject, n_fault_inject,
-	      CONFIG_MAX_DEVSEL),
+	      CONFIG_MAX_DEVSEL, RESTART),
 
-	SCALAR("opencl", "enabled", K_BOOL, 0, 1, opencl_enabled),
-	SCALAR("cuda", "enabled", K_BOOL, 0, 1, cuda_enabled),
-	SCALAR("cuda", "plugin", K_PATH, 0, 0, cuda_plugin),
+	SCALAR("opencl", "enabled", K_BOOL, 0, 1, opencl_enabled, RESTART),
+	SCALAR("cuda", "enabled", K_BOOL, 0, 1, cuda_enabled, RESTART),
+	SCALAR("cuda", "plugin", K_PATH, 0, 0, cuda_plugin, RESTART),
 
-	SCALAR("profiler", "calibrate", K_BOOL, 0, 1, calibrate),
-	SCALAR("profiler", "persist_models", K_BOOL, 0, 1, persist_models),
-	SCALAR("profiler", "save_interval_s", K_U32, 0, 86400, save_interval_s),
+	SCALAR("profiler", "calibrate", K_BOOL, 0, 1, calibrate, RESTART),
+	SCALAR("profiler", "persist_models", K_BOOL, 0, 1, persist_models, RESTART),
+	SCALAR("profiler", "save_interval_s", K_U32, 0, 86400, save_interval_s, RESTART),
 
-	SCALAR("limits", "buffer_quota_bytes", K_BYTES, 4096, INT64_C(1) << 48, buffer_quota_bytes),
-	SCALAR("limits", "max_buffers", K_U32, 1, 1048576, max_buffers),
-	SCALAR("limits", "max_tasks_in_flight", K_U32, 1, 16777216, max_tasks_in_flight),
-	SCALAR("limits", "max_tasks_per_graph", K_U32, 1, 4194304, max_tasks_per_graph),
-	SCALAR("limits", "max_graphs_in_flight", K_U32, 1, 65536, max_graphs_in_flight),
-	SCALAR("limits", "max_task_ms", K_U32, 0, 86400000, max_task_ms),
+	SCALAR("limits", "buffer_quota_bytes", K_BYTES, 4096, INT64_C(1) << 48, buffer_quota_bytes,
+	       RELOAD),
+	SCALAR("limits", "max_buffers", K_U32, 1, 1048576, max_buffers, RELOAD),
+	SCALAR("limits", "max_tasks_in_flight", K_U32, 1, 16777216, max_tasks_in_flight, RELOAD),
+	SCALAR("limits", "max_tasks_per_graph", K_U32, 1, 4194304, max_tasks_per_graph, RELOAD),
+	SCALAR("limits", "max_graphs_in_flight", K_U32, 1, 65536, max_graphs_in_flight, RELOAD),
+	SCALAR("limits", "max_task_ms", K_U32, 0, 86400000, max_task_ms, RELOAD),
 	SCALAR("limits", "uid_buffer_quota_bytes", K_BYTES, 4096, INT64_C(1) << 48,
-	       uid_buffer_quota_bytes),
-	SCALAR("limits", "uid_max_buffers", K_U32, 1, 16777216, uid_max_buffers),
-	SCALAR("limits", "max_mappings", K_U32, 0, 16777216, max_mappings),
+	       uid_buffer_quota_bytes, RELOAD),
+	SCALAR("limits", "uid_max_buffers", K_U32, 1, 16777216, uid_max_buffers, RELOAD),
+	SCALAR("limits", "max_mappings", K_U32, 0, 16777216, max_mappings, RESTART),
 
-	SCALAR("rings", "sq_entries", K_POW2, 64, 65536, sq_entries),
-	SCALAR("rings", "cq_entries", K_POW2, 64, 65536, cq_entries),
+	SCALAR("rings", "sq_entries", K_POW2, 64, 65536, sq_entries, RESTART),
+	SCALAR("rings", "cq_entries", K_POW2, 64, 65536, cq_entries, RESTART),
 };
 
 #define N_KEYS (sizeof(schema) / sizeof(schema[0]))
@@ -359,6 +373,130 @@ static const struct key_spec *find_key(const char *path)
 			return ks;
 	}
 	return NULL;
+}
+
+/* ---- reload, lookups by name ------------------------------------------------- */
+
+static bool is_array(const struct key_spec *ks)
+{
+	return ks->count_off != 0;
+}
+
+static bool is_string(enum key_kind kind)
+{
+	return kind == K_SOCKET || kind == K_NAME || kind == K_PATH || kind == K_DEVSEL;
+}
+
+static bool is_devval(enum key_kind kind)
+{
+	return kind == K_DEVBYTES || kind == K_DEVU32 || kind == K_USERU32 || kind == K_USERHINT;
+}
+
+/* One value (or array element) of a key: strings up to their NUL, device
+ * and user tables by selector and value, the rest byte for byte. */
+static bool same_element(const struct key_spec *ks, const char *a, const char *b)
+{
+	if (is_string(ks->kind))
+		return strncmp(a, b, ks->size) == 0;
+	if (is_devval(ks->kind)) {
+		const struct config_devval *x = (const void *)a, *y = (const void *)b;
+		return strncmp(x->sel, y->sel, sizeof(x->sel)) == 0 && x->value == y->value;
+	}
+	return memcmp(a, b, ks->size) == 0;
+}
+
+static bool same_value(const struct key_spec *ks, const struct daemon_config *a,
+                       const struct daemon_config *b)
+{
+	const char *va = (const char *)a + ks->offset, *vb = (const char *)b + ks->offset;
+	if (!is_array(ks))
+		return same_element(ks, va, vb);
+	size_t na = *(const size_t *)((const char *)a + ks->count_off);
+	size_t nb = *(const size_t *)((const char *)b + ks->count_off);
+	if (na != nb)
+		return false;
+	for (size_t i = 0; i < na; i++)
+		if (!same_element(ks, va + i * ks->size, vb + i * ks->size))
+			return false;
+	return true;
+}
+
+static void copy_value(const struct key_spec *ks, struct daemon_config *to,
+                       const struct daemon_config *from)
+{
+	memcpy((char *)to + ks->offset, (const char *)from + ks->offset,
+	       is_array(ks) ? ks->size * ks->max_len : ks->size);
+	if (is_array(ks))
+		memcpy((char *)to + ks->count_off, (const char *)from + ks->count_off,
+		       sizeof(size_t));
+}
+
+size_t config_reload(struct daemon_config *cfg, const struct daemon_config *n, char *restart_only,
+                     size_t len)
+{
+	size_t changed = 0, used = 0;
+
+	if (restart_only && len)
+		restart_only[0] = '\0';
+	for (size_t i = 0; i < N_KEYS; i++) {
+		const struct key_spec *ks = &schema[i];
+		if (same_value(ks, cfg, n))
+			continue;
+		if (ks->reload == RELOAD) {
+			copy_value(ks, cfg, n);
+			continue;
+		}
+		if (restart_only && used < len) {
+			int w = snprintf(restart_only + used, len - used, "%s%s.%s",
+			                 changed ? ", " : "", ks->section, ks->key);
+			used = w < 0 ? len : used + (size_t)w;
+		}
+		changed++;
+	}
+	return changed;
+}
+
+/* The spec of section.key if it is of one of the kinds, else NULL. */
+static const struct key_spec *find_kind(const char *section, const char *key,
+                                        const enum key_kind *kinds, size_t nkinds)
+{
+	char path[96];
+	int w = snprintf(path, sizeof(path), "%s.%s", section, key);
+	if (w < 0 || (size_t)w >= sizeof(path))
+		return NULL;
+	const struct key_spec *ks = find_key(path);
+	for (size_t i = 0; ks && i < nkinds; i++)
+		if (ks->kind == kinds[i])
+			return ks;
+	return NULL;
+}
+
+int config_bool(const struct daemon_config *cfg, const char *section, const char *key)
+{
+	static const enum key_kind kinds[] = { K_BOOL };
+	const struct key_spec *ks = find_kind(section, key, kinds, 1);
+	return ks ? *(const uint32_t *)((const char *)cfg + ks->offset) != 0 : -1;
+}
+
+const char *config_string(const struct daemon_config *cfg, const char *section, const char *key)
+{
+	static const enum key_kind kinds[] = { K_SOCKET, K_NAME, K_PATH };
+	const struct key_spec *ks = find_kind(section, key, kinds, 3);
+	return ks ? (const char *)cfg + ks->offset : NULL;
+}
+
+size_t config_key_count(void)
+{
+	return N_KEYS;
+}
+
+int config_key_info(size_t i, const char **section, const char **key)
+{
+	if (i >= N_KEYS)
+		return -1;
+	*section = schema[i].section;
+	*key = schema[i].key;
+	return schema[i].reload == RELOAD;
 }
 
 /* The section that path lies in ("daemon" for "daemon.x.y"), or NULL. */

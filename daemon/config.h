@@ -125,6 +125,25 @@ int config_load_string(const char *text, size_t len, const char *name, struct da
  * read, or is too large, also gives -TDM_ECONFIG, with "path: message". */
 int config_load_file(const char *path, struct daemon_config *cfg, char *err, size_t errlen);
 
+/* SIGHUP: copies into cfg every key of n that the schema marks reloadable
+ * (scalars, and arrays and tables with their counts). The keys whose value
+ * differs in n but that take effect only on restart are left as they are in
+ * cfg and named in restart_only ("engine.policy, cpu.cores"; "" when none;
+ * may be NULL), cut to len; returns how many there are. */
+size_t config_reload(struct daemon_config *cfg, const struct daemon_config *n, char *restart_only,
+                     size_t len);
+/* A key looked up by name, for settings named after something else's name
+ * (the backend registry's "<backend>.enabled", "<backend>.plugin"): a
+ * boolean's 0 or 1, -1 when the schema has no such boolean key; a string
+ * key's value, NULL when the schema has no such string key. */
+int config_bool(const struct daemon_config *cfg, const char *section, const char *key);
+const char *config_string(const struct daemon_config *cfg, const char *section, const char *key);
+/* The keys of the schema, in its order, for tests and documentation: key i
+ * as section and key names; 1 if it is reloadable, 0 if it changes only on
+ * restart, -1 past the last (config_key_count()). */
+size_t config_key_count(void);
+int config_key_info(size_t i, const char **section, const char **key);
+
 const char *config_log_level_name(enum log_level l);
 
 /* Whether selector sel ("cpu", "clcpu", "gpu", "npu" or a device name)

@@ -248,49 +248,17 @@ static void on_terminate(evutil_socket_t sig, short what, void *arg)
 	on_drain_tick(-1, 0, srv);
 }
 
-/* Settings that take effect on SIGHUP; the others need a restart. */
+/* Settings that take effect on SIGHUP (reloadable in the schema of
+ * config.c); the others need a restart and are named in a warning. New
+ * clients get the new shares and hints; connected ones keep theirs. */
 static void apply_reload(struct server *srv, const struct daemon_config *n)
 {
+	char restart_only[1024];
 	struct daemon_config *o = &srv->cfg;
-	if (strcmp(o->socket_path, n->socket_path) || strcmp(o->policy, n->policy) ||
-	    o->n_cores != n->n_cores || memcmp(o->cores, n->cores, n->n_cores * sizeof(int)) ||
-	    o->sq_entries != n->sq_entries || o->cq_entries != n->cq_entries ||
-	    o->max_mappings != n->max_mappings)
-		log_warn("reload: daemon.socket, engine.policy, cpu.cores, rings and "
-		         "limits.max_mappings change only on restart");
-	if (o->watchdog_ms != n->watchdog_ms || o->dmda_alpha != n->dmda_alpha ||
-	    o->dmda_beta != n->dmda_beta || o->plan_refine_iters != n->plan_refine_iters ||
-	    o->plan_repair != n->plan_repair)
-		log_warn("reload: engine.watchdog_ms and [policy] change only on restart");
-	memcpy(o->allowed_uids, n->allowed_uids, sizeof(o->allowed_uids));
-	o->n_allowed_uids = n->n_allowed_uids;
-	memcpy(o->allowed_gids, n->allowed_gids, sizeof(o->allowed_gids));
-	o->n_allowed_gids = n->n_allowed_gids;
-	memcpy(o->admin_uids, n->admin_uids, sizeof(o->admin_uids));
-	o->n_admin_uids = n->n_admin_uids;
-	memcpy(o->admin_gids, n->admin_gids, sizeof(o->admin_gids));
-	o->n_admin_gids = n->n_admin_gids;
-	o->max_clients = n->max_clients;
-	o->max_clients_per_uid = n->max_clients_per_uid;
-	o->max_connections = n->max_connections;
-	o->max_connections_per_uid = n->max_connections_per_uid;
-	o->uid_buffer_quota_bytes = n->uid_buffer_quota_bytes;
-	o->uid_max_buffers = n->uid_max_buffers;
-	o->log_level = n->log_level;
-	o->spin_us = n->spin_us;
-	o->buffer_quota_bytes = n->buffer_quota_bytes;
-	o->max_buffers = n->max_buffers;
-	o->max_tasks_in_flight = n->max_tasks_in_flight;
-	o->max_tasks_per_graph = n->max_tasks_per_graph;
-	o->max_graphs_in_flight = n->max_graphs_in_flight;
-	o->max_task_ms = n->max_task_ms;
-	o->drain_timeout_s = n->drain_timeout_s;
-	/* New clients get the new shares and hints; connected ones keep theirs. */
-	o->default_weight = n->default_weight;
-	memcpy(o->client_weight, n->client_weight, sizeof(o->client_weight));
-	o->n_client_weight = n->n_client_weight;
-	memcpy(o->client_policy, n->client_policy, sizeof(o->client_policy));
-	o->n_client_policy = n->n_client_policy;
+	size_t changed = config_reload(o, n, restart_only, sizeof(restart_only));
+	if (changed)
+		log_warn("reload: %s change%s only on restart", restart_only,
+		         changed == 1 ? "s" : "");
 	log_set_level(o->log_level);
 	engine_set_spin_us(srv->engine, o->spin_us);
 }
@@ -551,14 +519,15 @@ static bool device_wanted(const struct daemon_config *cfg, const struct backend_
 	return in;
 }
 
-/* An OpenCL GPU that CUDA also drives (same PCI bus id) is used once, by CUDA. */
-static bool seen_through_cuda(const struct server *srv, const struct backend_device *d)
+/* A device of a backend that yields on PCI bus ids (an OpenCL GPU that CUDA
+ * also drives) is used once, by the backend probed before it. */
+static bool seen_earlier(const struct server *srv, const struct backend_component *c,
+                         const struct backend_device *d)
 {
-	if (!d->pci_busid[0] || d->ops != &backend_opencl)
+	if (!c->yields_same_pci || !d->pci_busid[0])
 		return false;
 	for (size_t i = 0; i < srv->ndevs; i++)
-		if (srv->devs[i].ops != &backend_opencl &&
-		    !strcmp(srv->devs[i].pci_busid, d->pci_busid))
+		if (srv->devs[i].ops != d->ops && !strcmp(srv->devs[i].pci_busid, d->pci_busid))
 			return true;
 	return false;
 }
@@ -598,8 +567,8 @@ static void find_locality(struct server *srv, struct backend_device *d)
 }
 
 /* Probes one backend into the device table, keeping the wanted devices. */
-static int probe_backend(struct server *srv, const struct backend_ops *ops,
-                         struct backend_probe_params *pp)
+static int probe_backend(struct server *srv, const struct backend_component *c,
+                         const struct backend_ops *ops, struct backend_probe_params *pp)
 {
 	struct backend_device found[64];
 	size_t n = 0;
@@ -610,7 +579,7 @@ static int probe_backend(struct server *srv, const struct backend_ops *ops,
 		log_info("%s", pp->note);
 	for (size_t i = 0; i < n; i++) {
 		struct backend_device *d = &found[i];
-		bool keep = device_wanted(&srv->cfg, d) && !seen_through_cuda(srv, d) &&
+		bool keep = device_wanted(&srv->cfg, d) && !seen_earlier(srv, c, d) &&
 		            srv->ndevs < SERVER_MAX_DEVICES;
 		if (keep && backend_is_accelerator(d)) {
 			/* The residency keeps a pointer to the table's copy. */
@@ -661,6 +630,9 @@ static void log_devices(struct server *srv)
 	}
 }
 
+/* Every backend of the registry, in its order (cpu, cuda, opencl), that the
+ * configuration enables ("<backend>.enabled", else its default), loaded
+ * ("<backend>.plugin" for a plugin) and checked for its seam version. */
 static int start_devices(struct server *srv)
 {
 	struct backend_probe_params pp = {
@@ -668,23 +640,28 @@ static int start_devices(struct server *srv)
 		.cores = srv->cfg.n_cores ? srv->cfg.cores : NULL,
 		.ncores = srv->cfg.n_cores,
 	};
-	int err;
+	const struct backend_component *comps[16];
+	size_t ncomps = backend_registry(comps, 16);
+	int err = 0;
 
 	residency_init(&srv->res);
-	err = probe_backend(srv, &backend_cpu, &pp);
-	if (!err && srv->cfg.cuda_enabled) {
+	for (size_t i = 0; i < ncomps && i < 16 && !err; i++) {
+		const struct backend_component *c = comps[i];
+		int enabled = config_bool(&srv->cfg, c->name, "enabled");
+		if (enabled < 0 ? !c->enabled_by_default : !enabled) {
+			log_debug("%s: not used: disabled in the configuration", c->name);
+			continue;
+		}
+		const char *path = config_string(&srv->cfg, c->name, "plugin");
 		char note[BACKEND_NOTE_MAX];
-		const char *path = srv->cfg.cuda_plugin[0] ? srv->cfg.cuda_plugin : NULL;
-		const struct backend_ops *cuda = backend_cuda_load(path, note, sizeof(note));
+		const struct backend_ops *ops =
+		        backend_component_ops(c, path && path[0] ? path : NULL, note, sizeof(note));
+		if (!ops) {
+			log_info("%s: not used: %s", c->name, note);
+			continue;
+		}
 		pp.note[0] = '\0';
-		if (cuda)
-			err = probe_backend(srv, cuda, &pp);
-		else
-			log_info("cuda: not used: %s", note);
-	}
-	if (!err && srv->cfg.opencl_enabled) {
-		pp.note[0] = '\0';
-		err = probe_backend(srv, &backend_opencl, &pp);
+		err = probe_backend(srv, c, ops, &pp);
 	}
 	if (err)
 		return err;
@@ -942,7 +919,7 @@ int server_fini(struct server *srv)
 	for (size_t i = 0; i < srv->ndevs; i++)
 		if (srv->devs[i].ops->release)
 			srv->devs[i].ops->release(&srv->devs[i]);
-	backend_cuda_unload();
+	backend_registry_unload();
 	residency_fini(&srv->res);
 	if (srv->listener) {
 		evconnlistener_free(srv->listener);

@@ -1196,6 +1196,18 @@ int engine_create(const struct engine_params *p, struct engine **out)
 
 	if (!p->policy || !p->clock || !p->hooks.graph_done || p->ndevices == 0)
 		return -TDM_EINVAL;
+	/* The seams' versions: a policy or backend built for another one is
+	 * refused before it is called. */
+	char why[160];
+	if (policy_check(p->policy, why, sizeof(why)) != 0) {
+		log_error("%s", why);
+		return -TDM_EINVAL;
+	}
+	for (size_t i = 0; i < p->ndevices; i++)
+		if (backend_check(p->devices[i].ops, why, sizeof(why)) != 0) {
+			log_error("%s: %s", p->devices[i].name, why);
+			return -TDM_EINVAL;
+		}
 	e = calloc(1, sizeof(*e));
 	if (!e)
 		return -TDM_ENOMEM;

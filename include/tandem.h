@@ -20,30 +20,50 @@
 extern "C" {
 #endif
 
+/* Every status code, in one table: X(name, value, message) gives TDM_E<name>
+ * = value in enum tdm_error and message as what tdm_strerror() says, so a code
+ * cannot be added without its message (client/errors.c checks that the
+ * values run from 1 without a gap). Values and messages are part of the
+ * wire protocol and of the API: never change one, only append. */
+#define TDM_ERRNO_MAP(X)                                                                           \
+	X(EINVAL, 1, "invalid argument")                                                           \
+	X(ENOMEM, 2, "out of memory")                                                              \
+	/* cannot reach the daemon's socket */                                                     \
+	X(ECONNECT, 3, "cannot connect to tandemd")                                                \
+	/* the daemon does not accept this uid/gid */                                              \
+	X(EPERM, 4, "permission denied by tandemd (uid/gid not allowed)")                          \
+	X(EVERSION, 5, "wire protocol version mismatch")                                           \
+	/* protocol violation (daemon or client) */                                                \
+	X(EPROTO, 6, "protocol violation")                                                         \
+	/* the daemon closed the connection */                                                     \
+	X(EDISCONNECTED, 7, "disconnected from tandemd")                                           \
+	/* tdm_wait timed out; the graph is still running */                                       \
+	X(ETIMEDOUT, 8, "timed out")                                                               \
+	/* a per-client quota would be exceeded */                                                 \
+	X(EQUOTA, 9, "per-client quota exceeded")                                                  \
+	X(EHANDLE, 10, "unknown buffer handle")                                                    \
+	X(ERANGE, 11, "offset/length outside the buffer or wrong size for the kernel")             \
+	X(EKERNEL, 12, "unknown kernel")                                                           \
+	/* wrong number or kind of arguments for the kernel */                                     \
+	X(EARITY, 13, "arguments do not match the kernel's signature")                             \
+	/* edge to a task that is not earlier in the graph */                                      \
+	X(EEDGE, 14, "edge does not point to an earlier task")                                     \
+	/* the task or graph was canceled */                                                       \
+	X(ECANCELED, 15, "canceled")                                                               \
+	X(EDEVICE, 16, "kernel failed on its device")                                              \
+	X(ESHUTDOWN, 17, "tandemd is shutting down")                                               \
+	X(EBUSY, 18, "busy: too many clients or connections, or such a request runs already")      \
+	X(ESYS, 19, "system call failed")                                                          \
+	X(ECONFIG, 20, "invalid configuration")                                                    \
+	/* the socket is not served by a tandemd we trust (its uid, its ring) */                   \
+	X(EPEER, 21, "the socket is not served by a tandemd we trust")
+
 enum tdm_error {
 	TDM_OK = 0,
-	TDM_EINVAL = 1, /* invalid argument */
-	TDM_ENOMEM, /* out of memory */
-	TDM_ECONNECT, /* cannot reach the daemon's socket */
-	TDM_EPERM, /* the daemon does not accept this uid/gid */
-	TDM_EVERSION, /* wire version mismatch */
-	TDM_EPROTO, /* protocol violation (daemon or client) */
-	TDM_EDISCONNECTED, /* the daemon closed the connection */
-	TDM_ETIMEDOUT, /* tdm_wait timed out; the graph is still running */
-	TDM_EQUOTA, /* a per-client quota would be exceeded */
-	TDM_EHANDLE, /* unknown buffer handle */
-	TDM_ERANGE, /* offset/length outside the buffer */
-	TDM_EKERNEL, /* unknown kernel */
-	TDM_EARITY, /* wrong number or kind of arguments for the kernel */
-	TDM_EEDGE, /* edge to a task that is not earlier in the graph */
-	TDM_ECANCELED, /* the task or graph was canceled */
-	TDM_EDEVICE, /* a kernel failed on its device */
-	TDM_ESHUTDOWN, /* the daemon is shutting down */
-	TDM_EBUSY, /* too many clients */
-	TDM_ESYS, /* a system call failed */
-	TDM_ECONFIG, /* invalid configuration */
-	TDM_EPEER, /* the socket is not served by a tandemd we trust (its uid, its ring) */
-	TDM_E__COUNT
+#define TDM_ERRNO_ENUM(name, value, message) TDM_##name = value,
+	TDM_ERRNO_MAP(TDM_ERRNO_ENUM)
+#undef TDM_ERRNO_ENUM
+	        TDM_E__COUNT
 };
 
 /* Names an error code (negative or positive). Never returns NULL. */

@@ -3,7 +3,6 @@
  * behind HEFT (Topcuoglu, Hariri, Wu 2002) and PEFT (Arabnejad, Barbosa
  * 2014), with insertion-based device timelines, plan repair around fixed
  * tasks and seeded refinement over perturbed priority orders. */
-#include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -49,7 +48,7 @@ static int grow(void *pp, size_t count, size_t elem)
 	void **p = pp;
 	void *q = realloc(*p, (count ? count : 1) * elem);
 	if (!q)
-		return -ENOMEM;
+		return -TDM_ENOMEM;
 	*p = q;
 	return 0;
 }
@@ -74,27 +73,27 @@ static int ws_size(struct plan_ws *ws, size_t n, size_t e, size_t ndev, size_t n
 		    grow(&ws->prio, c, sizeof(double)) || grow(&ws->base, c, sizeof(double)) ||
 		    grow(&ws->aux, c, sizeof(double)) ||
 		    grow(&ws->cand, c, sizeof(struct plan_slot)))
-			return -ENOMEM;
+			return -TDM_ENOMEM;
 		ws->n_cap = c;
 	}
 	if (e > ws->e_cap) {
 		size_t c = round_cap(e);
 		if (grow(&ws->pred, c, sizeof(uint32_t)) || grow(&ws->pred_data, c, sizeof(double)))
-			return -ENOMEM;
+			return -TDM_ENOMEM;
 		ws->e_cap = c;
 	}
 	if (ndev > ws->dev_cap) {
 		size_t c = round_cap(ndev);
 		if (grow(&ws->tl, c, sizeof(struct plan_tl)) ||
 		    grow(&ws->dev_pos, c, sizeof(uint32_t)))
-			return -ENOMEM;
+			return -TDM_ENOMEM;
 		memset(ws->tl + ws->dev_cap, 0, (c - ws->dev_cap) * sizeof(struct plan_tl));
 		ws->dev_cap = c;
 	}
 	if (nnodes > ws->node_cap) {
 		size_t c = round_cap(nnodes);
 		if (grow(&ws->arr, c, sizeof(double)))
-			return -ENOMEM;
+			return -TDM_ENOMEM;
 		ws->node_cap = c;
 	}
 	return 0;
@@ -106,7 +105,7 @@ static int ws_size_oct(struct plan_ws *ws, size_t nd)
 	if (nd > ws->nd_cap) {
 		size_t c = round_cap(nd);
 		if (grow(&ws->oct, c, sizeof(double)))
-			return -ENOMEM;
+			return -TDM_ENOMEM;
 		ws->nd_cap = c;
 	}
 	return 0;
@@ -121,7 +120,7 @@ __attribute__((format(printf, 3, 4))) static int fail(char *why, size_t whylen, 
 		vsnprintf(why, whylen, fmt, ap);
 		va_end(ap);
 	}
-	return -EINVAL;
+	return -TDM_EINVAL;
 }
 
 int plan_prep(struct plan_ws *ws, const struct plan_dag *g, const struct plan_machine *m, char *why,
@@ -150,7 +149,7 @@ int plan_prep(struct plan_ws *ws, const struct plan_dag *g, const struct plan_ma
 			return fail(why, whylen, "missing successor array");
 	}
 	if (e > UINT32_MAX)
-		return -EINVAL;
+		return -TDM_EINVAL;
 	int err = ws_size(ws, n, e, m->ndev, m->nnodes ? m->nnodes : 1);
 	if (err)
 		return err;
@@ -464,11 +463,11 @@ static int check_fixed(const struct plan_dag *g, const struct plan_machine *m, s
 		const struct plan_slot *s = &out[v];
 		if (s->dev >= m->ndev || !isfinite(s->start) || !isfinite(s->finish) ||
 		    s->finish < s->start)
-			return -EINVAL;
+			return -TDM_EINVAL;
 		/* Every predecessor of a fixed task must be fixed too. */
 		for (uint32_t j = ws->pred_off[v]; j < ws->pred_off[v + 1]; j++)
 			if (!fixed[ws->pred[j]])
-				return -EINVAL;
+				return -TDM_EINVAL;
 		sorted[k++] = v;
 	}
 	struct fixed_ctx ctx = { out };
@@ -484,7 +483,7 @@ int plan_schedule(const struct plan_dag *g, const struct plan_machine *m, const 
 	if (!o)
 		o = &defaults;
 	if (!ws || !out || (o->method != PLAN_HEFT && o->method != PLAN_PEFT))
-		return -EINVAL;
+		return -TDM_EINVAL;
 	int err = plan_prep(ws, g, m, NULL, 0);
 	if (err)
 		return err;

@@ -17,6 +17,12 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "tandem.h"
+
+/* Errors are tandem's own codes, as everywhere in the daemon: -TDM_EINVAL
+ * for a graph or machine the planner cannot take (a cycle, a task no
+ * device can run, a bad fixed slot), -TDM_ENOMEM. */
+
 struct plan_machine {
 	unsigned ndev;
 	const uint16_t *node; /* [ndev]: memory node of each device (NULL: all on node 0) */
@@ -68,7 +74,7 @@ struct plan_opts {
 	 * occupies its device's timeline; the others are planned around them
 	 * (plan repair). NULL: none fixed. A fixed slot is taken as it is
 	 * (its length need not match the cost table); fixed slots that overlap
-	 * on a device occupy their union. -EINVAL when a fixed task has a
+	 * on a device occupy their union. -TDM_EINVAL when a fixed task has a
 	 * predecessor that is not fixed, or a fixed slot names no device, is
 	 * not finite or ends before it starts. */
 	const bool *fixed;
@@ -85,7 +91,7 @@ void plan_ws_free(struct plan_ws *ws);
  * over distinct device pairs) and downward rank (rank_d), [n] each. The
  * mean communication of an edge is lat_mean + data * invbw_mean, both
  * averaged over the ordered pairs (a, b), a != b, of devices, a pair on one
- * node counting 0 (0 with one device). 0 or -ENOMEM / -EINVAL (cycle, or a
+ * node counting 0 (0 with one device). 0 or -TDM_ENOMEM / -TDM_EINVAL (cycle, or a
  * task no device can run). */
 int plan_rank_upward(const struct plan_dag *g, const struct plan_machine *m, double *rank_u);
 int plan_rank_downward(const struct plan_dag *g, const struct plan_machine *m, double *rank_d);
@@ -102,8 +108,8 @@ int plan_oct(const struct plan_dag *g, const struct plan_machine *m, double *oct
  * priorities, to 1e-12 relative, lower task index first), each on the
  * device with the earliest finish (PEFT: finish + OCT) using insertion into
  * idle gaps, ties to the lowest device index. O(v * (deg * nnodes + p * log
- * slots)) after ranks (O(e * p) for OCT). o NULL: plain HEFT. 0 or a
- * negative errno. */
+ * slots)) after ranks (O(e * p) for OCT). o NULL: plain HEFT. 0,
+ * -TDM_EINVAL or -TDM_ENOMEM. */
 int plan_schedule(const struct plan_dag *g, const struct plan_machine *m, const struct plan_opts *o,
                   struct plan_ws *ws, struct plan_slot *out, double *makespan);
 
@@ -118,7 +124,7 @@ int plan_schedule(const struct plan_dag *g, const struct plan_machine *m, const 
  *     exactly, so it is a true bound whatever the solver's tolerances;
  *     with many classes (distinct measured costs) cutting planes on the
  *     dual replace the whole LP (tens of ms for 20,000 tasks).
- * Either pointer may be NULL. 0 or a negative errno. */
+ * Either pointer may be NULL. 0, -TDM_EINVAL or -TDM_ENOMEM. */
 int plan_lower_bounds(const struct plan_dag *g, const struct plan_machine *m, double *critical_path,
                       double *area);
 static inline double plan_lower_bound(double critical_path, double area)
@@ -131,7 +137,7 @@ static inline double plan_lower_bound(double critical_path, double area)
  * ([s, f) intervals; a zero-length task strictly inside another overlaps
  * it), and every task starting no earlier than each predecessor's finish
  * plus the communication between their devices (within 1e-9 relative).
- * Returns 0, or -EINVAL with a one-line reason in why (may be NULL), e.g.
+ * Returns 0, or -TDM_EINVAL with a one-line reason in why (may be NULL), e.g.
  * "task 7 on device 2 starts at 12 before predecessor 3 on device 0
  * finishes at 15 plus communication 4". */
 int plan_check(const struct plan_dag *g, const struct plan_machine *m, const struct plan_slot *s,

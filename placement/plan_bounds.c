@@ -22,7 +22,6 @@
  *     next y and an upper bound, until the two meet (or an iteration
  *     limit, the bound then being the best f found); the next y is
  *     smoothed towards the best one found so far (Wentges). */
-#include <errno.h>
 #include <glpk.h>
 #include <stdlib.h>
 #include <string.h>
@@ -270,7 +269,7 @@ out:
 static int area_bound(const struct plan_dag *g, unsigned nd, int method, double *area)
 {
 	uint32_t n = g->n;
-	int err = -ENOMEM;
+	int err = -TDM_ENOMEM;
 	size_t hcap = 16;
 	while (hcap < 2 * (size_t)n)
 		hcap *= 2;
@@ -375,7 +374,7 @@ int plan_area_bound(const struct plan_dag *g, const struct plan_machine *m, int 
 {
 	struct plan_ws *ws = plan_ws_new();
 	if (!ws)
-		return -ENOMEM;
+		return -TDM_ENOMEM;
 	int err = plan_prep(ws, g, m, NULL, 0);
 	plan_ws_free(ws);
 	if (err)
@@ -392,7 +391,7 @@ int plan_lower_bounds(const struct plan_dag *g, const struct plan_machine *m,
 {
 	struct plan_ws *ws = plan_ws_new();
 	if (!ws)
-		return -ENOMEM;
+		return -TDM_ENOMEM;
 	int err = plan_prep(ws, g, m, NULL, 0);
 	if (!err && critical_path_out)
 		critical_path(ws, g, m->ndev, critical_path_out);

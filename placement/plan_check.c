@@ -1,7 +1,6 @@
 /* Schedule checker: devices that can run each task, durations, no overlap on
  * a device, precedence with communication. Times are compared with a
  * relative tolerance of 1e-9. */
-#include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -23,7 +22,7 @@ __attribute__((format(printf, 3, 4))) static int bad(char *why, size_t whylen, c
 		vsnprintf(why, whylen, fmt, ap);
 		va_end(ap);
 	}
-	return -EINVAL;
+	return -TDM_EINVAL;
 }
 
 static int cmp_slot(const void *pa, const void *pb, void *ctx)
@@ -121,7 +120,7 @@ int plan_check(const struct plan_dag *g, const struct plan_machine *m, const str
 		return bad(why, whylen, "no schedule");
 	struct plan_ws *ws = plan_ws_new();
 	if (!ws)
-		return -ENOMEM;
+		return -TDM_ENOMEM;
 	int err = plan_prep(ws, g, m, why, whylen);
 	if (!err)
 		err = check(ws, g, m, s, why, whylen);

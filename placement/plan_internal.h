@@ -35,13 +35,13 @@ struct plan_tl {
 void plan_tl_free(struct plan_tl *t);
 void plan_tl_clear(struct plan_tl *t);
 /* Appends [s, f) after the last interval without updating the tree (for
- * building from sorted intervals); plan_tl_build afterwards. -ENOMEM. */
+ * building from sorted intervals); plan_tl_build afterwards. -TDM_ENOMEM. */
 int plan_tl_push(struct plan_tl *t, double s, double f);
 void plan_tl_build(struct plan_tl *t);
 /* Earliest start >= ready of an idle slot of length dur (insertion policy);
  * *pos receives the index where the interval goes. */
 double plan_tl_find(const struct plan_tl *t, double ready, double dur, uint32_t *pos);
-/* Inserts [s, f) at pos (from plan_tl_find). 0 or -ENOMEM. */
+/* Inserts [s, f) at pos (from plan_tl_find). 0 or -TDM_ENOMEM. */
 int plan_tl_insert(struct plan_tl *t, uint32_t pos, double s, double f);
 
 /* ---- work arrays -------------------------------------------------------------- */
@@ -76,8 +76,8 @@ struct plan_ws {
 };
 
 /* Validates g and m, sizes ws, builds the predecessor lists, a topological
- * order (Kahn), the per-task mean costs and the mean link costs. 0, -ENOMEM
- * or -EINVAL (with a reason in why when not NULL). */
+ * order (Kahn), the per-task mean costs and the mean link costs. 0, -TDM_ENOMEM
+ * or -TDM_EINVAL (with a reason in why when not NULL). */
 int plan_prep(struct plan_ws *ws, const struct plan_dag *g, const struct plan_machine *m, char *why,
               size_t whylen);
 

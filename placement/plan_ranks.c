@@ -2,7 +2,6 @@
  * eq. 7-8) and PEFT's optimistic cost table (Arabnejad, Barbosa 2014,
  * eq. 4), on mean costs over the devices that can run a task and mean
  * communication over ordered pairs of distinct devices. */
-#include <errno.h>
 #include <stdlib.h>
 
 #include "placement/plan_internal.h"
@@ -75,10 +74,10 @@ void plan_ranks_oct(struct plan_ws *ws, const struct plan_dag *g, double *oct)
 static int with_prep(const struct plan_dag *g, const struct plan_machine *m, double *out, int which)
 {
 	if (!out)
-		return -EINVAL;
+		return -TDM_EINVAL;
 	struct plan_ws *ws = plan_ws_new();
 	if (!ws)
-		return -ENOMEM;
+		return -TDM_ENOMEM;
 	int err = plan_prep(ws, g, m, NULL, 0);
 	if (!err) {
 		switch (which) {

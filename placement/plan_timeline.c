@@ -2,7 +2,6 @@
  * arrays, a binary search for the first gap that can start at the ready
  * time, and a max-segment tree over the gaps to skip to the first later gap
  * long enough, so a query costs O(log slots) however fragmented the device. */
-#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -48,15 +47,15 @@ static int reserve(struct plan_tl *t, uint32_t need)
 		cap *= 2;
 	double *s = realloc(t->s, cap * sizeof(*s));
 	if (!s)
-		return -ENOMEM;
+		return -TDM_ENOMEM;
 	t->s = s;
 	double *f = realloc(t->f, cap * sizeof(*f));
 	if (!f)
-		return -ENOMEM;
+		return -TDM_ENOMEM;
 	t->f = f;
 	double *seg = realloc(t->seg, 2 * (size_t)cap * sizeof(*seg));
 	if (!seg)
-		return -ENOMEM;
+		return -TDM_ENOMEM;
 	t->seg = seg;
 	t->cap = cap;
 	t->segcap = cap; /* a power of two */

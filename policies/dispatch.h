@@ -40,11 +40,12 @@ void dispatch_flow_gone(void *priv, struct engine_flow *flow);
 /* The ops of a dispatch policy whose init passes its default strategy. */
 #define DISPATCH_POLICY_OPS(NAME, INIT)                                                            \
 	{                                                                                          \
-		.name = NAME, .init = INIT, .fini = dispatch_fini,                                 \
-		.graph_submitted = dispatch_graph_submitted, .tasks_ready = dispatch_tasks_ready,  \
-		.pick_next = dispatch_pick_next, .task_done = dispatch_task_done,                  \
-		.graph_finished = dispatch_graph_finished, .peek = dispatch_peek,                  \
-		.flow_added = dispatch_flow_added, .flow_gone = dispatch_flow_gone,                \
+		.abi_version = POLICY_ABI_VERSION, .name = NAME, .init = INIT,                     \
+		.fini = dispatch_fini, .graph_submitted = dispatch_graph_submitted,                \
+		.tasks_ready = dispatch_tasks_ready, .pick_next = dispatch_pick_next,              \
+		.task_done = dispatch_task_done, .graph_finished = dispatch_graph_finished,        \
+		.peek = dispatch_peek, .flow_added = dispatch_flow_added,                          \
+		.flow_gone = dispatch_flow_gone,                                                   \
 	}
 
 /* Counters, for tests and metrics. */

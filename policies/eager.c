@@ -152,6 +152,7 @@ static void eager_flow_gone(void *priv, struct engine_flow *flow)
 }
 
 const struct policy_ops policy_eager = {
+	.abi_version = POLICY_ABI_VERSION,
 	.name = "eager",
 	.init = eager_init,
 	.fini = eager_fini,

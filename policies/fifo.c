@@ -78,6 +78,7 @@ static struct engine_task *fifo_pick_next(void *priv, unsigned worker)
 }
 
 const struct policy_ops policy_fifo = {
+	.abi_version = POLICY_ABI_VERSION,
 	.name = "fifo",
 	.init = fifo_init,
 	.fini = fifo_fini,

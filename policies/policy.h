@@ -8,6 +8,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "common/clock.h"
 #include "graph/task.h"
@@ -38,7 +39,17 @@ struct policy_params {
 	const struct policy_tuning *tuning; /* never NULL */
 };
 
+/* The version of this seam (struct policy_ops, struct policy_params, the
+ * task, graph and flow of graph/task.h a policy sees, and the core's
+ * services). Raised whenever one of them changes in a way a policy written
+ * for the old one would get wrong; engine_create refuses a policy of
+ * another version. */
+#define POLICY_ABI_VERSION 1u
+
 struct policy_ops {
+	/* POLICY_ABI_VERSION as the policy was built; the first member in
+	 * every version. */
+	uint32_t abi_version;
 	const char *name;
 	int (*init)(const struct policy_params *p, void **priv);
 	void (*fini)(void *priv);
@@ -62,6 +73,11 @@ struct policy_ops {
 	 * per-flow state. */
 	void (*flow_gone)(void *priv, struct engine_flow *flow);
 };
+
+/* 0 if p speaks this seam's version; else -TDM_EINVAL and a one-line
+ * reason in why (may be NULL): "policy foo: ABI version 2, tandemd speaks
+ * 1: refused". */
+int policy_check(const struct policy_ops *p, char *why, size_t whylen);
 
 const struct policy_ops *policy_by_name(const char *name);
 /* enum tdm_policy_hint by name ("default", "eager", "dmda", "heft", "peft",

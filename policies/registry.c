@@ -1,12 +1,30 @@
-/* Policies by name. */
+/* Policies by name, and the seam's version check. */
+#include <stdio.h>
 #include <string.h>
 
 #include "policies/policy.h"
+#include "tandem.h"
 
 static const struct policy_ops *const registry[] = {
 	&policy_eager, &policy_ws,   &policy_fifo, &policy_dmda,
 	&policy_heft,  &policy_peft, &policy_prio, NULL,
 };
+
+int policy_check(const struct policy_ops *p, char *why, size_t whylen)
+{
+	if (p && p->abi_version == POLICY_ABI_VERSION)
+		return 0;
+	if (why && whylen) {
+		if (!p)
+			snprintf(why, whylen, "no policy");
+		else
+			snprintf(why, whylen,
+			         "policy %s: ABI version %u, tandemd speaks %u: refused",
+			         p->name ? p->name : "(unnamed)", p->abi_version,
+			         POLICY_ABI_VERSION);
+	}
+	return -TDM_EINVAL;
+}
 
 const struct policy_ops *policy_by_name(const char *name)
 {

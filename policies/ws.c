@@ -163,6 +163,7 @@ static void ws_flow_gone(void *priv, struct engine_flow *flow)
 }
 
 const struct policy_ops policy_ws = {
+	.abi_version = POLICY_ABI_VERSION,
 	.name = "ws",
 	.init = ws_init,
 	.fini = ws_fini,

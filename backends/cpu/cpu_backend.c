@@ -125,6 +125,7 @@ static bool cpu_supports(const struct backend_device *d, const struct kernel_def
 }
 
 const struct backend_ops backend_cpu = {
+	.abi_version = BACKEND_ABI_VERSION,
 	.name = "cpu",
 	.probe = cpu_probe,
 	.release = cpu_release,

@@ -467,6 +467,7 @@ static int cuda_launch_async(const struct backend_device *d, const struct kernel
 }
 
 static const struct backend_ops cuda_ops = {
+	.abi_version = BACKEND_ABI_VERSION,
 	.name = "cuda",
 	.probe = cuda_probe,
 	.release = cuda_release,

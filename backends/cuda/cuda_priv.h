@@ -35,8 +35,9 @@ struct cuda_dev {
 	struct backend_event *pool;
 };
 
-/* The entry point the loader looks up (backends/cuda_loader.c). */
-CUDA_EXPORT const struct backend_ops *tandem_cuda_backend(void);
+/* The entry point the loader looks up (BACKEND_CUDA_ENTRY, checked against
+ * its type here): the ops, whose abi_version says which seam they speak. */
+CUDA_EXPORT backend_cuda_entry_fn tandem_cuda_backend;
 
 /* 0, -TDM_ENOMEM for an allocation failure, else -TDM_EDEVICE; clears a
  * non-sticky error so that later calls on this thread do not see it. */

@@ -473,6 +473,7 @@ static void cl_event_release(const struct backend_device *d, struct backend_even
 }
 
 const struct backend_ops backend_opencl = {
+	.abi_version = BACKEND_ABI_VERSION,
 	.name = "opencl",
 	.probe = cl_probe,
 	.release = cl_release,

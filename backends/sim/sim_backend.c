@@ -164,6 +164,7 @@ static void sim_event_release(const struct backend_device *d, struct backend_eve
 }
 
 const struct backend_ops backend_sim = {
+	.abi_version = BACKEND_ABI_VERSION,
 	.name = "sim",
 	.probe = sim_probe,
 	.supports = sim_supports,

@@ -283,27 +283,40 @@ struct tdm_cqe {
 	uint64_t predicted_spread_ns;
 };
 
-/* Which field of a rejected graph was wrong (tdm_cqe.detail). */
+/* Which field of a rejected graph was wrong (tdm_cqe.detail), in one table:
+ * X(name, value, what) gives TDM_REJECT_<name> = value in enum
+ * tdm_reject_field and what as tdm_reject_field_name()'s answer, so a field
+ * cannot be added without its name (client/errors.c checks that the values
+ * run from 0 without a gap). Never change a value or a name, only append. */
+#define TDM_REJECT_FIELD_MAP(X)                                                                    \
+	X(NONE, 0, "none")                                                                         \
+	X(OP, 1, "entry op")                                                                       \
+	X(RESERVED, 2, "reserved field not zero")                                                  \
+	X(NTASKS, 3, "task count")                                                                 \
+	X(FLAGS, 4, "graph flags")                                                                 \
+	X(TASK_INDEX, 5, "task index")                                                             \
+	X(KERNEL, 6, "kernel id")                                                                  \
+	X(ARITY, 7, "argument count")                                                              \
+	X(MODE, 8, "access mode")                                                                  \
+	X(HANDLE, 9, "buffer handle")                                                              \
+	X(RANGE, 10, "offset/length")                                                              \
+	X(SCALAR_TYPE, 11, "scalar type")                                                          \
+	X(EDGE, 12, "edge")                                                                        \
+	/* kernel-specific check (sizes vs. scalars) */                                            \
+	X(KERNEL_ARGS, 13, "kernel-specific argument check")                                       \
+	X(QUOTA, 14, "client quota")                                                               \
+	/* BEGIN inside a graph, END too early, ... */                                             \
+	X(SEQUENCE, 15, "entry sequence")                                                          \
+	/* unknown policy hint */                                                                  \
+	X(POLICY, 16, "policy hint")                                                               \
+	/* the task's predicted cost exceeds [limits] max_task_ms */                               \
+	X(COST, 17, "predicted task cost")
+
 enum tdm_reject_field {
-	TDM_REJECT_NONE = 0,
-	TDM_REJECT_OP,
-	TDM_REJECT_RESERVED,
-	TDM_REJECT_NTASKS,
-	TDM_REJECT_FLAGS,
-	TDM_REJECT_TASK_INDEX,
-	TDM_REJECT_KERNEL,
-	TDM_REJECT_ARITY,
-	TDM_REJECT_MODE,
-	TDM_REJECT_HANDLE,
-	TDM_REJECT_RANGE,
-	TDM_REJECT_SCALAR_TYPE,
-	TDM_REJECT_EDGE,
-	TDM_REJECT_KERNEL_ARGS, /* kernel-specific check (sizes vs. scalars) */
-	TDM_REJECT_QUOTA,
-	TDM_REJECT_SEQUENCE, /* BEGIN inside a graph, END too early, ... */
-	TDM_REJECT_POLICY, /* unknown policy hint */
-	TDM_REJECT_COST, /* the task's predicted cost exceeds [limits] max_task_ms */
-	TDM_REJECT__COUNT
+#define TDM_REJECT_FIELD_ENUM(name, value, what) TDM_REJECT_##name = value,
+	TDM_REJECT_FIELD_MAP(TDM_REJECT_FIELD_ENUM)
+#undef TDM_REJECT_FIELD_ENUM
+	        TDM_REJECT__COUNT
 };
 
 _Static_assert(sizeof(struct tdm_ring_header) == 7 * TDM_CACHELINE, "ring header layout");

@@ -221,6 +221,7 @@ static void w_flow_gone(void *priv, struct engine_flow *flow)
 static struct policy_ops wrap_ops(const struct policy_ops *r)
 {
 	return (struct policy_ops){
+		.abi_version = POLICY_ABI_VERSION,
 		.name = r->name,
 		.init = w_init,
 		.fini = w_fini,
@@ -1030,7 +1031,9 @@ static int fake_launch(const struct backend_device *d, const struct kernel_def *
 	return 0;
 }
 
-static const struct backend_ops fake_backend = { .name = "fake", .launch = fake_launch };
+static const struct backend_ops fake_backend = { .abi_version = BACKEND_ABI_VERSION,
+	                                         .name = "fake",
+	                                         .launch = fake_launch };
 
 /* A random DAG of sgemm tasks (features only: no data, nothing runs), each
  * with up to three predecessors among the SYNTH_WINDOW tasks before it. */

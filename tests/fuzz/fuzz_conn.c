@@ -121,7 +121,9 @@ static int fake_launch(const struct backend_device *d, const struct kernel_def *
 	return 0;
 }
 
-static const struct backend_ops fake_backend = { .name = "fake", .launch = fake_launch };
+static const struct backend_ops fake_backend = { .abi_version = BACKEND_ABI_VERSION,
+	                                         .name = "fake",
+	                                         .launch = fake_launch };
 
 static void submit_to_engine(void *ctx, struct engine_graph *g)
 {

@@ -222,12 +222,16 @@ static void test_sighup(void **state)
 	tdm_disconnect(c2);
 	c2 = NULL;
 
-	/* A valid file: applied, to connected clients and new ones. */
-	assert_int_equal(tdmt_daemon_write_config(&d1, "[limits]\nbuffer_quota_bytes = \"64KiB\"\n"
+	/* A valid file: applied, to connected clients and new ones; a key
+	 * that changes only on restart is named and left as it runs. */
+	assert_int_equal(tdmt_daemon_write_config(&d1, "[engine]\nwatchdog_ms = 1000\n"
+	                                               "[limits]\nbuffer_quota_bytes = \"64KiB\"\n"
 	                                               "max_tasks_per_graph = 8\n"),
 	                 0);
 	kill(d1.pid, SIGHUP);
 	wait_log_count(&d1, "SIGHUP: reloaded", 1);
+	assert_true(tdmt_log_contains(&d1, "engine.watchdog_ms change only on restart"));
+	assert_false(tdmt_log_contains(&d1, "limits.buffer_quota_bytes change"));
 	assert_int_equal(tdm_buffer_alloc(c1, 128 << 10, 0, &h, &p), -TDM_EQUOTA);
 	assert_int_equal(tdm_buffer_alloc(c1, 32 << 10, 0, &h, &p), 0);
 	assert_int_equal(tdm_buffer_free(c1, h), 0);

@@ -418,12 +418,14 @@ static int fake_launch_async(const struct backend_device *d, const struct kernel
 }
 
 static const struct backend_ops fake_host_ops = {
+	.abi_version = BACKEND_ABI_VERSION,
 	.name = "fakehost",
 	.supports = fake_supports_none,
 	.launch = fake_launch,
 };
 
 static const struct backend_ops fake_accel_ops = {
+	.abi_version = BACKEND_ABI_VERSION,
 	.name = "fakeaccel",
 	.supports = fake_supports_all,
 	.mem_alloc = fake_alloc,

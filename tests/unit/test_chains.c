@@ -125,6 +125,7 @@ static size_t plan_peek(void *priv, unsigned worker, struct engine_task **out, s
 }
 
 static const struct policy_ops policy_plan = {
+	.abi_version = POLICY_ABI_VERSION,
 	.name = "plan (test)",
 	.init = plan_init,
 	.fini = plan_fini,

@@ -1,6 +1,7 @@
 /* Unit tests for daemon/config.c (and common/toml_shim.cpp beneath it). */
 #include <setjmp.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -136,60 +137,26 @@ static void test_default_text_equals_defaults(void **state)
 	assert_cfg_equal(&got, &want);
 }
 
-static const char *const all_keys[][2] = {
-	{ "daemon", "socket" },
-	{ "daemon", "log_level" },
-	{ "daemon", "allowed_uids" },
-	{ "daemon", "allowed_gids" },
-	{ "daemon", "admin_uids" },
-	{ "daemon", "admin_gids" },
-	{ "daemon", "max_clients" },
-	{ "daemon", "max_clients_per_uid" },
-	{ "daemon", "max_connections" },
-	{ "daemon", "max_connections_per_uid" },
-	{ "daemon", "drain_timeout_s" },
-	{ "engine", "policy" },
-	{ "engine", "spin_us" },
-	{ "engine", "watchdog_ms" },
-	{ "policy", "dmda_alpha" },
-	{ "policy", "dmda_beta" },
-	{ "policy", "plan_refine_iters" },
-	{ "policy", "plan_repair" },
-	{ "clients", "default_weight" },
-	{ "clients", "weights" },
-	{ "clients", "policies" },
-	{ "cpu", "cores" },
-	{ "limits", "buffer_quota_bytes" },
-	{ "limits", "max_buffers" },
-	{ "limits", "max_tasks_in_flight" },
-	{ "limits", "max_tasks_per_graph" },
-	{ "limits", "max_graphs_in_flight" },
-	{ "limits", "max_task_ms" },
-	{ "limits", "uid_buffer_quota_bytes" },
-	{ "limits", "uid_max_buffers" },
-	{ "limits", "max_mappings" },
-	{ "rings", "sq_entries" },
-	{ "rings", "cq_entries" },
-};
-
 /* Each key is set, with a comment above it, in its section of the text. */
 static void test_default_text_documents_every_key(void **state)
 {
 	const char *text = config_default_toml;
 
 	(void)state;
-	for (size_t i = 0; i < sizeof(all_keys) / sizeof(all_keys[0]); i++) {
+	assert_true(config_key_count() > 0);
+	for (size_t i = 0; i < config_key_count(); i++) {
 		char header[64], line[64];
-		const char *sec, *next, *key;
+		const char *sec, *next, *key, *section, *name;
 
-		snprintf(header, sizeof(header), "\n[%s]\n", all_keys[i][0]);
-		snprintf(line, sizeof(line), "\n%s = ", all_keys[i][1]);
+		assert_true(config_key_info(i, &section, &name) >= 0);
+		snprintf(header, sizeof(header), "\n[%s]\n", section);
+		snprintf(line, sizeof(line), "\n%s = ", name);
 		sec = strstr(text, header);
 		assert_non_null(sec);
 		next = strstr(sec + 1, "\n[");
 		key = strstr(sec, line);
 		if (!key || (next && key > next))
-			print_error("%s not set in [%s]\n", all_keys[i][1], all_keys[i][0]);
+			print_error("%s not set in [%s]\n", name, section);
 		assert_non_null(key);
 		assert_true(!next || key < next);
 		/* the line before the key is a comment */
@@ -302,6 +269,208 @@ static void test_every_key_parsed(void **state)
 	assert_int_not_equal(cfg.drain_timeout_s, def.drain_timeout_s);
 	assert_int_not_equal(cfg.sq_entries, def.sq_entries);
 	assert_int_not_equal(cfg.cq_entries, def.cq_entries);
+}
+
+/* ---- reload --------------------------------------------------------------- */
+
+/* Every key of the schema is reloadable or not by an explicit decision: the
+ * two lists below together name each key exactly once. A new key must be
+ * added to one of them (and apply_reload's side effects looked at). */
+static const char *const reloadable_keys[] = {
+	"daemon.log_level",
+	"daemon.allowed_uids",
+	"daemon.allowed_gids",
+	"daemon.admin_uids",
+	"daemon.admin_gids",
+	"daemon.max_clients",
+	"daemon.max_clients_per_uid",
+	"daemon.max_connections",
+	"daemon.max_connections_per_uid",
+	"daemon.drain_timeout_s",
+	"engine.spin_us",
+	"clients.default_weight",
+	"clients.weights",
+	"clients.policies",
+	"limits.buffer_quota_bytes",
+	"limits.max_buffers",
+	"limits.max_tasks_in_flight",
+	"limits.max_tasks_per_graph",
+	"limits.max_graphs_in_flight",
+	"limits.max_task_ms",
+	"limits.uid_buffer_quota_bytes",
+	"limits.uid_max_buffers",
+};
+
+static const char *const restart_keys[] = {
+	"daemon.socket",
+	"daemon.state_dir",
+	"engine.policy",
+	"engine.watchdog_ms",
+	"policy.dmda_alpha",
+	"policy.dmda_beta",
+	"policy.plan_refine_iters",
+	"policy.plan_repair",
+	"cpu.cores",
+	"devices.include",
+	"devices.exclude",
+	"devices.pipeline_depth",
+	"devices.mem_cap",
+	"devices.fault_inject",
+	"opencl.enabled",
+	"cuda.enabled",
+	"cuda.plugin",
+	"profiler.calibrate",
+	"profiler.persist_models",
+	"profiler.save_interval_s",
+	"limits.max_mappings",
+	"rings.sq_entries",
+	"rings.cq_entries",
+};
+
+#define LEN(a) (sizeof(a) / sizeof((a)[0]))
+
+static bool listed(const char *const *list, size_t n, const char *name)
+{
+	for (size_t i = 0; i < n; i++)
+		if (!strcmp(list[i], name))
+			return true;
+	return false;
+}
+
+static void test_reloadable_keys(void **state)
+{
+	size_t nreload = 0, nrestart = 0;
+	(void)state;
+	for (size_t i = 0; i < config_key_count(); i++) {
+		const char *section, *key;
+		char name[64];
+		int rl = config_key_info(i, &section, &key);
+		snprintf(name, sizeof(name), "%s.%s", section, key);
+		bool want = listed(reloadable_keys, LEN(reloadable_keys), name);
+		bool restart = listed(restart_keys, LEN(restart_keys), name);
+		if (want == restart || rl != (int)want)
+			print_error("%s: schema says %s, the test lists it %s\n", name,
+			            rl == 1 ? "reloadable" : "restart only",
+			            want && restart ? "twice"
+			            : want          ? "reloadable"
+			            : restart       ? "restart only"
+			                            : "nowhere");
+		assert_true(want != restart);
+		assert_int_equal(rl, want ? 1 : 0);
+		nreload += want;
+		nrestart += restart;
+	}
+	/* and no listed key is missing from the schema */
+	assert_int_equal(nreload, LEN(reloadable_keys));
+	assert_int_equal(nrestart, LEN(restart_keys));
+	assert_int_equal(config_key_count(), LEN(reloadable_keys) + LEN(restart_keys));
+	const char *s, *k;
+	assert_int_equal(config_key_info(config_key_count(), &s, &k), -1);
+}
+
+/* config_reload copies the reloadable keys (arrays with their counts) and
+ * names the others that changed, leaving them as they run. */
+static void test_reload_copies_and_names(void **state)
+{
+	struct daemon_config run, next;
+	char why[256];
+	(void)state;
+
+	config_defaults(&run);
+	load_ok("[daemon]\nallowed_uids = [1, 2, 3]\n[clients]\nweights = { alice = 2, bob = 3 }\n",
+	        &run);
+	load_ok("[daemon]\n"
+	        "log_level = \"debug\"\n"
+	        "allowed_uids = [7, 8]\n"
+	        "max_clients = 5\n"
+	        "[engine]\n"
+	        "policy = \"ws\"\n"
+	        "spin_us = 7\n"
+	        "[policy]\n"
+	        "dmda_alpha = 2.5\n"
+	        "[clients]\n"
+	        "weights = { carol = 4 }\n"
+	        "policies = { dave = \"heft\" }\n"
+	        "[cpu]\n"
+	        "cores = [1]\n"
+	        "[devices]\n"
+	        "include = [\"cpu\"]\n"
+	        "[limits]\n"
+	        "max_tasks_per_graph = 8\n",
+	        &next);
+
+	assert_int_equal(config_reload(&run, &next, why, sizeof(why)), 4);
+	assert_string_equal(why, "engine.policy, policy.dmda_alpha, cpu.cores, devices.include");
+	/* reloaded */
+	assert_int_equal(run.log_level, LOG_DEBUG);
+	assert_int_equal(run.n_allowed_uids, 2);
+	assert_int_equal(run.allowed_uids[0], 7);
+	assert_int_equal(run.allowed_uids[1], 8);
+	assert_int_equal(run.max_clients, 5);
+	assert_int_equal(run.spin_us, 7);
+	assert_int_equal(run.n_client_weight, 1);
+	assert_string_equal(run.client_weight[0].sel, "carol");
+	assert_int_equal(run.client_weight[0].value, 4);
+	assert_int_equal(run.n_client_policy, 1);
+	assert_string_equal(run.client_policy[0].sel, "dave");
+	assert_int_equal(run.max_tasks_per_graph, 8);
+	/* restart only: as they ran */
+	assert_string_equal(run.policy, "eager");
+	assert_true(run.dmda_alpha == 1.0);
+	assert_int_equal(run.n_cores, 0);
+	assert_int_equal(run.n_dev_include, 0);
+
+	/* Again: the reloadable keys agree now, the others still differ. */
+	assert_int_equal(config_reload(&run, &next, NULL, 0), 4);
+	/* A short buffer: cut, still a string. */
+	assert_int_equal(config_reload(&run, &next, why, 12), 4);
+	assert_string_equal(why, "engine.poli");
+
+	/* Nothing changed: nothing named. */
+	struct daemon_config same = run;
+	assert_int_equal(config_reload(&run, &same, why, sizeof(why)), 0);
+	assert_string_equal(why, "");
+	/* Each key that changes is seen, whatever its kind. */
+	struct daemon_config all;
+	config_defaults(&run);
+	config_defaults(&all);
+	load_ok(full_doc, &all);
+	config_reload(&run, &all, why, sizeof(why));
+	assert_string_equal(why, "daemon.socket, engine.policy, cpu.cores, limits.max_mappings, "
+	                         "rings.sq_entries, rings.cq_entries");
+	struct daemon_config want = all;
+	/* what stays as it ran */
+	config_defaults(&run);
+	memcpy(want.socket_path, run.socket_path, sizeof(want.socket_path));
+	memcpy(want.policy, run.policy, sizeof(want.policy));
+	memcpy(want.cores, run.cores, sizeof(want.cores));
+	want.n_cores = run.n_cores;
+	want.max_mappings = run.max_mappings;
+	want.sq_entries = run.sq_entries;
+	want.cq_entries = run.cq_entries;
+	config_reload(&run, &all, NULL, 0);
+	assert_cfg_equal(&run, &want);
+}
+
+/* Keys by name, as the backend registry asks for "<backend>.enabled" and
+ * "<backend>.plugin": only keys of the schema, of the asked kind. */
+static void test_lookup_by_name(void **state)
+{
+	struct daemon_config cfg;
+	(void)state;
+	config_defaults(&cfg);
+	assert_int_equal(config_bool(&cfg, "cuda", "enabled"), 1);
+	assert_int_equal(config_bool(&cfg, "opencl", "enabled"), 1);
+	assert_int_equal(config_bool(&cfg, "cpu", "enabled"), -1); /* no such key */
+	assert_int_equal(config_bool(&cfg, "cuda", "plugin"), -1); /* not a boolean */
+	assert_string_equal(config_string(&cfg, "cuda", "plugin"), "");
+	assert_null(config_string(&cfg, "opencl", "plugin"));
+	assert_null(config_string(&cfg, "cuda", "enabled"));
+	load_ok("[opencl]\nenabled = false\n[cuda]\nplugin = \"/opt/t/tandem-cuda.so\"\n", &cfg);
+	assert_int_equal(config_bool(&cfg, "opencl", "enabled"), 0);
+	assert_int_equal(config_bool(&cfg, "cuda", "enabled"), 1);
+	assert_string_equal(config_string(&cfg, "cuda", "plugin"), "/opt/t/tandem-cuda.so");
+	assert_string_equal(config_string(&cfg, "engine", "policy"), "eager");
 }
 
 /* ---- each section --------------------------------------------------------- */
@@ -1004,6 +1173,9 @@ int main(void)
 		cmocka_unit_test(test_default_text_equals_defaults),
 		cmocka_unit_test(test_default_text_documents_every_key),
 		cmocka_unit_test(test_every_key_parsed),
+		cmocka_unit_test(test_reloadable_keys),
+		cmocka_unit_test(test_reload_copies_and_names),
+		cmocka_unit_test(test_lookup_by_name),
 		cmocka_unit_test(test_daemon_section),
 		cmocka_unit_test(test_id_list_length),
 		cmocka_unit_test(test_engine_section),

@@ -1,8 +1,10 @@
-/* The CUDA plugin loader: a missing or wrong plugin gives NULL and a
- * one-line reason; the built plugin loads and probes cleanly, finding no
- * device and saying why on a machine without an NVIDIA driver. Where there
- * is a GPU, the backend itself: copies and event chaining, then every kernel
- * against a plain reference loop (double accumulation). */
+/* The CUDA plugin loader: a missing or wrong plugin, or one of another
+ * backend ABI version, gives NULL and a one-line reason; the backend
+ * registry's order and version checks; the built plugin loads and probes
+ * cleanly, finding no device and saying why on a machine without an NVIDIA
+ * driver. Where there is a GPU, the backend itself: copies and event
+ * chaining, then every kernel against a plain reference loop (double
+ * accumulation). */
 #include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -156,6 +158,126 @@ static void test_plugin_without_entry(void **state)
 	assert_non_null(strstr(note, "tandem_cuda_backend"));
 }
 
+/* A fake plugin next to this test (Makefile: FAKE_PLUGINS). */
+static void fake_plugin_path(const char *name, char *buf, size_t len)
+{
+	char exe[4096];
+	ssize_t r = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+	assert_true(r > 0);
+	exe[r] = '\0';
+	*strrchr(exe, '/') = '\0';
+	snprintf(buf, len, "%s/%s", exe, name);
+	if (access(buf, F_OK) != 0)
+		fail_msg("%s missing: built by make test-run (FAKE_PLUGINS)", buf);
+}
+
+/* A plugin whose backend speaks another ABI version is refused, says so
+ * and which versions, and is not kept: the next load looks again. */
+static void test_plugin_wrong_abi(void **state)
+{
+	char path[4200], note[BACKEND_NOTE_MAX], want[96];
+
+	(void)state;
+	fake_plugin_path("fake-cuda-abi.so", path, sizeof(path));
+	assert_null(backend_cuda_load(path, note, sizeof(note)));
+	print_message("%s\n", note);
+	assert_non_null(strstr(note, path));
+	snprintf(want, sizeof(want), "backend ABI version %u, tandemd speaks %u: refused",
+	         BACKEND_ABI_VERSION + 1, BACKEND_ABI_VERSION);
+	assert_non_null(strstr(note, want));
+	assert_null(strchr(note, '\n'));
+	assert_null(backend_cuda_load("/nonexistent/tandem-cuda.so", note, sizeof(note)));
+	assert_non_null(strstr(note, "not found"));
+}
+
+/* A plugin of this version loads through its entry point, stays loaded
+ * (the same ops whatever path is named next) until unloaded. */
+static void test_fake_plugin_loads(void **state)
+{
+	char path[4200], note[BACKEND_NOTE_MAX];
+	struct backend_probe_params p = { 0 };
+	struct backend_device devs[MAX_DEVS];
+	size_t n = 99;
+
+	(void)state;
+	fake_plugin_path("fake-cuda-ok.so", path, sizeof(path));
+	const struct backend_ops *ops = backend_cuda_load(path, note, sizeof(note));
+	assert_non_null(ops);
+	assert_string_equal(note, "");
+	assert_int_equal(ops->abi_version, BACKEND_ABI_VERSION);
+	assert_int_equal(backend_check(ops, NULL, 0), 0);
+	assert_string_equal(ops->name, "fakecuda");
+	assert_ptr_equal(backend_cuda_load("/nonexistent/tandem-cuda.so", note, sizeof(note)), ops);
+	assert_int_equal(ops->probe(&p, devs, MAX_DEVS, &n), 0);
+	assert_int_equal(n, 0);
+	assert_string_equal(p.note, "fakecuda: no device");
+	backend_cuda_unload();
+	/* forgotten: the next load looks again */
+	assert_null(backend_cuda_load("/nonexistent/tandem-cuda.so", note, sizeof(note)));
+}
+
+/* The registry: cpu, then cuda, then opencl, as the daemon always probed
+ * them; only the plugin loads and unloads; OpenCL yields a GPU that CUDA
+ * drives. */
+static void test_registry(void **state)
+{
+	const struct backend_component *c[8];
+	char note[BACKEND_NOTE_MAX];
+
+	(void)state;
+	assert_int_equal(backend_registry(c, 8), 3);
+	assert_string_equal(c[0]->name, "cpu");
+	assert_string_equal(c[1]->name, "cuda");
+	assert_string_equal(c[2]->name, "opencl");
+	for (size_t i = 0; i < 3; i++) {
+		assert_true(c[i]->enabled_by_default);
+		assert_true(i == 0 || c[i]->priority < c[i - 1]->priority);
+		assert_true((c[i]->ops != NULL) != (c[i]->load != NULL));
+	}
+	assert_ptr_equal(c[0]->ops, &backend_cpu);
+	assert_ptr_equal(c[2]->ops, &backend_opencl);
+	assert_non_null(c[1]->load);
+	assert_non_null(c[1]->unload);
+	assert_false(c[0]->yields_same_pci);
+	assert_false(c[1]->yields_same_pci);
+	assert_true(c[2]->yields_same_pci);
+	/* a short list gets the first ones in order */
+	const struct backend_component *two[2];
+	assert_int_equal(backend_registry(two, 2), 3);
+	assert_ptr_equal(two[0], c[0]);
+	assert_ptr_equal(two[1], c[1]);
+	/* built-in ones are checked and handed out as they are */
+	assert_ptr_equal(backend_component_ops(c[0], NULL, note, sizeof(note)), &backend_cpu);
+	assert_ptr_equal(backend_component_ops(c[2], NULL, note, sizeof(note)), &backend_opencl);
+	assert_int_equal(backend_check(&backend_cpu, NULL, 0), 0);
+	assert_int_equal(backend_check(&backend_opencl, NULL, 0), 0);
+}
+
+/* A component whose backend speaks another version is refused, plugin or
+ * built in, with the versions in the note. */
+static void test_component_wrong_abi(void **state)
+{
+	char path[4200], note[BACKEND_NOTE_MAX], why[BACKEND_NOTE_MAX];
+
+	(void)state;
+	struct backend_ops old = backend_cpu;
+	old.abi_version = BACKEND_ABI_VERSION + 1;
+	const struct backend_component builtin = { .name = "old", .ops = &old };
+	assert_null(backend_component_ops(&builtin, NULL, note, sizeof(note)));
+	assert_non_null(strstr(note, "ABI version"));
+	assert_non_null(strstr(note, "refused"));
+	assert_int_equal(backend_check(&old, why, sizeof(why)), -TDM_EINVAL);
+	assert_string_equal(why, note);
+	assert_int_equal(backend_check(NULL, why, sizeof(why)), -TDM_EINVAL);
+
+	fake_plugin_path("fake-cuda-abi.so", path, sizeof(path));
+	const struct backend_component plugin = { .name = "cuda",
+		                                  .load = backend_cuda_load,
+		                                  .unload = backend_cuda_unload };
+	assert_null(backend_component_ops(&plugin, path, note, sizeof(note)));
+	assert_non_null(strstr(note, "refused"));
+}
+
 static void default_plugin_path(char *buf, size_t len)
 {
 	char exe[4096];
@@ -206,6 +328,7 @@ static void test_default_plugin_probe(void **state)
 	}
 	assert_non_null(f->ops);
 	assert_string_equal(f->ops->name, "cuda");
+	assert_int_equal(f->ops->abi_version, BACKEND_ABI_VERSION);
 	assert_ptr_equal(backend_cuda_load(NULL, note, sizeof(note)), f->ops);
 	assert_null(f->ops->launch);
 
@@ -817,6 +940,10 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_missing_plugin),
 		cmocka_unit_test(test_plugin_without_entry),
+		cmocka_unit_test(test_plugin_wrong_abi),
+		cmocka_unit_test(test_fake_plugin_loads),
+		cmocka_unit_test(test_registry),
+		cmocka_unit_test(test_component_wrong_abi),
 		cmocka_unit_test(test_default_plugin_probe),
 		cmocka_unit_test(test_chained_copies),
 		cmocka_unit_test(test_mem_alloc_too_big),

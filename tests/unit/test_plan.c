@@ -4,7 +4,6 @@
  * hand-solved cases, the timeline against a naive scan, error paths and the
  * checker on hand-broken schedules, and the time to plan a 20,000-task
  * graph. */
-#include <errno.h>
 #include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -537,7 +536,7 @@ static void test_repair_errors(void **state)
 	bool fixed[10] = { false };
 	fixed[1] = true; /* T0 not fixed */
 	o.fixed = fixed;
-	assert_int_equal(plan_schedule(&t.g, &t.m, &o, ws, s, &mk), -EINVAL);
+	assert_int_equal(plan_schedule(&t.g, &t.m, &o, ws, s, &mk), -TDM_EINVAL);
 	fixed[0] = true;
 	assert_int_equal(plan_schedule(&t.g, &t.m, &o, ws, s, &mk), 0);
 	assert_valid(&t, s);
@@ -554,9 +553,9 @@ static void test_repair_errors(void **state)
 	/* A fixed slot on a device that does not exist, or ending before it
 	 * starts. */
 	s[2].dev = 3;
-	assert_int_equal(plan_schedule(&t.g, &t.m, &o, ws, s, &mk), -EINVAL);
+	assert_int_equal(plan_schedule(&t.g, &t.m, &o, ws, s, &mk), -TDM_EINVAL);
 	s[2] = (struct plan_slot){ d0, 50, 49 };
-	assert_int_equal(plan_schedule(&t.g, &t.m, &o, ws, s, &mk), -EINVAL);
+	assert_int_equal(plan_schedule(&t.g, &t.m, &o, ws, s, &mk), -TDM_EINVAL);
 	plan_ws_free(ws);
 	tg_free(&t);
 }
@@ -778,12 +777,12 @@ static void test_errors(void **state)
 	struct plan_ws *ws = plan_ws_new();
 	double mk, cp, area;
 	char why[200];
-	assert_int_equal(plan_rank_upward(&t.g, &t.m, r), -EINVAL);
-	assert_int_equal(plan_rank_downward(&t.g, &t.m, r), -EINVAL);
-	assert_int_equal(plan_oct(&t.g, &t.m, r), -EINVAL);
-	assert_int_equal(plan_schedule(&t.g, &t.m, NULL, ws, s, &mk), -EINVAL);
-	assert_int_equal(plan_lower_bounds(&t.g, &t.m, &cp, &area), -EINVAL);
-	assert_int_equal(plan_check(&t.g, &t.m, s, why, sizeof(why)), -EINVAL);
+	assert_int_equal(plan_rank_upward(&t.g, &t.m, r), -TDM_EINVAL);
+	assert_int_equal(plan_rank_downward(&t.g, &t.m, r), -TDM_EINVAL);
+	assert_int_equal(plan_oct(&t.g, &t.m, r), -TDM_EINVAL);
+	assert_int_equal(plan_schedule(&t.g, &t.m, NULL, ws, s, &mk), -TDM_EINVAL);
+	assert_int_equal(plan_lower_bounds(&t.g, &t.m, &cp, &area), -TDM_EINVAL);
+	assert_int_equal(plan_check(&t.g, &t.m, s, why, sizeof(why)), -TDM_EINVAL);
 	assert_non_null(strstr(why, "cycle"));
 	tg_free(&t);
 
@@ -792,27 +791,27 @@ static void test_errors(void **state)
 	struct edge ok[] = { { 0, 1, 1 }, { 1, 2, 1 } };
 	tg_init(&t, 3, 2, bad, 2, ok);
 	tg_paper_machine(&t);
-	assert_int_equal(plan_schedule(&t.g, &t.m, NULL, ws, s, &mk), -EINVAL);
-	assert_int_equal(plan_rank_upward(&t.g, &t.m, r), -EINVAL);
-	assert_int_equal(plan_lower_bounds(&t.g, &t.m, &cp, &area), -EINVAL);
-	assert_int_equal(plan_check(&t.g, &t.m, s, why, sizeof(why)), -EINVAL);
+	assert_int_equal(plan_schedule(&t.g, &t.m, NULL, ws, s, &mk), -TDM_EINVAL);
+	assert_int_equal(plan_rank_upward(&t.g, &t.m, r), -TDM_EINVAL);
+	assert_int_equal(plan_lower_bounds(&t.g, &t.m, &cp, &area), -TDM_EINVAL);
+	assert_int_equal(plan_check(&t.g, &t.m, s, why, sizeof(why)), -TDM_EINVAL);
 	assert_non_null(strstr(why, "task 1 can run on no device"));
 	t.cost[2] = INFINITY;
-	assert_int_equal(plan_schedule(&t.g, &t.m, NULL, ws, s, &mk), -EINVAL);
+	assert_int_equal(plan_schedule(&t.g, &t.m, NULL, ws, s, &mk), -TDM_EINVAL);
 	t.cost[2] = 0; /* zero is allowed */
 	assert_int_equal(plan_schedule(&t.g, &t.m, NULL, ws, s, &mk), 0);
 	assert_int_equal(s[1].dev, 0);
 	/* An edge to a task that does not exist. */
 	t.succ[1] = 3;
-	assert_int_equal(plan_schedule(&t.g, &t.m, NULL, ws, s, &mk), -EINVAL);
+	assert_int_equal(plan_schedule(&t.g, &t.m, NULL, ws, s, &mk), -TDM_EINVAL);
 	t.succ[1] = 2;
 	/* A device on a node that does not exist. */
 	t.node[1] = 7;
-	assert_int_equal(plan_schedule(&t.g, &t.m, NULL, ws, s, &mk), -EINVAL);
+	assert_int_equal(plan_schedule(&t.g, &t.m, NULL, ws, s, &mk), -TDM_EINVAL);
 	t.node[1] = 1;
 	/* An unknown method. */
 	struct plan_opts o = { .method = (enum plan_method)5 };
-	assert_int_equal(plan_schedule(&t.g, &t.m, &o, ws, s, &mk), -EINVAL);
+	assert_int_equal(plan_schedule(&t.g, &t.m, &o, ws, s, &mk), -TDM_EINVAL);
 	tg_free(&t);
 	plan_ws_free(ws);
 }
@@ -839,11 +838,11 @@ static void test_check(void **state)
 	 * also starts before 0 finishes, but overlap is reported first) */
 	memcpy(s, good, sizeof(s));
 	s[2] = (struct plan_slot){ 0, 1, 5 };
-	assert_int_equal(plan_check(&t.g, &t.m, s, why, sizeof(why)), -EINVAL);
+	assert_int_equal(plan_check(&t.g, &t.m, s, why, sizeof(why)), -TDM_EINVAL);
 	assert_non_null(strstr(why, "overlap on device 0"));
 	/* overlap without a dependency: 1 and 2 on device 1 */
 	struct plan_slot ov[3] = { { 0, 0, 2 }, { 1, 2, 5 }, { 1, 4, 8 } };
-	assert_int_equal(plan_check(&t.g, &t.m, ov, why, sizeof(why)), -EINVAL);
+	assert_int_equal(plan_check(&t.g, &t.m, ov, why, sizeof(why)), -TDM_EINVAL);
 	assert_non_null(strstr(why, "tasks 1 and 2 overlap on device 1"));
 	/* a zero-length task inside another one */
 	double c0[9];
@@ -853,7 +852,7 @@ static void test_check(void **state)
 	tg_init(&t0, 3, 3, c0, 2, e);
 	tg_machine(&t0, 2, node, lat, bw);
 	struct plan_slot z[3] = { { 0, 0, 2 }, { 1, 2, 5 }, { 1, 3, 3 } };
-	assert_int_equal(plan_check(&t0.g, &t0.m, z, why, sizeof(why)), -EINVAL);
+	assert_int_equal(plan_check(&t0.g, &t0.m, z, why, sizeof(why)), -TDM_EINVAL);
 	assert_non_null(strstr(why, "overlap"));
 	z[2].start = z[2].finish = 5; /* at the boundary: fine */
 	assert_int_equal(plan_check(&t0.g, &t0.m, z, why, sizeof(why)), 0);
@@ -861,28 +860,28 @@ static void test_check(void **state)
 	/* dependency: 2 on device 1 (same node as 0) starts at 1 < 2 */
 	memcpy(s, good, sizeof(s));
 	s[2] = (struct plan_slot){ 1, 1, 5 };
-	assert_int_equal(plan_check(&t.g, &t.m, s, why, sizeof(why)), -EINVAL);
+	assert_int_equal(plan_check(&t.g, &t.m, s, why, sizeof(why)), -TDM_EINVAL);
 	assert_non_null(strstr(why, "task 2 on device 1 starts at 1 before predecessor 0"));
 	assert_null(strstr(why, "communication"));
 	/* communication: 1 on node 1 at 4: after 0's finish (2) but before the
 	 * data arrives (2 + 1 + 4 * 0.5 = 5) */
 	memcpy(s, good, sizeof(s));
 	s[1] = (struct plan_slot){ 2, 4, 7 };
-	assert_int_equal(plan_check(&t.g, &t.m, s, why, sizeof(why)), -EINVAL);
+	assert_int_equal(plan_check(&t.g, &t.m, s, why, sizeof(why)), -TDM_EINVAL);
 	assert_non_null(strstr(why, "task 1 on device 2 starts at 4 before predecessor 0 on "
 	                            "device 0 finishes at 2 plus communication 3"));
 	/* wrong duration */
 	memcpy(s, good, sizeof(s));
 	s[1].finish = 9;
-	assert_int_equal(plan_check(&t.g, &t.m, s, why, sizeof(why)), -EINVAL);
+	assert_int_equal(plan_check(&t.g, &t.m, s, why, sizeof(why)), -TDM_EINVAL);
 	assert_non_null(strstr(why, "costs 3"));
 	/* a device that cannot run the task, one that does not exist */
 	memcpy(s, good, sizeof(s));
 	s[2] = (struct plan_slot){ 2, 6, 10 };
-	assert_int_equal(plan_check(&t.g, &t.m, s, why, sizeof(why)), -EINVAL);
+	assert_int_equal(plan_check(&t.g, &t.m, s, why, sizeof(why)), -TDM_EINVAL);
 	assert_non_null(strstr(why, "cannot run it"));
 	s[2].dev = 3;
-	assert_int_equal(plan_check(&t.g, &t.m, s, why, sizeof(why)), -EINVAL);
+	assert_int_equal(plan_check(&t.g, &t.m, s, why, sizeof(why)), -TDM_EINVAL);
 	assert_non_null(strstr(why, "does not exist"));
 	tg_free(&t);
 }

@@ -40,7 +40,9 @@ static int fake_launch(const struct backend_device *d, const struct kernel_def *
 	return 0;
 }
 
-static const struct backend_ops fake_backend = { .name = "fake", .launch = fake_launch };
+static const struct backend_ops fake_backend = { .abi_version = BACKEND_ABI_VERSION,
+	                                         .name = "fake",
+	                                         .launch = fake_launch };
 
 /* Spin lengths (us) the tasks use; the models learn each one up front. */
 static const uint32_t lens[] = { 20, 40, 80, 160 };
@@ -307,6 +309,55 @@ static struct dispatch_stats spy_stats(void)
 }
 
 /* ---- tests ---- */
+
+/* The registry: every policy speaks this seam's version and is found by
+ * its name. A policy or backend of another version is refused by
+ * engine_create, with the versions in the message. */
+static void test_registry_versions(void **state)
+{
+	char why[160];
+	size_t n = 0;
+	(void)state;
+	for (const struct policy_ops *const *p = policy_list(); *p; p++, n++) {
+		assert_int_equal((*p)->abi_version, POLICY_ABI_VERSION);
+		assert_int_equal(policy_check(*p, why, sizeof(why)), 0);
+		assert_ptr_equal(policy_by_name((*p)->name), *p);
+	}
+	assert_int_equal(n, 7);
+	assert_null(policy_by_name("nosuch"));
+	assert_int_equal(policy_check(&policy_fifo, NULL, 0), 0);
+
+	struct policy_ops other = policy_eager;
+	other.abi_version = POLICY_ABI_VERSION + 1;
+	assert_int_equal(policy_check(&other, why, sizeof(why)), -TDM_EINVAL);
+	char want[96];
+	snprintf(want, sizeof(want), "policy eager: ABI version %u, tandemd speaks %u: refused",
+	         POLICY_ABI_VERSION + 1, POLICY_ABI_VERSION);
+	assert_string_equal(why, want);
+	assert_int_equal(policy_check(NULL, why, sizeof(why)), -TDM_EINVAL);
+
+	struct backend_device dev = { .ops = &fake_backend, .kind = TDM_DEV_CPU, .name = "fake0" };
+	struct engine *e = NULL;
+	struct engine_params ep = { .clock = &clock_real,
+		                    .policy = &other,
+		                    .devices = &dev,
+		                    .ndevices = 1,
+		                    .hooks = { .graph_done = on_graph_done } };
+	assert_int_equal(engine_create(&ep, &e), -TDM_EINVAL);
+	assert_null(e);
+	ep.policy = &policy_eager;
+	struct backend_ops old_backend = fake_backend;
+	old_backend.abi_version = BACKEND_ABI_VERSION + 1;
+	dev.ops = &old_backend;
+	assert_int_equal(backend_check(&old_backend, why, sizeof(why)), -TDM_EINVAL);
+	assert_non_null(strstr(why, "refused"));
+	assert_int_equal(engine_create(&ep, &e), -TDM_EINVAL);
+	assert_null(e);
+	/* the same, of this version: accepted */
+	dev.ops = &fake_backend;
+	assert_int_equal(engine_create(&ep, &e), 0);
+	engine_destroy(e);
+}
 
 static const double fast0[] = { 1, 4, 4 }; /* device 0 is 4x faster */
 
@@ -866,6 +917,7 @@ int main(void)
 	if (getenv("TEST_FILTER"))
 		cmocka_set_test_filter(getenv("TEST_FILTER"));
 	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_registry_versions),
 		cmocka_unit_test(test_valid_schedules),
 		cmocka_unit_test(test_eft_transfers),
 		cmocka_unit_test(test_dmda_placement),

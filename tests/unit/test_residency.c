@@ -119,6 +119,7 @@ static void fake_release(const struct backend_device *d, struct backend_event *e
 }
 
 static const struct backend_ops fake_accel = {
+	.abi_version = BACKEND_ABI_VERSION,
 	.name = "fake",
 	.supports = fake_supports,
 	.mem_alloc = fake_alloc,
@@ -138,7 +139,9 @@ static int host_launch(const struct backend_device *d, const struct kernel_def *
 	return k->cpu(call);
 }
 
-static const struct backend_ops fake_host = { .name = "host", .launch = host_launch };
+static const struct backend_ops fake_host = { .abi_version = BACKEND_ABI_VERSION,
+	                                      .name = "host",
+	                                      .launch = host_launch };
 
 /* ---- a small machine: devices, residency, engine ---------------------------- */
 

@@ -73,6 +73,7 @@ static struct engine_task *broken_pick(void *priv, unsigned worker)
 }
 
 static const struct policy_ops broken_policy = {
+	.abi_version = POLICY_ABI_VERSION,
 	.name = "broken",
 	.init = broken_init,
 	.fini = broken_fini,
@@ -95,8 +96,11 @@ static bool supports_nothing(const struct backend_device *d, const struct kernel
 	return false;
 }
 
-static const struct backend_ops fake_all = { .name = "fake", .launch = fake_launch };
-static const struct backend_ops fake_none = { .name = "fake",
+static const struct backend_ops fake_all = { .abi_version = BACKEND_ABI_VERSION,
+	                                     .name = "fake",
+	                                     .launch = fake_launch };
+static const struct backend_ops fake_none = { .abi_version = BACKEND_ABI_VERSION,
+	                                      .name = "fake",
 	                                      .launch = fake_launch,
 	                                      .supports = supports_nothing };
 
