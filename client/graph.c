@@ -3,6 +3,7 @@
 #include <string.h>
 
 #include "client/client_internal.h"
+#include "common/csr.h"
 
 TDM_API tdm_graph *tdm_graph_new(tdm_client *c)
 {
@@ -150,26 +151,20 @@ TDM_API int tdm_graph_add_edge(tdm_graph *g, uint32_t from, uint32_t to)
 	return 0;
 }
 
-/* Predecessors grouped by task (counting sort on `to`). */
+/* Predecessors grouped by task, in the order they were added. */
 static int group_edges(const tdm_graph *g, uint32_t **off_out, uint32_t **pred_out)
 {
-	uint32_t *off = calloc((size_t)g->ntasks + 1, sizeof(*off));
+	uint32_t *off = malloc(((size_t)g->ntasks + 1) * sizeof(*off));
 	uint32_t *pred = malloc(((size_t)g->nedges + 1) * sizeof(*pred));
-	uint32_t *cur = malloc(((size_t)g->ntasks + 1) * sizeof(*cur));
-	if (!off || !pred || !cur) {
+	if (!off || !pred) {
 		free(off);
 		free(pred);
-		free(cur);
 		return -TDM_ENOMEM;
 	}
-	for (uint32_t i = 0; i < g->nedges; i++)
-		off[g->edges[2 * i + 1] + 1]++;
-	for (uint32_t i = 0; i < g->ntasks; i++)
-		off[i + 1] += off[i];
-	memcpy(cur, off, ((size_t)g->ntasks + 1) * sizeof(*cur));
-	for (uint32_t i = 0; i < g->nedges; i++)
-		pred[cur[g->edges[2 * i + 1]]++] = g->edges[2 * i];
-	free(cur);
+	csr_group(off, pred, g->ntasks, g->edges ? g->edges + 1 : NULL, 2 * sizeof(*g->edges),
+	          g->nedges);
+	for (uint32_t k = 0; k < g->nedges; k++)
+		pred[k] = g->edges[2 * pred[k]];
 	*off_out = off;
 	*pred_out = pred;
 	return 0;

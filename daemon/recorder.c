@@ -11,6 +11,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "common/csr.h"
 #include "common/log.h"
 #include "workload/schedule_out.h"
 #include "daemon/session.h"
@@ -190,6 +191,7 @@ void recorder_graph_done(struct recorder *r, const struct dgraph *dg)
 	            (size_t)nedges * sizeof(uint32_t);
 	struct rec_graph *rg = malloc(sz);
 	if (!rg) {
+		/* Give the room back, unless the recording ended meanwhile. */
 		pthread_mutex_lock(&r->lock);
 		if (r->gen == gen) {
 			r->ntasks -= n;
@@ -235,32 +237,10 @@ void recorder_graph_done(struct recorder *r, const struct dgraph *dg)
 				.len = t->call.len[k],
 			};
 		}
-		rg->pred_off[i] = 0;
 	}
-	/* Invert the successor lists: sources visited in ascending order, so
-	 * each task's predecessors come out sorted. */
-	rg->pred_off[n] = 0;
-	for (uint32_t k = 0; k < nedges; k++)
-		rg->pred_off[g->succ[k] + 1]++;
-	for (uint32_t i = 0; i < n; i++)
-		rg->pred_off[i + 1] += rg->pred_off[i];
-	uint32_t *cursor = malloc(((size_t)n + 1) * sizeof(*cursor));
-	if (!cursor) {
-		free(rg);
-		pthread_mutex_lock(&r->lock);
-		if (r->gen == gen) {
-			r->ntasks -= n;
-			r->nedges -= nedges;
-			r->dropped++;
-		}
-		pthread_mutex_unlock(&r->lock);
-		return;
-	}
-	memcpy(cursor, rg->pred_off, (size_t)n * sizeof(*cursor));
-	for (uint32_t i = 0; i < n; i++)
-		for (uint32_t k = g->succ_off[i]; k < g->succ_off[i + 1]; k++)
-			rg->pred[cursor[g->succ[k]]++] = i;
-	free(cursor);
+	/* Sources visited in ascending order: each task's predecessors come
+	 * out sorted. */
+	csr_transpose(n, g->succ_off, g->succ, rg->pred_off, rg->pred);
 
 	pthread_mutex_lock(&r->lock);
 	if (atomic_load(&r->active) && r->gen == gen) {

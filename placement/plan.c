@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/csr.h"
 #include "placement/plan_internal.h"
 
 struct plan_ws *plan_ws_new(void)
@@ -174,32 +175,24 @@ int plan_prep(struct plan_ws *ws, const struct plan_dag *g, const struct plan_ma
 		ws->wmean[v] = sum / k;
 	}
 
-	/* Predecessor lists (CSR), in-degrees. */
-	uint32_t *cnt = ws->cnt;
-	memset(cnt, 0, n * sizeof(*cnt));
+	/* Predecessor lists (CSR) with their data, in-degrees. */
 	for (uint32_t v = 0; v < n && e; v++)
-		for (uint32_t k = g->succ_off[v]; k < g->succ_off[v + 1]; k++) {
-			uint32_t w = g->succ[k];
-			if (w >= n)
+		for (uint32_t k = g->succ_off[v]; k < g->succ_off[v + 1]; k++)
+			if (g->succ[k] >= n)
 				return fail(why, whylen,
-				            "task %u has successor %u, which does not exist", v, w);
-			cnt[w]++;
-		}
-	uint32_t *po = ws->pred_off;
-	po[0] = 0;
-	for (uint32_t v = 0; v < n; v++)
-		po[v + 1] = po[v] + cnt[v];
-	/* Fill with a moving cursor kept in order[] temporarily. */
-	uint32_t *cur = ws->order;
-	for (uint32_t v = 0; v < n; v++)
-		cur[v] = po[v];
+				            "task %u has successor %u, which does not exist", v,
+				            g->succ[k]);
+	uint32_t *po = ws->pred_off, *cnt = ws->cnt;
+	csr_open(po, n, e ? g->succ + g->succ_off[0] : NULL, sizeof(*g->succ), (uint32_t)e);
 	for (uint32_t v = 0; v < n && e; v++)
 		for (uint32_t k = g->succ_off[v]; k < g->succ_off[v + 1]; k++) {
-			uint32_t w = g->succ[k];
-			ws->pred[cur[w]] = v;
-			ws->pred_data[cur[w]] = plan_edge_data(g, k);
-			cur[w]++;
+			uint32_t at = csr_slot(po, g->succ[k]);
+			ws->pred[at] = v;
+			ws->pred_data[at] = plan_edge_data(g, k);
 		}
+	csr_close(po, n);
+	for (uint32_t v = 0; v < n; v++)
+		cnt[v] = po[v + 1] - po[v];
 
 	/* Kahn: order[] is a FIFO of tasks whose predecessors are all done. */
 	uint32_t *ord = ws->order, head = 0, tail = 0;

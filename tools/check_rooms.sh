@@ -9,7 +9,10 @@
 #   daemon > sim > workload > engine > policies > placement > profiler >
 #   graph > backends > common > include
 #
-# client/ sees include/ only; tools/ include/ and the client library, except
+# client/ sees include/ only, and the header-only files of common/ (a
+# common/X.h without a common/X.c or X.cpp, which includes no room's header
+# itself: libtandem then links nothing of the daemon); tools/ include/ and
+# the client library, except
 # the StarPU converter (tools/starpu*), which writes machine descriptions
 # and sits with the simulator; tests/ and examples/ may use anything.
 cd "$(dirname "$0")/.." || exit 2
@@ -21,6 +24,11 @@ rank() {
 	*) echo "" ;;
 	esac
 }
+# A header of common/ that a client may include (see above).
+header_only() {
+	[ -f "$1" ] && [ ! -e "${1%.h}.c" ] && [ ! -e "${1%.h}.cpp" ] &&
+		! grep -q '^[[:space:]]*#[[:space:]]*include[[:space:]]*"[a-z_]*/' "$1"
+}
 bad=0
 for f in $(git ls-files '*.c' '*.h' '*.cpp' '*.cu'); do
 	room=${f%%/*}
@@ -30,7 +38,14 @@ for f in $(git ls-files '*.c' '*.h' '*.cpp' '*.cu'); do
 		[ "$inc" = tandem ] && continue # include/tandem/*.h, via -Iinclude
 		case "$room" in
 		client)
-			[ "$inc" = client ] || { echo "$f: client/ includes $inc/"; bad=1; }
+			if [ "$inc" = common ]; then
+				for h in $(sed -n 's/^[[:space:]]*#[[:space:]]*include[[:space:]]*"\(common\/[^"]*\)".*/\1/p' "$f"); do
+					header_only "$h" ||
+						{ echo "$f: client/ includes $h, not a header-only file of common/"; bad=1; }
+				done
+			elif [ "$inc" != client ]; then
+				echo "$f: client/ includes $inc/"; bad=1
+			fi
 			continue ;;
 		tools)
 			case "$f" in

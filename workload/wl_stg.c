@@ -168,17 +168,11 @@ int wl_check_acyclic(const struct workload *w, uint32_t *on_cycle)
 			goto out;
 		}
 	/* successors in CSR form, whatever the order of the edges */
-	for (uint32_t e = 0; e < m; e++) {
-		off[w->edges[e].src + 1]++;
-		indeg[w->edges[e].dst]++;
+	wl_group_edges(w, false, off, adj);
+	for (uint32_t k = 0; k < m; k++) {
+		adj[k] = w->edges[adj[k]].dst;
+		indeg[adj[k]]++;
 	}
-	for (uint32_t v = 0; v < n; v++)
-		off[v + 1] += off[v];
-	for (uint32_t e = 0; e < m; e++)
-		adj[off[w->edges[e].src]++] = w->edges[e].dst;
-	for (uint32_t v = n; v > 0; v--)
-		off[v] = off[v - 1];
-	off[0] = 0;
 
 	for (uint32_t v = 0; v < n; v++)
 		if (!indeg[v])
@@ -196,16 +190,9 @@ int wl_check_acyclic(const struct workload *w, uint32_t *on_cycle)
 	/* Every task left has a predecessor left: walking back through such
 	 * predecessors n times from any of them ends on a cycle. Predecessors
 	 * in CSR form, reusing adj and off. */
-	memset(off, 0, ((size_t)n + 1) * sizeof(*off));
-	for (uint32_t e = 0; e < m; e++)
-		off[w->edges[e].dst + 1]++;
-	for (uint32_t v = 0; v < n; v++)
-		off[v + 1] += off[v];
-	for (uint32_t e = 0; e < m; e++)
-		adj[off[w->edges[e].dst]++] = w->edges[e].src;
-	for (uint32_t v = n; v > 0; v--)
-		off[v] = off[v - 1];
-	off[0] = 0;
+	wl_group_edges(w, true, off, adj);
+	for (uint32_t k = 0; k < m; k++)
+		adj[k] = w->edges[adj[k]].src;
 	{
 		uint32_t v = 0;
 
@@ -262,20 +249,12 @@ int wl_to_dag(const struct workload *w, unsigned ndev, const double *speed, stru
 		for (unsigned k = 0; k < ndev; k++)
 			d->cost[(size_t)v * ndev + k] =
 			        speed ? w->tasks[v].cost / speed[k] : w->tasks[v].cost;
-	/* a stable counting sort by source, so sorted edges stay sorted */
-	for (uint32_t e = 0; e < m; e++)
-		d->succ_off[w->edges[e].src + 1]++;
-	for (uint32_t v = 0; v < n; v++)
-		d->succ_off[v + 1] += d->succ_off[v];
-	for (uint32_t e = 0; e < m; e++) {
-		uint32_t at = d->succ_off[w->edges[e].src]++;
-
-		d->succ[at] = w->edges[e].dst;
-		d->edge_data[at] = w->edges[e].data;
+	/* a stable grouping by source, so sorted edges stay sorted */
+	wl_group_edges(w, false, d->succ_off, d->succ);
+	for (uint32_t k = 0; k < m; k++) {
+		d->edge_data[k] = w->edges[d->succ[k]].data;
+		d->succ[k] = w->edges[d->succ[k]].dst;
 	}
-	for (uint32_t v = n; v > 0; v--)
-		d->succ_off[v] = d->succ_off[v - 1];
-	d->succ_off[0] = 0;
 	d->g = (struct plan_dag){ .n = n,
 		                  .cost = d->cost,
 		                  .succ_off = d->succ_off,

@@ -1316,7 +1316,7 @@ static int tw_prepare(const struct workload *w, struct tw_state *st, bool *forwa
 {
 	uint32_t n = w->ntasks, m = w->nedges;
 
-	st->poff = calloc((size_t)n + 2, sizeof(*st->poff));
+	st->poff = malloc(((size_t)n + 1) * sizeof(*st->poff));
 	st->psrc = malloc((m ? m : 1) * sizeof(*st->psrc));
 	st->pdata = malloc((m ? m : 1) * sizeof(*st->pdata));
 	st->order = malloc((n ? n : 1) * sizeof(*st->order));
@@ -1330,31 +1330,23 @@ static int tw_prepare(const struct workload *w, struct tw_state *st, bool *forwa
 		return -TDM_ENOMEM;
 	/* predecessors by destination, in edge order (by source when sorted) */
 	*forward = true;
-	for (uint32_t e = 0; e < m; e++) {
-		st->poff[w->edges[e].dst + 2]++;
+	for (uint32_t e = 0; e < m; e++)
 		if (w->edges[e].src > w->edges[e].dst)
 			*forward = false;
-	}
-	for (uint32_t v = 0; v < n; v++)
-		st->poff[v + 2] += st->poff[v + 1];
-	for (uint32_t e = 0; e < m; e++) {
-		uint32_t at = st->poff[w->edges[e].dst + 1]++;
-
-		st->psrc[at] = w->edges[e].src;
-		st->pdata[at] = w->edges[e].data;
+	wl_group_edges(w, true, st->poff, st->psrc);
+	for (uint32_t k = 0; k < m; k++) {
+		st->pdata[k] = w->edges[st->psrc[k]].data;
+		st->psrc[k] = w->edges[st->psrc[k]].src;
 	}
 	if (*forward)
 		return 0;
-	st->soff = calloc((size_t)n + 2, sizeof(*st->soff));
+	st->soff = malloc(((size_t)n + 1) * sizeof(*st->soff));
 	st->sdst = malloc((m ? m : 1) * sizeof(*st->sdst));
 	if (!st->soff || !st->sdst)
 		return -TDM_ENOMEM;
-	for (uint32_t e = 0; e < m; e++)
-		st->soff[w->edges[e].src + 2]++;
-	for (uint32_t v = 0; v < n; v++)
-		st->soff[v + 2] += st->soff[v + 1];
-	for (uint32_t e = 0; e < m; e++)
-		st->sdst[st->soff[w->edges[e].src + 1]++] = w->edges[e].dst;
+	wl_group_edges(w, false, st->soff, st->sdst);
+	for (uint32_t k = 0; k < m; k++)
+		st->sdst[k] = w->edges[st->sdst[k]].dst;
 	return 0;
 }
 

@@ -274,6 +274,12 @@ void wl_sort_edges(struct workload *w);
  * *on_cycle (UINT32_MAX if an edge names a task >= w->ntasks);
  * -TDM_ENOMEM. */
 int wl_check_acyclic(const struct workload *w, uint32_t *on_cycle);
+/* ---- edges as graphs (wl_graph.c) ---- */
+
+/* w->edges grouped by source (by_dst false) or destination, stably:
+ * off[0 .. ntasks] (ntasks + 1 entries) and perm[k], the index in w->edges
+ * of the edge in slot k (nedges entries). Every end must be < ntasks. */
+void wl_group_edges(const struct workload *w, bool by_dst, uint32_t *off, uint32_t *perm);
 /* Copies up to len bytes of s (at most WL_NAME_MAX - 1) into dst, with
  * '?' for every byte that is not printable ASCII, and a NUL. */
 void wl_copy_name(char *dst, const char *s, size_t len);
