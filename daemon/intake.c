@@ -41,9 +41,9 @@ static void reject(struct session *s, int status, uint32_t field)
 {
 	struct dgraph *g = s->building;
 	log_debug("session %u: graph %llu rejected at task %u: %s (%s)", s->id,
-	          (unsigned long long)g->g.cookie, g->nreceived, tdm_strerror(status),
+	          (unsigned long long)g->g.cookie, s->build.ntasks, tdm_strerror(status),
 	          tdm_reject_field_name(field));
-	post_graph_status(s, g->g.cookie, status, g->nreceived, field);
+	post_graph_status(s, g->g.cookie, status, s->build.ntasks, field);
 	s->building = NULL;
 	s->skipping = true;
 	dgraph_destroy(g);
@@ -55,28 +55,6 @@ static void stray_entry(struct session *s, uint16_t op, uint32_t field)
 	c.task_index = op;
 	atomic_fetch_add(&s->env->counters->protocol_errors, 1);
 	session_post_cqe(s, &c);
-}
-
-/* 0, -TDM_EQUOTA past the graph's edge budget, or -TDM_ENOMEM. */
-static int add_edge(struct dgraph *g, uint32_t from, uint32_t to)
-{
-	if (g->nedges == g->edges_cap) {
-		uint64_t budget = (uint64_t)EDGES_PER_TASK_BUDGET * g->g.ntasks + 1024;
-		uint32_t ncap = g->edges_cap ? g->edges_cap * 2 : 64;
-		if (g->edges_cap >= budget)
-			return -TDM_EQUOTA;
-		if (ncap > budget)
-			ncap = (uint32_t)budget;
-		uint32_t *n = realloc(g->edges, (size_t)ncap * 2 * sizeof(*n));
-		if (!n)
-			return -TDM_ENOMEM;
-		g->edges = n;
-		g->edges_cap = ncap;
-	}
-	g->edges[2 * g->nedges] = from;
-	g->edges[2 * g->nedges + 1] = to;
-	g->nedges++;
-	return 0;
 }
 
 static void begin_graph(struct session *s, const struct tdm_sqe *e)
@@ -123,65 +101,38 @@ static void begin_graph(struct session *s, const struct tdm_sqe *e)
 	g->g.policy_hint = (uint8_t)b->policy;
 	g->g.deadline_ns = b->deadline_ns;
 	g->g.ntasks = b->ntasks;
+	uint64_t budget = (uint64_t)EDGES_PER_TASK_BUDGET * b->ntasks + 1024;
+	graph_build_reset(&s->build, b->ntasks,
+	                  budget > UINT32_MAX ? UINT32_MAX : (uint32_t)budget);
 	g->reserved_tasks = b->ntasks;
 	atomic_fetch_add(&s->graphs_in_flight, 1);
 	atomic_fetch_add(&s->graphs_unposted, 1);
 	atomic_fetch_add(&s->tasks_in_flight, b->ntasks);
 	atomic_fetch_add(&s->env->counters->session_tasks_in_flight, b->ntasks);
-	s->graph_serial++;
 	s->building = g;
 	s->skipping = false;
 }
 
-/* Takes one reference per distinct buffer of the graph and records the
- * implicit dependencies of task t on it (RAW, WAR, WAW, in task order).
- * 0, or add_edge's error. */
-static int track_buffer(struct dgraph *g, uint64_t serial, struct buffer *b, uint8_t mode,
+/* Task t accesses argument a's range of buffer b: its implicit
+ * dependencies (graph/build.h), and one reference per distinct buffer of
+ * the graph. 0, -TDM_EQUOTA (the graph's edge budget) or -TDM_ENOMEM. */
+static int track_buffer(struct session *s, struct buffer *b, const struct tdm_wire_arg *a,
                         uint32_t t)
 {
-	int err;
-	if (b->dep_graph != serial) {
-		if (g->nbufs == g->bufs_cap) {
-			uint32_t ncap = g->bufs_cap ? g->bufs_cap * 2 : 8;
-			struct buffer **n = realloc(g->bufs, ncap * sizeof(*n));
-			if (!n)
-				return -TDM_ENOMEM;
-			g->bufs = n;
-			g->bufs_cap = ncap;
-		}
-		atomic_fetch_add(&b->refs, 1);
-		g->bufs[g->nbufs++] = b;
-		b->dep_graph = serial;
-		b->last_writer = BUFFER_NO_TASK;
-		b->nreaders = 0;
-	}
-	if (mode & TDM_W) {
-		if (b->nreaders) {
-			for (uint32_t i = 0; i < b->nreaders; i++)
-				if (b->readers[i] != t && (err = add_edge(g, b->readers[i], t)))
-					return err;
-		} else if (b->last_writer != BUFFER_NO_TASK && b->last_writer != t) {
-			if ((err = add_edge(g, b->last_writer, t)))
-				return err;
-		}
-		b->last_writer = t;
-		b->nreaders = 0;
-		return 0;
-	}
-	if (b->last_writer != BUFFER_NO_TASK && b->last_writer != t &&
-	    (err = add_edge(g, b->last_writer, t)))
-		return err;
-	if (b->nreaders && b->readers[b->nreaders - 1] == t)
-		return 0;
-	if (b->nreaders == b->readers_cap) {
-		uint32_t ncap = b->readers_cap ? b->readers_cap * 2 : 8;
-		uint32_t *n = realloc(b->readers, ncap * sizeof(*n));
+	struct dgraph *g = s->building;
+	int first = graph_build_access(&s->build, t, b->handle, a->offset, a->length, a->mode);
+	if (first <= 0)
+		return first;
+	if (g->nbufs == g->bufs_cap) {
+		uint32_t ncap = g->bufs_cap ? g->bufs_cap * 2 : 8;
+		struct buffer **n = realloc(g->bufs, ncap * sizeof(*n));
 		if (!n)
 			return -TDM_ENOMEM;
-		b->readers = n;
-		b->readers_cap = ncap;
+		g->bufs = n;
+		g->bufs_cap = ncap;
 	}
-	b->readers[b->nreaders++] = t;
+	atomic_fetch_add(&b->refs, 1);
+	g->bufs[g->nbufs++] = b;
 	return 0;
 }
 
@@ -294,62 +245,45 @@ static void add_task(struct session *s, const struct tdm_sqe *e)
 	struct dgraph *g = s->building;
 	const struct tdm_sqe_task *t = &e->u.task;
 	struct buffer *bufs[TDM_MAX_ARGS] = { 0 };
-	struct engine_task task;
-	uint32_t index = g->nreceived;
+	struct engine_task *task;
+	uint32_t index = s->build.ntasks;
 	uint32_t field;
-	int status;
+	int status, err;
 
 	if (index >= g->g.ntasks) {
 		reject(s, -TDM_EPROTO, TDM_REJECT_NTASKS);
 		return;
 	}
-	field = validate_task(s, e, index, &task, bufs, &status);
+	/* Validated in place: a task is stored as it arrives, so memory
+	 * follows what the client sent, not what it declared. */
+	task = graph_build_next(&s->build);
+	if (!task) {
+		reject(s, -TDM_ENOMEM, TDM_REJECT_NONE);
+		return;
+	}
+	field = validate_task(s, e, index, task, bufs, &status);
 	if (field != TDM_REJECT_NONE) {
 		reject(s, status, field);
 		return;
 	}
-	/* Grow the task array as entries arrive: memory follows what the
-	 * client sent, not what it declared. */
-	if (index == g->tasks_cap) {
-		uint32_t ncap = g->tasks_cap ? g->tasks_cap * 2 : 16;
-		if (ncap > g->g.ntasks)
-			ncap = g->g.ntasks;
-		struct engine_task *n = realloc(g->g.tasks, (size_t)ncap * sizeof(*n));
-		if (!n) {
-			reject(s, -TDM_ENOMEM, TDM_REJECT_NONE);
-			return;
-		}
-		g->g.tasks = n;
-		g->tasks_cap = ncap;
-	}
-	for (unsigned i = 0; i < t->nargs; i++) {
-		int err = track_buffer(g, s->graph_serial, bufs[i], t->args[i].mode, index);
-		if (err) {
-			reject(s, err, err == -TDM_EQUOTA ? TDM_REJECT_EDGE : TDM_REJECT_NONE);
-			return;
-		}
-	}
-	for (unsigned i = 0; i < t->nedges; i++) {
-		int err = add_edge(g, t->edges[i], index);
-		if (err) {
-			reject(s, err, err == -TDM_EQUOTA ? TDM_REJECT_EDGE : TDM_REJECT_NONE);
-			return;
-		}
-	}
-	g->g.tasks[index] = task;
-	g->nreceived++;
+	err = graph_build_task(&s->build, task, &index);
+	for (unsigned i = 0; !err && i < t->nargs; i++)
+		err = track_buffer(s, bufs[i], &t->args[i], index);
+	for (unsigned i = 0; !err && i < t->nedges; i++)
+		err = graph_build_edge(&s->build, t->edges[i], index);
+	if (err)
+		reject(s, err, err == -TDM_EQUOTA ? TDM_REJECT_EDGE : TDM_REJECT_NONE);
 }
 
 static void add_edges(struct session *s, const struct tdm_sqe *e)
 {
-	struct dgraph *g = s->building;
 	const struct tdm_sqe_edges *x = &e->u.edges;
 
 	if (e->reserved || e->reserved2) {
 		reject(s, -TDM_EPROTO, TDM_REJECT_RESERVED);
 		return;
 	}
-	if (g->nreceived == 0 || x->task_index != g->nreceived - 1) {
+	if (s->build.ntasks == 0 || x->task_index != s->build.ntasks - 1) {
 		reject(s, -TDM_EPROTO, TDM_REJECT_SEQUENCE);
 		return;
 	}
@@ -367,48 +301,12 @@ static void add_edges(struct session *s, const struct tdm_sqe *e)
 		}
 	}
 	for (uint32_t i = 0; i < x->nedges; i++) {
-		int err = add_edge(g, x->edges[i], x->task_index);
+		int err = graph_build_edge(&s->build, x->edges[i], x->task_index);
 		if (err) {
 			reject(s, err, err == -TDM_EQUOTA ? TDM_REJECT_EDGE : TDM_REJECT_NONE);
 			return;
 		}
 	}
-}
-
-/* Turns the edge list into CSR successors and dependency counts. */
-static bool build_successors(struct dgraph *g)
-{
-	uint32_t n = g->g.ntasks;
-	uint32_t *off = calloc((size_t)n + 1, sizeof(*off));
-	uint32_t *succ = malloc(((size_t)g->nedges + 1) * sizeof(*succ));
-	if (!off || !succ) {
-		free(off);
-		free(succ);
-		return false;
-	}
-	for (uint32_t i = 0; i < n; i++)
-		atomic_init(&g->g.tasks[i].ndeps, 0);
-	for (uint32_t i = 0; i < g->nedges; i++) {
-		off[g->edges[2 * i] + 1]++;
-		atomic_fetch_add_explicit(&g->g.tasks[g->edges[2 * i + 1]].ndeps, 1,
-		                          memory_order_relaxed);
-	}
-	for (uint32_t i = 0; i < n; i++)
-		off[i + 1] += off[i];
-	/* Fill in edge order, using a moving cursor per source. */
-	uint32_t *cursor = malloc(((size_t)n + 1) * sizeof(*cursor));
-	if (!cursor) {
-		free(off);
-		free(succ);
-		return false;
-	}
-	memcpy(cursor, off, ((size_t)n + 1) * sizeof(*cursor));
-	for (uint32_t i = 0; i < g->nedges; i++)
-		succ[cursor[g->edges[2 * i]]++] = g->edges[2 * i + 1];
-	free(cursor);
-	g->g.succ_off = off;
-	g->g.succ = succ;
-	return true;
 }
 
 static void end_graph(struct session *s, const struct tdm_sqe *e)
@@ -420,21 +318,17 @@ static void end_graph(struct session *s, const struct tdm_sqe *e)
 		s->skipping = false;
 		return;
 	}
-	if (g->nreceived != g->g.ntasks) {
+	if (s->build.ntasks != g->g.ntasks) {
 		reject(s, -TDM_EPROTO, TDM_REJECT_SEQUENCE);
 		s->skipping = false; /* END closes the graph either way */
 		return;
 	}
-	if (!build_successors(g)) {
-		reject(s, -TDM_ENOMEM, TDM_REJECT_NONE);
+	int err = graph_build_finish(&s->build, &g->g);
+	if (err) {
+		reject(s, err, TDM_REJECT_NONE); /* -TDM_ENOMEM: edges were checked */
 		s->skipping = false;
 		return;
 	}
-	for (uint32_t i = 0; i < g->g.ntasks; i++)
-		g->g.tasks[i].graph = &g->g;
-	free(g->edges);
-	g->edges = NULL;
-	g->nedges = g->edges_cap = 0;
 	s->building = NULL;
 	/* The client may have submitted this graph because it read a completion
 	 * a worker posted under cq_lock; taking the lock orders that worker's

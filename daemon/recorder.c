@@ -46,7 +46,7 @@ struct rec_graph {
 	struct rec_task *tasks;
 	struct rec_arg *args;
 	uint32_t *pred_off; /* ntasks + 1 */
-	uint32_t *pred; /* each task's predecessors, ascending (may repeat) */
+	uint32_t *pred; /* each task's predecessors, ascending */
 };
 
 static void close_fd(int *fd)
@@ -394,32 +394,22 @@ struct writer {
 	FILE *trace;
 	struct buf_map bufs;
 	struct wl_task *tasks; /* scratch for one graph */
-	uint32_t *pred_off, *pred;
-	size_t tasks_cap, pred_cap;
+	size_t tasks_cap;
 	struct sched_span *spans; /* NULL: no Chrome trace */
 	size_t nspans;
 	uint64_t ntasks, nedges;
 	const char *err;
 };
 
-/* Room for g's tasks and edges; false when out of memory. Checks the
- * arrays themselves, not only the capacities: a graph of 0 tasks fits a
- * capacity of 0 while pred_off (ntasks + 1 entries) is still NULL. */
+/* Room for g's tasks; false when out of memory. */
 static bool scratch(struct writer *w, const struct rec_graph *g)
 {
-	if (g->ntasks > w->tasks_cap || !w->tasks || !w->pred_off) {
+	if (g->ntasks > w->tasks_cap || !w->tasks) {
 		free(w->tasks);
-		free(w->pred_off);
 		w->tasks = calloc((size_t)g->ntasks + 1, sizeof(*w->tasks));
-		w->pred_off = malloc(((size_t)g->ntasks + 1) * sizeof(*w->pred_off));
-		w->tasks_cap = w->tasks && w->pred_off ? g->ntasks : 0;
+		w->tasks_cap = w->tasks ? g->ntasks : 0;
 	}
-	if (g->npreds > w->pred_cap || !w->pred) {
-		free(w->pred);
-		w->pred = malloc(((size_t)g->npreds + 1) * sizeof(*w->pred));
-		w->pred_cap = w->pred ? g->npreds : 0;
-	}
-	return w->tasks && w->pred_off && w->pred && w->tasks_cap >= g->ntasks;
+	return w->tasks && w->tasks_cap >= g->ntasks;
 }
 
 static int write_graph(struct writer *w, uint32_t id, const struct rec_graph *g, uint64_t t0)
@@ -474,16 +464,6 @@ static int write_graph(struct writer *w, uint32_t id, const struct rec_graph *g,
 			};
 		}
 	}
-	/* Predecessors without repeats (an edge given by hand and inferred
-	 * from the data may both be there). */
-	uint32_t np = 0;
-	for (uint32_t i = 0; i < g->ntasks; i++) {
-		w->pred_off[i] = np;
-		for (uint32_t k = g->pred_off[i]; k < g->pred_off[i + 1]; k++)
-			if (np == w->pred_off[i] || w->pred[np - 1] != g->pred[k])
-				w->pred[np++] = g->pred[k];
-	}
-	w->pred_off[g->ntasks] = np;
 	struct wl_graph wg = {
 		.first = (uint32_t)w->ntasks,
 		.ntasks = g->ntasks,
@@ -496,12 +476,13 @@ static int write_graph(struct writer *w, uint32_t id, const struct rec_graph *g,
 		                       ? (double)(g->deadline_ns - g->submit_ns)
 		                       : 1.0,
 	};
-	if (wl_trace_write_graph(w->trace, id, &wg, w->tasks, w->pred_off, w->pred) != 0) {
+	/* Each edge once: the graph builder gave each pair one edge. */
+	if (wl_trace_write_graph(w->trace, id, &wg, w->tasks, g->pred_off, g->pred) != 0) {
 		w->err = strerror(errno);
 		return -TDM_ESYS;
 	}
 	w->ntasks += g->ntasks;
-	w->nedges += np;
+	w->nedges += g->npreds;
 	return 0;
 }
 
@@ -627,8 +608,6 @@ int recorder_stop(struct recorder *r, const struct recorder_env *env, char **sum
 	free_graphs(list);
 	free(w.spans);
 	free(w.tasks);
-	free(w.pred_off);
-	free(w.pred);
 	free(w.bufs.keys);
 	free(w.bufs.ids);
 	if (!*summary && !err)

@@ -97,6 +97,7 @@ int session_create(struct session_env *env, uint32_t id, uint32_t uid, struct ui
 	s->cq_entries = cfg->cq_entries;
 	pthread_mutex_init(&s->cq_lock, NULL);
 	pthread_mutex_init(&s->intake_lock, NULL);
+	graph_build_init(&s->build, 0, 0);
 
 	sq_off = page_round(sizeof(struct tdm_ring_header));
 	cq_off = sq_off + page_round((size_t)s->sq_entries * sizeof(struct tdm_sqe));
@@ -172,6 +173,7 @@ static void session_free(struct session *s)
 	if (s->bell_peer >= 0)
 		close(s->bell_peer);
 	free(s->slots);
+	graph_build_fini(&s->build);
 	pthread_mutex_destroy(&s->cq_lock);
 	pthread_mutex_destroy(&s->intake_lock);
 	free(s);
@@ -286,7 +288,6 @@ int session_buffer_alloc(struct session *s, uint64_t bytes, uint32_t flags, uint
 	b->bytes = bytes;
 	b->owner = s;
 	b->usage = s->usage;
-	b->last_writer = BUFFER_NO_TASK;
 	if (s->env->res) {
 		residency_data_init(s->env->res, &b->data, b->base, bytes, b->handle,
 		                    flags & (TDM_BUF_WEIGHTS | TDM_BUF_KV));
@@ -358,7 +359,6 @@ void buffer_unref(struct buffer *b)
 	}
 	atomic_fetch_sub(&s->env->counters->buffers_live, 1);
 	atomic_fetch_sub(&s->env->counters->buffer_bytes_live, b->bytes);
-	free(b->readers);
 	free(b);
 }
 
@@ -402,7 +402,6 @@ void dgraph_destroy(struct dgraph *g)
 	atomic_fetch_sub(&s->graphs_unposted, 1);
 	engine_graph_free_arrays(&g->g);
 	free(g->bufs);
-	free(g->edges);
 	free(g);
 	session_unref(s);
 }

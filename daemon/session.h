@@ -11,6 +11,7 @@
 
 #include "daemon/config.h"
 #include "engine/engine.h"
+#include "graph/build.h"
 #include "tandem/wire.h"
 
 struct session;
@@ -58,8 +59,6 @@ struct session_env {
 	uint32_t mappings_cap;
 };
 
-#define BUFFER_NO_TASK UINT32_MAX
-
 struct buffer {
 	_Atomic uint32_t refs;
 	uint32_t handle;
@@ -69,12 +68,6 @@ struct buffer {
 	struct session *owner;
 	struct uid_usage *usage; /* the owner's, charged for this buffer; may be NULL */
 	struct res_data data; /* replicas on memory nodes */
-	/* Intake scratch (under the owner's intake_lock): implicit
-	 * dependencies within the graph numbered dep_graph. */
-	uint64_t dep_graph;
-	uint32_t last_writer;
-	uint32_t nreaders, readers_cap;
-	uint32_t *readers;
 };
 
 /* A graph as the daemon holds it: the engine's graph plus what the session
@@ -91,10 +84,6 @@ struct dgraph {
 	bool counts_released, buffers_released;
 	uint32_t info_posted; /* TASK_INFO completions written so far */
 	struct dgraph *next_pending;
-	/* Build state (intake only). */
-	uint32_t nreceived, tasks_cap;
-	uint32_t *edges; /* (from, to) pairs */
-	uint32_t nedges, edges_cap;
 };
 
 struct pending_error {
@@ -164,9 +153,10 @@ struct session {
 	_Atomic uint32_t graphs_in_flight; /* quota: accepted or building, not done */
 	_Atomic uint32_t graphs_unposted; /* not yet released: drain waits for these */
 
-	/* Intake state (under intake_lock). */
-	uint64_t graph_serial; /* numbers graphs for the dependency scratch */
+	/* Intake state (under intake_lock): the graph being received, its
+	 * tasks so far and their dependencies. */
 	struct dgraph *building;
+	struct graph_build build;
 	bool skipping; /* a rejected graph's entries are skipped until its END */
 	uint32_t nerrors_pending;
 

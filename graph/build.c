@@ -1,0 +1,398 @@
+/* The graph builder (build.h). */
+#include "graph/build.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/csr.h"
+#include "tandem.h"
+
+#define GB_NONE UINT32_MAX /* no task, no reader */
+#define GB_MIN_BITS 4
+/* What graph_build_reset keeps for the next graph: scratch up to these
+ * sizes (a few KiB), so that a stream of small graphs allocates nothing
+ * but their tasks and successors, and one large graph does not pin its
+ * scratch. */
+#define GB_KEEP_BUFS_BITS 8
+#define GB_KEEP_EDGES 4096
+#define GB_KEEP_READERS 1024
+
+/* A buffer's state: its last writer and the tasks that read it since
+ * (a list in gb->readers, most recent first). A slot is in use when its
+ * gen is the builder's. */
+struct gb_buffer {
+	uint64_t key;
+	uint32_t writer; /* GB_NONE: none yet */
+	uint32_t readers; /* GB_NONE: none */
+	uint32_t gen;
+};
+
+struct gb_reader {
+	uint32_t task, next;
+};
+
+void graph_build_init(struct graph_build *gb, uint32_t ntasks_hint, uint32_t max_edges)
+{
+	memset(gb, 0, sizeof(*gb));
+	gb->ntasks_hint = ntasks_hint;
+	gb->max_edges = max_edges;
+	gb->free_reader = GB_NONE;
+	gb->gen = 1;
+	gb->unique = true;
+}
+
+void graph_build_fini(struct graph_build *gb)
+{
+	free(gb->tasks);
+	free(gb->edges);
+	free(gb->data);
+	free(gb->bufs);
+	free(gb->readers);
+	graph_build_init(gb, 0, 0);
+}
+
+void graph_build_reset(struct graph_build *gb, uint32_t ntasks_hint, uint32_t max_edges)
+{
+	free(gb->tasks);
+	free(gb->data);
+	gb->tasks = NULL;
+	gb->data = NULL;
+	gb->ntasks = gb->tasks_cap = gb->nedges = gb->ends = 0;
+	gb->unique = true;
+	gb->last_to = gb->last_from1 = 0;
+	if (gb->edges_cap > GB_KEEP_EDGES) {
+		free(gb->edges);
+		gb->edges = NULL;
+		gb->edges_cap = 0;
+	}
+	if (gb->bufs_bits > GB_KEEP_BUFS_BITS || ++gb->gen == 0) {
+		free(gb->bufs);
+		gb->bufs = NULL;
+		gb->bufs_bits = 0;
+		gb->gen = 1;
+	}
+	gb->nbufs = 0;
+	if (gb->readers_cap > GB_KEEP_READERS) {
+		free(gb->readers);
+		gb->readers = NULL;
+		gb->readers_cap = 0;
+	}
+	gb->nreaders = 0;
+	gb->free_reader = GB_NONE;
+	gb->ntasks_hint = ntasks_hint;
+	gb->max_edges = max_edges;
+}
+
+struct engine_task *graph_build_next(struct graph_build *gb)
+{
+	if (gb->ntasks == gb->tasks_cap) {
+		uint32_t ncap = gb->tasks_cap ? gb->tasks_cap * 2 : 16;
+		if (gb->ntasks < gb->ntasks_hint && ncap > gb->ntasks_hint)
+			ncap = gb->ntasks_hint;
+		struct engine_task *n = realloc(gb->tasks, (size_t)ncap * sizeof(*n));
+		if (!n)
+			return NULL;
+		gb->tasks = n;
+		gb->tasks_cap = ncap;
+	}
+	return &gb->tasks[gb->ntasks];
+}
+
+int graph_build_task(struct graph_build *gb, const struct engine_task *t, uint32_t *index)
+{
+	if (t) {
+		struct engine_task *slot = gb->tasks ? gb->tasks + gb->ntasks : NULL;
+		if (t != slot) { /* else filled in place, room made by graph_build_next */
+			if (!(slot = graph_build_next(gb)))
+				return -TDM_ENOMEM;
+			*slot = *t;
+		}
+		slot->index = gb->ntasks;
+	}
+	*index = gb->ntasks++;
+	return 0;
+}
+
+/* Room for more edges: 0, -TDM_EQUOTA or -TDM_ENOMEM. */
+static int grow_edges(struct graph_build *gb)
+{
+	uint32_t max = gb->max_edges ? gb->max_edges : UINT32_MAX;
+	uint32_t ncap = gb->edges_cap ? gb->edges_cap * 2 : 64;
+	if (gb->edges_cap >= max)
+		return -TDM_EQUOTA;
+	if (ncap > max || ncap < gb->edges_cap)
+		ncap = max;
+	uint32_t *n = realloc(gb->edges, (size_t)ncap * 2 * sizeof(*n));
+	if (!n)
+		return -TDM_ENOMEM;
+	gb->edges = n;
+	if (gb->data) {
+		double *d = realloc(gb->data, (size_t)ncap * sizeof(*d));
+		if (!d)
+			return -TDM_ENOMEM;
+		gb->data = d;
+	}
+	gb->edges_cap = ncap;
+	return 0;
+}
+
+static inline int add_data_edge(struct graph_build *gb, uint32_t from, uint32_t to, double data)
+{
+	int err;
+	if (gb->nedges == gb->edges_cap && (err = grow_edges(gb)))
+		return err;
+	gb->edges[2 * gb->nedges] = from;
+	gb->edges[2 * gb->nedges + 1] = to;
+	uint32_t hi = from > to ? from : to;
+	if (hi >= gb->ends)
+		gb->ends = hi + 1;
+	if (to != gb->last_to ? to < gb->last_to : from < gb->last_from1)
+		gb->unique = false;
+	gb->last_to = to;
+	gb->last_from1 = from + 1;
+	if (gb->data)
+		gb->data[gb->nedges] = data;
+	gb->nedges++;
+	return 0;
+}
+
+static inline int add_edge(struct graph_build *gb, uint32_t from, uint32_t to)
+{
+	return add_data_edge(gb, from, to, GRAPH_BUILD_NO_DATA);
+}
+
+int graph_build_edge(struct graph_build *gb, uint32_t from, uint32_t to)
+{
+	return from == to ? -TDM_EEDGE : add_edge(gb, from, to);
+}
+
+int graph_build_edge_data(struct graph_build *gb, uint32_t from, uint32_t to, double data)
+{
+	if (from == to)
+		return -TDM_EEDGE;
+	if (!gb->data) {
+		gb->data = malloc((gb->edges_cap ? gb->edges_cap : 1) * sizeof(*gb->data));
+		if (!gb->data)
+			return -TDM_ENOMEM;
+		for (uint32_t e = 0; e < gb->nedges; e++)
+			gb->data[e] = GRAPH_BUILD_NO_DATA;
+	}
+	return add_data_edge(gb, from, to, data);
+}
+
+/* ---- the dependency rule -------------------------------------------------- */
+
+static uint32_t slot_of(const struct graph_build *gb, uint64_t key)
+{
+	return (uint32_t)((key * 0x9e3779b97f4a7c15ull) >> (64 - gb->bufs_bits));
+}
+
+static int grow_bufs(struct graph_build *gb)
+{
+	uint32_t bits = gb->bufs_bits ? gb->bufs_bits + 1 : GB_MIN_BITS;
+	uint32_t cap = 1u << bits, mask = cap - 1, old = gb->bufs ? 1u << gb->bufs_bits : 0;
+	struct gb_buffer *n = calloc(cap, sizeof(*n)); /* gen 0: unused */
+	if (!n)
+		return -TDM_ENOMEM;
+	struct gb_buffer *o = gb->bufs;
+	gb->bufs = n;
+	gb->bufs_bits = bits;
+	for (uint32_t i = 0; i < old; i++) {
+		if (o[i].gen != gb->gen)
+			continue;
+		uint32_t s = slot_of(gb, o[i].key);
+		while (n[s].gen == gb->gen)
+			s = (s + 1) & mask;
+		n[s] = o[i];
+	}
+	free(o);
+	return 0;
+}
+
+/* The buffer's state, made on first use (*fresh set). NULL: no memory. */
+static struct gb_buffer *buffer_of(struct graph_build *gb, uint64_t key, bool *fresh)
+{
+	if (!gb->bufs && grow_bufs(gb))
+		return NULL;
+	uint32_t mask = (1u << gb->bufs_bits) - 1, s = slot_of(gb, key);
+	while (gb->bufs[s].gen == gb->gen) {
+		if (gb->bufs[s].key == key) {
+			*fresh = false;
+			return &gb->bufs[s];
+		}
+		s = (s + 1) & mask;
+	}
+	if (2 * (gb->nbufs + 1) > mask + 1) {
+		/* At most half full: probes stay short. */
+		if (grow_bufs(gb))
+			return NULL;
+		return buffer_of(gb, key, fresh);
+	}
+	gb->nbufs++;
+	gb->bufs[s] = (struct gb_buffer){
+		.key = key, .writer = GB_NONE, .readers = GB_NONE, .gen = gb->gen
+	};
+	*fresh = true;
+	return &gb->bufs[s];
+}
+
+static int add_reader(struct graph_build *gb, struct gb_buffer *b, uint32_t task)
+{
+	uint32_t r = gb->free_reader;
+	if (r != GB_NONE) {
+		gb->free_reader = gb->readers[r].next;
+	} else {
+		if (gb->nreaders == gb->readers_cap) {
+			uint32_t ncap = gb->readers_cap ? gb->readers_cap * 2 : 16;
+			struct gb_reader *n = realloc(gb->readers, (size_t)ncap * sizeof(*n));
+			if (!n)
+				return -TDM_ENOMEM;
+			gb->readers = n;
+			gb->readers_cap = ncap;
+		}
+		r = gb->nreaders++;
+	}
+	gb->readers[r] = (struct gb_reader){ .task = task, .next = b->readers };
+	b->readers = r;
+	return 0;
+}
+
+int graph_build_access(struct graph_build *gb, uint32_t task, uint64_t key, uint64_t offset,
+                       uint64_t length, uint8_t mode)
+{
+	/* Per whole buffer for now: every range of a buffer meets every other. */
+	(void)offset;
+	(void)length;
+	if (!gb->ntasks || task != gb->ntasks - 1 || !(mode & TDM_RW))
+		return -TDM_EINVAL;
+	bool fresh;
+	struct gb_buffer *b = buffer_of(gb, key, &fresh);
+	int err;
+	if (!b)
+		return -TDM_ENOMEM;
+	if (mode & TDM_W) {
+		if (b->readers != GB_NONE) {
+			/* After its readers; their list goes back to the pool. */
+			uint32_t r = b->readers, last;
+			do {
+				if (gb->readers[r].task != task &&
+				    (err = add_edge(gb, gb->readers[r].task, task)))
+					return err;
+				last = r;
+				r = gb->readers[r].next;
+			} while (r != GB_NONE);
+			gb->readers[last].next = gb->free_reader;
+			gb->free_reader = b->readers;
+			b->readers = GB_NONE;
+		} else if (b->writer != GB_NONE && b->writer != task &&
+		           (err = add_edge(gb, b->writer, task))) {
+			return err;
+		}
+		b->writer = task;
+		return fresh;
+	}
+	if (b->writer != GB_NONE && b->writer != task && (err = add_edge(gb, b->writer, task)))
+		return err;
+	if (b->readers != GB_NONE && gb->readers[b->readers].task == task)
+		return fresh; /* read twice by this task */
+	return (err = add_reader(gb, b, task)) ? err : fresh;
+}
+
+/* ---- the result ------------------------------------------------------------ */
+
+/* Successor rows, each pair once (the largest data kept), into off, succ
+ * and, when data is not NULL and edges carry data, *data (else NULL);
+ * *indeg (unless NULL): each task's number of predecessors, n entries. */
+static int successors(const struct graph_build *gb, uint32_t n, uint32_t **off_out,
+                      uint32_t **succ_out, double **data_out, uint32_t **indeg_out)
+{
+	uint32_t m = gb->nedges;
+	if (gb->ends > n)
+		return -TDM_EEDGE;
+	bool with_data = data_out && gb->data;
+	uint32_t *off = malloc(((size_t)n + 1) * sizeof(*off));
+	uint32_t *succ = malloc((m ? m : 1) * sizeof(*succ));
+	uint32_t *at = malloc((n ? n : 1) * sizeof(*at));
+	double *data = with_data ? malloc((m ? m : 1) * sizeof(*data)) : NULL;
+	if (!off || !succ || !at || (with_data && !data)) {
+		free(off);
+		free(succ);
+		free(at);
+		free(data);
+		return -TDM_ENOMEM;
+	}
+	csr_group(off, succ, n, gb->edges, 2 * sizeof(*gb->edges), m);
+	/* succ[k] names the edge in slot k: replace it by its target, keeping
+	 * each target once per row (at[t]: where t went last), unless no edge
+	 * can repeat. */
+	uint32_t w = 0;
+	if (gb->unique) {
+		for (; w < m; w++) {
+			uint32_t e = succ[w];
+			if (data)
+				data[w] = gb->data[e];
+			succ[w] = gb->edges[2 * e + 1];
+		}
+	} else {
+		memset(at, 0xff, (n ? n : 1) * sizeof(*at));
+		for (uint32_t r = 0; r < n; r++) {
+			uint32_t start = w, end = off[r + 1];
+			for (uint32_t k = off[r]; k < end; k++) {
+				uint32_t e = succ[k], t = gb->edges[2 * e + 1];
+				if (at[t] != GB_NONE && at[t] >= start) {
+					if (data && gb->data[e] > data[at[t]])
+						data[at[t]] = gb->data[e];
+					continue;
+				}
+				at[t] = w;
+				if (data)
+					data[w] = gb->data[e];
+				succ[w++] = t;
+			}
+			off[r] = start;
+		}
+		off[n] = w;
+	}
+	if (indeg_out) {
+		memset(at, 0, (size_t)n * sizeof(*at));
+		for (uint32_t k = 0; k < w; k++)
+			at[succ[k]]++;
+		*indeg_out = at;
+	} else {
+		free(at);
+	}
+	*off_out = off;
+	*succ_out = succ;
+	if (data_out)
+		*data_out = data;
+	return 0;
+}
+
+int graph_build_csr(struct graph_build *gb, uint32_t **off, uint32_t **succ, double **data)
+{
+	return successors(gb, gb->ntasks, off, succ, data, NULL);
+}
+
+int graph_build_finish(struct graph_build *gb, struct engine_graph *g)
+{
+	uint32_t n = gb->ntasks, *off, *succ, *indeg;
+	double *data;
+	if (n && !gb->tasks)
+		return -TDM_EINVAL; /* tasks were only counted */
+	int err = successors(gb, n, &off, &succ, &data, &indeg);
+	if (err)
+		return err;
+	for (uint32_t i = 0; i < n; i++) {
+		gb->tasks[i].graph = g;
+		atomic_init(&gb->tasks[i].ndeps, indeg[i]);
+	}
+	free(indeg);
+	g->ntasks = n;
+	g->tasks = gb->tasks;
+	g->succ_off = off;
+	g->succ = succ;
+	g->edge_data = data;
+	gb->tasks = NULL;
+	gb->ntasks = gb->tasks_cap = 0;
+	return 0;
+}

@@ -1,0 +1,316 @@
+/* The graph builder (graph/build.h) and the CSR helper (common/csr.h):
+ * successor lists and dependency counts, the dependency rule, edge data,
+ * the edge budget and errors. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "common/csr.h"
+#include "common/log.h"
+#include "graph/build.h"
+#include "tests/harness/intake_harness.h"
+
+/* ---- helpers --------------------------------------------------------------- */
+
+static void add_tasks(struct graph_build *gb, uint32_t n)
+{
+	struct engine_task t;
+	uint32_t index;
+	memset(&t, 0, sizeof(t));
+	for (uint32_t i = 0; i < n; i++) {
+		assert_int_equal(graph_build_task(gb, &t, &index), 0);
+		assert_int_equal(index, i);
+	}
+}
+
+/* g's successors as "a>b" words in CSR order. */
+static void edges_text(const struct engine_graph *g, char *out, size_t len)
+{
+	size_t at = 0;
+	out[0] = '\0';
+	for (uint32_t v = 0; v < g->ntasks; v++)
+		for (uint32_t k = g->succ_off[v]; k < g->succ_off[v + 1]; k++)
+			at += (size_t)snprintf(out + at, len - at, "%s%u>%u", at ? " " : "", v,
+			                       g->succ[k]);
+}
+
+static void assert_edges(const struct engine_graph *g, const char *want)
+{
+	char got[1024];
+	edges_text(g, got, sizeof(got));
+	assert_string_equal(got, want);
+}
+
+static void free_graph(struct engine_graph *g)
+{
+	free((double *)g->edge_data);
+	engine_graph_free_arrays(g);
+}
+
+/* ---- common/csr.h ------------------------------------------------------------ */
+
+static void test_csr_group_and_transpose(void **state)
+{
+	/* (from, to) pairs; rows by `to`, stable */
+	static const uint32_t pairs[] = { 0, 2, 1, 2, 0, 1, 2, 3, 0, 3, 1, 3 };
+	uint32_t off[5], perm[6], succ_off[5], succ[6], t_off[5], t_adj[6];
+	(void)state;
+	csr_group(off, perm, 4, pairs + 1, 2 * sizeof(*pairs), 6);
+	const uint32_t want_off[] = { 0, 0, 1, 3, 6 }, want_perm[] = { 2, 0, 1, 3, 4, 5 };
+	assert_memory_equal(off, want_off, sizeof(want_off));
+	assert_memory_equal(perm, want_perm, sizeof(want_perm));
+	/* by `from`, then back */
+	csr_group(succ_off, succ, 4, pairs, 2 * sizeof(*pairs), 6);
+	for (uint32_t k = 0; k < 6; k++)
+		succ[k] = pairs[2 * succ[k] + 1];
+	const uint32_t want_succ[] = { 2, 1, 3, 2, 3, 3 };
+	assert_memory_equal(succ, want_succ, sizeof(want_succ));
+	csr_transpose(4, succ_off, succ, t_off, t_adj);
+	const uint32_t want_t_adj[] = { 0, 0, 1, 0, 1, 2 };
+	assert_memory_equal(t_off, want_off, sizeof(want_off));
+	assert_memory_equal(t_adj, want_t_adj, sizeof(want_t_adj));
+	/* nothing to group */
+	csr_group(off, perm, 4, NULL, 8, 0);
+	assert_int_equal(off[4], 0);
+}
+
+/* ---- the builder ------------------------------------------------------------- */
+
+static void test_csr_shape(void **state)
+{
+	struct graph_build gb;
+	struct engine_graph g = { 0 };
+	(void)state;
+	graph_build_init(&gb, 0, 0);
+	add_tasks(&gb, 5);
+	/* Rows keep the order edges were first given; a pair given twice is
+	 * one edge; an edge may point back (the caller keeps it acyclic). */
+	assert_int_equal(graph_build_edge(&gb, 0, 3), 0);
+	assert_int_equal(graph_build_edge(&gb, 0, 1), 0);
+	assert_int_equal(graph_build_edge(&gb, 2, 4), 0);
+	assert_int_equal(graph_build_edge(&gb, 0, 3), 0);
+	assert_int_equal(graph_build_edge(&gb, 4, 1), 0);
+	assert_int_equal(gb.nedges, 5);
+	assert_false(gb.unique);
+	assert_int_equal(graph_build_finish(&gb, &g), 0);
+	graph_build_fini(&gb);
+	assert_int_equal(g.ntasks, 5);
+	assert_edges(&g, "0>3 0>1 2>4 4>1");
+	const uint32_t want_off[] = { 0, 2, 2, 3, 3, 4 }, want_ndeps[] = { 0, 2, 0, 1, 1 };
+	assert_memory_equal(g.succ_off, want_off, sizeof(want_off));
+	for (uint32_t i = 0; i < 5; i++) {
+		assert_ptr_equal(g.tasks[i].graph, &g);
+		assert_int_equal(g.tasks[i].index, i);
+		assert_int_equal(atomic_load(&g.tasks[i].ndeps), want_ndeps[i]);
+	}
+	assert_null(g.edge_data);
+	free_graph(&g);
+
+	/* Edges by target, sources ascending (as the simulator gives a
+	 * workload's): none can repeat, the same result without looking. */
+	graph_build_init(&gb, 0, 0);
+	add_tasks(&gb, 4);
+	assert_int_equal(graph_build_edge_data(&gb, 0, 2, 1), 0);
+	assert_int_equal(graph_build_edge_data(&gb, 1, 2, 2), 0);
+	assert_int_equal(graph_build_edge_data(&gb, 0, 3, 3), 0);
+	assert_int_equal(graph_build_edge_data(&gb, 2, 3, 4), 0);
+	assert_true(gb.unique);
+	assert_int_equal(graph_build_finish(&gb, &g), 0);
+	graph_build_fini(&gb);
+	assert_edges(&g, "0>2 0>3 1>2 2>3");
+	const double want_data[] = { 1, 3, 2, 4 };
+	assert_memory_equal(g.edge_data, want_data, sizeof(want_data));
+	assert_int_equal(atomic_load(&g.tasks[3].ndeps), 2);
+	free_graph(&g);
+}
+
+/* Each case of the rule, per buffer, in the order of the accesses. */
+static void test_rule(void **state)
+{
+	struct graph_build gb;
+	struct engine_graph g = { 0 };
+	uint32_t t;
+	(void)state;
+	graph_build_init(&gb, 8, 0);
+#define TASK() assert_int_equal(graph_build_task(&gb, &(struct engine_task){ 0 }, &t), 0)
+#define ACCESS(key, mode, first)                                                                   \
+	assert_int_equal(graph_build_access(&gb, t, key, 0, 64, mode), first)
+	TASK(); /* 0 writes 1 */
+	ACCESS(1, TDM_W, 1);
+	TASK(); /* 1 reads 1: after 0 (read after write) */
+	ACCESS(1, TDM_R, 0);
+	TASK(); /* 2 reads 1 twice: after 0, once */
+	ACCESS(1, TDM_R, 0);
+	ACCESS(1, TDM_R, 0);
+	TASK(); /* 3 updates 1: after its readers 1 and 2 only */
+	ACCESS(1, TDM_RW, 0);
+	TASK(); /* 4 writes 1: after 3 (write after write) */
+	ACCESS(1, TDM_W, 0);
+	TASK(); /* 5 reads 1 and writes it: after 4, not after itself */
+	ACCESS(1, TDM_R, 0);
+	ACCESS(1, TDM_W, 0);
+	TASK(); /* 6 writes 2 then reads it: no edge; updates 1: after 5 */
+	ACCESS(2, TDM_W, 1);
+	ACCESS(2, TDM_R, 0);
+	ACCESS(1, TDM_RW, 0);
+	TASK(); /* 7 writes 2 after its reader 6, which wrote it too: once */
+	ACCESS(2, TDM_W, 0);
+#undef TASK
+#undef ACCESS
+	assert_int_equal(graph_build_finish(&gb, &g), 0);
+	graph_build_fini(&gb);
+	assert_edges(&g, "0>1 0>2 1>3 2>3 3>4 4>5 5>6 6>7");
+	free_graph(&g);
+}
+
+static void test_edge_data(void **state)
+{
+	struct graph_build gb;
+	struct engine_graph g = { 0 };
+	(void)state;
+	graph_build_init(&gb, 0, 0);
+	add_tasks(&gb, 3);
+	assert_int_equal(graph_build_access(&gb, 2, 9, 0, 8, TDM_R), 1);
+	assert_int_equal(graph_build_edge(&gb, 1, 2), 0); /* before any data */
+	assert_int_equal(graph_build_edge_data(&gb, 0, 2, 5), 0);
+	assert_int_equal(graph_build_edge_data(&gb, 0, 2, 7), 0);
+	assert_int_equal(graph_build_edge_data(&gb, 0, 2, 6), 0);
+	assert_int_equal(graph_build_edge_data(&gb, 0, 1, 0), 0);
+	assert_int_equal(graph_build_finish(&gb, &g), 0);
+	graph_build_fini(&gb);
+	assert_edges(&g, "0>2 0>1 1>2");
+	assert_non_null(g.edge_data);
+	assert_true(g.edge_data[0] == 7); /* the largest of a pair */
+	assert_true(g.edge_data[1] == 0);
+	assert_true(g.edge_data[2] == GRAPH_BUILD_NO_DATA); /* given without */
+	free_graph(&g);
+}
+
+/* Edges given count against the budget, duplicates too. */
+static void test_budget(void **state)
+{
+	struct graph_build gb;
+	(void)state;
+	graph_build_init(&gb, 0, 3);
+	add_tasks(&gb, 4);
+	assert_int_equal(graph_build_edge(&gb, 0, 1), 0);
+	assert_int_equal(graph_build_edge(&gb, 0, 1), 0);
+	assert_int_equal(graph_build_access(&gb, 3, 1, 0, 4, TDM_W), 1);
+	assert_int_equal(graph_build_edge(&gb, 2, 3), 0);
+	assert_int_equal(graph_build_edge(&gb, 1, 3), -TDM_EQUOTA);
+	graph_build_fini(&gb);
+
+	/* The rule's edges too: a write after more readers than the budget
+	 * has room for (79 reads after a write, then a write). */
+	graph_build_init(&gb, 0, 100);
+	uint32_t t;
+	int rc = 0;
+	for (uint32_t i = 0; i <= 80 && rc >= 0; i++) {
+		assert_int_equal(graph_build_task(&gb, NULL, &t), 0);
+		rc = graph_build_access(&gb, t, 7, 0, 4, i % 80 ? TDM_R : TDM_W);
+		assert_true(rc == (i == 0) || i == 80);
+	}
+	assert_int_equal(rc, -TDM_EQUOTA);
+	assert_int_equal(gb.nedges, 100);
+	graph_build_fini(&gb);
+}
+
+/* Through the daemon: a graph past intake's edge budget (32 per task and
+ * 1024) is refused with -TDM_EQUOTA, field TDM_REJECT_EDGE. */
+static void test_intake_budget(void **state)
+{
+	struct harness h;
+	struct tdm_cqe c[4];
+	(void)state;
+	assert_int_equal(harness_init(&h, 64, 64), 0);
+	struct tdm_sqe e = sqe_begin(3, 2);
+	assert_true(harness_push(&h, &e));
+	e = sqe_fill(0, h.handle[0], 0, 64);
+	assert_true(harness_push(&h, &e));
+	e = sqe_fill(1, h.handle[1], 0, 64);
+	assert_true(harness_push(&h, &e));
+	/* 2 * 32 + 1024 = 1088 edges 0 -> 1: 15 entries of 76 is 1140. */
+	for (int i = 0; i < 15; i++) {
+		struct tdm_sqe x = { .op = TDM_SQE_EDGES };
+		x.u.edges.task_index = 1;
+		x.u.edges.nedges = TDM_EDGES_PER_SQE;
+		assert_true(harness_push(&h, &x));
+	}
+	e = sqe_end();
+	assert_true(harness_push(&h, &e));
+	assert_int_equal(harness_run(&h), 0);
+	assert_int_equal(h.naccepted, 0);
+	assert_int_equal(harness_reap(&h, c, 4), 1);
+	assert_int_equal(c[0].op, TDM_CQE_GRAPH_DONE);
+	assert_int_equal(c[0].status, -TDM_EQUOTA);
+	assert_int_equal(c[0].detail, TDM_REJECT_EDGE);
+	harness_fini(&h);
+}
+
+static void test_errors(void **state)
+{
+	struct graph_build gb;
+	struct engine_graph g = { 0 };
+	uint32_t t;
+	(void)state;
+	graph_build_init(&gb, 0, 0);
+	assert_int_equal(graph_build_access(&gb, 0, 1, 0, 4, TDM_R), -TDM_EINVAL); /* no task */
+	add_tasks(&gb, 2);
+	assert_int_equal(graph_build_access(&gb, 0, 1, 0, 4, TDM_R), -TDM_EINVAL); /* not last */
+	assert_int_equal(graph_build_access(&gb, 1, 1, 0, 4, 0), -TDM_EINVAL); /* no mode */
+	assert_int_equal(graph_build_edge(&gb, 1, 1), -TDM_EEDGE);
+	assert_int_equal(graph_build_edge(&gb, 0, 2), 0); /* task 2 never comes */
+	assert_int_equal(graph_build_finish(&gb, &g), -TDM_EEDGE);
+	assert_null(g.succ);
+	graph_build_fini(&gb);
+	/* Counted tasks give a CSR, not an engine graph. */
+	graph_build_init(&gb, 0, 0);
+	assert_int_equal(graph_build_task(&gb, NULL, &t), 0);
+	assert_int_equal(graph_build_finish(&gb, &g), -TDM_EINVAL);
+	graph_build_fini(&gb);
+}
+
+/* A builder reset for the next graph forgets the last one's buffers. */
+static void test_reset(void **state)
+{
+	struct graph_build gb;
+	uint32_t *off, *succ, t;
+	(void)state;
+	graph_build_init(&gb, 0, 0);
+	for (int round = 0; round < 3; round++) {
+		graph_build_reset(&gb, 2, 0);
+		for (uint32_t i = 0; i < 2; i++) {
+			assert_int_equal(graph_build_task(&gb, NULL, &t), 0);
+			assert_int_equal(graph_build_access(&gb, t, 42, 0, 4, TDM_RW), i == 0);
+		}
+		assert_int_equal(graph_build_csr(&gb, &off, &succ, NULL), 0);
+		assert_int_equal(off[1], 1);
+		assert_int_equal(off[2], 1);
+		assert_int_equal(succ[0], 1);
+		free(off);
+		free(succ);
+	}
+	graph_build_fini(&gb);
+}
+
+int main(void)
+{
+	log_set_level(LOG_ERROR);
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_csr_group_and_transpose),
+		cmocka_unit_test(test_csr_shape),
+		cmocka_unit_test(test_rule),
+		cmocka_unit_test(test_edge_data),
+		cmocka_unit_test(test_budget),
+		cmocka_unit_test(test_intake_budget),
+		cmocka_unit_test(test_errors),
+		cmocka_unit_test(test_reset),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
