@@ -46,10 +46,9 @@ struct sim {
 	uint32_t nflows;
 	struct res_data *data;
 	uint32_t *order; /* graphs by arrival */
-	/* Per task (global index): predecessors (CSR) with their data, where
-	 * and when it ran. */
-	uint32_t *pred_off, *pred;
-	double *pred_data;
+	/* Per task (global index): its listed predecessors (CSR of indices
+	 * into w->edges, wl_preds), where and when it ran. */
+	uint32_t *pred_off, *pred_edge;
 	int32_t *ran_on;
 	uint64_t *end;
 	uint64_t first_arrival, last_end;
@@ -165,6 +164,11 @@ static double link_ns(const struct sim *S, unsigned a, unsigned b, double bytes)
 	return a == b ? 0 : l->latency_ns + bytes * l->ns_per_byte;
 }
 
+static double edge_bytes(const struct sim *S, double data)
+{
+	return S->w->units == WL_UNITS_ABSTRACT ? data * S->unit_bytes : data;
+}
+
 /* sim_world.launch: the kernel of task v on device d, from `earliest`. */
 static uint64_t on_launch(void *ctx, unsigned d, const struct kernel_def *k,
                           const struct tdm_kernel_call *call, uint64_t *start)
@@ -174,14 +178,18 @@ static uint64_t on_launch(void *ctx, unsigned d, const struct kernel_def *k,
 	uint32_t v = (uint32_t)call->s[SIM_SLOT].i64;
 	uint16_t node = S->sdev[d].node;
 	(void)k;
-	/* Abstract tasks: each predecessor's data comes from where it ran. */
-	for (uint32_t i = S->pred_off[v]; i < S->pred_off[v + 1]; i++) {
-		uint32_t p = S->pred[i];
+	/* Abstract tasks: each predecessor's data comes from where it ran
+	 * (kernel tasks move their buffers through residency). */
+	for (uint32_t i = S->pred_off[v]; !S->w->tasks[v].has_kernel && i < S->pred_off[v + 1];
+	     i++) {
+		const struct wl_edge *e = &S->w->edges[S->pred_edge[i]];
+		uint32_t p = e->src;
+		double bytes = edge_bytes(S, e->data);
 		uint16_t pn = S->ran_on[p] >= 0 ? S->sdev[S->ran_on[p]].node : node;
 		uint64_t at = S->end[p];
-		if (pn != node && S->pred_data[i] > 0) {
-			at += (uint64_t)llround(link_ns(S, pn, node, S->pred_data[i]));
-			S->world.bytes_moved += (uint64_t)S->pred_data[i];
+		if (pn != node && bytes > 0) {
+			at += (uint64_t)llround(link_ns(S, pn, node, bytes));
+			S->world.bytes_moved += (uint64_t)bytes;
 		}
 		if (at > earliest)
 			earliest = at;
@@ -338,11 +346,6 @@ static int build_machine(struct sim *S, char *err, size_t errlen)
 
 /* ---- workload ---- */
 
-static double edge_bytes(const struct sim *S, double data)
-{
-	return S->w->units == WL_UNITS_ABSTRACT ? data * S->unit_bytes : data;
-}
-
 /* Checks that the workload fits the machine. */
 static int check_workload(struct sim *S, char *err, size_t errlen)
 {
@@ -406,35 +409,13 @@ static int check_workload(struct sim *S, char *err, size_t errlen)
 
 static int build_preds(struct sim *S)
 {
-	const struct workload *w = S->w;
-	uint32_t n = w->ntasks;
-	S->pred_off = calloc((size_t)n + 1, sizeof(uint32_t));
-	S->pred = malloc((w->nedges ? w->nedges : 1) * sizeof(uint32_t));
-	S->pred_data = malloc((w->nedges ? w->nedges : 1) * sizeof(double));
+	uint32_t n = S->w->ntasks;
 	S->ran_on = malloc(n * sizeof(int32_t));
 	S->end = calloc(n, sizeof(uint64_t));
-	if (!S->pred_off || !S->pred || !S->pred_data || !S->ran_on || !S->end)
+	if (!S->ran_on || !S->end || wl_preds(S->w, &S->pred_off, &S->pred_edge))
 		return -TDM_ENOMEM;
 	for (uint32_t v = 0; v < n; v++)
 		S->ran_on[v] = -1;
-	/* Only abstract successors take their data along edges. */
-	for (uint32_t i = 0; i < w->nedges; i++)
-		if (!w->tasks[w->edges[i].dst].has_kernel)
-			S->pred_off[w->edges[i].dst + 1]++;
-	for (uint32_t v = 0; v < n; v++)
-		S->pred_off[v + 1] += S->pred_off[v];
-	uint32_t *fill = malloc(((size_t)n + 1) * sizeof(uint32_t));
-	if (!fill)
-		return -TDM_ENOMEM;
-	memcpy(fill, S->pred_off, ((size_t)n + 1) * sizeof(uint32_t));
-	for (uint32_t i = 0; i < w->nedges; i++) {
-		const struct wl_edge *e = &w->edges[i];
-		if (w->tasks[e->dst].has_kernel)
-			continue;
-		S->pred[fill[e->dst]] = e->src;
-		S->pred_data[fill[e->dst]++] = edge_bytes(S, e->data);
-	}
-	free(fill);
 	return 0;
 }
 
@@ -442,6 +423,65 @@ static int build_preds(struct sim *S)
 static uint32_t graph_of(const struct workload *w, uint32_t v)
 {
 	return w->ngraphs ? w->tasks[v].graph : 0;
+}
+
+/* The engine graph of tasks [first, first + n) of the workload, built as
+ * the daemon builds a client's (graph/build.h): kernel tasks depend on
+ * each other by the buffers they touch, and every task on its listed
+ * predecessors. Graphs of abstract tasks hand data along their edges
+ * (edge_data); those whose data goes by buffers plan with the engine's own
+ * edge bytes. */
+static int build_graph(struct sim *S, struct engine_graph *g, uint32_t first, uint32_t n)
+{
+	const struct workload *w = S->w;
+	bool by_edges = n && !w->tasks[first].has_kernel;
+	struct graph_build gb;
+	uint32_t index;
+	int rc = 0;
+
+	graph_build_init(&gb, n, 0);
+	for (uint32_t v = first; !rc && v < first + n; v++) {
+		const struct wl_task *t = &w->tasks[v];
+		struct engine_task *et = graph_build_next(&gb);
+		if (!et) {
+			rc = -TDM_ENOMEM;
+			break;
+		}
+		memset(et, 0, sizeof(*et));
+		et->priority = t->priority;
+		et->call.s[SIM_SLOT].i64 = v;
+		if (t->has_kernel) {
+			et->kernel = kernel_by_id(t->kernel);
+			et->feat = t->feat;
+			et->call.nargs = t->nargs;
+			for (unsigned a = 0; a < t->nargs; a++) {
+				et->data[a] = &S->data[t->args[a].buf];
+				et->call.len[a] = et->data[a]->bytes;
+			}
+		} else {
+			et->kernel = kernel_by_id(KERNEL_SIM_TASK);
+			et->feat = (struct kernel_features){ .domain = v };
+			for (unsigned d = 0; d < S->m->ndevices; d++)
+				if (abstract_ns(S, v, d) < 0)
+					et->excl_nodes |= (uint16_t)(1u << S->m->dev[d].node);
+			if (et->excl_nodes)
+				engine_note_exclusions(S->e);
+		}
+		rc = graph_build_task(&gb, et, &index);
+		if (!rc)
+			rc = wl_task_deps(w, v, first, n, S->pred_off, S->pred_edge, by_edges, &gb);
+	}
+	if (!rc)
+		rc = graph_build_finish(&gb, g);
+	graph_build_fini(&gb);
+	if (rc)
+		return rc == -TDM_EINVAL ? -TDM_EINVAL : -TDM_ENOMEM;
+	double *ed = (double *)g->edge_data;
+	for (uint32_t v = 0; ed && v < n; v++)
+		for (uint32_t k = g->succ_off[v]; k < g->succ_off[v + 1]; k++)
+			ed[k] = ed[k] >= 0 ? edge_bytes(S, ed[k])
+			                   : wl_edge_data(w, first + v, first + g->succ[k]);
+	return 0;
 }
 
 static int build_graphs(struct sim *S, char *err, size_t errlen)
@@ -479,96 +519,23 @@ static int build_graphs(struct sim *S, char *err, size_t errlen)
 			return -TDM_ENOMEM;
 	}
 
+	for (uint32_t i = 0; i < w->nedges; i++)
+		if (graph_of(w, w->edges[i].src) != graph_of(w, w->edges[i].dst)) {
+			fail(err, errlen, "%s: edge %u -> %u joins two graphs", w->name,
+			     w->edges[i].src, w->edges[i].dst);
+			return -TDM_EINVAL;
+		}
 	for (uint32_t gi = 0; gi < ng; gi++) {
 		struct engine_graph *g = &S->graphs[gi];
 		const struct wl_graph *wg = w->ngraphs ? &w->graphs[gi] : NULL;
-		uint32_t n = wg ? wg->ntasks : w->ntasks;
 		g->flow = &S->flows[wg ? wg->client : 0];
 		g->cookie = gi;
 		g->priority = wg ? wg->priority : 0;
 		g->policy_hint = wg ? wg->policy_hint : 0;
-		g->ntasks = n;
-		g->tasks = calloc(n ? n : 1, sizeof(*g->tasks));
-		g->succ_off = calloc((size_t)n + 1, sizeof(uint32_t));
-		if (!g->tasks || !g->succ_off)
-			return -TDM_ENOMEM;
 		S->order[gi] = gi;
-	}
-	/* Successors per graph, from the sorted edge list. */
-	for (uint32_t i = 0; i < w->nedges; i++) {
-		const struct wl_edge *e = &w->edges[i];
-		uint32_t g = graph_of(w, e->src);
-		if (graph_of(w, e->dst) != g) {
-			fail(err, errlen, "%s: edge %u -> %u joins two graphs", w->name, e->src,
-			     e->dst);
-			return -TDM_EINVAL;
-		}
-		uint32_t first = first_of(w, g);
-		S->graphs[g].succ_off[e->src - first + 1]++;
-	}
-	for (uint32_t gi = 0; gi < ng; gi++) {
-		struct engine_graph *g = &S->graphs[gi];
-		for (uint32_t v = 0; v < g->ntasks; v++)
-			g->succ_off[v + 1] += g->succ_off[v];
-		uint32_t m = g->succ_off[g->ntasks];
-		g->succ = malloc((m ? m : 1) * sizeof(uint32_t));
-		double *ed = malloc((m ? m : 1) * sizeof(double));
-		if (!g->succ || !ed) {
-			free(ed);
-			return -TDM_ENOMEM;
-		}
-		g->edge_data = ed;
-	}
-	uint32_t *fill = calloc(w->ntasks + (size_t)1, sizeof(uint32_t));
-	if (!fill)
-		return -TDM_ENOMEM;
-	for (uint32_t i = 0; i < w->nedges; i++) {
-		const struct wl_edge *e = &w->edges[i];
-		uint32_t gi = graph_of(w, e->src), first = first_of(w, gi);
-		struct engine_graph *g = &S->graphs[gi];
-		uint32_t at = g->succ_off[e->src - first] + fill[e->src]++;
-		g->succ[at] = e->dst - first;
-		((double *)g->edge_data)[at] = edge_bytes(S, e->data);
-		atomic_fetch_add_explicit(&g->tasks[e->dst - first].ndeps, 1, memory_order_relaxed);
-	}
-	free(fill);
-
-	/* Tasks. */
-	for (uint32_t v = 0; v < w->ntasks; v++) {
-		const struct wl_task *t = &w->tasks[v];
-		uint32_t gi = graph_of(w, v), first = first_of(w, gi);
-		struct engine_graph *g = &S->graphs[gi];
-		struct engine_task *et = &g->tasks[v - first];
-		et->graph = g;
-		et->index = v - first;
-		et->priority = t->priority;
-		et->call.s[SIM_SLOT].i64 = v;
-		if (t->has_kernel) {
-			et->kernel = kernel_by_id(t->kernel);
-			et->feat = t->feat;
-			et->call.nargs = t->nargs;
-			for (unsigned a = 0; a < t->nargs; a++) {
-				et->data[a] = &S->data[t->args[a].buf];
-				et->call.len[a] = et->data[a]->bytes;
-			}
-		} else {
-			et->kernel = kernel_by_id(KERNEL_SIM_TASK);
-			et->feat = (struct kernel_features){ .domain = v };
-			for (unsigned d = 0; d < S->m->ndevices; d++)
-				if (abstract_ns(S, v, d) < 0)
-					et->excl_nodes |= (uint16_t)(1u << S->m->dev[d].node);
-			if (et->excl_nodes)
-				engine_note_exclusions(S->e);
-		}
-	}
-	/* Graphs whose data goes by buffers plan with the engine's own edge
-	 * bytes; edge_data is for abstract tasks. */
-	for (uint32_t gi = 0; gi < ng; gi++) {
-		struct engine_graph *g = &S->graphs[gi];
-		if (g->ntasks && g->tasks[0].kernel->id != KERNEL_SIM_TASK) {
-			free((double *)g->edge_data);
-			g->edge_data = NULL;
-		}
+		int rc = build_graph(S, g, first_of(w, gi), wg ? wg->ntasks : w->ntasks);
+		if (rc)
+			return rc;
 	}
 	return 0;
 }
@@ -752,8 +719,7 @@ static void teardown(struct sim *S)
 	free(S->data);
 	free(S->order);
 	free(S->pred_off);
-	free(S->pred);
-	free(S->pred_data);
+	free(S->pred_edge);
 	free(S->ran_on);
 	free(S->end);
 	free(S->heap);

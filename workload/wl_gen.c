@@ -27,30 +27,6 @@ static int gen_fail(char *err, size_t errlen, int rc, const char *fmt, ...)
 	return rc;
 }
 
-/* What an edge between two kernel tasks carries: the bytes of every buffer
- * that src writes and dst accesses, each counted once (as a trace's edges
- * without explicit data, workload/wl_trace.c). */
-static double edge_data(const struct wl_task *src, const struct wl_task *dst,
-                        const double *buf_bytes)
-{
-	double sum = 0;
-
-	for (unsigned i = 0; i < src->nargs; i++) {
-		uint32_t b = src->args[i].buf;
-		bool seen = false, used = false;
-
-		if (!(src->args[i].mode & TDM_W))
-			continue;
-		for (unsigned j = 0; j < i && !seen; j++)
-			seen = src->args[j].buf == b && (src->args[j].mode & TDM_W);
-		for (unsigned j = 0; j < dst->nargs && !used; j++)
-			used = dst->args[j].buf == b;
-		if (!seen && used)
-			sum += buf_bytes[b];
-	}
-	return sum;
-}
-
 /* ---- tiled factorisations ---------------------------------------------------- */
 
 const char *wl_tiled_name(enum wl_tiled_kind kind)
@@ -63,19 +39,10 @@ const char *wl_tiled_name(enum wl_tiled_kind kind)
 	return "unknown";
 }
 
-struct rnode {
-	uint32_t task, next;
-};
-
 struct tiled {
 	struct workload *w;
 	uint32_t tiles, nb;
 	uint32_t *tile_buf; /* [2 * tiles * tiles]: A tiles, then T tiles; GEN_NOIDX: none yet */
-	uint32_t *last_writer; /* per buffer */
-	uint32_t *readers; /* per buffer: readers since the last write (list in rnodes) */
-	struct rnode *rnodes;
-	uint32_t nrnodes;
-	uint32_t edge_cap;
 	bool have_feat[KERNEL_COUNT];
 	struct kernel_features feat[KERNEL_COUNT];
 };
@@ -90,27 +57,12 @@ static uint32_t tile(struct tiled *g, int t, uint32_t i, uint32_t j)
 		*b = w->nbufs++;
 		w->buf_bytes[*b] = 4.0 * g->nb * g->nb;
 		w->buf_keep[*b] = false;
-		g->last_writer[*b] = GEN_NOIDX;
-		g->readers[*b] = GEN_NOIDX;
 	}
 	return *b;
 }
 
-static void add_edge(struct tiled *g, uint32_t src, uint32_t dst)
-{
-	struct workload *w = g->w;
-
-	if (src == dst)
-		return;
-	/* room was made for the most edges there can be */
-	w->edges[w->nedges++] =
-	        (struct wl_edge){ .src = src,
-		                  .dst = dst,
-		                  .data = edge_data(&w->tasks[src], &w->tasks[dst], w->buf_bytes) };
-}
-
-/* Appends a task of kernel id on bufs[] (the kernel's argument modes), with
- * StarPU's implicit dependencies on each buffer. */
+/* Appends a task of kernel id on bufs[] (the kernel's argument modes); its
+ * dependencies come once every task is in (wl_infer_edges). */
 static void add_task(struct tiled *g, enum kernel_id id, const uint32_t *bufs, const char *fmt, ...)
         __attribute__((format(printf, 4, 5)));
 static void add_task(struct tiled *g, enum kernel_id id, const uint32_t *bufs, const char *fmt, ...)
@@ -144,27 +96,6 @@ static void add_task(struct tiled *g, enum kernel_id id, const uint32_t *bufs, c
 			t->data_in += w->buf_bytes[bufs[a]];
 		if (k->arg_modes[a] & TDM_W)
 			t->data_out += w->buf_bytes[bufs[a]];
-	}
-	for (unsigned a = 0; a < k->nargs; a++) {
-		uint32_t b = bufs[a];
-		uint8_t mode = k->arg_modes[a];
-
-		if ((mode & TDM_R) && g->last_writer[b] != GEN_NOIDX)
-			add_edge(g, g->last_writer[b], v); /* read after write */
-		if (mode & TDM_W) {
-			if (g->readers[b] != GEN_NOIDX) {
-				for (uint32_t r = g->readers[b]; r != GEN_NOIDX;
-				     r = g->rnodes[r].next)
-					add_edge(g, g->rnodes[r].task, v); /* write after read */
-			} else if (mode == TDM_W && g->last_writer[b] != GEN_NOIDX) {
-				add_edge(g, g->last_writer[b], v); /* write after write */
-			}
-			g->readers[b] = GEN_NOIDX;
-			g->last_writer[b] = v;
-		} else {
-			g->rnodes[g->nrnodes] = (struct rnode){ .task = v, .next = g->readers[b] };
-			g->readers[b] = g->nrnodes++;
-		}
 	}
 }
 
@@ -256,7 +187,7 @@ int wl_gen_tiled(enum wl_tiled_kind kind, uint32_t tiles, uint32_t nb, struct wo
 {
 	const char *name = wl_tiled_name(kind);
 	struct tiled g = { .w = out, .tiles = tiles, .nb = nb };
-	uint64_t t = tiles, ntasks, maxargs, nbufs;
+	uint64_t t = tiles, ntasks, nbufs;
 	int rc = 0;
 
 	wl_init(out);
@@ -279,21 +210,13 @@ int wl_gen_tiled(enum wl_tiled_kind kind, uint32_t tiles, uint32_t nb, struct wo
 		return gen_fail(err, errlen, -TDM_EINVAL,
 		                "%s: %u tiles make %llu tasks, more than %u", name, tiles,
 		                (unsigned long long)ntasks, WL_MAX_TASKS);
-	maxargs = kind == WL_TILED_QR ? 4 : 3;
 	nbufs = 2 * t * t;
 
 	out->tasks = malloc(ntasks * sizeof(*out->tasks));
-	/* each argument makes at most one read-after-write or write-after-write
-	 * edge, and each read at most one write-after-read edge later */
-	out->edges = malloc(2 * maxargs * ntasks * sizeof(*out->edges));
 	out->buf_bytes = malloc(nbufs * sizeof(*out->buf_bytes));
 	out->buf_keep = malloc(nbufs * sizeof(*out->buf_keep));
 	g.tile_buf = malloc(nbufs * sizeof(*g.tile_buf));
-	g.last_writer = malloc(nbufs * sizeof(*g.last_writer));
-	g.readers = malloc(nbufs * sizeof(*g.readers));
-	g.rnodes = malloc(maxargs * ntasks * sizeof(*g.rnodes));
-	if (!out->tasks || !out->edges || !out->buf_bytes || !out->buf_keep || !g.tile_buf ||
-	    !g.last_writer || !g.readers || !g.rnodes) {
+	if (!out->tasks || !out->buf_bytes || !out->buf_keep || !g.tile_buf) {
 		rc = gen_fail(err, errlen, -TDM_ENOMEM, "%s: out of memory", name);
 		wl_free(out);
 		goto out;
@@ -306,21 +229,20 @@ int wl_gen_tiled(enum wl_tiled_kind kind, uint32_t tiles, uint32_t nb, struct wo
 		gen_lu(&g);
 	else
 		gen_qr(&g);
-	wl_sort_edges(out);
-	if (out->nedges) {
-		/* room was made for the most edges there could be */
-		struct wl_edge *e = realloc(out->edges, (size_t)out->nedges * sizeof(*e));
-
-		if (e)
-			out->edges = e;
+	/* The edges the daemon would give this program: the dependency rule
+	 * on each tile, in the algorithm's order (graph/build.h). */
+	rc = wl_infer_edges(out);
+	if (rc) {
+		rc = rc == -TDM_ENOMEM ? gen_fail(err, errlen, rc, "%s: out of memory", name)
+		                       : gen_fail(err, errlen, rc, "%s: more than %u edges", name,
+		                                  WL_MAX_EDGES);
+		wl_free(out);
+		goto out;
 	}
 	out->units = WL_UNITS_NS;
 	snprintf(out->name, sizeof(out->name), "%s-t%u-nb%u", name, tiles, nb);
 out:
 	free(g.tile_buf);
-	free(g.last_writer);
-	free(g.readers);
-	free(g.rnodes);
 	return rc;
 }
 

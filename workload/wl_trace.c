@@ -27,30 +27,6 @@
 
 /* ---- shared by the reader and the writer ------------------------------------- */
 
-/* What an edge between two kernel tasks carries unless the trace says
- * otherwise: the bytes of every buffer that src writes (w or rw) and dst
- * accesses, each buffer counted once. */
-static double kernel_edge_data(const struct wl_task *src, const struct wl_task *dst,
-                               const double *buf_bytes)
-{
-	double sum = 0;
-
-	for (unsigned i = 0; i < src->nargs; i++) {
-		uint32_t b = src->args[i].buf;
-		bool seen = false, used = false;
-
-		if (!(src->args[i].mode & TDM_W))
-			continue;
-		for (unsigned j = 0; j < i && !seen; j++)
-			seen = src->args[j].buf == b && (src->args[j].mode & TDM_W);
-		for (unsigned j = 0; j < dst->nargs && !used; j++)
-			used = dst->args[j].buf == b;
-		if (!seen && used)
-			sum += buf_bytes[b];
-	}
-	return sum;
-}
-
 static const char *mode_name(uint8_t mode)
 {
 	switch (mode) {
@@ -719,7 +695,7 @@ static int task_after(struct tr *s, json_t *o, const char *label, uint32_t idx, 
 			if (rc)
 				return rc;
 		} else if (pt->has_kernel && t->has_kernel) {
-			data = kernel_edge_data(pt, t, w->buf_bytes);
+			data = wl_kernel_edge_data(pt, t, w->buf_bytes);
 		}
 		if (w->nedges == WL_MAX_EDGES)
 			return fail(s, "more than %u edges", WL_MAX_EDGES);
@@ -1129,7 +1105,7 @@ static void put_task(FILE *f, const struct tw_graph *x, const struct wl_task *ta
 			if (e > pred_off[pos])
 				fputc(',', f);
 			if (x->pred_data && pt->has_kernel && t->has_kernel)
-				def = kernel_edge_data(pt, t, x->buf_bytes);
+				def = wl_kernel_edge_data(pt, t, x->buf_bytes);
 			if (!x->pred_data || x->pred_data[e] == def) {
 				fprintf(f, "%u", p);
 			} else {

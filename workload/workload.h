@@ -24,6 +24,7 @@
 #include <stdio.h>
 
 #include "backends/kernels.h"
+#include "graph/build.h"
 #include "placement/plan.h"
 #include "tandem/wire.h"
 
@@ -223,9 +224,10 @@ enum wl_tiled_kind { WL_TILED_CHOLESKY = 0, WL_TILED_LU, WL_TILED_QR };
  * factor for QR), in the sequential order of the right-looking algorithm:
  * Cholesky spotrf/strsm/ssyrk/sgemm_nt (tiles (tiles+1)(tiles+2)/6 tasks),
  * LU sgetrf_nopiv/strsm/sgemm_nt, QR sgeqrt/sormqr/stsqrt/stsmqr. Edges are
- * the read-after-write, write-after-read and write-after-write order on
- * each tile, with the bytes the successor reads of what the predecessor
- * wrote. 0, -TDM_EINVAL (tiles 1..1000, nb 1..4096) or -TDM_ENOMEM. */
+ * those the daemon would infer on each tile (wl_infer_edges, graph/build.h:
+ * read after write, write after read, write after write), with the bytes
+ * the successor reads of what the predecessor wrote. 0, -TDM_EINVAL (tiles 1..1000, nb 1..4096) or
+ * -TDM_ENOMEM. */
 int wl_gen_tiled(enum wl_tiled_kind kind, uint32_t tiles, uint32_t nb, struct workload *out,
                  char *err, size_t errlen);
 const char *wl_tiled_name(enum wl_tiled_kind kind); /* "cholesky", "lu", "qr" */
@@ -280,6 +282,32 @@ int wl_check_acyclic(const struct workload *w, uint32_t *on_cycle);
  * off[0 .. ntasks] (ntasks + 1 entries) and perm[k], the index in w->edges
  * of the edge in slot k (nedges entries). Every end must be < ntasks. */
 void wl_group_edges(const struct workload *w, bool by_dst, uint32_t *off, uint32_t *perm);
+/* Each task's listed predecessors: wl_group_edges by destination into
+ * malloc'd *off and *edge (sources ascending, as w->edges is sorted).
+ * 0, -TDM_EINVAL (an edge names no task) or -TDM_ENOMEM. */
+int wl_preds(const struct workload *w, uint32_t **off, uint32_t **edge);
+/* What an edge hands over unless it says: between two kernel tasks, the
+ * bytes of every buffer that src writes (w or rw) and dst accesses, each
+ * counted once (wl_kernel_edge_data); else 0. */
+double wl_edge_data(const struct workload *w, uint32_t src, uint32_t dst);
+double wl_kernel_edge_data(const struct wl_task *src, const struct wl_task *dst,
+                           const double *buf_bytes);
+/* Task v's dependencies given to gb, where it is the task added last (as
+ * v - first, in the graph [first, first + n)): its buffer accesses (kernel
+ * tasks; graph/build.h's rule, as the daemon applies it), then its listed
+ * predecessors (pred_off/pred_edge from wl_preds), with their data when
+ * with_data. 0, -TDM_EINVAL (a predecessor outside the graph), or the
+ * builder's error. */
+int wl_task_deps(const struct workload *w, uint32_t v, uint32_t first, uint32_t n,
+                 const uint32_t *pred_off, const uint32_t *pred_edge, bool with_data,
+                 struct graph_build *gb);
+/* Makes w->edges, graph by graph, what the daemon would make of its tasks:
+ * the listed edges (with their data) and those of the rule on the kernel
+ * tasks' buffers (with wl_edge_data), each once, sorted. What the
+ * generators of kernel tasks use. 0, -TDM_EINVAL (an edge leaves its graph,
+ * or more than WL_MAX_EDGES) or -TDM_ENOMEM (w unchanged on error). */
+int wl_infer_edges(struct workload *w);
+
 /* Copies up to len bytes of s (at most WL_NAME_MAX - 1) into dst, with
  * '?' for every byte that is not printable ASCII, and a NUL. */
 void wl_copy_name(char *dst, const char *s, size_t len);

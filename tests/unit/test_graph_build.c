@@ -1,6 +1,8 @@
 /* The graph builder (graph/build.h) and the CSR helper (common/csr.h):
  * successor lists and dependency counts, the dependency rule, edge data,
- * the edge budget and errors. */
+ * the edge budget and errors; and one program given to the daemon's
+ * intake, to the generators' path (wl_infer_edges) and to the
+ * simulator's (wl_task_deps, sim_run), which must all see the same edges. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -14,7 +16,9 @@
 #include "common/csr.h"
 #include "common/log.h"
 #include "graph/build.h"
+#include "sim/sim.h"
 #include "tests/harness/intake_harness.h"
+#include "workload/workload.h"
 
 /* ---- helpers --------------------------------------------------------------- */
 
@@ -299,6 +303,191 @@ static void test_reset(void **state)
 	graph_build_fini(&gb);
 }
 
+/* ---- one program, three front ends ---------------------------------------- */
+
+enum { A, B, C, NBUF };
+
+struct prog_task {
+	const char *kernel;
+	uint32_t buf[2]; /* in the kernel's argument order */
+};
+
+/* R, W and RW accesses over three buffers: W after W (7), R after W (2,
+ * 3), RW after several readers (5), buffers used twice by one task (8,
+ * 9); and explicit edges, one of them also implied (2 -> 5). */
+static const struct prog_task prog[] = {
+	{ "fill", { A } }, /* 0 */
+	{ "fill", { B } }, /* 1 */
+	{ "axpy", { A, B } }, /* 2: reads A, updates B */
+	{ "copy", { A, C } }, /* 3: reads A, writes C */
+	{ "axpy", { A, C } }, /* 4 */
+	{ "axpy", { B, A } }, /* 5: updates A after its readers 2, 3, 4 */
+	{ "fill", { C } }, /* 6 */
+	{ "fill", { C } }, /* 7 */
+	{ "axpy", { C, C } }, /* 8 */
+	{ "copy", { B, B } }, /* 9: after reader 5 */
+	{ "axpy", { A, B } }, /* 10 */
+};
+#define NPROG (sizeof(prog) / sizeof(prog[0]))
+static const uint32_t explicit_edges[][2] = { { 1, 10 }, { 2, 5 } };
+/* The edges the daemon gives it. A write after readers follows them and
+ * not the last writer: no 0 -> 5. */
+static const char prog_edges[] = "0>2 0>3 0>4 1>2 1>10 2>5 2>9 3>4 3>5 4>5 4>6 5>9 5>10 6>7 "
+                                 "7>8 9>10";
+
+static struct engine_graph *prog_through_intake(struct harness *h)
+{
+	struct tdm_sqe e = sqe_begin(1, NPROG);
+	assert_true(harness_push(h, &e));
+	for (uint32_t i = 0; i < NPROG; i++) {
+		const struct kernel_def *k = kernel_by_id(kernel_lookup(prog[i].kernel));
+		e = sqe_task(i, prog[i].kernel);
+		e.u.task.nargs = (uint8_t)k->nargs;
+		for (unsigned a = 0; a < k->nargs; a++)
+			e.u.task.args[a] =
+			        (struct tdm_wire_arg){ .handle = h->handle[prog[i].buf[a]],
+				                       .mode = k->arg_modes[a],
+				                       .length = HARNESS_BUFFER_BYTES };
+		e.u.task.nscalars = (uint8_t)k->nscalars;
+		for (unsigned s = 0; s < k->nscalars; s++)
+			e.u.task.scalar_types[s] = k->scalar_types[s];
+		for (size_t x = 0; x < sizeof(explicit_edges) / sizeof(explicit_edges[0]); x++)
+			if (explicit_edges[x][1] == i)
+				e.u.task.edges[e.u.task.nedges++] = explicit_edges[x][0];
+		assert_true(harness_push(h, &e));
+	}
+	e = sqe_end();
+	assert_true(harness_push(h, &e));
+	assert_int_equal(harness_run(h), 0);
+	assert_int_equal(h->naccepted, 1);
+	return h->accepted[0];
+}
+
+/* The program as a workload of kernel tasks with its explicit edges. */
+static void prog_workload(struct workload *w)
+{
+	wl_init(w);
+	snprintf(w->name, sizeof(w->name), "prog");
+	w->units = WL_UNITS_NS;
+	w->ntasks = NPROG;
+	w->tasks = calloc(NPROG, sizeof(*w->tasks));
+	w->nbufs = NBUF;
+	w->buf_bytes = calloc(NBUF, sizeof(*w->buf_bytes));
+	w->buf_keep = calloc(NBUF, sizeof(*w->buf_keep));
+	w->nedges = sizeof(explicit_edges) / sizeof(explicit_edges[0]);
+	w->edges = calloc(w->nedges, sizeof(*w->edges));
+	assert_true(w->tasks && w->buf_bytes && w->buf_keep && w->edges);
+	for (uint32_t b = 0; b < NBUF; b++)
+		w->buf_bytes[b] = HARNESS_BUFFER_BYTES;
+	for (uint32_t e = 0; e < w->nedges; e++)
+		w->edges[e] = (struct wl_edge){ explicit_edges[e][0], explicit_edges[e][1], 0 };
+	for (uint32_t i = 0; i < NPROG; i++) {
+		const struct kernel_def *k = kernel_by_id(kernel_lookup(prog[i].kernel));
+		struct wl_task *t = &w->tasks[i];
+		struct tdm_kernel_call call = { .nargs = k->nargs };
+		snprintf(t->name, sizeof(t->name), "%s%u", k->name, i);
+		t->has_kernel = true;
+		t->kernel = (uint16_t)k->id;
+		t->nargs = (uint8_t)k->nargs;
+		for (unsigned a = 0; a < k->nargs; a++) {
+			t->args[a] =
+			        (struct wl_arg){ .buf = prog[i].buf[a], .mode = k->arg_modes[a] };
+			call.len[a] = HARNESS_BUFFER_BYTES;
+		}
+		k->features(&call, &t->feat);
+	}
+}
+
+static void test_same_edges_everywhere(void **state)
+{
+	struct harness h;
+	struct workload w;
+	char text[1024];
+	(void)state;
+
+	/* The daemon. */
+	assert_int_equal(harness_init(&h, 64, 64), 0);
+	struct engine_graph *daemon = prog_through_intake(&h);
+	assert_edges(daemon, prog_edges);
+
+	/* The simulator's graph: the same builder fed from the workload. */
+	prog_workload(&w);
+	uint32_t *pred_off, *pred_edge, index;
+	struct graph_build gb;
+	struct engine_graph sim = { 0 };
+	assert_int_equal(wl_preds(&w, &pred_off, &pred_edge), 0);
+	graph_build_init(&gb, NPROG, 0);
+	for (uint32_t v = 0; v < NPROG; v++) {
+		assert_int_equal(graph_build_task(&gb, &(struct engine_task){ 0 }, &index), 0);
+		assert_int_equal(wl_task_deps(&w, v, 0, NPROG, pred_off, pred_edge, false, &gb), 0);
+	}
+	assert_int_equal(graph_build_finish(&gb, &sim), 0);
+	graph_build_fini(&gb);
+	free(pred_off);
+	free(pred_edge);
+	assert_memory_equal(sim.succ_off, daemon->succ_off, (NPROG + 1) * sizeof(uint32_t));
+	assert_memory_equal(sim.succ, daemon->succ, daemon->succ_off[NPROG] * sizeof(uint32_t));
+	for (uint32_t v = 0; v < NPROG; v++)
+		assert_int_equal(atomic_load(&sim.tasks[v].ndeps),
+		                 atomic_load(&daemon->tasks[v].ndeps));
+	free_graph(&sim);
+	harness_fini(&h);
+
+	/* The generators' path: the workload's own edges. */
+	assert_int_equal(wl_infer_edges(&w), 0);
+	size_t at = 0;
+	for (uint32_t e = 0; e < w.nedges; e++)
+		at += (size_t)snprintf(text + at, sizeof(text) - at, "%s%u>%u", e ? " " : "",
+		                       w.edges[e].src, w.edges[e].dst);
+	assert_string_equal(text, prog_edges);
+	/* inferred data: what the source wrote that the successor touches */
+	assert_int_equal(w.edges[0].dst, 2);
+	assert_true(w.edges[0].data == HARNESS_BUFFER_BYTES); /* 0 -> 2: A */
+	assert_int_equal(w.edges[9].src, 4);
+	assert_int_equal(w.edges[9].dst, 5);
+	assert_true(w.edges[9].data == 0); /* write after read */
+
+	/* The simulator itself, from the workload with only its explicit
+	 * edges: every edge of the daemon's holds in the schedule. */
+	struct workload w2;
+	prog_workload(&w2);
+	struct machine m;
+	struct sim_result r;
+	struct sim_opts o = { .policy = "eager", .record = true };
+	char err[256];
+	machine_init(&m);
+	snprintf(m.name, sizeof(m.name), "box");
+	m.ndevices = 4; /* three cores and an accelerator */
+	m.nnodes = 2;
+	for (unsigned d = 0; d < m.ndevices; d++) {
+		bool gpu = d == 3;
+		m.dev[d] = (struct machine_device){ .kind = gpu ? TDM_DEV_GPU : TDM_DEV_CPU,
+			                            .node = gpu,
+			                            .mem_bytes = gpu ? 1u << 30 : 0,
+			                            .gemm_gflops = 10,
+			                            .mem_gbps = 1,
+			                            .launch_ns = 1000 };
+		snprintf(m.dev[d].name, sizeof(m.dev[d].name), "%s%u", gpu ? "gpu" : "cpu", d);
+		snprintf(m.dev[d].model, sizeof(m.dev[d].model), gpu ? "gpu" : "cpu");
+	}
+	int rc = sim_run(&m, &w2, &o, &r, err, sizeof(err));
+	if (rc)
+		print_error("%s\n", err);
+	assert_int_equal(rc, 0);
+	for (uint32_t e = 0; e < w.nedges; e++) {
+		const struct sched_span *s = &r.spans[w.edges[e].src],
+		                        *t = &r.spans[w.edges[e].dst];
+		if (t->start_ns < s->end_ns)
+			print_error("edge %u -> %u: %llu < %llu\n", w.edges[e].src, w.edges[e].dst,
+			            (unsigned long long)t->start_ns, (unsigned long long)s->end_ns);
+		assert_true(t->start_ns >= s->end_ns);
+	}
+	sim_result_free(&r);
+	machine_free(&m);
+	wl_free(&w2);
+	wl_free(&w);
+}
+
 int main(void)
 {
 	log_set_level(LOG_ERROR);
@@ -311,6 +500,7 @@ int main(void)
 		cmocka_unit_test(test_intake_budget),
 		cmocka_unit_test(test_errors),
 		cmocka_unit_test(test_reset),
+		cmocka_unit_test(test_same_edges_everywhere),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -204,7 +204,9 @@ static void test_tiled_lu_2(void **state)
 
 /* QR on 2 x 2 tiles: 0 geqrt(0), 1 ormqr(0,1), 2 tsqrt(1,0),
  * 3 tsmqr(1,1,0), 4 geqrt(1). tsqrt overwrites A[0][0] that ormqr read: a
- * write-after-read edge with no data. */
+ * write-after-read edge with no data, and no edge from geqrt, which wrote
+ * it, since ormqr already follows geqrt (the daemon's rule, graph/build.h:
+ * a write after readers follows the readers only). */
 static void test_tiled_qr_2(void **state)
 {
 	const double tile = 4.0 * 8 * 8;
@@ -220,13 +222,12 @@ static void test_tiled_qr_2(void **state)
 	assert_int_equal(w.tasks[2].kernel, KERNEL_STSQRT);
 	assert_int_equal(w.tasks[3].kernel, KERNEL_STSMQR);
 	assert_int_equal(w.tasks[0].args[1].mode, TDM_W);
-	assert_int_equal(w.nedges, 6);
+	assert_int_equal(w.nedges, 5);
 	assert_edge(&w, 0, 0, 1, 2 * tile); /* A[0][0] and T[0][0] */
-	assert_edge(&w, 1, 0, 2, tile); /* A[0][0] */
-	assert_edge(&w, 2, 1, 2, 0); /* write after read */
-	assert_edge(&w, 3, 1, 3, tile); /* A[0][1] */
-	assert_edge(&w, 4, 2, 3, 2 * tile); /* A[1][0] and T[1][0] */
-	assert_edge(&w, 5, 3, 4, tile); /* A[1][1] */
+	assert_edge(&w, 1, 1, 2, 0); /* write after read */
+	assert_edge(&w, 2, 1, 3, tile); /* A[0][1] */
+	assert_edge(&w, 3, 2, 3, 2 * tile); /* A[1][0] and T[1][0] */
+	assert_edge(&w, 4, 3, 4, tile); /* A[1][1] */
 	wl_free(&w);
 }
 
