@@ -14,6 +14,7 @@
 #include "daemon/intake.h"
 #include "common/log.h"
 #include "daemon/models.h"
+#include "daemon/reply.h"
 #include "daemon/server.h"
 #include "tandem.h"
 
@@ -486,14 +487,6 @@ bool conn_send_reply(struct conn *c, int32_t status, char *text)
 	return ok;
 }
 
-static char *error_text(const char *msg)
-{
-	json_t *doc = json_pack("{s:s}", "error", msg);
-	char *text = doc ? json_dumps(doc, JSON_COMPACT) : NULL;
-	json_decref(doc);
-	return text;
-}
-
 /* Models, calibration and the machine description concern every user's
  * work: administrators only (root, the daemon's uid, daemon.admin_*). */
 static bool refuse_unless_admin(struct conn *c, const char *what, bool *ok)
@@ -503,7 +496,7 @@ static bool refuse_unless_admin(struct conn *c, const char *what, bool *ok)
 	char msg[160];
 	snprintf(msg, sizeof(msg),
 	         "%s: only root, the daemon's uid and daemon.admin_uids/admin_gids may", what);
-	*ok = conn_send_reply(c, -TDM_EPERM, error_text(msg));
+	*ok = conn_send_reply(c, -TDM_EPERM, reply_error("%s", msg));
 	return true;
 }
 
@@ -516,7 +509,7 @@ static bool refuse_without_models(struct conn *c, const char *what, bool *ok)
 		return false;
 	char msg[96];
 	snprintf(msg, sizeof(msg), "%s: this daemon has no cost models", what);
-	*ok = conn_send_reply(c, -TDM_EINVAL, error_text(msg));
+	*ok = conn_send_reply(c, -TDM_EINVAL, reply_error("%s", msg));
 	return true;
 }
 
@@ -545,7 +538,7 @@ static bool handle_trace_start(struct conn *c, const void *p, uint32_t len)
 	if (n < 0)
 		return conn_send_reply(
 		        c, -TDM_EINVAL,
-		        error_text("trace: expected 1 or 2 descriptors, as announced"));
+		        reply_error("trace: expected 1 or 2 descriptors, as announced"));
 	int status = control_trace_start(c->srv, c, fds, n, &doc);
 	if (status)
 		for (int i = 0; i < n; i++)
@@ -571,7 +564,7 @@ static bool handle_export(struct conn *c, const void *p, uint32_t len)
 	int fd = c->nfds ? c->fds[0] : -1;
 	if (len != 0 && take_fds(c, p, len, 1, 1) < 0)
 		return conn_send_reply(c, -TDM_EINVAL,
-		                       error_text("export: expected 1 descriptor, as announced"));
+		                       reply_error("export: expected 1 descriptor, as announced"));
 	if (len == 0) {
 		drop_fds(c); /* none announced: none taken */
 		fd = -1;
@@ -607,12 +600,12 @@ static bool handle_calibrate(struct conn *c)
 		return ok;
 	if (srv->cal_running)
 		return conn_send_reply(c, -TDM_EBUSY,
-		                       error_text("calibrate: a calibration is running already"));
+		                       reply_error("calibrate: a calibration is running already"));
 	srv->cal_doc = NULL;
 	atomic_store(&srv->cal_done, false);
 	if (pthread_create(&srv->cal_thread, NULL, calibration_main, srv) != 0)
 		return conn_send_reply(c, -TDM_ESYS,
-		                       error_text("calibrate: cannot start its thread"));
+		                       reply_error("calibrate: cannot start its thread"));
 	srv->cal_running = true;
 	srv->cal_conn = c;
 	c->awaiting = true;
@@ -638,7 +631,7 @@ void conn_calibration_done(struct server *srv)
 	int32_t status = 0;
 	if (!doc && !srv->prof) { /* without cost models, nothing was calibrated */
 		status = -TDM_EINVAL;
-		doc = error_text("calibrate: this daemon has no cost models");
+		doc = reply_error("calibrate: this daemon has no cost models");
 	}
 	if (!conn_send_reply(c, status, doc)) {
 		conn_close(c);

@@ -10,6 +10,7 @@
 #include "sim/machine.h"
 #include "policies/policy.h"
 #include "profiler/profiler.h"
+#include "daemon/reply.h"
 #include "daemon/server.h"
 #include "tandem.h"
 
@@ -130,22 +131,10 @@ char *control_status_json(struct server *srv, const struct conn *c)
 	        engine_policy_name(srv->engine), "policy_fallback", e.fallback, "draining",
 	        srv->draining, "all_clients", all, "devices", devices_json(srv), "clients",
 	        clients_json(srv, all, c->uid), "counters", counters_json(srv));
-	if (!doc)
-		return NULL;
-	char *text = json_dumps(doc, JSON_COMPACT);
-	json_decref(doc);
-	return text;
+	return reply_text(doc);
 }
 
 /* ---- tandemctl trace -------------------------------------------------------- */
-
-static char *error_doc(const char *msg)
-{
-	json_t *doc = json_pack("{s:s}", "error", msg);
-	char *text = doc ? json_dumps(doc, JSON_COMPACT) : NULL;
-	json_decref(doc);
-	return text;
-}
 
 /* This machine's name: the host name ("localhost" when it has none). */
 static void host_name(char *out, size_t len)
@@ -166,12 +155,11 @@ static struct recording *recording_of(struct server *srv, const struct conn *c)
 
 int control_trace_start(struct server *srv, struct conn *c, const int *fds, int nfds, char **doc)
 {
-	char msg[160];
 	struct recording *slot = NULL;
 	*doc = NULL;
 	for (int i = 0; i < nfds; i++) {
 		if (!recorder_fd_writable(fds[i])) {
-			*doc = error_doc(
+			*doc = reply_error(
 			        "trace: the outputs must be regular files open for writing");
 			return -TDM_EINVAL;
 		}
@@ -186,30 +174,27 @@ int control_trace_start(struct server *srv, struct conn *c, const int *fds, int 
 		}
 		struct conn *owner = r->rec.owner;
 		if (owner && owner->uid == c->uid) {
-			snprintf(msg, sizeof(msg),
-			         "a recording is already running for this user (tandemctl pid %d)",
-			         (int)owner->pid);
-			*doc = error_doc(msg);
+			*doc = reply_error(
+			        "a recording is already running for this user (tandemctl pid %d)",
+			        (int)owner->pid);
 			return -TDM_EBUSY;
 		}
 	}
 	if (!slot) {
-		*doc = error_doc("trace: as many recordings as the daemon keeps are running");
+		*doc = reply_error("trace: as many recordings as the daemon keeps are running");
 		return -TDM_EBUSY;
 	}
 	slot->all = server_peer_admin(srv, c->uid, c->gid);
 	slot->uid = c->uid;
 	int err = recorder_start(&slot->rec, c, fds[0], nfds > 1 ? fds[1] : -1);
 	if (err) {
-		*doc = error_doc("a recording is already running");
+		*doc = reply_error("a recording is already running");
 		return err;
 	}
 	log_info("trace: recording %s for tandemctl pid %d%s",
 	         slot->all ? "every client" : "its user's clients", (int)c->pid,
 	         nfds > 1 ? " (with a Chrome trace)" : "");
-	json_t *d = json_pack("{s:b, s:b}", "recording", 1, "all_clients", slot->all);
-	*doc = d ? json_dumps(d, JSON_COMPACT) : NULL;
-	json_decref(d);
+	*doc = reply_text(json_pack("{s:b, s:b}", "recording", 1, "all_clients", slot->all));
 	return 0;
 }
 
@@ -221,7 +206,7 @@ static int stop_and_write(struct server *srv, struct recording *r, char **doc)
 	const char **names = calloc(n ? n : 1, sizeof(*names));
 	if (!names) {
 		recorder_discard(&r->rec);
-		*doc = error_doc("trace: out of memory");
+		*doc = reply_error("trace: out of memory");
 		return -TDM_ENOMEM;
 	}
 	for (size_t i = 0; i < n; i++)
@@ -242,7 +227,7 @@ int control_trace_stop(struct server *srv, struct conn *c, char **doc)
 {
 	struct recording *r = recording_of(srv, c);
 	if (!r) {
-		*doc = error_doc("no recording runs on this connection");
+		*doc = reply_error("no recording runs on this connection");
 		return -TDM_EINVAL;
 	}
 	return stop_and_write(srv, r, doc);
@@ -288,13 +273,13 @@ int control_export(struct server *srv, int fd, char **doc)
 	*doc = NULL;
 	if (fd >= 0 && !recorder_fd_writable(fd)) {
 		close(fd);
-		*doc = error_doc("export: the output must be a regular file open for writing");
+		*doc = reply_error("export: the output must be a regular file open for writing");
 		return -TDM_EINVAL;
 	}
 	if (!srv->prof) { /* no cost models: see refuse_without_models (conn.c) */
 		if (fd >= 0)
 			close(fd);
-		*doc = error_doc("export: this daemon has no cost models");
+		*doc = reply_error("export: this daemon has no cost models");
 		return -TDM_EINVAL;
 	}
 	struct calibration *cal = calloc(1, sizeof(*cal));
@@ -304,7 +289,7 @@ int control_export(struct server *srv, int fd, char **doc)
 			close(fd);
 		free(cal);
 		json_decref(models);
-		*doc = error_doc("export: out of memory");
+		*doc = reply_error("export: out of memory");
 		return -TDM_ENOMEM;
 	}
 	profiler_calibration(srv->prof, cal);
@@ -320,23 +305,22 @@ int control_export(struct server *srv, int fd, char **doc)
 	if (err) {
 		free(text);
 		log_warn("export: the machine description was not written: %s", tdm_strerror(err));
-		*doc = error_doc(err == -TDM_ENOMEM
-		                         ? "export: out of memory"
-		                         : "export: cannot write the machine description");
+		*doc = reply_error("%s", err == -TDM_ENOMEM
+		                                 ? "export: out of memory"
+		                                 : "export: cannot write the machine description");
 		return err;
 	}
 	if (fd < 0) {
 		if (len + sizeof(int32_t) > TDM_CTL_REPLY_MAX) {
 			free(text);
-			*doc = error_doc("export: the description is too large for a reply: pass a "
-			                 "file (tandemctl calibrate --export -o FILE)");
+			*doc = reply_error(
+			        "export: the description is too large for a reply: pass a "
+			        "file (tandemctl calibrate --export -o FILE)");
 			return -TDM_ERANGE;
 		}
 		*doc = text;
 		return 0;
 	}
-	json_t *d = json_pack("{s:I}", "bytes", (json_int_t)bytes);
-	*doc = d ? json_dumps(d, JSON_COMPACT) : NULL;
-	json_decref(d);
+	*doc = reply_text(json_pack("{s:I}", "bytes", (json_int_t)bytes));
 	return 0;
 }

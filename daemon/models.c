@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "common/log.h"
+#include "daemon/reply.h"
 #include "daemon/server.h"
 #include "profiler/store.h"
 #include "tandem.h"
@@ -274,13 +275,6 @@ void models_stop(struct server *srv)
 	srv->prof = NULL;
 }
 
-static char *dump(json_t *doc)
-{
-	char *text = doc ? json_dumps(doc, JSON_COMPACT) : NULL;
-	json_decref(doc);
-	return text;
-}
-
 /* The device index -> model key map, so tandemctl can name devices. */
 static json_t *devices_doc(struct server *srv, const struct calibration *cal)
 {
@@ -306,7 +300,7 @@ char *models_json(struct server *srv)
 	json_object_set_new(doc, "devices", devices_doc(srv, cal));
 	json_object_set_new(doc, "state_dir", json_string(srv->state_dir));
 	free(cal);
-	return dump(doc);
+	return reply_text(doc);
 }
 
 char *models_calibrate(struct server *srv)
@@ -327,5 +321,5 @@ char *models_calibrate(struct server *srv)
 		json_object_set_new(doc, "devices_by_name", devices_doc(srv, cal));
 out:
 	free(cal);
-	return dump(doc);
+	return reply_text(doc);
 }

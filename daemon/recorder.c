@@ -14,6 +14,7 @@
 #include "common/csr.h"
 #include "common/log.h"
 #include "workload/schedule_out.h"
+#include "daemon/reply.h"
 #include "daemon/session.h"
 #include "workload/workload.h"
 #include "tandem.h"
@@ -486,16 +487,6 @@ static int write_graph(struct writer *w, uint32_t id, const struct rec_graph *g,
 	return 0;
 }
 
-static char *error_doc(const char *what, const char *why)
-{
-	char msg[512];
-	snprintf(msg, sizeof(msg), "%s: %s", what, why);
-	json_t *doc = json_pack("{s:s}", "error", msg);
-	char *text = doc ? json_dumps(doc, JSON_COMPACT) : NULL;
-	json_decref(doc);
-	return text;
-}
-
 int recorder_stop(struct recorder *r, const struct recorder_env *env, char **summary)
 {
 	struct writer w = { .env = env };
@@ -582,7 +573,7 @@ int recorder_stop(struct recorder *r, const struct recorder_env *env, char **sum
 	}
 	if (err) {
 		log_warn("trace: not written: %s", w.err ? w.err : tdm_strerror(err));
-		*summary = error_doc("trace not written", w.err ? w.err : tdm_strerror(err));
+		*summary = reply_error("trace not written: %s", w.err ? w.err : tdm_strerror(err));
 	} else {
 		json_t *doc =
 		        json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:f}", "graphs",
@@ -591,8 +582,7 @@ int recorder_stop(struct recorder *r, const struct recorder_env *env, char **sum
 		                  (json_int_t)dropped, "skipped", (json_int_t)skipped, "bytes",
 		                  (json_int_t)trace_bytes, "chrome_bytes", (json_int_t)chrome_bytes,
 		                  "seconds", (double)seconds_ns / 1e9);
-		*summary = doc ? json_dumps(doc, JSON_COMPACT) : NULL;
-		json_decref(doc);
+		*summary = reply_text(doc);
 		log_info(
 		        "trace: recorded %zu graphs, %llu tasks, %zu buffers (%llu graphs dropped, "
 		        "%llu skipped), %llu bytes",
