@@ -17,6 +17,7 @@
 
 #include "daemon/intake.h"
 #include "daemon/models.h"
+#include "common/eventfd_ring.h"
 #include "common/log.h"
 #include "policies/policy.h"
 #include "tandem.h"
@@ -496,10 +497,9 @@ static void on_kick(evutil_socket_t fd, short what, void *arg)
 
 void server_kick(struct server *srv)
 {
-	uint64_t one = 1;
-	/* EAGAIN: the counter is saturated, the loop wakes anyway. */
-	if (write(srv->kick_fd, &one, sizeof(one)) < 0 && errno != EAGAIN)
-		log_error("kick: %s", strerror(errno));
+	int err = eventfd_ring(srv->kick_fd);
+	if (err)
+		log_error("kick: %s", strerror(-err));
 }
 
 /* session_env.broken: a session failed on a worker; the loop drops it. */

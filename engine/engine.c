@@ -12,6 +12,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "common/eventfd_ring.h"
 #include "common/log.h"
 #include "policies/policy.h"
 #include "profiler/profiler.h"
@@ -116,10 +117,9 @@ struct engine {
 
 static void ring_fd(int fd)
 {
-	uint64_t one = 1;
-	/* EAGAIN: the counter is saturated, the sleeper wakes anyway. */
-	if (write(fd, &one, sizeof(one)) < 0 && errno != EAGAIN)
-		log_error("engine: wake: %s", strerror(errno));
+	int err = eventfd_ring(fd);
+	if (err)
+		log_error("engine: wake: %s", strerror(-err));
 }
 
 static void ring_wake_fd(struct engine *e)
