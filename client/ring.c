@@ -8,18 +8,10 @@
 #include <unistd.h>
 
 #include "client/client_internal.h"
+#include "common/cpu_relax.h"
 #include "common/eventfd_ring.h"
 
 #define PUBLISH_EVERY 64 /* entries: lets the daemon start on a large graph */
-
-static inline void cpu_relax(void)
-{
-#if defined(__x86_64__) || defined(__i386__)
-	__builtin_ia32_pause();
-#elif defined(__aarch64__)
-	__asm__ __volatile__("yield");
-#endif
-}
 
 uint64_t client_now_ns(void)
 {

@@ -12,6 +12,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "common/cpu_relax.h"
 #include "common/eventfd_ring.h"
 #include "common/log.h"
 #include "policies/policy.h"
@@ -945,15 +946,6 @@ bool engine_sim_stalled(struct engine *e)
 void engine_note_exclusions(struct engine *e)
 {
 	atomic_store(&e->uniform, false);
-}
-
-static inline void cpu_relax(void)
-{
-#if defined(__x86_64__) || defined(__i386__)
-	__builtin_ia32_pause();
-#elif defined(__aarch64__)
-	__asm__ __volatile__("yield");
-#endif
 }
 
 static bool front_end_poll(struct engine *e, bool woken)

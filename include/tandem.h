@@ -40,7 +40,7 @@ extern "C" {
 	/* tdm_wait timed out; the graph is still running */                                       \
 	X(ETIMEDOUT, 8, "timed out")                                                               \
 	/* a per-client quota would be exceeded */                                                 \
-	X(EQUOTA, 9, "per-client quota exceeded")                                                  \
+	X(EQUOTA, 9, "quota exceeded (a client's, its user's or the daemon's)")                    \
 	X(EHANDLE, 10, "unknown buffer handle")                                                    \
 	X(ERANGE, 11, "offset/length outside the buffer or wrong size for the kernel")             \
 	X(EKERNEL, 12, "unknown kernel")                                                           \

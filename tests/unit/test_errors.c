@@ -29,7 +29,7 @@ static const struct {
 	{ TDM_EPROTO, 6, "protocol violation" },
 	{ TDM_EDISCONNECTED, 7, "disconnected from tandemd" },
 	{ TDM_ETIMEDOUT, 8, "timed out" },
-	{ TDM_EQUOTA, 9, "per-client quota exceeded" },
+	{ TDM_EQUOTA, 9, "quota exceeded (a client's, its user's or the daemon's)" },
 	{ TDM_EHANDLE, 10, "unknown buffer handle" },
 	{ TDM_ERANGE, 11, "offset/length outside the buffer or wrong size for the kernel" },
 	{ TDM_EKERNEL, 12, "unknown kernel" },
