@@ -1241,7 +1241,9 @@ int engine_create(const struct engine_params *p, struct engine **out)
 			return -TDM_ESYS;
 		}
 		if (backend_is_accelerator(&d->dev)) {
-			if (!p->res || !residency_has_devices(p->res)) {
+			/* Its memory node must be one the residency knows: the
+			 * host's (simulated cores) or one added for it. */
+			if (!p->res || d->node >= p->res->nnodes) {
 				engine_destroy(e);
 				return -TDM_EINVAL;
 			}

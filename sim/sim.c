@@ -570,7 +570,7 @@ static void submit(struct sim *S, uint32_t gi)
 	engine_submit(S->e, g);
 }
 
-static int run_loop(struct sim *S, char *err, size_t errlen)
+__attribute__((noinline)) static int run_loop(struct sim *S, char *err, size_t errlen)
 {
 	unsigned nd = S->m->ndevices;
 	uint32_t next = 0, ng = S->ngraphs;

@@ -116,7 +116,6 @@ static int speed(void)
 	struct machine m;
 	struct workload chol, rnd;
 	char err[512], path[256];
-	const char *names[] = { "eager", "dmda", "heft" };
 	machine_init(&m);
 	wl_init(&chol);
 	wl_init(&rnd);
@@ -140,19 +139,18 @@ static int speed(void)
 		return -1;
 	}
 	int failed = 0;
-	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+	for (const struct policy_ops *const *pol = policy_list(); *pol; pol++) {
 		const struct workload *ws[2] = { &chol, &rnd };
 		const char *wn[2] = { "cholesky50", "random200k" };
-		/* heft plans 200k tasks and re-plans on drift: seconds, not a speed. */
-		for (int k = 0; k < (strcmp(names[i], "heft") ? 2 : 1); k++) {
+		for (int k = 0; k < 2; k++) {
 			struct sim_result r;
 			char keys[96];
-			if (run_policy(&m, ws[k], names[i], &r)) {
+			if (run_policy(&m, ws[k], (*pol)->name, &r)) {
 				failed = -1;
 				continue;
 			}
-			snprintf(keys, sizeof(keys), "policy=%s workload=%s machine=%s", names[i],
-			         wn[k], m.name);
+			snprintf(keys, sizeof(keys), "policy=%s workload=%s machine=%s",
+			         (*pol)->name, wn[k], m.name);
 			bench_report("sim_tasks_per_s", (double)r.tasks / (r.loop_ns / 1e9),
 			             "tasks/s", keys);
 			bench_report("sim_run_ms", r.wall_ns / 1e6, "ms", keys);
