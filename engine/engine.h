@@ -67,6 +67,10 @@ struct engine_params {
 	/* A policy that holds ready tasks while every worker idles this long
 	 * is replaced by a plain FIFO (0: 500 ms). */
 	uint32_t watchdog_ms;
+	/* When given: why engine_create refused its parameters (-TDM_EINVAL),
+	 * instead of the log. */
+	char *why;
+	size_t whylen;
 };
 
 int engine_create(const struct engine_params *p, struct engine **out);

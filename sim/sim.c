@@ -779,6 +779,7 @@ int sim_run(const struct machine *m, const struct workload *w, const struct sim_
 		goto nomem;
 	r->nspans = o->record ? w->ntasks : 0;
 
+	char why[256] = "";
 	struct engine_params ep = {
 		.clock = &S->clock,
 		.policy = policy,
@@ -792,10 +793,13 @@ int sim_run(const struct machine *m, const struct workload *w, const struct sim_
 		.prof = S->prof,
 		.tuning = o->tuning,
 		.watchdog_ms = o->watchdog_ms,
+		.why = why,
+		.whylen = sizeof(why),
 	};
 	rc = engine_create(&ep, &S->e);
 	if (rc) {
-		fail(err, errlen, "cannot create the engine: %s", tdm_strerror(rc));
+		fail(err, errlen, "cannot create the engine: %s",
+		     rc == -TDM_EINVAL && why[0] ? why : tdm_strerror(rc));
 		goto out;
 	}
 	rc = build_graphs(S, err, errlen);

@@ -410,6 +410,94 @@ static void test_errors(void **state)
 	machine_free(&m);
 }
 
+/* A machine of CPU cores only (item 2 of issue 14: the STG case), as a user
+ * describes it, and an STG diamond written out here:
+ *
+ *   entry 0 (dummy) -> a=1 (2) -> b=2 (5), c=3 (3), d=4 (4), e=5 (1) -> f=6 (2) -> exit 7
+ *
+ * Four branches on four identical cores: every task can start when its
+ * predecessors end, so the makespan is the critical path a, b, f:
+ * 2 + 5 + 2 = 9 units, 9 ms at the default 1e6 ns per unit, against 17
+ * units on one core. STG graphs carry no data, so nothing moves. */
+static const char cores4_toml[] = "name = \"cores4\"\n"
+                                  "[device.cpu]\n"
+                                  "kind = \"cpu\"\n"
+                                  "model = \"core\"\n"
+                                  "count = 4\n"
+                                  "gflops = 50\n"
+                                  "mem_gbps = 10\n"
+                                  "launch_ns = 2000\n";
+static const char diamond_stg[] = "6\n"
+                                  "0 0 0\n"
+                                  "1 2 1 0\n"
+                                  "2 5 1 1\n"
+                                  "3 3 1 1\n"
+                                  "4 4 1 1\n"
+                                  "5 1 1 1\n"
+                                  "6 2 4 2 3 4 5\n"
+                                  "7 0 1 6\n";
+
+static void test_cores_only(void **state)
+{
+	(void)state;
+	struct machine m;
+	struct workload w;
+	char err[256];
+	assert_int_equal(
+	        machine_parse(cores4_toml, strlen(cores4_toml), "cores4", &m, err, sizeof(err)), 0);
+	assert_int_equal(m.ndevices, 4);
+	assert_int_equal(m.nnodes, 1);
+	wl_init(&w);
+	assert_int_equal(
+	        wl_stg_parse(diamond_stg, strlen(diamond_stg), "diamond.stg", &w, err, sizeof(err)),
+	        0);
+	for (const struct policy_ops *const *p = policy_list(); *p; p++) {
+		struct sim_result r;
+		double ms = simulate(&m, &w, (*p)->name, &r, true) / 1e6;
+		if (ms != 9.0)
+			fail_msg("%s: makespan %.3f ms, not 9", (*p)->name, ms);
+		check_schedule(&w, &r);
+		assert_true(r.lower_bound_ns == 9e6);
+		assert_true(r.seq_ns == 17e6);
+		assert_int_equal(r.bytes_moved, 0);
+		assert_int_equal(r.fallback, 0);
+		sim_result_free(&r);
+	}
+	wl_free(&w);
+	machine_free(&m);
+}
+
+/* An accelerator on a memory node the machine lacks (a description built
+ * by hand, past the parser): the engine refuses it and says why. */
+static void test_engine_refusal_named(void **state)
+{
+	(void)state;
+	struct machine m;
+	struct workload w;
+	struct sim_result r;
+	char err[256];
+	struct sim_opts o = { .policy = "heft" };
+	assert_int_equal(
+	        machine_parse(cores4_toml, strlen(cores4_toml), "cores4", &m, err, sizeof(err)), 0);
+	for (unsigned d = 2; d < 4; d++) {
+		m.dev[d].kind = TDM_DEV_GPU;
+		m.dev[d].node = (uint16_t)(d - 1);
+		m.dev[d].mem_bytes = 1ull << 30;
+	}
+	m.nnodes = 2; /* node 1 is cpu2's; cpu3's node 2 is not there */
+	wl_init(&w);
+	assert_int_equal(
+	        wl_stg_parse(diamond_stg, strlen(diamond_stg), "diamond.stg", &w, err, sizeof(err)),
+	        0);
+	int rc = sim_run(&m, &w, &o, &r, err, sizeof(err));
+	assert_int_not_equal(rc, 0);
+	assert_null(strstr(err, "invalid argument"));
+	if (!strstr(err, "cpu3") || !strstr(err, "node 2"))
+		fail_msg("the message does not name the device and its node: %s", err);
+	wl_free(&w);
+	machine_free(&m);
+}
+
 /* ~1M simulated tasks per second is the target; here only that a large
  * workload goes through and the engine's time per task is reported. */
 static void test_large(void **state)
@@ -441,6 +529,8 @@ int main(void)
 		cmocka_unit_test(test_cholesky_on_hetero),
 		cmocka_unit_test(test_arrivals),
 		cmocka_unit_test(test_errors),
+		cmocka_unit_test(test_cores_only),
+		cmocka_unit_test(test_engine_refusal_named),
 		cmocka_unit_test(test_large),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
