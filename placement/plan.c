@@ -386,10 +386,17 @@ static int schedule_once(struct plan_ws *ws, const struct sched_in *in, const do
 			double ready = arr[m->node ? m->node[d] : 0];
 			if (o->dev_ready && o->dev_ready[d] > ready)
 				ready = o->dev_ready[d];
+			/* No slot on d starts before ready: a device that cannot
+			 * beat the best so far even then is not searched (the
+			 * choice is the same; on many devices of one kind most are
+			 * skipped). */
+			double extra = oct ? oct[d] : 0;
+			if (bd != UINT32_MAX && !(ready + c[d] + extra < best))
+				continue;
 			uint32_t pos;
 			double s = plan_tl_find(&ws->tl[d], ready, c[d], &pos);
 			double f = s + c[d];
-			double key = oct ? f + oct[d] : f;
+			double key = f + extra;
 			if (bd == UINT32_MAX || key < best) {
 				best = key;
 				bd = d;

@@ -95,6 +95,11 @@ static uint32_t seg_first(const struct plan_tl *t, uint32_t node, uint32_t nl, u
 double plan_tl_find(const struct plan_tl *t, double ready, double dur, uint32_t *pos)
 {
 	uint32_t n = t->len;
+	/* The common case: ready after the last interval (or none). */
+	if (n == 0 || t->f[n - 1] <= ready) {
+		*pos = n;
+		return ready;
+	}
 	/* lo: the first interval still busy after ready (f sorted). */
 	uint32_t lo = 0, hi = n;
 	while (lo < hi) {

@@ -255,6 +255,38 @@ static void graph_done(void *ctx, struct engine_graph *g)
 
 /* ---- machine ---- */
 
+/* Devices that share a calibration key share a cost model, and the
+ * policies predict one device of the key for all (eft groups). A workload
+ * of abstract tasks that gives devices of one key different costs (the
+ * HEFT paper's random DAGs) makes them different devices: each gets a key
+ * of its own, so what the engine predicts is what the task costs. */
+static void split_keys(const struct sim *S, struct calibration *cal)
+{
+	const struct workload *w = S->w;
+	unsigned nd = S->m->ndevices;
+	if (!w->dev_cost || w->ndev_cost != nd || nd > CAL_MAX_DEVICES)
+		return;
+	for (uint32_t v = 0; v < w->ntasks; v++)
+		if (w->tasks[v].has_kernel)
+			return; /* kernel cost tables go by key */
+	bool split = false;
+	for (unsigned b = 1; b < nd && !split; b++) {
+		unsigned a = 0; /* the first device of b's key */
+		while (strcmp(cal->dev[a].key, cal->dev[b].key))
+			a++;
+		for (uint32_t v = 0; a < b && v < w->ntasks && !split; v++)
+			split = w->dev_cost[(size_t)v * nd + a] != w->dev_cost[(size_t)v * nd + b];
+	}
+	for (unsigned d = 0; split && d < nd; d++) {
+		char *k = cal->dev[d].key;
+		size_t len = strlen(k), room = CAL_KEY_MAX - 1;
+		char tail[16];
+		int tl = snprintf(tail, sizeof(tail), "#%u", d);
+		memcpy(k + (len + (size_t)tl > room ? room - (size_t)tl : len), tail,
+		       (size_t)tl + 1);
+	}
+}
+
 static int build_machine(struct sim *S, char *err, size_t errlen)
 {
 	const struct machine *m = S->m;
@@ -324,6 +356,7 @@ static int build_machine(struct sim *S, char *err, size_t errlen)
 	}
 
 	machine_calibration(m, &cal);
+	split_keys(S, &cal);
 	json_t *models = machine_models_json(m);
 	if (!models || profiler_create(&cal, &S->prof) || profiler_create(&cal, &S->truth)) {
 		json_decref(models);
