@@ -939,6 +939,12 @@ size_t engine_sim_stage(struct engine *e, unsigned wi)
 	return n;
 }
 
+bool engine_sim_full(const struct engine *e, unsigned wi)
+{
+	const struct worker *w = &e->workers[wi];
+	return w->pipe && !w->deferred && w->pipe_n >= w->depth;
+}
+
 uint32_t engine_sim_epoch(const struct engine *e)
 {
 	return atomic_load_explicit(&((struct engine *)e)->epoch, memory_order_relaxed);

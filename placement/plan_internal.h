@@ -67,6 +67,7 @@ struct plan_ws {
 	/* per device [dev_cap] */
 	struct plan_tl *tl;
 	uint32_t *dev_pos;
+	double *dev_lb, *dev_at; /* scratch: a task's bound and ready time on each device */
 	/* per node [node_cap] */
 	double *arr;
 

@@ -100,6 +100,12 @@ double plan_tl_find(const struct plan_tl *t, double ready, double dur, uint32_t 
 		*pos = n;
 		return ready;
 	}
+	/* No gap after the first interval is long enough (the tree's root)
+	 * and ready is not before it: the slot is at the end. */
+	if (t->segcap && t->s[0] <= ready && t->seg[1] < dur) {
+		*pos = n;
+		return t->f[n - 1];
+	}
 	/* lo: the first interval still busy after ready (f sorted). */
 	uint32_t lo = 0, hi = n;
 	while (lo < hi) {

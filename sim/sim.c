@@ -61,6 +61,7 @@ struct sim {
 	 * it moves or one of their own tasks completes. */
 	uint32_t *idle_at;
 	bool *idle;
+	bool *full; /* its pipeline is full: nothing to look at before it completes */
 };
 
 static void fail(char *err, size_t len, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
@@ -617,13 +618,16 @@ __attribute__((noinline)) static int run_loop(struct sim *S, char *err, size_t e
 			submit(S, S->order[next++]);
 		uint32_t epoch = engine_sim_epoch(S->e);
 		for (unsigned d = 0; d < nd; d++) {
-			if (S->idle[d] && S->idle_at[d] == epoch)
+			/* A full device waits for its own completion; an idle one
+			 * for the epoch to move. */
+			if (S->full[d] || (S->idle[d] && S->idle_at[d] == epoch))
 				continue;
 			/* The epoch before the look: what arrives during it moves it. */
 			uint32_t before = engine_sim_epoch(S->e);
 			size_t took = engine_sim_stage(S->e, d);
 			S->idle[d] = took == 0;
 			S->idle_at[d] = before;
+			S->full[d] = engine_sim_full(S->e, d);
 			if (!S->scheduled[d]) {
 				struct backend_event *ev = engine_sim_oldest(S->e, d);
 				if (ev) {
@@ -656,6 +660,7 @@ __attribute__((noinline)) static int run_loop(struct sim *S, char *err, size_t e
 			S->world.now = x.t;
 		S->scheduled[x.w] = false;
 		S->idle[x.w] = false;
+		S->full[x.w] = false;
 		t0 = wall_ns();
 		engine_sim_complete(S->e, x.w);
 		S->r->engine_ns += wall_ns() - t0;
@@ -759,6 +764,7 @@ static void teardown(struct sim *S)
 	free(S->scheduled);
 	free(S->idle);
 	free(S->idle_at);
+	free(S->full);
 }
 
 int sim_run(const struct machine *m, const struct workload *w, const struct sim_opts *o,
@@ -806,7 +812,8 @@ int sim_run(const struct machine *m, const struct workload *w, const struct sim_
 	S->scheduled = calloc(m->ndevices, sizeof(bool));
 	S->idle = calloc(m->ndevices, sizeof(bool));
 	S->idle_at = calloc(m->ndevices, sizeof(uint32_t));
-	if (!S->heap || !S->scheduled || !S->idle || !S->idle_at || build_preds(S))
+	S->full = calloc(m->ndevices, sizeof(bool));
+	if (!S->heap || !S->scheduled || !S->idle || !S->idle_at || !S->full || build_preds(S))
 		goto nomem;
 	if (o->record && !(r->spans = calloc(w->ntasks, sizeof(*r->spans))))
 		goto nomem;
