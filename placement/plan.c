@@ -42,6 +42,8 @@ void plan_ws_free(struct plan_ws *ws)
 	free(ws->dev_pos);
 	free(ws->dev_lb);
 	free(ws->dev_at);
+	free(ws->dev_start);
+	free(ws->dev_exact);
 	free(ws->arr);
 	free(ws);
 }
@@ -89,7 +91,9 @@ static int ws_size(struct plan_ws *ws, size_t n, size_t e, size_t ndev, size_t n
 		size_t c = round_cap(ndev);
 		if (grow(&ws->tl, c, sizeof(struct plan_tl)) ||
 		    grow(&ws->dev_pos, c, sizeof(uint32_t)) ||
-		    grow(&ws->dev_lb, c, sizeof(double)) || grow(&ws->dev_at, c, sizeof(double)))
+		    grow(&ws->dev_lb, c, sizeof(double)) || grow(&ws->dev_at, c, sizeof(double)) ||
+		    grow(&ws->dev_start, c, sizeof(double)) ||
+		    grow(&ws->dev_exact, c, sizeof(bool)))
 			return -TDM_ENOMEM;
 		memset(ws->tl + ws->dev_cap, 0, (c - ws->dev_cap) * sizeof(struct plan_tl));
 		ws->dev_cap = c;
@@ -399,7 +403,11 @@ static int schedule_once(struct plan_ws *ws, const struct sched_in *in, const do
 			if (o->dev_ready && o->dev_ready[d] > ready)
 				ready = o->dev_ready[d];
 			ws->dev_at[d] = ready;
-			lb[d] = ready + c[d] + (oct ? oct[d] : 0);
+			/* Most devices answer at once: free at ready, or no gap
+			 * long enough before their end. */
+			ws->dev_start[d] =
+			        plan_tl_bound(&ws->tl[d], ready, c[d], &ws->dev_exact[d]);
+			lb[d] = ws->dev_start[d] + c[d] + (oct ? oct[d] : 0);
 			if (first == UINT32_MAX || lb[d] < lb[first])
 				first = d;
 		}
@@ -409,8 +417,10 @@ static int schedule_once(struct plan_ws *ws, const struct sched_in *in, const do
 				continue;
 			if (bd != UINT32_MAX && (lb[d] > best || (lb[d] == best && d > bd)))
 				continue;
-			uint32_t pos;
-			double s = plan_tl_find(&ws->tl[d], ws->dev_at[d], c[d], &pos);
+			uint32_t pos = ws->tl[d].len;
+			double s = ws->dev_exact[d]
+			                   ? ws->dev_start[d]
+			                   : plan_tl_find(&ws->tl[d], ws->dev_at[d], c[d], &pos);
 			double f = s + c[d];
 			double key = oct ? f + oct[d] : f;
 			if (bd == UINT32_MAX || key < best || (key == best && d < bd)) {

@@ -41,6 +41,22 @@ void plan_tl_build(struct plan_tl *t);
 /* Earliest start >= ready of an idle slot of length dur (insertion policy);
  * *pos receives the index where the interval goes. */
 double plan_tl_find(const struct plan_tl *t, double ready, double dur, uint32_t *pos);
+/* What plan_tl_find would answer, in O(1) when it can: sets *exact and
+ * returns the start (the slot then goes at the end, pos = len) when ready
+ * is after the last interval, or when no gap after the first interval is
+ * long enough (the tree's root) and ready is not before it; otherwise
+ * returns ready, a lower bound on the start. */
+static inline double plan_tl_bound(const struct plan_tl *t, double ready, double dur, bool *exact)
+{
+	uint32_t n = t->len;
+	*exact = true;
+	if (n == 0 || t->f[n - 1] <= ready)
+		return ready;
+	if (t->segcap && t->s[0] <= ready && t->seg[1] < dur)
+		return t->f[n - 1];
+	*exact = false;
+	return ready;
+}
 /* Inserts [s, f) at pos (from plan_tl_find). 0 or -TDM_ENOMEM. */
 int plan_tl_insert(struct plan_tl *t, uint32_t pos, double s, double f);
 
@@ -67,7 +83,10 @@ struct plan_ws {
 	/* per device [dev_cap] */
 	struct plan_tl *tl;
 	uint32_t *dev_pos;
-	double *dev_lb, *dev_at; /* scratch: a task's bound and ready time on each device */
+	/* scratch, per device for the task being placed: a lower bound on its
+	 * key, its ready time, and its start when the bound is exact */
+	double *dev_lb, *dev_at, *dev_start;
+	bool *dev_exact;
 	/* per node [node_cap] */
 	double *arr;
 

@@ -95,16 +95,11 @@ static uint32_t seg_first(const struct plan_tl *t, uint32_t node, uint32_t nl, u
 double plan_tl_find(const struct plan_tl *t, double ready, double dur, uint32_t *pos)
 {
 	uint32_t n = t->len;
-	/* The common case: ready after the last interval (or none). */
-	if (n == 0 || t->f[n - 1] <= ready) {
+	bool exact;
+	double at = plan_tl_bound(t, ready, dur, &exact);
+	if (exact) {
 		*pos = n;
-		return ready;
-	}
-	/* No gap after the first interval is long enough (the tree's root)
-	 * and ready is not before it: the slot is at the end. */
-	if (t->segcap && t->s[0] <= ready && t->seg[1] < dur) {
-		*pos = n;
-		return t->f[n - 1];
+		return at;
 	}
 	/* lo: the first interval still busy after ready (f sorted). */
 	uint32_t lo = 0, hi = n;
