@@ -392,22 +392,24 @@ static int schedule_once(struct plan_ws *ws, const struct sched_in *in, const do
 		 * is searched first; then a device whose bound cannot beat the
 		 * best so far is not searched at all (ties go to the lower
 		 * index, as in the plain scan, so the choice is the same). */
-		double *lb = ws->dev_lb;
+		double *lb = ws->dev_lb, *at = ws->dev_at, *start = ws->dev_start;
+		bool *exact = ws->dev_exact;
+		const uint16_t *node = m->node;
+		const double *dev_ready = o->dev_ready;
 		unsigned first = UINT32_MAX;
 		for (unsigned d = 0; d < nd; d++) {
 			if (!plan_allowed(c[d])) {
 				lb[d] = INFINITY;
 				continue;
 			}
-			double ready = arr[m->node ? m->node[d] : 0];
-			if (o->dev_ready && o->dev_ready[d] > ready)
-				ready = o->dev_ready[d];
-			ws->dev_at[d] = ready;
+			double ready = arr[node ? node[d] : 0];
+			if (dev_ready && dev_ready[d] > ready)
+				ready = dev_ready[d];
+			at[d] = ready;
 			/* Most devices answer at once: free at ready, or no gap
 			 * long enough before their end. */
-			ws->dev_start[d] =
-			        plan_tl_bound(&ws->tl[d], ready, c[d], &ws->dev_exact[d]);
-			lb[d] = ws->dev_start[d] + c[d] + (oct ? oct[d] : 0);
+			start[d] = plan_tl_bound(&ws->tl[d], ready, c[d], &exact[d]);
+			lb[d] = start[d] + c[d] + (oct ? oct[d] : 0);
 			if (first == UINT32_MAX || lb[d] < lb[first])
 				first = d;
 		}
@@ -418,9 +420,8 @@ static int schedule_once(struct plan_ws *ws, const struct sched_in *in, const do
 			if (bd != UINT32_MAX && (lb[d] > best || (lb[d] == best && d > bd)))
 				continue;
 			uint32_t pos = ws->tl[d].len;
-			double s = ws->dev_exact[d]
-			                   ? ws->dev_start[d]
-			                   : plan_tl_find(&ws->tl[d], ws->dev_at[d], c[d], &pos);
+			double s =
+			        exact[d] ? start[d] : plan_tl_find(&ws->tl[d], at[d], c[d], &pos);
 			double f = s + c[d];
 			double key = oct ? f + oct[d] : f;
 			if (bd == UINT32_MAX || key < best || (key == best && d < bd)) {

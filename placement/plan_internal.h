@@ -30,6 +30,9 @@ struct plan_tl {
 	double *s, *f;
 	double *seg; /* [2 * segcap], leaves at segcap + i */
 	uint32_t len, cap, segcap;
+	/* s[0], f[len - 1] and the longest gap (seg[1]) as of the last build
+	 * or insertion: plan_tl_bound reads this struct only. */
+	double first_s, last_f, max_gap;
 };
 
 void plan_tl_free(struct plan_tl *t);
@@ -48,12 +51,11 @@ double plan_tl_find(const struct plan_tl *t, double ready, double dur, uint32_t 
  * returns ready, a lower bound on the start. */
 static inline double plan_tl_bound(const struct plan_tl *t, double ready, double dur, bool *exact)
 {
-	uint32_t n = t->len;
 	*exact = true;
-	if (n == 0 || t->f[n - 1] <= ready)
+	if (t->len == 0 || t->last_f <= ready)
 		return ready;
-	if (t->segcap && t->s[0] <= ready && t->seg[1] < dur)
-		return t->f[n - 1];
+	if (t->first_s <= ready && t->max_gap < dur)
+		return t->last_f;
 	*exact = false;
 	return ready;
 }
