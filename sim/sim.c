@@ -61,7 +61,9 @@ struct sim {
 	 * it moves or one of their own tasks completes. */
 	uint32_t *idle_at;
 	bool *idle;
-	bool *full; /* its pipeline is full: nothing to look at before it completes */
+	/* Devices whose pipeline is not full (bit d): a full one has nothing
+	 * to look at before one of its tasks completes. */
+	uint64_t open;
 };
 
 static void fail(char *err, size_t len, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
@@ -606,7 +608,6 @@ static void submit(struct sim *S, uint32_t gi)
 
 __attribute__((noinline)) static int run_loop(struct sim *S, char *err, size_t errlen)
 {
-	unsigned nd = S->m->ndevices;
 	uint32_t next = 0, ng = S->ngraphs;
 	double t0;
 
@@ -617,17 +618,19 @@ __attribute__((noinline)) static int run_loop(struct sim *S, char *err, size_t e
 		while (next < ng && arrival_of(S, S->order[next]) <= S->world.now)
 			submit(S, S->order[next++]);
 		uint32_t epoch = engine_sim_epoch(S->e);
-		for (unsigned d = 0; d < nd; d++) {
-			/* A full device waits for its own completion; an idle one
-			 * for the epoch to move. */
-			if (S->full[d] || (S->idle[d] && S->idle_at[d] == epoch))
+		/* In device order, as every other step: the open ones; an idle
+		 * one only once the epoch moved. */
+		for (uint64_t bits = S->open; bits; bits &= bits - 1) {
+			unsigned d = (unsigned)__builtin_ctzll(bits);
+			if (S->idle[d] && S->idle_at[d] == epoch)
 				continue;
 			/* The epoch before the look: what arrives during it moves it. */
 			uint32_t before = engine_sim_epoch(S->e);
 			size_t took = engine_sim_stage(S->e, d);
 			S->idle[d] = took == 0;
 			S->idle_at[d] = before;
-			S->full[d] = engine_sim_full(S->e, d);
+			if (engine_sim_full(S->e, d))
+				S->open &= ~(1ull << d);
 			if (!S->scheduled[d]) {
 				struct backend_event *ev = engine_sim_oldest(S->e, d);
 				if (ev) {
@@ -660,7 +663,7 @@ __attribute__((noinline)) static int run_loop(struct sim *S, char *err, size_t e
 			S->world.now = x.t;
 		S->scheduled[x.w] = false;
 		S->idle[x.w] = false;
-		S->full[x.w] = false;
+		S->open |= 1ull << x.w;
 		t0 = wall_ns();
 		engine_sim_complete(S->e, x.w);
 		S->r->engine_ns += wall_ns() - t0;
@@ -764,7 +767,6 @@ static void teardown(struct sim *S)
 	free(S->scheduled);
 	free(S->idle);
 	free(S->idle_at);
-	free(S->full);
 }
 
 int sim_run(const struct machine *m, const struct workload *w, const struct sim_opts *o,
@@ -812,8 +814,8 @@ int sim_run(const struct machine *m, const struct workload *w, const struct sim_
 	S->scheduled = calloc(m->ndevices, sizeof(bool));
 	S->idle = calloc(m->ndevices, sizeof(bool));
 	S->idle_at = calloc(m->ndevices, sizeof(uint32_t));
-	S->full = calloc(m->ndevices, sizeof(bool));
-	if (!S->heap || !S->scheduled || !S->idle || !S->idle_at || !S->full || build_preds(S))
+	S->open = m->ndevices == 64 ? ~0ull : (1ull << m->ndevices) - 1;
+	if (!S->heap || !S->scheduled || !S->idle || !S->idle_at || build_preds(S))
 		goto nomem;
 	if (o->record && !(r->spans = calloc(w->ntasks, sizeof(*r->spans))))
 		goto nomem;
