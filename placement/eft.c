@@ -130,20 +130,13 @@ int eft_select(const struct eft *x, const struct engine_task *t, double alpha, d
 	double best_fit = INFINITY, best_exec = 0;
 	int best = -1;
 
+	/* With alpha, beta >= 0 a device's fit is at least its fit with no
+	 * execution time: one that cannot beat the best even so is not
+	 * predicted (ties keep the earlier device, as the full comparison). */
+	bool prune = alpha >= 0 && beta >= 0;
 	for (uint32_t d = 0; d < x->ndev; d++) {
 		if ((int)d == skip || !core_runnable(x->core, t, d))
 			continue;
-		uint32_t g = x->group[d];
-		double exec;
-		if (g < EFT_MAX_GROUPS) {
-			if (!(ghave & (1ull << g))) {
-				gexec[g] = eft_exec_group(x, t, g);
-				ghave |= 1ull << g;
-			}
-			exec = gexec[g];
-		} else {
-			exec = eft_exec(x, t, d);
-		}
 		double tr = 0;
 		uint16_t n = x->node[d];
 		if (x->nnodes > 1) {
@@ -158,7 +151,21 @@ int eft_select(const struct eft *x, const struct engine_task *t, double alpha, d
 			}
 		}
 		double pend = (double)eft_pending(x, d);
-		double fin = (pend > tr ? pend : tr) + exec;
+		double at = pend > tr ? pend : tr;
+		if (prune && best >= 0 && !(alpha * at + beta * tr < best_fit))
+			continue;
+		uint32_t g = x->group[d];
+		double exec;
+		if (g < EFT_MAX_GROUPS) {
+			if (!(ghave & (1ull << g))) {
+				gexec[g] = eft_exec_group(x, t, g);
+				ghave |= 1ull << g;
+			}
+			exec = gexec[g];
+		} else {
+			exec = eft_exec(x, t, d);
+		}
+		double fin = at + exec;
 		double fit = alpha * fin + beta * tr;
 		if (best < 0 || fit < best_fit) {
 			best = (int)d;
