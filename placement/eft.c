@@ -132,7 +132,8 @@ int eft_select(const struct eft *x, const struct engine_task *t, double alpha, d
 
 	/* With alpha, beta >= 0 a device's fit is at least its fit with no
 	 * execution time: one that cannot beat the best even so is not
-	 * predicted (ties keep the earlier device, as the full comparison). */
+	 * predicted (ties keep the earlier device, as the full comparison);
+	 * a prediction its group already made costs nothing to use. */
 	bool prune = alpha >= 0 && beta >= 0;
 	for (uint32_t d = 0; d < x->ndev; d++) {
 		if ((int)d == skip || !core_runnable(x->core, t, d))
@@ -152,12 +153,13 @@ int eft_select(const struct eft *x, const struct engine_task *t, double alpha, d
 		}
 		double pend = (double)eft_pending(x, d);
 		double at = pend > tr ? pend : tr;
-		if (prune && best >= 0 && !(alpha * at + beta * tr < best_fit))
-			continue;
 		uint32_t g = x->group[d];
+		bool cached = g < EFT_MAX_GROUPS && (ghave & (1ull << g));
+		if (!cached && prune && best >= 0 && !(alpha * at + beta * tr < best_fit))
+			continue;
 		double exec;
 		if (g < EFT_MAX_GROUPS) {
-			if (!(ghave & (1ull << g))) {
+			if (!cached) {
 				gexec[g] = eft_exec_group(x, t, g);
 				ghave |= 1ull << g;
 			}
