@@ -324,13 +324,16 @@ static double dot(const double *a, const double *b, unsigned n)
  * is flops / 2), gets 0: modified Gram-Schmidt on unit columns, twice, drops
  * it. At most n - 1 coefficients from 3 rows on, so the fit keeps a degree
  * of freedom. */
-static bool fit_linear(const struct kernel_features *x, const double *t, unsigned n,
-                       double coef[NCOEF])
+static bool fit_linear_w(const struct kernel_features *x, const double *t, const double *w,
+                         unsigned n, double coef[NCOEF])
 {
 	double q[NCOEF][FP_SLOTS], r[NCOEF][NCOEF] = { { 0 } }, z[NCOEF], c[NCOEF], sc[NCOEF];
-	unsigned col[NCOEF], k = 0, maxp = n >= 3 ? n - 1 : n;
+	unsigned col[NCOEF], k = 0, rows = 0, maxp;
 
-	if (n < 2)
+	for (unsigned i = 0; i < n; i++)
+		rows += w[i] > 0;
+	maxp = rows >= 3 ? rows - 1 : rows;
+	if (rows < 2)
 		return false;
 	for (unsigned j = 0; j < NCOEF && k < maxp; j++) {
 		double *v = q[k], norm;
@@ -338,7 +341,7 @@ static bool fit_linear(const struct kernel_features *x, const double *t, unsigne
 		if (!varies(x, n, j))
 			continue;
 		for (unsigned i = 0; i < n; i++)
-			v[i] = regressor(&x[i], j) / t[i];
+			v[i] = regressor(&x[i], j) * w[i] / t[i];
 		sc[k] = sqrt(dot(v, v, n));
 		if (!(sc[k] > 0) || !isfinite(sc[k]))
 			continue;
@@ -365,10 +368,10 @@ static bool fit_linear(const struct kernel_features *x, const double *t, unsigne
 	}
 	if (k == 0)
 		return false;
-	for (unsigned l = 0; l < k; l++) { /* the target is t / t = 1 */
+	for (unsigned l = 0; l < k; l++) { /* the target is w t / t = w */
 		z[l] = 0;
 		for (unsigned i = 0; i < n; i++)
-			z[l] += q[l][i];
+			z[l] += q[l][i] * w[i];
 	}
 	for (unsigned l = k; l-- > 0;) {
 		double s = z[l];
@@ -383,6 +386,46 @@ static bool fit_linear(const struct kernel_features *x, const double *t, unsigne
 	for (unsigned j = 0; j < NCOEF; j++)
 		if (!isfinite(coef[j]))
 			return false;
+	return true;
+}
+
+static double eval_linear(const double c[NCOEF], const struct kernel_features *f);
+
+#define ROBUST_PASSES 3
+#define ROBUST_TUNE 4.685 /* Tukey's biweight, 95% efficient on normal residuals */
+#define ROBUST_FLOOR 0.02 /* residual scale never read below 2%: timing noise */
+
+/* fit_linear_w made robust to a size whose estimate is off (a footprint
+ * measured while the machine was busy): iteratively reweighted, each size
+ * weighted by Tukey's biweight of its relative residual over the fit's
+ * robust scale (1.4826 * median |residual|, at least ROBUST_FLOOR). Exact
+ * or evenly noisy data keep every weight at 1 and the plain fit. */
+static bool fit_linear(const struct kernel_features *x, const double *t, unsigned n,
+                       double coef[NCOEF])
+{
+	double w[FP_SLOTS] = { 0 }, res[FP_SLOTS], tmp[FP_SLOTS], c[NCOEF];
+
+	for (unsigned i = 0; i < n; i++)
+		w[i] = 1.0;
+	if (!fit_linear_w(x, t, w, n, coef))
+		return false;
+	for (int pass = 0; pass < ROBUST_PASSES && n > 3; pass++) {
+		double scale;
+		unsigned kept = 0;
+
+		for (unsigned i = 0; i < n; i++)
+			res[i] = tmp[i] = fabs(eval_linear(coef, &x[i]) - t[i]) / t[i];
+		scale = fmax(1.4826 * lower_median(tmp, n), ROBUST_FLOOR) * ROBUST_TUNE;
+		for (unsigned i = 0; i < n; i++) {
+			double u = res[i] / scale;
+
+			w[i] = u < 1 ? (1 - u * u) * (1 - u * u) : 0;
+			kept += w[i] > 0;
+		}
+		if (kept < 3 || !fit_linear_w(x, t, w, n, c))
+			break;
+		memcpy(coef, c, sizeof(c));
+	}
 	return true;
 }
 
@@ -592,11 +635,11 @@ void prof_push_ratio(struct model *m, double r)
  * its fits were poorest; this is the held-out error of the fits in use.
  * Bounded work: only while a model has LOO_MAX footprints or fewer. */
 static void loo_errors(struct model *m, const struct kernel_features *x, const double *t,
-                       unsigned n)
+                       const double *prior, unsigned n)
 {
-	static const int methods[] = { COST_LINEAR, COST_POWER, COST_INTERP };
+	static const int methods[] = { COST_PRIOR, COST_LINEAR, COST_POWER, COST_INTERP };
 	struct kernel_features xs[FP_SLOTS];
-	double ts[FP_SLOTS], kx[FP_SLOTS], kt[FP_SLOTS], c[NCOEF], pw[2];
+	double ts[FP_SLOTS], kx[FP_SLOTS], kt[FP_SLOTS], c[NCOEF], pw[2], ratio[FP_SLOTS];
 	int dim;
 	double sum[COST_SOURCE_COUNT] = { 0 };
 	unsigned cnt[COST_SOURCE_COUNT] = { 0 };
@@ -606,13 +649,19 @@ static void loo_errors(struct model *m, const struct kernel_features *x, const d
 	if (n < LOO_MIN || n > LOO_MAX)
 		return;
 	for (unsigned i = 0; i < n; i++) {
-		unsigned k = 0, nk;
+		unsigned k = 0, nk, nr = 0;
 
 		for (unsigned j = 0; j < n; j++) {
 			if (j != i) {
 				xs[k] = x[j];
 				ts[k++] = t[j];
+				if (prior[j] > 0)
+					ratio[nr++] = t[j] / prior[j];
 			}
+		}
+		if (prior[i] > 0 && nr) { /* the prior, scaled by the others */
+			sum[COST_PRIOR] += rel_err(prior[i] * lower_median(ratio, nr), t[i]);
+			cnt[COST_PRIOR]++;
 		}
 		if (fit_linear(xs, ts, k, c)) {
 			sum[COST_LINEAR] += rel_err(eval_linear(c, &x[i]), t[i]);
@@ -634,26 +683,34 @@ static void loo_errors(struct model *m, const struct kernel_features *x, const d
 			m->loo[methods[j]] = sum[methods[j]] / cnt[methods[j]];
 }
 
-void prof_model_refit(struct model *m, bool sizes_changed)
+void prof_model_refit(struct model *m)
 {
 	struct kernel_features x[FP_SLOTS];
-	double t[FP_SLOTS];
-	unsigned n = 0;
+	double t[FP_SLOTS], prior[FP_SLOTS], ratio[FP_SLOTS];
+	unsigned n = 0, nr = 0;
 
 	for (unsigned s = 0; s < FP_SLOTS; s++) {
 		if (m->priv[s].n) {
 			m->priv[s].fit_est = m->priv[s].est;
 			x[n] = m->priv[s].f;
-			t[n++] = m->priv[s].est;
+			prior[n] = m->priv[s].prior;
+			t[n] = m->priv[s].est;
+			if (prior[n] > 0)
+				ratio[nr++] = t[n] / prior[n];
+			n++;
 		}
 	}
+	/* The prior's scale from the estimates of now, as the fits are (the
+	 * ring of past ratios when the footprints' priors are not known: a
+	 * model loaded from a document). */
+	if (nr)
+		m->scale = fmin(fmax(lower_median(ratio, nr), SCALE_MIN), SCALE_MAX);
 	m->lin_ok = fit_linear(x, t, n, m->lin);
 	m->pw_ok = fit_power(x, t, n, m->pw);
 	m->nknots = make_knots(x, t, n, m->kx, m->kt, &m->kdim);
-	/* n refits each: only when a size came or went, not for every
-	 * estimate that moved (which happens often while a ring fills). */
-	if (sizes_changed)
-		loo_errors(m, x, t, n);
+	/* Every refit, not only when a size comes: the errors scored when each
+	 * size had one sample would otherwise choose the method for good. */
+	loo_errors(m, x, t, prior, n);
 }
 
 /* The method for unseen footprints: the lowest held-out error among the
@@ -662,7 +719,7 @@ void prof_model_refit(struct model *m, bool sizes_changed)
  * prequential score; < 0 when it has neither. */
 static double method_err(const struct model *m, int s)
 {
-	if (s != COST_PRIOR && s != COST_HISTORY && m->loo[s] >= 0)
+	if (s != COST_HISTORY && m->loo[s] >= 0)
 		return m->loo[s];
 	return m->err_n[s] ? m->err[s] : -1.0;
 }
@@ -778,7 +835,7 @@ void profiler_predict(const struct profiler *p, uint32_t kernel, uint32_t device
 	struct model_view v;
 	struct fp_view h;
 	struct model *m;
-	double prior;
+	double prior, factor;
 
 	*out = (struct cost_pred){ 0, 0, COST_PRIOR };
 	if (!p || device >= p->ndev)
@@ -804,13 +861,18 @@ void profiler_predict(const struct profiler *p, uint32_t kernel, uint32_t device
 		      v.err[v.best] < 0.5 * v.err[COST_HISTORY]))
 			goto history;
 		predict_unseen(m, &v, prior, &x, out);
-		return;
+	} else {
+		model_read(m, &v);
+		predict_unseen(m, &v, prior, &x, out);
 	}
-	model_read(m, &v);
-	predict_unseen(m, &v, prior, &x, out);
-	return;
+	goto load;
 history:
 	*out = (struct cost_pred){ h.est, h.spread, COST_HISTORY };
+load:
+	/* What was learned, at the device's present speed. */
+	factor = LD(p->load[device].factor);
+	out->ns *= factor;
+	out->spread_ns *= factor;
 }
 
 double profiler_roofline_ns(const struct profiler *p, uint32_t device,
@@ -823,6 +885,49 @@ double profiler_roofline_ns(const struct profiler *p, uint32_t device,
 	if (!features_ok(f))
 		return INFINITY;
 	return prior_ns(&p->fig[device], f);
+}
+
+/* ---- the device's load ---------------------------------------------------------- */
+
+#define LOAD_SETTLED 3 /* samples of a footprint before its estimate is compared */
+#define LOAD_MIN_FACTOR 0.2
+#define LOAD_MAX_FACTOR 5.0
+
+/* The published estimate of slot if it still holds footprint key, else 0. */
+static double fp_est_now(const struct model *m, unsigned slot, uint64_t key)
+{
+	const struct fp_pub *e = &m->fp[slot];
+	double est;
+	uint64_t k;
+	uint32_t s;
+
+	do {
+		s = seq_read_begin(&e->seq);
+		k = SEQ_LD(e->key);
+		est = SEQ_LD(e->est);
+	} while (seq_read_retry(&e->seq, s));
+	return k == key ? est : 0;
+}
+
+static void load_push(struct dev_load *l, const struct model *m, uint64_t key, unsigned slot,
+                      double ns)
+{
+	double r[LOAD_RING];
+	unsigned n = 0;
+
+	pthread_mutex_lock(&l->lock);
+	l->ring[l->head] = (struct load_sample){ m, key, slot, ns };
+	l->head = (l->head + 1) % LOAD_RING;
+	if (l->n < LOAD_RING)
+		l->n++;
+	for (unsigned i = 0; i < l->n; i++) {
+		double est = fp_est_now(l->ring[i].m, l->ring[i].slot, l->ring[i].key);
+
+		if (est > 0)
+			r[n++] = fmin(fmax(l->ring[i].ns / est, LOAD_MIN_FACTOR), LOAD_MAX_FACTOR);
+	}
+	ST(l->factor, n >= LOAD_MIN ? lower_median(r, n) : 1.0);
+	pthread_mutex_unlock(&l->lock);
 }
 
 /* ---- observe ------------------------------------------------------------------- */
@@ -875,10 +980,13 @@ void profiler_observe(struct profiler *p, uint32_t kernel, uint32_t device,
 	key = footprint_key(&x);
 	prior = prior_ns(&p->fig[device], &x);
 	m = model_at(p, kernel, device);
+	slot = prof_fp_find(m, key, &x, &h);
+	if (slot >= 0 && h.n >= LOAD_SETTLED)
+		load_push(&p->load[device], m, key, (unsigned)slot, t);
 	/* A footprint whose ring is full learns one sample in SETTLED_STRIDE:
 	 * its median hardly moves, and workers finishing many small tasks of
 	 * one size do not queue on the model's lock. */
-	if (prof_fp_find(m, key, &x, &h) >= 0 && h.n >= RING &&
+	if (slot >= 0 && h.n >= RING &&
 	    atomic_fetch_add_explicit(&m->settled, 1, memory_order_relaxed) % SETTLED_STRIDE) {
 		atomic_fetch_add_explicit(&m->skipped, 1, memory_order_relaxed);
 		return;
@@ -894,6 +1002,7 @@ void profiler_observe(struct profiler *p, uint32_t kernel, uint32_t device,
 	struct fp_priv *v = &m->priv[slot];
 	count(&m->samples);
 	v->last_use = ++m->tick;
+	v->prior = prior;
 	prof_fp_push(v, t);
 	prof_fp_stats(v);
 	prof_fp_publish(m, (unsigned)slot);
@@ -903,7 +1012,7 @@ void profiler_observe(struct profiler *p, uint32_t kernel, uint32_t device,
 	if (fresh || fabs(v->est - v->fit_est) > REFIT_MOVE * v->fit_est) {
 		if (prior > 0)
 			prof_push_ratio(m, v->est / prior);
-		prof_model_refit(m, fresh);
+		prof_model_refit(m);
 	}
 	prof_model_publish(m);
 	pthread_mutex_unlock(&m->lock);
@@ -1040,6 +1149,10 @@ int profiler_create(const struct calibration *cal, struct profiler **out)
 	}
 	pthread_mutex_init(&p->cal_lock, NULL);
 	pthread_mutex_init(&p->link_lock, NULL);
+	for (uint32_t i = 0; i < CAL_MAX_DEVICES; i++) {
+		pthread_mutex_init(&p->load[i].lock, NULL);
+		ST(p->load[i].factor, 1.0);
+	}
 	pthread_mutex_init(&p->aside_lock, NULL);
 	set_figures(p, cal);
 	*out = p;
@@ -1054,6 +1167,8 @@ void profiler_destroy(struct profiler *p)
 		pthread_mutex_destroy(&p->models[i].lock);
 	pthread_mutex_destroy(&p->cal_lock);
 	pthread_mutex_destroy(&p->link_lock);
+	for (uint32_t i = 0; i < CAL_MAX_DEVICES; i++)
+		pthread_mutex_destroy(&p->load[i].lock);
 	pthread_mutex_destroy(&p->aside_lock);
 	json_decref(p->aside);
 	free(p->models);

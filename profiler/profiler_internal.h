@@ -50,6 +50,7 @@ struct fp_priv {
 	uint64_t n, last_use;
 	double est, spread;
 	double fit_est; /* est when the regressions were last fitted (0: not yet) */
+	double prior; /* the prior at its last sample (0: not known, loaded) */
 };
 
 struct model_pub {
@@ -103,6 +104,29 @@ struct dev_fig {
 	_Atomic double launch, gflops, gbps;
 };
 
+/* How much slower (or faster) than its models a device runs now: the lower
+ * median, over its last LOAD_RING samples of settled footprints (whatever
+ * the kernel), of measured / the footprint's estimate as it is now. Other
+ * processes sharing the cores move every kernel's times at once; each
+ * footprint's median follows only after half a ring of its own samples.
+ * Against the estimates of now, not those when the sample came: once they
+ * have followed, the factor is back to 1. */
+#define LOAD_RING 16
+#define LOAD_MIN 8 /* samples before the factor is used */
+struct load_sample {
+	const struct model *m;
+	uint64_t key; /* the footprint's, to notice a slot taken over */
+	unsigned slot;
+	double ns;
+};
+
+struct dev_load {
+	pthread_mutex_t lock; /* the ring */
+	struct load_sample ring[LOAD_RING];
+	uint32_t n, head;
+	_Atomic double factor; /* 1 until LOAD_MIN samples */
+};
+
 struct link_state {
 	_Atomic double latency, gbps_cal, gbps_seen; /* gbps_seen 0: no copy observed */
 	_Atomic uint64_t copies;
@@ -114,6 +138,7 @@ struct profiler {
 	uint32_t dev_slot[CAL_MAX_DEVICES];
 	char slot_key[CAL_MAX_DEVICES][CAL_KEY_MAX];
 	struct dev_fig fig[CAL_MAX_DEVICES];
+	struct dev_load load[CAL_MAX_DEVICES];
 	struct link_state link[CAL_MAX_NODES][CAL_MAX_NODES];
 	struct model *models; /* [slot * nkernels + kernel] */
 	pthread_mutex_t cal_lock; /* cal */
@@ -194,9 +219,9 @@ unsigned prof_fp_insert(struct model *m, uint64_t key, const struct kernel_featu
 /* A model's learning. */
 struct model *prof_scratch_new(void);
 void prof_push_ratio(struct model *m, double r);
-/* Refits the regressions and knots to the footprints' estimates; the
- * leave-one-out errors too when sizes_changed (a footprint came or went). */
-void prof_model_refit(struct model *m, bool sizes_changed);
+/* Refits the regressions, knots and leave-one-out errors to the
+ * footprints' estimates. */
+void prof_model_refit(struct model *m);
 void prof_model_publish(struct model *m);
 
 #endif

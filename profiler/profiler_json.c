@@ -82,7 +82,8 @@ static json_t *footprint_json(const struct fp_priv *v)
 	    put(o, "domain", json_real(v->f.domain)) &&
 	    put(o, "n", json_integer((json_int_t)v->n)) &&
 	    put(o, "estimate_ns", json_real(v->est)) && put(o, "spread_ns", json_real(v->spread)) &&
-	    put(o, "recent", reals(recent, v->len)))
+	    put(o, "recent", reals(recent, v->len)) &&
+	    (!(v->prior > 0) || put(o, "prior_ns", json_real(v->prior))))
 		return o;
 	json_decref(o);
 	return NULL;
@@ -284,6 +285,9 @@ static bool parse_footprint(const json_t *o, struct fp_priv *v)
 	}
 	if (!get_uint(o, "n", COUNT_MAX, &v->n) || v->n < v->len)
 		return false;
+	/* Optional (written since the prior was kept per footprint). */
+	if (json_object_get(o, "prior_ns") && !get_real(o, "prior_ns", 0, NS_MAX, &v->prior))
+		return false;
 	v->f = clean_features(&v->f);
 	v->key = footprint_key(&v->f);
 	prof_fp_stats(v);
@@ -347,7 +351,7 @@ static void model_absorb(struct model *m, const struct model *src)
 	if (src->samples > m->samples)
 		absorb_counters(m, src);
 	model_cover_footprints(m);
-	prof_model_refit(m, true);
+	prof_model_refit(m);
 	prof_model_publish(m);
 }
 
@@ -417,7 +421,7 @@ static void parse_model(const json_t *o, struct model *m, size_t *skipped)
 		prof_push_ratio(m, d);
 	else if (json_object_get(o, "prior_scale"))
 		(*skipped)++;
-	prof_model_refit(m, true);
+	prof_model_refit(m);
 }
 
 static int find_slot(const struct profiler *p, const char *key)
