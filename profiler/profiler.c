@@ -109,20 +109,6 @@ static void ewma(double *e, uint32_t *n, double v)
 	*e += (v - *e) / *n;
 }
 
-/* Sorts v[0..n) and returns its lower median. */
-static double lower_median(double *v, unsigned n)
-{
-	for (unsigned i = 1; i < n; i++) {
-		double x = v[i];
-		unsigned j = i;
-
-		for (; j > 0 && v[j - 1] > x; j--)
-			v[j] = v[j - 1];
-		v[j] = x;
-	}
-	return v[(n - 1) / 2];
-}
-
 /* Seqcount without fences (which ThreadSanitizer does not model): the
  * fields under it are stored with release and loaded with acquire, which on
  * x86 and arm64 costs what relaxed does. A reader that loads a value of a
@@ -236,7 +222,7 @@ void prof_fp_publish(struct model *m, unsigned slot)
 
 void prof_fp_stats(struct fp_priv *v)
 {
-	double s[RING], d[RING], med, mad;
+	double s[RING], d[RING] = { 0 }, med, mad;
 
 	memcpy(s, v->ring, sizeof(s));
 	med = lower_median(s, v->len);
@@ -617,6 +603,15 @@ struct model *prof_scratch_new(void)
 	return m;
 }
 
+void prof_recent_push(struct model *m, double pred, double took)
+{
+	m->rp_pred[m->rp_head] = pred;
+	m->rp_took[m->rp_head] = took;
+	m->rp_head = (m->rp_head + 1) % RING;
+	if (m->rp_n < RING)
+		m->rp_n++;
+}
+
 void prof_push_ratio(struct model *m, double r)
 {
 	double s[RATIOS];
@@ -959,6 +954,7 @@ static bool model_score(const struct profiler *p, struct model *m, uint32_t kern
 	}
 	profiler_predict(p, kernel, device, f, &cp);
 	ewma(&m->recent_err, &m->recent_n, rel_err(cp.ns, x));
+	prof_recent_push(m, cp.ns, x);
 	return false;
 }
 

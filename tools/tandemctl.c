@@ -29,7 +29,8 @@ static void usage(FILE *out)
 	             "  clients   connected clients and what they hold\n"
 	             "  buffers   each client buffer and the memory nodes holding a valid copy\n"
 	             "  models    each cost model: samples, sizes seen, estimates, spread and\n"
-	             "            recent prediction error\n"
+	             "            recent prediction error (median over the last 32, relative\n"
+	             "            and absolute, and the median time they took)\n"
 	             "  calibrate measure the devices and links again (about a second, under\n"
 	             "            the current load) and print the figures\n"
 	             "  calibrate --export [-o FILE]\n"
@@ -326,20 +327,29 @@ static const char *fmt_ns(double ns, char *buf, size_t len)
 }
 
 /* One line per model, then one per size it has seen (most used first as the
- * daemon lists them, at most 8). */
+ * daemon lists them, at most 8). The recent error is the median over the
+ * model's last 32 predictions, relative and absolute (for a kernel of a
+ * few microseconds the absolute error is the one that says something),
+ * next to the median time they took; a daemon that does not send those
+ * shows its EWMA of relative errors, and "-" for the others. */
 static void print_models(json_t *doc)
 {
 	size_t i, j;
 	json_t *m, *f;
-	char a[32], b[32];
-	printf("%-12s %-52s %8s %6s %9s %9s\n", "KERNEL", "DEVICE", "SAMPLES", "SIZES", "OUTLIERS",
-	       "RECENT_ERR");
+	char a[32], b[32], c[32];
+	printf("%-12s %-52s %8s %6s %9s %10s %9s %9s\n", "KERNEL", "DEVICE", "SAMPLES", "SIZES",
+	       "OUTLIERS", "RECENT_ERR", "ABS_ERR", "TIME");
 	json_array_foreach(json_object_get(doc, "models"), i, m)
 	{
 		json_t *fps = json_object_get(m, "footprints");
-		printf("%-12s %-52s %8lld %6zu %9lld %8.1f%%\n", str(m, "kernel"), str(m, "device"),
-		       (long long)num(m, "samples"), json_array_size(fps),
-		       (long long)num(m, "outliers"), real(m, "recent_err_pct"));
+		json_t *med = json_object_get(m, "recent_median_err_pct");
+		bool robust = json_is_number(med);
+		printf("%-12s %-52s %8lld %6zu %9lld %9.1f%% %9s %9s\n", str(m, "kernel"),
+		       str(m, "device"), (long long)num(m, "samples"), json_array_size(fps),
+		       (long long)num(m, "outliers"),
+		       robust ? json_number_value(med) : real(m, "recent_err_pct"),
+		       robust ? fmt_ns(1e3 * real(m, "recent_abs_err_us"), a, sizeof(a)) : "-",
+		       robust ? fmt_ns(1e3 * real(m, "recent_time_us"), c, sizeof(c)) : "-");
 		json_array_foreach(fps, j, f)
 		{
 			if (j == 8) {
