@@ -977,14 +977,17 @@ void profiler_observe(struct profiler *p, uint32_t kernel, uint32_t device,
 	prior = prior_ns(&p->fig[device], &x);
 	m = model_at(p, kernel, device);
 	slot = prof_fp_find(m, key, &x, &h);
-	if (slot >= 0 && h.n >= LOAD_SETTLED)
-		load_push(&p->load[device], m, key, (unsigned)slot, t);
+	/* Into the device's load after the model scored its prediction of
+	 * this sample, which must not have seen it. */
+	bool load = slot >= 0 && h.n >= LOAD_SETTLED;
+	int load_slot = slot;
 	/* A footprint whose ring is full learns one sample in SETTLED_STRIDE:
 	 * its median hardly moves, and workers finishing many small tasks of
 	 * one size do not queue on the model's lock. */
 	if (slot >= 0 && h.n >= RING &&
 	    atomic_fetch_add_explicit(&m->settled, 1, memory_order_relaxed) % SETTLED_STRIDE) {
 		atomic_fetch_add_explicit(&m->skipped, 1, memory_order_relaxed);
+		load_push(&p->load[device], m, key, (unsigned)load_slot, t);
 		return;
 	}
 
@@ -1012,6 +1015,8 @@ void profiler_observe(struct profiler *p, uint32_t kernel, uint32_t device,
 	}
 	prof_model_publish(m);
 	pthread_mutex_unlock(&m->lock);
+	if (load)
+		load_push(&p->load[device], m, key, (unsigned)load_slot, t);
 }
 
 /* ---- transfers -------------------------------------------------------------------- */
