@@ -27,6 +27,9 @@
  *   BENCH model_err_<set>_p90_pct <pct> pct kernel=K device=D
  *   BENCH model_abs_err_us <us> us set=<set> kernel=K device=D  (median)
  *   BENCH model_time_median_us <us> us set=<set> kernel=K device=D
+ *   BENCH model_noise_floor_pct <pct> pct set=<set> kernel=K device=D
+ *         (the median error of a predictor answering, in hindsight, the
+ *         median of the other scored runs of the same size: the noise alone)
  *   BENCH model_target_met 0|1 bool set=<set> kernel=K device=D metric=err_pct|abs_err_us
  *         value=V target=T
  * where set is seen, unseen, or decode (attn_decode stepping its KV length
@@ -250,16 +253,39 @@ struct errs {
 	double rel[MAX_ERRS]; /* percent */
 	double abs[MAX_ERRS]; /* microseconds */
 	double took[MAX_ERRS]; /* nanoseconds */
+	const void *size[MAX_ERRS]; /* the run (one size) it came from */
 	size_t n;
 };
 
-static void errs_add(struct errs *e, double pred, double took)
+static void errs_add(struct errs *e, double pred, double took, const void *size)
 {
 	if (e->n == MAX_ERRS)
 		return;
 	e->rel[e->n] = 100.0 * fabs(pred - took) / took;
 	e->abs[e->n] = fabs(pred - took) / 1e3;
+	e->size[e->n] = size;
 	e->took[e->n++] = took;
+}
+
+/* The median relative error, in percent, of a predictor that knew in
+ * hindsight the other scored runs of the same size and answered their
+ * median: what the machine's noise alone costs, whatever the model. */
+static double noise_floor_pct(const struct errs *e)
+{
+	double err[MAX_ERRS], same[MAX_ERRS];
+	size_t n = 0;
+
+	for (size_t i = 0; i < e->n; i++) {
+		size_t k = 0;
+		for (size_t j = 0; j < e->n; j++)
+			if (j != i && e->size[j] == e->size[i])
+				same[k++] = e->took[j];
+		if (!k)
+			continue;
+		double med = quantile(same, k, 0.5);
+		err[n++] = 100.0 * fabs(med - e->took[i]) / e->took[i];
+	}
+	return n ? quantile(err, n, 0.5) : 0;
 }
 
 static unsigned targets_met, targets;
@@ -268,6 +294,7 @@ static void report(const char *seen, const char *kernel, const char *dev, struct
 {
 	if (!e->n)
 		return;
+	double noise_pct = noise_floor_pct(e); /* first: the quantiles sort in place */
 	double med = quantile(e->rel, e->n, 0.5), p90 = quantile(e->rel, e->n, 0.9);
 	double abs_us = quantile(e->abs, e->n, 0.5), t_ns = quantile(e->took, e->n, 0.5);
 	bool small = t_ns <= SMALL_NS;
@@ -284,6 +311,9 @@ static void report(const char *seen, const char *kernel, const char *dev, struct
 	       dev);
 	printf("BENCH model_time_median_us %.1f us set=%s kernel=%s device=%s\n", t_ns / 1e3, set,
 	       kernel, dev);
+	if (*seen != 'd') /* each decode step is a size of its own */
+		printf("BENCH model_noise_floor_pct %.1f pct set=%s kernel=%s device=%s\n",
+		       noise_pct, set, kernel, dev);
 	printf("BENCH model_target_met %d bool set=%s kernel=%s device=%s metric=%s value=%.2f "
 	       "target=%g\n",
 	       met, set, kernel, dev, small ? "abs_err_us" : "err_pct", value, target);
@@ -309,7 +339,7 @@ static bool predict_run(struct profiler *p, uint32_t devi, struct run *r,
 	if (learn)
 		profiler_observe(p, kd->id, devi, &f, t);
 	if (e)
-		errs_add(e, cp.ns, (double)t);
+		errs_add(e, cp.ns, (double)t, r);
 	if (trace)
 		fprintf(trace, "%s %s %.17g %.17g %.17g %llu %s %d\n", kd->name, r->dev->name,
 		        f.flops, f.bytes, f.domain, (unsigned long long)t,
