@@ -12,8 +12,10 @@
  *  - Prior: launch_ns + max(flops / gemm_gflops, bytes / mem_gbps) (GFLOP/s
  *    is flop/ns, GB/s is bytes/ns); with no flops and no bytes, domain is a
  *    duration in microseconds (spin) and the prior is launch_ns +
- *    domain * 1000. It is multiplied by prior_scale, the median of the last
- *    32 ratios measured/prior. Its spread is 50% until it has been scored.
+ *    domain * 1000. It is multiplied by prior_scale, the lower median of
+ *    estimate/prior over the footprints as they are now (over the last 32
+ *    such ratios for a model loaded from a document that kept no priors).
+ *    Its spread is 50% until it has been scored.
  *  - History: the lower median of the last 32 samples (device times are
  *    skewed upwards: of two samples the smaller is kept); spread =
  *    1.4826 * MAD, at least 1% of the estimate (10% below 3 samples). From
@@ -27,11 +29,16 @@
  *    first samples only; history on every later one. Errors are EWMAs of
  *    |predicted - measured| / measured (capped at 1000%), the first 10
  *    samples averaged, then alpha = 0.1.
- *  - Leave-one-out: each time a size is added, while a model has 3 to 24 footprints,
- *    every footprint is predicted by linear, power and interpolation fitted
- *    on the others (interpolation only between sizes, not at the ends).
- *    Where computed, that error replaces the prequential one of those three
- *    methods: it scores the fits now in use, not the early ones.
+ *  - Linear: a + b*flops + c*bytes + d*domain, least squares in relative
+ *    error, then three passes reweighting each size by Tukey's biweight of
+ *    its relative residual (scale: 1.4826 * median, at least 2%), so that
+ *    one size measured while the machine was busy does not bend the fit.
+ *  - Leave-one-out: at every refit, while a model has 3 to 24 footprints,
+ *    every footprint is predicted by the scaled prior, linear, power and
+ *    interpolation fitted on the others (interpolation only between sizes,
+ *    not at the ends). Where computed, that error replaces the prequential
+ *    one of those methods: it scores the fits now in use, on the estimates
+ *    of now, not the early ones (a size's first sample is often its worst).
  *  - predict: a seen footprint answers from history, except when it has a
  *    single sample and the best method for unseen sizes has a held-out
  *    error under half of history's. An unseen footprint answers from the
@@ -39,7 +46,9 @@
  *    the prior until another has been scored. Interpolation answers only
  *    between the sizes seen; outside, the better of linear and power does.
  *    A method that gives no positive finite answer falls back to the
- *    scaled prior.
+ *    scaled prior. Whatever answers is multiplied by the device's load
+ *    factor (profiler_internal.h, struct dev_load): how much slower than
+ *    its footprints' estimates the device's last 16 samples ran.
  *  - Out-of-range device: {0, 0}. Out-of-range kernel or noop: the unscaled
  *    prior. observe ignores those, zero times and invalid features.
  *  - Figures that are not positive and finite are taken as 1 GFLOP/s,
