@@ -33,7 +33,9 @@
  *    error, then three passes reweighting each size by Tukey's biweight of
  *    its relative residual (scale: 1.4826 * median, at least 2%), so that
  *    one size measured while the machine was busy does not bend the fit.
- *  - Leave-one-out: at every refit, while a model has 3 to 24 footprints,
+ *  - Leave-one-out: at a refit when a size came, or when the model learned
+ *    4 samples per size since the last (n sets of fits each time), while a
+ *    model has 3 to 24 footprints,
  *    every footprint is predicted by the scaled prior, linear, power and
  *    interpolation fitted on the others (interpolation only between sizes,
  *    not at the ends). Where computed, that error replaces the prequential
@@ -67,6 +69,7 @@
 #define REFIT_MOVE 0.02 /* a footprint estimate moving this much refits the model */
 #define LOO_MIN 3 /* footprints before leave-one-out errors mean anything */
 #define LOO_MAX 24 /* and after which they cost too much per refit */
+#define LOO_EVERY 4 /* samples per footprint between two refreshes of them */
 #define PRIOR_SPREAD 0.5
 
 /* ---- small helpers ------------------------------------------------------- */
@@ -687,7 +690,7 @@ static void loo_errors(struct model *m, const struct kernel_features *x, const d
 			m->loo[methods[j]] = sum[methods[j]] / cnt[methods[j]];
 }
 
-void prof_model_refit(struct model *m)
+void prof_model_refit(struct model *m, bool sizes_changed)
 {
 	struct kernel_features x[FP_SLOTS];
 	double t[FP_SLOTS], prior[FP_SLOTS], ratio[FP_SLOTS];
@@ -712,9 +715,15 @@ void prof_model_refit(struct model *m)
 	m->lin_ok = fit_linear(x, t, n, m->lin);
 	m->pw_ok = fit_power(x, t, n, m->pw);
 	m->nknots = make_knots(x, t, n, m->kx, m->kt, &m->kdim);
-	/* Every refit, not only when a size comes: the errors scored when each
-	 * size had one sample would otherwise choose the method for good. */
-	loo_errors(m, x, t, prior, n);
+	/* Not only when a size comes: the errors scored when each size had
+	 * one sample would otherwise choose the method for good. But n sets
+	 * of fits each time (~120 us at 24 sizes): besides when a size came,
+	 * at most once per LOO_EVERY * n samples learned (a set of fits per
+	 * LOO_EVERY samples, amortised). */
+	if (sizes_changed || m->loo_wait >= LOO_EVERY * n) {
+		loo_errors(m, x, t, prior, n);
+		m->loo_wait = 0;
+	}
 }
 
 /* The method for unseen footprints: the lowest held-out error among the
@@ -1009,6 +1018,8 @@ void profiler_observe(struct profiler *p, uint32_t kernel, uint32_t device,
 		slot = (int)prof_fp_insert(m, key, &x);
 	struct fp_priv *v = &m->priv[slot];
 	count(&m->samples);
+	if (m->loo_wait < UINT32_MAX)
+		m->loo_wait++;
 	v->last_use = ++m->tick;
 	v->prior = prior;
 	prof_fp_push(v, t);
@@ -1020,7 +1031,7 @@ void profiler_observe(struct profiler *p, uint32_t kernel, uint32_t device,
 	if (fresh || fabs(v->est - v->fit_est) > REFIT_MOVE * v->fit_est) {
 		if (prior > 0)
 			prof_push_ratio(m, v->est / prior);
-		prof_model_refit(m);
+		prof_model_refit(m, fresh);
 	}
 	prof_model_publish(m);
 	pthread_mutex_unlock(&m->lock);

@@ -101,6 +101,7 @@ struct model {
 	 * when the set of sizes last changed (< 0: not computed; see
 	 * prof_model_refit). */
 	double loo[COST_SOURCE_COUNT];
+	uint32_t loo_wait; /* samples learned since the leave-one-out errors */
 	double ratio[RATIOS];
 	uint32_t nratio, ratio_head;
 	double scale;
@@ -239,9 +240,9 @@ unsigned prof_fp_insert(struct model *m, uint64_t key, const struct kernel_featu
 /* A model's learning. */
 struct model *prof_scratch_new(void);
 void prof_push_ratio(struct model *m, double r);
-/* Refits the regressions, knots and leave-one-out errors to the
- * footprints' estimates. */
-void prof_model_refit(struct model *m);
+/* Refits the regressions and knots to the footprints' estimates, and the
+ * leave-one-out errors when sizes_changed or enough samples came since. */
+void prof_model_refit(struct model *m, bool sizes_changed);
 void prof_model_publish(struct model *m);
 /* One more (prediction, measured) pair into the model's recent ring. */
 void prof_recent_push(struct model *m, double pred, double took);

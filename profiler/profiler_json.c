@@ -399,7 +399,7 @@ static void model_absorb(struct model *m, const struct model *src)
 	if (src->samples > m->samples)
 		absorb_counters(m, src);
 	model_cover_footprints(m);
-	prof_model_refit(m);
+	prof_model_refit(m, true);
 	prof_model_publish(m);
 }
 
@@ -498,7 +498,7 @@ static void parse_model(const json_t *o, struct model *m, size_t *skipped)
 		prof_push_ratio(m, d);
 	else if (json_object_get(o, "prior_scale"))
 		(*skipped)++;
-	prof_model_refit(m);
+	prof_model_refit(m, true);
 }
 
 static int find_slot(const struct profiler *p, const char *key)
