@@ -387,7 +387,10 @@ static bool fit_linear_w(const struct kernel_features *x, const double *t, const
 	return true;
 }
 
-static double eval_linear(const double c[NCOEF], const struct kernel_features *f);
+static double eval_linear(const double c[NCOEF], const struct kernel_features *f)
+{
+	return c[0] + c[1] * f->flops + c[2] * f->bytes + c[3] * f->domain;
+}
 
 #define ROBUST_PASSES 3
 #define ROBUST_TUNE 4.685 /* Tukey's biweight, 95% efficient on normal residuals */
@@ -463,11 +466,6 @@ static bool fit_power(const struct kernel_features *x, const double *t, unsigned
 	c[1] = suv / suu;
 	c[0] = mv - c[1] * mu;
 	return isfinite(c[0]) && isfinite(c[1]);
-}
-
-static double eval_linear(const double c[NCOEF], const struct kernel_features *f)
-{
-	return c[0] + c[1] * f->flops + c[2] * f->bytes + c[3] * f->domain;
 }
 
 static double eval_power(const double c[2], const struct kernel_features *f)
@@ -996,7 +994,8 @@ void profiler_observe(struct profiler *p, uint32_t kernel, uint32_t device,
 	m = model_at(p, kernel, device);
 	slot = prof_fp_find(m, key, &x, &h);
 	/* Into the device's load after the model scored its prediction of
-	 * this sample, which must not have seen it. */
+	 * this sample, which must not have seen it; samples learned only (a
+	 * settled footprint gives one in 8): ~1400 instructions a time. */
 	bool load = slot >= 0 && h.n >= LOAD_SETTLED;
 	int load_slot = slot;
 	/* A footprint whose ring is full learns one sample in SETTLED_STRIDE:
@@ -1005,8 +1004,7 @@ void profiler_observe(struct profiler *p, uint32_t kernel, uint32_t device,
 	if (slot >= 0 && h.n >= RING &&
 	    atomic_fetch_add_explicit(&m->settled, 1, memory_order_relaxed) % SETTLED_STRIDE) {
 		atomic_fetch_add_explicit(&m->skipped, 1, memory_order_relaxed);
-		load_push(&p->load[device], m, key, (unsigned)load_slot, t);
-		return;
+		return; /* nor into the load: this path stays a lookup and two adds */
 	}
 
 	pthread_mutex_lock(&m->lock);
