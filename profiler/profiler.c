@@ -48,9 +48,7 @@
  *    the prior until another has been scored. Interpolation answers only
  *    between the sizes seen; outside, the better of linear and power does.
  *    A method that gives no positive finite answer falls back to the
- *    scaled prior. Whatever answers is multiplied by the device's load
- *    factor (profiler_internal.h, struct dev_load): how much slower than
- *    its footprints' estimates the device's last 16 samples ran.
+ *    scaled prior.
  *  - Out-of-range device: {0, 0}. Out-of-range kernel or noop: the unscaled
  *    prior. observe ignores those, zero times and invalid features.
  *  - Figures that are not positive and finite are taken as 1 GFLOP/s,
@@ -846,7 +844,7 @@ void profiler_predict(const struct profiler *p, uint32_t kernel, uint32_t device
 	struct model_view v;
 	struct fp_view h;
 	struct model *m;
-	double prior, factor;
+	double prior;
 
 	*out = (struct cost_pred){ 0, 0, COST_PRIOR };
 	if (!p || device >= p->ndev)
@@ -872,18 +870,13 @@ void profiler_predict(const struct profiler *p, uint32_t kernel, uint32_t device
 		      v.err[v.best] < 0.5 * v.err[COST_HISTORY]))
 			goto history;
 		predict_unseen(m, &v, prior, &x, out);
-	} else {
-		model_read(m, &v);
-		predict_unseen(m, &v, prior, &x, out);
+		return;
 	}
-	goto load;
+	model_read(m, &v);
+	predict_unseen(m, &v, prior, &x, out);
+	return;
 history:
 	*out = (struct cost_pred){ h.est, h.spread, COST_HISTORY };
-load:
-	/* What was learned, at the device's present speed. */
-	factor = LD(p->load[device].factor);
-	out->ns *= factor;
-	out->spread_ns *= factor;
 }
 
 double profiler_roofline_ns(const struct profiler *p, uint32_t device,
@@ -896,49 +889,6 @@ double profiler_roofline_ns(const struct profiler *p, uint32_t device,
 	if (!features_ok(f))
 		return INFINITY;
 	return prior_ns(&p->fig[device], f);
-}
-
-/* ---- the device's load ---------------------------------------------------------- */
-
-#define LOAD_SETTLED 3 /* samples of a footprint before its estimate is compared */
-#define LOAD_MIN_FACTOR 0.2
-#define LOAD_MAX_FACTOR 5.0
-
-/* The published estimate of slot if it still holds footprint key, else 0. */
-static double fp_est_now(const struct model *m, unsigned slot, uint64_t key)
-{
-	const struct fp_pub *e = &m->fp[slot];
-	double est;
-	uint64_t k;
-	uint32_t s;
-
-	do {
-		s = seq_read_begin(&e->seq);
-		k = SEQ_LD(e->key);
-		est = SEQ_LD(e->est);
-	} while (seq_read_retry(&e->seq, s));
-	return k == key ? est : 0;
-}
-
-static void load_push(struct dev_load *l, const struct model *m, uint64_t key, unsigned slot,
-                      double ns)
-{
-	double r[LOAD_RING];
-	unsigned n = 0;
-
-	pthread_mutex_lock(&l->lock);
-	l->ring[l->head] = (struct load_sample){ m, key, slot, ns };
-	l->head = (l->head + 1) % LOAD_RING;
-	if (l->n < LOAD_RING)
-		l->n++;
-	for (unsigned i = 0; i < l->n; i++) {
-		double est = fp_est_now(l->ring[i].m, l->ring[i].slot, l->ring[i].key);
-
-		if (est > 0)
-			r[n++] = fmin(fmax(l->ring[i].ns / est, LOAD_MIN_FACTOR), LOAD_MAX_FACTOR);
-	}
-	ST(l->factor, n >= LOAD_MIN ? lower_median(r, n) : 1.0);
-	pthread_mutex_unlock(&l->lock);
 }
 
 /* ---- observe ------------------------------------------------------------------- */
@@ -992,19 +942,13 @@ void profiler_observe(struct profiler *p, uint32_t kernel, uint32_t device,
 	key = footprint_key(&x);
 	prior = prior_ns(&p->fig[device], &x);
 	m = model_at(p, kernel, device);
-	slot = prof_fp_find(m, key, &x, &h);
-	/* Into the device's load after the model scored its prediction of
-	 * this sample, which must not have seen it; samples learned only (a
-	 * settled footprint gives one in 8): ~1400 instructions a time. */
-	bool load = slot >= 0 && h.n >= LOAD_SETTLED;
-	int load_slot = slot;
 	/* A footprint whose ring is full learns one sample in SETTLED_STRIDE:
 	 * its median hardly moves, and workers finishing many small tasks of
 	 * one size do not queue on the model's lock. */
-	if (slot >= 0 && h.n >= RING &&
+	if (prof_fp_find(m, key, &x, &h) >= 0 && h.n >= RING &&
 	    atomic_fetch_add_explicit(&m->settled, 1, memory_order_relaxed) % SETTLED_STRIDE) {
 		atomic_fetch_add_explicit(&m->skipped, 1, memory_order_relaxed);
-		return; /* nor into the load: this path stays a lookup and two adds */
+		return;
 	}
 
 	pthread_mutex_lock(&m->lock);
@@ -1033,8 +977,6 @@ void profiler_observe(struct profiler *p, uint32_t kernel, uint32_t device,
 	}
 	prof_model_publish(m);
 	pthread_mutex_unlock(&m->lock);
-	if (load)
-		load_push(&p->load[device], m, key, (unsigned)load_slot, t);
 }
 
 /* ---- transfers -------------------------------------------------------------------- */
@@ -1168,10 +1110,6 @@ int profiler_create(const struct calibration *cal, struct profiler **out)
 	}
 	pthread_mutex_init(&p->cal_lock, NULL);
 	pthread_mutex_init(&p->link_lock, NULL);
-	for (uint32_t i = 0; i < CAL_MAX_DEVICES; i++) {
-		pthread_mutex_init(&p->load[i].lock, NULL);
-		ST(p->load[i].factor, 1.0);
-	}
 	pthread_mutex_init(&p->aside_lock, NULL);
 	set_figures(p, cal);
 	*out = p;
@@ -1186,8 +1124,6 @@ void profiler_destroy(struct profiler *p)
 		pthread_mutex_destroy(&p->models[i].lock);
 	pthread_mutex_destroy(&p->cal_lock);
 	pthread_mutex_destroy(&p->link_lock);
-	for (uint32_t i = 0; i < CAL_MAX_DEVICES; i++)
-		pthread_mutex_destroy(&p->load[i].lock);
 	pthread_mutex_destroy(&p->aside_lock);
 	json_decref(p->aside);
 	free(p->models);

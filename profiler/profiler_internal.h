@@ -111,29 +111,6 @@ struct dev_fig {
 	_Atomic double launch, gflops, gbps;
 };
 
-/* How much slower (or faster) than its models a device runs now: the lower
- * median, over its last LOAD_RING samples of settled footprints (whatever
- * the kernel), of measured / the footprint's estimate as it is now. Other
- * processes sharing the cores move every kernel's times at once; each
- * footprint's median follows only after half a ring of its own samples.
- * Against the estimates of now, not those when the sample came: once they
- * have followed, the factor is back to 1. */
-#define LOAD_RING 16
-#define LOAD_MIN 8 /* samples before the factor is used */
-struct load_sample {
-	const struct model *m;
-	uint64_t key; /* the footprint's, to notice a slot taken over */
-	unsigned slot;
-	double ns;
-};
-
-struct dev_load {
-	pthread_mutex_t lock; /* the ring */
-	struct load_sample ring[LOAD_RING];
-	uint32_t n, head;
-	_Atomic double factor; /* 1 until LOAD_MIN samples */
-};
-
 struct link_state {
 	_Atomic double latency, gbps_cal, gbps_seen; /* gbps_seen 0: no copy observed */
 	_Atomic uint64_t copies;
@@ -145,7 +122,6 @@ struct profiler {
 	uint32_t dev_slot[CAL_MAX_DEVICES];
 	char slot_key[CAL_MAX_DEVICES][CAL_KEY_MAX];
 	struct dev_fig fig[CAL_MAX_DEVICES];
-	struct dev_load load[CAL_MAX_DEVICES];
 	struct link_state link[CAL_MAX_NODES][CAL_MAX_NODES];
 	struct model *models; /* [slot * nkernels + kernel] */
 	pthread_mutex_t cal_lock; /* cal */

@@ -1,8 +1,8 @@
 /* The cost models recover known cost laws (profiler/profiler.c), with the
  * features the kernel table computes (backends/kernels.c): a fixed
  * per-launch overhead plus terms linear in the work, attn_decode's cost
- * following its KV length, a size measured while the machine was busy, a
- * device slowed as a whole, and the recent error `tandemctl models` shows.
+ * following its KV length, a size measured while the machine was busy, and
+ * the recent error `tandemctl models` shows.
  * Generated data with deterministic noise; nothing is timed. */
 #include <math.h>
 #include <setjmp.h>
@@ -289,45 +289,6 @@ static void test_one_busy_size(void **state)
 	profiler_destroy(p);
 }
 
-/* Another process takes half of device 0: every kernel on it runs 1.5x
- * slower. Once its recent samples say so, a size of another kernel not
- * run since is predicted 1.5x slower on device 0, and as before on
- * device 1 (same model, not slowed). */
-static void test_device_slowed(void **state)
-{
-	struct profiler *p = prof_new(2);
-	struct kernel_features a = { .domain = 10 }, b = { .domain = 20 };
-	struct kernel_features c = rmsnorm_features(64);
-	double c_ns = rmsnorm_law(64);
-
-	(void)state;
-	for (int r = 0; r < 8; r++) {
-		profiler_observe(p, KERNEL_SPIN, 0, &a, 10000);
-		profiler_observe(p, KERNEL_SPIN, 0, &b, 20000);
-		profiler_observe(p, KERNEL_RMSNORM, 0, &c, (uint64_t)c_ns);
-	}
-	assert_near(predict_ns(p, KERNEL_RMSNORM, 0, &c), c_ns, 0.01, "before, rows", 64);
-	for (int r = 0; r < 6; r++) {
-		profiler_observe(p, KERNEL_SPIN, 0, &a, 15000);
-		profiler_observe(p, KERNEL_SPIN, 0, &b, 30000);
-	}
-	assert_near(predict_ns(p, KERNEL_RMSNORM, 0, &c), 1.5 * c_ns, 0.02, "slowed, rows", 64);
-	assert_near(predict_ns(p, KERNEL_RMSNORM, 1, &c), c_ns, 0.01, "other device, rows", 64);
-	/* The spin footprints' own medians follow (half a ring later); the
-	 * factor is measured against them as they are now, so it is not
-	 * applied twice. */
-	for (int r = 0; r < 40; r++) {
-		profiler_observe(p, KERNEL_SPIN, 0, &a, 15000);
-		profiler_observe(p, KERNEL_SPIN, 0, &b, 30000);
-	}
-	assert_near(predict_ns(p, KERNEL_SPIN, 0, &a), 15000, 0.02, "spin us", 10);
-	/* The load is gone: the factor comes back with the first samples. */
-	for (int r = 0; r < 8; r++)
-		profiler_observe(p, KERNEL_RMSNORM, 0, &c, (uint64_t)c_ns);
-	assert_near(predict_ns(p, KERNEL_RMSNORM, 0, &c), c_ns, 0.02, "after, rows", 64);
-	profiler_destroy(p);
-}
-
 /* ---- the recent error ------------------------------------------------------------------ */
 
 static int cmp_double(const void *x, const void *y)
@@ -394,7 +355,6 @@ int main(void)
 		cmocka_unit_test(test_kv_length),
 		cmocka_unit_test(test_decode_steps),
 		cmocka_unit_test(test_one_busy_size),
-		cmocka_unit_test(test_device_slowed),
 		cmocka_unit_test(test_recent_error),
 	};
 
