@@ -61,7 +61,9 @@ REPLAYS := $(FUZZ_NAMES:%=$(BUILD)/tests/replay_%)
 BENCHES := $(patsubst tests/bench/%.c,$(BUILD)/bench/%,$(wildcard tests/bench/bench_*.c))
 TEST_HELPERS := $(wildcard tests/integration/support*.c)
 
-DAEMON_LIBS := $(PKG_LIBS) -lglpk -llapacke -lstdc++ -lm -ldl
+# libsystemd: sd_notify for the systemd service (daemon/notify.c).
+SYSTEMD_LIBS = $(shell pkg-config --libs libsystemd 2>/dev/null)
+DAEMON_LIBS = $(PKG_LIBS) $(SYSTEMD_LIBS) -lglpk -llapacke -lstdc++ -lm -ldl
 
 # The CUDA backend is a plugin, built when nvcc is found and loaded at run
 # time, so that the daemon builds and runs where there is no CUDA at all.
@@ -109,7 +111,7 @@ $(CLIENT_LIB): $(CLIENT_OBJ)
 CLIENT_MAP := client/libtandem.map
 $(CLIENT_SO): $(CLIENT_PIC_OBJ) $(CLIENT_MAP)
 	@mkdir -p $(dir $@)
-	$(CC) -shared $(LDFLAGS) -Wl,-soname,libtandem.so.0 -Wl,--version-script,$(CLIENT_MAP) \
+	$(CC) -shared $(LDFLAGS) -Wl,-soname,libtandem.so.$(SOVERSION) -Wl,--version-script,$(CLIENT_MAP) \
 		$(CLIENT_PIC_OBJ) -o $@
 
 # Sanitizer flavours build the plugin too, but without sanitizers (nvcc).
@@ -234,6 +236,104 @@ check-rooms:
 
 clean:
 	rm -rf build
+
+# ---- install, uninstall (issue 17) -------------------------------------------
+#   make install [PREFIX=/usr/local] [DESTDIR=]     make uninstall (same variables)
+# Everything below a prefix goes under $(DESTDIR)$(PREFIX); the unit files
+# under SYSTEMDUNITDIR, the configuration under $(SYSCONFDIR)/tandem, whose
+# tandemd.toml is never overwritten and is removed by uninstall only while
+# it is the one install put there (unchanged). INSTALL_EXTRA and
+# UNINSTALL_EXTRA name more targets that install and uninstall run (other
+# parts, such as the Python binding).
+PREFIX ?= /usr/local
+BINDIR ?= $(PREFIX)/bin
+SBINDIR ?= $(PREFIX)/sbin
+LIBDIR ?= $(PREFIX)/lib
+INCLUDEDIR ?= $(PREFIX)/include
+DATADIR ?= $(PREFIX)/share
+MANDIR ?= $(DATADIR)/man
+PKGCONFIGDIR ?= $(LIBDIR)/pkgconfig
+SYSCONFDIR ?= /etc
+SYSTEMDUNITDIR ?= $(PREFIX)/lib/systemd/system
+SYSUSERSDIR ?= $(PREFIX)/lib/sysusers.d
+TMPFILESDIR ?= $(PREFIX)/lib/tmpfiles.d
+INSTALL_EXTRA ?=
+UNINSTALL_EXTRA ?=
+INSTALL ?= install
+
+# The version, defined once in include/tandem/version.h.
+version_field = $(shell sed -n 's/^\#define $(1) "*\([0-9.]*\)"*$$/\1/p' include/tandem/version.h)
+VERSION := $(call version_field,TDM_VERSION_STRING)
+SOVERSION := $(call version_field,TDM_SOVERSION)
+# libtandem.so -> libtandem.so.$(SOVERSION) (the soname) -> the real file.
+LIBTANDEM_REAL := libtandem.so.$(SOVERSION).$(VERSION)
+
+MAN_PAGES := docs/man/tandemd.8 docs/man/tandemctl.1 docs/man/tandem.toml.5 docs/man/libtandem.3
+HEADERS := include/tandem.h $(wildcard include/tandem/*.h)
+MACHINES := $(wildcard machines/*.toml)
+# Files made from dist/*.in with the install's paths: they change with them.
+DIST_SUBST = sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@LIBDIR@|$(LIBDIR)|g' \
+	-e 's|@INCLUDEDIR@|$(INCLUDEDIR)|g' -e 's|@SBINDIR@|$(SBINDIR)|g' \
+	-e 's|@BINDIR@|$(BINDIR)|g' -e 's|@SYSCONFDIR@|$(SYSCONFDIR)|g' -e 's|@VERSION@|$(VERSION)|g'
+DIST_DIR := $(BUILD)/dist
+DIST_GEN := $(DIST_DIR)/tandem.pc $(DIST_DIR)/tandemd.service
+$(DIST_DIR)/%: dist/%.in FORCE
+	@mkdir -p $(dir $@)
+	$(DIST_SUBST) $< >$@.tmp && mv $@.tmp $@
+
+# Every file install puts, below $(DESTDIR) (the configuration apart).
+INSTALLED := $(SBINDIR)/tandemd $(BINDIR)/tandemctl $(BINDIR)/starpu2machine \
+	$(LIBDIR)/$(LIBTANDEM_REAL) $(LIBDIR)/libtandem.so.$(SOVERSION) $(LIBDIR)/libtandem.so \
+	$(LIBDIR)/libtandem.a $(PKGCONFIGDIR)/tandem.pc \
+	$(HEADERS:include/%=$(INCLUDEDIR)/%) $(MACHINES:%=$(DATADIR)/tandem/%) \
+	$(foreach m,$(MAN_PAGES),$(MANDIR)/man$(subst .,,$(suffix $(m)))/$(notdir $(m))) \
+	$(SYSTEMDUNITDIR)/tandemd.service $(SYSUSERSDIR)/tandem.conf $(TMPFILESDIR)/tandem.conf \
+	$(if $(CUDA_PLUGIN),$(LIBDIR)/tandem/tandem-cuda.so)
+# Directories of tandem's own, removed by uninstall when empty (deepest first).
+INSTALLED_DIRS := $(DATADIR)/tandem/machines $(DATADIR)/tandem $(INCLUDEDIR)/tandem $(LIBDIR)/tandem
+
+.PHONY: install install-files uninstall uninstall-files FORCE
+install: install-files $(INSTALL_EXTRA)
+uninstall: uninstall-files $(UNINSTALL_EXTRA)
+
+install-files: $(TANDEMD) $(TANDEMCTL) $(BUILD)/bin/starpu2machine $(CLIENT_LIB) $(CLIENT_SO) \
+		$(CUDA_PLUGIN) $(DIST_GEN)
+	$(INSTALL) -d $(DESTDIR)$(SBINDIR) $(DESTDIR)$(BINDIR) $(DESTDIR)$(LIBDIR) \
+		$(DESTDIR)$(PKGCONFIGDIR) $(DESTDIR)$(INCLUDEDIR)/tandem \
+		$(DESTDIR)$(DATADIR)/tandem/machines $(DESTDIR)$(SYSTEMDUNITDIR) \
+		$(DESTDIR)$(SYSUSERSDIR) $(DESTDIR)$(TMPFILESDIR) $(DESTDIR)$(SYSCONFDIR)/tandem \
+		$(foreach m,$(MAN_PAGES),$(DESTDIR)$(MANDIR)/man$(subst .,,$(suffix $(m))))
+	$(INSTALL) -m 755 $(TANDEMD) $(DESTDIR)$(SBINDIR)/tandemd
+	$(INSTALL) -m 755 $(TANDEMCTL) $(BUILD)/bin/starpu2machine $(DESTDIR)$(BINDIR)/
+	$(INSTALL) -m 755 $(CLIENT_SO) $(DESTDIR)$(LIBDIR)/$(LIBTANDEM_REAL)
+	ln -sf $(LIBTANDEM_REAL) $(DESTDIR)$(LIBDIR)/libtandem.so.$(SOVERSION)
+	ln -sf libtandem.so.$(SOVERSION) $(DESTDIR)$(LIBDIR)/libtandem.so
+	$(INSTALL) -m 644 $(CLIENT_LIB) $(DESTDIR)$(LIBDIR)/libtandem.a
+	$(INSTALL) -m 644 $(DIST_DIR)/tandem.pc $(DESTDIR)$(PKGCONFIGDIR)/tandem.pc
+	$(INSTALL) -m 644 include/tandem.h $(DESTDIR)$(INCLUDEDIR)/tandem.h
+	$(INSTALL) -m 644 $(wildcard include/tandem/*.h) $(DESTDIR)$(INCLUDEDIR)/tandem/
+	$(INSTALL) -m 644 $(MACHINES) $(DESTDIR)$(DATADIR)/tandem/machines/
+	$(foreach m,$(MAN_PAGES),$(INSTALL) -m 644 $(m) \
+		$(DESTDIR)$(MANDIR)/man$(subst .,,$(suffix $(m)))/ &&) true
+	$(INSTALL) -m 644 $(DIST_DIR)/tandemd.service $(DESTDIR)$(SYSTEMDUNITDIR)/tandemd.service
+	$(INSTALL) -m 644 dist/tandem.sysusers $(DESTDIR)$(SYSUSERSDIR)/tandem.conf
+	$(INSTALL) -m 644 dist/tandem.tmpfiles $(DESTDIR)$(TMPFILESDIR)/tandem.conf
+ifneq ($(CUDA_PLUGIN),)
+	$(INSTALL) -d $(DESTDIR)$(LIBDIR)/tandem
+	$(INSTALL) -m 755 $(CUDA_PLUGIN) $(DESTDIR)$(LIBDIR)/tandem/tandem-cuda.so
+endif
+	@if [ -e $(DESTDIR)$(SYSCONFDIR)/tandem/tandemd.toml ]; then \
+	  echo "install: keeping $(DESTDIR)$(SYSCONFDIR)/tandem/tandemd.toml (dist/tandemd.toml is the one shipped)"; \
+	else \
+	  $(INSTALL) -m 644 dist/tandemd.toml $(DESTDIR)$(SYSCONFDIR)/tandem/tandemd.toml; \
+	fi
+
+uninstall-files:
+	rm -f $(addprefix $(DESTDIR),$(INSTALLED))
+	@conf=$(DESTDIR)$(SYSCONFDIR)/tandem/tandemd.toml; \
+	if [ -e $$conf ] && ! cmp -s $$conf dist/tandemd.toml; then \
+	  echo "uninstall: keeping $$conf: changed since install"; else rm -f $$conf; fi
+	-rmdir $(addprefix $(DESTDIR),$(INSTALLED_DIRS) $(SYSCONFDIR)/tandem) 2>/dev/null
 
 # Keep intermediate objects: they are reused by several binaries.
 .SECONDARY:

@@ -22,6 +22,11 @@ _Static_assert(0 TDM_ERRNO_MAP(TDM_COUNT_ONE) == TDM_E__COUNT - 1,
 _Static_assert(sizeof(error_names) / sizeof(error_names[0]) == TDM_E__COUNT,
                "every error code has a message");
 
+TDM_API const char *tdm_version(void)
+{
+	return TDM_VERSION_STRING;
+}
+
 TDM_API const char *tdm_strerror(int err)
 {
 	if (err < 0)

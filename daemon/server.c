@@ -241,6 +241,7 @@ static void on_terminate(evutil_socket_t sig, short what, void *arg)
 	}
 	log_info("%s: draining (no new clients or graphs)", sig == SIGINT ? "SIGINT" : "SIGTERM");
 	atomic_store(&srv->draining, true);
+	notify_stopping(srv);
 	srv->drain_start_ns = clock_monotonic_ns();
 	evconnlistener_disable(srv->listener);
 	srv->ev_drain = event_new(srv->base, -1, EV_PERSIST, on_drain_tick, srv);
@@ -264,13 +265,10 @@ static void apply_reload(struct server *srv, const struct daemon_config *n)
 	engine_set_spin_us(srv->engine, o->spin_us);
 }
 
-static void on_hup(evutil_socket_t sig, short what, void *arg)
+static void reload(struct server *srv)
 {
-	struct server *srv = arg;
 	struct daemon_config n;
 	char err[CONFIG_ERR_MAX];
-	(void)sig;
-	(void)what;
 
 	if (!srv->config_path) {
 		log_info("SIGHUP: running on embedded defaults, nothing to reload");
@@ -300,6 +298,18 @@ static void on_hup(evutil_socket_t sig, short what, void *arg)
 		}
 	}
 	log_info("SIGHUP: reloaded %s", srv->config_path);
+}
+
+/* systemd hears that a reload runs, and when it is over, whatever came of
+ * it (a bad file keeps the running configuration). */
+static void on_hup(evutil_socket_t sig, short what, void *arg)
+{
+	struct server *srv = arg;
+	(void)sig;
+	(void)what;
+	notify_reloading(srv);
+	reload(srv);
+	notify_reloaded(srv);
 }
 
 /* ---- the session registry, and intake on idle workers ---------------------- */
@@ -391,21 +401,35 @@ static bool id_listed(const uint32_t *ids, size_t n, uint32_t id)
 	return false;
 }
 
-bool server_peer_allowed(const struct server *srv, uid_t uid, gid_t gid)
+/* Whether gid, or one of the supplementary groups, is listed. */
+static bool group_listed(const uint32_t *ids, size_t n, gid_t gid, const gid_t *groups,
+                         size_t ngroups)
+{
+	if (id_listed(ids, n, gid))
+		return true;
+	for (size_t i = 0; i < ngroups; i++)
+		if (id_listed(ids, n, groups[i]))
+			return true;
+	return false;
+}
+
+bool server_peer_allowed(const struct server *srv, uid_t uid, gid_t gid, const gid_t *groups,
+                         size_t ngroups)
 {
 	const struct daemon_config *cfg = &srv->cfg;
 	/* Root and the daemon's own uid always may, as documented. */
 	return uid == 0 || uid == geteuid() ||
 	       id_listed(cfg->allowed_uids, cfg->n_allowed_uids, uid) ||
-	       id_listed(cfg->allowed_gids, cfg->n_allowed_gids, gid) ||
-	       server_peer_admin(srv, uid, gid);
+	       group_listed(cfg->allowed_gids, cfg->n_allowed_gids, gid, groups, ngroups) ||
+	       server_peer_admin(srv, uid, gid, groups, ngroups);
 }
 
-bool server_peer_admin(const struct server *srv, uid_t uid, gid_t gid)
+bool server_peer_admin(const struct server *srv, uid_t uid, gid_t gid, const gid_t *groups,
+                       size_t ngroups)
 {
 	const struct daemon_config *cfg = &srv->cfg;
 	return uid == 0 || uid == geteuid() || id_listed(cfg->admin_uids, cfg->n_admin_uids, uid) ||
-	       id_listed(cfg->admin_gids, cfg->n_admin_gids, gid);
+	       group_listed(cfg->admin_gids, cfg->n_admin_gids, gid, groups, ngroups);
 }
 
 /* Takes the rings off the doorbells' epoll set, so that it stops being
@@ -869,6 +893,8 @@ int server_init(struct server *srv, const struct daemon_config *cfg, const char 
 	    evsignal_add(srv->ev_int, NULL) || evsignal_add(srv->ev_hup, NULL))
 		return -TDM_ESYS;
 	signal(SIGPIPE, SIG_IGN);
+	if (notify_init(srv) != 0)
+		return -TDM_ENOMEM;
 	log_info("listening on %s (policy %s, %zu devices, spin %u us, %u mappings for "
 	         "clients)",
 	         srv->socket_path, policy->name, srv->ndevs, cfg->spin_us, srv->env.mappings_cap);
@@ -883,6 +909,7 @@ int server_run(struct server *srv)
 		close(srv->ready_fd);
 		srv->ready_fd = -1;
 	}
+	notify_ready(srv);
 	event_base_dispatch(srv->base);
 	return 0;
 }
@@ -937,6 +964,7 @@ int server_fini(struct server *srv)
 		event_free(srv->ev_kick);
 	if (srv->ev_listen_resume)
 		event_free(srv->ev_listen_resume);
+	notify_fini(srv);
 	if (srv->bell_epoll >= 0)
 		close(srv->bell_epoll);
 	if (srv->kick_fd >= 0)

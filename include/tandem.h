@@ -14,6 +14,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "tandem/version.h"
 #include "tandem/wire.h"
 
 #ifdef __cplusplus
@@ -65,6 +66,10 @@ enum tdm_error {
 #undef TDM_ERRNO_ENUM
 	        TDM_E__COUNT
 };
+
+/* libtandem's version, TDM_VERSION_STRING as the library was built (the
+ * header a program was compiled with may be older). */
+const char *tdm_version(void);
 
 /* Names an error code (negative or positive). Never returns NULL. */
 const char *tdm_strerror(int err);
