@@ -798,7 +798,7 @@ int server_init(struct server *srv, const struct daemon_config *cfg, const char 
 	log_set_level(cfg->log_level);
 	if (cfg->socket_path[0])
 		snprintf(srv->socket_path, sizeof(srv->socket_path), "%s", cfg->socket_path);
-	else if (tdm_default_socket_path(srv->socket_path, sizeof(srv->socket_path)) != 0)
+	else if (tdm_listen_socket_path(srv->socket_path, sizeof(srv->socket_path)) != 0)
 		return -TDM_ECONFIG;
 
 	const struct policy_ops *policy = policy_by_name(cfg->policy);

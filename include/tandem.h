@@ -92,8 +92,14 @@ struct tdm_connect_opts {
 	uint32_t daemon_uid;
 };
 
-/* The default socket path: $XDG_RUNTIME_DIR/tandem/tandemd.sock for a user,
- * /run/tandem/tandemd.sock for root. Writes at most len bytes. */
+/* Where a tandemd started by this user listens by default: $TANDEM_SOCKET,
+ * else /run/tandem/tandemd.sock for root, $XDG_RUNTIME_DIR/tandem/tandemd.sock
+ * for a user (/tmp/tandem-<uid>/tandemd.sock without $XDG_RUNTIME_DIR).
+ * Writes at most len bytes. */
+int tdm_listen_socket_path(char *out, size_t len);
+/* Where a client looks for tandemd by default: tdm_listen_socket_path's
+ * path, or, for a user without $TANDEM_SOCKET whose own daemon's socket
+ * does not exist, the system's /run/tandem/tandemd.sock when it does. */
 int tdm_default_socket_path(char *out, size_t len);
 
 /* Whether the process at the other end of a connected Unix socket is a
