@@ -196,7 +196,7 @@ $(BUILD)/obj/tests/bench/%.o: tests/bench/%.c
 test: deps
 	@$(MAKE) --no-print-directory test-run
 test-run: all $(UNIT_TESTS) $(INTEG_TESTS) $(REPLAYS) $(FAKE_PLUGINS) check-rooms
-	@BUILD=$(BUILD) sh tests/run_tests.sh $(UNIT_TESTS) $(INTEG_TESTS) $(REPLAYS)
+	@BUILD=$(BUILD) sh tests/run_tests.sh $(UNIT_TESTS) $(INTEG_TESTS) $(REPLAYS) $(SHELL_TESTS)
 
 demo: deps
 	@$(MAKE) --no-print-directory demo-run
@@ -291,6 +291,9 @@ INSTALLED := $(SBINDIR)/tandemd $(BINDIR)/tandemctl $(BINDIR)/starpu2machine \
 	$(if $(CUDA_PLUGIN),$(LIBDIR)/tandem/tandem-cuda.so)
 # Directories of tandem's own, removed by uninstall when empty (deepest first).
 INSTALLED_DIRS := $(DATADIR)/tandem/machines $(DATADIR)/tandem $(INCLUDEDIR)/tandem $(LIBDIR)/tandem
+
+# make test runs it: install into a DESTDIR, build and run a client against it.
+SHELL_TESTS += tests/integration/install.sh
 
 .PHONY: install install-files uninstall uninstall-files FORCE
 install: install-files $(INSTALL_EXTRA)

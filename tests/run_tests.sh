@@ -1,7 +1,8 @@
 #!/bin/sh
 # Runs each test binary, counts cmocka's per-test results (a binary that
 # dies without its summary counts as one failure), and ends with the line
-# "N passed, N failed".
+# "N passed, N failed". A shell test (*.sh) prints TAP lines instead, each
+# "ok - ..." or "not ok - ..." counting as one test.
 
 # Third-party leaks and races (PoCL's, see the files) are not ours to
 # report; the daemons the tests start inherit these.
@@ -19,6 +20,7 @@ for t in "$@"; do
 	printf '== %s\n' "$name"
 	case "$name" in
 	replay_*) TDM_CORPUS_DIR="tests/fuzz/corpus/${name#replay_}" "$t" "tests/fuzz/corpus/${name#replay_}" >"$log" 2>&1 ;;
+	*.sh) sh "$t" >"$log" 2>&1 ;;
 	*) "$t" >"$log" 2>&1 ;;
 	esac
 	rc=$?
@@ -26,8 +28,14 @@ for t in "$@"; do
 	replay_*) grep -v '^\[ *\(RUN\|OK\) *\]' "$log" ;; # one line per input is too much
 	*) cat "$log" ;;
 	esac
-	p=$(sed -n 's/^\[  PASSED  \] \([0-9][0-9]*\) test.*/\1/p' "$log" | awk '{s+=$1} END {print s+0}')
-	f=$(sed -n 's/^\[  FAILED  \] \([0-9][0-9]*\) test.*/\1/p' "$log" | awk '{s+=$1} END {print s+0}')
+	case "$name" in
+	*.sh) # shell tests print TAP: one "ok - ..." or "not ok - ..." per check
+		p=$(grep -c '^ok ' "$log")
+		f=$(grep -c '^not ok ' "$log") ;;
+	*)
+		p=$(sed -n 's/^\[  PASSED  \] \([0-9][0-9]*\) test.*/\1/p' "$log" | awk '{s+=$1} END {print s+0}')
+		f=$(sed -n 's/^\[  FAILED  \] \([0-9][0-9]*\) test.*/\1/p' "$log" | awk '{s+=$1} END {print s+0}') ;;
+	esac
 	if [ "$rc" -ne 0 ] && [ "$f" -eq 0 ]; then
 		f=1 # crashed or failed before cmocka could summarise
 	fi
