@@ -287,8 +287,8 @@ INSTALLED := $(SBINDIR)/tandemd $(BINDIR)/tandemctl $(BINDIR)/starpu2machine \
 	$(LIBDIR)/libtandem.a $(PKGCONFIGDIR)/tandem.pc \
 	$(HEADERS:include/%=$(INCLUDEDIR)/%) $(MACHINES:%=$(DATADIR)/tandem/%) \
 	$(foreach m,$(MAN_PAGES),$(MANDIR)/man$(subst .,,$(suffix $(m)))/$(notdir $(m))) \
-	$(SYSTEMDUNITDIR)/tandemd.service $(SYSUSERSDIR)/tandem.conf $(TMPFILESDIR)/tandem.conf \
-	$(if $(CUDA_PLUGIN),$(LIBDIR)/tandem/tandem-cuda.so)
+	$(SYSTEMDUNITDIR)/tandemd.service $(SYSTEMDUNITDIR)/tandemd.socket \
+	$(SYSUSERSDIR)/tandem.conf $(TMPFILESDIR)/tandem.conf $(LIBDIR)/tandem/tandem-cuda.so
 # Directories of tandem's own, removed by uninstall when empty (deepest first).
 INSTALLED_DIRS := $(DATADIR)/tandem/machines $(DATADIR)/tandem $(INCLUDEDIR)/tandem $(LIBDIR)/tandem
 
@@ -319,6 +319,7 @@ install-files: $(TANDEMD) $(TANDEMCTL) $(BUILD)/bin/starpu2machine $(CLIENT_LIB)
 	$(foreach m,$(MAN_PAGES),$(INSTALL) -m 644 $(m) \
 		$(DESTDIR)$(MANDIR)/man$(subst .,,$(suffix $(m)))/ &&) true
 	$(INSTALL) -m 644 $(DIST_DIR)/tandemd.service $(DESTDIR)$(SYSTEMDUNITDIR)/tandemd.service
+	$(INSTALL) -m 644 dist/tandemd.socket $(DESTDIR)$(SYSTEMDUNITDIR)/tandemd.socket
 	$(INSTALL) -m 644 dist/tandem.sysusers $(DESTDIR)$(SYSUSERSDIR)/tandem.conf
 	$(INSTALL) -m 644 dist/tandem.tmpfiles $(DESTDIR)$(TMPFILESDIR)/tandem.conf
 ifneq ($(CUDA_PLUGIN),)

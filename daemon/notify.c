@@ -1,8 +1,13 @@
 /* systemd's notification protocol, through libsystemd's sd_notify. */
 #include "daemon/notify.h"
 
+#include <errno.h>
+#include <fcntl.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <systemd/sd-daemon.h>
 
 #include "common/clock.h"
@@ -117,4 +122,47 @@ void notify_status_changed(struct server *srv)
 	uint64_t wait_us = (min - since) / 1000;
 	struct timeval tv = { (time_t)(wait_us / 1000000), (suseconds_t)(wait_us % 1000000) };
 	evtimer_add(srv->notify.ev_status, &tv);
+}
+
+int notify_inherited_listener(char *path, size_t len)
+{
+	int n = sd_listen_fds(1);
+	if (n == 0)
+		return -1;
+	if (n < 0) {
+		log_error("socket activation: %s", strerror(-n));
+		return -2;
+	}
+	if (n != 1) {
+		log_error("socket activation: systemd passed %d sockets; tandemd listens on one "
+		          "(one ListenStream= in tandemd.socket)",
+		          n);
+		return -2;
+	}
+	int fd = SD_LISTEN_FDS_START;
+	struct sockaddr_un sa;
+	socklen_t salen = sizeof(sa);
+	memset(&sa, 0, sizeof(sa));
+	if (sd_is_socket_unix(fd, SOCK_STREAM, 1, NULL, 0) <= 0 ||
+	    getsockname(fd, (struct sockaddr *)&sa, &salen) != 0 ||
+	    salen <= offsetof(struct sockaddr_un, sun_path) || sa.sun_path[0] != '/') {
+		log_error("socket activation: descriptor %d is not a listening Unix stream socket "
+		          "with a path (ListenStream=/run/tandem/tandemd.sock in tandemd.socket)",
+		          fd);
+		return -2;
+	}
+	size_t plen = strnlen(sa.sun_path, salen - offsetof(struct sockaddr_un, sun_path));
+	if (plen >= len) {
+		log_error("socket activation: the socket's path is too long");
+		return -2;
+	}
+	memcpy(path, sa.sun_path, plen);
+	path[plen] = '\0';
+	/* libevent wants it non-blocking; nothing we start may inherit it. */
+	if (fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK) != 0 ||
+	    fcntl(fd, F_SETFD, FD_CLOEXEC) != 0) {
+		log_error("socket activation: %s", strerror(errno));
+		return -2;
+	}
+	return fd;
 }

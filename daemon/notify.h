@@ -34,4 +34,11 @@ void notify_stopping(struct server *srv);
 /* Devices or clients changed: a new STATUS= line (rate-limited). */
 void notify_status_changed(struct server *srv);
 
+/* Socket activation (tandemd.socket): the listening socket systemd passed
+ * ($LISTEN_FDS, $LISTEN_PID, sd_listen_fds), with its path in path. -1
+ * when there is none; -2 when what was passed is not one listening Unix
+ * stream socket with a path (logged). The variables are unset either way:
+ * nothing the daemon starts inherits them. */
+int notify_inherited_listener(char *path, size_t len);
+
 #endif

@@ -716,8 +716,9 @@ static void bind_process(struct server *srv)
  * afterwards, which would follow whatever was put there meanwhile. It is
  * 0666: whoever can reach it is admitted by SO_PEERCRED against the
  * configuration (or refused at once, with the reason); the directory
- * decides who can reach it. */
-static int open_listener(struct server *srv)
+ * decides who can reach it. Returns the new listening socket on
+ * srv->socket_path, or -TDM_E*. */
+static int bind_listener(struct server *srv)
 {
 	struct sockaddr_un sa = { .sun_family = AF_UNIX };
 	const mode_t mode = 0666;
@@ -740,12 +741,36 @@ static int open_listener(struct server *srv)
 		close(fd);
 		return -TDM_ESYS;
 	}
+	return fd;
+}
+
+/* The socket systemd passed (tandemd.socket), else one of our own. */
+static int open_listener(struct server *srv)
+{
+	char inherited[sizeof(srv->socket_path)];
+	int fd = notify_inherited_listener(inherited, sizeof(inherited));
+	if (fd == -2)
+		return -TDM_ECONFIG;
+	if (fd >= 0) {
+		/* systemd made the socket (its path, mode and directory) and
+		 * keeps it when we exit. */
+		if (srv->cfg.socket_path[0] && strcmp(srv->cfg.socket_path, inherited))
+			log_warn("socket activation: listening on %s, which systemd passed, not "
+			         "on %s",
+			         inherited, srv->cfg.socket_path);
+		snprintf(srv->socket_path, sizeof(srv->socket_path), "%s", inherited);
+		srv->socket_inherited = true;
+		log_info("socket activation: listening on the socket systemd passed");
+	} else if ((fd = bind_listener(srv)) < 0) {
+		return fd;
+	}
 	srv->listener = evconnlistener_new(srv->base, on_accept, srv,
 	                                   LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, -1, fd);
 	if (!srv->listener) {
 		log_error("cannot listen on %s: %s", srv->socket_path, strerror(errno));
 		close(fd);
-		unlink(srv->socket_path);
+		if (!srv->socket_inherited)
+			unlink(srv->socket_path);
 		return -TDM_ESYS;
 	}
 	evconnlistener_set_error_cb(srv->listener, on_listen_error);
@@ -934,7 +959,7 @@ int server_fini(struct server *srv)
 	 * torn down, the caller exits at once. */
 	if (engine_destroy(srv->engine) != 0) {
 		log_warn("exiting with a kernel still running");
-		if (srv->listener)
+		if (srv->listener && !srv->socket_inherited)
 			unlink(srv->socket_path);
 		return -TDM_ETIMEDOUT;
 	}
@@ -950,7 +975,8 @@ int server_fini(struct server *srv)
 	residency_fini(&srv->res);
 	if (srv->listener) {
 		evconnlistener_free(srv->listener);
-		unlink(srv->socket_path);
+		if (!srv->socket_inherited)
+			unlink(srv->socket_path);
 	}
 	if (srv->ev_term)
 		event_free(srv->ev_term);

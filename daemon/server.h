@@ -75,6 +75,7 @@ struct server {
 	const char *config_path; /* NULL: embedded defaults */
 	char socket_path[CONFIG_PATH_MAX];
 	bool made_socket_dir; /* its mode then follows the access lists */
+	bool socket_inherited; /* systemd's (socket activation): never unlinked */
 	int ready_fd;
 	struct service_notify notify; /* systemd's sd_notify (daemon/notify.c) */
 	struct event_base *base;

@@ -59,7 +59,8 @@ for f in sbin/tandemd bin/tandemctl bin/starpu2machine lib/libtandem.a \
 	lib/libtandem.so.$soversion.$version lib/pkgconfig/tandem.pc include/tandem.h \
 	include/tandem/wire.h include/tandem/version.h share/tandem/machines/h100.toml \
 	share/man/man8/tandemd.8 share/man/man1/tandemctl.1 share/man/man5/tandem.toml.5 \
-	share/man/man3/libtandem.3 lib/systemd/system/tandemd.service lib/sysusers.d/tandem.conf \
+	share/man/man3/libtandem.3 lib/systemd/system/tandemd.service \
+	lib/systemd/system/tandemd.socket lib/sysusers.d/tandem.conf \
 	lib/tmpfiles.d/tandem.conf; do
 	[ -f "$dest$prefix/$f" ] || missing="$missing $f"
 done
@@ -198,13 +199,15 @@ fi
 if command -v systemd-analyze >/dev/null; then
 	# The installed paths, as they will be once the tree is in place.
 	sed "s|$prefix/sbin/tandemd|$dest$prefix/sbin/tandemd|" "$unit" >"$tmp/tandemd.service"
-	out=$(cd "$tmp" && MANPATH="$man" systemd-analyze verify "$tmp/tandemd.service" 2>&1)
-	if [ $? -eq 0 ] && [ -z "$out" ]; then ok "systemd-analyze verify tandemd.service"; else
-		not_ok "systemd-analyze verify tandemd.service"
+	cp "$dest$prefix/lib/systemd/system/tandemd.socket" "$tmp/"
+	out=$(cd "$tmp" && MANPATH="$man" systemd-analyze verify "$tmp/tandemd.service" \
+		"$tmp/tandemd.socket" 2>&1)
+	if [ $? -eq 0 ] && [ -z "$out" ]; then ok "systemd-analyze verify tandemd.service tandemd.socket"; else
+		not_ok "systemd-analyze verify tandemd.service tandemd.socket"
 		printf '%s\n' "$out" | sed 's/^/#   /'
 	fi
 else
-	skip "systemd-analyze verify tandemd.service" "systemd-analyze absent (apt-get install systemd)"
+	skip "systemd-analyze verify tandemd.service tandemd.socket" "systemd-analyze absent (apt-get install systemd)"
 fi
 if command -v systemd-sysusers >/dev/null && command -v systemd-tmpfiles >/dev/null; then
 	sroot="$tmp/sysroot"

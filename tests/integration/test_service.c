@@ -12,8 +12,10 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -72,11 +74,10 @@ static int test_teardown(void **state)
 	return 0;
 }
 
-/* Prepares d1 and a datagram socket in its directory, named by
- * $NOTIFY_SOCKET for the daemon to inherit. */
-static void prepare_with_notify(const char *toml)
+/* A datagram socket in d1's directory, named by $NOTIFY_SOCKET for the
+ * daemon to inherit. */
+static void prepare_with_notify_socket(void)
 {
-	assert_int_equal(tdmt_daemon_prepare(&d1, toml), 0);
 	struct sockaddr_un sa = { .sun_family = AF_UNIX };
 	snprintf(notify_path, sizeof(notify_path), "%s/notify.sock", d1.dir);
 	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", notify_path);
@@ -84,6 +85,12 @@ static void prepare_with_notify(const char *toml)
 	assert_true(notify_fd >= 0);
 	assert_int_equal(bind(notify_fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
 	assert_int_equal(setenv("NOTIFY_SOCKET", notify_path, 1), 0);
+}
+
+static void prepare_with_notify(const char *toml)
+{
+	assert_int_equal(tdmt_daemon_prepare(&d1, toml), 0);
+	prepare_with_notify_socket();
 }
 
 static void launch(void)
@@ -194,11 +201,12 @@ static void test_notify_sequence(void **state)
 	int reready = wait_line(reloading + 1, "READY=1", 10000);
 	assert_true(reready > reloading);
 
-	int pid = d1.pid;
-	kill(pid, SIGTERM);
+	kill(d1.pid, SIGTERM);
 	int stopping = wait_line(reready + 1, "STOPPING=1", 10000);
 	assert_true(stopping > reready);
-	assert_int_equal(tdmt_daemon_stop(&d1, 20000), 0);
+	/* The one signal drains and exits 0 (a second would cancel). */
+	assert_int_equal(tdmt_wait_child(d1.pid, 20000), 0);
+	d1.pid = 0;
 	drain_msgs(0);
 	assert_int_equal(count_lines(0, nmsgs, "WATCHDOG=1"), 0);
 	assert_int_equal(count_lines(0, nmsgs, "READY=1"), 2);
@@ -393,6 +401,126 @@ static void test_supplementary_groups(void **state)
 	tdmt_test_ok();
 }
 
+/* ---- socket activation (tandemd.socket) ------------------------------------ */
+
+/* A listening Unix stream socket at path (or, datagram, a socket that
+ * listens to nothing). */
+static int make_socket(const char *path, int type)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", path);
+	int fd = socket(AF_UNIX, type | SOCK_CLOEXEC, 0);
+	assert_true(fd >= 0);
+	assert_int_equal(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	if (type == SOCK_STREAM)
+		assert_int_equal(listen(fd, 16), 0);
+	return fd;
+}
+
+/* Starts tandemd on d1's configuration as systemd starts a service for its
+ * socket unit: the sockets at descriptors 3, 4, ..., $LISTEN_FDS their
+ * number, $LISTEN_PID the daemon's pid; its stderr into d1.log. */
+static void launch_activated(const int *fds, int nfds)
+{
+	char exe[512], state[TDMT_PATH_MAX + 8];
+	snprintf(exe, sizeof(exe), "%s/bin/tandemd", tdmt_build_dir());
+	snprintf(state, sizeof(state), "%s/state", d1.dir);
+	pid_t parent = getpid();
+	pid_t pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		char n[16], me[16];
+		int moved[4];
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		if (getppid() != parent)
+			_exit(127);
+		int log = open(d1.log, O_WRONLY | O_CREAT | O_APPEND, 0644);
+		if (log < 0)
+			_exit(127);
+		dup2(log, 1);
+		dup2(log, 2);
+		/* Out of the way first, then into place (without CLOEXEC). */
+		for (int i = 0; i < nfds; i++)
+			moved[i] = fcntl(fds[i], F_DUPFD_CLOEXEC, 20);
+		for (int i = 0; i < nfds; i++)
+			if (moved[i] < 0 || dup2(moved[i], 3 + i) != 3 + i)
+				_exit(127);
+		snprintf(n, sizeof(n), "%d", nfds);
+		snprintf(me, sizeof(me), "%d", (int)getpid());
+		setenv("LISTEN_FDS", n, 1);
+		setenv("LISTEN_PID", me, 1);
+		setenv("XDG_STATE_HOME", state, 1);
+		execl(exe, exe, "--config", d1.config, (char *)NULL);
+		_exit(127);
+	}
+	d1.pid = pid;
+}
+
+/* The socket systemd passes is the one served, whatever daemon.socket says;
+ * the daemon leaves it in place when it exits (systemd's, listening on). */
+static void test_socket_activation(void **state)
+{
+	(void)state;
+	char toml[256], path[TDMT_PATH_MAX], other[TDMT_PATH_MAX];
+	assert_int_equal(tdmt_daemon_prepare(&d1, QUICK), 0);
+	snprintf(path, sizeof(path), "%s/act.sock", d1.dir);
+	snprintf(other, sizeof(other), "%s/other.sock", d1.dir);
+	snprintf(toml, sizeof(toml), QUICK "[daemon]\nsocket = \"%s\"\n", other);
+	assert_int_equal(tdmt_daemon_write_config(&d1, toml), 0);
+	prepare_with_notify_socket();
+	int fd = make_socket(path, SOCK_STREAM);
+	launch_activated(&fd, 1);
+	assert_true(wait_line(0, "READY=1", 30000) >= 0);
+	assert_true(tdmt_log_contains(&d1, "socket activation: listening on the socket systemd "
+	                                   "passed"));
+	assert_true(tdmt_log_contains(&d1, "which systemd passed, not on"));
+	struct stat st;
+	assert_int_not_equal(stat(other, &st), 0);
+	tdm_client *c;
+	assert_int_equal(tdmt_connect(path, &c), 0);
+	assert_true(tdm_device_count(c) > 0);
+	tdm_disconnect(c);
+	assert_int_equal(tdmt_daemon_stop(&d1, 20000), 0);
+	/* Still there, still listening (on our descriptor, as on systemd's): a
+	 * client that comes now would start the daemon again. */
+	assert_int_equal(stat(path, &st), 0);
+	assert_true(S_ISSOCK(st.st_mode));
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", path);
+	int s = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	assert_int_equal(connect(s, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	close(s);
+	close(fd);
+	tdmt_test_ok();
+}
+
+/* Two sockets, or one that is not a listening stream socket: the daemon
+ * says what tandemd.socket must give it and does not start. */
+static void test_socket_activation_refused(void **state)
+{
+	(void)state;
+	char a[TDMT_PATH_MAX], b[TDMT_PATH_MAX];
+	assert_int_equal(tdmt_daemon_prepare(&d1, QUICK), 0);
+	snprintf(a, sizeof(a), "%s/a.sock", d1.dir);
+	snprintf(b, sizeof(b), "%s/b.sock", d1.dir);
+	int fds[2] = { make_socket(a, SOCK_STREAM), make_socket(b, SOCK_STREAM) };
+	launch_activated(fds, 2);
+	assert_int_equal(tdmt_wait_child(d1.pid, 30000), 1);
+	d1.pid = 0;
+	assert_true(tdmt_log_contains(&d1, "systemd passed 2 sockets"));
+	close(fds[1]);
+	unlink(b);
+
+	int dgram = make_socket(b, SOCK_DGRAM);
+	launch_activated(&dgram, 1);
+	assert_int_equal(tdmt_wait_child(d1.pid, 30000), 1);
+	d1.pid = 0;
+	assert_true(tdmt_log_contains(&d1, "is not a listening Unix stream socket"));
+	close(dgram);
+	close(fds[0]);
+	tdmt_test_ok();
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -405,6 +533,9 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_journal_priorities, test_setup, test_teardown),
 		cmocka_unit_test_setup_teardown(test_group_names, test_setup, test_teardown),
 		cmocka_unit_test_setup_teardown(test_supplementary_groups, test_setup,
+		                                test_teardown),
+		cmocka_unit_test_setup_teardown(test_socket_activation, test_setup, test_teardown),
+		cmocka_unit_test_setup_teardown(test_socket_activation_refused, test_setup,
 		                                test_teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
