@@ -244,7 +244,9 @@ clean:
 # tandemd.toml is never overwritten and is removed by uninstall only while
 # it is the one install put there (unchanged). INSTALL_EXTRA and
 # UNINSTALL_EXTRA name more targets that install and uninstall run (other
-# parts, such as the Python binding).
+# parts, such as the Python binding). tandemd finds the CUDA plugin in
+# ../lib/tandem relative to its own directory (SBINDIR): with a LIBDIR that
+# is not $(PREFIX)/lib, set cuda.plugin in the configuration.
 PREFIX ?= /usr/local
 BINDIR ?= $(PREFIX)/bin
 SBINDIR ?= $(PREFIX)/sbin

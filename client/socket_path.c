@@ -1,5 +1,6 @@
 /* Where tandemd listens by default, and whether what listens there is a
  * tandemd to trust; shared by libtandem, tandemctl and tandemd. */
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -37,7 +38,7 @@ TDM_API int tdm_default_socket_path(char *out, size_t len)
 	struct stat st;
 
 	/* A user without a daemon of their own reaches the system's. */
-	if (!err && !(env && env[0]) && geteuid() != 0 && lstat(out, &st) != 0 &&
+	if (!err && !(env && env[0]) && geteuid() != 0 && lstat(out, &st) != 0 && errno == ENOENT &&
 	    lstat(SYSTEM_SOCKET, &st) == 0 && S_ISSOCK(st.st_mode)) {
 		if (len <= strlen(SYSTEM_SOCKET))
 			return -TDM_EINVAL;

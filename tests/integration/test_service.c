@@ -521,6 +521,80 @@ static void test_socket_activation_refused(void **state)
 	tdmt_test_ok();
 }
 
+/* ---- where clients look ------------------------------------------------------ */
+
+#define SYSTEM_DIR "/run/tandem"
+#define SYSTEM_SOCKET SYSTEM_DIR "/tandemd.sock"
+
+/* In a child that became MEMBER_UID with $XDG_RUNTIME_DIR = xdg: whether
+ * tdm_default_socket_path gives want_default and tdm_listen_socket_path
+ * want_listen (exit 0), else exit 1 with what they gave. */
+static int paths_as_user(const char *xdg, const char *want_default, const char *want_listen)
+{
+	pid_t pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		char d[TDMT_PATH_MAX], l[TDMT_PATH_MAX];
+		if (setgroups(0, NULL) || setgid(MEMBER_UID) || setuid(MEMBER_UID))
+			_exit(2);
+		unsetenv("TANDEM_SOCKET");
+		setenv("XDG_RUNTIME_DIR", xdg, 1);
+		if (tdm_default_socket_path(d, sizeof(d)) || tdm_listen_socket_path(l, sizeof(l)))
+			_exit(3);
+		if (strcmp(d, want_default) || strcmp(l, want_listen)) {
+			fprintf(stderr, "default %s (want %s), listen %s (want %s)\n", d,
+			        want_default, l, want_listen);
+			_exit(1);
+		}
+		_exit(0);
+	}
+	return tdmt_wait_child(pid, 10000);
+}
+
+/* A user without a daemon of their own reaches the system's; one with a
+ * daemon reaches that; the daemon's own default stays the user's. */
+static void test_user_finds_system_daemon(void **state)
+{
+	(void)state;
+	struct stat st;
+	if (geteuid() != 0 || stat(SYSTEM_DIR, &st) == 0) {
+		fprintf(stderr,
+		        "test_user_finds_system_daemon: needs root and no %s (a system "
+		        "tandemd may use it): skipped\n",
+		        SYSTEM_DIR);
+		tdmt_test_ok();
+		skip();
+	}
+	char xdg[64], own[TDMT_PATH_MAX + 32], own_dir[TDMT_PATH_MAX];
+	snprintf(xdg, sizeof(xdg), "/tmp/tdmt-xdg.XXXXXX");
+	assert_non_null(mkdtemp(xdg));
+	assert_int_equal(chown(xdg, MEMBER_UID, MEMBER_UID), 0);
+	snprintf(own_dir, sizeof(own_dir), "%s/tandem", xdg);
+	snprintf(own, sizeof(own), "%s/tandemd.sock", own_dir);
+	/* No system daemon: the user's own path, whether it exists or not. */
+	int rc1 = paths_as_user(xdg, own, own);
+	assert_int_equal(mkdir(SYSTEM_DIR, 0755), 0);
+	int sys = make_socket(SYSTEM_SOCKET, SOCK_STREAM);
+	/* The system's socket exists, the user's does not. */
+	int rc2 = paths_as_user(xdg, SYSTEM_SOCKET, own);
+	/* Both exist: the user's own. */
+	assert_int_equal(mkdir(own_dir, 0700), 0);
+	assert_int_equal(chown(own_dir, MEMBER_UID, MEMBER_UID), 0);
+	int mine = make_socket(own, SOCK_STREAM);
+	int rc3 = paths_as_user(xdg, own, own);
+	close(mine);
+	close(sys);
+	unlink(own);
+	rmdir(own_dir);
+	rmdir(xdg);
+	unlink(SYSTEM_SOCKET);
+	rmdir(SYSTEM_DIR);
+	assert_int_equal(rc1, 0);
+	assert_int_equal(rc2, 0);
+	assert_int_equal(rc3, 0);
+	tdmt_test_ok();
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -533,6 +607,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_journal_priorities, test_setup, test_teardown),
 		cmocka_unit_test_setup_teardown(test_group_names, test_setup, test_teardown),
 		cmocka_unit_test_setup_teardown(test_supplementary_groups, test_setup,
+		                                test_teardown),
+		cmocka_unit_test_setup_teardown(test_user_finds_system_daemon, test_setup,
 		                                test_teardown),
 		cmocka_unit_test_setup_teardown(test_socket_activation, test_setup, test_teardown),
 		cmocka_unit_test_setup_teardown(test_socket_activation_refused, test_setup,
