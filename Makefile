@@ -339,7 +339,8 @@ uninstall-files:
 	@conf=$(DESTDIR)$(SYSCONFDIR)/tandem/tandemd.toml; \
 	if [ -e $$conf ] && ! cmp -s $$conf dist/tandemd.toml; then \
 	  echo "uninstall: keeping $$conf: changed since install"; else rm -f $$conf; fi
-	-rmdir $(addprefix $(DESTDIR),$(INSTALLED_DIRS) $(SYSCONFDIR)/tandem) 2>/dev/null
+	@for d in $(addprefix $(DESTDIR),$(INSTALLED_DIRS) $(SYSCONFDIR)/tandem); do \
+	  rmdir $$d 2>/dev/null || true; done
 
 # Keep intermediate objects: they are reused by several binaries.
 .SECONDARY:
