@@ -118,6 +118,15 @@ if readelf -d "$tmp/blocked_gemm" 2>/dev/null | grep -q "NEEDED.*\[libtandem.so.
 else
 	not_ok "the client needs libtandem.so.$soversion"
 fi
+# Static: libtandem.a, with what pkg-config --static says it needs.
+if [ -z "$san" ]; then
+	# shellcheck disable=SC2086
+	check "cc -static blocked_gemm.c \$(pkg-config --static --cflags --libs tandem)" \
+		cc -std=c11 -static -o "$tmp/blocked_gemm_static" "$tmp/blocked_gemm.c" \
+		$(pkg-config --static --cflags --libs tandem)
+else
+	skip "cc -static blocked_gemm.c" "sanitizer flavour"
+fi
 unset PKG_CONFIG_PATH PKG_CONFIG_SYSROOT_DIR PKG_CONFIG_LIBDIR
 
 # ---- run it against the installed daemon -----------------------------------------
@@ -143,6 +152,15 @@ if out=$(LD_LIBRARY_PATH="$lib" "$tmp/blocked_gemm" "$sock" 256 128 2>&1) &&
 else
 	not_ok "blocked_gemm on the installed daemon"
 	printf '%s\n' "$out" | sed 's/^/#   /'
+fi
+if [ -z "$san" ]; then
+	if out=$("$tmp/blocked_gemm_static" "$sock" 256 128 2>&1) &&
+		printf '%s\n' "$out" | grep -q '^result: correct$'; then
+		ok "blocked_gemm linked statically runs on the installed daemon"
+	else
+		not_ok "blocked_gemm (static) on the installed daemon"
+		printf '%s\n' "$out" | sed 's/^/#   /'
+	fi
 fi
 if [ -f "$BUILD/lib/tandem-cuda.so" ]; then
 	# Found in lib/tandem/ beside sbin/: the log says why CUDA is not used
