@@ -73,7 +73,10 @@ const char config_default_toml[] =
         "\n"
         "[engine]\n"
         "# Scheduling policy, by its registered name ([a-z0-9_], 1 to 31 chars).\n"
-        "policy = \"eager\"\n"
+        "# dmda places each ready task where it is predicted to finish first,\n"
+        "# transfers included; eager and fifo ignore costs (tandemd\n"
+        "# --list-policies, docs/policies.md).\n"
+        "policy = \"dmda\"\n"
         "# Microseconds a worker spins for new work before it sleeps (0 to 10000).\n"
         "spin_us = 50\n"
         "# A policy that holds ready tasks while every worker idles this many\n"
@@ -196,7 +199,7 @@ void config_defaults(struct daemon_config *cfg)
 	cfg->max_connections = 1024;
 	cfg->max_connections_per_uid = 64;
 
-	strcpy(cfg->policy, "eager");
+	strcpy(cfg->policy, "dmda");
 	cfg->spin_us = 50;
 	cfg->watchdog_ms = 500;
 

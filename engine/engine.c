@@ -43,6 +43,7 @@ struct worker {
 	 * read by one sleeper could leave another asleep. */
 	int kick_fd;
 	_Atomic bool asleep;
+	bool host; /* runs tasks on a CPU core (not an accelerator's worker) */
 };
 
 struct inflight {
@@ -107,6 +108,10 @@ struct engine {
 	uint32_t watchdog_ms;
 	_Atomic size_t queued; /* handed to the policy or the FIFO, not taken yet */
 	_Atomic uint32_t idle_workers;
+	/* Idle workers of CPU cores, and how many CPU-core workers there are:
+	 * they are the ones that listen to the front end (see listens). */
+	_Atomic uint32_t idle_host;
+	uint32_t nhost;
 	_Atomic uint32_t prefetching; /* workers prefetching tasks they peeked at */
 	pthread_mutex_t wd_lock; /* the graphs in flight (for taking tasks back), and the below */
 	struct engine_graph *graphs; /* in flight, linked through core_next */
@@ -203,7 +208,18 @@ static uint64_t capable_workers(const struct engine *e, struct engine_task **tas
 	return mask;
 }
 
-static void push_ready(struct engine *e, struct engine_task **tasks, size_t n, int worker)
+/* The worker a thread is, for intake that runs on idle workers (-1: none;
+ * set once by each worker thread). */
+static _Thread_local const struct engine *tls_engine;
+static _Thread_local int tls_worker = -1;
+
+/* Gives ready tasks to the policy and wakes workers for them. worker: the
+ * releasing worker, as the policy hears it (-1: intake). taker: a worker
+ * that looks for work right after this (the releasing worker, or the one
+ * running intake), so one fewer sleeper needs waking when it may run one
+ * of them; -1: none. */
+static void push_ready_from(struct engine *e, struct engine_task **tasks, size_t n, int worker,
+                            int taker)
 {
 	uint64_t now = clock_now(e->clock);
 	bool uniform = atomic_load_explicit(&e->uniform, memory_order_relaxed);
@@ -222,15 +238,21 @@ static void push_ready(struct engine *e, struct engine_task **tasks, size_t n, i
 		e->policy->tasks_ready(e->policy_priv, tasks, n, worker);
 	}
 	if (uniform) {
-		/* A releasing worker picks one of them itself right after. */
-		engine_notify(e, worker >= 0 ? n - 1 : n);
+		/* The taker picks one of them itself right after. */
+		engine_notify(e, taker >= 0 ? n - 1 : n);
 		return;
 	}
-	/* Devices differ in what they run: the releasing worker may run none
-	 * of these, and waking a worker that cannot would lose the wake-up. */
+	/* Devices differ in what they run: the taker may run none of these,
+	 * and waking a worker that cannot would lose the wake-up. */
 	atomic_fetch_add(&e->epoch, 1);
-	if (atomic_load(&e->sleepers))
-		wake_sleepers(e, n, capable, worker);
+	bool takes = taker >= 0 && (taker >= 64 || (capable >> taker & 1));
+	if (atomic_load(&e->sleepers) && n > takes)
+		wake_sleepers(e, n - takes, capable, taker);
+}
+
+static void push_ready(struct engine *e, struct engine_task **tasks, size_t n, int worker)
+{
+	push_ready_from(e, tasks, n, worker, worker);
 }
 
 /* Moves every task the policy still holds to the FIFO: each task's qstate
@@ -383,6 +405,7 @@ void engine_submit(struct engine *e, struct engine_graph *g)
 {
 	struct engine_task *chunk[ROOT_CHUNK];
 	size_t n = 0;
+	int self = tls_engine == e ? tls_worker : -1;
 
 	atomic_fetch_add(&e->graphs_submitted, 1);
 	g->submit_ns = clock_now(e->clock);
@@ -417,7 +440,8 @@ void engine_submit(struct engine *e, struct engine_graph *g)
 		chunk[n++] = &g->tasks[i];
 		pushed++;
 		if (n == ROOT_CHUNK || pushed == nroots) {
-			push_ready(e, chunk, n, -1);
+			/* The worker running this intake looks for work next. */
+			push_ready_from(e, chunk, n, -1, pushed == n ? self : -1);
 			n = 0;
 		}
 	}
@@ -960,21 +984,39 @@ static void worker_idle_wait(struct engine *e, struct worker *w, uint32_t seen);
 static void worker_idle(struct engine *e, struct worker *w, uint32_t seen)
 {
 	atomic_fetch_add(&e->idle_workers, 1);
+	if (w->host)
+		atomic_fetch_add(&e->idle_host, 1);
 	worker_idle_wait(e, w, seen);
+	if (w->host)
+		atomic_fetch_sub(&e->idle_host, 1);
 	atomic_fetch_sub(&e->idle_workers, 1);
+}
+
+/* Whether an idle worker looks at the front end (submission rings and
+ * their doorbells). CPU-core workers do; an accelerator's worker only when
+ * no CPU-core worker is idle to do it (there are none, or all are busy):
+ * otherwise every doorbell would wake it too, for intake that a core worker
+ * does anyway, and on a small machine it would take the core the client and
+ * the core worker need. Accelerator workers still wake for the tasks the
+ * policy gives them (kicks). */
+static bool listens(const struct engine *e, const struct worker *w)
+{
+	return w->host || e->nhost == 0 ||
+	       atomic_load_explicit(&e->idle_host, memory_order_relaxed) == 0;
 }
 
 static void worker_idle_wait(struct engine *e, struct worker *w, uint32_t seen)
 {
 	uint32_t spin_us = atomic_load_explicit(&e->spin_us, memory_order_relaxed);
+	bool front = e->hooks.poll && listens(e, w);
 	if (spin_us) {
 		uint64_t deadline = clock_monotonic_ns() + (uint64_t)spin_us * 1000u;
 		bool found = false;
-		if (e->hooks.polling)
+		if (front && e->hooks.polling)
 			e->hooks.polling(e->hooks.ctx, true);
 		for (unsigned iter = 1; !found; iter++) {
 			if (atomic_load_explicit(&e->epoch, memory_order_acquire) != seen ||
-			    front_end_poll(e, false))
+			    (front && front_end_poll(e, false)))
 				found = true;
 			cpu_relax();
 			/* Let a client or another worker sharing this core run. */
@@ -984,14 +1026,14 @@ static void worker_idle_wait(struct engine *e, struct worker *w, uint32_t seen)
 					break;
 			}
 		}
-		if (e->hooks.polling) {
+		if (front && e->hooks.polling) {
 			e->hooks.polling(e->hooks.ctx, false);
 			/* A client that still saw the flag rang no doorbell. */
 			found = found || front_end_poll(e, false);
 		}
 		if (found)
 			return;
-	} else if (front_end_poll(e, false)) {
+	} else if (front && front_end_poll(e, false)) {
 		return; /* a session was busy: look again rather than sleep */
 	}
 	struct pollfd fds[3] = { { w->kick_fd, POLLIN, 0 },
@@ -1004,7 +1046,7 @@ static void worker_idle_wait(struct engine *e, struct worker *w, uint32_t seen)
 	/* Set asleep, then look at the epoch: a producer that bumped it after
 	 * this look sees asleep and kicks. */
 	if (atomic_load(&e->epoch) == seen && !atomic_load(&e->stop))
-		n = poll(fds, e->poll_fd >= 0 ? 3 : 2, timeout);
+		n = poll(fds, front && e->poll_fd >= 0 ? 3 : 2, timeout);
 	atomic_store(&w->asleep, false);
 	atomic_fetch_sub(&e->sleepers, 1);
 	if (n == 0) {
@@ -1114,6 +1156,8 @@ static void *worker_main(void *arg)
 	struct engine *e = w->e;
 	struct engine_device *d = &e->devices[w->index];
 
+	tls_engine = e;
+	tls_worker = (int)w->index;
 	if (d->dev.ops->worker_init)
 		d->dev.ops->worker_init(&d->dev, e->topology);
 	if (backend_is_accelerator(&d->dev)) {
@@ -1240,6 +1284,8 @@ int engine_create(const struct engine_params *p, struct engine **out)
 			engine_destroy(e);
 			return -TDM_ESYS;
 		}
+		e->workers[i].host = !backend_is_accelerator(&d->dev);
+		e->nhost += e->workers[i].host;
 		if (backend_is_accelerator(&d->dev)) {
 			if (!p->res || !residency_has_devices(p->res)) {
 				engine_destroy(e);

@@ -109,7 +109,7 @@ static void test_defaults(void **state)
 	assert_int_equal(cfg.max_clients_per_uid, 16);
 	assert_int_equal(cfg.max_connections, 1024);
 	assert_int_equal(cfg.max_connections_per_uid, 64);
-	assert_string_equal(cfg.policy, "eager");
+	assert_string_equal(cfg.policy, "dmda");
 	assert_int_equal(cfg.spin_us, 50);
 	assert_int_equal(cfg.n_cores, 0);
 	assert_int_equal(cfg.buffer_quota_bytes, 1073741824);
@@ -415,7 +415,7 @@ static void test_reload_copies_and_names(void **state)
 	assert_string_equal(run.client_policy[0].sel, "dave");
 	assert_int_equal(run.max_tasks_per_graph, 8);
 	/* restart only: as they ran */
-	assert_string_equal(run.policy, "eager");
+	assert_string_equal(run.policy, "dmda");
 	assert_true(run.dmda_alpha == 1.0);
 	assert_int_equal(run.n_cores, 0);
 	assert_int_equal(run.n_dev_include, 0);
@@ -470,7 +470,7 @@ static void test_lookup_by_name(void **state)
 	assert_int_equal(config_bool(&cfg, "opencl", "enabled"), 0);
 	assert_int_equal(config_bool(&cfg, "cuda", "enabled"), 1);
 	assert_string_equal(config_string(&cfg, "cuda", "plugin"), "/opt/t/tandem-cuda.so");
-	assert_string_equal(config_string(&cfg, "engine", "policy"), "eager");
+	assert_string_equal(config_string(&cfg, "engine", "policy"), "dmda");
 }
 
 /* ---- each section --------------------------------------------------------- */
