@@ -165,32 +165,15 @@ static bool flow_before(const struct fairq_entry *ea, double va, const struct fa
 	return ea->seq < eb->seq;
 }
 
-#define OFFER_SCAN_MAX 64
-
 /* The entry of f the filter accepts: the head, or the first of the next
- * `scan` entries in key order (a walk of the heap's frontier); -1 if none. */
+ * `scan` heap entries; -1 if none. */
 static int32_t offer(const struct fairq_flow *f, fairq_filter ok, void *ctx, unsigned scan)
 {
-	uint32_t front[2 * OFFER_SCAN_MAX + 2], nfront = 0;
-
 	if (!ok)
 		return 0;
-	if (scan > OFFER_SCAN_MAX)
-		scan = OFFER_SCAN_MAX;
-	if (f->n)
-		front[nfront++] = 0;
-	for (uint32_t seen = 0; nfront && seen <= scan; seen++) {
-		uint32_t m = 0;
-		for (uint32_t i = 1; i < nfront; i++)
-			if (before(&f->heap[front[i]], &f->heap[front[m]]))
-				m = i;
-		uint32_t idx = front[m];
-		if (ok(ctx, f->heap[idx].task))
-			return (int32_t)idx;
-		front[m] = front[--nfront];
-		for (uint32_t c = 2 * idx + 1; c <= 2 * idx + 2 && c < f->n; c++)
-			front[nfront++] = c;
-	}
+	for (uint32_t i = 0; i < f->n && i <= scan; i++)
+		if (ok(ctx, f->heap[i].task))
+			return (int32_t)i;
 	return -1;
 }
 

@@ -80,9 +80,8 @@ int fairq_push(struct fairq *q, struct fairq_flow *f, const struct fairq_key *k,
                struct engine_task *t);
 /* The next task by the rules above, removed; NULL when empty. With a
  * filter, a flow whose head the filter refuses offers instead the first
- * task the filter accepts among its next `scan` entries (at most 64) in
- * key order, and flows with none are passed over. The filter runs under
- * the queue's lock. */
+ * task the filter accepts among the next `scan` entries of its heap (heap
+ * order, not key order), and flows with none are passed over. */
 struct engine_task *fairq_pop(struct fairq *q, fairq_filter ok, void *ctx, unsigned scan);
 /* Up to max (<= FAIRQ_PEEK_MAX) tasks in the order pop would give them
  * (as if nothing else were pushed meanwhile), left queued. */

@@ -16,9 +16,6 @@
 /* How deep into a flow's sub-queue of the any-device queue a worker looks
  * for a task it may run (as eager.c does). */
 #define ANY_SCAN 32
-/* How deep into a flow's sub-queue of its own device's queue a worker
- * looks for a task its graph's plan lets it take (plan_allows). */
-#define PLAN_SCAN 32
 /* pick_next moves at most this many unrunnable tasks before giving up. */
 #define MAX_REPLACE 64
 
@@ -27,53 +24,30 @@ enum task_state { TASK_WAITING = 0, TASK_RELEASED, TASK_DONE };
 /* A graph's plan: each task's device and start, relative to base_ns.
  *
  * Executing it: each device runs the graph's tasks in their planned order
- * (seq: the tasks planned on each device, by planned start). A worker
- * whose next planned task is not ready yet may run a later one only if it
- * ends, as predicted, before that task can start: by its planned start,
- * or later when its inputs will come later (plan_allows). With exact
- * costs every task then starts no later than planned, so the graph ends
- * no later than its plan says. */
+ * (seq: the tasks planned on each device, by planned start). A ready task
+ * is queued on its device only once every task planned before it there
+ * has been taken; until then it is parked. With exact costs every task
+ * then starts no later than planned (by induction in planned-start
+ * order), so the graph ends no later than its plan says. */
 struct gplan {
 	pthread_mutex_t lock;
-	uint32_t n, ndev, nnodes;
+	uint32_t n, ndev;
 	enum plan_method method;
 	uint64_t base_ns; /* the graph's submission */
 	uint32_t released, done; /* tasks */
 	uint32_t last_repair; /* `done` at the last repair */
 	uint32_t drifts; /* since the last repair */
-	double makespan; /* of the last plan (relative), for tests */
 	double *cost; /* [n * ndev] predicted ns, < 0: cannot run there */
 	double *edge_data; /* [edges] bytes */
 	double *cursor, *own; /* [ndev] each: repair scratch */
-	double *lat, *inv_bw; /* [nnodes * nnodes]: the links the plan was made with */
-	double *pend; /* [n] predicted end of a picked task (relative) */
 	struct plan_slot *slot; /* [n] planned, or actual once done */
 	uint32_t *dev; /* [n] device committed to at release (NO_DEV: none) */
 	uint32_t *order; /* [n] repair scratch */
 	uint32_t *seq_off, *seq, *seq_head; /* [ndev + 1], [n], [ndev]: plan order per device */
-	uint32_t *pred_off, *pred, *pred_edge; /* [n + 1], [edges], [edges]: predecessors */
-	const uint16_t *node; /* [ndev] memory node of each device (the dispatch's) */
 	bool *fixed; /* [n] */
 	bool *picked; /* [n] a worker took it */
+	bool *parked; /* [n] ready, held back until the tasks before it on its device are taken */
 	uint8_t *state; /* [n] enum task_state */
-};
-
-/* What a device has taken and not finished, in the order it runs them
- * (an accelerator's queue is in order): each task's predicted cost and
- * when its inputs are there (absolute ns; 0: unknown, taken as there).
- * The first one started when the one before it ended (anchor) or when its
- * inputs came. Only the device's own worker changes it. */
-#define LOAD_MAX 64
-
-struct staged {
-	const struct engine_task *t;
-	double ready, cost;
-};
-
-struct dev_load {
-	uint32_t n;
-	double anchor; /* the last completion, or the pick when it was idle */
-	struct staged s[LOAD_MAX];
 };
 
 struct dispatch {
@@ -92,7 +66,6 @@ struct dispatch {
 	struct plan_ws *ws;
 	double *lat, *inv_bw; /* [nnodes * nnodes] */
 	double *dev_ready; /* [ndev] */
-	struct dev_load *load; /* [ndev] */
 	_Atomic uint64_t plans, plan_failures, drifts, repairs, repair_failures, replaced;
 };
 
@@ -207,21 +180,19 @@ static void gplan_free(struct gplan *gp)
 }
 
 /* One block: the header, then the arrays, largest alignment first. */
-static struct gplan *gplan_new(uint32_t n, size_t ndev, size_t nnodes, uint32_t nedges)
+static struct gplan *gplan_new(uint32_t n, size_t ndev, uint32_t nedges)
 {
-	size_t nd = ndev, nl = nnodes * nnodes, off = (sizeof(struct gplan) + 15) & ~(size_t)15;
+	size_t nd = ndev, off = (sizeof(struct gplan) + 15) & ~(size_t)15;
 	size_t o_cost = off, o_edge = o_cost + sizeof(double) * n * nd;
 	size_t o_cur = o_edge + sizeof(double) * nedges, o_own = o_cur + sizeof(double) * nd;
-	size_t o_lat = o_own + sizeof(double) * nd, o_inv = o_lat + sizeof(double) * nl;
-	size_t o_pend = o_inv + sizeof(double) * nl, o_slot = o_pend + sizeof(double) * n;
+	size_t o_slot = o_own + sizeof(double) * nd;
 	size_t o_dev = o_slot + sizeof(struct plan_slot) * n,
 	       o_order = o_dev + sizeof(uint32_t) * n;
-	size_t o_soff = o_order + sizeof(uint32_t) * n, o_seq = o_soff + sizeof(uint32_t) * (nd + 1);
-	size_t o_shead = o_seq + sizeof(uint32_t) * n, o_poff = o_shead + sizeof(uint32_t) * nd;
-	size_t o_pred = o_poff + sizeof(uint32_t) * (n + 1),
-	       o_pedge = o_pred + sizeof(uint32_t) * nedges;
-	size_t o_fixed = o_pedge + sizeof(uint32_t) * nedges, o_picked = o_fixed + sizeof(bool) * n;
-	size_t o_state = o_picked + sizeof(bool) * n;
+	size_t o_soff = o_order + sizeof(uint32_t) * n,
+	       o_seq = o_soff + sizeof(uint32_t) * (nd + 1);
+	size_t o_shead = o_seq + sizeof(uint32_t) * n, o_fixed = o_shead + sizeof(uint32_t) * nd;
+	size_t o_picked = o_fixed + sizeof(bool) * n;
+	size_t o_parked = o_picked + sizeof(bool) * n, o_state = o_parked + sizeof(bool) * n;
 	char *p = calloc(1, o_state + n);
 	if (!p)
 		return NULL;
@@ -229,25 +200,19 @@ static struct gplan *gplan_new(uint32_t n, size_t ndev, size_t nnodes, uint32_t 
 	pthread_mutex_init(&gp->lock, NULL);
 	gp->n = n;
 	gp->ndev = (uint32_t)nd;
-	gp->nnodes = (uint32_t)nnodes;
 	gp->cost = (double *)(p + o_cost);
 	gp->edge_data = (double *)(p + o_edge);
 	gp->cursor = (double *)(p + o_cur);
 	gp->own = (double *)(p + o_own);
-	gp->lat = (double *)(p + o_lat);
-	gp->inv_bw = (double *)(p + o_inv);
-	gp->pend = (double *)(p + o_pend);
 	gp->slot = (struct plan_slot *)(p + o_slot);
 	gp->dev = (uint32_t *)(p + o_dev);
 	gp->order = (uint32_t *)(p + o_order);
 	gp->seq_off = (uint32_t *)(p + o_soff);
 	gp->seq = (uint32_t *)(p + o_seq);
 	gp->seq_head = (uint32_t *)(p + o_shead);
-	gp->pred_off = (uint32_t *)(p + o_poff);
-	gp->pred = (uint32_t *)(p + o_pred);
-	gp->pred_edge = (uint32_t *)(p + o_pedge);
 	gp->fixed = (bool *)(p + o_fixed);
 	gp->picked = (bool *)(p + o_picked);
+	gp->parked = (bool *)(p + o_parked);
 	gp->state = (uint8_t *)(p + o_state);
 	for (uint32_t v = 0; v < n; v++)
 		gp->dev[v] = NO_DEV;
@@ -296,6 +261,9 @@ static double edge_bytes(const struct engine_task *u, const struct engine_task *
 	return bytes;
 }
 
+/* Planned start, then finish, then index. Predicted costs are at least
+ * 1 ns (eft_exec), so a task is planned to start after its predecessors
+ * and this order never puts a task before one it waits for. */
 static int by_plan(const void *a, const void *b, void *ctx)
 {
 	const struct plan_slot *s = ctx;
@@ -326,9 +294,9 @@ static void seq_build(struct gplan *gp)
 	}
 }
 
-/* The first task of d's planned order that d has still to take (NO_DEV:
- * none): tasks taken, or released to another device, are passed. Caller
- * holds gp->lock. */
+/* The first task of d's planned order that is still to be taken there
+ * (NO_DEV: none): tasks taken, or committed to another device, are passed
+ * for good. Amortised O(1). Caller holds gp->lock. */
 static uint32_t seq_next(struct gplan *gp, uint32_t d)
 {
 	uint32_t *h = &gp->seq_head[d];
@@ -338,49 +306,6 @@ static uint32_t seq_next(struct gplan *gp, uint32_t d)
 			return v;
 	}
 	return NO_DEV;
-}
-
-/* Time for data of `bytes` made on device a to reach device b. */
-static double plan_comm_ns(const struct gplan *gp, uint32_t a, uint32_t b, double bytes)
-{
-	unsigned na = gp->node ? gp->node[a] : 0, nb = gp->node ? gp->node[b] : 0;
-	if (na == nb || na >= gp->nnodes || nb >= gp->nnodes)
-		return 0;
-	size_t k = (size_t)na * gp->nnodes + nb;
-	return gp->lat[k] + bytes * gp->inv_bw[k];
-}
-
-/* Where task v runs or will run, as far as the plan knows. */
-static uint32_t plan_dev_of(const struct gplan *gp, uint32_t v)
-{
-	if (gp->state[v] == TASK_DONE || gp->dev[v] == NO_DEV)
-		return gp->slot[v].dev;
-	return gp->dev[v];
-}
-
-/* When task v is predicted to end (relative ns), now_rel being now. */
-static double plan_end_of(const struct gplan *gp, uint32_t v, double now_rel)
-{
-	if (gp->state[v] == TASK_DONE)
-		return gp->slot[v].finish;
-	if (gp->picked[v])
-		return gp->pend[v];
-	uint32_t d = plan_dev_of(gp, v);
-	double c = d < gp->ndev ? gp->cost[(size_t)v * gp->ndev + d] : 0;
-	return fmax(now_rel + fmax(c, 0), gp->slot[v].finish);
-}
-
-/* When v's inputs are predicted to be on device d (relative ns). */
-static double plan_inputs_at(const struct gplan *gp, uint32_t v, uint32_t d, double now_rel)
-{
-	double at = 0;
-	for (uint32_t k = gp->pred_off[v]; k < gp->pred_off[v + 1]; k++) {
-		uint32_t u = gp->pred[k];
-		double e = plan_end_of(gp, u, now_rel) +
-		           plan_comm_ns(gp, plan_dev_of(gp, u), d, gp->edge_data[gp->pred_edge[k]]);
-		at = fmax(at, e);
-	}
-	return at;
 }
 
 /* Runs the planner on gp (its cost, fixed and slot arrays) with dev_ready
@@ -407,9 +332,8 @@ static int run_planner(struct dispatch *D, struct engine_graph *g, struct gplan 
 		               .refine_iters = D->tuning->plan_refine_iters,
 		               .seed = g->cookie,
 		               .fixed = repair ? gp->fixed : NULL };
-	memcpy(gp->lat, D->lat, sizeof(double) * nn * nn);
-	memcpy(gp->inv_bw, D->inv_bw, sizeof(double) * nn * nn);
-	int err = plan_schedule(&dag, &m, &o, D->ws, gp->slot, &gp->makespan);
+	double makespan;
+	int err = plan_schedule(&dag, &m, &o, D->ws, gp->slot, &makespan);
 	if (!err)
 		seq_build(gp);
 	return err;
@@ -420,25 +344,11 @@ static int run_planner(struct dispatch *D, struct engine_graph *g, struct gplan 
 static struct gplan *plan_graph(struct dispatch *D, struct engine_graph *g, enum plan_method method)
 {
 	uint32_t n = g->ntasks, nedges = g->succ_off[n];
-	struct gplan *gp = gplan_new(n, D->ndev, D->eft.nnodes ? D->eft.nnodes : 1, nedges);
+	struct gplan *gp = gplan_new(n, D->ndev, nedges);
 	if (!gp)
 		goto fail;
 	gp->method = method;
 	gp->base_ns = g->submit_ns;
-	gp->node = D->eft.node;
-	/* Predecessors, with the index of their edge. */
-	for (uint32_t k = 0; k < nedges; k++)
-		gp->pred_off[g->succ[k] + 1]++;
-	for (uint32_t v = 0; v < n; v++)
-		gp->pred_off[v + 1] += gp->pred_off[v];
-	for (uint32_t v = 0; v < n; v++)
-		gp->order[v] = gp->pred_off[v];
-	for (uint32_t u = 0; u < n; u++)
-		for (uint32_t k = g->succ_off[u]; k < g->succ_off[u + 1]; k++) {
-			uint32_t at = gp->order[g->succ[k]]++;
-			gp->pred[at] = u;
-			gp->pred_edge[at] = k;
-		}
 	for (uint32_t v = 0; v < n; v++)
 		if (!fill_costs(D, &g->tasks[v], gp->cost + (size_t)v * D->ndev))
 			goto fail;
@@ -464,8 +374,42 @@ fail:
 	return NULL;
 }
 
-/* A planned task is ready: its planned device, keyed by its planned start;
- * dmda if that device may not run it any more. */
+/* d's next planned task of gp if it is parked (struct gplan), unparked:
+ * the caller queues it on d (seq_queue) once it has let go of gp->lock,
+ * which it holds. NULL if none. */
+static struct engine_task *seq_unpark(struct gplan *gp, struct engine_graph *g, uint32_t d)
+{
+	uint32_t h = seq_next(gp, d);
+	if (h == NO_DEV || !gp->parked[h])
+		return NULL;
+	gp->parked[h] = false;
+	g->tasks[h].policy_key = (double)gp->base_ns + gp->slot[h].start;
+	return &g->tasks[h];
+}
+
+static void seq_queue(struct dispatch *D, struct engine_task *t, uint32_t d)
+{
+	if (t)
+		enqueue(D, d, t, 0, t->policy_key, t->policy_cost);
+}
+
+/* After a repair: parked tasks that now come first on their device. The
+ * graph lives on: the task whose completion repaired it is not counted
+ * done yet. */
+static void seq_unpark_all(struct dispatch *D, struct gplan *gp, struct engine_graph *g)
+{
+	for (uint32_t d = 0; d < D->ndev; d++) {
+		pthread_mutex_lock(&gp->lock);
+		struct engine_task *t = seq_unpark(gp, g, d);
+		pthread_mutex_unlock(&gp->lock);
+		seq_queue(D, t, d);
+	}
+}
+
+/* A planned task is ready: committed to its planned device, and queued
+ * there keyed by its planned start once the tasks planned before it there
+ * are taken (parked until then); dmda if that device may not run it any
+ * more. */
 static void place_planned(struct dispatch *D, struct gplan *gp, struct engine_task *t)
 {
 	uint32_t v = t->index;
@@ -474,6 +418,8 @@ static void place_planned(struct dispatch *D, struct gplan *gp, struct engine_ta
 		gp->state[v] = TASK_RELEASED;
 		gp->released++;
 	}
+	/* Given back (device fault): its turn came already. */
+	bool again = gp->picked[v];
 	uint32_t d = gp->slot[v].dev;
 	double cost = d < D->ndev ? gp->cost[(size_t)v * D->ndev + d] : -1;
 	double key = (double)gp->base_ns + gp->slot[v].start;
@@ -485,20 +431,40 @@ static void place_planned(struct dispatch *D, struct gplan *gp, struct engine_ta
 		return;
 	}
 	gp->dev[v] = d;
+	bool park = !again && seq_next(gp, d) != v;
+	gp->parked[v] = park;
 	pthread_mutex_unlock(&gp->lock);
 	commit(D, t, d, cost);
-	enqueue(D, d, t, 0, key, cost);
+	if (!park)
+		enqueue(D, d, t, 0, key, cost);
 }
 
-/* pick_next moved a task of a planned graph (-1: to the any-device queue). */
-static void plan_note_device(struct engine_task *t, int d)
+/* pick_next moved a task of a planned graph off device w to d (-1: to the
+ * any-device queue): the next task planned on w may be queued. */
+static void plan_note_device(struct dispatch *D, struct engine_task *t, unsigned w, int d)
 {
 	struct gplan *gp = t->graph->policy_graph;
 	if (!gp)
 		return;
 	pthread_mutex_lock(&gp->lock);
 	gp->dev[t->index] = d < 0 ? NO_DEV : (uint32_t)d;
+	struct engine_task *next = seq_unpark(gp, t->graph, w);
 	pthread_mutex_unlock(&gp->lock);
+	seq_queue(D, next, w);
+}
+
+/* Worker w took t: the next task planned on w may be queued (the graph
+ * lives on: t has not run). */
+static void plan_note_taken(struct dispatch *D, struct engine_task *t, unsigned w)
+{
+	struct gplan *gp = t->graph->policy_graph;
+	if (!gp)
+		return;
+	pthread_mutex_lock(&gp->lock);
+	gp->picked[t->index] = true;
+	struct engine_task *next = seq_unpark(gp, t->graph, w);
+	pthread_mutex_unlock(&gp->lock);
+	seq_queue(D, next, w);
 }
 
 static int by_start(const void *a, const void *b, void *ctx)
@@ -587,105 +553,13 @@ static void plan_task_done(struct dispatch *D, struct gplan *gp, struct engine_t
 		}
 	}
 	uint32_t every = gp->n / 16 > 8 ? gp->n / 16 : 8;
-	if (D->tuning->plan_repair && gp->drifts && gp->released < gp->n &&
-	    gp->done - gp->last_repair >= every)
+	bool repairing = D->tuning->plan_repair && gp->drifts && gp->released < gp->n &&
+	                 gp->done - gp->last_repair >= every;
+	if (repairing)
 		repair(D, t->graph, gp, clock_now(D->clock));
 	pthread_mutex_unlock(&gp->lock);
-}
-
-/* ---- executing plans ---- */
-
-/* What worker w picks with. */
-struct pick_ctx {
-	struct dispatch *D;
-	unsigned w;
-	uint64_t now;
-	double free_at; /* when w is predicted to be free (absolute ns) */
-};
-
-/* Predicted start of t, a task of planned graph gp, on device w: when w is
- * free and t's inputs are there (relative ns). Caller holds gp->lock. */
-static double plan_start_on(const struct gplan *gp, uint32_t v, uint32_t w, const struct pick_ctx *c)
-{
-	double now_rel = c->now > gp->base_ns ? (double)(c->now - gp->base_ns) : 0;
-	double free_rel = c->free_at - (double)gp->base_ns;
-	return fmax(fmax(now_rel, free_rel), plan_inputs_at(gp, v, w, now_rel));
-}
-
-/* Whether worker w may take t now (plan order, see struct gplan): it is
- * the next task of its graph's plan on w, or that one is not ready and t
- * ends before it can start. Tasks of unplanned graphs, and tasks w cannot
- * run (pick_next moves them), always. */
-static bool plan_allows(void *ctx, const struct engine_task *t)
-{
-	const struct pick_ctx *c = ctx;
-	struct gplan *gp = t->graph->policy_graph;
-	if (!gp || !core_runnable(c->D->core, t, c->w))
-		return true;
-	pthread_mutex_lock(&gp->lock);
-	uint32_t h = seq_next(gp, c->w), v = t->index;
-	bool ok = h == NO_DEV || h == v || (gp->state[h] == TASK_RELEASED && gp->dev[h] == c->w);
-	if (!ok) {
-		double now_rel = c->now > gp->base_ns ? (double)(c->now - gp->base_ns) : 0;
-		double cost = gp->cost[(size_t)v * gp->ndev + c->w];
-		if (cost < 0)
-			cost = t->policy_cost;
-		double end = plan_start_on(gp, v, c->w, c) + cost;
-		double due = fmax(gp->slot[h].start, plan_inputs_at(gp, h, c->w, now_rel));
-		/* A nanosecond of slack: the clock counts whole ns. */
-		ok = end <= due + 1;
-	}
-	pthread_mutex_unlock(&gp->lock);
-	return ok;
-}
-
-/* When device w is predicted to be free (absolute ns), now being now. */
-static double load_free_at(const struct dev_load *l, double now)
-{
-	double e = l->n ? l->anchor : now;
-	for (uint32_t i = 0; i < l->n && i < LOAD_MAX; i++)
-		e = fmax(e, l->s[i].ready) + l->s[i].cost;
-	return fmax(e, now);
-}
-
-/* Worker w took t: its device's load, and its plan's record. */
-static void note_taken(struct dispatch *D, struct engine_task *t, const struct pick_ctx *c)
-{
-	struct dev_load *l = &D->load[c->w];
-	struct gplan *gp = t->graph->policy_graph;
-	double ready = 0;
-	if (gp) {
-		pthread_mutex_lock(&gp->lock);
-		double start = plan_start_on(gp, t->index, c->w, c);
-		double now_rel = c->now > gp->base_ns ? (double)(c->now - gp->base_ns) : 0;
-		ready = (double)gp->base_ns + plan_inputs_at(gp, t->index, c->w, now_rel);
-		gp->picked[t->index] = true;
-		gp->pend[t->index] = start + t->policy_cost;
-		pthread_mutex_unlock(&gp->lock);
-	}
-	if (!l->n)
-		l->anchor = (double)c->now;
-	if (l->n < LOAD_MAX)
-		l->s[l->n] = (struct staged){ t, ready, t->policy_cost };
-	l->n++;
-}
-
-/* t, taken by worker w, is done or given back. */
-static void note_left(struct dispatch *D, struct engine_task *t, unsigned w, uint64_t now)
-{
-	struct dev_load *l = &D->load[w];
-	if (!l->n)
-		return;
-	uint32_t k = l->n < LOAD_MAX ? l->n : LOAD_MAX, i = 0;
-	while (i < k && l->s[i].t != t)
-		i++;
-	if (i < k) {
-		memmove(&l->s[i], &l->s[i + 1], (k - i - 1) * sizeof(l->s[0]));
-		l->n--;
-	} else if (l->n > LOAD_MAX) {
-		l->n--; /* one of those past the table */
-	}
-	l->anchor = (double)now;
+	if (repairing)
+		seq_unpark_all(D, gp, t->graph);
 }
 
 /* ---- the seam ---- */
@@ -708,10 +582,8 @@ int dispatch_init(const struct policy_params *p, uint8_t strategy, void **priv)
 	D->lat = calloc(nn * nn, sizeof(double));
 	D->inv_bw = calloc(nn * nn, sizeof(double));
 	D->dev_ready = calloc(D->ndev, sizeof(double));
-	D->load = calloc(D->ndev, sizeof(*D->load));
 	D->ws = plan_ws_new();
-	if (err || !D->q || !D->orphan || !D->lat || !D->inv_bw || !D->dev_ready || !D->load ||
-	    !D->ws) {
+	if (err || !D->q || !D->orphan || !D->lat || !D->inv_bw || !D->dev_ready || !D->ws) {
 		if (!err)
 			eft_fini(&D->eft);
 		free(D->q);
@@ -719,7 +591,6 @@ int dispatch_init(const struct policy_params *p, uint8_t strategy, void **priv)
 		free(D->lat);
 		free(D->inv_bw);
 		free(D->dev_ready);
-		free(D->load);
 		plan_ws_free(D->ws);
 		pthread_mutex_destroy(&D->plan_lock);
 		free(D);
@@ -748,7 +619,6 @@ void dispatch_fini(void *priv)
 	free(D->lat);
 	free(D->inv_bw);
 	free(D->dev_ready);
-	free(D->load);
 	free(D);
 }
 
@@ -799,11 +669,7 @@ void dispatch_tasks_ready(void *priv, struct engine_task **tasks, size_t n, int 
 	(void)worker;
 	for (size_t i = 0; i < n; i++) {
 		struct engine_task *t = tasks[i];
-		/* A task given back (device fault, no room) was taken by the
-		 * device it is committed to: it leaves that device's load and
-		 * drops its old commitment. */
-		if (t->policy_dev != NO_DEV)
-			note_left(D, t, t->policy_dev, clock_now(D->clock));
+		/* A task given back (device fault) drops its old commitment. */
 		uncommit(D, t);
 		if (t->graph->policy_graph)
 			place_planned(D, t->graph->policy_graph, t);
@@ -822,7 +688,6 @@ struct any_ctx {
 	unsigned worker;
 };
 
-
 static bool runnable_on(void *ctx, const struct engine_task *t)
 {
 	const struct any_ctx *c = ctx;
@@ -836,7 +701,7 @@ static void replace(struct dispatch *D, struct engine_task *t, unsigned w)
 	double cost;
 	uncommit(D, t);
 	int d = select_dmda(D, t, (int)w, &cost);
-	plan_note_device(t, d); /* before it is queued: then its graph may end */
+	plan_note_device(D, t, w, d); /* before it is queued: then its graph may end */
 	push_to(D, t, d, cost, t->policy_key);
 	atomic_fetch_add_explicit(&D->replaced, 1, memory_order_relaxed);
 }
@@ -845,15 +710,13 @@ struct engine_task *dispatch_pick_next(void *priv, unsigned w)
 {
 	struct dispatch *D = priv;
 	struct engine_task *t;
-	struct pick_ctx pc = { D, w, clock_now(D->clock), 0 };
-	pc.free_at = load_free_at(&D->load[w], (double)pc.now);
 
 	for (int i = 0; i < MAX_REPLACE; i++) {
-		t = fairq_pop(&D->q[w], plan_allows, &pc, PLAN_SCAN);
+		t = fairq_pop(&D->q[w], NULL, NULL, 0);
 		if (!t)
 			break;
 		if (core_runnable(D->core, t, w)) {
-			note_taken(D, t, &pc);
+			plan_note_taken(D, t, w);
 			return t;
 		}
 		replace(D, t, w);
@@ -866,14 +729,13 @@ struct engine_task *dispatch_pick_next(void *priv, unsigned w)
 		return NULL;
 	atomic_fetch_sub_explicit(&D->any_queued, 1, memory_order_relaxed);
 	commit(D, t, w, eft_exec(&D->eft, t, w));
-	note_taken(D, t, &pc);
+	plan_note_taken(D, t, w);
 	return t;
 }
 
 void dispatch_task_done(void *priv, struct engine_task *t, unsigned w)
 {
 	struct dispatch *D = priv;
-	note_left(D, t, w, clock_now(D->clock));
 	uncommit(D, t);
 	if (t->graph->policy_graph)
 		plan_task_done(D, t->graph->policy_graph, t, w);

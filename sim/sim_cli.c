@@ -229,7 +229,8 @@ static int gen_layered(const char *args, struct workload *w, char *err, size_t e
 				p.seed = s;
 			} else {
 				snprintf(err, errlen,
-				         "--workload layered: unknown parameter \"%s\" (n, p, costs, "
+				         "--workload layered: unknown parameter \"%s\" (n, p, "
+				         "costs, "
 				         "ccr, levels, seed)",
 				         kv);
 				return -TDM_EINVAL;

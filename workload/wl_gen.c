@@ -619,8 +619,8 @@ out:
 		if (rc == -TDM_ENOMEM)
 			gen_fail(err, errlen, rc, "layered: out of memory");
 		else
-			gen_fail(err, errlen, rc,
-			         "layered: more than %u edges (lower n or p)", WL_MAX_EDGES);
+			gen_fail(err, errlen, rc, "layered: more than %u edges (lower n or p)",
+			         WL_MAX_EDGES);
 	}
 	return rc;
 }

@@ -87,8 +87,8 @@ static void report(const char *set, const struct acc *acc)
 	for (size_t k = 0; k < sizeof(policies) / sizeof(policies[0]); k++) {
 		const struct acc *a = &acc[k];
 		const char *p = policies[k].name;
-		printf("BENCH plan_exec_over_plan %.4f ratio policy=%s set=%s graphs=%u\n", a->worst,
-		       p, set, a->graphs);
+		printf("BENCH plan_exec_over_plan %.4f ratio policy=%s set=%s graphs=%u\n",
+		       a->worst, p, set, a->graphs);
 		printf("BENCH plan_exec_over_plan_mean %.4f ratio policy=%s set=%s graphs=%u\n",
 		       a->sum / a->graphs, p, set, a->graphs);
 		printf("BENCH list_cp_over_plan_mean %.4f ratio policy=%s set=%s graphs=%u\n",

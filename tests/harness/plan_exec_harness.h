@@ -32,6 +32,8 @@ struct pe_case {
 	double p; /* layered: edge probability */
 	enum wl_layered_costs costs; /* layered */
 	double beta; /* random: heterogeneity */
+	double alpha; /* random: shape (0: 1) */
+	uint32_t out_degree; /* random (0: 3) */
 	double ccr;
 	unsigned ndev; /* 2 .. 16 */
 	bool comm; /* devices on memory nodes of their own, links that cost */
@@ -80,8 +82,8 @@ static inline int pe_workload(const struct pe_case *c, struct workload *w, char 
 	}
 	struct wl_random_params p = { .n = c->n,
 		                      .ccr = c->ccr,
-		                      .alpha = 1,
-		                      .out_degree = 3,
+		                      .alpha = c->alpha > 0 ? c->alpha : 1,
+		                      .out_degree = c->out_degree ? c->out_degree : 3,
 		                      .beta = c->beta,
 		                      .ndev = c->ndev,
 		                      .seed = c->seed };
@@ -144,7 +146,9 @@ static inline double pe_plan(const struct pe_dag *x, enum plan_method method)
 static inline double pe_exec(const struct machine *m, const struct workload *w, const char *policy,
                              char *err, size_t len)
 {
-	struct sim_opts o = { .policy = policy, .unit_ns = PE_UNIT_NS, .unit_bytes = PE_UNIT_BYTES };
+	struct sim_opts o = { .policy = policy,
+		              .unit_ns = PE_UNIT_NS,
+		              .unit_bytes = PE_UNIT_BYTES };
 	struct sim_result r;
 	if (sim_run(m, w, &o, &r, err, len))
 		return -1;
@@ -214,7 +218,8 @@ static inline double pe_list_cp(const struct pe_dag *x)
 		for (;;) {
 			uint32_t bd = UINT32_MAX;
 			for (uint32_t d = 0; d < nd; d++)
-				if (dev_free[d] <= now && (bd == UINT32_MAX || dev_free[d] < dev_free[bd]))
+				if (dev_free[d] <= now &&
+				    (bd == UINT32_MAX || dev_free[d] < dev_free[bd]))
 					bd = d;
 			if (bd == UINT32_MAX || !nready)
 				break;
@@ -293,8 +298,10 @@ static inline void pe_name(const struct pe_case *c, char *buf, size_t len)
 		         c->p, c->costs == WL_LAYERED_BIMODAL ? "bimodal" : "uniform", c->ccr,
 		         c->ndev, c->comm ? "comm" : "free", (unsigned long long)c->seed);
 	else
-		snprintf(buf, len, "random n=%u beta=%g ccr=%g m=%u %s seed=%llu", c->n, c->beta,
-		         c->ccr, c->ndev, c->comm ? "comm" : "free", (unsigned long long)c->seed);
+		snprintf(buf, len, "random n=%u alpha=%g out=%u beta=%g ccr=%g m=%u %s seed=%llu",
+		         c->n, c->alpha > 0 ? c->alpha : 1, c->out_degree ? c->out_degree : 3,
+		         c->beta, c->ccr, c->ndev, c->comm ? "comm" : "free",
+		         (unsigned long long)c->seed);
 }
 
 #endif
