@@ -12,12 +12,18 @@
  *       beta in {0.5, 1}, m in {2, 8, 16};
  * each without communication (cores and an accelerator behind a free
  * link) and with (every device on its own memory node; ccr in {0.1, 1}),
- * two seeds each. Per policy and set:
+ * two seeds each; and
+ *   issue14  the 30 graphs of issue 14's measurement: layered, 8 devices
+ *       without communication, n in {100, 300}, p in {0.05, 0.1, 0.15,
+ *       0.2, 0.3}, seeds 1-3 (costs uniform for odd seeds, bimodal for
+ *       even ones).
+ * Per policy and set:
  *
  *   BENCH plan_exec_over_plan <worst> ratio policy=P set=S graphs=N
  *   BENCH plan_exec_over_plan_mean <mean> ratio policy=P set=S graphs=N
  *   BENCH list_cp_over_plan_mean <mean> ratio policy=P set=S graphs=N
  *   BENCH plan_exec_worse_than_list_cp <count> graphs policy=P set=S graphs=N
+ *   BENCH plan_exec_over_list_cp_mean <mean> ratio policy=P set=S graphs=N
  *
  * where plan is the policy's plan_schedule makespan, exec the simulated one
  * and list_cp the list scheduler's. Simulated makespans are deterministic;
@@ -37,7 +43,7 @@ struct policy {
 static const struct policy policies[] = { { "heft", PLAN_HEFT }, { "peft", PLAN_PEFT } };
 
 struct acc {
-	double worst, sum, list_sum;
+	double worst, sum, list_sum, over_list_sum;
 	unsigned graphs, worse_than_list;
 };
 
@@ -71,6 +77,7 @@ static void run_case(const struct pe_case *c, struct acc *acc)
 		acc[k].worst = acc[k].graphs ? fmax(acc[k].worst, r) : r;
 		acc[k].sum += r;
 		acc[k].list_sum += list / plan;
+		acc[k].over_list_sum += exec / list;
 		acc[k].worse_than_list += exec > list;
 		acc[k].graphs++;
 		if (getenv("BENCH_PLAN_EXEC_VERBOSE"))
@@ -95,6 +102,8 @@ static void report(const char *set, const struct acc *acc)
 		       a->list_sum / a->graphs, p, set, a->graphs);
 		printf("BENCH plan_exec_worse_than_list_cp %u graphs policy=%s set=%s graphs=%u\n",
 		       a->worse_than_list, p, set, a->graphs);
+		printf("BENCH plan_exec_over_list_cp_mean %.4f ratio policy=%s set=%s graphs=%u\n",
+		       a->over_list_sum / a->graphs, p, set, a->graphs);
 	}
 	fflush(stdout);
 }
@@ -110,6 +119,23 @@ int main(void)
 	unsigned nsizes = quick ? 2 : 3;
 
 	log_set_level(LOG_ERROR);
+	{
+		static const double issue_p[] = { 0.05, 0.1, 0.15, 0.2, 0.3 };
+		struct acc acc[2] = { 0 };
+		for (unsigned i = 0; i < 2; i++)
+			for (unsigned j = 0; j < 5; j++)
+				for (uint64_t seed = 1; seed <= 3; seed++) {
+					struct pe_case c = { .gen = PE_LAYERED,
+						             .n = i ? 300 : 100,
+						             .p = issue_p[j],
+						             .costs = seed % 2 ? WL_LAYERED_UNIFORM
+						                               : WL_LAYERED_BIMODAL,
+						             .ndev = 8,
+						             .seed = seed };
+					run_case(&c, acc);
+				}
+		report("issue14", acc);
+	}
 	for (int comm = 0; comm < 2; comm++) {
 		for (int costs = 0; costs < 2; costs++) {
 			struct acc acc[2] = { 0 };
