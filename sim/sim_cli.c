@@ -37,6 +37,7 @@ static void usage(FILE *out)
 	        "                           random:n=N,ccr=X,alpha=X,out=N,beta=X,seed=N\n"
 	        "                                               HEFT-paper random DAG\n"
 	        "                           layered:n=N,p=P,costs=uniform|bimodal,seed=N[,ccr=X]\n"
+	        "                                   [,levels=L]\n"
 	        "                                               layered random DAG (about\n"
 	        "                                               sqrt(N) levels, edges to earlier\n"
 	        "                                               levels with probability P)\n"
