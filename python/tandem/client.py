@@ -11,6 +11,7 @@ calls (a tdm_client is for one thread at a time).
 """
 
 import ctypes
+import enum
 import threading
 import weakref
 from collections import namedtuple
@@ -23,8 +24,6 @@ from .errors import Error, Status, check
 
 R, W, RW = _lib.ACCESS_R, _lib.ACCESS_W, _lib.ACCESS_RW
 WEIGHTS, KV, SCRATCH = _lib.BUF_WEIGHTS, _lib.BUF_KV, _lib.BUF_SCRATCH
-
-import enum  # noqa: E402
 
 Policy = enum.IntEnum("Policy", [(n, v) for v, n in enumerate(_lib.POLICY_HINTS)])
 Policy.__doc__ = "Which policy should place a graph (enum tdm_policy_hint): a hint."

@@ -2,7 +2,6 @@
 copies, kernels by name, graphs and their dependencies, hints, waits with a
 timeout, task info, errors as exceptions."""
 
-import ctypes
 import gc
 import time
 
