@@ -37,26 +37,36 @@ def bundle():
     return BUNDLE
 
 
-def test_bundle_fits_and_runs_here(bundle, tmp_path):
+@pytest.fixture(scope="module")
+def unpacked(bundle, tmp_path_factory):
     size = os.path.getsize(bundle)
     print("BUNDLE SIZE %d bytes (%.1f MiB)" % (size, size / 2**20))
     assert size <= MAX_BYTES
+    where = tmp_path_factory.mktemp("bundle")
     with tarfile.open(bundle) as t:
         names = t.getnames()
-        t.extractall(tmp_path)
-    top = tmp_path / "tandem-gpu-check"
+        t.extractall(where)
+    return where / "tandem-gpu-check", names
+
+
+def run_check(top, out, budget, steps):
+    # A bare environment: nothing of this machine's but the system's paths.
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(out.parent), "OUT": str(out),
+           "GPU_CHECK_BUDGET": str(budget), "GPU_CHECK_STEPS": steps}
+    return subprocess.run(["sh", str(top / "run-gpu-check.sh")], env=env, capture_output=True,
+                          text=True, timeout=budget + 60)
+
+
+def test_bundle_fits_and_runs_here(unpacked, tmp_path):
+    top, names = unpacked
     for must in ("run-gpu-check.sh", "MANIFEST", "bin/tandemd", "lib/tandem-cuda.so",
                  "lib/libhwloc.so.15", "lib/libopenblas.so.0", "tests/test_cuda_loader",
                  "bench/bench_overlap", "python/tandem/__init__.py"):
         assert "tandem-gpu-check/" + must in names, must
 
     out = tmp_path / "out"
-    # A bare environment: nothing of this machine's but the system's paths.
-    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "OUT": str(out),
-           "GPU_CHECK_BUDGET": str(BUDGET), "GPU_CHECK_STEPS": STEPS}
     t0 = time.monotonic()
-    r = subprocess.run(["sh", str(top / "run-gpu-check.sh")], env=env, capture_output=True,
-                       text=True, timeout=BUDGET + 60)
+    r = run_check(top, out, BUDGET, STEPS)
     took = time.monotonic() - t0
     assert r.returncode == 0, r.stdout + r.stderr
     summary = (out / "summary.txt").read_text()
@@ -75,3 +85,13 @@ def test_bundle_fits_and_runs_here(bundle, tmp_path):
     bench = (out / "bench.txt").read_text()
     assert re.search(r"^BENCH copy_gbps [0-9.]+ GB/s device=\S+ dir=h2d", bench, re.M), bench
     assert (out / "machine.txt").exists() and (out / "daemon.log").exists()
+
+
+def test_spent_budget_skips_steps(unpacked, tmp_path):
+    top, _ = unpacked
+    out = tmp_path / "out"
+    r = run_check(top, out, 5, "test_cuda_loader")
+    assert r.returncode == 0, r.stdout + r.stderr
+    summary = (out / "summary.txt").read_text()
+    assert re.search(r"^step test_cuda_loader skipped .*budget spent", summary, re.M), summary
+    assert "result: 0 step(s) failed" in summary
