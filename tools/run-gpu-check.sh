@@ -6,6 +6,7 @@
 # step's output goes to $OUT (else ./gpu-check-out): <step>.log, bench.txt
 # (the BENCH lines) and summary.txt, one line per step:
 #   step NAME pass|fail|timeout|skipped rc=N s=SECONDS [passed=N failed=N] [why]
+# Exit status 0 when no step failed or timed out.
 # Where no GPU is usable the CUDA plugin steps aside (summary's "cuda:" line
 # says why) and the rest still runs on the CPU and OpenCL devices.
 # GPU_CHECK_STEPS="name ...": run only these steps (the others are listed
@@ -118,22 +119,30 @@ stop_daemon() {
 	daemon_pid=""
 }
 trap 'stop_daemon; rm -rf "$sockdir"' EXIT INT TERM
-# start_daemon NAME CONFIG-TEXT: tandemd on its own socket, log NAME.log.
+# start_daemon NAME CONFIG-TEXT: tandemd on its own socket, log NAME.log;
+# up to 90 s for it to listen (a first calibration, a busy machine).
 start_daemon() {
 	printf '%s\n' "$2" >"$sockdir/$1.toml"
 	XDG_STATE_HOME=$OUT/state "$here/bin/tandemd" --config "$sockdir/$1.toml" \
 		--socket "$sockdir/tandemd.sock" >"$OUT/$1.log" 2>&1 &
 	daemon_pid=$!
-	i=0
-	while [ $i -lt 300 ]; do
+	t0=$(date +%s)
+	while [ $(($(date +%s) - t0)) -lt 90 ]; do
 		"$here/bin/tandemctl" --socket "$sockdir/tandemd.sock" status >/dev/null 2>&1 && return 0
 		kill -0 "$daemon_pid" 2>/dev/null || break
-		sleep 0.1
-		i=$((i + 1))
+		sleep 0.2
 	done
-	note "daemon $1 did not start (see $1.log)"
 	stop_daemon
 	return 1
+}
+# daemon_failed NAME STEP...: the steps that needed it count as failed.
+daemon_failed() {
+	d=$1
+	shift
+	for n in "$@"; do
+		selected "$n" && note "step $n fail rc=- s=0 (tandemd did not start, see $d.log)"
+	done
+	return 0
 }
 sock=$sockdir/tandemd.sock
 # A decode layer big enough for a GPU to matter (276 MiB of experts).
@@ -142,8 +151,13 @@ LLM_BIG="--d-model 1024 --d-ff 2816 --heads 16 --kv-heads 4 --head-dim 64 --expe
 daemon_steps="llm_layer_moe llm_layer_dense decoder_layer_py llm_layer_cuda_only"
 want_daemon=false
 for n in $daemon_steps; do selected "$n" && want_daemon=true; done
-if $want_daemon && start_daemon daemon "[daemon]
+if ! $want_daemon; then
+	for n in $daemon_steps; do note "step $n skipped rc=- s=0 (not selected)"; done
+elif ! start_daemon daemon "[daemon]
 log_level = \"info\""; then
+	# shellcheck disable=SC2086 # a list of names
+	daemon_failed daemon $daemon_steps
+else
 	"$here/bin/tandemctl" --socket "$sock" devices >"$OUT/devices.txt" 2>&1
 	cuda_line=$(grep -o 'cuda: .*' "$OUT/daemon.log" | head -n 1 | sed 's/^cuda: //')
 	cuda_devs=$(grep -o 'device [0-9]*: cuda[0-9]*' "$OUT/daemon.log" | sed 's/.*: //' | tr '\n' ' ')
@@ -169,9 +183,9 @@ include = [\"cuda0\"]"; then
 		# shellcheck disable=SC2086
 		step llm_layer_cuda_only 60 "$here/bin/llm_layer" --socket "$sock" $LLM_BIG
 		stop_daemon
+	else
+		daemon_failed daemon-gpu-only llm_layer_cuda_only
 	fi
-elif ! $want_daemon; then
-	for n in $daemon_steps; do note "step $n skipped rc=- s=0 (not selected)"; done
 fi
 
 # ---- tests and benches ------------------------------------------------------------------
@@ -193,3 +207,4 @@ fails=$(grep -c '^step .* \(fail\|timeout\) ' "$summary")
 note "result: $fails step(s) failed or timed out"
 echo "gpu-check: summary in $summary"
 cat "$summary"
+[ "$fails" -eq 0 ]

@@ -72,8 +72,10 @@ def test_bundle_fits_and_runs_here(unpacked, tmp_path):
     summary = (out / "summary.txt").read_text()
     print(summary)
     assert took < BUDGET + 30
+    daemon_log = (out / "daemon.log").read_text() if (out / "daemon.log").exists() else ""
     # the plugin stepped aside, and said why
-    assert re.search(r"^cuda: .*cudaGetDeviceCount: error 35", summary, re.M), summary
+    assert re.search(r"^cuda: .*cudaGetDeviceCount: error 35", summary, re.M), \
+        summary + daemon_log
     assert "libraries missing: 0" in summary
     steps = dict(re.findall(r"^step (\S+) (\S+)", summary, re.M))
     for name in STEPS.split():
@@ -84,7 +86,7 @@ def test_bundle_fits_and_runs_here(unpacked, tmp_path):
     assert "result: 0 step(s) failed" in summary
     bench = (out / "bench.txt").read_text()
     assert re.search(r"^BENCH copy_gbps [0-9.]+ GB/s device=\S+ dir=h2d", bench, re.M), bench
-    assert (out / "machine.txt").exists() and (out / "daemon.log").exists()
+    assert (out / "machine.txt").exists() and daemon_log
 
 
 def test_spent_budget_skips_steps(unpacked, tmp_path):
