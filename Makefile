@@ -5,6 +5,8 @@
 #   make test       unit + integration tests + fuzz corpus replay
 #   make bench      benchmarks (BENCH lines)
 #   make deps       install the Debian packages the build needs (idempotent)
+#   make gpu-bundle build/gpu-bundle.tar.gz for a lent GPU machine (README "On a GPU")
+#   make install-python / uninstall-python   python/tandem into site-packages
 #   make fuzz       run each fuzz target for FUZZ_SECONDS (clang + libFuzzer)
 #   make SANITIZE=address,undefined test    sanitizer flavour (own build dir)
 #   make SANITIZE=thread test               TSan flavour
@@ -259,8 +261,8 @@ SYSCONFDIR ?= /etc
 SYSTEMDUNITDIR ?= $(PREFIX)/lib/systemd/system
 SYSUSERSDIR ?= $(PREFIX)/lib/sysusers.d
 TMPFILESDIR ?= $(PREFIX)/lib/tmpfiles.d
-INSTALL_EXTRA ?=
-UNINSTALL_EXTRA ?=
+INSTALL_EXTRA ?= install-python
+UNINSTALL_EXTRA ?= uninstall-python
 INSTALL ?= install
 
 # The version, defined once in include/tandem/version.h.
@@ -341,6 +343,35 @@ uninstall-files:
 	  echo "uninstall: keeping $$conf: changed since install"; else rm -f $$conf; fi
 	@for d in $(addprefix $(DESTDIR),$(INSTALLED_DIRS) $(SYSCONFDIR)/tandem); do \
 	  rmdir $$d 2>/dev/null || true; done
+
+# ---- Python binding and GPU check bundle (issue 17 items 5 and 7) -----------
+# install-python / uninstall-python: the tandem package (python/tandem) into
+# the site-packages of PREFIX that Debian's python3 reads: /usr ->
+# /usr/lib/python3/dist-packages, another prefix -> PREFIX/lib/python3.X/
+# dist-packages (PYTHON_SITE overrides). It loads libtandem.so.1 at import.
+PYTHON ?= /usr/bin/python3
+PYTHON_VERSION = $(shell $(PYTHON) -c 'import sys; print("%d.%d" % sys.version_info[:2])')
+PYTHON_SITE ?= $(if $(filter /usr,$(PREFIX)),/usr/lib/python3/dist-packages,$(PREFIX)/lib/python$(PYTHON_VERSION)/dist-packages)
+.PHONY: install-python uninstall-python gpu-bundle
+install-python:
+	install -d $(DESTDIR)$(PYTHON_SITE)/tandem
+	install -m 0644 python/tandem/*.py $(DESTDIR)$(PYTHON_SITE)/tandem/
+uninstall-python:
+	rm -rf $(DESTDIR)$(PYTHON_SITE)/tandem
+
+# gpu-bundle: build/gpu-bundle.tar.gz, what a lent GPU machine (CUDA, none of
+# our other libraries) needs to run tools/run-gpu-check.sh (README "On a
+# GPU"): these binaries of the plain build, with the CUDA plugin, and the
+# libraries they need from Debian's packages (tools/gpu_bundle.sh).
+GPU_BUNDLE := build/gpu-bundle.tar.gz
+GPU_BUNDLE_FILES := $(addprefix build/bin/,tandemd tandemctl llm_layer blocked_gemm cholesky) \
+	build/lib/libtandem.so build/lib/tandem-cuda.so \
+	$(addprefix build/tests/,test_cuda_loader test_backend_kernels test_calibrate test_llm_layer \
+	  test_devices test_graphs test_runtime_bounds test_models fake-cuda-ok.so fake-cuda-abi.so) \
+	$(addprefix build/bench/,bench_devices bench_overlap bench_models)
+gpu-bundle: $(if $(SANITIZE),,$(GPU_BUNDLE_FILES))
+	@$(if $(SANITIZE),echo "gpu-bundle: from the plain build only (no SANITIZE)" >&2; exit 1)
+	@BUILD=build sh tools/gpu_bundle.sh $(GPU_BUNDLE) $(GPU_BUNDLE_FILES)
 
 # Keep intermediate objects: they are reused by several binaries.
 .SECONDARY:

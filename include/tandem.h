@@ -75,6 +75,12 @@ const char *tdm_version(void);
 const char *tdm_strerror(int err);
 /* Names a tdm_reject_field (tdm_graph_reject_detail). */
 const char *tdm_reject_field_name(unsigned field);
+/* The symbols of the tables, for bindings that mirror them: "EINVAL" for
+ * TDM_EINVAL (negative or positive; "OK" for 0), "RANGE" for
+ * TDM_REJECT_RANGE; NULL past the last code or field, so that a caller can
+ * walk each table from 0 until NULL. */
+const char *tdm_error_symbol(int err);
+const char *tdm_reject_field_symbol(unsigned field);
 
 typedef struct tdm_client tdm_client;
 typedef struct tdm_graph tdm_graph;

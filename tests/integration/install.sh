@@ -77,10 +77,10 @@ else
 fi
 exports=$(objdump -T "$lib/libtandem.so.$soversion" | grep -v '\*UND\*' |
 	awk '/ D[FO] / {print $(NF-1), $NF}')
-if [ -z "$exports" ] || printf '%s\n' "$exports" | grep -v '^TANDEM_1 \(tdm_\|TANDEM_1$\)' | grep -q .; then
-	not_ok "libtandem.so exports only tdm_* as TANDEM_1"
+if [ -z "$exports" ] || printf '%s\n' "$exports" | grep -v '^TANDEM_[12] \(tdm_\|TANDEM_[12]$\)' | grep -q .; then
+	not_ok "libtandem.so exports only tdm_* as TANDEM_1 or TANDEM_2"
 else
-	ok "libtandem.so exports only tdm_* as TANDEM_1"
+	ok "libtandem.so exports only tdm_* as TANDEM_1 or TANDEM_2"
 fi
 
 for b in sbin/tandemd bin/tandemctl bin/starpu2machine; do
