@@ -10,6 +10,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <grp.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -41,14 +42,17 @@ const char config_default_toml[] =
         "# User ids (0 to 4294967294, at most 64) that may connect, besides the\n"
         "# daemon's own uid and root, which always may.\n"
         "allowed_uids = []\n"
-        "# Group ids (0 to 4294967294, at most 64) whose members may connect.\n"
+        "# Groups, by name or id (0 to 4294967294, at most 64), whose members may\n"
+        "# connect, the peer's primary and supplementary groups alike. A name is\n"
+        "# looked up when the file is loaded, and must exist.\n"
         "allowed_gids = []\n"
         "# User ids (at most 64) that see every client in `tandemctl status` and\n"
         "# may read the cost models, calibrate, export the machine and record\n"
         "# everyone's graphs, besides root and the daemon's own uid, which always\n"
         "# may. Other users see and record their own clients only.\n"
         "admin_uids = []\n"
-        "# Group ids (at most 64) whose members are administrators as above.\n"
+        "# Groups, by name or id (at most 64), whose members are administrators\n"
+        "# as above.\n"
         "admin_gids = []\n"
         "# Clients connected at once (1 to 4096).\n"
         "max_clients = 64\n"
@@ -137,6 +141,7 @@ const char config_default_toml[] =
         "# Use CUDA devices (through the tandem-cuda.so plugin).\n"
         "enabled = true\n"
         "# Path of the plugin; \"\" means ../lib/tandem-cuda.so next to tandemd, then\n"
+        "# ../lib/tandem/tandem-cuda.so (where make install puts it), then\n"
         "# $TANDEM_CUDA_PLUGIN.\n"
         "plugin = \"\"\n"
         "\n"
@@ -255,6 +260,7 @@ enum key_kind {
 	K_POW2, /* power of two min..max, stored as uint32_t */
 	K_BYTES, /* integer or string with a unit, min..max, stored as uint64_t */
 	K_IDS, /* array of integers min..max, uint32_t[] + size_t count */
+	K_GIDS, /* as K_IDS, or group names, resolved when the file is loaded */
 	K_CORES, /* array of distinct integers min..max, int[] + size_t count */
 	K_BOOL, /* true/false, stored as uint32_t 0/1 */
 	K_PATH, /* string: "" or an absolute path shorter than CONFIG_PLUGIN_MAX */
@@ -297,11 +303,11 @@ static const struct key_spec schema[] = {
 	SCALAR("daemon", "log_level", K_LOG_LEVEL, 0, 0, log_level, RELOAD),
 	ARRAY("daemon", "allowed_uids", K_IDS, 0, UINT32_MAX - 1, allowed_uids, n_allowed_uids,
 	      CONFIG_MAX_IDS, RELOAD),
-	ARRAY("daemon", "allowed_gids", K_IDS, 0, UINT32_MAX - 1, allowed_gids, n_allowed_gids,
+	ARRAY("daemon", "allowed_gids", K_GIDS, 0, UINT32_MAX - 1, allowed_gids, n_allowed_gids,
 	      CONFIG_MAX_IDS, RELOAD),
 	ARRAY("daemon", "admin_uids", K_IDS, 0, UINT32_MAX - 1, admin_uids, n_admin_uids,
 	      CONFIG_MAX_IDS, RELOAD),
-	ARRAY("daemon", "admin_gids", K_IDS, 0, UINT32_MAX - 1, admin_gids, n_admin_gids,
+	ARRAY("daemon", "admin_gids", K_GIDS, 0, UINT32_MAX - 1, admin_gids, n_admin_gids,
 	      CONFIG_MAX_IDS, RELOAD),
 	SCALAR("daemon", "max_clients", K_U32, 1, 4096, max_clients, RELOAD),
 	SCALAR("daemon", "max_clients_per_uid", K_U32, 1, 4096, max_clients_per_uid, RELOAD),
@@ -546,6 +552,10 @@ static void describe(const struct key_spec *ks, char *buf, size_t len)
 		snprintf(buf, len, "an array of at most %zu integers in %lld..%lld", ks->max_len,
 		         (long long)ks->min, (long long)ks->max);
 		break;
+	case K_GIDS:
+		snprintf(buf, len, "an array of at most %zu group names or integers in %lld..%lld",
+		         ks->max_len, (long long)ks->min, (long long)ks->max);
+		break;
 	case K_CORES:
 		snprintf(buf, len, "an array of at most %zu distinct integers in %lld..%lld",
 		         ks->max_len, (long long)ks->min, (long long)ks->max);
@@ -649,8 +659,10 @@ static int wrong_type(struct load_ctx *ctx, const struct key_spec *ks, const str
 
 	describe(ks, want, sizeof(want));
 	if (it->array_index >= 0)
-		return fail(ctx, it->line, it->col, "%s[%d]: expected an integer, got %s", it->path,
-		            it->array_index, toml_shim_type_name(it->type));
+		return fail(ctx, it->line, it->col, "%s[%d]: expected %s, got %s", it->path,
+		            it->array_index,
+		            ks->kind == K_GIDS ? "a group name or an integer" : "an integer",
+		            toml_shim_type_name(it->type));
 	return fail(ctx, it->line, it->col, "%s: expected %s, got %s", it->path, want,
 	            toml_shim_type_name(it->type));
 }
@@ -811,9 +823,34 @@ static int set_array(struct load_ctx *ctx, const struct key_spec *ks, const stru
 	return 0;
 }
 
+/* A group name of the system's group database (getgrnam_r: /etc/group,
+ * or whatever NSS is set up to ask) to its gid; -1 if there is none. */
+static int64_t group_id(const char *name, size_t len)
+{
+	char buf[16384];
+	struct group gr, *found = NULL;
+
+	if (len == 0 || memchr(name, '\0', len))
+		return -1;
+	if (getgrnam_r(name, &gr, buf, sizeof(buf), &found) != 0 || !found)
+		return -1;
+	return (int64_t)found->gr_gid;
+}
+
 static int add_element(struct load_ctx *ctx, const struct key_spec *ks, const struct toml_item *it,
                        void *field, size_t *count)
 {
+	if (ks->kind == K_GIDS && it->type == TOML_ITEM_STRING) {
+		int64_t gid = group_id(it->s, it->s_len);
+		if (gid < 0)
+			return bad_value(ctx, ks, it, "is not a group of this system");
+		if (gid > ks->max)
+			return bad_value(ctx, ks, it, "is out of range");
+		if (*count >= ks->max_len)
+			return bad_value(ctx, ks, it, "is one element too many");
+		((uint32_t *)field)[(*count)++] = (uint32_t)gid;
+		return 0;
+	}
 	if (it->type != TOML_ITEM_INT)
 		return wrong_type(ctx, ks, it);
 	if (it->i < ks->min || it->i > ks->max)
@@ -856,6 +893,7 @@ static int visit_key(struct load_ctx *ctx, const struct key_spec *ks, const stru
 			return wrong_type(ctx, ks, it);
 		return set_integer(ctx, ks, it, field);
 	case K_IDS:
+	case K_GIDS:
 	case K_CORES:
 		if (it->array_index < 0)
 			return set_array(ctx, ks, it, count);

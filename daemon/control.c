@@ -122,7 +122,7 @@ static json_t *counters_json(struct server *srv)
 char *control_status_json(struct server *srv, const struct conn *c)
 {
 	struct engine_counters e;
-	bool all = server_peer_admin(srv, c->uid, c->gid);
+	bool all = server_peer_admin(srv, c->uid, c->gid, c->groups, c->ngroups);
 	engine_counters(srv->engine, &e);
 	json_t *doc = json_pack(
 	        "{s:s, s:i, s:i, s:f, s:s, s:b, s:b, s:b, s:o, s:o, s:o}", "socket",
@@ -184,7 +184,7 @@ int control_trace_start(struct server *srv, struct conn *c, const int *fds, int 
 		*doc = reply_error("trace: as many recordings as the daemon keeps are running");
 		return -TDM_EBUSY;
 	}
-	slot->all = server_peer_admin(srv, c->uid, c->gid);
+	slot->all = server_peer_admin(srv, c->uid, c->gid, c->groups, c->ngroups);
 	slot->uid = c->uid;
 	int err = recorder_start(&slot->rec, c, fds[0], nfds > 1 ? fds[1] : -1);
 	if (err) {

@@ -14,6 +14,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "tandem/version.h"
 #include "tandem/wire.h"
 
 #ifdef __cplusplus
@@ -66,10 +67,20 @@ enum tdm_error {
 	        TDM_E__COUNT
 };
 
+/* libtandem's version, TDM_VERSION_STRING as the library was built (the
+ * header a program was compiled with may be older). */
+const char *tdm_version(void);
+
 /* Names an error code (negative or positive). Never returns NULL. */
 const char *tdm_strerror(int err);
 /* Names a tdm_reject_field (tdm_graph_reject_detail). */
 const char *tdm_reject_field_name(unsigned field);
+/* The symbols of the tables, for bindings that mirror them: "EINVAL" for
+ * TDM_EINVAL (negative or positive; "OK" for 0), "RANGE" for
+ * TDM_REJECT_RANGE; NULL past the last code or field, so that a caller can
+ * walk each table from 0 until NULL. */
+const char *tdm_error_symbol(int err);
+const char *tdm_reject_field_symbol(unsigned field);
 
 typedef struct tdm_client tdm_client;
 typedef struct tdm_graph tdm_graph;
@@ -87,8 +98,14 @@ struct tdm_connect_opts {
 	uint32_t daemon_uid;
 };
 
-/* The default socket path: $XDG_RUNTIME_DIR/tandem/tandemd.sock for a user,
- * /run/tandem/tandemd.sock for root. Writes at most len bytes. */
+/* Where a tandemd started by this user listens by default: $TANDEM_SOCKET,
+ * else /run/tandem/tandemd.sock for root, $XDG_RUNTIME_DIR/tandem/tandemd.sock
+ * for a user (/tmp/tandem-<uid>/tandemd.sock without $XDG_RUNTIME_DIR).
+ * Writes at most len bytes. */
+int tdm_listen_socket_path(char *out, size_t len);
+/* Where a client looks for tandemd by default: tdm_listen_socket_path's
+ * path, or, for a user without $TANDEM_SOCKET whose own daemon's socket
+ * does not exist, the system's /run/tandem/tandemd.sock when it does. */
 int tdm_default_socket_path(char *out, size_t len);
 
 /* Whether the process at the other end of a connected Unix socket is a

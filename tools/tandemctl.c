@@ -46,13 +46,15 @@ static void usage(FILE *out)
 	             "Options:\n"
 	             "  -s, --socket PATH   daemon socket (default: $TANDEM_SOCKET, then\n"
 	             "                      $XDG_RUNTIME_DIR/tandem/tandemd.sock, or\n"
-	             "                      /run/tandem/tandemd.sock for root)\n"
+	             "                      /run/tandem/tandemd.sock for root and for a\n"
+	             "                      user whose own daemon's socket is absent)\n"
 	             "  -j, --json          print the daemon's JSON document as is\n"
 	             "  -o, --output FILE   trace, calibrate --export: where to write\n"
 	             "      --chrome FILE   trace: also write the schedule as Chrome trace JSON\n"
 	             "      --seconds N     trace: stop after N seconds (default: at Ctrl-C)\n"
 	             "      --export        calibrate: write the machine description instead\n"
-	             "  -h, --help          show this help\n");
+	             "  -h, --help          show this help\n"
+	             "  -V, --version       show the version\n");
 }
 
 static int io_all(int fd, void *p, size_t n, bool sending)
@@ -660,6 +662,7 @@ int main(int argc, char **argv)
 		                              { "seconds", required_argument, NULL, OPT_SECONDS },
 		                              { "export", no_argument, NULL, OPT_EXPORT },
 		                              { "help", no_argument, NULL, 'h' },
+		                              { "version", no_argument, NULL, 'V' },
 		                              { 0 } };
 	char path[108];
 	const char *socket_path = NULL, *output = NULL, *chrome = NULL;
@@ -667,7 +670,7 @@ int main(int argc, char **argv)
 	double seconds = 0;
 	int opt;
 
-	while ((opt = getopt_long(argc, argv, "s:jo:h", opts, NULL)) != -1) {
+	while ((opt = getopt_long(argc, argv, "s:jo:hV", opts, NULL)) != -1) {
 		switch (opt) {
 		case 's': socket_path = optarg; break;
 		case 'j': as_json = true; break;
@@ -686,6 +689,10 @@ int main(int argc, char **argv)
 		}
 		case OPT_EXPORT: export = true; break;
 		case 'h': usage(stdout); return 0;
+		case 'V':
+			printf("tandemctl %s (wire %u, libtandem %s)\n", TDM_VERSION_STRING,
+			       TDM_WIRE_VERSION, tdm_version());
+			return 0;
 		default: usage(stderr); return 2;
 		}
 	}
