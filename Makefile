@@ -105,7 +105,7 @@ $(CORE_LIB): $(CORE_OBJ)
 $(CLIENT_LIB): $(CLIENT_OBJ)
 	@mkdir -p $(dir $@)
 	rm -f $@ && ar rcs $@ $^
-# Only tdm_* is exported, each symbol versioned TANDEM_1 (client/libtandem.map).
+# Only tdm_* is exported, each symbol versioned TANDEM_1 or later (client/libtandem.map).
 CLIENT_MAP := client/libtandem.map
 $(CLIENT_SO): $(CLIENT_PIC_OBJ) $(CLIENT_MAP)
 	@mkdir -p $(dir $@)

@@ -42,6 +42,7 @@ static const struct {
 	{ TDM_ESYS, 19, "system call failed" },
 	{ TDM_ECONFIG, 20, "invalid configuration" },
 	{ TDM_EPEER, 21, "the socket is not served by a tandemd we trust" },
+	{ TDM_EDAEMON, 22, "daemon lost: tandemd exited" },
 };
 
 static const struct {
@@ -108,7 +109,8 @@ static void test_reject_fields(void **state)
 }
 
 /* libtandem.so (next to this test's bin/: ../lib) exports its API under
- * the symbol version TANDEM_1 (client/libtandem.map) and nothing else. */
+ * the symbol version TANDEM_1, what came later under TANDEM_1.1
+ * (client/libtandem.map), and nothing else. */
 static void test_shared_library_versions(void **state)
 {
 	char exe[PATH_MAX], path[PATH_MAX + 32];
@@ -129,6 +131,10 @@ static void test_shared_library_versions(void **state)
 	assert_non_null(dlvsym(h, "tdm_connect", "TANDEM_1"));
 	assert_non_null(dlvsym(h, "tdm_reject_field_name", "TANDEM_1"));
 	assert_null(dlvsym(h, "tdm_strerror", "TANDEM_2"));
+	/* added later, under their own version only */
+	assert_non_null(dlvsym(h, "tdm_reconnect", "TANDEM_1.1"));
+	assert_non_null(dlvsym(h, "tdm_connect_backoff", "TANDEM_1.1"));
+	assert_null(dlvsym(h, "tdm_reconnect", "TANDEM_1"));
 	/* what is not the API stays inside */
 	assert_null(dlsym(h, "error_names"));
 	assert_null(dlsym(h, "client_request"));
