@@ -56,7 +56,7 @@ extern "C" {
 	X(ESYS, 19, "system call failed")                                                          \
 	X(ECONFIG, 20, "invalid configuration")                                                    \
 	/* the socket is not served by a tandemd we trust (its uid, its ring) */                   \
-	X(EPEER, 21, "the socket is not served by a tandemd we trust")                            \
+	X(EPEER, 21, "the socket is not served by a tandemd we trust")                             \
 	/* the daemon's process ended (killed, crashed or stopped): reconnect */                   \
 	X(EDAEMON, 22, "daemon lost: tandemd exited")
 
