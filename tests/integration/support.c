@@ -3,6 +3,7 @@
 #include "support.h"
 #include "support_raw.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <grp.h>
@@ -453,6 +454,37 @@ int64_t tdmt_daemon_rss_kib(const struct tdmt_daemon *d)
 			break;
 	fclose(f);
 	return kib;
+}
+
+int tdmt_daemon_fds(const struct tdmt_daemon *d, struct tdmt_fds *out)
+{
+	char path[64], link[256];
+	memset(out, 0, sizeof(*out));
+	snprintf(path, sizeof(path), "/proc/%d/fd", (int)d->pid);
+	DIR *dir = opendir(path);
+	if (!dir)
+		return -1;
+	int dfd = dirfd(dir);
+	for (struct dirent *e; (e = readdir(dir));) {
+		if (e->d_name[0] == '.' || atoi(e->d_name) == dfd)
+			continue;
+		out->open++;
+		ssize_t n = readlinkat(dfd, e->d_name, link, sizeof(link) - 1);
+		if (n > 0) {
+			link[n] = '\0';
+			out->memfds += strncmp(link, "/memfd:", 7) == 0;
+		}
+	}
+	closedir(dir);
+	snprintf(path, sizeof(path), "/proc/%d/maps", (int)d->pid);
+	FILE *f = fopen(path, "re");
+	if (!f)
+		return -1;
+	char line[512];
+	while (fgets(line, sizeof(line), f))
+		out->memfd_maps += strstr(line, " /memfd:") != NULL;
+	fclose(f);
+	return 0;
 }
 
 int64_t tdmt_daemon_cpu_ns(const struct tdmt_daemon *d)
