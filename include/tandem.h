@@ -102,9 +102,10 @@ int tdm_connect(const struct tdm_connect_opts *opts, tdm_client **out);
 void tdm_disconnect(tdm_client *c);
 
 /* When the daemon's process ends (killed, crashed, restarted), every call
- * on a connection to it, and every call blocked on it (tdm_wait, a submit
- * waiting for ring space, a request), returns -TDM_EDAEMON at once; a
- * daemon that closed the connection but still runs gives
+ * blocked on it (tdm_wait, a submit waiting for ring space, a request)
+ * returns -TDM_EDAEMON at once, and so does every later call that needs an
+ * answer (a submit that finds room in the ring returns 0; its wait says
+ * it). A daemon that closed the connection but still runs gives
  * -TDM_EDISCONNECTED. Either way the connection is dead: reconnect. */
 
 /* Bounded exponential backoff with jitter: the pause after the k-th failed

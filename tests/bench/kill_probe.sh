@@ -32,7 +32,8 @@ export LSAN_OPTIONS
 kills() {
 	out=$(BUILD=$1 TDMT_KILLS=$KILL_CYCLES "$1/tests/test_kill" 2>&1) || {
 		status=1
-		printf '%s\n' "$out" | grep -E '^(ERROR|\[  (ERROR|FAILED))' | head -n 20
+		printf '%s\n' "$out" | grep -E '^(ERROR|\[  (ERROR|FAILED))|died|Sanitizer|warn|error' |
+			head -n 40
 	}
 	printf '%s\n' "$out" | grep -E '^BENCH kill_'
 	if [ "$2" = asan ]; then

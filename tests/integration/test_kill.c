@@ -25,10 +25,16 @@
 #define DEFAULT_SEED 20240601u
 #define DEFAULT_KILLS 40 /* $TDMT_KILLS: tests/bench/kill_probe.sh asks for 1000 */
 /* The daemon's RSS after the kills may exceed its RSS before by this much:
- * allocator caches and, under ASan, the quarantine of freed memory. */
+ * allocator caches and, under the sanitizers, their own allocators (ASan
+ * keeps up to 256 MiB of freed memory in quarantine: 262 MiB over 100
+ * kills, 342 over 1000). LeakSanitizer at the daemon's exit
+ * (test_clean_shutdown) is the finer check there. */
 #if defined(__SANITIZE_ADDRESS__)
-#define RSS_BOUND_MIB 320
+#define RSS_BOUND_MIB 512
 #define FLAVOUR "asan"
+#elif defined(__SANITIZE_THREAD__)
+#define RSS_BOUND_MIB 1024
+#define FLAVOUR "tsan"
 #else
 #define RSS_BOUND_MIB 64
 #define FLAVOUR "plain"
