@@ -21,7 +21,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -248,6 +250,103 @@ static void test_restart_with_clients(void **state)
 	tdmt_test_ok();
 }
 
+/* A client blocked where no completion can come: in a submit waiting for
+ * room in a full submission ring, or in a request waiting for its reply,
+ * of a daemon that is stopped (SIGSTOP) and then killed. */
+enum blocked_in { IN_SUBMIT, IN_REQUEST };
+
+static void blocked_main(const char *sock, enum blocked_in where, int ready_fd, int out_fd)
+{
+	struct tdmt_kernels k;
+	tdm_client *c;
+	if (tdmt_connect(sock, &c) || tdmt_lookup_kernels(c, &k))
+		_exit(1);
+	tdm_graph *g = tdm_graph_new(c);
+	for (int i = 0; g && i < 1000; i++) /* far more than the 64 entries of the ring */
+		if (tdmt_add_noop(g, &k, NULL))
+			_exit(1);
+	char one = 1;
+	if (!g || write(ready_fd, &one, 1) != 1)
+		_exit(1);
+	/* The test stops the daemon now, and tells us by closing ready_fd. */
+	struct pollfd p = { ready_fd, POLLIN, 0 };
+	poll(&p, 1, 10000);
+	int rc;
+	if (where == IN_SUBMIT) {
+		rc = tdm_graph_submit(g);
+	} else {
+		tdm_buffer b;
+		void *ptr;
+		rc = tdm_buffer_alloc(c, 4096, 0, &b, &ptr);
+	}
+	struct note n = { (int32_t)where, ST_LOST, rc, 0, tdmt_now_ns() };
+	if (write(out_fd, &n, sizeof(n)) != sizeof(n))
+		_exit(2);
+	_exit(0);
+}
+
+static void test_blocked_calls_lost(void **state)
+{
+	(void)state;
+	int ready[2][2], out[2];
+	pid_t kids[2];
+	assert_int_equal(tdmt_daemon_start(&daemon_,
+	                                   "[rings]\nsq_entries = 64\n[cpu]\ncores = [0]\n"
+	                                   "[opencl]\nenabled = false\n[profiler]\n"
+	                                   "calibrate = false\npersist_models = false\n"),
+	                 0);
+	assert_int_equal(pipe(out), 0);
+	for (int w = 0; w < 2; w++) {
+		assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, ready[w]), 0);
+		kids[w] = fork();
+		assert_true(kids[w] >= 0);
+		if (kids[w] == 0) {
+			prctl(PR_SET_PDEATHSIG, SIGKILL);
+			close(out[0]);
+			close(ready[w][0]);
+			blocked_main(daemon_.sock, (enum blocked_in)w, ready[w][1], out[1]);
+		}
+		close(ready[w][1]);
+	}
+	close(out[1]);
+	for (int w = 0; w < 2; w++) {
+		char b;
+		assert_int_equal(read(ready[w][0], &b, 1), 1);
+	}
+	assert_int_equal(kill(daemon_.pid, SIGSTOP), 0);
+	int wst;
+	/* Returns once every thread of the daemon has stopped. */
+	assert_int_equal(waitpid(daemon_.pid, &wst, WUNTRACED), daemon_.pid);
+	assert_true(WIFSTOPPED(wst));
+	for (int w = 0; w < 2; w++)
+		close(ready[w][0]); /* go */
+	/* Both are blocked: nothing can answer them. */
+	struct pollfd p = { out[0], POLLIN, 0 };
+	assert_int_equal(poll(&p, 1, 500), 0);
+	uint64_t t_kill = tdmt_now_ns();
+	assert_int_equal(kill(daemon_.pid, SIGKILL), 0);
+	assert_int_equal(tdmt_wait_child(daemon_.pid, 10000), 128 + SIGKILL);
+	daemon_.pid = 0;
+	static const char *const what[] = { "a submit waiting for ring room",
+		                            "a request waiting for its reply" };
+	for (int i = 0; i < 2; i++) {
+		struct note n;
+		assert_int_equal(read_note(out[0], &n, 10000), 0);
+		printf("# %s: %s after %.1f ms\n", what[n.client], tdm_strerror(n.rc),
+		       (double)(n.at_ns - t_kill) / 1e6);
+		if (n.rc != -TDM_EDAEMON)
+			fail_msg("%s ended with %s, not daemon lost", what[n.client],
+			         tdm_strerror(n.rc));
+		if (n.at_ns - t_kill > DETECT_LIMIT_MS * (uint64_t)MS)
+			fail_msg("%s learnt of the lost daemon after %.0f ms", what[n.client],
+			         (double)(n.at_ns - t_kill) / 1e6);
+	}
+	close(out[0]);
+	for (int w = 0; w < 2; w++)
+		assert_int_equal(tdmt_wait_child(kids[w], 10000), 0);
+	tdmt_test_ok();
+}
+
 /* With no daemon at all, the backoff gives up after total_ms with the
  * error of the last try; an error no wait can mend comes at once. */
 static void test_backoff_gives_up(void **state)
@@ -312,6 +411,7 @@ int main(void)
 {
 	static const struct CMUnitTest tests[] = {
 		T(test_restart_with_clients),
+		T(test_blocked_calls_lost),
 		T(test_backoff_gives_up),
 		T(test_clean_stop_is_lost),
 	};
