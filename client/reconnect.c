@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include "client/client_internal.h"
+#include "common/xorshift.h"
 
 #define BACKOFF_INITIAL_MS 10
 #define BACKOFF_MAX_MS 1000
@@ -15,15 +16,6 @@ static bool transient(int err)
 {
 	return err == -TDM_ECONNECT || err == -TDM_EDISCONNECTED || err == -TDM_EDAEMON ||
 	       err == -TDM_ESHUTDOWN || err == -TDM_EBUSY;
-}
-
-/* xorshift64*: the jitter needs no more, only a different seed per client. */
-static uint64_t next_rand(uint64_t *s)
-{
-	*s ^= *s >> 12;
-	*s ^= *s << 25;
-	*s ^= *s >> 27;
-	return *s * 2685821657736338717ull;
 }
 
 static void sleep_ms(uint32_t ms)
@@ -40,9 +32,8 @@ TDM_API int tdm_connect_backoff(const struct tdm_connect_opts *opts, const struc
 	uint64_t cap = b && b->max_ms ? b->max_ms : BACKOFF_MAX_MS;
 	uint64_t total = b && b->total_ms ? b->total_ms : BACKOFF_TOTAL_MS;
 	uint64_t start = client_now_ns(), delay = initial < cap ? initial : cap;
+	/* Seeded per process and call: clients of one restart spread out. */
 	uint64_t seed = start ^ ((uint64_t)getpid() << 32) ^ (uintptr_t)&start;
-	if (!seed)
-		seed = 1;
 
 	for (;;) {
 		int err = tdm_connect(opts, out);
@@ -51,7 +42,7 @@ TDM_API int tdm_connect_backoff(const struct tdm_connect_opts *opts, const struc
 		uint64_t spent_ms = (client_now_ns() - start) / 1000000u;
 		if (spent_ms >= total)
 			return err;
-		uint64_t pause = delay / 2 + next_rand(&seed) % (delay - delay / 2 + 1);
+		uint64_t pause = delay / 2 + xorshift64s(&seed) % (delay - delay / 2 + 1);
 		if (pause > total - spent_ms)
 			pause = total - spent_ms;
 		sleep_ms((uint32_t)pause);

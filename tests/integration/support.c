@@ -3,6 +3,8 @@
 #include "support.h"
 #include "support_raw.h"
 
+#include "common/xorshift.h"
+
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -689,12 +691,7 @@ int tdmt_add_sgemm(tdm_graph *g, const struct tdmt_kernels *k, tdm_buffer a, tdm
 
 uint64_t tdmt_rand(uint64_t *state)
 {
-	uint64_t x = *state ? *state : 0x9e3779b97f4a7c15ull;
-	x ^= x >> 12;
-	x ^= x << 25;
-	x ^= x >> 27;
-	*state = x;
-	return x * 0x2545f4914f6cdd1dull;
+	return xorshift64s(state);
 }
 
 uint64_t tdmt_rand_range(uint64_t *state, uint64_t lo, uint64_t hi)
