@@ -33,7 +33,7 @@
 #define RSS_BOUND_MIB 512
 #define FLAVOUR "asan"
 #elif defined(__SANITIZE_THREAD__)
-#define RSS_BOUND_MIB 1024
+#define RSS_BOUND_MIB 512
 #define FLAVOUR "tsan"
 #else
 #define RSS_BOUND_MIB 64
