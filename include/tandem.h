@@ -106,7 +106,9 @@ void tdm_disconnect(tdm_client *c);
  * returns -TDM_EDAEMON at once, and so does every later call that needs an
  * answer (a submit that finds room in the ring returns 0; its wait says
  * it). A daemon that closed the connection but still runs gives
- * -TDM_EDISCONNECTED. Either way the connection is dead: reconnect. */
+ * -TDM_EDISCONNECTED, and so does a lost daemon whose process we cannot
+ * see (in another pid namespace). Either way the connection is dead:
+ * reconnect. */
 
 /* Bounded exponential backoff with jitter: the pause after the k-th failed
  * attempt is d = min(max_ms, initial_ms * 2^k), drawn in [d/2, d] so that
