@@ -109,7 +109,7 @@ $(CORE_LIB): $(CORE_OBJ)
 $(CLIENT_LIB): $(CLIENT_OBJ)
 	@mkdir -p $(dir $@)
 	rm -f $@ && ar rcs $@ $^
-# Only tdm_* is exported, each symbol versioned TANDEM_1 (client/libtandem.map).
+# Only tdm_* is exported, each symbol versioned TANDEM_1 or later (client/libtandem.map).
 CLIENT_MAP := client/libtandem.map
 $(CLIENT_SO): $(CLIENT_PIC_OBJ) $(CLIENT_MAP)
 	@mkdir -p $(dir $@)
@@ -207,9 +207,18 @@ demo-run: all
 
 bench: deps
 	@$(MAKE) --no-print-directory bench-run
-bench-run: all $(BENCHES) $(INTEG_TESTS)
+# kill_probe.sh runs test_kill's 1000 kills under ASan too: that flavour's
+# daemon and test, built by a plain `make bench`.
+ifeq ($(SANITIZE),)
+KILL_PROBE_ASAN := kill-probe-asan
+endif
+bench-run: all $(BENCHES) $(INTEG_TESTS) $(KILL_PROBE_ASAN)
 	@BUILD=$(BUILD) sh tests/bench/run_bench.sh $(BENCHES) tests/bench/sim_fidelity.sh \
-		tests/bench/dos_probe.sh
+		tests/bench/dos_probe.sh tests/bench/kill_probe.sh
+.PHONY: kill-probe-asan
+kill-probe-asan:
+	@$(MAKE) --no-print-directory SANITIZE=address,undefined all \
+		build/san-address-undefined/tests/test_kill
 
 deps:
 	@sh .ci/deps.sh

@@ -57,7 +57,9 @@ extern "C" {
 	X(ESYS, 19, "system call failed")                                                          \
 	X(ECONFIG, 20, "invalid configuration")                                                    \
 	/* the socket is not served by a tandemd we trust (its uid, its ring) */                   \
-	X(EPEER, 21, "the socket is not served by a tandemd we trust")
+	X(EPEER, 21, "the socket is not served by a tandemd we trust")                             \
+	/* the daemon's process ended (killed, crashed or stopped): reconnect */                   \
+	X(EDAEMON, 22, "daemon lost: tandemd exited")
 
 enum tdm_error {
 	TDM_OK = 0,
@@ -115,6 +117,37 @@ int tdm_check_daemon(int sock, uint32_t daemon_uid);
 
 int tdm_connect(const struct tdm_connect_opts *opts, tdm_client **out);
 void tdm_disconnect(tdm_client *c);
+
+/* When the daemon's process ends (killed, crashed, restarted), every call
+ * blocked on it (tdm_wait, a submit waiting for ring space, a request)
+ * returns -TDM_EDAEMON at once, and so does every later call that needs an
+ * answer (a submit that finds room in the ring returns 0; its wait says
+ * it). A daemon that closed the connection but still runs gives
+ * -TDM_EDISCONNECTED, and so does a lost daemon whose process we cannot
+ * see (in another pid namespace). Either way the connection is dead:
+ * reconnect. */
+
+/* Bounded exponential backoff with jitter: the pause after the k-th failed
+ * attempt is d = min(max_ms, initial_ms * 2^k), drawn in [d/2, d] so that
+ * clients of a restarted daemon do not come back all at once. */
+struct tdm_backoff {
+	uint32_t initial_ms; /* 0: 10 ms */
+	uint32_t max_ms; /* 0: 1000 ms */
+	uint32_t total_ms; /* give up after this long; 0: 30 s */
+};
+
+/* tdm_connect, tried again with backoff (b NULL: the defaults) while the
+ * daemon is not there or not ready (-TDM_ECONNECT, -TDM_EDISCONNECTED,
+ * -TDM_EDAEMON, -TDM_ESHUTDOWN, -TDM_EBUSY); any other error, or the last
+ * one when total_ms has passed, is returned. */
+int tdm_connect_backoff(const struct tdm_connect_opts *opts, const struct tdm_backoff *b,
+                        tdm_client **out);
+/* Connects anew, with the options *c was connected with, as
+ * tdm_connect_backoff does; on success disconnects *c and replaces it.
+ * Nothing of the old connection carries over: its buffers are unmapped
+ * (allocate them anew), its graphs may only be freed, kernel ids are
+ * looked up again. On failure *c is left as it was. */
+int tdm_reconnect(tdm_client **c, const struct tdm_backoff *b);
 uint32_t tdm_session_id(const tdm_client *c);
 /* Number of devices the daemon schedules on (valid after connect). */
 uint32_t tdm_device_count(const tdm_client *c);

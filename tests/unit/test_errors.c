@@ -42,6 +42,7 @@ static const struct {
 	{ TDM_ESYS, 19, "system call failed" },
 	{ TDM_ECONFIG, 20, "invalid configuration" },
 	{ TDM_EPEER, 21, "the socket is not served by a tandemd we trust" },
+	{ TDM_EDAEMON, 22, "daemon lost: tandemd exited" },
 };
 
 static const struct {
@@ -130,7 +131,8 @@ static void test_symbols(void **state)
 }
 
 /* libtandem.so (next to this test's bin/: ../lib) exports its API under
- * the symbol version TANDEM_1 (client/libtandem.map) and nothing else. */
+ * the symbol version TANDEM_1, what came later under TANDEM_2
+ * (client/libtandem.map), and nothing else. */
 static void test_shared_library_versions(void **state)
 {
 	char exe[PATH_MAX], path[PATH_MAX + 32];
@@ -158,6 +160,9 @@ static void test_shared_library_versions(void **state)
 	assert_non_null(dlvsym(h, "tdm_listen_socket_path", "TANDEM_2"));
 	assert_null(dlvsym(h, "tdm_version", "TANDEM_1"));
 	assert_null(dlvsym(h, "tdm_error_symbol", "TANDEM_1"));
+	assert_non_null(dlvsym(h, "tdm_reconnect", "TANDEM_2"));
+	assert_non_null(dlvsym(h, "tdm_connect_backoff", "TANDEM_2"));
+	assert_null(dlvsym(h, "tdm_reconnect", "TANDEM_1"));
 	/* what is not the API stays inside */
 	assert_null(dlsym(h, "error_names"));
 	assert_null(dlsym(h, "client_request"));
