@@ -189,6 +189,49 @@ static void stat_add(_Atomic uint64_t *c, uint64_t n)
 	atomic_fetch_add_explicit(c, n, memory_order_relaxed);
 }
 
+/* Latency buckets: powers of 4 from 1 us to about 4.2 s, then +Inf. */
+uint64_t engine_latency_bound_ns(size_t i)
+{
+	return i + 1 < ENGINE_LAT_BUCKETS ? UINT64_C(1000) << (2 * i) : UINT64_MAX;
+}
+
+static size_t latency_bucket(uint64_t ns)
+{
+	size_t i = 0;
+	while (i + 1 < ENGINE_LAT_BUCKETS && ns > engine_latency_bound_ns(i))
+		i++;
+	return i;
+}
+
+/* A task that ran to completion, for status and /metrics: the device's
+ * figures are this worker's alone; the graph's sit on the line its
+ * completion count is on. */
+static void account_task(struct engine_device *d, const struct engine_task *t)
+{
+	uint64_t run = t->end_ns - t->start_ns;
+	uint64_t wait = t->start_ns > t->queued_ns ? t->start_ns - t->queued_ns : 0;
+	stat_add(&d->kernel_tasks[t->kernel->id], 1);
+	stat_add(&d->run_hist[latency_bucket(run)], 1);
+	stat_add(&d->wait_hist[latency_bucket(wait)], 1);
+	stat_add(&d->wait_ns, wait);
+	stat_add(&d->run_ns, run);
+	if (t->pred_ns) {
+		stat_add(&d->predicted, 1);
+		stat_add(&d->pred_err_ns, t->pred_ns > run ? t->pred_ns - run : run - t->pred_ns);
+		stat_add(&d->pred_actual_ns, run);
+	}
+	atomic_fetch_add_explicit(&t->graph->tasks_ok, 1, memory_order_relaxed);
+	stat_add(&t->graph->busy_ns, run);
+}
+
+/* The graph is done: its totals join its flow's. */
+static void account_graph(struct engine_graph *g)
+{
+	stat_add(&g->flow->tasks_done, atomic_load_explicit(&g->tasks_ok, memory_order_relaxed));
+	stat_add(&g->flow->busy_ns, atomic_load_explicit(&g->busy_ns, memory_order_relaxed));
+	stat_add(&g->flow->graphs_done, 1);
+}
+
 static void fifo_push(struct engine *e, struct engine_task **tasks, size_t n)
 {
 	for (size_t i = 0; i < n; i++)
@@ -415,9 +458,11 @@ void engine_submit(struct engine *e, struct engine_graph *g)
 	atomic_fetch_add(&e->graphs_submitted, 1);
 	g->submit_ns = clock_now(e->clock);
 	atomic_store(&g->remaining, g->ntasks);
+	atomic_store_explicit(&g->tasks_ok, 0, memory_order_relaxed);
+	atomic_store_explicit(&g->busy_ns, 0, memory_order_relaxed);
 	if (g->ntasks == 0) {
 		atomic_fetch_add(&e->graphs_done, 1);
-		stat_add(&g->flow->graphs_done, 1);
+		account_graph(g);
 		e->hooks.graph_done(e->hooks.ctx, g);
 		return;
 	}
@@ -551,41 +596,6 @@ static void predict_task(struct engine *e, struct worker *w, struct engine_task 
 	t->pred_spread_ns = (uint64_t)cp.spread_ns;
 }
 
-/* Latency buckets: powers of 4 from 1 us to about 4.2 s, then +Inf. */
-uint64_t engine_latency_bound_ns(size_t i)
-{
-	return i + 1 < ENGINE_LAT_BUCKETS ? UINT64_C(1000) << (2 * i) : UINT64_MAX;
-}
-
-static size_t latency_bucket(uint64_t ns)
-{
-	size_t i = 0;
-	while (i + 1 < ENGINE_LAT_BUCKETS && ns > engine_latency_bound_ns(i))
-		i++;
-	return i;
-}
-
-/* A task that ran to completion, for status and /metrics: the device's
- * figures are this worker's alone; the flow's are shared by the workers
- * running that client's tasks. */
-static void account_task(struct engine_device *d, const struct engine_task *t)
-{
-	uint64_t run = t->end_ns - t->start_ns;
-	uint64_t wait = t->start_ns > t->queued_ns ? t->start_ns - t->queued_ns : 0;
-	stat_add(&d->kernel_tasks[t->kernel->id], 1);
-	stat_add(&d->run_hist[latency_bucket(run)], 1);
-	stat_add(&d->wait_hist[latency_bucket(wait)], 1);
-	stat_add(&d->wait_ns, wait);
-	stat_add(&d->run_ns, run);
-	if (t->pred_ns) {
-		stat_add(&d->predicted, 1);
-		stat_add(&d->pred_err_ns, t->pred_ns > run ? t->pred_ns - run : run - t->pred_ns);
-		stat_add(&d->pred_actual_ns, run);
-	}
-	stat_add(&t->graph->flow->tasks_done, 1);
-	stat_add(&t->graph->flow->busy_ns, run);
-}
-
 /* Accounting, dependents, graph completion: the task is over (run, failed
  * or skipped). */
 static void finish_task(struct engine *e, struct worker *w, struct engine_task *t)
@@ -639,7 +649,7 @@ static void finish_task(struct engine *e, struct worker *w, struct engine_task *
 		if (e->has_accel)
 			flush_graph(e, g);
 		atomic_fetch_add(&e->graphs_done, 1);
-		stat_add(&g->flow->graphs_done, 1);
+		account_graph(g);
 		e->hooks.graph_done(e->hooks.ctx, g);
 	}
 	/* After the completion is posted: learning costs the client nothing. */

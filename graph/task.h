@@ -62,8 +62,8 @@ struct engine_flow {
 	 * are skipped, running host kernels stop (tdm_kernel_call.cancel). */
 	_Atomic int canceled;
 	void *policy_slot;
-	/* Accounting for status and /metrics: tasks that ran to completion,
-	 * their device time, graphs done. */
+	/* Accounting for status and tandemctl top, at each graph's completion:
+	 * tasks that ran to completion, their device time, graphs done. */
 	_Atomic uint64_t tasks_done, busy_ns, graphs_done;
 };
 
@@ -86,6 +86,11 @@ struct engine_graph {
 	 * tasks). NULL: what the successor reads of the predecessor's writes. */
 	const double *edge_data;
 	_Atomic uint32_t remaining;
+	/* Tasks run to completion and their device time, next to remaining
+	 * (the line every task's completion touches anyway): added to the
+	 * flow's totals once, when the graph completes. */
+	_Atomic uint32_t tasks_ok;
+	_Atomic uint64_t busy_ns;
 	_Atomic int32_t status; /* first failure wins */
 	uint64_t submit_ns;
 	struct engine_graph *core_prev, *core_next; /* the core's list of graphs in flight */
