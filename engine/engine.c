@@ -189,6 +189,14 @@ static void stat_add(_Atomic uint64_t *c, uint64_t n)
 	atomic_fetch_add_explicit(c, n, memory_order_relaxed);
 }
 
+/* A counter only one thread writes (a device's, by its worker): a load and
+ * a store, no locked instruction; readers see whole values. */
+static void own_add(_Atomic uint64_t *c, uint64_t n)
+{
+	atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + n,
+	                      memory_order_relaxed);
+}
+
 /* Latency buckets: powers of 4 from 1 us to about 4.2 s, then +Inf. */
 uint64_t engine_latency_bound_ns(size_t i)
 {
@@ -210,15 +218,15 @@ static void account_task(struct engine_device *d, const struct engine_task *t)
 {
 	uint64_t run = t->end_ns - t->start_ns;
 	uint64_t wait = t->start_ns > t->queued_ns ? t->start_ns - t->queued_ns : 0;
-	stat_add(&d->kernel_tasks[t->kernel->id], 1);
-	stat_add(&d->run_hist[latency_bucket(run)], 1);
-	stat_add(&d->wait_hist[latency_bucket(wait)], 1);
-	stat_add(&d->wait_ns, wait);
-	stat_add(&d->run_ns, run);
+	own_add(&d->kernel_tasks[t->kernel->id], 1);
+	own_add(&d->run_hist[latency_bucket(run)], 1);
+	own_add(&d->wait_hist[latency_bucket(wait)], 1);
+	own_add(&d->wait_ns, wait);
+	own_add(&d->run_ns, run);
 	if (t->pred_ns) {
-		stat_add(&d->predicted, 1);
-		stat_add(&d->pred_err_ns, t->pred_ns > run ? t->pred_ns - run : run - t->pred_ns);
-		stat_add(&d->pred_actual_ns, run);
+		own_add(&d->predicted, 1);
+		own_add(&d->pred_err_ns, t->pred_ns > run ? t->pred_ns - run : run - t->pred_ns);
+		own_add(&d->pred_actual_ns, run);
 	}
 	atomic_fetch_add_explicit(&t->graph->tasks_ok, 1, memory_order_relaxed);
 	stat_add(&t->graph->busy_ns, run);

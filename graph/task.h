@@ -115,6 +115,8 @@ struct engine_device {
 	 * and the sum of the waits; the cost model's answers against what the
 	 * tasks took (the tasks it predicted: |predicted - actual| and actual
 	 * summed). */
+	/* Off the line above, which every worker reads (healthy) to pick tasks. */
+	char stats_pad[64];
 	_Atomic uint32_t staged; /* tasks enqueued on the device or running there now */
 	_Atomic uint64_t kernel_tasks[KERNEL_COUNT];
 	_Atomic uint64_t wait_hist[ENGINE_LAT_BUCKETS], run_hist[ENGINE_LAT_BUCKETS];

@@ -310,7 +310,21 @@ static void print_status(json_t *doc)
 	print_replicas(doc);
 	printf("\nCounters\n");
 	json_object_foreach(json_object_get(doc, "counters"), key, v)
-	        printf("  %-20s %lld\n", key, (long long)json_integer_value(v));
+	{
+		if (!json_is_object(v)) {
+			printf("  %-20s %lld\n", key, (long long)json_integer_value(v));
+			continue;
+		}
+		/* rejected_by_field: the fields that rejected graphs */
+		const char *field;
+		json_t *n;
+		json_object_foreach(v, field, n)
+		{
+			if (json_integer_value(n))
+				printf("  %-20s %lld (%s)\n", key, (long long)json_integer_value(n),
+				       field);
+		}
+	}
 }
 
 static double real(json_t *o, const char *key)
