@@ -4,6 +4,7 @@
  * frame for scripts; without a terminal it asks for --once. */
 #include <errno.h>
 #include <fcntl.h>
+#include <grp.h>
 #include <jansson.h>
 #include <poll.h>
 #include <setjmp.h>
@@ -278,9 +279,62 @@ static void test_top_once(void **state)
 	tdmt_test_ok();
 }
 
+#define NOBODY 65534
+
+/* Another user's view: the devices, none of root's clients, and the note
+ * that only one's own clients are shown (the status document's filter). */
+static void test_top_tenancy(void **state)
+{
+	char dev[64], pid_text[32], exe[512];
+	int stop, p[2];
+	(void)state;
+	if (geteuid() != 0) {
+		print_message("not root, cannot run tandemctl as another user: skipped\n");
+		skip();
+	}
+	if (tdmt_daemon_start(&d, "[daemon]\nallowed_uids = [65534]\n[profiler]\ncalibrate = "
+	                          "false\n") != 0) {
+		tdmt_daemon_dump_log(&d);
+		fail_msg("tandemd did not start (status %d)", d.exit_status);
+	}
+	first_device(dev, sizeof(dev));
+	pid_t child = start_load(&stop); /* root's client */
+	snprintf(pid_text, sizeof(pid_text), " %d ", (int)child);
+	snprintf(exe, sizeof(exe), "%s/bin/tandemctl", tdmt_build_dir());
+
+	OK(pipe2(p, O_CLOEXEC));
+	pid_t viewer = fork();
+	assert_true(viewer >= 0);
+	if (viewer == 0) {
+		if (dup2(p[1], STDOUT_FILENO) < 0 || setgroups(0, NULL) || setgid(NOBODY) ||
+		    setuid(NOBODY))
+			_exit(100);
+		execl(exe, exe, "-s", d.sock, "top", "--once", "-d", "0.2", (char *)NULL);
+		_exit(101);
+	}
+	close(p[1]);
+	char out[16384];
+	size_t len = 0;
+	ssize_t n;
+	while (len + 1 < sizeof(out) && (n = read(p[0], out + len, sizeof(out) - 1 - len)) > 0)
+		len += (size_t)n;
+	out[len] = '\0';
+	close(p[0]);
+	assert_int_equal(tdmt_wait_child(viewer, 30000), 0);
+	if (!strstr(out, "(your own clients only"))
+		fprintf(stderr, "%s\n", out);
+	assert_true(line_with(out, dev, "["));
+	assert_false(line_with(out, pid_text, "."));
+	assert_non_null(strstr(out, "(no clients)"));
+	assert_non_null(strstr(out, "(your own clients only"));
+	stop_load(child, stop);
+	tdmt_test_ok();
+}
+
 int main(void)
 {
 #define T(f) cmocka_unit_test_setup_teardown(f, test_setup, test_teardown)
-	const struct CMUnitTest tests[] = { T(test_top_in_tmux), T(test_top_once) };
+	const struct CMUnitTest tests[] = { T(test_top_in_tmux), T(test_top_once),
+		                            T(test_top_tenancy) };
 	return cmocka_run_group_tests_name("top", tests, NULL, NULL);
 }
