@@ -134,7 +134,7 @@ $(BUILD)/lib/tandem-cuda.so: $(CUDA_OBJ)
 $(TANDEMD): $(BUILD)/obj/daemon/main.o $(CORE_LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) $^ $(DAEMON_LIBS) -o $@
-$(TANDEMCTL): $(BUILD)/obj/tools/tandemctl.o $(CLIENT_LIB)
+$(TANDEMCTL): $(BUILD)/obj/tools/tandemctl.o $(BUILD)/obj/tools/top.o $(CLIENT_LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) $^ $(PKG_LIBS) -o $@
 # StarPU sampling files to a machine description (docs/machines.md); its

@@ -9,6 +9,8 @@ PKGS="$PKGS libsystemd-dev"  # sd_notify: tandemd.service is Type=notify with a 
 PKGS="$PKGS systemd"  # systemd-analyze verify checks the unit files (tests/integration/install.sh)
 PKGS="$PKGS groff-base man-db"  # the man pages are checked with groff -ww (tests/integration/install.sh)
 PKGS="$PKGS python3-numpy python3-pytest"  # the Python binding (python/) and its pytest suite
+PKGS="$PKGS prometheus"  # promtool: tests/integration/test_metrics checks the /metrics exposition
+PKGS="$PKGS tmux"  # tests/integration/test_top runs tandemctl top in a tmux pane
 missing=""
 for p in $PKGS; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" ||

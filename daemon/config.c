@@ -8,6 +8,7 @@
 #include "daemon/config.h"
 #include "policies/policy.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <grp.h>
@@ -185,6 +186,17 @@ const char config_default_toml[] =
         "# so that the daemon and its device drivers keep room for their own.\n"
         "max_mappings = 0\n"
         "\n"
+        "[metrics]\n"
+        "# Serve Prometheus metrics at /metrics (HTTP GET) on this address: \"\" (off),\n"
+        "# \"host:port\" with an IPv4 address or a bracketed IPv6 one (such as\n"
+        "# \"127.0.0.1:9464\"; port 0 takes a free one, shown by tandemctl status), or\n"
+        "# \"unix:/absolute/path\" (a socket of mode 0660). Aggregate figures only,\n"
+        "# no per-client labels; anyone who can reach the address can read them:\n"
+        "# keep it on loopback or a Unix socket.\n"
+        "listen = \"\"\n"
+        "# Metrics connections open at once (1 to 1024); more wait to be accepted.\n"
+        "max_connections = 8\n"
+        "\n"
         "[rings]\n"
         "# Entries of each client's submission ring (power of two, 64 to 65536).\n"
         "sq_entries = 4096\n"
@@ -235,6 +247,8 @@ void config_defaults(struct daemon_config *cfg)
 	cfg->uid_max_buffers = 8192;
 	cfg->max_mappings = 0;
 
+	cfg->metrics_max_connections = 8;
+
 	cfg->sq_entries = 4096;
 	cfg->cq_entries = 8192;
 }
@@ -270,6 +284,7 @@ enum key_kind {
 	K_F64, /* number (float or integer) min..max, stored as double */
 	K_USERU32, /* table user = integer min..max, struct config_devval[] + count */
 	K_USERHINT, /* table user = policy hint name, struct config_devval[] + count */
+	K_LISTEN, /* string: "", "host:port" (IPv4 or [IPv6]) or "unix:" + an absolute path */
 };
 
 /* Whether a key takes effect on SIGHUP (RELOAD: copied into the running
@@ -364,6 +379,10 @@ static const struct key_spec schema[] = {
 	SCALAR("limits", "uid_max_buffers", K_U32, 1, 16777216, uid_max_buffers, RELOAD),
 	SCALAR("limits", "max_mappings", K_U32, 0, 16777216, max_mappings, RESTART),
 
+	SCALAR("metrics", "listen", K_LISTEN, 0, 0, metrics_listen, RESTART),
+	SCALAR("metrics", "max_connections", K_U32, 1, CONFIG_METRICS_CONNECTIONS_MAX,
+	       metrics_max_connections, RELOAD),
+
 	SCALAR("rings", "sq_entries", K_POW2, 64, 65536, sq_entries, RESTART),
 	SCALAR("rings", "cq_entries", K_POW2, 64, 65536, cq_entries, RESTART),
 };
@@ -393,7 +412,8 @@ static bool is_array(const struct key_spec *ks)
 
 static bool is_string(enum key_kind kind)
 {
-	return kind == K_SOCKET || kind == K_NAME || kind == K_PATH || kind == K_DEVSEL;
+	return kind == K_SOCKET || kind == K_NAME || kind == K_PATH || kind == K_DEVSEL ||
+	       kind == K_LISTEN;
 }
 
 static bool is_devval(enum key_kind kind)
@@ -489,8 +509,8 @@ int config_bool(const struct daemon_config *cfg, const char *section, const char
 
 const char *config_string(const struct daemon_config *cfg, const char *section, const char *key)
 {
-	static const enum key_kind kinds[] = { K_SOCKET, K_NAME, K_PATH };
-	const struct key_spec *ks = find_kind(section, key, kinds, 3);
+	static const enum key_kind kinds[] = { K_SOCKET, K_NAME, K_PATH, K_LISTEN };
+	const struct key_spec *ks = find_kind(section, key, kinds, 4);
 	return ks ? (const char *)cfg + ks->offset : NULL;
 }
 
@@ -587,6 +607,12 @@ static void describe(const struct key_spec *ks, char *buf, size_t len)
 	case K_USERU32:
 		snprintf(buf, len, "a table of at most %zu entries user = integer in %lld..%lld",
 		         ks->max_len, (long long)ks->min, (long long)ks->max);
+		break;
+	case K_LISTEN:
+		snprintf(buf, len,
+		         "a string: \"\", \"host:port\" (IPv4 or [IPv6] address, port 0 to 65535) "
+		         "or \"unix:\" and an absolute path shorter than %d bytes",
+		         CONFIG_PATH_MAX);
 		break;
 	case K_USERHINT:
 		snprintf(buf, len,
@@ -731,6 +757,50 @@ static bool is_name(const char *s, size_t n)
 	return true;
 }
 
+/* What is wrong with a metrics address (NULL: nothing): "" (off),
+ * "unix:/path" or "host:port" with a literal IPv4 or [IPv6] address. */
+static const char *listen_problem(const char *s, size_t n)
+{
+	if (n == 0)
+		return NULL;
+	if (n > 5 && !strncmp(s, "unix:", 5)) {
+		if (s[5] != '/')
+			return "is not unix: and an absolute path";
+		return n - 5 < CONFIG_PATH_MAX ? NULL : "names too long a socket path";
+	}
+	const char *colon = memrchr(s, ':', n);
+	if (!colon || colon == s)
+		return "is not host:port";
+	size_t hl = (size_t)(colon - s), pl = n - hl - 1;
+	char host[64];
+	unsigned char addr[16];
+	int family = AF_INET;
+	if (s[0] == '[') {
+		if (hl < 3 || s[hl - 1] != ']')
+			return "is not host:port";
+		s++;
+		hl -= 2;
+		family = AF_INET6;
+	}
+	if (hl >= sizeof(host))
+		return "is not host:port";
+	memcpy(host, s, hl);
+	host[hl] = '\0';
+	if (inet_pton(family, host, addr) != 1)
+		return family == AF_INET6 ? "does not have an IPv6 address"
+		                          : "does not have an IPv4 "
+		                            "address";
+	if (pl == 0 || pl > 5)
+		return "does not have a port in 0..65535";
+	unsigned port = 0;
+	for (size_t i = 0; i < pl; i++) {
+		if (colon[1 + i] < '0' || colon[1 + i] > '9')
+			return "does not have a port in 0..65535";
+		port = port * 10 + (unsigned)(colon[1 + i] - '0');
+	}
+	return port <= 65535 ? NULL : "does not have a port in 0..65535";
+}
+
 static int set_string(struct load_ctx *ctx, const struct key_spec *ks, const struct toml_item *it,
                       void *field)
 {
@@ -760,6 +830,13 @@ static int set_string(struct load_ctx *ctx, const struct key_spec *ks, const str
 			}
 		}
 		return bad_value(ctx, ks, it, "is not a log level");
+	case K_LISTEN: {
+		const char *why = listen_problem(it->s, it->s_len);
+		if (why)
+			return bad_value(ctx, ks, it, why);
+		memcpy(field, it->s, it->s_len + 1);
+		return 0;
+	}
 	case K_NAME:
 		if (!is_name(it->s, it->s_len))
 			return bad_value(ctx, ks, it, "is not a valid name");
@@ -883,6 +960,7 @@ static int visit_key(struct load_ctx *ctx, const struct key_spec *ks, const stru
 	case K_SOCKET:
 	case K_LOG_LEVEL:
 	case K_NAME:
+	case K_LISTEN:
 		if (it->array_index >= 0)
 			return wrong_type(ctx, ks, it);
 		return set_string(ctx, ks, it, field);

@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "daemon/intake.h"
+#include "daemon/metrics.h"
 #include "daemon/models.h"
 #include "common/eventfd_ring.h"
 #include "common/log.h"
@@ -905,6 +906,9 @@ int server_init(struct server *srv, const struct daemon_config *cfg, const char 
 	err = open_listener(srv);
 	if (err)
 		return err;
+	err = metrics_start(srv);
+	if (err)
+		return err;
 	err = models_arm(srv);
 	if (err)
 		return err;
@@ -951,6 +955,7 @@ int server_fini(struct server *srv)
 		free(srv->cal_doc);
 		srv->cal_doc = NULL;
 	}
+	metrics_stop(srv); /* its pages read the engine */
 	while (srv->conns)
 		conn_close(srv->conns);
 	/* Joins the workers; graphs still queued after a forced exit are

@@ -6,6 +6,7 @@
 #include <event2/event.h>
 #include <event2/listener.h>
 #include <hwloc.h>
+#include <jansson.h>
 #include <stdbool.h>
 
 #include "daemon/config.h"
@@ -132,6 +133,7 @@ struct server {
 	_Atomic bool cal_done;
 	struct conn *cal_conn; /* who asked; NULL once it went away */
 	char *cal_doc;
+	struct metrics *metrics; /* the /metrics endpoint; NULL: off */
 };
 
 int server_init(struct server *srv, const struct daemon_config *cfg, const char *config_path,
@@ -172,6 +174,16 @@ bool server_peer_allowed(const struct server *srv, uid_t uid, gid_t gid, const g
 bool server_peer_admin(const struct server *srv, uid_t uid, gid_t gid, const gid_t *groups,
                        size_t ngroups);
 
+/* control.c: the figures behind `tandemctl status`, `tandemctl top` and
+ * /metrics, gathered in one place from the atomics the engine and the
+ * sessions keep (nothing waits on a worker). all: every client, else only
+ * uid's; clients false: no client list (/metrics shows aggregates only). */
+struct status_view {
+	bool all;
+	uid_t uid;
+	bool clients;
+};
+json_t *control_status_doc(struct server *srv, const struct status_view *v);
 /* control.c: the status document tandemctl shows (malloc'd JSON), for
  * connection c: an administrator's lists every client, another user's
  * only that user's clients. */
