@@ -5,6 +5,8 @@
 #   make test       unit + integration tests + fuzz corpus replay
 #   make bench      benchmarks (BENCH lines)
 #   make deps       install the Debian packages the build needs (idempotent)
+#   make gpu-bundle build/gpu-bundle.tar.gz for a lent GPU machine (README "On a GPU")
+#   make install-python / uninstall-python   python/tandem into site-packages
 #   make fuzz       run each fuzz target for FUZZ_SECONDS (clang + libFuzzer)
 #   make SANITIZE=address,undefined test    sanitizer flavour (own build dir)
 #   make SANITIZE=thread test               TSan flavour
@@ -61,7 +63,9 @@ REPLAYS := $(FUZZ_NAMES:%=$(BUILD)/tests/replay_%)
 BENCHES := $(patsubst tests/bench/%.c,$(BUILD)/bench/%,$(wildcard tests/bench/bench_*.c))
 TEST_HELPERS := $(wildcard tests/integration/support*.c)
 
-DAEMON_LIBS := $(PKG_LIBS) -lglpk -llapacke -lstdc++ -lm -ldl
+# libsystemd: sd_notify for the systemd service (daemon/notify.c).
+SYSTEMD_LIBS = $(shell pkg-config --libs libsystemd 2>/dev/null)
+DAEMON_LIBS = $(PKG_LIBS) $(SYSTEMD_LIBS) -lglpk -llapacke -lstdc++ -lm -ldl
 
 # The CUDA backend is a plugin, built when nvcc is found and loaded at run
 # time, so that the daemon builds and runs where there is no CUDA at all.
@@ -105,11 +109,11 @@ $(CORE_LIB): $(CORE_OBJ)
 $(CLIENT_LIB): $(CLIENT_OBJ)
 	@mkdir -p $(dir $@)
 	rm -f $@ && ar rcs $@ $^
-# Only tdm_* is exported, each symbol versioned TANDEM_1 (client/libtandem.map).
+# Only tdm_* is exported, each symbol versioned TANDEM_1 or later (client/libtandem.map).
 CLIENT_MAP := client/libtandem.map
 $(CLIENT_SO): $(CLIENT_PIC_OBJ) $(CLIENT_MAP)
 	@mkdir -p $(dir $@)
-	$(CC) -shared $(LDFLAGS) -Wl,-soname,libtandem.so.0 -Wl,--version-script,$(CLIENT_MAP) \
+	$(CC) -shared $(LDFLAGS) -Wl,-soname,libtandem.so.$(SOVERSION) -Wl,--version-script,$(CLIENT_MAP) \
 		$(CLIENT_PIC_OBJ) -o $@
 
 # Sanitizer flavours build the plugin too, but without sanitizers (nvcc).
@@ -130,7 +134,7 @@ $(BUILD)/lib/tandem-cuda.so: $(CUDA_OBJ)
 $(TANDEMD): $(BUILD)/obj/daemon/main.o $(CORE_LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) $^ $(DAEMON_LIBS) -o $@
-$(TANDEMCTL): $(BUILD)/obj/tools/tandemctl.o $(CLIENT_LIB)
+$(TANDEMCTL): $(BUILD)/obj/tools/tandemctl.o $(BUILD)/obj/tools/top.o $(CLIENT_LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) $^ $(PKG_LIBS) -o $@
 # StarPU sampling files to a machine description (docs/machines.md); its
@@ -179,7 +183,7 @@ $(BUILD)/tests/replay_%: $(BUILD)/obj/tests/fuzz/fuzz_%.o $(BUILD)/obj/tests/fuz
 # wins over the pattern below.
 CORE_BENCHES := $(BUILD)/bench/bench_devices $(BUILD)/bench/bench_overlap $(BUILD)/bench/bench_models \
 	$(BUILD)/bench/bench_stg $(BUILD)/bench/bench_policies $(BUILD)/bench/bench_sim \
-	$(BUILD)/bench/bench_intake
+	$(BUILD)/bench/bench_intake $(BUILD)/bench/bench_plan_exec
 $(CORE_BENCHES): $(BUILD)/bench/%: $(BUILD)/obj/tests/bench/%.o $(CORE_LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) $^ $(DAEMON_LIBS) -o $@
@@ -194,7 +198,7 @@ $(BUILD)/obj/tests/bench/%.o: tests/bench/%.c
 test: deps
 	@$(MAKE) --no-print-directory test-run
 test-run: all $(UNIT_TESTS) $(INTEG_TESTS) $(REPLAYS) $(FAKE_PLUGINS) check-rooms
-	@BUILD=$(BUILD) sh tests/run_tests.sh $(UNIT_TESTS) $(INTEG_TESTS) $(REPLAYS)
+	@BUILD=$(BUILD) sh tests/run_tests.sh $(UNIT_TESTS) $(INTEG_TESTS) $(REPLAYS) $(SHELL_TESTS)
 
 demo: deps
 	@$(MAKE) --no-print-directory demo-run
@@ -203,9 +207,18 @@ demo-run: all
 
 bench: deps
 	@$(MAKE) --no-print-directory bench-run
-bench-run: all $(BENCHES) $(INTEG_TESTS)
+# kill_probe.sh runs test_kill's 1000 kills under ASan too: that flavour's
+# daemon and test, built by a plain `make bench`.
+ifeq ($(SANITIZE),)
+KILL_PROBE_ASAN := kill-probe-asan
+endif
+bench-run: all $(BENCHES) $(INTEG_TESTS) $(KILL_PROBE_ASAN)
 	@BUILD=$(BUILD) sh tests/bench/run_bench.sh $(BENCHES) tests/bench/sim_fidelity.sh \
-		tests/bench/dos_probe.sh
+		tests/bench/dos_probe.sh tests/bench/kill_probe.sh
+.PHONY: kill-probe-asan
+kill-probe-asan:
+	@$(MAKE) --no-print-directory SANITIZE=address,undefined all \
+		build/san-address-undefined/tests/test_kill
 
 deps:
 	@sh .ci/deps.sh
@@ -234,6 +247,140 @@ check-rooms:
 
 clean:
 	rm -rf build
+
+# ---- install, uninstall (issue 17) -------------------------------------------
+#   make install [PREFIX=/usr/local] [DESTDIR=]     make uninstall (same variables)
+# Everything below a prefix goes under $(DESTDIR)$(PREFIX); the unit files
+# under SYSTEMDUNITDIR, the configuration under $(SYSCONFDIR)/tandem, whose
+# tandemd.toml is never overwritten and is removed by uninstall only while
+# it is the one install put there (unchanged). INSTALL_EXTRA and
+# UNINSTALL_EXTRA name more targets that install and uninstall run (other
+# parts, such as the Python binding). tandemd finds the CUDA plugin in
+# ../lib/tandem relative to its own directory (SBINDIR): with a LIBDIR that
+# is not $(PREFIX)/lib, set cuda.plugin in the configuration.
+PREFIX ?= /usr/local
+BINDIR ?= $(PREFIX)/bin
+SBINDIR ?= $(PREFIX)/sbin
+LIBDIR ?= $(PREFIX)/lib
+INCLUDEDIR ?= $(PREFIX)/include
+DATADIR ?= $(PREFIX)/share
+MANDIR ?= $(DATADIR)/man
+PKGCONFIGDIR ?= $(LIBDIR)/pkgconfig
+SYSCONFDIR ?= /etc
+SYSTEMDUNITDIR ?= $(PREFIX)/lib/systemd/system
+SYSUSERSDIR ?= $(PREFIX)/lib/sysusers.d
+TMPFILESDIR ?= $(PREFIX)/lib/tmpfiles.d
+INSTALL_EXTRA ?= install-python
+UNINSTALL_EXTRA ?= uninstall-python
+INSTALL ?= install
+
+# The version, defined once in include/tandem/version.h.
+version_field = $(shell sed -n 's/^\#define $(1) "*\([0-9.]*\)"*$$/\1/p' include/tandem/version.h)
+VERSION := $(call version_field,TDM_VERSION_STRING)
+SOVERSION := $(call version_field,TDM_SOVERSION)
+# libtandem.so -> libtandem.so.$(SOVERSION) (the soname) -> the real file.
+LIBTANDEM_REAL := libtandem.so.$(SOVERSION).$(VERSION)
+
+MAN_PAGES := docs/man/tandemd.8 docs/man/tandemctl.1 docs/man/tandem.toml.5 docs/man/libtandem.3
+HEADERS := include/tandem.h $(wildcard include/tandem/*.h)
+MACHINES := $(wildcard machines/*.toml)
+# Files made from dist/*.in with the install's paths: they change with them.
+DIST_SUBST = sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@LIBDIR@|$(LIBDIR)|g' \
+	-e 's|@INCLUDEDIR@|$(INCLUDEDIR)|g' -e 's|@SBINDIR@|$(SBINDIR)|g' \
+	-e 's|@BINDIR@|$(BINDIR)|g' -e 's|@SYSCONFDIR@|$(SYSCONFDIR)|g' -e 's|@VERSION@|$(VERSION)|g'
+DIST_DIR := $(BUILD)/dist
+DIST_GEN := $(DIST_DIR)/tandem.pc $(DIST_DIR)/tandemd.service
+$(DIST_DIR)/%: dist/%.in FORCE
+	@mkdir -p $(dir $@)
+	$(DIST_SUBST) $< >$@.tmp && mv $@.tmp $@
+
+# Every file install puts, below $(DESTDIR) (the configuration apart).
+INSTALLED := $(SBINDIR)/tandemd $(BINDIR)/tandemctl $(BINDIR)/starpu2machine \
+	$(LIBDIR)/$(LIBTANDEM_REAL) $(LIBDIR)/libtandem.so.$(SOVERSION) $(LIBDIR)/libtandem.so \
+	$(LIBDIR)/libtandem.a $(PKGCONFIGDIR)/tandem.pc \
+	$(HEADERS:include/%=$(INCLUDEDIR)/%) $(MACHINES:%=$(DATADIR)/tandem/%) \
+	$(foreach m,$(MAN_PAGES),$(MANDIR)/man$(subst .,,$(suffix $(m)))/$(notdir $(m))) \
+	$(SYSTEMDUNITDIR)/tandemd.service $(SYSTEMDUNITDIR)/tandemd.socket \
+	$(SYSUSERSDIR)/tandem.conf $(TMPFILESDIR)/tandem.conf $(LIBDIR)/tandem/tandem-cuda.so
+# Directories of tandem's own, removed by uninstall when empty (deepest first).
+INSTALLED_DIRS := $(DATADIR)/tandem/machines $(DATADIR)/tandem $(INCLUDEDIR)/tandem $(LIBDIR)/tandem
+
+# make test runs it: install into a DESTDIR, build and run a client against it.
+SHELL_TESTS += tests/integration/install.sh
+
+.PHONY: install install-files uninstall uninstall-files FORCE
+install: install-files $(INSTALL_EXTRA)
+uninstall: uninstall-files $(UNINSTALL_EXTRA)
+
+install-files: $(TANDEMD) $(TANDEMCTL) $(BUILD)/bin/starpu2machine $(CLIENT_LIB) $(CLIENT_SO) \
+		$(CUDA_PLUGIN) $(DIST_GEN)
+	$(INSTALL) -d $(DESTDIR)$(SBINDIR) $(DESTDIR)$(BINDIR) $(DESTDIR)$(LIBDIR) \
+		$(DESTDIR)$(PKGCONFIGDIR) $(DESTDIR)$(INCLUDEDIR)/tandem \
+		$(DESTDIR)$(DATADIR)/tandem/machines $(DESTDIR)$(SYSTEMDUNITDIR) \
+		$(DESTDIR)$(SYSUSERSDIR) $(DESTDIR)$(TMPFILESDIR) $(DESTDIR)$(SYSCONFDIR)/tandem \
+		$(foreach m,$(MAN_PAGES),$(DESTDIR)$(MANDIR)/man$(subst .,,$(suffix $(m))))
+	$(INSTALL) -m 755 $(TANDEMD) $(DESTDIR)$(SBINDIR)/tandemd
+	$(INSTALL) -m 755 $(TANDEMCTL) $(BUILD)/bin/starpu2machine $(DESTDIR)$(BINDIR)/
+	$(INSTALL) -m 755 $(CLIENT_SO) $(DESTDIR)$(LIBDIR)/$(LIBTANDEM_REAL)
+	ln -sf $(LIBTANDEM_REAL) $(DESTDIR)$(LIBDIR)/libtandem.so.$(SOVERSION)
+	ln -sf libtandem.so.$(SOVERSION) $(DESTDIR)$(LIBDIR)/libtandem.so
+	$(INSTALL) -m 644 $(CLIENT_LIB) $(DESTDIR)$(LIBDIR)/libtandem.a
+	$(INSTALL) -m 644 $(DIST_DIR)/tandem.pc $(DESTDIR)$(PKGCONFIGDIR)/tandem.pc
+	$(INSTALL) -m 644 include/tandem.h $(DESTDIR)$(INCLUDEDIR)/tandem.h
+	$(INSTALL) -m 644 $(wildcard include/tandem/*.h) $(DESTDIR)$(INCLUDEDIR)/tandem/
+	$(INSTALL) -m 644 $(MACHINES) $(DESTDIR)$(DATADIR)/tandem/machines/
+	$(foreach m,$(MAN_PAGES),$(INSTALL) -m 644 $(m) \
+		$(DESTDIR)$(MANDIR)/man$(subst .,,$(suffix $(m)))/ &&) true
+	$(INSTALL) -m 644 $(DIST_DIR)/tandemd.service $(DESTDIR)$(SYSTEMDUNITDIR)/tandemd.service
+	$(INSTALL) -m 644 dist/tandemd.socket $(DESTDIR)$(SYSTEMDUNITDIR)/tandemd.socket
+	$(INSTALL) -m 644 dist/tandem.sysusers $(DESTDIR)$(SYSUSERSDIR)/tandem.conf
+	$(INSTALL) -m 644 dist/tandem.tmpfiles $(DESTDIR)$(TMPFILESDIR)/tandem.conf
+ifneq ($(CUDA_PLUGIN),)
+	$(INSTALL) -d $(DESTDIR)$(LIBDIR)/tandem
+	$(INSTALL) -m 755 $(CUDA_PLUGIN) $(DESTDIR)$(LIBDIR)/tandem/tandem-cuda.so
+endif
+	@if [ -e $(DESTDIR)$(SYSCONFDIR)/tandem/tandemd.toml ]; then \
+	  echo "install: keeping $(DESTDIR)$(SYSCONFDIR)/tandem/tandemd.toml (dist/tandemd.toml is the one shipped)"; \
+	else \
+	  $(INSTALL) -m 644 dist/tandemd.toml $(DESTDIR)$(SYSCONFDIR)/tandem/tandemd.toml; \
+	fi
+
+uninstall-files:
+	rm -f $(addprefix $(DESTDIR),$(INSTALLED))
+	@conf=$(DESTDIR)$(SYSCONFDIR)/tandem/tandemd.toml; \
+	if [ -e $$conf ] && ! cmp -s $$conf dist/tandemd.toml; then \
+	  echo "uninstall: keeping $$conf: changed since install"; else rm -f $$conf; fi
+	@for d in $(addprefix $(DESTDIR),$(INSTALLED_DIRS) $(SYSCONFDIR)/tandem); do \
+	  rmdir $$d 2>/dev/null || true; done
+
+# ---- Python binding and GPU check bundle (issue 17 items 5 and 7) -----------
+# install-python / uninstall-python: the tandem package (python/tandem) into
+# the site-packages of PREFIX that Debian's python3 reads: /usr ->
+# /usr/lib/python3/dist-packages, another prefix -> PREFIX/lib/python3.X/
+# dist-packages (PYTHON_SITE overrides). It loads libtandem.so.1 at import.
+PYTHON ?= /usr/bin/python3
+PYTHON_VERSION = $(shell $(PYTHON) -c 'import sys; print("%d.%d" % sys.version_info[:2])')
+PYTHON_SITE ?= $(if $(filter /usr,$(PREFIX)),/usr/lib/python3/dist-packages,$(PREFIX)/lib/python$(PYTHON_VERSION)/dist-packages)
+.PHONY: install-python uninstall-python gpu-bundle
+install-python:
+	install -d $(DESTDIR)$(PYTHON_SITE)/tandem
+	install -m 0644 python/tandem/*.py $(DESTDIR)$(PYTHON_SITE)/tandem/
+uninstall-python:
+	rm -rf $(DESTDIR)$(PYTHON_SITE)/tandem
+
+# gpu-bundle: build/gpu-bundle.tar.gz, what a lent GPU machine (CUDA, none of
+# our other libraries) needs to run tools/run-gpu-check.sh (README "On a
+# GPU"): these binaries of the plain build, with the CUDA plugin, and the
+# libraries they need from Debian's packages (tools/gpu_bundle.sh).
+GPU_BUNDLE := build/gpu-bundle.tar.gz
+GPU_BUNDLE_FILES := $(addprefix build/bin/,tandemd tandemctl llm_layer blocked_gemm cholesky) \
+	build/lib/libtandem.so build/lib/tandem-cuda.so \
+	$(addprefix build/tests/,test_cuda_loader test_backend_kernels test_calibrate test_llm_layer \
+	  test_devices test_graphs test_runtime_bounds test_models fake-cuda-ok.so fake-cuda-abi.so) \
+	$(addprefix build/bench/,bench_devices bench_overlap bench_models)
+gpu-bundle: $(if $(SANITIZE),,$(GPU_BUNDLE_FILES))
+	@$(if $(SANITIZE),echo "gpu-bundle: from the plain build only (no SANITIZE)" >&2; exit 1)
+	@BUILD=build sh tools/gpu_bundle.sh $(GPU_BUNDLE) $(GPU_BUNDLE_FILES)
 
 # Keep intermediate objects: they are reused by several binaries.
 .SECONDARY:

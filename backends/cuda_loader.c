@@ -40,9 +40,13 @@ static void set_note(char *note, size_t notelen, const char *fmt, ...)
 	note[strcspn(note, "\n")] = '\0'; /* one line, even from dlerror */
 }
 
-/* <directory of the running program>/../lib/tandem-cuda.so: where `make`
- * puts it next to build/bin, and where an install puts it next to bin/. */
-static int default_path(char *buf, size_t len)
+/* Where the plugin lies relative to the directory of the running program:
+ * next to build/bin as `make` puts it, and in <libdir>/tandem/ as `make
+ * install` puts it (tandemd in <prefix>/sbin, libdir <prefix>/lib). */
+static const char *const plugin_dirs[] = { "../lib", "../lib/tandem" };
+
+/* The i-th default path; -1 when there is none. */
+static int default_path(size_t i, char *buf, size_t len)
 {
 	char exe[PATH_MAX];
 	ssize_t r = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
@@ -54,17 +58,23 @@ static int default_path(char *buf, size_t len)
 	if (!slash)
 		return -1;
 	*slash = '\0';
-	int w = snprintf(buf, len, "%s/../lib/%s", exe, CUDA_PLUGIN_FILE);
+	int w = snprintf(buf, len, "%s/%s/%s", exe, plugin_dirs[i], CUDA_PLUGIN_FILE);
 	return w > 0 && (size_t)w < len ? 0 : -1;
 }
 
-/* The default plugin, else $TANDEM_CUDA_PLUGIN; NULL with a note if neither. */
+/* A default plugin that exists, else $TANDEM_CUDA_PLUGIN; NULL with a note
+ * if neither. */
 static const char *find_plugin(char *buf, size_t len, char *note, size_t notelen)
 {
-	int have_default = default_path(buf, len) == 0;
+	int have_default = 0;
 
-	if (have_default && access(buf, F_OK) == 0)
-		return buf;
+	for (size_t i = 0; i < sizeof(plugin_dirs) / sizeof(plugin_dirs[0]); i++) {
+		if (default_path(i, buf, len) != 0)
+			continue;
+		have_default = 1;
+		if (access(buf, F_OK) == 0)
+			return buf;
+	}
 	const char *env = getenv(CUDA_PLUGIN_ENV);
 	if (env && *env)
 		return env;

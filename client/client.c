@@ -1,11 +1,14 @@
 /* libtandem: connection, requests over the socket, buffers, kernels. */
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -89,6 +92,59 @@ static void close_fds(int *fds, int n)
 		close(fds[i]);
 }
 
+/* How long a broken connection waits for the daemon's process to end
+ * before it says "disconnected": a killed daemon's sockets close a moment
+ * before its process counts as ended. Once per connection. */
+#define LOST_GRACE_MS 200
+
+/* Whether the daemon's process ended, waiting up to timeout_ms for it. */
+static bool daemon_exited(tdm_client *c, int timeout_ms)
+{
+	if (c->daemon_pidfd >= 0) {
+		struct pollfd p = { c->daemon_pidfd, POLLIN, 0 };
+		int n;
+		do
+			n = poll(&p, 1, timeout_ms);
+		while (n < 0 && errno == EINTR);
+		return n > 0;
+	}
+	if (c->daemon_pid <= 0)
+		return false;
+	/* No pidfd: a zombie still counts as running here. */
+	for (int waited = 0;; waited += 10) {
+		if (kill(c->daemon_pid, 0) != 0 && errno == ESRCH)
+			return true;
+		if (waited >= timeout_ms)
+			return false;
+		usleep(10000);
+	}
+}
+
+int client_lost(tdm_client *c)
+{
+	bool first = !c->lost_checked;
+	c->broken = c->lost_checked = true;
+	if (!c->daemon_gone)
+		c->daemon_gone = daemon_exited(c, first ? LOST_GRACE_MS : 0);
+	return c->daemon_gone ? -TDM_EDAEMON : -TDM_EDISCONNECTED;
+}
+
+/* A pidfd for the process at the other end of sock, or -1. */
+static int open_peer_pidfd(int sock, int *pid)
+{
+	struct ucred cred;
+	socklen_t len = sizeof(cred);
+	*pid = 0;
+	if (getsockopt(sock, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0 || cred.pid <= 0)
+		return -1;
+	*pid = cred.pid;
+#ifdef SYS_pidfd_open
+	return (int)syscall(SYS_pidfd_open, cred.pid, 0); /* close-on-exec by itself */
+#else
+	return -1;
+#endif
+}
+
 /* One request, one reply of exactly reply_len bytes (+ at most one fd). */
 int client_request(tdm_client *c, uint32_t type, const void *req, uint32_t len, uint32_t reply_type,
                    void *reply, uint32_t reply_len, int *fd_out)
@@ -97,7 +153,7 @@ int client_request(tdm_client *c, uint32_t type, const void *req, uint32_t len, 
 	int fds[3], nfds, err;
 
 	if (c->broken)
-		return -TDM_EDISCONNECTED;
+		return client_lost(c);
 	if ((err = send_all(c->sock, &h, sizeof(h))) ||
 	    (len && (err = send_all(c->sock, req, len))))
 		goto broken;
@@ -116,6 +172,8 @@ int client_request(tdm_client *c, uint32_t type, const void *req, uint32_t len, 
 		*fd_out = nfds ? fds[0] : -1;
 	return 0;
 broken:
+	if (err == -TDM_EDISCONNECTED)
+		return client_lost(c);
 	c->broken = true;
 	return err;
 }
@@ -200,16 +258,19 @@ TDM_API int tdm_connect(const struct tdm_connect_opts *opts, tdm_client **out)
 	c = calloc(1, sizeof(*c));
 	if (!c)
 		return -TDM_ENOMEM;
-	c->sq_bell = c->bell = -1;
+	c->sq_bell = c->bell = c->daemon_pidfd = -1;
 	c->spin_us = opts ? opts->spin_us : 0;
+	c->daemon_uid = opts ? opts->daemon_uid : 0;
+	strcpy(c->path, path);
 	c->sock = connect_socket(path);
 	if (c->sock < 0) {
 		err = c->sock;
 		free(c);
 		return err;
 	}
-	if ((err = tdm_check_daemon(c->sock, opts ? opts->daemon_uid : 0)))
+	if ((err = tdm_check_daemon(c->sock, c->daemon_uid)))
 		goto fail;
+	c->daemon_pidfd = open_peer_pidfd(c->sock, &c->daemon_pid);
 	/* A daemon that refuses us may answer and close before our hello is
 	 * out: read its reply even when the send failed. */
 	sent = send_all(c->sock, &h, sizeof(h));
@@ -251,6 +312,8 @@ fail:
 	close_fds(fds, nfds);
 	if (c->ring)
 		munmap(c->ring, c->ring_bytes);
+	if (c->daemon_pidfd >= 0)
+		close(c->daemon_pidfd);
 	close(c->sock);
 	free(c);
 	return err;
@@ -275,6 +338,8 @@ TDM_API void tdm_disconnect(tdm_client *c)
 		close(c->sq_bell);
 	if (c->bell >= 0)
 		close(c->bell);
+	if (c->daemon_pidfd >= 0)
+		close(c->daemon_pidfd);
 	close(c->sock);
 	free(c->maps);
 	free(c->kernels);

@@ -36,6 +36,15 @@ struct tdm_client {
 	int bell; /* the read end of the pipe the daemon wakes us on */
 	uint32_t spin_us;
 	bool broken;
+	/* What tdm_reconnect connects with again. */
+	char path[108];
+	uint32_t daemon_uid;
+	/* The daemon's process (SO_PEERCRED), to tell "daemon lost" from a
+	 * closed connection: a pidfd, readable once it exited (-1 where the
+	 * kernel has none: kill(pid, 0) then). */
+	int daemon_pid;
+	int daemon_pidfd;
+	bool daemon_gone, lost_checked;
 	struct kernel_sig *kernels;
 	size_t nkernels;
 	struct mapping *maps;
@@ -68,14 +77,18 @@ int client_request(tdm_client *c, uint32_t type, const void *req, uint32_t len, 
 const struct kernel_sig *client_kernel_by_id(const tdm_client *c, tdm_kernel id);
 const struct mapping *client_mapping(const tdm_client *c, tdm_buffer h);
 
+/* Marks the connection broken and says why: -TDM_EDAEMON when the
+ * daemon's process ended, else -TDM_EDISCONNECTED. */
+int client_lost(tdm_client *c);
+
 /* ring.c */
 int ring_put(tdm_client *c, const struct tdm_sqe *e);
 void ring_publish(tdm_client *c, bool doorbell);
-/* Reaps completions; returns 0 or -TDM_EDISCONNECTED. */
+/* Reaps completions; returns 0 or client_lost()'s error. */
 int ring_reap(tdm_client *c);
 /* Waits for any progress (completion, ring space) until deadline_ns
  * (CLOCK_MONOTONIC; 0 = forever). Returns 0, -TDM_ETIMEDOUT or
- * -TDM_EDISCONNECTED. */
+ * client_lost()'s error. */
 int ring_wait_progress(tdm_client *c, uint64_t deadline_ns, bool (*ready)(tdm_client *, void *),
                        void *arg);
 uint64_t client_now_ns(void);

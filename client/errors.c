@@ -22,6 +22,17 @@ _Static_assert(0 TDM_ERRNO_MAP(TDM_COUNT_ONE) == TDM_E__COUNT - 1,
 _Static_assert(sizeof(error_names) / sizeof(error_names[0]) == TDM_E__COUNT,
                "every error code has a message");
 
+TDM_API const char *tdm_version(void)
+{
+	return TDM_VERSION_STRING;
+}
+
+static const char *const error_symbols[] = { [TDM_OK] = "OK",
+#define TDM_ERRNO_SYMBOL(name, value, message) [TDM_##name] = #name,
+	                                     TDM_ERRNO_MAP(TDM_ERRNO_SYMBOL)
+#undef TDM_ERRNO_SYMBOL
+};
+
 TDM_API const char *tdm_strerror(int err)
 {
 	if (err < 0)
@@ -29,6 +40,13 @@ TDM_API const char *tdm_strerror(int err)
 	if (err >= TDM_E__COUNT || !error_names[err])
 		return "unknown error";
 	return error_names[err];
+}
+
+TDM_API const char *tdm_error_symbol(int err)
+{
+	if (err < 0)
+		err = -err;
+	return err < TDM_E__COUNT ? error_symbols[err] : NULL;
 }
 
 static const char *const field_names[] = {
@@ -42,7 +60,18 @@ _Static_assert(0 TDM_REJECT_FIELD_MAP(TDM_COUNT_ONE) == TDM_REJECT__COUNT,
 _Static_assert(sizeof(field_names) / sizeof(field_names[0]) == TDM_REJECT__COUNT,
                "every reject field has a name");
 
+static const char *const field_symbols[] = {
+#define TDM_REJECT_FIELD_SYMBOL(name, value, what) [TDM_REJECT_##name] = #name,
+	TDM_REJECT_FIELD_MAP(TDM_REJECT_FIELD_SYMBOL)
+#undef TDM_REJECT_FIELD_SYMBOL
+};
+
 TDM_API const char *tdm_reject_field_name(unsigned field)
 {
 	return field < TDM_REJECT__COUNT ? field_names[field] : "unknown field";
+}
+
+TDM_API const char *tdm_reject_field_symbol(unsigned field)
+{
+	return field < TDM_REJECT__COUNT ? field_symbols[field] : NULL;
 }

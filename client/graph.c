@@ -205,7 +205,7 @@ TDM_API int tdm_graph_submit(tdm_graph *g)
 		return -TDM_EINVAL;
 	c = g->c;
 	if (c->broken)
-		return -TDM_EDISCONNECTED;
+		return client_lost(c);
 	free(g->info);
 	g->info = NULL;
 	if (g->want_info && g->ntasks) {

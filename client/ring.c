@@ -129,12 +129,10 @@ static void dispatch(tdm_client *c, const struct tdm_cqe *e)
 int ring_reap(tdm_client *c)
 {
 	uint32_t tail = __atomic_load_n(&c->hdr->cq_tail, __ATOMIC_ACQUIRE);
-	if (tail - c->cq_head > c->cq_entries) {
-		c->broken = true;
-		return -TDM_EDISCONNECTED;
-	}
+	if (tail - c->cq_head > c->cq_entries)
+		return client_lost(c); /* a daemon that lies about the ring */
 	if (tail == c->cq_head)
-		return c->broken ? -TDM_EDISCONNECTED : 0;
+		return c->broken ? client_lost(c) : 0;
 	while (c->cq_head != tail) {
 		struct tdm_cqe e = c->cq[c->cq_head & (c->cq_entries - 1)];
 		c->cq_head++;
@@ -192,18 +190,24 @@ int ring_wait_progress(tdm_client *c, uint64_t deadline_ns, bool (*ready)(tdm_cl
 				}
 				timeout_ms = (int)((deadline_ns - now + 999999) / 1000000);
 			}
-			struct pollfd p[2] = { { c->bell, POLLIN, 0 }, { c->sock, POLLIN, 0 } };
-			int n = poll(p, 2, timeout_ms);
+			/* The daemon's process too: its end means "daemon lost"
+			 * even where a descriptor of ours outlives it. */
+			struct pollfd p[3] = { { c->bell, POLLIN, 0 },
+				               { c->sock, POLLIN, 0 },
+				               { c->daemon_pidfd, POLLIN, 0 } };
+			int n = poll(p, c->daemon_pidfd >= 0 ? 3 : 2, timeout_ms);
 			if (n > 0 && (p[1].revents & (POLLIN | POLLHUP | POLLERR)) &&
 			    socket_closed(c))
 				c->broken = true;
 			if ((p[0].revents & (POLLIN | POLLHUP | POLLERR)) && !drain_bell(c->bell))
 				c->broken = true;
+			if (n > 0 && p[2].revents)
+				c->broken = c->daemon_gone = true;
 		}
 		__atomic_fetch_and(&c->hdr->client_flags, ~TDM_CLIENT_SLEEPING, __ATOMIC_SEQ_CST);
 		if (c->broken) {
-			ring_reap(c);
-			return ready(c, arg) ? 0 : -TDM_EDISCONNECTED;
+			ring_reap(c); /* what the daemon posted before it went counts */
+			return ready(c, arg) ? 0 : client_lost(c);
 		}
 		if (deadline_ns && client_now_ns() >= deadline_ns && !ready(c, arg)) {
 			ring_reap(c);

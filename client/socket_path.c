@@ -1,15 +1,20 @@
 /* Where tandemd listens by default, and whether what listens there is a
  * tandemd to trust; shared by libtandem, tandemctl and tandemd. */
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "tandem.h"
 
 #define TDM_API __attribute__((visibility("default")))
 
-TDM_API int tdm_default_socket_path(char *out, size_t len)
+#define SYSTEM_SOCKET "/run/tandem/tandemd.sock"
+
+TDM_API int tdm_listen_socket_path(char *out, size_t len)
 {
 	const char *env = getenv("TANDEM_SOCKET");
 	const char *xdg = getenv("XDG_RUNTIME_DIR");
@@ -18,12 +23,28 @@ TDM_API int tdm_default_socket_path(char *out, size_t len)
 	if (env && env[0])
 		n = snprintf(out, len, "%s", env);
 	else if (geteuid() == 0)
-		n = snprintf(out, len, "/run/tandem/tandemd.sock");
+		n = snprintf(out, len, SYSTEM_SOCKET);
 	else if (xdg && xdg[0] == '/')
 		n = snprintf(out, len, "%s/tandem/tandemd.sock", xdg);
 	else
 		n = snprintf(out, len, "/tmp/tandem-%u/tandemd.sock", (unsigned)geteuid());
 	return n > 0 && (size_t)n < len ? 0 : -TDM_EINVAL;
+}
+
+TDM_API int tdm_default_socket_path(char *out, size_t len)
+{
+	int err = tdm_listen_socket_path(out, len);
+	const char *env = getenv("TANDEM_SOCKET");
+	struct stat st;
+
+	/* A user without a daemon of their own reaches the system's. */
+	if (!err && !(env && env[0]) && geteuid() != 0 && lstat(out, &st) != 0 && errno == ENOENT &&
+	    lstat(SYSTEM_SOCKET, &st) == 0 && S_ISSOCK(st.st_mode)) {
+		if (len <= strlen(SYSTEM_SOCKET))
+			return -TDM_EINVAL;
+		snprintf(out, len, SYSTEM_SOCKET);
+	}
+	return err;
 }
 
 TDM_API int tdm_check_daemon(int sock, uint32_t daemon_uid)

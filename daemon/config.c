@@ -8,8 +8,10 @@
 #include "daemon/config.h"
 #include "policies/policy.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <grp.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -41,14 +43,17 @@ const char config_default_toml[] =
         "# User ids (0 to 4294967294, at most 64) that may connect, besides the\n"
         "# daemon's own uid and root, which always may.\n"
         "allowed_uids = []\n"
-        "# Group ids (0 to 4294967294, at most 64) whose members may connect.\n"
+        "# Groups, by name or id (0 to 4294967294, at most 64), whose members may\n"
+        "# connect, the peer's primary and supplementary groups alike. A name is\n"
+        "# looked up when the file is loaded, and must exist.\n"
         "allowed_gids = []\n"
         "# User ids (at most 64) that see every client in `tandemctl status` and\n"
         "# may read the cost models, calibrate, export the machine and record\n"
         "# everyone's graphs, besides root and the daemon's own uid, which always\n"
         "# may. Other users see and record their own clients only.\n"
         "admin_uids = []\n"
-        "# Group ids (at most 64) whose members are administrators as above.\n"
+        "# Groups, by name or id (at most 64), whose members are administrators\n"
+        "# as above.\n"
         "admin_gids = []\n"
         "# Clients connected at once (1 to 4096).\n"
         "max_clients = 64\n"
@@ -137,6 +142,7 @@ const char config_default_toml[] =
         "# Use CUDA devices (through the tandem-cuda.so plugin).\n"
         "enabled = true\n"
         "# Path of the plugin; \"\" means ../lib/tandem-cuda.so next to tandemd, then\n"
+        "# ../lib/tandem/tandem-cuda.so (where make install puts it), then\n"
         "# $TANDEM_CUDA_PLUGIN.\n"
         "plugin = \"\"\n"
         "\n"
@@ -179,6 +185,17 @@ const char config_default_toml[] =
         "# one memory mapping; 0 to 16777216): 0 means half of vm.max_map_count,\n"
         "# so that the daemon and its device drivers keep room for their own.\n"
         "max_mappings = 0\n"
+        "\n"
+        "[metrics]\n"
+        "# Serve Prometheus metrics at /metrics (HTTP GET) on this address: \"\" (off),\n"
+        "# \"host:port\" with an IPv4 address or a bracketed IPv6 one (such as\n"
+        "# \"127.0.0.1:9464\"; port 0 takes a free one, shown by tandemctl status), or\n"
+        "# \"unix:/absolute/path\" (a socket of mode 0660). Aggregate figures only,\n"
+        "# no per-client labels; anyone who can reach the address can read them:\n"
+        "# keep it on loopback or a Unix socket.\n"
+        "listen = \"\"\n"
+        "# Metrics connections open at once (1 to 1024); more wait to be accepted.\n"
+        "max_connections = 8\n"
         "\n"
         "[rings]\n"
         "# Entries of each client's submission ring (power of two, 64 to 65536).\n"
@@ -230,6 +247,8 @@ void config_defaults(struct daemon_config *cfg)
 	cfg->uid_max_buffers = 8192;
 	cfg->max_mappings = 0;
 
+	cfg->metrics_max_connections = 8;
+
 	cfg->sq_entries = 4096;
 	cfg->cq_entries = 8192;
 }
@@ -255,6 +274,7 @@ enum key_kind {
 	K_POW2, /* power of two min..max, stored as uint32_t */
 	K_BYTES, /* integer or string with a unit, min..max, stored as uint64_t */
 	K_IDS, /* array of integers min..max, uint32_t[] + size_t count */
+	K_GIDS, /* as K_IDS, or group names, resolved when the file is loaded */
 	K_CORES, /* array of distinct integers min..max, int[] + size_t count */
 	K_BOOL, /* true/false, stored as uint32_t 0/1 */
 	K_PATH, /* string: "" or an absolute path shorter than CONFIG_PLUGIN_MAX */
@@ -264,6 +284,7 @@ enum key_kind {
 	K_F64, /* number (float or integer) min..max, stored as double */
 	K_USERU32, /* table user = integer min..max, struct config_devval[] + count */
 	K_USERHINT, /* table user = policy hint name, struct config_devval[] + count */
+	K_LISTEN, /* string: "", "host:port" (IPv4 or [IPv6]) or "unix:" + an absolute path */
 };
 
 /* Whether a key takes effect on SIGHUP (RELOAD: copied into the running
@@ -297,11 +318,11 @@ static const struct key_spec schema[] = {
 	SCALAR("daemon", "log_level", K_LOG_LEVEL, 0, 0, log_level, RELOAD),
 	ARRAY("daemon", "allowed_uids", K_IDS, 0, UINT32_MAX - 1, allowed_uids, n_allowed_uids,
 	      CONFIG_MAX_IDS, RELOAD),
-	ARRAY("daemon", "allowed_gids", K_IDS, 0, UINT32_MAX - 1, allowed_gids, n_allowed_gids,
+	ARRAY("daemon", "allowed_gids", K_GIDS, 0, UINT32_MAX - 1, allowed_gids, n_allowed_gids,
 	      CONFIG_MAX_IDS, RELOAD),
 	ARRAY("daemon", "admin_uids", K_IDS, 0, UINT32_MAX - 1, admin_uids, n_admin_uids,
 	      CONFIG_MAX_IDS, RELOAD),
-	ARRAY("daemon", "admin_gids", K_IDS, 0, UINT32_MAX - 1, admin_gids, n_admin_gids,
+	ARRAY("daemon", "admin_gids", K_GIDS, 0, UINT32_MAX - 1, admin_gids, n_admin_gids,
 	      CONFIG_MAX_IDS, RELOAD),
 	SCALAR("daemon", "max_clients", K_U32, 1, 4096, max_clients, RELOAD),
 	SCALAR("daemon", "max_clients_per_uid", K_U32, 1, 4096, max_clients_per_uid, RELOAD),
@@ -358,6 +379,10 @@ static const struct key_spec schema[] = {
 	SCALAR("limits", "uid_max_buffers", K_U32, 1, 16777216, uid_max_buffers, RELOAD),
 	SCALAR("limits", "max_mappings", K_U32, 0, 16777216, max_mappings, RESTART),
 
+	SCALAR("metrics", "listen", K_LISTEN, 0, 0, metrics_listen, RESTART),
+	SCALAR("metrics", "max_connections", K_U32, 1, CONFIG_METRICS_CONNECTIONS_MAX,
+	       metrics_max_connections, RELOAD),
+
 	SCALAR("rings", "sq_entries", K_POW2, 64, 65536, sq_entries, RESTART),
 	SCALAR("rings", "cq_entries", K_POW2, 64, 65536, cq_entries, RESTART),
 };
@@ -387,7 +412,8 @@ static bool is_array(const struct key_spec *ks)
 
 static bool is_string(enum key_kind kind)
 {
-	return kind == K_SOCKET || kind == K_NAME || kind == K_PATH || kind == K_DEVSEL;
+	return kind == K_SOCKET || kind == K_NAME || kind == K_PATH || kind == K_DEVSEL ||
+	       kind == K_LISTEN;
 }
 
 static bool is_devval(enum key_kind kind)
@@ -483,8 +509,8 @@ int config_bool(const struct daemon_config *cfg, const char *section, const char
 
 const char *config_string(const struct daemon_config *cfg, const char *section, const char *key)
 {
-	static const enum key_kind kinds[] = { K_SOCKET, K_NAME, K_PATH };
-	const struct key_spec *ks = find_kind(section, key, kinds, 3);
+	static const enum key_kind kinds[] = { K_SOCKET, K_NAME, K_PATH, K_LISTEN };
+	const struct key_spec *ks = find_kind(section, key, kinds, 4);
 	return ks ? (const char *)cfg + ks->offset : NULL;
 }
 
@@ -546,6 +572,10 @@ static void describe(const struct key_spec *ks, char *buf, size_t len)
 		snprintf(buf, len, "an array of at most %zu integers in %lld..%lld", ks->max_len,
 		         (long long)ks->min, (long long)ks->max);
 		break;
+	case K_GIDS:
+		snprintf(buf, len, "an array of at most %zu group names or integers in %lld..%lld",
+		         ks->max_len, (long long)ks->min, (long long)ks->max);
+		break;
 	case K_CORES:
 		snprintf(buf, len, "an array of at most %zu distinct integers in %lld..%lld",
 		         ks->max_len, (long long)ks->min, (long long)ks->max);
@@ -577,6 +607,12 @@ static void describe(const struct key_spec *ks, char *buf, size_t len)
 	case K_USERU32:
 		snprintf(buf, len, "a table of at most %zu entries user = integer in %lld..%lld",
 		         ks->max_len, (long long)ks->min, (long long)ks->max);
+		break;
+	case K_LISTEN:
+		snprintf(buf, len,
+		         "a string: \"\", \"host:port\" (IPv4 or [IPv6] address, port 0 to 65535) "
+		         "or \"unix:\" and an absolute path shorter than %d bytes",
+		         CONFIG_PATH_MAX);
 		break;
 	case K_USERHINT:
 		snprintf(buf, len,
@@ -649,8 +685,10 @@ static int wrong_type(struct load_ctx *ctx, const struct key_spec *ks, const str
 
 	describe(ks, want, sizeof(want));
 	if (it->array_index >= 0)
-		return fail(ctx, it->line, it->col, "%s[%d]: expected an integer, got %s", it->path,
-		            it->array_index, toml_shim_type_name(it->type));
+		return fail(ctx, it->line, it->col, "%s[%d]: expected %s, got %s", it->path,
+		            it->array_index,
+		            ks->kind == K_GIDS ? "a group name or an integer" : "an integer",
+		            toml_shim_type_name(it->type));
 	return fail(ctx, it->line, it->col, "%s: expected %s, got %s", it->path, want,
 	            toml_shim_type_name(it->type));
 }
@@ -719,6 +757,50 @@ static bool is_name(const char *s, size_t n)
 	return true;
 }
 
+/* What is wrong with a metrics address (NULL: nothing): "" (off),
+ * "unix:/path" or "host:port" with a literal IPv4 or [IPv6] address. */
+static const char *listen_problem(const char *s, size_t n)
+{
+	if (n == 0)
+		return NULL;
+	if (n > 5 && !strncmp(s, "unix:", 5)) {
+		if (s[5] != '/')
+			return "is not unix: and an absolute path";
+		return n - 5 < CONFIG_PATH_MAX ? NULL : "names too long a socket path";
+	}
+	const char *colon = memrchr(s, ':', n);
+	if (!colon || colon == s)
+		return "is not host:port";
+	size_t hl = (size_t)(colon - s), pl = n - hl - 1;
+	char host[64];
+	unsigned char addr[16];
+	int family = AF_INET;
+	if (s[0] == '[') {
+		if (hl < 3 || s[hl - 1] != ']')
+			return "is not host:port";
+		s++;
+		hl -= 2;
+		family = AF_INET6;
+	}
+	if (hl >= sizeof(host))
+		return "is not host:port";
+	memcpy(host, s, hl);
+	host[hl] = '\0';
+	if (inet_pton(family, host, addr) != 1)
+		return family == AF_INET6 ? "does not have an IPv6 address"
+		                          : "does not have an IPv4 "
+		                            "address";
+	if (pl == 0 || pl > 5)
+		return "does not have a port in 0..65535";
+	unsigned port = 0;
+	for (size_t i = 0; i < pl; i++) {
+		if (colon[1 + i] < '0' || colon[1 + i] > '9')
+			return "does not have a port in 0..65535";
+		port = port * 10 + (unsigned)(colon[1 + i] - '0');
+	}
+	return port <= 65535 ? NULL : "does not have a port in 0..65535";
+}
+
 static int set_string(struct load_ctx *ctx, const struct key_spec *ks, const struct toml_item *it,
                       void *field)
 {
@@ -748,6 +830,13 @@ static int set_string(struct load_ctx *ctx, const struct key_spec *ks, const str
 			}
 		}
 		return bad_value(ctx, ks, it, "is not a log level");
+	case K_LISTEN: {
+		const char *why = listen_problem(it->s, it->s_len);
+		if (why)
+			return bad_value(ctx, ks, it, why);
+		memcpy(field, it->s, it->s_len + 1);
+		return 0;
+	}
 	case K_NAME:
 		if (!is_name(it->s, it->s_len))
 			return bad_value(ctx, ks, it, "is not a valid name");
@@ -811,9 +900,34 @@ static int set_array(struct load_ctx *ctx, const struct key_spec *ks, const stru
 	return 0;
 }
 
+/* A group name of the system's group database (getgrnam_r: /etc/group,
+ * or whatever NSS is set up to ask) to its gid; -1 if there is none. */
+static int64_t group_id(const char *name, size_t len)
+{
+	char buf[16384];
+	struct group gr, *found = NULL;
+
+	if (len == 0 || memchr(name, '\0', len))
+		return -1;
+	if (getgrnam_r(name, &gr, buf, sizeof(buf), &found) != 0 || !found)
+		return -1;
+	return (int64_t)found->gr_gid;
+}
+
 static int add_element(struct load_ctx *ctx, const struct key_spec *ks, const struct toml_item *it,
                        void *field, size_t *count)
 {
+	if (ks->kind == K_GIDS && it->type == TOML_ITEM_STRING) {
+		int64_t gid = group_id(it->s, it->s_len);
+		if (gid < 0)
+			return bad_value(ctx, ks, it, "is not a group of this system");
+		if (gid > ks->max)
+			return bad_value(ctx, ks, it, "is out of range");
+		if (*count >= ks->max_len)
+			return bad_value(ctx, ks, it, "is one element too many");
+		((uint32_t *)field)[(*count)++] = (uint32_t)gid;
+		return 0;
+	}
 	if (it->type != TOML_ITEM_INT)
 		return wrong_type(ctx, ks, it);
 	if (it->i < ks->min || it->i > ks->max)
@@ -846,6 +960,7 @@ static int visit_key(struct load_ctx *ctx, const struct key_spec *ks, const stru
 	case K_SOCKET:
 	case K_LOG_LEVEL:
 	case K_NAME:
+	case K_LISTEN:
 		if (it->array_index >= 0)
 			return wrong_type(ctx, ks, it);
 		return set_string(ctx, ks, it, field);
@@ -856,6 +971,7 @@ static int visit_key(struct load_ctx *ctx, const struct key_spec *ks, const stru
 			return wrong_type(ctx, ks, it);
 		return set_integer(ctx, ks, it, field);
 	case K_IDS:
+	case K_GIDS:
 	case K_CORES:
 		if (it->array_index < 0)
 			return set_array(ctx, ks, it, count);

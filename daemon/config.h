@@ -15,6 +15,7 @@
 
 #define CONFIG_MAX_DEVSEL 32
 #define CONFIG_PLUGIN_MAX 256
+#define CONFIG_METRICS_CONNECTIONS_MAX 1024
 
 /* A per-device setting: sel is a device name ("clcpu0") or class ("gpu"). */
 struct config_devval {
@@ -102,6 +103,10 @@ struct daemon_config {
 	/* Buffers and rings mapped by the daemon at once (each is one memory
 	 * mapping); 0: half of vm.max_map_count. */
 	uint32_t max_mappings;
+
+	/* [metrics] */
+	char metrics_listen[CONFIG_PLUGIN_MAX]; /* "" = off, "host:port", "unix:/path" */
+	uint32_t metrics_max_connections;
 
 	/* [rings] */
 	uint32_t sq_entries; /* power of two, 64..65536 */

@@ -204,38 +204,72 @@ static void on_hello_timeout(struct conn *c)
 	conn_close(c);
 }
 
+/* The peer's supplementary groups as they were when it connected
+ * (SO_PEERGROUPS): a malloc'd array, or NULL with *n 0 when it has none or
+ * they cannot be had (then only its primary gid counts). */
+static gid_t *peer_groups(int fd, size_t *n)
+{
+	socklen_t len = 64 * sizeof(gid_t);
+	gid_t *g = NULL;
+
+	*n = 0;
+	for (int tries = 0; tries < 2; tries++) {
+		gid_t *bigger = realloc(g, len ? len : sizeof(gid_t));
+		if (!bigger)
+			break;
+		g = bigger;
+		if (getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, g, &len) == 0) {
+			*n = len / sizeof(gid_t);
+			return g;
+		}
+		if (errno != ERANGE) /* ERANGE: len now says how much it needs */
+			break;
+	}
+	free(g);
+	return NULL;
+}
+
 void conn_accept(struct server *srv, int fd)
 {
 	struct ucred cred;
 	socklen_t len = sizeof(cred);
+	size_t ngroups;
 
 	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0) {
 		log_ratelimited(LOG_WARN, "accept: SO_PEERCRED: %s", strerror(errno));
 		close(fd);
 		return;
 	}
-	if (!server_peer_allowed(srv, cred.uid, cred.gid)) {
+	gid_t *groups = peer_groups(fd, &ngroups);
+	if (!server_peer_allowed(srv, cred.uid, cred.gid, groups, ngroups)) {
+		free(groups);
 		refuse(srv, fd, &cred, -TDM_EPERM, "not allowed");
 		return;
 	}
 	struct uid_usage *u = server_uid_usage(srv, cred.uid);
 	if (!u) {
+		free(groups);
 		refuse(srv, fd, &cred, -TDM_ENOMEM, "out of memory");
 		return;
 	}
 	if (srv->nconns >= srv->cfg.max_connections) {
+		free(groups);
 		refuse(srv, fd, &cred, -TDM_EBUSY, "daemon.max_connections reached");
 		return;
 	}
 	if (u->limited && u->connections >= srv->cfg.max_connections_per_uid) {
+		free(groups);
 		refuse(srv, fd, &cred, -TDM_EBUSY, "daemon.max_connections_per_uid reached");
 		return;
 	}
 	struct conn *c = calloc(1, sizeof(*c));
 	if (!c) {
+		free(groups);
 		refuse(srv, fd, &cred, -TDM_ENOMEM, "out of memory");
 		return;
 	}
+	c->groups = groups;
+	c->ngroups = ngroups;
 	c->srv = srv;
 	c->fd = fd;
 	c->nfds = 0;
@@ -256,6 +290,7 @@ void conn_accept(struct server *srv, int fd)
 		if (c->ev_timer)
 			event_free(c->ev_timer);
 		close(fd);
+		free(c->groups);
 		free(c);
 		return;
 	}
@@ -298,6 +333,7 @@ void conn_close(struct conn *c)
 		session_unref(c->s);
 		srv->nclients--;
 		c->usage->sessions--;
+		notify_status_changed(srv);
 	}
 	c->usage->connections--;
 	srv->nconns--;
@@ -307,6 +343,7 @@ void conn_close(struct conn *c)
 		srv->conns = c->next;
 	if (c->next)
 		c->next->prev = c->prev;
+	free(c->groups);
 	free(c);
 }
 
@@ -338,6 +375,7 @@ static int hello_client(struct conn *c, struct tdm_hello_reply *r)
 	c->s = s;
 	srv->nclients++;
 	c->usage->sessions++;
+	notify_status_changed(srv);
 	r->session_id = s->id;
 	r->ring_bytes = (uint32_t)s->ring_bytes;
 	r->sq_entries = s->sq_entries;
@@ -491,7 +529,7 @@ bool conn_send_reply(struct conn *c, int32_t status, char *text)
  * work: administrators only (root, the daemon's uid, daemon.admin_*). */
 static bool refuse_unless_admin(struct conn *c, const char *what, bool *ok)
 {
-	if (server_peer_admin(c->srv, c->uid, c->gid))
+	if (server_peer_admin(c->srv, c->uid, c->gid, c->groups, c->ngroups))
 		return false;
 	char msg[160];
 	snprintf(msg, sizeof(msg),

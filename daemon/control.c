@@ -1,5 +1,6 @@
 /* The documents behind `tandemctl status`, the recordings of `tandemctl
  * trace` and the machine description of `tandemctl calibrate --export`. */
+#include <ctype.h>
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -10,12 +11,35 @@
 #include "sim/machine.h"
 #include "policies/policy.h"
 #include "profiler/profiler.h"
+#include "daemon/metrics.h"
 #include "daemon/reply.h"
 #include "daemon/server.h"
 #include "tandem.h"
 
 /* Buffers listed per client in the status document, at most. */
 #define STATUS_MAX_BUFFERS 64
+
+/* A histogram's buckets (per bucket, not cumulative). */
+static json_t *histogram_json(_Atomic uint64_t *h)
+{
+	json_t *arr = json_array();
+	for (size_t b = 0; b < ENGINE_LAT_BUCKETS; b++)
+		json_array_append_new(arr, json_integer((json_int_t)atomic_load(&h[b])));
+	return arr;
+}
+
+/* Tasks run to completion by kernel name, the kernels that ran. */
+static json_t *kernels_json(struct engine_device *d)
+{
+	json_t *o = json_object();
+	for (uint32_t k = 0; k < KERNEL_COUNT; k++) {
+		uint64_t n = atomic_load(&d->kernel_tasks[k]);
+		const struct kernel_def *def = kernel_by_id(k);
+		if (n && def)
+			json_object_set_new(o, def->name, json_integer((json_int_t)n));
+	}
+	return o;
+}
 
 static json_t *device_json(struct server *srv, size_t i)
 {
@@ -28,7 +52,20 @@ static json_t *device_json(struct server *srv, size_t i)
 	                  atomic_load(&d->healthy), "faults", (json_int_t)atomic_load(&d->faults),
 	                  "tasks_run", (json_int_t)atomic_load(&d->tasks_run), "busy_ns",
 	                  (json_int_t)atomic_load(&d->busy_ns));
-	if (o && backend_is_accelerator(&d->dev)) {
+	if (!o)
+		return NULL;
+	json_object_set_new(o, "staged", json_integer(atomic_load(&d->staged)));
+	json_object_set_new(o, "kernels", kernels_json(d));
+	json_object_set_new(o, "wait_hist", histogram_json(d->wait_hist));
+	json_object_set_new(o, "run_hist", histogram_json(d->run_hist));
+	json_object_set_new(o, "wait_ns", json_integer((json_int_t)atomic_load(&d->wait_ns)));
+	json_object_set_new(o, "run_ns", json_integer((json_int_t)atomic_load(&d->run_ns)));
+	json_object_set_new(o, "predicted", json_integer((json_int_t)atomic_load(&d->predicted)));
+	json_object_set_new(o, "pred_err_ns",
+	                    json_integer((json_int_t)atomic_load(&d->pred_err_ns)));
+	json_object_set_new(o, "pred_actual_ns",
+	                    json_integer((json_int_t)atomic_load(&d->pred_actual_ns)));
+	if (backend_is_accelerator(&d->dev)) {
 		struct res_node_stats st;
 		residency_node_stats(&srv->res, d->node, &st);
 		json_object_set_new(o, "mem_cap", json_integer((json_int_t)st.cap));
@@ -82,17 +119,43 @@ static json_t *clients_json(struct server *srv, bool all, uid_t uid)
 			continue;
 		json_array_append_new(
 		        arr,
-		        json_pack("{s:I, s:i, s:i, s:i, s:s, s:I, s:I, s:I, s:I, s:o}", "session",
-		                  (json_int_t)s->id, "pid", (int)s->pid, "uid", (int)s->uid,
-		                  "weight", (int)s->flow.weight, "policy_hint",
-		                  policy_hint_name(s->flow.policy_hint), "buffers",
-		                  (json_int_t)atomic_load(&s->buffers_count), "buffer_bytes",
-		                  (json_int_t)atomic_load(&s->buffer_bytes), "graphs_in_flight",
-		                  (json_int_t)atomic_load(&s->graphs_in_flight), "tasks_in_flight",
-		                  (json_int_t)atomic_load(&s->tasks_in_flight), "replicas",
-		                  buffers_json(srv, s)));
+		        json_pack(
+		                "{s:I, s:I, s:I, s:I, s:i, s:i, s:i, s:s, s:I, s:I, s:I, s:I, s:o}",
+		                "tasks_done", (json_int_t)atomic_load(&s->flow.tasks_done),
+		                "busy_ns", (json_int_t)atomic_load(&s->flow.busy_ns), "graphs_done",
+		                (json_int_t)atomic_load(&s->flow.graphs_done), "session",
+		                (json_int_t)s->id, "pid", (int)s->pid, "uid", (int)s->uid, "weight",
+		                (int)s->flow.weight, "policy_hint",
+		                policy_hint_name(s->flow.policy_hint), "buffers",
+		                (json_int_t)atomic_load(&s->buffers_count), "buffer_bytes",
+		                (json_int_t)atomic_load(&s->buffer_bytes), "graphs_in_flight",
+		                (json_int_t)atomic_load(&s->graphs_in_flight), "tasks_in_flight",
+		                (json_int_t)atomic_load(&s->tasks_in_flight), "replicas",
+		                buffers_json(srv, s)));
 	}
 	return arr;
+}
+
+/* Graphs rejected, by the field at fault (TDM_REJECT_FIELD_MAP's names,
+ * in lower case), every field listed. */
+static json_t *rejects_json(struct daemon_counters *k)
+{
+	static const char *const names[] = {
+#define REJECT_NAME(name, value, what) [value] = #name,
+		TDM_REJECT_FIELD_MAP(REJECT_NAME)
+#undef REJECT_NAME
+	};
+	json_t *o = json_object();
+	for (size_t f = 0; f < TDM_REJECT__COUNT; f++) {
+		char key[32];
+		size_t n = 0;
+		for (; names[f][n] && n + 1 < sizeof(key); n++)
+			key[n] = (char)tolower((unsigned char)names[f][n]);
+		key[n] = '\0';
+		json_object_set_new(
+		        o, key, json_integer((json_int_t)atomic_load(&k->rejected_by_field[f])));
+	}
+	return o;
 }
 
 static json_t *counters_json(struct server *srv)
@@ -100,38 +163,68 @@ static json_t *counters_json(struct server *srv)
 	struct daemon_counters *k = &srv->counters;
 	struct engine_counters e;
 	engine_counters(srv->engine, &e);
-	return json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, "
-	                 "s:I, s:I, s:I}",
-	                 "sessions_total", (json_int_t)atomic_load(&k->sessions_total),
-	                 "sessions_live", (json_int_t)atomic_load(&k->sessions_live),
-	                 "buffers_live", (json_int_t)atomic_load(&k->buffers_live),
-	                 "buffer_bytes_live", (json_int_t)atomic_load(&k->buffer_bytes_live),
-	                 "graphs_accepted", (json_int_t)atomic_load(&k->graphs_accepted),
-	                 "graphs_rejected", (json_int_t)atomic_load(&k->graphs_rejected),
-	                 "graphs_done", (json_int_t)e.graphs_done, "protocol_errors",
-	                 (json_int_t)atomic_load(&k->protocol_errors), "tasks_done",
-	                 (json_int_t)e.tasks_done, "tasks_failed", (json_int_t)e.tasks_failed,
-	                 "tasks_canceled", (json_int_t)e.tasks_canceled, "tasks_in_flight",
-	                 (json_int_t)e.tasks_in_flight, "tasks_reserved",
-	                 (json_int_t)atomic_load(&k->session_tasks_in_flight), "queued",
-	                 (json_int_t)e.queued, "connections", (json_int_t)srv->nconns,
-	                 "connections_refused", (json_int_t)atomic_load(&k->connections_refused),
-	                 "mappings", (json_int_t)atomic_load(&srv->env.mappings));
+	json_t *o =
+	        json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, "
+	                  "s:I, s:I, s:I}",
+	                  "sessions_total", (json_int_t)atomic_load(&k->sessions_total),
+	                  "sessions_live", (json_int_t)atomic_load(&k->sessions_live),
+	                  "buffers_live", (json_int_t)atomic_load(&k->buffers_live),
+	                  "buffer_bytes_live", (json_int_t)atomic_load(&k->buffer_bytes_live),
+	                  "graphs_accepted", (json_int_t)atomic_load(&k->graphs_accepted),
+	                  "graphs_rejected", (json_int_t)atomic_load(&k->graphs_rejected),
+	                  "graphs_done", (json_int_t)e.graphs_done, "protocol_errors",
+	                  (json_int_t)atomic_load(&k->protocol_errors), "tasks_done",
+	                  (json_int_t)e.tasks_done, "tasks_failed", (json_int_t)e.tasks_failed,
+	                  "tasks_canceled", (json_int_t)e.tasks_canceled, "tasks_in_flight",
+	                  (json_int_t)e.tasks_in_flight, "tasks_reserved",
+	                  (json_int_t)atomic_load(&k->session_tasks_in_flight), "queued",
+	                  (json_int_t)e.queued, "connections", (json_int_t)srv->nconns,
+	                  "connections_refused", (json_int_t)atomic_load(&k->connections_refused),
+	                  "mappings", (json_int_t)atomic_load(&srv->env.mappings));
+	if (o) {
+		json_object_set_new(o, "clients", json_integer(srv->nclients));
+		json_object_set_new(o, "graphs_submitted",
+		                    json_integer((json_int_t)e.graphs_submitted));
+		json_object_set_new(o, "rejected_by_field", rejects_json(k));
+	}
+	return o;
 }
 
-char *control_status_json(struct server *srv, const struct conn *c)
+/* The histograms' bucket bounds, the last (+Inf) left out. */
+static json_t *latency_bounds_json(void)
+{
+	json_t *arr = json_array();
+	for (size_t b = 0; b + 1 < ENGINE_LAT_BUCKETS; b++)
+		json_array_append_new(arr, json_integer((json_int_t)engine_latency_bound_ns(b)));
+	return arr;
+}
+
+json_t *control_status_doc(struct server *srv, const struct status_view *v)
 {
 	struct engine_counters e;
-	bool all = server_peer_admin(srv, c->uid, c->gid);
 	engine_counters(srv->engine, &e);
 	json_t *doc = json_pack(
 	        "{s:s, s:i, s:i, s:f, s:s, s:b, s:b, s:b, s:o, s:o, s:o}", "socket",
 	        srv->socket_path, "pid", (int)getpid(), "wire_version", TDM_WIRE_VERSION,
 	        "uptime_s", (double)(clock_monotonic_ns() - srv->start_ns) / 1e9, "policy",
 	        engine_policy_name(srv->engine), "policy_fallback", e.fallback, "draining",
-	        srv->draining, "all_clients", all, "devices", devices_json(srv), "clients",
-	        clients_json(srv, all, c->uid), "counters", counters_json(srv));
-	return reply_text(doc);
+	        srv->draining, "all_clients", v->all, "devices", devices_json(srv),
+	        "latency_bounds_ns", latency_bounds_json(), "counters", counters_json(srv));
+	if (doc && v->clients)
+		json_object_set_new(doc, "clients", clients_json(srv, v->all, v->uid));
+	if (doc)
+		json_object_set_new(doc, "metrics_listen", json_string(metrics_address(srv)));
+	return doc;
+}
+
+char *control_status_json(struct server *srv, const struct conn *c)
+{
+	struct status_view v = {
+		.all = server_peer_admin(srv, c->uid, c->gid, c->groups, c->ngroups),
+		.uid = c->uid,
+		.clients = true,
+	};
+	return reply_text(control_status_doc(srv, &v));
 }
 
 /* ---- tandemctl trace -------------------------------------------------------- */
@@ -184,7 +277,7 @@ int control_trace_start(struct server *srv, struct conn *c, const int *fds, int 
 		*doc = reply_error("trace: as many recordings as the daemon keeps are running");
 		return -TDM_EBUSY;
 	}
-	slot->all = server_peer_admin(srv, c->uid, c->gid);
+	slot->all = server_peer_admin(srv, c->uid, c->gid, c->groups, c->ngroups);
 	slot->uid = c->uid;
 	int err = recorder_start(&slot->rec, c, fds[0], nfds > 1 ? fds[1] : -1);
 	if (err) {

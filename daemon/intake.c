@@ -33,6 +33,8 @@ static void post_graph_status(struct session *s, uint64_t cookie, int status, ui
 		.detail = field,
 	};
 	atomic_fetch_add(&s->env->counters->graphs_rejected, 1);
+	if (field < TDM_REJECT__COUNT)
+		atomic_fetch_add(&s->env->counters->rejected_by_field[field], 1);
 	session_post_cqe(s, &c);
 }
 

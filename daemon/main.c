@@ -11,8 +11,6 @@
 #include "policies/policy.h"
 #include "tandem.h"
 
-#define TANDEM_VERSION "0.1.0"
-
 static void usage(FILE *out)
 {
 	fprintf(out,
@@ -102,7 +100,7 @@ int main(int argc, char **argv)
 		}
 		case 'h': usage(stdout); return 0;
 		case 'V':
-			printf("tandemd %s (wire %u)\n", TANDEM_VERSION, TDM_WIRE_VERSION);
+			printf("tandemd %s (wire %u)\n", TDM_VERSION_STRING, TDM_WIRE_VERSION);
 			return 0;
 		default: usage(stderr); return 2;
 		}

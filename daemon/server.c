@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "daemon/intake.h"
+#include "daemon/metrics.h"
 #include "daemon/models.h"
 #include "common/eventfd_ring.h"
 #include "common/log.h"
@@ -241,6 +242,7 @@ static void on_terminate(evutil_socket_t sig, short what, void *arg)
 	}
 	log_info("%s: draining (no new clients or graphs)", sig == SIGINT ? "SIGINT" : "SIGTERM");
 	atomic_store(&srv->draining, true);
+	notify_stopping(srv);
 	srv->drain_start_ns = clock_monotonic_ns();
 	evconnlistener_disable(srv->listener);
 	srv->ev_drain = event_new(srv->base, -1, EV_PERSIST, on_drain_tick, srv);
@@ -264,13 +266,10 @@ static void apply_reload(struct server *srv, const struct daemon_config *n)
 	engine_set_spin_us(srv->engine, o->spin_us);
 }
 
-static void on_hup(evutil_socket_t sig, short what, void *arg)
+static void reload(struct server *srv)
 {
-	struct server *srv = arg;
 	struct daemon_config n;
 	char err[CONFIG_ERR_MAX];
-	(void)sig;
-	(void)what;
 
 	if (!srv->config_path) {
 		log_info("SIGHUP: running on embedded defaults, nothing to reload");
@@ -300,6 +299,18 @@ static void on_hup(evutil_socket_t sig, short what, void *arg)
 		}
 	}
 	log_info("SIGHUP: reloaded %s", srv->config_path);
+}
+
+/* systemd hears that a reload runs, and when it is over, whatever came of
+ * it (a bad file keeps the running configuration). */
+static void on_hup(evutil_socket_t sig, short what, void *arg)
+{
+	struct server *srv = arg;
+	(void)sig;
+	(void)what;
+	notify_reloading(srv);
+	reload(srv);
+	notify_reloaded(srv);
 }
 
 /* ---- the session registry, and intake on idle workers ---------------------- */
@@ -391,21 +402,35 @@ static bool id_listed(const uint32_t *ids, size_t n, uint32_t id)
 	return false;
 }
 
-bool server_peer_allowed(const struct server *srv, uid_t uid, gid_t gid)
+/* Whether gid, or one of the supplementary groups, is listed. */
+static bool group_listed(const uint32_t *ids, size_t n, gid_t gid, const gid_t *groups,
+                         size_t ngroups)
+{
+	if (id_listed(ids, n, gid))
+		return true;
+	for (size_t i = 0; i < ngroups; i++)
+		if (id_listed(ids, n, groups[i]))
+			return true;
+	return false;
+}
+
+bool server_peer_allowed(const struct server *srv, uid_t uid, gid_t gid, const gid_t *groups,
+                         size_t ngroups)
 {
 	const struct daemon_config *cfg = &srv->cfg;
 	/* Root and the daemon's own uid always may, as documented. */
 	return uid == 0 || uid == geteuid() ||
 	       id_listed(cfg->allowed_uids, cfg->n_allowed_uids, uid) ||
-	       id_listed(cfg->allowed_gids, cfg->n_allowed_gids, gid) ||
-	       server_peer_admin(srv, uid, gid);
+	       group_listed(cfg->allowed_gids, cfg->n_allowed_gids, gid, groups, ngroups) ||
+	       server_peer_admin(srv, uid, gid, groups, ngroups);
 }
 
-bool server_peer_admin(const struct server *srv, uid_t uid, gid_t gid)
+bool server_peer_admin(const struct server *srv, uid_t uid, gid_t gid, const gid_t *groups,
+                       size_t ngroups)
 {
 	const struct daemon_config *cfg = &srv->cfg;
 	return uid == 0 || uid == geteuid() || id_listed(cfg->admin_uids, cfg->n_admin_uids, uid) ||
-	       id_listed(cfg->admin_gids, cfg->n_admin_gids, gid);
+	       group_listed(cfg->admin_gids, cfg->n_admin_gids, gid, groups, ngroups);
 }
 
 /* Takes the rings off the doorbells' epoll set, so that it stops being
@@ -692,8 +717,9 @@ static void bind_process(struct server *srv)
  * afterwards, which would follow whatever was put there meanwhile. It is
  * 0666: whoever can reach it is admitted by SO_PEERCRED against the
  * configuration (or refused at once, with the reason); the directory
- * decides who can reach it. */
-static int open_listener(struct server *srv)
+ * decides who can reach it. Returns the new listening socket on
+ * srv->socket_path, or -TDM_E*. */
+static int bind_listener(struct server *srv)
 {
 	struct sockaddr_un sa = { .sun_family = AF_UNIX };
 	const mode_t mode = 0666;
@@ -716,12 +742,36 @@ static int open_listener(struct server *srv)
 		close(fd);
 		return -TDM_ESYS;
 	}
+	return fd;
+}
+
+/* The socket systemd passed (tandemd.socket), else one of our own. */
+static int open_listener(struct server *srv)
+{
+	char inherited[sizeof(srv->socket_path)];
+	int fd = notify_inherited_listener(inherited, sizeof(inherited));
+	if (fd == -2)
+		return -TDM_ECONFIG;
+	if (fd >= 0) {
+		/* systemd made the socket (its path, mode and directory) and
+		 * keeps it when we exit. */
+		if (srv->cfg.socket_path[0] && strcmp(srv->cfg.socket_path, inherited))
+			log_warn("socket activation: listening on %s, which systemd passed, not "
+			         "on %s",
+			         inherited, srv->cfg.socket_path);
+		snprintf(srv->socket_path, sizeof(srv->socket_path), "%s", inherited);
+		srv->socket_inherited = true;
+		log_info("socket activation: listening on the socket systemd passed");
+	} else if ((fd = bind_listener(srv)) < 0) {
+		return fd;
+	}
 	srv->listener = evconnlistener_new(srv->base, on_accept, srv,
 	                                   LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, -1, fd);
 	if (!srv->listener) {
 		log_error("cannot listen on %s: %s", srv->socket_path, strerror(errno));
 		close(fd);
-		unlink(srv->socket_path);
+		if (!srv->socket_inherited)
+			unlink(srv->socket_path);
 		return -TDM_ESYS;
 	}
 	evconnlistener_set_error_cb(srv->listener, on_listen_error);
@@ -774,7 +824,7 @@ int server_init(struct server *srv, const struct daemon_config *cfg, const char 
 	log_set_level(cfg->log_level);
 	if (cfg->socket_path[0])
 		snprintf(srv->socket_path, sizeof(srv->socket_path), "%s", cfg->socket_path);
-	else if (tdm_default_socket_path(srv->socket_path, sizeof(srv->socket_path)) != 0)
+	else if (tdm_listen_socket_path(srv->socket_path, sizeof(srv->socket_path)) != 0)
 		return -TDM_ECONFIG;
 
 	const struct policy_ops *policy = policy_by_name(cfg->policy);
@@ -856,6 +906,9 @@ int server_init(struct server *srv, const struct daemon_config *cfg, const char 
 	err = open_listener(srv);
 	if (err)
 		return err;
+	err = metrics_start(srv);
+	if (err)
+		return err;
 	err = models_arm(srv);
 	if (err)
 		return err;
@@ -869,6 +922,8 @@ int server_init(struct server *srv, const struct daemon_config *cfg, const char 
 	    evsignal_add(srv->ev_int, NULL) || evsignal_add(srv->ev_hup, NULL))
 		return -TDM_ESYS;
 	signal(SIGPIPE, SIG_IGN);
+	if (notify_init(srv) != 0)
+		return -TDM_ENOMEM;
 	log_info("listening on %s (policy %s, %zu devices, spin %u us, %u mappings for "
 	         "clients)",
 	         srv->socket_path, policy->name, srv->ndevs, cfg->spin_us, srv->env.mappings_cap);
@@ -883,6 +938,7 @@ int server_run(struct server *srv)
 		close(srv->ready_fd);
 		srv->ready_fd = -1;
 	}
+	notify_ready(srv);
 	event_base_dispatch(srv->base);
 	return 0;
 }
@@ -899,6 +955,7 @@ int server_fini(struct server *srv)
 		free(srv->cal_doc);
 		srv->cal_doc = NULL;
 	}
+	metrics_stop(srv); /* its pages read the engine */
 	while (srv->conns)
 		conn_close(srv->conns);
 	/* Joins the workers; graphs still queued after a forced exit are
@@ -907,7 +964,7 @@ int server_fini(struct server *srv)
 	 * torn down, the caller exits at once. */
 	if (engine_destroy(srv->engine) != 0) {
 		log_warn("exiting with a kernel still running");
-		if (srv->listener)
+		if (srv->listener && !srv->socket_inherited)
 			unlink(srv->socket_path);
 		return -TDM_ETIMEDOUT;
 	}
@@ -923,7 +980,8 @@ int server_fini(struct server *srv)
 	residency_fini(&srv->res);
 	if (srv->listener) {
 		evconnlistener_free(srv->listener);
-		unlink(srv->socket_path);
+		if (!srv->socket_inherited)
+			unlink(srv->socket_path);
 	}
 	if (srv->ev_term)
 		event_free(srv->ev_term);
@@ -937,6 +995,7 @@ int server_fini(struct server *srv)
 		event_free(srv->ev_kick);
 	if (srv->ev_listen_resume)
 		event_free(srv->ev_listen_resume);
+	notify_fini(srv);
 	if (srv->bell_epoll >= 0)
 		close(srv->bell_epoll);
 	if (srv->kick_fd >= 0)

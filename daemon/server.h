@@ -6,9 +6,11 @@
 #include <event2/event.h>
 #include <event2/listener.h>
 #include <hwloc.h>
+#include <jansson.h>
 #include <stdbool.h>
 
 #include "daemon/config.h"
+#include "daemon/notify.h"
 #include "daemon/recorder.h"
 #include "daemon/session.h"
 
@@ -37,6 +39,8 @@ struct conn {
 	pid_t pid;
 	uid_t uid;
 	gid_t gid;
+	gid_t *groups; /* supplementary groups when it connected (malloc'd) */
+	size_t ngroups;
 	struct uid_usage *usage;
 	struct event *ev_sock; /* readable */
 	struct event *ev_write; /* writable, while a reply waits */
@@ -72,7 +76,9 @@ struct server {
 	const char *config_path; /* NULL: embedded defaults */
 	char socket_path[CONFIG_PATH_MAX];
 	bool made_socket_dir; /* its mode then follows the access lists */
+	bool socket_inherited; /* systemd's (socket activation): never unlinked */
 	int ready_fd;
+	struct service_notify notify; /* systemd's sd_notify (daemon/notify.c) */
 	struct event_base *base;
 	struct evconnlistener *listener;
 	struct event *ev_term, *ev_int, *ev_hup, *ev_drain;
@@ -127,6 +133,7 @@ struct server {
 	_Atomic bool cal_done;
 	struct conn *cal_conn; /* who asked; NULL once it went away */
 	char *cal_doc;
+	struct metrics *metrics; /* the /metrics endpoint; NULL: off */
 };
 
 int server_init(struct server *srv, const struct daemon_config *cfg, const char *config_path,
@@ -160,10 +167,23 @@ void server_unregister(struct server *srv, struct session *s);
 void server_kick(struct server *srv);
 /* The totals of a uid, made on first use; NULL when out of memory. */
 struct uid_usage *server_uid_usage(struct server *srv, uid_t uid);
-/* Whether a peer may connect; whether it is an administrator. */
-bool server_peer_allowed(const struct server *srv, uid_t uid, gid_t gid);
-bool server_peer_admin(const struct server *srv, uid_t uid, gid_t gid);
+/* Whether a peer may connect; whether it is an administrator. groups: its
+ * supplementary groups (SO_PEERGROUPS), which count as its primary gid. */
+bool server_peer_allowed(const struct server *srv, uid_t uid, gid_t gid, const gid_t *groups,
+                         size_t ngroups);
+bool server_peer_admin(const struct server *srv, uid_t uid, gid_t gid, const gid_t *groups,
+                       size_t ngroups);
 
+/* control.c: the figures behind `tandemctl status`, `tandemctl top` and
+ * /metrics, gathered in one place from the atomics the engine and the
+ * sessions keep (nothing waits on a worker). all: every client, else only
+ * uid's; clients false: no client list (/metrics shows aggregates only). */
+struct status_view {
+	bool all;
+	uid_t uid;
+	bool clients;
+};
+json_t *control_status_doc(struct server *srv, const struct status_view *v);
 /* control.c: the status document tandemctl shows (malloc'd JSON), for
  * connection c: an administrator's lists every client, another user's
  * only that user's clients. */

@@ -21,6 +21,7 @@ struct daemon_counters {
 	_Atomic uint64_t sessions_total, sessions_live;
 	_Atomic uint64_t buffers_live, buffer_bytes_live;
 	_Atomic uint64_t graphs_accepted, graphs_rejected;
+	_Atomic uint64_t rejected_by_field[TDM_REJECT__COUNT]; /* graphs_rejected by detail */
 	_Atomic uint64_t protocol_errors;
 	_Atomic uint64_t session_tasks_in_flight; /* reserved by graphs not yet posted */
 	_Atomic uint64_t connections_refused; /* at accept: not allowed, or over a cap */

@@ -186,6 +186,62 @@ static bool grow(struct engine_task ***arr, size_t *cap, size_t need)
 	return true;
 }
 
+static void stat_add(_Atomic uint64_t *c, uint64_t n)
+{
+	atomic_fetch_add_explicit(c, n, memory_order_relaxed);
+}
+
+/* A counter only one thread writes (a device's, by its worker): a load and
+ * a store, no locked instruction; readers see whole values. */
+static void own_add(_Atomic uint64_t *c, uint64_t n)
+{
+	atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + n,
+	                      memory_order_relaxed);
+}
+
+/* Latency buckets: powers of 4 from 1 us to about 4.2 s, then +Inf. */
+uint64_t engine_latency_bound_ns(size_t i)
+{
+	return i + 1 < ENGINE_LAT_BUCKETS ? UINT64_C(1000) << (2 * i) : UINT64_MAX;
+}
+
+static size_t latency_bucket(uint64_t ns)
+{
+	size_t i = 0;
+	while (i + 1 < ENGINE_LAT_BUCKETS && ns > engine_latency_bound_ns(i))
+		i++;
+	return i;
+}
+
+/* A task that ran to completion, for status and /metrics: the device's
+ * figures are this worker's alone; the graph's sit on the line its
+ * completion count is on. */
+static void account_task(struct engine_device *d, const struct engine_task *t)
+{
+	uint64_t run = t->end_ns - t->start_ns;
+	uint64_t wait = t->start_ns > t->queued_ns ? t->start_ns - t->queued_ns : 0;
+	own_add(&d->kernel_tasks[t->kernel->id], 1);
+	own_add(&d->run_hist[latency_bucket(run)], 1);
+	own_add(&d->wait_hist[latency_bucket(wait)], 1);
+	own_add(&d->wait_ns, wait);
+	own_add(&d->run_ns, run);
+	if (t->pred_ns) {
+		own_add(&d->predicted, 1);
+		own_add(&d->pred_err_ns, t->pred_ns > run ? t->pred_ns - run : run - t->pred_ns);
+		own_add(&d->pred_actual_ns, run);
+	}
+	atomic_fetch_add_explicit(&t->graph->tasks_ok, 1, memory_order_relaxed);
+	stat_add(&t->graph->busy_ns, run);
+}
+
+/* The graph is done: its totals join its flow's. */
+static void account_graph(struct engine_graph *g)
+{
+	stat_add(&g->flow->tasks_done, atomic_load_explicit(&g->tasks_ok, memory_order_relaxed));
+	stat_add(&g->flow->busy_ns, atomic_load_explicit(&g->busy_ns, memory_order_relaxed));
+	stat_add(&g->flow->graphs_done, 1);
+}
+
 static void fifo_push(struct engine *e, struct engine_task **tasks, size_t n)
 {
 	for (size_t i = 0; i < n; i++)
@@ -412,8 +468,11 @@ void engine_submit(struct engine *e, struct engine_graph *g)
 	atomic_fetch_add(&e->graphs_submitted, 1);
 	g->submit_ns = clock_now(e->clock);
 	atomic_store(&g->remaining, g->ntasks);
+	atomic_store_explicit(&g->tasks_ok, 0, memory_order_relaxed);
+	atomic_store_explicit(&g->busy_ns, 0, memory_order_relaxed);
 	if (g->ntasks == 0) {
 		atomic_fetch_add(&e->graphs_done, 1);
+		account_graph(g);
 		e->hooks.graph_done(e->hooks.ctx, g);
 		return;
 	}
@@ -572,6 +631,8 @@ static void finish_task(struct engine *e, struct worker *w, struct engine_task *
 	}
 	atomic_fetch_add_explicit(&d->tasks_run, 1, memory_order_relaxed);
 	atomic_fetch_add_explicit(&d->busy_ns, t->end_ns - t->start_ns, memory_order_relaxed);
+	if (t->status == 0)
+		account_task(d, t);
 	if (e->policy->task_done && !atomic_load_explicit(&e->fallback, memory_order_relaxed))
 		e->policy->task_done(e->policy_priv, t, w->index);
 
@@ -598,6 +659,7 @@ static void finish_task(struct engine *e, struct worker *w, struct engine_task *
 		if (e->has_accel)
 			flush_graph(e, g);
 		atomic_fetch_add(&e->graphs_done, 1);
+		account_graph(g);
 		e->hooks.graph_done(e->hooks.ctx, g);
 	}
 	/* After the completion is posted: learning costs the client nothing. */
@@ -702,6 +764,7 @@ static uint64_t run_on_host(struct engine *e, struct worker *w, struct engine_ta
 	t->device = d->index;
 	if (skip_canceled(e, w, t))
 		return start_ns;
+	atomic_store_explicit(&d->staged, 1, memory_order_relaxed);
 	err = injected_fault(d);
 	if (!err && e->has_accel) {
 		nargs = task_res_args(t, args);
@@ -719,6 +782,7 @@ static uint64_t run_on_host(struct engine *e, struct worker *w, struct engine_ta
 	if (e->has_accel && nargs)
 		residency_release(e->res, 0, args, nargs, err == 0);
 	uint64_t end_ns = t->end_ns = clock_now(e->clock);
+	atomic_store_explicit(&d->staged, 0, memory_order_relaxed);
 	if (err == -TDM_ECANCELED && tdm_kernel_canceled(&t->call)) {
 		cancel_task(e, w, t);
 		return end_ns;
@@ -854,6 +918,7 @@ static void stage_on_accel(struct engine *e, struct worker *w, struct engine_tas
 	slot->task = t;
 	slot->done = done;
 	w->pipe_n++;
+	atomic_store_explicit(&d->staged, (uint32_t)w->pipe_n, memory_order_relaxed);
 }
 
 /* Waits for the oldest task in the pipe and completes it. */
@@ -867,6 +932,7 @@ static void complete_oldest(struct engine *e, struct worker *w)
 
 	w->pipe_head = (w->pipe_head + 1) % e->depth;
 	w->pipe_n--;
+	atomic_store_explicit(&d->staged, (uint32_t)w->pipe_n, memory_order_relaxed);
 	int err = d->dev.ops->event_wait(&d->dev, slot.done);
 	uint64_t started = d->dev.ops->event_started && !err
 	                           ? d->dev.ops->event_started(&d->dev, slot.done)

@@ -141,6 +141,9 @@ bool engine_sim_stalled(struct engine *e);
 void engine_note_exclusions(struct engine *e);
 
 void engine_counters(const struct engine *e, struct engine_counters *out);
+/* Upper bound of latency histogram bucket i (graph/task.h,
+ * ENGINE_LAT_BUCKETS), in ns; UINT64_MAX for the last (+Inf). */
+uint64_t engine_latency_bound_ns(size_t i);
 size_t engine_device_count(const struct engine *e);
 const struct engine_device *engine_device(const struct engine *e, size_t i);
 const char *engine_policy_name(const struct engine *e);

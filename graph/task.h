@@ -62,6 +62,9 @@ struct engine_flow {
 	 * are skipped, running host kernels stop (tdm_kernel_call.cancel). */
 	_Atomic int canceled;
 	void *policy_slot;
+	/* Accounting for status and tandemctl top, at each graph's completion:
+	 * tasks that ran to completion, their device time, graphs done. */
+	_Atomic uint64_t tasks_done, busy_ns, graphs_done;
 };
 
 struct engine_graph {
@@ -83,10 +86,19 @@ struct engine_graph {
 	 * tasks). NULL: what the successor reads of the predecessor's writes. */
 	const double *edge_data;
 	_Atomic uint32_t remaining;
+	/* Tasks run to completion and their device time, next to remaining
+	 * (the line every task's completion touches anyway): added to the
+	 * flow's totals once, when the graph completes. */
+	_Atomic uint32_t tasks_ok;
+	_Atomic uint64_t busy_ns;
 	_Atomic int32_t status; /* first failure wins */
 	uint64_t submit_ns;
 	struct engine_graph *core_prev, *core_next; /* the core's list of graphs in flight */
 };
+
+/* Buckets of the per-device latency histograms: upper bounds
+ * engine_latency_bound_ns(0 .. ENGINE_LAT_BUCKETS - 2), the last +Inf. */
+#define ENGINE_LAT_BUCKETS 13
 
 struct engine_device {
 	uint16_t index;
@@ -97,6 +109,19 @@ struct engine_device {
 	_Atomic uint64_t faults;
 	_Atomic uint64_t tasks_run;
 	_Atomic uint64_t busy_ns;
+	/* Written by this device's worker only (no contention), read by status
+	 * and /metrics. Tasks that ran to completion (status 0): by kernel,
+	 * queue-to-start and run time histograms (per bucket, not cumulative)
+	 * and the sum of the waits; the cost model's answers against what the
+	 * tasks took (the tasks it predicted: |predicted - actual| and actual
+	 * summed). */
+	/* Off the line above, which every worker reads (healthy) to pick tasks. */
+	char stats_pad[64];
+	_Atomic uint32_t staged; /* tasks enqueued on the device or running there now */
+	_Atomic uint64_t kernel_tasks[KERNEL_COUNT];
+	_Atomic uint64_t wait_hist[ENGINE_LAT_BUCKETS], run_hist[ENGINE_LAT_BUCKETS];
+	_Atomic uint64_t wait_ns, run_ns;
+	_Atomic uint64_t predicted, pred_err_ns, pred_actual_ns;
 };
 
 #define PREFETCH_CLAIMED 0xffffu

@@ -14,6 +14,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "tandem/version.h"
 #include "tandem/wire.h"
 
 #ifdef __cplusplus
@@ -56,7 +57,9 @@ extern "C" {
 	X(ESYS, 19, "system call failed")                                                          \
 	X(ECONFIG, 20, "invalid configuration")                                                    \
 	/* the socket is not served by a tandemd we trust (its uid, its ring) */                   \
-	X(EPEER, 21, "the socket is not served by a tandemd we trust")
+	X(EPEER, 21, "the socket is not served by a tandemd we trust")                             \
+	/* the daemon's process ended (killed, crashed or stopped): reconnect */                   \
+	X(EDAEMON, 22, "daemon lost: tandemd exited")
 
 enum tdm_error {
 	TDM_OK = 0,
@@ -66,10 +69,20 @@ enum tdm_error {
 	        TDM_E__COUNT
 };
 
+/* libtandem's version, TDM_VERSION_STRING as the library was built (the
+ * header a program was compiled with may be older). */
+const char *tdm_version(void);
+
 /* Names an error code (negative or positive). Never returns NULL. */
 const char *tdm_strerror(int err);
 /* Names a tdm_reject_field (tdm_graph_reject_detail). */
 const char *tdm_reject_field_name(unsigned field);
+/* The symbols of the tables, for bindings that mirror them: "EINVAL" for
+ * TDM_EINVAL (negative or positive; "OK" for 0), "RANGE" for
+ * TDM_REJECT_RANGE; NULL past the last code or field, so that a caller can
+ * walk each table from 0 until NULL. */
+const char *tdm_error_symbol(int err);
+const char *tdm_reject_field_symbol(unsigned field);
 
 typedef struct tdm_client tdm_client;
 typedef struct tdm_graph tdm_graph;
@@ -87,8 +100,14 @@ struct tdm_connect_opts {
 	uint32_t daemon_uid;
 };
 
-/* The default socket path: $XDG_RUNTIME_DIR/tandem/tandemd.sock for a user,
- * /run/tandem/tandemd.sock for root. Writes at most len bytes. */
+/* Where a tandemd started by this user listens by default: $TANDEM_SOCKET,
+ * else /run/tandem/tandemd.sock for root, $XDG_RUNTIME_DIR/tandem/tandemd.sock
+ * for a user (/tmp/tandem-<uid>/tandemd.sock without $XDG_RUNTIME_DIR).
+ * Writes at most len bytes. */
+int tdm_listen_socket_path(char *out, size_t len);
+/* Where a client looks for tandemd by default: tdm_listen_socket_path's
+ * path, or, for a user without $TANDEM_SOCKET whose own daemon's socket
+ * does not exist, the system's /run/tandem/tandemd.sock when it does. */
 int tdm_default_socket_path(char *out, size_t len);
 
 /* Whether the process at the other end of a connected Unix socket is a
@@ -98,6 +117,37 @@ int tdm_check_daemon(int sock, uint32_t daemon_uid);
 
 int tdm_connect(const struct tdm_connect_opts *opts, tdm_client **out);
 void tdm_disconnect(tdm_client *c);
+
+/* When the daemon's process ends (killed, crashed, restarted), every call
+ * blocked on it (tdm_wait, a submit waiting for ring space, a request)
+ * returns -TDM_EDAEMON at once, and so does every later call that needs an
+ * answer (a submit that finds room in the ring returns 0; its wait says
+ * it). A daemon that closed the connection but still runs gives
+ * -TDM_EDISCONNECTED, and so does a lost daemon whose process we cannot
+ * see (in another pid namespace). Either way the connection is dead:
+ * reconnect. */
+
+/* Bounded exponential backoff with jitter: the pause after the k-th failed
+ * attempt is d = min(max_ms, initial_ms * 2^k), drawn in [d/2, d] so that
+ * clients of a restarted daemon do not come back all at once. */
+struct tdm_backoff {
+	uint32_t initial_ms; /* 0: 10 ms */
+	uint32_t max_ms; /* 0: 1000 ms */
+	uint32_t total_ms; /* give up after this long; 0: 30 s */
+};
+
+/* tdm_connect, tried again with backoff (b NULL: the defaults) while the
+ * daemon is not there or not ready (-TDM_ECONNECT, -TDM_EDISCONNECTED,
+ * -TDM_EDAEMON, -TDM_ESHUTDOWN, -TDM_EBUSY); any other error, or the last
+ * one when total_ms has passed, is returned. */
+int tdm_connect_backoff(const struct tdm_connect_opts *opts, const struct tdm_backoff *b,
+                        tdm_client **out);
+/* Connects anew, with the options *c was connected with, as
+ * tdm_connect_backoff does; on success disconnects *c and replaces it.
+ * Nothing of the old connection carries over: its buffers are unmapped
+ * (allocate them anew), its graphs may only be freed, kernel ids are
+ * looked up again. On failure *c is left as it was. */
+int tdm_reconnect(tdm_client **c, const struct tdm_backoff *b);
 uint32_t tdm_session_id(const tdm_client *c);
 /* Number of devices the daemon schedules on (valid after connect). */
 uint32_t tdm_device_count(const tdm_client *c);

@@ -21,10 +21,17 @@
 
 enum task_state { TASK_WAITING = 0, TASK_RELEASED, TASK_DONE };
 
-/* A graph's plan: each task's device and start, relative to base_ns. */
+/* A graph's plan: each task's device and start, relative to base_ns.
+ *
+ * Executing it: each device runs the graph's tasks in their planned order
+ * (seq: the tasks planned on each device, by planned start). A ready task
+ * is queued on its device only once every task planned before it there
+ * has been taken; until then it is parked. With exact costs every task
+ * then starts no later than planned (by induction in planned-start
+ * order), so the graph ends no later than its plan says. */
 struct gplan {
 	pthread_mutex_t lock;
-	uint32_t n;
+	uint32_t n, ndev, nnodes;
 	enum plan_method method;
 	uint64_t base_ns; /* the graph's submission */
 	uint32_t released, done; /* tasks */
@@ -33,10 +40,16 @@ struct gplan {
 	double *cost; /* [n * ndev] predicted ns, < 0: cannot run there */
 	double *edge_data; /* [edges] bytes */
 	double *cursor, *own; /* [ndev] each: repair scratch */
+	double *lat, *inv_bw; /* [nnodes * nnodes]: the links it was planned with */
 	struct plan_slot *slot; /* [n] planned, or actual once done */
 	uint32_t *dev; /* [n] device committed to at release (NO_DEV: none) */
 	uint32_t *order; /* [n] repair scratch */
+	uint32_t *seq_off, *seq, *seq_head; /* [ndev + 1], [n], [ndev]: plan order per device */
+	uint32_t *pred_off, *pred, *pred_edge; /* [n + 1], [edges], [edges]: predecessors */
+	const uint16_t *node; /* [ndev] each device's memory node (the dispatch's) */
 	bool *fixed; /* [n] */
+	bool *picked; /* [n] a worker took it */
+	bool *parked; /* [n] ready, held back until the tasks before it on its device are taken */
 	uint8_t *state; /* [n] enum task_state */
 };
 
@@ -56,6 +69,7 @@ struct dispatch {
 	struct plan_ws *ws;
 	double *lat, *inv_bw; /* [nnodes * nnodes] */
 	double *dev_ready; /* [ndev] */
+	_Atomic uint32_t *taken; /* [ndev] tasks each device's worker took and has not finished */
 	_Atomic uint64_t plans, plan_failures, drifts, repairs, repair_failures, replaced;
 };
 
@@ -170,29 +184,48 @@ static void gplan_free(struct gplan *gp)
 }
 
 /* One block: the header, then the arrays, largest alignment first. */
-static struct gplan *gplan_new(uint32_t n, size_t ndev, uint32_t nedges)
+static struct gplan *gplan_new(uint32_t n, size_t ndev, size_t nnodes, uint32_t nedges)
 {
-	size_t nd = ndev, off = (sizeof(struct gplan) + 15) & ~(size_t)15;
+	size_t nd = ndev, nl = nnodes * nnodes, off = (sizeof(struct gplan) + 15) & ~(size_t)15;
 	size_t o_cost = off, o_edge = o_cost + sizeof(double) * n * nd;
 	size_t o_cur = o_edge + sizeof(double) * nedges, o_own = o_cur + sizeof(double) * nd;
-	size_t o_slot = o_own + sizeof(double) * nd;
+	size_t o_lat = o_own + sizeof(double) * nd, o_inv = o_lat + sizeof(double) * nl;
+	size_t o_slot = o_inv + sizeof(double) * nl;
 	size_t o_dev = o_slot + sizeof(struct plan_slot) * n,
 	       o_order = o_dev + sizeof(uint32_t) * n;
-	size_t o_fixed = o_order + sizeof(uint32_t) * n, o_state = o_fixed + sizeof(bool) * n;
+	size_t o_soff = o_order + sizeof(uint32_t) * n,
+	       o_seq = o_soff + sizeof(uint32_t) * (nd + 1);
+	size_t o_shead = o_seq + sizeof(uint32_t) * n, o_poff = o_shead + sizeof(uint32_t) * nd;
+	size_t o_pred = o_poff + sizeof(uint32_t) * (n + 1),
+	       o_pedge = o_pred + sizeof(uint32_t) * nedges;
+	size_t o_fixed = o_pedge + sizeof(uint32_t) * nedges, o_picked = o_fixed + sizeof(bool) * n;
+	size_t o_parked = o_picked + sizeof(bool) * n, o_state = o_parked + sizeof(bool) * n;
 	char *p = calloc(1, o_state + n);
 	if (!p)
 		return NULL;
 	struct gplan *gp = (struct gplan *)p;
 	pthread_mutex_init(&gp->lock, NULL);
 	gp->n = n;
+	gp->ndev = (uint32_t)nd;
+	gp->nnodes = (uint32_t)nnodes;
 	gp->cost = (double *)(p + o_cost);
 	gp->edge_data = (double *)(p + o_edge);
 	gp->cursor = (double *)(p + o_cur);
 	gp->own = (double *)(p + o_own);
+	gp->lat = (double *)(p + o_lat);
+	gp->inv_bw = (double *)(p + o_inv);
 	gp->slot = (struct plan_slot *)(p + o_slot);
 	gp->dev = (uint32_t *)(p + o_dev);
 	gp->order = (uint32_t *)(p + o_order);
+	gp->seq_off = (uint32_t *)(p + o_soff);
+	gp->seq = (uint32_t *)(p + o_seq);
+	gp->seq_head = (uint32_t *)(p + o_shead);
+	gp->pred_off = (uint32_t *)(p + o_poff);
+	gp->pred = (uint32_t *)(p + o_pred);
+	gp->pred_edge = (uint32_t *)(p + o_pedge);
 	gp->fixed = (bool *)(p + o_fixed);
+	gp->picked = (bool *)(p + o_picked);
+	gp->parked = (bool *)(p + o_parked);
 	gp->state = (uint8_t *)(p + o_state);
 	for (uint32_t v = 0; v < n; v++)
 		gp->dev[v] = NO_DEV;
@@ -241,6 +274,53 @@ static double edge_bytes(const struct engine_task *u, const struct engine_task *
 	return bytes;
 }
 
+/* Planned start, then finish, then index. Predicted costs are at least
+ * 1 ns (eft_exec), so a task is planned to start after its predecessors
+ * and this order never puts a task before one it waits for. */
+static int by_plan(const void *a, const void *b, void *ctx)
+{
+	const struct plan_slot *s = ctx;
+	uint32_t u = *(const uint32_t *)a, v = *(const uint32_t *)b;
+	if (s[u].start != s[v].start)
+		return s[u].start < s[v].start ? -1 : 1;
+	if (s[u].finish != s[v].finish)
+		return s[u].finish < s[v].finish ? -1 : 1;
+	return u < v ? -1 : u > v;
+}
+
+/* The tasks planned on each device in planned order (gp->slot). */
+static void seq_build(struct gplan *gp)
+{
+	uint32_t nd = gp->ndev, *off = gp->seq_off;
+	memset(off, 0, sizeof(*off) * (nd + 1));
+	for (uint32_t v = 0; v < gp->n; v++)
+		off[(gp->slot[v].dev < nd ? gp->slot[v].dev : 0) + 1]++;
+	for (uint32_t d = 0; d < nd; d++) {
+		off[d + 1] += off[d];
+		gp->seq_head[d] = off[d];
+	}
+	for (uint32_t v = 0; v < gp->n; v++)
+		gp->seq[gp->seq_head[gp->slot[v].dev < nd ? gp->slot[v].dev : 0]++] = v;
+	for (uint32_t d = 0; d < nd; d++) {
+		gp->seq_head[d] = off[d];
+		qsort_r(gp->seq + off[d], off[d + 1] - off[d], sizeof(*gp->seq), by_plan, gp->slot);
+	}
+}
+
+/* The first task of d's planned order that is still to be taken there
+ * (NO_DEV: none): tasks taken, or committed to another device, are passed
+ * for good. Amortised O(1). Caller holds gp->lock. */
+static uint32_t seq_next(struct gplan *gp, uint32_t d)
+{
+	uint32_t *h = &gp->seq_head[d];
+	for (; *h < gp->seq_off[d + 1]; ++*h) {
+		uint32_t v = gp->seq[*h];
+		if (!gp->picked[v] && (gp->dev[v] == NO_DEV || gp->dev[v] == d))
+			return v;
+	}
+	return NO_DEV;
+}
+
 /* Runs the planner on gp (its cost, fixed and slot arrays) with dev_ready
  * already in D->dev_ready. Caller holds D->plan_lock. */
 static int run_planner(struct dispatch *D, struct engine_graph *g, struct gplan *gp, bool repair)
@@ -266,7 +346,12 @@ static int run_planner(struct dispatch *D, struct engine_graph *g, struct gplan 
 		               .seed = g->cookie,
 		               .fixed = repair ? gp->fixed : NULL };
 	double makespan;
-	return plan_schedule(&dag, &m, &o, D->ws, gp->slot, &makespan);
+	memcpy(gp->lat, D->lat, sizeof(double) * nn * nn);
+	memcpy(gp->inv_bw, D->inv_bw, sizeof(double) * nn * nn);
+	int err = plan_schedule(&dag, &m, &o, D->ws, gp->slot, &makespan);
+	if (!err)
+		seq_build(gp);
+	return err;
 }
 
 /* At submission: costs from the models, data per edge, then the plan from
@@ -274,11 +359,25 @@ static int run_planner(struct dispatch *D, struct engine_graph *g, struct gplan 
 static struct gplan *plan_graph(struct dispatch *D, struct engine_graph *g, enum plan_method method)
 {
 	uint32_t n = g->ntasks, nedges = g->succ_off[n];
-	struct gplan *gp = gplan_new(n, D->ndev, nedges);
+	struct gplan *gp = gplan_new(n, D->ndev, D->eft.nnodes ? D->eft.nnodes : 1, nedges);
 	if (!gp)
 		goto fail;
 	gp->method = method;
 	gp->base_ns = g->submit_ns;
+	gp->node = D->eft.node;
+	/* Predecessors, with the index of their edge (gp->order as cursor). */
+	for (uint32_t k = 0; k < nedges; k++)
+		gp->pred_off[g->succ[k] + 1]++;
+	for (uint32_t v = 0; v < n; v++) {
+		gp->pred_off[v + 1] += gp->pred_off[v];
+		gp->order[v] = gp->pred_off[v];
+	}
+	for (uint32_t u = 0; u < n; u++)
+		for (uint32_t k = g->succ_off[u]; k < g->succ_off[u + 1]; k++) {
+			uint32_t at = gp->order[g->succ[k]]++;
+			gp->pred[at] = u;
+			gp->pred_edge[at] = k;
+		}
 	for (uint32_t v = 0; v < n; v++)
 		if (!fill_costs(D, &g->tasks[v], gp->cost + (size_t)v * D->ndev))
 			goto fail;
@@ -304,8 +403,115 @@ fail:
 	return NULL;
 }
 
-/* A planned task is ready: its planned device, keyed by its planned start;
- * dmda if that device may not run it any more. */
+/* d's next planned task of gp if it is parked (struct gplan), unparked:
+ * the caller queues it on d (seq_queue) once it has let go of gp->lock,
+ * which it holds. NULL if none. */
+static struct engine_task *seq_unpark(struct gplan *gp, struct engine_graph *g, uint32_t d)
+{
+	uint32_t h = seq_next(gp, d);
+	if (h == NO_DEV || !gp->parked[h])
+		return NULL;
+	gp->parked[h] = false;
+	g->tasks[h].policy_key = (double)gp->base_ns + gp->slot[h].start;
+	return &g->tasks[h];
+}
+
+static void seq_queue(struct dispatch *D, struct engine_task *t, uint32_t d)
+{
+	if (t)
+		enqueue(D, d, t, 0, t->policy_key, t->policy_cost);
+}
+
+/* After a repair: parked tasks that now come first on their device. The
+ * graph lives on: the task whose completion repaired it is not counted
+ * done yet. */
+static void seq_unpark_all(struct dispatch *D, struct gplan *gp, struct engine_graph *g)
+{
+	for (uint32_t d = 0; d < D->ndev; d++) {
+		pthread_mutex_lock(&gp->lock);
+		struct engine_task *t = seq_unpark(gp, g, d);
+		pthread_mutex_unlock(&gp->lock);
+		seq_queue(D, t, d);
+	}
+}
+
+/* ---- filling a device's idle time (struct gplan) ---- */
+
+/* How many tasks past d's next one a fill looks at. */
+#define FILL_SCAN 16
+
+/* Time for `bytes` made on device a to reach device b, as planned. */
+static double plan_comm_ns(const struct gplan *gp, uint32_t a, uint32_t b, double bytes)
+{
+	unsigned na = gp->node && a < gp->ndev ? gp->node[a] : 0;
+	unsigned nb = gp->node && b < gp->ndev ? gp->node[b] : 0;
+	if (na == nb || na >= gp->nnodes || nb >= gp->nnodes)
+		return 0;
+	size_t k = (size_t)na * gp->nnodes + nb;
+	return gp->lat[k] + bytes * gp->inv_bw[k];
+}
+
+/* The earliest v's inputs may all be on device d (relative ns), now_rel
+ * being now: exact for finished predecessors (where and when they ended),
+ * a lower bound for the others (one taken ends now at the soonest, one not
+ * taken yet after its predicted time from now). Caller holds gp->lock. */
+static double inputs_lb(const struct gplan *gp, uint32_t v, uint32_t d, double now_rel)
+{
+	double at = 0;
+	for (uint32_t k = gp->pred_off[v]; k < gp->pred_off[v + 1]; k++) {
+		uint32_t u = gp->pred[k], ud = gp->dev[u] != NO_DEV ? gp->dev[u] : gp->slot[u].dev;
+		double end;
+		if (gp->state[u] == TASK_DONE) {
+			end = gp->slot[u].finish;
+			ud = gp->slot[u].dev;
+		} else if (gp->picked[u]) {
+			end = now_rel;
+		} else {
+			double c = ud < gp->ndev ? gp->cost[(size_t)u * gp->ndev + ud] : 0;
+			end = now_rel + (c > 0 ? c : 0);
+		}
+		at = fmax(at, end + plan_comm_ns(gp, ud, d, gp->edge_data[gp->pred_edge[k]]));
+	}
+	return at;
+}
+
+/* Device d is idle and its next planned task h is not ready: a parked task
+ * planned after h on d may run now if it ends, as predicted, before h can
+ * start: by h's planned start, or later when h's inputs cannot be there
+ * sooner. With exact costs h then starts no later than planned, so the
+ * plan's promise holds; with costs that drift, d does not idle while h
+ * waits. Returns that task (unparked, for seq_queue) or NULL. Caller holds
+ * gp->lock. */
+static struct engine_task *seq_fill(struct dispatch *D, struct gplan *gp, struct engine_graph *g,
+                                    uint32_t d)
+{
+	if (atomic_load_explicit(&D->taken[d], memory_order_relaxed))
+		return NULL;
+	uint32_t h = seq_next(gp, d);
+	if (h == NO_DEV || gp->state[h] != TASK_WAITING)
+		return NULL;
+	uint64_t now = clock_now(D->clock);
+	double now_rel = now > gp->base_ns ? (double)(now - gp->base_ns) : 0;
+	double due = fmax(gp->slot[h].start, inputs_lb(gp, h, d, now_rel));
+	uint32_t end = gp->seq_off[d + 1], last = gp->seq_head[d] + 1 + FILL_SCAN;
+	for (uint32_t i = gp->seq_head[d] + 1; i < end && i < last; i++) {
+		uint32_t v = gp->seq[i];
+		if (!gp->parked[v] || gp->dev[v] != d)
+			continue;
+		double c = gp->cost[(size_t)v * gp->ndev + d];
+		if (fmax(now_rel, inputs_lb(gp, v, d, now_rel)) + c <= due) {
+			gp->parked[v] = false;
+			g->tasks[v].policy_key = (double)gp->base_ns + gp->slot[v].start;
+			return &g->tasks[v];
+		}
+	}
+	return NULL;
+}
+
+/* A planned task is ready: committed to its planned device, and queued
+ * there keyed by its planned start once the tasks planned before it there
+ * are taken (parked until then); dmda if that device may not run it any
+ * more. */
 static void place_planned(struct dispatch *D, struct gplan *gp, struct engine_task *t)
 {
 	uint32_t v = t->index;
@@ -314,31 +520,64 @@ static void place_planned(struct dispatch *D, struct gplan *gp, struct engine_ta
 		gp->state[v] = TASK_RELEASED;
 		gp->released++;
 	}
+	/* Given back (device fault): its turn came already. */
+	bool again = gp->picked[v];
 	uint32_t d = gp->slot[v].dev;
 	double cost = d < D->ndev ? gp->cost[(size_t)v * D->ndev + d] : -1;
 	double key = (double)gp->base_ns + gp->slot[v].start;
 	if (cost < 0 || !core_runnable(D->core, t, d)) {
 		int nd = select_dmda(D, t, -1, &cost);
 		gp->dev[v] = nd < 0 ? NO_DEV : (uint32_t)nd;
+		/* Off d's order: the next one there may go (else once taken). */
+		struct engine_task *next = d < D->ndev ? seq_unpark(gp, t->graph, d) : NULL;
 		pthread_mutex_unlock(&gp->lock);
+		seq_queue(D, next, d);
 		push_to(D, t, nd, cost, (double)t->queued_ns);
 		return;
 	}
 	gp->dev[v] = d;
+	bool park = !again && seq_next(gp, d) != v;
+	gp->parked[v] = park;
+	t->policy_cost = cost; /* for seq_fill's queueing */
+	struct engine_task *fill = park ? seq_fill(D, gp, t->graph, d) : NULL;
 	pthread_mutex_unlock(&gp->lock);
 	commit(D, t, d, cost);
-	enqueue(D, d, t, 0, key, cost);
+	if (!park)
+		enqueue(D, d, t, 0, key, cost);
+	seq_queue(D, fill, d);
 }
 
-/* pick_next moved a task of a planned graph (-1: to the any-device queue). */
-static void plan_note_device(struct engine_task *t, int d)
+/* pick_next moved a task of a planned graph off device w to d (-1: to the
+ * any-device queue): the next task planned on w may be queued. */
+static void plan_note_device(struct dispatch *D, struct engine_task *t, unsigned w, int d)
 {
 	struct gplan *gp = t->graph->policy_graph;
 	if (!gp)
 		return;
 	pthread_mutex_lock(&gp->lock);
 	gp->dev[t->index] = d < 0 ? NO_DEV : (uint32_t)d;
+	struct engine_task *next = seq_unpark(gp, t->graph, w);
 	pthread_mutex_unlock(&gp->lock);
+	seq_queue(D, next, w);
+}
+
+/* Worker w took t: w is busy; the next task planned on w, and on the
+ * device t was planned on if that is another, may be queued (the graph
+ * lives on: t has not run). */
+static void note_taken(struct dispatch *D, struct engine_task *t, unsigned w)
+{
+	struct gplan *gp = t->graph->policy_graph;
+	atomic_fetch_add_explicit(&D->taken[w], 1, memory_order_relaxed);
+	if (!gp)
+		return;
+	pthread_mutex_lock(&gp->lock);
+	gp->picked[t->index] = true;
+	uint32_t pd = gp->slot[t->index].dev;
+	struct engine_task *next = seq_unpark(gp, t->graph, w);
+	struct engine_task *next_pd = pd != w && pd < D->ndev ? seq_unpark(gp, t->graph, pd) : NULL;
+	pthread_mutex_unlock(&gp->lock);
+	seq_queue(D, next, w);
+	seq_queue(D, next_pd, pd);
 }
 
 static int by_start(const void *a, const void *b, void *ctx)
@@ -427,10 +666,15 @@ static void plan_task_done(struct dispatch *D, struct gplan *gp, struct engine_t
 		}
 	}
 	uint32_t every = gp->n / 16 > 8 ? gp->n / 16 : 8;
-	if (D->tuning->plan_repair && gp->drifts && gp->released < gp->n &&
-	    gp->done - gp->last_repair >= every)
+	bool repairing = D->tuning->plan_repair && gp->drifts && gp->released < gp->n &&
+	                 gp->done - gp->last_repair >= every;
+	if (repairing)
 		repair(D, t->graph, gp, clock_now(D->clock));
+	struct engine_task *fill = seq_fill(D, gp, t->graph, w);
 	pthread_mutex_unlock(&gp->lock);
+	seq_queue(D, fill, w);
+	if (repairing)
+		seq_unpark_all(D, gp, t->graph);
 }
 
 /* ---- the seam ---- */
@@ -453,8 +697,10 @@ int dispatch_init(const struct policy_params *p, uint8_t strategy, void **priv)
 	D->lat = calloc(nn * nn, sizeof(double));
 	D->inv_bw = calloc(nn * nn, sizeof(double));
 	D->dev_ready = calloc(D->ndev, sizeof(double));
+	D->taken = calloc(D->ndev, sizeof(*D->taken));
 	D->ws = plan_ws_new();
-	if (err || !D->q || !D->orphan || !D->lat || !D->inv_bw || !D->dev_ready || !D->ws) {
+	if (err || !D->q || !D->orphan || !D->lat || !D->inv_bw || !D->dev_ready || !D->taken ||
+	    !D->ws) {
 		if (!err)
 			eft_fini(&D->eft);
 		free(D->q);
@@ -462,6 +708,7 @@ int dispatch_init(const struct policy_params *p, uint8_t strategy, void **priv)
 		free(D->lat);
 		free(D->inv_bw);
 		free(D->dev_ready);
+		free(D->taken);
 		plan_ws_free(D->ws);
 		pthread_mutex_destroy(&D->plan_lock);
 		free(D);
@@ -490,6 +737,7 @@ void dispatch_fini(void *priv)
 	free(D->lat);
 	free(D->inv_bw);
 	free(D->dev_ready);
+	free(D->taken);
 	free(D);
 }
 
@@ -540,7 +788,11 @@ void dispatch_tasks_ready(void *priv, struct engine_task **tasks, size_t n, int 
 	(void)worker;
 	for (size_t i = 0; i < n; i++) {
 		struct engine_task *t = tasks[i];
-		/* A task given back (device fault) drops its old commitment. */
+		/* A task given back (device fault) was taken by the device it
+		 * is committed to; it drops that commitment. */
+		if (t->policy_dev != NO_DEV)
+			atomic_fetch_sub_explicit(&D->taken[t->policy_dev], 1,
+			                          memory_order_relaxed);
 		uncommit(D, t);
 		if (t->graph->policy_graph)
 			place_planned(D, t->graph->policy_graph, t);
@@ -572,7 +824,7 @@ static void replace(struct dispatch *D, struct engine_task *t, unsigned w)
 	double cost;
 	uncommit(D, t);
 	int d = select_dmda(D, t, (int)w, &cost);
-	plan_note_device(t, d); /* before it is queued: then its graph may end */
+	plan_note_device(D, t, w, d); /* before it is queued: then its graph may end */
 	push_to(D, t, d, cost, t->policy_key);
 	atomic_fetch_add_explicit(&D->replaced, 1, memory_order_relaxed);
 }
@@ -586,8 +838,10 @@ struct engine_task *dispatch_pick_next(void *priv, unsigned w)
 		t = fairq_pop(&D->q[w], NULL, NULL, 0);
 		if (!t)
 			break;
-		if (core_runnable(D->core, t, w))
+		if (core_runnable(D->core, t, w)) {
+			note_taken(D, t, w);
 			return t;
+		}
 		replace(D, t, w);
 	}
 	if (!atomic_load_explicit(&D->any_queued, memory_order_relaxed))
@@ -598,12 +852,14 @@ struct engine_task *dispatch_pick_next(void *priv, unsigned w)
 		return NULL;
 	atomic_fetch_sub_explicit(&D->any_queued, 1, memory_order_relaxed);
 	commit(D, t, w, eft_exec(&D->eft, t, w));
+	note_taken(D, t, w);
 	return t;
 }
 
 void dispatch_task_done(void *priv, struct engine_task *t, unsigned w)
 {
 	struct dispatch *D = priv;
+	atomic_fetch_sub_explicit(&D->taken[w], 1, memory_order_relaxed);
 	uncommit(D, t);
 	if (t->graph->policy_graph)
 		plan_task_done(D, t->graph->policy_graph, t, w);

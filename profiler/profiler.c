@@ -12,8 +12,10 @@
  *  - Prior: launch_ns + max(flops / gemm_gflops, bytes / mem_gbps) (GFLOP/s
  *    is flop/ns, GB/s is bytes/ns); with no flops and no bytes, domain is a
  *    duration in microseconds (spin) and the prior is launch_ns +
- *    domain * 1000. It is multiplied by prior_scale, the median of the last
- *    32 ratios measured/prior. Its spread is 50% until it has been scored.
+ *    domain * 1000. It is multiplied by prior_scale, the lower median of
+ *    estimate/prior over the footprints as they are now (over the last 32
+ *    such ratios for a model loaded from a document that kept no priors).
+ *    Its spread is 50% until it has been scored.
  *  - History: the lower median of the last 32 samples (device times are
  *    skewed upwards: of two samples the smaller is kept); spread =
  *    1.4826 * MAD, at least 1% of the estimate (10% below 3 samples). From
@@ -27,11 +29,18 @@
  *    first samples only; history on every later one. Errors are EWMAs of
  *    |predicted - measured| / measured (capped at 1000%), the first 10
  *    samples averaged, then alpha = 0.1.
- *  - Leave-one-out: each time a size is added, while a model has 3 to 24 footprints,
- *    every footprint is predicted by linear, power and interpolation fitted
- *    on the others (interpolation only between sizes, not at the ends).
- *    Where computed, that error replaces the prequential one of those three
- *    methods: it scores the fits now in use, not the early ones.
+ *  - Linear: a + b*flops + c*bytes + d*domain, least squares in relative
+ *    error, then three passes reweighting each size by Tukey's biweight of
+ *    its relative residual (scale: 1.4826 * median, at least 2%), so that
+ *    one size measured while the machine was busy does not bend the fit.
+ *  - Leave-one-out: at a refit when a size came, or when the model learned
+ *    4 samples per size since the last (n sets of fits each time), while a
+ *    model has 3 to 24 footprints,
+ *    every footprint is predicted by the scaled prior, linear, power and
+ *    interpolation fitted on the others (interpolation only between sizes,
+ *    not at the ends). Where computed, that error replaces the prequential
+ *    one of those methods: it scores the fits now in use, on the estimates
+ *    of now, not the early ones (a size's first sample is often its worst).
  *  - predict: a seen footprint answers from history, except when it has a
  *    single sample and the best method for unseen sizes has a held-out
  *    error under half of history's. An unseen footprint answers from the
@@ -58,6 +67,7 @@
 #define REFIT_MOVE 0.02 /* a footprint estimate moving this much refits the model */
 #define LOO_MIN 3 /* footprints before leave-one-out errors mean anything */
 #define LOO_MAX 24 /* and after which they cost too much per refit */
+#define LOO_EVERY 4 /* samples per footprint between two refreshes of them */
 #define PRIOR_SPREAD 0.5
 
 /* ---- small helpers ------------------------------------------------------- */
@@ -107,20 +117,6 @@ static void ewma(double *e, uint32_t *n, double v)
 	if (*n < ERR_WARM)
 		(*n)++;
 	*e += (v - *e) / *n;
-}
-
-/* Sorts v[0..n) and returns its lower median. */
-static double lower_median(double *v, unsigned n)
-{
-	for (unsigned i = 1; i < n; i++) {
-		double x = v[i];
-		unsigned j = i;
-
-		for (; j > 0 && v[j - 1] > x; j--)
-			v[j] = v[j - 1];
-		v[j] = x;
-	}
-	return v[(n - 1) / 2];
 }
 
 /* Seqcount without fences (which ThreadSanitizer does not model): the
@@ -236,7 +232,7 @@ void prof_fp_publish(struct model *m, unsigned slot)
 
 void prof_fp_stats(struct fp_priv *v)
 {
-	double s[RING], d[RING], med, mad;
+	double s[RING], d[RING] = { 0 }, med, mad;
 
 	memcpy(s, v->ring, sizeof(s));
 	med = lower_median(s, v->len);
@@ -324,13 +320,16 @@ static double dot(const double *a, const double *b, unsigned n)
  * is flops / 2), gets 0: modified Gram-Schmidt on unit columns, twice, drops
  * it. At most n - 1 coefficients from 3 rows on, so the fit keeps a degree
  * of freedom. */
-static bool fit_linear(const struct kernel_features *x, const double *t, unsigned n,
-                       double coef[NCOEF])
+static bool fit_linear_w(const struct kernel_features *x, const double *t, const double *w,
+                         unsigned n, double coef[NCOEF])
 {
 	double q[NCOEF][FP_SLOTS], r[NCOEF][NCOEF] = { { 0 } }, z[NCOEF], c[NCOEF], sc[NCOEF];
-	unsigned col[NCOEF], k = 0, maxp = n >= 3 ? n - 1 : n;
+	unsigned col[NCOEF], k = 0, rows = 0, maxp;
 
-	if (n < 2)
+	for (unsigned i = 0; i < n; i++)
+		rows += w[i] > 0;
+	maxp = rows >= 3 ? rows - 1 : rows;
+	if (rows < 2)
 		return false;
 	for (unsigned j = 0; j < NCOEF && k < maxp; j++) {
 		double *v = q[k], norm;
@@ -338,7 +337,7 @@ static bool fit_linear(const struct kernel_features *x, const double *t, unsigne
 		if (!varies(x, n, j))
 			continue;
 		for (unsigned i = 0; i < n; i++)
-			v[i] = regressor(&x[i], j) / t[i];
+			v[i] = regressor(&x[i], j) * w[i] / t[i];
 		sc[k] = sqrt(dot(v, v, n));
 		if (!(sc[k] > 0) || !isfinite(sc[k]))
 			continue;
@@ -365,10 +364,10 @@ static bool fit_linear(const struct kernel_features *x, const double *t, unsigne
 	}
 	if (k == 0)
 		return false;
-	for (unsigned l = 0; l < k; l++) { /* the target is t / t = 1 */
+	for (unsigned l = 0; l < k; l++) { /* the target is w t / t = w */
 		z[l] = 0;
 		for (unsigned i = 0; i < n; i++)
-			z[l] += q[l][i];
+			z[l] += q[l][i] * w[i];
 	}
 	for (unsigned l = k; l-- > 0;) {
 		double s = z[l];
@@ -383,6 +382,49 @@ static bool fit_linear(const struct kernel_features *x, const double *t, unsigne
 	for (unsigned j = 0; j < NCOEF; j++)
 		if (!isfinite(coef[j]))
 			return false;
+	return true;
+}
+
+static double eval_linear(const double c[NCOEF], const struct kernel_features *f)
+{
+	return c[0] + c[1] * f->flops + c[2] * f->bytes + c[3] * f->domain;
+}
+
+#define ROBUST_PASSES 3
+#define ROBUST_TUNE 4.685 /* Tukey's biweight, 95% efficient on normal residuals */
+#define ROBUST_FLOOR 0.02 /* residual scale never read below 2%: timing noise */
+
+/* fit_linear_w made robust to a size whose estimate is off (a footprint
+ * measured while the machine was busy): iteratively reweighted, each size
+ * weighted by Tukey's biweight of its relative residual over the fit's
+ * robust scale (1.4826 * median |residual|, at least ROBUST_FLOOR). Exact
+ * or evenly noisy data keep every weight at 1 and the plain fit. */
+static bool fit_linear(const struct kernel_features *x, const double *t, unsigned n,
+                       double coef[NCOEF])
+{
+	double w[FP_SLOTS] = { 0 }, res[FP_SLOTS], tmp[FP_SLOTS], c[NCOEF];
+
+	for (unsigned i = 0; i < n; i++)
+		w[i] = 1.0;
+	if (!fit_linear_w(x, t, w, n, coef))
+		return false;
+	for (int pass = 0; pass < ROBUST_PASSES && n > 3; pass++) {
+		double scale;
+		unsigned kept = 0;
+
+		for (unsigned i = 0; i < n; i++)
+			res[i] = tmp[i] = fabs(eval_linear(coef, &x[i]) - t[i]) / t[i];
+		scale = fmax(1.4826 * lower_median(tmp, n), ROBUST_FLOOR) * ROBUST_TUNE;
+		for (unsigned i = 0; i < n; i++) {
+			double u = res[i] / scale;
+
+			w[i] = u < 1 ? (1 - u * u) * (1 - u * u) : 0;
+			kept += w[i] > 0;
+		}
+		if (kept < 3 || !fit_linear_w(x, t, w, n, c))
+			break;
+		memcpy(coef, c, sizeof(c));
+	}
 	return true;
 }
 
@@ -422,11 +464,6 @@ static bool fit_power(const struct kernel_features *x, const double *t, unsigned
 	c[1] = suv / suu;
 	c[0] = mv - c[1] * mu;
 	return isfinite(c[0]) && isfinite(c[1]);
-}
-
-static double eval_linear(const double c[NCOEF], const struct kernel_features *f)
-{
-	return c[0] + c[1] * f->flops + c[2] * f->bytes + c[3] * f->domain;
 }
 
 static double eval_power(const double c[2], const struct kernel_features *f)
@@ -574,6 +611,15 @@ struct model *prof_scratch_new(void)
 	return m;
 }
 
+void prof_recent_push(struct model *m, double pred, double took)
+{
+	m->rp_pred[m->rp_head] = pred;
+	m->rp_took[m->rp_head] = took;
+	m->rp_head = (m->rp_head + 1) % RING;
+	if (m->rp_n < RING)
+		m->rp_n++;
+}
+
 void prof_push_ratio(struct model *m, double r)
 {
 	double s[RATIOS];
@@ -592,11 +638,11 @@ void prof_push_ratio(struct model *m, double r)
  * its fits were poorest; this is the held-out error of the fits in use.
  * Bounded work: only while a model has LOO_MAX footprints or fewer. */
 static void loo_errors(struct model *m, const struct kernel_features *x, const double *t,
-                       unsigned n)
+                       const double *prior, unsigned n)
 {
-	static const int methods[] = { COST_LINEAR, COST_POWER, COST_INTERP };
+	static const int methods[] = { COST_PRIOR, COST_LINEAR, COST_POWER, COST_INTERP };
 	struct kernel_features xs[FP_SLOTS];
-	double ts[FP_SLOTS], kx[FP_SLOTS], kt[FP_SLOTS], c[NCOEF], pw[2];
+	double ts[FP_SLOTS], kx[FP_SLOTS], kt[FP_SLOTS], c[NCOEF], pw[2], ratio[FP_SLOTS];
 	int dim;
 	double sum[COST_SOURCE_COUNT] = { 0 };
 	unsigned cnt[COST_SOURCE_COUNT] = { 0 };
@@ -606,13 +652,19 @@ static void loo_errors(struct model *m, const struct kernel_features *x, const d
 	if (n < LOO_MIN || n > LOO_MAX)
 		return;
 	for (unsigned i = 0; i < n; i++) {
-		unsigned k = 0, nk;
+		unsigned k = 0, nk, nr = 0;
 
 		for (unsigned j = 0; j < n; j++) {
 			if (j != i) {
 				xs[k] = x[j];
 				ts[k++] = t[j];
+				if (prior[j] > 0)
+					ratio[nr++] = t[j] / prior[j];
 			}
+		}
+		if (prior[i] > 0 && nr) { /* the prior, scaled by the others */
+			sum[COST_PRIOR] += rel_err(prior[i] * lower_median(ratio, nr), t[i]);
+			cnt[COST_PRIOR]++;
 		}
 		if (fit_linear(xs, ts, k, c)) {
 			sum[COST_LINEAR] += rel_err(eval_linear(c, &x[i]), t[i]);
@@ -637,23 +689,37 @@ static void loo_errors(struct model *m, const struct kernel_features *x, const d
 void prof_model_refit(struct model *m, bool sizes_changed)
 {
 	struct kernel_features x[FP_SLOTS];
-	double t[FP_SLOTS];
-	unsigned n = 0;
+	double t[FP_SLOTS], prior[FP_SLOTS], ratio[FP_SLOTS];
+	unsigned n = 0, nr = 0;
 
 	for (unsigned s = 0; s < FP_SLOTS; s++) {
 		if (m->priv[s].n) {
 			m->priv[s].fit_est = m->priv[s].est;
 			x[n] = m->priv[s].f;
-			t[n++] = m->priv[s].est;
+			prior[n] = m->priv[s].prior;
+			t[n] = m->priv[s].est;
+			if (prior[n] > 0)
+				ratio[nr++] = t[n] / prior[n];
+			n++;
 		}
 	}
+	/* The prior's scale from the estimates of now, as the fits are (the
+	 * ring of past ratios when the footprints' priors are not known: a
+	 * model loaded from a document). */
+	if (nr)
+		m->scale = fmin(fmax(lower_median(ratio, nr), SCALE_MIN), SCALE_MAX);
 	m->lin_ok = fit_linear(x, t, n, m->lin);
 	m->pw_ok = fit_power(x, t, n, m->pw);
 	m->nknots = make_knots(x, t, n, m->kx, m->kt, &m->kdim);
-	/* n refits each: only when a size came or went, not for every
-	 * estimate that moved (which happens often while a ring fills). */
-	if (sizes_changed)
-		loo_errors(m, x, t, n);
+	/* Not only when a size comes: the errors scored when each size had
+	 * one sample would otherwise choose the method for good. But n sets
+	 * of fits each time (~120 us at 24 sizes): besides when a size came,
+	 * at most once per LOO_EVERY * n samples learned (a set of fits per
+	 * LOO_EVERY samples, amortised). */
+	if (sizes_changed || m->loo_wait >= LOO_EVERY * n) {
+		loo_errors(m, x, t, prior, n);
+		m->loo_wait = 0;
+	}
 }
 
 /* The method for unseen footprints: the lowest held-out error among the
@@ -662,7 +728,7 @@ void prof_model_refit(struct model *m, bool sizes_changed)
  * prequential score; < 0 when it has neither. */
 static double method_err(const struct model *m, int s)
 {
-	if (s != COST_PRIOR && s != COST_HISTORY && m->loo[s] >= 0)
+	if (s != COST_HISTORY && m->loo[s] >= 0)
 		return m->loo[s];
 	return m->err_n[s] ? m->err[s] : -1.0;
 }
@@ -855,6 +921,7 @@ static bool model_score(const struct profiler *p, struct model *m, uint32_t kern
 	}
 	profiler_predict(p, kernel, device, f, &cp);
 	ewma(&m->recent_err, &m->recent_n, rel_err(cp.ns, x));
+	prof_recent_push(m, cp.ns, x);
 	return false;
 }
 
@@ -894,7 +961,10 @@ void profiler_observe(struct profiler *p, uint32_t kernel, uint32_t device,
 		slot = (int)prof_fp_insert(m, key, &x);
 	struct fp_priv *v = &m->priv[slot];
 	count(&m->samples);
+	if (m->loo_wait < UINT32_MAX)
+		m->loo_wait++;
 	v->last_use = ++m->tick;
+	v->prior = prior;
 	prof_fp_push(v, t);
 	prof_fp_stats(v);
 	prof_fp_publish(m, (unsigned)slot);

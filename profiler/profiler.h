@@ -7,8 +7,9 @@
  *   - a history keyed by the features' footprint, with robust statistics
  *     (median and MAD of the recent samples; an outlier is counted but does
  *     not move the estimate),
- *   - for sizes never seen: regressions over the features (least squares on
- *     a + b*flops + c*bytes (+ d*domain), and a power law in log space) and
+ *   - for sizes never seen: regressions over the features (robust least
+ *     squares on a + b*flops + c*bytes (+ d*domain), and a power law in log
+ *     space), the prior scaled by the sizes seen, and
  *     a piecewise interpolation in log-log space between the two nearest
  *     sizes seen (by flops, else bytes, else domain), which follows costs
  *     that move in steps (work-group or tile quantisation),
@@ -94,10 +95,14 @@ void profiler_observe_copy(struct profiler *p, uint16_t src, uint16_t dst, uint6
 /* The learned state, for the store and `tandemctl models`:
  *   {"version":1, "models":[{"kernel":NAME, "device":KEY, "samples":N,
  *     "learned":N (samples minus those a settled footprint skipped), "outliers":N,
- * "recent_err_pct":X, "error_pct":{"prior":..,...}, "linear":[a,b,c,d]|null,
+ * "recent_err_pct":X (EWMA of relative errors), "recent_median_err_pct":X,
+ * "recent_abs_err_us":X, "recent_time_us":X (medians over the last 32
+ * predictions of observed samples; null before any), "recent_predictions":
+ * [[predicted_ns, measured_ns], ...], "error_pct":{"prior":..,...}, "linear":[a,b,c,d]|null,
  * "power":[alpha,beta]|null, "prior_scale":X,
  *     "footprints":[{"flops":..,"bytes":..,"domain":..,"n":N,
- *       "estimate_ns":..,"spread_ns":..,"recent":[ns,...]}, ...]}, ...],
+ *       "estimate_ns":..,"spread_ns":..,"recent":[ns,...],
+ *       "prior_ns":.. (the prior at its last sample; optional)}, ...]}, ...],
  *   "links":[{"src":S,"dst":D,"gbps":..,"latency_ns":..,"copies":N}, ...]}
  * Models with no sample are left out. */
 json_t *profiler_to_json(const struct profiler *p);

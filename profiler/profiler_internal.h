@@ -50,6 +50,7 @@ struct fp_priv {
 	uint64_t n, last_use;
 	double est, spread;
 	double fit_est; /* est when the regressions were last fitted (0: not yet) */
+	double prior; /* the prior at its last sample (0: not known, loaded) */
 };
 
 struct model_pub {
@@ -85,6 +86,12 @@ struct model {
 	uint32_t err_n[COST_SOURCE_COUNT];
 	double recent_err;
 	uint32_t recent_n;
+	/* The last RING predictions of observed samples and what they took:
+	 * the medians of their relative and absolute errors are what
+	 * `tandemctl models` shows (an EWMA of relative errors reads 100%+
+	 * for a 2 us kernel off by 2 us). */
+	double rp_pred[RING], rp_took[RING];
+	uint32_t rp_n, rp_head;
 	double lin[NCOEF], pw[2];
 	bool lin_ok, pw_ok;
 	double kx[FP_SLOTS], kt[FP_SLOTS]; /* knots: distinct sizes, ascending */
@@ -94,6 +101,7 @@ struct model {
 	 * when the set of sizes last changed (< 0: not computed; see
 	 * prof_model_refit). */
 	double loo[COST_SOURCE_COUNT];
+	uint32_t loo_wait; /* samples learned since the leave-one-out errors */
 	double ratio[RATIOS];
 	uint32_t nratio, ratio_head;
 	double scale;
@@ -180,6 +188,20 @@ static inline uint64_t footprint_key(const struct kernel_features *f)
 	return h | 1;
 }
 
+/* Sorts v[0..n) and returns its lower median. */
+static inline double lower_median(double *v, unsigned n)
+{
+	for (unsigned i = 1; i < n; i++) {
+		double x = v[i];
+		unsigned j = i;
+
+		for (; j > 0 && v[j - 1] > x; j--)
+			v[j] = v[j - 1];
+		v[j] = x;
+	}
+	return v[(n - 1) / 2];
+}
+
 /* ---- model operations (profiler.c) ----------------------------------------- */
 
 /* Footprints: lock-free lookup; the others under the model's lock, or on a
@@ -194,9 +216,11 @@ unsigned prof_fp_insert(struct model *m, uint64_t key, const struct kernel_featu
 /* A model's learning. */
 struct model *prof_scratch_new(void);
 void prof_push_ratio(struct model *m, double r);
-/* Refits the regressions and knots to the footprints' estimates; the
- * leave-one-out errors too when sizes_changed (a footprint came or went). */
+/* Refits the regressions and knots to the footprints' estimates, and the
+ * leave-one-out errors when sizes_changed or enough samples came since. */
 void prof_model_refit(struct model *m, bool sizes_changed);
 void prof_model_publish(struct model *m);
+/* One more (prediction, measured) pair into the model's recent ring. */
+void prof_recent_push(struct model *m, double pred, double took);
 
 #endif

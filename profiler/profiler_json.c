@@ -82,7 +82,8 @@ static json_t *footprint_json(const struct fp_priv *v)
 	    put(o, "domain", json_real(v->f.domain)) &&
 	    put(o, "n", json_integer((json_int_t)v->n)) &&
 	    put(o, "estimate_ns", json_real(v->est)) && put(o, "spread_ns", json_real(v->spread)) &&
-	    put(o, "recent", reals(recent, v->len)))
+	    put(o, "recent", reals(recent, v->len)) &&
+	    (!(v->prior > 0) || put(o, "prior_ns", json_real(v->prior))))
 		return o;
 	json_decref(o);
 	return NULL;
@@ -114,16 +115,60 @@ static json_t *footprints_json(const struct model *m)
 	return a;
 }
 
+/* Medians over the recent (prediction, measured) ring: relative error in
+ * percent, absolute error and measured time in microseconds. */
+static void recent_medians(const struct model *m, double out[3])
+{
+	double rel[RING], abs_us[RING], took_us[RING];
+
+	out[0] = out[1] = out[2] = 0;
+	if (!m->rp_n)
+		return;
+	for (unsigned i = 0; i < m->rp_n; i++) {
+		double d = fabs(m->rp_pred[i] - m->rp_took[i]);
+
+		rel[i] = fmin(d / m->rp_took[i], ERR_CAP) * 100;
+		abs_us[i] = d / 1e3;
+		took_us[i] = m->rp_took[i] / 1e3;
+	}
+	out[0] = lower_median(rel, m->rp_n);
+	out[1] = lower_median(abs_us, m->rp_n);
+	out[2] = lower_median(took_us, m->rp_n);
+}
+
+/* The ring oldest first, as [[predicted_ns, measured_ns], ...]. */
+static json_t *recent_predictions_json(const struct model *m)
+{
+	json_t *a = json_array();
+
+	for (unsigned i = 0; a && i < m->rp_n; i++) {
+		unsigned j = (m->rp_head + RING - m->rp_n + i) % RING;
+		double pair[2] = { m->rp_pred[j], m->rp_took[j] };
+
+		if (!append(a, reals(pair, 2))) {
+			json_decref(a);
+			return NULL;
+		}
+	}
+	return a;
+}
+
 /* m under its lock, or a scratch model. */
 static json_t *model_json(const struct model *m, const char *kernel, const char *key)
 {
 	json_t *o = json_object();
+	double rm[3];
 
+	recent_medians(m, rm);
 	if (o && put(o, "kernel", json_string(kernel)) && put(o, "device", json_string(key)) &&
 	    put(o, "samples", json_integer((json_int_t)(m->samples + atomic_load(&m->skipped)))) &&
 	    put(o, "learned", json_integer((json_int_t)m->samples)) &&
 	    put(o, "outliers", json_integer((json_int_t)m->outliers)) &&
 	    put(o, "recent_err_pct", real_or_null(m->recent_n, 100 * m->recent_err)) &&
+	    put(o, "recent_median_err_pct", real_or_null(m->rp_n, rm[0])) &&
+	    put(o, "recent_abs_err_us", real_or_null(m->rp_n, rm[1])) &&
+	    put(o, "recent_time_us", real_or_null(m->rp_n, rm[2])) &&
+	    put(o, "recent_predictions", recent_predictions_json(m)) &&
 	    put(o, "error_pct", errors_json(m)) &&
 	    put(o, "linear", m->lin_ok ? reals(m->lin, NCOEF) : json_null()) &&
 	    put(o, "power", m->pw_ok ? reals(m->pw, 2) : json_null()) &&
@@ -284,6 +329,9 @@ static bool parse_footprint(const json_t *o, struct fp_priv *v)
 	}
 	if (!get_uint(o, "n", COUNT_MAX, &v->n) || v->n < v->len)
 		return false;
+	/* Optional (written since the prior was kept per footprint). */
+	if (json_object_get(o, "prior_ns") && !get_real(o, "prior_ns", 0, NS_MAX, &v->prior))
+		return false;
 	v->f = clean_features(&v->f);
 	v->key = footprint_key(&v->f);
 	prof_fp_stats(v);
@@ -319,6 +367,10 @@ static void absorb_counters(struct model *m, const struct model *src)
 	memcpy(m->err_n, src->err_n, sizeof(m->err_n));
 	m->recent_err = src->recent_err;
 	m->recent_n = src->recent_n;
+	memcpy(m->rp_pred, src->rp_pred, sizeof(m->rp_pred));
+	memcpy(m->rp_took, src->rp_took, sizeof(m->rp_took));
+	m->rp_n = src->rp_n;
+	m->rp_head = src->rp_head;
 	memcpy(m->ratio, src->ratio, sizeof(m->ratio));
 	m->nratio = src->nratio;
 	m->ratio_head = src->ratio_head;
@@ -349,6 +401,32 @@ static void model_absorb(struct model *m, const struct model *src)
 	model_cover_footprints(m);
 	prof_model_refit(m, true);
 	prof_model_publish(m);
+}
+
+/* [[predicted_ns, measured_ns], ...], oldest first, at most RING pairs of
+ * samples; all or nothing. */
+static bool parse_recent_predictions(const json_t *a, struct model *m)
+{
+	double pred[RING], took[RING];
+	size_t i, n = json_array_size(a);
+	json_t *e;
+
+	if (!json_is_array(a) || n > RING)
+		return false;
+	json_array_foreach(a, i, e)
+	{
+		const json_t *p = json_array_get(e, 0), *t = json_array_get(e, 1);
+
+		pred[i] = json_is_number(p) ? json_number_value(p) : NAN;
+		took[i] = json_is_number(t) ? json_number_value(t) : NAN;
+		if (json_array_size(e) != 2 || !(isfinite(pred[i]) && pred[i] >= 0) ||
+		    pred[i] > NS_MAX || !sample_ok(took[i]))
+			return false;
+	}
+	m->rp_n = m->rp_head = 0;
+	for (i = 0; i < n; i++)
+		prof_recent_push(m, pred[i], took[i]);
+	return true;
 }
 
 static void parse_errors(const json_t *o, struct model *m, size_t *skipped)
@@ -408,6 +486,9 @@ static void parse_model(const json_t *o, struct model *m, size_t *skipped)
 			(*skipped)++;
 		}
 	}
+	v = json_object_get(o, "recent_predictions");
+	if (v && !parse_recent_predictions(v, m))
+		(*skipped)++;
 	v = json_object_get(o, "error_pct");
 	if (json_is_object(v))
 		parse_errors(v, m, skipped);

@@ -36,6 +36,11 @@ static void usage(FILE *out)
 	        "                           lu:T[:NB], qr:T[:NB]  of NB x NB (default 960)\n"
 	        "                           random:n=N,ccr=X,alpha=X,out=N,beta=X,seed=N\n"
 	        "                                               HEFT-paper random DAG\n"
+	        "                           layered:n=N,p=P,costs=uniform|bimodal,seed=N[,ccr=X]\n"
+	        "                                   [,levels=L]\n"
+	        "                                               layered random DAG (about\n"
+	        "                                               sqrt(N) levels, edges to earlier\n"
+	        "                                               levels with probability P)\n"
 	        "  -p, --policy LIST        comma-separated policies, or all (default: all)\n"
 	        "      --restrict KIND=N,.. keep the first N devices of each kind (cpu=4,gpu=4)\n"
 	        "      --unit-ns X          abstract workloads: ns per cost unit (default 1e6)\n"
@@ -190,6 +195,56 @@ static int gen_random(const char *args, uint32_t ndev, struct workload *w, char 
 	return wl_gen_random(&p, w, err, errlen);
 }
 
+static int gen_layered(const char *args, struct workload *w, char *err, size_t errlen)
+{
+	struct wl_layered_params p = { .n = 100, .p = 0.1, .costs = WL_LAYERED_UNIFORM, .seed = 1 };
+	char buf[256];
+	snprintf(buf, sizeof(buf), "%s", args);
+	for (char *save = NULL, *kv = strtok_r(buf, ",", &save); kv;
+	     kv = strtok_r(NULL, ",", &save)) {
+		char *eq = strchr(kv, '=');
+		uint32_t u;
+		double d;
+		int bad = !eq;
+		if (eq) {
+			*eq = '\0';
+			const char *v = eq + 1;
+			if (!strcmp(kv, "n"))
+				bad = parse_u32(v, &u) || !(p.n = u);
+			else if (!strcmp(kv, "p"))
+				bad = parse_double(v, &d) || (p.p = d, 0);
+			else if (!strcmp(kv, "ccr"))
+				bad = parse_double(v, &d) || (p.ccr = d, 0);
+			else if (!strcmp(kv, "levels"))
+				bad = parse_u32(v, &u) || (p.levels = u, 0);
+			else if (!strcmp(kv, "costs")) {
+				bad = strcmp(v, "uniform") && strcmp(v, "bimodal");
+				p.costs = strcmp(v, "bimodal") ? WL_LAYERED_UNIFORM
+				                               : WL_LAYERED_BIMODAL;
+			} else if (!strcmp(kv, "seed")) {
+				unsigned long long s;
+				char *end;
+				errno = 0;
+				s = strtoull(v, &end, 10);
+				bad = errno || end == v || *end;
+				p.seed = s;
+			} else {
+				snprintf(err, errlen,
+				         "--workload layered: unknown parameter \"%s\" (n, p, "
+				         "costs, "
+				         "ccr, levels, seed)",
+				         kv);
+				return -TDM_EINVAL;
+			}
+		}
+		if (bad) {
+			snprintf(err, errlen, "--workload layered: bad parameter \"%s\"", kv);
+			return -TDM_EINVAL;
+		}
+	}
+	return wl_gen_layered(&p, w, err, errlen);
+}
+
 static int load_workload(const char *spec, uint32_t ndev, struct workload *w, char *err,
                          size_t errlen)
 {
@@ -220,6 +275,10 @@ static int load_workload(const char *spec, uint32_t ndev, struct workload *w, ch
 		return gen_random(spec + 7, ndev, w, err, errlen);
 	if (!strcmp(spec, "random"))
 		return gen_random("", ndev, w, err, errlen);
+	if (!strncmp(spec, "layered:", 8))
+		return gen_layered(spec + 8, w, err, errlen);
+	if (!strcmp(spec, "layered"))
+		return gen_layered("", w, err, errlen);
 	if (ends_with(spec, ".stg"))
 		return wl_stg_load(spec, w, err, errlen);
 	if (ends_with(spec, ".json"))
@@ -228,7 +287,7 @@ static int load_workload(const char *spec, uint32_t ndev, struct workload *w, ch
 		return wl_trace_load(spec, w, err, errlen);
 	snprintf(err, errlen,
 	         "--workload %s: unknown kind (.stg, .json, .trace, .jsonl, cholesky:, lu:, qr:, "
-	         "random:)",
+	         "random:, layered:)",
 	         spec);
 	return -TDM_EINVAL;
 }

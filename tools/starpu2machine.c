@@ -16,6 +16,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "tandem/version.h"
 #include "tools/starpu_perfmodel.h"
 
 static void usage(FILE *f)
@@ -26,7 +27,9 @@ static void usage(FILE *f)
 	      "  Cholesky and LU examples in DIR.\n"
 	      "  --ncpus N, --ncuda N   keep the first N CPU cores / CUDA devices (default:\n"
 	      "                         all that bus_HOST.config lists)\n"
-	      "  -o FILE                write to FILE instead of standard output\n",
+	      "  -o FILE                write to FILE instead of standard output\n"
+	      "  -h, --help             show this help\n"
+	      "  -V, --version          show the version\n",
 	      f);
 }
 
@@ -52,6 +55,7 @@ int main(int argc, char **argv)
 		{ "ncuda", required_argument, NULL, 'g' },
 		{ "output", required_argument, NULL, 'o' },
 		{ "help", no_argument, NULL, 'h' },
+		{ "version", no_argument, NULL, 'V' },
 		{ NULL, 0, NULL, 0 },
 	};
 	struct spm_options o = { .ncpus = -1, .ncuda = -1 };
@@ -60,7 +64,7 @@ int main(int argc, char **argv)
 	FILE *out = stdout;
 	int opt, rc;
 
-	while ((opt = getopt_long(argc, argv, "o:h", longopts, NULL)) != -1) {
+	while ((opt = getopt_long(argc, argv, "o:hV", longopts, NULL)) != -1) {
 		switch (opt) {
 		case 'd': o.dir = optarg; break;
 		case 'H': o.host = optarg; break;
@@ -74,6 +78,7 @@ int main(int argc, char **argv)
 			break;
 		case 'o': output = optarg; break;
 		case 'h': usage(stdout); return 0;
+		case 'V': printf("starpu2machine %s\n", TDM_VERSION_STRING); return 0;
 		default: usage(stderr); return 2;
 		}
 	}

@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "tandem.h"
+#include "tools/tandemctl.h"
 
 static void usage(FILE *out)
 {
@@ -29,13 +30,19 @@ static void usage(FILE *out)
 	             "  clients   connected clients and what they hold\n"
 	             "  buffers   each client buffer and the memory nodes holding a valid copy\n"
 	             "  models    each cost model: samples, sizes seen, estimates, spread and\n"
-	             "            recent prediction error\n"
+	             "            recent prediction error (median over the last 32, relative\n"
+	             "            and absolute, and the median time they took)\n"
 	             "  calibrate measure the devices and links again (about a second, under\n"
 	             "            the current load) and print the figures\n"
 	             "  calibrate --export [-o FILE]\n"
 	             "            print (or write to FILE) a machine description of this machine\n"
 	             "            in TOML, its learned cost models included, for tandemd\n"
 	             "            --simulate; measures nothing\n"
+	             "  top [-d SECONDS] [--once]\n"
+	             "            a live view: per device busy %%, tasks/s, tasks staged and\n"
+	             "            memory; per client its share of device time, graphs and\n"
+	             "            tasks (your own clients unless you are an administrator);\n"
+	             "            q quits; --once prints one frame (rates over one interval)\n"
 	             "  trace -o FILE [--chrome FILE] [--seconds N]\n"
 	             "            record every graph that completes, until N seconds passed,\n"
 	             "            SIGINT/SIGTERM (Ctrl-C) or the daemon stops; then write the\n"
@@ -45,13 +52,18 @@ static void usage(FILE *out)
 	             "Options:\n"
 	             "  -s, --socket PATH   daemon socket (default: $TANDEM_SOCKET, then\n"
 	             "                      $XDG_RUNTIME_DIR/tandem/tandemd.sock, or\n"
-	             "                      /run/tandem/tandemd.sock for root)\n"
+	             "                      /run/tandem/tandemd.sock for root and for a\n"
+	             "                      user whose own daemon's socket is absent)\n"
 	             "  -j, --json          print the daemon's JSON document as is\n"
 	             "  -o, --output FILE   trace, calibrate --export: where to write\n"
 	             "      --chrome FILE   trace: also write the schedule as Chrome trace JSON\n"
 	             "      --seconds N     trace: stop after N seconds (default: at Ctrl-C)\n"
 	             "      --export        calibrate: write the machine description instead\n"
-	             "  -h, --help          show this help\n");
+	             "  -d, --interval SECONDS\n"
+	             "                      top: refresh every SECONDS (0.1 to 3600, default 1)\n"
+	             "      --once          top: print one frame and exit\n"
+	             "  -h, --help          show this help\n"
+	             "  -V, --version       show the version\n");
 }
 
 static int io_all(int fd, void *p, size_t n, bool sending)
@@ -204,9 +216,7 @@ static char *read_reply(int fd, const char *path)
 	return text;
 }
 
-/* Returns the JSON text of a control request (malloc'd) or NULL with a
- * message printed. */
-static char *fetch_document(const char *path, uint32_t type)
+char *fetch_document(const char *path, uint32_t type)
 {
 	int fd = control_connect(path);
 	if (fd < 0)
@@ -303,7 +313,21 @@ static void print_status(json_t *doc)
 	print_replicas(doc);
 	printf("\nCounters\n");
 	json_object_foreach(json_object_get(doc, "counters"), key, v)
-	        printf("  %-20s %lld\n", key, (long long)json_integer_value(v));
+	{
+		if (!json_is_object(v)) {
+			printf("  %-20s %lld\n", key, (long long)json_integer_value(v));
+			continue;
+		}
+		/* rejected_by_field: the fields that rejected graphs */
+		const char *field;
+		json_t *n;
+		json_object_foreach(v, field, n)
+		{
+			if (json_integer_value(n))
+				printf("  %-20s %lld (%s)\n", key, (long long)json_integer_value(n),
+				       field);
+		}
+	}
 }
 
 static double real(json_t *o, const char *key)
@@ -326,20 +350,29 @@ static const char *fmt_ns(double ns, char *buf, size_t len)
 }
 
 /* One line per model, then one per size it has seen (most used first as the
- * daemon lists them, at most 8). */
+ * daemon lists them, at most 8). The recent error is the median over the
+ * model's last 32 predictions, relative and absolute (for a kernel of a
+ * few microseconds the absolute error is the one that says something),
+ * next to the median time they took; a daemon that does not send those
+ * shows its EWMA of relative errors, and "-" for the others. */
 static void print_models(json_t *doc)
 {
 	size_t i, j;
 	json_t *m, *f;
-	char a[32], b[32];
-	printf("%-12s %-52s %8s %6s %9s %9s\n", "KERNEL", "DEVICE", "SAMPLES", "SIZES", "OUTLIERS",
-	       "RECENT_ERR");
+	char a[32], b[32], c[32];
+	printf("%-12s %-52s %8s %6s %9s %10s %9s %9s\n", "KERNEL", "DEVICE", "SAMPLES", "SIZES",
+	       "OUTLIERS", "RECENT_ERR", "ABS_ERR", "TIME");
 	json_array_foreach(json_object_get(doc, "models"), i, m)
 	{
 		json_t *fps = json_object_get(m, "footprints");
-		printf("%-12s %-52s %8lld %6zu %9lld %8.1f%%\n", str(m, "kernel"), str(m, "device"),
-		       (long long)num(m, "samples"), json_array_size(fps),
-		       (long long)num(m, "outliers"), real(m, "recent_err_pct"));
+		json_t *med = json_object_get(m, "recent_median_err_pct");
+		bool robust = json_is_number(med);
+		printf("%-12s %-52s %8lld %6zu %9lld %9.1f%% %9s %9s\n", str(m, "kernel"),
+		       str(m, "device"), (long long)num(m, "samples"), json_array_size(fps),
+		       (long long)num(m, "outliers"),
+		       robust ? json_number_value(med) : real(m, "recent_err_pct"),
+		       robust ? fmt_ns(1e3 * real(m, "recent_abs_err_us"), a, sizeof(a)) : "-",
+		       robust ? fmt_ns(1e3 * real(m, "recent_time_us"), c, sizeof(c)) : "-");
 		json_array_foreach(fps, j, f)
 		{
 			if (j == 8) {
@@ -642,22 +675,26 @@ static int cmd_export(const char *path, const char *out)
 
 int main(int argc, char **argv)
 {
-	enum { OPT_CHROME = 256, OPT_SECONDS, OPT_EXPORT };
+	enum { OPT_CHROME = 256, OPT_SECONDS, OPT_EXPORT, OPT_ONCE };
 	static const struct option opts[] = { { "socket", required_argument, NULL, 's' },
 		                              { "json", no_argument, NULL, 'j' },
 		                              { "output", required_argument, NULL, 'o' },
 		                              { "chrome", required_argument, NULL, OPT_CHROME },
 		                              { "seconds", required_argument, NULL, OPT_SECONDS },
 		                              { "export", no_argument, NULL, OPT_EXPORT },
+		                              { "interval", required_argument, NULL, 'd' },
+		                              { "once", no_argument, NULL, OPT_ONCE },
 		                              { "help", no_argument, NULL, 'h' },
+		                              { "version", no_argument, NULL, 'V' },
 		                              { 0 } };
 	char path[108];
 	const char *socket_path = NULL, *output = NULL, *chrome = NULL;
-	bool as_json = false, export = false, has_seconds = false;
-	double seconds = 0;
+	bool as_json = false, export = false, has_seconds = false, once = false,
+	     has_interval = false;
+	double seconds = 0, interval = 1.0;
 	int opt;
 
-	while ((opt = getopt_long(argc, argv, "s:jo:h", opts, NULL)) != -1) {
+	while ((opt = getopt_long(argc, argv, "s:jo:d:hV", opts, NULL)) != -1) {
 		switch (opt) {
 		case 's': socket_path = optarg; break;
 		case 'j': as_json = true; break;
@@ -675,7 +712,24 @@ int main(int argc, char **argv)
 			break;
 		}
 		case OPT_EXPORT: export = true; break;
+		case 'd': {
+			char *end;
+			interval = strtod(optarg, &end);
+			if (*end || !(interval >= 0.1 && interval <= 3600)) {
+				fprintf(stderr,
+				        "tandemctl: --interval: expected seconds from 0.1 to "
+				        "3600\n");
+				return 2;
+			}
+			has_interval = true;
+			break;
+		}
+		case OPT_ONCE: once = true; break;
 		case 'h': usage(stdout); return 0;
+		case 'V':
+			printf("tandemctl %s (wire %u, libtandem %s)\n", TDM_VERSION_STRING,
+			       TDM_WIRE_VERSION, tdm_version());
+			return 0;
 		default: usage(stderr); return 2;
 		}
 	}
@@ -685,10 +739,13 @@ int main(int argc, char **argv)
 	}
 	const char *cmd = argv[optind];
 	bool trace = !strcmp(cmd, "trace"), calibrate = !strcmp(cmd, "calibrate");
+	bool top = !strcmp(cmd, "top");
 	if ((export && !calibrate) || (output && !trace && !export) ||
-	    ((chrome || has_seconds) && !trace)) {
+	    ((chrome || has_seconds) && !trace) || ((once || has_interval) && !top) ||
+	    (as_json && top)) {
 		fprintf(stderr, "tandemctl: -o is for trace and calibrate --export, --chrome and "
-		                "--seconds for trace, --export for calibrate\n");
+		                "--seconds for trace, --export for calibrate, -d and --once for "
+		                "top (without --json)\n");
 		usage(stderr);
 		return 2;
 	}
@@ -696,7 +753,7 @@ int main(int argc, char **argv)
 	                : calibrate            ? TDM_MSG_CTL_CALIBRATE
 	                                       : TDM_MSG_CTL_STATUS;
 	if (strcmp(cmd, "status") && strcmp(cmd, "devices") && strcmp(cmd, "clients") &&
-	    strcmp(cmd, "buffers") && !trace && type == TDM_MSG_CTL_STATUS) {
+	    strcmp(cmd, "buffers") && !trace && !top && type == TDM_MSG_CTL_STATUS) {
 		fprintf(stderr, "tandemctl: unknown command \"%s\"\n", cmd);
 		usage(stderr);
 		return 2;
@@ -709,6 +766,8 @@ int main(int argc, char **argv)
 		return cmd_trace(path, output, chrome, seconds, as_json);
 	if (export)
 		return cmd_export(path, output);
+	if (top)
+		return cmd_top(path, interval, once);
 
 	char *text = fetch_document(path, type);
 	if (!text)

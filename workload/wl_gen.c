@@ -1,7 +1,8 @@
 /* Workload generators (see workload.h): tiled dense factorisations as
- * kernel tasks on tile buffers, and Topcuoglu, Hariri and Wu's random task
- * graphs with per-device costs. Both run in time and memory linear in the
- * size of what they make, and depend on nothing but their parameters. */
+ * kernel tasks on tile buffers, Topcuoglu, Hariri and Wu's random task
+ * graphs with per-device costs, and layered random graphs (layer by
+ * layer). All run in time and memory linear in the size of what they
+ * make, and depend on nothing but their parameters. */
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -497,6 +498,128 @@ out:
 		else
 			gen_fail(err, errlen, rc,
 			         "random: more than %u edges (lower n or out_degree)",
+			         WL_MAX_EDGES);
+	}
+	return rc;
+}
+
+/* ---- layered random graphs (layer by layer) ------------------------------------ */
+
+static int check_layered(const struct wl_layered_params *p, char *err, size_t errlen)
+{
+	if (!p)
+		return gen_fail(err, errlen, -TDM_EINVAL, "layered: no parameters");
+	if (p->n < 1 || p->n > WL_MAX_TASKS)
+		return gen_fail(err, errlen, -TDM_EINVAL, "layered: n %u is not in 1..%u", p->n,
+		                WL_MAX_TASKS);
+	if (!isfinite(p->p) || p->p < 0 || p->p > 1)
+		return gen_fail(err, errlen, -TDM_EINVAL, "layered: p %g is not in 0..1", p->p);
+	if (p->costs != WL_LAYERED_UNIFORM && p->costs != WL_LAYERED_BIMODAL)
+		return gen_fail(err, errlen, -TDM_EINVAL, "layered: unknown costs %d",
+		                (int)p->costs);
+	if (!isfinite(p->ccr) || p->ccr < 0 || p->ccr > 1000)
+		return gen_fail(err, errlen, -TDM_EINVAL, "layered: ccr %g is not in 0..1000",
+		                p->ccr);
+	if (p->levels > p->n)
+		return gen_fail(err, errlen, -TDM_EINVAL, "layered: %u levels for %u tasks",
+		                p->levels, p->n);
+	return 0;
+}
+
+int wl_gen_layered(const struct wl_layered_params *p, struct workload *out, char *err,
+                   size_t errlen)
+{
+	struct rng r;
+	uint32_t n, levels, edge_cap = 0, *first = NULL;
+	double sum, mean_cost = 0, expect = 0;
+	int rc;
+
+	wl_init(out);
+	if (err && errlen)
+		err[0] = '\0';
+	rc = check_layered(p, err, errlen);
+	if (rc)
+		return rc;
+	n = p->n;
+	levels = p->levels ? p->levels : (uint32_t)llround(sqrt((double)n));
+	if (levels < 1)
+		levels = 1;
+	first = malloc(((size_t)levels + 1) * sizeof(*first));
+	out->tasks = calloc(n, sizeof(*out->tasks));
+	if (!first || !out->tasks) {
+		rc = -TDM_ENOMEM;
+		goto out;
+	}
+	first[0] = 0;
+	for (uint32_t l = 0; l < levels; l++) {
+		first[l + 1] = first[l] + n / levels + (l < n % levels);
+		expect += p->p * (double)first[l] * (first[l + 1] - first[l]);
+	}
+	if (expect > WL_MAX_EDGES) {
+		rc = -TDM_EINVAL;
+		goto out;
+	}
+	rng_seed(&r, p->seed);
+
+	for (uint32_t v = 0; v < n; v++) {
+		struct wl_task *t = &out->tasks[v];
+		double u = rng_unit(&r);
+
+		snprintf(t->name, sizeof(t->name), "t%u", v);
+		if (p->costs == WL_LAYERED_UNIFORM)
+			t->cost = 1 + 9 * u;
+		else if (u < 0.5)
+			t->cost = 1 + 2 * rng_unit(&r);
+		else
+			t->cost = 8 + 12 * rng_unit(&r);
+		mean_cost += t->cost;
+	}
+	mean_cost /= n;
+	out->ntasks = n;
+
+	/* each pair (u in an earlier level, v) with probability p: the gap to
+	 * the next edge among v's candidates [0, first[l]) is geometric */
+	if (p->p > 0) {
+		double lq = p->p < 1 ? log1p(-p->p) : -INFINITY;
+
+		for (uint32_t l = 1; l < levels; l++)
+			for (uint32_t v = first[l]; v < first[l + 1]; v++) {
+				double at = -1;
+
+				for (;;) {
+					double g = p->p < 1 ? floor(log(1 - rng_unit(&r)) / lq) : 0;
+
+					at += 1 + g;
+					if (!(at < first[l]))
+						break;
+					rc = push_edge(out, &edge_cap, (uint32_t)at, v);
+					if (rc)
+						goto out;
+				}
+			}
+	}
+
+	/* edge data uniform in [0, 2), then scaled to a mean of ccr * mean cost */
+	sum = 0;
+	for (uint32_t e = 0; e < out->nedges; e++) {
+		out->edges[e].data = p->ccr > 0 ? 2 * rng_unit(&r) : 0;
+		sum += out->edges[e].data;
+	}
+	for (uint32_t e = 0; e < out->nedges && sum > 0; e++)
+		out->edges[e].data *= p->ccr * mean_cost * out->nedges / sum;
+	wl_sort_edges(out);
+	out->units = WL_UNITS_ABSTRACT;
+	snprintf(out->name, sizeof(out->name), "layered-n%u-%s-seed%llu", n,
+	         p->costs == WL_LAYERED_UNIFORM ? "uniform" : "bimodal",
+	         (unsigned long long)p->seed);
+out:
+	free(first);
+	if (rc) {
+		wl_free(out);
+		if (rc == -TDM_ENOMEM)
+			gen_fail(err, errlen, rc, "layered: out of memory");
+		else
+			gen_fail(err, errlen, rc, "layered: more than %u edges (lower n or p)",
 			         WL_MAX_EDGES);
 	}
 	return rc;

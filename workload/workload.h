@@ -253,6 +253,31 @@ struct wl_random_params {
 };
 int wl_gen_random(const struct wl_random_params *p, struct workload *out, char *err, size_t errlen);
 
+/* Layered random graphs (the layer-by-layer method, Cordeiro et al.,
+ * SIMUTools 2010): n tasks in `levels` levels (0: round(sqrt(n))) of
+ * sizes as equal as can be (the first n % levels one larger); every pair
+ * (u, v) with u in an earlier level than v is an edge u -> v with
+ * probability p, independently (drawn by geometric skips, so in time
+ * linear in the edges). Costs, the same on every device (tasks[].cost, no
+ * dev_cost): uniform in [1, 10] (WL_LAYERED_UNIFORM), or uniform in
+ * [1, 3] or [8, 20] with probability 1/2 each (WL_LAYERED_BIMODAL). Edge
+ * data uniform in [0, 2), then scaled so that its mean is ccr times the
+ * mean cost (0: none). Abstract units. The same parameters give the same
+ * graph everywhere. */
+enum wl_layered_costs { WL_LAYERED_UNIFORM = 0, WL_LAYERED_BIMODAL };
+struct wl_layered_params {
+	uint32_t n; /* 1 .. WL_MAX_TASKS */
+	double p; /* edge probability, 0 .. 1 */
+	enum wl_layered_costs costs;
+	double ccr; /* 0 .. 1000 */
+	uint32_t levels; /* 0: round(sqrt(n)); at most n */
+	uint64_t seed;
+};
+/* 0, -TDM_EINVAL (a parameter out of range, or more than WL_MAX_EDGES
+ * edges expected or drawn) or -TDM_ENOMEM, with a message in err. */
+int wl_gen_layered(const struct wl_layered_params *p, struct workload *out, char *err,
+                   size_t errlen);
+
 /* Shared by the parsers (defined in wl_stg.c). */
 
 /* Reads a regular file of at most max bytes into a malloc'd buffer (NUL

@@ -3,6 +3,9 @@
 #include "support.h"
 #include "support_raw.h"
 
+#include "common/xorshift.h"
+
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <grp.h>
@@ -455,6 +458,37 @@ int64_t tdmt_daemon_rss_kib(const struct tdmt_daemon *d)
 	return kib;
 }
 
+int tdmt_daemon_fds(const struct tdmt_daemon *d, struct tdmt_fds *out)
+{
+	char path[64], link[256];
+	memset(out, 0, sizeof(*out));
+	snprintf(path, sizeof(path), "/proc/%d/fd", (int)d->pid);
+	DIR *dir = opendir(path);
+	if (!dir)
+		return -1;
+	int dfd = dirfd(dir);
+	for (struct dirent *e; (e = readdir(dir));) {
+		if (e->d_name[0] == '.' || atoi(e->d_name) == dfd)
+			continue;
+		out->open++;
+		ssize_t n = readlinkat(dfd, e->d_name, link, sizeof(link) - 1);
+		if (n > 0) {
+			link[n] = '\0';
+			out->memfds += strncmp(link, "/memfd:", 7) == 0;
+		}
+	}
+	closedir(dir);
+	snprintf(path, sizeof(path), "/proc/%d/maps", (int)d->pid);
+	FILE *f = fopen(path, "re");
+	if (!f)
+		return -1;
+	char line[512];
+	while (fgets(line, sizeof(line), f))
+		out->memfd_maps += strstr(line, " /memfd:") != NULL;
+	fclose(f);
+	return 0;
+}
+
 int64_t tdmt_daemon_cpu_ns(const struct tdmt_daemon *d)
 {
 	char path[64], buf[1024];
@@ -657,12 +691,7 @@ int tdmt_add_sgemm(tdm_graph *g, const struct tdmt_kernels *k, tdm_buffer a, tdm
 
 uint64_t tdmt_rand(uint64_t *state)
 {
-	uint64_t x = *state ? *state : 0x9e3779b97f4a7c15ull;
-	x ^= x >> 12;
-	x ^= x << 25;
-	x ^= x >> 27;
-	*state = x;
-	return x * 0x2545f4914f6cdd1dull;
+	return xorshift64s(state);
 }
 
 uint64_t tdmt_rand_range(uint64_t *state, uint64_t lo, uint64_t hi)

@@ -81,6 +81,13 @@ char *tdmt_control_json_timeout(const char *sock, uint32_t type, int timeout_ms)
  * /proc; -1 when it cannot be read. */
 int64_t tdmt_daemon_rss_kib(const struct tdmt_daemon *d);
 int64_t tdmt_daemon_cpu_ns(const struct tdmt_daemon *d);
+/* The daemon's open descriptors, those of them that are shared memory
+ * (memfds: rings, buffers), and its mappings of shared memory, from /proc
+ * (the descriptor opendir itself uses is not counted); 0 or -1. */
+struct tdmt_fds {
+	int open, memfds, memfd_maps;
+};
+int tdmt_daemon_fds(const struct tdmt_daemon *d, struct tdmt_fds *out);
 /* The status JSON text (malloc'd), or NULL. */
 char *tdmt_status_json(const char *sock);
 /* One counter of status.counters; 0 or -1. */

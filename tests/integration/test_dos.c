@@ -5,7 +5,9 @@
  * what a user relies on: the victim's graph completes within 1 s, status
  * answers within 1 s, SIGTERM ends the daemon within 5 s, memory and CPU
  * stay bounded. Each prints BENCH dos_probe_ms (the worst probe) and, for
- * the pending-completions attack, BENCH dos_rss_mb.
+ * the pending-completions attack, BENCH dos_rss_mb; the clients that never
+ * read (completions, control replies) print BENCH slow_consumer_*, the
+ * flood of refused connections BENCH refused_*.
  *
  * Tests that need a second uid run the attacker (or the daemon) as nobody
  * or as spare uids when root, and skip with a message otherwise. */
@@ -53,13 +55,19 @@ static int test_setup(void **state)
 #define MAX_CHILDREN 8
 static pid_t children[MAX_CHILDREN];
 
+/* A child that ended by itself (and was reaped) is no longer ours to end. */
+static void forget_child(pid_t pid)
+{
+	for (int i = 0; i < MAX_CHILDREN; i++)
+		if (children[i] == pid)
+			children[i] = 0;
+}
+
 static void end_child(pid_t pid)
 {
 	kill(pid, SIGKILL);
 	tdmt_wait_child(pid, 5000);
-	for (int i = 0; i < MAX_CHILDREN; i++)
-		if (children[i] == pid)
-			children[i] = 0;
+	forget_child(pid);
 }
 
 static int test_teardown(void **state)
@@ -209,6 +217,42 @@ static void stop_in_time(const char *attack)
 		fail_msg("%s: SIGTERM took %.0f ms, exit status %d", attack, ms, st);
 }
 
+/* The victim's graph back to back for ms milliseconds: how long each
+ * took. A graph that fails counts as 3 s, as in probe(). (The churn costs
+ * the daemon memory of its own, under ASan a quarantine of hundreds of
+ * MB: RSS bounds are checked before it.) */
+#define LAT_MAX 400000
+struct latency {
+	double p50_us, p99_us;
+	unsigned samples;
+};
+
+static int cmp_u32(const void *a, const void *b)
+{
+	uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+	return x < y ? -1 : x > y;
+}
+
+static void latency_for(struct victim *v, unsigned ms, struct latency *out)
+{
+	static uint32_t us[LAT_MAX];
+	unsigned n = 0;
+	uint64_t now = tdmt_now_ns(), until = now + (uint64_t)ms * 1000000ull;
+	while (now < until && n < LAT_MAX) {
+		memset(v->y, 0, 4096);
+		int rc = tdm_graph_submit(v->g);
+		if (rc == 0)
+			rc = tdm_wait(v->g, 3000ll * 1000000ll);
+		uint64_t t = tdmt_now_ns();
+		us[n++] = rc != 0 || v->y[1023] != 2.0f ? 3000000u : (uint32_t)((t - now) / 1000u);
+		now = t;
+	}
+	qsort(us, n, sizeof(us[0]), cmp_u32);
+	out->samples = n;
+	out->p50_us = n ? us[n / 2] : 0;
+	out->p99_us = n ? us[(size_t)n * 99 / 100] : 0;
+}
+
 /* ---- attackers -------------------------------------------------------------- */
 
 /* Graph with one noop task (or none), published without waiting. */
@@ -334,11 +378,32 @@ static void test_ring_bell_stolen(void **state)
 /* ---- finding 3: completions never reaped ------------------------------------ */
 
 #define PENDING_RSS_BOUND_MIB 64 /* growth allowed while the attack runs */
+#define SLOW_LATENCY_MS 1000 /* the victim's graphs back to back, alone and attacked */
+
+/* What a client that never reads costs the daemon and the others:
+ *   BENCH slow_consumer_rss_mb <growth> MB attack=..     peak RSS over the start,
+ *       while the attacker runs and another client probes every 50 ms
+ *   BENCH slow_consumer_other_p99_us <p99> us attack=..  that client's graphs
+ *       back to back, the attacker still at it
+ * with the same client's figures once the attacker is gone beside them. */
+static void slow_consumer_report(const char *attack, int64_t rss0, int64_t peak,
+                                 const struct latency *alone, const struct latency *attacked)
+{
+	printf("BENCH slow_consumer_rss_mb %.1f MB attack=%s start_mb=%.1f peak_mb=%.1f "
+	       "bound_mb=%d\n",
+	       (double)(peak - rss0) / 1024.0, attack, (double)rss0 / 1024.0, (double)peak / 1024.0,
+	       PENDING_RSS_BOUND_MIB);
+	printf("BENCH slow_consumer_other_p99_us %.0f us attack=%s p50_us=%.0f samples=%u "
+	       "alone_p99_us=%.0f alone_p50_us=%.0f\n",
+	       attacked->p99_us, attack, attacked->p50_us, attacked->samples, alone->p99_us,
+	       alone->p50_us);
+}
 
 static void test_unreaped_completions(void **state)
 {
 	(void)state;
 	struct victim v;
+	struct latency alone, attacked;
 	start("");
 	victim_up(&v);
 	probe(&v);
@@ -352,7 +417,11 @@ static void test_unreaped_completions(void **state)
 			peak = rss;
 		tdmt_sleep_ms(50);
 	}
+	latency_for(&v, SLOW_LATENCY_MS, &attacked);
 	end_child(a);
+	tdmt_sleep_ms(200);
+	latency_for(&v, SLOW_LATENCY_MS, &alone);
+	slow_consumer_report("pending", rss0, peak, &alone, &attacked);
 	printf("BENCH dos_rss_mb %.1f MB attack=pending start_mb=%.1f bound_mb=%d\n",
 	       (double)peak / 1024.0, (double)rss0 / 1024.0, PENDING_RSS_BOUND_MIB);
 	report(&v, "pending");
@@ -523,6 +592,83 @@ static void test_connection_flood(void **state)
 	tdmt_test_ok();
 }
 
+/* A user who is not allowed, connecting again and again as fast as two
+ * processes can: each connection is refused (-TDM_EPERM, through
+ * libtandem as any client would see it). How many the daemon turns away
+ * per second, and what an allowed client's graphs take meanwhile:
+ *   BENCH refused_conn_per_s <rate> conn/s attackers=2 uid=65534
+ *   BENCH refused_flood_other_p99_us <p99> us ... alone_p99_us=..  */
+#define REFUSERS 2
+
+static void attack_refused(void *arg)
+{
+	int out = *(int *)arg;
+	uint32_t counts[2] = { 0, 0 }; /* refused with EPERM, anything else */
+	uint64_t until = tdmt_now_ns() + (uint64_t)ATTACK_MS * 1000000ull;
+	while (tdmt_now_ns() < until) {
+		tdm_client *c;
+		int rc = tdm_connect(&(struct tdm_connect_opts){ .socket_path = daemon_.sock }, &c);
+		if (rc == 0)
+			tdm_disconnect(c);
+		counts[rc == -TDM_EPERM ? 0 : 1]++;
+	}
+	if (write(out, counts, sizeof(counts)) != sizeof(counts))
+		_exit(3);
+	_exit(0);
+}
+
+static void test_refused_rate(void **state)
+{
+	(void)state;
+	struct victim v;
+	struct latency alone, attacked;
+	int pfd[2];
+	if (!root_or_skip("test_refused_rate"))
+		return;
+	start("[daemon]\nallowed_uids = [4242]\n");
+	victim_up(&v);
+	latency_for(&v, SLOW_LATENCY_MS, &alone);
+	int64_t refused0 = 0, refused1 = 0;
+	assert_int_equal(tdmt_counter(daemon_.sock, "connections_refused", &refused0), 0);
+	assert_int_equal(pipe(pfd), 0);
+	pid_t att[REFUSERS];
+	for (int i = 0; i < REFUSERS; i++)
+		att[i] = spawn_as(NOBODY, attack_refused, &pfd[1]);
+	close(pfd[1]);
+	latency_for(&v, ATTACK_MS - 500, &attacked);
+	uint32_t refused = 0, other = 0;
+	for (int i = 0; i < REFUSERS; i++) {
+		uint32_t counts[2];
+		struct pollfd p = { pfd[0], POLLIN, 0 };
+		assert_true(poll(&p, 1, 20000) == 1);
+		assert_int_equal(read(pfd[0], counts, sizeof(counts)), sizeof(counts));
+		refused += counts[0];
+		other += counts[1];
+	}
+	close(pfd[0]);
+	for (int i = 0; i < REFUSERS; i++) {
+		int st = tdmt_wait_child(att[i], 10000);
+		forget_child(att[i]);
+		assert_int_equal(st, 0);
+	}
+	assert_int_equal(tdmt_counter(daemon_.sock, "connections_refused", &refused1), 0);
+	printf("BENCH refused_conn_per_s %.0f conn/s attackers=%d uid=%d refused=%u other=%u "
+	       "daemon_counted=%lld\n",
+	       refused / (ATTACK_MS / 1000.0), REFUSERS, NOBODY, refused, other,
+	       (long long)(refused1 - refused0));
+	printf("BENCH refused_flood_other_p99_us %.0f us p50_us=%.0f samples=%u alone_p99_us=%.0f "
+	       "alone_p50_us=%.0f\n",
+	       attacked.p99_us, attacked.p50_us, attacked.samples, alone.p99_us, alone.p50_us);
+	/* Every attempt was refused as not allowed, and counted. */
+	assert_int_equal(other, 0);
+	assert_true(refused > 0);
+	assert_true(refused1 - refused0 >= (int64_t)refused);
+	/* The allowed client was served throughout (no graph failed). */
+	assert_true(attacked.samples > 0 && attacked.p99_us < 3000000.0);
+	victim_down(&v);
+	tdmt_test_ok();
+}
+
 /* ---- finding 6: a reader that does not read ---------------------------------- */
 
 static void attack_slow_reader(void *arg)
@@ -548,7 +694,34 @@ static void attack_slow_reader(void *arg)
 static void test_slow_reader(void **state)
 {
 	(void)state;
-	probed_attack("slow_reader", "", attack_slow_reader, false);
+	struct victim v;
+	struct latency alone, attacked;
+	start("");
+	victim_up(&v);
+	probe(&v);
+	int64_t rss0 = tdmt_daemon_rss_kib(&daemon_);
+	int64_t peak = rss0;
+	pid_t a = spawn_as(0, attack_slow_reader, NULL);
+	tdmt_sleep_ms(200);
+	uint64_t until = tdmt_now_ns() + (uint64_t)ATTACK_MS * 1000000ull;
+	while (tdmt_now_ns() < until) {
+		probe(&v);
+		int64_t rss = tdmt_daemon_rss_kib(&daemon_);
+		if (rss > peak)
+			peak = rss;
+		tdmt_sleep_ms(50);
+	}
+	latency_for(&v, SLOW_LATENCY_MS, &attacked);
+	end_child(a);
+	tdmt_sleep_ms(200);
+	latency_for(&v, SLOW_LATENCY_MS, &alone);
+	report(&v, "slow_reader");
+	slow_consumer_report("slow_reader", rss0, peak, &alone, &attacked);
+	/* 2000 status replies held for it: no more than its output cap. */
+	if (peak - rss0 > PENDING_RSS_BOUND_MIB * 1024)
+		fail_msg("the daemon's RSS grew from %lld to %lld KiB", (long long)rss0,
+		         (long long)peak);
+	victim_down(&v);
 	tdmt_test_ok();
 }
 
@@ -859,6 +1032,7 @@ int main(void)
 		T(test_socket_dir_taken),
 		T(test_impostor_daemon),
 		T(test_connection_flood),
+		T(test_refused_rate),
 		T(test_slow_reader),
 		T(test_uid_limits),
 		T(test_mapping_budget),

@@ -215,6 +215,16 @@ static void test_spin_learned(void **state)
 	if (fabs(est - mid) > 0.05 * mid)
 		fail_msg("estimate %.0f ns, lower median of the times %.0f ns", est, mid);
 	assert_true(json_number_value(json_object_get(f, "spread_ns")) >= 0);
+	/* The recent error, the old EWMA and the medians of the last
+	 * predictions: the absolute one near what the relative one says of
+	 * times near the spin's. */
+	assert_true(json_is_number(json_object_get(m, "recent_err_pct")));
+	double rel = json_number_value(json_object_get(m, "recent_median_err_pct"));
+	double abs_us = json_number_value(json_object_get(m, "recent_abs_err_us"));
+	double took_us = json_number_value(json_object_get(m, "recent_time_us"));
+	assert_true(took_us >= 0.5 * SPIN_US);
+	assert_true(abs_us >= 0 && rel >= 0);
+	assert_true(json_array_size(json_object_get(m, "recent_predictions")) >= N);
 	json_decref(doc);
 	tdmt_test_ok();
 }
@@ -318,6 +328,7 @@ static void test_tandemctl(void **state)
 	out[n] = '\0';
 	assert_int_equal(pclose(p), 0);
 	assert_non_null(strstr(out, "RECENT_ERR"));
+	assert_non_null(strstr(out, "ABS_ERR"));
 	assert_non_null(strstr(out, "spin"));
 
 	snprintf(cmd, sizeof(cmd), "%s/bin/tandemctl --socket %s calibrate 2>&1", tdmt_build_dir(),

@@ -84,6 +84,8 @@ static void assert_cfg_equal(const struct daemon_config *a, const struct daemon_
 	assert_int_equal(a->uid_max_buffers, b->uid_max_buffers);
 	assert_int_equal(a->max_mappings, b->max_mappings);
 	assert_int_equal(a->drain_timeout_s, b->drain_timeout_s);
+	assert_string_equal(a->metrics_listen, b->metrics_listen);
+	assert_int_equal(a->metrics_max_connections, b->metrics_max_connections);
 	assert_int_equal(a->sq_entries, b->sq_entries);
 	assert_int_equal(a->cq_entries, b->cq_entries);
 	/* and nothing else: every field was compared above */
@@ -122,6 +124,8 @@ static void test_defaults(void **state)
 	assert_int_equal(cfg.uid_max_buffers, 8192);
 	assert_int_equal(cfg.max_mappings, 0);
 	assert_int_equal(cfg.drain_timeout_s, 30);
+	assert_string_equal(cfg.metrics_listen, "");
+	assert_int_equal(cfg.metrics_max_connections, 8);
 	assert_int_equal(cfg.sq_entries, 4096);
 	assert_int_equal(cfg.cq_entries, 8192);
 }
@@ -199,6 +203,9 @@ static const char full_doc[] = "[daemon]\n"
                                "uid_buffer_quota_bytes = \"1TiB\"\n"
                                "uid_max_buffers = 16777216\n"
                                "max_mappings = 100\n"
+                               "[metrics]\n"
+                               "listen = \"127.0.0.1:9464\"\n"
+                               "max_connections = 1024\n"
                                "[rings]\n"
                                "sq_entries = 64\n"
                                "cq_entries = 65536\n";
@@ -248,6 +255,9 @@ static void test_every_key_parsed(void **state)
 	assert_int_equal(cfg.uid_max_buffers, 16777216);
 	assert_int_equal(cfg.max_mappings, 100);
 
+	assert_string_equal(cfg.metrics_listen, "127.0.0.1:9464");
+	assert_int_equal(cfg.metrics_max_connections, 1024);
+
 	assert_int_equal(cfg.sq_entries, 64);
 	assert_int_equal(cfg.cq_entries, 65536);
 
@@ -269,6 +279,7 @@ static void test_every_key_parsed(void **state)
 	assert_int_not_equal(cfg.drain_timeout_s, def.drain_timeout_s);
 	assert_int_not_equal(cfg.sq_entries, def.sq_entries);
 	assert_int_not_equal(cfg.cq_entries, def.cq_entries);
+	assert_int_not_equal(cfg.metrics_max_connections, def.metrics_max_connections);
 }
 
 /* ---- reload --------------------------------------------------------------- */
@@ -299,6 +310,7 @@ static const char *const reloadable_keys[] = {
 	"limits.max_task_ms",
 	"limits.uid_buffer_quota_bytes",
 	"limits.uid_max_buffers",
+	"metrics.max_connections",
 };
 
 static const char *const restart_keys[] = {
@@ -323,6 +335,7 @@ static const char *const restart_keys[] = {
 	"profiler.persist_models",
 	"profiler.save_interval_s",
 	"limits.max_mappings",
+	"metrics.listen",
 	"rings.sq_entries",
 	"rings.cq_entries",
 };
@@ -437,7 +450,7 @@ static void test_reload_copies_and_names(void **state)
 	load_ok(full_doc, &all);
 	config_reload(&run, &all, why, sizeof(why));
 	assert_string_equal(why, "daemon.socket, engine.policy, cpu.cores, limits.max_mappings, "
-	                         "rings.sq_entries, rings.cq_entries");
+	                         "metrics.listen, rings.sq_entries, rings.cq_entries");
 	struct daemon_config want = all;
 	/* what stays as it ran */
 	config_defaults(&run);
@@ -446,6 +459,7 @@ static void test_reload_copies_and_names(void **state)
 	memcpy(want.cores, run.cores, sizeof(want.cores));
 	want.n_cores = run.n_cores;
 	want.max_mappings = run.max_mappings;
+	memcpy(want.metrics_listen, run.metrics_listen, sizeof(want.metrics_listen));
 	want.sq_entries = run.sq_entries;
 	want.cq_entries = run.cq_entries;
 	config_reload(&run, &all, NULL, 0);
@@ -862,6 +876,67 @@ static void test_rings_section(void **state)
 	expect_error("[rings]\ncq_entries = 0\n", NAME ":2:14: rings.cq_entries: 0 is out of");
 }
 
+/* [metrics]: listen is off (""), host:port with a literal IPv4 or [IPv6]
+ * address and a port, or unix: and an absolute path; anything else is
+ * refused with what is wrong. */
+static void test_metrics_section(void **state)
+{
+	struct daemon_config cfg;
+	static const char *const good[] = {
+		"",           "127.0.0.1:9464", "0.0.0.0:0",
+		"[::1]:9464", "[::]:65535",     "unix:/run/tandem/m.sock",
+	};
+	(void)state;
+	for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
+		char doc[256];
+		snprintf(doc, sizeof(doc), "[metrics]\nlisten = \"%s\"\n", good[i]);
+		load_ok(doc, &cfg);
+		assert_string_equal(cfg.metrics_listen, good[i]);
+	}
+	load_ok("[metrics]\nmax_connections = 1\n", &cfg);
+	assert_int_equal(cfg.metrics_max_connections, 1);
+
+	expect_error("[metrics]\nlisten = \"9464\"\n",
+	             NAME ":2:10: metrics.listen: \"9464\" is not host:port (expected a string: "
+	                  "\"\", \"host:port\"");
+	expect_error("[metrics]\nlisten = \":9464\"\n",
+	             NAME ":2:10: metrics.listen: \":9464\" is not host:port");
+	expect_error("[metrics]\nlisten = \"localhost:9464\"\n", NAME
+	             ":2:10: metrics.listen: \"localhost:9464\" does not have an IPv4 address");
+	expect_error("[metrics]\nlisten = \"127.0.0.1:65536\"\n",
+	             NAME ":2:10: metrics.listen: \"127.0.0.1:65536\" does not have a port");
+	expect_error("[metrics]\nlisten = \"127.0.0.1:\"\n",
+	             NAME ":2:10: metrics.listen: \"127.0.0.1:\" does not have a port");
+	expect_error("[metrics]\nlisten = \"127.0.0.1:94a\"\n",
+	             NAME ":2:10: metrics.listen: \"127.0.0.1:94a\" does not have a port");
+	expect_error("[metrics]\nlisten = \"::1:9464\"\n",
+	             NAME ":2:10: metrics.listen: \"::1:9464\" does not have an IPv4 address");
+	expect_error("[metrics]\nlisten = \"[::1:9464\"\n",
+	             NAME ":2:10: metrics.listen: \"[::1:9464\" is not host:port");
+	expect_error("[metrics]\nlisten = \"[1.2.3.4]:9464\"\n", NAME
+	             ":2:10: metrics.listen: \"[1.2.3.4]:9464\" does not have an IPv6 address");
+	expect_error("[metrics]\nlisten = \"unix:run/m.sock\"\n",
+	             NAME ":2:10: metrics.listen: \"unix:run/m.sock\" is not unix: and an absolute "
+	                  "path");
+	expect_error("[metrics]\nlisten = 9464\n",
+	             NAME ":2:10: metrics.listen: expected a string: \"\", \"host:port\"");
+	/* the longest socket path that fits sun_path with its NUL */
+	char path[CONFIG_PATH_MAX + 1], doc[CONFIG_PATH_MAX + 64];
+	memset(path, 'a', sizeof(path));
+	path[0] = '/';
+	path[CONFIG_PATH_MAX - 1] = '\0';
+	snprintf(doc, sizeof(doc), "[metrics]\nlisten = \"unix:%s\"\n", path);
+	load_ok(doc, &cfg);
+	path[CONFIG_PATH_MAX - 1] = 'a';
+	path[CONFIG_PATH_MAX] = '\0';
+	snprintf(doc, sizeof(doc), "[metrics]\nlisten = \"unix:%s\"\n", path);
+	expect_error(doc, NAME ":2:10: metrics.listen: \"unix:/aaaa");
+	expect_error("[metrics]\nmax_connections = 0\n",
+	             NAME ":2:19: metrics.max_connections: 0 is out of range");
+	expect_error("[metrics]\nmax_connections = 1025\n",
+	             NAME ":2:19: metrics.max_connections: 1025 is out of range");
+}
+
 /* ---- errors --------------------------------------------------------------- */
 
 static void test_unknown_key(void **state)
@@ -1185,6 +1260,7 @@ int main(void)
 		cmocka_unit_test(test_devices_section),
 		cmocka_unit_test(test_profiler_section),
 		cmocka_unit_test(test_rings_section),
+		cmocka_unit_test(test_metrics_section),
 		cmocka_unit_test(test_unknown_key),
 		cmocka_unit_test(test_unknown_section),
 		cmocka_unit_test(test_first_error_in_source_order),

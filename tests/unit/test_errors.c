@@ -42,6 +42,7 @@ static const struct {
 	{ TDM_ESYS, 19, "system call failed" },
 	{ TDM_ECONFIG, 20, "invalid configuration" },
 	{ TDM_EPEER, 21, "the socket is not served by a tandemd we trust" },
+	{ TDM_EDAEMON, 22, "daemon lost: tandemd exited" },
 };
 
 static const struct {
@@ -107,8 +108,31 @@ static void test_reject_fields(void **state)
 	assert_string_equal(tdm_reject_field_name(~0u), "unknown field");
 }
 
+/* The symbols bindings mirror the tables by: each entry's own name, and
+ * NULL right after the last, so that a walk from 0 finds every entry. */
+static void test_symbols(void **state)
+{
+	(void)state;
+	assert_string_equal(tdm_error_symbol(0), "OK");
+	assert_string_equal(tdm_error_symbol(TDM_EINVAL), "EINVAL");
+	assert_string_equal(tdm_error_symbol(-TDM_ETIMEDOUT), "ETIMEDOUT");
+	assert_string_equal(tdm_error_symbol(-TDM_EPEER), "EPEER");
+	assert_null(tdm_error_symbol(TDM_E__COUNT));
+	assert_null(tdm_error_symbol(-TDM_E__COUNT));
+	int n = 0;
+	while (tdm_error_symbol(n))
+		n++;
+	assert_int_equal(n, TDM_E__COUNT);
+	assert_string_equal(tdm_reject_field_symbol(TDM_REJECT_NONE), "NONE");
+	assert_string_equal(tdm_reject_field_symbol(TDM_REJECT_RANGE), "RANGE");
+	assert_string_equal(tdm_reject_field_symbol(TDM_REJECT_COST), "COST");
+	assert_null(tdm_reject_field_symbol(TDM_REJECT__COUNT));
+	assert_null(tdm_reject_field_symbol(~0u));
+}
+
 /* libtandem.so (next to this test's bin/: ../lib) exports its API under
- * the symbol version TANDEM_1 (client/libtandem.map) and nothing else. */
+ * the symbol version TANDEM_1, what came later under TANDEM_2
+ * (client/libtandem.map), and nothing else. */
 static void test_shared_library_versions(void **state)
 {
 	char exe[PATH_MAX], path[PATH_MAX + 32];
@@ -129,6 +153,16 @@ static void test_shared_library_versions(void **state)
 	assert_non_null(dlvsym(h, "tdm_connect", "TANDEM_1"));
 	assert_non_null(dlvsym(h, "tdm_reject_field_name", "TANDEM_1"));
 	assert_null(dlvsym(h, "tdm_strerror", "TANDEM_2"));
+	/* added later, in a node of their own */
+	assert_non_null(dlvsym(h, "tdm_error_symbol", "TANDEM_2"));
+	assert_non_null(dlvsym(h, "tdm_reject_field_symbol", "TANDEM_2"));
+	assert_non_null(dlvsym(h, "tdm_version", "TANDEM_2"));
+	assert_non_null(dlvsym(h, "tdm_listen_socket_path", "TANDEM_2"));
+	assert_null(dlvsym(h, "tdm_version", "TANDEM_1"));
+	assert_null(dlvsym(h, "tdm_error_symbol", "TANDEM_1"));
+	assert_non_null(dlvsym(h, "tdm_reconnect", "TANDEM_2"));
+	assert_non_null(dlvsym(h, "tdm_connect_backoff", "TANDEM_2"));
+	assert_null(dlvsym(h, "tdm_reconnect", "TANDEM_1"));
 	/* what is not the API stays inside */
 	assert_null(dlsym(h, "error_names"));
 	assert_null(dlsym(h, "client_request"));
@@ -142,6 +176,7 @@ int main(void)
 		cmocka_unit_test(test_error_codes),
 		cmocka_unit_test(test_tables),
 		cmocka_unit_test(test_reject_fields),
+		cmocka_unit_test(test_symbols),
 		cmocka_unit_test(test_shared_library_versions),
 	};
 	return cmocka_run_group_tests_name("errors", tests, NULL, NULL);

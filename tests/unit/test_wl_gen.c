@@ -573,6 +573,120 @@ static void test_random_invalid(void **state)
 	assert_null(w.edges);
 }
 
+/* ---- layered random graphs ---- */
+
+static void layered_ok(const struct wl_layered_params *p, struct workload *w)
+{
+	char err[WL_ERR_MAX];
+	int rc = wl_gen_layered(p, w, err, sizeof(err));
+	if (rc)
+		fail_msg("wl_gen_layered: %s", err);
+	assert_sane(w);
+}
+
+/* Levels of sizes as equal as can be, the first n % levels one larger;
+ * edges only from an earlier level to a later one, about p of the pairs;
+ * costs in their ranges; edge data of mean ccr x mean cost; the same
+ * graph for the same seed. */
+static void test_layered(void **state)
+{
+	struct wl_layered_params p = { .n = 300, .p = 0.1, .costs = WL_LAYERED_UNIFORM, .seed = 5 };
+	struct workload w, w2;
+	uint32_t level[300], levels = 17; /* round(sqrt(300)) */
+	double pairs = 0;
+
+	(void)state;
+	for (uint32_t l = 0, v = 0, before = 0; l < levels; l++) {
+		uint32_t size = 300 / levels + (l < 300 % levels);
+		pairs += (double)before * size;
+		for (uint32_t i = 0; i < size; i++)
+			level[v++] = l;
+		before += size;
+	}
+	layered_ok(&p, &w);
+	assert_int_equal(w.ntasks, 300);
+	assert_int_equal(w.units, WL_UNITS_ABSTRACT);
+	assert_null(w.dev_cost);
+	for (uint32_t e = 0; e < w.nedges; e++) {
+		assert_true(level[w.edges[e].src] < level[w.edges[e].dst]);
+		assert_true(w.edges[e].data == 0);
+	}
+	print_message("layered n 300 p 0.1: %u edges, %.0f expected\n", w.nedges, p.p * pairs);
+	assert_true(w.nedges > 0.9 * p.p * pairs && w.nedges < 1.1 * p.p * pairs);
+	for (uint32_t v = 0; v < w.ntasks; v++)
+		assert_true(w.tasks[v].cost >= 1 && w.tasks[v].cost <= 10);
+	layered_ok(&p, &w2);
+	assert_int_equal(w2.nedges, w.nedges);
+	assert_memory_equal(w2.edges, w.edges, w.nedges * sizeof(*w.edges));
+	wl_free(&w2);
+	p.seed = 6;
+	layered_ok(&p, &w2);
+	assert_true(w2.nedges != w.nedges ||
+	            memcmp(w2.edges, w.edges, w.nedges * sizeof(*w.edges)) != 0);
+	wl_free(&w2);
+	wl_free(&w);
+
+	/* bimodal: both modes, nothing between */
+	p.costs = WL_LAYERED_BIMODAL;
+	p.ccr = 2;
+	layered_ok(&p, &w);
+	uint32_t low = 0, high = 0;
+	double cost = 0, data = 0;
+	for (uint32_t v = 0; v < w.ntasks; v++) {
+		double c = w.tasks[v].cost;
+		assert_true((c >= 1 && c <= 3) || (c >= 8 && c <= 20));
+		low += c <= 3;
+		high += c >= 8;
+		cost += c;
+	}
+	assert_true(low > 100 && high > 100);
+	for (uint32_t e = 0; e < w.nedges; e++)
+		data += w.edges[e].data;
+	assert_true(fabs(data / w.nedges - 2 * cost / w.ntasks) < 1e-6 * cost);
+	wl_free(&w);
+
+	/* p = 0: no edges; p = 1: every pair */
+	p = (struct wl_layered_params){ .n = 10, .p = 0, .levels = 3, .seed = 1 };
+	layered_ok(&p, &w);
+	assert_int_equal(w.nedges, 0);
+	wl_free(&w);
+	p.p = 1;
+	layered_ok(&p, &w);
+	assert_int_equal(w.nedges, 4 * 3 + 4 * 3 + 3 * 3); /* levels of 4, 3, 3 */
+	wl_free(&w);
+}
+
+static void test_layered_invalid(void **state)
+{
+	struct wl_layered_params p = { .n = 100, .p = 0.1, .seed = 1 };
+	char err[WL_ERR_MAX];
+	struct workload w;
+
+	(void)state;
+	assert_int_equal(wl_gen_layered(NULL, &w, err, sizeof(err)), -TDM_EINVAL);
+	p.n = 0;
+	assert_int_equal(wl_gen_layered(&p, &w, err, sizeof(err)), -TDM_EINVAL);
+	assert_string_equal(err, "layered: n 0 is not in 1..1000000");
+	p.n = 100;
+	p.p = 1.5;
+	assert_int_equal(wl_gen_layered(&p, &w, err, sizeof(err)), -TDM_EINVAL);
+	assert_string_equal(err, "layered: p 1.5 is not in 0..1");
+	p.p = NAN;
+	assert_int_equal(wl_gen_layered(&p, &w, err, sizeof(err)), -TDM_EINVAL);
+	p.p = 0.1;
+	p.levels = 101;
+	assert_int_equal(wl_gen_layered(&p, &w, err, sizeof(err)), -TDM_EINVAL);
+	assert_string_equal(err, "layered: 101 levels for 100 tasks");
+	p.levels = 0;
+	p.ccr = -1;
+	assert_int_equal(wl_gen_layered(&p, &w, err, sizeof(err)), -TDM_EINVAL);
+	/* too many edges */
+	p = (struct wl_layered_params){ .n = 100000, .p = 0.5, .seed = 1 };
+	assert_int_equal(wl_gen_layered(&p, &w, err, sizeof(err)), -TDM_EINVAL);
+	assert_int_equal(w.nedges, 0);
+	assert_null(w.edges);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -588,6 +702,8 @@ int main(void)
 		cmocka_unit_test(test_random_ccr),
 		cmocka_unit_test(test_random_deterministic),
 		cmocka_unit_test(test_random_invalid),
+		cmocka_unit_test(test_layered),
+		cmocka_unit_test(test_layered_invalid),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -1,0 +1,449 @@
+"""Clients, buffers and graphs over libtandem.
+
+Lifetimes. A buffer's memory is a shared mapping that libtandem unmaps when
+the buffer is freed or the client disconnects, so an ndarray over it must
+never outlive either. Every array made from a buffer keeps the buffer's
+mapping (a _Region) alive, the region keeps the session alive, and the
+C calls that unmap run only when the last of them is gone:
+Buffer.free() and Client.close() take effect at once when no array of
+theirs is left, later otherwise. One lock per session serialises the C
+calls (a tdm_client is for one thread at a time).
+"""
+
+import ctypes
+import enum
+import threading
+import weakref
+from collections import namedtuple
+
+import numpy as np
+
+from . import _lib
+from ._lib import lib
+from .errors import Error, Status, check
+
+R, W, RW = _lib.ACCESS_R, _lib.ACCESS_W, _lib.ACCESS_RW
+WEIGHTS, KV, SCRATCH = _lib.BUF_WEIGHTS, _lib.BUF_KV, _lib.BUF_SCRATCH
+
+Policy = enum.IntEnum("Policy", [(n, v) for v, n in enumerate(_lib.POLICY_HINTS)])
+Policy.__doc__ = "Which policy should place a graph (enum tdm_policy_hint): a hint."
+
+TaskInfo = namedtuple("TaskInfo", "status device queued_ns start_ns end_ns predicted_ns "
+                      "predicted_spread_ns")
+TaskInfo.__doc__ = ("Where and when a task ran (CLOCK_MONOTONIC ns) and what the cost "
+                    "model expected of end_ns - start_ns.")
+
+Kernel = namedtuple("Kernel", "name id")
+
+
+class Arg(namedtuple("Arg", "target mode offset length")):
+    """A task's buffer argument: target is a Buffer or an ndarray over one
+    (then offset and length come from the array unless given, in bytes)."""
+
+    __slots__ = ()
+
+
+def read(target, offset=None, length=None):
+    return Arg(target, R, offset, length)
+
+
+def write(target, offset=None, length=None):
+    return Arg(target, W, offset, length)
+
+
+def readwrite(target, offset=None, length=None):
+    return Arg(target, RW, offset, length)
+
+
+class _Typed(namedtuple("_Typed", "type value")):
+    __slots__ = ()
+
+
+def i64(v):
+    return _Typed(_lib.SCALAR_I64, int(v))
+
+
+def f32(v):
+    return _Typed(_lib.SCALAR_F32, float(v))
+
+
+def f64(v):
+    return _Typed(_lib.SCALAR_F64, float(v))
+
+
+def _scalar(v, out):
+    """Python and numpy integers are I64, reals F32 (every built-in kernel's
+    real scalar is F32); i64(), f32(), f64() say it explicitly."""
+    if isinstance(v, _Typed):
+        t, v = v
+    elif isinstance(v, (bool, np.bool_)):
+        raise TypeError("tandem: a bool is not a kernel scalar")
+    elif isinstance(v, (int, np.integer)):
+        t = _lib.SCALAR_I64
+    elif isinstance(v, (float, np.floating)):
+        t = _lib.SCALAR_F32
+    else:
+        raise TypeError("tandem: scalar %r is neither an integer nor a real" % (v,))
+    out.type = t
+    if t == _lib.SCALAR_I64:
+        out.v.i64 = int(v)
+    elif t == _lib.SCALAR_F32:
+        out.v.f32 = float(v)
+    else:
+        out.v.f64 = float(v)
+
+
+class _Session:
+    """The tdm_client; disconnected when the last holder lets go."""
+
+    def __init__(self, ptr):
+        self.ptr = ptr
+        self.lock = threading.RLock()
+        self.regions = {}  # handle -> weakref to _Region
+        self._fin = weakref.finalize(self, lib.tdm_disconnect, ptr)
+        self._fin.atexit = False  # the process's exit closes the session anyway
+
+
+def _release_buffer(session, handle):
+    with session.lock:
+        session.regions.pop(handle, None)
+        lib.tdm_buffer_free(session.ptr, handle)
+
+
+class _Region:
+    """One buffer's mapping; numpy arrays over it hold it as their base."""
+
+    def __init__(self, session, handle, addr, nbytes):
+        self.session = session
+        self.handle = handle
+        self.addr = addr
+        self.nbytes = nbytes
+        self.__array_interface__ = {"data": (addr, False), "shape": (nbytes,),
+                                    "typestr": "|u1", "version": 3}
+        self._fin = weakref.finalize(self, _release_buffer, session, handle)
+        self._fin.atexit = False
+
+
+class Buffer:
+    """Shared memory the daemon's tasks read and write: buf.array is an
+    ndarray over it (no copy), buf.view() another view of its bytes."""
+
+    def __init__(self, region, shape, dtype, flags):
+        self._region = region
+        self.handle = region.handle
+        self.nbytes = region.nbytes
+        self.flags = flags
+        self.shape = shape
+        self.dtype = np.dtype(dtype)
+        self.array = self.view(self.dtype, shape)
+
+    def view(self, dtype=np.uint8, shape=None, offset=0):
+        """An ndarray over the buffer's bytes from offset (C order)."""
+        region = self._live()
+        dtype = np.dtype(dtype)
+        raw = np.asarray(region)
+        if offset < 0 or offset > region.nbytes or offset % dtype.itemsize:
+            raise ValueError("tandem: offset %d does not fit %s in %d bytes"
+                             % (offset, dtype, region.nbytes))
+        count = (region.nbytes - offset) // dtype.itemsize
+        if shape is None:
+            shape = (count,)
+        shape = tuple(shape) if np.iterable(shape) else (shape,)
+        n = int(np.prod(shape, dtype=np.int64))
+        if n > count:
+            raise ValueError("tandem: %s of %s needs %d bytes from offset %d, the buffer has %d"
+                             % (shape, dtype, n * dtype.itemsize, offset, region.nbytes))
+        return raw[offset:offset + n * dtype.itemsize].view(dtype).reshape(shape)
+
+    def free(self):
+        """Releases the buffer (at the daemon once no array over it is left;
+        graphs already submitted keep it there until they end)."""
+        self._region = None
+        self.array = None
+
+    def _live(self):
+        if self._region is None:
+            raise ValueError("tandem: buffer %d was freed" % self.handle)
+        return self._region
+
+    def __repr__(self):
+        return "<tandem.Buffer %d: %d bytes%s>" % (self.handle, self.nbytes,
+                                                     "" if self._region else ", freed")
+
+
+class Client:
+    """A connection to tandemd. socket: its path (None: $TANDEM_SOCKET, then
+    the default path); spin_us: spin this long on completions before
+    sleeping in wait; daemon_uid: the uid the daemon must run as (0: root or
+    ours)."""
+
+    def __init__(self, socket=None, spin_us=0, daemon_uid=0):
+        opts = _lib.ConnectOpts(socket.encode() if isinstance(socket, str) else socket,
+                                spin_us, daemon_uid)
+        ptr = ctypes.c_void_p()
+        check(lib.tdm_connect(ctypes.byref(opts), ctypes.byref(ptr)), "tdm_connect")
+        self._session = _Session(ptr.value)
+        self._kernels = {}
+        self._graphs = weakref.WeakSet()
+        self._buffers = weakref.WeakSet()
+
+    # ---- the session -----------------------------------------------------
+
+    def _s(self):
+        if self._session is None:
+            raise Error(-Status.EINVAL, "tandem: the client is closed")
+        return self._session
+
+    @property
+    def session_id(self):
+        return lib.tdm_session_id(self._s().ptr)
+
+    @property
+    def device_count(self):
+        return lib.tdm_device_count(self._s().ptr)
+
+    @property
+    def closed(self):
+        return self._session is None
+
+    def close(self):
+        """Ends the session: at once when no array over one of its buffers
+        is alive, when the last one goes otherwise. Graphs are freed
+        (in-flight ones forgotten) and buffers released."""
+        s = self._session
+        if s is None:
+            return
+        for g in list(self._graphs):
+            g._drop()
+        for b in list(self._buffers):
+            b.free()
+        self._session = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    # ---- buffers -----------------------------------------------------------
+
+    def alloc(self, shape, dtype=np.float32, flags=0):
+        """A zeroed buffer holding an array of this shape and dtype."""
+        s = self._s()
+        dtype = np.dtype(dtype)
+        shape = tuple(shape) if np.iterable(shape) else (shape,)
+        nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+        handle = ctypes.c_uint32()
+        ptr = ctypes.c_void_p()
+        with s.lock:
+            check(lib.tdm_buffer_alloc(s.ptr, nbytes, flags, ctypes.byref(handle),
+                                       ctypes.byref(ptr)), "tdm_buffer_alloc")
+            region = _Region(s, handle.value, ptr.value, nbytes)
+            s.regions[handle.value] = weakref.ref(region)
+        b = Buffer(region, shape, dtype, flags)
+        self._buffers.add(b)
+        return b
+
+    def from_array(self, data, flags=0):
+        """A buffer initialised with a copy of data (its shape and dtype)."""
+        data = np.asarray(data)
+        b = self.alloc(data.shape, data.dtype, flags)
+        b.array[...] = data
+        return b
+
+    # ---- kernels and graphs -------------------------------------------------
+
+    def kernel(self, name):
+        """The kernel of that name (tdm_kernel_lookup)."""
+        if isinstance(name, Kernel):
+            return name
+        k = self._kernels.get(name)
+        if k is None:
+            s = self._s()
+            kid = ctypes.c_uint32()
+            with s.lock:
+                check(lib.tdm_kernel_lookup(s.ptr, name.encode(), ctypes.byref(kid)),
+                      "kernel %r" % name)
+            k = self._kernels[name] = Kernel(name, kid.value)
+        return k
+
+    def graph(self, task_info=False, priority=0, policy=Policy.DEFAULT, deadline_ns=0):
+        g = Graph(self, task_info, priority, policy, deadline_ns)
+        self._graphs.add(g)
+        return g
+
+    def _arg(self, a, out):
+        """Fills a C tdm_arg from an Arg; returns the region it names."""
+        s = self._s()
+        target, mode, offset, length = a
+        if isinstance(target, Buffer):
+            region = target._live()
+            if region.session is not s:
+                raise ValueError("tandem: buffer %d belongs to another client" % target.handle)
+            off = 0 if offset is None else offset
+            ln = region.nbytes - off if length is None else length
+        elif isinstance(target, np.ndarray):
+            if not target.flags.c_contiguous:
+                raise ValueError("tandem: a task argument must be a contiguous array")
+            addr = target.__array_interface__["data"][0]
+            region = self._region_at(addr, target.nbytes)
+            off = addr - region.addr if offset is None else offset
+            ln = target.nbytes if length is None else length
+        else:
+            raise TypeError("tandem: an argument is a Buffer or an ndarray over one, not %s"
+                            % type(target).__name__)
+        if ln <= 0:
+            raise ValueError("tandem: an empty argument (length 0)")
+        out.buffer = region.handle
+        out.mode = mode
+        out.offset = off
+        out.length = ln
+        return region
+
+    def _region_at(self, addr, nbytes):
+        with self._s().lock:
+            refs = list(self._s().regions.values())
+        for ref in refs:
+            r = ref()
+            if r is not None and r.addr <= addr and addr + nbytes <= r.addr + r.nbytes:
+                return r
+        raise ValueError("tandem: the array is not inside a buffer of this client")
+
+
+class Graph:
+    """Tasks over buffers, submitted and waited for as one. Dependencies are
+    inferred from the access modes in the order tasks are added; edge()
+    adds more."""
+
+    def __init__(self, client, task_info, priority, policy, deadline_ns):
+        s = client._s()
+        self._client = client
+        self._session = s
+        ptr = lib.tdm_graph_new(s.ptr)
+        if not ptr:
+            raise MemoryError("tdm_graph_new")
+        self._ptr = ptr
+        self._fin = weakref.finalize(self, _free_graph, s, ptr)
+        self._fin.atexit = False
+        self._regions = []  # the buffers its tasks name stay alive with it
+        self._names = []
+        self._submitted = False
+        self.task_info_wanted = bool(task_info)
+        lib.tdm_graph_want_task_info(ptr, int(bool(task_info)))
+        self.priority = priority
+        self.policy = policy
+        self.deadline_ns = deadline_ns
+
+    def _g(self):
+        if self._ptr is None:
+            raise Error(-Status.EINVAL, "tandem: the graph's client is closed")
+        return self._ptr
+
+    def _drop(self):
+        if self._ptr is not None:
+            self._fin()
+            self._ptr = None
+
+    @property
+    def priority(self):
+        return self._priority
+
+    @priority.setter
+    def priority(self, v):
+        lib.tdm_graph_set_priority(self._g(), int(v))
+        self._priority = int(v)
+
+    @property
+    def policy(self):
+        return self._policy
+
+    @policy.setter
+    def policy(self, v):
+        """A Policy, or its name; the daemon rejects an unknown value."""
+        v = Policy[v.upper()] if isinstance(v, str) else v
+        lib.tdm_graph_set_policy(self._g(), int(v))
+        self._policy = v
+
+    @property
+    def deadline_ns(self):
+        return self._deadline
+
+    @deadline_ns.setter
+    def deadline_ns(self, v):
+        lib.tdm_graph_set_deadline(self._g(), int(v))
+        self._deadline = int(v)
+
+    def __len__(self):
+        return lib.tdm_graph_task_count(self._g())
+
+    def add(self, kernel, args=(), scalars=(), priority=0):
+        """Appends a task; returns its index. kernel: a name or a Kernel;
+        args: Args (read/write/readwrite of Buffers or arrays over them);
+        scalars: ints (I64), reals (F32), or i64/f32/f64 values."""
+        k = self._client.kernel(kernel)
+        if len(args) > _lib.MAX_ARGS or len(scalars) > _lib.MAX_SCALARS:
+            raise Error(-Status.EARITY, "task %s" % k.name)
+        desc = _lib.TaskDesc()
+        desc.kernel = k.id
+        desc.nargs = len(args)
+        desc.nscalars = len(scalars)
+        desc.priority = int(priority)
+        regions = [self._client._arg(a, desc.args[i]) for i, a in enumerate(args)]
+        for i, v in enumerate(scalars):
+            _scalar(v, desc.scalars[i])
+        index = ctypes.c_uint32()
+        with self._session.lock:
+            check(lib.tdm_graph_add_task(self._g(), ctypes.byref(desc), ctypes.byref(index)),
+                  "task %d (%s)" % (len(self._names), k.name))
+        self._regions.extend(regions)
+        self._names.append(k.name)
+        return index.value
+
+    def edge(self, before, after):
+        """Task `after` runs after task `before` (before < after)."""
+        check(lib.tdm_graph_add_edge(self._g(), before, after), "edge %d -> %d" % (before, after))
+
+    def submit(self):
+        with self._session.lock:
+            check(lib.tdm_graph_submit(self._g()), "tdm_graph_submit")
+        self._submitted = True
+
+    def wait(self, timeout=None):
+        """Waits for the graph (timeout in seconds; None: for ever). Raises
+        WaitTimeout when the time is up (the graph still runs), Error with
+        the offending task and field when it was rejected or failed."""
+        ns = -1 if timeout is None else max(0, int(timeout * 1e9))
+        with self._session.lock:
+            st = lib.tdm_wait(self._g(), ns)
+        if st == -Status.ETIMEDOUT or st >= 0:
+            return check(st, "tdm_wait")
+        task, field = ctypes.c_uint32(), ctypes.c_uint32()
+        lib.tdm_graph_reject_detail(self._g(), ctypes.byref(task), ctypes.byref(field))
+        what = "graph"
+        if field.value and task.value < len(self._names):
+            what = "graph (task %d: %s)" % (task.value, self._names[task.value])
+        return check(st, what, task=task.value, field=field.value)
+
+    def run(self, timeout=None):
+        """submit() then wait(timeout)."""
+        self.submit()
+        return self.wait(timeout)
+
+    def task_info(self, index):
+        """Where and when task index ran (a graph made with task_info=True,
+        after wait returned)."""
+        p = lib.tdm_graph_task_info(self._g(), index)
+        if not p:
+            raise ValueError("tandem: no task info for task %d (task_info=True, waited, "
+                             "index < %d?)" % (index, len(self)))
+        i = p.contents
+        return TaskInfo(i.status, i.device, i.queued_ns, i.start_ns, i.end_ns,
+                        i.predicted_ns, i.predicted_spread_ns)
+
+    def task_infos(self):
+        return [self.task_info(i) for i in range(len(self))]
+
+
+def _free_graph(session, ptr):
+    with session.lock:
+        lib.tdm_graph_free(ptr)
