@@ -154,10 +154,9 @@ enum dfield {
 	DF_N
 };
 
-static const char *const dfield_name[DF_N] = { "kind",      "model",       "node",
-	                                       "count",     "mem_gib",     "gflops",
-	                                       "mem_gbps",  "launch_ns",   "socket_gbps",
-	                                       "fp16_gflops" };
+static const char *const dfield_name[DF_N] = { "kind",        "model",      "node",     "count",
+	                                       "mem_gib",     "gflops",     "mem_gbps", "launch_ns",
+	                                       "socket_gbps", "fp16_gflops" };
 
 enum cfield { CF_NB, CF_FLOPS, CF_BYTES, CF_DOMAIN, CF_NS, CF_SPREAD, CF_N };
 
@@ -921,15 +920,17 @@ static int finish_devices(struct pctx *c, struct machine *m, uint32_t *owner)
 			        "mem_gib out",
 			        s->path);
 		if (!host && s->set[DF_SOCKET_GBPS])
-			return fail(c, s->fat[DF_SOCKET_GBPS],
-			            "%s.socket_gbps: only host cores (kind \"cpu\") share a socket's "
-			            "memory bandwidth: leave socket_gbps out",
-			            s->path);
+			return fail(
+			        c, s->fat[DF_SOCKET_GBPS],
+			        "%s.socket_gbps: only host cores (kind \"cpu\") share a socket's "
+			        "memory bandwidth: leave socket_gbps out",
+			        s->path);
 		if (host && s->set[DF_SOCKET_GBPS] && s->socket_gbps < s->mem_gbps)
-			return fail(c, s->fat[DF_SOCKET_GBPS],
-			            "%s.socket_gbps: %g GB/s is less than one core's mem_gbps (%g): "
-			            "the socket's bandwidth is shared by its cores, not below one",
-			            s->path, s->socket_gbps, s->mem_gbps);
+			return fail(
+			        c, s->fat[DF_SOCKET_GBPS],
+			        "%s.socket_gbps: %g GB/s is less than one core's mem_gbps (%g): "
+			        "the socket's bandwidth is shared by its cores, not below one",
+			        s->path, s->socket_gbps, s->mem_gbps);
 		if (!host && !s->set[DF_NODE])
 			return fail(
 			        c, s->at,
