@@ -483,13 +483,6 @@ int llm_sim_run(const struct llm_cost *c, const struct llm_trace *t, const struc
 		} else {
 			stall = 0;
 		}
-		if (getenv("LLM_DEBUG") && r->steps % 50 == 0)
-			fprintf(stderr,
-			        "step %" PRIu64 " mode %d n %u gpu %u cpu %u str %u tg %.1f tc "
-			                        "%.1f tl %.1f t %.1f pf %.0f gkv %.0f/%.0f\n",
-			        r->steps, p.mode, (unsigned)p.decoded, p.ngpu, p.ncpu, p.nstream,
-			        p.t_gpu_ns / 1e6, p.t_cpu_ns / 1e6, p.t_link_ns / 1e6,
-			        p.t_step_ns / 1e6, pf_tok, L.gpu_kv, L.kv_cap);
 		now += p.t_step_ns;
 		r->steps++;
 		r->steps_mode[p.mode]++;
@@ -540,6 +533,8 @@ int llm_sim_run(const struct llm_cost *c, const struct llm_trace *t, const struc
 		relieve_gpu(&L, &link_next, r);
 		if (o->policy == LLM_POL_TANDEM)
 			promote(&L, &link_next, r);
+		if (L.gpu_kv > r->peak_gpu_kv_tokens)
+			r->peak_gpu_kv_tokens = L.gpu_kv;
 	}
 	uint32_t ntp = 0;
 	for (uint32_t i = 0; i < L.n; i++) {

@@ -71,6 +71,7 @@ struct llm_sim_result {
 	uint64_t preemptions, demotions, promotions;
 	double decide_ns, decisions; /* wall time in llm_step_plan, calls */
 	double gpu_kv_tokens; /* what the GPU's KV budget holds */
+	double peak_gpu_kv_tokens; /* the most it held at a step's end */
 };
 
 /* The machine as the step sees it: its first GPU, its host cores, the link
