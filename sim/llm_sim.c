@@ -84,6 +84,7 @@ struct req {
 	uint32_t orig_output;
 	uint32_t prefilled, generated, kv;
 	uint8_t phase, tier;
+	bool tentative; /* being weighed for admission or demotion */
 	double arrival, first_tok, done;
 };
 
@@ -128,9 +129,9 @@ static double now_ns(void)
 }
 
 /* The step of the running requests (prefilling ones counted as decoding
- * with their prompt as KV, for admission; extra: one more request of
- * extra_kv tokens in the host tier) with prefill_tokens of prefill. */
-static int plan_running(struct loop *L, bool with_prefilling, uint32_t exclude, uint32_t extra_kv,
+ * with their prompt as KV, for admission; tentative ones only when asked)
+ * with prefill_tokens of prefill. */
+static int plan_running(struct loop *L, bool with_prefilling, bool with_tentative,
                         double prefill_tokens, double prefill_attn, double link_busy,
                         unsigned allow, struct llm_step_plan *p)
 {
@@ -139,18 +140,13 @@ static int plan_running(struct loop *L, bool with_prefilling, uint32_t exclude, 
 	for (uint32_t k = 0; k < L->nrun; k++) {
 		const struct req *q = &L->r[L->run[k]];
 
-		if (L->run[k] == exclude)
+		if (q->tentative && !with_tentative)
 			continue;
 		if (q->phase == PH_DECODE || (with_prefilling && q->phase == PH_PREFILL)) {
 			L->sreq[n].kv_tokens = q->phase == PH_DECODE ? q->kv : q->prompt;
 			L->sreq[n].tier = q->tier;
 			L->sidx[n++] = L->run[k];
 		}
-	}
-	if (extra_kv) {
-		L->sreq[n].kv_tokens = extra_kv;
-		L->sreq[n].tier = LLM_TIER_HOST;
-		L->sidx[n++] = UINT32_MAX;
 	}
 	double free_gpu = (L->kv_cap - L->gpu_kv) * L->c->kv_tok_bytes;
 	struct llm_step_in in = {
@@ -171,31 +167,21 @@ static int plan_running(struct loop *L, bool with_prefilling, uint32_t exclude, 
 	return rc;
 }
 
-/* Whether the policy admits one more request, q, into the host tier (self:
- * q's index when it is running already, to be demoted; else UINT32_MAX). */
-static bool host_admits(struct loop *L, const struct req *q, uint32_t self)
+/* The policy's rule for its host tier, over the running requests as they
+ * are (tentative ones included). */
+static bool host_rule_holds(struct loop *L)
 {
 	const struct llm_cost *c = L->c;
 	enum llm_policy pol = L->o->policy;
-	struct llm_step_plan p;
+	double gpu_tok = 0, host_tok = 0;
+	uint32_t ngpu = 0, nhost = 0;
 
-	const uint32_t kvq = q->phase == PH_DECODE ? q->kv : q->prompt;
-
-	if (L->host_kv + kvq + (q->output - q->generated) > L->host_cap)
+	if (L->host_kv > L->host_cap)
 		return false;
 	if (pol == LLM_POL_NKVO)
-		return L->nrun < (L->o->nkvo_slots ? L->o->nkvo_slots : 16);
-	if (pol == LLM_POL_GPU_ONLY)
-		return false;
-	/* The running requests' KV as decoding would read it, with q. */
-	double gpu_tok = 0, host_tok = 0;
-	uint32_t ngpu = 0, nhost = 1;
-	host_tok = kvq;
+		return L->nrun <= (L->o->nkvo_slots ? L->o->nkvo_slots : 16);
 	for (uint32_t k = 0; k < L->nrun; k++) {
 		const struct req *x = &L->r[L->run[k]];
-
-		if (L->run[k] == self)
-			continue;
 		double kv = x->phase == PH_DECODE ? x->kv : x->prompt;
 
 		if (x->tier == LLM_TIER_GPU)
@@ -203,17 +189,7 @@ static bool host_admits(struct loop *L, const struct req *q, uint32_t self)
 		else
 			host_tok += kv, nhost++;
 	}
-	/* Every rule below also asks the load-aware question first (NEO's
-	 * scheduler, APEX's predictor): does the step with q decode more per
-	 * unit of time than the step without it? */
-	struct llm_step_plan without;
-	if (plan_running(L, true, self, kvq, 0, 0, 0, allow_of(pol), &p) ||
-	    plan_running(L, true, self, 0, 0, 0, 0, allow_of(pol), &without))
-		return false;
-	if (without.decoded > 0 && p.decoded * without.t_step_ns <= without.decoded * p.t_step_ns)
-		return false;
-	double tlin = llm_t_linear(c, ngpu + nhost);
-	double tgpu = tlin + llm_t_attn_gpu(c, gpu_tok);
+	double tgpu = llm_t_linear(c, ngpu + nhost) + llm_t_attn_gpu(c, gpu_tok);
 	double tcpu = llm_t_attn_cpu(c, nhost, host_tok);
 	switch (pol) {
 	case LLM_POL_APEX:
@@ -228,11 +204,66 @@ static bool host_admits(struct loop *L, const struct req *q, uint32_t self)
 		return tcpu <= two;
 	}
 	case LLM_POL_TANDEM: {
+		/* The planner's step, every arrangement, within (1 + slack) of
+		 * the GPU's own work. */
+		struct llm_step_plan p;
 		double slack = L->o->tpot_slack >= 0 ? L->o->tpot_slack : 0.05;
+		if (plan_running(L, true, true, 0, 0, 0, allow_of(pol), &p))
+			return false;
 		return p.mode != LLM_STEP_GPU && p.t_step_ns <= (1 + slack) * tgpu;
 	}
 	default: return false;
 	}
+}
+
+/* The load-aware question (NEO's scheduler, APEX's predictor): does the
+ * step with the tentative requests decode more per unit of time than the
+ * step without them? Asked of a whole group, since one request alone may
+ * not pay for switching the step to pipelining. */
+static bool tentative_pays(struct loop *L)
+{
+	struct llm_step_plan with, without;
+	unsigned allow = allow_of(L->o->policy);
+
+	if (L->o->policy == LLM_POL_NKVO)
+		return true; /* llama.cpp fills its slots */
+	if (plan_running(L, true, true, 0, 0, 0, allow, &with) ||
+	    plan_running(L, true, false, 0, 0, 0, allow, &without))
+		return false;
+	return without.decoded == 0 ||
+	       with.decoded * without.t_step_ns > without.decoded * with.t_step_ns;
+}
+
+/* The i-th request in FCFS order not yet admitted (preempted ones first),
+ * or UINT32_MAX. */
+static uint32_t waiting(const struct loop *L, uint32_t j, double now)
+{
+	if (j < L->nrequeue)
+		return L->requeue[L->nrequeue - 1 - j];
+	uint32_t i = L->qhead + (j - L->nrequeue);
+	return i < L->n && L->r[i].arrival <= now ? i : UINT32_MAX;
+}
+
+static void consume(struct loop *L, uint32_t m)
+{
+	uint32_t from_requeue = m < L->nrequeue ? m : L->nrequeue;
+	L->nrequeue -= from_requeue;
+	L->qhead += m - from_requeue;
+}
+
+static void start(struct loop *L, uint32_t i, uint8_t tier)
+{
+	struct req *q = &L->r[i];
+
+	q->tier = tier;
+	q->phase = PH_PREFILL;
+	q->prefilled = 0;
+	q->kv = 0;
+	if (tier == LLM_TIER_GPU)
+		L->gpu_kv += q->prompt;
+	else
+		L->host_kv += q->prompt;
+	L->run[L->nrun++] = i;
 }
 
 static void admit(struct loop *L, double now)
@@ -240,38 +271,48 @@ static void admit(struct loop *L, double now)
 	const uint32_t max_batch = L->o->max_batch ? L->o->max_batch : 256;
 	enum llm_policy pol = L->o->policy;
 
+	/* The GPU first (a block of room for the first decoded token). */
 	for (;;) {
-		uint32_t i;
-		bool from_requeue = L->nrequeue > 0;
-
-		if (L->nrun >= max_batch)
+		uint32_t i = waiting(L, 0, now);
+		if (i == UINT32_MAX || L->nrun >= max_batch)
 			return;
-		if (from_requeue)
-			i = L->requeue[L->nrequeue - 1];
-		else if (L->qhead < L->n && L->r[L->qhead].arrival <= now)
-			i = L->qhead;
-		else
-			return;
-		struct req *q = &L->r[i];
-		/* The GPU first (a block of room for the first decoded token). */
-		if (pol != LLM_POL_NKVO && L->gpu_kv + q->prompt + 1 <= L->kv_cap) {
-			q->tier = LLM_TIER_GPU;
-			L->gpu_kv += q->prompt;
-		} else if (host_admits(L, q, UINT32_MAX)) {
-			q->tier = LLM_TIER_HOST;
-			L->host_kv += q->prompt;
-		} else {
-			return; /* FCFS: nobody overtakes the head */
-		}
-		q->phase = PH_PREFILL;
-		q->prefilled = 0;
-		q->kv = 0;
-		L->run[L->nrun++] = i;
-		if (from_requeue)
-			L->nrequeue--;
-		else
-			L->qhead++;
+		if (pol == LLM_POL_NKVO || L->gpu_kv + L->r[i].prompt + 1 > L->kv_cap)
+			break;
+		start(L, i, LLM_TIER_GPU);
+		consume(L, 1);
 	}
+	if (pol == LLM_POL_GPU_ONLY)
+		return; /* FCFS: nobody overtakes the head */
+	/* Then the host tier, as a group, while the policy's rule holds. */
+	uint32_t m = 0;
+	for (;;) {
+		uint32_t i = waiting(L, m, now);
+		if (i == UINT32_MAX || L->nrun >= max_batch)
+			break;
+		start(L, i, LLM_TIER_HOST);
+		L->r[i].tentative = true;
+		if (!host_rule_holds(L)) {
+			L->nrun--;
+			L->host_kv -= L->r[i].prompt;
+			L->r[i].tentative = false;
+			L->r[i].phase = PH_WAIT;
+			break;
+		}
+		m++;
+	}
+	bool keep = m && tentative_pays(L);
+	for (uint32_t k = L->nrun - m; k < L->nrun; k++) {
+		struct req *q = &L->r[L->run[k]];
+		q->tentative = false;
+		if (!keep) {
+			L->host_kv -= q->prompt;
+			q->phase = PH_WAIT;
+		}
+	}
+	if (keep)
+		consume(L, m);
+	else
+		L->nrun -= m;
 }
 
 static void drop_running(struct loop *L, uint32_t k)
@@ -296,9 +337,17 @@ static void relieve_gpu(struct loop *L, double *link_next, struct llm_sim_result
 		double kv = q->phase == PH_DECODE ? q->kv : q->prompt;
 
 		/* Demoted only as the policy would admit it to the host tier. */
-		bool demote = L->o->policy != LLM_POL_GPU_ONLY && L->o->policy != LLM_POL_NKVO &&
-		              host_admits(L, q, L->run[k]);
+		bool demote = false;
 		L->gpu_kv -= kv;
+		if (L->o->policy != LLM_POL_GPU_ONLY && L->o->policy != LLM_POL_NKVO) {
+			q->tier = LLM_TIER_HOST;
+			q->tentative = true;
+			L->host_kv += kv;
+			demote = host_rule_holds(L) && tentative_pays(L);
+			q->tier = LLM_TIER_GPU;
+			q->tentative = false;
+			L->host_kv -= kv;
+		}
 		if (!demote) {
 			/* vLLM: drop the KV, recompute prompt + generated later. */
 			q->prompt += q->phase == PH_DECODE ? q->generated : 0;
@@ -338,10 +387,10 @@ static void promote(struct loop *L, double *link_next, struct llm_sim_result *r)
 		    L->gpu_kv + q->kv + headroom > L->kv_cap)
 			continue;
 		double copy = llm_t_link(L->c, q->kv * L->c->kv_tok_bytes, 1);
-		if (plan_running(L, true, UINT32_MAX, 0, 0, 0, *link_next, allow, &host))
+		if (plan_running(L, true, true, 0, 0, *link_next, allow, &host))
 			return;
 		q->tier = LLM_TIER_GPU;
-		if (plan_running(L, true, UINT32_MAX, 0, 0, 0, *link_next + copy, allow, &gpu) ||
+		if (plan_running(L, true, true, 0, 0, *link_next + copy, allow, &gpu) ||
 		    gpu.t_step_ns >= host.t_step_ns) {
 			q->tier = LLM_TIER_HOST;
 			return;
@@ -468,7 +517,7 @@ int llm_sim_run(const struct llm_cost *c, const struct llm_trace *t, const struc
 			pf_tok += take;
 		}
 		struct llm_step_plan p;
-		if (plan_running(&L, false, UINT32_MAX, 0, pf_tok, pf_attn, link, allow, &p)) {
+		if (plan_running(&L, false, true, pf_tok, pf_attn, link, allow, &p)) {
 			snprintf(err, errlen, "llm: the step could not be planned");
 			rc = -TDM_EINVAL;
 			goto out;
