@@ -18,6 +18,7 @@
 
 #include "placement/llm_step.h"
 #include "sim/llm_sim.h"
+#include "sim/machine.h"
 #include "workload/llm_trace.h"
 
 /* A T4 with 8 Cascade Lake cores, as machines/t4-xeon.toml describes it. */
@@ -75,6 +76,7 @@ static void test_cost_model(void **state)
 	assert_true(c.kv_tok_bytes == 131072);
 	assert_true(fabs(c.weight_bytes - 16.06e9) < 0.03e9);
 	assert_int_equal(llm_model_by_name("gpt-5", &m), -1);
+	assert_int_equal(llm_model_by_name("llama2-7b", &m), 0);
 	bad.gpu_gbps = NAN;
 	assert_int_equal(llm_cost_init(&c, &m, &bad), -1);
 }
@@ -316,6 +318,43 @@ static void test_replay_weights_too_big(void **state)
 	llm_trace_free(&t);
 }
 
+/* `-w llm:SPEC`: bad keys and values are refused (exit 2) before anything
+ * runs; a good spec runs every policy on a generated trace. */
+static void test_cli_spec(void **state)
+{
+	static const char t4_toml[] =
+	        "[device.cpu]\nkind = \"cpu\"\nmodel = \"x\"\ncount = 8\ngflops = 70\n"
+	        "mem_gbps = 12\nsocket_gbps = 140.8\nlaunch_ns = 2000\n"
+	        "[device.gpu0]\nkind = \"gpu\"\nmodel = \"t4\"\nnode = 1\nmem_gib = 16\n"
+	        "gflops = 8100\nfp16_gflops = 65000\nmem_gbps = 320\nlaunch_ns = 8000\n"
+	        "[link.0-1]\ngbps = 12\nlatency_ns = 10000\n";
+	static struct machine m;
+	char err[256];
+
+	(void)state;
+	assert_int_equal(machine_parse(t4_toml, sizeof(t4_toml) - 1, "t4", &m, err, sizeof(err)),
+	                 0);
+	assert_int_equal(llm_sim_cli(&m, "model=gpt-5", NULL, false), 2);
+	assert_int_equal(llm_sim_cli(&m, "requests=0", NULL, false), 2);
+	assert_int_equal(llm_sim_cli(&m, "requests=12x", NULL, false), 2);
+	assert_int_equal(llm_sim_cli(&m, "host_gbps=-1", NULL, false), 2);
+	assert_int_equal(llm_sim_cli(&m, "colour=red", NULL, false), 2);
+	assert_int_equal(llm_sim_cli(&m, "model", NULL, false), 2);
+	assert_int_equal(llm_sim_cli(&m, "arrivals=sometimes", NULL, false), 2);
+	assert_int_equal(llm_sim_cli(&m, "trace=gen-code,requests=5", "tandem,vllm", false), 2);
+	/* A file that is not there is an error, not a crash. */
+	assert_int_equal(llm_sim_cli(&m, "trace=/nonexistent/trace.csv", NULL, false), 1);
+	/* LLaMA-3.1-8B's 16 GB of weights do not fit a T4. */
+	assert_int_equal(
+	        llm_sim_cli(&m, "model=llama3.1-8b,trace=gen-code,requests=5", NULL, false), 1);
+	assert_int_equal(llm_sim_cli(&m,
+	                             "model=llama2-7b,trace=gen-conv,requests=20,"
+	                             "arrivals=burst,host_gbps=25",
+	                             NULL, true),
+	                 0);
+	machine_free(&m);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -327,6 +366,7 @@ int main(void)
 		cmocka_unit_test(test_bad_input),
 		cmocka_unit_test(test_replay),
 		cmocka_unit_test(test_replay_weights_too_big),
+		cmocka_unit_test(test_cli_spec),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
