@@ -149,11 +149,14 @@ enum dfield {
 	DF_GFLOPS,
 	DF_MEM_GBPS,
 	DF_LAUNCH_NS,
+	DF_SOCKET_GBPS,
+	DF_FP16_GFLOPS,
 	DF_N
 };
 
-static const char *const dfield_name[DF_N] = { "kind",    "model",  "node",     "count",
-	                                       "mem_gib", "gflops", "mem_gbps", "launch_ns" };
+static const char *const dfield_name[DF_N] = { "kind",        "model",      "node",     "count",
+	                                       "mem_gib",     "gflops",     "mem_gbps", "launch_ns",
+	                                       "socket_gbps", "fp16_gflops" };
 
 enum cfield { CF_NB, CF_FLOPS, CF_BYTES, CF_DOMAIN, CF_NS, CF_SPREAD, CF_N };
 
@@ -170,7 +173,7 @@ struct dev_spec {
 	enum tdm_device_kind kind;
 	char model[MACHINE_NAME_MAX];
 	int64_t node, count;
-	double mem_gib, gflops, mem_gbps, launch_ns;
+	double mem_gib, gflops, mem_gbps, launch_ns, socket_gbps, fp16_gflops;
 };
 
 struct link_spec {
@@ -535,6 +538,17 @@ static int set_device_field(struct pctx *c, struct dev_spec *s, enum dfield f,
 			return 1;
 		s->launch_ns = v;
 		break;
+	case DF_SOCKET_GBPS:
+		if (get_number(c, it, p, &v) || check_cal_range(c, it, p, v, &r_gbps, "GB/s in "))
+			return 1;
+		s->socket_gbps = v;
+		break;
+	case DF_FP16_GFLOPS:
+		if (get_number(c, it, p, &v) ||
+		    check_cal_range(c, it, p, v, &r_gflops, "GFLOP/s in "))
+			return 1;
+		s->fp16_gflops = v;
+		break;
 	case DF_N: break;
 	}
 	s->set[f] = true;
@@ -557,7 +571,7 @@ static int visit_device(struct pctx *c, const struct toml_item *it, char part[][
 	}
 	return fail(c, key_at(it),
 	            "unknown key %s in [%s] (expected kind, model, node, count, mem_gib, gflops, "
-	            "mem_gbps, launch_ns)",
+	            "mem_gbps, launch_ns, socket_gbps, fp16_gflops)",
 	            path_rest(it->path, 2), s->path);
 }
 
@@ -905,6 +919,18 @@ static int finish_devices(struct pctx *c, struct machine *m, uint32_t *owner)
 			        "%s.mem_gib: host devices (kind \"cpu\") use host memory: leave "
 			        "mem_gib out",
 			        s->path);
+		if (!host && s->set[DF_SOCKET_GBPS])
+			return fail(
+			        c, s->fat[DF_SOCKET_GBPS],
+			        "%s.socket_gbps: only host cores (kind \"cpu\") share a socket's "
+			        "memory bandwidth: leave socket_gbps out",
+			        s->path);
+		if (host && s->set[DF_SOCKET_GBPS] && s->socket_gbps < s->mem_gbps)
+			return fail(
+			        c, s->fat[DF_SOCKET_GBPS],
+			        "%s.socket_gbps: %g GB/s is less than one core's mem_gbps (%g): "
+			        "the socket's bandwidth is shared by its cores, not below one",
+			        s->path, s->socket_gbps, s->mem_gbps);
 		if (!host && !s->set[DF_NODE])
 			return fail(
 			        c, s->at,
@@ -962,6 +988,8 @@ static int finish_devices(struct pctx *c, struct machine *m, uint32_t *owner)
 			d->gemm_gflops = s->gflops;
 			d->mem_gbps = s->mem_gbps;
 			d->launch_ns = s->launch_ns;
+			d->socket_gbps = s->set[DF_SOCKET_GBPS] ? s->socket_gbps : 0;
+			d->fp16_gflops = s->set[DF_FP16_GFLOPS] ? s->fp16_gflops : 0;
 			if (!host && owner_node[d->node] >= 0)
 				return fail(
 				        c, s->fat[DF_NODE],

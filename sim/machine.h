@@ -39,6 +39,14 @@ struct machine_device {
 	double gemm_gflops; /* as calibration measures them */
 	double mem_gbps;
 	double launch_ns;
+	/* Host cores: the memory bandwidth of their socket, shared by all of
+	 * them (GB/s; 0 when the description gives none: the cores do not
+	 * contend). A core alone reaches mem_gbps; n cores together reach
+	 * min(n * mem_gbps, socket_gbps). */
+	double socket_gbps;
+	/* Half-precision matrix throughput (tensor cores), GFLOP/s; 0 when not
+	 * given (then gemm_gflops holds for fp16 too). */
+	double fp16_gflops;
 };
 
 /* One measured cost: kernel on devices of a model, at one footprint. */

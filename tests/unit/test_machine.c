@@ -271,12 +271,53 @@ static void test_errors_top_level(void **state)
 	             "saw '\\n'");
 }
 
+/* The socket's memory bandwidth, shared by its cores, and fp16 throughput. */
+static void test_socket_gbps(void **state)
+{
+	struct machine m;
+
+	(void)state;
+	parse_ok("[device.cpu]\nkind = \"cpu\"\nmodel = \"xeon\"\ncount = 8\ngflops = 70\n"
+	         "mem_gbps = 12\nsocket_gbps = 140.8\nlaunch_ns = 2000\n"
+	         "[device.gpu0]\nkind = \"gpu\"\nmodel = \"t4\"\nnode = 1\nmem_gib = 16\n"
+	         "gflops = 8100\nfp16_gflops = 65000\nmem_gbps = 320\nlaunch_ns = 8000\n"
+	         "[link.0-1]\ngbps = 12\nlatency_ns = 10000\n",
+	         &m);
+	for (uint32_t i = 0; i < 8; i++) {
+		assert_true(m.dev[i].socket_gbps == 140.8);
+		assert_true(m.dev[i].fp16_gflops == 0);
+	}
+	assert_true(m.dev[8].socket_gbps == 0);
+	assert_true(m.dev[8].fp16_gflops == 65000);
+	machine_free(&m);
+	parse_ok(CPU, &m); /* optional: 0 when left out */
+	assert_true(m.dev[0].socket_gbps == 0);
+	machine_free(&m);
+	expect_error("[device.cpu]\nkind = \"cpu\"\nmodel = \"xeon\"\ncount = 4\ngflops = 80\n"
+	             "mem_gbps = 12\nsocket_gbps = 10\nlaunch_ns = 2000\n",
+	             "t.toml:7:15: device.cpu.socket_gbps: 10 GB/s is less than one core's "
+	             "mem_gbps (12): the socket's bandwidth is shared by its cores, not below "
+	             "one");
+	expect_error(CPU GPU("gpu0", 1) "socket_gbps = 400\n[link.0-1]\ngbps = 12\n"
+	                                "latency_ns = 10000\n",
+	             "t.toml:16:15: device.gpu0.socket_gbps: only host cores (kind \"cpu\") "
+	             "share a socket's memory bandwidth: leave socket_gbps out");
+	expect_error("[device.cpu]\nkind = \"cpu\"\nmodel = \"xeon\"\ngflops = 80\n"
+	             "mem_gbps = 12\nsocket_gbps = \"x\"\nlaunch_ns = 2000\n",
+	             "t.toml:6:15: device.cpu.socket_gbps: expected a number, got string");
+	expect_error("[device.cpu]\nkind = \"cpu\"\nmodel = \"xeon\"\ngflops = 80\n"
+	             "mem_gbps = 12\nsocket_gbps = 0\nlaunch_ns = 2000\n",
+	             "t.toml:6:15: device.cpu.socket_gbps: 0 is out of range (expected GB/s in "
+	             "(0, 100000))");
+}
+
 static void test_errors_devices(void **state)
 {
 	(void)state;
 	expect_error(CPU0 "colour = 1\n",
 	             "t.toml:7:1: unknown key colour in [device.cpu0] (expected kind, model, "
-	             "node, count, mem_gib, gflops, mem_gbps, launch_ns)");
+	             "node, count, mem_gib, gflops, mem_gbps, launch_ns, socket_gbps, "
+	             "fp16_gflops)");
 	expect_error("[device.Cpu0]\n", "t.toml:1:9: device.Cpu0: a device name is 1 to 31 "
 	                                "characters a-z, 0-9, _ (such as gpu0)");
 	expect_error("[device.cpu0]\nkind = 1\n",
@@ -886,6 +927,7 @@ int main(void)
 		cmocka_unit_test(test_other_forms),
 		cmocka_unit_test(test_errors_top_level),
 		cmocka_unit_test(test_errors_devices),
+		cmocka_unit_test(test_socket_gbps),
 		cmocka_unit_test(test_too_many_device_tables),
 		cmocka_unit_test(test_errors_links),
 		cmocka_unit_test(test_errors_costs),
