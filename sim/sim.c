@@ -82,6 +82,7 @@ struct sim {
 	 * progressed up to then. */
 	bool paced_any, oom;
 	bool paced[MACHINE_MAX_DEVICES], shared_core[MACHINE_MAX_DEVICES];
+	uint64_t cores[MACHINE_MAX_DEVICES]; /* paced: the cores it runs on */
 	struct jobq jobs[MACHINE_MAX_DEVICES];
 	double rate[MACHINE_MAX_DEVICES];
 	uint64_t pace_t;
@@ -286,10 +287,10 @@ static void pace_rates(struct sim *S)
 		          : S->paced[d]     ? paced_busy(S, d)
 		                            : false;
 		for (unsigned c = 0; S->paced[d] && busy[d] && c < nd; c++)
-			on[c] += (unsigned)(S->m->dev[d].shares_cores >> c & 1);
+			on[c] += (unsigned)(S->cores[d] >> c & 1);
 	}
 	for (unsigned d = 0; d < nd; d++) {
-		uint64_t cores = S->m->dev[d].shares_cores;
+		uint64_t cores = S->cores[d];
 		double share = 0;
 		S->rate[d] = 0;
 		if (!S->paced[d] || !busy[d])
@@ -479,9 +480,11 @@ static int build_machine(struct sim *S, char *err, size_t errlen)
 		sd->node = md->node;
 		/* Shared cores: the device is paced, the cores it uses tracked. */
 		for (unsigned c = 0; c < m->ndevices; c++)
-			if (md->shares_cores >> c & 1 && m->dev[c].kind == TDM_DEV_CPU && c != d) {
+			if (md->kind != TDM_DEV_CPU && (md->shares_cores >> c & 1) &&
+			    m->dev[c].kind == TDM_DEV_CPU) {
 				sd->paced = S->paced[d] = S->paced_any = true;
 				S->shared_core[c] = true;
+				S->cores[d] |= UINT64_C(1) << c;
 			}
 		for (uint32_t k = 0; k < KERNEL_COUNT; k++)
 			sd->runs[k] = !priced[k];
