@@ -29,6 +29,7 @@
 #define MACHINE_MAX_COSTS 100000 /* cost table entries */
 #define MACHINE_MAX_INPUT ((size_t)16 << 20)
 #define MACHINE_NAME_MAX 64
+_Static_assert(MACHINE_MAX_DEVICES <= 64, "shares_cores is a 64-bit mask");
 
 struct machine_device {
 	char name[MACHINE_NAME_MAX]; /* unique: "cpu0", "gpu1", ... */
@@ -47,6 +48,10 @@ struct machine_device {
 	/* Half-precision matrix throughput (tensor cores), GFLOP/s; 0 when not
 	 * given (then gemm_gflops holds for fp16 too). */
 	double fp16_gflops;
+	/* shares_cores_with: bit j set when this accelerator runs its kernels
+	 * on the core of device j (a "cpu" device), as an OpenCL CPU device
+	 * does; the simulator makes them contend (docs/simulation.md). */
+	uint64_t shares_cores;
 };
 
 /* One measured cost: kernel on devices of a model, at one footprint. */
