@@ -17,18 +17,23 @@
 #define GB_KEEP_EDGES 4096
 #define GB_KEEP_READERS 1024
 
-/* A buffer's state: its last writer and the tasks that read it since
- * (a list in gb->readers, most recent first). A slot is in use when its
- * gen is the builder's. */
+/* A buffer's state, by byte range: the last writer of each range written
+ * (disjoint ranges) and the tasks that read a range since its last write,
+ * two lists in gb->readers, most recent first. A buffer used whole has one
+ * writer; a pool of N slices has up to N of each, so an access costs
+ * O(slices accessed in the graph) at worst. A slot is in use when its gen
+ * is the builder's. */
 struct gb_buffer {
 	uint64_t key;
-	uint32_t writer; /* GB_NONE: none yet */
+	uint32_t writers; /* GB_NONE: none yet */
 	uint32_t readers; /* GB_NONE: none */
 	uint32_t gen;
 };
 
+/* An access in a buffer's list: task, [off, end), the next entry. */
 struct gb_reader {
 	uint32_t task, next;
+	uint64_t off, end;
 };
 
 void graph_build_init(struct graph_build *gb, uint32_t ntasks_hint, uint32_t max_edges)
@@ -230,13 +235,14 @@ static struct gb_buffer *buffer_of(struct graph_build *gb, uint64_t key, bool *f
 	}
 	gb->nbufs++;
 	gb->bufs[s] = (struct gb_buffer){
-		.key = key, .writer = GB_NONE, .readers = GB_NONE, .gen = gb->gen
+		.key = key, .writers = GB_NONE, .readers = GB_NONE, .gen = gb->gen
 	};
 	*fresh = true;
 	return &gb->bufs[s];
 }
 
-static int add_reader(struct graph_build *gb, struct gb_buffer *b, uint32_t task)
+/* A list entry from the pool (its next is the caller's to set). */
+static uint32_t new_entry(struct graph_build *gb, uint32_t task, uint64_t off, uint64_t end)
 {
 	uint32_t r = gb->free_reader;
 	if (r != GB_NONE) {
@@ -246,56 +252,122 @@ static int add_reader(struct graph_build *gb, struct gb_buffer *b, uint32_t task
 			uint32_t ncap = gb->readers_cap ? gb->readers_cap * 2 : 16;
 			struct gb_reader *n = realloc(gb->readers, (size_t)ncap * sizeof(*n));
 			if (!n)
-				return -TDM_ENOMEM;
+				return GB_NONE;
 			gb->readers = n;
 			gb->readers_cap = ncap;
 		}
 		r = gb->nreaders++;
 	}
-	gb->readers[r] = (struct gb_reader){ .task = task, .next = b->readers };
-	b->readers = r;
+	gb->readers[r] =
+	        (struct gb_reader){ .task = task, .next = GB_NONE, .off = off, .end = end };
+	return r;
+}
+
+static int push_entry(struct graph_build *gb, uint32_t *head, uint32_t task, uint64_t off,
+                      uint64_t end)
+{
+	uint32_t r = new_entry(gb, task, off, end);
+	if (r == GB_NONE)
+		return -TDM_ENOMEM;
+	gb->readers[r].next = *head;
+	*head = r;
 	return 0;
+}
+
+/* Takes [a, b) out of every entry of the list (entries left empty go back
+ * to the pool; one that holds [a, b) strictly inside splits in two). */
+static int cut_list(struct graph_build *gb, uint32_t *head, uint64_t a, uint64_t b)
+{
+	for (uint32_t *at = head; *at != GB_NONE;) {
+		struct gb_reader *e = &gb->readers[*at];
+		if (e->end <= a || e->off >= b) {
+			at = &e->next;
+		} else if (e->off >= a && e->end <= b) {
+			uint32_t r = *at;
+			*at = e->next;
+			gb->readers[r].next = gb->free_reader;
+			gb->free_reader = r;
+		} else if (e->off < a && e->end > b) {
+			uint32_t task = e->task, n = new_entry(gb, task, b, e->end);
+			if (n == GB_NONE)
+				return -TDM_ENOMEM;
+			e = &gb->readers[*at]; /* the pool may have moved */
+			e->end = a;
+			gb->readers[n].next = e->next;
+			e->next = n;
+			at = &gb->readers[n].next;
+		} else {
+			if (e->off < a)
+				e->end = a;
+			else
+				e->off = b;
+			at = &e->next;
+		}
+	}
+	return 0;
+}
+
+/* Whether a reader in the list holds all of [a, b). */
+static bool read_whole(const struct graph_build *gb, uint32_t r, uint64_t a, uint64_t b)
+{
+	for (; r != GB_NONE; r = gb->readers[r].next)
+		if (gb->readers[r].off <= a && gb->readers[r].end >= b)
+			return true;
+	return false;
 }
 
 int graph_build_access(struct graph_build *gb, uint32_t task, uint64_t key, uint64_t offset,
                        uint64_t length, uint8_t mode)
 {
-	/* Per whole buffer for now: every range of a buffer meets every other. */
-	(void)offset;
-	(void)length;
 	if (!gb->ntasks || task != gb->ntasks - 1 || !(mode & TDM_RW))
 		return -TDM_EINVAL;
+	uint64_t a = offset, b = length && offset + length > offset ? offset + length : UINT64_MAX;
 	bool fresh;
-	struct gb_buffer *b = buffer_of(gb, key, &fresh);
+	struct gb_buffer *buf = buffer_of(gb, key, &fresh);
 	int err;
-	if (!b)
+	if (!buf)
 		return -TDM_ENOMEM;
 	if (mode & TDM_W) {
-		if (b->readers != GB_NONE) {
-			/* After its readers; their list goes back to the pool. */
-			uint32_t r = b->readers, last;
-			do {
-				if (gb->readers[r].task != task &&
-				    (err = add_edge(gb, gb->readers[r].task, task)))
-					return err;
-				last = r;
-				r = gb->readers[r].next;
-			} while (r != GB_NONE);
-			gb->readers[last].next = gb->free_reader;
-			gb->free_reader = b->readers;
-			b->readers = GB_NONE;
-		} else if (b->writer != GB_NONE && b->writer != task &&
-		           (err = add_edge(gb, b->writer, task))) {
-			return err;
+		/* After the readers of the range since its last write; after
+		 * that write where no such reader read all of what it wrote
+		 * here (the readers already follow it). */
+		for (uint32_t r = buf->readers; r != GB_NONE; r = gb->readers[r].next) {
+			const struct gb_reader *e = &gb->readers[r];
+			if (e->end > a && e->off < b && e->task != task &&
+			    (err = add_edge(gb, e->task, task)))
+				return err;
 		}
-		b->writer = task;
+		for (uint32_t w = buf->writers; w != GB_NONE; w = gb->readers[w].next) {
+			const struct gb_reader *e = &gb->readers[w];
+			if (e->end <= a || e->off >= b || e->task == task)
+				continue;
+			uint64_t lo = e->off > a ? e->off : a, hi = e->end < b ? e->end : b;
+			if (!read_whole(gb, buf->readers, lo, hi) &&
+			    (err = add_edge(gb, e->task, task)))
+				return err;
+		}
+		if ((err = cut_list(gb, &buf->readers, a, b)) ||
+		    (err = cut_list(gb, &buf->writers, a, b)) ||
+		    (err = push_entry(gb, &buf->writers, task, a, b)))
+			return err;
 		return fresh;
 	}
-	if (b->writer != GB_NONE && b->writer != task && (err = add_edge(gb, b->writer, task)))
-		return err;
-	if (b->readers != GB_NONE && gb->readers[b->readers].task == task)
-		return fresh; /* read twice by this task */
-	return (err = add_reader(gb, b, task)) ? err : fresh;
+	for (uint32_t w = buf->writers; w != GB_NONE; w = gb->readers[w].next) {
+		const struct gb_reader *e = &gb->readers[w];
+		if (e->end > a && e->off < b && e->task != task &&
+		    (err = add_edge(gb, e->task, task)))
+			return err;
+	}
+	if (buf->readers != GB_NONE) {
+		struct gb_reader *h = &gb->readers[buf->readers];
+		if (h->task == task && h->end >= a && h->off <= b) {
+			/* Read again by this task: one entry for the union. */
+			h->off = h->off < a ? h->off : a;
+			h->end = h->end > b ? h->end : b;
+			return fresh;
+		}
+	}
+	return (err = push_entry(gb, &buf->readers, task, a, b)) ? err : fresh;
 }
 
 /* ---- the result ------------------------------------------------------------ */
