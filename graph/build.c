@@ -242,7 +242,7 @@ static struct gb_buffer *buffer_of(struct graph_build *gb, uint64_t key, bool *f
 }
 
 /* A list entry from the pool (its next is the caller's to set). */
-static uint32_t new_entry(struct graph_build *gb, uint32_t task, uint64_t off, uint64_t end)
+static inline uint32_t new_entry(struct graph_build *gb, uint32_t task, uint64_t off, uint64_t end)
 {
 	uint32_t r = gb->free_reader;
 	if (r != GB_NONE) {
@@ -346,8 +346,18 @@ int graph_build_access(struct graph_build *gb, uint32_t task, uint64_t key, uint
 			    (err = add_edge(gb, e->task, task)))
 				return err;
 		}
-		if ((err = cut_list(gb, &buf->readers, a, b)) ||
-		    (err = cut_list(gb, &buf->writers, a, b)) ||
+		if (buf->readers != GB_NONE && (err = cut_list(gb, &buf->readers, a, b)))
+			return err;
+		struct gb_reader *w = buf->writers != GB_NONE ? &gb->readers[buf->writers] : NULL;
+		if (w && w->next == GB_NONE && w->off >= a && w->end <= b) {
+			/* The one writer is overwritten: its entry is the new one
+			 * (a buffer used whole always takes this path). */
+			w->task = task;
+			w->off = a;
+			w->end = b;
+			return fresh;
+		}
+		if ((w && (err = cut_list(gb, &buf->writers, a, b))) ||
 		    (err = push_entry(gb, &buf->writers, task, a, b)))
 			return err;
 		return fresh;
