@@ -17,23 +17,29 @@
 #define GB_KEEP_EDGES 4096
 #define GB_KEEP_READERS 1024
 
-/* A buffer's state, by byte range: the last writer of each range written
- * (disjoint ranges) and the tasks that read a range since its last write,
- * two lists in gb->readers, most recent first. A buffer used whole has one
- * writer; a pool of N slices has up to N of each, so an access costs
- * O(slices accessed in the graph) at worst. A slot is in use when its gen
- * is the builder's. */
-struct gb_buffer {
-	uint64_t key;
-	uint32_t writers; /* GB_NONE: none yet */
+/* A piece of a buffer: its last writer and the tasks that read it since
+ * (a list in gb->readers, most recent first). */
+struct gb_seg {
+	uint64_t off, end;
+	uint32_t writer; /* GB_NONE: none in this graph */
 	uint32_t readers; /* GB_NONE: none */
-	uint32_t gen;
 };
 
-/* An access in a buffer's list: task, [off, end), the next entry. */
+/* A buffer's state: the pieces accessed so far, sorted and disjoint (gaps
+ * were never accessed), found by binary search. A buffer used whole has
+ * one piece, kept inline; a pool of N slices about 2N, so an access costs
+ * O(log N) plus the pieces it touches. A slot is in use when its gen is
+ * the builder's. */
+struct gb_buffer {
+	uint64_t key;
+	uint32_t gen;
+	uint32_t nsegs, segs_cap; /* segs_cap 1: the inline one */
+	struct gb_seg *segs; /* NULL: &one */
+	struct gb_seg one;
+};
+
 struct gb_reader {
 	uint32_t task, next;
-	uint64_t off, end;
 };
 
 void graph_build_init(struct graph_build *gb, uint32_t ntasks_hint, uint32_t max_edges)
@@ -46,8 +52,20 @@ void graph_build_init(struct graph_build *gb, uint32_t ntasks_hint, uint32_t max
 	gb->unique = true;
 }
 
+/* Frees the piece arrays of the current graph's buffers. */
+static void free_segs(struct graph_build *gb)
+{
+	for (uint32_t i = 0; gb->seg_arrays && i < (1u << gb->bufs_bits); i++)
+		if (gb->bufs[i].gen == gb->gen && gb->bufs[i].segs) {
+			free(gb->bufs[i].segs);
+			gb->bufs[i].segs = NULL;
+			gb->seg_arrays--;
+		}
+}
+
 void graph_build_fini(struct graph_build *gb)
 {
+	free_segs(gb);
 	free(gb->tasks);
 	free(gb->edges);
 	free(gb->data);
@@ -70,6 +88,7 @@ void graph_build_reset(struct graph_build *gb, uint32_t ntasks_hint, uint32_t ma
 		gb->edges = NULL;
 		gb->edges_cap = 0;
 	}
+	free_segs(gb);
 	if (gb->bufs_bits > GB_KEEP_BUFS_BITS || ++gb->gen == 0) {
 		free(gb->bufs);
 		gb->bufs = NULL;
@@ -234,15 +253,12 @@ static struct gb_buffer *buffer_of(struct graph_build *gb, uint64_t key, bool *f
 		return buffer_of(gb, key, fresh);
 	}
 	gb->nbufs++;
-	gb->bufs[s] = (struct gb_buffer){
-		.key = key, .writers = GB_NONE, .readers = GB_NONE, .gen = gb->gen
-	};
+	gb->bufs[s] = (struct gb_buffer){ .key = key, .gen = gb->gen, .segs_cap = 1 };
 	*fresh = true;
 	return &gb->bufs[s];
 }
 
-/* A list entry from the pool (its next is the caller's to set). */
-static inline uint32_t new_entry(struct graph_build *gb, uint32_t task, uint64_t off, uint64_t end)
+static int add_reader(struct graph_build *gb, uint32_t *head, uint32_t task)
 {
 	uint32_t r = gb->free_reader;
 	if (r != GB_NONE) {
@@ -252,68 +268,142 @@ static inline uint32_t new_entry(struct graph_build *gb, uint32_t task, uint64_t
 			uint32_t ncap = gb->readers_cap ? gb->readers_cap * 2 : 16;
 			struct gb_reader *n = realloc(gb->readers, (size_t)ncap * sizeof(*n));
 			if (!n)
-				return GB_NONE;
+				return -TDM_ENOMEM;
 			gb->readers = n;
 			gb->readers_cap = ncap;
 		}
 		r = gb->nreaders++;
 	}
-	gb->readers[r] =
-	        (struct gb_reader){ .task = task, .next = GB_NONE, .off = off, .end = end };
-	return r;
-}
-
-static int push_entry(struct graph_build *gb, uint32_t *head, uint32_t task, uint64_t off,
-                      uint64_t end)
-{
-	uint32_t r = new_entry(gb, task, off, end);
-	if (r == GB_NONE)
-		return -TDM_ENOMEM;
-	gb->readers[r].next = *head;
+	gb->readers[r] = (struct gb_reader){ .task = task, .next = *head };
 	*head = r;
 	return 0;
 }
 
-/* Takes [a, b) out of every entry of the list (entries left empty go back
- * to the pool; one that holds [a, b) strictly inside splits in two). */
-static int cut_list(struct graph_build *gb, uint32_t *head, uint64_t a, uint64_t b)
+/* Gives a reader list back to the pool. */
+static void free_readers(struct graph_build *gb, uint32_t head)
 {
-	for (uint32_t *at = head; *at != GB_NONE;) {
-		struct gb_reader *e = &gb->readers[*at];
-		if (e->end <= a || e->off >= b) {
-			at = &e->next;
-		} else if (e->off >= a && e->end <= b) {
-			uint32_t r = *at;
-			*at = e->next;
-			gb->readers[r].next = gb->free_reader;
-			gb->free_reader = r;
-		} else if (e->off < a && e->end > b) {
-			uint32_t task = e->task, n = new_entry(gb, task, b, e->end);
-			if (n == GB_NONE)
-				return -TDM_ENOMEM;
-			e = &gb->readers[*at]; /* the pool may have moved */
-			e->end = a;
-			gb->readers[n].next = e->next;
-			e->next = n;
-			at = &gb->readers[n].next;
-		} else {
-			if (e->off < a)
-				e->end = a;
-			else
-				e->off = b;
-			at = &e->next;
-		}
+	if (head == GB_NONE)
+		return;
+	uint32_t last = head;
+	while (gb->readers[last].next != GB_NONE)
+		last = gb->readers[last].next;
+	gb->readers[last].next = gb->free_reader;
+	gb->free_reader = head;
+}
+
+static struct gb_seg *segs_of(struct gb_buffer *b)
+{
+	return b->segs ? b->segs : &b->one;
+}
+
+/* The first piece ending after x. */
+static uint32_t seg_after(struct gb_buffer *b, uint64_t x)
+{
+	const struct gb_seg *s = segs_of(b);
+	uint32_t lo = 0, hi = b->nsegs;
+	while (lo < hi) {
+		uint32_t mid = lo + (hi - lo) / 2;
+		if (s[mid].end <= x)
+			lo = mid + 1;
+		else
+			hi = mid;
 	}
+	return lo;
+}
+
+/* Inserts v as piece i. */
+static int seg_insert(struct graph_build *gb, struct gb_buffer *b, uint32_t i, struct gb_seg v)
+{
+	if (b->nsegs == b->segs_cap) {
+		uint32_t ncap = b->segs_cap * 2;
+		struct gb_seg *n =
+		        b->segs ? realloc(b->segs, ncap * sizeof(*n)) : malloc(ncap * sizeof(*n));
+		if (!n)
+			return -TDM_ENOMEM;
+		if (!b->segs) {
+			n[0] = b->one;
+			gb->seg_arrays++;
+		}
+		b->segs = n;
+		b->segs_cap = ncap;
+	}
+	struct gb_seg *s = segs_of(b);
+	memmove(&s[i + 1], &s[i], (b->nsegs - i) * sizeof(*s));
+	s[i] = v;
+	b->nsegs++;
 	return 0;
 }
 
-/* Whether a reader in the list holds all of [a, b). */
-static bool read_whole(const struct graph_build *gb, uint32_t r, uint64_t a, uint64_t b)
+/* Splits piece i at x (inside it); the second half reads as the first. */
+static int seg_split(struct graph_build *gb, struct gb_buffer *b, uint32_t i, uint64_t x)
 {
-	for (; r != GB_NONE; r = gb->readers[r].next)
-		if (gb->readers[r].off <= a && gb->readers[r].end >= b)
-			return true;
-	return false;
+	struct gb_seg v = segs_of(b)[i];
+	uint32_t copy = GB_NONE, last = GB_NONE; /* indexes: the pool may move */
+	for (uint32_t r = v.readers; r != GB_NONE; r = gb->readers[r].next) {
+		uint32_t n = GB_NONE;
+		int err = add_reader(gb, &n, gb->readers[r].task);
+		if (err) {
+			free_readers(gb, copy);
+			return err;
+		}
+		if (last == GB_NONE)
+			copy = n;
+		else
+			gb->readers[last].next = n;
+		last = n;
+	}
+	v.off = x;
+	v.readers = copy;
+	int err = seg_insert(gb, b, i + 1, v);
+	if (err) {
+		free_readers(gb, copy);
+		return err;
+	}
+	segs_of(b)[i].end = x;
+	return 0;
+}
+
+/* Makes pieces i0..*i1 (out) tile [a, b) exactly: splits those that
+ * straddle an end, fills the gaps with fresh pieces. */
+static int seg_cover(struct graph_build *gb, struct gb_buffer *bf, uint64_t a, uint64_t b,
+                     uint32_t *i0, uint32_t *i1)
+{
+	uint32_t i = seg_after(bf, a);
+	int err;
+	if (i < bf->nsegs && segs_of(bf)[i].off < a) {
+		if ((err = seg_split(gb, bf, i, a)))
+			return err;
+		i++;
+	}
+	*i0 = i;
+	for (uint64_t x = a; x < b; i++) {
+		struct gb_seg *s = segs_of(bf);
+		if (i < bf->nsegs && s[i].off == x) {
+			if (s[i].end > b && (err = seg_split(gb, bf, i, b)))
+				return err;
+			x = segs_of(bf)[i].end;
+		} else {
+			uint64_t end = i < bf->nsegs && s[i].off < b ? s[i].off : b;
+			struct gb_seg v = {
+				.off = x, .end = end, .writer = GB_NONE, .readers = GB_NONE
+			};
+			if ((err = seg_insert(gb, bf, i, v)))
+				return err;
+			x = end;
+		}
+	}
+	*i1 = i;
+	return 0;
+}
+
+/* An edge from -> task unless it is the one just added (pieces of one
+ * range often share their writer or readers). */
+static inline int rule_edge(struct graph_build *gb, uint32_t from, uint32_t task)
+{
+	if (from == GB_NONE || from == task ||
+	    (gb->nedges && gb->last_to == task && gb->last_from1 == from + 1))
+		return 0;
+	return add_edge(gb, from, task);
 }
 
 int graph_build_access(struct graph_build *gb, uint32_t task, uint64_t key, uint64_t offset,
@@ -324,60 +414,54 @@ int graph_build_access(struct graph_build *gb, uint32_t task, uint64_t key, uint
 	uint64_t a = offset, b = length && offset + length > offset ? offset + length : UINT64_MAX;
 	bool fresh;
 	struct gb_buffer *buf = buffer_of(gb, key, &fresh);
+	uint32_t i0, i1;
 	int err;
 	if (!buf)
 		return -TDM_ENOMEM;
+	struct gb_seg *s = segs_of(buf);
+	if (buf->nsegs == 0) { /* the first access: the inline piece */
+		s[0] = (struct gb_seg){ .off = a, .end = b, .writer = GB_NONE, .readers = GB_NONE };
+		buf->nsegs = 1;
+		i0 = 0, i1 = 1;
+	} else if (buf->nsegs == 1 && s[0].off == a && s[0].end == b) {
+		i0 = 0, i1 = 1; /* the same range again (a buffer used whole) */
+	} else {
+		if ((err = seg_cover(gb, buf, a, b, &i0, &i1)))
+			return err;
+		s = segs_of(buf);
+	}
 	if (mode & TDM_W) {
-		/* After the readers of the range since its last write; after
-		 * that write where no such reader read all of what it wrote
-		 * here (the readers already follow it). */
-		for (uint32_t r = buf->readers; r != GB_NONE; r = gb->readers[r].next) {
-			const struct gb_reader *e = &gb->readers[r];
-			if (e->end > a && e->off < b && e->task != task &&
-			    (err = add_edge(gb, e->task, task)))
-				return err;
-		}
-		for (uint32_t w = buf->writers; w != GB_NONE; w = gb->readers[w].next) {
-			const struct gb_reader *e = &gb->readers[w];
-			if (e->end <= a || e->off >= b || e->task == task)
+		/* Per piece: after the readers since its last write, or with
+		 * none after that write (the readers already follow it). */
+		for (uint32_t i = i0; i < i1; i++) {
+			if (s[i].readers == GB_NONE) {
+				if ((err = rule_edge(gb, s[i].writer, task)))
+					return err;
 				continue;
-			uint64_t lo = e->off > a ? e->off : a, hi = e->end < b ? e->end : b;
-			if (!read_whole(gb, buf->readers, lo, hi) &&
-			    (err = add_edge(gb, e->task, task)))
-				return err;
+			}
+			for (uint32_t r = s[i].readers; r != GB_NONE; r = gb->readers[r].next)
+				if ((err = rule_edge(gb, gb->readers[r].task, task)))
+					return err;
+			free_readers(gb, s[i].readers);
 		}
-		if (buf->readers != GB_NONE && (err = cut_list(gb, &buf->readers, a, b)))
-			return err;
-		struct gb_reader *w = buf->writers != GB_NONE ? &gb->readers[buf->writers] : NULL;
-		if (w && w->next == GB_NONE && w->off >= a && w->end <= b) {
-			/* The one writer is overwritten: its entry is the new one
-			 * (a buffer used whole always takes this path). */
-			w->task = task;
-			w->off = a;
-			w->end = b;
-			return fresh;
+		/* One piece now: this task wrote it. */
+		s[i0] = (struct gb_seg){ .off = a, .end = b, .writer = task, .readers = GB_NONE };
+		if (i1 - i0 > 1) {
+			memmove(&s[i0 + 1], &s[i1], (buf->nsegs - i1) * sizeof(*s));
+			buf->nsegs -= i1 - i0 - 1;
 		}
-		if ((w && (err = cut_list(gb, &buf->writers, a, b))) ||
-		    (err = push_entry(gb, &buf->writers, task, a, b)))
-			return err;
 		return fresh;
 	}
-	for (uint32_t w = buf->writers; w != GB_NONE; w = gb->readers[w].next) {
-		const struct gb_reader *e = &gb->readers[w];
-		if (e->end > a && e->off < b && e->task != task &&
-		    (err = add_edge(gb, e->task, task)))
+	for (uint32_t i = i0; i < i1; i++) {
+		if ((err = rule_edge(gb, s[i].writer, task)))
+			return err;
+		uint32_t h = s[i].readers;
+		if (h != GB_NONE && gb->readers[h].task == task)
+			continue; /* read twice by this task */
+		if ((err = add_reader(gb, &s[i].readers, task)))
 			return err;
 	}
-	if (buf->readers != GB_NONE) {
-		struct gb_reader *h = &gb->readers[buf->readers];
-		if (h->task == task && h->end >= a && h->off <= b) {
-			/* Read again by this task: one entry for the union. */
-			h->off = h->off < a ? h->off : a;
-			h->end = h->end > b ? h->end : b;
-			return fresh;
-		}
-	}
-	return (err = push_entry(gb, &buf->readers, task, a, b)) ? err : fresh;
+	return fresh;
 }
 
 /* ---- the result ------------------------------------------------------------ */

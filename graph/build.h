@@ -51,6 +51,7 @@ struct graph_build {
 	double *data; /* per edge, once graph_build_edge_data was called */
 	struct gb_buffer *bufs; /* open addressing on the key */
 	uint32_t nbufs, bufs_bits, gen;
+	uint32_t seg_arrays; /* buffers whose pieces went to the heap */
 	struct gb_reader *readers; /* each buffer's readers since its last write */
 	uint32_t nreaders, readers_cap, free_reader;
 };
