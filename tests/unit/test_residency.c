@@ -1267,6 +1267,111 @@ static void test_kv_disjoint_writers(void **state)
 	residency_fini(&m.res);
 }
 
+/* One task of a chain on byte ranges: kernel, up to two (buffer, first
+ * row, rows) arguments, its scalar. */
+struct range_spec {
+	const char *kernel;
+	struct {
+		struct buf *b;
+		uint64_t row, nrows;
+	} arg[2];
+	float f;
+};
+
+static struct engine_graph *make_range_chain(struct engine_flow *flow, const struct range_spec *rs,
+                                             uint32_t n)
+{
+	struct task_spec ts[8];
+	assert_true(n <= 8);
+	for (uint32_t i = 0; i < n; i++)
+		ts[i] = (struct task_spec){ rs[i].kernel,
+			                    { rs[i].arg[0].b, rs[i].arg[1].b },
+			                    rs[i].f };
+	struct engine_graph *g = make_chain(flow, ts, n);
+	for (uint32_t i = 0; i < n; i++) {
+		struct engine_task *t = &g->tasks[i];
+		for (uint32_t a = 0; a < t->call.nargs; a++) {
+			t->call.off[a] = rs[i].arg[a].row * KV_ROW;
+			t->call.len[a] = rs[i].arg[a].nrows * KV_ROW;
+			t->call.ptr[a] = (char *)rs[i].arg[a].b->host + t->call.off[a];
+		}
+	}
+	return g;
+}
+
+/* Through the engine on a host core and an accelerator: a one-row append on
+ * either side moves exactly that row to the other (the bytes residency hands
+ * to the backend's copy_h2d / copy_d2h, from its node counters). */
+static void check_kv_append_engine(const struct backend_device *acc)
+{
+	struct machine m;
+	struct buf kv, acc_out, host_out;
+	struct res_node_stats st;
+
+	machine_init(&m, true);
+	machine_add(&m, acc, 0);
+	machine_start(&m, NULL);
+	buf_init(&m, &kv, KV_ROWS * KV_ROWF, 1.0f, 1);
+	buf_init(&m, &acc_out, KV_ROWS * KV_ROWF, 0.0f, 2);
+	buf_init(&m, &host_out, 12 * KV_ROWF, 0.0f, 3);
+	const struct range_spec rs[] = {
+		/* on the device: reads the whole cache */
+		{ "axpy", { { &kv, 0, KV_ROWS }, { &acc_out, 0, KV_ROWS } }, 1.0f },
+		/* on the host: appends row 10 */
+		{ "fill", { { &kv, 10, 1 } }, 5.0f },
+		/* on the device: reads the whole cache again */
+		{ "axpy", { { &kv, 0, KV_ROWS }, { &acc_out, 0, KV_ROWS } }, 1.0f },
+		/* on the device: appends row 11 */
+		{ "fill", { { &kv, 11, 1 } }, 7.0f },
+		/* on the host: reads rows 0..11 */
+		{ "axpy", { { &kv, 0, 12 }, { &host_out, 0, 12 } }, 1.0f },
+	};
+	const unsigned where[] = { 1, 0, 1, 1, 0 };
+	const uint64_t want_in[] = { kv.bytes + acc_out.bytes, 0, KV_ROW, 0, 0 };
+	/* The last task ends the graph: acc_out, which the device wrote, is
+	 * written back too; of the cache nothing more (row 11 came back). */
+	const uint64_t want_out[] = { 0, 0, 0, 0, KV_ROW + acc_out.bytes };
+	struct engine_graph *g = make_range_chain(&m.flow, rs, 5);
+	engine_submit(m.e, g);
+	uint64_t in = 0, out = 0;
+	for (int i = 0; i < 5; i++) {
+		assert_true(engine_run_one(m.e, where[i]));
+		residency_node_stats(&m.res, 1, &st);
+		if (st.bytes_in - in != want_in[i] || st.bytes_out - out != want_out[i])
+			fail_msg("task %d: %llu bytes in, %llu out; expected %llu, %llu", i,
+			         (unsigned long long)(st.bytes_in - in),
+			         (unsigned long long)(st.bytes_out - out),
+			         (unsigned long long)want_in[i], (unsigned long long)want_out[i]);
+		in = st.bytes_in;
+		out = st.bytes_out;
+	}
+	assert_int_equal(atomic_load(&g->status), 0);
+	for (int i = 0; i < 5; i++)
+		assert_int_equal(g->tasks[i].device, where[i]);
+	/* host_out = rows 0..11 of the cache: 1, ..., 5 (row 10), 7 (row 11) */
+	assert_row(host_out.host, 9, 1.0f);
+	assert_row(host_out.host, 10, 5.0f);
+	assert_row(host_out.host, 11, 7.0f);
+	/* acc_out = the cache twice: 2, row 10 1 + 5; written back at the end */
+	assert_row(acc_out.host, 0, 2.0f);
+	assert_row(acc_out.host, 10, 6.0f);
+	assert_row(kv.host, 11, 7.0f);
+	free_graph(g);
+	buf_fini(&m, &kv);
+	buf_fini(&m, &acc_out);
+	buf_fini(&m, &host_out);
+	machine_stop(&m);
+}
+
+static void test_fake_kv_append_engine(void **state)
+{
+	(void)state;
+	uint64_t h2d = atomic_load(&fake_h2d_bytes);
+	check_kv_append_engine(&fake_a);
+	/* What residency counted is what the backend copied in. */
+	assert_int_equal(atomic_load(&fake_h2d_bytes) - h2d, 2 * KV_ROWS * KV_ROW + KV_ROW);
+}
+
 /* A decode step over one pooled cache on two accelerators: each request
  * appends its row to its own slice, then its attention reads the slice.
  * The builder gives no edge between requests, every request's attention is
@@ -1437,6 +1542,13 @@ static void test_opencl_eviction(void **state)
 	check_eviction(&cl_dev[0]);
 }
 
+static void test_opencl_kv_append(void **state)
+{
+	(void)state;
+	NEED_OPENCL();
+	check_kv_append_engine(&cl_dev[0]);
+}
+
 static void test_opencl_fault(void **state)
 {
 	(void)state;
@@ -1464,9 +1576,11 @@ int main(void)
 		cmocka_unit_test(test_kv_append_moves_one_row),
 		cmocka_unit_test(test_kv_disjoint_writers),
 		cmocka_unit_test(test_kv_pooled_step_parallel),
+		cmocka_unit_test(test_fake_kv_append_engine),
 		cmocka_unit_test(test_opencl_cross_device),
 		cmocka_unit_test(test_opencl_eviction),
 		cmocka_unit_test(test_opencl_fault),
+		cmocka_unit_test(test_opencl_kv_append),
 	};
 	return cmocka_run_group_tests(tests, cl_setup, cl_teardown);
 }
