@@ -2,8 +2,11 @@
  * read on another, write-back before completion, eviction under a tiny
  * device memory cap with every byte kept, a device fault moving the task
  * elsewhere, a task too large for a device. Prefetch through the residency
- * API: holds, what a prefetch may evict, stale data, two workers. A fake accelerator (device
- * memory from malloc, copies by memcpy) runs everywhere; the same checks run
+ * API: holds, what a prefetch may evict, stale data, two workers. KV caches,
+ * validity by byte range: a one-row append moves exactly that row (both ways,
+ * through the engine too), disjoint writers on two nodes, a pooled step's
+ * attentions on two devices at once. A fake accelerator (device memory from
+ * malloc, copies by memcpy) runs everywhere; the same checks run
  * on a real OpenCL device when one is found (PoCL in CI). */
 #include <hwloc.h>
 #include <pthread.h>
