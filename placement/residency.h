@@ -212,14 +212,14 @@ int residency_acquire(struct residency *r, unsigned node, const struct res_arg *
  * released that does not exist is logged and ignored). On the host node
  * (node 0) the three calls do nothing beyond residency_acquire. */
 
-/* Issues, without waiting, the copies of the task's read arguments (mode &
- * TDM_R) that have no valid replica and no copy in flight on device node
- * `node`, from the host copy, and holds every read argument's replica on
- * `node`. Best effort: an argument is skipped (nothing copied, still held)
- * when it would need memory the node can give only by evicting a pinned or
- * held replica, an owner (write-back) or a replica whose copy is still in
- * flight, or when its host copy is stale (reading it back would be a
- * synchronous copy). Write-only arguments are not fetched. *bytes_issued
+/* Issues, without waiting, the copies of the pieces of the task's read
+ * ranges (mode & TDM_R) not valid on device node `node` (a copy in flight
+ * counts as valid), from the host copy, and holds every read argument's
+ * replica on `node`. Best effort: an argument is skipped (nothing copied,
+ * still held) when it would need memory the node can give only by evicting
+ * a pinned or held replica, an owner (write-back) or a replica whose copy
+ * is still in flight, or when the host lacks a missing piece too (reading
+ * it back would be a synchronous copy). Write-only arguments are not fetched. *bytes_issued
  * (may be NULL) receives the bytes copied. 0, or -TDM_EDEVICE when a copy
  * failed to issue: then no hold is left and the caller calls nothing else
  * (copies issued before it stay valid, unheld). */
