@@ -137,6 +137,12 @@ static void seg_publish(struct res_data *d, uint32_t nodes)
 	atomic_store_explicit(&d->remote, remote, memory_order_release);
 }
 
+/* 1 when no segment ends at x (inside the buffer): splitting there adds one. */
+static uint32_t splits_at(struct res_data *d, uint64_t x)
+{
+	return x > 0 && x < d->bytes && seg_start(segs_of(d), seg_find(d, x)) != x;
+}
+
 /* Splits the segment holding x so that a segment ends at x (room made). */
 static void seg_split(struct res_data *d, uint64_t x)
 {
@@ -189,7 +195,8 @@ static bool seg_apply(struct res_data *d, uint64_t a, uint64_t b, enum seg_op op
 	if (a >= b)
 		return true;
 	if (op != SEG_DROP) {
-		if (!seg_room(d, 2))
+		uint32_t more = splits_at(d, a) + splits_at(d, b);
+		if (more && !seg_room(d, more))
 			return false;
 		seg_split(d, a);
 		seg_split(d, b);
