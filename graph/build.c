@@ -16,6 +16,7 @@
 #define GB_KEEP_BUFS_BITS 8
 #define GB_KEEP_EDGES 4096
 #define GB_KEEP_READERS 1024
+#define GB_KEEP_SEGS 512 /* pieces, in one spare array (12 KiB) */
 
 /* A piece of a buffer: its last writer and the tasks that read it since
  * (a list in gb->readers, most recent first). */
@@ -52,20 +53,35 @@ void graph_build_init(struct graph_build *gb, uint32_t ntasks_hint, uint32_t max
 	gb->unique = true;
 }
 
-/* Frees the piece arrays of the current graph's buffers. */
-static void free_segs(struct graph_build *gb)
+/* Frees the piece arrays of the current graph's buffers but one, kept as
+ * the spare for the next graph's first buffer that needs one (a stream of
+ * decode steps over one pooled buffer allocates nothing for it). */
+static void free_segs(struct graph_build *gb, bool keep)
 {
-	for (uint32_t i = 0; gb->seg_arrays && i < (1u << gb->bufs_bits); i++)
-		if (gb->bufs[i].gen == gb->gen && gb->bufs[i].segs) {
-			free(gb->bufs[i].segs);
-			gb->bufs[i].segs = NULL;
-			gb->seg_arrays--;
+	for (uint32_t i = 0; gb->seg_arrays && i < (1u << gb->bufs_bits); i++) {
+		struct gb_buffer *b = &gb->bufs[i];
+		if (b->gen != gb->gen || !b->segs)
+			continue;
+		if (keep && b->segs_cap <= GB_KEEP_SEGS && b->segs_cap > gb->spare_cap) {
+			free(gb->spare);
+			gb->spare = b->segs;
+			gb->spare_cap = b->segs_cap;
+		} else {
+			free(b->segs);
 		}
+		b->segs = NULL;
+		gb->seg_arrays--;
+	}
+	if (!keep) {
+		free(gb->spare);
+		gb->spare = NULL;
+		gb->spare_cap = 0;
+	}
 }
 
 void graph_build_fini(struct graph_build *gb)
 {
-	free_segs(gb);
+	free_segs(gb, false);
 	free(gb->tasks);
 	free(gb->edges);
 	free(gb->data);
@@ -88,7 +104,7 @@ void graph_build_reset(struct graph_build *gb, uint32_t ntasks_hint, uint32_t ma
 		gb->edges = NULL;
 		gb->edges_cap = 0;
 	}
-	free_segs(gb);
+	free_segs(gb, true);
 	if (gb->bufs_bits > GB_KEEP_BUFS_BITS || ++gb->gen == 0) {
 		free(gb->bufs);
 		gb->bufs = NULL;
@@ -301,6 +317,11 @@ static uint32_t seg_after(struct gb_buffer *b, uint64_t x)
 {
 	const struct gb_seg *s = segs_of(b);
 	uint32_t lo = 0, hi = b->nsegs;
+	/* At or near the end first: slices accessed in order, rows appended. */
+	if (!hi || s[hi - 1].end <= x)
+		return hi;
+	if (hi == 1 || s[hi - 2].end <= x)
+		return hi - 1;
 	while (lo < hi) {
 		uint32_t mid = lo + (hi - lo) / 2;
 		if (s[mid].end <= x)
@@ -316,10 +337,18 @@ static int seg_insert(struct graph_build *gb, struct gb_buffer *b, uint32_t i, s
 {
 	if (b->nsegs == b->segs_cap) {
 		uint32_t ncap = b->segs_cap * 2;
-		struct gb_seg *n =
-		        b->segs ? realloc(b->segs, ncap * sizeof(*n)) : malloc(ncap * sizeof(*n));
-		if (!n)
-			return -TDM_ENOMEM;
+		struct gb_seg *n;
+		if (!b->segs && gb->spare) {
+			n = gb->spare;
+			ncap = gb->spare_cap;
+			gb->spare = NULL;
+			gb->spare_cap = 0;
+		} else {
+			n = b->segs ? realloc(b->segs, ncap * sizeof(*n))
+			            : malloc(ncap * sizeof(*n));
+			if (!n)
+				return -TDM_ENOMEM;
+		}
 		if (!b->segs) {
 			n[0] = b->one;
 			gb->seg_arrays++;

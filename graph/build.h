@@ -35,6 +35,7 @@
 #include "graph/task.h"
 
 struct gb_buffer; /* a buffer's dependency state (build.c) */
+struct gb_seg;
 struct gb_reader;
 
 struct graph_build {
@@ -52,6 +53,8 @@ struct graph_build {
 	struct gb_buffer *bufs; /* open addressing on the key */
 	uint32_t nbufs, bufs_bits, gen;
 	uint32_t seg_arrays; /* buffers whose pieces went to the heap */
+	struct gb_seg *spare; /* a piece array kept from the last graph */
+	uint32_t spare_cap;
 	struct gb_reader *readers; /* each buffer's readers since its last write */
 	uint32_t nreaders, readers_cap, free_reader;
 };
