@@ -398,15 +398,13 @@ static int read_trace(const char *path, int max_rows, struct trace_row **out, in
 		if (len && line[len - 1] == '\n')
 			line[--len] = '\0';
 		else if (!feof(f)) {
-			snprintf(err, sizeof(err), "line longer than %d bytes", TRACE_LINE_MAX);
+			/* (a NUL byte ends the line early, as fgets sees it) */
+			snprintf(err, sizeof(err), "line longer than %d bytes or with a NUL byte",
+			         TRACE_LINE_MAX);
 			break;
 		}
 		if (len && line[len - 1] == '\r')
 			line[--len] = '\0';
-		if (memchr(line, '\0', len) != NULL || strlen(line) != len) {
-			snprintf(err, sizeof(err), "NUL byte in line");
-			break;
-		}
 		if (lineno == 1) {
 			if (strcmp(line, TRACE_HEADER)) {
 				snprintf(err, sizeof(err), "header is '%.60s', want '%s'", line,
@@ -1044,7 +1042,7 @@ struct server {
 	int n;
 	struct request **run;
 	int nrun;
-	uint64_t t0, kv_used;
+	uint64_t t0, kv_used, kv_peak, weight_bytes;
 	/* device time and tasks, per device index */
 	uint64_t *dev_busy, *dev_tasks;
 	uint32_t ndev;
@@ -1146,6 +1144,8 @@ static int admit(struct server *S, struct request *r)
 	if (!r->kv)
 		return check(-TDM_ENOMEM, "request");
 	S->kv_used += r->kv_bytes;
+	if (S->kv_used > S->kv_peak)
+		S->kv_peak = S->kv_used;
 	for (int l = 0; l < m->layers; l++)
 		TRY(alloc_slice(S->c, per_layer, TDM_BUF_KV, &r->kv[l]));
 
@@ -1358,6 +1358,8 @@ static void report(const struct server *S, const char *keys, double *worst_err, 
 	printf("BENCH llm_kv_queued %llu requests %s max_queue=%llu\n",
 	       (unsigned long long)S->kv_queued, keys, (unsigned long long)S->max_queue);
 	printf("BENCH llm_device_ms %.1f ms %s\n", busy / 1e6, keys);
+	printf("BENCH llm_kv_peak_mib %.2f MiB %s weights_mib=%.2f\n", S->kv_peak / 1048576.0, keys,
+	       S->weight_bytes / 1048576.0);
 	if (nchecked)
 		printf("BENCH llm_check_max_rel_err %.3g ratio %s checked=%d\n", *worst_err, keys,
 		       nchecked);
@@ -1397,7 +1399,7 @@ static void usage(FILE *f)
 	        "  --check-every N     check every Nth request against the reference (1; 0 none)\n"
 	        "  --duration S        stop after S seconds (for fixed-window measurements)\n"
 	        "  --start-at T        wait until CLOCK_REALTIME T (seconds) before starting\n"
-	        "  --label TEXT        added as label=TEXT to the BENCH lines\n"
+	        "  --keys TEXT         more `key=value` words for the BENCH lines\n"
 	        "  --perturb-reference testing: the reference uses a slightly different weight,\n"
 	        "                      so the check must fail\n"
 	        "  --socket PATH       daemon socket (default: $TANDEM_SOCKET, then the default)\n"
@@ -1478,7 +1480,7 @@ static int parse_args(int argc, char **argv, struct model *m, struct opts *o)
 		{ "check-every", required_argument, NULL, O_CHECK },
 		{ "duration", required_argument, NULL, O_DURATION },
 		{ "start-at", required_argument, NULL, O_START },
-		{ "label", required_argument, NULL, O_LABEL },
+		{ "keys", required_argument, NULL, O_LABEL },
 		{ "perturb-reference", no_argument, NULL, O_PERTURB },
 		{ "socket", required_argument, NULL, O_SOCK },
 		{ "quiet", no_argument, NULL, O_QUIET },
@@ -1629,7 +1631,7 @@ int main(int argc, char **argv)
 
 	snprintf(keys, sizeof(keys), "model=%dx%d trace=%s requests=%d batch=%d%s%s", m.layers,
 	         m.dm, o.trace ? base_name(o.trace) : "generated", nrows, o.max_batch,
-	         o.label ? " label=" : "", o.label ? o.label : "");
+	         o.label ? " " : "", o.label ? o.label : "");
 	if (build_requests(&S, rows, nrows))
 		return 2;
 	free(rows);
@@ -1650,6 +1652,12 @@ int main(int argc, char **argv)
 	    alloc_acts(S.c, &m, o.max_batch, true, &S.dec) ||
 	    alloc_acts(S.c, &m, o.max_ctx, false, &S.pre))
 		goto out;
+	S.weight_bytes = (uint64_t)m.layers *
+	                         ((uint64_t)2 * m.dm + (uint64_t)m.dm * (qdim(&m) + 2 * kvdim(&m)) +
+	                          (uint64_t)qdim(&m) * m.dm + (uint64_t)3 * m.dm * m.dff) *
+	                         sizeof(float) +
+	                 ((uint64_t)m.dm + (uint64_t)m.dm * m.vocab + 2 * (uint64_t)max_rows) *
+	                         sizeof(float);
 	if (o.start_at > 0) {
 		struct timespec ts;
 		clock_gettime(CLOCK_REALTIME, &ts);
