@@ -58,6 +58,7 @@
 #define RMS_EPS 1e-5f
 #define ROPE_THETA 10000.0f
 #define MAX_REL_ERR 1e-3
+#define MAX_SUB 8 /* sub-batches */
 
 /* Trace limits: what one replay may ask of this client. */
 #define TRACE_MAX_BYTES (64u << 20)
@@ -1025,10 +1026,19 @@ static double ref_check(const struct model *m, const struct weights *W, const fl
 
 struct opts {
 	const char *sock, *trace, *label;
-	int max_requests, max_batch, check_every, max_ctx, max_gen;
+	int max_requests, max_batch, sub_batches, check_every, max_ctx, max_gen;
 	double time_scale, len_scale, duration_s, start_at;
 	uint64_t kv_budget; /* bytes; 0: no limit */
 	bool quiet, perturb;
+};
+
+/* A sub-batch: requests that decode together, one graph per step. With
+ * several, their step graphs are in flight at once (they share nothing but
+ * the weights), so each client offers the daemon more independent work. */
+struct batch {
+	struct acts dec;
+	struct request **run;
+	int nrun;
 };
 
 struct server {
@@ -1037,11 +1047,11 @@ struct server {
 	const struct opts *o;
 	struct kernels k;
 	struct weights W;
-	struct acts dec, pre;
+	struct acts pre;
 	struct request *req;
 	int n;
-	struct request **run;
-	int nrun;
+	struct batch *sub;
+	int nsub, sub_cap, nrun; /* nrun: in every sub-batch */
 	uint64_t t0, kv_used, kv_peak, weight_bytes;
 	/* device time and tasks, per device index */
 	uint64_t *dev_busy, *dev_tasks;
@@ -1078,10 +1088,9 @@ static int record_tasks(struct server *S, const tdm_graph *g)
 	return 0;
 }
 
-static int run_graph(struct server *S, struct builder *b, const char *what)
+/* Waits for a submitted graph (err: the submission's result). */
+static int wait_graph(struct server *S, struct builder *b, int err, const char *what)
 {
-	int err = tdm_graph_submit(b->g);
-
 	if (!err)
 		err = tdm_wait(b->g, -1);
 	if (err) {
@@ -1094,6 +1103,11 @@ static int run_graph(struct server *S, struct builder *b, const char *what)
 		return err;
 	}
 	return check(record_tasks(S, b->g), "task info");
+}
+
+static int run_graph(struct server *S, struct builder *b, const char *what)
+{
+	return wait_graph(S, b, tdm_graph_submit(b->g), what);
 }
 
 static int argmax(const float *v, int n)
@@ -1163,51 +1177,78 @@ static int admit(struct server *S, struct request *r)
 		return err;
 	S->prefills++;
 	take_token(S, r, S->pre.logits.p);
-	S->run[S->nrun++] = r;
+	struct batch *best = &S->sub[0];
+	for (int i = 1; i < S->nsub; i++)
+		if (S->sub[i].nrun < best->nrun)
+			best = &S->sub[i];
+	best->run[best->nrun++] = r;
+	S->nrun++;
 	return 0;
 }
 
+/* One decode step of every sub-batch: their graphs submitted together. */
 static int decode_step(struct server *S)
 {
 	const struct model *m = S->m;
+	struct builder b[MAX_SUB] = { 0 };
+	int err = 0, errs[MAX_SUB] = { 0 };
 
-	for (int i = 0; i < S->nrun; i++) {
-		const struct request *r = S->run[i];
-		write_embedding(S, S->dec.x.p + (size_t)i * m->dm,
-		                r->tokens[r->ctx + r->produced - 1]);
+	for (int s = 0; s < S->nsub && !err; s++) {
+		struct batch *B = &S->sub[s];
+		if (!B->nrun)
+			continue;
+		for (int i = 0; i < B->nrun; i++) {
+			const struct request *r = B->run[i];
+			write_embedding(S, B->dec.x.p + (size_t)i * m->dm,
+			                r->tokens[r->ctx + r->produced - 1]);
+		}
+		b[s] = (struct builder){ .g = tdm_graph_new(S->c), .k = &S->k };
+		if (!b[s].g) {
+			err = check(-TDM_ENOMEM, "graph");
+			break;
+		}
+		tdm_graph_want_task_info(b[s].g, 1);
+		err = build_decode(&b[s], m, &S->W, &B->dec, B->run, B->nrun);
+		if (!err)
+			errs[s] = tdm_graph_submit(b[s].g);
 	}
-	struct builder b = { .g = tdm_graph_new(S->c), .k = &S->k };
-	if (!b.g)
-		return check(-TDM_ENOMEM, "graph");
-	tdm_graph_want_task_info(b.g, 1);
-	int err = build_decode(&b, m, &S->W, &S->dec, S->run, S->nrun);
-	if (!err)
-		err = run_graph(S, &b, "decode step");
-	if (!err) {
-		S->steps++;
-		S->step_tasks += tdm_graph_task_count(b.g);
-		for (int i = 0; i < S->nrun; i++)
-			take_token(S, S->run[i], S->dec.logits.p + (size_t)i * m->vocab);
+	for (int s = 0; s < S->nsub; s++) {
+		struct batch *B = &S->sub[s];
+		if (!b[s].g)
+			continue;
+		int e = err ? 0 : wait_graph(S, &b[s], errs[s], "decode step");
+		if (!err && !e) {
+			S->steps++;
+			S->step_tasks += tdm_graph_task_count(b[s].g);
+			for (int i = 0; i < B->nrun; i++)
+				take_token(S, B->run[i], B->dec.logits.p + (size_t)i * m->vocab);
+		}
+		err = err ? err : e;
+		/* After an error a graph may still be in flight: freeing it
+		 * drops its completion, and the run ends anyway. */
+		tdm_graph_free(b[s].g);
 	}
-	tdm_graph_free(b.g);
 	return err;
 }
 
 /* Retires the requests that have all their tokens. */
 static void retire(struct server *S)
 {
-	int j = 0;
-
-	for (int i = 0; i < S->nrun; i++) {
-		struct request *r = S->run[i];
-		if (r->produced == r->gen) {
-			r->t_done = now_ns() - S->t0;
-			release_kv(S, r);
-		} else {
-			S->run[j++] = r;
+	for (int s = 0; s < S->nsub; s++) {
+		struct batch *B = &S->sub[s];
+		int j = 0;
+		for (int i = 0; i < B->nrun; i++) {
+			struct request *r = B->run[i];
+			if (r->produced == r->gen) {
+				r->t_done = now_ns() - S->t0;
+				release_kv(S, r);
+				S->nrun--;
+			} else {
+				B->run[j++] = r;
+			}
 		}
+		B->nrun = j;
 	}
-	S->nrun = j;
 }
 
 /* The replay; 0, or an error after saying why. */
@@ -1394,6 +1435,8 @@ static void usage(FILE *f)
 	        "  --max-gen N         clamp outputs to N tokens (64)\n"
 	        "  --time-scale F      multiply arrival times by F (1; 0: all at once)\n"
 	        "  --max-batch N       requests decoding together (8)\n"
+	        "  --sub-batches N     split them into N sub-batches whose step graphs are in\n"
+	        "                      flight at once (1; at most 8)\n"
 	        "  --kv-budget BYTES   KV of the running requests at most this (K/M/G suffix;\n"
 	        "                      default no limit); others wait in FCFS order\n"
 	        "  --check-every N     check every Nth request against the reference (1; 0 none)\n"
@@ -1455,6 +1498,7 @@ static int parse_args(int argc, char **argv, struct model *m, struct opts *o)
 		O_MAXGEN,
 		O_TIMESCALE,
 		O_BATCH,
+		O_SUB,
 		O_BUDGET,
 		O_CHECK,
 		O_DURATION,
@@ -1476,6 +1520,7 @@ static int parse_args(int argc, char **argv, struct model *m, struct opts *o)
 		{ "max-gen", required_argument, NULL, O_MAXGEN },
 		{ "time-scale", required_argument, NULL, O_TIMESCALE },
 		{ "max-batch", required_argument, NULL, O_BATCH },
+		{ "sub-batches", required_argument, NULL, O_SUB },
 		{ "kv-budget", required_argument, NULL, O_BUDGET },
 		{ "check-every", required_argument, NULL, O_CHECK },
 		{ "duration", required_argument, NULL, O_DURATION },
@@ -1527,6 +1572,10 @@ static int parse_args(int argc, char **argv, struct model *m, struct opts *o)
 		case O_BATCH:
 			err = parse_int(optarg, 1, 1024, &v);
 			o->max_batch = (int)v;
+			break;
+		case O_SUB:
+			err = parse_int(optarg, 1, MAX_SUB, &v);
+			o->sub_batches = (int)v;
 			break;
 		case O_BUDGET: err = parse_bytes(optarg, &o->kv_budget); break;
 		case O_CHECK:
@@ -1591,6 +1640,7 @@ int main(int argc, char **argv)
 		.layers = 2, .dm = 128, .nh = 4, .nkv = 2, .hd = 32, .dff = 256, .vocab = 256
 	};
 	struct opts o = { .max_batch = 8,
+		          .sub_batches = 1,
 		          .check_every = 1,
 		          .max_ctx = 64,
 		          .max_gen = 64,
@@ -1629,9 +1679,9 @@ int main(int argc, char **argv)
 	int nchecked = 0;
 	char keys[256];
 
-	snprintf(keys, sizeof(keys), "model=%dx%d trace=%s requests=%d batch=%d%s%s", m.layers,
-	         m.dm, o.trace ? base_name(o.trace) : "generated", nrows, o.max_batch,
-	         o.label ? " " : "", o.label ? o.label : "");
+	snprintf(keys, sizeof(keys), "model=%dx%d trace=%s requests=%d batch=%d sub=%d%s%s",
+	         m.layers, m.dm, o.trace ? base_name(o.trace) : "generated", nrows, o.max_batch,
+	         o.sub_batches, o.label ? " " : "", o.label ? o.label : "");
 	if (build_requests(&S, rows, nrows))
 		return 2;
 	free(rows);
@@ -1640,18 +1690,25 @@ int main(int argc, char **argv)
 	          "connect"))
 		return 1;
 	rc = 1;
-	S.run = calloc((size_t)o.max_batch, sizeof(*S.run));
+	S.nsub = o.sub_batches;
+	S.sub_cap = (o.max_batch + S.nsub - 1) / S.nsub;
+	S.sub = calloc((size_t)S.nsub, sizeof(*S.sub));
 	S.ndev = tdm_device_count(S.c);
 	S.dev_busy = calloc(S.ndev ? S.ndev : 1, sizeof(*S.dev_busy));
 	S.dev_tasks = calloc(S.ndev ? S.ndev : 1, sizeof(*S.dev_tasks));
-	if (!S.run || !S.dev_busy || !S.dev_tasks) {
+	for (int i = 0; S.sub && i < S.nsub; i++)
+		if (!(S.sub[i].run = calloc((size_t)S.sub_cap, sizeof(*S.sub[i].run))))
+			S.nsub = i; /* the ones to free */
+	if (!S.sub || S.nsub < o.sub_batches || !S.dev_busy || !S.dev_tasks) {
 		check(-TDM_ENOMEM, "server");
 		goto out;
 	}
 	if (lookup_kernels(S.c, &S.k) || alloc_weights(S.c, &m, max_rows, &S.W) ||
-	    alloc_acts(S.c, &m, o.max_batch, true, &S.dec) ||
 	    alloc_acts(S.c, &m, o.max_ctx, false, &S.pre))
 		goto out;
+	for (int i = 0; i < S.nsub; i++)
+		if (alloc_acts(S.c, &m, S.sub_cap, true, &S.sub[i].dec))
+			goto out;
 	S.weight_bytes = (uint64_t)m.layers *
 	                         ((uint64_t)2 * m.dm + (uint64_t)m.dm * (qdim(&m) + 2 * kvdim(&m)) +
 	                          (uint64_t)qdim(&m) * m.dm + (uint64_t)3 * m.dm * m.dff) *
@@ -1711,11 +1768,14 @@ out:
 	}
 	tdm_disconnect(S.c);
 	free(S.req);
-	free(S.run);
+	for (int i = 0; S.sub && i < S.nsub; i++) {
+		free(S.sub[i].run);
+		free(S.sub[i].dec.att_row);
+	}
+	free(S.sub);
 	free(S.dev_busy);
 	free(S.dev_tasks);
 	free(S.W.L);
 	free(S.W.embed);
-	free(S.dec.att_row);
 	return rc;
 }

@@ -197,6 +197,25 @@ static void test_serves_trace(void **state)
 	tdmt_test_ok();
 }
 
+/* Two sub-batches, their step graphs in flight together: the same
+ * requests, tokens and checks. */
+static void test_sub_batches(void **state)
+{
+	char trace[160], want[160];
+
+	(void)state;
+	path_in_dir(trace, sizeof(trace), "tiny.csv");
+	write_tiny_trace(trace, "\n");
+	assert_int_equal(run_serve("--trace", trace, "--layers", "2", "--d-model", "64", "--vocab",
+	                           "64", "--time-scale", "0", "--max-batch", "4", "--sub-batches",
+	                           "2", "--quiet", NULL),
+	                 0);
+	snprintf(want, sizeof(want), "requests: 6/6 complete, %d/%d tokens, 6 checked", total_gen(),
+	         total_gen());
+	assert_non_null(strstr(out, want));
+	tdmt_test_ok();
+}
+
 /* The reference is not a formality: a reference that differs by 1% in one
  * weight fails the run. */
 static void test_check_can_fail(void **state)
@@ -341,8 +360,9 @@ static void test_bad_model_file(void **state)
 #define T(f) cmocka_unit_test_setup_teardown(f, test_setup, test_teardown)
 
 static const struct CMUnitTest tests[] = {
-	T(test_serves_trace),     T(test_check_can_fail), T(test_kv_budget_queues),
-	T(test_budget_too_small), T(test_bad_traces),     T(test_bad_model_file),
+	T(test_serves_trace),     T(test_sub_batches),      T(test_check_can_fail),
+	T(test_kv_budget_queues), T(test_budget_too_small), T(test_bad_traces),
+	T(test_bad_model_file),
 };
 
 int main(void)
