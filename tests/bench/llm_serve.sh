@@ -32,6 +32,7 @@ PARTS=${PARTS:-1 2} # which parts to run
 # device (a task that dmda sends to the slower PoCL device takes longer
 # there, which would count as more share for less work).
 SHARE_DEVICES=${SHARE_DEVICES:-'["cpu"]'}
+SHARE_SUB=${SHARE_SUB:-4} # sub-batches per client: more independent work in flight
 # Heavier than part 1's model, so that the devices, not the round trips,
 # are what the two clients contend for.
 SHARE_MODEL=${SHARE_MODEL:-"--layers 4 --d-model 512 --heads 8 --kv-heads 4 --head-dim 64 --d-ff 1536 --vocab 1024"}
@@ -148,7 +149,7 @@ include = $SHARE_DEVICES" || {
 	return
 }
 start=$(($(date +%s) + 3))
-SHARE="$SHARE_MODEL --time-scale 0 --max-requests 50000 --max-context 4 --len-scale 4 --max-gen 64 --max-batch 32 --check-every 200
+SHARE="$SHARE_MODEL --time-scale 0 --max-requests 50000 --max-context 4 --len-scale 4 --max-gen 64 --max-batch 32 --sub-batches $SHARE_SUB --check-every 200
        --duration $SHARE_SECONDS --start-at $start --quiet"
 # shellcheck disable=SC2086
 "$SERVE" --socket "$sock" $SHARE --keys "client=w1 weight=1" >"$tmp/w1" 2>&1 &
