@@ -1679,14 +1679,15 @@ int main(int argc, char **argv)
 	snprintf(keys, sizeof(keys), "model=%dx%d trace=%s requests=%d batch=%d sub=%d%s%s",
 	         m.layers, m.dm, o.trace ? base_name(o.trace) : "generated", nrows, o.max_batch,
 	         o.sub_batches, o.label ? " " : "", o.label ? o.label : "");
-	if (build_requests(&S, rows, nrows))
-		return 2;
+	rc = build_requests(&S, rows, nrows) ? 2 : 0;
 	free(rows);
+	if (rc)
+		goto done;
+	rc = 1;
 	if (check(tdm_connect(&(struct tdm_connect_opts){ .socket_path = o.sock, .spin_us = 20 },
 	                      &S.c),
 	          "connect"))
-		return 1;
-	rc = 1;
+		goto done;
 	S.nsub = o.sub_batches;
 	S.sub_cap = (o.max_batch + S.nsub - 1) / S.nsub;
 	S.sub = calloc((size_t)S.nsub, sizeof(*S.sub));
@@ -1757,6 +1758,7 @@ int main(int argc, char **argv)
 	rc = bad || !complete ? 1 : 0;
 out:
 	printf("result: %s\n", rc ? "FAILED" : "ok");
+done:
 	for (int i = 0; i < S.n; i++) {
 		if (S.req[i].kv)
 			release_kv(&S, &S.req[i]);
