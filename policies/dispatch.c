@@ -546,10 +546,12 @@ static void place_planned(struct dispatch *D, struct gplan *gp, struct engine_ta
 	gp->dev[v] = d;
 	bool park = !again && seq_next(gp, d) != v;
 	gp->parked[v] = park;
-	t->policy_cost = cost; /* for seq_fill's queueing */
+	/* Committed under the plan's lock: once parked, another worker may
+	 * unpark and queue t (seq_queue reads policy_cost) as soon as the lock
+	 * is let go. eft_commit only touches atomics. */
+	commit(D, t, d, cost);
 	struct engine_task *fill = park ? seq_fill(D, gp, t->graph, d) : NULL;
 	pthread_mutex_unlock(&gp->lock);
-	commit(D, t, d, cost);
 	if (!park)
 		enqueue(D, d, t, 0, key, cost);
 	seq_queue(D, fill, d);

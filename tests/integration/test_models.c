@@ -224,7 +224,10 @@ static void test_spin_learned(void **state)
 	double took_us = json_number_value(json_object_get(m, "recent_time_us"));
 	assert_true(took_us >= 0.5 * SPIN_US);
 	assert_true(abs_us >= 0 && rel >= 0);
-	assert_true(json_array_size(json_object_get(m, "recent_predictions")) >= N);
+	/* One pair per task learned; a sample the model takes for an outlier
+	 * (a preempted spin on a loaded machine) is left out. */
+	size_t npred = json_array_size(json_object_get(m, "recent_predictions"));
+	assert_true(npred >= 1 && npred <= 32); /* the ring keeps the last 32 */
 	json_decref(doc);
 	tdmt_test_ok();
 }
