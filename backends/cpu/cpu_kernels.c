@@ -1,8 +1,10 @@
 /* CPU implementations of the built-in kernels (docs/kernels.md), on host
- * memory, single-threaded: the daemon runs one worker per core. Arguments
+ * memory, single-threaded (the daemon runs one worker per core) except
+ * attn_decode_varlen, which spreads over idle cores (cpu_gang.h). Arguments
  * were checked at intake (backends/kernels.c), so sizes are trusted here.
- * Buffer contents are not: nothing indexes memory with a value read from a
- * buffer.
+ * Buffer contents are not: the only kernel that indexes memory with values
+ * read from a buffer, attn_decode_varlen, copies its index once and checks
+ * every entry of the copy before it reads anything else.
  *
  * Cancellation: kernels whose work grows with a row, head or token count
  * look at the call's cancel flag between those (about every CANCEL_STRIDE
@@ -19,6 +21,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "backends/cpu/cpu_gang.h"
 #include "backends/kernels.h"
 #include "tandem.h"
 
@@ -347,6 +350,90 @@ int cpu_attn_decode(const struct tdm_kernel_call *call)
 		}
 	}
 	return 0;
+}
+
+/* ---- attn_decode_varlen ------------------------------------------------------- */
+
+struct varlen {
+	const struct tdm_kernel_call *call;
+	const float *q, *kc, *vc;
+	float *out;
+	const int32_t *index; /* the checked private copy */
+	size_t nh, nkv, hd, group, stride;
+};
+
+/* Item i: request i / nkv, kv head i % nkv and its group of query heads,
+ * computed as attn_decode computes them (the same attend, the same order),
+ * so each request's result is attn_decode's bit for bit. */
+static int varlen_item(void *ctx, size_t i)
+{
+	const struct varlen *v = ctx;
+	size_t r = i / v->nkv, g = i % v->nkv;
+	size_t row = (size_t)v->index[VARLEN_ENTRY_WORDS * r];
+	size_t len = (size_t)v->index[VARLEN_ENTRY_WORDS * r + 1];
+
+	if (tdm_kernel_canceled(v->call))
+		return -TDM_ECANCELED;
+	float *scores = scratch_floats(len);
+	if (!scores)
+		return -TDM_ENOMEM;
+	size_t kv = (row * v->nkv + g) * v->hd;
+	for (size_t j = 0; j < v->group; j++) {
+		size_t qo = (r * v->nh + g * v->group + j) * v->hd;
+		attend(v->q + qo, v->kc + kv, v->vc + kv, v->stride, v->hd, len, scores,
+		       v->out + qo);
+	}
+	return 0;
+}
+
+/* Every entry names rows inside both pools and has at least one position,
+ * and the lengths add up to total_tokens (the features were priced from
+ * it): else -TDM_ERANGE, before anything is read or written. */
+static int varlen_check_index(const int32_t *index, size_t nreq, uint64_t rows, int64_t total)
+{
+	int64_t sum = 0;
+	for (size_t r = 0; r < nreq; r++) {
+		int32_t row = index[VARLEN_ENTRY_WORDS * r],
+		        len = index[VARLEN_ENTRY_WORDS * r + 1];
+		if (row < 0 || len < 1 || (uint64_t)row + (uint64_t)len > rows)
+			return -TDM_ERANGE;
+		sum += len;
+	}
+	return sum == total ? 0 : -TDM_ERANGE;
+}
+
+int cpu_attn_decode_varlen(const struct tdm_kernel_call *call)
+{
+	size_t nreq = (size_t)call->s[0].i64, nkv = (size_t)call->s[2].i64;
+	size_t hd = (size_t)call->s[3].i64, nh = (size_t)call->s[1].i64;
+	size_t index_bytes = nreq * VARLEN_ENTRY_WORDS * sizeof(int32_t);
+	/* The client may write its buffers while the kernel runs: the index
+	 * is read once, into memory of ours. */
+	int32_t *index = malloc(index_bytes);
+
+	if (!index)
+		return -TDM_ENOMEM;
+	memcpy(index, call->ptr[VARLEN_INDEX], index_bytes);
+	int err = varlen_check_index(index, nreq, attn_varlen_pool_rows(call), call->s[4].i64);
+	if (!err) {
+		struct varlen v = {
+			.call = call,
+			.q = call->ptr[VARLEN_Q],
+			.kc = call->ptr[VARLEN_K],
+			.vc = call->ptr[VARLEN_V],
+			.out = call->ptr[VARLEN_OUT],
+			.index = index,
+			.nh = nh,
+			.nkv = nkv,
+			.hd = hd,
+			.group = nh / nkv,
+			.stride = nkv * hd,
+		};
+		uint64_t kv_bytes = (uint64_t)call->s[4].i64 * nkv * hd * 2 * sizeof(float);
+		err = cpu_gang_run(nreq * nkv, varlen_item, &v, kv_bytes >= cpu_gang_min_bytes);
+	}
+	free(index);
+	return err;
 }
 
 /* ---- moe_expert ---------------------------------------------------------------- */
