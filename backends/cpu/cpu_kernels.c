@@ -362,27 +362,47 @@ struct varlen {
 	size_t nh, nkv, hd, group, stride;
 };
 
-/* Item i: request i / nkv, kv head i % nkv and its group of query heads,
- * computed as attn_decode computes them (the same attend, the same order),
- * so each request's result is attn_decode's bit for bit. */
+/* Item i: request i / nkv, kv head i % nkv and its group of query heads.
+ * The group's heads share one pass over the kv head's K rows, then one over
+ * its V rows (attn_decode reads them once per head): the work is the
+ * memory's, not the group's. Each head's arithmetic is attend's, in the
+ * same order (the same dot products, exp_shifted over its scores, its
+ * output accumulated position by position, then scaled), so each request's
+ * result is attn_decode's bit for bit. */
 static int varlen_item(void *ctx, size_t i)
 {
 	const struct varlen *v = ctx;
-	size_t r = i / v->nkv, g = i % v->nkv;
+	size_t r = i / v->nkv, g = i % v->nkv, hd = v->hd, group = v->group;
 	size_t row = (size_t)v->index[VARLEN_ENTRY_WORDS * r];
 	size_t len = (size_t)v->index[VARLEN_ENTRY_WORDS * r + 1];
+	float inv_sqrt_hd = 1.0f / sqrtf((float)hd);
 
 	if (tdm_kernel_canceled(v->call))
 		return -TDM_ECANCELED;
-	float *scores = scratch_floats(len);
+	float *scores = scratch_floats(group * (len + 1)); /* per head: len scores, 1/sum */
 	if (!scores)
 		return -TDM_ENOMEM;
-	size_t kv = (row * v->nkv + g) * v->hd;
-	for (size_t j = 0; j < v->group; j++) {
-		size_t qo = (r * v->nh + g * v->group + j) * v->hd;
-		attend(v->q + qo, v->kc + kv, v->vc + kv, v->stride, v->hd, len, scores,
-		       v->out + qo);
+	float *inv_sum = scores + group * len;
+	const float *k = v->kc + (row * v->nkv + g) * hd, *vr = v->vc + (row * v->nkv + g) * hd;
+	const float *q = v->q + (r * v->nh + g * group) * hd;
+	float *out = v->out + (r * v->nh + g * group) * hd;
+
+	for (size_t t = 0; t < len; t++)
+		for (size_t j = 0; j < group; j++)
+			scores[j * len + t] = dot(q + j * hd, k + t * v->stride, hd) * inv_sqrt_hd;
+	for (size_t j = 0; j < group; j++)
+		inv_sum[j] = (float)(1.0 / exp_shifted(scores + j * len, len));
+	memset(out, 0, group * hd * sizeof(float));
+	for (size_t t = 0; t < len; t++) {
+		const float *vt = vr + t * v->stride;
+		for (size_t j = 0; j < group; j++) {
+			float p = scores[j * len + t], *o = out + j * hd;
+			for (size_t d = 0; d < hd; d++)
+				o[d] += p * vt[d];
+		}
 	}
+	for (size_t j = 0; j < group; j++)
+		scale(out + j * hd, hd, inv_sum[j]);
 	return 0;
 }
 
