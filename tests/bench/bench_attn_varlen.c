@@ -12,14 +12,16 @@
  * GB/s = the bytes the attention must read and write (the K and V rows of
  * every request, q and out; 1e9 bytes a GB) / the median time from a
  * graph's submission to its completion, over REPS graphs after one
- * warm-up. Shapes: LLaMA-3-8B's attention (32 query heads, 8 kv heads,
- * head dim 128), fp32, KV lengths uniform in [LEN_MIN, LEN_MAX]. t
+ * warm-up (best=: the same over the fastest graph, the figure least
+ * disturbed by other work on the machine). host_read_gbps: what t threads
+ * pinned to t cores read of a 256 MiB array, the memory's own speed. Shapes: LLaMA-3-8B's attention
+ * (32 query heads, 8 kv heads, head dim 128), fp32, KV lengths uniform in [LEN_MIN, LEN_MAX]. t
  * threads = an engine over t cores (probed as [cpu] cores would list
  * them), so a one-core run has no helper to call on. Memory-bound: on a
  * machine shared with other work the figures move with it. */
 #include <hwloc.h>
-#include <sched.h>
-#include <stdatomic.h>
+#include <pthread.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -36,7 +38,7 @@
 #define HD 128
 #define LEN_MIN 256
 #define LEN_MAX 2048
-#define REPS 9
+#define REPS 15
 #define MAX_CORES 64
 
 static hwloc_topology_t topo;
@@ -145,14 +147,31 @@ static void per_request_task(struct engine_task *t, const struct batch *b, size_
 	k->features(c, &t->feat);
 }
 
+/* The bench's thread sleeps while a graph runs: spinning, it would take
+ * a core from the workers. */
 struct done_flag {
-	_Atomic int done;
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	bool done;
 };
 
 static void on_done(void *ctx, struct engine_graph *g)
 {
+	struct done_flag *f = ctx;
 	(void)g;
-	atomic_store(&((struct done_flag *)ctx)->done, 1);
+	pthread_mutex_lock(&f->lock);
+	f->done = true;
+	pthread_cond_signal(&f->cond);
+	pthread_mutex_unlock(&f->lock);
+}
+
+static void wait_done(struct done_flag *f)
+{
+	pthread_mutex_lock(&f->lock);
+	while (!f->done)
+		pthread_cond_wait(&f->cond, &f->lock);
+	f->done = false;
+	pthread_mutex_unlock(&f->lock);
 }
 
 static int cmp_u64(const void *a, const void *b)
@@ -164,13 +183,13 @@ static int cmp_u64(const void *a, const void *b)
 /* The median time of a graph of one varlen task (per_request false) or of
  * one attn_decode task per request, on an engine over the cores given. */
 static int run(const struct batch *b, const int *cores, size_t ncores, bool per_request,
-               uint64_t *median_ns)
+               uint64_t *median_ns, uint64_t *best_ns)
 {
 	struct backend_device devs[MAX_CORES];
 	struct backend_probe_params p = { .topology = topo, .cores = cores, .ncores = ncores };
 	size_t ndev = 0;
 	struct engine *e;
-	struct done_flag flag = { 0 };
+	struct done_flag flag = { PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, false };
 	struct engine_flow flow = { .id = 1, .weight = 1 };
 	uint64_t times[REPS];
 	int err = backend_cpu.probe(&p, devs, MAX_CORES, &ndev);
@@ -211,11 +230,9 @@ static int run(const struct batch *b, const int *cores, size_t ncores, bool per_
 			else
 				varlen_task(t, b);
 		}
-		atomic_store(&flag.done, 0);
 		uint64_t t0 = bench_now_ns();
 		engine_submit(e, g);
-		while (!atomic_load(&flag.done))
-			sched_yield();
+		wait_done(&flag);
 		uint64_t took = bench_now_ns() - t0;
 		err = atomic_load(&g->status);
 		if (rep >= 0)
@@ -228,6 +245,7 @@ static int run(const struct batch *b, const int *cores, size_t ncores, bool per_
 	if (!err) {
 		qsort(times, REPS, sizeof(times[0]), cmp_u64);
 		*median_ns = times[REPS / 2];
+		*best_ns = times[0];
 	}
 release:
 	for (size_t i = 0; i < ndev; i++)
@@ -235,11 +253,96 @@ release:
 	return err;
 }
 
+/* ---- the memory's own speed, for reference ---- */
+
+#define READ_BYTES (256u << 20)
+
+struct reader {
+	const double *a;
+	size_t n;
+	int core;
+	double sum;
+};
+
+static void *read_all(void *arg)
+{
+	struct reader *r = arg;
+	double s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+	bench_pin(0, r->core);
+	for (size_t i = 0; i + 4 <= r->n; i += 4) {
+		s0 += r->a[i];
+		s1 += r->a[i + 1];
+		s2 += r->a[i + 2];
+		s3 += r->a[i + 3];
+	}
+	r->sum = s0 + s1 + s2 + s3;
+	return NULL;
+}
+
+/* Best of 5 passes of t threads pinned to cores[0..t), each summing its
+ * share of READ_BYTES: GB/s read. */
+static double read_gbps(const double *a, const int *cores, int t)
+{
+	size_t n = READ_BYTES / sizeof(double), per = n / (size_t)t;
+	uint64_t best = UINT64_MAX;
+	for (int rep = 0; rep < 5; rep++) {
+		pthread_t th[MAX_CORES];
+		struct reader r[MAX_CORES];
+		uint64_t t0 = bench_now_ns();
+		for (int i = 0; i < t; i++) {
+			r[i] = (struct reader){ a + (size_t)i * per, per, cores[i], 0 };
+			pthread_create(&th[i], NULL, read_all, &r[i]);
+		}
+		for (int i = 0; i < t; i++)
+			pthread_join(th[i], NULL);
+		uint64_t took = bench_now_ns() - t0;
+		best = took < best ? took : best;
+	}
+	return (double)READ_BYTES / (double)best;
+}
+
+static int report_read(const int *cores, int ncores)
+{
+	double *a = malloc(READ_BYTES);
+	if (!a)
+		return -TDM_ENOMEM;
+	for (size_t i = 0; i < READ_BYTES / sizeof(double); i++)
+		a[i] = (double)(i & 7);
+	for (int t = 1; t <= ncores; t++) {
+		char keys[32];
+		snprintf(keys, sizeof(keys), "threads=%d", t);
+		bench_report("host_read_gbps", read_gbps(a, cores, t), "GB/s", keys);
+	}
+	free(a);
+	return 0;
+}
+
+/* The batch on t cores, one way: with one thread, on each core alone and
+ * the faster kept (other work on the machine may crowd one core). */
+static int measure(const struct batch *b, const int *cores, int ncores, int t, bool per_request)
+{
+	uint64_t ns = UINT64_MAX, best = UINT64_MAX;
+	for (int first = 0; first < (t == 1 ? ncores : 1); first++) {
+		uint64_t med, fast;
+		int err = run(b, cores + first, (size_t)t, per_request, &med, &fast);
+		if (err)
+			return err;
+		ns = med < ns ? med : ns;
+		best = fast < best ? fast : best;
+	}
+	char keys[128];
+	snprintf(keys, sizeof(keys), "device=cpu requests=%zu threads=%d mode=%s best=%.3g",
+	         b->nreq, t, per_request ? "per_request" : "one_task",
+	         batch_bytes(b) / (double)best);
+	bench_report("attn_varlen_gbps", batch_bytes(b) / (double)ns, "GB/s", keys);
+	return 0;
+}
+
 int main(void)
 {
 	static const size_t nreqs[] = { 1, 4, 16 };
 	int cores[MAX_CORES];
-	int ncores = bench_ncores();
+	int ncores = bench_ncores(), err;
 
 	if (ncores > MAX_CORES)
 		ncores = MAX_CORES;
@@ -249,34 +352,25 @@ int main(void)
 		fprintf(stderr, "bench_attn_varlen: hwloc failed\n");
 		return 1;
 	}
+	err = report_read(cores, ncores);
 	printf("# attention shape nh=%d nkv=%d hd=%d fp32, KV lengths %d..%d, median of %d\n", NH,
 	       NKV, HD, LEN_MIN, LEN_MAX, REPS);
-	for (size_t i = 0; i < sizeof(nreqs) / sizeof(nreqs[0]); i++) {
+	for (size_t i = 0; i < sizeof(nreqs) / sizeof(nreqs[0]) && !err; i++) {
 		struct batch b;
 		if (make_batch(&b, nreqs[i]) != 0) {
-			fprintf(stderr, "bench_attn_varlen: out of memory\n");
-			return 1;
+			err = -TDM_ENOMEM;
+			break;
 		}
 		printf("# %zu requests, %lld tokens, %.1f MB of K and V\n", b.nreq,
 		       (long long)b.total, 8.0 * (double)b.total * NKV * HD / 1e6);
-		for (int t = 1; t <= ncores; t++) {
-			for (int mode = 0; mode < 2; mode++) {
-				uint64_t ns;
-				int err = run(&b, cores, (size_t)t, mode == 1, &ns);
-				if (err) {
-					fprintf(stderr, "bench_attn_varlen: %s\n",
-					        tdm_strerror(err));
-					return 1;
-				}
-				char keys[96];
-				snprintf(keys, sizeof(keys),
-				         "device=cpu requests=%zu threads=%d mode=%s", b.nreq, t,
-				         mode ? "per_request" : "one_task");
-				bench_report("attn_varlen_gbps", batch_bytes(&b) / (double)ns,
-				             "GB/s", keys);
-			}
-		}
+		for (int t = 1; t <= ncores && !err; t++)
+			for (int mode = 0; mode < 2 && !err; mode++)
+				err = measure(&b, cores, ncores, t, mode == 1);
 		free_batch(&b);
+	}
+	if (err) {
+		fprintf(stderr, "bench_attn_varlen: %s\n", tdm_strerror(err));
+		return 1;
 	}
 	return 0;
 }
