@@ -1,24 +1,26 @@
 /* CPU decode attention over a ragged batch, through the engine as the
- * daemon runs it (CPU workers bound to their cores, eager policy), at 1 to
- * all of this process's cores:
+ * daemon runs it (CPU workers bound to their cores, eager policy), on t =
+ * 1, 2, 4, ... and all of this process's cores:
  *
  *   BENCH attn_varlen_gbps <GB/s> GB/s device=cpu requests=<n> threads=<t> mode=one_task
  *       one attn_decode_varlen task for the whole batch: its worker runs it
  *       and the other cores' gang helpers join (cpu_gang.h);
  *   BENCH attn_varlen_gbps <GB/s> GB/s device=cpu requests=<n> threads=<t> mode=per_request
  *       the alternative without it: one attn_decode task (batch 1) per
- *       request over the same pools, spread over the workers by eager.
+ *       request over the same pools, spread over the workers by eager;
+ *   BENCH host_read_gbps <GB/s> GB/s threads=<t>
+ *       what t threads pinned to t cores read of a 256 MiB array: the
+ *       memory's own speed, for reference.
  *
  * GB/s = the bytes the attention must read and write (the K and V rows of
  * every request, q and out; 1e9 bytes a GB) / the median time from a
  * graph's submission to its completion, over REPS graphs after one
- * warm-up (best=: the same over the fastest graph, the figure least
- * disturbed by other work on the machine). host_read_gbps: what t threads
- * pinned to t cores read of a 256 MiB array, the memory's own speed. Shapes: LLaMA-3-8B's attention
- * (32 query heads, 8 kv heads, head dim 128), fp32, KV lengths uniform in [LEN_MIN, LEN_MAX]. t
- * threads = an engine over t cores (probed as [cpu] cores would list
- * them), so a one-core run has no helper to call on. Memory-bound: on a
- * machine shared with other work the figures move with it. */
+ * warm-up; best= the same over the fastest graph, the figure least
+ * disturbed by other work on the machine. Shapes: LLaMA-3-8B's attention
+ * (32 query heads, 8 kv heads, head dim 128), fp32, KV lengths uniform in
+ * [LEN_MIN, LEN_MAX]. t threads = an engine over t cores (probed as [cpu]
+ * cores would list them), so a one-core run has no helper to call on. The
+ * figures move with whatever else runs on the machine. */
 #include <hwloc.h>
 #include <pthread.h>
 #include <stdbool.h>
@@ -253,6 +255,12 @@ release:
 	return err;
 }
 
+/* Thread counts: 1, 2, 4, ... and all the cores. */
+static int next_threads(int t, int ncores)
+{
+	return t < ncores && 2 * t > ncores ? ncores : 2 * t;
+}
+
 /* ---- the memory's own speed, for reference ---- */
 
 #define READ_BYTES (256u << 20)
@@ -308,7 +316,7 @@ static int report_read(const int *cores, int ncores)
 		return -TDM_ENOMEM;
 	for (size_t i = 0; i < READ_BYTES / sizeof(double); i++)
 		a[i] = (double)(i & 7);
-	for (int t = 1; t <= ncores; t++) {
+	for (int t = 1; t <= ncores; t = next_threads(t, ncores)) {
 		char keys[32];
 		snprintf(keys, sizeof(keys), "threads=%d", t);
 		bench_report("host_read_gbps", read_gbps(a, cores, t), "GB/s", keys);
@@ -317,12 +325,13 @@ static int report_read(const int *cores, int ncores)
 	return 0;
 }
 
-/* The batch on t cores, one way: with one thread, on each core alone and
- * the faster kept (other work on the machine may crowd one core). */
+/* The batch on t cores, one way: with one thread, on the first core and on
+ * the second alone, the faster kept (other work on the machine may crowd
+ * one core). */
 static int measure(const struct batch *b, const int *cores, int ncores, int t, bool per_request)
 {
 	uint64_t ns = UINT64_MAX, best = UINT64_MAX;
-	for (int first = 0; first < (t == 1 ? ncores : 1); first++) {
+	for (int first = 0; first < (t == 1 && ncores > 1 ? 2 : 1); first++) {
 		uint64_t med, fast;
 		int err = run(b, cores + first, (size_t)t, per_request, &med, &fast);
 		if (err)
@@ -363,7 +372,7 @@ int main(void)
 		}
 		printf("# %zu requests, %lld tokens, %.1f MB of K and V\n", b.nreq,
 		       (long long)b.total, 8.0 * (double)b.total * NKV * HD / 1e6);
-		for (int t = 1; t <= ncores && !err; t++)
+		for (int t = 1; t <= ncores && !err; t = next_threads(t, ncores))
 			for (int mode = 0; mode < 2 && !err; mode++)
 				err = measure(&b, cores, ncores, t, mode == 1);
 		free_batch(&b);

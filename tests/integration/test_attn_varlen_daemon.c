@@ -1,10 +1,10 @@
 /* attn_decode_varlen through a private tandemd: a ragged batch of requests
  * whose K and V rows sit in two pool buffers, located by an index buffer,
- * in one task; on the CPU cores and on the OpenCL device (when there is
- * one). The results are checked against a plain loop here; an index that a
- * task of the same graph writes (unknown at intake) works; a bad index fails
- * the task with -TDM_ERANGE in its task info, the graph with -TDM_EDEVICE,
- * and the daemon, and the device, go on serving. */
+ * in one task; on the CPU cores, and on the OpenCL and the CUDA device
+ * alone (when the machine has them). The results are checked against a plain loop here; an index
+ * that a task of the same graph writes (unknown at intake) works; a bad index fails the task with
+ * -TDM_ERANGE in its task info, the graph with -TDM_EDEVICE, and the daemon, and the device, go on
+ * serving. */
 #include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -214,15 +214,26 @@ static bool device_is(uint32_t index, const char *prefix)
 	return is;
 }
 
-/* Starts a daemon with this configuration, connects and lays the batch
- * out; false (the test skips) when it lacks the device `needs`. */
-static bool start(const char *toml, const char *needs)
+/* Starts a daemon whose only devices are `only` (a device name or class)
+ * and lays the batch out; false (the test then skips) when the machine
+ * has no device `probe` (NULL: always has), found by a daemon with every
+ * device first: a daemon left with no device would not start. */
+static bool start(const char *only, const char *probe)
 {
-	assert_int_equal(tdmt_daemon_start(&daemon_, toml), 0);
-	if (needs && device_index(needs) < 0) {
-		printf("# skipped: no %s in this machine\n", needs);
-		return false;
+	char toml[128];
+	if (probe) {
+		assert_int_equal(tdmt_daemon_start(&daemon_, ""), 0);
+		bool found = device_index(probe) >= 0;
+		assert_int_equal(tdmt_daemon_stop(&daemon_, 5000), 0);
+		tdmt_daemon_cleanup(&daemon_);
+		memset(&daemon_, 0, sizeof(daemon_));
+		if (!found) {
+			printf("# skipped: no %s in this machine\n", probe);
+			return false;
+		}
 	}
+	snprintf(toml, sizeof(toml), "[devices]\ninclude = [\"%s\"]\n", only);
+	assert_int_equal(tdmt_daemon_start(&daemon_, toml), 0);
 	assert_int_equal(tdmt_connect(daemon_.sock, &client), 0);
 	make_batch();
 	return true;
@@ -303,13 +314,10 @@ static void bad_index(const char *dev)
 }
 
 /* Every core: the task may spread over those idle (the CPU gang). */
-#define CPU_ONLY "[opencl]\nenabled = false\n"
-#define CL_ONLY "[devices]\ninclude = [\"clcpu\"]\n"
-
 static void test_cpu_ragged(void **state)
 {
 	(void)state;
-	assert_true(start(CPU_ONLY, NULL));
+	assert_true(start("cpu", NULL));
 	ragged("cpu");
 	free_batch();
 	tdmt_test_ok();
@@ -318,8 +326,23 @@ static void test_cpu_ragged(void **state)
 static void test_cpu_bad_index(void **state)
 {
 	(void)state;
-	assert_true(start(CPU_ONLY, NULL));
+	assert_true(start("cpu", NULL));
 	bad_index("cpu");
+	free_batch();
+	tdmt_test_ok();
+}
+
+/* An accelerator alone, when the machine has it. */
+static void on_accel(const char *dev, bool bad)
+{
+	if (!start(dev, dev)) {
+		tdmt_test_ok();
+		skip();
+	}
+	if (bad)
+		bad_index(dev);
+	else
+		ragged(dev);
 	free_batch();
 	tdmt_test_ok();
 }
@@ -327,25 +350,25 @@ static void test_cpu_bad_index(void **state)
 static void test_opencl_ragged(void **state)
 {
 	(void)state;
-	if (!start(CL_ONLY, "clcpu0")) {
-		tdmt_test_ok();
-		skip();
-	}
-	ragged("clcpu");
-	free_batch();
-	tdmt_test_ok();
+	on_accel("clcpu0", false);
 }
 
 static void test_opencl_bad_index(void **state)
 {
 	(void)state;
-	if (!start(CL_ONLY, "clcpu0")) {
-		tdmt_test_ok();
-		skip();
-	}
-	bad_index("clcpu");
-	free_batch();
-	tdmt_test_ok();
+	on_accel("clcpu0", true);
+}
+
+static void test_cuda_ragged(void **state)
+{
+	(void)state;
+	on_accel("cuda0", false);
+}
+
+static void test_cuda_bad_index(void **state)
+{
+	(void)state;
+	on_accel("cuda0", true);
 }
 
 int main(void)
@@ -355,6 +378,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_cpu_bad_index, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_opencl_ragged, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_opencl_bad_index, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_cuda_ragged, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_cuda_bad_index, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
