@@ -445,6 +445,74 @@ static void test_cpu_bad_index(void **state)
 	free_case(&c);
 }
 
+/* Random entries, each drawn near a boundary (negative, zero, the pool's
+ * end, INT32_MAX) or inside the pool: the kernel must succeed exactly when
+ * every entry is good and the lengths add up, and fail with -TDM_ERANGE
+ * otherwise, never reading outside the pools (the sanitizer flavour would
+ * stop it). */
+static int32_t edgy(size_t rows)
+{
+	static const int64_t picks[] = { -1, 0, 1, INT32_MAX, INT32_MIN };
+	uint64_t x = rng_next();
+	switch (x % 4) {
+	case 0: return (int32_t)picks[(x >> 8) % 5];
+	case 1: return (int32_t)(rows - (x >> 8) % 3); /* rows - 2 .. rows */
+	default: return (int32_t)((x >> 8) % (rows + 1));
+	}
+}
+
+static bool index_good(const int32_t *idx, size_t nreq, size_t rows, int64_t total)
+{
+	int64_t sum = 0;
+	for (size_t r = 0; r < nreq; r++) {
+		int64_t row = idx[2 * r], len = idx[2 * r + 1];
+		if (row < 0 || len < 1 || row + len > (int64_t)rows)
+			return false;
+		sum += len;
+	}
+	return sum == total;
+}
+
+#define RANDOM_ROUNDS 3000
+
+static void test_cpu_random_indexes(void **state)
+{
+	(void)state;
+	const struct kernel_def *k = kernel_by_id(KERNEL_ATTN_DECODE_VARLEN);
+	struct vcase c = bad_case();
+	float *out = malloc(out_floats(&c) * sizeof(float));
+	int32_t *idx = malloc(c.nreq * 2 * sizeof(int32_t));
+	size_t good = 0;
+	assert_non_null(out);
+	assert_non_null(idx);
+	rng_state = 0x72616e64;
+	for (int round = 0; round < RANDOM_ROUNDS; round++) {
+		int64_t sum = 0;
+		for (size_t w = 0; w < c.nreq * 2; w++)
+			idx[w] = edgy(c.rows);
+		for (size_t r = 0; r < c.nreq; r++)
+			sum += idx[2 * r + 1];
+		/* Mostly the true sum, so that the entries are what is judged. */
+		int64_t total = rng_next() % 8 ? sum : sum + 1;
+		if (total < (int64_t)c.nreq || total > (int64_t)c.nreq * INT32_MAX)
+			total = (int64_t)c.nreq;
+		struct tdm_kernel_call call = host_call(&c, idx, out);
+		call.s[4].i64 = total;
+		assert_int_equal(k->check(&call), 0);
+		bool ok = index_good(idx, c.nreq, c.rows, total);
+		int rc = k->cpu(&call);
+		if (rc != (ok ? 0 : -TDM_ERANGE))
+			fail_msg("round %d: %d for an index that is %s", round, rc,
+			         ok ? "good" : "bad");
+		good += ok;
+	}
+	print_message("cpu      %d random indexes (%zu good): each judged right\n", RANDOM_ROUNDS,
+	              good);
+	free(idx);
+	free(out);
+	free_case(&c);
+}
+
 /* ---- the CPU gang ---- */
 
 struct rendezvous {
@@ -800,6 +868,7 @@ int main(void)
 		cmocka_unit_test(test_check_and_features),
 		cmocka_unit_test(test_cpu_ragged),
 		cmocka_unit_test(test_cpu_bad_index),
+		cmocka_unit_test(test_cpu_random_indexes),
 		cmocka_unit_test(test_gang_helpers_join),
 		cmocka_unit_test(test_gang_busy_core_stays_out),
 		cmocka_unit_test(test_cpu_gang_same_bits),
