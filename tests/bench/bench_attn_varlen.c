@@ -30,6 +30,7 @@
 #include <string.h>
 
 #include "backends/backend.h"
+#include "backends/cpu/cpu_gang.h"
 #include "bench_util.h"
 #include "engine/engine.h"
 #include "policies/policy.h"
@@ -193,7 +194,7 @@ static int run(const struct batch *b, const int *cores, size_t ncores, bool per_
 	struct engine *e;
 	struct done_flag flag = { PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, false };
 	struct engine_flow flow = { .id = 1, .weight = 1 };
-	uint64_t times[REPS];
+	uint64_t times[REPS], helped = cpu_gang_helper_items();
 	int err = backend_cpu.probe(&p, devs, MAX_CORES, &ndev);
 	if (err || ndev != ncores)
 		return err ? err : -TDM_ECONFIG;
@@ -242,6 +243,10 @@ static int run(const struct batch *b, const int *cores, size_t ncores, bool per_
 		engine_graph_free_arrays(g);
 		free(g);
 	}
+	helped = cpu_gang_helper_items() - helped;
+	if (!per_request && ncores > 1)
+		printf("# threads=%zu: gang helpers ran %.0f%% of the items\n", ncores,
+		       100.0 * (double)helped / ((REPS + 1) * (double)b->nreq * NKV));
 	engine_flow_gone(e, &flow);
 	engine_destroy(e);
 	if (!err) {
