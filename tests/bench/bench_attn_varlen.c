@@ -8,6 +8,9 @@
  *   BENCH attn_varlen_gbps <GB/s> GB/s device=cpu requests=<n> threads=<t> mode=per_request
  *       the alternative without it: one attn_decode task (batch 1) per
  *       request over the same pools, spread over the workers by eager;
+ *   BENCH attn_varlen_seam_gbps <GB/s> GB/s device=cpu requests=<n> threads=<t>
+ *       the gang alone: the varlen task launched on one core's device,
+ *       its job capped at t threads, the t taking turns (seam_main);
  *   BENCH host_read_gbps <GB/s> GB/s threads=<t>
  *       what t threads pinned to t cores read of a 256 MiB array: the
  *       memory's own speed, for reference.
@@ -352,6 +355,70 @@ static int measure(const struct batch *b, const int *cores, int ncores, int t, b
 	return 0;
 }
 
+/* The gang alone, at the backend seam: the task launched on the first
+ * core's device from a thread bound there, its job capped at t threads
+ * (cpu_gang_max_threads), every t in turn within each round, so that
+ * whatever else runs on the machine weighs on each t alike. */
+struct seam {
+	const struct batch *b;
+	const int *cores;
+	int ncores, err;
+};
+
+static void *seam_main(void *arg)
+{
+	struct seam *sm = arg;
+	const struct batch *b = sm->b;
+	const struct kernel_def *k = kernel_by_id(KERNEL_ATTN_DECODE_VARLEN);
+	struct backend_device devs[MAX_CORES];
+	struct backend_probe_params p = { .topology = topo,
+		                          .cores = sm->cores,
+		                          .ncores = (size_t)sm->ncores };
+	size_t ndev = 0;
+	int ts[16], nt = 0;
+	uint64_t times[16][REPS];
+	struct engine_task t = { 0 };
+	unsigned max = cpu_gang_max_threads;
+
+	sm->err = backend_cpu.probe(&p, devs, MAX_CORES, &ndev);
+	if (!sm->err && (ndev < 1 || devs[0].ops->worker_init(&devs[0], topo) != 0))
+		sm->err = -TDM_ECONFIG;
+	varlen_task(&t, b);
+	for (int th = 1; th <= sm->ncores && nt < 16; th = next_threads(th, sm->ncores))
+		ts[nt++] = th;
+	for (int rep = -1; rep < REPS && !sm->err; rep++) {
+		for (int i = 0; i < nt && !sm->err; i++) {
+			cpu_gang_max_threads = (unsigned)ts[i];
+			uint64_t t0 = bench_now_ns();
+			sm->err = devs[0].ops->launch(&devs[0], k, &t.call);
+			if (rep >= 0)
+				times[i][rep] = bench_now_ns() - t0;
+		}
+	}
+	cpu_gang_max_threads = max;
+	for (int i = 0; i < nt && !sm->err; i++) {
+		char keys[96];
+		qsort(times[i], REPS, sizeof(times[i][0]), cmp_u64);
+		snprintf(keys, sizeof(keys), "device=cpu requests=%zu threads=%d best=%.3g",
+		         b->nreq, ts[i], batch_bytes(b) / (double)times[i][0]);
+		bench_report("attn_varlen_seam_gbps", batch_bytes(b) / (double)times[i][REPS / 2],
+		             "GB/s", keys);
+	}
+	for (size_t i = 0; i < ndev; i++)
+		devs[i].ops->release(&devs[i]);
+	return NULL;
+}
+
+static int seam(const struct batch *b, const int *cores, int ncores)
+{
+	struct seam sm = { b, cores, ncores, 0 };
+	pthread_t th;
+	if (pthread_create(&th, NULL, seam_main, &sm) != 0)
+		return -TDM_ESYS;
+	pthread_join(th, NULL);
+	return sm.err;
+}
+
 int main(void)
 {
 	static const size_t nreqs[] = { 1, 4, 16 };
@@ -380,6 +447,8 @@ int main(void)
 		for (int t = 1; t <= ncores && !err; t = next_threads(t, ncores))
 			for (int mode = 0; mode < 2 && !err; mode++)
 				err = measure(&b, cores, ncores, t, mode == 1);
+		if (!err)
+			err = seam(&b, cores, ncores);
 		free_batch(&b);
 	}
 	if (err) {
