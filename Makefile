@@ -184,6 +184,7 @@ $(BUILD)/tests/replay_%: $(BUILD)/obj/tests/fuzz/fuzz_%.o $(BUILD)/obj/tests/fuz
 CORE_BENCHES := $(BUILD)/bench/bench_devices $(BUILD)/bench/bench_overlap $(BUILD)/bench/bench_models \
 	$(BUILD)/bench/bench_stg $(BUILD)/bench/bench_policies $(BUILD)/bench/bench_sim \
 	$(BUILD)/bench/bench_intake $(BUILD)/bench/bench_plan_exec $(BUILD)/bench/bench_llm_sim
+CORE_BENCHES += $(BUILD)/bench/bench_attn_varlen
 $(CORE_BENCHES): $(BUILD)/bench/%: $(BUILD)/obj/tests/bench/%.o $(CORE_LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) $^ $(DAEMON_LIBS) -o $@
@@ -378,6 +379,8 @@ GPU_BUNDLE_FILES := $(addprefix build/bin/,tandemd tandemctl llm_layer blocked_g
 	$(addprefix build/tests/,test_cuda_loader test_backend_kernels test_calibrate test_llm_layer \
 	  test_devices test_graphs test_runtime_bounds test_models fake-cuda-ok.so fake-cuda-abi.so) \
 	$(addprefix build/bench/,bench_devices bench_overlap bench_models)
+GPU_BUNDLE_FILES += build/tests/test_attn_varlen build/tests/test_attn_varlen_daemon \
+	build/bench/bench_attn_varlen
 gpu-bundle: $(if $(SANITIZE),,$(GPU_BUNDLE_FILES))
 	@$(if $(SANITIZE),echo "gpu-bundle: from the plain build only (no SANITIZE)" >&2; exit 1)
 	@BUILD=build sh tools/gpu_bundle.sh $(GPU_BUNDLE) $(GPU_BUNDLE_FILES)

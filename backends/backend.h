@@ -99,9 +99,13 @@ struct backend_ops {
 	int (*launch_async)(const struct backend_device *d, const struct kernel_def *k,
 	                    const struct tdm_kernel_call *call, struct backend_event *const *waits,
 	                    size_t nwaits, struct backend_event **done);
-	/* Blocks until ev completed: 0, or -TDM_EDEVICE if the work failed. */
+	/* Blocks until ev completed: 0, or -TDM_EDEVICE if the work failed,
+	 * or -TDM_ERANGE if a kernel that checks its data on the device
+	 * (attn_decode_varlen's index) found it bad: the task fails, the
+	 * device stays healthy. */
 	int (*event_wait)(const struct backend_device *d, struct backend_event *ev);
-	/* 1 completed, 0 pending, -TDM_EDEVICE failed. Never blocks. */
+	/* 1 completed, 0 pending, -TDM_EDEVICE or -TDM_ERANGE failed (as
+	 * event_wait). Never blocks. */
 	int (*event_query)(const struct backend_device *d, struct backend_event *ev);
 	void (*event_release)(const struct backend_device *d, struct backend_event *ev);
 	/* Optional: when the work behind a completed kernel event started, on

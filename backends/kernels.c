@@ -154,6 +154,29 @@ static int check_attn_decode(const struct tdm_kernel_call *call)
 	return 0;
 }
 
+/* The index's contents are data, checked where the kernel runs (every
+ * backend, before any work: docs/kernels.md); here only what the scalars
+ * promise: nreq entries, total_tokens in [nreq, nreq * (2^31 - 1)] (each
+ * request has 1 to INT32_MAX positions), and pools of at least one row. */
+static int check_attn_decode_varlen(const struct tdm_kernel_call *call)
+{
+	int64_t nreq = call->s[0].i64, nh = call->s[1].i64, nkv = call->s[2].i64;
+	int64_t hd = call->s[3].i64, total = call->s[4].i64;
+
+	for (int i = 0; i < 4; i++)
+		if (!dim_ok(call->s[i].i64))
+			return -TDM_EARITY;
+	if (nh % nkv || total < nreq || total > nreq * (int64_t)INT32_MAX)
+		return -TDM_EARITY;
+	if (!whole_words(call, 5) || !holds(call->len[VARLEN_Q], nreq, nh, hd, 1) ||
+	    !holds(call->len[VARLEN_K], 1, nkv, hd, 1) ||
+	    !holds(call->len[VARLEN_V], 1, nkv, hd, 1) ||
+	    !holds(call->len[VARLEN_INDEX], nreq, VARLEN_ENTRY_WORDS, 1, 1) ||
+	    !holds(call->len[VARLEN_OUT], nreq, nh, hd, 1))
+		return -TDM_ERANGE;
+	return 0;
+}
+
 static int check_moe_expert(const struct tdm_kernel_call *call)
 {
 	int64_t n = call->s[0].i64, dm = call->s[1].i64, dff = call->s[2].i64;
@@ -307,6 +330,23 @@ static void feat_attn_decode(const struct tdm_kernel_call *call, struct kernel_f
 	*out = (struct kernel_features){
 		.flops = positions * (4 * hd + ATTN_POSITION_FLOPS),
 		.bytes = F4 * (2 * batch * nh * hd + 2 * batch * kv_len * nkv * hd),
+		.domain = positions,
+	};
+}
+
+/* attn_decode over every request, with total_tokens = the sum of the
+ * requests' KV lengths in place of batch * kv_len, and the index read. The
+ * features come from the scalars, known at intake; the kernel fails the
+ * task when the index does not add up to total_tokens, so that a client
+ * cannot have a large task priced as a small one. */
+static void feat_attn_decode_varlen(const struct tdm_kernel_call *call, struct kernel_features *out)
+{
+	double nreq = sd(call, 0), nh = sd(call, 1), nkv = sd(call, 2), hd = sd(call, 3);
+	double total = sd(call, 4), positions = nh * total;
+	*out = (struct kernel_features){
+		.flops = positions * (4 * hd + ATTN_POSITION_FLOPS),
+		.bytes = F4 *
+		         (2 * nreq * nh * hd + 2 * total * nkv * hd + VARLEN_ENTRY_WORDS * nreq),
 		.domain = positions,
 	};
 }
@@ -582,6 +622,17 @@ static const struct kernel_def kernel_table[] = {
 	        .check = check_tile3,
 	        .features = feat_sgemm_nt,
 	        .cpu = cpu_sgemm_nt,
+	},
+	[KERNEL_ATTN_DECODE_VARLEN] = {
+	        .name = "attn_decode_varlen",
+	        .id = KERNEL_ATTN_DECODE_VARLEN,
+	        .nargs = 5,
+	        .arg_modes = { TDM_R, TDM_R, TDM_R, TDM_R, TDM_W },
+	        .nscalars = 5,
+	        .scalar_types = { I64, I64, I64, I64, I64 },
+	        .check = check_attn_decode_varlen,
+	        .features = feat_attn_decode_varlen,
+	        .cpu = cpu_attn_decode_varlen,
 	},
 	/* Simulation only: no .cpu, and no accelerator backend supports them. */
 	[KERNEL_SGETRF] = {

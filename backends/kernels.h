@@ -39,6 +39,9 @@ enum kernel_id {
 	KERNEL_STRSM,
 	KERNEL_SSYRK,
 	KERNEL_SGEMM_NT,
+	/* Decode attention over a ragged batch whose KV sits in a shared pool,
+	 * located by an index buffer (docs/kernels.md). */
+	KERNEL_ATTN_DECODE_VARLEN,
 	/* Simulation only (no backend implements them; clients cannot submit
 	 * them): the other tiled factorisations' kernels, for the workload
 	 * generators, and an abstract task whose cost the workload states. */
@@ -77,6 +80,21 @@ struct kernel_def {
 	tdm_kernel_fn cpu; /* implementation on host memory; NULL: none */
 };
 
+/* attn_decode_varlen's arguments: a0 q, a1 K pool, a2 V pool, a3 index, a4
+ * out; scalars nreq, nh, nkv, hd, total_tokens. Request r's index entry is
+ * two int32 at a3[2r]: the pool row of its position 0 and its KV length. */
+enum { VARLEN_Q, VARLEN_K, VARLEN_V, VARLEN_INDEX, VARLEN_OUT };
+#define VARLEN_ENTRY_WORDS 2
+
+/* The whole rows of nkv x hd floats that both pools hold: an index entry
+ * may name rows [0, this) only. Sizes were checked at intake. */
+static inline uint64_t attn_varlen_pool_rows(const struct tdm_kernel_call *call)
+{
+	uint64_t row_bytes = (uint64_t)call->s[2].i64 * (uint64_t)call->s[3].i64 * 4;
+	uint64_t k = call->len[VARLEN_K], v = call->len[VARLEN_V];
+	return (k < v ? k : v) / row_bytes;
+}
+
 size_t kernel_count(void);
 /* NULL when id is out of range. */
 const struct kernel_def *kernel_by_id(uint32_t id);
@@ -101,6 +119,7 @@ int cpu_rmsnorm(const struct tdm_kernel_call *call);
 int cpu_softmax(const struct tdm_kernel_call *call);
 int cpu_rope(const struct tdm_kernel_call *call);
 int cpu_attn_decode(const struct tdm_kernel_call *call);
+int cpu_attn_decode_varlen(const struct tdm_kernel_call *call);
 int cpu_moe_expert(const struct tdm_kernel_call *call);
 int cpu_topk_router(const struct tdm_kernel_call *call);
 int cpu_spotrf(const struct tdm_kernel_call *call);

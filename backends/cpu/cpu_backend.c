@@ -1,9 +1,12 @@
 /* CPU backend: one device per core (or per listed CPU), each driven by a
- * worker thread bound to it with hwloc. */
+ * worker thread bound to it with hwloc. Every device is a slot of the CPU
+ * gang (cpu_gang.h), through which a kernel may use idle cores. */
 #include <hwloc.h>
+#include <hwloc/glibc-sched.h>
 #include <stdio.h>
 
 #include "backends/backend.h"
+#include "backends/cpu/cpu_gang.h"
 #include "common/log.h"
 #include "tandem.h"
 
@@ -40,13 +43,19 @@ static int add_device(hwloc_topology_t topo, struct backend_device *out, size_t 
 		return 0;
 	struct backend_device *d = &out[*n];
 	hwloc_bitmap_t copy = hwloc_bitmap_dup(set);
-	if (!copy)
+	cpu_set_t cpus;
+	bool bound = hwloc_cpuset_to_glibc_sched_affinity(topo, set, &cpus, sizeof(cpus)) == 0;
+	struct cpu_gang_slot *slot = copy ? cpu_gang_slot_add(bound ? &cpus : NULL) : NULL;
+	if (!slot) {
+		hwloc_bitmap_free(copy);
 		return -TDM_ENOMEM;
+	}
 	*d = (struct backend_device){
 		.kind = TDM_DEV_CPU,
 		.ops = &backend_cpu,
 		.os_index = os_index,
 		.bind_set = copy,
+		.priv = slot,
 		.mem_bytes = 0, /* host memory */
 		.numa_node = numa_node_of(topo, set),
 		.node = 0,
@@ -98,6 +107,8 @@ static void cpu_release(struct backend_device *d)
 {
 	hwloc_bitmap_free(d->bind_set);
 	d->bind_set = NULL;
+	cpu_gang_slot_remove(d->priv);
+	d->priv = NULL;
 }
 
 static int cpu_worker_init(const struct backend_device *d, void *topology)
@@ -114,8 +125,13 @@ static int cpu_worker_init(const struct backend_device *d, void *topology)
 static int cpu_launch(const struct backend_device *d, const struct kernel_def *k,
                       const struct tdm_kernel_call *call)
 {
-	(void)d;
-	return k->cpu(call);
+	struct cpu_gang_slot *slot = d->priv;
+	if (!slot)
+		return k->cpu(call);
+	cpu_gang_enter(slot);
+	int err = k->cpu(call);
+	cpu_gang_leave(slot);
+	return err;
 }
 
 static bool cpu_supports(const struct backend_device *d, const struct kernel_def *k)

@@ -1,8 +1,10 @@
 /* CPU implementations of the built-in kernels (docs/kernels.md), on host
- * memory, single-threaded: the daemon runs one worker per core. Arguments
+ * memory, single-threaded (the daemon runs one worker per core) except
+ * attn_decode_varlen, which spreads over idle cores (cpu_gang.h). Arguments
  * were checked at intake (backends/kernels.c), so sizes are trusted here.
- * Buffer contents are not: nothing indexes memory with a value read from a
- * buffer.
+ * Buffer contents are not: the only kernel that indexes memory with values
+ * read from a buffer, attn_decode_varlen, copies its index once and checks
+ * every entry of the copy before it reads anything else.
  *
  * Cancellation: kernels whose work grows with a row, head or token count
  * look at the call's cancel flag between those (about every CANCEL_STRIDE
@@ -19,6 +21,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "backends/cpu/cpu_gang.h"
 #include "backends/kernels.h"
 #include "tandem.h"
 
@@ -117,6 +120,20 @@ static void scale(float *x, size_t n, float f)
 {
 	for (size_t i = 0; i < n; i++)
 		x[i] *= f;
+}
+
+/* y += a x, element by element, in blocks of eight that the compiler
+ * turns into vector operations (as in dot); no element's arithmetic
+ * changes. */
+static void add_scaled(float *restrict y, const float *restrict x, float a, size_t n)
+{
+	size_t i = 0;
+
+	for (; i + 8 <= n; i += 8)
+		for (int j = 0; j < 8; j++)
+			y[i + j] += a * x[i + j];
+	for (; i < n; i++)
+		y[i] += a * x[i];
 }
 
 /* ---- cancellation points ------------------------------------------------------ */
@@ -313,11 +330,8 @@ static void attend(const float *q, const float *k, const float *v, size_t stride
 		scores[t] = dot(q, k + t * stride, hd) * inv_sqrt_hd;
 	float inv_sum = (float)(1.0 / exp_shifted(scores, kv_len));
 	memset(out, 0, hd * sizeof(float));
-	for (size_t t = 0; t < kv_len; t++) {
-		const float *vt = v + t * stride;
-		for (size_t d = 0; d < hd; d++)
-			out[d] += scores[t] * vt[d];
-	}
+	for (size_t t = 0; t < kv_len; t++)
+		add_scaled(out, v + t * stride, scores[t], hd);
 	scale(out, hd, inv_sum);
 }
 
@@ -347,6 +361,107 @@ int cpu_attn_decode(const struct tdm_kernel_call *call)
 		}
 	}
 	return 0;
+}
+
+/* ---- attn_decode_varlen ------------------------------------------------------- */
+
+struct varlen {
+	const struct tdm_kernel_call *call;
+	const float *q, *kc, *vc;
+	float *out;
+	const int32_t *index; /* the checked private copy */
+	size_t nh, nkv, hd, group, stride;
+};
+
+/* Item i: request i / nkv, kv head i % nkv and its group of query heads.
+ * The group's heads share one pass over the kv head's K rows, then one over
+ * its V rows (attn_decode reads them once per head): the work is the
+ * memory's, not the group's. Each head's arithmetic is attend's, in the
+ * same order (the same dot products, exp_shifted over its scores, its
+ * output accumulated position by position, then scaled), so each request's
+ * result is attn_decode's bit for bit. */
+static int varlen_item(void *ctx, size_t i)
+{
+	const struct varlen *v = ctx;
+	size_t r = i / v->nkv, g = i % v->nkv, hd = v->hd, group = v->group;
+	size_t row = (size_t)v->index[VARLEN_ENTRY_WORDS * r];
+	size_t len = (size_t)v->index[VARLEN_ENTRY_WORDS * r + 1];
+	float inv_sqrt_hd = 1.0f / sqrtf((float)hd);
+
+	if (tdm_kernel_canceled(v->call))
+		return -TDM_ECANCELED;
+	float *scores = scratch_floats(group * (len + 1)); /* per head: len scores, 1/sum */
+	if (!scores)
+		return -TDM_ENOMEM;
+	float *inv_sum = scores + group * len;
+	const float *k = v->kc + (row * v->nkv + g) * hd, *vr = v->vc + (row * v->nkv + g) * hd;
+	const float *q = v->q + (r * v->nh + g * group) * hd;
+	float *out = v->out + (r * v->nh + g * group) * hd;
+
+	for (size_t t = 0; t < len; t++)
+		for (size_t j = 0; j < group; j++)
+			scores[j * len + t] = dot(q + j * hd, k + t * v->stride, hd) * inv_sqrt_hd;
+	for (size_t j = 0; j < group; j++)
+		inv_sum[j] = (float)(1.0 / exp_shifted(scores + j * len, len));
+	memset(out, 0, group * hd * sizeof(float));
+	for (size_t t = 0; t < len; t++) {
+		const float *vt = vr + t * v->stride;
+		for (size_t j = 0; j < group; j++)
+			add_scaled(out + j * hd, vt, scores[j * len + t], hd);
+	}
+	for (size_t j = 0; j < group; j++)
+		scale(out + j * hd, hd, inv_sum[j]);
+	return 0;
+}
+
+/* Every entry names rows inside both pools and has at least one position,
+ * and the lengths add up to total_tokens (the features were priced from
+ * it): else -TDM_ERANGE, before anything is read or written. */
+static int varlen_check_index(const int32_t *index, size_t nreq, uint64_t rows, int64_t total)
+{
+	int64_t sum = 0;
+	for (size_t r = 0; r < nreq; r++) {
+		int32_t row = index[VARLEN_ENTRY_WORDS * r],
+		        len = index[VARLEN_ENTRY_WORDS * r + 1];
+		if (row < 0 || len < 1 || (uint64_t)row + (uint64_t)len > rows)
+			return -TDM_ERANGE;
+		sum += len;
+	}
+	return sum == total ? 0 : -TDM_ERANGE;
+}
+
+int cpu_attn_decode_varlen(const struct tdm_kernel_call *call)
+{
+	size_t nreq = (size_t)call->s[0].i64, nkv = (size_t)call->s[2].i64;
+	size_t hd = (size_t)call->s[3].i64, nh = (size_t)call->s[1].i64;
+	size_t index_bytes = nreq * VARLEN_ENTRY_WORDS * sizeof(int32_t);
+	/* The client may write its buffers while the kernel runs: the index
+	 * is read once, into memory of ours. */
+	int32_t *index = malloc(index_bytes);
+
+	if (!index)
+		return -TDM_ENOMEM;
+	memcpy(index, call->ptr[VARLEN_INDEX], index_bytes);
+	int err = varlen_check_index(index, nreq, attn_varlen_pool_rows(call), call->s[4].i64);
+	if (!err) {
+		struct varlen v = {
+			.call = call,
+			.q = call->ptr[VARLEN_Q],
+			.kc = call->ptr[VARLEN_K],
+			.vc = call->ptr[VARLEN_V],
+			.out = call->ptr[VARLEN_OUT],
+			.index = index,
+			.nh = nh,
+			.nkv = nkv,
+			.hd = hd,
+			.group = nh / nkv,
+			.stride = nkv * hd,
+		};
+		uint64_t kv_bytes = (uint64_t)call->s[4].i64 * nkv * hd * 2 * sizeof(float);
+		err = cpu_gang_run(nreq * nkv, varlen_item, &v, kv_bytes >= cpu_gang_min_bytes);
+	}
+	free(index);
+	return err;
 }
 
 /* ---- moe_expert ---------------------------------------------------------------- */

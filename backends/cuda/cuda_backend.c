@@ -71,10 +71,37 @@ static void event_put(struct backend_event *ev)
 {
 	struct cuda_dev *cd = ev->owner;
 
+	ev->has_status = false;
+
 	pthread_mutex_lock(&cd->pool_lock);
 	ev->next = cd->pool;
 	cd->pool = ev;
 	pthread_mutex_unlock(&cd->pool_lock);
+}
+
+/* The kernel's status word (device memory, on the compute stream) copied
+ * into ev's pinned word, on the compute stream, before ev is recorded. */
+static int event_take_status(struct cuda_dev *cd, struct backend_event *ev, const int32_t *status)
+{
+	if (!ev->status_host) {
+		int err = cuda_status(cudaMallocHost((void **)&ev->status_host, sizeof(int32_t)));
+		if (err) {
+			ev->status_host = NULL;
+			return err;
+		}
+	}
+	*ev->status_host = 0;
+	int err = cuda_status(cudaMemcpyAsync(ev->status_host, status, sizeof(int32_t),
+	                                      cudaMemcpyDeviceToHost, cd->compute));
+	ev->has_status = err == 0;
+	return err;
+}
+
+/* A completed event whose kernel found its data bad: -TDM_ERANGE, the
+ * task's inputs being to blame, not the device (which stays healthy). */
+static int status_of(const struct backend_event *ev)
+{
+	return ev->has_status && *(volatile const int32_t *)ev->status_host ? -TDM_ERANGE : 0;
 }
 
 /* *done = a new event that completes with the work enqueued so far on s. */
@@ -122,12 +149,12 @@ static int cuda_event_wait(const struct backend_device *d, struct backend_event 
 	do {
 		cudaError_t e = cudaEventQuery(ev->ev);
 		if (e == cudaSuccess)
-			return 0;
+			return status_of(ev);
 		if (e != cudaErrorNotReady)
 			goto fail;
 	} while (mono_ns() < deadline);
 	if (cudaEventSynchronize(ev->ev) == cudaSuccess)
-		return 0;
+		return status_of(ev);
 fail:
 	(void)cudaGetLastError();
 	return -TDM_EDEVICE;
@@ -142,7 +169,7 @@ static int cuda_event_query(const struct backend_device *d, struct backend_event
 	}
 	cudaError_t e = cudaEventQuery(ev->ev);
 	if (e == cudaSuccess)
-		return 1;
+		return status_of(ev) ? -TDM_ERANGE : 1;
 	if (e == cudaErrorNotReady)
 		return 0;
 	(void)cudaGetLastError();
@@ -199,10 +226,12 @@ static void dev_destroy(struct cuda_dev *cd)
 	if (cd->blas)
 		cublasDestroy(cd->blas);
 	cudaFree(cd->scratch);
+	cudaFree(cd->varlen_status);
 	while (cd->pool) {
 		struct backend_event *ev = cd->pool;
 		cd->pool = ev->next;
 		cudaEventDestroy(ev->ev);
+		cudaFreeHost(ev->status_host);
 		free(ev);
 	}
 	if (cd->copy_in)
@@ -455,14 +484,25 @@ static int cuda_launch_async(const struct backend_device *d, const struct kernel
 		err = set_device(cd);
 	if (err)
 		return err;
+	struct backend_event *ev;
+	err = event_get(cd, &ev);
+	if (err)
+		return err;
 	pthread_mutex_lock(&cd->compute_lock);
 	for (size_t i = 0; i < nwaits && !err; i++)
 		err = wait_event(cd->compute, waits[i]);
 	if (!err)
 		err = cuda_run_kernel(cd, (uint32_t)k->id, call);
+	const int32_t *status = err ? NULL : cuda_kernel_status(cd, (uint32_t)k->id);
+	if (status)
+		err = event_take_status(cd, ev, status);
 	if (!err)
-		err = record_event(cd, cd->compute, done);
+		err = cuda_status(cudaEventRecord(ev->ev, cd->compute));
 	pthread_mutex_unlock(&cd->compute_lock);
+	if (err)
+		event_put(ev);
+	else
+		*done = ev;
 	return err;
 }
 

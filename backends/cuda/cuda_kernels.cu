@@ -261,6 +261,127 @@ extern "C" cudaError_t cuk_attn_decode(cudaStream_t s, const float *q, const flo
 	return cudaGetLastError();
 }
 
+/* ---- attn_decode_varlen ----------------------------------------------- */
+
+/* Positions per chunk of scores in shared memory (4 KiB). */
+#define VARLEN_CHUNK 1024
+
+/* Whether request r's entry names rows inside the pools, with len >= 1. */
+__device__ static bool varlen_entry_ok(int64_t row, int64_t len, uint64_t rows)
+{
+	return row >= 0 && len >= 1 && (uint64_t)(row + len) <= rows;
+}
+
+/* One block: every entry checked and the lengths summed; the lengths add
+ * up to < 2^47 (2^16 entries below 2^31), so a bad entry counts 2^48 and
+ * the sum can no longer match. */
+__global__ static void varlen_check_kernel(const int32_t *idx, int32_t *status,
+                                           struct cuk_varlen_dims d)
+{
+	__shared__ unsigned long long sh[BLOCK];
+	unsigned long long sum = 0, bad = 0;
+
+	for (int64_t r = threadIdx.x; r < d.nreq; r += blockDim.x) {
+		int64_t row = idx[2 * r], len = idx[2 * r + 1];
+		if (varlen_entry_ok(row, len, d.rows))
+			sum += (unsigned long long)len;
+		else
+			bad = 1;
+	}
+	sh[threadIdx.x] = sum + (bad << 48);
+	__syncthreads();
+	for (unsigned s = blockDim.x / 2; s > 0; s >>= 1) {
+		if (threadIdx.x < s)
+			sh[threadIdx.x] += sh[threadIdx.x + s];
+		__syncthreads();
+	}
+	if (threadIdx.x == 0)
+		*status = sh[0] == (unsigned long long)d.total ? 0 : 1;
+}
+
+/* One block per (request, query head), as attn_decode_kernel, but the
+ * scores go through shared memory a chunk of positions at a time with an
+ * online softmax (running max m_run and sum l_run; o holds the unnormalised
+ * weighted sum of V rows until the end). With one chunk this is
+ * attn_decode_kernel's computation. */
+__global__ static void attn_varlen_kernel(const float *q, const float *kc, const float *vc,
+                                          const int32_t *idx, float *out, const int32_t *status,
+                                          struct cuk_varlen_dims d)
+{
+	__shared__ float sc[VARLEN_CHUNK];
+	__shared__ float sh[32];
+	unsigned lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+	unsigned nwarps = blockDim.x >> 5;
+	int64_t group = d.nh / d.nkv, stride = d.nkv * d.hd;
+	float root_hd = sqrtf((float)d.hd);
+
+	if (*status != 0)
+		return; /* a bad index: nothing is read */
+	for (int64_t rh = blockIdx.x; rh < d.nreq * d.nh; rh += gridDim.x) {
+		int64_t r = rh / d.nh, g = (rh % d.nh) / group;
+		int64_t row = idx[2 * r], len = idx[2 * r + 1];
+		if (!varlen_entry_ok(row, len, d.rows))
+			continue; /* the check saw it: never taken */
+		const float *qv = q + rh * d.hd;
+		const float *kb = kc + row * stride + g * d.hd;
+		const float *vb = vc + row * stride + g * d.hd;
+		float *o = out + rh * d.hd;
+		float m_run = -INFINITY, l_run = 0.0f;
+
+		for (int64_t c0 = 0; c0 < len; c0 += VARLEN_CHUNK) {
+			int64_t n = len - c0 < VARLEN_CHUNK ? len - c0 : VARLEN_CHUNK;
+			/* Scores: one warp per key, lanes over the head dimension. */
+			for (int64_t t = warp; t < n; t += nwarps) {
+				const float *kt = kb + (c0 + t) * stride;
+				float dot = 0.0f;
+				for (int64_t i = lane; i < d.hd; i += 32)
+					dot += qv[i] * kt[i];
+				dot = warp_sum(dot);
+				if (lane == 0)
+					sc[t] = dot / root_hd;
+			}
+			__syncthreads();
+			float m = -INFINITY;
+			for (int64_t t = threadIdx.x; t < n; t += blockDim.x)
+				m = fmaxf(m, sc[t]);
+			m = fmaxf(m_run, block_max(m, sh));
+			float sum = 0.0f;
+			for (int64_t t = threadIdx.x; t < n; t += blockDim.x) {
+				float e = expf(sc[t] - m);
+				sc[t] = e;
+				sum += e;
+			}
+			sum = block_sum(sum, sh); /* its barriers publish every sc[t] */
+			float alpha = expf(m_run - m); /* 0 for the first chunk */
+			l_run = l_run * alpha + sum;
+			for (int64_t i = threadIdx.x; i < d.hd; i += blockDim.x) {
+				float acc = 0.0f;
+				for (int64_t t = 0; t < n; t++)
+					acc += sc[t] * vb[(c0 + t) * stride + i];
+				o[i] = c0 == 0 ? acc : o[i] * alpha + acc;
+			}
+			m_run = m;
+			__syncthreads(); /* sc and sh are reused by the next chunk */
+		}
+		for (int64_t i = threadIdx.x; i < d.hd; i += blockDim.x)
+			o[i] /= l_run;
+	}
+}
+
+extern "C" cudaError_t cuk_attn_varlen(cudaStream_t s, const float *q, const float *k,
+                                       const float *v, const int32_t *index, float *out,
+                                       int32_t *status, const struct cuk_varlen_dims *d)
+{
+	uint64_t blocks = (uint64_t)d->nreq * (uint64_t)d->nh;
+
+	varlen_check_kernel<<<1, BLOCK, 0, s>>>(index, status, *d);
+	cudaError_t e = cudaGetLastError();
+	if (e != cudaSuccess || blocks == 0)
+		return e;
+	attn_varlen_kernel<<<grid_for(blocks, 1), BLOCK, 0, s>>>(q, k, v, index, out, status, *d);
+	return cudaGetLastError();
+}
+
 /* ---- moe_expert pieces ------------------------------------------------ */
 
 __global__ static void moe_route_kernel(const int32_t *ids, const float *w, float *r, int64_t n,

@@ -32,6 +32,17 @@ cudaError_t cuk_rope(cudaStream_t s, float *x, int64_t ntok, int64_t nheads, int
  * else batch * nh * kv_len floats of device memory. */
 cudaError_t cuk_attn_decode(cudaStream_t s, const float *q, const float *k, const float *v,
                             float *out, float *scores, const struct cuk_attn_dims *d);
+/* attn_decode_varlen (docs/kernels.md): rows is the pools' row count. */
+struct cuk_varlen_dims {
+	int64_t nreq, nh, nkv, hd, total;
+	uint64_t rows;
+};
+
+/* Two kernels: one block checks the index into *status (0, or 1 for a bad
+ * index), then the attention, which does nothing when *status is set. */
+cudaError_t cuk_attn_varlen(cudaStream_t s, const float *q, const float *k, const float *v,
+                            const int32_t *index, float *out, int32_t *status,
+                            const struct cuk_varlen_dims *d);
 /* r[t] = sum_j (ids[t][j] == expert ? w[t][j] : 0), for t < n. */
 cudaError_t cuk_moe_route(cudaStream_t s, const int32_t *ids, const float *w, float *r, int64_t n,
                           int64_t k, int64_t expert);

@@ -114,6 +114,36 @@ static int run_attn_decode(struct cuda_dev *cd, const struct tdm_kernel_call *ca
 	                                   arg(call, 3), scores, &d));
 }
 
+/* The index is checked on the device, into cd->varlen_status, which
+ * cuda_launch_async then copies into the task's event. */
+static int run_attn_varlen(struct cuda_dev *cd, const struct tdm_kernel_call *call)
+{
+	struct cuk_varlen_dims d = {
+		.nreq = call->s[0].i64,
+		.nh = call->s[1].i64,
+		.nkv = call->s[2].i64,
+		.hd = call->s[3].i64,
+		.total = call->s[4].i64,
+		.rows = attn_varlen_pool_rows(call),
+	};
+
+	if (!cd->varlen_status) {
+		int err = cuda_status(cudaMalloc((void **)&cd->varlen_status, sizeof(int32_t)));
+		if (err) {
+			cd->varlen_status = NULL;
+			return err;
+		}
+	}
+	return cuda_status(cuk_attn_varlen(cd->compute, arg(call, VARLEN_Q), arg(call, VARLEN_K),
+	                                   arg(call, VARLEN_V), arg(call, VARLEN_INDEX),
+	                                   arg(call, VARLEN_OUT), cd->varlen_status, &d));
+}
+
+const int32_t *cuda_kernel_status(const struct cuda_dev *cd, uint32_t id)
+{
+	return id == KERNEL_ATTN_DECODE_VARLEN ? cd->varlen_status : NULL;
+}
+
 /* Scratch offsets rounded up to 256 bytes, the alignment cudaMalloc gives. */
 static size_t align_up(size_t bytes)
 {
@@ -212,6 +242,7 @@ static const cuda_kernel_fn cuda_kernels[KERNEL_COUNT] = {
 	[KERNEL_STRSM] = run_strsm,
 	[KERNEL_SSYRK] = run_ssyrk,
 	[KERNEL_SGEMM_NT] = run_sgemm_nt,
+	[KERNEL_ATTN_DECODE_VARLEN] = run_attn_varlen,
 };
 
 bool cuda_has_kernel(uint32_t id)

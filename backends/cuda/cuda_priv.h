@@ -20,6 +20,12 @@ struct backend_event {
 	cudaEvent_t ev;
 	struct cuda_dev *owner;
 	struct backend_event *next; /* on the free list */
+	/* A kernel that checks its data on the device (attn_decode_varlen's
+	 * index) has its status word copied into status_host (pinned, kept
+	 * with the event) before the event: non-zero fails the event with
+	 * -TDM_ERANGE. */
+	bool has_status;
+	int32_t *status_host;
 };
 
 struct cuda_dev {
@@ -31,6 +37,7 @@ struct cuda_dev {
 	cublasHandle_t blas; /* bound to the compute stream */
 	void *scratch; /* used on the compute stream only */
 	size_t scratch_bytes;
+	int32_t *varlen_status; /* device word of attn_decode_varlen's check */
 	pthread_mutex_t pool_lock;
 	struct backend_event *pool;
 };
@@ -54,5 +61,8 @@ int cuda_scratch(struct cuda_dev *cd, size_t bytes, void **p);
 bool cuda_has_kernel(uint32_t id);
 int cuda_check_call(uint32_t id, const struct tdm_kernel_call *call);
 int cuda_run_kernel(struct cuda_dev *cd, uint32_t id, const struct tdm_kernel_call *call);
+/* The device word in which kernel id left its check's status (0: the data
+ * was good), for the kernels that check their data; NULL for the others. */
+const int32_t *cuda_kernel_status(const struct cuda_dev *cd, uint32_t id);
 
 #endif

@@ -53,7 +53,7 @@ int cl_event_wrap(cl_event ev, struct backend_event **out)
 		clReleaseEvent(ev);
 		return -TDM_ENOMEM;
 	}
-	be->ev = ev;
+	*be = (struct backend_event){ .ev = ev };
 	*out = be;
 	return 0;
 }
@@ -448,19 +448,31 @@ static int event_status(cl_event ev)
 	return st == CL_COMPLETE ? 1 : 0;
 }
 
+/* A completed event whose kernel found its data bad (the status word read
+ * back) fails with -TDM_ERANGE: the task's inputs are to blame, not the
+ * device, which stays healthy. */
+static int completed(const struct backend_event *ev)
+{
+	return ev->has_status && ev->status != 0 ? -TDM_ERANGE : 1;
+}
+
 static int cl_event_wait(const struct backend_device *d, struct backend_event *ev)
 {
 	(void)d;
 	/* A failed command makes clWaitForEvents return an error; its status
 	 * says the same, so the status alone decides. */
 	clWaitForEvents(1, &ev->ev);
-	return event_status(ev->ev) == 1 ? 0 : -TDM_EDEVICE;
+	if (event_status(ev->ev) != 1)
+		return -TDM_EDEVICE;
+	int rc = completed(ev);
+	return rc == 1 ? 0 : rc;
 }
 
 static int cl_event_query(const struct backend_device *d, struct backend_event *ev)
 {
 	(void)d;
-	return event_status(ev->ev);
+	int st = event_status(ev->ev);
+	return st == 1 ? completed(ev) : st;
 }
 
 static void cl_event_release(const struct backend_device *d, struct backend_event *ev)
@@ -468,6 +480,9 @@ static void cl_event_release(const struct backend_device *d, struct backend_even
 	(void)d;
 	if (!ev)
 		return;
+	/* The read of the status word writes into *ev: it must be over. */
+	if (ev->has_status)
+		clWaitForEvents(1, &ev->ev);
 	clReleaseEvent(ev->ev);
 	free(ev);
 }

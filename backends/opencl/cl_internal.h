@@ -23,6 +23,8 @@ enum cl_kern {
 	CLK_MOE_GATE_UP,
 	CLK_MOE_DOWN,
 	CLK_TOPK_ROUTER,
+	CLK_ATTN_VARLEN_CHECK,
+	CLK_ATTN_VARLEN,
 	CLK_COUNT
 };
 
@@ -44,10 +46,16 @@ struct cl_dev {
 	cl_mem rope_tab; /* theta^(-2i/hd) for i < hd/2, computed on the host */
 	uint32_t rope_theta_bits;
 	int64_t rope_hd;
+	cl_mem varlen_status; /* attn_decode_varlen's index check: one cl_int */
 };
 
 struct backend_event {
 	cl_event ev;
+	/* A kernel that checks its data on the device (attn_decode_varlen's
+	 * index) has its status word read back into status by the command ev
+	 * stands for: non-zero fails the event with -TDM_ERANGE. */
+	bool has_status;
+	cl_int status;
 };
 
 extern const char cl_kernels_src[];
@@ -60,7 +68,8 @@ static inline struct cl_dev *cl_dev_of(const struct backend_device *d)
 
 /* Maps an OpenCL error code to -TDM_E*. */
 int cl_error(cl_int err);
-/* Wraps ev into a new backend event (*out); releases ev and fails on ENOMEM. */
+/* Wraps ev into a new backend event (*out), without a status; releases ev
+ * and fails on ENOMEM. */
 int cl_event_wrap(cl_event ev, struct backend_event **out);
 
 int cl_launch_async(const struct backend_device *d, const struct kernel_def *k,

@@ -181,7 +181,9 @@ void cl_launch_release(struct cl_dev *cd)
 		clReleaseMemObject(cd->scratch);
 	if (cd->rope_tab)
 		clReleaseMemObject(cd->rope_tab);
-	cd->scratch = cd->rope_tab = NULL;
+	if (cd->varlen_status)
+		clReleaseMemObject(cd->varlen_status);
+	cd->scratch = cd->rope_tab = cd->varlen_status = NULL;
 	cd->scratch_bytes = 0;
 }
 
@@ -407,6 +409,62 @@ static int launch_attn_decode(struct cl_dev *cd, const struct tdm_kernel_call *c
 	return cl_error(enqueue_rows(cd, CLK_ATTN_DECODE, &a, heads, w, ev));
 }
 
+/* Positions per chunk of attn_decode_varlen's scores in local memory (4
+ * KiB: every OpenCL device has 32 KiB or more). */
+#define VARLEN_CHUNK 1024
+
+/* Three commands on the in-order compute queue: the index check (one
+ * work-group) writes the status word, the attention reads it (and does
+ * nothing when it is set), then the word is read back into the task's
+ * event, whose completion ev is, so that the event fails with -TDM_ERANGE
+ * for a bad index (cl_backend.c). The index lies in device memory that no
+ * one else writes meanwhile: what the check saw is what the attention
+ * reads. */
+static int launch_attn_varlen(struct cl_dev *cd, const struct tdm_kernel_call *call,
+                              const struct waitlist *w, cl_event *ev, struct backend_event *be)
+{
+	cl_int err = CL_SUCCESS;
+	if (!cd->varlen_status)
+		cd->varlen_status =
+		        clCreateBuffer(cd->ctx, CL_MEM_READ_WRITE, sizeof(cl_int), NULL, &err);
+	if (err != CL_SUCCESS) {
+		cd->varlen_status = NULL;
+		return cl_error(err);
+	}
+	uint64_t rows = attn_varlen_pool_rows(call);
+	size_t nreq = (size_t)call->s[0].i64, nh = (size_t)call->s[1].i64;
+
+	struct kargs a = kargs_of(cd, CLK_ATTN_VARLEN_CHECK);
+	arg_buf(&a, call, VARLEN_INDEX);
+	arg_mem(&a, cd->varlen_status);
+	arg_u32(&a, (int64_t)nreq);
+	arg_u64(&a, rows);
+	arg_u64(&a, (uint64_t)call->s[4].i64);
+	arg_local(&a, cd->wg[CLK_ATTN_VARLEN_CHECK] * sizeof(cl_ulong));
+	err = enqueue_rows(cd, CLK_ATTN_VARLEN_CHECK, &a, 1, w, NULL);
+	if (err != CL_SUCCESS)
+		return cl_error(err);
+
+	a = kargs_of(cd, CLK_ATTN_VARLEN);
+	for (int i = VARLEN_Q; i <= VARLEN_OUT; i++)
+		arg_buf(&a, call, i);
+	arg_mem(&a, cd->varlen_status);
+	for (int i = 1; i < 4; i++) /* nh, nkv, hd */
+		arg_u32(&a, call->s[i].i64);
+	arg_u64(&a, rows);
+	arg_u32(&a, VARLEN_CHUNK);
+	arg_local(&a, VARLEN_CHUNK * sizeof(float));
+	arg_local(&a, cd->wg[CLK_ATTN_VARLEN] * sizeof(float));
+	err = enqueue_rows(cd, CLK_ATTN_VARLEN, &a, nreq * nh, &no_waits, NULL);
+	if (err == CL_SUCCESS)
+		err = clEnqueueReadBuffer(cd->q_compute, cd->varlen_status, CL_FALSE, 0,
+		                          sizeof(cl_int), &be->status, 0, NULL, ev);
+	if (err != CL_SUCCESS)
+		return cl_error(err);
+	be->has_status = true;
+	return 0;
+}
+
 /* The routing inputs and sizes, common to both moe kernels. */
 static void moe_route_args(struct kargs *a, const struct tdm_kernel_call *call)
 {
@@ -466,8 +524,10 @@ static int launch_topk_router(struct cl_dev *cd, const struct tdm_kernel_call *c
 	return cl_error(enqueue_rows(cd, CLK_TOPK_ROUTER, &a, (size_t)call->s[0].i64, w, ev));
 }
 
+/* be: the task's event, whose ev this fills, for kernels that report a
+ * status into it. */
 static int dispatch(struct cl_dev *cd, enum kernel_id id, const struct tdm_kernel_call *call,
-                    const struct waitlist *w, cl_event *ev)
+                    const struct waitlist *w, cl_event *ev, struct backend_event *be)
 {
 	switch (id) {
 	case KERNEL_NOOP:
@@ -485,6 +545,7 @@ static int dispatch(struct cl_dev *cd, enum kernel_id id, const struct tdm_kerne
 	case KERNEL_STRSM: return launch_strsm(cd, call, w, ev);
 	case KERNEL_SSYRK: return launch_ssyrk(cd, call, w, ev);
 	case KERNEL_SGEMM_NT: return launch_sgemm_nt(cd, call, w, ev);
+	case KERNEL_ATTN_DECODE_VARLEN: return launch_attn_varlen(cd, call, w, ev, be);
 	default: return -TDM_EKERNEL; /* spin, spotrf: CPU only */
 	}
 }
@@ -512,15 +573,25 @@ int cl_launch_async(const struct backend_device *d, const struct kernel_def *k,
 	int rc = check_args(k, call);
 	if (rc)
 		return rc;
+	/* Before anything is queued: a kernel may have its status read into it. */
+	struct backend_event *be = calloc(1, sizeof(*be));
+	if (!be)
+		return -TDM_ENOMEM;
 	rc = waitlist_init(&w, waits, nwaits);
-	if (rc)
+	if (rc) {
+		free(be);
 		return rc;
+	}
 	pthread_mutex_lock(&cd->lock);
-	rc = dispatch(cd, k->id, call, &w, &ev);
+	rc = dispatch(cd, k->id, call, &w, &ev, be);
 	pthread_mutex_unlock(&cd->lock);
 	waitlist_free(&w);
-	if (rc)
+	if (rc) {
+		free(be);
 		return rc;
+	}
 	clFlush(cd->q_compute);
-	return cl_event_wrap(ev, done);
+	be->ev = ev;
+	*done = be;
+	return 0;
 }
