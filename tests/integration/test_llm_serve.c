@@ -274,10 +274,10 @@ static void test_budget_too_small(void **state)
 static const struct {
 	const char *text, *error;
 } bad_traces[] = {
-	{ "", "empty file" },
-	{ "TIMESTAMP,ContextTokens\n2023-11-16 18:15:46.68,374,44\n", "header is" },
-	{ "timestamp,contexttokens,generatedtokens\n", "header is" },
-	{ "TIMESTAMP,ContextTokens,GeneratedTokens\n", "no requests" },
+	{ "", "empty: expected the header TIMESTAMP,ContextTokens,GeneratedTokens" },
+	{ "TIMESTAMP,ContextTokens\n2023-11-16 18:15:46.68,374,44\n", ":1: expected the header" },
+	{ "timestamp,contexttokens,generatedtokens\n", ":1: expected the header" },
+	{ "TIMESTAMP,ContextTokens,GeneratedTokens\n", ":1: no requests after the header" },
 	{ "TIMESTAMP,ContextTokens,GeneratedTokens\n2023-11-16 18:15:46.68,-374,44\n",
 	  "ContextTokens '-374' is not a whole number" },
 	{ "TIMESTAMP,ContextTokens,GeneratedTokens\n2023-11-16 18:15:46.68,374,abc\n",
@@ -290,20 +290,20 @@ static const struct {
 	{ "TIMESTAMP,ContextTokens,GeneratedTokens\n2023-11-16 18:15:46.68,374,0\n",
 	  "GeneratedTokens 0 is out of range" },
 	{ "TIMESTAMP,ContextTokens,GeneratedTokens\n2023-11-16 18:15:46.68,374,44,7\n",
-	  "more than 3 fields" },
+	  ":2: expected three fields" },
 	{ "TIMESTAMP,ContextTokens,GeneratedTokens\n2023-11-16 18:15:46.68,374\n",
-	  "2 fields, want 3" },
+	  ":2: expected three fields" },
 	{ "TIMESTAMP,ContextTokens,GeneratedTokens\n2023-11-16 18:15:46.68,,44\n",
 	  "ContextTokens is empty" },
 	{ "TIMESTAMP,ContextTokens,GeneratedTokens\n2023-13-16 18:15:46.68,374,44\n",
-	  "TIMESTAMP '2023-13-16 18:15:46.68' is not" },
+	  "TIMESTAMP '2023-13-16 18:15:46.68': month out of range" },
 	{ "TIMESTAMP,ContextTokens,GeneratedTokens\nyesterday,374,44\n", "TIMESTAMP 'yesterday'" },
 	{ "TIMESTAMP,ContextTokens,GeneratedTokens\n2023-11-16 18:15:47,1,1\n"
 	  "2023-11-16 18:15:46,1,1\n",
-	  "goes back in time" },
+	  ":3: TIMESTAMP: earlier than the line before" },
 	{ "TIMESTAMP,ContextTokens,GeneratedTokens\n2023-11-16 18:15:47,1,1\n\n"
 	  "2023-11-16 18:15:48,1,1\n",
-	  "empty line" },
+	  ":3: an empty line" },
 };
 
 /* Each malformed trace: exit status 2 and a message naming the file, the
@@ -330,7 +330,7 @@ static void test_bad_traces(void **state)
 	write_file(trace, text);
 	free(text);
 	assert_int_equal(run_serve("--trace", trace, "--quiet", NULL), 2);
-	snprintf(want, sizeof(want), "%s:2: line longer than", trace);
+	snprintf(want, sizeof(want), "%s:2: a line longer than 256 bytes", trace);
 	assert_non_null(strstr(err, want));
 	/* A file that is not there. */
 	path_in_dir(trace, sizeof(trace), "missing.csv");
