@@ -15,14 +15,14 @@
  *   xn = rmsnorm(x)          q, k, v = xn Wq, xn Wk, xn Wv   (sgemm, B rows)
  *   per request b, at its own position p:
  *     rope(q[b])  K_b[p] = k[b] (copy)  rope(K_b[p])  V_b[p] = v[b] (copy)
- *     a_b = attn_decode(q[b], K_b, V_b, kv_len p+1)   att[b] = a_b (copy)
+ *     att[b] = attn_decode(q[b], K_b, V_b, kv_len p+1)
  *   x += att Wo (sgemm, beta 1)    xn = rmsnorm(x)   x += SwiGLU(xn) (moe_expert)
  *
  * then logits = rmsnorm(x) Whead. Each request's KV is one TDM_BUF_KV buffer
  * per layer (K rows, then V rows), allocated at admission for its context
  * plus its output, freed when it ends: where it lives is the daemon's
- * decision. a_b is a buffer per batch row so that the attentions of one
- * step do not depend on each other (dependencies are per whole buffer).
+ * decision. Each attention writes its own row of att: dependencies are per
+ * byte range, so the attentions of one step do not depend on each other.
  * The embedding lookup is the client's: it writes x's rows before a step.
  *
  * Checking: for every --check-every'th request the client keeps the logits
@@ -317,11 +317,10 @@ struct weights {
 };
 
 /* Activations of a decode step (max_batch rows) or of a prefill (max_ctx
- * rows); att_row only in the decode set. */
+ * rows). */
 struct acts {
 	int rows;
 	struct slice x, xn, q, k, v, att, logits;
-	struct slice *att_row;
 };
 
 struct kernels {
@@ -376,7 +375,7 @@ static int alloc_weights(tdm_client *c, const struct model *m, int max_rows, str
 	return 0;
 }
 
-static int alloc_acts(tdm_client *c, const struct model *m, int nrows, bool per_row, struct acts *A)
+static int alloc_acts(tdm_client *c, const struct model *m, int nrows, struct acts *A)
 {
 	size_t n = (size_t)nrows, dm = (size_t)m->dm, qd = (size_t)qdim(m), kvd = (size_t)kvdim(m);
 	const uint32_t tmp = TDM_BUF_SCRATCH;
@@ -389,13 +388,6 @@ static int alloc_acts(tdm_client *c, const struct model *m, int nrows, bool per_
 	TRY(alloc_slice(c, n * kvd, tmp, &A->v));
 	TRY(alloc_slice(c, n * qd, tmp, &A->att));
 	TRY(alloc_slice(c, n * (size_t)m->vocab, 0, &A->logits));
-	if (per_row) {
-		A->att_row = calloc(n, sizeof(*A->att_row));
-		if (!A->att_row)
-			return check(-TDM_ENOMEM, "activations");
-		for (size_t i = 0; i < n; i++)
-			TRY(alloc_slice(c, qd, tmp, &A->att_row[i]));
-	}
 	return 0;
 }
 
@@ -599,8 +591,7 @@ static int build_decode(struct builder *b, const struct model *m, const struct w
 			TRY(add_copy(b, &ki, &Kp));
 			TRY(add_rope(b, &Kp, 1, m->nkv, m->hd, pos));
 			TRY(add_copy(b, &vi, &Vp));
-			TRY(add_attention(b, m, &qi, &K, &V, &A->att_row[i], pos + 1, r->cap));
-			TRY(add_copy(b, &A->att_row[i], &ai));
+			TRY(add_attention(b, m, &qi, &K, &V, &ai, pos + 1, r->cap));
 		}
 		TRY(add_matmul(b, &att, &L->wo, &x, nb, dm, qd, 1.0f));
 		TRY(add_rmsnorm(b, &x, &L->norm2, &xn, nb, dm));
@@ -1467,10 +1458,10 @@ int main(int argc, char **argv)
 		goto out;
 	}
 	if (lookup_kernels(S.c, &S.k) || alloc_weights(S.c, &m, max_rows, &S.W) ||
-	    alloc_acts(S.c, &m, o.max_ctx, false, &S.pre))
+	    alloc_acts(S.c, &m, o.max_ctx, &S.pre))
 		goto out;
 	for (int i = 0; i < S.nsub; i++)
-		if (alloc_acts(S.c, &m, S.sub_cap, true, &S.sub[i].dec))
+		if (alloc_acts(S.c, &m, S.sub_cap, &S.sub[i].dec))
 			goto out;
 	S.weight_bytes = (uint64_t)m.layers *
 	                         ((uint64_t)2 * m.dm + (uint64_t)m.dm * (qdim(&m) + 2 * kvdim(&m)) +
@@ -1532,10 +1523,8 @@ done:
 	}
 	tdm_disconnect(S.c);
 	free(S.req);
-	for (int i = 0; S.sub && i < S.nsub; i++) {
+	for (int i = 0; S.sub && i < S.nsub; i++)
 		free(S.sub[i].run);
-		free(S.sub[i].dec.att_row);
-	}
 	free(S.sub);
 	free(S.dev_busy);
 	free(S.dev_tasks);
