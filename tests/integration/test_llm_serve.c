@@ -339,6 +339,27 @@ static void test_bad_traces(void **state)
 	tdmt_test_ok();
 }
 
+/* --gen-trace writes the documented small trace (examples/llm_trace_small.csv
+ * is --gen-trace 32) without a daemon; without --trace the same generator's
+ * requests are served. */
+static void test_generated_trace(void **state)
+{
+	static char want[OUT_MAX];
+
+	(void)state;
+	assert_int_equal(run_serve("--gen-trace", "32", NULL), 0);
+	read_file("examples/llm_trace_small.csv", want, sizeof(want));
+	assert_true(strlen(want) > 40);
+	assert_string_equal(out, want);
+	assert_int_equal(run_serve("--gen-trace", "0", NULL), 2);
+	assert_int_equal(run_serve("--layers", "1", "--d-model", "64", "--vocab", "64",
+	                           "--time-scale", "0", "--max-requests", "3", "--quiet", NULL),
+	                 0);
+	assert_non_null(strstr(out, "trace=generated requests=3 "));
+	assert_non_null(strstr(out, "requests: 3/3 complete"));
+	tdmt_test_ok();
+}
+
 static void test_bad_model_file(void **state)
 {
 	char model[160];
@@ -362,7 +383,7 @@ static void test_bad_model_file(void **state)
 static const struct CMUnitTest tests[] = {
 	T(test_serves_trace),     T(test_sub_batches),      T(test_check_can_fail),
 	T(test_kv_budget_queues), T(test_budget_too_small), T(test_bad_traces),
-	T(test_bad_model_file),
+	T(test_bad_model_file),   T(test_generated_trace),
 };
 
 int main(void)
