@@ -159,7 +159,7 @@ int llm_trace_parse(const char *text, size_t len, const char *name, uint32_t max
 		return fail(err, errlen, name, 0, "more than %zu bytes", LLM_TRACE_MAX_INPUT);
 	if (all)
 		max_reqs = LLM_TRACE_MAX_REQS;
-	while (pos < len) {
+	while (pos < len && (all || t.n < max_reqs)) {
 		const char *s = text + pos;
 		const char *nl = memchr(s, '\n', len - pos);
 		size_t n = nl ? (size_t)(nl - s) : len - pos;
@@ -192,8 +192,6 @@ int llm_trace_parse(const char *text, size_t len, const char *name, uint32_t max
 			goto out;
 		}
 		if (t.n == max_reqs) {
-			if (!all)
-				break;
 			rc = fail(err, errlen, name, line, "more than %u requests",
 			          LLM_TRACE_MAX_REQS);
 			goto out;

@@ -72,6 +72,11 @@ static void test_parse(void **state)
 	assert_int_equal(llm_trace_parse(txt, strlen(txt), "t.csv", 1, &t, err, sizeof(err)), 0);
 	assert_int_equal(t.n, 1);
 	llm_trace_free(&t);
+	/* Nothing past the requests asked for is read. */
+	txt = HDR "2024-02-29 00:00:00,1,1\nnot a request\n";
+	assert_int_equal(llm_trace_parse(txt, strlen(txt), "t.csv", 1, &t, err, sizeof(err)), 0);
+	assert_int_equal(t.n, 1);
+	llm_trace_free(&t);
 }
 
 static void test_errors(void **state)
