@@ -148,6 +148,13 @@ $(BUILD)/tests/test_starpu2machine: $(BUILD)/obj/tests/unit/test_starpu2machine.
 $(BUILD)/bin/%: $(BUILD)/obj/examples/%.o $(CLIENT_LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) $^ -lm -o $@
+# llm_serve reads its trace with the workload room's reader
+# (workload/llm_trace.h): that file and the readers' input helpers, none of
+# the daemon's core.
+$(BUILD)/bin/llm_serve: $(BUILD)/obj/examples/llm_serve.o $(BUILD)/obj/workload/wl_llm.o \
+		$(BUILD)/obj/workload/wl_io.o $(CLIENT_LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) $^ -lm -o $@
 
 # Unit tests see the daemon's insides; integration tests only libtandem.
 $(BUILD)/tests/test_%: $(BUILD)/obj/tests/unit/test_%.o $(CORE_LIB)

@@ -15,14 +15,14 @@
  *   xn = rmsnorm(x)          q, k, v = xn Wq, xn Wk, xn Wv   (sgemm, B rows)
  *   per request b, at its own position p:
  *     rope(q[b])  K_b[p] = k[b] (copy)  rope(K_b[p])  V_b[p] = v[b] (copy)
- *     a_b = attn_decode(q[b], K_b, V_b, kv_len p+1)   att[b] = a_b (copy)
+ *     att[b] = attn_decode(q[b], K_b, V_b, kv_len p+1)
  *   x += att Wo (sgemm, beta 1)    xn = rmsnorm(x)   x += SwiGLU(xn) (moe_expert)
  *
  * then logits = rmsnorm(x) Whead. Each request's KV is one TDM_BUF_KV buffer
  * per layer (K rows, then V rows), allocated at admission for its context
  * plus its output, freed when it ends: where it lives is the daemon's
- * decision. a_b is a buffer per batch row so that the attentions of one
- * step do not depend on each other (dependencies are per whole buffer).
+ * decision. Each attention writes its own row of att: dependencies are per
+ * byte range, so the attentions of one step do not depend on each other.
  * The embedding lookup is the client's: it writes x's rows before a step.
  *
  * Checking: for every --check-every'th request the client keeps the logits
@@ -45,6 +45,7 @@
 #include <unistd.h>
 
 #include "tandem.h"
+#include "workload/llm_trace.h"
 
 #define ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
 #define TRY(x)                                                                                     \
@@ -60,12 +61,7 @@
 #define MAX_REL_ERR 1e-3
 #define MAX_SUB 8 /* sub-batches */
 
-/* Trace limits: what one replay may ask of this client. */
-#define TRACE_MAX_BYTES (64u << 20)
-#define TRACE_MAX_ROWS 1000000
-#define TRACE_MAX_TOKENS 1000000 /* per field */
-#define TRACE_LINE_MAX 256
-#define TRACE_HEADER "TIMESTAMP,ContextTokens,GeneratedTokens"
+#define MODEL_LINE_MAX 256 /* a model file's line, its end and a NUL */
 
 static const char *prog = "llm_serve";
 
@@ -208,7 +204,7 @@ static char *trim(char *s)
 static int read_model_file(const char *path, struct model *m)
 {
 	FILE *f = fopen(path, "r");
-	char line[TRACE_LINE_MAX], where[512];
+	char line[MODEL_LINE_MAX], where[512];
 	int lineno = 0, rc = 0;
 
 	if (!f) {
@@ -220,7 +216,7 @@ static int read_model_file(const char *path, struct model *m)
 		snprintf(where, sizeof(where), "%s:%d", path, lineno);
 		if (!strchr(line, '\n') && !feof(f)) {
 			fprintf(stderr, "%s: %s: line longer than %d bytes\n", prog, where,
-			        TRACE_LINE_MAX - 2);
+			        MODEL_LINE_MAX - 2);
 			rc = -1;
 			break;
 		}
@@ -251,244 +247,6 @@ static int read_model_file(const char *path, struct model *m)
 	}
 	fclose(f);
 	return rc;
-}
-
-/* ---- the trace ---------------------------------------------------------------- */
-
-struct trace_row {
-	double t; /* seconds after the first row */
-	int ctx, gen;
-};
-
-/* Days since 1970-01-01 of a proleptic Gregorian date. */
-static int64_t days_from_civil(int64_t y, int m, int d)
-{
-	y -= m <= 2;
-	int64_t era = (y >= 0 ? y : y - 399) / 400;
-	int64_t yoe = y - era * 400;
-	int64_t doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
-	int64_t doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-	return era * 146097 + doe - 719468;
-}
-
-/* n decimal digits at s. */
-static bool digits(const char *s, int n, int *out)
-{
-	int v = 0;
-
-	for (int i = 0; i < n; i++) {
-		if (!isdigit((unsigned char)s[i]))
-			return false;
-		v = v * 10 + (s[i] - '0');
-	}
-	*out = v;
-	return true;
-}
-
-/* "YYYY-MM-DD HH:MM:SS[.fraction]" to seconds since 1970; -1 when not. */
-static int parse_timestamp(const char *s, double *out)
-{
-	int y, mo, d, h, mi, sec;
-
-	if (strlen(s) < 19 || !digits(s, 4, &y) || s[4] != '-' || !digits(s + 5, 2, &mo) ||
-	    s[7] != '-' || !digits(s + 8, 2, &d) || (s[10] != ' ' && s[10] != 'T') ||
-	    !digits(s + 11, 2, &h) || s[13] != ':' || !digits(s + 14, 2, &mi) || s[16] != ':' ||
-	    !digits(s + 17, 2, &sec))
-		return -1;
-	if (mo < 1 || mo > 12 || d < 1 || d > 31 || h > 23 || mi > 59 || sec > 60)
-		return -1;
-	double frac = 0, scale = 0.1;
-	const char *p = s + 19;
-	if (*p == '.') {
-		if (!isdigit((unsigned char)p[1]))
-			return -1;
-		for (p++; isdigit((unsigned char)*p) && scale > 1e-12; p++, scale /= 10)
-			frac += (*p - '0') * scale;
-	}
-	if (*p != '\0')
-		return -1;
-	*out = (double)(days_from_civil(y, mo, d) * 86400 + h * 3600 + mi * 60 + sec) + frac;
-	return 0;
-}
-
-/* A token count: digits only, 1..TRACE_MAX_TOKENS. */
-static int parse_count(const char *s, const char *name, char *err, size_t errlen)
-{
-	long v = 0;
-	const char *p = s;
-
-	if (!*s) {
-		snprintf(err, errlen, "%s is empty", name);
-		return -1;
-	}
-	for (; *p; p++) {
-		if (!isdigit((unsigned char)*p)) {
-			snprintf(err, errlen, "%s '%.32s' is not a whole number", name, s);
-			return -1;
-		}
-		if (v <= TRACE_MAX_TOKENS)
-			v = v * 10 + (*p - '0');
-	}
-	if (v < 1 || v > TRACE_MAX_TOKENS) {
-		snprintf(err, errlen, "%s %.32s is out of range (1..%d)", name, s,
-		         TRACE_MAX_TOKENS);
-		return -1;
-	}
-	return (int)v;
-}
-
-/* One data line (no line end) into *r; t in seconds since 1970. */
-static int parse_row(char *line, struct trace_row *r, char *err, size_t errlen)
-{
-	char *f[3];
-	int n = 0;
-
-	for (char *p = line;; p++) {
-		if (n == 3) {
-			snprintf(err, errlen, "more than 3 fields");
-			return -1;
-		}
-		f[n++] = p;
-		p = strchr(p, ',');
-		if (!p)
-			break;
-		*p = '\0';
-	}
-	if (n != 3) {
-		snprintf(err, errlen,
-		         "%d field%s, want 3 (TIMESTAMP,ContextTokens,GeneratedTokens)", n,
-		         n == 1 ? "" : "s");
-		return -1;
-	}
-	if (parse_timestamp(f[0], &r->t)) {
-		snprintf(err, errlen, "TIMESTAMP '%.40s' is not YYYY-MM-DD HH:MM:SS[.fraction]",
-		         f[0]);
-		return -1;
-	}
-	if ((r->ctx = parse_count(f[1], "ContextTokens", err, errlen)) < 0 ||
-	    (r->gen = parse_count(f[2], "GeneratedTokens", err, errlen)) < 0)
-		return -1;
-	return 0;
-}
-
-/* Reads the whole trace (at most max_rows rows when not 0); times relative
- * to the first row. Says why on stderr and returns -1 on any bad line. */
-static int read_trace(const char *path, int max_rows, struct trace_row **out, int *nout)
-{
-	FILE *f = fopen(path, "rb");
-	char line[TRACE_LINE_MAX + 2], err[160];
-	struct trace_row *rows = NULL;
-	int n = 0, cap = 0, lineno = 0;
-	size_t total = 0;
-	double first = 0, last = 0;
-
-	if (!f) {
-		fprintf(stderr, "%s: trace %s: %s\n", prog, path, strerror(errno));
-		return -1;
-	}
-	err[0] = '\0';
-	while (fgets(line, sizeof(line), f)) {
-		size_t len = strlen(line);
-		lineno++;
-		total += len;
-		if (total > TRACE_MAX_BYTES) {
-			snprintf(err, sizeof(err), "file larger than %u MiB",
-			         TRACE_MAX_BYTES >> 20);
-			break;
-		}
-		if (len && line[len - 1] == '\n')
-			line[--len] = '\0';
-		else if (!feof(f)) {
-			/* (a NUL byte ends the line early, as fgets sees it) */
-			snprintf(err, sizeof(err), "line longer than %d bytes or with a NUL byte",
-			         TRACE_LINE_MAX);
-			break;
-		}
-		if (len && line[len - 1] == '\r')
-			line[--len] = '\0';
-		if (lineno == 1) {
-			if (strcmp(line, TRACE_HEADER)) {
-				snprintf(err, sizeof(err), "header is '%.60s', want '%s'", line,
-				         TRACE_HEADER);
-				break;
-			}
-			continue;
-		}
-		if (!len) {
-			/* Only a last, empty line is allowed. */
-			int c = fgetc(f);
-			if (c == EOF)
-				break;
-			snprintf(err, sizeof(err), "empty line");
-			break;
-		}
-		if (max_rows && n == max_rows)
-			break;
-		if (n == TRACE_MAX_ROWS) {
-			snprintf(err, sizeof(err), "more than %d requests", TRACE_MAX_ROWS);
-			break;
-		}
-		if (n == cap) {
-			cap = cap ? 2 * cap : 256;
-			struct trace_row *r = realloc(rows, (size_t)cap * sizeof(*r));
-			if (!r) {
-				snprintf(err, sizeof(err), "out of memory");
-				break;
-			}
-			rows = r;
-		}
-		if (parse_row(line, &rows[n], err, sizeof(err)))
-			break;
-		if (n == 0)
-			first = rows[n].t;
-		else if (rows[n].t < last) {
-			snprintf(err, sizeof(err),
-			         "TIMESTAMP goes back in time (rows must be in order)");
-			break;
-		}
-		last = rows[n].t;
-		rows[n].t -= first;
-		n++;
-	}
-	if (!err[0] && ferror(f))
-		snprintf(err, sizeof(err), "read error");
-	if (!err[0] && lineno == 0)
-		snprintf(err, sizeof(err), "empty file, want the header '%s'", TRACE_HEADER);
-	if (!err[0] && n == 0)
-		snprintf(err, sizeof(err), "no requests");
-	fclose(f);
-	if (err[0]) {
-		fprintf(stderr, "%s: trace %s:%d: %s\n", prog, path, lineno, err);
-		free(rows);
-		return -1;
-	}
-	*out = rows;
-	*nout = n;
-	return 0;
-}
-
-/* A small trace in the same format: Poisson arrivals at `rate` per second,
- * prompt and output lengths uniform in the given ranges. */
-static void write_trace(FILE *out, int n, double rate, int ctx_lo, int ctx_hi, int gen_lo,
-                        int gen_hi, uint64_t seed)
-{
-	double t = 0;
-	/* 2023-11-16 00:00:00, the day the Azure traces were taken. */
-	int64_t base = days_from_civil(2023, 11, 16) * 86400;
-
-	fprintf(out, "%s\n", TRACE_HEADER);
-	for (int i = 0; i < n; i++) {
-		int64_t s = base + (int64_t)t;
-		time_t tt = (time_t)s;
-		struct tm tm;
-		gmtime_r(&tt, &tm);
-		fprintf(out, "%04d-%02d-%02d %02d:%02d:%02d.%07d,%d,%d\n", tm.tm_year + 1900,
-		        tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
-		        (int)((t - floor(t)) * 1e7), ctx_lo + irand(&seed, ctx_hi - ctx_lo + 1),
-		        gen_lo + irand(&seed, gen_hi - gen_lo + 1));
-		double u = (frand(&seed) + 1.0) * 0.5;
-		t += -log(1.0 - u * 0.999999) / rate;
-	}
 }
 
 /* ---- buffers ---------------------------------------------------------------- */
@@ -559,11 +317,10 @@ struct weights {
 };
 
 /* Activations of a decode step (max_batch rows) or of a prefill (max_ctx
- * rows); att_row only in the decode set. */
+ * rows). */
 struct acts {
 	int rows;
 	struct slice x, xn, q, k, v, att, logits;
-	struct slice *att_row;
 };
 
 struct kernels {
@@ -618,7 +375,7 @@ static int alloc_weights(tdm_client *c, const struct model *m, int max_rows, str
 	return 0;
 }
 
-static int alloc_acts(tdm_client *c, const struct model *m, int nrows, bool per_row, struct acts *A)
+static int alloc_acts(tdm_client *c, const struct model *m, int nrows, struct acts *A)
 {
 	size_t n = (size_t)nrows, dm = (size_t)m->dm, qd = (size_t)qdim(m), kvd = (size_t)kvdim(m);
 	const uint32_t tmp = TDM_BUF_SCRATCH;
@@ -631,13 +388,6 @@ static int alloc_acts(tdm_client *c, const struct model *m, int nrows, bool per_
 	TRY(alloc_slice(c, n * kvd, tmp, &A->v));
 	TRY(alloc_slice(c, n * qd, tmp, &A->att));
 	TRY(alloc_slice(c, n * (size_t)m->vocab, 0, &A->logits));
-	if (per_row) {
-		A->att_row = calloc(n, sizeof(*A->att_row));
-		if (!A->att_row)
-			return check(-TDM_ENOMEM, "activations");
-		for (size_t i = 0; i < n; i++)
-			TRY(alloc_slice(c, qd, tmp, &A->att_row[i]));
-	}
 	return 0;
 }
 
@@ -841,8 +591,7 @@ static int build_decode(struct builder *b, const struct model *m, const struct w
 			TRY(add_copy(b, &ki, &Kp));
 			TRY(add_rope(b, &Kp, 1, m->nkv, m->hd, pos));
 			TRY(add_copy(b, &vi, &Vp));
-			TRY(add_attention(b, m, &qi, &K, &V, &A->att_row[i], pos + 1, r->cap));
-			TRY(add_copy(b, &A->att_row[i], &ai));
+			TRY(add_attention(b, m, &qi, &K, &V, &ai, pos + 1, r->cap));
 		}
 		TRY(add_matmul(b, &att, &L->wo, &x, nb, dm, qd, 1.0f));
 		TRY(add_rmsnorm(b, &x, &L->norm2, &xn, nb, dm));
@@ -1296,11 +1045,13 @@ static int serve(struct server *S)
 
 /* ---- set-up and report ---------------------------------------------------------------- */
 
-static int build_requests(struct server *S, const struct trace_row *rows, int n)
+static int build_requests(struct server *S, const struct llm_trace *t)
 {
 	const struct model *m = S->m;
 	const struct opts *o = S->o;
 	uint64_t seed = SEED ^ 0x5bd1e995u;
+
+	int n = (int)t->n;
 
 	S->req = calloc((size_t)n, sizeof(*S->req));
 	if (!S->req)
@@ -1308,10 +1059,10 @@ static int build_requests(struct server *S, const struct trace_row *rows, int n)
 	S->n = n;
 	for (int i = 0; i < n; i++) {
 		struct request *r = &S->req[i];
-		double ctx = fmax(1.0, round(rows[i].ctx * o->len_scale));
-		double gen = fmax(1.0, round(rows[i].gen * o->len_scale));
+		double ctx = fmax(1.0, round(t->req[i].prompt * o->len_scale));
+		double gen = fmax(1.0, round(t->req[i].output * o->len_scale));
 		r->id = i;
-		r->arrival_s = rows[i].t;
+		r->arrival_s = t->req[i].arrival_ns * 1e-9;
 		r->ctx = (int)fmin(ctx, (double)o->max_ctx);
 		r->gen = (int)fmin(gen, (double)o->max_gen);
 		r->cap = r->ctx + r->gen - 1;
@@ -1544,16 +1295,30 @@ static int parse_args(int argc, char **argv, struct model *m, struct opts *o)
 		const char *name = c == '?' ? "" : opts[idx].name;
 		switch (c) {
 		case O_TRACE: o->trace = optarg; break;
-		case O_GEN:
-			if (parse_int(optarg, 1, TRACE_MAX_ROWS, &v)) {
+		case O_GEN: {
+			struct llm_trace t;
+			char why[160];
+			if (parse_int(optarg, 1, LLM_TRACE_MAX_REQS, &v)) {
 				err = -1;
 				break;
 			}
-			write_trace(stdout, (int)v, 20.0, 4, 40, 2, 24, SEED);
+			if (llm_trace_generate(LLM_TRACE_SMALL, (uint32_t)v, SEED, &t, why,
+			                       sizeof(why))) {
+				fprintf(stderr, "%s: %s\n", prog, why);
+				return -1;
+			}
+			err = llm_trace_write(stdout, &t);
+			llm_trace_free(&t);
+			if (err) {
+				fprintf(stderr, "%s: writing the trace: %s\n", prog,
+				        strerror(errno));
+				return -1;
+			}
 			return 1;
+		}
 		case O_MODEL: err = read_model_file(optarg, m); break;
 		case O_MAXREQ:
-			err = parse_int(optarg, 1, TRACE_MAX_ROWS, &v);
+			err = parse_int(optarg, 1, (long)LLM_TRACE_MAX_REQS, &v);
 			o->max_requests = (int)v;
 			break;
 		case O_LENSCALE: err = parse_real(optarg, 1e-6, 1e6, &o->len_scale); break;
@@ -1576,7 +1341,7 @@ static int parse_args(int argc, char **argv, struct model *m, struct opts *o)
 			break;
 		case O_BUDGET: err = parse_bytes(optarg, &o->kv_budget); break;
 		case O_CHECK:
-			err = parse_int(optarg, 0, TRACE_MAX_ROWS, &v);
+			err = parse_int(optarg, 0, (long)LLM_TRACE_MAX_REQS, &v);
 			o->check_every = (int)v;
 			break;
 		case O_DURATION: err = parse_real(optarg, 0, 1e6, &o->duration_s); break;
@@ -1648,26 +1413,17 @@ int main(int argc, char **argv)
 	if (rc)
 		return rc > 0 ? 0 : 2;
 
-	struct trace_row *rows = NULL;
-	int nrows = 0;
-	if (o.trace) {
-		if (read_trace(o.trace, o.max_requests, &rows, &nrows))
-			return 2;
-	} else {
-		/* No trace: the generated one, through the same parser. */
-		char path[] = "/tmp/llm_serve_trace.XXXXXX";
-		int fd = mkstemp(path);
-		FILE *f = fd >= 0 ? fdopen(fd, "w") : NULL;
-		if (!f) {
-			fprintf(stderr, "%s: temporary trace: %s\n", prog, strerror(errno));
-			return 1;
-		}
-		write_trace(f, o.max_requests ? o.max_requests : 24, 20.0, 4, 40, 2, 24, SEED);
-		fclose(f);
-		rc = read_trace(path, 0, &rows, &nrows);
-		unlink(path);
-		if (rc)
-			return 1;
+	struct llm_trace trace;
+	char why[512];
+	if (o.trace)
+		rc = llm_trace_load(o.trace, (uint32_t)o.max_requests, &trace, why, sizeof(why));
+	else /* No trace: a generated one of 24 (or --max-requests). */
+		rc = llm_trace_generate(LLM_TRACE_SMALL,
+		                        o.max_requests ? (uint32_t)o.max_requests : 24, SEED,
+		                        &trace, why, sizeof(why));
+	if (rc) {
+		fprintf(stderr, "%s: trace %s\n", prog, why);
+		return 2;
 	}
 
 	struct server S = { .m = &m, .o = &o };
@@ -1676,11 +1432,11 @@ int main(int argc, char **argv)
 	int nchecked = 0;
 	char keys[256];
 
-	snprintf(keys, sizeof(keys), "model=%dx%d trace=%s requests=%d batch=%d sub=%d%s%s",
-	         m.layers, m.dm, o.trace ? base_name(o.trace) : "generated", nrows, o.max_batch,
+	snprintf(keys, sizeof(keys), "model=%dx%d trace=%s requests=%u batch=%d sub=%d%s%s",
+	         m.layers, m.dm, o.trace ? base_name(o.trace) : "generated", trace.n, o.max_batch,
 	         o.sub_batches, o.label ? " " : "", o.label ? o.label : "");
-	rc = build_requests(&S, rows, nrows) ? 2 : 0;
-	free(rows);
+	rc = build_requests(&S, &trace) ? 2 : 0;
+	llm_trace_free(&trace);
 	if (rc)
 		goto done;
 	rc = 1;
@@ -1702,10 +1458,10 @@ int main(int argc, char **argv)
 		goto out;
 	}
 	if (lookup_kernels(S.c, &S.k) || alloc_weights(S.c, &m, max_rows, &S.W) ||
-	    alloc_acts(S.c, &m, o.max_ctx, false, &S.pre))
+	    alloc_acts(S.c, &m, o.max_ctx, &S.pre))
 		goto out;
 	for (int i = 0; i < S.nsub; i++)
-		if (alloc_acts(S.c, &m, S.sub_cap, true, &S.sub[i].dec))
+		if (alloc_acts(S.c, &m, S.sub_cap, &S.sub[i].dec))
 			goto out;
 	S.weight_bytes = (uint64_t)m.layers *
 	                         ((uint64_t)2 * m.dm + (uint64_t)m.dm * (qdim(&m) + 2 * kvdim(&m)) +
@@ -1767,10 +1523,8 @@ done:
 	}
 	tdm_disconnect(S.c);
 	free(S.req);
-	for (int i = 0; S.sub && i < S.nsub; i++) {
+	for (int i = 0; S.sub && i < S.nsub; i++)
 		free(S.sub[i].run);
-		free(S.sub[i].dec.att_row);
-	}
 	free(S.sub);
 	free(S.dev_busy);
 	free(S.dev_tasks);

@@ -14,7 +14,9 @@
 # itself: libtandem then links nothing of the daemon); tools/ include/ and
 # the client library, except
 # the StarPU converter (tools/starpu*), which writes machine descriptions
-# and sits with the simulator; tests/ and examples/ may use anything.
+# and sits with the simulator; examples/ are clients: include/ and the
+# workload room's readers (workload/, e.g. examples/llm_serve.c's trace
+# reader); tests/ may use anything.
 cd "$(dirname "$0")/.." || exit 2
 rank() {
 	case "$1" in
@@ -32,11 +34,15 @@ header_only() {
 bad=0
 for f in $(git ls-files '*.c' '*.h' '*.cpp' '*.cu'); do
 	room=${f%%/*}
-	case "$room" in tests | examples) continue ;; esac
+	case "$room" in tests) continue ;; esac
 	for inc in $(sed -n 's/^[[:space:]]*#[[:space:]]*include[[:space:]]*"\([a-z_]*\)\/.*/\1/p' "$f" | sort -u); do
 		[ "$inc" = "$room" ] && continue
 		[ "$inc" = tandem ] && continue # include/tandem/*.h, via -Iinclude
 		case "$room" in
+		examples)
+			[ "$inc" = workload ] ||
+				{ echo "$f: examples/ includes $inc/, not a client's header"; bad=1; }
+			continue ;;
 		client)
 			if [ "$inc" = common ]; then
 				for h in $(sed -n 's/^[[:space:]]*#[[:space:]]*include[[:space:]]*"\(common\/[^"]*\)".*/\1/p' "$f"); do

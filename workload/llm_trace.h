@@ -8,21 +8,28 @@
  * second optional, up to 9 digits), its prompt length and its output
  * length in tokens. Lines end in LF or CRLF; the header is required.
  * Input is untrusted: every field is checked, arrivals must not go back in
- * time, and errors are one line, "NAME:LINE: message".
+ * time, lines and files have caps, and errors are one line,
+ * "NAME:LINE: message". The one reader of these files: the simulator's
+ * and examples/llm_serve.c's.
  *
  * Also generators of traces with the shape of Azure's conversation and
  * code services (lengths drawn from log-normal distributions fitted to
  * the published medians and means, Poisson arrivals), for tests and for
- * machines without the real files. */
+ * machines without the real files, a small one for small models, and the
+ * writer of a trace in the same format. */
 #ifndef TDM_WORKLOAD_LLM_TRACE_H
 #define TDM_WORKLOAD_LLM_TRACE_H
 
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
-#define LLM_TRACE_MAX_REQS 10000000u
-#define LLM_TRACE_MAX_TOKENS 1048576u /* per prompt and per output */
-#define LLM_TRACE_MAX_INPUT ((size_t)512 << 20)
+/* Azure's 2023 files: 19,366 requests, prompts up to 14,050 tokens,
+ * 45-byte lines. */
+#define LLM_TRACE_MAX_REQS 1000000u
+#define LLM_TRACE_MAX_TOKENS 1000000u /* per prompt and per output */
+#define LLM_TRACE_MAX_LINE 256 /* bytes, without the line end */
+#define LLM_TRACE_MAX_INPUT ((size_t)64 << 20)
 
 struct llm_trace_req {
 	double arrival_ns; /* since the first request, >= 0, non-decreasing */
@@ -38,18 +45,27 @@ struct llm_trace {
 void llm_trace_free(struct llm_trace *t); /* leaves it empty; NULL is fine */
 
 /* 0, -TDM_EINVAL (err: "NAME:LINE: message") or -TDM_ENOMEM; on error *out
- * is empty. max_reqs (0: all) stops after that many requests. */
+ * is empty. max_reqs (0: all, an error past LLM_TRACE_MAX_REQS) stops
+ * after that many requests, not reading further. load: also -TDM_ESYS
+ * (err: "PATH: cannot open: why"). */
 int llm_trace_parse(const char *text, size_t len, const char *name, uint32_t max_reqs,
                     struct llm_trace *out, char *err, size_t errlen);
 int llm_trace_load(const char *path, uint32_t max_reqs, struct llm_trace *out, char *err,
                    size_t errlen);
 
-enum llm_trace_kind { LLM_TRACE_CONV = 0, LLM_TRACE_CODE = 1 };
+/* CONV, CODE: the shape of Azure's 2023 conversation or code trace. SMALL:
+ * for small models and quick runs, Poisson arrivals at 20 a second,
+ * prompts uniform in 4..40 tokens, outputs in 2..24. */
+enum llm_trace_kind { LLM_TRACE_CONV = 0, LLM_TRACE_CODE = 1, LLM_TRACE_SMALL = 2 };
 
-/* n requests (1 .. LLM_TRACE_MAX_REQS) with the shape of Azure's 2023
- * conversation or code trace, from seed: the same arguments give the same
- * trace everywhere. 0, -TDM_EINVAL or -TDM_ENOMEM. */
+/* n requests (1 .. LLM_TRACE_MAX_REQS) of that kind from seed: the same
+ * arguments give the same trace everywhere. 0, -TDM_EINVAL or -TDM_ENOMEM. */
 int llm_trace_generate(enum llm_trace_kind kind, uint32_t n, uint64_t seed, struct llm_trace *out,
                        char *err, size_t errlen);
+
+/* t as a trace file the reader takes back, the first request at
+ * 2023-11-16 00:00:00 (the day Azure's were taken), arrivals to 100 ns
+ * (rounded down). 0, or -TDM_ESYS on a write error. */
+int llm_trace_write(FILE *f, const struct llm_trace *t);
 
 #endif

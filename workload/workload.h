@@ -278,7 +278,7 @@ struct wl_layered_params {
 int wl_gen_layered(const struct wl_layered_params *p, struct workload *out, char *err,
                    size_t errlen);
 
-/* Shared by the parsers (defined in wl_stg.c). */
+/* Shared by the parsers (the input helpers in wl_io.c, the rest in wl_stg.c). */
 
 /* Reads a regular file of at most max bytes into a malloc'd buffer (NUL
  * terminated, *len excluding the NUL). 0, -TDM_EINVAL (too big, not a

@@ -274,10 +274,10 @@ static void test_budget_too_small(void **state)
 static const struct {
 	const char *text, *error;
 } bad_traces[] = {
-	{ "", "empty file" },
-	{ "TIMESTAMP,ContextTokens\n2023-11-16 18:15:46.68,374,44\n", "header is" },
-	{ "timestamp,contexttokens,generatedtokens\n", "header is" },
-	{ "TIMESTAMP,ContextTokens,GeneratedTokens\n", "no requests" },
+	{ "", "empty: expected the header TIMESTAMP,ContextTokens,GeneratedTokens" },
+	{ "TIMESTAMP,ContextTokens\n2023-11-16 18:15:46.68,374,44\n", ":1: expected the header" },
+	{ "timestamp,contexttokens,generatedtokens\n", ":1: expected the header" },
+	{ "TIMESTAMP,ContextTokens,GeneratedTokens\n", ":1: no requests after the header" },
 	{ "TIMESTAMP,ContextTokens,GeneratedTokens\n2023-11-16 18:15:46.68,-374,44\n",
 	  "ContextTokens '-374' is not a whole number" },
 	{ "TIMESTAMP,ContextTokens,GeneratedTokens\n2023-11-16 18:15:46.68,374,abc\n",
@@ -290,20 +290,20 @@ static const struct {
 	{ "TIMESTAMP,ContextTokens,GeneratedTokens\n2023-11-16 18:15:46.68,374,0\n",
 	  "GeneratedTokens 0 is out of range" },
 	{ "TIMESTAMP,ContextTokens,GeneratedTokens\n2023-11-16 18:15:46.68,374,44,7\n",
-	  "more than 3 fields" },
+	  ":2: expected three fields" },
 	{ "TIMESTAMP,ContextTokens,GeneratedTokens\n2023-11-16 18:15:46.68,374\n",
-	  "2 fields, want 3" },
+	  ":2: expected three fields" },
 	{ "TIMESTAMP,ContextTokens,GeneratedTokens\n2023-11-16 18:15:46.68,,44\n",
 	  "ContextTokens is empty" },
 	{ "TIMESTAMP,ContextTokens,GeneratedTokens\n2023-13-16 18:15:46.68,374,44\n",
-	  "TIMESTAMP '2023-13-16 18:15:46.68' is not" },
+	  "TIMESTAMP '2023-13-16 18:15:46.68': month out of range" },
 	{ "TIMESTAMP,ContextTokens,GeneratedTokens\nyesterday,374,44\n", "TIMESTAMP 'yesterday'" },
 	{ "TIMESTAMP,ContextTokens,GeneratedTokens\n2023-11-16 18:15:47,1,1\n"
 	  "2023-11-16 18:15:46,1,1\n",
-	  "goes back in time" },
+	  ":3: TIMESTAMP: earlier than the line before" },
 	{ "TIMESTAMP,ContextTokens,GeneratedTokens\n2023-11-16 18:15:47,1,1\n\n"
 	  "2023-11-16 18:15:48,1,1\n",
-	  "empty line" },
+	  ":3: an empty line" },
 };
 
 /* Each malformed trace: exit status 2 and a message naming the file, the
@@ -330,12 +330,33 @@ static void test_bad_traces(void **state)
 	write_file(trace, text);
 	free(text);
 	assert_int_equal(run_serve("--trace", trace, "--quiet", NULL), 2);
-	snprintf(want, sizeof(want), "%s:2: line longer than", trace);
+	snprintf(want, sizeof(want), "%s:2: a line longer than 256 bytes", trace);
 	assert_non_null(strstr(err, want));
 	/* A file that is not there. */
 	path_in_dir(trace, sizeof(trace), "missing.csv");
 	assert_int_equal(run_serve("--trace", trace, "--quiet", NULL), 2);
 	assert_non_null(strstr(err, "No such file"));
+	tdmt_test_ok();
+}
+
+/* --gen-trace writes the documented small trace (examples/llm_trace_small.csv
+ * is --gen-trace 32) without a daemon; without --trace the same generator's
+ * requests are served. */
+static void test_generated_trace(void **state)
+{
+	static char want[OUT_MAX];
+
+	(void)state;
+	assert_int_equal(run_serve("--gen-trace", "32", NULL), 0);
+	read_file("examples/llm_trace_small.csv", want, sizeof(want));
+	assert_true(strlen(want) > 40);
+	assert_string_equal(out, want);
+	assert_int_equal(run_serve("--gen-trace", "0", NULL), 2);
+	assert_int_equal(run_serve("--layers", "1", "--d-model", "64", "--vocab", "64",
+	                           "--time-scale", "0", "--max-requests", "3", "--quiet", NULL),
+	                 0);
+	assert_non_null(strstr(out, "trace=generated requests=3 "));
+	assert_non_null(strstr(out, "requests: 3/3 complete"));
 	tdmt_test_ok();
 }
 
@@ -362,7 +383,7 @@ static void test_bad_model_file(void **state)
 static const struct CMUnitTest tests[] = {
 	T(test_serves_trace),     T(test_sub_batches),      T(test_check_can_fail),
 	T(test_kv_budget_queues), T(test_budget_too_small), T(test_bad_traces),
-	T(test_bad_model_file),
+	T(test_bad_model_file),   T(test_generated_trace),
 };
 
 int main(void)

@@ -72,6 +72,11 @@ static void test_parse(void **state)
 	assert_int_equal(llm_trace_parse(txt, strlen(txt), "t.csv", 1, &t, err, sizeof(err)), 0);
 	assert_int_equal(t.n, 1);
 	llm_trace_free(&t);
+	/* Nothing past the requests asked for is read. */
+	txt = HDR "2024-02-29 00:00:00,1,1\nnot a request\n";
+	assert_int_equal(llm_trace_parse(txt, strlen(txt), "t.csv", 1, &t, err, sizeof(err)), 0);
+	assert_int_equal(t.n, 1);
+	llm_trace_free(&t);
 }
 
 static void test_errors(void **state)
@@ -87,33 +92,45 @@ static void test_errors(void **state)
 	expect_error(HDR "2023-11-16 18:15:46,374,44,1\n",
 	             "t.csv:2: expected three fields: TIMESTAMP,ContextTokens,GeneratedTokens");
 	expect_error(HDR "2023/11/16 18:15:46,374,44\n",
-	             "t.csv:2: TIMESTAMP: expected YYYY-MM-DD HH:MM:SS[.fraction]");
+	             "t.csv:2: TIMESTAMP '2023/11/16 18:15:46': expected YYYY-MM-DD "
+	             "HH:MM:SS[.fraction]");
 	expect_error(HDR "2023-1x-16 18:15:46,374,44\n",
-	             "t.csv:2: TIMESTAMP: expected digits in YYYY-MM-DD HH:MM:SS");
+	             "t.csv:2: TIMESTAMP '2023-1x-16 18:15:46': expected digits in YYYY-MM-DD "
+	             "HH:MM:SS");
 	expect_error(HDR "1969-11-16 18:15:46,374,44\n",
-	             "t.csv:2: TIMESTAMP: year out of range (1970 to 9999)");
+	             "t.csv:2: TIMESTAMP '1969-11-16 18:15:46': year out of range (1970 to 9999)");
 	expect_error(HDR "2023-13-16 18:15:46,374,44\n",
-	             "t.csv:2: TIMESTAMP: month out of range (01 to 12)");
+	             "t.csv:2: TIMESTAMP '2023-13-16 18:15:46': month out of range (01 to 12)");
 	expect_error(HDR "2023-02-29 18:15:46,374,44\n",
-	             "t.csv:2: TIMESTAMP: no such day in that month");
+	             "t.csv:2: TIMESTAMP '2023-02-29 18:15:46': no such day in that month");
 	expect_error(HDR "2023-04-31 18:15:46,374,44\n",
-	             "t.csv:2: TIMESTAMP: no such day in that month");
+	             "t.csv:2: TIMESTAMP '2023-04-31 18:15:46': no such day in that month");
 	expect_error(HDR "2023-11-16 24:15:46,374,44\n",
-	             "t.csv:2: TIMESTAMP: time of day out of range");
+	             "t.csv:2: TIMESTAMP '2023-11-16 24:15:46': time of day out of range");
 	expect_error(HDR "2023-11-16 18:15:46.,374,44\n",
-	             "t.csv:2: TIMESTAMP: the fraction of a second is '.' and 1 to 9 digits");
+	             "t.csv:2: TIMESTAMP '2023-11-16 18:15:46.': the fraction of a second is '.' "
+	             "and 1 to 9 digits");
 	expect_error(HDR "2023-11-16 18:15:46.1234567890,374,44\n",
-	             "t.csv:2: TIMESTAMP: the fraction of a second is '.' and 1 to 9 digits");
+	             "t.csv:2: TIMESTAMP '2023-11-16 18:15:46.1234567890': the fraction of a "
+	             "second is '.' and 1 to 9 digits");
+	/* The other spellings of ISO 8601 are not Azure's. */
+	expect_error(HDR "2023-11-16T18:15:46,374,44\n",
+	             "t.csv:2: TIMESTAMP '2023-11-16T18:15:46': expected YYYY-MM-DD "
+	             "HH:MM:SS[.fraction]");
 	expect_error(HDR "2023-11-16 18:15:46,0,44\n",
-	             "t.csv:2: ContextTokens: 0 is out of range (1 to 1048576)");
+	             "t.csv:2: ContextTokens 0 is out of range (1 to 1000000)");
 	expect_error(HDR "2023-11-16 18:15:46,-3,44\n",
-	             "t.csv:2: ContextTokens: expected a whole number of tokens");
-	expect_error(HDR "2023-11-16 18:15:46,374,\n",
-	             "t.csv:2: GeneratedTokens: expected a whole number of tokens");
+	             "t.csv:2: ContextTokens '-3' is not a whole number");
+	expect_error(HDR "2023-11-16 18:15:46,374,\n", "t.csv:2: GeneratedTokens is empty");
+	expect_error(HDR "2023-11-16 18:15:46,374,4.5\n",
+	             "t.csv:2: GeneratedTokens '4.5' is not a whole number");
 	expect_error(HDR "2023-11-16 18:15:46,374,2000000\n",
-	             "t.csv:2: GeneratedTokens: 2000000 is out of range (1 to 1048576)");
-	expect_error(HDR "2023-11-16 18:15:46,374,12345678901\n",
-	             "t.csv:2: GeneratedTokens: expected a whole number of tokens");
+	             "t.csv:2: GeneratedTokens 2000000 is out of range (1 to 1000000)");
+	expect_error(HDR "2023-11-16 18:15:46,374,1000001\n",
+	             "t.csv:2: GeneratedTokens 1000001 is out of range (1 to 1000000)");
+	expect_error(HDR "2023-11-16 18:15:46,374,99999999999999999999\n",
+	             "t.csv:2: GeneratedTokens 99999999999999999999 is out of range (1 to "
+	             "1000000)");
 	expect_error(HDR "2023-11-16 18:15:46,374,44\n2023-11-16 18:15:45,374,44\n",
 	             "t.csv:3: TIMESTAMP: earlier than the line before (requests are in arrival "
 	             "order)");
@@ -127,6 +144,80 @@ static void test_errors(void **state)
 	assert_int_equal(llm_trace_parse(nul, sizeof(nul) - 1, "t.csv", 0, &t, err, sizeof(err)),
 	                 -TDM_EINVAL);
 	assert_string_equal(err, "t.csv:2: a NUL or a stray CR in the line");
+	/* Control bytes in a quoted field are not echoed. */
+	expect_error(HDR "2023-11-16 18:15:46,\033[2J,44\n",
+	             "t.csv:2: ContextTokens '?[2J' is not a whole number");
+	/* A line of LLM_TRACE_MAX_LINE bytes is read (and found wrong), one
+	 * longer is refused as such. */
+	char *text = malloc(1024);
+	assert_non_null(text);
+	int len = snprintf(text, 1024, HDR "2023-11-16 18:15:46,374,");
+	memset(text + len, '0', LLM_TRACE_MAX_LINE - 25);
+	snprintf(text + len + LLM_TRACE_MAX_LINE - 25, 16, "1\r\n");
+	parse_ok(text, &t);
+	assert_int_equal(t.req[0].output, 1);
+	llm_trace_free(&t);
+	snprintf(text + len + LLM_TRACE_MAX_LINE - 25, 16, "01\n");
+	expect_error(text, "t.csv:2: a line longer than 256 bytes");
+	free(text);
+}
+
+/* At most LLM_TRACE_MAX_REQS requests: one more is an error, unless the
+ * caller asked for fewer. */
+static void test_too_many(void **state)
+{
+	static const char row[] = "2023-11-16 18:15:46,1,1\n";
+	size_t n = LLM_TRACE_MAX_REQS + 1, rl = sizeof(row) - 1, len = sizeof(HDR) - 1 + n * rl;
+	char *text = malloc(len + 1), want[128], err[256];
+	struct llm_trace t;
+
+	(void)state;
+	assert_non_null(text);
+	memcpy(text, HDR, sizeof(HDR) - 1);
+	for (size_t i = 0; i < n; i++)
+		memcpy(text + sizeof(HDR) - 1 + i * rl, row, rl);
+	text[len] = '\0';
+	snprintf(want, sizeof(want), "t.csv:%zu: more than %u requests", n + 1, LLM_TRACE_MAX_REQS);
+	expect_error(text, want);
+	assert_int_equal(llm_trace_parse(text, len, "t.csv", 5, &t, err, sizeof(err)), 0);
+	assert_int_equal(t.n, 5);
+	llm_trace_free(&t);
+	assert_int_equal(llm_trace_parse(text, len - rl, "t.csv", 0, &t, err, sizeof(err)), 0);
+	assert_int_equal(t.n, LLM_TRACE_MAX_REQS);
+	llm_trace_free(&t);
+	free(text);
+}
+
+/* The small generator's ranges, and the writer: what it writes reads back
+ * the same (arrivals to 100 ns). */
+static void test_write(void **state)
+{
+	struct llm_trace a, b;
+	char err[256], *text = NULL;
+	size_t len = 0;
+
+	(void)state;
+	assert_int_equal(llm_trace_generate(LLM_TRACE_SMALL, 500, 9, &a, err, sizeof(err)), 0);
+	FILE *f = open_memstream(&text, &len);
+	assert_non_null(f);
+	assert_int_equal(llm_trace_write(f, &a), 0);
+	fclose(f);
+	assert_true(!strncmp(text, HDR "2023-11-16 00:00:00.0000000,", sizeof(HDR) + 27));
+	assert_int_equal(llm_trace_parse(text, len, "w.csv", 0, &b, err, sizeof(err)), 0);
+	assert_int_equal(b.n, 500);
+	for (uint32_t i = 0; i < 500; i++) {
+		assert_true(a.req[i].prompt >= 4 && a.req[i].prompt <= 40);
+		assert_true(a.req[i].output >= 2 && a.req[i].output <= 24);
+		assert_int_equal(b.req[i].prompt, a.req[i].prompt);
+		assert_int_equal(b.req[i].output, a.req[i].output);
+		assert_true(fabs(b.req[i].arrival_ns - a.req[i].arrival_ns) < 100.5);
+	}
+	/* About 20 a second. */
+	double rate = 499 / (a.req[499].arrival_ns / 1e9);
+	assert_true(rate > 17 && rate < 23);
+	free(text);
+	llm_trace_free(&a);
+	llm_trace_free(&b);
 }
 
 static int cmp_u32(const void *a, const void *b)
@@ -181,9 +272,9 @@ static void test_generate(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_parse),
-		cmocka_unit_test(test_errors),
-		cmocka_unit_test(test_generate),
+		cmocka_unit_test(test_parse),    cmocka_unit_test(test_errors),
+		cmocka_unit_test(test_generate), cmocka_unit_test(test_too_many),
+		cmocka_unit_test(test_write),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
