@@ -223,22 +223,55 @@ static void slot_give(struct session *s, uint32_t i)
 	s->free_head = i + 1;
 }
 
-/* Whether the client's and its user's quotas have room for one more
- * buffer of `bytes`. */
-static bool buffer_fits(const struct session *s, uint64_t bytes)
+/* Whether the client's and its user's quotas have room for `bytes` more,
+ * in one more buffer when new_buffer. */
+static bool quota_room(const struct session *s, uint64_t bytes, bool new_buffer)
 {
 	const struct daemon_config *cfg = s->env->cfg;
 	if (bytes > cfg->buffer_quota_bytes ||
 	    atomic_load(&s->buffer_bytes) + bytes > cfg->buffer_quota_bytes ||
-	    atomic_load(&s->buffers_count) >= cfg->max_buffers)
+	    (new_buffer && atomic_load(&s->buffers_count) >= cfg->max_buffers))
 		return false;
 	const struct uid_usage *u = s->usage;
 	if (u && u->limited &&
 	    (bytes > cfg->uid_buffer_quota_bytes ||
 	     atomic_load(&u->buffer_bytes) + bytes > cfg->uid_buffer_quota_bytes ||
-	     atomic_load(&u->buffers) >= cfg->uid_max_buffers))
+	     (new_buffer && atomic_load(&u->buffers) >= cfg->uid_max_buffers)))
 		return false;
 	return true;
+}
+
+static void charge(struct session *s, struct buffer *b, uint64_t bytes)
+{
+	atomic_fetch_add(&b->charged, bytes);
+	atomic_fetch_add(&s->buffer_bytes, bytes);
+	if (b->usage)
+		atomic_fetch_add(&b->usage->buffer_bytes, bytes);
+	atomic_fetch_add(&s->env->counters->buffer_bytes_live, bytes);
+}
+
+/* Puts a new buffer in its slot and counts it (its bytes are charged by
+ * the caller). */
+static void buffer_install(struct session *s, int64_t slot, struct buffer *b, uint32_t flags)
+{
+	struct buffer_slot *e = &s->slots[slot];
+	e->gen++; /* fresh slots start at generation 1; a spent one was retired */
+	atomic_store(&b->refs, 1);
+	b->handle = (e->gen << HANDLE_SLOT_BITS) | (uint32_t)(slot + 1);
+	b->flags = flags;
+	b->owner = s;
+	b->usage = s->usage;
+	if (s->env->res) {
+		residency_data_init(s->env->res, &b->data, b->base, atomic_load(&b->extent),
+		                    b->handle, flags & (TDM_BUF_WEIGHTS | TDM_BUF_KV));
+		b->data.scratch = flags & TDM_BUF_SCRATCH;
+	}
+	e->b = b;
+	s->nbufs_live++;
+	atomic_fetch_add(&s->buffers_count, 1);
+	if (b->usage)
+		atomic_fetch_add(&b->usage->buffers, 1);
+	atomic_fetch_add(&s->env->counters->buffers_live, 1);
 }
 
 int session_buffer_alloc(struct session *s, uint64_t bytes, uint32_t flags, uint32_t *handle,
@@ -251,7 +284,7 @@ int session_buffer_alloc(struct session *s, uint64_t bytes, uint32_t flags, uint
 
 	if (bytes == 0 || (flags & ~TDM_BUF_FLAGS_ALL))
 		return -TDM_EINVAL;
-	if (!buffer_fits(s, bytes))
+	if (!quota_room(s, bytes, true))
 		return -TDM_EQUOTA;
 	if (bytes > SIZE_MAX - (size_t)sysconf(_SC_PAGESIZE))
 		return -TDM_ENOMEM;
@@ -280,31 +313,140 @@ int session_buffer_alloc(struct session *s, uint64_t bytes, uint32_t flags, uint
 		mapping_give(s->env);
 		return -TDM_ENOMEM;
 	}
-	struct buffer_slot *e = &s->slots[slot];
-	e->gen++; /* fresh slots start at generation 1; a spent one was retired */
-	atomic_store(&b->refs, 1);
-	b->handle = (e->gen << HANDLE_SLOT_BITS) | (uint32_t)(slot + 1);
-	b->flags = flags;
 	b->bytes = bytes;
-	b->owner = s;
-	b->usage = s->usage;
-	if (s->env->res) {
-		residency_data_init(s->env->res, &b->data, b->base, bytes, b->handle,
-		                    flags & (TDM_BUF_WEIGHTS | TDM_BUF_KV));
-		b->data.scratch = flags & TDM_BUF_SCRATCH;
-	}
-	e->b = b;
-	s->nbufs_live++;
-	atomic_fetch_add(&s->buffer_bytes, bytes);
-	atomic_fetch_add(&s->buffers_count, 1);
-	if (b->usage) {
-		atomic_fetch_add(&b->usage->buffer_bytes, bytes);
-		atomic_fetch_add(&b->usage->buffers, 1);
-	}
-	atomic_fetch_add(&s->env->counters->buffers_live, 1);
-	atomic_fetch_add(&s->env->counters->buffer_bytes_live, bytes);
+	b->mapped = mapped;
+	atomic_store(&b->extent, bytes);
+	buffer_install(s, slot, b, flags);
+	charge(s, b, bytes);
 	*handle = b->handle;
 	*fd_out = fd;
+	return 0;
+}
+
+static struct buffer_slot *slot_of(struct session *s, uint32_t handle);
+
+/* Address space one session may reserve for growable buffers in all: it
+ * costs the daemon page tables only, but is finite (47 bits). */
+#define SESSION_RESERVE_MAX (UINT64_C(4) << 40)
+/* Smallest chunk, and the geometric step: a chunk backs at least 1/32 of
+ * what is backed already, so a buffer that grows token by token has
+ * O(log) chunks (mappings) and at most ~3% of its backing unused. */
+#define GROW_MIN_CHUNK (UINT64_C(64) << 10)
+#define GROW_RATIO 32
+#define GROW_MAX_CHUNKS 4096u
+
+int session_buffer_reserve(struct session *s, uint64_t capacity, uint32_t flags, uint32_t *handle)
+{
+	if (capacity == 0 || (flags & ~TDM_BUF_FLAGS_ALL) || !(flags & TDM_BUF_KV) ||
+	    (flags & TDM_BUF_SCRATCH))
+		return -TDM_EINVAL;
+	if (capacity > SESSION_RESERVE_MAX ||
+	    atomic_load(&s->reserved_va) + page_round(capacity) > SESSION_RESERVE_MAX)
+		return -TDM_EQUOTA;
+	if (!quota_room(s, 0, true))
+		return -TDM_EQUOTA;
+	if (!mapping_take(s->env))
+		return -TDM_EQUOTA;
+	int64_t slot = slot_take(s);
+	if (slot < 0) {
+		mapping_give(s->env);
+		return (int)slot;
+	}
+	struct buffer *b = calloc(1, sizeof(*b));
+	size_t mapped = page_round(capacity);
+	/* Address space only: no access, no swap reserved. Chunks are mapped
+	 * over it with MAP_FIXED as the client declares use. */
+	void *base = b ? mmap(NULL, mapped, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
+	                      -1, 0)
+	               : MAP_FAILED;
+	if (base == MAP_FAILED) {
+		free(b);
+		slot_give(s, (uint32_t)slot);
+		mapping_give(s->env);
+		return -TDM_ENOMEM;
+	}
+	b->base = base;
+	b->bytes = capacity;
+	b->mapped = mapped;
+	b->growable = true;
+	atomic_fetch_add(&s->reserved_va, mapped);
+	buffer_install(s, slot, b, flags);
+	if (s->env->res)
+		residency_data_set_growable(s->env->res, &b->data, capacity);
+	*handle = b->handle;
+	return 0;
+}
+
+/* The chunk to back for a growth to `need` (page-rounded) bytes. */
+static uint64_t grow_chunk(const struct buffer *b, uint64_t need)
+{
+	uint64_t chunk = need - b->backed;
+	uint64_t step = page_round(b->backed / GROW_RATIO);
+	if (chunk < step)
+		chunk = step;
+	if (chunk < GROW_MIN_CHUNK)
+		chunk = GROW_MIN_CHUNK;
+	if (chunk > b->mapped - b->backed)
+		chunk = b->mapped - b->backed;
+	return chunk;
+}
+
+int session_buffer_grow(struct session *s, uint32_t handle, uint64_t used,
+                        struct tdm_buf_grow_reply *r, int *fd_out)
+{
+	struct buffer_slot *e = slot_of(s, handle);
+	*fd_out = -1;
+	if (!e)
+		return -TDM_EHANDLE;
+	struct buffer *b = e->b;
+	uint64_t declared = atomic_load(&b->extent);
+	if (!b->growable || used < declared)
+		return -TDM_EINVAL;
+	if (used > b->bytes)
+		return -TDM_ERANGE;
+	r->chunk_off = r->chunk_bytes = 0;
+	if (used > b->backed) {
+		uint64_t need = page_round(used);
+		uint64_t chunk = grow_chunk(b, need);
+		if (!quota_room(s, chunk, false))
+			chunk = need - b->backed; /* the geometric step is a comfort only */
+		if (!quota_room(s, chunk, false)) {
+			log_warn("session %u: buffer %u: backing %llu bytes for a use of %llu "
+			         "would pass "
+			         "the buffer quota (%llu bytes charged to the client of %llu)",
+			         s->id, handle, (unsigned long long)need, (unsigned long long)used,
+			         (unsigned long long)atomic_load(&s->buffer_bytes),
+			         (unsigned long long)s->env->cfg->buffer_quota_bytes);
+			return -TDM_EQUOTA;
+		}
+		if (b->nchunks >= GROW_MAX_CHUNKS || !mapping_take(s->env))
+			return -TDM_EQUOTA;
+		/* Sealed against growing and shrinking, like any buffer: the
+		 * client can touch no page it was not given, and never make one
+		 * the daemon maps vanish. */
+		int fd = sealed_memfd("tandem-kv-chunk", chunk);
+		if (fd < 0) {
+			mapping_give(s->env);
+			return errno == ENOMEM || errno == ENOSPC ? -TDM_ENOMEM : -TDM_ESYS;
+		}
+		void *at = (char *)b->base + b->backed;
+		if (mmap(at, chunk, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, fd, 0) != at) {
+			close(fd);
+			mapping_give(s->env);
+			return -TDM_ENOMEM;
+		}
+		r->chunk_off = b->backed;
+		r->chunk_bytes = chunk;
+		b->backed += chunk;
+		b->nchunks++;
+		charge(s, b, chunk);
+		*fd_out = fd;
+	}
+	atomic_store(&b->extent, used);
+	if (s->env->res)
+		residency_data_grow(s->env->res, &b->data, used);
+	r->used = used;
+	r->backed = b->backed;
 	return 0;
 }
 
@@ -349,16 +491,20 @@ void buffer_unref(struct buffer *b)
 	struct session *s = b->owner;
 	if (s->env->res)
 		residency_data_fini(s->env->res, &b->data);
-	munmap(b->base, page_round(b->bytes));
-	mapping_give(s->env);
-	atomic_fetch_sub(&s->buffer_bytes, b->bytes);
+	munmap(b->base, b->mapped); /* a growable one's chunks with its reservation */
+	if (b->growable)
+		atomic_fetch_sub(&s->reserved_va, b->mapped);
+	for (uint32_t i = 0; i <= b->nchunks; i++)
+		mapping_give(s->env);
+	uint64_t charged = atomic_load(&b->charged);
+	atomic_fetch_sub(&s->buffer_bytes, charged);
 	atomic_fetch_sub(&s->buffers_count, 1);
 	if (b->usage) {
-		atomic_fetch_sub(&b->usage->buffer_bytes, b->bytes);
+		atomic_fetch_sub(&b->usage->buffer_bytes, charged);
 		atomic_fetch_sub(&b->usage->buffers, 1);
 	}
 	atomic_fetch_sub(&s->env->counters->buffers_live, 1);
-	atomic_fetch_sub(&s->env->counters->buffer_bytes_live, b->bytes);
+	atomic_fetch_sub(&s->env->counters->buffer_bytes_live, charged);
 	free(b);
 }
 

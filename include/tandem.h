@@ -171,6 +171,22 @@ uint32_t tdm_device_count(const tdm_client *c);
 /* Allocates bytes of shared memory (zeroed) and maps it; *ptr is the
  * client's view. Counts against the client's quota. */
 int tdm_buffer_alloc(tdm_client *c, size_t bytes, uint32_t flags, tdm_buffer *handle, void **ptr);
+/* A growable buffer, for a KV cache that grows as tokens arrive: reserves
+ * `capacity` bytes of contiguous address space (*ptr, the client's view)
+ * with nothing behind it yet, so that nothing is charged to the quota.
+ * flags must include TDM_BUF_KV (SCRATCH is refused). Tasks may name only
+ * [0, used) as declared with tdm_buffer_grow, and the view may be touched
+ * only there; kernels see one contiguous range on every device (device
+ * replicas grow in place where the backend can). */
+int tdm_buffer_reserve(tdm_client *c, size_t capacity, uint32_t flags, tdm_buffer *handle,
+                       void **ptr);
+/* Declares that [0, used) of a growable buffer is in use from now on:
+ * the daemon backs it (in chunks a few percent ahead of the use) and
+ * charges what it backs to the quota. Bytes added are undefined until
+ * written (zero on the host). used never goes down (-TDM_EINVAL); past
+ * the capacity: -TDM_ERANGE; over the quota: -TDM_EQUOTA, and the buffer
+ * stays as it was. */
+int tdm_buffer_grow(tdm_client *c, tdm_buffer handle, size_t used);
 /* Releases a buffer. Graphs already submitted keep it alive until they end. */
 int tdm_buffer_free(tdm_client *c, tdm_buffer handle);
 

@@ -99,6 +99,13 @@ static void settle_if_done(struct replica *p)
 	}
 }
 
+/* The bytes of d a replica holds: a growable buffer's replica may predate
+ * its last growth (the rest is undefined anyway). */
+static uint64_t rep_span(const struct replica *p, const struct res_data *d)
+{
+	return p->mem_bytes < d->bytes ? p->mem_bytes : d->bytes;
+}
+
 /* Copies node's replica to the host and waits. A copy that waited for
  * nothing else is timed for the transfer model (r->copy_observed). */
 static int copy_sync_d2h(struct residency *r, unsigned node, void *host, struct replica *src,
@@ -127,13 +134,13 @@ static int fetch_to_host(struct residency *r, struct res_data *d)
 		struct replica *p = &d->rep[n];
 		if (p->state == REPLICA_INVALID)
 			continue;
-		int err = copy_sync_d2h(r, n, d->host, p, d->bytes);
+		int err = copy_sync_d2h(r, n, d->host, p, rep_span(p, d));
 		if (err) {
 			log_warn("%s: copy to host failed: %s", r->nodes[n].name,
 			         tdm_strerror(err));
 			continue;
 		}
-		r->nodes[n].bytes_out += d->bytes;
+		r->nodes[n].bytes_out += rep_span(p, d);
 		p->state = REPLICA_SHARED;
 		d->rep[0].state = REPLICA_SHARED;
 		return 0;
@@ -151,8 +158,10 @@ static void drop_replica(struct residency *r, unsigned node, struct res_data *d)
 	settle(p);
 	lru_unlink(n, p);
 	n->dev->ops->mem_free(n->dev, p->mem);
-	n->used -= d->bytes;
+	n->used -= p->mem_bytes;
 	p->mem = NULL;
+	p->mem_bytes = 0;
+	p->reserved = false;
 	p->state = REPLICA_INVALID;
 	atomic_fetch_and(&d->remote, ~(uint32_t)bit(node));
 }
@@ -195,7 +204,7 @@ static bool evict_one(struct residency *r, unsigned node, bool prefetch)
 			if (p->state == REPLICA_OWNER) {
 				int err = settle(p);
 				if (!err)
-					err = copy_sync_d2h(r, node, d->host, p, d->bytes);
+					err = copy_sync_d2h(r, node, d->host, p, rep_span(p, d));
 				if (err) {
 					log_warn("%s: cannot write buffer %u back, keeping it: %s",
 					         n->name, d->id, tdm_strerror(err));
@@ -203,7 +212,7 @@ static bool evict_one(struct residency *r, unsigned node, bool prefetch)
 				}
 				d->rep[0].state = REPLICA_OWNER;
 				n->writebacks++;
-				n->bytes_out += d->bytes;
+				n->bytes_out += rep_span(p, d);
 			}
 			drop_replica(r, node, d);
 			n->evictions++;
@@ -219,7 +228,7 @@ static uint64_t prefetch_reclaimable(struct residency *r, unsigned node)
 	uint64_t bytes = 0;
 	for (struct replica *p = r->nodes[node].lru_tail; p; p = p->lru_prev)
 		if (prefetch_may_evict(p))
-			bytes += p->data->bytes;
+			bytes += p->mem_bytes;
 	return bytes;
 }
 
@@ -238,8 +247,16 @@ static int node_alloc(struct residency *r, unsigned node, struct res_data *d, bo
 	while (n->used + d->bytes > n->cap)
 		if (!evict_one(r, node, prefetch))
 			return -TDM_ENOMEM;
+	bool reserve = d->capacity && n->dev->ops->mem_reserve && n->dev->ops->mem_grow;
 	for (;;) {
-		int err = n->dev->ops->mem_alloc(n->dev, d->bytes, &p->mem);
+		int err;
+		if (reserve) {
+			err = n->dev->ops->mem_reserve(n->dev, d->capacity, &p->mem);
+			if (!err && (err = n->dev->ops->mem_grow(n->dev, p->mem, d->bytes)) != 0)
+				n->dev->ops->mem_free(n->dev, p->mem);
+		} else {
+			err = n->dev->ops->mem_alloc(n->dev, d->bytes, &p->mem);
+		}
 		if (!err)
 			break;
 		/* The device itself is full (other users): make room, retry. */
@@ -249,9 +266,56 @@ static int node_alloc(struct residency *r, unsigned node, struct res_data *d, bo
 		}
 	}
 	n->used += d->bytes;
+	p->mem_bytes = d->bytes;
+	p->reserved = reserve;
 	p->data = d;
 	p->state = REPLICA_INVALID;
 	lru_push_head(n, p);
+	return 0;
+}
+
+/* Makes node's replica of a growable buffer as large as the buffer: in
+ * place where it was reserved (what it holds stays valid), else, when no
+ * task uses it, by dropping it (an owner written back first) so that the
+ * next allocation is of the new size. -TDM_ENOMEM: no room, or the
+ * replica is in use; the task tries again later. */
+static int replica_fit(struct residency *r, unsigned node, struct res_data *d, bool prefetch)
+{
+	struct res_node *n = &r->nodes[node];
+	struct replica *p = &d->rep[node];
+	if (!p->mem || p->mem_bytes >= d->bytes)
+		return 0;
+	uint64_t more = d->bytes - p->mem_bytes;
+	if (p->reserved) {
+		if (n->used + more > n->cap && prefetch)
+			return -TDM_ENOMEM;
+		p->pins++; /* not this one */
+		bool room = true;
+		while (room && n->used + more > n->cap)
+			room = evict_one(r, node, false);
+		p->pins--;
+		if (!room)
+			return -TDM_ENOMEM;
+		int err = n->dev->ops->mem_grow(n->dev, p->mem, d->bytes);
+		if (err)
+			return err;
+		n->used += more;
+		p->mem_bytes = d->bytes;
+		return 0;
+	}
+	if (p->pins || p->holds || prefetch)
+		return -TDM_ENOMEM;
+	if (p->state == REPLICA_OWNER) {
+		int err = settle(p);
+		if (!err)
+			err = copy_sync_d2h(r, node, d->host, p, rep_span(p, d));
+		if (err)
+			return err;
+		d->rep[0].state = REPLICA_OWNER;
+		n->writebacks++;
+		n->bytes_out += rep_span(p, d);
+	}
+	drop_replica(r, node, d);
 	return 0;
 }
 
@@ -272,6 +336,9 @@ static int stage_on_device(struct residency *r, unsigned node, struct res_data *
 	struct replica *p = &d->rep[node];
 	int err;
 
+	err = replica_fit(r, node, d, false);
+	if (err)
+		return err;
 	if (!p->mem) {
 		err = node_alloc(r, node, d, false);
 		if (err)
@@ -413,6 +480,8 @@ static int prefetch_one(struct residency *r, unsigned node, struct res_data *d, 
 	struct replica *p = &d->rep[node];
 	bool fresh = false;
 
+	if (replica_fit(r, node, d, true))
+		return 0;
 	if (p->mem) {
 		lru_unlink(n, p);
 		lru_push_head(n, p);
@@ -601,11 +670,25 @@ void residency_data_init(struct residency *r, struct res_data *d, void *host, ui
 	atomic_init(&d->planned, 0);
 	for (unsigned n = 1; n < r->nnodes; n++) {
 		const struct backend_device *dev = r->nodes[n].dev;
-		if (!dev->ops->host_register || registered_by_backend(r, d, n))
+		if (!bytes || !dev->ops->host_register || registered_by_backend(r, d, n))
 			continue;
 		if (dev->ops->host_register(dev, host, bytes) == 0)
 			d->registered |= (uint32_t)bit(n);
 	}
+}
+
+void residency_data_set_growable(struct residency *r, struct res_data *d, uint64_t capacity)
+{
+	(void)r;
+	d->capacity = capacity;
+}
+
+void residency_data_grow(struct residency *r, struct res_data *d, uint64_t bytes)
+{
+	pthread_mutex_lock(&r->lock);
+	if (bytes > d->bytes)
+		d->bytes = bytes;
+	pthread_mutex_unlock(&r->lock);
 }
 
 void residency_data_fini(struct residency *r, struct res_data *d)

@@ -48,6 +48,11 @@ struct res_data;
 struct replica {
 	uint8_t state; /* enum replica_state */
 	void *mem; /* device memory; NULL when not allocated (host: unused) */
+	/* What mem holds: the buffer's bytes when it was allocated or last
+	 * grown. Smaller than the buffer's once a growable buffer grew; the
+	 * replica is grown before a task uses it (replica_fit). */
+	uint64_t mem_bytes;
+	bool reserved; /* mem came from mem_reserve: it grows in place */
 	/* A copy into this replica still in flight: the replica is valid once
 	 * it completed. Owned by the replica. */
 	struct backend_event *ready;
@@ -71,7 +76,12 @@ struct replica {
 
 struct res_data {
 	void *host;
+	/* The bytes that exist: a growable buffer's declared use
+	 * (residency_data_grow), which only goes up. Bytes added by a growth
+	 * are undefined until written, on every node, so a replica stays as
+	 * valid as it was. */
 	uint64_t bytes;
+	uint64_t capacity; /* growable: what bytes may grow to; 0: fixed */
 	uint32_t id; /* for display: the client's buffer handle */
 	/* Bit n set: node n (n > 0) holds a valid replica. 0 means the host
 	 * copy is the only valid one (read without the lock on fast paths). */
@@ -143,6 +153,14 @@ static inline bool residency_has_devices(const struct residency *r)
  * the devices that can. */
 void residency_data_init(struct residency *r, struct res_data *d, void *host, uint64_t bytes,
                          uint32_t id, bool keep_on_devices);
+/* A growable buffer of `capacity` (call after residency_data_init): its
+ * device replicas are reserved for capacity and grown in place where the
+ * backend can (mem_reserve/mem_grow), else reallocated as it grows. Its
+ * host memory is not registered for DMA: registering pins (and backs)
+ * every page of the range. */
+void residency_data_set_growable(struct residency *r, struct res_data *d, uint64_t capacity);
+/* A growable buffer's declared use went up to `bytes`. */
+void residency_data_grow(struct residency *r, struct res_data *d, uint64_t bytes);
 /* The buffer is gone (no task uses it): frees its device replicas. */
 void residency_data_fini(struct residency *r, struct res_data *d);
 

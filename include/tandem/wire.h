@@ -57,6 +57,17 @@ enum tdm_msg_type {
 	/* control: no payload (reply: the machine description, TOML text), or
 	 * uint32 nfds = 1 and a regular file to write it to (reply: {bytes}) */
 	TDM_MSG_CTL_EXPORT,
+	/* client: struct tdm_buf_reserve_req; reply BUF_RESERVE_REPLY, struct
+	 * tdm_buf_alloc_reply (bytes: the capacity), no descriptor: nothing is
+	 * backed yet. */
+	TDM_MSG_BUF_RESERVE,
+	TDM_MSG_BUF_RESERVE_REPLY,
+	/* client: struct tdm_buf_grow_req; reply BUF_GROW_REPLY, struct
+	 * tdm_buf_grow_reply, plus the memfd of a new chunk when chunk_bytes
+	 * is not 0 (sealed against growing and shrinking): the client maps it
+	 * at chunk_off of its reservation. */
+	TDM_MSG_BUF_GROW,
+	TDM_MSG_BUF_GROW_REPLY,
 };
 
 #define TDM_MSG_MAX_PAYLOAD 4096u
@@ -102,6 +113,30 @@ struct tdm_buf_alloc_reply {
 	int32_t status;
 	uint32_t handle;
 	uint64_t bytes;
+};
+
+/* A growable buffer (for KV caches): `capacity` bytes of address space,
+ * nothing backed until the client declares use with BUF_GROW. */
+struct tdm_buf_reserve_req {
+	uint64_t capacity;
+	uint32_t flags; /* must include TDM_BUF_KV */
+	uint32_t reserved;
+};
+
+/* Declares that [0, used) of a growable buffer is in use from now on;
+ * `used` never goes down. */
+struct tdm_buf_grow_req {
+	uint32_t handle;
+	uint32_t reserved;
+	uint64_t used;
+};
+
+struct tdm_buf_grow_reply {
+	int32_t status;
+	uint32_t reserved;
+	uint64_t used; /* as declared */
+	uint64_t backed; /* bytes backed (and charged) after this request */
+	uint64_t chunk_off, chunk_bytes; /* the new chunk; 0 bytes: none, no fd */
 };
 
 struct tdm_buf_free_req {
