@@ -114,7 +114,9 @@ struct backend_ops {
 	 * for up to `capacity` bytes of contiguous device addresses, none of
 	 * it usable yet; mem_grow makes [0, bytes) usable, keeping what it
 	 * held (bytes only goes up, at most the capacity); mem_free frees it.
-	 * -TDM_ENOMEM when the device has no room (or no addresses). */
+	 * -TDM_ENOMEM when the device has no room (or no addresses);
+	 * mem_reserve -TDM_EINVAL when this device cannot (CUDA without VMM):
+	 * the caller then allocates whole (mem_alloc). */
 	int (*mem_reserve)(const struct backend_device *d, uint64_t capacity, void **mem);
 	int (*mem_grow)(const struct backend_device *d, void *mem, uint64_t bytes);
 };

@@ -11,6 +11,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "common/grow.h"
 #include "common/log.h"
 #include "tandem.h"
 
@@ -328,11 +329,9 @@ static struct buffer_slot *slot_of(struct session *s, uint32_t handle);
 /* Address space one session may reserve for growable buffers in all: it
  * costs the daemon page tables only, but is finite (47 bits). */
 #define SESSION_RESERVE_MAX (UINT64_C(4) << 40)
-/* Smallest chunk, and the geometric step: a chunk backs at least 1/32 of
- * what is backed already, so a buffer that grows token by token has
- * O(log) chunks (mappings) and at most ~3% of its backing unused. */
+/* Smallest chunk (the step is geometric: common/grow.h), and the most
+ * chunks (mappings) one buffer may have. */
 #define GROW_MIN_CHUNK (UINT64_C(64) << 10)
-#define GROW_RATIO 32
 #define GROW_MAX_CHUNKS 4096u
 
 int session_buffer_reserve(struct session *s, uint64_t capacity, uint32_t flags, uint32_t *handle)
@@ -377,20 +376,6 @@ int session_buffer_reserve(struct session *s, uint64_t capacity, uint32_t flags,
 	return 0;
 }
 
-/* The chunk to back for a growth to `need` (page-rounded) bytes. */
-static uint64_t grow_chunk(const struct buffer *b, uint64_t need)
-{
-	uint64_t chunk = need - b->backed;
-	uint64_t step = page_round(b->backed / GROW_RATIO);
-	if (chunk < step)
-		chunk = step;
-	if (chunk < GROW_MIN_CHUNK)
-		chunk = GROW_MIN_CHUNK;
-	if (chunk > b->mapped - b->backed)
-		chunk = b->mapped - b->backed;
-	return chunk;
-}
-
 int session_buffer_grow(struct session *s, uint32_t handle, uint64_t used,
                         struct tdm_buf_grow_reply *r, int *fd_out)
 {
@@ -407,7 +392,8 @@ int session_buffer_grow(struct session *s, uint32_t handle, uint64_t used,
 	r->chunk_off = r->chunk_bytes = 0;
 	if (used > b->backed) {
 		uint64_t need = page_round(used);
-		uint64_t chunk = grow_chunk(b, need);
+		uint64_t chunk =
+		        grow_step(b->backed, need, page_round(1), GROW_MIN_CHUNK, b->mapped);
 		if (!quota_room(s, chunk, false))
 			chunk = need - b->backed; /* the geometric step is a comfort only */
 		if (!quota_room(s, chunk, false)) {

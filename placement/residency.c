@@ -252,6 +252,10 @@ static int node_alloc(struct residency *r, unsigned node, struct res_data *d, bo
 		int err;
 		if (reserve) {
 			err = n->dev->ops->mem_reserve(n->dev, d->capacity, &p->mem);
+			if (err == -TDM_EINVAL) {
+				reserve = false; /* this device cannot: whole allocations */
+				continue;
+			}
 			if (!err && (err = n->dev->ops->mem_grow(n->dev, p->mem, d->bytes)) != 0)
 				n->dev->ops->mem_free(n->dev, p->mem);
 		} else {
