@@ -15,6 +15,7 @@
 #include <string.h>
 
 #include "common/clock.h"
+#include "common/grow.h"
 #include "common/log.h"
 #include "tandem.h"
 
@@ -248,6 +249,7 @@ static int node_alloc(struct residency *r, unsigned node, struct res_data *d, bo
 		if (!evict_one(r, node, prefetch))
 			return -TDM_ENOMEM;
 	bool reserve = d->capacity && n->dev->ops->mem_reserve && n->dev->ops->mem_grow;
+	uint64_t alloc = d->bytes;
 	for (;;) {
 		int err;
 		if (reserve) {
@@ -259,7 +261,17 @@ static int node_alloc(struct residency *r, unsigned node, struct res_data *d, bo
 			if (!err && (err = n->dev->ops->mem_grow(n->dev, p->mem, d->bytes)) != 0)
 				n->dev->ops->mem_free(n->dev, p->mem);
 		} else {
-			err = n->dev->ops->mem_alloc(n->dev, d->bytes, &p->mem);
+			/* A growable buffer's whole allocation keeps headroom for
+			 * the next tokens (common/grow.h: at most ~3% unused), so
+			 * that it is reallocated every few percent of growth. */
+			alloc = d->bytes;
+			if (d->capacity) {
+				uint64_t extra =
+				        grow_step(d->bytes, d->bytes + 1, 1, 0, d->capacity);
+				if (n->used + alloc + extra <= n->cap)
+					alloc += extra;
+			}
+			err = n->dev->ops->mem_alloc(n->dev, alloc, &p->mem);
 		}
 		if (!err)
 			break;
@@ -269,8 +281,8 @@ static int node_alloc(struct residency *r, unsigned node, struct res_data *d, bo
 			return err;
 		}
 	}
-	n->used += d->bytes;
-	p->mem_bytes = d->bytes;
+	n->used += alloc;
+	p->mem_bytes = alloc;
 	p->reserved = reserve;
 	p->data = d;
 	p->state = REPLICA_INVALID;

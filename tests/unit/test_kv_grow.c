@@ -6,6 +6,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <fcntl.h>
 #include <sys/mman.h>
@@ -14,6 +15,7 @@
 
 #include <cmocka.h>
 
+#include "placement/residency.h"
 #include "tests/harness/intake_harness.h"
 
 #define MiB (UINT64_C(1) << 20)
@@ -216,6 +218,187 @@ static void test_intake_limits_to_declared(void **state)
 	assert_int_equal(session_buffer_free(h->s, kv), 0);
 }
 
+/* ---- device replicas that grow ---------------------------------------------
+ * A fake accelerator over host memory, with or without mem_reserve. */
+
+struct backend_event {
+	int unused;
+};
+
+static int n_h2d, n_d2h, n_alloc;
+static uint64_t h2d_bytes;
+
+static int fk_alloc(const struct backend_device *d, uint64_t bytes, void **mem)
+{
+	(void)d;
+	n_alloc++;
+	*mem = calloc(1, bytes);
+	return *mem ? 0 : -TDM_ENOMEM;
+}
+static void fk_free(const struct backend_device *d, void *mem)
+{
+	(void)d;
+	free(mem);
+}
+/* Reserved: the whole capacity up front (contents must survive growth). */
+static int fk_reserve(const struct backend_device *d, uint64_t capacity, void **mem)
+{
+	return fk_alloc(d, capacity, mem);
+}
+static int fk_grow(const struct backend_device *d, void *mem, uint64_t bytes)
+{
+	(void)d;
+	(void)mem;
+	(void)bytes;
+	return 0;
+}
+static int fk_h2d(const struct backend_device *d, void *mem, uint64_t off, const void *host,
+                  uint64_t bytes, struct backend_event *after, struct backend_event **done)
+{
+	(void)d;
+	(void)after;
+	memcpy((char *)mem + off, host, bytes);
+	n_h2d++;
+	h2d_bytes += bytes;
+	*done = calloc(1, sizeof(**done));
+	return 0;
+}
+static int fk_d2h(const struct backend_device *d, void *host, void *mem, uint64_t off,
+                  uint64_t bytes, struct backend_event *after, struct backend_event **done)
+{
+	(void)d;
+	(void)after;
+	memcpy(host, (char *)mem + off, bytes);
+	n_d2h++;
+	*done = calloc(1, sizeof(**done));
+	return 0;
+}
+static int fk_wait(const struct backend_device *d, struct backend_event *ev)
+{
+	(void)d;
+	(void)ev;
+	return 0;
+}
+static int fk_query(const struct backend_device *d, struct backend_event *ev)
+{
+	(void)d;
+	(void)ev;
+	return 1;
+}
+static void fk_release(const struct backend_device *d, struct backend_event *ev)
+{
+	(void)d;
+	free(ev);
+}
+
+static const struct backend_ops fk_vmm = {
+	.abi_version = BACKEND_ABI_VERSION,
+	.name = "fakevmm",
+	.mem_alloc = fk_alloc,
+	.mem_free = fk_free,
+	.copy_h2d = fk_h2d,
+	.copy_d2h = fk_d2h,
+	.event_wait = fk_wait,
+	.event_query = fk_query,
+	.event_release = fk_release,
+	.mem_reserve = fk_reserve,
+	.mem_grow = fk_grow,
+};
+static const struct backend_ops fk_plain = {
+	.abi_version = BACKEND_ABI_VERSION,
+	.name = "fake",
+	.mem_alloc = fk_alloc,
+	.mem_free = fk_free,
+	.copy_h2d = fk_h2d,
+	.copy_d2h = fk_d2h,
+	.event_wait = fk_wait,
+	.event_query = fk_query,
+	.event_release = fk_release,
+};
+
+/* A task on the device that appends `len` bytes of `v` at `off` of d
+ * (a write of a slice: the replica's contents matter). */
+static void device_append(struct residency *r, struct res_data *d, uint64_t off, uint64_t len,
+                          char v, void **mem_out)
+{
+	struct res_arg a = { .data = d, .off = off, .len = len, .mode = TDM_W };
+	struct backend_event *waits[2];
+	size_t nwaits = 0;
+	void *mem[1];
+	uint64_t moff[1];
+	assert_int_equal(residency_acquire(r, 1, &a, 1, waits, &nwaits, mem, moff), 0);
+	memset((char *)mem[0] + off, v, len);
+	residency_release(r, 1, &a, 1, true);
+	*mem_out = mem[0];
+}
+
+/* A KV replica that a device task appends to: where the backend reserves,
+ * the replica grows in place, keeping its address and contents, with
+ * nothing copied either way; where it cannot, the owner is written back
+ * and copied in again at the new size. Either way the contents survive. */
+static void grow_on_device(const struct backend_ops *ops, bool in_place)
+{
+	struct residency r;
+	struct backend_device dev = { .name = "fk0", .ops = ops, .mem_bytes = 64 * MiB };
+	struct res_data d;
+	char *host = calloc(1, MiB);
+	void *mem0, *mem1;
+
+	residency_init(&r);
+	assert_int_equal(residency_add_node(&r, &dev, 0), 1);
+	residency_data_init(&r, &d, host, 0, 1, true);
+	residency_data_set_growable(&r, &d, MiB);
+	n_h2d = n_d2h = n_alloc = 0;
+	h2d_bytes = 0;
+	residency_data_grow(&r, &d, 4096);
+	device_append(&r, &d, 0, 4096, 'a', &mem0);
+	assert_int_equal(n_h2d, 0); /* a fresh replica: nothing to read */
+	assert_int_equal(d.rep[1].state, REPLICA_OWNER);
+	residency_data_grow(&r, &d, 8192);
+	device_append(&r, &d, 4096, 4096, 'b', &mem1);
+	if (in_place) {
+		assert_int_equal(d.rep[1].mem_bytes, 8192);
+		assert_ptr_equal(mem0, mem1);
+		assert_int_equal(n_h2d, 0);
+		assert_int_equal(n_d2h, 0);
+		assert_int_equal(n_alloc, 1);
+	} else {
+		assert_int_equal(n_d2h, 1); /* the owner went back to the host */
+		assert_int_equal(n_h2d, 1);
+		assert_int_equal(h2d_bytes, 8192);
+		assert_int_equal(n_alloc, 2);
+		/* Headroom for the next tokens: growing within it moves nothing. */
+		assert_int_equal(d.rep[1].mem_bytes, 8192 + 8192 / 32);
+		residency_data_grow(&r, &d, 8192 + 100);
+		device_append(&r, &d, 8192, 100, 'c', &mem0);
+		assert_ptr_equal(mem0, mem1);
+		assert_int_equal(n_h2d, 1);
+		assert_int_equal(n_alloc, 2);
+	}
+	assert_int_equal(r.nodes[1].used, d.rep[1].mem_bytes);
+	struct res_data *dp = &d;
+	assert_int_equal(residency_flush(&r, &dp, 1), 0);
+	for (int i = 0; i < (int)d.bytes; i++)
+		if (host[i] != (i < 4096 ? 'a' : i < 8192 ? 'b' : 'c'))
+			fail_msg("host[%d] = %d", i, host[i]);
+	residency_data_fini(&r, &d);
+	assert_int_equal(r.nodes[1].used, 0);
+	residency_fini(&r);
+	free(host);
+}
+
+static void test_device_grows_in_place(void **state)
+{
+	(void)state;
+	grow_on_device(&fk_vmm, true);
+}
+
+static void test_device_reallocates_without_reserve(void **state)
+{
+	(void)state;
+	grow_on_device(&fk_plain, false);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -223,6 +406,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_grow_past_quota, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_refusals, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_intake_limits_to_declared, setup, teardown),
+		cmocka_unit_test(test_device_grows_in_place),
+		cmocka_unit_test(test_device_reallocates_without_reserve),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
