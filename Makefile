@@ -184,6 +184,7 @@ $(BUILD)/tests/replay_%: $(BUILD)/obj/tests/fuzz/fuzz_%.o $(BUILD)/obj/tests/fuz
 CORE_BENCHES := $(BUILD)/bench/bench_devices $(BUILD)/bench/bench_overlap $(BUILD)/bench/bench_models \
 	$(BUILD)/bench/bench_stg $(BUILD)/bench/bench_policies $(BUILD)/bench/bench_sim \
 	$(BUILD)/bench/bench_intake $(BUILD)/bench/bench_plan_exec
+CORE_BENCHES += $(BUILD)/bench/bench_kv_waste
 $(CORE_BENCHES): $(BUILD)/bench/%: $(BUILD)/obj/tests/bench/%.o $(CORE_LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) $^ $(DAEMON_LIBS) -o $@
