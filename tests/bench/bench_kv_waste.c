@@ -5,7 +5,7 @@
  * when present, else from a generated stand-in with the same medians and
  * spreads (lognormal: context p50 1020, output p50 129). Each request gets
  * one KV buffer for the whole model (LLaMA-2-7B at fp16: 2 x 32 layers x
- * 4096 x 2 bytes = 512 KiB per token) reserved for 8192 tokens, through the
+ * 4096 x 2 bytes = 512 KiB per token; argv[3] sets another) reserved for 8192 tokens, through the
  * daemon's own session code (session_buffer_reserve/grow); up to `batch`
  * requests run at once (continuous batching): prefill grows a buffer to its
  * context at once, each decode step by one token, and after each growth an
@@ -35,8 +35,9 @@
 #include "tandem.h"
 #include "tests/bench/bench_util.h"
 
-#define KV_PER_TOKEN (UINT64_C(512) << 10)
 #define MAX_TOKENS 8192u
+
+static uint64_t KV_PER_TOKEN = UINT64_C(512) << 10;
 #define TRACE "../shared/benchmarks/llm-traces/AzureLLMInferenceTrace_conv_2023.csv"
 
 struct req {
@@ -111,9 +112,13 @@ int main(int argc, char **argv)
 {
 	size_t nreq = argc > 1 ? (size_t)atoi(argv[1]) : 400;
 	uint32_t batch = argc > 2 ? (uint32_t)atoi(argv[2]) : 32;
+	/* Bytes of KV per token: 512 KiB (LLaMA-2-7B, all layers in one
+	 * buffer); 16384 is one layer's. */
+	if (argc > 3)
+		KV_PER_TOKEN = strtoull(argv[3], NULL, 10);
 	struct req *rq = calloc(nreq, sizeof(*rq));
 	const char *source;
-	if (!rq || !nreq || !batch)
+	if (!rq || !nreq || !batch || !KV_PER_TOKEN || KV_PER_TOKEN > (UINT64_C(1) << 30))
 		return 1;
 	nreq = load_requests(rq, nreq, &source);
 	double final_kv = 0; /* every request's KV at its end */
