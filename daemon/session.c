@@ -421,6 +421,8 @@ int session_buffer_grow(struct session *s, uint32_t handle, uint64_t used,
 			mapping_give(s->env);
 			return -TDM_ENOMEM;
 		}
+		if (s->env->res)
+			residency_data_pin(s->env->res, &b->data, b->backed, chunk);
 		r->chunk_off = b->backed;
 		r->chunk_bytes = chunk;
 		b->backed += chunk;

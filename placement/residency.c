@@ -12,6 +12,7 @@
 #include "placement/residency.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "common/clock.h"
@@ -699,6 +700,33 @@ void residency_data_set_growable(struct residency *r, struct res_data *d, uint64
 	d->capacity = capacity;
 }
 
+void residency_data_pin(struct residency *r, struct res_data *d, uint64_t off, uint64_t bytes)
+{
+	uint32_t nodes = 0;
+	if (!residency_has_devices(r))
+		return;
+	if (d->nregs == d->regs_cap) {
+		uint32_t ncap = d->regs_cap ? d->regs_cap * 2 : 8;
+		struct res_host_reg *n = realloc(d->regs, ncap * sizeof(*n));
+		if (!n)
+			return; /* not pinned: copies are staged */
+		d->regs = n;
+		d->regs_cap = ncap;
+	}
+	for (unsigned n = 1; n < r->nnodes; n++) {
+		const struct backend_device *dev = r->nodes[n].dev;
+		bool done = false; /* pinning is per backend, as for whole buffers */
+		for (unsigned m = 1; m < n; m++)
+			done |= (nodes & bit(m)) && r->nodes[m].dev->ops == dev->ops;
+		if (done || !dev->ops->host_register)
+			continue;
+		if (dev->ops->host_register(dev, (char *)d->host + off, bytes) == 0)
+			nodes |= (uint32_t)bit(n);
+	}
+	if (nodes)
+		d->regs[d->nregs++] = (struct res_host_reg){ off, nodes };
+}
+
 void residency_data_grow(struct residency *r, struct res_data *d, uint64_t bytes)
 {
 	pthread_mutex_lock(&r->lock);
@@ -709,8 +737,11 @@ void residency_data_grow(struct residency *r, struct res_data *d, uint64_t bytes
 
 void residency_data_fini(struct residency *r, struct res_data *d)
 {
-	if (!residency_has_devices(r))
+	if (!residency_has_devices(r)) {
+		free(d->regs); /* the devices went first (residency_close) */
+		d->regs = NULL;
 		return;
+	}
 	pthread_mutex_lock(&r->lock);
 	for (unsigned n = 1; n < r->nnodes; n++) {
 		if (d->rep[n].mem)
@@ -721,7 +752,13 @@ void residency_data_fini(struct residency *r, struct res_data *d)
 		const struct backend_device *dev = r->nodes[n].dev;
 		if (d->registered & bit(n))
 			dev->ops->host_unregister(dev, d->host);
+		for (uint32_t i = 0; i < d->nregs; i++)
+			if (d->regs[i].nodes & bit(n))
+				dev->ops->host_unregister(dev, (char *)d->host + d->regs[i].off);
 	}
+	free(d->regs);
+	d->regs = NULL;
+	d->nregs = d->regs_cap = 0;
 }
 
 void residency_describe(struct residency *r, struct res_data *d, char *out, size_t outlen)

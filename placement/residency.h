@@ -74,6 +74,11 @@ struct replica {
 	struct replica *lru_prev, *lru_next; /* most recent at the head */
 };
 
+struct res_host_reg {
+	uint64_t off;
+	uint32_t nodes;
+};
+
 struct res_data {
 	void *host;
 	/* The bytes that exist: a growable buffer's declared use
@@ -94,6 +99,10 @@ struct res_data {
 	 * the hint follows where the current contents are. */
 	_Atomic uint32_t planned;
 	uint32_t registered; /* nodes whose device pinned the host memory */
+	/* A growable buffer's host chunks pinned so far (residency_data_pin):
+	 * where each starts and the nodes that pinned it. */
+	struct res_host_reg *regs;
+	uint32_t nregs, regs_cap;
 	/* The client promised not to write its view while the daemon holds
 	 * the buffer (weights, KV caches): device copies outlive the graph.
 	 * Otherwise the client may write between graphs, so device copies are
@@ -153,12 +162,17 @@ static inline bool residency_has_devices(const struct residency *r)
  * the devices that can. */
 void residency_data_init(struct residency *r, struct res_data *d, void *host, uint64_t bytes,
                          uint32_t id, bool keep_on_devices);
-/* A growable buffer of `capacity` (call after residency_data_init): its
- * device replicas are reserved for capacity and grown in place where the
- * backend can (mem_reserve/mem_grow), else reallocated as it grows. Its
- * host memory is not registered for DMA: registering pins (and backs)
- * every page of the range. */
+/* A growable buffer of `capacity` (call after residency_data_init with 0
+ * bytes): its device replicas are reserved for capacity and grown in place
+ * where the backend can (mem_reserve/mem_grow), else reallocated as it
+ * grows. Its host memory is pinned for DMA chunk by chunk as it is backed
+ * (residency_data_pin), never the whole reservation: registering pins,
+ * and so backs, every page of a range. */
 void residency_data_set_growable(struct residency *r, struct res_data *d, uint64_t capacity);
+/* Host memory [off, off + bytes) of a growable buffer was just backed: pin
+ * it for the devices that can (best effort: copies from a range that is
+ * not pinned, or that spans two chunks, go through pageable memory). */
+void residency_data_pin(struct residency *r, struct res_data *d, uint64_t off, uint64_t bytes);
 /* A growable buffer's declared use went up to `bytes`. */
 void residency_data_grow(struct residency *r, struct res_data *d, uint64_t bytes);
 /* The buffer is gone (no task uses it): frees its device replicas. */

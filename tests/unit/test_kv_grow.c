@@ -225,7 +225,8 @@ struct backend_event {
 	int unused;
 };
 
-static int n_h2d, n_d2h, n_alloc;
+static int n_h2d, n_d2h, n_alloc, n_reg;
+static uint64_t reg_bytes;
 static uint64_t h2d_bytes;
 
 static int fk_alloc(const struct backend_device *d, uint64_t bytes, void **mem)
@@ -291,6 +292,21 @@ static void fk_release(const struct backend_device *d, struct backend_event *ev)
 	free(ev);
 }
 
+static int fk_register(const struct backend_device *d, void *host, uint64_t bytes)
+{
+	(void)d;
+	(void)host;
+	n_reg++;
+	reg_bytes += bytes;
+	return 0;
+}
+static void fk_unregister(const struct backend_device *d, void *host)
+{
+	(void)d;
+	(void)host;
+	n_reg--;
+}
+
 static const struct backend_ops fk_vmm = {
 	.abi_version = BACKEND_ABI_VERSION,
 	.name = "fakevmm",
@@ -303,6 +319,8 @@ static const struct backend_ops fk_vmm = {
 	.event_release = fk_release,
 	.mem_reserve = fk_reserve,
 	.mem_grow = fk_grow,
+	.host_register = fk_register,
+	.host_unregister = fk_unregister,
 };
 static const struct backend_ops fk_plain = {
 	.abi_version = BACKEND_ABI_VERSION,
@@ -399,6 +417,38 @@ static void test_device_reallocates_without_reserve(void **state)
 	grow_on_device(&fk_plain, false);
 }
 
+/* Host memory is pinned chunk by chunk as it is backed, never the whole
+ * reservation, and unpinned when the buffer goes. */
+static void test_host_pinned_as_backed(void **state)
+{
+	struct harness *h = *state;
+	struct residency r;
+	struct backend_device dev = { .name = "fk0", .ops = &fk_vmm, .mem_bytes = 64 * MiB };
+	struct tdm_buf_grow_reply gr;
+	uint32_t kv;
+
+	residency_init(&r);
+	assert_int_equal(residency_add_node(&r, &dev, 0), 1);
+	h->env.res = &r;
+	n_reg = 0;
+	reg_bytes = 0;
+	assert_int_equal(session_buffer_reserve(h->s, 10 * GiB, TDM_BUF_KV, &kv), 0);
+	assert_int_equal(n_reg, 0);
+	uint64_t used = 0;
+	for (int t = 0; t < 300; t++) {
+		used += 40000;
+		assert_int_equal(grow(h, kv, used, &gr), 0);
+		assert_int_equal(reg_bytes, gr.backed);
+	}
+	struct buffer *b = session_buffer_lookup(h->s, kv);
+	assert_int_equal(n_reg, (int)b->nchunks);
+	assert_true(reg_bytes < used + used / 16);
+	assert_int_equal(session_buffer_free(h->s, kv), 0);
+	assert_int_equal(n_reg, 0);
+	h->env.res = NULL;
+	residency_fini(&r);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -407,6 +457,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_refusals, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_intake_limits_to_declared, setup, teardown),
 		cmocka_unit_test(test_device_grows_in_place),
+		cmocka_unit_test_setup_teardown(test_host_pinned_as_backed, setup, teardown),
 		cmocka_unit_test(test_device_reallocates_without_reserve),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
