@@ -461,6 +461,31 @@ TDM_API int tdm_buffer_reserve(tdm_client *c, size_t capacity, uint32_t flags, t
 	return 0;
 }
 
+TDM_API int tdm_kv_admit(tdm_client *c, tdm_buffer h, struct tdm_kv_admission *a)
+{
+	if (!c || !a)
+		return -TDM_EINVAL;
+	struct tdm_kv_admit_req req = { .handle = h,
+		                        .tier = a->tier,
+		                        .bytes_per_token = a->bytes_per_token,
+		                        .context_tokens = a->context_tokens,
+		                        .max_new_tokens = a->max_new_tokens };
+	struct tdm_kv_admit_reply r;
+	int err = client_request(c, TDM_MSG_KV_ADMIT, &req, sizeof(req), TDM_MSG_KV_ADMIT_REPLY, &r,
+	                         sizeof(r), NULL);
+	if (err)
+		return err;
+	if (r.tier > TDM_TIER_HOST)
+		return -TDM_EPROTO;
+	a->tier = r.tier;
+	a->predicted_new_tokens = r.predicted_new_tokens;
+	a->history = r.history;
+	a->peak_bytes = r.peak_bytes;
+	a->device_free_bytes = r.device_free_bytes;
+	a->host_free_bytes = r.host_free_bytes;
+	return r.status;
+}
+
 TDM_API int tdm_buffer_grow(tdm_client *c, tdm_buffer handle, size_t used)
 {
 	struct tdm_buf_grow_req req = { .handle = handle, .used = used };

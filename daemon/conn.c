@@ -506,6 +506,21 @@ static bool handle_buf_grow(struct conn *c, const void *p, uint32_t len)
 	return ok;
 }
 
+static bool handle_kv_admit(struct conn *c, const void *p, uint32_t len)
+{
+	struct tdm_kv_admit_req req;
+	struct tdm_kv_admit_reply r;
+
+	if (len != sizeof(req))
+		return false;
+	memcpy(&req, p, sizeof(req));
+	pthread_mutex_lock(&c->s->intake_lock);
+	int status = session_kv_admit(c->s, &req, &r);
+	pthread_mutex_unlock(&c->s->intake_lock);
+	r.status = status;
+	return send_msg(c, TDM_MSG_KV_ADMIT_REPLY, &r, sizeof(r), NULL, 0);
+}
+
 static bool handle_buf_free(struct conn *c, const void *p, uint32_t len)
 {
 	struct tdm_buf_free_req req;
@@ -735,6 +750,7 @@ static bool handle_msg(struct conn *c, uint32_t type, const void *p, uint32_t le
 	case TDM_MSG_BUF_FREE: return c->role == CONN_CLIENT && handle_buf_free(c, p, len);
 	case TDM_MSG_BUF_RESERVE: return c->role == CONN_CLIENT && handle_buf_reserve(c, p, len);
 	case TDM_MSG_BUF_GROW: return c->role == CONN_CLIENT && handle_buf_grow(c, p, len);
+	case TDM_MSG_KV_ADMIT: return c->role == CONN_CLIENT && handle_kv_admit(c, p, len);
 	case TDM_MSG_KERNEL_LOOKUP: return handle_kernel_lookup(c, p, len);
 	case TDM_MSG_CTL_STATUS:
 		return len == 0 && conn_send_reply(c, 0, control_status_json(c->srv, c));

@@ -174,6 +174,7 @@ static void session_free(struct session *s)
 	if (s->bell_peer >= 0)
 		close(s->bell_peer);
 	free(s->slots);
+	free(s->kv_hist);
 	graph_build_fini(&s->build);
 	pthread_mutex_destroy(&s->cq_lock);
 	pthread_mutex_destroy(&s->intake_lock);
@@ -460,16 +461,183 @@ struct buffer *session_buffer_lookup(struct session *s, uint32_t handle)
 	return e ? e->b : NULL;
 }
 
+/* tokens generated so far by admitted buffer b */
+static uint32_t kv_generated(const struct buffer *b)
+{
+	uint64_t tokens = atomic_load(&b->extent) / b->kv_bytes_per_token;
+	uint64_t g = tokens > b->kv_context ? tokens - b->kv_context : 0;
+	return g < b->kv_max_new ? (uint32_t)g : b->kv_max_new;
+}
+
 int session_buffer_free(struct session *s, uint32_t handle)
 {
 	struct buffer_slot *e = slot_of(s, handle);
 	if (!e)
 		return -TDM_EHANDLE;
 	struct buffer *b = e->b;
+	if (b->kv_tier) { /* a request ended: its length joins the history */
+		if (!s->kv_hist)
+			s->kv_hist = calloc(1, sizeof(*s->kv_hist));
+		if (s->kv_hist)
+			kv_hist_add(s->kv_hist, kv_generated(b));
+	}
 	slot_give(s, (uint32_t)(e - s->slots));
 	s->nbufs_live--;
 	buffer_unref(b); /* graphs in flight keep their own references */
 	return 0;
+}
+
+static const struct kv_hist no_history;
+
+static struct kv_req kv_req_of(const struct session *s, const struct buffer *b)
+{
+	uint32_t g = kv_generated(b);
+	const struct kv_hist *h = s->kv_hist ? s->kv_hist : &no_history;
+	uint64_t used = atomic_load(&b->extent);
+	uint64_t ctx = (uint64_t)b->kv_context * b->kv_bytes_per_token;
+	return (struct kv_req){ .used = used > ctx ? used : ctx,
+		                .bytes_per_token = b->kv_bytes_per_token,
+		                .remaining = kv_predict_remaining(h, g, b->kv_max_new - g) };
+}
+
+static uint64_t peak_of(const struct kv_req *reqs, size_t n, const struct kv_req *extra,
+                        struct kv_req *scratch)
+{
+	memcpy(scratch, reqs, n * sizeof(*reqs));
+	if (extra)
+		scratch[n++] = *extra;
+	return kv_peak(scratch, n);
+}
+
+static uint64_t room(uint64_t budget, uint64_t peak)
+{
+	return budget > peak ? budget - peak : 0;
+}
+
+int session_kv_admit(struct session *s, const struct tdm_kv_admit_req *req,
+                     struct tdm_kv_admit_reply *r)
+{
+	const struct daemon_config *cfg = s->env->cfg;
+	struct buffer *b = NULL;
+
+	memset(r, 0, sizeof(*r));
+	if (req->reserved[0] || req->reserved[1])
+		return -TDM_EPROTO;
+	if (req->tier > TDM_TIER_HOST)
+		return -TDM_EINVAL;
+	if (!req->handle) {
+		if (req->bytes_per_token || req->context_tokens || req->max_new_tokens || req->tier)
+			return -TDM_EINVAL;
+	} else {
+		b = session_buffer_lookup(s, req->handle);
+		if (!b)
+			return -TDM_EHANDLE;
+		if (!b->growable || !req->bytes_per_token || !req->context_tokens ||
+		    !req->max_new_tokens)
+			return -TDM_EINVAL;
+		uint64_t tokens = (uint64_t)req->context_tokens + req->max_new_tokens;
+		if (req->bytes_per_token > b->bytes || tokens > b->bytes / req->bytes_per_token)
+			return -TDM_ERANGE;
+	}
+
+	/* This client's admitted requests, b aside, and what they hold. */
+	size_t n = 0, ndev = 0;
+	for (uint32_t i = 0; i < s->slots_used; i++) {
+		struct buffer *o = s->slots[i].b;
+		n += o && o != b && o->kv_tier;
+	}
+	struct kv_req *all = calloc(2 * n + 2, sizeof(*all));
+	struct kv_req *dev = calloc(n + 1, sizeof(*dev));
+	struct kv_req *scratch = calloc(n + 1, sizeof(*scratch));
+	if (!all || !dev || !scratch) {
+		free(all);
+		free(dev);
+		free(scratch);
+		return -TDM_ENOMEM;
+	}
+	n = 0;
+	uint64_t admitted_charged = 0, dev_resident = 0;
+	for (uint32_t i = 0; i < s->slots_used; i++) {
+		struct buffer *o = s->slots[i].b;
+		if (!o || o == b || !o->kv_tier)
+			continue;
+		all[n++] = kv_req_of(s, o);
+		admitted_charged += atomic_load(&o->charged);
+		if (o->kv_tier == TDM_TIER_DEVICE) {
+			dev[ndev++] = all[n - 1];
+			dev_resident += atomic_load(&o->extent);
+		}
+	}
+
+	/* Host: every KV is backed there, so the quota bounds them all; what
+	 * is not admitted KV is taken off it. Devices: the room left on every
+	 * device node, plus what this client's device-tier KV holds there. */
+	uint64_t b_charged = b ? atomic_load(&b->charged) : 0;
+	uint64_t other = atomic_load(&s->buffer_bytes) - admitted_charged - b_charged;
+	uint64_t host_budget = room(cfg->buffer_quota_bytes, other);
+	const struct uid_usage *u = s->usage;
+	if (u && u->limited) {
+		uint64_t uid_other = atomic_load(&u->buffer_bytes) - admitted_charged - b_charged;
+		uint64_t uid_room = room(cfg->uid_buffer_quota_bytes, uid_other);
+		if (uid_room < host_budget)
+			host_budget = uid_room;
+	}
+	uint64_t dev_budget = 0;
+	if (s->env->res && residency_has_devices(s->env->res)) {
+		uint64_t cap = 0, used = 0;
+		for (unsigned k = 1; k < s->env->res->nnodes; k++) {
+			struct res_node_stats st;
+			residency_node_stats(s->env->res, k, &st);
+			cap += st.cap;
+			used += st.used;
+		}
+		if (b && b->kv_tier == TDM_TIER_DEVICE)
+			dev_resident += atomic_load(&b->extent);
+		/* What the devices hold for others (weights, other clients):
+		 * this client's device-tier KV, resident or not, is counted by
+		 * its predicted peak instead. */
+		dev_budget = room(cap, room(used, dev_resident));
+	}
+
+	int err = 0;
+	uint64_t host_peak, dev_peak;
+	if (!b) {
+		host_peak = peak_of(all, n, NULL, scratch);
+		dev_peak = peak_of(dev, ndev, NULL, scratch);
+		r->peak_bytes = host_peak;
+	} else {
+		uint32_t was = b->kv_tier, was_context = b->kv_context, was_max_new = b->kv_max_new;
+		uint64_t was_bpt = b->kv_bytes_per_token;
+		b->kv_tier = TDM_TIER_HOST; /* the least it gets once admitted */
+		b->kv_context = req->context_tokens;
+		b->kv_max_new = req->max_new_tokens;
+		b->kv_bytes_per_token = req->bytes_per_token;
+		struct kv_req me = kv_req_of(s, b);
+		r->predicted_new_tokens = me.remaining;
+		host_peak = peak_of(all, n, &me, scratch);
+		dev_peak = peak_of(dev, ndev, &me, scratch);
+		if (host_peak > host_budget) {
+			/* As it was; the client queues the request. */
+			b->kv_tier = was;
+			b->kv_context = was_context;
+			b->kv_max_new = was_max_new;
+			b->kv_bytes_per_token = was_bpt;
+			err = -TDM_EQUOTA;
+		} else if (req->tier != TDM_TIER_HOST && dev_peak <= dev_budget) {
+			b->kv_tier = TDM_TIER_DEVICE;
+		}
+		if (b->kv_tier != TDM_TIER_DEVICE)
+			dev_peak = peak_of(dev, ndev, NULL, scratch);
+		r->tier = err ? 0 : b->kv_tier;
+		r->peak_bytes = r->tier == TDM_TIER_DEVICE ? dev_peak : host_peak;
+	}
+	r->history = s->kv_hist ? s->kv_hist->n : 0;
+	r->device_free_bytes = room(dev_budget, dev_peak);
+	r->host_free_bytes = room(host_budget, host_peak);
+	free(all);
+	free(dev);
+	free(scratch);
+	return err;
 }
 
 void buffer_unref(struct buffer *b)

@@ -12,6 +12,7 @@
 #include "daemon/config.h"
 #include "engine/engine.h"
 #include "graph/build.h"
+#include "placement/kv_admit.h"
 #include "tandem/wire.h"
 
 struct session;
@@ -79,6 +80,11 @@ struct buffer {
 	bool growable;
 	uint64_t backed; /* growable: bytes backed by chunks, [0, backed) (under intake_lock) */
 	uint32_t nchunks;
+	/* Admitted as a request's KV (session_kv_admit; under intake_lock):
+	 * its tier (0: not admitted) and what the client said of it. */
+	uint32_t kv_tier;
+	uint32_t kv_context, kv_max_new;
+	uint64_t kv_bytes_per_token;
 };
 
 /* A graph as the daemon holds it: the engine's graph plus what the session
@@ -161,6 +167,10 @@ struct session {
 	_Atomic uint64_t buffer_bytes; /* quota accounting, incl. freed-but-in-use */
 	_Atomic uint32_t buffers_count; /* same, in buffers */
 	_Atomic uint64_t reserved_va; /* address space of growable buffers */
+	/* Output lengths of this client's admitted requests so far, for
+	 * predicting the next ones (under intake_lock; NULL until one ends):
+	 * a client's history is its own, so no client skews another's. */
+	struct kv_hist *kv_hist;
 	_Atomic uint32_t tasks_in_flight;
 	_Atomic uint32_t graphs_in_flight; /* quota: accepted or building, not done */
 	_Atomic uint32_t graphs_unposted; /* not yet released: drain waits for these */
@@ -212,6 +222,17 @@ int session_buffer_reserve(struct session *s, uint64_t capacity, uint32_t flags,
 int session_buffer_grow(struct session *s, uint32_t handle, uint64_t used,
                         struct tdm_buf_grow_reply *r, int *fd_out);
 int session_buffer_free(struct session *s, uint32_t handle);
+/* KV admission (caller holds intake_lock): with req->handle 0, what each
+ * tier can still hold at the predicted peak of this client's admitted
+ * requests; else admits growable buffer handle as a request of
+ * context_tokens + at most max_new_tokens, into the device tier when the
+ * devices' predicted peak has room (and the client did not ask for the
+ * host), else the host tier (demoted rather than refused), or
+ * -TDM_EQUOTA when even the quota cannot hold the predicted peak (queue
+ * it). Again for an admitted buffer: its tier is decided anew (a request
+ * the devices can no longer hold is demoted). r is filled either way. */
+int session_kv_admit(struct session *s, const struct tdm_kv_admit_req *req,
+                     struct tdm_kv_admit_reply *r);
 struct buffer *session_buffer_lookup(struct session *s, uint32_t handle);
 /* The buffer in table slot i (0 <= i < slots_used), or NULL. */
 struct buffer *session_buffer_at(struct session *s, uint32_t i);

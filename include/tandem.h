@@ -187,6 +187,30 @@ int tdm_buffer_reserve(tdm_client *c, size_t capacity, uint32_t flags, tdm_buffe
  * the capacity: -TDM_ERANGE; over the quota: -TDM_EQUOTA, and the buffer
  * stays as it was. */
 int tdm_buffer_grow(tdm_client *c, tdm_buffer handle, size_t used);
+/* KV admission. Tiers (TDM_TIER_DEVICE, TDM_TIER_HOST) are in
+ * tandem/wire.h. In: bytes_per_token, context_tokens, max_new_tokens (the
+ * request's prompt and its output limit) and tier (TDM_TIER_ANY, or the
+ * tier wanted). Out: the rest. */
+struct tdm_kv_admission {
+	uint64_t bytes_per_token;
+	uint32_t context_tokens, max_new_tokens;
+	uint32_t tier;
+	uint32_t predicted_new_tokens; /* what the daemon expects it to generate */
+	uint32_t history; /* this client's past output lengths behind the guess */
+	uint64_t peak_bytes; /* predicted peak of the tier it went to, itself included */
+	uint64_t device_free_bytes, host_free_bytes; /* what each tier can still take */
+};
+/* Admits a request whose KV is growable buffer h: the daemon predicts the
+ * peak KV of this client's admitted requests over their remaining outputs
+ * (Past-Future: from the output lengths of its earlier requests, each
+ * request's progress, and its limit) and answers a->tier: the device
+ * tier when the devices' memory holds that peak (and a->tier did not ask
+ * for the host), else the host tier (demoted rather than refused);
+ * -TDM_EQUOTA when the quota cannot hold it even on the host (queue it).
+ * Call it again for an admitted request to have its tier decided anew; its
+ * length joins the history when the buffer is freed. h == 0 only asks:
+ * device_free_bytes and host_free_bytes (the in-fields must be 0). */
+int tdm_kv_admit(tdm_client *c, tdm_buffer h, struct tdm_kv_admission *a);
 /* Releases a buffer. Graphs already submitted keep it alive until they end. */
 int tdm_buffer_free(tdm_client *c, tdm_buffer handle);
 
