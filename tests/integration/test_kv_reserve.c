@@ -3,7 +3,8 @@
  * them in the client's view; the status document charges the backed
  * bytes; growth past the quota fails with EQUOTA and a line in the log;
  * a raw client's attempt to name undeclared bytes is rejected with
- * ERANGE and the daemon keeps serving. Each test runs its own daemon. */
+ * ERANGE and the daemon keeps serving; KV admission answers by the
+ * predicted peak. Each test runs its own daemon. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -227,6 +228,44 @@ static void test_raw_beyond_declared(void **state)
 	tdmt_test_ok();
 }
 
+/* Admission through libtandem: asking, admitting, and the answer's
+ * figures; the quota bounds the predicted peak on every tier. */
+static void test_admit(void **state)
+{
+	(void)state;
+	tdm_client *c;
+	tdm_buffer kv, kv2;
+	void *p;
+
+	start("[profiler]\ncalibrate = false\n[limits]\nbuffer_quota_bytes = \"64MiB\"\n");
+	OK(tdmt_connect(d.sock, &c));
+	struct tdm_kv_admission a = { 0 };
+	OK(tdm_kv_admit(c, 0, &a));
+	assert_int_equal(a.host_free_bytes, 64 * MiB);
+	OK(tdm_buffer_reserve(c, GiB, TDM_BUF_KV, &kv, &p));
+	OK(tdm_buffer_grow(c, kv, 8 * MiB));
+	a = (struct tdm_kv_admission){ .bytes_per_token = MiB,
+		                       .context_tokens = 8,
+		                       .max_new_tokens = 24 };
+	OK(tdm_kv_admit(c, kv, &a));
+	assert_true(a.tier == TDM_TIER_HOST || a.tier == TDM_TIER_DEVICE);
+	assert_int_equal(a.predicted_new_tokens, 24);
+	assert_int_equal(a.history, 0);
+	OK(tdm_buffer_reserve(c, GiB, TDM_BUF_KV, &kv2, &p));
+	/* At the first one's end (24 tokens on) the two would hold 32 + 64
+	 * MiB: more than the quota, whatever the tier. */
+	a = (struct tdm_kv_admission){ .bytes_per_token = MiB,
+		                       .context_tokens = 40,
+		                       .max_new_tokens = 32 };
+	assert_int_equal(tdm_kv_admit(c, kv2, &a), -TDM_EQUOTA);
+	assert_int_equal(a.tier, 0);
+	a.max_new_tokens = 4; /* peak 12 + 44 MiB when it ends */
+	OK(tdm_kv_admit(c, kv2, &a));
+	assert_int_equal(a.host_free_bytes, 64 * MiB - 56 * MiB);
+	tdm_disconnect(c);
+	tdmt_test_ok();
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -235,6 +274,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_grow_past_quota, test_setup, test_teardown),
 		cmocka_unit_test_setup_teardown(test_raw_beyond_declared, test_setup,
 		                                test_teardown),
+		cmocka_unit_test_setup_teardown(test_admit, test_setup, test_teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -165,6 +165,7 @@ static void test_shared_library_versions(void **state)
 	assert_null(dlvsym(h, "tdm_reconnect", "TANDEM_1"));
 	assert_non_null(dlvsym(h, "tdm_buffer_reserve", "TANDEM_2"));
 	assert_non_null(dlvsym(h, "tdm_buffer_grow", "TANDEM_2"));
+	assert_non_null(dlvsym(h, "tdm_kv_admit", "TANDEM_2"));
 	assert_null(dlvsym(h, "tdm_buffer_grow", "TANDEM_1"));
 	/* what is not the API stays inside */
 	assert_null(dlsym(h, "error_names"));
