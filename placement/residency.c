@@ -320,7 +320,8 @@ static int replica_fit(struct residency *r, unsigned node, struct res_data *d, b
 		p->mem_bytes = d->bytes;
 		return 0;
 	}
-	if (p->pins || p->holds || prefetch)
+	/* A hold (a prefetched task) may lose the memory: it keeps the next. */
+	if (p->pins || prefetch)
 		return -TDM_ENOMEM;
 	if (p->state == REPLICA_OWNER) {
 		int err = settle(p);
