@@ -5,6 +5,7 @@
  * a raw client's attempt to name undeclared bytes is rejected with
  * ERANGE and the daemon keeps serving; KV admission answers by the
  * predicted peak. Each test runs its own daemon. */
+#include <jansson.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -105,6 +106,57 @@ static void test_reserve_grow_append(void **state)
 	assert_int_equal(tdm_buffer_reserve(c, MiB, 0, &kv, &p), -TDM_EINVAL);
 	OK(tdm_buffer_free(c, kv));
 	assert_int_equal(charged(), 0);
+	tdm_disconnect(c);
+	tdmt_test_ok();
+}
+
+/* On an OpenCL device only (PoCL here; skipped without one), where the
+ * device copy cannot grow in place: rows appended by tasks on the device,
+ * token by token, all reach the client's view, so reallocating the
+ * device copy as the buffer grows (written back first) loses nothing. */
+static void test_append_on_opencl(void **state)
+{
+	(void)state;
+	tdm_client *c;
+	struct tdmt_kernels k;
+	tdm_buffer kv;
+	void *p;
+
+	start("[profiler]\ncalibrate = false\n[devices]\ninclude = [\"clcpu0\"]\n");
+	OK(tdmt_connect(d.sock, &c));
+	if (tdm_device_count(c) == 0) {
+		tdm_disconnect(c);
+		tdmt_test_ok();
+		skip();
+	}
+	OK(tdm_kernel_lookup(c, "fill", &k.fill)); /* no CPU-only kernel (spin) here */
+	OK(tdm_buffer_reserve(c, 256 * MiB, TDM_BUF_KV, &kv, &p));
+	const uint64_t row = 4096;
+	uint64_t used = 0;
+	for (int t = 0; t < 200; t++) {
+		OK(tdm_buffer_grow(c, kv, used + row));
+		tdm_graph *g = tdm_graph_new(c);
+		OK(tdmt_add_fill(g, &k, kv, used, row, (float)t + 1.0f, NULL));
+		OK(tdm_graph_submit(g));
+		OK(tdm_wait(g, 30000 * MS));
+		tdm_graph_free(g);
+		used += row;
+	}
+	for (int t = 0; t < 200; t++) {
+		const float *f = (const float *)((const char *)p + (uint64_t)t * row);
+		for (uint64_t i = 0; i < row / 4; i++)
+			if (f[i] != (float)t + 1.0f)
+				fail_msg("row %d [%llu] = %g", t, (unsigned long long)i, f[i]);
+	}
+	/* The device kept its copy of the whole KV (as the buffer grew). */
+	char *text = tdmt_status_json(d.sock);
+	assert_non_null(text);
+	json_t *doc = json_loads(text, 0, NULL);
+	free(text);
+	json_t *dev = json_array_get(json_object_get(doc, "devices"), 0);
+	assert_non_null(dev);
+	assert_true(json_integer_value(json_object_get(dev, "mem_used")) >= (json_int_t)used);
+	json_decref(doc);
 	tdm_disconnect(c);
 	tdmt_test_ok();
 }
@@ -271,6 +323,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_reserve_grow_append, test_setup,
 		                                test_teardown),
+		cmocka_unit_test_setup_teardown(test_append_on_opencl, test_setup, test_teardown),
 		cmocka_unit_test_setup_teardown(test_grow_past_quota, test_setup, test_teardown),
 		cmocka_unit_test_setup_teardown(test_raw_beyond_declared, test_setup,
 		                                test_teardown),
