@@ -49,6 +49,8 @@ static uint64_t sat_mul(uint64_t a, uint64_t b)
 
 uint64_t kv_peak(struct kv_req *reqs, size_t n)
 {
+	if (n == 0)
+		return 0;
 	qsort(reqs, n, sizeof(*reqs), cmp_remaining);
 	/* Suffix sums: the requests still running when the k-th finishes are
 	 * k..n-1 (equal remainders finish together, the sum is the same). */
