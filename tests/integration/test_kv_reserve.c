@@ -77,6 +77,25 @@ static void test_reserve_grow_append(void **state)
 	OK(tdm_buffer_grow(c, kv, MiB));
 	int64_t ch = charged();
 	assert_true(ch >= (int64_t)MiB && ch <= (int64_t)(MiB + MiB / 25));
+	/* The status document shows the capacity, the use and the backing. */
+	char *text = tdmt_status_json(d.sock);
+	assert_non_null(text);
+	json_t *doc = json_loads(text, 0, NULL);
+	free(text);
+	json_t *clients = json_object_get(doc, "clients"), *buf = NULL;
+	for (size_t i = 0; i < json_array_size(clients); i++) {
+		json_t *bufs = json_object_get(json_array_get(clients, i), "replicas");
+		for (size_t j = 0; j < json_array_size(bufs); j++)
+			if (json_integer_value(json_object_get(json_array_get(bufs, j),
+			                                       "handle")) == (json_int_t)kv)
+				buf = json_array_get(bufs, j);
+	}
+	assert_non_null(buf);
+	assert_int_equal(json_integer_value(json_object_get(buf, "bytes")),
+	                 (json_int_t)(100 * GiB));
+	assert_int_equal(json_integer_value(json_object_get(buf, "used")), (json_int_t)MiB);
+	assert_int_equal(json_integer_value(json_object_get(buf, "backed")), ch);
+	json_decref(doc);
 
 	/* Token by token: each row written by a task, after its growth. */
 	const uint64_t row = 16 << 10;
