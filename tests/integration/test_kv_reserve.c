@@ -129,25 +129,29 @@ static void test_reserve_grow_append(void **state)
 	tdmt_test_ok();
 }
 
-/* On an OpenCL device only (PoCL here; skipped without one), where the
- * device copy cannot grow in place: rows appended by tasks on the device,
- * token by token, all reach the client's view, so reallocating the
- * device copy as the buffer grows (written back first) loses nothing. */
-static void test_append_on_opencl(void **state)
+/* On one accelerator only (skipped without it): rows appended by tasks on
+ * the device, token by token, all reach the client's view, and the device
+ * keeps its copy of the whole KV as it grows: in place on CUDA (VMM), by
+ * reallocation on OpenCL (PoCL here), written back first, losing nothing. */
+static void append_on(const char *device)
 {
-	(void)state;
 	tdm_client *c;
 	struct tdmt_kernels k;
 	tdm_buffer kv;
 	void *p;
+	char toml[160];
 
-	start("[profiler]\ncalibrate = false\n[devices]\ninclude = [\"clcpu0\"]\n");
-	OK(tdmt_connect(d.sock, &c));
-	if (tdm_device_count(c) == 0) {
-		tdm_disconnect(c);
+	snprintf(toml, sizeof(toml),
+	         "[profiler]\ncalibrate = false\n[devices]\ninclude = [\"%s\"]\n", device);
+	if (tdmt_daemon_start(&d, toml) != 0) {
+		if (!tdmt_log_contains(&d, "no device to run tasks on"))
+			fail_msg("tandemd did not start (status %d)", d.exit_status);
+		printf("%s: no such device here, skipped\n", device);
 		tdmt_test_ok();
 		skip();
 	}
+	OK(tdmt_connect(d.sock, &c));
+	assert_int_equal(tdm_device_count(c), 1);
 	OK(tdm_kernel_lookup(c, "fill", &k.fill)); /* no CPU-only kernel (spin) here */
 	OK(tdm_buffer_reserve(c, 256 * MiB, TDM_BUF_KV, &kv, &p));
 	const uint64_t row = 4096;
@@ -178,6 +182,18 @@ static void test_append_on_opencl(void **state)
 	json_decref(doc);
 	tdm_disconnect(c);
 	tdmt_test_ok();
+}
+
+static void test_append_on_opencl(void **state)
+{
+	(void)state;
+	append_on("clcpu0");
+}
+
+static void test_append_on_cuda(void **state)
+{
+	(void)state;
+	append_on("cuda0");
 }
 
 /* Past the quota: EQUOTA, a line in the log, and the buffer as it was. */
@@ -343,6 +359,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_reserve_grow_append, test_setup,
 		                                test_teardown),
 		cmocka_unit_test_setup_teardown(test_append_on_opencl, test_setup, test_teardown),
+		cmocka_unit_test_setup_teardown(test_append_on_cuda, test_setup, test_teardown),
 		cmocka_unit_test_setup_teardown(test_grow_past_quota, test_setup, test_teardown),
 		cmocka_unit_test_setup_teardown(test_raw_beyond_declared, test_setup,
 		                                test_teardown),
