@@ -183,7 +183,7 @@ $(BUILD)/tests/replay_%: $(BUILD)/obj/tests/fuzz/fuzz_%.o $(BUILD)/obj/tests/fuz
 # wins over the pattern below.
 CORE_BENCHES := $(BUILD)/bench/bench_devices $(BUILD)/bench/bench_overlap $(BUILD)/bench/bench_models \
 	$(BUILD)/bench/bench_stg $(BUILD)/bench/bench_policies $(BUILD)/bench/bench_sim \
-	$(BUILD)/bench/bench_intake $(BUILD)/bench/bench_plan_exec
+	$(BUILD)/bench/bench_intake $(BUILD)/bench/bench_plan_exec $(BUILD)/bench/bench_llm_sim
 CORE_BENCHES += $(BUILD)/bench/bench_kv_waste
 $(CORE_BENCHES): $(BUILD)/bench/%: $(BUILD)/obj/tests/bench/%.o $(CORE_LIB)
 	@mkdir -p $(dir $@)
@@ -215,7 +215,7 @@ KILL_PROBE_ASAN := kill-probe-asan
 endif
 bench-run: all $(BENCHES) $(INTEG_TESTS) $(KILL_PROBE_ASAN)
 	@BUILD=$(BUILD) sh tests/bench/run_bench.sh $(BENCHES) tests/bench/sim_fidelity.sh \
-		tests/bench/dos_probe.sh tests/bench/kill_probe.sh
+		tests/bench/dos_probe.sh tests/bench/kill_probe.sh tests/bench/llm_serve.sh
 .PHONY: kill-probe-asan
 kill-probe-asan:
 	@$(MAKE) --no-print-directory SANITIZE=address,undefined all \

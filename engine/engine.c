@@ -6,6 +6,8 @@
 #include <hwloc.h>
 #include <math.h>
 #include <poll.h>
+#include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
@@ -1003,6 +1005,12 @@ size_t engine_sim_stage(struct engine *e, unsigned wi)
 	return n;
 }
 
+bool engine_sim_full(const struct engine *e, unsigned wi)
+{
+	const struct worker *w = &e->workers[wi];
+	return w->pipe && !w->deferred && w->pipe_n >= w->depth;
+}
+
 uint32_t engine_sim_epoch(const struct engine *e)
 {
 	return atomic_load_explicit(&((struct engine *)e)->epoch, memory_order_relaxed);
@@ -1290,6 +1298,24 @@ static int init_support(struct engine *e)
 	return 0;
 }
 
+/* engine_create's parameters are refused: why, to the caller's buffer or
+ * the log. */
+static int refuse(const struct engine_params *p, const char *fmt, ...)
+        __attribute__((format(printf, 2, 3)));
+static int refuse(const struct engine_params *p, const char *fmt, ...)
+{
+	char why[256];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(why, sizeof(why), fmt, ap);
+	va_end(ap);
+	if (p->why && p->whylen)
+		snprintf(p->why, p->whylen, "%s", why);
+	else
+		log_error("%s", why);
+	return -TDM_EINVAL;
+}
+
 int engine_create(const struct engine_params *p, struct engine **out)
 {
 	struct engine *e;
@@ -1297,19 +1323,29 @@ int engine_create(const struct engine_params *p, struct engine **out)
 	int err;
 
 	if (!p->policy || !p->clock || !p->hooks.graph_done || p->ndevices == 0)
-		return -TDM_EINVAL;
+		return refuse(p, "engine: %s",
+		              !p->policy             ? "no policy"
+		              : !p->clock            ? "no clock"
+		              : !p->hooks.graph_done ? "no graph_done hook"
+		                                     : "no devices");
 	/* The seams' versions: a policy or backend built for another one is
 	 * refused before it is called. */
 	char why[160];
-	if (policy_check(p->policy, why, sizeof(why)) != 0) {
-		log_error("%s", why);
-		return -TDM_EINVAL;
-	}
+	if (policy_check(p->policy, why, sizeof(why)) != 0)
+		return refuse(p, "%s", why);
 	for (size_t i = 0; i < p->ndevices; i++)
-		if (backend_check(p->devices[i].ops, why, sizeof(why)) != 0) {
-			log_error("%s: %s", p->devices[i].name, why);
-			return -TDM_EINVAL;
-		}
+		if (backend_check(p->devices[i].ops, why, sizeof(why)) != 0)
+			return refuse(p, "%s: %s", p->devices[i].name, why);
+	/* An accelerator-shaped device stages its tasks' data on its memory
+	 * node: one the residency knows, the host's (simulated cores, node 0)
+	 * or one added for it. */
+	for (size_t i = 0; i < p->ndevices; i++)
+		if (backend_is_accelerator(&p->devices[i]) &&
+		    (!p->res || p->devices[i].node >= p->res->nnodes))
+			return refuse(p, "%s: an accelerator on memory node %u, but %s",
+			              p->devices[i].name, (unsigned)p->devices[i].node,
+			              p->res ? "the residency has no such node"
+			                     : "the engine was given no residency");
 	e = calloc(1, sizeof(*e));
 	if (!e)
 		return -TDM_ENOMEM;
@@ -1353,10 +1389,6 @@ int engine_create(const struct engine_params *p, struct engine **out)
 		e->workers[i].host = !backend_is_accelerator(&d->dev);
 		e->nhost += e->workers[i].host;
 		if (backend_is_accelerator(&d->dev)) {
-			if (!p->res || !residency_has_devices(p->res)) {
-				engine_destroy(e);
-				return -TDM_EINVAL;
-			}
 			e->has_accel = true;
 			/* Only simulated devices are accelerator-shaped on the host
 			 * node: a CPU core takes one task at a time. */

@@ -67,6 +67,10 @@ struct engine_params {
 	/* A policy that holds ready tasks while every worker idles this long
 	 * is replaced by a plain FIFO (0: 500 ms). */
 	uint32_t watchdog_ms;
+	/* When given: why engine_create refused its parameters (-TDM_EINVAL),
+	 * instead of the log. */
+	char *why;
+	size_t whylen;
 };
 
 int engine_create(const struct engine_params *p, struct engine **out);
@@ -123,6 +127,9 @@ double engine_task_floor_ns(const struct engine *e, uint32_t kernel,
  *   engine_sim_stalled: nothing is staged anywhere; if the policy still
  *     holds ready tasks the watchdog replaces it (returns true). */
 size_t engine_sim_stage(struct engine *e, unsigned w);
+/* w's pipeline is full: engine_sim_stage would take nothing before one of
+ * w's tasks completes. */
+bool engine_sim_full(const struct engine *e, unsigned w);
 /* Moves whenever tasks reach the policy: a worker that found nothing need
  * not look again before it moved (or before its own task completed). */
 uint32_t engine_sim_epoch(const struct engine *e);

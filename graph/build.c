@@ -16,15 +16,27 @@
 #define GB_KEEP_BUFS_BITS 8
 #define GB_KEEP_EDGES 4096
 #define GB_KEEP_READERS 1024
+#define GB_KEEP_SEGS 512 /* pieces, in one spare array (12 KiB) */
 
-/* A buffer's state: its last writer and the tasks that read it since
- * (a list in gb->readers, most recent first). A slot is in use when its
- * gen is the builder's. */
+/* A piece of a buffer: its last writer and the tasks that read it since
+ * (a list in gb->readers, most recent first). */
+struct gb_seg {
+	uint64_t off, end;
+	uint32_t writer; /* GB_NONE: none in this graph */
+	uint32_t readers; /* GB_NONE: none */
+};
+
+/* A buffer's state: the pieces accessed so far, sorted and disjoint (gaps
+ * were never accessed), found by binary search. A buffer used whole has
+ * one piece, kept inline; a pool of N slices about 2N, so an access costs
+ * O(log N) plus the pieces it touches. A slot is in use when its gen is
+ * the builder's. */
 struct gb_buffer {
 	uint64_t key;
-	uint32_t writer; /* GB_NONE: none yet */
-	uint32_t readers; /* GB_NONE: none */
 	uint32_t gen;
+	uint32_t nsegs, segs_cap; /* segs_cap 1: the inline one */
+	struct gb_seg *segs; /* NULL: &one */
+	struct gb_seg one;
 };
 
 struct gb_reader {
@@ -41,8 +53,35 @@ void graph_build_init(struct graph_build *gb, uint32_t ntasks_hint, uint32_t max
 	gb->unique = true;
 }
 
+/* Frees the piece arrays of the current graph's buffers but one, kept as
+ * the spare for the next graph's first buffer that needs one (a stream of
+ * decode steps over one pooled buffer allocates nothing for it). */
+static void free_segs(struct graph_build *gb, bool keep)
+{
+	for (uint32_t i = 0; gb->seg_arrays && i < (1u << gb->bufs_bits); i++) {
+		struct gb_buffer *b = &gb->bufs[i];
+		if (b->gen != gb->gen || !b->segs)
+			continue;
+		if (keep && b->segs_cap <= GB_KEEP_SEGS && b->segs_cap > gb->spare_cap) {
+			free(gb->spare);
+			gb->spare = b->segs;
+			gb->spare_cap = b->segs_cap;
+		} else {
+			free(b->segs);
+		}
+		b->segs = NULL;
+		gb->seg_arrays--;
+	}
+	if (!keep) {
+		free(gb->spare);
+		gb->spare = NULL;
+		gb->spare_cap = 0;
+	}
+}
+
 void graph_build_fini(struct graph_build *gb)
 {
+	free_segs(gb, false);
 	free(gb->tasks);
 	free(gb->edges);
 	free(gb->data);
@@ -65,6 +104,7 @@ void graph_build_reset(struct graph_build *gb, uint32_t ntasks_hint, uint32_t ma
 		gb->edges = NULL;
 		gb->edges_cap = 0;
 	}
+	free_segs(gb, true);
 	if (gb->bufs_bits > GB_KEEP_BUFS_BITS || ++gb->gen == 0) {
 		free(gb->bufs);
 		gb->bufs = NULL;
@@ -229,14 +269,12 @@ static struct gb_buffer *buffer_of(struct graph_build *gb, uint64_t key, bool *f
 		return buffer_of(gb, key, fresh);
 	}
 	gb->nbufs++;
-	gb->bufs[s] = (struct gb_buffer){
-		.key = key, .writer = GB_NONE, .readers = GB_NONE, .gen = gb->gen
-	};
+	gb->bufs[s] = (struct gb_buffer){ .key = key, .gen = gb->gen, .segs_cap = 1 };
 	*fresh = true;
 	return &gb->bufs[s];
 }
 
-static int add_reader(struct graph_build *gb, struct gb_buffer *b, uint32_t task)
+static int add_reader(struct graph_build *gb, uint32_t *head, uint32_t task)
 {
 	uint32_t r = gb->free_reader;
 	if (r != GB_NONE) {
@@ -252,50 +290,207 @@ static int add_reader(struct graph_build *gb, struct gb_buffer *b, uint32_t task
 		}
 		r = gb->nreaders++;
 	}
-	gb->readers[r] = (struct gb_reader){ .task = task, .next = b->readers };
-	b->readers = r;
+	gb->readers[r] = (struct gb_reader){ .task = task, .next = *head };
+	*head = r;
 	return 0;
+}
+
+/* Gives a reader list back to the pool. */
+static void free_readers(struct graph_build *gb, uint32_t head)
+{
+	if (head == GB_NONE)
+		return;
+	uint32_t last = head;
+	while (gb->readers[last].next != GB_NONE)
+		last = gb->readers[last].next;
+	gb->readers[last].next = gb->free_reader;
+	gb->free_reader = head;
+}
+
+static struct gb_seg *segs_of(struct gb_buffer *b)
+{
+	return b->segs ? b->segs : &b->one;
+}
+
+/* The first piece ending after x. */
+static uint32_t seg_after(struct gb_buffer *b, uint64_t x)
+{
+	const struct gb_seg *s = segs_of(b);
+	uint32_t lo = 0, hi = b->nsegs;
+	/* At or near the end first: slices accessed in order, rows appended. */
+	if (!hi || s[hi - 1].end <= x)
+		return hi;
+	if (hi == 1 || s[hi - 2].end <= x)
+		return hi - 1;
+	while (lo < hi) {
+		uint32_t mid = lo + (hi - lo) / 2;
+		if (s[mid].end <= x)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo;
+}
+
+/* Inserts v as piece i. */
+static int seg_insert(struct graph_build *gb, struct gb_buffer *b, uint32_t i, struct gb_seg v)
+{
+	if (b->nsegs == b->segs_cap) {
+		uint32_t ncap = b->segs_cap * 2;
+		struct gb_seg *n;
+		if (!b->segs && gb->spare) {
+			n = gb->spare;
+			ncap = gb->spare_cap;
+			gb->spare = NULL;
+			gb->spare_cap = 0;
+		} else {
+			n = b->segs ? realloc(b->segs, ncap * sizeof(*n))
+			            : malloc(ncap * sizeof(*n));
+			if (!n)
+				return -TDM_ENOMEM;
+		}
+		if (!b->segs) {
+			n[0] = b->one;
+			gb->seg_arrays++;
+		}
+		b->segs = n;
+		b->segs_cap = ncap;
+	}
+	struct gb_seg *s = segs_of(b);
+	memmove(&s[i + 1], &s[i], (b->nsegs - i) * sizeof(*s));
+	s[i] = v;
+	b->nsegs++;
+	return 0;
+}
+
+/* Splits piece i at x (inside it); the second half reads as the first. */
+static int seg_split(struct graph_build *gb, struct gb_buffer *b, uint32_t i, uint64_t x)
+{
+	struct gb_seg v = segs_of(b)[i];
+	uint32_t copy = GB_NONE, last = GB_NONE; /* indexes: the pool may move */
+	for (uint32_t r = v.readers; r != GB_NONE; r = gb->readers[r].next) {
+		uint32_t n = GB_NONE;
+		int err = add_reader(gb, &n, gb->readers[r].task);
+		if (err) {
+			free_readers(gb, copy);
+			return err;
+		}
+		if (last == GB_NONE)
+			copy = n;
+		else
+			gb->readers[last].next = n;
+		last = n;
+	}
+	v.off = x;
+	v.readers = copy;
+	int err = seg_insert(gb, b, i + 1, v);
+	if (err) {
+		free_readers(gb, copy);
+		return err;
+	}
+	segs_of(b)[i].end = x;
+	return 0;
+}
+
+/* Makes pieces i0..*i1 (out) tile [a, b) exactly: splits those that
+ * straddle an end, fills the gaps with fresh pieces. */
+static int seg_cover(struct graph_build *gb, struct gb_buffer *bf, uint64_t a, uint64_t b,
+                     uint32_t *i0, uint32_t *i1)
+{
+	uint32_t i = seg_after(bf, a);
+	int err;
+	if (i < bf->nsegs && segs_of(bf)[i].off < a) {
+		if ((err = seg_split(gb, bf, i, a)))
+			return err;
+		i++;
+	}
+	*i0 = i;
+	for (uint64_t x = a; x < b; i++) {
+		struct gb_seg *s = segs_of(bf);
+		if (i < bf->nsegs && s[i].off == x) {
+			if (s[i].end > b && (err = seg_split(gb, bf, i, b)))
+				return err;
+			x = segs_of(bf)[i].end;
+		} else {
+			uint64_t end = i < bf->nsegs && s[i].off < b ? s[i].off : b;
+			struct gb_seg v = {
+				.off = x, .end = end, .writer = GB_NONE, .readers = GB_NONE
+			};
+			if ((err = seg_insert(gb, bf, i, v)))
+				return err;
+			x = end;
+		}
+	}
+	*i1 = i;
+	return 0;
+}
+
+/* An edge from -> task unless it is the one just added (pieces of one
+ * range often share their writer or readers). */
+static inline int rule_edge(struct graph_build *gb, uint32_t from, uint32_t task)
+{
+	if (from == GB_NONE || from == task ||
+	    (gb->nedges && gb->last_to == task && gb->last_from1 == from + 1))
+		return 0;
+	return add_edge(gb, from, task);
 }
 
 int graph_build_access(struct graph_build *gb, uint32_t task, uint64_t key, uint64_t offset,
                        uint64_t length, uint8_t mode)
 {
-	/* Per whole buffer for now: every range of a buffer meets every other. */
-	(void)offset;
-	(void)length;
 	if (!gb->ntasks || task != gb->ntasks - 1 || !(mode & TDM_RW))
 		return -TDM_EINVAL;
+	uint64_t a = offset, b = length && offset + length > offset ? offset + length : UINT64_MAX;
 	bool fresh;
-	struct gb_buffer *b = buffer_of(gb, key, &fresh);
+	struct gb_buffer *buf = buffer_of(gb, key, &fresh);
+	uint32_t i0, i1;
 	int err;
-	if (!b)
+	if (!buf)
 		return -TDM_ENOMEM;
-	if (mode & TDM_W) {
-		if (b->readers != GB_NONE) {
-			/* After its readers; their list goes back to the pool. */
-			uint32_t r = b->readers, last;
-			do {
-				if (gb->readers[r].task != task &&
-				    (err = add_edge(gb, gb->readers[r].task, task)))
-					return err;
-				last = r;
-				r = gb->readers[r].next;
-			} while (r != GB_NONE);
-			gb->readers[last].next = gb->free_reader;
-			gb->free_reader = b->readers;
-			b->readers = GB_NONE;
-		} else if (b->writer != GB_NONE && b->writer != task &&
-		           (err = add_edge(gb, b->writer, task))) {
+	struct gb_seg *s = segs_of(buf);
+	if (buf->nsegs == 0) { /* the first access: the inline piece */
+		s[0] = (struct gb_seg){ .off = a, .end = b, .writer = GB_NONE, .readers = GB_NONE };
+		buf->nsegs = 1;
+		i0 = 0, i1 = 1;
+	} else if (buf->nsegs == 1 && s[0].off == a && s[0].end == b) {
+		i0 = 0, i1 = 1; /* the same range again (a buffer used whole) */
+	} else {
+		if ((err = seg_cover(gb, buf, a, b, &i0, &i1)))
 			return err;
+		s = segs_of(buf);
+	}
+	if (mode & TDM_W) {
+		/* Per piece: after the readers since its last write, or with
+		 * none after that write (the readers already follow it). */
+		for (uint32_t i = i0; i < i1; i++) {
+			if (s[i].readers == GB_NONE) {
+				if ((err = rule_edge(gb, s[i].writer, task)))
+					return err;
+				continue;
+			}
+			for (uint32_t r = s[i].readers; r != GB_NONE; r = gb->readers[r].next)
+				if ((err = rule_edge(gb, gb->readers[r].task, task)))
+					return err;
+			free_readers(gb, s[i].readers);
 		}
-		b->writer = task;
+		/* One piece now: this task wrote it. */
+		s[i0] = (struct gb_seg){ .off = a, .end = b, .writer = task, .readers = GB_NONE };
+		if (i1 - i0 > 1) {
+			memmove(&s[i0 + 1], &s[i1], (buf->nsegs - i1) * sizeof(*s));
+			buf->nsegs -= i1 - i0 - 1;
+		}
 		return fresh;
 	}
-	if (b->writer != GB_NONE && b->writer != task && (err = add_edge(gb, b->writer, task)))
-		return err;
-	if (b->readers != GB_NONE && gb->readers[b->readers].task == task)
-		return fresh; /* read twice by this task */
-	return (err = add_reader(gb, b, task)) ? err : fresh;
+	for (uint32_t i = i0; i < i1; i++) {
+		if ((err = rule_edge(gb, s[i].writer, task)))
+			return err;
+		uint32_t h = s[i].readers;
+		if (h != GB_NONE && gb->readers[h].task == task)
+			continue; /* read twice by this task */
+		if ((err = add_reader(gb, &s[i].readers, task)))
+			return err;
+	}
+	return fresh;
 }
 
 /* ---- the result ------------------------------------------------------------ */

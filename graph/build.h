@@ -5,17 +5,20 @@
  * workload generators their edges, so that a program has the same edges
  * wherever it runs.
  *
- * The dependency rule (graph_build_access), per buffer, in the order the
- * accesses are given (program order):
- *   - a read follows the buffer's last writer (read after write);
- *   - a write (TDM_W or TDM_RW) follows every task that read the buffer
- *     since its last write (write after read); with no such reader it
- *     follows the last writer (write after write, or read after write for
- *     TDM_RW). A write after readers gets no edge from the last writer:
- *     the readers already follow it.
- * A task never depends on itself (a buffer it uses twice adds nothing
- * between its own accesses). Accesses name a byte range; today the rule
- * holds per whole buffer, so any two ranges of a buffer overlap.
+ * The dependency rule (graph_build_access), per byte of each buffer, in
+ * the order the accesses are given (program order); accesses name byte
+ * ranges, and only overlapping ranges are ordered:
+ *   - a read follows the last writer of each byte it reads (read after
+ *     write);
+ *   - a write (TDM_W or TDM_RW) follows every task that read one of its
+ *     bytes since that byte's last write (write after read), and the last
+ *     writer of its bytes (write after write, or read after write for
+ *     TDM_RW) unless one such reader read all that writer wrote in the
+ *     range: that reader already follows it.
+ * So tasks on disjoint slices of one buffer (requests sharing a pooled KV
+ * cache) get no edge between them, and accesses to whole buffers get the
+ * edges of the per-buffer rule. A task never depends on itself (a buffer
+ * it uses twice adds nothing between its own accesses).
  *
  * Edges are unique in the result (a pair given twice, or both by the rule
  * and explicitly, is one edge); the successors of a task are in the order
@@ -32,6 +35,7 @@
 #include "graph/task.h"
 
 struct gb_buffer; /* a buffer's dependency state (build.c) */
+struct gb_seg;
 struct gb_reader;
 
 struct graph_build {
@@ -48,6 +52,9 @@ struct graph_build {
 	double *data; /* per edge, once graph_build_edge_data was called */
 	struct gb_buffer *bufs; /* open addressing on the key */
 	uint32_t nbufs, bufs_bits, gen;
+	uint32_t seg_arrays; /* buffers whose pieces went to the heap */
+	struct gb_seg *spare; /* a piece array kept from the last graph */
+	uint32_t spare_cap;
 	struct gb_reader *readers; /* each buffer's readers since its last write */
 	uint32_t nreaders, readers_cap, free_reader;
 };
@@ -69,7 +76,8 @@ int graph_build_task(struct graph_build *gb, const struct engine_task *t, uint32
 struct engine_task *graph_build_next(struct graph_build *gb);
 
 /* Task `task`, which must be the one added last, accesses [offset, offset
- * + length) of the buffer named by key in mode (TDM_R, TDM_W, TDM_RW):
+ * + length) of the buffer named by key (length 0: to its end) in mode
+ * (TDM_R, TDM_W, TDM_RW):
  * adds the edges of the rule. 1 when this is the graph's first access to
  * the buffer, 0 when not; -TDM_EINVAL (task is not the last one, or no
  * mode), -TDM_EQUOTA or -TDM_ENOMEM. */

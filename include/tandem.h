@@ -222,6 +222,12 @@ int tdm_kernel_lookup(tdm_client *c, const char *name, tdm_kernel *out);
 
 /* ---- graphs ---- */
 
+/* A task's argument: a byte range of a buffer. Dependencies and data
+ * movement are by range: tasks on disjoint ranges of one buffer (requests
+ * sharing a pooled KV cache) are not ordered, and only the bytes of a
+ * range missing where a task runs are copied there. A write-only argument
+ * (TDM_W) must be written whole by the kernel: its old contents are not
+ * copied in. */
 struct tdm_arg {
 	tdm_buffer buffer;
 	uint32_t mode; /* TDM_R, TDM_W, TDM_RW */

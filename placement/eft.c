@@ -85,14 +85,14 @@ static double copy_ns(const struct eft *x, uint16_t src, uint16_t dst, uint64_t 
 	return profiler_predict_copy(x->prof, src, dst, bytes);
 }
 
-/* A read of an argument costs nothing on `node` when a valid replica is
- * there or a committed task already plans one (planned bit). Validity comes
- * from the lock-free `remote` mask, which says which device nodes hold a
- * valid replica, and is 0 when the host copy is the only valid one. The
- * host copy is counted as valid only then: with remote != 0 it may be stale
- * (a device owns the data) and the mask cannot tell, so the estimate
- * charges a copy from the cheapest device replica. Conservative: it may
- * charge a copy the residency layer will not need, never the reverse. */
+/* A read of an argument costs the bytes of its range missing on `node`
+ * (residency_missing: from the lock-free masks when they tell, else from
+ * the validity map if its lock is free at once, else the whole range), or
+ * nothing when a committed task already plans the whole buffer there
+ * (planned bit). The source: the host when it holds the whole buffer,
+ * else the cheapest device holding some of it (the mask cannot tell which
+ * holds the missing bytes). Conservative: it may charge a copy the
+ * residency layer will not make, never the reverse. */
 double eft_transfer(const struct eft *x, const struct engine_task *t, uint16_t node)
 {
 	double sum = 0;
@@ -103,14 +103,17 @@ double eft_transfer(const struct eft *x, const struct engine_task *t, uint16_t n
 		struct res_data *d = t->data[i];
 		if (!d || !(t->kernel->arg_modes[i] & TDM_R))
 			continue;
-		uint32_t remote = atomic_load_explicit(&d->remote, memory_order_relaxed);
 		uint32_t planned = atomic_load_explicit(&d->planned, memory_order_relaxed);
-		if ((planned & bit) || (node == 0 ? remote == 0 : (remote & bit)))
+		if (planned & bit)
 			continue;
-		uint64_t len = t->call.len[i];
-		double best = remote == 0 ? copy_ns(x, 0, node, len) : INFINITY;
+		uint64_t len = residency_missing(d, node, t->call.off[i], t->call.len[i]);
+		if (!len)
+			continue;
+		uint32_t remote = atomic_load_explicit(&d->remote, memory_order_relaxed);
+		uint32_t full = atomic_load_explicit(&d->full, memory_order_relaxed);
+		double best = (full & 1u) || !remote ? copy_ns(x, 0, node, len) : INFINITY;
 		for (uint32_t s = 1; s < 32 && (remote >> s); s++)
-			if ((remote >> s) & 1u) {
+			if (((remote >> s) & 1u) && s != node) {
 				double c = copy_ns(x, (uint16_t)s, node, len);
 				if (c < best)
 					best = c;
@@ -130,20 +133,14 @@ int eft_select(const struct eft *x, const struct engine_task *t, double alpha, d
 	double best_fit = INFINITY, best_exec = 0;
 	int best = -1;
 
+	/* With alpha, beta >= 0 a device's fit is at least its fit with no
+	 * execution time: one that cannot beat the best even so is not
+	 * predicted (ties keep the earlier device, as the full comparison);
+	 * a prediction its group already made costs nothing to use. */
+	bool prune = alpha >= 0 && beta >= 0;
 	for (uint32_t d = 0; d < x->ndev; d++) {
 		if ((int)d == skip || !core_runnable(x->core, t, d))
 			continue;
-		uint32_t g = x->group[d];
-		double exec;
-		if (g < EFT_MAX_GROUPS) {
-			if (!(ghave & (1ull << g))) {
-				gexec[g] = eft_exec_group(x, t, g);
-				ghave |= 1ull << g;
-			}
-			exec = gexec[g];
-		} else {
-			exec = eft_exec(x, t, d);
-		}
 		double tr = 0;
 		uint16_t n = x->node[d];
 		if (x->nnodes > 1) {
@@ -158,7 +155,22 @@ int eft_select(const struct eft *x, const struct engine_task *t, double alpha, d
 			}
 		}
 		double pend = (double)eft_pending(x, d);
-		double fin = (pend > tr ? pend : tr) + exec;
+		double at = pend > tr ? pend : tr;
+		uint32_t g = x->group[d];
+		bool cached = g < EFT_MAX_GROUPS && (ghave & (1ull << g));
+		if (!cached && prune && best >= 0 && !(alpha * at + beta * tr < best_fit))
+			continue;
+		double exec;
+		if (g < EFT_MAX_GROUPS) {
+			if (!cached) {
+				gexec[g] = eft_exec_group(x, t, g);
+				ghave |= 1ull << g;
+			}
+			exec = gexec[g];
+		} else {
+			exec = eft_exec(x, t, d);
+		}
+		double fin = at + exec;
 		double fit = alpha * fin + beta * tr;
 		if (best < 0 || fit < best_fit) {
 			best = (int)d;
@@ -178,13 +190,23 @@ void eft_commit(struct eft *x, struct engine_task *t, uint32_t d, double cost)
 	if (x->nnodes <= 1 || n >= 32)
 		return;
 	uint32_t bit = 1u << n;
-	/* Reads first: a buffer read and written ends up planned here only. */
+	/* Reads first: a buffer read and written whole ends up planned here
+	 * only. A read of part of a buffer brings that part only, so it plans
+	 * nothing; a write of part leaves the rest where it is, so it only
+	 * takes the plan from the other nodes. */
 	for (uint32_t i = 0; i < t->call.nargs && i < TDM_MAX_ARGS; i++)
-		if (t->data[i] && (t->kernel->arg_modes[i] & TDM_R))
+		if (t->data[i] && (t->kernel->arg_modes[i] & TDM_R) && t->call.off[i] == 0 &&
+		    t->call.len[i] == t->data[i]->bytes)
 			atomic_fetch_or_explicit(&t->data[i]->planned, bit, memory_order_relaxed);
-	for (uint32_t i = 0; i < t->call.nargs && i < TDM_MAX_ARGS; i++)
-		if (t->data[i] && (t->kernel->arg_modes[i] & TDM_W))
-			atomic_store_explicit(&t->data[i]->planned, bit, memory_order_relaxed);
+	for (uint32_t i = 0; i < t->call.nargs && i < TDM_MAX_ARGS; i++) {
+		struct res_data *d = t->data[i];
+		if (!d || !(t->kernel->arg_modes[i] & TDM_W))
+			continue;
+		if (t->call.off[i] == 0 && t->call.len[i] == d->bytes)
+			atomic_store_explicit(&d->planned, bit, memory_order_relaxed);
+		else
+			atomic_fetch_and_explicit(&d->planned, bit, memory_order_relaxed);
+	}
 }
 
 void eft_uncommit(struct eft *x, uint32_t d, double cost)

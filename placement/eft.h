@@ -3,8 +3,9 @@
  * residency masks and the transfer model), and when the device is free
  * (the predicted work already committed to it).
  *
- * Everything here is lock-free: predictions read the profiler's published
- * atomics, residency is read through the buffers' atomic masks, and the
+ * Nothing here waits: predictions read the profiler's published atomics,
+ * residency is read through the buffers' atomic masks (and, for a replica
+ * holding part of a buffer, its validity map under a try-lock), and the
  * committed work per device is an atomic counter. Devices with the same
  * calibration key share a cost model, so one prediction per group serves
  * them all (17 CPU cores cost one prediction, not 17). */

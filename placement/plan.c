@@ -40,6 +40,10 @@ void plan_ws_free(struct plan_ws *ws)
 		plan_tl_free(&ws->tl[d]);
 	free(ws->tl);
 	free(ws->dev_pos);
+	free(ws->dev_lb);
+	free(ws->dev_at);
+	free(ws->dev_start);
+	free(ws->dev_exact);
 	free(ws->arr);
 	free(ws);
 }
@@ -86,7 +90,10 @@ static int ws_size(struct plan_ws *ws, size_t n, size_t e, size_t ndev, size_t n
 	if (ndev > ws->dev_cap) {
 		size_t c = round_cap(ndev);
 		if (grow(&ws->tl, c, sizeof(struct plan_tl)) ||
-		    grow(&ws->dev_pos, c, sizeof(uint32_t)))
+		    grow(&ws->dev_pos, c, sizeof(uint32_t)) ||
+		    grow(&ws->dev_lb, c, sizeof(double)) || grow(&ws->dev_at, c, sizeof(double)) ||
+		    grow(&ws->dev_start, c, sizeof(double)) ||
+		    grow(&ws->dev_exact, c, sizeof(bool)))
 			return -TDM_ENOMEM;
 		memset(ws->tl + ws->dev_cap, 0, (c - ws->dev_cap) * sizeof(struct plan_tl));
 		ws->dev_cap = c;
@@ -380,17 +387,44 @@ static int schedule_once(struct plan_ws *ws, const struct sched_in *in, const do
 		double best = INFINITY, bs = 0, bf = 0;
 		unsigned bd = UINT32_MAX;
 		uint32_t bpos = 0;
+		/* No slot on d starts before its ready time, so ready + cost
+		 * (+ OCT) bounds d's key from below. The device of least bound
+		 * is searched first; then a device whose bound cannot beat the
+		 * best so far is not searched at all (ties go to the lower
+		 * index, as in the plain scan, so the choice is the same). */
+		double *lb = ws->dev_lb, *at = ws->dev_at, *start = ws->dev_start;
+		bool *exact = ws->dev_exact;
+		const uint16_t *node = m->node;
+		const double *dev_ready = o->dev_ready;
+		unsigned first = UINT32_MAX;
 		for (unsigned d = 0; d < nd; d++) {
-			if (!plan_allowed(c[d]))
+			if (!plan_allowed(c[d])) {
+				lb[d] = INFINITY;
 				continue;
-			double ready = arr[m->node ? m->node[d] : 0];
-			if (o->dev_ready && o->dev_ready[d] > ready)
-				ready = o->dev_ready[d];
-			uint32_t pos;
-			double s = plan_tl_find(&ws->tl[d], ready, c[d], &pos);
+			}
+			double ready = arr[node ? node[d] : 0];
+			if (dev_ready && dev_ready[d] > ready)
+				ready = dev_ready[d];
+			at[d] = ready;
+			/* Most devices answer at once: free at ready, or no gap
+			 * long enough before their end. */
+			start[d] = plan_tl_bound(&ws->tl[d], ready, c[d], &exact[d]);
+			lb[d] = start[d] + c[d] + (oct ? oct[d] : 0);
+			if (first == UINT32_MAX || lb[d] < lb[first])
+				first = d;
+		}
+		for (unsigned i = 0; i <= nd; i++) {
+			unsigned d = i == 0 ? first : i - 1;
+			if (i > 0 && (d == first || !plan_allowed(c[d])))
+				continue;
+			if (bd != UINT32_MAX && (lb[d] > best || (lb[d] == best && d > bd)))
+				continue;
+			uint32_t pos = ws->tl[d].len;
+			double s =
+			        exact[d] ? start[d] : plan_tl_find(&ws->tl[d], at[d], c[d], &pos);
 			double f = s + c[d];
 			double key = oct ? f + oct[d] : f;
-			if (bd == UINT32_MAX || key < best) {
+			if (bd == UINT32_MAX || key < best || (key == best && d < bd)) {
 				best = key;
 				bd = d;
 				bs = s;

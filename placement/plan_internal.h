@@ -30,6 +30,9 @@ struct plan_tl {
 	double *s, *f;
 	double *seg; /* [2 * segcap], leaves at segcap + i */
 	uint32_t len, cap, segcap;
+	/* s[0], f[len - 1] and the longest gap (seg[1]) as of the last build
+	 * or insertion: plan_tl_bound reads this struct only. */
+	double first_s, last_f, max_gap;
 };
 
 void plan_tl_free(struct plan_tl *t);
@@ -41,6 +44,21 @@ void plan_tl_build(struct plan_tl *t);
 /* Earliest start >= ready of an idle slot of length dur (insertion policy);
  * *pos receives the index where the interval goes. */
 double plan_tl_find(const struct plan_tl *t, double ready, double dur, uint32_t *pos);
+/* What plan_tl_find would answer, in O(1) when it can: sets *exact and
+ * returns the start (the slot then goes at the end, pos = len) when ready
+ * is after the last interval, or when no gap after the first interval is
+ * long enough (the tree's root) and ready is not before it; otherwise
+ * returns ready, a lower bound on the start. */
+static inline double plan_tl_bound(const struct plan_tl *t, double ready, double dur, bool *exact)
+{
+	*exact = true;
+	if (t->len == 0 || t->last_f <= ready)
+		return ready;
+	if (t->first_s <= ready && t->max_gap < dur)
+		return t->last_f;
+	*exact = false;
+	return ready;
+}
 /* Inserts [s, f) at pos (from plan_tl_find). 0 or -TDM_ENOMEM. */
 int plan_tl_insert(struct plan_tl *t, uint32_t pos, double s, double f);
 
@@ -67,6 +85,10 @@ struct plan_ws {
 	/* per device [dev_cap] */
 	struct plan_tl *tl;
 	uint32_t *dev_pos;
+	/* scratch, per device for the task being placed: a lower bound on its
+	 * key, its ready time, and its start when the bound is exact */
+	double *dev_lb, *dev_at, *dev_start;
+	bool *dev_exact;
 	/* per node [node_cap] */
 	double *arr;
 

@@ -27,6 +27,15 @@ static double gap_at(const struct plan_tl *t, uint32_t i)
 	return i == 0 ? -INFINITY : t->s[i] - t->f[i - 1];
 }
 
+static void note_ends(struct plan_tl *t)
+{
+	if (!t->len)
+		return;
+	t->first_s = t->s[0];
+	t->last_f = t->f[t->len - 1];
+	t->max_gap = t->seg[1];
+}
+
 void plan_tl_build(struct plan_tl *t)
 {
 	uint32_t S = t->segcap;
@@ -36,6 +45,7 @@ void plan_tl_build(struct plan_tl *t)
 		t->seg[S + i] = i < t->len ? gap_at(t, i) : -INFINITY;
 	for (uint32_t i = S - 1; i >= 1; i--)
 		t->seg[i] = plan_maxd(t->seg[2 * i], t->seg[2 * i + 1]);
+	note_ends(t);
 }
 
 static int reserve(struct plan_tl *t, uint32_t need)
@@ -95,6 +105,12 @@ static uint32_t seg_first(const struct plan_tl *t, uint32_t node, uint32_t nl, u
 double plan_tl_find(const struct plan_tl *t, double ready, double dur, uint32_t *pos)
 {
 	uint32_t n = t->len;
+	bool exact;
+	double at = plan_tl_bound(t, ready, dur, &exact);
+	if (exact) {
+		*pos = n;
+		return at;
+	}
 	/* lo: the first interval still busy after ready (f sorted). */
 	uint32_t lo = 0, hi = n;
 	while (lo < hi) {
@@ -154,5 +170,6 @@ int plan_tl_insert(struct plan_tl *t, uint32_t pos, double s, double f)
 		for (uint32_t i = a; i <= b; i++)
 			t->seg[i] = plan_maxd(t->seg[2 * i], t->seg[2 * i + 1]);
 	}
+	note_ends(t);
 	return 0;
 }

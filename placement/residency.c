@@ -1,4 +1,4 @@
-/* Data residency: replica states, transfers, device memory caps, eviction.
+/* Data residency: validity by range, transfers, device memory caps, eviction.
  *
  * Events: a replica's `ready` event is released only by the worker of that
  * replica's node (in acquire, release or eviction, which that worker runs)
@@ -51,10 +51,242 @@ void residency_fini(struct residency *r)
 	pthread_mutex_destroy(&r->lock);
 }
 
-static uint64_t bit(unsigned node)
+static uint32_t bit(unsigned node)
 {
 	return 1u << node;
 }
+
+/* ---- the validity map ------------------------------------------------------------ */
+
+static struct res_seg *segs_of(struct res_data *d)
+{
+	return d->segs ? d->segs : d->seg_inline;
+}
+
+static uint64_t seg_start(const struct res_seg *s, uint32_t i)
+{
+	return i ? s[i - 1].end : 0;
+}
+
+/* The first segment ending after off (nsegs when off >= bytes). */
+static uint32_t seg_find(struct res_data *d, uint64_t off)
+{
+	const struct res_seg *s = segs_of(d);
+	uint32_t lo = 0, hi = d->nsegs;
+	while (lo < hi) {
+		uint32_t mid = lo + (hi - lo) / 2;
+		if (s[mid].end <= off)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo;
+}
+
+/* Room for `more` segments beyond nsegs; false when out of memory. */
+static bool seg_room(struct res_data *d, uint32_t more)
+{
+	if (d->nsegs + more <= d->segs_cap)
+		return true;
+	uint32_t ncap = d->segs_cap * 2 > d->nsegs + more ? d->segs_cap * 2 : d->nsegs + more;
+	struct res_seg *n =
+	        d->segs ? realloc(d->segs, ncap * sizeof(*n)) : malloc(ncap * sizeof(*n));
+	if (!n)
+		return false;
+	if (!d->segs)
+		memcpy(n, d->seg_inline, d->nsegs * sizeof(*n));
+	d->segs = n;
+	d->segs_cap = ncap;
+	return true;
+}
+
+/* Adds len bytes of a segment valid on `mask` to (sign > 0) or takes them
+ * from (sign < 0) its nodes' counts. */
+static void seg_count(struct res_data *d, uint32_t mask, uint64_t len, int sign)
+{
+	bool alone = (mask & (mask - 1)) == 0;
+	for (uint32_t m = mask; m; m &= m - 1) {
+		struct replica *p = &d->rep[__builtin_ctz(m)];
+		if (sign > 0) {
+			p->valid += len;
+			p->sole += alone ? len : 0;
+		} else {
+			p->valid -= len;
+			p->sole -= alone ? len : 0;
+		}
+	}
+}
+
+/* Publishes the lock-free masks of the nodes in `nodes` from their counts. */
+static void seg_publish(struct res_data *d, uint32_t nodes)
+{
+	uint32_t remote = atomic_load_explicit(&d->remote, memory_order_relaxed);
+	uint32_t full = atomic_load_explicit(&d->full, memory_order_relaxed);
+	for (uint32_t m = nodes; m; m &= m - 1) {
+		unsigned n = (unsigned)__builtin_ctz(m);
+		const struct replica *p = &d->rep[n];
+		if (n && p->valid)
+			remote |= bit(n);
+		else
+			remote &= ~bit(n);
+		if (p->valid == d->bytes)
+			full |= bit(n);
+		else
+			full &= ~bit(n);
+	}
+	atomic_store_explicit(&d->full, full, memory_order_relaxed);
+	atomic_store_explicit(&d->remote, remote, memory_order_release);
+}
+
+/* 1 when no segment ends at x (inside the buffer): splitting there adds one. */
+static uint32_t splits_at(struct res_data *d, uint64_t x)
+{
+	return x > 0 && x < d->bytes && seg_start(segs_of(d), seg_find(d, x)) != x;
+}
+
+/* Splits the segment holding x so that a segment ends at x (room made). */
+static void seg_split(struct res_data *d, uint64_t x)
+{
+	if (x == 0 || x >= d->bytes)
+		return;
+	uint32_t i = seg_find(d, x);
+	struct res_seg *s = segs_of(d);
+	if (seg_start(s, i) == x)
+		return;
+	memmove(&s[i + 1], &s[i], (d->nsegs - i) * sizeof(*s));
+	s[i].end = x;
+	d->nsegs++;
+}
+
+/* Merges equal neighbours among segments lo..hi (indexes, clamped). */
+static void seg_merge(struct res_data *d, uint32_t lo, uint32_t hi)
+{
+	struct res_seg *s = segs_of(d);
+	if (lo > 0)
+		lo--;
+	if (hi >= d->nsegs)
+		hi = d->nsegs - 1;
+	uint32_t w = lo;
+	for (uint32_t i = lo + 1; i <= hi; i++) {
+		if (s[i].valid == s[w].valid)
+			s[w].end = s[i].end;
+		else
+			s[++w] = s[i];
+	}
+	uint32_t gone = hi - w;
+	if (gone) {
+		memmove(&s[w + 1], &s[hi + 1], (d->nsegs - hi - 1) * sizeof(*s));
+		d->nsegs -= gone;
+	}
+}
+
+enum seg_op {
+	SEG_ADD, /* node received a copy of the range */
+	SEG_WRITE, /* node wrote the range: it alone holds it */
+	SEG_DROP, /* node's bytes are garbage where another node holds them */
+};
+
+/* Applies op for `node` to [a, b). false when the map could not grow (out
+ * of memory): nothing changed. SEG_DROP never grows: it widens to whole
+ * segments (conservative) and keeps the node where it is the only holder. */
+static bool seg_apply(struct res_data *d, uint64_t a, uint64_t b, enum seg_op op, unsigned node)
+{
+	if (b > d->bytes)
+		b = d->bytes;
+	if (a >= b)
+		return true;
+	if (op != SEG_DROP) {
+		uint32_t more = splits_at(d, a) + splits_at(d, b);
+		if (more && !seg_room(d, more))
+			return false;
+		seg_split(d, a);
+		seg_split(d, b);
+	}
+	struct res_seg *s = segs_of(d);
+	uint32_t first = seg_find(d, a), i = first, touched = bit(node);
+	for (; i < d->nsegs && seg_start(s, i) < b; i++) {
+		uint32_t old = s[i].valid, nv = old;
+		if (op == SEG_ADD)
+			nv = old | bit(node);
+		else if (op == SEG_WRITE)
+			nv = bit(node);
+		else if (old != bit(node))
+			nv = old & ~bit(node);
+		if (nv == old)
+			continue;
+		uint64_t len = s[i].end - seg_start(s, i);
+		seg_count(d, old, len, -1);
+		seg_count(d, nv, len, +1);
+		touched |= old | nv;
+		s[i].valid = nv;
+	}
+	seg_merge(d, first, i);
+	seg_publish(d, touched);
+	return true;
+}
+
+/* Resets the map to one segment valid on `node` (plus the counts). */
+static void seg_reset(struct res_data *d, unsigned node)
+{
+	for (unsigned n = 0; n < RES_MAX_NODES; n++)
+		d->rep[n].valid = d->rep[n].sole = 0;
+	d->nsegs = 1;
+	segs_of(d)[0] = (struct res_seg){ .end = d->bytes, .valid = bit(node) };
+	d->rep[node].valid = d->rep[node].sole = d->bytes;
+	atomic_store_explicit(&d->full, bit(node), memory_order_relaxed);
+	atomic_store_explicit(&d->remote, node ? bit(node) : 0, memory_order_release);
+}
+
+/* The first piece of [a, b) not valid on node, from *at on: its range in
+ * [*s, *e) and the nodes holding it. false when there is none. */
+static bool next_missing(struct res_data *d, unsigned node, uint64_t a, uint64_t b, uint64_t *s,
+                         uint64_t *e, uint32_t *holders)
+{
+	const struct res_seg *sg = segs_of(d);
+	for (uint32_t i = seg_find(d, a); i < d->nsegs; i++) {
+		uint64_t st = seg_start(sg, i);
+		if (st >= b)
+			break;
+		if (sg[i].valid & bit(node))
+			continue;
+		*s = st > a ? st : a;
+		*e = sg[i].end < b ? sg[i].end : b;
+		*holders = sg[i].valid;
+		return true;
+	}
+	return false;
+}
+
+static uint64_t missing_locked(struct res_data *d, unsigned node, uint64_t a, uint64_t b)
+{
+	uint64_t sum = 0, s, e;
+	uint32_t holders;
+	while (a < b && next_missing(d, node, a, b, &s, &e, &holders)) {
+		sum += e - s;
+		a = e;
+	}
+	return sum;
+}
+
+uint64_t residency_missing(struct res_data *d, unsigned node, uint64_t off, uint64_t len)
+{
+	if (node >= 32)
+		return len;
+	uint32_t full = atomic_load_explicit(&d->full, memory_order_relaxed);
+	uint32_t remote = atomic_load_explicit(&d->remote, memory_order_acquire);
+	if ((full & bit(node)) || (node == 0 && remote == 0))
+		return 0;
+	if (node != 0 && !(remote & bit(node)))
+		return len; /* nothing valid there */
+	struct residency *r = d->res;
+	if (!r || pthread_mutex_trylock(&r->lock) != 0)
+		return len;
+	uint64_t miss = missing_locked(d, node, off, off + len);
+	pthread_mutex_unlock(&r->lock);
+	return miss;
+}
+
+/* ---- replicas ----------------------------------------------------------------------- */
 
 static void lru_unlink(struct res_node *n, struct replica *p)
 {
@@ -101,58 +333,74 @@ static void settle_if_done(struct replica *p)
 	}
 }
 
-/* The bytes of d a replica holds: a growable buffer's replica may predate
- * its last growth (the rest is undefined anyway). */
-static uint64_t rep_span(const struct replica *p, const struct res_data *d)
+static void *host_at(const struct res_data *d, uint64_t off)
 {
-	return p->mem_bytes < d->bytes ? p->mem_bytes : d->bytes;
+	return d->host ? (char *)d->host + off : NULL; /* the simulator has no host memory */
 }
 
-/* Copies node's replica to the host and waits. A copy that waited for
- * nothing else is timed for the transfer model (r->copy_observed). */
-static int copy_sync_d2h(struct residency *r, unsigned node, void *host, struct replica *src,
-                         uint64_t bytes)
+/* Copies [off, off + bytes) of node's replica to the host and waits. A
+ * copy that waited for nothing else is timed for the transfer model
+ * (r->copy_observed). */
+static int copy_sync_d2h(struct residency *r, unsigned node, struct res_data *d,
+                         struct replica *src, uint64_t off, uint64_t bytes)
 {
 	const struct backend_device *dev = r->nodes[node].dev;
 	struct backend_event *ev = NULL;
+	if (off + bytes > src->mem_bytes) {
+		/* No valid range lies past a replica's memory (replica_fit). */
+		log_error("%s: buffer %u: read back [%llu, %llu) past the replica's %llu bytes",
+		          r->nodes[node].name, d->id, (unsigned long long)off,
+		          (unsigned long long)(off + bytes), (unsigned long long)src->mem_bytes);
+		return -TDM_EINVAL;
+	}
 	bool timed = r->copy_observed && !src->ready;
 	uint64_t t0 = timed ? clock_monotonic_ns() : 0;
-	int err = dev->ops->copy_d2h(dev, host, src->mem, 0, bytes, src->ready, &ev);
+	int err = dev->ops->copy_d2h(dev, host_at(d, off), src->mem, off, bytes, src->ready, &ev);
 	if (err)
 		return err;
 	err = dev->ops->event_wait(dev, ev);
 	dev->ops->event_release(dev, ev);
 	if (!err && timed)
 		r->copy_observed(r->copy_ctx, node, 0, bytes, clock_monotonic_ns() - t0);
+	if (!err)
+		r->nodes[node].bytes_out += bytes;
 	return err;
 }
 
-/* Makes the host copy valid from a device replica. Caller holds the lock. */
-static int fetch_to_host(struct residency *r, struct res_data *d)
+/* Makes the host copy of [a, b) valid: the pieces it lacks are read back
+ * from a device holding them. Caller holds the lock. */
+static int fetch_to_host(struct residency *r, struct res_data *d, uint64_t a, uint64_t b)
 {
-	if (d->rep[0].state != REPLICA_INVALID)
+	uint64_t s, e;
+	uint32_t holders;
+	if (d->rep[0].valid == d->bytes)
 		return 0;
-	for (unsigned n = 1; n < r->nnodes; n++) {
-		struct replica *p = &d->rep[n];
-		if (p->state == REPLICA_INVALID)
-			continue;
-		int err = copy_sync_d2h(r, n, d->host, p, rep_span(p, d));
-		if (err) {
-			log_warn("%s: copy to host failed: %s", r->nodes[n].name,
-			         tdm_strerror(err));
-			continue;
+	while (a < b && next_missing(d, 0, a, b, &s, &e, &holders)) {
+		int err = -TDM_EDEVICE;
+		for (uint32_t m = holders; m && err; m &= m - 1) {
+			unsigned n = (unsigned)__builtin_ctz(m);
+			if (n >= r->nnodes)
+				continue;
+			err = copy_sync_d2h(r, n, d, &d->rep[n], s, e - s);
+			if (err)
+				log_warn("%s: copy to host failed: %s", r->nodes[n].name,
+				         tdm_strerror(err));
 		}
-		r->nodes[n].bytes_out += rep_span(p, d);
-		p->state = REPLICA_SHARED;
-		d->rep[0].state = REPLICA_SHARED;
-		return 0;
+		if (err) {
+			log_error("buffer %u: no valid copy could be read back", d->id);
+			return -TDM_EDEVICE;
+		}
+		/* Out of memory to record it: the bytes are there all the
+		 * same, the next fetch copies them again. */
+		seg_apply(d, s, e, SEG_ADD, 0);
+		a = e;
 	}
-	log_error("buffer %u: no valid copy could be read back", d->id);
-	return -TDM_EDEVICE;
+	return 0;
 }
 
 /* Frees one replica's device memory. Caller holds the lock, on the node's
- * worker (or at teardown). */
+ * worker (or at teardown). Whatever it alone held is lost: callers write
+ * it back first where it matters. */
 static void drop_replica(struct residency *r, unsigned node, struct res_data *d)
 {
 	struct res_node *n = &r->nodes[node];
@@ -164,15 +412,19 @@ static void drop_replica(struct residency *r, unsigned node, struct res_data *d)
 	p->mem = NULL;
 	p->mem_bytes = 0;
 	p->reserved = false;
-	p->state = REPLICA_INVALID;
-	atomic_fetch_and(&d->remote, ~(uint32_t)bit(node));
+	if (p->valid) {
+		if (p->sole)
+			seg_reset(d, 0); /* teardown, or nothing better to keep */
+		else
+			seg_apply(d, 0, d->bytes, SEG_DROP, node);
+	}
 }
 
 /* Whether a prefetch may take p's memory: nothing needs it soon, dropping
  * it writes nothing back and waits for nothing. */
 static bool prefetch_may_evict(struct replica *p)
 {
-	if (p->pins || p->holds || p->state == REPLICA_OWNER)
+	if (p->pins || p->holds || p->sole)
 		return false;
 	settle_if_done(p);
 	return !p->ready;
@@ -185,16 +437,36 @@ static bool may_evict(struct replica *p, int pass, bool prefetch)
 {
 	if (p->pins)
 		return false;
-	if (pass % 2 == 0 && p->state != REPLICA_INVALID)
+	if (pass % 2 == 0 && p->valid)
 		return false;
 	if (prefetch)
 		return prefetch_may_evict(p);
 	return !p->holds || pass >= 2;
 }
 
+/* Writes back to the host the ranges only node's replica of d holds. */
+static int write_back(struct residency *r, unsigned node, struct res_data *d)
+{
+	const struct res_seg *s = segs_of(d);
+	int err = settle(&d->rep[node]);
+	for (uint32_t i = 0; i < d->nsegs && !err; i++) {
+		if (s[i].valid != bit(node))
+			continue;
+		uint64_t st = seg_start(s, i), end = s[i].end;
+		err = copy_sync_d2h(r, node, d, &d->rep[node], st, end - st);
+		if (err)
+			break;
+		if (!seg_apply(d, st, end, SEG_ADD, 0))
+			err = -TDM_ENOMEM;
+		s = segs_of(d); /* the map may have moved */
+		i = seg_find(d, st);
+	}
+	return err;
+}
+
 /* Evicts the least recently used replica of the node that `prefetch`'s
- * rules allow (may_evict), stale ones first; writes an owner back to the
- * host before dropping it (never for a prefetch). */
+ * rules allow (may_evict), stale ones first; writes what it alone holds
+ * back to the host before dropping it (never for a prefetch). */
 static bool evict_one(struct residency *r, unsigned node, bool prefetch)
 {
 	struct res_node *n = &r->nodes[node];
@@ -203,18 +475,14 @@ static bool evict_one(struct residency *r, unsigned node, bool prefetch)
 			if (!may_evict(p, pass, prefetch))
 				continue;
 			struct res_data *d = p->data;
-			if (p->state == REPLICA_OWNER) {
-				int err = settle(p);
-				if (!err)
-					err = copy_sync_d2h(r, node, d->host, p, rep_span(p, d));
+			if (p->sole) {
+				int err = write_back(r, node, d);
 				if (err) {
 					log_warn("%s: cannot write buffer %u back, keeping it: %s",
 					         n->name, d->id, tdm_strerror(err));
 					continue;
 				}
-				d->rep[0].state = REPLICA_OWNER;
 				n->writebacks++;
-				n->bytes_out += rep_span(p, d);
 			}
 			drop_replica(r, node, d);
 			n->evictions++;
@@ -286,16 +554,19 @@ static int node_alloc(struct residency *r, unsigned node, struct res_data *d, bo
 	p->mem_bytes = alloc;
 	p->reserved = reserve;
 	p->data = d;
-	p->state = REPLICA_INVALID;
 	lru_push_head(n, p);
 	return 0;
 }
 
-/* Makes node's replica of a growable buffer as large as the buffer: in
- * place where it was reserved (what it holds stays valid), else, when no
- * task uses it, by dropping it (an owner written back first) so that the
- * next allocation is of the new size. -TDM_ENOMEM: no room, or the
- * replica is in use; the task tries again later. */
+/* Makes node's replica of a growable buffer as large as the buffer before
+ * anything is copied into it or a task uses it. In place where it was
+ * reserved: its memory and what it holds stay. Otherwise, when no task
+ * uses it, the ranges it alone holds are written back to the host and it
+ * is dropped (SEG_DROP: its bytes no longer count anywhere), so that the
+ * next allocation is of the new size and the next reader copies what it
+ * needs in again; there is no device-to-device copy to move the rest.
+ * -TDM_ENOMEM: no room, or the replica is in use (or this is a prefetch,
+ * which writes nothing back); the task tries again later. */
 static int replica_fit(struct residency *r, unsigned node, struct res_data *d, bool prefetch)
 {
 	struct res_node *n = &r->nodes[node];
@@ -323,15 +594,11 @@ static int replica_fit(struct residency *r, unsigned node, struct res_data *d, b
 	/* A hold (a prefetched task) may lose the memory: it keeps the next. */
 	if (p->pins || prefetch)
 		return -TDM_ENOMEM;
-	if (p->state == REPLICA_OWNER) {
-		int err = settle(p);
-		if (!err)
-			err = copy_sync_d2h(r, node, d->host, p, rep_span(p, d));
+	if (p->sole) {
+		int err = write_back(r, node, d);
 		if (err)
 			return err;
-		d->rep[0].state = REPLICA_OWNER;
 		n->writebacks++;
-		n->bytes_out += rep_span(p, d);
 	}
 	drop_replica(r, node, d);
 	return 0;
@@ -345,10 +612,45 @@ static void add_wait(struct backend_event **waits, size_t *nwaits, struct backen
 	waits[(*nwaits)++] = ev;
 }
 
-/* Gives d a valid replica on device node `node` (need: its contents matter,
- * i.e. the task reads it or writes only part of it). Caller holds the lock. */
-static int stage_on_device(struct residency *r, unsigned node, struct res_data *d, bool need,
-                           struct backend_event **waits, size_t *nwaits)
+/* Issues a copy of [a, b) from the host into node's replica of d, after
+ * the copy before it into that replica; the new event replaces the old one
+ * in the replica and, when given, in waits[]. */
+static int copy_in(struct residency *r, unsigned node, struct res_data *d, uint64_t a, uint64_t b,
+                   struct backend_event **waits, size_t nwaits)
+{
+	struct res_node *n = &r->nodes[node];
+	struct replica *p = &d->rep[node];
+	struct backend_event *ev = NULL;
+	if (b > p->mem_bytes) {
+		/* replica_fit comes first: never past the replica's memory. */
+		log_error("%s: buffer %u: copy of [%llu, %llu) past the replica's %llu bytes",
+		          n->name, d->id, (unsigned long long)a, (unsigned long long)b,
+		          (unsigned long long)p->mem_bytes);
+		return -TDM_EINVAL;
+	}
+	int err = n->dev->ops->copy_h2d(n->dev, p->mem, a, host_at(d, a), b - a, p->ready, &ev);
+	if (err)
+		return err;
+	if (p->ready) {
+		for (size_t i = 0; waits && i < nwaits; i++)
+			if (waits[i] == p->ready)
+				waits[i] = ev; /* completes after it */
+		p->ready_dev->ops->event_release(p->ready_dev, p->ready);
+	}
+	p->ready = ev;
+	p->ready_dev = n->dev;
+	n->bytes_in += b - a;
+	/* Out of memory to record it: the task has its bytes all the same,
+	 * the next reader copies them again. */
+	seg_apply(d, a, b, SEG_ADD, node);
+	return 0;
+}
+
+/* Gives d a replica on device node `node` with [a, b) valid there when
+ * need (the task reads it): only the pieces missing there are copied,
+ * those the host lacks through the host. Caller holds the lock. */
+static int stage_on_device(struct residency *r, unsigned node, struct res_data *d, uint64_t a,
+                           uint64_t b, bool need, struct backend_event **waits, size_t *nwaits)
 {
 	struct res_node *n = &r->nodes[node];
 	struct replica *p = &d->rep[node];
@@ -365,38 +667,26 @@ static int stage_on_device(struct residency *r, unsigned node, struct res_data *
 		lru_unlink(n, p);
 		lru_push_head(n, p);
 	}
-	if (p->state != REPLICA_INVALID) {
-		/* Not settled here: an earlier argument of the same task may
-		 * have put this very event in waits[]. */
-		if (p->ready)
-			add_wait(waits, nwaits, p->ready);
-		return 0;
+	uint64_t s, e;
+	uint32_t holders;
+	while (need && a < b && next_missing(d, node, a, b, &s, &e, &holders)) {
+		if (!(holders & 1u) && (err = fetch_to_host(r, d, s, e)))
+			return err; /* a device-only piece goes through the host */
+		if ((err = copy_in(r, node, d, s, e, waits, *nwaits)))
+			return err;
+		a = e;
 	}
-	if (!need)
-		return 0;
-	err = fetch_to_host(r, d); /* the cheapest source; a device-only copy goes through it */
-	if (err)
-		return err;
-	err = settle(p); /* an older copy into a replica that went stale */
-	if (err)
-		return err;
-	err = n->dev->ops->copy_h2d(n->dev, p->mem, 0, d->host, d->bytes, NULL, &p->ready);
-	if (err) {
-		p->ready = NULL;
-		return err;
-	}
-	p->ready_dev = n->dev;
-	p->state = REPLICA_SHARED;
-	d->rep[0].state = REPLICA_SHARED;
-	atomic_fetch_or(&d->remote, (uint32_t)bit(node));
-	n->bytes_in += d->bytes;
-	add_wait(waits, nwaits, p->ready);
+	/* Not settled here: an earlier argument of the same task may have put
+	 * this very event in waits[]. A write waits too: a copy in flight
+	 * must not land on what the task writes. */
+	if (p->ready)
+		add_wait(waits, nwaits, p->ready);
 	return 0;
 }
 
 static bool needs_contents(const struct res_arg *a)
 {
-	return (a->mode & TDM_R) || a->off != 0 || a->len != a->data->bytes;
+	return (a->mode & TDM_R) != 0; /* a write-only range is overwritten whole */
 }
 
 static bool host_only(const struct res_arg *args, size_t nargs)
@@ -436,11 +726,21 @@ static int acquire(struct residency *r, unsigned node, const struct res_arg *arg
 		pthread_mutex_lock(&r->lock);
 		for (i = 0; i < nargs && !err; i++)
 			if (needs_contents(&args[i]))
-				err = fetch_to_host(r, args[i].data);
+				err = fetch_to_host(r, args[i].data, args[i].off,
+				                    args[i].off + args[i].len);
 		pthread_mutex_unlock(&r->lock);
 		return err;
 	}
 	pthread_mutex_lock(&r->lock);
+	/* Replicas too small for a growable buffer grow first, while this
+	 * task's own holds do not yet count as uses (stage_on_device checks
+	 * again; by then each fits). */
+	for (i = 0; i < nargs && !err; i++)
+		err = replica_fit(r, node, args[i].data, false);
+	if (err) {
+		pthread_mutex_unlock(&r->lock);
+		return err;
+	}
 	/* Holds become pins before anything is staged, so that making room
 	 * for one argument cannot evict the data prefetched for another. */
 	for (i = 0; prefetched && i < nargs && i < 32; i++) {
@@ -452,7 +752,8 @@ static int acquire(struct residency *r, unsigned node, const struct res_arg *arg
 	for (i = 0; i < nargs; i++) {
 		struct res_data *d = args[i].data;
 		/* Pin first: staging a later argument may evict. */
-		err = stage_on_device(r, node, d, needs_contents(&args[i]), waits, nwaits);
+		err = stage_on_device(r, node, d, args[i].off, args[i].off + args[i].len,
+		                      needs_contents(&args[i]), waits, nwaits);
 		if (err)
 			break;
 		if (!(converted & (1u << i)))
@@ -490,49 +791,48 @@ int residency_acquire_prefetched(struct residency *r, unsigned node, const struc
 	return acquire(r, node, args, nargs, waits, nwaits, mem, off, true);
 }
 
-/* Issues d's copy to `node` if it has no valid replica or copy in flight
- * there and one can be made without blocking; 0 also when skipped. */
-static int prefetch_one(struct residency *r, unsigned node, struct res_data *d, uint64_t *issued)
+/* Issues the copies of the pieces of [a, b) of d missing on `node` if
+ * the host holds them all and room can be made without blocking; 0 also
+ * when skipped. */
+static int prefetch_one(struct residency *r, unsigned node, struct res_data *d, uint64_t a,
+                        uint64_t b, uint64_t *issued)
 {
 	struct res_node *n = &r->nodes[node];
 	struct replica *p = &d->rep[node];
 	bool fresh = false;
+	uint64_t s, e, miss = 0;
+	uint32_t holders;
 
 	if (replica_fit(r, node, d, true))
-		return 0;
+		return 0; /* too small, and it cannot grow without waiting */
 	if (p->mem) {
 		lru_unlink(n, p);
 		lru_push_head(n, p);
-		if (p->state != REPLICA_INVALID)
-			return 0; /* valid, or its copy is in flight */
 	}
 	/* The only source without a synchronous copy: the host's. */
-	if (d->rep[0].state == REPLICA_INVALID)
-		return 0;
-	if (p->mem) {
-		settle_if_done(p); /* an older copy into a replica that went stale */
-		if (p->ready)
+	for (uint64_t x = a; x < b && next_missing(d, node, x, b, &s, &e, &holders); x = e) {
+		if (!(holders & 1u))
 			return 0;
-	} else {
+		miss += e - s;
+	}
+	if (!miss)
+		return 0; /* valid, or its copy is in flight */
+	if (!p->mem) {
 		if (node_alloc(r, node, d, true))
 			return 0;
 		fresh = true;
 	}
-	if (n->dev->ops->copy_h2d(n->dev, p->mem, 0, d->host, d->bytes, NULL, &p->ready)) {
-		p->ready = NULL;
-		if (fresh)
-			drop_replica(r, node, d);
-		log_warn("%s: buffer %u: prefetch copy failed to issue", n->name, d->id);
-		return -TDM_EDEVICE;
+	for (uint64_t x = a; x < b && next_missing(d, node, x, b, &s, &e, &holders); x = e) {
+		if (copy_in(r, node, d, s, e, NULL, 0)) {
+			if (fresh)
+				drop_replica(r, node, d);
+			log_warn("%s: buffer %u: prefetch copy failed to issue", n->name, d->id);
+			return -TDM_EDEVICE;
+		}
 	}
-	p->ready_dev = n->dev;
-	p->state = REPLICA_SHARED;
-	d->rep[0].state = REPLICA_SHARED;
-	atomic_fetch_or(&d->remote, (uint32_t)bit(node));
-	n->bytes_in += d->bytes;
 	n->prefetches++;
-	n->prefetch_bytes += d->bytes;
-	*issued += d->bytes;
+	n->prefetch_bytes += miss;
+	*issued += miss;
 	return 0;
 }
 
@@ -556,7 +856,8 @@ int residency_prefetch(struct residency *r, unsigned node, const struct res_arg 
 		if (!(args[i].mode & TDM_R))
 			continue;
 		/* Held at once: fetching a later argument cannot evict it. */
-		err = prefetch_one(r, node, args[i].data, &issued);
+		err = prefetch_one(r, node, args[i].data, args[i].off, args[i].off + args[i].len,
+		                   &issued);
 		if (err)
 			break;
 		args[i].data->rep[node].holds++;
@@ -585,16 +886,29 @@ void residency_prefetch_drop(struct residency *r, unsigned node, const struct re
 	pthread_mutex_unlock(&r->lock);
 }
 
-/* The task wrote d on `node`: that replica is now the only valid one. */
-static void make_owner(struct residency *r, unsigned node, struct res_data *d)
+/* Fallback when the map cannot grow (out of memory) for a write of
+ * [a, b) on `node`: the host gets every byte (the written range from
+ * `node`, the rest from wherever it is valid) and becomes the only holder
+ * of the whole buffer. Needs no memory; costs synchronous copies. */
+static void write_collapsed(struct residency *r, unsigned node, struct res_data *d, uint64_t a,
+                            uint64_t b)
 {
-	for (unsigned m = 0; m < r->nnodes; m++)
-		if (m != node)
-			d->rep[m].state = REPLICA_INVALID;
-	d->rep[node].state = REPLICA_OWNER;
-	atomic_store_explicit(&d->remote, node ? (uint32_t)bit(node) : 0, memory_order_release);
+	log_warn("buffer %u: out of memory for its validity map; made whole on the host", d->id);
+	if (node && copy_sync_d2h(r, node, d, &d->rep[node], a, b - a))
+		log_error("buffer %u: written range lost on %s", d->id, r->nodes[node].name);
+	fetch_to_host(r, d, 0, a);
+	fetch_to_host(r, d, b, d->bytes);
+	seg_reset(d, 0);
+}
+
+/* The task wrote [a, b) of d on `node`: that node alone holds it now. */
+static void make_owner(struct residency *r, unsigned node, struct res_data *d, uint64_t a,
+                       uint64_t b)
+{
+	if (!seg_apply(d, a, b, SEG_WRITE, node))
+		write_collapsed(r, node, d, a, b);
 	/* Tasks planned elsewhere would now need a new copy. */
-	atomic_fetch_and_explicit(&d->planned, (uint32_t)bit(node), memory_order_relaxed);
+	atomic_fetch_and_explicit(&d->planned, bit(node), memory_order_relaxed);
 }
 
 void residency_release(struct residency *r, unsigned node, const struct res_arg *args, size_t nargs,
@@ -610,7 +924,8 @@ void residency_release(struct residency *r, unsigned node, const struct res_arg 
 		pthread_mutex_lock(&r->lock);
 		for (size_t i = 0; i < nargs; i++)
 			if (args[i].mode & TDM_W)
-				make_owner(r, 0, args[i].data);
+				make_owner(r, 0, args[i].data, args[i].off,
+				           args[i].off + args[i].len);
 		pthread_mutex_unlock(&r->lock);
 		return;
 	}
@@ -618,22 +933,27 @@ void residency_release(struct residency *r, unsigned node, const struct res_arg 
 	for (size_t i = 0; i < nargs; i++) {
 		struct res_data *d = args[i].data;
 		struct replica *p = &d->rep[node];
+		uint64_t a = args[i].off, b = args[i].off + args[i].len;
 		p->pins--;
 		settle_if_done(p);
 		if (!(args[i].mode & TDM_W))
 			continue;
 		if (ok) {
-			make_owner(r, node, d);
-		} else if (atomic_load(&d->remote) != bit(node) ||
-		           d->rep[0].state != REPLICA_INVALID) {
-			/* A failed task may have scribbled on its copy: drop it,
-			 * another valid copy exists. */
-			p->state = REPLICA_INVALID;
-			atomic_fetch_and(&d->remote, ~(uint32_t)bit(node));
-		} else {
-			log_warn("%s: buffer %u: the failed task's device held its only copy; kept",
-			         r->nodes[node].name, d->id);
+			make_owner(r, node, d, a, b);
+			continue;
 		}
+		/* A failed task may have scribbled on its copy: drop what it
+		 * wrote where another valid copy exists. */
+		seg_apply(d, a, b, SEG_DROP, node);
+		uint64_t s, e;
+		uint32_t holders;
+		for (uint64_t x = a; x < b && next_missing(d, 0, x, b, &s, &e, &holders); x = e)
+			if (holders == bit(node)) {
+				log_warn("%s: buffer %u: the failed task's device held its only "
+				         "copy; kept",
+				         r->nodes[node].name, d->id);
+				break;
+			}
 	}
 	pthread_mutex_unlock(&r->lock);
 }
@@ -647,7 +967,7 @@ int residency_flush(struct residency *r, struct res_data *const *datas, size_t n
 		if (!atomic_load_explicit(&d->remote, memory_order_acquire))
 			continue;
 		if (!d->scratch) {
-			int e = fetch_to_host(r, d);
+			int e = fetch_to_host(r, d, 0, d->bytes);
 			if (e) {
 				err = err ? err : e;
 				continue;
@@ -656,10 +976,7 @@ int residency_flush(struct residency *r, struct res_data *const *datas, size_t n
 				continue;
 		}
 		/* Stale from now on; the memory stays for reuse or eviction. */
-		for (unsigned m = 1; m < r->nnodes; m++)
-			d->rep[m].state = REPLICA_INVALID;
-		d->rep[0].state = REPLICA_OWNER;
-		atomic_store_explicit(&d->remote, 0, memory_order_release);
+		seg_reset(d, 0);
 	}
 	pthread_mutex_unlock(&r->lock);
 	return err;
@@ -683,8 +1000,13 @@ void residency_data_init(struct residency *r, struct res_data *d, void *host, ui
 	d->host = host;
 	d->bytes = bytes;
 	d->id = id;
-	d->rep[0].state = REPLICA_OWNER;
+	d->res = r;
+	d->segs_cap = RES_INLINE_SEGS;
+	d->nsegs = 1;
+	d->seg_inline[0] = (struct res_seg){ .end = bytes, .valid = bit(0) };
+	d->rep[0].valid = d->rep[0].sole = bytes;
 	atomic_init(&d->remote, 0);
+	atomic_init(&d->full, bit(0));
 	atomic_init(&d->planned, 0);
 	for (unsigned n = 1; n < r->nnodes; n++) {
 		const struct backend_device *dev = r->nodes[n].dev;
@@ -693,6 +1015,14 @@ void residency_data_init(struct residency *r, struct res_data *d, void *host, ui
 		if (dev->ops->host_register(dev, host, bytes) == 0)
 			d->registered |= (uint32_t)bit(n);
 	}
+}
+
+static void free_map(struct res_data *d)
+{
+	free(d->segs);
+	d->segs = NULL;
+	d->nsegs = 0;
+	d->segs_cap = RES_INLINE_SEGS;
 }
 
 void residency_data_set_growable(struct residency *r, struct res_data *d, uint64_t capacity)
@@ -728,19 +1058,59 @@ void residency_data_pin(struct residency *r, struct res_data *d, uint64_t off, u
 		d->regs[d->nregs++] = (struct res_host_reg){ off, nodes };
 }
 
+/* The rule for a growth from old to new bytes: [old, new) joins the map
+ * held by the host alone. The host's memory there is what it is (fresh
+ * zero pages, or rows the client just wrote), no replica ever held those
+ * bytes, and a replica's memory may not even reach them. So the host's
+ * valid and sole counts grow by new - old, every device's stay, and a
+ * device that held every byte no longer does (its `full` bit clears when
+ * the masks are published from the counts). */
 void residency_data_grow(struct residency *r, struct res_data *d, uint64_t bytes)
 {
 	pthread_mutex_lock(&r->lock);
-	if (bytes > d->bytes)
+	if (bytes <= d->bytes) {
+		pthread_mutex_unlock(&r->lock);
+		return;
+	}
+	uint64_t old = d->bytes;
+	struct res_seg *s = segs_of(d);
+	if (old == 0 || s[d->nsegs - 1].valid == bit(0)) {
+		s[d->nsegs - 1] = (struct res_seg){ .end = bytes, .valid = bit(0) };
+	} else if (seg_room(d, 1)) {
+		segs_of(d)[d->nsegs++] = (struct res_seg){ .end = bytes, .valid = bit(0) };
+	} else {
+		/* Out of memory for one more segment: gather every byte on the
+		 * host, which then holds the whole buffer alone (synchronous
+		 * copies, as write_collapsed). */
+		log_warn("buffer %u: out of memory for its validity map; made whole on the host",
+		         d->id);
+		if (fetch_to_host(r, d, 0, old))
+			log_error("buffer %u: contents lost growing it", d->id);
 		d->bytes = bytes;
+		seg_reset(d, 0);
+		pthread_mutex_unlock(&r->lock);
+		return;
+	}
+	d->bytes = bytes;
+	d->rep[0].valid += bytes - old;
+	d->rep[0].sole += bytes - old;
+	seg_publish(d, atomic_load_explicit(&d->full, memory_order_relaxed) |
+	                       atomic_load_explicit(&d->remote, memory_order_relaxed) | bit(0));
 	pthread_mutex_unlock(&r->lock);
+}
+
+static void free_regs(struct res_data *d)
+{
+	free(d->regs);
+	d->regs = NULL;
+	d->nregs = d->regs_cap = 0;
 }
 
 void residency_data_fini(struct residency *r, struct res_data *d)
 {
 	if (!residency_has_devices(r)) {
-		free(d->regs); /* the devices went first (residency_close) */
-		d->regs = NULL;
+		free_map(d);
+		free_regs(d); /* the devices went first (residency_close) */
 		return;
 	}
 	pthread_mutex_lock(&r->lock);
@@ -749,6 +1119,7 @@ void residency_data_fini(struct residency *r, struct res_data *d)
 			drop_replica(r, n, d);
 	}
 	pthread_mutex_unlock(&r->lock);
+	free_map(d);
 	for (unsigned n = 1; n < r->nnodes; n++) {
 		const struct backend_device *dev = r->nodes[n].dev;
 		if (d->registered & bit(n))
@@ -757,9 +1128,7 @@ void residency_data_fini(struct residency *r, struct res_data *d)
 			if (d->regs[i].nodes & bit(n))
 				dev->ops->host_unregister(dev, (char *)d->host + d->regs[i].off);
 	}
-	free(d->regs);
-	d->regs = NULL;
-	d->nregs = d->regs_cap = 0;
+	free_regs(d);
 }
 
 void residency_describe(struct residency *r, struct res_data *d, char *out, size_t outlen)
@@ -768,11 +1137,12 @@ void residency_describe(struct residency *r, struct res_data *d, char *out, size
 	out[0] = '\0';
 	pthread_mutex_lock(&r->lock);
 	for (unsigned n = 0; n < r->nnodes && len < outlen; n++) {
-		uint8_t st = d->rep[n].state;
-		if (st == REPLICA_INVALID)
+		const struct replica *p = &d->rep[n];
+		if (!p->valid)
 			continue;
-		int w = snprintf(out + len, outlen - len, "%s%s%s", len ? "," : "",
-		                 r->nodes[n].name, st == REPLICA_OWNER ? "*" : "");
+		int w = snprintf(out + len, outlen - len, "%s%s%s%s", len ? "," : "",
+		                 r->nodes[n].name, p->sole ? "*" : "",
+		                 p->valid < d->bytes ? "~" : "");
 		if (w < 0)
 			break;
 		len += (size_t)w;

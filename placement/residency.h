@@ -1,20 +1,43 @@
-/* Data residency: where each buffer's valid copies are.
+/* Data residency: where each byte range of each buffer has valid copies.
  *
  * Memory node 0 is host memory (the client's shared mapping, which is the
- * buffer itself); every accelerator has a node of its own. Each buffer has
- * a replica per node with a state, as in StarPU's MSI protocol:
- *   OWNER   the only valid copy (a task on that node wrote it);
- *   SHARED  a valid copy, others may exist;
- *   INVALID stale or absent.
- * A task's reads get a valid replica on its node (copied from the cheapest
- * valid source, the host if it is valid); its writes make its node the
- * owner and invalidate the others. Before a graph's completion is posted,
- * what it wrote is copied back to the host (residency_flush).
+ * buffer itself); every accelerator has a node of its own. A buffer has a
+ * replica per node (device memory for the whole buffer, allocated on first
+ * use), and validity is kept by byte range: a short sorted list of
+ * segments, each with the mask of the nodes holding its current contents
+ * (struct res_seg). Per range this is StarPU's MSI protocol: a node in a
+ * segment's mask alone owns it, with others it shares it, outside it the
+ * node's bytes are stale.
+ *
+ * Why ranges and not a valid high-water mark per replica: a pooled KV
+ * buffer holds many requests' slices, each appended independently and read
+ * by its own attention task, so what is valid on a node is not a prefix.
+ * A buffer used whole keeps one segment (the fast paths see no difference);
+ * a pool of N slices has O(N) segments at most between steps, since a read
+ * of a slice that brings the missing rows merges them back.
+ *
+ * A task's reads get a valid copy of their ranges on its node: only the
+ * segments missing there are copied (from the host, or through the host
+ * from the device that holds them). Its writes make its node the only
+ * holder of the written range and leave the rest of every replica alone;
+ * a write-only argument (TDM_W) is overwritten whole, so its old contents
+ * are not copied in. Before a graph's completion is posted, what it wrote
+ * is copied back to the host (residency_flush), again only the segments
+ * the host lacks.
  *
  * Device memory is capped per node. An allocation that does not fit evicts
  * least-recently-used replicas that no committed task needs (pins), writing
- * an owner back to the host first, so a buffer's latest contents always
- * exist somewhere.
+ * the segments only that replica holds back to the host first, so a
+ * buffer's latest contents always exist somewhere.
+ *
+ * Growable buffers (KV caches, residency_data_set_growable): `bytes` only
+ * goes up, and the range a growth adds joins the map as held by the host
+ * alone (residency_data_grow). A device replica may then be smaller than
+ * the buffer; it is grown before any copy into it or any task using it
+ * (in place where the backend reserved it; otherwise its sole ranges are
+ * written back, it is dropped and reallocated with headroom, and what the
+ * task reads is copied in again). Every copy stays within the replica's
+ * memory: no range past a replica's mem_bytes is ever valid on its node.
  *
  * Prefetch: a task committed to a device well before it runs may have its
  * inputs copied there early (residency_prefetch), so that the transfers
@@ -25,9 +48,10 @@
  *
  * Locking: one mutex guards every state. Copies are issued asynchronously
  * under it; the synchronous ones (write-back on eviction, fetching a
- * device-only copy for the host) wait under it. A per-buffer mask of valid
- * device replicas lets host tasks skip the lock when the host copy is the
- * only one, which is always the case on a machine without accelerators. */
+ * device-only copy for the host) wait under it. A per-buffer mask of device
+ * nodes holding any valid byte lets host tasks skip the lock when the host
+ * copy is the only one, which is always the case on a machine without
+ * accelerators. */
 #ifndef TDM_PLACEMENT_RESIDENCY_H
 #define TDM_PLACEMENT_RESIDENCY_H
 
@@ -41,20 +65,35 @@
 
 #define RES_MAX_NODES BACKEND_MAX_NODES
 
-enum replica_state { REPLICA_INVALID = 0, REPLICA_SHARED, REPLICA_OWNER };
-
 struct res_data;
 
+/* One segment of a buffer's validity map: it covers from the previous
+ * segment's end (0 for the first) to `end`; `valid` is the mask of the
+ * nodes holding its contents (never 0). */
+struct res_seg {
+	uint64_t end;
+	uint32_t valid;
+};
+
+/* Segments kept in the buffer itself; more go to the heap. */
+#define RES_INLINE_SEGS 2
+
 struct replica {
-	uint8_t state; /* enum replica_state */
 	void *mem; /* device memory; NULL when not allocated (host: unused) */
-	/* What mem holds: the buffer's bytes when it was allocated or last
-	 * grown. Smaller than the buffer's once a growable buffer grew; the
-	 * replica is grown before a task uses it (replica_fit). */
+	/* The bytes mem holds: the buffer's when it was allocated or last
+	 * grown (plus headroom for a growable buffer's whole allocation). Once
+	 * a growable buffer grew past it, the replica is grown (replica_fit)
+	 * before anything is copied into it or a task uses it; no byte past it
+	 * is ever valid on this node. */
 	uint64_t mem_bytes;
 	bool reserved; /* mem came from mem_reserve: it grows in place */
-	/* A copy into this replica still in flight: the replica is valid once
-	 * it completed. Owned by the replica. */
+	/* Bytes of the buffer valid on this node, and those valid here only
+	 * (this node owns them: evicting the replica writes them back). */
+	uint64_t valid, sole;
+	/* The latest copy into this replica still in flight: the ranges it
+	 * brings count as valid, and a task reading here waits for it. Copies
+	 * into one replica are chained (each after the one before), so this
+	 * one completes after all of them. Owned by the replica. */
 	struct backend_event *ready;
 	const struct backend_device *ready_dev; /* the device that made it */
 	uint32_t pins; /* committed tasks that use this replica */
@@ -74,23 +113,29 @@ struct replica {
 	struct replica *lru_prev, *lru_next; /* most recent at the head */
 };
 
+/* A chunk of a growable buffer's host memory pinned for DMA. */
 struct res_host_reg {
 	uint64_t off;
-	uint32_t nodes;
+	uint32_t nodes; /* the nodes whose device pinned it */
 };
 
 struct res_data {
 	void *host;
 	/* The bytes that exist: a growable buffer's declared use
-	 * (residency_data_grow), which only goes up. Bytes added by a growth
-	 * are undefined until written, on every node, so a replica stays as
-	 * valid as it was. */
+	 * (residency_data_grow), which only goes up. The bytes a growth adds
+	 * are a new range of the validity map held by the host only (its fresh
+	 * pages, or what the client wrote there): no replica held them, and a
+	 * device reading them copies them in like any missing piece. */
 	uint64_t bytes;
 	uint64_t capacity; /* growable: what bytes may grow to; 0: fixed */
 	uint32_t id; /* for display: the client's buffer handle */
-	/* Bit n set: node n (n > 0) holds a valid replica. 0 means the host
+	struct residency *res; /* the residency it was initialised in */
+	/* Bit n set: node n (n > 0) holds some valid bytes. 0 means the host
 	 * copy is the only valid one (read without the lock on fast paths). */
 	_Atomic uint32_t remote;
+	/* Bit n set (n >= 0): node n holds every byte valid (lock-free reads
+	 * by the placement cost model). */
+	_Atomic uint32_t full;
 	/* Hint for the placement policies, read and written without the lock:
 	 * bit n set means a task committed to node n will read this data soon.
 	 * Set and cleared by the policies; residency only initialises it to 0
@@ -99,8 +144,7 @@ struct res_data {
 	 * the hint follows where the current contents are. */
 	_Atomic uint32_t planned;
 	uint32_t registered; /* nodes whose device pinned the host memory */
-	/* A growable buffer's host chunks pinned so far (residency_data_pin):
-	 * where each starts and the nodes that pinned it. */
+	/* A growable buffer's host chunks pinned so far (residency_data_pin). */
 	struct res_host_reg *regs;
 	uint32_t nregs, regs_cap;
 	/* The client promised not to write its view while the daemon holds
@@ -112,6 +156,10 @@ struct res_data {
 	 * its device copies are dropped at the graph's end without being
 	 * written back, and the host copy keeps whatever it held. */
 	bool scratch;
+	/* The validity map: segs (NULL: seg_inline) holds nsegs of cap. */
+	struct res_seg *segs;
+	uint32_t nsegs, segs_cap;
+	struct res_seg seg_inline[RES_INLINE_SEGS];
 	struct replica rep[RES_MAX_NODES];
 };
 
@@ -173,7 +221,12 @@ void residency_data_set_growable(struct residency *r, struct res_data *d, uint64
  * it for the devices that can (best effort: copies from a range that is
  * not pinned, or that spans two chunks, go through pageable memory). */
 void residency_data_pin(struct residency *r, struct res_data *d, uint64_t off, uint64_t bytes);
-/* A growable buffer's declared use went up to `bytes`. */
+/* A growable buffer's declared use went up to `bytes` (a smaller value
+ * changes nothing). The new range [old, bytes) is valid on the host only:
+ * a node that held every byte before holds every byte no longer (its
+ * `full` bit clears), and the host's counts grow by the new bytes. Device
+ * replicas keep their memory and what they validly held; each is grown
+ * when it is next used. */
 void residency_data_grow(struct residency *r, struct res_data *d, uint64_t bytes);
 /* The buffer is gone (no task uses it): frees its device replicas. */
 void residency_data_fini(struct residency *r, struct res_data *d);
@@ -208,14 +261,14 @@ int residency_acquire(struct residency *r, unsigned node, const struct res_arg *
  * released that does not exist is logged and ignored). On the host node
  * (node 0) the three calls do nothing beyond residency_acquire. */
 
-/* Issues, without waiting, the copies of the task's read arguments (mode &
- * TDM_R) that have no valid replica and no copy in flight on device node
- * `node`, from the host copy, and holds every read argument's replica on
- * `node`. Best effort: an argument is skipped (nothing copied, still held)
- * when it would need memory the node can give only by evicting a pinned or
- * held replica, an owner (write-back) or a replica whose copy is still in
- * flight, or when its host copy is stale (reading it back would be a
- * synchronous copy). Write-only arguments are not fetched. *bytes_issued
+/* Issues, without waiting, the copies of the pieces of the task's read
+ * ranges (mode & TDM_R) not valid on device node `node` (a copy in flight
+ * counts as valid), from the host copy, and holds every read argument's
+ * replica on `node`. Best effort: an argument is skipped (nothing copied,
+ * still held) when it would need memory the node can give only by evicting
+ * a pinned or held replica, an owner (write-back) or a replica whose copy
+ * is still in flight, or when the host lacks a missing piece too (reading
+ * it back would be a synchronous copy). Write-only arguments are not fetched. *bytes_issued
  * (may be NULL) receives the bytes copied. 0, or -TDM_EDEVICE when a copy
  * failed to issue: then no hold is left and the caller calls nothing else
  * (copies issued before it stay valid, unheld). */
@@ -244,9 +297,17 @@ void residency_release(struct residency *r, unsigned node, const struct res_arg 
  * client may now overwrite. 0 or -TDM_EDEVICE. */
 int residency_flush(struct residency *r, struct res_data *const *datas, size_t n);
 
-/* Names of the nodes holding a valid replica of d, comma-separated:
- * "host", "host,clcpu0", "cuda0*" (* = owner). */
+/* Names of the nodes holding valid bytes of d, comma-separated: "host",
+ * "host,clcpu0", "cuda0*" (* = owner: holds bytes no other node holds),
+ * "host,cuda0~" (~ = part of the buffer only). */
 void residency_describe(struct residency *r, struct res_data *d, char *out, size_t outlen);
+
+/* Bytes of [off, off + len) of d not valid on `node`: what a task reading
+ * that range there has to have copied in. Never waits: answered from the
+ * lock-free masks when they tell (node holds all or nothing), else under
+ * the lock if it is free at once, else len (conservative: it may charge a
+ * copy that is not needed, never the reverse). */
+uint64_t residency_missing(struct res_data *d, unsigned node, uint64_t off, uint64_t len);
 
 struct res_node_stats {
 	char name[BACKEND_DEVICE_NAME_MAX];

@@ -258,18 +258,26 @@ static bool fill_costs(struct dispatch *D, const struct engine_task *t, double *
 	return any;
 }
 
-/* Bytes an edge u -> v carries: v's reads of buffers u writes. */
+/* Bytes an edge u -> v carries: what v reads of the ranges u writes (the
+ * overlap of the two ranges; the largest when u writes a buffer twice). */
 static double edge_bytes(const struct engine_task *u, const struct engine_task *v)
 {
 	double bytes = 0;
 	for (uint32_t i = 0; i < v->call.nargs && i < TDM_MAX_ARGS; i++) {
 		if (!v->data[i] || !(v->kernel->arg_modes[i] & TDM_R))
 			continue;
-		for (uint32_t j = 0; j < u->call.nargs && j < TDM_MAX_ARGS; j++)
-			if (u->data[j] == v->data[i] && (u->kernel->arg_modes[j] & TDM_W)) {
-				bytes += (double)v->call.len[i];
-				break;
-			}
+		uint64_t a = v->call.off[i], b = a + v->call.len[i], most = 0;
+		for (uint32_t j = 0; j < u->call.nargs && j < TDM_MAX_ARGS; j++) {
+			if (u->data[j] != v->data[i] || !(u->kernel->arg_modes[j] & TDM_W))
+				continue;
+			uint64_t lo = u->call.off[j] > a ? u->call.off[j] : a;
+			uint64_t hi = u->call.off[j] + u->call.len[j] < b
+			                      ? u->call.off[j] + u->call.len[j]
+			                      : b;
+			if (hi > lo && hi - lo > most)
+				most = hi - lo;
+		}
+		bytes += (double)most;
 	}
 	return bytes;
 }

@@ -840,7 +840,7 @@ static struct model *model_at(const struct profiler *p, uint32_t kernel, uint32_
 void profiler_predict(const struct profiler *p, uint32_t kernel, uint32_t device,
                       const struct kernel_features *f, struct cost_pred *out)
 {
-	struct kernel_features x = clean_features(f);
+	struct kernel_features x;
 	struct model_view v;
 	struct fp_view h;
 	struct model *m;
@@ -856,6 +856,7 @@ void profiler_predict(const struct profiler *p, uint32_t kernel, uint32_t device
 		*out = (struct cost_pred){ ns, 0, COST_HISTORY };
 		return;
 	}
+	x = clean_features(f);
 	prior = prior_ns(&p->fig[device], &x);
 	if (kernel >= p->nkernels || kernel == KERNEL_NOOP) {
 		*out = (struct cost_pred){ prior, PRIOR_SPREAD * prior, COST_PRIOR };

@@ -149,11 +149,14 @@ enum dfield {
 	DF_GFLOPS,
 	DF_MEM_GBPS,
 	DF_LAUNCH_NS,
+	DF_SOCKET_GBPS,
+	DF_FP16_GFLOPS,
 	DF_N
 };
 
-static const char *const dfield_name[DF_N] = { "kind",    "model",  "node",     "count",
-	                                       "mem_gib", "gflops", "mem_gbps", "launch_ns" };
+static const char *const dfield_name[DF_N] = { "kind",        "model",      "node",     "count",
+	                                       "mem_gib",     "gflops",     "mem_gbps", "launch_ns",
+	                                       "socket_gbps", "fp16_gflops" };
 
 enum cfield { CF_NB, CF_FLOPS, CF_BYTES, CF_DOMAIN, CF_NS, CF_SPREAD, CF_N };
 
@@ -170,7 +173,13 @@ struct dev_spec {
 	enum tdm_device_kind kind;
 	char model[MACHINE_NAME_MAX];
 	int64_t node, count;
-	double mem_gib, gflops, mem_gbps, launch_ns;
+	double mem_gib, gflops, mem_gbps, launch_ns, socket_gbps, fp16_gflops;
+	/* shares_cores_with: the names as written, resolved by finish_shares */
+	bool has_shares;
+	struct at shares_key_at;
+	uint32_t shares_len, nshares;
+	char shares[MACHINE_MAX_DEVICES][DEV_NAME_MAX];
+	struct at shares_at[MACHINE_MAX_DEVICES];
 };
 
 struct link_spec {
@@ -535,10 +544,58 @@ static int set_device_field(struct pctx *c, struct dev_spec *s, enum dfield f,
 			return 1;
 		s->launch_ns = v;
 		break;
+	case DF_SOCKET_GBPS:
+		if (get_number(c, it, p, &v) || check_cal_range(c, it, p, v, &r_gbps, "GB/s in "))
+			return 1;
+		s->socket_gbps = v;
+		break;
+	case DF_FP16_GFLOPS:
+		if (get_number(c, it, p, &v) ||
+		    check_cal_range(c, it, p, v, &r_gflops, "GFLOP/s in "))
+			return 1;
+		s->fp16_gflops = v;
+		break;
 	case DF_N: break;
 	}
 	s->set[f] = true;
 	s->fat[f] = value_at(it);
+	return 0;
+}
+
+/* shares_cores_with = ["cpu0", ...]: the array, then each name (checked
+ * against the devices by finish_shares). */
+static int visit_shares(struct pctx *c, struct dev_spec *s, const struct toml_item *it)
+{
+	char path[sizeof(s->path) + 40];
+
+	if (it->array_index < 0) {
+		if (it->type != TOML_ITEM_ARRAY)
+			return fail(
+			        c, value_at(it),
+			        "%s.shares_cores_with: expected an array of device names, got %s",
+			        s->path, toml_shim_type_name(it->type));
+		if (it->array_len < 1 || it->array_len > MACHINE_MAX_DEVICES)
+			return fail(c, value_at(it),
+			            "%s.shares_cores_with: %zu names (expected 1 to %d)", s->path,
+			            it->array_len, MACHINE_MAX_DEVICES);
+		s->has_shares = true;
+		s->shares_key_at = key_at(it);
+		s->shares_len = (uint32_t)it->array_len;
+		s->nshares = 0;
+		return 0;
+	}
+	snprintf(path, sizeof(path), "%s.shares_cores_with[%d]", s->path, it->array_index);
+	if (s->nshares >= s->shares_len) /* the array's length came first */
+		return fail(c, value_at(it), "%s: one element too many", path);
+	if (get_name(c, it, path, dev_name_char, "a device name: a-z, 0-9, _", DEV_NAME_MAX,
+	             s->shares[s->nshares]))
+		return 1;
+	for (uint32_t k = 0; k < s->nshares; k++)
+		if (!strcmp(s->shares[k], s->shares[s->nshares]))
+			return fail(c, value_at(it),
+			            "%s: %s is listed already (shares_cores_with[%u])", path,
+			            s->shares[k], k);
+	s->shares_at[s->nshares++] = value_at(it);
 	return 0;
 }
 
@@ -554,10 +611,12 @@ static int visit_device(struct pctx *c, const struct toml_item *it, char part[][
 		for (int f = 0; f < DF_N; f++)
 			if (!strcmp(part[2], dfield_name[f]))
 				return set_device_field(c, s, (enum dfield)f, it);
+		if (!strcmp(part[2], "shares_cores_with"))
+			return visit_shares(c, s, it);
 	}
 	return fail(c, key_at(it),
 	            "unknown key %s in [%s] (expected kind, model, node, count, mem_gib, gflops, "
-	            "mem_gbps, launch_ns)",
+	            "mem_gbps, launch_ns, socket_gbps, fp16_gflops, shares_cores_with)",
 	            path_rest(it->path, 2), s->path);
 }
 
@@ -905,6 +964,18 @@ static int finish_devices(struct pctx *c, struct machine *m, uint32_t *owner)
 			        "%s.mem_gib: host devices (kind \"cpu\") use host memory: leave "
 			        "mem_gib out",
 			        s->path);
+		if (!host && s->set[DF_SOCKET_GBPS])
+			return fail(
+			        c, s->fat[DF_SOCKET_GBPS],
+			        "%s.socket_gbps: only host cores (kind \"cpu\") share a socket's "
+			        "memory bandwidth: leave socket_gbps out",
+			        s->path);
+		if (host && s->set[DF_SOCKET_GBPS] && s->socket_gbps < s->mem_gbps)
+			return fail(
+			        c, s->fat[DF_SOCKET_GBPS],
+			        "%s.socket_gbps: %g GB/s is less than one core's mem_gbps (%g): "
+			        "the socket's bandwidth is shared by its cores, not below one",
+			        s->path, s->socket_gbps, s->mem_gbps);
 		if (!host && !s->set[DF_NODE])
 			return fail(
 			        c, s->at,
@@ -962,6 +1033,8 @@ static int finish_devices(struct pctx *c, struct machine *m, uint32_t *owner)
 			d->gemm_gflops = s->gflops;
 			d->mem_gbps = s->mem_gbps;
 			d->launch_ns = s->launch_ns;
+			d->socket_gbps = s->set[DF_SOCKET_GBPS] ? s->socket_gbps : 0;
+			d->fp16_gflops = s->set[DF_FP16_GFLOPS] ? s->fp16_gflops : 0;
 			if (!host && owner_node[d->node] >= 0)
 				return fail(
 				        c, s->fat[DF_NODE],
@@ -995,6 +1068,50 @@ static int finish_devices(struct pctx *c, struct machine *m, uint32_t *owner)
 			        "%s.node: node %u has no device (accelerators' nodes are numbered "
 			        "1, 2, ... without gaps)",
 			        s->path, k);
+		}
+	}
+	return 0;
+}
+
+/* shares_cores_with by device: each name a host core (kind "cpu") other
+ * than the device itself, on an accelerator. */
+static int finish_shares(struct pctx *c, struct machine *m, const uint32_t *owner)
+{
+	for (uint32_t i = 0; i < m->ndevices; i++) {
+		const struct dev_spec *s = &c->dev[owner[i]];
+		struct machine_device *d = &m->dev[i];
+
+		if (!s->has_shares)
+			continue;
+		if (d->kind == TDM_DEV_CPU)
+			return fail(
+			        c, s->shares_key_at,
+			        "%s.shares_cores_with: a host core (kind \"cpu\") is a core of "
+			        "its own: give the relation on the accelerator that runs on host "
+			        "cores",
+			        s->path);
+		for (uint32_t k = 0; k < s->nshares; k++) {
+			const char *name = s->shares[k];
+			uint32_t j = 0;
+
+			while (j < m->ndevices && strcmp(m->dev[j].name, name))
+				j++;
+			if (j == m->ndevices)
+				return fail(c, s->shares_at[k],
+				            "%s.shares_cores_with[%u]: no device is named %s",
+				            s->path, k, name);
+			if (j == i)
+				return fail(c, s->shares_at[k],
+				            "%s.shares_cores_with[%u]: %s is this device: a device "
+				            "does not share cores with itself",
+				            s->path, k, name);
+			if (m->dev[j].kind != TDM_DEV_CPU)
+				return fail(c, s->shares_at[k],
+				            "%s.shares_cores_with[%u]: %s is not a host core (its "
+				            "kind is \"%s\"): list the \"cpu\" devices whose cores "
+				            "%s runs on",
+				            s->path, k, name, kind_name(m->dev[j].kind), d->name);
+			d->shares_cores |= UINT64_C(1) << j;
 		}
 	}
 	return 0;
@@ -1224,8 +1341,8 @@ int machine_parse(const char *text, size_t len, const char *name, struct machine
 	}
 	c->m = out;
 	rc = toml_shim_walk(text, len, visit, c, &line, &col, msg, sizeof(msg));
-	if (rc == 0 && !finish_devices(c, out, owner) && !finish_links(c, out, owner) &&
-	    !finish_costs(c, out)) {
+	if (rc == 0 && !finish_devices(c, out, owner) && !finish_shares(c, out, owner) &&
+	    !finish_links(c, out, owner) && !finish_costs(c, out)) {
 		if (!c->has_name)
 			snprintf(out->name, sizeof(out->name), "%s", name);
 		memcpy(m, out, sizeof(*m));
@@ -1289,7 +1406,7 @@ int machine_load(const char *path, struct machine *m, char *err, size_t errlen)
 int machine_restrict(struct machine *m, enum tdm_device_kind kind, uint32_t count, char *err,
                      size_t errlen)
 {
-	int node_map[MACHINE_MAX_NODES];
+	int node_map[MACHINE_MAX_NODES], dev_map[MACHINE_MAX_DEVICES];
 	struct cal_link link[MACHINE_MAX_NODES][MACHINE_MAX_NODES];
 	uint32_t have = 0, kept = 0, n = 0, nnodes = 1;
 
@@ -1320,11 +1437,22 @@ int machine_restrict(struct machine *m, enum tdm_device_kind kind, uint32_t coun
 	for (uint32_t i = 0; i < m->ndevices; i++) {
 		struct machine_device d = m->dev[i];
 
+		dev_map[i] = -1;
 		if (d.kind == kind && kept++ >= count)
 			continue;
 		if (d.node && node_map[d.node] < 0)
 			node_map[d.node] = 0; /* numbered below, in node order */
+		dev_map[i] = (int)n;
 		m->dev[n++] = d;
+	}
+	/* The cores shared with devices that go are no longer described. */
+	for (uint32_t i = 0; i < n; i++) {
+		uint64_t old = m->dev[i].shares_cores, now = 0;
+
+		for (uint32_t j = 0; old && j < m->ndevices; j++)
+			if ((old >> j & 1) && dev_map[j] >= 0)
+				now |= UINT64_C(1) << dev_map[j];
+		m->dev[i].shares_cores = now;
 	}
 	m->ndevices = n;
 	for (uint32_t k = 1; k < m->nnodes; k++)
@@ -1668,6 +1796,27 @@ static void write_name(const struct backend_device *devs, size_t i, char (*names
 		snprintf(out, DEV_NAME_MAX, "dev%zu", i);
 }
 
+/* The OpenCL CPU device (PoCL) runs its kernels on threads spread over
+ * every core of the host, and the core workers are bound one to each of
+ * those cores (their os_index, from hwloc): it shares cores with every
+ * "cpu" device. GPUs and NPUs compute on their own silicon. */
+static void write_shares(FILE *out, const struct backend_device *devs, size_t ndevs, size_t i,
+                         char (*names)[DEV_NAME_MAX])
+{
+	bool first = true;
+
+	if (devs[i].kind != TDM_DEV_CLCPU)
+		return;
+	for (size_t j = 0; j < ndevs; j++) {
+		if (devs[j].kind != TDM_DEV_CPU)
+			continue;
+		fprintf(out, "%s\"%s\"", first ? "shares_cores_with = [ " : ", ", names[j]);
+		first = false;
+	}
+	if (!first)
+		fputs(" ]\n", out);
+}
+
 int machine_write(FILE *out, const char *name, const struct backend_device *devs, size_t ndevs,
                   const struct calibration *cal, const json_t *models)
 {
@@ -1726,6 +1875,7 @@ int machine_write(FILE *out, const char *name, const struct backend_device *devs
 		fputs("\nlaunch_ns = ", out);
 		put_num(out, d->launch_ns);
 		fputc('\n', out);
+		write_shares(out, devs, ndevs, i, names);
 	}
 	for (uint32_t s = 0; s < cal->nnodes; s++) {
 		for (uint32_t d = 0; d < cal->nnodes; d++) {

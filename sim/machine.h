@@ -29,6 +29,7 @@
 #define MACHINE_MAX_COSTS 100000 /* cost table entries */
 #define MACHINE_MAX_INPUT ((size_t)16 << 20)
 #define MACHINE_NAME_MAX 64
+_Static_assert(MACHINE_MAX_DEVICES <= 64, "shares_cores is a 64-bit mask");
 
 struct machine_device {
 	char name[MACHINE_NAME_MAX]; /* unique: "cpu0", "gpu1", ... */
@@ -39,6 +40,18 @@ struct machine_device {
 	double gemm_gflops; /* as calibration measures them */
 	double mem_gbps;
 	double launch_ns;
+	/* Host cores: the memory bandwidth of their socket, shared by all of
+	 * them (GB/s; 0 when the description gives none: the cores do not
+	 * contend). A core alone reaches mem_gbps; n cores together reach
+	 * min(n * mem_gbps, socket_gbps). */
+	double socket_gbps;
+	/* Half-precision matrix throughput (tensor cores), GFLOP/s; 0 when not
+	 * given (then gemm_gflops holds for fp16 too). */
+	double fp16_gflops;
+	/* shares_cores_with: bit j set when this accelerator runs its kernels
+	 * on the core of device j (a "cpu" device), as an OpenCL CPU device
+	 * does; the simulator makes them contend (docs/simulation.md). */
+	uint64_t shares_cores;
 };
 
 /* One measured cost: kernel on devices of a model, at one footprint. */

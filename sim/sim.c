@@ -25,6 +25,21 @@ struct ev {
 	uint32_t w;
 };
 
+/* A kernel on a device that shares cores (see "shared cores" below). */
+struct job {
+	struct backend_event *ev; /* paced devices' */
+	uint32_t v; /* its workload task */
+	uint64_t ready; /* it may start: issued, inputs arrived, the one before done */
+	uint64_t end; /* cores: when it ends (their kernels run at full speed) */
+	double left_ns; /* paced: its uncontended time still to run */
+};
+
+/* Jobs in their device's order (a ring). */
+struct jobq {
+	struct job *a;
+	uint32_t head, n, cap;
+};
+
 struct sim {
 	const struct machine *m;
 	const struct workload *w;
@@ -61,6 +76,19 @@ struct sim {
 	 * it moves or one of their own tasks completes. */
 	uint32_t *idle_at;
 	bool *idle;
+	/* Devices whose pipeline is not full (bit d): a full one has nothing
+	 * to look at before one of its tasks completes. */
+	uint64_t open;
+	/* Shared cores (machine_device.shares_cores): devices that run on
+	 * host cores they share with core workers are paced; the cores they
+	 * share have their kernels' spans tracked. pace_t: paced kernels have
+	 * progressed up to then. */
+	bool paced_any, oom;
+	bool paced[MACHINE_MAX_DEVICES], shared_core[MACHINE_MAX_DEVICES];
+	uint64_t cores[MACHINE_MAX_DEVICES]; /* paced: the cores it runs on */
+	struct jobq jobs[MACHINE_MAX_DEVICES];
+	double rate[MACHINE_MAX_DEVICES];
+	uint64_t pace_t;
 };
 
 static void fail(char *err, size_t len, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
@@ -169,15 +197,176 @@ static double edge_bytes(const struct sim *S, double data)
 	return S->w->units == WL_UNITS_ABSTRACT ? data * S->unit_bytes : data;
 }
 
-/* sim_world.launch: the kernel of task v on device d, from `earliest`. */
-static uint64_t on_launch(void *ctx, unsigned d, const struct kernel_def *k,
-                          const struct tdm_kernel_call *call, uint64_t *start)
+/* Task v ran on device d from start to end. */
+static void record_task(struct sim *S, uint32_t v, unsigned d, uint64_t start, uint64_t end)
 {
-	uint64_t earliest = *start;
-	struct sim *S = ctx;
-	uint32_t v = (uint32_t)call->s[SIM_SLOT].i64;
+	S->end[v] = end;
+	S->r->busy_ns[d] += end - start;
+	S->r->tasks_on[d]++;
+	if (end > S->last_end)
+		S->last_end = end;
+	if (S->r->spans) {
+		const struct wl_task *t = &S->w->tasks[v];
+		S->r->spans[v] = (struct sched_span){ .device = d,
+			                              .start_ns = start,
+			                              .end_ns = end,
+			                              .name = t->name,
+			                              .graph = t->graph,
+			                              .task = v - first_of(S->w, t->graph) };
+	}
+}
+
+/* ---- shared cores ----
+ *
+ * A device that shares cores (an OpenCL CPU device on the cores of the core
+ * workers) computes on whatever those cores leave it. The model (docs/
+ * simulation.md, "Shared cores"): the core workers keep their cores, so
+ * their kernels run at full speed, as measured (a core worker is bound to
+ * its core and, waking for each short task, wins it back from the
+ * accelerator's threads under Linux's fair scheduler); a paced device's
+ * kernel advances at the share of its cores that no core worker is busy
+ * on, each idle core split evenly among the paced devices busy on it:
+ *
+ *   rate(a) = (1 / |cores(a)|) * sum over idle cores c of a: 1 / (paced devices busy on c)
+ *
+ * A paced kernel's end is known only as it runs: the driver takes the next
+ * moment a rate changes (a kernel starts or ends on a paced device or a
+ * shared core) as an event of its own. */
+
+static int jobq_push(struct jobq *q, struct job j)
+{
+	if (q->n == q->cap) {
+		uint32_t cap = q->cap ? 2 * q->cap : 8;
+		struct job *a = malloc(cap * sizeof(*a));
+		if (!a)
+			return -TDM_ENOMEM;
+		for (uint32_t i = 0; i < q->n; i++)
+			a[i] = q->a[(q->head + i) % q->cap];
+		free(q->a);
+		q->a = a;
+		q->head = 0;
+		q->cap = cap;
+	}
+	q->a[(q->head + q->n++) % q->cap] = j;
+	return 0;
+}
+
+static struct job *jobq_front(struct jobq *q)
+{
+	return q->n ? &q->a[q->head] : NULL;
+}
+
+static void jobq_pop(struct jobq *q)
+{
+	q->head = (q->head + 1) % q->cap;
+	q->n--;
+}
+
+/* Is core worker c computing at time t? (Its kernels run one after the
+ * other: only the oldest one that has not ended can be running.) */
+static bool core_busy(struct sim *S, unsigned c, uint64_t t)
+{
+	struct jobq *q = &S->jobs[c];
+	struct job *j;
+	while ((j = jobq_front(q)) && j->end <= t)
+		jobq_pop(q);
+	return j && j->ready <= t;
+}
+
+static bool paced_busy(struct sim *S, unsigned d)
+{
+	struct job *j = jobq_front(&S->jobs[d]);
+	return j && j->ready <= S->pace_t;
+}
+
+/* Every paced device's rate at pace_t. */
+static void pace_rates(struct sim *S)
+{
+	unsigned nd = S->m->ndevices;
+	bool busy[MACHINE_MAX_DEVICES];
+	unsigned on[MACHINE_MAX_DEVICES] = { 0 }; /* paced devices busy on core c */
+	for (unsigned d = 0; d < nd; d++) {
+		busy[d] = S->shared_core[d] ? core_busy(S, d, S->pace_t)
+		          : S->paced[d]     ? paced_busy(S, d)
+		                            : false;
+		for (unsigned c = 0; S->paced[d] && busy[d] && c < nd; c++)
+			on[c] += (unsigned)(S->cores[d] >> c & 1);
+	}
+	for (unsigned d = 0; d < nd; d++) {
+		uint64_t cores = S->cores[d];
+		double share = 0;
+		S->rate[d] = 0;
+		if (!S->paced[d] || !busy[d])
+			continue;
+		for (unsigned c = 0; c < nd; c++)
+			if ((cores >> c & 1) && !busy[c])
+				share += 1.0 / on[c];
+		S->rate[d] = share / __builtin_popcountll(cores);
+	}
+}
+
+/* Paced kernels progress, at the rates of pace_t, up to t (no rate changes
+ * in between: the driver stops at each change). */
+static void pace_advance(struct sim *S, uint64_t t)
+{
+	if (!S->paced_any || t <= S->pace_t)
+		return;
+	for (unsigned d = 0; d < S->m->ndevices; d++) {
+		struct job *j = S->paced[d] ? jobq_front(&S->jobs[d]) : NULL;
+		if (j && j->ready <= S->pace_t)
+			j->left_ns -= S->rate[d] * (double)(t - S->pace_t);
+	}
+	S->pace_t = t;
+}
+
+/* The next moment after pace_t a rate changes, or a paced kernel ends
+ * (*done: its device; else -1); UINT64_MAX when nothing is pending. */
+static uint64_t pace_next(struct sim *S, int *done)
+{
+	uint64_t next = UINT64_MAX;
+	*done = -1;
+	pace_rates(S);
+	for (unsigned d = 0; d < S->m->ndevices; d++) {
+		struct job *j = jobq_front(&S->jobs[d]);
+		if (!j)
+			continue;
+		if (j->ready > S->pace_t) {
+			if (j->ready < next) {
+				next = j->ready;
+				*done = -1;
+			}
+		} else if (S->shared_core[d]) {
+			if (j->end < next) { /* also in the heap: taken there */
+				next = j->end;
+				*done = -1;
+			}
+		} else if (S->rate[d] > 0) {
+			double left = j->left_ns > 0 ? j->left_ns : 0;
+			uint64_t end = S->pace_t + (uint64_t)ceil(left / S->rate[d]);
+			if (end < next) {
+				next = end;
+				*done = (int)d;
+			}
+		}
+	}
+	return next;
+}
+
+/* Paced device d's oldest kernel ends at pace_t. */
+static void pace_finish(struct sim *S, unsigned d)
+{
+	struct jobq *q = &S->jobs[d];
+	struct job *j = jobq_front(q);
+	sim_event_retime(j->ev, j->ready, S->pace_t);
+	record_task(S, j->v, d, j->ready, S->pace_t);
+	jobq_pop(q);
+	if ((j = jobq_front(q)) && j->ready < S->pace_t)
+		j->ready = S->pace_t; /* the device is in order */
+}
+
+static uint64_t task_start(struct sim *S, uint32_t v, unsigned d, uint64_t earliest)
+{
 	uint16_t node = S->sdev[d].node;
-	(void)k;
 	/* Abstract tasks: each predecessor's data comes from where it ran
 	 * (kernel tasks move their buffers through residency). */
 	for (uint32_t i = S->pred_off[v]; !S->w->tasks[v].has_kernel && i < S->pred_off[v + 1];
@@ -194,24 +383,30 @@ static uint64_t on_launch(void *ctx, unsigned d, const struct kernel_def *k,
 		if (at > earliest)
 			earliest = at;
 	}
+	return earliest;
+}
+
+/* sim_world.launch: the kernel of task v on device d, from `earliest`. */
+static uint64_t on_launch(void *ctx, unsigned d, const struct kernel_def *k,
+                          const struct tdm_kernel_call *call, struct backend_event *ev,
+                          uint64_t *start)
+{
+	struct sim *S = ctx;
+	uint32_t v = (uint32_t)call->s[SIM_SLOT].i64;
+	(void)k;
+	uint64_t earliest = task_start(S, v, d, *start);
 	double ns = task_ns(S, v, d);
 	uint64_t end = earliest + (uint64_t)llround(ns > 0 ? ns : 0);
 	*start = earliest;
 	S->ran_on[v] = (int32_t)d;
-	S->end[v] = end;
-	S->r->busy_ns[d] += end - earliest;
-	S->r->tasks_on[d]++;
-	if (end > S->last_end)
-		S->last_end = end;
-	if (S->r->spans) {
-		const struct wl_task *t = &S->w->tasks[v];
-		S->r->spans[v] = (struct sched_span){ .device = d,
-			                              .start_ns = earliest,
-			                              .end_ns = end,
-			                              .name = t->name,
-			                              .graph = t->graph,
-			                              .task = v - first_of(S->w, t->graph) };
+	if (S->paced[d] || S->shared_core[d]) {
+		struct job j = { .ev = ev, .v = v, .ready = earliest, .end = end, .left_ns = ns };
+		if (jobq_push(&S->jobs[d], j))
+			S->oom = true;
+		if (S->paced[d])
+			return end; /* provisional: pace_finish sets it */
 	}
+	record_task(S, v, d, earliest, end);
 	return end;
 }
 
@@ -255,6 +450,38 @@ static void graph_done(void *ctx, struct engine_graph *g)
 
 /* ---- machine ---- */
 
+/* Devices that share a calibration key share a cost model, and the
+ * policies predict one device of the key for all (eft groups). A workload
+ * of abstract tasks that gives devices of one key different costs (the
+ * HEFT paper's random DAGs) makes them different devices: each gets a key
+ * of its own, so what the engine predicts is what the task costs. */
+static void split_keys(const struct sim *S, struct calibration *cal)
+{
+	const struct workload *w = S->w;
+	unsigned nd = S->m->ndevices;
+	if (!w->dev_cost || w->ndev_cost != nd || nd > CAL_MAX_DEVICES)
+		return;
+	for (uint32_t v = 0; v < w->ntasks; v++)
+		if (w->tasks[v].has_kernel)
+			return; /* kernel cost tables go by key */
+	bool split = false;
+	for (unsigned b = 1; b < nd && !split; b++) {
+		unsigned a = 0; /* the first device of b's key */
+		while (strcmp(cal->dev[a].key, cal->dev[b].key))
+			a++;
+		for (uint32_t v = 0; a < b && v < w->ntasks && !split; v++)
+			split = w->dev_cost[(size_t)v * nd + a] != w->dev_cost[(size_t)v * nd + b];
+	}
+	for (unsigned d = 0; split && d < nd; d++) {
+		char *k = cal->dev[d].key;
+		size_t len = strlen(k), room = CAL_KEY_MAX - 1;
+		char tail[16];
+		int tl = snprintf(tail, sizeof(tail), "#%u", d);
+		memcpy(k + (len + (size_t)tl > room ? room - (size_t)tl : len), tail,
+		       (size_t)tl + 1);
+	}
+}
+
 static int build_machine(struct sim *S, char *err, size_t errlen)
 {
 	const struct machine *m = S->m;
@@ -286,6 +513,14 @@ static int build_machine(struct sim *S, char *err, size_t errlen)
 		sd->world = &S->world;
 		sd->index = d;
 		sd->node = md->node;
+		/* Shared cores: the device is paced, the cores it uses tracked. */
+		for (unsigned c = 0; c < m->ndevices; c++)
+			if (md->kind != TDM_DEV_CPU && (md->shares_cores >> c & 1) &&
+			    m->dev[c].kind == TDM_DEV_CPU) {
+				sd->paced = S->paced[d] = S->paced_any = true;
+				S->shared_core[c] = true;
+				S->cores[d] |= UINT64_C(1) << c;
+			}
 		for (uint32_t k = 0; k < KERNEL_COUNT; k++)
 			sd->runs[k] = !priced[k];
 		for (uint32_t i = 0; i < m->ncosts; i++)
@@ -324,6 +559,7 @@ static int build_machine(struct sim *S, char *err, size_t errlen)
 	}
 
 	machine_calibration(m, &cal);
+	split_keys(S, &cal);
 	json_t *models = machine_models_json(m);
 	if (!models || profiler_create(&cal, &S->prof) || profiler_create(&cal, &S->truth)) {
 		json_decref(models);
@@ -570,20 +806,31 @@ static void submit(struct sim *S, uint32_t gi)
 	engine_submit(S->e, g);
 }
 
-static int run_loop(struct sim *S, char *err, size_t errlen)
+/* The virtual clock moves to t (never back); paced kernels progress. */
+static void move_to(struct sim *S, uint64_t t)
 {
-	unsigned nd = S->m->ndevices;
+	pace_advance(S, t);
+	if (t > S->world.now)
+		S->world.now = t;
+}
+
+__attribute__((noinline)) static int run_loop(struct sim *S, char *err, size_t errlen)
+{
 	uint32_t next = 0, ng = S->ngraphs;
 	double t0;
 
 	S->first_arrival = arrival_of(S, S->order[0]);
 	S->world.now = S->first_arrival;
+	S->pace_t = S->first_arrival;
 	for (;;) {
 		t0 = wall_ns();
 		while (next < ng && arrival_of(S, S->order[next]) <= S->world.now)
 			submit(S, S->order[next++]);
 		uint32_t epoch = engine_sim_epoch(S->e);
-		for (unsigned d = 0; d < nd; d++) {
+		/* In device order, as every other step: the open ones; an idle
+		 * one only once the epoch moved. */
+		for (uint64_t bits = S->open; bits; bits &= bits - 1) {
+			unsigned d = (unsigned)__builtin_ctzll(bits);
 			if (S->idle[d] && S->idle_at[d] == epoch)
 				continue;
 			/* The epoch before the look: what arrives during it moves it. */
@@ -591,7 +838,9 @@ static int run_loop(struct sim *S, char *err, size_t errlen)
 			size_t took = engine_sim_stage(S->e, d);
 			S->idle[d] = took == 0;
 			S->idle_at[d] = before;
-			if (!S->scheduled[d]) {
+			if (engine_sim_full(S->e, d))
+				S->open &= ~(1ull << d);
+			if (!S->scheduled[d] && !S->paced[d]) {
 				struct backend_event *ev = engine_sim_oldest(S->e, d);
 				if (ev) {
 					heap_push(S, (struct ev){ sim_event_time(ev), d });
@@ -600,9 +849,16 @@ static int run_loop(struct sim *S, char *err, size_t errlen)
 			}
 		}
 		S->r->engine_ns += wall_ns() - t0;
-		if (!S->nheap) {
+		if (S->oom) {
+			fail(err, errlen, "out of memory");
+			return -TDM_ENOMEM;
+		}
+		int paced_done = -1;
+		uint64_t tp = S->paced_any ? pace_next(S, &paced_done) : UINT64_MAX;
+		uint64_t th = S->nheap ? S->heap[0].t : UINT64_MAX;
+		if (!S->nheap && tp == UINT64_MAX) {
 			if (next < ng) {
-				S->world.now = arrival_of(S, S->order[next]);
+				move_to(S, arrival_of(S, S->order[next]));
 				continue;
 			}
 			if (S->graphs_done == ng)
@@ -614,15 +870,30 @@ static int run_loop(struct sim *S, char *err, size_t errlen)
 			     S->graphs_done, ng);
 			return -TDM_EINVAL;
 		}
-		if (next < ng && arrival_of(S, S->order[next]) < S->heap[0].t) {
-			S->world.now = arrival_of(S, S->order[next]);
+		if (next < ng && arrival_of(S, S->order[next]) < th &&
+		    arrival_of(S, S->order[next]) < tp) {
+			move_to(S, arrival_of(S, S->order[next]));
+			continue;
+		}
+		if (tp < th || (tp == th && paced_done >= 0)) {
+			/* A rate changes, or a paced kernel ends. */
+			move_to(S, tp);
+			if (paced_done >= 0) {
+				unsigned d = (unsigned)paced_done;
+				pace_finish(S, d);
+				S->idle[d] = false;
+				S->open |= 1ull << d;
+				t0 = wall_ns();
+				engine_sim_complete(S->e, d);
+				S->r->engine_ns += wall_ns() - t0;
+			}
 			continue;
 		}
 		struct ev x = heap_pop(S);
-		if (x.t > S->world.now)
-			S->world.now = x.t;
+		move_to(S, x.t);
 		S->scheduled[x.w] = false;
 		S->idle[x.w] = false;
+		S->open |= 1ull << x.w;
 		t0 = wall_ns();
 		engine_sim_complete(S->e, x.w);
 		S->r->engine_ns += wall_ns() - t0;
@@ -726,6 +997,8 @@ static void teardown(struct sim *S)
 	free(S->scheduled);
 	free(S->idle);
 	free(S->idle_at);
+	for (unsigned d = 0; d < MACHINE_MAX_DEVICES; d++)
+		free(S->jobs[d].a);
 }
 
 int sim_run(const struct machine *m, const struct workload *w, const struct sim_opts *o,
@@ -773,12 +1046,14 @@ int sim_run(const struct machine *m, const struct workload *w, const struct sim_
 	S->scheduled = calloc(m->ndevices, sizeof(bool));
 	S->idle = calloc(m->ndevices, sizeof(bool));
 	S->idle_at = calloc(m->ndevices, sizeof(uint32_t));
+	S->open = m->ndevices == 64 ? ~0ull : (1ull << m->ndevices) - 1;
 	if (!S->heap || !S->scheduled || !S->idle || !S->idle_at || build_preds(S))
 		goto nomem;
 	if (o->record && !(r->spans = calloc(w->ntasks, sizeof(*r->spans))))
 		goto nomem;
 	r->nspans = o->record ? w->ntasks : 0;
 
+	char why[256] = "";
 	struct engine_params ep = {
 		.clock = &S->clock,
 		.policy = policy,
@@ -792,10 +1067,13 @@ int sim_run(const struct machine *m, const struct workload *w, const struct sim_
 		.prof = S->prof,
 		.tuning = o->tuning,
 		.watchdog_ms = o->watchdog_ms,
+		.why = why,
+		.whylen = sizeof(why),
 	};
 	rc = engine_create(&ep, &S->e);
 	if (rc) {
-		fail(err, errlen, "cannot create the engine: %s", tdm_strerror(rc));
+		fail(err, errlen, "cannot create the engine: %s",
+		     rc == -TDM_EINVAL && why[0] ? why : tdm_strerror(rc));
 		goto out;
 	}
 	rc = build_graphs(S, err, errlen);

@@ -11,6 +11,7 @@
 #include <jansson.h>
 
 #include "common/log.h"
+#include "sim/llm_sim.h"
 #include "sim/sim.h"
 #include "policies/policy.h"
 #include "tandem.h"
@@ -41,6 +42,12 @@ static void usage(FILE *out)
 	        "                                               layered random DAG (about\n"
 	        "                                               sqrt(N) levels, edges to earlier\n"
 	        "                                               levels with probability P)\n"
+	        "                           llm:model=M,trace=T[,requests=N,host_gbps=X,...]\n"
+	        "                                               LLM serving (docs/llm.md): M\n"
+	        "                                               llama2-7b|llama3.1-8b, T conv|\n"
+	        "                                               code|FILE.csv (Azure format);\n"
+	        "                                               policies tandem, gpu_only,\n"
+	        "                                               neo, apex, serial, nkvo"
 	        "  -p, --policy LIST        comma-separated policies, or all (default: all)\n"
 	        "      --restrict KIND=N,.. keep the first N devices of each kind (cpu=4,gpu=4)\n"
 	        "      --unit-ns X          abstract workloads: ns per cost unit (default 1e6)\n"
@@ -582,6 +589,18 @@ int sim_main(int argc, char **argv)
 		fprintf(stderr, "tandemd: --simulate needs --machine and --workload\n");
 		usage(stderr);
 		return 2;
+	}
+	if (!strncmp(workload_spec, "llm:", 4)) {
+		static struct machine lm;
+		char lerr[512];
+		int lrc = 1;
+		machine_init(&lm);
+		if (load_machine(machine_spec, argv[0], &lm, lerr, sizeof(lerr)))
+			fprintf(stderr, "%s\n", lerr);
+		else
+			lrc = llm_sim_cli(&lm, workload_spec + 4, policies, json);
+		machine_free(&lm);
+		return lrc;
 	}
 	const char *names[MAX_POLICIES];
 	size_t npol;

@@ -280,12 +280,14 @@ static void print_clients(json_t *doc)
 	               (long long)num(c, "graphs_in_flight"), (long long)num(c, "tasks_in_flight"));
 }
 
-/* Where each buffer's valid copies are; * marks the only valid (owner) copy. */
+/* Where each buffer's valid copies are (by byte range): * marks a node
+ * that alone holds some bytes (owner), ~ one that holds part only. */
 static void print_replicas(json_t *doc)
 {
 	size_t i, j;
 	json_t *c, *b;
-	printf("%-8s %-10s %14s %s\n", "SESSION", "BUFFER", "BYTES", "VALID_ON (* = owner)");
+	printf("%-8s %-10s %14s %s\n", "SESSION", "BUFFER", "BYTES",
+	       "VALID_ON (* = owner, ~ = part)");
 	json_array_foreach(json_object_get(doc, "clients"), i, c)
 	{
 		json_array_foreach(json_object_get(c, "replicas"), j, b)

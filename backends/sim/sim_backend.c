@@ -45,6 +45,12 @@ uint64_t sim_event_time(const struct backend_event *ev)
 	return ev ? ev->done : 0;
 }
 
+void sim_event_retime(struct backend_event *ev, uint64_t start, uint64_t done)
+{
+	ev->start = start;
+	ev->done = done;
+}
+
 void sim_world_fini(struct sim_world *w)
 {
 	struct backend_event *ev = (struct backend_event *)w->free_events;
@@ -181,14 +187,15 @@ static int sim_launch_async(const struct backend_device *d, const struct kernel_
 {
 	struct sim_device *sd = sdev(d);
 	struct sim_world *w = sd->world;
-	uint64_t earliest = max64(w->now, sd->free_at);
+	uint64_t earliest = max64(w->now, sd->paced ? 0 : sd->free_at);
 	for (size_t i = 0; i < nwaits; i++)
 		earliest = max64(earliest, waits[i] ? waits[i]->done : 0);
 	uint64_t start = earliest;
-	uint64_t end = w->launch(w->ctx, sd->index, k, call, &start);
-	int err = new_event(w, start, end, done);
+	int err = new_event(w, start, start, done);
 	if (err)
 		return err;
+	uint64_t end = w->launch(w->ctx, sd->index, k, call, *done, &start);
+	sim_event_retime(*done, start, end);
 	sd->free_at = end;
 	return 0;
 }

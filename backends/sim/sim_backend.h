@@ -28,11 +28,14 @@ struct sim_world {
 	uint64_t now; /* the virtual clock, ns */
 	struct sim_link link[BACKEND_MAX_NODES][BACKEND_MAX_NODES]; /* [src][dst] */
 	/* A kernel issued on device dev may start at *start (device free,
-	 * copies done); the front end moves *start later for what it models
-	 * itself (data along edges of abstract tasks), records the task and
-	 * returns its end (>= *start). */
+	 * copies done; a paced device's kernels do not wait for the device:
+	 * the front end orders them); the front end moves *start later for
+	 * what it models itself (data along edges of abstract tasks), records
+	 * the task and returns its end (>= *start). ev is the kernel's event,
+	 * for sim_event_retime. */
 	uint64_t (*launch)(void *ctx, unsigned dev, const struct kernel_def *k,
-	                   const struct tdm_kernel_call *call, uint64_t *start);
+	                   const struct tdm_kernel_call *call, struct backend_event *ev,
+	                   uint64_t *start);
 	/* Optional: a copy was issued (for the schedule's copy tracks). */
 	void (*copied)(void *ctx, unsigned src, unsigned dst, uint64_t bytes, uint64_t start,
 	               uint64_t end);
@@ -59,6 +62,9 @@ struct sim_device {
 	unsigned index; /* in the engine's device order */
 	uint16_t node;
 	uint64_t free_at; /* its compute queue is busy until then */
+	/* Its kernels' times are set by the front end as they run (cores
+	 * shared with other devices: sim.c), not when they are issued. */
+	bool paced;
 	bool runs[KERNEL_COUNT]; /* the kernels its machine prices for it */
 };
 
@@ -66,6 +72,8 @@ extern const struct backend_ops backend_sim;
 
 /* When ev completes on the virtual clock. */
 uint64_t sim_event_time(const struct backend_event *ev);
+/* A paced device's kernel ran from start to done after all. */
+void sim_event_retime(struct backend_event *ev, uint64_t start, uint64_t done);
 /* Frees the recycled events. */
 void sim_world_fini(struct sim_world *w);
 

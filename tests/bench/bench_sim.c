@@ -16,7 +16,17 @@
  *   sim_tasks_per_s       simulated tasks per second of wall time (the event
  *                         loop: engine, policy, residency, cost models), for a
  *                         22,100-task Cholesky (50 x 50 tiles) and a 200,000-
- *                         task random DAG, per policy.
+ *                         task random DAG, per policy;
+ *   plan_ns_per_task      wall time inside the engine (policy, placement,
+ *                         models) per task, for a 10,000-task random DAG on
+ *                         the same machine: heft's and peft's whole-graph
+ *                         plan against dmda's per-task decisions.
+ *
+ * Knobs (environment), for profiling one case under callgrind:
+ * BENCH_POLICIES (comma-separated names: only these), BENCH_RANDOM_TASKS
+ * (the random DAG's size, 200000), BENCH_SPEED_ONLY (non-empty: skip the
+ * StarPU machines), BENCH_WORKLOAD (cholesky or random: only that one, and
+ * no plan_ns_per_task).
  *
  * The fidelity figures (sim_error_pct) come from tests/bench/sim_fidelity.sh,
  * which records real runs through a daemon. */
@@ -111,12 +121,34 @@ static int starpu_machine(const char *host, int ncpus, int ncuda, double ref_ms)
 	return failed;
 }
 
+static bool wanted(const char *name)
+{
+	const char *list = getenv("BENCH_POLICIES");
+	size_t n = strlen(name);
+	if (!list || !*list)
+		return true;
+	for (const char *p = list; *p;) {
+		const char *end = strchr(p, ',');
+		size_t len = end ? (size_t)(end - p) : strlen(p);
+		if (len == n && strncmp(p, name, n) == 0)
+			return true;
+		p += len + (end != NULL);
+	}
+	return false;
+}
+
+static uint32_t random_tasks(void)
+{
+	const char *v = getenv("BENCH_RANDOM_TASKS");
+	long n = v && *v ? strtol(v, NULL, 10) : 0;
+	return n > 0 && n <= 10000000 ? (uint32_t)n : 200000;
+}
+
 static int speed(void)
 {
 	struct machine m;
 	struct workload chol, rnd;
 	char err[512], path[256];
-	const char *names[] = { "eager", "dmda", "heft" };
 	machine_init(&m);
 	wl_init(&chol);
 	wl_init(&rnd);
@@ -127,7 +159,7 @@ static int speed(void)
 		machine_free(&m);
 		return -1;
 	}
-	struct wl_random_params p = { .n = 200000,
+	struct wl_random_params p = { .n = random_tasks(),
 		                      .ccr = 0.5,
 		                      .alpha = 1,
 		                      .out_degree = 3,
@@ -140,24 +172,56 @@ static int speed(void)
 		return -1;
 	}
 	int failed = 0;
-	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+	const char *only = getenv("BENCH_WORKLOAD");
+	char rname[32];
+	snprintf(rname, sizeof(rname), "random%uk", p.n / 1000);
+	for (const struct policy_ops *const *pol = policy_list(); *pol; pol++) {
+		if (!wanted((*pol)->name))
+			continue;
 		const struct workload *ws[2] = { &chol, &rnd };
-		const char *wn[2] = { "cholesky50", "random200k" };
-		/* heft plans 200k tasks and re-plans on drift: seconds, not a speed. */
-		for (int k = 0; k < (strcmp(names[i], "heft") ? 2 : 1); k++) {
+		const char *wn[2] = { "cholesky50", rname };
+		for (int k = 0; k < 2; k++) {
 			struct sim_result r;
+			if (only && *only && strncmp(wn[k], only, strlen(only)))
+				continue;
 			char keys[96];
-			if (run_policy(&m, ws[k], names[i], &r)) {
+			if (run_policy(&m, ws[k], (*pol)->name, &r)) {
 				failed = -1;
 				continue;
 			}
-			snprintf(keys, sizeof(keys), "policy=%s workload=%s machine=%s", names[i],
-			         wn[k], m.name);
+			snprintf(keys, sizeof(keys), "policy=%s workload=%s machine=%s",
+			         (*pol)->name, wn[k], m.name);
 			bench_report("sim_tasks_per_s", (double)r.tasks / (r.loop_ns / 1e9),
 			             "tasks/s", keys);
 			bench_report("sim_run_ms", r.wall_ns / 1e6, "ms", keys);
 			sim_result_free(&r);
 		}
+	}
+	/* Deciding on a 10,000-task graph: heft and peft plan it whole at
+	 * submission, dmda decides per ready task; the engine's own stepping
+	 * is in every figure alike. */
+	wl_free(&rnd);
+	wl_init(&rnd);
+	p.n = 10000;
+	bool plan_figures = !(only && *only);
+	if (plan_figures && wl_gen_random(&p, &rnd, err, sizeof(err))) {
+		fprintf(stderr, "bench_sim: %s\n", err);
+		failed = -1;
+	}
+	for (const struct policy_ops *const *pol = policy_list(); plan_figures && *pol && !failed;
+	     pol++) {
+		struct sim_result r;
+		char keys[96];
+		if (!wanted((*pol)->name))
+			continue;
+		if (run_policy(&m, &rnd, (*pol)->name, &r)) {
+			failed = -1;
+			continue;
+		}
+		snprintf(keys, sizeof(keys), "policy=%s tasks=%u machine=%s", (*pol)->name,
+		         rnd.ntasks, m.name);
+		bench_report("plan_ns_per_task", r.engine_ns / r.tasks, "ns", keys);
+		sim_result_free(&r);
 	}
 	wl_free(&chol);
 	wl_free(&rnd);
@@ -168,8 +232,12 @@ static int speed(void)
 int main(void)
 {
 	log_set_level(LOG_ERROR);
-	int rc = starpu_machine("sirocco", 4, 4, SIROCCO_STARPU_DMDAS_MS);
-	rc |= starpu_machine("mirage", 9, 3, 0);
+	int rc = 0;
+	const char *speed_only = getenv("BENCH_SPEED_ONLY");
+	if (!speed_only || !*speed_only) {
+		rc |= starpu_machine("sirocco", 4, 4, SIROCCO_STARPU_DMDAS_MS);
+		rc |= starpu_machine("mirage", 9, 3, 0);
+	}
 	rc |= speed();
 	return rc ? 1 : 0;
 }

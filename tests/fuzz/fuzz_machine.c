@@ -71,6 +71,14 @@ static void check_valid(const struct machine *m)
 		check(in(d->gemm_gflops, 0, 1e7) && d->gemm_gflops > 0 && d->gemm_gflops < 1e7);
 		check(in(d->mem_gbps, 0, 1e5) && d->mem_gbps > 0 && d->mem_gbps < 1e5);
 		check(in(d->launch_ns, 0, 1e9) && d->launch_ns < 1e9);
+		check(d->socket_gbps == 0 ||
+		      (d->kind == TDM_DEV_CPU && in(d->socket_gbps, d->mem_gbps, 1e5)));
+		check(in(d->fp16_gflops, 0, 1e7) && d->fp16_gflops < 1e7);
+		/* shares_cores_with: accelerators only, other devices' host cores */
+		check(d->kind != TDM_DEV_CPU || d->shares_cores == 0);
+		for (uint32_t j = 0; j < 64; j++)
+			check(!(d->shares_cores >> j & 1) ||
+			      (j < m->ndevices && j != i && m->dev[j].kind == TDM_DEV_CPU));
 	}
 	for (uint32_t k = 1; k < m->nnodes; k++)
 		check(node_used[k]);

@@ -258,7 +258,10 @@ struct buf {
 	float *host; /* what the engine works on (the client's view) */
 	float ref[N]; /* the same operations, done here one after another */
 	bool keep; /* keep_on_devices: device copies outlive the graph */
-	uint8_t model[NDEV]; /* enum replica_state the protocol should give each node */
+	/* Where the protocol should keep each half of the buffer valid (fills
+	 * write all of it or its first half; residency keeps validity by
+	 * range). */
+	bool model[NDEV][2];
 	bool was_valid[NDEV]; /* the node held a valid copy at some point */
 	struct res_data data;
 };
@@ -280,9 +283,9 @@ static void buf_init(struct machine *m, struct buf *b, uint32_t id, bool keep, f
 	for (size_t i = 0; i < N; i++)
 		b->host[i] = b->ref[i] = v0 + (float)((i * 7 + salt) % 13);
 	b->keep = keep;
-	memset(b->model, REPLICA_INVALID, sizeof(b->model));
+	memset(b->model, 0, sizeof(b->model));
 	memset(b->was_valid, 0, sizeof(b->was_valid));
-	b->model[HOST] = REPLICA_OWNER;
+	b->model[HOST][0] = b->model[HOST][1] = true;
 	b->was_valid[HOST] = true;
 	residency_data_init(&m->res, &b->data, b->host, N * sizeof(float), id, keep);
 }
@@ -293,29 +296,28 @@ static void buf_fini(struct machine *m, struct buf *b)
 	free(b->host);
 }
 
-/* The protocol's view of one access on node n: reads get a valid copy
- * there, writes make n the only valid one. */
+/* The protocol's view of one access on node n: a read of the whole buffer
+ * gets the halves missing there copied in (from the other node, the only
+ * other holder), a write makes n the only holder of the halves it writes. */
 static void model_read(struct buf *b, unsigned n, struct coverage *cov)
 {
-	if (b->model[n] != REPLICA_INVALID)
+	if (b->model[n][0] && b->model[n][1])
 		return;
-	unsigned other = n == HOST ? ACCEL : HOST;
-	if (n == ACCEL && b->model[HOST] == REPLICA_OWNER)
+	if (n == ACCEL)
 		cov->moved_in++;
-	if (n == HOST && b->model[ACCEL] == REPLICA_OWNER)
+	else
 		cov->moved_out++;
 	if (n == ACCEL && b->was_valid[n])
 		cov->stale_reads++;
-	b->model[other] = REPLICA_SHARED;
-	b->model[n] = REPLICA_SHARED;
+	b->model[n][0] = b->model[n][1] = true;
 	b->was_valid[n] = true;
 }
 
-static void model_write(struct buf *b, unsigned n)
+static void model_write(struct buf *b, unsigned n, uint64_t len)
 {
-	for (unsigned m = 0; m < NDEV; m++)
-		b->model[m] = REPLICA_INVALID;
-	b->model[n] = REPLICA_OWNER;
+	for (int h = 0; h < (len == N * sizeof(float) ? 2 : 1); h++)
+		for (unsigned m = 0; m < NDEV; m++)
+			b->model[m][h] = m == n;
 	b->was_valid[n] = true;
 }
 
@@ -323,16 +325,14 @@ static void model_write(struct buf *b, unsigned n)
  * of buffers the client may write next are dropped. */
 static void model_flush(struct buf *b, struct coverage *cov)
 {
-	if (b->model[ACCEL] == REPLICA_INVALID)
+	if (!b->model[ACCEL][0] && !b->model[ACCEL][1])
 		return;
-	if (b->model[HOST] == REPLICA_INVALID) {
+	if (!b->model[HOST][0] || !b->model[HOST][1]) {
 		cov->write_backs++;
-		b->model[HOST] = b->model[ACCEL] = REPLICA_SHARED;
+		b->model[HOST][0] = b->model[HOST][1] = true;
 	}
-	if (!b->keep) {
-		b->model[ACCEL] = REPLICA_INVALID;
-		b->model[HOST] = REPLICA_OWNER;
-	}
+	if (!b->keep)
+		b->model[ACCEL][0] = b->model[ACCEL][1] = false;
 }
 
 static void check_buf(struct machine *m, const struct buf *b, const char *what, int chain,
@@ -344,11 +344,16 @@ static void check_buf(struct machine *m, const struct buf *b, const char *what, 
 			         what, i, b->host[i], b->ref[i]);
 	char want[128] = "", got[128];
 	size_t len = 0;
-	for (unsigned n = 0; n < NDEV; n++)
-		if (b->model[n] != REPLICA_INVALID)
-			len += (size_t)snprintf(want + len, sizeof(want) - len, "%s%s%s",
-			                        len ? "," : "", m->res.nodes[n].name,
-			                        b->model[n] == REPLICA_OWNER ? "*" : "");
+	for (unsigned n = 0; n < NDEV; n++) {
+		const bool *v = b->model[n], *o = b->model[n == HOST ? ACCEL : HOST];
+		if (!v[0] && !v[1])
+			continue;
+		/* * = holds a half nobody else holds; ~ = holds part only */
+		bool sole = (v[0] && !o[0]) || (v[1] && !o[1]);
+		len += (size_t)snprintf(want + len, sizeof(want) - len, "%s%s%s%s", len ? "," : "",
+		                        m->res.nodes[n].name, sole ? "*" : "",
+		                        v[0] && v[1] ? "" : "~");
+	}
 	residency_describe(&m->res, (struct res_data *)&b->data, got, sizeof(got));
 	if (strcmp(got, want) != 0)
 		fail_msg("round %d, chain %d, %s: valid on \"%s\", expected \"%s\"", round, chain,
@@ -387,8 +392,9 @@ static void make_steps(struct step *s, int round)
 	for (int p = 0; p < PAIRS; p++) {
 		for (int c = 0; c < CHAINS; c++) {
 			const uint8_t *pat = patterns[(p + c + round) % 4];
-			/* Every third fill writes half of x: the other half must
-			 * come along from wherever it is valid. */
+			/* Every third fill writes half of x: the other half stays
+			 * where it is valid, and the next read on the other side
+			 * brings only what it lacks. */
 			uint64_t len = (p + c) % 3 == 1 ? N / 2 * sizeof(float) : N * sizeof(float);
 			s[n++] = (struct step){ KERNEL_FILL, c, len,
 				                (float)(1 + p + 2 * c + 3 * round), pat[0] };
@@ -503,15 +509,13 @@ static void apply_reference(const struct step *s, const uint8_t *ran_on, size_t 
 		if (s[i].kernel == KERNEL_FILL) {
 			for (size_t e = 0; e < s[i].len / sizeof(float); e++)
 				bx->ref[e] = s[i].v;
-			if (s[i].len != N * sizeof(float))
-				model_read(bx, w, cov); /* the rest of x comes along */
-			model_write(bx, w);
+			model_write(bx, w, s[i].len); /* write-only: nothing comes along */
 		} else {
 			for (size_t e = 0; e < N; e++)
 				by->ref[e] += s[i].v * bx->ref[e];
 			model_read(bx, w, cov);
 			model_read(by, w, cov);
-			model_write(by, w);
+			model_write(by, w, N * sizeof(float));
 		}
 	}
 }

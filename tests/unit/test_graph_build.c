@@ -173,6 +173,90 @@ static void test_rule(void **state)
 	free_graph(&g);
 }
 
+/* The rule by byte range: only overlapping ranges are ordered. */
+static void test_rule_ranges(void **state)
+{
+	struct graph_build gb;
+	struct engine_graph g = { 0 };
+	uint32_t t;
+	(void)state;
+	graph_build_init(&gb, 8, 0);
+#define TASK() assert_int_equal(graph_build_task(&gb, &(struct engine_task){ 0 }, &t), 0)
+#define ACCESS(off, len, mode) assert_true(graph_build_access(&gb, t, 1, off, len, mode) >= 0)
+	TASK(); /* 0 writes [0, 100) */
+	ACCESS(0, 100, TDM_W);
+	TASK(); /* 1 writes [100, 200): no edge */
+	ACCESS(100, 100, TDM_W);
+	TASK(); /* 2 reads [50, 150): after 0 and 1 */
+	ACCESS(50, 100, TDM_R);
+	TASK(); /* 3 writes [0, 10): after 0 (2 did not read it) */
+	ACCESS(0, 10, TDM_W);
+	TASK(); /* 4 writes [60, 70): after its reader 2 only (2 read all 0 wrote there) */
+	ACCESS(60, 10, TDM_W);
+	TASK(); /* 5 writes [40, 60): after 2 (read [50, 60)) and 0 ([40, 50) unread) */
+	ACCESS(40, 20, TDM_W);
+	TASK(); /* 6 reads [0, 200): after the last writers 3, 0 (what is left), 5, 4, 1 */
+	ACCESS(0, 200, TDM_R);
+	TASK(); /* 7 reads [200, 300): nothing wrote it */
+	ACCESS(200, 100, TDM_R);
+#undef TASK
+#undef ACCESS
+	assert_int_equal(graph_build_finish(&gb, &g), 0);
+	graph_build_fini(&gb);
+	assert_edges(&g, "0>2 0>3 0>5 0>6 1>2 1>6 2>4 2>5 3>6 4>6 5>6");
+	free_graph(&g);
+}
+
+/* A decode step over one pooled KV buffer: each request appends its row to
+ * its own slice, then its attention reads the slice, then the next step's
+ * append: no edge between requests, and each request's tasks in order. */
+static void test_pooled_kv_independent(void **state)
+{
+	enum { NREQ = 16, SLICE = 4096, ROW = 256, STEPS = 2 };
+	struct graph_build gb;
+	struct engine_graph g = { 0 };
+	uint32_t t, req_of[NREQ * 2 * STEPS];
+	(void)state;
+	graph_build_init(&gb, 0, 0);
+	for (uint32_t step = 0; step < STEPS; step++) {
+		for (uint32_t r = 0; r < NREQ; r++) {
+			uint64_t base = (uint64_t)r * SLICE, len = (uint64_t)(8 + step) * ROW;
+			/* append: writes row 8 + step of the slice */
+			assert_int_equal(graph_build_task(&gb, &(struct engine_task){ 0 }, &t), 0);
+			req_of[t] = r;
+			assert_true(graph_build_access(&gb, t, 7, base + len - ROW, ROW, TDM_W) >=
+			            0);
+			/* attention: reads the slice's rows so far (keys), writes its output */
+			assert_int_equal(graph_build_task(&gb, &(struct engine_task){ 0 }, &t), 0);
+			req_of[t] = r;
+			assert_true(graph_build_access(&gb, t, 7, base, len, TDM_R) >= 0);
+			assert_true(graph_build_access(&gb, t, 8, (uint64_t)r * ROW, ROW, TDM_W) >=
+			            0);
+		}
+	}
+	assert_int_equal(graph_build_finish(&gb, &g), 0);
+	graph_build_fini(&gb);
+	uint32_t nedges = 0;
+	for (uint32_t v = 0; v < g.ntasks; v++) {
+		for (uint32_t k = g.succ_off[v]; k < g.succ_off[v + 1]; k++) {
+			assert_int_equal(req_of[v], req_of[g.succ[k]]);
+			nedges++;
+		}
+	}
+	/* Per request: append0 > attn0 (the row it reads), append0 > attn1
+	 * (that row again), append1 > attn1 (the new row), attn0 > attn1
+	 * (the output); append1 writes a row attn0 did not read: no edge. */
+	for (uint32_t r = 0; r < NREQ; r++) {
+		uint32_t a0 = 2 * r, n0 = a0 + 1, a1 = 2 * NREQ + 2 * r, n1 = a1 + 1;
+		assert_int_equal(atomic_load(&g.tasks[a0].ndeps), 0);
+		assert_int_equal(atomic_load(&g.tasks[n0].ndeps), 1);
+		assert_int_equal(atomic_load(&g.tasks[a1].ndeps), 0);
+		assert_int_equal(atomic_load(&g.tasks[n1].ndeps), 3);
+	}
+	assert_int_equal(nedges, 4 * NREQ);
+	free_graph(&g);
+}
+
 static void test_edge_data(void **state)
 {
 	struct graph_build gb;
@@ -495,6 +579,8 @@ int main(void)
 		cmocka_unit_test(test_csr_group_and_transpose),
 		cmocka_unit_test(test_csr_shape),
 		cmocka_unit_test(test_rule),
+		cmocka_unit_test(test_rule_ranges),
+		cmocka_unit_test(test_pooled_kv_independent),
 		cmocka_unit_test(test_edge_data),
 		cmocka_unit_test(test_budget),
 		cmocka_unit_test(test_intake_budget),

@@ -335,7 +335,8 @@ static const struct backend_ops fk_plain = {
 };
 
 /* A task on the device that appends `len` bytes of `v` at `off` of d
- * (a write of a slice: the replica's contents matter). */
+ * (a write-only slice: nothing is copied in, the rest of the replica is
+ * left as it is). */
 static void device_append(struct residency *r, struct res_data *d, uint64_t off, uint64_t len,
                           char v, void **mem_out)
 {
@@ -352,8 +353,9 @@ static void device_append(struct residency *r, struct res_data *d, uint64_t off,
 
 /* A KV replica that a device task appends to: where the backend reserves,
  * the replica grows in place, keeping its address and contents, with
- * nothing copied either way; where it cannot, the owner is written back
- * and copied in again at the new size. Either way the contents survive. */
+ * nothing copied either way; where it cannot, the range it alone holds is
+ * written back and the replica reallocated at the new size (the append is
+ * write-only: nothing is copied in). Either way the contents survive. */
 static void grow_on_device(const struct backend_ops *ops, bool in_place)
 {
 	struct residency r;
@@ -371,7 +373,8 @@ static void grow_on_device(const struct backend_ops *ops, bool in_place)
 	residency_data_grow(&r, &d, 4096);
 	device_append(&r, &d, 0, 4096, 'a', &mem0);
 	assert_int_equal(n_h2d, 0); /* a fresh replica: nothing to read */
-	assert_int_equal(d.rep[1].state, REPLICA_OWNER);
+	assert_int_equal(d.rep[1].sole, 4096); /* the device alone holds it */
+	assert_int_equal(d.rep[0].valid, 0);
 	residency_data_grow(&r, &d, 8192);
 	device_append(&r, &d, 4096, 4096, 'b', &mem1);
 	if (in_place) {
@@ -381,16 +384,18 @@ static void grow_on_device(const struct backend_ops *ops, bool in_place)
 		assert_int_equal(n_d2h, 0);
 		assert_int_equal(n_alloc, 1);
 	} else {
-		assert_int_equal(n_d2h, 1); /* the owner went back to the host */
-		assert_int_equal(n_h2d, 1);
-		assert_int_equal(h2d_bytes, 8192);
+		assert_int_equal(n_d2h, 1); /* its sole bytes went back to the host */
+		assert_int_equal(n_h2d, 0);
+		assert_int_equal(h2d_bytes, 0);
 		assert_int_equal(n_alloc, 2);
+		assert_int_equal(d.rep[0].sole, 4096);
+		assert_int_equal(d.rep[1].sole, 4096);
 		/* Headroom for the next tokens: growing within it moves nothing. */
 		assert_int_equal(d.rep[1].mem_bytes, 8192 + 8192 / 32);
 		residency_data_grow(&r, &d, 8192 + 100);
 		device_append(&r, &d, 8192, 100, 'c', &mem0);
 		assert_ptr_equal(mem0, mem1);
-		assert_int_equal(n_h2d, 1);
+		assert_int_equal(n_h2d, 0);
 		assert_int_equal(n_alloc, 2);
 	}
 	assert_int_equal(r.nodes[1].used, d.rep[1].mem_bytes);

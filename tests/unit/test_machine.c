@@ -271,12 +271,53 @@ static void test_errors_top_level(void **state)
 	             "saw '\\n'");
 }
 
+/* The socket's memory bandwidth, shared by its cores, and fp16 throughput. */
+static void test_socket_gbps(void **state)
+{
+	struct machine m;
+
+	(void)state;
+	parse_ok("[device.cpu]\nkind = \"cpu\"\nmodel = \"xeon\"\ncount = 8\ngflops = 70\n"
+	         "mem_gbps = 12\nsocket_gbps = 140.8\nlaunch_ns = 2000\n"
+	         "[device.gpu0]\nkind = \"gpu\"\nmodel = \"t4\"\nnode = 1\nmem_gib = 16\n"
+	         "gflops = 8100\nfp16_gflops = 65000\nmem_gbps = 320\nlaunch_ns = 8000\n"
+	         "[link.0-1]\ngbps = 12\nlatency_ns = 10000\n",
+	         &m);
+	for (uint32_t i = 0; i < 8; i++) {
+		assert_true(m.dev[i].socket_gbps == 140.8);
+		assert_true(m.dev[i].fp16_gflops == 0);
+	}
+	assert_true(m.dev[8].socket_gbps == 0);
+	assert_true(m.dev[8].fp16_gflops == 65000);
+	machine_free(&m);
+	parse_ok(CPU, &m); /* optional: 0 when left out */
+	assert_true(m.dev[0].socket_gbps == 0);
+	machine_free(&m);
+	expect_error("[device.cpu]\nkind = \"cpu\"\nmodel = \"xeon\"\ncount = 4\ngflops = 80\n"
+	             "mem_gbps = 12\nsocket_gbps = 10\nlaunch_ns = 2000\n",
+	             "t.toml:7:15: device.cpu.socket_gbps: 10 GB/s is less than one core's "
+	             "mem_gbps (12): the socket's bandwidth is shared by its cores, not below "
+	             "one");
+	expect_error(CPU GPU("gpu0", 1) "socket_gbps = 400\n[link.0-1]\ngbps = 12\n"
+	                                "latency_ns = 10000\n",
+	             "t.toml:16:15: device.gpu0.socket_gbps: only host cores (kind \"cpu\") "
+	             "share a socket's memory bandwidth: leave socket_gbps out");
+	expect_error("[device.cpu]\nkind = \"cpu\"\nmodel = \"xeon\"\ngflops = 80\n"
+	             "mem_gbps = 12\nsocket_gbps = \"x\"\nlaunch_ns = 2000\n",
+	             "t.toml:6:15: device.cpu.socket_gbps: expected a number, got string");
+	expect_error("[device.cpu]\nkind = \"cpu\"\nmodel = \"xeon\"\ngflops = 80\n"
+	             "mem_gbps = 12\nsocket_gbps = 0\nlaunch_ns = 2000\n",
+	             "t.toml:6:15: device.cpu.socket_gbps: 0 is out of range (expected GB/s in "
+	             "(0, 100000))");
+}
+
 static void test_errors_devices(void **state)
 {
 	(void)state;
 	expect_error(CPU0 "colour = 1\n",
 	             "t.toml:7:1: unknown key colour in [device.cpu0] (expected kind, model, "
-	             "node, count, mem_gib, gflops, mem_gbps, launch_ns)");
+	             "node, count, mem_gib, gflops, mem_gbps, launch_ns, socket_gbps, "
+	             "fp16_gflops, shares_cores_with)");
 	expect_error("[device.Cpu0]\n", "t.toml:1:9: device.Cpu0: a device name is 1 to 31 "
 	                                "characters a-z, 0-9, _ (such as gpu0)");
 	expect_error("[device.cpu0]\nkind = 1\n",
@@ -569,6 +610,96 @@ static void test_restrict(void **state)
 	machine_free(&m);
 }
 
+/* ---- shares_cores_with ---------------------------------------------------- */
+
+#define CLCPU(extra)                                                                               \
+	"[device.clcpu0]\nkind = \"clcpu\"\nmodel = \"pocl\"\nnode = 1\nmem_gib = 4\ngflops = "    \
+	"9\nmem_gbps = 30\nlaunch_ns = 16000\n" extra "[link.0-1]\ngbps = 10\nlatency_ns = "       \
+	"1000\n"
+
+static void test_shares_cores(void **state)
+{
+	struct machine m;
+	char err[ERR_MAX];
+
+	(void)state;
+	/* the PoCL device runs on cpu1 and cpu3 of four cores */
+	parse_ok(CPU CLCPU("shares_cores_with = [\"cpu1\", \"cpu3\"]\n"), &m);
+	assert_int_equal(m.ndevices, 5);
+	assert_string_equal(m.dev[4].name, "clcpu0");
+	assert_int_equal(m.dev[4].shares_cores, 0xa);
+	for (int i = 0; i < 4; i++)
+		assert_int_equal(m.dev[i].shares_cores, 0);
+	/* keeping two cores: cpu3 goes, the relation with it too */
+	assert_int_equal(machine_restrict(&m, TDM_DEV_CPU, 2, err, sizeof(err)), 0);
+	assert_int_equal(m.ndevices, 3);
+	assert_int_equal(m.dev[2].shares_cores, 0x2);
+	machine_free(&m);
+	/* devices listed before the table that names them, in either order */
+	parse_ok(CLCPU("shares_cores_with = [\"cpu0\"]\n") CPU, &m);
+	assert_int_equal(m.dev[0].shares_cores, 0x2);
+	machine_free(&m);
+
+	/* what is not a relation with host cores */
+	expect_error(CPU CLCPU("shares_cores_with = [\"cpu7\"]\n"),
+	             "t.toml:16:22: device.clcpu0.shares_cores_with[0]: no device is named cpu7");
+	expect_error(CPU CLCPU("shares_cores_with = [\"cpu0\", \"clcpu0\"]\n"),
+	             "t.toml:16:30: device.clcpu0.shares_cores_with[1]: clcpu0 is this device: a "
+	             "device does not share cores with itself");
+	expect_error(CPU CLCPU("shares_cores_with = [\"cpu0\", \"cpu1\", \"cpu0\"]\n"),
+	             "t.toml:16:38: device.clcpu0.shares_cores_with[2]: cpu0 is listed already "
+	             "(shares_cores_with[0])");
+	expect_error(
+	        CPU GPU("gpu0", 2) CLCPU("shares_cores_with = [\"gpu0\"]\n") "[link.0-2]\ngbps = "
+	                                                                     "1\nlatency_ns = 1\n",
+	        "t.toml:24:22: device.clcpu0.shares_cores_with[0]: gpu0 is not a host core (its "
+	        "kind is \"gpu\"): list the \"cpu\" devices whose cores clcpu0 runs on");
+	expect_error("[device.cpu]\nkind = \"cpu\"\nmodel = \"x\"\ncount = 2\ngflops = 1\n"
+	             "mem_gbps = 1\nlaunch_ns = 1\nshares_cores_with = [\"cpu1\"]\n",
+	             "t.toml:8:1: device.cpu.shares_cores_with: a host core (kind \"cpu\") is a "
+	             "core of its own: give the relation on the accelerator that runs on host "
+	             "cores");
+	expect_error(CPU CLCPU("shares_cores_with = \"cpu0\"\n"),
+	             "t.toml:16:21: device.clcpu0.shares_cores_with: expected an array of device "
+	             "names, got string");
+	expect_error(CPU CLCPU("shares_cores_with = []\n"),
+	             "t.toml:16:21: device.clcpu0.shares_cores_with: 0 names (expected 1 to 64)");
+	expect_error(CPU CLCPU("shares_cores_with = [0]\n"),
+	             "t.toml:16:22: device.clcpu0.shares_cores_with[0]: expected a string (a "
+	             "device name: a-z, 0-9, _), got integer");
+	expect_error(CPU CLCPU("shares_cores_with = [\"CPU0\"]\n"),
+	             "t.toml:16:22: device.clcpu0.shares_cores_with[0]: \"CPU0\" is not a device "
+	             "name: a-z, 0-9, _ of 1 to 31 characters");
+}
+
+/* A daemon's OpenCL CPU device is written as sharing every core worker's
+ * core, and reads back so. */
+static char *write_machine(const struct machine *m, const json_t *models);
+
+static void test_write_shares_cores(void **state)
+{
+	struct machine a, b;
+	char *text;
+
+	(void)state;
+	parse_ok(CPU CLCPU(""), &a);
+	assert_int_equal(a.dev[4].shares_cores, 0);
+	text = write_machine(&a, NULL);
+	assert_non_null(strstr(text, "\nshares_cores_with = [ \"cpu0\", \"cpu1\", \"cpu2\", "
+	                             "\"cpu3\" ]\n"));
+	parse_ok(text, &b);
+	assert_int_equal(b.dev[4].shares_cores, 0xf);
+	free(text);
+	machine_free(&b);
+	machine_free(&a);
+	/* GPUs compute on their own */
+	parse_ok(full, &a);
+	text = write_machine(&a, NULL);
+	assert_null(strstr(text, "shares_cores_with"));
+	free(text);
+	machine_free(&a);
+}
+
 /* ---- what a description turns into --------------------------------------- */
 
 static void test_calibration(void **state)
@@ -679,6 +810,7 @@ static void assert_same_machine(const struct machine *a, const struct machine *b
 		assert_memory_equal(&x->gemm_gflops, &y->gemm_gflops, sizeof(double));
 		assert_memory_equal(&x->mem_gbps, &y->mem_gbps, sizeof(double));
 		assert_memory_equal(&x->launch_ns, &y->launch_ns, sizeof(double));
+		assert_int_equal(x->shares_cores, y->shares_cores);
 	}
 	for (uint32_t s = 0; s < a->nnodes; s++) {
 		for (uint32_t d = 0; d < a->nnodes; d++) {
@@ -886,6 +1018,7 @@ int main(void)
 		cmocka_unit_test(test_other_forms),
 		cmocka_unit_test(test_errors_top_level),
 		cmocka_unit_test(test_errors_devices),
+		cmocka_unit_test(test_socket_gbps),
 		cmocka_unit_test(test_too_many_device_tables),
 		cmocka_unit_test(test_errors_links),
 		cmocka_unit_test(test_errors_costs),
@@ -894,6 +1027,8 @@ int main(void)
 		cmocka_unit_test(test_input_limits),
 		cmocka_unit_test(test_load_file),
 		cmocka_unit_test(test_restrict),
+		cmocka_unit_test(test_shares_cores),
+		cmocka_unit_test(test_write_shares_cores),
 		cmocka_unit_test(test_calibration),
 		cmocka_unit_test(test_models_json_predicts),
 		cmocka_unit_test(test_write_round_trip),

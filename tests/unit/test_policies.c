@@ -871,7 +871,9 @@ static void test_eft_transfers(void **state)
 	assert_int_equal(eft_init(&x, NULL, devs, 3, NULL), 0);
 	assert_int_equal(x.nnodes, 3);
 	assert_int_equal(x.ngroups, 2); /* the two GPUs share a model */
-	struct res_data in = { .bytes = 1 << 20 }, out = { .bytes = 1 << 20 };
+	/* valid on the host only (full: node 0 holds every byte) */
+	struct res_data in = { .bytes = 1 << 20, .full = 1u },
+	                out = { .bytes = 1 << 20, .full = 1u };
 	struct engine_task t = { .kernel = kernel_by_id(KERNEL_AXPY) };
 	t.call.nargs = 2;
 	t.call.len[0] = t.call.len[1] = 1 << 20;
@@ -885,6 +887,7 @@ static void test_eft_transfers(void **state)
 	/* in valid on node 1: free there; the host copy may be stale now, so
 	 * node 0 is charged a copy back (conservative) */
 	atomic_store(&in.remote, 1u << 1);
+	atomic_store(&in.full, 1u << 1);
 	assert_true(eft_transfer(&x, &t, 1) == copy);
 	assert_true(eft_transfer(&x, &t, 0) == copy);
 	/* a copy to node 2 already planned */

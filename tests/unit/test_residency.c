@@ -2,8 +2,11 @@
  * read on another, write-back before completion, eviction under a tiny
  * device memory cap with every byte kept, a device fault moving the task
  * elsewhere, a task too large for a device. Prefetch through the residency
- * API: holds, what a prefetch may evict, stale data, two workers. A fake accelerator (device
- * memory from malloc, copies by memcpy) runs everywhere; the same checks run
+ * API: holds, what a prefetch may evict, stale data, two workers. KV caches,
+ * validity by byte range: a one-row append moves exactly that row (both ways,
+ * through the engine too), disjoint writers on two nodes, a pooled step's
+ * attentions on two devices at once. A fake accelerator (device memory from
+ * malloc, copies by memcpy) runs everywhere; the same checks run
  * on a real OpenCL device when one is found (PoCL in CI). */
 #include <hwloc.h>
 #include <pthread.h>
@@ -18,6 +21,7 @@
 #include <cmocka.h>
 
 #include "engine/engine.h"
+#include "graph/build.h"
 #include "placement/residency.h"
 #include "policies/policy.h"
 #include "tandem.h"
@@ -29,6 +33,7 @@ struct backend_event {
 };
 
 static _Atomic int fake_h2d, fake_d2h;
+static _Atomic uint64_t fake_h2d_bytes, fake_d2h_bytes; /* what the copies moved */
 /* n > 0: the n-th host-to-device copy from now fails to issue. */
 static _Atomic int fake_h2d_fail_in;
 
@@ -69,6 +74,7 @@ static int fake_h2d_copy(const struct backend_device *d, void *mem, uint64_t off
 	}
 	memcpy((char *)mem + off, host, bytes);
 	atomic_fetch_add(&fake_h2d, 1);
+	atomic_fetch_add(&fake_h2d_bytes, bytes);
 	*done = new_event();
 	return 0;
 }
@@ -80,6 +86,7 @@ static int fake_d2h_copy(const struct backend_device *d, void *host, void *mem, 
 	(void)after;
 	memcpy(host, (char *)mem + off, bytes);
 	atomic_fetch_add(&fake_d2h, 1);
+	atomic_fetch_add(&fake_d2h_bytes, bytes);
 	*done = new_event();
 	return 0;
 }
@@ -765,7 +772,7 @@ static void test_prefetch_evicts_lru_unheld(void **state)
 	assert_int_equal(issued, c.bytes);
 	assert_false(on_node(&u1, 1)); /* the oldest unpinned, unheld one */
 	assert_true(on_node(&p, 1) && on_node(&h, 1) && on_node(&u2, 1) && on_node(&c, 1));
-	assert_string_equal(valid_on(&m, &u1), "host");
+	assert_string_equal(valid_on(&m, &u1), "host*"); /* the only holder now */
 
 	assert_int_equal(residency_prefetch(&m.res, 1, &ad, 1, &issued), 0);
 	assert_int_equal(issued, d.bytes);
@@ -1093,6 +1100,398 @@ static void test_prefetch_two_workers(void **state)
 	residency_fini(&m.res);
 }
 
+/* ---- KV caches: validity by range ------------------------------------------------ */
+
+enum { KV_ROWS = 64, KV_ROWF = 64 }; /* a cache of 64 rows of 64 floats */
+#define KV_ROW ((uint64_t)KV_ROWF * sizeof(float))
+
+static struct res_arg kv_rows(struct buf *b, uint64_t row, uint64_t nrows, uint8_t mode)
+{
+	return (struct res_arg){
+		.data = &b->data, .off = row * KV_ROW, .len = nrows * KV_ROW, .mode = mode
+	};
+}
+
+static uint64_t h2d_bytes_since(uint64_t *mark)
+{
+	uint64_t now = atomic_load(&fake_h2d_bytes), d = now - *mark;
+	*mark = now;
+	return d;
+}
+
+static uint64_t d2h_bytes_since(uint64_t *mark)
+{
+	uint64_t now = atomic_load(&fake_d2h_bytes), d = now - *mark;
+	*mark = now;
+	return d;
+}
+
+static void assert_row(const void *base, uint64_t row, float v)
+{
+	const float *f = (const float *)base + row * KV_ROWF;
+	for (int i = 0; i < KV_ROWF; i++)
+		if (f[i] != v)
+			fail_msg("row %llu element %d is %g, expected %g", (unsigned long long)row,
+			         i, f[i], v);
+}
+
+/* A one-row append on one node to a cache whose other replica is on another
+ * node moves exactly that row, both ways; the cost model sees the same. */
+static void test_kv_append_moves_one_row(void **state)
+{
+	struct machine m;
+	struct buf kv;
+	void *mem[1];
+	uint64_t h2d = atomic_load(&fake_h2d_bytes), d2h = atomic_load(&fake_d2h_bytes);
+	(void)state;
+
+	res_only_init(&m, (uint64_t[]){ 0 }, 1);
+	buf_init(&m, &kv, KV_ROWS * KV_ROWF, 1.0f, 1);
+	struct res_arg all = kv_rows(&kv, 0, KV_ROWS, TDM_R);
+	/* The device reads the whole cache: it all moves, once. */
+	assert_int_equal(residency_missing(&kv.data, 1, 0, kv.bytes), kv.bytes);
+	assert_int_equal(acquire_on(&m, 1, &all, 1, false, mem, NULL), 0);
+	residency_release(&m.res, 1, &all, 1, true);
+	assert_int_equal(h2d_bytes_since(&h2d), kv.bytes);
+	assert_string_equal(valid_on(&m, &kv), "host,acc0");
+
+	/* The host appends row 10: the device's other rows stay valid. */
+	struct res_arg row10 = kv_rows(&kv, 10, 1, TDM_W);
+	assert_int_equal(acquire_on(&m, 0, &row10, 1, false, mem, NULL), 0);
+	for (int i = 0; i < KV_ROWF; i++)
+		kv.host[10 * KV_ROWF + i] = 5.0f;
+	residency_release(&m.res, 0, &row10, 1, true);
+	assert_int_equal(h2d_bytes_since(&h2d) + d2h_bytes_since(&d2h), 0);
+	assert_string_equal(valid_on(&m, &kv), "host*,acc0~");
+	assert_int_equal(residency_missing(&kv.data, 1, 0, kv.bytes), KV_ROW);
+	assert_int_equal(residency_missing(&kv.data, 1, 0, 10 * KV_ROW), 0);
+	assert_int_equal(residency_missing(&kv.data, 0, 0, kv.bytes), 0);
+
+	/* The device reads the cache again: exactly the new row moves. */
+	assert_int_equal(acquire_on(&m, 1, &all, 1, false, mem, NULL), 0);
+	assert_int_equal(h2d_bytes_since(&h2d), KV_ROW);
+	assert_int_equal(d2h_bytes_since(&d2h), 0);
+	assert_row(mem[0], 9, 1.0f);
+	assert_row(mem[0], 10, 5.0f);
+	residency_release(&m.res, 1, &all, 1, true);
+	assert_string_equal(valid_on(&m, &kv), "host,acc0");
+
+	/* The device appends row 11 (write-only: nothing copied in); the
+	 * host reads rows 0..11: exactly that row comes back. */
+	struct res_arg row11 = kv_rows(&kv, 11, 1, TDM_W);
+	assert_int_equal(acquire_on(&m, 1, &row11, 1, false, mem, NULL), 0);
+	for (int i = 0; i < KV_ROWF; i++)
+		((float *)mem[0])[11 * KV_ROWF + i] = 7.0f;
+	residency_release(&m.res, 1, &row11, 1, true);
+	assert_int_equal(h2d_bytes_since(&h2d), 0);
+	assert_string_equal(valid_on(&m, &kv), "host~,acc0*");
+	assert_int_equal(residency_missing(&kv.data, 0, 0, 12 * KV_ROW), KV_ROW);
+	struct res_arg head = kv_rows(&kv, 0, 12, TDM_R);
+	assert_int_equal(acquire_on(&m, 0, &head, 1, false, mem, NULL), 0);
+	residency_release(&m.res, 0, &head, 1, true);
+	assert_int_equal(d2h_bytes_since(&d2h), KV_ROW);
+	assert_int_equal(h2d_bytes_since(&h2d), 0);
+	assert_row(kv.host, 11, 7.0f);
+
+	/* Row 12 appended on the device, then the graph ends: the write-back
+	 * is that row too. */
+	struct res_arg row12 = kv_rows(&kv, 12, 1, TDM_W);
+	assert_int_equal(acquire_on(&m, 1, &row12, 1, false, mem, NULL), 0);
+	for (int i = 0; i < KV_ROWF; i++)
+		((float *)mem[0])[12 * KV_ROWF + i] = 8.0f;
+	residency_release(&m.res, 1, &row12, 1, true);
+	struct res_data *ds[] = { &kv.data };
+	assert_int_equal(residency_flush(&m.res, ds, 1), 0);
+	assert_int_equal(d2h_bytes_since(&d2h), KV_ROW);
+	assert_row(kv.host, 12, 8.0f);
+	assert_row(kv.host, 13, 1.0f);
+	assert_string_equal(valid_on(&m, &kv), "host,acc0");
+
+	buf_fini(&m, &kv);
+	residency_fini(&m.res);
+}
+
+/* Appends on disjoint slices of a cache on two nodes, and a task failing
+ * on one of them, keep every node's view of the rest intact: the validity
+ * map splits and merges back. */
+static void test_kv_disjoint_writers(void **state)
+{
+	struct machine m;
+	struct buf kv;
+	void *mem[1];
+	uint64_t h2d = atomic_load(&fake_h2d_bytes), d2h = atomic_load(&fake_d2h_bytes);
+	(void)state;
+
+	res_only_init(&m, (uint64_t[]){ 0, 0 }, 2);
+	buf_init(&m, &kv, KV_ROWS * KV_ROWF, 1.0f, 1);
+	/* Node 1 appends rows 0, 2, 4 ..., node 2 rows 1, 3, 5 ... (16 each). */
+	for (uint64_t r = 0; r < 32; r++) {
+		unsigned node = 1 + (unsigned)(r % 2);
+		struct res_arg a = kv_rows(&kv, r, 1, TDM_W);
+		assert_int_equal(acquire_on(&m, node, &a, 1, false, mem, NULL), 0);
+		for (int i = 0; i < KV_ROWF; i++)
+			((float *)mem[0])[r * KV_ROWF + i] = (float)(100 + r);
+		residency_release(&m.res, node, &a, 1, true);
+	}
+	assert_int_equal(h2d_bytes_since(&h2d), 0);
+	assert_int_equal(residency_missing(&kv.data, 0, 0, kv.bytes), 32 * KV_ROW);
+	assert_int_equal(residency_missing(&kv.data, 1, 0, 32 * KV_ROW), 16 * KV_ROW);
+	assert_int_equal(residency_missing(&kv.data, 1, 0, 2 * KV_ROW), KV_ROW);
+	assert_string_equal(valid_on(&m, &kv), "host*~,acc0*~,acc1*~");
+
+	/* A failed write on node 1 over rows 0..3 drops what node 2 or the
+	 * host also hold, keeps its own only copies. */
+	struct res_arg bad = kv_rows(&kv, 0, 4, TDM_W);
+	assert_int_equal(acquire_on(&m, 1, &bad, 1, false, mem, NULL), 0);
+	residency_release(&m.res, 1, &bad, 1, false);
+	assert_int_equal(residency_missing(&kv.data, 1, 0, 4 * KV_ROW), 2 * KV_ROW);
+
+	/* Node 1 reads the first 32 rows: the 16 node 2 wrote come through
+	 * the host (16 rows back, 16 rows in); nothing else moves. */
+	struct res_arg head = kv_rows(&kv, 0, 32, TDM_R);
+	assert_int_equal(acquire_on(&m, 1, &head, 1, false, mem, NULL), 0);
+	assert_int_equal(d2h_bytes_since(&d2h), 16 * KV_ROW);
+	assert_int_equal(h2d_bytes_since(&h2d), 16 * KV_ROW);
+	for (uint64_t r = 0; r < 32; r++)
+		assert_row(mem[0], r, (float)(100 + r));
+	assert_row(mem[0], 40, 1.0f);
+	residency_release(&m.res, 1, &head, 1, true);
+	assert_int_equal(residency_missing(&kv.data, 1, 0, kv.bytes), 32 * KV_ROW);
+
+	struct res_data *ds[] = { &kv.data };
+	assert_int_equal(residency_flush(&m.res, ds, 1), 0);
+	assert_int_equal(d2h_bytes_since(&d2h), 16 * KV_ROW); /* node 1's own rows */
+	for (uint64_t r = 0; r < 32; r++)
+		assert_row(kv.host, r, (float)(100 + r));
+	assert_row(kv.host, 63, 1.0f);
+	assert_string_equal(valid_on(&m, &kv), "host*,acc0~,acc1~");
+
+	buf_fini(&m, &kv);
+	residency_fini(&m.res);
+}
+
+/* One task of a chain on byte ranges: kernel, up to two (buffer, first
+ * row, rows) arguments, its scalar. */
+struct range_spec {
+	const char *kernel;
+	struct {
+		struct buf *b;
+		uint64_t row, nrows;
+	} arg[2];
+	float f;
+};
+
+static struct engine_graph *make_range_chain(struct engine_flow *flow, const struct range_spec *rs,
+                                             uint32_t n)
+{
+	struct task_spec ts[8];
+	assert_true(n <= 8);
+	for (uint32_t i = 0; i < n; i++)
+		ts[i] = (struct task_spec){ rs[i].kernel,
+			                    { rs[i].arg[0].b, rs[i].arg[1].b },
+			                    rs[i].f };
+	struct engine_graph *g = make_chain(flow, ts, n);
+	for (uint32_t i = 0; i < n; i++) {
+		struct engine_task *t = &g->tasks[i];
+		for (uint32_t a = 0; a < t->call.nargs; a++) {
+			t->call.off[a] = rs[i].arg[a].row * KV_ROW;
+			t->call.len[a] = rs[i].arg[a].nrows * KV_ROW;
+			t->call.ptr[a] = (char *)rs[i].arg[a].b->host + t->call.off[a];
+		}
+	}
+	return g;
+}
+
+/* Through the engine on a host core and an accelerator: a one-row append on
+ * either side moves exactly that row to the other (the bytes residency hands
+ * to the backend's copy_h2d / copy_d2h, from its node counters). */
+static void check_kv_append_engine(const struct backend_device *acc)
+{
+	struct machine m;
+	struct buf kv, acc_out, host_out;
+	struct res_node_stats st;
+
+	machine_init(&m, true);
+	machine_add(&m, acc, 0);
+	machine_start(&m, NULL);
+	buf_init(&m, &kv, KV_ROWS * KV_ROWF, 1.0f, 1);
+	buf_init(&m, &acc_out, KV_ROWS * KV_ROWF, 0.0f, 2);
+	buf_init(&m, &host_out, 12 * KV_ROWF, 0.0f, 3);
+	const struct range_spec rs[] = {
+		/* on the device: reads the whole cache */
+		{ "axpy", { { &kv, 0, KV_ROWS }, { &acc_out, 0, KV_ROWS } }, 1.0f },
+		/* on the host: appends row 10 */
+		{ "fill", { { &kv, 10, 1 } }, 5.0f },
+		/* on the device: reads the whole cache again */
+		{ "axpy", { { &kv, 0, KV_ROWS }, { &acc_out, 0, KV_ROWS } }, 1.0f },
+		/* on the device: appends row 11 */
+		{ "fill", { { &kv, 11, 1 } }, 7.0f },
+		/* on the host: reads rows 0..11 */
+		{ "axpy", { { &kv, 0, 12 }, { &host_out, 0, 12 } }, 1.0f },
+	};
+	const unsigned where[] = { 1, 0, 1, 1, 0 };
+	const uint64_t want_in[] = { kv.bytes + acc_out.bytes, 0, KV_ROW, 0, 0 };
+	/* The last task ends the graph: acc_out, which the device wrote, is
+	 * written back too; of the cache nothing more (row 11 came back). */
+	const uint64_t want_out[] = { 0, 0, 0, 0, KV_ROW + acc_out.bytes };
+	struct engine_graph *g = make_range_chain(&m.flow, rs, 5);
+	engine_submit(m.e, g);
+	uint64_t in = 0, out = 0;
+	for (int i = 0; i < 5; i++) {
+		assert_true(engine_run_one(m.e, where[i]));
+		residency_node_stats(&m.res, 1, &st);
+		if (st.bytes_in - in != want_in[i] || st.bytes_out - out != want_out[i])
+			fail_msg("task %d: %llu bytes in, %llu out; expected %llu, %llu", i,
+			         (unsigned long long)(st.bytes_in - in),
+			         (unsigned long long)(st.bytes_out - out),
+			         (unsigned long long)want_in[i], (unsigned long long)want_out[i]);
+		in = st.bytes_in;
+		out = st.bytes_out;
+	}
+	assert_int_equal(atomic_load(&g->status), 0);
+	for (int i = 0; i < 5; i++)
+		assert_int_equal(g->tasks[i].device, where[i]);
+	/* host_out = rows 0..11 of the cache: 1, ..., 5 (row 10), 7 (row 11) */
+	assert_row(host_out.host, 9, 1.0f);
+	assert_row(host_out.host, 10, 5.0f);
+	assert_row(host_out.host, 11, 7.0f);
+	/* acc_out = the cache twice: 2, row 10 1 + 5; written back at the end */
+	assert_row(acc_out.host, 0, 2.0f);
+	assert_row(acc_out.host, 10, 6.0f);
+	assert_row(kv.host, 11, 7.0f);
+	free_graph(g);
+	buf_fini(&m, &kv);
+	buf_fini(&m, &acc_out);
+	buf_fini(&m, &host_out);
+	machine_stop(&m);
+}
+
+static void test_fake_kv_append_engine(void **state)
+{
+	(void)state;
+	uint64_t h2d = atomic_load(&fake_h2d_bytes);
+	check_kv_append_engine(&fake_a);
+	/* What residency counted is what the backend copied in. */
+	assert_int_equal(atomic_load(&fake_h2d_bytes) - h2d, 2 * KV_ROWS * KV_ROW + KV_ROW);
+}
+
+/* A decode step over one pooled cache on two accelerators: each request
+ * appends its row to its own slice, then its attention reads the slice.
+ * The builder gives no edge between requests, every request's attention is
+ * ready at once when the appends are done, and two devices run them at the
+ * same time (staged on both before either completes). */
+static void test_kv_pooled_step_parallel(void **state)
+{
+	enum { NREQ = 4, SLICE_ROWS = 2 };
+	struct machine m;
+	struct buf kv, rows, out;
+	struct engine_counters c;
+	uint32_t req_of[2 * NREQ];
+	(void)state;
+
+	machine_init(&m, false);
+	machine_add(&m, &fake_a, 0);
+	machine_add(&m, &fake_b, 0);
+	machine_start(&m, NULL);
+	buf_init(&m, &kv, NREQ * SLICE_ROWS * KV_ROWF, 1.0f, 1);
+	buf_init(&m, &rows, NREQ * KV_ROWF, 0.0f, 2);
+	buf_init(&m, &out, NREQ * SLICE_ROWS * KV_ROWF, 0.0f, 3);
+	for (int r = 0; r < NREQ; r++)
+		for (int i = 0; i < KV_ROWF; i++)
+			rows.host[r * KV_ROWF + i] = (float)(10 + r);
+
+	struct graph_build gb;
+	graph_build_init(&gb, 2 * NREQ, 0);
+	struct {
+		struct buf *b;
+		uint64_t off, len;
+	} args[2];
+	for (int phase = 0; phase < 2; phase++) {
+		for (uint32_t r = 0; r < NREQ; r++) {
+			struct engine_task *t = graph_build_next(&gb);
+			uint64_t slice = (uint64_t)r * SLICE_ROWS * KV_ROW;
+			assert_non_null(t);
+			memset(t, 0, sizeof(*t));
+			if (phase == 0) { /* append: copy the request's new row to its slice */
+				t->kernel = kernel_by_id(KERNEL_COPY);
+				args[0].b = &rows, args[0].off = r * KV_ROW, args[0].len = KV_ROW;
+				args[1].b = &kv, args[1].off = slice + KV_ROW, args[1].len = KV_ROW;
+			} else { /* attention stand-in: out slice += its kv slice */
+				t->kernel = kernel_by_id(KERNEL_AXPY);
+				t->call.s[0].f32 = 1.0f;
+				args[0].b = &kv, args[0].off = slice,
+				args[0].len = SLICE_ROWS * KV_ROW;
+				args[1].b = &out, args[1].off = slice,
+				args[1].len = SLICE_ROWS * KV_ROW;
+			}
+			t->call.nargs = 2;
+			for (int a = 0; a < 2; a++) {
+				t->call.ptr[a] = (char *)args[a].b->host + args[a].off;
+				t->call.off[a] = args[a].off;
+				t->call.len[a] = args[a].len;
+				t->data[a] = &args[a].b->data;
+			}
+			uint32_t idx;
+			assert_int_equal(graph_build_task(&gb, t, &idx), 0);
+			req_of[idx] = r;
+			for (int a = 0; a < 2; a++)
+				assert_true(graph_build_access(&gb, idx, args[a].b->data.id,
+				                               args[a].off, args[a].len,
+				                               (uint8_t)t->kernel->arg_modes[a]) >=
+				            0);
+		}
+	}
+	struct engine_graph *g = calloc(1, sizeof(*g));
+	g->flow = &m.flow;
+	assert_int_equal(graph_build_finish(&gb, g), 0);
+	graph_build_fini(&gb);
+	/* Each request's attention after its own append, and nothing else. */
+	for (uint32_t v = 0; v < g->ntasks; v++) {
+		uint32_t n = g->succ_off[v + 1] - g->succ_off[v];
+		assert_int_equal(n, v < NREQ ? 1 : 0);
+		for (uint32_t k = g->succ_off[v]; k < g->succ_off[v + 1]; k++)
+			assert_int_equal(req_of[g->succ[k]], req_of[v]);
+	}
+
+	engine_submit(m.e, g);
+	engine_counters(m.e, &c);
+	assert_int_equal(c.queued, NREQ); /* the appends */
+	assert_int_equal(engine_sim_stage(m.e, 0), 2);
+	assert_int_equal(engine_sim_stage(m.e, 1), 2);
+	for (int i = 0; i < 2; i++) {
+		engine_sim_complete(m.e, 0);
+		engine_sim_complete(m.e, 1);
+	}
+	engine_counters(m.e, &c);
+	assert_int_equal(c.queued, NREQ); /* every attention ready at once */
+	assert_int_equal(engine_sim_stage(m.e, 0), 2);
+	assert_int_equal(engine_sim_stage(m.e, 1), 2);
+	/* In flight on both devices together. */
+	assert_non_null(engine_sim_oldest(m.e, 0));
+	assert_non_null(engine_sim_oldest(m.e, 1));
+	for (int i = 0; i < 2; i++) {
+		engine_sim_complete(m.e, 0);
+		engine_sim_complete(m.e, 1);
+	}
+	assert_int_equal(atomic_load(&m.graphs_done), 1);
+	assert_int_equal(atomic_load(&g->status), 0);
+	bool on[2] = { false, false };
+	for (uint32_t v = NREQ; v < 2 * NREQ; v++)
+		on[g->tasks[v].device] = true;
+	assert_true(on[0] && on[1]);
+	for (int r = 0; r < NREQ; r++) {
+		assert_row(out.host, (uint64_t)r * SLICE_ROWS, 1.0f);
+		assert_row(out.host, (uint64_t)r * SLICE_ROWS + 1, (float)(10 + r));
+		assert_row(kv.host, (uint64_t)r * SLICE_ROWS + 1, (float)(10 + r));
+	}
+
+	free_graph(g);
+	buf_fini(&m, &kv);
+	buf_fini(&m, &rows);
+	buf_fini(&m, &out);
+	machine_stop(&m);
+}
+
 /* ---- on a real OpenCL device ------------------------------------------------------ */
 
 static hwloc_topology_t topo;
@@ -1146,6 +1545,13 @@ static void test_opencl_eviction(void **state)
 	check_eviction(&cl_dev[0]);
 }
 
+static void test_opencl_kv_append(void **state)
+{
+	(void)state;
+	NEED_OPENCL();
+	check_kv_append_engine(&cl_dev[0]);
+}
+
 static void test_opencl_fault(void **state)
 {
 	(void)state;
@@ -1170,9 +1576,14 @@ int main(void)
 		cmocka_unit_test(test_prefetch_then_write_elsewhere),
 		cmocka_unit_test(test_prefetch_copy_fails),
 		cmocka_unit_test(test_prefetch_two_workers),
+		cmocka_unit_test(test_kv_append_moves_one_row),
+		cmocka_unit_test(test_kv_disjoint_writers),
+		cmocka_unit_test(test_kv_pooled_step_parallel),
+		cmocka_unit_test(test_fake_kv_append_engine),
 		cmocka_unit_test(test_opencl_cross_device),
 		cmocka_unit_test(test_opencl_eviction),
 		cmocka_unit_test(test_opencl_fault),
+		cmocka_unit_test(test_opencl_kv_append),
 	};
 	return cmocka_run_group_tests(tests, cl_setup, cl_teardown);
 }

@@ -410,6 +410,196 @@ static void test_errors(void **state)
 	machine_free(&m);
 }
 
+/* A machine of CPU cores only (item 2 of issue 14: the STG case), as a user
+ * describes it, and an STG diamond written out here:
+ *
+ *   entry 0 (dummy) -> a=1 (2) -> b=2 (5), c=3 (3), d=4 (4), e=5 (1) -> f=6 (2) -> exit 7
+ *
+ * Four branches on four identical cores: every task can start when its
+ * predecessors end, so the makespan is the critical path a, b, f:
+ * 2 + 5 + 2 = 9 units, 9 ms at the default 1e6 ns per unit, against 17
+ * units on one core. STG graphs carry no data, so nothing moves. */
+static const char cores4_toml[] = "name = \"cores4\"\n"
+                                  "[device.cpu]\n"
+                                  "kind = \"cpu\"\n"
+                                  "model = \"core\"\n"
+                                  "count = 4\n"
+                                  "gflops = 50\n"
+                                  "mem_gbps = 10\n"
+                                  "launch_ns = 2000\n";
+static const char diamond_stg[] = "6\n"
+                                  "0 0 0\n"
+                                  "1 2 1 0\n"
+                                  "2 5 1 1\n"
+                                  "3 3 1 1\n"
+                                  "4 4 1 1\n"
+                                  "5 1 1 1\n"
+                                  "6 2 4 2 3 4 5\n"
+                                  "7 0 1 6\n";
+
+static void test_cores_only(void **state)
+{
+	(void)state;
+	struct machine m;
+	struct workload w;
+	char err[256];
+	assert_int_equal(
+	        machine_parse(cores4_toml, strlen(cores4_toml), "cores4", &m, err, sizeof(err)), 0);
+	assert_int_equal(m.ndevices, 4);
+	assert_int_equal(m.nnodes, 1);
+	wl_init(&w);
+	assert_int_equal(
+	        wl_stg_parse(diamond_stg, strlen(diamond_stg), "diamond.stg", &w, err, sizeof(err)),
+	        0);
+	for (const struct policy_ops *const *p = policy_list(); *p; p++) {
+		struct sim_result r;
+		double ms = simulate(&m, &w, (*p)->name, &r, true) / 1e6;
+		if (ms != 9.0)
+			fail_msg("%s: makespan %.3f ms, not 9", (*p)->name, ms);
+		check_schedule(&w, &r);
+		assert_true(r.lower_bound_ns == 9e6);
+		assert_true(r.seq_ns == 17e6);
+		assert_int_equal(r.bytes_moved, 0);
+		assert_int_equal(r.fallback, 0);
+		sim_result_free(&r);
+	}
+	wl_free(&w);
+	machine_free(&m);
+}
+
+/* An accelerator on a memory node the machine lacks (a description built
+ * by hand, past the parser): the engine refuses it and says why. */
+static void test_engine_refusal_named(void **state)
+{
+	(void)state;
+	struct machine m;
+	struct workload w;
+	struct sim_result r;
+	char err[256];
+	struct sim_opts o = { .policy = "heft" };
+	assert_int_equal(
+	        machine_parse(cores4_toml, strlen(cores4_toml), "cores4", &m, err, sizeof(err)), 0);
+	for (unsigned d = 2; d < 4; d++) {
+		m.dev[d].kind = TDM_DEV_GPU;
+		m.dev[d].node = (uint16_t)(d - 1);
+		m.dev[d].mem_bytes = 1ull << 30;
+	}
+	m.nnodes = 2; /* node 1 is cpu2's; cpu3's node 2 is not there */
+	wl_init(&w);
+	assert_int_equal(
+	        wl_stg_parse(diamond_stg, strlen(diamond_stg), "diamond.stg", &w, err, sizeof(err)),
+	        0);
+	int rc = sim_run(&m, &w, &o, &r, err, sizeof(err));
+	assert_int_not_equal(rc, 0);
+	assert_null(strstr(err, "invalid argument"));
+	if (!strstr(err, "cpu3") || !strstr(err, "node 2"))
+		fail_msg("the message does not name the device and its node: %s", err);
+	wl_free(&w);
+	machine_free(&m);
+}
+
+/* ---- shared cores ---- */
+
+/* ncpu cores (cpu0 ...) and nacc OpenCL CPU devices (cl0 ..., nodes 1 ...)
+ * that run on the cores of mask (bit j: cpu j); links cost nothing. */
+static void shared_machine(struct machine *m, unsigned ncpu, unsigned nacc, uint64_t mask)
+{
+	machine_init(m);
+	snprintf(m->name, sizeof(m->name), "shared");
+	m->ndevices = ncpu + nacc;
+	m->nnodes = nacc + 1;
+	for (unsigned d = 0; d < m->ndevices; d++) {
+		struct machine_device *md = &m->dev[d];
+		bool acc = d >= ncpu;
+		snprintf(md->name, sizeof(md->name), acc ? "cl%u" : "cpu%u", acc ? d - ncpu : d);
+		snprintf(md->model, sizeof(md->model), acc ? "pocl" : "core");
+		md->kind = acc ? TDM_DEV_CLCPU : TDM_DEV_CPU;
+		md->node = (uint16_t)(acc ? d - ncpu + 1 : 0);
+		md->mem_bytes = acc ? 1ull << 30 : 0;
+		md->gemm_gflops = 10;
+		md->mem_gbps = 10;
+		md->launch_ns = 0;
+		md->shares_cores = acc ? mask : 0;
+	}
+	for (unsigned a = 0; a < m->nnodes; a++)
+		for (unsigned b = 0; b < m->nnodes; b++)
+			m->link[a][b] = (struct cal_link){ .gbps = 1, .measured = true };
+}
+
+/* Independent tasks of 1 ms, task i only on the devices of node[i]. */
+static void pinned_tasks(struct workload *w, unsigned ndev, const unsigned *dev_node,
+                         const unsigned *node, unsigned n)
+{
+	char text[2048], err[WL_ERR_MAX];
+	int len = snprintf(text, sizeof(text), "{\"tandem_trace\":1,\"devices\":[");
+	for (unsigned d = 0; d < ndev; d++)
+		len += snprintf(text + len, sizeof(text) - (size_t)len, "%s\"d%u\"", d ? "," : "",
+		                d);
+	len += snprintf(text + len, sizeof(text) - (size_t)len, "]}\n{\"graph\":0,\"tasks\":%u}\n",
+	                n);
+	for (unsigned i = 0; i < n; i++) {
+		len += snprintf(text + len, sizeof(text) - (size_t)len,
+		                "{\"task\":%u,\"cost_ns\":[", i);
+		for (unsigned d = 0; d < ndev; d++)
+			len += snprintf(text + len, sizeof(text) - (size_t)len, "%s%s",
+			                d ? "," : "", dev_node[d] == node[i] ? "1e6" : "-1");
+		len += snprintf(text + len, sizeof(text) - (size_t)len, "]}\n");
+	}
+	wl_init(w);
+	if (wl_trace_parse(text, (size_t)len, "pinned.trace", w, err, sizeof(err)))
+		fail_msg("%s", err);
+}
+
+/* The model of docs/simulation.md ("Shared cores"): a core worker keeps
+ * its core; a device on shared cores runs at the share of its cores no
+ * core worker is busy on, each idle core split among the devices busy on
+ * it. With tasks of 1 ms started together: */
+static void test_shared_cores(void **state)
+{
+	(void)state;
+	struct machine m;
+	struct workload w;
+	struct sim_result r;
+	static const char *const policies[] = { "eager", "dmda", "heft" };
+
+	for (unsigned p = 0; p < 3; p++) {
+		/* One core, and the accelerator on it: the core's task first, then
+		 * the accelerator's, 2 ms; 1 ms when they do not share. */
+		static const unsigned n1[] = { 0, 1 }, t1[] = { 0, 1 };
+		pinned_tasks(&w, 2, n1, t1, 2);
+		shared_machine(&m, 1, 1, 0);
+		assert_true(simulate(&m, &w, policies[p], &r, true) == 1e6);
+		shared_machine(&m, 1, 1, 0x1);
+		assert_true(simulate(&m, &w, policies[p], &r, true) == 2e6);
+		assert_true(r.spans[0].end_ns == 1e6 && r.spans[1].end_ns == 2e6);
+		assert_true(r.spans[1].device == 1);
+		sim_result_free(&r);
+		wl_free(&w);
+
+		/* Two cores, one busy for 1 ms: the accelerator on both runs at
+		 * half speed meanwhile (0.5 ms of its work), then at full: 1.5 ms. */
+		static const unsigned n2[] = { 0, 0, 1 };
+		pinned_tasks(&w, 3, n2, t1, 2);
+		shared_machine(&m, 2, 1, 0x3);
+		assert_true(simulate(&m, &w, policies[p], &r, true) == 1.5e6);
+		assert_true(r.spans[0].end_ns == 1e6 && r.spans[1].end_ns == 1.5e6);
+		sim_result_free(&r);
+		wl_free(&w);
+
+		/* Two accelerators on one idle core share it: 2 ms each. */
+		static const unsigned n3[] = { 0, 1, 2 }, t3[] = { 1, 2 };
+		pinned_tasks(&w, 3, n3, t3, 2);
+		shared_machine(&m, 1, 2, 0x1);
+		assert_true(simulate(&m, &w, policies[p], &r, true) == 2e6);
+		assert_true(r.spans[0].end_ns == 2e6 && r.spans[1].end_ns == 2e6);
+		sim_result_free(&r);
+		shared_machine(&m, 1, 2, 0);
+		assert_true(simulate(&m, &w, policies[p], &r, true) == 1e6);
+		sim_result_free(&r);
+		wl_free(&w);
+	}
+}
+
 /* ~1M simulated tasks per second is the target; here only that a large
  * workload goes through and the engine's time per task is reported. */
 static void test_large(void **state)
@@ -441,6 +631,9 @@ int main(void)
 		cmocka_unit_test(test_cholesky_on_hetero),
 		cmocka_unit_test(test_arrivals),
 		cmocka_unit_test(test_errors),
+		cmocka_unit_test(test_cores_only),
+		cmocka_unit_test(test_engine_refusal_named),
+		cmocka_unit_test(test_shared_cores),
 		cmocka_unit_test(test_large),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
