@@ -422,6 +422,140 @@ static void test_device_reallocates_without_reserve(void **state)
 	grow_on_device(&fk_plain, false);
 }
 
+/* One task on `node` using [off, off + len) of d in `mode`; *mem_out: the
+ * replica's memory (the host's for node 0). */
+static void run_task(struct residency *r, unsigned node, struct res_data *d, uint64_t off,
+                     uint64_t len, uint8_t mode, void **mem_out)
+{
+	struct res_arg a = { .data = d, .off = off, .len = len, .mode = mode };
+	struct backend_event *waits[2];
+	size_t nwaits = 0;
+	void *mem[1] = { d->host };
+	uint64_t moff[1];
+	assert_int_equal(residency_acquire(r, node, &a, 1, waits, &nwaits, mem, moff), 0);
+	*mem_out = node ? mem[0] : d->host;
+	residency_release(r, node, &a, 1, true);
+}
+
+static uint32_t full_mask(struct res_data *d)
+{
+	return atomic_load(&d->full);
+}
+
+/* A KV cache grown in steps, rows appended on the host and the whole use
+ * read on a device each step (the decode loop): the range a growth adds
+ * is the host's alone, so each read moves exactly the appended rows. With
+ * mem_reserve the replica grows in place and nothing else moves, ever.
+ * Without it the replica is reallocated every few percent of growth; the
+ * new memory holds nothing valid, so that step's read copies the rows the
+ * old replica held again: counted apart (reallocs, recopied). */
+static void host_appends_device_reads(const struct backend_ops *ops, bool in_place)
+{
+	enum { ROW = 64, FIRST = 16384, STEPS = 64 };
+	const uint64_t cap = FIRST + STEPS * ROW + ROW;
+	struct residency r;
+	struct backend_device dev = { .name = "fk0", .ops = ops, .mem_bytes = 64 * MiB };
+	struct res_data d;
+	unsigned char *host = calloc(1, cap);
+	void *mem;
+	uint64_t used = 0, recopied = 0;
+	int reallocs = 0;
+
+	residency_init(&r);
+	assert_int_equal(residency_add_node(&r, &dev, 0), 1);
+	residency_data_init(&r, &d, host, 0, 1, true);
+	residency_data_set_growable(&r, &d, cap);
+	n_h2d = n_d2h = n_alloc = 0;
+	h2d_bytes = 0;
+	for (int step = 0; step <= STEPS; step++) {
+		uint64_t old = used;
+		used += step ? ROW : FIRST;
+		residency_data_grow(&r, &d, used);
+		/* The new range is the host's alone: the device, which held
+		 * every byte, no longer does. */
+		assert_int_equal(full_mask(&d), 1u);
+		assert_int_equal(d.rep[0].valid, used);
+		assert_int_equal(d.rep[0].sole, used - old);
+		assert_int_equal(d.rep[1].valid, old);
+		assert_int_equal(residency_missing(&d, 1, 0, used), used - old);
+		assert_int_equal(residency_missing(&d, 0, 0, used), 0);
+
+		/* The host appends the new rows. */
+		run_task(&r, 0, &d, old, used - old, TDM_W, &mem);
+		for (uint64_t i = old; i < used; i++)
+			host[i] = (unsigned char)(i * 7 + 1);
+
+		int allocs = n_alloc;
+		uint64_t h2d = h2d_bytes;
+		run_task(&r, 1, &d, 0, used, TDM_R, &mem);
+		uint64_t moved = h2d_bytes - h2d;
+		if (n_alloc != allocs && step > 0) {
+			reallocs++;
+			recopied += old;
+			assert_int_equal(moved, used); /* the old rows, again */
+		} else {
+			assert_int_equal(moved, used - old); /* the appended rows only */
+		}
+		assert_memory_equal(mem, host, used);
+		assert_int_equal(full_mask(&d), 3u);
+		assert_true(d.rep[1].mem_bytes >= used);
+		assert_int_equal(n_d2h, 0); /* nothing was the device's alone */
+	}
+	assert_int_equal(h2d_bytes, used + recopied);
+	if (in_place) {
+		assert_int_equal(reallocs, 0);
+		assert_int_equal(n_alloc, 1);
+		assert_int_equal(d.rep[1].mem_bytes, used);
+	} else {
+		/* Headroom of ~1/32: a handful of reallocations for 64 rows. */
+		assert_true(reallocs >= 1);
+		assert_true(reallocs <= STEPS / 8);
+		assert_int_equal(n_alloc, 1 + reallocs);
+	}
+	assert_int_equal(r.nodes[1].used, d.rep[1].mem_bytes);
+
+	/* The device appends a row: it alone holds it, and holds every byte;
+	 * a growth then leaves no node holding every byte. */
+	uint64_t old = used;
+	used += ROW;
+	residency_data_grow(&r, &d, used);
+	run_task(&r, 1, &d, 0, old, TDM_R, &mem); /* grown (or reallocated) */
+	run_task(&r, 1, &d, old, ROW, TDM_W, &mem);
+	memset((char *)mem + old, 0xab, ROW);
+	assert_int_equal(full_mask(&d), 2u);
+	assert_int_equal(d.rep[1].sole, ROW);
+	assert_int_equal(n_d2h, 0);
+	residency_data_grow(&r, &d, used + ROW);
+	assert_int_equal(full_mask(&d), 0u);
+	assert_int_equal(d.rep[0].valid, old + ROW);
+	assert_int_equal(d.rep[1].valid, used);
+	/* The graph ends: the host gets that row back, and only it. */
+	uint64_t out = r.nodes[1].bytes_out;
+	struct res_data *dp = &d;
+	assert_int_equal(residency_flush(&r, &dp, 1), 0);
+	assert_int_equal(r.nodes[1].bytes_out - out, ROW);
+	assert_int_equal(n_d2h, 1);
+	assert_int_equal(full_mask(&d) & 1u, 1u);
+	for (uint64_t i = old; i < used; i++)
+		assert_int_equal(host[i], 0xab);
+	residency_data_fini(&r, &d);
+	assert_int_equal(r.nodes[1].used, 0);
+	residency_fini(&r);
+	free(host);
+}
+
+static void test_host_appends_device_reads_in_place(void **state)
+{
+	(void)state;
+	host_appends_device_reads(&fk_vmm, true);
+}
+
+static void test_host_appends_device_reads_realloc(void **state)
+{
+	(void)state;
+	host_appends_device_reads(&fk_plain, false);
+}
+
 /* Host memory is pinned chunk by chunk as it is backed, never the whole
  * reservation, and unpinned when the buffer goes. */
 static void test_host_pinned_as_backed(void **state)
@@ -464,6 +598,8 @@ int main(void)
 		cmocka_unit_test(test_device_grows_in_place),
 		cmocka_unit_test_setup_teardown(test_host_pinned_as_backed, setup, teardown),
 		cmocka_unit_test(test_device_reallocates_without_reserve),
+		cmocka_unit_test(test_host_appends_device_reads_in_place),
+		cmocka_unit_test(test_host_appends_device_reads_realloc),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
