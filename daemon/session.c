@@ -431,9 +431,11 @@ int session_buffer_grow(struct session *s, uint32_t handle, uint64_t used,
 		charge(s, b, chunk);
 		*fd_out = fd;
 	}
-	atomic_store(&b->extent, used);
+	/* Residency first: a task admitted against the new extent must find
+	 * its range in the validity map (and replicas grown to it). */
 	if (s->env->res)
 		residency_data_grow(s->env->res, &b->data, used);
+	atomic_store(&b->extent, used);
 	r->used = used;
 	r->backed = b->backed;
 	return 0;
