@@ -246,7 +246,11 @@ int main(int argc, char **argv)
 	snprintf(keys, sizeof(keys), "trace=%s requests=%zu", source, nreq);
 	bench_report("kv_host_chunks_per_request", (double)chunks / (double)nreq, "chunks", keys);
 	snprintf(keys, sizeof(keys), "side=device_realloc trace=%s requests=%zu", source, nreq);
-	/* What reallocation costs there: bytes copied in, per byte of KV. */
+	/* What reallocation costs there: bytes copied in, per byte of KV. The
+	 * bytes each growth adds are the host's (residency_data_grow), so each
+	 * is copied in once when first read: 1 where the replica grows in
+	 * place, more where a reallocation drops it and the next read copies
+	 * the whole use again. */
 	bench_report("kv_realloc_copy_ratio", (double)res_plain.nodes[1].bytes_in / final_kv,
 	             "ratio", keys);
 	snprintf(keys, sizeof(keys), "side=device_vmm trace=%s requests=%zu", source, nreq);
