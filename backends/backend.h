@@ -58,7 +58,7 @@ struct backend_probe_params {
  * changes in a way a backend built against the old one would get wrong;
  * a backend of another version is refused where it registers (the backend
  * registry, the CUDA plugin loader, engine_create). */
-#define BACKEND_ABI_VERSION 1u
+#define BACKEND_ABI_VERSION 2u /* 2: mem_reserve, mem_grow */
 
 struct backend_ops {
 	/* BACKEND_ABI_VERSION as the backend was built. Stays the first
@@ -112,6 +112,17 @@ struct backend_ops {
 	 * the engine's clock (0: unknown). Without it a task's start is taken
 	 * as when it was staged or its predecessor on the queue ended. */
 	uint64_t (*event_started)(const struct backend_device *d, struct backend_event *ev);
+
+	/* Optional (accelerators), both or neither: device memory that grows
+	 * in place, for KV caches. mem_reserve gives *mem (what kernels get)
+	 * for up to `capacity` bytes of contiguous device addresses, none of
+	 * it usable yet; mem_grow makes [0, bytes) usable, keeping what it
+	 * held (bytes only goes up, at most the capacity); mem_free frees it.
+	 * -TDM_ENOMEM when the device has no room (or no addresses);
+	 * mem_reserve -TDM_EINVAL when this device cannot (CUDA without VMM):
+	 * the caller then allocates whole (mem_alloc). */
+	int (*mem_reserve)(const struct backend_device *d, uint64_t capacity, void **mem);
+	int (*mem_grow)(const struct backend_device *d, void *mem, uint64_t bytes);
 };
 
 static inline bool backend_is_accelerator(const struct backend_device *d)

@@ -408,9 +408,134 @@ TDM_API int tdm_buffer_alloc(tdm_client *c, size_t bytes, uint32_t flags, tdm_bu
 		               sizeof(sr), NULL);
 		return -TDM_ENOMEM;
 	}
-	c->maps[c->nmaps++] = (struct mapping){ r.handle, p, bytes, mapped };
+	c->maps[c->nmaps++] = (struct mapping){ r.handle, p, bytes, mapped, mapped, false };
 	*handle = r.handle;
 	*ptr = p;
+	return 0;
+}
+
+static int maps_room(tdm_client *c)
+{
+	if (c->nmaps < c->maps_cap)
+		return 0;
+	size_t ncap = c->maps_cap ? c->maps_cap * 2 : 16;
+	struct mapping *n = realloc(c->maps, ncap * sizeof(*n));
+	if (!n)
+		return -TDM_ENOMEM;
+	c->maps = n;
+	c->maps_cap = ncap;
+	return 0;
+}
+
+TDM_API int tdm_buffer_reserve(tdm_client *c, size_t capacity, uint32_t flags, tdm_buffer *handle,
+                               void **ptr)
+{
+	struct tdm_buf_reserve_req req = { .capacity = capacity, .flags = flags };
+	struct tdm_buf_alloc_reply r;
+	int err;
+
+	if (!c || !handle || !ptr || capacity == 0 || (flags & ~TDM_BUF_FLAGS_ALL) ||
+	    !(flags & TDM_BUF_KV) || (flags & TDM_BUF_SCRATCH))
+		return -TDM_EINVAL;
+	if ((err = maps_room(c)) != 0)
+		return err;
+	size_t mapped = page_round(capacity);
+	if (mapped < capacity)
+		return -TDM_EINVAL;
+	/* Our view: address space only, chunks are mapped over it as they
+	 * come (tdm_buffer_grow). */
+	void *p = mmap(NULL, mapped, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	if (p == MAP_FAILED)
+		return -TDM_ENOMEM;
+	err = client_request(c, TDM_MSG_BUF_RESERVE, &req, sizeof(req), TDM_MSG_BUF_RESERVE_REPLY,
+	                     &r, sizeof(r), NULL);
+	if (!err && !r.status && r.bytes != capacity)
+		err = -TDM_EPROTO;
+	if (err || r.status) {
+		munmap(p, mapped);
+		return err ? err : r.status;
+	}
+	c->maps[c->nmaps++] = (struct mapping){ r.handle, p, 0, mapped, 0, true };
+	*handle = r.handle;
+	*ptr = p;
+	return 0;
+}
+
+TDM_API int tdm_kv_admit(tdm_client *c, tdm_buffer h, struct tdm_kv_admission *a)
+{
+	if (!c || !a)
+		return -TDM_EINVAL;
+	struct tdm_kv_admit_req req = { .handle = h,
+		                        .tier = a->tier,
+		                        .bytes_per_token = a->bytes_per_token,
+		                        .context_tokens = a->context_tokens,
+		                        .max_new_tokens = a->max_new_tokens };
+	struct tdm_kv_admit_reply r;
+	int err = client_request(c, TDM_MSG_KV_ADMIT, &req, sizeof(req), TDM_MSG_KV_ADMIT_REPLY, &r,
+	                         sizeof(r), NULL);
+	if (err)
+		return err;
+	if (r.tier > TDM_TIER_HOST)
+		return -TDM_EPROTO;
+	a->tier = r.tier;
+	a->predicted_new_tokens = r.predicted_new_tokens;
+	a->history = r.history;
+	a->peak_bytes = r.peak_bytes;
+	a->device_free_bytes = r.device_free_bytes;
+	a->host_free_bytes = r.host_free_bytes;
+	return r.status;
+}
+
+TDM_API int tdm_buffer_grow(tdm_client *c, tdm_buffer handle, size_t used)
+{
+	struct tdm_buf_grow_req req = { .handle = handle, .used = used };
+	struct tdm_buf_grow_reply r;
+	struct mapping *m = NULL;
+	int fd = -1;
+
+	if (!c)
+		return -TDM_EINVAL;
+	for (size_t i = 0; i < c->nmaps; i++)
+		if (c->maps[i].handle == handle)
+			m = &c->maps[i];
+	if (!m)
+		return -TDM_EHANDLE;
+	if (!m->growable || used < m->bytes)
+		return -TDM_EINVAL;
+	if (used > m->mapped)
+		return -TDM_ERANGE;
+	int err = client_request(c, TDM_MSG_BUF_GROW, &req, sizeof(req), TDM_MSG_BUF_GROW_REPLY, &r,
+	                         sizeof(r), &fd);
+	if (err)
+		return err;
+	if (r.status) {
+		if (fd >= 0)
+			close(fd);
+		return r.status;
+	}
+	/* The new chunk must continue what we have, and be what it says. */
+	if (r.used != used || (r.chunk_bytes != 0) != (fd >= 0) ||
+	    (r.chunk_bytes && (r.chunk_off != m->backed || r.chunk_bytes > m->mapped - m->backed ||
+	                       r.chunk_bytes % page_round(1))) ||
+	    r.backed != m->backed + r.chunk_bytes || r.backed < used) {
+		if (fd >= 0)
+			close(fd);
+		return -TDM_EPROTO;
+	}
+	if (fd >= 0) {
+		if (!sealed_and_sized(fd, r.chunk_bytes)) {
+			close(fd);
+			return -TDM_EPEER;
+		}
+		void *at = (char *)m->ptr + m->backed;
+		void *p = mmap(at, r.chunk_bytes, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED,
+		               fd, 0);
+		close(fd);
+		if (p != at)
+			return -TDM_ENOMEM;
+		m->backed += r.chunk_bytes;
+	}
+	m->bytes = used;
 	return 0;
 }
 

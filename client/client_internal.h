@@ -19,7 +19,9 @@ struct kernel_sig {
 struct mapping {
 	tdm_buffer handle;
 	void *ptr;
-	size_t bytes, mapped;
+	size_t bytes, mapped; /* growable: bytes in use as declared; the reservation */
+	size_t backed; /* growable: chunks mapped so far, [0, backed) */
+	bool growable;
 };
 
 struct tdm_client {

@@ -461,6 +461,66 @@ static bool handle_buf_alloc(struct conn *c, const void *p, uint32_t len)
 	return ok;
 }
 
+static bool handle_buf_reserve(struct conn *c, const void *p, uint32_t len)
+{
+	struct tdm_buf_reserve_req req;
+	struct tdm_buf_alloc_reply r = { 0 };
+
+	if (len != sizeof(req))
+		return false;
+	memcpy(&req, p, sizeof(req));
+	pthread_mutex_lock(&c->s->intake_lock);
+	r.status = req.reserved ? -TDM_EPROTO
+	                        : session_buffer_reserve(c->s, req.capacity, req.flags, &r.handle);
+	pthread_mutex_unlock(&c->s->intake_lock);
+	r.bytes = r.status ? 0 : req.capacity;
+	bool ok = send_msg(c, TDM_MSG_BUF_RESERVE_REPLY, &r, sizeof(r), NULL, 0);
+	if (!ok && r.status == 0) {
+		pthread_mutex_lock(&c->s->intake_lock);
+		session_buffer_free(c->s, r.handle);
+		pthread_mutex_unlock(&c->s->intake_lock);
+	}
+	return ok;
+}
+
+static bool handle_buf_grow(struct conn *c, const void *p, uint32_t len)
+{
+	struct tdm_buf_grow_req req;
+	struct tdm_buf_grow_reply r = { 0 };
+	int fd = -1;
+
+	if (len != sizeof(req))
+		return false;
+	memcpy(&req, p, sizeof(req));
+	pthread_mutex_lock(&c->s->intake_lock);
+	r.status = req.reserved ? -TDM_EPROTO
+	                        : session_buffer_grow(c->s, req.handle, req.used, &r, &fd);
+	pthread_mutex_unlock(&c->s->intake_lock);
+	if (r.status)
+		r.used = r.backed = r.chunk_off = r.chunk_bytes = 0;
+	/* A client that cannot take the chunk has a hole in its view; the
+	 * daemon's is whole, and the connection goes anyway. */
+	bool ok = send_msg(c, TDM_MSG_BUF_GROW_REPLY, &r, sizeof(r), &fd, fd >= 0 ? 1 : 0);
+	if (fd >= 0)
+		close(fd);
+	return ok;
+}
+
+static bool handle_kv_admit(struct conn *c, const void *p, uint32_t len)
+{
+	struct tdm_kv_admit_req req;
+	struct tdm_kv_admit_reply r;
+
+	if (len != sizeof(req))
+		return false;
+	memcpy(&req, p, sizeof(req));
+	pthread_mutex_lock(&c->s->intake_lock);
+	int status = session_kv_admit(c->s, &req, &r);
+	pthread_mutex_unlock(&c->s->intake_lock);
+	r.status = status;
+	return send_msg(c, TDM_MSG_KV_ADMIT_REPLY, &r, sizeof(r), NULL, 0);
+}
+
 static bool handle_buf_free(struct conn *c, const void *p, uint32_t len)
 {
 	struct tdm_buf_free_req req;
@@ -688,6 +748,9 @@ static bool handle_msg(struct conn *c, uint32_t type, const void *p, uint32_t le
 	switch (type) {
 	case TDM_MSG_BUF_ALLOC: return c->role == CONN_CLIENT && handle_buf_alloc(c, p, len);
 	case TDM_MSG_BUF_FREE: return c->role == CONN_CLIENT && handle_buf_free(c, p, len);
+	case TDM_MSG_BUF_RESERVE: return c->role == CONN_CLIENT && handle_buf_reserve(c, p, len);
+	case TDM_MSG_BUF_GROW: return c->role == CONN_CLIENT && handle_buf_grow(c, p, len);
+	case TDM_MSG_KV_ADMIT: return c->role == CONN_CLIENT && handle_kv_admit(c, p, len);
 	case TDM_MSG_KERNEL_LOOKUP: return handle_kernel_lookup(c, p, len);
 	case TDM_MSG_CTL_STATUS:
 		return len == 0 && conn_send_reply(c, 0, control_status_json(c->srv, c));

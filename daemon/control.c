@@ -100,9 +100,14 @@ static json_t *buffers_json(struct server *srv, struct session *s)
 		if (!b)
 			continue;
 		residency_describe(&srv->res, &b->data, where, sizeof(where));
-		json_array_append_new(arr,
-		                      json_pack("{s:I, s:I, s:s}", "handle", (json_int_t)b->handle,
-		                                "bytes", (json_int_t)b->bytes, "valid", where));
+		json_t *o = json_pack("{s:I, s:I, s:s}", "handle", (json_int_t)b->handle, "bytes",
+		                      (json_int_t)b->bytes, "valid", where);
+		if (o && b->growable) { /* bytes is its capacity */
+			json_object_set_new(o, "used",
+			                    json_integer((json_int_t)atomic_load(&b->extent)));
+			json_object_set_new(o, "backed", json_integer((json_int_t)b->backed));
+		}
+		json_array_append_new(arr, o);
 		n++;
 	}
 	pthread_mutex_unlock(&s->intake_lock);

@@ -207,7 +207,10 @@ static uint32_t validate_task(struct session *s, const struct tdm_sqe *e, uint32
 			*status = -TDM_EHANDLE;
 			return TDM_REJECT_HANDLE;
 		}
-		if (a->length == 0 || a->offset > b->bytes || a->length > b->bytes - a->offset) {
+		/* Against the declared extent: a growable buffer's bytes past it
+		 * may not be backed, and the daemon must never fault on them. */
+		uint64_t extent = atomic_load(&b->extent);
+		if (a->length == 0 || a->offset > extent || a->length > extent - a->offset) {
 			*status = -TDM_ERANGE;
 			return TDM_REJECT_RANGE;
 		}

@@ -11,6 +11,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "common/grow.h"
 #include "common/log.h"
 #include "tandem.h"
 
@@ -173,6 +174,7 @@ static void session_free(struct session *s)
 	if (s->bell_peer >= 0)
 		close(s->bell_peer);
 	free(s->slots);
+	free(s->kv_hist);
 	graph_build_fini(&s->build);
 	pthread_mutex_destroy(&s->cq_lock);
 	pthread_mutex_destroy(&s->intake_lock);
@@ -223,22 +225,55 @@ static void slot_give(struct session *s, uint32_t i)
 	s->free_head = i + 1;
 }
 
-/* Whether the client's and its user's quotas have room for one more
- * buffer of `bytes`. */
-static bool buffer_fits(const struct session *s, uint64_t bytes)
+/* Whether the client's and its user's quotas have room for `bytes` more,
+ * in one more buffer when new_buffer. */
+static bool quota_room(const struct session *s, uint64_t bytes, bool new_buffer)
 {
 	const struct daemon_config *cfg = s->env->cfg;
 	if (bytes > cfg->buffer_quota_bytes ||
 	    atomic_load(&s->buffer_bytes) + bytes > cfg->buffer_quota_bytes ||
-	    atomic_load(&s->buffers_count) >= cfg->max_buffers)
+	    (new_buffer && atomic_load(&s->buffers_count) >= cfg->max_buffers))
 		return false;
 	const struct uid_usage *u = s->usage;
 	if (u && u->limited &&
 	    (bytes > cfg->uid_buffer_quota_bytes ||
 	     atomic_load(&u->buffer_bytes) + bytes > cfg->uid_buffer_quota_bytes ||
-	     atomic_load(&u->buffers) >= cfg->uid_max_buffers))
+	     (new_buffer && atomic_load(&u->buffers) >= cfg->uid_max_buffers)))
 		return false;
 	return true;
+}
+
+static void charge(struct session *s, struct buffer *b, uint64_t bytes)
+{
+	atomic_fetch_add(&b->charged, bytes);
+	atomic_fetch_add(&s->buffer_bytes, bytes);
+	if (b->usage)
+		atomic_fetch_add(&b->usage->buffer_bytes, bytes);
+	atomic_fetch_add(&s->env->counters->buffer_bytes_live, bytes);
+}
+
+/* Puts a new buffer in its slot and counts it (its bytes are charged by
+ * the caller). */
+static void buffer_install(struct session *s, int64_t slot, struct buffer *b, uint32_t flags)
+{
+	struct buffer_slot *e = &s->slots[slot];
+	e->gen++; /* fresh slots start at generation 1; a spent one was retired */
+	atomic_store(&b->refs, 1);
+	b->handle = (e->gen << HANDLE_SLOT_BITS) | (uint32_t)(slot + 1);
+	b->flags = flags;
+	b->owner = s;
+	b->usage = s->usage;
+	if (s->env->res) {
+		residency_data_init(s->env->res, &b->data, b->base, atomic_load(&b->extent),
+		                    b->handle, flags & (TDM_BUF_WEIGHTS | TDM_BUF_KV));
+		b->data.scratch = flags & TDM_BUF_SCRATCH;
+	}
+	e->b = b;
+	s->nbufs_live++;
+	atomic_fetch_add(&s->buffers_count, 1);
+	if (b->usage)
+		atomic_fetch_add(&b->usage->buffers, 1);
+	atomic_fetch_add(&s->env->counters->buffers_live, 1);
 }
 
 int session_buffer_alloc(struct session *s, uint64_t bytes, uint32_t flags, uint32_t *handle,
@@ -251,7 +286,7 @@ int session_buffer_alloc(struct session *s, uint64_t bytes, uint32_t flags, uint
 
 	if (bytes == 0 || (flags & ~TDM_BUF_FLAGS_ALL))
 		return -TDM_EINVAL;
-	if (!buffer_fits(s, bytes))
+	if (!quota_room(s, bytes, true))
 		return -TDM_EQUOTA;
 	if (bytes > SIZE_MAX - (size_t)sysconf(_SC_PAGESIZE))
 		return -TDM_ENOMEM;
@@ -280,31 +315,129 @@ int session_buffer_alloc(struct session *s, uint64_t bytes, uint32_t flags, uint
 		mapping_give(s->env);
 		return -TDM_ENOMEM;
 	}
-	struct buffer_slot *e = &s->slots[slot];
-	e->gen++; /* fresh slots start at generation 1; a spent one was retired */
-	atomic_store(&b->refs, 1);
-	b->handle = (e->gen << HANDLE_SLOT_BITS) | (uint32_t)(slot + 1);
-	b->flags = flags;
 	b->bytes = bytes;
-	b->owner = s;
-	b->usage = s->usage;
-	if (s->env->res) {
-		residency_data_init(s->env->res, &b->data, b->base, bytes, b->handle,
-		                    flags & (TDM_BUF_WEIGHTS | TDM_BUF_KV));
-		b->data.scratch = flags & TDM_BUF_SCRATCH;
-	}
-	e->b = b;
-	s->nbufs_live++;
-	atomic_fetch_add(&s->buffer_bytes, bytes);
-	atomic_fetch_add(&s->buffers_count, 1);
-	if (b->usage) {
-		atomic_fetch_add(&b->usage->buffer_bytes, bytes);
-		atomic_fetch_add(&b->usage->buffers, 1);
-	}
-	atomic_fetch_add(&s->env->counters->buffers_live, 1);
-	atomic_fetch_add(&s->env->counters->buffer_bytes_live, bytes);
+	b->mapped = mapped;
+	atomic_store(&b->extent, bytes);
+	buffer_install(s, slot, b, flags);
+	charge(s, b, bytes);
 	*handle = b->handle;
 	*fd_out = fd;
+	return 0;
+}
+
+static struct buffer_slot *slot_of(struct session *s, uint32_t handle);
+
+/* Address space one session may reserve for growable buffers in all: it
+ * costs the daemon page tables only, but is finite (47 bits). */
+#define SESSION_RESERVE_MAX (UINT64_C(4) << 40)
+/* Smallest chunk (the step is geometric: common/grow.h), and the most
+ * chunks (mappings) one buffer may have. */
+#define GROW_MIN_CHUNK (UINT64_C(64) << 10)
+#define GROW_MAX_CHUNKS 4096u
+
+int session_buffer_reserve(struct session *s, uint64_t capacity, uint32_t flags, uint32_t *handle)
+{
+	if (capacity == 0 || (flags & ~TDM_BUF_FLAGS_ALL) || !(flags & TDM_BUF_KV) ||
+	    (flags & TDM_BUF_SCRATCH))
+		return -TDM_EINVAL;
+	if (capacity > SESSION_RESERVE_MAX ||
+	    atomic_load(&s->reserved_va) + page_round(capacity) > SESSION_RESERVE_MAX)
+		return -TDM_EQUOTA;
+	if (!quota_room(s, 0, true))
+		return -TDM_EQUOTA;
+	if (!mapping_take(s->env))
+		return -TDM_EQUOTA;
+	int64_t slot = slot_take(s);
+	if (slot < 0) {
+		mapping_give(s->env);
+		return (int)slot;
+	}
+	struct buffer *b = calloc(1, sizeof(*b));
+	size_t mapped = page_round(capacity);
+	/* Address space only: no access, no swap reserved. Chunks are mapped
+	 * over it with MAP_FIXED as the client declares use. */
+	void *base = b ? mmap(NULL, mapped, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
+	                      -1, 0)
+	               : MAP_FAILED;
+	if (base == MAP_FAILED) {
+		free(b);
+		slot_give(s, (uint32_t)slot);
+		mapping_give(s->env);
+		return -TDM_ENOMEM;
+	}
+	b->base = base;
+	b->bytes = capacity;
+	b->mapped = mapped;
+	b->growable = true;
+	atomic_fetch_add(&s->reserved_va, mapped);
+	buffer_install(s, slot, b, flags);
+	if (s->env->res)
+		residency_data_set_growable(s->env->res, &b->data, capacity);
+	*handle = b->handle;
+	return 0;
+}
+
+int session_buffer_grow(struct session *s, uint32_t handle, uint64_t used,
+                        struct tdm_buf_grow_reply *r, int *fd_out)
+{
+	struct buffer_slot *e = slot_of(s, handle);
+	*fd_out = -1;
+	if (!e)
+		return -TDM_EHANDLE;
+	struct buffer *b = e->b;
+	uint64_t declared = atomic_load(&b->extent);
+	if (!b->growable || used < declared)
+		return -TDM_EINVAL;
+	if (used > b->bytes)
+		return -TDM_ERANGE;
+	r->chunk_off = r->chunk_bytes = 0;
+	if (used > b->backed) {
+		uint64_t need = page_round(used);
+		uint64_t chunk =
+		        grow_step(b->backed, need, page_round(1), GROW_MIN_CHUNK, b->mapped);
+		if (!quota_room(s, chunk, false))
+			chunk = need - b->backed; /* the geometric step is a comfort only */
+		if (!quota_room(s, chunk, false)) {
+			log_warn("session %u: buffer %u: backing %llu bytes for a use of %llu "
+			         "would pass "
+			         "the buffer quota (%llu bytes charged to the client of %llu)",
+			         s->id, handle, (unsigned long long)need, (unsigned long long)used,
+			         (unsigned long long)atomic_load(&s->buffer_bytes),
+			         (unsigned long long)s->env->cfg->buffer_quota_bytes);
+			return -TDM_EQUOTA;
+		}
+		if (b->nchunks >= GROW_MAX_CHUNKS || !mapping_take(s->env))
+			return -TDM_EQUOTA;
+		/* Sealed against growing and shrinking, like any buffer: the
+		 * client can touch no page it was not given, and never make one
+		 * the daemon maps vanish. */
+		int fd = sealed_memfd("tandem-kv-chunk", chunk);
+		if (fd < 0) {
+			mapping_give(s->env);
+			return errno == ENOMEM || errno == ENOSPC ? -TDM_ENOMEM : -TDM_ESYS;
+		}
+		void *at = (char *)b->base + b->backed;
+		if (mmap(at, chunk, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, fd, 0) != at) {
+			close(fd);
+			mapping_give(s->env);
+			return -TDM_ENOMEM;
+		}
+		if (s->env->res)
+			residency_data_pin(s->env->res, &b->data, b->backed, chunk);
+		r->chunk_off = b->backed;
+		r->chunk_bytes = chunk;
+		b->backed += chunk;
+		b->nchunks++;
+		charge(s, b, chunk);
+		*fd_out = fd;
+	}
+	/* Residency first: a task admitted against the new extent must find
+	 * its range in the validity map (and replicas grown to it). */
+	if (s->env->res)
+		residency_data_grow(s->env->res, &b->data, used);
+	atomic_store(&b->extent, used);
+	r->used = used;
+	r->backed = b->backed;
 	return 0;
 }
 
@@ -330,16 +463,183 @@ struct buffer *session_buffer_lookup(struct session *s, uint32_t handle)
 	return e ? e->b : NULL;
 }
 
+/* tokens generated so far by admitted buffer b */
+static uint32_t kv_generated(const struct buffer *b)
+{
+	uint64_t tokens = atomic_load(&b->extent) / b->kv_bytes_per_token;
+	uint64_t g = tokens > b->kv_context ? tokens - b->kv_context : 0;
+	return g < b->kv_max_new ? (uint32_t)g : b->kv_max_new;
+}
+
 int session_buffer_free(struct session *s, uint32_t handle)
 {
 	struct buffer_slot *e = slot_of(s, handle);
 	if (!e)
 		return -TDM_EHANDLE;
 	struct buffer *b = e->b;
+	if (b->kv_tier) { /* a request ended: its length joins the history */
+		if (!s->kv_hist)
+			s->kv_hist = calloc(1, sizeof(*s->kv_hist));
+		if (s->kv_hist)
+			kv_hist_add(s->kv_hist, kv_generated(b));
+	}
 	slot_give(s, (uint32_t)(e - s->slots));
 	s->nbufs_live--;
 	buffer_unref(b); /* graphs in flight keep their own references */
 	return 0;
+}
+
+static const struct kv_hist no_history;
+
+static struct kv_req kv_req_of(const struct session *s, const struct buffer *b)
+{
+	uint32_t g = kv_generated(b);
+	const struct kv_hist *h = s->kv_hist ? s->kv_hist : &no_history;
+	uint64_t used = atomic_load(&b->extent);
+	uint64_t ctx = (uint64_t)b->kv_context * b->kv_bytes_per_token;
+	return (struct kv_req){ .used = used > ctx ? used : ctx,
+		                .bytes_per_token = b->kv_bytes_per_token,
+		                .remaining = kv_predict_remaining(h, g, b->kv_max_new - g) };
+}
+
+static uint64_t peak_of(const struct kv_req *reqs, size_t n, const struct kv_req *extra,
+                        struct kv_req *scratch)
+{
+	memcpy(scratch, reqs, n * sizeof(*reqs));
+	if (extra)
+		scratch[n++] = *extra;
+	return kv_peak(scratch, n);
+}
+
+static uint64_t room(uint64_t budget, uint64_t peak)
+{
+	return budget > peak ? budget - peak : 0;
+}
+
+int session_kv_admit(struct session *s, const struct tdm_kv_admit_req *req,
+                     struct tdm_kv_admit_reply *r)
+{
+	const struct daemon_config *cfg = s->env->cfg;
+	struct buffer *b = NULL;
+
+	memset(r, 0, sizeof(*r));
+	if (req->reserved[0] || req->reserved[1])
+		return -TDM_EPROTO;
+	if (req->tier > TDM_TIER_HOST)
+		return -TDM_EINVAL;
+	if (!req->handle) {
+		if (req->bytes_per_token || req->context_tokens || req->max_new_tokens || req->tier)
+			return -TDM_EINVAL;
+	} else {
+		b = session_buffer_lookup(s, req->handle);
+		if (!b)
+			return -TDM_EHANDLE;
+		if (!b->growable || !req->bytes_per_token || !req->context_tokens ||
+		    !req->max_new_tokens)
+			return -TDM_EINVAL;
+		uint64_t tokens = (uint64_t)req->context_tokens + req->max_new_tokens;
+		if (req->bytes_per_token > b->bytes || tokens > b->bytes / req->bytes_per_token)
+			return -TDM_ERANGE;
+	}
+
+	/* This client's admitted requests, b aside, and what they hold. */
+	size_t n = 0, ndev = 0;
+	for (uint32_t i = 0; i < s->slots_used; i++) {
+		struct buffer *o = s->slots[i].b;
+		n += o && o != b && o->kv_tier;
+	}
+	struct kv_req *all = calloc(2 * n + 2, sizeof(*all));
+	struct kv_req *dev = calloc(n + 1, sizeof(*dev));
+	struct kv_req *scratch = calloc(n + 1, sizeof(*scratch));
+	if (!all || !dev || !scratch) {
+		free(all);
+		free(dev);
+		free(scratch);
+		return -TDM_ENOMEM;
+	}
+	n = 0;
+	uint64_t admitted_charged = 0, dev_resident = 0;
+	for (uint32_t i = 0; i < s->slots_used; i++) {
+		struct buffer *o = s->slots[i].b;
+		if (!o || o == b || !o->kv_tier)
+			continue;
+		all[n++] = kv_req_of(s, o);
+		admitted_charged += atomic_load(&o->charged);
+		if (o->kv_tier == TDM_TIER_DEVICE) {
+			dev[ndev++] = all[n - 1];
+			dev_resident += atomic_load(&o->extent);
+		}
+	}
+
+	/* Host: every KV is backed there, so the quota bounds them all; what
+	 * is not admitted KV is taken off it. Devices: the room left on every
+	 * device node, plus what this client's device-tier KV holds there. */
+	uint64_t b_charged = b ? atomic_load(&b->charged) : 0;
+	uint64_t other = atomic_load(&s->buffer_bytes) - admitted_charged - b_charged;
+	uint64_t host_budget = room(cfg->buffer_quota_bytes, other);
+	const struct uid_usage *u = s->usage;
+	if (u && u->limited) {
+		uint64_t uid_other = atomic_load(&u->buffer_bytes) - admitted_charged - b_charged;
+		uint64_t uid_room = room(cfg->uid_buffer_quota_bytes, uid_other);
+		if (uid_room < host_budget)
+			host_budget = uid_room;
+	}
+	uint64_t dev_budget = 0;
+	if (s->env->res && residency_has_devices(s->env->res)) {
+		uint64_t cap = 0, used = 0;
+		for (unsigned k = 1; k < s->env->res->nnodes; k++) {
+			struct res_node_stats st;
+			residency_node_stats(s->env->res, k, &st);
+			cap += st.cap;
+			used += st.used;
+		}
+		if (b && b->kv_tier == TDM_TIER_DEVICE)
+			dev_resident += atomic_load(&b->extent);
+		/* What the devices hold for others (weights, other clients):
+		 * this client's device-tier KV, resident or not, is counted by
+		 * its predicted peak instead. */
+		dev_budget = room(cap, room(used, dev_resident));
+	}
+
+	int err = 0;
+	uint64_t host_peak, dev_peak;
+	if (!b) {
+		host_peak = peak_of(all, n, NULL, scratch);
+		dev_peak = peak_of(dev, ndev, NULL, scratch);
+		r->peak_bytes = host_peak;
+	} else {
+		uint32_t was = b->kv_tier, was_context = b->kv_context, was_max_new = b->kv_max_new;
+		uint64_t was_bpt = b->kv_bytes_per_token;
+		b->kv_tier = TDM_TIER_HOST; /* the least it gets once admitted */
+		b->kv_context = req->context_tokens;
+		b->kv_max_new = req->max_new_tokens;
+		b->kv_bytes_per_token = req->bytes_per_token;
+		struct kv_req me = kv_req_of(s, b);
+		r->predicted_new_tokens = me.remaining;
+		host_peak = peak_of(all, n, &me, scratch);
+		dev_peak = peak_of(dev, ndev, &me, scratch);
+		if (host_peak > host_budget) {
+			/* As it was; the client queues the request. */
+			b->kv_tier = was;
+			b->kv_context = was_context;
+			b->kv_max_new = was_max_new;
+			b->kv_bytes_per_token = was_bpt;
+			err = -TDM_EQUOTA;
+		} else if (req->tier != TDM_TIER_HOST && dev_peak <= dev_budget) {
+			b->kv_tier = TDM_TIER_DEVICE;
+		}
+		if (b->kv_tier != TDM_TIER_DEVICE)
+			dev_peak = peak_of(dev, ndev, NULL, scratch);
+		r->tier = err ? 0 : b->kv_tier;
+		r->peak_bytes = r->tier == TDM_TIER_DEVICE ? dev_peak : host_peak;
+	}
+	r->history = s->kv_hist ? s->kv_hist->n : 0;
+	r->device_free_bytes = room(dev_budget, dev_peak);
+	r->host_free_bytes = room(host_budget, host_peak);
+	free(all);
+	free(dev);
+	free(scratch);
+	return err;
 }
 
 void buffer_unref(struct buffer *b)
@@ -349,16 +649,20 @@ void buffer_unref(struct buffer *b)
 	struct session *s = b->owner;
 	if (s->env->res)
 		residency_data_fini(s->env->res, &b->data);
-	munmap(b->base, page_round(b->bytes));
-	mapping_give(s->env);
-	atomic_fetch_sub(&s->buffer_bytes, b->bytes);
+	munmap(b->base, b->mapped); /* a growable one's chunks with its reservation */
+	if (b->growable)
+		atomic_fetch_sub(&s->reserved_va, b->mapped);
+	for (uint32_t i = 0; i <= b->nchunks; i++)
+		mapping_give(s->env);
+	uint64_t charged = atomic_load(&b->charged);
+	atomic_fetch_sub(&s->buffer_bytes, charged);
 	atomic_fetch_sub(&s->buffers_count, 1);
 	if (b->usage) {
-		atomic_fetch_sub(&b->usage->buffer_bytes, b->bytes);
+		atomic_fetch_sub(&b->usage->buffer_bytes, charged);
 		atomic_fetch_sub(&b->usage->buffers, 1);
 	}
 	atomic_fetch_sub(&s->env->counters->buffers_live, 1);
-	atomic_fetch_sub(&s->env->counters->buffer_bytes_live, b->bytes);
+	atomic_fetch_sub(&s->env->counters->buffer_bytes_live, charged);
 	free(b);
 }
 

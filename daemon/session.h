@@ -12,6 +12,7 @@
 #include "daemon/config.h"
 #include "engine/engine.h"
 #include "graph/build.h"
+#include "placement/kv_admit.h"
 #include "tandem/wire.h"
 
 struct session;
@@ -69,6 +70,21 @@ struct buffer {
 	struct session *owner;
 	struct uid_usage *usage; /* the owner's, charged for this buffer; may be NULL */
 	struct res_data data; /* replicas on memory nodes */
+	/* What tasks may name: [0, extent). `bytes` for a buffer allocated
+	 * whole; for a growable one (session_buffer_reserve) `bytes` is the
+	 * capacity and extent the use the client declared, which only goes
+	 * up. The daemon never touches a byte at or past it. */
+	_Atomic uint64_t extent;
+	_Atomic uint64_t charged; /* counted against the quotas */
+	size_t mapped; /* the daemon's mapping (a growable one's whole reservation) */
+	bool growable;
+	uint64_t backed; /* growable: bytes backed by chunks, [0, backed) (under intake_lock) */
+	uint32_t nchunks;
+	/* Admitted as a request's KV (session_kv_admit; under intake_lock):
+	 * its tier (0: not admitted) and what the client said of it. */
+	uint32_t kv_tier;
+	uint32_t kv_context, kv_max_new;
+	uint64_t kv_bytes_per_token;
 };
 
 /* A graph as the daemon holds it: the engine's graph plus what the session
@@ -150,6 +166,11 @@ struct session {
 	uint32_t nbufs_live;
 	_Atomic uint64_t buffer_bytes; /* quota accounting, incl. freed-but-in-use */
 	_Atomic uint32_t buffers_count; /* same, in buffers */
+	_Atomic uint64_t reserved_va; /* address space of growable buffers */
+	/* Output lengths of this client's admitted requests so far, for
+	 * predicting the next ones (under intake_lock; NULL until one ends):
+	 * a client's history is its own, so no client skews another's. */
+	struct kv_hist *kv_hist;
 	_Atomic uint32_t tasks_in_flight;
 	_Atomic uint32_t graphs_in_flight; /* quota: accepted or building, not done */
 	_Atomic uint32_t graphs_unposted; /* not yet released: drain waits for these */
@@ -187,7 +208,31 @@ void session_close(struct session *s);
 /* Buffers (caller holds intake_lock). */
 int session_buffer_alloc(struct session *s, uint64_t bytes, uint32_t flags, uint32_t *handle,
                          int *fd_out);
+/* A growable buffer (TDM_BUF_KV required): capacity bytes of address
+ * space, nothing backed, nothing charged. Backing comes with
+ * session_buffer_grow, in chunks (each a sealed memfd of its own mapped
+ * at its offset, so the client cannot back more than it was given). */
+int session_buffer_reserve(struct session *s, uint64_t capacity, uint32_t flags, uint32_t *handle);
+/* The client uses [0, used) of growable buffer `handle` from now on. Backs
+ * more when needed (geometric chunks, at most 1/32 of what is backed past
+ * the need) and charges what is backed. r is filled; *fd_out is a new
+ * chunk's memfd (the caller sends then closes it) or -1. -TDM_EHANDLE,
+ * -TDM_EINVAL (not growable, or used below the declared use: a buffer
+ * never shrinks), -TDM_ERANGE (past the capacity), -TDM_EQUOTA. */
+int session_buffer_grow(struct session *s, uint32_t handle, uint64_t used,
+                        struct tdm_buf_grow_reply *r, int *fd_out);
 int session_buffer_free(struct session *s, uint32_t handle);
+/* KV admission (caller holds intake_lock): with req->handle 0, what each
+ * tier can still hold at the predicted peak of this client's admitted
+ * requests; else admits growable buffer handle as a request of
+ * context_tokens + at most max_new_tokens, into the device tier when the
+ * devices' predicted peak has room (and the client did not ask for the
+ * host), else the host tier (demoted rather than refused), or
+ * -TDM_EQUOTA when even the quota cannot hold the predicted peak (queue
+ * it). Again for an admitted buffer: its tier is decided anew (a request
+ * the devices can no longer hold is demoted). r is filled either way. */
+int session_kv_admit(struct session *s, const struct tdm_kv_admit_req *req,
+                     struct tdm_kv_admit_reply *r);
 struct buffer *session_buffer_lookup(struct session *s, uint32_t handle);
 /* The buffer in table slot i (0 <= i < slots_used), or NULL. */
 struct buffer *session_buffer_at(struct session *s, uint32_t i);

@@ -171,6 +171,46 @@ uint32_t tdm_device_count(const tdm_client *c);
 /* Allocates bytes of shared memory (zeroed) and maps it; *ptr is the
  * client's view. Counts against the client's quota. */
 int tdm_buffer_alloc(tdm_client *c, size_t bytes, uint32_t flags, tdm_buffer *handle, void **ptr);
+/* A growable buffer, for a KV cache that grows as tokens arrive: reserves
+ * `capacity` bytes of contiguous address space (*ptr, the client's view)
+ * with nothing behind it yet, so that nothing is charged to the quota.
+ * flags must include TDM_BUF_KV (SCRATCH is refused). Tasks may name only
+ * [0, used) as declared with tdm_buffer_grow, and the view may be touched
+ * only there; kernels see one contiguous range on every device (device
+ * replicas grow in place where the backend can). */
+int tdm_buffer_reserve(tdm_client *c, size_t capacity, uint32_t flags, tdm_buffer *handle,
+                       void **ptr);
+/* Declares that [0, used) of a growable buffer is in use from now on:
+ * the daemon backs it (in chunks a few percent ahead of the use) and
+ * charges what it backs to the quota. Bytes added are undefined until
+ * written (zero on the host). used never goes down (-TDM_EINVAL); past
+ * the capacity: -TDM_ERANGE; over the quota: -TDM_EQUOTA, and the buffer
+ * stays as it was. */
+int tdm_buffer_grow(tdm_client *c, tdm_buffer handle, size_t used);
+/* KV admission. Tiers (TDM_TIER_DEVICE, TDM_TIER_HOST) are in
+ * tandem/wire.h. In: bytes_per_token, context_tokens, max_new_tokens (the
+ * request's prompt and its output limit) and tier (TDM_TIER_ANY, or the
+ * tier wanted). Out: the rest. */
+struct tdm_kv_admission {
+	uint64_t bytes_per_token;
+	uint32_t context_tokens, max_new_tokens;
+	uint32_t tier;
+	uint32_t predicted_new_tokens; /* what the daemon expects it to generate */
+	uint32_t history; /* this client's past output lengths behind the guess */
+	uint64_t peak_bytes; /* predicted peak of the tier it went to, itself included */
+	uint64_t device_free_bytes, host_free_bytes; /* what each tier can still take */
+};
+/* Admits a request whose KV is growable buffer h: the daemon predicts the
+ * peak KV of this client's admitted requests over their remaining outputs
+ * (Past-Future: from the output lengths of its earlier requests, each
+ * request's progress, and its limit) and answers a->tier: the device
+ * tier when the devices' memory holds that peak (and a->tier did not ask
+ * for the host), else the host tier (demoted rather than refused);
+ * -TDM_EQUOTA when the quota cannot hold it even on the host (queue it).
+ * Call it again for an admitted request to have its tier decided anew; its
+ * length joins the history when the buffer is freed. h == 0 only asks:
+ * device_free_bytes and host_free_bytes (the in-fields must be 0). */
+int tdm_kv_admit(tdm_client *c, tdm_buffer h, struct tdm_kv_admission *a);
 /* Releases a buffer. Graphs already submitted keep it alive until they end. */
 int tdm_buffer_free(tdm_client *c, tdm_buffer handle);
 

@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include "common/clock.h"
+#include "common/grow.h"
 #include "common/log.h"
 #include "tandem.h"
 
@@ -345,6 +346,13 @@ static int copy_sync_d2h(struct residency *r, unsigned node, struct res_data *d,
 {
 	const struct backend_device *dev = r->nodes[node].dev;
 	struct backend_event *ev = NULL;
+	if (off + bytes > src->mem_bytes) {
+		/* No valid range lies past a replica's memory (replica_fit). */
+		log_error("%s: buffer %u: read back [%llu, %llu) past the replica's %llu bytes",
+		          r->nodes[node].name, d->id, (unsigned long long)off,
+		          (unsigned long long)(off + bytes), (unsigned long long)src->mem_bytes);
+		return -TDM_EINVAL;
+	}
 	bool timed = r->copy_observed && !src->ready;
 	uint64_t t0 = timed ? clock_monotonic_ns() : 0;
 	int err = dev->ops->copy_d2h(dev, host_at(d, off), src->mem, off, bytes, src->ready, &ev);
@@ -400,8 +408,10 @@ static void drop_replica(struct residency *r, unsigned node, struct res_data *d)
 	settle(p);
 	lru_unlink(n, p);
 	n->dev->ops->mem_free(n->dev, p->mem);
-	n->used -= d->bytes;
+	n->used -= p->mem_bytes;
 	p->mem = NULL;
+	p->mem_bytes = 0;
+	p->reserved = false;
 	if (p->valid) {
 		if (p->sole)
 			seg_reset(d, 0); /* teardown, or nothing better to keep */
@@ -488,7 +498,7 @@ static uint64_t prefetch_reclaimable(struct residency *r, unsigned node)
 	uint64_t bytes = 0;
 	for (struct replica *p = r->nodes[node].lru_tail; p; p = p->lru_prev)
 		if (prefetch_may_evict(p))
-			bytes += p->data->bytes;
+			bytes += p->mem_bytes;
 	return bytes;
 }
 
@@ -507,8 +517,31 @@ static int node_alloc(struct residency *r, unsigned node, struct res_data *d, bo
 	while (n->used + d->bytes > n->cap)
 		if (!evict_one(r, node, prefetch))
 			return -TDM_ENOMEM;
+	bool reserve = d->capacity && n->dev->ops->mem_reserve && n->dev->ops->mem_grow;
+	uint64_t alloc = d->bytes;
 	for (;;) {
-		int err = n->dev->ops->mem_alloc(n->dev, d->bytes, &p->mem);
+		int err;
+		if (reserve) {
+			err = n->dev->ops->mem_reserve(n->dev, d->capacity, &p->mem);
+			if (err == -TDM_EINVAL) {
+				reserve = false; /* this device cannot: whole allocations */
+				continue;
+			}
+			if (!err && (err = n->dev->ops->mem_grow(n->dev, p->mem, d->bytes)) != 0)
+				n->dev->ops->mem_free(n->dev, p->mem);
+		} else {
+			/* A growable buffer's whole allocation keeps headroom for
+			 * the next tokens (common/grow.h: at most ~3% unused), so
+			 * that it is reallocated every few percent of growth. */
+			alloc = d->bytes;
+			if (d->capacity) {
+				uint64_t extra =
+				        grow_step(d->bytes, d->bytes + 1, 1, 0, d->capacity);
+				if (n->used + alloc + extra <= n->cap)
+					alloc += extra;
+			}
+			err = n->dev->ops->mem_alloc(n->dev, alloc, &p->mem);
+		}
 		if (!err)
 			break;
 		/* The device itself is full (other users): make room, retry. */
@@ -517,9 +550,57 @@ static int node_alloc(struct residency *r, unsigned node, struct res_data *d, bo
 			return err;
 		}
 	}
-	n->used += d->bytes;
+	n->used += alloc;
+	p->mem_bytes = alloc;
+	p->reserved = reserve;
 	p->data = d;
 	lru_push_head(n, p);
+	return 0;
+}
+
+/* Makes node's replica of a growable buffer as large as the buffer before
+ * anything is copied into it or a task uses it. In place where it was
+ * reserved: its memory and what it holds stay. Otherwise, when no task
+ * uses it, the ranges it alone holds are written back to the host and it
+ * is dropped (SEG_DROP: its bytes no longer count anywhere), so that the
+ * next allocation is of the new size and the next reader copies what it
+ * needs in again; there is no device-to-device copy to move the rest.
+ * -TDM_ENOMEM: no room, or the replica is in use (or this is a prefetch,
+ * which writes nothing back); the task tries again later. */
+static int replica_fit(struct residency *r, unsigned node, struct res_data *d, bool prefetch)
+{
+	struct res_node *n = &r->nodes[node];
+	struct replica *p = &d->rep[node];
+	if (!p->mem || p->mem_bytes >= d->bytes)
+		return 0;
+	uint64_t more = d->bytes - p->mem_bytes;
+	if (p->reserved) {
+		if (n->used + more > n->cap && prefetch)
+			return -TDM_ENOMEM;
+		p->pins++; /* not this one */
+		bool room = true;
+		while (room && n->used + more > n->cap)
+			room = evict_one(r, node, false);
+		p->pins--;
+		if (!room)
+			return -TDM_ENOMEM;
+		int err = n->dev->ops->mem_grow(n->dev, p->mem, d->bytes);
+		if (err)
+			return err;
+		n->used += more;
+		p->mem_bytes = d->bytes;
+		return 0;
+	}
+	/* A hold (a prefetched task) may lose the memory: it keeps the next. */
+	if (p->pins || prefetch)
+		return -TDM_ENOMEM;
+	if (p->sole) {
+		int err = write_back(r, node, d);
+		if (err)
+			return err;
+		n->writebacks++;
+	}
+	drop_replica(r, node, d);
 	return 0;
 }
 
@@ -540,6 +621,13 @@ static int copy_in(struct residency *r, unsigned node, struct res_data *d, uint6
 	struct res_node *n = &r->nodes[node];
 	struct replica *p = &d->rep[node];
 	struct backend_event *ev = NULL;
+	if (b > p->mem_bytes) {
+		/* replica_fit comes first: never past the replica's memory. */
+		log_error("%s: buffer %u: copy of [%llu, %llu) past the replica's %llu bytes",
+		          n->name, d->id, (unsigned long long)a, (unsigned long long)b,
+		          (unsigned long long)p->mem_bytes);
+		return -TDM_EINVAL;
+	}
 	int err = n->dev->ops->copy_h2d(n->dev, p->mem, a, host_at(d, a), b - a, p->ready, &ev);
 	if (err)
 		return err;
@@ -568,6 +656,9 @@ static int stage_on_device(struct residency *r, unsigned node, struct res_data *
 	struct replica *p = &d->rep[node];
 	int err;
 
+	err = replica_fit(r, node, d, false);
+	if (err)
+		return err;
 	if (!p->mem) {
 		err = node_alloc(r, node, d, false);
 		if (err)
@@ -641,6 +732,15 @@ static int acquire(struct residency *r, unsigned node, const struct res_arg *arg
 		return err;
 	}
 	pthread_mutex_lock(&r->lock);
+	/* Replicas too small for a growable buffer grow first, while this
+	 * task's own holds do not yet count as uses (stage_on_device checks
+	 * again; by then each fits). */
+	for (i = 0; i < nargs && !err; i++)
+		err = replica_fit(r, node, args[i].data, false);
+	if (err) {
+		pthread_mutex_unlock(&r->lock);
+		return err;
+	}
 	/* Holds become pins before anything is staged, so that making room
 	 * for one argument cannot evict the data prefetched for another. */
 	for (i = 0; prefetched && i < nargs && i < 32; i++) {
@@ -703,6 +803,8 @@ static int prefetch_one(struct residency *r, unsigned node, struct res_data *d, 
 	uint64_t s, e, miss = 0;
 	uint32_t holders;
 
+	if (replica_fit(r, node, d, true))
+		return 0; /* too small, and it cannot grow without waiting */
 	if (p->mem) {
 		lru_unlink(n, p);
 		lru_push_head(n, p);
@@ -908,7 +1010,7 @@ void residency_data_init(struct residency *r, struct res_data *d, void *host, ui
 	atomic_init(&d->planned, 0);
 	for (unsigned n = 1; n < r->nnodes; n++) {
 		const struct backend_device *dev = r->nodes[n].dev;
-		if (!dev->ops->host_register || registered_by_backend(r, d, n))
+		if (!bytes || !dev->ops->host_register || registered_by_backend(r, d, n))
 			continue;
 		if (dev->ops->host_register(dev, host, bytes) == 0)
 			d->registered |= (uint32_t)bit(n);
@@ -923,10 +1025,92 @@ static void free_map(struct res_data *d)
 	d->segs_cap = RES_INLINE_SEGS;
 }
 
+void residency_data_set_growable(struct residency *r, struct res_data *d, uint64_t capacity)
+{
+	(void)r;
+	d->capacity = capacity;
+}
+
+void residency_data_pin(struct residency *r, struct res_data *d, uint64_t off, uint64_t bytes)
+{
+	uint32_t nodes = 0;
+	if (!residency_has_devices(r))
+		return;
+	if (d->nregs == d->regs_cap) {
+		uint32_t ncap = d->regs_cap ? d->regs_cap * 2 : 8;
+		struct res_host_reg *n = realloc(d->regs, ncap * sizeof(*n));
+		if (!n)
+			return; /* not pinned: copies are staged */
+		d->regs = n;
+		d->regs_cap = ncap;
+	}
+	for (unsigned n = 1; n < r->nnodes; n++) {
+		const struct backend_device *dev = r->nodes[n].dev;
+		bool done = false; /* pinning is per backend, as for whole buffers */
+		for (unsigned m = 1; m < n; m++)
+			done |= (nodes & bit(m)) && r->nodes[m].dev->ops == dev->ops;
+		if (done || !dev->ops->host_register)
+			continue;
+		if (dev->ops->host_register(dev, (char *)d->host + off, bytes) == 0)
+			nodes |= (uint32_t)bit(n);
+	}
+	if (nodes)
+		d->regs[d->nregs++] = (struct res_host_reg){ off, nodes };
+}
+
+/* The rule for a growth from old to new bytes: [old, new) joins the map
+ * held by the host alone. The host's memory there is what it is (fresh
+ * zero pages, or rows the client just wrote), no replica ever held those
+ * bytes, and a replica's memory may not even reach them. So the host's
+ * valid and sole counts grow by new - old, every device's stay, and a
+ * device that held every byte no longer does (its `full` bit clears when
+ * the masks are published from the counts). */
+void residency_data_grow(struct residency *r, struct res_data *d, uint64_t bytes)
+{
+	pthread_mutex_lock(&r->lock);
+	if (bytes <= d->bytes) {
+		pthread_mutex_unlock(&r->lock);
+		return;
+	}
+	uint64_t old = d->bytes;
+	struct res_seg *s = segs_of(d);
+	if (old == 0 || s[d->nsegs - 1].valid == bit(0)) {
+		s[d->nsegs - 1] = (struct res_seg){ .end = bytes, .valid = bit(0) };
+	} else if (seg_room(d, 1)) {
+		segs_of(d)[d->nsegs++] = (struct res_seg){ .end = bytes, .valid = bit(0) };
+	} else {
+		/* Out of memory for one more segment: gather every byte on the
+		 * host, which then holds the whole buffer alone (synchronous
+		 * copies, as write_collapsed). */
+		log_warn("buffer %u: out of memory for its validity map; made whole on the host",
+		         d->id);
+		if (fetch_to_host(r, d, 0, old))
+			log_error("buffer %u: contents lost growing it", d->id);
+		d->bytes = bytes;
+		seg_reset(d, 0);
+		pthread_mutex_unlock(&r->lock);
+		return;
+	}
+	d->bytes = bytes;
+	d->rep[0].valid += bytes - old;
+	d->rep[0].sole += bytes - old;
+	seg_publish(d, atomic_load_explicit(&d->full, memory_order_relaxed) |
+	                       atomic_load_explicit(&d->remote, memory_order_relaxed) | bit(0));
+	pthread_mutex_unlock(&r->lock);
+}
+
+static void free_regs(struct res_data *d)
+{
+	free(d->regs);
+	d->regs = NULL;
+	d->nregs = d->regs_cap = 0;
+}
+
 void residency_data_fini(struct residency *r, struct res_data *d)
 {
 	if (!residency_has_devices(r)) {
 		free_map(d);
+		free_regs(d); /* the devices went first (residency_close) */
 		return;
 	}
 	pthread_mutex_lock(&r->lock);
@@ -940,7 +1124,11 @@ void residency_data_fini(struct residency *r, struct res_data *d)
 		const struct backend_device *dev = r->nodes[n].dev;
 		if (d->registered & bit(n))
 			dev->ops->host_unregister(dev, d->host);
+		for (uint32_t i = 0; i < d->nregs; i++)
+			if (d->regs[i].nodes & bit(n))
+				dev->ops->host_unregister(dev, (char *)d->host + d->regs[i].off);
 	}
+	free_regs(d);
 }
 
 void residency_describe(struct residency *r, struct res_data *d, char *out, size_t outlen)

@@ -30,6 +30,15 @@
  * the segments only that replica holds back to the host first, so a
  * buffer's latest contents always exist somewhere.
  *
+ * Growable buffers (KV caches, residency_data_set_growable): `bytes` only
+ * goes up, and the range a growth adds joins the map as held by the host
+ * alone (residency_data_grow). A device replica may then be smaller than
+ * the buffer; it is grown before any copy into it or any task using it
+ * (in place where the backend reserved it; otherwise its sole ranges are
+ * written back, it is dropped and reallocated with headroom, and what the
+ * task reads is copied in again). Every copy stays within the replica's
+ * memory: no range past a replica's mem_bytes is ever valid on its node.
+ *
  * Prefetch: a task committed to a device well before it runs may have its
  * inputs copied there early (residency_prefetch), so that the transfers
  * overlap the compute of the tasks before it. A prefetch takes only free
@@ -71,6 +80,13 @@ struct res_seg {
 
 struct replica {
 	void *mem; /* device memory; NULL when not allocated (host: unused) */
+	/* The bytes mem holds: the buffer's when it was allocated or last
+	 * grown (plus headroom for a growable buffer's whole allocation). Once
+	 * a growable buffer grew past it, the replica is grown (replica_fit)
+	 * before anything is copied into it or a task uses it; no byte past it
+	 * is ever valid on this node. */
+	uint64_t mem_bytes;
+	bool reserved; /* mem came from mem_reserve: it grows in place */
 	/* Bytes of the buffer valid on this node, and those valid here only
 	 * (this node owns them: evicting the replica writes them back). */
 	uint64_t valid, sole;
@@ -97,9 +113,21 @@ struct replica {
 	struct replica *lru_prev, *lru_next; /* most recent at the head */
 };
 
+/* A chunk of a growable buffer's host memory pinned for DMA. */
+struct res_host_reg {
+	uint64_t off;
+	uint32_t nodes; /* the nodes whose device pinned it */
+};
+
 struct res_data {
 	void *host;
+	/* The bytes that exist: a growable buffer's declared use
+	 * (residency_data_grow), which only goes up. The bytes a growth adds
+	 * are a new range of the validity map held by the host only (its fresh
+	 * pages, or what the client wrote there): no replica held them, and a
+	 * device reading them copies them in like any missing piece. */
 	uint64_t bytes;
+	uint64_t capacity; /* growable: what bytes may grow to; 0: fixed */
 	uint32_t id; /* for display: the client's buffer handle */
 	struct residency *res; /* the residency it was initialised in */
 	/* Bit n set: node n (n > 0) holds some valid bytes. 0 means the host
@@ -116,6 +144,9 @@ struct res_data {
 	 * the hint follows where the current contents are. */
 	_Atomic uint32_t planned;
 	uint32_t registered; /* nodes whose device pinned the host memory */
+	/* A growable buffer's host chunks pinned so far (residency_data_pin). */
+	struct res_host_reg *regs;
+	uint32_t nregs, regs_cap;
 	/* The client promised not to write its view while the daemon holds
 	 * the buffer (weights, KV caches): device copies outlive the graph.
 	 * Otherwise the client may write between graphs, so device copies are
@@ -179,6 +210,24 @@ static inline bool residency_has_devices(const struct residency *r)
  * the devices that can. */
 void residency_data_init(struct residency *r, struct res_data *d, void *host, uint64_t bytes,
                          uint32_t id, bool keep_on_devices);
+/* A growable buffer of `capacity` (call after residency_data_init with 0
+ * bytes): its device replicas are reserved for capacity and grown in place
+ * where the backend can (mem_reserve/mem_grow), else reallocated as it
+ * grows. Its host memory is pinned for DMA chunk by chunk as it is backed
+ * (residency_data_pin), never the whole reservation: registering pins,
+ * and so backs, every page of a range. */
+void residency_data_set_growable(struct residency *r, struct res_data *d, uint64_t capacity);
+/* Host memory [off, off + bytes) of a growable buffer was just backed: pin
+ * it for the devices that can (best effort: copies from a range that is
+ * not pinned, or that spans two chunks, go through pageable memory). */
+void residency_data_pin(struct residency *r, struct res_data *d, uint64_t off, uint64_t bytes);
+/* A growable buffer's declared use went up to `bytes` (a smaller value
+ * changes nothing). The new range [old, bytes) is valid on the host only:
+ * a node that held every byte before holds every byte no longer (its
+ * `full` bit clears), and the host's counts grow by the new bytes. Device
+ * replicas keep their memory and what they validly held; each is grown
+ * when it is next used. */
+void residency_data_grow(struct residency *r, struct res_data *d, uint64_t bytes);
 /* The buffer is gone (no task uses it): frees its device replicas. */
 void residency_data_fini(struct residency *r, struct res_data *d);
 

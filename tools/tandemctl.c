@@ -290,9 +290,19 @@ static void print_replicas(json_t *doc)
 	       "VALID_ON (* = owner, ~ = part)");
 	json_array_foreach(json_object_get(doc, "clients"), i, c)
 	{
-		json_array_foreach(json_object_get(c, "replicas"), j, b) printf(
-		        "%-8lld %-10lld %14lld %s\n", (long long)num(c, "session"),
-		        (long long)num(b, "handle"), (long long)num(b, "bytes"), str(b, "valid"));
+		json_array_foreach(json_object_get(c, "replicas"), j, b)
+		{
+			/* A growable (KV) buffer: its use, then what is backed of
+			 * its capacity. */
+			bool growable = json_object_get(b, "used") != NULL;
+			printf("%-8lld %-10lld %14lld %s", (long long)num(c, "session"),
+			       (long long)num(b, "handle"),
+			       (long long)num(b, growable ? "used" : "bytes"), str(b, "valid"));
+			if (growable)
+				printf(" (growable: %lld backed of %lld)",
+				       (long long)num(b, "backed"), (long long)num(b, "bytes"));
+			printf("\n");
+		}
 	}
 }
 

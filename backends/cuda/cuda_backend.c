@@ -414,8 +414,25 @@ static int cuda_mem_alloc(const struct backend_device *d, uint64_t bytes, void *
  * acceptable. */
 static void cuda_mem_free(const struct backend_device *d, void *mem)
 {
-	if (set_device(dev_of(d)) == 0 && cudaFree(mem) != cudaSuccess)
+	if (set_device(dev_of(d)) != 0)
+		return;
+	/* A reserved range is unmapped by hand: wait, as cudaFree would. */
+	if (cudaDeviceSynchronize() != cudaSuccess)
 		(void)cudaGetLastError();
+	if (!cuda_vmm_free(mem) && cudaFree(mem) != cudaSuccess)
+		(void)cudaGetLastError();
+}
+
+static int cuda_mem_reserve(const struct backend_device *d, uint64_t capacity, void **mem)
+{
+	int err = set_device(dev_of(d));
+	return err ? err : cuda_vmm_reserve(dev_of(d)->ordinal, capacity, mem);
+}
+
+static int cuda_mem_grow(const struct backend_device *d, void *mem, uint64_t bytes)
+{
+	int err = set_device(dev_of(d));
+	return err ? err : cuda_vmm_grow(mem, bytes);
 }
 
 /* Pinned host memory makes the copies real asynchronous DMA; portable, so
@@ -516,6 +533,8 @@ static const struct backend_ops cuda_ops = {
 	.launch = NULL,
 	.mem_alloc = cuda_mem_alloc,
 	.mem_free = cuda_mem_free,
+	.mem_reserve = cuda_mem_reserve,
+	.mem_grow = cuda_mem_grow,
 	.host_register = cuda_host_register,
 	.host_unregister = cuda_host_unregister,
 	.copy_h2d = cuda_copy_h2d,

@@ -54,6 +54,14 @@ int cublas_status(cublasStatus_t st);
  * call; the caller holds compute_lock. */
 int cuda_scratch(struct cuda_dev *cd, size_t bytes, void **p);
 
+/* Growable device memory (cuda_vmm.c): a reserved range of device
+ * addresses for capacity (-TDM_EINVAL when the driver or device has no
+ * VMM), grown in place; cuda_vmm_free is false for memory it did not
+ * reserve. The device's work using it must be done before the free. */
+int cuda_vmm_reserve(int ordinal, uint64_t capacity, void **mem);
+int cuda_vmm_grow(void *mem, uint64_t bytes);
+bool cuda_vmm_free(void *mem);
+
 /* Kernels (cuda_launch.c): whether one exists for this id; whether a call
  * can run (0, -TDM_EKERNEL, -TDM_EINVAL for a misaligned argument); and,
  * once checked, enqueueing it on the compute stream (compute_lock held,

@@ -4,6 +4,7 @@
 #include <math.h>
 #include <stdlib.h>
 
+#include "common/grow.h"
 #include "tandem.h"
 
 struct backend_event {
@@ -59,6 +60,10 @@ void sim_world_fini(struct sim_world *w)
 		ev = next;
 	}
 	w->free_events = NULL;
+	free(w->ranges);
+	w->ranges = NULL;
+	w->nranges = w->ranges_cap = 0;
+	w->mapped_bytes = 0;
 }
 
 static int sim_probe(struct backend_probe_params *p, struct backend_device *out, size_t max,
@@ -85,10 +90,60 @@ static int sim_mem_alloc(const struct backend_device *d, uint64_t bytes, void **
 	return 0;
 }
 
+static uint64_t sim_granule(const struct sim_world *w)
+{
+	return w->vmm_granule ? w->vmm_granule : UINT64_C(2) << 20;
+}
+
+static struct sim_range *sim_range_of(struct sim_world *w, void *mem)
+{
+	for (size_t i = 0; i < w->nranges; i++)
+		if (w->ranges[i].mem == (uint64_t)(uintptr_t)mem)
+			return &w->ranges[i];
+	return NULL;
+}
+
 static void sim_mem_free(const struct backend_device *d, void *mem)
 {
-	(void)d;
-	(void)mem;
+	struct sim_world *w = sdev(d)->world;
+	struct sim_range *r = sim_range_of(w, mem);
+	if (r) {
+		w->mapped_bytes -= r->mapped;
+		*r = w->ranges[--w->nranges];
+	}
+}
+
+static int sim_mem_reserve(const struct backend_device *d, uint64_t capacity, void **mem)
+{
+	struct sim_world *w = sdev(d)->world;
+	uint64_t g = sim_granule(w);
+	if (capacity > UINT64_MAX - g)
+		return -TDM_ENOMEM;
+	if (w->nranges == w->ranges_cap) {
+		size_t ncap = w->ranges_cap ? w->ranges_cap * 2 : 16;
+		struct sim_range *n = realloc(w->ranges, ncap * sizeof(*n));
+		if (!n)
+			return -TDM_ENOMEM;
+		w->ranges = n;
+		w->ranges_cap = ncap;
+	}
+	*mem = (void *)(uintptr_t)(++w->next_mem * 64);
+	w->ranges[w->nranges++] =
+	        (struct sim_range){ (uint64_t)(uintptr_t)*mem, (capacity + g - 1) / g * g, 0 };
+	return 0;
+}
+
+static int sim_mem_grow(const struct backend_device *d, void *mem, uint64_t bytes)
+{
+	struct sim_world *w = sdev(d)->world;
+	struct sim_range *r = sim_range_of(w, mem);
+	if (!r || bytes > r->reserved)
+		return -TDM_EINVAL;
+	uint64_t g = sim_granule(w);
+	uint64_t step = grow_step(r->mapped, bytes, g, g, r->reserved);
+	r->mapped += step;
+	w->mapped_bytes += step;
+	return 0;
 }
 
 static int sim_copy(struct sim_world *w, unsigned src, unsigned dst, uint64_t bytes,
@@ -177,6 +232,8 @@ const struct backend_ops backend_sim = {
 	.supports = sim_supports,
 	.mem_alloc = sim_mem_alloc,
 	.mem_free = sim_mem_free,
+	.mem_reserve = sim_mem_reserve,
+	.mem_grow = sim_mem_grow,
 	.copy_h2d = sim_copy_h2d,
 	.copy_d2h = sim_copy_d2h,
 	.launch_async = sim_launch_async,

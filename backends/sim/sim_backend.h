@@ -43,6 +43,17 @@ struct sim_world {
 	uint64_t bytes_moved, copies;
 	struct sim_event *free_events; /* recycled */
 	uint64_t next_mem; /* fake device addresses */
+	/* Growable memory (mem_reserve/mem_grow) as CUDA's VMM does it:
+	 * chunks of vmm_granule (0: 2 MiB, CUDA's usual granularity) mapped
+	 * as a range grows. mapped_bytes counts what all ranges hold. */
+	uint64_t vmm_granule;
+	uint64_t mapped_bytes;
+	struct sim_range *ranges;
+	size_t nranges, ranges_cap;
+};
+
+struct sim_range {
+	uint64_t mem, reserved, mapped;
 };
 
 /* backend_device.priv of a simulated device. */

@@ -57,6 +57,21 @@ enum tdm_msg_type {
 	/* control: no payload (reply: the machine description, TOML text), or
 	 * uint32 nfds = 1 and a regular file to write it to (reply: {bytes}) */
 	TDM_MSG_CTL_EXPORT,
+	/* client: struct tdm_buf_reserve_req; reply BUF_RESERVE_REPLY, struct
+	 * tdm_buf_alloc_reply (bytes: the capacity), no descriptor: nothing is
+	 * backed yet. */
+	TDM_MSG_BUF_RESERVE,
+	TDM_MSG_BUF_RESERVE_REPLY,
+	/* client: struct tdm_buf_grow_req; reply BUF_GROW_REPLY, struct
+	 * tdm_buf_grow_reply, plus the memfd of a new chunk when chunk_bytes
+	 * is not 0 (sealed against growing and shrinking): the client maps it
+	 * at chunk_off of its reservation. */
+	TDM_MSG_BUF_GROW,
+	TDM_MSG_BUF_GROW_REPLY,
+	/* client: struct tdm_kv_admit_req; reply KV_ADMIT_REPLY, struct
+	 * tdm_kv_admit_reply */
+	TDM_MSG_KV_ADMIT,
+	TDM_MSG_KV_ADMIT_REPLY,
 };
 
 #define TDM_MSG_MAX_PAYLOAD 4096u
@@ -102,6 +117,56 @@ struct tdm_buf_alloc_reply {
 	int32_t status;
 	uint32_t handle;
 	uint64_t bytes;
+};
+
+/* A growable buffer (for KV caches): `capacity` bytes of address space,
+ * nothing backed until the client declares use with BUF_GROW. */
+struct tdm_buf_reserve_req {
+	uint64_t capacity;
+	uint32_t flags; /* must include TDM_BUF_KV */
+	uint32_t reserved;
+};
+
+/* Declares that [0, used) of a growable buffer is in use from now on;
+ * `used` never goes down. */
+struct tdm_buf_grow_req {
+	uint32_t handle;
+	uint32_t reserved;
+	uint64_t used;
+};
+
+struct tdm_buf_grow_reply {
+	int32_t status;
+	uint32_t reserved;
+	uint64_t used; /* as declared */
+	uint64_t backed; /* bytes backed (and charged) after this request */
+	uint64_t chunk_off, chunk_bytes; /* the new chunk; 0 bytes: none, no fd */
+};
+
+/* Tiers of KV memory (tdm_kv_admit_reply.tier, tdm_kv_admit_req.tier). */
+#define TDM_TIER_ANY 0u
+#define TDM_TIER_DEVICE 1u
+#define TDM_TIER_HOST 2u
+
+/* Admission of a request whose KV is growable buffer `handle` (0: only
+ * ask what each tier can hold). */
+struct tdm_kv_admit_req {
+	uint32_t handle;
+	uint32_t tier; /* TDM_TIER_ANY, or the tier wanted */
+	uint64_t bytes_per_token;
+	uint32_t context_tokens;
+	uint32_t max_new_tokens;
+	uint32_t reserved[2];
+};
+
+struct tdm_kv_admit_reply {
+	int32_t status;
+	uint32_t tier; /* where it fits at its predicted peak */
+	uint32_t predicted_new_tokens;
+	uint32_t history; /* output lengths the prediction rests on */
+	uint64_t peak_bytes; /* predicted peak of the tier it went to, itself included */
+	uint64_t device_free_bytes; /* KV each tier can still take at its predicted peak */
+	uint64_t host_free_bytes;
 };
 
 struct tdm_buf_free_req {

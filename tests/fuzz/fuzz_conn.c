@@ -39,7 +39,7 @@
  * control reply with an error status carries an error document
  * ({"error": "..."}), one without carries a document; descriptors come
  * exactly as the replies announce them (2 with a client's hello, 1 with a
- * buffer), never more than fit.
+ * buffer, 1 with a growth that adds a chunk), never more than fit.
  *
  * After the input every client end is closed and the loop runs until every
  * connection is closed; then it must hold: no connection, client, session,
@@ -354,6 +354,30 @@ static void check_reply(struct peer *pe, uint32_t type, const unsigned char *p, 
 		CHECK(status ? r.handle == 0 && r.bytes == 0 : r.handle != 0 && r.bytes != 0);
 		if (status == 0)
 			pe->fds_due++;
+		break;
+	}
+	case TDM_MSG_BUF_RESERVE_REPLY: { /* no descriptor: nothing is backed yet */
+		struct tdm_buf_alloc_reply r;
+		CHECK(len == sizeof(r));
+		memcpy(&r, p, sizeof(r));
+		CHECK(status ? r.handle == 0 && r.bytes == 0 : r.handle != 0 && r.bytes != 0);
+		break;
+	}
+	case TDM_MSG_BUF_GROW_REPLY: { /* a chunk's memfd when it adds one */
+		struct tdm_buf_grow_reply r;
+		CHECK(len == sizeof(r));
+		memcpy(&r, p, sizeof(r));
+		CHECK(!status || (r.backed == 0 && r.chunk_bytes == 0));
+		CHECK(r.backed >= r.used && r.chunk_bytes <= r.backed);
+		if (r.chunk_bytes)
+			pe->fds_due++;
+		break;
+	}
+	case TDM_MSG_KV_ADMIT_REPLY: {
+		struct tdm_kv_admit_reply r;
+		CHECK(len == sizeof(r));
+		memcpy(&r, p, sizeof(r));
+		CHECK(r.tier <= TDM_TIER_HOST && (!status || status == -TDM_EQUOTA || r.tier == 0));
 		break;
 	}
 	case TDM_MSG_BUF_FREE_REPLY: CHECK(len == sizeof(struct tdm_status_reply)); break;

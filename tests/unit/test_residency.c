@@ -1254,7 +1254,9 @@ static void test_kv_disjoint_writers(void **state)
 	assert_int_equal(h2d_bytes_since(&h2d), 16 * KV_ROW);
 	for (uint64_t r = 0; r < 32; r++)
 		assert_row(mem[0], r, (float)(100 + r));
-	assert_row(mem[0], 40, 1.0f);
+	/* Rows past the read were not brought: their device bytes are
+	 * whatever the allocation held (not checked), stale there. */
+	assert_int_equal(residency_missing(&kv.data, 1, 40 * KV_ROW, KV_ROW), KV_ROW);
 	residency_release(&m.res, 1, &head, 1, true);
 	assert_int_equal(residency_missing(&kv.data, 1, 0, kv.bytes), 32 * KV_ROW);
 
