@@ -94,5 +94,6 @@ extern const struct policy_ops policy_dmda;
 extern const struct policy_ops policy_heft;
 extern const struct policy_ops policy_peft;
 extern const struct policy_ops policy_prio;
+extern const struct policy_ops policy_llm; /* dmda + KV tiers + the decode step (llm.h) */
 
 #endif

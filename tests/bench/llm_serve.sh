@@ -100,8 +100,14 @@ part1() {
 		cores+pocl) include='[]' nreq=128 ;;
 		pocl) include='["clcpu"]' nreq=32 ;; # everything on PoCL: slow
 		esac
-		for kv in device_only unbounded; do
-			start_daemon "cap-$devs-$kv" "[devices]
+		for kv in ${PART1_KV:-device_only unbounded tiers}; do
+			# tiers: every request admitted, the llm policy decides
+			# each KV buffer's tier and where its attention runs.
+			policy=dmda
+			[ $kv = tiers ] && policy=llm
+			start_daemon "cap-$devs-$kv" "[engine]
+policy = \"$policy\"
+[devices]
 include = $include
 mem_cap = { clcpu = \"$CAP\" }" || {
 				status=1
@@ -109,7 +115,7 @@ mem_cap = { clcpu = \"$CAP\" }" || {
 			}
 			budget=""
 			[ $kv = device_only ] && budget="--kv-budget $KV_DEVICE_ONLY"
-			keys="devices=$devs kv=$kv mem_cap=$CAP"
+			keys="devices=$devs kv=$kv mem_cap=$CAP policy=$policy"
 			echo "-- $keys"
 			# shellcheck disable=SC2086
 			"$SERVE" --socket "$sock" $MODEL $LOAD --max-requests $nreq $budget \
