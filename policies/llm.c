@@ -120,11 +120,32 @@ static int reserve(struct llm *L, size_t nattn, size_t nargs)
 	return 0;
 }
 
-static double predict(const struct llm *L, const struct engine_task *t, int dev)
+/* Tasks of one kernel: how many, and their features summed. */
+struct feat_sum {
+	uint32_t n;
+	struct kernel_features f;
+};
+
+static void feat_add(struct feat_sum *s, const struct kernel_features *f)
 {
+	s->n++;
+	s->f.flops += f->flops;
+	s->f.bytes += f->bytes;
+	s->f.domain += f->domain;
+}
+
+/* The predicted time of s's tasks on device dev: n predictions at their
+ * mean features (exact for a model affine in the features, and one
+ * prediction per kernel rather than per task: the decision stays within
+ * its time budget at large batches). */
+static double predict_sum(const struct llm *L, uint32_t kernel, const struct feat_sum *s, int dev)
+{
+	if (!s->n)
+		return 0;
+	struct kernel_features mean = { s->f.flops / s->n, s->f.bytes / s->n, s->f.domain / s->n };
 	struct cost_pred cp;
-	profiler_predict(L->prof, t->kernel->id, (uint32_t)dev, &t->feat, &cp);
-	return isfinite(cp.ns) && cp.ns > 0 ? cp.ns : 1;
+	profiler_predict(L->prof, kernel, (uint32_t)dev, &mean, &cp);
+	return s->n * (isfinite(cp.ns) && cp.ns > 0 ? cp.ns : 1);
 }
 
 /* ---- the step's costs, from this graph's predictions ----
@@ -263,6 +284,7 @@ static void llm_graph(void *ctx, struct engine_graph *g)
 	 * and the accelerator's other work. */
 	uint64_t other = 0;
 	double linear = 0;
+	struct feat_sum by_kernel[KERNEL_COUNT] = { 0 }, attn_sum = { 0 };
 	for (uint32_t i = 0; i < g->ntasks; i++) {
 		struct engine_task *t = &g->tasks[i];
 		for (uint32_t a = 0; a < t->call.nargs && a < TDM_MAX_ARGS; a++)
@@ -271,9 +293,11 @@ static void llm_graph(void *ctx, struct engine_graph *g)
 				if (fresh)
 					other += t->data[a]->bytes;
 			}
-		if (L->prof && !is_kv_attention(t))
-			linear += predict(L, t, L->accel);
+		if (!is_kv_attention(t) && t->kernel->id < KERNEL_COUNT)
+			feat_add(&by_kernel[t->kernel->id], &t->feat);
 	}
+	for (uint32_t kid = 0; L->prof && kid < KERNEL_COUNT; kid++)
+		linear += predict_sum(L, kid, &by_kernel[kid], L->accel);
 	uint64_t cap = L->res->nodes[L->accel_node].cap;
 	uint64_t free_b = decide_tiers(L, nkv, cap > other ? cap - other : 0);
 
@@ -286,10 +310,7 @@ static void llm_graph(void *ctx, struct engine_graph *g)
 		L->req[k] =
 		        (struct llm_step_req){ (uint32_t)u, host ? LLM_TIER_HOST : LLM_TIER_GPU };
 		units += (uint32_t)u;
-		if (L->prof) {
-			gpu_ns += predict(L, t, L->accel);
-			cpu_ns += predict(L, t, L->host_dev);
-		}
+		feat_add(&attn_sum, &t->feat);
 		qo += (double)t->call.len[0] + (double)t->call.len[3];
 		if (host) {
 			host_units += (uint32_t)u;
@@ -297,6 +318,10 @@ static void llm_graph(void *ctx, struct engine_graph *g)
 				missing += (double)residency_missing(
 				        t->data[a], L->accel_node, t->call.off[a], t->call.len[a]);
 		}
+	}
+	if (L->prof) {
+		gpu_ns = predict_sum(L, KERNEL_ATTN_DECODE, &attn_sum, L->accel);
+		cpu_ns = predict_sum(L, KERNEL_ATTN_DECODE, &attn_sum, L->host_dev);
 	}
 	struct step_costs sc = {
 		.L = L,
