@@ -37,7 +37,7 @@ enum {
 	HD = 64, /* head dim */
 	QD = NH * HD,
 	KVD = NKV * HD,
-	CAP = 256, /* KV rows per request */
+	CAP = 1024, /* KV rows per request */
 	CTX = 100, /* rows there before the first step */
 	STEPS = 6,
 	KIB = 1024,
@@ -54,7 +54,8 @@ enum {
 #define Y_BYTES ((size_t)NREQ * DM * 4)
 #define KV_BYTES ((size_t)2 * CAP * KVD * 4) /* K rows, then V rows */
 #define ACT_BYTES (X_BYTES + Q_BYTES + K_BYTES + O_BYTES + Y_BYTES)
-#define OTHER_BYTES (W_Q_BYTES + W_K_BYTES + W_O_BYTES + ACT_BYTES)
+#define W_BYTES (W_Q_BYTES + W_K_BYTES + W_O_BYTES)
+#define OTHER_BYTES (W_BYTES + ACT_BYTES)
 /* Room for ON_ACCEL caches and half of another. */
 #define MEM_CAP (OTHER_BYTES + ON_ACCEL * KV_BYTES + KV_BYTES / 2)
 
@@ -293,16 +294,22 @@ static void test_tiers_under_cap(void **state)
 		int64_t moved = accel_moved();
 		printf("# step %d: %lld bytes over the link (h2d + d2h)\n", s,
 		       (long long)(moved - moved_before));
-		/* After the warm-up: no cache crosses whole; what moves is less
-		 * than the activations both ways. */
-		if (s > 0) {
-			assert_true(moved - moved_before < (int64_t)KV_BYTES);
-			assert_true(moved - moved_before <= (int64_t)(2 * ACT_BYTES));
-		}
+		/* After the warm-up no cache crosses whole: what moves is at
+		 * most the activations both ways, and the weights the first
+		 * time dmda runs their task on the accelerator (it may change
+		 * its mind between steps); less than one cache. */
+		int64_t step_bytes = moved - moved_before;
+		if (s > 0 && (step_bytes >= (int64_t)KV_BYTES ||
+		              step_bytes > (int64_t)(2 * ACT_BYTES + W_BYTES)))
+			fail_msg("step %d moved %lld bytes (a cache is %zu, the activations %zu, "
+			         "the weights %zu)",
+			         s, (long long)step_bytes, (size_t)KV_BYTES, (size_t)ACT_BYTES,
+			         (size_t)W_BYTES);
 		moved_before = moved;
 	}
 	printf("# max relative error %.2e\n", worst);
-	assert_true(worst < 1e-3);
+	if (worst >= 1e-3)
+		fail_msg("attention output off by %.2e (relative)", worst);
 
 	/* The tiers: the first ON_ACCEL requests' attention on the
 	 * accelerator, the others' on the cores, in every step. */
@@ -317,8 +324,10 @@ static void test_tiers_under_cap(void **state)
 				fail_msg("step %d: request %d's attention ran on the accelerator",
 				         s, r);
 		}
-	assert_int_equal(accel_field("evictions"), 0);
-	assert_true(accel_field("mem_used") <= (int64_t)MEM_CAP);
+	int64_t evictions = accel_field("evictions"), used = accel_field("mem_used");
+	if (evictions || used > (int64_t)MEM_CAP)
+		fail_msg("clcpu0: %lld evictions, %lld bytes used of %zu", (long long)evictions,
+		         (long long)used, (size_t)MEM_CAP);
 
 	for (int r = 0; r < NREQ; r++)
 		tdm_buffer_free(c, kv[r].h);
