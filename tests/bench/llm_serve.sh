@@ -90,7 +90,7 @@ LOAD="--trace $TRACE --len-scale 0.1 --max-context 96 --max-gen 48
 # Weights 9.5 MiB and activations 0.8 MiB (the prefill's 96 rows, the
 # step's 16): the cap leaves 1.5 MiB beside them for the KV, which peaks
 # near 8 MiB when every request is admitted.
-CAP=12MiB
+CAP=${CAP:-12MiB}
 KV_DEVICE_ONLY=1536K
 
 part1() {
