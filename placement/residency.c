@@ -487,29 +487,29 @@ int residency_home(const struct res_data *d)
 static bool evict_one(struct residency *r, unsigned node, bool prefetch)
 {
 	struct res_node *n = &r->nodes[node];
-	for (int round = 0; round < 2; round++)
-		for (int pass = 0; pass < (prefetch ? 2 : 4); pass++) {
-			for (struct replica *p = n->lru_tail; p; p = p->lru_prev) {
-				if (!may_evict(p, pass, prefetch))
+	/* Every rule twice: first sparing the data homed here, then not. */
+	const int rules = prefetch ? 2 : 4;
+	for (int pass = 0; pass < 2 * rules; pass++) {
+		for (struct replica *p = n->lru_tail; p; p = p->lru_prev) {
+			if (!may_evict(p, pass % rules, prefetch))
+				continue;
+			if (pass < rules && residency_home(p->data) == (int)node)
+				continue;
+			struct res_data *d = p->data;
+			if (p->sole) {
+				int err = write_back(r, node, d);
+				if (err) {
+					log_warn("%s: cannot write buffer %u back, keeping it: %s",
+					         n->name, d->id, tdm_strerror(err));
 					continue;
-				if (round == 0 && residency_home(p->data) == (int)node)
-					continue;
-				struct res_data *d = p->data;
-				if (p->sole) {
-					int err = write_back(r, node, d);
-					if (err) {
-						log_warn("%s: cannot write buffer %u back, keeping "
-						         "it: %s",
-						         n->name, d->id, tdm_strerror(err));
-						continue;
-					}
-					n->writebacks++;
 				}
-				drop_replica(r, node, d);
-				n->evictions++;
-				return true;
+				n->writebacks++;
 			}
+			drop_replica(r, node, d);
+			n->evictions++;
+			return true;
 		}
+	}
 	return false;
 }
 
