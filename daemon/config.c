@@ -102,6 +102,10 @@ const char config_default_toml[] =
         "# heft and peft: plan the rest of a graph again when tasks take longer\n"
         "# or shorter than predicted by more than the model's spread.\n"
         "plan_repair = true\n"
+        "# llm: keep fewer KV caches on the accelerator than devices.mem_cap\n"
+        "# holds when the cost models predict a shorter step with their\n"
+        "# attention on the cores (false: fill the accelerator's KV budget).\n"
+        "llm_tiers_by_cost = true\n"
         "\n"
         "[clients]\n"
         "# Each client's share of every device relative to the others (1 to 1000).\n"
@@ -225,6 +229,7 @@ void config_defaults(struct daemon_config *cfg)
 	cfg->dmda_beta = 1.0;
 	cfg->plan_refine_iters = 0;
 	cfg->plan_repair = 1;
+	cfg->llm_tiers_by_cost = 1;
 
 	cfg->default_weight = 1;
 
@@ -341,6 +346,7 @@ static const struct key_spec schema[] = {
 	SCALAR("policy", "dmda_beta", K_F64, 0, 1000, dmda_beta, RESTART),
 	SCALAR("policy", "plan_refine_iters", K_U32, 0, 10000, plan_refine_iters, RESTART),
 	SCALAR("policy", "plan_repair", K_BOOL, 0, 1, plan_repair, RESTART),
+	SCALAR("policy", "llm_tiers_by_cost", K_BOOL, 0, 1, llm_tiers_by_cost, RESTART),
 
 	SCALAR("clients", "default_weight", K_U32, 1, 1000, default_weight, RELOAD),
 	ARRAY("clients", "weights", K_USERU32, 1, 1000, client_weight, n_client_weight,

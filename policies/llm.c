@@ -21,6 +21,7 @@ struct seen {
 	struct res_data *d;
 	uint32_t gen;
 	bool kv;
+	uint32_t kv_index; /* in llm.kv, when kv */
 };
 
 struct llm {
@@ -30,12 +31,14 @@ struct llm {
 	int accel; /* device index, -1: none (the policy is plain dmda) */
 	unsigned accel_node;
 	int host_dev; /* a host device, for the CPU predictions */
+	bool by_cost; /* policy.llm_tiers_by_cost */
 	uint32_t host_cores; /* host devices: CPU attention's parallelism */
 	pthread_mutex_t lock; /* the scratch below and the stats */
 	uint32_t gen;
 	struct seen *set;
 	size_t set_cap; /* a power of 2 */
 	struct res_data **kv; /* the step's KV buffers, first use first */
+	double *kv_units; /* [2 * cap] the attention work over each */
 	uint32_t *attn; /* the step's attention tasks */
 	struct llm_step_req *req;
 	uint8_t *where;
@@ -98,9 +101,12 @@ static int reserve(struct llm *L, size_t nattn, size_t nargs)
 	if (nattn <= L->cap)
 		return 0;
 	size_t n = nattn;
-	void *p[5] = { realloc(L->kv, 2 * n * sizeof(*L->kv)) };
+	void *p[6] = { realloc(L->kv, 2 * n * sizeof(*L->kv)) };
 	if (p[0])
 		L->kv = p[0];
+	p[5] = realloc(L->kv_units, 2 * n * sizeof(*L->kv_units));
+	if (p[5])
+		L->kv_units = p[5];
 	p[1] = realloc(L->attn, n * sizeof(*L->attn));
 	if (p[1])
 		L->attn = p[1];
@@ -113,7 +119,7 @@ static int reserve(struct llm *L, size_t nattn, size_t nargs)
 	p[4] = realloc(L->scratch, n * sizeof(*L->scratch));
 	if (p[4])
 		L->scratch = p[4];
-	for (int i = 0; i < 5; i++)
+	for (int i = 0; i < 6; i++)
 		if (!p[i])
 			return -TDM_ENOMEM;
 	L->cap = n;
@@ -199,9 +205,15 @@ static double c_link(void *ctx, double bytes, uint32_t copies)
  * budget holds them (in first-use order), the rest fill what is left,
  * others live on the host. KV of other graphs homed on the accelerator
  * (other requests, other clients) counts against the budget: this graph
- * cannot demote what it does not see. Returns the budget left (bytes). */
-static uint64_t decide_tiers(struct llm *L, uint32_t nkv, uint64_t budget)
+ * cannot demote what it does not see. `target`: the attention work the
+ * cost models would have on the accelerator (INFINITY: as much as the
+ * budget holds); a cache is promoted only while the work there stays
+ * within it, and demoted only beyond 1.25 times it, so that predictions
+ * that wobble do not move caches back and forth. Returns the budget left
+ * (bytes). */
+static uint64_t decide_tiers(struct llm *L, uint32_t nkv, uint64_t budget, double target)
 {
+	double work = 0;
 	int an = (int)L->accel_node;
 	uint64_t mine = 0, used;
 
@@ -215,8 +227,9 @@ static uint64_t decide_tiers(struct llm *L, uint32_t nkv, uint64_t budget)
 		struct res_data *d = L->kv[k];
 		if (residency_home(d) != an)
 			continue;
-		if (used + d->bytes <= budget) {
+		if (used + d->bytes <= budget && work + L->kv_units[k] <= 1.25 * target) {
 			used += d->bytes;
+			work += L->kv_units[k];
 		} else {
 			residency_set_home(d, 0);
 			L->st.demotes++;
@@ -227,8 +240,9 @@ static uint64_t decide_tiers(struct llm *L, uint32_t nkv, uint64_t budget)
 		int h = residency_home(d);
 		if (h == an)
 			continue;
-		if (used + d->bytes <= budget) {
+		if (used + d->bytes <= budget && work + L->kv_units[k] <= target) {
 			used += d->bytes;
+			work += L->kv_units[k];
 			residency_set_home(d, an);
 			if (h == 0)
 				L->st.promotes++;
@@ -264,6 +278,7 @@ static void llm_graph(void *ctx, struct engine_graph *g)
 	}
 	uint32_t n = 0, nkv = 0;
 	bool fresh;
+	struct feat_sum by_kernel[KERNEL_COUNT] = { 0 }, attn_sum = { 0 };
 
 	/* The attention tasks and their KV buffers. */
 	for (uint32_t i = 0; i < g->ntasks && n < nattn; i++) {
@@ -271,20 +286,27 @@ static void llm_graph(void *ctx, struct engine_graph *g)
 		if (!is_kv_attention(t))
 			continue;
 		L->attn[n++] = i;
+		double u = t->feat.domain >= 1 ? fmin(t->feat.domain, 4e9) : 1;
 		for (int a = 1; a <= 2; a++) {
+			if (a == 2 && t->data[2] == t->data[1])
+				break;
 			struct seen *e = set_get(L, t->data[a], &fresh);
 			if (fresh) {
 				e->kv = true;
+				e->kv_index = nkv;
+				L->kv_units[nkv] = 0;
 				L->kv[nkv++] = t->data[a];
 			}
+			/* K and V in two buffers: half the work each. */
+			L->kv_units[e->kv_index] += t->data[2] == t->data[1] ? u : u / 2;
 		}
+		feat_add(&attn_sum, &t->feat);
 	}
 	/* What else the graph keeps on the accelerator: weights and
 	 * activations (an upper bound: dmda may run some of it on the host);
 	 * and the accelerator's other work. */
 	uint64_t other = 0;
 	double linear = 0;
-	struct feat_sum by_kernel[KERNEL_COUNT] = { 0 }, attn_sum = { 0 };
 	for (uint32_t i = 0; i < g->ntasks; i++) {
 		struct engine_task *t = &g->tasks[i];
 		for (uint32_t a = 0; a < t->call.nargs && a < TDM_MAX_ARGS; a++)
@@ -298,11 +320,29 @@ static void llm_graph(void *ctx, struct engine_graph *g)
 	}
 	for (uint32_t kid = 0; L->prof && kid < KERNEL_COUNT; kid++)
 		linear += predict_sum(L, kid, &by_kernel[kid], L->accel);
-	uint64_t cap = L->res->nodes[L->accel_node].cap;
-	uint64_t free_b = decide_tiers(L, nkv, cap > other ? cap - other : 0);
-
-	/* The step: each attention task's tier, and predicted times. */
 	double units = 0, gpu_ns = 0, cpu_ns = 0, qo = 0, missing = 0, host_units = 0;
+	for (uint32_t k = 0; k < nkv; k++)
+		units += L->kv_units[k];
+	if (L->prof) {
+		gpu_ns = predict_sum(L, KERNEL_ATTN_DECODE, &attn_sum, L->accel);
+		cpu_ns = predict_sum(L, KERNEL_ATTN_DECODE, &attn_sum, L->host_dev);
+	}
+	uint32_t cores = L->host_cores ? L->host_cores : 1;
+	/* The accelerator's share of the attention work that balances the
+	 * step: linear + g Ud = c (U - Ud) / cores (APEX's balance), with g
+	 * and c the predicted times per unit of work there and on one core.
+	 * Less than that on the accelerator leaves it idle while the cores
+	 * attend; more makes the accelerator the longer side. */
+	double target = INFINITY;
+	if (L->by_cost && L->prof && units > 0) {
+		double g = gpu_ns / units, c = cpu_ns / units / cores;
+		target = fmin(fmax((c * units - linear) / (g + c), 0), units);
+	}
+	uint64_t cap = L->res->nodes[L->accel_node].cap;
+	uint64_t free_b = decide_tiers(L, nkv, cap > other ? cap - other : 0, target);
+
+	/* The step: each attention task's tier. */
+	units = 0;
 	for (uint32_t k = 0; k < n; k++) {
 		struct engine_task *t = &g->tasks[L->attn[k]];
 		double u = t->feat.domain >= 1 ? fmin(t->feat.domain, 4e9) : 1;
@@ -310,7 +350,6 @@ static void llm_graph(void *ctx, struct engine_graph *g)
 		L->req[k] =
 		        (struct llm_step_req){ (uint32_t)u, host ? LLM_TIER_HOST : LLM_TIER_GPU };
 		units += (uint32_t)u;
-		feat_add(&attn_sum, &t->feat);
 		qo += (double)t->call.len[0] + (double)t->call.len[3];
 		if (host) {
 			host_units += (uint32_t)u;
@@ -319,16 +358,12 @@ static void llm_graph(void *ctx, struct engine_graph *g)
 				        t->data[a], L->accel_node, t->call.off[a], t->call.len[a]);
 		}
 	}
-	if (L->prof) {
-		gpu_ns = predict_sum(L, KERNEL_ATTN_DECODE, &attn_sum, L->accel);
-		cpu_ns = predict_sum(L, KERNEL_ATTN_DECODE, &attn_sum, L->host_dev);
-	}
 	struct step_costs sc = {
 		.L = L,
 		.linear_ns = linear,
 		.gpu_ns_unit = gpu_ns / units,
 		.cpu_ns_unit = cpu_ns / units,
-		.cores = L->host_cores ? L->host_cores : 1,
+		.cores = cores,
 	};
 	if (L->prof) {
 		double lat = profiler_predict_copy(L->prof, 0, (uint16_t)L->accel_node, 0);
@@ -413,6 +448,7 @@ static void llm_fini(void *ctx)
 	pthread_mutex_destroy(&L->lock);
 	free(L->set);
 	free(L->kv);
+	free(L->kv_units);
 	free(L->attn);
 	free(L->req);
 	free(L->where);
@@ -433,6 +469,7 @@ static int llm_init(const struct policy_params *p, void **priv)
 	pthread_mutex_init(&L->lock, NULL);
 	L->dispatch = *priv;
 	L->prof = p->prof;
+	L->by_cost = p->tuning ? p->tuning->llm_tiers_by_cost : true;
 	L->res = p->res;
 	L->accel = L->host_dev = -1;
 	for (size_t i = 0; i < p->nworkers; i++) {

@@ -44,4 +44,5 @@ const struct policy_tuning policy_tuning_defaults = {
 	.dmda_beta = 1.0,
 	.plan_refine_iters = 0,
 	.plan_repair = true,
+	.llm_tiers_by_cost = true,
 };

@@ -2,7 +2,9 @@
  * device (PoCL), whose devices.mem_cap holds the step's weights and
  * activations and three of eight requests' KV caches:
  *
- *  - the first three requests' KV live on the accelerator and their
+ *  - with policy.llm_tiers_by_cost off (the split then depends on the
+ *    budget alone, not on how fast PoCL is predicted to be here), the
+ *    first three requests' KV live on the accelerator and their
  *    attention runs there; the other five live in host memory and their
  *    attention runs on the cores, the same in every step (no thrash);
  *  - after the first step (the warm-up, where the device-tier caches are
@@ -181,9 +183,10 @@ static void ref_attend(const double *q, const double *kv, int kv_len, double *ou
 static void test_tiers_under_cap(void **state)
 {
 	(void)state;
-	char toml[256];
+	char toml[320];
 	snprintf(toml, sizeof(toml),
-	         "[engine]\npolicy = \"llm\"\n[devices]\nmem_cap = { clcpu0 = %zu }\n",
+	         "[engine]\npolicy = \"llm\"\n[policy]\nllm_tiers_by_cost = false\n"
+	         "[devices]\nmem_cap = { clcpu0 = %zu }\n",
 	         (size_t)MEM_CAP);
 	assert_int_equal(tdmt_daemon_start(&daemon_, toml), 0);
 	if (accel_field("index") < 0) {

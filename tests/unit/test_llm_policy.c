@@ -20,6 +20,8 @@
 #include "policies/dispatch.h"
 #include "policies/llm.h"
 #include "policies/policy.h"
+#include "profiler/calibrate.h"
+#include "profiler/profiler.h"
 #include "tandem.h"
 
 /* ---- a fake accelerator: malloc'd memory, copies by memcpy ---- */
@@ -130,7 +132,7 @@ static void buf_fini(struct rig *r, struct buf *b)
 	free(b->host);
 }
 
-static struct rig *rig_new(void)
+static struct rig *rig_new_prof(struct profiler *prof)
 {
 	struct rig *r = calloc(1, sizeof(*r));
 	residency_init(&r->res);
@@ -157,10 +159,16 @@ static struct rig *rig_new(void)
 	assert_non_null(r->pol);
 	struct policy_params p = { .nworkers = NDEV,
 		                   .devices = r->devs,
+		                   .prof = prof,
 		                   .res = &r->res,
 		                   .tuning = &policy_tuning_defaults };
 	assert_int_equal(r->pol->init(&p, &r->priv), 0);
 	return r;
+}
+
+static struct rig *rig_new(void)
+{
+	return rig_new_prof(NULL);
 }
 
 static void rig_free(struct rig *r)
@@ -402,6 +410,55 @@ static void test_eviction_keeps_home_replicas(void **state)
 	residency_fini(&res);
 }
 
+/* Models that believe an attention takes attn_ns[d] on device d, a copy
+ * and an sgemm 1 us everywhere. */
+static struct profiler *profiler_with(const double *attn_ns)
+{
+	struct calibration cal;
+	struct profiler *p;
+	calibrate_defaults(NDEV, 2, &cal);
+	assert_int_equal(profiler_create(&cal, &p), 0);
+	for (uint32_t d = 0; d < NDEV; d++)
+		for (int i = 0; i < 20; i++) {
+			struct kernel_features f = { .domain = 100 + i % 8 };
+			profiler_observe(p, KERNEL_ATTN_DECODE, d, &f, (uint64_t)attn_ns[d]);
+			profiler_observe(p, kernel_lookup("copy"), d,
+			                 &(struct kernel_features){ 0 }, 1000);
+			profiler_observe(p, kernel_lookup("sgemm"), d,
+			                 &(struct kernel_features){ 0 }, 1000);
+		}
+	return p;
+}
+
+/* With cost models, the tiers follow the predicted balance, not only the
+ * budget: when the cores attend much faster than the accelerator (as
+ * PoCL on the same cores may), no cache needs the accelerator's memory;
+ * when the accelerator is much faster, the budget fills. */
+static void test_tiers_by_cost(void **state)
+{
+	(void)state;
+	int reqs[NREQ];
+	for (int i = 0; i < NREQ; i++)
+		reqs[i] = i;
+	const double slow_accel[NDEV] = { 1000, 1000, 1e7 }, fast_accel[NDEV] = { 1e7, 1e7, 1000 };
+	const double *cases[2] = { slow_accel, fast_accel };
+	for (int c = 0; c < 2; c++) {
+		struct profiler *prof = profiler_with(cases[c]);
+		struct rig *r = rig_new_prof(prof);
+		struct engine_graph *g = step(r, reqs, NREQ, false);
+		r->pol->graph_submitted(r->priv, g);
+		int on_accel = 0;
+		for (int i = 0; i < NREQ; i++)
+			on_accel += residency_home(&r->kv[i].d) == 1;
+		printf("# attention %s on the accelerator: %d caches there\n", c ? "fast" : "slow",
+		       on_accel);
+		assert_int_equal(on_accel, c ? ON_ACCEL : 0);
+		graph_free(g);
+		rig_free(r);
+		profiler_destroy(prof);
+	}
+}
+
 /* The caller's cost table built from the roofline gives the same plan as
  * the roofline path (the simulator's). */
 static void test_step_costs_match_roofline(void **state)
@@ -456,6 +513,7 @@ int main(void)
 		cmocka_unit_test(test_demote_and_promote),
 		cmocka_unit_test(test_other_graphs_untouched),
 		cmocka_unit_test(test_eviction_keeps_home_replicas),
+		cmocka_unit_test(test_tiers_by_cost),
 		cmocka_unit_test(test_step_costs_match_roofline),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
