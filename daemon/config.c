@@ -79,8 +79,9 @@ const char config_default_toml[] =
         "[engine]\n"
         "# Scheduling policy, by its registered name ([a-z0-9_], 1 to 31 chars).\n"
         "# dmda places each ready task where it is predicted to finish first,\n"
-        "# transfers included; eager and fifo ignore costs (tandemd\n"
-        "# --list-policies, docs/policies.md).\n"
+        "# transfers included; eager and fifo ignore costs; llm is dmda that\n"
+        "# also decides where LLM KV caches live and where their attention runs\n"
+        "# (tandemd --list-policies, docs/policies.md, docs/llm.md).\n"
         "policy = \"dmda\"\n"
         "# Microseconds a worker spins for new work before it sleeps (0 to 10000).\n"
         "spin_us = 50\n"
@@ -101,6 +102,10 @@ const char config_default_toml[] =
         "# heft and peft: plan the rest of a graph again when tasks take longer\n"
         "# or shorter than predicted by more than the model's spread.\n"
         "plan_repair = true\n"
+        "# llm: keep fewer KV caches on the accelerator than devices.mem_cap\n"
+        "# holds when the cost models predict a shorter step with their\n"
+        "# attention on the cores (false: fill the accelerator's KV budget).\n"
+        "llm_tiers_by_cost = true\n"
         "\n"
         "[clients]\n"
         "# Each client's share of every device relative to the others (1 to 1000).\n"
@@ -109,7 +114,7 @@ const char config_default_toml[] =
         "weights = {}\n"
         "# Policy hint per user name or uid for graphs that give none: \"eager\",\n"
         "# \"dmda\", \"heft\", \"peft\" or \"prio\", such as { batch = \"heft\" }.\n"
-        "# Honoured under the policies dmda, heft, peft and prio.\n"
+        "# Honoured under the policies dmda, heft, peft, prio and llm.\n"
         "policies = {}\n"
         "\n"
         "[cpu]\n"
@@ -224,6 +229,7 @@ void config_defaults(struct daemon_config *cfg)
 	cfg->dmda_beta = 1.0;
 	cfg->plan_refine_iters = 0;
 	cfg->plan_repair = 1;
+	cfg->llm_tiers_by_cost = 1;
 
 	cfg->default_weight = 1;
 
@@ -340,6 +346,7 @@ static const struct key_spec schema[] = {
 	SCALAR("policy", "dmda_beta", K_F64, 0, 1000, dmda_beta, RESTART),
 	SCALAR("policy", "plan_refine_iters", K_U32, 0, 10000, plan_refine_iters, RESTART),
 	SCALAR("policy", "plan_repair", K_BOOL, 0, 1, plan_repair, RESTART),
+	SCALAR("policy", "llm_tiers_by_cost", K_BOOL, 0, 1, llm_tiers_by_cost, RESTART),
 
 	SCALAR("clients", "default_weight", K_U32, 1, 1000, default_weight, RELOAD),
 	ARRAY("clients", "weights", K_USERU32, 1, 1000, client_weight, n_client_weight,

@@ -56,6 +56,7 @@ struct daemon_config {
 	double dmda_alpha, dmda_beta; /* weights of predicted finish and transfer time */
 	uint32_t plan_refine_iters; /* heft/peft: extra candidate orders per graph */
 	uint32_t plan_repair; /* bool: re-plan when tasks drift beyond their spread */
+	uint32_t llm_tiers_by_cost; /* bool: llm policy, KV tiers from the cost models too */
 
 	/* [clients]: by user name or decimal uid */
 	uint32_t default_weight; /* share of each device, 1..1000 */

@@ -873,6 +873,7 @@ int server_init(struct server *srv, const struct daemon_config *cfg, const char 
 		.dmda_beta = cfg->dmda_beta,
 		.plan_refine_iters = cfg->plan_refine_iters,
 		.plan_repair = cfg->plan_repair != 0,
+		.llm_tiers_by_cost = cfg->llm_tiers_by_cost != 0,
 	};
 	struct engine_params ep = {
 		.clock = &clock_real,

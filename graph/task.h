@@ -35,6 +35,9 @@ struct engine_task {
 	 * the watchdog catch a task handed out twice and take back what a
 	 * broken policy holds. */
 	_Atomic uint8_t qstate;
+	/* Policy scratch (in what was padding): 1 + the memory node the
+	 * policy wants the task to run on, 0: any (policies/llm.c). */
+	uint8_t policy_node;
 	/* Prefetch of its inputs: 0 none, node + 1 prefetched to that node
 	 * (holds placed), PREFETCH_CLAIMED once it started to run. */
 	_Atomic uint16_t prefetch;

@@ -120,6 +120,49 @@ double llm_t_prefill_attn(const struct llm_cost *c, double ctx, double chunk)
 	return flops / c->hw.gpu_gflops;
 }
 
+/* ---- the roofline as a cost table ---- */
+
+static double roof_linear(void *c, double tokens)
+{
+	return llm_t_linear(c, tokens);
+}
+
+static double roof_attn_gpu(void *c, double kv_tokens)
+{
+	return llm_t_attn_gpu(c, kv_tokens);
+}
+
+static double roof_attn_cpu(void *c, uint32_t nreq, double kv_tokens)
+{
+	return llm_t_attn_cpu(c, nreq, kv_tokens);
+}
+
+static double roof_link(void *c, double bytes, uint32_t copies)
+{
+	return llm_t_link(c, bytes, copies);
+}
+
+static uint32_t roof_cores_used(void *c, uint32_t nreq)
+{
+	return llm_cpu_cores_used(c, nreq);
+}
+
+void llm_step_costs_roofline(const struct llm_cost *c, struct llm_step_costs *out)
+{
+	*out = (struct llm_step_costs){
+		.ctx = (void *)c,
+		.linear = roof_linear,
+		.attn_gpu = roof_attn_gpu,
+		.attn_cpu = roof_attn_cpu,
+		.link = roof_link,
+		.cores_used = roof_cores_used,
+		.kv_tok_bytes = c->kv_tok_bytes,
+		.qo_req_bytes = c->qo_req_bytes,
+		.link_latency_ns = c->hw.link_latency_ns,
+		.layers = c->m.layers,
+	};
+}
+
 /* ---- the step ---- */
 
 struct side {
@@ -143,14 +186,14 @@ static double plan_overlap(const struct llm_step_in *in, const uint32_t *order, 
                            double gpu_tok, uint32_t ngpu, bool serial, uint8_t *where,
                            struct llm_step_plan *p)
 {
-	const struct llm_cost *c = in->cost;
-	const double per_layer = c->kv_tok_bytes / c->m.layers;
+	const struct llm_step_costs *K = in->costs;
+	const double per_layer = K->kv_tok_bytes / K->layers;
 	double cpu_tok = 0, stream_tok = 0;
 	uint32_t ncpu = 0, nstream = 0;
 	bool stream = !serial && (in->allow & LLM_ALLOW_STREAM);
 
-	const double tg0 = llm_t_linear(c, ngpu + nhost + in->prefill_tokens) +
-	                   llm_t_attn_gpu(c, gpu_tok) + in->prefill_attn_ns;
+	const double tg0 = K->linear(K->ctx, ngpu + nhost + in->prefill_tokens) +
+	                   K->attn_gpu(K->ctx, gpu_tok) + in->prefill_attn_ns;
 	for (uint32_t k = 0; k < nhost; k++) {
 		uint32_t i = order[k];
 		double tok = in->req[i].kv_tokens;
@@ -161,18 +204,19 @@ static double plan_overlap(const struct llm_step_in *in, const uint32_t *order, 
 		 * on the CPU, the CPU's: whichever leaves the step shorter. */
 		if (stream && 2 * (stream_tok + tok) * per_layer <= in->stream_scratch_bytes) {
 			double qo =
-			        llm_t_link(c, ncpu * c->qo_req_bytes, ncpu ? 2 * c->m.layers : 0);
-			double tg_s = tg0 + llm_t_attn_gpu(c, stream_tok + tok);
-			double tg_c = tg0 + llm_t_attn_gpu(c, stream_tok);
+			        K->link(K->ctx, ncpu * K->qo_req_bytes, ncpu ? 2 * K->layers : 0);
+			double tg_s = tg0 + K->attn_gpu(K->ctx, stream_tok + tok);
+			double tg_c = tg0 + K->attn_gpu(K->ctx, stream_tok);
 			double tl_s =
 			        in->link_busy_ns + qo +
-			        llm_t_link(c, (stream_tok + tok) * c->kv_tok_bytes, c->m.layers);
-			double tl_c = in->link_busy_ns + qo +
-			              (stream_tok > 0 ? llm_t_link(c, stream_tok * c->kv_tok_bytes,
-			                                           c->m.layers)
-			                              : 0);
-			double tc_s = llm_t_attn_cpu(c, ncpu, cpu_tok);
-			double tc_c = llm_t_attn_cpu(c, ncpu + 1, cpu_tok + tok);
+			        K->link(K->ctx, (stream_tok + tok) * K->kv_tok_bytes, K->layers);
+			double tl_c =
+			        in->link_busy_ns + qo +
+			        (stream_tok > 0
+			                 ? K->link(K->ctx, stream_tok * K->kv_tok_bytes, K->layers)
+			                 : 0);
+			double tc_s = K->attn_cpu(K->ctx, ncpu, cpu_tok);
+			double tc_c = K->attn_cpu(K->ctx, ncpu + 1, cpu_tok + tok);
 			double with_stream = fmax(fmax(tg_s, tc_s), tl_s);
 			double with_cpu = fmax(fmax(tg_c, tc_c), tl_c);
 			to_stream = with_stream < with_cpu;
@@ -187,15 +231,15 @@ static double plan_overlap(const struct llm_step_in *in, const uint32_t *order, 
 			ncpu++;
 		}
 	}
-	double tg = llm_t_linear(c, ngpu + nhost + in->prefill_tokens) +
-	            llm_t_attn_gpu(c, gpu_tok + stream_tok) + in->prefill_attn_ns;
-	double tc = llm_t_attn_cpu(c, ncpu, cpu_tok);
+	double tg = K->linear(K->ctx, ngpu + nhost + in->prefill_tokens) +
+	            K->attn_gpu(K->ctx, gpu_tok + stream_tok) + in->prefill_attn_ns;
+	double tc = K->attn_cpu(K->ctx, ncpu, cpu_tok);
 	double tl = in->link_busy_ns +
-	            llm_t_link(c, ncpu * c->qo_req_bytes + stream_tok * c->kv_tok_bytes,
-	                       (ncpu ? 2 * c->m.layers : 0) + (nstream ? c->m.layers : 0));
+	            K->link(K->ctx, ncpu * K->qo_req_bytes + stream_tok * K->kv_tok_bytes,
+	                    (ncpu ? 2 * K->layers : 0) + (nstream ? K->layers : 0));
 	/* Per layer, o of the CPU's requests comes back before their next
 	 * layer: one link latency per layer that nothing hides. */
-	double handoff = ncpu ? c->m.layers * c->hw.link_latency_ns : 0;
+	double handoff = ncpu ? K->layers * K->link_latency_ns : 0;
 	p->mode = serial ? LLM_STEP_SERIAL : LLM_STEP_OVERLAP;
 	p->t_gpu_ns = tg;
 	p->t_cpu_ns = tc;
@@ -205,7 +249,7 @@ static double plan_overlap(const struct llm_step_in *in, const uint32_t *order, 
 	p->ncpu = ncpu;
 	p->nstream = nstream;
 	p->nskip = 0;
-	p->cpu_cores = llm_cpu_cores_used(c, ncpu);
+	p->cpu_cores = K->cores_used(K->ctx, ncpu);
 	p->decoded = ngpu + nhost;
 	return p->t_step_ns;
 }
@@ -217,10 +261,10 @@ static double plan_overlap(const struct llm_step_in *in, const uint32_t *order, 
 static double plan_pipeline(const struct llm_step_in *in, const uint32_t *order, uint32_t nhost,
                             double gpu_tok, uint32_t ngpu, uint8_t *where, struct llm_step_plan *p)
 {
-	const struct llm_cost *c = in->cost;
+	const struct llm_step_costs *K = in->costs;
 	uint32_t na = ngpu, nb = 0, nca = 0;
 	double ca = 0, cb = 0;
-	double ga = llm_t_linear(c, ngpu + in->prefill_tokens) + llm_t_attn_gpu(c, gpu_tok) +
+	double ga = K->linear(K->ctx, ngpu + in->prefill_tokens) + K->attn_gpu(K->ctx, gpu_tok) +
 	            in->prefill_attn_ns;
 
 	for (uint32_t k = 0; k < nhost; k++) {
@@ -228,7 +272,7 @@ static double plan_pipeline(const struct llm_step_in *in, const uint32_t *order,
 		double tok = in->req[i].kv_tokens;
 
 		where[i] = LLM_RUN_CPU;
-		if (llm_t_attn_cpu(c, nb, cb) < ga) {
+		if (K->attn_cpu(K->ctx, nb, cb) < ga) {
 			cb += tok;
 			nb++;
 		} else {
@@ -237,11 +281,11 @@ static double plan_pipeline(const struct llm_step_in *in, const uint32_t *order,
 			na++;
 		}
 	}
-	ga = llm_t_linear(c, na + in->prefill_tokens) + llm_t_attn_gpu(c, gpu_tok) +
+	ga = K->linear(K->ctx, na + in->prefill_tokens) + K->attn_gpu(K->ctx, gpu_tok) +
 	     in->prefill_attn_ns;
-	double gb = llm_t_linear(c, nb);
-	double tcb = llm_t_attn_cpu(c, nb, cb), tca = llm_t_attn_cpu(c, nca, ca);
-	double tl = in->link_busy_ns + llm_t_link(c, nhost * c->qo_req_bytes, 4 * c->m.layers);
+	double gb = K->linear(K->ctx, nb);
+	double tcb = K->attn_cpu(K->ctx, nb, cb), tca = K->attn_cpu(K->ctx, nca, ca);
+	double tl = in->link_busy_ns + K->link(K->ctx, nhost * K->qo_req_bytes, 4 * K->layers);
 	p->mode = LLM_STEP_PIPELINE;
 	p->t_gpu_ns = ga + gb;
 	p->t_cpu_ns = tca + tcb;
@@ -251,7 +295,7 @@ static double plan_pipeline(const struct llm_step_in *in, const uint32_t *order,
 	p->ncpu = nhost;
 	p->nstream = 0;
 	p->nskip = 0;
-	p->cpu_cores = llm_cpu_cores_used(c, nb > nca ? nb : nca);
+	p->cpu_cores = K->cores_used(K->ctx, nb > nca ? nb : nca);
 	p->decoded = ngpu + nhost;
 	return p->t_step_ns;
 }
@@ -259,11 +303,11 @@ static double plan_pipeline(const struct llm_step_in *in, const uint32_t *order,
 static double plan_gpu(const struct llm_step_in *in, double gpu_tok, uint32_t ngpu, uint32_t nhost,
                        struct llm_step_plan *p)
 {
-	const struct llm_cost *c = in->cost;
+	const struct llm_step_costs *K = in->costs;
 
 	memset(p, 0, sizeof(*p));
 	p->mode = LLM_STEP_GPU;
-	p->t_gpu_ns = llm_t_linear(c, ngpu + in->prefill_tokens) + llm_t_attn_gpu(c, gpu_tok) +
+	p->t_gpu_ns = K->linear(K->ctx, ngpu + in->prefill_tokens) + K->attn_gpu(K->ctx, gpu_tok) +
 	              in->prefill_attn_ns;
 	p->t_link_ns = in->link_busy_ns;
 	p->t_step_ns = fmax(p->t_gpu_ns, p->t_link_ns);
@@ -284,12 +328,28 @@ static bool better(const struct llm_step_plan *a, const struct llm_step_plan *b)
 	return a->t_step_ns * b->decoded < b->t_step_ns * a->decoded;
 }
 
-int llm_step_plan(const struct llm_step_in *in, uint8_t *where, uint32_t *scratch,
+static bool costs_ok(const struct llm_step_costs *k)
+{
+	return k->linear && k->attn_gpu && k->attn_cpu && k->link && k->cores_used && k->layers &&
+	       nonneg(k->kv_tok_bytes) && nonneg(k->qo_req_bytes) && nonneg(k->link_latency_ns);
+}
+
+int llm_step_plan(const struct llm_step_in *in_, uint8_t *where, uint32_t *scratch,
                   struct llm_step_plan *out)
 {
-	if (!in || !in->cost || !out || in->n > LLM_STEP_MAX || (in->n && (!in->req || !where)) ||
-	    (in->n && !scratch) || !nonneg(in->prefill_tokens) || !nonneg(in->prefill_attn_ns) ||
-	    !nonneg(in->link_busy_ns) || !nonneg(in->stream_scratch_bytes))
+	if (!in_ || (!in_->costs && !in_->cost))
+		return -1;
+	struct llm_step_costs roof;
+	struct llm_step_in local = *in_;
+	const struct llm_step_in *in = &local;
+	if (!local.costs) {
+		llm_step_costs_roofline(in_->cost, &roof);
+		local.costs = &roof;
+	}
+	if (!costs_ok(in->costs) || !out || in->n > LLM_STEP_MAX ||
+	    (in->n && (!in->req || !where)) || (in->n && !scratch) || !nonneg(in->prefill_tokens) ||
+	    !nonneg(in->prefill_attn_ns) || !nonneg(in->link_busy_ns) ||
+	    !nonneg(in->stream_scratch_bytes))
 		return -1;
 	double gpu_tok = 0;
 	uint32_t ngpu = 0, nhost = 0;

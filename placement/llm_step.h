@@ -19,10 +19,12 @@
  *                     attention of one sub-batch runs under the GPU's linear
  *                     layers of the other; the weights are read twice.
  *
- * Everything here is a pure function of the cost model (struct llm_cost,
- * built from a machine's figures: the roofline of each operation) and of
- * the step's requests: the simulator and a daemon policy call the same
- * code. docs/llm.md describes the model and the rule. */
+ * Everything here is a pure function of the costs and of the step's
+ * requests. The costs come from the caller (struct llm_step_costs): the
+ * simulator gives the roofline of each operation (struct llm_cost, built
+ * from a machine's figures), the daemon's llm policy (policies/llm.c) its
+ * cost models' predictions; both call the same decision. docs/llm.md
+ * describes the model and the rule. */
 #ifndef TDM_PLACEMENT_LLM_STEP_H
 #define TDM_PLACEMENT_LLM_STEP_H
 
@@ -102,12 +104,40 @@ enum {
 	LLM_FORCE_SERIAL = 1u << 4, /* CPU attention after the GPU's work, no overlap */
 };
 
+/* The costs the decision weighs, in ns, supplied by the caller. The
+ * functions must be pure, non-negative and non-decreasing in their
+ * arguments (llm_t_* below have that shape):
+ *   linear(tokens): the GPU's work of the step besides attention, for a
+ *     batch of `tokens` rows;
+ *   attn_gpu(kv_tokens): GPU attention over that much KV in GPU memory;
+ *   attn_cpu(nreq, kv_tokens): CPU attention of nreq requests over that
+ *     much host KV, on the cores it keeps busy (cores_used(nreq));
+ *   link(bytes, copies): that much over the link in that many copies.
+ * kv_tok_bytes: KV bytes per token (what streaming moves); qo_req_bytes:
+ * what one CPU request moves per step (q and the new K/V row down, o up);
+ * layers: hand-offs per step (one per layer); link_latency_ns: one. */
+struct llm_step_costs {
+	void *ctx;
+	double (*linear)(void *ctx, double tokens);
+	double (*attn_gpu)(void *ctx, double kv_tokens);
+	double (*attn_cpu)(void *ctx, uint32_t nreq, double kv_tokens);
+	double (*link)(void *ctx, double bytes, uint32_t copies);
+	uint32_t (*cores_used)(void *ctx, uint32_t nreq);
+	double kv_tok_bytes, qo_req_bytes, link_latency_ns;
+	uint32_t layers; /* >= 1 */
+};
+
+/* The roofline costs of c (llm_t_*) as a cost table; c must outlive it. */
+void llm_step_costs_roofline(const struct llm_cost *c, struct llm_step_costs *out);
+
 struct llm_step_req {
 	uint32_t kv_tokens; /* KV length this step reads (>= 1) */
 	uint8_t tier; /* enum llm_tier */
 };
 
 struct llm_step_in {
+	/* The costs: `costs` when set, else the roofline of `cost`. */
+	const struct llm_step_costs *costs;
 	const struct llm_cost *cost;
 	const struct llm_step_req *req;
 	uint32_t n; /* decoding requests, at most LLM_STEP_MAX */
@@ -135,7 +165,7 @@ struct llm_step_plan {
  * one on the CPU, streamed (LLM_ALLOW_STREAM) or skipped (only in
  * LLM_STEP_GPU). Deterministic; O(n log n); no allocation (scratch: n
  * uint32_t). 0, or -1 on bad input (n > LLM_STEP_MAX, a request with no
- * KV, no cost). */
+ * KV, no costs, a cost table without a function or layers). */
 int llm_step_plan(const struct llm_step_in *in, uint8_t *where, uint32_t *scratch,
                   struct llm_step_plan *out);
 

@@ -464,15 +464,46 @@ static int write_back(struct residency *r, unsigned node, struct res_data *d)
 	return err;
 }
 
+void residency_set_home(struct res_data *d, int node)
+{
+	struct residency *r = d->res;
+	int old = atomic_exchange_explicit(&d->home, node, memory_order_relaxed);
+	if (old == node)
+		return;
+	if (old >= 0 && (size_t)old < r->nnodes)
+		atomic_fetch_sub_explicit(&r->nodes[old].home_bytes, d->bytes,
+		                          memory_order_relaxed);
+	if (node >= 0 && (size_t)node < r->nnodes)
+		atomic_fetch_add_explicit(&r->nodes[node].home_bytes, d->bytes,
+		                          memory_order_relaxed);
+}
+
+uint64_t residency_home_bytes(struct residency *r, unsigned node)
+{
+	return node < r->nnodes
+	               ? atomic_load_explicit(&r->nodes[node].home_bytes, memory_order_relaxed)
+	               : 0;
+}
+
+int residency_home(const struct res_data *d)
+{
+	return atomic_load_explicit(&d->home, memory_order_relaxed);
+}
+
 /* Evicts the least recently used replica of the node that `prefetch`'s
- * rules allow (may_evict), stale ones first; writes what it alone holds
- * back to the host before dropping it (never for a prefetch). */
+ * rules allow (may_evict), stale ones first, replicas of data homed on
+ * this node only when no other will do; writes what it alone holds back
+ * to the host before dropping it (never for a prefetch). */
 static bool evict_one(struct residency *r, unsigned node, bool prefetch)
 {
 	struct res_node *n = &r->nodes[node];
-	for (int pass = 0; pass < (prefetch ? 2 : 4); pass++) {
+	/* Every rule twice: first sparing the data homed here, then not. */
+	const int rules = prefetch ? 2 : 4;
+	for (int pass = 0; pass < 2 * rules; pass++) {
 		for (struct replica *p = n->lru_tail; p; p = p->lru_prev) {
-			if (!may_evict(p, pass, prefetch))
+			if (!may_evict(p, pass % rules, prefetch))
+				continue;
+			if (pass < rules && residency_home(p->data) == (int)node)
 				continue;
 			struct res_data *d = p->data;
 			if (p->sole) {
@@ -1008,6 +1039,7 @@ void residency_data_init(struct residency *r, struct res_data *d, void *host, ui
 	atomic_init(&d->remote, 0);
 	atomic_init(&d->full, bit(0));
 	atomic_init(&d->planned, 0);
+	atomic_init(&d->home, RES_HOME_NONE);
 	for (unsigned n = 1; n < r->nnodes; n++) {
 		const struct backend_device *dev = r->nodes[n].dev;
 		if (!bytes || !dev->ops->host_register || registered_by_backend(r, d, n))
@@ -1108,6 +1140,7 @@ static void free_regs(struct res_data *d)
 
 void residency_data_fini(struct residency *r, struct res_data *d)
 {
+	residency_set_home(d, RES_HOME_NONE);
 	if (!residency_has_devices(r)) {
 		free_map(d);
 		free_regs(d); /* the devices went first (residency_close) */

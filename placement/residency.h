@@ -156,6 +156,10 @@ struct res_data {
 	 * its device copies are dropped at the graph's end without being
 	 * written back, and the host copy keeps whatever it held. */
 	bool scratch;
+	/* The node a tier policy keeps this data on (residency_set_home), or
+	 * RES_HOME_NONE. Eviction takes a node's replicas of data homed
+	 * elsewhere (or nowhere) before those of data homed there. */
+	_Atomic int home;
 	/* The validity map: segs (NULL: seg_inline) holds nsegs of cap. */
 	struct res_seg *segs;
 	uint32_t nsegs, segs_cap;
@@ -172,6 +176,8 @@ struct res_node {
 	/* Copies issued by residency_prefetch and their bytes (also counted in
 	 * bytes_in). */
 	uint64_t prefetches, prefetch_bytes;
+	/* Bytes of the data homed here (residency_set_home), live or not. */
+	_Atomic uint64_t home_bytes;
 	struct replica *lru_head, *lru_tail;
 };
 
@@ -230,6 +236,22 @@ void residency_data_pin(struct residency *r, struct res_data *d, uint64_t off, u
 void residency_data_grow(struct residency *r, struct res_data *d, uint64_t bytes);
 /* The buffer is gone (no task uses it): frees its device replicas. */
 void residency_data_fini(struct residency *r, struct res_data *d);
+
+/* ---- tiers ------------------------------------------------------------------------
+ *
+ * A tier policy (policies/llm.c) says which node a buffer lives on: its
+ * home. Residency does not move anything when the home changes; it only
+ * lets a node's eviction keep the data homed there as long as anything
+ * else can go. What moves, and when, is up to where tasks run: a reader
+ * on the new home copies in only the pieces missing there, overlapped
+ * with the work before it (residency_prefetch), and a stale replica on
+ * the old home stays until its memory is wanted (so moving back costs
+ * only what changed meanwhile). */
+#define RES_HOME_NONE (-1)
+void residency_set_home(struct res_data *d, int node);
+int residency_home(const struct res_data *d);
+/* Bytes of the buffers now homed on `node` (a buffer freed leaves it). */
+uint64_t residency_home_bytes(struct residency *r, unsigned node);
 
 /* Makes every argument valid on `node` for a task about to run there and
  * pins the replicas. For a device node, copies are issued asynchronously:

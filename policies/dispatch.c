@@ -71,6 +71,7 @@ struct dispatch {
 	double *dev_ready; /* [ndev] */
 	_Atomic uint32_t *taken; /* [ndev] tasks each device's worker took and has not finished */
 	_Atomic uint64_t plans, plan_failures, drifts, repairs, repair_failures, replaced;
+	struct dispatch_graph_hook hook; /* graph == NULL: none */
 };
 
 /* ---- strategies and keys ---- */
@@ -158,6 +159,29 @@ static void place_any(struct dispatch *D, struct engine_task *t, double key)
 static int select_dmda(struct dispatch *D, const struct engine_task *t, int skip, double *cost)
 {
 	return eft_select(&D->eft, t, D->tuning->dmda_alpha, D->tuning->dmda_beta, skip, cost);
+}
+
+/* Among the devices on memory node `node` that may run t, the one whose
+ * committed work plus t ends first (-1: none). */
+static int select_on_node(struct dispatch *D, const struct engine_task *t, unsigned node,
+                          double *cost)
+{
+	int best = -1;
+	double best_fin = 0;
+	for (uint32_t d = 0; d < D->ndev; d++) {
+		if (D->eft.node[d] != node || !core_runnable(D->core, t, d))
+			continue;
+		double exec = eft_exec(&D->eft, t, d);
+		double fin =
+		        (double)atomic_load_explicit(&D->eft.pending[d], memory_order_relaxed) +
+		        exec;
+		if (best < 0 || fin < best_fin) {
+			best = (int)d;
+			best_fin = fin;
+			*cost = exec;
+		}
+	}
+	return best;
 }
 
 /* Commits t to device d and queues it there; d < 0: the any-device queue
@@ -735,6 +759,8 @@ int dispatch_init(const struct policy_params *p, uint8_t strategy, void **priv)
 void dispatch_fini(void *priv)
 {
 	struct dispatch *D = priv;
+	if (D->hook.fini)
+		D->hook.fini(D->hook.ctx);
 	for (size_t i = 0; i <= D->ndev; i++) {
 		fairq_flow_fini(&D->q[i], &D->orphan[i]);
 		fairq_fini(&D->q[i]);
@@ -783,10 +809,14 @@ void dispatch_flow_gone(void *priv, struct engine_flow *flow)
 void dispatch_graph_submitted(void *priv, struct engine_graph *g)
 {
 	struct dispatch *D = priv;
-	for (uint32_t i = 0; i < g->ntasks; i++)
+	for (uint32_t i = 0; i < g->ntasks; i++) {
 		g->tasks[i].policy_dev = NO_DEV;
+		g->tasks[i].policy_node = 0;
+	}
 	g->policy_graph = NULL;
 	uint8_t s = strategy_of(D, g);
+	if (D->hook.graph && s == TDM_POLICY_DMDA)
+		D->hook.graph(D->hook.ctx, g);
 	/* A single task has nothing to plan: dmda places it. */
 	if ((s == TDM_POLICY_HEFT || s == TDM_POLICY_PEFT) && g->ntasks > 1)
 		g->policy_graph = plan_graph(D, g, s == TDM_POLICY_HEFT ? PLAN_HEFT : PLAN_PEFT);
@@ -810,7 +840,10 @@ void dispatch_tasks_ready(void *priv, struct engine_task **tasks, size_t n, int 
 			place_any(D, t, (double)t->queued_ns);
 		else {
 			double cost;
-			int d = select_dmda(D, t, -1, &cost);
+			int d = t->policy_node ? select_on_node(D, t, t->policy_node - 1u, &cost)
+			                       : -1;
+			if (d < 0)
+				d = select_dmda(D, t, -1, &cost);
 			push_to(D, t, d, cost, task_key(D, t));
 		}
 	}
@@ -886,6 +919,18 @@ size_t dispatch_peek(void *priv, unsigned w, struct engine_task **out, size_t ma
 {
 	struct dispatch *D = priv;
 	return fairq_peek(&D->q[w], out, max);
+}
+
+void dispatch_set_graph_hook(void *priv, const struct dispatch_graph_hook *h)
+{
+	struct dispatch *D = priv;
+	D->hook = *h;
+}
+
+void *dispatch_graph_hook_ctx(void *priv)
+{
+	struct dispatch *D = priv;
+	return D->hook.graph ? D->hook.ctx : NULL;
 }
 
 void dispatch_stats(void *priv, struct dispatch_stats *out)

@@ -48,6 +48,22 @@ void dispatch_flow_gone(void *priv, struct engine_flow *flow);
 		.flow_gone = dispatch_flow_gone,                                                   \
 	}
 
+/* A policy built on the dispatch core that looks at whole graphs (the
+ * llm policy): called at graph_submitted for graphs of the DMDA strategy,
+ * after the core's per-graph reset, from any intake thread. It may set
+ * tasks' policy_node (1 + memory node): dmda then places such a task
+ * among that node's devices (the least loaded by predicted work), and
+ * among all when none of them may run it. fini is called by
+ * dispatch_fini. */
+struct dispatch_graph_hook {
+	void (*graph)(void *ctx, struct engine_graph *g);
+	void (*fini)(void *ctx);
+	void *ctx;
+};
+void dispatch_set_graph_hook(void *priv, const struct dispatch_graph_hook *h);
+/* The hook's ctx (NULL: none). */
+void *dispatch_graph_hook_ctx(void *priv);
+
 /* Counters, for tests and metrics. */
 struct dispatch_stats {
 	uint64_t plans; /* graphs planned (heft/peft) */

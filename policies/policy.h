@@ -22,6 +22,9 @@ struct policy_tuning {
 	double dmda_beta; /* weight of the transfer time */
 	uint32_t plan_refine_iters; /* heft/peft: extra candidate orders per graph */
 	bool plan_repair; /* heft/peft: re-plan when tasks drift beyond their spread */
+	/* llm: keep fewer KV caches on the accelerator than its budget holds
+	 * when the cost models predict a shorter step (false: fill it). */
+	bool llm_tiers_by_cost;
 };
 
 extern const struct policy_tuning policy_tuning_defaults;
@@ -94,5 +97,6 @@ extern const struct policy_ops policy_dmda;
 extern const struct policy_ops policy_heft;
 extern const struct policy_ops policy_peft;
 extern const struct policy_ops policy_prio;
+extern const struct policy_ops policy_llm; /* dmda + KV tiers + the decode step (llm.h) */
 
 #endif

@@ -6,8 +6,8 @@
 #include "tandem.h"
 
 static const struct policy_ops *const registry[] = {
-	&policy_eager, &policy_ws,   &policy_fifo, &policy_dmda,
-	&policy_heft,  &policy_peft, &policy_prio, NULL,
+	&policy_eager, &policy_ws,   &policy_fifo, &policy_dmda, &policy_heft,
+	&policy_peft,  &policy_prio, &policy_llm,  NULL,
 };
 
 int policy_check(const struct policy_ops *p, char *why, size_t whylen)
@@ -44,4 +44,5 @@ const struct policy_tuning policy_tuning_defaults = {
 	.dmda_beta = 1.0,
 	.plan_refine_iters = 0,
 	.plan_repair = true,
+	.llm_tiers_by_cost = true,
 };

@@ -90,7 +90,7 @@ LOAD="--trace $TRACE --len-scale 0.1 --max-context 96 --max-gen 48
 # Weights 9.5 MiB and activations 0.8 MiB (the prefill's 96 rows, the
 # step's 16): the cap leaves 1.5 MiB beside them for the KV, which peaks
 # near 8 MiB when every request is admitted.
-CAP=12MiB
+CAP=${CAP:-12MiB}
 KV_DEVICE_ONLY=1536K
 
 part1() {
@@ -100,8 +100,14 @@ part1() {
 		cores+pocl) include='[]' nreq=128 ;;
 		pocl) include='["clcpu"]' nreq=32 ;; # everything on PoCL: slow
 		esac
-		for kv in device_only unbounded; do
-			start_daemon "cap-$devs-$kv" "[devices]
+		for kv in ${PART1_KV:-device_only unbounded tiers}; do
+			# tiers: every request admitted, the llm policy decides
+			# each KV buffer's tier and where its attention runs.
+			policy=dmda
+			[ $kv = tiers ] && policy=llm
+			start_daemon "cap-$devs-$kv" "[engine]
+policy = \"$policy\"
+[devices]
 include = $include
 mem_cap = { clcpu = \"$CAP\" }" || {
 				status=1
@@ -109,7 +115,7 @@ mem_cap = { clcpu = \"$CAP\" }" || {
 			}
 			budget=""
 			[ $kv = device_only ] && budget="--kv-budget $KV_DEVICE_ONLY"
-			keys="devices=$devs kv=$kv mem_cap=$CAP"
+			keys="devices=$devs kv=$kv mem_cap=$CAP policy=$policy"
 			echo "-- $keys"
 			# shellcheck disable=SC2086
 			"$SERVE" --socket "$sock" $MODEL $LOAD --max-requests $nreq $budget \

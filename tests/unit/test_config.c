@@ -322,6 +322,7 @@ static const char *const restart_keys[] = {
 	"policy.dmda_beta",
 	"policy.plan_refine_iters",
 	"policy.plan_repair",
+	"policy.llm_tiers_by_cost",
 	"cpu.cores",
 	"devices.include",
 	"devices.exclude",

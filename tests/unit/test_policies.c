@@ -323,7 +323,7 @@ static void test_registry_versions(void **state)
 		assert_int_equal(policy_check(*p, why, sizeof(why)), 0);
 		assert_ptr_equal(policy_by_name((*p)->name), *p);
 	}
-	assert_int_equal(n, 7);
+	assert_int_equal(n, 8);
 	assert_null(policy_by_name("nosuch"));
 	assert_int_equal(policy_check(&policy_fifo, NULL, 0), 0);
 
