@@ -93,11 +93,22 @@ while read -r soname path; do
 	pkgname=${pkg%%:*}
 	# apt-get download's file name: name_version_arch.deb, ':' as %3a.
 	deb=$debs/${pkgname}_$(echo "$ver" | sed 's/:/%3a/')_$arch.deb
-	if [ ! -f "$deb" ]; then
-		(cd "$debs" && apt-get download -q "$pkgname:$arch=$ver" >/dev/null 2>&1) || {
-			echo "gpu-bundle: cannot download $pkg=$ver (apt-get update first?)" >&2
-			exit 3
-		}
+	note=""
+	if [ ! -f "$deb" ] &&
+		! (cd "$debs" && apt-get download -q "$pkgname:$arch=$ver" >/dev/null 2>&1); then
+		# Debian's archive keeps only the newest point release of a
+		# stable package: a security update removes the installed one.
+		# The newest has the same soname (stable's ABI promise); the
+		# manifest says which was taken.
+		deb=$(ls -t "$debs/${pkgname}_"*"_$arch.deb" 2>/dev/null | head -n 1)
+		if [ -z "$deb" ]; then
+			(cd "$debs" && apt-get download -q "$pkgname:$arch" >/dev/null 2>&1) || {
+				echo "gpu-bundle: cannot download $pkg=$ver nor a newer $pkgname (apt-get update first?)" >&2
+				exit 3
+			}
+			deb=$(ls -t "$debs/${pkgname}_"*"_$arch.deb" 2>/dev/null | head -n 1)
+		fi
+		note=" (installed $ver is no longer in the archive)"
 	fi
 	x=$work/x/$(basename "$deb" .deb)
 	[ -d "$x" ] || { mkdir -p "$x" && dpkg-deb -x "$deb" "$x"; }
@@ -108,7 +119,7 @@ while read -r soname path; do
 		exit 1
 	}
 	cp "$src" "$stage/lib/$soname"
-	echo "  $soname <- $(basename "$deb")" >>"$manifest"
+	echo "  $soname <- $(basename "$deb")$note" >>"$manifest"
 done <"$need"
 
 # Every bundled binary resolves every library from lib/ or the base set.
