@@ -183,7 +183,8 @@ $(BUILD)/tests/replay_%: $(BUILD)/obj/tests/fuzz/fuzz_%.o $(BUILD)/obj/tests/fuz
 # wins over the pattern below.
 CORE_BENCHES := $(BUILD)/bench/bench_devices $(BUILD)/bench/bench_overlap $(BUILD)/bench/bench_models \
 	$(BUILD)/bench/bench_stg $(BUILD)/bench/bench_policies $(BUILD)/bench/bench_sim \
-	$(BUILD)/bench/bench_intake $(BUILD)/bench/bench_plan_exec $(BUILD)/bench/bench_llm_sim
+	$(BUILD)/bench/bench_intake $(BUILD)/bench/bench_plan_exec $(BUILD)/bench/bench_llm_sim \
+	$(BUILD)/bench/bench_moe_sim
 $(CORE_BENCHES): $(BUILD)/bench/%: $(BUILD)/obj/tests/bench/%.o $(CORE_LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) $^ $(DAEMON_LIBS) -o $@
