@@ -273,6 +273,7 @@ struct run {
 	uint8_t *where;
 	uint32_t *scratch;
 	struct ranked *rank;
+	uint64_t step_base; /* the profile's steps come first */
 };
 
 /* Prefetch layer nl's experts (step ns) into the link's idle time in
@@ -335,7 +336,8 @@ static double prefetch(struct run *R, struct moe_sim_result *r, uint32_t ns, uin
 	return link;
 }
 
-static int run_steps(struct run *R, const uint8_t *hot, struct moe_sim_result *r)
+static int run_steps(struct run *R, const uint8_t *hot, const struct moe_trace *profile,
+                     struct moe_sim_result *r)
 {
 	const struct moe_cost *c = R->c;
 	const struct moe_sim_opts *o = R->o;
@@ -348,6 +350,12 @@ static int run_steps(struct run *R, const uint8_t *hot, struct moe_sim_result *r
 
 	if (pol != MOE_POL_STATIC && pol != MOE_POL_NCPUMOE)
 		install_hot(&R->cache, hot);
+	/* Warm the scores with the profile, one token a step. */
+	for (uint32_t k = 0; profile && k < profile->tokens; k++)
+		for (uint32_t l = 0; l < L; l++)
+			moe_cache_observe(&R->cache, k, l, moe_trace_ids(profile, k, l),
+			                  moe_trace_w(profile, k, l), profile->topk);
+	R->step_base = profile ? profile->tokens : 0;
 	for (uint32_t s = 0; s < R->u.steps; s++) {
 		for (uint32_t l = 0; l < c->m.dense_layers; l++)
 			clk += moe_t_dense(c, true, tok);
@@ -382,7 +390,8 @@ static int run_steps(struct run *R, const uint8_t *hot, struct moe_sim_result *r
 			/* Prefetched and not chosen: wasted. */
 			for (uint32_t e = 0; e < E; e++)
 				R->prefetched[(size_t)l * E + e] = 0;
-			moe_cache_observe(&R->cache, s, l, R->u.ids + a, R->u.w + a, n);
+			moe_cache_observe(&R->cache, R->step_base + s, l, R->u.ids + a, R->u.w + a,
+			                  n);
 
 			if (pol == MOE_POL_STATIC || pol == MOE_POL_HOT ||
 			    (pol == MOE_POL_NCPUMOE && !gpu_layer))
@@ -445,14 +454,15 @@ static int run_steps(struct run *R, const uint8_t *hot, struct moe_sim_result *r
 	return 0;
 }
 
-int moe_sim_run(const struct moe_cost *c, const struct moe_trace *t, const uint8_t *hot,
-                const struct moe_sim_opts *o, struct moe_sim_result *r, char *err, size_t errlen)
+int moe_sim_run(const struct moe_cost *c, const struct moe_trace *t,
+                const struct moe_trace *profile, const struct moe_sim_opts *o,
+                struct moe_sim_result *r, char *err, size_t errlen)
 {
 	struct run R = { .c = c, .o = o };
 	const uint32_t L = c->moe_layers, E = c->m.experts;
 	const double util = o->gpu_util > 0 ? o->gpu_util : 0.9;
 	const double reserve = o->reserve_bytes > 0 ? o->reserve_bytes : (double)(1u << 30);
-	uint8_t *own_hot = NULL;
+	uint8_t *hot = NULL;
 	int rc = 0;
 
 	memset(r, 0, sizeof(*r));
@@ -490,17 +500,20 @@ int moe_sim_run(const struct moe_cost *c, const struct moe_trace *t, const uint8
 	R.where = calloc(E, 1);
 	R.scratch = calloc(2 * E, sizeof(*R.scratch));
 	R.rank = calloc(E, sizeof(*R.rank));
-	if (!hot)
-		hot = own_hot = malloc((size_t)L * E);
+	hot = malloc((size_t)L * E);
 	if (!R.arrival || !R.prefetched || !R.pin || !R.se || !R.where || !R.scratch || !R.rank ||
 	    !hot || moe_cache_init(&R.cache, ev, L, E, cap)) {
 		snprintf(err, errlen, "moe: out of memory");
 		rc = -TDM_ENOMEM;
 		goto out;
 	}
-	if (own_hot)
-		moe_hot_set(t, 0, r->cap, own_hot);
-	if (run_steps(&R, hot, r)) {
+	if (profile && (profile->layers != L || profile->experts != E)) {
+		snprintf(err, errlen, "moe: the profile's shape is not the trace's");
+		rc = -TDM_EINVAL;
+		goto out;
+	}
+	moe_hot_set(profile ? profile : t, 0, r->cap, hot);
+	if (run_steps(&R, hot, profile, r)) {
 		snprintf(err, errlen, "moe: a layer could not be planned");
 		rc = -TDM_EINVAL;
 		goto out;
@@ -522,7 +535,7 @@ out:
 	free(R.where);
 	free(R.scratch);
 	free(R.rank);
-	free(own_hot);
+	free(hot);
 	return rc;
 }
 
@@ -674,10 +687,11 @@ int moe_sim_cli(const struct machine *m, const char *spec, const char *policies,
 		fprintf(stderr, "%s\n", err);
 		return 1;
 	}
-	uint8_t *hot = malloc((size_t)cost.moe_layers * cost.m.experts);
-	if (!hot || moe_trace_generate(&shape, 512, 1, s.seed + 1000, &prof, err, sizeof(err))) {
-		fprintf(stderr, "moe: %s\n", hot ? err : "out of memory");
-		free(hot);
+	/* A generated trace is profiled with another text of the same model;
+	 * a file with itself (which flatters the static hot set). */
+	bool file = strcmp(s.trace, "gen") != 0;
+	if (!file && moe_trace_generate(&shape, 512, 1, s.seed + 1000, &prof, err, sizeof(err))) {
+		fprintf(stderr, "moe: %s\n", err);
 		moe_trace_free(&t);
 		return 1;
 	}
@@ -697,9 +711,7 @@ int moe_sim_cli(const struct machine *m, const char *spec, const char *policies,
 			                  .batch = s.batch,
 			                  .prefill_tokens = s.prompt };
 		struct moe_sim_result r;
-		uint32_t cap = (uint32_t)floor(s.budget * cost.moe_layers * cost.m.experts + 1e-9);
-		moe_hot_set(&prof, 0, cap, hot);
-		if (moe_sim_run(&cost, &t, hot, &o, &r, err, sizeof(err))) {
+		if (moe_sim_run(&cost, &t, file ? NULL : &prof, &o, &r, err, sizeof(err))) {
 			fprintf(stderr, "%s: %s\n", moe_policy_name(pol[i]), err);
 			rc = 1;
 			break;
@@ -728,7 +740,6 @@ int moe_sim_cli(const struct machine *m, const char *spec, const char *policies,
 		printf("\n");
 	}
 	json_decref(rows);
-	free(hot);
 	moe_trace_free(&t);
 	moe_trace_free(&prof);
 	return rc;

@@ -84,12 +84,16 @@ struct moe_sim_result {
 int moe_cost_from_machine(const struct machine *m, const char *model, struct moe_cost *c, char *err,
                           size_t errlen);
 
-/* Replays t under o. hot: the profiled hot set (layers x experts flags,
- * at least cap of them; NULL: taken from t itself). 0, or -TDM_EINVAL /
- * -TDM_ENOMEM with a reason. A cell that does not fit the GPU returns 0
- * with r->fits false and nothing simulated. */
-int moe_sim_run(const struct moe_cost *c, const struct moe_trace *t, const uint8_t *hot,
-                const struct moe_sim_opts *o, struct moe_sim_result *r, char *err, size_t errlen);
+/* Replays t under o. profile: a profiling trace of the same model (other
+ * text): the hot set is its most chosen experts, and the caches' scores
+ * (LRU's, MRS's, tandem's chains) are warmed by observing it before the
+ * run, as a deployment would from its own history; NULL: the hot set is
+ * t's own and nothing is warmed. 0, or -TDM_EINVAL / -TDM_ENOMEM with a
+ * reason. A cell that does not fit the GPU returns 0 with r->fits false
+ * and nothing simulated. */
+int moe_sim_run(const struct moe_cost *c, const struct moe_trace *t,
+                const struct moe_trace *profile, const struct moe_sim_opts *o,
+                struct moe_sim_result *r, char *err, size_t errlen);
 
 /* The hit rate of a cache replay: `streams` tokens a step, each step's
  * union of chosen experts per layer looked up, misses admitted (forced for

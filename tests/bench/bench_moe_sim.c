@@ -61,8 +61,7 @@ static int run_cell(const struct moe_cost *c, const char *machine, double budget
 	struct moe_sim_result r[MOE_POL_COUNT];
 	char err[512], keys[256], base[200];
 	const char *phase = prefill ? "prefill" : "decode";
-	uint32_t L = c->moe_layers, E = c->m.experts;
-	uint32_t cap = (uint32_t)floor(budget * L * E + 1e-9);
+	uint32_t L = c->moe_layers;
 
 	moe_trace_shape_by_name(moe_shape_of_model(c->m.name), L, &sh);
 	if (moe_trace_generate(&sh, prefill ? PROMPT * PROMPTS : DECODE_TOKENS, prefill ? 1 : batch,
@@ -71,13 +70,6 @@ static int run_cell(const struct moe_cost *c, const char *machine, double budget
 		fprintf(stderr, "bench_moe_sim: %s\n", err);
 		return -1;
 	}
-	uint8_t *hot = malloc((size_t)L * E);
-	if (!hot) {
-		moe_trace_free(&t);
-		moe_trace_free(&prof);
-		return -1;
-	}
-	moe_hot_set(&prof, 0, cap, hot);
 	snprintf(base, sizeof(base), "machine=%s model=%s budget=%.0f batch=%u", machine, c->m.name,
 	         budget * 100, prefill ? 1 : batch);
 	int rc = 0;
@@ -86,7 +78,7 @@ static int run_cell(const struct moe_cost *c, const char *machine, double budget
 			                  .budget = budget,
 			                  .batch = batch,
 			                  .prefill_tokens = prefill ? PROMPT : 0 };
-		if (moe_sim_run(c, &t, hot, &o, &r[p], err, sizeof(err))) {
+		if (moe_sim_run(c, &t, &prof, &o, &r[p], err, sizeof(err))) {
 			fprintf(stderr, "bench_moe_sim: %s: %s\n", moe_policy_name(o.policy), err);
 			rc = -1;
 			goto out;
@@ -149,7 +141,6 @@ static int run_cell(const struct moe_cost *c, const char *machine, double budget
 		}
 	}
 out:
-	free(hot);
 	moe_trace_free(&t);
 	moe_trace_free(&prof);
 	return rc;

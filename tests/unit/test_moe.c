@@ -435,7 +435,7 @@ static void sim_cell(const char *model, double budget, uint32_t batch, uint32_t 
 {
 	struct moe_cost c;
 	struct moe_trace_shape sh;
-	struct moe_trace t;
+	struct moe_trace t, prof;
 	char err[256];
 
 	cost_for(model, &c);
@@ -446,10 +446,12 @@ static void sim_cell(const char *model, double budget, uint32_t batch, uint32_t 
 	struct moe_sim_opts o = {
 		.policy = pol, .budget = budget, .batch = batch, .prefill_tokens = prefill
 	};
-	int rc = moe_sim_run(&c, &t, NULL, &o, r, err, sizeof(err));
+	assert_int_equal(moe_trace_generate(&sh, 256, 1, 2, &prof, err, sizeof(err)), 0);
+	int rc = moe_sim_run(&c, &t, &prof, &o, r, err, sizeof(err));
 	if (rc)
 		fail_msg("%s", err);
 	moe_trace_free(&t);
+	moe_trace_free(&prof);
 }
 
 static void test_sim(void **state)
