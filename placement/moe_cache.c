@@ -13,6 +13,8 @@
  * the weight of this many steps. */
 #define CHAIN_DECAY 0.995
 #define CHAIN_PRIOR 2.0
+/* tandem: how much likelier an incoming expert must be than the victim. */
+#define ADMIT_MARGIN 0.15
 
 static const char *const evict_names[MOE_EVICT_COUNT] = { "tandem", "lru", "lfu",
 	                                                  "mrs",    "hot", "belady" };
@@ -201,9 +203,11 @@ bool moe_cache_admit(struct moe_cache *c, uint32_t l, uint32_t e, uint32_t pin_l
 	if (best == n)
 		return false; /* everything resident is in use */
 	/* Admission: MIN keeps the incoming expert only when it is needed
-	 * before the victim; tandem when it is expected before it. */
-	if (!force && (c->pol == MOE_EVICT_BELADY || c->pol == MOE_EVICT_TANDEM) &&
-	    evict_key(c, me) >= key)
+	 * before the victim; tandem when it is likelier to be chosen than the
+	 * victim by a margin (a swap costs a load when it was wrong). */
+	if (!force && c->pol == MOE_EVICT_BELADY && evict_key(c, me) >= key)
+		return false;
+	if (!force && c->pol == MOE_EVICT_TANDEM && evict_key(c, me) + ADMIT_MARGIN >= key)
 		return false;
 	c->in[best] = 0;
 	c->in[me] = 1;
