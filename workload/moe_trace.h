@@ -26,6 +26,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #define MOE_TRACE_MAX_LAYERS 256u
 #define MOE_TRACE_MAX_EXPERTS 1024u
@@ -57,6 +58,10 @@ int moe_trace_parse(const char *text, size_t len, const char *name, uint32_t max
                     struct moe_trace *out, char *err, size_t errlen);
 int moe_trace_load(const char *path, uint32_t max_tokens, struct moe_trace *out, char *err,
                    size_t errlen);
+
+/* Writes t in the format above (weights with 6 significant digits). 0, or
+ * -TDM_ESYS when the stream fails. */
+int moe_trace_write(FILE *out, const struct moe_trace *t);
 
 /* The generator's knobs. */
 struct moe_trace_shape {

@@ -279,6 +279,25 @@ int moe_trace_load(const char *path, uint32_t max_tokens, struct moe_trace *out,
 	return rc;
 }
 
+int moe_trace_write(FILE *out, const struct moe_trace *t)
+{
+	fprintf(out, "moe-trace v1 layers=%u experts=%u topk=%u\ntoken,layer,experts,weights\n",
+	        t->layers, t->experts, t->topk);
+	for (uint32_t i = 0; i < t->tokens; i++)
+		for (uint32_t l = 0; l < t->layers; l++) {
+			const uint16_t *ids = moe_trace_ids(t, i, l);
+			const float *w = moe_trace_w(t, i, l);
+			fprintf(out, "%u,%u,", i, l);
+			for (uint32_t k = 0; k < t->topk; k++)
+				fprintf(out, "%s%u", k ? ";" : "", ids[k]);
+			fputc(',', out);
+			for (uint32_t k = 0; k < t->topk; k++)
+				fprintf(out, "%s%.6g", k ? ";" : "", w[k]);
+			fputc('\n', out);
+		}
+	return fflush(out) || ferror(out) ? -TDM_ESYS : 0;
+}
+
 /* ---- the generator ---- */
 
 int moe_trace_shape_by_name(const char *name, uint32_t layers, struct moe_trace_shape *out)

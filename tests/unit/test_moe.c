@@ -375,6 +375,32 @@ static void test_trace_errors(void **state)
 	expect_error(HEAD, "e:2:", "no tokens");
 }
 
+/* A generated trace written out parses back to the same routing. */
+static void test_trace_round_trip(void **state)
+{
+	struct moe_trace_shape sh;
+	struct moe_trace a, b;
+	char err[256], *text = NULL;
+	size_t len = 0;
+
+	(void)state;
+	assert_int_equal(moe_trace_shape_by_name("dsv2", 26, &sh), 0);
+	assert_int_equal(moe_trace_generate(&sh, 50, 2, 4, &a, err, sizeof(err)), 0);
+	FILE *f = open_memstream(&text, &len);
+	assert_non_null(f);
+	assert_int_equal(moe_trace_write(f, &a), 0);
+	fclose(f);
+	assert_int_equal(moe_trace_parse(text, len, "rt", 0, &b, err, sizeof(err)), 0);
+	assert_int_equal(b.tokens, a.tokens);
+	assert_int_equal(b.layers, a.layers);
+	assert_memory_equal(a.ids, b.ids, (size_t)a.tokens * a.layers * a.topk * 2);
+	for (size_t i = 0; i < (size_t)a.tokens * a.layers * a.topk; i++)
+		assert_true(fabsf(a.w[i] - b.w[i]) < 1e-5f);
+	free(text);
+	moe_trace_free(&a);
+	moe_trace_free(&b);
+}
+
 static void test_generator(void **state)
 {
 	struct moe_trace_shape sh;
@@ -499,6 +525,7 @@ int main(void)
 		cmocka_unit_test(test_cache_tandem_vs_rules),
 		cmocka_unit_test(test_trace_parse),
 		cmocka_unit_test(test_trace_errors),
+		cmocka_unit_test(test_trace_round_trip),
 		cmocka_unit_test(test_generator),
 		cmocka_unit_test(test_sim),
 	};
