@@ -12,6 +12,7 @@
 
 #include "common/log.h"
 #include "sim/llm_sim.h"
+#include "sim/moe_sim.h"
 #include "sim/sim.h"
 #include "policies/policy.h"
 #include "tandem.h"
@@ -47,7 +48,13 @@ static void usage(FILE *out)
 	        "                                               llama2-7b|llama3.1-8b, T conv|\n"
 	        "                                               code|FILE.csv (Azure format);\n"
 	        "                                               policies tandem, gpu_only,\n"
-	        "                                               neo, apex, serial, nkvo"
+	        "                                               neo, apex, serial, nkvo\n"
+	        "                           moe:model=M,budget=PCT,batch=B[,prefill=P,...]\n"
+	        "                                               MoE experts across CPU and GPU\n"
+	        "                                               (docs/llm.md): M mixtral-8x7b|\n"
+	        "                                               dsv2-lite|qwen1.5-moe; policies\n"
+	        "                                               tandem, static, ncpumoe, hot,\n"
+	        "                                               hybrimoe, lru, belady\n"
 	        "  -p, --policy LIST        comma-separated policies, or all (default: all)\n"
 	        "      --restrict KIND=N,.. keep the first N devices of each kind (cpu=4,gpu=4)\n"
 	        "      --unit-ns X          abstract workloads: ns per cost unit (default 1e6)\n"
@@ -590,7 +597,7 @@ int sim_main(int argc, char **argv)
 		usage(stderr);
 		return 2;
 	}
-	if (!strncmp(workload_spec, "llm:", 4)) {
+	if (!strncmp(workload_spec, "llm:", 4) || !strncmp(workload_spec, "moe:", 4)) {
 		static struct machine lm;
 		char lerr[512];
 		int lrc = 1;
@@ -598,7 +605,9 @@ int sim_main(int argc, char **argv)
 		if (load_machine(machine_spec, argv[0], &lm, lerr, sizeof(lerr)))
 			fprintf(stderr, "%s\n", lerr);
 		else
-			lrc = llm_sim_cli(&lm, workload_spec + 4, policies, json);
+			lrc = workload_spec[0] == 'l'
+			              ? llm_sim_cli(&lm, workload_spec + 4, policies, json)
+			              : moe_sim_cli(&lm, workload_spec + 4, policies, json);
 		machine_free(&lm);
 		return lrc;
 	}

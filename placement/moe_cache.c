@@ -1,0 +1,217 @@
+/* An expert cache for one accelerator (moe_cache.h). */
+#include "placement/moe_cache.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* HybriMoE's MRS decay (our reading of arXiv 2504.05897; its repository
+ * gives no other value we could check). */
+#define MRS_ALPHA 0.3f
+/* tandem: the chain's counts decay by this per step of the layer (a
+ * memory of about 200 steps), and are shrunk towards the layer's mean with
+ * the weight of this many steps. */
+#define CHAIN_DECAY 0.995
+#define CHAIN_PRIOR 2.0
+/* tandem: how much likelier an incoming expert must be than the victim. */
+#define ADMIT_MARGIN 0.15
+
+static const char *const evict_names[MOE_EVICT_COUNT] = { "tandem", "lru", "lfu",
+	                                                  "mrs",    "hot", "belady" };
+
+const char *moe_evict_name(enum moe_evict p)
+{
+	return (unsigned)p < MOE_EVICT_COUNT ? evict_names[p] : "?";
+}
+
+int moe_cache_init(struct moe_cache *c, enum moe_evict pol, uint32_t layers, uint32_t experts,
+                   uint32_t cap)
+{
+	memset(c, 0, sizeof(*c));
+	if ((unsigned)pol >= MOE_EVICT_COUNT || !layers || !experts || layers > 4096 ||
+	    experts > 4096 || cap > layers * experts)
+		return -1;
+	size_t n = (size_t)layers * experts;
+	c->pol = pol;
+	c->layers = layers;
+	c->experts = experts;
+	c->cap = cap;
+	c->in = calloc(n, 1);
+	c->chosen = calloc(n, 1);
+	c->last = calloc(n, sizeof(*c->last));
+	c->next = malloc(n * sizeof(*c->next));
+	c->count = malloc(n * sizeof(*c->count));
+	c->score = calloc(n, sizeof(*c->score));
+	c->chain = calloc(4 * n, sizeof(*c->chain));
+	c->rate = malloc(layers * sizeof(*c->rate));
+	if (!c->in || !c->chosen || !c->last || !c->next || !c->count || !c->score || !c->chain ||
+	    !c->rate) {
+		moe_cache_free(c);
+		return -1;
+	}
+	for (size_t i = 0; i < n; i++) {
+		c->next[i] = MOE_NEVER;
+		c->count[i] = 0;
+	}
+	/* No routing seen yet: a tenth of the experts a step. */
+	for (uint32_t l = 0; l < layers; l++)
+		c->rate[l] = 0.1;
+	return 0;
+}
+
+void moe_cache_free(struct moe_cache *c)
+{
+	free(c->in);
+	free(c->chosen);
+	free(c->last);
+	free(c->next);
+	free(c->count);
+	free(c->score);
+	free(c->chain);
+	free(c->rate);
+	memset(c, 0, sizeof(*c));
+}
+
+void moe_cache_observe(struct moe_cache *c, uint64_t step, uint32_t l, const uint16_t *ids,
+                       const float *w, uint32_t n)
+{
+	const uint32_t E = c->experts;
+	const size_t base = (size_t)l * E;
+	uint64_t pos = step * c->layers + l;
+
+	if (l >= c->layers)
+		return;
+	c->now = pos;
+	if (c->pol == MOE_EVICT_TANDEM) {
+		/* Each expert's chain: its state at the last step, and whether
+		 * it is chosen now. */
+		static _Thread_local uint8_t now[4096];
+		memset(now, 0, E);
+		for (uint32_t k = 0; k < n; k++)
+			if (ids[k] < E)
+				now[ids[k]] = 1;
+		for (uint32_t e = 0; e < E; e++) {
+			double *ch = c->chain + 4 * (base + e);
+			for (int j = 0; j < 4; j++)
+				ch[j] *= CHAIN_DECAY;
+			ch[c->chosen[base + e] ? 0 : 2] += 1;
+			ch[c->chosen[base + e] ? 1 : 3] += now[e];
+		}
+		c->rate[l] = CHAIN_DECAY * c->rate[l] + (1 - CHAIN_DECAY) * (double)n / E;
+	}
+	if (c->pol == MOE_EVICT_MRS)
+		for (uint32_t e = 0; e < E; e++)
+			c->score[base + e] *= 1 - MRS_ALPHA;
+	memset(c->chosen + base, 0, E);
+	for (uint32_t k = 0; k < n; k++) {
+		if (ids[k] >= E)
+			continue;
+		size_t i = base + ids[k];
+		c->chosen[i] = 1;
+		c->last[i] = pos;
+		if (c->pol == MOE_EVICT_LFU)
+			c->count[i] += 1;
+		else if (c->pol == MOE_EVICT_MRS)
+			c->score[i] += MRS_ALPHA * (w ? w[k] : 1.0f);
+	}
+}
+
+void moe_cache_set_next(struct moe_cache *c, uint32_t l, uint32_t e, uint64_t next_pos)
+{
+	if (l < c->layers && e < c->experts)
+		c->next[(size_t)l * c->experts + e] = next_pos;
+}
+
+/* tandem: the chain's transition probabilities, shrunk towards the
+ * layer's mean rate (p11 towards the rate plus half what is left: a chosen
+ * expert is likelier than the mean to come back). */
+static void chain_of(const struct moe_cache *c, size_t i, double *p11, double *p01)
+{
+	const double *ch = c->chain + 4 * i;
+	double r = c->rate[i / c->experts];
+	*p11 = (ch[1] + CHAIN_PRIOR * (r + (1 - r) / 2)) / (ch[0] + CHAIN_PRIOR);
+	*p01 = (ch[3] + CHAIN_PRIOR * r) / (ch[2] + CHAIN_PRIOR);
+	*p11 = fmin(fmax(*p11, 1e-6), 1);
+	*p01 = fmin(fmax(*p01, 1e-6), 1);
+}
+
+double moe_cache_p_next(const struct moe_cache *c, uint32_t l, uint32_t e)
+{
+	size_t i = (size_t)l * c->experts + e;
+	double p11, p01;
+
+	chain_of(c, i, &p11, &p01);
+	return c->chosen[i] ? p11 : p01;
+}
+
+/* tandem: the probability of use at the layer's next step; among equals
+ * the expert whose layer comes last leaves first. */
+static double tandem_key(const struct moe_cache *c, size_t i)
+{
+	const uint32_t L = c->layers, l = (uint32_t)(i / c->experts);
+	uint32_t ahead = (l + L - (uint32_t)(c->now % L) - 1) % L;
+	return -moe_cache_p_next(c, l, (uint32_t)(i % c->experts)) + 1e-9 * ahead;
+}
+
+/* Larger: leaves first. */
+static double evict_key(const struct moe_cache *c, size_t i)
+{
+	switch (c->pol) {
+	case MOE_EVICT_LRU: return -(double)c->last[i];
+	case MOE_EVICT_LFU: return -c->count[i] * 1e12 - (double)c->last[i] * 1e-6;
+	case MOE_EVICT_MRS: return -(double)c->score[i] * 1e12 - (double)c->last[i] * 1e-6;
+	case MOE_EVICT_BELADY: return c->next[i] == MOE_NEVER ? INFINITY : (double)c->next[i];
+	case MOE_EVICT_TANDEM: return tandem_key(c, i);
+	default: return 0;
+	}
+}
+
+bool moe_cache_admit(struct moe_cache *c, uint32_t l, uint32_t e, uint32_t pin_layer,
+                     const uint8_t *pin, bool force, uint32_t *victim)
+{
+	const size_t n = (size_t)c->layers * c->experts;
+	const size_t me = (size_t)l * c->experts + e;
+
+	if (victim)
+		*victim = UINT32_MAX;
+	if (l >= c->layers || e >= c->experts || !c->cap)
+		return false;
+	if (c->in[me])
+		return true;
+	if (c->n < c->cap) {
+		if (c->pol == MOE_EVICT_HOT && !force)
+			return false;
+		c->in[me] = 1;
+		c->n++;
+		return true;
+	}
+	if (c->pol == MOE_EVICT_HOT)
+		return false;
+	size_t best = n;
+	double key = -INFINITY;
+	for (size_t i = 0; i < n; i++) {
+		if (!c->in[i])
+			continue;
+		if (pin && i / c->experts == pin_layer && pin[i % c->experts])
+			continue;
+		double k = evict_key(c, i);
+		if (best == n || k > key) {
+			best = i;
+			key = k;
+		}
+	}
+	if (best == n)
+		return false; /* everything resident is in use */
+	/* Admission: MIN keeps the incoming expert only when it is needed
+	 * before the victim; tandem when it is likelier to be chosen than the
+	 * victim by a margin (a swap costs a load when it was wrong). */
+	if (!force && c->pol == MOE_EVICT_BELADY && evict_key(c, me) >= key)
+		return false;
+	if (!force && c->pol == MOE_EVICT_TANDEM && evict_key(c, me) + ADMIT_MARGIN >= key)
+		return false;
+	c->in[best] = 0;
+	c->in[me] = 1;
+	if (victim)
+		*victim = (uint32_t)best;
+	return true;
+}

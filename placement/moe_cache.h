@@ -1,0 +1,95 @@
+/* An expert cache for one accelerator: which routed experts (layer, id)
+ * are resident in its memory, within a budget of `cap` experts, and which
+ * one leaves when another comes in.
+ *
+ * Policies (the same interface, the same traces):
+ *   lru     least recently used (FreeToken's global LRU);
+ *   lfu     least frequently used, ties by recency;
+ *   mrs     HybriMoE's Minus Recent Score: per expert S <- a*s + (1-a)*S
+ *           at each of its layer's steps (s: its routing weight that step,
+ *           0 when not chosen; a = 0.3), the lowest S leaves;
+ *   hot     a static set installed at start (Fiddler); nothing comes in;
+ *   belady  the optimal bound: the caller supplies each expert's next use;
+ *           the one used furthest ahead leaves, and an incoming expert used
+ *           later than every resident one is not kept (MIN with bypass);
+ *   tandem  the probability that the expert is chosen at its layer's next
+ *           step. Each expert's choice, step to step of its layer, is taken
+ *           as a two-state Markov chain: chosen again with probability p11
+ *           after a step it was chosen, chosen with probability p01 after
+ *           one it was not, both counted per expert with a slow decay and
+ *           shrunk towards the layer's mean rate. The least likely leaves
+ *           (among equals, the one whose layer comes last); an incoming
+ *           expert less likely than the victim is not kept (admission).
+ *           It sees frequency (per expert, as LFU), recency (the chain's
+ *           state, as LRU) and how sticky each expert is, where LRU sees
+ *           only recency, LFU only counts and MRS a decayed weight.
+ */
+#ifndef TDM_PLACEMENT_MOE_CACHE_H
+#define TDM_PLACEMENT_MOE_CACHE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+enum moe_evict {
+	MOE_EVICT_TANDEM = 0,
+	MOE_EVICT_LRU,
+	MOE_EVICT_LFU,
+	MOE_EVICT_MRS,
+	MOE_EVICT_HOT,
+	MOE_EVICT_BELADY,
+	MOE_EVICT_COUNT
+};
+
+const char *moe_evict_name(enum moe_evict p);
+
+#define MOE_NEVER UINT64_MAX
+
+struct moe_cache {
+	enum moe_evict pol;
+	uint32_t layers, experts, cap, n;
+	uint64_t now; /* position: step * layers + layer of the last observe */
+	uint8_t *in; /* [layer * experts + id]: resident */
+	uint8_t *chosen; /* chosen at its layer's last step */
+	uint64_t *last; /* position of the last use */
+	uint64_t *next; /* belady: position of the next use (MOE_NEVER: none) */
+	double *count; /* lfu: uses */
+	double *chain; /* tandem, 4 per expert: steps chosen, chosen again, not, chosen after not */
+	float *score; /* mrs */
+	double *rate; /* tandem, per layer: experts chosen per step / experts (decayed) */
+};
+
+/* 0, or -1 (bad shape, cap > layers * experts, out of memory). */
+int moe_cache_init(struct moe_cache *c, enum moe_evict pol, uint32_t layers, uint32_t experts,
+                   uint32_t cap);
+void moe_cache_free(struct moe_cache *c);
+
+static inline bool moe_cache_has(const struct moe_cache *c, uint32_t l, uint32_t e)
+{
+	return c->in[(size_t)l * c->experts + e];
+}
+
+/* Records layer l's routing at a step: the n experts chosen (distinct),
+ * with their weights (a batch's: mean weight over the step's tokens, 0
+ * for tokens that did not choose it). Call once per (step, layer) in
+ * order, after looking up and before admitting that layer's experts. */
+void moe_cache_observe(struct moe_cache *c, uint64_t step, uint32_t l, const uint16_t *ids,
+                       const float *w, uint32_t n);
+
+/* belady: the next position at which (l, e) is used (MOE_NEVER: none). */
+void moe_cache_set_next(struct moe_cache *c, uint32_t l, uint32_t e, uint64_t next_pos);
+
+/* Brings (l, e) in, evicting by the policy's score while full; experts of
+ * layer `pin_layer` flagged in pin[] (experts bytes; NULL: none) are not
+ * evicted (they are in use). force: keep it even where the policy would
+ * not (installing a static set; an on-demand load that must stay). Returns
+ * true when (l, e) is resident afterwards; *victim gets the evicted one's
+ * layer * experts + id, or UINT32_MAX. */
+bool moe_cache_admit(struct moe_cache *c, uint32_t l, uint32_t e, uint32_t pin_layer,
+                     const uint8_t *pin, bool force, uint32_t *victim);
+
+/* tandem's estimate of the probability that (l, e) is chosen at its
+ * layer's next step (the prefetch ranking). */
+double moe_cache_p_next(const struct moe_cache *c, uint32_t l, uint32_t e);
+
+#endif
