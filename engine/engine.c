@@ -1418,7 +1418,8 @@ int engine_create(const struct engine_params *p, struct engine **out)
 	pp.devices = e->devices;
 	e->core = (struct engine_core){ .engine = e,
 		                        .runnable = engine_runnable,
-		                        .kick = engine_kick };
+		                        .kick = engine_kick,
+		                        .uniform = &e->uniform };
 	pp.core = &e->core;
 	pp.clock = e->clock;
 	pp.prof = e->prof;
