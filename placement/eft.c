@@ -133,6 +133,48 @@ double eft_transfer(const struct eft *x, const struct engine_task *t, uint16_t n
 	return sum;
 }
 
+/* eft_select once every group's prediction is made (gexec): the same
+ * choice, by the same arithmetic, without the pruning, and with the
+ * machine's arrays in locals (the loop runs per device per task). */
+static int select_predicted(const struct eft *x, const struct engine_task *t, double alpha,
+                            double beta, int skip, const double *gexec, double *cost)
+{
+	double ntr[RES_MAX_NODES], best_fit = INFINITY, best_exec = 0;
+	uint32_t nhave = 0;
+	int best = -1;
+	const uint16_t *node = x->node;
+	const uint32_t *group = x->group;
+	bool multi = x->nnodes > 1;
+	uint32_t ndev = (uint32_t)x->ndev;
+	for (uint32_t d = 0; d < ndev; d++) {
+		if ((int)d == skip || !core_runnable(x->core, t, d))
+			continue;
+		double tr = 0;
+		uint16_t n = node[d];
+		if (multi) {
+			if (n >= RES_MAX_NODES)
+				tr = eft_transfer(x, t, n);
+			else if (nhave & (1u << n))
+				tr = ntr[n];
+			else {
+				tr = ntr[n] = eft_transfer(x, t, n);
+				nhave |= 1u << n;
+			}
+		}
+		double pend = (double)eft_pending(x, d);
+		double at = pend > tr ? pend : tr;
+		double exec = gexec[group[d]];
+		double fit = alpha * (at + exec) + beta * tr;
+		if (best < 0 || fit < best_fit) {
+			best = (int)d;
+			best_fit = fit;
+			best_exec = exec;
+		}
+	}
+	*cost = best_exec;
+	return best;
+}
+
 int eft_select(const struct eft *x, const struct engine_task *t, double alpha, double beta,
                int skip, double *cost)
 {
@@ -144,6 +186,8 @@ int eft_select(const struct eft *x, const struct engine_task *t, double alpha, d
 	double best_fit = INFINITY, best_exec = 0;
 	int best = -1;
 
+	if (ghave && x->ngroups <= EFT_MAX_GROUPS)
+		return select_predicted(x, t, alpha, beta, skip, gexec, cost);
 	/* With alpha, beta >= 0 a device's fit is at least its fit with no
 	 * execution time: one that cannot beat the best even so is not
 	 * predicted (ties keep the earlier device, as the full comparison);
