@@ -115,6 +115,10 @@ struct engine {
 	_Atomic uint32_t idle_host;
 	uint32_t nhost;
 	_Atomic uint32_t prefetching; /* workers prefetching tasks they peeked at */
+	/* Some task submitted had arguments (buffers): until then there is
+	 * nothing to prefetch, and prefetch_ahead does not peek (a simulated
+	 * workload of abstract tasks never has any). Never cleared. */
+	_Atomic bool any_args;
 	pthread_mutex_t wd_lock; /* the graphs in flight (for taking tasks back), and the below */
 	struct engine_graph *graphs; /* in flight, linked through core_next */
 	uint64_t wd_done_seen, wd_since_ns;
@@ -487,12 +491,15 @@ void engine_submit(struct engine *e, struct engine_graph *g)
 	/* Mark every root before pushing any: once pushed, workers run tasks
 	 * and bring other counters to zero, which must not make those tasks
 	 * look like roots here. */
-	uint32_t ntasks = g->ntasks, nroots = 0, pushed = 0;
+	uint32_t ntasks = g->ntasks, nroots = 0, pushed = 0, nargs = 0;
 	for (uint32_t i = 0; i < ntasks; i++) {
 		g->tasks[i].root =
 		        atomic_load_explicit(&g->tasks[i].ndeps, memory_order_relaxed) == 0;
 		nroots += g->tasks[i].root;
+		nargs |= g->tasks[i].call.nargs;
 	}
+	if (nargs && !atomic_load_explicit(&e->any_args, memory_order_relaxed))
+		atomic_store_explicit(&e->any_args, true, memory_order_relaxed);
 	/* Once the last root is pushed the graph may run to completion and
 	 * be freed: g is not touched after that. */
 	for (uint32_t i = 0; pushed < nroots; i++) {
@@ -853,7 +860,7 @@ static void prefetch_ahead(struct engine *e, struct worker *w)
 	struct engine_task *next[PREFETCH_AHEAD];
 	struct res_arg args[TDM_MAX_ARGS];
 
-	if (!e->policy->peek)
+	if (!e->policy->peek || !atomic_load_explicit(&e->any_args, memory_order_relaxed))
 		return;
 	atomic_fetch_add(&e->prefetching, 1);
 	if (atomic_load(&e->fallback)) {
@@ -1411,7 +1418,8 @@ int engine_create(const struct engine_params *p, struct engine **out)
 	pp.devices = e->devices;
 	e->core = (struct engine_core){ .engine = e,
 		                        .runnable = engine_runnable,
-		                        .kick = engine_kick };
+		                        .kick = engine_kick,
+		                        .uniform = &e->uniform };
 	pp.core = &e->core;
 	pp.clock = e->clock;
 	pp.prof = e->prof;

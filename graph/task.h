@@ -147,12 +147,18 @@ struct engine_core {
 	const struct engine *engine;
 	bool (*runnable)(const struct engine *e, const struct engine_task *t, unsigned w);
 	void (*kick)(const struct engine *e, unsigned w);
+	/* NULL, or true while every worker may run every task: runnable's
+	 * answer without the call (policies ask it per device per task). */
+	const _Atomic bool *uniform;
 };
 
 static inline bool core_runnable(const struct engine_core *c, const struct engine_task *t,
                                  unsigned w)
 {
-	return !c || !c->runnable || c->runnable(c->engine, t, w);
+	if (!c || !c->runnable ||
+	    (c->uniform && atomic_load_explicit(c->uniform, memory_order_relaxed)))
+		return true;
+	return c->runnable(c->engine, t, w);
 }
 
 static inline void core_kick(const struct engine_core *c, unsigned w)

@@ -78,6 +78,18 @@ double eft_exec_group(const struct eft *x, const struct engine_task *t, uint32_t
 	return eft_exec(x, t, x->rep[group]);
 }
 
+uint64_t eft_exec_groups(const struct eft *x, const struct engine_task *t,
+                         double gexec[EFT_MAX_GROUPS])
+{
+	uint32_t n = x->ngroups < EFT_MAX_GROUPS ? x->ngroups : EFT_MAX_GROUPS;
+	if (!x->prof || !n ||
+	    !profiler_predict_row(x->prof, t->kernel->id, x->rep, n, &t->feat, gexec))
+		return 0;
+	for (uint32_t g = 0; g < n; g++)
+		gexec[g] = gexec[g] >= 1 ? gexec[g] : 1; /* as eft_exec, NaN too */
+	return n == 64 ? ~0ull : (1ull << n) - 1;
+}
+
 static double copy_ns(const struct eft *x, uint16_t src, uint16_t dst, uint64_t bytes)
 {
 	if (!x->prof)
@@ -124,15 +136,61 @@ double eft_transfer(const struct eft *x, const struct engine_task *t, uint16_t n
 	return sum;
 }
 
+/* eft_select once every group's prediction is made (gexec): the same
+ * choice, by the same arithmetic, without the pruning, and with the
+ * machine's arrays in locals (the loop runs per device per task). */
+static int select_predicted(const struct eft *x, const struct engine_task *t, double alpha,
+                            double beta, int skip, const double *gexec, double *cost)
+{
+	double ntr[RES_MAX_NODES], best_fit = INFINITY, best_exec = 0;
+	uint32_t nhave = 0;
+	int best = -1;
+	const uint16_t *node = x->node;
+	const uint32_t *group = x->group;
+	bool multi = x->nnodes > 1;
+	uint32_t ndev = (uint32_t)x->ndev;
+	for (uint32_t d = 0; d < ndev; d++) {
+		if ((int)d == skip || !core_runnable(x->core, t, d))
+			continue;
+		double tr = 0;
+		uint16_t n = node[d];
+		if (multi) {
+			if (n >= RES_MAX_NODES)
+				tr = eft_transfer(x, t, n);
+			else if (nhave & (1u << n))
+				tr = ntr[n];
+			else {
+				tr = ntr[n] = eft_transfer(x, t, n);
+				nhave |= 1u << n;
+			}
+		}
+		double pend = (double)eft_pending(x, d);
+		double at = pend > tr ? pend : tr;
+		double exec = gexec[group[d]];
+		double fit = alpha * (at + exec) + beta * tr;
+		if (best < 0 || fit < best_fit) {
+			best = (int)d;
+			best_fit = fit;
+			best_exec = exec;
+		}
+	}
+	*cost = best_exec;
+	return best;
+}
+
 int eft_select(const struct eft *x, const struct engine_task *t, double alpha, double beta,
                int skip, double *cost)
 {
 	double gexec[EFT_MAX_GROUPS], ntr[RES_MAX_NODES];
-	uint64_t ghave = 0;
+	/* Where the whole row is cheap (the simulator's stated costs), it
+	 * beats predicting device by device even with pruning. */
+	uint64_t ghave = eft_exec_groups(x, t, gexec);
 	uint32_t nhave = 0;
 	double best_fit = INFINITY, best_exec = 0;
 	int best = -1;
 
+	if (ghave && x->ngroups <= EFT_MAX_GROUPS)
+		return select_predicted(x, t, alpha, beta, skip, gexec, cost);
 	/* With alpha, beta >= 0 a device's fit is at least its fit with no
 	 * execution time: one that cannot beat the best even so is not
 	 * predicted (ties keep the earlier device, as the full comparison);

@@ -55,6 +55,12 @@ void eft_fini(struct eft *x);
 double eft_exec(const struct eft *x, const struct engine_task *t, uint32_t d);
 /* The same for a whole group of devices. */
 double eft_exec_group(const struct eft *x, const struct engine_task *t, uint32_t group);
+/* eft_exec_group's figure for every group below EFT_MAX_GROUPS into
+ * gexec[], in one call to the profiler, where that is cheaper than group by
+ * group (profiler_predict_row); returns the groups filled as a bit mask, 0
+ * where it is not cheaper (nothing written). */
+uint64_t eft_exec_groups(const struct eft *x, const struct engine_task *t,
+                         double gexec[EFT_MAX_GROUPS]);
 /* Predicted ns to make t's inputs valid on memory node `node`. */
 double eft_transfer(const struct eft *x, const struct engine_task *t, uint16_t node);
 

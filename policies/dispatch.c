@@ -261,7 +261,7 @@ static struct gplan *gplan_new(uint32_t n, size_t ndev, size_t nnodes, uint32_t 
 static bool fill_costs(struct dispatch *D, const struct engine_task *t, double *row)
 {
 	double gexec[EFT_MAX_GROUPS];
-	uint64_t have = 0;
+	uint64_t have = eft_exec_groups(&D->eft, t, gexec);
 	bool any = false;
 	for (uint32_t d = 0; d < D->ndev; d++) {
 		if (!core_runnable(D->core, t, d)) {

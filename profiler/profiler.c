@@ -837,8 +837,14 @@ static struct model *model_at(const struct profiler *p, uint32_t kernel, uint32_
 	return &p->models[(size_t)p->dev_slot[device] * p->nkernels + kernel];
 }
 
-void profiler_predict(const struct profiler *p, uint32_t kernel, uint32_t device,
-                      const struct kernel_features *f, struct cost_pred *out)
+/* The learned models' answer (profiler_predict past the oracle). Kept out
+ * of line: its frame (features, model view, footprint view) would
+ * otherwise be set up on every call, the simulator's oracle ones too,
+ * which a policy makes once per device group per task. */
+__attribute__((noinline)) static void predict_model(const struct profiler *p, uint32_t kernel,
+                                                    uint32_t device,
+                                                    const struct kernel_features *f,
+                                                    struct cost_pred *out)
 {
 	struct kernel_features x;
 	struct model_view v;
@@ -846,16 +852,6 @@ void profiler_predict(const struct profiler *p, uint32_t kernel, uint32_t device
 	struct model *m;
 	double prior;
 
-	*out = (struct cost_pred){ 0, 0, COST_PRIOR };
-	if (!p || device >= p->ndev)
-		return;
-	if (p->oracle && kernel == p->oracle_kernel) {
-		double ns;
-		if (!p->oracle(p->oracle_ctx, device, f, &ns))
-			ns = NS_MAX;
-		*out = (struct cost_pred){ ns, 0, COST_HISTORY };
-		return;
-	}
 	x = clean_features(f);
 	prior = prior_ns(&p->fig[device], &x);
 	if (kernel >= p->nkernels || kernel == KERNEL_NOOP) {
@@ -878,6 +874,37 @@ void profiler_predict(const struct profiler *p, uint32_t kernel, uint32_t device
 	return;
 history:
 	*out = (struct cost_pred){ h.est, h.spread, COST_HISTORY };
+}
+
+void profiler_predict(const struct profiler *p, uint32_t kernel, uint32_t device,
+                      const struct kernel_features *f, struct cost_pred *out)
+{
+	if (!p || device >= p->ndev) {
+		*out = (struct cost_pred){ 0, 0, COST_PRIOR };
+		return;
+	}
+	if (p->oracle && kernel == p->oracle_kernel) {
+		double ns;
+		p->oracle(p->oracle_ctx, &device, 1, f, &ns);
+		*out = (struct cost_pred){ ns >= 0 ? ns : NS_MAX, 0, COST_HISTORY };
+		return;
+	}
+	predict_model(p, kernel, device, f, out);
+}
+
+bool profiler_predict_row(const struct profiler *p, uint32_t kernel, const uint32_t *dev,
+                          uint32_t n, const struct kernel_features *f, double *ns)
+{
+	if (!p || !p->oracle || kernel != p->oracle_kernel)
+		return false;
+	for (uint32_t i = 0; i < n; i++)
+		if (dev[i] >= p->ndev)
+			return false;
+	p->oracle(p->oracle_ctx, dev, n, f, ns);
+	for (uint32_t i = 0; i < n; i++)
+		if (!(ns[i] >= 0)) /* NaN too */
+			ns[i] = NS_MAX;
+	return true;
 }
 
 double profiler_roofline_ns(const struct profiler *p, uint32_t device,

@@ -75,12 +75,19 @@ void profiler_observe(struct profiler *p, uint32_t kernel, uint32_t device,
 
 /* Simulation of workloads that state each task's cost on each device
  * (abstract tasks, KERNEL_SIM_TASK): predict answers fn's figure for that
- * kernel, exactly and with no spread, and observe ignores it. fn returns
- * false where the task cannot run (predict then answers a huge cost).
- * Set before any predict; NULL fn removes it. */
-typedef bool (*profiler_oracle_fn)(void *ctx, uint32_t device, const struct kernel_features *f,
-                                   double *ns);
+ * kernel, exactly and with no spread, and observe ignores it. fn writes
+ * ns[i] for device dev[i], i < n, a whole row in one call; < 0 (or NaN)
+ * where the task cannot run there (predict then answers a huge cost). Set before any
+ * predict; NULL fn removes it. */
+typedef void (*profiler_oracle_fn)(void *ctx, const uint32_t *dev, uint32_t n,
+                                   const struct kernel_features *f, double *ns);
 void profiler_set_oracle(struct profiler *p, uint32_t kernel, profiler_oracle_fn fn, void *ctx);
+/* profiler_predict's ns for devices dev[0..n) into ns[], in one call, where
+ * that is cheaper than one by one (the oracle's kernel: a planner wants a
+ * task's whole row, 33 figures on a 32-core + GPU machine). false: not
+ * cheaper, nothing written; predict each device instead. */
+bool profiler_predict_row(const struct profiler *p, uint32_t kernel, const uint32_t *dev,
+                          uint32_t n, const struct kernel_features *f, double *ns);
 
 /* Transfers between memory nodes: calibration's latency + bytes/bandwidth,
  * refined by observed copies; the bandwidth is shared among the copies in

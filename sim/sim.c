@@ -155,14 +155,25 @@ static double abstract_ns(const struct sim *S, uint32_t v, unsigned d)
 	return c < 0 ? -1 : c * S->cost_scale;
 }
 
-static bool oracle(void *ctx, uint32_t device, const struct kernel_features *f, double *ns)
+/* profiler_oracle_fn: task f->domain's stated costs on dev[0..n). */
+static void oracle(void *ctx, const uint32_t *dev, uint32_t n, const struct kernel_features *f,
+                   double *ns)
 {
 	const struct sim *S = ctx;
+	const struct workload *w = S->w;
 	double v = f->domain;
-	if (!(v >= 0 && v < S->w->ntasks))
-		return false;
-	*ns = abstract_ns(S, (uint32_t)v, device);
-	return *ns >= 0;
+	if (!(v >= 0 && v < w->ntasks)) {
+		for (uint32_t i = 0; i < n; i++)
+			ns[i] = -1;
+		return;
+	}
+	/* abstract_ns, row by row */
+	uint32_t t = (uint32_t)v;
+	const double *row = w->dev_cost ? w->dev_cost + (size_t)t * w->ndev_cost : NULL;
+	for (uint32_t i = 0; i < n; i++) {
+		double c = row ? row[dev[i]] : w->tasks[t].cost;
+		ns[i] = c < 0 ? -1 : c * S->cost_scale;
+	}
 }
 
 /* The workload index of graph g's first task. */

@@ -808,7 +808,9 @@ static void test_dmda_decision_cost(void **state)
 	enum { POOL = 1024, ROUNDS = 100, BATCH = 64 };
 	struct rig r;
 	rig_start(&r, &policy_dmda, 3, fast0, fast0, false, NULL);
-	const struct engine_core core = { r.e, engine_runnable, engine_kick };
+	const struct engine_core core = { .engine = r.e,
+		                          .runnable = engine_runnable,
+		                          .kick = engine_kick };
 	struct policy_params pp = { .nworkers = 3,
 		                    .devices = engine_device(r.e, 0),
 		                    .core = &core,

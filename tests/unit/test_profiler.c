@@ -337,6 +337,53 @@ static void test_ignored_inputs(void **state)
 	free(c);
 }
 
+/* The simulator's oracle: 100 ns per unit of domain per device index + 1;
+ * device 2 cannot run anything, device 3 answers NaN. */
+static void row_oracle(void *ctx, const uint32_t *dev, uint32_t n, const struct kernel_features *f,
+                       double *ns)
+{
+	int *calls = ctx;
+	++*calls;
+	for (uint32_t i = 0; i < n; i++)
+		ns[i] = dev[i] == 2 ? -1 : dev[i] == 3 ? NAN : 100.0 * (dev[i] + 1) * f->domain;
+}
+
+/* A whole row from the oracle in one call, each figure what
+ * profiler_predict answers for that device; other kernels, and devices
+ * the profiler does not know, are not answered by the row. */
+static void test_oracle_row(void **state)
+{
+	struct calibration *c = cal_new(5);
+	struct profiler *p = prof_new(c);
+	struct kernel_features f = { .domain = 3 };
+	const uint32_t dev[5] = { 4, 0, 3, 2, 1 };
+	double ns[5], untouched[5] = { -7, -7, -7, -7, -7 };
+	int calls = 0;
+
+	(void)state;
+	profiler_set_oracle(p, KERNEL_SIM_TASK, row_oracle, &calls);
+	assert_true(profiler_predict_row(p, KERNEL_SIM_TASK, dev, 5, &f, ns));
+	assert_int_equal(calls, 1);
+	for (int i = 0; i < 5; i++) {
+		struct cost_pred cp = predict(p, KERNEL_SIM_TASK, dev[i], f);
+		assert_true(ns[i] == cp.ns);
+	}
+	assert_true(ns[1] == 300 && ns[0] == 1500);
+	/* cannot run (< 0) and NaN: the huge cost predict answers */
+	assert_true(ns[2] > 1e12 && ns[3] == ns[2]);
+
+	memcpy(ns, untouched, sizeof(ns));
+	assert_false(profiler_predict_row(p, KERNEL_SGEMM, dev, 5, &f, ns));
+	const uint32_t bad[2] = { 1, 5 };
+	assert_false(profiler_predict_row(p, KERNEL_SIM_TASK, bad, 2, &f, ns));
+	assert_memory_equal(ns, untouched, sizeof(ns));
+	profiler_set_oracle(p, KERNEL_SIM_TASK, NULL, NULL);
+	assert_false(profiler_predict_row(p, KERNEL_SIM_TASK, dev, 5, &f, ns));
+	assert_false(profiler_predict_row(NULL, KERNEL_SIM_TASK, dev, 5, &f, ns));
+	profiler_destroy(p);
+	free(c);
+}
+
 /* ---- regressions ---------------------------------------------------------------------- */
 
 /* cost = 5000 + 2 * flops; bytes is an affine function of flops and domain
@@ -917,6 +964,7 @@ int main(void)
 		cmocka_unit_test(test_outliers_do_not_move_estimate),
 		cmocka_unit_test(test_shared_model_for_equal_keys),
 		cmocka_unit_test(test_ignored_inputs),
+		cmocka_unit_test(test_oracle_row),
 		cmocka_unit_test(test_unseen_sizes_interpolated),
 		cmocka_unit_test(test_power_law_chosen),
 		cmocka_unit_test(test_kink_interpolated),
