@@ -394,7 +394,8 @@ static void check_trace(const char *path, struct run *r, uint32_t ndevices)
 		assert_true(t->rec_end_ns - t->rec_start_ns == (double)(ti->end_ns - ti->start_ns));
 		if (v == 0)
 			base_rec = t->rec_start_ns;
-		if (t->rec_start_ns - base_rec != (double)(ti->start_ns - base_start) ||
+		/* Signed: a task of another device may start before task 0. */
+		if (t->rec_start_ns - base_rec != (double)(int64_t)(ti->start_ns - base_start) ||
 		    t->rec_start_ns < w.graphs[gi].arrival_ns)
 			fail_msg("task %u: recorded start %.0f (first %.0f, graph arrival %.0f), "
 			         "reported start %llu (first %llu)",
