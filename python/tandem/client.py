@@ -381,7 +381,8 @@ class Client:
         bytes_per_token; tier: ANY, or the tier wanted. Returns a
         KVAdmission; Error EQUOTA when even the host tier cannot hold its
         predicted peak (queue it). Call again to have the tier decided anew.
-        buf None only asks what each tier can take (the rest left 0)."""
+        buf None only asks: device_free_bytes and host_free_bytes are the
+        answer (the other arguments must be left 0)."""
         s = self._s()
         handle = 0
         if buf is not None:

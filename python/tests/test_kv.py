@@ -1,6 +1,8 @@
 """Growable KV buffers (Client.reserve, Buffer.grow) and KV admission
 (Client.kv_admit) through the binding."""
 
+import shutil
+
 import numpy as np
 import pytest
 
@@ -89,6 +91,7 @@ def test_kv_admit():
         assert d.alive(), d.log_text()
     finally:
         assert d.stop() == 0, d.log_text()
+    shutil.rmtree(d.dir, ignore_errors=True)  # kept for a look when the test failed
 
 
 def test_library_version():

@@ -4,6 +4,7 @@ buffers and arrays are afterwards."""
 
 import gc
 import os
+import shutil
 import threading
 import time
 import weakref
@@ -97,6 +98,7 @@ def test_blocked_wait_raises_daemon_lost_then_reconnect_runs_a_graph():
         d.stop()
         if d2 is not None:
             assert d2.stop() == 0, d2.log_text()
+    shutil.rmtree(d.dir, ignore_errors=True)  # kept for a look when the test failed
 
 
 def test_connect_backoff_gives_up_after_total_ms(tmp_path):
