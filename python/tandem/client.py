@@ -493,6 +493,13 @@ class Graph:
             raise Error(-Status.EINVAL, "tandem: " + self._gone)
         return self._ptr
 
+    def _lock(self):
+        """The session's lock (taken before _g(), which is checked under it:
+        _drop frees the graph under the same lock)."""
+        if self._session is None:
+            self._g()  # raises why
+        return self._session.lock
+
     def _drop(self, why):
         """Frees the C graph; the session and buffers are no longer held."""
         if self._ptr is not None:
@@ -550,9 +557,8 @@ class Graph:
         for i, v in enumerate(scalars):
             _scalar(v, desc.scalars[i])
         index = ctypes.c_uint32()
-        ptr = self._g()
-        with self._session.lock:
-            check(lib.tdm_graph_add_task(ptr, ctypes.byref(desc), ctypes.byref(index)),
+        with self._lock():
+            check(lib.tdm_graph_add_task(self._g(), ctypes.byref(desc), ctypes.byref(index)),
                   "task %d (%s)" % (len(self._names), k.name))
         self._regions.extend(regions)
         self._names.append(k.name)
@@ -563,9 +569,8 @@ class Graph:
         check(lib.tdm_graph_add_edge(self._g(), before, after), "edge %d -> %d" % (before, after))
 
     def submit(self):
-        ptr = self._g()
-        with self._session.lock:
-            check(lib.tdm_graph_submit(ptr), "tdm_graph_submit")
+        with self._lock():
+            check(lib.tdm_graph_submit(self._g()), "tdm_graph_submit")
         self._submitted = True
 
     def wait(self, timeout=None):
@@ -575,9 +580,8 @@ class Graph:
         DaemonLost at once when tandemd's process ends (Disconnected when
         the connection closed otherwise): Client.reconnect."""
         ns = -1 if timeout is None else max(0, int(timeout * 1e9))
-        ptr = self._g()
-        with self._session.lock:
-            st = lib.tdm_wait(ptr, ns)
+        with self._lock():
+            st = lib.tdm_wait(self._g(), ns)
         if st == -Status.ETIMEDOUT or st >= 0:
             return check(st, "tdm_wait")
         task, field = ctypes.c_uint32(), ctypes.c_uint32()
