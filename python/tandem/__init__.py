@@ -11,16 +11,31 @@
 
 libtandem is found through $TANDEM_LIB, else the installed libtandem.so.1,
 else libtandem.so. Errors are tandem.Error (status, code, task, field);
-tandem.WaitTimeout when a wait times out.
+tandem.WaitTimeout when a wait times out; tandem.DaemonLost (a
+tandem.Disconnected) when tandemd's process ended: Client.reconnect().
+Growable KV buffers: Client.reserve, Buffer.grow, Client.kv_admit.
 """
 
-from .client import (KV, R, RW, SCRATCH, W, WEIGHTS, Arg, Buffer, Client, Graph, Kernel,
-                     Policy, TaskInfo, f32, f64, i64, read, readwrite, write)
-from .errors import Error, RejectField, Status, WaitTimeout, reject_field_name, strerror
+from ._lib import lib as _c
+from .client import (KV, R, RW, SCRATCH, W, WEIGHTS, Arg, Backoff, Buffer, Client, Graph,
+                     Kernel, KVAdmission, Policy, TaskInfo, Tier, f32, f64, i64, read, readwrite,
+                     write)
+from .errors import (DaemonLost, Disconnected, Error, RejectField, Status, WaitTimeout,
+                     reject_field_name, strerror)
 
 __all__ = [
-    "Arg", "Buffer", "Client", "Error", "Graph", "KV", "Kernel", "Policy", "R", "RW",
-    "RejectField", "SCRATCH", "Status", "TaskInfo", "W", "WEIGHTS", "WaitTimeout", "f32", "f64",
-    "i64", "read", "readwrite", "reject_field_name", "strerror", "write",
+    "Arg", "Backoff", "Buffer", "Client", "DaemonLost", "Disconnected", "Error", "Graph", "KV",
+    "KVAdmission", "Kernel", "Policy", "R", "RW", "RejectField", "SCRATCH", "Status", "TaskInfo",
+    "Tier", "W", "WEIGHTS", "WaitTimeout", "f32", "f64", "i64", "library_version", "read",
+    "readwrite", "reject_field_name", "strerror", "write",
 ]
-__version__ = "1.0"
+
+
+def library_version():
+    """The loaded libtandem's version (tdm_version: TDM_VERSION_STRING as it
+    was built)."""
+    return _c.tdm_version().decode()
+
+
+# The binding is part of libtandem's source tree and released with it: one version.
+__version__ = library_version()

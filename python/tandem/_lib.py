@@ -15,6 +15,7 @@ ACCESS_R, ACCESS_W, ACCESS_RW = 1, 2, 3
 SCALAR_I64, SCALAR_F64, SCALAR_F32 = 1, 2, 3
 # include/tandem.h
 BUF_WEIGHTS, BUF_KV, BUF_SCRATCH = 1, 2, 4
+TIER_ANY, TIER_DEVICE, TIER_HOST = 0, 1, 2  # tandem/wire.h: KV tiers
 POLICY_HINTS = ("DEFAULT", "EAGER", "DMDA", "HEFT", "PEFT", "PRIO")  # enum tdm_policy_hint
 
 
@@ -23,6 +24,28 @@ class ConnectOpts(ctypes.Structure):
         ("socket_path", ctypes.c_char_p),
         ("spin_us", ctypes.c_uint32),
         ("daemon_uid", ctypes.c_uint32),
+    ]
+
+
+class Backoff(ctypes.Structure):
+    _fields_ = [
+        ("initial_ms", ctypes.c_uint32),
+        ("max_ms", ctypes.c_uint32),
+        ("total_ms", ctypes.c_uint32),
+    ]
+
+
+class KVAdmission(ctypes.Structure):
+    _fields_ = [
+        ("bytes_per_token", ctypes.c_uint64),
+        ("context_tokens", ctypes.c_uint32),
+        ("max_new_tokens", ctypes.c_uint32),
+        ("tier", ctypes.c_uint32),
+        ("predicted_new_tokens", ctypes.c_uint32),
+        ("history", ctypes.c_uint32),
+        ("peak_bytes", ctypes.c_uint64),
+        ("device_free_bytes", ctypes.c_uint64),
+        ("host_free_bytes", ctypes.c_uint64),
     ]
 
 
@@ -95,23 +118,31 @@ def _load():
 
 
 lib = _load()
-if not hasattr(lib, "tdm_error_symbol"):
-    raise ImportError("tandem: %s is too old (no tdm_error_symbol, TANDEM_2)" % lib._name)
+if not hasattr(lib, "tdm_kv_admit"):
+    raise ImportError("tandem: %s is too old (no tdm_kv_admit: TANDEM_2 as of 0.1.0)"
+                      % lib._name)
 
 _P = ctypes.c_void_p
 _U32P = ctypes.POINTER(ctypes.c_uint32)
 _SIGS = {
+    "tdm_version": (ctypes.c_char_p, []),
     "tdm_strerror": (ctypes.c_char_p, [ctypes.c_int]),
     "tdm_error_symbol": (ctypes.c_char_p, [ctypes.c_int]),
     "tdm_reject_field_name": (ctypes.c_char_p, [ctypes.c_uint]),
     "tdm_reject_field_symbol": (ctypes.c_char_p, [ctypes.c_uint]),
     "tdm_default_socket_path": (ctypes.c_int, [ctypes.c_char_p, ctypes.c_size_t]),
     "tdm_connect": (ctypes.c_int, [ctypes.POINTER(ConnectOpts), ctypes.POINTER(_P)]),
+    "tdm_connect_backoff": (ctypes.c_int, [ctypes.POINTER(ConnectOpts), ctypes.POINTER(Backoff),
+                                           ctypes.POINTER(_P)]),
     "tdm_disconnect": (None, [_P]),
     "tdm_session_id": (ctypes.c_uint32, [_P]),
     "tdm_device_count": (ctypes.c_uint32, [_P]),
     "tdm_buffer_alloc": (ctypes.c_int, [_P, ctypes.c_size_t, ctypes.c_uint32, _U32P,
                                         ctypes.POINTER(_P)]),
+    "tdm_buffer_reserve": (ctypes.c_int, [_P, ctypes.c_size_t, ctypes.c_uint32, _U32P,
+                                          ctypes.POINTER(_P)]),
+    "tdm_buffer_grow": (ctypes.c_int, [_P, ctypes.c_uint32, ctypes.c_size_t]),
+    "tdm_kv_admit": (ctypes.c_int, [_P, ctypes.c_uint32, ctypes.POINTER(KVAdmission)]),
     "tdm_buffer_free": (ctypes.c_int, [_P, ctypes.c_uint32]),
     "tdm_kernel_lookup": (ctypes.c_int, [_P, ctypes.c_char_p, _U32P]),
     "tdm_graph_new": (_P, [_P]),

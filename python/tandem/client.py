@@ -8,6 +8,13 @@ C calls that unmap run only when the last of them is gone:
 Buffer.free() and Client.close() take effect at once when no array of
 theirs is left, later otherwise. One lock per session serialises the C
 calls (a tdm_client is for one thread at a time).
+
+A lost daemon (DaemonLost, Disconnected) leaves the client's mappings in
+place, so its arrays stay valid memory; Client.reconnect opens a new
+session beside the dead one (not tdm_reconnect, which would unmap them at
+once) and lets the dead one go by the same rule. A growable buffer's
+arrays cover only the part declared in use, whose pages are backed: the
+rest of its reservation is PROT_NONE.
 """
 
 import ctypes
@@ -15,6 +22,7 @@ import enum
 import threading
 import weakref
 from collections import namedtuple
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -34,6 +42,38 @@ TaskInfo.__doc__ = ("Where and when a task ran (CLOCK_MONOTONIC ns) and what the
                     "model expected of end_ns - start_ns.")
 
 Kernel = namedtuple("Kernel", "name id")
+
+Tier = enum.IntEnum("Tier", [("ANY", _lib.TIER_ANY), ("DEVICE", _lib.TIER_DEVICE),
+                             ("HOST", _lib.TIER_HOST)])
+Tier.__doc__ = "Where a request's KV lives (TDM_TIER_*); ANY lets the daemon choose."
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """Bounded exponential backoff with jitter between connection attempts
+    (struct tdm_backoff): the k-th pause is drawn in [d/2, d], d =
+    min(max_ms, initial_ms * 2^k); total_ms is when to give up. 0 takes
+    libtandem's default (10 ms, 1 s, 30 s)."""
+
+    initial_ms: int = 0
+    max_ms: int = 0
+    total_ms: int = 0
+
+
+@dataclass(frozen=True)
+class KVAdmission:
+    """The daemon's answer to Client.kv_admit: the tier the request's KV
+    went to, the new tokens it expects the request to generate and how many
+    of this client's past output lengths that guess rests on, the predicted
+    peak KV of that tier (the request included), and what each tier can
+    still take."""
+
+    tier: Tier
+    predicted_new_tokens: int
+    history: int
+    peak_bytes: int
+    device_free_bytes: int
+    host_free_bytes: int
 
 
 class Arg(namedtuple("Arg", "target mode offset length")):
@@ -111,31 +151,62 @@ def _release_buffer(session, handle):
 
 
 class _Region:
-    """One buffer's mapping; numpy arrays over it hold it as their base."""
+    """One buffer's mapping; numpy arrays over it hold it as their base.
+    nbytes: the usable bytes (of a growable buffer, the part declared in
+    use; it only grows, so an array made earlier stays inside)."""
 
     def __init__(self, session, handle, addr, nbytes):
         self.session = session
         self.handle = handle
         self.addr = addr
         self.nbytes = nbytes
-        self.__array_interface__ = {"data": (addr, False), "shape": (nbytes,),
-                                    "typestr": "|u1", "version": 3}
         self._fin = weakref.finalize(self, _release_buffer, session, handle)
         self._fin.atexit = False
+
+    @property
+    def __array_interface__(self):
+        return {"data": (self.addr, False), "shape": (self.nbytes,), "typestr": "|u1",
+                "version": 3}
 
 
 class Buffer:
     """Shared memory the daemon's tasks read and write: buf.array is an
-    ndarray over it (no copy), buf.view() another view of its bytes."""
+    ndarray over it (no copy), buf.view() another view of its bytes.
 
-    def __init__(self, region, shape, dtype, flags):
+    A growable buffer (Client.reserve) has capacity bytes of address space
+    of which nbytes, as declared with grow(), are usable: buf.array (1-D of
+    its dtype) and every view cover only those, and grow() replaces
+    buf.array with a longer one (arrays taken before keep their length)."""
+
+    def __init__(self, region, shape, dtype, flags, capacity=None):
         self._region = region
+        self._gone = "was freed"
         self.handle = region.handle
         self.nbytes = region.nbytes
         self.flags = flags
+        self.growable = capacity is not None
+        self.capacity = region.nbytes if capacity is None else capacity
         self.shape = shape
         self.dtype = np.dtype(dtype)
         self.array = self.view(self.dtype, shape)
+
+    def grow(self, used):
+        """Declares [0, used) bytes of a growable buffer in use (tdm_buffer_grow)
+        and returns the new buf.array over them. used never goes down
+        (EINVAL); past the capacity: Error ERANGE; over the quota: EQUOTA,
+        and the buffer stays as it was."""
+        region = self._live()
+        if not self.growable:
+            raise Error(-Status.EINVAL, "tandem: buffer %d is not growable (Client.reserve)"
+                        % self.handle)
+        s = region.session
+        with s.lock:
+            check(lib.tdm_buffer_grow(s.ptr, self.handle, int(used)), "tdm_buffer_grow")
+            region.nbytes = int(used)
+        self.nbytes = region.nbytes
+        self.shape = (self.nbytes // self.dtype.itemsize,)
+        self.array = self.view(self.dtype, self.shape)
+        return self.array
 
     def view(self, dtype=np.uint8, shape=None, offset=0):
         """An ndarray over the buffer's bytes from offset (C order)."""
@@ -161,31 +232,74 @@ class Buffer:
         self._region = None
         self.array = None
 
+    def _lose(self):
+        """Its client reconnected: the buffer is of the dead session."""
+        self._gone = "is of a lost connection (allocate it anew)"
+        self.free()
+
     def _live(self):
         if self._region is None:
-            raise ValueError("tandem: buffer %d was freed" % self.handle)
+            raise ValueError("tandem: buffer %d %s" % (self.handle, self._gone))
         return self._region
 
     def __repr__(self):
-        return "<tandem.Buffer %d: %d bytes%s>" % (self.handle, self.nbytes,
-                                                     "" if self._region else ", freed")
+        return "<tandem.Buffer %d: %d bytes%s%s>" % (
+            self.handle, self.nbytes, " of %d" % self.capacity if self.growable else "",
+            "" if self._region else ", " + self._gone)
+
+
+def _connect(opts, backoff):
+    """A new tdm_client: tdm_connect once (backoff None), or
+    tdm_connect_backoff (backoff True: the defaults, or a Backoff)."""
+    ptr = ctypes.c_void_p()
+    if backoff is None or backoff is False:
+        check(lib.tdm_connect(ctypes.byref(opts), ctypes.byref(ptr)), "tdm_connect")
+    else:
+        b = Backoff() if backoff is True else backoff
+        cb = _lib.Backoff(b.initial_ms, b.max_ms, b.total_ms)
+        check(lib.tdm_connect_backoff(ctypes.byref(opts), ctypes.byref(cb), ctypes.byref(ptr)),
+              "tdm_connect_backoff")
+    return _Session(ptr.value)
 
 
 class Client:
     """A connection to tandemd. socket: its path (None: $TANDEM_SOCKET, then
     the default path); spin_us: spin this long on completions before
     sleeping in wait; daemon_uid: the uid the daemon must run as (0: root or
-    ours)."""
+    ours); backoff: None connects once, True or a Backoff tries again while
+    the daemon is not there or not ready (tdm_connect_backoff)."""
 
-    def __init__(self, socket=None, spin_us=0, daemon_uid=0):
-        opts = _lib.ConnectOpts(socket.encode() if isinstance(socket, str) else socket,
-                                spin_us, daemon_uid)
-        ptr = ctypes.c_void_p()
-        check(lib.tdm_connect(ctypes.byref(opts), ctypes.byref(ptr)), "tdm_connect")
-        self._session = _Session(ptr.value)
+    def __init__(self, socket=None, spin_us=0, daemon_uid=0, backoff=None):
+        self._opts = _lib.ConnectOpts(socket.encode() if isinstance(socket, str) else socket,
+                                      spin_us, daemon_uid)
+        self._session = _connect(self._opts, backoff)
         self._kernels = {}
         self._graphs = weakref.WeakSet()
         self._buffers = weakref.WeakSet()
+
+    @classmethod
+    def connect_backoff(cls, socket=None, backoff=True, **kw):
+        """Client(socket, backoff=backoff, ...): waits for a daemon that is
+        starting or restarting (Error ECONNECT and the like once
+        backoff.total_ms has passed)."""
+        return cls(socket, backoff=backoff, **kw)
+
+    def reconnect(self, backoff=True):
+        """Connects anew with this client's options after DaemonLost or
+        Disconnected (with backoff as in the constructor; the default: try
+        for up to 30 s). Nothing of the old session carries over: its graphs
+        are freed, its Buffers unusable (allocate them anew), its kernel
+        ids looked up again; arrays over its buffers stay valid memory
+        until released, and the old session ends with the last of them.
+        On failure the client is left as it was."""
+        self._s()
+        fresh = _connect(self._opts, backoff)
+        for g in list(self._graphs):
+            g._drop("the graph's client reconnected")
+        for b in list(self._buffers):
+            b._lose()
+        self._kernels = {}
+        self._session = fresh
 
     # ---- the session -----------------------------------------------------
 
@@ -214,7 +328,7 @@ class Client:
         if s is None:
             return
         for g in list(self._graphs):
-            g._drop()
+            g._drop("the graph's client is closed")
         for b in list(self._buffers):
             b.free()
         self._session = None
@@ -243,6 +357,45 @@ class Client:
         b = Buffer(region, shape, dtype, flags)
         self._buffers.add(b)
         return b
+
+    def reserve(self, capacity, dtype=np.float32, flags=KV):
+        """A growable buffer (a KV cache that grows as tokens arrive):
+        capacity bytes of address space, nothing in use or charged to the
+        quota until Buffer.grow(used) declares it. flags must include KV."""
+        s = self._s()
+        handle = ctypes.c_uint32()
+        ptr = ctypes.c_void_p()
+        with s.lock:
+            check(lib.tdm_buffer_reserve(s.ptr, int(capacity), flags, ctypes.byref(handle),
+                                         ctypes.byref(ptr)), "tdm_buffer_reserve")
+            region = _Region(s, handle.value, ptr.value, 0)
+            s.regions[handle.value] = weakref.ref(region)
+        b = Buffer(region, (0,), dtype, flags, capacity=int(capacity))
+        self._buffers.add(b)
+        return b
+
+    def kv_admit(self, buf=None, bytes_per_token=0, context_tokens=0, max_new_tokens=0,
+                 tier=Tier.ANY):
+        """Admits a request whose KV is growable buffer buf (tdm_kv_admit):
+        its prompt (context_tokens), its output limit (max_new_tokens) and
+        bytes_per_token; tier: ANY, or the tier wanted. Returns a
+        KVAdmission; Error EQUOTA when even the host tier cannot hold its
+        predicted peak (queue it). Call again to have the tier decided anew.
+        buf None only asks: device_free_bytes and host_free_bytes are the
+        answer (the other arguments must be left 0)."""
+        s = self._s()
+        handle = 0
+        if buf is not None:
+            region = buf._live()
+            if region.session is not s:
+                raise ValueError("tandem: buffer %d belongs to another client" % buf.handle)
+            handle = region.handle
+        a = _lib.KVAdmission(bytes_per_token=bytes_per_token, context_tokens=context_tokens,
+                             max_new_tokens=max_new_tokens, tier=int(tier))
+        with s.lock:
+            check(lib.tdm_kv_admit(s.ptr, handle, ctypes.byref(a)), "tdm_kv_admit")
+        return KVAdmission(Tier(a.tier), a.predicted_new_tokens, a.history, a.peak_bytes,
+                           a.device_free_bytes, a.host_free_bytes)
 
     def from_array(self, data, flags=0):
         """A buffer initialised with a copy of data (its shape and dtype)."""
@@ -323,6 +476,7 @@ class Graph:
         if not ptr:
             raise MemoryError("tdm_graph_new")
         self._ptr = ptr
+        self._gone = None
         self._fin = weakref.finalize(self, _free_graph, s, ptr)
         self._fin.atexit = False
         self._regions = []  # the buffers its tasks name stay alive with it
@@ -336,13 +490,24 @@ class Graph:
 
     def _g(self):
         if self._ptr is None:
-            raise Error(-Status.EINVAL, "tandem: the graph's client is closed")
+            raise Error(-Status.EINVAL, "tandem: " + self._gone)
         return self._ptr
 
-    def _drop(self):
+    def _lock(self):
+        """The session's lock (taken before _g(), which is checked under it:
+        _drop frees the graph under the same lock)."""
+        if self._session is None:
+            self._g()  # raises why
+        return self._session.lock
+
+    def _drop(self, why):
+        """Frees the C graph; the session and buffers are no longer held."""
         if self._ptr is not None:
             self._fin()
             self._ptr = None
+            self._gone = why
+            self._session = None
+            self._regions = []
 
     @property
     def priority(self):
@@ -392,7 +557,7 @@ class Graph:
         for i, v in enumerate(scalars):
             _scalar(v, desc.scalars[i])
         index = ctypes.c_uint32()
-        with self._session.lock:
+        with self._lock():
             check(lib.tdm_graph_add_task(self._g(), ctypes.byref(desc), ctypes.byref(index)),
                   "task %d (%s)" % (len(self._names), k.name))
         self._regions.extend(regions)
@@ -404,16 +569,18 @@ class Graph:
         check(lib.tdm_graph_add_edge(self._g(), before, after), "edge %d -> %d" % (before, after))
 
     def submit(self):
-        with self._session.lock:
+        with self._lock():
             check(lib.tdm_graph_submit(self._g()), "tdm_graph_submit")
         self._submitted = True
 
     def wait(self, timeout=None):
         """Waits for the graph (timeout in seconds; None: for ever). Raises
         WaitTimeout when the time is up (the graph still runs), Error with
-        the offending task and field when it was rejected or failed."""
+        the offending task and field when it was rejected or failed,
+        DaemonLost at once when tandemd's process ends (Disconnected when
+        the connection closed otherwise): Client.reconnect."""
         ns = -1 if timeout is None else max(0, int(timeout * 1e9))
-        with self._session.lock:
+        with self._lock():
             st = lib.tdm_wait(self._g(), ns)
         if st == -Status.ETIMEDOUT or st >= 0:
             return check(st, "tdm_wait")

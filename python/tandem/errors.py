@@ -77,9 +77,22 @@ class WaitTimeout(Error, TimeoutError):
     """Graph.wait timed out (TDM_ETIMEDOUT); the graph is still running."""
 
 
+class Disconnected(Error, ConnectionError):
+    """The connection to tandemd is dead (TDM_EDISCONNECTED: the daemon
+    closed it, or ended where its process cannot be seen): Client.reconnect."""
+
+
+class DaemonLost(Disconnected):
+    """tandemd's process ended (TDM_EDAEMON: killed, crashed, restarted);
+    a blocked wait raises it at once. Client.reconnect."""
+
+
+_CLASSES = {Status.ETIMEDOUT: WaitTimeout, Status.EDISCONNECTED: Disconnected,
+            Status.EDAEMON: DaemonLost}
+
+
 def check(status, where, **detail):
     """Raises the Error for a negative status; returns status otherwise."""
     if status >= 0:
         return status
-    cls = WaitTimeout if -status == Status.ETIMEDOUT else Error
-    raise cls(status, where, **detail)
+    raise _CLASSES.get(-status, Error)(status, where, **detail)

@@ -22,9 +22,12 @@ os.environ.setdefault("TANDEM_LIB", os.path.join(BUILD, "lib", "libtandem.so"))
 
 
 class Daemon:
-    def __init__(self, toml=""):
-        self.dir = tempfile.mkdtemp(prefix="tdmpy.")
-        self.sock = os.path.join(self.dir, "tandemd.sock")
+    """sock: listen there (a restarted daemon in its predecessor's place),
+    else in a new temporary directory."""
+
+    def __init__(self, toml="", sock=None):
+        self.dir = os.path.dirname(sock) if sock else tempfile.mkdtemp(prefix="tdmpy.")
+        self.sock = sock or os.path.join(self.dir, "tandemd.sock")
         self.log = os.path.join(self.dir, "tandemd.log")
         config = os.path.join(self.dir, "tandemd.toml")
         with open(config, "w") as f:
