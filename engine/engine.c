@@ -34,6 +34,9 @@ struct worker {
 	/* Tasks this worker released, pushed to the policy in one call. */
 	struct engine_task **ready;
 	size_t ready_cap;
+	/* Released tasks no token was routed to, waiting to complete unrun. */
+	struct engine_task **skips;
+	size_t nskips, skips_cap;
 	/* Accelerators: tasks enqueued on the device, oldest first. */
 	struct inflight *pipe;
 	size_t pipe_head, pipe_n;
@@ -510,6 +513,8 @@ void engine_submit(struct engine *e, struct engine_graph *g)
 
 void engine_graph_free_arrays(struct engine_graph *g)
 {
+	for (uint32_t i = 0; g->tasks && i < g->ntasks; i++)
+		free(g->tasks[i].routed);
 	free(g->tasks);
 	free(g->succ_off);
 	free(g->succ);
@@ -606,9 +611,74 @@ static void predict_task(struct engine *e, struct worker *w, struct engine_task 
 	t->pred_spread_ns = (uint64_t)cp.spread_ns;
 }
 
+/* A router that guards tasks ran: its outputs, copied once to the host
+ * (it may have run on a device; the client may write them meanwhile),
+ * are checked and counted per expert into t->routed by the kernel's route
+ * hook. 0, or why the router's task fails. */
+static int read_routing(struct engine *e, struct engine_task *t)
+{
+	const struct kernel_def *k = t->kernel;
+	struct res_arg args[TDM_MAX_ARGS];
+	void *copy[TDM_MAX_ARGS] = { 0 };
+	size_t nargs = 0, nwaits;
+	uint32_t ne = k->route_experts(&t->call);
+	char why[160] = "";
+	int err = 0;
+
+	free(t->routed);
+	if (!(t->routed = calloc(ne ? ne : 1, sizeof(*t->routed))))
+		return -TDM_ENOMEM;
+	for (uint32_t i = 0; i < t->call.nargs; i++) {
+		if (!(k->arg_modes[i] & TDM_W))
+			continue;
+		if (!(copy[i] = malloc(t->call.len[i]))) {
+			err = -TDM_ENOMEM;
+			goto out;
+		}
+		if (t->data[i])
+			args[nargs++] = (struct res_arg){ t->data[i], t->call.off[i],
+				                          t->call.len[i], TDM_R };
+	}
+	if (e->has_accel && nargs &&
+	    (err = residency_acquire(e->res, 0, args, nargs, NULL, &nwaits, NULL, NULL)))
+		goto out;
+	for (uint32_t i = 0; i < t->call.nargs; i++)
+		if (copy[i])
+			memcpy(copy[i], t->call.ptr[i], t->call.len[i]);
+	if (e->has_accel && nargs)
+		residency_release(e->res, 0, args, nargs, true);
+	if ((err = k->route(&t->call, (const void *const *)copy, t->routed, why, sizeof(why))))
+		log_warn("task %u (%s): routing rejected: %s", t->index, k->name, why);
+out:
+	for (uint32_t i = 0; i < TDM_MAX_ARGS; i++)
+		free(copy[i]);
+	return err;
+}
+
+/* A guarded task s was released: whether no token was routed to it (it
+ * then completes unrun); otherwise its features follow the tokens routed
+ * to it. The router ran before it (intake orders them). A graph that
+ * failed already cancels s as usual. */
+static bool route_skip(struct engine_task *s)
+{
+	struct engine_graph *g = s->graph;
+	if (!s->guard_router || atomic_load_explicit(&g->status, memory_order_relaxed) != 0)
+		return false;
+	const struct engine_task *r = &g->tasks[s->guard_router - 1];
+	if (!r->routed)
+		return false;
+	uint32_t tokens = r->routed[s->guard_expert];
+	if (tokens == 0)
+		return true;
+	if (s->kernel->routed_features)
+		s->kernel->routed_features(&s->call, tokens, &s->feat);
+	return false;
+}
+
 /* Accounting, dependents, graph completion: the task is over (run, failed
- * or skipped). */
-static void finish_task(struct engine *e, struct worker *w, struct engine_task *t)
+ * or skipped). Dependents released with no token routed to them go to
+ * w->skips, which finish_task completes in turn. */
+static void finish_one(struct engine *e, struct worker *w, struct engine_task *t)
 {
 	struct engine_graph *g = t->graph;
 	struct engine_device *d = &e->devices[w->index];
@@ -619,6 +689,17 @@ static void finish_task(struct engine *e, struct worker *w, struct engine_task *
 	uint32_t kernel = t->kernel->id;
 	struct kernel_features feat = t->feat;
 	uint64_t took = t->end_ns - t->start_ns;
+
+	if (t->routes && t->status == 0 && !t->route_skipped) {
+		int err = read_routing(e, t);
+		if (err) {
+			int32_t ok = 0;
+			t->status = err;
+			atomic_compare_exchange_strong(&g->status, &ok, err);
+			atomic_fetch_add(&e->tasks_failed, 1);
+			learn = false;
+		}
+	}
 
 	/* A task that ends without running (canceled, failed before it
 	 * started) gives back what a prefetch held for it. */
@@ -631,15 +712,21 @@ static void finish_task(struct engine *e, struct worker *w, struct engine_task *
 	}
 	atomic_fetch_add_explicit(&d->tasks_run, 1, memory_order_relaxed);
 	atomic_fetch_add_explicit(&d->busy_ns, t->end_ns - t->start_ns, memory_order_relaxed);
-	if (t->status == 0)
+	/* A skipped task never reached the policy, nor ran. */
+	if (t->status == 0 && !t->route_skipped)
 		account_task(d, t);
-	if (e->policy->task_done && !atomic_load_explicit(&e->fallback, memory_order_relaxed))
+	if (e->policy->task_done && !t->route_skipped &&
+	    !atomic_load_explicit(&e->fallback, memory_order_relaxed))
 		e->policy->task_done(e->policy_priv, t, w->index);
 
 	for (uint32_t i = g->succ_off[t->index]; i < g->succ_off[t->index + 1]; i++) {
 		struct engine_task *s = &g->tasks[g->succ[i]];
 		if (atomic_fetch_sub_explicit(&s->ndeps, 1, memory_order_acq_rel) != 1)
 			continue;
+		if (route_skip(s) && grow(&w->skips, &w->skips_cap, w->nskips + 1)) {
+			w->skips[w->nskips++] = s;
+			continue; /* else (no memory) it runs: the kernel skips it too */
+		}
 		if (!grow(&w->ready, &w->ready_cap, nready + 1)) {
 			push_ready(e, &s, 1, (int)w->index);
 			continue;
@@ -665,6 +752,24 @@ static void finish_task(struct engine *e, struct worker *w, struct engine_task *
 	/* After the completion is posted: learning costs the client nothing. */
 	if (learn)
 		profiler_observe(e->prof, kernel, w->index, &feat, took);
+}
+
+static void finish_task(struct engine *e, struct worker *w, struct engine_task *t)
+{
+	finish_one(e, w, t);
+	/* Skipped tasks complete here, at zero cost, their outputs untouched:
+	 * iteratively, as one's dependents may be skipped too. */
+	while (w->nskips) {
+		struct engine_task *s = w->skips[--w->nskips];
+		s->route_skipped = true;
+		s->status = 0;
+		s->device = (uint16_t)w->index;
+		s->queued_ns = s->start_ns = s->end_ns = clock_now(e->clock);
+		if (e->policy->task_skipped &&
+		    !atomic_load_explicit(&e->fallback, memory_order_relaxed))
+			e->policy->task_skipped(e->policy_priv, s);
+		finish_one(e, w, s);
+	}
 }
 
 /* The task's result is no longer wanted (its client left, or the daemon
@@ -1502,6 +1607,7 @@ int engine_destroy(struct engine *e)
 	}
 	for (size_t i = 0; e->workers && i < e->ndevices; i++) {
 		free(e->workers[i].ready);
+		free(e->workers[i].skips);
 		free(e->workers[i].pipe);
 		if (e->workers[i].kick_fd >= 0)
 			close(e->workers[i].kick_fd);

@@ -50,6 +50,17 @@ struct engine_task {
 	uint32_t policy_dev;
 	struct tdm_kernel_call call; /* call.off[i]: offset of argument i in its buffer */
 	struct res_data *data[TDM_MAX_ARGS]; /* residency of each argument's buffer */
+	/* Routing seen at run time (docs/kernels.md). A router that guards
+	 * tasks (routes) keeps, once it ran, the tokens that chose each expert
+	 * (routed, from its validated output; freed with the graph's arrays).
+	 * A guarded task names its router (guard_router: its task index + 1;
+	 * 0: no guard) and expert: released with no token routed to
+	 * it, it completes without running (route_skipped). */
+	uint32_t *routed;
+	uint32_t guard_router;
+	uint32_t guard_expert;
+	bool routes;
+	bool route_skipped;
 };
 
 /* Per-client accounting and fairness handle, owned by the front end. The

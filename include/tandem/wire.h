@@ -168,14 +168,15 @@ struct tdm_ring_header {
 };
 
 /* Submission entries. A graph is GRAPH_BEGIN, ntasks TASK entries in index
- * order (each may be followed by EDGES entries for the same task), then
- * GRAPH_END. Edges point only from earlier tasks to later ones, so a graph
+ * order (each may be followed by EDGES entries and at most one GUARD entry
+ * for the same task), then GRAPH_END. Edges point only from earlier tasks to later ones, so a graph
  * cannot contain a cycle. */
 enum tdm_sqe_op {
 	TDM_SQE_GRAPH_BEGIN = 1,
 	TDM_SQE_TASK = 2,
 	TDM_SQE_EDGES = 3,
 	TDM_SQE_GRAPH_END = 4,
+	TDM_SQE_GUARD = 5,
 };
 
 /* Graph flags */
@@ -249,6 +250,18 @@ struct tdm_sqe_edges {
 	uint32_t edges[TDM_EDGES_PER_SQE];
 };
 
+/* A routing guard on the task just sent (docs/kernels.md, "Routing seen at
+ * run time"): the task runs only if some token of router task router_task
+ * (a topk_router, earlier in the graph) chose expert `expert`; otherwise it
+ * completes at zero cost without running. The guard orders the task after
+ * the router. */
+struct tdm_sqe_guard {
+	uint32_t task_index; /* the task guarded (the last one sent) */
+	uint32_t router_task;
+	uint32_t expert; /* < the router's expert count */
+	uint32_t reserved; /* 0 */
+};
+
 struct tdm_sqe {
 	uint16_t op;
 	uint16_t reserved;
@@ -257,6 +270,7 @@ struct tdm_sqe {
 		struct tdm_sqe_graph_begin begin;
 		struct tdm_sqe_task task;
 		struct tdm_sqe_edges edges;
+		struct tdm_sqe_guard guard;
 		uint8_t raw[312];
 	} u;
 };
@@ -310,7 +324,9 @@ struct tdm_cqe {
 	/* unknown policy hint */                                                                  \
 	X(POLICY, 16, "policy hint")                                                               \
 	/* the task's predicted cost exceeds [limits] max_task_ms */                               \
-	X(COST, 17, "predicted task cost")
+	X(COST, 17, "predicted task cost")                                                         \
+	/* a GUARD entry: router not a topk_router, expert out of range, twice */                  \
+	X(GUARD, 18, "routing guard")
 
 enum tdm_reject_field {
 #define TDM_REJECT_FIELD_ENUM(name, value, what) TDM_REJECT_##name = value,
