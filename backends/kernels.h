@@ -71,6 +71,9 @@ struct kernel_def {
 	uint8_t nscalars;
 	uint8_t arg_modes[TDM_MAX_ARGS]; /* enum tdm_access */
 	uint8_t scalar_types[TDM_MAX_SCALARS]; /* enum tdm_scalar_type */
+	/* Bit i: argument i (TDM_RW, float32) only has a contribution added
+	 * to it (out += f(in)), so a client may pass it as TDM_ACC. */
+	uint8_t acc_args;
 	/* Checks buffer sizes against scalars once, at intake; 0 or -TDM_E*. */
 	int (*check)(const struct tdm_kernel_call *call);
 	void (*features)(const struct tdm_kernel_call *call, struct kernel_features *out);

@@ -164,6 +164,7 @@ static uint32_t validate_task(struct session *s, const struct tdm_sqe *e, uint32
 {
 	const struct tdm_sqe_task *t = &e->u.task;
 	const struct kernel_def *k;
+	unsigned nacc = 0;
 
 	*status = -TDM_EPROTO;
 	if (e->reserved || e->reserved2 || t->reserved0)
@@ -200,8 +201,9 @@ static uint32_t validate_task(struct session *s, const struct tdm_sqe *e, uint32
 			*status = -TDM_EPROTO;
 			return TDM_REJECT_RESERVED;
 		}
-		if (a->mode != k->arg_modes[i])
-			return TDM_REJECT_MODE;
+		if (a->mode != k->arg_modes[i] &&
+		    !(a->mode == TDM_ACC && (k->acc_args >> i & 1) && !nacc++))
+			return TDM_REJECT_MODE; /* TDM_ACC: on one argument at most */
 		struct buffer *b = session_buffer_lookup(s, a->handle);
 		if (!b) {
 			*status = -TDM_EHANDLE;
@@ -269,8 +271,11 @@ static void add_task(struct session *s, const struct tdm_sqe *e)
 		return;
 	}
 	err = graph_build_task(&s->build, task, &index);
-	for (unsigned i = 0; !err && i < t->nargs; i++)
+	for (unsigned i = 0; !err && i < t->nargs; i++) {
 		err = track_buffer(s, bufs[i], &t->args[i], index);
+		if (!err && t->args[i].mode == TDM_ACC)
+			err = graph_build_accumulate(&s->build, index, i);
+	}
 	for (unsigned i = 0; !err && i < t->nedges; i++)
 		err = graph_build_edge(&s->build, t->edges[i], index);
 	if (err)

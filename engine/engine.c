@@ -274,6 +274,19 @@ static uint64_t capable_workers(const struct engine *e, struct engine_task **tas
 static _Thread_local const struct engine *tls_engine;
 static _Thread_local int tls_worker = -1;
 
+/* An accumulator about to reach the policy (again, after a device fault):
+ * its kernel will add into its partial, zeroed (docs/kernels.md). */
+static void acc_prepare(struct engine *e, struct engine_task *t)
+{
+	struct task_acc *a = t->acc;
+	uint64_t len = t->call.len[a->arg];
+	(void)e;
+	t->call.ptr[a->arg] = a->partial;
+	t->call.off[a->arg] = 0;
+	memset(a->partial, 0, len);
+	a->ran = false;
+}
+
 /* Gives ready tasks to the policy and wakes workers for them. worker: the
  * releasing worker, as the policy hears it (-1: intake). taker: a worker
  * that looks for work right after this (the releasing worker, or the one
@@ -285,6 +298,9 @@ static void push_ready_from(struct engine *e, struct engine_task **tasks, size_t
 	uint64_t now = clock_now(e->clock);
 	bool uniform = atomic_load_explicit(&e->uniform, memory_order_relaxed);
 	uint64_t capable = uniform ? 0 : capable_workers(e, tasks, n);
+	for (size_t i = 0; i < n; i++)
+		if (tasks[i]->acc)
+			acc_prepare(e, tasks[i]);
 	atomic_fetch_add_explicit(&e->queued, n, memory_order_relaxed);
 	if (atomic_load_explicit(&e->fallback, memory_order_acquire)) {
 		for (size_t i = 0; i < n; i++)
@@ -461,6 +477,20 @@ static void graph_untrack(struct engine *e, struct engine_graph *g)
 
 #define ROOT_CHUNK 64
 
+/* An accumulator's partial gets its residency, so that it may run on any
+ * device. */
+static bool acc_residency(struct engine *e, struct engine_task *t)
+{
+	struct task_acc *a = t->acc;
+	if (a->pdata_live)
+		return true;
+	if (!(a->pdata = malloc(sizeof(*a->pdata))))
+		return false;
+	residency_data_init(e->res, a->pdata, a->partial, t->call.len[a->arg], UINT32_MAX, false);
+	a->pdata_live = true;
+	return true;
+}
+
 /* May run on several threads at once (intake runs on workers). */
 void engine_submit(struct engine *e, struct engine_graph *g)
 {
@@ -491,6 +521,12 @@ void engine_submit(struct engine *e, struct engine_graph *g)
 	 * and bring other counters to zero, which must not make those tasks
 	 * look like roots here. */
 	uint32_t ntasks = g->ntasks, nroots = 0, pushed = 0;
+	for (uint32_t i = 0; e->res && i < ntasks; i++) {
+		int32_t ok = 0;
+		if (g->tasks[i].acc && !acc_residency(e, &g->tasks[i]))
+			atomic_compare_exchange_strong(&g->status, &ok,
+			                               -TDM_ENOMEM); /* none runs */
+	}
 	for (uint32_t i = 0; i < ntasks; i++) {
 		g->tasks[i].root =
 		        atomic_load_explicit(&g->tasks[i].ndeps, memory_order_relaxed) == 0;
@@ -513,8 +549,13 @@ void engine_submit(struct engine *e, struct engine_graph *g)
 
 void engine_graph_free_arrays(struct engine_graph *g)
 {
-	for (uint32_t i = 0; g->tasks && i < g->ntasks; i++)
-		free(g->tasks[i].routed);
+	for (uint32_t i = g->tasks ? g->ntasks : 0; i-- > 0;) { /* last first: task_acc_free */
+		struct engine_task *t = &g->tasks[i];
+		free(t->routed);
+		if (t->acc && t->acc->pdata_live)
+			residency_data_fini(t->acc->pdata->res, t->acc->pdata);
+		task_acc_free(t);
+	}
 	free(g->tasks);
 	free(g->succ_off);
 	free(g->succ);
@@ -567,6 +608,10 @@ static size_t task_res_args(const struct engine_task *t, struct res_arg *args)
 	for (uint32_t i = 0; i < t->call.nargs; i++)
 		args[i] = (struct res_arg){ t->data[i], t->call.off[i], t->call.len[i],
 			                    t->kernel->arg_modes[i] };
+	/* An accumulator runs on its partial. */
+	if (t->acc && t->acc->pdata_live)
+		args[t->acc->arg] =
+		        (struct res_arg){ t->acc->pdata, 0, t->call.len[t->acc->arg], TDM_RW };
 	return t->call.nargs;
 }
 
@@ -675,6 +720,47 @@ static bool route_skip(struct engine_task *s)
 	return false;
 }
 
+/* Accumulator t is over (ran, failed, canceled or skipped). The group's
+ * last one adds every partial that holds a contribution to the range, in
+ * task order, on the host, before any task after the group is released:
+ * the sum does not depend on which finished first, nor where each ran. 0
+ * or -TDM_EDEVICE (a copy back failed). */
+static int acc_over(struct engine *e, struct engine_task *t)
+{
+	struct task_acc *a = t->acc;
+	struct acc_group *grp = a->group;
+	struct engine_graph *g = t->graph;
+	size_t nw;
+	int err = 0;
+
+	a->ran = t->status == 0 && !t->route_skipped;
+	if (atomic_fetch_sub_explicit(&grp->left, 1, memory_order_acq_rel) != 1 ||
+	    atomic_load_explicit(&g->status, memory_order_relaxed) != 0)
+		return 0;
+	size_t n = t->call.len[a->arg] / sizeof(float);
+	float *out = a->out_ptr;
+	struct res_arg range = { t->data[a->arg], a->out_off, t->call.len[a->arg], TDM_RW };
+	bool res = e->has_accel && range.data;
+	if (res && (err = residency_acquire(e->res, 0, &range, 1, NULL, &nw, NULL, NULL)))
+		return err;
+	for (uint32_t m = 0; m < grp->n; m++) {
+		const struct task_acc *ma = g->tasks[grp->members[m]].acc;
+		if (!ma->ran)
+			continue;
+		struct res_arg part = { ma->pdata, 0, t->call.len[a->arg], TDM_R };
+		if (res && ma->pdata_live &&
+		    (err = residency_acquire(e->res, 0, &part, 1, NULL, &nw, NULL, NULL)))
+			break;
+		for (size_t i = 0; i < n; i++)
+			out[i] += ma->partial[i];
+		if (res && ma->pdata_live)
+			residency_release(e->res, 0, &part, 1, true);
+	}
+	if (res)
+		residency_release(e->res, 0, &range, 1, err == 0);
+	return err;
+}
+
 /* Accounting, dependents, graph completion: the task is over (run, failed
  * or skipped). Dependents released with no token routed to them go to
  * w->skips, which finish_task completes in turn. */
@@ -690,6 +776,15 @@ static void finish_one(struct engine *e, struct worker *w, struct engine_task *t
 	struct kernel_features feat = t->feat;
 	uint64_t took = t->end_ns - t->start_ns;
 
+	if (t->acc) {
+		int err = acc_over(e, t);
+		if (err) {
+			int32_t ok = 0;
+			atomic_compare_exchange_strong(&g->status, &ok, err);
+			log_warn("task %u (%s): its sum could not be made: %s", t->index,
+			         t->kernel->name, tdm_strerror(err));
+		}
+	}
 	if (t->routes && t->status == 0 && !t->route_skipped) {
 		int err = read_routing(e, t);
 		if (err) {

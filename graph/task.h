@@ -61,7 +61,37 @@ struct engine_task {
 	uint32_t guard_expert;
 	bool routes;
 	bool route_skipped;
+	struct task_acc *acc; /* its TDM_ACC argument; NULL: none */
 };
+
+/* Tasks accumulating into one range (TDM_ACC, graph/build.h): members in
+ * task order, and how many are not over yet. Owned by the first member's
+ * task_acc. */
+struct acc_group {
+	_Atomic uint32_t left;
+	uint32_t n, cap;
+	uint32_t *members;
+};
+
+/* A task's TDM_ACC argument (float32): the kernel runs on `partial`
+ * (zeroed before each run; its residency pdata, so that it may run on any
+ * device), which is added to the range (out_ptr, the argument's own data
+ * and offset in the task) with the group's other partials in task order
+ * once the group's last member is over. */
+struct task_acc {
+	uint8_t arg;
+	bool ran; /* the partial holds this task's contribution */
+	bool pdata_live; /* pdata made by the engine (when it has residency) */
+	struct acc_group *group;
+	void *out_ptr; /* the range's host address and offset in its buffer */
+	uint64_t out_off;
+	float *partial;
+	struct res_data *pdata;
+};
+
+/* Frees t->acc, and its group with the group's first member: free a
+ * graph's tasks last first. The engine has released pdata. */
+void task_acc_free(struct engine_task *t);
 
 /* Per-client accounting and fairness handle, owned by the front end. The
  * policy may keep per-flow state in policy_slot. */

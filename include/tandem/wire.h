@@ -197,7 +197,13 @@ enum tdm_policy_hint {
 	TDM_POLICY_HINT_COUNT
 };
 
-enum tdm_access { TDM_R = 1, TDM_W = 2, TDM_RW = 3 };
+/* TDM_ACC: the task adds its contribution to the range (out += f(in)),
+ * for the arguments a kernel marks so (docs/kernels.md). Tasks that
+ * accumulate into the same range are not ordered among themselves; each
+ * adds into a private zeroed partial and the partials are added to the
+ * range in task order once the last of them is over, so the result does
+ * not depend on which finished first. */
+enum tdm_access { TDM_R = 1, TDM_W = 2, TDM_RW = 3, TDM_ACC = 7 };
 
 enum tdm_scalar_type {
 	TDM_SCALAR_NONE = 0,
