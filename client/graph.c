@@ -99,7 +99,8 @@ static int check_task(const tdm_client *c, const struct tdm_task_desc *t, struct
 	for (uint32_t i = 0; i < t->nargs; i++) {
 		const struct tdm_arg *a = &t->args[i];
 		const struct mapping *m = client_mapping(c, a->buffer);
-		if (a->mode != k->r.arg_modes[i])
+		if (a->mode != k->r.arg_modes[i] &&
+		    !(a->mode == TDM_ACC && (k->r.acc_args >> i & 1)))
 			return -TDM_EARITY;
 		if (!m)
 			return -TDM_EHANDLE;

@@ -125,7 +125,8 @@ struct tdm_kernel_lookup_reply {
 	uint8_t nscalars;
 	uint8_t arg_modes[TDM_MAX_ARGS]; /* enum tdm_access */
 	uint8_t scalar_types[TDM_MAX_SCALARS]; /* enum tdm_scalar_type */
-	uint8_t reserved[6];
+	uint8_t acc_args; /* bit i: argument i (TDM_RW) may be passed as TDM_ACC */
+	uint8_t reserved[5];
 };
 
 /* ---- ring region -------------------------------------------------------- */
