@@ -14,13 +14,13 @@ else libtandem.so. Errors are tandem.Error (status, code, task, field);
 tandem.WaitTimeout when a wait times out.
 """
 
-from .client import (KV, R, RW, SCRATCH, W, WEIGHTS, Arg, Buffer, Client, Graph, Kernel,
-                     Policy, TaskInfo, f32, f64, i64, read, readwrite, write)
+from .client import (ACC, KV, R, RW, SCRATCH, W, WEIGHTS, Arg, Buffer, Client, Graph, Kernel,
+                     Policy, TaskInfo, accumulate, f32, f64, i64, read, readwrite, write)
 from .errors import Error, RejectField, Status, WaitTimeout, reject_field_name, strerror
 
 __all__ = [
-    "Arg", "Buffer", "Client", "Error", "Graph", "KV", "Kernel", "Policy", "R", "RW",
-    "RejectField", "SCRATCH", "Status", "TaskInfo", "W", "WEIGHTS", "WaitTimeout", "f32", "f64",
-    "i64", "read", "readwrite", "reject_field_name", "strerror", "write",
+    "ACC", "Arg", "Buffer", "Client", "Error", "Graph", "KV", "Kernel", "Policy", "R", "RW",
+    "RejectField", "SCRATCH", "Status", "TaskInfo", "W", "WEIGHTS", "WaitTimeout", "accumulate",
+    "f32", "f64", "i64", "read", "readwrite", "reject_field_name", "strerror", "write",
 ]
 __version__ = "1.0"
