@@ -281,6 +281,7 @@ static void test_concurrent_and_deterministic(void **state)
 				strcpy(orders[norders++], o);
 			engine_graph_free_arrays(g);
 			free(g);
+			engine_flow_gone(e, &flow);
 			engine_destroy(e);
 		}
 	}
@@ -326,6 +327,7 @@ static void test_member_that_did_not_run(void **state)
 		assert_true(z[j] == 0.5f + 1 * 1 + 2 * 2 + 4 * 4); /* no 3 * 3 */
 	engine_graph_free_arrays(g);
 	free(g);
+	engine_flow_gone(e, &flow);
 	engine_destroy(e);
 }
 

@@ -225,6 +225,7 @@ static void test_unrouted_experts_skipped(void **state)
 		assert_int_equal(c.tasks_failed, 0);
 		assert_int_equal(c.tasks_in_flight, 0);
 		free_graph(g);
+		engine_flow_gone(e, &flow);
 		engine_destroy(e);
 	}
 }
@@ -247,6 +248,7 @@ static void test_unguarded_experts_all_run(void **state)
 	assert_true(g->tasks[2].feat.domain == (double)N * DM * DFF);
 	assert_null(g->tasks[0].routed);
 	free_graph(g);
+	engine_flow_gone(e, &flow);
 	engine_destroy(e);
 }
 
@@ -288,6 +290,7 @@ static void bad_route_fails(int32_t bad_id, float bad_w)
 	assert_int_equal(atomic_load(&expert_runs[0]), 1);
 	assert_int_equal(atomic_load(&expert_runs[2]), 1);
 	free_graph(g);
+	engine_flow_gone(e, &flow);
 	engine_destroy(e);
 }
 
