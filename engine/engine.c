@@ -521,13 +521,11 @@ void engine_submit(struct engine *e, struct engine_graph *g)
 	 * and bring other counters to zero, which must not make those tasks
 	 * look like roots here. */
 	uint32_t ntasks = g->ntasks, nroots = 0, pushed = 0;
-	for (uint32_t i = 0; e->res && i < ntasks; i++) {
+	for (uint32_t i = 0; i < ntasks; i++) {
 		int32_t ok = 0;
-		if (g->tasks[i].acc && !acc_residency(e, &g->tasks[i]))
+		if (g->tasks[i].acc && e->res && !acc_residency(e, &g->tasks[i]))
 			atomic_compare_exchange_strong(&g->status, &ok,
 			                               -TDM_ENOMEM); /* none runs */
-	}
-	for (uint32_t i = 0; i < ntasks; i++) {
 		g->tasks[i].root =
 		        atomic_load_explicit(&g->tasks[i].ndeps, memory_order_relaxed) == 0;
 		nroots += g->tasks[i].root;

@@ -70,11 +70,12 @@ static int group_teardown(void **state)
 	return 0;
 }
 
-static int test_setup(void **state)
+/* Connects c to the daemon on sock, looks up the kernels and allocates
+ * and fills the layer's buffers. */
+static int connect_layer(const char *sock)
 {
-	(void)state;
-	tdmt_test_begin();
-	if (tdmt_connect(d.sock, &c) != 0)
+	rng = 0x9e3779b97f4a7c15ull;
+	if (tdmt_connect(sock, &c) != 0)
 		return -1;
 	if (tdm_kernel_lookup(c, "topk_router", &k_router) ||
 	    tdm_kernel_lookup(c, "moe_expert", &k_moe) || tdm_kernel_lookup(c, "fill", &k_fill))
@@ -94,6 +95,13 @@ static int test_setup(void **state)
 	for (int i = 0; i < N * DM; i++)
 		x[i] = frand();
 	return 0;
+}
+
+static int test_setup(void **state)
+{
+	(void)state;
+	tdmt_test_begin();
+	return connect_layer(d.sock);
 }
 
 static int test_teardown(void **state)
@@ -238,9 +246,8 @@ static void test_router_output_not_finite(void **state)
 /* All experts accumulate into y[NE] (TDM_ACC), guarded: every run gives
  * the same bits, within rounding of the serialised experts (TDM_RW). That
  * the experts are not ordered among themselves is test_accumulate's. */
-static void test_accumulated_experts(void **state)
+static void accumulated_experts(void)
 {
-	(void)state;
 	for (int t = 0; t < N; t++)
 		for (int e = 0; e < NE; e++)
 			logits[t * NE + e] = frand() * 4;
@@ -270,6 +277,40 @@ static void test_accumulated_experts(void **state)
 		}
 		tdm_graph_free(g);
 	}
+}
+
+static void test_accumulated_experts(void **state)
+{
+	(void)state;
+	accumulated_experts();
+	tdmt_test_ok();
+}
+
+/* The same on PoCL's OpenCL device alone: each partial is made on the
+ * device and copied back for the sum. Skipped without PoCL. */
+static void test_accumulated_experts_opencl(void **state)
+{
+	(void)state;
+	static struct tdmt_daemon cl;
+	memset(&cl, 0, sizeof(cl));
+	if (tdmt_daemon_start(&cl, "[devices]\ninclude = [\"clcpu\"]\n[cuda]\nenabled = false\n")) {
+		tdmt_daemon_cleanup(&cl);
+		tdmt_test_ok();
+		skip(); /* no OpenCL CPU device here */
+	}
+	tdm_client *cores = c;
+	if (connect_layer(cl.sock) != 0) {
+		c = cores;
+		cl.failed = true;
+		tdmt_daemon_cleanup(&cl);
+		fail_msg("no client on the OpenCL daemon");
+	}
+	accumulated_experts();
+	tdm_disconnect(c);
+	c = cores;
+	if (!tdmt_daemon_alive(&cl))
+		cl.failed = true;
+	tdmt_daemon_cleanup(&cl);
 	tdmt_test_ok();
 }
 
@@ -281,6 +322,7 @@ int main(void)
 		T(test_unrouted_experts_skipped),
 		T(test_router_output_not_finite),
 		T(test_accumulated_experts),
+		T(test_accumulated_experts_opencl),
 	};
 	return cmocka_run_group_tests_name("moe_routing", tests, group_setup, group_teardown);
 }
