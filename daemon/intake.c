@@ -273,8 +273,15 @@ static void add_task(struct session *s, const struct tdm_sqe *e)
 	err = graph_build_task(&s->build, task, &index);
 	for (unsigned i = 0; !err && i < t->nargs; i++) {
 		err = track_buffer(s, bufs[i], &t->args[i], index);
-		if (!err && t->args[i].mode == TDM_ACC)
-			err = graph_build_accumulate(&s->build, index, i);
+		if (err || t->args[i].mode != TDM_ACC)
+			continue;
+		/* Its partial is daemon memory, as much as the range. */
+		g->acc_bytes += t->args[i].length;
+		if (g->acc_bytes > s->env->cfg->buffer_quota_bytes) {
+			reject(s, -TDM_EQUOTA, TDM_REJECT_QUOTA);
+			return;
+		}
+		err = graph_build_accumulate(&s->build, index, i);
 	}
 	for (unsigned i = 0; !err && i < t->nedges; i++)
 		err = graph_build_edge(&s->build, t->edges[i], index);

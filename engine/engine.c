@@ -276,14 +276,12 @@ static _Thread_local int tls_worker = -1;
 
 /* An accumulator about to reach the policy (again, after a device fault):
  * its kernel will add into its partial, zeroed (docs/kernels.md). */
-static void acc_prepare(struct engine *e, struct engine_task *t)
+static void acc_prepare(struct engine_task *t)
 {
 	struct task_acc *a = t->acc;
-	uint64_t len = t->call.len[a->arg];
-	(void)e;
 	t->call.ptr[a->arg] = a->partial;
 	t->call.off[a->arg] = 0;
-	memset(a->partial, 0, len);
+	memset(a->partial, 0, t->call.len[a->arg]);
 	a->ran = false;
 }
 
@@ -300,7 +298,7 @@ static void push_ready_from(struct engine *e, struct engine_task **tasks, size_t
 	uint64_t capable = uniform ? 0 : capable_workers(e, tasks, n);
 	for (size_t i = 0; i < n; i++)
 		if (tasks[i]->acc)
-			acc_prepare(e, tasks[i]);
+			acc_prepare(tasks[i]);
 	atomic_fetch_add_explicit(&e->queued, n, memory_order_relaxed);
 	if (atomic_load_explicit(&e->fallback, memory_order_acquire)) {
 		for (size_t i = 0; i < n; i++)

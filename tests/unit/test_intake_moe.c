@@ -176,6 +176,16 @@ static void test_rejects(void **state)
 	push_all(h, &stray, 1);
 	assert_int_equal(harness_reap(h, c, 4), 1);
 	assert_int_equal(c[0].op, TDM_CQE_ERROR);
+	/* Partials beyond the client's buffer quota (4 KiB each here). */
+	uint64_t quota = h->cfg.buffer_quota_bytes;
+	h->cfg.buffer_quota_bytes = 6000;
+	struct tdm_sqe e6[] = { sqe_begin(24, 2), sqe_acc(0, x, y), sqe_acc(1, x, y), sqe_end() };
+	push_all(h, e6, sizeof(e6) / sizeof(e6[0]));
+	h->cfg.buffer_quota_bytes = quota;
+	assert_int_equal(h->naccepted, 0);
+	assert_int_equal(harness_reap(h, c, 4), 1);
+	assert_int_equal(c[0].status, -TDM_EQUOTA);
+	assert_int_equal(c[0].detail, TDM_REJECT_QUOTA);
 	/* And the session still takes a good graph. */
 	struct tdm_sqe ok[] = { sqe_begin(30, 2), sqe_router(0, r), sqe_acc(1, x, y),
 		                sqe_guard(1, 0, 2), sqe_end() };
