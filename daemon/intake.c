@@ -354,7 +354,7 @@ static void add_guard(struct session *s, const struct tdm_sqe *e)
 	}
 	t->guard_router = x->router_task + 1;
 	t->guard_expert = x->expert;
-	r->routes = true;
+	r->flags |= TASK_ROUTES;
 }
 
 static void end_graph(struct session *s, const struct tdm_sqe *e)

@@ -297,7 +297,7 @@ static void push_ready_from(struct engine *e, struct engine_task **tasks, size_t
 	bool uniform = atomic_load_explicit(&e->uniform, memory_order_relaxed);
 	uint64_t capable = uniform ? 0 : capable_workers(e, tasks, n);
 	for (size_t i = 0; i < n; i++)
-		if (tasks[i]->acc)
+		if (tasks[i]->flags & TASK_ACC)
 			acc_prepare(tasks[i]);
 	atomic_fetch_add_explicit(&e->queued, n, memory_order_relaxed);
 	if (atomic_load_explicit(&e->fallback, memory_order_acquire)) {
@@ -521,7 +521,7 @@ void engine_submit(struct engine *e, struct engine_graph *g)
 	uint32_t ntasks = g->ntasks, nroots = 0, pushed = 0;
 	for (uint32_t i = 0; i < ntasks; i++) {
 		int32_t ok = 0;
-		if (g->tasks[i].acc && e->res && !acc_residency(e, &g->tasks[i]))
+		if ((g->tasks[i].flags & TASK_ACC) && e->res && !acc_residency(e, &g->tasks[i]))
 			atomic_compare_exchange_strong(&g->status, &ok,
 			                               -TDM_ENOMEM); /* none runs */
 		g->tasks[i].root =
@@ -547,6 +547,8 @@ void engine_graph_free_arrays(struct engine_graph *g)
 {
 	for (uint32_t i = g->tasks ? g->ntasks : 0; i-- > 0;) { /* last first: task_acc_free */
 		struct engine_task *t = &g->tasks[i];
+		if (!(t->flags & (TASK_ROUTES | TASK_ACC)))
+			continue;
 		free(t->routed);
 		if (t->acc && t->acc->pdata_live)
 			residency_data_fini(t->acc->pdata->res, t->acc->pdata);
@@ -605,7 +607,7 @@ static size_t task_res_args(const struct engine_task *t, struct res_arg *args)
 		args[i] = (struct res_arg){ t->data[i], t->call.off[i], t->call.len[i],
 			                    t->kernel->arg_modes[i] };
 	/* An accumulator runs on its partial. */
-	if (t->acc && t->acc->pdata_live)
+	if ((t->flags & TASK_ACC) && t->acc->pdata_live)
 		args[t->acc->arg] =
 		        (struct res_arg){ t->acc->pdata, 0, t->call.len[t->acc->arg], TDM_RW };
 	return t->call.nargs;
@@ -729,7 +731,7 @@ static int acc_over(struct engine *e, struct engine_task *t)
 	size_t nw;
 	int err = 0;
 
-	a->ran = t->status == 0 && !t->route_skipped;
+	a->ran = t->status == 0 && !(t->flags & TASK_SKIPPED);
 	if (atomic_fetch_sub_explicit(&grp->left, 1, memory_order_acq_rel) != 1 ||
 	    atomic_load_explicit(&g->status, memory_order_relaxed) != 0)
 		return 0;
@@ -772,7 +774,8 @@ static void finish_one(struct engine *e, struct worker *w, struct engine_task *t
 	struct kernel_features feat = t->feat;
 	uint64_t took = t->end_ns - t->start_ns;
 
-	if (t->acc) {
+	bool skipped = t->flags & TASK_SKIPPED;
+	if (t->flags & TASK_ACC) {
 		int err = acc_over(e, t);
 		if (err) {
 			int32_t ok = 0;
@@ -781,7 +784,7 @@ static void finish_one(struct engine *e, struct worker *w, struct engine_task *t
 			         t->kernel->name, tdm_strerror(err));
 		}
 	}
-	if (t->routes && t->status == 0 && !t->route_skipped) {
+	if ((t->flags & TASK_ROUTES) && t->status == 0 && !skipped) {
 		int err = read_routing(e, t);
 		if (err) {
 			int32_t ok = 0;
@@ -804,9 +807,9 @@ static void finish_one(struct engine *e, struct worker *w, struct engine_task *t
 	atomic_fetch_add_explicit(&d->tasks_run, 1, memory_order_relaxed);
 	atomic_fetch_add_explicit(&d->busy_ns, t->end_ns - t->start_ns, memory_order_relaxed);
 	/* A skipped task never reached the policy, nor ran. */
-	if (t->status == 0 && !t->route_skipped)
+	if (t->status == 0 && !skipped)
 		account_task(d, t);
-	if (e->policy->task_done && !t->route_skipped &&
+	if (e->policy->task_done && !skipped &&
 	    !atomic_load_explicit(&e->fallback, memory_order_relaxed))
 		e->policy->task_done(e->policy_priv, t, w->index);
 
@@ -852,7 +855,7 @@ static void finish_task(struct engine *e, struct worker *w, struct engine_task *
 	 * iteratively, as one's dependents may be skipped too. */
 	while (w->nskips) {
 		struct engine_task *s = w->skips[--w->nskips];
-		s->route_skipped = true;
+		s->flags |= TASK_SKIPPED;
 		s->status = 0;
 		s->device = (uint16_t)w->index;
 		s->queued_ns = s->start_ns = s->end_ns = clock_now(e->clock);

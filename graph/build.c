@@ -101,6 +101,7 @@ void task_acc_free(struct engine_task *t)
 	free(a->pdata);
 	free(a);
 	t->acc = NULL;
+	t->flags &= (uint8_t)~TASK_ACC;
 }
 
 /* The tasks not handed over: what they own (last first: a group's first
@@ -667,6 +668,7 @@ int graph_build_accumulate(struct graph_build *gb, uint32_t task, unsigned arg)
 	if (!a)
 		return -TDM_ENOMEM;
 	t->acc = a; /* from now on freed with the tasks */
+	t->flags |= TASK_ACC;
 	a->arg = (uint8_t)arg;
 	a->out_ptr = t->call.ptr[arg];
 	a->out_off = t->call.off[arg];

@@ -35,10 +35,14 @@ struct engine_task {
 	 * the watchdog catch a task handed out twice and take back what a
 	 * broken policy holds. */
 	_Atomic uint8_t qstate;
+	/* TASK_ROUTES, TASK_SKIPPED, TASK_ACC (below): here, in the line every
+	 * release and completion reads anyway. */
+	uint8_t flags;
 	/* Prefetch of its inputs: 0 none, node + 1 prefetched to that node
 	 * (holds placed), PREFETCH_CLAIMED once it started to run. */
 	_Atomic uint16_t prefetch;
 	int32_t status;
+	uint32_t guard_router; /* see routed below */
 	uint64_t queued_ns, start_ns, end_ns;
 	/* The cost model's answer for the device that ran it, taken before it ran. */
 	uint64_t pred_ns, pred_spread_ns;
@@ -51,18 +55,20 @@ struct engine_task {
 	struct tdm_kernel_call call; /* call.off[i]: offset of argument i in its buffer */
 	struct res_data *data[TDM_MAX_ARGS]; /* residency of each argument's buffer */
 	/* Routing seen at run time (docs/kernels.md). A router that guards
-	 * tasks (routes) keeps, once it ran, the tokens that chose each expert
-	 * (routed, from its validated output; freed with the graph's arrays).
-	 * A guarded task names its router (guard_router: its task index + 1;
-	 * 0: no guard) and expert: released with no token routed to
-	 * it, it completes without running (route_skipped). */
+	 * tasks (flag TASK_ROUTES) keeps, once it ran, the tokens that chose
+	 * each expert (routed, from its validated output; freed with the
+	 * graph's arrays). A guarded task names its router (guard_router: its
+	 * task index + 1; 0: no guard) and expert: released with no token
+	 * routed to it, it completes without running (flag TASK_SKIPPED). */
 	uint32_t *routed;
-	uint32_t guard_router;
 	uint32_t guard_expert;
-	bool routes;
-	bool route_skipped;
-	struct task_acc *acc; /* its TDM_ACC argument; NULL: none */
+	struct task_acc *acc; /* its TDM_ACC argument (flag TASK_ACC); NULL: none */
 };
+
+/* engine_task.flags */
+#define TASK_ROUTES 1u /* guards some task of its graph: its routing is read */
+#define TASK_SKIPPED 2u /* guarded, no token routed to it: completed unrun */
+#define TASK_ACC 4u /* has a TDM_ACC argument (acc) */
 
 /* Tasks accumulating into one range (TDM_ACC, graph/build.h): members in
  * task order, and how many are not over yet. Owned by the first member's

@@ -90,7 +90,7 @@ static void test_guarded_accumulators(void **state)
 	push_all(h, e, sizeof(e) / sizeof(e[0]));
 	assert_int_equal(h->naccepted, 1);
 	struct engine_graph *g = h->accepted[0];
-	assert_true(g->tasks[0].routes);
+	assert_true(g->tasks[0].flags & TASK_ROUTES);
 	assert_int_equal(g->tasks[1].guard_router, 1); /* index + 1 */
 	assert_int_equal(g->tasks[1].guard_expert, 3);
 	assert_int_equal(g->tasks[2].guard_expert, 0);
