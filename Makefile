@@ -225,7 +225,8 @@ KILL_PROBE_ASAN := kill-probe-asan
 endif
 bench-run: all $(BENCHES) $(INTEG_TESTS) $(KILL_PROBE_ASAN)
 	@BUILD=$(BUILD) sh tests/bench/run_bench.sh $(BENCHES) tests/bench/sim_fidelity.sh \
-		tests/bench/dos_probe.sh tests/bench/kill_probe.sh tests/bench/llm_serve.sh
+		tests/bench/dos_probe.sh tests/bench/kill_probe.sh tests/bench/llm_serve.sh \
+		tests/bench/moe_layer.sh
 .PHONY: kill-probe-asan
 kill-probe-asan:
 	@$(MAKE) --no-print-directory SANITIZE=address,undefined all \

@@ -4,6 +4,7 @@
 
 #include <math.h>
 #include <stdbool.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "tandem.h"
@@ -363,6 +364,59 @@ static void feat_moe_expert(const struct tdm_kernel_call *call, struct kernel_fe
 	};
 }
 
+/* The same for `tokens` routed tokens: what the kernel computes (the CPU
+ * kernel and OpenCL skip unrouted tokens); the routing arrays are still
+ * read whole. */
+static void routed_moe_expert(const struct tdm_kernel_call *call, uint32_t tokens,
+                              struct kernel_features *out)
+{
+	double n = sd(call, 0), dm = sd(call, 1), dff = sd(call, 2), k = sd(call, 3), r = tokens;
+	*out = (struct kernel_features){
+		.flops = r * (6 * dm * dff + 4 * dff + 2 * dm),
+		.bytes = F4 * (2 * r * dm + 3 * dm * dff + 2 * n * k),
+		.domain = r * dm * dff,
+	};
+}
+
+static uint32_t route_experts_topk(const struct tdm_kernel_call *call)
+{
+	return (uint32_t)call->s[1].i64;
+}
+
+/* topk_router's outputs: ids (int32, n x k), wts (float, n x k). Every id
+ * must name one of the ne experts and every weight be finite (a client
+ * shares these buffers and may have written them since). A token counts
+ * once for each distinct expert it chose. */
+static int route_topk(const struct tdm_kernel_call *call, const void *const *out, uint32_t *routed,
+                      char *why, size_t whylen)
+{
+	int64_t n = call->s[0].i64, ne = call->s[1].i64, k = call->s[2].i64;
+	const int32_t *ids = out[1];
+	const float *wts = out[2];
+	for (int64_t t = 0; t < n; t++) {
+		for (int64_t j = 0; j < k; j++) {
+			int32_t id = ids[t * k + j];
+			float w = wts[t * k + j];
+			if (id < 0 || id >= ne) {
+				snprintf(why, whylen,
+				         "expert id %d of token %lld out of range [0, %lld)", id,
+				         (long long)t, (long long)ne);
+				return -TDM_EINVAL;
+			}
+			if (!isfinite(w)) {
+				snprintf(why, whylen, "weight %g of token %lld not finite",
+				         (double)w, (long long)t);
+				return -TDM_EINVAL;
+			}
+			bool again = false;
+			for (int64_t i = 0; i < j; i++)
+				again |= ids[t * k + i] == id;
+			routed[id] += !again;
+		}
+	}
+	return 0;
+}
+
 /* Softmax per row (5 ne), the sort of its ne entries (ne log2 ne
  * comparisons), then the renormalisation of the k picked (2 k). */
 static void feat_topk_router(const struct tdm_kernel_call *call, struct kernel_features *out)
@@ -487,6 +541,7 @@ static const struct kernel_def kernel_table[] = {
 	        .id = KERNEL_AXPY,
 	        .nargs = 2,
 	        .arg_modes = { TDM_R, TDM_RW },
+	        .acc_args = 1u << 1,
 	        .nscalars = 1,
 	        .scalar_types = { F32 },
 	        .check = check_axpy,
@@ -562,11 +617,13 @@ static const struct kernel_def kernel_table[] = {
 	        .id = KERNEL_MOE_EXPERT,
 	        .nargs = 7,
 	        .arg_modes = { TDM_R, TDM_R, TDM_R, TDM_R, TDM_R, TDM_R, TDM_RW },
+	        .acc_args = 1u << 6,
 	        .nscalars = 5,
 	        .scalar_types = { I64, I64, I64, I64, I64 },
 	        .check = check_moe_expert,
 	        .features = feat_moe_expert,
 	        .cpu = cpu_moe_expert,
+	        .routed_features = routed_moe_expert,
 	},
 	[KERNEL_TOPK_ROUTER] = {
 	        .name = "topk_router",
@@ -578,6 +635,8 @@ static const struct kernel_def kernel_table[] = {
 	        .check = check_topk_router,
 	        .features = feat_topk_router,
 	        .cpu = cpu_topk_router,
+	        .route_experts = route_experts_topk,
+	        .route = route_topk,
 	},
 	[KERNEL_SPOTRF] = {
 	        .name = "spotrf",

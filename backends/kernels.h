@@ -74,10 +74,26 @@ struct kernel_def {
 	uint8_t nscalars;
 	uint8_t arg_modes[TDM_MAX_ARGS]; /* enum tdm_access */
 	uint8_t scalar_types[TDM_MAX_SCALARS]; /* enum tdm_scalar_type */
+	/* Bit i: argument i (TDM_RW, float32) only has a contribution added
+	 * to it (out += f(in)), so a client may pass it as TDM_ACC. */
+	uint8_t acc_args;
 	/* Checks buffer sizes against scalars once, at intake; 0 or -TDM_E*. */
 	int (*check)(const struct tdm_kernel_call *call);
 	void (*features)(const struct tdm_kernel_call *call, struct kernel_features *out);
 	tdm_kernel_fn cpu; /* implementation on host memory; NULL: none */
+	/* Routing seen at run time (docs/kernels.md), for a router: how many
+	 * experts it routes among, and, once it ran, a check of its outputs
+	 * (out[i]: a private host copy of argument i for each written
+	 * argument, NULL for the others) that counts per expert the tokens
+	 * that chose it into routed[0 .. experts). 0, or -TDM_EINVAL with why
+	 * filled in. NULL: not a router. */
+	uint32_t (*route_experts)(const struct tdm_kernel_call *call);
+	int (*route)(const struct tdm_kernel_call *call, const void *const *out, uint32_t *routed,
+	             char *why, size_t whylen);
+	/* For a task a router guards: its features when `tokens` of its
+	 * call's tokens were routed to it. NULL: features stay as at intake. */
+	void (*routed_features)(const struct tdm_kernel_call *call, uint32_t tokens,
+	                        struct kernel_features *out);
 };
 
 /* attn_decode_varlen's arguments: a0 q, a1 K pool, a2 V pool, a3 index, a4

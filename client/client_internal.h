@@ -61,6 +61,9 @@ struct tdm_graph {
 	uint32_t ntasks, tasks_cap;
 	uint32_t *edges; /* (from, to) pairs */
 	uint32_t nedges, edges_cap;
+	/* Routing guards by task: (router + 1, expert); router 0: none. */
+	uint32_t (*guards)[2];
+	uint32_t guards_cap;
 	bool want_info;
 	int32_t priority;
 	uint32_t policy; /* enum tdm_policy_hint */

@@ -30,6 +30,7 @@ TDM_API void tdm_graph_free(tdm_graph *g)
 	}
 	free(g->tasks);
 	free(g->edges);
+	free(g->guards);
 	free(g->info);
 	free(g);
 }
@@ -54,6 +55,28 @@ TDM_API void tdm_graph_set_deadline(tdm_graph *g, uint64_t deadline_ns)
 	g->deadline_ns = deadline_ns;
 }
 
+TDM_API int tdm_graph_set_guard(tdm_graph *g, uint32_t task, uint32_t router, uint32_t expert)
+{
+	if (!g || task >= g->ntasks || router >= task)
+		return -TDM_EINVAL;
+	if (task >= g->guards_cap) {
+		uint32_t ncap = g->guards_cap ? g->guards_cap : 16;
+		while (ncap <= task)
+			ncap *= 2;
+		uint32_t(*n)[2] = realloc(g->guards, (size_t)ncap * sizeof(*n));
+		if (!n)
+			return -TDM_ENOMEM;
+		memset(n + g->guards_cap, 0, (size_t)(ncap - g->guards_cap) * sizeof(*n));
+		g->guards = n;
+		g->guards_cap = ncap;
+	}
+	if (g->guards[task][0])
+		return -TDM_EINVAL;
+	g->guards[task][0] = router + 1;
+	g->guards[task][1] = expert;
+	return 0;
+}
+
 TDM_API uint32_t tdm_graph_task_count(const tdm_graph *g)
 {
 	return g->ntasks;
@@ -76,7 +99,8 @@ static int check_task(const tdm_client *c, const struct tdm_task_desc *t, struct
 	for (uint32_t i = 0; i < t->nargs; i++) {
 		const struct tdm_arg *a = &t->args[i];
 		const struct mapping *m = client_mapping(c, a->buffer);
-		if (a->mode != k->r.arg_modes[i])
+		if (a->mode != k->r.arg_modes[i] &&
+		    !(a->mode == TDM_ACC && (k->r.acc_args >> i & 1)))
 			return -TDM_EARITY;
 		if (!m)
 			return -TDM_EHANDLE;
@@ -191,6 +215,14 @@ static int put_task(tdm_client *c, const tdm_graph *g, uint32_t i, const uint32_
 		if ((err = ring_put(c, &x)))
 			return err;
 		done += n;
+	}
+	if (i < g->guards_cap && g->guards[i][0]) {
+		struct tdm_sqe x = { .op = TDM_SQE_GUARD };
+		x.u.guard.task_index = i;
+		x.u.guard.router_task = g->guards[i][0] - 1;
+		x.u.guard.expert = g->guards[i][1];
+		if ((err = ring_put(c, &x)))
+			return err;
 	}
 	return 0;
 }

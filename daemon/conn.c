@@ -558,6 +558,7 @@ static bool handle_kernel_lookup(struct conn *c, const void *p, uint32_t len)
 			r.nscalars = k->nscalars;
 			memcpy(r.arg_modes, k->arg_modes, sizeof(r.arg_modes));
 			memcpy(r.scalar_types, k->scalar_types, sizeof(r.scalar_types));
+			r.acc_args = k->acc_args;
 		}
 	}
 	return send_msg(c, TDM_MSG_KERNEL_REPLY, &r, sizeof(r), NULL, 0);

@@ -164,6 +164,7 @@ static uint32_t validate_task(struct session *s, const struct tdm_sqe *e, uint32
 {
 	const struct tdm_sqe_task *t = &e->u.task;
 	const struct kernel_def *k;
+	unsigned nacc = 0;
 
 	*status = -TDM_EPROTO;
 	if (e->reserved || e->reserved2 || t->reserved0)
@@ -200,8 +201,9 @@ static uint32_t validate_task(struct session *s, const struct tdm_sqe *e, uint32
 			*status = -TDM_EPROTO;
 			return TDM_REJECT_RESERVED;
 		}
-		if (a->mode != k->arg_modes[i])
-			return TDM_REJECT_MODE;
+		if (a->mode != k->arg_modes[i] &&
+		    !(a->mode == TDM_ACC && (k->acc_args >> i & 1) && !nacc++))
+			return TDM_REJECT_MODE; /* TDM_ACC: on one argument at most */
 		struct buffer *b = session_buffer_lookup(s, a->handle);
 		if (!b) {
 			*status = -TDM_EHANDLE;
@@ -272,8 +274,18 @@ static void add_task(struct session *s, const struct tdm_sqe *e)
 		return;
 	}
 	err = graph_build_task(&s->build, task, &index);
-	for (unsigned i = 0; !err && i < t->nargs; i++)
+	for (unsigned i = 0; !err && i < t->nargs; i++) {
 		err = track_buffer(s, bufs[i], &t->args[i], index);
+		if (err || t->args[i].mode != TDM_ACC)
+			continue;
+		/* Its partial is daemon memory, as much as the range. */
+		g->acc_bytes += t->args[i].length;
+		if (g->acc_bytes > s->env->cfg->buffer_quota_bytes) {
+			reject(s, -TDM_EQUOTA, TDM_REJECT_QUOTA);
+			return;
+		}
+		err = graph_build_accumulate(&s->build, index, i);
+	}
 	for (unsigned i = 0; !err && i < t->nedges; i++)
 		err = graph_build_edge(&s->build, t->edges[i], index);
 	if (err)
@@ -312,6 +324,40 @@ static void add_edges(struct session *s, const struct tdm_sqe *e)
 			return;
 		}
 	}
+}
+
+/* A routing guard on the task just sent: its router is an earlier task
+ * whose kernel routes (topk_router), the expert one it routes among, one
+ * guard per task. The guard orders the task after its router. */
+static void add_guard(struct session *s, const struct tdm_sqe *e)
+{
+	const struct tdm_sqe_guard *x = &e->u.guard;
+
+	if (e->reserved || e->reserved2 || x->reserved ||
+	    !all_zero(e->u.raw + sizeof(*x), sizeof(e->u.raw) - sizeof(*x))) {
+		reject(s, -TDM_EPROTO, TDM_REJECT_RESERVED);
+		return;
+	}
+	if (s->build.ntasks == 0 || x->task_index != s->build.ntasks - 1) {
+		reject(s, -TDM_EPROTO, TDM_REJECT_SEQUENCE);
+		return;
+	}
+	struct engine_task *t = &s->build.tasks[x->task_index];
+	struct engine_task *r =
+	        x->router_task < x->task_index ? &s->build.tasks[x->router_task] : NULL;
+	if (t->guard_router || !r || !r->kernel->route ||
+	    x->expert >= r->kernel->route_experts(&r->call)) {
+		reject(s, -TDM_EINVAL, TDM_REJECT_GUARD);
+		return;
+	}
+	int err = graph_build_edge(&s->build, x->router_task, x->task_index);
+	if (err) {
+		reject(s, err, err == -TDM_EQUOTA ? TDM_REJECT_EDGE : TDM_REJECT_NONE);
+		return;
+	}
+	t->guard_router = x->router_task + 1;
+	t->guard_expert = x->expert;
+	r->flags |= TASK_ROUTES;
 }
 
 static void end_graph(struct session *s, const struct tdm_sqe *e)
@@ -357,14 +403,17 @@ static void intake_entry(struct session *s, const struct tdm_sqe *e)
 		return;
 	case TDM_SQE_TASK:
 	case TDM_SQE_EDGES:
+	case TDM_SQE_GUARD:
 		if (s->skipping)
 			return;
 		if (!s->building)
 			stray_entry(s, e->op, TDM_REJECT_SEQUENCE);
 		else if (e->op == TDM_SQE_TASK)
 			add_task(s, e);
-		else
+		else if (e->op == TDM_SQE_EDGES)
 			add_edges(s, e);
+		else
+			add_guard(s, e);
 		return;
 	case TDM_SQE_GRAPH_END:
 		if (s->skipping) {

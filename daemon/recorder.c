@@ -232,7 +232,8 @@ void recorder_graph_done(struct recorder *r, const struct dgraph *dg)
 			const struct buffer *b = arg_buffer(t, k);
 			rg->args[a] = (struct rec_arg){
 				.handle = b->handle,
-				.mode = t->kernel->arg_modes[k],
+				.mode = t->acc && t->acc->arg == k ? TDM_ACC
+				                                   : t->kernel->arg_modes[k],
 				.keep = (b->flags & (TDM_BUF_WEIGHTS | TDM_BUF_KV)) != 0,
 				.bytes = b->bytes,
 				.len = t->call.len[k],

@@ -100,6 +100,9 @@ struct dgraph {
 	uint32_t reserved_tasks;
 	bool counts_released, buffers_released;
 	uint32_t info_posted; /* TASK_INFO completions written so far */
+	/* The daemon memory its TDM_ACC partials take (at most the client's
+	 * buffer quota per graph). */
+	uint64_t acc_bytes;
 	struct dgraph *next_pending;
 };
 

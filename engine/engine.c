@@ -34,6 +34,9 @@ struct worker {
 	/* Tasks this worker released, pushed to the policy in one call. */
 	struct engine_task **ready;
 	size_t ready_cap;
+	/* Released tasks no token was routed to, waiting to complete unrun. */
+	struct engine_task **skips;
+	size_t nskips, skips_cap;
 	/* Accelerators: tasks enqueued on the device, oldest first. */
 	struct inflight *pipe;
 	size_t pipe_head, pipe_n;
@@ -275,6 +278,17 @@ static uint64_t capable_workers(const struct engine *e, struct engine_task **tas
 static _Thread_local const struct engine *tls_engine;
 static _Thread_local int tls_worker = -1;
 
+/* An accumulator about to reach the policy (again, after a device fault):
+ * its kernel will add into its partial, zeroed (docs/kernels.md). */
+static void acc_prepare(struct engine_task *t)
+{
+	struct task_acc *a = t->acc;
+	t->call.ptr[a->arg] = a->partial;
+	t->call.off[a->arg] = 0;
+	memset(a->partial, 0, t->call.len[a->arg]);
+	a->ran = false;
+}
+
 /* Gives ready tasks to the policy and wakes workers for them. worker: the
  * releasing worker, as the policy hears it (-1: intake). taker: a worker
  * that looks for work right after this (the releasing worker, or the one
@@ -286,6 +300,9 @@ static void push_ready_from(struct engine *e, struct engine_task **tasks, size_t
 	uint64_t now = clock_now(e->clock);
 	bool uniform = atomic_load_explicit(&e->uniform, memory_order_relaxed);
 	uint64_t capable = uniform ? 0 : capable_workers(e, tasks, n);
+	for (size_t i = 0; i < n; i++)
+		if (tasks[i]->flags & TASK_ACC)
+			acc_prepare(tasks[i]);
 	atomic_fetch_add_explicit(&e->queued, n, memory_order_relaxed);
 	if (atomic_load_explicit(&e->fallback, memory_order_acquire)) {
 		for (size_t i = 0; i < n; i++)
@@ -462,6 +479,20 @@ static void graph_untrack(struct engine *e, struct engine_graph *g)
 
 #define ROOT_CHUNK 64
 
+/* An accumulator's partial gets its residency, so that it may run on any
+ * device. */
+static bool acc_residency(struct engine *e, struct engine_task *t)
+{
+	struct task_acc *a = t->acc;
+	if (a->pdata_live)
+		return true;
+	if (!(a->pdata = malloc(sizeof(*a->pdata))))
+		return false;
+	residency_data_init(e->res, a->pdata, a->partial, t->call.len[a->arg], UINT32_MAX, false);
+	a->pdata_live = true;
+	return true;
+}
+
 /* May run on several threads at once (intake runs on workers). */
 void engine_submit(struct engine *e, struct engine_graph *g)
 {
@@ -493,6 +524,10 @@ void engine_submit(struct engine *e, struct engine_graph *g)
 	 * look like roots here. */
 	uint32_t ntasks = g->ntasks, nroots = 0, pushed = 0, nargs = 0;
 	for (uint32_t i = 0; i < ntasks; i++) {
+		int32_t ok = 0;
+		if ((g->tasks[i].flags & TASK_ACC) && e->res && !acc_residency(e, &g->tasks[i]))
+			atomic_compare_exchange_strong(&g->status, &ok,
+			                               -TDM_ENOMEM); /* none runs */
 		g->tasks[i].root =
 		        atomic_load_explicit(&g->tasks[i].ndeps, memory_order_relaxed) == 0;
 		nroots += g->tasks[i].root;
@@ -517,6 +552,15 @@ void engine_submit(struct engine *e, struct engine_graph *g)
 
 void engine_graph_free_arrays(struct engine_graph *g)
 {
+	for (uint32_t i = g->tasks ? g->ntasks : 0; i-- > 0;) { /* last first: task_acc_free */
+		struct engine_task *t = &g->tasks[i];
+		if (!(t->flags & (TASK_ROUTES | TASK_ACC)))
+			continue;
+		free(t->routed);
+		if (t->acc && t->acc->pdata_live)
+			residency_data_fini(t->acc->pdata->res, t->acc->pdata);
+		task_acc_free(t);
+	}
 	free(g->tasks);
 	free(g->succ_off);
 	free(g->succ);
@@ -569,6 +613,10 @@ static size_t task_res_args(const struct engine_task *t, struct res_arg *args)
 	for (uint32_t i = 0; i < t->call.nargs; i++)
 		args[i] = (struct res_arg){ t->data[i], t->call.off[i], t->call.len[i],
 			                    t->kernel->arg_modes[i] };
+	/* An accumulator runs on its partial. */
+	if ((t->flags & TASK_ACC) && t->acc->pdata_live)
+		args[t->acc->arg] =
+		        (struct res_arg){ t->acc->pdata, 0, t->call.len[t->acc->arg], TDM_RW };
 	return t->call.nargs;
 }
 
@@ -613,9 +661,115 @@ static void predict_task(struct engine *e, struct worker *w, struct engine_task 
 	t->pred_spread_ns = (uint64_t)cp.spread_ns;
 }
 
+/* A router that guards tasks ran: its outputs, copied once to the host
+ * (it may have run on a device; the client may write them meanwhile),
+ * are checked and counted per expert into t->routed by the kernel's route
+ * hook. 0, or why the router's task fails. */
+static int read_routing(struct engine *e, struct engine_task *t)
+{
+	const struct kernel_def *k = t->kernel;
+	struct res_arg args[TDM_MAX_ARGS];
+	void *copy[TDM_MAX_ARGS] = { 0 };
+	size_t nargs = 0, nwaits;
+	uint32_t ne = k->route_experts(&t->call);
+	char why[160] = "";
+	int err = 0;
+
+	free(t->routed);
+	if (!(t->routed = calloc(ne ? ne : 1, sizeof(*t->routed))))
+		return -TDM_ENOMEM;
+	for (uint32_t i = 0; i < t->call.nargs; i++) {
+		if (!(k->arg_modes[i] & TDM_W))
+			continue;
+		if (!(copy[i] = malloc(t->call.len[i]))) {
+			err = -TDM_ENOMEM;
+			goto out;
+		}
+		if (t->data[i])
+			args[nargs++] = (struct res_arg){ t->data[i], t->call.off[i],
+				                          t->call.len[i], TDM_R };
+	}
+	if (e->has_accel && nargs &&
+	    (err = residency_acquire(e->res, 0, args, nargs, NULL, &nwaits, NULL, NULL)))
+		goto out;
+	for (uint32_t i = 0; i < t->call.nargs; i++)
+		if (copy[i])
+			memcpy(copy[i], t->call.ptr[i], t->call.len[i]);
+	if (e->has_accel && nargs)
+		residency_release(e->res, 0, args, nargs, true);
+	if ((err = k->route(&t->call, (const void *const *)copy, t->routed, why, sizeof(why))))
+		log_warn("task %u (%s): routing rejected: %s", t->index, k->name, why);
+out:
+	for (uint32_t i = 0; i < TDM_MAX_ARGS; i++)
+		free(copy[i]);
+	return err;
+}
+
+/* A guarded task s was released: whether no token was routed to it (it
+ * then completes unrun); otherwise its features follow the tokens routed
+ * to it. The router ran before it (intake orders them). A graph that
+ * failed already cancels s as usual. */
+static bool route_skip(struct engine_task *s)
+{
+	struct engine_graph *g = s->graph;
+	if (!s->guard_router || atomic_load_explicit(&g->status, memory_order_relaxed) != 0)
+		return false;
+	const struct engine_task *r = &g->tasks[s->guard_router - 1];
+	if (!r->routed)
+		return false;
+	uint32_t tokens = r->routed[s->guard_expert];
+	if (tokens == 0)
+		return true;
+	if (s->kernel->routed_features)
+		s->kernel->routed_features(&s->call, tokens, &s->feat);
+	return false;
+}
+
+/* Accumulator t is over (ran, failed, canceled or skipped). The group's
+ * last one adds every partial that holds a contribution to the range, in
+ * task order, on the host, before any task after the group is released:
+ * the sum does not depend on which finished first, nor where each ran. 0
+ * or -TDM_EDEVICE (a copy back failed). */
+static int acc_over(struct engine *e, struct engine_task *t)
+{
+	struct task_acc *a = t->acc;
+	struct acc_group *grp = a->group;
+	struct engine_graph *g = t->graph;
+	size_t nw;
+	int err = 0;
+
+	a->ran = t->status == 0 && !(t->flags & TASK_SKIPPED);
+	if (atomic_fetch_sub_explicit(&grp->left, 1, memory_order_acq_rel) != 1 ||
+	    atomic_load_explicit(&g->status, memory_order_relaxed) != 0)
+		return 0;
+	size_t n = t->call.len[a->arg] / sizeof(float);
+	float *out = a->out_ptr;
+	struct res_arg range = { t->data[a->arg], a->out_off, t->call.len[a->arg], TDM_RW };
+	bool res = e->has_accel && range.data;
+	if (res && (err = residency_acquire(e->res, 0, &range, 1, NULL, &nw, NULL, NULL)))
+		return err;
+	for (uint32_t m = 0; m < grp->n; m++) {
+		const struct task_acc *ma = g->tasks[grp->members[m]].acc;
+		if (!ma->ran)
+			continue;
+		struct res_arg part = { ma->pdata, 0, t->call.len[a->arg], TDM_R };
+		if (res && ma->pdata_live &&
+		    (err = residency_acquire(e->res, 0, &part, 1, NULL, &nw, NULL, NULL)))
+			break;
+		for (size_t i = 0; i < n; i++)
+			out[i] += ma->partial[i];
+		if (res && ma->pdata_live)
+			residency_release(e->res, 0, &part, 1, true);
+	}
+	if (res)
+		residency_release(e->res, 0, &range, 1, err == 0);
+	return err;
+}
+
 /* Accounting, dependents, graph completion: the task is over (run, failed
- * or skipped). */
-static void finish_task(struct engine *e, struct worker *w, struct engine_task *t)
+ * or skipped). Dependents released with no token routed to them go to
+ * w->skips, which finish_task completes in turn. */
+static void finish_one(struct engine *e, struct worker *w, struct engine_task *t)
 {
 	struct engine_graph *g = t->graph;
 	struct engine_device *d = &e->devices[w->index];
@@ -626,6 +780,27 @@ static void finish_task(struct engine *e, struct worker *w, struct engine_task *
 	uint32_t kernel = t->kernel->id;
 	struct kernel_features feat = t->feat;
 	uint64_t took = t->end_ns - t->start_ns;
+
+	bool skipped = t->flags & TASK_SKIPPED;
+	if (t->flags & TASK_ACC) {
+		int err = acc_over(e, t);
+		if (err) {
+			int32_t ok = 0;
+			atomic_compare_exchange_strong(&g->status, &ok, err);
+			log_warn("task %u (%s): its sum could not be made: %s", t->index,
+			         t->kernel->name, tdm_strerror(err));
+		}
+	}
+	if ((t->flags & TASK_ROUTES) && t->status == 0 && !skipped) {
+		int err = read_routing(e, t);
+		if (err) {
+			int32_t ok = 0;
+			t->status = err;
+			atomic_compare_exchange_strong(&g->status, &ok, err);
+			atomic_fetch_add(&e->tasks_failed, 1);
+			learn = false;
+		}
+	}
 
 	/* A task that ends without running (canceled, failed before it
 	 * started) gives back what a prefetch held for it. */
@@ -638,15 +813,21 @@ static void finish_task(struct engine *e, struct worker *w, struct engine_task *
 	}
 	atomic_fetch_add_explicit(&d->tasks_run, 1, memory_order_relaxed);
 	atomic_fetch_add_explicit(&d->busy_ns, t->end_ns - t->start_ns, memory_order_relaxed);
-	if (t->status == 0)
+	/* A skipped task never reached the policy, nor ran. */
+	if (t->status == 0 && !skipped)
 		account_task(d, t);
-	if (e->policy->task_done && !atomic_load_explicit(&e->fallback, memory_order_relaxed))
+	if (e->policy->task_done && !skipped &&
+	    !atomic_load_explicit(&e->fallback, memory_order_relaxed))
 		e->policy->task_done(e->policy_priv, t, w->index);
 
 	for (uint32_t i = g->succ_off[t->index]; i < g->succ_off[t->index + 1]; i++) {
 		struct engine_task *s = &g->tasks[g->succ[i]];
 		if (atomic_fetch_sub_explicit(&s->ndeps, 1, memory_order_acq_rel) != 1)
 			continue;
+		if (route_skip(s) && grow(&w->skips, &w->skips_cap, w->nskips + 1)) {
+			w->skips[w->nskips++] = s;
+			continue; /* else (no memory) it runs: the kernel skips it too */
+		}
 		if (!grow(&w->ready, &w->ready_cap, nready + 1)) {
 			push_ready(e, &s, 1, (int)w->index);
 			continue;
@@ -672,6 +853,24 @@ static void finish_task(struct engine *e, struct worker *w, struct engine_task *
 	/* After the completion is posted: learning costs the client nothing. */
 	if (learn)
 		profiler_observe(e->prof, kernel, w->index, &feat, took);
+}
+
+static void finish_task(struct engine *e, struct worker *w, struct engine_task *t)
+{
+	finish_one(e, w, t);
+	/* Skipped tasks complete here, at zero cost, their outputs untouched:
+	 * iteratively, as one's dependents may be skipped too. */
+	while (w->nskips) {
+		struct engine_task *s = w->skips[--w->nskips];
+		s->flags |= TASK_SKIPPED;
+		s->status = 0;
+		s->device = (uint16_t)w->index;
+		s->queued_ns = s->start_ns = s->end_ns = clock_now(e->clock);
+		if (e->policy->task_skipped &&
+		    !atomic_load_explicit(&e->fallback, memory_order_relaxed))
+			e->policy->task_skipped(e->policy_priv, s);
+		finish_one(e, w, s);
+	}
 }
 
 /* The task's result is no longer wanted (its client left, or the daemon
@@ -1510,6 +1709,7 @@ int engine_destroy(struct engine *e)
 	}
 	for (size_t i = 0; e->workers && i < e->ndevices; i++) {
 		free(e->workers[i].ready);
+		free(e->workers[i].skips);
 		free(e->workers[i].pipe);
 		if (e->workers[i].kick_fd >= 0)
 			close(e->workers[i].kick_fd);

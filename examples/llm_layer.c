@@ -10,9 +10,14 @@
  *   xn2 = rmsnorm(x)                  ids, w = topk_router(xn2 Wr)
  *   y = 0, then y += expert_e(xn2) for each expert e      x += y
  *
- * Every expert gets a task; the ones the router did not pick leave y as it
- * is. They all write y, so the daemon runs them one after another; no edge is
- * given by hand. x stays in its buffer from one step to the next. --dense
+ * Every expert gets a task, guarded by the router's choice of it
+ * (tdm_graph_set_guard): the daemon skips the experts no token chose and
+ * prices the others by their routed tokens. The experts accumulate into y
+ * (TDM_ACC): they need not wait for one another, so they may run at once on
+ * different devices, and the daemon adds their contributions in task order.
+ * --serial-experts gives each expert y as TDM_RW and no guard instead (the
+ * experts then run one after another, each applying the routing itself).
+ * No edge is given by hand. x stays in its buffer from one step to the next. --dense
  * replaces the router and the experts by one SwiGLU MLP (moe_expert, k = 1).
  *
  * After each step the client runs the same layer with plain loops in double
@@ -51,6 +56,7 @@ struct shape {
 	int dm, nh, nkv, hd, ne, topk, dff, prompt, kv_cap, steps;
 	int hold_ms; /* keep the session (and its buffers) this long at the end */
 	bool dense;
+	bool serial_experts; /* y as TDM_RW, no guards (the old way) */
 };
 
 static int qdim(const struct shape *s)
@@ -152,6 +158,7 @@ static void usage(FILE *f)
 	        "\n"
 	        "  --steps N       decode steps (default 8)\n"
 	        "  --dense         one SwiGLU MLP instead of the mixture of experts\n"
+	        "  --serial-experts  experts read-write y, unguarded (run one after another)\n"
 	        "  --socket PATH   daemon socket (default: $TANDEM_SOCKET, then the default path)\n"
 	        "  --quiet         print only errors and the result line\n"
 	        "  --d-model N     hidden size (256)        --d-ff N      expert FFN size (512)\n"
@@ -205,6 +212,7 @@ static int parse_args(int argc, char **argv, struct shape *s, const char **sock,
 	static const struct option opts[] = {
 		{ "steps", required_argument, NULL, 's' },
 		{ "dense", no_argument, NULL, 'd' },
+		{ "serial-experts", no_argument, NULL, 'E' },
 		{ "socket", required_argument, NULL, 'S' },
 		{ "quiet", no_argument, NULL, 'q' },
 		{ "help", no_argument, NULL, 'h' },
@@ -227,6 +235,7 @@ static int parse_args(int argc, char **argv, struct shape *s, const char **sock,
 		switch (c) {
 		case 's': err = parse_int(name, optarg, 1, 65536, &s->steps); break;
 		case 'd': s->dense = true; break;
+		case 'E': s->serial_experts = true; break;
 		case 'S': *sock = optarg; break;
 		case 'q': *quiet = true; break;
 		case 'h': usage(stdout); return 1;
@@ -504,22 +513,33 @@ static int add_router(struct step *st, const struct kernels *k, const struct sha
 	return ADD(st, &k->router, args, sc);
 }
 
-/* y = sum over the experts of their share of xn2; then x += y. */
+/* y = sum over the experts of their share of xn2; then x += y. router: the
+ * topk_router task's index, UINT32_MAX for none (dense). */
 static int add_experts(struct step *st, const struct kernels *k, const struct shape *s,
-                       const struct layer *L)
+                       const struct layer *L, uint32_t router)
 {
 	struct tdm_arg zero[] = { arg(&L->y, TDM_W) };
 	struct tdm_scalar zero_sc[] = { TDM_F32(0.0f) };
+	uint32_t ymode = s->serial_experts ? TDM_RW : TDM_ACC;
 
 	TRY(ADD(st, &k->fill, zero, zero_sc));
 	for (int e = 0; e < s->ne; e++) {
 		struct tdm_arg args[] = { arg(&L->xn2, TDM_R),   arg(&L->gate[e], TDM_R),
 			                  arg(&L->up[e], TDM_R), arg(&L->down[e], TDM_R),
 			                  arg(&L->ids, TDM_R),   arg(&L->wts, TDM_R),
-			                  arg(&L->y, TDM_RW) };
+			                  arg(&L->y, ymode) };
 		struct tdm_scalar sc[] = { TDM_I64(1), TDM_I64(s->dm), TDM_I64(s->dff),
 			                   TDM_I64(s->topk), TDM_I64(e) };
 		TRY(ADD(st, &k->moe, args, sc));
+		if (router != UINT32_MAX && !s->serial_experts) {
+			int err = tdm_graph_set_guard(st->g, tdm_graph_task_count(st->g) - 1,
+			                              router, (uint32_t)e);
+			if (err) {
+				fprintf(stderr, "llm_layer: guarding expert %d: %s\n", e,
+				        tdm_strerror(err));
+				return err;
+			}
+		}
 	}
 	return add_axpy(st, k, &L->y, &L->x);
 }
@@ -541,9 +561,12 @@ static int build_step(struct step *st, const struct kernels *k, const struct sha
 	TRY(add_matmul(st, k, &L->att, &L->wo, &L->o, 1, dm, qd));
 	TRY(add_axpy(st, k, &L->o, &L->x));
 	TRY(add_rmsnorm(st, k, &L->x, &L->norm2, &L->xn2, dm));
-	if (!s->dense)
+	uint32_t router = UINT32_MAX;
+	if (!s->dense) {
 		TRY(add_router(st, k, s, L));
-	return add_experts(st, k, s, L);
+		router = tdm_graph_task_count(st->g) - 1;
+	}
+	return add_experts(st, k, s, L, router);
 }
 
 /* ---- the reference: plain loops, double precision -------------------------------- */

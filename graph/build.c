@@ -24,6 +24,14 @@ struct gb_seg {
 	uint64_t off, end;
 	uint32_t writer; /* GB_NONE: none in this graph */
 	uint32_t readers; /* GB_NONE: none */
+	/* Accumulators (TDM_ACC) of this exact piece since its last write, a
+	 * list like readers; GB_NONE: none. While the group is open (no
+	 * plain access since) readers holds what each of them follows; once
+	 * a read closed it, readers holds the reads since (which follow it). */
+	uint32_t accs;
+	uint32_t acc_leader; /* the group's first task */
+	bool closed;
+	bool whole; /* the piece is its group's whole range (not split since) */
 };
 
 /* A buffer's state: the pieces accessed so far, sorted and disjoint (gaps
@@ -49,6 +57,7 @@ void graph_build_init(struct graph_build *gb, uint32_t ntasks_hint, uint32_t max
 	gb->ntasks_hint = ntasks_hint;
 	gb->max_edges = max_edges;
 	gb->free_reader = GB_NONE;
+	gb->acc_leader = GB_NONE;
 	gb->gen = 1;
 	gb->unique = true;
 }
@@ -79,10 +88,35 @@ static void free_segs(struct graph_build *gb, bool keep)
 	}
 }
 
+void task_acc_free(struct engine_task *t)
+{
+	struct task_acc *a = t->acc;
+	if (!a)
+		return;
+	if (a->group && a->group->members[0] == t->index) {
+		free(a->group->members);
+		free(a->group);
+	}
+	free(a->partial);
+	free(a->pdata);
+	free(a);
+	t->acc = NULL;
+	t->flags &= (uint8_t)~TASK_ACC;
+}
+
+/* The tasks not handed over: what they own (last first: a group's first
+ * member goes after the others). */
+static void free_tasks(struct graph_build *gb)
+{
+	for (uint32_t i = gb->tasks ? gb->ntasks : 0; i-- > 0;)
+		task_acc_free(&gb->tasks[i]);
+	free(gb->tasks);
+}
+
 void graph_build_fini(struct graph_build *gb)
 {
 	free_segs(gb, false);
-	free(gb->tasks);
+	free_tasks(gb);
 	free(gb->edges);
 	free(gb->data);
 	free(gb->bufs);
@@ -92,7 +126,7 @@ void graph_build_fini(struct graph_build *gb)
 
 void graph_build_reset(struct graph_build *gb, uint32_t ntasks_hint, uint32_t max_edges)
 {
-	free(gb->tasks);
+	free_tasks(gb);
 	free(gb->data);
 	gb->tasks = NULL;
 	gb->data = NULL;
@@ -363,12 +397,11 @@ static int seg_insert(struct graph_build *gb, struct gb_buffer *b, uint32_t i, s
 	return 0;
 }
 
-/* Splits piece i at x (inside it); the second half reads as the first. */
-static int seg_split(struct graph_build *gb, struct gb_buffer *b, uint32_t i, uint64_t x)
+/* A copy of a task list, in the same order, into *out. */
+static int copy_list(struct graph_build *gb, uint32_t head, uint32_t *out)
 {
-	struct gb_seg v = segs_of(b)[i];
 	uint32_t copy = GB_NONE, last = GB_NONE; /* indexes: the pool may move */
-	for (uint32_t r = v.readers; r != GB_NONE; r = gb->readers[r].next) {
+	for (uint32_t r = head; r != GB_NONE; r = gb->readers[r].next) {
 		uint32_t n = GB_NONE;
 		int err = add_reader(gb, &n, gb->readers[r].task);
 		if (err) {
@@ -381,14 +414,31 @@ static int seg_split(struct graph_build *gb, struct gb_buffer *b, uint32_t i, ui
 			gb->readers[last].next = n;
 		last = n;
 	}
+	*out = copy;
+	return 0;
+}
+
+/* Splits piece i at x (inside it); the second half reads as the first. */
+static int seg_split(struct graph_build *gb, struct gb_buffer *b, uint32_t i, uint64_t x)
+{
+	struct gb_seg v = segs_of(b)[i];
+	int err = copy_list(gb, v.readers, &v.readers);
+	if (err)
+		return err;
+	if ((err = copy_list(gb, v.accs, &v.accs))) {
+		free_readers(gb, v.readers);
+		return err;
+	}
 	v.off = x;
-	v.readers = copy;
-	int err = seg_insert(gb, b, i + 1, v);
+	v.whole = false;
+	err = seg_insert(gb, b, i + 1, v);
 	if (err) {
-		free_readers(gb, copy);
+		free_readers(gb, v.readers);
+		free_readers(gb, v.accs);
 		return err;
 	}
 	segs_of(b)[i].end = x;
+	segs_of(b)[i].whole = false;
 	return 0;
 }
 
@@ -413,9 +463,11 @@ static int seg_cover(struct graph_build *gb, struct gb_buffer *bf, uint64_t a, u
 			x = segs_of(bf)[i].end;
 		} else {
 			uint64_t end = i < bf->nsegs && s[i].off < b ? s[i].off : b;
-			struct gb_seg v = {
-				.off = x, .end = end, .writer = GB_NONE, .readers = GB_NONE
-			};
+			struct gb_seg v = { .off = x,
+				            .end = end,
+				            .writer = GB_NONE,
+				            .readers = GB_NONE,
+				            .accs = GB_NONE };
 			if ((err = seg_insert(gb, bf, i, v)))
 				return err;
 			x = end;
@@ -435,9 +487,110 @@ static inline int rule_edge(struct graph_build *gb, uint32_t from, uint32_t task
 	return add_edge(gb, from, task);
 }
 
+/* Whether piece s has a group of accumulators no plain access followed. */
+static inline bool acc_open(const struct gb_seg *s)
+{
+	return s->accs != GB_NONE && !s->closed;
+}
+
+/* Edges from every task of a list. */
+static int list_edges(struct graph_build *gb, uint32_t head, uint32_t task)
+{
+	for (uint32_t r = head; r != GB_NONE; r = gb->readers[r].next) {
+		int err = rule_edge(gb, gb->readers[r].task, task);
+		if (err)
+			return err;
+	}
+	return 0;
+}
+
+/* What a writer of piece s must follow: an open group's accumulators (they
+ * follow everything before them), else the reads since the last write (or
+ * since the group they closed), else the last writer. With `pre`, each
+ * source also goes to that list (what a new group's members follow). */
+static int write_edges(struct graph_build *gb, const struct gb_seg *s, uint32_t task, uint32_t *pre)
+{
+	uint32_t head = acc_open(s) ? s->accs : s->readers;
+	int err;
+	if (head == GB_NONE) {
+		if ((err = rule_edge(gb, s->writer, task)))
+			return err;
+		if (pre && s->writer != GB_NONE && s->writer != task)
+			return add_reader(gb, pre, s->writer);
+		return 0;
+	}
+	for (uint32_t r = head; r != GB_NONE; r = gb->readers[r].next) {
+		uint32_t from = gb->readers[r].task;
+		if ((err = rule_edge(gb, from, task)))
+			return err;
+		if (pre && from != task && (*pre == GB_NONE || gb->readers[*pre].task != from) &&
+		    (err = add_reader(gb, pre, from)))
+			return err;
+	}
+	return 0;
+}
+
+/* Replaces pieces i0 .. i1 by one, v, freeing their lists. */
+static void seg_merge(struct graph_build *gb, struct gb_buffer *buf, uint32_t i0, uint32_t i1,
+                      struct gb_seg v)
+{
+	struct gb_seg *s = segs_of(buf);
+	for (uint32_t i = i0; i < i1; i++) {
+		free_readers(gb, s[i].readers);
+		free_readers(gb, s[i].accs);
+	}
+	s[i0] = v;
+	if (i1 - i0 > 1) {
+		memmove(&s[i0 + 1], &s[i1], (buf->nsegs - i1) * sizeof(*s));
+		buf->nsegs -= i1 - i0 - 1;
+	}
+}
+
+/* An accumulator of [a, b), pieces i0 .. i1: it joins the open group of
+ * exactly that range (the same edges as its first member: from what the
+ * group follows), or starts a new one after everything before. */
+static int acc_access(struct graph_build *gb, struct gb_buffer *buf, uint32_t i0, uint32_t i1,
+                      uint32_t task, uint64_t a, uint64_t b)
+{
+	struct gb_seg *s = segs_of(buf);
+	int err;
+	if (i1 - i0 == 1 && acc_open(&s[i0]) && s[i0].whole && s[i0].off == a && s[i0].end == b) {
+		if (s[i0].readers == GB_NONE)
+			err = rule_edge(gb, s[i0].writer, task);
+		else
+			err = list_edges(gb, s[i0].readers, task);
+		if (!err && gb->readers[s[i0].accs].task != task)
+			err = add_reader(gb, &s[i0].accs, task);
+		gb->acc_leader = s[i0].acc_leader;
+		return err;
+	}
+	uint32_t pre = GB_NONE, accs = GB_NONE;
+	for (uint32_t i = i0; i < i1; i++)
+		if ((err = write_edges(gb, &segs_of(buf)[i], task, &pre))) {
+			free_readers(gb, pre);
+			return err;
+		}
+	if ((err = add_reader(gb, &accs, task))) {
+		free_readers(gb, pre);
+		return err;
+	}
+	/* The group follows pre: no last writer needed beside it. */
+	seg_merge(gb, buf, i0, i1,
+	          (struct gb_seg){ .off = a,
+	                           .end = b,
+	                           .writer = GB_NONE,
+	                           .readers = pre,
+	                           .accs = accs,
+	                           .acc_leader = task,
+	                           .whole = true });
+	gb->acc_leader = task;
+	return 0;
+}
+
 int graph_build_access(struct graph_build *gb, uint32_t task, uint64_t key, uint64_t offset,
                        uint64_t length, uint8_t mode)
 {
+	gb->acc_leader = GB_NONE;
 	if (!gb->ntasks || task != gb->ntasks - 1 || !(mode & TDM_RW))
 		return -TDM_EINVAL;
 	uint64_t a = offset, b = length && offset + length > offset ? offset + length : UINT64_MAX;
@@ -449,7 +602,9 @@ int graph_build_access(struct graph_build *gb, uint32_t task, uint64_t key, uint
 		return -TDM_ENOMEM;
 	struct gb_seg *s = segs_of(buf);
 	if (buf->nsegs == 0) { /* the first access: the inline piece */
-		s[0] = (struct gb_seg){ .off = a, .end = b, .writer = GB_NONE, .readers = GB_NONE };
+		s[0] = (struct gb_seg){
+			.off = a, .end = b, .writer = GB_NONE, .readers = GB_NONE, .accs = GB_NONE
+		};
 		buf->nsegs = 1;
 		i0 = 0, i1 = 1;
 	} else if (buf->nsegs == 1 && s[0].off == a && s[0].end == b) {
@@ -459,31 +614,41 @@ int graph_build_access(struct graph_build *gb, uint32_t task, uint64_t key, uint
 			return err;
 		s = segs_of(buf);
 	}
+	if (mode == TDM_ACC) {
+		err = acc_access(gb, buf, i0, i1, task, a, b);
+		return err ? err : fresh;
+	}
 	if (mode & TDM_W) {
 		/* Per piece: after the readers since its last write, or with
 		 * none after that write (the readers already follow it). */
-		for (uint32_t i = i0; i < i1; i++) {
-			if (s[i].readers == GB_NONE) {
-				if ((err = rule_edge(gb, s[i].writer, task)))
-					return err;
-				continue;
-			}
-			for (uint32_t r = s[i].readers; r != GB_NONE; r = gb->readers[r].next)
-				if ((err = rule_edge(gb, gb->readers[r].task, task)))
-					return err;
-			free_readers(gb, s[i].readers);
-		}
+		for (uint32_t i = i0; i < i1; i++)
+			if ((err = write_edges(gb, &s[i], task, NULL)))
+				return err;
 		/* One piece now: this task wrote it. */
-		s[i0] = (struct gb_seg){ .off = a, .end = b, .writer = task, .readers = GB_NONE };
-		if (i1 - i0 > 1) {
-			memmove(&s[i0 + 1], &s[i1], (buf->nsegs - i1) * sizeof(*s));
-			buf->nsegs -= i1 - i0 - 1;
-		}
+		seg_merge(gb, buf, i0, i1,
+		          (struct gb_seg){ .off = a,
+		                           .end = b,
+		                           .writer = task,
+		                           .readers = GB_NONE,
+		                           .accs = GB_NONE });
 		return fresh;
 	}
 	for (uint32_t i = i0; i < i1; i++) {
-		if ((err = rule_edge(gb, s[i].writer, task)))
+		if (acc_open(&s[i])) {
+			/* The first read after a group closes it: it and the reads
+			 * after it follow every accumulator, which follow what
+			 * readers held. */
+			if ((err = list_edges(gb, s[i].accs, task)))
+				return err;
+			free_readers(gb, s[i].readers);
+			s[i].readers = GB_NONE;
+			s[i].closed = true;
+		} else if (s[i].closed) {
+			if ((err = list_edges(gb, s[i].accs, task)))
+				return err;
+		} else if ((err = rule_edge(gb, s[i].writer, task))) {
 			return err;
+		}
 		uint32_t h = s[i].readers;
 		if (h != GB_NONE && gb->readers[h].task == task)
 			continue; /* read twice by this task */
@@ -491,6 +656,46 @@ int graph_build_access(struct graph_build *gb, uint32_t task, uint64_t key, uint
 			return err;
 	}
 	return fresh;
+}
+
+int graph_build_accumulate(struct graph_build *gb, uint32_t task, unsigned arg)
+{
+	if (!gb->tasks || task != gb->ntasks - 1 || arg >= TDM_MAX_ARGS)
+		return -TDM_EINVAL;
+	uint32_t leader = gb->acc_leader;
+	struct engine_task *t = &gb->tasks[task];
+	struct task_acc *a = calloc(1, sizeof(*a));
+	if (!a)
+		return -TDM_ENOMEM;
+	t->acc = a; /* from now on freed with the tasks */
+	t->flags |= TASK_ACC;
+	a->arg = (uint8_t)arg;
+	a->out_ptr = t->call.ptr[arg];
+	a->out_off = t->call.off[arg];
+	a->partial = calloc(1, t->call.len[arg] ? t->call.len[arg] : 1);
+	if (leader == task)
+		a->group = calloc(1, sizeof(*a->group));
+	else if (leader < task && gb->tasks[leader].acc)
+		a->group = gb->tasks[leader].acc->group;
+	if (!a->partial || !a->group)
+		return a->group || leader == task ? -TDM_ENOMEM : -TDM_EINVAL;
+	struct acc_group *g = a->group;
+	if (g->n == g->cap) {
+		uint32_t ncap = g->cap ? 2 * g->cap : 8;
+		uint32_t *n = realloc(g->members, ncap * sizeof(*n));
+		if (!n) {
+			if (leader == task) {
+				free(g);
+				a->group = NULL;
+			}
+			return -TDM_ENOMEM;
+		}
+		g->members = n;
+		g->cap = ncap;
+	}
+	g->members[g->n++] = task;
+	atomic_store_explicit(&g->left, g->n, memory_order_relaxed);
+	return 0;
 }
 
 /* ---- the result ------------------------------------------------------------ */

@@ -15,6 +15,12 @@
  *     writer of its bytes (write after write, or read after write for
  *     TDM_RW) unless one such reader read all that writer wrote in the
  *     range: that reader already follows it.
+ *   - accumulators (TDM_ACC: each adds into the range, which it neither
+ *     reads nor writes otherwise) of the same range are not ordered among
+ *     themselves: the first after a plain access follows what a write
+ *     would, the next ones of exactly that range the same tasks; a plain
+ *     access after them follows them all, and one of another range (a new
+ *     group) follows them as a write does.
  * So tasks on disjoint slices of one buffer (requests sharing a pooled KV
  * cache) get no edge between them, and accesses to whole buffers get the
  * edges of the per-buffer rule. A task never depends on itself (a buffer
@@ -57,6 +63,7 @@ struct graph_build {
 	uint32_t spare_cap;
 	struct gb_reader *readers; /* each buffer's readers since its last write */
 	uint32_t nreaders, readers_cap, free_reader;
+	uint32_t acc_leader; /* see graph_build_access */
 };
 
 /* ntasks_hint: how many tasks are expected (0: unknown); storage grows
@@ -77,12 +84,19 @@ struct engine_task *graph_build_next(struct graph_build *gb);
 
 /* Task `task`, which must be the one added last, accesses [offset, offset
  * + length) of the buffer named by key (length 0: to its end) in mode
- * (TDM_R, TDM_W, TDM_RW):
- * adds the edges of the rule. 1 when this is the graph's first access to
- * the buffer, 0 when not; -TDM_EINVAL (task is not the last one, or no
- * mode), -TDM_EQUOTA or -TDM_ENOMEM. */
+ * (TDM_R, TDM_W, TDM_RW, TDM_ACC):
+ * adds the edges of the rule (after TDM_ACC, acc_leader names the first
+ * task of the group it joined, itself when it started one). 1 when this is the graph's first access
+ * to the buffer, 0 when not; -TDM_EINVAL (task is not the last one, or no mode), -TDM_EQUOTA or
+ * -TDM_ENOMEM. */
 int graph_build_access(struct graph_build *gb, uint32_t task, uint64_t key, uint64_t offset,
                        uint64_t length, uint8_t mode);
+
+/* After task's TDM_ACC access of its argument arg (call.ptr, off and len
+ * set): its task_acc, in the group the access joined (a zeroed partial;
+ * the engine sums the group, see graph/task.h). 0, -TDM_EINVAL (not the
+ * last task, or no TDM_ACC access just before) or -TDM_ENOMEM. */
+int graph_build_accumulate(struct graph_build *gb, uint32_t task, unsigned arg);
 
 /* An explicit edge: `to` runs after `from` (both below the final task
  * count, checked at the end; the caller keeps the graph acyclic). 0,

@@ -35,13 +35,17 @@ struct engine_task {
 	 * the watchdog catch a task handed out twice and take back what a
 	 * broken policy holds. */
 	_Atomic uint8_t qstate;
-	/* Policy scratch (in what was padding): 1 + the memory node the
+	/* Policy scratch: 1 + the memory node the
 	 * policy wants the task to run on, 0: any (policies/llm.c). */
 	uint8_t policy_node;
+	/* TASK_ROUTES, TASK_SKIPPED, TASK_ACC (below): here, in the line every
+	 * release and completion reads anyway. */
+	uint8_t flags;
 	/* Prefetch of its inputs: 0 none, node + 1 prefetched to that node
 	 * (holds placed), PREFETCH_CLAIMED once it started to run. */
 	_Atomic uint16_t prefetch;
 	int32_t status;
+	uint32_t guard_router; /* see routed below */
 	uint64_t queued_ns, start_ns, end_ns;
 	/* The cost model's answer for the device that ran it, taken before it ran. */
 	uint64_t pred_ns, pred_spread_ns;
@@ -53,7 +57,50 @@ struct engine_task {
 	uint32_t policy_dev;
 	struct tdm_kernel_call call; /* call.off[i]: offset of argument i in its buffer */
 	struct res_data *data[TDM_MAX_ARGS]; /* residency of each argument's buffer */
+	/* Routing seen at run time (docs/kernels.md). A router that guards
+	 * tasks (flag TASK_ROUTES) keeps, once it ran, the tokens that chose
+	 * each expert (routed, from its validated output; freed with the
+	 * graph's arrays). A guarded task names its router (guard_router: its
+	 * task index + 1; 0: no guard) and expert: released with no token
+	 * routed to it, it completes without running (flag TASK_SKIPPED). */
+	uint32_t *routed;
+	uint32_t guard_expert;
+	struct task_acc *acc; /* its TDM_ACC argument (flag TASK_ACC); NULL: none */
 };
+
+/* engine_task.flags */
+#define TASK_ROUTES 1u /* guards some task of its graph: its routing is read */
+#define TASK_SKIPPED 2u /* guarded, no token routed to it: completed unrun */
+#define TASK_ACC 4u /* has a TDM_ACC argument (acc) */
+
+/* Tasks accumulating into one range (TDM_ACC, graph/build.h): members in
+ * task order, and how many are not over yet. Owned by the first member's
+ * task_acc. */
+struct acc_group {
+	_Atomic uint32_t left;
+	uint32_t n, cap;
+	uint32_t *members;
+};
+
+/* A task's TDM_ACC argument (float32): the kernel runs on `partial`
+ * (zeroed before each run; its residency pdata, so that it may run on any
+ * device), which is added to the range (out_ptr, the argument's own data
+ * and offset in the task) with the group's other partials in task order
+ * once the group's last member is over. */
+struct task_acc {
+	uint8_t arg;
+	bool ran; /* the partial holds this task's contribution */
+	bool pdata_live; /* pdata made by the engine (when it has residency) */
+	struct acc_group *group;
+	void *out_ptr; /* the range's host address and offset in its buffer */
+	uint64_t out_off;
+	float *partial;
+	struct res_data *pdata;
+};
+
+/* Frees t->acc, and its group with the group's first member: free a
+ * graph's tasks last first. The engine has released pdata. */
+void task_acc_free(struct engine_task *t);
 
 /* Per-client accounting and fairness handle, owned by the front end. The
  * policy may keep per-flow state in policy_slot. */

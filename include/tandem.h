@@ -286,6 +286,14 @@ void tdm_graph_set_deadline(tdm_graph *g, uint64_t deadline_ns);
 int tdm_graph_add_task(tdm_graph *g, const struct tdm_task_desc *t, uint32_t *index);
 /* Explicit edge: task `to` runs after task `from`; requires from < to. */
 int tdm_graph_add_edge(tdm_graph *g, uint32_t from, uint32_t to);
+/* Routing seen at run time: task `task` runs only if some token of the
+ * topk_router task `router` (router < task) chose expert `expert`; if none
+ * did, it completes at zero cost without running, its outputs untouched
+ * (an expert that is skipped contributes nothing). Otherwise the daemon
+ * prices it by the tokens routed to it. The task runs after the router. A
+ * router whose output is out of range (an id >= its expert count, a weight
+ * not finite) fails with -TDM_EINVAL. One guard per task. */
+int tdm_graph_set_guard(tdm_graph *g, uint32_t task, uint32_t router, uint32_t expert);
 uint32_t tdm_graph_task_count(const tdm_graph *g);
 /* Writes the graph to the submission ring and rings the doorbell. A graph
  * may be submitted again after it completed. Graphs in flight at the same

@@ -908,6 +908,32 @@ void dispatch_task_done(void *priv, struct engine_task *t, unsigned w)
 		plan_task_done(D, t->graph->policy_graph, t, w);
 }
 
+/* A planned task that will not run: done at once, where it was planned
+ * (no time), and its device's next planned task may go. */
+void dispatch_task_skipped(void *priv, struct engine_task *t)
+{
+	struct dispatch *D = priv;
+	struct gplan *gp = t->graph->policy_graph;
+	if (!gp)
+		return;
+	uint32_t v = t->index;
+	pthread_mutex_lock(&gp->lock);
+	gp->picked[v] = true;
+	if (gp->state[v] != TASK_DONE) {
+		if (gp->state[v] == TASK_WAITING)
+			gp->released++;
+		gp->state[v] = TASK_DONE;
+		gp->done++;
+	}
+	uint32_t d = gp->slot[v].dev;
+	double at = t->start_ns > gp->base_ns ? (double)(t->start_ns - gp->base_ns) : 0;
+	gp->slot[v] = (struct plan_slot){ d, at, at };
+	struct engine_task *next = d < D->ndev ? seq_unpark(gp, t->graph, d) : NULL;
+	pthread_mutex_unlock(&gp->lock);
+	if (next)
+		seq_queue(D, next, d);
+}
+
 void dispatch_graph_finished(void *priv, struct engine_graph *g)
 {
 	(void)priv;

@@ -32,6 +32,7 @@ void dispatch_graph_submitted(void *priv, struct engine_graph *g);
 void dispatch_tasks_ready(void *priv, struct engine_task **tasks, size_t n, int worker);
 struct engine_task *dispatch_pick_next(void *priv, unsigned worker);
 void dispatch_task_done(void *priv, struct engine_task *t, unsigned worker);
+void dispatch_task_skipped(void *priv, struct engine_task *t);
 void dispatch_graph_finished(void *priv, struct engine_graph *g);
 size_t dispatch_peek(void *priv, unsigned worker, struct engine_task **out, size_t max);
 int dispatch_flow_added(void *priv, struct engine_flow *flow);
@@ -43,9 +44,9 @@ void dispatch_flow_gone(void *priv, struct engine_flow *flow);
 		.abi_version = POLICY_ABI_VERSION, .name = NAME, .init = INIT,                     \
 		.fini = dispatch_fini, .graph_submitted = dispatch_graph_submitted,                \
 		.tasks_ready = dispatch_tasks_ready, .pick_next = dispatch_pick_next,              \
-		.task_done = dispatch_task_done, .graph_finished = dispatch_graph_finished,        \
-		.peek = dispatch_peek, .flow_added = dispatch_flow_added,                          \
-		.flow_gone = dispatch_flow_gone,                                                   \
+		.task_done = dispatch_task_done, .task_skipped = dispatch_task_skipped,            \
+		.graph_finished = dispatch_graph_finished, .peek = dispatch_peek,                  \
+		.flow_added = dispatch_flow_added, .flow_gone = dispatch_flow_gone,                \
 	}
 
 /* A policy built on the dispatch core that looks at whole graphs (the

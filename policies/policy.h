@@ -65,6 +65,10 @@ struct policy_ops {
 	struct engine_task *(*pick_next)(void *priv, unsigned worker);
 	/* t finished on worker (t->start_ns/end_ns set). */
 	void (*task_done)(void *priv, struct engine_task *t, unsigned worker);
+	/* Optional: t was released but completes unrun (no token was routed
+	 * to it, docs/kernels.md): it never reaches tasks_ready nor task_done.
+	 * A policy that orders a graph's tasks in advance moves past it. */
+	void (*task_skipped)(void *priv, struct engine_task *t);
 	/* The graph's last task is done; free g->policy_graph. */
 	void (*graph_finished)(void *priv, struct engine_graph *g);
 	/* Prefetch: up to max tasks queued for this worker's device, next

@@ -33,6 +33,7 @@ static const char *mode_name(uint8_t mode)
 	case TDM_R: return "r";
 	case TDM_W: return "w";
 	case TDM_RW: return "rw";
+	case TDM_ACC: return "acc";
 	default: return NULL;
 	}
 }
@@ -587,8 +588,11 @@ static int task_args(struct tr *s, json_t *o, const char *label, struct wl_task 
 			m = TDM_W;
 		else if (!strcmp(json_string_value(mode), "rw"))
 			m = TDM_RW;
+		else if (!strcmp(json_string_value(mode), "acc"))
+			m = TDM_ACC;
 		else
-			return fail(s, "%s: args[%zu]: mode %s is not \"r\", \"w\" or \"rw\"",
+			return fail(s,
+			            "%s: args[%zu]: mode %s is not \"r\", \"w\", \"rw\" or \"acc\"",
 			            label, i, show(json_string_value(mode)).s);
 		t->args[i] = (struct wl_arg){ .buf = b, .mode = m };
 		t->nargs = (uint8_t)(i + 1);

@@ -190,7 +190,8 @@ struct tdm_kernel_lookup_reply {
 	uint8_t nscalars;
 	uint8_t arg_modes[TDM_MAX_ARGS]; /* enum tdm_access */
 	uint8_t scalar_types[TDM_MAX_SCALARS]; /* enum tdm_scalar_type */
-	uint8_t reserved[6];
+	uint8_t acc_args; /* bit i: argument i (TDM_RW) may be passed as TDM_ACC */
+	uint8_t reserved[5];
 };
 
 /* ---- ring region -------------------------------------------------------- */
@@ -233,14 +234,15 @@ struct tdm_ring_header {
 };
 
 /* Submission entries. A graph is GRAPH_BEGIN, ntasks TASK entries in index
- * order (each may be followed by EDGES entries for the same task), then
- * GRAPH_END. Edges point only from earlier tasks to later ones, so a graph
+ * order (each may be followed by EDGES entries and at most one GUARD entry
+ * for the same task), then GRAPH_END. Edges point only from earlier tasks to later ones, so a graph
  * cannot contain a cycle. */
 enum tdm_sqe_op {
 	TDM_SQE_GRAPH_BEGIN = 1,
 	TDM_SQE_TASK = 2,
 	TDM_SQE_EDGES = 3,
 	TDM_SQE_GRAPH_END = 4,
+	TDM_SQE_GUARD = 5,
 };
 
 /* Graph flags */
@@ -261,7 +263,13 @@ enum tdm_policy_hint {
 	TDM_POLICY_HINT_COUNT
 };
 
-enum tdm_access { TDM_R = 1, TDM_W = 2, TDM_RW = 3 };
+/* TDM_ACC: the task adds its contribution to the range (out += f(in)),
+ * for the arguments a kernel marks so (docs/kernels.md). Tasks that
+ * accumulate into the same range are not ordered among themselves; each
+ * adds into a private zeroed partial and the partials are added to the
+ * range in task order once the last of them is over, so the result does
+ * not depend on which finished first. */
+enum tdm_access { TDM_R = 1, TDM_W = 2, TDM_RW = 3, TDM_ACC = 7 };
 
 enum tdm_scalar_type {
 	TDM_SCALAR_NONE = 0,
@@ -314,6 +322,18 @@ struct tdm_sqe_edges {
 	uint32_t edges[TDM_EDGES_PER_SQE];
 };
 
+/* A routing guard on the task just sent (docs/kernels.md, "Routing seen at
+ * run time"): the task runs only if some token of router task router_task
+ * (a topk_router, earlier in the graph) chose expert `expert`; otherwise it
+ * completes at zero cost without running. The guard orders the task after
+ * the router. */
+struct tdm_sqe_guard {
+	uint32_t task_index; /* the task guarded (the last one sent) */
+	uint32_t router_task;
+	uint32_t expert; /* < the router's expert count */
+	uint32_t reserved; /* 0 */
+};
+
 struct tdm_sqe {
 	uint16_t op;
 	uint16_t reserved;
@@ -322,6 +342,7 @@ struct tdm_sqe {
 		struct tdm_sqe_graph_begin begin;
 		struct tdm_sqe_task task;
 		struct tdm_sqe_edges edges;
+		struct tdm_sqe_guard guard;
 		uint8_t raw[312];
 	} u;
 };
@@ -375,7 +396,9 @@ struct tdm_cqe {
 	/* unknown policy hint */                                                                  \
 	X(POLICY, 16, "policy hint")                                                               \
 	/* the task's predicted cost exceeds [limits] max_task_ms */                               \
-	X(COST, 17, "predicted task cost")
+	X(COST, 17, "predicted task cost")                                                         \
+	/* a GUARD entry: router not a topk_router, expert out of range, twice */                  \
+	X(GUARD, 18, "routing guard")
 
 enum tdm_reject_field {
 #define TDM_REJECT_FIELD_ENUM(name, value, what) TDM_REJECT_##name = value,

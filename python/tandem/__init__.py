@@ -17,17 +17,17 @@ Growable KV buffers: Client.reserve, Buffer.grow, Client.kv_admit.
 """
 
 from ._lib import lib as _c
-from .client import (KV, R, RW, SCRATCH, W, WEIGHTS, Arg, Backoff, Buffer, Client, Graph,
-                     Kernel, KVAdmission, Policy, TaskInfo, Tier, f32, f64, i64, read, readwrite,
-                     write)
+from .client import (ACC, KV, R, RW, SCRATCH, W, WEIGHTS, Arg, Backoff, Buffer, Client, Graph,
+                     Kernel, KVAdmission, Policy, TaskInfo, Tier, accumulate, f32, f64, i64, read,
+                     readwrite, write)
 from .errors import (DaemonLost, Disconnected, Error, RejectField, Status, WaitTimeout,
                      reject_field_name, strerror)
 
 __all__ = [
-    "Arg", "Backoff", "Buffer", "Client", "DaemonLost", "Disconnected", "Error", "Graph", "KV",
-    "KVAdmission", "Kernel", "Policy", "R", "RW", "RejectField", "SCRATCH", "Status", "TaskInfo",
-    "Tier", "W", "WEIGHTS", "WaitTimeout", "f32", "f64", "i64", "library_version", "read",
-    "readwrite", "reject_field_name", "strerror", "write",
+    "ACC", "Arg", "Backoff", "Buffer", "Client", "DaemonLost", "Disconnected", "Error", "Graph",
+    "KV", "KVAdmission", "Kernel", "Policy", "R", "RW", "RejectField", "SCRATCH", "Status",
+    "TaskInfo", "Tier", "W", "WEIGHTS", "WaitTimeout", "accumulate", "f32", "f64", "i64",
+    "library_version", "read", "readwrite", "reject_field_name", "strerror", "write",
 ]
 
 

@@ -11,7 +11,7 @@ import os
 # include/tandem/wire.h
 MAX_ARGS = 8
 MAX_SCALARS = 8
-ACCESS_R, ACCESS_W, ACCESS_RW = 1, 2, 3
+ACCESS_R, ACCESS_W, ACCESS_RW, ACCESS_ACC = 1, 2, 3, 7
 SCALAR_I64, SCALAR_F64, SCALAR_F32 = 1, 2, 3
 # include/tandem.h
 BUF_WEIGHTS, BUF_KV, BUF_SCRATCH = 1, 2, 4
@@ -153,6 +153,7 @@ _SIGS = {
     "tdm_graph_set_deadline": (None, [_P, ctypes.c_uint64]),
     "tdm_graph_add_task": (ctypes.c_int, [_P, ctypes.POINTER(TaskDesc), _U32P]),
     "tdm_graph_add_edge": (ctypes.c_int, [_P, ctypes.c_uint32, ctypes.c_uint32]),
+    "tdm_graph_set_guard": (ctypes.c_int, [_P, ctypes.c_uint32, ctypes.c_uint32, ctypes.c_uint32]),
     "tdm_graph_task_count": (ctypes.c_uint32, [_P]),
     "tdm_graph_submit": (ctypes.c_int, [_P]),
     "tdm_wait": (ctypes.c_int, [_P, ctypes.c_int64]),

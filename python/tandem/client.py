@@ -30,7 +30,7 @@ from . import _lib
 from ._lib import lib
 from .errors import Error, Status, check
 
-R, W, RW = _lib.ACCESS_R, _lib.ACCESS_W, _lib.ACCESS_RW
+R, W, RW, ACC = _lib.ACCESS_R, _lib.ACCESS_W, _lib.ACCESS_RW, _lib.ACCESS_ACC
 WEIGHTS, KV, SCRATCH = _lib.BUF_WEIGHTS, _lib.BUF_KV, _lib.BUF_SCRATCH
 
 Policy = enum.IntEnum("Policy", [(n, v) for v, n in enumerate(_lib.POLICY_HINTS)])
@@ -93,6 +93,13 @@ def write(target, offset=None, length=None):
 
 def readwrite(target, offset=None, length=None):
     return Arg(target, RW, offset, length)
+
+
+def accumulate(target, offset=None, length=None):
+    """Adds into the range (TDM_ACC, for the arguments a kernel allows):
+    tasks accumulating into the same range are not ordered among
+    themselves; their contributions are added in task order."""
+    return Arg(target, ACC, offset, length)
 
 
 class _Typed(namedtuple("_Typed", "type value")):
@@ -567,6 +574,12 @@ class Graph:
     def edge(self, before, after):
         """Task `after` runs after task `before` (before < after)."""
         check(lib.tdm_graph_add_edge(self._g(), before, after), "edge %d -> %d" % (before, after))
+
+    def guard(self, task, router, expert):
+        """Task `task` runs only if some token of topk_router task `router`
+        (router < task) chose `expert`; else it completes unrun."""
+        check(lib.tdm_graph_set_guard(self._g(), task, router, expert),
+              "guard on task %d" % task)
 
     def submit(self):
         with self._lock():

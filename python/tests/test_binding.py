@@ -130,6 +130,42 @@ def test_buffer_is_the_shared_memory_itself(client):
     np.testing.assert_array_equal(y.array, 0.5 + 2.0 * np.arange(256, dtype=np.float32))
 
 
+def test_accumulators_add_in_task_order(client):
+    x = client.from_array(np.arange(64, dtype=np.float32))
+    y = client.alloc(64)
+    g = client.graph()
+    g.add("fill", [tandem.write(y)], [1.0])
+    for a in (1.0, 2.0, 3.0):
+        g.add("axpy", [tandem.read(x), tandem.accumulate(y)], [a])
+    g.run(timeout=10)
+    want = np.float32(1) + np.arange(64, dtype=np.float32)
+    want = want + 2 * np.arange(64, dtype=np.float32)
+    want = want + 3 * np.arange(64, dtype=np.float32)
+    np.testing.assert_array_equal(y.array, want)
+
+
+def test_guard_skips_an_expert_no_token_chose(client):
+    logits = client.from_array(np.array([[5.0, 0.0, 0.0]], np.float32))  # token 0 -> expert 0
+    ids = client.alloc(1, np.int32)
+    wts = client.alloc(1)
+    y = client.from_array(np.full(4, 9.0, np.float32))
+    src = client.from_array(np.ones(4, np.float32))
+    g = client.graph()
+    r = g.add("topk_router", [tandem.read(logits), tandem.write(ids), tandem.write(wts)],
+              [tandem.i64(1), tandem.i64(3), tandem.i64(1)])
+    t = g.add("axpy", [tandem.read(src), tandem.readwrite(y)], [1.0])
+    g.guard(t, r, 1)  # expert 1: nobody
+    g.run(timeout=10)
+    np.testing.assert_array_equal(y.array, 9.0)  # untouched
+    with pytest.raises(tandem.Error):
+        g2 = client.graph()
+        r = g2.add("topk_router", [tandem.read(logits), tandem.write(ids), tandem.write(wts)],
+                   [tandem.i64(1), tandem.i64(3), tandem.i64(1)])
+        t = g2.add("axpy", [tandem.read(src), tandem.readwrite(y)], [1.0])
+        g2.guard(t, r, 3)  # no expert 3: rejected by the daemon
+        g2.run(timeout=10)
+
+
 def test_array_slices_name_buffer_ranges(client):
     x = client.alloc(64)
     g = client.graph()

@@ -1,5 +1,6 @@
 /* The llm_layer example (examples/llm_layer.c) against a private tandemd: a
- * few decode steps of the mixture-of-experts layer and of the dense one. The
+ * few decode steps of the mixture-of-experts layer (guarded experts
+ * accumulating into y, and the serial way) and of the dense one. The
  * example checks every step against its own plain-loop reference and exits
  * non-zero on a mismatch, so its exit status is the verdict. */
 #include <errno.h>
@@ -87,6 +88,15 @@ static void test_moe(void **state)
 	tdmt_test_ok();
 }
 
+/* The experts as before guards and TDM_ACC: one after another, each
+ * applying the routing itself. */
+static void test_moe_serial(void **state)
+{
+	(void)state;
+	assert_int_equal(run_llm_layer("--serial-experts"), 0);
+	tdmt_test_ok();
+}
+
 static void test_dense(void **state)
 {
 	(void)state;
@@ -98,6 +108,7 @@ static void test_dense(void **state)
 
 static const struct CMUnitTest tests[] = {
 	T(test_moe),
+	T(test_moe_serial),
 	T(test_dense),
 };
 

@@ -68,6 +68,7 @@ static const struct {
 	{ TDM_REJECT_SEQUENCE, 15, "entry sequence" },
 	{ TDM_REJECT_POLICY, 16, "policy hint" },
 	{ TDM_REJECT_COST, 17, "predicted task cost" },
+	{ TDM_REJECT_GUARD, 18, "routing guard" },
 };
 
 #define LEN(a) (sizeof(a) / sizeof((a)[0]))

@@ -339,6 +339,12 @@ static void test_parse_minimal(void **state)
 	         &w);
 	assert_true(w.tasks[0].cost == 15);
 	wl_free(&w);
+	/* an accumulating argument (TDM_ACC) */
+	trace_ok("{\"tandem_trace\":1}\n{\"buffer\":10,\"bytes\":64}\n{\"graph\":0,\"tasks\":1}\n"
+	         "{\"task\":0,\"kernel\":\"axpy\",\"args\":[[10,\"r\"],[10,\"acc\"]]}\n",
+	         &w);
+	assert_int_equal(w.tasks[0].args[1].mode, TDM_ACC);
+	wl_free(&w);
 }
 
 /* Every class of malformed trace, with the line (and column) at fault. */
@@ -447,7 +453,7 @@ static void test_parse_errors(void **state)
 	        "[5,\"r\"],[5,\"r\"],[5,\"r\"],[5,\"r\"],[5,\"r\"]]}\n",
 	        "t:4: task 0: 9 arguments, at most 8");
 	trace_err(H B G "{\"task\":0,\"kernel\":\"spotrf\",\"args\":[[5,\"x\"]]}\n",
-	          "t:4: task 0: args[0]: mode \"x\" is not \"r\", \"w\" or \"rw\"");
+	          "t:4: task 0: args[0]: mode \"x\" is not \"r\", \"w\", \"rw\" or \"acc\"");
 	trace_err(H B G "{\"task\":0,\"kernel\":\"spotrf\",\"args\":[5]}\n",
 	          "t:4: task 0: args[0] is not a [buffer, mode] pair");
 	trace_err(H B G "{\"task\":0,\"kernel\":\"spotrf\",\"args\":{}}\n",
