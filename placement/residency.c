@@ -1140,7 +1140,10 @@ static void free_regs(struct res_data *d)
 
 void residency_data_fini(struct residency *r, struct res_data *d)
 {
-	residency_set_home(d, RES_HOME_NONE);
+	/* Data never initialised here (a daemon without residency) has no
+	 * home to give back. */
+	if (d->res)
+		residency_set_home(d, RES_HOME_NONE);
 	if (!residency_has_devices(r)) {
 		free_map(d);
 		free_regs(d); /* the devices went first (residency_close) */
