@@ -9,6 +9,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "common/splitmix.h"
 #include "workload/workload.h"
 #include "tandem.h"
 
@@ -270,22 +271,9 @@ int llm_trace_load(const char *path, uint32_t max_reqs, struct llm_trace *out, c
 
 /* ---- generators ---- */
 
-static uint64_t splitmix(uint64_t *s)
-{
-	uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
-	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-	z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-	return z ^ (z >> 31);
-}
-
-static double uniform01(uint64_t *s) /* (0, 1) */
-{
-	return ((double)(splitmix(s) >> 11) + 0.5) / 9007199254740992.0;
-}
-
 static double normal(uint64_t *s)
 {
-	return sqrt(-2 * log(uniform01(s))) * cos(2 * M_PI * uniform01(s));
+	return sqrt(-2 * log(splitmix_open_unit(s))) * cos(2 * M_PI * splitmix_open_unit(s));
 }
 
 /* A log-normal with the given median and mean (mean > median). */
@@ -325,7 +313,7 @@ int llm_trace_generate(enum llm_trace_kind kind, uint32_t n, uint64_t seed, stru
 		struct llm_trace_req *r = &out->req[i];
 
 		r->arrival_ns = t;
-		t += -log(uniform01(&s)) / rate * 1e9;
+		t += -log(splitmix_open_unit(&s)) / rate * 1e9;
 		if (kind == LLM_TRACE_CONV) {
 			r->prompt = lognormal(&s, 1020, 1155, 2, 14050);
 			r->output = lognormal(&s, 129, 211, 10, 1000);
@@ -333,8 +321,8 @@ int llm_trace_generate(enum llm_trace_kind kind, uint32_t n, uint64_t seed, stru
 			r->prompt = lognormal(&s, 1469, 2048, 3, 7437);
 			r->output = lognormal(&s, 13, 28, 10, 2000);
 		} else {
-			r->prompt = 4 + (uint32_t)(uniform01(&s) * 37);
-			r->output = 2 + (uint32_t)(uniform01(&s) * 23);
+			r->prompt = 4 + (uint32_t)(splitmix_open_unit(&s) * 37);
+			r->output = 2 + (uint32_t)(splitmix_open_unit(&s) * 23);
 		}
 	}
 	out->n = n;

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/splitmix.h"
 #include "workload/workload.h"
 #include "tandem.h"
 
@@ -320,19 +321,6 @@ int moe_trace_shape_by_name(const char *name, uint32_t layers, struct moe_trace_
 	return layers ? 0 : -1;
 }
 
-static uint64_t splitmix(uint64_t *s)
-{
-	uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
-	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-	z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-	return z ^ (z >> 31);
-}
-
-static double uniform01(uint64_t *s) /* [0, 1) */
-{
-	return (double)(splitmix(s) >> 11) / 9007199254740992.0;
-}
-
 int moe_trace_generate(const struct moe_trace_shape *sh, uint32_t tokens, uint32_t streams,
                        uint64_t seed, struct moe_trace *out, char *err, size_t errlen)
 {
@@ -371,7 +359,7 @@ int moe_trace_generate(const struct moe_trace_shape *sh, uint32_t tokens, uint32
 		for (uint32_t e = 0; e < E; e++)
 			p[e] = (uint16_t)e;
 		for (uint32_t e = E - 1; e > 0; e--) {
-			uint32_t j = (uint32_t)(splitmix(&ps) % (e + 1));
+			uint32_t j = (uint32_t)(splitmix64(&ps) % (e + 1));
 			uint16_t x = p[e];
 			p[e] = p[j];
 			p[j] = x;
@@ -395,7 +383,7 @@ int moe_trace_generate(const struct moe_trace_shape *sh, uint32_t tokens, uint32
 			/* Temporal locality: keep each of the previous token's
 			 * experts with probability reuse. */
 			for (uint32_t j = 0; prev && j < K; j++)
-				if (uniform01(&s) < sh->reuse)
+				if (splitmix_unit(&s) < sh->reuse)
 					ids[k++] = prev[j];
 			memcpy(pick, cdf + (size_t)l * E, E * sizeof(double));
 			for (uint32_t j = 0; j < k; j++)
@@ -404,7 +392,7 @@ int moe_trace_generate(const struct moe_trace_shape *sh, uint32_t tokens, uint32
 				total += pick[e];
 			/* The rest by the layer's skew, without replacement. */
 			while (k < K) {
-				double u = uniform01(&s) * total, acc = 0;
+				double u = splitmix_unit(&s) * total, acc = 0;
 				uint32_t e = 0;
 				for (; e + 1 < E; e++) {
 					acc += pick[e];
@@ -420,7 +408,7 @@ int moe_trace_generate(const struct moe_trace_shape *sh, uint32_t tokens, uint32
 			/* Weights: decreasing softmax-like shares summing to 1. */
 			double sum = 0;
 			for (uint32_t j = 0; j < K; j++) {
-				w[j] = (float)exp(-1.5 * uniform01(&s) - 0.3 * j);
+				w[j] = (float)exp(-1.5 * splitmix_unit(&s) - 0.3 * j);
 				sum += w[j];
 			}
 			for (uint32_t j = 0; j < K; j++)
