@@ -22,18 +22,6 @@ void llm_trace_free(struct llm_trace *t)
 	t->n = 0;
 }
 
-static int fail(char *err, size_t errlen, const char *name, size_t line, const char *fmt, ...)
-{
-	char msg[200];
-	va_list ap;
-
-	va_start(ap, fmt);
-	vsnprintf(msg, sizeof(msg), fmt, ap);
-	va_end(ap);
-	snprintf(err, errlen, "%s:%zu: %s", name, line, msg);
-	return -TDM_EINVAL;
-}
-
 static bool digits(const char *s, size_t n, uint32_t *v)
 {
 	*v = 0;
@@ -157,7 +145,7 @@ int llm_trace_parse(const char *text, size_t len, const char *name, uint32_t max
 	if (err && errlen)
 		err[0] = '\0';
 	if (len > LLM_TRACE_MAX_INPUT)
-		return fail(err, errlen, name, 0, "more than %zu bytes", LLM_TRACE_MAX_INPUT);
+		return wl_fail_at(err, errlen, name, 0, "more than %zu bytes", LLM_TRACE_MAX_INPUT);
 	if (all)
 		max_reqs = LLM_TRACE_MAX_REQS;
 	while (pos < len && (all || t.n < max_reqs)) {
@@ -170,18 +158,18 @@ int llm_trace_parse(const char *text, size_t len, const char *name, uint32_t max
 		if (n && s[n - 1] == '\r')
 			n--;
 		if (n > LLM_TRACE_MAX_LINE) {
-			rc = fail(err, errlen, name, line, "a line longer than %d bytes",
-			          LLM_TRACE_MAX_LINE);
+			rc = wl_fail_at(err, errlen, name, line, "a line longer than %d bytes",
+			                LLM_TRACE_MAX_LINE);
 			goto out;
 		}
 		if (memchr(s, '\0', n) || memchr(s, '\r', n)) {
-			rc = fail(err, errlen, name, line, "a NUL or a stray CR in the line");
+			rc = wl_fail_at(err, errlen, name, line, "a NUL or a stray CR in the line");
 			goto out;
 		}
 		if (line == 1) {
 			if (n != sizeof(header) - 1 || memcmp(s, header, n)) {
-				rc = fail(err, errlen, name, line, "expected the header %s",
-				          header);
+				rc = wl_fail_at(err, errlen, name, line, "expected the header %s",
+				                header);
 				goto out;
 			}
 			continue;
@@ -189,19 +177,20 @@ int llm_trace_parse(const char *text, size_t len, const char *name, uint32_t max
 		if (n == 0) {
 			if (pos >= len)
 				break; /* the last line's newline */
-			rc = fail(err, errlen, name, line, "an empty line");
+			rc = wl_fail_at(err, errlen, name, line, "an empty line");
 			goto out;
 		}
 		if (t.n == max_reqs) {
-			rc = fail(err, errlen, name, line, "more than %u requests",
-			          LLM_TRACE_MAX_REQS);
+			rc = wl_fail_at(err, errlen, name, line, "more than %u requests",
+			                LLM_TRACE_MAX_REQS);
 			goto out;
 		}
 		const char *c1 = memchr(s, ',', n);
 		const char *c2 = c1 ? memchr(c1 + 1, ',', n - (size_t)(c1 + 1 - s)) : NULL;
 		if (!c1 || !c2 || memchr(c2 + 1, ',', n - (size_t)(c2 + 1 - s))) {
-			rc = fail(err, errlen, name, line,
-			          "expected three fields: TIMESTAMP,ContextTokens,GeneratedTokens");
+			rc = wl_fail_at(
+			        err, errlen, name, line,
+			        "expected three fields: TIMESTAMP,ContextTokens,GeneratedTokens");
 			goto out;
 		}
 		struct llm_trace_req r;
@@ -209,8 +198,8 @@ int llm_trace_parse(const char *text, size_t len, const char *name, uint32_t max
 		struct instant at;
 		const char *why = parse_time(s, (size_t)(c1 - s), &at);
 		if (why) {
-			rc = fail(err, errlen, name, line, "TIMESTAMP '%s': %s",
-			          quote(q, s, (size_t)(c1 - s)), why);
+			rc = wl_fail_at(err, errlen, name, line, "TIMESTAMP '%s': %s",
+			                quote(q, s, (size_t)(c1 - s)), why);
 			goto out;
 		}
 		why = parse_tokens(c1 + 1, (size_t)(c2 - c1 - 1), "ContextTokens", &r.prompt, msg,
@@ -222,7 +211,7 @@ int llm_trace_parse(const char *text, size_t len, const char *name, uint32_t max
 			why = "TIMESTAMP: earlier than the line before (requests are in arrival "
 			      "order)";
 		if (why) {
-			rc = fail(err, errlen, name, line, "%s", why);
+			rc = wl_fail_at(err, errlen, name, line, "%s", why);
 			goto out;
 		}
 		if (t.n == 0)
@@ -238,11 +227,11 @@ int llm_trace_parse(const char *text, size_t len, const char *name, uint32_t max
 		t.req[t.n++] = r;
 	}
 	if (line == 0) {
-		rc = fail(err, errlen, name, 1, "empty: expected the header %s", header);
+		rc = wl_fail_at(err, errlen, name, 1, "empty: expected the header %s", header);
 		goto out;
 	}
 	if (t.n == 0) {
-		rc = fail(err, errlen, name, line, "no requests after the header");
+		rc = wl_fail_at(err, errlen, name, line, "no requests after the header");
 		goto out;
 	}
 	*out = t;

@@ -21,19 +21,6 @@ void moe_trace_free(struct moe_trace *t)
 	memset(t, 0, sizeof(*t));
 }
 
-static int fail(char *err, size_t errlen, const char *name, size_t line, const char *fmt, ...)
-{
-	char msg[200];
-	va_list ap;
-
-	va_start(ap, fmt);
-	vsnprintf(msg, sizeof(msg), fmt, ap);
-	va_end(ap);
-	if (err && errlen)
-		snprintf(err, errlen, "%s:%zu: %s", name, line, msg);
-	return -TDM_EINVAL;
-}
-
 /* A whole number of at most 9 digits in [s, s + n). */
 static bool number(const char *s, size_t n, uint32_t *v)
 {
@@ -176,7 +163,7 @@ int moe_trace_parse(const char *text, size_t len, const char *name, uint32_t max
 	if (err && errlen)
 		err[0] = '\0';
 	if (len > MOE_TRACE_MAX_INPUT)
-		return fail(err, errlen, name, 0, "more than %zu bytes", MOE_TRACE_MAX_INPUT);
+		return wl_fail_at(err, errlen, name, 0, "more than %zu bytes", MOE_TRACE_MAX_INPUT);
 	while (pos < len && (!max_tokens || tok < max_tokens)) {
 		const char *s = text + pos;
 		const char *nl = memchr(s, '\n', len - pos);
@@ -187,7 +174,7 @@ int moe_trace_parse(const char *text, size_t len, const char *name, uint32_t max
 		if (n && s[n - 1] == '\r')
 			n--;
 		if (memchr(s, '\0', n) || memchr(s, '\r', n)) {
-			rc = fail(err, errlen, name, line, "a NUL or a stray CR in the line");
+			rc = wl_fail_at(err, errlen, name, line, "a NUL or a stray CR in the line");
 			goto out;
 		}
 		if (n && s[0] == '#')
@@ -195,20 +182,20 @@ int moe_trace_parse(const char *text, size_t len, const char *name, uint32_t max
 		if (n == 0) {
 			if (pos >= len)
 				break;
-			rc = fail(err, errlen, name, line, "an empty line");
+			rc = wl_fail_at(err, errlen, name, line, "an empty line");
 			goto out;
 		}
 		if (!t.layers) {
 			if ((why = parse_shape(s, n, &t))) {
-				rc = fail(err, errlen, name, line, "%s", why);
+				rc = wl_fail_at(err, errlen, name, line, "%s", why);
 				goto out;
 			}
 			continue;
 		}
 		if (data_lines++ == 0) {
 			if (n != sizeof(header) - 1 || memcmp(s, header, n)) {
-				rc = fail(err, errlen, name, line, "expected the header %s",
-				          header);
+				rc = wl_fail_at(err, errlen, name, line, "expected the header %s",
+				                header);
 				goto out;
 			}
 			continue;
@@ -218,7 +205,8 @@ int moe_trace_parse(const char *text, size_t len, const char *name, uint32_t max
 			uint32_t old = cap;
 			void *w = t.w;
 			if (tok >= limit) {
-				rc = fail(err, errlen, name, line, "more than %u tokens", limit);
+				rc = wl_fail_at(err, errlen, name, line, "more than %u tokens",
+				                limit);
 				goto out;
 			}
 			if (wl_grow((void **)&t.ids, &cap, tok + 1, (size_t)t.layers * t.topk * 2,
@@ -234,7 +222,7 @@ int moe_trace_parse(const char *text, size_t len, const char *name, uint32_t max
 		}
 		size_t at = ((size_t)tok * t.layers + layer) * t.topk;
 		if ((why = parse_row(s, n, &t, tok, layer, t.ids + at, t.w + at))) {
-			rc = fail(err, errlen, name, line, "%s", why);
+			rc = wl_fail_at(err, errlen, name, line, "%s", why);
 			goto out;
 		}
 		if (++layer == t.layers) {
@@ -243,17 +231,17 @@ int moe_trace_parse(const char *text, size_t len, const char *name, uint32_t max
 		}
 	}
 	if (!t.layers) {
-		rc = fail(err, errlen, name, line ? line : 1,
-		          "empty: expected 'moe-trace v1 layers=L experts=E topk=K'");
+		rc = wl_fail_at(err, errlen, name, line ? line : 1,
+		                "empty: expected 'moe-trace v1 layers=L experts=E topk=K'");
 		goto out;
 	}
 	if (layer != 0) {
-		rc = fail(err, errlen, name, line, "token %u stops at layer %u of %u", tok, layer,
-		          t.layers);
+		rc = wl_fail_at(err, errlen, name, line, "token %u stops at layer %u of %u", tok,
+		                layer, t.layers);
 		goto out;
 	}
 	if (tok == 0) {
-		rc = fail(err, errlen, name, line, "no tokens");
+		rc = wl_fail_at(err, errlen, name, line, "no tokens");
 		goto out;
 	}
 	t.tokens = tok;
