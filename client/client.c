@@ -366,6 +366,24 @@ const struct mapping *client_mapping(const tdm_client *c, tdm_buffer h)
 	return NULL;
 }
 
+/* A request whose reply may bring an fd: the request's error, or the
+ * reply's status (then any fd that came with it is closed), or 0. */
+static int request_fd(tdm_client *c, uint32_t type, const void *req, uint32_t len,
+                      uint32_t reply_type, void *reply, uint32_t reply_len, const int32_t *status,
+                      int *fd)
+{
+	int err = client_request(c, type, req, len, reply_type, reply, reply_len, fd);
+	if (err)
+		return err;
+	if (*status) {
+		if (*fd >= 0)
+			close(*fd);
+		*fd = -1;
+		return *status;
+	}
+	return 0;
+}
+
 TDM_API int tdm_buffer_alloc(tdm_client *c, size_t bytes, uint32_t flags, tdm_buffer *handle,
                              void **ptr)
 {
@@ -383,15 +401,10 @@ TDM_API int tdm_buffer_alloc(tdm_client *c, size_t bytes, uint32_t flags, tdm_bu
 		c->maps = n;
 		c->maps_cap = ncap;
 	}
-	err = client_request(c, TDM_MSG_BUF_ALLOC, &req, sizeof(req), TDM_MSG_BUF_ALLOC_REPLY, &r,
-	                     sizeof(r), &fd);
+	err = request_fd(c, TDM_MSG_BUF_ALLOC, &req, sizeof(req), TDM_MSG_BUF_ALLOC_REPLY, &r,
+	                 sizeof(r), &r.status, &fd);
 	if (err)
 		return err;
-	if (r.status) {
-		if (fd >= 0)
-			close(fd);
-		return r.status;
-	}
 	if (fd < 0 || r.bytes != bytes)
 		return -TDM_EPROTO;
 	size_t mapped = page_round(bytes);
@@ -504,15 +517,10 @@ TDM_API int tdm_buffer_grow(tdm_client *c, tdm_buffer handle, size_t used)
 		return -TDM_EINVAL;
 	if (used > m->mapped)
 		return -TDM_ERANGE;
-	int err = client_request(c, TDM_MSG_BUF_GROW, &req, sizeof(req), TDM_MSG_BUF_GROW_REPLY, &r,
-	                         sizeof(r), &fd);
+	int err = request_fd(c, TDM_MSG_BUF_GROW, &req, sizeof(req), TDM_MSG_BUF_GROW_REPLY, &r,
+	                     sizeof(r), &r.status, &fd);
 	if (err)
 		return err;
-	if (r.status) {
-		if (fd >= 0)
-			close(fd);
-		return r.status;
-	}
 	/* The new chunk must continue what we have, and be what it says. */
 	if (r.used != used || (r.chunk_bytes != 0) != (fd >= 0) ||
 	    (r.chunk_bytes && (r.chunk_off != m->backed || r.chunk_bytes > m->mapped - m->backed ||
