@@ -366,6 +366,20 @@ const struct mapping *client_mapping(const tdm_client *c, tdm_buffer h)
 	return NULL;
 }
 
+/* Room for one more mapping in c->maps. 0 or -TDM_ENOMEM. */
+static int maps_room(tdm_client *c)
+{
+	if (c->nmaps < c->maps_cap)
+		return 0;
+	size_t ncap = c->maps_cap ? c->maps_cap * 2 : 16;
+	struct mapping *n = realloc(c->maps, ncap * sizeof(*n));
+	if (!n)
+		return -TDM_ENOMEM;
+	c->maps = n;
+	c->maps_cap = ncap;
+	return 0;
+}
+
 /* A request whose reply may bring an fd: the request's error, or the
  * reply's status (then any fd that came with it is closed), or 0. */
 static int request_fd(tdm_client *c, uint32_t type, const void *req, uint32_t len,
@@ -393,14 +407,9 @@ TDM_API int tdm_buffer_alloc(tdm_client *c, size_t bytes, uint32_t flags, tdm_bu
 
 	if (!c || !handle || !ptr || bytes == 0 || (flags & ~TDM_BUF_FLAGS_ALL))
 		return -TDM_EINVAL;
-	if (c->nmaps == c->maps_cap) {
-		size_t ncap = c->maps_cap ? c->maps_cap * 2 : 16;
-		struct mapping *n = realloc(c->maps, ncap * sizeof(*n));
-		if (!n)
-			return -TDM_ENOMEM;
-		c->maps = n;
-		c->maps_cap = ncap;
-	}
+	err = maps_room(c);
+	if (err)
+		return err;
 	err = request_fd(c, TDM_MSG_BUF_ALLOC, &req, sizeof(req), TDM_MSG_BUF_ALLOC_REPLY, &r,
 	                 sizeof(r), &r.status, &fd);
 	if (err)
@@ -424,19 +433,6 @@ TDM_API int tdm_buffer_alloc(tdm_client *c, size_t bytes, uint32_t flags, tdm_bu
 	c->maps[c->nmaps++] = (struct mapping){ r.handle, p, bytes, mapped, mapped, false };
 	*handle = r.handle;
 	*ptr = p;
-	return 0;
-}
-
-static int maps_room(tdm_client *c)
-{
-	if (c->nmaps < c->maps_cap)
-		return 0;
-	size_t ncap = c->maps_cap ? c->maps_cap * 2 : 16;
-	struct mapping *n = realloc(c->maps, ncap * sizeof(*n));
-	if (!n)
-		return -TDM_ENOMEM;
-	c->maps = n;
-	c->maps_cap = ncap;
 	return 0;
 }
 
