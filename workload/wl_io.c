@@ -15,6 +15,29 @@
 #include "workload/workload.h"
 #include "tandem.h"
 
+const char *wl_next_line(const char *text, size_t len, size_t *pos, size_t *n)
+{
+	const char *s = text + *pos;
+	const char *nl = memchr(s, '\n', len - *pos);
+
+	*n = nl ? (size_t)(nl - s) : len - *pos;
+	*pos += *n + (nl ? 1 : 0);
+	if (*n && s[*n - 1] == '\r')
+		(*n)--;
+	return s;
+}
+
+bool wl_digits(const char *s, size_t n, uint32_t *v)
+{
+	*v = 0;
+	for (size_t i = 0; i < n; i++) {
+		if (s[i] < '0' || s[i] > '9')
+			return false;
+		*v = *v * 10 + (uint32_t)(s[i] - '0');
+	}
+	return true;
+}
+
 int wl_fail_at(char *err, size_t errlen, const char *name, size_t line, const char *fmt, ...)
 {
 	char msg[200];

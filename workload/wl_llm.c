@@ -22,17 +22,6 @@ void llm_trace_free(struct llm_trace *t)
 	t->n = 0;
 }
 
-static bool digits(const char *s, size_t n, uint32_t *v)
-{
-	*v = 0;
-	for (size_t i = 0; i < n; i++) {
-		if (s[i] < '0' || s[i] > '9')
-			return false;
-		*v = *v * 10 + (uint32_t)(s[i] - '0');
-	}
-	return true;
-}
-
 static bool leap(uint32_t y)
 {
 	return (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
@@ -68,8 +57,8 @@ static const char *parse_time(const char *s, size_t n, struct instant *at)
 
 	if (n < 19 || s[4] != '-' || s[7] != '-' || s[10] != ' ' || s[13] != ':' || s[16] != ':')
 		return "expected YYYY-MM-DD HH:MM:SS[.fraction]";
-	if (!digits(s, 4, &y) || !digits(s + 5, 2, &mo) || !digits(s + 8, 2, &d) ||
-	    !digits(s + 11, 2, &h) || !digits(s + 14, 2, &mi) || !digits(s + 17, 2, &se))
+	if (!wl_digits(s, 4, &y) || !wl_digits(s + 5, 2, &mo) || !wl_digits(s + 8, 2, &d) ||
+	    !wl_digits(s + 11, 2, &h) || !wl_digits(s + 14, 2, &mi) || !wl_digits(s + 17, 2, &se))
 		return "expected digits in YYYY-MM-DD HH:MM:SS";
 	if (y < 1970 || y > 9999)
 		return "year out of range (1970 to 9999)";
@@ -83,7 +72,7 @@ static const char *parse_time(const char *s, size_t n, struct instant *at)
 		size_t f = n - 20;
 		uint32_t scale = 1;
 
-		if (s[19] != '.' || f < 1 || f > 9 || !digits(s + 20, f, &frac))
+		if (s[19] != '.' || f < 1 || f > 9 || !wl_digits(s + 20, f, &frac))
 			return "the fraction of a second is '.' and 1 to 9 digits";
 		for (size_t k = f; k < 9; k++)
 			scale *= 10;
@@ -119,8 +108,8 @@ static const char *parse_tokens(const char *s, size_t n, const char *what, uint3
 		return msg;
 	}
 	for (i = 0; i + 1 < n && s[i] == '0'; i++)
-		; /* leading zeros, so that digits() cannot overflow */
-	if (n - i > 7 || !digits(s + i, n - i, v) || *v < 1 || *v > LLM_TRACE_MAX_TOKENS) {
+		; /* leading zeros, so that wl_digits() cannot overflow */
+	if (n - i > 7 || !wl_digits(s + i, n - i, v) || *v < 1 || *v > LLM_TRACE_MAX_TOKENS) {
 		snprintf(msg, msglen, "%s %s is out of range (1 to %u)", what, quote(q, s, n),
 		         LLM_TRACE_MAX_TOKENS);
 		return msg;
@@ -149,14 +138,10 @@ int llm_trace_parse(const char *text, size_t len, const char *name, uint32_t max
 	if (all)
 		max_reqs = LLM_TRACE_MAX_REQS;
 	while (pos < len && (all || t.n < max_reqs)) {
-		const char *s = text + pos;
-		const char *nl = memchr(s, '\n', len - pos);
-		size_t n = nl ? (size_t)(nl - s) : len - pos;
+		size_t n;
+		const char *s = wl_next_line(text, len, &pos, &n);
 
-		pos += n + (nl ? 1 : 0);
 		line++;
-		if (n && s[n - 1] == '\r')
-			n--;
 		if (n > LLM_TRACE_MAX_LINE) {
 			rc = wl_fail_at(err, errlen, name, line, "a line longer than %d bytes",
 			                LLM_TRACE_MAX_LINE);

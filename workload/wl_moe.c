@@ -25,14 +25,7 @@ void moe_trace_free(struct moe_trace *t)
 static bool number(const char *s, size_t n, uint32_t *v)
 {
 	*v = 0;
-	if (n == 0 || n > 9)
-		return false;
-	for (size_t i = 0; i < n; i++) {
-		if (s[i] < '0' || s[i] > '9')
-			return false;
-		*v = *v * 10 + (uint32_t)(s[i] - '0');
-	}
-	return true;
+	return n >= 1 && n <= 9 && wl_digits(s, n, v);
 }
 
 /* A decimal weight in [0, 1]: digits, '.', an exponent; nothing else
@@ -165,14 +158,10 @@ int moe_trace_parse(const char *text, size_t len, const char *name, uint32_t max
 	if (len > MOE_TRACE_MAX_INPUT)
 		return wl_fail_at(err, errlen, name, 0, "more than %zu bytes", MOE_TRACE_MAX_INPUT);
 	while (pos < len && (!max_tokens || tok < max_tokens)) {
-		const char *s = text + pos;
-		const char *nl = memchr(s, '\n', len - pos);
-		size_t n = nl ? (size_t)(nl - s) : len - pos;
+		size_t n;
+		const char *s = wl_next_line(text, len, &pos, &n);
 
-		pos += n + (nl ? 1 : 0);
 		line++;
-		if (n && s[n - 1] == '\r')
-			n--;
 		if (memchr(s, '\0', n) || memchr(s, '\r', n)) {
 			rc = wl_fail_at(err, errlen, name, line, "a NUL or a stray CR in the line");
 			goto out;
