@@ -366,6 +366,38 @@ const struct mapping *client_mapping(const tdm_client *c, tdm_buffer h)
 	return NULL;
 }
 
+/* Room for one more mapping in c->maps. 0 or -TDM_ENOMEM. */
+static int maps_room(tdm_client *c)
+{
+	if (c->nmaps < c->maps_cap)
+		return 0;
+	size_t ncap = c->maps_cap ? c->maps_cap * 2 : 16;
+	struct mapping *n = realloc(c->maps, ncap * sizeof(*n));
+	if (!n)
+		return -TDM_ENOMEM;
+	c->maps = n;
+	c->maps_cap = ncap;
+	return 0;
+}
+
+/* A request whose reply may bring an fd: the request's error, or the
+ * reply's status (then any fd that came with it is closed), or 0. */
+static int request_fd(tdm_client *c, uint32_t type, const void *req, uint32_t len,
+                      uint32_t reply_type, void *reply, uint32_t reply_len, const int32_t *status,
+                      int *fd)
+{
+	int err = client_request(c, type, req, len, reply_type, reply, reply_len, fd);
+	if (err)
+		return err;
+	if (*status) {
+		if (*fd >= 0)
+			close(*fd);
+		*fd = -1;
+		return *status;
+	}
+	return 0;
+}
+
 TDM_API int tdm_buffer_alloc(tdm_client *c, size_t bytes, uint32_t flags, tdm_buffer *handle,
                              void **ptr)
 {
@@ -375,23 +407,13 @@ TDM_API int tdm_buffer_alloc(tdm_client *c, size_t bytes, uint32_t flags, tdm_bu
 
 	if (!c || !handle || !ptr || bytes == 0 || (flags & ~TDM_BUF_FLAGS_ALL))
 		return -TDM_EINVAL;
-	if (c->nmaps == c->maps_cap) {
-		size_t ncap = c->maps_cap ? c->maps_cap * 2 : 16;
-		struct mapping *n = realloc(c->maps, ncap * sizeof(*n));
-		if (!n)
-			return -TDM_ENOMEM;
-		c->maps = n;
-		c->maps_cap = ncap;
-	}
-	err = client_request(c, TDM_MSG_BUF_ALLOC, &req, sizeof(req), TDM_MSG_BUF_ALLOC_REPLY, &r,
-	                     sizeof(r), &fd);
+	err = maps_room(c);
 	if (err)
 		return err;
-	if (r.status) {
-		if (fd >= 0)
-			close(fd);
-		return r.status;
-	}
+	err = request_fd(c, TDM_MSG_BUF_ALLOC, &req, sizeof(req), TDM_MSG_BUF_ALLOC_REPLY, &r,
+	                 sizeof(r), &r.status, &fd);
+	if (err)
+		return err;
 	if (fd < 0 || r.bytes != bytes)
 		return -TDM_EPROTO;
 	size_t mapped = page_round(bytes);
@@ -411,19 +433,6 @@ TDM_API int tdm_buffer_alloc(tdm_client *c, size_t bytes, uint32_t flags, tdm_bu
 	c->maps[c->nmaps++] = (struct mapping){ r.handle, p, bytes, mapped, mapped, false };
 	*handle = r.handle;
 	*ptr = p;
-	return 0;
-}
-
-static int maps_room(tdm_client *c)
-{
-	if (c->nmaps < c->maps_cap)
-		return 0;
-	size_t ncap = c->maps_cap ? c->maps_cap * 2 : 16;
-	struct mapping *n = realloc(c->maps, ncap * sizeof(*n));
-	if (!n)
-		return -TDM_ENOMEM;
-	c->maps = n;
-	c->maps_cap = ncap;
 	return 0;
 }
 
@@ -504,15 +513,10 @@ TDM_API int tdm_buffer_grow(tdm_client *c, tdm_buffer handle, size_t used)
 		return -TDM_EINVAL;
 	if (used > m->mapped)
 		return -TDM_ERANGE;
-	int err = client_request(c, TDM_MSG_BUF_GROW, &req, sizeof(req), TDM_MSG_BUF_GROW_REPLY, &r,
-	                         sizeof(r), &fd);
+	int err = request_fd(c, TDM_MSG_BUF_GROW, &req, sizeof(req), TDM_MSG_BUF_GROW_REPLY, &r,
+	                     sizeof(r), &r.status, &fd);
 	if (err)
 		return err;
-	if (r.status) {
-		if (fd >= 0)
-			close(fd);
-		return r.status;
-	}
 	/* The new chunk must continue what we have, and be what it says. */
 	if (r.used != used || (r.chunk_bytes != 0) != (fd >= 0) ||
 	    (r.chunk_bytes && (r.chunk_off != m->backed || r.chunk_bytes > m->mapped - m->backed ||

@@ -436,6 +436,24 @@ static bool handle_hello(struct conn *c, const void *p, uint32_t len)
 
 /* ---- client requests ------------------------------------------------------ */
 
+/* The reply that hands the client a new buffer, with its fd when it has
+ * one (fd < 0: none). The fd is closed here: the mapping stays and the
+ * reply holds its own copy. A reply that cannot go out frees the buffer,
+ * which no one would otherwise know of. */
+static bool send_new_buffer(struct conn *c, uint32_t type, const struct tdm_buf_alloc_reply *r,
+                            int fd)
+{
+	bool ok = send_msg(c, type, r, sizeof(*r), &fd, fd >= 0 ? 1 : 0);
+	if (fd >= 0)
+		close(fd);
+	if (!ok && r->status == 0) {
+		pthread_mutex_lock(&c->s->intake_lock);
+		session_buffer_free(c->s, r->handle);
+		pthread_mutex_unlock(&c->s->intake_lock);
+	}
+	return ok;
+}
+
 static bool handle_buf_alloc(struct conn *c, const void *p, uint32_t len)
 {
 	struct tdm_buf_alloc_req req;
@@ -450,15 +468,7 @@ static bool handle_buf_alloc(struct conn *c, const void *p, uint32_t len)
 	                        : session_buffer_alloc(c->s, req.bytes, req.flags, &r.handle, &fd);
 	pthread_mutex_unlock(&c->s->intake_lock);
 	r.bytes = r.status ? 0 : req.bytes;
-	bool ok = send_msg(c, TDM_MSG_BUF_ALLOC_REPLY, &r, sizeof(r), &fd, fd >= 0 ? 1 : 0);
-	if (fd >= 0)
-		close(fd); /* the mapping stays; the reply holds its own copy */
-	if (!ok && r.status == 0) {
-		pthread_mutex_lock(&c->s->intake_lock);
-		session_buffer_free(c->s, r.handle);
-		pthread_mutex_unlock(&c->s->intake_lock);
-	}
-	return ok;
+	return send_new_buffer(c, TDM_MSG_BUF_ALLOC_REPLY, &r, fd);
 }
 
 static bool handle_buf_reserve(struct conn *c, const void *p, uint32_t len)
@@ -474,13 +484,7 @@ static bool handle_buf_reserve(struct conn *c, const void *p, uint32_t len)
 	                        : session_buffer_reserve(c->s, req.capacity, req.flags, &r.handle);
 	pthread_mutex_unlock(&c->s->intake_lock);
 	r.bytes = r.status ? 0 : req.capacity;
-	bool ok = send_msg(c, TDM_MSG_BUF_RESERVE_REPLY, &r, sizeof(r), NULL, 0);
-	if (!ok && r.status == 0) {
-		pthread_mutex_lock(&c->s->intake_lock);
-		session_buffer_free(c->s, r.handle);
-		pthread_mutex_unlock(&c->s->intake_lock);
-	}
-	return ok;
+	return send_new_buffer(c, TDM_MSG_BUF_RESERVE_REPLY, &r, -1);
 }
 
 static bool handle_buf_grow(struct conn *c, const void *p, uint32_t len)

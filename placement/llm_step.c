@@ -25,14 +25,13 @@ int llm_model_by_name(const char *name, struct llm_model *out)
 	return -1;
 }
 
-static bool pos(double v)
+bool llm_hw_valid(const struct llm_hw *hw)
 {
-	return isfinite(v) && v > 0;
-}
-
-static bool nonneg(double v)
-{
-	return isfinite(v) && v >= 0;
+	return cost_pos(hw->gpu_mem_bytes) && cost_pos(hw->gpu_gbps) && cost_pos(hw->gpu_gflops) &&
+	       cost_nonneg(hw->gpu_launch_ns) && hw->cpu_cores && cost_pos(hw->core_gbps) &&
+	       cost_nonneg(hw->socket_gbps) && cost_pos(hw->cpu_gflops) &&
+	       cost_nonneg(hw->cpu_launch_ns) && cost_pos(hw->link_gbps) &&
+	       cost_nonneg(hw->link_latency_ns);
 }
 
 int llm_cost_init(struct llm_cost *c, const struct llm_model *m, const struct llm_hw *hw)
@@ -41,10 +40,7 @@ int llm_cost_init(struct llm_cost *c, const struct llm_model *m, const struct ll
 	if (!m->layers || !m->d_model || !m->heads || !m->kv_heads || !m->head_dim || !m->ffn ||
 	    !m->vocab || !m->dtype_bytes || m->kv_heads > m->heads)
 		return -1;
-	if (!pos(hw->gpu_mem_bytes) || !pos(hw->gpu_gbps) || !pos(hw->gpu_gflops) ||
-	    !nonneg(hw->gpu_launch_ns) || !hw->cpu_cores || !pos(hw->core_gbps) ||
-	    !nonneg(hw->socket_gbps) || !pos(hw->cpu_gflops) || !nonneg(hw->cpu_launch_ns) ||
-	    !pos(hw->link_gbps) || !nonneg(hw->link_latency_ns))
+	if (!llm_hw_valid(hw))
 		return -1;
 	c->m = *m;
 	c->hw = *hw;
@@ -331,7 +327,8 @@ static bool better(const struct llm_step_plan *a, const struct llm_step_plan *b)
 static bool costs_ok(const struct llm_step_costs *k)
 {
 	return k->linear && k->attn_gpu && k->attn_cpu && k->link && k->cores_used && k->layers &&
-	       nonneg(k->kv_tok_bytes) && nonneg(k->qo_req_bytes) && nonneg(k->link_latency_ns);
+	       cost_nonneg(k->kv_tok_bytes) && cost_nonneg(k->qo_req_bytes) &&
+	       cost_nonneg(k->link_latency_ns);
 }
 
 int llm_step_plan(const struct llm_step_in *in_, uint8_t *where, uint32_t *scratch,
@@ -347,9 +344,9 @@ int llm_step_plan(const struct llm_step_in *in_, uint8_t *where, uint32_t *scrat
 		local.costs = &roof;
 	}
 	if (!costs_ok(in->costs) || !out || in->n > LLM_STEP_MAX ||
-	    (in->n && (!in->req || !where)) || (in->n && !scratch) || !nonneg(in->prefill_tokens) ||
-	    !nonneg(in->prefill_attn_ns) || !nonneg(in->link_busy_ns) ||
-	    !nonneg(in->stream_scratch_bytes))
+	    (in->n && (!in->req || !where)) || (in->n && !scratch) ||
+	    !cost_nonneg(in->prefill_tokens) || !cost_nonneg(in->prefill_attn_ns) ||
+	    !cost_nonneg(in->link_busy_ns) || !cost_nonneg(in->stream_scratch_bytes))
 		return -1;
 	double gpu_tok = 0;
 	uint32_t ngpu = 0, nhost = 0;

@@ -28,6 +28,7 @@
 #ifndef TDM_PLACEMENT_LLM_STEP_H
 #define TDM_PLACEMENT_LLM_STEP_H
 
+#include <math.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -68,8 +69,23 @@ struct llm_cost {
 	double cpu_attn_gbps; /* effective CPU attention bandwidth, all attn_cores busy */
 };
 
+/* The cost models' range checks: v finite and > 0; finite and >= 0. */
+static inline bool cost_pos(double v)
+{
+	return isfinite(v) && v > 0;
+}
+
+static inline bool cost_nonneg(double v)
+{
+	return isfinite(v) && v >= 0;
+}
+
 /* 0, or -1 when a figure is missing or out of range (not finite, <= 0). */
 int llm_cost_init(struct llm_cost *c, const struct llm_model *m, const struct llm_hw *hw);
+
+/* Every figure of hw finite, rates and sizes positive, latencies >= 0,
+ * at least one core: what llm_cost_init and moe_cost_init require. */
+bool llm_hw_valid(const struct llm_hw *hw);
 
 /* Predicted times in ns (the roofline of each operation):
  *   linear: the batch's linear layers over `tokens` rows (decode tokens +

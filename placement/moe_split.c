@@ -32,28 +32,15 @@ int moe_model_by_name(const char *name, struct moe_model *out)
 	return -1;
 }
 
-static bool pos(double v)
-{
-	return isfinite(v) && v > 0;
-}
-
-static bool nonneg(double v)
-{
-	return isfinite(v) && v >= 0;
-}
-
 int moe_cost_init(struct moe_cost *c, const struct moe_model *m, const struct llm_hw *hw)
 {
 	memset(c, 0, sizeof(*c));
 	if (!m->layers || m->dense_layers >= m->layers || !m->d_model || !m->experts ||
 	    m->experts > MOE_SPLIT_MAX || !m->topk || m->topk > m->experts || !m->expert_ffn ||
-	    (m->dense_layers && !m->dense_ffn) || !pos(m->attn_params) || !m->vocab ||
+	    (m->dense_layers && !m->dense_ffn) || !cost_pos(m->attn_params) || !m->vocab ||
 	    !m->dtype_bytes)
 		return -1;
-	if (!pos(hw->gpu_mem_bytes) || !pos(hw->gpu_gbps) || !pos(hw->gpu_gflops) ||
-	    !nonneg(hw->gpu_launch_ns) || !hw->cpu_cores || !pos(hw->core_gbps) ||
-	    !nonneg(hw->socket_gbps) || !pos(hw->cpu_gflops) || !nonneg(hw->cpu_launch_ns) ||
-	    !pos(hw->link_gbps) || !nonneg(hw->link_latency_ns))
+	if (!llm_hw_valid(hw))
 		return -1;
 	c->m = *m;
 	c->hw = *hw;
@@ -149,7 +136,7 @@ uint32_t moe_breakeven_tokens(const struct moe_cost *c)
 static bool bad_input(const struct moe_split_in *in)
 {
 	return !in || !in->cost || in->n > MOE_SPLIT_MAX || (in->n && !in->e) ||
-	       !nonneg(in->tokens) || !nonneg(in->link_free_ns) ||
+	       !cost_nonneg(in->tokens) || !cost_nonneg(in->link_free_ns) ||
 	       !(in->allow & (MOE_ALLOW_CPU | MOE_ALLOW_LOAD));
 }
 
@@ -261,22 +248,6 @@ static int cmp_tokens_desc(const void *a, const void *b, void *ctx)
 	return x < y ? -1 : x > y;
 }
 
-/* The non-resident experts, most tokens first (Johnson's order for the
- * link-then-GPU flow shop: every load takes the same time, so the longer
- * GPU job goes first); the resident ones go to the GPU. */
-static uint32_t prepare(const struct moe_split_in *in, uint8_t *where, uint32_t *order)
-{
-	uint32_t m = 0;
-	for (uint32_t i = 0; i < in->n; i++) {
-		if (in->e[i].resident)
-			where[i] = MOE_RUN_GPU;
-		else
-			order[m++] = i;
-	}
-	qsort_r(order, m, sizeof(*order), cmp_tokens_desc, (void *)in->e);
-	return m;
-}
-
 static bool valid_experts(const struct moe_split_in *in)
 {
 	for (uint32_t i = 0; i < in->n; i++)
@@ -285,15 +256,38 @@ static bool valid_experts(const struct moe_split_in *in)
 	return true;
 }
 
+/* What both splits start from, once the input is checked (-1 when bad):
+ * the resident experts on the GPU, the non-resident ones in order[0 .. m),
+ * most tokens first (Johnson's order for the link-then-GPU flow shop:
+ * every load takes the same time, so the longer GPU job goes first), and
+ * every expert's times in t. Returns m. */
+static int prepare(const struct moe_split_in *in, uint8_t *where, uint32_t *order,
+                   const struct moe_split_plan *out, struct times *t)
+{
+	uint32_t m = 0;
+
+	if (bad_input(in) || !out || (in->n && (!where || !order)) || !valid_experts(in))
+		return -1;
+	for (uint32_t i = 0; i < in->n; i++) {
+		if (in->e[i].resident)
+			where[i] = MOE_RUN_GPU;
+		else
+			order[m++] = i;
+	}
+	qsort_r(order, m, sizeof(*order), cmp_tokens_desc, (void *)in->e);
+	times_of(in, t);
+	return (int)m;
+}
+
 int moe_split_plan(const struct moe_split_in *in, uint8_t *where, uint32_t *scratch,
                    struct moe_split_plan *out)
 {
 	static _Thread_local struct times t;
 
-	if (bad_input(in) || !out || (in->n && (!where || !scratch)) || !valid_experts(in))
+	int prepared = prepare(in, where, scratch, out, &t);
+	if (prepared < 0)
 		return -1;
-	uint32_t *order = scratch, m = prepare(in, where, order);
-	times_of(in, &t);
+	uint32_t *order = scratch, m = (uint32_t)prepared;
 	const bool cpu_ok = in->allow & MOE_ALLOW_CPU, load_ok = in->allow & MOE_ALLOW_LOAD;
 
 	/* Every prefix: the first k (most tokens) loaded, the rest on the
@@ -355,10 +349,10 @@ int moe_split_two_ended(const struct moe_split_in *in, uint8_t *where, uint32_t 
 {
 	static _Thread_local struct times t;
 
-	if (bad_input(in) || !out || (in->n && (!where || !scratch)) || !valid_experts(in))
+	int prepared = prepare(in, where, scratch, out, &t);
+	if (prepared < 0)
 		return -1;
-	uint32_t *order = scratch, m = prepare(in, where, order);
-	times_of(in, &t);
+	uint32_t *order = scratch, m = (uint32_t)prepared;
 	const bool cpu_ok = in->allow & MOE_ALLOW_CPU, load_ok = in->allow & MOE_ALLOW_LOAD;
 
 	/* The GPU starts with the resident (cached) experts; then whichever

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "common/csr.h"
+#include "common/splitmix.h"
 #include "placement/plan_internal.h"
 
 struct plan_ws *plan_ws_new(void)
@@ -448,16 +449,8 @@ static int schedule_once(struct plan_ws *ws, const struct sched_in *in, const do
 	return 0;
 }
 
-/* splitmix64: a deterministic stream for the refinement perturbations. */
-static uint64_t splitmix64(uint64_t *x)
-{
-	uint64_t z = (*x += 0x9E3779B97F4A7C15ull);
-	z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-	z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-	return z ^ (z >> 31);
-}
-
-/* In [-1, 1). */
+/* In [-1, 1), from splitmix64: a deterministic stream for the refinement
+ * perturbations. */
 static double unit_sym(uint64_t *x)
 {
 	return (double)(splitmix64(x) >> 11) * 0x1.0p-52 - 1.0;

@@ -42,6 +42,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "common/errbuf.h"
 #include "profiler/state_file.h"
 #include "profiler/store.h"
 #include "tandem.h"
@@ -442,20 +443,6 @@ json_t *store_merge(const json_t *ours, const json_t *theirs)
 
 /* ---- files ----------------------------------------------------------------- */
 
-static void say(char *err, size_t errlen, const char *fmt, ...)
-        __attribute__((format(printf, 3, 4)));
-
-static void say(char *err, size_t errlen, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (!err || !errlen)
-		return;
-	va_start(ap, fmt);
-	vsnprintf(err, errlen, fmt, ap);
-	va_end(ap);
-}
-
 static bool is_model_doc(const json_t *doc)
 {
 	const json_t *v = json_object_get(doc, "version");
@@ -472,7 +459,7 @@ int store_load(struct profiler *p, const char *dir, char *err, size_t errlen)
 	int rc, dirfd;
 
 	if (!p || !dir || !dir[0]) {
-		say(err, errlen, "no usable state directory");
+		err_printf(err, errlen, "no usable state directory");
 		return -TDM_EINVAL;
 	}
 	store_name(name, sizeof(name));
@@ -485,7 +472,7 @@ int store_load(struct profiler *p, const char *dir, char *err, size_t errlen)
 		return rc;
 	rc = profiler_load_json(p, doc, &skipped, why, sizeof(why));
 	if (rc)
-		say(err, errlen, "%s/%s: %s", dir, name, why);
+		err_printf(err, errlen, "%s/%s: %s", dir, name, why);
 	json_decref(doc);
 	return rc;
 }
@@ -511,7 +498,7 @@ static int merge_and_write(json_t *ours, int dirfd, const char *dir, const char 
 	if (text) {
 		rc = state_write_atomic(dirfd, dir, name, text, err, errlen);
 	} else {
-		say(err, errlen, "out of memory");
+		err_printf(err, errlen, "out of memory");
 		rc = -TDM_ENOMEM;
 	}
 	free(text);
@@ -566,7 +553,7 @@ int store_save(const struct profiler *p, const char *dir, unsigned wait_ms,
 	int dirfd, fd, rc;
 
 	if (!p || !dir || !dir[0]) {
-		say(err, errlen, "no usable state directory");
+		err_printf(err, errlen, "no usable state directory");
 		return -TDM_EINVAL;
 	}
 	store_name(name, sizeof(name));
@@ -583,15 +570,15 @@ int store_save(const struct profiler *p, const char *dir, unsigned wait_ms,
 	 * only. */
 	ours = profiler_to_json(p);
 	if (!ours) {
-		say(err, errlen, "out of memory");
+		err_printf(err, errlen, "out of memory");
 		rc = -TDM_ENOMEM;
 	} else if ((rc = lock_within(fd, wait_ms, cancel)) == -TDM_ETIMEDOUT) {
-		say(err, errlen, "%s/%s is held by another process: gave up after %u ms", dir, lock,
-		    wait_ms);
+		err_printf(err, errlen, "%s/%s is held by another process: gave up after %u ms",
+		           dir, lock, wait_ms);
 	} else if (rc == -TDM_ECANCELED) {
-		say(err, errlen, "canceled while waiting for %s/%s", dir, lock);
+		err_printf(err, errlen, "canceled while waiting for %s/%s", dir, lock);
 	} else if (rc) {
-		say(err, errlen, "cannot lock %s/%s: %s", dir, lock, strerror(errno));
+		err_printf(err, errlen, "cannot lock %s/%s: %s", dir, lock, strerror(errno));
 	} else {
 		rc = merge_and_write(ours, dirfd, dir, name, err, errlen);
 	}

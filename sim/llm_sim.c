@@ -2,16 +2,16 @@
  * baselines' rules, and `-w llm:...`. */
 #include "sim/llm_sim.h"
 
-#include <errno.h>
 #include <inttypes.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include <jansson.h>
 
+#include "common/clock.h"
+#include "sim/sim_spec.h"
 #include "tandem.h"
 
 static const char *const policy_names[LLM_POL_COUNT] = { "tandem", "gpu_only", "neo",
@@ -24,12 +24,11 @@ const char *llm_policy_name(enum llm_policy p)
 
 int llm_policy_by_name(const char *name, enum llm_policy *out)
 {
-	for (int i = 0; i < LLM_POL_COUNT; i++)
-		if (!strcmp(name, policy_names[i])) {
-			*out = (enum llm_policy)i;
-			return 0;
-		}
-	return -1;
+	int i = sim_name_index(policy_names, LLM_POL_COUNT, name);
+	if (i < 0)
+		return -1;
+	*out = (enum llm_policy)i;
+	return 0;
 }
 
 int llm_hw_from_machine(const struct machine *m, double host_gbps, struct llm_hw *hw, char *err,
@@ -121,13 +120,6 @@ static unsigned allow_of(enum llm_policy p)
 	}
 }
 
-static double now_ns(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return ts.tv_sec * 1e9 + ts.tv_nsec;
-}
-
 /* The step of the running requests (prefilling ones counted as decoding
  * with their prompt as KV, for admission; tentative ones only when asked)
  * with prefill_tokens of prefill. */
@@ -160,9 +152,9 @@ static int plan_running(struct loop *L, bool with_prefilling, bool with_tentativ
 		.stream_scratch_bytes = (free_gpu > 0 ? free_gpu : 0) + (128u << 20),
 		.allow = allow,
 	};
-	double t0 = now_ns();
+	uint64_t t0 = clock_monotonic_ns();
 	int rc = llm_step_plan(&in, L->where, L->sscratch, p);
-	L->decide_ns += now_ns() - t0;
+	L->decide_ns += (double)(clock_monotonic_ns() - t0);
 	L->decisions++;
 	return rc;
 }
@@ -628,102 +620,77 @@ struct llm_spec {
 	bool burst; /* every request arrives at 0 */
 };
 
-static int spec_num(const char *k, const char *v, double lo, double hi, double *out, char *err,
-                    size_t errlen)
+static int llm_spec_key(void *ctx, const char *kv, const char *v, char *err, size_t errlen)
 {
-	char *end;
-	errno = 0;
-	double d = strtod(v, &end);
-	if (errno || end == v || *end || !(d >= lo && d <= hi)) {
-		snprintf(err, errlen, "--workload llm: %s=%s: expected a number in [%g, %g]", k, v,
-		         lo, hi);
+	struct llm_spec *s = ctx;
+	double d;
+
+	if (!strcmp(kv, "model")) {
+		struct llm_model m;
+		if (llm_model_by_name(v, &m)) {
+			snprintf(err, errlen,
+			         "--workload llm: model=%s: unknown (llama2-7b, "
+			         "llama3.1-8b)",
+			         v);
+			return -1;
+		}
+		snprintf(s->model, sizeof(s->model), "%s", v);
+	} else if (!strcmp(kv, "trace")) {
+		if (!*v || strlen(v) >= sizeof(s->trace)) {
+			snprintf(err, errlen,
+			         "--workload llm: trace: expected a file, conv, "
+			         "code, gen-conv or gen-code");
+			return -1;
+		}
+		snprintf(s->trace, sizeof(s->trace), "%s", v);
+	} else if (!strcmp(kv, "requests")) {
+		if (sim_spec_num("llm", kv, v, 1, 1e6, &d, err, errlen))
+			return -1;
+		s->requests = (uint32_t)d;
+	} else if (!strcmp(kv, "seed")) {
+		if (sim_spec_num("llm", kv, v, 0, 1e15, &d, err, errlen))
+			return -1;
+		s->seed = (uint64_t)d;
+	} else if (!strcmp(kv, "host_gbps")) {
+		if (sim_spec_num("llm", kv, v, 0.1, 1e5, &s->host_gbps, err, errlen))
+			return -1;
+	} else if (!strcmp(kv, "slack")) {
+		if (sim_spec_num("llm", kv, v, 0, 10, &s->slack, err, errlen))
+			return -1;
+	} else if (!strcmp(kv, "chunk")) {
+		if (sim_spec_num("llm", kv, v, 16, 65536, &d, err, errlen))
+			return -1;
+		s->chunk = (uint32_t)d;
+	} else if (!strcmp(kv, "batch")) {
+		if (sim_spec_num("llm", kv, v, 1, LLM_STEP_MAX - 1, &d, err, errlen))
+			return -1;
+		s->max_batch = (uint32_t)d;
+	} else if (!strcmp(kv, "slots")) {
+		if (sim_spec_num("llm", kv, v, 1, 4096, &d, err, errlen))
+			return -1;
+		s->slots = (uint32_t)d;
+	} else if (!strcmp(kv, "arrivals")) {
+		if (strcmp(v, "trace") && strcmp(v, "burst")) {
+			snprintf(err, errlen, "--workload llm: arrivals: trace or burst");
+			return -1;
+		}
+		s->burst = !strcmp(v, "burst");
+	} else {
+		snprintf(err, errlen,
+		         "--workload llm: unknown key %s (model, trace, requests, seed, "
+		         "host_gbps, slack, chunk, batch, slots, arrivals)",
+		         kv);
 		return -1;
 	}
-	*out = d;
 	return 0;
 }
 
 static int parse_spec(const char *spec, struct llm_spec *s, char *err, size_t errlen)
 {
-	char buf[1024];
-	double d;
-
 	*s = (struct llm_spec){
 		.model = "llama2-7b", .trace = "conv", .requests = 500, .seed = 1, .slack = -1
 	};
-	if (strlen(spec) >= sizeof(buf)) {
-		snprintf(err, errlen, "--workload llm: the spec is too long");
-		return -1;
-	}
-	snprintf(buf, sizeof(buf), "%s", spec);
-	for (char *save = NULL, *kv = strtok_r(buf, ",", &save); kv;
-	     kv = strtok_r(NULL, ",", &save)) {
-		char *eq = strchr(kv, '=');
-		if (!eq) {
-			snprintf(err, errlen, "--workload llm: %s: expected KEY=VALUE", kv);
-			return -1;
-		}
-		*eq = '\0';
-		const char *v = eq + 1;
-		if (!strcmp(kv, "model")) {
-			struct llm_model m;
-			if (llm_model_by_name(v, &m)) {
-				snprintf(err, errlen,
-				         "--workload llm: model=%s: unknown (llama2-7b, "
-				         "llama3.1-8b)",
-				         v);
-				return -1;
-			}
-			snprintf(s->model, sizeof(s->model), "%s", v);
-		} else if (!strcmp(kv, "trace")) {
-			if (!*v || strlen(v) >= sizeof(s->trace)) {
-				snprintf(err, errlen,
-				         "--workload llm: trace: expected a file, conv, "
-				         "code, gen-conv or gen-code");
-				return -1;
-			}
-			snprintf(s->trace, sizeof(s->trace), "%s", v);
-		} else if (!strcmp(kv, "requests")) {
-			if (spec_num(kv, v, 1, 1e6, &d, err, errlen))
-				return -1;
-			s->requests = (uint32_t)d;
-		} else if (!strcmp(kv, "seed")) {
-			if (spec_num(kv, v, 0, 1e15, &d, err, errlen))
-				return -1;
-			s->seed = (uint64_t)d;
-		} else if (!strcmp(kv, "host_gbps")) {
-			if (spec_num(kv, v, 0.1, 1e5, &s->host_gbps, err, errlen))
-				return -1;
-		} else if (!strcmp(kv, "slack")) {
-			if (spec_num(kv, v, 0, 10, &s->slack, err, errlen))
-				return -1;
-		} else if (!strcmp(kv, "chunk")) {
-			if (spec_num(kv, v, 16, 65536, &d, err, errlen))
-				return -1;
-			s->chunk = (uint32_t)d;
-		} else if (!strcmp(kv, "batch")) {
-			if (spec_num(kv, v, 1, LLM_STEP_MAX - 1, &d, err, errlen))
-				return -1;
-			s->max_batch = (uint32_t)d;
-		} else if (!strcmp(kv, "slots")) {
-			if (spec_num(kv, v, 1, 4096, &d, err, errlen))
-				return -1;
-			s->slots = (uint32_t)d;
-		} else if (!strcmp(kv, "arrivals")) {
-			if (strcmp(v, "trace") && strcmp(v, "burst")) {
-				snprintf(err, errlen, "--workload llm: arrivals: trace or burst");
-				return -1;
-			}
-			s->burst = !strcmp(v, "burst");
-		} else {
-			snprintf(err, errlen,
-			         "--workload llm: unknown key %s (model, trace, requests, seed, "
-			         "host_gbps, slack, chunk, batch, slots, arrivals)",
-			         kv);
-			return -1;
-		}
-	}
-	return 0;
+	return sim_spec_each("llm", spec, llm_spec_key, s, err, errlen);
 }
 
 /* conv / code: the Azure file when a directory holds it, else generated. */
@@ -767,7 +734,7 @@ int llm_sim_cli(const struct machine *m, const char *spec, const char *policies,
 	struct llm_hw hw;
 	struct llm_cost cost;
 	struct llm_trace t = { 0, NULL };
-	enum llm_policy pol[LLM_POL_COUNT];
+	int pol[LLM_POL_COUNT];
 	size_t npol = 0;
 	char err[512], src[1100];
 
@@ -775,25 +742,8 @@ int llm_sim_cli(const struct machine *m, const char *spec, const char *policies,
 		fprintf(stderr, "%s\n", err);
 		return 2;
 	}
-	if (!policies || !strcmp(policies, "all")) {
-		for (int i = 0; i < LLM_POL_COUNT; i++)
-			pol[npol++] = (enum llm_policy)i;
-	} else {
-		char buf[256];
-		snprintf(buf, sizeof(buf), "%s", policies);
-		for (char *save = NULL, *p = strtok_r(buf, ",", &save); p;
-		     p = strtok_r(NULL, ",", &save)) {
-			if (npol == LLM_POL_COUNT || llm_policy_by_name(p, &pol[npol])) {
-				fprintf(stderr,
-				        "--policy %s: LLM policies are tandem, gpu_only, neo, "
-				        "apex, "
-				        "serial, nkvo\n",
-				        p);
-				return 2;
-			}
-			npol++;
-		}
-	}
+	if (sim_policy_list(policies, "LLM", policy_names, LLM_POL_COUNT, pol, &npol))
+		return 2;
 	llm_model_by_name(s.model, &model);
 	if (llm_hw_from_machine(m, s.host_gbps, &hw, err, sizeof(err)) ||
 	    llm_cost_init(&cost, &model, &hw)) {

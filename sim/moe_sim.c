@@ -2,17 +2,17 @@
  * baselines' rules, cache replays and `-w moe:...`. */
 #include "sim/moe_sim.h"
 
-#include <errno.h>
 #include <inttypes.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include <jansson.h>
 
 #include "sim/llm_sim.h"
+#include "common/clock.h"
+#include "sim/sim_spec.h"
 #include "tandem.h"
 
 static const char *const policy_names[MOE_POL_COUNT] = { "tandem",   "static", "ncpumoe", "hot",
@@ -25,12 +25,11 @@ const char *moe_policy_name(enum moe_policy p)
 
 int moe_policy_by_name(const char *name, enum moe_policy *out)
 {
-	for (int i = 0; i < MOE_POL_COUNT; i++)
-		if (!strcmp(name, policy_names[i])) {
-			*out = (enum moe_policy)i;
-			return 0;
-		}
-	return -1;
+	int i = sim_name_index(policy_names, MOE_POL_COUNT, name);
+	if (i < 0)
+		return -1;
+	*out = (enum moe_policy)i;
+	return 0;
 }
 
 const char *moe_shape_of_model(const char *model)
@@ -243,13 +242,6 @@ double moe_cache_replay(const struct moe_trace *t, uint32_t streams, enum moe_ev
 
 /* ---- the step loop ---- */
 
-static double now_ns(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return ts.tv_sec * 1e9 + ts.tv_nsec;
-}
-
 static enum moe_evict evict_of(enum moe_policy p)
 {
 	switch (p) {
@@ -407,11 +399,11 @@ static int run_steps(struct run *R, const uint8_t *hot, const struct moe_trace *
 				.allow = allow,
 			};
 			struct moe_split_plan p;
-			double t0 = now_ns();
+			uint64_t t0 = clock_monotonic_ns();
 			int rc = pol == MOE_POL_HYBRIMOE
 			                 ? moe_split_two_ended(&in, R->where, R->scratch, &p)
 			                 : moe_split_plan(&in, R->where, R->scratch, &p);
-			r->decide_ns += now_ns() - t0;
+			r->decide_ns += (double)(clock_monotonic_ns() - t0);
 			r->decisions++;
 			if (rc)
 				return -1;
@@ -549,91 +541,66 @@ struct moe_spec {
 	uint64_t seed;
 };
 
-static int spec_num(const char *k, const char *v, double lo, double hi, double *out, char *err,
-                    size_t errlen)
+static int moe_spec_key(void *ctx, const char *kv, const char *v, char *err, size_t errlen)
 {
-	char *end;
-	errno = 0;
-	double d = strtod(v, &end);
-	if (errno || end == v || *end || !(d >= lo && d <= hi)) {
-		snprintf(err, errlen, "--workload moe: %s=%s: expected a number in [%g, %g]", k, v,
-		         lo, hi);
+	struct moe_spec *s = ctx;
+	double d;
+
+	if (!strcmp(kv, "model")) {
+		struct moe_model m;
+		if (moe_model_by_name(v, &m)) {
+			snprintf(err, errlen,
+			         "--workload moe: model=%s: unknown (mixtral-8x7b, "
+			         "dsv2-lite, qwen1.5-moe)",
+			         v);
+			return -1;
+		}
+		snprintf(s->model, sizeof(s->model), "%s", v);
+	} else if (!strcmp(kv, "trace")) {
+		if (!*v || strlen(v) >= sizeof(s->trace)) {
+			snprintf(err, errlen, "--workload moe: trace: gen or a file");
+			return -1;
+		}
+		snprintf(s->trace, sizeof(s->trace), "%s", v);
+	} else if (!strcmp(kv, "budget")) {
+		if (sim_spec_num("moe", kv, v, 0, 100, &d, err, errlen))
+			return -1;
+		s->budget = d / 100;
+	} else if (!strcmp(kv, "batch")) {
+		if (sim_spec_num("moe", kv, v, 1, 1024, &d, err, errlen))
+			return -1;
+		s->batch = (uint32_t)d;
+	} else if (!strcmp(kv, "tokens")) {
+		if (sim_spec_num("moe", kv, v, 1, 1e6, &d, err, errlen))
+			return -1;
+		s->tokens = (uint32_t)d;
+	} else if (!strcmp(kv, "prefill")) {
+		if (sim_spec_num("moe", kv, v, 0, 65536, &d, err, errlen))
+			return -1;
+		s->prompt = (uint32_t)d;
+	} else if (!strcmp(kv, "seed")) {
+		if (sim_spec_num("moe", kv, v, 0, 1e15, &d, err, errlen))
+			return -1;
+		s->seed = (uint64_t)d;
+	} else {
+		snprintf(err, errlen,
+		         "--workload moe: unknown key %s (model, budget, batch, tokens, "
+		         "prefill, trace, seed)",
+		         kv);
 		return -1;
 	}
-	*out = d;
 	return 0;
 }
 
 static int parse_spec(const char *spec, struct moe_spec *s, char *err, size_t errlen)
 {
-	char buf[1024];
-	double d;
-
 	*s = (struct moe_spec){ .model = "dsv2-lite",
 		                .trace = "gen",
 		                .budget = 0.25,
 		                .batch = 1,
 		                .tokens = 256,
 		                .seed = 1 };
-	if (strlen(spec) >= sizeof(buf)) {
-		snprintf(err, errlen, "--workload moe: the spec is too long");
-		return -1;
-	}
-	snprintf(buf, sizeof(buf), "%s", spec);
-	for (char *save = NULL, *kv = strtok_r(buf, ",", &save); kv;
-	     kv = strtok_r(NULL, ",", &save)) {
-		char *eq = strchr(kv, '=');
-		if (!eq) {
-			snprintf(err, errlen, "--workload moe: %s: expected KEY=VALUE", kv);
-			return -1;
-		}
-		*eq = '\0';
-		const char *v = eq + 1;
-		if (!strcmp(kv, "model")) {
-			struct moe_model m;
-			if (moe_model_by_name(v, &m)) {
-				snprintf(err, errlen,
-				         "--workload moe: model=%s: unknown (mixtral-8x7b, "
-				         "dsv2-lite, qwen1.5-moe)",
-				         v);
-				return -1;
-			}
-			snprintf(s->model, sizeof(s->model), "%s", v);
-		} else if (!strcmp(kv, "trace")) {
-			if (!*v || strlen(v) >= sizeof(s->trace)) {
-				snprintf(err, errlen, "--workload moe: trace: gen or a file");
-				return -1;
-			}
-			snprintf(s->trace, sizeof(s->trace), "%s", v);
-		} else if (!strcmp(kv, "budget")) {
-			if (spec_num(kv, v, 0, 100, &d, err, errlen))
-				return -1;
-			s->budget = d / 100;
-		} else if (!strcmp(kv, "batch")) {
-			if (spec_num(kv, v, 1, 1024, &d, err, errlen))
-				return -1;
-			s->batch = (uint32_t)d;
-		} else if (!strcmp(kv, "tokens")) {
-			if (spec_num(kv, v, 1, 1e6, &d, err, errlen))
-				return -1;
-			s->tokens = (uint32_t)d;
-		} else if (!strcmp(kv, "prefill")) {
-			if (spec_num(kv, v, 0, 65536, &d, err, errlen))
-				return -1;
-			s->prompt = (uint32_t)d;
-		} else if (!strcmp(kv, "seed")) {
-			if (spec_num(kv, v, 0, 1e15, &d, err, errlen))
-				return -1;
-			s->seed = (uint64_t)d;
-		} else {
-			snprintf(err, errlen,
-			         "--workload moe: unknown key %s (model, budget, batch, tokens, "
-			         "prefill, trace, seed)",
-			         kv);
-			return -1;
-		}
-	}
-	return 0;
+	return sim_spec_each("moe", spec, moe_spec_key, s, err, errlen);
 }
 
 int moe_sim_cli(const struct machine *m, const char *spec, const char *policies, bool json)
@@ -642,7 +609,7 @@ int moe_sim_cli(const struct machine *m, const char *spec, const char *policies,
 	struct moe_cost cost;
 	struct moe_trace t, prof;
 	struct moe_trace_shape shape;
-	enum moe_policy pol[MOE_POL_COUNT];
+	int pol[MOE_POL_COUNT];
 	size_t npol = 0;
 	char err[512];
 	int rc = 0;
@@ -653,24 +620,8 @@ int moe_sim_cli(const struct machine *m, const char *spec, const char *policies,
 		fprintf(stderr, "%s\n", err);
 		return 2;
 	}
-	if (!policies || !strcmp(policies, "all")) {
-		for (int i = 0; i < MOE_POL_COUNT; i++)
-			pol[npol++] = (enum moe_policy)i;
-	} else {
-		char buf[256];
-		snprintf(buf, sizeof(buf), "%s", policies);
-		for (char *save = NULL, *p = strtok_r(buf, ",", &save); p;
-		     p = strtok_r(NULL, ",", &save)) {
-			if (npol == MOE_POL_COUNT || moe_policy_by_name(p, &pol[npol])) {
-				fprintf(stderr,
-				        "--policy %s: MoE policies are tandem, static, "
-				        "ncpumoe, hot, hybrimoe, lru, belady\n",
-				        p);
-				return 2;
-			}
-			npol++;
-		}
-	}
+	if (sim_policy_list(policies, "MoE", policy_names, MOE_POL_COUNT, pol, &npol))
+		return 2;
 	if (moe_cost_from_machine(m, s.model, &cost, err, sizeof(err))) {
 		fprintf(stderr, "%s\n", err);
 		return 1;

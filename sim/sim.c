@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "backends/sim/sim_backend.h"
+#include "common/errbuf.h"
 #include "policies/policy.h"
 #include "profiler/profiler.h"
 #include "tandem.h"
@@ -90,15 +91,6 @@ struct sim {
 	double rate[MACHINE_MAX_DEVICES];
 	uint64_t pace_t;
 };
-
-static void fail(char *err, size_t len, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static void fail(char *err, size_t len, const char *fmt, ...)
-{
-	va_list ap;
-	va_start(ap, fmt);
-	vsnprintf(err, len, fmt, ap);
-	va_end(ap);
-}
 
 /* ---- the event heap ---- */
 
@@ -560,11 +552,11 @@ static int build_machine(struct sim *S, char *err, size_t errlen)
 		while (d < m->ndevices && m->dev[d].node != n)
 			d++;
 		if (d == m->ndevices) {
-			fail(err, errlen, "%s: memory node %u has no device", m->name, n);
+			err_printf(err, errlen, "%s: memory node %u has no device", m->name, n);
 			return -TDM_EINVAL;
 		}
 		if (residency_add_node(&S->res, &S->dev[d], S->dev[d].mem_bytes) != (int)n) {
-			fail(err, errlen, "%s: too many memory nodes", m->name);
+			err_printf(err, errlen, "%s: too many memory nodes", m->name);
 			return -TDM_EINVAL;
 		}
 	}
@@ -574,7 +566,7 @@ static int build_machine(struct sim *S, char *err, size_t errlen)
 	json_t *models = machine_models_json(m);
 	if (!models || profiler_create(&cal, &S->prof) || profiler_create(&cal, &S->truth)) {
 		json_decref(models);
-		fail(err, errlen, "out of memory");
+		err_printf(err, errlen, "out of memory");
 		return -TDM_ENOMEM;
 	}
 	size_t skipped = 0;
@@ -584,7 +576,7 @@ static int build_machine(struct sim *S, char *err, size_t errlen)
 		rc = profiler_load_json(S->truth, models, &skipped, why, sizeof(why));
 	json_decref(models);
 	if (rc) {
-		fail(err, errlen, "%s: cost tables: %s", m->name, why);
+		err_printf(err, errlen, "%s: cost tables: %s", m->name, why);
 		return -TDM_EINVAL;
 	}
 	profiler_set_oracle(S->prof, KERNEL_SIM_TASK, oracle, S);
@@ -599,12 +591,12 @@ static int check_workload(struct sim *S, char *err, size_t errlen)
 	const struct workload *w = S->w;
 	const struct machine *m = S->m;
 	if (!w->ntasks) {
-		fail(err, errlen, "%s: no tasks", w->name);
+		err_printf(err, errlen, "%s: no tasks", w->name);
 		return -TDM_EINVAL;
 	}
 	if (w->dev_cost && w->ndev_cost != m->ndevices) {
-		fail(err, errlen, "%s: costs are given for %u devices but %s has %u", w->name,
-		     w->ndev_cost, m->name, m->ndevices);
+		err_printf(err, errlen, "%s: costs are given for %u devices but %s has %u", w->name,
+		           w->ndev_cost, m->name, m->ndevices);
 		return -TDM_EINVAL;
 	}
 	for (uint32_t v = 0; v < w->ntasks; v++) {
@@ -612,15 +604,17 @@ static int check_workload(struct sim *S, char *err, size_t errlen)
 		if (t->has_kernel) {
 			const struct kernel_def *k = kernel_by_id(t->kernel);
 			if (!k || t->nargs != k->nargs) {
-				fail(err, errlen,
-				     "%s: task %u (%s): %u arguments, kernel %s takes %u", w->name,
-				     v, t->name, t->nargs, k ? k->name : "?", k ? k->nargs : 0);
+				err_printf(err, errlen,
+				           "%s: task %u (%s): %u arguments, kernel %s takes %u",
+				           w->name, v, t->name, t->nargs, k ? k->name : "?",
+				           k ? k->nargs : 0);
 				return -TDM_EINVAL;
 			}
 			for (unsigned a = 0; a < t->nargs; a++)
 				if (t->args[a].buf >= w->nbufs) {
-					fail(err, errlen, "%s: task %u: buffer %u does not exist",
-					     w->name, v, t->args[a].buf);
+					err_printf(err, errlen,
+					           "%s: task %u: buffer %u does not exist", w->name,
+					           v, t->args[a].buf);
 					return -TDM_EINVAL;
 				}
 		}
@@ -628,8 +622,8 @@ static int check_workload(struct sim *S, char *err, size_t errlen)
 		for (unsigned d = 0; d < m->ndevices && !any; d++)
 			any = task_ns(S, v, d) >= 0;
 		if (!any) {
-			fail(err, errlen, "%s: task %u (%s): no device of %s can run it", w->name,
-			     v, t->name, m->name);
+			err_printf(err, errlen, "%s: task %u (%s): no device of %s can run it",
+			           w->name, v, t->name, m->name);
 			return -TDM_EINVAL;
 		}
 		/* Abstract tasks barred from a device: only whole memory nodes can be
@@ -643,11 +637,14 @@ static int check_workload(struct sim *S, char *err, size_t errlen)
 					if (m->dev[d].node == m->dev[d2].node &&
 					    (abstract_ns(S, v, d) < 0) !=
 					            (abstract_ns(S, v, d2) < 0)) {
-						fail(err, errlen,
-						     "%s: task %u: runs on %s but not on %s, which "
-						     "shares its memory node; the simulator can "
-						     "only bar a task from a whole node",
-						     w->name, v, m->dev[d].name, m->dev[d2].name);
+						err_printf(
+						        err, errlen,
+						        "%s: task %u: runs on %s but not on %s, "
+						        "which "
+						        "shares its memory node; the simulator can "
+						        "only bar a task from a whole node",
+						        w->name, v, m->dev[d].name,
+						        m->dev[d2].name);
 						return -TDM_EINVAL;
 					}
 	}
@@ -752,7 +749,7 @@ static int build_graphs(struct sim *S, char *err, size_t errlen)
 		if (w->graphs[g].client > maxc)
 			maxc = w->graphs[g].client;
 	if (maxc >= 1u << 20) {
-		fail(err, errlen, "%s: client ids above 2^20", w->name);
+		err_printf(err, errlen, "%s: client ids above 2^20", w->name);
 		return -TDM_EINVAL;
 	}
 	S->nflows = maxc + 1;
@@ -768,8 +765,8 @@ static int build_graphs(struct sim *S, char *err, size_t errlen)
 
 	for (uint32_t i = 0; i < w->nedges; i++)
 		if (graph_of(w, w->edges[i].src) != graph_of(w, w->edges[i].dst)) {
-			fail(err, errlen, "%s: edge %u -> %u joins two graphs", w->name,
-			     w->edges[i].src, w->edges[i].dst);
+			err_printf(err, errlen, "%s: edge %u -> %u joins two graphs", w->name,
+			           w->edges[i].src, w->edges[i].dst);
 			return -TDM_EINVAL;
 		}
 	for (uint32_t gi = 0; gi < ng; gi++) {
@@ -861,7 +858,7 @@ __attribute__((noinline)) static int run_loop(struct sim *S, char *err, size_t e
 		}
 		S->r->engine_ns += wall_ns() - t0;
 		if (S->oom) {
-			fail(err, errlen, "out of memory");
+			err_printf(err, errlen, "out of memory");
 			return -TDM_ENOMEM;
 		}
 		int paced_done = -1;
@@ -876,9 +873,9 @@ __attribute__((noinline)) static int run_loop(struct sim *S, char *err, size_t e
 				return 0;
 			if (engine_sim_stalled(S->e))
 				continue;
-			fail(err, errlen,
-			     "simulation stuck: %u of %u graphs done and nothing to run",
-			     S->graphs_done, ng);
+			err_printf(err, errlen,
+			           "simulation stuck: %u of %u graphs done and nothing to run",
+			           S->graphs_done, ng);
 			return -TDM_EINVAL;
 		}
 		if (next < ng && arrival_of(S, S->order[next]) < th &&
@@ -1022,7 +1019,7 @@ int sim_run(const struct machine *m, const struct workload *w, const struct sim_
 	memset(r, 0, sizeof(*r));
 	memset(r->link_track, 0xff, sizeof(r->link_track));
 	if (!S) {
-		fail(err, errlen, "out of memory");
+		err_printf(err, errlen, "out of memory");
 		return -TDM_ENOMEM;
 	}
 	S->m = m;
@@ -1036,14 +1033,14 @@ int sim_run(const struct machine *m, const struct workload *w, const struct sim_
 	                                             : S->unit_ns;
 	const struct policy_ops *policy = policy_by_name(o->policy ? o->policy : "");
 	if (!policy) {
-		fail(err, errlen, "unknown policy \"%s\" (tandemd --list-policies)",
-		     o->policy ? o->policy : "");
+		err_printf(err, errlen, "unknown policy \"%s\" (tandemd --list-policies)",
+		           o->policy ? o->policy : "");
 		free(S);
 		return -TDM_EINVAL;
 	}
 	snprintf(r->policy, sizeof(r->policy), "%s", policy->name);
 	if (m->ndevices == 0 || m->ndevices > MACHINE_MAX_DEVICES || m->nnodes > RES_MAX_NODES) {
-		fail(err, errlen, "%s: no devices, or too many", m->name);
+		err_printf(err, errlen, "%s: no devices, or too many", m->name);
 		free(S);
 		return -TDM_EINVAL;
 	}
@@ -1083,8 +1080,8 @@ int sim_run(const struct machine *m, const struct workload *w, const struct sim_
 	};
 	rc = engine_create(&ep, &S->e);
 	if (rc) {
-		fail(err, errlen, "cannot create the engine: %s",
-		     rc == -TDM_EINVAL && why[0] ? why : tdm_strerror(rc));
+		err_printf(err, errlen, "cannot create the engine: %s",
+		           rc == -TDM_EINVAL && why[0] ? why : tdm_strerror(rc));
 		goto out;
 	}
 	rc = build_graphs(S, err, errlen);
@@ -1111,7 +1108,7 @@ int sim_run(const struct machine *m, const struct workload *w, const struct sim_
 	r->speedup = r->makespan_ns > 0 ? r->seq_ns / r->makespan_ns : 0;
 	goto out;
 nomem:
-	fail(err, errlen, "out of memory");
+	err_printf(err, errlen, "out of memory");
 	rc = -TDM_ENOMEM;
 out:
 	teardown(S);

@@ -14,6 +14,7 @@
 #include "sim/llm_sim.h"
 #include "sim/moe_sim.h"
 #include "sim/sim.h"
+#include "sim/sim_spec.h"
 #include "policies/policy.h"
 #include "tandem.h"
 
@@ -153,6 +154,50 @@ static int parse_double(const char *s, double *out)
 	return 0;
 }
 
+static int parse_u64(const char *s, uint64_t *out)
+{
+	char *end;
+	errno = 0;
+	unsigned long long v = strtoull(s, &end, 10);
+	if (errno || end == s || *end)
+		return -1;
+	*out = v;
+	return 0;
+}
+
+static int random_key(void *ctx, const char *kv, const char *v, char *err, size_t errlen)
+{
+	struct wl_random_params *p = ctx;
+	uint32_t u;
+	double d;
+	int bad;
+
+	if (!strcmp(kv, "n"))
+		bad = parse_u32(v, &u) || !(p->n = u);
+	else if (!strcmp(kv, "ccr"))
+		bad = parse_double(v, &d) || (p->ccr = d, 0);
+	else if (!strcmp(kv, "alpha"))
+		bad = parse_double(v, &d) || (p->alpha = d, 0);
+	else if (!strcmp(kv, "out"))
+		bad = parse_u32(v, &u) || (p->out_degree = u, 0);
+	else if (!strcmp(kv, "beta"))
+		bad = parse_double(v, &d) || (p->beta = d, 0);
+	else if (!strcmp(kv, "wdag"))
+		bad = parse_double(v, &d) || (p->w_dag = d, 0);
+	else if (!strcmp(kv, "seed"))
+		bad = parse_u64(v, &p->seed);
+	else {
+		snprintf(err, errlen,
+		         "--workload random: unknown parameter \"%s\" (n, ccr, "
+		         "alpha, out, beta, wdag, seed)",
+		         kv);
+		return -1;
+	}
+	if (bad)
+		snprintf(err, errlen, "--workload random: bad parameter \"%s\"", kv);
+	return bad ? -1 : 0;
+}
+
 static int gen_random(const char *args, uint32_t ndev, struct workload *w, char *err, size_t errlen)
 {
 	struct wl_random_params p = { .n = 100,
@@ -163,99 +208,49 @@ static int gen_random(const char *args, uint32_t ndev, struct workload *w, char 
 		                      .ndev = ndev,
 		                      .w_dag = 0,
 		                      .seed = 1 };
-	char buf[256];
-	snprintf(buf, sizeof(buf), "%s", args);
-	for (char *save = NULL, *kv = strtok_r(buf, ",", &save); kv;
-	     kv = strtok_r(NULL, ",", &save)) {
-		char *eq = strchr(kv, '=');
-		uint32_t u;
-		double d;
-		int bad = !eq;
-		if (eq) {
-			*eq = '\0';
-			const char *v = eq + 1;
-			if (!strcmp(kv, "n"))
-				bad = parse_u32(v, &u) || !(p.n = u);
-			else if (!strcmp(kv, "ccr"))
-				bad = parse_double(v, &d) || (p.ccr = d, 0);
-			else if (!strcmp(kv, "alpha"))
-				bad = parse_double(v, &d) || (p.alpha = d, 0);
-			else if (!strcmp(kv, "out"))
-				bad = parse_u32(v, &u) || (p.out_degree = u, 0);
-			else if (!strcmp(kv, "beta"))
-				bad = parse_double(v, &d) || (p.beta = d, 0);
-			else if (!strcmp(kv, "wdag"))
-				bad = parse_double(v, &d) || (p.w_dag = d, 0);
-			else if (!strcmp(kv, "seed")) {
-				unsigned long long s;
-				char *end;
-				errno = 0;
-				s = strtoull(v, &end, 10);
-				bad = errno || end == v || *end;
-				p.seed = s;
-			} else {
-				snprintf(err, errlen,
-				         "--workload random: unknown parameter \"%s\" (n, ccr, "
-				         "alpha, out, beta, wdag, seed)",
-				         kv);
-				return -TDM_EINVAL;
-			}
-		}
-		if (bad) {
-			snprintf(err, errlen, "--workload random: bad parameter \"%s\"", kv);
-			return -TDM_EINVAL;
-		}
-	}
+	if (sim_spec_each("random", args, random_key, &p, err, errlen))
+		return -TDM_EINVAL;
 	return wl_gen_random(&p, w, err, errlen);
+}
+
+static int layered_key(void *ctx, const char *kv, const char *v, char *err, size_t errlen)
+{
+	struct wl_layered_params *p = ctx;
+	uint32_t u;
+	double d;
+	int bad;
+
+	if (!strcmp(kv, "n"))
+		bad = parse_u32(v, &u) || !(p->n = u);
+	else if (!strcmp(kv, "p"))
+		bad = parse_double(v, &d) || (p->p = d, 0);
+	else if (!strcmp(kv, "ccr"))
+		bad = parse_double(v, &d) || (p->ccr = d, 0);
+	else if (!strcmp(kv, "levels"))
+		bad = parse_u32(v, &u) || (p->levels = u, 0);
+	else if (!strcmp(kv, "costs")) {
+		bad = strcmp(v, "uniform") && strcmp(v, "bimodal");
+		p->costs = strcmp(v, "bimodal") ? WL_LAYERED_UNIFORM : WL_LAYERED_BIMODAL;
+	} else if (!strcmp(kv, "seed"))
+		bad = parse_u64(v, &p->seed);
+	else {
+		snprintf(err, errlen,
+		         "--workload layered: unknown parameter \"%s\" (n, p, "
+		         "costs, "
+		         "ccr, levels, seed)",
+		         kv);
+		return -1;
+	}
+	if (bad)
+		snprintf(err, errlen, "--workload layered: bad parameter \"%s\"", kv);
+	return bad ? -1 : 0;
 }
 
 static int gen_layered(const char *args, struct workload *w, char *err, size_t errlen)
 {
 	struct wl_layered_params p = { .n = 100, .p = 0.1, .costs = WL_LAYERED_UNIFORM, .seed = 1 };
-	char buf[256];
-	snprintf(buf, sizeof(buf), "%s", args);
-	for (char *save = NULL, *kv = strtok_r(buf, ",", &save); kv;
-	     kv = strtok_r(NULL, ",", &save)) {
-		char *eq = strchr(kv, '=');
-		uint32_t u;
-		double d;
-		int bad = !eq;
-		if (eq) {
-			*eq = '\0';
-			const char *v = eq + 1;
-			if (!strcmp(kv, "n"))
-				bad = parse_u32(v, &u) || !(p.n = u);
-			else if (!strcmp(kv, "p"))
-				bad = parse_double(v, &d) || (p.p = d, 0);
-			else if (!strcmp(kv, "ccr"))
-				bad = parse_double(v, &d) || (p.ccr = d, 0);
-			else if (!strcmp(kv, "levels"))
-				bad = parse_u32(v, &u) || (p.levels = u, 0);
-			else if (!strcmp(kv, "costs")) {
-				bad = strcmp(v, "uniform") && strcmp(v, "bimodal");
-				p.costs = strcmp(v, "bimodal") ? WL_LAYERED_UNIFORM
-				                               : WL_LAYERED_BIMODAL;
-			} else if (!strcmp(kv, "seed")) {
-				unsigned long long s;
-				char *end;
-				errno = 0;
-				s = strtoull(v, &end, 10);
-				bad = errno || end == v || *end;
-				p.seed = s;
-			} else {
-				snprintf(err, errlen,
-				         "--workload layered: unknown parameter \"%s\" (n, p, "
-				         "costs, "
-				         "ccr, levels, seed)",
-				         kv);
-				return -TDM_EINVAL;
-			}
-		}
-		if (bad) {
-			snprintf(err, errlen, "--workload layered: bad parameter \"%s\"", kv);
-			return -TDM_EINVAL;
-		}
-	}
+	if (sim_spec_each("layered", args, layered_key, &p, err, errlen))
+		return -TDM_EINVAL;
 	return wl_gen_layered(&p, w, err, errlen);
 }
 

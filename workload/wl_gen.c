@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/errbuf.h"
 #include "workload/workload.h"
 #include "tandem.h"
 
@@ -20,11 +21,9 @@ static int gen_fail(char *err, size_t errlen, int rc, const char *fmt, ...)
 {
 	va_list ap;
 
-	if (err && errlen) {
-		va_start(ap, fmt);
-		vsnprintf(err, errlen, fmt, ap);
-		va_end(ap);
-	}
+	va_start(ap, fmt);
+	err_vprintf(err, errlen, fmt, ap);
+	va_end(ap);
 	return rc;
 }
 

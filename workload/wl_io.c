@@ -11,20 +11,43 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "common/errbuf.h"
 #include "workload/workload.h"
 #include "tandem.h"
 
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-        __attribute__((format(printf, 3, 4)));
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
+const char *wl_next_line(const char *text, size_t len, size_t *pos, size_t *n)
 {
+	const char *s = text + *pos;
+	const char *nl = memchr(s, '\n', len - *pos);
+
+	*n = nl ? (size_t)(nl - s) : len - *pos;
+	*pos += *n + (nl ? 1 : 0);
+	if (*n && s[*n - 1] == '\r')
+		(*n)--;
+	return s;
+}
+
+bool wl_digits(const char *s, size_t n, uint32_t *v)
+{
+	*v = 0;
+	for (size_t i = 0; i < n; i++) {
+		if (s[i] < '0' || s[i] > '9')
+			return false;
+		*v = *v * 10 + (uint32_t)(s[i] - '0');
+	}
+	return true;
+}
+
+int wl_fail_at(char *err, size_t errlen, const char *name, size_t line, const char *fmt, ...)
+{
+	char msg[200];
 	va_list ap;
 
-	if (!err || !errlen)
-		return;
 	va_start(ap, fmt);
-	vsnprintf(err, errlen, fmt, ap);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
+	err_printf(err, errlen, "%s:%zu: %s", name, line, msg);
+	return -TDM_EINVAL;
 }
 
 void wl_copy_name(char *dst, const char *s, size_t len)
@@ -60,18 +83,18 @@ int wl_read_file(const char *path, size_t max, char **buf, size_t *len, char *er
 	*buf = NULL;
 	*len = 0;
 	if (fd < 0) {
-		set_err(err, errlen, "%s: cannot open: %s", path, strerror(errno));
+		err_printf(err, errlen, "%s: cannot open: %s", path, strerror(errno));
 		return -TDM_ESYS;
 	}
 	if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || st.st_size < 0 ||
 	    (unsigned long long)st.st_size > max) {
-		set_err(err, errlen, "%s: not a regular file of at most %zu bytes", path, max);
+		err_printf(err, errlen, "%s: not a regular file of at most %zu bytes", path, max);
 		close(fd);
 		return -TDM_EINVAL;
 	}
 	b = malloc((size_t)st.st_size + 1);
 	if (!b) {
-		set_err(err, errlen, "%s: out of memory", path);
+		err_printf(err, errlen, "%s: out of memory", path);
 		close(fd);
 		return -TDM_ENOMEM;
 	}
@@ -81,7 +104,7 @@ int wl_read_file(const char *path, size_t max, char **buf, size_t *len, char *er
 		if (r < 0 && errno == EINTR)
 			continue;
 		if (r < 0) {
-			set_err(err, errlen, "%s: cannot read: %s", path, strerror(errno));
+			err_printf(err, errlen, "%s: cannot read: %s", path, strerror(errno));
 			free(b);
 			close(fd);
 			return -TDM_ESYS;

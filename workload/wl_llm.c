@@ -9,6 +9,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "common/splitmix.h"
 #include "workload/workload.h"
 #include "tandem.h"
 
@@ -19,29 +20,6 @@ void llm_trace_free(struct llm_trace *t)
 	free(t->req);
 	t->req = NULL;
 	t->n = 0;
-}
-
-static int fail(char *err, size_t errlen, const char *name, size_t line, const char *fmt, ...)
-{
-	char msg[200];
-	va_list ap;
-
-	va_start(ap, fmt);
-	vsnprintf(msg, sizeof(msg), fmt, ap);
-	va_end(ap);
-	snprintf(err, errlen, "%s:%zu: %s", name, line, msg);
-	return -TDM_EINVAL;
-}
-
-static bool digits(const char *s, size_t n, uint32_t *v)
-{
-	*v = 0;
-	for (size_t i = 0; i < n; i++) {
-		if (s[i] < '0' || s[i] > '9')
-			return false;
-		*v = *v * 10 + (uint32_t)(s[i] - '0');
-	}
-	return true;
 }
 
 static bool leap(uint32_t y)
@@ -79,8 +57,8 @@ static const char *parse_time(const char *s, size_t n, struct instant *at)
 
 	if (n < 19 || s[4] != '-' || s[7] != '-' || s[10] != ' ' || s[13] != ':' || s[16] != ':')
 		return "expected YYYY-MM-DD HH:MM:SS[.fraction]";
-	if (!digits(s, 4, &y) || !digits(s + 5, 2, &mo) || !digits(s + 8, 2, &d) ||
-	    !digits(s + 11, 2, &h) || !digits(s + 14, 2, &mi) || !digits(s + 17, 2, &se))
+	if (!wl_digits(s, 4, &y) || !wl_digits(s + 5, 2, &mo) || !wl_digits(s + 8, 2, &d) ||
+	    !wl_digits(s + 11, 2, &h) || !wl_digits(s + 14, 2, &mi) || !wl_digits(s + 17, 2, &se))
 		return "expected digits in YYYY-MM-DD HH:MM:SS";
 	if (y < 1970 || y > 9999)
 		return "year out of range (1970 to 9999)";
@@ -94,7 +72,7 @@ static const char *parse_time(const char *s, size_t n, struct instant *at)
 		size_t f = n - 20;
 		uint32_t scale = 1;
 
-		if (s[19] != '.' || f < 1 || f > 9 || !digits(s + 20, f, &frac))
+		if (s[19] != '.' || f < 1 || f > 9 || !wl_digits(s + 20, f, &frac))
 			return "the fraction of a second is '.' and 1 to 9 digits";
 		for (size_t k = f; k < 9; k++)
 			scale *= 10;
@@ -130,8 +108,8 @@ static const char *parse_tokens(const char *s, size_t n, const char *what, uint3
 		return msg;
 	}
 	for (i = 0; i + 1 < n && s[i] == '0'; i++)
-		; /* leading zeros, so that digits() cannot overflow */
-	if (n - i > 7 || !digits(s + i, n - i, v) || *v < 1 || *v > LLM_TRACE_MAX_TOKENS) {
+		; /* leading zeros, so that wl_digits() cannot overflow */
+	if (n - i > 7 || !wl_digits(s + i, n - i, v) || *v < 1 || *v > LLM_TRACE_MAX_TOKENS) {
 		snprintf(msg, msglen, "%s %s is out of range (1 to %u)", what, quote(q, s, n),
 		         LLM_TRACE_MAX_TOKENS);
 		return msg;
@@ -156,31 +134,27 @@ int llm_trace_parse(const char *text, size_t len, const char *name, uint32_t max
 	if (err && errlen)
 		err[0] = '\0';
 	if (len > LLM_TRACE_MAX_INPUT)
-		return fail(err, errlen, name, 0, "more than %zu bytes", LLM_TRACE_MAX_INPUT);
+		return wl_fail_at(err, errlen, name, 0, "more than %zu bytes", LLM_TRACE_MAX_INPUT);
 	if (all)
 		max_reqs = LLM_TRACE_MAX_REQS;
 	while (pos < len && (all || t.n < max_reqs)) {
-		const char *s = text + pos;
-		const char *nl = memchr(s, '\n', len - pos);
-		size_t n = nl ? (size_t)(nl - s) : len - pos;
+		size_t n;
+		const char *s = wl_next_line(text, len, &pos, &n);
 
-		pos += n + (nl ? 1 : 0);
 		line++;
-		if (n && s[n - 1] == '\r')
-			n--;
 		if (n > LLM_TRACE_MAX_LINE) {
-			rc = fail(err, errlen, name, line, "a line longer than %d bytes",
-			          LLM_TRACE_MAX_LINE);
+			rc = wl_fail_at(err, errlen, name, line, "a line longer than %d bytes",
+			                LLM_TRACE_MAX_LINE);
 			goto out;
 		}
 		if (memchr(s, '\0', n) || memchr(s, '\r', n)) {
-			rc = fail(err, errlen, name, line, "a NUL or a stray CR in the line");
+			rc = wl_fail_at(err, errlen, name, line, "a NUL or a stray CR in the line");
 			goto out;
 		}
 		if (line == 1) {
 			if (n != sizeof(header) - 1 || memcmp(s, header, n)) {
-				rc = fail(err, errlen, name, line, "expected the header %s",
-				          header);
+				rc = wl_fail_at(err, errlen, name, line, "expected the header %s",
+				                header);
 				goto out;
 			}
 			continue;
@@ -188,19 +162,20 @@ int llm_trace_parse(const char *text, size_t len, const char *name, uint32_t max
 		if (n == 0) {
 			if (pos >= len)
 				break; /* the last line's newline */
-			rc = fail(err, errlen, name, line, "an empty line");
+			rc = wl_fail_at(err, errlen, name, line, "an empty line");
 			goto out;
 		}
 		if (t.n == max_reqs) {
-			rc = fail(err, errlen, name, line, "more than %u requests",
-			          LLM_TRACE_MAX_REQS);
+			rc = wl_fail_at(err, errlen, name, line, "more than %u requests",
+			                LLM_TRACE_MAX_REQS);
 			goto out;
 		}
 		const char *c1 = memchr(s, ',', n);
 		const char *c2 = c1 ? memchr(c1 + 1, ',', n - (size_t)(c1 + 1 - s)) : NULL;
 		if (!c1 || !c2 || memchr(c2 + 1, ',', n - (size_t)(c2 + 1 - s))) {
-			rc = fail(err, errlen, name, line,
-			          "expected three fields: TIMESTAMP,ContextTokens,GeneratedTokens");
+			rc = wl_fail_at(
+			        err, errlen, name, line,
+			        "expected three fields: TIMESTAMP,ContextTokens,GeneratedTokens");
 			goto out;
 		}
 		struct llm_trace_req r;
@@ -208,8 +183,8 @@ int llm_trace_parse(const char *text, size_t len, const char *name, uint32_t max
 		struct instant at;
 		const char *why = parse_time(s, (size_t)(c1 - s), &at);
 		if (why) {
-			rc = fail(err, errlen, name, line, "TIMESTAMP '%s': %s",
-			          quote(q, s, (size_t)(c1 - s)), why);
+			rc = wl_fail_at(err, errlen, name, line, "TIMESTAMP '%s': %s",
+			                quote(q, s, (size_t)(c1 - s)), why);
 			goto out;
 		}
 		why = parse_tokens(c1 + 1, (size_t)(c2 - c1 - 1), "ContextTokens", &r.prompt, msg,
@@ -221,7 +196,7 @@ int llm_trace_parse(const char *text, size_t len, const char *name, uint32_t max
 			why = "TIMESTAMP: earlier than the line before (requests are in arrival "
 			      "order)";
 		if (why) {
-			rc = fail(err, errlen, name, line, "%s", why);
+			rc = wl_fail_at(err, errlen, name, line, "%s", why);
 			goto out;
 		}
 		if (t.n == 0)
@@ -237,11 +212,11 @@ int llm_trace_parse(const char *text, size_t len, const char *name, uint32_t max
 		t.req[t.n++] = r;
 	}
 	if (line == 0) {
-		rc = fail(err, errlen, name, 1, "empty: expected the header %s", header);
+		rc = wl_fail_at(err, errlen, name, 1, "empty: expected the header %s", header);
 		goto out;
 	}
 	if (t.n == 0) {
-		rc = fail(err, errlen, name, line, "no requests after the header");
+		rc = wl_fail_at(err, errlen, name, line, "no requests after the header");
 		goto out;
 	}
 	*out = t;
@@ -270,22 +245,9 @@ int llm_trace_load(const char *path, uint32_t max_reqs, struct llm_trace *out, c
 
 /* ---- generators ---- */
 
-static uint64_t splitmix(uint64_t *s)
-{
-	uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
-	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-	z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-	return z ^ (z >> 31);
-}
-
-static double uniform01(uint64_t *s) /* (0, 1) */
-{
-	return ((double)(splitmix(s) >> 11) + 0.5) / 9007199254740992.0;
-}
-
 static double normal(uint64_t *s)
 {
-	return sqrt(-2 * log(uniform01(s))) * cos(2 * M_PI * uniform01(s));
+	return sqrt(-2 * log(splitmix_open_unit(s))) * cos(2 * M_PI * splitmix_open_unit(s));
 }
 
 /* A log-normal with the given median and mean (mean > median). */
@@ -325,7 +287,7 @@ int llm_trace_generate(enum llm_trace_kind kind, uint32_t n, uint64_t seed, stru
 		struct llm_trace_req *r = &out->req[i];
 
 		r->arrival_ns = t;
-		t += -log(uniform01(&s)) / rate * 1e9;
+		t += -log(splitmix_open_unit(&s)) / rate * 1e9;
 		if (kind == LLM_TRACE_CONV) {
 			r->prompt = lognormal(&s, 1020, 1155, 2, 14050);
 			r->output = lognormal(&s, 129, 211, 10, 1000);
@@ -333,8 +295,8 @@ int llm_trace_generate(enum llm_trace_kind kind, uint32_t n, uint64_t seed, stru
 			r->prompt = lognormal(&s, 1469, 2048, 3, 7437);
 			r->output = lognormal(&s, 13, 28, 10, 2000);
 		} else {
-			r->prompt = 4 + (uint32_t)(uniform01(&s) * 37);
-			r->output = 2 + (uint32_t)(uniform01(&s) * 23);
+			r->prompt = 4 + (uint32_t)(splitmix_open_unit(&s) * 37);
+			r->output = 2 + (uint32_t)(splitmix_open_unit(&s) * 23);
 		}
 	}
 	out->n = n;

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/splitmix.h"
 #include "workload/workload.h"
 #include "tandem.h"
 
@@ -20,31 +21,11 @@ void moe_trace_free(struct moe_trace *t)
 	memset(t, 0, sizeof(*t));
 }
 
-static int fail(char *err, size_t errlen, const char *name, size_t line, const char *fmt, ...)
-{
-	char msg[200];
-	va_list ap;
-
-	va_start(ap, fmt);
-	vsnprintf(msg, sizeof(msg), fmt, ap);
-	va_end(ap);
-	if (err && errlen)
-		snprintf(err, errlen, "%s:%zu: %s", name, line, msg);
-	return -TDM_EINVAL;
-}
-
 /* A whole number of at most 9 digits in [s, s + n). */
 static bool number(const char *s, size_t n, uint32_t *v)
 {
 	*v = 0;
-	if (n == 0 || n > 9)
-		return false;
-	for (size_t i = 0; i < n; i++) {
-		if (s[i] < '0' || s[i] > '9')
-			return false;
-		*v = *v * 10 + (uint32_t)(s[i] - '0');
-	}
-	return true;
+	return n >= 1 && n <= 9 && wl_digits(s, n, v);
 }
 
 /* A decimal weight in [0, 1]: digits, '.', an exponent; nothing else
@@ -175,18 +156,14 @@ int moe_trace_parse(const char *text, size_t len, const char *name, uint32_t max
 	if (err && errlen)
 		err[0] = '\0';
 	if (len > MOE_TRACE_MAX_INPUT)
-		return fail(err, errlen, name, 0, "more than %zu bytes", MOE_TRACE_MAX_INPUT);
+		return wl_fail_at(err, errlen, name, 0, "more than %zu bytes", MOE_TRACE_MAX_INPUT);
 	while (pos < len && (!max_tokens || tok < max_tokens)) {
-		const char *s = text + pos;
-		const char *nl = memchr(s, '\n', len - pos);
-		size_t n = nl ? (size_t)(nl - s) : len - pos;
+		size_t n;
+		const char *s = wl_next_line(text, len, &pos, &n);
 
-		pos += n + (nl ? 1 : 0);
 		line++;
-		if (n && s[n - 1] == '\r')
-			n--;
 		if (memchr(s, '\0', n) || memchr(s, '\r', n)) {
-			rc = fail(err, errlen, name, line, "a NUL or a stray CR in the line");
+			rc = wl_fail_at(err, errlen, name, line, "a NUL or a stray CR in the line");
 			goto out;
 		}
 		if (n && s[0] == '#')
@@ -194,20 +171,20 @@ int moe_trace_parse(const char *text, size_t len, const char *name, uint32_t max
 		if (n == 0) {
 			if (pos >= len)
 				break;
-			rc = fail(err, errlen, name, line, "an empty line");
+			rc = wl_fail_at(err, errlen, name, line, "an empty line");
 			goto out;
 		}
 		if (!t.layers) {
 			if ((why = parse_shape(s, n, &t))) {
-				rc = fail(err, errlen, name, line, "%s", why);
+				rc = wl_fail_at(err, errlen, name, line, "%s", why);
 				goto out;
 			}
 			continue;
 		}
 		if (data_lines++ == 0) {
 			if (n != sizeof(header) - 1 || memcmp(s, header, n)) {
-				rc = fail(err, errlen, name, line, "expected the header %s",
-				          header);
+				rc = wl_fail_at(err, errlen, name, line, "expected the header %s",
+				                header);
 				goto out;
 			}
 			continue;
@@ -217,7 +194,8 @@ int moe_trace_parse(const char *text, size_t len, const char *name, uint32_t max
 			uint32_t old = cap;
 			void *w = t.w;
 			if (tok >= limit) {
-				rc = fail(err, errlen, name, line, "more than %u tokens", limit);
+				rc = wl_fail_at(err, errlen, name, line, "more than %u tokens",
+				                limit);
 				goto out;
 			}
 			if (wl_grow((void **)&t.ids, &cap, tok + 1, (size_t)t.layers * t.topk * 2,
@@ -233,7 +211,7 @@ int moe_trace_parse(const char *text, size_t len, const char *name, uint32_t max
 		}
 		size_t at = ((size_t)tok * t.layers + layer) * t.topk;
 		if ((why = parse_row(s, n, &t, tok, layer, t.ids + at, t.w + at))) {
-			rc = fail(err, errlen, name, line, "%s", why);
+			rc = wl_fail_at(err, errlen, name, line, "%s", why);
 			goto out;
 		}
 		if (++layer == t.layers) {
@@ -242,17 +220,17 @@ int moe_trace_parse(const char *text, size_t len, const char *name, uint32_t max
 		}
 	}
 	if (!t.layers) {
-		rc = fail(err, errlen, name, line ? line : 1,
-		          "empty: expected 'moe-trace v1 layers=L experts=E topk=K'");
+		rc = wl_fail_at(err, errlen, name, line ? line : 1,
+		                "empty: expected 'moe-trace v1 layers=L experts=E topk=K'");
 		goto out;
 	}
 	if (layer != 0) {
-		rc = fail(err, errlen, name, line, "token %u stops at layer %u of %u", tok, layer,
-		          t.layers);
+		rc = wl_fail_at(err, errlen, name, line, "token %u stops at layer %u of %u", tok,
+		                layer, t.layers);
 		goto out;
 	}
 	if (tok == 0) {
-		rc = fail(err, errlen, name, line, "no tokens");
+		rc = wl_fail_at(err, errlen, name, line, "no tokens");
 		goto out;
 	}
 	t.tokens = tok;
@@ -320,19 +298,6 @@ int moe_trace_shape_by_name(const char *name, uint32_t layers, struct moe_trace_
 	return layers ? 0 : -1;
 }
 
-static uint64_t splitmix(uint64_t *s)
-{
-	uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
-	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-	z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-	return z ^ (z >> 31);
-}
-
-static double uniform01(uint64_t *s) /* [0, 1) */
-{
-	return (double)(splitmix(s) >> 11) / 9007199254740992.0;
-}
-
 int moe_trace_generate(const struct moe_trace_shape *sh, uint32_t tokens, uint32_t streams,
                        uint64_t seed, struct moe_trace *out, char *err, size_t errlen)
 {
@@ -371,7 +336,7 @@ int moe_trace_generate(const struct moe_trace_shape *sh, uint32_t tokens, uint32
 		for (uint32_t e = 0; e < E; e++)
 			p[e] = (uint16_t)e;
 		for (uint32_t e = E - 1; e > 0; e--) {
-			uint32_t j = (uint32_t)(splitmix(&ps) % (e + 1));
+			uint32_t j = (uint32_t)(splitmix64(&ps) % (e + 1));
 			uint16_t x = p[e];
 			p[e] = p[j];
 			p[j] = x;
@@ -395,7 +360,7 @@ int moe_trace_generate(const struct moe_trace_shape *sh, uint32_t tokens, uint32
 			/* Temporal locality: keep each of the previous token's
 			 * experts with probability reuse. */
 			for (uint32_t j = 0; prev && j < K; j++)
-				if (uniform01(&s) < sh->reuse)
+				if (splitmix_unit(&s) < sh->reuse)
 					ids[k++] = prev[j];
 			memcpy(pick, cdf + (size_t)l * E, E * sizeof(double));
 			for (uint32_t j = 0; j < k; j++)
@@ -404,7 +369,7 @@ int moe_trace_generate(const struct moe_trace_shape *sh, uint32_t tokens, uint32
 				total += pick[e];
 			/* The rest by the layer's skew, without replacement. */
 			while (k < K) {
-				double u = uniform01(&s) * total, acc = 0;
+				double u = splitmix_unit(&s) * total, acc = 0;
 				uint32_t e = 0;
 				for (; e + 1 < E; e++) {
 					acc += pick[e];
@@ -420,7 +385,7 @@ int moe_trace_generate(const struct moe_trace_shape *sh, uint32_t tokens, uint32
 			/* Weights: decreasing softmax-like shares summing to 1. */
 			double sum = 0;
 			for (uint32_t j = 0; j < K; j++) {
-				w[j] = (float)exp(-1.5 * uniform01(&s) - 0.3 * j);
+				w[j] = (float)exp(-1.5 * splitmix_unit(&s) - 0.3 * j);
 				sum += w[j];
 			}
 			for (uint32_t j = 0; j < K; j++)

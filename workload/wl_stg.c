@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/errbuf.h"
 #include "workload/workload.h"
 #include "tandem.h"
 
@@ -28,19 +29,6 @@ void wl_free(struct workload *w)
 	free(w->graphs);
 	free(w->dev_names);
 	wl_init(w);
-}
-
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-        __attribute__((format(printf, 3, 4)));
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (!err || !errlen)
-		return;
-	va_start(ap, fmt);
-	vsnprintf(err, errlen, fmt, ap);
-	va_end(ap);
 }
 
 static int edge_cmp(const void *a, const void *b)
@@ -232,7 +220,7 @@ static int stg_fail(struct stg *s, const char *fmt, ...)
 
 static int stg_nomem(struct stg *s)
 {
-	set_err(s->err, s->errlen, "%s: out of memory", s->name);
+	err_printf(s->err, s->errlen, "%s: out of memory", s->name);
 	return -TDM_ENOMEM;
 }
 

@@ -284,6 +284,16 @@ int wl_gen_layered(const struct wl_layered_params *p, struct workload *out, char
  * terminated, *len excluding the NUL). 0, -TDM_EINVAL (too big, not a
  * regular file), -TDM_ENOMEM or -TDM_ESYS, with "path: message". */
 int wl_read_file(const char *path, size_t max, char **buf, size_t *len, char *err, size_t errlen);
+/* The line of text[0 .. len) that starts at *pos, without its '\n' and
+ * a '\r' before it: its start, its length in *n; *pos moves past it. */
+const char *wl_next_line(const char *text, size_t len, size_t *pos, size_t *n);
+/* [s, s + n) all decimal digits: their value in *v (the caller bounds n:
+ * ten digits may wrap), true; else false. n == 0 gives 0, true. */
+bool wl_digits(const char *s, size_t n, uint32_t *v);
+/* A reader's rejection of line `line` of name: "name:line: message" into
+ * err (when given, the message cut at 200 bytes). Returns -TDM_EINVAL. */
+int wl_fail_at(char *err, size_t errlen, const char *name, size_t line, const char *fmt, ...)
+        __attribute__((format(printf, 5, 6)));
 /* The readers' shared *_load: wl_init(out), read path (at most
  * WL_MAX_INPUT bytes), parse it with parse, naming it path. */
 typedef int (*wl_parse_fn)(const char *text, size_t len, const char *name, struct workload *out,
