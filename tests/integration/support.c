@@ -443,6 +443,40 @@ char *tdmt_status_json(const char *sock)
 	return tdmt_control_json(sock, TDM_MSG_CTL_STATUS);
 }
 
+json_t *tdmt_status_doc(const char *sock)
+{
+	char *text = tdmt_status_json(sock);
+	if (!text)
+		return NULL;
+	json_t *doc = json_loads(text, 0, NULL);
+	free(text);
+	return doc;
+}
+
+json_t *tdmt_status_device(json_t *doc, const char *name)
+{
+	size_t i;
+	json_t *d;
+	json_array_foreach(json_object_get(doc, "devices"), i, d)
+	{
+		const char *n = json_string_value(json_object_get(d, "name"));
+		if (n && !strcmp(n, name))
+			return d;
+	}
+	return NULL;
+}
+
+int tdmt_device_field(const char *sock, const char *name, const char *key, int64_t *out)
+{
+	json_t *doc = tdmt_status_doc(sock);
+	if (!doc)
+		return -1;
+	json_t *d = tdmt_status_device(doc, name);
+	*out = d ? (int64_t)json_integer_value(json_object_get(d, key)) : -1;
+	json_decref(doc);
+	return 0;
+}
+
 int64_t tdmt_daemon_rss_kib(const struct tdmt_daemon *d)
 {
 	char path[64], line[256];
@@ -724,4 +758,43 @@ int tdmt_remove_tree(const char *dir)
 	if (strchr(dir, '\'') || snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir) >= (int)sizeof(cmd))
 		return -1;
 	return system(cmd) == 0 ? 0 : -1;
+}
+
+int tdmt_group_start(void **state, struct tdmt_daemon *d, const char *toml)
+{
+	*state = d;
+	if (tdmt_daemon_start(d, toml) != 0) {
+		fprintf(stderr, "tandemd did not start (status %d)\n", d->exit_status);
+		tdmt_daemon_cleanup(d);
+		return -1;
+	}
+	return 0;
+}
+
+int tdmt_group_end(void **state)
+{
+	tdmt_daemon_cleanup(*state);
+	return 0;
+}
+
+int tdmt_test_setup(void **state)
+{
+	(void)state;
+	tdmt_test_begin();
+	return 0;
+}
+
+int tdmt_test_teardown(void **state)
+{
+	return tdmt_after_test(*state);
+}
+
+int tdmt_test_end(struct tdmt_daemon *d, int stop_ms)
+{
+	int rc = tdmt_after_test(d);
+	if (d->pid && stop_ms > 0)
+		tdmt_daemon_stop(d, stop_ms);
+	tdmt_daemon_cleanup(d);
+	memset(d, 0, sizeof(*d));
+	return rc;
 }

@@ -166,35 +166,18 @@ static void check_out(void)
 
 /* ---- the daemon ---- */
 
-static json_t *find_device(json_t *doc, const char *name)
-{
-	size_t i;
-	json_t *d;
-	json_array_foreach(json_object_get(doc, "devices"), i, d)
-	{
-		if (!strcmp(json_string_value(json_object_get(d, "name")), name))
-			return d;
-	}
-	return NULL;
-}
-
 static json_t *status(void)
 {
-	char *text = tdmt_status_json(daemon_.sock);
-	assert_non_null(text);
-	json_t *doc = json_loads(text, 0, NULL);
-	free(text);
+	json_t *doc = tdmt_status_doc(daemon_.sock);
 	assert_non_null(doc);
 	return doc;
 }
 
 static int device_index(const char *name)
 {
-	json_t *doc = status();
-	json_t *d = find_device(doc, name);
-	int i = d ? (int)json_integer_value(json_object_get(d, "index")) : -1;
-	json_decref(doc);
-	return i;
+	int64_t i;
+	assert_int_equal(tdmt_device_field(daemon_.sock, name, "index", &i), 0);
+	return (int)i;
 }
 
 /* Whether the device of this index is named prefix<N>. */
@@ -239,25 +222,13 @@ static bool start(const char *only, const char *probe)
 	return true;
 }
 
-static int setup(void **state)
-{
-	(void)state;
-	tdmt_test_begin();
-	return 0;
-}
-
 static int teardown(void **state)
 {
 	(void)state;
 	if (client)
 		tdm_disconnect(client);
 	client = NULL;
-	int rc = tdmt_after_test(&daemon_);
-	if (daemon_.pid)
-		tdmt_daemon_stop(&daemon_, 5000);
-	tdmt_daemon_cleanup(&daemon_);
-	memset(&daemon_, 0, sizeof(daemon_));
-	return rc;
+	return tdmt_test_end(&daemon_, 5000);
 }
 
 /* ---- the tests ---- */
@@ -374,12 +345,12 @@ static void test_cuda_bad_index(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test_setup_teardown(test_cpu_ragged, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_cpu_bad_index, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_opencl_ragged, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_opencl_bad_index, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_cuda_ragged, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_cuda_bad_index, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_cpu_ragged, tdmt_test_setup, teardown),
+		cmocka_unit_test_setup_teardown(test_cpu_bad_index, tdmt_test_setup, teardown),
+		cmocka_unit_test_setup_teardown(test_opencl_ragged, tdmt_test_setup, teardown),
+		cmocka_unit_test_setup_teardown(test_opencl_bad_index, tdmt_test_setup, teardown),
+		cmocka_unit_test_setup_teardown(test_cuda_ragged, tdmt_test_setup, teardown),
+		cmocka_unit_test_setup_teardown(test_cuda_bad_index, tdmt_test_setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

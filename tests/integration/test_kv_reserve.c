@@ -28,20 +28,10 @@
 
 static struct tdmt_daemon d;
 
-static int test_setup(void **state)
-{
-	(void)state;
-	memset(&d, 0, sizeof(d));
-	tdmt_test_begin();
-	return 0;
-}
-
 static int test_teardown(void **state)
 {
 	(void)state;
-	int rc = tdmt_after_test(&d);
-	tdmt_daemon_cleanup(&d);
-	return rc;
+	return tdmt_test_end(&d, 0);
 }
 
 static void start(const char *toml)
@@ -78,10 +68,8 @@ static void test_reserve_grow_append(void **state)
 	int64_t ch = charged();
 	assert_true(ch >= (int64_t)MiB && ch <= (int64_t)(MiB + MiB / 25));
 	/* The status document shows the capacity, the use and the backing. */
-	char *text = tdmt_status_json(d.sock);
-	assert_non_null(text);
-	json_t *doc = json_loads(text, 0, NULL);
-	free(text);
+	json_t *doc = tdmt_status_doc(d.sock);
+	assert_non_null(doc);
 	json_t *clients = json_object_get(doc, "clients"), *buf = NULL;
 	for (size_t i = 0; i < json_array_size(clients); i++) {
 		json_t *bufs = json_object_get(json_array_get(clients, i), "replicas");
@@ -172,10 +160,8 @@ static void append_on(const char *device)
 				fail_msg("row %d [%llu] = %g", t, (unsigned long long)i, f[i]);
 	}
 	/* The device kept its copy of the whole KV (as the buffer grew). */
-	char *text = tdmt_status_json(d.sock);
-	assert_non_null(text);
-	json_t *doc = json_loads(text, 0, NULL);
-	free(text);
+	json_t *doc = tdmt_status_doc(d.sock);
+	assert_non_null(doc);
 	json_t *dev = json_array_get(json_object_get(doc, "devices"), 0);
 	assert_non_null(dev);
 	assert_true(json_integer_value(json_object_get(dev, "mem_used")) >= (json_int_t)used);
@@ -356,14 +342,17 @@ static void test_admit(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test_setup_teardown(test_reserve_grow_append, test_setup,
+		cmocka_unit_test_setup_teardown(test_reserve_grow_append, tdmt_test_setup,
 		                                test_teardown),
-		cmocka_unit_test_setup_teardown(test_append_on_opencl, test_setup, test_teardown),
-		cmocka_unit_test_setup_teardown(test_append_on_cuda, test_setup, test_teardown),
-		cmocka_unit_test_setup_teardown(test_grow_past_quota, test_setup, test_teardown),
-		cmocka_unit_test_setup_teardown(test_raw_beyond_declared, test_setup,
+		cmocka_unit_test_setup_teardown(test_append_on_opencl, tdmt_test_setup,
 		                                test_teardown),
-		cmocka_unit_test_setup_teardown(test_admit, test_setup, test_teardown),
+		cmocka_unit_test_setup_teardown(test_append_on_cuda, tdmt_test_setup,
+		                                test_teardown),
+		cmocka_unit_test_setup_teardown(test_grow_past_quota, tdmt_test_setup,
+		                                test_teardown),
+		cmocka_unit_test_setup_teardown(test_raw_beyond_declared, tdmt_test_setup,
+		                                test_teardown),
+		cmocka_unit_test_setup_teardown(test_admit, tdmt_test_setup, test_teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

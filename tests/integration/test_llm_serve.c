@@ -29,33 +29,7 @@ static char out[OUT_MAX], err[OUT_MAX];
 
 static int group_setup(void **state)
 {
-	(void)state;
-	if (tdmt_daemon_start(&d, "") != 0) {
-		fprintf(stderr, "tandemd did not start (status %d)\n", d.exit_status);
-		tdmt_daemon_cleanup(&d);
-		return -1;
-	}
-	return 0;
-}
-
-static int group_teardown(void **state)
-{
-	(void)state;
-	tdmt_daemon_cleanup(&d);
-	return 0;
-}
-
-static int test_setup(void **state)
-{
-	(void)state;
-	tdmt_test_begin();
-	return 0;
-}
-
-static int test_teardown(void **state)
-{
-	(void)state;
-	return tdmt_after_test(&d);
+	return tdmt_group_start(state, &d, "");
 }
 
 static void read_file(const char *path, char *buf, size_t cap)
@@ -378,7 +352,7 @@ static void test_bad_model_file(void **state)
 	tdmt_test_ok();
 }
 
-#define T(f) cmocka_unit_test_setup_teardown(f, test_setup, test_teardown)
+#define T(f) cmocka_unit_test_setup_teardown(f, tdmt_test_setup, tdmt_test_teardown)
 
 static const struct CMUnitTest tests[] = {
 	T(test_serves_trace),     T(test_sub_batches),      T(test_check_can_fail),
@@ -388,5 +362,5 @@ static const struct CMUnitTest tests[] = {
 
 int main(void)
 {
-	return cmocka_run_group_tests_name("llm_serve", tests, group_setup, group_teardown) ? 1 : 0;
+	return cmocka_run_group_tests_name("llm_serve", tests, group_setup, tdmt_group_end) ? 1 : 0;
 }

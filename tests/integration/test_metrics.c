@@ -41,20 +41,10 @@ static const char base_toml[] = "[profiler]\n"
                                 "listen = \"127.0.0.1:0\"\n"
                                 "max_connections = 2\n";
 
-static int test_setup(void **state)
-{
-	(void)state;
-	memset(&d, 0, sizeof(d));
-	tdmt_test_begin();
-	return 0;
-}
-
 static int test_teardown(void **state)
 {
 	(void)state;
-	int rc = tdmt_after_test(&d);
-	tdmt_daemon_cleanup(&d);
-	return rc;
+	return tdmt_test_end(&d, 0);
 }
 
 static void start(const char *toml)
@@ -68,10 +58,7 @@ static void start(const char *toml)
 /* Where the daemon serves /metrics (status "metrics_listen"). */
 static void metrics_address(char *out, size_t len)
 {
-	char *text = tdmt_status_json(d.sock);
-	assert_non_null(text);
-	json_t *doc = json_loads(text, 0, NULL);
-	free(text);
+	json_t *doc = tdmt_status_doc(d.sock);
 	assert_non_null(doc);
 	const char *a = json_string_value(json_object_get(doc, "metrics_listen"));
 	assert_non_null(a);
@@ -572,7 +559,7 @@ static void test_off_by_default(void **state)
 
 int main(void)
 {
-#define T(f) cmocka_unit_test_setup_teardown(f, test_setup, test_teardown)
+#define T(f) cmocka_unit_test_setup_teardown(f, tdmt_test_setup, test_teardown)
 	const struct CMUnitTest tests[] = {
 		T(test_scrape_under_load), T(test_counters_move), T(test_http_bounds),
 		T(test_connection_cap),    T(test_unix_socket),   T(test_off_by_default),

@@ -31,7 +31,6 @@ static char tmux_sock[TDMT_PATH_MAX + 16];
 static int test_setup(void **state)
 {
 	(void)state;
-	memset(&d, 0, sizeof(d));
 	tmux_sock[0] = '\0';
 	tdmt_test_begin();
 	return 0;
@@ -46,9 +45,7 @@ static int test_teardown(void **state)
 		if (system(cmd) < 0)
 			perror("tmux kill-server");
 	}
-	int rc = tdmt_after_test(&d);
-	tdmt_daemon_cleanup(&d);
-	return rc;
+	return tdmt_test_end(&d, 0);
 }
 
 static void start(void)
@@ -62,10 +59,7 @@ static void start(void)
 /* The first device's name, as status lists it. */
 static void first_device(char *out, size_t len)
 {
-	char *text = tdmt_status_json(d.sock);
-	assert_non_null(text);
-	json_t *doc = json_loads(text, 0, NULL);
-	free(text);
+	json_t *doc = tdmt_status_doc(d.sock);
 	assert_non_null(doc);
 	const char *name = json_string_value(
 	        json_object_get(json_array_get(json_object_get(doc, "devices"), 0), "name"));
