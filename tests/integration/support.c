@@ -75,6 +75,58 @@ int tdmt_wait_child(pid_t pid, int timeout_ms)
 	return -1;
 }
 
+/* In a child just forked: never outlive the test (it may crash). */
+static void die_with_parent(pid_t parent)
+{
+	prctl(PR_SET_PDEATHSIG, SIGKILL);
+	if (getppid() != parent)
+		_exit(127);
+}
+
+pid_t tdmt_spawn(const char *exe, const char *const *argv, const char *out_path,
+                 const char *err_path)
+{
+	pid_t parent = getpid();
+	fflush(NULL);
+	pid_t pid = fork();
+	if (pid != 0)
+		return pid;
+	die_with_parent(parent);
+	int fo = out_path ? open(out_path, O_WRONLY | O_CREAT | O_TRUNC, 0644) : 1;
+	int fe = err_path ? open(err_path, O_WRONLY | O_CREAT | O_TRUNC, 0644) : 2;
+	if (fo < 0 || fe < 0 || dup2(fo, 1) < 0 || dup2(fe, 2) < 0)
+		_exit(126);
+	execv(exe, (char *const *)argv);
+	fprintf(stderr, "exec %s: %s\n", exe, strerror(errno));
+	_exit(127);
+}
+
+pid_t tdmt_fork_stoppable(int (*fn)(int stop_fd), int *stop)
+{
+	int p[2];
+	if (pipe2(p, O_CLOEXEC) != 0)
+		return -1;
+	pid_t pid = fork();
+	if (pid < 0) {
+		close(p[0]);
+		close(p[1]);
+		return -1;
+	}
+	if (pid == 0) {
+		close(p[1]);
+		_exit(fn(p[0]));
+	}
+	close(p[0]);
+	*stop = p[1];
+	return pid;
+}
+
+int tdmt_stop_child(pid_t pid, int stop, int timeout_ms)
+{
+	close(stop);
+	return tdmt_wait_child(pid, timeout_ms);
+}
+
 static int write_file(const char *path, const char *text)
 {
 	char tmp[TDMT_PATH_MAX + 8];
@@ -153,10 +205,7 @@ int tdmt_daemon_launch(struct tdmt_daemon *d, const char *socket_path, int timeo
 	}
 	if (pid == 0) {
 		sigset_t none;
-		/* Never outlive a test that crashed. */
-		prctl(PR_SET_PDEATHSIG, SIGKILL);
-		if (getppid() != parent)
-			_exit(127);
+		die_with_parent(parent);
 		sigemptyset(&none);
 		sigprocmask(SIG_SETMASK, &none, NULL);
 		signal(SIGPIPE, SIG_DFL);
@@ -248,8 +297,10 @@ int tdmt_daemon_start(struct tdmt_daemon *d, const char *toml)
 	if (tdmt_daemon_prepare(d, toml) != 0)
 		return -3;
 	int rc = tdmt_daemon_launch(d, d->sock, 30000);
-	if (rc != 0)
+	if (rc != 0) {
+		fprintf(stderr, "tandemd did not start (%d, status %d)\n", rc, d->exit_status);
 		d->failed = true;
+	}
 	return rc;
 }
 
@@ -764,7 +815,6 @@ int tdmt_group_start(void **state, struct tdmt_daemon *d, const char *toml)
 {
 	*state = d;
 	if (tdmt_daemon_start(d, toml) != 0) {
-		fprintf(stderr, "tandemd did not start (status %d)\n", d->exit_status);
 		tdmt_daemon_cleanup(d);
 		return -1;
 	}

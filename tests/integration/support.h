@@ -47,7 +47,8 @@ int tdmt_daemon_write_config(struct tdmt_daemon *d, const char *toml);
  * Returns 0; -1 if it exited first (d->exit_status set: the exit code,
  * or 128 + signal); -2 on timeout (it is then killed); -3 on a system error. */
 int tdmt_daemon_launch(struct tdmt_daemon *d, const char *socket_path, int timeout_ms);
-/* prepare + launch on d->sock. */
+/* prepare + launch on d->sock; says on stderr when it did not start (the
+ * log is printed at cleanup: d->failed is set). */
 int tdmt_daemon_start(struct tdmt_daemon *d, const char *toml);
 /* SIGTERM, then waits up to timeout_ms; SIGKILL when it hangs. Returns the
  * exit status (exit code, or 128 + signal), or -1 when it had to be killed. */
@@ -151,6 +152,20 @@ uint64_t tdmt_rand_range(uint64_t *state, uint64_t lo, uint64_t hi);
 /* Removes a directory and everything below it (rm -rf); 0 or -1. */
 int tdmt_remove_tree(const char *dir);
 
+/* Forks and runs exe with argv (argv[0] first, NULL-terminated), its
+ * stdout and stderr into these files (NULL: the test's own); the child dies
+ * with the test. Returns the pid, or -1. Exit status 126: a file could not
+ * be opened, 127: exec failed. */
+pid_t tdmt_spawn(const char *exe, const char *const *argv, const char *out_path,
+                 const char *err_path);
+
+/* Forks a child that runs fn(stop_fd) and exits with what it returns; fn
+ * should end once stop_fd reads end of file, that is when the test closes
+ * *stop (tdmt_stop_child). Returns the pid, or -1. */
+pid_t tdmt_fork_stoppable(int (*fn)(int stop_fd), int *stop);
+/* Closes stop and waits for the child as tdmt_wait_child does. */
+int tdmt_stop_child(pid_t pid, int stop, int timeout_ms);
+
 /* Waits for pid up to timeout_ms; returns exit status (exit code or
  * 128 + signal), or -1 on timeout (the child is then killed and reaped). */
 int tdmt_wait_child(pid_t pid, int timeout_ms);
@@ -170,8 +185,8 @@ bool tdmt_test_passed(void);
  *   { return tdmt_group_start(state, &d, "toml"); }
  *   cmocka_run_group_tests(tests, group_setup, tdmt_group_end) with each
  *   test set up and torn down by tdmt_test_setup and tdmt_test_teardown.
- * tdmt_group_start starts d (*state = d); when it does not start, says so
- * on stderr, cleans up and returns -1. tdmt_group_end cleans the daemon
+ * tdmt_group_start starts d (*state = d); when it does not start, cleans
+ * up (printing the log) and returns -1. tdmt_group_end cleans the daemon
  * up; tdmt_test_teardown returns tdmt_after_test's verdict on it. */
 int tdmt_group_start(void **state, struct tdmt_daemon *d, const char *toml);
 int tdmt_group_end(void **state);

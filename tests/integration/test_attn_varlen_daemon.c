@@ -166,24 +166,11 @@ static void check_out(void)
 
 /* ---- the daemon ---- */
 
-static json_t *status(void)
-{
-	json_t *doc = tdmt_status_doc(daemon_.sock);
-	assert_non_null(doc);
-	return doc;
-}
-
-static int device_index(const char *name)
-{
-	int64_t i;
-	assert_int_equal(tdmt_device_field(daemon_.sock, name, "index", &i), 0);
-	return (int)i;
-}
-
 /* Whether the device of this index is named prefix<N>. */
 static bool device_is(uint32_t index, const char *prefix)
 {
-	json_t *doc = status();
+	json_t *doc = tdmt_status_doc(daemon_.sock);
+	assert_non_null(doc);
 	size_t i;
 	json_t *d;
 	bool is = false;
@@ -206,7 +193,9 @@ static bool start(const char *only, const char *probe)
 	char toml[128];
 	if (probe) {
 		assert_int_equal(tdmt_daemon_start(&daemon_, ""), 0);
-		bool found = device_index(probe) >= 0;
+		int64_t index;
+		assert_int_equal(tdmt_device_field(daemon_.sock, probe, "index", &index), 0);
+		bool found = index >= 0;
 		assert_int_equal(tdmt_daemon_stop(&daemon_, 5000), 0);
 		tdmt_daemon_cleanup(&daemon_);
 		memset(&daemon_, 0, sizeof(daemon_));

@@ -34,19 +34,25 @@ static int test_teardown(void **state)
 	return tdmt_test_end(&d, 0);
 }
 
-static void start(const char *toml)
-{
-	if (tdmt_daemon_start(&d, toml) != 0) {
-		tdmt_daemon_dump_log(&d);
-		fail_msg("tandemd did not start (status %d)", d.exit_status);
-	}
-}
-
 static int64_t charged(void)
 {
 	int64_t v = -1;
 	OK(tdmt_client_field(d.sock, getpid(), "buffer_bytes", &v));
 	return v;
+}
+
+/* Starts a daemon with this buffer quota, connects, looks the kernels up
+ * and reserves a KV buffer of capacity cap. */
+static void start_reserved(const char *quota, uint64_t cap, tdm_client **c, struct tdmt_kernels *k,
+                           tdm_buffer *kv, void **p)
+{
+	char toml[160];
+	snprintf(toml, sizeof(toml),
+	         "[profiler]\ncalibrate = false\n[limits]\nbuffer_quota_bytes = \"%s\"\n", quota);
+	OK(tdmt_daemon_start(&d, toml));
+	OK(tdmt_connect(d.sock, c));
+	OK(tdmt_lookup_kernels(*c, k));
+	OK(tdm_buffer_reserve(*c, cap, TDM_BUF_KV, kv, p));
 }
 
 /* 100 GiB of capacity under a 64 MiB quota: allowed, charged what is
@@ -59,10 +65,7 @@ static void test_reserve_grow_append(void **state)
 	tdm_buffer kv;
 	void *p;
 
-	start("[profiler]\ncalibrate = false\n[limits]\nbuffer_quota_bytes = \"64MiB\"\n");
-	OK(tdmt_connect(d.sock, &c));
-	OK(tdmt_lookup_kernels(c, &k));
-	OK(tdm_buffer_reserve(c, 100 * GiB, TDM_BUF_KV, &kv, &p));
+	start_reserved("64MiB", 100 * GiB, &c, &k, &kv, &p);
 	assert_int_equal(charged(), 0);
 	OK(tdm_buffer_grow(c, kv, MiB));
 	int64_t ch = charged();
@@ -191,10 +194,7 @@ static void test_grow_past_quota(void **state)
 	tdm_buffer kv;
 	void *p;
 
-	start("[profiler]\ncalibrate = false\n[limits]\nbuffer_quota_bytes = \"8MiB\"\n");
-	OK(tdmt_connect(d.sock, &c));
-	OK(tdmt_lookup_kernels(c, &k));
-	OK(tdm_buffer_reserve(c, GiB, TDM_BUF_KV, &kv, &p));
+	start_reserved("8MiB", GiB, &c, &k, &kv, &p);
 	OK(tdm_buffer_grow(c, kv, 6 * MiB));
 	int64_t before = charged();
 	assert_int_equal(tdm_buffer_grow(c, kv, 9 * MiB), -TDM_EQUOTA);
@@ -223,7 +223,7 @@ static void test_raw_beyond_declared(void **state)
 	struct tdm_buf_grow_reply gr;
 	int fds[2];
 
-	start("[profiler]\ncalibrate = false\n");
+	OK(tdmt_daemon_start(&d, "[profiler]\ncalibrate = false\n"));
 	assert_int_equal(tdmt_raw_connect(&r, d.sock, TDM_ROLE_CLIENT, 5000), 0);
 	struct tdm_buf_reserve_req rq = { .capacity = 64 * MiB, .flags = TDM_BUF_KV };
 	OK(tdmt_raw_send(r.sock, TDM_MSG_BUF_RESERVE, &rq, sizeof(rq)));
@@ -310,7 +310,8 @@ static void test_admit(void **state)
 	tdm_buffer kv, kv2;
 	void *p;
 
-	start("[profiler]\ncalibrate = false\n[limits]\nbuffer_quota_bytes = \"64MiB\"\n");
+	OK(tdmt_daemon_start(
+	        &d, "[profiler]\ncalibrate = false\n[limits]\nbuffer_quota_bytes = \"64MiB\"\n"));
 	OK(tdmt_connect(d.sock, &c));
 	struct tdm_kv_admission a = { 0 };
 	OK(tdm_kv_admit(c, 0, &a));

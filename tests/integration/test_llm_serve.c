@@ -60,7 +60,6 @@ static int run_serve(const char *first, ...)
 	const char *argv[32];
 	int n = 0;
 	va_list ap;
-	pid_t parent = getpid();
 
 	snprintf(exe, sizeof(exe), "%s/bin/llm_serve", tdmt_build_dir());
 	snprintf(opath, sizeof(opath), "%s/serve.out", d.dir);
@@ -73,22 +72,9 @@ static int run_serve(const char *first, ...)
 		argv[n++] = a;
 	va_end(ap);
 	argv[n] = NULL;
-	fflush(NULL);
-	pid_t pid = fork();
+	pid_t pid = tdmt_spawn(exe, argv, opath, epath);
 	if (pid < 0)
 		return -1;
-	if (pid == 0) {
-		prctl(PR_SET_PDEATHSIG, SIGKILL);
-		if (getppid() != parent)
-			_exit(127);
-		int fo = open(opath, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-		int fe = open(epath, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-		if (fo < 0 || fe < 0 || dup2(fo, 1) < 0 || dup2(fe, 2) < 0)
-			_exit(126);
-		execv(exe, (char *const *)argv);
-		fprintf(stderr, "exec %s: %s\n", exe, strerror(errno));
-		_exit(127);
-	}
 	int rc = tdmt_wait_child(pid, RUN_TIMEOUT_MS);
 	read_file(opath, out, sizeof(out));
 	read_file(epath, err, sizeof(err));

@@ -47,14 +47,6 @@ static int test_teardown(void **state)
 	return tdmt_test_end(&d, 0);
 }
 
-static void start(const char *toml)
-{
-	if (tdmt_daemon_start(&d, toml) != 0) {
-		tdmt_daemon_dump_log(&d);
-		fail_msg("tandemd did not start (status %d)", d.exit_status);
-	}
-}
-
 /* Where the daemon serves /metrics (status "metrics_listen"). */
 static void metrics_address(char *out, size_t len)
 {
@@ -253,26 +245,14 @@ static int load_child(int stop_fd)
 
 static pid_t start_load(int *stop)
 {
-	int p[2];
-	OK(pipe2(p, O_CLOEXEC));
-	pid_t pid = fork();
+	pid_t pid = tdmt_fork_stoppable(load_child, stop);
 	assert_true(pid >= 0);
-	if (pid == 0) {
-		close(p[1]);
-		_exit(load_child(p[0]));
-	}
-	close(p[0]);
-	*stop = p[1];
 	return pid;
 }
 
 static void stop_load(pid_t pid, int stop)
 {
-	int st;
-	close(stop);
-	assert_int_equal(waitpid(pid, &st, 0), pid);
-	assert_true(WIFEXITED(st));
-	assert_int_equal(WEXITSTATUS(st), CHILD_OK);
+	assert_int_equal(tdmt_stop_child(pid, stop, 60000), CHILD_OK);
 }
 
 /* ---- tests -------------------------------------------------------------------- */
@@ -285,7 +265,7 @@ static void test_scrape_under_load(void **state)
 	char addr[160];
 	int stop;
 	(void)state;
-	start(base_toml);
+	OK(tdmt_daemon_start(&d, base_toml));
 	metrics_address(addr, sizeof(addr));
 	assert_non_null(strstr(addr, "127.0.0.1:"));
 	pid_t child = start_load(&stop);
@@ -354,7 +334,7 @@ static void test_counters_move(void **state)
 	tdm_buffer hb;
 	void *p;
 	(void)state;
-	start(base_toml);
+	OK(tdmt_daemon_start(&d, base_toml));
 	metrics_address(addr, sizeof(addr));
 	OK(tdmt_connect(d.sock, &c));
 	OK(tdmt_lookup_kernels(c, &k));
@@ -424,7 +404,7 @@ static void test_http_bounds(void **state)
 {
 	char addr[160];
 	(void)state;
-	start(base_toml);
+	OK(tdmt_daemon_start(&d, base_toml));
 	metrics_address(addr, sizeof(addr));
 
 	struct reply r = http(addr, "GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
@@ -482,7 +462,7 @@ static void test_connection_cap(void **state)
 {
 	char addr[160];
 	(void)state;
-	start(base_toml);
+	OK(tdmt_daemon_start(&d, base_toml));
 	metrics_address(addr, sizeof(addr));
 	/* Settled: the status connection above is closed on the daemon's side. */
 	int base = daemon_sockets();
@@ -550,7 +530,7 @@ static void test_off_by_default(void **state)
 {
 	char addr[160];
 	(void)state;
-	start("[profiler]\ncalibrate = false\n");
+	OK(tdmt_daemon_start(&d, "[profiler]\ncalibrate = false\n"));
 	metrics_address(addr, sizeof(addr));
 	assert_string_equal(addr, "");
 	assert_false(tdmt_log_contains(&d, "metrics:"));

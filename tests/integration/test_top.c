@@ -50,10 +50,7 @@ static int test_teardown(void **state)
 
 static void start(void)
 {
-	if (tdmt_daemon_start(&d, "[profiler]\ncalibrate = false\n") != 0) {
-		tdmt_daemon_dump_log(&d);
-		fail_msg("tandemd did not start (status %d)", d.exit_status);
-	}
+	OK(tdmt_daemon_start(&d, "[profiler]\ncalibrate = false\n"));
 }
 
 /* The first device's name, as status lists it. */
@@ -95,16 +92,8 @@ static int load_child(int stop_fd)
 
 static pid_t start_load(int *stop)
 {
-	int p[2];
-	OK(pipe2(p, O_CLOEXEC));
-	pid_t pid = fork();
+	pid_t pid = tdmt_fork_stoppable(load_child, stop);
 	assert_true(pid >= 0);
-	if (pid == 0) {
-		close(p[1]);
-		_exit(load_child(p[0]));
-	}
-	close(p[0]);
-	*stop = p[1];
 	/* Connected and counted before anyone looks. */
 	int64_t got = 0;
 	for (int i = 0; i < 500 && got < 1; i++) {
@@ -119,11 +108,7 @@ static pid_t start_load(int *stop)
 
 static void stop_load(pid_t pid, int stop)
 {
-	int st;
-	close(stop);
-	assert_int_equal(waitpid(pid, &st, 0), pid);
-	assert_true(WIFEXITED(st));
-	assert_int_equal(WEXITSTATUS(st), 0);
+	assert_int_equal(tdmt_stop_child(pid, stop, 60000), 0);
 }
 
 /* Runs cmd and returns its output (malloc'd) and exit status. */
@@ -286,11 +271,8 @@ static void test_top_tenancy(void **state)
 		print_message("not root, cannot run tandemctl as another user: skipped\n");
 		skip();
 	}
-	if (tdmt_daemon_start(&d, "[daemon]\nallowed_uids = [65534]\n[profiler]\ncalibrate = "
-	                          "false\n") != 0) {
-		tdmt_daemon_dump_log(&d);
-		fail_msg("tandemd did not start (status %d)", d.exit_status);
-	}
+	OK(tdmt_daemon_start(&d, "[daemon]\nallowed_uids = [65534]\n[profiler]\ncalibrate = "
+	                         "false\n"));
 	first_device(dev, sizeof(dev));
 	pid_t child = start_load(&stop); /* root's client */
 	snprintf(pid_text, sizeof(pid_text), " %d ", (int)child);
