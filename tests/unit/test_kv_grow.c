@@ -22,21 +22,6 @@
 #define MiB (UINT64_C(1) << 20)
 #define GiB (UINT64_C(1) << 30)
 
-static int setup(void **state)
-{
-	static struct harness h;
-	if (harness_init(&h, 64, 64) != 0)
-		return -1;
-	*state = &h;
-	return 0;
-}
-
-static int teardown(void **state)
-{
-	harness_fini(*state);
-	return 0;
-}
-
 /* Grows and checks the reply against the buffer; returns the status. */
 static int grow(struct harness *h, uint32_t handle, uint64_t used, struct tdm_buf_grow_reply *r)
 {
@@ -516,12 +501,16 @@ static void test_host_pinned_as_backed(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test_setup_teardown(test_charged_by_backed, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_grow_past_quota, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_refusals, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_intake_limits_to_declared, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_charged_by_backed, harness_setup,
+		                                harness_teardown),
+		cmocka_unit_test_setup_teardown(test_grow_past_quota, harness_setup,
+		                                harness_teardown),
+		cmocka_unit_test_setup_teardown(test_refusals, harness_setup, harness_teardown),
+		cmocka_unit_test_setup_teardown(test_intake_limits_to_declared, harness_setup,
+		                                harness_teardown),
 		cmocka_unit_test(test_device_grows_in_place),
-		cmocka_unit_test_setup_teardown(test_host_pinned_as_backed, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_host_pinned_as_backed, harness_setup,
+		                                harness_teardown),
 		cmocka_unit_test(test_device_reallocates_without_reserve),
 		cmocka_unit_test(test_host_appends_device_reads_in_place),
 		cmocka_unit_test(test_host_appends_device_reads_realloc),
