@@ -261,6 +261,28 @@ static void device_append(struct residency *r, struct res_data *d, uint64_t off,
 	*mem_out = mem[0];
 }
 
+/* A residency of the host and dev (node 1) with d over host, growable to
+ * cap and empty; the fake's counters from 0. */
+static void growable_kv(struct residency *r, struct backend_device *dev, struct res_data *d,
+                        void *host, uint64_t cap)
+{
+	residency_init(r);
+	assert_int_equal(residency_add_node(r, dev, 0), 1);
+	residency_data_init(r, d, host, 0, 1, true);
+	residency_data_set_growable(r, d, cap);
+	fake_h2d = fake_d2h = fake_allocs = 0;
+	fake_h2d_bytes = 0;
+}
+
+/* The end of growable_kv: the device memory all given back. */
+static void growable_kv_fini(struct residency *r, struct res_data *d, void *host)
+{
+	residency_data_fini(r, d);
+	assert_int_equal(r->nodes[1].used, 0);
+	residency_fini(r);
+	free(host);
+}
+
 /* A KV replica that a device task appends to: where the backend reserves,
  * the replica grows in place, keeping its address and contents, with
  * nothing copied either way; where it cannot, the range it alone holds is
@@ -274,12 +296,7 @@ static void grow_on_device(const struct backend_ops *ops, bool in_place)
 	char *host = calloc(1, MiB);
 	void *mem0, *mem1;
 
-	residency_init(&r);
-	assert_int_equal(residency_add_node(&r, &dev, 0), 1);
-	residency_data_init(&r, &d, host, 0, 1, true);
-	residency_data_set_growable(&r, &d, MiB);
-	fake_h2d = fake_d2h = fake_allocs = 0;
-	fake_h2d_bytes = 0;
+	growable_kv(&r, &dev, &d, host, MiB);
 	residency_data_grow(&r, &d, 4096);
 	device_append(&r, &d, 0, 4096, 'a', &mem0);
 	assert_int_equal(fake_h2d, 0); /* a fresh replica: nothing to read */
@@ -314,10 +331,7 @@ static void grow_on_device(const struct backend_ops *ops, bool in_place)
 	for (int i = 0; i < (int)d.bytes; i++)
 		if (host[i] != (i < 4096 ? 'a' : i < 8192 ? 'b' : 'c'))
 			fail_msg("host[%d] = %d", i, host[i]);
-	residency_data_fini(&r, &d);
-	assert_int_equal(r.nodes[1].used, 0);
-	residency_fini(&r);
-	free(host);
+	growable_kv_fini(&r, &d, host);
 }
 
 static void test_device_grows_in_place(void **state)
@@ -371,12 +385,7 @@ static void host_appends_device_reads(const struct backend_ops *ops, bool in_pla
 	uint64_t used = 0, recopied = 0;
 	int reallocs = 0;
 
-	residency_init(&r);
-	assert_int_equal(residency_add_node(&r, &dev, 0), 1);
-	residency_data_init(&r, &d, host, 0, 1, true);
-	residency_data_set_growable(&r, &d, cap);
-	fake_h2d = fake_d2h = fake_allocs = 0;
-	fake_h2d_bytes = 0;
+	growable_kv(&r, &dev, &d, host, cap);
 	for (int step = 0; step <= STEPS; step++) {
 		uint64_t old = used;
 		used += step ? ROW : FIRST;
@@ -448,10 +457,7 @@ static void host_appends_device_reads(const struct backend_ops *ops, bool in_pla
 	assert_int_equal(full_mask(&d) & 1u, 1u);
 	for (uint64_t i = old; i < used; i++)
 		assert_int_equal(host[i], 0xab);
-	residency_data_fini(&r, &d);
-	assert_int_equal(r.nodes[1].used, 0);
-	residency_fini(&r);
-	free(host);
+	growable_kv_fini(&r, &d, host);
 }
 
 static void test_host_appends_device_reads_in_place(void **state)
