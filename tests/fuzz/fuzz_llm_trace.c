@@ -14,14 +14,7 @@
 
 #include "workload/llm_trace.h"
 #include "tandem.h"
-
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
-#define CHECK(cond)                                                                                \
-	do {                                                                                       \
-		if (!(cond))                                                                       \
-			abort();                                                                   \
-	} while (0)
+#include "tests/fuzz/fuzz_check.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
@@ -32,8 +25,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	memset(err, 'x', sizeof(err));
 	rc = llm_trace_parse((const char *)data, size, "fuzz", 0, &t, err, sizeof(err));
 	if (rc) {
-		CHECK(rc == -TDM_EINVAL || rc == -TDM_ENOMEM);
-		CHECK(strnlen(err, sizeof(err)) < sizeof(err) && !strncmp(err, "fuzz", 4));
+		fuzz_check_parse_failed(rc, err, sizeof(err));
 		CHECK(t.n == 0 && !t.req);
 		return 0;
 	}

@@ -15,14 +15,7 @@
 
 #include "workload/moe_trace.h"
 #include "tandem.h"
-
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
-#define CHECK(cond)                                                                                \
-	do {                                                                                       \
-		if (!(cond))                                                                       \
-			abort();                                                                   \
-	} while (0)
+#include "tests/fuzz/fuzz_check.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
@@ -33,8 +26,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	memset(err, 'x', sizeof(err));
 	rc = moe_trace_parse((const char *)data, size, "fuzz", 0, &t, err, sizeof(err));
 	if (rc) {
-		CHECK(rc == -TDM_EINVAL || rc == -TDM_ENOMEM);
-		CHECK(strnlen(err, sizeof(err)) < sizeof(err) && !strncmp(err, "fuzz", 4));
+		fuzz_check_parse_failed(rc, err, sizeof(err));
 		CHECK(t.tokens == 0 && !t.ids && !t.w);
 		return 0;
 	}

@@ -17,14 +17,7 @@
 
 #include "workload/workload.h"
 #include "tandem.h"
-
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
-#define CHECK(cond)                                                                                \
-	do {                                                                                       \
-		if (!(cond))                                                                       \
-			abort();                                                                   \
-	} while (0)
+#include "tests/fuzz/fuzz_check.h"
 
 static void check_name(const char *s)
 {
