@@ -158,4 +158,21 @@ static inline struct tdm_sqe sqe_axpy(uint32_t index, uint32_t x, uint32_t y)
 	return e;
 }
 
+/* cmocka fixtures: a harness with 64-entry rings as the test's state (one
+ * static harness: for tests run one at a time). */
+static inline int harness_setup(void **state)
+{
+	static struct harness h;
+	if (harness_init(&h, 64, 64) != 0)
+		return -1;
+	*state = &h;
+	return 0;
+}
+
+static inline int harness_teardown(void **state)
+{
+	harness_fini(*state);
+	return 0;
+}
+
 #endif

@@ -75,6 +75,58 @@ int tdmt_wait_child(pid_t pid, int timeout_ms)
 	return -1;
 }
 
+/* In a child just forked: never outlive the test (it may crash). */
+static void die_with_parent(pid_t parent)
+{
+	prctl(PR_SET_PDEATHSIG, SIGKILL);
+	if (getppid() != parent)
+		_exit(127);
+}
+
+pid_t tdmt_spawn(const char *exe, const char *const *argv, const char *out_path,
+                 const char *err_path)
+{
+	pid_t parent = getpid();
+	fflush(NULL);
+	pid_t pid = fork();
+	if (pid != 0)
+		return pid;
+	die_with_parent(parent);
+	int fo = out_path ? open(out_path, O_WRONLY | O_CREAT | O_TRUNC, 0644) : 1;
+	int fe = err_path ? open(err_path, O_WRONLY | O_CREAT | O_TRUNC, 0644) : 2;
+	if (fo < 0 || fe < 0 || dup2(fo, 1) < 0 || dup2(fe, 2) < 0)
+		_exit(126);
+	execv(exe, (char *const *)argv);
+	fprintf(stderr, "exec %s: %s\n", exe, strerror(errno));
+	_exit(127);
+}
+
+pid_t tdmt_fork_stoppable(int (*fn)(int stop_fd), int *stop)
+{
+	int p[2];
+	if (pipe2(p, O_CLOEXEC) != 0)
+		return -1;
+	pid_t pid = fork();
+	if (pid < 0) {
+		close(p[0]);
+		close(p[1]);
+		return -1;
+	}
+	if (pid == 0) {
+		close(p[1]);
+		_exit(fn(p[0]));
+	}
+	close(p[0]);
+	*stop = p[1];
+	return pid;
+}
+
+int tdmt_stop_child(pid_t pid, int stop, int timeout_ms)
+{
+	close(stop);
+	return tdmt_wait_child(pid, timeout_ms);
+}
+
 static int write_file(const char *path, const char *text)
 {
 	char tmp[TDMT_PATH_MAX + 8];
@@ -153,10 +205,7 @@ int tdmt_daemon_launch(struct tdmt_daemon *d, const char *socket_path, int timeo
 	}
 	if (pid == 0) {
 		sigset_t none;
-		/* Never outlive a test that crashed. */
-		prctl(PR_SET_PDEATHSIG, SIGKILL);
-		if (getppid() != parent)
-			_exit(127);
+		die_with_parent(parent);
 		sigemptyset(&none);
 		sigprocmask(SIG_SETMASK, &none, NULL);
 		signal(SIGPIPE, SIG_DFL);
@@ -248,8 +297,10 @@ int tdmt_daemon_start(struct tdmt_daemon *d, const char *toml)
 	if (tdmt_daemon_prepare(d, toml) != 0)
 		return -3;
 	int rc = tdmt_daemon_launch(d, d->sock, 30000);
-	if (rc != 0)
+	if (rc != 0) {
+		fprintf(stderr, "tandemd did not start (%d, status %d)\n", rc, d->exit_status);
 		d->failed = true;
+	}
 	return rc;
 }
 
@@ -441,6 +492,40 @@ char *tdmt_control_json_timeout(const char *sock, uint32_t type, int timeout_ms)
 char *tdmt_status_json(const char *sock)
 {
 	return tdmt_control_json(sock, TDM_MSG_CTL_STATUS);
+}
+
+json_t *tdmt_status_doc(const char *sock)
+{
+	char *text = tdmt_status_json(sock);
+	if (!text)
+		return NULL;
+	json_t *doc = json_loads(text, 0, NULL);
+	free(text);
+	return doc;
+}
+
+json_t *tdmt_status_device(json_t *doc, const char *name)
+{
+	size_t i;
+	json_t *d;
+	json_array_foreach(json_object_get(doc, "devices"), i, d)
+	{
+		const char *n = json_string_value(json_object_get(d, "name"));
+		if (n && !strcmp(n, name))
+			return d;
+	}
+	return NULL;
+}
+
+int tdmt_device_field(const char *sock, const char *name, const char *key, int64_t *out)
+{
+	json_t *doc = tdmt_status_doc(sock);
+	if (!doc)
+		return -1;
+	json_t *d = tdmt_status_device(doc, name);
+	*out = d ? (int64_t)json_integer_value(json_object_get(d, key)) : -1;
+	json_decref(doc);
+	return 0;
 }
 
 int64_t tdmt_daemon_rss_kib(const struct tdmt_daemon *d)
@@ -724,4 +809,42 @@ int tdmt_remove_tree(const char *dir)
 	if (strchr(dir, '\'') || snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir) >= (int)sizeof(cmd))
 		return -1;
 	return system(cmd) == 0 ? 0 : -1;
+}
+
+int tdmt_group_start(void **state, struct tdmt_daemon *d, const char *toml)
+{
+	*state = d;
+	if (tdmt_daemon_start(d, toml) != 0) {
+		tdmt_daemon_cleanup(d);
+		return -1;
+	}
+	return 0;
+}
+
+int tdmt_group_end(void **state)
+{
+	tdmt_daemon_cleanup(*state);
+	return 0;
+}
+
+int tdmt_test_setup(void **state)
+{
+	(void)state;
+	tdmt_test_begin();
+	return 0;
+}
+
+int tdmt_test_teardown(void **state)
+{
+	return tdmt_after_test(*state);
+}
+
+int tdmt_test_end(struct tdmt_daemon *d, int stop_ms)
+{
+	int rc = tdmt_after_test(d);
+	if (d->pid && stop_ms > 0)
+		tdmt_daemon_stop(d, stop_ms);
+	tdmt_daemon_cleanup(d);
+	memset(d, 0, sizeof(*d));
+	return rc;
 }

@@ -11,6 +11,8 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include <jansson.h>
+
 #include "tandem.h"
 
 #define TDMT_PATH_MAX 108
@@ -45,7 +47,8 @@ int tdmt_daemon_write_config(struct tdmt_daemon *d, const char *toml);
  * Returns 0; -1 if it exited first (d->exit_status set: the exit code,
  * or 128 + signal); -2 on timeout (it is then killed); -3 on a system error. */
 int tdmt_daemon_launch(struct tdmt_daemon *d, const char *socket_path, int timeout_ms);
-/* prepare + launch on d->sock. */
+/* prepare + launch on d->sock; says on stderr when it did not start (the
+ * log is printed at cleanup: d->failed is set). */
 int tdmt_daemon_start(struct tdmt_daemon *d, const char *toml);
 /* SIGTERM, then waits up to timeout_ms; SIGKILL when it hangs. Returns the
  * exit status (exit code, or 128 + signal), or -1 when it had to be killed. */
@@ -90,6 +93,14 @@ struct tdmt_fds {
 int tdmt_daemon_fds(const struct tdmt_daemon *d, struct tdmt_fds *out);
 /* The status JSON text (malloc'd), or NULL. */
 char *tdmt_status_json(const char *sock);
+/* The status document parsed (json_decref it), or NULL. */
+json_t *tdmt_status_doc(const char *sock);
+/* The entry of doc's "devices" named name (doc owns it), or NULL. */
+json_t *tdmt_status_device(json_t *doc, const char *name);
+/* An integer field of the device named name in a fresh status document
+ * ("index", "mem_used", ...) in *out, -1 when there is no such device;
+ * returns 0, or -1 when the status cannot be read. */
+int tdmt_device_field(const char *sock, const char *name, const char *key, int64_t *out);
 /* One counter of status.counters; 0 or -1. */
 int tdmt_counter(const char *sock, const char *name, int64_t *out);
 /* Polls until counter == want; 0, or -1 on timeout (*last gets the last
@@ -141,6 +152,20 @@ uint64_t tdmt_rand_range(uint64_t *state, uint64_t lo, uint64_t hi);
 /* Removes a directory and everything below it (rm -rf); 0 or -1. */
 int tdmt_remove_tree(const char *dir);
 
+/* Forks and runs exe with argv (argv[0] first, NULL-terminated), its
+ * stdout and stderr into these files (NULL: the test's own); the child dies
+ * with the test. Returns the pid, or -1. Exit status 126: a file could not
+ * be opened, 127: exec failed. */
+pid_t tdmt_spawn(const char *exe, const char *const *argv, const char *out_path,
+                 const char *err_path);
+
+/* Forks a child that runs fn(stop_fd) and exits with what it returns; fn
+ * should end once stop_fd reads end of file, that is when the test closes
+ * *stop (tdmt_stop_child). Returns the pid, or -1. */
+pid_t tdmt_fork_stoppable(int (*fn)(int stop_fd), int *stop);
+/* Closes stop and waits for the child as tdmt_wait_child does. */
+int tdmt_stop_child(pid_t pid, int stop, int timeout_ms);
+
 /* Waits for pid up to timeout_ms; returns exit status (exit code or
  * 128 + signal), or -1 on timeout (the child is then killed and reaped). */
 int tdmt_wait_child(pid_t pid, int timeout_ms);
@@ -153,5 +178,24 @@ int tdmt_wait_child(pid_t pid, int timeout_ms);
 void tdmt_test_begin(void);
 void tdmt_test_ok(void);
 bool tdmt_test_passed(void);
+
+/* Fixtures for a group of tests served by one daemon, which the group's
+ * setup hands to the others as cmocka's state:
+ *   static int group_setup(void **state)
+ *   { return tdmt_group_start(state, &d, "toml"); }
+ *   cmocka_run_group_tests(tests, group_setup, tdmt_group_end) with each
+ *   test set up and torn down by tdmt_test_setup and tdmt_test_teardown.
+ * tdmt_group_start starts d (*state = d); when it does not start, cleans
+ * up (printing the log) and returns -1. tdmt_group_end cleans the daemon
+ * up; tdmt_test_teardown returns tdmt_after_test's verdict on it. */
+int tdmt_group_start(void **state, struct tdmt_daemon *d, const char *toml);
+int tdmt_group_end(void **state);
+int tdmt_test_setup(void **state);
+int tdmt_test_teardown(void **state);
+/* The body of the teardown of a test that starts its own daemon:
+ * tdmt_after_test's verdict; then a daemon still running is asked to stop
+ * (SIGTERM, up to stop_ms; 0: killed at once), cleaned up, and d zeroed
+ * for the next test. */
+int tdmt_test_end(struct tdmt_daemon *d, int stop_ms);
 
 #endif

@@ -166,41 +166,11 @@ static void check_out(void)
 
 /* ---- the daemon ---- */
 
-static json_t *find_device(json_t *doc, const char *name)
-{
-	size_t i;
-	json_t *d;
-	json_array_foreach(json_object_get(doc, "devices"), i, d)
-	{
-		if (!strcmp(json_string_value(json_object_get(d, "name")), name))
-			return d;
-	}
-	return NULL;
-}
-
-static json_t *status(void)
-{
-	char *text = tdmt_status_json(daemon_.sock);
-	assert_non_null(text);
-	json_t *doc = json_loads(text, 0, NULL);
-	free(text);
-	assert_non_null(doc);
-	return doc;
-}
-
-static int device_index(const char *name)
-{
-	json_t *doc = status();
-	json_t *d = find_device(doc, name);
-	int i = d ? (int)json_integer_value(json_object_get(d, "index")) : -1;
-	json_decref(doc);
-	return i;
-}
-
 /* Whether the device of this index is named prefix<N>. */
 static bool device_is(uint32_t index, const char *prefix)
 {
-	json_t *doc = status();
+	json_t *doc = tdmt_status_doc(daemon_.sock);
+	assert_non_null(doc);
 	size_t i;
 	json_t *d;
 	bool is = false;
@@ -223,7 +193,9 @@ static bool start(const char *only, const char *probe)
 	char toml[128];
 	if (probe) {
 		assert_int_equal(tdmt_daemon_start(&daemon_, ""), 0);
-		bool found = device_index(probe) >= 0;
+		int64_t index;
+		assert_int_equal(tdmt_device_field(daemon_.sock, probe, "index", &index), 0);
+		bool found = index >= 0;
 		assert_int_equal(tdmt_daemon_stop(&daemon_, 5000), 0);
 		tdmt_daemon_cleanup(&daemon_);
 		memset(&daemon_, 0, sizeof(daemon_));
@@ -239,25 +211,13 @@ static bool start(const char *only, const char *probe)
 	return true;
 }
 
-static int setup(void **state)
-{
-	(void)state;
-	tdmt_test_begin();
-	return 0;
-}
-
 static int teardown(void **state)
 {
 	(void)state;
 	if (client)
 		tdm_disconnect(client);
 	client = NULL;
-	int rc = tdmt_after_test(&daemon_);
-	if (daemon_.pid)
-		tdmt_daemon_stop(&daemon_, 5000);
-	tdmt_daemon_cleanup(&daemon_);
-	memset(&daemon_, 0, sizeof(daemon_));
-	return rc;
+	return tdmt_test_end(&daemon_, 5000);
 }
 
 /* ---- the tests ---- */
@@ -374,12 +334,12 @@ static void test_cuda_bad_index(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test_setup_teardown(test_cpu_ragged, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_cpu_bad_index, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_opencl_ragged, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_opencl_bad_index, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_cuda_ragged, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_cuda_bad_index, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_cpu_ragged, tdmt_test_setup, teardown),
+		cmocka_unit_test_setup_teardown(test_cpu_bad_index, tdmt_test_setup, teardown),
+		cmocka_unit_test_setup_teardown(test_opencl_ragged, tdmt_test_setup, teardown),
+		cmocka_unit_test_setup_teardown(test_opencl_bad_index, tdmt_test_setup, teardown),
+		cmocka_unit_test_setup_teardown(test_cuda_ragged, tdmt_test_setup, teardown),
+		cmocka_unit_test_setup_teardown(test_cuda_bad_index, tdmt_test_setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -27,75 +27,44 @@ static struct tdmt_daemon daemon_;
 static tdm_client *light;
 static tdm_graph *light_graph;
 
-static int start_group(const char *toml)
-{
-	if (tdmt_daemon_start(&daemon_, toml) != 0) {
-		fprintf(stderr, "tandemd did not start (status %d)\n", daemon_.exit_status);
-		tdmt_daemon_cleanup(&daemon_);
-		return -1;
-	}
-	return 0;
-}
-
 static int setup_eager(void **state)
 {
-	(void)state;
-	return start_group("[engine]\npolicy = \"eager\"\n");
+	return tdmt_group_start(state, &daemon_, "[engine]\npolicy = \"eager\"\n");
 }
 
 static int setup_ws(void **state)
 {
-	(void)state;
-	return start_group("[engine]\npolicy = \"ws\"\n");
+	return tdmt_group_start(state, &daemon_, "[engine]\npolicy = \"ws\"\n");
 }
 
 static int setup_dmda(void **state)
 {
-	(void)state;
-	return start_group("[engine]\npolicy = \"dmda\"\n");
+	return tdmt_group_start(state, &daemon_, "[engine]\npolicy = \"dmda\"\n");
 }
 
 static int setup_heft(void **state)
 {
-	(void)state;
-	return start_group("[engine]\npolicy = \"heft\"\n");
+	return tdmt_group_start(state, &daemon_, "[engine]\npolicy = \"heft\"\n");
 }
 
 static int setup_peft(void **state)
 {
-	(void)state;
-	return start_group("[engine]\npolicy = \"peft\"\n");
+	return tdmt_group_start(state, &daemon_, "[engine]\npolicy = \"peft\"\n");
 }
 
 static int setup_prio(void **state)
 {
-	(void)state;
-	return start_group("[engine]\npolicy = \"prio\"\n");
-}
-
-static int group_teardown(void **state)
-{
-	(void)state;
-	tdmt_daemon_cleanup(&daemon_);
-	return 0;
-}
-
-static int test_setup(void **state)
-{
-	(void)state;
-	tdmt_test_begin();
-	return 0;
+	return tdmt_group_start(state, &daemon_, "[engine]\npolicy = \"prio\"\n");
 }
 
 static int test_teardown(void **state)
 {
-	(void)state;
 	tdm_graph_free(light_graph);
 	light_graph = NULL;
 	if (light)
 		tdm_disconnect(light);
 	light = NULL;
-	return tdmt_after_test(&daemon_);
+	return tdmt_test_teardown(state);
 }
 
 /* ---- 16 clients at once --------------------------------------------------- */
@@ -634,7 +603,7 @@ static void test_clean_shutdown(void **state)
 	tdmt_test_ok();
 }
 
-#define T(f) cmocka_unit_test_setup_teardown(f, test_setup, test_teardown)
+#define T(f) cmocka_unit_test_setup_teardown(f, tdmt_test_setup, test_teardown)
 
 static const struct CMUnitTest tests[] = {
 	T(test_16_clients),
@@ -655,15 +624,15 @@ int main(void)
 {
 	int failed = 0;
 	signal(SIGPIPE, SIG_IGN);
-	failed += cmocka_run_group_tests_name("clients_eager", tests, setup_eager, group_teardown);
-	failed += cmocka_run_group_tests_name("clients_ws", tests, setup_ws, group_teardown);
+	failed += cmocka_run_group_tests_name("clients_eager", tests, setup_eager, tdmt_group_end);
+	failed += cmocka_run_group_tests_name("clients_ws", tests, setup_ws, tdmt_group_end);
 	failed += cmocka_run_group_tests_name("clients_dmda", short_tests, setup_dmda,
-	                                      group_teardown);
+	                                      tdmt_group_end);
 	failed += cmocka_run_group_tests_name("clients_heft", short_tests, setup_heft,
-	                                      group_teardown);
+	                                      tdmt_group_end);
 	failed += cmocka_run_group_tests_name("clients_peft", short_tests, setup_peft,
-	                                      group_teardown);
+	                                      tdmt_group_end);
 	failed += cmocka_run_group_tests_name("clients_prio", short_tests, setup_prio,
-	                                      group_teardown);
+	                                      tdmt_group_end);
 	return failed ? 1 : 0;
 }

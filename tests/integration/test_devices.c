@@ -25,25 +25,9 @@
 
 static struct tdmt_daemon daemon_;
 
-/* The status document's device named name, or NULL (doc owns it). */
-static json_t *find_device(json_t *doc, const char *name)
-{
-	size_t i;
-	json_t *d;
-	json_array_foreach(json_object_get(doc, "devices"), i, d)
-	{
-		if (!strcmp(json_string_value(json_object_get(d, "name")), name))
-			return d;
-	}
-	return NULL;
-}
-
 static json_t *status(void)
 {
-	char *text = tdmt_status_json(daemon_.sock);
-	assert_non_null(text);
-	json_t *doc = json_loads(text, 0, NULL);
-	free(text);
+	json_t *doc = tdmt_status_doc(daemon_.sock);
 	assert_non_null(doc);
 	return doc;
 }
@@ -51,11 +35,9 @@ static json_t *status(void)
 /* The device's index (what task info calls it), or -1. */
 static int device_index(const char *name)
 {
-	json_t *doc = status();
-	json_t *d = find_device(doc, name);
-	int i = d ? (int)json_integer_value(json_object_get(d, "index")) : -1;
-	json_decref(doc);
-	return i;
+	int64_t i;
+	assert_int_equal(tdmt_device_field(daemon_.sock, name, "index", &i), 0);
+	return (int)i;
 }
 
 /* Starts a daemon with this configuration; skips the test when it has no
@@ -70,22 +52,10 @@ static void start(const char *toml)
 	}
 }
 
-static int setup(void **state)
-{
-	(void)state;
-	tdmt_test_begin();
-	return 0;
-}
-
 static int teardown(void **state)
 {
 	(void)state;
-	int rc = tdmt_after_test(&daemon_);
-	if (daemon_.pid)
-		tdmt_daemon_stop(&daemon_, 5000);
-	tdmt_daemon_cleanup(&daemon_);
-	memset(&daemon_, 0, sizeof(daemon_));
-	return rc;
+	return tdmt_test_end(&daemon_, 5000);
 }
 
 /* Prints how many tasks each device ran ("# tasks per device: cpu0 12, ..."). */
@@ -216,7 +186,7 @@ static void test_eviction_keeps_every_byte(void **state)
 		check_all(p[i], N, (float)(i + 1));
 
 	json_t *doc = status();
-	json_t *d = find_device(doc, "clcpu0");
+	json_t *d = tdmt_status_device(doc, "clcpu0");
 	json_int_t cap = json_integer_value(json_object_get(d, "mem_cap"));
 	json_int_t ev = json_integer_value(json_object_get(d, "evictions"));
 	json_int_t wb = json_integer_value(json_object_get(d, "writebacks"));
@@ -289,7 +259,7 @@ static void test_faulty_device_task_moves(void **state)
 		}
 		tdm_graph_free(g);
 		json_t *doc = status();
-		json_t *d = find_device(doc, "clcpu0");
+		json_t *d = tdmt_status_device(doc, "clcpu0");
 		faults = json_integer_value(json_object_get(d, "faults"));
 		assert_true(faults <= 1);
 		assert_int_equal(json_is_true(json_object_get(d, "healthy")), faults == 0);
@@ -355,10 +325,14 @@ static void test_tandemctl_shows_replicas(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test_setup_teardown(test_chains_across_devices, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_eviction_keeps_every_byte, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_faulty_device_task_moves, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_tandemctl_shows_replicas, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_chains_across_devices, tdmt_test_setup,
+		                                teardown),
+		cmocka_unit_test_setup_teardown(test_eviction_keeps_every_byte, tdmt_test_setup,
+		                                teardown),
+		cmocka_unit_test_setup_teardown(test_faulty_device_task_moves, tdmt_test_setup,
+		                                teardown),
+		cmocka_unit_test_setup_teardown(test_tandemctl_shows_replicas, tdmt_test_setup,
+		                                teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

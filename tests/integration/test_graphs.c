@@ -27,14 +27,11 @@ static struct fixture fx;
 
 #define OK(x) assert_int_equal((x), 0)
 
-static int start_group(const char *toml)
+static int start_group(void **state, const char *toml)
 {
 	memset(&fx, 0, sizeof(fx));
-	if (tdmt_daemon_start(&fx.d, toml) != 0) {
-		fprintf(stderr, "tandemd did not start (status %d)\n", fx.d.exit_status);
-		tdmt_daemon_cleanup(&fx.d);
+	if (tdmt_group_start(state, &fx.d, toml) != 0)
 		return -1;
-	}
 	if (tdmt_connect(fx.d.sock, &fx.c) != 0 || tdmt_lookup_kernels(fx.c, &fx.k) != 0) {
 		fx.d.failed = true;
 		tdmt_daemon_cleanup(&fx.d);
@@ -51,21 +48,6 @@ static int group_teardown(void **state)
 	fx.c = NULL;
 	tdmt_daemon_cleanup(&fx.d);
 	return 0;
-}
-
-static int test_setup(void **state)
-{
-	(void)state;
-	tdmt_test_begin();
-	return 0;
-}
-
-/* Marks the daemon failed (its log is printed at cleanup) when the test did
- * not reach tdmt_test_ok(), and fails a test after which the daemon died. */
-static int test_teardown(void **state)
-{
-	(void)state;
-	return tdmt_after_test(&fx.d);
 }
 
 static float *alloc_floats(size_t n, tdm_buffer *h)
@@ -718,7 +700,7 @@ static void test_clean_shutdown(void **state)
 	tdmt_test_ok();
 }
 
-#define T(f) cmocka_unit_test_setup_teardown(f, test_setup, test_teardown)
+#define T(f) cmocka_unit_test_setup_teardown(f, tdmt_test_setup, tdmt_test_teardown)
 
 static const struct CMUnitTest policy_tests[] = {
 	T(test_axpy_chains),
@@ -740,14 +722,12 @@ static const struct CMUnitTest policy_tests[] = {
 
 static int setup_eager(void **state)
 {
-	(void)state;
-	return start_group("[engine]\npolicy = \"eager\"\n");
+	return start_group(state, "[engine]\npolicy = \"eager\"\n");
 }
 
 static int setup_ws(void **state)
 {
-	(void)state;
-	return start_group("[engine]\npolicy = \"ws\"\n");
+	return start_group(state, "[engine]\npolicy = \"ws\"\n");
 }
 
 /* ---- quotas ------------------------------------------------------------- */
@@ -937,21 +917,19 @@ static const struct CMUnitTest quota_task_tests[] = {
 
 static int setup_quota(void **state)
 {
-	(void)state;
 	/* One graph in flight at most: with two devices, one runs it and the
 	 * other is free to take the next submission at once. */
-	return start_group("[limits]\n"
-	                   "buffer_quota_bytes = 65536\n"
-	                   "max_tasks_per_graph = 64\n"
-	                   "max_graphs_in_flight = 1\n");
+	return start_group(state, "[limits]\n"
+	                          "buffer_quota_bytes = 65536\n"
+	                          "max_tasks_per_graph = 64\n"
+	                          "max_graphs_in_flight = 1\n");
 }
 
 static int setup_quota_tasks(void **state)
 {
-	(void)state;
-	return start_group("[limits]\n"
-	                   "max_tasks_per_graph = 64\n"
-	                   "max_tasks_in_flight = 100\n");
+	return start_group(state, "[limits]\n"
+	                          "max_tasks_per_graph = 64\n"
+	                          "max_tasks_in_flight = 100\n");
 }
 
 /* ---- graphs larger than the rings ----------------------------------------- */
@@ -1001,8 +979,7 @@ static const struct CMUnitTest ring_tests[] = {
 
 static int setup_rings(void **state)
 {
-	(void)state;
-	return start_group("[rings]\nsq_entries = 64\ncq_entries = 64\n");
+	return start_group(state, "[rings]\nsq_entries = 64\ncq_entries = 64\n");
 }
 
 int main(void)

@@ -44,33 +44,7 @@ static struct tdmt_daemon daemon_;
 
 static int group_setup(void **state)
 {
-	(void)state;
-	if (tdmt_daemon_start(&daemon_, "[limits]\nbuffer_quota_bytes = \"256MiB\"\n") != 0) {
-		fprintf(stderr, "tandemd did not start (status %d)\n", daemon_.exit_status);
-		tdmt_daemon_cleanup(&daemon_);
-		return -1;
-	}
-	return 0;
-}
-
-static int group_teardown(void **state)
-{
-	(void)state;
-	tdmt_daemon_cleanup(&daemon_);
-	return 0;
-}
-
-static int test_setup(void **state)
-{
-	(void)state;
-	tdmt_test_begin();
-	return 0;
-}
-
-static int test_teardown(void **state)
-{
-	(void)state;
-	return tdmt_after_test(&daemon_);
+	return tdmt_group_start(state, &daemon_, "[limits]\nbuffer_quota_bytes = \"256MiB\"\n");
 }
 
 /* ---- the well-behaved client ---------------------------------------------- */
@@ -458,7 +432,7 @@ static void test_clean_shutdown(void **state)
 	tdmt_test_ok();
 }
 
-#define T(f) cmocka_unit_test_setup_teardown(f, test_setup, test_teardown)
+#define T(f) cmocka_unit_test_setup_teardown(f, tdmt_test_setup, tdmt_test_teardown)
 
 int main(void)
 {
@@ -475,5 +449,5 @@ int main(void)
 	 * leak in that noise. With the threshold fixed it stays within 20 MB.
 	 * (ASan's allocator does not read it.) */
 	setenv("MALLOC_MMAP_THRESHOLD_", "131072", 0);
-	return cmocka_run_group_tests_name("kill", tests, group_setup, group_teardown);
+	return cmocka_run_group_tests_name("kill", tests, group_setup, tdmt_group_end);
 }

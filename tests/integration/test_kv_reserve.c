@@ -28,28 +28,10 @@
 
 static struct tdmt_daemon d;
 
-static int test_setup(void **state)
-{
-	(void)state;
-	memset(&d, 0, sizeof(d));
-	tdmt_test_begin();
-	return 0;
-}
-
 static int test_teardown(void **state)
 {
 	(void)state;
-	int rc = tdmt_after_test(&d);
-	tdmt_daemon_cleanup(&d);
-	return rc;
-}
-
-static void start(const char *toml)
-{
-	if (tdmt_daemon_start(&d, toml) != 0) {
-		tdmt_daemon_dump_log(&d);
-		fail_msg("tandemd did not start (status %d)", d.exit_status);
-	}
+	return tdmt_test_end(&d, 0);
 }
 
 static int64_t charged(void)
@@ -57,6 +39,20 @@ static int64_t charged(void)
 	int64_t v = -1;
 	OK(tdmt_client_field(d.sock, getpid(), "buffer_bytes", &v));
 	return v;
+}
+
+/* Starts a daemon with this buffer quota, connects, looks the kernels up
+ * and reserves a KV buffer of capacity cap. */
+static void start_reserved(const char *quota, uint64_t cap, tdm_client **c, struct tdmt_kernels *k,
+                           tdm_buffer *kv, void **p)
+{
+	char toml[160];
+	snprintf(toml, sizeof(toml),
+	         "[profiler]\ncalibrate = false\n[limits]\nbuffer_quota_bytes = \"%s\"\n", quota);
+	OK(tdmt_daemon_start(&d, toml));
+	OK(tdmt_connect(d.sock, c));
+	OK(tdmt_lookup_kernels(*c, k));
+	OK(tdm_buffer_reserve(*c, cap, TDM_BUF_KV, kv, p));
 }
 
 /* 100 GiB of capacity under a 64 MiB quota: allowed, charged what is
@@ -69,19 +65,14 @@ static void test_reserve_grow_append(void **state)
 	tdm_buffer kv;
 	void *p;
 
-	start("[profiler]\ncalibrate = false\n[limits]\nbuffer_quota_bytes = \"64MiB\"\n");
-	OK(tdmt_connect(d.sock, &c));
-	OK(tdmt_lookup_kernels(c, &k));
-	OK(tdm_buffer_reserve(c, 100 * GiB, TDM_BUF_KV, &kv, &p));
+	start_reserved("64MiB", 100 * GiB, &c, &k, &kv, &p);
 	assert_int_equal(charged(), 0);
 	OK(tdm_buffer_grow(c, kv, MiB));
 	int64_t ch = charged();
 	assert_true(ch >= (int64_t)MiB && ch <= (int64_t)(MiB + MiB / 25));
 	/* The status document shows the capacity, the use and the backing. */
-	char *text = tdmt_status_json(d.sock);
-	assert_non_null(text);
-	json_t *doc = json_loads(text, 0, NULL);
-	free(text);
+	json_t *doc = tdmt_status_doc(d.sock);
+	assert_non_null(doc);
 	json_t *clients = json_object_get(doc, "clients"), *buf = NULL;
 	for (size_t i = 0; i < json_array_size(clients); i++) {
 		json_t *bufs = json_object_get(json_array_get(clients, i), "replicas");
@@ -172,10 +163,8 @@ static void append_on(const char *device)
 				fail_msg("row %d [%llu] = %g", t, (unsigned long long)i, f[i]);
 	}
 	/* The device kept its copy of the whole KV (as the buffer grew). */
-	char *text = tdmt_status_json(d.sock);
-	assert_non_null(text);
-	json_t *doc = json_loads(text, 0, NULL);
-	free(text);
+	json_t *doc = tdmt_status_doc(d.sock);
+	assert_non_null(doc);
 	json_t *dev = json_array_get(json_object_get(doc, "devices"), 0);
 	assert_non_null(dev);
 	assert_true(json_integer_value(json_object_get(dev, "mem_used")) >= (json_int_t)used);
@@ -205,10 +194,7 @@ static void test_grow_past_quota(void **state)
 	tdm_buffer kv;
 	void *p;
 
-	start("[profiler]\ncalibrate = false\n[limits]\nbuffer_quota_bytes = \"8MiB\"\n");
-	OK(tdmt_connect(d.sock, &c));
-	OK(tdmt_lookup_kernels(c, &k));
-	OK(tdm_buffer_reserve(c, GiB, TDM_BUF_KV, &kv, &p));
+	start_reserved("8MiB", GiB, &c, &k, &kv, &p);
 	OK(tdm_buffer_grow(c, kv, 6 * MiB));
 	int64_t before = charged();
 	assert_int_equal(tdm_buffer_grow(c, kv, 9 * MiB), -TDM_EQUOTA);
@@ -237,7 +223,7 @@ static void test_raw_beyond_declared(void **state)
 	struct tdm_buf_grow_reply gr;
 	int fds[2];
 
-	start("[profiler]\ncalibrate = false\n");
+	OK(tdmt_daemon_start(&d, "[profiler]\ncalibrate = false\n"));
 	assert_int_equal(tdmt_raw_connect(&r, d.sock, TDM_ROLE_CLIENT, 5000), 0);
 	struct tdm_buf_reserve_req rq = { .capacity = 64 * MiB, .flags = TDM_BUF_KV };
 	OK(tdmt_raw_send(r.sock, TDM_MSG_BUF_RESERVE, &rq, sizeof(rq)));
@@ -324,7 +310,8 @@ static void test_admit(void **state)
 	tdm_buffer kv, kv2;
 	void *p;
 
-	start("[profiler]\ncalibrate = false\n[limits]\nbuffer_quota_bytes = \"64MiB\"\n");
+	OK(tdmt_daemon_start(
+	        &d, "[profiler]\ncalibrate = false\n[limits]\nbuffer_quota_bytes = \"64MiB\"\n"));
 	OK(tdmt_connect(d.sock, &c));
 	struct tdm_kv_admission a = { 0 };
 	OK(tdm_kv_admit(c, 0, &a));
@@ -356,14 +343,17 @@ static void test_admit(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test_setup_teardown(test_reserve_grow_append, test_setup,
+		cmocka_unit_test_setup_teardown(test_reserve_grow_append, tdmt_test_setup,
 		                                test_teardown),
-		cmocka_unit_test_setup_teardown(test_append_on_opencl, test_setup, test_teardown),
-		cmocka_unit_test_setup_teardown(test_append_on_cuda, test_setup, test_teardown),
-		cmocka_unit_test_setup_teardown(test_grow_past_quota, test_setup, test_teardown),
-		cmocka_unit_test_setup_teardown(test_raw_beyond_declared, test_setup,
+		cmocka_unit_test_setup_teardown(test_append_on_opencl, tdmt_test_setup,
 		                                test_teardown),
-		cmocka_unit_test_setup_teardown(test_admit, test_setup, test_teardown),
+		cmocka_unit_test_setup_teardown(test_append_on_cuda, tdmt_test_setup,
+		                                test_teardown),
+		cmocka_unit_test_setup_teardown(test_grow_past_quota, tdmt_test_setup,
+		                                test_teardown),
+		cmocka_unit_test_setup_teardown(test_raw_beyond_declared, tdmt_test_setup,
+		                                test_teardown),
+		cmocka_unit_test_setup_teardown(test_admit, tdmt_test_setup, test_teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -29,33 +29,7 @@ static char out[OUT_MAX], err[OUT_MAX];
 
 static int group_setup(void **state)
 {
-	(void)state;
-	if (tdmt_daemon_start(&d, "") != 0) {
-		fprintf(stderr, "tandemd did not start (status %d)\n", d.exit_status);
-		tdmt_daemon_cleanup(&d);
-		return -1;
-	}
-	return 0;
-}
-
-static int group_teardown(void **state)
-{
-	(void)state;
-	tdmt_daemon_cleanup(&d);
-	return 0;
-}
-
-static int test_setup(void **state)
-{
-	(void)state;
-	tdmt_test_begin();
-	return 0;
-}
-
-static int test_teardown(void **state)
-{
-	(void)state;
-	return tdmt_after_test(&d);
+	return tdmt_group_start(state, &d, "");
 }
 
 static void read_file(const char *path, char *buf, size_t cap)
@@ -86,7 +60,6 @@ static int run_serve(const char *first, ...)
 	const char *argv[32];
 	int n = 0;
 	va_list ap;
-	pid_t parent = getpid();
 
 	snprintf(exe, sizeof(exe), "%s/bin/llm_serve", tdmt_build_dir());
 	snprintf(opath, sizeof(opath), "%s/serve.out", d.dir);
@@ -99,22 +72,9 @@ static int run_serve(const char *first, ...)
 		argv[n++] = a;
 	va_end(ap);
 	argv[n] = NULL;
-	fflush(NULL);
-	pid_t pid = fork();
+	pid_t pid = tdmt_spawn(exe, argv, opath, epath);
 	if (pid < 0)
 		return -1;
-	if (pid == 0) {
-		prctl(PR_SET_PDEATHSIG, SIGKILL);
-		if (getppid() != parent)
-			_exit(127);
-		int fo = open(opath, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-		int fe = open(epath, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-		if (fo < 0 || fe < 0 || dup2(fo, 1) < 0 || dup2(fe, 2) < 0)
-			_exit(126);
-		execv(exe, (char *const *)argv);
-		fprintf(stderr, "exec %s: %s\n", exe, strerror(errno));
-		_exit(127);
-	}
 	int rc = tdmt_wait_child(pid, RUN_TIMEOUT_MS);
 	read_file(opath, out, sizeof(out));
 	read_file(epath, err, sizeof(err));
@@ -378,7 +338,7 @@ static void test_bad_model_file(void **state)
 	tdmt_test_ok();
 }
 
-#define T(f) cmocka_unit_test_setup_teardown(f, test_setup, test_teardown)
+#define T(f) cmocka_unit_test_setup_teardown(f, tdmt_test_setup, tdmt_test_teardown)
 
 static const struct CMUnitTest tests[] = {
 	T(test_serves_trace),     T(test_sub_batches),      T(test_check_can_fail),
@@ -388,5 +348,5 @@ static const struct CMUnitTest tests[] = {
 
 int main(void)
 {
-	return cmocka_run_group_tests_name("llm_serve", tests, group_setup, group_teardown) ? 1 : 0;
+	return cmocka_run_group_tests_name("llm_serve", tests, group_setup, tdmt_group_end) ? 1 : 0;
 }

@@ -63,35 +63,11 @@ enum {
 
 static struct tdmt_daemon daemon_;
 
-static json_t *find_device(json_t *doc, const char *name)
-{
-	size_t i;
-	json_t *d;
-	json_array_foreach(json_object_get(doc, "devices"), i, d)
-	{
-		if (!strcmp(json_string_value(json_object_get(d, "name")), name))
-			return d;
-	}
-	return NULL;
-}
-
-static json_t *status(void)
-{
-	char *text = tdmt_status_json(daemon_.sock);
-	assert_non_null(text);
-	json_t *doc = json_loads(text, 0, NULL);
-	free(text);
-	assert_non_null(doc);
-	return doc;
-}
-
 /* A figure of clcpu0 in the status, or -1 without the device. */
 static int64_t accel_field(const char *key)
 {
-	json_t *doc = status();
-	json_t *d = find_device(doc, "clcpu0");
-	int64_t v = d ? (int64_t)json_integer_value(json_object_get(d, key)) : -1;
-	json_decref(doc);
+	int64_t v;
+	assert_int_equal(tdmt_device_field(daemon_.sock, "clcpu0", key, &v), 0);
 	return v;
 }
 
@@ -342,25 +318,13 @@ static void test_tiers_under_cap(void **state)
 static int teardown(void **state)
 {
 	(void)state;
-	int rc = tdmt_after_test(&daemon_);
-	if (daemon_.pid)
-		tdmt_daemon_stop(&daemon_, 5000);
-	tdmt_daemon_cleanup(&daemon_);
-	memset(&daemon_, 0, sizeof(daemon_));
-	return rc;
-}
-
-static int setup(void **state)
-{
-	(void)state;
-	tdmt_test_begin();
-	return 0;
+	return tdmt_test_end(&daemon_, 5000);
 }
 
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test_setup_teardown(test_tiers_under_cap, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_tiers_under_cap, tdmt_test_setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -277,17 +277,13 @@ static struct {
 
 static int group_setup(void **state)
 {
-	(void)state;
 	char toml[256];
 	snprintf(toml, sizeof(toml),
 	         "[engine]\nspin_us = 5000\n[rings]\nsq_entries = %d\ncq_entries = %d\n"
 	         "[limits]\nmax_tasks_per_graph = %d\n",
 	         SQ_ENTRIES, CQ_ENTRIES, MAX_TASKS);
-	if (tdmt_daemon_start(&daemon_, toml) != 0) {
-		fprintf(stderr, "tandemd did not start (status %d)\n", daemon_.exit_status);
-		tdmt_daemon_cleanup(&daemon_);
+	if (tdmt_group_start(state, &daemon_, toml) != 0)
 		return -1;
-	}
 	fx.r.sock = fx.r.sq_bell = fx.r.bell = -1;
 	return 0;
 }
@@ -306,12 +302,6 @@ static int test_setup(void **state)
 	tdmt_test_begin();
 	cq_nlog = 0;
 	return 0;
-}
-
-static int test_teardown(void **state)
-{
-	(void)state;
-	return tdmt_after_test(&daemon_);
 }
 
 /* The shared raw session with its kernels and two buffers. */
@@ -1273,7 +1263,7 @@ static void test_daemon_still_serves(void **state)
 	tdmt_test_ok();
 }
 
-#define T(f) cmocka_unit_test_setup_teardown(f, test_setup, test_teardown)
+#define T(f) cmocka_unit_test_setup_teardown(f, test_setup, tdmt_test_teardown)
 
 int main(void)
 {

@@ -41,37 +41,16 @@ static const char base_toml[] = "[profiler]\n"
                                 "listen = \"127.0.0.1:0\"\n"
                                 "max_connections = 2\n";
 
-static int test_setup(void **state)
-{
-	(void)state;
-	memset(&d, 0, sizeof(d));
-	tdmt_test_begin();
-	return 0;
-}
-
 static int test_teardown(void **state)
 {
 	(void)state;
-	int rc = tdmt_after_test(&d);
-	tdmt_daemon_cleanup(&d);
-	return rc;
-}
-
-static void start(const char *toml)
-{
-	if (tdmt_daemon_start(&d, toml) != 0) {
-		tdmt_daemon_dump_log(&d);
-		fail_msg("tandemd did not start (status %d)", d.exit_status);
-	}
+	return tdmt_test_end(&d, 0);
 }
 
 /* Where the daemon serves /metrics (status "metrics_listen"). */
 static void metrics_address(char *out, size_t len)
 {
-	char *text = tdmt_status_json(d.sock);
-	assert_non_null(text);
-	json_t *doc = json_loads(text, 0, NULL);
-	free(text);
+	json_t *doc = tdmt_status_doc(d.sock);
 	assert_non_null(doc);
 	const char *a = json_string_value(json_object_get(doc, "metrics_listen"));
 	assert_non_null(a);
@@ -266,26 +245,14 @@ static int load_child(int stop_fd)
 
 static pid_t start_load(int *stop)
 {
-	int p[2];
-	OK(pipe2(p, O_CLOEXEC));
-	pid_t pid = fork();
+	pid_t pid = tdmt_fork_stoppable(load_child, stop);
 	assert_true(pid >= 0);
-	if (pid == 0) {
-		close(p[1]);
-		_exit(load_child(p[0]));
-	}
-	close(p[0]);
-	*stop = p[1];
 	return pid;
 }
 
 static void stop_load(pid_t pid, int stop)
 {
-	int st;
-	close(stop);
-	assert_int_equal(waitpid(pid, &st, 0), pid);
-	assert_true(WIFEXITED(st));
-	assert_int_equal(WEXITSTATUS(st), CHILD_OK);
+	assert_int_equal(tdmt_stop_child(pid, stop, 60000), CHILD_OK);
 }
 
 /* ---- tests -------------------------------------------------------------------- */
@@ -298,7 +265,7 @@ static void test_scrape_under_load(void **state)
 	char addr[160];
 	int stop;
 	(void)state;
-	start(base_toml);
+	OK(tdmt_daemon_start(&d, base_toml));
 	metrics_address(addr, sizeof(addr));
 	assert_non_null(strstr(addr, "127.0.0.1:"));
 	pid_t child = start_load(&stop);
@@ -367,7 +334,7 @@ static void test_counters_move(void **state)
 	tdm_buffer hb;
 	void *p;
 	(void)state;
-	start(base_toml);
+	OK(tdmt_daemon_start(&d, base_toml));
 	metrics_address(addr, sizeof(addr));
 	OK(tdmt_connect(d.sock, &c));
 	OK(tdmt_lookup_kernels(c, &k));
@@ -437,7 +404,7 @@ static void test_http_bounds(void **state)
 {
 	char addr[160];
 	(void)state;
-	start(base_toml);
+	OK(tdmt_daemon_start(&d, base_toml));
 	metrics_address(addr, sizeof(addr));
 
 	struct reply r = http(addr, "GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
@@ -495,7 +462,7 @@ static void test_connection_cap(void **state)
 {
 	char addr[160];
 	(void)state;
-	start(base_toml);
+	OK(tdmt_daemon_start(&d, base_toml));
 	metrics_address(addr, sizeof(addr));
 	/* Settled: the status connection above is closed on the daemon's side. */
 	int base = daemon_sockets();
@@ -563,7 +530,7 @@ static void test_off_by_default(void **state)
 {
 	char addr[160];
 	(void)state;
-	start("[profiler]\ncalibrate = false\n");
+	OK(tdmt_daemon_start(&d, "[profiler]\ncalibrate = false\n"));
 	metrics_address(addr, sizeof(addr));
 	assert_string_equal(addr, "");
 	assert_false(tdmt_log_contains(&d, "metrics:"));
@@ -572,7 +539,7 @@ static void test_off_by_default(void **state)
 
 int main(void)
 {
-#define T(f) cmocka_unit_test_setup_teardown(f, test_setup, test_teardown)
+#define T(f) cmocka_unit_test_setup_teardown(f, tdmt_test_setup, test_teardown)
 	const struct CMUnitTest tests[] = {
 		T(test_scrape_under_load), T(test_counters_move), T(test_http_bounds),
 		T(test_connection_cap),    T(test_unix_socket),   T(test_off_by_default),

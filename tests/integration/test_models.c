@@ -50,7 +50,7 @@ static int start(void)
 
 static int group_setup(void **state)
 {
-	(void)state;
+	*state = &daemon_; /* for tdmt_test_teardown */
 	snprintf(state_dir, sizeof(state_dir), "/tmp/tdmt-models.XXXXXX");
 	if (!mkdtemp(state_dir))
 		return -1;
@@ -76,19 +76,6 @@ static int group_teardown(void **state)
 	if (lock_dir[0])
 		remove_dir(lock_dir);
 	return 0;
-}
-
-static int test_setup(void **state)
-{
-	(void)state;
-	tdmt_test_begin();
-	return 0;
-}
-
-static int test_teardown(void **state)
-{
-	(void)state;
-	return tdmt_after_test(&daemon_);
 }
 
 /* The models document's entry for kernel on the CPU, or NULL. */
@@ -430,7 +417,7 @@ static void test_clean_shutdown(void **state)
 	tdmt_test_ok();
 }
 
-#define T(f) cmocka_unit_test_setup_teardown(f, test_setup, test_teardown)
+#define T(f) cmocka_unit_test_setup_teardown(f, tdmt_test_setup, tdmt_test_teardown)
 
 int main(void)
 {

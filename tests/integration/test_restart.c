@@ -46,19 +46,10 @@ static const struct tdm_backoff backoff = { .initial_ms = 10, .max_ms = 200, .to
 
 static struct tdmt_daemon daemon_;
 
-static int test_setup(void **state)
-{
-	(void)state;
-	tdmt_test_begin();
-	return 0;
-}
-
 static int test_teardown(void **state)
 {
 	(void)state;
-	int rc = tdmt_after_test(&daemon_);
-	tdmt_daemon_cleanup(&daemon_);
-	return rc;
+	return tdmt_test_end(&daemon_, 0);
 }
 
 /* What a client tells the test, one record per stage (a pipe write of this
@@ -405,7 +396,7 @@ static void test_clean_stop_is_lost(void **state)
 	tdmt_test_ok();
 }
 
-#define T(f) cmocka_unit_test_setup_teardown(f, test_setup, test_teardown)
+#define T(f) cmocka_unit_test_setup_teardown(f, tdmt_test_setup, test_teardown)
 
 int main(void)
 {

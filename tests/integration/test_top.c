@@ -31,7 +31,6 @@ static char tmux_sock[TDMT_PATH_MAX + 16];
 static int test_setup(void **state)
 {
 	(void)state;
-	memset(&d, 0, sizeof(d));
 	tmux_sock[0] = '\0';
 	tdmt_test_begin();
 	return 0;
@@ -46,26 +45,18 @@ static int test_teardown(void **state)
 		if (system(cmd) < 0)
 			perror("tmux kill-server");
 	}
-	int rc = tdmt_after_test(&d);
-	tdmt_daemon_cleanup(&d);
-	return rc;
+	return tdmt_test_end(&d, 0);
 }
 
 static void start(void)
 {
-	if (tdmt_daemon_start(&d, "[profiler]\ncalibrate = false\n") != 0) {
-		tdmt_daemon_dump_log(&d);
-		fail_msg("tandemd did not start (status %d)", d.exit_status);
-	}
+	OK(tdmt_daemon_start(&d, "[profiler]\ncalibrate = false\n"));
 }
 
 /* The first device's name, as status lists it. */
 static void first_device(char *out, size_t len)
 {
-	char *text = tdmt_status_json(d.sock);
-	assert_non_null(text);
-	json_t *doc = json_loads(text, 0, NULL);
-	free(text);
+	json_t *doc = tdmt_status_doc(d.sock);
 	assert_non_null(doc);
 	const char *name = json_string_value(
 	        json_object_get(json_array_get(json_object_get(doc, "devices"), 0), "name"));
@@ -101,16 +92,8 @@ static int load_child(int stop_fd)
 
 static pid_t start_load(int *stop)
 {
-	int p[2];
-	OK(pipe2(p, O_CLOEXEC));
-	pid_t pid = fork();
+	pid_t pid = tdmt_fork_stoppable(load_child, stop);
 	assert_true(pid >= 0);
-	if (pid == 0) {
-		close(p[1]);
-		_exit(load_child(p[0]));
-	}
-	close(p[0]);
-	*stop = p[1];
 	/* Connected and counted before anyone looks. */
 	int64_t got = 0;
 	for (int i = 0; i < 500 && got < 1; i++) {
@@ -125,11 +108,7 @@ static pid_t start_load(int *stop)
 
 static void stop_load(pid_t pid, int stop)
 {
-	int st;
-	close(stop);
-	assert_int_equal(waitpid(pid, &st, 0), pid);
-	assert_true(WIFEXITED(st));
-	assert_int_equal(WEXITSTATUS(st), 0);
+	assert_int_equal(tdmt_stop_child(pid, stop, 60000), 0);
 }
 
 /* Runs cmd and returns its output (malloc'd) and exit status. */
@@ -292,11 +271,8 @@ static void test_top_tenancy(void **state)
 		print_message("not root, cannot run tandemctl as another user: skipped\n");
 		skip();
 	}
-	if (tdmt_daemon_start(&d, "[daemon]\nallowed_uids = [65534]\n[profiler]\ncalibrate = "
-	                          "false\n") != 0) {
-		tdmt_daemon_dump_log(&d);
-		fail_msg("tandemd did not start (status %d)", d.exit_status);
-	}
+	OK(tdmt_daemon_start(&d, "[daemon]\nallowed_uids = [65534]\n[profiler]\ncalibrate = "
+	                         "false\n"));
 	first_device(dev, sizeof(dev));
 	pid_t child = start_load(&stop); /* root's client */
 	snprintf(pid_text, sizeof(pid_text), " %d ", (int)child);

@@ -50,33 +50,7 @@ static struct tdmt_daemon daemon_;
 
 static int group_setup(void **state)
 {
-	(void)state;
-	if (tdmt_daemon_start(&daemon_, TOML) != 0) {
-		fprintf(stderr, "tandemd did not start (status %d)\n", daemon_.exit_status);
-		tdmt_daemon_cleanup(&daemon_);
-		return -1;
-	}
-	return 0;
-}
-
-static int group_teardown(void **state)
-{
-	(void)state;
-	tdmt_daemon_cleanup(&daemon_);
-	return 0;
-}
-
-static int test_setup(void **state)
-{
-	(void)state;
-	tdmt_test_begin();
-	return 0;
-}
-
-static int test_teardown(void **state)
-{
-	(void)state;
-	return tdmt_after_test(&daemon_);
+	return tdmt_group_start(state, &daemon_, TOML);
 }
 
 /* ---- tandemctl as a child ------------------------------------------------- */
@@ -744,15 +718,18 @@ static void test_daemon_stop_ends_recording(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test_setup_teardown(test_record_graphs, test_setup, test_teardown),
-		cmocka_unit_test_setup_teardown(test_second_start_refused, test_setup,
-		                                test_teardown),
-		cmocka_unit_test_setup_teardown(test_close_without_stop_discards, test_setup,
-		                                test_teardown),
-		cmocka_unit_test_setup_teardown(test_start_checks_descriptors, test_setup,
-		                                test_teardown),
-		cmocka_unit_test_setup_teardown(test_export_machine, test_setup, test_teardown),
-		cmocka_unit_test_setup_teardown(test_daemon_stop_ends_recording, test_setup, NULL),
+		cmocka_unit_test_setup_teardown(test_record_graphs, tdmt_test_setup,
+		                                tdmt_test_teardown),
+		cmocka_unit_test_setup_teardown(test_second_start_refused, tdmt_test_setup,
+		                                tdmt_test_teardown),
+		cmocka_unit_test_setup_teardown(test_close_without_stop_discards, tdmt_test_setup,
+		                                tdmt_test_teardown),
+		cmocka_unit_test_setup_teardown(test_start_checks_descriptors, tdmt_test_setup,
+		                                tdmt_test_teardown),
+		cmocka_unit_test_setup_teardown(test_export_machine, tdmt_test_setup,
+		                                tdmt_test_teardown),
+		cmocka_unit_test_setup_teardown(test_daemon_stop_ends_recording, tdmt_test_setup,
+		                                NULL),
 	};
-	return cmocka_run_group_tests(tests, group_setup, group_teardown);
+	return cmocka_run_group_tests(tests, group_setup, tdmt_group_end);
 }

@@ -34,6 +34,7 @@
 #include "backends/backend.h"
 #include "backends/cpu/cpu_gang.h"
 #include "tandem.h"
+#include "tests/harness/splitmix.h"
 
 #define MAX_DEVICES 32
 #define ARG_OFF 64 /* accelerators: every argument at this byte offset */
@@ -50,25 +51,12 @@ static size_t ncpus, naccels;
 
 static uint64_t rng_state;
 
-static uint64_t rng_next(void)
-{
-	uint64_t z = (rng_state += 0x9e3779b97f4a7c15ull);
-	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-	z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-	return z ^ (z >> 31);
-}
-
-static float rng_float(float lo, float hi)
-{
-	return lo + (hi - lo) * (float)(rng_next() >> 40) / (float)(1u << 24);
-}
-
 static float *random_floats(size_t n)
 {
 	float *f = malloc(n * sizeof(float));
 	assert_non_null(f);
 	for (size_t i = 0; i < n; i++)
-		f[i] = rng_float(-1, 1);
+		f[i] = splitmix_float(&rng_state, -1, 1);
 	return f;
 }
 
@@ -96,17 +84,17 @@ static struct vcase make_case(size_t nreq, size_t nh, size_t nkv, size_t hd, con
 	for (size_t r = 0; r < nreq; r++)
 		order[r] = r;
 	for (size_t r = nreq; r > 1; r--) {
-		size_t j = rng_next() % r, t = order[r - 1];
+		size_t j = splitmix64(&rng_state) % r, t = order[r - 1];
 		order[r - 1] = order[j];
 		order[j] = t;
 	}
-	size_t cursor = rng_next() % 4;
+	size_t cursor = splitmix64(&rng_state) % 4;
 	int32_t maxlen = 0;
 	for (size_t i = 0; i < nreq; i++) {
 		size_t r = order[i];
 		c.index[2 * r] = (int32_t)cursor;
 		c.index[2 * r + 1] = lens[r];
-		cursor += (size_t)lens[r] + rng_next() % 4;
+		cursor += (size_t)lens[r] + splitmix64(&rng_state) % 4;
 		maxlen = lens[r] > maxlen ? lens[r] : maxlen;
 	}
 	if (share && nreq > 1) {
@@ -215,8 +203,8 @@ static void make_cases(struct vcase *cs)
 
 	rng_state = 0x7661726c656eull;
 	for (int r = 0; r < 17; r++) {
-		seventeen[r] = (int32_t)(1 + rng_next() % 2048);
-		mqa[r] = (int32_t)(1 + rng_next() % 300);
+		seventeen[r] = (int32_t)(1 + splitmix64(&rng_state) % 2048);
+		mqa[r] = (int32_t)(1 + splitmix64(&rng_state) % 300);
 	}
 	seventeen[3] = 1;
 	seventeen[11] = 2048;
@@ -453,7 +441,7 @@ static void test_cpu_bad_index(void **state)
 static int32_t edgy(size_t rows)
 {
 	static const int64_t picks[] = { -1, 0, 1, INT32_MAX, INT32_MIN };
-	uint64_t x = rng_next();
+	uint64_t x = splitmix64(&rng_state);
 	switch (x % 4) {
 	case 0: return (int32_t)picks[(x >> 8) % 5];
 	case 1: return (int32_t)(rows - (x >> 8) % 3); /* rows - 2 .. rows */
@@ -493,7 +481,7 @@ static void test_cpu_random_indexes(void **state)
 		for (size_t r = 0; r < c.nreq; r++)
 			sum += idx[2 * r + 1];
 		/* Mostly the true sum, so that the entries are what is judged. */
-		int64_t total = rng_next() % 8 ? sum : sum + 1;
+		int64_t total = splitmix64(&rng_state) % 8 ? sum : sum + 1;
 		if (total < (int64_t)c.nreq || total > (int64_t)c.nreq * INT32_MAX)
 			total = (int64_t)c.nreq;
 		struct tdm_kernel_call call = host_call(&c, idx, out);

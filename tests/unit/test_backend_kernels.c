@@ -19,6 +19,7 @@
 
 #include "backends/backend.h"
 #include "tandem.h"
+#include "tests/harness/splitmix.h"
 
 #define MAX_DEVICES 32
 #define TAIL_BYTES 64 /* sentinel after every argument */
@@ -31,20 +32,6 @@ static size_t ndevices;
 /* ---- random inputs, reproducible ---- */
 
 static uint64_t rng_state;
-
-static uint64_t rng_next(void)
-{
-	/* splitmix64 */
-	uint64_t z = (rng_state += 0x9e3779b97f4a7c15ull);
-	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-	z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-	return z ^ (z >> 31);
-}
-
-static float rng_float(float lo, float hi)
-{
-	return lo + (hi - lo) * (float)(rng_next() >> 40) / (float)(1u << 24);
-}
 
 /* ---- cases ---- */
 
@@ -107,7 +94,7 @@ static void fill_random(const struct arg_spec *a, void *p)
 	}
 	float *f = p;
 	for (size_t i = 0; i < a->count; i++)
-		f[i] = rng_float(a->lo, a->hi);
+		f[i] = splitmix_float(&rng_state, a->lo, a->hi);
 }
 
 /* ---- running one case ---- */
@@ -692,7 +679,7 @@ static double *spd(size_t nb)
 	assert_non_null(m);
 	assert_non_null(a);
 	for (size_t i = 0; i < nb * nb; i++)
-		m[i] = rng_float(-1, 1);
+		m[i] = splitmix_float(&rng_state, -1, 1);
 	for (size_t i = 0; i < nb; i++) {
 		for (size_t j = 0; j <= i; j++) {
 			double s = 0;
@@ -972,7 +959,7 @@ static void round_trip(const struct backend_device *d)
 	assert_non_null(src);
 	assert_non_null(dst);
 	for (size_t i = 0; i < ROUND_TRIP_BYTES; i++)
-		src[i] = (unsigned char)(rng_next() >> 56);
+		src[i] = (unsigned char)(splitmix64(&rng_state) >> 56);
 	assert_int_equal(d->ops->mem_alloc(d, size, &mem), 0);
 	for (int i = 0; i < 2; i++) {
 		struct backend_event *up, *down;
@@ -1033,7 +1020,7 @@ static void copy_overlap(const struct backend_device *d)
 	for (int dir = 0; dir < 2; dir++) {
 		uint64_t src = dir ? OVERLAP_SHIFT : 0, dst = dir ? 0 : OVERLAP_SHIFT;
 		for (size_t i = 0; i < OVERLAP_FLOATS; i++)
-			host[i] = rng_float(-1, 1);
+			host[i] = splitmix_float(&rng_state, -1, 1);
 		memcpy(want, host, bytes);
 		struct tdm_kernel_call cpu_call = { .nargs = 2, .len = { len, len } };
 		cpu_call.ptr[0] = (char *)want + src;

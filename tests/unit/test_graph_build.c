@@ -134,11 +134,20 @@ static void test_csr_shape(void **state)
 	free_graph(&g);
 }
 
+/* Finishes the graph, checks that its edges are exactly these, frees it. */
+static void finish_with_edges(struct graph_build *gb, const char *edges)
+{
+	struct engine_graph g = { 0 };
+	assert_int_equal(graph_build_finish(gb, &g), 0);
+	graph_build_fini(gb);
+	assert_edges(&g, edges);
+	free_graph(&g);
+}
+
 /* Each case of the rule, per buffer, in the order of the accesses. */
 static void test_rule(void **state)
 {
 	struct graph_build gb;
-	struct engine_graph g = { 0 };
 	uint32_t t;
 	(void)state;
 	graph_build_init(&gb, 8, 0);
@@ -167,17 +176,13 @@ static void test_rule(void **state)
 	ACCESS(2, TDM_W, 0);
 #undef TASK
 #undef ACCESS
-	assert_int_equal(graph_build_finish(&gb, &g), 0);
-	graph_build_fini(&gb);
-	assert_edges(&g, "0>1 0>2 1>3 2>3 3>4 4>5 5>6 6>7");
-	free_graph(&g);
+	finish_with_edges(&gb, "0>1 0>2 1>3 2>3 3>4 4>5 5>6 6>7");
 }
 
 /* The rule by byte range: only overlapping ranges are ordered. */
 static void test_rule_ranges(void **state)
 {
 	struct graph_build gb;
-	struct engine_graph g = { 0 };
 	uint32_t t;
 	(void)state;
 	graph_build_init(&gb, 8, 0);
@@ -201,10 +206,7 @@ static void test_rule_ranges(void **state)
 	ACCESS(200, 100, TDM_R);
 #undef TASK
 #undef ACCESS
-	assert_int_equal(graph_build_finish(&gb, &g), 0);
-	graph_build_fini(&gb);
-	assert_edges(&g, "0>2 0>3 0>5 0>6 1>2 1>6 2>4 2>5 3>6 4>6 5>6");
-	free_graph(&g);
+	finish_with_edges(&gb, "0>2 0>3 0>5 0>6 1>2 1>6 2>4 2>5 3>6 4>6 5>6");
 }
 
 /* A decode step over one pooled KV buffer: each request appends its row to

@@ -15,21 +15,6 @@
 #include "profiler/profiler.h"
 #include "tests/harness/intake_harness.h"
 
-static int setup(void **state)
-{
-	static struct harness h;
-	if (harness_init(&h, 64, 64) != 0)
-		return -1;
-	*state = &h;
-	return 0;
-}
-
-static int teardown(void **state)
-{
-	harness_fini(*state);
-	return 0;
-}
-
 static const uint32_t *succ_of(const struct engine_graph *g, uint32_t t, uint32_t *n)
 {
 	*n = g->succ_off[t + 1] - g->succ_off[t];
@@ -647,15 +632,22 @@ static void test_budget_boundary(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test_setup_teardown(test_implicit_dependencies, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_rejections, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_hints_and_client_settings, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_quotas, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_sequence_errors, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_tail_outside_ring, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_cq_head_outside_ring, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_completion_overflow, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_buffer_outlives_free, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_implicit_dependencies, harness_setup,
+		                                harness_teardown),
+		cmocka_unit_test_setup_teardown(test_rejections, harness_setup, harness_teardown),
+		cmocka_unit_test_setup_teardown(test_hints_and_client_settings, harness_setup,
+		                                harness_teardown),
+		cmocka_unit_test_setup_teardown(test_quotas, harness_setup, harness_teardown),
+		cmocka_unit_test_setup_teardown(test_sequence_errors, harness_setup,
+		                                harness_teardown),
+		cmocka_unit_test_setup_teardown(test_tail_outside_ring, harness_setup,
+		                                harness_teardown),
+		cmocka_unit_test_setup_teardown(test_cq_head_outside_ring, harness_setup,
+		                                harness_teardown),
+		cmocka_unit_test_setup_teardown(test_completion_overflow, harness_setup,
+		                                harness_teardown),
+		cmocka_unit_test_setup_teardown(test_buffer_outlives_free, harness_setup,
+		                                harness_teardown),
 		cmocka_unit_test_setup_teardown(test_budget_rejects_long_task, setup_priced,
 		                                teardown_priced),
 		cmocka_unit_test_setup_teardown(test_budget_passes_ordinary_tasks, setup_priced,

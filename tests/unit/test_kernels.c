@@ -16,6 +16,7 @@
 #include "backends/kernels.h"
 #include "common/clock.h"
 #include "tandem.h"
+#include "tests/harness/splitmix.h"
 
 #define SENTINEL 12345.0f /* written past the end of outputs: must survive */
 #define TAIL 5 /* floats of sentinel after each output */
@@ -36,19 +37,10 @@ static void rng_seed(uint64_t seed)
 	rng_state = seed;
 }
 
-/* splitmix64: a fixed-seed generator, so that failures reproduce. */
-static uint64_t rng_next(void)
-{
-	uint64_t z = (rng_state += 0x9e3779b97f4a7c15ull);
-	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-	z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-	return z ^ (z >> 31);
-}
-
 /* Uniform in [-1, 1). */
 static float frand(void)
 {
-	return (float)((double)(rng_next() >> 11) / 9007199254740992.0 * 2.0 - 1.0);
+	return (float)((double)(splitmix64(&rng_state) >> 11) / 9007199254740992.0 * 2.0 - 1.0);
 }
 
 /* n random floats followed by TAIL sentinels. */
@@ -459,7 +451,7 @@ static void test_moe_expert(void **state)
 	assert_non_null(many);
 	assert_non_null(mw);
 	for (size_t i = 0; i < N * K; i++) {
-		many[i] = (int32_t)(rng_next() % 4);
+		many[i] = (int32_t)(splitmix64(&rng_state) % 4);
 		mw[i] = 0.5f + 0.5f * frand();
 	}
 	check_moe(N, 13, 11, K, 1, many, mw);

@@ -16,25 +16,11 @@
 #include <cmocka.h>
 
 #include "placement/residency.h"
+#include "tests/harness/fake_backend.h"
 #include "tests/harness/intake_harness.h"
 
 #define MiB (UINT64_C(1) << 20)
 #define GiB (UINT64_C(1) << 30)
-
-static int setup(void **state)
-{
-	static struct harness h;
-	if (harness_init(&h, 64, 64) != 0)
-		return -1;
-	*state = &h;
-	return 0;
-}
-
-static int teardown(void **state)
-{
-	harness_fini(*state);
-	return 0;
-}
 
 /* Grows and checks the reply against the buffer; returns the status. */
 static int grow(struct harness *h, uint32_t handle, uint64_t used, struct tdm_buf_grow_reply *r)
@@ -221,30 +207,13 @@ static void test_intake_limits_to_declared(void **state)
 /* ---- device replicas that grow ---------------------------------------------
  * A fake accelerator over host memory, with or without mem_reserve. */
 
-struct backend_event {
-	int unused;
-};
-
-static int n_h2d, n_d2h, n_alloc, n_reg;
+static int n_reg;
 static uint64_t reg_bytes;
-static uint64_t h2d_bytes;
 
-static int fk_alloc(const struct backend_device *d, uint64_t bytes, void **mem)
-{
-	(void)d;
-	n_alloc++;
-	*mem = calloc(1, bytes);
-	return *mem ? 0 : -TDM_ENOMEM;
-}
-static void fk_free(const struct backend_device *d, void *mem)
-{
-	(void)d;
-	free(mem);
-}
 /* Reserved: the whole capacity up front (contents must survive growth). */
 static int fk_reserve(const struct backend_device *d, uint64_t capacity, void **mem)
 {
-	return fk_alloc(d, capacity, mem);
+	return fake_alloc(d, capacity, mem);
 }
 static int fk_grow(const struct backend_device *d, void *mem, uint64_t bytes)
 {
@@ -253,45 +222,6 @@ static int fk_grow(const struct backend_device *d, void *mem, uint64_t bytes)
 	(void)bytes;
 	return 0;
 }
-static int fk_h2d(const struct backend_device *d, void *mem, uint64_t off, const void *host,
-                  uint64_t bytes, struct backend_event *after, struct backend_event **done)
-{
-	(void)d;
-	(void)after;
-	memcpy((char *)mem + off, host, bytes);
-	n_h2d++;
-	h2d_bytes += bytes;
-	*done = calloc(1, sizeof(**done));
-	return 0;
-}
-static int fk_d2h(const struct backend_device *d, void *host, void *mem, uint64_t off,
-                  uint64_t bytes, struct backend_event *after, struct backend_event **done)
-{
-	(void)d;
-	(void)after;
-	memcpy(host, (char *)mem + off, bytes);
-	n_d2h++;
-	*done = calloc(1, sizeof(**done));
-	return 0;
-}
-static int fk_wait(const struct backend_device *d, struct backend_event *ev)
-{
-	(void)d;
-	(void)ev;
-	return 0;
-}
-static int fk_query(const struct backend_device *d, struct backend_event *ev)
-{
-	(void)d;
-	(void)ev;
-	return 1;
-}
-static void fk_release(const struct backend_device *d, struct backend_event *ev)
-{
-	(void)d;
-	free(ev);
-}
-
 static int fk_register(const struct backend_device *d, void *host, uint64_t bytes)
 {
 	(void)d;
@@ -308,31 +238,11 @@ static void fk_unregister(const struct backend_device *d, void *host)
 }
 
 static const struct backend_ops fk_vmm = {
-	.abi_version = BACKEND_ABI_VERSION,
-	.name = "fakevmm",
-	.mem_alloc = fk_alloc,
-	.mem_free = fk_free,
-	.copy_h2d = fk_h2d,
-	.copy_d2h = fk_d2h,
-	.event_wait = fk_wait,
-	.event_query = fk_query,
-	.event_release = fk_release,
-	.mem_reserve = fk_reserve,
-	.mem_grow = fk_grow,
-	.host_register = fk_register,
-	.host_unregister = fk_unregister,
+	FAKE_ACCEL_MEM_OPS,           .name = "fakevmm",
+	.mem_reserve = fk_reserve,    .mem_grow = fk_grow,
+	.host_register = fk_register, .host_unregister = fk_unregister
 };
-static const struct backend_ops fk_plain = {
-	.abi_version = BACKEND_ABI_VERSION,
-	.name = "fake",
-	.mem_alloc = fk_alloc,
-	.mem_free = fk_free,
-	.copy_h2d = fk_h2d,
-	.copy_d2h = fk_d2h,
-	.event_wait = fk_wait,
-	.event_query = fk_query,
-	.event_release = fk_release,
-};
+static const struct backend_ops fk_plain = { FAKE_ACCEL_MEM_OPS, .name = "fake" };
 
 /* A task on the device that appends `len` bytes of `v` at `off` of d
  * (a write-only slice: nothing is copied in, the rest of the replica is
@@ -351,6 +261,28 @@ static void device_append(struct residency *r, struct res_data *d, uint64_t off,
 	*mem_out = mem[0];
 }
 
+/* A residency of the host and dev (node 1) with d over host, growable to
+ * cap and empty; the fake's counters from 0. */
+static void growable_kv(struct residency *r, struct backend_device *dev, struct res_data *d,
+                        void *host, uint64_t cap)
+{
+	residency_init(r);
+	assert_int_equal(residency_add_node(r, dev, 0), 1);
+	residency_data_init(r, d, host, 0, 1, true);
+	residency_data_set_growable(r, d, cap);
+	fake_h2d = fake_d2h = fake_allocs = 0;
+	fake_h2d_bytes = 0;
+}
+
+/* The end of growable_kv: the device memory all given back. */
+static void growable_kv_fini(struct residency *r, struct res_data *d, void *host)
+{
+	residency_data_fini(r, d);
+	assert_int_equal(r->nodes[1].used, 0);
+	residency_fini(r);
+	free(host);
+}
+
 /* A KV replica that a device task appends to: where the backend reserves,
  * the replica grows in place, keeping its address and contents, with
  * nothing copied either way; where it cannot, the range it alone holds is
@@ -364,15 +296,10 @@ static void grow_on_device(const struct backend_ops *ops, bool in_place)
 	char *host = calloc(1, MiB);
 	void *mem0, *mem1;
 
-	residency_init(&r);
-	assert_int_equal(residency_add_node(&r, &dev, 0), 1);
-	residency_data_init(&r, &d, host, 0, 1, true);
-	residency_data_set_growable(&r, &d, MiB);
-	n_h2d = n_d2h = n_alloc = 0;
-	h2d_bytes = 0;
+	growable_kv(&r, &dev, &d, host, MiB);
 	residency_data_grow(&r, &d, 4096);
 	device_append(&r, &d, 0, 4096, 'a', &mem0);
-	assert_int_equal(n_h2d, 0); /* a fresh replica: nothing to read */
+	assert_int_equal(fake_h2d, 0); /* a fresh replica: nothing to read */
 	assert_int_equal(d.rep[1].sole, 4096); /* the device alone holds it */
 	assert_int_equal(d.rep[0].valid, 0);
 	residency_data_grow(&r, &d, 8192);
@@ -380,14 +307,14 @@ static void grow_on_device(const struct backend_ops *ops, bool in_place)
 	if (in_place) {
 		assert_int_equal(d.rep[1].mem_bytes, 8192);
 		assert_ptr_equal(mem0, mem1);
-		assert_int_equal(n_h2d, 0);
-		assert_int_equal(n_d2h, 0);
-		assert_int_equal(n_alloc, 1);
+		assert_int_equal(fake_h2d, 0);
+		assert_int_equal(fake_d2h, 0);
+		assert_int_equal(fake_allocs, 1);
 	} else {
-		assert_int_equal(n_d2h, 1); /* its sole bytes went back to the host */
-		assert_int_equal(n_h2d, 0);
-		assert_int_equal(h2d_bytes, 0);
-		assert_int_equal(n_alloc, 2);
+		assert_int_equal(fake_d2h, 1); /* its sole bytes went back to the host */
+		assert_int_equal(fake_h2d, 0);
+		assert_int_equal(fake_h2d_bytes, 0);
+		assert_int_equal(fake_allocs, 2);
 		assert_int_equal(d.rep[0].sole, 4096);
 		assert_int_equal(d.rep[1].sole, 4096);
 		/* Headroom for the next tokens: growing within it moves nothing. */
@@ -395,8 +322,8 @@ static void grow_on_device(const struct backend_ops *ops, bool in_place)
 		residency_data_grow(&r, &d, 8192 + 100);
 		device_append(&r, &d, 8192, 100, 'c', &mem0);
 		assert_ptr_equal(mem0, mem1);
-		assert_int_equal(n_h2d, 0);
-		assert_int_equal(n_alloc, 2);
+		assert_int_equal(fake_h2d, 0);
+		assert_int_equal(fake_allocs, 2);
 	}
 	assert_int_equal(r.nodes[1].used, d.rep[1].mem_bytes);
 	struct res_data *dp = &d;
@@ -404,10 +331,7 @@ static void grow_on_device(const struct backend_ops *ops, bool in_place)
 	for (int i = 0; i < (int)d.bytes; i++)
 		if (host[i] != (i < 4096 ? 'a' : i < 8192 ? 'b' : 'c'))
 			fail_msg("host[%d] = %d", i, host[i]);
-	residency_data_fini(&r, &d);
-	assert_int_equal(r.nodes[1].used, 0);
-	residency_fini(&r);
-	free(host);
+	growable_kv_fini(&r, &d, host);
 }
 
 static void test_device_grows_in_place(void **state)
@@ -461,12 +385,7 @@ static void host_appends_device_reads(const struct backend_ops *ops, bool in_pla
 	uint64_t used = 0, recopied = 0;
 	int reallocs = 0;
 
-	residency_init(&r);
-	assert_int_equal(residency_add_node(&r, &dev, 0), 1);
-	residency_data_init(&r, &d, host, 0, 1, true);
-	residency_data_set_growable(&r, &d, cap);
-	n_h2d = n_d2h = n_alloc = 0;
-	h2d_bytes = 0;
+	growable_kv(&r, &dev, &d, host, cap);
 	for (int step = 0; step <= STEPS; step++) {
 		uint64_t old = used;
 		used += step ? ROW : FIRST;
@@ -485,11 +404,11 @@ static void host_appends_device_reads(const struct backend_ops *ops, bool in_pla
 		for (uint64_t i = old; i < used; i++)
 			host[i] = (unsigned char)(i * 7 + 1);
 
-		int allocs = n_alloc;
-		uint64_t h2d = h2d_bytes;
+		int allocs = fake_allocs;
+		uint64_t h2d = fake_h2d_bytes;
 		run_task(&r, 1, &d, 0, used, TDM_R, &mem);
-		uint64_t moved = h2d_bytes - h2d;
-		if (n_alloc != allocs && step > 0) {
+		uint64_t moved = fake_h2d_bytes - h2d;
+		if (fake_allocs != allocs && step > 0) {
 			reallocs++;
 			recopied += old;
 			assert_int_equal(moved, used); /* the old rows, again */
@@ -499,18 +418,18 @@ static void host_appends_device_reads(const struct backend_ops *ops, bool in_pla
 		assert_memory_equal(mem, host, used);
 		assert_int_equal(full_mask(&d), 3u);
 		assert_true(d.rep[1].mem_bytes >= used);
-		assert_int_equal(n_d2h, 0); /* nothing was the device's alone */
+		assert_int_equal(fake_d2h, 0); /* nothing was the device's alone */
 	}
-	assert_int_equal(h2d_bytes, used + recopied);
+	assert_int_equal(fake_h2d_bytes, used + recopied);
 	if (in_place) {
 		assert_int_equal(reallocs, 0);
-		assert_int_equal(n_alloc, 1);
+		assert_int_equal(fake_allocs, 1);
 		assert_int_equal(d.rep[1].mem_bytes, used);
 	} else {
 		/* Headroom of ~1/32: a handful of reallocations for 64 rows. */
 		assert_true(reallocs >= 1);
 		assert_true(reallocs <= STEPS / 8);
-		assert_int_equal(n_alloc, 1 + reallocs);
+		assert_int_equal(fake_allocs, 1 + reallocs);
 	}
 	assert_int_equal(r.nodes[1].used, d.rep[1].mem_bytes);
 
@@ -524,7 +443,7 @@ static void host_appends_device_reads(const struct backend_ops *ops, bool in_pla
 	memset((char *)mem + old, 0xab, ROW);
 	assert_int_equal(full_mask(&d), 2u);
 	assert_int_equal(d.rep[1].sole, ROW);
-	assert_int_equal(n_d2h, 0);
+	assert_int_equal(fake_d2h, 0);
 	residency_data_grow(&r, &d, used + ROW);
 	assert_int_equal(full_mask(&d), 0u);
 	assert_int_equal(d.rep[0].valid, old + ROW);
@@ -534,14 +453,11 @@ static void host_appends_device_reads(const struct backend_ops *ops, bool in_pla
 	struct res_data *dp = &d;
 	assert_int_equal(residency_flush(&r, &dp, 1), 0);
 	assert_int_equal(r.nodes[1].bytes_out - out, ROW);
-	assert_int_equal(n_d2h, 1);
+	assert_int_equal(fake_d2h, 1);
 	assert_int_equal(full_mask(&d) & 1u, 1u);
 	for (uint64_t i = old; i < used; i++)
 		assert_int_equal(host[i], 0xab);
-	residency_data_fini(&r, &d);
-	assert_int_equal(r.nodes[1].used, 0);
-	residency_fini(&r);
-	free(host);
+	growable_kv_fini(&r, &d, host);
 }
 
 static void test_host_appends_device_reads_in_place(void **state)
@@ -591,12 +507,16 @@ static void test_host_pinned_as_backed(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test_setup_teardown(test_charged_by_backed, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_grow_past_quota, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_refusals, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_intake_limits_to_declared, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_charged_by_backed, harness_setup,
+		                                harness_teardown),
+		cmocka_unit_test_setup_teardown(test_grow_past_quota, harness_setup,
+		                                harness_teardown),
+		cmocka_unit_test_setup_teardown(test_refusals, harness_setup, harness_teardown),
+		cmocka_unit_test_setup_teardown(test_intake_limits_to_declared, harness_setup,
+		                                harness_teardown),
 		cmocka_unit_test(test_device_grows_in_place),
-		cmocka_unit_test_setup_teardown(test_host_pinned_as_backed, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_host_pinned_as_backed, harness_setup,
+		                                harness_teardown),
 		cmocka_unit_test(test_device_reallocates_without_reserve),
 		cmocka_unit_test(test_host_appends_device_reads_in_place),
 		cmocka_unit_test(test_host_appends_device_reads_realloc),

@@ -23,77 +23,11 @@
 #include "profiler/calibrate.h"
 #include "profiler/profiler.h"
 #include "tandem.h"
+#include "tests/harness/fake_backend.h"
 
-/* ---- a fake accelerator: malloc'd memory, copies by memcpy ---- */
+/* ---- a fake accelerator: device memory and copies, no kernels ---- */
 
-struct backend_event {
-	int status;
-};
-
-static int fake_alloc(const struct backend_device *d, uint64_t bytes, void **mem)
-{
-	(void)d;
-	*mem = malloc(bytes);
-	return *mem ? 0 : -TDM_ENOMEM;
-}
-
-static void fake_free(const struct backend_device *d, void *mem)
-{
-	(void)d;
-	free(mem);
-}
-
-static int fake_h2d(const struct backend_device *d, void *mem, uint64_t off, const void *host,
-                    uint64_t bytes, struct backend_event *after, struct backend_event **done)
-{
-	(void)d;
-	(void)after;
-	memcpy((char *)mem + off, host, bytes);
-	*done = calloc(1, sizeof(**done));
-	return 0;
-}
-
-static int fake_d2h(const struct backend_device *d, void *host, void *mem, uint64_t off,
-                    uint64_t bytes, struct backend_event *after, struct backend_event **done)
-{
-	(void)d;
-	(void)after;
-	memcpy(host, (char *)mem + off, bytes);
-	*done = calloc(1, sizeof(**done));
-	return 0;
-}
-
-static int fake_wait(const struct backend_device *d, struct backend_event *ev)
-{
-	(void)d;
-	(void)ev;
-	return 0;
-}
-
-static int fake_query(const struct backend_device *d, struct backend_event *ev)
-{
-	(void)d;
-	(void)ev;
-	return 1;
-}
-
-static void fake_release(const struct backend_device *d, struct backend_event *ev)
-{
-	(void)d;
-	free(ev);
-}
-
-static const struct backend_ops fake_accel = {
-	.abi_version = BACKEND_ABI_VERSION,
-	.name = "fake",
-	.mem_alloc = fake_alloc,
-	.mem_free = fake_free,
-	.copy_h2d = fake_h2d,
-	.copy_d2h = fake_d2h,
-	.event_wait = fake_wait,
-	.event_query = fake_query,
-	.event_release = fake_release,
-};
+static const struct backend_ops fake_accel = { FAKE_ACCEL_MEM_OPS, .name = "fake" };
 
 /* ---- the rig: cpu0, cpu1 (node 0), acc0 (node 1) ---- */
 

@@ -25,119 +25,13 @@
 #include "placement/residency.h"
 #include "policies/policy.h"
 #include "tandem.h"
+#include "tests/harness/fake_backend.h"
 
 /* ---- a fake accelerator ---------------------------------------------------- */
 
-struct backend_event {
-	int status;
-};
-
-static _Atomic int fake_h2d, fake_d2h;
-static _Atomic uint64_t fake_h2d_bytes, fake_d2h_bytes; /* what the copies moved */
-/* n > 0: the n-th host-to-device copy from now fails to issue. */
-static _Atomic int fake_h2d_fail_in;
-
-static bool fake_supports(const struct backend_device *d, const struct kernel_def *k)
-{
-	(void)d;
-	return k->cpu != NULL;
-}
-
-static int fake_alloc(const struct backend_device *d, uint64_t bytes, void **mem)
-{
-	(void)d;
-	*mem = malloc(bytes);
-	return *mem ? 0 : -TDM_ENOMEM;
-}
-
-static void fake_free(const struct backend_device *d, void *mem)
-{
-	(void)d;
-	free(mem);
-}
-
-static struct backend_event *new_event(void)
-{
-	return calloc(1, sizeof(struct backend_event));
-}
-
-static int fake_h2d_copy(const struct backend_device *d, void *mem, uint64_t off, const void *host,
-                         uint64_t bytes, struct backend_event *after, struct backend_event **done)
-{
-	(void)d;
-	(void)after;
-	int fail_in = atomic_load(&fake_h2d_fail_in);
-	if (fail_in > 0) {
-		atomic_store(&fake_h2d_fail_in, fail_in - 1);
-		if (fail_in == 1)
-			return -TDM_EDEVICE;
-	}
-	memcpy((char *)mem + off, host, bytes);
-	atomic_fetch_add(&fake_h2d, 1);
-	atomic_fetch_add(&fake_h2d_bytes, bytes);
-	*done = new_event();
-	return 0;
-}
-
-static int fake_d2h_copy(const struct backend_device *d, void *host, void *mem, uint64_t off,
-                         uint64_t bytes, struct backend_event *after, struct backend_event **done)
-{
-	(void)d;
-	(void)after;
-	memcpy(host, (char *)mem + off, bytes);
-	atomic_fetch_add(&fake_d2h, 1);
-	atomic_fetch_add(&fake_d2h_bytes, bytes);
-	*done = new_event();
-	return 0;
-}
-
-/* Runs the CPU version on the device copies. */
-static int fake_launch(const struct backend_device *d, const struct kernel_def *k,
-                       const struct tdm_kernel_call *call, struct backend_event *const *waits,
-                       size_t nwaits, struct backend_event **done)
-{
-	struct tdm_kernel_call c = *call;
-	(void)d;
-	(void)waits;
-	(void)nwaits;
-	for (uint32_t i = 0; i < c.nargs; i++)
-		c.ptr[i] = (char *)c.mem[i] + c.off[i];
-	*done = new_event();
-	(*done)->status = k->cpu(&c);
-	return 0;
-}
-
-static int fake_wait(const struct backend_device *d, struct backend_event *ev)
-{
-	(void)d;
-	return ev->status ? -TDM_EDEVICE : 0;
-}
-
-static int fake_query(const struct backend_device *d, struct backend_event *ev)
-{
-	(void)d;
-	return ev->status ? -TDM_EDEVICE : 1;
-}
-
-static void fake_release(const struct backend_device *d, struct backend_event *ev)
-{
-	(void)d;
-	free(ev);
-}
-
-static const struct backend_ops fake_accel = {
-	.abi_version = BACKEND_ABI_VERSION,
-	.name = "fake",
-	.supports = fake_supports,
-	.mem_alloc = fake_alloc,
-	.mem_free = fake_free,
-	.copy_h2d = fake_h2d_copy,
-	.copy_d2h = fake_d2h_copy,
-	.launch_async = fake_launch,
-	.event_wait = fake_wait,
-	.event_query = fake_query,
-	.event_release = fake_release,
-};
+static const struct backend_ops fake_accel = { FAKE_ACCEL_MEM_OPS, .name = "fake",
+	                                       .supports = fake_supports,
+	                                       .launch_async = fake_launch };
 
 static int host_launch(const struct backend_device *d, const struct kernel_def *k,
                        const struct tdm_kernel_call *call)
