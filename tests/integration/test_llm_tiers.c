@@ -100,8 +100,10 @@ static void add(tdm_graph *g, tdm_kernel k, const struct tdm_arg *args, uint32_t
                 const struct tdm_scalar *sc, uint32_t nsc, uint32_t *idx)
 {
 	struct tdm_task_desc t = { .kernel = k, .nargs = nargs, .nscalars = nsc };
-	memcpy(t.args, args, nargs * sizeof(*args));
-	memcpy(t.scalars, sc, nsc * sizeof(*sc));
+	if (nargs)
+		memcpy(t.args, args, nargs * sizeof(*args));
+	if (nsc)
+		memcpy(t.scalars, sc, nsc * sizeof(*sc));
 	assert_int_equal(tdm_graph_add_task(g, &t, idx), 0);
 }
 

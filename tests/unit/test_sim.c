@@ -569,6 +569,7 @@ static void test_shared_cores(void **state)
 		pinned_tasks(&w, 2, n1, t1, 2);
 		shared_machine(&m, 1, 1, 0);
 		assert_true(simulate(&m, &w, policies[p], &r, true) == 1e6);
+		sim_result_free(&r);
 		shared_machine(&m, 1, 1, 0x1);
 		assert_true(simulate(&m, &w, policies[p], &r, true) == 2e6);
 		assert_true(r.spans[0].end_ns == 1e6 && r.spans[1].end_ns == 2e6);
