@@ -37,18 +37,10 @@
 
 #include "tandem.h"
 
-#define ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
-#define TRY(x)                                                                                     \
-	do {                                                                                       \
-		int err_ = (x);                                                                    \
-		if (err_)                                                                          \
-			return err_;                                                               \
-	} while (0)
+static const char *prog = "llm_layer";
 
-#define SEED 0x9e3779b97f4a7c15ull
-#define RMS_EPS 1e-5f
-#define ROPE_THETA 10000.0f
-#define MAX_REL_ERR 1e-3
+#include "llm_common.h"
+
 /* Router probabilities closer than this may swap places in float rounding. */
 #define ROUTER_TIE 1e-4
 
@@ -69,16 +61,10 @@ static int kvdim(const struct shape *s)
 	return s->nkv * s->hd;
 }
 
-/* A run of floats (or int32s) inside a daemon buffer: what a task names. */
-struct slice {
-	tdm_buffer h;
-	uint64_t off, len; /* bytes */
-	float *p; /* the client's view of the first element */
-};
-
 /* Everything the daemon sees. */
 struct layer {
-	struct slice norm1, wq, wk, wv, wo, norm2, wr; /* one WEIGHTS buffer */
+	struct attn_weights attn; /* with wr, one WEIGHTS buffer */
+	struct slice wr;
 	struct slice *gate, *up, *down; /* one WEIGHTS buffer per expert */
 	struct slice kc, vc; /* [kv_cap][nkv][hd] each, one KV buffer each */
 	struct slice x, xn, q, k, v, att, o, xn2, logits, ids, wts, y;
@@ -102,50 +88,12 @@ struct ref {
 	int *ids;
 };
 
-/* Per device index: tasks run and time spent running them. */
-struct dev_stat {
-	uint64_t tasks, busy_ns;
-};
-
 struct stats {
 	struct dev_stat *dev;
 	uint32_t ndev;
 	uint32_t tasks_per_step;
 	uint64_t *step_ns;
 };
-
-static int check(int err, const char *what)
-{
-	if (err)
-		fprintf(stderr, "llm_layer: %s: %s\n", what, tdm_strerror(err));
-	return err;
-}
-
-static uint64_t now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
-
-/* xorshift64*: uniform in [-1, 1). */
-static float frand(uint64_t *state)
-{
-	uint64_t x = *state;
-
-	x ^= x >> 12;
-	x ^= x << 25;
-	x ^= x >> 27;
-	*state = x;
-	return (float)((x * 0x2545f4914f6cdd1dull) >> 40) / (float)(1 << 23) - 1.0f;
-}
-
-static void fill_random(float *p, size_t n, float scale, float bias, uint64_t *seed)
-{
-	for (size_t i = 0; i < n; i++)
-		p[i] = bias + scale * frand(seed);
-}
 
 /* ---- options -------------------------------------------------------------- */
 
@@ -266,44 +214,6 @@ static int parse_args(int argc, char **argv, struct shape *s, const char **sock,
 
 /* ---- buffers -------------------------------------------------------------- */
 
-/* Hands out consecutive slices of one buffer. */
-struct carver {
-	tdm_buffer h;
-	char *base;
-	uint64_t used;
-};
-
-static struct slice carve(struct carver *cv, size_t n)
-{
-	struct slice s = { .h = cv->h,
-		           .off = cv->used,
-		           .len = n * sizeof(float),
-		           .p = (float *)(cv->base + cv->used) };
-
-	cv->used += s.len;
-	return s;
-}
-
-static int alloc_carver(tdm_client *c, size_t nfloats, uint32_t flags, struct carver *cv)
-{
-	void *p;
-	int err = tdm_buffer_alloc(c, nfloats * sizeof(float), flags, &cv->h, &p);
-
-	cv->base = p;
-	cv->used = 0;
-	return check(err, "buffer");
-}
-
-/* A buffer of its own, as one slice. */
-static int alloc_slice(tdm_client *c, size_t nfloats, uint32_t flags, struct slice *s)
-{
-	struct carver cv;
-
-	TRY(alloc_carver(c, nfloats, flags, &cv));
-	*s = carve(&cv, nfloats);
-	return 0;
-}
-
 static int alloc_weights(tdm_client *c, const struct shape *s, struct layer *L, uint64_t *seed)
 {
 	size_t dm = (size_t)s->dm, qd = (size_t)qdim(s), kvd = (size_t)kvdim(s);
@@ -311,23 +221,11 @@ static int alloc_weights(tdm_client *c, const struct shape *s, struct layer *L, 
 	struct carver cv;
 
 	TRY(alloc_carver(c, 2 * dm + dm * qd + 2 * dm * kvd + qd * dm + wr, TDM_BUF_WEIGHTS, &cv));
-	L->norm1 = carve(&cv, dm);
-	L->wq = carve(&cv, dm * qd);
-	L->wk = carve(&cv, dm * kvd);
-	L->wv = carve(&cv, dm * kvd);
-	L->wo = carve(&cv, qd * dm);
-	L->norm2 = carve(&cv, dm);
-	if (wr)
+	carve_attn_weights(&cv, dm, qd, kvd, &L->attn, seed);
+	if (wr) {
 		L->wr = carve(&cv, wr);
-	/* Scaled by 1/sqrt(fan-in) so that activations stay near 1. */
-	fill_random(L->norm1.p, dm, 0.1f, 1.0f, seed);
-	fill_random(L->wq.p, dm * qd, 1.0f / sqrtf((float)dm), 0.0f, seed);
-	fill_random(L->wk.p, dm * kvd, 1.0f / sqrtf((float)dm), 0.0f, seed);
-	fill_random(L->wv.p, dm * kvd, 1.0f / sqrtf((float)dm), 0.0f, seed);
-	fill_random(L->wo.p, qd * dm, 1.0f / sqrtf((float)qd), 0.0f, seed);
-	fill_random(L->norm2.p, dm, 0.1f, 1.0f, seed);
-	if (wr)
 		fill_random(L->wr.p, wr, 1.0f / sqrtf((float)dm), 0.0f, seed);
+	}
 
 	L->gate = calloc((size_t)s->ne, sizeof(*L->gate));
 	L->up = calloc((size_t)s->ne, sizeof(*L->up));
@@ -412,11 +310,6 @@ struct step {
 	const char **names; /* kernel of each task, for error messages */
 	uint32_t cap;
 };
-
-static struct tdm_arg arg(const struct slice *s, uint32_t mode)
-{
-	return TDM_ARG(s->h, mode, s->off, s->len);
-}
 
 static int add_task(struct step *st, const struct kernel_ref *k, const struct tdm_arg *args,
                     uint32_t nargs, const struct tdm_scalar *sc, uint32_t nsc)
@@ -549,18 +442,18 @@ static int build_step(struct step *st, const struct kernels *k, const struct sha
 {
 	int dm = s->dm, qd = qdim(s), kvd = kvdim(s);
 
-	TRY(add_rmsnorm(st, k, &L->x, &L->norm1, &L->xn, dm));
-	TRY(add_matmul(st, k, &L->xn, &L->wq, &L->q, 1, qd, dm));
-	TRY(add_matmul(st, k, &L->xn, &L->wk, &L->k, 1, kvd, dm));
-	TRY(add_matmul(st, k, &L->xn, &L->wv, &L->v, 1, kvd, dm));
+	TRY(add_rmsnorm(st, k, &L->x, &L->attn.norm1, &L->xn, dm));
+	TRY(add_matmul(st, k, &L->xn, &L->attn.wq, &L->q, 1, qd, dm));
+	TRY(add_matmul(st, k, &L->xn, &L->attn.wk, &L->k, 1, kvd, dm));
+	TRY(add_matmul(st, k, &L->xn, &L->attn.wv, &L->v, 1, kvd, dm));
 	TRY(add_rope(st, k, &L->q, s->nh, s->hd, pos));
 	TRY(add_rope(st, k, &L->k, s->nkv, s->hd, pos));
 	TRY(add_append(st, k, &L->k, &L->kc, pos));
 	TRY(add_append(st, k, &L->v, &L->vc, pos));
 	TRY(add_attention(st, k, s, L, pos));
-	TRY(add_matmul(st, k, &L->att, &L->wo, &L->o, 1, dm, qd));
+	TRY(add_matmul(st, k, &L->att, &L->attn.wo, &L->o, 1, dm, qd));
 	TRY(add_axpy(st, k, &L->o, &L->x));
-	TRY(add_rmsnorm(st, k, &L->x, &L->norm2, &L->xn2, dm));
+	TRY(add_rmsnorm(st, k, &L->x, &L->attn.norm2, &L->xn2, dm));
 	uint32_t router = UINT32_MAX;
 	if (!s->dense) {
 		TRY(add_router(st, k, s, L));
@@ -622,41 +515,6 @@ static void ref_free(struct ref *R)
 {
 	free(R->block);
 	free(R->ids);
-}
-
-static void ref_rmsnorm(const double *x, const float *w, double *y, int n)
-{
-	double ss = 0;
-
-	for (int i = 0; i < n; i++)
-		ss += x[i] * x[i];
-	double r = 1.0 / sqrt(ss / n + RMS_EPS);
-	for (int i = 0; i < n; i++)
-		y[i] = x[i] * r * w[i];
-}
-
-/* y (out) = x (in) W (in x out) */
-static void ref_matvec(const double *x, const float *w, double *y, int in, int out)
-{
-	for (int j = 0; j < out; j++)
-		y[j] = 0;
-	for (int i = 0; i < in; i++)
-		for (int j = 0; j < out; j++)
-			y[j] += x[i] * w[(size_t)i * out + j];
-}
-
-static void ref_rope(double *x, int nheads, int hd, int pos)
-{
-	for (int h = 0; h < nheads; h++) {
-		double *v = x + (size_t)h * hd;
-		for (int i = 0; i < hd / 2; i++) {
-			/* The angle in single precision, as docs/kernels.md says. */
-			float f = (float)pos * powf(ROPE_THETA, -2.0f * (float)i / (float)hd);
-			double a = v[i], b = v[i + hd / 2];
-			v[i] = a * cos(f) - b * sin(f);
-			v[i + hd / 2] = a * sin(f) + b * cos(f);
-		}
-	}
 }
 
 static void ref_softmax(const double *x, double *p, int n)
@@ -761,10 +619,7 @@ static void ref_expert(const struct shape *s, const struct layer *L, struct ref 
 {
 	int dm = s->dm, ff = s->dff;
 
-	ref_matvec(R->xn2, L->gate[e].p, R->g, dm, ff);
-	ref_matvec(R->xn2, L->up[e].p, R->u, dm, ff);
-	for (int i = 0; i < ff; i++)
-		R->g[i] = R->g[i] / (1.0 + exp(-R->g[i])) * R->u[i];
+	ref_swiglu_hidden(R->xn2, L->gate[e].p, L->up[e].p, R->g, R->u, dm, ff);
 	for (int j = 0; j < dm; j++) {
 		double acc = 0;
 		for (int i = 0; i < ff; i++)
@@ -781,22 +636,22 @@ static bool ref_step(const struct shape *s, const struct layer *L, struct ref *R
 	int dm = s->dm, qd = qdim(s), kvd = kvdim(s);
 	bool same;
 
-	ref_rmsnorm(R->x, L->norm1.p, R->xn, dm);
-	ref_matvec(R->xn, L->wq.p, R->q, dm, qd);
-	ref_matvec(R->xn, L->wk.p, R->k, dm, kvd);
-	ref_matvec(R->xn, L->wv.p, R->v, dm, kvd);
+	ref_rmsnorm(R->x, L->attn.norm1.p, R->xn, dm);
+	ref_matvec(R->xn, L->attn.wq.p, R->q, dm, qd, false);
+	ref_matvec(R->xn, L->attn.wk.p, R->k, dm, kvd, false);
+	ref_matvec(R->xn, L->attn.wv.p, R->v, dm, kvd, false);
 	ref_rope(R->q, s->nh, s->hd, pos);
 	ref_rope(R->k, s->nkv, s->hd, pos);
 	memcpy(R->kc + (size_t)pos * kvd, R->k, (size_t)kvd * sizeof(double));
 	memcpy(R->vc + (size_t)pos * kvd, R->v, (size_t)kvd * sizeof(double));
 	ref_attention(s, R, pos + 1);
-	ref_matvec(R->att, L->wo.p, R->o, qd, dm);
+	ref_matvec(R->att, L->attn.wo.p, R->o, qd, dm, false);
 	for (int i = 0; i < dm; i++)
 		R->x[i] += R->o[i];
 
-	ref_rmsnorm(R->x, L->norm2.p, R->xn2, dm);
+	ref_rmsnorm(R->x, L->attn.norm2.p, R->xn2, dm);
 	if (!s->dense)
-		ref_matvec(R->xn2, L->wr.p, R->logits, dm, s->ne);
+		ref_matvec(R->xn2, L->wr.p, R->logits, dm, s->ne, false);
 	same = ref_route(s, R, got_ids, tie);
 	for (int i = 0; i < dm; i++)
 		R->y[i] = 0;
@@ -807,54 +662,7 @@ static bool ref_step(const struct shape *s, const struct layer *L, struct ref *R
 	return same;
 }
 
-struct error {
-	double abs, rel;
-};
-
-static struct error compare(const float *got, const double *want, int n)
-{
-	struct error e = { 0, 0 };
-	double big = 0;
-
-	for (int i = 0; i < n; i++)
-		big = fmax(big, fabs(want[i]));
-	double floor = 1e-2 * big;
-	for (int i = 0; i < n; i++) {
-		double d = fabs(got[i] - want[i]);
-		double rel = d / fmax(fabs(want[i]), floor);
-		if (isnan(d) || isnan(rel))
-			d = rel = INFINITY;
-		e.abs = fmax(e.abs, d);
-		e.rel = fmax(e.rel, rel);
-	}
-	return e;
-}
-
 /* ---- schedule summary ------------------------------------------------------- */
-
-static int record_schedule(struct stats *st, const tdm_graph *g)
-{
-	uint32_t n = tdm_graph_task_count(g);
-
-	for (uint32_t i = 0; i < n; i++) {
-		const struct tdm_task_info *ti = tdm_graph_task_info(g, i);
-		if (!ti)
-			continue;
-		if (ti->device >= st->ndev) {
-			uint32_t nd = ti->device + 1;
-			struct dev_stat *d = realloc(st->dev, nd * sizeof(*d));
-			if (!d)
-				return -TDM_ENOMEM;
-			memset(d + st->ndev, 0, (nd - st->ndev) * sizeof(*d));
-			st->dev = d;
-			st->ndev = nd;
-		}
-		st->dev[ti->device].tasks++;
-		if (ti->end_ns > ti->start_ns)
-			st->dev[ti->device].busy_ns += ti->end_ns - ti->start_ns;
-	}
-	return 0;
-}
 
 static int cmp_u64(const void *a, const void *b)
 {
@@ -920,7 +728,7 @@ static int run_step(tdm_client *c, const struct kernels *k, const struct shape *
 		report_failure(&st, err);
 		goto out;
 	}
-	if ((err = check(record_schedule(stats, st.g), "schedule")))
+	if ((err = check(record_tasks(&stats->dev, &stats->ndev, st.g), "schedule")))
 		goto out;
 
 	const int32_t *got_ids = (const int32_t *)(const void *)L->ids.p;
@@ -1001,7 +809,7 @@ int main(int argc, char **argv)
 	if (lookup_kernels(c, s.dense, &k) || alloc_weights(c, &s, &L, &seed) ||
 	    alloc_state(c, &s, &L, &seed) || check(ref_alloc(&s, &L, &R), "reference"))
 		goto out;
-	/* Every device the daemon has, idle ones too; record_schedule grows it
+	/* Every device the daemon has, idle ones too; record_tasks grows it
 	 * should a task report a higher index. */
 	stats.ndev = tdm_device_count(c);
 	stats.dev = calloc(stats.ndev ? stats.ndev : 1, sizeof(*stats.dev));

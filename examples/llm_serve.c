@@ -47,40 +47,15 @@
 #include "tandem.h"
 #include "workload/llm_trace.h"
 
-#define ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
-#define TRY(x)                                                                                     \
-	do {                                                                                       \
-		int err_ = (x);                                                                    \
-		if (err_)                                                                          \
-			return err_;                                                               \
-	} while (0)
+static const char *prog = "llm_serve";
 
-#define SEED 0x9e3779b97f4a7c15ull
-#define RMS_EPS 1e-5f
-#define ROPE_THETA 10000.0f
-#define MAX_REL_ERR 1e-3
+#include "llm_common.h"
+
 #define MAX_SUB 8 /* sub-batches */
 
 #define MODEL_LINE_MAX 256 /* a model file's line, its end and a NUL */
 
-static const char *prog = "llm_serve";
-
 /* ---- small helpers -------------------------------------------------------- */
-
-static int check(int err, const char *what)
-{
-	if (err)
-		fprintf(stderr, "%s: %s: %s\n", prog, what, tdm_strerror(err));
-	return err;
-}
-
-static uint64_t now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
 
 static void sleep_ns(uint64_t ns)
 {
@@ -89,28 +64,10 @@ static void sleep_ns(uint64_t ns)
 	nanosleep(&ts, NULL);
 }
 
-/* xorshift64*: uniform in [-1, 1). */
-static float frand(uint64_t *state)
-{
-	uint64_t x = *state;
-
-	x ^= x >> 12;
-	x ^= x << 25;
-	x ^= x >> 27;
-	*state = x;
-	return (float)((x * 0x2545f4914f6cdd1dull) >> 40) / (float)(1 << 23) - 1.0f;
-}
-
 /* Uniform in [0, n). */
 static int irand(uint64_t *state, int n)
 {
 	return (int)((frand(state) + 1.0f) * 0.5f * (float)n) % n;
-}
-
-static void fill_random(float *p, size_t n, float scale, float bias, uint64_t *seed)
-{
-	for (size_t i = 0; i < n; i++)
-		p[i] = bias + scale * frand(seed);
 }
 
 static int cmp_double(const void *a, const void *b)
@@ -251,62 +208,9 @@ static int read_model_file(const char *path, struct model *m)
 
 /* ---- buffers ---------------------------------------------------------------- */
 
-/* A run of floats (or int32s) inside a daemon buffer: what a task names. */
-struct slice {
-	tdm_buffer h;
-	uint64_t off, len; /* bytes */
-	float *p; /* the client's view of the first element */
-};
-
-struct carver {
-	tdm_buffer h;
-	char *base;
-	uint64_t used;
-};
-
-static struct slice carve(struct carver *cv, size_t n)
-{
-	struct slice s = { .h = cv->h,
-		           .off = cv->used,
-		           .len = n * sizeof(float),
-		           .p = (float *)(cv->base + cv->used) };
-
-	cv->used += s.len;
-	return s;
-}
-
-static int alloc_carver(tdm_client *c, size_t nfloats, uint32_t flags, struct carver *cv)
-{
-	void *p;
-	int err = tdm_buffer_alloc(c, nfloats * sizeof(float), flags, &cv->h, &p);
-
-	cv->base = p;
-	cv->used = 0;
-	return check(err, "buffer");
-}
-
-static int alloc_slice(tdm_client *c, size_t nfloats, uint32_t flags, struct slice *s)
-{
-	struct carver cv;
-
-	TRY(alloc_carver(c, nfloats, flags, &cv));
-	*s = carve(&cv, nfloats);
-	return 0;
-}
-
-/* rows [r, r + n) of a slice of rows of `width` floats */
-static struct slice rows(const struct slice *s, int r, int n, int width)
-{
-	struct slice o = *s;
-
-	o.off += (uint64_t)r * (uint64_t)width * sizeof(float);
-	o.len = (uint64_t)n * (uint64_t)width * sizeof(float);
-	o.p += (size_t)r * (size_t)width;
-	return o;
-}
-
 struct layer_w {
-	struct slice norm1, wq, wk, wv, wo, norm2, gate, up, down;
+	struct attn_weights attn;
+	struct slice gate, up, down; /* the SwiGLU MLP */
 };
 
 struct weights {
@@ -343,22 +247,10 @@ static int alloc_weights(tdm_client *c, const struct model *m, int max_rows, str
 		struct layer_w *L = &W->L[l];
 		TRY(alloc_carver(c, 2 * dm + dm * (qd + 2 * kvd) + qd * dm + 3 * dm * ff,
 		                 TDM_BUF_WEIGHTS, &cv));
-		L->norm1 = carve(&cv, dm);
-		L->wq = carve(&cv, dm * qd);
-		L->wk = carve(&cv, dm * kvd);
-		L->wv = carve(&cv, dm * kvd);
-		L->wo = carve(&cv, qd * dm);
-		L->norm2 = carve(&cv, dm);
+		carve_attn_weights(&cv, dm, qd, kvd, &L->attn, &seed);
 		L->gate = carve(&cv, dm * ff);
 		L->up = carve(&cv, dm * ff);
 		L->down = carve(&cv, ff * dm);
-		/* Scaled by 1/sqrt(fan-in) so that activations stay near 1. */
-		fill_random(L->norm1.p, dm, 0.1f, 1.0f, &seed);
-		fill_random(L->wq.p, dm * qd, 1.0f / sqrtf((float)dm), 0.0f, &seed);
-		fill_random(L->wk.p, dm * kvd, 1.0f / sqrtf((float)dm), 0.0f, &seed);
-		fill_random(L->wv.p, dm * kvd, 1.0f / sqrtf((float)dm), 0.0f, &seed);
-		fill_random(L->wo.p, qd * dm, 1.0f / sqrtf((float)qd), 0.0f, &seed);
-		fill_random(L->norm2.p, dm, 0.1f, 1.0f, &seed);
 		fill_random(L->gate.p, dm * ff, 1.0f / sqrtf((float)dm), 0.0f, &seed);
 		fill_random(L->up.p, dm * ff, 1.0f / sqrtf((float)dm), 0.0f, &seed);
 		fill_random(L->down.p, ff * dm, 1.0f / sqrtf((float)ff), 0.0f, &seed);
@@ -442,11 +334,6 @@ struct builder {
 	tdm_graph *g;
 	const struct kernels *k;
 };
-
-static struct tdm_arg arg(const struct slice *s, uint32_t mode)
-{
-	return TDM_ARG(s->h, mode, s->off, s->len);
-}
 
 static int add_task(struct builder *b, tdm_kernel kern, const char *name,
                     const struct tdm_arg *args, uint32_t nargs, const struct tdm_scalar *sc,
@@ -543,18 +430,18 @@ static int build_prefill(struct builder *b, const struct model *m, const struct 
 		const struct layer_w *L = &W->L[l];
 		struct slice K = kv_k(r, m, l), V = kv_v(r, m, l);
 		struct slice Kp = rows(&K, 0, n, kvd), Vp = rows(&V, 0, n, kvd);
-		TRY(add_rmsnorm(b, &x, &L->norm1, &xn, n, dm));
-		TRY(add_matmul(b, &xn, &L->wq, &q, n, qd, dm, 0.0f));
-		TRY(add_matmul(b, &xn, &L->wk, &Kp, n, kvd, dm, 0.0f));
-		TRY(add_matmul(b, &xn, &L->wv, &Vp, n, kvd, dm, 0.0f));
+		TRY(add_rmsnorm(b, &x, &L->attn.norm1, &xn, n, dm));
+		TRY(add_matmul(b, &xn, &L->attn.wq, &q, n, qd, dm, 0.0f));
+		TRY(add_matmul(b, &xn, &L->attn.wk, &Kp, n, kvd, dm, 0.0f));
+		TRY(add_matmul(b, &xn, &L->attn.wv, &Vp, n, kvd, dm, 0.0f));
 		TRY(add_rope(b, &q, n, m->nh, m->hd, 0));
 		TRY(add_rope(b, &Kp, n, m->nkv, m->hd, 0));
 		for (int t = 0; t < n; t++) {
 			struct slice qt = rows(&q, t, 1, qd), at = rows(&att, t, 1, qd);
 			TRY(add_attention(b, m, &qt, &K, &V, &at, t + 1, r->cap));
 		}
-		TRY(add_matmul(b, &att, &L->wo, &x, n, dm, qd, 1.0f));
-		TRY(add_rmsnorm(b, &x, &L->norm2, &xn, n, dm));
+		TRY(add_matmul(b, &att, &L->attn.wo, &x, n, dm, qd, 1.0f));
+		TRY(add_rmsnorm(b, &x, &L->attn.norm2, &xn, n, dm));
 		TRY(add_mlp(b, m, W, L, &xn, &x, n));
 	}
 	struct slice xl = rows(&A->x, n - 1, 1, dm), xnl = rows(&A->xn, 0, 1, dm);
@@ -575,10 +462,10 @@ static int build_decode(struct builder *b, const struct model *m, const struct w
 
 	for (int l = 0; l < m->layers; l++) {
 		const struct layer_w *L = &W->L[l];
-		TRY(add_rmsnorm(b, &x, &L->norm1, &xn, nb, dm));
-		TRY(add_matmul(b, &xn, &L->wq, &q, nb, qd, dm, 0.0f));
-		TRY(add_matmul(b, &xn, &L->wk, &k, nb, kvd, dm, 0.0f));
-		TRY(add_matmul(b, &xn, &L->wv, &v, nb, kvd, dm, 0.0f));
+		TRY(add_rmsnorm(b, &x, &L->attn.norm1, &xn, nb, dm));
+		TRY(add_matmul(b, &xn, &L->attn.wq, &q, nb, qd, dm, 0.0f));
+		TRY(add_matmul(b, &xn, &L->attn.wk, &k, nb, kvd, dm, 0.0f));
+		TRY(add_matmul(b, &xn, &L->attn.wv, &v, nb, kvd, dm, 0.0f));
 		for (int i = 0; i < nb; i++) {
 			const struct request *r = run[i];
 			int pos = r->ctx + r->produced - 1;
@@ -593,8 +480,8 @@ static int build_decode(struct builder *b, const struct model *m, const struct w
 			TRY(add_copy(b, &vi, &Vp));
 			TRY(add_attention(b, m, &qi, &K, &V, &ai, pos + 1, r->cap));
 		}
-		TRY(add_matmul(b, &att, &L->wo, &x, nb, dm, qd, 1.0f));
-		TRY(add_rmsnorm(b, &x, &L->norm2, &xn, nb, dm));
+		TRY(add_matmul(b, &att, &L->attn.wo, &x, nb, dm, qd, 1.0f));
+		TRY(add_rmsnorm(b, &x, &L->attn.norm2, &xn, nb, dm));
 		TRY(add_mlp(b, m, W, L, &xn, &x, nb));
 	}
 	struct slice lg = rows(&A->logits, 0, nb, m->vocab);
@@ -603,42 +490,6 @@ static int build_decode(struct builder *b, const struct model *m, const struct w
 }
 
 /* ---- the reference: plain loops, double precision ---------------------------------- */
-
-static void ref_rmsnorm(const double *x, const float *w, double *y, int n)
-{
-	double ss = 0;
-
-	for (int i = 0; i < n; i++)
-		ss += x[i] * x[i];
-	double r = 1.0 / sqrt(ss / n + RMS_EPS);
-	for (int i = 0; i < n; i++)
-		y[i] = x[i] * r * w[i];
-}
-
-/* y (out) = x (in) W (in x out), added to y when acc */
-static void ref_matvec(const double *x, const float *w, double *y, int in, int out, bool acc)
-{
-	if (!acc)
-		for (int j = 0; j < out; j++)
-			y[j] = 0;
-	for (int i = 0; i < in; i++)
-		for (int j = 0; j < out; j++)
-			y[j] += x[i] * w[(size_t)i * out + j];
-}
-
-static void ref_rope(double *x, int nheads, int hd, int pos)
-{
-	for (int h = 0; h < nheads; h++) {
-		double *v = x + (size_t)h * hd;
-		for (int i = 0; i < hd / 2; i++) {
-			/* The angle in single precision, as docs/kernels.md says. */
-			float f = (float)pos * powf(ROPE_THETA, -2.0f * (float)i / (float)hd);
-			double a = v[i], c = v[i + hd / 2];
-			v[i] = a * cos(f) - c * sin(f);
-			v[i + hd / 2] = a * sin(f) + c * cos(f);
-		}
-	}
-}
 
 struct ref {
 	const struct model *m;
@@ -687,41 +538,22 @@ static void ref_token(struct ref *R, int tok, int pos, int cap)
 	for (int l = 0; l < m->layers; l++) {
 		const struct layer_w *L = &R->W->L[l];
 		double *kc = R->kc + (size_t)l * cap * kvd, *vc = R->vc + (size_t)l * cap * kvd;
-		ref_rmsnorm(R->x, l == 0 ? R->norm1_0 : L->norm1.p, R->xn, dm);
-		ref_matvec(R->xn, L->wq.p, R->q, dm, qd, false);
-		ref_matvec(R->xn, L->wk.p, R->k, dm, kvd, false);
-		ref_matvec(R->xn, L->wv.p, R->v, dm, kvd, false);
+		ref_rmsnorm(R->x, l == 0 ? R->norm1_0 : L->attn.norm1.p, R->xn, dm);
+		ref_matvec(R->xn, L->attn.wq.p, R->q, dm, qd, false);
+		ref_matvec(R->xn, L->attn.wk.p, R->k, dm, kvd, false);
+		ref_matvec(R->xn, L->attn.wv.p, R->v, dm, kvd, false);
 		ref_rope(R->q, m->nh, m->hd, pos);
 		ref_rope(R->k, m->nkv, m->hd, pos);
 		memcpy(kc + (size_t)pos * kvd, R->k, (size_t)kvd * sizeof(double));
 		memcpy(vc + (size_t)pos * kvd, R->v, (size_t)kvd * sizeof(double));
 		ref_attention(m, R->q, kc, vc, pos + 1, R->scores, R->att);
-		ref_matvec(R->att, L->wo.p, R->x, qd, dm, true);
-		ref_rmsnorm(R->x, L->norm2.p, R->xn, dm);
-		ref_matvec(R->xn, L->gate.p, R->g, dm, ff, false);
-		ref_matvec(R->xn, L->up.p, R->u, dm, ff, false);
-		for (int i = 0; i < ff; i++)
-			R->g[i] = R->g[i] / (1.0 + exp(-R->g[i])) * R->u[i];
+		ref_matvec(R->att, L->attn.wo.p, R->x, qd, dm, true);
+		ref_rmsnorm(R->x, L->attn.norm2.p, R->xn, dm);
+		ref_swiglu_hidden(R->xn, L->gate.p, L->up.p, R->g, R->u, dm, ff);
 		ref_matvec(R->g, L->down.p, R->x, ff, dm, true);
 	}
 	ref_rmsnorm(R->x, R->W->normf.p, R->xn, dm);
 	ref_matvec(R->xn, R->W->head.p, R->logits, dm, m->vocab, false);
-}
-
-static double rel_error(const float *got, const double *want, int n)
-{
-	double big = 0, worst = 0;
-
-	for (int i = 0; i < n; i++)
-		big = fmax(big, fabs(want[i]));
-	double floor = 1e-2 * big;
-	for (int i = 0; i < n; i++) {
-		double rel = fabs(got[i] - want[i]) / fmax(fabs(want[i]), floor);
-		if (isnan(rel))
-			return INFINITY;
-		worst = fmax(worst, rel);
-	}
-	return worst;
 }
 
 /* Runs the reference over r's tokens and compares every logit row the
@@ -761,7 +593,7 @@ static double ref_check(const struct model *m, const struct weights *W, const fl
 		ref_token(&R, r->tokens[pos], pos, r->cap);
 		if (pos >= r->ctx - 1) {
 			const float *got = r->rec + (size_t)(pos - r->ctx + 1) * (size_t)m->vocab;
-			worst = fmax(worst, rel_error(got, R.logits, m->vocab));
+			worst = fmax(worst, compare(got, R.logits, m->vocab).rel);
 		}
 	}
 	free(block);
@@ -799,40 +631,10 @@ struct server {
 	struct batch *sub;
 	int nsub, sub_cap, nrun; /* nrun: in every sub-batch */
 	uint64_t t0, kv_used, kv_peak, weight_bytes;
-	/* device time and tasks, per device index */
-	uint64_t *dev_busy, *dev_tasks;
+	struct dev_stat *dev;
 	uint32_t ndev;
 	uint64_t steps, step_tasks, prefills, kv_queued, max_queue;
 };
-
-static int record_tasks(struct server *S, const tdm_graph *g)
-{
-	uint32_t n = tdm_graph_task_count(g);
-
-	for (uint32_t i = 0; i < n; i++) {
-		const struct tdm_task_info *ti = tdm_graph_task_info(g, i);
-		if (!ti)
-			continue;
-		if (ti->device >= S->ndev) {
-			uint32_t nd = ti->device + 1;
-			uint64_t *b = realloc(S->dev_busy, nd * sizeof(*b));
-			if (b)
-				S->dev_busy = b;
-			uint64_t *t = realloc(S->dev_tasks, nd * sizeof(*t));
-			if (t)
-				S->dev_tasks = t;
-			if (!b || !t)
-				return -TDM_ENOMEM;
-			for (uint32_t d = S->ndev; d < nd; d++)
-				S->dev_busy[d] = S->dev_tasks[d] = 0;
-			S->ndev = nd;
-		}
-		S->dev_tasks[ti->device]++;
-		if (ti->end_ns > ti->start_ns)
-			S->dev_busy[ti->device] += ti->end_ns - ti->start_ns;
-	}
-	return 0;
-}
 
 /* Waits for a submitted graph (err: the submission's result). */
 static int wait_graph(struct server *S, struct builder *b, int err, const char *what)
@@ -848,7 +650,7 @@ static int wait_graph(struct server *S, struct builder *b, int err, const char *
 			        tdm_reject_field_name(field));
 		return err;
 	}
-	return check(record_tasks(S, b->g), "task info");
+	return check(record_tasks(&S->dev, &S->ndev, b->g), "task info");
 }
 
 static int run_graph(struct server *S, struct builder *b, const char *what)
@@ -1123,7 +925,7 @@ static void report(const struct server *S, const char *keys, double *worst_err, 
 		}
 	}
 	for (uint32_t d = 0; d < S->ndev; d++)
-		busy += S->dev_busy[d];
+		busy += S->dev[d].busy_ns;
 	double span = (double)(S->o->duration_s > 0 ? (uint64_t)(S->o->duration_s * 1e9) : last);
 	double tok_s = span > 0 ? (double)tokens / (span / 1e9) : 0;
 
@@ -1135,7 +937,7 @@ static void report(const struct server *S, const char *keys, double *worst_err, 
 		       S->steps ? (double)S->step_tasks / (double)S->steps : 0.0);
 		for (uint32_t d = 0; d < S->ndev; d++)
 			printf("  device %u: %llu tasks, %.1f ms\n", d,
-			       (unsigned long long)S->dev_tasks[d], S->dev_busy[d] / 1e6);
+			       (unsigned long long)S->dev[d].tasks, S->dev[d].busy_ns / 1e6);
 	}
 	printf("BENCH llm_serve_tok_s %.2f tok/s %s\n", tok_s, keys);
 	printf("BENCH llm_ttft_p50_ms %.3f ms %s\n", percentile(ttft, nt, 50), keys);
@@ -1448,12 +1250,11 @@ int main(int argc, char **argv)
 	S.sub_cap = (o.max_batch + S.nsub - 1) / S.nsub;
 	S.sub = calloc((size_t)S.nsub, sizeof(*S.sub));
 	S.ndev = tdm_device_count(S.c);
-	S.dev_busy = calloc(S.ndev ? S.ndev : 1, sizeof(*S.dev_busy));
-	S.dev_tasks = calloc(S.ndev ? S.ndev : 1, sizeof(*S.dev_tasks));
+	S.dev = calloc(S.ndev ? S.ndev : 1, sizeof(*S.dev));
 	for (int i = 0; S.sub && i < S.nsub; i++)
 		if (!(S.sub[i].run = calloc((size_t)S.sub_cap, sizeof(*S.sub[i].run))))
 			S.nsub = i; /* the ones to free */
-	if (!S.sub || S.nsub < o.sub_batches || !S.dev_busy || !S.dev_tasks) {
+	if (!S.sub || S.nsub < o.sub_batches || !S.dev) {
 		check(-TDM_ENOMEM, "server");
 		goto out;
 	}
@@ -1485,7 +1286,7 @@ int main(int argc, char **argv)
 		check(-TDM_ENOMEM, "reference");
 		goto out;
 	}
-	memcpy(norm1_0, S.W.L[0].norm1.p, (size_t)m.dm * sizeof(float));
+	memcpy(norm1_0, S.W.L[0].attn.norm1.p, (size_t)m.dm * sizeof(float));
 	if (o.perturb)
 		norm1_0[0] *= 1.01f;
 	bool bad = false;
@@ -1526,8 +1327,7 @@ done:
 	for (int i = 0; S.sub && i < S.nsub; i++)
 		free(S.sub[i].run);
 	free(S.sub);
-	free(S.dev_busy);
-	free(S.dev_tasks);
+	free(S.dev);
 	free(S.W.L);
 	free(S.W.embed);
 	return rc;

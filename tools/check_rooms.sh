@@ -14,7 +14,8 @@
 # itself: libtandem then links nothing of the daemon); tools/ include/ and
 # the client library, except
 # the StarPU converter (tools/starpu*), which writes machine descriptions
-# and sits with the simulator; examples/ are clients: include/ and the
+# and sits with the simulator; examples/ are clients: include/, their own
+# headers (examples/llm_common.h, included by its bare name) and the
 # workload room's readers (workload/, e.g. examples/llm_serve.c's trace
 # reader); tests/ may use anything.
 cd "$(dirname "$0")/.." || exit 2
