@@ -4,6 +4,7 @@
 #include "daemon/intake.h"
 
 #include <pthread.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -13,13 +14,23 @@
 #define INTAKE_PUBLISH_EVERY 256 /* free ring space for a waiting client */
 #define EDGES_PER_TASK_BUDGET 32 /* explicit + implicit edges, on average */
 
+/* Whether n bytes of the daemon's own copy are all zero. Every entry's
+ * unused bytes (a few hundred) pass through here: OR them 8 at a time,
+ * without a branch per byte (byte by byte it was ~4k instructions a graph,
+ * half of the intake of a one-task graph). */
 static bool all_zero(const void *p, size_t n)
 {
 	const unsigned char *c = p;
-	for (size_t i = 0; i < n; i++)
-		if (c[i])
-			return false;
-	return true;
+	uint64_t acc = 0;
+	size_t i = 0;
+	for (; i + sizeof(acc) <= n; i += sizeof(acc)) {
+		uint64_t w;
+		memcpy(&w, c + i, sizeof(w));
+		acc |= w;
+	}
+	for (; i < n; i++)
+		acc |= c[i];
+	return acc == 0;
 }
 
 static void post_graph_status(struct session *s, uint64_t cookie, int status, uint32_t task,
