@@ -191,6 +191,38 @@ static inline int record_tasks(struct dev_stat **dev, uint32_t *ndev, const tdm_
 
 /* ---- the reference: plain loops, double precision ------------------------- */
 
+static inline void ref_softmax(const double *x, double *p, int n)
+{
+	double max = x[0], sum = 0;
+
+	for (int i = 1; i < n; i++)
+		max = x[i] > max ? x[i] : max;
+	for (int i = 0; i < n; i++)
+		sum += p[i] = exp(x[i] - max);
+	for (int i = 0; i < n; i++)
+		p[i] /= sum;
+}
+
+static inline bool picked(const int *ids, int n, int e)
+{
+	for (int j = 0; j < n; j++)
+		if (ids[j] == e)
+			return true;
+	return false;
+}
+
+/* The k most probable experts (ties: the lower index), in descending order. */
+static inline void ref_topk(const double *p, int ne, int k, int *ids)
+{
+	for (int j = 0; j < k; j++) {
+		int best = -1;
+		for (int e = 0; e < ne; e++)
+			if (!picked(ids, j, e) && (best < 0 || p[e] > p[best]))
+				best = e;
+		ids[j] = best;
+	}
+}
+
 static inline void ref_rmsnorm(const double *x, const float *w, double *y, int n)
 {
 	double ss = 0;

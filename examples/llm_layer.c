@@ -517,18 +517,6 @@ static void ref_free(struct ref *R)
 	free(R->ids);
 }
 
-static void ref_softmax(const double *x, double *p, int n)
-{
-	double max = x[0], sum = 0;
-
-	for (int i = 1; i < n; i++)
-		max = x[i] > max ? x[i] : max;
-	for (int i = 0; i < n; i++)
-		sum += p[i] = exp(x[i] - max);
-	for (int i = 0; i < n; i++)
-		p[i] /= sum;
-}
-
 static void ref_attention(const struct shape *s, struct ref *R, int kv_len)
 {
 	int hd = s->hd, kvd = kvdim(s), group = s->nh / s->nkv;
@@ -549,26 +537,6 @@ static void ref_attention(const struct shape *s, struct ref *R, int kv_len)
 				acc += R->scores[t] * R->vc[(size_t)t * kvd + g + d];
 			R->att[(size_t)h * hd + d] = acc;
 		}
-	}
-}
-
-static bool picked(const int *ids, int n, int e)
-{
-	for (int j = 0; j < n; j++)
-		if (ids[j] == e)
-			return true;
-	return false;
-}
-
-/* The k most probable experts (ties: the lower index), in descending order. */
-static void ref_topk(const double *p, int ne, int k, int *ids)
-{
-	for (int j = 0; j < k; j++) {
-		int best = -1;
-		for (int e = 0; e < ne; e++)
-			if (!picked(ids, j, e) && (best < 0 || p[e] > p[best]))
-				best = e;
-		ids[j] = best;
 	}
 }
 

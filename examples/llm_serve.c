@@ -18,6 +18,12 @@
  *     att[b] = attn_decode(q[b], K_b, V_b, kv_len p+1)
  *   x += att Wo (sgemm, beta 1)    xn = rmsnorm(x)   x += SwiGLU(xn) (moe_expert)
  *
+ * With --moe E,K[,S] (or a --model-preset) the SwiGLU becomes a mixture of
+ * experts: logits_r = xn Wr (sgemm), ids, w = topk_router(logits_r), then E
+ * routed experts (moe_expert, each guarded by the router so the daemon skips
+ * those no row chose) and S shared ones (every row), all accumulating into x
+ * (TDM_ACC).
+ *
  * then logits = rmsnorm(x) Whead. Each request's KV is one TDM_BUF_KV buffer
  * per layer (K rows, then V rows), allocated at admission for its context
  * plus its output, freed when it ends: where it lives is the daemon's
@@ -89,9 +95,17 @@ static double percentile(double *v, size_t n, double pct)
 
 /* ---- the model's shape ------------------------------------------------------ */
 
+/* ne routed experts (0: one dense SwiGLU MLP), top_k of them per token,
+ * nshared shared experts every token runs; dff is each expert's. */
 struct model {
-	int layers, dm, nh, nkv, hd, dff, vocab;
+	int layers, dm, nh, nkv, hd, dff, vocab, ne, topk, nshared;
 };
+
+/* The number of SwiGLU weight sets per layer. */
+static int nexperts(const struct model *m)
+{
+	return m->ne ? m->ne + m->nshared : 1;
+}
 
 static int qdim(const struct model *m)
 {
@@ -117,6 +131,19 @@ static const struct shape_key shape_keys[] = {
 	{ "head_dim", "head-dim", offsetof(struct model, hd), 2, 1024 },
 	{ "d_ff", "d-ff", offsetof(struct model, dff), 1, 65536 },
 	{ "vocab", "vocab", offsetof(struct model, vocab), 2, 65536 },
+	{ "experts", "experts", offsetof(struct model, ne), 0, 1024 },
+	{ "top_k", "top-k", offsetof(struct model, topk), 0, 1024 },
+	{ "shared_experts", "shared-experts", offsetof(struct model, nshared), 0, 64 },
+};
+
+/* Small shapes of two MoE families (expert counts and routing as published;
+ * dimensions tiny, for tests and demos). */
+static const struct {
+	const char *name;
+	struct model m;
+} presets[] = {
+	{ "mixtral-tiny", { 2, 64, 4, 2, 16, 128, 128, 8, 2, 0 } },
+	{ "dsv2-lite-tiny", { 2, 64, 4, 4, 16, 32, 128, 64, 6, 2 } },
 };
 
 /* A decimal integer in lo..hi and nothing else; -1 when not. */
@@ -131,6 +158,42 @@ static int parse_int(const char *s, long lo, long hi, long *out)
 	if (*end != '\0' || errno || v < lo || v > hi)
 		return -1;
 	*out = v;
+	return 0;
+}
+
+static int set_preset(struct model *m, const char *name)
+{
+	for (size_t i = 0; i < ARRAY_LEN(presets); i++) {
+		if (!strcmp(presets[i].name, name)) {
+			*m = presets[i].m;
+			return 0;
+		}
+	}
+	fprintf(stderr, "%s: unknown --model-preset '%s' (mixtral-tiny, dsv2-lite-tiny)\n", prog,
+	        name);
+	return -1;
+}
+
+/* --moe E,K[,S]: experts, top_k, shared experts (0 when left out). */
+static int parse_moe(const char *s, struct model *m)
+{
+	char buf[64], *save = NULL;
+	long v[3] = { 0, 0, 0 };
+	int n = 0;
+
+	if (strlen(s) >= sizeof(buf))
+		return -1;
+	strcpy(buf, s);
+	for (char *t = strtok_r(buf, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
+		if (n == 3 || parse_int(t, n == 2 ? 0 : 1, n == 2 ? 64 : 1024, &v[n]))
+			return -1;
+		n++;
+	}
+	if (n < 2)
+		return -1;
+	m->ne = (int)v[0];
+	m->topk = (int)v[1];
+	m->nshared = (int)v[2];
 	return 0;
 }
 
@@ -208,15 +271,20 @@ static int read_model_file(const char *path, struct model *m)
 
 /* ---- buffers ---------------------------------------------------------------- */
 
+struct expert_w {
+	struct slice gate, up, down; /* a SwiGLU MLP */
+};
+
 struct layer_w {
 	struct attn_weights attn;
-	struct slice gate, up, down; /* the SwiGLU MLP */
+	struct slice wr; /* the router (dm x ne); MoE only */
+	struct expert_w *ex; /* the ne routed experts, then the shared ones; dense: one */
 };
 
 struct weights {
 	struct layer_w *L;
 	struct slice normf, head;
-	struct slice ids, wts; /* the SwiGLU as moe_expert: expert 0, weight 1 */
+	struct slice ids, wts; /* dense MLP, shared experts: expert 0, weight 1 */
 	float *embed; /* vocab x dm, the client's own */
 };
 
@@ -225,10 +293,11 @@ struct weights {
 struct acts {
 	int rows;
 	struct slice x, xn, q, k, v, att, logits;
+	struct slice rl, ids, wts; /* MoE only: router logits, its choices (int32), weights */
 };
 
 struct kernels {
-	tdm_kernel copy, sgemm, rmsnorm, rope, attn, moe;
+	tdm_kernel copy, sgemm, rmsnorm, rope, attn, moe, router;
 };
 
 static int alloc_weights(tdm_client *c, const struct model *m, int max_rows, struct weights *W)
@@ -245,15 +314,26 @@ static int alloc_weights(tdm_client *c, const struct model *m, int max_rows, str
 	fill_random(W->embed, V * dm, 1.0f, 0.0f, &seed);
 	for (int l = 0; l < m->layers; l++) {
 		struct layer_w *L = &W->L[l];
-		TRY(alloc_carver(c, 2 * dm + dm * (qd + 2 * kvd) + qd * dm + 3 * dm * ff,
-		                 TDM_BUF_WEIGHTS, &cv));
+		size_t nx = (size_t)nexperts(m), ne = (size_t)m->ne;
+		if (!(L->ex = calloc(nx, sizeof(*L->ex))))
+			return check(-TDM_ENOMEM, "weights");
+		TRY(alloc_carver(
+		        c, 2 * dm + dm * (qd + 2 * kvd) + qd * dm + dm * ne + 3 * nx * dm * ff,
+		        TDM_BUF_WEIGHTS, &cv));
 		carve_attn_weights(&cv, dm, qd, kvd, &L->attn, &seed);
-		L->gate = carve(&cv, dm * ff);
-		L->up = carve(&cv, dm * ff);
-		L->down = carve(&cv, ff * dm);
-		fill_random(L->gate.p, dm * ff, 1.0f / sqrtf((float)dm), 0.0f, &seed);
-		fill_random(L->up.p, dm * ff, 1.0f / sqrtf((float)dm), 0.0f, &seed);
-		fill_random(L->down.p, ff * dm, 1.0f / sqrtf((float)ff), 0.0f, &seed);
+		for (size_t e = 0; e < nx; e++) {
+			struct expert_w *X = &L->ex[e];
+			X->gate = carve(&cv, dm * ff);
+			X->up = carve(&cv, dm * ff);
+			X->down = carve(&cv, ff * dm);
+			fill_random(X->gate.p, dm * ff, 1.0f / sqrtf((float)dm), 0.0f, &seed);
+			fill_random(X->up.p, dm * ff, 1.0f / sqrtf((float)dm), 0.0f, &seed);
+			fill_random(X->down.p, ff * dm, 1.0f / sqrtf((float)ff), 0.0f, &seed);
+		}
+		if (ne) {
+			L->wr = carve(&cv, dm * ne);
+			fill_random(L->wr.p, dm * ne, 1.0f / sqrtf((float)dm), 0.0f, &seed);
+		}
 	}
 	TRY(alloc_carver(c, dm + dm * V + 2 * (size_t)max_rows, TDM_BUF_WEIGHTS, &cv));
 	W->normf = carve(&cv, dm);
@@ -280,10 +360,15 @@ static int alloc_acts(tdm_client *c, const struct model *m, int nrows, struct ac
 	TRY(alloc_slice(c, n * kvd, tmp, &A->v));
 	TRY(alloc_slice(c, n * qd, tmp, &A->att));
 	TRY(alloc_slice(c, n * (size_t)m->vocab, 0, &A->logits));
+	if (m->ne) {
+		TRY(alloc_slice(c, n * (size_t)m->ne, tmp, &A->rl));
+		TRY(alloc_slice(c, n * (size_t)m->topk, tmp, &A->ids));
+		TRY(alloc_slice(c, n * (size_t)m->topk, tmp, &A->wts));
+	}
 	return 0;
 }
 
-static int lookup_kernels(tdm_client *c, struct kernels *k)
+static int lookup_kernels(tdm_client *c, const struct model *m, struct kernels *k)
 {
 	struct {
 		tdm_kernel *id;
@@ -299,7 +384,10 @@ static int lookup_kernels(tdm_client *c, struct kernels *k)
 			return err;
 		}
 	}
-	return 0;
+	int err = m->ne ? tdm_kernel_lookup(c, "topk_router", &k->router) : 0;
+	if (err)
+		fprintf(stderr, "%s: kernel topk_router: %s\n", prog, tdm_strerror(err));
+	return err;
 }
 
 /* ---- requests ------------------------------------------------------------------- */
@@ -402,18 +490,61 @@ static int add_attention(struct builder *b, const struct model *m, const struct 
 	return ADD(b, attn, args, sc);
 }
 
-/* x += SwiGLU(xn) over n rows: moe_expert with every row routed to expert 0. */
-static int add_mlp(struct builder *b, const struct model *m, const struct weights *W,
-                   const struct layer_w *L, const struct slice *xn, const struct slice *x, int n)
+/* x += SwiGLU(xn) over n rows, X's weights: moe_expert with every row routed
+ * to expert 0. mode: TDM_RW, or TDM_ACC beside other experts. */
+static int add_swiglu(struct builder *b, const struct model *m, const struct weights *W,
+                      const struct expert_w *X, const struct slice *xn, const struct slice *x,
+                      int n, uint32_t mode)
 {
 	struct slice ids = rows(&W->ids, 0, n, 1), wts = rows(&W->wts, 0, n, 1);
-	struct tdm_arg args[] = { arg(xn, TDM_R),       arg(&L->gate, TDM_R), arg(&L->up, TDM_R),
-		                  arg(&L->down, TDM_R), arg(&ids, TDM_R),     arg(&wts, TDM_R),
-		                  arg(x, TDM_RW) };
+	struct tdm_arg args[] = { arg(xn, TDM_R),       arg(&X->gate, TDM_R), arg(&X->up, TDM_R),
+		                  arg(&X->down, TDM_R), arg(&ids, TDM_R),     arg(&wts, TDM_R),
+		                  arg(x, mode) };
 	struct tdm_scalar sc[] = { TDM_I64(n), TDM_I64(m->dm), TDM_I64(m->dff), TDM_I64(1),
 		                   TDM_I64(0) };
 
 	return ADD(b, moe, args, sc);
+}
+
+/* The layer's MLP over n rows: x += SwiGLU(xn) (dense), or x += the top_k
+ * routed experts' weighted outputs + the shared experts' (MoE). The routed
+ * experts are guarded by the router (the daemon skips those no row chose);
+ * all experts accumulate into x (TDM_ACC), so they need not wait for one
+ * another. */
+static int add_mlp(struct builder *b, const struct model *m, const struct weights *W,
+                   const struct acts *A, const struct layer_w *L, const struct slice *xn,
+                   const struct slice *x, int n)
+{
+	if (!m->ne)
+		return add_swiglu(b, m, W, &L->ex[0], xn, x, n, TDM_RW);
+
+	struct slice rl = rows(&A->rl, 0, n, m->ne), ids = rows(&A->ids, 0, n, m->topk);
+	struct slice wts = rows(&A->wts, 0, n, m->topk);
+	struct tdm_arg rargs[] = { arg(&rl, TDM_R), arg(&ids, TDM_W), arg(&wts, TDM_W) };
+	struct tdm_scalar rsc[] = { TDM_I64(n), TDM_I64(m->ne), TDM_I64(m->topk) };
+
+	TRY(add_matmul(b, xn, &L->wr, &rl, n, m->ne, m->dm, 0.0f));
+	TRY(ADD(b, router, rargs, rsc));
+	uint32_t router = tdm_graph_task_count(b->g) - 1;
+	for (int e = 0; e < m->ne; e++) {
+		const struct expert_w *X = &L->ex[e];
+		struct tdm_arg args[] = { arg(xn, TDM_R),     arg(&X->gate, TDM_R),
+			                  arg(&X->up, TDM_R), arg(&X->down, TDM_R),
+			                  arg(&ids, TDM_R),   arg(&wts, TDM_R),
+			                  arg(x, TDM_ACC) };
+		struct tdm_scalar sc[] = { TDM_I64(n), TDM_I64(m->dm), TDM_I64(m->dff),
+			                   TDM_I64(m->topk), TDM_I64(e) };
+		TRY(ADD(b, moe, args, sc));
+		int err = tdm_graph_set_guard(b->g, tdm_graph_task_count(b->g) - 1, router,
+		                              (uint32_t)e);
+		if (err) {
+			fprintf(stderr, "%s: guarding expert %d: %s\n", prog, e, tdm_strerror(err));
+			return err;
+		}
+	}
+	for (int e = m->ne; e < m->ne + m->nshared; e++)
+		TRY(add_swiglu(b, m, W, &L->ex[e], xn, x, n, TDM_ACC));
+	return 0;
 }
 
 /* The prefill of one request: its ctx prompt rows already in A->x. Writes
@@ -442,7 +573,7 @@ static int build_prefill(struct builder *b, const struct model *m, const struct 
 		}
 		TRY(add_matmul(b, &att, &L->attn.wo, &x, n, dm, qd, 1.0f));
 		TRY(add_rmsnorm(b, &x, &L->attn.norm2, &xn, n, dm));
-		TRY(add_mlp(b, m, W, L, &xn, &x, n));
+		TRY(add_mlp(b, m, W, A, L, &xn, &x, n));
 	}
 	struct slice xl = rows(&A->x, n - 1, 1, dm), xnl = rows(&A->xn, 0, 1, dm);
 	struct slice lg = rows(&A->logits, 0, 1, m->vocab);
@@ -482,7 +613,7 @@ static int build_decode(struct builder *b, const struct model *m, const struct w
 		}
 		TRY(add_matmul(b, &att, &L->attn.wo, &x, nb, dm, qd, 1.0f));
 		TRY(add_rmsnorm(b, &x, &L->attn.norm2, &xn, nb, dm));
-		TRY(add_mlp(b, m, W, L, &xn, &x, nb));
+		TRY(add_mlp(b, m, W, A, L, &xn, &x, nb));
 	}
 	struct slice lg = rows(&A->logits, 0, nb, m->vocab);
 	TRY(add_rmsnorm(b, &x, &W->normf, &xn, nb, dm));
@@ -496,6 +627,8 @@ struct ref {
 	const struct weights *W;
 	const float *norm1_0; /* layer 0's norm1 as the reference sees it */
 	double *x, *xn, *q, *k, *v, *att, *g, *u, *scores, *logits;
+	double *rl, *probs; /* MoE: router logits, probabilities */
+	int *ids; /* MoE: the experts chosen */
 	double *kc, *vc; /* [layers][cap][kvd] each */
 };
 
@@ -526,12 +659,49 @@ static void ref_attention(const struct model *m, const double *q, const double *
 	}
 }
 
+/* x += w * SwiGLU(xn), X's weights. */
+static void ref_expert(struct ref *R, const struct expert_w *X, double w)
+{
+	int dm = R->m->dm, ff = R->m->dff;
+
+	ref_swiglu_hidden(R->xn, X->gate.p, X->up.p, R->g, R->u, dm, ff);
+	for (int j = 0; j < dm; j++) {
+		double acc = 0;
+		for (int i = 0; i < ff; i++)
+			acc += R->g[i] * X->down.p[(size_t)i * dm + j];
+		R->x[j] += w * acc;
+	}
+}
+
+/* The layer's MLP, as add_mlp's tasks compute it. Routing: softmax of the
+ * router logits, the top_k most probable (ties to the lower index, as the
+ * backends' topk_router), weights renormalized over those chosen. */
+static void ref_mlp(struct ref *R, const struct layer_w *L)
+{
+	const struct model *m = R->m;
+	double sum = 0;
+
+	if (!m->ne) {
+		ref_expert(R, &L->ex[0], 1.0);
+		return;
+	}
+	ref_matvec(R->xn, L->wr.p, R->rl, m->dm, m->ne, false);
+	ref_softmax(R->rl, R->probs, m->ne);
+	ref_topk(R->probs, m->ne, m->topk, R->ids);
+	for (int j = 0; j < m->topk; j++)
+		sum += R->probs[R->ids[j]];
+	for (int j = 0; j < m->topk; j++)
+		ref_expert(R, &L->ex[R->ids[j]], R->probs[R->ids[j]] / sum);
+	for (int e = m->ne; e < m->ne + m->nshared; e++)
+		ref_expert(R, &L->ex[e], 1.0);
+}
+
 /* The logits after token `tok` at position pos; the KV of positions below
  * pos already in R->kc, R->vc (cap positions per layer). */
 static void ref_token(struct ref *R, int tok, int pos, int cap)
 {
 	const struct model *m = R->m;
-	int dm = m->dm, qd = qdim(m), kvd = kvdim(m), ff = m->dff;
+	int dm = m->dm, qd = qdim(m), kvd = kvdim(m);
 
 	for (int i = 0; i < dm; i++)
 		R->x[i] = R->W->embed[(size_t)tok * dm + i];
@@ -549,8 +719,7 @@ static void ref_token(struct ref *R, int tok, int pos, int cap)
 		ref_attention(m, R->q, kc, vc, pos + 1, R->scores, R->att);
 		ref_matvec(R->att, L->attn.wo.p, R->x, qd, dm, true);
 		ref_rmsnorm(R->x, L->attn.norm2.p, R->xn, dm);
-		ref_swiglu_hidden(R->xn, L->gate.p, L->up.p, R->g, R->u, dm, ff);
-		ref_matvec(R->g, L->down.p, R->x, ff, dm, true);
+		ref_mlp(R, L);
 	}
 	ref_rmsnorm(R->x, R->W->normf.p, R->xn, dm);
 	ref_matvec(R->xn, R->W->head.p, R->logits, dm, m->vocab, false);
@@ -565,14 +734,18 @@ static double ref_check(const struct model *m, const struct weights *W, const fl
 	size_t dm = (size_t)m->dm, qd = (size_t)qdim(m), kvd = (size_t)kvdim(m);
 	size_t cache = (size_t)m->layers * (size_t)r->cap * kvd;
 	size_t total = 2 * dm + 2 * qd + 2 * kvd + 2 * (size_t)m->dff + (size_t)r->cap +
-	               (size_t)m->vocab + 2 * cache;
+	               (size_t)m->vocab + 2 * cache + 2 * (size_t)m->ne;
 	double *block = calloc(total, sizeof(double)), *p = block, worst = 0;
 	struct ref R = { .m = m, .W = W, .norm1_0 = norm1_0 };
 
-	if (!block)
+	R.ids = calloc((size_t)m->topk + 1, sizeof(int));
+	if (!block || !R.ids) {
+		free(block);
+		free(R.ids);
 		return INFINITY;
-	double **parts[] = { &R.x, &R.xn, &R.q,      &R.k,      &R.v,  &R.att,
-		             &R.g, &R.u,  &R.scores, &R.logits, &R.kc, &R.vc };
+	}
+	double **parts[] = { &R.x, &R.xn,     &R.q,      &R.k,  &R.v,  &R.att, &R.g,
+		             &R.u, &R.scores, &R.logits, &R.kc, &R.vc, &R.rl,  &R.probs };
 	size_t sizes[] = { dm,
 		           dm,
 		           qd,
@@ -584,7 +757,9 @@ static double ref_check(const struct model *m, const struct weights *W, const fl
 		           (size_t)r->cap,
 		           (size_t)m->vocab,
 		           cache,
-		           cache };
+		           cache,
+		           (size_t)m->ne,
+		           (size_t)m->ne };
 	for (size_t i = 0; i < ARRAY_LEN(parts); i++) {
 		*parts[i] = p;
 		p += sizes[i];
@@ -597,6 +772,7 @@ static double ref_check(const struct model *m, const struct weights *W, const fl
 		}
 	}
 	free(block);
+	free(R.ids);
 	return worst;
 }
 
@@ -932,6 +1108,9 @@ static void report(const struct server *S, const char *keys, double *worst_err, 
 	if (!S->o->quiet) {
 		printf("%s: %d layers, d_model %d, %d heads (%d kv) of %d, d_ff %d, vocab %d\n",
 		       prog, m->layers, m->dm, m->nh, m->nkv, m->hd, m->dff, m->vocab);
+		if (m->ne)
+			printf("%s: MoE: %d experts, top-%d, %d shared (d_ff is each expert's)\n",
+			       prog, m->ne, m->topk, m->nshared);
 		printf("%s: %llu prefills, %llu decode steps (%.1f tasks each); device time:\n",
 		       prog, (unsigned long long)S->prefills, (unsigned long long)S->steps,
 		       S->steps ? (double)S->step_tasks / (double)S->steps : 0.0);
@@ -979,6 +1158,11 @@ static void usage(FILE *f)
 	        "                      kv_heads, head_dim, d_ff, vocab (flags given after it win)\n"
 	        "  --layers N (2)  --d-model N (128)  --heads N (4)  --kv-heads N (2)\n"
 	        "  --head-dim N (32, even)  --d-ff N (256)  --vocab N (256)\n"
+	        "  --moe E,K[,S]       each MLP a mixture of E experts, top-K routed per token,\n"
+	        "                      plus S shared ones (model keys experts, top_k,\n"
+	        "                      shared_experts; --experts --top-k --shared-experts)\n"
+	        "  --model-preset NAME mixtral-tiny (8 experts, top-2) or dsv2-lite-tiny (64,\n"
+	        "                      top-6, 2 shared); flags given after it win\n"
 	        "  --max-requests N    the first N rows of the trace only\n"
 	        "  --len-scale F       multiply the trace's lengths by F (1)\n"
 	        "  --max-context N     clamp prompts to N tokens (64)\n"
@@ -1058,6 +1242,8 @@ static int parse_args(int argc, char **argv, struct model *m, struct opts *o)
 		O_SOCK,
 		O_QUIET,
 		O_HELP,
+		O_MOE,
+		O_PRESET,
 		O_SHAPE /* + index into shape_keys */
 	};
 	struct option opts[] = {
@@ -1087,6 +1273,11 @@ static int parse_args(int argc, char **argv, struct model *m, struct opts *o)
 		{ "head-dim", required_argument, NULL, O_SHAPE + 4 },
 		{ "d-ff", required_argument, NULL, O_SHAPE + 5 },
 		{ "vocab", required_argument, NULL, O_SHAPE + 6 },
+		{ "experts", required_argument, NULL, O_SHAPE + 7 },
+		{ "top-k", required_argument, NULL, O_SHAPE + 8 },
+		{ "shared-experts", required_argument, NULL, O_SHAPE + 9 },
+		{ "moe", required_argument, NULL, O_MOE },
+		{ "model-preset", required_argument, NULL, O_PRESET },
 		{ NULL, 0, NULL, 0 },
 	};
 	int c, idx;
@@ -1153,6 +1344,11 @@ static int parse_args(int argc, char **argv, struct model *m, struct opts *o)
 		case O_SOCK: o->sock = optarg; break;
 		case O_QUIET: o->quiet = true; break;
 		case O_HELP: usage(stdout); return 1;
+		case O_MOE: err = parse_moe(optarg, m); break;
+		case O_PRESET:
+			if (set_preset(m, optarg))
+				return -1;
+			break;
 		default:
 			if (c >= O_SHAPE && c < O_SHAPE + (int)ARRAY_LEN(shape_keys)) {
 				char where[64];
@@ -1182,6 +1378,10 @@ static int parse_args(int argc, char **argv, struct model *m, struct opts *o)
 		why = "heads must be a multiple of kv_heads";
 	else if (m->hd % 2)
 		why = "head_dim must be even";
+	else if (m->ne && (m->topk < 1 || m->topk > m->ne))
+		why = "top_k must be in 1..experts";
+	else if (!m->ne && (m->topk || m->nshared))
+		why = "top_k and shared_experts need experts";
 	else if (o->max_ctx + o->max_gen > 65536)
 		why = "--max-context plus --max-gen must not exceed 65536";
 	if (why) {
@@ -1234,9 +1434,12 @@ int main(int argc, char **argv)
 	int nchecked = 0;
 	char keys[256];
 
-	snprintf(keys, sizeof(keys), "model=%dx%d trace=%s requests=%u batch=%d sub=%d%s%s",
-	         m.layers, m.dm, o.trace ? base_name(o.trace) : "generated", trace.n, o.max_batch,
-	         o.sub_batches, o.label ? " " : "", o.label ? o.label : "");
+	char moe[48] = "";
+	if (m.ne)
+		snprintf(moe, sizeof(moe), " moe=%d,%d,%d", m.ne, m.topk, m.nshared);
+	snprintf(keys, sizeof(keys), "model=%dx%d%s trace=%s requests=%u batch=%d sub=%d%s%s",
+	         m.layers, m.dm, moe, o.trace ? base_name(o.trace) : "generated", trace.n,
+	         o.max_batch, o.sub_batches, o.label ? " " : "", o.label ? o.label : "");
 	rc = build_requests(&S, &trace) ? 2 : 0;
 	llm_trace_free(&trace);
 	if (rc)
@@ -1258,7 +1461,7 @@ int main(int argc, char **argv)
 		check(-TDM_ENOMEM, "server");
 		goto out;
 	}
-	if (lookup_kernels(S.c, &S.k) || alloc_weights(S.c, &m, max_rows, &S.W) ||
+	if (lookup_kernels(S.c, &m, &S.k) || alloc_weights(S.c, &m, max_rows, &S.W) ||
 	    alloc_acts(S.c, &m, o.max_ctx, &S.pre))
 		goto out;
 	for (int i = 0; i < S.nsub; i++)
@@ -1266,7 +1469,8 @@ int main(int argc, char **argv)
 			goto out;
 	S.weight_bytes = (uint64_t)m.layers *
 	                         ((uint64_t)2 * m.dm + (uint64_t)m.dm * (qdim(&m) + 2 * kvdim(&m)) +
-	                          (uint64_t)qdim(&m) * m.dm + (uint64_t)3 * m.dm * m.dff) *
+	                          (uint64_t)qdim(&m) * m.dm + (uint64_t)m.dm * m.ne +
+	                          (uint64_t)3 * nexperts(&m) * m.dm * m.dff) *
 	                         sizeof(float) +
 	                 ((uint64_t)m.dm + (uint64_t)m.dm * m.vocab + 2 * (uint64_t)max_rows) *
 	                         sizeof(float);
@@ -1328,6 +1532,8 @@ done:
 		free(S.sub[i].run);
 	free(S.sub);
 	free(S.dev);
+	for (int l = 0; S.W.L && l < m.layers; l++)
+		free(S.W.L[l].ex);
 	free(S.W.L);
 	free(S.W.embed);
 	return rc;

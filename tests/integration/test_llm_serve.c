@@ -338,12 +338,88 @@ static void test_bad_model_file(void **state)
 	tdmt_test_ok();
 }
 
+/* The tokens, requests and check lines of a run of the tiny trace where every
+ * request completes and is checked, and its BENCH line names the MoE shape. */
+static void assert_moe_run(const char *moe)
+{
+	char want[160];
+
+	snprintf(want, sizeof(want), "requests: 6/6 complete, %d/%d tokens, 6 checked", total_gen(),
+	         total_gen());
+	assert_non_null(strstr(out, want));
+	assert_non_null(strstr(out, "result: ok"));
+	assert_true(bench_value("llm_serve_tok_s") > 0);
+	const char *line = strstr(out, "BENCH llm_serve_tok_s ");
+	assert_non_null(line);
+	const char *eol = strchr(line, '\n');
+	const char *key = strstr(line, moe);
+	assert_true(key && (!eol || key < eol));
+}
+
+/* A Mixtral-like model (8 experts, top-2, from model-file keys): each MLP
+ * is a router and guarded experts accumulating into x; the reference routes
+ * the same way and every logit row agrees. */
+static void test_moe_mixtral(void **state)
+{
+	char trace[160], model[160];
+
+	(void)state;
+	path_in_dir(trace, sizeof(trace), "tiny.csv");
+	path_in_dir(model, sizeof(model), "moe.model");
+	write_tiny_trace(trace, "\n");
+	write_file(model, "layers = 2\nd_model = 64\nheads = 4\nkv_heads = 2\nhead_dim = 16\n"
+	                  "d_ff = 64\nvocab = 97\nexperts = 8\ntop_k = 2\n");
+	assert_int_equal(run_serve("--trace", trace, "--model", model, "--time-scale", "0",
+	                           "--max-batch", "3", "--quiet", NULL),
+	                 0);
+	assert_moe_run("moe=8,2,0");
+	tdmt_test_ok();
+}
+
+/* A DeepSeek-V2-Lite-like model (64 routed experts, top-6, 2 shared): the
+ * preset, served and checked; and a reference off by 1% in one weight fails
+ * it. */
+static void test_moe_dsv2(void **state)
+{
+	char trace[160];
+
+	(void)state;
+	path_in_dir(trace, sizeof(trace), "tiny.csv");
+	write_tiny_trace(trace, "\n");
+	assert_int_equal(run_serve("--trace", trace, "--model-preset", "dsv2-lite-tiny",
+	                           "--time-scale", "0", "--max-batch", "4", "--quiet", NULL),
+	                 0);
+	assert_moe_run("moe=64,6,2");
+	assert_int_equal(run_serve("--trace", trace, "--model-preset", "dsv2-lite-tiny", "--layers",
+	                           "1", "--time-scale", "0", "--perturb-reference", "--quiet",
+	                           NULL),
+	                 1);
+	assert_non_null(strstr(err, "logits differ from the reference"));
+	assert_non_null(strstr(out, "result: FAILED"));
+	tdmt_test_ok();
+}
+
+/* MoE shapes that cannot route are refused before connecting. */
+static void test_moe_bad_shapes(void **state)
+{
+	(void)state;
+	assert_int_equal(run_serve("--moe", "4,5", NULL), 2);
+	assert_non_null(strstr(err, "top_k must be in 1..experts"));
+	assert_int_equal(run_serve("--top-k", "2", NULL), 2);
+	assert_non_null(strstr(err, "top_k and shared_experts need experts"));
+	assert_int_equal(run_serve("--moe", "8", NULL), 2);
+	assert_int_equal(run_serve("--model-preset", "gpt-huge", NULL), 2);
+	assert_non_null(strstr(err, "unknown --model-preset"));
+	tdmt_test_ok();
+}
+
 #define T(f) cmocka_unit_test_setup_teardown(f, tdmt_test_setup, tdmt_test_teardown)
 
 static const struct CMUnitTest tests[] = {
 	T(test_serves_trace),     T(test_sub_batches),      T(test_check_can_fail),
 	T(test_kv_budget_queues), T(test_budget_too_small), T(test_bad_traces),
-	T(test_bad_model_file),   T(test_generated_trace),
+	T(test_bad_model_file),   T(test_generated_trace),  T(test_moe_mixtral),
+	T(test_moe_dsv2),         T(test_moe_bad_shapes),
 };
 
 int main(void)
