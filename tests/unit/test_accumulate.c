@@ -20,6 +20,7 @@
 #include "graph/build.h"
 #include "policies/policy.h"
 #include "tandem.h"
+#include "tests/harness/host_engine.h"
 
 /* ---- the rule ------------------------------------------------------------ */
 
@@ -118,31 +119,9 @@ static const struct backend_ops cpu_like = { .abi_version = BACKEND_ABI_VERSION,
 	                                     .name = "cpu-like",
 	                                     .launch = cpu_launch };
 
-static _Atomic int graphs_done;
-
-static void on_done(void *ctx, struct engine_graph *g)
-{
-	(void)ctx;
-	(void)g;
-	atomic_fetch_add(&graphs_done, 1);
-}
-
 static struct engine *make_engine(const struct policy_ops *p)
 {
-	struct backend_device devs[2] = { 0 };
-	struct engine *e;
-	for (size_t i = 0; i < 2; i++) {
-		devs[i].ops = &cpu_like;
-		devs[i].kind = TDM_DEV_CPU;
-	}
-	struct engine_params ep = { .clock = &clock_real,
-		                    .policy = p,
-		                    .devices = devs,
-		                    .ndevices = 2,
-		                    .hooks = { .graph_done = on_done },
-		                    .start_workers = false };
-	assert_int_equal(engine_create(&ep, &e), 0);
-	return e;
+	return host_engine(&cpu_like, p);
 }
 
 /* Magnitudes that make the order of the sum show in its bits: x1 = 1e8,
@@ -246,7 +225,7 @@ static void test_concurrent_and_deterministic(void **state)
 			struct engine_flow flow = { .id = 1 };
 			struct engine *e = make_engine(*p);
 			assert_int_equal(engine_flow_add(e, &flow), 0);
-			atomic_store(&graphs_done, 0);
+			atomic_store(&host_engine_graphs_done, 0);
 			atomic_store(&norder, 0);
 			memset(y, 0x7f, sizeof(y));
 			struct engine_graph *g = make_sum(&flow);
@@ -262,7 +241,7 @@ static void test_concurrent_and_deterministic(void **state)
 			assert_int_equal(c.queued, NACC);
 			run_pattern(e, patterns[pi]);
 			run_pattern(e, "01"); /* a faulted device leaves the rest to the other */
-			assert_int_equal(atomic_load(&graphs_done), 1);
+			assert_int_equal(atomic_load(&host_engine_graphs_done), 1);
 			if (atomic_load(&g->status))
 				fail_msg("policy %s, pattern %s, run %zu: status %d", (*p)->name,
 				         patterns[pi], run, (int)atomic_load(&g->status));
@@ -317,10 +296,10 @@ static void test_member_that_did_not_run(void **state)
 	g->tasks[3].guard_router = 1;
 	g->tasks[3].guard_expert = 0;
 	g->tasks[0].routed = calloc(1, sizeof(uint32_t)); /* expert 0: no token */
-	atomic_store(&graphs_done, 0);
+	atomic_store(&host_engine_graphs_done, 0);
 	engine_submit(e, g);
 	run_pattern(e, "01");
-	assert_int_equal(atomic_load(&graphs_done), 1);
+	assert_int_equal(atomic_load(&host_engine_graphs_done), 1);
 	assert_true(g->tasks[3].flags & TASK_SKIPPED);
 	for (int j = 0; j < N; j++)
 		assert_true(z[j] == 0.5f + 1 * 1 + 2 * 2 + 4 * 4); /* no 3 * 3 */

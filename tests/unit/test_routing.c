@@ -18,6 +18,7 @@
 #include "engine/engine.h"
 #include "policies/policy.h"
 #include "tandem.h"
+#include "tests/harness/host_engine.h"
 
 #define N 4 /* tokens */
 #define NE 4 /* experts */
@@ -42,31 +43,9 @@ static const struct backend_ops counting_backend = { .abi_version = BACKEND_ABI_
 	                                             .name = "counting",
 	                                             .launch = count_launch };
 
-static _Atomic int graphs_done;
-
-static void on_graph_done(void *ctx, struct engine_graph *g)
-{
-	(void)ctx;
-	(void)g;
-	atomic_fetch_add(&graphs_done, 1);
-}
-
 static struct engine *make_engine(const struct policy_ops *p)
 {
-	struct backend_device devs[2] = { 0 };
-	struct engine *e;
-	for (size_t i = 0; i < 2; i++) {
-		devs[i].ops = &counting_backend;
-		devs[i].kind = TDM_DEV_CPU;
-	}
-	struct engine_params ep = { .clock = &clock_real,
-		                    .policy = p,
-		                    .devices = devs,
-		                    .ndevices = 2,
-		                    .hooks = { .graph_done = on_graph_done },
-		                    .start_workers = false };
-	assert_int_equal(engine_create(&ep, &e), 0);
-	return e;
+	return host_engine(&counting_backend, p);
 }
 
 static void run_all(struct engine *e)
@@ -173,7 +152,7 @@ static void reset_counts(void)
 		atomic_store(&launched[k], 0);
 	for (int e = 0; e < NE; e++)
 		atomic_store(&expert_runs[e], 0);
-	atomic_store(&graphs_done, 0);
+	atomic_store(&host_engine_graphs_done, 0);
 }
 
 static void test_unrouted_experts_skipped(void **state)
@@ -189,7 +168,7 @@ static void test_unrouted_experts_skipped(void **state)
 		struct engine_graph *g = make_layer(&flow, &L, true);
 		engine_submit(e, g);
 		run_all(e);
-		if (atomic_load(&graphs_done) != 1)
+		if (atomic_load(&host_engine_graphs_done) != 1)
 			fail_msg("policy %s: graph not done", (*p)->name);
 		assert_int_equal(atomic_load(&g->status), 0);
 		/* Experts 0 and 2 ran, 1 and 3 did not, nor the noop down 1's chain. */
@@ -268,7 +247,7 @@ static void bad_route_fails(int32_t bad_id, float bad_w)
 	struct engine_graph *g = make_layer(&flow, &L, true);
 	engine_submit(e, g);
 	run_all(e);
-	assert_int_equal(atomic_load(&graphs_done), 1);
+	assert_int_equal(atomic_load(&host_engine_graphs_done), 1);
 	assert_int_equal(g->tasks[0].status, -TDM_EINVAL);
 	assert_int_equal(atomic_load(&g->status), -TDM_EINVAL);
 	for (int x = 0; x < NE; x++) {
