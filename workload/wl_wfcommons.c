@@ -309,10 +309,14 @@ static void name_task(struct wfc *c, uint32_t i)
 	wl_copy_name(c->w->tasks[i].name, s, SIZE_MAX);
 }
 
-/* parents[] and children[] of every task, as edges. */
-static int task_edges(struct wfc *c)
+/* Calls each(c, i, k, path, j, name) for every string entry j of the array
+ * keys[k] (k = 0, 1) of every task i, path naming the task; an entry that is
+ * not a string is an error. */
+typedef int (*task_string_fn)(struct wfc *c, uint32_t i, int k, const char *path, size_t j,
+                              const char *name);
+
+static int each_task_string(struct wfc *c, const char *const keys[2], task_string_fn each)
 {
-	static const char *const keys[2] = { "parents", "children" };
 	char path[WFC_PATH_MAX];
 	int rc;
 
@@ -328,26 +332,36 @@ static int task_edges(struct wfc *c)
 				return rc;
 			json_array_foreach(a, j, e)
 			{
-				const struct ref *r;
-
 				if (!json_is_string(e))
 					return fail(c, "%s.%s[%zu]: not a string", path, keys[k],
 					            j);
-				r = task_find(c, json_string_value(e));
-				if (!r)
-					return fail(c, "%s.%s[%zu]: unknown task %s", path, keys[k],
-					            j, show(json_string_value(e)).s);
-				if (r->idx == i)
-					return fail(c, "%s.%s[%zu]: task %s is its own %s", path,
-					            keys[k], j, show(json_string_value(e)).s,
-					            k ? "child" : "parent");
-				rc = k ? push_edge(c, i, r->idx) : push_edge(c, r->idx, i);
+				rc = each(c, i, k, path, j, json_string_value(e));
 				if (rc)
 					return rc;
 			}
 		}
 	}
 	return 0;
+}
+
+static const char *const edge_keys[2] = { "parents", "children" };
+
+static int task_edge(struct wfc *c, uint32_t i, int k, const char *path, size_t j, const char *name)
+{
+	const struct ref *r = task_find(c, name);
+
+	if (!r)
+		return fail(c, "%s.%s[%zu]: unknown task %s", path, edge_keys[k], j, show(name).s);
+	if (r->idx == i)
+		return fail(c, "%s.%s[%zu]: task %s is its own %s", path, edge_keys[k], j,
+		            show(name).s, k ? "child" : "parent");
+	return k ? push_edge(c, i, r->idx) : push_edge(c, r->idx, i);
+}
+
+/* parents[] and children[] of every task, as edges. */
+static int task_edges(struct wfc *c)
+{
+	return each_task_string(c, edge_keys, task_edge);
 }
 
 /* ---- 1.5: specification + execution ---------------------------------------- */
@@ -396,43 +410,29 @@ static int v15_files(struct wfc *c, json_t *spec)
 	return 0;
 }
 
-/* inputFiles / outputFiles of every task (ignored without a files list). */
+static const char *const file_keys[2] = { "inputFiles", "outputFiles" };
+
+static int task_file(struct wfc *c, uint32_t i, int k, const char *path, size_t j, const char *name)
+{
+	const struct ref *r = ref_find(c->fileref, c->nfiles, name);
+
+	if (!r)
+		return fail(c, "%s.%s[%zu]: unknown file %s", path, file_keys[k], j, show(name).s);
+	return push_fref(c, i, r->idx, k);
+}
+
+static int task_file_checked(struct wfc *c, uint32_t i, int k, const char *path, size_t j,
+                             const char *name)
+{
+	(void)c, (void)i, (void)k, (void)path, (void)j, (void)name;
+	return 0;
+}
+
+/* inputFiles / outputFiles of every task (only checked to be strings
+ * without a files list). */
 static int v15_task_files(struct wfc *c, bool have_files)
 {
-	static const char *const keys[2] = { "inputFiles", "outputFiles" };
-	char path[WFC_PATH_MAX];
-	int rc;
-
-	for (uint32_t i = 0; i < c->n; i++) {
-		json_t *t = json_array_get(c->tasks, i);
-
-		snprintf(path, sizeof(path), "%s[%u]", c->tpath, i);
-		for (int k = 0; k < 2; k++) {
-			json_t *a = get_array(c, path, t, keys[k], &rc), *e;
-			size_t j;
-
-			if (rc)
-				return rc;
-			json_array_foreach(a, j, e)
-			{
-				const struct ref *r;
-
-				if (!json_is_string(e))
-					return fail(c, "%s.%s[%zu]: not a string", path, keys[k],
-					            j);
-				if (!have_files)
-					continue;
-				r = ref_find(c->fileref, c->nfiles, json_string_value(e));
-				if (!r)
-					return fail(c, "%s.%s[%zu]: unknown file %s", path, keys[k],
-					            j, show(json_string_value(e)).s);
-				rc = push_fref(c, i, r->idx, k);
-				if (rc)
-					return rc;
-			}
-		}
-	}
-	return 0;
+	return each_task_string(c, file_keys, have_files ? task_file : task_file_checked);
 }
 
 static int v15_runtimes(struct wfc *c, json_t *wf)
