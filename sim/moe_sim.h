@@ -78,6 +78,13 @@ struct moe_sim_result {
 	double precision, recall; /* of prefetch: used / prefetched; used / (used + misses) */
 	double wasted_bytes_tok; /* prefetched, never used, per token */
 	double decide_ns, decisions; /* wall time in the split decision */
+	/* Where the time goes (simulated ns, summed over layer steps): the
+	 * GPU's serial part (dense layers, attention, shared experts, router,
+	 * head), the routed experts' part (max of CPU and GPU), the CPU's and
+	 * the GPU's busy time within it, the link's busy time (loads and
+	 * prefetches), and layer steps where the CPU finished last. */
+	double t_serial_ns, t_experts_ns, t_cpu_ns, t_gpu_ns, t_link_ns;
+	double cpu_bound_layers;
 };
 
 /* The machine as the model sees it: llm_hw_from_machine's figures. */

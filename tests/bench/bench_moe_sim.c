@@ -111,6 +111,20 @@ static int run_cell(const struct moe_cost *c, const char *machine, double budget
 	       r[0].tok_s / r[MOE_POL_BELADY].tok_s, r[0].hit_pct, r[MOE_POL_HOT].hit_pct,
 	       r[MOE_POL_HYBRIMOE].hit_pct, r[MOE_POL_BELADY].hit_pct,
 	       r[0].loads / (double)(r[0].steps * L), r[0].cpu_experts / (double)(r[0].steps * L));
+	/* Where the time goes, per token (ms): the GPU's serial part, the
+	 * experts' part (CPU busy, GPU busy within it), the link's busy time,
+	 * and the share of layer steps the CPU finished last. */
+	for (int p = 0; p < MOE_POL_COUNT; p++) {
+		if (p != MOE_POL_TANDEM && p != MOE_POL_HOT && p != MOE_POL_HYBRIMOE &&
+		    p != MOE_POL_BELADY)
+			continue;
+		double tk = r[p].tokens * 1e6, lsteps = (double)r[p].steps * L;
+		printf("# %s %s %s: per token serial %.3f ms, experts %.3f ms (CPU busy %.3f, "
+		       "GPU busy %.3f), link busy %.3f ms; CPU last in %.0f%% of layer steps\n",
+		       base, phase, moe_policy_name((enum moe_policy)p), r[p].t_serial_ns / tk,
+		       r[p].t_experts_ns / tk, r[p].t_cpu_ns / tk, r[p].t_gpu_ns / tk,
+		       r[p].t_link_ns / tk, 100 * r[p].cpu_bound_layers / lsteps);
+	}
 	if (!prefill) {
 		for (int p = 0; p < MOE_POL_COUNT; p++) {
 			if (p != MOE_POL_TANDEM && p != MOE_POL_HYBRIMOE)
