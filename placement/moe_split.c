@@ -143,9 +143,23 @@ uint32_t moe_breakeven_tokens(const struct moe_cost *c)
 
 /* ---- the split ---- */
 
+static bool bad_times(const struct moe_split_in *in)
+{
+	const struct moe_split_times *t = in->times;
+	if (!t)
+		return !in->cost;
+	if ((in->n && (!t->gpu_ns || !t->cpu_ns)) || !cost_nonneg(t->load_ns) ||
+	    !cost_nonneg(t->handoff_ns))
+		return true;
+	for (uint32_t i = 0; i < in->n; i++)
+		if (!cost_nonneg(t->gpu_ns[i]) || !cost_nonneg(t->cpu_ns[i]))
+			return true;
+	return false;
+}
+
 static bool bad_input(const struct moe_split_in *in)
 {
-	return !in || !in->cost || in->n > MOE_SPLIT_MAX || (in->n && !in->e) ||
+	return !in || in->n > MOE_SPLIT_MAX || (in->n && !in->e) || bad_times(in) ||
 	       !cost_nonneg(in->tokens) || !cost_nonneg(in->link_free_ns) ||
 	       !(in->allow & (MOE_ALLOW_CPU | MOE_ALLOW_LOAD));
 }
@@ -163,6 +177,18 @@ static void times_of(const struct moe_split_in *in, struct times *t)
 {
 	const struct moe_cost *c = in->cost;
 	t->resident_gpu = 0;
+	if (in->times) {
+		const struct moe_split_times *m = in->times;
+		t->load = m->load_ns;
+		t->handoff = m->handoff_ns;
+		for (uint32_t i = 0; i < in->n; i++) {
+			t->gpu[i] = m->gpu_ns[i];
+			t->cpu[i] = t->cpu_shared[i] = in->e[i].resident ? 0 : m->cpu_ns[i];
+			if (in->e[i].resident)
+				t->resident_gpu += t->gpu[i];
+		}
+		return;
+	}
 	t->load = moe_t_load(c);
 	t->handoff = moe_t_handoff(c, in->tokens);
 	for (uint32_t i = 0; i < in->n; i++) {

@@ -106,8 +106,18 @@ struct moe_split_expert {
 	bool resident; /* weights in GPU memory */
 };
 
+/* Measured costs in place of the model's (a daemon policy's cost models'
+ * predictions): per activated expert its GPU and CPU time, one load's and
+ * the hand-off's. Host-memory sharing is in the measurements or nowhere:
+ * the CPU's times are taken as they are under a busy link. */
+struct moe_split_times {
+	const double *gpu_ns, *cpu_ns; /* [n] */
+	double load_ns, handoff_ns;
+};
+
 struct moe_split_in {
-	const struct moe_cost *cost;
+	const struct moe_cost *cost; /* NULL when times is given */
+	const struct moe_split_times *times; /* NULL: the cost model's */
 	const struct moe_split_expert *e;
 	uint32_t n; /* activated experts, at most MOE_SPLIT_MAX */
 	double tokens; /* the step's tokens (the hand-off's size) */

@@ -122,6 +122,36 @@ static void test_split_host_memory_shared(void **state)
 	assert_true(busy.t_cpu_ns < idle.t_cpu_ns + 0.6 * extra);
 }
 
+/* A daemon's policy gives measured times instead of the cost model's: the
+ * split follows them (an expert slow on the cores is loaded, a cheap one
+ * stays there), and refuses times that are not finite and >= 0. */
+static void test_split_measured_times(void **state)
+{
+	struct moe_split_expert e[3] = { { 4, true }, { 1, false }, { 9, false } };
+	double gpu[3] = { 50, 20, 60 }, cpu[3] = { 0, 100, 5000 };
+	struct moe_split_times times = { gpu, cpu, 400, 30 };
+	struct moe_split_in in = { .times = &times,
+		                   .e = e,
+		                   .n = 3,
+		                   .tokens = 9,
+		                   .allow = MOE_ALLOW_CPU | MOE_ALLOW_LOAD };
+	uint8_t where[3];
+	uint32_t scratch[6];
+	struct moe_split_plan p;
+
+	(void)state;
+	assert_int_equal(moe_split_plan(&in, where, scratch, &p), 0);
+	assert_int_equal(where[0], MOE_RUN_GPU);
+	assert_int_equal(where[1], MOE_RUN_CPU);
+	assert_int_equal(where[2], MOE_RUN_LOAD);
+	/* GPU: 50, then the load arrives at 400 and runs 60; CPU 100 + 30. */
+	assert_true(fabs(p.t_ns - 460) < 1e-9);
+	cpu[1] = -1;
+	assert_int_equal(moe_split_plan(&in, where, scratch, &p), -1);
+	cpu[1] = NAN;
+	assert_int_equal(moe_split_plan(&in, where, scratch, &p), -1);
+}
+
 static void test_split_decode_and_prefill(void **state)
 {
 	struct moe_cost c;
@@ -548,6 +578,7 @@ int main(void)
 		cmocka_unit_test(test_cost_model),
 		cmocka_unit_test(test_breakeven),
 		cmocka_unit_test(test_split_host_memory_shared),
+		cmocka_unit_test(test_split_measured_times),
 		cmocka_unit_test(test_split_decode_and_prefill),
 		cmocka_unit_test(test_split_beats_rules),
 		cmocka_unit_test(test_cache_belady_hand),
