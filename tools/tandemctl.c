@@ -294,10 +294,13 @@ static void print_moe(const json_t *doc)
 	double saved = json_real_value(json_object_get(moe, "saved_ns"));
 	double load = json_real_value(json_object_get(moe, "load_ns"));
 	printf("splits %lld; resident experts saved %.3f ms (predicted), loads took %.3f ms of "
-	       "link: the cache %s for this routing\n",
+	       "link: %s\n",
 	       (long long)json_integer_value(json_object_get(moe, "splits")), saved / 1e6,
 	       load / 1e6,
-	       json_is_true(json_object_get(moe, "cache_pays")) ? "pays" : "does not pay");
+	       saved == 0 && load == 0 ? "no expert held on the accelerator yet"
+	       : json_is_true(json_object_get(moe, "cache_pays"))
+	               ? "the cache pays for this routing"
+	               : "the cache does not pay for this routing");
 }
 
 static void print_clients(json_t *doc)
