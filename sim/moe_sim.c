@@ -267,6 +267,7 @@ struct run {
 	struct ranked *rank;
 	uint64_t step_base; /* the profile's steps come first */
 	double tok_per_expert; /* tokens an activated expert sees, on average */
+	uint32_t u_per; /* trace tokens a step */
 };
 
 /* Prefetch layer nl's experts (step ns) into the link's idle time in
@@ -373,12 +374,22 @@ static int run_steps(struct run *R, const uint8_t *hot, const struct moe_trace *
 
 	if (pol != MOE_POL_STATIC && pol != MOE_POL_NCPUMOE)
 		install_hot(&R->cache, hot);
-	/* Warm the scores with the profile, one token a step. */
-	for (uint32_t k = 0; profile && k < profile->tokens; k++)
-		for (uint32_t l = 0; l < L; l++)
-			moe_cache_observe(&R->cache, k, l, moe_trace_ids(profile, k, l),
-			                  moe_trace_w(profile, k, l), profile->topk);
-	R->step_base = profile ? profile->tokens : 0;
+	/* Warm the scores with the profile, in steps of the run's size (a
+	 * batch's or a chunk's union of experts per layer: what the scores
+	 * see at run time), so that what they learned means the same. */
+	struct unions pu;
+	R->step_base = 0;
+	if (profile && unions_build(profile, R->u_per, &pu) == 0) {
+		for (uint32_t k = 0; k < pu.steps; k++)
+			for (uint32_t l = 0; l < L; l++) {
+				size_t cell = (size_t)k * L + l;
+				moe_cache_observe(&R->cache, k, l, pu.ids + pu.off[cell],
+				                  pu.w + pu.off[cell],
+				                  pu.off[cell + 1] - pu.off[cell]);
+			}
+		R->step_base = pu.steps;
+		unions_free(&pu);
+	}
 	R->tok_per_expert = fmax(1, tok * c->m.topk / E);
 	for (uint32_t s = 0; s < R->u.steps; s++) {
 		for (uint32_t l = 0; l < c->m.dense_layers; l++) {
@@ -533,6 +544,7 @@ int moe_sim_run(const struct moe_cost *c, const struct moe_trace *t,
 	if (!r->fits)
 		return 0;
 	uint32_t per = o->prefill_tokens ? o->prefill_tokens : o->batch;
+	R.u_per = per;
 	if (unions_build(t, per, &R.u)) {
 		snprintf(err, errlen, "moe: the trace has fewer than %u tokens (or no memory)",
 		         per);
