@@ -16,7 +16,10 @@
  *
  * Policies (the same trace, costs and budget):
  *   tandem    moe_split_plan + the tandem cache + prefetch of the next
- *             layer's experts by predicted probability;
+ *             layer's experts by predicted probability, where the CPU time
+ *             it is expected to save beats the time the copy takes from the
+ *             CPU's experts (both read host memory); experts loaded on
+ *             demand stay for their layer only;
  *   static    kTransformers: every routed expert on the CPU, the rest on
  *             the GPU (the budget unused);
  *   ncpumoe   llama.cpp --n-cpu-moe N: the first N MoE layers' experts on
