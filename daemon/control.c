@@ -229,10 +229,12 @@ static json_t *moe_json(struct server *srv)
 		                  (json_int_t)L->on_accel, "loads", (json_int_t)L->loads,
 		                  "load_bytes", (json_int_t)L->load_bytes));
 	}
-	return json_pack("{s:I, s:f, s:f, s:b, s:I, s:o}", "splits", (json_int_t)st.splits,
-	                 "saved_ns", st.saved_ns, "load_ns", st.load_ns, "cache_pays",
-	                 st.saved_ns > st.load_ns, "decide_ns_max", (json_int_t)st.decide_ns_max,
-	                 "layers", layers);
+	return json_pack("{s:I, s:f, s:f, s:b, s:I, s:I, s:I, s:I, s:o}", "splits",
+	                 (json_int_t)st.splits, "saved_ns", st.saved_ns, "load_ns", st.load_ns,
+	                 "cache_pays", st.saved_ns > st.load_ns, "decide_ns_max",
+	                 (json_int_t)st.decide_ns_max, "cache_cap", (json_int_t)st.cache_cap,
+	                 "cached", (json_int_t)st.cached, "cache_admits",
+	                 (json_int_t)st.cache_admits, "layers", layers);
 }
 
 json_t *control_status_doc(struct server *srv, const struct status_view *v)

@@ -211,6 +211,11 @@ static void moe_metrics(struct evbuffer *o, const json_t *moe)
 	                 "Of them, experts whose weights were on the accelerator.", "hits");
 	moe_layer_metric(o, layers, "tandem_moe_expert_load_bytes_total",
 	                 "Expert weight bytes the split sent over the link.", "load_bytes");
+	family(o, "tandem_moe_cached_experts", "gauge",
+	       "Experts whose weights the expert cache keeps on the accelerator now.");
+	sample_int(o, "tandem_moe_cached_experts", NULL, 0, field(moe, "cached"));
+	family(o, "tandem_moe_cache_capacity_experts", "gauge", "The expert cache's budget.");
+	sample_int(o, "tandem_moe_cache_capacity_experts", NULL, 0, field(moe, "cache_cap"));
 	family(o, "tandem_moe_cache_pays", "gauge",
 	       "1 when the predicted time the resident experts saved exceeds the predicted "
 	       "link time of the loads that brought experts in, else 0.");

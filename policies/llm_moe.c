@@ -8,6 +8,7 @@
 
 #include "backends/kernels.h"
 #include "common/clock.h"
+#include "placement/moe_cache.h"
 #include "placement/moe_split.h"
 #include "placement/residency.h"
 #include "profiler/profiler.h"
@@ -25,6 +26,16 @@ struct llm_moe {
 	uint64_t missing[MOE_SPLIT_MAX];
 	uint8_t where[MOE_SPLIT_MAX], where_bare[MOE_SPLIT_MAX];
 	uint32_t scratch[2 * MOE_SPLIT_MAX];
+	uint8_t pin[MOE_SPLIT_MAX];
+	uint16_t ids[MOE_SPLIT_MAX];
+	/* The expert cache: which experts' weights the accelerator keeps
+	 * (their buffers homed there); set up at the first router. homed[]:
+	 * (layer, expert) whose buffers this policy homed; an expert the
+	 * cache let go is unhomed when its task is next seen (only then are
+	 * its buffers known to be alive). */
+	struct moe_cache cache;
+	bool cache_on, cache_off; /* set up; or given up (no memory, shapes) */
+	uint8_t *homed;
 	struct llm_moe_stats st;
 };
 
@@ -48,6 +59,8 @@ void llm_moe_free(struct llm_moe *M)
 {
 	if (!M)
 		return;
+	moe_cache_free(&M->cache);
+	free(M->homed);
 	pthread_mutex_destroy(&M->lock);
 	free(M);
 }
@@ -86,6 +99,86 @@ static double copy_ns(const struct llm_moe *M, double bytes)
 {
 	double ns = profiler_predict_copy(M->prof, 0, (uint16_t)M->accel_node, (uint64_t)bytes);
 	return isfinite(ns) && ns > 0 ? ns : 0;
+}
+
+/* Homes the weights of expert task t on the accelerator, or nowhere. */
+static void home_weights(struct llm_moe *M, struct engine_task *t, bool on_accel)
+{
+	for (uint32_t a = 1; a <= 3; a++)
+		if (t->data[a])
+			residency_set_home(t->data[a],
+			                   on_accel ? (int)M->accel_node : RES_HOME_NONE);
+}
+
+/* The cache's budget, in experts of `bytes`: three quarters of the
+ * accelerator's memory (a quarter left to activations and copies in
+ * flight) less what other data is homed there (KV caches) at the time. */
+static uint32_t cache_cap(const struct llm_moe *M, double bytes, uint32_t most)
+{
+	double cap = 0.75 * (double)M->res->nodes[M->accel_node].cap -
+	             (double)residency_home_bytes(M->res, M->accel_node);
+	double n = cap > 0 && bytes > 0 ? floor(cap / bytes) : 0;
+	return n < most ? (uint32_t)n : most;
+}
+
+/* The cache for group[0 .. n) of router r at layer l: observes the
+ * layer's routing, admits the experts that run on the accelerator (by
+ * the tandem score's admission; their weights are there now) and homes
+ * or unhomes this group's weights to match. Experts sharing a weight
+ * buffer cannot be kept apart: such layers are left alone. */
+static void cache_group(struct llm_moe *M, const struct engine_task *r, uint32_t l, uint32_t n)
+{
+	uint32_t ne = r->kernel->route_experts ? r->kernel->route_experts(&r->call) : 0;
+	if (M->cache_off || !ne || ne > MOE_SPLIT_MAX)
+		return;
+	for (uint32_t i = 0; i < n; i++)
+		for (uint32_t j = i + 1; j < n; j++)
+			if (M->group[i]->data[1] == M->group[j]->data[1])
+				return;
+	if (!M->cache_on) {
+		const struct engine_task *t = M->group[0];
+		double bytes = 0;
+		for (uint32_t a = 1; a <= 3; a++)
+			if (a == 1 || t->data[a] != t->data[a - 1])
+				bytes += t->data[a] ? (double)t->data[a]->bytes : 0;
+		uint32_t cap = cache_cap(M, bytes, LLM_MOE_LAYERS * ne);
+		M->homed = calloc((size_t)LLM_MOE_LAYERS * ne, 1);
+		if (!M->homed ||
+		    moe_cache_init(&M->cache, MOE_EVICT_TANDEM, LLM_MOE_LAYERS, ne, cap)) {
+			free(M->homed);
+			M->homed = NULL;
+			M->cache_off = true;
+			return;
+		}
+		M->cache_on = true;
+		M->st.cache_cap = cap;
+	}
+	if (ne != M->cache.experts)
+		return; /* another shape of router: not this cache's */
+	uint32_t chosen = 0;
+	for (uint32_t e = 0; e < ne; e++)
+		if (r->routed[e])
+			M->ids[chosen++] = (uint16_t)e;
+	moe_cache_observe(&M->cache, M->st.splits, l, M->ids, NULL, chosen);
+	memset(M->pin, 0, ne);
+	for (uint32_t i = 0; i < n; i++)
+		M->pin[M->group[i]->guard_expert] = 1;
+	for (uint32_t i = 0; i < n; i++) {
+		uint32_t e = M->group[i]->guard_expert;
+		if (M->where[i] != MOE_RUN_CPU && !moe_cache_has(&M->cache, l, e) &&
+		    moe_cache_admit(&M->cache, l, e, l, M->pin, false, NULL))
+			M->st.cache_admits++;
+	}
+	for (uint32_t i = 0; i < n; i++) {
+		uint32_t e = M->group[i]->guard_expert;
+		size_t k = (size_t)l * ne + e;
+		bool keep = moe_cache_has(&M->cache, l, e);
+		if (keep != (M->homed[k] != 0)) {
+			home_weights(M, M->group[i], keep);
+			M->homed[k] = keep;
+		}
+	}
+	M->st.cached = M->cache.n;
 }
 
 /* The experts of group[0 .. n), all of router r: split and counted. */
@@ -157,6 +250,7 @@ static void split_group(struct llm_moe *M, const struct engine_task *r, uint32_t
 			L->load_bytes += M->missing[i];
 		}
 	}
+	cache_group(M, r, l, n);
 	M->st.splits++;
 	if (have_bare)
 		M->st.saved_ns += bare.t_ns - p.t_ns;

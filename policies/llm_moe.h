@@ -16,9 +16,19 @@
  * layer's predicted time were none resident, less its time as split)
  * against the predicted link time of the loads that brought experts in.
  *
- * Not here (docs/llm.md, Limits): the expert cache's own eviction (expert
- * weights leave the accelerator by residency's rule, not moe_cache's) and
- * next-layer prefetch. */
+ * The expert cache: placement/moe_cache's tandem score decides which
+ * experts' weights the accelerator keeps. An expert that ran there is
+ * admitted (or not, by the score's admission) and its weight buffers are
+ * homed on the accelerator (residency_set_home: eviction takes them
+ * last); one the cache lets go is unhomed when its task is next released
+ * (its buffers are alive then). The budget: three quarters of the
+ * accelerator's memory less what other data (KV caches) is homed there
+ * when the first router is seen; the KV tiers in turn count the homed
+ * experts as used. Layers whose experts share one weight buffer are not
+ * cached (homing is per buffer).
+ *
+ * Not here (docs/llm.md, Limits): next-layer prefetch, and re-splitting
+ * the budget between experts and KV as load changes. */
 #ifndef TDM_POLICIES_LLM_MOE_H
 #define TDM_POLICIES_LLM_MOE_H
 
@@ -42,6 +52,10 @@ struct llm_moe_stats {
 	double saved_ns; /* predicted layer time saved by resident experts, summed */
 	double load_ns; /* predicted link time of the loads, summed */
 	uint64_t decide_ns_max; /* one router's split */
+	/* The expert cache (placement/moe_cache, the tandem score): its
+	 * budget in experts, experts it holds now, admissions. */
+	uint32_t cache_cap, cached;
+	uint64_t cache_admits;
 };
 
 struct profiler;

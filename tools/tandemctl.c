@@ -291,6 +291,10 @@ static void print_moe(const json_t *doc)
 		       (long long)json_integer_value(json_object_get(l, "loads")),
 		       (long long)json_integer_value(json_object_get(l, "load_bytes")));
 	}
+	printf("expert cache: %lld of %lld experts held, %lld admitted\n",
+	       (long long)json_integer_value(json_object_get(moe, "cached")),
+	       (long long)json_integer_value(json_object_get(moe, "cache_cap")),
+	       (long long)json_integer_value(json_object_get(moe, "cache_admits")));
 	double saved = json_real_value(json_object_get(moe, "saved_ns"));
 	double load = json_real_value(json_object_get(moe, "load_ns"));
 	printf("splits %lld; resident experts saved %.3f ms (predicted), loads took %.3f ms of "

@@ -387,6 +387,8 @@ static void test_moe_telemetry(void **state)
 			assert_int_equal(jint(L, "load_bytes"), 0);
 	}
 	assert_true(json_is_boolean(json_object_get(moe, "cache_pays")));
+	assert_in_range(jint(moe, "cached"), 0, jint(moe, "cache_cap"));
+	assert_in_range(jint(moe, "cached"), 0, jint(moe, "cache_admits"));
 	json_decref(doc);
 	tdm_disconnect(c);
 	c = cores;

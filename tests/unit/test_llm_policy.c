@@ -471,6 +471,10 @@ static struct engine_graph *moe_layer(struct rig *r, struct buf *w, uint32_t *ro
 	g->tasks[0].kernel = kernel("topk_router");
 	g->tasks[0].flags = TASK_ROUTES;
 	g->tasks[0].routed = routed;
+	/* Scalars n, ne, k. */
+	g->tasks[0].call.s[0].i64 = 6;
+	g->tasks[0].call.s[1].i64 = NE;
+	g->tasks[0].call.s[2].i64 = 2;
 	for (uint32_t e = 0; e < NE; e++) {
 		struct engine_task *t = &g->tasks[1 + e];
 		t->kernel = kernel("moe_expert");
@@ -538,6 +542,13 @@ static void test_moe_split_at_release(void **state)
 		 * is fast; nothing is resident to save on a slow one. */
 		if (!c)
 			assert_true(st.saved_ns > 0);
+		/* The cache keeps what ran on the accelerator: those experts'
+		 * weights are homed there (eviction takes them last). */
+		assert_true(st.cache_cap >= 3);
+		assert_int_equal(st.cached, c ? 0 : 3);
+		assert_int_equal(st.cache_admits, c ? 0 : 3);
+		for (uint32_t e = 0; e < NE; e++)
+			assert_int_equal(residency_home(&w[e].d), !c && e != 1 ? 1 : RES_HOME_NONE);
 
 		/* Drain the queues so that the rig frees cleanly. */
 		for (unsigned wk = 0; wk < NDEV; wk++) {
