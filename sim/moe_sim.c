@@ -715,10 +715,12 @@ int moe_sim_cli(const struct machine *m, const char *spec, const char *policies,
 	}
 	fprintf(stderr,
 	        "moe: %s on %s, %s, budget %.0f%% of %u routed experts, %s; CPU %.1f GB/s on %u "
-	        "cores, link %.1f GB/s; break-even %u tokens per expert\n",
+	        "cores (%.1f while the link streams), link %.1f GB/s; break-even %u tokens per "
+	        "expert\n",
 	        cost.m.name, m->name, s.prompt ? "prefill" : "decode", s.budget * 100,
 	        cost.moe_layers * cost.m.experts, strcmp(s.trace, "gen") ? s.trace : "generated",
-	        cost.cpu_gbps, cost.cpu_cores, cost.hw.link_gbps, moe_breakeven_tokens(&cost));
+	        cost.cpu_gbps, cost.cpu_cores, cost.cpu_gbps_shared, cost.hw.link_gbps,
+	        moe_breakeven_tokens(&cost));
 	json_t *rows = json ? json_array() : NULL;
 	if (!json)
 		printf("%-9s %10s %7s %9s %7s %11s\n", "policy", "tok/s", "hit%", "precision",
