@@ -7,6 +7,8 @@
  * Per (machine, model, budget, batch) cell and policy:
  *   BENCH moe_decode_tok_s <v> tok/s machine=M model=MD budget=PCT batch=B policy=P
  *   BENCH moe_decode_ratio <v> ratio ... over=static|ncpumoe|hot|hybrimoe|lru
+ *                                       |better_of_hot_hybrimoe
+ *   BENCH moe_decode_bound_ratio <v> ratio ... policy=belady over=better_of_hot_hybrimoe
  * and the same with prefill (prompts of 512 tokens, batch=1); cells that
  * do not fit the GPU say so and claim nothing. Then the cache alone
  * (BENCH expert_hit_pct per trace kind, budget and eviction policy), the
@@ -104,6 +106,17 @@ static int run_cell(const struct moe_cost *c, const char *machine, double budget
 		bench_report(name, r[0].tok_s / r[p].tok_s, "ratio", keys);
 	}
 	double best = fmax(r[MOE_POL_HOT].tok_s, r[MOE_POL_HYBRIMOE].tok_s);
+	{
+		/* Over the better of the two, and the bound's (MIN and an
+		 * oracle prefetch, the same split) over the same. */
+		char name[40];
+		snprintf(name, sizeof(name), "moe_%s_ratio", phase);
+		snprintf(keys, sizeof(keys), "%s over=better_of_hot_hybrimoe", base);
+		bench_report(name, r[0].tok_s / best, "ratio", keys);
+		snprintf(name, sizeof(name), "moe_%s_bound_ratio", phase);
+		snprintf(keys, sizeof(keys), "%s policy=belady over=better_of_hot_hybrimoe", base);
+		bench_report(name, r[MOE_POL_BELADY].tok_s / best, "ratio", keys);
+	}
 	printf("# %s %s: tandem %.2fx static, %.2fx the better of hot and hybrimoe, %.2f of "
 	       "belady's; hits tandem %.1f%% hot %.1f%% hybrimoe %.1f%% belady %.1f%%; tandem "
 	       "loads %.2f and CPU experts %.2f per layer step\n",
