@@ -9,6 +9,8 @@
 
 #include "common/log.h"
 #include "sim/machine.h"
+#include "policies/llm.h"
+#include "policies/llm_moe.h"
 #include "policies/policy.h"
 #include "profiler/profiler.h"
 #include "daemon/metrics.h"
@@ -204,6 +206,37 @@ static json_t *latency_bounds_json(void)
 	return arr;
 }
 
+/* The llm policy's MoE split (policies/llm_moe.h): per layer, the experts
+ * looked up at release, hits, where they went and the bytes loaded; and
+ * whether the resident experts pay for this routing (the predicted time
+ * they saved against the predicted link time of the loads). NULL when the
+ * policy is not llm or has no accelerator to split with. */
+static json_t *moe_json(struct server *srv)
+{
+	struct llm_moe_stats st;
+	if (strcmp(engine_policy_name(srv->engine), policy_llm.name) != 0 ||
+	    llm_policy_moe_stats(engine_policy_priv(srv->engine), &st) != 0)
+		return NULL;
+	json_t *layers = json_array();
+	for (uint32_t l = 0; l < st.layers; l++) {
+		const struct llm_moe_layer *L = &st.layer[l];
+		json_array_append_new(
+		        layers,
+		        json_pack("{s:i, s:I, s:I, s:f, s:I, s:I, s:I, s:I}", "layer", (int)l,
+		                  "lookups", (json_int_t)L->lookups, "hits", (json_int_t)L->hits,
+		                  "hit_pct", L->lookups ? 100.0 * L->hits / L->lookups : 0.0,
+		                  "on_cpu", (json_int_t)L->on_cpu, "on_accel",
+		                  (json_int_t)L->on_accel, "loads", (json_int_t)L->loads,
+		                  "load_bytes", (json_int_t)L->load_bytes));
+	}
+	return json_pack("{s:I, s:f, s:f, s:b, s:I, s:I, s:I, s:I, s:o}", "splits",
+	                 (json_int_t)st.splits, "saved_ns", st.saved_ns, "load_ns", st.load_ns,
+	                 "cache_pays", st.saved_ns > st.load_ns, "decide_ns_max",
+	                 (json_int_t)st.decide_ns_max, "cache_cap", (json_int_t)st.cache_cap,
+	                 "cached", (json_int_t)st.cached, "cache_admits",
+	                 (json_int_t)st.cache_admits, "layers", layers);
+}
+
 json_t *control_status_doc(struct server *srv, const struct status_view *v)
 {
 	struct engine_counters e;
@@ -219,6 +252,9 @@ json_t *control_status_doc(struct server *srv, const struct status_view *v)
 		json_object_set_new(doc, "clients", clients_json(srv, v->all, v->uid));
 	if (doc)
 		json_object_set_new(doc, "metrics_listen", json_string(metrics_address(srv)));
+	json_t *moe = doc ? moe_json(srv) : NULL;
+	if (moe)
+		json_object_set_new(doc, "moe", moe);
 	return doc;
 }
 

@@ -177,6 +177,60 @@ static void device_histogram(struct evbuffer *o, const json_t *devices, const js
 	}
 }
 
+/* One sample per layer of the status doc's moe.layers that has key. */
+static void moe_layer_metric(struct evbuffer *o, const json_t *layers, const char *name,
+                             const char *help, const char *key)
+{
+	const json_t *l;
+	size_t i;
+	char buf[16];
+
+	family(o, name, "counter", help);
+	json_array_foreach(layers, i, l)
+	{
+		const json_t *v = json_object_get(l, key);
+		if (!json_is_integer(v))
+			continue;
+		snprintf(buf, sizeof(buf), "%lld", (long long)field(l, "layer"));
+		const char *lab[] = { "layer", buf };
+		sample_int(o, name, lab, 1, json_integer_value(v));
+	}
+}
+
+/* The llm policy's MoE split (the status doc's "moe"), when it has one. */
+static void moe_metrics(struct evbuffer *o, const json_t *moe)
+{
+	const json_t *layers = json_object_get(moe, "layers");
+	char buf[40];
+
+	if (!json_is_object(moe) || !json_is_array(layers))
+		return;
+	moe_layer_metric(o, layers, "tandem_moe_expert_lookups_total",
+	                 "Routed experts released to run, per MoE layer.", "lookups");
+	moe_layer_metric(o, layers, "tandem_moe_expert_hits_total",
+	                 "Of them, experts whose weights were on the accelerator.", "hits");
+	moe_layer_metric(o, layers, "tandem_moe_expert_load_bytes_total",
+	                 "Expert weight bytes the split sent over the link.", "load_bytes");
+	family(o, "tandem_moe_cached_experts", "gauge",
+	       "Experts whose weights the expert cache keeps on the accelerator now.");
+	sample_int(o, "tandem_moe_cached_experts", NULL, 0, field(moe, "cached"));
+	family(o, "tandem_moe_cache_capacity_experts", "gauge", "The expert cache's budget.");
+	sample_int(o, "tandem_moe_cache_capacity_experts", NULL, 0, field(moe, "cache_cap"));
+	family(o, "tandem_moe_cache_pays", "gauge",
+	       "1 when the predicted time the resident experts saved exceeds the predicted "
+	       "link time of the loads that brought experts in, else 0.");
+	sample(o, "tandem_moe_cache_pays", NULL, 0,
+	       json_is_true(json_object_get(moe, "cache_pays")) ? "1" : "0");
+	family(o, "tandem_moe_saved_seconds_total", "counter",
+	       "Predicted layer time saved by the resident experts.");
+	snprintf(buf, sizeof(buf), "%.9f", json_real_value(json_object_get(moe, "saved_ns")) / 1e9);
+	sample(o, "tandem_moe_saved_seconds_total", NULL, 0, buf);
+	family(o, "tandem_moe_load_seconds_total", "counter",
+	       "Predicted link time of the experts' loads.");
+	snprintf(buf, sizeof(buf), "%.9f", json_real_value(json_object_get(moe, "load_ns")) / 1e9);
+	sample(o, "tandem_moe_load_seconds_total", NULL, 0, buf);
+}
+
 int metrics_render(const json_t *doc, struct evbuffer *o)
 {
 	const json_t *devices = json_object_get(doc, "devices");
@@ -305,6 +359,7 @@ int metrics_render(const json_t *doc, struct evbuffer *o)
 	              "Sum of the actual device time of the predicted tasks (relative error = "
 	              "abs_error / observed).",
 	              "pred_actual_ns", true);
+	moe_metrics(o, json_object_get(doc, "moe"));
 	return evbuffer_get_length(o) ? 0 : -1;
 }
 

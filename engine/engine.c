@@ -1761,6 +1761,11 @@ struct profiler *engine_profiler(const struct engine *e)
 	return e->prof;
 }
 
+void *engine_policy_priv(const struct engine *e)
+{
+	return e->policy_priv;
+}
+
 int engine_flow_add(struct engine *e, struct engine_flow *flow)
 {
 	return e->policy->flow_added ? e->policy->flow_added(e->policy_priv, flow) : 0;

@@ -148,6 +148,9 @@ size_t engine_device_count(const struct engine *e);
 const struct engine_device *engine_device(const struct engine *e, size_t i);
 const char *engine_policy_name(const struct engine *e);
 struct profiler *engine_profiler(const struct engine *e);
+/* The policy's private state, for the readers of its own statistics
+ * (llm_policy_moe_stats): valid until the engine is destroyed. */
+void *engine_policy_priv(const struct engine *e);
 void engine_set_spin_us(struct engine *e, uint32_t spin_us);
 /* A new client: 0 or -TDM_ENOMEM. */
 int engine_flow_add(struct engine *e, struct engine_flow *flow);

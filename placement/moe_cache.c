@@ -166,6 +166,22 @@ static double evict_key(const struct moe_cache *c, size_t i)
 	}
 }
 
+double moe_cache_victim_p(const struct moe_cache *c, uint32_t pin_layer, const uint8_t *pin)
+{
+	const size_t n = (size_t)c->layers * c->experts;
+	double key = -INFINITY;
+
+	if (c->n < c->cap)
+		return 0;
+	for (size_t i = 0; i < n; i++) {
+		if (!c->in[i] || (pin && i / c->experts == pin_layer && pin[i % c->experts]))
+			continue;
+		key = fmax(key, tandem_key(c, i));
+	}
+	/* tandem_key is -p plus a tie-break below 1e-6. */
+	return key == -INFINITY ? 1 : fmin(fmax(-key, 0), 1);
+}
+
 bool moe_cache_admit(struct moe_cache *c, uint32_t l, uint32_t e, uint32_t pin_layer,
                      const uint8_t *pin, bool force, uint32_t *victim)
 {

@@ -92,4 +92,9 @@ bool moe_cache_admit(struct moe_cache *c, uint32_t l, uint32_t e, uint32_t pin_l
  * layer's next step (the prefetch ranking). */
 double moe_cache_p_next(const struct moe_cache *c, uint32_t l, uint32_t e);
 
+/* tandem: moe_cache_p_next of the expert moe_cache_admit would evict now
+ * (pin as there); 0 while a slot is free, 1 when nothing may leave. What
+ * a swap gives up. */
+double moe_cache_victim_p(const struct moe_cache *c, uint32_t pin_layer, const uint8_t *pin);
+
 #endif

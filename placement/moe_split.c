@@ -65,6 +65,9 @@ int moe_cost_init(struct moe_cost *c, const struct moe_model *m, const struct ll
 	c->cpu_cores = hw->cpu_cores > 1 ? hw->cpu_cores - 1 : 1;
 	double all = c->cpu_cores * hw->core_gbps;
 	c->cpu_gbps = hw->socket_gbps > 0 && hw->socket_gbps < all ? hw->socket_gbps : all;
+	c->cpu_gbps_shared = c->cpu_gbps;
+	if (hw->socket_gbps > 0 && hw->socket_gbps - hw->link_gbps < c->cpu_gbps)
+		c->cpu_gbps_shared = fmax(hw->socket_gbps - hw->link_gbps, c->cpu_gbps / 10);
 	return 0;
 }
 
@@ -78,6 +81,13 @@ double moe_t_expert_gpu(const struct moe_cost *c, double tokens)
 double moe_t_expert_cpu(const struct moe_cost *c, double tokens)
 {
 	return fmax(c->expert_bytes / c->cpu_gbps,
+	            c->expert_flops_tok * tokens / (c->cpu_cores * c->hw.cpu_gflops)) +
+	       c->hw.cpu_launch_ns;
+}
+
+double moe_t_expert_cpu_shared(const struct moe_cost *c, double tokens)
+{
+	return fmax(c->expert_bytes / c->cpu_gbps_shared,
 	            c->expert_flops_tok * tokens / (c->cpu_cores * c->hw.cpu_gflops)) +
 	       c->hw.cpu_launch_ns;
 }
@@ -133,9 +143,23 @@ uint32_t moe_breakeven_tokens(const struct moe_cost *c)
 
 /* ---- the split ---- */
 
+static bool bad_times(const struct moe_split_in *in)
+{
+	const struct moe_split_times *t = in->times;
+	if (!t)
+		return !in->cost;
+	if ((in->n && (!t->gpu_ns || !t->cpu_ns)) || !cost_nonneg(t->load_ns) ||
+	    !cost_nonneg(t->handoff_ns))
+		return true;
+	for (uint32_t i = 0; i < in->n; i++)
+		if (!cost_nonneg(t->gpu_ns[i]) || !cost_nonneg(t->cpu_ns[i]))
+			return true;
+	return false;
+}
+
 static bool bad_input(const struct moe_split_in *in)
 {
-	return !in || !in->cost || in->n > MOE_SPLIT_MAX || (in->n && !in->e) ||
+	return !in || in->n > MOE_SPLIT_MAX || (in->n && !in->e) || bad_times(in) ||
 	       !cost_nonneg(in->tokens) || !cost_nonneg(in->link_free_ns) ||
 	       !(in->allow & (MOE_ALLOW_CPU | MOE_ALLOW_LOAD));
 }
@@ -143,6 +167,7 @@ static bool bad_input(const struct moe_split_in *in)
 /* Per-expert times, computed once per decision. */
 struct times {
 	double gpu[MOE_SPLIT_MAX], cpu[MOE_SPLIT_MAX];
+	double cpu_shared[MOE_SPLIT_MAX]; /* while the link streams */
 	double resident_gpu; /* the resident experts' GPU time */
 	double load; /* one load */
 	double handoff;
@@ -152,14 +177,41 @@ static void times_of(const struct moe_split_in *in, struct times *t)
 {
 	const struct moe_cost *c = in->cost;
 	t->resident_gpu = 0;
+	if (in->times) {
+		const struct moe_split_times *m = in->times;
+		t->load = m->load_ns;
+		t->handoff = m->handoff_ns;
+		for (uint32_t i = 0; i < in->n; i++) {
+			t->gpu[i] = m->gpu_ns[i];
+			t->cpu[i] = t->cpu_shared[i] = in->e[i].resident ? 0 : m->cpu_ns[i];
+			if (in->e[i].resident)
+				t->resident_gpu += t->gpu[i];
+		}
+		return;
+	}
 	t->load = moe_t_load(c);
 	t->handoff = moe_t_handoff(c, in->tokens);
 	for (uint32_t i = 0; i < in->n; i++) {
 		t->gpu[i] = moe_t_expert_gpu(c, in->e[i].tokens);
 		t->cpu[i] = in->e[i].resident ? 0 : moe_t_expert_cpu(c, in->e[i].tokens);
+		t->cpu_shared[i] =
+		        in->e[i].resident ? 0 : moe_t_expert_cpu_shared(c, in->e[i].tokens);
 		if (in->e[i].resident)
 			t->resident_gpu += t->gpu[i];
 	}
+}
+
+/* When the CPU's experts end: alone they take `alone`, all under a busy
+ * link `shared`; the link is busy for the first `link` ns of the layer,
+ * and work done then goes at the shared rate. */
+static double cpu_end(double alone, double shared, double link)
+{
+	if (link >= shared)
+		return shared;
+	if (link <= 0 || shared <= alone)
+		return alone;
+	/* The share of the work done while the link streams: link / shared. */
+	return link + (1 - link / shared) * alone;
 }
 
 /* The layer's time: loads (in `order`, the non-resident experts) chained
@@ -167,7 +219,7 @@ static void times_of(const struct moe_split_in *in, struct times *t)
 static double eval_times(const struct moe_split_in *in, const struct times *t, const uint8_t *where,
                          const uint32_t *order, uint32_t nord, struct moe_split_plan *p)
 {
-	double g = t->resident_gpu, link = in->link_free_ns, cpu = 0;
+	double g = t->resident_gpu, link = in->link_free_ns, cpu = 0, cpu_shared = 0;
 	uint32_t nload = 0, ncpu = 0;
 
 	for (uint32_t k = 0; k < nord; k++) {
@@ -178,11 +230,12 @@ static double eval_times(const struct moe_split_in *in, const struct times *t, c
 			nload++;
 		} else {
 			cpu += t->cpu[i];
+			cpu_shared += t->cpu_shared[i];
 			ncpu++;
 		}
 	}
 	if (ncpu)
-		cpu += t->handoff;
+		cpu = cpu_end(cpu, cpu_shared, link) + t->handoff;
 	if (p) {
 		p->t_gpu_ns = g;
 		p->t_cpu_ns = cpu;
@@ -297,13 +350,17 @@ int moe_split_plan(const struct moe_split_in *in, uint8_t *where, uint32_t *scra
 	{
 		/* Incremental: the CPU's sum of the suffix, the loads' chain of
 		 * the prefix. */
-		double cpu_suffix = 0;
-		for (uint32_t k = 0; k < m; k++)
+		double cpu_suffix = 0, shared_suffix = 0;
+		for (uint32_t k = 0; k < m; k++) {
 			cpu_suffix += t.cpu[order[k]];
+			shared_suffix += t.cpu_shared[order[k]];
+		}
 		double g = t.resident_gpu, link = in->link_free_ns;
 		for (uint32_t k = 0; k <= m; k++) {
 			if (k >= kmin && k <= kmax) {
-				double cpu = cpu_suffix + (k < m ? t.handoff : 0);
+				double cpu =
+				        k < m ? cpu_end(cpu_suffix, shared_suffix, link) + t.handoff
+				              : 0;
 				double v = fmax(g, cpu);
 				if (v < best) {
 					best = v;
@@ -315,6 +372,7 @@ int moe_split_plan(const struct moe_split_in *in, uint8_t *where, uint32_t *scra
 			link += t.load;
 			g = fmax(g, link) + t.gpu[order[k]];
 			cpu_suffix -= t.cpu[order[k]];
+			shared_suffix -= t.cpu_shared[order[k]];
 		}
 	}
 	for (uint32_t k = 0; k < m; k++)

@@ -15,7 +15,10 @@
  *         against the GPU's compute, a flow shop: link, then GPU);
  *   link: loads one after another from when the link is free;
  *   CPU:  the CPU's experts one after another, each on all its cores,
- *         plus a hand-off (the hidden states down and back up the link).
+ *         plus a hand-off (the hidden states down and back up the link);
+ *         while the link is busy (loads, or prefetches still in flight)
+ *         the copies read host memory too, and the CPU's experts run at
+ *         what the socket leaves them (cpu_gbps_shared).
  *
  * moe_split_plan (tandem) finds the assignment of least predicted time:
  * the best of every "load the m experts with most tokens, compute the rest
@@ -64,6 +67,10 @@ struct moe_cost {
 	double routed_bytes; /* all routed experts */
 	uint32_t cpu_cores; /* cores the experts use (one drives the GPU) */
 	double cpu_gbps; /* what they read together */
+	/* What they read while the link streams experts from the same host
+	 * memory (a copy's DMA reads come out of the socket's bandwidth):
+	 * min(cpu_gbps, socket - link), at least a tenth of cpu_gbps. */
+	double cpu_gbps_shared;
 };
 
 /* 0, or -1 when a figure is missing or out of range. */
@@ -78,6 +85,8 @@ int moe_cost_init(struct moe_cost *c, const struct moe_model *m, const struct ll
  *   handoff: `tokens` hidden states down to the CPU and back. */
 double moe_t_expert_gpu(const struct moe_cost *c, double tokens);
 double moe_t_expert_cpu(const struct moe_cost *c, double tokens);
+/* The same while the link streams (cpu_gbps_shared). */
+double moe_t_expert_cpu_shared(const struct moe_cost *c, double tokens);
 double moe_t_load(const struct moe_cost *c);
 double moe_t_dense(const struct moe_cost *c, bool dense_layer, double tokens);
 double moe_t_head(const struct moe_cost *c, double tokens);
@@ -97,8 +106,18 @@ struct moe_split_expert {
 	bool resident; /* weights in GPU memory */
 };
 
+/* Measured costs in place of the model's (a daemon policy's cost models'
+ * predictions): per activated expert its GPU and CPU time, one load's and
+ * the hand-off's. Host-memory sharing is in the measurements or nowhere:
+ * the CPU's times are taken as they are under a busy link. */
+struct moe_split_times {
+	const double *gpu_ns, *cpu_ns; /* [n] */
+	double load_ns, handoff_ns;
+};
+
 struct moe_split_in {
-	const struct moe_cost *cost;
+	const struct moe_cost *cost; /* NULL when times is given */
+	const struct moe_split_times *times; /* NULL: the cost model's */
 	const struct moe_split_expert *e;
 	uint32_t n; /* activated experts, at most MOE_SPLIT_MAX */
 	double tokens; /* the step's tokens (the hand-off's size) */

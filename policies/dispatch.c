@@ -826,6 +826,8 @@ void dispatch_tasks_ready(void *priv, struct engine_task **tasks, size_t n, int 
 {
 	struct dispatch *D = priv;
 	(void)worker;
+	if (D->hook.ready)
+		D->hook.ready(D->hook.ctx, tasks, n);
 	for (size_t i = 0; i < n; i++) {
 		struct engine_task *t = tasks[i];
 		/* A task given back (device fault) was taken by the device it

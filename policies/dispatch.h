@@ -60,6 +60,9 @@ struct dispatch_graph_hook {
 	void (*graph)(void *ctx, struct engine_graph *g);
 	void (*fini)(void *ctx);
 	void *ctx;
+	/* Optional: tasks became ready, before dmda places them (it may set
+	 * their policy_node as graph may). */
+	void (*ready)(void *ctx, struct engine_task **tasks, size_t n);
 };
 void dispatch_set_graph_hook(void *priv, const struct dispatch_graph_hook *h);
 /* The hook's ctx (NULL: none). */

@@ -12,6 +12,7 @@
 #include "placement/llm_step.h"
 #include "placement/residency.h"
 #include "policies/dispatch.h"
+#include "policies/llm_moe.h"
 #include "profiler/profiler.h"
 #include "tandem.h"
 
@@ -45,6 +46,7 @@ struct llm {
 	uint32_t *scratch;
 	size_t cap; /* of attn, req, where, scratch; kv holds 2 * cap */
 	struct llm_policy_stats st;
+	struct llm_moe *moe; /* the MoE split at release (llm_moe.h) */
 };
 
 static bool is_kv_attention(const struct engine_task *t)
@@ -442,9 +444,16 @@ static void llm_graph(void *ctx, struct engine_graph *g)
 	pthread_mutex_unlock(&L->lock);
 }
 
+static void llm_ready(void *ctx, struct engine_task **tasks, size_t n)
+{
+	struct llm *L = ctx;
+	llm_moe_ready(L->moe, tasks, n);
+}
+
 static void llm_fini(void *ctx)
 {
 	struct llm *L = ctx;
+	llm_moe_free(L->moe);
 	pthread_mutex_destroy(&L->lock);
 	free(L->set);
 	free(L->kv);
@@ -483,9 +492,15 @@ static int llm_init(const struct policy_params *p, void **priv)
 			L->accel_node = d->node;
 		}
 	}
-	struct dispatch_graph_hook h = { llm_graph, llm_fini, L };
-	if (L->accel < 0 || L->host_dev < 0)
-		h.graph = NULL; /* nothing to tier: plain dmda */
+	struct dispatch_graph_hook h = { llm_graph, llm_fini, L, llm_ready };
+	if (L->accel < 0 || L->host_dev < 0) {
+		h.graph = NULL; /* nothing to tier or split: plain dmda */
+		h.ready = NULL;
+	} else {
+		/* Without memory for it, MoE experts are dmda's. */
+		L->moe = llm_moe_create(L->prof, L->res, L->accel, L->accel_node, L->host_dev,
+		                        L->host_cores);
+	}
 	dispatch_set_graph_hook(*priv, &h);
 	return 0;
 }
@@ -498,6 +513,15 @@ int llm_policy_stats(void *priv, struct llm_policy_stats *out)
 	pthread_mutex_lock(&L->lock);
 	*out = L->st;
 	pthread_mutex_unlock(&L->lock);
+	return 0;
+}
+
+int llm_policy_moe_stats(void *priv, struct llm_moe_stats *out)
+{
+	struct llm *L = dispatch_graph_hook_ctx(priv);
+	if (!L || !L->moe)
+		return -1;
+	llm_moe_stats(L->moe, out);
 	return 0;
 }
 

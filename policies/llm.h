@@ -41,4 +41,9 @@ struct llm_policy_stats {
 /* 0, or -1 when priv is not the llm policy's. */
 int llm_policy_stats(void *priv, struct llm_policy_stats *out);
 
+/* The MoE split's telemetry (llm_moe.h). 0, or -1 when priv is not the
+ * llm policy's or it has no accelerator to split with. */
+struct llm_moe_stats;
+int llm_policy_moe_stats(void *priv, struct llm_moe_stats *out);
+
 #endif

@@ -266,12 +266,15 @@ struct run {
 	uint32_t *scratch;
 	struct ranked *rank;
 	uint64_t step_base; /* the profile's steps come first */
+	double tok_per_expert; /* tokens an activated expert sees, on average */
+	uint32_t u_per; /* trace tokens a step */
 };
 
 /* Prefetch layer nl's experts (step ns) into the link's idle time in
- * [from, deadline). Returns when the link is free afterwards. */
+ * [from, deadline). The current layer's CPU ends at cpu_done and the
+ * layer at layer_end. Returns when the link is free afterwards. */
 static double prefetch(struct run *R, struct moe_sim_result *r, uint32_t ns, uint32_t nl,
-                       double from, double deadline)
+                       double from, double deadline, double cpu_done, double layer_end)
 {
 	const struct moe_cost *c = R->c;
 	const uint32_t E = c->m.experts;
@@ -314,18 +317,47 @@ static double prefetch(struct run *R, struct moe_sim_result *r, uint32_t ns, uin
 		uint32_t e = R->rank[k].key;
 		if (pol != MOE_POL_BELADY && R->rank[k].count == 0)
 			break;
+		/* tandem (and the bound) fetch only what pays: the expected CPU
+		 * time saved (the chance of use, less the victim's, times the
+		 * expert's CPU time) against the time the copy takes from the
+		 * CPU's experts while both read host memory. */
+		if (pol == MOE_POL_TANDEM || pol == MOE_POL_BELADY) {
+			double ov = fmax(0, fmin(link + tl, cpu_done) - link);
+			double slow = 1 - c->cpu_gbps_shared / c->cpu_gbps;
+			double cost = fmax(0, cpu_done + ov * slow - layer_end);
+			double p = pol == MOE_POL_BELADY ? 1 : moe_cache_p_next(&R->cache, nl, e);
+			double pv = pol == MOE_POL_BELADY
+			                    ? 0
+			                    : moe_cache_victim_p(&R->cache, nl, R->pin);
+			if ((p - pv) * moe_t_expert_cpu(c, R->tok_per_expert) <= cost)
+				continue;
+		}
 		/* The cache decides (tandem's and MIN's admission): an expert
 		 * not worth a slot is not fetched. */
 		if (!moe_cache_admit(&R->cache, nl, e, nl, R->pin, false, NULL))
 			continue;
 		R->pin[e] = 1;
 		link += tl;
+		r->t_link_ns += tl;
 		R->arrival[(size_t)nl * E + e] = link;
 		R->prefetched[(size_t)nl * E + e] = 1;
 		r->prefetched++;
 		issued++;
 	}
 	return link;
+}
+
+/* The CPU would end at `end` alone; from `from` the link streams until
+ * `link` and the CPU's remaining experts go at the shared rate (they read
+ * host memory, the bytes bound them). When the CPU ends. */
+static double shared_until(const struct moe_cost *c, double from, double end, double link)
+{
+	double rate = c->cpu_gbps_shared / c->cpu_gbps, left = end - from;
+	if (rate >= 1)
+		return end;
+	if ((link - from) * rate >= left)
+		return from + left / rate;
+	return link + left - (link - from) * rate;
 }
 
 static int run_steps(struct run *R, const uint8_t *hot, const struct moe_trace *profile,
@@ -342,15 +374,28 @@ static int run_steps(struct run *R, const uint8_t *hot, const struct moe_trace *
 
 	if (pol != MOE_POL_STATIC && pol != MOE_POL_NCPUMOE)
 		install_hot(&R->cache, hot);
-	/* Warm the scores with the profile, one token a step. */
-	for (uint32_t k = 0; profile && k < profile->tokens; k++)
-		for (uint32_t l = 0; l < L; l++)
-			moe_cache_observe(&R->cache, k, l, moe_trace_ids(profile, k, l),
-			                  moe_trace_w(profile, k, l), profile->topk);
-	R->step_base = profile ? profile->tokens : 0;
+	/* Warm the scores with the profile, in steps of the run's size (a
+	 * batch's or a chunk's union of experts per layer: what the scores
+	 * see at run time), so that what they learned means the same. */
+	struct unions pu;
+	R->step_base = 0;
+	if (profile && unions_build(profile, R->u_per, &pu) == 0) {
+		for (uint32_t k = 0; k < pu.steps; k++)
+			for (uint32_t l = 0; l < L; l++) {
+				size_t cell = (size_t)k * L + l;
+				moe_cache_observe(&R->cache, k, l, pu.ids + pu.off[cell],
+				                  pu.w + pu.off[cell],
+				                  pu.off[cell + 1] - pu.off[cell]);
+			}
+		R->step_base = pu.steps;
+		unions_free(&pu);
+	}
+	R->tok_per_expert = fmax(1, tok * c->m.topk / E);
 	for (uint32_t s = 0; s < R->u.steps; s++) {
-		for (uint32_t l = 0; l < c->m.dense_layers; l++)
+		for (uint32_t l = 0; l < c->m.dense_layers; l++) {
 			clk += moe_t_dense(c, true, tok);
+			r->t_serial_ns += moe_t_dense(c, true, tok);
+		}
 		for (uint32_t l = 0; l < L; l++) {
 			size_t cell = (size_t)s * L + l;
 			uint32_t a = R->u.off[cell], n = R->u.off[cell + 1] - a;
@@ -416,13 +461,21 @@ static int run_steps(struct run *R, const uint8_t *hot, const struct moe_trace *
 				r->loads++;
 				/* Loaded on demand: kept where the cache admits it,
 				 * else a scratch buffer for this layer only. */
-				moe_cache_admit(&R->cache, l, e, l, R->pin,
-				                pol == MOE_POL_LRU || pol == MOE_POL_HYBRIMOE,
-				                NULL);
+				if (pol != MOE_POL_TANDEM)
+					moe_cache_admit(&R->cache, l, e, l, R->pin,
+					                pol == MOE_POL_LRU ||
+					                        pol == MOE_POL_HYBRIMOE,
+					                NULL);
 				R->arrival[(size_t)l * E + e] = 0;
 			}
 			if (p.nload)
 				link_busy = router + p.t_link_ns;
+			r->t_serial_ns += router - clk;
+			r->t_experts_ns += p.t_ns;
+			r->t_cpu_ns += p.t_cpu_ns;
+			r->t_gpu_ns += p.t_gpu_ns;
+			r->t_link_ns += p.nload * moe_t_load(c);
+			r->cpu_bound_layers += p.t_cpu_ns > p.t_gpu_ns;
 			clk = router + p.t_ns;
 			for (uint32_t i = 0; i < n; i++)
 				R->pin[R->u.ids[a + i]] = 0;
@@ -434,11 +487,24 @@ static int run_steps(struct run *R, const uint8_t *hot, const struct moe_trace *
 				if (nl == 0)
 					deadline += moe_t_head(c, tok) +
 					            c->m.dense_layers * moe_t_dense(c, true, tok);
-				link_busy =
-				        prefetch(R, r, ns, nl, fmax(link_busy, router), deadline);
+				double from = fmax(link_busy, router);
+				link_busy = prefetch(R, r, ns, nl, from, deadline,
+				                     router + (p.ncpu ? p.t_cpu_ns : 0), clk);
+				/* Prefetches while the CPU still computes read host
+				 * memory with it: the CPU's experts slow down. */
+				double cpu_done = router + p.t_cpu_ns;
+				if (p.ncpu && link_busy > from && cpu_done > from) {
+					cpu_done = shared_until(c, from, cpu_done, link_busy);
+					if (cpu_done > clk) {
+						r->t_experts_ns += cpu_done - clk;
+						r->t_cpu_ns += cpu_done - (router + p.t_cpu_ns);
+						clk = cpu_done;
+					}
+				}
 			}
 		}
 		clk += moe_t_head(c, tok);
+		r->t_serial_ns += moe_t_head(c, tok);
 		r->steps++;
 	}
 	r->time_ns = clk;
@@ -478,6 +544,7 @@ int moe_sim_run(const struct moe_cost *c, const struct moe_trace *t,
 	if (!r->fits)
 		return 0;
 	uint32_t per = o->prefill_tokens ? o->prefill_tokens : o->batch;
+	R.u_per = per;
 	if (unions_build(t, per, &R.u)) {
 		snprintf(err, errlen, "moe: the trace has fewer than %u tokens (or no memory)",
 		         per);
@@ -648,10 +715,12 @@ int moe_sim_cli(const struct machine *m, const char *spec, const char *policies,
 	}
 	fprintf(stderr,
 	        "moe: %s on %s, %s, budget %.0f%% of %u routed experts, %s; CPU %.1f GB/s on %u "
-	        "cores, link %.1f GB/s; break-even %u tokens per expert\n",
+	        "cores (%.1f while the link streams), link %.1f GB/s; break-even %u tokens per "
+	        "expert\n",
 	        cost.m.name, m->name, s.prompt ? "prefill" : "decode", s.budget * 100,
 	        cost.moe_layers * cost.m.experts, strcmp(s.trace, "gen") ? s.trace : "generated",
-	        cost.cpu_gbps, cost.cpu_cores, cost.hw.link_gbps, moe_breakeven_tokens(&cost));
+	        cost.cpu_gbps, cost.cpu_cores, cost.cpu_gbps_shared, cost.hw.link_gbps,
+	        moe_breakeven_tokens(&cost));
 	json_t *rows = json ? json_array() : NULL;
 	if (!json)
 		printf("%-9s %10s %7s %9s %7s %11s\n", "policy", "tok/s", "hit%", "precision",

@@ -16,7 +16,10 @@
  *
  * Policies (the same trace, costs and budget):
  *   tandem    moe_split_plan + the tandem cache + prefetch of the next
- *             layer's experts by predicted probability;
+ *             layer's experts by predicted probability, where the CPU time
+ *             it is expected to save beats the time the copy takes from the
+ *             CPU's experts (both read host memory); experts loaded on
+ *             demand stay for their layer only;
  *   static    kTransformers: every routed expert on the CPU, the rest on
  *             the GPU (the budget unused);
  *   ncpumoe   llama.cpp --n-cpu-moe N: the first N MoE layers' experts on
@@ -78,6 +81,13 @@ struct moe_sim_result {
 	double precision, recall; /* of prefetch: used / prefetched; used / (used + misses) */
 	double wasted_bytes_tok; /* prefetched, never used, per token */
 	double decide_ns, decisions; /* wall time in the split decision */
+	/* Where the time goes (simulated ns, summed over layer steps): the
+	 * GPU's serial part (dense layers, attention, shared experts, router,
+	 * head), the routed experts' part (max of CPU and GPU), the CPU's and
+	 * the GPU's busy time within it, the link's busy time (loads and
+	 * prefetches), and layer steps where the CPU finished last. */
+	double t_serial_ns, t_experts_ns, t_cpu_ns, t_gpu_ns, t_link_ns;
+	double cpu_bound_layers;
 };
 
 /* The machine as the model sees it: llm_hw_from_machine's figures. */

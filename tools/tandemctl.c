@@ -29,6 +29,9 @@ static void usage(FILE *out)
 	             "  devices   the devices tandemd schedules on\n"
 	             "  clients   connected clients and what they hold\n"
 	             "  buffers   each client buffer and the memory nodes holding a valid copy\n"
+	             "  moe       the llm policy's MoE split: per layer experts looked up,\n"
+	             "            hit rate on the accelerator, where they ran, bytes loaded;\n"
+	             "            and whether the resident experts pay for this routing\n"
 	             "  models    each cost model: samples, sizes seen, estimates, spread and\n"
 	             "            recent prediction error (median over the last 32, relative\n"
 	             "            and absolute, and the median time they took)\n"
@@ -262,6 +265,46 @@ static void print_devices(json_t *doc)
 		       (long long)num(d, "tasks_run"), (double)num(d, "busy_ns") / 1e6, mem,
 		       str(d, "model"));
 	}
+}
+
+/* tandemctl moe: the status document's "moe" (policies/llm_moe.h). */
+static void print_moe(const json_t *doc)
+{
+	const json_t *moe = json_object_get(doc, "moe"), *l;
+	size_t i;
+
+	if (!json_is_object(moe)) {
+		printf("no MoE split: the policy is not llm, or it has no accelerator\n");
+		return;
+	}
+	printf("%5s %9s %9s %6s %8s %8s %7s %12s\n", "layer", "lookups", "hits", "hit%", "on_cpu",
+	       "on_accel", "loads", "load_bytes");
+	json_array_foreach(json_object_get(moe, "layers"), i, l)
+	{
+		printf("%5lld %9lld %9lld %6.1f %8lld %8lld %7lld %12lld\n",
+		       (long long)json_integer_value(json_object_get(l, "layer")),
+		       (long long)json_integer_value(json_object_get(l, "lookups")),
+		       (long long)json_integer_value(json_object_get(l, "hits")),
+		       json_real_value(json_object_get(l, "hit_pct")),
+		       (long long)json_integer_value(json_object_get(l, "on_cpu")),
+		       (long long)json_integer_value(json_object_get(l, "on_accel")),
+		       (long long)json_integer_value(json_object_get(l, "loads")),
+		       (long long)json_integer_value(json_object_get(l, "load_bytes")));
+	}
+	printf("expert cache: %lld of %lld experts held, %lld admitted\n",
+	       (long long)json_integer_value(json_object_get(moe, "cached")),
+	       (long long)json_integer_value(json_object_get(moe, "cache_cap")),
+	       (long long)json_integer_value(json_object_get(moe, "cache_admits")));
+	double saved = json_real_value(json_object_get(moe, "saved_ns"));
+	double load = json_real_value(json_object_get(moe, "load_ns"));
+	printf("splits %lld; resident experts saved %.3f ms (predicted), loads took %.3f ms of "
+	       "link: %s\n",
+	       (long long)json_integer_value(json_object_get(moe, "splits")), saved / 1e6,
+	       load / 1e6,
+	       saved == 0 && load == 0 ? "no expert held on the accelerator yet"
+	       : json_is_true(json_object_get(moe, "cache_pays"))
+	               ? "the cache pays for this routing"
+	               : "the cache does not pay for this routing");
 }
 
 static void print_clients(json_t *doc)
@@ -765,7 +808,8 @@ int main(int argc, char **argv)
 	                : calibrate            ? TDM_MSG_CTL_CALIBRATE
 	                                       : TDM_MSG_CTL_STATUS;
 	if (strcmp(cmd, "status") && strcmp(cmd, "devices") && strcmp(cmd, "clients") &&
-	    strcmp(cmd, "buffers") && !trace && !top && type == TDM_MSG_CTL_STATUS) {
+	    strcmp(cmd, "buffers") && strcmp(cmd, "moe") && !trace && !top &&
+	    type == TDM_MSG_CTL_STATUS) {
 		fprintf(stderr, "tandemctl: unknown command \"%s\"\n", cmd);
 		usage(stderr);
 		return 2;
@@ -806,6 +850,8 @@ int main(int argc, char **argv)
 		print_clients(doc);
 	else if (strcmp(cmd, "buffers") == 0)
 		print_replicas(doc);
+	else if (strcmp(cmd, "moe") == 0)
+		print_moe(doc);
 	else
 		print_status(doc);
 	json_decref(doc);

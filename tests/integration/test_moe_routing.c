@@ -314,6 +314,90 @@ static void test_accumulated_experts_opencl(void **state)
 	tdmt_test_ok();
 }
 
+/* An integer of a JSON object (-1 when absent). */
+static json_int_t jint(const json_t *o, const char *key)
+{
+	const json_t *v = json_object_get(o, key);
+	return json_is_integer(v) ? json_integer_value(v) : -1;
+}
+
+/* The llm policy splits the routed experts between the cores and PoCL's
+ * device at release, and counts them per layer: two layers (two routers)
+ * each sending every token to experts 0 and 2, RUNS times; the status
+ * document's "moe" (tandemctl moe, the tandem_moe_* metrics) then holds
+ * two layers of 2 * RUNS lookups each, every one placed on one side, the
+ * hits (weights already on the device) among them, and the unrouted
+ * experts 1 and 3 nowhere. Skipped without PoCL. */
+static void test_moe_telemetry(void **state)
+{
+	enum { RUNS = 3 };
+	static struct tdmt_daemon cl;
+
+	(void)state;
+	memset(&cl, 0, sizeof(cl));
+	if (tdmt_daemon_start(&cl, "[engine]\npolicy = \"llm\"\n[cuda]\nenabled = false\n")) {
+		tdmt_daemon_cleanup(&cl);
+		fail_msg("no daemon with the llm policy");
+	}
+	int64_t accel = -1;
+	assert_int_equal(tdmt_device_field(cl.sock, "clcpu0", "index", &accel), 0);
+	if (accel < 0) {
+		printf("# skipped: no OpenCL device (clcpu0) in this machine\n");
+		tdmt_daemon_cleanup(&cl);
+		tdmt_test_ok();
+		return;
+	}
+	tdm_client *cores = c;
+	if (connect_layer(cl.sock) != 0) {
+		c = cores;
+		cl.failed = true;
+		tdmt_daemon_cleanup(&cl);
+		fail_msg("no client on the llm daemon");
+	}
+	route_to_0_and_2();
+	for (int run = 0; run < RUNS; run++) {
+		tdm_graph *g = tdm_graph_new(c);
+		for (int layer = 0; layer < 2; layer++) {
+			uint32_t r = add_router(g);
+			for (int e = 0; e < NE; e++) {
+				uint32_t ex = add_expert(g, e, b_y[e], TDM_RW);
+				assert_int_equal(tdm_graph_set_guard(g, ex, r, (uint32_t)e), 0);
+			}
+		}
+		assert_int_equal(tdm_graph_submit(g), 0);
+		assert_int_equal(tdm_wait(g, 10 * 1000000000ll), 0);
+		tdm_graph_free(g);
+	}
+	json_t *doc = tdmt_status_doc(cl.sock);
+	assert_non_null(doc);
+	const json_t *moe = json_object_get(doc, "moe");
+	assert_true(json_is_object(moe));
+	assert_int_equal(jint(moe, "splits"), 2 * RUNS);
+	const json_t *layers = json_object_get(moe, "layers");
+	assert_int_equal(json_array_size(layers), 2);
+	for (size_t l = 0; l < 2; l++) {
+		const json_t *L = json_array_get(layers, l);
+		assert_int_equal(jint(L, "layer"), (json_int_t)l);
+		assert_int_equal(jint(L, "lookups"), 2 * RUNS);
+		assert_int_equal(jint(L, "on_cpu") + jint(L, "on_accel"), 2 * RUNS);
+		assert_in_range(jint(L, "hits"), 0, 2 * RUNS);
+		assert_in_range(jint(L, "loads"), 0, jint(L, "on_accel"));
+		/* Only loads copy weights in: none loaded, none counted. */
+		if (jint(L, "loads") == 0)
+			assert_int_equal(jint(L, "load_bytes"), 0);
+	}
+	assert_true(json_is_boolean(json_object_get(moe, "cache_pays")));
+	assert_in_range(jint(moe, "cached"), 0, jint(moe, "cache_cap"));
+	assert_in_range(jint(moe, "cached"), 0, jint(moe, "cache_admits"));
+	json_decref(doc);
+	tdm_disconnect(c);
+	c = cores;
+	if (!tdmt_daemon_alive(&cl))
+		cl.failed = true;
+	tdmt_daemon_cleanup(&cl);
+	tdmt_test_ok();
+}
+
 #define T(f) cmocka_unit_test_setup_teardown(f, test_setup, test_teardown)
 
 int main(void)
@@ -323,6 +407,7 @@ int main(void)
 		T(test_router_output_not_finite),
 		T(test_accumulated_experts),
 		T(test_accumulated_experts_opencl),
+		T(test_moe_telemetry),
 	};
 	return cmocka_run_group_tests_name("moe_routing", tests, group_setup, group_teardown);
 }

@@ -19,6 +19,7 @@
 #include "placement/residency.h"
 #include "policies/dispatch.h"
 #include "policies/llm.h"
+#include "policies/llm_moe.h"
 #include "policies/policy.h"
 #include "profiler/calibrate.h"
 #include "profiler/profiler.h"
@@ -440,6 +441,132 @@ static void test_step_costs_match_roofline(void **state)
 	assert_int_equal(llm_step_plan(&in, w2, scratch, &p2), -1);
 }
 
+/* ---- MoE experts split at release (policies/llm_moe.c) ---- */
+
+enum { NE = 4, EXPERT_W = 3 * 4096 };
+
+/* Models that believe moe_expert takes moe_ns[d] on device d. */
+static struct profiler *profiler_moe(const double *moe_ns)
+{
+	struct calibration cal;
+	struct profiler *p;
+	calibrate_defaults(NDEV, 2, &cal);
+	assert_int_equal(profiler_create(&cal, &p), 0);
+	for (uint32_t d = 0; d < NDEV; d++)
+		for (int i = 0; i < 20; i++) {
+			struct kernel_features f = { .flops = 1e5, .bytes = EXPERT_W, .domain = 4 };
+			profiler_observe(p, KERNEL_MOE_EXPERT, d, &f, (uint64_t)moe_ns[d]);
+		}
+	return p;
+}
+
+/* A router (task 0) whose routing sent tokens to experts 0, 2 and 3 (not
+ * 1), and one guarded expert task per expert (tasks 1 + e), each with its
+ * own weights (gate, up, down in w[e]). */
+static struct engine_graph *moe_layer(struct rig *r, struct buf *w, uint32_t *routed)
+{
+	struct engine_graph *g = calloc(1, sizeof(*g));
+	g->ntasks = 1 + NE;
+	g->tasks = calloc(g->ntasks, sizeof(*g->tasks));
+	g->tasks[0].kernel = kernel("topk_router");
+	g->tasks[0].flags = TASK_ROUTES;
+	g->tasks[0].routed = routed;
+	/* Scalars n, ne, k. */
+	g->tasks[0].call.s[0].i64 = 6;
+	g->tasks[0].call.s[1].i64 = NE;
+	g->tasks[0].call.s[2].i64 = 2;
+	for (uint32_t e = 0; e < NE; e++) {
+		struct engine_task *t = &g->tasks[1 + e];
+		t->kernel = kernel("moe_expert");
+		t->call.nargs = 7;
+		set_arg(t, 0, &r->q, 0, ACT_BYTES);
+		for (uint32_t a = 1; a <= 3; a++)
+			set_arg(t, a, &w[e], (a - 1) * (EXPERT_W / 3), EXPERT_W / 3);
+		set_arg(t, 6, &r->o, 0, ACT_BYTES);
+		t->feat = (struct kernel_features){ .flops = 1e5, .bytes = EXPERT_W, .domain = 4 };
+		t->guard_router = 1;
+		t->guard_expert = e;
+		if (!routed[e])
+			t->flags = TASK_SKIPPED;
+	}
+	for (uint32_t v = 0; v < g->ntasks; v++) {
+		g->tasks[v].graph = g;
+		g->tasks[v].index = v;
+	}
+	return g;
+}
+
+/* Where the released experts go and what is counted: with the
+ * accelerator predicted fast, the expert whose weights are there runs
+ * there and the others' weights are loaded; with it predicted slow (PoCL
+ * on the same cores), all run on the cores, the hit still counted. */
+static void test_moe_split_at_release(void **state)
+{
+	(void)state;
+	const double fast_accel[NDEV] = { 1e6, 1e6, 1000 }, slow_accel[NDEV] = { 1000, 1000, 1e7 };
+	for (int c = 0; c < 2; c++) {
+		struct profiler *prof = profiler_moe(c ? slow_accel : fast_accel);
+		struct rig *r = rig_new_prof(prof);
+		struct buf w[NE];
+		for (uint32_t e = 0; e < NE; e++)
+			buf_init(r, &w[e], EXPERT_W, true, 100 + e);
+		/* Expert 0's weights are on the accelerator already. */
+		struct res_arg arg = { &w[0].d, 0, EXPERT_W, TDM_R };
+		struct backend_event *waits[2];
+		size_t nw = 0;
+		void *mem;
+		uint64_t off;
+		assert_int_equal(residency_acquire(&r->res, 1, &arg, 1, waits, &nw, &mem, &off), 0);
+		residency_release(&r->res, 1, &arg, 1, true);
+
+		uint32_t routed[NE] = { 3, 0, 2, 1 };
+		struct engine_graph *g = moe_layer(r, w, routed);
+		r->pol->graph_submitted(r->priv, g);
+		struct engine_task *ready[3] = { &g->tasks[1], &g->tasks[3], &g->tasks[4] };
+		r->pol->tasks_ready(r->priv, ready, 3, 0);
+		for (int i = 0; i < 3; i++)
+			assert_int_equal(ready[i]->policy_node, c ? 1 : 2);
+		assert_int_equal(g->tasks[2].policy_node, 0); /* unrouted: never released */
+
+		struct llm_moe_stats st;
+		assert_int_equal(llm_policy_moe_stats(r->priv, &st), 0);
+		assert_int_equal(st.splits, 1);
+		assert_int_equal(st.layers, 1);
+		assert_int_equal(st.layer[0].lookups, 3);
+		assert_int_equal(st.layer[0].hits, 1);
+		assert_int_equal(st.layer[0].on_accel, c ? 0 : 3);
+		assert_int_equal(st.layer[0].on_cpu, c ? 3 : 0);
+		assert_int_equal(st.layer[0].loads, c ? 0 : 2);
+		assert_int_equal(st.layer[0].load_bytes, c ? 0 : 2 * EXPERT_W);
+		/* The resident expert saves its CPU time when the accelerator
+		 * is fast; nothing is resident to save on a slow one. */
+		if (!c)
+			assert_true(st.saved_ns > 0);
+		/* The cache keeps what ran on the accelerator: those experts'
+		 * weights are homed there (eviction takes them last). */
+		assert_true(st.cache_cap >= 3);
+		assert_int_equal(st.cached, c ? 0 : 3);
+		assert_int_equal(st.cache_admits, c ? 0 : 3);
+		for (uint32_t e = 0; e < NE; e++)
+			assert_int_equal(residency_home(&w[e].d), !c && e != 1 ? 1 : RES_HOME_NONE);
+
+		/* Drain the queues so that the rig frees cleanly. */
+		for (unsigned wk = 0; wk < NDEV; wk++) {
+			struct engine_task *t;
+			while ((t = r->pol->pick_next(r->priv, wk))) {
+				t->start_ns = t->end_ns = 1;
+				r->pol->task_done(r->priv, t, wk);
+			}
+		}
+		r->pol->graph_finished(r->priv, g);
+		graph_free(g);
+		for (uint32_t e = 0; e < NE; e++)
+			buf_fini(r, &w[e]);
+		rig_free(r);
+		profiler_destroy(prof);
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -449,6 +576,7 @@ int main(void)
 		cmocka_unit_test(test_eviction_keeps_home_replicas),
 		cmocka_unit_test(test_tiers_by_cost),
 		cmocka_unit_test(test_step_costs_match_roofline),
+		cmocka_unit_test(test_moe_split_at_release),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

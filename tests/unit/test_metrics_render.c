@@ -142,6 +142,37 @@ static void test_help_and_type(void **state)
 	json_decref(doc);
 }
 
+/* The llm policy's MoE telemetry (the status doc's "moe"): per-layer
+ * counters labelled by layer, the cache-pays gauge; nothing without it. */
+static void test_moe_section(void **state)
+{
+	(void)state;
+	json_t *doc = doc_with("cpu0");
+	char *text = render(doc);
+	assert_null(strstr(text, "tandem_moe_"));
+	free(text);
+	json_object_set_new(
+	        doc, "moe",
+	        json_pack("{s:I, s:f, s:f, s:b, s:I, s:I, s:I, s:[{s:i, s:I, s:I, s:I}, {s:i, "
+	                  "s:I, s:I, s:I}]}",
+	                  "splits", (json_int_t)4, "saved_ns", 2e6, "load_ns", 5e5, "cache_pays", 1,
+	                  "decide_ns_max", (json_int_t)900, "cached", (json_int_t)5, "cache_cap",
+	                  (json_int_t)12, "layers", "layer", 0, "lookups", (json_int_t)8, "hits",
+	                  (json_int_t)3, "load_bytes", (json_int_t)4096, "layer", 1, "lookups",
+	                  (json_int_t)6, "hits", (json_int_t)6, "load_bytes", (json_int_t)0));
+	text = render(doc);
+	assert_non_null(strstr(text, "tandem_moe_expert_lookups_total{layer=\"0\"} 8\n"
+	                             "tandem_moe_expert_lookups_total{layer=\"1\"} 6\n"));
+	assert_non_null(strstr(text, "tandem_moe_expert_hits_total{layer=\"0\"} 3\n"));
+	assert_non_null(strstr(text, "tandem_moe_expert_load_bytes_total{layer=\"0\"} 4096\n"));
+	assert_non_null(strstr(text, "tandem_moe_cache_pays 1\n"));
+	assert_non_null(strstr(text, "tandem_moe_cached_experts 5\n"));
+	assert_non_null(strstr(text, "tandem_moe_cache_capacity_experts 12\n"));
+	assert_non_null(strstr(text, "tandem_moe_saved_seconds_total 0.002000000\n"));
+	free(text);
+	json_decref(doc);
+}
+
 static void test_refuses_partial_document(void **state)
 {
 	(void)state;
@@ -158,6 +189,7 @@ int main(void)
 		cmocka_unit_test(test_label_escaping),
 		cmocka_unit_test(test_histogram_cumulative),
 		cmocka_unit_test(test_help_and_type),
+		cmocka_unit_test(test_moe_section),
 		cmocka_unit_test(test_refuses_partial_document),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -93,6 +93,65 @@ static void test_breakeven(void **state)
 	assert_true(moe_breakeven_tokens(&fast) < n);
 }
 
+/* The link's copies read host memory too: while the link is busy, the
+ * CPU's experts get what the socket leaves them (80 - 25 GB/s here), so a
+ * CPU expert under a busy link takes longer, by the bytes, than alone. */
+static void test_split_host_memory_shared(void **state)
+{
+	struct moe_cost c;
+	struct moe_split_expert e = { 1, false };
+	uint8_t where = MOE_RUN_CPU;
+	struct moe_split_plan idle, busy;
+
+	(void)state;
+	cost_for("dsv2-lite", &c);
+	assert_true(fabs(c.cpu_gbps - 80) < 1e-9);
+	assert_true(fabs(c.cpu_gbps_shared - 55) < 1e-9);
+	struct moe_split_in in = {
+		.cost = &c, .e = &e, .n = 1, .tokens = 1, .allow = MOE_ALLOW_CPU | MOE_ALLOW_LOAD
+	};
+	assert_int_equal(moe_split_eval(&in, &where, NULL, &idle), 0);
+	in.link_free_ns = 10e6; /* a prefetch in flight all through the layer */
+	assert_int_equal(moe_split_eval(&in, &where, NULL, &busy), 0);
+	double extra = c.expert_bytes / c.cpu_gbps_shared - c.expert_bytes / c.cpu_gbps;
+	assert_true(fabs(busy.t_cpu_ns - idle.t_cpu_ns - extra) < 1e-6 * extra);
+	/* Half the expert's shared time under the link: half the extra. */
+	in.link_free_ns = (c.expert_bytes / c.cpu_gbps_shared + c.hw.cpu_launch_ns) / 2;
+	assert_int_equal(moe_split_eval(&in, &where, NULL, &busy), 0);
+	assert_true(busy.t_cpu_ns > idle.t_cpu_ns + 0.4 * extra);
+	assert_true(busy.t_cpu_ns < idle.t_cpu_ns + 0.6 * extra);
+}
+
+/* A daemon's policy gives measured times instead of the cost model's: the
+ * split follows them (an expert slow on the cores is loaded, a cheap one
+ * stays there), and refuses times that are not finite and >= 0. */
+static void test_split_measured_times(void **state)
+{
+	struct moe_split_expert e[3] = { { 4, true }, { 1, false }, { 9, false } };
+	double gpu[3] = { 50, 20, 60 }, cpu[3] = { 0, 100, 5000 };
+	struct moe_split_times times = { gpu, cpu, 400, 30 };
+	struct moe_split_in in = { .times = &times,
+		                   .e = e,
+		                   .n = 3,
+		                   .tokens = 9,
+		                   .allow = MOE_ALLOW_CPU | MOE_ALLOW_LOAD };
+	uint8_t where[3];
+	uint32_t scratch[6];
+	struct moe_split_plan p;
+
+	(void)state;
+	assert_int_equal(moe_split_plan(&in, where, scratch, &p), 0);
+	assert_int_equal(where[0], MOE_RUN_GPU);
+	assert_int_equal(where[1], MOE_RUN_CPU);
+	assert_int_equal(where[2], MOE_RUN_LOAD);
+	/* GPU: 50, then the load arrives at 400 and runs 60; CPU 100 + 30. */
+	assert_true(fabs(p.t_ns - 460) < 1e-9);
+	cpu[1] = -1;
+	assert_int_equal(moe_split_plan(&in, where, scratch, &p), -1);
+	cpu[1] = NAN;
+	assert_int_equal(moe_split_plan(&in, where, scratch, &p), -1);
+}
+
 static void test_split_decode_and_prefill(void **state)
 {
 	struct moe_cost c;
@@ -518,6 +577,8 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_cost_model),
 		cmocka_unit_test(test_breakeven),
+		cmocka_unit_test(test_split_host_memory_shared),
+		cmocka_unit_test(test_split_measured_times),
 		cmocka_unit_test(test_split_decode_and_prefill),
 		cmocka_unit_test(test_split_beats_rules),
 		cmocka_unit_test(test_cache_belady_hand),
