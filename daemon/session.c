@@ -377,6 +377,13 @@ int session_buffer_reserve(struct session *s, uint64_t capacity, uint32_t flags,
 	return 0;
 }
 
+void session_buffer_set_request(struct session *s, uint32_t handle, uint32_t request)
+{
+	struct buffer_slot *e = slot_of(s, handle);
+	if (e && s->env->res)
+		e->b->data.request = (uint64_t)s->id << 32 | request;
+}
+
 int session_buffer_grow(struct session *s, uint32_t handle, uint64_t used,
                         struct tdm_buf_grow_reply *r, int *fd_out)
 {

@@ -216,6 +216,10 @@ int session_buffer_alloc(struct session *s, uint64_t bytes, uint32_t flags, uint
  * session_buffer_grow, in chunks (each a sealed memfd of its own mapped
  * at its offset, so the client cannot back more than it was given). */
 int session_buffer_reserve(struct session *s, uint64_t capacity, uint32_t flags, uint32_t *handle);
+/* Buffer `handle` (TDM_BUF_KV, checked by the caller) holds KV of the
+ * client's request `request` (not 0): its residency gets the daemon-wide
+ * key (session id, request), the unit a tier policy moves. */
+void session_buffer_set_request(struct session *s, uint32_t handle, uint32_t request);
 /* The client uses [0, used) of growable buffer `handle` from now on. Backs
  * more when needed (geometric chunks, at most 1/32 of what is backed past
  * the need) and charges what is backed. r is filled; *fd_out is a new

@@ -884,8 +884,17 @@ static int admit(struct server *S, struct request *r)
 	S->kv_used += r->kv_bytes;
 	if (S->kv_used > S->kv_peak)
 		S->kv_peak = S->kv_used;
-	for (int l = 0; l < m->layers; l++)
-		TRY(alloc_slice(S->c, per_layer, TDM_BUF_KV, &r->kv[l]));
+	/* Every layer's KV under the request's id: the daemon moves them as
+	 * one (its tier, where its attention runs). */
+	for (int l = 0; l < m->layers; l++) {
+		void *p;
+		int err = tdm_buffer_alloc_request(S->c, per_layer * sizeof(float), TDM_BUF_KV,
+		                                   (uint32_t)r->id + 1, &r->kv[l].h, &p);
+		TRY(check(err, "KV buffer"));
+		r->kv[l] = (struct slice){
+			.h = r->kv[l].h, .off = 0, .len = per_layer * sizeof(float), .p = p
+		};
+	}
 
 	for (int t = 0; t < r->ctx; t++)
 		write_embedding(S, S->pre.x.p + (size_t)t * m->dm, r->tokens[t]);

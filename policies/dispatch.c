@@ -840,6 +840,9 @@ void dispatch_tasks_ready(void *priv, struct engine_task **tasks, size_t n, int 
 			place_any(D, t, (double)t->queued_ns);
 		else {
 			double cost;
+			if (!t->policy_node && D->hook.task &&
+			    strategy_of(D, t->graph) == TDM_POLICY_DMDA)
+				t->policy_node = D->hook.task(D->hook.ctx, t);
 			int d = t->policy_node ? select_on_node(D, t, t->policy_node - 1u, &cost)
 			                       : -1;
 			if (d < 0)

@@ -60,6 +60,11 @@ struct dispatch_graph_hook {
 	void (*graph)(void *ctx, struct engine_graph *g);
 	void (*fini)(void *ctx);
 	void *ctx;
+	/* Optional: for a released task of such a graph whose policy_node is
+	 * still 0, the node it should run on (1 + memory node, 0: any), so
+	 * that a decision made once per graph reaches its many tasks without
+	 * a pass over them at submission. Any thread. */
+	uint8_t (*task)(void *ctx, struct engine_task *t);
 };
 void dispatch_set_graph_hook(void *priv, const struct dispatch_graph_hook *h);
 /* The hook's ctx (NULL: none). */
