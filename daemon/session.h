@@ -85,6 +85,12 @@ struct buffer {
 	uint32_t kv_tier;
 	uint32_t kv_context, kv_max_new;
 	uint64_t kv_bytes_per_token;
+	/* The client's request id (session_buffer_set_request; 0: none) and,
+	 * once admitted, the capacity of all that request's KV buffers: the
+	 * request's use is this buffer's scaled by request_bytes / bytes (its
+	 * layers grow together). */
+	uint32_t request;
+	uint64_t kv_request_bytes;
 };
 
 /* A graph as the daemon holds it: the engine's graph plus what the session
