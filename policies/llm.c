@@ -411,8 +411,8 @@ static int add_other(struct llm *L, const struct engine_task *t, bool in_period,
 		/* Per-request KV is never other; activations repeat from task
 		 * to task: skip the set for the last few seen. */
 		if (!d || d->request ||
-		    (!kv && (d == o->last[0] || d == o->last[1] || d == o->last[2] ||
-		             d == o->last[3])))
+		    (!kv &&
+		     (d == o->last[0] || d == o->last[1] || d == o->last[2] || d == o->last[3])))
 			continue;
 		o->last[o->next++ & 3] = d;
 		struct seen *e = set_mark(L, d, &fresh);
