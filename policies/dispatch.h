@@ -78,6 +78,7 @@ struct dispatch_stats {
 	uint64_t repairs; /* re-plans of the rest of a graph */
 	uint64_t repair_failures; /* re-plans the planner refused: the old plan stays */
 	uint64_t replaced; /* queued tasks moved: their device could not run them any more */
+	uint64_t stolen; /* queued tasks a same-node peer took for fairness (steal_fair) */
 };
 void dispatch_stats(void *priv, struct dispatch_stats *out);
 
