@@ -36,6 +36,7 @@ struct unit {
 	uint64_t layer_bytes; /* its K and V buffers' bytes in one layer */
 	uint64_t bytes; /* what its tier holds: layer_bytes x the layers */
 	struct res_data *k, *v; /* its layer-0 buffers, valid during a scan */
+	uint64_t k_off; /* where the first attention's K starts in k */
 };
 
 struct llm {
@@ -482,8 +483,13 @@ static void llm_graph(void *ctx, struct engine_graph *g)
 			struct unit *u = unit_get(L, unit_key(k), k);
 			if (!u)
 				goto nomem;
-			if (u->gen == L->gen && k->request) {
-				i1 = i; /* a request again: the second layer begins */
+			/* A request again, over other KV than its first
+			 * attention's: the second layer begins. (Over the same
+			 * KV it is the same layer again: a prefill's
+			 * positions.) */
+			if (u->gen == L->gen && k->request &&
+			    (k != u->k || t->call.off[1] != u->k_off)) {
+				i1 = i;
 				break;
 			}
 			if (u->gen != L->gen) {
@@ -495,7 +501,8 @@ static void llm_graph(void *ctx, struct engine_graph *g)
 					            .where = u->where,
 					            .layer_bytes = k->bytes + (v ? v->bytes : 0),
 					            .k = k,
-					            .v = v };
+					            .v = v,
+					            .k_off = t->call.off[1] };
 				L->step[L->nstep++] = (uint32_t)(u - L->units);
 			}
 			if (i0 == UINT32_MAX)

@@ -662,6 +662,52 @@ static void test_layers_follow_the_first(void **state)
 	}
 }
 
+/* A prefill: one request's attention for each prompt position, over the
+ * same KV, layer after layer. The positions are one layer (not layers
+ * each): the layers found are the model's, and the request is homed like
+ * any other. */
+static void test_prefill_positions_one_layer(void **state)
+{
+	(void)state;
+	struct lrig *r = lrig_new(LMAX, NULL);
+	enum { POS = 5 };
+	struct engine_graph *g = calloc(1, sizeof(*g));
+	uint32_t nt = LMAX * (1 + POS);
+	g->tasks = calloc(nt, sizeof(*g->tasks));
+	g->ntasks = nt;
+	uint32_t i = 0;
+	for (uint32_t l = 0; l < LMAX; l++) {
+		struct engine_task *t = &g->tasks[i++];
+		t->kernel = kernel("sgemm");
+		t->call.nargs = 3;
+		set_arg(t, 0, &r->q, 0, ACT_BYTES);
+		set_arg(t, 1, &r->w[l], 0, W_BYTES);
+		set_arg(t, 2, &r->k, 0, ACT_BYTES);
+		for (int p = 0; p < POS; p++) {
+			t = &g->tasks[i++];
+			t->kernel = kernel("attn_decode");
+			t->call.nargs = 4;
+			set_arg(t, 0, &r->q, (uint64_t)p * 512, 512);
+			set_arg(t, 1, &r->kv[l][0], 0, KV_BYTES / 2);
+			set_arg(t, 2, &r->kv[l][0], KV_BYTES / 2, KV_BYTES / 2);
+			set_arg(t, 3, &r->o, (uint64_t)p * 512, 512);
+			t->feat.domain = 1 + p;
+		}
+	}
+	for (uint32_t v = 0; v < nt; v++) {
+		g->tasks[v].graph = g;
+		g->tasks[v].index = v;
+	}
+	r->pol->graph_submitted(r->priv, g);
+	struct llm_policy_stats st;
+	llm_policy_stats(r->priv, &st);
+	assert_int_equal(st.last_layers, LMAX);
+	assert_int_equal(st.attn_accel + st.attn_host, LMAX * POS);
+	assert_int_equal(residency_home(&r->kv[0][0].d), 1); /* it fits */
+	graph_free(g);
+	lrig_free(r);
+}
+
 /* The scan of a many-layer step stops at the second layer: the tasks
  * past it are pinned as they are released, not at submission. */
 static void test_many_layers_pinned_at_release(void **state)
@@ -697,6 +743,7 @@ int main(void)
 		cmocka_unit_test(test_step_costs_match_roofline),
 		cmocka_unit_test(test_layers_follow_the_first),
 		cmocka_unit_test(test_many_layers_pinned_at_release),
+		cmocka_unit_test(test_prefill_positions_one_layer),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
