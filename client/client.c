@@ -401,11 +401,18 @@ static int request_fd(tdm_client *c, uint32_t type, const void *req, uint32_t le
 TDM_API int tdm_buffer_alloc(tdm_client *c, size_t bytes, uint32_t flags, tdm_buffer *handle,
                              void **ptr)
 {
-	struct tdm_buf_alloc_req req = { .bytes = bytes, .flags = flags };
+	return tdm_buffer_alloc_request(c, bytes, flags, 0, handle, ptr);
+}
+
+TDM_API int tdm_buffer_alloc_request(tdm_client *c, size_t bytes, uint32_t flags, uint32_t request,
+                                     tdm_buffer *handle, void **ptr)
+{
+	struct tdm_buf_alloc_req req = { .bytes = bytes, .flags = flags, .request = request };
 	struct tdm_buf_alloc_reply r;
 	int fd = -1, err;
 
-	if (!c || !handle || !ptr || bytes == 0 || (flags & ~TDM_BUF_FLAGS_ALL))
+	if (!c || !handle || !ptr || bytes == 0 || (flags & ~TDM_BUF_FLAGS_ALL) ||
+	    (request && !(flags & TDM_BUF_KV)))
 		return -TDM_EINVAL;
 	err = maps_room(c);
 	if (err)
@@ -439,7 +446,15 @@ TDM_API int tdm_buffer_alloc(tdm_client *c, size_t bytes, uint32_t flags, tdm_bu
 TDM_API int tdm_buffer_reserve(tdm_client *c, size_t capacity, uint32_t flags, tdm_buffer *handle,
                                void **ptr)
 {
-	struct tdm_buf_reserve_req req = { .capacity = capacity, .flags = flags };
+	return tdm_buffer_reserve_request(c, capacity, flags, 0, handle, ptr);
+}
+
+TDM_API int tdm_buffer_reserve_request(tdm_client *c, size_t capacity, uint32_t flags,
+                                       uint32_t request, tdm_buffer *handle, void **ptr)
+{
+	struct tdm_buf_reserve_req req = { .capacity = capacity,
+		                           .flags = flags,
+		                           .request = request };
 	struct tdm_buf_alloc_reply r;
 	int err;
 

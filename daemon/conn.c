@@ -464,8 +464,11 @@ static bool handle_buf_alloc(struct conn *c, const void *p, uint32_t len)
 		return false;
 	memcpy(&req, p, sizeof(req));
 	pthread_mutex_lock(&c->s->intake_lock);
-	r.status = req.reserved ? -TDM_EPROTO
-	                        : session_buffer_alloc(c->s, req.bytes, req.flags, &r.handle, &fd);
+	r.status = req.request && !(req.flags & TDM_BUF_KV)
+	                   ? -TDM_EINVAL
+	                   : session_buffer_alloc(c->s, req.bytes, req.flags, &r.handle, &fd);
+	if (!r.status && req.request)
+		session_buffer_set_request(c->s, r.handle, req.request);
 	pthread_mutex_unlock(&c->s->intake_lock);
 	r.bytes = r.status ? 0 : req.bytes;
 	return send_new_buffer(c, TDM_MSG_BUF_ALLOC_REPLY, &r, fd);
@@ -480,8 +483,11 @@ static bool handle_buf_reserve(struct conn *c, const void *p, uint32_t len)
 		return false;
 	memcpy(&req, p, sizeof(req));
 	pthread_mutex_lock(&c->s->intake_lock);
-	r.status = req.reserved ? -TDM_EPROTO
-	                        : session_buffer_reserve(c->s, req.capacity, req.flags, &r.handle);
+	r.status = req.request && !(req.flags & TDM_BUF_KV)
+	                   ? -TDM_EINVAL
+	                   : session_buffer_reserve(c->s, req.capacity, req.flags, &r.handle);
+	if (!r.status && req.request)
+		session_buffer_set_request(c->s, r.handle, req.request);
 	pthread_mutex_unlock(&c->s->intake_lock);
 	r.bytes = r.status ? 0 : req.capacity;
 	return send_new_buffer(c, TDM_MSG_BUF_RESERVE_REPLY, &r, -1);

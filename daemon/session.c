@@ -377,6 +377,16 @@ int session_buffer_reserve(struct session *s, uint64_t capacity, uint32_t flags,
 	return 0;
 }
 
+void session_buffer_set_request(struct session *s, uint32_t handle, uint32_t request)
+{
+	struct buffer_slot *e = slot_of(s, handle);
+	if (!e)
+		return;
+	e->b->request = request;
+	if (s->env->res)
+		e->b->data.request = (uint64_t)s->id << 32 | request;
+}
+
 int session_buffer_grow(struct session *s, uint32_t handle, uint64_t used,
                         struct tdm_buf_grow_reply *r, int *fd_out)
 {
@@ -464,9 +474,18 @@ struct buffer *session_buffer_lookup(struct session *s, uint32_t handle)
 }
 
 /* tokens generated so far by admitted buffer b */
+/* An admitted buffer's request's use: its own, scaled to all the
+ * request's buffers (kv_request_bytes; the buffer alone without an id). */
+static uint64_t kv_request_used(const struct buffer *b)
+{
+	double scale = (double)b->kv_request_bytes / (double)b->bytes;
+	double used = (double)atomic_load(&b->extent) * (scale > 1 ? scale : 1);
+	return used < 0x1p63 ? (uint64_t)used : UINT64_C(1) << 63;
+}
+
 static uint32_t kv_generated(const struct buffer *b)
 {
-	uint64_t tokens = atomic_load(&b->extent) / b->kv_bytes_per_token;
+	uint64_t tokens = kv_request_used(b) / b->kv_bytes_per_token;
 	uint64_t g = tokens > b->kv_context ? tokens - b->kv_context : 0;
 	return g < b->kv_max_new ? (uint32_t)g : b->kv_max_new;
 }
@@ -495,7 +514,7 @@ static struct kv_req kv_req_of(const struct session *s, const struct buffer *b)
 {
 	uint32_t g = kv_generated(b);
 	const struct kv_hist *h = s->kv_hist ? s->kv_hist : &no_history;
-	uint64_t used = atomic_load(&b->extent);
+	uint64_t used = kv_request_used(b);
 	uint64_t ctx = (uint64_t)b->kv_context * b->kv_bytes_per_token;
 	return (struct kv_req){ .used = used > ctx ? used : ctx,
 		                .bytes_per_token = b->kv_bytes_per_token,
@@ -511,6 +530,18 @@ static uint64_t peak_of(const struct kv_req *reqs, size_t n, const struct kv_req
 	return kv_peak(scratch, n);
 }
 
+/* An admitted request of this client by id, and its tier. */
+struct admitted {
+	uint32_t request, tier;
+};
+
+static int cmp_admitted(const void *a, const void *b)
+{
+	uint32_t x = ((const struct admitted *)a)->request,
+	         y = ((const struct admitted *)b)->request;
+	return (x > y) - (x < y);
+}
+
 static uint64_t room(uint64_t budget, uint64_t peak)
 {
 	return budget > peak ? budget - peak : 0;
@@ -521,6 +552,7 @@ int session_kv_admit(struct session *s, const struct tdm_kv_admit_req *req,
 {
 	const struct daemon_config *cfg = s->env->cfg;
 	struct buffer *b = NULL;
+	uint64_t request_bytes = 0;
 
 	memset(r, 0, sizeof(*r));
 	if (req->reserved[0] || req->reserved[1])
@@ -537,8 +569,21 @@ int session_kv_admit(struct session *s, const struct tdm_kv_admit_req *req,
 		if (!b->growable || !req->bytes_per_token || !req->context_tokens ||
 		    !req->max_new_tokens)
 			return -TDM_EINVAL;
+		/* A request's KV is all its buffers (one per layer, say): the
+		 * client admits it through any one of them, with the request's
+		 * bytes per token, and the others are never admitted apart. */
+		request_bytes = b->bytes;
+		for (uint32_t i = 0; b->request && i < s->slots_used; i++) {
+			struct buffer *o = s->slots[i].b;
+			if (!o || o == b || o->request != b->request)
+				continue;
+			if (o->kv_tier)
+				return -TDM_EINVAL; /* admitted through another buffer */
+			request_bytes += o->bytes;
+		}
 		uint64_t tokens = (uint64_t)req->context_tokens + req->max_new_tokens;
-		if (req->bytes_per_token > b->bytes || tokens > b->bytes / req->bytes_per_token)
+		if (req->bytes_per_token > request_bytes ||
+		    tokens > request_bytes / req->bytes_per_token)
 			return -TDM_ERANGE;
 	}
 
@@ -548,6 +593,7 @@ int session_kv_admit(struct session *s, const struct tdm_kv_admit_req *req,
 		struct buffer *o = s->slots[i].b;
 		n += o && o != b && o->kv_tier;
 	}
+	size_t n_all = n;
 	struct kv_req *all = calloc(2 * n + 2, sizeof(*all));
 	struct kv_req *dev = calloc(n + 1, sizeof(*dev));
 	struct kv_req *scratch = calloc(n + 1, sizeof(*scratch));
@@ -558,23 +604,55 @@ int session_kv_admit(struct session *s, const struct tdm_kv_admit_req *req,
 		return -TDM_ENOMEM;
 	}
 	n = 0;
-	uint64_t admitted_charged = 0, dev_resident = 0;
+	uint64_t admitted_charged = 0, dev_resident = 0, b_charged = 0;
+	struct admitted *ids = calloc(n_all + 1, sizeof(*ids));
+	if (!ids) {
+		free(all);
+		free(dev);
+		free(scratch);
+		return -TDM_ENOMEM;
+	}
+	size_t nids = 0;
 	for (uint32_t i = 0; i < s->slots_used; i++) {
 		struct buffer *o = s->slots[i].b;
 		if (!o || o == b || !o->kv_tier)
 			continue;
 		all[n++] = kv_req_of(s, o);
-		admitted_charged += atomic_load(&o->charged);
-		if (o->kv_tier == TDM_TIER_DEVICE) {
+		if (o->kv_tier == TDM_TIER_DEVICE)
 			dev[ndev++] = all[n - 1];
-			dev_resident += atomic_load(&o->extent);
-		}
+		if (o->request)
+			ids[nids++] = (struct admitted){ o->request, o->kv_tier };
 	}
+	if (b && b->request)
+		ids[nids++] = (struct admitted){ b->request, UINT32_MAX };
+	qsort(ids, nids, sizeof(*ids), cmp_admitted);
+	/* What admitted requests hold: every buffer of theirs (b's apart). */
+	for (uint32_t i = 0; i < s->slots_used; i++) {
+		struct buffer *o = s->slots[i].b;
+		if (!o)
+			continue;
+		uint32_t tier = o->kv_tier;
+		if (!tier && o->request) {
+			struct admitted key = { o->request, 0 }, *hit;
+			hit = bsearch(&key, ids, nids, sizeof(*ids), cmp_admitted);
+			tier = hit ? hit->tier : 0;
+		}
+		bool of_b = b && (o == b || (b->request && o->request == b->request));
+		if (of_b) {
+			b_charged += atomic_load(&o->charged);
+			continue;
+		}
+		if (!tier)
+			continue;
+		admitted_charged += atomic_load(&o->charged);
+		if (tier == TDM_TIER_DEVICE)
+			dev_resident += atomic_load(&o->extent);
+	}
+	free(ids);
 
 	/* Host: every KV is backed there, so the quota bounds them all; what
 	 * is not admitted KV is taken off it. Devices: the room left on every
 	 * device node, plus what this client's device-tier KV holds there. */
-	uint64_t b_charged = b ? atomic_load(&b->charged) : 0;
 	uint64_t other = atomic_load(&s->buffer_bytes) - admitted_charged - b_charged;
 	uint64_t host_budget = room(cfg->buffer_quota_bytes, other);
 	const struct uid_usage *u = s->usage;
@@ -594,7 +672,7 @@ int session_kv_admit(struct session *s, const struct tdm_kv_admit_req *req,
 			used += st.used;
 		}
 		if (b && b->kv_tier == TDM_TIER_DEVICE)
-			dev_resident += atomic_load(&b->extent);
+			dev_resident += kv_request_used(b);
 		/* What the devices hold for others (weights, other clients):
 		 * this client's device-tier KV, resident or not, is counted by
 		 * its predicted peak instead. */
@@ -609,11 +687,12 @@ int session_kv_admit(struct session *s, const struct tdm_kv_admit_req *req,
 		r->peak_bytes = host_peak;
 	} else {
 		uint32_t was = b->kv_tier, was_context = b->kv_context, was_max_new = b->kv_max_new;
-		uint64_t was_bpt = b->kv_bytes_per_token;
+		uint64_t was_bpt = b->kv_bytes_per_token, was_rb = b->kv_request_bytes;
 		b->kv_tier = TDM_TIER_HOST; /* the least it gets once admitted */
 		b->kv_context = req->context_tokens;
 		b->kv_max_new = req->max_new_tokens;
 		b->kv_bytes_per_token = req->bytes_per_token;
+		b->kv_request_bytes = request_bytes;
 		struct kv_req me = kv_req_of(s, b);
 		r->predicted_new_tokens = me.remaining;
 		host_peak = peak_of(all, n, &me, scratch);
@@ -624,6 +703,7 @@ int session_kv_admit(struct session *s, const struct tdm_kv_admit_req *req,
 			b->kv_context = was_context;
 			b->kv_max_new = was_max_new;
 			b->kv_bytes_per_token = was_bpt;
+			b->kv_request_bytes = was_rb;
 			err = -TDM_EQUOTA;
 		} else if (req->tier != TDM_TIER_HOST && dev_peak <= dev_budget) {
 			b->kv_tier = TDM_TIER_DEVICE;

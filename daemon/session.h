@@ -85,6 +85,12 @@ struct buffer {
 	uint32_t kv_tier;
 	uint32_t kv_context, kv_max_new;
 	uint64_t kv_bytes_per_token;
+	/* The client's request id (session_buffer_set_request; 0: none) and,
+	 * once admitted, the capacity of all that request's KV buffers: the
+	 * request's use is this buffer's scaled by request_bytes / bytes (its
+	 * layers grow together). */
+	uint32_t request;
+	uint64_t kv_request_bytes;
 };
 
 /* A graph as the daemon holds it: the engine's graph plus what the session
@@ -216,6 +222,10 @@ int session_buffer_alloc(struct session *s, uint64_t bytes, uint32_t flags, uint
  * session_buffer_grow, in chunks (each a sealed memfd of its own mapped
  * at its offset, so the client cannot back more than it was given). */
 int session_buffer_reserve(struct session *s, uint64_t capacity, uint32_t flags, uint32_t *handle);
+/* Buffer `handle` (TDM_BUF_KV, checked by the caller) holds KV of the
+ * client's request `request` (not 0): its residency gets the daemon-wide
+ * key (session id, request), the unit a tier policy moves. */
+void session_buffer_set_request(struct session *s, uint32_t handle, uint32_t request);
 /* The client uses [0, used) of growable buffer `handle` from now on. Backs
  * more when needed (geometric chunks, at most 1/32 of what is backed past
  * the need) and charges what is backed. r is filled; *fd_out is a new

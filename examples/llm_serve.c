@@ -779,7 +779,7 @@ static double ref_check(const struct model *m, const struct weights *W, const fl
 /* ---- the server loop ------------------------------------------------------------------ */
 
 struct opts {
-	const char *sock, *trace, *label;
+	const char *sock, *trace, *label, *task_log;
 	int max_requests, max_batch, sub_batches, check_every, max_ctx, max_gen;
 	double time_scale, len_scale, duration_s, start_at;
 	uint64_t kv_budget; /* bytes; 0: no limit */
@@ -809,6 +809,7 @@ struct server {
 	uint64_t t0, kv_used, kv_peak, weight_bytes;
 	struct dev_stat *dev;
 	uint32_t ndev;
+	FILE *task_log; /* --task-log: each task's queued, start, end (ns) */
 	uint64_t steps, step_tasks, prefills, kv_queued, max_queue;
 };
 
@@ -825,6 +826,18 @@ static int wait_graph(struct server *S, struct builder *b, int err, const char *
 			fprintf(stderr, "%s: rejected at task %u, field %s\n", prog, task,
 			        tdm_reject_field_name(field));
 		return err;
+	}
+	if (S->task_log) {
+		uint32_t n = tdm_graph_task_count(b->g);
+		for (uint32_t i = 0; i < n; i++) {
+			const struct tdm_task_info *ti = tdm_graph_task_info(b->g, i);
+			if (ti && ti->end_ns > ti->start_ns)
+				fprintf(S->task_log, "%llu %llu %llu %llu\n",
+				        (unsigned long long)ti->queued_ns,
+				        (unsigned long long)ti->start_ns,
+				        (unsigned long long)ti->end_ns,
+				        (unsigned long long)ti->predicted_ns);
+		}
 	}
 	return check(record_tasks(&S->dev, &S->ndev, b->g), "task info");
 }
@@ -884,8 +897,17 @@ static int admit(struct server *S, struct request *r)
 	S->kv_used += r->kv_bytes;
 	if (S->kv_used > S->kv_peak)
 		S->kv_peak = S->kv_used;
-	for (int l = 0; l < m->layers; l++)
-		TRY(alloc_slice(S->c, per_layer, TDM_BUF_KV, &r->kv[l]));
+	/* Every layer's KV under the request's id: the daemon moves them as
+	 * one (its tier, where its attention runs). */
+	for (int l = 0; l < m->layers; l++) {
+		void *p;
+		int err = tdm_buffer_alloc_request(S->c, per_layer * sizeof(float), TDM_BUF_KV,
+		                                   (uint32_t)r->id + 1, &r->kv[l].h, &p);
+		TRY(check(err, "KV buffer"));
+		r->kv[l] = (struct slice){
+			.h = r->kv[l].h, .off = 0, .len = per_layer * sizeof(float), .p = p
+		};
+	}
 
 	for (int t = 0; t < r->ctx; t++)
 		write_embedding(S, S->pre.x.p + (size_t)t * m->dm, r->tokens[t]);
@@ -1180,6 +1202,8 @@ static void usage(FILE *f)
 	        "  --perturb-reference testing: the reference uses a slightly different weight,\n"
 	        "                      so the check must fail\n"
 	        "  --socket PATH       daemon socket (default: $TANDEM_SOCKET, then the default)\n"
+	        "  --task-log FILE     write each task's queued, start and end times (ns,\n"
+	        "                      CLOCK_MONOTONIC) and predicted run time to FILE\n"
 	        "  --quiet             only the BENCH and result lines\n"
 	        "  --help              this text\n");
 }
@@ -1241,6 +1265,7 @@ static int parse_args(int argc, char **argv, struct model *m, struct opts *o)
 		O_PERTURB,
 		O_SOCK,
 		O_QUIET,
+		O_TASK_LOG,
 		O_HELP,
 		O_MOE,
 		O_PRESET,
@@ -1265,6 +1290,7 @@ static int parse_args(int argc, char **argv, struct model *m, struct opts *o)
 		{ "perturb-reference", no_argument, NULL, O_PERTURB },
 		{ "socket", required_argument, NULL, O_SOCK },
 		{ "quiet", no_argument, NULL, O_QUIET },
+		{ "task-log", required_argument, NULL, O_TASK_LOG },
 		{ "help", no_argument, NULL, O_HELP },
 		{ "layers", required_argument, NULL, O_SHAPE + 0 },
 		{ "d-model", required_argument, NULL, O_SHAPE + 1 },
@@ -1343,6 +1369,7 @@ static int parse_args(int argc, char **argv, struct model *m, struct opts *o)
 		case O_PERTURB: o->perturb = true; break;
 		case O_SOCK: o->sock = optarg; break;
 		case O_QUIET: o->quiet = true; break;
+		case O_TASK_LOG: o->task_log = optarg; break;
 		case O_HELP: usage(stdout); return 1;
 		case O_MOE: err = parse_moe(optarg, m); break;
 		case O_PRESET:
@@ -1474,6 +1501,10 @@ int main(int argc, char **argv)
 	                         sizeof(float) +
 	                 ((uint64_t)m.dm + (uint64_t)m.dm * m.vocab + 2 * (uint64_t)max_rows) *
 	                         sizeof(float);
+	if (o.task_log && !(S.task_log = fopen(o.task_log, "w"))) {
+		fprintf(stderr, "%s: %s: %s\n", prog, o.task_log, strerror(errno));
+		goto out;
+	}
 	if (o.start_at > 0) {
 		struct timespec ts;
 		clock_gettime(CLOCK_REALTIME, &ts);
@@ -1527,6 +1558,8 @@ done:
 		free(S.req[i].rec);
 	}
 	tdm_disconnect(S.c);
+	if (S.task_log)
+		fclose(S.task_log);
 	free(S.req);
 	for (int i = 0; S.sub && i < S.nsub; i++)
 		free(S.sub[i].run);

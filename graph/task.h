@@ -55,6 +55,10 @@ struct engine_task {
 	double policy_key;
 	double policy_cost;
 	uint32_t policy_dev;
+	/* Set by the fair queue that served it (placement/fairq.h): the
+	 * predicted ns it charged the task's flow, settled against the
+	 * task's measured time when it is done. */
+	float fair_charge;
 	struct tdm_kernel_call call; /* call.off[i]: offset of argument i in its buffer */
 	struct res_data *data[TDM_MAX_ARGS]; /* residency of each argument's buffer */
 	/* Routing seen at run time (docs/kernels.md). A router that guards

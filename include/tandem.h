@@ -180,6 +180,17 @@ int tdm_buffer_alloc(tdm_client *c, size_t bytes, uint32_t flags, tdm_buffer *ha
  * replicas grow in place where the backend can). */
 int tdm_buffer_reserve(tdm_client *c, size_t capacity, uint32_t flags, tdm_buffer *handle,
                        void **ptr);
+/* tdm_buffer_alloc and tdm_buffer_reserve for the KV of one request:
+ * `request` (not 0) is the client's id of the request, the same for all
+ * its KV buffers (one per layer, say). The daemon decides the tier of a
+ * request's KV, and where its attention runs, for all of them at once:
+ * they are demoted and promoted together. flags must include TDM_BUF_KV.
+ * Ids are the client's own (two clients may use the same). A daemon that
+ * predates request ids answers -TDM_EPROTO. */
+int tdm_buffer_alloc_request(tdm_client *c, size_t bytes, uint32_t flags, uint32_t request,
+                             tdm_buffer *handle, void **ptr);
+int tdm_buffer_reserve_request(tdm_client *c, size_t capacity, uint32_t flags, uint32_t request,
+                               tdm_buffer *handle, void **ptr);
 /* Declares that [0, used) of a growable buffer is in use from now on:
  * the daemon backs it (in chunks a few percent ahead of the use) and
  * charges what it backs to the quota. Bytes added are undefined until

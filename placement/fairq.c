@@ -84,6 +84,23 @@ void fairq_init(struct fairq *q)
 	pthread_mutex_init(&q->lock, NULL);
 }
 
+void fairq_init_shared(struct fairq *q, struct fairq_clock *clock)
+{
+	fairq_init(q);
+	q->clock = clock;
+}
+
+void fairq_clock_init(struct fairq_clock *c)
+{
+	*c = (struct fairq_clock){ 0 };
+	pthread_mutex_init(&c->lock, NULL);
+}
+
+void fairq_clock_fini(struct fairq_clock *c)
+{
+	pthread_mutex_destroy(&c->lock);
+}
+
 void fairq_fini(struct fairq *q)
 {
 	pthread_mutex_destroy(&q->lock);
@@ -94,6 +111,31 @@ void fairq_fini(struct fairq *q)
 void fairq_flow_init(struct fairq_flow *f, const struct engine_flow *flow)
 {
 	*f = (struct fairq_flow){ .flow = flow, .slot = -1 };
+}
+
+void fairq_flow_init_shared(struct fairq_flow *f, const struct engine_flow *flow,
+                            struct fairq_share *share)
+{
+	*f = (struct fairq_flow){ .flow = flow, .slot = -1, .share = share };
+}
+
+/* The virtual time f is compared by: its share's, or its own. Callers
+ * hold q->lock, and q->clock->lock when q has a clock. */
+static double *vtime_of(struct fairq_flow *f)
+{
+	return f->share ? &f->share->vtime : &f->vtime;
+}
+
+static void clock_lock(struct fairq *q)
+{
+	if (q->clock)
+		pthread_mutex_lock(&q->clock->lock);
+}
+
+static void clock_unlock(struct fairq *q)
+{
+	if (q->clock)
+		pthread_mutex_unlock(&q->clock->lock);
 }
 
 /* Caller holds q->lock. */
@@ -112,6 +154,10 @@ size_t fairq_flow_fini(struct fairq *q, struct fairq_flow *f)
 	if (f->slot >= 0)
 		deactivate(q, f);
 	q->queued -= f->n;
+	clock_lock(q);
+	if (q->clock && f->share)
+		f->share->queued -= f->n;
+	clock_unlock(q);
 	pthread_mutex_unlock(&q->lock);
 	free(f->heap);
 	f->heap = NULL;
@@ -136,10 +182,20 @@ int fairq_push(struct fairq *q, struct fairq_flow *f, const struct fairq_key *k,
 		pthread_mutex_unlock(&q->lock);
 		return err;
 	}
-	if (f->slot < 0) {
+	clock_lock(q);
+	if (q->clock && f->share) {
+		/* No banked credit: a flow with nothing queued anywhere
+		 * restarts at the machine's time; one still waiting on another
+		 * device keeps its place. */
+		if (!f->share->queued && f->share->vtime < q->clock->vnow)
+			f->share->vtime = q->clock->vnow;
+		f->share->queued++;
+	} else if (f->slot < 0 && f->vtime < q->vnow) {
 		/* No banked credit: an idle flow restarts at the queue's time. */
-		if (f->vtime < q->vnow)
-			f->vtime = q->vnow;
+		f->vtime = q->vnow;
+	}
+	clock_unlock(q);
+	if (f->slot < 0) {
 		f->slot = (int32_t)q->nactive;
 		q->active[q->nactive++] = f;
 	}
@@ -177,31 +233,68 @@ static int32_t offer(const struct fairq_flow *f, fairq_filter ok, void *ctx, uns
 	return -1;
 }
 
-struct engine_task *fairq_pop(struct fairq *q, fairq_filter ok, void *ctx, unsigned scan)
+/* The flow pop serves next and its entry (*bi); NULL if none. Caller holds
+ * the locks. */
+static struct fairq_flow *choose(struct fairq *q, fairq_filter ok, void *ctx, unsigned scan,
+                                 int32_t *bi)
 {
 	struct fairq_flow *best = NULL;
-	int32_t bi = 0;
-
-	pthread_mutex_lock(&q->lock);
 	for (uint32_t a = 0; a < q->nactive; a++) {
 		struct fairq_flow *f = q->active[a];
 		int32_t i = offer(f, ok, ctx, scan);
 		if (i < 0)
 			continue;
-		if (!best || flow_before(&f->heap[i], f->vtime, &best->heap[bi], best->vtime)) {
+		if (!best ||
+		    flow_before(&f->heap[i], *vtime_of(f), &best->heap[*bi], *vtime_of(best))) {
 			best = f;
-			bi = i;
+			*bi = i;
 		}
 	}
+	return best;
+}
+
+bool fairq_head(struct fairq *q, fairq_filter ok, void *ctx, unsigned scan, struct fairq_head *out)
+{
+	int32_t bi = 0;
+	pthread_mutex_lock(&q->lock);
+	clock_lock(q);
+	struct fairq_flow *f = choose(q, ok, ctx, scan, &bi);
+	if (f)
+		*out = (struct fairq_head){ f->heap[bi].prio_class, *vtime_of(f), f->heap[bi].seq };
+	clock_unlock(q);
+	pthread_mutex_unlock(&q->lock);
+	return f != NULL;
+}
+
+bool fairq_head_before(const struct fairq_head *a, const struct fairq_head *b)
+{
+	if (a->prio_class != b->prio_class)
+		return a->prio_class > b->prio_class;
+	return a->vtime < b->vtime;
+}
+
+struct engine_task *fairq_pop(struct fairq *q, fairq_filter ok, void *ctx, unsigned scan)
+{
+	int32_t bi = 0;
+
+	pthread_mutex_lock(&q->lock);
+	clock_lock(q);
+	struct fairq_flow *best = choose(q, ok, ctx, scan, &bi);
 	if (!best) {
+		clock_unlock(q);
 		pthread_mutex_unlock(&q->lock);
 		return NULL;
 	}
 	struct fairq_entry e = heap_take(best, (uint32_t)bi);
-	double start = best->vtime;
-	if (start > q->vnow)
-		q->vnow = start;
-	best->vtime = start + e.cost / weight(best);
+	double start = *vtime_of(best);
+	double *vnow = q->clock ? &q->clock->vnow : &q->vnow;
+	if (start > *vnow)
+		*vnow = start;
+	*vtime_of(best) = start + e.cost / weight(best);
+	e.task->fair_charge = e.cost;
+	if (q->clock && best->share)
+		best->share->queued--;
+	clock_unlock(q);
 	if (best->n == 0)
 		deactivate(q, best);
 	q->queued--;
@@ -239,14 +332,15 @@ size_t fairq_peek(struct fairq *q, struct engine_task **out, size_t max)
 	if (max > FAIRQ_PEEK_MAX)
 		max = FAIRQ_PEEK_MAX;
 	pthread_mutex_lock(&q->lock);
+	clock_lock(q);
 	while (got < max) {
 		const struct fairq_flow *bf = NULL;
 		const struct fairq_entry *be = NULL;
 		double bv = 0;
 		for (uint32_t a = 0; a < q->nactive; a++) {
-			const struct fairq_flow *f = q->active[a];
+			struct fairq_flow *f = q->active[a];
 			const struct fairq_entry *e = &f->heap[0];
-			double v = f->vtime;
+			double v = *vtime_of(f);
 			for (uint32_t i = 0; i < nits; i++) {
 				if (its[i].f != f)
 					continue;
@@ -269,7 +363,9 @@ size_t fairq_peek(struct fairq *q, struct engine_task **out, size_t max)
 				it = &its[i];
 		if (!it) { /* at most max flows are ever chosen */
 			it = &its[nits++];
-			*it = (struct peek_it){ .f = bf, .vt = bf->vtime, .nfront = 1 };
+			*it = (struct peek_it){ .f = bf,
+				                .vt = *vtime_of((struct fairq_flow *)bf),
+				                .nfront = 1 };
 		}
 		int32_t m = it_min(it);
 		uint32_t idx = it->front[m];
@@ -279,8 +375,33 @@ size_t fairq_peek(struct fairq *q, struct engine_task **out, size_t max)
 		for (uint32_t c = 2 * idx + 1; c <= 2 * idx + 2 && c < bf->n; c++)
 			it->front[it->nfront++] = c;
 	}
+	clock_unlock(q);
 	pthread_mutex_unlock(&q->lock);
 	return got;
+}
+
+#define FAIRQ_SETTLE_MAX 4.0
+
+void fairq_settle(struct fairq_clock *c, struct fairq_share *share, const struct engine_flow *flow,
+                  const struct engine_task *t, double measured_ns)
+{
+	if (!c || !share || !(t->fair_charge > 0) || !(measured_ns >= 0))
+		return;
+	double w = flow && flow->weight ? (double)flow->weight : 1.0;
+	/* A run far beyond its charge was most likely preempted or stalled by
+	 * the machine, not by the flow's work: it is settled at most at
+	 * FAIRQ_SETTLE_MAX times the charge, so one such run does not swing
+	 * the shares. */
+	if (measured_ns > FAIRQ_SETTLE_MAX * t->fair_charge)
+		measured_ns = FAIRQ_SETTLE_MAX * t->fair_charge;
+	pthread_mutex_lock(&c->lock);
+	share->vtime += (measured_ns - t->fair_charge) / w;
+	pthread_mutex_unlock(&c->lock);
+}
+
+size_t fairq_len_hint(const struct fairq *q)
+{
+	return atomic_load_explicit(&q->queued, memory_order_relaxed);
 }
 
 size_t fairq_len(struct fairq *q)

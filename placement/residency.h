@@ -160,6 +160,10 @@ struct res_data {
 	 * RES_HOME_NONE. Eviction takes a node's replicas of data homed
 	 * elsewhere (or nowhere) before those of data homed there. */
 	_Atomic int home;
+	/* The KV of one request, the unit a tier policy moves (set by the
+	 * front end before the data's first use: session id << 32 | the
+	 * client's request id); 0: none, the data is a unit of its own. */
+	uint64_t request;
 	/* The validity map: segs (NULL: seg_inline) holds nsegs of cap. */
 	struct res_seg *segs;
 	uint32_t nsegs, segs_cap;

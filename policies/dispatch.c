@@ -18,6 +18,10 @@
 #define ANY_SCAN 32
 /* pick_next moves at most this many unrunnable tasks before giving up. */
 #define MAX_REPLACE 64
+/* steal_fair: entries of a flow looked at on a peer's queue, and how much
+ * slower than its committed device a task may be predicted on the taker. */
+#define STEAL_SCAN 4
+#define STEAL_SLACK 1.1
 
 enum task_state { TASK_WAITING = 0, TASK_RELEASED, TASK_DONE };
 
@@ -62,6 +66,10 @@ struct dispatch {
 	/* [ndev + 1]: one per device, then the any-device queue. */
 	struct fairq *q;
 	struct fairq_flow *orphan; /* [ndev + 1]: tasks of flows never added */
+	/* The queues share one virtual time, and each flow one across them
+	 * (fairq.h): shares hold over the machine, not per device. */
+	struct fairq_clock vclock;
+	struct fairq_share orphan_share;
 	struct eft eft;
 	_Atomic size_t any_queued; /* in the "any device" queue */
 	/* Planning: one workspace and machine description, under plan_lock. */
@@ -71,6 +79,7 @@ struct dispatch {
 	double *dev_ready; /* [ndev] */
 	_Atomic uint32_t *taken; /* [ndev] tasks each device's worker took and has not finished */
 	_Atomic uint64_t plans, plan_failures, drifts, repairs, repair_failures, replaced;
+	_Atomic uint64_t stolen; /* tasks a worker took from a peer's queue (steal_fair) */
 	struct dispatch_graph_hook hook; /* graph == NULL: none */
 };
 
@@ -748,9 +757,10 @@ int dispatch_init(const struct policy_params *p, uint8_t strategy, void **priv)
 		free(D);
 		return -TDM_ENOMEM;
 	}
+	fairq_clock_init(&D->vclock);
 	for (size_t i = 0; i <= D->ndev; i++) {
-		fairq_init(&D->q[i]);
-		fairq_flow_init(&D->orphan[i], NULL);
+		fairq_init_shared(&D->q[i], &D->vclock);
+		fairq_flow_init_shared(&D->orphan[i], NULL, &D->orphan_share);
 	}
 	*priv = D;
 	return 0;
@@ -765,6 +775,7 @@ void dispatch_fini(void *priv)
 		fairq_flow_fini(&D->q[i], &D->orphan[i]);
 		fairq_fini(&D->q[i]);
 	}
+	fairq_clock_fini(&D->vclock);
 	eft_fini(&D->eft);
 	plan_ws_free(D->ws);
 	pthread_mutex_destroy(&D->plan_lock);
@@ -780,11 +791,13 @@ void dispatch_fini(void *priv)
 int dispatch_flow_added(void *priv, struct engine_flow *flow)
 {
 	struct dispatch *D = priv;
-	struct fairq_flow *ff = calloc(D->ndev + 1, sizeof(*ff));
+	/* One block: the flow's sub-queue on each queue, then its share. */
+	struct fairq_flow *ff = calloc(1, (D->ndev + 1) * sizeof(*ff) + sizeof(struct fairq_share));
 	if (!ff)
 		return -TDM_ENOMEM;
+	struct fairq_share *share = (struct fairq_share *)(ff + D->ndev + 1);
 	for (size_t i = 0; i <= D->ndev; i++)
-		fairq_flow_init(&ff[i], flow);
+		fairq_flow_init_shared(&ff[i], flow, share);
 	flow->policy_slot = ff;
 	return 0;
 }
@@ -842,6 +855,9 @@ void dispatch_tasks_ready(void *priv, struct engine_task **tasks, size_t n, int 
 			place_any(D, t, (double)t->queued_ns);
 		else {
 			double cost;
+			if (!t->policy_node && D->hook.task &&
+			    strategy_of(D, t->graph) == TDM_POLICY_DMDA)
+				t->policy_node = D->hook.task(D->hook.ctx, t);
 			int d = t->policy_node ? select_on_node(D, t, t->policy_node - 1u, &cost)
 			                       : -1;
 			if (d < 0)
@@ -874,11 +890,66 @@ static void replace(struct dispatch *D, struct engine_task *t, unsigned w)
 	atomic_fetch_add_explicit(&D->replaced, 1, memory_order_relaxed);
 }
 
+/* A task a peer's queue holds that w may take instead: runnable on w, of
+ * no whole-graph plan (a plan's device order is kept by its own repair),
+ * not pinned to a node by the graph's policy (llm), and predicted no
+ * slower on w than where dmda committed it (fairness among alike devices
+ * only: a fast device's work does not move to a slow one). */
+struct steal_ctx {
+	struct any_ctx any;
+	struct dispatch *D;
+};
+
+static bool stealable(void *ctx, const struct engine_task *t)
+{
+	struct steal_ctx *c = ctx;
+	return !t->graph->policy_graph && !t->policy_node && runnable_on(&c->any, t) &&
+	       eft_exec(&c->D->eft, t, c->any.worker) <= STEAL_SLACK * t->policy_cost;
+}
+
+/* Fair shares over a memory node's devices, not per device queue: when w
+ * has work of its own but a peer on w's node holds, for a flow further
+ * behind in virtual time than any w offers, a task w may run as fast, w
+ * takes it. Without it, a flow whose waiting tasks dmda committed to one
+ * device is not served by another that serves a flow ahead of it. An
+ * idle w does not take a peer's work: dmda put it there. NULL: take from
+ * w's own queue. */
+static struct engine_task *steal_fair(struct dispatch *D, unsigned w)
+{
+	struct steal_ctx ctx = { { D->core, w }, D };
+	struct fairq_head own, h;
+	if (!fairq_len_hint(&D->q[w]) || !fairq_head(&D->q[w], NULL, NULL, 0, &own))
+		return NULL;
+	size_t from = w;
+	for (size_t p = 0; p < D->ndev; p++) {
+		if (p == w || D->eft.node[p] != D->eft.node[w] || !fairq_len_hint(&D->q[p]) ||
+		    !fairq_head(&D->q[p], stealable, &ctx, STEAL_SCAN, &h))
+			continue;
+		if (fairq_head_before(&h, &own)) {
+			own = h;
+			from = p;
+		}
+	}
+	if (from == w)
+		return NULL;
+	struct engine_task *t = fairq_pop(&D->q[from], stealable, &ctx, STEAL_SCAN);
+	if (!t)
+		return NULL;
+	uncommit(D, t);
+	commit(D, t, w, eft_exec(&D->eft, t, w));
+	atomic_fetch_add_explicit(&D->stolen, 1, memory_order_relaxed);
+	return t;
+}
+
 struct engine_task *dispatch_pick_next(void *priv, unsigned w)
 {
 	struct dispatch *D = priv;
 	struct engine_task *t;
 
+	if (D->ndev > 1 && (t = steal_fair(D, w))) {
+		note_taken(D, t, w);
+		return t;
+	}
 	for (int i = 0; i < MAX_REPLACE; i++) {
 		t = fairq_pop(&D->q[w], NULL, NULL, 0);
 		if (!t)
@@ -906,6 +977,15 @@ void dispatch_task_done(void *priv, struct engine_task *t, unsigned w)
 	struct dispatch *D = priv;
 	atomic_fetch_sub_explicit(&D->taken[w], 1, memory_order_relaxed);
 	uncommit(D, t);
+	/* The flow was charged its predicted time; it owes its measured.
+	 * Without cost models the charge is a flat 1, not a time: nothing to
+	 * settle. */
+	if (D->eft.prof && t->end_ns >= t->start_ns && t->start_ns) {
+		const struct engine_flow *fl = t->graph->flow;
+		struct fairq_flow *ff = fl ? fl->policy_slot : NULL;
+		fairq_settle(&D->vclock, ff ? ff[0].share : &D->orphan_share, fl, t,
+		             (double)(t->end_ns - t->start_ns));
+	}
 	if (t->graph->policy_graph)
 		plan_task_done(D, t->graph->policy_graph, t, w);
 }
@@ -970,6 +1050,7 @@ void dispatch_stats(void *priv, struct dispatch_stats *out)
 	out->repairs = atomic_load(&D->repairs);
 	out->repair_failures = atomic_load(&D->repair_failures);
 	out->replaced = atomic_load(&D->replaced);
+	out->stolen = atomic_load(&D->stolen);
 }
 
 int dispatch_planned_device(struct engine_graph *g, uint32_t i)

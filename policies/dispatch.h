@@ -63,6 +63,11 @@ struct dispatch_graph_hook {
 	/* Optional: tasks became ready, before dmda places them (it may set
 	 * their policy_node as graph may). */
 	void (*ready)(void *ctx, struct engine_task **tasks, size_t n);
+	/* Optional: for a released task of such a graph whose policy_node is
+	 * still 0, the node it should run on (1 + memory node, 0: any), so
+	 * that a decision made once per graph reaches its many tasks without
+	 * a pass over them at submission. Any thread. */
+	uint8_t (*task)(void *ctx, struct engine_task *t);
 };
 void dispatch_set_graph_hook(void *priv, const struct dispatch_graph_hook *h);
 /* The hook's ctx (NULL: none). */
@@ -76,6 +81,7 @@ struct dispatch_stats {
 	uint64_t repairs; /* re-plans of the rest of a graph */
 	uint64_t repair_failures; /* re-plans the planner refused: the old plan stays */
 	uint64_t replaced; /* queued tasks moved: their device could not run them any more */
+	uint64_t stolen; /* queued tasks a same-node peer took for fairness (steal_fair) */
 };
 void dispatch_stats(void *priv, struct dispatch_stats *out);
 

@@ -35,7 +35,9 @@ struct llm_policy_stats {
 	uint64_t demotes, promotes; /* tier changes of KV buffers */
 	uint64_t kv_accel_bytes, kv_host_bytes; /* the last step's KV by tier */
 	uint64_t decide_ns_last, decide_ns_max; /* the whole graph_submitted decision */
+	uint64_t decide_ns_sum; /* over all steps */
 	uint32_t last_mode; /* enum llm_step_mode of the last step */
+	uint32_t last_layers; /* the layers the last step was found to have */
 };
 
 /* 0, or -1 when priv is not the llm policy's. */

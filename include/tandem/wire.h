@@ -107,10 +107,14 @@ struct tdm_hello_reply {
 	uint32_t reserved;
 };
 
+/* request: with TDM_BUF_KV, the client's id of the request this KV
+ * belongs to (0: none): a tier policy moves a request's KV buffers (one
+ * per layer, say) as one unit. A daemon older than the field answers a
+ * non-zero one -TDM_EPROTO (it was `reserved`). */
 struct tdm_buf_alloc_req {
 	uint64_t bytes;
 	uint32_t flags;
-	uint32_t reserved;
+	uint32_t request;
 };
 
 struct tdm_buf_alloc_reply {
@@ -124,7 +128,7 @@ struct tdm_buf_alloc_reply {
 struct tdm_buf_reserve_req {
 	uint64_t capacity;
 	uint32_t flags; /* must include TDM_BUF_KV */
-	uint32_t reserved;
+	uint32_t request; /* as in tdm_buf_alloc_req */
 };
 
 /* Declares that [0, used) of a growable buffer is in use from now on;

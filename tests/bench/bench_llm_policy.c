@@ -8,9 +8,16 @@
  * `layers` layers: an sgemm per layer, and per request and layer the
  * append of its row and its attention (kv_len 100..3100).
  *
- * BENCH llm_daemon_decide_us <v> us batch=<b> layers=<l> attn_tasks=<n>
- * (the mean over the iterations; the issue's target: <= 50 us at batch
- * 256). */
+ * BENCH llm_daemon_decide_us <v> us batch=<b> layers=<l> unit=<request|buffer> ...
+ * (the llm policy's own decision, the mean over the iterations; the
+ * issue's target: <= 50 us per step at batch 256). unit=request: the KV
+ * buffers carry their request's id (tdm_buffer_alloc_request), so the
+ * policy decides on the first layer and the other layers' tasks follow as
+ * they are released; unit=buffer: no ids, every buffer a unit and the
+ * graph read whole (what clients without ids get).
+ * BENCH llm_graph_submitted_us <v> us ... policy=<llm|dmda>: the whole
+ * graph_submitted, with the dispatch core's per-task reset every dmda
+ * graph pays (policy=dmda: that alone, for the same graph). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -47,7 +54,7 @@ static void set_arg(struct engine_task *t, uint32_t a, struct buf *b, uint64_t o
 	t->call.len[a] = len;
 }
 
-static void bench(uint32_t batch, uint32_t layers, int iters)
+static void bench(uint32_t batch, uint32_t layers, bool by_request, int iters)
 {
 	struct residency res;
 	struct engine_device devs[NDEV] = { 0 };
@@ -90,8 +97,11 @@ static void bench(uint32_t batch, uint32_t layers, int iters)
 	buf_init(&res, &q, (uint64_t)batch * NH * HD * 4, false);
 	buf_init(&res, &k, (uint64_t)batch * NKV * HD * 4, false);
 	buf_init(&res, &o, (uint64_t)batch * NH * HD * 4, false);
-	for (uint32_t i = 0; i < nkv; i++)
+	for (uint32_t i = 0; i < nkv; i++) {
 		buf_init(&res, &kv[i], kv_bytes, true);
+		/* Request b's buffer of layer l is kv[l * batch + b]. */
+		kv[i].d.request = by_request ? (1ull << 32) | (i % batch + 1) : 0;
+	}
 	for (uint32_t l = 0; l < layers; l++)
 		buf_init(&res, &w[l], w_bytes, true);
 
@@ -142,16 +152,37 @@ static void bench(uint32_t batch, uint32_t layers, int iters)
 	}
 
 	pol->graph_submitted(priv, &g); /* the first decides the tiers */
+	struct llm_policy_stats st0, st;
+	llm_policy_stats(priv, &st0);
 	uint64_t t0 = bench_now_ns();
 	for (int i = 0; i < iters; i++)
 		pol->graph_submitted(priv, &g);
 	double us = (double)(bench_now_ns() - t0) / iters / 1e3;
-	struct llm_policy_stats st;
 	llm_policy_stats(priv, &st);
-	char keys[160];
-	snprintf(keys, sizeof(keys), "batch=%u layers=%u attn_tasks=%u host_kv_mib=%.0f", batch,
-	         layers, batch * layers, (double)st.kv_host_bytes / (1 << 20));
-	bench_report("llm_daemon_decide_us", us, "us", keys);
+	double decide_us = (double)(st.decide_ns_sum - st0.decide_ns_sum) / iters / 1e3;
+	char keys[200];
+	snprintf(keys, sizeof(keys),
+	         "batch=%u layers=%u unit=%s attn_tasks=%u host_kv_mib=%.0f found_layers=%u", batch,
+	         layers, by_request ? "request" : "buffer", batch * layers,
+	         (double)st.kv_host_bytes / (1 << 20), st.last_layers);
+	bench_report("llm_daemon_decide_us", decide_us, "us", keys);
+	snprintf(keys, sizeof(keys), "batch=%u layers=%u unit=%s policy=llm", batch, layers,
+	         by_request ? "request" : "buffer");
+	bench_report("llm_graph_submitted_us", us, "us", keys);
+	if (by_request) {
+		const struct policy_ops *dmda = policy_by_name("dmda");
+		void *dpriv;
+		if (dmda && !dmda->init(&p, &dpriv)) {
+			t0 = bench_now_ns();
+			for (int i = 0; i < iters; i++)
+				dmda->graph_submitted(dpriv, &g);
+			us = (double)(bench_now_ns() - t0) / iters / 1e3;
+			snprintf(keys, sizeof(keys), "batch=%u layers=%u policy=dmda", batch,
+			         layers);
+			bench_report("llm_graph_submitted_us", us, "us", keys);
+			dmda->fini(dpriv);
+		}
+	}
 
 	pol->fini(priv);
 	profiler_destroy(prof);
@@ -168,10 +199,20 @@ static void bench(uint32_t batch, uint32_t layers, int iters)
 	free(w);
 }
 
-int main(void)
+/* No arguments: every case; or one: batch layers request|buffer [iters]
+ * (for a profiler). */
+int main(int argc, char **argv)
 {
-	bench(256, 1, 2000);
-	bench(256, 8, 200);
-	bench(128, 32, 50);
+	if (argc >= 4) {
+		bench((uint32_t)atoi(argv[1]), (uint32_t)atoi(argv[2]),
+		      strcmp(argv[3], "request") == 0, argc > 4 ? atoi(argv[4]) : 50);
+		return 0;
+	}
+	for (int r = 0; r < 2; r++) {
+		bench(256, 1, r, 2000);
+		bench(256, 8, r, 200);
+		bench(128, 32, r, 50);
+		bench(256, 32, r, 50);
+	}
 	return 0;
 }

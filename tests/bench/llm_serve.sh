@@ -15,7 +15,11 @@
 #  2. Two clients at once with [clients] weights 1:2 (root and nobody;
 #     root only), all their requests arriving at once, over the same fixed
 #     window: each one's device time (BENCH llm_device_ms client=w1|w2) and
-#     BENCH llm_share_ratio (w2 over w1; 2 is the configured share).
+#     BENCH llm_share_ratio (w2 over w1; 2 is the configured share) with
+#     over=window (all device time) and over=both_backlogged (only the
+#     device time of each client's tasks while the other client had a task
+#     queued or running: what weighted fair queueing promises, see
+#     docs/llm.md "Two clients").
 #
 # Timings on a shared machine are noisy; nothing here is a pass/fail test,
 # except that every run must finish and pass its reference check.
@@ -161,12 +165,16 @@ include = $SHARE_DEVICES" || {
 	SHARE="$SHARE_MODEL --time-scale 0 --max-requests 50000 --max-context 4 --len-scale 4
 	       --max-gen 64 --max-batch 32 --sub-batches $SHARE_SUB --check-every 200
 	       --duration $SHARE_SECONDS --start-at $start --quiet"
+	: >"$tmp/w2.log"
+	chmod 666 "$tmp/w2.log"
 	# shellcheck disable=SC2086
-	"$SERVE" --socket "$sock" $SHARE --keys "client=w1 weight=1" >"$tmp/w1" 2>&1 &
+	"$SERVE" --socket "$sock" $SHARE --task-log "$tmp/w1.log" --keys "client=w1 weight=1" \
+		>"$tmp/w1" 2>&1 &
 	p1=$!
 	# shellcheck disable=SC2086
 	setpriv --reuid=65534 --regid=65534 --clear-groups \
-		"$SERVE" --socket "$sock" $SHARE --keys "client=w2 weight=2" >"$tmp/w2" 2>&1 &
+		"$SERVE" --socket "$sock" $SHARE --task-log "$tmp/w2.log" \
+		--keys "client=w2 weight=2" >"$tmp/w2" 2>&1 &
 	p2=$!
 	wait $p1 || status=1
 	wait $p2 || status=1
@@ -180,9 +188,64 @@ include = $SHARE_DEVICES" || {
 			print "llm_serve.sh: no device time for one of the clients"
 			exit 1
 		}
-		printf "BENCH llm_share_ratio %.3f ratio weights=1:2 seconds=%s w1_ms=%s w2_ms=%s devices=%s\n",
+		printf "BENCH llm_share_ratio %.3f ratio weights=1:2 over=window seconds=%s w1_ms=%s w2_ms=%s devices=%s\n",
 			ms["w2"] / ms["w1"], secs, ms["w1"], ms["w2"], devs
 	}' "$tmp/w1" "$tmp/w2" || status=1
+	both=$(contended_ms "$tmp/w1.log" "$tmp/w2.log")
+	awk -v both="$both" -v secs="$SHARE_SECONDS" -v devs="$SHARE_DEVICES" 'BEGIN {
+		split(both, v, " ")
+		if (v[1] <= 0) { print "llm_serve.sh: no device time while both were backlogged"; exit 1 }
+		printf "BENCH llm_share_ratio %.3f ratio weights=1:2 over=both_backlogged seconds=%s w1_ms=%.1f w2_ms=%.1f both_ms=%.1f predicted_ratio=%.3f devices=%s\n",
+			v[2] / v[1], secs, v[1], v[2], v[3], (v[4] > 0 ? v[5] / v[4] : 0), devs
+	}' || status=1
+}
+
+# Logs $1 and $2 (lines: queued start end, ns): the periods when both
+# clients were backlogged (each had a task ready and waiting for a device:
+# [queued, start) of one of its tasks), and the device time each got
+# within them. Prints: ms of $1, ms of $2, ms both were backlogged, and
+# the predicted ms of those runs for $1 and $2 (what the fair queue counts).
+contended_ms() {
+	for f in "$1" "$2"; do
+		sort -n "$f" | awk '{ print $1, $2 }' >"$f.wait"
+		sort -k2,2n "$f" | awk '{ print $2, $3, $4 }' >"$f.runs"
+	done
+	awk '
+	# union of one file of [b, e) sorted by b, into arrays ub/ue of name
+	function add(which, x, y) {
+		if (n[which] && x <= ue[which, n[which]]) {
+			if (y > ue[which, n[which]]) ue[which, n[which]] = y
+			return
+		}
+		n[which]++; ub[which, n[which]] = x; ue[which, n[which]] = y
+	}
+	FILENAME == ARGV[1] { if ($2 > $1) add(1, $1, $2); next }
+	FILENAME == ARGV[2] { if ($2 > $1) add(2, $1, $2); next }
+	FILENAME == ARGV[3] && !done {
+		# both backlogged: the intersection of the two unions
+		i = 1; j = 1
+		while (i <= n[1] && j <= n[2]) {
+			lo = ub[1, i] > ub[2, j] ? ub[1, i] : ub[2, j]
+			hi = ue[1, i] < ue[2, j] ? ue[1, i] : ue[2, j]
+			if (hi > lo) { m++; cb[m] = lo; ce[m] = hi; total += hi - lo }
+			if (ue[1, i] < ue[2, j]) i++; else j++
+		}
+		done = 1
+	}
+	{ # runs [start, end) by start, of ARGV[3] then ARGV[4]
+		f = FILENAME == ARGV[3] ? 1 : 2
+		if (f != last) { k0 = 0; last = f }
+		while (k0 < m && ce[k0 + 1] <= $1) k0++
+		for (k = k0 + 1; k <= m && cb[k] < $2; k++) {
+			lo = cb[k] > $1 ? cb[k] : $1; hi = ce[k] < $2 ? ce[k] : $2
+			if (hi > lo) { got[f] += hi - lo; pred[f] += $3 * (hi - lo) / ($2 - $1) }
+		}
+	}
+	END {
+		printf "%.1f %.1f %.1f %.1f %.1f\n", got[1] / 1e6, got[2] / 1e6, total / 1e6,
+			pred[1] / 1e6, pred[2] / 1e6
+	}
+	' "$1.wait" "$2.wait" "$1.runs" "$2.runs"
 }
 
 for part in $PARTS; do

@@ -230,6 +230,18 @@ static void test_raw_beyond_declared(void **state)
 	assert_int_equal(tdmt_raw_recv(r.sock, &h, &ar, sizeof(ar), fds, 2), 0);
 	assert_int_equal(h.type, TDM_MSG_BUF_RESERVE_REPLY);
 	OK(ar.status);
+	/* A request id: only on KV (else EINVAL, the session goes on). */
+	struct tdm_buf_reserve_req rr = { .capacity = MiB, .flags = TDM_BUF_WEIGHTS, .request = 9 };
+	OK(tdmt_raw_send(r.sock, TDM_MSG_BUF_RESERVE, &rr, sizeof(rr)));
+	assert_int_equal(tdmt_raw_recv(r.sock, &h, &ar, sizeof(ar), fds, 2), 0);
+	assert_int_equal(ar.status, -TDM_EINVAL);
+	rr.flags = TDM_BUF_KV;
+	OK(tdmt_raw_send(r.sock, TDM_MSG_BUF_RESERVE, &rr, sizeof(rr)));
+	assert_int_equal(tdmt_raw_recv(r.sock, &h, &ar, sizeof(ar), fds, 2), 0);
+	OK(ar.status);
+	OK(tdmt_raw_send(r.sock, TDM_MSG_BUF_RESERVE, &rq, sizeof(rq)));
+	assert_int_equal(tdmt_raw_recv(r.sock, &h, &ar, sizeof(ar), fds, 2), 0);
+	OK(ar.status);
 	/* Field checks: reserved bits, shrinking, past the capacity. */
 	struct tdm_buf_grow_req gq = { .handle = ar.handle, .reserved = 1, .used = 4096 };
 	OK(tdmt_raw_send(r.sock, TDM_MSG_BUF_GROW, &gq, sizeof(gq)));

@@ -1182,12 +1182,12 @@ static void test_refused_requests(void **state)
 	struct tdm_buf_alloc_reply rep;
 	int fd;
 	static const struct tdm_buf_alloc_req bad_allocs[] = {
-		{ .bytes = 4096, .reserved = 1 },
+		{ .bytes = 4096, .request = 1 }, /* a request's KV that is not TDM_BUF_KV */
 		{ .bytes = 0 },
 		{ .bytes = 4096, .flags = 0x100 },
 		{ .bytes = UINT64_MAX },
 	};
-	static const int bad_status[] = { -TDM_EPROTO, -TDM_EINVAL, -TDM_EINVAL, -TDM_EQUOTA };
+	static const int bad_status[] = { -TDM_EINVAL, -TDM_EINVAL, -TDM_EINVAL, -TDM_EQUOTA };
 	for (size_t i = 0; i < 4; i++) {
 		req = bad_allocs[i];
 		send_msg(r.sock, TDM_MSG_BUF_ALLOC, &req, sizeof(req));

@@ -168,6 +168,9 @@ static void test_shared_library_versions(void **state)
 	assert_non_null(dlvsym(h, "tdm_buffer_grow", "TANDEM_2"));
 	assert_non_null(dlvsym(h, "tdm_kv_admit", "TANDEM_2"));
 	assert_null(dlvsym(h, "tdm_buffer_grow", "TANDEM_1"));
+	assert_non_null(dlvsym(h, "tdm_buffer_alloc_request", "TANDEM_2"));
+	assert_non_null(dlvsym(h, "tdm_buffer_reserve_request", "TANDEM_2"));
+	assert_null(dlvsym(h, "tdm_buffer_alloc_request", "TANDEM_1"));
 	/* what is not the API stays inside */
 	assert_null(dlsym(h, "error_names"));
 	assert_null(dlsym(h, "client_request"));

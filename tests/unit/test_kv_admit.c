@@ -110,6 +110,13 @@ static int teardown(void **state)
 	return 0;
 }
 
+/* The last output length in the client's history. */
+static uint32_t last_history(struct harness *h)
+{
+	const struct kv_hist *k = h->s->kv_hist;
+	return k->len[(k->next + KV_HIST_MAX - 1) % KV_HIST_MAX];
+}
+
 static int admit(struct harness *h, uint32_t handle, uint64_t bpt, uint32_t ctx, uint32_t max_new,
                  uint32_t tier, struct tdm_kv_admit_reply *r)
 {
@@ -200,6 +207,44 @@ static void test_history_admits_more(void **state)
 	assert_int_equal(on_device, 8);
 }
 
+/* A request's KV in four buffers (a layer each, one request id) is
+ * admitted through one of them as one request: counted whole (20 MiB at
+ * its limit, as test_device_then_host's single buffers), so five fit on
+ * the device; its other buffers cannot be admitted apart; its length
+ * joins the history from its scaled use. */
+static void test_per_request(void **state)
+{
+	struct fixture *f = *state;
+	struct harness *h = &f->h;
+	struct tdm_kv_admit_reply r;
+	enum { LAYERS = 4 };
+	uint32_t kv[7][LAYERS];
+
+	for (int i = 0; i < 7; i++) {
+		for (int l = 0; l < LAYERS; l++) {
+			kv[i][l] = kv_buffer(h, 10 * MiB / LAYERS);
+			session_buffer_set_request(h->s, kv[i][l], 100 + (uint32_t)i);
+		}
+		assert_int_equal(admit(h, kv[i][0], MiB, 10, 10, TDM_TIER_ANY, &r), 0);
+		assert_int_equal(r.tier, i < 5 ? TDM_TIER_DEVICE : TDM_TIER_HOST);
+	}
+	assert_int_equal(admit(h, kv[0][1], MiB, 10, 10, TDM_TIER_ANY, &r), -TDM_EINVAL);
+	/* Request 0 generates 6 tokens (1/4 MiB per layer each), ends. */
+	struct tdm_buf_grow_reply gr;
+	for (int l = 0; l < LAYERS; l++) {
+		int fd = -1;
+		assert_int_equal(session_buffer_grow(h->s, kv[0][l], 16 * MiB / LAYERS, &gr, &fd),
+		                 0);
+		if (fd >= 0)
+			close(fd);
+	}
+	for (int l = 0; l < LAYERS; l++)
+		assert_int_equal(session_buffer_free(h->s, kv[0][l]), 0);
+	assert_int_equal(admit(h, 0, 0, 0, 0, 0, &r), 0);
+	assert_int_equal(r.history, 1);
+	assert_int_equal(last_history(h), 6);
+}
+
 /* Past the quota: EQUOTA, the buffer not admitted. */
 static void test_quota(void **state)
 {
@@ -255,6 +300,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_device_then_host, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_history_admits_more, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_quota, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_per_request, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_fields, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

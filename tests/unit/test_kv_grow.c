@@ -504,6 +504,34 @@ static void test_host_pinned_as_backed(void **state)
 	residency_fini(&r);
 }
 
+/* A request's KV buffers carry one daemon-wide key (the session's id and
+ * the client's request id): two sessions' request 7 are two units. */
+static void test_request_key(void **state)
+{
+	struct harness *h = *state;
+	struct residency r;
+	uint32_t a, b, c;
+
+	residency_init(&r);
+	h->env.res = &r;
+	assert_int_equal(session_buffer_reserve(h->s, MiB, TDM_BUF_KV, &a), 0);
+	assert_int_equal(session_buffer_reserve(h->s, MiB, TDM_BUF_KV, &b), 0);
+	assert_int_equal(session_buffer_reserve(h->s, MiB, TDM_BUF_KV, &c), 0);
+	session_buffer_set_request(h->s, a, 7);
+	session_buffer_set_request(h->s, b, 7);
+	struct buffer *ba = session_buffer_lookup(h->s, a), *bb = session_buffer_lookup(h->s, b),
+	              *bc = session_buffer_lookup(h->s, c);
+	assert_int_equal(ba->data.request, (uint64_t)h->s->id << 32 | 7);
+	assert_int_equal(bb->data.request, ba->data.request);
+	assert_int_equal(bc->data.request, 0); /* no id: a unit of its own */
+	session_buffer_set_request(h->s, 0xdead, 7); /* no such handle: nothing */
+	assert_int_equal(session_buffer_free(h->s, a), 0);
+	assert_int_equal(session_buffer_free(h->s, b), 0);
+	assert_int_equal(session_buffer_free(h->s, c), 0);
+	h->env.res = NULL;
+	residency_fini(&r);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -518,6 +546,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_host_pinned_as_backed, harness_setup,
 		                                harness_teardown),
 		cmocka_unit_test(test_device_reallocates_without_reserve),
+		cmocka_unit_test_setup_teardown(test_request_key, harness_setup, harness_teardown),
 		cmocka_unit_test(test_host_appends_device_reads_in_place),
 		cmocka_unit_test(test_host_appends_device_reads_realloc),
 	};

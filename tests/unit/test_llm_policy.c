@@ -193,24 +193,30 @@ static void graph_free(struct engine_graph *g)
 
 /* Queues every task, then drains each worker's queue: dev[v] = the
  * worker that took task v. */
-static void run_queues(struct rig *r, struct engine_graph *g, int *dev)
+static void run_queues_on(const struct policy_ops *pol, void *priv, struct engine_graph *g,
+                          int *dev)
 {
-	struct engine_task *ts[64];
-	assert_true(g->ntasks <= 64);
+	struct engine_task *ts[256];
+	assert_true(g->ntasks <= 256);
 	for (uint32_t v = 0; v < g->ntasks; v++) {
 		ts[v] = &g->tasks[v];
 		dev[v] = -1;
 	}
-	r->pol->tasks_ready(r->priv, ts, g->ntasks, -1);
+	pol->tasks_ready(priv, ts, g->ntasks, -1);
 	for (unsigned w = 0; w < NDEV; w++) {
 		struct engine_task *t;
-		while ((t = r->pol->pick_next(r->priv, w))) {
+		while ((t = pol->pick_next(priv, w))) {
 			dev[t->index] = (int)w;
 			t->start_ns = t->end_ns = 1;
-			r->pol->task_done(r->priv, t, w);
+			pol->task_done(priv, t, w);
 		}
 	}
-	r->pol->graph_finished(r->priv, g);
+	pol->graph_finished(priv, g);
+}
+
+static void run_queues(struct rig *r, struct engine_graph *g, int *dev)
+{
+	run_queues_on(r->pol, r->priv, g, dev);
 }
 
 static void test_tiers_fill_the_budget(void **state)
@@ -567,6 +573,292 @@ static void test_moe_split_at_release(void **state)
 	}
 }
 
+/* ---- steps of several layers, KV by request (res_data.request) ---- */
+
+enum { LMAX = 4 };
+
+/* cpu0, cpu1 and acc0 whose cap holds `layers` layers' weights, the
+ * activations and ON_ACCEL and a half requests' KV of every layer. Request
+ * j's KV of layer l is kv[l][j], all of them request j + 1. */
+struct lrig {
+	struct residency res;
+	struct engine_device devs[NDEV];
+	const struct policy_ops *pol;
+	void *priv;
+	uint32_t layers;
+	struct buf w[LMAX], q, k, o, big, kv[LMAX][NREQ];
+};
+
+static struct lrig *lrig_new(uint32_t layers, struct profiler *prof)
+{
+	struct lrig *r = calloc(1, sizeof(*r));
+	r->layers = layers;
+	residency_init(&r->res);
+	for (int i = 0; i < NDEV; i++) {
+		r->devs[i].index = (uint16_t)i;
+		r->devs[i].dev.kind = i < 2 ? TDM_DEV_CPU : TDM_DEV_GPU;
+	}
+	r->devs[ACC].dev.ops = &fake_accel;
+	uint64_t cap =
+	        layers * W_BYTES + 3 * ACT_BYTES + layers * (ON_ACCEL * KV_BYTES + KV_BYTES / 2);
+	assert_int_equal(residency_add_node(&r->res, &r->devs[ACC].dev, cap), 1);
+	r->devs[ACC].node = 1;
+	for (uint32_t l = 0; l < layers; l++)
+		residency_data_init(&r->res, &r->w[l].d, r->w[l].host = calloc(1, W_BYTES), W_BYTES,
+		                    1, true);
+	struct buf *acts[] = { &r->q, &r->k, &r->o };
+	for (int i = 0; i < 3; i++)
+		residency_data_init(&r->res, &acts[i]->d, acts[i]->host = calloc(1, ACT_BYTES),
+		                    ACT_BYTES, 2, false);
+	/* Two caches' worth per layer, as everything else scales. */
+	residency_data_init(&r->res, &r->big.d, r->big.host = calloc(layers, 2 * KV_BYTES),
+	                    layers * 2 * KV_BYTES, 5, true);
+	for (uint32_t l = 0; l < layers; l++)
+		for (int j = 0; j < NREQ; j++) {
+			struct buf *b = &r->kv[l][j];
+			residency_data_init(&r->res, &b->d, b->host = calloc(1, KV_BYTES), KV_BYTES,
+			                    10 + (uint32_t)j, true);
+			b->d.request = (1ull << 32) | (uint64_t)(j + 1);
+		}
+	r->pol = policy_by_name("llm");
+	struct policy_params p = { .nworkers = NDEV,
+		                   .devices = r->devs,
+		                   .prof = prof,
+		                   .res = &r->res,
+		                   .tuning = &policy_tuning_defaults };
+	assert_int_equal(r->pol->init(&p, &r->priv), 0);
+	return r;
+}
+
+static void lbuf_fini(struct lrig *r, struct buf *b)
+{
+	residency_data_fini(&r->res, &b->d);
+	free(b->host);
+}
+
+static void lrig_free(struct lrig *r)
+{
+	r->pol->fini(r->priv);
+	for (uint32_t l = 0; l < r->layers; l++) {
+		lbuf_fini(r, &r->w[l]);
+		for (int j = 0; j < NREQ; j++)
+			lbuf_fini(r, &r->kv[l][j]);
+	}
+	lbuf_fini(r, &r->q);
+	lbuf_fini(r, &r->k);
+	lbuf_fini(r, &r->o);
+	lbuf_fini(r, &r->big);
+	residency_fini(&r->res);
+	free(r);
+}
+
+/* A decode step of r->layers identical layers over requests reqs[0..n):
+ * per layer an sgemm over its weights, then per request the append and
+ * the attention over its KV of that layer (kv_len 100 + 40 j); with_big:
+ * a copy from `big` at the start (data the step needs on the
+ * accelerator: two caches per layer). */
+static struct engine_graph *lstep(struct lrig *r, const int *reqs, int n, bool with_big)
+{
+	struct engine_graph *g = calloc(1, sizeof(*g));
+	uint32_t nt = r->layers * (1 + 2 * (uint32_t)n) + with_big;
+	g->tasks = calloc(nt, sizeof(*g->tasks));
+	g->ntasks = nt;
+	const struct kernel_def *sgemm = kernel("sgemm"), *copy = kernel("copy"),
+	                        *attn = kernel("attn_decode");
+	uint32_t i = 0;
+	struct engine_task *t;
+	if (with_big) {
+		t = &g->tasks[i++];
+		t->kernel = copy;
+		t->call.nargs = 2;
+		set_arg(t, 0, &r->big, 0, 4096);
+		set_arg(t, 1, &r->q, 0, 4096);
+	}
+	for (uint32_t l = 0; l < r->layers; l++) {
+		t = &g->tasks[i++];
+		t->kernel = sgemm;
+		t->call.nargs = 3;
+		set_arg(t, 0, &r->q, 0, ACT_BYTES);
+		set_arg(t, 1, &r->w[l], 0, W_BYTES);
+		set_arg(t, 2, &r->k, 0, ACT_BYTES);
+		for (int j = 0; j < n; j++) {
+			struct buf *kv = &r->kv[l][reqs[j]];
+			t = &g->tasks[i++];
+			t->kernel = copy;
+			t->call.nargs = 2;
+			set_arg(t, 0, &r->k, (uint64_t)j * 256, 256);
+			set_arg(t, 1, kv, 4096, 256);
+			t = &g->tasks[i++];
+			t->kernel = attn;
+			t->call.nargs = 4;
+			set_arg(t, 0, &r->q, (uint64_t)j * 512, 512);
+			set_arg(t, 1, kv, 0, KV_BYTES / 2);
+			set_arg(t, 2, kv, KV_BYTES / 2, KV_BYTES / 2);
+			set_arg(t, 3, &r->o, (uint64_t)j * 512, 512);
+			t->feat.domain = 100 + 40 * reqs[j];
+		}
+	}
+	for (uint32_t v = 0; v < nt; v++) {
+		g->tasks[v].graph = g;
+		g->tasks[v].index = v;
+	}
+	return g;
+}
+
+/* Where each request's append and attention ran in each layer (0: the
+ * cores, 1: the accelerator; -1: not in the step) and its buffers'
+ * homes; every layer of a request must agree. */
+struct arrangement {
+	int attn[NREQ], append[NREQ], home[NREQ];
+};
+
+static void run_lstep(struct lrig *r, const int *reqs, int n, bool with_big,
+                      struct arrangement *out)
+{
+	struct engine_graph *g = lstep(r, reqs, n, with_big);
+	int dev[256];
+	r->pol->graph_submitted(r->priv, g);
+	run_queues_on(r->pol, r->priv, g, dev);
+	for (int j = 0; j < NREQ; j++)
+		out->attn[j] = out->append[j] = -1;
+	for (uint32_t l = 0; l < r->layers; l++)
+		for (int j = 0; j < n; j++) {
+			uint32_t base = with_big + l * (1 + 2 * (uint32_t)n) + 1 + 2 * (uint32_t)j;
+			int ap = dev[base] == ACC, at = dev[base + 1] == ACC;
+			int q = reqs[j];
+			if (l == 0) {
+				out->append[q] = ap;
+				out->attn[q] = at;
+			}
+			assert_int_equal(ap, out->append[q]);
+			assert_int_equal(at, out->attn[q]);
+		}
+	for (int j = 0; j < NREQ; j++) {
+		out->home[j] = residency_home(&r->kv[0][j].d);
+		for (uint32_t l = 1; l < r->layers; l++)
+			assert_int_equal(residency_home(&r->kv[l][j].d), out->home[j]);
+	}
+	graph_free(g);
+}
+
+/* The decision made once per step, on the first layer, and followed by
+ * the other layers as their tasks are released, is the one a step of one
+ * layer gets: the same requests on the accelerator, the same attention
+ * on each side, every layer of a request in one tier, through demotion
+ * and promotion; with and without cost models. */
+static void test_layers_follow_the_first(void **state)
+{
+	(void)state;
+	const double mixed[NDEV] = { 4000, 4000, 1500 };
+	int all[NREQ], some[NREQ - 2];
+	for (int i = 0; i < NREQ; i++)
+		all[i] = i;
+	for (int i = 0; i < NREQ - 2; i++)
+		some[i] = i + 2;
+	for (int c = 0; c < 2; c++) {
+		struct arrangement one[3], many[3];
+		for (int pass = 0; pass < 2; pass++) {
+			struct profiler *prof = c ? profiler_with(mixed) : NULL;
+			struct lrig *r = lrig_new(pass ? LMAX : 1, prof);
+			struct arrangement *a = pass ? many : one;
+			run_lstep(r, all, NREQ, false, &a[0]);
+			run_lstep(r, some, NREQ - 2, false, &a[1]); /* 0 and 1 left: promotions */
+			run_lstep(r, some, NREQ - 2, true, &a[2]); /* room for big: demotions */
+			struct llm_policy_stats st;
+			llm_policy_stats(r->priv, &st);
+			assert_int_equal(st.last_layers, pass ? LMAX : 1);
+			lrig_free(r);
+			if (prof)
+				profiler_destroy(prof);
+		}
+		for (int s = 0; s < 3; s++) {
+			int acc = 0, host = 0;
+			for (int j = 0; j < NREQ; j++) {
+				assert_int_equal(many[s].home[j], one[s].home[j]);
+				assert_int_equal(many[s].attn[j], one[s].attn[j]);
+				assert_int_equal(many[s].append[j], one[s].append[j]);
+				acc += one[s].attn[j] == 1;
+				host += one[s].attn[j] == 0;
+			}
+			printf("# %s, step %d: %d attention on the accelerator, %d on the cores\n",
+			       c ? "cost models" : "no models", s, acc, host);
+			assert_true(host > 0);
+			if (s == 0)
+				assert_true(acc > 0);
+		}
+	}
+}
+
+/* A prefill: one request's attention for each prompt position, over the
+ * same KV, layer after layer. The positions are one layer (not layers
+ * each): the layers found are the model's, and the request is homed like
+ * any other. */
+static void test_prefill_positions_one_layer(void **state)
+{
+	(void)state;
+	struct lrig *r = lrig_new(LMAX, NULL);
+	enum { POS = 5 };
+	struct engine_graph *g = calloc(1, sizeof(*g));
+	uint32_t nt = LMAX * (1 + POS);
+	g->tasks = calloc(nt, sizeof(*g->tasks));
+	g->ntasks = nt;
+	uint32_t i = 0;
+	for (uint32_t l = 0; l < LMAX; l++) {
+		struct engine_task *t = &g->tasks[i++];
+		t->kernel = kernel("sgemm");
+		t->call.nargs = 3;
+		set_arg(t, 0, &r->q, 0, ACT_BYTES);
+		set_arg(t, 1, &r->w[l], 0, W_BYTES);
+		set_arg(t, 2, &r->k, 0, ACT_BYTES);
+		for (int p = 0; p < POS; p++) {
+			t = &g->tasks[i++];
+			t->kernel = kernel("attn_decode");
+			t->call.nargs = 4;
+			set_arg(t, 0, &r->q, (uint64_t)p * 512, 512);
+			set_arg(t, 1, &r->kv[l][0], 0, KV_BYTES / 2);
+			set_arg(t, 2, &r->kv[l][0], KV_BYTES / 2, KV_BYTES / 2);
+			set_arg(t, 3, &r->o, (uint64_t)p * 512, 512);
+			t->feat.domain = 1 + p;
+		}
+	}
+	for (uint32_t v = 0; v < nt; v++) {
+		g->tasks[v].graph = g;
+		g->tasks[v].index = v;
+	}
+	r->pol->graph_submitted(r->priv, g);
+	struct llm_policy_stats st;
+	llm_policy_stats(r->priv, &st);
+	assert_int_equal(st.last_layers, LMAX);
+	assert_int_equal(st.attn_accel + st.attn_host, LMAX * POS);
+	assert_int_equal(residency_home(&r->kv[0][0].d), 1); /* it fits */
+	graph_free(g);
+	lrig_free(r);
+}
+
+/* The scan of a many-layer step stops at the second layer: the tasks
+ * past it are pinned as they are released, not at submission. */
+static void test_many_layers_pinned_at_release(void **state)
+{
+	(void)state;
+	struct lrig *r = lrig_new(LMAX, NULL);
+	int all[NREQ];
+	for (int i = 0; i < NREQ; i++)
+		all[i] = i;
+	struct engine_graph *g = lstep(r, all, NREQ, false);
+	r->pol->graph_submitted(r->priv, g);
+	uint32_t per_layer = 1 + 2 * NREQ, pinned = 0;
+	for (uint32_t v = per_layer; v < g->ntasks; v++)
+		pinned += g->tasks[v].policy_node != 0;
+	assert_int_equal(pinned, 0);
+	int dev[256];
+	run_queues_on(r->pol, r->priv, g, dev);
+	for (uint32_t v = per_layer; v < g->ntasks; v++)
+		if (g->tasks[v].kernel->id == KERNEL_ATTN_DECODE)
+			assert_int_not_equal(g->tasks[v].policy_node, 0);
+	graph_free(g);
+	lrig_free(r);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -577,6 +869,9 @@ int main(void)
 		cmocka_unit_test(test_tiers_by_cost),
 		cmocka_unit_test(test_step_costs_match_roofline),
 		cmocka_unit_test(test_moe_split_at_release),
+		cmocka_unit_test(test_layers_follow_the_first),
+		cmocka_unit_test(test_many_layers_pinned_at_release),
+		cmocka_unit_test(test_prefill_positions_one_layer),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
