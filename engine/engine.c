@@ -1322,6 +1322,7 @@ static int worker_sleep(struct engine *e, struct worker *w, bool front, int time
 {
 	bool bells = front && e->poll_fd >= 0;
 	int ep = w->sleep_ep[bells], n;
+	*kicked = *rang = false;
 	if (ep >= 0) {
 		struct epoll_event evs[3];
 		n = epoll_wait(ep, evs, 3, timeout);
