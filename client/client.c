@@ -258,7 +258,7 @@ TDM_API int tdm_connect(const struct tdm_connect_opts *opts, tdm_client **out)
 	c = calloc(1, sizeof(*c));
 	if (!c)
 		return -TDM_ENOMEM;
-	c->sq_bell = c->bell = c->daemon_pidfd = -1;
+	c->sq_bell = c->bell = c->daemon_pidfd = c->wait_ep = c->wait_timer = -1;
 	c->spin_us = opts ? opts->spin_us : 0;
 	c->daemon_uid = opts ? opts->daemon_uid : 0;
 	strcpy(c->path, path);
@@ -303,6 +303,13 @@ TDM_API int tdm_connect(const struct tdm_connect_opts *opts, tdm_client **out)
 	close(fds[0]);
 	c->sq_bell = fds[1];
 	c->bell = fds[2];
+	if ((err = ring_wait_init(c))) {
+		ring_wait_fini(c);
+		close(c->sq_bell);
+		close(c->bell);
+		nfds = 0; /* closed above */
+		goto fail;
+	}
 	c->session_id = r.session_id;
 	c->ndevices = r.ndevices;
 	c->max_tasks_per_graph = r.max_tasks_per_graph;
@@ -338,6 +345,7 @@ TDM_API void tdm_disconnect(tdm_client *c)
 		close(c->sq_bell);
 	if (c->bell >= 0)
 		close(c->bell);
+	ring_wait_fini(c);
 	if (c->daemon_pidfd >= 0)
 		close(c->daemon_pidfd);
 	close(c->sock);

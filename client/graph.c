@@ -203,7 +203,8 @@ static int put_task(tdm_client *c, const tdm_graph *g, uint32_t i, const uint32_
 
 	e.u.task = g->tasks[i];
 	e.u.task.nedges = (uint8_t)inline_n;
-	memcpy(e.u.task.edges, pred, inline_n * sizeof(*pred));
+	if (inline_n) /* pred is NULL without edges */
+		memcpy(e.u.task.edges, pred, inline_n * sizeof(*pred));
 	if ((err = ring_put(c, &e)))
 		return err;
 	for (uint32_t done = inline_n; done < npred;) {
@@ -230,7 +231,7 @@ static int put_task(tdm_client *c, const tdm_graph *g, uint32_t i, const uint32_
 TDM_API int tdm_graph_submit(tdm_graph *g)
 {
 	tdm_client *c;
-	uint32_t *off, *pred;
+	uint32_t *off = NULL, *pred = NULL;
 	int err;
 
 	if (!g || !g->c || g->inflight)
@@ -245,7 +246,9 @@ TDM_API int tdm_graph_submit(tdm_graph *g)
 		if (!g->info)
 			return -TDM_ENOMEM;
 	}
-	if ((err = group_edges(g, &off, &pred)))
+	/* Without explicit edges (the common small graph) there is nothing to
+	 * group: no allocation per submit. */
+	if (g->nedges && (err = group_edges(g, &off, &pred)))
 		return err;
 	g->cookie = ++c->next_cookie;
 	g->done = false;
@@ -269,7 +272,8 @@ TDM_API int tdm_graph_submit(tdm_graph *g)
 	e.u.begin.deadline_ns = g->deadline_ns;
 	err = ring_put(c, &e);
 	for (uint32_t i = 0; !err && i < g->ntasks; i++)
-		err = put_task(c, g, i, pred + off[i], off[i + 1] - off[i]);
+		err = off ? put_task(c, g, i, pred + off[i], off[i + 1] - off[i])
+		          : put_task(c, g, i, NULL, 0);
 	if (!err) {
 		struct tdm_sqe end = { .op = TDM_SQE_GRAPH_END };
 		err = ring_put(c, &end);

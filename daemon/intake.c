@@ -43,6 +43,7 @@ static void post_graph_status(struct session *s, uint64_t cookie, int status, ui
 		.task_index = task,
 		.detail = field,
 	};
+	s->intake_errors++;
 	atomic_fetch_add(&s->env->counters->graphs_rejected, 1);
 	if (field < TDM_REJECT__COUNT)
 		atomic_fetch_add(&s->env->counters->rejected_by_field[field], 1);
@@ -66,6 +67,7 @@ static void stray_entry(struct session *s, uint16_t op, uint32_t field)
 {
 	struct tdm_cqe c = { .op = TDM_CQE_ERROR, .status = -TDM_EPROTO, .detail = field };
 	c.task_index = op;
+	s->intake_errors++;
 	atomic_fetch_add(&s->env->counters->protocol_errors, 1);
 	session_post_cqe(s, &c);
 }
@@ -460,7 +462,7 @@ bool intake_pending(const struct session *s)
 int intake_run(struct session *s, uint32_t *consumed)
 {
 	uint32_t tail = ring_load_acquire(&s->hdr->sq_tail);
-	uint32_t n = 0;
+	uint32_t n = 0, errors = s->intake_errors;
 
 	*consumed = 0;
 	if (tail - s->sq_head > s->sq_entries) {
@@ -489,7 +491,7 @@ int intake_run(struct session *s, uint32_t *consumed)
 	*consumed = n;
 	if (atomic_load(&s->cq_broken))
 		return -TDM_EPROTO; /* counted and said where it was found */
-	if (session_errors_overflowing(s)) {
+	if (s->intake_errors != errors && session_errors_overflowing(s)) {
 		log_warn("session %u: %u invalid entries not reaped: disconnecting", s->id, n);
 		return -TDM_EPROTO;
 	}

@@ -189,6 +189,10 @@ struct session {
 	struct dgraph *building;
 	struct graph_build build;
 	bool skipping; /* a rejected graph's entries are skipped until its END */
+	/* Error completions intake posted, ever: the error backlog can only
+	 * have grown in a run that posted one, so intake_run looks at it (under
+	 * cq_lock) only then, not once per accepted graph. */
+	uint32_t intake_errors;
 	uint32_t nerrors_pending;
 
 	/* Completion posting (any thread, under cq_lock). */

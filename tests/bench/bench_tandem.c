@@ -12,6 +12,8 @@
  *       from the previous one (submit -> done, median of CHAIN_RUNS);
  *   idle_cpu_percent   the daemon's utime+stime over IDLE_S afterwards, with
  *       the client still connected and nothing in flight.
+ *
+ * `bench_tandem roundtrip` runs the round trips only.
  */
 #include <fcntl.h>
 #include <limits.h>
@@ -527,16 +529,22 @@ static int env_init(struct bench_env *env)
 	return 0;
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
+	int roundtrip_only = argc > 1 && strcmp(argv[1], "roundtrip") == 0;
 	struct bench_env env;
 	int failed;
 
 	signal(SIGPIPE, SIG_IGN);
+	if (argc > 1 && !roundtrip_only) {
+		fprintf(stderr, "usage: bench_tandem [roundtrip]\n");
+		return 2;
+	}
 	if (env_init(&env) != 0)
 		return 1;
 	failed = bench_roundtrips(&env);
-	failed |= bench_throughput(&env);
+	if (!roundtrip_only)
+		failed |= bench_throughput(&env);
 	rmdir(env.dir);
 	return failed;
 }

@@ -473,6 +473,36 @@ static void test_wait_timeout(void **state)
 	tdmt_test_ok();
 }
 
+/* A wait's deadline holds whatever earlier waits asked for: libtandem keeps
+ * one timer armed across waits, re-armed only for a sooner deadline. */
+static void test_wait_timeout_after_long_wait(void **state)
+{
+	(void)state;
+	tdm_graph *quick = tdm_graph_new(fx.c), *slow = tdm_graph_new(fx.c);
+	assert_non_null(quick);
+	assert_non_null(slow);
+	OK(tdmt_add_spin(quick, &fx.k, 1, NULL));
+	OK(tdmt_add_spin(slow, &fx.k, 300000, NULL));
+	/* Done long before its 10 s: the timer stays armed for then. */
+	OK(tdm_graph_submit(quick));
+	OK(tdm_wait(quick, 10000 * MS));
+	uint64_t t0 = tdmt_now_ns();
+	OK(tdm_graph_submit(slow));
+	assert_int_equal(tdm_wait(slow, 20 * MS), -TDM_ETIMEDOUT);
+	uint64_t t1 = tdmt_now_ns();
+	assert_true(t1 - t0 >= 20 * MS);
+	assert_true(t1 - t0 < 290 * MS);
+	/* A later deadline after a sooner one: the timer fires early, the wait
+	 * looks again and sleeps on. */
+	assert_int_equal(tdm_wait(slow, 30 * MS), -TDM_ETIMEDOUT);
+	assert_true(tdmt_now_ns() - t1 >= 30 * MS);
+	OK(tdm_wait(slow, 10000 * MS));
+	assert_true(tdmt_now_ns() - t0 >= 299 * MS);
+	tdm_graph_free(quick);
+	tdm_graph_free(slow);
+	tdmt_test_ok();
+}
+
 /* ---- rejections ----------------------------------------------------------- */
 
 /* A graph that must work: y += x after a spin, submitted around bad ones. */
@@ -713,6 +743,7 @@ static const struct CMUnitTest policy_tests[] = {
 	T(test_explicit_edges),
 	T(test_resubmit),
 	T(test_wait_timeout),
+	T(test_wait_timeout_after_long_wait),
 	T(test_reject_bad_handle),
 	T(test_reject_range_client),
 	T(test_reject_kernel_args),
