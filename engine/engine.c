@@ -95,6 +95,9 @@ struct engine {
 	 * the limit, a worker's retirement) and what they tell the policy. */
 	pthread_mutex_t dev_lock;
 	_Atomic uint32_t running; /* worker threads in their loop */
+	/* Moves before each change of what engine_runnable answers (a
+	 * device's state, one added, a device marked unhealthy). */
+	_Atomic uint32_t dev_seq;
 	struct residency *res; /* NULL: no residency bookkeeping */
 	struct profiler *prof; /* NULL: no cost models */
 	struct policy_tuning tuning;
@@ -478,6 +481,7 @@ static struct engine_task *pick_task(struct engine *e, unsigned w)
 	char why[160];
 
 	if (!atomic_load_explicit(&e->fallback, memory_order_acquire)) {
+		uint32_t seq = atomic_load(&e->dev_seq);
 		t = e->policy->pick_next(e->policy_priv, w);
 		if (!t)
 			goto fifo; /* tasks taken back while the policy was asked */
@@ -489,14 +493,17 @@ static struct engine_task *pick_task(struct engine *e, unsigned w)
 			engine_fall_back(e, why);
 			goto fifo;
 		}
-		if (!engine_runnable(e, t, w) && device_state(e, w) != ENGINE_DEV_ACTIVE) {
-			/* The device began to drain while the policy handed it
-			 * out: not the policy's fault; placed again. */
+		bool ok = engine_runnable(e, t, w);
+		if (!ok &&
+		    (device_state(e, w) != ENGINE_DEV_ACTIVE || atomic_load(&e->dev_seq) != seq)) {
+			/* The devices changed while the policy handed it out
+			 * (one began to drain, one was added...): not the
+			 * policy's fault; placed again. */
 			atomic_fetch_sub_explicit(&e->queued, 1, memory_order_relaxed);
 			requeue(e, t);
 			return NULL;
 		}
-		if (!engine_runnable(e, t, w)) {
+		if (!ok) {
 			snprintf(why, sizeof(why),
 			         "gave task %u of kernel %s to worker %u (%s), which cannot run it",
 			         t->index, t->kernel->name, w, e->devices[w].dev.name);
@@ -1045,6 +1052,7 @@ static void device_fault(struct engine *e, struct worker *w, struct engine_task 
 	struct engine_device *d = &e->devices[w->index];
 	uint64_t faults = atomic_fetch_add(&d->faults, 1) + 1;
 	if (atomic_exchange(&d->healthy, false)) {
+		atomic_fetch_add(&e->dev_seq, 1);
 		atomic_store(&e->uniform, false);
 		recount_capable(e);
 		log_warn("%s: marked unhealthy after a device fault (%s)", d->dev.name,
@@ -1751,6 +1759,7 @@ static void set_state(struct engine *e, unsigned w, uint8_t state)
 	/* Not uniform any more before the state shows: a reader that still
 	 * sees uniform would let anyone run anything. */
 	atomic_store(&e->uniform, false);
+	atomic_fetch_add(&e->dev_seq, 1);
 	atomic_store(&e->devices[w].state, state);
 	recount_capable(e);
 }
@@ -1908,6 +1917,7 @@ int engine_device_add(struct engine *e, const struct backend_device *bd, unsigne
 	else
 		atomic_fetch_add(&e->nhost, 1);
 	/* Published: every slot below ndevices is whole. */
+	atomic_fetch_add(&e->dev_seq, 1);
 	atomic_store_explicit(&e->ndevices, (size_t)w + 1, memory_order_release);
 	recount_capable(e);
 	if (e->policy->device_added && !atomic_load(&e->fallback)) {

@@ -437,6 +437,68 @@ static void test_remove_reruns_running(void **state)
 	}
 }
 
+/* Every policy: a device drained while its task runs finishes that task
+ * there (once, its result kept); the tasks after it run on the other
+ * device; the drained device then holds nothing. */
+static void test_drain_finishes_running(void **state)
+{
+	(void)state;
+	for (const struct policy_ops *const *p = policy_list(); *p; p++) {
+		struct done dn = { 0 };
+		struct engine_flow flow = { .id = 1, .weight = 1 };
+		struct residency res;
+		residency_init(&res);
+		struct backend_device acc = { .ops = &gated_accel,
+			                      .kind = TDM_DEV_GPU,
+			                      .mem_bytes = 1 << 20 };
+		snprintf(acc.name, sizeof(acc.name), "dev0");
+		snprintf(acc.model, sizeof(acc.model), "gated");
+		acc.node = (uint16_t)residency_add_node(&res, &acc, 0);
+		struct engine *e;
+		struct engine_params ep = { .clock = &clock_real,
+			                    .policy = *p,
+			                    .devices = &acc,
+			                    .ndevices = 1,
+			                    .max_devices = 2,
+			                    .res = &res,
+			                    .hooks = { .graph_done = on_done, .ctx = &dn },
+			                    .start_workers = true,
+			                    .spin_us = 10 };
+		assert_int_equal(engine_create(&ep, &e), 0);
+		assert_int_equal(engine_flow_add(e, &flow), 0);
+		reset_counts();
+		atomic_store(&gate_open, false);
+		atomic_store(&unplugged, false);
+		enum { N = 4 };
+		uint32_t edges[] = { 0, 1, 1, 2, 2, 3 };
+		struct engine_graph *g = make_graph(&flow, N, edges, 3);
+		engine_submit(e, g);
+		for (int i = 0; i < 5000 && atomic_load(&ran_on[0]) == 0; i++)
+			sleep_us(1000);
+		assert_int_equal(atomic_load(&ran_on[0]), 1);
+		struct backend_device cpu = host_dev(1);
+		unsigned id;
+		assert_int_equal(engine_device_add(e, &cpu, &id), 0);
+		assert_int_equal(engine_device_drain(e, 0), 0);
+		assert_int_equal(engine_device_busy(e, 0), 1);
+		atomic_store(&gate_open, true);
+		if (!wait_graphs(&dn, 1, 20000))
+			fail_msg("policy %s: graph not done", (*p)->name);
+		assert_int_equal(atomic_load(&g->status), 0);
+		assert_each_ran_once(N);
+		assert_int_equal(g->tasks[0].device, 0);
+		for (uint32_t i = 1; i < N; i++)
+			assert_int_equal(g->tasks[i].device, 1);
+		assert_int_equal(atomic_load(&ran_on[0]), 1);
+		assert_int_equal(engine_device_busy(e, 0), 0);
+		assert_int_equal(engine_device_state(e, 0), ENGINE_DEV_DRAINING);
+		engine_flow_gone(e, &flow);
+		engine_destroy(e);
+		residency_fini(&res);
+		free_graph(g);
+	}
+}
+
 /* Kernels on "dev0" fail on the device (their events say so). */
 static int flaky_launch(const struct backend_device *d, const struct kernel_def *k,
                         const struct tdm_kernel_call *call, struct backend_event *const *waits,
@@ -842,6 +904,7 @@ int main(void)
 		cmocka_unit_test(test_drain_replaces_queued),
 		cmocka_unit_test(test_add_while_running),
 		cmocka_unit_test(test_remove_reruns_running),
+		cmocka_unit_test(test_drain_finishes_running),
 		cmocka_unit_test(test_faults_remove_device),
 		cmocka_unit_test(test_no_device_left),
 		cmocka_unit_test(test_heft_repaired_without_device),
