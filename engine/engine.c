@@ -59,7 +59,7 @@ struct worker {
 	uint32_t model_dev;
 	/* Its device is GONE and it let go of everything (residency, policy):
 	 * set once, under dev_lock (engine_device_remove, retire_device). */
-	bool retired;
+	_Atomic bool retired;
 };
 
 struct inflight {
@@ -209,11 +209,19 @@ static void engine_notify(struct engine *e, size_t n)
 		wake_sleepers(e, n, UINT64_MAX, -1);
 }
 
+static void sweep(struct engine *e, unsigned w);
+
 void engine_kick(const struct engine *ce, unsigned w)
 {
 	struct engine *e = (struct engine *)ce; /* the wake-up state only */
 	if (w >= e->ndevices)
 		return;
+	/* A policy queued a task for a device whose worker has left: the
+	 * caller (the policy, holding none of its locks) has it moved. */
+	if (atomic_load(&e->workers[w].retired)) {
+		sweep(e, w);
+		return;
+	}
 	atomic_fetch_add(&e->epoch, 1);
 	if (atomic_exchange(&e->workers[w].asleep, false))
 		ring_fd(e->workers[w].kick_fd);
@@ -1808,9 +1816,12 @@ static void retire_device(struct engine *e, unsigned w)
 {
 	struct worker *wk = &e->workers[w];
 	struct engine_device *d = &e->devices[w];
-	if (wk->retired)
+	if (atomic_load(&wk->retired))
 		return;
-	wk->retired = true;
+	/* Before the policy's last sweep: a task a policy queues for w after
+	 * it (a placement that saw w ACTIVE) is swept by the kick that
+	 * follows its queueing (engine_kick). */
+	atomic_store(&wk->retired, true);
 	if (e->res && d->node != 0 && !node_in_use(e, w)) {
 		int err = residency_node_evacuate(e->res, d->node);
 		if (err)
@@ -1929,7 +1940,7 @@ int engine_device_add(struct engine *e, const struct backend_device *bd, unsigne
 	if (e->threads && (err = start_worker(e, w)) != 0) {
 		/* Published already: it stays, GONE. */
 		leave_device(e, w, ENGINE_DEV_GONE);
-		e->workers[w].retired = true;
+		atomic_store(&e->workers[w].retired, true);
 		pthread_mutex_unlock(&e->dev_lock);
 		return err;
 	}
