@@ -154,6 +154,7 @@ struct engine {
 	pthread_mutex_t wd_lock; /* the graphs in flight (for taking tasks back), and the below */
 	struct engine_graph *graphs; /* in flight, linked through core_next */
 	uint64_t wd_done_seen, wd_since_ns;
+	uint32_t wd_seq_seen; /* dev_seq: a device change restarts the watch */
 
 	_Atomic uint64_t graphs_submitted, graphs_done;
 	_Atomic uint64_t tasks_done, tasks_failed, tasks_canceled, tasks_in_flight;
@@ -543,6 +544,27 @@ fifo:
 	}
 }
 
+/* Whether some task the policy holds may run on some device now. When
+ * none may (their devices drain, and the tasks wait for one to be resumed
+ * or added), idle workers are not the policy's fault. Walks every task in
+ * flight: only when the watchdog is about to fire. */
+static bool queued_runnable(struct engine *e)
+{
+	size_t nd = atomic_load(&e->ndevices);
+	bool any = false;
+	pthread_mutex_lock(&e->wd_lock);
+	for (struct engine_graph *g = e->graphs; g && !any; g = g->core_next)
+		for (uint32_t i = 0; i < g->ntasks && !any; i++) {
+			const struct engine_task *t = &g->tasks[i];
+			if (atomic_load(&t->qstate) != QSTATE_QUEUED)
+				continue;
+			for (size_t w = 0; w < nd && !any; w++)
+				any = engine_runnable(e, t, (unsigned)w);
+		}
+	pthread_mutex_unlock(&e->wd_lock);
+	return any;
+}
+
 /* Called by an idle worker that waited watchdog_ms: ready tasks, every
  * worker idle, and no task finished meanwhile means the policy stalls. */
 static void watchdog_check(struct engine *e)
@@ -551,15 +573,26 @@ static void watchdog_check(struct engine *e)
 	    atomic_load(&e->idle_workers) < atomic_load(&e->running))
 		return;
 	uint64_t now = clock_monotonic_ns(), done = atomic_load(&e->tasks_done);
+	uint32_t seq = atomic_load(&e->dev_seq);
 	bool stalled = false;
 	pthread_mutex_lock(&e->wd_lock);
-	if (done != e->wd_done_seen || e->wd_since_ns == 0) {
+	if (done != e->wd_done_seen || seq != e->wd_seq_seen || e->wd_since_ns == 0) {
 		e->wd_done_seen = done;
+		e->wd_seq_seen = seq;
 		e->wd_since_ns = now;
 	} else if (now - e->wd_since_ns >= (uint64_t)e->watchdog_ms * 1000000u) {
 		stalled = true;
 	}
 	pthread_mutex_unlock(&e->wd_lock);
+	/* Tasks waiting for a device, or a device that changed meanwhile (the
+	 * tasks it lets run have not been picked yet): no stall. */
+	if (stalled && (!queued_runnable(e) || atomic_load(&e->dev_seq) != seq)) {
+		/* Waiting for a device: look again after another period. */
+		pthread_mutex_lock(&e->wd_lock);
+		e->wd_since_ns = clock_monotonic_ns();
+		pthread_mutex_unlock(&e->wd_lock);
+		stalled = false;
+	}
 	if (stalled) {
 		char why[128];
 		snprintf(why, sizeof(why),

@@ -645,6 +645,46 @@ static void test_no_device_left(void **state)
 	free_graph(g);
 }
 
+/* Threads: tasks that wait for a drained device (nobody else implements
+ * their kernel) are not a stalled policy: the watchdog leaves the policy
+ * alone, and once the device is resumed they run. */
+static void test_waiting_is_not_a_stall(void **state)
+{
+	(void)state;
+	struct done dn = { 0 };
+	struct engine_flow flow = { .id = 1, .weight = 1 };
+	struct backend_device devs[2] = { host_dev(0), host_dev(1) };
+	devs[1].ops = &nospin_ops;
+	struct engine *e;
+	struct engine_params ep = { .clock = &clock_real,
+		                    .policy = &policy_dmda,
+		                    .devices = devs,
+		                    .ndevices = 2,
+		                    .watchdog_ms = 50,
+		                    .hooks = { .graph_done = on_done, .ctx = &dn },
+		                    .start_workers = true,
+		                    .spin_us = 10 };
+	assert_int_equal(engine_create(&ep, &e), 0);
+	assert_int_equal(engine_flow_add(e, &flow), 0);
+	reset_counts();
+	assert_int_equal(engine_device_drain(e, 0), 0);
+	struct engine_graph *g = random_dag(&flow, 8, 1, 9);
+	engine_submit(e, g);
+	sleep_us(400000); /* eight watchdog periods */
+	struct engine_counters c;
+	engine_counters(e, &c);
+	assert_false(c.fallback);
+	assert_int_equal(atomic_load(&dn.graphs), 0);
+	assert_int_equal(engine_device_resume(e, 0), 0);
+	assert_true(wait_graphs(&dn, 1, 20000));
+	assert_each_ran_once(8);
+	engine_counters(e, &c);
+	assert_false(c.fallback);
+	engine_flow_gone(e, &flow);
+	engine_destroy(e);
+	free_graph(g);
+}
+
 /* heft: a planned device drains before the graph runs: the tasks planned
  * there run elsewhere, and those with nothing planned there upstream keep
  * their planned device (the plan is repaired, not made again). */
@@ -1008,6 +1048,7 @@ int main(void)
 		cmocka_unit_test(test_drain_finishes_running),
 		cmocka_unit_test(test_faults_remove_device),
 		cmocka_unit_test(test_no_device_left),
+		cmocka_unit_test(test_waiting_is_not_a_stall),
 		cmocka_unit_test(test_heft_repaired_without_device),
 		cmocka_unit_test(test_churn_every_policy),
 		cmocka_unit_test(test_sim_between_steps),
