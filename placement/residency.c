@@ -36,6 +36,17 @@ static uint64_t node_cap(const struct backend_device *dev, uint64_t cap)
 int residency_add_node(struct residency *r, const struct backend_device *dev, uint64_t cap)
 {
 	pthread_mutex_lock(&r->lock);
+	/* A node evacuated for good holds nothing any more (no replica
+	 * memory, no valid byte): a new device may take its number. */
+	for (size_t i = 1; i < atomic_load(&r->nnodes); i++) {
+		struct res_node *n = &r->nodes[i];
+		if (!n->gone || n->ops != dev->ops)
+			continue;
+		*n = (struct res_node){ .dev = dev, .ops = dev->ops, .cap = node_cap(dev, cap) };
+		snprintf(n->name, sizeof(n->name), "%s", dev->name);
+		pthread_mutex_unlock(&r->lock);
+		return (int)i;
+	}
 	size_t at = atomic_load(&r->nnodes);
 	if (at >= RES_MAX_NODES) {
 		pthread_mutex_unlock(&r->lock);
@@ -43,6 +54,7 @@ int residency_add_node(struct residency *r, const struct backend_device *dev, ui
 	}
 	struct res_node *n = &r->nodes[at];
 	n->dev = dev;
+	n->ops = dev->ops;
 	n->cap = node_cap(dev, cap);
 	snprintf(n->name, sizeof(n->name), "%s", dev->name);
 	/* Whole before it is counted. */

@@ -174,6 +174,10 @@ struct res_data {
 
 struct res_node {
 	const struct backend_device *dev; /* NULL for the host node */
+	/* dev's backend, kept: a gone node is given again only to a device of
+	 * the same backend (host memory its predecessor pinned is unpinned
+	 * through the new one's ops when the buffer goes). */
+	const struct backend_ops *ops;
 	char name[BACKEND_DEVICE_NAME_MAX];
 	uint64_t cap, used;
 	uint64_t evictions, writebacks;
@@ -215,7 +219,8 @@ struct res_arg {
  * every node is taken. cap 0 = the device's memory size. May be called
  * while tasks run (a device added at run time); buffers made before it are
  * not pinned for the new device (their copies go through pageable
- * memory). Node numbers are not reused. */
+ * memory). The number of a node evacuated for good is given again to a
+ * device of the same backend (its statistics start over). */
 void residency_init(struct residency *r);
 int residency_add_node(struct residency *r, const struct backend_device *dev, uint64_t cap);
 void residency_fini(struct residency *r);

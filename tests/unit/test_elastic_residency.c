@@ -351,6 +351,38 @@ static void test_opencl_peer_evacuation(void **state)
 	residency_fini(&r);
 }
 
+/* A node evacuated for good is given to the next device added, clean. */
+static void test_gone_node_reused(void **state)
+{
+	(void)state;
+	struct rig g;
+	rig_init(&g, &acc_nopeer, 1, 0);
+	use(&g, 1, 0, true, 6.0f);
+	assert_int_equal(residency_node_evacuate(&g.r, 1), 0);
+	struct backend_device next = {
+		.ops = &acc_nopeer, .kind = TDM_DEV_GPU, .mem_bytes = 1 << 20, .name = "next"
+	};
+	assert_int_equal(residency_add_node(&g.r, &next, 0), 1);
+	next.node = 1;
+	assert_int_equal(g.r.nnodes, 2);
+	struct res_node_stats st;
+	residency_node_stats(&g.r, 1, &st);
+	assert_false(st.gone);
+	assert_string_equal(st.name, "next");
+	assert_int_equal(st.evacuated_bytes, 0);
+	assert_int_equal(st.used, 0);
+	/* Nothing of the old device is taken for valid there. */
+	assert_int_equal(residency_missing(&g.d[0], 1, 0, BYTES), BYTES);
+	use(&g, 1, 0, false, 0);
+	assert_int_equal(residency_missing(&g.d[0], 1, 0, BYTES), 0);
+	use(&g, 1, 1, true, 8.0f);
+	struct res_data *dp = &g.d[1];
+	assert_int_equal(residency_flush(&g.r, &dp, 1), 0);
+	assert_host(&g, 0, 6.0f);
+	assert_host(&g, 1, 8.0f);
+	rig_fini(&g);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -359,6 +391,7 @@ int main(void)
 		cmocka_unit_test(test_evacuate_failed_device_loses_data),
 		cmocka_unit_test(test_budget_shrinks_and_grows),
 		cmocka_unit_test(test_node_added_at_run_time),
+		cmocka_unit_test(test_gone_node_reused),
 		cmocka_unit_test(test_opencl_peer_evacuation),
 	};
 	return cmocka_run_group_tests_name("elastic_residency", tests, cl_setup, cl_teardown);
