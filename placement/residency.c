@@ -28,21 +28,45 @@ void residency_init(struct residency *r)
 	snprintf(r->nodes[0].name, sizeof(r->nodes[0].name), "host");
 }
 
+static uint64_t node_cap(const struct backend_device *dev, uint64_t cap)
+{
+	return cap && (cap < dev->mem_bytes || !dev->mem_bytes) ? cap : dev->mem_bytes;
+}
+
 int residency_add_node(struct residency *r, const struct backend_device *dev, uint64_t cap)
 {
-	if (r->nnodes >= RES_MAX_NODES)
+	pthread_mutex_lock(&r->lock);
+	/* A node evacuated for good holds nothing any more (no replica
+	 * memory, no valid byte): a new device may take its number. */
+	for (size_t i = 1; i < atomic_load(&r->nnodes); i++) {
+		struct res_node *n = &r->nodes[i];
+		if (!n->gone || n->ops != dev->ops)
+			continue;
+		*n = (struct res_node){ .dev = dev, .ops = dev->ops, .cap = node_cap(dev, cap) };
+		snprintf(n->name, sizeof(n->name), "%s", dev->name);
+		pthread_mutex_unlock(&r->lock);
+		return (int)i;
+	}
+	size_t at = atomic_load(&r->nnodes);
+	if (at >= RES_MAX_NODES) {
+		pthread_mutex_unlock(&r->lock);
 		return -TDM_ENOMEM;
-	struct res_node *n = &r->nodes[r->nnodes];
+	}
+	struct res_node *n = &r->nodes[at];
 	n->dev = dev;
-	n->cap = cap && (cap < dev->mem_bytes || !dev->mem_bytes) ? cap : dev->mem_bytes;
+	n->ops = dev->ops;
+	n->cap = node_cap(dev, cap);
 	snprintf(n->name, sizeof(n->name), "%s", dev->name);
-	return (int)r->nnodes++;
+	/* Whole before it is counted. */
+	atomic_store_explicit(&r->nnodes, at + 1, memory_order_release);
+	pthread_mutex_unlock(&r->lock);
+	return (int)at;
 }
 
 void residency_close(struct residency *r)
 {
 	pthread_mutex_lock(&r->lock);
-	r->nnodes = 1;
+	atomic_store(&r->nnodes, 1);
 	pthread_mutex_unlock(&r->lock);
 }
 
@@ -751,6 +775,10 @@ static int acquire(struct residency *r, unsigned node, const struct res_arg *arg
 	size_t i;
 
 	*nwaits = 0;
+	for (i = 0; i < nargs; i++)
+		if (needs_contents(&args[i]) &&
+		    atomic_load_explicit(&args[i].data->lost, memory_order_relaxed))
+			return -TDM_ENODEV; /* residency_node_evacuate */
 	if (node == 0) {
 		if (host_only(args, nargs))
 			return 0;
@@ -1202,5 +1230,132 @@ void residency_node_stats(struct residency *r, unsigned node, struct res_node_st
 	out->bytes_out = n->bytes_out;
 	out->prefetches = n->prefetches;
 	out->prefetch_bytes = n->prefetch_bytes;
+	out->evacuated_bytes = n->evacuated_bytes;
+	out->peer_bytes = n->peer_bytes;
+	out->lost = n->lost;
+	out->gone = n->gone;
 	pthread_mutex_unlock(&r->lock);
+}
+
+/* ---- elastic nodes ---------------------------------------------------------------- */
+
+/* Where the ranges only `node` holds of d go device to device: its home,
+ * when that is another device node still there whose backend copies peer
+ * to peer with this one's (-1: none, through the host). */
+static int peer_target(struct residency *r, unsigned node, struct res_data *d)
+{
+	int h = residency_home(d);
+	if (h <= 0 || (unsigned)h == node || (size_t)h >= r->nnodes)
+		return -1;
+	const struct res_node *t = &r->nodes[h], *n = &r->nodes[node];
+	if (t->gone || !t->dev->ops->copy_peer || t->dev->ops != n->dev->ops)
+		return -1;
+	return h;
+}
+
+/* Copies the ranges only node's replica of d holds into node t's replica
+ * (made if need be), waiting for each copy; *moved: the bytes that now
+ * hold there. The new replica's own pending copy, if any, is only waited
+ * for (its event is its worker's to release). Caller holds the lock. */
+static int move_peer(struct residency *r, unsigned node, unsigned t, struct res_data *d,
+                     uint64_t *moved)
+{
+	const struct backend_device *src = r->nodes[node].dev, *dst = r->nodes[t].dev;
+	struct backend_event *waits[2];
+	size_t nw = 0;
+	int err = settle(&d->rep[node]);
+	if (!err)
+		err = stage_on_device(r, t, d, 0, 0, false, waits, &nw);
+	struct replica *p = &d->rep[t];
+	const struct res_seg *s = segs_of(d);
+	for (uint32_t i = 0; i < d->nsegs && !err; i++) {
+		if (s[i].valid != bit(node))
+			continue;
+		uint64_t st = seg_start(s, i), end = s[i].end;
+		struct backend_event *ev = NULL;
+		if (end > p->mem_bytes || end > d->rep[node].mem_bytes) {
+			err = -TDM_EINVAL;
+			break;
+		}
+		err = dst->ops->copy_peer(dst, p->mem, st, src, d->rep[node].mem, st, end - st,
+		                          p->ready, &ev);
+		if (err)
+			break;
+		err = dst->ops->event_wait(dst, ev);
+		dst->ops->event_release(dst, ev);
+		if (!err && !seg_apply(d, st, end, SEG_ADD, t))
+			err = -TDM_ENOMEM;
+		if (err)
+			break;
+		*moved += end - st;
+		s = segs_of(d); /* the map may have moved */
+		i = seg_find(d, st);
+	}
+	return err;
+}
+
+int residency_node_evacuate(struct residency *r, unsigned node)
+{
+	int ret = 0;
+	if (node == 0 || node >= r->nnodes)
+		return -TDM_EINVAL;
+	pthread_mutex_lock(&r->lock);
+	struct res_node *n = &r->nodes[node];
+	n->gone = true;
+	n->cap = 0;
+	while (n->lru_tail) {
+		struct replica *p = n->lru_tail;
+		struct res_data *d = p->data;
+		if (p->pins)
+			log_error("%s: buffer %u: evacuated while %u tasks use it", n->name, d->id,
+			          p->pins);
+		if (p->sole) {
+			uint64_t sole = p->sole, moved = 0;
+			int t = peer_target(r, node, d), err = 0;
+			/* To where it is wanted next, device to device; what is
+			 * left (no peer copy, or it failed) to the host. */
+			if (t > 0 && (err = move_peer(r, node, (unsigned)t, d, &moved)))
+				log_info("%s: buffer %u: no copy to %s (%s): through the host",
+				         n->name, d->id, r->nodes[t].name, tdm_strerror(err));
+			n->peer_bytes += moved;
+			err = write_back(r, node, d);
+			if (err) {
+				/* Its only copy went with the device: say so to
+				 * every reader rather than hand out stale bytes. */
+				atomic_store(&d->lost, true);
+				n->lost++;
+				ret = -TDM_ENODEV;
+				log_error("%s: buffer %u: its only copy of %llu bytes is lost: %s",
+				          n->name, d->id, (unsigned long long)sole,
+				          tdm_strerror(err));
+			} else {
+				n->evacuated_bytes += sole;
+				n->writebacks++;
+			}
+		}
+		drop_replica(r, node, d);
+	}
+	pthread_mutex_unlock(&r->lock);
+	return ret;
+}
+
+int residency_set_budget(struct residency *r, unsigned node, uint64_t bytes)
+{
+	int err = 0;
+	if (node == 0 || node >= r->nnodes)
+		return -TDM_EINVAL;
+	pthread_mutex_lock(&r->lock);
+	struct res_node *n = &r->nodes[node];
+	if (n->gone) {
+		pthread_mutex_unlock(&r->lock);
+		return -TDM_EINVAL;
+	}
+	n->cap = node_cap(n->dev, bytes);
+	while (n->used > n->cap)
+		if (!evict_one(r, node, false))
+			break;
+	if (n->used > n->cap)
+		err = -TDM_EBUSY;
+	pthread_mutex_unlock(&r->lock);
+	return err;
 }

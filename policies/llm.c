@@ -44,6 +44,9 @@ struct llm {
 	void *dispatch;
 	struct profiler *prof;
 	struct residency *res;
+	const struct engine_device *devices; /* [ndev], the engine's */
+	uint32_t ndev; /* devices known (device_added) */
+	/* Under lock from here, as the devices come and go: */
 	int accel; /* device index, -1: none (the policy is plain dmda) */
 	unsigned accel_node;
 	int host_dev; /* a host device, for the CPU predictions */
@@ -66,7 +69,12 @@ struct llm {
 	uint32_t *scratch;
 	size_t cap; /* of step, attn, req, where, scratch */
 	struct llm_policy_stats st;
-	struct llm_moe *moe; /* the MoE split at release (llm_moe.h) */
+	/* The MoE split at release (llm_moe.h), made for the first
+	 * accelerator and host core the policy had; live while that
+	 * accelerator is the step's (moe_follow). */
+	struct llm_moe *moe;
+	int moe_accel;
+	_Atomic bool moe_live;
 };
 
 static bool is_kv_attention(const struct engine_task *t)
@@ -463,6 +471,17 @@ static void llm_graph(void *ctx, struct engine_graph *g)
 	uint64_t t0 = clock_monotonic_ns();
 
 	pthread_mutex_lock(&L->lock);
+	/* No accelerator (or no host core) left: nothing to tier, dmda; a KV
+	 * cache still homed on a device node (one that left) lives on the
+	 * host from now on. */
+	if (L->accel < 0 || L->host_dev < 0) {
+		for (uint32_t i = 0; i < g->ntasks; i++)
+			for (int a = 1; a <= 2 && is_kv_attention(&g->tasks[i]); a++)
+				if (residency_home(g->tasks[i].data[a]) > 0)
+					residency_set_home(g->tasks[i].data[a], 0);
+		pthread_mutex_unlock(&L->lock);
+		return;
+	}
 	L->gen++;
 	L->set_n = 0;
 	if (L->gen == 0) { /* wrapped: clear the stale generations */
@@ -711,13 +730,15 @@ static uint8_t llm_task(void *ctx, struct engine_task *t)
 	 * address may since hold another buffer). */
 	if (u && !t->data[a]->request && L->gen - u->gen >= UNIT_KEEP)
 		u = NULL;
-	if (u) {
-		home_buffer(t->data[a], u->home);
+	if (u && L->accel >= 0) {
+		/* A home on a node that left since the decision: the host. */
+		int home = u->home == (int)L->accel_node ? u->home : 0;
+		home_buffer(t->data[a], home);
 		if (attn) {
-			home_buffer(t->data[2], u->home);
+			home_buffer(t->data[2], home);
 			node = (uint8_t)(1 + (u->where == LLM_RUN_CPU ? 0 : L->accel_node));
 		} else {
-			node = (uint8_t)(1 + u->home);
+			node = (uint8_t)(1 + home);
 		}
 	}
 	pthread_mutex_unlock(&L->lock);
@@ -727,7 +748,8 @@ static uint8_t llm_task(void *ctx, struct engine_task *t)
 static void llm_ready(void *ctx, struct engine_task **tasks, size_t n)
 {
 	struct llm *L = ctx;
-	llm_moe_ready(L->moe, tasks, n);
+	if (atomic_load_explicit(&L->moe_live, memory_order_acquire))
+		llm_moe_ready(L->moe, tasks, n);
 }
 
 static void llm_fini(void *ctx)
@@ -747,6 +769,53 @@ static void llm_fini(void *ctx)
 	free(L);
 }
 
+static bool takes_tasks(const struct engine_device *d)
+{
+	return atomic_load_explicit(&((struct engine_device *)d)->state, memory_order_acquire) ==
+	       ENGINE_DEV_ACTIVE;
+}
+
+/* Device i may be the step's accelerator or host core when there is
+ * none: it takes tasks, and an accelerator has a memory node of its own
+ * that the residency knows. Caller holds lock (or is init). */
+static void adopt_role(struct llm *L, uint32_t i)
+{
+	const struct engine_device *d = &L->devices[i];
+	if (!takes_tasks(d))
+		return;
+	if (d->node == 0) {
+		if (L->host_dev < 0)
+			L->host_dev = (int)i;
+	} else if (L->accel < 0 && L->res && d->node < L->res->nnodes &&
+	           !L->res->nodes[d->node].gone) {
+		L->accel = (int)i;
+		L->accel_node = d->node;
+	}
+}
+
+/* Device i joins (or comes back): a host core counts for CPU attention. */
+static void adopt(struct llm *L, uint32_t i)
+{
+	if (L->devices[i].node == 0 && takes_tasks(&L->devices[i]))
+		L->host_cores++;
+	adopt_role(L, i);
+}
+
+/* The MoE split follows the accelerator: made once there is one (and a
+ * host core), paused while the step's accelerator is another one (its
+ * costs and cache are the first one's). Caller holds lock (or is init). */
+static void moe_follow(struct llm *L)
+{
+	if (!L->moe && L->accel >= 0 && L->host_dev >= 0) {
+		/* Without memory for it, MoE experts are dmda's. */
+		L->moe = llm_moe_create(L->prof, L->res, L->accel, L->accel_node, L->host_dev,
+		                        L->host_cores);
+		L->moe_accel = L->accel;
+	}
+	atomic_store_explicit(&L->moe_live, L->moe && L->accel == L->moe_accel && L->host_dev >= 0,
+	                      memory_order_release);
+}
+
 static int llm_init(const struct policy_params *p, void **priv)
 {
 	int err = dispatch_init(p, TDM_POLICY_DMDA, priv);
@@ -763,33 +832,91 @@ static int llm_init(const struct policy_params *p, void **priv)
 	L->by_cost = p->tuning ? p->tuning->llm_tiers_by_cost : true;
 	L->res = p->res;
 	L->accel = L->host_dev = -1;
-	for (size_t i = 0; i < p->nworkers; i++) {
-		const struct engine_device *d = &p->devices[i];
-		if (d->node == 0) {
-			L->host_cores++;
-			if (L->host_dev < 0)
-				L->host_dev = (int)i;
-		} else if (L->accel < 0 && p->res && d->node < p->res->nnodes) {
-			L->accel = (int)i;
-			L->accel_node = d->node;
-		}
-	}
+	L->devices = p->devices;
+	L->ndev = (uint32_t)p->nworkers;
+	for (uint32_t i = 0; i < L->ndev; i++)
+		adopt(L, i);
+	moe_follow(L);
+	/* Without an accelerator or a host core there is nothing to tier
+	 * (plain dmda) until a device comes (llm_graph looks each time). */
 	struct dispatch_graph_hook h = {
 		.graph = llm_graph, .fini = llm_fini, .ctx = L, .ready = llm_ready, .task = llm_task
 	};
-	if (L->accel < 0 || L->host_dev < 0) {
-		/* nothing to tier or split: plain dmda */
-		h.graph = NULL;
-		h.ready = NULL;
-		h.task = NULL;
-	} else {
-		/* Without memory for it, MoE experts are dmda's. */
-		L->moe = llm_moe_create(L->prof, L->res, L->accel, L->accel_node, L->host_dev,
-		                        L->host_cores);
-	}
 	dispatch_set_graph_hook(*priv, &h);
 	return 0;
 }
+
+/* ---- elastic devices: the tiers follow the accelerator ---- */
+
+static struct llm *llm_of(void *priv)
+{
+	return dispatch_graph_hook_ctx(priv);
+}
+
+static void llm_device_added(void *priv, unsigned w)
+{
+	dispatch_device_added(priv, w);
+	struct llm *L = llm_of(priv);
+	if (!L)
+		return;
+	pthread_mutex_lock(&L->lock);
+	if (w >= L->ndev)
+		L->ndev = w + 1;
+	adopt(L, w);
+	moe_follow(L);
+	pthread_mutex_unlock(&L->lock);
+}
+
+/* The accelerator (or host core) the step decisions use leaves: another
+ * one takes its place, and the next step's tiers home the KV caches homed
+ * on the old node on the new one while its budget holds them, on the host
+ * otherwise (decide_tiers moves every home that is neither). Queued tasks
+ * the dispatch core moves. */
+static void llm_device_draining(void *priv, unsigned w)
+{
+	struct llm *L = llm_of(priv);
+	if (L) {
+		pthread_mutex_lock(&L->lock);
+		if (L->devices[w].node == 0 && L->host_cores)
+			L->host_cores--;
+		if ((int)w == L->accel || (int)w == L->host_dev) {
+			if ((int)w == L->accel)
+				L->accel = -1;
+			else
+				L->host_dev = -1;
+			for (uint32_t i = 0; i < L->ndev; i++)
+				if (i != w)
+					adopt_role(L, i);
+			moe_follow(L);
+		}
+		pthread_mutex_unlock(&L->lock);
+	}
+	dispatch_device_draining(priv, w);
+}
+
+static void llm_device_removed(void *priv, unsigned w)
+{
+	dispatch_device_removed(priv, w);
+}
+
+const struct policy_ops policy_llm = {
+	.abi_version = POLICY_ABI_VERSION,
+	.name = "llm",
+	.init = llm_init,
+	.fini = dispatch_fini,
+	.graph_submitted = dispatch_graph_submitted,
+	.tasks_ready = dispatch_tasks_ready,
+	.pick_next = dispatch_pick_next,
+	.task_done = dispatch_task_done,
+	.task_skipped = dispatch_task_skipped,
+	.graph_finished = dispatch_graph_finished,
+	.peek = dispatch_peek,
+	.flow_added = dispatch_flow_added,
+	.flow_gone = dispatch_flow_gone,
+	.device_added = llm_device_added,
+	.device_draining = llm_device_draining,
+	.device_removed = llm_device_removed,
+};
 
 int llm_policy_stats(void *priv, struct llm_policy_stats *out)
 {
@@ -810,5 +937,3 @@ int llm_policy_moe_stats(void *priv, struct llm_moe_stats *out)
 	llm_moe_stats(L->moe, out);
 	return 0;
 }
-
-const struct policy_ops policy_llm = DISPATCH_POLICY_OPS("llm", llm_init);
