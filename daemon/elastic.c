@@ -18,8 +18,10 @@
 #include "tandem.h"
 
 /* A removal waits for its device to finish what it runs, looking this
- * often, at most this long; then the device is removed anyway and the
- * tasks it still ran run again elsewhere. */
+ * often, at most this long; then the device is removed anyway: it is gone
+ * for the policy at once, and its worker leaves once what is staged there
+ * finished (engine_device_remove; a task whose device fails meanwhile runs
+ * again elsewhere). */
 #define REMOVE_TICK_MS 10
 #define REMOVE_TIMEOUT_MS 5000
 #define MAX_BACKENDS 16
@@ -928,8 +930,7 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
 		E->events[EV_REMOVE]++;
 		if (busy)
 			log_warn("device %s (id %u) removed with %u task(s) still on it after %llu "
-			         "ms: "
-			         "they run again elsewhere",
+			         "ms: it leaves once they finished",
 			         name, r.id, busy, (unsigned long long)waited_ms);
 		else
 			log_info("device %s (id %u) removed (idle after %llu ms)", name, r.id,
@@ -940,10 +941,8 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
 			        reply_text(json_pack(
 			                "{s:s, s:o, s:I, s:b, s:I, s:s}", "op", "remove", "device",
 			                device_brief(srv, r.id), "waited_ms", (json_int_t)waited_ms,
-			                "timed_out", busy != 0, "rerun", (json_int_t)busy, "queue",
-			                busy ? "re-placed; the tasks it still ran run again "
-			                       "elsewhere"
-			                     : "re-placed on the other devices")));
+			                "timed_out", busy != 0, "still_running", (json_int_t)busy,
+			                "queue", "re-placed on the other devices")));
 	}
 	reap(srv);
 	if (E->nremovals || still_leaving(srv))

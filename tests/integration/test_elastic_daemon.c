@@ -567,6 +567,19 @@ static void test_refusals(void **state)
 	assert_int_equal(json_integer_value(json_object_get(doc, "value")), 1 << 20);
 	json_decref(doc);
 
+	/* A rescan finds what was found at start: nothing new is added. */
+	assert_int_equal(device_op(TDM_DEV_RESCAN, "", 0, &doc), 0);
+	assert_string_equal(json_string_value(json_object_get(doc, "op")), "rescan");
+	assert_int_equal(json_array_size(json_object_get(doc, "added")), 0);
+	json_decref(doc);
+	doc = status();
+	assert_int_equal(json_integer_value(json_object_get(
+	                         json_object_get(json_object_get(doc, "counters"), "device_events"),
+	                         "rescan")),
+	                 1);
+	assert_int_equal(json_array_size(json_object_get(doc, "devices")), 1);
+	json_decref(doc);
+
 	/* tandemctl says why, and exits 1. */
 	char cmd[512];
 	snprintf(cmd, sizeof(cmd), "%s/bin/tandemctl -s %s device drain nosuch0 2>&1",
