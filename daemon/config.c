@@ -6,6 +6,7 @@
  * whole document is valid.
  */
 #include "daemon/config.h"
+#include "engine/engine.h"
 #include "policies/policy.h"
 
 #include <arpa/inet.h>
@@ -141,6 +142,9 @@ const char config_default_toml[] =
         "# Testing: make the next N launches on a device fail as device faults,\n"
         "# such as { clcpu0 = 1 } (0 to 1000000).\n"
         "fault_inject = {}\n"
+        "# A device that failed more launches than this as device faults leaves\n"
+        "# (\"gone\" in tandemctl devices) once its tasks moved (1 to 1000).\n"
+        "fault_limit = 16\n"
         "\n"
         "[opencl]\n"
         "# Use OpenCL devices (every platform of the ICD loader).\n"
@@ -239,6 +243,7 @@ void config_defaults(struct daemon_config *cfg)
 	cfg->n_cores = 0;
 
 	cfg->pipeline_depth = 4;
+	cfg->fault_limit = ENGINE_FAULT_LIMIT;
 	cfg->opencl_enabled = 1;
 	cfg->cuda_enabled = 1;
 
@@ -367,6 +372,7 @@ static const struct key_spec schema[] = {
 	SCALAR("devices", "pipeline_depth", K_U32, 1, 64, pipeline_depth, RESTART),
 	ARRAY("devices", "mem_cap", K_DEVBYTES, 4096, INT64_C(1) << 48, mem_cap, n_mem_cap,
 	      CONFIG_MAX_DEVSEL, RELOAD),
+	SCALAR("devices", "fault_limit", K_U32, 1, 1000, fault_limit, RESTART),
 	ARRAY("devices", "fault_inject", K_DEVU32, 0, 1000000, fault_inject, n_fault_inject,
 	      CONFIG_MAX_DEVSEL, RESTART),
 

@@ -923,6 +923,7 @@ int server_init(struct server *srv, const struct daemon_config *cfg, const char 
 		.res = &srv->res,
 		.pipeline_depth = cfg->pipeline_depth,
 		.inject_faults = srv->inject_faults,
+		.fault_limit = cfg->fault_limit,
 		.prof = srv->prof,
 		.tuning = &tuning,
 		.watchdog_ms = cfg->watchdog_ms,

@@ -330,6 +330,7 @@ static const char *const restart_keys[] = {
 	"cpu.cores",
 	"devices.pipeline_depth",
 	"devices.fault_inject",
+	"devices.fault_limit",
 	"opencl.enabled",
 	"cuda.enabled",
 	"cuda.plugin",
