@@ -1098,6 +1098,11 @@ static void apply_selection(struct server *srv)
 		if (start_removal(srv, id, NULL) != 0)
 			log_warn("SIGHUP: %s: cannot start its removal", f->dev.name);
 	}
+	if (srv->cal_running) { /* it reads the device table */
+		log_warn("SIGHUP: tandemctl calibrate runs: devices [devices] now selects are "
+		         "added at the next SIGHUP");
+		return;
+	}
 	struct calibration *cal = calibration_now(srv);
 	struct job *j = NULL;
 	for (size_t k = 0; k < E->nfound; k++) {
@@ -1122,11 +1127,6 @@ static void apply_selection(struct server *srv)
 		j->kind = JOB_MEASURE;
 		if (E->running) {
 			E->reload_pending = true; /* measured after the job under way */
-			job_free(j);
-		} else if (srv->cal_running) {
-			log_warn("SIGHUP: a calibration runs: devices of new models are added at "
-			         "the "
-			         "next SIGHUP");
 			job_free(j);
 		} else if (job_start(srv, j) != 0) {
 			log_warn("SIGHUP: cannot start the calibration thread");
