@@ -487,15 +487,21 @@ static void test_sighup_devices(void **state)
 		tdmt_sleep_ms(10);
 	assert_state(cpu1, "gone");
 	wait_more_graphs(pid, 3);
-	OK(tdmt_daemon_write_config(&d, CORES_TOML));
+	/* cpu1 back, and the connected client follows a changed weight. */
+	OK(tdmt_daemon_write_config(&d, CORES_TOML "[clients]\ndefault_weight = 3\n"));
 	for (int i = 0; i < 500 && !available("cpu1"); i++)
 		tdmt_sleep_ms(10);
+	int64_t weight = 0;
+	assert_int_equal(tdmt_client_field(d.sock, pid, "weight", &weight), 0);
+	assert_int_equal(weight, 1);
 	assert_int_equal(kill(d.pid, SIGHUP), 0);
 	int again = -1;
 	for (int i = 0; i < 1000 && (again = newest_id("cpu1")) == cpu1; i++)
 		tdmt_sleep_ms(10);
 	assert_true(again > cpu1);
 	assert_state(again, "active");
+	assert_int_equal(tdmt_client_field(d.sock, pid, "weight", &weight), 0);
+	assert_int_equal(weight, 3);
 	wait_more_graphs(pid, 3);
 	stop_load(pid, stop);
 	json_t *doc = status();
