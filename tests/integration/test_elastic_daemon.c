@@ -373,6 +373,7 @@ static void test_core_drain_remove_add(void **state)
 	assert_int_equal(expect_device(st, doc, "gone"), cpu1);
 	assert_state(cpu1, "gone");
 	printf("# cpu1 removed%s\n", timed_out ? " after the timeout" : " once idle");
+	fflush(stdout);
 	/* A gone id runs nothing more. */
 	int64_t ran = device_field(cpu1, "tasks_run");
 	wait_more_graphs(pid, 10);
@@ -442,6 +443,7 @@ static void test_core_churn_every_policy(void **state)
 		wait_more_graphs(pid, 3);
 		stop_load(pid, stop);
 		printf("# %s: followed cpu1 out and back\n", policies[p]);
+		fflush(stdout); /* before the next fork */
 		assert_int_equal(tdmt_daemon_stop(&d, 10000), 0);
 		tdmt_daemon_cleanup(&d);
 		memset(&d, 0, sizeof(d));
