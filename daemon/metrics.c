@@ -138,6 +138,52 @@ static void device_metric(struct evbuffer *o, const json_t *devices, const char 
 	}
 }
 
+static bool listed(const json_t *list, const char *name)
+{
+	size_t i;
+	const json_t *d;
+	json_array_foreach(list, i, d)
+	{
+		const char *n = json_string_value(json_object_get(d, "name"));
+		if (n && !strcmp(n, name))
+			return true;
+	}
+	return false;
+}
+
+static void state_samples(struct evbuffer *o, const char *dev, const char *state)
+{
+	static const char *const states[] = { "active", "draining", "gone", "available" };
+	for (size_t s = 0; s < sizeof(states) / sizeof(states[0]); s++) {
+		const char *labels[] = { "device", dev, "state", states[s] };
+		sample(o, "tandem_device_state", labels, 2, strcmp(state, states[s]) ? "0" : "1");
+	}
+}
+
+/* tandem_device_state: one sample per device name and state, 1 for the
+ * state it is in (active, draining, gone; available: found, not in use,
+ * which a device removed becomes once it left its last task). */
+static void device_states(struct evbuffer *o, const json_t *devices, const json_t *available)
+{
+	size_t i;
+	const json_t *d;
+	family(o, "tandem_device_state", "gauge",
+	       "1 for the state each device is in (docs/elastic.md), 0 for the others.");
+	json_array_foreach(devices, i, d)
+	{
+		const char *dev = json_string_value(json_object_get(d, "name"));
+		const char *state = json_string_value(json_object_get(d, "state"));
+		if (dev && state)
+			state_samples(o, dev, listed(available, dev) ? "available" : state);
+	}
+	json_array_foreach(available, i, d)
+	{
+		const char *dev = json_string_value(json_object_get(d, "name"));
+		if (dev && !listed(devices, dev))
+			state_samples(o, dev, "available");
+	}
+}
+
 /* A per-device histogram: buckets (per bucket in the document, cumulative
  * here) with bounds in ns, and the sum of the observations in ns. */
 static void device_histogram(struct evbuffer *o, const json_t *devices, const json_t *bounds,
@@ -313,6 +359,15 @@ int metrics_render(const json_t *doc, struct evbuffer *o)
 	              "Device time of the tasks the device ran.", "busy_ns", true);
 	device_metric(o, devices, "tandem_device_faults_total", "counter", "Device faults.",
 	              "faults", false);
+	device_states(o, devices, json_object_get(doc, "available"));
+	family(o, "tandem_device_events_total", "counter",
+	       "Devices added, drained, resumed, removed, budgets changed, rescans, and "
+	       "devices that faults took away.");
+	json_object_foreach((json_t *)json_object_get(counters, "device_events"), key, v)
+	{
+		const char *labels[] = { "event", key };
+		sample_int(o, "tandem_device_events_total", labels, 1, json_integer_value(v));
+	}
 	family(o, "tandem_device_healthy", "gauge",
 	       "1 while the device takes work, 0 after a fault.");
 	json_array_foreach(devices, i, d)
@@ -374,7 +429,8 @@ static void on_request(struct evhttp_request *req, void *arg)
 		evhttp_send_error(req, HTTP_NOTFOUND, NULL);
 		return;
 	}
-	struct status_view v = { .all = true, .clients = false };
+	/* Each device name once (the newest id): series are by name. */
+	struct status_view v = { .all = true, .clients = false, .latest_only = true };
 	json_t *doc = control_status_doc(m->srv, &v);
 	struct evbuffer *body = evbuffer_new();
 	int rc = doc && body ? metrics_render(doc, body) : -1;
