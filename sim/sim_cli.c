@@ -11,6 +11,7 @@
 #include <jansson.h>
 
 #include "common/log.h"
+#include "sim/elastic.h"
 #include "sim/llm_sim.h"
 #include "sim/moe_sim.h"
 #include "sim/sim.h"
@@ -67,6 +68,14 @@ static void usage(FILE *out)
 	        "                           several policies: FILE gets .POLICY before its "
 	        "suffix)\n"
 	        "      --svg FILE           SVG Gantt chart (same naming)\n"
+	        "      --events SPEC|@FILE  scale events (docs/elastic-sim.md): 't=5ms add gpu1;\n"
+	        "                           t=12ms drain gpu0; t=20ms remove cpu3; t=30ms budget\n"
+	        "                           gpu0=8GiB'; with llm:/moe: the serving runs through\n"
+	        "                           them (keys model, batch, prompt, output, duration,\n"
+	        "                           seed, util)\n"
+	        "      --restart            llm:/moe: with --events, each event stops, "
+	        "reconfigures\n"
+	        "                           and restarts the server instead of applying it live\n"
 	        "      --json               print the table as JSON\n"
 	        "  -h, --help               show this help\n"
 	        "\n"
@@ -522,7 +531,9 @@ int sim_main(int argc, char **argv)
 		OPT_NO_REPAIR,
 		OPT_TRACE,
 		OPT_SVG,
-		OPT_JSON
+		OPT_JSON,
+		OPT_EVENTS,
+		OPT_RESTART
 	};
 	static const struct option opts[] = {
 		{ "simulate", no_argument, NULL, OPT_SIM },
@@ -537,6 +548,8 @@ int sim_main(int argc, char **argv)
 		{ "trace-out", required_argument, NULL, OPT_TRACE },
 		{ "svg", required_argument, NULL, OPT_SVG },
 		{ "json", no_argument, NULL, OPT_JSON },
+		{ "events", required_argument, NULL, OPT_EVENTS },
+		{ "restart", no_argument, NULL, OPT_RESTART },
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 },
 	};
@@ -545,7 +558,8 @@ int sim_main(int argc, char **argv)
 	const char *trace_out = NULL, *svg_out = NULL;
 	struct sim_opts so = { 0 };
 	struct policy_tuning tuning = policy_tuning_defaults;
-	bool json = false;
+	bool json = false, restart = false;
+	const char *events = NULL;
 	int opt;
 
 	optind = 1;
@@ -579,6 +593,8 @@ int sim_main(int argc, char **argv)
 		case OPT_TRACE: trace_out = optarg; break;
 		case OPT_SVG: svg_out = optarg; break;
 		case OPT_JSON: json = true; break;
+		case OPT_EVENTS: events = optarg; break;
+		case OPT_RESTART: restart = true; break;
 		case 'h': usage(stdout); return 0;
 		default: usage(stderr); return 2;
 		}
@@ -599,6 +615,9 @@ int sim_main(int argc, char **argv)
 		machine_init(&lm);
 		if (load_machine(machine_spec, argv[0], &lm, lerr, sizeof(lerr)))
 			fprintf(stderr, "%s\n", lerr);
+		else if (events)
+			lrc = es_cli(&lm, workload_spec[0] == 'm', workload_spec + 4, events,
+			             restart, json);
 		else
 			lrc = workload_spec[0] == 'l'
 			              ? llm_sim_cli(&lm, workload_spec + 4, policies, json)
