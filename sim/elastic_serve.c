@@ -1097,7 +1097,8 @@ int es_cli(const struct machine *m, bool moe, const char *spec, const char *even
 		return 2;
 	}
 	if (sim_events_text(events, &text, &len, err, sizeof(err)) ||
-	    scale_events_parse(text, len, &ev, err, sizeof(err))) {
+	    scale_events_parse(text, len, events[0] == '@' ? events + 1 : "--events", &ev, err,
+	                       sizeof(err))) {
 		fprintf(stderr, "%s\n", err);
 		free(text);
 		return 2;

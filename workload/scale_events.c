@@ -35,6 +35,7 @@ static const struct unit size_units[] = {
 struct cur {
 	const char *p, *end, *line; /* line: the start of the current line */
 	uint32_t index;
+	const char *name;
 	char *err;
 	size_t errlen;
 };
@@ -47,7 +48,7 @@ __attribute__((format(printf, 2, 3))) static int bad(struct cur *c, const char *
 	va_start(ap, fmt);
 	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
-	err_printf(c->err, c->errlen, "events: event %u (column %u): %s", c->index + 1,
+	err_printf(c->err, c->errlen, "%s: event %u (column %u): %s", c->name, c->index + 1,
 	           (unsigned)(c->p - c->line) + 1, msg);
 	return -TDM_EINVAL;
 }
@@ -202,17 +203,17 @@ static int by_time(const void *a, const void *b)
 	return x->index < y->index ? -1 : x->index > y->index;
 }
 
-int scale_events_parse(const char *text, size_t len, struct scale_events *out, char *err,
-                       size_t errlen)
+int scale_events_parse(const char *text, size_t len, const char *name, struct scale_events *out,
+                       char *err, size_t errlen)
 {
-	struct cur c = { .err = err, .errlen = errlen };
+	struct cur c = { .name = name, .err = err, .errlen = errlen };
 	const char *p = text, *end = text + len;
 	uint32_t cap = 0;
 	int rc = 0;
 
 	memset(out, 0, sizeof(*out));
 	if (len > SCALE_MAX_INPUT) {
-		err_printf(err, errlen, "events: %zu bytes, at most %zu", len, SCALE_MAX_INPUT);
+		err_printf(err, errlen, "%s: %zu bytes, at most %zu", name, len, SCALE_MAX_INPUT);
 		return -TDM_EINVAL;
 	}
 	c.line = text;
@@ -239,7 +240,7 @@ int scale_events_parse(const char *text, size_t len, struct scale_events *out, c
 				uint32_t ncap = cap ? 2 * cap : 16;
 				struct scale_event *g = realloc(out->ev, ncap * sizeof(*g));
 				if (!g) {
-					err_printf(err, errlen, "events: out of memory");
+					err_printf(err, errlen, "%s: out of memory", name);
 					rc = -TDM_ENOMEM;
 					goto fail;
 				}

@@ -49,10 +49,11 @@ struct scale_events {
 const char *scale_kind_name(enum scale_kind k);
 
 /* Parses text[0, len) into *out (output only; free with scale_events_free).
- * 0, -TDM_EINVAL with a one-line reason in err ("events: event 3 (column
- * 9): ..."), or -TDM_ENOMEM. An empty text is 0 events. */
-int scale_events_parse(const char *text, size_t len, struct scale_events *out, char *err,
-                       size_t errlen);
+ * name starts each message ("--events", a file's path). 0, -TDM_EINVAL
+ * with a one-line reason in err ("NAME: event 3 (column 9): ..."), or
+ * -TDM_ENOMEM. An empty text is 0 events. */
+int scale_events_parse(const char *text, size_t len, const char *name, struct scale_events *out,
+                       char *err, size_t errlen);
 void scale_events_free(struct scale_events *s);
 
 /* One event as text that parses back to the same event ("t=5000000ns add
