@@ -45,7 +45,7 @@ struct es_consts {
 	double ctx_init_ns; /* a GPU's CUDA context and its memory pools (default 0.5 s) */
 	double reconnect_ns; /* the serving clients reconnect and register (default 50 ms) */
 	double prefill_chunk; /* prefill tokens a step when nothing decodes (default 2048) */
-	double step_prefill; /* prefill tokens a step beside decoding (default 128) */
+	double step_prefill; /* prefill tokens a step beside decoding (default MoE 128, LLM 512) */
 };
 
 struct es_opts {
@@ -54,6 +54,8 @@ struct es_opts {
 	const char *model;
 	uint32_t batch; /* requests decoding at once (a closed loop: one ends, another starts) */
 	uint32_t prompt, output; /* tokens of each request (0: 512, 256) */
+	uint32_t max_batch; /* LLM: requests one GPU decodes at most (0: no limit); the others wait
+	                     */
 	double duration_ns; /* virtual time simulated (0: 10 s) */
 	bool restart; /* each event is handled by stop + reconfigure + restart */
 	double gpu_util; /* share of GPU memory the server uses (0: 0.9) */

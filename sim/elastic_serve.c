@@ -89,7 +89,7 @@ struct es {
 	struct gpu g[ES_MAX_GPUS];
 	int primary; /* MoE: the GPU with the dense part and the KV */
 	double now, down_until;
-	uint32_t batch, prompt, output;
+	uint32_t batch, prompt, output, max_batch;
 	struct req *req;
 	/* MoE */
 	struct moe_trace t;
@@ -330,7 +330,8 @@ static int llm_pick(const struct es *S, double tokens)
 	int best = -1;
 	for (uint32_t i = 0; i < S->ng; i++)
 		if (S->g[i].st == SIM_DEV_ACTIVE && S->g[i].w_ready <= S->now &&
-		    llm_room(S, (int)i) >= tokens && (best < 0 || S->g[i].nreq < S->g[best].nreq))
+		    llm_room(S, (int)i) >= tokens && S->g[i].nreq < S->max_batch &&
+		    (best < 0 || S->g[i].nreq < S->g[best].nreq))
 			best = (int)i;
 	return best;
 }
@@ -573,6 +574,8 @@ static void apply_event(struct es *S, const struct scale_event *e, struct es_eve
 			er->min_bytes += wb;
 			last = fmax(last, g->w_ready);
 			uint32_t share = S->batch / active_gpus(S);
+			if (share > S->max_batch)
+				share = S->max_batch;
 			llm_move(S, -1, i, share, er, &last);
 			break;
 		}
@@ -776,7 +779,7 @@ static int run(struct es *S)
 	return 0;
 }
 
-static void consts_default(struct es_consts *k)
+static void consts_default(struct es_consts *k, bool moe)
 {
 	if (!(k->proc_start_ns > 0))
 		k->proc_start_ns = 0.2e9;
@@ -787,7 +790,7 @@ static void consts_default(struct es_consts *k)
 	if (!(k->prefill_chunk >= 1))
 		k->prefill_chunk = 2048;
 	if (!(k->step_prefill >= 1))
-		k->step_prefill = 128;
+		k->step_prefill = moe ? 128 : 512;
 }
 
 /* The hardware as the cost models see GPU d: the machine's host cores and
@@ -862,14 +865,21 @@ static int setup(struct es *S, char *err, size_t errlen)
 		q->prefill = o->moe ? 0 : q->ctx;
 	}
 	if (!o->moe) {
+		/* What a GPU cannot take waits, to start from its prompt. */
 		for (uint32_t i = 0; i < S->batch; i++) {
 			int g = llm_pick(S, S->req[i].ctx + S->output);
-			if (g < 0) {
+			if (g < 0 && i == 0) {
 				err_printf(err, errlen,
-				           "elastic: %u requests of %u tokens do not fit %s's KV "
+				           "elastic: a request of %u tokens does not fit %s's KV "
 				           "budget",
-				           S->batch, S->prompt + S->output, m->name);
+				           S->prompt + S->output, m->name);
 				return -TDM_EINVAL;
+			}
+			if (g < 0) {
+				S->req[i].gen = 0;
+				S->req[i].ctx = S->prompt;
+				S->req[i].prefill = S->prompt;
+				continue;
 			}
 			S->req[i].gpu = g;
 			S->req[i].prefill = 0;
@@ -952,10 +962,11 @@ int es_run(const struct machine *m, const struct es_opts *o, struct es_result *r
 	int rc;
 
 	memset(r, 0, sizeof(*r));
-	consts_default(&S.k);
+	consts_default(&S.k, o->moe);
 	S.batch = o->batch ? o->batch : 16;
 	S.prompt = o->prompt ? o->prompt : 512;
 	S.output = o->output ? o->output : 256;
+	S.max_batch = o->max_batch ? o->max_batch : UINT32_MAX;
 	if (S.batch > 4096 || S.prompt > 1u << 20 || S.output > 1u << 20) {
 		err_printf(err, errlen,
 		           "elastic: batch at most 4096, prompt and output at most 2^20");
@@ -1044,7 +1055,7 @@ void es_result_free(struct es_result *r)
 
 struct es_spec {
 	char model[32];
-	double batch, prompt, output, duration_ms, seed, util;
+	double batch, prompt, output, duration_ms, seed, util, max_batch;
 };
 
 static int es_spec_key(void *ctx, const char *key, const char *val, char *err, size_t errlen)
@@ -1055,7 +1066,8 @@ static int es_spec_key(void *ctx, const char *key, const char *val, char *err, s
 		double *v, lo, hi;
 	} nums[] = { { "batch", &s->batch, 1, 4096 },      { "prompt", &s->prompt, 1, 1 << 20 },
 		     { "output", &s->output, 1, 1 << 20 }, { "duration", &s->duration_ms, 1, 1e9 },
-		     { "seed", &s->seed, 0, 1e15 },        { "util", &s->util, 0.01, 1 } };
+		     { "seed", &s->seed, 0, 1e15 },        { "max_batch", &s->max_batch, 0, 1e6 },
+		     { "util", &s->util, 0.01, 1 } };
 
 	if (!strcmp(key, "model")) {
 		if (strlen(val) >= sizeof(s->model)) {
@@ -1071,7 +1083,7 @@ static int es_spec_key(void *ctx, const char *key, const char *val, char *err, s
 			                    err, errlen);
 	err_printf(err, errlen,
 	           "--workload with --events: unknown key %s (model, batch, prompt, output, "
-	           "duration (ms), seed, util)",
+	           "duration (ms), seed, util, max_batch)",
 	           key);
 	return -1;
 }
@@ -1109,6 +1121,7 @@ int es_cli(const struct machine *m, bool moe, const char *spec, const char *even
 		             .batch = (uint32_t)s.batch,
 		             .prompt = (uint32_t)s.prompt,
 		             .output = (uint32_t)s.output,
+		             .max_batch = (uint32_t)s.max_batch,
 		             .duration_ns = s.duration_ms * 1e6,
 		             .restart = restart,
 		             .gpu_util = s.util,
