@@ -501,6 +501,7 @@ static void apply_event(struct es *S, const struct scale_event *e, struct es_eve
 
 	er->ev = *e;
 	er->applied_ns = S->now;
+	S->watch_gpu = -1; /* an add names the GPU whose first token counts */
 	if (!g) { /* a host core: the serving models run the cores as one pool */
 		er->settled_ns = S->now;
 		return;
