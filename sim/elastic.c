@@ -149,3 +149,56 @@ int sim_events_text(const char *arg, char **text, size_t *len, char *err, size_t
 	*len = n;
 	return 0;
 }
+
+uint32_t sim_machine_in_engine_order(const struct machine *m, const struct scale_events *ev,
+                                     struct machine *out, uint32_t *perm)
+{
+	uint32_t n = 0, present = 0, pos[MACHINE_MAX_DEVICES];
+	bool placed[MACHINE_MAX_DEVICES] = { false };
+	int node_map[MACHINE_MAX_NODES];
+
+	for (uint32_t d = 0; d < m->ndevices; d++)
+		if (!m->dev[d].absent) {
+			perm[n++] = d;
+			placed[d] = true;
+		}
+	present = n;
+	for (uint32_t i = 0; ev && i < ev->n; i++) {
+		if (ev->ev[i].kind != SCALE_ADD)
+			continue;
+		for (uint32_t d = 0; d < m->ndevices; d++)
+			if (!placed[d] && !strcmp(m->dev[d].name, ev->ev[i].dev)) {
+				perm[n++] = d;
+				placed[d] = true;
+			}
+	}
+	for (uint32_t d = 0; d < m->ndevices; d++)
+		if (!placed[d])
+			perm[n++] = d;
+	for (uint32_t i = 0; i < n; i++)
+		pos[perm[i]] = i;
+	for (uint32_t k = 0; k < MACHINE_MAX_NODES; k++)
+		node_map[k] = k == 0 ? 0 : -1;
+	uint32_t nn = 1;
+	for (uint32_t i = 0; i < n; i++) {
+		uint16_t k = m->dev[perm[i]].node;
+		if (node_map[k] < 0)
+			node_map[k] = (int)nn++;
+	}
+	*out = *m;
+	for (uint32_t i = 0; i < n; i++) {
+		struct machine_device *d = &out->dev[i];
+		*d = m->dev[perm[i]];
+		d->node = (uint16_t)node_map[d->node];
+		uint64_t sc = 0;
+		for (uint32_t j = 0; j < m->ndevices; j++)
+			if (m->dev[perm[i]].shares_cores >> j & 1)
+				sc |= UINT64_C(1) << pos[j];
+		d->shares_cores = sc;
+	}
+	for (uint32_t a = 0; a < m->nnodes; a++)
+		for (uint32_t b = 0; b < m->nnodes; b++)
+			if (node_map[a] >= 0 && node_map[b] >= 0)
+				out->link[node_map[a]][node_map[b]] = m->link[a][b];
+	return present;
+}

@@ -34,6 +34,16 @@ enum sim_dev_state { SIM_DEV_ABSENT = 0, SIM_DEV_ACTIVE, SIM_DEV_DRAINING, SIM_D
 int sim_events_check(const struct machine *m, const struct scale_events *ev,
                      enum sim_dev_state *state_out, char *err, size_t errlen);
 
+/* The machine as the engine simulation sees it (sim.c): its devices in
+ * engine id order, the present ones first (file order), then the absent
+ * ones in the order ev adds them (ids are given in order of addition),
+ * then those never added; memory nodes renumbered in that order too, as
+ * the residency appends them. out shares m's cost table (do not
+ * machine_free it). perm[i]: out's device i is m's device perm[i]. Returns
+ * the number of devices present at start. */
+uint32_t sim_machine_in_engine_order(const struct machine *m, const struct scale_events *ev,
+                                     struct machine *out, uint32_t *perm);
+
 /* ---- serving through scale events ---- */
 
 #define ES_MAX_GPUS 8

@@ -442,6 +442,50 @@ static void print_table(const struct machine *m, const struct workload *w,
 	}
 }
 
+/* Each scale event's outcome, per policy (times in ms of virtual time). */
+static void print_events(const struct sim_result *rs, size_t n)
+{
+	if (!n || !rs[0].nevents)
+		return;
+	printf("\n%-8s %-36s %10s %4s %6s %10s %13s\n", "policy", "event", "applied_ms", "rc",
+	       "busy", "empty_ms", "first_task_ms");
+	for (size_t i = 0; i < n; i++)
+		for (uint32_t k = 0; k < rs[i].nevents; k++) {
+			const struct sim_event_result *x = &rs[i].events[k];
+			char txt[96];
+			scale_event_format(&x->ev, txt, sizeof(txt));
+			if (!x->applied) {
+				printf("%-8s %-36s %10s (after the last task)\n", rs[i].policy, txt,
+				       "-");
+				continue;
+			}
+			printf("%-8s %-36s %10.3f %4d %6u %10.3f %13.3f\n", rs[i].policy, txt,
+			       x->applied_ns / 1e6, x->rc, x->busy,
+			       x->empty_ns >= 0 ? x->empty_ns / 1e6 : -1,
+			       x->first_task_ns >= 0 ? x->first_task_ns / 1e6 : -1);
+		}
+}
+
+static json_t *events_json(const struct sim_result *r)
+{
+	json_t *a = json_array();
+	for (uint32_t k = 0; a && k < r->nevents; k++) {
+		const struct sim_event_result *x = &r->events[k];
+		char txt[96];
+		scale_event_format(&x->ev, txt, sizeof(txt));
+		json_t *o = json_pack("{s:s,s:b,s:i,s:f,s:i,s:f,s:f}", "event", txt, "applied",
+		                      x->applied, "rc", x->rc, "applied_at", x->applied_ns / 1e9,
+		                      "busy", (int)x->busy, "empty_at",
+		                      x->empty_ns >= 0 ? x->empty_ns / 1e9 : -1.0, "first_task_at",
+		                      x->first_task_ns >= 0 ? x->first_task_ns / 1e9 : -1.0);
+		if (!o || json_array_append_new(a, o)) {
+			json_decref(a);
+			return NULL;
+		}
+	}
+	return a;
+}
+
 static int print_json(const struct machine *m, const struct workload *w,
                       const struct sim_result *rs, size_t n)
 {
@@ -476,6 +520,13 @@ static int print_json(const struct machine *m, const struct workload *w,
 		        "utilisation", u, "fallback", r->fallback);
 		if (!o)
 			goto nomem;
+		if (r->nevents) {
+			json_t *evs = events_json(r);
+			if (!evs || json_object_set_new(o, "events", evs)) {
+				json_decref(o);
+				goto nomem;
+			}
+		}
 		json_array_append_new(pol, o);
 	}
 	json_object_set_new(doc, "policies", pol);
@@ -560,6 +611,7 @@ int sim_main(int argc, char **argv)
 	struct policy_tuning tuning = policy_tuning_defaults;
 	bool json = false, restart = false;
 	const char *events = NULL;
+	struct scale_events ev = { 0 };
 	int opt;
 
 	optind = 1;
@@ -644,6 +696,20 @@ int sim_main(int argc, char **argv)
 		fprintf(stderr, "%s\n", err);
 		goto out;
 	}
+	if (events) {
+		char *text;
+		size_t len;
+		if (sim_events_text(events, &text, &len, err, sizeof(err)) ||
+		    scale_events_parse(text, len, events[0] == '@' ? events + 1 : "--events", &ev,
+		                       err, sizeof(err))) {
+			fprintf(stderr, "%s\n", err);
+			free(text);
+			rc = 2;
+			goto out;
+		}
+		free(text);
+		so.events = &ev;
+	}
 	struct sim_result *rs = calloc(npol, sizeof(*rs));
 	if (!rs) {
 		fprintf(stderr, "tandemd: out of memory\n");
@@ -674,11 +740,14 @@ int sim_main(int argc, char **argv)
 	}
 	if (done == npol)
 		rc = json ? (print_json(&m, &w, rs, npol) ? 1 : 0)
-		          : (print_table(&m, &w, rs, npol), 0);
-	for (size_t i = 0; i < npol; i++)
+		          : (print_table(&m, &w, rs, npol), print_events(rs, npol), 0);
+	for (size_t i = 0; i < npol; i++) {
 		sim_result_free(&rs[i]);
+		sim_result_free_events(&rs[i]);
+	}
 	free(rs);
 out:
+	scale_events_free(&ev);
 	wl_free(&w);
 	machine_free(&m);
 	return rc;

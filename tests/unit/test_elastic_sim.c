@@ -13,8 +13,11 @@
 
 #include <cmocka.h>
 
+#include "common/log.h"
 #include "sim/elastic.h"
 #include "sim/machine.h"
+#include "sim/sim.h"
+#include "workload/workload.h"
 #include "workload/scale_events.h"
 #include "tandem.h"
 
@@ -372,6 +375,136 @@ static void test_moe_drain_remove(void **state)
 	machine_free(&m);
 }
 
+/* Four cores, gpu0, and gpu1 absent at start (a small machine for the
+ * engine simulation). */
+static const char small[] = "name = \"small\"\n"
+                            "[device.cpu]\nkind = \"cpu\"\nmodel = \"c\"\ncount = 4\n"
+                            "gflops = 50\nmem_gbps = 10\nlaunch_ns = 2000\n"
+                            "[device.gpu1]\nkind = \"gpu\"\nmodel = \"g\"\nnode = 2\n"
+                            "present = false\nmem_gib = 16\ngflops = 8000\nmem_gbps = 300\n"
+                            "launch_ns = 8000\n"
+                            "[device.gpu0]\nkind = \"gpu\"\nmodel = \"g\"\nnode = 1\n"
+                            "mem_gib = 16\ngflops = 8000\nmem_gbps = 300\nlaunch_ns = 8000\n"
+                            "[link.0-1]\ngbps = 12\nlatency_ns = 10000\n"
+                            "[link.0-2]\ngbps = 12\nlatency_ns = 10000\n";
+
+static int run_engine(const struct machine *m, const struct workload *w, const char *policy,
+                      const char *events, bool record, struct sim_result *r, char *err,
+                      size_t errlen)
+{
+	struct scale_events ev = { 0 };
+	if (events)
+		parse_ok(events, &ev);
+	struct sim_opts o = { .policy = policy, .record = record, .events = events ? &ev : NULL };
+	int rc = sim_run(m, w, &o, r, err, errlen);
+	scale_events_free(&ev);
+	return rc;
+}
+
+static unsigned dev_index(const struct sim_result *r, const char *name)
+{
+	for (unsigned d = 0; d < r->ndevices; d++)
+		if (!strcmp(r->devname[d], name))
+			return d;
+	fail_msg("no device %s", name);
+	return 0;
+}
+
+/* A Cholesky run through add, drain and remove: every task completes
+ * (none lost, none twice), the events take effect when due, the added
+ * GPU runs tasks, the drained one empties; the same run again gives the
+ * same makespan. */
+static void test_engine_add_drain_remove(void **state)
+{
+	static struct machine m;
+	struct workload w;
+	struct sim_result r, again;
+	char err[512];
+	const char *events = "t=20ms add gpu1; t=60ms drain gpu0; t=100ms remove cpu3";
+	static const char *const policies[] = { "dmda", "heft", "eager", "ws", "fifo" };
+
+	(void)state;
+	load(small, &m);
+	wl_init(&w);
+	assert_int_equal(wl_gen_tiled(WL_TILED_CHOLESKY, 16, 960, &w, err, sizeof(err)), 0);
+	for (size_t p = 0; p < sizeof(policies) / sizeof(policies[0]); p++) {
+		if (run_engine(&m, &w, policies[p], events, false, &r, err, sizeof(err)))
+			fail_msg("%s: %s", policies[p], err);
+		assert_int_equal(r.tasks, w.ntasks);
+		assert_int_equal(r.graphs, 1);
+		uint64_t sum = 0;
+		for (unsigned d = 0; d < r.ndevices; d++)
+			sum += r.tasks_on[d];
+		assert_int_equal(sum, w.ntasks);
+		assert_int_equal(r.nevents, 3);
+		for (uint32_t k = 0; k < 3; k++) {
+			assert_true(r.events[k].applied);
+			assert_int_equal(r.events[k].rc, 0);
+			assert_true(r.events[k].applied_ns == (double)r.events[k].ev.t_ns);
+		}
+		/* gpu1 takes work once added; gpu0 empties once drained. */
+		assert_true(r.tasks_on[dev_index(&r, "gpu1")] > 0);
+		assert_true(r.events[0].first_task_ns >= 20e6);
+		assert_true(r.events[1].empty_ns >= 60e6);
+		assert_true(r.events[1].empty_ns < r.makespan_ns);
+		assert_true(r.events[2].empty_ns >= 100e6);
+		if (run_engine(&m, &w, policies[p], events, false, &again, err, sizeof(err)))
+			fail_msg("%s: %s", policies[p], err);
+		assert_true(again.makespan_ns == r.makespan_ns);
+		assert_int_equal(again.bytes_moved, r.bytes_moved);
+		sim_result_free_events(&again);
+		sim_result_free_events(&r);
+	}
+	wl_free(&w);
+	machine_free(&m);
+}
+
+/* The only accelerator drained: the work finishes on the cores, and no
+ * task starts on it once it is empty. A device absent at start and never
+ * added runs nothing. */
+static void test_engine_drain_only_gpu(void **state)
+{
+	static struct machine m;
+	struct workload w;
+	struct sim_result r;
+	char err[512];
+
+	(void)state;
+	load(small, &m);
+	wl_init(&w);
+	assert_int_equal(wl_gen_tiled(WL_TILED_CHOLESKY, 12, 960, &w, err, sizeof(err)), 0);
+	if (run_engine(&m, &w, "dmda", "t=5ms drain gpu0", true, &r, err, sizeof(err)))
+		fail_msg("%s", err);
+	assert_int_equal(r.tasks, w.ntasks);
+	unsigned g0 = dev_index(&r, "gpu0"), g1 = dev_index(&r, "gpu1");
+	assert_int_equal(r.tasks_on[g1], 0);
+	assert_true(r.tasks_on[g0] > 0 && r.tasks_on[g0] < w.ntasks);
+	double empty = r.events[0].empty_ns;
+	assert_true(empty >= 5e6);
+	uint32_t after = 0;
+	for (size_t i = 0; i < r.nspans; i++) {
+		if ((double)r.spans[i].start_ns >= empty) {
+			assert_int_not_equal(r.spans[i].device, g0);
+			after++;
+		}
+	}
+	assert_true(after > 0); /* the cores did the rest */
+	sim_result_free(&r);
+	sim_result_free_events(&r);
+	/* Without events: gpu1 stays out. */
+	if (run_engine(&m, &w, "dmda", NULL, false, &r, err, sizeof(err)))
+		fail_msg("%s", err);
+	assert_int_equal(r.tasks, w.ntasks);
+	assert_int_equal(r.tasks_on[dev_index(&r, "gpu1")], 0);
+	assert_int_equal(r.nevents, 0);
+	/* An event the machine does not allow: the run says why. */
+	assert_int_equal(run_engine(&m, &w, "dmda", "t=1ms add gpu0", false, &r, err, sizeof(err)),
+	                 -TDM_EINVAL);
+	assert_non_null(strstr(err, "present from the start"));
+	wl_free(&w);
+	machine_free(&m);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -383,6 +516,9 @@ int main(void)
 		cmocka_unit_test(test_moe_restart_loses_kv),
 		cmocka_unit_test(test_llm_add_remove_budget),
 		cmocka_unit_test(test_moe_drain_remove),
+		cmocka_unit_test(test_engine_add_drain_remove),
+		cmocka_unit_test(test_engine_drain_only_gpu),
 	};
+	log_set_level(LOG_WARN); /* the engine tells of each device added or removed */
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
