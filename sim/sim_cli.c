@@ -660,6 +660,14 @@ int sim_main(int argc, char **argv)
 		usage(stderr);
 		return 2;
 	}
+	if (restart && !events) {
+		fprintf(stderr, "tandemd: --restart goes with --events (and llm: or moe:)\n");
+		return 2;
+	}
+	if (restart && strncmp(workload_spec, "llm:", 4) && strncmp(workload_spec, "moe:", 4)) {
+		fprintf(stderr, "tandemd: --restart is for llm: and moe: workloads\n");
+		return 2;
+	}
 	if (!strncmp(workload_spec, "llm:", 4) || !strncmp(workload_spec, "moe:", 4)) {
 		static struct machine lm;
 		char lerr[512];
