@@ -2,6 +2,7 @@
  * (workload/scale_events.h), devices absent at start in a machine
  * description, the checks against a machine (sim_events_check) and LLM /
  * MoE serving through the events, live and by restart (sim/elastic.h). */
+#include <inttypes.h>
 #include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -505,6 +506,93 @@ static void test_engine_drain_only_gpu(void **state)
 	machine_free(&m);
 }
 
+/* Random events (valid by construction, a fixed seed) under several
+ * policies: every task completes exactly once, every event is applied
+ * with rc 0 while work remains. */
+static void test_engine_random_events(void **state)
+{
+	static const char three[] =
+	        "name = \"three\"\n"
+	        "[device.cpu]\nkind = \"cpu\"\nmodel = \"c\"\ncount = 3\ngflops = 50\n"
+	        "mem_gbps = 10\nlaunch_ns = 2000\n"
+	        "[device.gpu0]\nkind = \"gpu\"\nmodel = \"g\"\nnode = 1\nmem_gib = 16\n"
+	        "gflops = 8000\nmem_gbps = 300\nlaunch_ns = 8000\n"
+	        "[device.gpu1]\nkind = \"gpu\"\nmodel = \"g\"\nnode = 2\npresent = false\n"
+	        "mem_gib = 16\ngflops = 8000\nmem_gbps = 300\nlaunch_ns = 8000\n"
+	        "[device.gpu2]\nkind = \"gpu\"\nmodel = \"g\"\nnode = 3\npresent = false\n"
+	        "mem_gib = 16\ngflops = 8000\nmem_gbps = 300\nlaunch_ns = 8000\n"
+	        "[link.0-1]\ngbps = 12\nlatency_ns = 10000\n"
+	        "[link.0-2]\ngbps = 12\nlatency_ns = 10000\n"
+	        "[link.0-3]\ngbps = 12\nlatency_ns = 10000\n";
+	static const char *const policies[] = { "dmda", "heft", "ws" };
+	static const char *const names[] = { "cpu1", "cpu2", "gpu0", "gpu1", "gpu2" };
+	static struct machine m;
+	struct workload w;
+	char err[512], text[2048];
+	uint64_t seed = 12345;
+	uint32_t applied = 0, kinds[SCALE_KIND_COUNT] = { 0 };
+
+	(void)state;
+	load(three, &m);
+	wl_init(&w);
+	assert_int_equal(wl_gen_tiled(WL_TILED_CHOLESKY, 10, 960, &w, err, sizeof(err)), 0);
+	for (int round = 0; round < 12; round++) {
+		/* States of names[]: 0 absent, 1 active, 2 draining, 3 gone. */
+		int st[5] = { 1, 1, 1, 0, 0 };
+		size_t len = 0;
+		for (int k = 0; k < 10; k++) {
+			int d, kind;
+			seed = seed * 6364136223846793005ull + 1442695040888963407ull;
+			d = (int)(seed >> 33) % 5;
+			kind = (int)(seed >> 40) % 5;
+			const char *what = NULL;
+			if (st[d] == 0 && (d == 3 || d == 4))
+				what = "add", st[d] = 1;
+			else if (st[d] == 1 && kind < 2)
+				what = "drain", st[d] = 2;
+			else if (st[d] == 2 && kind < 2)
+				what = "resume", st[d] = 1;
+			else if ((st[d] == 1 || st[d] == 2) && kind == 2)
+				what = "remove", st[d] = 3;
+			if (what)
+				len += (size_t)snprintf(text + len, sizeof(text) - len,
+				                        "t=%dms %s %s;", 2 * k + 1, what, names[d]);
+			else if (d >= 2 && (st[d] == 1 || st[d] == 2))
+				len += (size_t)snprintf(text + len, sizeof(text) - len,
+				                        "t=%dms budget %s=%dMiB;", 2 * k + 1,
+				                        names[d], 64 << (kind % 5));
+		}
+		for (size_t p = 0; p < sizeof(policies) / sizeof(policies[0]); p++) {
+			struct sim_result r;
+			if (run_engine(&m, &w, policies[p], text, false, &r, err, sizeof(err)))
+				fail_msg("%s, %s: %s", policies[p], text, err);
+			if (r.tasks != w.ntasks)
+				fail_msg("%s, %s: %" PRIu64 " of %u tasks", policies[p], text,
+				         r.tasks, w.ntasks);
+			uint64_t sum = 0;
+			for (unsigned d = 0; d < r.ndevices; d++)
+				sum += r.tasks_on[d];
+			assert_int_equal(sum, w.ntasks);
+			for (uint32_t k = 0; k < r.nevents; k++) {
+				applied += r.events[k].applied;
+				kinds[r.events[k].ev.kind] += r.events[k].applied;
+			}
+			for (uint32_t k = 0; k < r.nevents; k++)
+				if (r.events[k].applied && r.events[k].rc)
+					fail_msg("%s, %s: event %u: rc %d", policies[p], text, k,
+					         r.events[k].rc);
+			sim_result_free_events(&r);
+		}
+	}
+	/* The rounds did exercise every kind of event. */
+	print_message("%u events applied\n", applied);
+	assert_true(applied >= 100);
+	for (int k = 0; k < SCALE_KIND_COUNT; k++)
+		assert_true(kinds[k] > 0);
+	wl_free(&w);
+	machine_free(&m);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -518,6 +606,7 @@ int main(void)
 		cmocka_unit_test(test_moe_drain_remove),
 		cmocka_unit_test(test_engine_add_drain_remove),
 		cmocka_unit_test(test_engine_drain_only_gpu),
+		cmocka_unit_test(test_engine_random_events),
 	};
 	log_set_level(LOG_WARN); /* the engine tells of each device added or removed */
 	return cmocka_run_group_tests(tests, NULL, NULL);
