@@ -933,8 +933,8 @@ static int events_setup(struct sim *S, char *err, size_t errlen)
 	if ((rc = sim_events_check(m, ev, NULL, err, errlen)))
 		return rc;
 	S->in_order = malloc(sizeof(*S->in_order));
-	S->r->events = calloc(ev->n ? ev->n : 1, sizeof(*S->r->events));
-	if (!S->in_order || !S->r->events) {
+	S->r->events = ev->n ? calloc(ev->n, sizeof(*S->r->events)) : NULL;
+	if (!S->in_order || (ev->n && !S->r->events)) {
 		err_printf(err, errlen, "out of memory");
 		return -TDM_ENOMEM;
 	}
