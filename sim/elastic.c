@@ -26,10 +26,10 @@ int sim_events_check(const struct machine *m, const struct scale_events *ev,
 	for (uint32_t i = 0; i < ev->n; i++) {
 		const struct scale_event *e = &ev->ev[i];
 		uint32_t d = 0;
-		char at[128];
+		char at[128], txt[96];
 
-		snprintf(at, sizeof(at), "event %u (t=%" PRIu64 "ns %s %s)", e->index + 1, e->t_ns,
-		         scale_kind_name(e->kind), e->dev);
+		scale_event_format(e, txt, sizeof(txt));
+		snprintf(at, sizeof(at), "event %u (%s)", e->index + 1, txt);
 		while (d < m->ndevices && strcmp(m->dev[d].name, e->dev))
 			d++;
 		if (d == m->ndevices) {

@@ -274,11 +274,32 @@ void scale_events_free(struct scale_events *s)
 	s->n = 0;
 }
 
+/* v in the largest of units[] (by decreasing size) that divides it. */
+static const char *exact_unit(uint64_t v, const uint64_t *mul, const char *const *name, size_t n,
+                              uint64_t *out)
+{
+	for (size_t i = 0; i < n; i++)
+		if (v && v % mul[i] == 0) {
+			*out = v / mul[i];
+			return name[i];
+		}
+	*out = v;
+	return name[n - 1];
+}
+
 int scale_event_format(const struct scale_event *e, char *buf, size_t len)
 {
-	if (e->kind == SCALE_BUDGET)
-		return snprintf(buf, len, "t=%" PRIu64 "ns budget %s=%" PRIu64 "B", e->t_ns, e->dev,
-		                e->bytes);
-	return snprintf(buf, len, "t=%" PRIu64 "ns %s %s", e->t_ns, scale_kind_name(e->kind),
-	                e->dev);
+	static const uint64_t tmul[] = { 1000000000, 1000000, 1000, 1 };
+	static const char *const tname[] = { "s", "ms", "us", "ns" };
+	static const uint64_t bmul[] = { 1ull << 40, 1ull << 30, 1ull << 20, 1ull << 10, 1 };
+	static const char *const bname[] = { "TiB", "GiB", "MiB", "KiB", "B" };
+	uint64_t t, b;
+	const char *tu = exact_unit(e->t_ns, tmul, tname, 4, &t);
+
+	if (e->kind == SCALE_BUDGET) {
+		const char *bu = exact_unit(e->bytes, bmul, bname, 5, &b);
+		return snprintf(buf, len, "t=%" PRIu64 "%s budget %s=%" PRIu64 "%s", t, tu, e->dev,
+		                b, bu);
+	}
+	return snprintf(buf, len, "t=%" PRIu64 "%s %s %s", t, tu, scale_kind_name(e->kind), e->dev);
 }

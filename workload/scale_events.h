@@ -56,8 +56,9 @@ int scale_events_parse(const char *text, size_t len, const char *name, struct sc
                        char *err, size_t errlen);
 void scale_events_free(struct scale_events *s);
 
-/* One event as text that parses back to the same event ("t=5000000ns add
- * gpu1", "t=0ns budget gpu0=8589934592B"). The length written, as snprintf. */
+/* One event as text that parses back to the same event, each figure in
+ * the largest unit that holds it exactly ("t=5ms add gpu1", "t=0ns budget
+ * gpu0=8GiB", "t=1500us drain gpu0"). The length written, as snprintf. */
 int scale_event_format(const struct scale_event *e, char *buf, size_t len);
 
 #endif

@@ -222,11 +222,10 @@ static void test_events_check(void **state)
 	assert_int_equal(st[7], SIM_DEV_GONE); /* cpu7 */
 	assert_int_equal(st[0], SIM_DEV_ACTIVE);
 	scale_events_free(&ev);
-	check_error(&m, "t=1ms add gpu7",
-	            "event 1 (t=1000000ns add gpu7): t4x2 has no device gpu7");
+	check_error(&m, "t=1ms add gpu7", "event 1 (t=1ms add gpu7): t4x2 has no device gpu7");
 	check_error(&m, "t=1ms add gpu0", "present from the start");
 	check_error(&m, "t=1ms add gpu1; t=2ms add gpu1",
-	            "event 2 (t=2000000ns add gpu1): gpu1 "
+	            "event 2 (t=2ms add gpu1): gpu1 "
 	            "is active: it was added already");
 	check_error(&m, "t=1ms add gpu1; t=2ms remove gpu1; t=3ms add gpu1",
 	            "gpu1 is gone: it was removed");
