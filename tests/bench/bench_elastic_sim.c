@@ -22,14 +22,25 @@
  *     needs that was not where it wants it.
  * (Models whose weights fit one GPU whole, such as qwen1.5-moe on an H100,
  * give the new GPU no experts: it never computes, so they are left out.)
+ * Task graphs through the engine (sim.c): a tiled Cholesky (16 x 16 tiles
+ * of 960) under dmda and heft, gpu1 added, then gpu0 drained (t4x2-xeon
+ * at 20 and 60 ms, h100x2 at 5 and 12 ms):
+ *   BENCH elastic_sim_first_task_ms <v> ms machine=M policy=P
+ *     from the add to the first task started on gpu1;
+ *   BENCH elastic_sim_drain_ms <v> ms machine=M policy=P
+ *     from the drain to gpu0 empty;
+ *   BENCH elastic_sim_makespan_ms <v> ms machine=M policy=P events=none|add|add+drain
  * Simulated time: deterministic, no wall clock. */
 #include <stdio.h>
 #include <string.h>
 
 #include "bench_util.h"
+#include "common/log.h"
 #include "sim/elastic.h"
 #include "sim/machine.h"
+#include "sim/sim.h"
 #include "workload/scale_events.h"
+#include "workload/workload.h"
 
 struct cell {
 	const char *machine;
@@ -75,10 +86,87 @@ fail:
 	return -1;
 }
 
+/* Task graphs through the engine simulation. */
+static int engine_cells(void)
+{
+	static const char *const machines[] = { "t4x2-xeon", "h100x2" };
+	static const char *const policies[] = { "dmda", "heft" };
+	/* Per machine: the add a fifth of the way in, the drain at about half
+	 * of the run without events. */
+	static const char *const events[2][3] = {
+		{ NULL, "t=20ms add gpu1", "t=20ms add gpu1; t=60ms drain gpu0" },
+		{ NULL, "t=5ms add gpu1", "t=5ms add gpu1; t=12ms drain gpu0" },
+	};
+	static const char *const label[] = { "none", "add", "add+drain" };
+	struct workload w;
+	char err[512], keys[160];
+	int failed = 0;
+
+	wl_init(&w);
+	if (wl_gen_tiled(WL_TILED_CHOLESKY, 16, 960, &w, err, sizeof(err))) {
+		fprintf(stderr, "bench_elastic_sim: %s\n", err);
+		return 1;
+	}
+	for (size_t mi = 0; mi < 2; mi++) {
+		static struct machine m;
+		char path[128];
+		machine_init(&m);
+		snprintf(path, sizeof(path), "machines/%s.toml", machines[mi]);
+		if (machine_load(path, &m, err, sizeof(err))) {
+			fprintf(stderr, "bench_elastic_sim: %s\n", err);
+			failed = 1;
+			continue;
+		}
+		for (size_t p = 0; p < 2; p++)
+			for (size_t e = 0; e < 3; e++) {
+				struct scale_events ev = { 0 };
+				struct sim_result r;
+				if (events[mi][e] &&
+				    scale_events_parse(events[mi][e], strlen(events[mi][e]),
+				                       "bench", &ev, err, sizeof(err)))
+					return 1;
+				struct sim_opts o = { .policy = policies[p],
+					              .events = events[mi][e] ? &ev : NULL };
+				int rc = sim_run(&m, &w, &o, &r, err, sizeof(err));
+				scale_events_free(&ev);
+				if (rc) {
+					fprintf(stderr, "bench_elastic_sim: %s %s: %s\n",
+					        machines[mi], policies[p], err);
+					failed = 1;
+					continue;
+				}
+				snprintf(keys, sizeof(keys), "machine=%s policy=%s", machines[mi],
+				         policies[p]);
+				if (e == 1 && r.events[0].first_task_ns >= 0)
+					bench_report("elastic_sim_first_task_ms",
+					             (r.events[0].first_task_ns -
+					              r.events[0].applied_ns) /
+					                     1e6,
+					             "ms", keys);
+				if (e == 2 && r.events[1].empty_ns >= 0)
+					bench_report(
+					        "elastic_sim_drain_ms",
+					        (r.events[1].empty_ns - r.events[1].applied_ns) /
+					                1e6,
+					        "ms", keys);
+				snprintf(keys, sizeof(keys), "machine=%s policy=%s events=%s",
+				         machines[mi], policies[p], label[e]);
+				bench_report("elastic_sim_makespan_ms", r.makespan_ns / 1e6, "ms",
+				             keys);
+				sim_result_free(&r);
+				sim_result_free_events(&r);
+			}
+		machine_free(&m);
+	}
+	wl_free(&w);
+	return failed;
+}
+
 int main(void)
 {
 	int failed = 0;
 
+	log_set_level(LOG_WARN);
 	for (size_t i = 0; i < sizeof(cells) / sizeof(cells[0]); i++) {
 		const struct cell *c = &cells[i];
 		static struct machine m;
@@ -125,5 +213,5 @@ int main(void)
 		es_result_free(&r[1]);
 		machine_free(&m);
 	}
-	return failed;
+	return failed | engine_cells();
 }
