@@ -338,12 +338,16 @@ static int llm_pick(const struct es *S, double tokens)
 
 static void req_lose_kv(struct es *S, struct req *q, struct es_event_result *er)
 {
-	if (q->gpu >= 0)
-		S->g[q->gpu].nreq--;
-	er->reprefill_tokens += q->ctx;
-	S->r->reprefill_tokens += q->ctx;
+	/* What it had prefilled or generated is computed again (MoE: every
+	 * request's KV is on the primary; dense: on its GPU, if any). */
+	double lost = S->o->moe || q->gpu >= 0 ? q->ctx - q->prefill : 0;
+	er->reprefill_tokens += lost;
+	S->r->reprefill_tokens += lost;
 	q->prefill = q->ctx;
-	q->gpu = -1;
+	if (!S->o->moe && q->gpu >= 0) {
+		S->g[q->gpu].nreq--;
+		q->gpu = -1;
+	}
 }
 
 /* Moves requests of `from` (or of the most loaded GPUs when from < 0) to
@@ -481,11 +485,15 @@ static void restart(struct es *S, struct es_event_result *er, double *last)
 					S->g[i].hold[key] = up;
 	}
 	for (uint32_t i = 0; i < S->batch; i++) {
-		S->req[i].gpu = -1;
-		er->reprefill_tokens += S->req[i].ctx;
-		S->r->reprefill_tokens += S->req[i].ctx;
-		S->req[i].prefill = S->req[i].ctx;
-		S->req[i].arrive = 0;
+		struct req *q = &S->req[i];
+		/* Its KV is lost: what it had prefilled or generated (a request
+		 * still waiting for a GPU had nothing). */
+		double lost = S->o->moe || q->gpu >= 0 ? q->ctx - q->prefill : 0;
+		er->reprefill_tokens += lost;
+		S->r->reprefill_tokens += lost;
+		q->gpu = S->o->moe ? S->primary : -1;
+		q->prefill = q->ctx;
+		q->arrive = 0;
 	}
 	S->down_until = up;
 	*last = fmax(*last, up);
