@@ -195,6 +195,7 @@ CORE_BENCHES += $(BUILD)/bench/bench_attn_varlen
 CORE_BENCHES += $(BUILD)/bench/bench_kv_waste
 CORE_BENCHES += $(BUILD)/bench/bench_llm_policy
 CORE_BENCHES += $(BUILD)/bench/bench_moe_sim
+CORE_BENCHES += $(BUILD)/bench/bench_elastic_sim
 $(CORE_BENCHES): $(BUILD)/bench/%: $(BUILD)/obj/tests/bench/%.o $(CORE_LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) $^ $(DAEMON_LIBS) -o $@

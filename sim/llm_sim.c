@@ -41,6 +41,8 @@ int llm_hw_from_machine(const struct machine *m, double host_gbps, struct llm_hw
 	for (uint32_t i = 0; i < m->ndevices; i++) {
 		const struct machine_device *d = &m->dev[i];
 
+		if (d->absent) /* joins by a scale event: elastic_serve.c */
+			continue;
 		if (d->kind == TDM_DEV_GPU && !gpu)
 			gpu = d;
 		if (d->kind == TDM_DEV_CPU) {

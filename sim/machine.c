@@ -151,12 +151,14 @@ enum dfield {
 	DF_LAUNCH_NS,
 	DF_SOCKET_GBPS,
 	DF_FP16_GFLOPS,
+	DF_PRESENT,
 	DF_N
 };
 
-static const char *const dfield_name[DF_N] = { "kind",        "model",      "node",     "count",
-	                                       "mem_gib",     "gflops",     "mem_gbps", "launch_ns",
-	                                       "socket_gbps", "fp16_gflops" };
+static const char *const dfield_name[DF_N] = { "kind",        "model",     "node",
+	                                       "count",       "mem_gib",   "gflops",
+	                                       "mem_gbps",    "launch_ns", "socket_gbps",
+	                                       "fp16_gflops", "present" };
 
 enum cfield { CF_NB, CF_FLOPS, CF_BYTES, CF_DOMAIN, CF_NS, CF_SPREAD, CF_N };
 
@@ -174,6 +176,7 @@ struct dev_spec {
 	char model[MACHINE_NAME_MAX];
 	int64_t node, count;
 	double mem_gib, gflops, mem_gbps, launch_ns, socket_gbps, fp16_gflops;
+	bool absent; /* present = false */
 	/* shares_cores_with: the names as written, resolved by finish_shares */
 	bool has_shares;
 	struct at shares_key_at;
@@ -555,6 +558,14 @@ static int set_device_field(struct pctx *c, struct dev_spec *s, enum dfield f,
 			return 1;
 		s->fp16_gflops = v;
 		break;
+	case DF_PRESENT:
+		if (it->type != TOML_ITEM_BOOL)
+			return fail(c, value_at(it),
+			            "%s: expected true or false (false: the device joins later, by "
+			            "an \"add\" scale event), got %s",
+			            p, toml_shim_type_name(it->type));
+		s->absent = !it->b;
+		break;
 	case DF_N: break;
 	}
 	s->set[f] = true;
@@ -616,7 +627,7 @@ static int visit_device(struct pctx *c, const struct toml_item *it, char part[][
 	}
 	return fail(c, key_at(it),
 	            "unknown key %s in [%s] (expected kind, model, node, count, mem_gib, gflops, "
-	            "mem_gbps, launch_ns, socket_gbps, fp16_gflops, shares_cores_with)",
+	            "mem_gbps, launch_ns, socket_gbps, fp16_gflops, present, shares_cores_with)",
 	            path_rest(it->path, 2), s->path);
 }
 
@@ -1035,6 +1046,7 @@ static int finish_devices(struct pctx *c, struct machine *m, uint32_t *owner)
 			d->launch_ns = s->launch_ns;
 			d->socket_gbps = s->set[DF_SOCKET_GBPS] ? s->socket_gbps : 0;
 			d->fp16_gflops = s->set[DF_FP16_GFLOPS] ? s->fp16_gflops : 0;
+			d->absent = s->absent;
 			if (!host && owner_node[d->node] >= 0)
 				return fail(
 				        c, s->fat[DF_NODE],
@@ -1050,6 +1062,14 @@ static int finish_devices(struct pctx *c, struct machine *m, uint32_t *owner)
 	if (m->ndevices == 0)
 		return fail(c, (struct at){ 0, 0 },
 		            "no devices: describe at least one in a [device.NAME] table");
+	uint32_t present = 0;
+	for (uint32_t i = 0; i < m->ndevices; i++)
+		present += !m->dev[i].absent;
+	if (!present)
+		return fail(c, c->dev[owner[0]].fat[DF_PRESENT],
+		            "%s.present: every device is absent at start: at least one must be "
+		            "present",
+		            c->dev[owner[0]].path);
 	m->nnodes = 1;
 	for (int k = 1; k < MACHINE_MAX_NODES; k++)
 		if (owner_node[k] >= 0)

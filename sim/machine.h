@@ -52,6 +52,10 @@ struct machine_device {
 	 * on the core of device j (a "cpu" device), as an OpenCL CPU device
 	 * does; the simulator makes them contend (docs/simulation.md). */
 	uint64_t shares_cores;
+	/* present = false: not there when the simulation starts; it joins by
+	 * an "add" scale event (docs/elastic-sim.md), so its kind and costs
+	 * are known beforehand. Other simulators leave it out. */
+	bool absent;
 };
 
 /* One measured cost: kernel on devices of a model, at one footprint. */

@@ -11,6 +11,7 @@
 
 #include "backends/sim/sim_backend.h"
 #include "common/errbuf.h"
+#include "sim/elastic.h"
 #include "policies/policy.h"
 #include "profiler/profiler.h"
 #include "tandem.h"
@@ -90,6 +91,13 @@ struct sim {
 	struct jobq jobs[MACHINE_MAX_DEVICES];
 	double rate[MACHINE_MAX_DEVICES];
 	uint64_t pace_t;
+	/* Scale events (sim_opts.events): devices [0, npresent) are there at
+	 * start; next_ev is the next to apply; watching counts the applied
+	 * ones whose outcome (a device empty, a first task) is still open. */
+	uint32_t npresent, next_ev, watching;
+	uint64_t first_start[MACHINE_MAX_DEVICES]; /* a task's start + 1 (0: none yet) */
+	struct machine *in_order; /* the machine in engine id order (elastic.h) */
+	uint32_t perm[MACHINE_MAX_DEVICES]; /* in_order's device i is the caller's perm[i] */
 };
 
 /* ---- the event heap ---- */
@@ -204,6 +212,8 @@ static double edge_bytes(const struct sim *S, double data)
 static void record_task(struct sim *S, uint32_t v, unsigned d, uint64_t start, uint64_t end)
 {
 	S->end[v] = end;
+	if (!S->first_start[d])
+		S->first_start[d] = start + 1;
 	S->r->busy_ns[d] += end - start;
 	S->r->tasks_on[d]++;
 	if (end > S->last_end)
@@ -551,6 +561,8 @@ static int build_machine(struct sim *S, char *err, size_t errlen)
 		unsigned d = 0;
 		while (d < m->ndevices && m->dev[d].node != n)
 			d++;
+		if (d < m->ndevices && d >= S->npresent)
+			break; /* absent devices' nodes (the last ones): added with them */
 		if (d == m->ndevices) {
 			err_printf(err, errlen, "%s: memory node %u has no device", m->name, n);
 			return -TDM_EINVAL;
@@ -822,6 +834,129 @@ static void move_to(struct sim *S, uint64_t t)
 		S->world.now = t;
 }
 
+/* ---- scale events (docs/elastic-sim.md) ----
+ *
+ * Applied at their virtual times (the workload's arrival clock) with the
+ * engine's device calls between steps; devices [npresent, ndevices) are
+ * absent until an "add" (sim_machine_in_engine_order put them in the
+ * order they are added, so each gets the engine id of its slot). */
+
+static unsigned event_dev(const struct sim *S, const struct scale_event *e)
+{
+	unsigned d = 0;
+	while (d + 1 < S->m->ndevices && strcmp(S->m->dev[d].name, e->dev))
+		d++;
+	return d; /* sim_events_check made sure it exists */
+}
+
+static uint64_t next_event_t(const struct sim *S)
+{
+	const struct scale_events *ev = S->o->events;
+	return ev && S->next_ev < ev->n ? ev->ev[S->next_ev].t_ns : UINT64_MAX;
+}
+
+static void apply_events(struct sim *S)
+{
+	const struct scale_events *ev = S->o->events;
+	while (next_event_t(S) <= S->world.now) {
+		const struct scale_event *e = &ev->ev[S->next_ev];
+		struct sim_event_result *x = &S->r->events[S->next_ev++];
+		unsigned d = event_dev(S, e), id = d;
+		uint16_t node = S->dev[d].node;
+		x->applied = true;
+		x->applied_ns = (double)S->world.now;
+		switch (e->kind) {
+		case SCALE_ADD:
+			/* Its memory node first: the engine wants it there. */
+			if (node && node >= atomic_load(&S->res.nnodes) &&
+			    residency_add_node(&S->res, &S->dev[d], S->dev[d].mem_bytes) != node)
+				x->rc = -TDM_EINVAL;
+			if (!x->rc)
+				x->rc = engine_device_add(S->e, &S->dev[d], &id);
+			if (!x->rc && id != d)
+				x->rc = -TDM_EINVAL; /* ids are given in order of addition */
+			if (!x->rc)
+				S->open |= 1ull << d;
+			break;
+		case SCALE_DRAIN: x->rc = engine_device_drain(S->e, d); break;
+		case SCALE_REMOVE: x->rc = engine_device_remove(S->e, d); break;
+		case SCALE_RESUME: x->rc = engine_device_resume(S->e, d); break;
+		case SCALE_BUDGET: x->rc = residency_set_budget(&S->res, node, e->bytes); break;
+		case SCALE_KIND_COUNT: x->rc = -TDM_EINVAL; break;
+		}
+		if (e->kind == SCALE_DRAIN || e->kind == SCALE_REMOVE)
+			x->busy = engine_device_busy(S->e, d);
+		if (!x->rc &&
+		    (e->kind == SCALE_ADD || e->kind == SCALE_DRAIN || e->kind == SCALE_REMOVE))
+			S->watching++;
+		/* The placement changed: every device looks again. */
+		for (unsigned k = 0; k < S->m->ndevices; k++)
+			S->idle[k] = false;
+	}
+}
+
+/* The applied events' outcomes: an added device's first task, a drained or
+ * removed one empty. */
+static void watch_events(struct sim *S)
+{
+	for (uint32_t i = 0; S->watching && i < S->next_ev; i++) {
+		const struct scale_event *e = &S->o->events->ev[i];
+		struct sim_event_result *x = &S->r->events[i];
+		unsigned d = event_dev(S, e);
+		if (x->rc)
+			continue;
+		if (e->kind == SCALE_ADD && x->first_task_ns < 0 && S->first_start[d]) {
+			x->first_task_ns = (double)(S->first_start[d] - 1);
+			S->watching--;
+		} else if ((e->kind == SCALE_DRAIN || e->kind == SCALE_REMOVE) && x->empty_ns < 0 &&
+		           engine_device_busy(S->e, d) == 0) {
+			x->empty_ns = (double)S->world.now;
+			S->watching--;
+		}
+	}
+}
+
+/* With events or absent devices: the machine in engine id order (S->m),
+ * the events checked against it and their results. */
+static int events_setup(struct sim *S, char *err, size_t errlen)
+{
+	const struct machine *m = S->m;
+	const struct scale_events none = { 0 }, *ev = S->o->events ? S->o->events : &none;
+	bool absent = false;
+	int rc;
+
+	S->npresent = m->ndevices;
+	for (unsigned d = 0; d < m->ndevices; d++)
+		absent = absent || m->dev[d].absent;
+	if (!absent && !ev->n)
+		return 0;
+	if ((rc = sim_events_check(m, ev, NULL, err, errlen)))
+		return rc;
+	S->in_order = malloc(sizeof(*S->in_order));
+	S->r->events = ev->n ? calloc(ev->n, sizeof(*S->r->events)) : NULL;
+	if (!S->in_order || (ev->n && !S->r->events)) {
+		err_printf(err, errlen, "out of memory");
+		return -TDM_ENOMEM;
+	}
+	S->r->nevents = ev->n;
+	for (uint32_t i = 0; i < ev->n; i++)
+		S->r->events[i] = (struct sim_event_result){ .ev = ev->ev[i],
+			                                     .empty_ns = -1,
+			                                     .first_task_ns = -1 };
+	S->npresent = sim_machine_in_engine_order(m, ev, S->in_order, S->perm);
+	for (unsigned d = 0; d < m->ndevices; d++)
+		if (S->w->dev_cost && S->perm[d] != d) {
+			err_printf(err, errlen,
+			           "%s: costs given per device, and %s is added before a device "
+			           "listed ahead of it: describe the absent devices last, in the "
+			           "order they are added",
+			           S->w->name, m->dev[S->perm[d]].name);
+			return -TDM_EINVAL;
+		}
+	S->m = S->in_order;
+	return 0;
+}
+
 __attribute__((noinline)) static int run_loop(struct sim *S, char *err, size_t errlen)
 {
 	uint32_t next = 0, ng = S->ngraphs;
@@ -832,6 +967,10 @@ __attribute__((noinline)) static int run_loop(struct sim *S, char *err, size_t e
 	S->pace_t = S->first_arrival;
 	for (;;) {
 		t0 = wall_ns();
+		if (S->o->events) {
+			apply_events(S);
+			watch_events(S);
+		}
 		while (next < ng && arrival_of(S, S->order[next]) <= S->world.now)
 			submit(S, S->order[next++]);
 		uint32_t epoch = engine_sim_epoch(S->e);
@@ -864,6 +1003,12 @@ __attribute__((noinline)) static int run_loop(struct sim *S, char *err, size_t e
 		int paced_done = -1;
 		uint64_t tp = S->paced_any ? pace_next(S, &paced_done) : UINT64_MAX;
 		uint64_t th = S->nheap ? S->heap[0].t : UINT64_MAX;
+		uint64_t te = next_event_t(S);
+		if (te < th && te < tp && S->graphs_done < ng &&
+		    (next >= ng || te < arrival_of(S, S->order[next]))) {
+			move_to(S, te); /* a scale event comes first */
+			continue;
+		}
 		if (!S->nheap && tp == UINT64_MAX) {
 			if (next < ng) {
 				move_to(S, arrival_of(S, S->order[next]));
@@ -1044,17 +1189,22 @@ int sim_run(const struct machine *m, const struct workload *w, const struct sim_
 		free(S);
 		return -TDM_EINVAL;
 	}
-	rc = build_machine(S, err, errlen);
+	rc = events_setup(S, err, errlen);
+	if (!rc)
+		rc = build_machine(S, err, errlen);
 	if (!rc)
 		rc = check_workload(S, err, errlen);
 	if (rc)
 		goto out;
+	for (unsigned d = 0; S->in_order && d < m->ndevices; d++)
+		r->devname[d] = m->dev[S->perm[d]].name; /* the caller's, which outlive S */
+	m = S->m;
 	rc = -TDM_ENOMEM;
 	S->heap = malloc(m->ndevices * sizeof(*S->heap));
 	S->scheduled = calloc(m->ndevices, sizeof(bool));
 	S->idle = calloc(m->ndevices, sizeof(bool));
 	S->idle_at = calloc(m->ndevices, sizeof(uint32_t));
-	S->open = m->ndevices == 64 ? ~0ull : (1ull << m->ndevices) - 1;
+	S->open = S->npresent == 64 ? ~0ull : (1ull << S->npresent) - 1;
 	if (!S->heap || !S->scheduled || !S->idle || !S->idle_at || build_preds(S))
 		goto nomem;
 	if (o->record && !(r->spans = calloc(w->ntasks, sizeof(*r->spans))))
@@ -1066,7 +1216,8 @@ int sim_run(const struct machine *m, const struct workload *w, const struct sim_
 		.clock = &S->clock,
 		.policy = policy,
 		.devices = S->dev,
-		.ndevices = m->ndevices,
+		.ndevices = S->npresent,
+		.max_devices = m->ndevices,
 		.hooks = { .graph_done = graph_done, .ctx = S },
 		.poll_fd = -1,
 		.start_workers = false,
@@ -1112,11 +1263,21 @@ nomem:
 	rc = -TDM_ENOMEM;
 out:
 	teardown(S);
+	free(S->in_order);
 	free(S);
 	r->wall_ns = wall_ns() - t0;
-	if (rc)
+	if (rc) {
 		sim_result_free(r);
+		sim_result_free_events(r);
+	}
 	return rc;
+}
+
+void sim_result_free_events(struct sim_result *r)
+{
+	free(r->events);
+	r->events = NULL;
+	r->nevents = 0;
 }
 
 void sim_result_free(struct sim_result *r)

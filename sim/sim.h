@@ -29,6 +29,7 @@
 
 #include "engine/engine.h"
 #include "sim/machine.h"
+#include "workload/scale_events.h"
 #include "workload/schedule_out.h"
 #include "workload/workload.h"
 
@@ -41,6 +42,23 @@ struct sim_opts {
 	const struct policy_tuning *tuning; /* NULL: defaults */
 	uint32_t pipeline_depth; /* accelerators (0: the engine's default) */
 	uint32_t watchdog_ms; /* 0: the engine's default */
+	/* Scale events (docs/elastic-sim.md), applied at their virtual times
+	 * with the engine's device calls; NULL: none. Devices described with
+	 * present = false join only by an "add". */
+	const struct scale_events *events;
+};
+
+/* What one scale event did. Times are virtual, on the clock of the
+ * workload's arrivals (as the events' own); -1 in empty_ns /
+ * first_task_ns: not within the run. */
+struct sim_event_result {
+	struct scale_event ev;
+	bool applied; /* false: every graph was done before its time */
+	int rc; /* the engine's or the residency's answer */
+	double applied_ns;
+	uint32_t busy; /* drain, remove: tasks staged or running there then */
+	double empty_ns; /* drain, remove: nothing staged or running there any more */
+	double first_task_ns; /* add: its first task started */
 };
 
 struct sim_result {
@@ -71,6 +89,10 @@ struct sim_result {
 	const char *link_name_ptr[RES_MAX_NODES * RES_MAX_NODES];
 	size_t nlinks;
 	int link_track[RES_MAX_NODES][RES_MAX_NODES]; /* -1: none yet */
+	/* opts.events, one each, in time order (devname[], busy_ns[] and
+	 * tasks_on[] are in engine id order: present devices first). */
+	struct sim_event_result *events;
+	uint32_t nevents;
 };
 
 /* Runs w on m under o->policy. 0, or -TDM_EINVAL / -TDM_ENOMEM with a one-
@@ -78,7 +100,10 @@ struct sim_result {
  * that does not exist, a task no device can run, ...). */
 int sim_run(const struct machine *m, const struct workload *w, const struct sim_opts *o,
             struct sim_result *r, char *err, size_t errlen);
+/* Frees the schedule (spans); the figures and events stay. */
 void sim_result_free(struct sim_result *r);
+/* Frees the events' results. */
+void sim_result_free_events(struct sim_result *r);
 
 /* The schedule as a sched_view for sched_write_chrome / _svg (points into
  * r and m; valid while both are). */

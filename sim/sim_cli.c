@@ -11,6 +11,7 @@
 #include <jansson.h>
 
 #include "common/log.h"
+#include "sim/elastic.h"
 #include "sim/llm_sim.h"
 #include "sim/moe_sim.h"
 #include "sim/sim.h"
@@ -67,6 +68,14 @@ static void usage(FILE *out)
 	        "                           several policies: FILE gets .POLICY before its "
 	        "suffix)\n"
 	        "      --svg FILE           SVG Gantt chart (same naming)\n"
+	        "      --events SPEC|@FILE  scale events (docs/elastic-sim.md): 't=5ms add gpu1;\n"
+	        "                           t=12ms drain gpu0; t=20ms remove cpu3; t=30ms budget\n"
+	        "                           gpu0=8GiB'; with llm:/moe: the serving runs through\n"
+	        "                           them (keys model, batch, prompt, output, duration,\n"
+	        "                           seed, util)\n"
+	        "      --restart            llm:/moe: with --events, each event stops, "
+	        "reconfigures\n"
+	        "                           and restarts the server instead of applying it live\n"
 	        "      --json               print the table as JSON\n"
 	        "  -h, --help               show this help\n"
 	        "\n"
@@ -433,6 +442,50 @@ static void print_table(const struct machine *m, const struct workload *w,
 	}
 }
 
+/* Each scale event's outcome, per policy (times in ms of virtual time). */
+static void print_events(const struct sim_result *rs, size_t n)
+{
+	if (!n || !rs[0].nevents)
+		return;
+	printf("\n%-8s %-36s %10s %4s %6s %10s %13s\n", "policy", "event", "applied_ms", "rc",
+	       "busy", "empty_ms", "first_task_ms");
+	for (size_t i = 0; i < n; i++)
+		for (uint32_t k = 0; k < rs[i].nevents; k++) {
+			const struct sim_event_result *x = &rs[i].events[k];
+			char txt[96];
+			scale_event_format(&x->ev, txt, sizeof(txt));
+			if (!x->applied) {
+				printf("%-8s %-36s %10s (after the last task)\n", rs[i].policy, txt,
+				       "-");
+				continue;
+			}
+			printf("%-8s %-36s %10.3f %4d %6u %10.3f %13.3f\n", rs[i].policy, txt,
+			       x->applied_ns / 1e6, x->rc, x->busy,
+			       x->empty_ns >= 0 ? x->empty_ns / 1e6 : -1,
+			       x->first_task_ns >= 0 ? x->first_task_ns / 1e6 : -1);
+		}
+}
+
+static json_t *events_json(const struct sim_result *r)
+{
+	json_t *a = json_array();
+	for (uint32_t k = 0; a && k < r->nevents; k++) {
+		const struct sim_event_result *x = &r->events[k];
+		char txt[96];
+		scale_event_format(&x->ev, txt, sizeof(txt));
+		json_t *o = json_pack("{s:s,s:b,s:i,s:f,s:i,s:f,s:f}", "event", txt, "applied",
+		                      x->applied, "rc", x->rc, "applied_at", x->applied_ns / 1e9,
+		                      "busy", (int)x->busy, "empty_at",
+		                      x->empty_ns >= 0 ? x->empty_ns / 1e9 : -1.0, "first_task_at",
+		                      x->first_task_ns >= 0 ? x->first_task_ns / 1e9 : -1.0);
+		if (!o || json_array_append_new(a, o)) {
+			json_decref(a);
+			return NULL;
+		}
+	}
+	return a;
+}
+
 static int print_json(const struct machine *m, const struct workload *w,
                       const struct sim_result *rs, size_t n)
 {
@@ -467,6 +520,13 @@ static int print_json(const struct machine *m, const struct workload *w,
 		        "utilisation", u, "fallback", r->fallback);
 		if (!o)
 			goto nomem;
+		if (r->nevents) {
+			json_t *evs = events_json(r);
+			if (!evs || json_object_set_new(o, "events", evs)) {
+				json_decref(o);
+				goto nomem;
+			}
+		}
 		json_array_append_new(pol, o);
 	}
 	json_object_set_new(doc, "policies", pol);
@@ -522,7 +582,9 @@ int sim_main(int argc, char **argv)
 		OPT_NO_REPAIR,
 		OPT_TRACE,
 		OPT_SVG,
-		OPT_JSON
+		OPT_JSON,
+		OPT_EVENTS,
+		OPT_RESTART
 	};
 	static const struct option opts[] = {
 		{ "simulate", no_argument, NULL, OPT_SIM },
@@ -537,6 +599,8 @@ int sim_main(int argc, char **argv)
 		{ "trace-out", required_argument, NULL, OPT_TRACE },
 		{ "svg", required_argument, NULL, OPT_SVG },
 		{ "json", no_argument, NULL, OPT_JSON },
+		{ "events", required_argument, NULL, OPT_EVENTS },
+		{ "restart", no_argument, NULL, OPT_RESTART },
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 },
 	};
@@ -545,7 +609,9 @@ int sim_main(int argc, char **argv)
 	const char *trace_out = NULL, *svg_out = NULL;
 	struct sim_opts so = { 0 };
 	struct policy_tuning tuning = policy_tuning_defaults;
-	bool json = false;
+	bool json = false, restart = false;
+	const char *events = NULL;
+	struct scale_events ev = { 0 };
 	int opt;
 
 	optind = 1;
@@ -579,6 +645,8 @@ int sim_main(int argc, char **argv)
 		case OPT_TRACE: trace_out = optarg; break;
 		case OPT_SVG: svg_out = optarg; break;
 		case OPT_JSON: json = true; break;
+		case OPT_EVENTS: events = optarg; break;
+		case OPT_RESTART: restart = true; break;
 		case 'h': usage(stdout); return 0;
 		default: usage(stderr); return 2;
 		}
@@ -592,6 +660,14 @@ int sim_main(int argc, char **argv)
 		usage(stderr);
 		return 2;
 	}
+	if (restart && !events) {
+		fprintf(stderr, "tandemd: --restart goes with --events (and llm: or moe:)\n");
+		return 2;
+	}
+	if (restart && strncmp(workload_spec, "llm:", 4) && strncmp(workload_spec, "moe:", 4)) {
+		fprintf(stderr, "tandemd: --restart is for llm: and moe: workloads\n");
+		return 2;
+	}
 	if (!strncmp(workload_spec, "llm:", 4) || !strncmp(workload_spec, "moe:", 4)) {
 		static struct machine lm;
 		char lerr[512];
@@ -599,6 +675,9 @@ int sim_main(int argc, char **argv)
 		machine_init(&lm);
 		if (load_machine(machine_spec, argv[0], &lm, lerr, sizeof(lerr)))
 			fprintf(stderr, "%s\n", lerr);
+		else if (events)
+			lrc = es_cli(&lm, workload_spec[0] == 'm', workload_spec + 4, events,
+			             restart, json);
 		else
 			lrc = workload_spec[0] == 'l'
 			              ? llm_sim_cli(&lm, workload_spec + 4, policies, json)
@@ -624,6 +703,20 @@ int sim_main(int argc, char **argv)
 	    load_workload(workload_spec, m.ndevices, &w, err, sizeof(err))) {
 		fprintf(stderr, "%s\n", err);
 		goto out;
+	}
+	if (events) {
+		char *text;
+		size_t len;
+		if (sim_events_text(events, &text, &len, err, sizeof(err)) ||
+		    scale_events_parse(text, len, events[0] == '@' ? events + 1 : "--events", &ev,
+		                       err, sizeof(err))) {
+			fprintf(stderr, "%s\n", err);
+			free(text);
+			rc = 2;
+			goto out;
+		}
+		free(text);
+		so.events = &ev;
 	}
 	struct sim_result *rs = calloc(npol, sizeof(*rs));
 	if (!rs) {
@@ -655,11 +748,14 @@ int sim_main(int argc, char **argv)
 	}
 	if (done == npol)
 		rc = json ? (print_json(&m, &w, rs, npol) ? 1 : 0)
-		          : (print_table(&m, &w, rs, npol), 0);
-	for (size_t i = 0; i < npol; i++)
+		          : (print_table(&m, &w, rs, npol), print_events(rs, npol), 0);
+	for (size_t i = 0; i < npol; i++) {
 		sim_result_free(&rs[i]);
+		sim_result_free_events(&rs[i]);
+	}
 	free(rs);
 out:
+	scale_events_free(&ev);
 	wl_free(&w);
 	machine_free(&m);
 	return rc;

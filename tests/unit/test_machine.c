@@ -317,7 +317,7 @@ static void test_errors_devices(void **state)
 	expect_error(CPU0 "colour = 1\n",
 	             "t.toml:7:1: unknown key colour in [device.cpu0] (expected kind, model, "
 	             "node, count, mem_gib, gflops, mem_gbps, launch_ns, socket_gbps, "
-	             "fp16_gflops, shares_cores_with)");
+	             "fp16_gflops, present, shares_cores_with)");
 	expect_error("[device.Cpu0]\n", "t.toml:1:9: device.Cpu0: a device name is 1 to 31 "
 	                                "characters a-z, 0-9, _ (such as gpu0)");
 	expect_error("[device.cpu0]\nkind = 1\n",
