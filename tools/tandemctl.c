@@ -49,6 +49,26 @@ static void usage(FILE *out)
 	             "            tandem trace (JSON Lines, for replay) to FILE and the real\n"
 	             "            schedule as Chrome/Perfetto trace JSON to --chrome FILE\n"
 	             "\n"
+	             "Devices and clients while they run (administrators; docs/elastic.md):\n"
+	             "  device add NAME     put an available device (see devices) to work;\n"
+	             "                      a model never calibrated is measured first\n"
+	             "  device drain NAME   no new task goes there, its queued tasks move to\n"
+	             "                      the others; running ones finish there\n"
+	             "  device resume NAME  a draining device takes tasks again\n"
+	             "  device remove NAME  drain, then remove once idle (or after a timeout:\n"
+	             "                      its running tasks run again elsewhere)\n"
+	             "  device budget NAME BYTES\n"
+	             "                      an accelerator's memory budget (such as 512MiB);\n"
+	             "                      shrinking evicts\n"
+	             "  devices rescan      probe the backends again: new devices that\n"
+	             "                      [devices] selects are added, others listed\n"
+	             "  client weight SESSION N\n"
+	             "                      a connected client's share of every device\n"
+	             "                      (1 to 1000; SESSION as tandemctl clients shows)\n"
+	             "  uid quota UID BYTES|default\n"
+	             "                      the buffer quota of all of a user's clients\n"
+	             "                      together (default: limits.uid_buffer_quota_bytes)\n"
+	             "\n"
 	             "Options:\n"
 	             "  -s, --socket PATH   daemon socket (default: $TANDEM_SOCKET, then\n"
 	             "                      $XDG_RUNTIME_DIR/tandem/tandemd.sock, or\n"
@@ -246,8 +266,9 @@ static void print_devices(json_t *doc)
 {
 	size_t i;
 	json_t *d;
-	printf("%-5s %-8s %-6s %-7s %4s %4s %8s %9s %10s %11s %s\n", "INDEX", "NAME", "KIND",
-	       "BACKEND", "CPU", "NODE", "HEALTHY", "TASKS", "BUSY_MS", "MEM_MIB", "MODEL");
+	printf("%-5s %-8s %-6s %-7s %-9s %4s %4s %8s %9s %10s %11s %s\n", "INDEX", "NAME", "KIND",
+	       "BACKEND", "STATE", "CPU", "NODE", "HEALTHY", "TASKS", "BUSY_MS", "MEM_MIB",
+	       "MODEL");
 	json_array_foreach(json_object_get(doc, "devices"), i, d)
 	{
 		char mem[32] = "-";
@@ -255,13 +276,19 @@ static void print_devices(json_t *doc)
 			snprintf(mem, sizeof(mem), "%.1f/%.0f",
 			         (double)num(d, "mem_used") / 1048576.0,
 			         (double)num(d, "mem_cap") / 1048576.0);
-		printf("%-5lld %-8s %-6s %-7s %4lld %4lld %8s %9lld %10.1f %11s %s\n",
+		printf("%-5lld %-8s %-6s %-7s %-9s %4lld %4lld %8s %9lld %10.1f %11s %s\n",
 		       (long long)num(d, "index"), str(d, "name"), str(d, "kind"),
-		       str(d, "backend"), (long long)num(d, "cpu"), (long long)num(d, "node"),
+		       str(d, "backend"), json_object_get(d, "state") ? str(d, "state") : "active",
+		       (long long)num(d, "cpu"), (long long)num(d, "node"),
 		       json_is_true(json_object_get(d, "healthy")) ? "yes" : "NO",
 		       (long long)num(d, "tasks_run"), (double)num(d, "busy_ns") / 1e6, mem,
 		       str(d, "model"));
 	}
+	/* Found but not in use: `tandemctl device add NAME` puts one to work. */
+	json_array_foreach(json_object_get(doc, "available"), i, d)
+	        printf("%-5s %-8s %-6s %-7s %-9s %4lld %4s %8s %9s %10s %11s %s\n", "-",
+	               str(d, "name"), str(d, "kind"), str(d, "backend"), "available",
+	               (long long)num(d, "cpu"), "-", "-", "-", "-", "-", str(d, "model"));
 }
 
 static void print_clients(json_t *doc)
@@ -685,6 +712,182 @@ static int cmd_export(const char *path, const char *out)
 	return rc;
 }
 
+/* ---- device and client changes ------------------------------------------ */
+
+/* Sends one fixed-size control request; the reply's text, or NULL with the
+ * daemon's explanation printed. */
+static char *control_request(const char *path, uint32_t type, const void *req, uint32_t len)
+{
+	int fd = control_connect(path);
+	if (fd < 0)
+		return NULL;
+	char *text = NULL;
+	struct tdm_msg_hdr h = { .type = type, .length = len };
+	if (io_all(fd, &h, sizeof(h), true) || io_all(fd, (void *)req, len, true))
+		fprintf(stderr, "tandemctl: %s: cannot send the request\n", path);
+	else
+		text = read_reply(fd, path);
+	close(fd);
+	return text;
+}
+
+/* A byte count: digits with an optional unit B, KiB, MiB, GiB or TiB (as
+ * the configuration writes sizes). -1 when it is not one. */
+static int parse_bytes(const char *s, uint64_t *out)
+{
+	static const struct {
+		const char *unit;
+		unsigned shift;
+	} units[] = { { "", 0 },     { "B", 0 },    { "KiB", 10 },
+		      { "MiB", 20 }, { "GiB", 30 }, { "TiB", 40 } };
+	char *end;
+	if (*s < '0' || *s > '9')
+		return -1;
+	errno = 0;
+	unsigned long long v = strtoull(s, &end, 10);
+	if (errno)
+		return -1;
+	for (size_t i = 0; i < sizeof(units) / sizeof(units[0]); i++) {
+		if (strcmp(end, units[i].unit))
+			continue;
+		if (v > (UINT64_MAX >> units[i].shift))
+			return -1;
+		*out = (uint64_t)v << units[i].shift;
+		return 0;
+	}
+	return -1;
+}
+
+static int parse_u32(const char *s, uint32_t *out)
+{
+	char *end;
+	if (*s < '0' || *s > '9')
+		return -1;
+	errno = 0;
+	unsigned long v = strtoul(s, &end, 10);
+	if (errno || *end || v > UINT32_MAX)
+		return -1;
+	*out = (uint32_t)v;
+	return 0;
+}
+
+/* One line on what the daemon did. */
+static void print_device_change(json_t *doc)
+{
+	const char *op = str(doc, "op");
+	json_t *added = json_object_get(doc, "added");
+	if (added) { /* rescan */
+		size_t i;
+		json_t *d;
+		printf("rescan: %zu new device%s added", json_array_size(added),
+		       json_array_size(added) == 1 ? "" : "s");
+		json_array_foreach(added, i, d)
+		        printf("%s %s", i ? "," : ":", json_string_value(d));
+		json_t *av = json_object_get(doc, "available");
+		printf("; %zu available (not selected by [devices])", json_array_size(av));
+		json_array_foreach(av, i, d) printf("%s %s", i ? "," : ":", json_string_value(d));
+		printf("\n");
+		return;
+	}
+	json_t *d = json_object_get(doc, "device");
+	printf("%s: %s (id %lld) is %s", op, str(d, "name"), (long long)num(d, "id"),
+	       str(d, "state"));
+	if (json_object_get(doc, "queue"))
+		printf("; its queue: %s", str(doc, "queue"));
+	if (json_object_get(doc, "priced"))
+		printf("; costs: %s", str(doc, "priced"));
+	if (json_is_true(json_object_get(doc, "timed_out")))
+		printf("; still busy after %lld ms: its running tasks run again elsewhere",
+		       (long long)num(doc, "waited_ms"));
+	else if (json_object_get(doc, "waited_ms"))
+		printf("; idle after %lld ms", (long long)num(doc, "waited_ms"));
+	if (json_object_get(doc, "budget"))
+		printf("; budget %lld bytes", (long long)num(doc, "budget"));
+	printf("\n");
+}
+
+static int cmd_device(const char *path, const char *verb, char **args, int nargs, bool as_json)
+{
+	static const struct {
+		const char *verb;
+		uint32_t op;
+		int nargs;
+	} verbs[] = { { "add", TDM_DEV_ADD, 1 },       { "drain", TDM_DEV_DRAIN, 1 },
+		      { "remove", TDM_DEV_REMOVE, 1 }, { "resume", TDM_DEV_RESUME, 1 },
+		      { "budget", TDM_DEV_BUDGET, 2 }, { "rescan", TDM_DEV_RESCAN, 0 } };
+	struct tdm_ctl_device req;
+	memset(&req, 0, sizeof(req));
+	for (size_t i = 0; i < sizeof(verbs) / sizeof(verbs[0]) && !req.op; i++)
+		if (!strcmp(verb, verbs[i].verb) && nargs == verbs[i].nargs)
+			req.op = verbs[i].op;
+	if (!req.op) {
+		fprintf(stderr, "tandemctl: expected device add|drain|remove|resume NAME, device "
+		                "budget NAME BYTES or devices rescan\n");
+		return 2;
+	}
+	if (nargs >= 1) {
+		if (strlen(args[0]) >= sizeof(req.name)) {
+			fprintf(stderr, "tandemctl: device name too long\n");
+			return 2;
+		}
+		snprintf(req.name, sizeof(req.name), "%s", args[0]);
+	}
+	if (req.op == TDM_DEV_BUDGET && parse_bytes(args[1], &req.value) != 0) {
+		fprintf(stderr,
+		        "tandemctl: budget: expected bytes, such as 1073741824 or 512MiB\n");
+		return 2;
+	}
+	char *text = control_request(path, TDM_MSG_CTL_DEVICE, &req, sizeof(req));
+	if (!text)
+		return 1;
+	json_t *doc = as_json ? NULL : json_loads(text, 0, NULL);
+	if (as_json)
+		printf("%s\n", text);
+	else if (doc)
+		print_device_change(doc);
+	json_decref(doc);
+	free(text);
+	return 0;
+}
+
+static int cmd_client(const char *path, const char *noun, char **args, int nargs, bool as_json)
+{
+	struct tdm_ctl_client req = { 0 };
+	bool weight = !strcmp(noun, "client");
+	uint32_t w = 0;
+	bool ok = nargs == 3 && !strcmp(args[0], weight ? "weight" : "quota") &&
+	          parse_u32(args[1], &req.id) == 0;
+	if (ok && weight)
+		ok = parse_u32(args[2], &w) == 0;
+	else if (ok)
+		ok = !strcmp(args[2], "default") || parse_bytes(args[2], &req.value) == 0;
+	if (!ok) {
+		fprintf(stderr, "tandemctl: expected client weight SESSION N or uid quota UID "
+		                "BYTES|default\n");
+		return 2;
+	}
+	req.op = weight ? TDM_CLIENT_WEIGHT : TDM_CLIENT_UID_QUOTA;
+	if (weight)
+		req.value = w;
+	char *text = control_request(path, TDM_MSG_CTL_CLIENT, &req, sizeof(req));
+	if (!text)
+		return 1;
+	json_t *doc = as_json ? NULL : json_loads(text, 0, NULL);
+	if (as_json)
+		printf("%s\n", text);
+	else if (weight)
+		printf("session %lld: weight %lld (was %lld)\n", (long long)num(doc, "session"),
+		       (long long)num(doc, "value"), (long long)num(doc, "previous"));
+	else
+		printf("uid %lld: buffer quota %lld bytes (was %lld)%s\n",
+		       (long long)num(doc, "uid"), (long long)num(doc, "value"),
+		       (long long)num(doc, "previous"),
+		       json_is_true(json_object_get(doc, "configured")) ? ", as configured" : "");
+	json_decref(doc);
+	free(text);
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	enum { OPT_CHROME = 256, OPT_SECONDS, OPT_EXPORT, OPT_ONCE };
@@ -745,11 +948,41 @@ int main(int argc, char **argv)
 		default: usage(stderr); return 2;
 		}
 	}
-	if (optind != argc - 1) {
+	if (optind >= argc) {
 		usage(stderr);
 		return 2;
 	}
 	const char *cmd = argv[optind];
+	/* Commands with arguments: device VERB NAME.., devices rescan, client
+	 * weight.., uid quota.. */
+	bool changes = !strcmp(cmd, "device") || !strcmp(cmd, "client") || !strcmp(cmd, "uid") ||
+	               (!strcmp(cmd, "devices") && optind + 1 < argc);
+	if (changes && (output || export || chrome || has_seconds || once || has_interval)) {
+		fprintf(stderr,
+		        "tandemctl: %s takes no -o, --chrome, --seconds, --export, -d or "
+		        "--once\n",
+		        cmd);
+		return 2;
+	}
+	if (changes) {
+		if (socket_path)
+			snprintf(path, sizeof(path), "%s", socket_path);
+		else if (tdm_default_socket_path(path, sizeof(path)) != 0)
+			return 1;
+		int rest = argc - optind - 1;
+		if (!strcmp(cmd, "devices"))
+			return rest == 1 ? cmd_device(path, argv[optind + 1], NULL, 0, as_json)
+			                 : (usage(stderr), 2);
+		if (!strcmp(cmd, "device"))
+			return rest >= 1 ? cmd_device(path, argv[optind + 1], argv + optind + 2,
+			                              rest - 1, as_json)
+			                 : (usage(stderr), 2);
+		return cmd_client(path, cmd, argv + optind + 1, rest, as_json);
+	}
+	if (optind != argc - 1) {
+		usage(stderr);
+		return 2;
+	}
 	bool trace = !strcmp(cmd, "trace"), calibrate = !strcmp(cmd, "calibrate");
 	bool top = !strcmp(cmd, "top");
 	if ((export && !calibrate) || (output && !trace && !export) ||

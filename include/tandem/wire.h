@@ -72,6 +72,15 @@ enum tdm_msg_type {
 	 * tdm_kv_admit_reply */
 	TDM_MSG_KV_ADMIT,
 	TDM_MSG_KV_ADMIT_REPLY,
+	/* control, administrators only: struct tdm_ctl_device; reply CTL_REPLY
+	 * (docs/elastic.md): on success {"op", "device": {id, name, state,
+	 * ...}, ...}; on failure {"error": text, "reason": word} with reason
+	 * one of TDM_CTL_REASON_*. ADD of a device whose model has no
+	 * calibration, and REMOVE, answer once done (the connection waits). */
+	TDM_MSG_CTL_DEVICE,
+	/* control, administrators only: struct tdm_ctl_client; reply CTL_REPLY,
+	 * {"op", "session" or "uid", "value", "previous"} or an error as above. */
+	TDM_MSG_CTL_CLIENT,
 };
 
 #define TDM_MSG_MAX_PAYLOAD 4096u
@@ -101,7 +110,7 @@ struct tdm_hello_reply {
 	uint32_t cq_entries;
 	uint32_t sq_offset;
 	uint32_t cq_offset;
-	uint32_t ndevices;
+	uint32_t ndevices; /* device ids given at connect (GONE included); more may come */
 	uint64_t buffer_quota_bytes;
 	uint32_t max_tasks_per_graph;
 	uint32_t reserved;
@@ -168,6 +177,57 @@ struct tdm_kv_admit_reply {
 	uint64_t device_free_bytes; /* KV each tier can still take at its predicted peak */
 	uint64_t host_free_bytes;
 };
+
+/* ---- control: devices and clients at run time (docs/elastic.md) ---- */
+
+#define TDM_DEVICE_NAME_MAX 64
+
+enum tdm_ctl_device_op {
+	TDM_DEV_ADD = 1, /* an available device (found, not in use) joins */
+	TDM_DEV_DRAIN, /* no new task goes there; its queued tasks move */
+	TDM_DEV_REMOVE, /* drain, then gone once idle or after a timeout */
+	TDM_DEV_RESUME, /* a draining device takes tasks again */
+	TDM_DEV_RESCAN, /* probe the backends again; name must be "" */
+	TDM_DEV_BUDGET, /* an accelerator's memory budget: value bytes */
+	TDM_DEV_OP_COUNT
+};
+
+struct tdm_ctl_device {
+	uint32_t op; /* enum tdm_ctl_device_op */
+	uint32_t reserved; /* 0 */
+	char name[TDM_DEVICE_NAME_MAX]; /* NUL-terminated within the array */
+	uint64_t value; /* BUDGET: bytes; otherwise 0 */
+};
+
+enum tdm_ctl_client_op {
+	TDM_CLIENT_WEIGHT = 1, /* session id's share of every device: value 1..1000 */
+	/* uid id's buffer quota (all its clients together): value bytes,
+	 * 4096..2^48, or 0 for the configured limits.uid_buffer_quota_bytes */
+	TDM_CLIENT_UID_QUOTA,
+	TDM_CLIENT_OP_COUNT
+};
+
+struct tdm_ctl_client {
+	uint32_t op; /* enum tdm_ctl_client_op */
+	uint32_t id; /* WEIGHT: session id (tandemctl clients); UID_QUOTA: uid */
+	uint64_t value;
+};
+
+/* The "reason" of a refused CTL_DEVICE or CTL_CLIENT request: a word a
+ * program can test, next to the sentence in "error". */
+#define TDM_CTL_REASON_NOT_ADMIN "not_admin"
+#define TDM_CTL_REASON_BAD_REQUEST "bad_request" /* op, name, value or reserved field */
+#define TDM_CTL_REASON_UNKNOWN_DEVICE "unknown_device" /* no device has that name */
+#define TDM_CTL_REASON_IN_USE "in_use" /* add: the device is already in use */
+#define TDM_CTL_REASON_GONE "gone" /* drain/remove/resume/budget: it left */
+#define TDM_CTL_REASON_STATE "state" /* not in a state that allows it (resume of an active one) */
+#define TDM_CTL_REASON_LAST_DEVICE "last_device" /* the only device taking tasks */
+#define TDM_CTL_REASON_NOT_ACCELERATOR "not_accelerator" /* budget of a host device */
+#define TDM_CTL_REASON_CAPACITY "capacity" /* no room for another device id or memory node */
+#define TDM_CTL_REASON_BUSY "busy" /* another device change or a calibration runs */
+#define TDM_CTL_REASON_UNKNOWN_CLIENT "unknown_client" /* no such session */
+#define TDM_CTL_REASON_DRAINING "draining" /* the daemon stops */
+#define TDM_CTL_REASON_FAILED "failed" /* the backend or the engine refused; see error */
 
 struct tdm_buf_free_req {
 	uint32_t handle;
@@ -355,7 +415,8 @@ enum tdm_cqe_op {
 
 struct tdm_cqe {
 	uint16_t op;
-	uint16_t device; /* TASK_INFO: device index that ran the task */
+	uint16_t device; /* TASK_INFO: the id of the device that ran the task (stable: never reused)
+	                  */
 	int32_t status; /* 0 or -TDM_E* */
 	uint64_t cookie;
 	uint32_t task_index; /* TASK_INFO: the task; GRAPH_DONE: first offending task on error */
@@ -412,5 +473,7 @@ _Static_assert(sizeof(struct tdm_sqe) == 320, "sqe size: five cache lines");
 _Static_assert(sizeof(struct tdm_sqe_task) == 312, "task entry fits");
 _Static_assert(sizeof(struct tdm_sqe_edges) == 312, "edges entry fits");
 _Static_assert(sizeof(struct tdm_cqe) == 64, "cqe size");
+_Static_assert(sizeof(struct tdm_ctl_device) == 80, "ctl device layout");
+_Static_assert(sizeof(struct tdm_ctl_client) == 16, "ctl client layout");
 
 #endif
