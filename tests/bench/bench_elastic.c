@@ -194,8 +194,7 @@ static int bench_stress(int events)
 		                     .count = events,
 		                     .pause_min_ms = 2,
 		                     .pause_max_ms = 30,
-		                     .seed = 0xe1a5,
-		                     .watch = &e };
+		                     .seed = 0xe1a5 };
 	uint64_t t0 = bench_now_ns();
 	int fired = tdmt_elastic_fire_events(&ev);
 	double secs = (double)(bench_now_ns() - t0) / 1e9;
@@ -294,10 +293,18 @@ static int rescale_rounds(struct tdmt_elastic *e, const char *sock, const char *
 		tdmt_sleep_ms(STEADY_MS);
 		uint64_t t = bench_now_ns();
 		double before = rate(e, t - STEADY_MS * 1000000ull, t);
+		/* Watched before the add (the next id is the number of ids
+		 * given), so that no task there is counted before the watch. */
+		json_t *doc = tdmt_status_doc(sock);
+		if (!doc)
+			return fail("no status");
+		unsigned next = (unsigned)json_array_size(json_object_get(doc, "devices"));
+		json_decref(doc);
+		tdmt_elastic_watch(e, next, t);
 		if (ctl(sock, TDM_DEV_ADD, name, &reply))
 			return -1;
 		json_t *id = json_object_get(json_object_get(reply, "device"), "id");
-		if (json_is_integer(id))
+		if (json_is_integer(id) && json_integer_value(id) != next)
 			tdmt_elastic_watch(e, (unsigned)json_integer_value(id), t);
 		tdmt_sleep_ms(WINDOW_MS);
 		dip_note(&add, before, rate(e, t, t + WINDOW_MS * 1000000ull));

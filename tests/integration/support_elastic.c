@@ -407,17 +407,11 @@ int tdmt_elastic_fire_events(struct tdmt_el_events *ev)
 		}
 		if (pick >= 0) {
 			json_t *reply = NULL;
-			uint64_t t0 = tdmt_now_ns();
 			int rc = tdmt_device_ctl(ev->sock, op, ev->names[pick], 0, &reply);
 			ev->sent++;
 			if (rc == 0) {
 				ev->applied++;
 				ev->by_op[op]++;
-				json_t *d = json_object_get(reply, "device");
-				json_t *id = json_object_get(d, "id");
-				if (op == TDM_DEV_ADD && ev->watch && json_is_integer(id))
-					tdmt_elastic_watch(ev->watch,
-					                   (unsigned)json_integer_value(id), t0);
 			} else if (rc == -1000) {
 				ev->no_reply++;
 			} else {

@@ -119,7 +119,6 @@ struct tdmt_el_events {
 	int count; /* events to fire */
 	unsigned pause_min_ms, pause_max_ms; /* between two */
 	uint64_t seed;
-	struct tdmt_elastic *watch; /* NULL, or where an added device is watched */
 	/* counted */
 	unsigned sent, applied, refused, no_reply;
 	unsigned by_op[TDM_DEV_OP_COUNT]; /* applied, per op */

@@ -102,8 +102,7 @@ static void test_random_changes_under_load(void **state)
 		                     .count = EVENTS,
 		                     .pause_min_ms = 2,
 		                     .pause_max_ms = 30,
-		                     .seed = 0x18d,
-		                     .watch = &e };
+		                     .seed = 0x18d };
 	int fired = tdmt_elastic_fire_events(&ev);
 	int stopped = tdmt_elastic_stop(&e, 20000);
 
