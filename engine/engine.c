@@ -48,7 +48,14 @@ struct worker {
 	 * read by one sleeper could leave another asleep. */
 	int kick_fd;
 	_Atomic bool asleep;
+	/* 1 from the moment it looks for a task until that task is staged or
+	 * done, so that engine_device_busy never misses a task between its
+	 * pick and its staging. */
+	_Atomic uint32_t picking;
 	bool host; /* runs tasks on a CPU core (not an accelerator's worker) */
+	/* Its device is GONE and it let go of everything (residency, policy):
+	 * set once, under dev_lock (engine_device_remove, retire_device). */
+	bool retired;
 };
 
 struct inflight {
@@ -71,22 +78,34 @@ struct engine {
 	void *policy_priv;
 	struct engine_hooks hooks;
 	void *topology;
+	/* [cap] each. Slots below ndevices are published: a device added at
+	 * run time is made whole, then ndevices moves (release), so a reader
+	 * that loads ndevices (acquire) sees every slot below it complete. */
 	struct engine_device *devices;
 	struct worker *workers;
-	size_t ndevices;
+	size_t cap;
+	_Atomic size_t ndevices;
+	bool threads; /* start_workers: each device has a worker thread */
+	uint32_t fault_limit;
+	/* Serialises device changes (add, drain, remove, resume, a fault past
+	 * the limit, a worker's retirement) and what they tell the policy. */
+	pthread_mutex_t dev_lock;
+	_Atomic uint32_t running; /* worker threads in their loop */
 	struct residency *res; /* NULL: no residency bookkeeping */
 	struct profiler *prof; /* NULL: no cost models */
 	struct policy_tuning tuning;
-	bool has_accel;
+	_Atomic bool has_accel; /* some device is an accelerator (may become true: device_add) */
 	uint32_t depth;
-	/* supported[k * ndevices + w]: device w implements kernel k. */
+	/* supported[k * cap + w]: device w implements kernel k. */
 	uint8_t *supported;
-	/* floor_dev[k * ndevices + i], i < floor_n[k]: one device of each kind
+	/* floor_dev[k * cap + i], i < floor_n[k]: one device of each kind
 	 * of hardware (kind and model, as calibration keys them) implementing
 	 * kernel k; admission prices tasks on the fastest of them. */
 	uint16_t *floor_dev;
-	uint16_t floor_n[KERNEL_COUNT];
-	bool available[KERNEL_COUNT]; /* some device implements kernel k */
+	_Atomic uint16_t floor_n[KERNEL_COUNT];
+	/* Per kernel, the devices that implement it: not GONE (live), and of
+	 * those ACTIVE and healthy (healthy). recount_capable keeps them. */
+	_Atomic uint32_t live_capable[KERNEL_COUNT];
 	_Atomic uint32_t healthy_capable[KERNEL_COUNT];
 	/* Every device runs every task: no per-task check needed. */
 	_Atomic bool uniform;
@@ -116,8 +135,11 @@ struct engine {
 	/* Idle workers of CPU cores, and how many CPU-core workers there are:
 	 * they are the ones that listen to the front end (see listens). */
 	_Atomic uint32_t idle_host;
-	uint32_t nhost;
+	_Atomic uint32_t nhost;
 	_Atomic uint32_t prefetching; /* workers prefetching tasks they peeked at */
+	/* A device change lets the policy move queued tasks between devices:
+	 * no prefetch starts meanwhile (see quiesce_prefetch). */
+	_Atomic bool moving;
 	/* Some task submitted had arguments (buffers): until then there is
 	 * nothing to prefetch, and prefetch_ahead does not peek (a simulated
 	 * workload of abstract tasks never has any). Never cleared. */
@@ -129,6 +151,16 @@ struct engine {
 	_Atomic uint64_t graphs_submitted, graphs_done;
 	_Atomic uint64_t tasks_done, tasks_failed, tasks_canceled, tasks_in_flight;
 };
+
+static uint8_t device_state(const struct engine *e, unsigned w)
+{
+	struct engine *m = (struct engine *)e; /* read only */
+	return atomic_load_explicit(&m->devices[w].state, memory_order_acquire);
+}
+
+static void requeue(struct engine *e, struct engine_task *t);
+static void leave_device(struct engine *e, unsigned w, uint8_t state);
+static void retire_device(struct engine *e, unsigned w);
 
 static void ring_fd(int fd)
 {
@@ -142,8 +174,8 @@ static void ring_wake_fd(struct engine *e)
 	ring_fd(e->wake_fd);
 }
 
-/* Wakes up to n sleeping workers among those in `capable` (bit w; workers
- * past 64 always count) other than `skip`, starting the search where the
+/* Wakes up to n sleeping ACTIVE workers among those in `capable` (bit w)
+ * other than `skip`, starting the search where the
  * last one ended so that wake-ups spread over the workers. */
 static void wake_sleepers(struct engine *e, size_t n, uint64_t capable, int skip)
 {
@@ -151,7 +183,9 @@ static void wake_sleepers(struct engine *e, size_t n, uint64_t capable, int skip
 	for (size_t i = 0; i < nd && n; i++) {
 		size_t w = (start + i) % nd;
 		struct worker *wk = &e->workers[w];
-		if ((int)w == skip || (w < 64 && !(capable >> w & 1)))
+		if ((int)w == skip || !(capable >> w & 1) ||
+		    atomic_load_explicit(&e->devices[w].state, memory_order_relaxed) !=
+		            ENGINE_DEV_ACTIVE)
 			continue;
 		if (atomic_exchange(&wk->asleep, false)) {
 			ring_fd(wk->kick_fd);
@@ -256,15 +290,14 @@ static void fifo_push(struct engine *e, struct engine_task **tasks, size_t n)
 	policy_fifo.tasks_ready(e->fifo_priv, tasks, n, -1);
 }
 
-/* Which workers may run at least one of these tasks (bit w; all bits set
- * beyond 64 workers). Taken before the policy gets them: once pushed they
+/* Which workers may run at least one of these tasks (bit w: at most
+ * ENGINE_MAX_DEVICES). Taken before the policy gets them: once pushed they
  * may run and their graph be freed. */
 static uint64_t capable_workers(const struct engine *e, struct engine_task **tasks, size_t n)
 {
 	uint64_t mask = 0;
-	if (e->ndevices > 64)
-		return UINT64_MAX;
-	for (size_t w = 0; w < e->ndevices; w++)
+	size_t nd = atomic_load_explicit(&e->ndevices, memory_order_acquire);
+	for (size_t w = 0; w < nd; w++)
 		for (size_t i = 0; i < n; i++)
 			if (engine_runnable(e, tasks[i], (unsigned)w)) {
 				mask |= UINT64_C(1) << w;
@@ -382,9 +415,60 @@ static void engine_fall_back(struct engine *e, const char *why)
 	engine_notify(e, 1);
 }
 
+static struct engine_task *pick_task(struct engine *e, unsigned w);
+
+/* Worker w takes no task (its device drains): the policy is still asked,
+ * so that one with per-device queues moves what reached w's queue after
+ * device_draining (a placement that saw w still ACTIVE); whatever it
+ * hands out is placed again. */
+static void sweep(struct engine *e, unsigned w)
+{
+	if (atomic_load_explicit(&e->fallback, memory_order_acquire))
+		return;
+	struct engine_task *t = e->policy->pick_next(e->policy_priv, w);
+	if (!t)
+		return;
+	uint8_t q = QSTATE_QUEUED;
+	if (!atomic_compare_exchange_strong(&t->qstate, &q, QSTATE_IDLE)) {
+		char why[160];
+		snprintf(why, sizeof(why), "handed out task %u of kernel %s it did not hold",
+		         t->index, t->kernel->name);
+		engine_fall_back(e, why);
+		return;
+	}
+	atomic_fetch_sub_explicit(&e->queued, 1, memory_order_relaxed);
+	requeue(e, t);
+}
+
 /* The next task for worker w, from the policy or (after a fallback) the
  * FIFO; what the policy hands out is checked first. */
 static struct engine_task *engine_pick(struct engine *e, unsigned w)
+{
+	struct engine_task *t;
+
+	/* A device that drains or left takes nothing new (its worker still
+	 * finishes what it staged). picking is raised before the state is
+	 * read, and the state set before busy is read (engine_device_busy):
+	 * one of the two sees the other. */
+	atomic_store(&e->workers[w].picking, 1);
+	if (device_state(e, w) != ENGINE_DEV_ACTIVE) {
+		sweep(e, w);
+		atomic_store(&e->workers[w].picking, 0);
+		return NULL;
+	}
+	t = pick_task(e, w);
+	if (!t)
+		atomic_store(&e->workers[w].picking, 0);
+	return t;
+}
+
+/* The task was staged (or is over): the worker's pick is done. */
+static void picked(struct worker *w)
+{
+	atomic_store_explicit(&w->picking, 0, memory_order_release);
+}
+
+static struct engine_task *pick_task(struct engine *e, unsigned w)
 {
 	struct engine_task *t;
 	char why[160];
@@ -400,6 +484,13 @@ static struct engine_task *engine_pick(struct engine *e, unsigned w)
 			         t->kernel->name);
 			engine_fall_back(e, why);
 			goto fifo;
+		}
+		if (!engine_runnable(e, t, w) && device_state(e, w) != ENGINE_DEV_ACTIVE) {
+			/* The device began to drain while the policy handed it
+			 * out: not the policy's fault; placed again. */
+			atomic_fetch_sub_explicit(&e->queued, 1, memory_order_relaxed);
+			requeue(e, t);
+			return NULL;
 		}
 		if (!engine_runnable(e, t, w)) {
 			snprintf(why, sizeof(why),
@@ -419,6 +510,11 @@ fifo:
 		t = policy_fifo.pick_next(e->fifo_priv, w);
 		if (!t)
 			return NULL;
+		if (device_state(e, w) != ENGINE_DEV_ACTIVE) {
+			/* Drained meanwhile: back to the FIFO for another. */
+			fifo_push(e, &t, 1);
+			return NULL;
+		}
 		uint8_t q = QSTATE_FIFO;
 		/* Always succeeds: only the FIFO holds tasks in this state. */
 		if (atomic_compare_exchange_strong(&t->qstate, &q, QSTATE_IDLE)) {
@@ -433,7 +529,7 @@ fifo:
 static void watchdog_check(struct engine *e)
 {
 	if (atomic_load(&e->fallback) || atomic_load(&e->queued) == 0 ||
-	    atomic_load(&e->idle_workers) < e->ndevices)
+	    atomic_load(&e->idle_workers) < atomic_load(&e->running))
 		return;
 	uint64_t now = clock_monotonic_ns(), done = atomic_load(&e->tasks_done);
 	bool stalled = false;
@@ -568,42 +664,74 @@ void engine_graph_free_arrays(struct engine_graph *g)
 	g->succ_off = g->succ = NULL;
 }
 
+/* Only ACTIVE devices take tasks. A task whose kernel no live device
+ * implements any more (they are all GONE) is "runnable" on every ACTIVE
+ * one, whose worker then fails it with -TDM_ENODEV (no_device_left): it
+ * ends through the usual completion rather than waiting forever. */
 bool engine_runnable(const struct engine *e, const struct engine_task *t, unsigned w)
 {
 	if (atomic_load_explicit(&e->uniform, memory_order_relaxed))
 		return true;
 	const struct engine_device *d = &e->devices[w];
-	if (!e->supported[t->kernel->id * e->ndevices + w] || (t->excl_nodes & (1u << d->node)))
+	struct engine *m = (struct engine *)e; /* read only */
+	if (device_state(e, w) != ENGINE_DEV_ACTIVE)
+		return false;
+	if (!e->supported[t->kernel->id * e->cap + w])
+		return atomic_load_explicit(&m->live_capable[t->kernel->id],
+		                            memory_order_relaxed) == 0;
+	if (t->excl_nodes & (1u << d->node))
 		return false;
 	if (atomic_load_explicit(&d->healthy, memory_order_relaxed))
 		return true;
-	struct engine *m = (struct engine *)e; /* read only */
 	return atomic_load(&m->healthy_capable[t->kernel->id]) == 0;
 }
 
 bool engine_kernel_available(const struct engine *e, const struct kernel_def *k)
 {
-	return e->available[k->id];
+	struct engine *m = (struct engine *)e; /* read only */
+	return atomic_load_explicit(&m->live_capable[k->id], memory_order_relaxed) != 0;
 }
 
-/* Counts, per kernel, the healthy devices that implement it. */
-static void recount_healthy(struct engine *e)
+/* Counts, per kernel, the devices that implement it: not GONE, and ACTIVE
+ * and healthy. */
+static void recount_capable(struct engine *e)
 {
+	size_t nd = atomic_load(&e->ndevices);
 	for (size_t k = 0; k < KERNEL_COUNT; k++) {
-		uint32_t n = 0;
-		for (size_t w = 0; w < e->ndevices; w++)
-			n += e->supported[k * e->ndevices + w] &&
-			     atomic_load(&e->devices[w].healthy);
-		atomic_store(&e->healthy_capable[k], n);
+		uint32_t live = 0, healthy = 0;
+		for (size_t w = 0; w < nd; w++) {
+			if (!e->supported[k * e->cap + w])
+				continue;
+			uint8_t st = device_state(e, (unsigned)w);
+			live += st != ENGINE_DEV_GONE;
+			healthy += st == ENGINE_DEV_ACTIVE && atomic_load(&e->devices[w].healthy);
+		}
+		atomic_store(&e->live_capable[k], live);
+		atomic_store(&e->healthy_capable[k], healthy);
 	}
 }
 
 /* Could a device other than w still take t? */
 static bool runnable_elsewhere(struct engine *e, const struct engine_task *t, unsigned w)
 {
-	for (size_t i = 0; i < e->ndevices; i++)
+	size_t nd = atomic_load(&e->ndevices);
+	for (size_t i = 0; i < nd; i++)
 		if (i != w && atomic_load(&e->devices[i].healthy) &&
-		    engine_runnable(e, t, (unsigned)i))
+		    e->supported[t->kernel->id * e->cap + i] && engine_runnable(e, t, (unsigned)i))
+			return true;
+	return false;
+}
+
+/* Could a device other than w take t, now or once it is resumed (an ACTIVE
+ * or DRAINING device that implements it)? For a task of a device that left:
+ * it then waits for one rather than failing. */
+static bool placeable_elsewhere(struct engine *e, const struct engine_task *t, unsigned w)
+{
+	size_t nd = atomic_load(&e->ndevices);
+	for (size_t i = 0; i < nd; i++)
+		if (i != w && device_state(e, (unsigned)i) != ENGINE_DEV_GONE &&
+		    e->supported[t->kernel->id * e->cap + i] &&
+		    !(t->excl_nodes & (1u << e->devices[i].node)))
 			return true;
 	return false;
 }
@@ -888,7 +1016,10 @@ static void fail_task(struct engine *e, struct worker *w, struct engine_task *t,
 {
 	int32_t ok = 0;
 	t->status = err;
-	atomic_compare_exchange_strong(&t->graph->status, &ok, -TDM_EDEVICE);
+	/* -TDM_ENODEV (its devices left, or its data with one) says so to the
+	 * client; any other failure is the device's. */
+	atomic_compare_exchange_strong(&t->graph->status, &ok,
+	                               err == -TDM_ENODEV ? -TDM_ENODEV : -TDM_EDEVICE);
 	atomic_fetch_add(&e->tasks_failed, 1);
 	log_warn("kernel %s failed on %s: %s", t->kernel->name, e->devices[w->index].dev.name,
 	         tdm_strerror(err));
@@ -908,20 +1039,32 @@ static void requeue(struct engine *e, struct engine_task *t)
 static void device_fault(struct engine *e, struct worker *w, struct engine_task *t, int err)
 {
 	struct engine_device *d = &e->devices[w->index];
-	atomic_fetch_add(&d->faults, 1);
+	uint64_t faults = atomic_fetch_add(&d->faults, 1) + 1;
 	if (atomic_exchange(&d->healthy, false)) {
 		atomic_store(&e->uniform, false);
-		recount_healthy(e);
+		recount_capable(e);
 		log_warn("%s: marked unhealthy after a device fault (%s)", d->dev.name,
 		         tdm_strerror(err));
 	}
-	if (++t->attempts < MAX_ATTEMPTS && runnable_elsewhere(e, t, w->index)) {
+	/* A device that was removed (or failed past the limit) before this
+	 * fault: its tasks move without it counting against them, and wait for
+	 * a device that may come back rather than fail. */
+	bool gone = device_state(e, w->index) == ENGINE_DEV_GONE;
+	if (!gone && faults > e->fault_limit) {
+		log_warn("%s: %llu device faults, over the limit of %u: removed", d->dev.name,
+		         (unsigned long long)faults, e->fault_limit);
+		pthread_mutex_lock(&e->dev_lock);
+		leave_device(e, w->index, ENGINE_DEV_GONE);
+		pthread_mutex_unlock(&e->dev_lock);
+	}
+	if (gone ? placeable_elsewhere(e, t, w->index)
+	         : ++t->attempts < MAX_ATTEMPTS && runnable_elsewhere(e, t, w->index)) {
 		log_info("%s: task %u of kernel %s moves to another device", d->dev.name, t->index,
 		         t->kernel->name);
 		requeue(e, t);
 		return;
 	}
-	fail_task(e, w, t, err);
+	fail_task(e, w, t, gone ? -TDM_ENODEV : err);
 }
 
 static void task_failed(struct engine *e, struct worker *w, struct engine_task *t, int err)
@@ -957,6 +1100,18 @@ static int acquire_args(struct engine *e, unsigned node, struct engine_task *t,
                         struct res_arg *args, size_t nargs, struct backend_event **waits,
                         size_t *nwaits, uint64_t *off);
 
+/* The devices that implement t's kernel are all GONE: engine_runnable let
+ * this worker take it so that it fails here. */
+static bool no_device_left(struct engine *e, struct worker *w, struct engine_task *t)
+{
+	if (e->supported[t->kernel->id * e->cap + w->index])
+		return false;
+	t->end_ns = t->start_ns;
+	log_warn("task %u (%s): no device left that implements it", t->index, t->kernel->name);
+	fail_task(e, w, t, -TDM_ENODEV);
+	return true;
+}
+
 /* Host devices: inputs valid on the host, run, outputs owned by the host.
  * Returns the task's end time (the task may be freed once it returns). */
 static uint64_t run_on_host(struct engine *e, struct worker *w, struct engine_task *t)
@@ -968,7 +1123,7 @@ static uint64_t run_on_host(struct engine *e, struct worker *w, struct engine_ta
 
 	uint64_t start_ns = t->start_ns = clock_now(e->clock);
 	t->device = d->index;
-	if (skip_canceled(e, w, t))
+	if (skip_canceled(e, w, t) || no_device_left(e, w, t))
 		return start_ns;
 	atomic_store_explicit(&d->staged, 1, memory_order_relaxed);
 	err = injected_fault(d);
@@ -1014,7 +1169,8 @@ static void no_room(struct engine *e, struct worker *w, struct engine_task *t)
 	t->excl_nodes |= (uint16_t)(1u << d->node);
 	atomic_store(&e->uniform, false);
 	log_info("%s: no room for task %u of kernel %s", d->dev.name, t->index, t->kernel->name);
-	for (size_t i = 0; i < e->ndevices; i++) {
+	size_t nd = atomic_load(&e->ndevices);
+	for (size_t i = 0; i < nd; i++) {
 		if (engine_runnable(e, t, (unsigned)i)) {
 			requeue(e, t);
 			return;
@@ -1062,7 +1218,10 @@ static void prefetch_ahead(struct engine *e, struct worker *w)
 	if (!e->policy->peek || !atomic_load_explicit(&e->any_args, memory_order_relaxed))
 		return;
 	atomic_fetch_add(&e->prefetching, 1);
-	if (atomic_load(&e->fallback)) {
+	/* After the count went up: a drain that set the state first waits for
+	 * this prefetch, or this one sees the state (unqueue_device). */
+	if (atomic_load(&e->fallback) || atomic_load(&e->moving) ||
+	    device_state(e, w->index) != ENGINE_DEV_ACTIVE) {
 		atomic_fetch_sub(&e->prefetching, 1);
 		return;
 	}
@@ -1095,7 +1254,7 @@ static void stage_on_accel(struct engine *e, struct worker *w, struct engine_tas
 
 	t->device = d->index;
 	t->start_ns = clock_now(e->clock);
-	if (skip_canceled(e, w, t))
+	if (skip_canceled(e, w, t) || no_device_left(e, w, t))
 		return;
 	err = injected_fault(d);
 	if (err) {
@@ -1178,12 +1337,25 @@ static void run_task(struct engine *e, struct worker *w, struct engine_task *t)
 	}
 }
 
+/* A task this worker took but found no room for waits for the device
+ * only while the device takes tasks; otherwise it goes elsewhere. */
+static void requeue_deferred(struct engine *e, struct worker *w)
+{
+	if (!w->deferred || device_state(e, w->index) == ENGINE_DEV_ACTIVE)
+		return;
+	struct engine_task *t = w->deferred;
+	w->deferred = NULL;
+	requeue(e, t);
+}
+
 bool engine_run_one(struct engine *e, unsigned worker)
 {
+	struct worker *w = &e->workers[worker];
 	struct engine_task *t = engine_pick(e, worker);
 	if (!t)
 		return false;
-	run_task(e, &e->workers[worker], t);
+	run_task(e, w, t);
+	picked(w);
 	return true;
 }
 
@@ -1195,6 +1367,7 @@ size_t engine_sim_stage(struct engine *e, unsigned wi)
 	size_t n = 0;
 	if (!w->pipe)
 		return 0;
+	requeue_deferred(e, w);
 	if (w->deferred) {
 		struct engine_task *t = w->deferred;
 		w->deferred = NULL;
@@ -1206,6 +1379,7 @@ size_t engine_sim_stage(struct engine *e, unsigned wi)
 		if (!t)
 			break;
 		stage_on_accel(e, w, t);
+		picked(w);
 		n++;
 	}
 	return n;
@@ -1235,6 +1409,12 @@ void engine_sim_complete(struct engine *e, unsigned wi)
 		return;
 	prefetch_ahead(e, w);
 	complete_oldest(e, w);
+	/* A removed device's last staged task: it lets go of the rest. */
+	if (!w->pipe_n && device_state(e, wi) == ENGINE_DEV_GONE) {
+		pthread_mutex_lock(&e->dev_lock);
+		retire_device(e, wi);
+		pthread_mutex_unlock(&e->dev_lock);
+	}
 }
 
 bool engine_sim_stalled(struct engine *e)
@@ -1366,10 +1546,14 @@ static void host_worker_loop(struct engine *e, struct worker *w)
 {
 	while (!atomic_load_explicit(&e->stop, memory_order_acquire)) {
 		uint32_t seen = atomic_load(&e->epoch);
+		if (device_state(e, w->index) == ENGINE_DEV_GONE)
+			break;
 		struct engine_task *t = engine_pick(e, w->index);
 		if (t) {
 			pass_wakeup(e);
-			maybe_poll_front_end(e, w, run_on_host(e, w, t));
+			uint64_t end = run_on_host(e, w, t);
+			picked(w);
+			maybe_poll_front_end(e, w, end);
 			continue;
 		}
 		worker_idle(e, w, seen);
@@ -1383,6 +1567,9 @@ static void accel_worker_loop(struct engine *e, struct worker *w)
 	while (!atomic_load_explicit(&e->stop, memory_order_acquire)) {
 		uint32_t seen = atomic_load(&e->epoch);
 		bool took = false;
+		requeue_deferred(e, w);
+		if (!w->pipe_n && device_state(e, w->index) == ENGINE_DEV_GONE)
+			break;
 		if (w->deferred) {
 			struct engine_task *t = w->deferred;
 			w->deferred = NULL;
@@ -1395,6 +1582,7 @@ static void accel_worker_loop(struct engine *e, struct worker *w)
 				break;
 			pass_wakeup(e);
 			stage_on_accel(e, w, t);
+			picked(w);
 			took = true;
 		}
 		if (w->pipe_n) {
@@ -1446,6 +1634,16 @@ static void *worker_main(void *arg)
 	} else {
 		host_worker_loop(e, w);
 	}
+	if (device_state(e, w->index) == ENGINE_DEV_GONE &&
+	    !atomic_load_explicit(&e->stop, memory_order_acquire)) {
+		/* Removed: nothing staged here any more. */
+		if (w->host)
+			atomic_fetch_sub(&e->nhost, 1);
+		pthread_mutex_lock(&e->dev_lock);
+		retire_device(e, w->index);
+		pthread_mutex_unlock(&e->dev_lock);
+	}
+	atomic_fetch_sub(&e->running, 1);
 	return NULL;
 }
 
@@ -1453,8 +1651,9 @@ static void *worker_main(void *arg)
  * (identical cores: one calibration, one price). */
 static bool same_hardware_listed(const struct engine *e, size_t k, const struct backend_device *d)
 {
-	for (size_t i = 0; i < e->floor_n[k]; i++) {
-		const struct backend_device *o = &e->devices[e->floor_dev[k * e->ndevices + i]].dev;
+	uint16_t n = atomic_load_explicit(&((struct engine *)e)->floor_n[k], memory_order_relaxed);
+	for (size_t i = 0; i < n; i++) {
+		const struct backend_device *o = &e->devices[e->floor_dev[k * e->cap + i]].dev;
 		if (o->kind == d->kind && o->ops == d->ops && !strcmp(o->model, d->model))
 			return true;
 	}
@@ -1469,39 +1668,309 @@ double engine_task_floor_ns(const struct engine *e, uint32_t kernel,
 		return 0;
 	if (kernel >= KERNEL_COUNT)
 		return best;
-	for (size_t i = 0; i < e->floor_n[kernel]; i++) {
-		double ns =
-		        profiler_roofline_ns(e->prof, e->floor_dev[kernel * e->ndevices + i], f);
+	uint16_t n =
+	        atomic_load_explicit(&((struct engine *)e)->floor_n[kernel], memory_order_acquire);
+	for (size_t i = 0; i < n; i++) {
+		double ns = profiler_roofline_ns(e->prof, e->floor_dev[kernel * e->cap + i], f);
 		best = ns < best ? ns : best;
 	}
 	return best;
 }
 
 /* Which device implements which kernel. */
+static bool support_device(struct engine *e, unsigned w);
+
 static int init_support(struct engine *e)
 {
 	bool uniform = true;
-	e->supported = calloc(KERNEL_COUNT * e->ndevices, 1);
-	e->floor_dev = calloc(KERNEL_COUNT * e->ndevices, sizeof(*e->floor_dev));
+	e->supported = calloc(KERNEL_COUNT * e->cap, 1);
+	e->floor_dev = calloc(KERNEL_COUNT * e->cap, sizeof(*e->floor_dev));
 	if (!e->supported || !e->floor_dev)
 		return -TDM_ENOMEM;
+	size_t nd = atomic_load(&e->ndevices);
+	for (size_t w = 0; w < nd; w++)
+		uniform = support_device(e, (unsigned)w) && uniform;
+	atomic_store(&e->uniform, uniform);
+	recount_capable(e);
+	return 0;
+}
+
+/* ---- elastic devices ---- */
+
+/* Which device implements which kernel: device w's column of supported
+ * and the floor lists (w < ndevices, or about to be published). Whether
+ * w implements exactly what device 0 does. */
+static bool support_device(struct engine *e, unsigned w)
+{
+	const struct backend_device *d = &e->devices[w].dev;
+	bool same = true;
 	for (size_t k = 0; k < KERNEL_COUNT; k++) {
 		const struct kernel_def *kd = kernel_by_id((uint32_t)k);
-		for (size_t w = 0; w < e->ndevices; w++) {
-			const struct backend_device *d = &e->devices[w].dev;
-			/* A host device without supports() runs what has a CPU version. */
-			bool yes = kd &&
-			           (d->ops->supports ? d->ops->supports(d, kd) : kd->cpu != NULL);
-			e->supported[k * e->ndevices + w] = yes;
-			e->available[k] |= yes;
-			uniform = uniform && yes == (bool)e->supported[k * e->ndevices];
-			if (yes && !same_hardware_listed(e, k, d))
-				e->floor_dev[k * e->ndevices + e->floor_n[k]++] = (uint16_t)w;
+		/* A host device without supports() runs what has a CPU version. */
+		bool yes = kd && (d->ops->supports ? d->ops->supports(d, kd) : kd->cpu != NULL);
+		e->supported[k * e->cap + w] = yes;
+		same = same && yes == (bool)e->supported[k * e->cap];
+		uint16_t n = atomic_load_explicit(&e->floor_n[k], memory_order_relaxed);
+		if (yes && !same_hardware_listed(e, k, d)) {
+			e->floor_dev[k * e->cap + n] = (uint16_t)w;
+			atomic_store_explicit(&e->floor_n[k], (uint16_t)(n + 1),
+			                      memory_order_release);
 		}
 	}
-	atomic_store(&e->uniform, uniform);
-	recount_healthy(e);
+	return same;
+}
+
+/* The policy is about to move tasks it queued (on) and is done (off).
+ * Workers prefetch tasks they peeked at in their queue (prefetch_ahead),
+ * which must not move and run elsewhere meanwhile: once moving is set and
+ * the prefetches in flight are over, no prefetch starts (each looks at
+ * moving after counting itself in). Caller holds dev_lock. */
+static void quiesce_prefetch(struct engine *e, bool on)
+{
+	atomic_store(&e->moving, on);
+	while (on && atomic_load(&e->prefetching))
+		sched_yield();
+}
+
+/* Sets w's state; every runnable check follows. Caller holds dev_lock. */
+static void set_state(struct engine *e, unsigned w, uint8_t state)
+{
+	/* Not uniform any more before the state shows: a reader that still
+	 * sees uniform would let anyone run anything. */
+	atomic_store(&e->uniform, false);
+	atomic_store(&e->devices[w].state, state);
+	recount_capable(e);
+}
+
+/* w stops taking tasks (DRAINING, or GONE): the policy moves what it
+ * queued for w. Caller holds dev_lock. */
+static void leave_device(struct engine *e, unsigned w, uint8_t state)
+{
+	uint8_t was = device_state(e, w);
+	if (was == state || was == ENGINE_DEV_GONE)
+		return;
+	set_state(e, w, state);
+	if (was == ENGINE_DEV_ACTIVE) {
+		if (atomic_load(&e->fallback))
+			; /* the FIFO asks runnable at each pick */
+		else if (e->policy->device_draining) {
+			quiesce_prefetch(e, true);
+			e->policy->device_draining(e->policy_priv, w);
+			quiesce_prefetch(e, false);
+		} else {
+			engine_fall_back(e, "cannot move the tasks of a device that drains");
+		}
+	}
+	if (state == ENGINE_DEV_GONE && e->threads)
+		engine_kick(e, w); /* its worker leaves once its pipe is empty */
+	/* Tasks that waited for a device may run elsewhere now (moved ones are
+	 * woken for by the policy's own queueing). */
+	engine_notify(e, 1);
+}
+
+/* Whether a device other than w that is not GONE sits on w's memory node. */
+static bool node_in_use(struct engine *e, unsigned w)
+{
+	size_t nd = atomic_load(&e->ndevices);
+	for (size_t i = 0; i < nd; i++)
+		if (i != w && e->devices[i].node == e->devices[w].node &&
+		    device_state(e, (unsigned)i) != ENGINE_DEV_GONE)
+			return true;
+	return false;
+}
+
+/* w is GONE and has nothing staged: its memory node's replicas go (the
+ * buffers only it holds written back first) unless another device uses
+ * the node, and the policy forgets w. Once. Caller holds dev_lock. */
+static void retire_device(struct engine *e, unsigned w)
+{
+	struct worker *wk = &e->workers[w];
+	struct engine_device *d = &e->devices[w];
+	if (wk->retired)
+		return;
+	wk->retired = true;
+	if (e->res && d->node != 0 && !node_in_use(e, w)) {
+		int err = residency_node_evacuate(e->res, d->node);
+		if (err)
+			log_warn("%s: some buffers held only there are lost: %s", d->dev.name,
+			         tdm_strerror(err));
+	}
+	if (e->policy->device_removed)
+		e->policy->device_removed(e->policy_priv, w);
+	log_info("%s: removed", d->dev.name);
+}
+
+static int start_worker(struct engine *e, unsigned w)
+{
+	atomic_fetch_add(&e->running, 1);
+	if (pthread_create(&e->workers[w].thread, NULL, worker_main, &e->workers[w])) {
+		atomic_fetch_sub(&e->running, 1);
+		log_error("cannot start worker %u: %s", w, strerror(errno));
+		return -TDM_ESYS;
+	}
+	e->workers[w].started = true;
 	return 0;
+}
+
+/* Device slot w (< cap) from d: the device, its worker's state (not
+ * started). Nothing is published. */
+static int init_slot(struct engine *e, unsigned w, const struct backend_device *bd, uint32_t inject)
+{
+	struct engine_device *d = &e->devices[w];
+	struct worker *wk = &e->workers[w];
+	d->index = (uint16_t)w;
+	d->dev = *bd;
+	d->node = bd->node;
+	atomic_store(&d->healthy, true);
+	atomic_store(&d->state, ENGINE_DEV_ACTIVE);
+	atomic_store(&d->inject_faults, inject);
+	wk->e = e;
+	wk->index = w;
+	wk->kick_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (wk->kick_fd < 0)
+		return -TDM_ESYS;
+	wk->host = !backend_is_accelerator(&d->dev);
+	if (!wk->host) {
+		/* Only simulated devices are accelerator-shaped on the host
+		 * node: a CPU core takes one task at a time. */
+		wk->depth = d->node == 0 ? 1 : e->depth;
+		wk->pipe = calloc(e->depth, sizeof(struct inflight));
+		if (!wk->pipe)
+			return -TDM_ENOMEM;
+	}
+	return 0;
+}
+
+/* Frees what init_slot made of slot w (a device that was never published). */
+static void fini_slot(struct engine *e, unsigned w)
+{
+	struct worker *wk = &e->workers[w];
+	free(wk->pipe);
+	wk->pipe = NULL;
+	if (wk->kick_fd >= 0)
+		close(wk->kick_fd);
+	wk->kick_fd = -1;
+	memset(&e->devices[w], 0, sizeof(e->devices[w]));
+}
+
+int engine_device_add(struct engine *e, const struct backend_device *bd, unsigned *id)
+{
+	char why[160];
+	int err;
+	if (backend_check(bd->ops, why, sizeof(why)) != 0) {
+		log_error("%s: %s", bd->name, why);
+		return -TDM_EINVAL;
+	}
+	if (backend_is_accelerator(bd) && (!e->res || bd->node >= e->res->nnodes)) {
+		log_error("%s: an accelerator on memory node %u, but %s", bd->name,
+		          (unsigned)bd->node,
+		          e->res ? "the residency has no such node"
+		                 : "the engine has no residency");
+		return -TDM_EINVAL;
+	}
+	pthread_mutex_lock(&e->dev_lock);
+	unsigned w = (unsigned)atomic_load(&e->ndevices);
+	if (w >= e->cap) {
+		pthread_mutex_unlock(&e->dev_lock);
+		log_error("%s: the engine has room for %zu devices", bd->name, e->cap);
+		return -TDM_ENOSPC;
+	}
+	if ((err = init_slot(e, w, bd, 0)) != 0) {
+		fini_slot(e, w);
+		pthread_mutex_unlock(&e->dev_lock);
+		return err;
+	}
+	if (!support_device(e, w))
+		atomic_store(&e->uniform, false);
+	if (!e->workers[w].host)
+		atomic_store(&e->has_accel, true);
+	else
+		atomic_fetch_add(&e->nhost, 1);
+	/* Published: every slot below ndevices is whole. */
+	atomic_store_explicit(&e->ndevices, (size_t)w + 1, memory_order_release);
+	recount_capable(e);
+	if (e->policy->device_added && !atomic_load(&e->fallback)) {
+		/* It may move queued tasks to the new device. */
+		quiesce_prefetch(e, true);
+		e->policy->device_added(e->policy_priv, w);
+		quiesce_prefetch(e, false);
+	}
+	if (e->threads && (err = start_worker(e, w)) != 0) {
+		/* Published already: it stays, GONE. */
+		leave_device(e, w, ENGINE_DEV_GONE);
+		e->workers[w].retired = true;
+		pthread_mutex_unlock(&e->dev_lock);
+		return err;
+	}
+	/* Tasks that waited for a device like this one. */
+	engine_notify(e, 1);
+	pthread_mutex_unlock(&e->dev_lock);
+	log_info("%s: added as device %u", bd->name, w);
+	*id = w;
+	return 0;
+}
+
+int engine_device_drain(struct engine *e, unsigned id)
+{
+	int err = 0;
+	pthread_mutex_lock(&e->dev_lock);
+	if (id >= atomic_load(&e->ndevices) || device_state(e, id) == ENGINE_DEV_GONE)
+		err = -TDM_EINVAL;
+	else
+		leave_device(e, id, ENGINE_DEV_DRAINING);
+	pthread_mutex_unlock(&e->dev_lock);
+	return err;
+}
+
+int engine_device_remove(struct engine *e, unsigned id)
+{
+	pthread_mutex_lock(&e->dev_lock);
+	if (id >= atomic_load(&e->ndevices)) {
+		pthread_mutex_unlock(&e->dev_lock);
+		return -TDM_EINVAL;
+	}
+	leave_device(e, id, ENGINE_DEV_GONE);
+	struct worker *w = &e->workers[id];
+	/* Without worker threads nobody else would: what is staged there is
+	 * the driver's to complete (engine_sim_complete retires it then). */
+	if (!e->threads) {
+		requeue_deferred(e, w);
+		if (!w->pipe_n)
+			retire_device(e, id);
+	}
+	pthread_mutex_unlock(&e->dev_lock);
+	return 0;
+}
+
+int engine_device_resume(struct engine *e, unsigned id)
+{
+	int err = -TDM_EINVAL;
+	pthread_mutex_lock(&e->dev_lock);
+	if (id < atomic_load(&e->ndevices) && device_state(e, id) == ENGINE_DEV_DRAINING) {
+		set_state(e, id, ENGINE_DEV_ACTIVE);
+		if (e->policy->device_added && !atomic_load(&e->fallback))
+			e->policy->device_added(e->policy_priv, id);
+		engine_notify(e, 1);
+		err = 0;
+	}
+	pthread_mutex_unlock(&e->dev_lock);
+	return err;
+}
+
+enum engine_dev_state engine_device_state(const struct engine *e, unsigned id)
+{
+	struct engine *m = (struct engine *)e; /* read only */
+	if (id >= atomic_load(&m->ndevices))
+		return ENGINE_DEV_GONE;
+	return (enum engine_dev_state)device_state(e, id);
+}
+
+unsigned engine_device_busy(const struct engine *e, unsigned id)
+{
+	struct engine *m = (struct engine *)e; /* read only */
+	if (id >= atomic_load(&m->ndevices))
+		return 0;
+	return atomic_load(&m->devices[id].staged) + atomic_load(&m->workers[id].picking);
 }
 
 /* engine_create's parameters are refused: why, to the caller's buffer or
@@ -1539,6 +2008,13 @@ int engine_create(const struct engine_params *p, struct engine **out)
 	char why[160];
 	if (policy_check(p->policy, why, sizeof(why)) != 0)
 		return refuse(p, "%s", why);
+	size_t cap = p->max_devices ? p->max_devices : p->ndevices;
+	if (cap < p->ndevices || cap > ENGINE_MAX_DEVICES)
+		return refuse(
+		        p,
+		        "engine: %zu devices, room for %zu: at least the devices given and at "
+		        "most %d",
+		        p->ndevices, cap, ENGINE_MAX_DEVICES);
 	for (size_t i = 0; i < p->ndevices; i++)
 		if (backend_check(p->devices[i].ops, why, sizeof(why)) != 0)
 			return refuse(p, "%s: %s", p->devices[i].name, why);
@@ -1558,53 +2034,44 @@ int engine_create(const struct engine_params *p, struct engine **out)
 	e->clock = p->clock;
 	e->hooks = p->hooks;
 	e->topology = p->topology;
-	e->ndevices = p->ndevices;
+	e->cap = cap;
+	e->threads = p->start_workers;
+	e->fault_limit = p->fault_limit ? p->fault_limit : ENGINE_FAULT_LIMIT;
 	atomic_store(&e->spin_us, p->spin_us);
 	e->poll_fd = p->hooks.poll ? p->poll_fd : -1;
 	pthread_mutex_init(&e->wd_lock, NULL);
+	pthread_mutex_init(&e->dev_lock, NULL);
 	e->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	if (e->wake_fd < 0) {
+		pthread_mutex_destroy(&e->dev_lock);
+		pthread_mutex_destroy(&e->wd_lock);
 		free(e);
 		return -TDM_ESYS;
 	}
-	e->devices = calloc(p->ndevices, sizeof(*e->devices));
-	e->workers = calloc(p->ndevices, sizeof(*e->workers));
+	e->devices = calloc(cap, sizeof(*e->devices));
+	e->workers = calloc(cap, sizeof(*e->workers));
 	if (!e->devices || !e->workers) {
 		engine_destroy(e);
 		return -TDM_ENOMEM;
 	}
-	for (size_t i = 0; i < p->ndevices; i++)
+	for (size_t i = 0; i < cap; i++)
 		e->workers[i].kick_fd = -1;
 	e->res = p->res;
 	e->prof = p->prof;
 	e->depth = p->pipeline_depth ? p->pipeline_depth : DEFAULT_PIPELINE_DEPTH;
 	for (size_t i = 0; i < p->ndevices; i++) {
-		struct engine_device *d = &e->devices[i];
-		d->index = (uint16_t)i;
-		d->dev = p->devices[i];
-		d->node = p->devices[i].node;
-		atomic_store(&d->healthy, true);
-		atomic_store(&d->inject_faults, p->inject_faults ? p->inject_faults[i] : 0);
-		e->workers[i].e = e;
-		e->workers[i].index = (unsigned)i;
-		e->workers[i].kick_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-		if (e->workers[i].kick_fd < 0) {
+		/* Counted as they are made: engine_destroy frees what exists. */
+		atomic_store(&e->ndevices, i + 1);
+		err = init_slot(e, (unsigned)i, &p->devices[i],
+		                p->inject_faults ? p->inject_faults[i] : 0);
+		if (err) {
 			engine_destroy(e);
-			return -TDM_ESYS;
+			return err;
 		}
-		e->workers[i].host = !backend_is_accelerator(&d->dev);
-		e->nhost += e->workers[i].host;
-		if (backend_is_accelerator(&d->dev)) {
+		if (e->workers[i].host)
+			e->nhost++;
+		else
 			e->has_accel = true;
-			/* Only simulated devices are accelerator-shaped on the host
-			 * node: a CPU core takes one task at a time. */
-			e->workers[i].depth = d->node == 0 ? 1 : e->depth;
-			e->workers[i].pipe = calloc(e->depth, sizeof(struct inflight));
-			if (!e->workers[i].pipe) {
-				engine_destroy(e);
-				return -TDM_ENOMEM;
-			}
-		}
 	}
 	err = init_support(e);
 	if (err) {
@@ -1614,6 +2081,7 @@ int engine_create(const struct engine_params *p, struct engine **out)
 	e->tuning = p->tuning ? *p->tuning : policy_tuning_defaults;
 	e->watchdog_ms = p->watchdog_ms ? p->watchdog_ms : 500;
 	pp.nworkers = p->ndevices;
+	pp.max_workers = cap;
 	pp.devices = e->devices;
 	e->core = (struct engine_core){ .engine = e,
 		                        .runnable = engine_runnable,
@@ -1640,12 +2108,10 @@ int engine_create(const struct engine_params *p, struct engine **out)
 		return 0;
 	}
 	for (size_t i = 0; i < p->ndevices; i++) {
-		if (pthread_create(&e->workers[i].thread, NULL, worker_main, &e->workers[i])) {
-			log_error("cannot start worker %zu: %s", i, strerror(errno));
+		if ((err = start_worker(e, (unsigned)i)) != 0) {
 			engine_destroy(e);
-			return -TDM_ESYS;
+			return err;
 		}
-		e->workers[i].started = true;
 	}
 	*out = e;
 	return 0;
@@ -1719,6 +2185,7 @@ int engine_destroy(struct engine *e)
 	if (e->fifo_priv)
 		policy_fifo.fini(e->fifo_priv);
 	pthread_mutex_destroy(&e->wd_lock);
+	pthread_mutex_destroy(&e->dev_lock);
 	close(e->wake_fd);
 	free(e->supported);
 	free(e->floor_dev);
@@ -1743,12 +2210,12 @@ void engine_counters(const struct engine *e, struct engine_counters *out)
 
 size_t engine_device_count(const struct engine *e)
 {
-	return e->ndevices;
+	return atomic_load_explicit(&((struct engine *)e)->ndevices, memory_order_acquire);
 }
 
 const struct engine_device *engine_device(const struct engine *e, size_t i)
 {
-	return i < e->ndevices ? &e->devices[i] : NULL;
+	return i < engine_device_count(e) ? &e->devices[i] : NULL;
 }
 
 const char *engine_policy_name(const struct engine *e)

@@ -49,6 +49,12 @@ struct engine_params {
 	const struct policy_ops *policy;
 	const struct backend_device *devices;
 	size_t ndevices;
+	/* Capacity for devices added at run time (engine_device_add): 0 means
+	 * ndevices (nothing can be added); at most ENGINE_MAX_DEVICES. */
+	size_t max_devices;
+	/* A device whose fault count exceeds this is removed (GONE) once its
+	 * tasks moved (0: ENGINE_FAULT_LIMIT). */
+	uint32_t fault_limit;
 	uint32_t spin_us; /* idle workers spin this long before sleeping */
 	struct engine_hooks hooks;
 	void *topology; /* hwloc_topology_t for binding workers; may be NULL */
@@ -72,6 +78,10 @@ struct engine_params {
 	char *why;
 	size_t whylen;
 };
+
+/* Devices an engine can ever have (capable masks are 64-bit). */
+#define ENGINE_MAX_DEVICES 64
+#define ENGINE_FAULT_LIMIT 16
 
 int engine_create(const struct engine_params *p, struct engine **out);
 /* Stops the workers; queued tasks are not run, running ones are canceled
@@ -144,8 +154,49 @@ void engine_counters(const struct engine *e, struct engine_counters *out);
 /* Upper bound of latency histogram bucket i (graph/task.h,
  * ENGINE_LAT_BUCKETS), in ns; UINT64_MAX for the last (+Inf). */
 uint64_t engine_latency_bound_ns(size_t i);
+/* Ids ever given (GONE devices included): iterate and check
+ * engine_device_state(). */
 size_t engine_device_count(const struct engine *e);
 const struct engine_device *engine_device(const struct engine *e, size_t i);
+
+/* ---- elastic devices (docs/elastic.md) ----
+ *
+ * Device ids are stable and never reused: a task's device stays meaningful.
+ * States: ACTIVE -> DRAINING -> GONE, DRAINING -> ACTIVE (resume). Only an
+ * ACTIVE device is given tasks. A task whose kernel no ACTIVE device
+ * implements waits (a device may be resumed or added) while a DRAINING one
+ * implements it; once no device but GONE ones does, it fails with
+ * -TDM_ENODEV (so does a graph that reads a buffer whose only valid copy
+ * was on a device that failed). The device calls are made from any thread
+ * but a worker's, one at a time (the caller serialises them). */
+
+/* Adds a device (the next id = the count before). Its worker starts at once
+ * when the engine has worker threads; in simulation the driver steps it. A
+ * device of a calibrated kind and model is priced at once by the shared
+ * cost models. An accelerator's memory node must exist in the residency
+ * already (residency_add_node). 0 and *id, or -TDM_ENOSPC (capacity),
+ * -TDM_EINVAL (why in the log), -TDM_ESYS, -TDM_ENOMEM. */
+int engine_device_add(struct engine *e, const struct backend_device *d, unsigned *id);
+/* ACTIVE -> DRAINING: no new task is placed there; the tasks the policy
+ * queued for it are re-placed on the others (policy device_draining);
+ * tasks staged or running there finish there. Returns at once:
+ * engine_device_busy() tells when it is empty. 0, or -TDM_EINVAL (no such
+ * device, or GONE). */
+int engine_device_drain(struct engine *e, unsigned id);
+/* -> GONE, for good: as drain, then its worker finishes what is staged
+ * there and exits. A staged task whose device fails meanwhile is re-run
+ * elsewhere without counting as a fault attempt; one that completes keeps
+ * its result. Its memory node's replicas are then dropped, the buffers
+ * only it held written back first (residency_node_evacuate); a buffer that
+ * cannot be read back is lost (its readers fail with -TDM_ENODEV). Returns
+ * at once. 0, or -TDM_EINVAL. A GONE id stays GONE. */
+int engine_device_remove(struct engine *e, unsigned id);
+/* DRAINING -> ACTIVE. 0, or -TDM_EINVAL (not DRAINING). */
+int engine_device_resume(struct engine *e, unsigned id);
+/* GONE for an id never given. */
+enum engine_dev_state engine_device_state(const struct engine *e, unsigned id);
+/* Tasks staged or running on it now (0 for a GONE device whose worker left). */
+unsigned engine_device_busy(const struct engine *e, unsigned id);
 const char *engine_policy_name(const struct engine *e);
 struct profiler *engine_profiler(const struct engine *e);
 void engine_set_spin_us(struct engine *e, uint32_t spin_us);

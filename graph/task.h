@@ -150,11 +150,22 @@ struct engine_graph {
  * engine_latency_bound_ns(0 .. ENGINE_LAT_BUCKETS - 2), the last +Inf. */
 #define ENGINE_LAT_BUCKETS 13
 
+/* A device's life cycle (engine_device_drain/remove/resume/add): ids are
+ * stable and never reused, a GONE device stays listed. */
+enum engine_dev_state {
+	ENGINE_DEV_ACTIVE = 0, /* takes tasks */
+	ENGINE_DEV_DRAINING, /* takes no new task; what is staged there finishes there */
+	ENGINE_DEV_GONE, /* removed (or failed past the fault limit): takes nothing, ever */
+};
+
 struct engine_device {
 	uint16_t index;
 	uint16_t node; /* memory node (0 = host) */
 	struct backend_device dev;
 	_Atomic bool healthy; /* cleared by a device fault: no more work unless nobody else can */
+	/* enum engine_dev_state. Policies place only on ACTIVE devices (the
+	 * core's runnable check says so too). */
+	_Atomic uint8_t state;
 	_Atomic uint32_t inject_faults; /* testing: fail this many launches as device faults */
 	_Atomic uint64_t faults;
 	_Atomic uint64_t tasks_run;

@@ -59,7 +59,11 @@ extern "C" {
 	/* the socket is not served by a tandemd we trust (its uid, its ring) */                   \
 	X(EPEER, 21, "the socket is not served by a tandemd we trust")                             \
 	/* the daemon's process ended (killed, crashed or stopped): reconnect */                   \
-	X(EDAEMON, 22, "daemon lost: tandemd exited")
+	X(EDAEMON, 22, "daemon lost: tandemd exited")                                              \
+	/* a capacity is full (the engine's devices, ...) */                                       \
+	X(ENOSPC, 23, "no room left (a capacity is full)")                                         \
+	/* no device can run it any more (they were removed), or its data was lost with one */     \
+	X(ENODEV, 24, "no device left to run it, or its data was lost with a device")
 
 enum tdm_error {
 	TDM_OK = 0,

@@ -20,16 +20,40 @@ static bool same_group(const struct calibration *cal, const struct engine_device
 	       strcmp(devs[a].dev.model, devs[b].dev.model) == 0;
 }
 
-int eft_init(struct eft *x, const struct engine_core *core, const struct engine_device *devs,
-             size_t ndev, struct profiler *prof)
+/* Device d's node and group. Caller: the only writer (init, or one
+ * device change at a time). */
+static void place_device(struct eft *x, const struct calibration *cal,
+                         const struct engine_device *devs, uint32_t d)
+{
+	x->node[d] = devs[d].node;
+	if (devs[d].node + 1u > x->nnodes)
+		atomic_store(&x->nnodes, (uint16_t)(devs[d].node + 1u));
+	atomic_init(&x->pending[d], 0);
+	uint32_t g = 0, ng = atomic_load(&x->ngroups);
+	while (g < ng && !same_group(cal, devs, x->rep[g], d))
+		g++;
+	x->group[d] = g;
+	if (g == ng) {
+		x->rep[ng] = d;
+		atomic_store(&x->ngroups, ng + 1);
+	}
+}
+
+int eft_init_cap(struct eft *x, const struct engine_core *core, const struct engine_device *devs,
+                 size_t ndev, size_t cap, struct profiler *prof)
 {
 	struct calibration *cal = NULL;
 
-	*x = (struct eft){ .core = core, .prof = prof, .ndev = ndev, .nnodes = 1 };
-	x->node = calloc(ndev, sizeof(*x->node));
-	x->group = calloc(ndev, sizeof(*x->group));
-	x->rep = calloc(ndev, sizeof(*x->rep));
-	x->pending = calloc(ndev, sizeof(*x->pending));
+	if (cap < ndev)
+		cap = ndev;
+	*x = (struct eft){ .core = core, .prof = prof, .cap = cap };
+	atomic_init(&x->ndev, ndev);
+	atomic_init(&x->nnodes, 1);
+	atomic_init(&x->ngroups, 0);
+	x->node = calloc(cap, sizeof(*x->node));
+	x->group = calloc(cap, sizeof(*x->group));
+	x->rep = calloc(cap, sizeof(*x->rep));
+	x->pending = calloc(cap, sizeof(*x->pending));
 	if (prof && (cal = malloc(sizeof(*cal))))
 		profiler_calibration(prof, cal);
 	if (!x->node || !x->group || !x->rep || !x->pending || (prof && !cal)) {
@@ -37,20 +61,28 @@ int eft_init(struct eft *x, const struct engine_core *core, const struct engine_
 		eft_fini(x);
 		return -TDM_ENOMEM;
 	}
-	for (size_t d = 0; d < ndev; d++) {
-		x->node[d] = devs[d].node;
-		if (devs[d].node + 1u > x->nnodes)
-			x->nnodes = (uint16_t)(devs[d].node + 1u);
-		atomic_init(&x->pending[d], 0);
-		uint32_t g = 0;
-		while (g < x->ngroups && !same_group(cal, devs, x->rep[g], d))
-			g++;
-		if (g == x->ngroups)
-			x->rep[x->ngroups++] = (uint32_t)d;
-		x->group[d] = g;
-	}
+	for (size_t d = 0; d < ndev; d++)
+		place_device(x, cal, devs, (uint32_t)d);
 	free(cal);
 	return 0;
+}
+
+int eft_init(struct eft *x, const struct engine_core *core, const struct engine_device *devs,
+             size_t ndev, struct profiler *prof)
+{
+	return eft_init_cap(x, core, devs, ndev, ndev, prof);
+}
+
+void eft_add_device(struct eft *x, const struct engine_device *devs, uint32_t d)
+{
+	struct calibration *cal = NULL;
+	if (d != atomic_load(&x->ndev) || d >= x->cap)
+		return;
+	if (x->prof && (cal = malloc(sizeof(*cal))))
+		profiler_calibration(x->prof, cal);
+	place_device(x, cal, devs, d);
+	free(cal);
+	atomic_store_explicit(&x->ndev, (size_t)d + 1, memory_order_release);
 }
 
 void eft_fini(struct eft *x)
@@ -69,7 +101,9 @@ double eft_exec(const struct eft *x, const struct engine_task *t, uint32_t d)
 	struct cost_pred cp;
 	if (!x->prof)
 		return EFT_FLAT_NS;
-	profiler_predict(x->prof, t->kernel->id, d, &t->feat, &cp);
+	/* The group's representative: a device added at run time that the
+	 * profiler has not met yet is priced by its kind's model. */
+	profiler_predict(x->prof, t->kernel->id, x->rep[x->group[d]], &t->feat, &cp);
 	return cp.ns >= 1 ? cp.ns : 1; /* also NaN */
 }
 

@@ -34,13 +34,16 @@ struct profiler;
 struct eft {
 	const struct engine_core *core;
 	struct profiler *prof; /* NULL: flat costs */
-	size_t ndev;
-	uint16_t *node; /* [ndev] memory node of each device */
-	uint32_t *group; /* [ndev] cost-model group */
-	uint32_t *rep; /* [ngroups] a device of each group */
-	uint32_t ngroups;
-	uint16_t nnodes; /* 1: every device computes from host memory */
-	/* [ndev] predicted ns of the tasks committed to each device and not
+	/* Devices known (a device added at run time is made whole, then
+	 * counted: eft_add_device), and room for them. */
+	_Atomic size_t ndev;
+	size_t cap;
+	uint16_t *node; /* [cap] memory node of each device */
+	uint32_t *group; /* [cap] cost-model group */
+	uint32_t *rep; /* [cap] a device of each group */
+	_Atomic uint32_t ngroups;
+	_Atomic uint16_t nnodes; /* 1: every device computes from host memory */
+	/* [cap] predicted ns of the tasks committed to each device and not
 	 * yet done (queued or running). */
 	_Atomic int64_t *pending;
 };
@@ -49,9 +52,16 @@ struct eft {
  * and model name. 0 or -TDM_ENOMEM. */
 int eft_init(struct eft *x, const struct engine_core *core, const struct engine_device *devs,
              size_t ndev, struct profiler *prof);
+/* The same with room for cap >= ndev devices (eft_add_device). */
+int eft_init_cap(struct eft *x, const struct engine_core *core, const struct engine_device *devs,
+                 size_t ndev, size_t cap, struct profiler *prof);
+/* Device d (== the count so far, < cap) joins: its node and group (a
+ * device of a known kind and model is priced by its group's model at
+ * once). One caller at a time. */
+void eft_add_device(struct eft *x, const struct engine_device *devs, uint32_t d);
 void eft_fini(struct eft *x);
 
-/* Predicted ns of t on device d (>= 1). */
+/* Predicted ns of t on device d (>= 1): its group's model. */
 double eft_exec(const struct eft *x, const struct engine_task *t, uint32_t d);
 /* The same for a whole group of devices. */
 double eft_exec_group(const struct eft *x, const struct engine_task *t, uint32_t group);

@@ -28,21 +28,33 @@ void residency_init(struct residency *r)
 	snprintf(r->nodes[0].name, sizeof(r->nodes[0].name), "host");
 }
 
+static uint64_t node_cap(const struct backend_device *dev, uint64_t cap)
+{
+	return cap && (cap < dev->mem_bytes || !dev->mem_bytes) ? cap : dev->mem_bytes;
+}
+
 int residency_add_node(struct residency *r, const struct backend_device *dev, uint64_t cap)
 {
-	if (r->nnodes >= RES_MAX_NODES)
+	pthread_mutex_lock(&r->lock);
+	size_t at = atomic_load(&r->nnodes);
+	if (at >= RES_MAX_NODES) {
+		pthread_mutex_unlock(&r->lock);
 		return -TDM_ENOMEM;
-	struct res_node *n = &r->nodes[r->nnodes];
+	}
+	struct res_node *n = &r->nodes[at];
 	n->dev = dev;
-	n->cap = cap && (cap < dev->mem_bytes || !dev->mem_bytes) ? cap : dev->mem_bytes;
+	n->cap = node_cap(dev, cap);
 	snprintf(n->name, sizeof(n->name), "%s", dev->name);
-	return (int)r->nnodes++;
+	/* Whole before it is counted. */
+	atomic_store_explicit(&r->nnodes, at + 1, memory_order_release);
+	pthread_mutex_unlock(&r->lock);
+	return (int)at;
 }
 
 void residency_close(struct residency *r)
 {
 	pthread_mutex_lock(&r->lock);
-	r->nnodes = 1;
+	atomic_store(&r->nnodes, 1);
 	pthread_mutex_unlock(&r->lock);
 }
 
@@ -751,6 +763,10 @@ static int acquire(struct residency *r, unsigned node, const struct res_arg *arg
 	size_t i;
 
 	*nwaits = 0;
+	for (i = 0; i < nargs; i++)
+		if (needs_contents(&args[i]) &&
+		    atomic_load_explicit(&args[i].data->lost, memory_order_relaxed))
+			return -TDM_ENODEV; /* residency_node_evacuate */
 	if (node == 0) {
 		if (host_only(args, nargs))
 			return 0;
@@ -1202,5 +1218,70 @@ void residency_node_stats(struct residency *r, unsigned node, struct res_node_st
 	out->bytes_out = n->bytes_out;
 	out->prefetches = n->prefetches;
 	out->prefetch_bytes = n->prefetch_bytes;
+	out->evacuated_bytes = n->evacuated_bytes;
+	out->peer_bytes = n->peer_bytes;
+	out->lost = n->lost;
+	out->gone = n->gone;
 	pthread_mutex_unlock(&r->lock);
+}
+
+/* ---- elastic nodes ---------------------------------------------------------------- */
+
+int residency_node_evacuate(struct residency *r, unsigned node)
+{
+	int ret = 0;
+	if (node == 0 || node >= r->nnodes)
+		return -TDM_EINVAL;
+	pthread_mutex_lock(&r->lock);
+	struct res_node *n = &r->nodes[node];
+	n->gone = true;
+	n->cap = 0;
+	while (n->lru_tail) {
+		struct replica *p = n->lru_tail;
+		struct res_data *d = p->data;
+		if (p->pins)
+			log_error("%s: buffer %u: evacuated while %u tasks use it", n->name, d->id,
+			          p->pins);
+		if (p->sole) {
+			uint64_t sole = p->sole;
+			int err = write_back(r, node, d);
+			if (err) {
+				/* Its only copy went with the device: say so to
+				 * every reader rather than hand out stale bytes. */
+				atomic_store(&d->lost, true);
+				n->lost++;
+				ret = -TDM_ENODEV;
+				log_error("%s: buffer %u: its only copy of %llu bytes is lost: %s",
+				          n->name, d->id, (unsigned long long)sole,
+				          tdm_strerror(err));
+			} else {
+				n->evacuated_bytes += sole;
+				n->writebacks++;
+			}
+		}
+		drop_replica(r, node, d);
+	}
+	pthread_mutex_unlock(&r->lock);
+	return ret;
+}
+
+int residency_set_budget(struct residency *r, unsigned node, uint64_t bytes)
+{
+	int err = 0;
+	if (node == 0 || node >= r->nnodes)
+		return -TDM_EINVAL;
+	pthread_mutex_lock(&r->lock);
+	struct res_node *n = &r->nodes[node];
+	if (n->gone) {
+		pthread_mutex_unlock(&r->lock);
+		return -TDM_EINVAL;
+	}
+	n->cap = node_cap(n->dev, bytes);
+	while (n->used > n->cap)
+		if (!evict_one(r, node, false))
+			break;
+	if (n->used > n->cap)
+		err = -TDM_EBUSY;
+	pthread_mutex_unlock(&r->lock);
+	return err;
 }

@@ -156,6 +156,11 @@ struct res_data {
 	 * its device copies are dropped at the graph's end without being
 	 * written back, and the host copy keeps whatever it held. */
 	bool scratch;
+	/* Its only valid copy of some range was on a device that failed
+	 * (residency_node_evacuate could not read it back): every task that
+	 * reads it from now on fails with -TDM_ENODEV rather than read what
+	 * the host holds there. Sticky: the client makes a new buffer. */
+	_Atomic bool lost;
 	/* The node a tier policy keeps this data on (residency_set_home), or
 	 * RES_HOME_NONE. Eviction takes a node's replicas of data homed
 	 * elsewhere (or nowhere) before those of data homed there. */
@@ -178,12 +183,19 @@ struct res_node {
 	uint64_t prefetches, prefetch_bytes;
 	/* Bytes of the data homed here (residency_set_home), live or not. */
 	_Atomic uint64_t home_bytes;
+	/* residency_node_evacuate: the bytes it wrote back to the host or
+	 * moved to another node (peer), and the buffers it found lost. */
+	uint64_t evacuated_bytes, peer_bytes, lost;
+	/* Evacuated for good (its device left): nothing is placed here again. */
+	bool gone;
 	struct replica *lru_head, *lru_tail;
 };
 
 struct residency {
 	pthread_mutex_t lock;
-	size_t nnodes;
+	/* Nodes are appended at run time too (residency_add_node): a node is
+	 * made whole, then counted (readers without the lock see it whole). */
+	_Atomic size_t nnodes;
 	struct res_node nodes[RES_MAX_NODES];
 	/* Optional (set before use): told of each device-to-host copy made
 	 * synchronously with nothing else to wait for, so that its time is the
@@ -200,7 +212,10 @@ struct res_arg {
 };
 
 /* Node 0 is the host. Returns the new node's number, or -TDM_ENOMEM when
- * every node is taken. cap 0 = the device's memory size. */
+ * every node is taken. cap 0 = the device's memory size. May be called
+ * while tasks run (a device added at run time); buffers made before it are
+ * not pinned for the new device (their copies go through pageable
+ * memory). Node numbers are not reused. */
 void residency_init(struct residency *r);
 int residency_add_node(struct residency *r, const struct backend_device *dev, uint64_t cap);
 void residency_fini(struct residency *r);
@@ -319,6 +334,23 @@ void residency_release(struct residency *r, unsigned node, const struct res_arg 
  * client may now overwrite. 0 or -TDM_EDEVICE. */
 int residency_flush(struct residency *r, struct res_data *const *datas, size_t n);
 
+/* A device leaves (engine_device_remove): every replica on `node` goes.
+ * What only that replica holds is first copied out, device to device
+ * (copy_peer) to the node the buffer is homed on when both devices can,
+ * else back to the host; a range that cannot be read back marks its
+ * buffer lost (res_data.lost). The node is then gone: nothing is placed
+ * there again (its cap is 0). No task may use the node meanwhile (its
+ * worker has finished: nothing is pinned there). 0, -TDM_EINVAL (not a
+ * device node), or -TDM_ENODEV when some buffer was lost. */
+int residency_node_evacuate(struct residency *r, unsigned node);
+/* A device node's memory budget at run time. Shrinking evicts unpinned
+ * replicas, least recently used first, writing back what only they hold,
+ * until the node's use fits (what pinned replicas hold stays until it is
+ * unpinned: the next allocation there evicts it). Growing lets the next
+ * allocations use more (never past the device's memory). 0, -TDM_EINVAL
+ * (not a device node, or gone), -TDM_EBUSY (still over: pinned). */
+int residency_set_budget(struct residency *r, unsigned node, uint64_t bytes);
+
 /* Names of the nodes holding valid bytes of d, comma-separated: "host",
  * "host,clcpu0", "cuda0*" (* = owner: holds bytes no other node holds),
  * "host,cuda0~" (~ = part of the buffer only). */
@@ -335,6 +367,8 @@ struct res_node_stats {
 	char name[BACKEND_DEVICE_NAME_MAX];
 	uint64_t cap, used, evictions, writebacks, bytes_in, bytes_out;
 	uint64_t prefetches, prefetch_bytes;
+	uint64_t evacuated_bytes, peer_bytes, lost; /* residency_node_evacuate */
+	bool gone;
 };
 void residency_node_stats(struct residency *r, unsigned node, struct res_node_stats *out);
 

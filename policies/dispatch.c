@@ -31,7 +31,10 @@ enum task_state { TASK_WAITING = 0, TASK_RELEASED, TASK_DONE };
  * order), so the graph ends no later than its plan says. */
 struct gplan {
 	pthread_mutex_t lock;
+	struct engine_graph *g;
+	struct gplan *live_prev, *live_next; /* the dispatch's plans in flight */
 	uint32_t n, ndev, nnodes;
+	uint32_t cap_dev, cap_nodes; /* room in the arrays (grow_plan) */
 	enum plan_method method;
 	uint64_t base_ns; /* the graph's submission */
 	uint32_t released, done; /* tasks */
@@ -58,21 +61,36 @@ struct dispatch {
 	const struct clock_source *clock;
 	const struct policy_tuning *tuning;
 	uint8_t strategy; /* the default */
-	size_t ndev;
-	/* [ndev + 1]: one per device, then the any-device queue. */
+	/* Devices known (live count: one added at run time is counted once its
+	 * slots are ready) and room for them; the any-device queue is q[cap]. */
+	_Atomic size_t ndev;
+	size_t cap;
+	/* [cap + 1]: one per device, then the any-device queue. */
 	struct fairq *q;
-	struct fairq_flow *orphan; /* [ndev + 1]: tasks of flows never added */
+	struct fairq_flow *orphan; /* [cap + 1]: tasks of flows never added */
 	struct eft eft;
 	_Atomic size_t any_queued; /* in the "any device" queue */
 	/* Planning: one workspace and machine description, under plan_lock. */
 	pthread_mutex_t plan_lock;
 	struct plan_ws *ws;
-	double *lat, *inv_bw; /* [nnodes * nnodes] */
-	double *dev_ready; /* [ndev] */
-	_Atomic uint32_t *taken; /* [ndev] tasks each device's worker took and has not finished */
+	double *lat, *inv_bw; /* [BACKEND_MAX_NODES^2]: nodes may be added */
+	double *dev_ready; /* [cap] */
+	_Atomic uint32_t *taken; /* [cap] tasks each device's worker took and has not finished */
+	const struct engine_device *devices; /* [cap], the engine's */
+	/* Plans in flight (a device that leaves repairs them), under live_lock. */
+	pthread_mutex_t live_lock;
+	struct gplan *live;
 	_Atomic uint64_t plans, plan_failures, drifts, repairs, repair_failures, replaced;
 	struct dispatch_graph_hook hook; /* graph == NULL: none */
 };
+
+/* Whether device d takes tasks (engine_device.state); no devices given
+ * (tests): yes. Plans park and unpark only on such devices. */
+static bool dev_active(const struct dispatch *D, uint32_t d)
+{
+	return !D->devices || atomic_load_explicit(&((struct engine_device *)D->devices)[d].state,
+	                                           memory_order_acquire) == ENGINE_DEV_ACTIVE;
+}
 
 /* ---- strategies and keys ---- */
 
@@ -115,14 +133,14 @@ static void enqueue(struct dispatch *D, size_t qi, struct engine_task *t, int32_
 {
 	struct fairq_key k = { prio, key };
 	t->policy_key = key;
-	if (qi == D->ndev)
+	if (qi == D->cap)
 		atomic_fetch_add_explicit(&D->any_queued, 1, memory_order_relaxed);
 	/* Out of memory: wait for workers to drain some entries (as ws does). */
 	while (fairq_push(&D->q[qi], flow_of(D, t, qi), &k, cost, t) != 0)
 		sched_yield();
 	/* Only that device's worker takes it: wake it if it sleeps (the core
 	 * wakes "some" worker per ready task, which may be another). */
-	if (qi < D->ndev)
+	if (qi < D->cap)
 		core_kick(D->core, (unsigned)qi);
 }
 
@@ -151,7 +169,7 @@ static void place_any(struct dispatch *D, struct engine_task *t, double key)
 		cost = c < cost ? c : cost;
 	}
 	t->policy_dev = NO_DEV;
-	enqueue(D, D->ndev, t, task_class(D, t), key, cost);
+	enqueue(D, D->cap, t, task_class(D, t), key, cost);
 }
 
 /* dmda among the devices that may run t, except skip (-1: none): the
@@ -168,7 +186,8 @@ static int select_on_node(struct dispatch *D, const struct engine_task *t, unsig
 {
 	int best = -1;
 	double best_fin = 0;
-	for (uint32_t d = 0; d < D->ndev; d++) {
+	uint32_t nd = (uint32_t)D->ndev;
+	for (uint32_t d = 0; d < nd; d++) {
 		if (D->eft.node[d] != node || !core_runnable(D->core, t, d))
 			continue;
 		double exec = eft_exec(&D->eft, t, d);
@@ -207,10 +226,14 @@ static void gplan_free(struct gplan *gp)
 	free(gp);
 }
 
-/* One block: the header, then the arrays, largest alignment first. */
-static struct gplan *gplan_new(uint32_t n, size_t ndev, size_t nnodes, uint32_t nedges)
+/* One block: the header, then the arrays, largest alignment first. The
+ * per-device arrays have room for cap devices and the links for
+ * max_nodes nodes, so that a repair may take devices added since. */
+static struct gplan *gplan_new(uint32_t n, size_t ndev, size_t cap, size_t nnodes, size_t max_nodes,
+                               uint32_t nedges)
 {
-	size_t nd = ndev, nl = nnodes * nnodes, off = (sizeof(struct gplan) + 15) & ~(size_t)15;
+	size_t nd = cap, nl = max_nodes * max_nodes,
+	       off = (sizeof(struct gplan) + 15) & ~(size_t)15;
 	size_t o_cost = off, o_edge = o_cost + sizeof(double) * n * nd;
 	size_t o_cur = o_edge + sizeof(double) * nedges, o_own = o_cur + sizeof(double) * nd;
 	size_t o_lat = o_own + sizeof(double) * nd, o_inv = o_lat + sizeof(double) * nl;
@@ -230,8 +253,10 @@ static struct gplan *gplan_new(uint32_t n, size_t ndev, size_t nnodes, uint32_t 
 	struct gplan *gp = (struct gplan *)p;
 	pthread_mutex_init(&gp->lock, NULL);
 	gp->n = n;
-	gp->ndev = (uint32_t)nd;
+	gp->ndev = (uint32_t)ndev;
 	gp->nnodes = (uint32_t)nnodes;
+	gp->cap_dev = (uint32_t)cap;
+	gp->cap_nodes = (uint32_t)max_nodes;
 	gp->cost = (double *)(p + o_cost);
 	gp->edge_data = (double *)(p + o_edge);
 	gp->cursor = (double *)(p + o_cur);
@@ -258,12 +283,12 @@ static struct gplan *gplan_new(uint32_t n, size_t ndev, size_t nnodes, uint32_t 
 
 /* Task t's predicted cost on every device (< 0 where it may not run), one
  * prediction per group. false if no device may run it. */
-static bool fill_costs(struct dispatch *D, const struct engine_task *t, double *row)
+static bool fill_costs(struct dispatch *D, const struct engine_task *t, uint32_t nd, double *row)
 {
 	double gexec[EFT_MAX_GROUPS];
 	uint64_t have = eft_exec_groups(&D->eft, t, gexec);
 	bool any = false;
-	for (uint32_t d = 0; d < D->ndev; d++) {
+	for (uint32_t d = 0; d < nd; d++) {
 		if (!core_runnable(D->core, t, d)) {
 			row[d] = -1;
 			continue;
@@ -357,12 +382,12 @@ static uint32_t seq_next(struct gplan *gp, uint32_t d)
  * already in D->dev_ready. Caller holds D->plan_lock. */
 static int run_planner(struct dispatch *D, struct engine_graph *g, struct gplan *gp, bool repair)
 {
-	unsigned nn = D->eft.nnodes ? D->eft.nnodes : 1;
+	unsigned nn = gp->nnodes; /* nodes added since are not the plan's */
 	for (unsigned s = 0; s < nn; s++)
 		for (unsigned d = 0; d < nn; d++)
 			eft_link(&D->eft, (uint16_t)s, (uint16_t)d, &D->lat[s * nn + d],
 			         &D->inv_bw[s * nn + d]);
-	struct plan_machine m = { .ndev = (unsigned)D->ndev,
+	struct plan_machine m = { .ndev = gp->ndev,
 		                  .node = D->eft.node,
 		                  .nnodes = nn,
 		                  .lat = D->lat,
@@ -391,7 +416,11 @@ static int run_planner(struct dispatch *D, struct engine_graph *g, struct gplan 
 static struct gplan *plan_graph(struct dispatch *D, struct engine_graph *g, enum plan_method method)
 {
 	uint32_t n = g->ntasks, nedges = g->succ_off[n];
-	struct gplan *gp = gplan_new(n, D->ndev, D->eft.nnodes ? D->eft.nnodes : 1, nedges);
+	/* The devices known now; one added later joins at the next repair. */
+	size_t nd = atomic_load(&D->ndev), nn = D->eft.nnodes ? D->eft.nnodes : 1;
+	bool elastic = D->cap > nd;
+	struct gplan *gp = gplan_new(n, nd, elastic ? D->cap : nd, nn,
+	                             elastic ? BACKEND_MAX_NODES : nn, nedges);
 	if (!gp)
 		goto fail;
 	gp->method = method;
@@ -411,7 +440,7 @@ static struct gplan *plan_graph(struct dispatch *D, struct engine_graph *g, enum
 			gp->pred_edge[at] = k;
 		}
 	for (uint32_t v = 0; v < n; v++)
-		if (!fill_costs(D, &g->tasks[v], gp->cost + (size_t)v * D->ndev))
+		if (!fill_costs(D, &g->tasks[v], gp->ndev, gp->cost + (size_t)v * gp->ndev))
 			goto fail;
 	for (uint32_t v = 0; v < n; v++)
 		for (uint32_t k = g->succ_off[v]; k < g->succ_off[v + 1]; k++)
@@ -419,7 +448,7 @@ static struct gplan *plan_graph(struct dispatch *D, struct engine_graph *g, enum
 			        g->edge_data ? g->edge_data[k]
 			                     : edge_bytes(&g->tasks[v], &g->tasks[g->succ[k]]);
 	pthread_mutex_lock(&D->plan_lock);
-	for (size_t d = 0; d < D->ndev; d++) {
+	for (size_t d = 0; d < gp->ndev; d++) {
 		int64_t p = eft_pending(&D->eft, (uint32_t)d);
 		D->dev_ready[d] = p > 0 ? (double)p : 0;
 	}
@@ -438,8 +467,12 @@ fail:
 /* d's next planned task of gp if it is parked (struct gplan), unparked:
  * the caller queues it on d (seq_queue) once it has let go of gp->lock,
  * which it holds. NULL if none. */
-static struct engine_task *seq_unpark(struct gplan *gp, struct engine_graph *g, uint32_t d)
+static struct engine_task *seq_unpark(const struct dispatch *D, struct gplan *gp,
+                                      struct engine_graph *g, uint32_t d)
 {
+	/* A device that drains: device_draining moves its parked tasks. */
+	if (!dev_active(D, d))
+		return NULL;
 	uint32_t h = seq_next(gp, d);
 	if (h == NO_DEV || !gp->parked[h])
 		return NULL;
@@ -459,9 +492,9 @@ static void seq_queue(struct dispatch *D, struct engine_task *t, uint32_t d)
  * done yet. */
 static void seq_unpark_all(struct dispatch *D, struct gplan *gp, struct engine_graph *g)
 {
-	for (uint32_t d = 0; d < D->ndev; d++) {
+	for (uint32_t d = 0; d < gp->ndev; d++) {
 		pthread_mutex_lock(&gp->lock);
-		struct engine_task *t = seq_unpark(gp, g, d);
+		struct engine_task *t = seq_unpark(D, gp, g, d);
 		pthread_mutex_unlock(&gp->lock);
 		seq_queue(D, t, d);
 	}
@@ -517,7 +550,7 @@ static double inputs_lb(const struct gplan *gp, uint32_t v, uint32_t d, double n
 static struct engine_task *seq_fill(struct dispatch *D, struct gplan *gp, struct engine_graph *g,
                                     uint32_t d)
 {
-	if (atomic_load_explicit(&D->taken[d], memory_order_relaxed))
+	if (atomic_load_explicit(&D->taken[d], memory_order_relaxed) || !dev_active(D, d))
 		return NULL;
 	uint32_t h = seq_next(gp, d);
 	if (h == NO_DEV || gp->state[h] != TASK_WAITING)
@@ -555,13 +588,13 @@ static void place_planned(struct dispatch *D, struct gplan *gp, struct engine_ta
 	/* Given back (device fault): its turn came already. */
 	bool again = gp->picked[v];
 	uint32_t d = gp->slot[v].dev;
-	double cost = d < D->ndev ? gp->cost[(size_t)v * D->ndev + d] : -1;
+	double cost = d < gp->ndev ? gp->cost[(size_t)v * gp->ndev + d] : -1;
 	double key = (double)gp->base_ns + gp->slot[v].start;
 	if (cost < 0 || !core_runnable(D->core, t, d)) {
 		int nd = select_dmda(D, t, -1, &cost);
 		gp->dev[v] = nd < 0 ? NO_DEV : (uint32_t)nd;
 		/* Off d's order: the next one there may go (else once taken). */
-		struct engine_task *next = d < D->ndev ? seq_unpark(gp, t->graph, d) : NULL;
+		struct engine_task *next = d < gp->ndev ? seq_unpark(D, gp, t->graph, d) : NULL;
 		pthread_mutex_unlock(&gp->lock);
 		seq_queue(D, next, d);
 		push_to(D, t, nd, cost, (double)t->queued_ns);
@@ -590,7 +623,7 @@ static void plan_note_device(struct dispatch *D, struct engine_task *t, unsigned
 		return;
 	pthread_mutex_lock(&gp->lock);
 	gp->dev[t->index] = d < 0 ? NO_DEV : (uint32_t)d;
-	struct engine_task *next = seq_unpark(gp, t->graph, w);
+	struct engine_task *next = w < gp->ndev ? seq_unpark(D, gp, t->graph, w) : NULL;
 	pthread_mutex_unlock(&gp->lock);
 	seq_queue(D, next, w);
 }
@@ -607,8 +640,10 @@ static void note_taken(struct dispatch *D, struct engine_task *t, unsigned w)
 	pthread_mutex_lock(&gp->lock);
 	gp->picked[t->index] = true;
 	uint32_t pd = gp->slot[t->index].dev;
-	struct engine_task *next = seq_unpark(gp, t->graph, w);
-	struct engine_task *next_pd = pd != w && pd < D->ndev ? seq_unpark(gp, t->graph, pd) : NULL;
+	/* w may be a device added after the plan was made. */
+	struct engine_task *next = w < gp->ndev ? seq_unpark(D, gp, t->graph, w) : NULL;
+	struct engine_task *next_pd =
+	        pd != w && pd < gp->ndev ? seq_unpark(D, gp, t->graph, pd) : NULL;
 	pthread_mutex_unlock(&gp->lock);
 	seq_queue(D, next, w);
 	seq_queue(D, next_pd, pd);
@@ -621,6 +656,29 @@ static int by_start(const void *a, const void *b, void *ctx)
 	return x < y ? -1 : x > y;
 }
 
+/* Devices (and memory nodes) added since gp was planned join it: its
+ * cost table is laid out again for them (every row predicted again) and
+ * the repair may place the waiting tasks there. Caller holds gp->lock. */
+static void grow_plan(struct dispatch *D, struct engine_graph *g, struct gplan *gp)
+{
+	size_t live = atomic_load_explicit(&D->ndev, memory_order_acquire);
+	uint16_t nn = D->eft.nnodes ? D->eft.nnodes : 1;
+	if (live <= gp->ndev || live > gp->cap_dev || nn > gp->cap_nodes)
+		return;
+	gp->ndev = (uint32_t)live;
+	gp->nnodes = nn > gp->nnodes ? nn : gp->nnodes;
+	for (uint32_t v = 0; v < gp->n; v++) {
+		double *row = gp->cost + (size_t)v * gp->ndev;
+		if (fill_costs(D, &g->tasks[v], gp->ndev, row) || gp->state[v] == TASK_WAITING)
+			continue;
+		/* Ran, or runs, where nothing may run it now: its own time there. */
+		for (uint32_t d = 0; d < gp->ndev; d++)
+			row[d] = -1;
+		uint32_t d = gp->slot[v].dev < gp->ndev ? gp->slot[v].dev : 0;
+		row[d] = fmax(gp->slot[v].finish - gp->slot[v].start, 1);
+	}
+}
+
 /* Re-plans the tasks not yet released from now on, around the others:
  * done ones at their actual slots, released ones from now on in their
  * planned order on the device they were committed to. The waiting tasks'
@@ -628,7 +686,8 @@ static int by_start(const void *a, const void *b, void *ctx)
  * gp->lock. */
 static void repair(struct dispatch *D, struct engine_graph *g, struct gplan *gp, uint64_t now)
 {
-	size_t nd = D->ndev;
+	grow_plan(D, g, gp);
+	size_t nd = gp->ndev;
 	double now_rel = now > gp->base_ns ? (double)(now - gp->base_ns) : 0;
 	uint32_t nrel = 0;
 
@@ -643,7 +702,7 @@ static void repair(struct dispatch *D, struct engine_graph *g, struct gplan *gp,
 		if (gp->state[v] == TASK_RELEASED)
 			gp->order[nrel++] = v;
 		else if (gp->state[v] == TASK_WAITING &&
-		         !fill_costs(D, &g->tasks[v], gp->cost + (size_t)v * nd))
+		         !fill_costs(D, &g->tasks[v], (uint32_t)nd, gp->cost + (size_t)v * nd))
 			return; /* nowhere to run it now: keep the old plan */
 	}
 	/* Released tasks, one after the other per device: fixed slots must
@@ -685,11 +744,14 @@ static void plan_task_done(struct dispatch *D, struct gplan *gp, struct engine_t
 		gp->state[v] = TASK_DONE;
 		gp->done++;
 	}
-	double pred = gp->cost[(size_t)v * D->ndev + w];
+	/* w may be a device added after the plan was made: no prediction. */
+	double pred = w < gp->ndev ? gp->cost[(size_t)v * gp->ndev + w] : -1;
 	uint64_t end = t->end_ns > t->start_ns ? t->end_ns : t->start_ns;
 	double s = t->start_ns > gp->base_ns ? (double)(t->start_ns - gp->base_ns) : 0;
 	double f = end > gp->base_ns ? (double)(end - gp->base_ns) : 0;
-	gp->slot[v] = (struct plan_slot){ w, s, f };
+	/* A device the plan does not know (added since) keeps the planned
+	 * one's place in the plan's arrays. */
+	gp->slot[v] = (struct plan_slot){ w < gp->ndev ? w : gp->slot[v].dev, s, f };
 	/* Without a profiler costs are flat guesses: nothing to learn from. */
 	if (D->eft.prof && t->status == 0 && t->kernel->id != KERNEL_NOOP && pred > 0) {
 		double actual = (double)(t->end_ns - t->start_ns);
@@ -704,7 +766,7 @@ static void plan_task_done(struct dispatch *D, struct gplan *gp, struct engine_t
 	                 gp->done - gp->last_repair >= every;
 	if (repairing)
 		repair(D, t->graph, gp, clock_now(D->clock));
-	struct engine_task *fill = seq_fill(D, gp, t->graph, w);
+	struct engine_task *fill = w < gp->ndev ? seq_fill(D, gp, t->graph, w) : NULL;
 	pthread_mutex_unlock(&gp->lock);
 	seq_queue(D, fill, w);
 	if (repairing)
@@ -722,16 +784,19 @@ int dispatch_init(const struct policy_params *p, uint8_t strategy, void **priv)
 	D->clock = p->clock;
 	D->tuning = p->tuning ? p->tuning : &policy_tuning_defaults;
 	D->strategy = strategy;
-	D->ndev = p->nworkers;
+	D->cap = p->max_workers > p->nworkers ? p->max_workers : p->nworkers;
+	atomic_init(&D->ndev, p->nworkers);
 	pthread_mutex_init(&D->plan_lock, NULL);
-	int err = eft_init(&D->eft, p->core, p->devices, p->nworkers, p->prof);
-	D->q = calloc(D->ndev + 1, sizeof(*D->q));
-	D->orphan = calloc(D->ndev + 1, sizeof(*D->orphan));
-	size_t nn = D->eft.nnodes ? D->eft.nnodes : 1;
+	pthread_mutex_init(&D->live_lock, NULL);
+	int err = eft_init_cap(&D->eft, p->core, p->devices, p->nworkers, D->cap, p->prof);
+	D->devices = p->devices;
+	D->q = calloc(D->cap + 1, sizeof(*D->q));
+	D->orphan = calloc(D->cap + 1, sizeof(*D->orphan));
+	size_t nn = BACKEND_MAX_NODES;
 	D->lat = calloc(nn * nn, sizeof(double));
 	D->inv_bw = calloc(nn * nn, sizeof(double));
-	D->dev_ready = calloc(D->ndev, sizeof(double));
-	D->taken = calloc(D->ndev, sizeof(*D->taken));
+	D->dev_ready = calloc(D->cap, sizeof(double));
+	D->taken = calloc(D->cap, sizeof(*D->taken));
 	D->ws = plan_ws_new();
 	if (err || !D->q || !D->orphan || !D->lat || !D->inv_bw || !D->dev_ready || !D->taken ||
 	    !D->ws) {
@@ -745,10 +810,11 @@ int dispatch_init(const struct policy_params *p, uint8_t strategy, void **priv)
 		free(D->taken);
 		plan_ws_free(D->ws);
 		pthread_mutex_destroy(&D->plan_lock);
+		pthread_mutex_destroy(&D->live_lock);
 		free(D);
 		return -TDM_ENOMEM;
 	}
-	for (size_t i = 0; i <= D->ndev; i++) {
+	for (size_t i = 0; i <= D->cap; i++) {
 		fairq_init(&D->q[i]);
 		fairq_flow_init(&D->orphan[i], NULL);
 	}
@@ -761,13 +827,14 @@ void dispatch_fini(void *priv)
 	struct dispatch *D = priv;
 	if (D->hook.fini)
 		D->hook.fini(D->hook.ctx);
-	for (size_t i = 0; i <= D->ndev; i++) {
+	for (size_t i = 0; i <= D->cap; i++) {
 		fairq_flow_fini(&D->q[i], &D->orphan[i]);
 		fairq_fini(&D->q[i]);
 	}
 	eft_fini(&D->eft);
 	plan_ws_free(D->ws);
 	pthread_mutex_destroy(&D->plan_lock);
+	pthread_mutex_destroy(&D->live_lock);
 	free(D->q);
 	free(D->orphan);
 	free(D->lat);
@@ -780,10 +847,10 @@ void dispatch_fini(void *priv)
 int dispatch_flow_added(void *priv, struct engine_flow *flow)
 {
 	struct dispatch *D = priv;
-	struct fairq_flow *ff = calloc(D->ndev + 1, sizeof(*ff));
+	struct fairq_flow *ff = calloc(D->cap + 1, sizeof(*ff));
 	if (!ff)
 		return -TDM_ENOMEM;
-	for (size_t i = 0; i <= D->ndev; i++)
+	for (size_t i = 0; i <= D->cap; i++)
 		fairq_flow_init(&ff[i], flow);
 	flow->policy_slot = ff;
 	return 0;
@@ -797,9 +864,9 @@ void dispatch_flow_gone(void *priv, struct engine_flow *flow)
 		return;
 	/* Normally empty; after a watchdog fallback it may still list tasks
 	 * the engine took back, which are dropped here. */
-	for (size_t i = 0; i <= D->ndev; i++) {
+	for (size_t i = 0; i <= D->cap; i++) {
 		size_t held = fairq_flow_fini(&D->q[i], &ff[i]);
-		if (i == D->ndev)
+		if (i == D->cap)
 			atomic_fetch_sub(&D->any_queued, held);
 	}
 	free(ff);
@@ -820,6 +887,17 @@ void dispatch_graph_submitted(void *priv, struct engine_graph *g)
 	/* A single task has nothing to plan: dmda places it. */
 	if ((s == TDM_POLICY_HEFT || s == TDM_POLICY_PEFT) && g->ntasks > 1)
 		g->policy_graph = plan_graph(D, g, s == TDM_POLICY_HEFT ? PLAN_HEFT : PLAN_PEFT);
+	struct gplan *gp = g->policy_graph;
+	if (gp) {
+		gp->g = g;
+		pthread_mutex_lock(&D->live_lock);
+		gp->live_prev = NULL;
+		gp->live_next = D->live;
+		if (D->live)
+			D->live->live_prev = gp;
+		D->live = gp;
+		pthread_mutex_unlock(&D->live_lock);
+	}
 }
 
 void dispatch_tasks_ready(void *priv, struct engine_task **tasks, size_t n, int worker)
@@ -890,7 +968,7 @@ struct engine_task *dispatch_pick_next(void *priv, unsigned w)
 	if (!atomic_load_explicit(&D->any_queued, memory_order_relaxed))
 		return NULL;
 	struct any_ctx ctx = { D->core, w };
-	t = fairq_pop(&D->q[D->ndev], runnable_on, &ctx, ANY_SCAN);
+	t = fairq_pop(&D->q[D->cap], runnable_on, &ctx, ANY_SCAN);
 	if (!t)
 		return NULL;
 	atomic_fetch_sub_explicit(&D->any_queued, 1, memory_order_relaxed);
@@ -928,7 +1006,7 @@ void dispatch_task_skipped(void *priv, struct engine_task *t)
 	uint32_t d = gp->slot[v].dev;
 	double at = t->start_ns > gp->base_ns ? (double)(t->start_ns - gp->base_ns) : 0;
 	gp->slot[v] = (struct plan_slot){ d, at, at };
-	struct engine_task *next = d < D->ndev ? seq_unpark(gp, t->graph, d) : NULL;
+	struct engine_task *next = d < gp->ndev ? seq_unpark(D, gp, t->graph, d) : NULL;
 	pthread_mutex_unlock(&gp->lock);
 	if (next)
 		seq_queue(D, next, d);
@@ -936,8 +1014,19 @@ void dispatch_task_skipped(void *priv, struct engine_task *t)
 
 void dispatch_graph_finished(void *priv, struct engine_graph *g)
 {
-	(void)priv;
-	gplan_free(g->policy_graph);
+	struct dispatch *D = priv;
+	struct gplan *gp = g->policy_graph;
+	if (gp) {
+		pthread_mutex_lock(&D->live_lock);
+		if (gp->live_prev)
+			gp->live_prev->live_next = gp->live_next;
+		else
+			D->live = gp->live_next;
+		if (gp->live_next)
+			gp->live_next->live_prev = gp->live_prev;
+		pthread_mutex_unlock(&D->live_lock);
+	}
+	gplan_free(gp);
 	g->policy_graph = NULL;
 }
 
@@ -979,4 +1068,140 @@ int dispatch_planned_device(struct engine_graph *g, uint32_t i)
 	int d = (int)gp->slot[i].dev;
 	pthread_mutex_unlock(&gp->lock);
 	return d;
+}
+
+/* ---- elastic devices ---- */
+
+static void replan_all(struct dispatch *D, int leaving);
+
+/* A device joined: the tasks queued on the others are placed again by
+ * dmda, which now weighs the new one (nothing queued, nothing committed),
+ * so that it starts on the work already waiting rather than on the next
+ * graphs only. Tasks of planned graphs keep their planned device (and
+ * their order there). The core keeps prefetches off meanwhile. */
+static void rebalance(struct dispatch *D, unsigned w)
+{
+	struct engine_task **held = NULL;
+	size_t n = 0, cap = 0;
+	for (uint32_t d = 0; d < w; d++) {
+		if (!dev_active(D, d))
+			continue;
+		struct engine_task *t;
+		while ((t = fairq_pop(&D->q[d], NULL, NULL, 0)) != NULL) {
+			if (n == cap) {
+				size_t ncap = cap ? 2 * cap : 64;
+				struct engine_task **m = realloc(held, ncap * sizeof(*m));
+				if (!m) {
+					/* No memory to move more: it stays where it was. */
+					enqueue(D, d, t,
+					        t->graph->policy_graph ? 0 : task_class(D, t),
+					        t->policy_key, t->policy_cost);
+					break;
+				}
+				held = m;
+				cap = ncap;
+			}
+			held[n++] = t;
+		}
+	}
+	for (size_t i = 0; i < n; i++) {
+		struct engine_task *t = held[i];
+		if (t->graph->policy_graph) {
+			enqueue(D, t->policy_dev, t, 0, t->policy_key, t->policy_cost);
+			continue;
+		}
+		double cost;
+		uncommit(D, t);
+		int d = select_dmda(D, t, -1, &cost);
+		push_to(D, t, d, cost, t->policy_key);
+	}
+	free(held);
+}
+
+void dispatch_device_added(void *priv, unsigned w)
+{
+	struct dispatch *D = priv;
+	if (w < atomic_load(&D->ndev) || w >= D->cap)
+		return; /* resumed: runnable again, nothing to set up */
+	atomic_store_explicit(&D->taken[w], 0, memory_order_relaxed);
+	D->dev_ready[w] = 0;
+	eft_add_device(&D->eft, D->devices, w);
+	/* Counted once its slots are ready: dmda and the next plans use it. */
+	atomic_store_explicit(&D->ndev, (size_t)w + 1, memory_order_release);
+	rebalance(D, w);
+	replan_all(D, -1);
+}
+
+/* Every task in w's queue goes where dmda places it among the others. */
+static void requeue_device(struct dispatch *D, unsigned w)
+{
+	struct engine_task *t;
+	while ((t = fairq_pop(&D->q[w], NULL, NULL, 0)) != NULL)
+		replace(D, t, w);
+}
+
+/* A device joined (leaving < 0) or leaves (leaving = it): gp is repaired
+ * for the devices there are now. The tasks it released but holds back
+ * (parked: committed to their planned device, not queued yet) -- all of
+ * them when a device joined, those parked on the leaving one otherwise --
+ * are taken back into the repair, which plans them with the tasks not
+ * released yet, from now on, around the tasks done, taken or queued
+ * (repair(), the drift path); then they are placed as the new plan says.
+ * Caller holds live_lock (the graph cannot end meanwhile). */
+static void replan(struct dispatch *D, struct gplan *gp, int leaving)
+{
+	struct engine_graph *g = gp->g;
+	uint32_t *back = malloc(sizeof(*back) * (gp->n ? gp->n : 1));
+	uint32_t nback = 0;
+	bool planned_there = leaving < 0;
+
+	pthread_mutex_lock(&gp->lock);
+	for (uint32_t v = 0; v < gp->n && back; v++) {
+		if (gp->parked[v] && (leaving < 0 || gp->dev[v] == (uint32_t)leaving)) {
+			struct engine_task *t = &g->tasks[v];
+			gp->parked[v] = false;
+			gp->state[v] = TASK_WAITING;
+			gp->released--;
+			gp->dev[v] = NO_DEV;
+			uncommit(D, t);
+			back[nback++] = v;
+		}
+		planned_there |=
+		        gp->state[v] == TASK_WAITING && gp->slot[v].dev == (uint32_t)leaving;
+	}
+	if (planned_there && gp->released < gp->n)
+		repair(D, g, gp, clock_now(D->clock));
+	pthread_mutex_unlock(&gp->lock);
+	for (uint32_t i = 0; i < nback; i++)
+		place_planned(D, gp, &g->tasks[back[i]]);
+	free(back);
+	seq_unpark_all(D, gp, g);
+}
+
+static void replan_all(struct dispatch *D, int leaving)
+{
+	pthread_mutex_lock(&D->live_lock);
+	for (struct gplan *gp = D->live; gp; gp = gp->live_next)
+		if (leaving < 0 || (uint32_t)leaving < gp->ndev)
+			replan(D, gp, leaving);
+	pthread_mutex_unlock(&D->live_lock);
+}
+
+void dispatch_device_draining(void *priv, unsigned w)
+{
+	struct dispatch *D = priv;
+	if (w >= atomic_load(&D->ndev))
+		return;
+	requeue_device(D, w);
+	replan_all(D, (int)w);
+}
+
+void dispatch_device_removed(void *priv, unsigned w)
+{
+	struct dispatch *D = priv;
+	if (w >= atomic_load(&D->ndev))
+		return;
+	/* A task queued there in the instant the device left (a placement
+	 * that saw it still ACTIVE) is not stranded. */
+	requeue_device(D, w);
 }

@@ -37,6 +37,9 @@ void dispatch_graph_finished(void *priv, struct engine_graph *g);
 size_t dispatch_peek(void *priv, unsigned worker, struct engine_task **out, size_t max);
 int dispatch_flow_added(void *priv, struct engine_flow *flow);
 void dispatch_flow_gone(void *priv, struct engine_flow *flow);
+void dispatch_device_added(void *priv, unsigned w);
+void dispatch_device_draining(void *priv, unsigned w);
+void dispatch_device_removed(void *priv, unsigned w);
 
 /* The ops of a dispatch policy whose init passes its default strategy. */
 #define DISPATCH_POLICY_OPS(NAME, INIT)                                                            \
@@ -47,6 +50,9 @@ void dispatch_flow_gone(void *priv, struct engine_flow *flow);
 		.task_done = dispatch_task_done, .task_skipped = dispatch_task_skipped,            \
 		.graph_finished = dispatch_graph_finished, .peek = dispatch_peek,                  \
 		.flow_added = dispatch_flow_added, .flow_gone = dispatch_flow_gone,                \
+		.device_added = dispatch_device_added,                                             \
+		.device_draining = dispatch_device_draining,                                       \
+		.device_removed = dispatch_device_removed,                                         \
 	}
 
 /* A policy built on the dispatch core that looks at whole graphs (the

@@ -151,6 +151,15 @@ static void eager_flow_gone(void *priv, struct engine_flow *flow)
 	pthread_mutex_unlock(&q->lock);
 }
 
+/* One queue for every device, and pick_next hands a worker only what it
+ * may run (core_runnable says no to a device that drains): a device that
+ * comes or goes changes nothing here. */
+static void eager_device_changed(void *priv, unsigned worker)
+{
+	(void)priv;
+	(void)worker;
+}
+
 const struct policy_ops policy_eager = {
 	.abi_version = POLICY_ABI_VERSION,
 	.name = "eager",
@@ -160,4 +169,7 @@ const struct policy_ops policy_eager = {
 	.pick_next = eager_pick_next,
 	.flow_added = eager_flow_added,
 	.flow_gone = eager_flow_gone,
+	.device_added = eager_device_changed,
+	.device_draining = eager_device_changed,
+	.device_removed = eager_device_changed,
 };

@@ -77,6 +77,14 @@ static struct engine_task *fifo_pick_next(void *priv, unsigned worker)
 	return found;
 }
 
+/* One queue for every device, and pick_next hands a worker only what it
+ * may run (core_runnable): a device that comes or goes changes nothing. */
+static void fifo_device_changed(void *priv, unsigned worker)
+{
+	(void)priv;
+	(void)worker;
+}
+
 const struct policy_ops policy_fifo = {
 	.abi_version = POLICY_ABI_VERSION,
 	.name = "fifo",
@@ -84,4 +92,7 @@ const struct policy_ops policy_fifo = {
 	.fini = fifo_fini,
 	.tasks_ready = fifo_tasks_ready,
 	.pick_next = fifo_pick_next,
+	.device_added = fifo_device_changed,
+	.device_draining = fifo_device_changed,
+	.device_removed = fifo_device_changed,
 };

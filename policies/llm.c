@@ -28,6 +28,9 @@ struct llm {
 	void *dispatch;
 	struct profiler *prof;
 	struct residency *res;
+	const struct engine_device *devices; /* [ndev], the engine's */
+	uint32_t ndev; /* devices known (device_added) */
+	/* Under lock from here, as the devices come and go: */
 	int accel; /* device index, -1: none (the policy is plain dmda) */
 	unsigned accel_node;
 	int host_dev; /* a host device, for the CPU predictions */
@@ -272,6 +275,11 @@ static void llm_graph(void *ctx, struct engine_graph *g)
 	if (nattn > LLM_STEP_MAX)
 		nattn = LLM_STEP_MAX;
 	pthread_mutex_lock(&L->lock);
+	/* No accelerator (or no host core) left: nothing to tier, dmda. */
+	if (L->accel < 0 || L->host_dev < 0) {
+		pthread_mutex_unlock(&L->lock);
+		return;
+	}
 	if (reserve(L, nattn, (size_t)g->ntasks * TDM_MAX_ARGS)) {
 		pthread_mutex_unlock(&L->lock);
 		return; /* no memory for the scratch: plain dmda */
@@ -456,6 +464,38 @@ static void llm_fini(void *ctx)
 	free(L);
 }
 
+static bool takes_tasks(const struct engine_device *d)
+{
+	return atomic_load_explicit(&((struct engine_device *)d)->state, memory_order_acquire) ==
+	       ENGINE_DEV_ACTIVE;
+}
+
+/* Device i may be the step's accelerator or host core when there is
+ * none: it takes tasks, and an accelerator has a memory node of its own
+ * that the residency knows. Caller holds lock (or is init). */
+static void adopt_role(struct llm *L, uint32_t i)
+{
+	const struct engine_device *d = &L->devices[i];
+	if (!takes_tasks(d))
+		return;
+	if (d->node == 0) {
+		if (L->host_dev < 0)
+			L->host_dev = (int)i;
+	} else if (L->accel < 0 && L->res && d->node < L->res->nnodes &&
+	           !L->res->nodes[d->node].gone) {
+		L->accel = (int)i;
+		L->accel_node = d->node;
+	}
+}
+
+/* Device i joins (or comes back): a host core counts for CPU attention. */
+static void adopt(struct llm *L, uint32_t i)
+{
+	if (L->devices[i].node == 0 && takes_tasks(&L->devices[i]))
+		L->host_cores++;
+	adopt_role(L, i);
+}
+
 static int llm_init(const struct policy_params *p, void **priv)
 {
 	int err = dispatch_init(p, TDM_POLICY_DMDA, priv);
@@ -472,23 +512,86 @@ static int llm_init(const struct policy_params *p, void **priv)
 	L->by_cost = p->tuning ? p->tuning->llm_tiers_by_cost : true;
 	L->res = p->res;
 	L->accel = L->host_dev = -1;
-	for (size_t i = 0; i < p->nworkers; i++) {
-		const struct engine_device *d = &p->devices[i];
-		if (d->node == 0) {
-			L->host_cores++;
-			if (L->host_dev < 0)
-				L->host_dev = (int)i;
-		} else if (L->accel < 0 && p->res && d->node < p->res->nnodes) {
-			L->accel = (int)i;
-			L->accel_node = d->node;
-		}
-	}
+	L->devices = p->devices;
+	L->ndev = (uint32_t)p->nworkers;
+	for (uint32_t i = 0; i < L->ndev; i++)
+		adopt(L, i);
+	/* Without an accelerator or a host core there is nothing to tier
+	 * (plain dmda) until a device comes (llm_graph looks each time). */
 	struct dispatch_graph_hook h = { llm_graph, llm_fini, L };
-	if (L->accel < 0 || L->host_dev < 0)
-		h.graph = NULL; /* nothing to tier: plain dmda */
 	dispatch_set_graph_hook(*priv, &h);
 	return 0;
 }
+
+/* ---- elastic devices: the tiers follow the accelerator ---- */
+
+static struct llm *llm_of(void *priv)
+{
+	return dispatch_graph_hook_ctx(priv);
+}
+
+static void llm_device_added(void *priv, unsigned w)
+{
+	dispatch_device_added(priv, w);
+	struct llm *L = llm_of(priv);
+	if (!L)
+		return;
+	pthread_mutex_lock(&L->lock);
+	if (w >= L->ndev)
+		L->ndev = w + 1;
+	adopt(L, w);
+	pthread_mutex_unlock(&L->lock);
+}
+
+/* The accelerator (or host core) the step decisions use leaves: another
+ * one takes its place, and the next step's tiers home the KV caches homed
+ * on the old node on the new one while its budget holds them, on the host
+ * otherwise (decide_tiers moves every home that is neither). Queued tasks
+ * the dispatch core moves. */
+static void llm_device_draining(void *priv, unsigned w)
+{
+	struct llm *L = llm_of(priv);
+	if (L) {
+		pthread_mutex_lock(&L->lock);
+		if (L->devices[w].node == 0 && L->host_cores)
+			L->host_cores--;
+		if ((int)w == L->accel || (int)w == L->host_dev) {
+			if ((int)w == L->accel)
+				L->accel = -1;
+			else
+				L->host_dev = -1;
+			for (uint32_t i = 0; i < L->ndev; i++)
+				if (i != w)
+					adopt_role(L, i);
+		}
+		pthread_mutex_unlock(&L->lock);
+	}
+	dispatch_device_draining(priv, w);
+}
+
+static void llm_device_removed(void *priv, unsigned w)
+{
+	dispatch_device_removed(priv, w);
+}
+
+const struct policy_ops policy_llm = {
+	.abi_version = POLICY_ABI_VERSION,
+	.name = "llm",
+	.init = llm_init,
+	.fini = dispatch_fini,
+	.graph_submitted = dispatch_graph_submitted,
+	.tasks_ready = dispatch_tasks_ready,
+	.pick_next = dispatch_pick_next,
+	.task_done = dispatch_task_done,
+	.task_skipped = dispatch_task_skipped,
+	.graph_finished = dispatch_graph_finished,
+	.peek = dispatch_peek,
+	.flow_added = dispatch_flow_added,
+	.flow_gone = dispatch_flow_gone,
+	.device_added = llm_device_added,
+	.device_draining = llm_device_draining,
+	.device_removed = llm_device_removed,
+};
 
 int llm_policy_stats(void *priv, struct llm_policy_stats *out)
 {
@@ -500,5 +603,3 @@ int llm_policy_stats(void *priv, struct llm_policy_stats *out)
 	pthread_mutex_unlock(&L->lock);
 	return 0;
 }
-
-const struct policy_ops policy_llm = DISPATCH_POLICY_OPS("llm", llm_init);

@@ -30,7 +30,12 @@ struct policy_tuning {
 extern const struct policy_tuning policy_tuning_defaults;
 
 struct policy_params {
-	size_t nworkers; /* one per device for now; worker i drives device i */
+	size_t nworkers; /* devices at start; worker i drives device i */
+	/* Capacity: devices may be added at run time up to this many
+	 * (device_added); per-device arrays are sized to it. >= nworkers. */
+	size_t max_workers;
+	/* [max_workers]: devices[i] is valid for i < nworkers, and for a device
+	 * added later from its device_added call on. */
 	const struct engine_device *devices;
 	/* The core's services: a policy hands a worker only tasks it may run
 	 * (core_runnable) and wakes the one worker that may take a task
@@ -47,7 +52,7 @@ struct policy_params {
  * services). Raised whenever one of them changes in a way a policy written
  * for the old one would get wrong; engine_create refuses a policy of
  * another version. */
-#define POLICY_ABI_VERSION 1u
+#define POLICY_ABI_VERSION 2u /* 2: max_workers, device_added/draining/removed */
 
 struct policy_ops {
 	/* POLICY_ABI_VERSION as the policy was built; the first member in
@@ -79,6 +84,22 @@ struct policy_ops {
 	/* A client's last task is done and it submits no more: drop its
 	 * per-flow state. */
 	void (*flow_gone)(void *priv, struct engine_flow *flow);
+	/* Elastic devices (docs/elastic.md). Optional (NULL: the core falls
+	 * back to its FIFO when a device drains). Called from any thread, one
+	 * device change at a time, with the device's state (engine_device.state)
+	 * already set.
+	 * device_added: worker w became ACTIVE: a new device (w == the count
+	 * before; devices[w] valid from now on) or one resumed from DRAINING.
+	 * The policy may place tasks on w from now on.
+	 * device_draining: w takes no new task (DRAINING, or GONE): the policy
+	 * moves every task it holds for w to other devices (tasks_ready's
+	 * placement) and repairs plans that used w. Tasks already handed to w
+	 * are not its business. The core waits for w's prefetch to be over first.
+	 * device_removed: w is GONE for good and its worker holds nothing any
+	 * more; per-device state of w may be dropped (an id is never reused). */
+	void (*device_added)(void *priv, unsigned w);
+	void (*device_draining)(void *priv, unsigned w);
+	void (*device_removed)(void *priv, unsigned w);
 };
 
 /* 0 if p speaks this seam's version; else -TDM_EINVAL and a one-line

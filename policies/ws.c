@@ -20,8 +20,9 @@ struct deque {
 
 struct ws {
 	const struct engine_core *core;
-	size_t n;
-	struct deque *dq;
+	_Atomic size_t n; /* workers known (device_added counts a new one) */
+	size_t cap;
+	struct deque *dq; /* [cap] */
 	void *inject; /* policy_eager's state */
 };
 
@@ -31,8 +32,9 @@ static int ws_init(const struct policy_params *p, void **priv)
 	if (!w)
 		return -TDM_ENOMEM;
 	w->core = p->core;
-	w->n = p->nworkers;
-	w->dq = calloc(w->n, sizeof(*w->dq));
+	atomic_init(&w->n, p->nworkers);
+	w->cap = p->max_workers > p->nworkers ? p->max_workers : p->nworkers;
+	w->dq = calloc(w->cap, sizeof(*w->dq));
 	if (!w->dq) {
 		free(w);
 		return -TDM_ENOMEM;
@@ -43,7 +45,7 @@ static int ws_init(const struct policy_params *p, void **priv)
 		free(w);
 		return err;
 	}
-	for (size_t i = 0; i < w->n; i++)
+	for (size_t i = 0; i < w->cap; i++)
 		pthread_mutex_init(&w->dq[i].lock, NULL);
 	*priv = w;
 	return 0;
@@ -53,7 +55,7 @@ static void ws_fini(void *priv)
 {
 	struct ws *w = priv;
 	policy_eager.fini(w->inject);
-	for (size_t i = 0; i < w->n; i++) {
+	for (size_t i = 0; i < w->cap; i++) {
 		pthread_mutex_destroy(&w->dq[i].lock);
 		free(w->dq[i].items);
 	}
@@ -147,9 +149,46 @@ static struct engine_task *ws_pick_next(void *priv, unsigned worker)
 	if (t)
 		return t;
 	t = deque_take(w, &w->dq[worker], true, worker);
-	for (size_t i = 1; !t && i < w->n; i++)
-		t = deque_take(w, &w->dq[(worker + i) % w->n], false, worker);
+	size_t n = atomic_load_explicit(&w->n, memory_order_acquire);
+	for (size_t i = 1; !t && i < n; i++)
+		t = deque_take(w, &w->dq[(worker + i) % n], false, worker);
 	return t;
+}
+
+/* A new worker steals and is stolen from once counted. */
+static void ws_device_added(void *priv, unsigned worker)
+{
+	struct ws *w = priv;
+	if (worker >= atomic_load(&w->n) && worker < w->cap)
+		atomic_store_explicit(&w->n, (size_t)worker + 1, memory_order_release);
+}
+
+/* The worker's deque goes to the injection queue, where every worker
+ * looks first (thieves would take it too, but only when idle). */
+static void ws_device_draining(void *priv, unsigned worker)
+{
+	struct ws *w = priv;
+	struct deque *d = &w->dq[worker];
+	struct engine_task *batch[64];
+	for (;;) {
+		size_t n = 0;
+		pthread_mutex_lock(&d->lock);
+		while (d->count && n < 64) {
+			batch[n++] = d->items[d->head];
+			d->head = (d->head + 1) % d->cap;
+			d->count--;
+		}
+		pthread_mutex_unlock(&d->lock);
+		if (!n)
+			return;
+		policy_eager.tasks_ready(w->inject, batch, n, -1);
+	}
+}
+
+/* What reached its deque meanwhile (released by its last tasks) moves too. */
+static void ws_device_removed(void *priv, unsigned worker)
+{
+	ws_device_draining(priv, worker);
 }
 
 static int ws_flow_added(void *priv, struct engine_flow *flow)
@@ -171,4 +210,7 @@ const struct policy_ops policy_ws = {
 	.pick_next = ws_pick_next,
 	.flow_added = ws_flow_added,
 	.flow_gone = ws_flow_gone,
+	.device_added = ws_device_added,
+	.device_draining = ws_device_draining,
+	.device_removed = ws_device_removed,
 };

@@ -712,3 +712,72 @@ int calibrate_run(const struct backend_device *devs, const uint16_t *nodes, size
 	         out->seconds);
 	return 0;
 }
+
+/* ---- one device joining a running daemon ---- */
+
+void calibrate_derive_node(struct calibration *cal, unsigned node, double mem_gbps)
+{
+	if (node == 0 || node >= cal->nnodes)
+		return;
+	/* Within its memory (each byte read and written), and to the other
+	 * accelerators through the host, as derive_links makes them. */
+	if (mem_gbps > 0)
+		cal->link[node][node] = (struct cal_link){ .gbps = mem_gbps / 2 };
+	for (unsigned b = 1; b < cal->nnodes; b++) {
+		if (b == node)
+			continue;
+		for (int dir = 0; dir < 2; dir++) {
+			unsigned s = dir ? b : node, t = dir ? node : b;
+			const struct cal_link *up = &cal->link[s][0], *down = &cal->link[0][t];
+			cal->link[s][t] = (struct cal_link){
+				.gbps = 1 / (1 / up->gbps + 1 / down->gbps),
+				.latency_ns = fmin(up->latency_ns + down->latency_ns, r_ns.hi / 2),
+			};
+		}
+	}
+}
+
+int calibrate_one(const struct backend_device *d, uint16_t node, uint32_t slot,
+                  struct calibration *cal)
+{
+	uint64_t start = now_ns();
+	struct cal_ctx c;
+	uint32_t nnodes;
+	int err;
+
+	if (!cal || slot >= CAL_MAX_DEVICES || cal->nnodes < 1 || cal->nnodes > CAL_MAX_NODES ||
+	    cal->ndevices > CAL_MAX_DEVICES)
+		return -TDM_EINVAL;
+	if ((err = cal_check_devices(d, &node, 1, &nnodes)))
+		return err;
+	struct calibration def;
+	calibrate_defaults(1, nnodes, &def);
+	struct cal_device *out = &cal->dev[slot];
+	*out = def.dev[0];
+	calibrate_device_key(d, out->key, sizeof(out->key));
+	out->node = node;
+	/* Slots between the last device and this one get generic figures. */
+	for (uint32_t i = cal->ndevices; i < slot; i++)
+		cal->dev[i] = def.dev[0];
+	if (slot + 1 > cal->ndevices)
+		cal->ndevices = slot + 1;
+	if (node && node + 1u > cal->nnodes) {
+		for (unsigned a = 0; a < node + 1u; a++)
+			for (unsigned b = 0; b < node + 1u; b++)
+				if (a >= cal->nnodes || b >= cal->nnodes)
+					cal->link[a][b] = default_link(a == b);
+		cal->nnodes = node + 1u;
+	}
+	if ((err = ctx_init(&c)))
+		return err;
+	measure_device(&c, d, out);
+	if (node) {
+		measure_node_links(&c, d, node, cal);
+		calibrate_derive_node(cal, node, out->mem_gbps);
+	}
+	ctx_fini(&c);
+	double seconds = (double)(now_ns() - start) / 1e9;
+	log_info("calibration: %s (%s) measured in %.2f s while the others ran", d->name, out->key,
+	         seconds);
+	return 0;
+}

@@ -58,6 +58,24 @@ void calibrate_fingerprint(const struct backend_device *devs, const uint16_t *no
 int calibrate_run(const struct backend_device *devs, const uint16_t *nodes, size_t n,
                   struct calibration *out);
 
+/* One device joining a running daemon, which no worker uses yet: its
+ * figures into cal->dev[slot] (key, node, sgemm, memory, launch; slot may
+ * be past cal->ndevices, which grows), and for an accelerator on memory
+ * node `node` the links between that node and the host (measured) and the
+ * other accelerators (derived through the host). Nothing else in cal
+ * changes, and no other device is touched: the others keep running
+ * meanwhile (their load may lower the figures, which the cost models then
+ * correct from the tasks it runs). Takes about a second of this thread.
+ * 0, or -TDM_EINVAL (a host device on an accelerator's node, a slot or
+ * node out of range). */
+int calibrate_one(const struct backend_device *d, uint16_t node, uint32_t slot,
+                  struct calibration *cal);
+
+/* The links of accelerator node `node` that are not measured: within its
+ * memory (from its copy bandwidth mem_gbps; 0: left as it is) and to every
+ * other accelerator node through the host, from the host links in cal. */
+void calibrate_derive_node(struct calibration *cal, unsigned node, double mem_gbps);
+
 /* The cache file for these devices: state_dir/calibration-<hash of the
  * fingerprint>.json. 0, or -TDM_EINVAL when it does not fit in len. */
 int calibrate_cache_path(const char *state_dir, const struct backend_device *devs,

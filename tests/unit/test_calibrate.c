@@ -369,6 +369,72 @@ static void test_run_bad_arguments(void **state)
 	}
 }
 
+/* ---- one device joining a running daemon ---- */
+
+/* A core calibrated alone into the slot after the others: its figures are
+ * measured, every other figure stays as it was. */
+static void test_one_host_device(void **state)
+{
+	struct calibration *c = calloc(1, sizeof(*c)), *before = calloc(1, sizeof(*c));
+	(void)state;
+	assert_non_null(c);
+	assert_non_null(before);
+	calibrate_defaults(ncpu, 1, c);
+	memcpy(before, c, sizeof(*c));
+	uint32_t slot = (uint32_t)ncpu + 2; /* a gap: ids of devices that left */
+	assert_int_equal(calibrate_one(&devs[0], 0, slot, c), 0);
+	assert_int_equal(c->ndevices, slot + 1);
+	assert_int_equal(c->nnodes, 1);
+	char key[CAL_KEY_MAX];
+	calibrate_device_key(&devs[0], key, sizeof(key));
+	assert_string_equal(c->dev[slot].key, key);
+	assert_int_equal(c->dev[slot].node, 0);
+	assert_sane(c, slot + 1);
+	/* Measured: not the generic figures (a core does more than them). */
+	assert_true(c->dev[slot].gemm_gflops != before->dev[0].gemm_gflops);
+	assert_memory_equal(&c->dev[0], &before->dev[0], ncpu * sizeof(c->dev[0]));
+	assert_memory_equal(c->link, before->link, sizeof(c->link));
+	free(c);
+	free(before);
+}
+
+/* An accelerator on a node the calibration did not have: its links to the
+ * host are measured, those to the others derived. */
+static void test_one_accelerator(void **state)
+{
+	const struct backend_device *a = first_of_kind(TDM_DEV_CLCPU);
+	(void)state;
+	if (!a) {
+		printf("# skipped: no OpenCL device\n");
+		skip();
+	}
+	struct calibration *c = calloc(1, sizeof(*c));
+	assert_non_null(c);
+	calibrate_defaults(ncpu, 2, c); /* node 1: some accelerator already there */
+	struct cal_link host_link = c->link[0][0];
+	assert_int_equal(calibrate_one(a, 2, (uint32_t)ncpu, c), 0);
+	assert_int_equal(c->nnodes, 3);
+	assert_int_equal(c->dev[ncpu].node, 2);
+	assert_sane(c, ncpu + 1);
+	assert_true(c->link[0][2].measured);
+	assert_true(c->link[2][0].measured);
+	assert_false(c->link[1][2].measured);
+	assert_true(c->link[1][2].gbps > 0 && c->link[1][2].gbps <= c->link[0][2].gbps);
+	assert_memory_equal(&c->link[0][0], &host_link, sizeof(host_link));
+	free(c);
+}
+
+static void test_one_bad_arguments(void **state)
+{
+	struct calibration c;
+	(void)state;
+	calibrate_defaults(1, 1, &c);
+	assert_int_equal(calibrate_one(&devs[0], 1, 1, &c), -TDM_EINVAL); /* host on node 1 */
+	assert_int_equal(calibrate_one(&devs[0], 0, CAL_MAX_DEVICES, &c), -TDM_EINVAL);
+	assert_int_equal(calibrate_one(&devs[0], 0, 1, NULL), -TDM_EINVAL);
+	assert_int_equal(c.ndevices, 1);
+}
+
 /* ---- measurements that fail ---- */
 
 /* A host device without kernels and an accelerator whose every call fails:
@@ -934,6 +1000,9 @@ int main(void)
 		cmocka_unit_test(test_run_no_devices),
 		cmocka_unit_test(test_run_bad_arguments),
 		cmocka_unit_test(test_run_failures_fall_back),
+		cmocka_unit_test(test_one_host_device),
+		cmocka_unit_test(test_one_accelerator),
+		cmocka_unit_test(test_one_bad_arguments),
 		cmocka_unit_test(test_json_round_trip),
 		cmocka_unit_test(test_json_malformed_fields),
 		cmocka_unit_test(test_json_malformed_shapes),

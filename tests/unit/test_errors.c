@@ -43,6 +43,8 @@ static const struct {
 	{ TDM_ECONFIG, 20, "invalid configuration" },
 	{ TDM_EPEER, 21, "the socket is not served by a tandemd we trust" },
 	{ TDM_EDAEMON, 22, "daemon lost: tandemd exited" },
+	{ TDM_ENOSPC, 23, "no room left (a capacity is full)" },
+	{ TDM_ENODEV, 24, "no device left to run it, or its data was lost with a device" },
 };
 
 static const struct {
