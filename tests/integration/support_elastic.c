@@ -377,7 +377,8 @@ int tdmt_elastic_fire_events(struct tdmt_el_events *ev)
 
 	if (ev->nnames > 16)
 		return -1;
-	for (int k = 0; k < ev->count; k++) {
+	/* Sent ones count; a round that finds no change to make only pauses. */
+	for (int k = 0; (int)ev->sent < ev->count && k < 4 * ev->count; k++) {
 		json_t *st = tdmt_status_doc(ev->sock);
 		if (!st)
 			return -1;
@@ -395,12 +396,12 @@ int tdmt_elastic_fire_events(struct tdmt_el_events *ev)
 			bool leaves_cpu =
 			        views[i].accelerator || other_cpu_active(views, ev->nnames, i);
 			unsigned dice = (unsigned)tdmt_rand_range(&rng, 0, 99);
-			if (!strcmp(s, "gone") || !strcmp(s, "available"))
+			if ((!strcmp(s, "gone") || !strcmp(s, "available")) && removable)
 				op = TDM_DEV_ADD;
 			else if (!strcmp(s, "draining"))
-				op = dice < 60 || !removable ? TDM_DEV_RESUME : TDM_DEV_REMOVE;
+				op = dice < 75 || !removable ? TDM_DEV_RESUME : TDM_DEV_REMOVE;
 			else if (!strcmp(s, "active") && leaves_cpu)
-				op = dice < 60 || !removable ? TDM_DEV_DRAIN : TDM_DEV_REMOVE;
+				op = dice < 75 || !removable ? TDM_DEV_DRAIN : TDM_DEV_REMOVE;
 			else
 				continue;
 			pick = i;

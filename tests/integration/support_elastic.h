@@ -125,13 +125,13 @@ struct tdmt_el_events {
 	unsigned capacity_refusals; /* adds refused for want of device ids */
 	char last_error[256];
 };
-/* Fires e->count events, each a random valid change of a random device of
- * the list as the status shows it: an active one is drained or removed, a
- * draining one resumed or removed, a gone or available one added. One CPU
- * worker of the list is always left taking tasks (the CPU-only kernels
- * need one). Once an add was refused for capacity (device ids are never
- * reused), nothing more is removed. Returns 0, or -1 when the status could
- * not be read. */
+/* Sends e->count changes, each a random valid change of a random device of
+ * the list as the status shows it: an active one is drained (3 in 4) or
+ * removed, a draining one resumed (3 in 4) or removed, a gone or available
+ * one added. One CPU worker of the list is always left taking tasks (the
+ * CPU-only kernels need one). Device ids are never reused and there are at
+ * most 64: once an add was refused for capacity, nothing more is removed
+ * or added. Returns 0, or -1 when the status could not be read. */
 int tdmt_elastic_fire_events(struct tdmt_el_events *ev);
 
 #endif
