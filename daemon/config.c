@@ -6,6 +6,7 @@
  * whole document is valid.
  */
 #include "daemon/config.h"
+#include "engine/engine.h"
 #include "policies/policy.h"
 
 #include <arpa/inet.h>
@@ -125,6 +126,9 @@ const char config_default_toml[] =
         "[devices]\n"
         "# Devices to use, by name (\"cpu0\", \"clcpu0\", \"cuda0\", ...) or class\n"
         "# (\"cpu\", \"clcpu\", \"gpu\", \"npu\"); [] means every device found.\n"
+        "# On SIGHUP the devices in use follow include and exclude: those left\n"
+        "# out are drained and removed, found ones now selected are added\n"
+        "# (docs/elastic.md).\n"
         "include = []\n"
         "# Devices to leave alone, by name or class (applied after include).\n"
         "exclude = []\n"
@@ -133,11 +137,14 @@ const char config_default_toml[] =
         "pipeline_depth = 4\n"
         "# Device memory tandem may use, per device name or class: a size as in\n"
         "# [limits], such as { gpu = \"8GiB\", clcpu0 = \"256MiB\" }. A device not\n"
-        "# listed may use all of its memory.\n"
+        "# listed may use all of its memory. A change applies on SIGHUP.\n"
         "mem_cap = {}\n"
         "# Testing: make the next N launches on a device fail as device faults,\n"
         "# such as { clcpu0 = 1 } (0 to 1000000).\n"
         "fault_inject = {}\n"
+        "# A device that failed more launches than this as device faults leaves\n"
+        "# (\"gone\" in tandemctl devices) once its tasks moved (1 to 1000).\n"
+        "fault_limit = 16\n"
         "\n"
         "[opencl]\n"
         "# Use OpenCL devices (every platform of the ICD loader).\n"
@@ -236,6 +243,7 @@ void config_defaults(struct daemon_config *cfg)
 	cfg->n_cores = 0;
 
 	cfg->pipeline_depth = 4;
+	cfg->fault_limit = ENGINE_FAULT_LIMIT;
 	cfg->opencl_enabled = 1;
 	cfg->cuda_enabled = 1;
 
@@ -356,13 +364,15 @@ static const struct key_spec schema[] = {
 
 	ARRAY("cpu", "cores", K_CORES, 0, 1023, cores, n_cores, CONFIG_MAX_CORES, RESTART),
 
+	/* SIGHUP adds and removes devices to match (daemon/elastic.c). */
 	ARRAY("devices", "include", K_DEVSEL, 0, 0, dev_include, n_dev_include, CONFIG_MAX_DEVSEL,
-	      RESTART),
+	      RELOAD),
 	ARRAY("devices", "exclude", K_DEVSEL, 0, 0, dev_exclude, n_dev_exclude, CONFIG_MAX_DEVSEL,
-	      RESTART),
+	      RELOAD),
 	SCALAR("devices", "pipeline_depth", K_U32, 1, 64, pipeline_depth, RESTART),
 	ARRAY("devices", "mem_cap", K_DEVBYTES, 4096, INT64_C(1) << 48, mem_cap, n_mem_cap,
-	      CONFIG_MAX_DEVSEL, RESTART),
+	      CONFIG_MAX_DEVSEL, RELOAD),
+	SCALAR("devices", "fault_limit", K_U32, 1, 1000, fault_limit, RESTART),
 	ARRAY("devices", "fault_inject", K_DEVU32, 0, 1000000, fault_inject, n_fault_inject,
 	      CONFIG_MAX_DEVSEL, RESTART),
 

@@ -78,6 +78,7 @@ struct daemon_config {
 	struct config_devval mem_cap[CONFIG_MAX_DEVSEL]; /* bytes tandem may use */
 	size_t n_mem_cap;
 	struct config_devval fault_inject[CONFIG_MAX_DEVSEL]; /* testing: launches to fail */
+	uint32_t fault_limit; /* device faults after which a device leaves (GONE) */
 	size_t n_fault_inject;
 
 	/* [opencl], [cuda] */

@@ -11,6 +11,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "daemon/elastic.h"
 #include "daemon/intake.h"
 #include "common/log.h"
 #include "daemon/models.h"
@@ -326,6 +327,7 @@ void conn_close(struct conn *c)
 	control_trace_gone(srv, c);
 	if (srv->cal_conn == c)
 		srv->cal_conn = NULL; /* its reply is dropped when it comes */
+	elastic_conn_gone(srv, c);
 	if (c->s) {
 		log_info("client %u (pid %d) disconnected", c->s->id, (int)c->pid);
 		server_unregister(srv, c->s); /* no worker looks at it after this */
@@ -704,6 +706,10 @@ static bool handle_calibrate(struct conn *c)
 	if (srv->cal_running)
 		return conn_send_reply(c, -TDM_EBUSY,
 		                       reply_error("calibrate: a calibration is running already"));
+	if (elastic_busy(srv)) /* it would change the device table under us */
+		return conn_send_reply(
+		        c, -TDM_EBUSY,
+		        reply_error("calibrate: a device is being measured or probed; try again"));
 	srv->cal_doc = NULL;
 	atomic_store(&srv->cal_done, false);
 	if (pthread_create(&srv->cal_thread, NULL, calibration_main, srv) != 0)
@@ -711,8 +717,27 @@ static bool handle_calibrate(struct conn *c)
 		                       reply_error("calibrate: cannot start its thread"));
 	srv->cal_running = true;
 	srv->cal_conn = c;
+	conn_defer_reply(c);
+	return true;
+}
+
+void conn_defer_reply(struct conn *c)
+{
 	c->awaiting = true;
 	event_del(c->ev_sock); /* one request at a time */
+}
+
+bool conn_deferred_reply(struct conn *c, int32_t status, char *doc)
+{
+	c->awaiting = false;
+	if (!conn_send_reply(c, status, doc)) {
+		conn_close(c);
+		return false;
+	}
+	if (!c->out_head) {
+		event_add(c->ev_sock, NULL);
+		process_input(c);
+	}
 	return true;
 }
 
@@ -730,20 +755,85 @@ void conn_calibration_done(struct server *srv)
 		free(doc);
 		return;
 	}
-	c->awaiting = false;
 	int32_t status = 0;
 	if (!doc && !srv->prof) { /* without cost models, nothing was calibrated */
 		status = -TDM_EINVAL;
 		doc = reply_error("calibrate: this daemon has no cost models");
 	}
-	if (!conn_send_reply(c, status, doc)) {
-		conn_close(c);
-		return;
+	conn_deferred_reply(c, status, doc);
+}
+
+/* Device and client changes concern every user's work: administrators
+ * only, with a reason a program can test. */
+static bool refuse_change_unless_admin(struct conn *c, const char *what, bool *ok)
+{
+	if (server_peer_admin(c->srv, c->uid, c->gid, c->groups, c->ngroups))
+		return false;
+	*ok = conn_send_reply(c, -TDM_EPERM,
+	                      reply_refusal(TDM_CTL_REASON_NOT_ADMIN,
+	                                    "%s: only root, the daemon's uid and "
+	                                    "daemon.admin_uids/admin_gids may",
+	                                    what));
+	return true;
+}
+
+/* A device name as backends make them: [A-Za-z0-9_.-], 1 to 31 bytes. */
+static bool device_name_valid(const char *name, size_t max)
+{
+	size_t n = strnlen(name, max);
+	if (n == 0 || n >= max || n >= BACKEND_DEVICE_NAME_MAX)
+		return false;
+	for (size_t i = 0; i < n; i++) {
+		char ch = name[i];
+		if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
+		      (ch >= '0' && ch <= '9') || ch == '_' || ch == '-' || ch == '.'))
+			return false;
 	}
-	if (!c->out_head) {
-		event_add(c->ev_sock, NULL);
-		process_input(c);
-	}
+	return true;
+}
+
+static bool handle_device(struct conn *c, const void *p, uint32_t len)
+{
+	struct tdm_ctl_device req;
+	bool ok;
+	if (len != sizeof(req))
+		return false;
+	memcpy(&req, p, sizeof(req)); /* copied once, then checked */
+	if (refuse_change_unless_admin(c, "device", &ok))
+		return ok;
+	const char *why = NULL;
+	if (req.op < TDM_DEV_ADD || req.op >= TDM_DEV_OP_COUNT)
+		why = "unknown operation";
+	else if (req.reserved)
+		why = "reserved field not zero";
+	else if (!memchr(req.name, '\0', sizeof(req.name)))
+		why = "device name not terminated";
+	else if (req.op == TDM_DEV_RESCAN ? req.name[0] != '\0'
+	                                  : !device_name_valid(req.name, sizeof(req.name)))
+		why = req.op == TDM_DEV_RESCAN ? "rescan takes no device name"
+		                               : "device name: 1 to 31 of [A-Za-z0-9_.-]";
+	else if (req.op == TDM_DEV_BUDGET ? req.value < 4096 || req.value > (UINT64_C(1) << 48)
+	                                  : req.value != 0)
+		why = req.op == TDM_DEV_BUDGET ? "budget: 4096 bytes to 2^48" : "value not zero";
+	if (why)
+		return conn_send_reply(
+		        c, -TDM_EINVAL,
+		        reply_refusal(TDM_CTL_REASON_BAD_REQUEST, "device: %s", why));
+	return elastic_device_request(c->srv, c, &req);
+}
+
+static bool handle_client_change(struct conn *c, const void *p, uint32_t len)
+{
+	struct tdm_ctl_client req;
+	bool ok;
+	if (len != sizeof(req))
+		return false;
+	memcpy(&req, p, sizeof(req));
+	if (refuse_change_unless_admin(c, "client", &ok))
+		return ok;
+	char *doc = NULL;
+	int status = control_client_change(c->srv, &req, &doc);
+	return conn_send_reply(c, status, doc);
 }
 
 static bool handle_msg(struct conn *c, uint32_t type, const void *p, uint32_t len)
@@ -768,6 +858,9 @@ static bool handle_msg(struct conn *c, uint32_t type, const void *p, uint32_t le
 	case TDM_MSG_CTL_TRACE_STOP:
 		return len == 0 && c->role == CONN_CONTROL && handle_trace_stop(c);
 	case TDM_MSG_CTL_EXPORT: return c->role == CONN_CONTROL && handle_export(c, p, len);
+	/* Devices and clients while they run (daemon/elastic.c, control.c). */
+	case TDM_MSG_CTL_DEVICE: return c->role == CONN_CONTROL && handle_device(c, p, len);
+	case TDM_MSG_CTL_CLIENT: return c->role == CONN_CONTROL && handle_client_change(c, p, len);
 	default: return false;
 	}
 }

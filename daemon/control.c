@@ -11,6 +11,7 @@
 #include "sim/machine.h"
 #include "policies/policy.h"
 #include "profiler/profiler.h"
+#include "daemon/elastic.h"
 #include "daemon/metrics.h"
 #include "daemon/reply.h"
 #include "daemon/server.h"
@@ -54,6 +55,11 @@ static json_t *device_json(struct server *srv, size_t i)
 	                  (json_int_t)atomic_load(&d->busy_ns));
 	if (!o)
 		return NULL;
+	/* The id tasks report (TASK_INFO's device), never reused, and where the
+	 * device is in its life (docs/elastic.md). */
+	json_object_set_new(o, "id", json_integer((json_int_t)i));
+	json_object_set_new(o, "state", json_string(elastic_state_name(srv, (unsigned)i)));
+	json_object_set_new(o, "busy", json_integer(engine_device_busy(srv->engine, (unsigned)i)));
 	json_object_set_new(o, "staged", json_integer(atomic_load(&d->staged)));
 	json_object_set_new(o, "kernels", kernels_json(d));
 	json_object_set_new(o, "wait_hist", histogram_json(d->wait_hist));
@@ -215,6 +221,11 @@ json_t *control_status_doc(struct server *srv, const struct status_view *v)
 	        engine_policy_name(srv->engine), "policy_fallback", e.fallback, "draining",
 	        srv->draining, "all_clients", v->all, "devices", devices_json(srv),
 	        "latency_bounds_ns", latency_bounds_json(), "counters", counters_json(srv));
+	if (doc) {
+		json_object_set_new(doc, "available", elastic_available_json(srv));
+		json_object_set_new(json_object_get(doc, "counters"), "device_events",
+		                    elastic_events_json(srv));
+	}
 	if (doc && v->clients)
 		json_object_set_new(doc, "clients", clients_json(srv, v->all, v->uid));
 	if (doc)
@@ -230,6 +241,71 @@ char *control_status_json(struct server *srv, const struct conn *c)
 		.clients = true,
 	};
 	return reply_text(control_status_doc(srv, &v));
+}
+
+/* ---- tandemctl client weight, uid quota ---------------------------------------- */
+
+static int client_weight(struct server *srv, const struct tdm_ctl_client *r, char **doc)
+{
+	if (r->value < 1 || r->value > 1000) {
+		*doc = reply_refusal(TDM_CTL_REASON_BAD_REQUEST, "weight: 1 to 1000");
+		return -TDM_EINVAL;
+	}
+	for (struct conn *c = srv->conns; c; c = c->next) {
+		if (!c->s || c->s->id != r->id)
+			continue;
+		uint32_t was = session_set_weight(c->s, (uint32_t)r->value);
+		log_info("session %u (pid %d): weight %u (was %u)", c->s->id, (int)c->pid,
+		         (unsigned)r->value, was);
+		*doc = reply_text(json_pack("{s:s, s:I, s:I, s:I}", "op", "weight", "session",
+		                            (json_int_t)r->id, "value", (json_int_t)r->value,
+		                            "previous", (json_int_t)was));
+		return 0;
+	}
+	*doc = reply_refusal(TDM_CTL_REASON_UNKNOWN_CLIENT, "weight: no client has session %u",
+	                     r->id);
+	return -TDM_EINVAL;
+}
+
+static int uid_quota(struct server *srv, const struct tdm_ctl_client *r, char **doc)
+{
+	if (r->value && (r->value < 4096 || r->value > (UINT64_C(1) << 48))) {
+		*doc = reply_refusal(TDM_CTL_REASON_BAD_REQUEST,
+		                     "quota: 4096 bytes to 2^48, or 0 for the configured one");
+		return -TDM_EINVAL;
+	}
+	struct uid_usage *u = server_uid_usage(srv, (uid_t)r->id);
+	if (!u) {
+		*doc = reply_error("quota: out of memory");
+		return -TDM_ENOMEM;
+	}
+	if (!u->limited) {
+		*doc = reply_refusal(TDM_CTL_REASON_STATE,
+		                     "quota: uid %u (root or the daemon's) has no quota", r->id);
+		return -TDM_EINVAL;
+	}
+	uint64_t was = uid_buffer_quota(u, &srv->cfg);
+	atomic_store(&u->buffer_quota, r->value);
+	uint64_t now = uid_buffer_quota(u, &srv->cfg);
+	/* Buffers held beyond a smaller quota stay; new ones are refused. */
+	log_info("uid %u: buffer quota %llu bytes (was %llu)", r->id, (unsigned long long)now,
+	         (unsigned long long)was);
+	*doc = reply_text(json_pack("{s:s, s:I, s:I, s:I, s:b, s:I}", "op", "quota", "uid",
+	                            (json_int_t)r->id, "value", (json_int_t)now, "previous",
+	                            (json_int_t)was, "configured", r->value == 0, "held",
+	                            (json_int_t)atomic_load(&u->buffer_bytes)));
+	return 0;
+}
+
+int control_client_change(struct server *srv, const struct tdm_ctl_client *r, char **doc)
+{
+	switch (r->op) {
+	case TDM_CLIENT_WEIGHT: return client_weight(srv, r, doc);
+	case TDM_CLIENT_UID_QUOTA: return uid_quota(srv, r, doc);
+	default:
+		*doc = reply_refusal(TDM_CTL_REASON_BAD_REQUEST, "client: unknown operation");
+		return -TDM_EINVAL;
+	}
 }
 
 /* ---- tandemctl trace -------------------------------------------------------- */

@@ -177,9 +177,91 @@ static void device_histogram(struct evbuffer *o, const json_t *devices, const js
 	}
 }
 
+static int metrics_render_devices(const json_t *doc, const json_t *devices, struct evbuffer *o);
+
+/* The devices of the status document, each name once: a device removed and
+ * added again has a new id, and the newest stands for the name (its
+ * counters start again from 0, which Prometheus reads as a reset). A new
+ * reference, or NULL. */
+static json_t *latest_by_name(const json_t *all)
+{
+	json_t *out = json_array();
+	size_t i, j;
+	const json_t *d, *e;
+	json_array_foreach(all, i, d)
+	{
+		const char *name = json_string_value(json_object_get(d, "name"));
+		bool newer = false;
+		json_array_foreach(all, j, e)
+		{
+			const char *other = json_string_value(json_object_get(e, "name"));
+			if (j > i && name && other && !strcmp(name, other))
+				newer = true;
+		}
+		if (!newer)
+			json_array_append(out, (json_t *)d);
+	}
+	return out;
+}
+
+static bool listed(const json_t *list, const char *name)
+{
+	size_t i;
+	const json_t *d;
+	json_array_foreach(list, i, d)
+	{
+		const char *n = json_string_value(json_object_get(d, "name"));
+		if (n && !strcmp(n, name))
+			return true;
+	}
+	return false;
+}
+
+static void state_samples(struct evbuffer *o, const char *dev, const char *state)
+{
+	static const char *const states[] = { "active", "draining", "gone", "available" };
+	for (size_t s = 0; s < sizeof(states) / sizeof(states[0]); s++) {
+		const char *labels[] = { "device", dev, "state", states[s] };
+		sample(o, "tandem_device_state", labels, 2, strcmp(state, states[s]) ? "0" : "1");
+	}
+}
+
+/* tandem_device_state: one sample per device name and state, 1 for the
+ * state it is in (active, draining, gone; available: found, not in use,
+ * which a device removed becomes once it left its last task). */
+static void device_states(struct evbuffer *o, const json_t *devices, const json_t *available)
+{
+	size_t i;
+	const json_t *d;
+	family(o, "tandem_device_state", "gauge",
+	       "1 for the state each device is in (docs/elastic.md), 0 for the others.");
+	json_array_foreach(devices, i, d)
+	{
+		const char *dev = json_string_value(json_object_get(d, "name"));
+		const char *state = json_string_value(json_object_get(d, "state"));
+		if (dev && state)
+			state_samples(o, dev, listed(available, dev) ? "available" : state);
+	}
+	json_array_foreach(available, i, d)
+	{
+		const char *dev = json_string_value(json_object_get(d, "name"));
+		if (dev && !listed(devices, dev))
+			state_samples(o, dev, "available");
+	}
+}
+
 int metrics_render(const json_t *doc, struct evbuffer *o)
 {
-	const json_t *devices = json_object_get(doc, "devices");
+	if (!json_is_array(json_object_get(doc, "devices")))
+		return -1;
+	json_t *latest = latest_by_name(json_object_get(doc, "devices"));
+	int rc = metrics_render_devices(doc, latest, o);
+	json_decref(latest);
+	return rc;
+}
+
+static int metrics_render_devices(const json_t *doc, const json_t *devices, struct evbuffer *o)
+{
 	const json_t *counters = json_object_get(doc, "counters");
 	const json_t *bounds = json_object_get(doc, "latency_bounds_ns");
 	const json_t *d, *v;
@@ -259,6 +341,15 @@ int metrics_render(const json_t *doc, struct evbuffer *o)
 	              "Device time of the tasks the device ran.", "busy_ns", true);
 	device_metric(o, devices, "tandem_device_faults_total", "counter", "Device faults.",
 	              "faults", false);
+	device_states(o, devices, json_object_get(doc, "available"));
+	family(o, "tandem_device_events_total", "counter",
+	       "Devices added, drained, resumed, removed, budgets changed, rescans, and "
+	       "devices that faults took away.");
+	json_object_foreach((json_t *)json_object_get(counters, "device_events"), key, v)
+	{
+		const char *labels[] = { "event", key };
+		sample_int(o, "tandem_device_events_total", labels, 1, json_integer_value(v));
+	}
 	family(o, "tandem_device_healthy", "gauge",
 	       "1 while the device takes work, 0 after a fault.");
 	json_array_foreach(devices, i, d)

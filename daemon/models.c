@@ -177,6 +177,53 @@ static void copy_observed(void *ctx, unsigned src, unsigned dst, uint64_t bytes,
 	profiler_observe_copy(ctx, (uint16_t)src, (uint16_t)dst, bytes, ns, 1);
 }
 
+/* tandemctl calibrate while devices may have left (daemon/elastic.c): the
+ * devices gone are not touched (their hardware may be unplugged) and keep
+ * their figures; the others are measured in engine order. */
+static int calibrate_live(struct server *srv, const uint16_t *nodes, size_t n, bool force,
+                          struct calibration *cal)
+{
+	struct backend_device *live = calloc(n ? n : 1, sizeof(*live));
+	uint16_t *live_nodes = calloc(n ? n : 1, sizeof(*live_nodes));
+	struct calibration *got = calloc(1, sizeof(*got));
+	size_t m = 0;
+	int rc = -TDM_ENOMEM;
+
+	if (!live || !live_nodes || !got)
+		goto out;
+	for (size_t i = 0; i < n; i++) {
+		if (engine_device_state(srv->engine, (unsigned)i) == ENGINE_DEV_GONE)
+			continue;
+		live[m] = srv->devs[i];
+		live_nodes[m++] = nodes[i];
+	}
+	if (m == n) {
+		rc = calibrate_load_or_run(srv->state_dir, srv->devs, nodes, n, force, cal);
+		goto out;
+	}
+	rc = calibrate_load_or_run(srv->state_dir, live, live_nodes, m, force, got);
+	if (rc)
+		goto out;
+	profiler_calibration(srv->prof, cal); /* the figures of those gone */
+	for (size_t i = 0, j = 0; i < n; i++)
+		if (engine_device_state(srv->engine, (unsigned)i) != ENGINE_DEV_GONE)
+			cal->dev[i] = got->dev[j++];
+	cal->ndevices = (uint32_t)n;
+	for (uint32_t a = 0; a < got->nnodes; a++)
+		for (uint32_t b = 0; b < got->nnodes; b++)
+			cal->link[a][b] = got->link[a][b];
+	if (got->nnodes > cal->nnodes)
+		cal->nnodes = got->nnodes;
+	cal->seconds = got->seconds;
+	cal->from_cache = got->from_cache;
+	memcpy(cal->fingerprint, got->fingerprint, sizeof(cal->fingerprint));
+out:
+	free(live);
+	free(live_nodes);
+	free(got);
+	return rc;
+}
+
 static int calibrate(struct server *srv, bool force, struct calibration *cal)
 {
 	uint16_t nodes[SERVER_MAX_DEVICES];
@@ -198,7 +245,9 @@ static int calibrate(struct server *srv, bool force, struct calibration *cal)
 		log_info("profiler: calibration off; generic figures until tasks are measured");
 		return 0;
 	}
-	return calibrate_load_or_run(srv->state_dir, srv->devs, nodes, n, force, cal);
+	if (!srv->engine)
+		return calibrate_load_or_run(srv->state_dir, srv->devs, nodes, n, force, cal);
+	return calibrate_live(srv, nodes, n, force, cal);
 }
 
 static void log_calibration(const struct calibration *cal)

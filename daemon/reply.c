@@ -20,3 +20,13 @@ char *reply_error(const char *fmt, ...)
 	va_end(ap);
 	return reply_text(json_pack("{s:s}", "error", msg));
 }
+
+char *reply_refusal(const char *reason, const char *fmt, ...)
+{
+	char msg[512];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	return reply_text(json_pack("{s:s, s:s}", "error", msg, "reason", reason));
+}

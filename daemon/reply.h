@@ -11,5 +11,8 @@ char *reply_text(json_t *doc);
 /* {"error": MESSAGE}, MESSAGE made printf-like (cut at 512 bytes), as
  * reply_text makes it. */
 char *reply_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* {"error": MESSAGE, "reason": reason}: a refusal a program can tell apart
+ * by its reason word (TDM_CTL_REASON_*, include/tandem/wire.h). */
+char *reply_refusal(const char *reason, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 #endif

@@ -15,6 +15,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "daemon/elastic.h"
 #include "daemon/intake.h"
 #include "daemon/metrics.h"
 #include "daemon/models.h"
@@ -253,7 +254,8 @@ static void on_terminate(evutil_socket_t sig, short what, void *arg)
 
 /* Settings that take effect on SIGHUP (reloadable in the schema of
  * config.c); the others need a restart and are named in a warning. New
- * clients get the new shares and hints; connected ones keep theirs. */
+ * clients get the new shares and hints; connected ones keep their hints
+ * and follow a changed share (reload). */
 static void apply_reload(struct server *srv, const struct daemon_config *n)
 {
 	char restart_only[1024];
@@ -270,6 +272,7 @@ static void reload(struct server *srv)
 {
 	struct daemon_config n;
 	char err[CONFIG_ERR_MAX];
+	struct daemon_config *old;
 
 	if (!srv->config_path) {
 		log_info("SIGHUP: running on embedded defaults, nothing to reload");
@@ -281,10 +284,23 @@ static void reload(struct server *srv)
 		return;
 	}
 	bool others_before = others_allowed(&srv->cfg);
+	old = malloc(sizeof(*old));
+	if (!old) {
+		log_error("SIGHUP: out of memory: keeping the running configuration");
+		return;
+	}
+	*old = srv->cfg;
 	/* Workers read the limits during intake, under the registry lock. */
 	pthread_rwlock_wrlock(&srv->registry_lock);
 	apply_reload(srv, &n);
 	pthread_rwlock_unlock(&srv->registry_lock);
+	/* Connected clients follow changed [clients] weights; the devices in
+	 * use follow [devices]. */
+	for (struct conn *c = srv->conns; c; c = c->next)
+		if (c->s)
+			session_reload_settings(c->s, old, &srv->cfg);
+	elastic_reload(srv, old);
+	free(old);
 	if (srv->made_socket_dir && others_before != others_allowed(&srv->cfg)) {
 		/* Our own directory, checked at start: nobody else could have
 		 * replaced it since. */
@@ -517,6 +533,7 @@ static void on_kick(evutil_socket_t fd, short what, void *arg)
 		log_debug("kick: %s", strerror(errno));
 	if (atomic_exchange(&srv->cal_done, false))
 		conn_calibration_done(srv);
+	elastic_kicked(srv);
 	conn_close_broken(srv);
 }
 
@@ -533,7 +550,7 @@ static void session_broken(void *ctx)
 	server_kick(ctx);
 }
 
-static bool device_wanted(const struct daemon_config *cfg, const struct backend_device *d)
+bool server_device_wanted(const struct daemon_config *cfg, const struct backend_device *d)
 {
 	const char *kind = device_kind_name(d->kind);
 	bool in = cfg->n_dev_include == 0;
@@ -604,8 +621,12 @@ static int probe_backend(struct server *srv, const struct backend_component *c,
 		log_info("%s", pp->note);
 	for (size_t i = 0; i < n; i++) {
 		struct backend_device *d = &found[i];
-		bool keep = device_wanted(&srv->cfg, d) && !seen_earlier(srv, c, d) &&
-		            srv->ndevs < SERVER_MAX_DEVICES;
+		if (seen_earlier(srv, c, d)) {
+			if (ops->release)
+				ops->release(d);
+			continue;
+		}
+		bool keep = server_device_wanted(&srv->cfg, d) && srv->ndevs < SERVER_MAX_DEVICES;
 		if (keep && backend_is_accelerator(d)) {
 			/* The residency keeps a pointer to the table's copy. */
 			struct backend_device *slot = &srv->devs[srv->ndevs];
@@ -622,9 +643,16 @@ static int probe_backend(struct server *srv, const struct backend_component *c,
 				d->node = (uint16_t)node;
 			}
 		}
-		if (!keep) {
+		/* Kept either way (the handles are elastic's to release): one
+		 * [devices] leaves out is available to tandemctl device add. */
+		err = elastic_found(srv, d, keep ? (int)srv->ndevs : -1);
+		if (err) {
 			if (ops->release)
 				ops->release(d);
+			return err;
+		}
+		if (!keep) {
+			log_info("%s: found, not used ([devices] leaves it out)", d->name);
 			continue;
 		}
 		srv->inject_faults[srv->ndevs] = (uint32_t)config_devval_lookup(
@@ -670,6 +698,8 @@ static int start_devices(struct server *srv)
 	int err = 0;
 
 	residency_init(&srv->res);
+	if ((err = elastic_create(srv)))
+		return err;
 	for (size_t i = 0; i < ncomps && i < 16 && !err; i++) {
 		const struct backend_component *c = comps[i];
 		int enabled = config_bool(&srv->cfg, c->name, "enabled");
@@ -687,6 +717,7 @@ static int start_devices(struct server *srv)
 		}
 		pp.note[0] = '\0';
 		err = probe_backend(srv, c, ops, &pp);
+		elastic_backend(srv, c, ops);
 	}
 	if (err)
 		return err;
@@ -880,6 +911,7 @@ int server_init(struct server *srv, const struct daemon_config *cfg, const char 
 		.policy = policy,
 		.devices = srv->devs,
 		.ndevices = srv->ndevs,
+		.max_devices = ENGINE_MAX_DEVICES, /* room for devices added later */
 		.spin_us = cfg->spin_us,
 		.hooks = { .graph_done = server_graph_done,
 		           .poll = server_poll,
@@ -891,6 +923,7 @@ int server_init(struct server *srv, const struct daemon_config *cfg, const char 
 		.res = &srv->res,
 		.pipeline_depth = cfg->pipeline_depth,
 		.inject_faults = srv->inject_faults,
+		.fault_limit = cfg->fault_limit,
 		.prof = srv->prof,
 		.tuning = &tuning,
 		.watchdog_ms = cfg->watchdog_ms,
@@ -908,6 +941,9 @@ int server_init(struct server *srv, const struct daemon_config *cfg, const char 
 	if (err)
 		return err;
 	err = metrics_start(srv);
+	if (err)
+		return err;
+	err = elastic_arm(srv);
 	if (err)
 		return err;
 	err = models_arm(srv);
@@ -956,6 +992,7 @@ int server_fini(struct server *srv)
 		free(srv->cal_doc);
 		srv->cal_doc = NULL;
 	}
+	elastic_stop(srv);
 	metrics_stop(srv); /* its pages read the engine */
 	while (srv->conns)
 		conn_close(srv->conns);
@@ -974,9 +1011,7 @@ int server_fini(struct server *srv)
 	/* Buffers that outlive this point are freed with the process; their
 	 * device memory goes with the devices. */
 	residency_close(&srv->res);
-	for (size_t i = 0; i < srv->ndevs; i++)
-		if (srv->devs[i].ops->release)
-			srv->devs[i].ops->release(&srv->devs[i]);
+	elastic_release(srv); /* srv->devs holds copies of these */
 	backend_registry_unload();
 	residency_fini(&srv->res);
 	if (srv->listener) {
@@ -996,6 +1031,7 @@ int server_fini(struct server *srv)
 		event_free(srv->ev_kick);
 	if (srv->ev_listen_resume)
 		event_free(srv->ev_listen_resume);
+	elastic_destroy(srv);
 	notify_fini(srv);
 	if (srv->bell_epoll >= 0)
 		close(srv->bell_epoll);

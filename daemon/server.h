@@ -14,7 +14,7 @@
 #include "daemon/recorder.h"
 #include "daemon/session.h"
 
-#define SERVER_MAX_DEVICES 1024
+#define SERVER_MAX_DEVICES 1024 /* engine ids (ENGINE_MAX_DEVICES bounds them further) */
 #define SERVER_MAX_RECORDINGS 8 /* tandemctl trace: at most one per user */
 #define CONN_MAX_FDS 2 /* descriptors a connection may pass ahead of its request */
 
@@ -134,6 +134,9 @@ struct server {
 	struct conn *cal_conn; /* who asked; NULL once it went away */
 	char *cal_doc;
 	struct metrics *metrics; /* the /metrics endpoint; NULL: off */
+	/* Devices joining and leaving at run time (daemon/elastic.c): every
+	 * device found, the removals under way, the probe/measure thread. */
+	struct elastic *elastic;
 };
 
 int server_init(struct server *srv, const struct daemon_config *cfg, const char *config_path,
@@ -156,6 +159,11 @@ void conn_close_broken(struct server *srv);
  * the connection's output (bounded by TDM_CTL_REPLY_MAX). false when the
  * connection failed and must be closed. */
 bool conn_send_reply(struct conn *c, int32_t status, char *text);
+/* A request whose reply comes later (a calibration, a device change):
+ * nothing more is read from c meanwhile. */
+void conn_defer_reply(struct conn *c);
+/* Sends that reply and reads on; false when c failed and was closed. */
+bool conn_deferred_reply(struct conn *c, int32_t status, char *doc);
 /* The calibration thread finished: send its reply. */
 void conn_calibration_done(struct server *srv);
 
@@ -173,6 +181,8 @@ bool server_peer_allowed(const struct server *srv, uid_t uid, gid_t gid, const g
                          size_t ngroups);
 bool server_peer_admin(const struct server *srv, uid_t uid, gid_t gid, const gid_t *groups,
                        size_t ngroups);
+/* Whether [devices] include/exclude select d. */
+bool server_device_wanted(const struct daemon_config *cfg, const struct backend_device *d);
 
 /* control.c: the figures behind `tandemctl status`, `tandemctl top` and
  * /metrics, gathered in one place from the atomics the engine and the
@@ -199,6 +209,9 @@ int control_trace_stop(struct server *srv, struct conn *c, char **doc);
 void control_trace_end(struct server *srv);
 /* Connection c goes away: its recording, if any, is discarded. */
 void control_trace_gone(struct server *srv, struct conn *c);
+/* tandemctl client weight / uid quota (an administrator's request, its
+ * fields not yet checked): 0 or -TDM_E*, *doc the reply's text. */
+int control_client_change(struct server *srv, const struct tdm_ctl_client *r, char **doc);
 /* tandemctl calibrate --export: the machine description (TOML). fd >= 0:
  * written there (taken either way), *doc = {"bytes": N}; fd < 0: *doc is
  * the text itself. 0 or -TDM_E* (then *doc explains). */

@@ -76,6 +76,33 @@ static void flow_settings(struct session *s, const struct daemon_config *cfg, ui
 	s->flow.policy_hint = (uint8_t)config_client_policy(cfg, uid, user);
 }
 
+uint32_t session_set_weight(struct session *s, uint32_t weight)
+{
+	/* Workers read it under their fair queue's lock (placement/fairq.c). */
+	return __atomic_exchange_n(&s->flow.weight, weight, __ATOMIC_RELAXED);
+}
+
+void session_reload_settings(struct session *s, const struct daemon_config *old,
+                             const struct daemon_config *new)
+{
+	char buf[1024];
+	struct passwd pw, *found = NULL;
+	const char *user = NULL;
+	if (old->n_client_weight || new->n_client_weight) {
+		if (getpwuid_r((uid_t)s->uid, &pw, buf, sizeof(buf), &found) == 0 && found)
+			user = found->pw_name;
+	}
+	uint32_t w = config_client_weight(new, s->uid, user);
+	if (w != config_client_weight(old, s->uid, user))
+		session_set_weight(s, w);
+}
+
+uint64_t uid_buffer_quota(const struct uid_usage *u, const struct daemon_config *cfg)
+{
+	uint64_t q = atomic_load(&u->buffer_quota);
+	return q ? q : cfg->uid_buffer_quota_bytes;
+}
+
 int session_create(struct session_env *env, uint32_t id, uint32_t uid, struct uid_usage *usage,
                    struct session **out)
 {
@@ -236,8 +263,8 @@ static bool quota_room(const struct session *s, uint64_t bytes, bool new_buffer)
 		return false;
 	const struct uid_usage *u = s->usage;
 	if (u && u->limited &&
-	    (bytes > cfg->uid_buffer_quota_bytes ||
-	     atomic_load(&u->buffer_bytes) + bytes > cfg->uid_buffer_quota_bytes ||
+	    (bytes > uid_buffer_quota(u, cfg) ||
+	     atomic_load(&u->buffer_bytes) + bytes > uid_buffer_quota(u, cfg) ||
 	     (new_buffer && atomic_load(&u->buffers) >= cfg->uid_max_buffers)))
 		return false;
 	return true;
@@ -580,7 +607,7 @@ int session_kv_admit(struct session *s, const struct tdm_kv_admit_req *req,
 	const struct uid_usage *u = s->usage;
 	if (u && u->limited) {
 		uint64_t uid_other = atomic_load(&u->buffer_bytes) - admitted_charged - b_charged;
-		uint64_t uid_room = room(cfg->uid_buffer_quota_bytes, uid_other);
+		uint64_t uid_room = room(uid_buffer_quota(u, cfg), uid_other);
 		if (uid_room < host_budget)
 			host_budget = uid_room;
 	}

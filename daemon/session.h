@@ -39,7 +39,13 @@ struct uid_usage {
 	uint32_t recordings; /* event loop only */
 	_Atomic uint64_t buffer_bytes;
 	_Atomic uint32_t buffers;
+	/* tandemctl uid quota: the buffer quota of this uid's clients together;
+	 * 0: limits.uid_buffer_quota_bytes. */
+	_Atomic uint64_t buffer_quota;
 };
+
+/* The buffer quota of u's clients together (u's own, else the configured). */
+uint64_t uid_buffer_quota(const struct uid_usage *u, const struct daemon_config *cfg);
 
 /* What a session needs from the daemon around it. */
 struct session_env {
@@ -204,6 +210,16 @@ int session_create(struct session_env *env, uint32_t id, uint32_t uid, struct ui
                    struct session **out);
 void session_ref(struct session *s);
 void session_unref(struct session *s);
+/* SIGHUP: the client's weight follows [clients] where the configured
+ * value for its user changed between old and new (a weight set by
+ * tandemctl stays otherwise). Its policy hint stays the one it connected
+ * with. */
+void session_reload_settings(struct session *s, const struct daemon_config *old,
+                             const struct daemon_config *new);
+/* tandemctl client weight: 1..1000, read by the fair queues at their next
+ * pick; returns the previous weight. Any thread. */
+uint32_t session_set_weight(struct session *s, uint32_t weight);
+
 /* The client is gone: drop its buffers from the table, cancel its queued
  * work, stop posting completions. Takes intake_lock. Drops no reference. */
 void session_close(struct session *s);

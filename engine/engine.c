@@ -1287,7 +1287,16 @@ static void stage_on_accel(struct engine *e, struct worker *w, struct engine_tas
 }
 
 /* Waits for the oldest task in the pipe and completes it. */
+static void finish_oldest(struct engine *e, struct worker *w);
+
 static void complete_oldest(struct engine *e, struct worker *w)
+{
+	finish_oldest(e, w);
+	atomic_store_explicit(&e->devices[w->index].staged, (uint32_t)w->pipe_n,
+	                      memory_order_relaxed);
+}
+
+static void finish_oldest(struct engine *e, struct worker *w)
 {
 	struct engine_device *d = &e->devices[w->index];
 	struct inflight slot = w->pipe[w->pipe_head];
@@ -1297,7 +1306,7 @@ static void complete_oldest(struct engine *e, struct worker *w)
 
 	w->pipe_head = (w->pipe_head + 1) % e->depth;
 	w->pipe_n--;
-	atomic_store_explicit(&d->staged, (uint32_t)w->pipe_n, memory_order_relaxed);
+	/* staged still counts this task until it is over (complete_oldest). */
 	int err = d->dev.ops->event_wait(&d->dev, slot.done);
 	uint64_t started = d->dev.ops->event_started && !err
 	                           ? d->dev.ops->event_started(&d->dev, slot.done)

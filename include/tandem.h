@@ -153,7 +153,9 @@ int tdm_connect_backoff(const struct tdm_connect_opts *opts, const struct tdm_ba
  * looked up again. On failure *c is left as it was. */
 int tdm_reconnect(tdm_client **c, const struct tdm_backoff *b);
 uint32_t tdm_session_id(const tdm_client *c);
-/* Number of devices the daemon schedules on (valid after connect). */
+/* Device ids the daemon had given when the client connected (valid after
+ * connect): devices may join later with larger ids, or leave; an id is
+ * never reused (tdm_task_info.device stays meaningful; docs/elastic.md). */
 uint32_t tdm_device_count(const tdm_client *c);
 
 /* ---- buffers ---- */

@@ -119,9 +119,12 @@ size_t fairq_flow_fini(struct fairq *q, struct fairq_flow *f)
 	return held;
 }
 
+/* The front end may change a flow's weight while it runs (tandemctl
+ * client weight): read once, atomically. */
 static double weight(const struct fairq_flow *f)
 {
-	return f->flow && f->flow->weight ? (double)f->flow->weight : 1.0;
+	uint32_t w = f->flow ? __atomic_load_n(&f->flow->weight, __ATOMIC_RELAXED) : 0;
+	return w ? (double)w : 1.0;
 }
 
 int fairq_push(struct fairq *q, struct fairq_flow *f, const struct fairq_key *k, double cost,

@@ -682,9 +682,12 @@ static void grow_plan(struct dispatch *D, struct engine_graph *g, struct gplan *
 /* Re-plans the tasks not yet released from now on, around the others:
  * done ones at their actual slots, released ones from now on in their
  * planned order on the device they were committed to. The waiting tasks'
- * costs are predicted again (the models learned meanwhile). Caller holds
- * gp->lock. */
-static void repair(struct dispatch *D, struct engine_graph *g, struct gplan *gp, uint64_t now)
+ * costs are predicted again (the models learned meanwhile). only >= 0 (a
+ * device that leaves): only the waiting tasks planned on that device, and
+ * those after them, are planned again; the others keep their slots.
+ * Caller holds gp->lock. */
+static void repair(struct dispatch *D, struct engine_graph *g, struct gplan *gp, uint64_t now,
+                   int only)
 {
 	grow_plan(D, g, gp);
 	size_t nd = gp->ndev;
@@ -699,6 +702,14 @@ static void repair(struct dispatch *D, struct engine_graph *g, struct gplan *gp,
 	}
 	for (uint32_t v = 0; v < gp->n; v++) {
 		gp->fixed[v] = gp->state[v] != TASK_WAITING;
+		/* Tasks come after their predecessors (intake): one keeps its
+		 * slot when its predecessors all do. */
+		if (only >= 0 && !gp->fixed[v] && gp->slot[v].dev != (uint32_t)only) {
+			bool keep = true;
+			for (uint32_t k = gp->pred_off[v]; k < gp->pred_off[v + 1] && keep; k++)
+				keep = gp->fixed[gp->pred[k]];
+			gp->fixed[v] = keep;
+		}
 		if (gp->state[v] == TASK_RELEASED)
 			gp->order[nrel++] = v;
 		else if (gp->state[v] == TASK_WAITING &&
@@ -715,10 +726,17 @@ static void repair(struct dispatch *D, struct engine_graph *g, struct gplan *gp,
 		double c = gp->cost[(size_t)v * nd + d];
 		if (c < 0)
 			c = eft_exec(&D->eft, &g->tasks[v], d);
+		gp->own[d] += c;
+		/* Repairing for a device that leaves, the kept tasks keep the
+		 * slots of the plan they were made in, which agree with each
+		 * other: moving released ones later could put them behind a kept
+		 * successor in a device's order, which would then wait for them
+		 * forever. */
+		if (only >= 0)
+			continue;
 		double s = gp->slot[v].start > gp->cursor[d] ? gp->slot[v].start : gp->cursor[d];
 		gp->slot[v] = (struct plan_slot){ d, s, s + c };
 		gp->cursor[d] = s + c;
-		gp->own[d] += c;
 	}
 	pthread_mutex_lock(&D->plan_lock);
 	/* Other graphs' work: what is committed minus this graph's part. */
@@ -765,7 +783,7 @@ static void plan_task_done(struct dispatch *D, struct gplan *gp, struct engine_t
 	bool repairing = D->tuning->plan_repair && gp->drifts && gp->released < gp->n &&
 	                 gp->done - gp->last_repair >= every;
 	if (repairing)
-		repair(D, t->graph, gp, clock_now(D->clock));
+		repair(D, t->graph, gp, clock_now(D->clock), -1);
 	struct engine_task *fill = w < gp->ndev ? seq_fill(D, gp, t->graph, w) : NULL;
 	pthread_mutex_unlock(&gp->lock);
 	seq_queue(D, fill, w);
@@ -1170,7 +1188,7 @@ static void replan(struct dispatch *D, struct gplan *gp, int leaving)
 		        gp->state[v] == TASK_WAITING && gp->slot[v].dev == (uint32_t)leaving;
 	}
 	if (planned_there && gp->released < gp->n)
-		repair(D, g, gp, clock_now(D->clock));
+		repair(D, g, gp, clock_now(D->clock), leaving);
 	pthread_mutex_unlock(&gp->lock);
 	for (uint32_t i = 0; i < nback; i++)
 		place_planned(D, gp, &g->tasks[back[i]]);

@@ -834,7 +834,7 @@ static void predict_unseen(const struct model *m, const struct model_view *v, do
 
 static struct model *model_at(const struct profiler *p, uint32_t kernel, uint32_t device)
 {
-	return &p->models[(size_t)p->dev_slot[device] * p->nkernels + kernel];
+	return prof_model(p, p->dev_slot[device], kernel);
 }
 
 /* The learned models' answer (profiler_predict past the oracle). Kept out
@@ -1089,26 +1089,48 @@ void profiler_set_oracle(struct profiler *p, uint32_t kernel, profiler_oracle_fn
 
 /* ---- create / destroy ---------------------------------------------------------------- */
 
-static void map_devices(struct profiler *p, const struct calibration *cal)
+/* The models of one slot (a device key), each kernel's. */
+static struct model *slot_models_new(uint32_t nkernels)
 {
-	for (uint32_t i = 0; i < p->ndev; i++) {
-		uint32_t s = 0;
-
-		while (s < p->nslots && strncmp(p->slot_key[s], cal->dev[i].key, CAL_KEY_MAX))
-			s++;
-		if (s == p->nslots) {
-			snprintf(p->slot_key[s], CAL_KEY_MAX, "%.*s", CAL_KEY_MAX - 1,
-			         cal->dev[i].key);
-			p->nslots++;
-		}
-		p->dev_slot[i] = s;
+	size_t n = nkernels ? nkernels : 1;
+	struct model *m = aligned_alloc(_Alignof(struct model), n * sizeof(struct model));
+	if (!m)
+		return NULL;
+	memset(m, 0, n * sizeof(struct model));
+	for (uint32_t k = 0; k < nkernels; k++) {
+		model_init(&m[k]);
+		pthread_mutex_init(&m[k].lock, NULL);
 	}
+	return m;
+}
+
+static void slot_models_free(struct model *m, uint32_t nkernels)
+{
+	if (!m)
+		return;
+	for (uint32_t k = 0; k < nkernels; k++)
+		pthread_mutex_destroy(&m[k].lock);
+	free(m);
+}
+
+/* The slot of a device key, made (with its models) when it is new; -1
+ * when out of memory. */
+static int slot_for(struct profiler *p, const char *key)
+{
+	uint32_t n = atomic_load(&p->nslots);
+	for (uint32_t s = 0; s < n; s++)
+		if (!strncmp(p->slot_key[s], key, CAL_KEY_MAX))
+			return (int)s;
+	if (n >= CAL_MAX_DEVICES || !(p->slot_models[n] = slot_models_new(p->nkernels)))
+		return -1;
+	snprintf(p->slot_key[n], CAL_KEY_MAX, "%.*s", CAL_KEY_MAX - 1, key);
+	atomic_store_explicit(&p->nslots, n + 1, memory_order_release);
+	return (int)n;
 }
 
 int profiler_create(const struct calibration *cal, struct profiler **out)
 {
 	struct profiler *p;
-	size_t nm;
 
 	*out = NULL;
 	if (!cal || cal->ndevices > CAL_MAX_DEVICES || cal->nnodes > CAL_MAX_NODES)
@@ -1116,26 +1138,25 @@ int profiler_create(const struct calibration *cal, struct profiler **out)
 	p = calloc(1, sizeof(*p));
 	if (!p)
 		return -TDM_ENOMEM;
-	p->ndev = cal->ndevices;
-	p->nnodes = cal->nnodes;
 	p->nkernels = (uint32_t)kernel_count();
-	p->cal = *cal;
-	map_devices(p, cal);
-	nm = (size_t)p->nslots * p->nkernels;
 	p->aside = json_array();
-	p->models = nm ? aligned_alloc(_Alignof(struct model), nm * sizeof(struct model)) : NULL;
-	if (!p->aside || (nm && !p->models)) {
+	bool ok = p->aside != NULL;
+	for (uint32_t i = 0; ok && i < cal->ndevices; i++) {
+		int s = slot_for(p, cal->dev[i].key);
+		ok = s >= 0;
+		if (ok)
+			p->dev_slot[i] = (uint32_t)s;
+	}
+	if (!ok) {
 		json_decref(p->aside);
-		free(p->models);
+		for (uint32_t s = 0; s < p->nslots; s++)
+			slot_models_free(p->slot_models[s], p->nkernels);
 		free(p);
 		return -TDM_ENOMEM;
 	}
-	if (nm)
-		memset(p->models, 0, nm * sizeof(struct model));
-	for (size_t i = 0; i < nm; i++) {
-		model_init(&p->models[i]);
-		pthread_mutex_init(&p->models[i].lock, NULL);
-	}
+	p->ndev = cal->ndevices;
+	p->nnodes = cal->nnodes;
+	p->cal = *cal;
 	pthread_mutex_init(&p->cal_lock, NULL);
 	pthread_mutex_init(&p->link_lock, NULL);
 	pthread_mutex_init(&p->aside_lock, NULL);
@@ -1148,17 +1169,62 @@ void profiler_destroy(struct profiler *p)
 {
 	if (!p)
 		return;
-	for (size_t i = 0; i < (size_t)p->nslots * p->nkernels; i++)
-		pthread_mutex_destroy(&p->models[i].lock);
+	for (uint32_t s = 0; s < p->nslots; s++)
+		slot_models_free(p->slot_models[s], p->nkernels);
 	pthread_mutex_destroy(&p->cal_lock);
 	pthread_mutex_destroy(&p->link_lock);
 	pthread_mutex_destroy(&p->aside_lock);
 	json_decref(p->aside);
-	free(p->models);
 	free(p);
 }
 
-/* Device keys and the device count stay those of profiler_create: the
+int profiler_add_device(struct profiler *p, const struct calibration *cal, uint32_t device)
+{
+	if (!p || !cal || device >= CAL_MAX_DEVICES || device >= cal->ndevices ||
+	    cal->nnodes > CAL_MAX_NODES || cal->dev[device].node >= cal->nnodes)
+		return -TDM_EINVAL;
+	pthread_mutex_lock(&p->cal_lock);
+	uint32_t n = atomic_load(&p->ndev);
+	if (device > n) { /* ids are given in order */
+		pthread_mutex_unlock(&p->cal_lock);
+		return -TDM_EINVAL;
+	}
+	uint32_t before = atomic_load(&p->nslots);
+	int s = slot_for(p, cal->dev[device].key);
+	if (s < 0) {
+		pthread_mutex_unlock(&p->cal_lock);
+		return -TDM_ENOMEM;
+	}
+	p->dev_slot[device] = (uint32_t)s;
+	p->cal.dev[device] = cal->dev[device];
+	if (device + 1 > p->cal.ndevices)
+		p->cal.ndevices = device + 1;
+	/* A node it brings: its links, as the caller measured or derived them. */
+	uint32_t node = cal->dev[device].node, nn = atomic_load(&p->nnodes);
+	if (node >= nn) {
+		for (uint32_t a = 0; a <= node; a++)
+			for (uint32_t b = 0; b <= node; b++)
+				if (a >= nn || b >= nn || a == node || b == node)
+					p->cal.link[a][b] = cal->link[a][b];
+		p->cal.nnodes = node + 1;
+		atomic_store_explicit(&p->nnodes, node + 1, memory_order_release);
+	}
+	const struct cal_device *d = &p->cal.dev[device];
+	ST(p->fig[device].launch, nonneg_or_zero(d->launch_ns));
+	ST(p->fig[device].gflops, rate_or(d->gemm_gflops, 1.0));
+	ST(p->fig[device].gbps, rate_or(d->mem_gbps, 1.0));
+	set_figures(p, &p->cal); /* the links of a new node */
+	if (device == n)
+		atomic_store_explicit(&p->ndev, n + 1, memory_order_release);
+	pthread_mutex_unlock(&p->cal_lock);
+	/* A model never used before may have been learned by an earlier run
+	 * (kept aside since): it now has a slot. */
+	if ((uint32_t)s >= before)
+		prof_adopt_aside(p, p->slot_key[s]);
+	return 0;
+}
+
+/* Device keys stay those profiler_create and profiler_add_device gave: the
  * models are keyed by them. */
 void profiler_set_calibration(struct profiler *p, const struct calibration *cal)
 {

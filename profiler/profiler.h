@@ -48,9 +48,20 @@ struct cost_pred {
 
 struct profiler;
 
-/* cal gives the devices (keys, nodes, figures) in engine order; it is copied. */
+/* cal gives the devices (keys, nodes, figures) in engine order; it is
+ * copied. More may join later (profiler_add_device). */
 int profiler_create(const struct calibration *cal, struct profiler **out);
 void profiler_destroy(struct profiler *p);
+/* A device joining at run time, as engine id `device` (the next one, or
+ * one given before that the engine never used): cal->dev[device] gives
+ * its key, node and figures, and when its node is new, cal->link its links
+ * (the other entries are not read). A key already known shares that
+ * model, learned samples included: the device is priced at once; a new
+ * key gets models of its own (learning what an earlier run saved for it).
+ * Predictions for it are right from the moment this returns; call it
+ * before the engine can place tasks there. 0, or -TDM_EINVAL (out of
+ * order, out of range), -TDM_ENOMEM. */
+int profiler_add_device(struct profiler *p, const struct calibration *cal, uint32_t device);
 /* New figures (tandemctl calibrate): the priors move, learned data stays. */
 void profiler_set_calibration(struct profiler *p, const struct calibration *cal);
 /* A copy of the current figures. */

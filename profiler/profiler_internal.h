@@ -118,12 +118,15 @@ struct link_state {
 };
 
 struct profiler {
-	uint32_t ndev, nslots, nkernels, nnodes;
+	/* Devices join at run time (profiler_add_device): a device, slot or
+	 * node is made whole, then counted (release); readers load the counts. */
+	_Atomic uint32_t ndev, nslots, nnodes;
+	uint32_t nkernels;
 	uint32_t dev_slot[CAL_MAX_DEVICES];
 	char slot_key[CAL_MAX_DEVICES][CAL_KEY_MAX];
 	struct dev_fig fig[CAL_MAX_DEVICES];
 	struct link_state link[CAL_MAX_NODES][CAL_MAX_NODES];
-	struct model *models; /* [slot * nkernels + kernel] */
+	struct model *slot_models[CAL_MAX_DEVICES]; /* [slot][kernel] */
 	pthread_mutex_t cal_lock; /* cal */
 	struct calibration cal;
 	pthread_mutex_t link_lock; /* observe_copy's read-modify-write */
@@ -134,6 +137,15 @@ struct profiler {
 	profiler_oracle_fn oracle;
 	void *oracle_ctx;
 };
+
+static inline struct model *prof_model(const struct profiler *p, uint32_t slot, uint32_t kernel)
+{
+	return &p->slot_models[slot][kernel];
+}
+
+/* The models kept aside for device key `key`, which now has a slot, are
+ * learned into it (profiler_json.c). */
+void prof_adopt_aside(struct profiler *p, const char *key);
 
 struct fp_view {
 	double est, spread;

@@ -182,7 +182,7 @@ static bool models_json(const struct profiler *p, json_t *arr)
 {
 	for (uint32_t s = 0; s < p->nslots; s++) {
 		for (uint32_t k = 0; k < p->nkernels; k++) {
-			struct model *m = &p->models[(size_t)s * p->nkernels + k];
+			struct model *m = prof_model(p, s, k);
 			json_t *o = NULL;
 			bool ok;
 
@@ -571,7 +571,7 @@ static void load_model(struct profiler *p, const json_t *o, size_t *skipped)
 	}
 	parse_model(o, scratch, skipped);
 	if (k > KERNEL_NOOP && (uint32_t)k < p->nkernels && s >= 0) {
-		struct model *m = &p->models[(size_t)s * p->nkernels + (uint32_t)k];
+		struct model *m = prof_model(p, (uint32_t)s, (uint32_t)k);
 
 		pthread_mutex_lock(&m->lock);
 		model_absorb(m, scratch);
@@ -602,6 +602,25 @@ static void load_link(struct profiler *p, const json_t *o, size_t *skipped)
 		ST(l->gbps_seen, bw);
 	}
 	pthread_mutex_unlock(&p->link_lock);
+}
+
+void prof_adopt_aside(struct profiler *p, const char *key)
+{
+	json_t *mine = json_array(), *e;
+	size_t i, skipped = 0;
+	if (!mine)
+		return;
+	pthread_mutex_lock(&p->aside_lock);
+	for (i = json_array_size(p->aside); i-- > 0;) {
+		e = json_array_get(p->aside, i);
+		if (same_name(e, "device", key)) {
+			json_array_append(mine, e);
+			json_array_remove(p->aside, i);
+		}
+	}
+	pthread_mutex_unlock(&p->aside_lock);
+	json_array_foreach(mine, i, e) load_model(p, e, &skipped);
+	json_decref(mine);
 }
 
 int profiler_load_json(struct profiler *p, const json_t *doc, size_t *skipped, char *err,

@@ -55,8 +55,8 @@ static void usage(FILE *out)
 	             "  device drain NAME   no new task goes there, its queued tasks move to\n"
 	             "                      the others; running ones finish there\n"
 	             "  device resume NAME  a draining device takes tasks again\n"
-	             "  device remove NAME  drain, then remove once idle (or after a timeout:\n"
-	             "                      its running tasks run again elsewhere)\n"
+	             "  device remove NAME  drain, then remove once idle (or after a 5 s\n"
+	             "                      timeout: what runs there finishes, nothing more)\n"
 	             "  device budget NAME BYTES\n"
 	             "                      an accelerator's memory budget (such as 512MiB);\n"
 	             "                      shrinking evicts\n"
@@ -797,8 +797,8 @@ static void print_device_change(json_t *doc)
 	if (json_object_get(doc, "priced"))
 		printf("; costs: %s", str(doc, "priced"));
 	if (json_is_true(json_object_get(doc, "timed_out")))
-		printf("; still busy after %lld ms: its running tasks run again elsewhere",
-		       (long long)num(doc, "waited_ms"));
+		printf("; still busy after %lld ms: %lld task(s) finish there",
+		       (long long)num(doc, "waited_ms"), (long long)num(doc, "still_running"));
 	else if (json_object_get(doc, "waited_ms"))
 		printf("; idle after %lld ms", (long long)num(doc, "waited_ms"));
 	if (json_object_get(doc, "budget"))

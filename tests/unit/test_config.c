@@ -298,6 +298,10 @@ static const char *const reloadable_keys[] = {
 	"daemon.max_connections",
 	"daemon.max_connections_per_uid",
 	"daemon.drain_timeout_s",
+	/* the devices in use follow them (daemon/elastic.c) */
+	"devices.include",
+	"devices.exclude",
+	"devices.mem_cap",
 	"engine.spin_us",
 	"clients.default_weight",
 	"clients.weights",
@@ -324,11 +328,9 @@ static const char *const restart_keys[] = {
 	"policy.plan_repair",
 	"policy.llm_tiers_by_cost",
 	"cpu.cores",
-	"devices.include",
-	"devices.exclude",
 	"devices.pipeline_depth",
-	"devices.mem_cap",
 	"devices.fault_inject",
+	"devices.fault_limit",
 	"opencl.enabled",
 	"cuda.enabled",
 	"cuda.plugin",
@@ -413,8 +415,8 @@ static void test_reload_copies_and_names(void **state)
 	        "max_tasks_per_graph = 8\n",
 	        &next);
 
-	assert_int_equal(config_reload(&run, &next, why, sizeof(why)), 4);
-	assert_string_equal(why, "engine.policy, policy.dmda_alpha, cpu.cores, devices.include");
+	assert_int_equal(config_reload(&run, &next, why, sizeof(why)), 3);
+	assert_string_equal(why, "engine.policy, policy.dmda_alpha, cpu.cores");
 	/* reloaded */
 	assert_int_equal(run.log_level, LOG_DEBUG);
 	assert_int_equal(run.n_allowed_uids, 2);
@@ -432,12 +434,12 @@ static void test_reload_copies_and_names(void **state)
 	assert_string_equal(run.policy, "dmda");
 	assert_true(run.dmda_alpha == 1.0);
 	assert_int_equal(run.n_cores, 0);
-	assert_int_equal(run.n_dev_include, 0);
+	assert_int_equal(run.n_dev_include, 1); /* reloadable: the devices follow */
 
 	/* Again: the reloadable keys agree now, the others still differ. */
-	assert_int_equal(config_reload(&run, &next, NULL, 0), 4);
+	assert_int_equal(config_reload(&run, &next, NULL, 0), 3);
 	/* A short buffer: cut, still a string. */
-	assert_int_equal(config_reload(&run, &next, why, 12), 4);
+	assert_int_equal(config_reload(&run, &next, why, 12), 3);
 	assert_string_equal(why, "engine.poli");
 
 	/* Nothing changed: nothing named. */

@@ -13,9 +13,11 @@
 #include <cmocka.h>
 
 #include "engine/engine.h"
+#include "placement/residency.h"
 #include "policies/dispatch.h"
 #include "policies/policy.h"
 #include "tandem.h"
+#include "tests/harness/fake_backend.h"
 
 /* Per-task run counts of the graph under test, by task index (a task run
  * twice, or never, shows here). */
@@ -124,7 +126,7 @@ static struct engine_graph *make_graph(struct engine_flow *flow, uint32_t n, con
 /* A random DAG: each task after up to `per` earlier ones. */
 static struct engine_graph *random_dag(struct engine_flow *flow, uint32_t n, int per, unsigned seed)
 {
-	uint32_t *edges = malloc(sizeof(uint32_t) * 2 * n * (size_t)per);
+	uint32_t *edges = calloc(2 * n * (size_t)per + 2, sizeof(uint32_t));
 	uint32_t ne = 0;
 	for (uint32_t t = 1; t < n; t++) {
 		for (int k = 0; k < per; k++) {
@@ -244,7 +246,8 @@ static void test_drain_replaces_queued(void **state)
 		assert_false(engine_run_one(e, 1));
 		while (engine_run_one(e, 0))
 			;
-		assert_int_equal(atomic_load(&dn.graphs), 1);
+		if (atomic_load(&dn.graphs) != 1)
+			fail_msg("policy %s: graph not done", (*p)->name);
 		assert_int_equal(atomic_load(&ran_on[1]), before);
 		assert_int_equal(engine_device_busy(e, 1), 0);
 		assert_each_ran_once(N);
@@ -305,12 +308,495 @@ static void test_add_while_running(void **state)
 	}
 }
 
+/* ---- an accelerator whose kernels wait for the test ---- */
+
+/* The kernel events of gated_accel complete once the gate opens: with a
+ * failure when the device was unplugged meanwhile. */
+static _Atomic bool gate_open, unplugged;
+
+struct gated {
+	struct backend_event ev; /* first: fake_release frees it */
+	uint32_t task;
+};
+
+static int gated_launch(const struct backend_device *d, const struct kernel_def *k,
+                        const struct tdm_kernel_call *call, struct backend_event *const *waits,
+                        size_t nwaits, struct backend_event **done)
+{
+	(void)k;
+	(void)waits;
+	(void)nwaits;
+	struct gated *g = calloc(1, sizeof(*g));
+	g->task = (uint32_t)call->s[0].i64;
+	atomic_fetch_add(&ran_on[atoi(d->name + 3)], 1);
+	*done = &g->ev;
+	return 0;
+}
+
+static int gated_wait(const struct backend_device *d, struct backend_event *ev)
+{
+	(void)d;
+	while (!atomic_load(&gate_open))
+		sleep_us(100);
+	if (atomic_load(&unplugged))
+		return -TDM_EDEVICE;
+	atomic_fetch_add(&runs[((struct gated *)ev)->task], 1);
+	return 0;
+}
+
+static int gated_query(const struct backend_device *d, struct backend_event *ev)
+{
+	(void)d;
+	(void)ev;
+	return atomic_load(&gate_open) ? (atomic_load(&unplugged) ? -TDM_EDEVICE : 1) : 0;
+}
+
+static const struct backend_ops gated_accel = { .abi_version = BACKEND_ABI_VERSION,
+	                                        .name = "gated",
+	                                        .mem_alloc = fake_alloc,
+	                                        .mem_free = fake_free,
+	                                        .copy_h2d = fake_h2d_copy,
+	                                        .copy_d2h = fake_d2h_copy,
+	                                        .event_release = fake_release,
+	                                        .supports = fake_supports,
+	                                        .launch_async = gated_launch,
+	                                        .event_wait = gated_wait,
+	                                        .event_query = gated_query };
+
+/* Every policy: a device removed while its task runs (and fails: it was
+ * unplugged) has that task run again elsewhere, without counting it as a
+ * fault attempt; the graph completes once, every task ran to completion
+ * once. */
+static void test_remove_reruns_running(void **state)
+{
+	(void)state;
+	for (const struct policy_ops *const *p = policy_list(); *p; p++) {
+		struct done dn = { 0 };
+		struct engine_flow flow = { .id = 1, .weight = 1 };
+		struct residency res;
+		residency_init(&res);
+		struct backend_device acc = { .ops = &gated_accel,
+			                      .kind = TDM_DEV_GPU,
+			                      .mem_bytes = 1 << 20 };
+		snprintf(acc.name, sizeof(acc.name), "dev0");
+		snprintf(acc.model, sizeof(acc.model), "gated");
+		int node = residency_add_node(&res, &acc, 0);
+		assert_int_equal(node, 1);
+		acc.node = 1;
+		struct engine *e;
+		struct engine_params ep = { .clock = &clock_real,
+			                    .policy = *p,
+			                    .devices = &acc,
+			                    .ndevices = 1,
+			                    .max_devices = 2,
+			                    .res = &res,
+			                    .hooks = { .graph_done = on_done, .ctx = &dn },
+			                    .start_workers = true,
+			                    .spin_us = 10 };
+		assert_int_equal(engine_create(&ep, &e), 0);
+		assert_int_equal(engine_flow_add(e, &flow), 0);
+		reset_counts();
+		atomic_store(&gate_open, false);
+		atomic_store(&unplugged, false);
+		/* A chain: the first task runs on the accelerator, the rest wait. */
+		enum { N = 4 };
+		uint32_t edges[] = { 0, 1, 1, 2, 2, 3 };
+		struct engine_graph *g = make_graph(&flow, N, edges, 3);
+		engine_submit(e, g);
+		for (int i = 0; i < 5000 && atomic_load(&ran_on[0]) == 0; i++)
+			sleep_us(1000);
+		if (atomic_load(&ran_on[0]) != 1)
+			fail_msg("policy %s: ran %u on the accelerator", (*p)->name,
+			         atomic_load(&ran_on[0]));
+		assert_int_equal(engine_device_busy(e, 0), 1);
+		struct backend_device cpu = host_dev(1);
+		unsigned id;
+		assert_int_equal(engine_device_add(e, &cpu, &id), 0);
+		atomic_store(&unplugged, true);
+		assert_int_equal(engine_device_remove(e, 0), 0);
+		assert_int_equal(engine_device_state(e, 0), ENGINE_DEV_GONE);
+		atomic_store(&gate_open, true);
+		if (!wait_graphs(&dn, 1, 20000))
+			fail_msg("policy %s: graph not done", (*p)->name);
+		sleep_us(20000);
+		assert_int_equal(atomic_load(&dn.graphs), 1);
+		assert_int_equal(atomic_load(&g->status), 0);
+		assert_each_ran_once(N);
+		for (uint32_t i = 0; i < N; i++) {
+			assert_int_equal(g->tasks[i].device, 1);
+			assert_int_equal(g->tasks[i].attempts, 0);
+		}
+		for (int i = 0; i < 2000 && engine_device_busy(e, 0); i++)
+			sleep_us(1000);
+		assert_int_equal(engine_device_busy(e, 0), 0);
+		engine_flow_gone(e, &flow);
+		engine_destroy(e);
+		residency_fini(&res);
+		free_graph(g);
+	}
+}
+
+/* Kernels on "dev0" fail on the device (their events say so). */
+static int flaky_launch(const struct backend_device *d, const struct kernel_def *k,
+                        const struct tdm_kernel_call *call, struct backend_event *const *waits,
+                        size_t nwaits, struct backend_event **done)
+{
+	(void)k;
+	(void)waits;
+	(void)nwaits;
+	*done = fake_new_event();
+	if (strcmp(d->name, "dev0") == 0) {
+		(*done)->status = -TDM_EDEVICE;
+		return 0;
+	}
+	atomic_fetch_add(&runs[call->s[0].i64], 1);
+	atomic_fetch_add(&ran_on[atoi(d->name + 3)], 1);
+	return 0;
+}
+
+static const struct backend_ops flaky_accel = { FAKE_ACCEL_MEM_OPS, .name = "flaky",
+	                                        .supports = fake_supports,
+	                                        .launch_async = flaky_launch };
+
+/* A device past its fault limit is removed: the tasks it had staged move
+ * to the other device (those that faulted there with one attempt counted,
+ * those after its removal with none), it takes nothing more, and no task
+ * fails for it. */
+static void test_faults_remove_device(void **state)
+{
+	(void)state;
+	struct done dn = { 0 };
+	struct engine_flow flow = { .id = 1, .weight = 1 };
+	struct residency res;
+	residency_init(&res);
+	struct backend_device devs[2];
+	for (unsigned i = 0; i < 2; i++) {
+		devs[i] = (struct backend_device){ .ops = &flaky_accel,
+			                           .kind = TDM_DEV_GPU,
+			                           .mem_bytes = 1 << 20 };
+		snprintf(devs[i].name, sizeof(devs[i].name), "dev%u", i);
+		snprintf(devs[i].model, sizeof(devs[i].model), "flaky");
+	}
+	for (unsigned i = 0; i < 2; i++)
+		devs[i].node = (uint16_t)residency_add_node(&res, &devs[i], 0);
+	struct engine *e;
+	struct engine_params ep = { .clock = &clock_real,
+		                    .policy = &policy_eager,
+		                    .devices = devs,
+		                    .ndevices = 2,
+		                    .fault_limit = 2,
+		                    .pipeline_depth = 4,
+		                    .res = &res,
+		                    .hooks = { .graph_done = on_done, .ctx = &dn },
+		                    .start_workers = false };
+	assert_int_equal(engine_create(&ep, &e), 0);
+	assert_int_equal(engine_flow_add(e, &flow), 0);
+	reset_counts();
+	enum { N = 20 };
+	struct engine_graph *g = random_dag(&flow, N, 0, 5);
+	engine_submit(e, g);
+	/* Four staged on device 0; each fails: the third fault is over the
+	 * limit, the fourth task's device is already gone. */
+	assert_int_equal(engine_sim_stage(e, 0), 4);
+	for (int i = 0; i < 4; i++) {
+		assert_non_null(engine_sim_oldest(e, 0));
+		engine_sim_complete(e, 0);
+		assert_int_equal(engine_device_state(e, 0),
+		                 i < 2 ? ENGINE_DEV_ACTIVE : ENGINE_DEV_GONE);
+	}
+	assert_int_equal(engine_device(e, 0)->faults, 4);
+	assert_int_equal(engine_sim_stage(e, 0), 0);
+	while (engine_sim_stage(e, 1) || engine_sim_oldest(e, 1))
+		while (engine_sim_oldest(e, 1))
+			engine_sim_complete(e, 1);
+	assert_int_equal(atomic_load(&dn.graphs), 1);
+	assert_int_equal(atomic_load(&g->status), 0);
+	assert_each_ran_once(N);
+	uint32_t faulted = 0;
+	for (uint32_t i = 0; i < N; i++) {
+		assert_int_equal(g->tasks[i].device, 1);
+		faulted += g->tasks[i].attempts;
+	}
+	assert_int_equal(faulted, 3);
+	engine_flow_gone(e, &flow);
+	engine_destroy(e);
+	residency_fini(&res);
+	free_graph(g);
+}
+
+/* A task whose kernel only removed devices implemented fails with
+ * -TDM_ENODEV, rather than waiting forever; one a drained device
+ * implements waits for it to be resumed. */
+static bool no_spin(const struct backend_device *d, const struct kernel_def *k)
+{
+	(void)d;
+	return strcmp(k->name, "spin") != 0 && k->cpu != NULL;
+}
+
+static const struct backend_ops nospin_ops = { .abi_version = BACKEND_ABI_VERSION,
+	                                       .name = "nospin",
+	                                       .supports = no_spin,
+	                                       .launch = counting_launch };
+
+static void test_no_device_left(void **state)
+{
+	(void)state;
+	struct done dn = { 0 };
+	struct engine_flow flow = { .id = 1, .weight = 1 };
+	struct backend_device devs[2] = { host_dev(0), host_dev(1) };
+	devs[1].ops = &nospin_ops; /* only device 0 runs "spin" */
+	struct engine *e;
+	struct engine_params ep = { .clock = &clock_real,
+		                    .policy = &policy_dmda,
+		                    .devices = devs,
+		                    .ndevices = 2,
+		                    .hooks = { .graph_done = on_done, .ctx = &dn },
+		                    .start_workers = false };
+	assert_int_equal(engine_create(&ep, &e), 0);
+	assert_int_equal(engine_flow_add(e, &flow), 0);
+	reset_counts();
+	const struct kernel_def *spin = kernel_by_id((uint32_t)kernel_lookup("spin"));
+	struct engine_graph *g = random_dag(&flow, 4, 0, 6);
+	engine_submit(e, g);
+	/* Drained: the tasks wait (device 1 cannot run them). */
+	assert_int_equal(engine_device_drain(e, 0), 0);
+	run_all(e);
+	assert_int_equal(atomic_load(&dn.graphs), 0);
+	assert_true(engine_kernel_available(e, spin));
+	/* Resumed: they run. */
+	assert_int_equal(engine_device_resume(e, 0), 0);
+	run_all(e);
+	assert_int_equal(atomic_load(&dn.graphs), 1);
+	assert_int_equal(atomic_load(&g->status), 0);
+	free_graph(g);
+	/* Removed: they fail, clearly. */
+	g = random_dag(&flow, 4, 0, 7);
+	engine_submit(e, g);
+	assert_int_equal(engine_device_remove(e, 0), 0);
+	assert_false(engine_kernel_available(e, spin));
+	run_all(e);
+	assert_int_equal(atomic_load(&dn.graphs), 2);
+	assert_int_equal(atomic_load(&g->status), -TDM_ENODEV);
+	engine_flow_gone(e, &flow);
+	engine_destroy(e);
+	free_graph(g);
+}
+
+/* heft: a planned device drains before the graph runs: the tasks planned
+ * there run elsewhere, and those with nothing planned there upstream keep
+ * their planned device (the plan is repaired, not made again). */
+static void test_heft_repaired_without_device(void **state)
+{
+	(void)state;
+	for (int method = 0; method < 2; method++) {
+		struct done dn = { 0 };
+		struct engine_flow flow = { .id = 1, .weight = 1 };
+		struct engine *e = make(method ? &policy_peft : &policy_heft, 3, 3, false, &dn);
+		assert_int_equal(engine_flow_add(e, &flow), 0);
+		reset_counts();
+		enum { N = 90 };
+		struct engine_graph *g = random_dag(&flow, N, 2, 11);
+		engine_submit(e, g);
+		int planned[N];
+		bool touched[N]; /* planned on device 2, or after such a task */
+		int on2 = 0;
+		for (uint32_t i = 0; i < N; i++) {
+			planned[i] = dispatch_planned_device(g, i);
+			assert_true(planned[i] >= 0 && planned[i] < 3);
+			touched[i] = planned[i] == 2;
+			on2 += touched[i];
+		}
+		assert_true(on2 > 0);
+		for (uint32_t u = 0; u < N; u++)
+			for (uint32_t k = g->succ_off[u]; k < g->succ_off[u + 1]; k++)
+				touched[g->succ[k]] |= touched[u];
+		assert_int_equal(engine_device_drain(e, 2), 0);
+		run_all(e);
+		assert_int_equal(atomic_load(&dn.graphs), 1);
+		assert_each_ran_once(N);
+		assert_int_equal(atomic_load(&ran_on[2]), 0);
+		int kept = 0, untouched = 0;
+		for (uint32_t i = 0; i < N; i++) {
+			assert_true(g->tasks[i].device != 2);
+			if (touched[i])
+				continue;
+			untouched++;
+			kept += g->tasks[i].device == planned[i];
+		}
+		if (kept != untouched)
+			fail_msg("%s: %d of %d tasks kept their planned device",
+			         method ? "peft" : "heft", kept, untouched);
+		engine_flow_gone(e, &flow);
+		engine_destroy(e);
+		free_graph(g);
+	}
+}
+
+/* Every policy, worker threads, random DAGs under load: devices are
+ * added, drained, resumed and removed while graphs run; every task runs
+ * once, every graph completes once, nothing runs on a removed device
+ * after its removal settled. */
+static void test_churn_every_policy(void **state)
+{
+	(void)state;
+	for (const struct policy_ops *const *p = policy_list(); *p; p++) {
+		struct done dn = { 0 };
+		struct engine_flow flow = { .id = 1, .weight = 1 };
+		struct engine *e = make(*p, 2, 8, true, &dn);
+		assert_int_equal(engine_flow_add(e, &flow), 0);
+		reset_counts();
+		atomic_store(&task_us, 20);
+		enum { N = 1500, G = 4 };
+		struct engine_graph *g[G];
+		for (int i = 0; i < G; i++) {
+			/* Tasks of graph i count in runs[] from i * N / G on. */
+			g[i] = random_dag(&flow, N / G, 2, 20 + (unsigned)i);
+			for (uint32_t t = 0; t < N / G; t++)
+				g[i]->tasks[t].call.s[0].i64 = i * (N / G) + t;
+			engine_submit(e, g[i]);
+		}
+		unsigned id;
+		struct backend_device d2 = host_dev(2), d3 = host_dev(3);
+		assert_int_equal(engine_device_add(e, &d2, &id), 0);
+		sleep_us(2000);
+		assert_int_equal(engine_device_drain(e, 0), 0);
+		sleep_us(2000);
+		assert_int_equal(engine_device_add(e, &d3, &id), 0);
+		assert_int_equal(engine_device_remove(e, 1), 0);
+		sleep_us(2000);
+		assert_int_equal(engine_device_resume(e, 0), 0);
+		assert_int_equal(engine_device_remove(e, 2), 0);
+		if (!wait_graphs(&dn, G, 30000))
+			fail_msg("policy %s: %d of %d graphs done", (*p)->name,
+			         atomic_load(&dn.graphs), G);
+		assert_each_ran_once(N);
+		for (int i = 0; i < G; i++)
+			assert_int_equal(atomic_load(&g[i]->status), 0);
+		/* The policy moved every task itself: the watchdog never had to. */
+		struct engine_counters c;
+		engine_counters(e, &c);
+		if (c.fallback)
+			fail_msg("policy %s: fell back to the FIFO", (*p)->name);
+		engine_flow_gone(e, &flow);
+		engine_destroy(e);
+		for (int i = 0; i < G; i++)
+			free_graph(g[i]);
+	}
+}
+
+/* ---- simulation: the driver steps accelerator-shaped devices ---- */
+
+/* Steps every live worker once (stage what it may, complete its oldest);
+ * whether anything moved. */
+static bool sim_step(struct engine *e)
+{
+	bool moved = false;
+	for (unsigned w = 0; w < engine_device_count(e); w++) {
+		moved |= engine_sim_stage(e, w) > 0;
+		if (engine_sim_oldest(e, w)) {
+			engine_sim_complete(e, w);
+			moved = true;
+		}
+	}
+	return moved;
+}
+
+static int sim_ok_launch(const struct backend_device *d, const struct kernel_def *k,
+                         const struct tdm_kernel_call *call, struct backend_event *const *waits,
+                         size_t nwaits, struct backend_event **done)
+{
+	(void)k;
+	(void)waits;
+	(void)nwaits;
+	atomic_fetch_add(&runs[call->s[0].i64], 1);
+	atomic_fetch_add(&ran_on[atoi(d->name + 3)], 1);
+	*done = fake_new_event();
+	return 0;
+}
+
+static const struct backend_ops sim_accel = { FAKE_ACCEL_MEM_OPS, .name = "simacc",
+	                                      .supports = fake_supports,
+	                                      .launch_async = sim_ok_launch };
+
+static struct backend_device sim_dev(unsigned i)
+{
+	struct backend_device d = { .ops = &sim_accel, .kind = TDM_DEV_GPU };
+	snprintf(d.name, sizeof(d.name), "dev%u", i);
+	snprintf(d.model, sizeof(d.model), "sim");
+	return d; /* node 0: a simulated device */
+}
+
+/* Every policy: devices added, drained and removed between the driver's
+ * steps; every task runs once, none on a device after it drained. */
+static void test_sim_between_steps(void **state)
+{
+	(void)state;
+	for (const struct policy_ops *const *p = policy_list(); *p; p++) {
+		struct done dn = { 0 };
+		struct engine_flow flow = { .id = 1, .weight = 1 };
+		struct residency res;
+		residency_init(&res);
+		struct backend_device devs[2] = { sim_dev(0), sim_dev(1) };
+		struct engine *e;
+		struct engine_params ep = { .clock = &clock_real,
+			                    .policy = *p,
+			                    .devices = devs,
+			                    .ndevices = 2,
+			                    .max_devices = 4,
+			                    .res = &res,
+			                    .hooks = { .graph_done = on_done, .ctx = &dn },
+			                    .start_workers = false };
+		assert_int_equal(engine_create(&ep, &e), 0);
+		assert_int_equal(engine_flow_add(e, &flow), 0);
+		reset_counts();
+		enum { N = 400 };
+		struct engine_graph *g = random_dag(&flow, N, 2, 31);
+		engine_submit(e, g);
+		for (int i = 0; i < 10; i++)
+			sim_step(e);
+		unsigned id;
+		struct backend_device d2 = sim_dev(2);
+		assert_int_equal(engine_device_add(e, &d2, &id), 0);
+		for (int i = 0; i < 10; i++)
+			sim_step(e);
+		assert_int_equal(engine_device_drain(e, 0), 0);
+		/* What device 0 staged completes there; then it takes nothing. */
+		while (engine_sim_oldest(e, 0))
+			engine_sim_complete(e, 0);
+		uint32_t on0 = atomic_load(&ran_on[0]);
+		for (int i = 0; i < 10; i++)
+			sim_step(e);
+		assert_int_equal(engine_device_remove(e, 1), 0);
+		while (engine_sim_oldest(e, 1))
+			engine_sim_complete(e, 1);
+		uint32_t on1 = atomic_load(&ran_on[1]);
+		while (sim_step(e))
+			;
+		if (atomic_load(&dn.graphs) != 1)
+			fail_msg("policy %s: graph not done", (*p)->name);
+		assert_each_ran_once(N);
+		assert_int_equal(atomic_load(&ran_on[0]), on0);
+		assert_int_equal(atomic_load(&ran_on[1]), on1);
+		assert_true(atomic_load(&ran_on[2]) > 0);
+		engine_flow_gone(e, &flow);
+		engine_destroy(e);
+		residency_fini(&res);
+		free_graph(g);
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_states_and_limits),
 		cmocka_unit_test(test_drain_replaces_queued),
 		cmocka_unit_test(test_add_while_running),
+		cmocka_unit_test(test_remove_reruns_running),
+		cmocka_unit_test(test_faults_remove_device),
+		cmocka_unit_test(test_no_device_left),
+		cmocka_unit_test(test_heft_repaired_without_device),
+		cmocka_unit_test(test_churn_every_policy),
+		cmocka_unit_test(test_sim_between_steps),
 	};
 	return cmocka_run_group_tests_name("elastic_engine", tests, NULL, NULL);
 }

@@ -650,6 +650,85 @@ static void test_json_round_trip(void **state)
 }
 
 /* Models of a kernel or a device key this daemon lacks are written back. */
+/* Devices joining at run time: one of a known key shares its model (what
+ * was learned prices it at once); one of a new key gets models of its own,
+ * with what an earlier run learned for that key and kept aside; a new node
+ * brings its links. Out of order or out of range is refused. */
+static void test_add_device(void **state)
+{
+	static const char saved[] =
+	        "{\"version\":1,\"models\":["
+	        "{\"kernel\":\"sgemm\",\"device\":\"gpu:new\",\"samples\":3,"
+	        " \"footprints\":[{\"flops\":1,\"bytes\":2,\"domain\":3,\"n\":3,"
+	        "  \"estimate_ns\":4242,\"spread_ns\":1,\"recent\":[4242,4242,4242]}]}]}";
+	struct calibration *c = cal_new(2);
+	struct kernel_features f = sgemm_feat(128);
+	struct kernel_features g = { .flops = 1, .bytes = 2, .domain = 3 };
+	struct profiler *p;
+	json_t *doc = json_loads(saved, 0, NULL);
+	(void)state;
+	p = prof_new(c);
+	assert_non_null(doc);
+	assert_int_equal(profiler_load_json(p, doc, NULL, NULL, 0), 0); /* kept aside */
+	for (int i = 0; i < 3; i++)
+		profiler_observe(p, KERNEL_SGEMM, 0, &f, 777777);
+	/* Not there yet: no prediction. */
+	assert_true(predict(p, KERNEL_SGEMM, 2, f).ns == 0);
+
+	/* Id 2, the model of devices 0 and 1: priced from what they learned. */
+	c->ndevices = 3;
+	c->dev[2] = c->dev[0];
+	assert_int_equal(profiler_add_device(p, c, 2), 0);
+	assert_int_equal(predict(p, KERNEL_SGEMM, 2, f).source, COST_HISTORY);
+	assert_within(predict(p, KERNEL_SGEMM, 2, f).ns, 777777, 1e-9);
+
+	/* Id 3 on a new node 2, a model of its own: the saved one. */
+	c->ndevices = 4;
+	c->nnodes = 3;
+	snprintf(c->dev[3].key, sizeof(c->dev[3].key), "gpu:new");
+	c->dev[3].node = 2;
+	c->dev[3].gemm_gflops = 1000;
+	c->dev[3].mem_gbps = 500;
+	c->dev[3].launch_ns = 5000;
+	c->link[0][2] = (struct cal_link){ .gbps = 25, .latency_ns = 2000, .measured = true };
+	c->link[2][0] = (struct cal_link){ .gbps = 24, .latency_ns = 2100, .measured = true };
+	assert_int_equal(profiler_add_device(p, c, 3), 0);
+	assert_int_equal(predict(p, KERNEL_SGEMM, 3, g).source, COST_HISTORY);
+	assert_within(predict(p, KERNEL_SGEMM, 3, g).ns, 4242, 1e-9);
+	/* Its prior is its own figures, not the cores'. */
+	assert_true(predict(p, KERNEL_SGEMM, 3, f).ns < predict(p, KERNEL_SGEMM, 0, f).ns);
+	double big = 1e8;
+	assert_within(profiler_predict_copy(p, 0, 2, (uint64_t)big), 2000 + big / 25, 1e-6);
+	struct calibration *now = calloc(1, sizeof(*now));
+	assert_non_null(now);
+	profiler_calibration(p, now);
+	assert_int_equal(now->ndevices, 4);
+	assert_int_equal(now->nnodes, 3);
+	assert_string_equal(now->dev[3].key, "gpu:new");
+	free(now);
+	/* The saved model is learned, no longer aside: listed once. */
+	json_t *out = profiler_to_json(p);
+	size_t n = 0, i;
+	json_t *m;
+	json_array_foreach(json_object_get(out, "models"), i, m) n +=
+	        !strcmp(json_string_value(json_object_get(m, "device")), "gpu:new");
+	assert_int_equal(n, 1);
+	json_decref(out);
+
+	/* Out of order, out of range. */
+	c->ndevices = 6;
+	c->dev[5] = c->dev[0];
+	assert_int_equal(profiler_add_device(p, c, 5), -TDM_EINVAL);
+	assert_int_equal(profiler_add_device(p, c, CAL_MAX_DEVICES), -TDM_EINVAL);
+	assert_int_equal(profiler_add_device(NULL, c, 4), -TDM_EINVAL);
+	c->dev[4] = c->dev[0];
+	c->dev[4].node = 9; /* past the calibration's nodes */
+	assert_int_equal(profiler_add_device(p, c, 4), -TDM_EINVAL);
+	json_decref(doc);
+	profiler_destroy(p);
+	free(c);
+}
+
 static void test_foreign_models_kept(void **state)
 {
 	static const char text[] =
@@ -972,6 +1051,7 @@ int main(void)
 		cmocka_unit_test(test_transfer_model),
 		cmocka_unit_test(test_json_round_trip),
 		cmocka_unit_test(test_foreign_models_kept),
+		cmocka_unit_test(test_add_device),
 		cmocka_unit_test(test_garbage_documents),
 		cmocka_unit_test(test_concurrent_observe_predict),
 		cmocka_unit_test(test_predict_speed),
