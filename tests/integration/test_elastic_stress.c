@@ -115,6 +115,19 @@ static void test_random_changes_under_load(void **state)
 	       (unsigned long long)e.n.graphs_ok, (unsigned long long)e.n.graphs_lost,
 	       (unsigned long long)e.n.tasks_lost, (unsigned long long)e.n.graphs_wrong,
 	       (unsigned long long)e.n.tasks_done);
+	json_t *doc = tdmt_status_doc(daemon_.sock);
+	assert_non_null(doc);
+	size_t i;
+	json_t *dv;
+	json_int_t faults = 0;
+	json_array_foreach(json_object_get(doc, "devices"), i, dv) faults +=
+	        json_integer_value(json_object_get(dv, "faults"));
+	printf("# devices changed:");
+	for (int k = 0; k < n; k++)
+		printf(" %s", list[k]);
+	printf("; ids given %zu; device faults hit %lld\n",
+	       json_array_size(json_object_get(doc, "devices")), (long long)faults);
+	json_decref(doc);
 	assert_int_equal(fired, 0);
 	assert_int_equal(stopped, 0);
 	assert_int_equal(e.n.graphs_lost, 0);
