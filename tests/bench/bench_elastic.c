@@ -14,7 +14,7 @@
  *       starting on the new device (task info of the Cholesky clients,
  *       CLOCK_MONOTONIC on both sides), for a CPU worker and for clcpu0,
  *       median of ROUNDS adds (each after a remove), under the daemon's
- *       default policy.
+ *       default policy (dmda) and under eager.
  *   elastic_throughput_dip  graphs/s of a steady Cholesky client in the
  *       WINDOW_MS after an add or a drain over its rate in the second
  *       before (steady state); the worst of ROUNDS, per event.
@@ -244,7 +244,9 @@ static int bench_stress(int events)
 /* ---- 2. the first task on an added device, throughput around changes ---- */
 
 struct dip {
-	double worst, before, during;
+	double ratio[ROUNDS]; /* during / before, per change */
+	double before, during, after; /* graphs/s, summed over the changes */
+	int n;
 };
 
 static double rate(struct tdmt_elastic *e, uint64_t t0, uint64_t t1)
@@ -252,34 +254,47 @@ static double rate(struct tdmt_elastic *e, uint64_t t0, uint64_t t1)
 	return tdmt_elastic_done_between(e, t0, t1) / ((double)(t1 - t0) / 1e9);
 }
 
-static void dip_note(struct dip *d, double before, double during)
+/* The rates in the STEADY_MS before t, the WINDOW_MS from t, and the
+ * STEADY_MS after that (the new steady state: lower after a drain, as a
+ * device's share of the work went elsewhere). */
+static void dip_note(struct dip *d, struct tdmt_elastic *e, uint64_t t)
 {
-	if (before <= 0)
+	const uint64_t w = WINDOW_MS * 1000000ull, st = STEADY_MS * 1000000ull;
+	double before = rate(e, t - st, t), during = rate(e, t, t + w),
+	       after = rate(e, t + w, t + w + st);
+	if (before <= 0 || d->n >= ROUNDS)
 		return;
-	if (d->before == 0 || during / before < d->worst) {
-		d->worst = during / before;
-		d->before = before;
-		d->during = during;
-	}
+	d->ratio[d->n++] = during / before;
+	d->before += before;
+	d->during += during;
+	d->after += after;
 }
 
-static void dip_report(const struct dip *d, const char *event, const char *name)
+/* The median change (the machine is shared: one change's window says
+ * little), with the worst and the mean rates in the keys. */
+static void dip_report(struct dip *d, const char *event, const char *name, const char *policy)
 {
-	char keys[160];
-	if (d->before == 0) {
-		printf("# elastic_throughput_dip event=%s device=%s: no steady rate measured\n",
-		       event, name);
+	char keys[256];
+	if (!d->n) {
+		printf("# elastic_throughput_dip event=%s device=%s policy=%s: no steady rate "
+		       "measured\n",
+		       event, name, policy);
 		return;
 	}
+	double med = bench_median(d->ratio, (size_t)d->n);
 	snprintf(keys, sizeof(keys),
-	         "event=%s device=%s window_ms=%d steady_graphs_per_s=%.0f during=%.0f worst_of=%d",
-	         event, name, WINDOW_MS, d->before, d->during, ROUNDS);
-	bench_report("elastic_throughput_dip", d->worst, "ratio", keys);
+	         "event=%s device=%s policy=%s window_ms=%d changes=%d worst=%.2f "
+	         "mean_steady_graphs_per_s=%.0f during=%.0f after=%.0f",
+	         event, name, policy, WINDOW_MS, d->n, d->ratio[0], d->before / d->n,
+	         d->during / d->n, d->after / d->n);
+	bench_report("elastic_throughput_dip", med, "ratio", keys);
 }
 
 /* ROUNDS times: remove name, a steady second, add it (first task, dip),
- * a steady second, drain it (dip), resume it. */
-static int rescale_rounds(struct tdmt_elastic *e, const char *sock, const char *name)
+ * the window and a steady second, drain it (dip), the window and a steady
+ * second, resume it. */
+static int rescale_rounds(struct tdmt_elastic *e, const char *sock, const char *name,
+                          const char *policy)
 {
 	double first_ms[ROUNDS];
 	int nfirst = 0;
@@ -292,7 +307,6 @@ static int rescale_rounds(struct tdmt_elastic *e, const char *sock, const char *
 			return fail("remove did not finish");
 		tdmt_sleep_ms(STEADY_MS);
 		uint64_t t = bench_now_ns();
-		double before = rate(e, t - STEADY_MS * 1000000ull, t);
 		/* Watched before the add (the next id is the number of ids
 		 * given), so that no task there is counted before the watch. */
 		json_t *doc = tdmt_status_doc(sock);
@@ -306,8 +320,8 @@ static int rescale_rounds(struct tdmt_elastic *e, const char *sock, const char *
 		json_t *id = json_object_get(json_object_get(reply, "device"), "id");
 		if (json_is_integer(id) && json_integer_value(id) != next)
 			tdmt_elastic_watch(e, (unsigned)json_integer_value(id), t);
-		tdmt_sleep_ms(WINDOW_MS);
-		dip_note(&add, before, rate(e, t, t + WINDOW_MS * 1000000ull));
+		tdmt_sleep_ms(WINDOW_MS + STEADY_MS);
+		dip_note(&add, e, t);
 		for (int w = 0; json_is_integer(id) && w < FIRST_TASK_WAIT_MS; w += 5) {
 			uint64_t f = atomic_load(&e->first_start[json_integer_value(id)]);
 			if (f) {
@@ -318,13 +332,11 @@ static int rescale_rounds(struct tdmt_elastic *e, const char *sock, const char *
 		}
 		json_decref(reply);
 
-		tdmt_sleep_ms(STEADY_MS);
 		t = bench_now_ns();
-		before = rate(e, t - STEADY_MS * 1000000ull, t);
 		if (ctl(sock, TDM_DEV_DRAIN, name, NULL))
 			return -1;
-		tdmt_sleep_ms(WINDOW_MS);
-		dip_note(&drain, before, rate(e, t, t + WINDOW_MS * 1000000ull));
+		tdmt_sleep_ms(WINDOW_MS + STEADY_MS);
+		dip_note(&drain, e, t);
 		if (ctl(sock, TDM_DEV_RESUME, name, NULL))
 			return -1;
 	}
@@ -332,31 +344,34 @@ static int rescale_rounds(struct tdmt_elastic *e, const char *sock, const char *
 		double worst = 0;
 		for (int i = 0; i < nfirst; i++)
 			worst = fmax(worst, first_ms[i]);
-		snprintf(keys, sizeof(keys), "device=%s adds=%d with_task=%d max=%.2f", name,
-		         ROUNDS, nfirst, worst);
+		snprintf(keys, sizeof(keys), "device=%s policy=%s adds=%d with_task=%d max=%.2f",
+		         name, policy, ROUNDS, nfirst, worst);
 		bench_report("elastic_first_task_ms", bench_median(first_ms, (size_t)nfirst), "ms",
 		             keys);
 	} else {
-		printf("# elastic_first_task_ms device=%s: no task ran there within %d ms of any "
-		       "of %d adds (the policy kept it idle)\n",
-		       name, FIRST_TASK_WAIT_MS, ROUNDS);
+		printf("# elastic_first_task_ms device=%s policy=%s: no task ran there within %d "
+		       "ms "
+		       "of any of %d adds (the policy kept it idle)\n",
+		       name, policy, FIRST_TASK_WAIT_MS, ROUNDS);
 	}
-	dip_report(&add, "add", name);
-	dip_report(&drain, "drain", name);
+	dip_report(&add, "add", name, policy);
+	dip_report(&drain, "drain", name, policy);
 	return 0;
 }
 
-static int bench_rescale(void)
+/* Under dmda (the default) a new device gets what it is predicted to
+ * finish first, which on a small machine may be nothing of these tiles for
+ * clcpu0; under eager it takes tasks as soon as it asks. */
+static int bench_rescale(const char *policy)
 {
 	static struct tdmt_daemon d;
 	static struct tdmt_elastic e;
-	char cpus[16][16];
+	char cpus[16][16], toml[64];
 	bool have_cl;
 	int rc = 0;
 
-	/* The default policy (dmda): a new device gets what it is predicted to
-	 * finish first. */
-	if (tdmt_daemon_start(&d, ""))
+	snprintf(toml, sizeof(toml), "[engine]\npolicy = \"%s\"\n", policy);
+	if (tdmt_daemon_start(&d, toml))
 		return fail("tandemd did not start");
 	int ncpu = find_devices(d.sock, cpus, 16, &have_cl);
 	memset(&e, 0, sizeof(e));
@@ -373,11 +388,11 @@ static int bench_rescale(void)
 	}
 	tdmt_sleep_ms(STEADY_MS);
 	if (ncpu >= 2)
-		rc |= rescale_rounds(&e, d.sock, cpus[ncpu - 1]);
+		rc |= rescale_rounds(&e, d.sock, cpus[ncpu - 1], policy);
 	else
 		printf("# one CPU worker: no CPU worker can be removed and added\n");
 	if (have_cl)
-		rc |= rescale_rounds(&e, d.sock, "clcpu0");
+		rc |= rescale_rounds(&e, d.sock, "clcpu0", policy);
 	else
 		printf("# no OpenCL device (clcpu0): its first task and dip not measured\n");
 	tdmt_elastic_stop(&e, 30000);
@@ -394,7 +409,7 @@ static int bench_rescale(void)
 
 /* ---- 3. bytes moved when a device owning data leaves ---- */
 
-/* Bytes of the buffers whose only valid copy is on name (status "valid"
+/* Bytes of the buffers whose only valid copy is on name (status clients[].replicas[].valid
  * "name*", whole). */
 static int64_t sole_bytes(const char *sock, const char *name)
 {
@@ -409,7 +424,7 @@ static int64_t sole_bytes(const char *sock, const char *name)
 	snprintf(want, sizeof(want), "%s*", name);
 	json_array_foreach(json_object_get(doc, "clients"), i, c)
 	{
-		json_array_foreach(json_object_get(c, "buffers"), j, b)
+		json_array_foreach(json_object_get(c, "replicas"), j, b)
 		{
 			const char *v = json_string_value(json_object_get(b, "valid"));
 			if (v && !strcmp(v, want))
@@ -696,8 +711,10 @@ int main(int argc, char **argv)
 	int rc = 0;
 	if (strstr(parts, "stress"))
 		rc |= bench_stress(events);
-	if (strstr(parts, "rescale"))
-		rc |= bench_rescale();
+	if (strstr(parts, "rescale")) {
+		rc |= bench_rescale("dmda");
+		rc |= bench_rescale("eager");
+	}
 	if (strstr(parts, "bytes"))
 		rc |= bench_bytes();
 	if (strstr(parts, "restart"))
