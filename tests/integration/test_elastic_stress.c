@@ -85,6 +85,12 @@ static void test_random_changes_under_load(void **state)
 		skip();
 	}
 
+	/* A new sequence of changes each run, printed; TDMT_ELASTIC_SEED
+	 * replays one. */
+	const char *env = getenv("TDMT_ELASTIC_SEED");
+	uint64_t seed = env ? strtoull(env, NULL, 0) : tdmt_now_ns();
+	printf("# changes from seed %llu (TDMT_ELASTIC_SEED)\n", (unsigned long long)seed);
+
 	static struct tdmt_elastic e;
 	memset(&e, 0, sizeof(e));
 	e.sock = daemon_.sock;
@@ -102,7 +108,7 @@ static void test_random_changes_under_load(void **state)
 		                     .count = EVENTS,
 		                     .pause_min_ms = 2,
 		                     .pause_max_ms = 30,
-		                     .seed = 0x18d };
+		                     .seed = seed };
 	int fired = tdmt_elastic_fire_events(&ev);
 	int stopped = tdmt_elastic_stop(&e, 20000);
 
