@@ -188,6 +188,8 @@ static int bench_stress(int events)
 		tdmt_daemon_cleanup(&d);
 		return fail("clients did not start");
 	}
+	if (tdmt_elastic_warm(&e, 200, 30000))
+		fprintf(stderr, "bench_elastic: the clients are slow to start\n");
 	struct tdmt_el_events ev = { .sock = d.sock,
 		                     .names = names,
 		                     .nnames = n,
@@ -205,8 +207,14 @@ static int bench_stress(int events)
 	json_t *doc = tdmt_status_doc(d.sock);
 	size_t i;
 	json_t *dv;
-	json_array_foreach(json_object_get(doc, "devices"), i, dv) faults +=
-	        json_integer_value(json_object_get(dv, "faults"));
+	char split[256] = "";
+	json_array_foreach(json_object_get(doc, "devices"), i, dv)
+	{
+		faults += json_integer_value(json_object_get(dv, "faults"));
+	}
+	if (doc)
+		tdmt_tasks_per_name(doc, split, sizeof(split));
+	printf("# tasks run per device: %s\n", split);
 	json_decref(doc);
 	tdmt_counter(d.sock, "sessions_total", &sessions);
 	bool same =

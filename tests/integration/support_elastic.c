@@ -287,6 +287,16 @@ int tdmt_elastic_stop(struct tdmt_elastic *e, int timeout_ms)
 	return rc;
 }
 
+int tdmt_elastic_warm(struct tdmt_elastic *e, unsigned long long n, int timeout_ms)
+{
+	for (int w = 0; w < timeout_ms; w += 5) {
+		if (atomic_load(&e->n.graphs_ok) >= n)
+			return 0;
+		tdmt_sleep_ms(5);
+	}
+	return -1;
+}
+
 void tdmt_elastic_watch(struct tdmt_elastic *e, unsigned id, uint64_t since_ns)
 {
 	if (id >= TDMT_EL_MAX_IDS)
@@ -359,6 +369,34 @@ int tdmt_device_view(json_t *status, const char *name, struct tdmt_dev_view *v)
 		v->accelerator = kind && strcmp(kind, "cpu") != 0;
 	}
 	return 0;
+}
+
+void tdmt_tasks_per_name(json_t *status, char *out, size_t len)
+{
+	json_t *devs = json_object_get(status, "devices"), *d, *e;
+	size_t i, j, used = 0;
+
+	out[0] = '\0';
+	json_array_foreach(devs, i, d)
+	{
+		const char *name = json_string_value(json_object_get(d, "name"));
+		bool first = true;
+		json_int_t sum = 0;
+		json_array_foreach(devs, j, e)
+		{
+			const char *other = json_string_value(json_object_get(e, "name"));
+			if (!name || !other || strcmp(name, other))
+				continue;
+			first = first && j >= i;
+			sum += json_integer_value(json_object_get(e, "tasks_run"));
+		}
+		if (!first || used >= len)
+			continue;
+		int w = snprintf(out + used, len - used, "%s%s %lld", used ? ", " : "", name,
+		                 (long long)sum);
+		if (w > 0)
+			used += (size_t)w;
+	}
 }
 
 /* Whether another CPU worker of the list than `except` takes tasks. */

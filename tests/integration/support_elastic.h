@@ -86,6 +86,10 @@ int tdmt_elastic_start(struct tdmt_elastic *e);
  * finish their step (killed after timeout_ms: their step counts as lost).
  * Returns 0, or -1 when a client could not be waited for. */
 int tdmt_elastic_stop(struct tdmt_elastic *e, int timeout_ms);
+/* Waits until the clients completed at least n graphs (so that every
+ * device took work, and the injected faults were hit, before the changes
+ * begin); 0, or -1 after timeout_ms. */
+int tdmt_elastic_warm(struct tdmt_elastic *e, unsigned long long n, int timeout_ms);
 /* Watches device id for its first task from now on. */
 void tdmt_elastic_watch(struct tdmt_elastic *e, unsigned id, uint64_t since_ns);
 /* Graphs client 0 completed in [t0, t1). */
@@ -109,6 +113,10 @@ struct tdmt_dev_view {
 	bool accelerator;
 };
 int tdmt_device_view(json_t *status, const char *name, struct tdmt_dev_view *v);
+
+/* "cpu0 123, cpu1 456, clcpu0 78": the tasks each device name ran, over
+ * all of its ids (status "tasks_run"), into out. */
+void tdmt_tasks_per_name(json_t *status, char *out, size_t len);
 
 /* Random device changes. */
 struct tdmt_el_events {

@@ -101,6 +101,7 @@ static void test_random_changes_under_load(void **state)
 	e.tmpdir = daemon_.dir;
 	e.graph_timeout_ms = 30000;
 	assert_int_equal(tdmt_elastic_start(&e), 0);
+	assert_int_equal(tdmt_elastic_warm(&e, 100, 20000), 0);
 
 	struct tdmt_el_events ev = { .sock = daemon_.sock,
 		                     .names = list,
@@ -131,8 +132,10 @@ static void test_random_changes_under_load(void **state)
 	printf("# devices changed:");
 	for (int k = 0; k < n; k++)
 		printf(" %s", list[k]);
-	printf("; ids given %zu; device faults hit %lld\n",
-	       json_array_size(json_object_get(doc, "devices")), (long long)faults);
+	char split[256];
+	tdmt_tasks_per_name(doc, split, sizeof(split));
+	printf("; ids given %zu; device faults hit %lld; tasks run: %s\n",
+	       json_array_size(json_object_get(doc, "devices")), (long long)faults, split);
 	json_decref(doc);
 	assert_int_equal(fired, 0);
 	assert_int_equal(stopped, 0);
