@@ -58,7 +58,7 @@ struct backend_probe_params {
  * changes in a way a backend built against the old one would get wrong;
  * a backend of another version is refused where it registers (the backend
  * registry, the CUDA plugin loader, engine_create). */
-#define BACKEND_ABI_VERSION 2u /* 2: mem_reserve, mem_grow */
+#define BACKEND_ABI_VERSION 3u /* 2: mem_reserve, mem_grow; 3: copy_peer */
 
 struct backend_ops {
 	/* BACKEND_ABI_VERSION as the backend was built. Stays the first
@@ -123,6 +123,17 @@ struct backend_ops {
 	 * the caller then allocates whole (mem_alloc). */
 	int (*mem_reserve)(const struct backend_device *d, uint64_t capacity, void **mem);
 	int (*mem_grow)(const struct backend_device *d, void *mem, uint64_t bytes);
+	/* Optional (accelerators): copies [src_off, src_off + bytes) of
+	 * src_mem, on device src of the same backend, to mem at off on d,
+	 * after `after` (an event of d or src; may be NULL); *done (an event
+	 * of d) completes with the copy. Device to device where the hardware
+	 * links them, else through a bounce in host memory. -TDM_EINVAL when
+	 * these two devices cannot (the caller then goes through the host
+	 * itself). A device that leaves moves what only it holds this way
+	 * (residency_node_evacuate). */
+	int (*copy_peer)(const struct backend_device *d, void *mem, uint64_t off,
+	                 const struct backend_device *src, void *src_mem, uint64_t src_off,
+	                 uint64_t bytes, struct backend_event *after, struct backend_event **done);
 };
 
 static inline bool backend_is_accelerator(const struct backend_device *d)

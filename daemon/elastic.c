@@ -59,7 +59,15 @@ struct measured {
 	bool ok;
 };
 
-enum job_kind { JOB_MEASURE, JOB_RESCAN };
+enum job_kind { JOB_MEASURE, JOB_RESCAN, JOB_BUDGET };
+
+/* A memory budget to set: shrinking writes back what only the evicted
+ * replicas hold, which may take a while: on the thread too. */
+struct budget_change {
+	unsigned id, node;
+	uint64_t bytes;
+	int err;
+};
 
 /* Work for the thread: probing the backends again (RESCAN) and measuring
  * devices of models never calibrated (both). Input and output are the
@@ -86,6 +94,10 @@ struct job {
 	size_t ndev;
 	uint64_t start_ns;
 	char note[256]; /* RESCAN: a backend that could not probe */
+	/* BUDGET */
+	struct residency *res;
+	struct budget_change budget[PROBE_MAX];
+	size_t nbudget;
 };
 
 struct elastic {
@@ -526,6 +538,9 @@ static void *job_main(void *arg)
 	 * figures; add_device gives them their real one. */
 	uint16_t node_guess =
 	        (uint16_t)(j->cal->nnodes < CAL_MAX_NODES ? j->cal->nnodes : CAL_MAX_NODES - 1);
+	for (size_t i = 0; i < j->nbudget; i++)
+		j->budget[i].err =
+		        residency_set_budget(j->res, j->budget[i].node, j->budget[i].bytes);
 	if (j->kind == JOB_RESCAN) {
 		struct backend_probe_params pp = {
 			.topology = j->topology,
@@ -783,7 +798,8 @@ static int op_remove(struct server *srv, struct conn *c, const char *name, char 
 	return DEFERRED;
 }
 
-static int op_budget(struct server *srv, const char *name, uint64_t bytes, char **doc)
+static int op_budget(struct server *srv, struct conn *c, const char *name, uint64_t bytes,
+                     char **doc)
 {
 	unsigned id;
 	int err = named_id(srv, "budget", name, &id, doc);
@@ -793,20 +809,57 @@ static int op_budget(struct server *srv, const char *name, uint64_t bytes, char 
 	if (!backend_is_accelerator(&d->dev))
 		return refuse(doc, -TDM_EINVAL, TDM_CTL_REASON_NOT_ACCELERATOR,
 		              "budget: %s computes from host memory: it has no budget", name);
-	if ((err = residency_set_budget(&srv->res, d->node, bytes))) {
-		*doc = reply_refusal(TDM_CTL_REASON_FAILED, "budget: %s: %s", name,
-		                     tdm_strerror(err));
-		return err;
+	if (E_(srv)->running)
+		return refuse(doc, -TDM_EBUSY, TDM_CTL_REASON_BUSY,
+		              "budget %s: a rescan, measurement or budget change runs; try again",
+		              name);
+	struct job *j = calloc(1, sizeof(*j));
+	if (!j)
+		return refuse(doc, -TDM_ENOMEM, TDM_CTL_REASON_FAILED, "budget %s: out of memory",
+		              name);
+	j->kind = JOB_BUDGET;
+	j->conn = c;
+	j->res = &srv->res;
+	j->budget[0] = (struct budget_change){ .id = id, .node = d->node, .bytes = bytes };
+	j->nbudget = 1;
+	if ((err = job_start(srv, j)))
+		return refuse(doc, err, TDM_CTL_REASON_FAILED, "budget %s: cannot start its thread",
+		              name);
+	return DEFERRED;
+}
+
+/* The budgets a job set: logged and counted; the reply for the first. */
+static char *budgets_done(struct server *srv, const struct job *j, int *status)
+{
+	char *doc = NULL;
+	for (size_t i = 0; i < j->nbudget; i++) {
+		const struct budget_change *b = &j->budget[i];
+		const char *name = engine_device(srv->engine, b->id)->dev.name;
+		struct res_node_stats st;
+		residency_node_stats(&srv->res, b->node, &st);
+		if (b->err)
+			log_warn("device %s (id %u): memory budget not changed to %llu bytes: %s",
+			         name, b->id, (unsigned long long)b->bytes, tdm_strerror(b->err));
+		else
+			log_info("device %s (id %u): memory budget %llu bytes (%llu used)", name,
+			         b->id, (unsigned long long)st.cap, (unsigned long long)st.used);
+		E_(srv)->events[EV_BUDGET] += !b->err;
+		if (i)
+			continue;
+		*status = b->err;
+		doc = b->err ? reply_refusal(b->err == -TDM_EBUSY ? TDM_CTL_REASON_BUSY
+		                                                  : TDM_CTL_REASON_FAILED,
+		                             "budget: %s: %s%s", name, tdm_strerror(b->err),
+		                             b->err == -TDM_EBUSY
+		                                     ? " (pinned replicas keep it over: the next "
+		                                       "allocation there evicts them)"
+		                                     : "")
+		             : reply_text(json_pack("{s:s, s:o, s:I, s:I}", "op", "budget",
+		                                    "device", device_brief(srv, b->id), "budget",
+		                                    (json_int_t)st.cap, "used",
+		                                    (json_int_t)st.used));
 	}
-	E_(srv)->events[EV_BUDGET]++;
-	struct res_node_stats st;
-	residency_node_stats(&srv->res, d->node, &st);
-	log_info("device %s (id %u): memory budget %llu bytes (%llu used)", name, id,
-	         (unsigned long long)st.cap, (unsigned long long)st.used);
-	*doc = reply_text(json_pack("{s:s, s:o, s:I, s:I}", "op", "budget", "device",
-	                            device_brief(srv, id), "budget", (json_int_t)st.cap, "used",
-	                            (json_int_t)st.used));
-	return 0;
+	return doc;
 }
 
 /* Copies of what the thread reads while the loop goes on. */
@@ -871,7 +924,7 @@ bool elastic_device_request(struct server *srv, struct conn *c, const struct tdm
 	case TDM_DEV_DRAIN: status = op_drain(srv, r->name, &doc); break;
 	case TDM_DEV_RESUME: status = op_resume(srv, r->name, &doc); break;
 	case TDM_DEV_REMOVE: status = op_remove(srv, c, r->name, &doc); break;
-	case TDM_DEV_BUDGET: status = op_budget(srv, r->name, r->value, &doc); break;
+	case TDM_DEV_BUDGET: status = op_budget(srv, c, r->name, r->value, &doc); break;
 	case TDM_DEV_RESCAN: status = op_rescan(srv, c, &doc); break;
 	default:
 		status = -TDM_EINVAL;
@@ -1020,7 +1073,7 @@ static json_t *job_apply(struct server *srv, struct job *j, int *status, char **
 	                 (double)(clock_monotonic_ns() - j->start_ns) / 1e9);
 }
 
-static void apply_selection(struct server *srv);
+static void apply_selection(struct server *srv, struct job *carry);
 
 void elastic_kicked(struct server *srv)
 {
@@ -1033,7 +1086,15 @@ void elastic_kicked(struct server *srv)
 	E->job = NULL;
 	int status = 0;
 	char *doc = NULL;
-	json_t *res = job_apply(srv, j, &status, &doc);
+	json_t *res = NULL;
+	if (j->kind == JOB_BUDGET)
+		doc = budgets_done(srv, j, &status);
+	else
+		res = job_apply(srv, j, &status, &doc);
+	if (j->kind == JOB_MEASURE && j->nbudget) { /* SIGHUP's, carried along */
+		int ignored;
+		free(budgets_done(srv, j, &ignored));
+	}
 	if (res && j->kind == JOB_RESCAN) {
 		E->events[EV_RESCAN]++;
 		json_object_set_new(res, "op", json_string("rescan"));
@@ -1069,7 +1130,7 @@ void elastic_kicked(struct server *srv)
 		free(doc);
 	if (E->reload_pending) {
 		E->reload_pending = false;
-		apply_selection(srv);
+		apply_selection(srv, NULL);
 	}
 }
 
@@ -1079,7 +1140,7 @@ void elastic_kicked(struct server *srv)
 /* Matches the devices in use to [devices]: those it no longer selects are
  * drained and removed, found ones it now selects added (measured first on
  * the thread when their model has no figures). */
-static void apply_selection(struct server *srv)
+static void apply_selection(struct server *srv, struct job *carry)
 {
 	struct elastic *E = E_(srv);
 	reap(srv);
@@ -1101,10 +1162,12 @@ static void apply_selection(struct server *srv)
 	if (srv->cal_running) { /* it reads the device table */
 		log_warn("SIGHUP: tandemctl calibrate runs: devices [devices] now selects are "
 		         "added at the next SIGHUP");
+		if (carry && job_start(srv, carry) != 0)
+			log_warn("SIGHUP: cannot start the thread that sets the memory budgets");
 		return;
 	}
 	struct calibration *cal = calibration_now(srv);
-	struct job *j = NULL;
+	struct job *j = carry; /* the budgets to set, if any: one thread does both */
 	for (size_t k = 0; k < E->nfound; k++) {
 		struct found_device *f = &E->found[k];
 		if (f->id >= 0 || !server_device_wanted(&srv->cfg, &f->dev))
@@ -1119,12 +1182,13 @@ static void apply_selection(struct server *srv)
 		}
 		if (!j && !(j = calloc(1, sizeof(*j))))
 			break;
-		if (j->ndev < PROBE_MAX)
+		if (j->ndev < PROBE_MAX) {
+			j->kind = JOB_MEASURE;
 			j->dev[j->ndev++] = f->dev;
+		}
 	}
 	free(cal);
 	if (j) {
-		j->kind = JOB_MEASURE;
 		if (E->running) {
 			E->reload_pending = true; /* measured after the job under way */
 			job_free(j);
@@ -1139,12 +1203,15 @@ void elastic_reload(struct server *srv, const struct daemon_config *old)
 	struct elastic *E = E_(srv);
 	if (!E)
 		return;
-	if (E->running)
-		E->reload_pending = true; /* after the job, which may add devices */
-	else
-		apply_selection(srv);
-	/* Budgets that [devices] mem_cap changed, for the accelerators in use. */
-	for (size_t i = 0; i < engine_device_count(srv->engine); i++) {
+	/* Budgets that [devices] mem_cap changed, for the accelerators in use:
+	 * set on the thread, with the measurements of new devices if any. */
+	struct job *j = calloc(1, sizeof(*j));
+	if (j) {
+		j->kind = JOB_BUDGET;
+		j->res = &srv->res;
+	}
+	for (size_t i = 0; j && i < engine_device_count(srv->engine) && j->nbudget < PROBE_MAX;
+	     i++) {
 		const struct engine_device *d = engine_device(srv->engine, i);
 		if (!backend_is_accelerator(&d->dev) ||
 		    engine_device_state(srv->engine, (unsigned)i) == ENGINE_DEV_GONE)
@@ -1154,13 +1221,24 @@ void elastic_reload(struct server *srv, const struct daemon_config *old)
 		        config_devval_lookup(old->mem_cap, old->n_mem_cap, d->dev.name, kind, 0);
 		uint64_t now = config_devval_lookup(srv->cfg.mem_cap, srv->cfg.n_mem_cap,
 		                                    d->dev.name, kind, 0);
-		if (was == now)
-			continue;
-		int err = residency_set_budget(&srv->res, d->node, now ? now : d->dev.mem_bytes);
-		if (err)
-			log_warn("SIGHUP: %s: memory budget not changed: %s", d->dev.name,
-			         tdm_strerror(err));
-		else
-			E->events[EV_BUDGET]++;
+		if (was != now)
+			j->budget[j->nbudget++] =
+			        (struct budget_change){ .id = (unsigned)i,
+				                        .node = d->node,
+				                        .bytes = now ? now : d->dev.mem_bytes };
+	}
+	if (j && !j->nbudget) {
+		job_free(j);
+		j = NULL;
+	}
+	if (!E->running) {
+		apply_selection(srv, j);
+		return;
+	}
+	E->reload_pending = true; /* the selection, after the job under way */
+	if (j) {
+		log_warn("SIGHUP: a device is being measured or probed: the changed mem_cap "
+		         "applies at the next SIGHUP");
+		job_free(j);
 	}
 }

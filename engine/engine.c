@@ -53,6 +53,10 @@ struct worker {
 	 * pick and its staging. */
 	_Atomic uint32_t picking;
 	bool host; /* runs tasks on a CPU core (not an accelerator's worker) */
+	/* The device the cost models know this one as: itself, or for a
+	 * device added at run time the first one of the same kind and model
+	 * (they share a model: it is priced, and teaches, at once). */
+	uint32_t model_dev;
 	/* Its device is GONE and it let go of everything (residency, policy):
 	 * set once, under dev_lock (engine_device_remove, retire_device). */
 	bool retired;
@@ -784,7 +788,7 @@ static void predict_task(struct engine *e, struct worker *w, struct engine_task 
 	struct cost_pred cp;
 	if (!e->prof || t->kernel->id == KERNEL_NOOP)
 		return;
-	profiler_predict(e->prof, t->kernel->id, w->index, &t->feat, &cp);
+	profiler_predict(e->prof, t->kernel->id, w->model_dev, &t->feat, &cp);
 	t->pred_ns = (uint64_t)cp.ns;
 	t->pred_spread_ns = (uint64_t)cp.spread_ns;
 }
@@ -980,7 +984,7 @@ static void finish_one(struct engine *e, struct worker *w, struct engine_task *t
 	}
 	/* After the completion is posted: learning costs the client nothing. */
 	if (learn)
-		profiler_observe(e->prof, kernel, w->index, &feat, took);
+		profiler_observe(e->prof, kernel, w->model_dev, &feat, took);
 }
 
 static void finish_task(struct engine *e, struct worker *w, struct engine_task *t)
@@ -1835,6 +1839,7 @@ static int init_slot(struct engine *e, unsigned w, const struct backend_device *
 	atomic_store(&d->inject_faults, inject);
 	wk->e = e;
 	wk->index = w;
+	wk->model_dev = w;
 	wk->kick_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	if (wk->kick_fd < 0)
 		return -TDM_ESYS;
@@ -1888,6 +1893,13 @@ int engine_device_add(struct engine *e, const struct backend_device *bd, unsigne
 		fini_slot(e, w);
 		pthread_mutex_unlock(&e->dev_lock);
 		return err;
+	}
+	for (unsigned i = 0; i < w; i++) {
+		const struct backend_device *o = &e->devices[i].dev;
+		if (o->kind == bd->kind && o->ops == bd->ops && !strcmp(o->model, bd->model)) {
+			e->workers[w].model_dev = e->workers[i].model_dev;
+			break;
+		}
 	}
 	if (!support_device(e, w))
 		atomic_store(&e->uniform, false);

@@ -1227,6 +1227,61 @@ void residency_node_stats(struct residency *r, unsigned node, struct res_node_st
 
 /* ---- elastic nodes ---------------------------------------------------------------- */
 
+/* Where the ranges only `node` holds of d go device to device: its home,
+ * when that is another device node still there whose backend copies peer
+ * to peer with this one's (-1: none, through the host). */
+static int peer_target(struct residency *r, unsigned node, struct res_data *d)
+{
+	int h = residency_home(d);
+	if (h <= 0 || (unsigned)h == node || (size_t)h >= r->nnodes)
+		return -1;
+	const struct res_node *t = &r->nodes[h], *n = &r->nodes[node];
+	if (t->gone || !t->dev->ops->copy_peer || t->dev->ops != n->dev->ops)
+		return -1;
+	return h;
+}
+
+/* Copies the ranges only node's replica of d holds into node t's replica
+ * (made if need be), waiting for each copy; *moved: the bytes that now
+ * hold there. The new replica's own pending copy, if any, is only waited
+ * for (its event is its worker's to release). Caller holds the lock. */
+static int move_peer(struct residency *r, unsigned node, unsigned t, struct res_data *d,
+                     uint64_t *moved)
+{
+	const struct backend_device *src = r->nodes[node].dev, *dst = r->nodes[t].dev;
+	struct backend_event *waits[2];
+	size_t nw = 0;
+	int err = settle(&d->rep[node]);
+	if (!err)
+		err = stage_on_device(r, t, d, 0, 0, false, waits, &nw);
+	struct replica *p = &d->rep[t];
+	const struct res_seg *s = segs_of(d);
+	for (uint32_t i = 0; i < d->nsegs && !err; i++) {
+		if (s[i].valid != bit(node))
+			continue;
+		uint64_t st = seg_start(s, i), end = s[i].end;
+		struct backend_event *ev = NULL;
+		if (end > p->mem_bytes || end > d->rep[node].mem_bytes) {
+			err = -TDM_EINVAL;
+			break;
+		}
+		err = dst->ops->copy_peer(dst, p->mem, st, src, d->rep[node].mem, st, end - st,
+		                          p->ready, &ev);
+		if (err)
+			break;
+		err = dst->ops->event_wait(dst, ev);
+		dst->ops->event_release(dst, ev);
+		if (!err && !seg_apply(d, st, end, SEG_ADD, t))
+			err = -TDM_ENOMEM;
+		if (err)
+			break;
+		*moved += end - st;
+		s = segs_of(d); /* the map may have moved */
+		i = seg_find(d, st);
+	}
+	return err;
+}
+
 int residency_node_evacuate(struct residency *r, unsigned node)
 {
 	int ret = 0;
@@ -1243,8 +1298,15 @@ int residency_node_evacuate(struct residency *r, unsigned node)
 			log_error("%s: buffer %u: evacuated while %u tasks use it", n->name, d->id,
 			          p->pins);
 		if (p->sole) {
-			uint64_t sole = p->sole;
-			int err = write_back(r, node, d);
+			uint64_t sole = p->sole, moved = 0;
+			int t = peer_target(r, node, d), err = 0;
+			/* To where it is wanted next, device to device; what is
+			 * left (no peer copy, or it failed) to the host. */
+			if (t > 0 && (err = move_peer(r, node, (unsigned)t, d, &moved)))
+				log_info("%s: buffer %u: no copy to %s (%s): through the host",
+				         n->name, d->id, r->nodes[t].name, tdm_strerror(err));
+			n->peer_bytes += moved;
+			err = write_back(r, node, d);
 			if (err) {
 				/* Its only copy went with the device: say so to
 				 * every reader rather than hand out stale bytes. */

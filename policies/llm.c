@@ -275,8 +275,14 @@ static void llm_graph(void *ctx, struct engine_graph *g)
 	if (nattn > LLM_STEP_MAX)
 		nattn = LLM_STEP_MAX;
 	pthread_mutex_lock(&L->lock);
-	/* No accelerator (or no host core) left: nothing to tier, dmda. */
+	/* No accelerator (or no host core) left: nothing to tier, dmda; a KV
+	 * cache still homed on a device node (one that left) lives on the
+	 * host from now on. */
 	if (L->accel < 0 || L->host_dev < 0) {
+		for (uint32_t i = 0; i < g->ntasks; i++)
+			for (int a = 1; a <= 2 && is_kv_attention(&g->tasks[i]); a++)
+				if (residency_home(g->tasks[i].data[a]) > 0)
+					residency_set_home(g->tasks[i].data[a], 0);
 		pthread_mutex_unlock(&L->lock);
 		return;
 	}

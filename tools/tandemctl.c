@@ -21,8 +21,8 @@
 
 static void usage(FILE *out)
 {
-	fprintf(out, "Usage: tandemctl [--socket PATH] [--json] COMMAND [OPTIONS]\n"
-	             "Shows the state of a running tandemd.\n"
+	fprintf(out, "Usage: tandemctl [--socket PATH] [--json] COMMAND [ARGS] [OPTIONS]\n"
+	             "Shows and steers a running tandemd.\n"
 	             "\n"
 	             "Commands:\n"
 	             "  status    devices, clients, queue depth and counters\n"

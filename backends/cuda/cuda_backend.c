@@ -488,6 +488,27 @@ static int cuda_copy_d2h(const struct backend_device *d, void *host, void *mem, 
 	                  after, done);
 }
 
+/* Device to device on d's copy-in stream (over NVLink or PCIe where peer
+ * access is on, staged by the driver otherwise). Memory reserved for
+ * growth (VMM, cuda_vmm.c) is mapped for its own device only: the copy
+ * fails there and the caller goes through the host. */
+static int cuda_copy_peer(const struct backend_device *d, void *mem, uint64_t off,
+                          const struct backend_device *src, void *src_mem, uint64_t src_off,
+                          uint64_t bytes, struct backend_event *after, struct backend_event **done)
+{
+	struct cuda_dev *cd = dev_of(d), *sd = dev_of(src);
+	int err = set_device(cd);
+	if (!err)
+		err = wait_event(cd->copy_in, after);
+	if (!err && bytes)
+		err = cuda_status(cudaMemcpyPeerAsync((char *)mem + off, cd->ordinal,
+		                                      (const char *)src_mem + src_off, sd->ordinal,
+		                                      bytes, cd->copy_in));
+	if (!err)
+		err = record_event(cd, cd->copy_in, done);
+	return err;
+}
+
 /* ---- kernels ---------------------------------------------------------- */
 
 static int cuda_launch_async(const struct backend_device *d, const struct kernel_def *k,
@@ -539,6 +560,7 @@ static const struct backend_ops cuda_ops = {
 	.host_unregister = cuda_host_unregister,
 	.copy_h2d = cuda_copy_h2d,
 	.copy_d2h = cuda_copy_d2h,
+	.copy_peer = cuda_copy_peer,
 	.launch_async = cuda_launch_async,
 	.event_wait = cuda_event_wait,
 	.event_query = cuda_event_query,

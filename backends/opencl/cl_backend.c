@@ -435,6 +435,37 @@ static int cl_copy_d2h(const struct backend_device *d, void *host, void *mem, ui
 	return enqueue_copy(cl_dev_of(d)->q_out, false, mem, off, host, bytes, after, done);
 }
 
+/* Each device has its own context: no device-to-device copy in OpenCL 1.2
+ * between them. Through a bounce in host memory, synchronously (a device
+ * leaving is rare); *done is a marker that is complete at once. */
+static int cl_copy_peer(const struct backend_device *d, void *mem, uint64_t off,
+                        const struct backend_device *src, void *src_mem, uint64_t src_off,
+                        uint64_t bytes, struct backend_event *after, struct backend_event **done)
+{
+	struct cl_dev *cd = cl_dev_of(d), *sd = cl_dev_of(src);
+	void *bounce = malloc(bytes ? bytes : 1);
+	cl_event ev;
+	cl_int err;
+
+	if (!bounce)
+		return -TDM_ENOMEM;
+	if (after && (err = clWaitForEvents(1, &after->ev)) != CL_SUCCESS)
+		goto out;
+	if (bytes && (err = clEnqueueReadBuffer(sd->q_out, (cl_mem)src_mem, CL_TRUE, src_off, bytes,
+	                                        bounce, 0, NULL, NULL)) != CL_SUCCESS)
+		goto out;
+	if (bytes && (err = clEnqueueWriteBuffer(cd->q_in, (cl_mem)mem, CL_TRUE, off, bytes, bounce,
+	                                         0, NULL, NULL)) != CL_SUCCESS)
+		goto out;
+	err = clEnqueueMarkerWithWaitList(cd->q_in, 0, NULL, &ev);
+out:
+	free(bounce);
+	if (err != CL_SUCCESS)
+		return cl_error(err);
+	clFlush(cd->q_in);
+	return cl_event_wrap(ev, done);
+}
+
 /* ---- events ---- */
 
 static int event_status(cl_event ev)
@@ -497,6 +528,7 @@ const struct backend_ops backend_opencl = {
 	.mem_free = cl_mem_free,
 	.copy_h2d = cl_copy_h2d,
 	.copy_d2h = cl_copy_d2h,
+	.copy_peer = cl_copy_peer,
 	.launch_async = cl_launch_async,
 	.event_wait = cl_event_wait,
 	.event_query = cl_event_query,

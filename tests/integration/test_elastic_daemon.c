@@ -459,6 +459,14 @@ static void test_pocl_add_remove(void **state)
 	}
 	dev_ok(TDM_DEV_BUDGET, "clcpu0", 1 << 20, "active");
 	assert_int_equal(device_field(cl, "mem_cap"), 1 << 20);
+	/* SIGHUP: [devices] now selects it, with a budget of its own. */
+	OK(tdmt_daemon_write_config(&d, "[devices]\ninclude = [\"cpu\", \"clcpu0\"]\n"
+	                                "mem_cap = { clcpu0 = \"2MiB\" }\n"));
+	assert_int_equal(kill(d.pid, SIGHUP), 0);
+	for (int i = 0; i < 1000 && device_field(cl, "mem_cap") != 2 << 20; i++)
+		tdmt_sleep_ms(10);
+	assert_int_equal(device_field(cl, "mem_cap"), 2 << 20);
+	assert_state(cl, "active");
 	dev_ok(TDM_DEV_REMOVE, "clcpu0", 0, "gone");
 	wait_more_graphs(pid, 5);
 	stop_load(pid, stop);
@@ -487,15 +495,21 @@ static void test_sighup_devices(void **state)
 		tdmt_sleep_ms(10);
 	assert_state(cpu1, "gone");
 	wait_more_graphs(pid, 3);
-	OK(tdmt_daemon_write_config(&d, CORES_TOML));
+	/* cpu1 back, and the connected client follows a changed weight. */
+	OK(tdmt_daemon_write_config(&d, CORES_TOML "[clients]\ndefault_weight = 3\n"));
 	for (int i = 0; i < 500 && !available("cpu1"); i++)
 		tdmt_sleep_ms(10);
+	int64_t weight = 0;
+	assert_int_equal(tdmt_client_field(d.sock, pid, "weight", &weight), 0);
+	assert_int_equal(weight, 1);
 	assert_int_equal(kill(d.pid, SIGHUP), 0);
 	int again = -1;
 	for (int i = 0; i < 1000 && (again = newest_id("cpu1")) == cpu1; i++)
 		tdmt_sleep_ms(10);
 	assert_true(again > cpu1);
 	assert_state(again, "active");
+	assert_int_equal(tdmt_client_field(d.sock, pid, "weight", &weight), 0);
+	assert_int_equal(weight, 3);
 	wait_more_graphs(pid, 3);
 	stop_load(pid, stop);
 	json_t *doc = status();

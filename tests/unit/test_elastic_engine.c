@@ -14,6 +14,7 @@
 
 #include "engine/engine.h"
 #include "placement/residency.h"
+#include "profiler/profiler.h"
 #include "policies/dispatch.h"
 #include "policies/policy.h"
 #include "tandem.h"
@@ -785,6 +786,55 @@ static void test_sim_between_steps(void **state)
 	}
 }
 
+/* A device added at run time of a kind and model the cost models know is
+ * priced by their model at once: its first task has the prediction its
+ * twin's would have. */
+static void test_added_device_priced_at_once(void **state)
+{
+	(void)state;
+	struct calibration cal;
+	struct profiler *prof;
+	calibrate_defaults(1, 1, &cal);
+	assert_int_equal(profiler_create(&cal, &prof), 0);
+	uint32_t spin = (uint32_t)kernel_lookup("spin");
+	struct kernel_features f = { .domain = 1 };
+	for (int i = 0; i < 20; i++)
+		profiler_observe(prof, spin, 0, &f, 50000);
+	struct cost_pred twin;
+	profiler_predict(prof, spin, 0, &f, &twin);
+	assert_true(twin.ns > 40000 && twin.ns < 60000);
+
+	struct done dn = { 0 };
+	struct engine_flow flow = { .id = 1, .weight = 1 };
+	struct backend_device d0 = host_dev(0), d1 = host_dev(1);
+	struct engine *e;
+	struct engine_params ep = { .clock = &clock_real,
+		                    .policy = &policy_dmda,
+		                    .devices = &d0,
+		                    .ndevices = 1,
+		                    .max_devices = 2,
+		                    .prof = prof,
+		                    .hooks = { .graph_done = on_done, .ctx = &dn },
+		                    .start_workers = false };
+	assert_int_equal(engine_create(&ep, &e), 0);
+	assert_int_equal(engine_flow_add(e, &flow), 0);
+	reset_counts();
+	unsigned id;
+	assert_int_equal(engine_device_add(e, &d1, &id), 0);
+	assert_int_equal(engine_device_drain(e, 0), 0);
+	struct engine_graph *g = random_dag(&flow, 1, 0, 1);
+	g->tasks[0].feat = f;
+	engine_submit(e, g);
+	assert_true(engine_run_one(e, 1));
+	assert_int_equal(atomic_load(&dn.graphs), 1);
+	assert_int_equal(g->tasks[0].device, 1);
+	assert_int_equal(g->tasks[0].pred_ns, (uint64_t)twin.ns);
+	engine_flow_gone(e, &flow);
+	engine_destroy(e);
+	profiler_destroy(prof);
+	free_graph(g);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -797,6 +847,7 @@ int main(void)
 		cmocka_unit_test(test_heft_repaired_without_device),
 		cmocka_unit_test(test_churn_every_policy),
 		cmocka_unit_test(test_sim_between_steps),
+		cmocka_unit_test(test_added_device_priced_at_once),
 	};
 	return cmocka_run_group_tests_name("elastic_engine", tests, NULL, NULL);
 }

@@ -212,6 +212,45 @@ static void run_queues(struct rig *r, struct engine_graph *g, int *dev)
 	r->pol->graph_finished(r->priv, g);
 }
 
+/* The accelerator drains: the step decisions stop using it (no task is
+ * sent to its node) and the KV caches homed there are homed on the host;
+ * resumed, it takes caches again. */
+static void test_accelerator_leaves_and_returns(void **state)
+{
+	(void)state;
+	struct rig *r = rig_new();
+	int reqs[NREQ], dev[64];
+	for (int i = 0; i < NREQ; i++)
+		reqs[i] = i;
+	struct engine_graph *g = step(r, reqs, NREQ, false);
+	r->pol->graph_submitted(r->priv, g);
+	assert_int_equal(residency_home(&r->kv[0].d), 1);
+	run_queues(r, g, dev);
+	graph_free(g);
+
+	atomic_store(&r->devs[ACC].state, ENGINE_DEV_DRAINING);
+	r->pol->device_draining(r->priv, ACC);
+	g = step(r, reqs, NREQ, false);
+	r->pol->graph_submitted(r->priv, g);
+	for (int i = 0; i < NREQ; i++)
+		assert_int_equal(residency_home(&r->kv[i].d), 0);
+	assert_int_equal(residency_home_bytes(&r->res, 1), 0);
+	for (uint32_t v = 0; v < g->ntasks; v++)
+		assert_int_equal(g->tasks[v].policy_node, 0);
+	run_queues(r, g, dev);
+	graph_free(g);
+
+	atomic_store(&r->devs[ACC].state, ENGINE_DEV_ACTIVE);
+	r->pol->device_added(r->priv, ACC);
+	g = step(r, reqs, NREQ, false);
+	r->pol->graph_submitted(r->priv, g);
+	assert_int_equal(residency_home(&r->kv[0].d), 1);
+	run_queues(r, g, dev);
+	assert_int_equal(dev[2], ACC); /* the first request's attention */
+	graph_free(g);
+	rig_free(r);
+}
+
 static void test_tiers_fill_the_budget(void **state)
 {
 	(void)state;
@@ -444,6 +483,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_tiers_fill_the_budget),
+		cmocka_unit_test(test_accelerator_leaves_and_returns),
 		cmocka_unit_test(test_demote_and_promote),
 		cmocka_unit_test(test_other_graphs_untouched),
 		cmocka_unit_test(test_eviction_keeps_home_replicas),
