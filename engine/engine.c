@@ -59,7 +59,7 @@ struct worker {
 	uint32_t model_dev;
 	/* Its device is GONE and it let go of everything (residency, policy):
 	 * set once, under dev_lock (engine_device_remove, retire_device). */
-	bool retired;
+	_Atomic bool retired;
 };
 
 struct inflight {
@@ -95,6 +95,9 @@ struct engine {
 	 * the limit, a worker's retirement) and what they tell the policy. */
 	pthread_mutex_t dev_lock;
 	_Atomic uint32_t running; /* worker threads in their loop */
+	/* Moves before each change of what engine_runnable answers (a
+	 * device's state, one added, a device marked unhealthy). */
+	_Atomic uint32_t dev_seq;
 	struct residency *res; /* NULL: no residency bookkeeping */
 	struct profiler *prof; /* NULL: no cost models */
 	struct policy_tuning tuning;
@@ -206,11 +209,19 @@ static void engine_notify(struct engine *e, size_t n)
 		wake_sleepers(e, n, UINT64_MAX, -1);
 }
 
+static void sweep(struct engine *e, unsigned w);
+
 void engine_kick(const struct engine *ce, unsigned w)
 {
 	struct engine *e = (struct engine *)ce; /* the wake-up state only */
 	if (w >= e->ndevices)
 		return;
+	/* A policy queued a task for a device whose worker has left: the
+	 * caller (the policy, holding none of its locks) has it moved. */
+	if (atomic_load(&e->workers[w].retired)) {
+		sweep(e, w);
+		return;
+	}
 	atomic_fetch_add(&e->epoch, 1);
 	if (atomic_exchange(&e->workers[w].asleep, false))
 		ring_fd(e->workers[w].kick_fd);
@@ -478,6 +489,7 @@ static struct engine_task *pick_task(struct engine *e, unsigned w)
 	char why[160];
 
 	if (!atomic_load_explicit(&e->fallback, memory_order_acquire)) {
+		uint32_t seq = atomic_load(&e->dev_seq);
 		t = e->policy->pick_next(e->policy_priv, w);
 		if (!t)
 			goto fifo; /* tasks taken back while the policy was asked */
@@ -489,14 +501,17 @@ static struct engine_task *pick_task(struct engine *e, unsigned w)
 			engine_fall_back(e, why);
 			goto fifo;
 		}
-		if (!engine_runnable(e, t, w) && device_state(e, w) != ENGINE_DEV_ACTIVE) {
-			/* The device began to drain while the policy handed it
-			 * out: not the policy's fault; placed again. */
+		bool ok = engine_runnable(e, t, w);
+		if (!ok &&
+		    (device_state(e, w) != ENGINE_DEV_ACTIVE || atomic_load(&e->dev_seq) != seq)) {
+			/* The devices changed while the policy handed it out
+			 * (one began to drain, one was added...): not the
+			 * policy's fault; placed again. */
 			atomic_fetch_sub_explicit(&e->queued, 1, memory_order_relaxed);
 			requeue(e, t);
 			return NULL;
 		}
-		if (!engine_runnable(e, t, w)) {
+		if (!ok) {
 			snprintf(why, sizeof(why),
 			         "gave task %u of kernel %s to worker %u (%s), which cannot run it",
 			         t->index, t->kernel->name, w, e->devices[w].dev.name);
@@ -1045,6 +1060,7 @@ static void device_fault(struct engine *e, struct worker *w, struct engine_task 
 	struct engine_device *d = &e->devices[w->index];
 	uint64_t faults = atomic_fetch_add(&d->faults, 1) + 1;
 	if (atomic_exchange(&d->healthy, false)) {
+		atomic_fetch_add(&e->dev_seq, 1);
 		atomic_store(&e->uniform, false);
 		recount_capable(e);
 		log_warn("%s: marked unhealthy after a device fault (%s)", d->dev.name,
@@ -1751,6 +1767,7 @@ static void set_state(struct engine *e, unsigned w, uint8_t state)
 	/* Not uniform any more before the state shows: a reader that still
 	 * sees uniform would let anyone run anything. */
 	atomic_store(&e->uniform, false);
+	atomic_fetch_add(&e->dev_seq, 1);
 	atomic_store(&e->devices[w].state, state);
 	recount_capable(e);
 }
@@ -1799,9 +1816,12 @@ static void retire_device(struct engine *e, unsigned w)
 {
 	struct worker *wk = &e->workers[w];
 	struct engine_device *d = &e->devices[w];
-	if (wk->retired)
+	if (atomic_load(&wk->retired))
 		return;
-	wk->retired = true;
+	/* Before the policy's last sweep: a task a policy queues for w after
+	 * it (a placement that saw w ACTIVE) is swept by the kick that
+	 * follows its queueing (engine_kick). */
+	atomic_store(&wk->retired, true);
 	if (e->res && d->node != 0 && !node_in_use(e, w)) {
 		int err = residency_node_evacuate(e->res, d->node);
 		if (err)
@@ -1908,6 +1928,7 @@ int engine_device_add(struct engine *e, const struct backend_device *bd, unsigne
 	else
 		atomic_fetch_add(&e->nhost, 1);
 	/* Published: every slot below ndevices is whole. */
+	atomic_fetch_add(&e->dev_seq, 1);
 	atomic_store_explicit(&e->ndevices, (size_t)w + 1, memory_order_release);
 	recount_capable(e);
 	if (e->policy->device_added && !atomic_load(&e->fallback)) {
@@ -1919,7 +1940,7 @@ int engine_device_add(struct engine *e, const struct backend_device *bd, unsigne
 	if (e->threads && (err = start_worker(e, w)) != 0) {
 		/* Published already: it stays, GONE. */
 		leave_device(e, w, ENGINE_DEV_GONE);
-		e->workers[w].retired = true;
+		atomic_store(&e->workers[w].retired, true);
 		pthread_mutex_unlock(&e->dev_lock);
 		return err;
 	}

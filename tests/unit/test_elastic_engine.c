@@ -437,6 +437,68 @@ static void test_remove_reruns_running(void **state)
 	}
 }
 
+/* Every policy: a device drained while its task runs finishes that task
+ * there (once, its result kept); the tasks after it run on the other
+ * device; the drained device then holds nothing. */
+static void test_drain_finishes_running(void **state)
+{
+	(void)state;
+	for (const struct policy_ops *const *p = policy_list(); *p; p++) {
+		struct done dn = { 0 };
+		struct engine_flow flow = { .id = 1, .weight = 1 };
+		struct residency res;
+		residency_init(&res);
+		struct backend_device acc = { .ops = &gated_accel,
+			                      .kind = TDM_DEV_GPU,
+			                      .mem_bytes = 1 << 20 };
+		snprintf(acc.name, sizeof(acc.name), "dev0");
+		snprintf(acc.model, sizeof(acc.model), "gated");
+		acc.node = (uint16_t)residency_add_node(&res, &acc, 0);
+		struct engine *e;
+		struct engine_params ep = { .clock = &clock_real,
+			                    .policy = *p,
+			                    .devices = &acc,
+			                    .ndevices = 1,
+			                    .max_devices = 2,
+			                    .res = &res,
+			                    .hooks = { .graph_done = on_done, .ctx = &dn },
+			                    .start_workers = true,
+			                    .spin_us = 10 };
+		assert_int_equal(engine_create(&ep, &e), 0);
+		assert_int_equal(engine_flow_add(e, &flow), 0);
+		reset_counts();
+		atomic_store(&gate_open, false);
+		atomic_store(&unplugged, false);
+		enum { N = 4 };
+		uint32_t edges[] = { 0, 1, 1, 2, 2, 3 };
+		struct engine_graph *g = make_graph(&flow, N, edges, 3);
+		engine_submit(e, g);
+		for (int i = 0; i < 5000 && atomic_load(&ran_on[0]) == 0; i++)
+			sleep_us(1000);
+		assert_int_equal(atomic_load(&ran_on[0]), 1);
+		struct backend_device cpu = host_dev(1);
+		unsigned id;
+		assert_int_equal(engine_device_add(e, &cpu, &id), 0);
+		assert_int_equal(engine_device_drain(e, 0), 0);
+		assert_int_equal(engine_device_busy(e, 0), 1);
+		atomic_store(&gate_open, true);
+		if (!wait_graphs(&dn, 1, 20000))
+			fail_msg("policy %s: graph not done", (*p)->name);
+		assert_int_equal(atomic_load(&g->status), 0);
+		assert_each_ran_once(N);
+		assert_int_equal(g->tasks[0].device, 0);
+		for (uint32_t i = 1; i < N; i++)
+			assert_int_equal(g->tasks[i].device, 1);
+		assert_int_equal(atomic_load(&ran_on[0]), 1);
+		assert_int_equal(engine_device_busy(e, 0), 0);
+		assert_int_equal(engine_device_state(e, 0), ENGINE_DEV_DRAINING);
+		engine_flow_gone(e, &flow);
+		engine_destroy(e);
+		residency_fini(&res);
+		free_graph(g);
+	}
+}
+
 /* Kernels on "dev0" fail on the device (their events say so). */
 static int flaky_launch(const struct backend_device *d, const struct kernel_def *k,
                         const struct tdm_kernel_call *call, struct backend_event *const *waits,
@@ -835,6 +897,107 @@ static void test_added_device_priced_at_once(void **state)
 	free_graph(g);
 }
 
+/* ---- data on a device that leaves ---- */
+
+static int host_cpu_launch(const struct backend_device *d, const struct kernel_def *k,
+                           const struct tdm_kernel_call *call)
+{
+	(void)d;
+	return k->cpu(call);
+}
+
+static const struct backend_ops cpu_ops = { .abi_version = BACKEND_ABI_VERSION,
+	                                    .name = "host",
+	                                    .launch = host_cpu_launch };
+static const struct backend_ops copy_accel = { FAKE_ACCEL_MEM_OPS, .name = "fake",
+	                                       .supports = fake_supports,
+	                                       .launch_async = fake_launch };
+
+static void set_arg(struct engine_task *t, uint32_t a, struct res_data *d, void *host, uint64_t len)
+{
+	t->data[a] = d;
+	t->call.ptr[a] = host;
+	t->call.off[a] = 0;
+	t->call.len[a] = len;
+	t->call.nargs = a + 1;
+}
+
+/* An accelerator removed between a task that wrote a buffer there (its
+ * only copy) and the task that reads it: the removal writes the buffer
+ * back (exactly its bytes), and the reader, on the host, gets what the
+ * device wrote. */
+static void test_remove_writes_owner_back(void **state)
+{
+	(void)state;
+	struct done dn = { 0 };
+	struct engine_flow flow = { .id = 1, .weight = 1 };
+	struct residency res;
+	residency_init(&res);
+	struct backend_device devs[2] = {
+		{ .ops = &cpu_ops, .kind = TDM_DEV_CPU },
+		{ .ops = &copy_accel, .kind = TDM_DEV_GPU, .mem_bytes = 1 << 20 }
+	};
+	snprintf(devs[0].name, sizeof(devs[0].name), "cpu0");
+	snprintf(devs[1].name, sizeof(devs[1].name), "acc1");
+	devs[1].node = (uint16_t)residency_add_node(&res, &devs[1], 0);
+	enum { NF = 512 };
+	static float a[NF], b[NF], c[NF];
+	for (int i = 0; i < NF; i++) {
+		a[i] = (float)i;
+		b[i] = c[i] = -1;
+	}
+	struct res_data da, db, dc;
+	residency_data_init(&res, &da, a, sizeof(a), 1, true);
+	residency_data_init(&res, &db, b, sizeof(b), 2, true);
+	residency_data_init(&res, &dc, c, sizeof(c), 3, true);
+	struct engine *e;
+	struct engine_params ep = { .clock = &clock_real,
+		                    .policy = &policy_eager,
+		                    .devices = devs,
+		                    .ndevices = 2,
+		                    .res = &res,
+		                    .hooks = { .graph_done = on_done, .ctx = &dn },
+		                    .start_workers = false };
+	assert_int_equal(engine_create(&ep, &e), 0);
+	assert_int_equal(engine_flow_add(e, &flow), 0);
+	uint32_t edge[] = { 0, 1 };
+	struct engine_graph *g = make_graph(&flow, 2, edge, 1);
+	const struct kernel_def *copy = kernel_by_id((uint32_t)kernel_lookup("copy"));
+	for (int i = 0; i < 2; i++) {
+		g->tasks[i].kernel = copy;
+		g->tasks[i].call.s[0].i64 = 0;
+	}
+	set_arg(&g->tasks[0], 0, &da, a, sizeof(a));
+	set_arg(&g->tasks[0], 1, &db, b, sizeof(b));
+	set_arg(&g->tasks[1], 0, &db, b, sizeof(b));
+	set_arg(&g->tasks[1], 1, &dc, c, sizeof(c));
+	engine_submit(e, g);
+	/* The first copy runs on the accelerator: b's only copy is there. */
+	assert_true(engine_run_one(e, 1));
+	assert_int_equal(g->tasks[0].device, 1);
+	assert_true(b[0] == -1);
+	assert_int_equal(engine_device_remove(e, 1), 0);
+	struct res_node_stats st;
+	residency_node_stats(&res, 1, &st);
+	assert_true(st.gone);
+	assert_int_equal(st.evacuated_bytes, sizeof(b));
+	for (int i = 0; i < NF; i++)
+		assert_true(b[i] == (float)i);
+	assert_false(engine_run_one(e, 1));
+	assert_true(engine_run_one(e, 0));
+	assert_int_equal(atomic_load(&dn.graphs), 1);
+	assert_int_equal(atomic_load(&g->status), 0);
+	for (int i = 0; i < NF; i++)
+		assert_true(c[i] == (float)i);
+	engine_flow_gone(e, &flow);
+	engine_destroy(e);
+	residency_data_fini(&res, &da);
+	residency_data_fini(&res, &db);
+	residency_data_fini(&res, &dc);
+	residency_fini(&res);
+	free_graph(g);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -842,12 +1005,14 @@ int main(void)
 		cmocka_unit_test(test_drain_replaces_queued),
 		cmocka_unit_test(test_add_while_running),
 		cmocka_unit_test(test_remove_reruns_running),
+		cmocka_unit_test(test_drain_finishes_running),
 		cmocka_unit_test(test_faults_remove_device),
 		cmocka_unit_test(test_no_device_left),
 		cmocka_unit_test(test_heft_repaired_without_device),
 		cmocka_unit_test(test_churn_every_policy),
 		cmocka_unit_test(test_sim_between_steps),
 		cmocka_unit_test(test_added_device_priced_at_once),
+		cmocka_unit_test(test_remove_writes_owner_back),
 	};
 	return cmocka_run_group_tests_name("elastic_engine", tests, NULL, NULL);
 }
