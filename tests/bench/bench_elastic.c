@@ -638,9 +638,9 @@ static const char no_cl_toml[] = "[devices]\nexclude = [\"clcpu0\"]\n";
 static int bench_restart(void)
 {
 	static struct tdmt_daemon d;
-	double live[ROUNDS], restart[ROUNDS];
+	double live[ROUNDS], restart[ROUNDS], reply_ms[ROUNDS];
 	struct llm_run r = { 0 };
-	char cpus[16][16], keys[160];
+	char cpus[16][16], keys[256];
 	bool have_cl;
 	int rc = -1;
 
@@ -693,15 +693,17 @@ static int bench_restart(void)
 		if (!f)
 			goto out_llm;
 		live[i] = (double)(f - t0) / 1e6;
+		reply_ms[i] = (double)(t1 - t0) / 1e6;
 		tdmt_sleep_ms(200);
 		if (ctl(d.sock, TDM_DEV_REMOVE, "clcpu0", NULL) ||
 		    wait_state(d.sock, "clcpu0", "gone", 10000))
 			goto out_llm;
 		tdmt_sleep_ms(200);
 	}
-	double live_ms = bench_median(live, ROUNDS);
-	snprintf(keys, sizeof(keys), "device=clcpu0 rounds=%d min=%.2f max=%.2f", ROUNDS, live[0],
-	         live[ROUNDS - 1]);
+	double live_ms = bench_median(live, ROUNDS), reply_med = bench_median(reply_ms, ROUNDS);
+	snprintf(keys, sizeof(keys),
+	         "device=clcpu0 rounds=%d min=%.2f max=%.2f add_reply_ms=%.2f add_reply_max=%.2f",
+	         ROUNDS, live[0], live[ROUNDS - 1], reply_med, reply_ms[ROUNDS - 1]);
 	bench_report("elastic_live_add_ms", live_ms, "ms", keys);
 	bench_report("elastic_restart_over_live", restart_ms / live_ms, "ratio", "device=clcpu0");
 	rc = 0;
