@@ -86,11 +86,22 @@ static json_t *device_json(struct server *srv, size_t i)
 	return o;
 }
 
-static json_t *devices_json(struct server *srv)
+/* Whether a later id has device i's name (it was removed and added again). */
+static bool superseded(struct server *srv, size_t i)
+{
+	const char *name = engine_device(srv->engine, i)->dev.name;
+	for (size_t j = i + 1; j < engine_device_count(srv->engine); j++)
+		if (!strcmp(engine_device(srv->engine, j)->dev.name, name))
+			return true;
+	return false;
+}
+
+static json_t *devices_json(struct server *srv, bool latest_only)
 {
 	json_t *arr = json_array();
 	for (size_t i = 0; i < engine_device_count(srv->engine); i++)
-		json_array_append_new(arr, device_json(srv, i));
+		if (!latest_only || !superseded(srv, i))
+			json_array_append_new(arr, device_json(srv, i));
 	return arr;
 }
 
@@ -219,7 +230,7 @@ json_t *control_status_doc(struct server *srv, const struct status_view *v)
 	        srv->socket_path, "pid", (int)getpid(), "wire_version", TDM_WIRE_VERSION,
 	        "uptime_s", (double)(clock_monotonic_ns() - srv->start_ns) / 1e9, "policy",
 	        engine_policy_name(srv->engine), "policy_fallback", e.fallback, "draining",
-	        srv->draining, "all_clients", v->all, "devices", devices_json(srv),
+	        srv->draining, "all_clients", v->all, "devices", devices_json(srv, v->latest_only),
 	        "latency_bounds_ns", latency_bounds_json(), "counters", counters_json(srv));
 	if (doc) {
 		json_object_set_new(doc, "available", elastic_available_json(srv));

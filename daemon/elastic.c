@@ -36,7 +36,6 @@ struct removal {
 	unsigned id;
 	struct conn *conn; /* waits for the reply; NULL: nobody (SIGHUP, or it left) */
 	uint64_t start_ns;
-	unsigned busy_at_drain;
 };
 
 enum event_kind {
@@ -69,9 +68,11 @@ struct budget_change {
 	int err;
 };
 
-/* Work for the thread: probing the backends again (RESCAN) and measuring
- * devices of models never calibrated (both). Input and output are the
- * job's own; the thread reads nothing else that the loop changes. */
+/* Work for the thread, one job at a time: probing the backends again
+ * (RESCAN), measuring devices of models never calibrated (MEASURE, and the
+ * new devices a rescan finds), setting memory budgets (BUDGET; SIGHUP's
+ * ride along with its MEASURE). Input and output are the job's own; the
+ * thread reads nothing else that the loop changes. */
 struct job {
 	enum job_kind kind;
 	struct conn *conn; /* waits for the reply; NULL: nobody */
@@ -421,9 +422,11 @@ static int price_device(struct server *srv, unsigned id, const struct backend_de
 
 /* ---- adding a device ---------------------------------------------------------------- */
 
-/* Puts found device k to work: a memory node for an accelerator (the one it
- * had, when it comes back), an engine id, the measured figures if any. 0
- * and *id, or -TDM_E* with why. */
+/* Puts found device k to work: a memory node of its own for an
+ * accelerator, its costs in the models (measured figures m, else its
+ * model's), an engine id. 0 and *id, or -TDM_E* with why and a reason
+ * word (a node taken before a later step failed stays taken: node numbers
+ * are not reused). */
 static int add_device(struct server *srv, size_t k, const struct measured *m, unsigned *id,
                       const char **reason, char *why, size_t whylen)
 {
@@ -772,7 +775,6 @@ static int start_removal(struct server *srv, unsigned id, struct conn *c)
 		.id = id,
 		.conn = c,
 		.start_ns = clock_monotonic_ns(),
-		.busy_at_drain = engine_device_busy(srv->engine, id),
 	};
 	log_info("device %s (id %u): draining, to be removed",
 	         engine_device(srv->engine, id)->dev.name, id);

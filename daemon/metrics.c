@@ -138,72 +138,6 @@ static void device_metric(struct evbuffer *o, const json_t *devices, const char 
 	}
 }
 
-/* A per-device histogram: buckets (per bucket in the document, cumulative
- * here) with bounds in ns, and the sum of the observations in ns. */
-static void device_histogram(struct evbuffer *o, const json_t *devices, const json_t *bounds,
-                             const char *name, const char *help, const char *hist_key,
-                             const char *sum_key)
-{
-	char bucket[96], sum[96], count[96], le[32];
-	size_t i;
-	const json_t *d;
-	snprintf(bucket, sizeof(bucket), "%s_bucket", name);
-	snprintf(sum, sizeof(sum), "%s_sum", name);
-	snprintf(count, sizeof(count), "%s_count", name);
-	family(o, name, "histogram", help);
-	json_array_foreach(devices, i, d)
-	{
-		const char *dev = json_string_value(json_object_get(d, "name"));
-		const json_t *h = json_object_get(d, hist_key);
-		json_int_t cum = 0;
-		if (!dev || !json_is_array(h))
-			continue;
-		for (size_t b = 0; b < json_array_size(h); b++) {
-			const json_t *bound = json_array_get(bounds, b);
-			cum += json_integer_value(json_array_get(h, b));
-			if (bound)
-				snprintf(le, sizeof(le), "%.9g",
-				         (double)json_integer_value(bound) / 1e9);
-			else
-				snprintf(le, sizeof(le), "+Inf");
-			const char *labels[] = { "device", dev, "le", le };
-			sample_int(o, bucket, labels, 2, cum);
-			if (!bound)
-				break;
-		}
-		const char *labels[] = { "device", dev };
-		sample_seconds(o, sum, labels, 1, field(d, sum_key));
-		sample_int(o, count, labels, 1, cum);
-	}
-}
-
-static int metrics_render_devices(const json_t *doc, const json_t *devices, struct evbuffer *o);
-
-/* The devices of the status document, each name once: a device removed and
- * added again has a new id, and the newest stands for the name (its
- * counters start again from 0, which Prometheus reads as a reset). A new
- * reference, or NULL. */
-static json_t *latest_by_name(const json_t *all)
-{
-	json_t *out = json_array();
-	size_t i, j;
-	const json_t *d, *e;
-	json_array_foreach(all, i, d)
-	{
-		const char *name = json_string_value(json_object_get(d, "name"));
-		bool newer = false;
-		json_array_foreach(all, j, e)
-		{
-			const char *other = json_string_value(json_object_get(e, "name"));
-			if (j > i && name && other && !strcmp(name, other))
-				newer = true;
-		}
-		if (!newer)
-			json_array_append(out, (json_t *)d);
-	}
-	return out;
-}
-
 static bool listed(const json_t *list, const char *name)
 {
 	size_t i;
@@ -250,18 +184,48 @@ static void device_states(struct evbuffer *o, const json_t *devices, const json_
 	}
 }
 
-int metrics_render(const json_t *doc, struct evbuffer *o)
+/* A per-device histogram: buckets (per bucket in the document, cumulative
+ * here) with bounds in ns, and the sum of the observations in ns. */
+static void device_histogram(struct evbuffer *o, const json_t *devices, const json_t *bounds,
+                             const char *name, const char *help, const char *hist_key,
+                             const char *sum_key)
 {
-	if (!json_is_array(json_object_get(doc, "devices")))
-		return -1;
-	json_t *latest = latest_by_name(json_object_get(doc, "devices"));
-	int rc = metrics_render_devices(doc, latest, o);
-	json_decref(latest);
-	return rc;
+	char bucket[96], sum[96], count[96], le[32];
+	size_t i;
+	const json_t *d;
+	snprintf(bucket, sizeof(bucket), "%s_bucket", name);
+	snprintf(sum, sizeof(sum), "%s_sum", name);
+	snprintf(count, sizeof(count), "%s_count", name);
+	family(o, name, "histogram", help);
+	json_array_foreach(devices, i, d)
+	{
+		const char *dev = json_string_value(json_object_get(d, "name"));
+		const json_t *h = json_object_get(d, hist_key);
+		json_int_t cum = 0;
+		if (!dev || !json_is_array(h))
+			continue;
+		for (size_t b = 0; b < json_array_size(h); b++) {
+			const json_t *bound = json_array_get(bounds, b);
+			cum += json_integer_value(json_array_get(h, b));
+			if (bound)
+				snprintf(le, sizeof(le), "%.9g",
+				         (double)json_integer_value(bound) / 1e9);
+			else
+				snprintf(le, sizeof(le), "+Inf");
+			const char *labels[] = { "device", dev, "le", le };
+			sample_int(o, bucket, labels, 2, cum);
+			if (!bound)
+				break;
+		}
+		const char *labels[] = { "device", dev };
+		sample_seconds(o, sum, labels, 1, field(d, sum_key));
+		sample_int(o, count, labels, 1, cum);
+	}
 }
 
-static int metrics_render_devices(const json_t *doc, const json_t *devices, struct evbuffer *o)
+int metrics_render(const json_t *doc, struct evbuffer *o)
 {
+	const json_t *devices = json_object_get(doc, "devices");
 	const json_t *counters = json_object_get(doc, "counters");
 	const json_t *bounds = json_object_get(doc, "latency_bounds_ns");
 	const json_t *d, *v;
@@ -410,7 +374,8 @@ static void on_request(struct evhttp_request *req, void *arg)
 		evhttp_send_error(req, HTTP_NOTFOUND, NULL);
 		return;
 	}
-	struct status_view v = { .all = true, .clients = false };
+	/* Each device name once (the newest id): series are by name. */
+	struct status_view v = { .all = true, .clients = false, .latest_only = true };
 	json_t *doc = control_status_doc(m->srv, &v);
 	struct evbuffer *body = evbuffer_new();
 	int rc = doc && body ? metrics_render(doc, body) : -1;

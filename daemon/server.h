@@ -192,6 +192,10 @@ struct status_view {
 	bool all;
 	uid_t uid;
 	bool clients;
+	/* A device removed and added again has a new id under the same name:
+	 * only the newest of each name (for /metrics, whose series are by name;
+	 * its counters start again from 0, which Prometheus reads as a reset). */
+	bool latest_only;
 };
 json_t *control_status_doc(struct server *srv, const struct status_view *v);
 /* control.c: the status document tandemctl shows (malloc'd JSON), for

@@ -408,6 +408,47 @@ static void test_core_drain_remove_add(void **state)
 	tdmt_test_ok();
 }
 
+/* Every policy follows a core that leaves and comes back while the client
+ * runs: no graph lost, none wrong (the child checks every result), and the
+ * core back takes tasks again once it is the only one left to. */
+static void test_core_churn_every_policy(void **state)
+{
+	static const char *const policies[] = {
+		"eager", "ws", "fifo", "heft", "peft", "prio", "llm"
+	};
+	(void)state;
+	for (size_t p = 0; p < sizeof(policies) / sizeof(policies[0]); p++) {
+		char toml[256];
+		snprintf(toml, sizeof(toml), CORES_TOML "[engine]\npolicy = \"%s\"\n", policies[p]);
+		OK(tdmt_daemon_start(&d, toml));
+		if (newest_id("cpu1") < 0) {
+			printf("# skipped: one core only (no cpu1)\n");
+			tdmt_test_ok();
+			skip();
+		}
+		int stop;
+		pid_t pid = start_load(&stop);
+		wait_more_graphs(pid, 3);
+		dev_ok(TDM_DEV_DRAIN, "cpu1", 0, "draining");
+		wait_more_graphs(pid, 3);
+		dev_ok(TDM_DEV_REMOVE, "cpu1", 0, "gone");
+		wait_more_graphs(pid, 3);
+		for (int i = 0; i < 500 && !available("cpu1"); i++)
+			tdmt_sleep_ms(10);
+		int again = dev_ok(TDM_DEV_ADD, "cpu1", 0, "active");
+		dev_ok(TDM_DEV_DRAIN, "cpu0", 0, "draining");
+		OK(wait_tasks_run(again, 0, 60000));
+		dev_ok(TDM_DEV_RESUME, "cpu0", 0, "active");
+		wait_more_graphs(pid, 3);
+		stop_load(pid, stop);
+		printf("# %s: followed cpu1 out and back\n", policies[p]);
+		assert_int_equal(tdmt_daemon_stop(&d, 10000), 0);
+		tdmt_daemon_cleanup(&d);
+		memset(&d, 0, sizeof(d));
+	}
+	tdmt_test_ok();
+}
+
 /* ---- PoCL ------------------------------------------------------------------------- */
 
 /* The OpenCL device, found but left out by [devices], added while the
@@ -725,6 +766,8 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_core_drain_remove_add, test_setup,
+		                                test_teardown),
+		cmocka_unit_test_setup_teardown(test_core_churn_every_policy, test_setup,
 		                                test_teardown),
 		cmocka_unit_test_setup_teardown(test_pocl_add_remove, test_setup, test_teardown),
 		cmocka_unit_test_setup_teardown(test_sighup_devices, test_setup, test_teardown),

@@ -74,6 +74,44 @@ static void test_label_escaping(void **state)
 	json_decref(doc);
 }
 
+/* Devices that join and leave: tandem_device_state says the state of each
+ * name (a gone one that is available again says available; one found and
+ * never used, available), tandem_device_events_total the events. (The
+ * document /metrics renders lists each name once: status_view.latest_only.) */
+static void test_elastic_devices(void **state)
+{
+	(void)state;
+	json_t *doc = doc_with("cpu1");
+	json_t *devs = json_object_get(doc, "devices");
+	json_object_set_new(json_array_get(devs, 0), "state", json_string("active"));
+	json_t *gone = json_deep_copy(json_array_get(devs, 0));
+	json_object_set_new(gone, "name", json_string("clcpu0"));
+	json_object_set_new(gone, "state", json_string("gone"));
+	json_array_append_new(devs, gone);
+	json_object_set_new(doc, "available",
+	                    json_pack("[{s:s, s:s}, {s:s, s:s}]", "name", "clcpu0", "state",
+	                              "available", "name", "cuda0", "state", "available"));
+	json_object_set_new(json_object_get(doc, "counters"), "device_events",
+	                    json_pack("{s:I, s:I}", "add", (json_int_t)3, "fault", (json_int_t)1));
+	char *text = render(doc);
+	assert_non_null(strstr(text, "# TYPE tandem_device_state gauge\n"));
+	assert_non_null(strstr(text, "tandem_device_state{device=\"cpu1\",state=\"active\"} 1\n"));
+	assert_non_null(strstr(text, "tandem_device_state{device=\"cpu1\",state=\"gone\"} 0\n"));
+	assert_non_null(
+	        strstr(text, "tandem_device_state{device=\"clcpu0\",state=\"available\"} 1\n"));
+	assert_non_null(strstr(text, "tandem_device_state{device=\"clcpu0\",state=\"gone\"} 0\n"));
+	assert_non_null(
+	        strstr(text, "tandem_device_state{device=\"cuda0\",state=\"available\"} 1\n"));
+	/* clcpu0 once, though listed as a device and as available */
+	const char *first = strstr(text, "tandem_device_state{device=\"clcpu0\",state=\"active\"}");
+	assert_non_null(first);
+	assert_null(strstr(first + 1, "tandem_device_state{device=\"clcpu0\",state=\"active\"}"));
+	assert_non_null(strstr(text, "tandem_device_events_total{event=\"add\"} 3\n"));
+	assert_non_null(strstr(text, "tandem_device_events_total{event=\"fault\"} 1\n"));
+	free(text);
+	json_decref(doc);
+}
+
 static void test_histogram_cumulative(void **state)
 {
 	(void)state;
@@ -156,6 +194,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_label_escaping),
+		cmocka_unit_test(test_elastic_devices),
 		cmocka_unit_test(test_histogram_cumulative),
 		cmocka_unit_test(test_help_and_type),
 		cmocka_unit_test(test_refuses_partial_document),
