@@ -199,6 +199,12 @@ CORE_BENCHES += $(BUILD)/bench/bench_elastic_sim
 $(CORE_BENCHES): $(BUILD)/bench/%: $(BUILD)/obj/tests/bench/%.o $(CORE_LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) $^ $(DAEMON_LIBS) -o $@
+# bench_elastic starts tandemd and changes its devices with the integration
+# tests' helpers (tests/integration/support*.c). A static pattern rule wins.
+CLIENT_HELPER_BENCHES := $(BUILD)/bench/bench_elastic
+$(CLIENT_HELPER_BENCHES): $(BUILD)/bench/%: $(BUILD)/obj/tests/bench/%.o $(TEST_HELPERS:%.c=$(BUILD)/obj/%.o) $(CLIENT_LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) $^ $(PKG_LIBS) -lm -o $@
 $(BUILD)/bench/bench_%: $(BUILD)/obj/tests/bench/bench_%.o $(CLIENT_LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) $(filter %.o,$^) $(CLIENT_LIB) $(PKG_LIBS) $(shell pkg-config --libs starpu-1.3 2>/dev/null) -lm -o $@

@@ -28,12 +28,14 @@
  */
 #include <getopt.h>
 #include <math.h>
+#include <poll.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "tandem.h"
 
@@ -47,6 +49,8 @@ static const char *prog = "llm_layer";
 struct shape {
 	int dm, nh, nkv, hd, ne, topk, dff, prompt, kv_cap, steps;
 	int hold_ms; /* keep the session (and its buffers) this long at the end */
+	bool stop_on_eof; /* end after the step during which stdin reached EOF */
+	bool reconnect; /* on a lost daemon: reconnect, upload the state again, go on */
 	bool dense;
 	bool serial_experts; /* y as TDM_RW, no guards (the old way) */
 };
@@ -116,6 +120,11 @@ static void usage(FILE *f)
 	        "  --kv-cap N      KV cache positions (256)\n"
 	        "  --hold-ms N     stay connected N ms after the last step, buffers kept (for\n"
 	        "                  `tandemctl buffers` to show where their copies are)\n"
+	        "  --stop-on-eof   stop early once standard input reaches end of file (a driver\n"
+	        "                  ends a run of unknown length by closing it; --steps is the "
+	        "cap)\n"
+	        "  --reconnect     when tandemd is lost (restarted), reconnect with backoff,\n"
+	        "                  upload the weights and the state again and redo the step\n"
 	        "  --help          this text\n");
 }
 
@@ -156,7 +165,20 @@ static int check_shape(struct shape *s)
 /* Returns 0 to run, 1 after --help, -1 on a bad option. */
 static int parse_args(int argc, char **argv, struct shape *s, const char **sock, bool *quiet)
 {
-	enum { O_DM = 256, O_NH, O_NKV, O_HD, O_NE, O_TOPK, O_DFF, O_PROMPT, O_KVCAP, O_HOLD };
+	enum {
+		O_DM = 256,
+		O_NH,
+		O_NKV,
+		O_HD,
+		O_NE,
+		O_TOPK,
+		O_DFF,
+		O_PROMPT,
+		O_KVCAP,
+		O_HOLD,
+		O_EOF,
+		O_RECONNECT
+	};
 	static const struct option opts[] = {
 		{ "steps", required_argument, NULL, 's' },
 		{ "dense", no_argument, NULL, 'd' },
@@ -174,6 +196,8 @@ static int parse_args(int argc, char **argv, struct shape *s, const char **sock,
 		{ "prompt", required_argument, NULL, O_PROMPT },
 		{ "kv-cap", required_argument, NULL, O_KVCAP },
 		{ "hold-ms", required_argument, NULL, O_HOLD },
+		{ "stop-on-eof", no_argument, NULL, O_EOF },
+		{ "reconnect", no_argument, NULL, O_RECONNECT },
 		{ NULL, 0, NULL, 0 },
 	};
 	int c, idx, err = 0;
@@ -197,6 +221,8 @@ static int parse_args(int argc, char **argv, struct shape *s, const char **sock,
 		case O_PROMPT: err = parse_int(name, optarg, 0, 65535, &s->prompt); break;
 		case O_KVCAP: err = parse_int(name, optarg, 1, 65536, &s->kv_cap); break;
 		case O_HOLD: err = parse_int(name, optarg, 0, 600000, &s->hold_ms); break;
+		case O_EOF: s->stop_on_eof = true; break;
+		case O_RECONNECT: s->reconnect = true; break;
 		default: err = -1; break;
 		}
 		if (err) {
@@ -713,6 +739,7 @@ static int run_step(tdm_client *c, const struct kernels *k, const struct shape *
 				printf(" %d", got_ids[j]);
 		}
 		printf("%s\n", tie ? " (near tie, the daemon's order kept)" : "");
+		fflush(stdout); /* a driver reading a pipe times each step */
 	}
 	if (!same) {
 		fprintf(stderr, "llm_layer: step %d: the router picked other experts:", step);
@@ -730,6 +757,58 @@ out:
 	tdm_graph_free(st.g);
 	free(st.names);
 	return err;
+}
+
+/* Whether standard input has reached end of file (what it holds is read
+ * and dropped); never blocks. */
+static bool stdin_at_eof(void)
+{
+	struct pollfd p = { .fd = STDIN_FILENO, .events = POLLIN };
+	char buf[256];
+
+	while (poll(&p, 1, 0) > 0) {
+		ssize_t n = read(STDIN_FILENO, buf, sizeof(buf));
+		if (n <= 0)
+			return true;
+	}
+	return false;
+}
+
+/* Whether err says the daemon went away (stopped, restarting, killed). */
+static bool daemon_gone(int err)
+{
+	return err == -TDM_EDAEMON || err == -TDM_EDISCONNECTED || err == -TDM_ESHUTDOWN ||
+	       err == -TDM_ECANCELED;
+}
+
+/* After the daemon was lost: a new session, the same weights (the seed
+ * again, as main filled them), and the state the reference holds, x and
+ * the KV cache up to pos (what a serving engine recomputes by prefilling
+ * the context again). */
+static int reconnect_layer(tdm_client **c, struct kernels *k, const struct shape *s,
+                           struct layer *L, const struct ref *R, int pos)
+{
+	static const struct tdm_backoff backoff = { .initial_ms = 5,
+		                                    .max_ms = 100,
+		                                    .total_ms = 60000 };
+	uint64_t seed = SEED;
+	size_t kvd = (size_t)kvdim(s);
+
+	TRY(check(tdm_reconnect(c, &backoff), "reconnect"));
+	free(L->gate);
+	free(L->up);
+	free(L->down);
+	memset(L, 0, sizeof(*L));
+	TRY(lookup_kernels(*c, s->dense, k));
+	TRY(alloc_weights(*c, s, L, &seed));
+	TRY(alloc_state(*c, s, L, &seed));
+	for (int i = 0; i < s->dm; i++)
+		L->x.p[i] = (float)R->x[i];
+	for (size_t i = 0; i < (size_t)pos * kvd; i++) {
+		L->kc.p[i] = (float)R->kc[i];
+		L->vc.p[i] = (float)R->vc[i];
+	}
+	return 0;
 }
 
 static void describe(const struct shape *s, uint32_t ndev)
@@ -789,13 +868,23 @@ int main(int argc, char **argv)
 	if (!quiet)
 		describe(&s, tdm_device_count(c));
 
-	for (int step = 0; step < s.steps; step++) {
-		if (run_step(c, &k, &s, &L, &R, &stats, step, quiet, &worst))
+	int done = 0;
+	while (done < s.steps && !(s.stop_on_eof && stdin_at_eof())) {
+		int err = run_step(c, &k, &s, &L, &R, &stats, done, quiet, &worst);
+		if (err && s.reconnect && daemon_gone(err)) {
+			if (reconnect_layer(&c, &k, &s, &L, &R, s.prompt + done))
+				goto out;
+			if (!quiet)
+				printf("reconnected: step %d again\n", done);
+			continue;
+		}
+		if (err)
 			goto out;
+		done++;
 	}
-	if (!quiet)
-		print_summary(&stats, s.steps);
-	printf("result: %d steps correct (max rel err %.2e)\n", s.steps, worst);
+	if (!quiet && done)
+		print_summary(&stats, done);
+	printf("result: %d steps correct (max rel err %.2e)\n", done, worst);
 	fflush(stdout);
 	rc = 0;
 	if (s.hold_ms) {
