@@ -38,7 +38,7 @@ int residency_add_node(struct residency *r, const struct backend_device *dev, ui
 	pthread_mutex_lock(&r->lock);
 	/* A node evacuated for good holds nothing any more (no replica
 	 * memory, no valid byte): a new device may take its number. */
-	for (size_t i = 1; i < atomic_load(&r->nnodes); i++) {
+	for (size_t i = 1; !r->fresh_nodes && i < atomic_load(&r->nnodes); i++) {
 		struct res_node *n = &r->nodes[i];
 		if (!n->gone || n->ops != dev->ops)
 			continue;

@@ -210,6 +210,10 @@ struct residency {
 	 * copy's own; the transfer model learns from it. Called under lock. */
 	void (*copy_observed)(void *ctx, unsigned src, unsigned dst, uint64_t bytes, uint64_t ns);
 	void *copy_ctx;
+	/* Set before use: a node evacuated for good keeps its number (the
+	 * simulator's node numbers index its machine's links, so a new device
+	 * must not take another's). */
+	bool fresh_nodes;
 };
 
 /* One argument of a task as residency sees it. */
@@ -224,7 +228,8 @@ struct res_arg {
  * while tasks run (a device added at run time); buffers made before it are
  * not pinned for the new device (their copies go through pageable
  * memory). The number of a node evacuated for good is given again to a
- * device of the same backend (its statistics start over). */
+ * device of the same backend (its statistics start over), unless
+ * fresh_nodes. */
 void residency_init(struct residency *r);
 int residency_add_node(struct residency *r, const struct backend_device *dev, uint64_t cap);
 void residency_fini(struct residency *r);

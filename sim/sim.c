@@ -556,6 +556,7 @@ static int build_machine(struct sim *S, char *err, size_t errlen)
 
 	/* Memory nodes: the host, then each accelerator node in order. */
 	residency_init(&S->res);
+	S->res.fresh_nodes = true; /* node numbers index the machine's links */
 	S->res_ready = true;
 	for (unsigned n = 1; n < m->nnodes; n++) {
 		unsigned d = 0;
