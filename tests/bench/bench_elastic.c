@@ -16,8 +16,11 @@
  *       median of ROUNDS adds (each after a remove), under the daemon's
  *       default policy (dmda) and under eager.
  *   elastic_throughput_dip  graphs/s of a steady Cholesky client in the
- *       WINDOW_MS after an add or a drain over its rate in the second
- *       before (steady state); the worst of ROUNDS, per event.
+ *       WINDOW_MS after an add or a drain over the lower of its steady
+ *       rates in the second before and the second after the window (the
+ *       slower of the two configurations); the median of ROUNDS, per
+ *       event, with the worst and the ratio over the rate before alone
+ *       (over_before) in the keys.
  *   elastic_bytes_over_min  a remove (drain, then gone) of clcpu0 while it
  *       owns the only valid copy of KV buffers: the bytes the evacuation
  *       moved (its evacuated_bytes + peer_bytes where the status shows them,
@@ -259,7 +262,11 @@ static int bench_stress(int events)
 /* ---- 2. the first task on an added device, throughput around changes ---- */
 
 struct dip {
-	double ratio[ROUNDS]; /* during / before, per change */
+	/* Per change: during over the lower of the steady rates before and
+	 * after (the rescale against the slower of the two configurations it
+	 * goes between: after a drain the machine is smaller, and a rate below
+	 * the old one is the new steady state, not a dip); and during / before. */
+	double ratio[ROUNDS], over_before[ROUNDS];
 	double before, during, after; /* graphs/s, summed over the changes */
 	int n;
 };
@@ -279,7 +286,9 @@ static void dip_note(struct dip *d, struct tdmt_elastic *e, uint64_t t)
 	       after = rate(e, t + w, t + w + st);
 	if (before <= 0 || d->n >= ROUNDS)
 		return;
-	d->ratio[d->n++] = during / before;
+	double steady = after > 0 && after < before ? after : before;
+	d->over_before[d->n] = during / before;
+	d->ratio[d->n++] = during / steady;
 	d->before += before;
 	d->during += during;
 	d->after += after;
@@ -297,10 +306,11 @@ static void dip_report(struct dip *d, const char *event, const char *name, const
 		return;
 	}
 	double med = bench_median(d->ratio, (size_t)d->n);
+	double med_before = bench_median(d->over_before, (size_t)d->n);
 	snprintf(keys, sizeof(keys),
 	         "event=%s device=%s policy=%s window_ms=%d changes=%d worst=%.2f "
-	         "mean_steady_graphs_per_s=%.0f during=%.0f after=%.0f",
-	         event, name, policy, WINDOW_MS, d->n, d->ratio[0], d->before / d->n,
+	         "over_before=%.3f mean_steady_graphs_per_s=%.0f during=%.0f after=%.0f",
+	         event, name, policy, WINDOW_MS, d->n, d->ratio[0], med_before, d->before / d->n,
 	         d->during / d->n, d->after / d->n);
 	bench_report("elastic_throughput_dip", med, "ratio", keys);
 }
