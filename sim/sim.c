@@ -41,6 +41,21 @@ struct jobq {
 	uint32_t head, n, cap;
 };
 
+/* A predecessor as task_start reads it, per task launched: the edge's
+ * source and the bytes it hands over. */
+struct sim_pred {
+	double bytes;
+	uint32_t src;
+};
+
+/* Where and when a task ran, in one record: task_start reads both per
+ * predecessor, and on a large graph each read is a cache miss. */
+struct sim_ran {
+	uint64_t end;
+	int32_t dev; /* -1: not yet */
+	bool abstract; /* !has_kernel, without reading w->tasks[] */
+};
+
 struct sim {
 	const struct machine *m;
 	const struct workload *w;
@@ -63,19 +78,11 @@ struct sim {
 	struct res_data *data;
 	uint32_t *order; /* graphs by arrival */
 	/* Per task (global index): its listed predecessors (CSR of indices
-	 * into w->edges, wl_preds); the same as (source, bytes) pairs in that
-	 * order, for task_start, which reads them per task launched; where and
-	 * when it ran, in one record (task_start reads both per predecessor:
-	 * on a large graph each read is a cache miss). */
+	 * into w->edges, wl_preds), the same as (source, bytes) pairs, and
+	 * where and when it ran. */
 	uint32_t *pred_off, *pred_edge;
-	struct sim_pred {
-		double bytes;
-		uint32_t src;
-	} * preds;
-	struct sim_ran {
-		uint64_t end;
-		int32_t dev; /* -1: not yet */
-	} * ran;
+	struct sim_pred *preds;
+	struct sim_ran *ran;
 	uint64_t first_arrival, last_end;
 	uint32_t graphs_done;
 	/* Completion events, a binary heap on (t, w). */
@@ -175,6 +182,12 @@ static void oracle(void *ctx, const uint32_t *dev, uint32_t n, const struct kern
 		double c = row ? row[dev[i]] : w->tasks[t].cost;
 		ns[i] = c < 0 ? -1 : c * S->cost_scale;
 	}
+}
+
+/* The graph index of every task; one graph when the workload has none. */
+static uint32_t graph_of(const struct workload *w, uint32_t v)
+{
+	return w->ngraphs ? w->tasks[v].graph : 0;
 }
 
 /* The workload index of graph g's first task. */
@@ -381,7 +394,7 @@ static uint64_t task_start(struct sim *S, uint32_t v, unsigned d, uint64_t earli
 	uint16_t node = S->sdev[d].node;
 	/* Abstract tasks: each predecessor's data comes from where it ran
 	 * (kernel tasks move their buffers through residency). */
-	if (S->w->tasks[v].has_kernel)
+	if (!S->ran[v].abstract)
 		return earliest;
 	for (uint32_t i = S->pred_off[v]; i < S->pred_off[v + 1]; i++) {
 		const struct sim_pred *e = &S->preds[i];
@@ -399,6 +412,18 @@ static uint64_t task_start(struct sim *S, uint32_t v, unsigned d, uint64_t earli
 	return earliest;
 }
 
+/* When v completes the engine counts down its successors' dependencies:
+ * their task records are brought into cache now, while v runs (on a large
+ * graph each is a cache miss at completion otherwise). */
+static void prefetch_successors(const struct sim *S, uint32_t v)
+{
+	uint32_t gi = graph_of(S->w, v);
+	const struct engine_graph *g = &S->graphs[gi];
+	uint32_t i = v - first_of(S->w, gi);
+	for (uint32_t k = g->succ_off[i]; k < g->succ_off[i + 1]; k++)
+		__builtin_prefetch(&g->tasks[g->succ[k]], 1, 3);
+}
+
 /* sim_world.launch: the kernel of task v on device d, from `earliest`. */
 static uint64_t on_launch(void *ctx, unsigned d, const struct kernel_def *k,
                           const struct tdm_kernel_call *call, struct backend_event *ev,
@@ -407,8 +432,9 @@ static uint64_t on_launch(void *ctx, unsigned d, const struct kernel_def *k,
 	struct sim *S = ctx;
 	uint32_t v = (uint32_t)call->s[SIM_SLOT].i64;
 	(void)k;
+	prefetch_successors(S, v);
 	uint64_t earliest = task_start(S, v, d, *start);
-	double ns = task_ns(S, v, d);
+	double ns = S->ran[v].abstract ? abstract_ns(S, v, d) : task_ns(S, v, d);
 	uint64_t end = earliest + (uint64_t)llround(ns > 0 ? ns : 0);
 	*start = earliest;
 	S->ran[v].dev = (int32_t)d;
@@ -668,7 +694,7 @@ static int build_preds(struct sim *S)
 	if (!S->ran || wl_preds(S->w, &S->pred_off, &S->pred_edge))
 		return -TDM_ENOMEM;
 	for (uint32_t v = 0; v < n; v++)
-		S->ran[v] = (struct sim_ran){ .end = 0, .dev = -1 };
+		S->ran[v] = (struct sim_ran){ .dev = -1, .abstract = !S->w->tasks[v].has_kernel };
 	uint32_t np = S->pred_off[n];
 	S->preds = malloc((np ? np : 1) * sizeof(*S->preds));
 	if (!S->preds)
@@ -678,12 +704,6 @@ static int build_preds(struct sim *S)
 		S->preds[i] = (struct sim_pred){ .bytes = edge_bytes(S, e->data), .src = e->src };
 	}
 	return 0;
-}
-
-/* The graph index of every task; one graph when the workload has none. */
-static uint32_t graph_of(const struct workload *w, uint32_t v)
-{
-	return w->ngraphs ? w->tasks[v].graph : 0;
 }
 
 /* The engine graph of tasks [first, first + n) of the workload, built as
