@@ -243,35 +243,40 @@ size_t fairq_peek(struct fairq *q, struct engine_task **out, size_t max)
 		const struct fairq_flow *bf = NULL;
 		const struct fairq_entry *be = NULL;
 		double bv = 0;
+		/* The chosen flow's iterator and its frontier's least entry, as
+		 * found while choosing (a fresh iterator's is its head, 0). */
+		struct peek_it *it = NULL;
+		int32_t m = 0;
 		for (uint32_t a = 0; a < q->nactive; a++) {
 			const struct fairq_flow *f = q->active[a];
 			const struct fairq_entry *e = &f->heap[0];
 			double v = f->vtime;
+			struct peek_it *fit = NULL;
+			int32_t fm = 0;
 			for (uint32_t i = 0; i < nits; i++) {
 				if (its[i].f != f)
 					continue;
-				int32_t m = it_min(&its[i]);
-				e = m < 0 ? NULL : &f->heap[its[i].front[m]];
-				v = its[i].vt;
+				fit = &its[i];
+				fm = it_min(fit);
+				e = fm < 0 ? NULL : &f->heap[fit->front[fm]];
+				v = fit->vt;
 				break;
 			}
 			if (e && (!be || flow_before(e, v, be, bv))) {
 				bf = f;
 				be = e;
 				bv = v;
+				it = fit;
+				m = fm;
 			}
 		}
 		if (!bf)
 			break;
-		struct peek_it *it = NULL;
-		for (uint32_t i = 0; i < nits && !it; i++)
-			if (its[i].f == bf)
-				it = &its[i];
 		if (!it) { /* at most max flows are ever chosen */
 			it = &its[nits++];
 			*it = (struct peek_it){ .f = bf, .vt = bf->vtime, .nfront = 1 };
+			m = 0;
 		}
-		int32_t m = it_min(it);
 		uint32_t idx = it->front[m];
 		out[got++] = bf->heap[idx].task;
 		it->vt += bf->heap[idx].cost / weight(bf);
