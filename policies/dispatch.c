@@ -262,9 +262,9 @@ static bool fill_costs(struct dispatch *D, const struct engine_task *t, double *
 {
 	double gexec[EFT_MAX_GROUPS];
 	uint64_t have = eft_exec_groups(&D->eft, t, gexec);
-	bool any = false;
+	bool any = false, all = core_all_runnable(D->core);
 	for (uint32_t d = 0; d < D->ndev; d++) {
-		if (!core_runnable(D->core, t, d)) {
+		if (!all && !core_runnable(D->core, t, d)) {
 			row[d] = -1;
 			continue;
 		}
