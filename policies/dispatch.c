@@ -263,6 +263,13 @@ static bool fill_costs(struct dispatch *D, const struct engine_task *t, double *
 	double gexec[EFT_MAX_GROUPS];
 	uint64_t have = eft_exec_groups(&D->eft, t, gexec);
 	bool any = false, all = core_all_runnable(D->core);
+	if (all && have && D->eft.ngroups <= EFT_MAX_GROUPS) {
+		/* Every group predicted in one row, every device open. */
+		const uint32_t *group = D->eft.group;
+		for (uint32_t d = 0; d < D->ndev; d++)
+			row[d] = gexec[group[d]];
+		return D->ndev > 0;
+	}
 	for (uint32_t d = 0; d < D->ndev; d++) {
 		if (!all && !core_runnable(D->core, t, d)) {
 			row[d] = -1;
