@@ -263,8 +263,15 @@ static bool fill_costs(struct dispatch *D, const struct engine_task *t, double *
 	double gexec[EFT_MAX_GROUPS];
 	uint64_t have = eft_exec_groups(&D->eft, t, gexec);
 	bool any = false, all = core_all_runnable(D->core);
-	if (all && have && D->eft.ngroups <= EFT_MAX_GROUPS) {
-		/* Every group predicted in one row, every device open. */
+	if (all && D->eft.ngroups <= EFT_MAX_GROUPS) {
+		/* Every device open: each group predicted once (in one row
+		 * where that is cheaper), then copied to its devices. */
+		uint32_t ng = D->eft.ngroups;
+		for (uint32_t g = 0; have != (ng == 64 ? ~0ull : (1ull << ng) - 1) && g < ng; g++)
+			if (!(have & (1ull << g))) {
+				gexec[g] = eft_exec_group(&D->eft, t, g);
+				have |= 1ull << g;
+			}
 		const uint32_t *group = D->eft.group;
 		for (uint32_t d = 0; d < D->ndev; d++)
 			row[d] = gexec[group[d]];
