@@ -78,6 +78,19 @@ static int grow(void **arr, uint32_t *cap, uint32_t need, size_t size)
 
 /* ---- the queue ---- */
 
+/* Under the lock: the only writer, so a load and a store. */
+static void queued_add(struct fairq *q, ptrdiff_t n)
+{
+	atomic_store_explicit(&q->queued,
+	                      atomic_load_explicit(&q->queued, memory_order_relaxed) + (size_t)n,
+	                      memory_order_relaxed);
+}
+
+static bool looks_empty(struct fairq *q)
+{
+	return atomic_load_explicit(&q->queued, memory_order_relaxed) == 0;
+}
+
 void fairq_init(struct fairq *q)
 {
 	*q = (struct fairq){ 0 };
@@ -111,7 +124,7 @@ size_t fairq_flow_fini(struct fairq *q, struct fairq_flow *f)
 	size_t held = f->n;
 	if (f->slot >= 0)
 		deactivate(q, f);
-	q->queued -= f->n;
+	queued_add(q, -(ptrdiff_t)f->n);
 	pthread_mutex_unlock(&q->lock);
 	free(f->heap);
 	f->heap = NULL;
@@ -149,7 +162,7 @@ int fairq_push(struct fairq *q, struct fairq_flow *f, const struct fairq_key *k,
 		                              .key = k->key,
 		                              .task = t };
 	sift_up(f->heap, f->n++);
-	q->queued++;
+	queued_add(q, 1);
 	pthread_mutex_unlock(&q->lock);
 	return 0;
 }
@@ -182,6 +195,8 @@ struct engine_task *fairq_pop(struct fairq *q, fairq_filter ok, void *ctx, unsig
 	struct fairq_flow *best = NULL;
 	int32_t bi = 0;
 
+	if (looks_empty(q))
+		return NULL;
 	pthread_mutex_lock(&q->lock);
 	for (uint32_t a = 0; a < q->nactive; a++) {
 		struct fairq_flow *f = q->active[a];
@@ -204,7 +219,7 @@ struct engine_task *fairq_pop(struct fairq *q, fairq_filter ok, void *ctx, unsig
 	best->vtime = start + e.cost / weight(best);
 	if (best->n == 0)
 		deactivate(q, best);
-	q->queued--;
+	queued_add(q, -1);
 	pthread_mutex_unlock(&q->lock);
 	return e.task;
 }
@@ -238,6 +253,8 @@ size_t fairq_peek(struct fairq *q, struct engine_task **out, size_t max)
 
 	if (max > FAIRQ_PEEK_MAX)
 		max = FAIRQ_PEEK_MAX;
+	if (looks_empty(q))
+		return 0;
 	pthread_mutex_lock(&q->lock);
 	while (got < max) {
 		const struct fairq_flow *bf = NULL;
@@ -291,7 +308,7 @@ size_t fairq_peek(struct fairq *q, struct engine_task **out, size_t max)
 size_t fairq_len(struct fairq *q)
 {
 	pthread_mutex_lock(&q->lock);
-	size_t n = q->queued;
+	size_t n = atomic_load_explicit(&q->queued, memory_order_relaxed);
 	pthread_mutex_unlock(&q->lock);
 	return n;
 }

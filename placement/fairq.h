@@ -20,6 +20,7 @@
 #define TDM_PLACEMENT_FAIRQ_H
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -56,7 +57,11 @@ struct fairq {
 	double vnow; /* the queue's virtual time: start of the last task served */
 	struct fairq_flow **active; /* flows with queued tasks */
 	uint32_t nactive, cap;
-	size_t queued;
+	/* Written under the lock; read without it by pop and peek, which
+	 * answer an empty queue at once (as if they had run before a push
+	 * under way: workers poll their own queues far more often than
+	 * those hold anything). */
+	_Atomic size_t queued;
 	uint64_t seq; /* of the next push */
 };
 
