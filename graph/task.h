@@ -214,11 +214,18 @@ struct engine_core {
 	const _Atomic bool *uniform;
 };
 
+/* Every worker may run every task now: a loop over devices may skip
+ * core_runnable for each. */
+static inline bool core_all_runnable(const struct engine_core *c)
+{
+	return !c || !c->runnable ||
+	       (c->uniform && atomic_load_explicit(c->uniform, memory_order_relaxed));
+}
+
 static inline bool core_runnable(const struct engine_core *c, const struct engine_task *t,
                                  unsigned w)
 {
-	if (!c || !c->runnable ||
-	    (c->uniform && atomic_load_explicit(c->uniform, memory_order_relaxed)))
+	if (core_all_runnable(c))
 		return true;
 	return c->runnable(c->engine, t, w);
 }

@@ -39,6 +39,45 @@ static void place_device(struct eft *x, const struct calibration *cal,
 	}
 }
 
+/* Classes by (group, node), numbered in the order of their first device. */
+static int build_classes(struct eft *x)
+{
+	size_t n = x->ndev;
+	x->cls = malloc((n ? n : 1) * sizeof(*x->cls));
+	x->cls_off = calloc(n + 1, sizeof(*x->cls_off));
+	x->cls_dev = malloc((n ? n : 1) * sizeof(*x->cls_dev));
+	if (!x->cls || !x->cls_off || !x->cls_dev) {
+		eft_fini(x);
+		return -TDM_ENOMEM;
+	}
+	uint32_t nc = 0;
+	for (size_t d = 0; d < n; d++) {
+		uint32_t c = 0;
+		while (c < nc && !(x->group[x->cls_dev[c]] == x->group[d] &&
+		                   x->node[x->cls_dev[c]] == x->node[d]))
+			c++;
+		if (c == nc)
+			x->cls_dev[nc++] = (uint32_t)d; /* representatives, for now */
+		x->cls[d] = c;
+	}
+	for (size_t d = 0; d < n; d++)
+		x->cls_off[x->cls[d] + 1]++;
+	for (uint32_t c = 0; c < nc; c++)
+		x->cls_off[c + 1] += x->cls_off[c];
+	uint32_t *at = malloc((nc ? nc : 1) * sizeof(*at));
+	if (!at) {
+		eft_fini(x);
+		return -TDM_ENOMEM;
+	}
+	memcpy(at, x->cls_off, nc * sizeof(*at));
+	for (size_t d = 0; d < n; d++)
+		x->cls_dev[at[x->cls[d]]++] = (uint32_t)d;
+	free(at);
+	x->ncls = nc;
+	x->cls_ndev = n;
+	return 0;
+}
+
 int eft_init_cap(struct eft *x, const struct engine_core *core, const struct engine_device *devs,
                  size_t ndev, size_t cap, struct profiler *prof)
 {
@@ -64,7 +103,7 @@ int eft_init_cap(struct eft *x, const struct engine_core *core, const struct eng
 	for (size_t d = 0; d < ndev; d++)
 		place_device(x, cal, devs, (uint32_t)d);
 	free(cal);
-	return 0;
+	return build_classes(x);
 }
 
 int eft_init(struct eft *x, const struct engine_core *core, const struct engine_device *devs,
@@ -91,9 +130,15 @@ void eft_fini(struct eft *x)
 	free(x->group);
 	free(x->rep);
 	free((void *)x->pending);
+	free(x->cls);
+	free(x->cls_off);
+	free(x->cls_dev);
 	x->node = NULL;
 	x->group = x->rep = NULL;
 	x->pending = NULL;
+	x->cls = x->cls_off = x->cls_dev = NULL;
+	x->ncls = 0;
+	x->cls_ndev = 0;
 }
 
 double eft_exec(const struct eft *x, const struct engine_task *t, uint32_t d)
@@ -183,8 +228,9 @@ static int select_predicted(const struct eft *x, const struct engine_task *t, do
 	const uint32_t *group = x->group;
 	bool multi = x->nnodes > 1;
 	uint32_t ndev = (uint32_t)x->ndev;
+	bool all = core_all_runnable(x->core);
 	for (uint32_t d = 0; d < ndev; d++) {
-		if ((int)d == skip || !core_runnable(x->core, t, d))
+		if ((int)d == skip || (!all && !core_runnable(x->core, t, d)))
 			continue;
 		double tr = 0;
 		uint16_t n = node[d];
@@ -212,6 +258,92 @@ static int select_predicted(const struct eft *x, const struct engine_task *t, do
 	return best;
 }
 
+#define EFT_MAX_CLASSES 64
+
+/* eft_select by classes, where every device may run t and the fit grows
+ * with the pending work (alpha, beta >= 0): in a class only the device of
+ * least max(pending, transfer) can hold the class's least fit, so one fit
+ * per class is computed, plus those of the class's earlier devices, which
+ * the plain scan would prefer on a tie. Same choice, same arithmetic as
+ * the scan. -2: not applicable here (the caller scans). */
+static int select_by_class(const struct eft *x, const struct engine_task *t, double alpha,
+                           double beta, int skip, double *gexec, uint64_t ghave, double *cost)
+{
+	uint32_t nc = x->ncls, ndev = (uint32_t)x->cls_ndev; /* not ndev: a device may come */
+	double ctr[EFT_MAX_CLASSES], amin[EFT_MAX_CLASSES], ntr[RES_MAX_NODES];
+	int32_t arg[EFT_MAX_CLASSES];
+	uint32_t nhave = 0;
+	const uint16_t *node = x->node;
+	const uint32_t *cls = x->cls;
+	const _Atomic int64_t *pending = x->pending;
+
+	for (uint32_t c = 0; c < nc; c++) {
+		uint16_t n = node[x->cls_dev[x->cls_off[c]]];
+		double tr = 0;
+		if (x->nnodes > 1) {
+			if (!(nhave & (1u << n))) {
+				ntr[n] = eft_transfer(x, t, n);
+				nhave |= 1u << n;
+			}
+			tr = ntr[n];
+		}
+		if (!isfinite(tr))
+			return -2;
+		ctr[c] = tr;
+		amin[c] = INFINITY;
+		arg[c] = -1;
+	}
+	for (uint32_t d = 0; d < ndev; d++) {
+		if ((int)d == skip)
+			continue;
+		uint32_t c = cls[d];
+		double pend = (double)atomic_load_explicit(&pending[d], memory_order_relaxed);
+		double at = pend > ctr[c] ? pend : ctr[c];
+		if (at < amin[c]) {
+			amin[c] = at;
+			arg[c] = (int32_t)d;
+		}
+	}
+	double best_fit = INFINITY, best_exec = 0;
+	int best = -1;
+	for (uint32_t c = 0; c < nc; c++) {
+		if (arg[c] < 0)
+			continue;
+		double tr = ctr[c];
+		if (best >= 0 && alpha * amin[c] + beta * tr > best_fit)
+			continue; /* its fit is larger still */
+		uint32_t g = x->group[arg[c]];
+		if (!(ghave & (1ull << g))) {
+			gexec[g] = eft_exec_group(x, t, g);
+			ghave |= 1ull << g;
+		}
+		double exec = gexec[g];
+		double fit = alpha * (amin[c] + exec) + beta * tr;
+		if (!isfinite(fit))
+			return -2;
+		int a = arg[c];
+		for (uint32_t k = x->cls_off[c]; (int)x->cls_dev[k] < a; k++) {
+			uint32_t d = x->cls_dev[k];
+			if ((int)d == skip)
+				continue;
+			double pend =
+			        (double)atomic_load_explicit(&pending[d], memory_order_relaxed);
+			double at = pend > tr ? pend : tr;
+			if (alpha * (at + exec) + beta * tr == fit) {
+				a = (int)d;
+				break;
+			}
+		}
+		if (best < 0 || fit < best_fit || (fit == best_fit && a < best)) {
+			best = a;
+			best_fit = fit;
+			best_exec = exec;
+		}
+	}
+	*cost = best_exec;
+	return best;
+}
+
 int eft_select(const struct eft *x, const struct engine_task *t, double alpha, double beta,
                int skip, double *cost)
 {
@@ -230,12 +362,25 @@ int eft_select(const struct eft *x, const struct engine_task *t, double alpha, d
 	 * predicted (ties keep the earlier device, as the full comparison);
 	 * a prediction its group already made costs nothing to use. */
 	bool prune = alpha >= 0 && beta >= 0;
-	for (uint32_t d = 0; d < x->ndev; d++) {
-		if ((int)d == skip || !core_runnable(x->core, t, d))
+	if (prune && x->ncls < x->ndev && x->ncls <= EFT_MAX_CLASSES && x->cls_ndev == x->ndev &&
+	    x->ngroups <= EFT_MAX_GROUPS && x->nnodes <= RES_MAX_NODES && RES_MAX_NODES <= 32 &&
+	    core_all_runnable(x->core)) {
+		int d = select_by_class(x, t, alpha, beta, skip, gexec, ghave, cost);
+		if (d != -2)
+			return d;
+	}
+	/* The machine's arrays in locals: the calls in the loop would make
+	 * the compiler reload them per device. */
+	const uint16_t *node = x->node;
+	const uint32_t *group = x->group;
+	bool multi = x->nnodes > 1, all = core_all_runnable(x->core);
+	uint32_t ndev = (uint32_t)x->ndev;
+	for (uint32_t d = 0; d < ndev; d++) {
+		if ((int)d == skip || (!all && !core_runnable(x->core, t, d)))
 			continue;
 		double tr = 0;
-		uint16_t n = x->node[d];
-		if (x->nnodes > 1) {
+		uint16_t n = node[d];
+		if (multi) {
 			if (n < RES_MAX_NODES) {
 				if (!(nhave & (1u << n))) {
 					ntr[n] = eft_transfer(x, t, n);
@@ -248,7 +393,7 @@ int eft_select(const struct eft *x, const struct engine_task *t, double alpha, d
 		}
 		double pend = (double)eft_pending(x, d);
 		double at = pend > tr ? pend : tr;
-		uint32_t g = x->group[d];
+		uint32_t g = group[d];
 		bool cached = g < EFT_MAX_GROUPS && (ghave & (1ull << g));
 		if (!cached && prune && best >= 0 && !(alpha * at + beta * tr < best_fit))
 			continue;

@@ -46,6 +46,15 @@ struct eft {
 	/* [cap] predicted ns of the tasks committed to each device and not
 	 * yet done (queued or running). */
 	_Atomic int64_t *pending;
+	/* Classes: devices of one group on one memory node, which differ only
+	 * in their pending work (eft_select compares one candidate per
+	 * class). Members of class c in index order: cls_dev[cls_off[c] ..
+	 * cls_off[c + 1]); the first is the class's representative. */
+	uint32_t *cls; /* [ndev] */
+	uint32_t *cls_off; /* [ncls + 1] */
+	uint32_t *cls_dev; /* [ndev] */
+	uint32_t ncls;
+	size_t cls_ndev; /* devices the classes cover */
 };
 
 /* Groups devices by calibration key (the profiler's models), else by kind

@@ -276,10 +276,21 @@ bool fairq_head_before(const struct fairq_head *a, const struct fairq_head *b)
 	return a->vtime < b->vtime;
 }
 
+/* queued is written under the lock and read without it by pop and peek,
+ * which answer an empty queue at once (as if they had run before a push
+ * under way: workers poll their own queues far more often than those hold
+ * anything). */
+static bool looks_empty(struct fairq *q)
+{
+	return atomic_load_explicit(&q->queued, memory_order_relaxed) == 0;
+}
+
 struct engine_task *fairq_pop(struct fairq *q, fairq_filter ok, void *ctx, unsigned scan)
 {
 	int32_t bi = 0;
 
+	if (looks_empty(q))
+		return NULL;
 	pthread_mutex_lock(&q->lock);
 	clock_lock(q);
 	struct fairq_flow *best = choose(q, ok, ctx, scan, &bi);
@@ -334,43 +345,50 @@ size_t fairq_peek(struct fairq *q, struct engine_task **out, size_t max)
 
 	if (max > FAIRQ_PEEK_MAX)
 		max = FAIRQ_PEEK_MAX;
+	if (looks_empty(q))
+		return 0;
 	pthread_mutex_lock(&q->lock);
 	clock_lock(q);
 	while (got < max) {
 		const struct fairq_flow *bf = NULL;
 		const struct fairq_entry *be = NULL;
 		double bv = 0;
+		/* The chosen flow's iterator and its frontier's least entry, as
+		 * found while choosing (a fresh iterator's is its head, 0). */
+		struct peek_it *it = NULL;
+		int32_t m = 0;
 		for (uint32_t a = 0; a < q->nactive; a++) {
 			struct fairq_flow *f = q->active[a];
 			const struct fairq_entry *e = &f->heap[0];
 			double v = *vtime_of(f);
+			struct peek_it *fit = NULL;
+			int32_t fm = 0;
 			for (uint32_t i = 0; i < nits; i++) {
 				if (its[i].f != f)
 					continue;
-				int32_t m = it_min(&its[i]);
-				e = m < 0 ? NULL : &f->heap[its[i].front[m]];
-				v = its[i].vt;
+				fit = &its[i];
+				fm = it_min(fit);
+				e = fm < 0 ? NULL : &f->heap[fit->front[fm]];
+				v = fit->vt;
 				break;
 			}
 			if (e && (!be || flow_before(e, v, be, bv))) {
 				bf = f;
 				be = e;
 				bv = v;
+				it = fit;
+				m = fm;
 			}
 		}
 		if (!bf)
 			break;
-		struct peek_it *it = NULL;
-		for (uint32_t i = 0; i < nits && !it; i++)
-			if (its[i].f == bf)
-				it = &its[i];
 		if (!it) { /* at most max flows are ever chosen */
 			it = &its[nits++];
 			*it = (struct peek_it){ .f = bf,
 				                .vt = *vtime_of((struct fairq_flow *)bf),
 				                .nfront = 1 };
+			m = 0;
 		}
-		int32_t m = it_min(it);
 		uint32_t idx = it->front[m];
 		out[got++] = bf->heap[idx].task;
 		it->vt += bf->heap[idx].cost / weight(bf);

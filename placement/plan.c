@@ -397,29 +397,42 @@ static int schedule_once(struct plan_ws *ws, const struct sched_in *in, const do
 		bool *exact = ws->dev_exact;
 		const uint16_t *node = m->node;
 		const double *dev_ready = o->dev_ready;
+		const struct plan_tl *tl = ws->tl;
 		unsigned first = UINT32_MAX;
+		double lb_first = 0;
+		/* Values in locals, stores last: the stores through double
+		 * pointers would make the compiler reload everything else. */
 		for (unsigned d = 0; d < nd; d++) {
-			if (!plan_allowed(c[d])) {
+			double cd = c[d];
+			if (!plan_allowed(cd)) {
 				lb[d] = INFINITY;
 				continue;
 			}
 			double ready = arr[node ? node[d] : 0];
 			if (dev_ready && dev_ready[d] > ready)
 				ready = dev_ready[d];
-			at[d] = ready;
 			/* Most devices answer at once: free at ready, or no gap
 			 * long enough before their end. */
-			start[d] = plan_tl_bound(&ws->tl[d], ready, c[d], &exact[d]);
-			lb[d] = start[d] + c[d] + (oct ? oct[d] : 0);
-			if (first == UINT32_MAX || lb[d] < lb[first])
+			bool ex;
+			double st = plan_tl_bound(&tl[d], ready, cd, &ex);
+			double l = st + cd + (oct ? oct[d] : 0);
+			at[d] = ready;
+			start[d] = st;
+			exact[d] = ex;
+			lb[d] = l;
+			if (first == UINT32_MAX || l < lb_first) {
 				first = d;
+				lb_first = l;
+			}
 		}
 		for (unsigned i = 0; i <= nd; i++) {
 			unsigned d = i == 0 ? first : i - 1;
-			if (i > 0 && (d == first || !plan_allowed(c[d])))
-				continue;
-			if (bd != UINT32_MAX && (lb[d] > best || (lb[d] == best && d > bd)))
-				continue;
+			if (i > 0) {
+				double l = lb[d];
+				if (l > best || (l == best && d > bd) || d == first ||
+				    !plan_allowed(c[d]))
+					continue;
+			}
 			uint32_t pos = ws->tl[d].len;
 			double s =
 			        exact[d] ? start[d] : plan_tl_find(&ws->tl[d], at[d], c[d], &pos);

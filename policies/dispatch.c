@@ -296,9 +296,23 @@ static bool fill_costs(struct dispatch *D, const struct engine_task *t, uint32_t
 {
 	double gexec[EFT_MAX_GROUPS];
 	uint64_t have = eft_exec_groups(&D->eft, t, gexec);
-	bool any = false;
+	bool any = false, all = core_all_runnable(D->core);
+	if (all && D->eft.ngroups <= EFT_MAX_GROUPS) {
+		/* Every device open: each group predicted once (in one row
+		 * where that is cheaper), then copied to its devices. */
+		uint32_t ng = D->eft.ngroups;
+		for (uint32_t g = 0; have != (ng == 64 ? ~0ull : (1ull << ng) - 1) && g < ng; g++)
+			if (!(have & (1ull << g))) {
+				gexec[g] = eft_exec_group(&D->eft, t, g);
+				have |= 1ull << g;
+			}
+		const uint32_t *group = D->eft.group;
+		for (uint32_t d = 0; d < nd; d++)
+			row[d] = gexec[group[d]];
+		return nd > 0;
+	}
 	for (uint32_t d = 0; d < nd; d++) {
-		if (!core_runnable(D->core, t, d)) {
+		if (!all && !core_runnable(D->core, t, d)) {
 			row[d] = -1;
 			continue;
 		}

@@ -42,6 +42,21 @@ struct jobq {
 	uint32_t head, n, cap;
 };
 
+/* A predecessor as task_start reads it, per task launched: the edge's
+ * source and the bytes it hands over. */
+struct sim_pred {
+	double bytes;
+	uint32_t src;
+};
+
+/* Where and when a task ran, in one record: task_start reads both per
+ * predecessor, and on a large graph each read is a cache miss. */
+struct sim_ran {
+	uint64_t end;
+	int32_t dev; /* -1: not yet */
+	bool abstract; /* !has_kernel, without reading w->tasks[] */
+};
+
 struct sim {
 	const struct machine *m;
 	const struct workload *w;
@@ -64,10 +79,11 @@ struct sim {
 	struct res_data *data;
 	uint32_t *order; /* graphs by arrival */
 	/* Per task (global index): its listed predecessors (CSR of indices
-	 * into w->edges, wl_preds), where and when it ran. */
+	 * into w->edges, wl_preds), the same as (source, bytes) pairs, and
+	 * where and when it ran. */
 	uint32_t *pred_off, *pred_edge;
-	int32_t *ran_on;
-	uint64_t *end;
+	struct sim_pred *preds;
+	struct sim_ran *ran;
 	uint64_t first_arrival, last_end;
 	uint32_t graphs_done;
 	/* Completion events, a binary heap on (t, w). */
@@ -176,6 +192,12 @@ static void oracle(void *ctx, const uint32_t *dev, uint32_t n, const struct kern
 	}
 }
 
+/* The graph index of every task; one graph when the workload has none. */
+static uint32_t graph_of(const struct workload *w, uint32_t v)
+{
+	return w->ngraphs ? w->tasks[v].graph : 0;
+}
+
 /* The workload index of graph g's first task. */
 static uint32_t first_of(const struct workload *w, uint32_t g)
 {
@@ -211,7 +233,7 @@ static double edge_bytes(const struct sim *S, double data)
 /* Task v ran on device d from start to end. */
 static void record_task(struct sim *S, uint32_t v, unsigned d, uint64_t start, uint64_t end)
 {
-	S->end[v] = end;
+	S->ran[v].end = end;
 	if (!S->first_start[d])
 		S->first_start[d] = start + 1;
 	S->r->busy_ns[d] += end - start;
@@ -382,13 +404,14 @@ static uint64_t task_start(struct sim *S, uint32_t v, unsigned d, uint64_t earli
 	uint16_t node = S->sdev[d].node;
 	/* Abstract tasks: each predecessor's data comes from where it ran
 	 * (kernel tasks move their buffers through residency). */
-	for (uint32_t i = S->pred_off[v]; !S->w->tasks[v].has_kernel && i < S->pred_off[v + 1];
-	     i++) {
-		const struct wl_edge *e = &S->w->edges[S->pred_edge[i]];
-		uint32_t p = e->src;
-		double bytes = edge_bytes(S, e->data);
-		uint16_t pn = S->ran_on[p] >= 0 ? S->sdev[S->ran_on[p]].node : node;
-		uint64_t at = S->end[p];
+	if (!S->ran[v].abstract)
+		return earliest;
+	for (uint32_t i = S->pred_off[v]; i < S->pred_off[v + 1]; i++) {
+		const struct sim_pred *e = &S->preds[i];
+		const struct sim_ran *p = &S->ran[e->src];
+		double bytes = e->bytes;
+		uint16_t pn = p->dev >= 0 ? S->sdev[p->dev].node : node;
+		uint64_t at = p->end;
 		if (pn != node && bytes > 0) {
 			at += (uint64_t)llround(link_ns(S, pn, node, bytes));
 			S->world.bytes_moved += (uint64_t)bytes;
@@ -399,6 +422,18 @@ static uint64_t task_start(struct sim *S, uint32_t v, unsigned d, uint64_t earli
 	return earliest;
 }
 
+/* When v completes the engine counts down its successors' dependencies:
+ * their task records are brought into cache now, while v runs (on a large
+ * graph each is a cache miss at completion otherwise). */
+static void prefetch_successors(const struct sim *S, uint32_t v)
+{
+	uint32_t gi = graph_of(S->w, v);
+	const struct engine_graph *g = &S->graphs[gi];
+	uint32_t i = v - first_of(S->w, gi);
+	for (uint32_t k = g->succ_off[i]; k < g->succ_off[i + 1]; k++)
+		__builtin_prefetch(&g->tasks[g->succ[k]], 1, 3);
+}
+
 /* sim_world.launch: the kernel of task v on device d, from `earliest`. */
 static uint64_t on_launch(void *ctx, unsigned d, const struct kernel_def *k,
                           const struct tdm_kernel_call *call, struct backend_event *ev,
@@ -407,11 +442,12 @@ static uint64_t on_launch(void *ctx, unsigned d, const struct kernel_def *k,
 	struct sim *S = ctx;
 	uint32_t v = (uint32_t)call->s[SIM_SLOT].i64;
 	(void)k;
+	prefetch_successors(S, v);
 	uint64_t earliest = task_start(S, v, d, *start);
-	double ns = task_ns(S, v, d);
+	double ns = S->ran[v].abstract ? abstract_ns(S, v, d) : task_ns(S, v, d);
 	uint64_t end = earliest + (uint64_t)llround(ns > 0 ? ns : 0);
 	*start = earliest;
-	S->ran_on[v] = (int32_t)d;
+	S->ran[v].dev = (int32_t)d;
 	if (S->paced[d] || S->shared_core[d]) {
 		struct job j = { .ev = ev, .v = v, .ready = earliest, .end = end, .left_ns = ns };
 		if (jobq_push(&S->jobs[d], j))
@@ -667,19 +703,20 @@ static int check_workload(struct sim *S, char *err, size_t errlen)
 static int build_preds(struct sim *S)
 {
 	uint32_t n = S->w->ntasks;
-	S->ran_on = malloc(n * sizeof(int32_t));
-	S->end = calloc(n, sizeof(uint64_t));
-	if (!S->ran_on || !S->end || wl_preds(S->w, &S->pred_off, &S->pred_edge))
+	S->ran = malloc((n ? n : 1) * sizeof(*S->ran));
+	if (!S->ran || wl_preds(S->w, &S->pred_off, &S->pred_edge))
 		return -TDM_ENOMEM;
 	for (uint32_t v = 0; v < n; v++)
-		S->ran_on[v] = -1;
+		S->ran[v] = (struct sim_ran){ .dev = -1, .abstract = !S->w->tasks[v].has_kernel };
+	uint32_t np = S->pred_off[n];
+	S->preds = malloc((np ? np : 1) * sizeof(*S->preds));
+	if (!S->preds)
+		return -TDM_ENOMEM;
+	for (uint32_t i = 0; i < np; i++) {
+		const struct wl_edge *e = &S->w->edges[S->pred_edge[i]];
+		S->preds[i] = (struct sim_pred){ .bytes = edge_bytes(S, e->data), .src = e->src };
+	}
 	return 0;
-}
-
-/* The graph index of every task; one graph when the workload has none. */
-static uint32_t graph_of(const struct workload *w, uint32_t v)
-{
-	return w->ngraphs ? w->tasks[v].graph : 0;
 }
 
 /* The engine graph of tasks [first, first + n) of the workload, built as
@@ -1145,8 +1182,8 @@ static void teardown(struct sim *S)
 	free(S->order);
 	free(S->pred_off);
 	free(S->pred_edge);
-	free(S->ran_on);
-	free(S->end);
+	free(S->preds);
+	free(S->ran);
 	free(S->heap);
 	free(S->scheduled);
 	free(S->idle);
