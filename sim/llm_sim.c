@@ -101,6 +101,7 @@ struct loop {
 	double gpu_kv, host_kv; /* tokens reserved in each tier */
 	double host_cap;
 	uint32_t chunk; /* prefill tokens per step */
+	double prefill_share; /* moving average of the steps' share carrying prefill */
 	/* scratch for llm_step_plan */
 	struct llm_step_req *sreq;
 	uint32_t *sidx, *sscratch;
@@ -425,8 +426,10 @@ static void relieve_gpu(struct loop *L, double *link_next, struct llm_sim_result
  * (demotion: a compute-bound prefill step leaves the cores and the link
  * idle). One move a step. */
 /* The step times a tier move is judged by: the next step as it will run
- * (its prefill chunk included) and the step of the running requests once
- * prefilled (prefilling ones counted as decoding, no prefill). */
+ * (its prefill chunk included), and the steps that follow once the running
+ * requests are all prefilled (prefilling ones counted as decoding), with a
+ * full prefill chunk in the share of steps that lately carried one: a move
+ * that only pays under prefill pays in that share of the steps. */
 struct step_views {
 	double next, steady;
 };
@@ -435,6 +438,7 @@ static int step_views(struct loop *L, const struct prefill_chunk *pc, double lin
                       struct step_views *v)
 {
 	const unsigned allow = allow_of(L->o->policy);
+	const double f = L->prefill_share;
 	struct llm_step_plan p;
 
 	if (plan_running(L, AS_DECODING_NONE, true, pc->tok, pc->attn, link_busy + pc->link, allow,
@@ -443,7 +447,13 @@ static int step_views(struct loop *L, const struct prefill_chunk *pc, double lin
 	v->next = p.t_step_ns;
 	if (plan_running(L, AS_DECODING_ALL, true, 0, 0, 0, allow, &p))
 		return -1;
-	v->steady = p.t_step_ns;
+	v->steady = (1 - f) * p.t_step_ns;
+	if (f > 0) {
+		if (plan_running(L, AS_DECODING_ALL, true, L->chunk,
+		                 llm_t_prefill_attn(L->c, 0, L->chunk), 0, allow, &p))
+			return -1;
+		v->steady += f * p.t_step_ns;
+	}
 	return 0;
 }
 
@@ -617,6 +627,8 @@ int llm_sim_run(const struct llm_cost *c, const struct llm_trace *t, const struc
 		}
 		now += p.t_step_ns;
 		r->steps++;
+		/* Over about the last 64 steps. */
+		L.prefill_share += ((pc.n ? 1.0 : 0.0) - L.prefill_share) / 64;
 		r->steps_mode[p.mode]++;
 		cpu_core_ns += p.t_cpu_ns * p.cpu_cores;
 		batch_sum += p.decoded;
