@@ -100,12 +100,44 @@ struct loop {
 	double kv_cap; /* GPU KV budget, tokens */
 	double gpu_kv, host_kv; /* tokens reserved in each tier */
 	double host_cap;
+	uint32_t chunk; /* prefill tokens per step */
+	double prefill_share; /* moving average of the steps' share carrying prefill */
 	/* scratch for llm_step_plan */
 	struct llm_step_req *sreq;
 	uint32_t *sidx, *sscratch;
 	uint8_t *where;
 	double decide_ns, decisions;
 };
+
+/* The prefill chunk of the next step: up to L->chunk prompt tokens of the
+ * prefilling requests, in admission order; a host request's KV goes down
+ * the link as it is made. */
+struct prefill_chunk {
+	double tok, attn, link; /* tokens, their attention, their link time */
+	uint32_t n, of[64], len[64]; /* requests (indices into L->r) and tokens taken */
+};
+
+static void next_prefill(const struct loop *L, struct prefill_chunk *pc)
+{
+	const struct llm_cost *c = L->c;
+
+	pc->tok = pc->attn = pc->link = 0;
+	pc->n = 0;
+	for (uint32_t k = 0; k < L->nrun && pc->tok < L->chunk && pc->n < 64; k++) {
+		const struct req *q = &L->r[L->run[k]];
+		if (q->phase != PH_PREFILL)
+			continue;
+		uint32_t take = q->prompt - q->prefilled;
+		if (take > L->chunk - pc->tok)
+			take = (uint32_t)(L->chunk - pc->tok);
+		pc->attn += llm_t_prefill_attn(c, q->prefilled, take);
+		if (q->tier == LLM_TIER_HOST)
+			pc->link += llm_t_link(c, take * c->kv_tok_bytes, c->m.layers);
+		pc->of[pc->n] = L->run[k];
+		pc->len[pc->n++] = take;
+		pc->tok += take;
+	}
+}
 
 /* Skipping admitted host requests (LLM_ALLOW_SKIP) is left to admission:
  * a request admitted runs every step, so "offload does not pay" shows as
@@ -122,10 +154,14 @@ static unsigned allow_of(enum llm_policy p)
 	}
 }
 
-/* The step of the running requests (prefilling ones counted as decoding
- * with their prompt as KV, for admission; tentative ones only when asked)
- * with prefill_tokens of prefill. */
-static int plan_running(struct loop *L, bool with_prefilling, bool with_tentative,
+/* Which prefilling requests a planned step counts as decoding (with their
+ * prompt as KV): none (the step as it runs), the host tier's, or all. */
+enum prefilling { AS_DECODING_NONE, AS_DECODING_HOST, AS_DECODING_ALL };
+
+/* The step of the running requests (prefilling ones counted as decoding as
+ * `prefilling` says, for admission; tentative ones only when asked) with
+ * prefill_tokens of prefill. */
+static int plan_running(struct loop *L, enum prefilling prefilling, bool with_tentative,
                         double prefill_tokens, double prefill_attn, double link_busy,
                         unsigned allow, struct llm_step_plan *p)
 {
@@ -136,7 +172,11 @@ static int plan_running(struct loop *L, bool with_prefilling, bool with_tentativ
 
 		if (q->tentative && !with_tentative)
 			continue;
-		if (q->phase == PH_DECODE || (with_prefilling && q->phase == PH_PREFILL)) {
+		bool prefilling_counts =
+		        q->phase == PH_PREFILL &&
+		        (prefilling == AS_DECODING_ALL ||
+		         (prefilling == AS_DECODING_HOST && q->tier == LLM_TIER_HOST));
+		if (q->phase == PH_DECODE || prefilling_counts) {
 			L->sreq[n].kv_tokens = q->phase == PH_DECODE ? q->kv : q->prompt;
 			L->sreq[n].tier = q->tier;
 			L->sidx[n++] = L->run[k];
@@ -199,12 +239,25 @@ static bool host_rule_holds(struct loop *L)
 	}
 	case LLM_POL_TANDEM: {
 		/* The planner's step, every arrangement, within (1 + slack) of
-		 * the GPU's own work. */
+		 * the GPU's own work, on two steps: the running requests all
+		 * prefilled, and the next step as it will run (its prefill
+		 * chunk included) with the host tier decoding. The first
+		 * alone counts the GPU-tier requests still prefilling as GPU
+		 * attention that host attention hides under; when prefill
+		 * dominates they are not decoding yet, and the host tier's
+		 * attention would outlast the GPU's steps. */
 		struct llm_step_plan p;
 		double slack = L->o->tpot_slack >= 0 ? L->o->tpot_slack : 0.05;
-		if (plan_running(L, true, true, 0, 0, 0, allow_of(pol), &p))
+		if (plan_running(L, AS_DECODING_ALL, true, 0, 0, 0, allow_of(pol), &p))
 			return false;
-		return p.mode != LLM_STEP_GPU && p.t_step_ns <= (1 + slack) * tgpu;
+		if (!(p.mode != LLM_STEP_GPU && p.t_step_ns <= (1 + slack) * tgpu))
+			return false;
+		struct prefill_chunk pc;
+		next_prefill(L, &pc);
+		if (plan_running(L, AS_DECODING_HOST, true, pc.tok, pc.attn, pc.link, allow_of(pol),
+		                 &p))
+			return false;
+		return p.t_step_ns <= (1 + slack) * p.t_gpu_ns;
 	}
 	default: return false;
 	}
@@ -221,8 +274,8 @@ static bool tentative_pays(struct loop *L)
 
 	if (L->o->policy == LLM_POL_NKVO)
 		return true; /* llama.cpp fills its slots */
-	if (plan_running(L, true, true, 0, 0, 0, allow, &with) ||
-	    plan_running(L, true, false, 0, 0, 0, allow, &without))
+	if (plan_running(L, AS_DECODING_ALL, true, 0, 0, 0, allow, &with) ||
+	    plan_running(L, AS_DECODING_ALL, false, 0, 0, 0, allow, &without))
 		return false;
 	return without.decoded == 0 ||
 	       with.decoded * without.t_step_ns > without.decoded * with.t_step_ns;
@@ -363,36 +416,97 @@ static void relieve_gpu(struct loop *L, double *link_next, struct llm_sim_result
 	}
 }
 
-/* tandem: a host-resident request moves back to the GPU when the GPU's KV
- * budget has room for it and some growth, and the planner predicts the
- * step no longer with its attention on the GPU than on the CPU (moving
- * attention hidden under the GPU's work onto the GPU only lengthens the
- * step). One a step; the copy runs on the link under the next step. */
-static void promote(struct loop *L, double *link_next, struct llm_sim_result *r)
+/* tandem: a request changes tier when the planner predicts the next step,
+ * as it will run (its prefill chunk included), shorter after the move, the
+ * copy on the link under that step. A host-resident request moves to the
+ * GPU when the GPU's KV budget has room for it and some growth (promotion:
+ * moving attention hidden under the GPU's work onto the GPU only lengthens
+ * the step); a GPU-resident decoding request moves to host memory when its
+ * attention, taken off the GPU, hides under the GPU's remaining work
+ * (demotion: a compute-bound prefill step leaves the cores and the link
+ * idle). One move a step. */
+/* The step times a tier move is judged by: the next step as it will run
+ * (its prefill chunk included), and the steps that follow once the running
+ * requests are all prefilled (prefilling ones counted as decoding), with a
+ * full prefill chunk in the share of steps that lately carried one: a move
+ * that only pays under prefill pays in that share of the steps. */
+struct step_views {
+	double next, steady;
+};
+
+static int step_views(struct loop *L, const struct prefill_chunk *pc, double link_busy,
+                      struct step_views *v)
+{
+	const unsigned allow = allow_of(L->o->policy);
+	const double f = L->prefill_share;
+	struct llm_step_plan p;
+
+	if (plan_running(L, AS_DECODING_NONE, true, pc->tok, pc->attn, link_busy + pc->link, allow,
+	                 &p))
+		return -1;
+	v->next = p.t_step_ns;
+	if (plan_running(L, AS_DECODING_ALL, true, 0, 0, 0, allow, &p))
+		return -1;
+	v->steady = (1 - f) * p.t_step_ns;
+	if (f > 0) {
+		if (plan_running(L, AS_DECODING_ALL, true, L->chunk,
+		                 llm_t_prefill_attn(L->c, 0, L->chunk), 0, allow, &p))
+			return -1;
+		v->steady += f * p.t_step_ns;
+	}
+	return 0;
+}
+
+/* A move pays when it shortens one view and lengthens neither. */
+static bool move_pays(const struct step_views *before, const struct step_views *after)
+{
+	return after->next <= before->next && after->steady <= before->steady &&
+	       (after->next < before->next || after->steady < before->steady);
+}
+
+static void retier(struct loop *L, double *link_next, struct llm_sim_result *r)
 {
 	const double headroom = 256; /* tokens, against demoting it right back */
-	const unsigned allow = allow_of(L->o->policy);
+	struct prefill_chunk pc;
+	struct step_views now, moved;
 
+	next_prefill(L, &pc);
+	if (step_views(L, &pc, *link_next, &now))
+		return;
 	for (uint32_t k = 0; k < L->nrun; k++) {
 		struct req *q = &L->r[L->run[k]];
-		struct llm_step_plan host, gpu;
 
 		if (q->tier != LLM_TIER_HOST || q->phase != PH_DECODE ||
 		    L->gpu_kv + q->kv + headroom > L->kv_cap)
 			continue;
 		double copy = llm_t_link(L->c, q->kv * L->c->kv_tok_bytes, 1);
-		if (plan_running(L, true, true, 0, 0, *link_next, allow, &host))
-			return;
 		q->tier = LLM_TIER_GPU;
-		if (plan_running(L, true, true, 0, 0, *link_next + copy, allow, &gpu) ||
-		    gpu.t_step_ns >= host.t_step_ns) {
+		if (step_views(L, &pc, *link_next + copy, &moved) || !move_pays(&now, &moved)) {
 			q->tier = LLM_TIER_HOST;
-			return;
+			break;
 		}
 		L->gpu_kv += q->kv;
 		L->host_kv -= q->kv;
 		*link_next += copy;
 		r->promotions++;
+		return;
+	}
+	for (uint32_t k = L->nrun; k-- > 0;) {
+		struct req *q = &L->r[L->run[k]];
+
+		if (q->tier != LLM_TIER_GPU || q->phase != PH_DECODE ||
+		    L->host_kv + q->kv > L->host_cap)
+			continue;
+		double copy = llm_t_link(L->c, q->kv * L->c->kv_tok_bytes, 1);
+		q->tier = LLM_TIER_HOST;
+		if (step_views(L, &pc, *link_next + copy, &moved) || !move_pays(&now, &moved)) {
+			q->tier = LLM_TIER_GPU;
+			return;
+		}
+		L->gpu_kv -= q->kv;
+		L->host_kv += q->kv;
+		*link_next += copy;
+		r->demotions++;
 		return;
 	}
 }
@@ -419,7 +533,6 @@ int llm_sim_run(const struct llm_cost *c, const struct llm_trace *t, const struc
 {
 	struct loop L = { .c = c, .o = o };
 	const double util = o->gpu_util > 0 ? o->gpu_util : 0.9;
-	const uint32_t chunk = o->chunk_tokens ? o->chunk_tokens : 512;
 	int rc = 0;
 
 	memset(r, 0, sizeof(*r));
@@ -437,6 +550,7 @@ int llm_sim_run(const struct llm_cost *c, const struct llm_trace *t, const struc
 		return -TDM_EINVAL;
 	}
 	L.kv_cap = floor(kv_bytes / c->kv_tok_bytes);
+	L.chunk = o->chunk_tokens ? o->chunk_tokens : 512;
 	L.host_cap =
 	        (o->host_kv_bytes > 0 ? o->host_kv_bytes : 64.0 * (1u << 30)) / c->kv_tok_bytes;
 	r->gpu_kv_tokens = L.kv_cap;
@@ -491,32 +605,17 @@ int llm_sim_run(const struct llm_cost *c, const struct llm_trace *t, const struc
 			now = fmax(now, L.r[L.qhead].arrival);
 			continue;
 		}
-		/* Chunked prefill, in admission order; a host request's KV goes
-		 * down the link as it is made. */
-		double pf_tok = 0, pf_attn = 0, link = link_next;
-		uint32_t pf_of[64], pf_len[64], npf = 0;
+		struct prefill_chunk pc;
+		next_prefill(&L, &pc);
+		double link = link_next + pc.link;
 		link_next = 0;
-		for (uint32_t k = 0; k < L.nrun && pf_tok < chunk && npf < 64; k++) {
-			struct req *q = &L.r[L.run[k]];
-			if (q->phase != PH_PREFILL)
-				continue;
-			uint32_t take = q->prompt - q->prefilled;
-			if (take > chunk - pf_tok)
-				take = (uint32_t)(chunk - pf_tok);
-			pf_attn += llm_t_prefill_attn(c, q->prefilled, take);
-			if (q->tier == LLM_TIER_HOST)
-				link += llm_t_link(c, take * c->kv_tok_bytes, c->m.layers);
-			pf_of[npf] = L.run[k];
-			pf_len[npf++] = take;
-			pf_tok += take;
-		}
 		struct llm_step_plan p;
-		if (plan_running(&L, false, true, pf_tok, pf_attn, link, allow, &p)) {
+		if (plan_running(&L, AS_DECODING_NONE, true, pc.tok, pc.attn, link, allow, &p)) {
 			snprintf(err, errlen, "llm: the step could not be planned");
 			rc = -TDM_EINVAL;
 			goto out;
 		}
-		if (p.decoded == 0 && npf == 0) {
+		if (p.decoded == 0 && pc.n == 0) {
 			if (++stall > 4) {
 				snprintf(err, errlen, "llm: no progress (policy %s)",
 				         llm_policy_name(o->policy));
@@ -528,6 +627,8 @@ int llm_sim_run(const struct llm_cost *c, const struct llm_trace *t, const struc
 		}
 		now += p.t_step_ns;
 		r->steps++;
+		/* Over about the last 64 steps. */
+		L.prefill_share += ((pc.n ? 1.0 : 0.0) - L.prefill_share) / 64;
 		r->steps_mode[p.mode]++;
 		cpu_core_ns += p.t_cpu_ns * p.cpu_cores;
 		batch_sum += p.decoded;
@@ -547,9 +648,9 @@ int llm_sim_run(const struct llm_cost *c, const struct llm_trace *t, const struc
 				L.host_kv++;
 			r->tokens++;
 		}
-		for (uint32_t f = 0; f < npf; f++) {
-			struct req *q = &L.r[pf_of[f]];
-			q->prefilled += pf_len[f];
+		for (uint32_t f = 0; f < pc.n; f++) {
+			struct req *q = &L.r[pc.of[f]];
+			q->prefilled += pc.len[f];
 			if (q->prefilled < q->prompt)
 				continue;
 			q->phase = PH_DECODE;
@@ -575,7 +676,7 @@ int llm_sim_run(const struct llm_cost *c, const struct llm_trace *t, const struc
 		}
 		relieve_gpu(&L, &link_next, r);
 		if (o->policy == LLM_POL_TANDEM)
-			promote(&L, &link_next, r);
+			retier(&L, &link_next, r);
 		if (L.gpu_kv > r->peak_gpu_kv_tokens)
 			r->peak_gpu_kv_tokens = L.gpu_kv;
 	}

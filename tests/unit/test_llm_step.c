@@ -300,6 +300,55 @@ static void test_replay(void **state)
 	llm_trace_free(&t);
 }
 
+/* An H100 with 32 Sapphire Rapids cores, as machines/h100.toml describes it. */
+static const struct llm_hw h100 = {
+	.gpu_mem_bytes = 80.0 * (1u << 30),
+	.gpu_gbps = 3350,
+	.gpu_gflops = 989000,
+	.gpu_launch_ns = 1500,
+	.cpu_cores = 32,
+	.core_gbps = 16,
+	.socket_gbps = 307,
+	.cpu_gflops = 90,
+	.cpu_launch_ns = 2000,
+	.link_gbps = 50,
+	.link_latency_ns = 10000,
+};
+
+/* Prefill-heavy serving (code-shaped: long prompts, short outputs): the
+ * steps carry a 512-token prefill chunk that keeps the GPU compute-bound,
+ * so attention on the cores is free and attention on the GPU is not.
+ * tandem's tier moves are judged on the step as it will run, prefill
+ * included: it demotes decoding requests off the GPU and promotes none
+ * back (judged without the prefill, a host request's attention looked
+ * cheaper on the GPU and was moved there, lengthening every prefill step:
+ * tandem fell below APEX and GPU-only). */
+static void test_retier_prefill_heavy(void **state)
+{
+	struct llm_cost c;
+	struct llm_trace t;
+	struct llm_sim_result r[LLM_POL_COUNT];
+	char err[256];
+
+	(void)state;
+	cost_for("llama2-7b", &h100, &c);
+	assert_int_equal(llm_trace_generate(LLM_TRACE_CODE, 120, 3, &t, err, sizeof(err)), 0);
+	for (uint32_t i = 0; i < t.n; i++)
+		t.req[i].arrival_ns = 0;
+	for (int p = 0; p < LLM_POL_COUNT; p++)
+		run(&c, &t, (enum llm_policy)p, &r[p]);
+	print_message("tandem %.1f apex %.1f gpu_only %.1f tok/s, demoted %llu promoted %llu\n",
+	              r[LLM_POL_TANDEM].decode_tok_s, r[LLM_POL_APEX].decode_tok_s,
+	              r[LLM_POL_GPU_ONLY].decode_tok_s,
+	              (unsigned long long)r[LLM_POL_TANDEM].demotions,
+	              (unsigned long long)r[LLM_POL_TANDEM].promotions);
+	assert_true(r[LLM_POL_TANDEM].demotions > 0);
+	assert_int_equal(r[LLM_POL_TANDEM].promotions, 0);
+	for (int p = 1; p < LLM_POL_COUNT; p++)
+		assert_true(r[LLM_POL_TANDEM].decode_tok_s >= r[p].decode_tok_s);
+	llm_trace_free(&t);
+}
+
 static void test_replay_weights_too_big(void **state)
 {
 	struct llm_hw hw = t4;
@@ -365,6 +414,7 @@ int main(void)
 		cmocka_unit_test(test_stream_budget),
 		cmocka_unit_test(test_bad_input),
 		cmocka_unit_test(test_replay),
+		cmocka_unit_test(test_retier_prefill_heavy),
 		cmocka_unit_test(test_replay_weights_too_big),
 		cmocka_unit_test(test_cli_spec),
 	};
