@@ -1296,6 +1296,8 @@ static void prefetch_ahead(struct engine *e, struct worker *w)
 		if (!atomic_compare_exchange_strong(&t->prefetch, &none, (uint16_t)(d->node + 1)))
 			residency_prefetch_drop(e->res, d->node, args, nargs);
 	}
+	if (e->policy->prefetch) /* data the policy wants here ahead of its tasks */
+		e->policy->prefetch(e->policy_priv, w->index);
 	atomic_fetch_sub(&e->prefetching, 1);
 }
 
@@ -1712,8 +1714,10 @@ static void accel_worker_loop(struct engine *e, struct worker *w)
 			maybe_poll_front_end(e, w, w->last_end_ns);
 			continue;
 		}
-		if (!took && !w->deferred)
+		if (!took && !w->deferred) {
+			prefetch_ahead(e, w); /* a policy's prefetch kicks an idle device */
 			worker_idle(e, w, seen);
+		}
 	}
 	/* Stopping: what is enqueued finishes before the device goes away. */
 	while (w->pipe_n)
