@@ -1273,7 +1273,8 @@ static void prefetch_ahead(struct engine *e, struct worker *w)
 	struct engine_task *next[PREFETCH_AHEAD];
 	struct res_arg args[TDM_MAX_ARGS];
 
-	if (!e->policy->peek || !atomic_load_explicit(&e->any_args, memory_order_relaxed))
+	if ((!e->policy->peek && !e->policy->prefetch) ||
+	    !atomic_load_explicit(&e->any_args, memory_order_relaxed))
 		return;
 	atomic_fetch_add(&e->prefetching, 1);
 	/* After the count went up: a drain that set the state first waits for
@@ -1283,7 +1284,8 @@ static void prefetch_ahead(struct engine *e, struct worker *w)
 		atomic_fetch_sub(&e->prefetching, 1);
 		return;
 	}
-	size_t n = e->policy->peek(e->policy_priv, w->index, next, PREFETCH_AHEAD);
+	size_t n = e->policy->peek ? e->policy->peek(e->policy_priv, w->index, next, PREFETCH_AHEAD)
+	                           : 0;
 	for (size_t i = 0; i < n; i++) {
 		struct engine_task *t = next[i];
 		uint64_t bytes = 0;
