@@ -40,8 +40,8 @@ struct llm_moe {
 	struct moe_cache cache;
 	bool cache_on, cache_off; /* set up; or given up (no memory, shapes) */
 	/* [layer * experts + id]: the bytes of its weights homed there, and
-	 * its gate buffer then (compared only: a new buffer of the same
-	 * expert, another client's, is not homed yet). */
+	 * its gate buffer (compared only, never read: it is unhomed only
+	 * through a task over that same buffer). */
 	uint64_t *homed_b;
 	const struct res_data **homed_d;
 	_Atomic uint64_t homed_total; /* read by the KV tiers */
@@ -66,6 +66,8 @@ struct llm_moe {
 	uint32_t npf;
 	uint8_t late[MOE_SPLIT_MAX]; /* this split's experts whose prefetch is not in */
 	const struct engine_core *core;
+	bool kick; /* prefetches queued: kick the accelerator's worker (unlocked) */
+	bool pend_dirty; /* an expert let go may still be homed */
 	struct llm_moe_stats st;
 };
 
@@ -205,49 +207,43 @@ static void homed_add(struct llm_moe *M, size_t k, const struct engine_task *t)
 	atomic_fetch_add_explicit(&M->homed_total, b, memory_order_relaxed);
 }
 
+/* Unhomes expert k's weights through t, a task of it whose buffers are
+ * the ones homed (another client's weights for the same expert are not
+ * this home's: it waits for a task of its own). */
 static void homed_drop(struct llm_moe *M, size_t k, const struct engine_task *t)
 {
-	/* Another buffer than the one homed (the old one went, and left its
-	 * home with it): nothing to unhome. */
-	if (t && t->data[1] == M->homed_d[k])
-		home_weights(M, t, false);
+	if (!t || t->data[1] != M->homed_d[k])
+		return;
+	home_weights(M, t, false);
 	atomic_fetch_sub_explicit(&M->homed_total, M->homed_b[k], memory_order_relaxed);
 	M->homed_b[k] = 0;
 	M->homed_d[k] = NULL;
 }
 
 /* Expert k left the cache: unhomed now through the releasing graph's task
- * of it, else at its next release. */
+ * of it, else later (let_go_pending, or its next release). */
 static void let_go(struct llm_moe *M, size_t k)
 {
-	const struct engine_task *t = expert_task(M, k);
-	if (M->homed_b[k] && t)
-		homed_drop(M, k, t);
+	if (M->homed_b[k])
+		homed_drop(M, k, expert_task(M, k));
+	M->pend_dirty |= M->homed_b[k] != 0;
 }
 
-/* Experts homed that the cache no longer holds (and reaches no task of):
- * tried again through each graph released. */
+/* Experts homed that the cache no longer holds (and reached no task of):
+ * tried again through each graph released, while there are any. */
 static void let_go_pending(struct llm_moe *M)
 {
 	const size_t n = (size_t)M->cache.layers * M->cache.experts;
 	uint32_t left = 0;
-	if (!M->st.unhome_pending)
+	if (!M->st.unhome_pending && !M->pend_dirty)
 		return;
 	for (size_t k = 0; k < n; k++)
 		if (M->homed_b[k] && !M->cache.in[k]) {
-			let_go(M, k);
+			homed_drop(M, k, expert_task(M, k));
 			left += M->homed_b[k] != 0;
 		}
 	M->st.unhome_pending = left;
-}
-
-static void count_pending(struct llm_moe *M)
-{
-	const size_t n = (size_t)M->cache.layers * M->cache.experts;
-	uint32_t left = 0;
-	for (size_t k = 0; k < n; k++)
-		left += M->homed_b[k] && !M->cache.in[k];
-	M->st.unhome_pending = left;
+	M->pend_dirty = false;
 }
 
 /* The cache's budget now, in experts: three quarters of the accelerator's
@@ -292,19 +288,19 @@ static bool cache_setup(struct llm_moe *M, const struct engine_task *t, uint32_t
  * (by the tandem score's admission; their weights are there now) and
  * homes or unhomes this group's weights to match. Experts sharing a weight
  * buffer cannot be kept apart: such layers are left alone. */
-static void cache_group(struct llm_moe *M, const struct engine_task *r, uint32_t l, uint32_t n)
+static bool cache_group(struct llm_moe *M, const struct engine_task *r, uint32_t l, uint32_t n)
 {
 	uint32_t ne = r->kernel->route_experts ? r->kernel->route_experts(&r->call) : 0;
 	if (M->cache_off || !ne || ne > MOE_SPLIT_MAX)
-		return;
+		return false;
 	for (uint32_t i = 0; i < n; i++)
 		for (uint32_t j = i + 1; j < n; j++)
 			if (M->group[i]->data[1] == M->group[j]->data[1])
-				return;
+				return false;
 	if (!M->cache_on && !cache_setup(M, M->group[0], ne))
-		return;
+		return false;
 	if (ne != M->cache.experts)
-		return; /* another shape of router: not this cache's */
+		return false; /* another shape of router: not this cache's */
 	index_graph(M, r->graph);
 	uint32_t chosen = 0;
 	for (uint32_t e = 0; e < ne; e++)
@@ -336,18 +332,15 @@ static void cache_group(struct llm_moe *M, const struct engine_task *r, uint32_t
 		uint32_t e = M->group[i]->guard_expert;
 		size_t k = (size_t)l * ne + e;
 		bool keep = moe_cache_has(&M->cache, l, e);
-		bool homed = M->homed_b[k] && M->homed_d[k] == M->group[i]->data[1];
-		if (M->homed_b[k] && !homed)
-			homed_drop(M, k, NULL); /* its buffer changed: the old one's */
-		if (keep && !homed)
+		if (keep && !M->homed_b[k])
 			homed_add(M, k, M->group[i]);
-		else if (!keep && homed)
-			homed_drop(M, k, M->group[i]);
+		else if (!keep && M->homed_b[k])
+			let_go(M, k);
 	}
 	let_go_pending(M);
-	count_pending(M);
 	M->st.cached = M->cache.n;
 	M->st.expert_bytes = atomic_load_explicit(&M->homed_total, memory_order_relaxed);
+	return true;
 }
 
 /* ---- next-layer prefetch ---- */
@@ -428,7 +421,8 @@ static void pf_plan(struct llm_moe *M, const struct engine_task *r, uint32_t l, 
 	uint32_t nc = 0;
 	for (uint32_t e = 0; e < ne; e++) {
 		size_t k = (size_t)(l + 1) * ne + e;
-		if (moe_cache_has(&M->cache, l + 1, e) || !expert_task(M, k))
+		/* Held, or still homed (let go, not yet unhomed): there. */
+		if (moe_cache_has(&M->cache, l + 1, e) || M->homed_b[k] || !expert_task(M, k))
 			continue;
 		bool queued = false;
 		for (uint32_t p = 0; p < M->npf && !queued; p++)
@@ -452,8 +446,6 @@ static void pf_plan(struct llm_moe *M, const struct engine_task *r, uint32_t l, 
 		M->st.cache_admits++;
 		if (victim != UINT32_MAX)
 			let_go(M, victim);
-		if (M->homed_b[k])
-			homed_drop(M, k, NULL);
 		homed_add(M, k, t);
 		struct moe_pf *f = &M->pf[M->npf++];
 		*f = (struct moe_pf){ .g = r->graph, .layer = l + 1, .expert = e };
@@ -465,8 +457,7 @@ static void pf_plan(struct llm_moe *M, const struct engine_task *r, uint32_t l, 
 	}
 	M->st.cached = M->cache.n;
 	M->st.expert_bytes = atomic_load_explicit(&M->homed_total, memory_order_relaxed);
-	if (queued)
-		core_kick(M->core, (unsigned)M->accel);
+	M->kick |= queued > 0;
 }
 
 void llm_moe_prefetch(struct llm_moe *M)
@@ -597,9 +588,10 @@ static void split_group(struct llm_moe *M, const struct engine_task *r, uint32_t
 			L->load_bytes += M->missing[i];
 		}
 	}
-	cache_group(M, r, l, n);
+	bool cached = cache_group(M, r, l, n);
 	pf_settle(M, r, l, n);
-	pf_plan(M, r, l, n, p.t_ns, gain / n);
+	if (cached)
+		pf_plan(M, r, l, n, p.t_ns, gain / n);
 	M->st.splits++;
 	if (have_bare)
 		M->st.saved_ns += bare.t_ns - p.t_ns;
@@ -636,7 +628,13 @@ void llm_moe_ready(struct llm_moe *M, struct engine_task **tasks, size_t n)
 				M->group[m++] = tasks[j];
 		split_group(M, r, m);
 	}
+	bool kick = M->kick;
+	M->kick = false;
 	pthread_mutex_unlock(&M->lock);
+	/* Unlocked: a kick at a worker that left has its queue moved, which
+	 * may come back here. */
+	if (kick)
+		core_kick(M->core, (unsigned)M->accel);
 }
 
 void llm_moe_stats(struct llm_moe *M, struct llm_moe_stats *out)
