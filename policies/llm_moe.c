@@ -64,6 +64,7 @@ struct llm_moe {
 		uint64_t bytes, at_ns;
 	} pf[LLM_MOE_PF_MAX];
 	uint32_t npf;
+	_Atomic uint32_t nwant; /* of them, not issued: the worker's pass looks only then */
 	uint8_t late[MOE_SPLIT_MAX]; /* this split's experts whose prefetch is not in */
 	const struct engine_core *core;
 	bool kick; /* prefetches queued: kick the accelerator's worker (unlocked) */
@@ -350,6 +351,15 @@ static void pf_remove(struct llm_moe *M, uint32_t i)
 	M->pf[i] = M->pf[--M->npf];
 }
 
+/* The queue changed (caller holds lock): how many wait for the worker. */
+static void pf_count(struct llm_moe *M)
+{
+	uint32_t n = 0;
+	for (uint32_t p = 0; p < M->npf; p++)
+		n += !M->pf[p].issued;
+	atomic_store_explicit(&M->nwant, n, memory_order_release);
+}
+
 /* Marks the group's experts (router r, layer l) whose prefetch is not in
  * yet (M->late), before the split looks at residency. */
 static void pf_arrivals(struct llm_moe *M, const struct engine_task *r, uint32_t l, uint32_t n)
@@ -390,6 +400,7 @@ static void pf_settle(struct llm_moe *M, const struct engine_task *r, uint32_t l
 			M->st.prefetch_wasted_bytes += f->bytes;
 		pf_remove(M, p);
 	}
+	pf_count(M);
 }
 
 struct pf_cand {
@@ -457,12 +468,13 @@ static void pf_plan(struct llm_moe *M, const struct engine_task *r, uint32_t l, 
 	}
 	M->st.cached = M->cache.n;
 	M->st.expert_bytes = atomic_load_explicit(&M->homed_total, memory_order_relaxed);
+	pf_count(M);
 	M->kick |= queued > 0;
 }
 
 void llm_moe_prefetch(struct llm_moe *M)
 {
-	if (!M || !M->res)
+	if (!M || !M->res || !atomic_load_explicit(&M->nwant, memory_order_acquire))
 		return;
 	pthread_mutex_lock(&M->lock);
 	for (uint32_t p = 0; p < M->npf;) {
@@ -486,6 +498,7 @@ void llm_moe_prefetch(struct llm_moe *M)
 		M->st.prefetch_bytes += bytes;
 		p++;
 	}
+	pf_count(M);
 	pthread_mutex_unlock(&M->lock);
 }
 
@@ -505,6 +518,7 @@ void llm_moe_graph_finished(struct llm_moe *M, const struct engine_graph *g)
 	}
 	if (M->ix_g == g)
 		M->ix_g = NULL;
+	pf_count(M);
 	pthread_mutex_unlock(&M->lock);
 }
 
