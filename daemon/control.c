@@ -246,12 +246,32 @@ static json_t *moe_json(struct server *srv)
 		                  (json_int_t)L->on_accel, "loads", (json_int_t)L->loads,
 		                  "load_bytes", (json_int_t)L->load_bytes));
 	}
-	return json_pack("{s:I, s:f, s:f, s:b, s:I, s:I, s:I, s:I, s:o}", "splits",
-	                 (json_int_t)st.splits, "saved_ns", st.saved_ns, "load_ns", st.load_ns,
-	                 "cache_pays", st.saved_ns > st.load_ns, "decide_ns_max",
-	                 (json_int_t)st.decide_ns_max, "cache_cap", (json_int_t)st.cache_cap,
-	                 "cached", (json_int_t)st.cached, "cache_admits",
-	                 (json_int_t)st.cache_admits, "layers", layers);
+	json_t *doc = json_pack("{s:I, s:f, s:f, s:b, s:I, s:I, s:I, s:I, s:o}", "splits",
+	                        (json_int_t)st.splits, "saved_ns", st.saved_ns, "load_ns",
+	                        st.load_ns, "cache_pays", st.saved_ns > st.load_ns, "decide_ns_max",
+	                        (json_int_t)st.decide_ns_max, "cache_cap", (json_int_t)st.cache_cap,
+	                        "cached", (json_int_t)st.cached, "cache_admits",
+	                        (json_int_t)st.cache_admits, "layers", layers);
+	/* The accelerator's split between KV and experts at the last router,
+	 * and the next-layer prefetch. */
+	const struct {
+		const char *key;
+		uint64_t v;
+	} more[] = {
+		{ "budget_bytes", st.budget_bytes },
+		{ "kv_bytes", st.kv_bytes },
+		{ "expert_bytes", st.expert_bytes },
+		{ "budget_evictions", st.budget_evictions },
+		{ "unhome_pending", st.unhome_pending },
+		{ "prefetches", st.prefetches },
+		{ "prefetch_bytes", st.prefetch_bytes },
+		{ "prefetch_used_bytes", st.prefetch_used_bytes },
+		{ "prefetch_wasted_bytes", st.prefetch_wasted_bytes },
+		{ "prefetch_late", st.prefetch_late },
+	};
+	for (size_t i = 0; doc && i < sizeof(more) / sizeof(more[0]); i++)
+		json_object_set_new(doc, more[i].key, json_integer((json_int_t)more[i].v));
+	return doc;
 }
 
 json_t *control_status_doc(struct server *srv, const struct status_view *v)

@@ -275,6 +275,32 @@ static void moe_metrics(struct evbuffer *o, const json_t *moe)
 	       "Predicted link time of the experts' loads.");
 	snprintf(buf, sizeof(buf), "%.9f", json_real_value(json_object_get(moe, "load_ns")) / 1e9);
 	sample(o, "tandem_moe_load_seconds_total", NULL, 0, buf);
+	/* The accelerator's split between KV and experts, and the prefetch. */
+	static const struct {
+		const char *name, *type, *help, *key;
+	} more[] = {
+		{ "tandem_moe_accel_budget_bytes", "gauge",
+		  "The accelerator's memory budget at the last router.", "budget_bytes" },
+		{ "tandem_moe_accel_kv_bytes", "gauge",
+		  "Other data (KV caches) homed on the accelerator at the last router.",
+		  "kv_bytes" },
+		{ "tandem_moe_accel_expert_bytes", "gauge",
+		  "Expert weights the expert cache keeps on the accelerator.", "expert_bytes" },
+		{ "tandem_moe_budget_evictions_total", "counter",
+		  "Experts let go because the budget left them no room.", "budget_evictions" },
+		{ "tandem_moe_prefetch_bytes_total", "counter",
+		  "Next-layer expert weight bytes prefetched to the accelerator.",
+		  "prefetch_bytes" },
+		{ "tandem_moe_prefetch_used_bytes_total", "counter",
+		  "Of them, bytes of experts that ran on the accelerator at that step.",
+		  "prefetch_used_bytes" },
+		{ "tandem_moe_prefetch_wasted_bytes_total", "counter",
+		  "Of them, bytes of experts not used at that step.", "prefetch_wasted_bytes" },
+	};
+	for (size_t i = 0; i < sizeof(more) / sizeof(more[0]); i++) {
+		family(o, more[i].name, more[i].type, more[i].help);
+		sample_int(o, more[i].name, NULL, 0, field(moe, more[i].key));
+	}
 }
 
 int metrics_render(const json_t *doc, struct evbuffer *o)

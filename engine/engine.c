@@ -1273,7 +1273,8 @@ static void prefetch_ahead(struct engine *e, struct worker *w)
 	struct engine_task *next[PREFETCH_AHEAD];
 	struct res_arg args[TDM_MAX_ARGS];
 
-	if (!e->policy->peek || !atomic_load_explicit(&e->any_args, memory_order_relaxed))
+	if ((!e->policy->peek && !e->policy->prefetch) ||
+	    !atomic_load_explicit(&e->any_args, memory_order_relaxed))
 		return;
 	atomic_fetch_add(&e->prefetching, 1);
 	/* After the count went up: a drain that set the state first waits for
@@ -1283,7 +1284,8 @@ static void prefetch_ahead(struct engine *e, struct worker *w)
 		atomic_fetch_sub(&e->prefetching, 1);
 		return;
 	}
-	size_t n = e->policy->peek(e->policy_priv, w->index, next, PREFETCH_AHEAD);
+	size_t n = e->policy->peek ? e->policy->peek(e->policy_priv, w->index, next, PREFETCH_AHEAD)
+	                           : 0;
 	for (size_t i = 0; i < n; i++) {
 		struct engine_task *t = next[i];
 		uint64_t bytes = 0;
@@ -1296,6 +1298,8 @@ static void prefetch_ahead(struct engine *e, struct worker *w)
 		if (!atomic_compare_exchange_strong(&t->prefetch, &none, (uint16_t)(d->node + 1)))
 			residency_prefetch_drop(e->res, d->node, args, nargs);
 	}
+	if (e->policy->prefetch) /* data the policy wants here ahead of its tasks */
+		e->policy->prefetch(e->policy_priv, w->index);
 	atomic_fetch_sub(&e->prefetching, 1);
 }
 
@@ -1712,8 +1716,10 @@ static void accel_worker_loop(struct engine *e, struct worker *w)
 			maybe_poll_front_end(e, w, w->last_end_ns);
 			continue;
 		}
-		if (!took && !w->deferred)
+		if (!took && !w->deferred) {
+			prefetch_ahead(e, w); /* a policy's prefetch kicks an idle device */
 			worker_idle(e, w, seen);
+		}
 	}
 	/* Stopping: what is enqueued finishes before the device goes away. */
 	while (w->pipe_n)

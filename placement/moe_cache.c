@@ -166,6 +166,36 @@ static double evict_key(const struct moe_cache *c, size_t i)
 	}
 }
 
+uint32_t moe_cache_set_cap(struct moe_cache *c, uint32_t cap, uint32_t pin_layer,
+                           const uint8_t *pin, uint32_t *victim)
+{
+	const size_t n = (size_t)c->layers * c->experts;
+	uint32_t out = 0;
+
+	c->cap = cap < n ? cap : (uint32_t)n;
+	while (c->n > c->cap) {
+		size_t best = n;
+		double key = -INFINITY;
+		for (int pass = 0; pass < 2 && best == n; pass++)
+			for (size_t i = 0; i < n; i++) {
+				if (!c->in[i] || (pass == 0 && pin && i / c->experts == pin_layer &&
+				                  pin[i % c->experts]))
+					continue;
+				double k = evict_key(c, i);
+				if (best == n || k > key) {
+					best = i;
+					key = k;
+				}
+			}
+		c->in[best] = 0;
+		c->n--;
+		if (victim)
+			victim[out] = (uint32_t)best;
+		out++;
+	}
+	return out;
+}
+
 double moe_cache_victim_p(const struct moe_cache *c, uint32_t pin_layer, const uint8_t *pin)
 {
 	const size_t n = (size_t)c->layers * c->experts;

@@ -88,6 +88,14 @@ void moe_cache_set_next(struct moe_cache *c, uint32_t l, uint32_t e, uint64_t ne
 bool moe_cache_admit(struct moe_cache *c, uint32_t l, uint32_t e, uint32_t pin_layer,
                      const uint8_t *pin, bool force, uint32_t *victim);
 
+/* A new budget of cap experts (at most layers * experts): while more are
+ * resident, the one the policy's score would evict first leaves (experts
+ * of pin_layer flagged in pin[] last: those in use leave only when nothing
+ * else is left). victim[] (room for every resident expert; may be NULL)
+ * gets each evicted one's layer * experts + id. Returns how many left. */
+uint32_t moe_cache_set_cap(struct moe_cache *c, uint32_t cap, uint32_t pin_layer,
+                           const uint8_t *pin, uint32_t *victim);
+
 /* tandem's estimate of the probability that (l, e) is chosen at its
  * layer's next step (the prefetch ranking). */
 double moe_cache_p_next(const struct moe_cache *c, uint32_t l, uint32_t e);

@@ -44,6 +44,7 @@ struct llm {
 	void *dispatch;
 	struct profiler *prof;
 	struct residency *res;
+	const struct engine_core *core;
 	const struct engine_device *devices; /* [ndev], the engine's */
 	uint32_t ndev; /* devices known (device_added) */
 	/* Under lock from here, as the devices come and go: */
@@ -354,8 +355,12 @@ static uint64_t decide_tiers(struct llm *L, uint64_t budget, double target)
 		if (u->home == an)
 			mine += u->bytes;
 	}
+	/* The experts the MoE cache homed there give way: the KV tiers have
+	 * the first claim, and the cache's budget follows what they hold
+	 * (llm_moe.h). */
 	uint64_t all = residency_home_bytes(L->res, L->accel_node);
-	used = all > mine ? all - mine : 0;
+	uint64_t experts = llm_moe_homed_bytes(L->moe);
+	used = all > mine + experts ? all - mine - experts : 0;
 
 	for (uint32_t k = 0; k < L->nstep; k++) {
 		struct unit *u = &L->units[L->step[k]];
@@ -419,6 +424,9 @@ static int add_other(struct llm *L, const struct engine_task *t, bool in_period,
 	for (uint32_t a = 0; a < t->call.nargs && a < TDM_MAX_ARGS; a++) {
 		struct res_data *d = t->data[a];
 		bool kv = attn && (a == 1 || a == 2);
+		/* A routed expert's weights are the expert cache's share. */
+		if (t->guard_router && t->kernel->id == KERNEL_MOE_EXPERT && a >= 1 && a <= 3)
+			continue;
 		/* Per-request KV is never other; activations repeat from task
 		 * to task: skip the set for the last few seen. */
 		if (!d || d->request ||
@@ -808,8 +816,8 @@ static void moe_follow(struct llm *L)
 {
 	if (!L->moe && L->accel >= 0 && L->host_dev >= 0) {
 		/* Without memory for it, MoE experts are dmda's. */
-		L->moe = llm_moe_create(L->prof, L->res, L->accel, L->accel_node, L->host_dev,
-		                        L->host_cores);
+		L->moe = llm_moe_create(L->prof, L->res, L->core, L->accel, L->accel_node,
+		                        L->host_dev, L->host_cores);
 		L->moe_accel = L->accel;
 	}
 	atomic_store_explicit(&L->moe_live, L->moe && L->accel == L->moe_accel && L->host_dev >= 0,
@@ -831,6 +839,7 @@ static int llm_init(const struct policy_params *p, void **priv)
 	L->prof = p->prof;
 	L->by_cost = p->tuning ? p->tuning->llm_tiers_by_cost : true;
 	L->res = p->res;
+	L->core = p->core;
 	L->accel = L->host_dev = -1;
 	L->devices = p->devices;
 	L->ndev = (uint32_t)p->nworkers;
@@ -899,6 +908,23 @@ static void llm_device_removed(void *priv, unsigned w)
 	dispatch_device_removed(priv, w);
 }
 
+/* The accelerator's worker, on its thread: the MoE split's next-layer
+ * prefetches go on its copy queue. */
+static void llm_prefetch(void *priv, unsigned w)
+{
+	struct llm *L = llm_of(priv);
+	if (L && atomic_load_explicit(&L->moe_live, memory_order_acquire) && (int)w == L->moe_accel)
+		llm_moe_prefetch(L->moe);
+}
+
+static void llm_graph_finished(void *priv, struct engine_graph *g)
+{
+	struct llm *L = llm_of(priv);
+	if (L && L->moe)
+		llm_moe_graph_finished(L->moe, g);
+	dispatch_graph_finished(priv, g);
+}
+
 const struct policy_ops policy_llm = {
 	.abi_version = POLICY_ABI_VERSION,
 	.name = "llm",
@@ -909,8 +935,9 @@ const struct policy_ops policy_llm = {
 	.pick_next = dispatch_pick_next,
 	.task_done = dispatch_task_done,
 	.task_skipped = dispatch_task_skipped,
-	.graph_finished = dispatch_graph_finished,
+	.graph_finished = llm_graph_finished,
 	.peek = dispatch_peek,
+	.prefetch = llm_prefetch,
 	.flow_added = dispatch_flow_added,
 	.flow_gone = dispatch_flow_gone,
 	.device_added = llm_device_added,

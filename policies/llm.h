@@ -5,7 +5,9 @@
  * and V: a buffer allocated with TDM_BUF_KV). For each KV buffer it
  * decides a tier, its home node: the accelerator's memory while the
  * accelerator's budget (devices.mem_cap, less what the graph's other data
- * takes there: weights, activations) holds it, else host memory. A
+ * takes there: weights, activations; not routed experts' weights, which
+ * are the expert cache's share and give way to KV: llm_moe.h) holds it,
+ * else host memory. A
  * buffer keeps its tier from step to step; it is demoted when the budget
  * no longer holds it and promoted when room frees (residency_set_home:
  * nothing is copied then; the next task on the new home copies in only

@@ -52,7 +52,7 @@ struct policy_params {
  * services). Raised whenever one of them changes in a way a policy written
  * for the old one would get wrong; engine_create refuses a policy of
  * another version. */
-#define POLICY_ABI_VERSION 2u /* 2: max_workers, device_added/draining/removed */
+#define POLICY_ABI_VERSION 3u /* 2: max_workers, device_added/draining/removed; 3: prefetch */
 
 struct policy_ops {
 	/* POLICY_ABI_VERSION as the policy was built; the first member in
@@ -100,6 +100,13 @@ struct policy_ops {
 	void (*device_added)(void *priv, unsigned w);
 	void (*device_draining)(void *priv, unsigned w);
 	void (*device_removed)(void *priv, unsigned w);
+	/* Optional: worker w's prefetch pass, on its own thread (the one that
+	 * may issue copies on its device's queue: residency_prefetch for its
+	 * node), while its device computes and before it sleeps. A policy
+	 * that wants data on w's node ahead of the tasks it has committed
+	 * there (the llm policy's next-layer experts) issues it here and
+	 * kicks w (core_kick) when it queues some. */
+	void (*prefetch)(void *priv, unsigned w);
 };
 
 /* 0 if p speaks this seam's version; else -TDM_EINVAL and a one-line

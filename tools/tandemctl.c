@@ -322,6 +322,21 @@ static void print_moe(const json_t *doc)
 	       (long long)json_integer_value(json_object_get(moe, "cached")),
 	       (long long)json_integer_value(json_object_get(moe, "cache_cap")),
 	       (long long)json_integer_value(json_object_get(moe, "cache_admits")));
+	printf("accelerator budget %lld B: KV and other data %lld B, expert weights %lld B "
+	       "(experts get 3/4 of the budget less the KV); %lld experts let go as it shrank, "
+	       "%lld still to unhome\n",
+	       (long long)json_integer_value(json_object_get(moe, "budget_bytes")),
+	       (long long)json_integer_value(json_object_get(moe, "kv_bytes")),
+	       (long long)json_integer_value(json_object_get(moe, "expert_bytes")),
+	       (long long)json_integer_value(json_object_get(moe, "budget_evictions")),
+	       (long long)json_integer_value(json_object_get(moe, "unhome_pending")));
+	printf("next-layer prefetch: %lld copies, %lld B; used %lld B, wasted %lld B, %lld "
+	       "overtaken by their router\n",
+	       (long long)json_integer_value(json_object_get(moe, "prefetches")),
+	       (long long)json_integer_value(json_object_get(moe, "prefetch_bytes")),
+	       (long long)json_integer_value(json_object_get(moe, "prefetch_used_bytes")),
+	       (long long)json_integer_value(json_object_get(moe, "prefetch_wasted_bytes")),
+	       (long long)json_integer_value(json_object_get(moe, "prefetch_late")));
 	double saved = json_real_value(json_object_get(moe, "saved_ns"));
 	double load = json_real_value(json_object_get(moe, "load_ns"));
 	printf("splits %lld; resident experts saved %.3f ms (predicted), loads took %.3f ms of "

@@ -389,6 +389,13 @@ static void test_moe_telemetry(void **state)
 	assert_true(json_is_boolean(json_object_get(moe, "cache_pays")));
 	assert_in_range(jint(moe, "cached"), 0, jint(moe, "cache_cap"));
 	assert_in_range(jint(moe, "cached"), 0, jint(moe, "cache_admits"));
+	/* The device's split between KV and experts, and the prefetch: bytes
+	 * used and wasted are of the bytes prefetched, settled or not. */
+	assert_true(jint(moe, "budget_bytes") > 0);
+	assert_in_range(jint(moe, "expert_bytes"), 0, jint(moe, "budget_bytes"));
+	assert_in_range(jint(moe, "kv_bytes"), 0, jint(moe, "budget_bytes"));
+	assert_in_range(jint(moe, "prefetch_used_bytes") + jint(moe, "prefetch_wasted_bytes"), 0,
+	                jint(moe, "prefetch_bytes"));
 	json_decref(doc);
 	tdm_disconnect(c);
 	c = cores;

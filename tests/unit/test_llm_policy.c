@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <cmocka.h>
 
@@ -67,7 +68,7 @@ static void buf_fini(struct rig *r, struct buf *b)
 	free(b->host);
 }
 
-static struct rig *rig_new_prof(struct profiler *prof)
+static struct rig *rig_new_tuned(struct profiler *prof, const struct policy_tuning *tuning)
 {
 	struct rig *r = calloc(1, sizeof(*r));
 	residency_init(&r->res);
@@ -92,13 +93,16 @@ static struct rig *rig_new_prof(struct profiler *prof)
 	}
 	r->pol = policy_by_name("llm");
 	assert_non_null(r->pol);
-	struct policy_params p = { .nworkers = NDEV,
-		                   .devices = r->devs,
-		                   .prof = prof,
-		                   .res = &r->res,
-		                   .tuning = &policy_tuning_defaults };
+	struct policy_params p = {
+		.nworkers = NDEV, .devices = r->devs, .prof = prof, .res = &r->res, .tuning = tuning
+	};
 	assert_int_equal(r->pol->init(&p, &r->priv), 0);
 	return r;
+}
+
+static struct rig *rig_new_prof(struct profiler *prof)
+{
+	return rig_new_tuned(prof, &policy_tuning_defaults);
 }
 
 static struct rig *rig_new(void)
@@ -612,6 +616,259 @@ static void test_moe_split_at_release(void **state)
 	}
 }
 
+/* ---- the expert cache's budget at run time, next-layer prefetch ---- */
+
+/* The accelerator far faster than the cores at moe_expert. */
+static const double fast_moe[NDEV] = { 1e7, 1e7, 1e5 };
+
+/* The queues drained, the graph finished and freed. */
+static void moe_finish(struct rig *r, struct engine_graph *g)
+{
+	for (unsigned wk = 0; wk < NDEV; wk++) {
+		struct engine_task *t;
+		while ((t = r->pol->pick_next(r->priv, wk))) {
+			t->start_ns = t->end_ns = 1;
+			r->pol->task_done(r->priv, t, wk);
+		}
+	}
+	r->pol->graph_finished(r->priv, g);
+	graph_free(g);
+}
+
+/* One step of the one-layer graph: the experts routed[] chose released. */
+static void moe_step(struct rig *r, struct buf *w, uint32_t *routed)
+{
+	struct engine_graph *g = moe_layer(r, w, routed);
+	struct engine_task *ready[NE];
+	size_t n = 0;
+	r->pol->graph_submitted(r->priv, g);
+	for (uint32_t e = 0; e < NE; e++)
+		if (routed[e])
+			ready[n++] = &g->tasks[1 + e];
+	r->pol->tasks_ready(r->priv, ready, n, 0);
+	moe_finish(r, g);
+}
+
+/* The device's budget shrinks at run time (tandemctl device budget): at
+ * the next router the cache's budget follows, and the expert the score
+ * finds least likely leaves first (unhomed), not one in use or likely. */
+static void test_moe_budget_shrinks(void **state)
+{
+	(void)state;
+	struct profiler *prof = profiler_moe(fast_moe);
+	struct rig *r = rig_new_prof(prof);
+	struct buf w[NE];
+	for (uint32_t e = 0; e < NE; e++)
+		buf_init(r, &w[e], EXPERT_W, true, 100 + e);
+
+	/* Experts 0, 2, 3 run on the accelerator and are kept; then 0 and 2
+	 * are chosen every step, 3 no more. */
+	uint32_t first[NE] = { 3, 0, 2, 1 }, then[NE] = { 3, 0, 2, 0 };
+	moe_step(r, w, first);
+	for (int s = 0; s < 3; s++)
+		moe_step(r, w, then);
+	struct llm_moe_stats st;
+	assert_int_equal(llm_policy_moe_stats(r->priv, &st), 0);
+	assert_int_equal(st.cached, 3);
+	assert_int_equal(st.cache_cap, (uint32_t)(0.75 * CAP / EXPERT_W));
+	assert_int_equal(st.budget_bytes, CAP);
+	assert_int_equal(st.expert_bytes, 3 * EXPERT_W);
+	for (uint32_t e = 0; e < NE; e++)
+		assert_int_equal(residency_home(&w[e].d), e != 1 ? 1 : RES_HOME_NONE);
+
+	/* Room for two experts: three quarters of 3 experts' bytes. */
+	residency_set_budget(&r->res, 1, 3 * EXPERT_W);
+	uint32_t only2[NE] = { 0, 0, 4, 0 };
+	moe_step(r, w, only2);
+	assert_int_equal(llm_policy_moe_stats(r->priv, &st), 0);
+	assert_int_equal(st.budget_bytes, 3 * EXPERT_W);
+	assert_int_equal(st.cache_cap, 2);
+	assert_int_equal(st.cached, 2);
+	assert_int_equal(st.budget_evictions, 1);
+	assert_int_equal(st.expert_bytes, 2 * EXPERT_W);
+	assert_int_equal(st.unhome_pending, 0);
+	assert_int_equal(residency_home(&w[3].d), RES_HOME_NONE);
+	assert_int_equal(residency_home(&w[0].d), 1);
+	assert_int_equal(residency_home(&w[2].d), 1);
+
+	/* The budget grows back: so does the cache's. */
+	residency_set_budget(&r->res, 1, CAP);
+	moe_step(r, w, only2);
+	assert_int_equal(llm_policy_moe_stats(r->priv, &st), 0);
+	assert_int_equal(st.cache_cap, (uint32_t)(0.75 * CAP / EXPERT_W));
+
+	for (uint32_t e = 0; e < NE; e++)
+		buf_fini(r, &w[e]);
+	rig_free(r);
+	profiler_destroy(prof);
+}
+
+/* KV and experts share the accelerator, the KV first: with experts homed
+ * there, the KV tiers still take the room the step's other data leaves
+ * (three caches), and the expert cache's budget shrinks to what is left
+ * of three quarters of the device. */
+static void test_moe_budget_follows_kv(void **state)
+{
+	(void)state;
+	struct profiler *prof = profiler_moe(fast_moe);
+	struct policy_tuning fill = policy_tuning_defaults;
+	fill.llm_tiers_by_cost = false;
+	struct rig *r = rig_new_tuned(prof, &fill);
+	struct buf w[NE];
+	for (uint32_t e = 0; e < NE; e++)
+		buf_init(r, &w[e], EXPERT_W, true, 100 + e);
+
+	uint32_t routed[NE] = { 3, 0, 2, 1 };
+	moe_step(r, w, routed);
+	struct llm_moe_stats st;
+	assert_int_equal(llm_policy_moe_stats(r->priv, &st), 0);
+	assert_int_equal(st.cached, 3);
+	assert_int_equal(st.kv_bytes, 0);
+	uint32_t before = st.cache_cap;
+
+	const int reqs[] = { 0, 1, 2, 3, 4 };
+	struct engine_graph *g = step(r, reqs, 5, false);
+	int dev[64];
+	r->pol->graph_submitted(r->priv, g);
+	run_queues(r, g, dev);
+	graph_free(g);
+	struct llm_policy_stats ls;
+	assert_int_equal(llm_policy_stats(r->priv, &ls), 0);
+	assert_int_equal(ls.kv_accel_bytes, ON_ACCEL * KV_BYTES);
+
+	uint32_t one[NE] = { 5, 0, 0, 0 };
+	moe_step(r, w, one);
+	assert_int_equal(llm_policy_moe_stats(r->priv, &st), 0);
+	assert_int_equal(st.kv_bytes, ON_ACCEL * KV_BYTES);
+	assert_int_equal(st.cache_cap, (uint32_t)((0.75 * CAP - ON_ACCEL * KV_BYTES) / EXPERT_W));
+	assert_true(st.cache_cap < before);
+	assert_true(st.cached <= st.cache_cap);
+
+	for (uint32_t e = 0; e < NE; e++)
+		buf_fini(r, &w[e]);
+	rig_free(r);
+	profiler_destroy(prof);
+}
+
+/* Two MoE layers: router 0 (task 0) with its experts (tasks 1 + e, weights
+ * w[0][e]), router 1 (task 1 + NE) with its experts (weights w[1][e]). */
+static struct engine_graph *moe_two_layers(struct rig *r, struct buf w[2][NE])
+{
+	struct engine_graph *g = calloc(1, sizeof(*g));
+	g->ntasks = 2 * (1 + NE);
+	g->tasks = calloc(g->ntasks, sizeof(*g->tasks));
+	for (uint32_t l = 0; l < 2; l++) {
+		uint32_t ri = l * (1 + NE);
+		struct engine_task *rt = &g->tasks[ri];
+		rt->kernel = kernel("topk_router");
+		rt->flags = TASK_ROUTES;
+		rt->call.s[0].i64 = 6;
+		rt->call.s[1].i64 = NE;
+		rt->call.s[2].i64 = 2;
+		for (uint32_t e = 0; e < NE; e++) {
+			struct engine_task *t = &g->tasks[ri + 1 + e];
+			t->kernel = kernel("moe_expert");
+			t->call.nargs = 7;
+			set_arg(t, 0, &r->q, 0, ACT_BYTES);
+			for (uint32_t a = 1; a <= 3; a++)
+				set_arg(t, a, &w[l][e], (a - 1) * (EXPERT_W / 3), EXPERT_W / 3);
+			set_arg(t, 6, &r->o, 0, ACT_BYTES);
+			t->feat = (struct kernel_features){ .flops = 1e5,
+				                            .bytes = EXPERT_W,
+				                            .domain = 4 };
+			t->guard_router = ri + 1;
+			t->guard_expert = e;
+		}
+	}
+	for (uint32_t v = 0; v < g->ntasks; v++) {
+		g->tasks[v].graph = g;
+		g->tasks[v].index = v;
+	}
+	return g;
+}
+
+/* Router l's routing read: its chosen experts released (the others
+ * skipped, as the engine does). */
+static void release_layer(struct rig *r, struct engine_graph *g, uint32_t l, uint32_t *routed)
+{
+	uint32_t ri = l * (1 + NE);
+	struct engine_task *ready[NE];
+	size_t n = 0;
+	g->tasks[ri].routed = routed;
+	for (uint32_t e = 0; e < NE; e++) {
+		struct engine_task *t = &g->tasks[ri + 1 + e];
+		if (routed[e])
+			ready[n++] = t;
+		else
+			t->flags |= TASK_SKIPPED;
+	}
+	r->pol->tasks_ready(r->priv, ready, n, 0);
+}
+
+/* Layer 0's router completes: layer 1's likeliest experts (ties by id: 0
+ * and 1, as many as layer 0 used) are queued for prefetch; the
+ * accelerator's worker issues the copies from its prefetch pass (not
+ * before); layer 1 then chooses 0 and 2: expert 0's bytes were used (a
+ * hit, on the accelerator), expert 1's wasted. With the accelerator
+ * predicted slower than the cores nothing is prefetched; with the worker
+ * not coming round before layer 1's router, the prefetches are late and
+ * layer 1 loads what it needs. */
+static void test_moe_next_layer_prefetch(void **state)
+{
+	(void)state;
+	const double slow_moe[NDEV] = { 1e5, 1e5, 1e7 };
+	for (int c = 0; c < 3; c++) {
+		bool slow = c == 1, issue = c != 2;
+		struct profiler *prof = profiler_moe(slow ? slow_moe : fast_moe);
+		struct rig *r = rig_new_prof(prof);
+		struct buf w[2][NE];
+		for (uint32_t l = 0; l < 2; l++)
+			for (uint32_t e = 0; e < NE; e++)
+				buf_init(r, &w[l][e], EXPERT_W, true, 100 + 10 * l + e);
+		struct engine_graph *g = moe_two_layers(r, w);
+		r->pol->graph_submitted(r->priv, g);
+		uint32_t r0[NE] = { 3, 3, 0, 0 }, r1[NE] = { 4, 0, 2, 0 };
+		release_layer(r, g, 0, r0);
+
+		struct res_node_stats ns;
+		residency_node_stats(&r->res, 1, &ns);
+		assert_int_equal(ns.prefetch_bytes, 0); /* queued, not issued */
+		if (issue)
+			r->pol->prefetch(r->priv, ACC);
+		r->pol->prefetch(r->priv, 0); /* a core's pass issues nothing */
+		residency_node_stats(&r->res, 1, &ns);
+		struct llm_moe_stats st;
+		assert_int_equal(llm_policy_moe_stats(r->priv, &st), 0);
+		uint64_t want = slow || !issue ? 0 : 2 * EXPERT_W;
+		assert_int_equal(ns.prefetch_bytes, want);
+		assert_int_equal(st.prefetch_bytes, want);
+		assert_int_equal(st.prefetches, want ? 2 : 0);
+		if (want) {
+			assert_int_equal(residency_missing(&w[1][0].d, 1, 0, EXPERT_W), 0);
+			assert_int_equal(residency_home(&w[1][1].d), 1);
+		}
+		/* The copies have arrived by the model's time. */
+		struct timespec ts = { 0, 20 * 1000 * 1000 };
+		nanosleep(&ts, NULL);
+		release_layer(r, g, 1, r1);
+		assert_int_equal(llm_policy_moe_stats(r->priv, &st), 0);
+		assert_int_equal(st.layer[1].lookups, 2);
+		assert_int_equal(st.layer[1].hits, want ? 1 : 0);
+		assert_int_equal(st.prefetch_used_bytes, want ? EXPERT_W : 0);
+		assert_int_equal(st.prefetch_wasted_bytes, want ? EXPERT_W : 0);
+		assert_int_equal(st.prefetch_late, !slow && !issue ? 2 : 0);
+		/* Where the used prefetch's expert ran. */
+		if (want)
+			assert_int_equal(g->tasks[1 + NE + 1].policy_node, 2);
+		moe_finish(r, g);
+		for (uint32_t l = 0; l < 2; l++)
+			for (uint32_t e = 0; e < NE; e++)
+				buf_fini(r, &w[l][e]);
+		rig_free(r);
+		profiler_destroy(prof);
+	}
+}
+
 /* ---- steps of several layers, KV by request (res_data.request) ---- */
 
 enum { LMAX = 4 };
@@ -909,6 +1166,9 @@ int main(void)
 		cmocka_unit_test(test_tiers_by_cost),
 		cmocka_unit_test(test_step_costs_match_roofline),
 		cmocka_unit_test(test_moe_split_at_release),
+		cmocka_unit_test(test_moe_budget_shrinks),
+		cmocka_unit_test(test_moe_budget_follows_kv),
+		cmocka_unit_test(test_moe_next_layer_prefetch),
 		cmocka_unit_test(test_layers_follow_the_first),
 		cmocka_unit_test(test_many_layers_pinned_at_release),
 		cmocka_unit_test(test_prefill_positions_one_layer),

@@ -208,6 +208,22 @@ static void test_moe_section(void **state)
 	assert_non_null(strstr(text, "tandem_moe_cache_capacity_experts 12\n"));
 	assert_non_null(strstr(text, "tandem_moe_saved_seconds_total 0.002000000\n"));
 	free(text);
+	/* The accelerator's split between KV and experts, and the prefetch. */
+	json_t *moe = json_object_get(doc, "moe");
+	json_object_set_new(moe, "budget_bytes", json_integer(1 << 20));
+	json_object_set_new(moe, "kv_bytes", json_integer(1 << 18));
+	json_object_set_new(moe, "expert_bytes", json_integer(1 << 19));
+	json_object_set_new(moe, "prefetch_bytes", json_integer(8192));
+	json_object_set_new(moe, "prefetch_used_bytes", json_integer(4096));
+	json_object_set_new(moe, "prefetch_wasted_bytes", json_integer(2048));
+	text = render(doc);
+	assert_non_null(strstr(text, "tandem_moe_accel_budget_bytes 1048576\n"));
+	assert_non_null(strstr(text, "tandem_moe_accel_kv_bytes 262144\n"));
+	assert_non_null(strstr(text, "tandem_moe_accel_expert_bytes 524288\n"));
+	assert_non_null(strstr(text, "tandem_moe_prefetch_bytes_total 8192\n"));
+	assert_non_null(strstr(text, "tandem_moe_prefetch_used_bytes_total 4096\n"));
+	assert_non_null(strstr(text, "tandem_moe_prefetch_wasted_bytes_total 2048\n"));
+	free(text);
 	json_decref(doc);
 }
 
