@@ -768,17 +768,6 @@ static void recount_capable(struct engine *e)
 	}
 }
 
-/* Could a device other than w still take t? */
-static bool runnable_elsewhere(struct engine *e, const struct engine_task *t, unsigned w)
-{
-	size_t nd = atomic_load(&e->ndevices);
-	for (size_t i = 0; i < nd; i++)
-		if (i != w && atomic_load(&e->devices[i].healthy) &&
-		    e->supported[t->kernel->id * e->cap + i] && engine_runnable(e, t, (unsigned)i))
-			return true;
-	return false;
-}
-
 /* Could a device other than w take t, now or once it is resumed (an ACTIVE
  * or DRAINING device that implements it)? For a task of a device that left:
  * it then waits for one rather than failing. */
@@ -1115,8 +1104,12 @@ static void device_fault(struct engine *e, struct worker *w, struct engine_task 
 		leave_device(e, w->index, ENGINE_DEV_GONE);
 		pthread_mutex_unlock(&e->dev_lock);
 	}
+	/* Within its attempts a task waits for any device that may take it,
+	 * now or once resumed: the others may be draining, and with no other
+	 * healthy device it runs again here (it may be the last fault before
+	 * this device leaves). */
 	if (gone ? placeable_elsewhere(e, t, w->index)
-	         : ++t->attempts < MAX_ATTEMPTS && runnable_elsewhere(e, t, w->index)) {
+	         : ++t->attempts < MAX_ATTEMPTS && placeable_elsewhere(e, t, w->index)) {
 		log_info("%s: task %u of kernel %s moves to another device", d->dev.name, t->index,
 		         t->kernel->name);
 		requeue(e, t);
