@@ -432,7 +432,8 @@ static int id_back(const struct server *srv, const struct backend_device *d)
 		const struct backend_device *o = &srv->devs[i];
 		if (o->ops == d->ops && o->kind == d->kind && !strcmp(o->name, d->name) &&
 		    !strcmp(o->model, d->model) && o->os_index == d->os_index &&
-		    !strcmp(o->pci_busid, d->pci_busid) && engine_device_left(srv->engine, (unsigned)i))
+		    !strcmp(o->pci_busid, d->pci_busid) &&
+		    engine_device_left(srv->engine, (unsigned)i))
 			return (int)i;
 	}
 	return -1;

@@ -2094,7 +2094,8 @@ int engine_device_add_ex(struct engine *e, const struct backend_device *bd,
 		}
 		for (unsigned i = 0; i < w; i++) {
 			const struct backend_device *o = &e->devices[i].dev;
-			if (o->kind == bd->kind && o->ops == bd->ops && !strcmp(o->model, bd->model)) {
+			if (o->kind == bd->kind && o->ops == bd->ops &&
+			    !strcmp(o->model, bd->model)) {
 				e->workers[w].model_dev = e->workers[i].model_dev;
 				break;
 			}

@@ -473,7 +473,8 @@ static void test_fault_makes_device_gone(void **state)
 		/* Back under its old id, the injection again; only it takes tasks. */
 		assert_int_equal(dev_ok(TDM_DEV_ADD, "cpu1", 0, "active"), cpu1);
 		assert_int_equal(device_count(), n0);
-		assert_int_equal(device_field(cpu1, "faults"), 0);
+		/* (Its fault count starts again: 2 when it is gone again, not 4.
+		 * It may fault at once, its task moving to cpu0 meanwhile.) */
 		assert_int_equal(dev_ok(TDM_DEV_DRAIN, "cpu0", 0, "draining"), cpu0);
 	}
 	stop_load(pid, stop);
