@@ -57,7 +57,7 @@ static json_t *device_json(struct server *srv, size_t i)
 	                  (json_int_t)atomic_load(&d->busy_ns));
 	if (!o)
 		return NULL;
-	/* The id tasks report (TASK_INFO's device), never reused, and where the
+	/* The id tasks report (TASK_INFO's device), the same device's always, and where the
 	 * device is in its life (docs/elastic.md). */
 	json_object_set_new(o, "id", json_integer((json_int_t)i));
 	json_object_set_new(o, "state", json_string(elastic_state_name(srv, (unsigned)i)));

@@ -288,7 +288,9 @@ static void reap(struct server *srv)
 			        "the others",
 			        f->dev.name, f->id);
 		}
-		if (engine_device_busy(srv->engine, (unsigned)f->id) == 0)
+		/* Available once it let go of everything: added again, it
+		 * takes its id back. */
+		if (engine_device_left(srv->engine, (unsigned)f->id))
 			f->id = -1;
 	}
 }
@@ -422,31 +424,62 @@ static int price_device(struct server *srv, unsigned id, const struct backend_de
 
 /* ---- adding a device ---------------------------------------------------------------- */
 
-/* Puts found device k to work: a memory node of its own for an
- * accelerator, its costs in the models (measured figures m, else its
- * model's), an engine id. 0 and *id, or -TDM_E* with why and a reason
- * word (a node taken before a later step failed stays taken: node numbers
- * are not reused). */
+/* The id found device d had, when it comes back after it was GONE and
+ * let go of everything (engine_device_left), or -1. */
+static int id_back(const struct server *srv, const struct backend_device *d)
+{
+	for (size_t i = 0; i < srv->ndevs; i++) {
+		const struct backend_device *o = &srv->devs[i];
+		if (o->ops == d->ops && o->kind == d->kind && !strcmp(o->name, d->name) &&
+		    !strcmp(o->model, d->model) && o->os_index == d->os_index &&
+		    !strcmp(o->pci_busid, d->pci_busid) &&
+		    engine_device_left(srv->engine, (unsigned)i))
+			return (int)i;
+	}
+	return -1;
+}
+
+/* Puts found device k to work: the same device that comes back takes its
+ * old id, memory node and cost model again; another gets a new id, a
+ * memory node of its own for an accelerator (a node evacuated for good is
+ * given again), its costs in the models (measured figures m, else its
+ * model's). 0 and *id, or -TDM_E* with why and a reason word (a node taken
+ * before a later step failed stays taken). */
 static int add_device(struct server *srv, size_t k, const struct measured *m, unsigned *id,
                       const char **reason, char *why, size_t whylen)
 {
 	struct elastic *E = E_(srv);
 	struct found_device *f = &E->found[k];
 	size_t n = srv->ndevs;
+	int back = id_back(srv, &f->dev);
+	uint64_t cap = config_devval_lookup(srv->cfg.mem_cap, srv->cfg.n_mem_cap, f->dev.name,
+	                                    device_kind_name(f->dev.kind), 0);
 	*reason = TDM_CTL_REASON_CAPACITY;
-	if (n >= SERVER_MAX_DEVICES || n >= ENGINE_MAX_DEVICES || n >= CAL_MAX_DEVICES) {
-		snprintf(why, whylen, "%s: no room for another device id (%zu given, never reused)",
-		         f->dev.name, n);
+	if (back >= 0 && backend_is_accelerator(&f->dev) &&
+	    residency_take_node(&srv->res, &srv->devs[back], cap, srv->devs[back].node) < 0)
+		back = -1; /* its node went to another device: it is new hardware here */
+	if (back < 0 &&
+	    (n >= SERVER_MAX_DEVICES || n >= ENGINE_MAX_DEVICES || n >= CAL_MAX_DEVICES)) {
+		snprintf(why, whylen, "%s: no room for another device id (%zu given)", f->dev.name,
+		         n);
 		return -TDM_ENOSPC;
 	}
-	struct backend_device *slot = &srv->devs[n];
-	*slot = f->dev;
-	slot->node = 0;
-	if (backend_is_accelerator(slot)) {
-		/* A node of its own, also when it comes back: the node its
-		 * earlier id had is gone for good (residency_node_evacuate). */
-		uint64_t cap = config_devval_lookup(srv->cfg.mem_cap, srv->cfg.n_mem_cap,
-		                                    slot->name, device_kind_name(slot->kind), 0);
+	struct backend_device *slot;
+	if (back >= 0) {
+		/* Readers of the table see the same device: only what a probe
+		 * gives anew changes. */
+		slot = &srv->devs[back];
+		if (slot->priv != f->dev.priv)
+			slot->priv = f->dev.priv;
+		if (slot->bind_set != f->dev.bind_set)
+			slot->bind_set = f->dev.bind_set;
+		n = (size_t)back;
+	} else {
+		slot = &srv->devs[n];
+		*slot = f->dev;
+		slot->node = 0;
+	}
+	if (back < 0 && backend_is_accelerator(slot)) {
 		if (atomic_load(&srv->res.nnodes) >= RES_MAX_NODES) {
 			snprintf(why, whylen, "%s: no room for another memory node (at most %d)",
 			         slot->name, RES_MAX_NODES);
@@ -469,11 +502,14 @@ static int add_device(struct server *srv, size_t k, const struct measured *m, un
 		         tdm_strerror(err));
 		return err;
 	}
-	srv->inject_faults[n] =
-	        (uint32_t)config_devval_lookup(srv->cfg.fault_inject, srv->cfg.n_fault_inject,
-	                                       slot->name, device_kind_name(slot->kind), 0);
+	struct engine_device_add_params ap = {
+		.inject_faults = (uint32_t)config_devval_lookup(srv->cfg.fault_inject,
+		                                                srv->cfg.n_fault_inject, slot->name,
+		                                                device_kind_name(slot->kind), 0),
+	};
+	srv->inject_faults[n] = ap.inject_faults;
 	unsigned got;
-	err = engine_device_add(srv->engine, slot, &got);
+	err = engine_device_add_ex(srv->engine, slot, &ap, &got);
 	if (err) {
 		*reason = err == -TDM_ENOSPC ? TDM_CTL_REASON_CAPACITY : TDM_CTL_REASON_FAILED;
 		snprintf(why, whylen, "%s: the engine refused it: %s", slot->name,
@@ -483,11 +519,13 @@ static int add_device(struct server *srv, size_t k, const struct measured *m, un
 	if (got != n)
 		log_error("device %s: engine id %u, the daemon's table says %zu", slot->name, got,
 		          n);
-	srv->ndevs = n + 1;
+	if (back < 0)
+		srv->ndevs = n + 1;
 	f->id = (int)got;
 	E->gone_counted[got] = false;
 	E->events[EV_ADD]++;
-	log_info("device %s joined as id %u (%s%s)", slot->name, got, slot->ops->name,
+	log_info("device %s %s id %u (%s%s)", slot->name, back >= 0 ? "came back as" : "joined as",
+	         got, slot->ops->name,
 	         m && m->ok ? ", measured now" : ", priced by the shared cost models");
 	*id = got;
 	return 0;

@@ -768,17 +768,6 @@ static void recount_capable(struct engine *e)
 	}
 }
 
-/* Could a device other than w still take t? */
-static bool runnable_elsewhere(struct engine *e, const struct engine_task *t, unsigned w)
-{
-	size_t nd = atomic_load(&e->ndevices);
-	for (size_t i = 0; i < nd; i++)
-		if (i != w && atomic_load(&e->devices[i].healthy) &&
-		    e->supported[t->kernel->id * e->cap + i] && engine_runnable(e, t, (unsigned)i))
-			return true;
-	return false;
-}
-
 /* Could a device other than w take t, now or once it is resumed (an ACTIVE
  * or DRAINING device that implements it)? For a task of a device that left:
  * it then waits for one rather than failing. */
@@ -1115,8 +1104,12 @@ static void device_fault(struct engine *e, struct worker *w, struct engine_task 
 		leave_device(e, w->index, ENGINE_DEV_GONE);
 		pthread_mutex_unlock(&e->dev_lock);
 	}
+	/* Within its attempts a task waits for any device that may take it,
+	 * now or once resumed: the others may be draining, and with no other
+	 * healthy device it runs again here (it may be the last fault before
+	 * this device leaves). */
 	if (gone ? placeable_elsewhere(e, t, w->index)
-	         : ++t->attempts < MAX_ATTEMPTS && runnable_elsewhere(e, t, w->index)) {
+	         : ++t->attempts < MAX_ATTEMPTS && placeable_elsewhere(e, t, w->index)) {
 		log_info("%s: task %u of kernel %s moves to another device", d->dev.name, t->index,
 		         t->kernel->name);
 		requeue(e, t);
@@ -1766,8 +1759,6 @@ static void *worker_main(void *arg)
 	if (device_state(e, w->index) == ENGINE_DEV_GONE &&
 	    !atomic_load_explicit(&e->stop, memory_order_acquire)) {
 		/* Removed: nothing staged here any more. */
-		if (w->host)
-			atomic_fetch_sub(&e->nhost, 1);
 		pthread_mutex_lock(&e->dev_lock);
 		retire_device(e, w->index);
 		pthread_mutex_unlock(&e->dev_lock);
@@ -1922,6 +1913,8 @@ static void retire_device(struct engine *e, unsigned w)
 	 * it (a placement that saw w ACTIVE) is swept by the kick that
 	 * follows its queueing (engine_kick). */
 	atomic_store(&wk->retired, true);
+	if (wk->host)
+		atomic_fetch_sub(&e->nhost, 1);
 	if (e->res && d->node != 0 && !node_in_use(e, w)) {
 		int err = residency_node_evacuate(e->res, d->node);
 		if (err)
@@ -1987,10 +1980,97 @@ static void fini_slot(struct engine *e, unsigned w)
 	memset(&e->devices[w], 0, sizeof(e->devices[w]));
 }
 
+/* Whether GONE slot w held the same device as bd (a device that comes
+ * back): the same backend, name and hardware, on the same memory node. */
+static bool same_device(const struct engine *e, unsigned w, const struct backend_device *bd)
+{
+	const struct backend_device *o = &e->devices[w].dev;
+	return o->ops == bd->ops && o->kind == bd->kind && !strcmp(o->name, bd->name) &&
+	       !strcmp(o->model, bd->model) && o->os_index == bd->os_index &&
+	       !strcmp(o->pci_busid, bd->pci_busid) && e->devices[w].node == bd->node;
+}
+
+/* The GONE slot of the device bd that came back, once nothing of it is
+ * left in use: its worker left (or never started) and it let go of its
+ * memory node and of the policy (retired, under dev_lock). -1: none.
+ * Caller holds dev_lock. */
+static int find_reusable(const struct engine *e, const struct backend_device *bd)
+{
+	size_t nd = atomic_load(&((struct engine *)e)->ndevices);
+	for (size_t w = 0; w < nd; w++)
+		if (device_state(e, (unsigned)w) == ENGINE_DEV_GONE &&
+		    atomic_load(&e->workers[w].retired) && same_device(e, (unsigned)w, bd))
+			return (int)w;
+	return -1;
+}
+
+int engine_device_reusable(const struct engine *ce, const struct backend_device *bd)
+{
+	struct engine *e = (struct engine *)ce; /* dev_lock only */
+	pthread_mutex_lock(&e->dev_lock);
+	int w = find_reusable(e, bd);
+	pthread_mutex_unlock(&e->dev_lock);
+	return w;
+}
+
+bool engine_device_left(const struct engine *e, unsigned id)
+{
+	struct engine *m = (struct engine *)e; /* read only */
+	return id < atomic_load(&m->ndevices) && device_state(e, id) == ENGINE_DEV_GONE &&
+	       atomic_load(&m->workers[id].retired);
+}
+
+/* Slot w, GONE and retired, takes its device back (bd: the same device,
+ * find_reusable): its old worker is joined (it left after retiring, and
+ * takes dev_lock no more), its per-run state starts again, then it is
+ * ACTIVE. Its counters go on but for faults (the limit counts again); its
+ * cost model and calibration key are its own still. Nothing of the old
+ * slot can be in use: no worker, no staged task, the policy forgot it
+ * (device_removed), its node was evacuated. Caller holds dev_lock. */
+static void revive_slot(struct engine *e, unsigned w, const struct backend_device *bd,
+                        uint32_t inject)
+{
+	struct engine_device *d = &e->devices[w];
+	struct worker *wk = &e->workers[w];
+	if (wk->started) {
+		pthread_join(wk->thread, NULL);
+		wk->started = false;
+	}
+	/* A probe again may give new backend handles for the same hardware;
+	 * the fields others read (name, kind, model, ops) are equal. */
+	if (d->dev.priv != bd->priv)
+		d->dev.priv = bd->priv;
+	if (d->dev.bind_set != bd->bind_set)
+		d->dev.bind_set = bd->bind_set;
+	atomic_store(&d->faults, 0);
+	atomic_store(&d->inject_faults, inject);
+	atomic_store(&d->healthy, true);
+	uint64_t stale;
+	while (read(wk->kick_fd, &stale, sizeof(stale)) > 0)
+		; /* kicks meant for the worker that left */
+	wk->pipe_head = wk->pipe_n = 0;
+	wk->deferred = NULL;
+	wk->nskips = 0;
+	wk->last_poll_ns = wk->last_end_ns = 0;
+	atomic_store(&wk->asleep, false);
+	atomic_store(&wk->picking, 0);
+	if (wk->host)
+		atomic_fetch_add(&e->nhost, 1);
+	atomic_store(&wk->retired, false);
+	set_state(e, w, ENGINE_DEV_ACTIVE);
+}
+
 int engine_device_add(struct engine *e, const struct backend_device *bd, unsigned *id)
+{
+	return engine_device_add_ex(e, bd, NULL, id);
+}
+
+int engine_device_add_ex(struct engine *e, const struct backend_device *bd,
+                         const struct engine_device_add_params *p, unsigned *id)
 {
 	char why[160];
 	int err;
+	uint32_t inject = p ? p->inject_faults : 0;
 	if (backend_check(bd->ops, why, sizeof(why)) != 0) {
 		log_error("%s: %s", bd->name, why);
 		return -TDM_EINVAL;
@@ -2003,34 +2083,40 @@ int engine_device_add(struct engine *e, const struct backend_device *bd, unsigne
 		return -TDM_EINVAL;
 	}
 	pthread_mutex_lock(&e->dev_lock);
-	unsigned w = (unsigned)atomic_load(&e->ndevices);
-	if (w >= e->cap) {
-		pthread_mutex_unlock(&e->dev_lock);
-		log_error("%s: the engine has room for %zu devices", bd->name, e->cap);
-		return -TDM_ENOSPC;
-	}
-	if ((err = init_slot(e, w, bd, 0)) != 0) {
-		fini_slot(e, w);
-		pthread_mutex_unlock(&e->dev_lock);
-		return err;
-	}
-	for (unsigned i = 0; i < w; i++) {
-		const struct backend_device *o = &e->devices[i].dev;
-		if (o->kind == bd->kind && o->ops == bd->ops && !strcmp(o->model, bd->model)) {
-			e->workers[w].model_dev = e->workers[i].model_dev;
-			break;
+	int back = find_reusable(e, bd);
+	unsigned w = back >= 0 ? (unsigned)back : (unsigned)atomic_load(&e->ndevices);
+	if (back >= 0) {
+		revive_slot(e, w, bd, inject);
+	} else {
+		if (w >= e->cap) {
+			pthread_mutex_unlock(&e->dev_lock);
+			log_error("%s: the engine has room for %zu devices", bd->name, e->cap);
+			return -TDM_ENOSPC;
 		}
+		if ((err = init_slot(e, w, bd, inject)) != 0) {
+			fini_slot(e, w);
+			pthread_mutex_unlock(&e->dev_lock);
+			return err;
+		}
+		for (unsigned i = 0; i < w; i++) {
+			const struct backend_device *o = &e->devices[i].dev;
+			if (o->kind == bd->kind && o->ops == bd->ops &&
+			    !strcmp(o->model, bd->model)) {
+				e->workers[w].model_dev = e->workers[i].model_dev;
+				break;
+			}
+		}
+		if (!support_device(e, w))
+			atomic_store(&e->uniform, false);
+		if (!e->workers[w].host)
+			atomic_store(&e->has_accel, true);
+		else
+			atomic_fetch_add(&e->nhost, 1);
+		/* Published: every slot below ndevices is whole. */
+		atomic_fetch_add(&e->dev_seq, 1);
+		atomic_store_explicit(&e->ndevices, (size_t)w + 1, memory_order_release);
+		recount_capable(e);
 	}
-	if (!support_device(e, w))
-		atomic_store(&e->uniform, false);
-	if (!e->workers[w].host)
-		atomic_store(&e->has_accel, true);
-	else
-		atomic_fetch_add(&e->nhost, 1);
-	/* Published: every slot below ndevices is whole. */
-	atomic_fetch_add(&e->dev_seq, 1);
-	atomic_store_explicit(&e->ndevices, (size_t)w + 1, memory_order_release);
-	recount_capable(e);
 	if (e->policy->device_added && !atomic_load(&e->fallback)) {
 		/* It may move queued tasks to the new device. */
 		quiesce_prefetch(e, true);
@@ -2040,14 +2126,14 @@ int engine_device_add(struct engine *e, const struct backend_device *bd, unsigne
 	if (e->threads && (err = start_worker(e, w)) != 0) {
 		/* Published already: it stays, GONE. */
 		leave_device(e, w, ENGINE_DEV_GONE);
-		atomic_store(&e->workers[w].retired, true);
+		retire_device(e, w);
 		pthread_mutex_unlock(&e->dev_lock);
 		return err;
 	}
 	/* Tasks that waited for a device like this one. */
 	engine_notify(e, 1);
 	pthread_mutex_unlock(&e->dev_lock);
-	log_info("%s: added as device %u", bd->name, w);
+	log_info("%s: %s device %u", bd->name, back >= 0 ? "back as" : "added as", w);
 	*id = w;
 	return 0;
 }

@@ -161,7 +161,10 @@ const struct engine_device *engine_device(const struct engine *e, size_t i);
 
 /* ---- elastic devices (docs/elastic.md) ----
  *
- * Device ids are stable and never reused: a task's device stays meaningful.
+ * Device ids are stable: a task's device stays meaningful. The same device
+ * (backend, name, model, hardware address, memory node) that comes back
+ * after it was GONE and let go of everything gets its old id again;
+ * other hardware gets a new one.
  * States: ACTIVE -> DRAINING -> GONE, DRAINING -> ACTIVE (resume). Only an
  * ACTIVE device is given tasks. A task whose kernel no ACTIVE device
  * implements waits (a device may be resumed or added) while a DRAINING one
@@ -170,13 +173,27 @@ const struct engine_device *engine_device(const struct engine *e, size_t i);
  * was on a device that failed). The device calls are made from any thread
  * but a worker's, one at a time (the caller serialises them). */
 
-/* Adds a device (the next id = the count before). Its worker starts at once
+/* Adds a device: the id it had when it is a GONE device that comes back
+ * (engine_device_reusable: its counters go on, its fault count starts
+ * again), else the next id (the count before). Its worker starts at once
  * when the engine has worker threads; in simulation the driver steps it. A
  * device of a calibrated kind and model is priced at once by the shared
  * cost models. An accelerator's memory node must exist in the residency
  * already (residency_add_node). 0 and *id, or -TDM_ENOSPC (capacity),
  * -TDM_EINVAL (why in the log), -TDM_ESYS, -TDM_ENOMEM. */
 int engine_device_add(struct engine *e, const struct backend_device *d, unsigned *id);
+struct engine_device_add_params {
+	uint32_t inject_faults; /* testing: fail this many launches as device faults */
+};
+/* The same with parameters (NULL: as engine_device_add). */
+int engine_device_add_ex(struct engine *e, const struct backend_device *d,
+                         const struct engine_device_add_params *p, unsigned *id);
+/* The id engine_device_add would give d back now (a GONE slot of the same
+ * device that let go of everything: engine_device_left), or -1 (a new id). */
+int engine_device_reusable(const struct engine *e, const struct backend_device *d);
+/* Whether id is GONE and let go of everything: its worker left, its memory
+ * node was evacuated, the policy forgot it. Its device may come back. */
+bool engine_device_left(const struct engine *e, unsigned id);
 /* ACTIVE -> DRAINING: no new task is placed there; the tasks the policy
  * queued for it are re-placed on the others (policy device_draining);
  * tasks staged or running there finish there. Returns at once:

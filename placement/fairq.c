@@ -408,7 +408,8 @@ void fairq_settle(struct fairq_clock *c, struct fairq_share *share, const struct
 {
 	if (!c || !share || !(t->fair_charge > 0) || !(measured_ns >= 0))
 		return;
-	double w = flow && flow->weight ? (double)flow->weight : 1.0;
+	uint32_t wt = flow ? __atomic_load_n(&flow->weight, __ATOMIC_RELAXED) : 0;
+	double w = wt ? (double)wt : 1.0;
 	/* A run far beyond its charge was most likely preempted or stalled by
 	 * the machine, not by the flow's work: it is settled at most at
 	 * FAIRQ_SETTLE_MAX times the charge, so one such run does not swing

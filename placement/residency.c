@@ -33,19 +33,37 @@ static uint64_t node_cap(const struct backend_device *dev, uint64_t cap)
 	return cap && (cap < dev->mem_bytes || !dev->mem_bytes) ? cap : dev->mem_bytes;
 }
 
+/* Gives node i, evacuated for good, to dev: it holds nothing any more (no
+ * replica memory, no valid byte). Caller holds lock. */
+static bool take_gone(struct residency *r, size_t i, const struct backend_device *dev, uint64_t cap)
+{
+	struct res_node *n = &r->nodes[i];
+	if (!n->gone || n->ops != dev->ops)
+		return false;
+	*n = (struct res_node){ .dev = dev, .ops = dev->ops, .cap = node_cap(dev, cap) };
+	snprintf(n->name, sizeof(n->name), "%s", dev->name);
+	return true;
+}
+
+int residency_take_node(struct residency *r, const struct backend_device *dev, uint64_t cap,
+                        unsigned node)
+{
+	pthread_mutex_lock(&r->lock);
+	bool ok = node > 0 && node < atomic_load(&r->nnodes) && take_gone(r, node, dev, cap);
+	pthread_mutex_unlock(&r->lock);
+	return ok ? (int)node : -TDM_EBUSY;
+}
+
 int residency_add_node(struct residency *r, const struct backend_device *dev, uint64_t cap)
 {
 	pthread_mutex_lock(&r->lock);
-	/* A node evacuated for good holds nothing any more (no replica
-	 * memory, no valid byte): a new device may take its number. */
+	/* A new device may take a gone node's number (not in the simulator:
+	 * fresh_nodes). */
 	for (size_t i = 1; !r->fresh_nodes && i < atomic_load(&r->nnodes); i++) {
-		struct res_node *n = &r->nodes[i];
-		if (!n->gone || n->ops != dev->ops)
-			continue;
-		*n = (struct res_node){ .dev = dev, .ops = dev->ops, .cap = node_cap(dev, cap) };
-		snprintf(n->name, sizeof(n->name), "%s", dev->name);
-		pthread_mutex_unlock(&r->lock);
-		return (int)i;
+		if (take_gone(r, i, dev, cap)) {
+			pthread_mutex_unlock(&r->lock);
+			return (int)i;
+		}
 	}
 	size_t at = atomic_load(&r->nnodes);
 	if (at >= RES_MAX_NODES) {

@@ -232,6 +232,10 @@ struct res_arg {
  * fresh_nodes. */
 void residency_init(struct residency *r);
 int residency_add_node(struct residency *r, const struct backend_device *dev, uint64_t cap);
+/* The same device come back takes the node it had: node, when it is gone
+ * and of dev's backend; -TDM_EBUSY otherwise (another device took it). */
+int residency_take_node(struct residency *r, const struct backend_device *dev, uint64_t cap,
+                        unsigned node);
 void residency_fini(struct residency *r);
 /* The devices are about to go: from now on only the host node is known,
  * and buffers freed later release no device memory. */

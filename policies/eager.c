@@ -120,8 +120,9 @@ static struct engine_task *eager_pick_next(void *priv, unsigned worker)
 		if (t)
 			break;
 	}
-	if (t && f == q->ring_head && f->head &&
-	    ++f->served < (f->flow->weight ? f->flow->weight : 1)) {
+	/* tandemctl client weight changes it at run time: read atomically. */
+	uint32_t share = f && f->flow ? __atomic_load_n(&f->flow->weight, __ATOMIC_RELAXED) : 0;
+	if (t && f == q->ring_head && f->head && ++f->served < (share ? share : 1)) {
 		q->queued--; /* its turn goes on */
 	} else if (t) {
 		/* The flow that gave a task goes to the back of the ring. */

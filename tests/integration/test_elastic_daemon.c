@@ -1,8 +1,11 @@
 /* Devices joining and leaving a running daemon (docs/elastic.md), through
  * the control messages tandemctl sends, while a client runs graphs whose
  * every result it checks:
- *  - a core is drained, removed and added back (a new id; the old one stays
- *    "gone" and runs nothing more); no graph is lost or wrong;
+ *  - a core is drained, removed (gone: it runs nothing more) and added back
+ *    (its old id again); no graph is lost or wrong;
+ *  - a core that faults past devices.fault_limit leaves (gone, a fault
+ *    event) with its tasks moved, and added back it faults again as
+ *    fault_inject says (an added device is injected too);
  *  - the PoCL device (found, left out by [devices]) is added (a model never
  *    calibrated: measured first, the others running), made the only device
  *    taking tasks, then removed with the client's data on it; skipped with
@@ -346,8 +349,8 @@ static void stop_load(pid_t pid, int stop)
 #define CORES_TOML "[profiler]\ncalibrate = false\n[devices]\ninclude = [\"cpu\"]\n"
 
 /* cpu1 drained (no longer ACTIVE), removed (gone: it runs nothing more
- * whatever the client does), added back (a new id, which runs tasks),
- * with the client's every result right throughout. */
+ * whatever the client does), added back (its old id, which runs tasks
+ * again; no new id), with the client's every result right throughout. */
 static void test_core_drain_remove_add(void **state)
 {
 	(void)state;
@@ -379,18 +382,18 @@ static void test_core_drain_remove_add(void **state)
 	wait_more_graphs(pid, 10);
 	assert_int_equal(device_field(cpu1, "tasks_run"), ran);
 
-	/* Back, as a new id, while the client runs. */
+	/* Back, under its old id, while the client runs. */
 	for (int i = 0; i < 500 && !available("cpu1"); i++)
 		tdmt_sleep_ms(10);
 	assert_true(available("cpu1"));
 	int again = dev_ok(TDM_DEV_ADD, "cpu1", 0, "active");
-	assert_int_equal(again, n0);
-	assert_state(cpu1, "gone");
-	assert_state(again, "active");
+	assert_int_equal(again, cpu1);
+	assert_int_equal(device_count(), n0);
+	assert_state(cpu1, "active");
 	assert_false(available("cpu1"));
 	/* Made the only device taking tasks, it must run them. */
 	assert_int_equal(dev_ok(TDM_DEV_DRAIN, "cpu0", 0, "draining"), newest_id("cpu0"));
-	OK(wait_tasks_run(again, 0, 60000));
+	OK(wait_tasks_run(again, ran, 60000));
 	assert_int_equal(dev_ok(TDM_DEV_RESUME, "cpu0", 0, "active"), newest_id("cpu0"));
 	wait_more_graphs(pid, 5);
 	stop_load(pid, stop);
@@ -404,8 +407,77 @@ static void test_core_drain_remove_add(void **state)
 	out[n] = '\0';
 	assert_int_equal(pclose(f), 0);
 	assert_non_null(strstr(out, "STATE"));
-	assert_non_null(strstr(out, "gone"));
+	assert_non_null(strstr(out, "cpu1"));
 	assert_non_null(strstr(out, "active"));
+	tdmt_test_ok();
+}
+
+static int64_t fault_events(void)
+{
+	json_t *doc = status();
+	json_t *ev = json_object_get(json_object_get(doc, "counters"), "device_events");
+	int64_t n = json_integer_value(json_object_get(ev, "fault"));
+	json_decref(doc);
+	return n;
+}
+
+/* Waits until device id is gone; whether it is. */
+static bool wait_gone(int id, int timeout_ms)
+{
+	for (int t = 0; t < timeout_ms; t += 20) {
+		if (state_is(id, "gone"))
+			return true;
+		tdmt_sleep_ms(20);
+	}
+	return false;
+}
+
+/* cpu1 fails its first two launches as device faults (fault_inject) with
+ * fault_limit 1. cpu0 drained, cpu1 is the only device taking tasks: its
+ * first fault marks it unhealthy and the task runs again there (no other
+ * device may take it now, cpu0 may later), its second is over the limit:
+ * cpu1 leaves (gone, a fault event) and its tasks wait for cpu0, resumed.
+ * Added back, it takes its old id and, as fault_inject says for it, fails
+ * again the same way: the injection reaches a device added at run time.
+ * No graph is lost or wrong, no task failed. */
+static void test_fault_makes_device_gone(void **state)
+{
+	(void)state;
+	OK(tdmt_daemon_start(&d, CORES_TOML "fault_limit = 1\nfault_inject = { cpu1 = 2 }\n"
+	                                    "[engine]\npolicy = \"eager\"\n"));
+	int cpu0 = newest_id("cpu0"), cpu1 = newest_id("cpu1");
+	if (cpu1 < 0) {
+		printf("# skipped: one core only (no cpu1)\n");
+		tdmt_test_ok();
+		skip();
+	}
+	int n0 = device_count();
+	assert_int_equal(dev_ok(TDM_DEV_DRAIN, "cpu0", 0, "draining"), cpu0);
+	int stop;
+	pid_t pid = start_load(&stop);
+	for (int round = 1; round <= 2; round++) {
+		if (!wait_gone(cpu1, 60000))
+			fail_msg("round %d: cpu1 did not leave after its faults", round);
+		assert_int_equal(device_field(cpu1, "faults"), 2);
+		for (int i = 0; i < 500 && fault_events() < round; i++)
+			tdmt_sleep_ms(10);
+		assert_int_equal(fault_events(), round);
+		/* Its tasks waited for cpu0. */
+		assert_int_equal(dev_ok(TDM_DEV_RESUME, "cpu0", 0, "active"), cpu0);
+		wait_more_graphs(pid, 3);
+		for (int i = 0; i < 500 && !available("cpu1"); i++)
+			tdmt_sleep_ms(10);
+		assert_true(available("cpu1"));
+		if (round == 2)
+			break;
+		/* Back under its old id, the injection again; only it takes tasks. */
+		assert_int_equal(dev_ok(TDM_DEV_ADD, "cpu1", 0, "active"), cpu1);
+		assert_int_equal(device_count(), n0);
+		/* (Its fault count starts again: 2 when it is gone again, not 4.
+		 * It may fault at once, its task moving to cpu0 meanwhile.) */
+		assert_int_equal(dev_ok(TDM_DEV_DRAIN, "cpu0", 0, "draining"), cpu0);
+	}
+	stop_load(pid, stop);
 	tdmt_test_ok();
 }
 
@@ -546,11 +618,11 @@ static void test_sighup_devices(void **state)
 	assert_int_equal(tdmt_client_field(d.sock, pid, "weight", &weight), 0);
 	assert_int_equal(weight, 1);
 	assert_int_equal(kill(d.pid, SIGHUP), 0);
-	int again = -1;
-	for (int i = 0; i < 1000 && (again = newest_id("cpu1")) == cpu1; i++)
+	/* The same core: back under its old id. */
+	for (int i = 0; i < 1000 && !state_is(cpu1, "active"); i++)
 		tdmt_sleep_ms(10);
-	assert_true(again > cpu1);
-	assert_state(again, "active");
+	assert_state(cpu1, "active");
+	assert_int_equal(newest_id("cpu1"), cpu1);
 	assert_int_equal(tdmt_client_field(d.sock, pid, "weight", &weight), 0);
 	assert_int_equal(weight, 3);
 	wait_more_graphs(pid, 3);
@@ -768,6 +840,8 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_core_drain_remove_add, test_setup,
+		                                test_teardown),
+		cmocka_unit_test_setup_teardown(test_fault_makes_device_gone, test_setup,
 		                                test_teardown),
 		cmocka_unit_test_setup_teardown(test_core_churn_every_policy, test_setup,
 		                                test_teardown),

@@ -226,6 +226,23 @@ static void test_states_and_limits(void **state)
 	assert_string_equal(engine_device(e, 1)->dev.name, "dev1");
 	assert_int_equal(engine_device_state(e, 7), ENGINE_DEV_GONE); /* never given */
 	assert_int_equal(engine_device_drain(e, 7), -TDM_EINVAL);
+	/* It let go of everything (no worker thread, nothing staged): the
+	 * same device comes back under its old id, within the capacity;
+	 * other hardware of the same name does not take it. */
+	assert_true(engine_device_left(e, 1));
+	assert_false(engine_device_left(e, 0));
+	struct backend_device other = host_dev(1);
+	snprintf(other.model, sizeof(other.model), "another core");
+	assert_int_equal(engine_device_reusable(e, &other), -1);
+	assert_int_equal(engine_device_add(e, &other, &id), -TDM_ENOSPC);
+	assert_int_equal(engine_device_reusable(e, &d1), 1);
+	id = 99;
+	assert_int_equal(engine_device_add(e, &d1, &id), 0);
+	assert_int_equal(id, 1);
+	assert_int_equal(engine_device_count(e), 2);
+	assert_int_equal(engine_device_state(e, 1), ENGINE_DEV_ACTIVE);
+	assert_false(engine_device_left(e, 1));
+	assert_int_equal(engine_device_reusable(e, &d1), -1); /* in use */
 	engine_destroy(e);
 
 	/* Without max_devices nothing can be added. */
@@ -799,6 +816,93 @@ static void test_churn_every_policy(void **state)
 	}
 }
 
+/* Every policy, with worker threads: a device removed while graphs run
+ * comes back under its old id, again and again, and runs tasks there
+ * (nothing of its old queue left behind: every task runs once); another
+ * device takes a new id. The ids stay few however many times it comes
+ * back. */
+static bool wait_left(struct engine *e, unsigned id, int ms)
+{
+	for (int i = 0; i < ms && !engine_device_left(e, id); i++)
+		sleep_us(1000);
+	return engine_device_left(e, id);
+}
+
+static void test_same_device_back_under_old_id(void **state)
+{
+	(void)state;
+	for (const struct policy_ops *const *p = policy_list(); *p; p++) {
+		struct done dn = { 0 };
+		struct engine_flow flow = { .id = 1, .weight = 1 };
+		struct engine *e = make(*p, 2, 4, true, &dn);
+		assert_int_equal(engine_flow_add(e, &flow), 0);
+		reset_counts();
+		atomic_store(&task_us, 20);
+		enum { N = 1200, G = 4, ROUNDS = 12 };
+		struct engine_graph *g[G + 1];
+		for (int i = 0; i < G; i++) {
+			g[i] = random_dag(&flow, N / G, 2, 40 + (unsigned)i);
+			for (uint32_t t = 0; t < N / G; t++)
+				g[i]->tasks[t].call.s[0].i64 = i * (N / G) + t;
+			engine_submit(e, g[i]);
+		}
+		struct backend_device d1 = host_dev(1), d2 = host_dev(2);
+		unsigned id;
+		for (int r = 0; r < ROUNDS; r++) {
+			/* dev1 leaves and comes back as 1; dev2 joins as 2 the
+			 * first time, then comes back as 2. */
+			assert_int_equal(engine_device_remove(e, 1), 0);
+			if (!wait_left(e, 1, 5000))
+				fail_msg("policy %s: dev1's worker did not leave", (*p)->name);
+			assert_int_equal(engine_device_add(e, &d1, &id), 0);
+			assert_int_equal(id, 1);
+			if (r > 0) {
+				assert_int_equal(engine_device_remove(e, 2), 0);
+				if (!wait_left(e, 2, 5000))
+					fail_msg("policy %s: dev2's worker did not leave",
+					         (*p)->name);
+			}
+			assert_int_equal(engine_device_add(e, &d2, &id), 0);
+			assert_int_equal(id, 2);
+			sleep_us(1000);
+		}
+		assert_int_equal(engine_device_count(e), 3);
+		/* Other hardware: a new id. */
+		struct backend_device d3 = host_dev(3);
+		assert_int_equal(engine_device_add(e, &d3, &id), 0);
+		assert_int_equal(id, 3);
+		if (!wait_graphs(&dn, G, 30000))
+			fail_msg("policy %s: %d of %d graphs done", (*p)->name,
+			         atomic_load(&dn.graphs), G);
+		/* The device that came back takes tasks: the others drained,
+		 * a last graph runs on dev1 only. */
+		assert_int_equal(engine_device_drain(e, 0), 0);
+		assert_int_equal(engine_device_drain(e, 2), 0);
+		assert_int_equal(engine_device_drain(e, 3), 0);
+		uint32_t before = atomic_load(&ran_on[1]);
+		g[G] = random_dag(&flow, 50, 1, 99);
+		for (uint32_t t = 0; t < 50; t++)
+			g[G]->tasks[t].call.s[0].i64 = N + t;
+		engine_submit(e, g[G]);
+		if (!wait_graphs(&dn, G + 1, 30000))
+			fail_msg("policy %s: the last graph did not finish on dev1", (*p)->name);
+		assert_int_equal(atomic_load(&ran_on[1]) - before, 50);
+		assert_each_ran_once(N + 50);
+		for (int i = 0; i <= G; i++)
+			assert_int_equal(atomic_load(&g[i]->status), 0);
+		for (unsigned w = 0; w < 4; w++)
+			assert_int_equal(engine_device(e, w)->faults, 0);
+		struct engine_counters c;
+		engine_counters(e, &c);
+		if (c.fallback)
+			fail_msg("policy %s: fell back to the FIFO", (*p)->name);
+		engine_flow_gone(e, &flow);
+		engine_destroy(e);
+		for (int i = 0; i <= G; i++)
+			free_graph(g[i]);
+	}
+}
+
 /* ---- simulation: the driver steps accelerator-shaped devices ---- */
 
 /* Steps every live worker once (stage what it may, complete its oldest);
@@ -1063,6 +1167,7 @@ int main(void)
 		cmocka_unit_test(test_waiting_is_not_a_stall),
 		cmocka_unit_test(test_heft_repaired_without_device),
 		cmocka_unit_test(test_churn_every_policy),
+		cmocka_unit_test(test_same_device_back_under_old_id),
 		cmocka_unit_test(test_sim_between_steps),
 		cmocka_unit_test(test_added_device_priced_at_once),
 		cmocka_unit_test(test_remove_writes_owner_back),

@@ -383,6 +383,35 @@ static void test_gone_node_reused(void **state)
 	rig_fini(&g);
 }
 
+/* The device that comes back takes its own node, once it is gone, and only
+ * then; a node another device took is refused to it. */
+static void test_node_taken_back(void **state)
+{
+	(void)state;
+	struct rig g;
+	rig_init(&g, &acc_nopeer, 2, 0);
+	use(&g, 1, 0, true, 6.0f);
+	assert_int_equal(residency_take_node(&g.r, &g.dev[0], 0, 1), -TDM_EBUSY); /* in use */
+	assert_int_equal(residency_node_evacuate(&g.r, 1), 0);
+	assert_int_equal(residency_take_node(&g.r, &g.dev[0], 0, 3), -TDM_EBUSY); /* none */
+	assert_int_equal(residency_take_node(&g.r, &g.dev[0], 0, 1), 1);
+	struct res_node_stats st;
+	residency_node_stats(&g.r, 1, &st);
+	assert_false(st.gone);
+	assert_string_equal(st.name, "acc0");
+	/* Nothing of its earlier stay is taken for valid there. */
+	assert_int_equal(residency_missing(&g.d[0], 1, 0, BYTES), BYTES);
+	assert_host(&g, 0, 6.0f);
+	/* Gone again, and taken by another device meanwhile: refused. */
+	assert_int_equal(residency_node_evacuate(&g.r, 1), 0);
+	struct backend_device other = {
+		.ops = &acc_nopeer, .kind = TDM_DEV_GPU, .mem_bytes = 1 << 20, .name = "other"
+	};
+	assert_int_equal(residency_add_node(&g.r, &other, 0), 1);
+	assert_int_equal(residency_take_node(&g.r, &g.dev[0], 0, 1), -TDM_EBUSY);
+	rig_fini(&g);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -392,6 +421,7 @@ int main(void)
 		cmocka_unit_test(test_budget_shrinks_and_grows),
 		cmocka_unit_test(test_node_added_at_run_time),
 		cmocka_unit_test(test_gone_node_reused),
+		cmocka_unit_test(test_node_taken_back),
 		cmocka_unit_test(test_opencl_peer_evacuation),
 	};
 	return cmocka_run_group_tests_name("elastic_residency", tests, cl_setup, cl_teardown);
