@@ -13,6 +13,7 @@
 #include <cmocka.h>
 
 #include "engine/engine.h"
+#include "tests/harness/edge_graph.h"
 #include "placement/residency.h"
 #include "profiler/profiler.h"
 #include "policies/dispatch.h"
@@ -93,34 +94,13 @@ static struct engine *make(const struct policy_ops *p, size_t ndev, size_t cap, 
 	return e;
 }
 
-/* n "spin" tasks (scalar 0: the task index), edges (from, to) in CSR. */
+/* n "spin" tasks (scalar 0: the task index), edges (from, to). */
 static struct engine_graph *make_graph(struct engine_flow *flow, uint32_t n, const uint32_t *edges,
                                        uint32_t nedges)
 {
-	struct engine_graph *g = calloc(1, sizeof(*g));
-	g->flow = flow;
-	g->ntasks = n;
-	g->tasks = calloc(n, sizeof(*g->tasks));
-	g->succ_off = calloc(n + 1, sizeof(uint32_t));
-	g->succ = calloc(nedges + 1, sizeof(uint32_t));
-	const struct kernel_def *spin = kernel_by_id((uint32_t)kernel_lookup("spin"));
-	for (uint32_t i = 0; i < n; i++) {
-		g->tasks[i].graph = g;
-		g->tasks[i].index = i;
-		g->tasks[i].kernel = spin;
-		g->tasks[i].call.s[0].i64 = i;
-	}
-	for (uint32_t i = 0; i < nedges; i++) {
-		g->succ_off[edges[2 * i] + 1]++;
-		atomic_fetch_add(&g->tasks[edges[2 * i + 1]].ndeps, 1);
-	}
+	struct engine_graph *g = edge_graph(flow, kernel_by_id(KERNEL_SPIN), n, edges, nedges);
 	for (uint32_t i = 0; i < n; i++)
-		g->succ_off[i + 1] += g->succ_off[i];
-	uint32_t *cur = calloc(n + 1, sizeof(uint32_t));
-	memcpy(cur, g->succ_off, (n + 1) * sizeof(uint32_t));
-	for (uint32_t i = 0; i < nedges; i++)
-		g->succ[cur[edges[2 * i]]++] = edges[2 * i + 1];
-	free(cur);
+		g->tasks[i].call.s[0].i64 = i;
 	return g;
 }
 
@@ -146,8 +126,7 @@ static struct engine_graph *random_dag(struct engine_flow *flow, uint32_t n, int
 
 static void free_graph(struct engine_graph *g)
 {
-	engine_graph_free_arrays(g);
-	free(g);
+	edge_graph_free(g);
 }
 
 static void reset_counts(void)
@@ -393,6 +372,62 @@ static const struct backend_ops gated_accel = { .abi_version = BACKEND_ABI_VERSI
 	                                        .event_wait = gated_wait,
 	                                        .event_query = gated_query };
 
+/* A gated accelerator dev0 (node 1) with room for a second device, under
+ * policy p, running a chain of CHAIN_N tasks whose first task has started
+ * on dev0 and waits at the gate. */
+enum { CHAIN_N = 4 };
+
+struct gated_chain {
+	struct done dn;
+	struct engine_flow flow;
+	struct residency res;
+	struct backend_device acc;
+	struct engine *e;
+	struct engine_graph *g;
+};
+
+static void chain_start(struct gated_chain *c, const struct policy_ops *p)
+{
+	*c = (struct gated_chain){ .flow = { .id = 1, .weight = 1 } };
+	residency_init(&c->res);
+	c->acc = (struct backend_device){ .ops = &gated_accel,
+		                          .kind = TDM_DEV_GPU,
+		                          .mem_bytes = 1 << 20 };
+	snprintf(c->acc.name, sizeof(c->acc.name), "dev0");
+	snprintf(c->acc.model, sizeof(c->acc.model), "gated");
+	assert_int_equal(residency_add_node(&c->res, &c->acc, 0), 1);
+	c->acc.node = 1;
+	struct engine_params ep = { .clock = &clock_real,
+		                    .policy = p,
+		                    .devices = &c->acc,
+		                    .ndevices = 1,
+		                    .max_devices = 2,
+		                    .res = &c->res,
+		                    .hooks = { .graph_done = on_done, .ctx = &c->dn },
+		                    .start_workers = true,
+		                    .spin_us = 10 };
+	assert_int_equal(engine_create(&ep, &c->e), 0);
+	assert_int_equal(engine_flow_add(c->e, &c->flow), 0);
+	reset_counts();
+	atomic_store(&gate_open, false);
+	atomic_store(&unplugged, false);
+	uint32_t edges[] = { 0, 1, 1, 2, 2, 3 };
+	c->g = make_graph(&c->flow, CHAIN_N, edges, 3);
+	engine_submit(c->e, c->g);
+	for (int i = 0; i < 5000 && atomic_load(&ran_on[0]) == 0; i++)
+		sleep_us(1000);
+	if (atomic_load(&ran_on[0]) != 1)
+		fail_msg("policy %s: ran %u on the accelerator", p->name, atomic_load(&ran_on[0]));
+}
+
+static void chain_stop(struct gated_chain *c)
+{
+	engine_flow_gone(c->e, &c->flow);
+	engine_destroy(c->e);
+	residency_fini(&c->res);
+	free_graph(c->g);
+}
+
 /* Every policy: a device removed while its task runs (and fails: it was
  * unplugged) has that task run again elsewhere, without counting it as a
  * fault attempt; the graph completes once, every task ran to completion
@@ -401,68 +436,28 @@ static void test_remove_reruns_running(void **state)
 {
 	(void)state;
 	for (const struct policy_ops *const *p = policy_list(); *p; p++) {
-		struct done dn = { 0 };
-		struct engine_flow flow = { .id = 1, .weight = 1 };
-		struct residency res;
-		residency_init(&res);
-		struct backend_device acc = { .ops = &gated_accel,
-			                      .kind = TDM_DEV_GPU,
-			                      .mem_bytes = 1 << 20 };
-		snprintf(acc.name, sizeof(acc.name), "dev0");
-		snprintf(acc.model, sizeof(acc.model), "gated");
-		int node = residency_add_node(&res, &acc, 0);
-		assert_int_equal(node, 1);
-		acc.node = 1;
-		struct engine *e;
-		struct engine_params ep = { .clock = &clock_real,
-			                    .policy = *p,
-			                    .devices = &acc,
-			                    .ndevices = 1,
-			                    .max_devices = 2,
-			                    .res = &res,
-			                    .hooks = { .graph_done = on_done, .ctx = &dn },
-			                    .start_workers = true,
-			                    .spin_us = 10 };
-		assert_int_equal(engine_create(&ep, &e), 0);
-		assert_int_equal(engine_flow_add(e, &flow), 0);
-		reset_counts();
-		atomic_store(&gate_open, false);
-		atomic_store(&unplugged, false);
-		/* A chain: the first task runs on the accelerator, the rest wait. */
-		enum { N = 4 };
-		uint32_t edges[] = { 0, 1, 1, 2, 2, 3 };
-		struct engine_graph *g = make_graph(&flow, N, edges, 3);
-		engine_submit(e, g);
-		for (int i = 0; i < 5000 && atomic_load(&ran_on[0]) == 0; i++)
-			sleep_us(1000);
-		if (atomic_load(&ran_on[0]) != 1)
-			fail_msg("policy %s: ran %u on the accelerator", (*p)->name,
-			         atomic_load(&ran_on[0]));
-		assert_int_equal(wait_busy(e, 0, 1), 1);
+		struct gated_chain c;
+		chain_start(&c, *p);
+		assert_int_equal(wait_busy(c.e, 0, 1), 1);
 		struct backend_device cpu = host_dev(1);
 		unsigned id;
-		assert_int_equal(engine_device_add(e, &cpu, &id), 0);
+		assert_int_equal(engine_device_add(c.e, &cpu, &id), 0);
 		atomic_store(&unplugged, true);
-		assert_int_equal(engine_device_remove(e, 0), 0);
-		assert_int_equal(engine_device_state(e, 0), ENGINE_DEV_GONE);
+		assert_int_equal(engine_device_remove(c.e, 0), 0);
+		assert_int_equal(engine_device_state(c.e, 0), ENGINE_DEV_GONE);
 		atomic_store(&gate_open, true);
-		if (!wait_graphs(&dn, 1, 20000))
+		if (!wait_graphs(&c.dn, 1, 20000))
 			fail_msg("policy %s: graph not done", (*p)->name);
 		sleep_us(20000);
-		assert_int_equal(atomic_load(&dn.graphs), 1);
-		assert_int_equal(atomic_load(&g->status), 0);
-		assert_each_ran_once(N);
-		for (uint32_t i = 0; i < N; i++) {
-			assert_int_equal(g->tasks[i].device, 1);
-			assert_int_equal(g->tasks[i].attempts, 0);
+		assert_int_equal(atomic_load(&c.dn.graphs), 1);
+		assert_int_equal(atomic_load(&c.g->status), 0);
+		assert_each_ran_once(CHAIN_N);
+		for (uint32_t i = 0; i < CHAIN_N; i++) {
+			assert_int_equal(c.g->tasks[i].device, 1);
+			assert_int_equal(c.g->tasks[i].attempts, 0);
 		}
-		for (int i = 0; i < 2000 && engine_device_busy(e, 0); i++)
-			sleep_us(1000);
-		assert_int_equal(engine_device_busy(e, 0), 0);
-		engine_flow_gone(e, &flow);
-		engine_destroy(e);
-		residency_fini(&res);
-		free_graph(g);
+		assert_int_equal(wait_busy(c.e, 0, 0), 0);
+		chain_stop(&c);
 	}
 }
 
@@ -473,58 +468,25 @@ static void test_drain_finishes_running(void **state)
 {
 	(void)state;
 	for (const struct policy_ops *const *p = policy_list(); *p; p++) {
-		struct done dn = { 0 };
-		struct engine_flow flow = { .id = 1, .weight = 1 };
-		struct residency res;
-		residency_init(&res);
-		struct backend_device acc = { .ops = &gated_accel,
-			                      .kind = TDM_DEV_GPU,
-			                      .mem_bytes = 1 << 20 };
-		snprintf(acc.name, sizeof(acc.name), "dev0");
-		snprintf(acc.model, sizeof(acc.model), "gated");
-		acc.node = (uint16_t)residency_add_node(&res, &acc, 0);
-		struct engine *e;
-		struct engine_params ep = { .clock = &clock_real,
-			                    .policy = *p,
-			                    .devices = &acc,
-			                    .ndevices = 1,
-			                    .max_devices = 2,
-			                    .res = &res,
-			                    .hooks = { .graph_done = on_done, .ctx = &dn },
-			                    .start_workers = true,
-			                    .spin_us = 10 };
-		assert_int_equal(engine_create(&ep, &e), 0);
-		assert_int_equal(engine_flow_add(e, &flow), 0);
-		reset_counts();
-		atomic_store(&gate_open, false);
-		atomic_store(&unplugged, false);
-		enum { N = 4 };
-		uint32_t edges[] = { 0, 1, 1, 2, 2, 3 };
-		struct engine_graph *g = make_graph(&flow, N, edges, 3);
-		engine_submit(e, g);
-		for (int i = 0; i < 5000 && atomic_load(&ran_on[0]) == 0; i++)
-			sleep_us(1000);
-		assert_int_equal(atomic_load(&ran_on[0]), 1);
+		struct gated_chain c;
+		chain_start(&c, *p);
 		struct backend_device cpu = host_dev(1);
 		unsigned id;
-		assert_int_equal(engine_device_add(e, &cpu, &id), 0);
-		assert_int_equal(engine_device_drain(e, 0), 0);
-		assert_int_equal(wait_busy(e, 0, 1), 1);
+		assert_int_equal(engine_device_add(c.e, &cpu, &id), 0);
+		assert_int_equal(engine_device_drain(c.e, 0), 0);
+		assert_int_equal(wait_busy(c.e, 0, 1), 1);
 		atomic_store(&gate_open, true);
-		if (!wait_graphs(&dn, 1, 20000))
+		if (!wait_graphs(&c.dn, 1, 20000))
 			fail_msg("policy %s: graph not done", (*p)->name);
-		assert_int_equal(atomic_load(&g->status), 0);
-		assert_each_ran_once(N);
-		assert_int_equal(g->tasks[0].device, 0);
-		for (uint32_t i = 1; i < N; i++)
-			assert_int_equal(g->tasks[i].device, 1);
+		assert_int_equal(atomic_load(&c.g->status), 0);
+		assert_each_ran_once(CHAIN_N);
+		assert_int_equal(c.g->tasks[0].device, 0);
+		for (uint32_t i = 1; i < CHAIN_N; i++)
+			assert_int_equal(c.g->tasks[i].device, 1);
 		assert_int_equal(atomic_load(&ran_on[0]), 1);
-		assert_int_equal(engine_device_busy(e, 0), 0);
-		assert_int_equal(engine_device_state(e, 0), ENGINE_DEV_DRAINING);
-		engine_flow_gone(e, &flow);
-		engine_destroy(e);
-		residency_fini(&res);
-		free_graph(g);
+		assert_int_equal(wait_busy(c.e, 0, 0), 0);
+		assert_int_equal(engine_device_state(c.e, 0), ENGINE_DEV_DRAINING);
+		chain_stop(&c);
 	}
 }
 

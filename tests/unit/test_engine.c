@@ -10,6 +10,7 @@
 #include <cmocka.h>
 
 #include "engine/engine.h"
+#include "tests/harness/edge_graph.h"
 #include "policies/policy.h"
 #include "tandem.h"
 
@@ -61,40 +62,16 @@ static struct engine *make_engine(const struct policy_ops *p, size_t ndev, bool 
 	return e;
 }
 
-/* A graph of n noop tasks with the given (from, to) edges, in CSR form. */
+/* A graph of n noop tasks with the given (from, to) edges. */
 static struct engine_graph *make_graph(struct engine_flow *flow, uint32_t n, const uint32_t *edges,
                                        uint32_t nedges)
 {
-	struct engine_graph *g = calloc(1, sizeof(*g));
-	g->flow = flow;
-	g->ntasks = n;
-	g->tasks = calloc(n, sizeof(*g->tasks));
-	g->succ_off = calloc(n + 1, sizeof(uint32_t));
-	g->succ = calloc(nedges + 1, sizeof(uint32_t));
-	const struct kernel_def *noop = kernel_by_id((uint32_t)kernel_lookup("noop"));
-	for (uint32_t i = 0; i < n; i++) {
-		g->tasks[i].graph = g;
-		g->tasks[i].index = i;
-		g->tasks[i].kernel = noop;
-	}
-	for (uint32_t i = 0; i < nedges; i++) {
-		g->succ_off[edges[2 * i] + 1]++;
-		atomic_fetch_add(&g->tasks[edges[2 * i + 1]].ndeps, 1);
-	}
-	for (uint32_t i = 0; i < n; i++)
-		g->succ_off[i + 1] += g->succ_off[i];
-	uint32_t *cur = calloc(n + 1, sizeof(uint32_t));
-	memcpy(cur, g->succ_off, (n + 1) * sizeof(uint32_t));
-	for (uint32_t i = 0; i < nedges; i++)
-		g->succ[cur[edges[2 * i]]++] = edges[2 * i + 1];
-	free(cur);
-	return g;
+	return edge_graph(flow, kernel_by_id(KERNEL_NOOP), n, edges, nedges);
 }
 
 static void free_graph(struct engine_graph *g)
 {
-	engine_graph_free_arrays(g);
-	free(g);
+	edge_graph_free(g);
 }
 
 static void run_all(struct engine *e, size_t nworkers)

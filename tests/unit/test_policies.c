@@ -15,6 +15,7 @@
 #include <glpk.h>
 
 #include "engine/engine.h"
+#include "tests/harness/edge_graph.h"
 #include "placement/eft.h"
 #include "placement/plan.h"
 #include "policies/dispatch.h"
@@ -138,45 +139,26 @@ static void wait_graphs(struct rig *r, int n)
 
 /* ---- graphs ---- */
 
-/* n tasks with the given (from, to) edges in CSR form; task i spins us[i]
+/* n tasks with the given (from, to) edges; task i spins us[i]
  * microseconds (0 or us NULL: noop). */
 static struct engine_graph *make_graph(struct engine_flow *flow, uint32_t n, const uint32_t *edges,
                                        uint32_t nedges, const uint32_t *us)
 {
-	struct engine_graph *g = calloc(1, sizeof(*g));
-	g->flow = flow;
-	g->ntasks = n;
-	g->tasks = calloc(n, sizeof(*g->tasks));
-	g->succ_off = calloc(n + 1, sizeof(uint32_t));
-	g->succ = calloc(nedges + 1, sizeof(uint32_t));
-	for (uint32_t i = 0; i < n; i++) {
+	struct engine_graph *g = edge_graph(flow, kernel_by_id(KERNEL_NOOP), n, edges, nedges);
+	for (uint32_t i = 0; i < n && us; i++) {
 		struct engine_task *t = &g->tasks[i];
-		t->graph = g;
-		t->index = i;
-		t->kernel = kernel_by_id(us && us[i] ? KERNEL_SPIN : KERNEL_NOOP);
-		if (us && us[i]) {
+		if (us[i]) {
+			t->kernel = kernel_by_id(KERNEL_SPIN);
 			t->call.s[0].i64 = us[i];
 			t->feat.domain = us[i];
 		}
 	}
-	for (uint32_t i = 0; i < nedges; i++) {
-		g->succ_off[edges[2 * i] + 1]++;
-		atomic_fetch_add(&g->tasks[edges[2 * i + 1]].ndeps, 1);
-	}
-	for (uint32_t i = 0; i < n; i++)
-		g->succ_off[i + 1] += g->succ_off[i];
-	uint32_t *cur = calloc(n + 1, sizeof(uint32_t));
-	memcpy(cur, g->succ_off, (n + 1) * sizeof(uint32_t));
-	for (uint32_t i = 0; i < nedges; i++)
-		g->succ[cur[edges[2 * i]]++] = edges[2 * i + 1];
-	free(cur);
 	return g;
 }
 
 static void free_graph(struct engine_graph *g)
 {
-	engine_graph_free_arrays(g);
-	free(g);
+	edge_graph_free(g);
 }
 
 struct dag {
