@@ -196,20 +196,52 @@ uint32_t moe_cache_set_cap(struct moe_cache *c, uint32_t cap, uint32_t pin_layer
 	return out;
 }
 
-double moe_cache_victim_p(const struct moe_cache *c, uint32_t pin_layer, const uint8_t *pin)
+double moe_cache_rate(const struct moe_cache *c, uint32_t l, uint32_t e)
+{
+	double p11, p01;
+
+	if (l >= c->layers || e >= c->experts)
+		return 0;
+	chain_of(c, (size_t)l * c->experts + e, &p11, &p01);
+	return p01 / (1 - p11 + p01); /* p01 > 0: the denominator too */
+}
+
+/* The expert moe_cache_admit would evict (pin as there), or n. */
+static size_t victim_of(const struct moe_cache *c, uint32_t pin_layer, const uint8_t *pin)
 {
 	const size_t n = (size_t)c->layers * c->experts;
+	size_t best = n;
 	double key = -INFINITY;
 
-	if (c->n < c->cap)
-		return 0;
 	for (size_t i = 0; i < n; i++) {
 		if (!c->in[i] || (pin && i / c->experts == pin_layer && pin[i % c->experts]))
 			continue;
-		key = fmax(key, tandem_key(c, i));
+		double k = evict_key(c, i);
+		if (best == n || k > key) {
+			best = i;
+			key = k;
+		}
 	}
-	/* tandem_key is -p plus a tie-break below 1e-6. */
-	return key == -INFINITY ? 1 : fmin(fmax(-key, 0), 1);
+	return best;
+}
+
+bool moe_cache_swap_pays(const struct moe_cache *c, uint32_t l, uint32_t e, uint32_t pin_layer,
+                         const uint8_t *pin, double t_saved_ns, double cost_ns)
+{
+	double pv = 0, rv = 0;
+
+	if (l >= c->layers || e >= c->experts)
+		return false;
+	if (c->n >= c->cap) {
+		size_t v = victim_of(c, pin_layer, pin);
+		if (v == (size_t)c->layers * c->experts)
+			return false; /* everything resident is in use */
+		uint32_t vl = (uint32_t)(v / c->experts), ve = (uint32_t)(v % c->experts);
+		pv = moe_cache_p_next(c, vl, ve);
+		rv = moe_cache_rate(c, vl, ve);
+	}
+	return (moe_cache_p_next(c, l, e) - pv) * t_saved_ns > cost_ns &&
+	       moe_cache_rate(c, l, e) > rv;
 }
 
 bool moe_cache_admit(struct moe_cache *c, uint32_t l, uint32_t e, uint32_t pin_layer,
@@ -233,24 +265,13 @@ bool moe_cache_admit(struct moe_cache *c, uint32_t l, uint32_t e, uint32_t pin_l
 	}
 	if (c->pol == MOE_EVICT_HOT)
 		return false;
-	size_t best = n;
-	double key = -INFINITY;
-	for (size_t i = 0; i < n; i++) {
-		if (!c->in[i])
-			continue;
-		if (pin && i / c->experts == pin_layer && pin[i % c->experts])
-			continue;
-		double k = evict_key(c, i);
-		if (best == n || k > key) {
-			best = i;
-			key = k;
-		}
-	}
+	size_t best = victim_of(c, pin_layer, pin);
 	if (best == n)
 		return false; /* everything resident is in use */
 	/* Admission: MIN keeps the incoming expert only when it is needed
 	 * before the victim; tandem when it is likelier to be chosen than the
 	 * victim by a margin (a swap costs a load when it was wrong). */
+	double key = evict_key(c, best);
 	if (!force && c->pol == MOE_EVICT_BELADY && evict_key(c, me) >= key)
 		return false;
 	if (!force && c->pol == MOE_EVICT_TANDEM && evict_key(c, me) + ADMIT_MARGIN >= key)
