@@ -15,6 +15,9 @@
 #define CHAIN_PRIOR 2.0
 /* tandem: how much likelier an incoming expert must be than the victim. */
 #define ADMIT_MARGIN 0.15
+/* tandem's prefetch swap: how many standard errors the newcomer's long-run
+ * rate must be above the victim's (about 95% one-sided). */
+#define SWAP_SIGMAS 2.0
 
 static const char *const evict_names[MOE_EVICT_COUNT] = { "tandem", "lru", "lfu",
 	                                                  "mrs",    "hot", "belady" };
@@ -44,8 +47,9 @@ int moe_cache_init(struct moe_cache *c, enum moe_evict pol, uint32_t layers, uin
 	c->score = calloc(n, sizeof(*c->score));
 	c->chain = calloc(4 * n, sizeof(*c->chain));
 	c->rate = malloc(layers * sizeof(*c->rate));
+	c->steps = calloc(layers, sizeof(*c->steps));
 	if (!c->in || !c->chosen || !c->last || !c->next || !c->count || !c->score || !c->chain ||
-	    !c->rate) {
+	    !c->rate || !c->steps) {
 		moe_cache_free(c);
 		return -1;
 	}
@@ -69,6 +73,7 @@ void moe_cache_free(struct moe_cache *c)
 	free(c->score);
 	free(c->chain);
 	free(c->rate);
+	free(c->steps);
 	memset(c, 0, sizeof(*c));
 }
 
@@ -98,6 +103,7 @@ void moe_cache_observe(struct moe_cache *c, uint64_t step, uint32_t l, const uin
 			ch[c->chosen[base + e] ? 1 : 3] += now[e];
 		}
 		c->rate[l] = CHAIN_DECAY * c->rate[l] + (1 - CHAIN_DECAY) * (double)n / E;
+		c->steps[l]++;
 	}
 	if (c->pol == MOE_EVICT_MRS)
 		for (uint32_t e = 0; e < E; e++)
@@ -109,7 +115,7 @@ void moe_cache_observe(struct moe_cache *c, uint64_t step, uint32_t l, const uin
 		size_t i = base + ids[k];
 		c->chosen[i] = 1;
 		c->last[i] = pos;
-		if (c->pol == MOE_EVICT_LFU)
+		if (c->pol == MOE_EVICT_LFU || c->pol == MOE_EVICT_TANDEM)
 			c->count[i] += 1;
 		else if (c->pol == MOE_EVICT_MRS)
 			c->score[i] += MRS_ALPHA * (w ? w[k] : 1.0f);
@@ -198,12 +204,9 @@ uint32_t moe_cache_set_cap(struct moe_cache *c, uint32_t cap, uint32_t pin_layer
 
 double moe_cache_rate(const struct moe_cache *c, uint32_t l, uint32_t e)
 {
-	double p11, p01;
-
-	if (l >= c->layers || e >= c->experts)
+	if (l >= c->layers || e >= c->experts || !c->steps[l])
 		return 0;
-	chain_of(c, (size_t)l * c->experts + e, &p11, &p01);
-	return p01 / (1 - p11 + p01); /* p01 > 0: the denominator too */
+	return c->count[(size_t)l * c->experts + e] / (double)c->steps[l];
 }
 
 /* The expert moe_cache_admit would evict (pin as there), or n. */
@@ -240,8 +243,13 @@ bool moe_cache_swap_pays(const struct moe_cache *c, uint32_t l, uint32_t e, uint
 		pv = moe_cache_p_next(c, vl, ve);
 		rv = moe_cache_rate(c, vl, ve);
 	}
+	/* The rates' difference must stand above the noise of counting them
+	 * (SWAP_SIGMAS standard errors over the steps seen): a swap on a
+	 * difference of a count or two is a coin toss that costs a copy and
+	 * the victim's uses after. */
+	double rx = moe_cache_rate(c, l, e), n = c->steps[l] ? (double)c->steps[l] : 1;
 	return (moe_cache_p_next(c, l, e) - pv) * t_saved_ns > cost_ns &&
-	       moe_cache_rate(c, l, e) > rv;
+	       rx - rv > SWAP_SIGMAS * sqrt((rx * (1 - rx) + rv * (1 - rv)) / n);
 }
 
 bool moe_cache_admit(struct moe_cache *c, uint32_t l, uint32_t e, uint32_t pin_layer,
