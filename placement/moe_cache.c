@@ -15,6 +15,9 @@
 #define CHAIN_PRIOR 2.0
 /* tandem: how much likelier an incoming expert must be than the victim. */
 #define ADMIT_MARGIN 0.15
+/* tandem's prefetch swap: how many standard errors the newcomer's long-run
+ * rate must be above the victim's (about 95% one-sided). */
+#define SWAP_SIGMAS 2.0
 
 static const char *const evict_names[MOE_EVICT_COUNT] = { "tandem", "lru", "lfu",
 	                                                  "mrs",    "hot", "belady" };
@@ -44,8 +47,9 @@ int moe_cache_init(struct moe_cache *c, enum moe_evict pol, uint32_t layers, uin
 	c->score = calloc(n, sizeof(*c->score));
 	c->chain = calloc(4 * n, sizeof(*c->chain));
 	c->rate = malloc(layers * sizeof(*c->rate));
+	c->steps = calloc(layers, sizeof(*c->steps));
 	if (!c->in || !c->chosen || !c->last || !c->next || !c->count || !c->score || !c->chain ||
-	    !c->rate) {
+	    !c->rate || !c->steps) {
 		moe_cache_free(c);
 		return -1;
 	}
@@ -69,6 +73,7 @@ void moe_cache_free(struct moe_cache *c)
 	free(c->score);
 	free(c->chain);
 	free(c->rate);
+	free(c->steps);
 	memset(c, 0, sizeof(*c));
 }
 
@@ -98,6 +103,7 @@ void moe_cache_observe(struct moe_cache *c, uint64_t step, uint32_t l, const uin
 			ch[c->chosen[base + e] ? 1 : 3] += now[e];
 		}
 		c->rate[l] = CHAIN_DECAY * c->rate[l] + (1 - CHAIN_DECAY) * (double)n / E;
+		c->steps[l]++;
 	}
 	if (c->pol == MOE_EVICT_MRS)
 		for (uint32_t e = 0; e < E; e++)
@@ -109,7 +115,7 @@ void moe_cache_observe(struct moe_cache *c, uint64_t step, uint32_t l, const uin
 		size_t i = base + ids[k];
 		c->chosen[i] = 1;
 		c->last[i] = pos;
-		if (c->pol == MOE_EVICT_LFU)
+		if (c->pol == MOE_EVICT_LFU || c->pol == MOE_EVICT_TANDEM)
 			c->count[i] += 1;
 		else if (c->pol == MOE_EVICT_MRS)
 			c->score[i] += MRS_ALPHA * (w ? w[k] : 1.0f);
@@ -196,20 +202,54 @@ uint32_t moe_cache_set_cap(struct moe_cache *c, uint32_t cap, uint32_t pin_layer
 	return out;
 }
 
-double moe_cache_victim_p(const struct moe_cache *c, uint32_t pin_layer, const uint8_t *pin)
+double moe_cache_rate(const struct moe_cache *c, uint32_t l, uint32_t e)
+{
+	if (l >= c->layers || e >= c->experts || !c->steps[l])
+		return 0;
+	return c->count[(size_t)l * c->experts + e] / (double)c->steps[l];
+}
+
+/* The expert moe_cache_admit would evict (pin as there), or n. */
+static size_t victim_of(const struct moe_cache *c, uint32_t pin_layer, const uint8_t *pin)
 {
 	const size_t n = (size_t)c->layers * c->experts;
+	size_t best = n;
 	double key = -INFINITY;
 
-	if (c->n < c->cap)
-		return 0;
 	for (size_t i = 0; i < n; i++) {
 		if (!c->in[i] || (pin && i / c->experts == pin_layer && pin[i % c->experts]))
 			continue;
-		key = fmax(key, tandem_key(c, i));
+		double k = evict_key(c, i);
+		if (best == n || k > key) {
+			best = i;
+			key = k;
+		}
 	}
-	/* tandem_key is -p plus a tie-break below 1e-6. */
-	return key == -INFINITY ? 1 : fmin(fmax(-key, 0), 1);
+	return best;
+}
+
+bool moe_cache_swap_pays(const struct moe_cache *c, uint32_t l, uint32_t e, uint32_t pin_layer,
+                         const uint8_t *pin, double t_saved_ns, double cost_ns)
+{
+	double pv = 0, rv = 0;
+
+	if (l >= c->layers || e >= c->experts)
+		return false;
+	if (c->n >= c->cap) {
+		size_t v = victim_of(c, pin_layer, pin);
+		if (v == (size_t)c->layers * c->experts)
+			return false; /* everything resident is in use */
+		uint32_t vl = (uint32_t)(v / c->experts), ve = (uint32_t)(v % c->experts);
+		pv = moe_cache_p_next(c, vl, ve);
+		rv = moe_cache_rate(c, vl, ve);
+	}
+	/* The rates' difference must stand above the noise of counting them
+	 * (SWAP_SIGMAS standard errors over the steps seen): a swap on a
+	 * difference of a count or two is a coin toss that costs a copy and
+	 * the victim's uses after. */
+	double rx = moe_cache_rate(c, l, e), n = c->steps[l] ? (double)c->steps[l] : 1;
+	return (moe_cache_p_next(c, l, e) - pv) * t_saved_ns > cost_ns &&
+	       rx - rv > SWAP_SIGMAS * sqrt((rx * (1 - rx) + rv * (1 - rv)) / n);
 }
 
 bool moe_cache_admit(struct moe_cache *c, uint32_t l, uint32_t e, uint32_t pin_layer,
@@ -233,24 +273,13 @@ bool moe_cache_admit(struct moe_cache *c, uint32_t l, uint32_t e, uint32_t pin_l
 	}
 	if (c->pol == MOE_EVICT_HOT)
 		return false;
-	size_t best = n;
-	double key = -INFINITY;
-	for (size_t i = 0; i < n; i++) {
-		if (!c->in[i])
-			continue;
-		if (pin && i / c->experts == pin_layer && pin[i % c->experts])
-			continue;
-		double k = evict_key(c, i);
-		if (best == n || k > key) {
-			best = i;
-			key = k;
-		}
-	}
+	size_t best = victim_of(c, pin_layer, pin);
 	if (best == n)
 		return false; /* everything resident is in use */
 	/* Admission: MIN keeps the incoming expert only when it is needed
 	 * before the victim; tandem when it is likelier to be chosen than the
 	 * victim by a margin (a swap costs a load when it was wrong). */
+	double key = evict_key(c, best);
 	if (!force && c->pol == MOE_EVICT_BELADY && evict_key(c, me) >= key)
 		return false;
 	if (!force && c->pol == MOE_EVICT_TANDEM && evict_key(c, me) + ADMIT_MARGIN >= key)

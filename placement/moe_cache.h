@@ -53,10 +53,11 @@ struct moe_cache {
 	uint8_t *chosen; /* chosen at its layer's last step */
 	uint64_t *last; /* position of the last use */
 	uint64_t *next; /* belady: position of the next use (MOE_NEVER: none) */
-	double *count; /* lfu: uses */
+	double *count; /* lfu, tandem: uses (steps chosen) */
 	double *chain; /* tandem, 4 per expert: steps chosen, chosen again, not, chosen after not */
 	float *score; /* mrs */
 	double *rate; /* tandem, per layer: experts chosen per step / experts (decayed) */
+	uint64_t *steps; /* tandem, per layer: steps observed */
 };
 
 /* 0, or -1 (bad shape, cap > layers * experts, out of memory). */
@@ -100,9 +101,22 @@ uint32_t moe_cache_set_cap(struct moe_cache *c, uint32_t cap, uint32_t pin_layer
  * layer's next step (the prefetch ranking). */
 double moe_cache_p_next(const struct moe_cache *c, uint32_t l, uint32_t e);
 
-/* tandem: moe_cache_p_next of the expert moe_cache_admit would evict now
- * (pin as there); 0 while a slot is free, 1 when nothing may leave. What
- * a swap gives up. */
-double moe_cache_victim_p(const struct moe_cache *c, uint32_t pin_layer, const uint8_t *pin);
+/* tandem: the long-run rate at which (l, e) is chosen at its layer's
+ * steps: the share of all the steps observed (undecayed: the same
+ * evidence a profiled hot set is chosen by, and the run's since). */
+double moe_cache_rate(const struct moe_cache *c, uint32_t l, uint32_t e);
+
+/* tandem: whether bringing (l, e) in now, in place of the expert
+ * moe_cache_admit would evict (pin as there; none while a slot is free),
+ * pays: the chance of use at the next step, less the victim's, times
+ * t_saved_ns (what a use in GPU memory saves) beats cost_ns (what the copy
+ * costs now), and (l, e)'s long-run rate is above the victim's by two
+ * standard errors of the counts. The second test is what keeps a hot
+ * expert: one chosen a moment ago is likelier at the next step than a hot
+ * one that was not (the chain's stickiness), but the victim stays out for
+ * the steps after that one, where it is the likelier. False when nothing
+ * may leave. */
+bool moe_cache_swap_pays(const struct moe_cache *c, uint32_t l, uint32_t e, uint32_t pin_layer,
+                         const uint8_t *pin, double t_saved_ns, double cost_ns);
 
 #endif

@@ -320,16 +320,17 @@ static double prefetch(struct run *R, struct moe_sim_result *r, uint32_t ns, uin
 		/* tandem (and the bound) fetch only what pays: the expected CPU
 		 * time saved (the chance of use, less the victim's, times the
 		 * expert's CPU time) against the time the copy takes from the
-		 * CPU's experts while both read host memory. */
+		 * CPU's experts while both read host memory; tandem also keeps
+		 * a victim likelier than the newcomer in the long run (it stays
+		 * out after the next step: moe_cache_swap_pays). */
 		if (pol == MOE_POL_TANDEM || pol == MOE_POL_BELADY) {
 			double ov = fmax(0, fmin(link + tl, cpu_done) - link);
 			double slow = 1 - c->cpu_gbps_shared / c->cpu_gbps;
 			double cost = fmax(0, cpu_done + ov * slow - layer_end);
-			double p = pol == MOE_POL_BELADY ? 1 : moe_cache_p_next(&R->cache, nl, e);
-			double pv = pol == MOE_POL_BELADY
-			                    ? 0
-			                    : moe_cache_victim_p(&R->cache, nl, R->pin);
-			if ((p - pv) * moe_t_expert_cpu(c, R->tok_per_expert) <= cost)
+			double saved = moe_t_expert_cpu(c, R->tok_per_expert);
+			if (pol == MOE_POL_BELADY ? saved <= cost
+			                          : !moe_cache_swap_pays(&R->cache, nl, e, nl,
+			                                                 R->pin, saved, cost))
 				continue;
 		}
 		/* The cache decides (tandem's and MIN's admission): an expert

@@ -330,6 +330,59 @@ static void test_cache_admit_pins(void **state)
 	assert_int_equal(moe_cache_init(&c, MOE_EVICT_LRU, 2, 4, 9), -1);
 }
 
+/* tandem's prefetch swap keeps a hot expert against one chosen a moment
+ * ago: a cold expert that came in for the last few steps (sticky: chosen
+ * again each time) is likelier at the next step than a hot one that was
+ * not chosen at the last, so the next step alone (the old rule: the chance
+ * of use less the victim's, times the time saved, against the copy's cost)
+ * would swap; but the hot one is chosen far more often in the long run,
+ * and it would stay out after that step. Once the newcomer has been the
+ * hot one for long enough, the swap pays. */
+static void test_cache_swap_keeps_hot(void **state)
+{
+	struct moe_cache c;
+	uint16_t ids[2];
+	uint64_t step = 0;
+
+	(void)state;
+	assert_int_equal(moe_cache_init(&c, MOE_EVICT_TANDEM, 1, 4, 1), 0);
+	assert_true(moe_cache_admit(&c, 0, 0, 0, NULL, true, NULL)); /* the hot set */
+	/* 100 steps: expert 0 chosen 6 steps in 10 (not at the last), expert
+	 * 1 only in the last 4. */
+	for (; step < 100; step++) {
+		uint32_t n = 0;
+		if (step % 10 < 6)
+			ids[n++] = 0;
+		if (step >= 96)
+			ids[n++] = 1;
+		moe_cache_observe(&c, step, 0, ids, NULL, n);
+	}
+	double saved = 1000, cost = 100;
+	/* The old rule would swap: expert 1 is the likelier at the next step
+	 * by more than the copy's cost. */
+	assert_true((moe_cache_p_next(&c, 0, 1) - moe_cache_p_next(&c, 0, 0)) * saved > cost);
+	assert_true(moe_cache_rate(&c, 0, 0) > 0.5);
+	assert_true(moe_cache_rate(&c, 0, 1) < 0.1);
+	assert_false(moe_cache_swap_pays(&c, 0, 1, 0, NULL, saved, cost));
+	/* Expert 1 in every step from now, expert 0 in none: after 200 more
+	 * steps it is the hot one, and the swap pays (not where the copy
+	 * costs more than a use saves). */
+	for (; step < 300; step++) {
+		ids[0] = 1;
+		moe_cache_observe(&c, step, 0, ids, NULL, 1);
+	}
+	assert_true(moe_cache_rate(&c, 0, 1) > moe_cache_rate(&c, 0, 0));
+	assert_true(moe_cache_swap_pays(&c, 0, 1, 0, NULL, saved, cost));
+	assert_false(moe_cache_swap_pays(&c, 0, 1, 0, NULL, saved, 10 * saved));
+	/* In use (pinned): nothing may leave. */
+	uint8_t pin[4] = { 1, 0, 0, 0 };
+	assert_false(moe_cache_swap_pays(&c, 0, 1, 0, pin, saved, cost));
+	/* A free slot: no victim to keep. */
+	assert_true(moe_cache_set_cap(&c, 2, 0, NULL, NULL) == 0);
+	assert_true(moe_cache_swap_pays(&c, 0, 1, 0, NULL, saved, cost));
+	moe_cache_free(&c);
+}
+
 /* tandem's score at least LRU's, LFU's and MRS's hit rate, at most
  * Belady's, on the skewed generated routing shapes (DeepSeek-like,
  * Qwen-like), from the same warm start; and at least the static hot set's
@@ -583,6 +636,7 @@ int main(void)
 		cmocka_unit_test(test_split_beats_rules),
 		cmocka_unit_test(test_cache_belady_hand),
 		cmocka_unit_test(test_cache_admit_pins),
+		cmocka_unit_test(test_cache_swap_keeps_hot),
 		cmocka_unit_test(test_cache_tandem_vs_rules),
 		cmocka_unit_test(test_trace_parse),
 		cmocka_unit_test(test_trace_errors),
