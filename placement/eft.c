@@ -215,6 +215,20 @@ double eft_transfer(const struct eft *x, const struct engine_task *t, uint16_t n
 	return sum;
 }
 
+/* t's transfer time to node n, computed once per node in one decision:
+ * ntr[] and the bits of *have remember the nodes already priced. */
+static double node_transfer(const struct eft *x, const struct engine_task *t, uint16_t n,
+                            double *ntr, uint32_t *have)
+{
+	if (n >= RES_MAX_NODES)
+		return eft_transfer(x, t, n);
+	if (!(*have & (1u << n))) {
+		ntr[n] = eft_transfer(x, t, n);
+		*have |= 1u << n;
+	}
+	return ntr[n];
+}
+
 /* eft_select once every group's prediction is made (gexec): the same
  * choice, by the same arithmetic, without the pruning, and with the
  * machine's arrays in locals (the loop runs per device per task). */
@@ -233,17 +247,8 @@ static int select_predicted(const struct eft *x, const struct engine_task *t, do
 		if ((int)d == skip || (!all && !core_runnable(x->core, t, d)))
 			continue;
 		double tr = 0;
-		uint16_t n = node[d];
-		if (multi) {
-			if (n >= RES_MAX_NODES)
-				tr = eft_transfer(x, t, n);
-			else if (nhave & (1u << n))
-				tr = ntr[n];
-			else {
-				tr = ntr[n] = eft_transfer(x, t, n);
-				nhave |= 1u << n;
-			}
-		}
+		if (multi)
+			tr = node_transfer(x, t, node[d], ntr, &nhave);
 		double pend = (double)eft_pending(x, d);
 		double at = pend > tr ? pend : tr;
 		double exec = gexec[group[d]];
@@ -280,13 +285,8 @@ static int select_by_class(const struct eft *x, const struct engine_task *t, dou
 	for (uint32_t c = 0; c < nc; c++) {
 		uint16_t n = node[x->cls_dev[x->cls_off[c]]];
 		double tr = 0;
-		if (x->nnodes > 1) {
-			if (!(nhave & (1u << n))) {
-				ntr[n] = eft_transfer(x, t, n);
-				nhave |= 1u << n;
-			}
-			tr = ntr[n];
-		}
+		if (x->nnodes > 1)
+			tr = node_transfer(x, t, n, ntr, &nhave);
 		if (!isfinite(tr))
 			return -2;
 		ctr[c] = tr;
@@ -379,18 +379,8 @@ int eft_select(const struct eft *x, const struct engine_task *t, double alpha, d
 		if ((int)d == skip || (!all && !core_runnable(x->core, t, d)))
 			continue;
 		double tr = 0;
-		uint16_t n = node[d];
-		if (multi) {
-			if (n < RES_MAX_NODES) {
-				if (!(nhave & (1u << n))) {
-					ntr[n] = eft_transfer(x, t, n);
-					nhave |= 1u << n;
-				}
-				tr = ntr[n];
-			} else {
-				tr = eft_transfer(x, t, n);
-			}
-		}
+		if (multi)
+			tr = node_transfer(x, t, node[d], ntr, &nhave);
 		double pend = (double)eft_pending(x, d);
 		double at = pend > tr ? pend : tr;
 		uint32_t g = group[d];
