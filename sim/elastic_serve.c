@@ -235,6 +235,25 @@ static uint32_t moe_union(struct es *S, uint32_t l, uint32_t tokens)
 	return n;
 }
 
+/* A MoE layer's expert phase, its parts in parallel: the primary's
+ * (primary_part), each other GPU's experts (tg) plus the activations'
+ * round trip over its link, the CPU's experts (tcpu) plus their hand-off. */
+static double expert_phase(const struct es *S, const double *tg, double tcpu, double tokens,
+                           double primary_part)
+{
+	const struct gpu *p = &S->g[S->primary];
+	const struct moe_cost *c = &p->mc;
+	double part = primary_part;
+	for (uint32_t j = 0; j < S->ng; j++)
+		if ((int)j != S->primary && tg[j] > 0)
+			part = fmax(part,
+			            tg[j] + 2 * link_ns(S, p->node, S->g[j].node,
+			                                tokens * c->m.d_model * c->m.dtype_bytes));
+	if (tcpu > 0)
+		part = fmax(part, tcpu + moe_t_handoff(c, tokens));
+	return part;
+}
+
 /* One decode step of `tokens` tokens: its time; took[i] set for the GPUs
  * that ran an expert. */
 static double moe_step(struct es *S, double tokens, bool *took)
@@ -259,17 +278,10 @@ static double moe_step(struct es *S, double tokens, bool *took)
 				tcpu += moe_t_expert_cpu(c, S->cnt[e]);
 			S->cnt[e] = 0;
 		}
-		double part = tg[S->primary];
-		for (uint32_t j = 0; j < S->ng; j++) {
+		for (uint32_t j = 0; j < S->ng; j++)
 			took[j] = took[j] || tg[j] > 0;
-			if ((int)j != S->primary && tg[j] > 0)
-				part = fmax(part, tg[j] + 2 * link_ns(S, p->node, S->g[j].node,
-				                                      tokens * c->m.d_model *
-				                                              c->m.dtype_bytes));
-		}
-		if (tcpu > 0)
-			part = fmax(part, tcpu + moe_t_handoff(c, tokens));
-		t += moe_t_dense(c, false, tokens) + part;
+		t += moe_t_dense(c, false, tokens) +
+		     expert_phase(S, tg, tcpu, tokens, tg[S->primary]);
 	}
 	S->pos = (S->pos + (uint32_t)tokens) % S->t.tokens;
 	return t;
@@ -302,15 +314,8 @@ static double moe_prefill(const struct es *S, double tokens)
 				tg[S->primary] += gpu;
 			}
 		}
-		double part = fmax(tg[S->primary], tlink);
-		for (uint32_t j = 0; j < S->ng; j++)
-			if ((int)j != S->primary && tg[j] > 0)
-				part = fmax(part, tg[j] + 2 * link_ns(S, p->node, S->g[j].node,
-				                                      tokens * c->m.d_model *
-				                                              c->m.dtype_bytes));
-		if (tcpu > 0)
-			part = fmax(part, tcpu + moe_t_handoff(c, tokens));
-		t += moe_t_dense(c, false, tokens) + part;
+		t += moe_t_dense(c, false, tokens) +
+		     expert_phase(S, tg, tcpu, tokens, fmax(tg[S->primary], tlink));
 	}
 	return t;
 }
