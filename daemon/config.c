@@ -20,6 +20,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "common/size.h"
 #include "common/toml_shim.h"
 #include "tandem.h"
 
@@ -727,40 +728,6 @@ static int bad_value(struct load_ctx *ctx, const struct key_spec *ks, const stru
 	            want);
 }
 
-/* Parses "<digits>[ ]<unit>" with unit B, KiB, MiB, GiB, TiB (or none).
- * Returns 0, -1 if malformed, -2 if it overflows 64 bits. */
-static int parse_size(const char *s, size_t n, uint64_t *out)
-{
-	static const struct {
-		const char *name;
-		unsigned shift;
-	} units[] = { { "", 0 },     { "B", 0 },    { "KiB", 10 },
-		      { "MiB", 20 }, { "GiB", 30 }, { "TiB", 40 } };
-	uint64_t v = 0;
-	size_t i = 0;
-
-	if (n == 0 || s[0] < '0' || s[0] > '9')
-		return -1;
-	for (; i < n && s[i] >= '0' && s[i] <= '9'; i++) {
-		unsigned d = (unsigned)(s[i] - '0');
-
-		if (v > (UINT64_MAX - d) / 10)
-			return -2;
-		v = v * 10 + d;
-	}
-	while (i < n && s[i] == ' ')
-		i++;
-	for (size_t u = 0; u < sizeof(units) / sizeof(units[0]); u++) {
-		if (n - i != strlen(units[u].name) || memcmp(s + i, units[u].name, n - i))
-			continue;
-		if (v > (UINT64_MAX >> units[u].shift))
-			return -2;
-		*out = v << units[u].shift;
-		return 0;
-	}
-	return -1;
-}
-
 static bool is_name(const char *s, size_t n)
 {
 	if (n < 1 || n > CONFIG_NAME_MAX - 1)
@@ -879,7 +846,7 @@ static int set_integer(struct load_ctx *ctx, const struct key_spec *ks, const st
 
 		if (memchr(it->s, '\0', it->s_len))
 			return bad_value(ctx, ks, it, "contains a NUL character");
-		rc = parse_size(it->s, it->s_len, &bytes);
+		rc = size_parse(it->s, it->s_len, &bytes);
 		if (rc == -1)
 			return bad_value(ctx, ks, it, "is not a size");
 		if (rc < 0 || bytes < (uint64_t)ks->min || bytes > (uint64_t)ks->max)

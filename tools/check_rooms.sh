@@ -11,8 +11,8 @@
 #
 # client/ sees include/ only, and the header-only files of common/ (a
 # common/X.h without a common/X.c or X.cpp, which includes no room's header
-# itself: libtandem then links nothing of the daemon); tools/ include/ and
-# the client library, except
+# itself: libtandem then links nothing of the daemon); tools/ include/,
+# the client library and the same header-only files of common/, except
 # the StarPU converter (tools/starpu*), which writes machine descriptions
 # and sits with the simulator; examples/ are clients: include/, their own
 # headers (examples/llm_common.h, included by its bare name) and the
@@ -59,6 +59,13 @@ for f in $(git ls-files '*.c' '*.h' '*.cpp' '*.cu'); do
 			tools/starpu*) ;; # checked as a room of the simulator's rank, below
 			*)
 				case "$inc" in include | client) continue ;; esac
+				if [ "$inc" = common ]; then # as client/: header-only files
+					for h in $(sed -n 's/^[[:space:]]*#[[:space:]]*include[[:space:]]*"\(common\/[^"]*\)".*/\1/p' "$f"); do
+						header_only "$h" ||
+							{ echo "$f: tools/ includes $h, not a header-only file of common/"; bad=1; }
+					done
+					continue
+				fi
 				echo "$f: tools/ includes $inc/"; bad=1; continue ;;
 			esac ;;
 		esac

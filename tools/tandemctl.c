@@ -16,6 +16,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "common/size.h"
 #include "tandem.h"
 #include "tools/tandemctl.h"
 
@@ -789,31 +790,11 @@ static char *control_request(const char *path, uint32_t type, const void *req, u
 	return text;
 }
 
-/* A byte count: digits with an optional unit B, KiB, MiB, GiB or TiB (as
- * the configuration writes sizes). -1 when it is not one. */
+/* A byte count as the configuration writes it (common/size.h); -1 when
+ * it is not one. */
 static int parse_bytes(const char *s, uint64_t *out)
 {
-	static const struct {
-		const char *unit;
-		unsigned shift;
-	} units[] = { { "", 0 },     { "B", 0 },    { "KiB", 10 },
-		      { "MiB", 20 }, { "GiB", 30 }, { "TiB", 40 } };
-	char *end;
-	if (*s < '0' || *s > '9')
-		return -1;
-	errno = 0;
-	unsigned long long v = strtoull(s, &end, 10);
-	if (errno)
-		return -1;
-	for (size_t i = 0; i < sizeof(units) / sizeof(units[0]); i++) {
-		if (strcmp(end, units[i].unit))
-			continue;
-		if (v > (UINT64_MAX >> units[i].shift))
-			return -1;
-		*out = (uint64_t)v << units[i].shift;
-		return 0;
-	}
-	return -1;
+	return size_parse(s, strlen(s), out) == 0 ? 0 : -1;
 }
 
 static int parse_u32(const char *s, uint32_t *out)
