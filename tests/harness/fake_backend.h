@@ -8,6 +8,7 @@
  * struct backend_ops initializer; a test adds the name and any other hook:
  *   static const struct backend_ops acc = { FAKE_ACCEL_MEM_OPS, .name = "fake",
  *                                           .launch_async = fake_launch };
+ * FAKE_HOST_OPS is the same for a host device running kernels' CPU code.
  * The functions are static inline so that a test need not use them all. */
 #ifndef TDM_TESTS_FAKE_BACKEND_H
 #define TDM_TESTS_FAKE_BACKEND_H
@@ -122,6 +123,17 @@ static inline void fake_release(const struct backend_device *d, struct backend_e
 	(void)d;
 	free(ev);
 }
+
+/* A host device that runs each kernel's CPU implementation:
+ *   static const struct backend_ops host = { FAKE_HOST_OPS, .name = "host" }; */
+static inline int fake_host_launch(const struct backend_device *d, const struct kernel_def *k,
+                                   const struct tdm_kernel_call *call)
+{
+	(void)d;
+	return k->cpu(call);
+}
+
+#define FAKE_HOST_OPS .abi_version = BACKEND_ABI_VERSION, .launch = fake_host_launch
 
 #define FAKE_ACCEL_MEM_OPS                                                                         \
 	.abi_version = BACKEND_ABI_VERSION, .mem_alloc = fake_alloc, .mem_free = fake_free,        \

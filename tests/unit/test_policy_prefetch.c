@@ -20,16 +20,7 @@
 #include "tandem.h"
 #include "tests/harness/fake_backend.h"
 
-static int host_cpu_launch(const struct backend_device *d, const struct kernel_def *k,
-                           const struct tdm_kernel_call *call)
-{
-	(void)d;
-	return k->cpu(call);
-}
-
-static const struct backend_ops cpu_ops = { .abi_version = BACKEND_ABI_VERSION,
-	                                    .name = "host",
-	                                    .launch = host_cpu_launch };
+static const struct backend_ops cpu_ops = { FAKE_HOST_OPS, .name = "host" };
 static const struct backend_ops copy_accel = { FAKE_ACCEL_MEM_OPS, .name = "fake",
 	                                       .supports = fake_supports,
 	                                       .launch_async = fake_launch };

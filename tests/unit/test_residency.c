@@ -33,16 +33,7 @@ static const struct backend_ops fake_accel = { FAKE_ACCEL_MEM_OPS, .name = "fake
 	                                       .supports = fake_supports,
 	                                       .launch_async = fake_launch };
 
-static int host_launch(const struct backend_device *d, const struct kernel_def *k,
-                       const struct tdm_kernel_call *call)
-{
-	(void)d;
-	return k->cpu(call);
-}
-
-static const struct backend_ops fake_host = { .abi_version = BACKEND_ABI_VERSION,
-	                                      .name = "host",
-	                                      .launch = host_launch };
+static const struct backend_ops fake_host = { FAKE_HOST_OPS, .name = "host" };
 
 /* ---- a small machine: devices, residency, engine ---------------------------- */
 
