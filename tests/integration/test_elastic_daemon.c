@@ -193,6 +193,19 @@ static int newest_id(const char *name)
 	return id;
 }
 
+/* cpu1's id in the daemon just started; the test is skipped (the daemon
+ * stopped by the teardown) on a machine of one core. */
+static int cpu1_or_skip(void)
+{
+	int cpu1 = newest_id("cpu1");
+	if (cpu1 < 0) {
+		printf("# skipped: one core only (no cpu1)\n");
+		tdmt_test_ok();
+		skip();
+	}
+	return cpu1;
+}
+
 static int device_count(void)
 {
 	json_t *doc = status();
@@ -355,12 +368,7 @@ static void test_core_drain_remove_add(void **state)
 {
 	(void)state;
 	OK(tdmt_daemon_start(&d, CORES_TOML));
-	int cpu1 = newest_id("cpu1");
-	if (cpu1 < 0) {
-		printf("# skipped: one core only (no cpu1)\n");
-		tdmt_test_ok();
-		skip();
-	}
+	int cpu1 = cpu1_or_skip();
 	int n0 = device_count();
 	int stop;
 	pid_t pid = start_load(&stop);
@@ -445,12 +453,7 @@ static void test_fault_makes_device_gone(void **state)
 	(void)state;
 	OK(tdmt_daemon_start(&d, CORES_TOML "fault_limit = 1\nfault_inject = { cpu1 = 2 }\n"
 	                                    "[engine]\npolicy = \"eager\"\n"));
-	int cpu0 = newest_id("cpu0"), cpu1 = newest_id("cpu1");
-	if (cpu1 < 0) {
-		printf("# skipped: one core only (no cpu1)\n");
-		tdmt_test_ok();
-		skip();
-	}
+	int cpu0 = newest_id("cpu0"), cpu1 = cpu1_or_skip();
 	int n0 = device_count();
 	assert_int_equal(dev_ok(TDM_DEV_DRAIN, "cpu0", 0, "draining"), cpu0);
 	int stop;
@@ -494,11 +497,7 @@ static void test_core_churn_every_policy(void **state)
 		char toml[256];
 		snprintf(toml, sizeof(toml), CORES_TOML "[engine]\npolicy = \"%s\"\n", policies[p]);
 		OK(tdmt_daemon_start(&d, toml));
-		if (newest_id("cpu1") < 0) {
-			printf("# skipped: one core only (no cpu1)\n");
-			tdmt_test_ok();
-			skip();
-		}
+		cpu1_or_skip();
 		int stop;
 		pid_t pid = start_load(&stop);
 		wait_more_graphs(pid, 3);
@@ -594,12 +593,7 @@ static void test_sighup_devices(void **state)
 {
 	(void)state;
 	OK(tdmt_daemon_start(&d, CORES_TOML));
-	int cpu1 = newest_id("cpu1");
-	if (cpu1 < 0) {
-		printf("# skipped: one core only (no cpu1)\n");
-		tdmt_test_ok();
-		skip();
-	}
+	int cpu1 = cpu1_or_skip();
 	int stop;
 	pid_t pid = start_load(&stop);
 	wait_more_graphs(pid, 3);
