@@ -96,6 +96,11 @@ void fairq_clock_init(struct fairq_clock *c)
 	pthread_mutex_init(&c->lock, NULL);
 }
 
+uint32_t fairq_clock_backlogged(const struct fairq_clock *c)
+{
+	return atomic_load_explicit(&c->backlogged, memory_order_relaxed);
+}
+
 void fairq_clock_fini(struct fairq_clock *c)
 {
 	pthread_mutex_destroy(&c->lock);
@@ -155,8 +160,11 @@ size_t fairq_flow_fini(struct fairq *q, struct fairq_flow *f)
 		deactivate(q, f);
 	q->queued -= f->n;
 	clock_lock(q);
-	if (q->clock && f->share)
+	if (q->clock && f->share && f->n) {
 		f->share->queued -= f->n;
+		if (!f->share->queued)
+			q->clock->backlogged--;
+	}
 	clock_unlock(q);
 	pthread_mutex_unlock(&q->lock);
 	free(f->heap);
@@ -190,8 +198,11 @@ int fairq_push(struct fairq *q, struct fairq_flow *f, const struct fairq_key *k,
 		/* No banked credit: a flow with nothing queued anywhere
 		 * restarts at the machine's time; one still waiting on another
 		 * device keeps its place. */
-		if (!f->share->queued && f->share->vtime < q->clock->vnow)
-			f->share->vtime = q->clock->vnow;
+		if (!f->share->queued) {
+			if (f->share->vtime < q->clock->vnow)
+				f->share->vtime = q->clock->vnow;
+			q->clock->backlogged++;
+		}
 		f->share->queued++;
 	} else if (f->slot < 0 && f->vtime < q->vnow) {
 		/* No banked credit: an idle flow restarts at the queue's time. */
@@ -306,8 +317,8 @@ struct engine_task *fairq_pop(struct fairq *q, fairq_filter ok, void *ctx, unsig
 		*vnow = start;
 	*vtime_of(best) = start + e.cost / weight(best);
 	e.task->fair_charge = e.cost;
-	if (q->clock && best->share)
-		best->share->queued--;
+	if (q->clock && best->share && !--best->share->queued)
+		q->clock->backlogged--;
 	clock_unlock(q);
 	if (best->n == 0)
 		deactivate(q, best);

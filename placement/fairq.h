@@ -56,6 +56,9 @@ struct fairq_entry {
 struct fairq_clock {
 	pthread_mutex_t lock;
 	double vnow; /* start of the last task served on any of the queues */
+	/* Flows with a task queued on any of the queues (changed under lock;
+	 * fairq_clock_backlogged reads it without). */
+	_Atomic uint32_t backlogged;
 };
 
 struct fairq_share {
@@ -93,6 +96,10 @@ void fairq_init(struct fairq *q);
  * must each have a share (fairq_flow_init_shared). */
 void fairq_init_shared(struct fairq *q, struct fairq_clock *clock);
 void fairq_clock_init(struct fairq_clock *c);
+/* How many flows have tasks queued on the clock's queues, without the lock
+ * (may be stale by the time it is used). Below 2, no flow is behind
+ * another: what each queue serves first is already fair. */
+uint32_t fairq_clock_backlogged(const struct fairq_clock *c);
 void fairq_clock_fini(struct fairq_clock *c);
 /* Forgets every queued task (their flows keep their heaps). */
 void fairq_fini(struct fairq *q);

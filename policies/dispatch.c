@@ -1028,11 +1028,19 @@ static struct engine_task *steal_fair(struct dispatch *D, unsigned w)
 {
 	struct steal_ctx ctx = { { D->core, w }, D };
 	struct fairq_head own, h;
-	if (!fairq_len_hint(&D->q[w]) || !fairq_head(&D->q[w], NULL, NULL, 0, &own))
+	/* One flow waiting: every queue's head is its, at its one virtual
+	 * time; none is behind. */
+	if (fairq_clock_backlogged(&D->vclock) < 2 || !fairq_len_hint(&D->q[w]) ||
+	    !fairq_head(&D->q[w], NULL, NULL, 0, &own))
 		return NULL;
 	size_t from = w, nd = atomic_load_explicit(&D->ndev, memory_order_acquire);
 	for (size_t p = 0; p < nd; p++) {
-		if (p == w || D->eft.node[p] != D->eft.node[w] || !fairq_len_hint(&D->q[p]) ||
+		if (p == w || D->eft.node[p] != D->eft.node[w] || !fairq_len_hint(&D->q[p]))
+			continue;
+		/* What the filter lets w take is never served before the
+		 * peer's own head: when that is not before w's, neither is it
+		 * (and the filter's predictions are spared). */
+		if (!fairq_head(&D->q[p], NULL, NULL, 0, &h) || !fairq_head_before(&h, &own) ||
 		    !fairq_head(&D->q[p], stealable, &ctx, STEAL_SCAN, &h))
 			continue;
 		if (fairq_head_before(&h, &own)) {
