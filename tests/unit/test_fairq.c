@@ -292,6 +292,44 @@ static void test_peek(void **state)
 	fairq_fini(&q);
 }
 
+/* Two queues on one clock: the clock counts a flow as waiting while it has a
+ * task on either queue (the dispatch core's fair steal looks at peers only
+ * while two wait), also when its sub-queue is dropped with tasks in it. */
+static void test_backlogged_flows(void **state)
+{
+	(void)state;
+	struct fairq_clock c;
+	struct fairq q[2];
+	struct fairq_flow a[2], b[2];
+	struct fairq_share sa = { 0 }, sb = { 0 };
+	fairq_clock_init(&c);
+	for (int i = 0; i < 2; i++) {
+		fairq_init_shared(&q[i], &c);
+		fairq_flow_init_shared(&a[i], NULL, &sa);
+		fairq_flow_init_shared(&b[i], NULL, &sb);
+	}
+	assert_int_equal(fairq_clock_backlogged(&c), 0);
+	push(&q[0], &a[0], 0, 0, 0, 10);
+	push(&q[1], &a[1], 1, 0, 0, 10);
+	assert_int_equal(fairq_clock_backlogged(&c), 1);
+	push(&q[1], &b[1], B0, 0, 0, 10);
+	assert_int_equal(fairq_clock_backlogged(&c), 2);
+	assert_int_equal(pop_index(&q[0]), 0); /* a still waits on q[1] */
+	assert_int_equal(fairq_clock_backlogged(&c), 2);
+	assert_int_equal(fairq_flow_fini(&q[1], &b[1]), 1);
+	assert_int_equal(fairq_clock_backlogged(&c), 1);
+	assert_int_equal(pop_index(&q[1]), 1);
+	assert_int_equal(fairq_clock_backlogged(&c), 0);
+	for (int i = 0; i < 2; i++) {
+		fairq_flow_fini(&q[i], &a[i]);
+		if (i == 0)
+			fairq_flow_fini(&q[i], &b[i]);
+		fairq_fini(&q[i]);
+	}
+	assert_int_equal(fairq_clock_backlogged(&c), 0);
+	fairq_clock_fini(&c);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -304,6 +342,7 @@ int main(void)
 		cmocka_unit_test(test_heap_order),
 		cmocka_unit_test(test_filter),
 		cmocka_unit_test(test_peek),
+		cmocka_unit_test(test_backlogged_flows),
 	};
 	return cmocka_run_group_tests_name("fairq", tests, setup, teardown);
 }
