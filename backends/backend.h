@@ -54,11 +54,12 @@ struct backend_probe_params {
 };
 
 /* The version of this seam (struct backend_ops, struct backend_device, the
- * probe parameters and what the hooks mean). Raised whenever one of them
+ * probe parameters, the struct tdm_kernel_call kernels get and what the
+ * hooks mean). Raised whenever one of them
  * changes in a way a backend built against the old one would get wrong;
  * a backend of another version is refused where it registers (the backend
  * registry, the CUDA plugin loader, engine_create). */
-#define BACKEND_ABI_VERSION 3u /* 2: mem_reserve, mem_grow; 3: copy_peer */
+#define BACKEND_ABI_VERSION 4u /* 2: mem_reserve, mem_grow; 3: copy_peer; 4: call.routed */
 
 struct backend_ops {
 	/* BACKEND_ABI_VERSION as the backend was built. Stays the first

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "common/csr.h"
 #include "tandem.h"
 
 #define SPIN_MAX_US 10000000 /* 10 s */
@@ -378,6 +379,20 @@ static void routed_moe_expert(const struct tdm_kernel_call *call, uint32_t token
 	};
 }
 
+/* A moe_expert reading the ids and weights topk_router wrote (the same
+ * ranges), of as many tokens and experts per token, for the guarded expert:
+ * the router's tokens for that expert are all those the kernel would find
+ * routed to it (the weights still come from its own argument). */
+static bool takes_routed_moe_expert(const struct tdm_kernel_call *call, uint32_t expert,
+                                    const struct kernel_def *router,
+                                    const struct tdm_kernel_call *rcall)
+{
+	return router->id == KERNEL_TOPK_ROUTER && call->s[0].i64 == rcall->s[0].i64 &&
+	       call->s[3].i64 == rcall->s[2].i64 && call->s[4].i64 == (int64_t)expert &&
+	       call->ptr[4] == rcall->ptr[1] && call->len[4] == rcall->len[1] &&
+	       call->ptr[5] == rcall->ptr[2] && call->len[5] == rcall->len[2];
+}
+
 static uint32_t route_experts_topk(const struct tdm_kernel_call *call)
 {
 	return (uint32_t)call->s[1].i64;
@@ -415,6 +430,24 @@ static int route_topk(const struct tdm_kernel_call *call, const void *const *out
 		}
 	}
 	return 0;
+}
+
+/* After route_topk accepted them: each token under every distinct expert
+ * it chose, tokens ascending within each expert. */
+static void route_tokens_topk(const struct tdm_kernel_call *call, const void *const *out,
+                              uint32_t *next, uint32_t *tokens)
+{
+	int64_t n = call->s[0].i64, k = call->s[2].i64;
+	const int32_t *ids = out[1];
+	for (int64_t t = 0; t < n; t++) {
+		for (int64_t j = 0; j < k; j++) {
+			bool again = false;
+			for (int64_t i = 0; i < j; i++)
+				again |= ids[t * k + i] == ids[t * k + j];
+			if (!again)
+				tokens[csr_slot(next, (uint32_t)ids[t * k + j])] = (uint32_t)t;
+		}
+	}
 }
 
 /* Softmax per row (5 ne), the sort of its ne entries (ne log2 ne
@@ -624,6 +657,7 @@ static const struct kernel_def kernel_table[] = {
 	        .features = feat_moe_expert,
 	        .cpu = cpu_moe_expert,
 	        .routed_features = routed_moe_expert,
+	        .takes_routed = takes_routed_moe_expert,
 	},
 	[KERNEL_TOPK_ROUTER] = {
 	        .name = "topk_router",
@@ -637,6 +671,7 @@ static const struct kernel_def kernel_table[] = {
 	        .cpu = cpu_topk_router,
 	        .route_experts = route_experts_topk,
 	        .route = route_topk,
+	        .route_tokens = route_tokens_topk,
 	},
 	[KERNEL_SPOTRF] = {
 	        .name = "spotrf",

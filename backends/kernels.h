@@ -90,10 +90,21 @@ struct kernel_def {
 	uint32_t (*route_experts)(const struct tdm_kernel_call *call);
 	int (*route)(const struct tdm_kernel_call *call, const void *const *out, uint32_t *routed,
 	             char *why, size_t whylen);
+	/* Once route accepted out: each token that chose expert e, in token
+	 * order, at tokens[csr_slot(next, e)] (common/csr.h: next[e] starts
+	 * where e's tokens go, as route counted them). */
+	void (*route_tokens)(const struct tdm_kernel_call *call, const void *const *out,
+	                     uint32_t *next, uint32_t *tokens);
 	/* For a task a router guards: its features when `tokens` of its
 	 * call's tokens were routed to it. NULL: features stay as at intake. */
 	void (*routed_features)(const struct tdm_kernel_call *call, uint32_t tokens,
 	                        struct kernel_features *out);
+	/* For a task a router guards on expert `expert`: whether it computes
+	 * exactly the router's tokens for that expert (it reads the router's
+	 * own outputs, the same ranges, for the same tokens), so that it may be
+	 * handed them (call.routed). NULL: never. */
+	bool (*takes_routed)(const struct tdm_kernel_call *call, uint32_t expert,
+	                     const struct kernel_def *router, const struct tdm_kernel_call *rcall);
 };
 
 /* attn_decode_varlen's arguments: a0 q, a1 K pool, a2 V pool, a3 index, a4

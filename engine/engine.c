@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "common/cpu_relax.h"
+#include "common/csr.h"
 #include "common/eventfd_ring.h"
 #include "common/log.h"
 #include "policies/policy.h"
@@ -710,6 +711,8 @@ void engine_graph_free_arrays(struct engine_graph *g)
 		if (!(t->flags & (TASK_ROUTES | TASK_ACC)))
 			continue;
 		free(t->routed);
+		free(t->routed_off);
+		free(t->routed_tokens);
 		if (t->acc && t->acc->pdata_live)
 			residency_data_fini(t->acc->pdata->res, t->acc->pdata);
 		task_acc_free(t);
@@ -835,10 +838,31 @@ static void predict_task(struct engine *e, struct worker *w, struct engine_task 
 	t->pred_spread_ns = (uint64_t)cp.spread_ns;
 }
 
+/* The tokens of each expert of router t, once route counted them into
+ * t->routed: t->routed_off and t->routed_tokens, from the same copy. */
+static int routing_tokens(struct engine_task *t, uint32_t ne, const void *const *copy)
+{
+	uint32_t total = 0;
+	for (uint32_t x = 0; x < ne; x++)
+		total += t->routed[x];
+	if (!(t->routed_off = malloc(((size_t)ne + 1) * sizeof(*t->routed_off))) ||
+	    !(t->routed_tokens = malloc((total ? total : 1) * sizeof(*t->routed_tokens))))
+		return -TDM_ENOMEM;
+	t->routed_off[0] = 0;
+	for (uint32_t x = 0; x < ne; x++)
+		t->routed_off[x + 1] = t->routed_off[x] + t->routed[x];
+	/* routed_off[x] is where x's next token goes; csr_close moves the
+	 * starts back once each token has its slot. */
+	t->kernel->route_tokens(&t->call, copy, t->routed_off, t->routed_tokens);
+	csr_close(t->routed_off, ne);
+	return 0;
+}
+
 /* A router that guards tasks ran: its outputs, copied once to the host
  * (it may have run on a device; the client may write them meanwhile),
  * are checked and counted per expert into t->routed by the kernel's route
- * hook. 0, or why the router's task fails. */
+ * hook, and listed per expert (routing_tokens). 0, or why the router's
+ * task fails. */
 static int read_routing(struct engine *e, struct engine_task *t)
 {
 	const struct kernel_def *k = t->kernel;
@@ -850,6 +874,9 @@ static int read_routing(struct engine *e, struct engine_task *t)
 	int err = 0;
 
 	free(t->routed);
+	free(t->routed_off);
+	free(t->routed_tokens);
+	t->routed_off = t->routed_tokens = NULL;
 	if (!(t->routed = calloc(ne ? ne : 1, sizeof(*t->routed))))
 		return -TDM_ENOMEM;
 	for (uint32_t i = 0; i < t->call.nargs; i++) {
@@ -873,6 +900,8 @@ static int read_routing(struct engine *e, struct engine_task *t)
 		residency_release(e->res, 0, args, nargs, true);
 	if ((err = k->route(&t->call, (const void *const *)copy, t->routed, why, sizeof(why))))
 		log_warn("task %u (%s): routing rejected: %s", t->index, k->name, why);
+	else if (k->route_tokens)
+		err = routing_tokens(t, ne, (const void *const *)copy);
 out:
 	for (uint32_t i = 0; i < TDM_MAX_ARGS; i++)
 		free(copy[i]);
@@ -881,8 +910,9 @@ out:
 
 /* A guarded task s was released: whether no token was routed to it (it
  * then completes unrun); otherwise its features follow the tokens routed
- * to it. The router ran before it (intake orders them). A graph that
- * failed already cancels s as usual. */
+ * to it, and its call carries them where its kernel takes them. The router
+ * ran before it (intake orders them). A graph that failed already cancels
+ * s as usual. */
 static bool route_skip(struct engine_task *s)
 {
 	struct engine_graph *g = s->graph;
@@ -896,6 +926,11 @@ static bool route_skip(struct engine_task *s)
 		return true;
 	if (s->kernel->routed_features)
 		s->kernel->routed_features(&s->call, tokens, &s->feat);
+	if (r->routed_tokens && s->kernel->takes_routed &&
+	    s->kernel->takes_routed(&s->call, s->guard_expert, r->kernel, &r->call)) {
+		s->call.routed = r->routed_tokens + r->routed_off[s->guard_expert];
+		s->call.nrouted = tokens;
+	}
 	return false;
 }
 

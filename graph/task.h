@@ -64,10 +64,13 @@ struct engine_task {
 	/* Routing seen at run time (docs/kernels.md). A router that guards
 	 * tasks (flag TASK_ROUTES) keeps, once it ran, the tokens that chose
 	 * each expert (routed, from its validated output; freed with the
-	 * graph's arrays). A guarded task names its router (guard_router: its
-	 * task index + 1; 0: no guard) and expert: released with no token
-	 * routed to it, it completes without running (flag TASK_SKIPPED). */
-	uint32_t *routed;
+	 * graph's arrays), and which ones: expert e's tokens, ascending, are
+	 * routed_tokens[routed_off[e] .. routed_off[e + 1]). A guarded task
+	 * names its router (guard_router: its task index + 1; 0: no guard) and
+	 * expert: released with no token routed to it, it completes without
+	 * running (flag TASK_SKIPPED); otherwise, where its kernel takes them
+	 * (kernel_def.takes_routed), its call.routed points at its tokens. */
+	uint32_t *routed, *routed_off, *routed_tokens;
 	uint32_t guard_expert;
 	struct task_acc *acc; /* its TDM_ACC argument (flag TASK_ACC); NULL: none */
 };

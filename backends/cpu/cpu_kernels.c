@@ -566,8 +566,14 @@ int cpu_moe_expert(const struct tdm_kernel_call *call)
 	float r[MOE_BLOCK_MAX];
 	size_t nb = 0;
 
-	/* A look before each block of routed tokens (its GEMMs are one call each). */
-	for (size_t t = 0; t < n; t++) {
+	/* The tokens the engine says were routed here (call->routed), else
+	 * every token, in order; a look before each block of routed tokens (its
+	 * GEMMs are one call each). */
+	size_t ntok = call->routed ? call->nrouted : n;
+	for (size_t i = 0; i < ntok; i++) {
+		size_t t = call->routed ? call->routed[i] : i;
+		if (t >= n)
+			continue; /* not one of this call's tokens (the engine never sends it) */
 		float rt = routing_weight(&m, t);
 		if (rt == 0)
 			continue; /* not routed to this expert: y[t] unchanged */

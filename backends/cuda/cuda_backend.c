@@ -72,6 +72,7 @@ static void event_put(struct backend_event *ev)
 	struct cuda_dev *cd = ev->owner;
 
 	ev->has_status = false;
+	ev->staged = false;
 
 	pthread_mutex_lock(&cd->pool_lock);
 	ev->next = cd->pool;
@@ -185,6 +186,28 @@ static void cuda_event_release(const struct backend_device *d, struct backend_ev
 
 /* ---- scratch ---------------------------------------------------------- */
 
+int cuda_stage_host(struct cuda_dev *cd, size_t bytes, void **p)
+{
+	struct backend_event *ev = cd->launching;
+	if (!ev)
+		return -TDM_EINVAL;
+	if (bytes > ev->stage_bytes) {
+		/* The event came free: nothing copies from the old block. */
+		cudaFreeHost(ev->stage_host);
+		ev->stage_host = NULL;
+		ev->stage_bytes = 0;
+		int err = cuda_status(cudaMallocHost(&ev->stage_host, bytes));
+		if (err) {
+			ev->stage_host = NULL;
+			return err;
+		}
+		ev->stage_bytes = bytes;
+	}
+	ev->staged = true;
+	*p = ev->stage_host;
+	return 0;
+}
+
 int cuda_scratch(struct cuda_dev *cd, size_t bytes, void **p)
 {
 	if (bytes <= cd->scratch_bytes) {
@@ -232,6 +255,7 @@ static void dev_destroy(struct cuda_dev *cd)
 		cd->pool = ev->next;
 		cudaEventDestroy(ev->ev);
 		cudaFreeHost(ev->status_host);
+		cudaFreeHost(ev->stage_host);
 		free(ev);
 	}
 	if (cd->copy_in)
@@ -529,13 +553,19 @@ static int cuda_launch_async(const struct backend_device *d, const struct kernel
 	pthread_mutex_lock(&cd->compute_lock);
 	for (size_t i = 0; i < nwaits && !err; i++)
 		err = wait_event(cd->compute, waits[i]);
+	cd->launching = ev;
 	if (!err)
 		err = cuda_run_kernel(cd, (uint32_t)k->id, call);
+	cd->launching = NULL;
 	const int32_t *status = err ? NULL : cuda_kernel_status(cd, (uint32_t)k->id);
 	if (status)
 		err = event_take_status(cd, ev, status);
 	if (!err)
 		err = cuda_status(cudaEventRecord(ev->ev, cd->compute));
+	/* A copy from ev's stage may still be queued: let it run before ev
+	 * (and its stage) goes back to the pool. */
+	if (err && ev->staged)
+		(void)cudaStreamSynchronize(cd->compute);
 	pthread_mutex_unlock(&cd->compute_lock);
 	if (err)
 		event_put(ev);

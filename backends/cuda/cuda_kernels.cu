@@ -384,17 +384,23 @@ extern "C" cudaError_t cuk_attn_varlen(cudaStream_t s, const float *q, const flo
 
 /* ---- moe_expert pieces ------------------------------------------------ */
 
+/* Token t's routing weight for expert, summed over j as the CPU does. */
+__device__ static float moe_weight(const int32_t *ids, const float *w, int64_t t, int64_t k,
+                                   int64_t expert)
+{
+	float sum = 0.0f;
+	for (int64_t j = 0; j < k; j++)
+		if (ids[t * k + j] == expert)
+			sum += w[t * k + j];
+	return sum;
+}
+
 __global__ static void moe_route_kernel(const int32_t *ids, const float *w, float *r, int64_t n,
                                         int64_t k, int64_t expert)
 {
 	for (int64_t t = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; t < n;
-	     t += (int64_t)gridDim.x * blockDim.x) {
-		float sum = 0.0f;
-		for (int64_t j = 0; j < k; j++)
-			if (ids[t * k + j] == expert)
-				sum += w[t * k + j];
-		r[t] = sum;
-	}
+	     t += (int64_t)gridDim.x * blockDim.x)
+		r[t] = moe_weight(ids, w, t, k, expert);
 }
 
 extern "C" cudaError_t cuk_moe_route(cudaStream_t s, const int32_t *ids, const float *w, float *r,
@@ -403,6 +409,38 @@ extern "C" cudaError_t cuk_moe_route(cudaStream_t s, const int32_t *ids, const f
 	if (n == 0)
 		return cudaSuccess;
 	moe_route_kernel<<<grid_for((uint64_t)n, BLOCK), BLOCK, 0, s>>>(ids, w, r, n, k, expert);
+	return cudaGetLastError();
+}
+
+/* Row i of xb is x's row tok[i], r[i] its weight. A token past n (which the
+ * engine never sends) gets weight 0 and a zero row, so it is never read
+ * out of x nor added to y. */
+__global__ static void moe_gather_kernel(const float *x, const int32_t *ids, const float *w,
+                                         const uint32_t *tok, int64_t m, int64_t n, int64_t dm,
+                                         int64_t k, int64_t expert, float *xb, float *r)
+{
+	uint64_t total = (uint64_t)m * (uint64_t)dm;
+
+	for (uint64_t idx = blockIdx.x * (uint64_t)blockDim.x + threadIdx.x; idx < total;
+	     idx += (uint64_t)gridDim.x * blockDim.x) {
+		uint64_t i = idx / (uint64_t)dm, c = idx % (uint64_t)dm;
+		int64_t t = tok[i];
+		bool ok = t < n;
+		xb[idx] = ok ? x[(uint64_t)t * (uint64_t)dm + c] : 0.0f;
+		if (c == 0)
+			r[i] = ok ? moe_weight(ids, w, t, k, expert) : 0.0f;
+	}
+}
+
+extern "C" cudaError_t cuk_moe_gather(cudaStream_t s, const float *x, const int32_t *ids,
+                                      const float *w, const uint32_t *tok, int64_t m, int64_t n,
+                                      int64_t dm, int64_t k, int64_t expert, float *xb, float *r)
+{
+	uint64_t total = (uint64_t)m * (uint64_t)dm;
+	if (total == 0)
+		return cudaSuccess;
+	moe_gather_kernel<<<grid_for(total, BLOCK), BLOCK, 0, s>>>(x, ids, w, tok, m, n, dm, k,
+	                                                           expert, xb, r);
 	return cudaGetLastError();
 }
 
@@ -424,27 +462,30 @@ extern "C" cudaError_t cuk_swiglu(cudaStream_t s, float *g, const float *u, uint
 }
 
 /* Unrouted tokens are skipped, not multiplied by 0: their d rows may hold
- * inf or NaN (from inf/NaN in x), and y must stay exactly as it was. */
-__global__ static void moe_accumulate_kernel(float *y, const float *d, const float *r, int64_t n,
-                                             int64_t dm)
+ * inf or NaN (from inf/NaN in x), and y must stay exactly as it was. Row i
+ * of d goes to y's row tok[i] (tok NULL: row i); the rows are distinct. */
+__global__ static void moe_accumulate_kernel(float *y, const float *d, const float *r,
+                                             const uint32_t *tok, int64_t m, int64_t dm)
 {
-	uint64_t total = (uint64_t)n * (uint64_t)dm;
+	uint64_t total = (uint64_t)m * (uint64_t)dm;
 
 	for (uint64_t idx = blockIdx.x * (uint64_t)blockDim.x + threadIdx.x; idx < total;
 	     idx += (uint64_t)gridDim.x * blockDim.x) {
-		float rt = r[idx / (uint64_t)dm];
+		uint64_t i = idx / (uint64_t)dm, c = idx % (uint64_t)dm;
+		float rt = r[i];
+		uint64_t row = tok ? tok[i] : i;
 		if (rt != 0.0f)
-			y[idx] += rt * d[idx];
+			y[row * (uint64_t)dm + c] += rt * d[idx];
 	}
 }
 
 extern "C" cudaError_t cuk_moe_accumulate(cudaStream_t s, float *y, const float *d, const float *r,
-                                          int64_t n, int64_t dm)
+                                          const uint32_t *tok, int64_t m, int64_t dm)
 {
-	uint64_t total = (uint64_t)n * (uint64_t)dm;
+	uint64_t total = (uint64_t)m * (uint64_t)dm;
 	if (total == 0)
 		return cudaSuccess;
-	moe_accumulate_kernel<<<grid_for(total, BLOCK), BLOCK, 0, s>>>(y, d, r, n, dm);
+	moe_accumulate_kernel<<<grid_for(total, BLOCK), BLOCK, 0, s>>>(y, d, r, tok, m, dm);
 	return cudaGetLastError();
 }
 

@@ -46,11 +46,18 @@ cudaError_t cuk_attn_varlen(cudaStream_t s, const float *q, const float *k, cons
 /* r[t] = sum_j (ids[t][j] == expert ? w[t][j] : 0), for t < n. */
 cudaError_t cuk_moe_route(cudaStream_t s, const int32_t *ids, const float *w, float *r, int64_t n,
                           int64_t k, int64_t expert);
+/* The m tokens tok[] (device memory) of x (n x dm) gathered: xb[i] = x[tok[i]]
+ * and r[i] = token tok[i]'s weight, as cuk_moe_route; a token >= n gets a
+ * zero row and weight 0. */
+cudaError_t cuk_moe_gather(cudaStream_t s, const float *x, const int32_t *ids, const float *w,
+                           const uint32_t *tok, int64_t m, int64_t n, int64_t dm, int64_t k,
+                           int64_t expert, float *xb, float *r);
 /* g[i] = silu(g[i]) * u[i], for i < count. */
 cudaError_t cuk_swiglu(cudaStream_t s, float *g, const float *u, uint64_t count);
-/* y[t][i] += r[t] * d[t][i] for the tokens with r[t] != 0; others untouched. */
-cudaError_t cuk_moe_accumulate(cudaStream_t s, float *y, const float *d, const float *r, int64_t n,
-                               int64_t dm);
+/* y[t][c] += r[i] * d[i][c] for the m rows i with r[i] != 0, t = tok[i]
+ * (distinct; tok NULL: t = i); other rows of y untouched. */
+cudaError_t cuk_moe_accumulate(cudaStream_t s, float *y, const float *d, const float *r,
+                               const uint32_t *tok, int64_t m, int64_t dm);
 cudaError_t cuk_topk_router(cudaStream_t s, const float *logits, int32_t *ids, float *w, int64_t n,
                             int64_t ne, int64_t k);
 

@@ -3,6 +3,7 @@
  * rest to the kernels of cuda_kernels.cu. Argument checks were done at
  * intake (backends/kernels.c), so sizes here are known to fit. */
 #include <stdint.h>
+#include <string.h>
 
 #include "backends/cuda/cuda_kernels.h"
 #include "backends/cuda/cuda_priv.h"
@@ -150,37 +151,67 @@ static size_t align_up(size_t bytes)
 	return (bytes + 255) & ~(size_t)255;
 }
 
-/* The expert runs densely over all n tokens (the routing is on the device,
- * and cuBLAS needs the row count on the host): r = routing weights, G and U
- * the gate and up projections, H = silu(G) * U in G's place, D = H w_down,
- * then y += r D on the routed rows only. */
+/* y += r D over the expert's tokens: r the routing weights, G and U the gate
+ * and up projections, H = silu(G) * U in G's place, D = H w_down; rows whose
+ * weight is 0 are left as they were. With the tokens the engine says were
+ * routed here (call->routed: a guarded task) the m of them are gathered
+ * into Xb first and only those rows computed; without, all n rows are
+ * (cuBLAS needs the row count on the host, and the routing is on the
+ * device). */
 static int run_moe_expert(struct cuda_dev *cd, const struct tdm_kernel_call *call)
 {
 	int64_t n = call->s[0].i64, dm = call->s[1].i64, dff = call->s[2].i64;
 	int64_t k = call->s[3].i64, expert = call->s[4].i64;
-	size_t r_bytes = align_up((size_t)n * sizeof(float));
-	size_t h_bytes = align_up((size_t)n * (size_t)dff * sizeof(float));
-	size_t d_bytes = align_up((size_t)n * (size_t)dm * sizeof(float));
+	const uint32_t *routed = call->routed;
+	int64_t m = routed ? (int64_t)call->nrouted : n;
+	if (m == 0)
+		return 0;
+	size_t tok_bytes = routed ? align_up((size_t)m * sizeof(uint32_t)) : 0;
+	size_t xb_bytes = routed ? align_up((size_t)m * (size_t)dm * sizeof(float)) : 0;
+	size_t r_bytes = align_up((size_t)m * sizeof(float));
+	size_t h_bytes = align_up((size_t)m * (size_t)dff * sizeof(float));
+	size_t d_bytes = align_up((size_t)m * (size_t)dm * sizeof(float));
 	char *base;
-	int err = cuda_scratch(cd, r_bytes + 2 * h_bytes + d_bytes, (void **)&base);
+	int err = cuda_scratch(cd, tok_bytes + xb_bytes + r_bytes + 2 * h_bytes + d_bytes,
+	                       (void **)&base);
 	if (err)
 		return err;
-	float *r = (float *)base, *g = (float *)(base + r_bytes);
-	float *u = (float *)(base + r_bytes + h_bytes),
-	      *dn = (float *)(base + r_bytes + 2 * h_bytes);
+	uint32_t *tok = routed ? (uint32_t *)base : NULL;
+	float *xb = (float *)(base + tok_bytes);
+	float *r = (float *)(base + tok_bytes + xb_bytes);
+	float *g = (float *)((char *)r + r_bytes), *u = (float *)((char *)g + h_bytes);
+	float *dn = (float *)((char *)u + h_bytes);
 	const float *x = arg(call, 0);
 
-	err = cuda_status(cuk_moe_route(cd->compute, arg(call, 4), arg(call, 5), r, n, k, expert));
+	if (routed) {
+		/* The list through pinned memory kept with this launch's event,
+		 * so that it outlives the copy. */
+		void *host;
+		size_t bytes = (size_t)m * sizeof(uint32_t);
+		err = cuda_stage_host(cd, bytes, &host);
+		if (!err) {
+			memcpy(host, routed, bytes);
+			err = cuda_status(cudaMemcpyAsync(tok, host, bytes, cudaMemcpyHostToDevice,
+			                                  cd->compute));
+		}
+		if (!err)
+			err = cuda_status(cuk_moe_gather(cd->compute, x, arg(call, 4), arg(call, 5),
+			                                 tok, m, n, dm, k, expert, xb, r));
+		x = xb;
+	} else {
+		err = cuda_status(
+		        cuk_moe_route(cd->compute, arg(call, 4), arg(call, 5), r, n, k, expert));
+	}
 	if (!err)
-		err = gemm_rm(cd, (int)n, (int)dff, (int)dm, 1.0f, x, arg(call, 1), 0.0f, g);
+		err = gemm_rm(cd, (int)m, (int)dff, (int)dm, 1.0f, x, arg(call, 1), 0.0f, g);
 	if (!err)
-		err = gemm_rm(cd, (int)n, (int)dff, (int)dm, 1.0f, x, arg(call, 2), 0.0f, u);
+		err = gemm_rm(cd, (int)m, (int)dff, (int)dm, 1.0f, x, arg(call, 2), 0.0f, u);
 	if (!err)
-		err = cuda_status(cuk_swiglu(cd->compute, g, u, (uint64_t)n * (uint64_t)dff));
+		err = cuda_status(cuk_swiglu(cd->compute, g, u, (uint64_t)m * (uint64_t)dff));
 	if (!err)
-		err = gemm_rm(cd, (int)n, (int)dm, (int)dff, 1.0f, g, arg(call, 3), 0.0f, dn);
+		err = gemm_rm(cd, (int)m, (int)dm, (int)dff, 1.0f, g, arg(call, 3), 0.0f, dn);
 	if (!err)
-		err = cuda_status(cuk_moe_accumulate(cd->compute, arg(call, 6), dn, r, n, dm));
+		err = cuda_status(cuk_moe_accumulate(cd->compute, arg(call, 6), dn, r, tok, m, dm));
 	return err;
 }
 

@@ -26,6 +26,12 @@ struct backend_event {
 	 * -TDM_ERANGE. */
 	bool has_status;
 	int32_t *status_host;
+	/* Pinned host memory a kernel copies to the device from
+	 * (cuda_stage_host), kept with its event until the event is released,
+	 * after the copy ran; staged: this launch used it. */
+	void *stage_host;
+	size_t stage_bytes;
+	bool staged;
 };
 
 struct cuda_dev {
@@ -38,6 +44,7 @@ struct cuda_dev {
 	void *scratch; /* used on the compute stream only */
 	size_t scratch_bytes;
 	int32_t *varlen_status; /* device word of attn_decode_varlen's check */
+	struct backend_event *launching; /* the event of the kernel being enqueued */
 	pthread_mutex_t pool_lock;
 	struct backend_event *pool;
 };
@@ -53,6 +60,12 @@ int cublas_status(cublasStatus_t st);
 /* At least bytes of scratch for the compute stream, valid until the next
  * call; the caller holds compute_lock. */
 int cuda_scratch(struct cuda_dev *cd, size_t bytes, void **p);
+
+/* At least bytes of pinned host memory for the kernel being enqueued to
+ * copy to the device on the compute stream: it stays with the kernel's
+ * event until the engine releases it, after the kernel (and so the copy)
+ * ran. The caller holds compute_lock, inside cuda_run_kernel. */
+int cuda_stage_host(struct cuda_dev *cd, size_t bytes, void **p);
 
 /* Growable device memory (cuda_vmm.c): a reserved range of device
  * addresses for capacity (-TDM_EINVAL when the driver or device has no

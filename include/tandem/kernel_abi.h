@@ -29,6 +29,13 @@ struct tdm_kernel_call {
 	 * host kernels look at it between rows, heads or tokens and then return
 	 * -TDM_ECANCELED, leaving their outputs partly written. */
 	const _Atomic int *cancel;
+	/* A task its router guards, where the daemon knows which of its tokens
+	 * the router sent to its expert (docs/kernels.md "Routing seen at run
+	 * time"): those tokens, ascending, nrouted (> 0) of them. The kernel
+	 * may compute them only. NULL: not known, the kernel finds them itself.
+	 * Host memory, valid until the task is over. */
+	const uint32_t *routed;
+	uint32_t nrouted;
 };
 
 static inline bool tdm_kernel_canceled(const struct tdm_kernel_call *call)

@@ -57,6 +57,10 @@ struct kcase {
 	uint64_t off; /* byte offset of every argument in its device buffer */
 	float rtol, atol;
 	int64_t aux; /* for prepare: moe_expert's number of experts */
+	/* moe_expert: the device's call carries the tokens routed to the
+	 * expert (call.routed), as the engine hands a guarded expert; the CPU
+	 * kernel runs both with and without them, bit for bit the same. */
+	bool routed;
 	/* Adjusts the random inputs (ties, routing ids); may be NULL. */
 	void (*prepare)(const struct kcase *c, void **in);
 	/* When set, the outputs are compared with this double-precision
@@ -217,6 +221,51 @@ static void reference_outputs(const struct kcase *c, void *const *in, void **wan
 	}
 }
 
+/* The tokens that chose moe_expert's expert (ids, arg 4), ascending: what
+ * the engine hands a guarded expert. tok has room for n. */
+static uint32_t moe_routed_tokens(const struct kcase *c, void *const *in, uint32_t *tok)
+{
+	int64_t n = c->s[0].i64, k = c->s[3].i64, expert = c->s[4].i64;
+	const int32_t *ids = in[4];
+	uint32_t m = 0;
+	for (int64_t t = 0; t < n; t++) {
+		bool hit = false;
+		for (int64_t j = 0; j < k; j++)
+			hit |= ids[t * k + j] == expert;
+		if (hit)
+			tok[m++] = (uint32_t)t;
+	}
+	return m;
+}
+
+/* The CPU kernel once more, handed the routed tokens: the same bits as
+ * without them (want). */
+static void cpu_with_routed(const struct kcase *c, const struct tdm_kernel_call *cpu_call,
+                            void *const *in, void *const *want)
+{
+	const struct kernel_def *k = kernel_by_id(c->id);
+	struct tdm_kernel_call call = *cpu_call;
+	void *buf[TDM_MAX_ARGS] = { 0 };
+	for (unsigned i = 0; i < c->nargs; i++) {
+		buf[i] = malloc(arg_bytes(&c->arg[i]));
+		assert_non_null(buf[i]);
+		memcpy(buf[i], in[i], arg_bytes(&c->arg[i]));
+		call.ptr[i] = buf[i];
+	}
+	assert_int_equal(k->cpu(&call), 0);
+	/* No row with an inf in x (moe_prepare_routed) reached y. */
+	const float *y = want[6];
+	for (size_t e = 0; e < c->arg[6].count; e++)
+		if (!isfinite(y[e]))
+			fail_msg("cpu %s %s: y[%zu] = %g", k->name, c->label, e, (double)y[e]);
+	for (unsigned i = 0; i < c->nargs; i++) {
+		if (memcmp(buf[i], want[i], arg_bytes(&c->arg[i])) != 0)
+			fail_msg("cpu %s %s: arg %u differs with the routed tokens", k->name,
+			         c->label, i);
+		free(buf[i]);
+	}
+}
+
 static void run_case(const struct backend_device *d, const struct kcase *c, struct result *r)
 {
 	const struct kernel_def *k = kernel_by_id(c->id);
@@ -245,7 +294,20 @@ static void run_case(const struct backend_device *d, const struct kcase *c, stru
 		cpu_call.len[i] = dev_call.len[i] = arg_bytes(&c->arg[i]);
 	}
 	assert_int_equal(k->check(&cpu_call), 0); /* the case is one intake accepts */
+	uint32_t *routed = NULL;
+	if (c->routed) {
+		routed = malloc((size_t)c->s[0].i64 * sizeof(*routed));
+		assert_non_null(routed);
+		dev_call.nrouted = moe_routed_tokens(c, in, routed);
+		dev_call.routed = routed;
+		assert_true(dev_call.nrouted > 0);
+	}
 	assert_int_equal(k->cpu(&cpu_call), 0);
+	if (c->routed) {
+		struct tdm_kernel_call with = cpu_call;
+		with.routed = dev_call.routed, with.nrouted = dev_call.nrouted;
+		cpu_with_routed(c, &with, in, cpu);
+	}
 	if (c->reference)
 		reference_outputs(c, in, cpu);
 
@@ -265,6 +327,7 @@ static void run_case(const struct backend_device *d, const struct kcase *c, stru
 		wait_release(d, ev_whole[i]);
 	}
 	wait_release(d, ev_k);
+	free(routed);
 	for (unsigned i = 0; i < c->nargs; i++) {
 		/* Inputs must come back unchanged too. */
 		compare_arg(d, c, i, &da[i], c->arg[i].out ? cpu[i] : in[i], r);
@@ -521,6 +584,52 @@ static void test_moe_expert(void **state)
 	struct kcase c[] = { moe_case(5, 24, 40, 2, 4, 3, 0), moe_case(5, 24, 40, 2, 4, 3, 64),
 		             moe_case(32, 256, 512, 2, 8, 5, 64) };
 	run_kernel(KERNEL_MOE_EXPERT, c, 3);
+}
+
+/* As moe_prepare, then: the first token routed to the expert has weight 0
+ * there (it is in the routed list, yet its y row must stay as it was) and
+ * an inf in its x row, and so has the first token not routed there: a
+ * kernel that computed either row into y would leave inf or NaN. */
+static void moe_prepare_routed(const struct kcase *c, void **in)
+{
+	int64_t n = c->s[0].i64, dm = c->s[1].i64, k = c->s[3].i64, expert = c->s[4].i64;
+	const int32_t *ids = in[4];
+	float *x = in[0], *w = in[5];
+	bool zeroed = false, blocked = false;
+	moe_prepare(c, in);
+	for (int64_t t = 0; t < n; t++) {
+		bool hit = false;
+		for (int64_t j = 0; j < k; j++)
+			hit |= ids[t * k + j] == expert;
+		if (hit && zeroed)
+			continue;
+		if (!hit && blocked)
+			continue;
+		for (int64_t j = 0; hit && j < k; j++)
+			if (ids[t * k + j] == expert)
+				w[t * k + j] = 0.0f;
+		x[t * dm + dm / 2] = INFINITY;
+		zeroed |= hit;
+		blocked |= !hit;
+	}
+	assert_true(zeroed && blocked);
+}
+
+/* With the routed tokens in the call (a guarded expert, as the engine
+ * launches it): the device computes those rows only (CUDA gathers them),
+ * to the same result. */
+static void test_moe_expert_routed(void **state)
+{
+	(void)state;
+	struct kcase c[] = { moe_case(9, 24, 40, 2, 4, 3, 0), moe_case(9, 24, 40, 2, 4, 3, 64),
+		             moe_case(64, 256, 512, 2, 8, 5, 64),
+		             moe_case(300, 128, 256, 4, 16, 7, 64) };
+	for (size_t i = 0; i < sizeof(c) / sizeof(c[0]); i++) {
+		c[i].routed = true;
+		c[i].prepare = moe_prepare_routed;
+		strncat(c[i].label, " routed", sizeof(c[i].label) - strlen(c[i].label) - 1);
+	}
+	run_kernel(KERNEL_MOE_EXPERT, c, sizeof(c) / sizeof(c[0]));
 }
 
 /* Ties, which go to the lower expert index: in row 0 two experts share the
@@ -1124,6 +1233,7 @@ int main(void)
 		cmocka_unit_test(test_rope),
 		cmocka_unit_test(test_attn_decode),
 		cmocka_unit_test(test_moe_expert),
+		cmocka_unit_test(test_moe_expert_routed),
 		cmocka_unit_test(test_topk_router),
 		cmocka_unit_test(test_topk_router_nan),
 		cmocka_unit_test(test_spotrf),

@@ -28,14 +28,23 @@
 
 static _Atomic uint32_t launched[KERNEL_COUNT];
 static _Atomic uint32_t expert_runs[NE];
+/* The tokens each expert's launch carried (call.routed), as it ran:
+ * nrouted -1 when it carried none. */
+static int64_t expert_nrouted[NE];
+static uint32_t expert_routed[NE][N];
 
 static int count_launch(const struct backend_device *d, const struct kernel_def *k,
                         const struct tdm_kernel_call *call)
 {
 	(void)d;
 	atomic_fetch_add(&launched[k->id], 1);
-	if (k->id == KERNEL_MOE_EXPERT)
-		atomic_fetch_add(&expert_runs[call->s[4].i64], 1);
+	if (k->id == KERNEL_MOE_EXPERT) {
+		int64_t x = call->s[4].i64;
+		atomic_fetch_add(&expert_runs[x], 1);
+		expert_nrouted[x] = call->routed ? (int64_t)call->nrouted : -1;
+		for (uint32_t i = 0; call->routed && i < call->nrouted && i < N; i++)
+			expert_routed[x][i] = call->routed[i];
+	}
 	return 0;
 }
 
@@ -150,8 +159,11 @@ static void reset_counts(void)
 {
 	for (int k = 0; k < KERNEL_COUNT; k++)
 		atomic_store(&launched[k], 0);
-	for (int e = 0; e < NE; e++)
+	for (int e = 0; e < NE; e++) {
 		atomic_store(&expert_runs[e], 0);
+		expert_nrouted[e] = -2; /* did not run */
+	}
+	memset(expert_routed, 0xff, sizeof(expert_routed));
 	atomic_store(&host_engine_graphs_done, 0);
 }
 
@@ -203,6 +215,57 @@ static void test_unrouted_experts_skipped(void **state)
 		assert_int_equal(c.tasks_done, NE + 2);
 		assert_int_equal(c.tasks_failed, 0);
 		assert_int_equal(c.tasks_in_flight, 0);
+		free_graph(g);
+		engine_flow_gone(e, &flow);
+		engine_destroy(e);
+	}
+}
+
+/* A guarded expert's launch carries exactly the tokens its router sent to
+ * it, ascending (a token that chose it twice once); an unguarded one, or
+ * one reading routing arrays other than its router's, none (the kernel
+ * then finds them itself). */
+static void test_guarded_launch_carries_tokens(void **state)
+{
+	(void)state;
+	static struct layer L;
+	static int32_t other_ids[N * K];
+	for (int variant = 0; variant < 3; variant++) {
+		struct engine_flow flow = { .id = 1 };
+		struct engine *e = make_engine(policy_list()[0]);
+		assert_int_equal(engine_flow_add(e, &flow), 0);
+		reset_counts();
+		route_to_0_and_2(&L);
+		struct engine_graph *g = make_layer(&flow, &L, variant != 1);
+		if (variant == 2) { /* expert 2 reads a copy of the ids, not the router's */
+			memcpy(other_ids, L.ids, sizeof(other_ids));
+			g->tasks[3].call.ptr[4] = other_ids;
+		}
+		engine_submit(e, g);
+		run_all(e);
+		assert_int_equal(atomic_load(&g->status), 0);
+		if (variant == 1) { /* unguarded: every expert runs, none carries tokens */
+			for (int x = 0; x < NE; x++)
+				assert_int_equal(expert_nrouted[x], -1);
+		} else {
+			assert_int_equal(expert_nrouted[0], 3);
+			for (uint32_t i = 0; i < 3; i++)
+				assert_int_equal(expert_routed[0][i], i);
+			if (variant == 0) {
+				assert_int_equal(expert_nrouted[2], 4);
+				for (uint32_t i = 0; i < 4; i++)
+					assert_int_equal(expert_routed[2][i], i);
+			} else {
+				assert_int_equal(expert_nrouted[2], -1);
+			}
+			assert_int_equal(expert_nrouted[1], -2); /* skipped */
+			assert_int_equal(expert_nrouted[3], -2);
+			/* The router's lists, per expert. */
+			const struct engine_task *r = &g->tasks[0];
+			const uint32_t want_off[NE + 1] = { 0, 3, 3, 7, 7 };
+			for (int x = 0; x <= NE; x++)
+				assert_int_equal(r->routed_off[x], want_off[x]);
+		}
 		free_graph(g);
 		engine_flow_gone(e, &flow);
 		engine_destroy(e);
@@ -308,6 +371,14 @@ static void test_route_hook(void **state)
 	assert_int_equal(routed[0], 1);
 	assert_int_equal(routed[1], 2);
 	assert_int_equal(routed[2], 1);
+	/* The tokens of each expert, ascending: 0: {0}, 1: {0, 1}, 2: {1}. */
+	uint32_t next[4] = { 0, 1, 3, 4 }, tokens[4];
+	k->route_tokens(&call, out, next, tokens);
+	assert_int_equal(next[0], 1);
+	assert_int_equal(next[1], 3);
+	assert_int_equal(next[2], 4);
+	const uint32_t want[4] = { 0, 0, 1, 1 };
+	assert_memory_equal(tokens, want, sizeof(want));
 	wts[0] = NAN;
 	assert_int_equal(k->route(&call, out, routed, why, sizeof(why)), -TDM_EINVAL);
 	assert_non_null(strstr(why, "not finite"));
@@ -318,6 +389,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_unrouted_experts_skipped),
+		cmocka_unit_test(test_guarded_launch_carries_tokens),
 		cmocka_unit_test(test_unguarded_experts_all_run),
 		cmocka_unit_test(test_expert_id_out_of_range),
 		cmocka_unit_test(test_weight_not_finite),
