@@ -366,8 +366,8 @@ static void feat_moe_expert(const struct tdm_kernel_call *call, struct kernel_fe
 }
 
 /* The same for `tokens` routed tokens: what the kernel computes (the CPU
- * kernel and OpenCL skip unrouted tokens); the routing arrays are still
- * read whole. */
+ * kernel and OpenCL skip unrouted tokens, CUDA computes only the tokens in
+ * call.routed); the routing arrays are still read whole. */
 static void routed_moe_expert(const struct tdm_kernel_call *call, uint32_t tokens,
                               struct kernel_features *out)
 {
