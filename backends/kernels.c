@@ -365,9 +365,10 @@ static void feat_moe_expert(const struct tdm_kernel_call *call, struct kernel_fe
 	};
 }
 
-/* The same for `tokens` routed tokens: what the kernel computes (the CPU
- * kernel and OpenCL skip unrouted tokens, CUDA computes only the tokens in
- * call.routed); the routing arrays are still read whole. */
+/* The same for `tokens` routed tokens: what the kernel computes (every
+ * backend computes only the tokens in call.routed, and the CPU kernel and
+ * OpenCL skip unrouted tokens without it too); the routing arrays still
+ * count whole. */
 static void routed_moe_expert(const struct tdm_kernel_call *call, uint32_t tokens,
                               struct kernel_features *out)
 {

@@ -472,8 +472,15 @@ static void moe_route_args(struct kargs *a, const struct tdm_kernel_call *call)
 	arg_buf(a, call, 5); /* topk_w */
 }
 
-static void moe_size_args(struct kargs *a, const struct tdm_kernel_call *call)
+/* The rows' tokens (tok: the scratch's, at tokoff elements), how many, whether
+ * listed, then the sizes: common to both moe kernels. */
+static void moe_size_args(struct kargs *a, const struct tdm_kernel_call *call, cl_mem tok,
+                          uint64_t tokoff, size_t m)
 {
+	arg_mem(a, tok);
+	arg_u64(a, tokoff);
+	arg_u32(a, (int64_t)m);
+	arg_u32(a, call->routed != NULL);
 	for (int i = 0; i < 4; i++) /* n, dm, dff, k */
 		arg_u32(a, call->s[i].i64);
 	cl_int e = (cl_int)call->s[4].i64;
@@ -481,22 +488,34 @@ static void moe_size_args(struct kargs *a, const struct tdm_kernel_call *call)
 }
 
 /* Two kernels in a row on the in-order queue: h = silu(x.Wg) * (x.Wu) into
- * scratch, then y += r * h.Wd. */
+ * scratch, then y += r * h.Wd, over m rows: the tokens the call carries
+ * (call->routed, written after h in the scratch first), else all n. */
 static int launch_moe_expert(struct cl_dev *cd, const struct tdm_kernel_call *call,
                              const struct waitlist *w, cl_event *ev)
 {
 	size_t n = (size_t)call->s[0].i64, dm = (size_t)call->s[1].i64,
 	       dff = (size_t)call->s[2].i64;
-	int rc = ensure_scratch(cd, n * dff * sizeof(float));
+	size_t m = call->routed ? call->nrouted : n;
+	size_t h_bytes = m * dff * sizeof(float),
+	       tok_bytes = call->routed ? m * sizeof(cl_uint) : 0;
+	int rc = ensure_scratch(cd, h_bytes + tok_bytes + sizeof(cl_uint));
 	if (rc)
 		return rc;
+	/* From the engine's list, valid until the task is over: after this
+	 * write, which the kernels follow on the in-order queue. */
+	if (tok_bytes) {
+		cl_int err = clEnqueueWriteBuffer(cd->q_compute, cd->scratch, CL_FALSE, h_bytes,
+		                                  tok_bytes, call->routed, 0, NULL, NULL);
+		if (err != CL_SUCCESS)
+			return cl_error(err);
+	}
 	struct kargs a = kargs_of(cd, CLK_MOE_GATE_UP);
 	for (int i = 0; i < 3; i++) /* x, w_gate, w_up */
 		arg_buf(&a, call, i);
 	moe_route_args(&a, call);
 	arg_mem(&a, cd->scratch);
-	moe_size_args(&a, call);
-	cl_int err = enqueue_items(cd, &a, n * dff, w, NULL);
+	moe_size_args(&a, call, cd->scratch, h_bytes / sizeof(cl_uint), m);
+	cl_int err = enqueue_items(cd, &a, m * dff, w, NULL);
 	if (err != CL_SUCCESS)
 		return cl_error(err);
 
@@ -505,8 +524,8 @@ static int launch_moe_expert(struct cl_dev *cd, const struct tdm_kernel_call *ca
 	arg_buf(&a, call, 3); /* w_down */
 	moe_route_args(&a, call);
 	arg_buf(&a, call, 6); /* y */
-	moe_size_args(&a, call);
-	return cl_error(enqueue_items(cd, &a, n * dm, &no_waits, ev));
+	moe_size_args(&a, call, cd->scratch, h_bytes / sizeof(cl_uint), m);
+	return cl_error(enqueue_items(cd, &a, m * dm, &no_waits, ev));
 }
 
 static int launch_topk_router(struct cl_dev *cd, const struct tdm_kernel_call *call,
