@@ -61,6 +61,7 @@ struct kcase {
 	 * expert (call.routed), as the engine hands a guarded expert; the CPU
 	 * kernel runs both with and without them, bit for bit the same. */
 	bool routed;
+	bool routed_empty; /* the call carries an empty list: y must stay as it was */
 	/* Adjusts the random inputs (ties, routing ids); may be NULL. */
 	void (*prepare)(const struct kcase *c, void **in);
 	/* When set, the outputs are compared with this double-precision
@@ -301,8 +302,14 @@ static void run_case(const struct backend_device *d, const struct kcase *c, stru
 		dev_call.nrouted = moe_routed_tokens(c, in, routed);
 		dev_call.routed = routed;
 		assert_true(dev_call.nrouted > 0);
+	} else if (c->routed_empty) {
+		routed = malloc(sizeof(*routed));
+		assert_non_null(routed);
+		dev_call.routed = cpu_call.routed = routed;
 	}
 	assert_int_equal(k->cpu(&cpu_call), 0);
+	if (c->routed_empty)
+		assert_memory_equal(cpu[6], in[6], arg_bytes(&c->arg[6]));
 	if (c->routed) {
 		struct tdm_kernel_call with = cpu_call;
 		with.routed = dev_call.routed, with.nrouted = dev_call.nrouted;
@@ -630,6 +637,17 @@ static void test_moe_expert_routed(void **state)
 		strncat(c[i].label, " routed", sizeof(c[i].label) - strlen(c[i].label) - 1);
 	}
 	run_kernel(KERNEL_MOE_EXPERT, c, sizeof(c) / sizeof(c[0]));
+}
+
+/* An empty list (which the engine never hands: it skips such a task)
+ * computes nothing. */
+static void test_moe_expert_routed_empty(void **state)
+{
+	(void)state;
+	struct kcase c = moe_case(9, 24, 40, 2, 4, 3, 64);
+	c.routed_empty = true;
+	strncat(c.label, " empty", sizeof(c.label) - strlen(c.label) - 1);
+	run_kernel(KERNEL_MOE_EXPERT, &c, 1);
 }
 
 /* Ties, which go to the lower expert index: in row 0 two experts share the
@@ -1234,6 +1252,7 @@ int main(void)
 		cmocka_unit_test(test_attn_decode),
 		cmocka_unit_test(test_moe_expert),
 		cmocka_unit_test(test_moe_expert_routed),
+		cmocka_unit_test(test_moe_expert_routed_empty),
 		cmocka_unit_test(test_topk_router),
 		cmocka_unit_test(test_topk_router_nan),
 		cmocka_unit_test(test_spotrf),
