@@ -196,6 +196,7 @@ CORE_BENCHES += $(BUILD)/bench/bench_kv_waste
 CORE_BENCHES += $(BUILD)/bench/bench_llm_policy
 CORE_BENCHES += $(BUILD)/bench/bench_moe_sim
 CORE_BENCHES += $(BUILD)/bench/bench_elastic_sim
+CORE_BENCHES += $(BUILD)/bench/bench_moe_routed
 $(CORE_BENCHES): $(BUILD)/bench/%: $(BUILD)/obj/tests/bench/%.o $(CORE_LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) $^ $(DAEMON_LIBS) -o $@
@@ -399,6 +400,7 @@ GPU_BUNDLE_FILES := $(addprefix build/bin/,tandemd tandemctl llm_layer blocked_g
 	$(addprefix build/bench/,bench_devices bench_overlap bench_models)
 GPU_BUNDLE_FILES += build/tests/test_attn_varlen build/tests/test_attn_varlen_daemon \
 	build/bench/bench_attn_varlen
+GPU_BUNDLE_FILES += build/bench/bench_moe_routed
 gpu-bundle: $(if $(SANITIZE),,$(GPU_BUNDLE_FILES))
 	@$(if $(SANITIZE),echo "gpu-bundle: from the plain build only (no SANITIZE)" >&2; exit 1)
 	@BUILD=build sh tools/gpu_bundle.sh $(GPU_BUNDLE) $(GPU_BUNDLE_FILES)
