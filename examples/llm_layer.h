@@ -14,6 +14,7 @@
 #include <math.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -313,6 +314,33 @@ static bool ref_step(const struct shape *s, const struct layer *L, struct ref *R
 	for (int i = 0; i < dm; i++)
 		R->x[i] += R->y[i];
 	return same;
+}
+
+/* The check after a step: the reference runs step `step` (its position:
+ * prompt + step) on its own state with the routing the step chose (in
+ * L->ids), and x is compared with it (*e). Returns 0, or 1 after saying
+ * why: other experts picked, or an error above MAX_REL_ERR. */
+static int ref_check(const struct shape *s, const struct layer *L, struct ref *R, int step,
+                     struct error *e, bool *tie)
+{
+	const int32_t *got_ids = (const int32_t *)(const void *)L->ids.p;
+	bool same = ref_step(s, L, R, s->prompt + step, got_ids, tie);
+	int bad = 0;
+
+	*e = compare(L->x.p, R->x, s->dm);
+	if (!same) {
+		fprintf(stderr, "%s: step %d: the router picked other experts:", prog, step);
+		for (int j = 0; j < s->topk; j++)
+			fprintf(stderr, " %d (want %d)", got_ids[j], R->ids[j]);
+		fprintf(stderr, "\n");
+		bad = 1;
+	}
+	if (!(e->rel <= MAX_REL_ERR)) {
+		fprintf(stderr, "%s: step %d: max rel err %.2e exceeds %.0e\n", prog, step, e->rel,
+		        MAX_REL_ERR);
+		bad = 1;
+	}
+	return bad;
 }
 
 #endif
