@@ -7,7 +7,8 @@
  *
  * A step: rmsnorm, q/k/v sgemm, rope on q and k, k and v copied into the
  * cache, attn_decode, the o sgemm, x += o, rmsnorm, the router's sgemm and
- * topk_router, y = 0; then the routed experts (the top-k the router chose,
+ * topk_router (y = 0 before the router, where the daemon runs it while the
+ * router's inputs are computed); then the routed experts (the top-k the router chose,
  * as the daemon runs only those the guards let through), spread over
  * --threads threads, one per core (the main thread on the first core of
  * this process's CPU set, helpers on the next ones: with top-2 and two
@@ -18,6 +19,10 @@
  *
  * Prints per step and at the end, as llm_layer does:
  *   step latency (kernels called directly): median X us, min Y us, max Z us
+ *   expert start after the router: same_thread median .. p90 .., other_thread ..
+ *     (from topk_router's return to the start of a routed expert on this
+ *     thread and on a helper: the daemon-free counterpart of moe_layer.sh's
+ *     moe_dispatch_overhead_us same_worker and other_worker)
  *   result: N steps correct (max rel err E)
  * and exits 1 when a step fails the reference check.
  */
@@ -114,6 +119,7 @@ struct helper {
 	int cpu; /* -1: not pinned */
 	struct tdm_kernel_call jobs[MAX_EXPERT_JOBS];
 	int njobs, err;
+	uint64_t start_ns; /* when it began this step's first expert */
 	struct slice y; /* this helper's share of y */
 };
 
@@ -154,6 +160,7 @@ static void *helper_main(void *arg)
 			return NULL;
 		seen = atomic_load(&pool.gen);
 		h->err = 0;
+		h->start_ns = now_ns();
 		for (int j = 0; j < h->njobs && !h->err; j++)
 			h->err = cpu_moe_expert(&h->jobs[j]);
 		atomic_fetch_add(&pool.done, 1);
@@ -178,7 +185,14 @@ static void expert_call(struct tdm_kernel_call *c, const struct shape *s, const 
 	c->s[4] = I64(e);
 }
 
-static int step(const struct shape *s, struct layer *L, struct helper *h, int nthreads, int pos)
+/* From the router's end to the start of a routed expert: on this thread
+ * (own_ns) and on a helper (helper_ns, 0 when none ran one), per step. */
+struct dispatch_ns {
+	uint64_t own_ns, helper_ns;
+};
+
+static int step(const struct shape *s, struct layer *L, struct helper *h, int nthreads, int pos,
+                struct dispatch_ns *dn)
 {
 	int dm = s->dm, qd = qdim(s), kvd = kvdim(s);
 	struct slice krow = L->kc, vrow = L->vc;
@@ -215,8 +229,9 @@ static int step(const struct shape *s, struct layer *L, struct helper *h, int nt
 	err |= RUN(cpu_axpy, one, &L->o, &L->x);
 	err |= RUN(cpu_rmsnorm, norm, &L->x, &L->attn.norm2, &L->xn2);
 	err |= RUN(cpu_sgemm, mr, &L->xn2, &L->wr, &L->logits);
-	err |= RUN(cpu_topk_router, router, &L->logits, &L->ids, &L->wts);
 	err |= RUN(cpu_fill, zero, &L->y);
+	err |= RUN(cpu_topk_router, router, &L->logits, &L->ids, &L->wts);
+	uint64_t routed = now_ns();
 	if (err)
 		return err;
 
@@ -247,12 +262,16 @@ static int step(const struct shape *s, struct layer *L, struct helper *h, int nt
 		pthread_cond_broadcast(&pool.cv);
 		pthread_mutex_unlock(&pool.mu);
 	}
+	dn->own_ns = now_ns() - routed;
 	for (int j = 0; j < nmine && !err; j++)
 		err = cpu_moe_expert(&mine[j]);
 	/* Every helper takes each generation, with or without jobs. */
 	while (busy && atomic_load(&pool.done) < (unsigned)(nthreads - 1))
 		__builtin_ia32_pause();
+	dn->helper_ns = 0;
 	for (int t = 1; t < nthreads && !err; t++) {
+		if (h[t].njobs && !dn->helper_ns)
+			dn->helper_ns = h[t].start_ns - routed;
 		err = h[t].err;
 		if (h[t].njobs && !err)
 			err = RUN(cpu_axpy, one, &h[t].y, &L->y);
@@ -269,6 +288,24 @@ static int cmp_u64(const void *a, const void *b)
 	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
 
 	return (x > y) - (x < y);
+}
+
+/* The q-quantile of v[0..n) (sorts v), in microseconds; 0 when n is 0. */
+static double pct_us(uint64_t *v, int n, double q)
+{
+	if (n <= 0)
+		return 0;
+	qsort(v, (size_t)n, sizeof(*v), cmp_u64);
+	int i = (int)(q * n);
+	return v[i < n ? i : n - 1] / 1e3;
+}
+
+static double median_us(uint64_t *v, int n)
+{
+	if (n <= 0)
+		return 0;
+	qsort(v, (size_t)n, sizeof(*v), cmp_u64);
+	return (n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2.0) / 1e3;
 }
 
 /* The n-th CPU of this process's set (-1 when there are fewer). */
@@ -375,13 +412,15 @@ int main(int argc, char **argv)
 	struct ref R = { 0 };
 	struct helper h[MAX_THREADS] = { 0 };
 	uint64_t seed = SEED, *step_ns = calloc((size_t)s.steps, sizeof(*step_ns));
+	uint64_t *own_ns = calloc((size_t)s.steps, sizeof(*own_ns));
+	uint64_t *helper_ns = calloc((size_t)s.steps, sizeof(*helper_ns));
 	double worst = 0;
 	int started = 1, done = 0;
 
 	rc = 1;
 	kernels_cpu_init(); /* one BLAS thread per call, as in the daemon */
-	if (!step_ns || alloc_weights(&a, &s, &L, &seed) || alloc_state(&a, &s, &L, &seed) ||
-	    check(ref_alloc(&s, &L, &R), "reference"))
+	if (!step_ns || !own_ns || !helper_ns || alloc_weights(&a, &s, &L, &seed) ||
+	    alloc_state(&a, &s, &L, &seed) || check(ref_alloc(&s, &L, &R), "reference"))
 		goto out;
 	pin(nth_cpu(0));
 	for (int t = 1; t < nthreads; t++) {
@@ -396,12 +435,17 @@ int main(int argc, char **argv)
 		       "%d; prompt %d, kv cap %d, %d steps; %d threads\n",
 		       s.dm, s.nh, s.nkv, s.hd, s.ne, s.topk, s.dff, s.prompt, s.kv_cap, s.steps,
 		       nthreads);
+	int nhelped = 0;
 	for (; done < s.steps; done++) {
+		struct dispatch_ns dn = { 0, 0 };
 		uint64_t t0 = now_ns();
-		int err = step(&s, &L, h, started, s.prompt + done);
+		int err = step(&s, &L, h, started, s.prompt + done, &dn);
 		step_ns[done] = now_ns() - t0;
 		if (check(err, "step"))
 			goto out;
+		own_ns[done] = dn.own_ns;
+		if (dn.helper_ns)
+			helper_ns[nhelped++] = dn.helper_ns;
 		bool tie;
 		struct error e;
 		int bad = ref_check(&s, &L, &R, done, &e, &tie);
@@ -413,11 +457,13 @@ int main(int argc, char **argv)
 		if (bad)
 			goto out;
 	}
-	qsort(step_ns, (size_t)done, sizeof(*step_ns), cmp_u64);
 	printf("step latency (kernels called directly): median %.1f us, min %.1f us, max %.1f us\n",
-	       (done % 2 ? step_ns[done / 2] : (step_ns[done / 2 - 1] + step_ns[done / 2]) / 2.0) /
-	               1e3,
-	       step_ns[0] / 1e3, step_ns[done - 1] / 1e3);
+	       median_us(step_ns, done), pct_us(step_ns, done, 0), pct_us(step_ns, done, 1));
+	/* What moe_layer.sh compares with the daemon's dispatch (path=...). */
+	printf("expert start after the router: same_thread median %.1f us p90 %.1f us n %d, "
+	       "other_thread median %.1f us p90 %.1f us n %d\n",
+	       median_us(own_ns, done), pct_us(own_ns, done, 0.9), done,
+	       median_us(helper_ns, nhelped), pct_us(helper_ns, nhelped, 0.9), nhelped);
 	printf("result: %d steps correct (max rel err %.2e)\n", done, worst);
 	rc = 0;
 out:
@@ -434,6 +480,8 @@ out:
 	free(L.up);
 	free(L.down);
 	free(step_ns);
+	free(own_ns);
+	free(helper_ns);
 	arena_free(&arena);
 	return rc;
 }

@@ -48,7 +48,10 @@
 #     guards, the routed features, the policy's release and split and the
 #     dispatch, all on that worker); path=other_worker the same for an
 #     expert on another, idle, worker (plus waking it); path=merge from the
-#     last expert's end to the next task's start (the TDM_ACC sum)
+#     last expert's end to the next task's start (the TDM_ACC sum);
+#     mode=direct: moe_direct's count of the same (from topk_router's return
+#     to an expert's start on its own thread, and on its helper thread,
+#     woken as the daemon's workers are: a 50 us spin, then asleep)
 #   BENCH moe_expert_model_err_pct <pct> pct mode=.. stat=ewma|median32 device=..
 #     moe_expert's cost model after the runs: its recent relative error
 #     (EWMA, and the median of the last 32 that tandemctl models shows)
@@ -190,6 +193,21 @@ for mode in acc acc_capped; do
 	wait "$tracer"
 	python3 "$HERE/moe_dispatch.py" "$mode" "$tmp/$mode/trace" || status=1
 done
+# The same without a daemon: moe_direct's own count, from topk_router's
+# return to an expert's start on its thread and on its helper thread.
+if run_mode direct "$tmp/direct/traced"; then
+	sed -n 's/^expert start after the router: same_thread median \([0-9.]*\) us p90 \([0-9.]*\) us n \([0-9]*\), other_thread median \([0-9.]*\) us p90 \([0-9.]*\) us n \([0-9]*\)$/\1 \2 \3 \4 \5 \6/p' \
+		"$tmp/direct/traced" | awk '{
+		printf "BENCH moe_dispatch_overhead_us %s us stat=median mode=direct path=same_worker n=%s\n", $1, $3
+		printf "BENCH moe_dispatch_overhead_us %s us stat=p90 mode=direct path=same_worker n=%s\n", $2, $3
+		printf "BENCH moe_dispatch_overhead_us %s us stat=median mode=direct path=other_worker n=%s\n", $4, $6
+		printf "BENCH moe_dispatch_overhead_us %s us stat=p90 mode=direct path=other_worker n=%s\n", $5, $6
+	}'
+else
+	echo "moe_layer.sh: direct run failed:"
+	cat "$tmp/direct/traced"
+	status=1
+fi
 for mode in $DAEMON_MODES; do
 	# moe_expert's models: the relative error as an EWMA (what issue 16
 	# quotes) and the median of the last 32, on the devices that ran it
