@@ -422,9 +422,11 @@ int main(int argc, char **argv)
 	if (!step_ns || !own_ns || !helper_ns || alloc_weights(&a, &s, &L, &seed) ||
 	    alloc_state(&a, &s, &L, &seed) || check(ref_alloc(&s, &L, &R), "reference"))
 		goto out;
-	pin(nth_cpu(0));
-	for (int t = 1; t < nthreads; t++) {
+	/* The CPUs before this thread is pinned (a helper inherits its mask). */
+	for (int t = 0; t < nthreads; t++)
 		h[t].cpu = nth_cpu(t);
+	pin(h[0].cpu);
+	for (int t = 1; t < nthreads; t++) {
 		if (check(layer_slice(&a, (size_t)s.dm, 0, &h[t].y), "helper y") ||
 		    pthread_create(&h[t].th, NULL, helper_main, &h[t]))
 			goto out;
