@@ -2,7 +2,7 @@
 # The MoE layer of examples/llm_layer on this machine (issue 16, items 1
 # and 2, and the real-machine check of "What it must show"): one decode
 # step of a layer with d_model 1024, 8 experts top-2, ffn 2048 (batch 1),
-# in four modes, run interleaved:
+# in five modes, run interleaved:
 #   serial      the experts as before (--serial-experts: each expert TDM_RW
 #               on y and unguarded, so they run one after another);
 #   acc         as now (guarded by the router, accumulating into y with
@@ -13,6 +13,10 @@
 #               which to the accelerator) and the accelerator's memory
 #               capped below the experts' bytes ([devices] mem_cap CAP on
 #               clcpu and gpu: 64 MiB against the experts' 192 MiB);
+#   acc_eager   the same cap with the eager policy, which ignores costs:
+#               the experts land on the cores and the accelerator alike,
+#               evicting each other's weights there (where the llm split,
+#               predicting PoCL slower, sends none to it);
 #   direct      no daemon: build/bench/moe_direct (tests/bench/moe_direct.c),
 #               the same layer's kernels (the daemon's CPU kernels) called
 #               in one process, the routed experts on two threads (one per
@@ -21,20 +25,22 @@
 # Each daemon mode runs on a private tandemd of its own, all up at once,
 # with a fresh copy of the calibration cache, so that its moe_expert cost
 # model learns from that mode's tasks only; ROUNDS x RUNS runs of STEPS
-# steps per mode, the four modes back to back each time.
+# steps per mode, the five modes back to back each time.
 #   BENCH moe_layer_step_ms <median> ms mode=M stat=median runs=..
 #     the median over runs of each run's median step latency
 #   BENCH moe_layer_step_ms <min> ms mode=M stat=min
 #     the least step latency seen (the least disturbed by other load)
-#   BENCH moe_layer_speedup <ratio> ratio stat=paired_median|min over=serial mode=acc|acc_capped
+#   BENCH moe_layer_speedup <ratio> ratio stat=paired_median|min over=serial mode=acc|acc_capped|acc_eager
 #     serial over the mode: the median over back-to-back pairs of runs, and
 #     the ratio of the least step latencies
-#   BENCH moe_layer_over_direct <ratio> ratio stat=paired_median|min mode=acc|acc_capped
+#   BENCH moe_layer_over_direct <ratio> ratio stat=paired_median|min mode=acc|acc_capped|acc_eager
 #     the mode over direct, the same way (1.0: nothing over calling the
 #     kernels directly)
 #   BENCH moe_layer_expert_tasks <n> tasks mode=M device=D
 #     where the routed experts ran: the moe_expert tasks each device ran over
 #     the mode's timed runs (status JSON; skipped experts do not run)
+#   BENCH moe_layer_accel_evictions <n> evictions mode=M device=D
+#     replicas the accelerator's memory budget evicted (status JSON)
 #   BENCH moe_split_layers <n> layers mode=acc_capped on_cpu=.. on_accel=..
 #     the llm policy's split (tandemctl moe): splits made, and the routed
 #     experts it sent to the cores and to the accelerator
@@ -69,7 +75,7 @@ CAP=${CAP:-64MiB} # acc_capped: the accelerator's memory budget
 SHAPE="--d-model 1024 --d-ff 2048 --experts 8 --top-k 2 --kv-cap 256 --prompt 16"
 CACHE=$(cd "$BUILD" && pwd)/state # the calibration cache
 HERE=$(dirname "$0")
-DAEMON_MODES="serial acc acc_capped"
+DAEMON_MODES="serial acc acc_capped acc_eager"
 MODES="$DAEMON_MODES direct"
 status=0
 
@@ -130,14 +136,17 @@ loadavg() {
 	printf "BENCH moe_layer_loadavg %s load when=%s\n" "$(cut -d' ' -f1 /proc/loadavg)" "$1"
 }
 
-printf '[engine]\npolicy = "llm"\n[devices]\nmem_cap = { clcpu = "%s", gpu = "%s" }\n' \
-	"$CAP" "$CAP" >"$tmp/capped.toml"
+for policy in llm eager; do
+	printf '[engine]\npolicy = "%s"\n[devices]\nmem_cap = { clcpu = "%s", gpu = "%s" }\n' \
+		"$policy" "$CAP" "$CAP" >"$tmp/$policy.toml"
+done
 loadavg start
 # The daemons up at once, the modes' runs alternating, so that the load
 # other programs put on the machine falls on all alike.
 start_daemon serial
 start_daemon acc
-start_daemon acc_capped "$tmp/capped.toml"
+start_daemon acc_capped "$tmp/llm.toml"
+start_daemon acc_eager "$tmp/eager.toml"
 mkdir -p "$tmp/direct"
 n=0
 for round in $(seq "$ROUNDS"); do
@@ -165,6 +174,9 @@ doc = json.load(sys.stdin)
 for d in doc.get("devices", []):
     print("BENCH moe_layer_expert_tasks %d tasks mode=%s device=%s" %
           (d.get("kernels", {}).get("moe_expert", 0), sys.argv[1], d["name"]))
+    if "mem_cap" in d:
+        print("BENCH moe_layer_accel_evictions %d evictions mode=%s device=%s mem_cap=%d" %
+              (d.get("evictions", 0), sys.argv[1], d["name"], d["mem_cap"]))
 moe = doc.get("moe")
 if moe:
     print("BENCH moe_split_layers %d layers mode=%s on_cpu=%d on_accel=%d" %
@@ -175,7 +187,8 @@ if moe:
 ' "$mode"
 done
 # The dispatch overhead: one more run per guarded mode, under a task trace.
-for mode in acc acc_capped; do
+for mode in acc acc_capped acc_eager; do
+	: >"$tmp/$mode/trace.log"
 	"$BUILD/bin/tandemctl" --socket "$tmp/$mode/sock" trace -o "$tmp/$mode/trace" \
 		--seconds 600 >"$tmp/$mode/trace.log" 2>&1 &
 	tracer=$!
@@ -252,8 +265,8 @@ function pairs(num, den,   i, k) {
 { n[$1]++; med[$1, n[$1]] = $3; at[$1, $2] = $3; if ($2 > runs) runs = $2
   if (!($1 in lo) || $4 < lo[$1]) lo[$1] = $4 }
 END {
-	split("serial acc acc_capped direct", order, " ")
-	for (o = 1; o <= 4; o++) {
+	split("serial acc acc_capped acc_eager direct", order, " ")
+	for (o = 1; o <= 5; o++) {
 		m = order[o]
 		if (!(m in n))
 			continue
@@ -261,7 +274,7 @@ END {
 		printf "BENCH moe_layer_step_ms %.3f ms mode=%s stat=median runs=%d d_model=1024 experts=8 top_k=2 ffn=2048\n", median(v, n[m]) / 1000, m, n[m]
 		printf "BENCH moe_layer_step_ms %.3f ms mode=%s stat=min runs=%d\n", lo[m] / 1000, m, n[m]
 	}
-	for (o = 2; o <= 3; o++) {
+	for (o = 2; o <= 4; o++) {
 		m = order[o]
 		p = pairs("serial", m)
 		if (np)
