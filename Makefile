@@ -197,7 +197,10 @@ CORE_BENCHES += $(BUILD)/bench/bench_llm_policy
 CORE_BENCHES += $(BUILD)/bench/bench_moe_sim
 CORE_BENCHES += $(BUILD)/bench/bench_elastic_sim
 CORE_BENCHES += $(BUILD)/bench/bench_moe_routed
-$(CORE_BENCHES): $(BUILD)/bench/%: $(BUILD)/obj/tests/bench/%.o $(CORE_LIB)
+# moe_direct: llm_layer's step with the CPU kernels called directly, the
+# baseline tests/bench/moe_layer.sh runs (a tool of that script, not run alone).
+BENCH_TOOLS := $(BUILD)/bench/moe_direct
+$(CORE_BENCHES) $(BENCH_TOOLS): $(BUILD)/bench/%: $(BUILD)/obj/tests/bench/%.o $(CORE_LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) $^ $(DAEMON_LIBS) -o $@
 # bench_elastic starts tandemd and changes its devices with the integration
@@ -231,7 +234,7 @@ bench: deps
 ifeq ($(SANITIZE),)
 KILL_PROBE_ASAN := kill-probe-asan
 endif
-bench-run: all $(BENCHES) $(INTEG_TESTS) $(KILL_PROBE_ASAN)
+bench-run: all $(BENCHES) $(BENCH_TOOLS) $(INTEG_TESTS) $(KILL_PROBE_ASAN)
 	@BUILD=$(BUILD) sh tests/bench/run_bench.sh $(BENCHES) tests/bench/sim_fidelity.sh \
 		tests/bench/dos_probe.sh tests/bench/kill_probe.sh tests/bench/llm_serve.sh \
 		tests/bench/moe_layer.sh
