@@ -57,6 +57,7 @@ struct moe_cache {
 	double *chain; /* tandem, 4 per expert: steps chosen, chosen again, not, chosen after not */
 	float *score; /* mrs */
 	double *rate; /* tandem, per layer: experts chosen per step / experts (decayed) */
+	double *pool; /* tandem, 4 per layer: its experts' chain counts summed */
 	uint64_t *steps; /* tandem, per layer: steps observed */
 };
 
