@@ -9,12 +9,17 @@
  * gives no other value we could check). */
 #define MRS_ALPHA 0.3f
 /* tandem: the chain's counts decay by this per step of the layer (a
- * memory of about 200 steps), and are shrunk towards the layer's mean with
- * the weight of this many steps. */
-#define CHAIN_DECAY 0.995
+ * memory of about 1000 steps: a boundary expert's rate differs from its
+ * neighbour's by a few hundredths, which 200 steps cannot tell apart). An
+ * expert's rate is shrunk towards the layer's with the weight of
+ * CHAIN_PRIOR steps, its transition probabilities towards the layer's
+ * pooled stickiness with the weight of POOL_PRIOR steps. */
+#define CHAIN_DECAY 0.999
 #define CHAIN_PRIOR 2.0
-/* tandem: how much likelier an incoming expert must be than the victim. */
-#define ADMIT_MARGIN 0.15
+#define POOL_PRIOR 10.0
+/* tandem: how many standard errors of the two estimates an incoming
+ * expert's probability must be above the victim's. */
+#define ADMIT_SIGMAS 1.0
 /* tandem's prefetch swap: how many standard errors the newcomer's long-run
  * rate must be above the victim's (about 95% one-sided). */
 #define SWAP_SIGMAS 2.0
@@ -47,9 +52,10 @@ int moe_cache_init(struct moe_cache *c, enum moe_evict pol, uint32_t layers, uin
 	c->score = calloc(n, sizeof(*c->score));
 	c->chain = calloc(4 * n, sizeof(*c->chain));
 	c->rate = malloc(layers * sizeof(*c->rate));
+	c->pool = calloc(4 * (size_t)layers, sizeof(*c->pool));
 	c->steps = calloc(layers, sizeof(*c->steps));
 	if (!c->in || !c->chosen || !c->last || !c->next || !c->count || !c->score || !c->chain ||
-	    !c->rate || !c->steps) {
+	    !c->rate || !c->steps || !c->pool) {
 		moe_cache_free(c);
 		return -1;
 	}
@@ -73,6 +79,7 @@ void moe_cache_free(struct moe_cache *c)
 	free(c->score);
 	free(c->chain);
 	free(c->rate);
+	free(c->pool);
 	free(c->steps);
 	memset(c, 0, sizeof(*c));
 }
@@ -95,14 +102,21 @@ void moe_cache_observe(struct moe_cache *c, uint64_t step, uint32_t l, const uin
 		for (uint32_t k = 0; k < n; k++)
 			if (ids[k] < E)
 				now[ids[k]] = 1;
+		double *pool = c->pool + 4 * (size_t)l;
+		memset(pool, 0, 4 * sizeof(*pool));
 		for (uint32_t e = 0; e < E; e++) {
 			double *ch = c->chain + 4 * (base + e);
 			for (int j = 0; j < 4; j++)
 				ch[j] *= CHAIN_DECAY;
 			ch[c->chosen[base + e] ? 0 : 2] += 1;
 			ch[c->chosen[base + e] ? 1 : 3] += now[e];
+			for (int j = 0; j < 4; j++)
+				pool[j] += ch[j];
 		}
-		c->rate[l] = CHAIN_DECAY * c->rate[l] + (1 - CHAIN_DECAY) * (double)n / E;
+		/* The decayed mean over the steps seen (not a moving average
+		 * started at the guess of 0.1, which takes ~1/(1 - decay) steps
+		 * to forget it). */
+		c->rate[l] = (pool[1] + pool[3]) / (pool[0] + pool[2]);
 		c->steps[l]++;
 	}
 	if (c->pol == MOE_EVICT_MRS)
@@ -128,17 +142,36 @@ void moe_cache_set_next(struct moe_cache *c, uint32_t l, uint32_t e, uint64_t ne
 		c->next[(size_t)l * c->experts + e] = next_pos;
 }
 
-/* tandem: the chain's transition probabilities, shrunk towards the
- * layer's mean rate (p11 towards the rate plus half what is left: a chosen
- * expert is likelier than the mean to come back). */
+/* tandem: the chain's transition probabilities, each shrunk towards what
+ * the layer says of an expert chosen as often as this one. The layer's
+ * stickiness rho comes from its experts' chains pooled (a token keeps an
+ * expert of the step before with probability rho, and otherwise chooses
+ * it at a rate q): p11 = rho + (1 - rho) q, p01 = q, with q the rate that
+ * gives the expert's own long-run rate pi (pi = q / (1 - rho + rho q)).
+ * Before the layer has shown how sticky it is (CHAIN_PRIOR steps per
+ * expert), a chosen expert is taken to be halfway between the layer's
+ * rate and certain to come back. */
 static void chain_of(const struct moe_cache *c, size_t i, double *p11, double *p01)
 {
-	const double *ch = c->chain + 4 * i;
-	double r = c->rate[i / c->experts];
-	*p11 = (ch[1] + CHAIN_PRIOR * (r + (1 - r) / 2)) / (ch[0] + CHAIN_PRIOR);
-	*p01 = (ch[3] + CHAIN_PRIOR * r) / (ch[2] + CHAIN_PRIOR);
+	const double *ch = c->chain + 4 * i, *pool = c->pool + 4 * (i / c->experts);
+	const double r = c->rate[i / c->experts], w = CHAIN_PRIOR * c->experts;
+	double a11 = (pool[1] + w * (r + (1 - r) / 2)) / (pool[0] + w);
+	double a01 = (pool[3] + w * r) / (pool[2] + w);
+	double rho = a01 < 1 ? fmin(fmax((a11 - a01) / (1 - a01), 0), 1) : 0;
+	double pi = (ch[1] + ch[3] + CHAIN_PRIOR * r) / (ch[0] + ch[2] + CHAIN_PRIOR);
+	double q = rho * pi < 1 ? pi * (1 - rho) / (1 - rho * pi) : pi;
+	*p11 = (ch[1] + POOL_PRIOR * (rho + (1 - rho) * q)) / (ch[0] + POOL_PRIOR);
+	*p01 = (ch[3] + POOL_PRIOR * q) / (ch[2] + POOL_PRIOR);
 	*p11 = fmin(fmax(*p11, 1e-6), 1);
 	*p01 = fmin(fmax(*p01, 1e-6), 1);
+}
+
+/* The standard error of (l, e)'s p_next: its own transitions out of its
+ * present state, with the prior's weight. */
+static double p_next_se(const struct moe_cache *c, size_t i, double p)
+{
+	const double *ch = c->chain + 4 * i;
+	return sqrt(p * (1 - p) / ((c->chosen[i] ? ch[0] : ch[2]) + POOL_PRIOR));
 }
 
 double moe_cache_p_next(const struct moe_cache *c, uint32_t l, uint32_t e)
@@ -278,12 +311,19 @@ bool moe_cache_admit(struct moe_cache *c, uint32_t l, uint32_t e, uint32_t pin_l
 		return false; /* everything resident is in use */
 	/* Admission: MIN keeps the incoming expert only when it is needed
 	 * before the victim; tandem when it is likelier to be chosen than the
-	 * victim by a margin (a swap costs a load when it was wrong). */
+	 * victim by more than the noise of the two estimates. A swap on a
+	 * difference within the noise is a coin toss that costs the victim's
+	 * next use (it stays out until then); a fixed margin instead refuses
+	 * the sure wins of a sticky layer (a chosen expert far likelier than
+	 * any other) while its estimates are young. */
 	double key = evict_key(c, best);
 	if (!force && c->pol == MOE_EVICT_BELADY && evict_key(c, me) >= key)
 		return false;
-	if (!force && c->pol == MOE_EVICT_TANDEM && evict_key(c, me) + ADMIT_MARGIN >= key)
-		return false;
+	if (!force && c->pol == MOE_EVICT_TANDEM) {
+		double pm = -evict_key(c, me), pv = -key;
+		if (pm - pv <= ADMIT_SIGMAS * hypot(p_next_se(c, me, pm), p_next_se(c, best, pv)))
+			return false;
+	}
 	c->in[best] = 0;
 	c->in[me] = 1;
 	if (victim)

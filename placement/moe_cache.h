@@ -17,9 +17,11 @@
  *           as a two-state Markov chain: chosen again with probability p11
  *           after a step it was chosen, chosen with probability p01 after
  *           one it was not, both counted per expert with a slow decay and
- *           shrunk towards the layer's mean rate. The least likely leaves
- *           (among equals, the one whose layer comes last); an incoming
- *           expert less likely than the victim is not kept (admission).
+ *           shrunk towards what the layer's pooled chains say of an expert
+ *           chosen as often. The least likely leaves (among equals, the one
+ *           whose layer comes last); an incoming expert is kept only when
+ *           it is likelier than the victim by more than one standard error
+ *           of the two estimates (admission).
  *           It sees frequency (per expert, as LFU), recency (the chain's
  *           state, as LRU) and how sticky each expert is, where LRU sees
  *           only recency, LFU only counts and MRS a decayed weight.
@@ -57,6 +59,7 @@ struct moe_cache {
 	double *chain; /* tandem, 4 per expert: steps chosen, chosen again, not, chosen after not */
 	float *score; /* mrs */
 	double *rate; /* tandem, per layer: experts chosen per step / experts (decayed) */
+	double *pool; /* tandem, 4 per layer: its experts' chain counts summed */
 	uint64_t *steps; /* tandem, per layer: steps observed */
 };
 

@@ -330,6 +330,44 @@ static void test_cache_admit_pins(void **state)
 	assert_int_equal(moe_cache_init(&c, MOE_EVICT_LRU, 2, 4, 9), -1);
 }
 
+/* tandem admits a newcomer that is likelier than the victim by more than
+ * the noise of the two estimates, even by less than a fixed margin: expert
+ * 1 comes in pairs of steps (chosen again half the time after a step it
+ * was chosen), expert 0 at two steps in seven (chosen after two of the
+ * five steps it is not). After 2004 steps expert 1, chosen at the last, is
+ * likelier at the next by about 0.1, which the counts settle, and it is
+ * needed there; the old rule's margin of 0.15 refused it. After 20 steps
+ * the same difference is within the noise, and the resident stays. */
+static void test_cache_admit_by_noise(void **state)
+{
+	const uint64_t lasts[2] = { 2003, 19 }; /* % 8 == 3, % 7 not 0 or 3 */
+
+	(void)state;
+	for (int k = 0; k < 2; k++) {
+		struct moe_cache c;
+		uint16_t ids[2];
+		uint8_t pin[4] = { 0, 1, 0, 0 };
+		uint32_t victim;
+		assert_int_equal(moe_cache_init(&c, MOE_EVICT_TANDEM, 1, 4, 1), 0);
+		assert_true(moe_cache_admit(&c, 0, 0, 0, NULL, true, NULL));
+		for (uint64_t s = 0; s <= lasts[k]; s++) {
+			uint32_t n = 0;
+			if (s % 7 == 0 || s % 7 == 3)
+				ids[n++] = 0;
+			if (s % 8 == 3 || s % 8 == 4)
+				ids[n++] = 1;
+			moe_cache_observe(&c, s, 0, ids, NULL, n);
+		}
+		double gap = moe_cache_p_next(&c, 0, 1) - moe_cache_p_next(&c, 0, 0);
+		assert_true(gap > 0.05 && gap < 0.15);
+		bool in = moe_cache_admit(&c, 0, 1, 0, pin, false, &victim);
+		assert_true(in == (k == 0));
+		assert_true(moe_cache_has(&c, 0, 0) == (k == 1));
+		assert_int_equal(victim, k == 0 ? 0 : UINT32_MAX);
+		moe_cache_free(&c);
+	}
+}
+
 /* tandem's prefetch swap keeps a hot expert against one chosen a moment
  * ago: a cold expert that came in for the last few steps (sticky: chosen
  * again each time) is likelier at the next step than a hot one that was
@@ -636,6 +674,7 @@ int main(void)
 		cmocka_unit_test(test_split_beats_rules),
 		cmocka_unit_test(test_cache_belady_hand),
 		cmocka_unit_test(test_cache_admit_pins),
+		cmocka_unit_test(test_cache_admit_by_noise),
 		cmocka_unit_test(test_cache_swap_keeps_hot),
 		cmocka_unit_test(test_cache_tandem_vs_rules),
 		cmocka_unit_test(test_trace_parse),
