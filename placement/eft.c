@@ -231,25 +231,37 @@ static double node_transfer(const struct eft *x, const struct engine_task *t, ui
 
 /* eft_select once every group's prediction is made (gexec): the same
  * choice, by the same arithmetic, without the pruning, and with the
- * machine's arrays in locals (the loop runs per device per task). */
+ * machine's arrays in locals (the loop runs per device per task). Every
+ * node is below RES_MAX_NODES (x->nnodes). */
+_Static_assert(RES_MAX_NODES <= 32, "a node set is a 32-bit mask");
+
 static int select_predicted(const struct eft *x, const struct engine_task *t, double alpha,
                             double beta, int skip, const double *gexec, double *cost)
 {
 	double ntr[RES_MAX_NODES], best_fit = INFINITY, best_exec = 0;
-	uint32_t nhave = 0;
 	int best = -1;
 	const uint16_t *node = x->node;
 	const uint32_t *group = x->group;
+	const _Atomic int64_t *pending = x->pending;
 	bool multi = x->nnodes > 1;
 	uint32_t ndev = (uint32_t)x->ndev;
 	bool all = core_all_runnable(x->core);
+	/* The transfer to each node of a device first (what it costs depends
+	 * on the node only): the scan below then makes no call where every
+	 * device may run t. */
+	if (multi) {
+		uint32_t nhave = 0;
+		for (uint32_t d = 0; d < ndev; d++)
+			if (!(nhave >> node[d] & 1u)) {
+				ntr[node[d]] = eft_transfer(x, t, node[d]);
+				nhave |= 1u << node[d];
+			}
+	}
 	for (uint32_t d = 0; d < ndev; d++) {
 		if ((int)d == skip || (!all && !core_runnable(x->core, t, d)))
 			continue;
-		double tr = 0;
-		if (multi)
-			tr = node_transfer(x, t, node[d], ntr, &nhave);
-		double pend = (double)eft_pending(x, d);
+		double tr = multi ? ntr[node[d]] : 0;
+		double pend = (double)atomic_load_explicit(&pending[d], memory_order_relaxed);
 		double at = pend > tr ? pend : tr;
 		double exec = gexec[group[d]];
 		double fit = alpha * (at + exec) + beta * tr;
@@ -355,7 +367,7 @@ int eft_select(const struct eft *x, const struct engine_task *t, double alpha, d
 	double best_fit = INFINITY, best_exec = 0;
 	int best = -1;
 
-	if (ghave && x->ngroups <= EFT_MAX_GROUPS)
+	if (ghave && x->ngroups <= EFT_MAX_GROUPS && x->nnodes <= RES_MAX_NODES)
 		return select_predicted(x, t, alpha, beta, skip, gexec, cost);
 	/* With alpha, beta >= 0 a device's fit is at least its fit with no
 	 * execution time: one that cannot beat the best even so is not
