@@ -165,7 +165,7 @@ uint64_t eft_exec_groups(const struct eft *x, const struct engine_task *t,
 	    !profiler_predict_row(x->prof, t->kernel->id, x->rep, n, &t->feat, gexec))
 		return 0;
 	for (uint32_t g = 0; g < n; g++)
-		gexec[g] = gexec[g] >= 1 ? gexec[g] : 1; /* as eft_exec, NaN too */
+		gexec[g] = gexec[g] > 1 ? gexec[g] : 1; /* as eft_exec, NaN too */
 	return n == 64 ? ~0ull : (1ull << n) - 1;
 }
 

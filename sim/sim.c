@@ -183,12 +183,20 @@ static void oracle(void *ctx, const uint32_t *dev, uint32_t n, const struct kern
 			ns[i] = -1;
 		return;
 	}
-	/* abstract_ns, row by row */
+	/* abstract_ns, row by row (the scale in a local: a store to ns[]
+	 * could otherwise change it for the compiler) */
 	uint32_t t = (uint32_t)v;
-	const double *row = w->dev_cost ? w->dev_cost + (size_t)t * w->ndev_cost : NULL;
+	double scale = S->cost_scale;
+	if (!w->dev_cost) {
+		double c = w->tasks[t].cost;
+		for (uint32_t i = 0; i < n; i++)
+			ns[i] = c < 0 ? -1 : c * scale;
+		return;
+	}
+	const double *row = w->dev_cost + (size_t)t * w->ndev_cost;
 	for (uint32_t i = 0; i < n; i++) {
-		double c = row ? row[dev[i]] : w->tasks[t].cost;
-		ns[i] = c < 0 ? -1 : c * S->cost_scale;
+		double c = row[dev[i]];
+		ns[i] = c < 0 ? -1 : c * scale;
 	}
 }
 
