@@ -233,8 +233,6 @@ static double node_transfer(const struct eft *x, const struct engine_task *t, ui
  * choice, by the same arithmetic, without the pruning, and with the
  * machine's arrays in locals (the loop runs per device per task). Every
  * node is below RES_MAX_NODES (x->nnodes). */
-_Static_assert(RES_MAX_NODES <= 32, "a node set is a 32-bit mask");
-
 static int select_predicted(const struct eft *x, const struct engine_task *t, double alpha,
                             double beta, int skip, const double *gexec, double *cost)
 {
@@ -243,20 +241,18 @@ static int select_predicted(const struct eft *x, const struct engine_task *t, do
 	const uint16_t *node = x->node;
 	const uint32_t *group = x->group;
 	const _Atomic int64_t *pending = x->pending;
-	bool multi = x->nnodes > 1;
+	/* ndev before nnodes: a device added meanwhile has its node counted
+	 * (eft_add_device). */
 	uint32_t ndev = (uint32_t)x->ndev;
-	bool all = core_all_runnable(x->core);
-	/* The transfer to each node of a device first (what it costs depends
-	 * on the node only): the scan below then makes no call where every
-	 * device may run t. */
-	if (multi) {
-		uint32_t nhave = 0;
-		for (uint32_t d = 0; d < ndev; d++)
-			if (!(nhave >> node[d] & 1u)) {
-				ntr[node[d]] = eft_transfer(x, t, node[d]);
-				nhave |= 1u << node[d];
-			}
-	}
+	uint16_t nnodes = x->nnodes;
+	if (nnodes > RES_MAX_NODES)
+		nnodes = RES_MAX_NODES;
+	bool multi = nnodes > 1, all = core_all_runnable(x->core);
+	/* The transfer to each node first (what it costs depends on the node
+	 * only; nodes are few, and each has a device but in odd set-ups): the
+	 * scan below then makes no call where every device may run t. */
+	for (uint16_t n = 0; multi && n < nnodes; n++)
+		ntr[n] = eft_transfer(x, t, n);
 	for (uint32_t d = 0; d < ndev; d++) {
 		if ((int)d == skip || (!all && !core_runnable(x->core, t, d)))
 			continue;
