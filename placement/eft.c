@@ -229,12 +229,13 @@ static double node_transfer(const struct eft *x, const struct engine_task *t, ui
 	return ntr[n];
 }
 
-/* eft_select once every group's prediction is made (gexec): the same
- * choice, by the same arithmetic, without the pruning, and with the
- * machine's arrays in locals (the loop runs per device per task). Every
- * node is below RES_MAX_NODES (x->nnodes). */
+/* eft_select once every group's prediction is made (gexec), where every
+ * device may run t and none is skipped: the same choice, by the same
+ * arithmetic, without the pruning, and with the machine's arrays in locals
+ * (the loop runs per device per task). Every node is below RES_MAX_NODES
+ * (x->nnodes). */
 static int select_predicted(const struct eft *x, const struct engine_task *t, double alpha,
-                            double beta, int skip, const double *gexec, double *cost)
+                            double beta, const double *gexec, double *cost)
 {
 	double ntr[RES_MAX_NODES], best_fit = INFINITY, best_exec = 0;
 	int best = -1;
@@ -247,16 +248,14 @@ static int select_predicted(const struct eft *x, const struct engine_task *t, do
 	uint16_t nnodes = x->nnodes;
 	if (nnodes > RES_MAX_NODES)
 		nnodes = RES_MAX_NODES;
-	bool multi = nnodes > 1, all = core_all_runnable(x->core);
 	/* The transfer to each node first (what it costs depends on the node
 	 * only; nodes are few, and each has a device but in odd set-ups): the
-	 * scan below then makes no call where every device may run t. */
-	for (uint16_t n = 0; multi && n < nnodes; n++)
+	 * scan below then makes no call. One node: every device's is 0. */
+	ntr[0] = 0;
+	for (uint16_t n = 0; nnodes > 1 && n < nnodes; n++)
 		ntr[n] = eft_transfer(x, t, n);
 	for (uint32_t d = 0; d < ndev; d++) {
-		if ((int)d == skip || (!all && !core_runnable(x->core, t, d)))
-			continue;
-		double tr = multi ? ntr[node[d]] : 0;
+		double tr = ntr[node[d]];
 		double pend = (double)atomic_load_explicit(&pending[d], memory_order_relaxed);
 		double at = pend > tr ? pend : tr;
 		double exec = gexec[group[d]];
@@ -363,8 +362,9 @@ int eft_select(const struct eft *x, const struct engine_task *t, double alpha, d
 	double best_fit = INFINITY, best_exec = 0;
 	int best = -1;
 
-	if (ghave && x->ngroups <= EFT_MAX_GROUPS && x->nnodes <= RES_MAX_NODES)
-		return select_predicted(x, t, alpha, beta, skip, gexec, cost);
+	if (ghave && x->ngroups <= EFT_MAX_GROUPS && x->nnodes <= RES_MAX_NODES && skip < 0 &&
+	    core_all_runnable(x->core))
+		return select_predicted(x, t, alpha, beta, gexec, cost);
 	/* With alpha, beta >= 0 a device's fit is at least its fit with no
 	 * execution time: one that cannot beat the best even so is not
 	 * predicted (ties keep the earlier device, as the full comparison);
