@@ -169,6 +169,12 @@ uint64_t eft_exec_groups(const struct eft *x, const struct engine_task *t,
 	return n == 64 ? ~0ull : (1ull << n) - 1;
 }
 
+void eft_ahead(const struct eft *x, const struct engine_task *t)
+{
+	if (x->prof)
+		profiler_row_ahead(x->prof, t->kernel->id, &t->feat);
+}
+
 static double copy_ns(const struct eft *x, uint16_t src, uint16_t dst, uint64_t bytes)
 {
 	if (!x->prof)

@@ -1087,6 +1087,17 @@ void profiler_set_oracle(struct profiler *p, uint32_t kernel, profiler_oracle_fn
 	p->oracle = fn;
 }
 
+void profiler_set_oracle_ahead(struct profiler *p, profiler_oracle_ahead_fn fn)
+{
+	p->oracle_ahead = fn;
+}
+
+void profiler_row_ahead(const struct profiler *p, uint32_t kernel, const struct kernel_features *f)
+{
+	if (p && p->oracle_ahead && kernel == p->oracle_kernel)
+		p->oracle_ahead(p->oracle_ctx, f);
+}
+
 /* ---- create / destroy ---------------------------------------------------------------- */
 
 /* The models of one slot (a device key), each kernel's. */

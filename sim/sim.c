@@ -200,6 +200,23 @@ static void oracle(void *ctx, const uint32_t *dev, uint32_t n, const struct kern
 	}
 }
 
+/* profiler_oracle_ahead_fn: starts loading task f->domain's row of stated
+ * costs (rows are read once each, in the order tasks become ready: each
+ * is a miss, which a planner deciding another task first overlaps). */
+static void oracle_ahead(void *ctx, const struct kernel_features *f)
+{
+	const struct sim *S = ctx;
+	const struct workload *w = S->w;
+	double v = f->domain;
+	if (!w->dev_cost || !w->ndev_cost || !(v >= 0 && v < w->ntasks))
+		return;
+	const char *row = (const char *)(w->dev_cost + (size_t)(uint32_t)v * w->ndev_cost);
+	size_t bytes = w->ndev_cost * sizeof(*w->dev_cost);
+	for (size_t at = 0; at < bytes; at += 64)
+		__builtin_prefetch(row + at, 0, 3);
+	__builtin_prefetch(row + bytes - 1, 0, 3); /* a row across one more line */
+}
+
 /* The graph index of every task; one graph when the workload has none. */
 static uint32_t graph_of(const struct workload *w, uint32_t v)
 {
@@ -637,6 +654,7 @@ static int build_machine(struct sim *S, char *err, size_t errlen)
 		return -TDM_EINVAL;
 	}
 	profiler_set_oracle(S->prof, KERNEL_SIM_TASK, oracle, S);
+	profiler_set_oracle_ahead(S->prof, oracle_ahead);
 	return 0;
 }
 
