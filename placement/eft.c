@@ -423,9 +423,20 @@ int eft_select(const struct eft *x, const struct engine_task *t, double alpha, d
 	return best;
 }
 
+/* llround(cost), without the library call below 2^52 ns (every finite
+ * prediction): x - trunc(x) is exact there, halves go away from zero. */
+static int64_t pending_ns(double cost)
+{
+	if (!(fabs(cost) < 0x1p52))
+		return llround(cost);
+	int64_t i = (int64_t)cost;
+	double frac = cost - (double)i;
+	return frac >= 0.5 ? i + 1 : frac <= -0.5 ? i - 1 : i;
+}
+
 void eft_commit(struct eft *x, struct engine_task *t, uint32_t d, double cost)
 {
-	atomic_fetch_add_explicit(&x->pending[d], llround(cost), memory_order_relaxed);
+	atomic_fetch_add_explicit(&x->pending[d], pending_ns(cost), memory_order_relaxed);
 	uint16_t n = x->node[d];
 	/* One memory node: no copy to plan, and no shared line to write. */
 	if (x->nnodes <= 1 || n >= 32)
@@ -452,7 +463,7 @@ void eft_commit(struct eft *x, struct engine_task *t, uint32_t d, double cost)
 
 void eft_uncommit(struct eft *x, uint32_t d, double cost)
 {
-	atomic_fetch_sub_explicit(&x->pending[d], llround(cost), memory_order_relaxed);
+	atomic_fetch_sub_explicit(&x->pending[d], pending_ns(cost), memory_order_relaxed);
 }
 
 void eft_link(const struct eft *x, uint16_t src, uint16_t dst, double *lat, double *inv_bw)
