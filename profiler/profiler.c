@@ -962,9 +962,10 @@ void profiler_observe(struct profiler *p, uint32_t kernel, uint32_t device,
 	uint64_t key;
 	int slot;
 
-	if (!p || device >= p->ndev || kernel >= p->nkernels || kernel == KERNEL_NOOP ||
-	    !measured_ns || !features_ok(f) || !ns_ok(t) ||
-	    (p->oracle && kernel == p->oracle_kernel))
+	/* The oracle's kernel first: the simulator observes every task of it. */
+	if (!p || (p->oracle && kernel == p->oracle_kernel) || device >= p->ndev ||
+	    kernel >= p->nkernels || kernel == KERNEL_NOOP || !measured_ns || !features_ok(f) ||
+	    !ns_ok(t))
 		return;
 	x = clean_features(f);
 	key = footprint_key(&x);
