@@ -30,19 +30,29 @@ static void sift_up(struct fairq_entry *h, uint32_t i)
 	h[i] = e;
 }
 
+/* Floyd's: the hole goes down the path of smaller children to the bottom,
+ * then e comes back up to its place: one comparison per level on the way
+ * down instead of two (e, the last leaf, mostly belongs low). Entries are
+ * totally ordered (seq), so e ends where the top-down sift puts it. */
 static void sift_down(struct fairq_entry *h, uint32_t n, uint32_t i)
 {
 	struct fairq_entry e = h[i];
+	uint32_t top = i;
 	for (;;) {
 		uint32_t c = 2 * i + 1;
 		if (c >= n)
 			break;
 		if (c + 1 < n && before(&h[c + 1], &h[c]))
 			c++;
-		if (!before(&h[c], &e))
-			break;
 		h[i] = h[c];
 		i = c;
+	}
+	while (i > top) {
+		uint32_t p = (i - 1) / 2;
+		if (!before(&e, &h[p]))
+			break;
+		h[i] = h[p];
+		i = p;
 	}
 	h[i] = e;
 }
