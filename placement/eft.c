@@ -165,8 +165,14 @@ uint64_t eft_exec_groups(const struct eft *x, const struct engine_task *t,
 	    !profiler_predict_row(x->prof, t->kernel->id, x->rep, n, &t->feat, gexec))
 		return 0;
 	for (uint32_t g = 0; g < n; g++)
-		gexec[g] = gexec[g] >= 1 ? gexec[g] : 1; /* as eft_exec, NaN too */
+		gexec[g] = gexec[g] > 1 ? gexec[g] : 1; /* as eft_exec, NaN too */
 	return n == 64 ? ~0ull : (1ull << n) - 1;
+}
+
+void eft_ahead(const struct eft *x, const struct engine_task *t)
+{
+	if (x->prof)
+		profiler_row_ahead(x->prof, t->kernel->id, &t->feat);
 }
 
 static double copy_ns(const struct eft *x, uint16_t src, uint16_t dst, uint64_t bytes)
@@ -229,27 +235,34 @@ static double node_transfer(const struct eft *x, const struct engine_task *t, ui
 	return ntr[n];
 }
 
-/* eft_select once every group's prediction is made (gexec): the same
- * choice, by the same arithmetic, without the pruning, and with the
- * machine's arrays in locals (the loop runs per device per task). */
+/* eft_select once every group's prediction is made (gexec), where every
+ * device may run t and none is skipped: the same choice, by the same
+ * arithmetic, without the pruning, and with the machine's arrays in locals
+ * (the loop runs per device per task). Every node is below RES_MAX_NODES
+ * (x->nnodes). */
 static int select_predicted(const struct eft *x, const struct engine_task *t, double alpha,
-                            double beta, int skip, const double *gexec, double *cost)
+                            double beta, const double *gexec, double *cost)
 {
 	double ntr[RES_MAX_NODES], best_fit = INFINITY, best_exec = 0;
-	uint32_t nhave = 0;
 	int best = -1;
 	const uint16_t *node = x->node;
 	const uint32_t *group = x->group;
-	bool multi = x->nnodes > 1;
+	const _Atomic int64_t *pending = x->pending;
+	/* ndev before nnodes: a device added meanwhile has its node counted
+	 * (eft_add_device). */
 	uint32_t ndev = (uint32_t)x->ndev;
-	bool all = core_all_runnable(x->core);
+	uint16_t nnodes = x->nnodes;
+	if (nnodes > RES_MAX_NODES)
+		nnodes = RES_MAX_NODES;
+	/* The transfer to each node first (what it costs depends on the node
+	 * only; nodes are few, and each has a device but in odd set-ups): the
+	 * scan below then makes no call. One node: every device's is 0. */
+	ntr[0] = 0;
+	for (uint16_t n = 0; nnodes > 1 && n < nnodes; n++)
+		ntr[n] = eft_transfer(x, t, n);
 	for (uint32_t d = 0; d < ndev; d++) {
-		if ((int)d == skip || (!all && !core_runnable(x->core, t, d)))
-			continue;
-		double tr = 0;
-		if (multi)
-			tr = node_transfer(x, t, node[d], ntr, &nhave);
-		double pend = (double)eft_pending(x, d);
+		double tr = ntr[node[d]];
+		double pend = (double)atomic_load_explicit(&pending[d], memory_order_relaxed);
 		double at = pend > tr ? pend : tr;
 		double exec = gexec[group[d]];
 		double fit = alpha * (at + exec) + beta * tr;
@@ -355,8 +368,9 @@ int eft_select(const struct eft *x, const struct engine_task *t, double alpha, d
 	double best_fit = INFINITY, best_exec = 0;
 	int best = -1;
 
-	if (ghave && x->ngroups <= EFT_MAX_GROUPS)
-		return select_predicted(x, t, alpha, beta, skip, gexec, cost);
+	if (ghave && x->ngroups <= EFT_MAX_GROUPS && x->nnodes <= RES_MAX_NODES && skip < 0 &&
+	    core_all_runnable(x->core))
+		return select_predicted(x, t, alpha, beta, gexec, cost);
 	/* With alpha, beta >= 0 a device's fit is at least its fit with no
 	 * execution time: one that cannot beat the best even so is not
 	 * predicted (ties keep the earlier device, as the full comparison);
@@ -409,9 +423,20 @@ int eft_select(const struct eft *x, const struct engine_task *t, double alpha, d
 	return best;
 }
 
+/* llround(cost), without the library call below 2^52 ns (every finite
+ * prediction): x - trunc(x) is exact there, halves go away from zero. */
+static int64_t pending_ns(double cost)
+{
+	if (!(fabs(cost) < 0x1p52))
+		return llround(cost);
+	int64_t i = (int64_t)cost;
+	double frac = cost - (double)i;
+	return frac >= 0.5 ? i + 1 : frac <= -0.5 ? i - 1 : i;
+}
+
 void eft_commit(struct eft *x, struct engine_task *t, uint32_t d, double cost)
 {
-	atomic_fetch_add_explicit(&x->pending[d], llround(cost), memory_order_relaxed);
+	atomic_fetch_add_explicit(&x->pending[d], pending_ns(cost), memory_order_relaxed);
 	uint16_t n = x->node[d];
 	/* One memory node: no copy to plan, and no shared line to write. */
 	if (x->nnodes <= 1 || n >= 32)
@@ -438,7 +463,7 @@ void eft_commit(struct eft *x, struct engine_task *t, uint32_t d, double cost)
 
 void eft_uncommit(struct eft *x, uint32_t d, double cost)
 {
-	atomic_fetch_sub_explicit(&x->pending[d], llround(cost), memory_order_relaxed);
+	atomic_fetch_sub_explicit(&x->pending[d], pending_ns(cost), memory_order_relaxed);
 }
 
 void eft_link(const struct eft *x, uint16_t src, uint16_t dst, double *lat, double *inv_bw)

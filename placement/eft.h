@@ -80,6 +80,9 @@ double eft_exec_group(const struct eft *x, const struct engine_task *t, uint32_t
  * where it is not cheaper (nothing written). */
 uint64_t eft_exec_groups(const struct eft *x, const struct engine_task *t,
                          double gexec[EFT_MAX_GROUPS]);
+/* t is decided soon, after other work: its predictions may start loading
+ * (profiler_row_ahead). A hint: nothing changes. */
+void eft_ahead(const struct eft *x, const struct engine_task *t);
 /* Predicted ns to make t's inputs valid on memory node `node`. */
 double eft_transfer(const struct eft *x, const struct engine_task *t, uint16_t node);
 

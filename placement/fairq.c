@@ -30,19 +30,29 @@ static void sift_up(struct fairq_entry *h, uint32_t i)
 	h[i] = e;
 }
 
+/* Floyd's: the hole goes down the path of smaller children to the bottom,
+ * then e comes back up to its place: one comparison per level on the way
+ * down instead of two (e, the last leaf, mostly belongs low). Entries are
+ * totally ordered (seq), so e ends where the top-down sift puts it. */
 static void sift_down(struct fairq_entry *h, uint32_t n, uint32_t i)
 {
 	struct fairq_entry e = h[i];
+	uint32_t top = i;
 	for (;;) {
 		uint32_t c = 2 * i + 1;
 		if (c >= n)
 			break;
 		if (c + 1 < n && before(&h[c + 1], &h[c]))
 			c++;
-		if (!before(&h[c], &e))
-			break;
 		h[i] = h[c];
 		i = c;
+	}
+	while (i > top) {
+		uint32_t p = (i - 1) / 2;
+		if (!before(&e, &h[p]))
+			break;
+		h[i] = h[p];
+		i = p;
 	}
 	h[i] = e;
 }
@@ -348,6 +358,32 @@ static int32_t it_min(const struct peek_it *it)
 	return m;
 }
 
+/* Gives the frontier's entry m (its heap index) and puts its children in
+ * its place. */
+static uint32_t it_take(struct peek_it *it, int32_t m)
+{
+	uint32_t idx = it->front[m];
+	it->front[m] = it->front[--it->nfront];
+	for (uint32_t c = 2 * idx + 1; c <= 2 * idx + 2 && c < it->f->n; c++)
+		it->front[it->nfront++] = c;
+	return idx;
+}
+
+/* peek with one flow queued: its entries in its own order (no virtual
+ * time to keep). */
+static size_t peek_one(const struct fairq_flow *f, struct engine_task **out, size_t max)
+{
+	struct peek_it it;
+	size_t got = 0;
+	int32_t m;
+	it.f = f;
+	it.nfront = f->n ? 1 : 0;
+	it.front[0] = 0;
+	while (got < max && (m = it_min(&it)) >= 0)
+		out[got++] = f->heap[it_take(&it, m)].task;
+	return got;
+}
+
 size_t fairq_peek(struct fairq *q, struct engine_task **out, size_t max)
 {
 	struct peek_it its[FAIRQ_PEEK_MAX];
@@ -360,7 +396,9 @@ size_t fairq_peek(struct fairq *q, struct engine_task **out, size_t max)
 		return 0;
 	pthread_mutex_lock(&q->lock);
 	clock_lock(q);
-	while (got < max) {
+	if (q->nactive == 1)
+		got = peek_one(q->active[0], out, max);
+	while (q->nactive != 1 && got < max) {
 		const struct fairq_flow *bf = NULL;
 		const struct fairq_entry *be = NULL;
 		double bv = 0;
@@ -395,17 +433,15 @@ size_t fairq_peek(struct fairq *q, struct engine_task **out, size_t max)
 			break;
 		if (!it) { /* at most max flows are ever chosen */
 			it = &its[nits++];
-			*it = (struct peek_it){ .f = bf,
-				                .vt = *vtime_of((struct fairq_flow *)bf),
-				                .nfront = 1 };
+			it->f = bf;
+			it->vt = *vtime_of((struct fairq_flow *)bf);
+			it->nfront = 1;
+			it->front[0] = 0;
 			m = 0;
 		}
-		uint32_t idx = it->front[m];
+		uint32_t idx = it_take(it, m);
 		out[got++] = bf->heap[idx].task;
 		it->vt += bf->heap[idx].cost / weight(bf);
-		it->front[m] = it->front[--it->nfront];
-		for (uint32_t c = 2 * idx + 1; c <= 2 * idx + 2 && c < bf->n; c++)
-			it->front[it->nfront++] = c;
 	}
 	clock_unlock(q);
 	pthread_mutex_unlock(&q->lock);

@@ -953,6 +953,12 @@ void dispatch_tasks_ready(void *priv, struct engine_task **tasks, size_t n, int 
 		D->hook.ready(D->hook.ctx, tasks, n);
 	for (size_t i = 0; i < n; i++) {
 		struct engine_task *t = tasks[i];
+		/* The next task's cost row and commitment start loading while
+		 * this one is decided. */
+		if (i + 1 < n) {
+			eft_ahead(&D->eft, tasks[i + 1]);
+			__builtin_prefetch(&tasks[i + 1]->policy_dev, 1, 3);
+		}
 		/* A task given back (device fault) was taken by the device it
 		 * is committed to; it drops that commitment. */
 		if (t->policy_dev != NO_DEV)

@@ -501,6 +501,15 @@ static void llm_graph(void *ctx, struct engine_graph *g)
 	if (2 * L->nunits >= L->units_cap && units_room(L, 0, true))
 		goto nomem;
 	L->nstep = 0;
+	/* A graph without a KV attention decides nothing (the scan below
+	 * would end with n == 0): its tasks are not read further. */
+	uint32_t first = 0;
+	while (first < g->ntasks && !is_kv_attention(&g->tasks[first]))
+		first++;
+	if (first == g->ntasks) {
+		pthread_mutex_unlock(&L->lock);
+		return;
+	}
 	uint32_t n = 0, i0 = UINT32_MAX, i1 = UINT32_MAX;
 	struct feat_sum by_kernel[KERNEL_COUNT] = { 0 }, attn_sum = { 0 };
 	struct other_sum other = { 0 };

@@ -962,9 +962,10 @@ void profiler_observe(struct profiler *p, uint32_t kernel, uint32_t device,
 	uint64_t key;
 	int slot;
 
-	if (!p || device >= p->ndev || kernel >= p->nkernels || kernel == KERNEL_NOOP ||
-	    !measured_ns || !features_ok(f) || !ns_ok(t) ||
-	    (p->oracle && kernel == p->oracle_kernel))
+	/* The oracle's kernel first: the simulator observes every task of it. */
+	if (!p || (p->oracle && kernel == p->oracle_kernel) || device >= p->ndev ||
+	    kernel >= p->nkernels || kernel == KERNEL_NOOP || !measured_ns || !features_ok(f) ||
+	    !ns_ok(t))
 		return;
 	x = clean_features(f);
 	key = footprint_key(&x);
@@ -1085,6 +1086,17 @@ void profiler_set_oracle(struct profiler *p, uint32_t kernel, profiler_oracle_fn
 	p->oracle_kernel = kernel;
 	p->oracle_ctx = ctx;
 	p->oracle = fn;
+}
+
+void profiler_set_oracle_ahead(struct profiler *p, profiler_oracle_ahead_fn fn)
+{
+	p->oracle_ahead = fn;
+}
+
+void profiler_row_ahead(const struct profiler *p, uint32_t kernel, const struct kernel_features *f)
+{
+	if (p && p->oracle_ahead && kernel == p->oracle_kernel)
+		p->oracle_ahead(p->oracle_ctx, f);
 }
 
 /* ---- create / destroy ---------------------------------------------------------------- */

@@ -93,6 +93,14 @@ void profiler_observe(struct profiler *p, uint32_t kernel, uint32_t device,
 typedef void (*profiler_oracle_fn)(void *ctx, const uint32_t *dev, uint32_t n,
                                    const struct kernel_features *f, double *ns);
 void profiler_set_oracle(struct profiler *p, uint32_t kernel, profiler_oracle_fn fn, void *ctx);
+/* The oracle's row for f will be asked for soon: fn may start fetching it
+ * from memory now (a hint; it answers nothing). Called with the oracle's
+ * ctx; NULL removes it. */
+typedef void (*profiler_oracle_ahead_fn)(void *ctx, const struct kernel_features *f);
+void profiler_set_oracle_ahead(struct profiler *p, profiler_oracle_ahead_fn fn);
+/* A planner about to ask profiler_predict_row for a task of kernel with
+ * features f, after other work: the oracle's hint, if it has one. */
+void profiler_row_ahead(const struct profiler *p, uint32_t kernel, const struct kernel_features *f);
 /* profiler_predict's ns for devices dev[0..n) into ns[], in one call, where
  * that is cheaper than one by one (the oracle's kernel: a planner wants a
  * task's whole row, 33 figures on a 32-core + GPU machine). false: not

@@ -135,6 +135,7 @@ struct profiler {
 	/* Simulation: the cost of oracle_kernel's tasks, stated by the workload. */
 	uint32_t oracle_kernel;
 	profiler_oracle_fn oracle;
+	profiler_oracle_ahead_fn oracle_ahead; /* NULL: none */
 	void *oracle_ctx;
 };
 

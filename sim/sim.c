@@ -183,13 +183,38 @@ static void oracle(void *ctx, const uint32_t *dev, uint32_t n, const struct kern
 			ns[i] = -1;
 		return;
 	}
-	/* abstract_ns, row by row */
+	/* abstract_ns, row by row (the scale in a local: a store to ns[]
+	 * could otherwise change it for the compiler) */
 	uint32_t t = (uint32_t)v;
-	const double *row = w->dev_cost ? w->dev_cost + (size_t)t * w->ndev_cost : NULL;
-	for (uint32_t i = 0; i < n; i++) {
-		double c = row ? row[dev[i]] : w->tasks[t].cost;
-		ns[i] = c < 0 ? -1 : c * S->cost_scale;
+	double scale = S->cost_scale;
+	if (!w->dev_cost) {
+		double c = w->tasks[t].cost;
+		for (uint32_t i = 0; i < n; i++)
+			ns[i] = c < 0 ? -1 : c * scale;
+		return;
 	}
+	const double *row = w->dev_cost + (size_t)t * w->ndev_cost;
+	for (uint32_t i = 0; i < n; i++) {
+		double c = row[dev[i]];
+		ns[i] = c < 0 ? -1 : c * scale;
+	}
+}
+
+/* profiler_oracle_ahead_fn: starts loading task f->domain's row of stated
+ * costs (rows are read once each, in the order tasks become ready: each
+ * is a miss, which a planner deciding another task first overlaps). */
+static void oracle_ahead(void *ctx, const struct kernel_features *f)
+{
+	const struct sim *S = ctx;
+	const struct workload *w = S->w;
+	double v = f->domain;
+	if (!w->dev_cost || !w->ndev_cost || !(v >= 0 && v < w->ntasks))
+		return;
+	const char *row = (const char *)(w->dev_cost + (size_t)(uint32_t)v * w->ndev_cost);
+	size_t bytes = w->ndev_cost * sizeof(*w->dev_cost);
+	for (size_t at = 0; at < bytes; at += 64)
+		__builtin_prefetch(row + at, 0, 3);
+	__builtin_prefetch(row + bytes - 1, 0, 3); /* a row across one more line */
 }
 
 /* The graph index of every task; one graph when the workload has none. */
@@ -629,6 +654,7 @@ static int build_machine(struct sim *S, char *err, size_t errlen)
 		return -TDM_EINVAL;
 	}
 	profiler_set_oracle(S->prof, KERNEL_SIM_TASK, oracle, S);
+	profiler_set_oracle_ahead(S->prof, oracle_ahead);
 	return 0;
 }
 

@@ -292,6 +292,36 @@ static void test_peek(void **state)
 	fairq_fini(&q);
 }
 
+/* peek with one flow queued (its own path): what the next pops give, in
+ * priority and key order, also once fewer than asked for are left. */
+static void test_peek_one_flow(void **state)
+{
+	(void)state;
+	struct fairq q;
+	struct engine_flow fa = { .id = 1, .weight = 2 };
+	struct fairq_flow a;
+	fairq_init(&q);
+	fairq_flow_init(&a, &fa);
+	unsigned seed = 11;
+	for (uint32_t i = 0; i < 30; i++) {
+		seed = seed * 1103515245u + 12345u;
+		push(&q, &a, i, (seed >> 20) % 3, (seed >> 8) % 20, 100 + (seed >> 12) % 300);
+	}
+	for (size_t left = 30; left > 0;) {
+		struct engine_task *seen[FAIRQ_PEEK_MAX];
+		size_t n = fairq_peek(&q, seen, FAIRQ_PEEK_MAX);
+		assert_int_equal(n, left < FAIRQ_PEEK_MAX ? left : FAIRQ_PEEK_MAX);
+		assert_int_equal(fairq_len(&q), left);
+		for (size_t i = 0; i < n && i < 3; i++) /* pop fewer than peeked */
+			assert_ptr_equal(fairq_pop(&q, NULL, NULL, 0), seen[i]);
+		left -= n < 3 ? n : 3;
+	}
+	struct engine_task *rest[FAIRQ_PEEK_MAX];
+	assert_int_equal(fairq_peek(&q, rest, FAIRQ_PEEK_MAX), 0);
+	fairq_flow_fini(&q, &a);
+	fairq_fini(&q);
+}
+
 /* Two queues on one clock: the clock counts a flow as waiting while it has a
  * task on either queue (the dispatch core's fair steal looks at peers only
  * while two wait), also when its sub-queue is dropped with tasks in it. */
@@ -342,6 +372,7 @@ int main(void)
 		cmocka_unit_test(test_heap_order),
 		cmocka_unit_test(test_filter),
 		cmocka_unit_test(test_peek),
+		cmocka_unit_test(test_peek_one_flow),
 		cmocka_unit_test(test_backlogged_flows),
 	};
 	return cmocka_run_group_tests_name("fairq", tests, setup, teardown);

@@ -384,6 +384,38 @@ static void test_oracle_row(void **state)
 	free(c);
 }
 
+static void count_ahead(void *ctx, const struct kernel_features *f)
+{
+	int *calls = ctx;
+	*calls += (int)f->domain;
+}
+
+/* The hint that a row is asked for soon reaches the oracle's, with its
+ * context and the task's features, for the oracle's kernel only. */
+static void test_oracle_ahead(void **state)
+{
+	struct calibration *c = cal_new(2);
+	struct profiler *p = prof_new(c);
+	struct kernel_features f = { .domain = 3 };
+	int calls = 0;
+
+	(void)state;
+	profiler_row_ahead(p, KERNEL_SIM_TASK, &f); /* no oracle: nothing */
+	profiler_set_oracle(p, KERNEL_SIM_TASK, row_oracle, &calls);
+	profiler_row_ahead(p, KERNEL_SIM_TASK, &f); /* no hint: nothing */
+	profiler_set_oracle_ahead(p, count_ahead);
+	profiler_row_ahead(p, KERNEL_SIM_TASK, &f);
+	assert_int_equal(calls, 3);
+	profiler_row_ahead(p, KERNEL_SGEMM, &f);
+	profiler_row_ahead(NULL, KERNEL_SIM_TASK, &f);
+	assert_int_equal(calls, 3);
+	profiler_set_oracle_ahead(p, NULL);
+	profiler_row_ahead(p, KERNEL_SIM_TASK, &f);
+	assert_int_equal(calls, 3);
+	profiler_destroy(p);
+	free(c);
+}
+
 /* ---- regressions ---------------------------------------------------------------------- */
 
 /* cost = 5000 + 2 * flops; bytes is an affine function of flops and domain
@@ -1044,6 +1076,7 @@ int main(void)
 		cmocka_unit_test(test_shared_model_for_equal_keys),
 		cmocka_unit_test(test_ignored_inputs),
 		cmocka_unit_test(test_oracle_row),
+		cmocka_unit_test(test_oracle_ahead),
 		cmocka_unit_test(test_unseen_sizes_interpolated),
 		cmocka_unit_test(test_power_law_chosen),
 		cmocka_unit_test(test_kink_interpolated),
