@@ -148,6 +148,12 @@ int plan_prep(struct plan_ws *ws, const struct plan_dag *g, const struct plan_ma
 	uint32_t n = g->n;
 	if (n && !g->cost)
 		return fail(why, whylen, "missing cost table");
+	if (g->col && g->ncols == 0)
+		return fail(why, whylen, "no cost column");
+	for (unsigned d = 0; g->col && d < m->ndev; d++)
+		if (g->col[d] >= g->ncols)
+			return fail(why, whylen, "device %u has cost column %u, of %u", d,
+			            g->col[d], g->ncols);
 	uint64_t e = 0;
 	if (n && g->succ_off) {
 		for (uint32_t v = 0; v < n; v++)
@@ -164,19 +170,24 @@ int plan_prep(struct plan_ws *ws, const struct plan_dag *g, const struct plan_ma
 		return err;
 	ws->n = n;
 	ws->ndev = m->ndev;
+	ws->ncols = plan_ncols(g, m->ndev);
 	ws->nedges = (uint32_t)e;
 
-	/* Mean costs over the devices that can run each task. */
-	unsigned nd = m->ndev;
+	/* Mean costs over the devices that can run each task (summed device
+	 * by device, whether or not they share columns). */
+	unsigned nd = m->ndev, nc = ws->ncols;
+	const uint32_t *col = g->col;
 	for (uint32_t v = 0; v < n; v++) {
-		const double *c = g->cost + (size_t)v * nd;
+		const double *c = g->cost + (size_t)v * nc;
 		double sum = 0;
 		uint32_t k = 0;
-		for (unsigned d = 0; d < nd; d++)
-			if (plan_allowed(c[d])) {
-				sum += c[d];
+		for (unsigned d = 0; d < nd; d++) {
+			double cd = c[col ? col[d] : d];
+			if (plan_allowed(cd)) {
+				sum += cd;
 				k++;
 			}
+		}
 		if (!k)
 			return fail(why, whylen, "task %u can run on no device", v);
 		ws->nallow[v] = k;
@@ -326,7 +337,8 @@ static int schedule_once(struct plan_ws *ws, const struct sched_in *in, const do
 	const struct plan_opts *o = in->o;
 	const bool *fixed = o->fixed;
 	uint32_t n = g->n;
-	unsigned nd = m->ndev, nn = m->nnodes ? m->nnodes : 1;
+	unsigned nd = m->ndev, nn = m->nnodes ? m->nnodes : 1, nc = ws->ncols;
+	const uint32_t *col = g->col;
 	double mk = 0;
 
 	for (unsigned d = 0; d < nd; d++)
@@ -383,8 +395,8 @@ static int schedule_once(struct plan_ws *ws, const struct sched_in *in, const do
 					arr[x] = t;
 			}
 		}
-		const double *c = g->cost + (size_t)v * nd;
-		const double *oct = in->oct ? in->oct + (size_t)v * nd : NULL;
+		const double *c = g->cost + (size_t)v * nc;
+		const double *oct = in->oct ? in->oct + (size_t)v * nc : NULL;
 		double best = INFINITY, bs = 0, bf = 0;
 		unsigned bd = UINT32_MAX;
 		uint32_t bpos = 0;
@@ -403,7 +415,8 @@ static int schedule_once(struct plan_ws *ws, const struct sched_in *in, const do
 		/* Values in locals, stores last: the stores through double
 		 * pointers would make the compiler reload everything else. */
 		for (unsigned d = 0; d < nd; d++) {
-			double cd = c[d];
+			unsigned cx = col ? col[d] : d;
+			double cd = c[cx];
 			if (!plan_allowed(cd)) {
 				lb[d] = INFINITY;
 				continue;
@@ -415,7 +428,7 @@ static int schedule_once(struct plan_ws *ws, const struct sched_in *in, const do
 			 * long enough before their end. */
 			bool ex;
 			double st = plan_tl_bound(&tl[d], ready, cd, &ex);
-			double l = st + cd + (oct ? oct[d] : 0);
+			double l = st + cd + (oct ? oct[cx] : 0);
 			at[d] = ready;
 			start[d] = st;
 			exact[d] = ex;
@@ -430,14 +443,15 @@ static int schedule_once(struct plan_ws *ws, const struct sched_in *in, const do
 			if (i > 0) {
 				double l = lb[d];
 				if (l > best || (l == best && d > bd) || d == first ||
-				    !plan_allowed(c[d]))
+				    !plan_allowed(c[col ? col[d] : d]))
 					continue;
 			}
+			unsigned cx = col ? col[d] : d;
 			uint32_t pos = ws->tl[d].len;
 			double s =
-			        exact[d] ? start[d] : plan_tl_find(&ws->tl[d], at[d], c[d], &pos);
-			double f = s + c[d];
-			double key = oct ? f + oct[d] : f;
+			        exact[d] ? start[d] : plan_tl_find(&ws->tl[d], at[d], c[cx], &pos);
+			double f = s + c[cx];
+			double key = oct ? f + oct[cx] : f;
 			if (bd == UINT32_MAX || key < best || (key == best && d < bd)) {
 				best = key;
 				bd = d;
@@ -469,18 +483,22 @@ static double unit_sym(uint64_t *x)
 	return (double)(splitmix64(x) >> 11) * 0x1.0p-52 - 1.0;
 }
 
-/* mean over the devices that can run v of row[] */
+/* mean over the devices that can run v of its row of tab[] (per cost
+ * column), summed device by device */
 static void mean_allowed(const struct plan_dag *g, unsigned nd, const double *tab, double *out)
 {
+	unsigned nc = plan_ncols(g, nd);
 	for (uint32_t v = 0; v < g->n; v++) {
-		const double *c = g->cost + (size_t)v * nd, *t = tab + (size_t)v * nd;
+		const double *c = g->cost + (size_t)v * nc, *t = tab + (size_t)v * nc;
 		double sum = 0;
 		unsigned k = 0;
-		for (unsigned d = 0; d < nd; d++)
-			if (plan_allowed(c[d])) {
-				sum += t[d];
+		for (unsigned d = 0; d < nd; d++) {
+			unsigned cx = plan_col(g, d);
+			if (plan_allowed(c[cx])) {
+				sum += t[cx];
 				k++;
 			}
+		}
 		out[v] = sum / k;
 	}
 }
@@ -535,7 +553,7 @@ int plan_schedule(const struct plan_dag *g, const struct plan_machine *m, const 
 	bool peft = o->method == PLAN_PEFT;
 	bool need_oct = peft || o->refine_iters >= 2;
 	if (need_oct) {
-		if ((err = ws_size_oct(ws, (size_t)n * nd)))
+		if ((err = ws_size_oct(ws, (size_t)n * ws->ncols)))
 			return err;
 		plan_ranks_oct(ws, g, ws->oct);
 	}

@@ -16,6 +16,36 @@ static inline bool plan_allowed(double c)
 	return c >= 0 && c < INFINITY;
 }
 
+/* Cost columns (plan_dag.col): how many, and device d's. */
+static inline unsigned plan_ncols(const struct plan_dag *g, unsigned ndev)
+{
+	return g->col ? g->ncols : ndev;
+}
+
+static inline uint32_t plan_col(const struct plan_dag *g, uint32_t d)
+{
+	return g->col ? g->col[d] : d;
+}
+
+/* Task v's cost on device d. */
+static inline double plan_cost(const struct plan_dag *g, unsigned ndev, uint32_t v, uint32_t d)
+{
+	return g->cost[(size_t)v * plan_ncols(g, ndev) + plan_col(g, d)];
+}
+
+/* Task v's costs per device: its row of the table, or without columns
+ * shared that row itself; else written into tmp[ndev]. */
+static inline const double *plan_cost_row(const struct plan_dag *g, unsigned ndev, uint32_t v,
+                                          double *tmp)
+{
+	if (!g->col)
+		return g->cost + (size_t)v * ndev;
+	const double *r = g->cost + (size_t)v * g->ncols;
+	for (unsigned d = 0; d < ndev; d++)
+		tmp[d] = r[g->col[d]];
+	return tmp;
+}
+
 static inline double plan_maxd(double a, double b)
 {
 	return a > b ? a : b;
@@ -80,7 +110,7 @@ struct plan_ws {
 	/* per edge [e_cap]: predecessors in CSR, with the data of each edge */
 	uint32_t *pred;
 	double *pred_data;
-	/* per task and device [nd_cap] */
+	/* per task and cost column [nd_cap] */
 	double *oct;
 	/* per device [dev_cap] */
 	struct plan_tl *tl;
@@ -93,7 +123,7 @@ struct plan_ws {
 	double *arr;
 
 	/* set by plan_prep */
-	uint32_t n, ndev, nedges;
+	uint32_t n, ndev, ncols, nedges;
 	double lat_mean, invbw_mean; /* over ordered pairs of distinct devices */
 };
 

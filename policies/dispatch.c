@@ -44,7 +44,13 @@ struct gplan {
 	uint32_t released, done; /* tasks */
 	uint32_t last_repair; /* `done` at the last repair */
 	uint32_t drifts; /* since the last repair */
-	double *cost; /* [n * ndev] predicted ns, < 0: cannot run there */
+	/* [n * ncols] predicted ns, < 0: cannot run there. While every device
+	 * may run every task, one column per cost-model group (col: the eft's
+	 * groups, 2 columns for 32 cores and a GPU); else col is NULL and each
+	 * device has its own (ncols = ndev). gp_cost reads it. */
+	double *cost;
+	const uint32_t *col;
+	uint32_t ncols;
 	double *edge_data; /* [edges] bytes */
 	double *cursor, *own; /* [ndev] each: repair scratch */
 	double *lat, *inv_bw; /* [nnodes * nnodes]: the links it was planned with */
@@ -232,18 +238,51 @@ static void gplan_free(struct gplan *gp)
 	if (!gp)
 		return;
 	pthread_mutex_destroy(&gp->lock);
+	free(gp->cost);
 	free(gp);
+}
+
+/* Task v's predicted cost on device d (< gp->ndev). */
+static double gp_cost(const struct gplan *gp, uint32_t v, uint32_t d)
+{
+	return gp->col ? gp->cost[(size_t)v * gp->ncols + gp->col[d]]
+	               : gp->cost[(size_t)v * gp->ndev + d];
+}
+
+static double *gp_row(const struct gplan *gp, uint32_t v)
+{
+	return gp->cost + (size_t)v * (gp->col ? gp->ncols : gp->ndev);
+}
+
+/* From one column per group to one per device (room for cap_dev): a
+ * device may no longer run every task, or devices join. 0 or
+ * -TDM_ENOMEM. */
+static int gp_cost_per_device(struct gplan *gp)
+{
+	if (!gp->col)
+		return 0;
+	double *c = malloc(sizeof(double) * ((size_t)gp->n * gp->cap_dev + 1));
+	if (!c)
+		return -TDM_ENOMEM;
+	for (uint32_t v = 0; v < gp->n; v++)
+		for (uint32_t d = 0; d < gp->ndev; d++)
+			c[(size_t)v * gp->ndev + d] = gp_cost(gp, v, d);
+	free(gp->cost);
+	gp->cost = c;
+	gp->col = NULL;
+	gp->ncols = gp->ndev;
+	return 0;
 }
 
 /* One block: the header, then the arrays, largest alignment first. The
  * per-device arrays have room for cap devices and the links for
  * max_nodes nodes, so that a repair may take devices added since. */
 static struct gplan *gplan_new(uint32_t n, size_t ndev, size_t cap, size_t nnodes, size_t max_nodes,
-                               uint32_t nedges)
+                               uint32_t nedges, const uint32_t *col, uint32_t ncols)
 {
 	size_t nd = cap, nl = max_nodes * max_nodes,
 	       off = (sizeof(struct gplan) + 15) & ~(size_t)15;
-	size_t o_cost = off, o_edge = o_cost + sizeof(double) * n * nd;
+	size_t o_edge = off;
 	size_t o_cur = o_edge + sizeof(double) * nedges, o_own = o_cur + sizeof(double) * nd;
 	size_t o_lat = o_own + sizeof(double) * nd, o_inv = o_lat + sizeof(double) * nl;
 	size_t o_slot = o_inv + sizeof(double) * nl;
@@ -257,8 +296,13 @@ static struct gplan *gplan_new(uint32_t n, size_t ndev, size_t cap, size_t nnode
 	size_t o_fixed = o_pedge + sizeof(uint32_t) * nedges, o_picked = o_fixed + sizeof(bool) * n;
 	size_t o_parked = o_picked + sizeof(bool) * n, o_state = o_parked + sizeof(bool) * n;
 	char *p = calloc(1, o_state + n);
-	if (!p)
+	/* Every row is written before it is read: no need to clear it. */
+	double *cost = malloc(sizeof(double) * ((size_t)n * (col ? ncols : nd) + 1));
+	if (!p || !cost) {
+		free(p);
+		free(cost);
 		return NULL;
+	}
 	struct gplan *gp = (struct gplan *)p;
 	pthread_mutex_init(&gp->lock, NULL);
 	gp->n = n;
@@ -266,7 +310,9 @@ static struct gplan *gplan_new(uint32_t n, size_t ndev, size_t cap, size_t nnode
 	gp->nnodes = (uint32_t)nnodes;
 	gp->cap_dev = (uint32_t)cap;
 	gp->cap_nodes = (uint32_t)max_nodes;
-	gp->cost = (double *)(p + o_cost);
+	gp->cost = cost;
+	gp->col = col;
+	gp->ncols = col ? ncols : (uint32_t)ndev;
 	gp->edge_data = (double *)(p + o_edge);
 	gp->cursor = (double *)(p + o_cur);
 	gp->own = (double *)(p + o_own);
@@ -290,12 +336,19 @@ static struct gplan *gplan_new(uint32_t n, size_t ndev, size_t cap, size_t nnode
 	return gp;
 }
 
-/* Task t's predicted cost on every device (< 0 where it may not run), one
- * prediction per group. false if no device may run it. */
-static bool fill_costs(struct dispatch *D, const struct engine_task *t, uint32_t nd, double *row)
+/* Task t's row of gp's costs: per group, or on every device (< 0 where it
+ * may not run), one prediction per group. false if no device may run it. */
+static bool fill_costs(struct dispatch *D, const struct engine_task *t, const struct gplan *gp,
+                       double *row)
 {
 	double gexec[EFT_MAX_GROUPS];
 	uint64_t have = eft_exec_groups(&D->eft, t, gexec);
+	uint32_t nd = gp->ndev;
+	if (gp->col) {
+		for (uint32_t g = 0; g < gp->ncols; g++)
+			row[g] = have & (1ull << g) ? gexec[g] : eft_exec_group(&D->eft, t, g);
+		return true;
+	}
 	bool any = false, all = core_all_runnable(D->core);
 	if (all && D->eft.ngroups <= EFT_MAX_GROUPS) {
 		/* Every device open: each group predicted once (in one row
@@ -417,6 +470,8 @@ static int run_planner(struct dispatch *D, struct engine_graph *g, struct gplan 
 		                  .inv_bw = D->inv_bw };
 	struct plan_dag dag = { .n = gp->n,
 		                .cost = gp->cost,
+		                .col = gp->col,
+		                .ncols = gp->ncols,
 		                .succ_off = g->succ_off,
 		                .succ = g->succ,
 		                .edge_data = gp->edge_data };
@@ -442,8 +497,17 @@ static struct gplan *plan_graph(struct dispatch *D, struct engine_graph *g, enum
 	/* The devices known now; one added later joins at the next repair. */
 	size_t nd = atomic_load(&D->ndev), nn = D->eft.nnodes ? D->eft.nnodes : 1;
 	bool elastic = D->cap > nd;
-	struct gplan *gp = gplan_new(n, nd, elastic ? D->cap : nd, nn,
-	                             elastic ? BACKEND_MAX_NODES : nn, nedges);
+	/* Costs per group while every device may run every task (unless each
+	 * device is a group of its own). */
+	uint32_t ng = atomic_load(&D->eft.ngroups);
+	bool by_group = core_all_runnable(D->core) && ng && ng <= EFT_MAX_GROUPS;
+	bool own = true;
+	for (size_t d = 0; d < nd && own; d++)
+		own = D->eft.group[d] == d;
+	by_group &= !own;
+	struct gplan *gp =
+	        gplan_new(n, nd, elastic ? D->cap : nd, nn, elastic ? BACKEND_MAX_NODES : nn,
+	                  nedges, by_group ? D->eft.group : NULL, ng);
 	if (!gp)
 		goto fail;
 	gp->method = method;
@@ -463,7 +527,7 @@ static struct gplan *plan_graph(struct dispatch *D, struct engine_graph *g, enum
 			gp->pred_edge[at] = k;
 		}
 	for (uint32_t v = 0; v < n; v++)
-		if (!fill_costs(D, &g->tasks[v], gp->ndev, gp->cost + (size_t)v * gp->ndev))
+		if (!fill_costs(D, &g->tasks[v], gp, gp_row(gp, v)))
 			goto fail;
 	for (uint32_t v = 0; v < n; v++)
 		for (uint32_t k = g->succ_off[v]; k < g->succ_off[v + 1]; k++)
@@ -555,7 +619,7 @@ static double inputs_lb(const struct gplan *gp, uint32_t v, uint32_t d, double n
 		} else if (gp->picked[u]) {
 			end = now_rel;
 		} else {
-			double c = ud < gp->ndev ? gp->cost[(size_t)u * gp->ndev + ud] : 0;
+			double c = ud < gp->ndev ? gp_cost(gp, u, ud) : 0;
 			end = now_rel + (c > 0 ? c : 0);
 		}
 		at = fmax(at, end + plan_comm_ns(gp, ud, d, gp->edge_data[gp->pred_edge[k]]));
@@ -586,7 +650,7 @@ static struct engine_task *seq_fill(struct dispatch *D, struct gplan *gp, struct
 		uint32_t v = gp->seq[i];
 		if (!gp->parked[v] || gp->dev[v] != d)
 			continue;
-		double c = gp->cost[(size_t)v * gp->ndev + d];
+		double c = gp_cost(gp, v, d);
 		if (fmax(now_rel, inputs_lb(gp, v, d, now_rel)) + c <= due) {
 			gp->parked[v] = false;
 			g->tasks[v].policy_key = (double)gp->base_ns + gp->slot[v].start;
@@ -611,7 +675,7 @@ static void place_planned(struct dispatch *D, struct gplan *gp, struct engine_ta
 	/* Given back (device fault): its turn came already. */
 	bool again = gp->picked[v];
 	uint32_t d = gp->slot[v].dev;
-	double cost = d < gp->ndev ? gp->cost[(size_t)v * gp->ndev + d] : -1;
+	double cost = d < gp->ndev ? gp_cost(gp, v, d) : -1;
 	double key = (double)gp->base_ns + gp->slot[v].start;
 	if (cost < 0 || !core_runnable(D->core, t, d)) {
 		int nd = select_dmda(D, t, -1, &cost);
@@ -686,13 +750,14 @@ static void grow_plan(struct dispatch *D, struct engine_graph *g, struct gplan *
 {
 	size_t live = atomic_load_explicit(&D->ndev, memory_order_acquire);
 	uint16_t nn = D->eft.nnodes ? D->eft.nnodes : 1;
-	if (live <= gp->ndev || live > gp->cap_dev || nn > gp->cap_nodes)
+	if (live <= gp->ndev || live > gp->cap_dev || nn > gp->cap_nodes || gp_cost_per_device(gp))
 		return;
 	gp->ndev = (uint32_t)live;
+	gp->ncols = gp->ndev;
 	gp->nnodes = nn > gp->nnodes ? nn : gp->nnodes;
 	for (uint32_t v = 0; v < gp->n; v++) {
-		double *row = gp->cost + (size_t)v * gp->ndev;
-		if (fill_costs(D, &g->tasks[v], gp->ndev, row) || gp->state[v] == TASK_WAITING)
+		double *row = gp_row(gp, v);
+		if (fill_costs(D, &g->tasks[v], gp, row) || gp->state[v] == TASK_WAITING)
 			continue;
 		/* Ran, or runs, where nothing may run it now: its own time there. */
 		for (uint32_t d = 0; d < gp->ndev; d++)
@@ -713,6 +778,9 @@ static void repair(struct dispatch *D, struct engine_graph *g, struct gplan *gp,
                    int only)
 {
 	grow_plan(D, g, gp);
+	/* A device that may no longer run every task needs its own costs. */
+	if (!core_all_runnable(D->core) && gp_cost_per_device(gp))
+		return;
 	size_t nd = gp->ndev;
 	double now_rel = now > gp->base_ns ? (double)(now - gp->base_ns) : 0;
 	uint32_t nrel = 0;
@@ -736,7 +804,7 @@ static void repair(struct dispatch *D, struct engine_graph *g, struct gplan *gp,
 		if (gp->state[v] == TASK_RELEASED)
 			gp->order[nrel++] = v;
 		else if (gp->state[v] == TASK_WAITING &&
-		         !fill_costs(D, &g->tasks[v], (uint32_t)nd, gp->cost + (size_t)v * nd))
+		         !fill_costs(D, &g->tasks[v], gp, gp_row(gp, v)))
 			return; /* nowhere to run it now: keep the old plan */
 	}
 	/* Released tasks, one after the other per device: fixed slots must
@@ -746,7 +814,7 @@ static void repair(struct dispatch *D, struct engine_graph *g, struct gplan *gp,
 		uint32_t v = gp->order[i], d = gp->dev[v];
 		if (d >= nd)
 			d = gp->slot[v].dev < nd ? gp->slot[v].dev : 0;
-		double c = gp->cost[(size_t)v * nd + d];
+		double c = gp_cost(gp, v, d);
 		if (c < 0)
 			c = eft_exec(&D->eft, &g->tasks[v], d);
 		gp->own[d] += c;
@@ -786,7 +854,7 @@ static void plan_task_done(struct dispatch *D, struct gplan *gp, struct engine_t
 		gp->done++;
 	}
 	/* w may be a device added after the plan was made: no prediction. */
-	double pred = w < gp->ndev ? gp->cost[(size_t)v * gp->ndev + w] : -1;
+	double pred = w < gp->ndev ? gp_cost(gp, v, w) : -1;
 	uint64_t end = t->end_ns > t->start_ns ? t->end_ns : t->start_ns;
 	double s = t->start_ns > gp->base_ns ? (double)(t->start_ns - gp->base_ns) : 0;
 	double f = end > gp->base_ns ? (double)(end - gp->base_ns) : 0;
