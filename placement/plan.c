@@ -377,6 +377,22 @@ static int schedule_once(struct plan_ws *ws, const struct sched_in *in, const do
 	double *arr = ws->arr;
 	while (hlen) {
 		uint32_t v = heap_pop(heap, &hlen, prio);
+		if (hlen) {
+			/* The next task is most likely the heap's new top: its
+			 * costs, its inputs' slots and its successors' counts
+			 * are on their way while v is placed (on big graphs
+			 * these are cache misses, the tasks coming in priority
+			 * order). */
+			uint32_t x = heap[0];
+			const double *cx = g->cost + (size_t)x * nc;
+			for (unsigned i = 0; i < nc; i += 8)
+				__builtin_prefetch(cx + i);
+			for (uint32_t k = ws->pred_off[x]; k < ws->pred_off[x + 1]; k++)
+				__builtin_prefetch(&out[ws->pred[k]]);
+			for (uint32_t k = g->succ_off ? g->succ_off[x] : 0;
+			     k < (g->succ_off ? g->succ_off[x + 1] : 0); k++)
+				__builtin_prefetch(&cnt[g->succ[k]], 1);
+		}
 		/* Earliest arrival of v's inputs on each memory node. */
 		for (unsigned x = 0; x < nn; x++)
 			arr[x] = 0;
