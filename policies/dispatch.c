@@ -410,15 +410,61 @@ static double edge_bytes(const struct engine_task *u, const struct engine_task *
 /* Planned start, then finish, then index. Predicted costs are at least
  * 1 ns (eft_exec), so a task is planned to start after its predecessors
  * and this order never puts a task before one it waits for. */
-static int by_plan(const void *a, const void *b, void *ctx)
+struct seq_key {
+	double start, finish;
+	uint32_t v;
+};
+
+static bool by_plan(const struct seq_key *a, const struct seq_key *b)
+{
+	if (a->start != b->start)
+		return a->start < b->start;
+	if (a->finish != b->finish)
+		return a->finish < b->finish;
+	return a->v < b->v;
+}
+
+/* Sorts a[n] by_plan (tmp[n]: scratch): runs of 16 by insertion, then
+ * merged. The keys are distinct (v), so the order is the only one. */
+static void sort_keys(struct seq_key *a, struct seq_key *tmp, uint32_t n)
+{
+	for (uint32_t lo = 0; lo < n; lo += 16) {
+		uint32_t hi = lo + 16 < n ? lo + 16 : n;
+		for (uint32_t i = lo + 1; i < hi; i++) {
+			struct seq_key x = a[i];
+			uint32_t j = i;
+			for (; j > lo && by_plan(&x, &a[j - 1]); j--)
+				a[j] = a[j - 1];
+			a[j] = x;
+		}
+	}
+	struct seq_key *src = a, *dst = tmp;
+	for (uint32_t w = 16; w < n; w *= 2) {
+		for (uint32_t lo = 0; lo < n; lo += 2 * w) {
+			uint32_t mid = lo + w < n ? lo + w : n,
+			         hi = lo + 2 * w < n ? lo + 2 * w : n;
+			uint32_t i = lo, j = mid, k = lo;
+			while (i < mid && j < hi)
+				dst[k++] = by_plan(&src[j], &src[i]) ? src[j++] : src[i++];
+			while (i < mid)
+				dst[k++] = src[i++];
+			while (j < hi)
+				dst[k++] = src[j++];
+		}
+		struct seq_key *t = src;
+		src = dst;
+		dst = t;
+	}
+	if (src != a)
+		memcpy(a, src, sizeof(*a) * n);
+}
+
+static int by_plan_idx(const void *a, const void *b, void *ctx)
 {
 	const struct plan_slot *s = ctx;
 	uint32_t u = *(const uint32_t *)a, v = *(const uint32_t *)b;
-	if (s[u].start != s[v].start)
-		return s[u].start < s[v].start ? -1 : 1;
-	if (s[u].finish != s[v].finish)
-		return s[u].finish < s[v].finish ? -1 : 1;
-	return u < v ? -1 : u > v;
+	struct seq_key x = { s[u].start, s[u].finish, u }, y = { s[v].start, s[v].finish, v };
+	return by_plan(&x, &y) ? -1 : by_plan(&y, &x);
 }
 
 /* The tasks planned on each device in planned order (gp->slot). */
@@ -434,10 +480,22 @@ static void seq_build(struct gplan *gp)
 	}
 	for (uint32_t v = 0; v < gp->n; v++)
 		gp->seq[gp->seq_head[gp->slot[v].dev < nd ? gp->slot[v].dev : 0]++] = v;
+	struct seq_key *key = malloc(sizeof(*key) * ((size_t)gp->n * 2 + 1));
 	for (uint32_t d = 0; d < nd; d++) {
 		gp->seq_head[d] = off[d];
-		qsort_r(gp->seq + off[d], off[d + 1] - off[d], sizeof(*gp->seq), by_plan, gp->slot);
+		uint32_t *seq = gp->seq + off[d], len = off[d + 1] - off[d];
+		if (!key) {
+			qsort_r(seq, len, sizeof(*seq), by_plan_idx, gp->slot);
+			continue;
+		}
+		for (uint32_t i = 0; i < len; i++)
+			key[i] = (struct seq_key){ gp->slot[seq[i]].start, gp->slot[seq[i]].finish,
+				                   seq[i] };
+		sort_keys(key, key + len, len);
+		for (uint32_t i = 0; i < len; i++)
+			seq[i] = key[i].v;
 	}
+	free(key);
 }
 
 /* The first task of d's planned order that is still to be taken there
