@@ -40,7 +40,8 @@ void plan_ws_free(struct plan_ws *ws)
 	for (size_t d = 0; d < ws->dev_cap; d++)
 		plan_tl_free(&ws->tl[d]);
 	free(ws->tl);
-	free(ws->dev_pos);
+	free(ws->dev_node);
+	free(ws->dev_rdy);
 	free(ws->dev_lb);
 	free(ws->dev_at);
 	free(ws->dev_start);
@@ -91,8 +92,9 @@ static int ws_size(struct plan_ws *ws, size_t n, size_t e, size_t ndev, size_t n
 	if (ndev > ws->dev_cap) {
 		size_t c = round_cap(ndev);
 		if (grow(&ws->tl, c, sizeof(struct plan_tl)) ||
-		    grow(&ws->dev_pos, c, sizeof(uint32_t)) ||
-		    grow(&ws->dev_lb, c, sizeof(double)) || grow(&ws->dev_at, c, sizeof(double)) ||
+		    grow(&ws->dev_node, c, sizeof(uint32_t)) ||
+		    grow(&ws->dev_rdy, c, sizeof(double)) || grow(&ws->dev_lb, c, sizeof(double)) ||
+		    grow(&ws->dev_at, c, sizeof(double)) ||
 		    grow(&ws->dev_start, c, sizeof(double)) ||
 		    grow(&ws->dev_exact, c, sizeof(bool)))
 			return -TDM_ENOMEM;
@@ -181,12 +183,20 @@ int plan_prep(struct plan_ws *ws, const struct plan_dag *g, const struct plan_ma
 		const double *c = g->cost + (size_t)v * nc;
 		double sum = 0;
 		uint32_t k = 0;
-		for (unsigned d = 0; d < nd; d++) {
-			double cd = c[col ? col[d] : d];
-			if (plan_allowed(cd)) {
-				sum += cd;
-				k++;
+		if (col) {
+			for (unsigned d = 0; d < nd; d++) {
+				double cd = c[col[d]];
+				if (plan_allowed(cd)) {
+					sum += cd;
+					k++;
+				}
 			}
+		} else {
+			for (unsigned d = 0; d < nd; d++)
+				if (plan_allowed(c[d])) {
+					sum += c[d];
+					k++;
+				}
 		}
 		if (!k)
 			return fail(why, whylen, "task %u can run on no device", v);
@@ -327,6 +337,59 @@ struct sched_in {
 	uint32_t nfixed;
 };
 
+struct bound_in {
+	unsigned nd;
+	const double *c, *oct; /* the task's rows */
+	const uint32_t *col, *node;
+	const double *dev_ready, *arr;
+	const struct plan_tl *tl;
+	double *lb, *at, *start;
+	bool *exact;
+};
+
+/* Per device d that can run the task: a lower bound on its key into
+ * lb[d] (INFINITY where it cannot run), its ready time and its start when
+ * the bound is exact. Returns the device of least bound (the first on
+ * ties). Inlined once per combination of the flags (has_col: b->col,
+ * has_oct: b->oct), which then cost nothing per device. */
+static inline __attribute__((always_inline)) unsigned
+bound_devices(const struct bound_in *b, const bool has_col, const bool has_oct)
+{
+	const double *c = b->c, *oct = b->oct, *dev_ready = b->dev_ready, *arr = b->arr;
+	const uint32_t *col = b->col, *node = b->node;
+	const struct plan_tl *tl = b->tl;
+	unsigned first = UINT32_MAX;
+	double lb_first = 0;
+	/* Values in locals, stores last: the stores through double
+	 * pointers would make the compiler reload everything else. */
+	for (unsigned d = 0; d < b->nd; d++) {
+		unsigned cx = has_col ? col[d] : d;
+		double cd = c[cx];
+		if (!plan_allowed(cd)) {
+			b->lb[d] = INFINITY;
+			continue;
+		}
+		/* ready >= 0, so a device free from 0 (dev_ready 0) keeps it */
+		double ready = arr[node[d]];
+		if (dev_ready[d] > ready)
+			ready = dev_ready[d];
+		/* Most devices answer at once: free at ready, or no gap
+		 * long enough before their end. */
+		bool ex;
+		double st = plan_tl_bound(&tl[d], ready, cd, &ex);
+		double l = st + cd + (has_oct ? oct[cx] : 0);
+		b->at[d] = ready;
+		b->start[d] = st;
+		b->exact[d] = ex;
+		b->lb[d] = l;
+		if (first == UINT32_MAX || l < lb_first) {
+			first = d;
+			lb_first = l;
+		}
+	}
+	return first;
+}
+
 /* One list-scheduling pass in the order given by prio[]; writes the
  * non-fixed slots of out[] (fixed ones must already be there). */
 static int schedule_once(struct plan_ws *ws, const struct sched_in *in, const double *prio,
@@ -357,8 +420,11 @@ static int schedule_once(struct plan_ws *ws, const struct sched_in *in, const do
 		if (err)
 			return err;
 	}
-	for (unsigned d = 0; d < nd; d++)
+	for (unsigned d = 0; d < nd; d++) {
 		plan_tl_build(&ws->tl[d]);
+		ws->dev_node[d] = m->node ? m->node[d] : 0;
+		ws->dev_rdy[d] = o->dev_ready ? o->dev_ready[d] : 0;
+	}
 
 	/* Ready list: tasks whose predecessors are all placed. */
 	uint32_t *cnt = ws->cnt, *heap = ws->heap, hlen = 0;
@@ -423,37 +489,23 @@ static int schedule_once(struct plan_ws *ws, const struct sched_in *in, const do
 		 * index, as in the plain scan, so the choice is the same). */
 		double *lb = ws->dev_lb, *at = ws->dev_at, *start = ws->dev_start;
 		bool *exact = ws->dev_exact;
-		const uint16_t *node = m->node;
-		const double *dev_ready = o->dev_ready;
 		const struct plan_tl *tl = ws->tl;
-		unsigned first = UINT32_MAX;
-		double lb_first = 0;
-		/* Values in locals, stores last: the stores through double
-		 * pointers would make the compiler reload everything else. */
-		for (unsigned d = 0; d < nd; d++) {
-			unsigned cx = col ? col[d] : d;
-			double cd = c[cx];
-			if (!plan_allowed(cd)) {
-				lb[d] = INFINITY;
-				continue;
-			}
-			double ready = arr[node ? node[d] : 0];
-			if (dev_ready && dev_ready[d] > ready)
-				ready = dev_ready[d];
-			/* Most devices answer at once: free at ready, or no gap
-			 * long enough before their end. */
-			bool ex;
-			double st = plan_tl_bound(&tl[d], ready, cd, &ex);
-			double l = st + cd + (oct ? oct[cx] : 0);
-			at[d] = ready;
-			start[d] = st;
-			exact[d] = ex;
-			lb[d] = l;
-			if (first == UINT32_MAX || l < lb_first) {
-				first = d;
-				lb_first = l;
-			}
-		}
+		struct bound_in bi = { .nd = nd,
+			               .c = c,
+			               .oct = oct,
+			               .col = col,
+			               .node = ws->dev_node,
+			               .dev_ready = ws->dev_rdy,
+			               .arr = arr,
+			               .tl = tl,
+			               .lb = lb,
+			               .at = at,
+			               .start = start,
+			               .exact = exact };
+		unsigned first = col ? (oct ? bound_devices(&bi, true, true)
+		                            : bound_devices(&bi, true, false))
+		                     : (oct ? bound_devices(&bi, false, true)
+		                            : bound_devices(&bi, false, false));
 		for (unsigned i = 0; i <= nd; i++) {
 			unsigned d = i == 0 ? first : i - 1;
 			if (i > 0) {

@@ -114,7 +114,10 @@ struct plan_ws {
 	double *oct;
 	/* per device [dev_cap] */
 	struct plan_tl *tl;
-	uint32_t *dev_pos;
+	/* each device's memory node (0 without nodes) and the time before
+	 * which it is busy (0 without dev_ready), for schedule_once */
+	uint32_t *dev_node;
+	double *dev_rdy;
 	/* scratch, per device for the task being placed: a lower bound on its
 	 * key, its ready time, and its start when the bound is exact */
 	double *dev_lb, *dev_at, *dev_start;
