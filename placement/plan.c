@@ -43,9 +43,6 @@ void plan_ws_free(struct plan_ws *ws)
 	free(ws->dev_node);
 	free(ws->dev_rdy);
 	free(ws->dev_lb);
-	free(ws->dev_at);
-	free(ws->dev_start);
-	free(ws->dev_exact);
 	free(ws->arr);
 	free(ws);
 }
@@ -93,10 +90,7 @@ static int ws_size(struct plan_ws *ws, size_t n, size_t e, size_t ndev, size_t n
 		size_t c = round_cap(ndev);
 		if (grow(&ws->tl, c, sizeof(struct plan_tl)) ||
 		    grow(&ws->dev_node, c, sizeof(uint32_t)) ||
-		    grow(&ws->dev_rdy, c, sizeof(double)) || grow(&ws->dev_lb, c, sizeof(double)) ||
-		    grow(&ws->dev_at, c, sizeof(double)) ||
-		    grow(&ws->dev_start, c, sizeof(double)) ||
-		    grow(&ws->dev_exact, c, sizeof(bool)))
+		    grow(&ws->dev_rdy, c, sizeof(double)) || grow(&ws->dev_lb, c, sizeof(double)))
 			return -TDM_ENOMEM;
 		memset(ws->tl + ws->dev_cap, 0, (c - ws->dev_cap) * sizeof(struct plan_tl));
 		ws->dev_cap = c;
@@ -343,13 +337,11 @@ struct bound_in {
 	const uint32_t *col, *node;
 	const double *dev_ready, *arr;
 	const struct plan_tl *tl;
-	double *lb, *at, *start;
-	bool *exact;
+	double *lb;
 };
 
 /* Per device d that can run the task: a lower bound on its key into
- * lb[d] (INFINITY where it cannot run), its ready time and its start when
- * the bound is exact. Returns the device of least bound (the first on
+ * lb[d] (INFINITY where it cannot run). Returns the device of least bound (the first on
  * ties). Inlined once per combination of the flags (has_col: b->col,
  * has_oct: b->oct), which then cost nothing per device. */
 static inline __attribute__((always_inline)) unsigned
@@ -359,9 +351,7 @@ bound_devices(const struct bound_in *b, const bool has_col, const bool has_oct)
 	const uint32_t *col = b->col, *node = b->node;
 	const struct plan_tl *tl = b->tl;
 	unsigned first = UINT32_MAX;
-	double lb_first = 0;
-	/* Values in locals, stores last: the stores through double
-	 * pointers would make the compiler reload everything else. */
+	double lb_first = INFINITY;
 	for (unsigned d = 0; d < b->nd; d++) {
 		unsigned cx = has_col ? col[d] : d;
 		double cd = c[cx];
@@ -378,15 +368,17 @@ bound_devices(const struct bound_in *b, const bool has_col, const bool has_oct)
 		bool ex;
 		double st = plan_tl_bound(&tl[d], ready, cd, &ex);
 		double l = st + cd + (has_oct ? oct[cx] : 0);
-		b->at[d] = ready;
-		b->start[d] = st;
-		b->exact[d] = ex;
 		b->lb[d] = l;
-		if (first == UINT32_MAX || l < lb_first) {
+		if (l < lb_first) {
 			first = d;
 			lb_first = l;
 		}
 	}
+	/* Bounds are finite; were they all infinite, the first device that
+	 * can run the task. */
+	for (unsigned d = 0; first == UINT32_MAX && d < b->nd; d++)
+		if (plan_allowed(c[has_col ? col[d] : d]))
+			first = d;
 	return first;
 }
 
@@ -487,8 +479,7 @@ static int schedule_once(struct plan_ws *ws, const struct sched_in *in, const do
 		 * is searched first; then a device whose bound cannot beat the
 		 * best so far is not searched at all (ties go to the lower
 		 * index, as in the plain scan, so the choice is the same). */
-		double *lb = ws->dev_lb, *at = ws->dev_at, *start = ws->dev_start;
-		bool *exact = ws->dev_exact;
+		double *lb = ws->dev_lb;
 		const struct plan_tl *tl = ws->tl;
 		struct bound_in bi = { .nd = nd,
 			               .c = c,
@@ -498,26 +489,32 @@ static int schedule_once(struct plan_ws *ws, const struct sched_in *in, const do
 			               .dev_ready = ws->dev_rdy,
 			               .arr = arr,
 			               .tl = tl,
-			               .lb = lb,
-			               .at = at,
-			               .start = start,
-			               .exact = exact };
+			               .lb = lb };
 		unsigned first = col ? (oct ? bound_devices(&bi, true, true)
 		                            : bound_devices(&bi, true, false))
 		                     : (oct ? bound_devices(&bi, false, true)
 		                            : bound_devices(&bi, false, false));
 		for (unsigned i = 0; i <= nd; i++) {
-			unsigned d = i == 0 ? first : i - 1;
-			if (i > 0) {
+			unsigned d;
+			if (i == 0) {
+				d = first;
+			} else {
+				d = i - 1;
 				double l = lb[d];
-				if (l > best || (l == best && d > bd) || d == first ||
+				if (l > best || d == first || (l == best && d > bd) ||
 				    !plan_allowed(c[col ? col[d] : d]))
 					continue;
 			}
 			unsigned cx = col ? col[d] : d;
+			/* As bound_devices found them. */
+			double ready = arr[ws->dev_node[d]];
+			if (ws->dev_rdy[d] > ready)
+				ready = ws->dev_rdy[d];
+			bool ex;
 			uint32_t pos = ws->tl[d].len;
-			double s =
-			        exact[d] ? start[d] : plan_tl_find(&ws->tl[d], at[d], c[cx], &pos);
+			double s = plan_tl_bound(&ws->tl[d], ready, c[cx], &ex);
+			if (!ex)
+				s = plan_tl_find(&ws->tl[d], ready, c[cx], &pos);
 			double f = s + c[cx];
 			double key = oct ? f + oct[cx] : f;
 			if (bd == UINT32_MAX || key < best || (key == best && d < bd)) {

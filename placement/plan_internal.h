@@ -119,9 +119,8 @@ struct plan_ws {
 	uint32_t *dev_node;
 	double *dev_rdy;
 	/* scratch, per device for the task being placed: a lower bound on its
-	 * key, its ready time, and its start when the bound is exact */
-	double *dev_lb, *dev_at, *dev_start;
-	bool *dev_exact;
+	 * key */
+	double *dev_lb;
 	/* per node [node_cap] */
 	double *arr;
 
