@@ -557,12 +557,20 @@ static void mean_allowed(const struct plan_dag *g, unsigned nd, const double *ta
 		const double *c = g->cost + (size_t)v * nc, *t = tab + (size_t)v * nc;
 		double sum = 0;
 		unsigned k = 0;
-		for (unsigned d = 0; d < nd; d++) {
-			unsigned cx = plan_col(g, d);
-			if (plan_allowed(c[cx])) {
-				sum += t[cx];
-				k++;
+		if (g->col) {
+			for (unsigned d = 0; d < nd; d++) {
+				unsigned cx = g->col[d];
+				if (plan_allowed(c[cx])) {
+					sum += t[cx];
+					k++;
+				}
 			}
+		} else {
+			for (unsigned d = 0; d < nd; d++)
+				if (plan_allowed(c[d])) {
+					sum += t[d];
+					k++;
+				}
 		}
 		out[v] = sum / k;
 	}
@@ -622,7 +630,9 @@ int plan_schedule(const struct plan_dag *g, const struct plan_machine *m, const 
 			return err;
 		plan_ranks_oct(ws, g, ws->oct);
 	}
-	plan_ranks_up(ws, g, ws->rank_u);
+	/* PEFT orders by rank_oct; rank_u serves its refinement only. */
+	if (!peft || o->refine_iters)
+		plan_ranks_up(ws, g, ws->rank_u);
 	/* base: the published priority (rank_u, or PEFT's rank_oct). */
 	if (peft)
 		mean_allowed(g, nd, ws->oct, ws->base);

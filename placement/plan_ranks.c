@@ -56,12 +56,12 @@ void plan_ranks_oct(struct plan_ws *ws, const struct plan_dag *g, double *oct)
 			uint32_t s = g->succ[k];
 			const double *os = oct + (size_t)s * nc, *cs = g->cost + (size_t)s * nc;
 			double via = M[s] + plan_comm_mean(ws, plan_edge_data(g, k));
+			/* Selects, not branches: which way each goes depends on
+			 * the data. */
 			for (unsigned d = 0; d < nc; d++) {
-				double t = via;
-				if (plan_allowed(cs[d]) && os[d] + cs[d] < t)
-					t = os[d] + cs[d];
-				if (t > row[d])
-					row[d] = t;
+				double w = plan_allowed(cs[d]) ? os[d] + cs[d] : INFINITY;
+				double t = w < via ? w : via;
+				row[d] = t > row[d] ? t : row[d];
 			}
 		}
 		const double *c = g->cost + (size_t)v * nc;
