@@ -51,6 +51,11 @@ struct gplan {
 	double *cost;
 	const uint32_t *col;
 	uint32_t ncols;
+	/* [n] each: the cost of each task on the device it was last planned
+	 * on (pdev), as in cost: what executing the plan reads, one small
+	 * array instead of a row of the big table each (gp_cost_at). */
+	double *pcost;
+	uint32_t *pdev;
 	double *edge_data; /* [edges] bytes */
 	double *cursor, *own; /* [ndev] each: repair scratch */
 	double *lat, *inv_bw; /* [nnodes * nnodes]: the links it was planned with */
@@ -249,6 +254,23 @@ static double gp_cost(const struct gplan *gp, uint32_t v, uint32_t d)
 	               : gp->cost[(size_t)v * gp->ndev + d];
 }
 
+/* The same, from pcost when d is where v was last planned. */
+static double gp_cost_at(const struct gplan *gp, uint32_t v, uint32_t d)
+{
+	return d == gp->pdev[v] ? gp->pcost[v] : gp_cost(gp, v, d);
+}
+
+/* pcost and pdev from the slots and the cost table: after each plan, and
+ * after the table's rows change. */
+static void pcost_refresh(struct gplan *gp)
+{
+	for (uint32_t v = 0; v < gp->n; v++) {
+		uint32_t d = gp->slot[v].dev;
+		gp->pdev[v] = d < gp->ndev ? d : NO_DEV;
+		gp->pcost[v] = d < gp->ndev ? gp_cost(gp, v, d) : 0;
+	}
+}
+
 static double *gp_row(const struct gplan *gp, uint32_t v)
 {
 	return gp->cost + (size_t)v * (gp->col ? gp->ncols : gp->ndev);
@@ -285,7 +307,7 @@ static struct gplan *gplan_new(uint32_t n, size_t ndev, size_t cap, size_t nnode
 	size_t o_edge = off;
 	size_t o_cur = o_edge + sizeof(double) * nedges, o_own = o_cur + sizeof(double) * nd;
 	size_t o_lat = o_own + sizeof(double) * nd, o_inv = o_lat + sizeof(double) * nl;
-	size_t o_slot = o_inv + sizeof(double) * nl;
+	size_t o_pcost = o_inv + sizeof(double) * nl, o_slot = o_pcost + sizeof(double) * n;
 	size_t o_dev = o_slot + sizeof(struct plan_slot) * n,
 	       o_order = o_dev + sizeof(uint32_t) * n;
 	size_t o_soff = o_order + sizeof(uint32_t) * n,
@@ -295,7 +317,8 @@ static struct gplan *gplan_new(uint32_t n, size_t ndev, size_t cap, size_t nnode
 	       o_pedge = o_pred + sizeof(uint32_t) * nedges;
 	size_t o_fixed = o_pedge + sizeof(uint32_t) * nedges, o_picked = o_fixed + sizeof(bool) * n;
 	size_t o_parked = o_picked + sizeof(bool) * n, o_state = o_parked + sizeof(bool) * n;
-	char *p = calloc(1, o_state + n);
+	size_t o_pdev = (o_state + n + 3) & ~(size_t)3;
+	char *p = calloc(1, o_pdev + sizeof(uint32_t) * n);
 	/* Every row is written before it is read: no need to clear it. */
 	double *cost = malloc(sizeof(double) * ((size_t)n * (col ? ncols : nd) + 1));
 	if (!p || !cost) {
@@ -331,6 +354,8 @@ static struct gplan *gplan_new(uint32_t n, size_t ndev, size_t cap, size_t nnode
 	gp->picked = (bool *)(p + o_picked);
 	gp->parked = (bool *)(p + o_parked);
 	gp->state = (uint8_t *)(p + o_state);
+	gp->pcost = (double *)(p + o_pcost);
+	gp->pdev = (uint32_t *)(p + o_pdev);
 	for (uint32_t v = 0; v < n; v++)
 		gp->dev[v] = NO_DEV;
 	return gp;
@@ -544,6 +569,7 @@ static int run_planner(struct dispatch *D, struct engine_graph *g, struct gplan 
 	int err = plan_schedule(&dag, &m, &o, D->ws, gp->slot, &makespan);
 	if (!err)
 		seq_build(gp);
+	pcost_refresh(gp);
 	return err;
 }
 
@@ -677,7 +703,7 @@ static double inputs_lb(const struct gplan *gp, uint32_t v, uint32_t d, double n
 		} else if (gp->picked[u]) {
 			end = now_rel;
 		} else {
-			double c = ud < gp->ndev ? gp_cost(gp, u, ud) : 0;
+			double c = ud < gp->ndev ? gp_cost_at(gp, u, ud) : 0;
 			end = now_rel + (c > 0 ? c : 0);
 		}
 		at = fmax(at, end + plan_comm_ns(gp, ud, d, gp->edge_data[gp->pred_edge[k]]));
@@ -708,7 +734,7 @@ static struct engine_task *seq_fill(struct dispatch *D, struct gplan *gp, struct
 		uint32_t v = gp->seq[i];
 		if (!gp->parked[v] || gp->dev[v] != d)
 			continue;
-		double c = gp_cost(gp, v, d);
+		double c = gp_cost_at(gp, v, d);
 		if (fmax(now_rel, inputs_lb(gp, v, d, now_rel)) + c <= due) {
 			gp->parked[v] = false;
 			g->tasks[v].policy_key = (double)gp->base_ns + gp->slot[v].start;
@@ -733,7 +759,7 @@ static void place_planned(struct dispatch *D, struct gplan *gp, struct engine_ta
 	/* Given back (device fault): its turn came already. */
 	bool again = gp->picked[v];
 	uint32_t d = gp->slot[v].dev;
-	double cost = d < gp->ndev ? gp_cost(gp, v, d) : -1;
+	double cost = d < gp->ndev ? gp_cost_at(gp, v, d) : -1;
 	double key = (double)gp->base_ns + gp->slot[v].start;
 	if (cost < 0 || !core_runnable(D->core, t, d)) {
 		int nd = select_dmda(D, t, -1, &cost);
@@ -837,8 +863,10 @@ static void repair(struct dispatch *D, struct engine_graph *g, struct gplan *gp,
 {
 	grow_plan(D, g, gp);
 	/* A device that may no longer run every task needs its own costs. */
-	if (!core_all_runnable(D->core) && gp_cost_per_device(gp))
+	if (!core_all_runnable(D->core) && gp_cost_per_device(gp)) {
+		pcost_refresh(gp);
 		return;
+	}
 	size_t nd = gp->ndev;
 	double now_rel = now > gp->base_ns ? (double)(now - gp->base_ns) : 0;
 	uint32_t nrel = 0;
@@ -862,9 +890,12 @@ static void repair(struct dispatch *D, struct engine_graph *g, struct gplan *gp,
 		if (gp->state[v] == TASK_RELEASED)
 			gp->order[nrel++] = v;
 		else if (gp->state[v] == TASK_WAITING &&
-		         !fill_costs(D, &g->tasks[v], gp, gp_row(gp, v)))
+		         !fill_costs(D, &g->tasks[v], gp, gp_row(gp, v))) {
+			pcost_refresh(gp);
 			return; /* nowhere to run it now: keep the old plan */
+		}
 	}
+	pcost_refresh(gp);
 	/* Released tasks, one after the other per device: fixed slots must
 	 * not overlap. */
 	qsort_r(gp->order, nrel, sizeof(*gp->order), by_start, gp->slot);
@@ -912,7 +943,7 @@ static void plan_task_done(struct dispatch *D, struct gplan *gp, struct engine_t
 		gp->done++;
 	}
 	/* w may be a device added after the plan was made: no prediction. */
-	double pred = w < gp->ndev ? gp_cost(gp, v, w) : -1;
+	double pred = w < gp->ndev ? gp_cost_at(gp, v, w) : -1;
 	uint64_t end = t->end_ns > t->start_ns ? t->end_ns : t->start_ns;
 	double s = t->start_ns > gp->base_ns ? (double)(t->start_ns - gp->base_ns) : 0;
 	double f = end > gp->base_ns ? (double)(end - gp->base_ns) : 0;
