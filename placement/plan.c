@@ -199,12 +199,15 @@ int plan_prep(struct plan_ws *ws, const struct plan_dag *g, const struct plan_ma
 	}
 
 	/* Predecessor lists (CSR) with their data, in-degrees. */
+	bool forward = true; /* every edge to a higher index */
 	for (uint32_t v = 0; v < n && e; v++)
-		for (uint32_t k = g->succ_off[v]; k < g->succ_off[v + 1]; k++)
+		for (uint32_t k = g->succ_off[v]; k < g->succ_off[v + 1]; k++) {
 			if (g->succ[k] >= n)
 				return fail(why, whylen,
 				            "task %u has successor %u, which does not exist", v,
 				            g->succ[k]);
+			forward &= g->succ[k] > v;
+		}
 	uint32_t *po = ws->pred_off, *cnt = ws->cnt;
 	csr_open(po, n, e ? g->succ + g->succ_off[0] : NULL, sizeof(*g->succ), (uint32_t)e);
 	for (uint32_t v = 0; v < n && e; v++)
@@ -214,12 +217,21 @@ int plan_prep(struct plan_ws *ws, const struct plan_dag *g, const struct plan_ma
 			ws->pred_data[at] = plan_edge_data(g, k);
 		}
 	csr_close(po, n);
-	for (uint32_t v = 0; v < n; v++)
-		cnt[v] = po[v + 1] - po[v];
 
-	/* Kahn: order[] is a FIFO of tasks whose predecessors are all done. */
+	/* A topological order: the indices when every edge goes forward (as
+	 * the engine's graphs do; the ranks come out the same in any such
+	 * order), else Kahn's: order[] is a FIFO of tasks whose predecessors
+	 * are all done. */
 	uint32_t *ord = ws->order, head = 0, tail = 0;
-	for (uint32_t v = 0; v < n; v++)
+	if (forward) {
+		for (uint32_t v = 0; v < n; v++)
+			ord[v] = v;
+		tail = head = n;
+	} else {
+		for (uint32_t v = 0; v < n; v++)
+			cnt[v] = po[v + 1] - po[v];
+	}
+	for (uint32_t v = 0; v < n && !forward; v++)
 		if (!cnt[v])
 			ord[tail++] = v;
 	while (head < tail) {
