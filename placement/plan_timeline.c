@@ -175,6 +175,15 @@ int plan_tl_insert(struct plan_tl *t, uint32_t pos, double s, double f)
 	while (a > 1) {
 		a /= 2;
 		b /= 2;
+		if (a == b) {
+			/* One node changed below: once its maximum stays, so do
+			 * its ancestors' (an append usually stops here). */
+			double m = plan_maxd(t->seg[2 * a], t->seg[2 * a + 1]);
+			if (m == t->seg[a])
+				break;
+			t->seg[a] = m;
+			continue;
+		}
 		for (uint32_t i = a; i <= b; i++)
 			t->seg[i] = plan_maxd(t->seg[2 * i], t->seg[2 * i + 1]);
 	}
