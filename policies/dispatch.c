@@ -412,13 +412,19 @@ static bool fill_costs(struct dispatch *D, const struct engine_task *t, const st
  * overlap of the two ranges; the largest when u writes a buffer twice). */
 static double edge_bytes(const struct engine_task *u, const struct engine_task *v)
 {
+	/* Bounds and pointers in locals: the compiler cannot keep them across
+	 * the loads otherwise. */
+	uint32_t nv = v->call.nargs < TDM_MAX_ARGS ? v->call.nargs : TDM_MAX_ARGS;
+	uint32_t nu = u->call.nargs < TDM_MAX_ARGS ? u->call.nargs : TDM_MAX_ARGS;
+	const uint8_t *vm = v->kernel->arg_modes, *um = u->kernel->arg_modes;
 	double bytes = 0;
-	for (uint32_t i = 0; i < v->call.nargs && i < TDM_MAX_ARGS; i++) {
-		if (!v->data[i] || !(v->kernel->arg_modes[i] & TDM_R))
+	for (uint32_t i = 0; i < nv; i++) {
+		const struct res_data *data = v->data[i];
+		if (!data || !(vm[i] & TDM_R))
 			continue;
 		uint64_t a = v->call.off[i], b = a + v->call.len[i], most = 0;
-		for (uint32_t j = 0; j < u->call.nargs && j < TDM_MAX_ARGS; j++) {
-			if (u->data[j] != v->data[i] || !(u->kernel->arg_modes[j] & TDM_W))
+		for (uint32_t j = 0; j < nu; j++) {
+			if (u->data[j] != data || !(um[j] & TDM_W))
 				continue;
 			uint64_t lo = u->call.off[j] > a ? u->call.off[j] : a;
 			uint64_t hi = u->call.off[j] + u->call.len[j] < b
