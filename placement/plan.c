@@ -42,6 +42,9 @@ void plan_ws_free(struct plan_ws *ws)
 	free(ws->tl);
 	free(ws->dev_node);
 	free(ws->dev_rdy);
+	free(ws->tl_last_f);
+	free(ws->tl_first_s);
+	free(ws->tl_max_gap);
 	free(ws->dev_lb);
 	free(ws->arr);
 	free(ws);
@@ -90,7 +93,10 @@ static int ws_size(struct plan_ws *ws, size_t n, size_t e, size_t ndev, size_t n
 		size_t c = round_cap(ndev);
 		if (grow(&ws->tl, c, sizeof(struct plan_tl)) ||
 		    grow(&ws->dev_node, c, sizeof(uint32_t)) ||
-		    grow(&ws->dev_rdy, c, sizeof(double)) || grow(&ws->dev_lb, c, sizeof(double)))
+		    grow(&ws->dev_rdy, c, sizeof(double)) || grow(&ws->dev_lb, c, sizeof(double)) ||
+		    grow(&ws->tl_last_f, c, sizeof(double)) ||
+		    grow(&ws->tl_first_s, c, sizeof(double)) ||
+		    grow(&ws->tl_max_gap, c, sizeof(double)))
 			return -TDM_ENOMEM;
 		memset(ws->tl + ws->dev_cap, 0, (c - ws->dev_cap) * sizeof(struct plan_tl));
 		ws->dev_cap = c;
@@ -343,12 +349,21 @@ struct sched_in {
 	uint32_t nfixed;
 };
 
+/* The fields of d's timeline that bound_devices reads, side by side. */
+static void tl_summary(struct plan_ws *ws, uint32_t d)
+{
+	const struct plan_tl *t = &ws->tl[d];
+	ws->tl_last_f[d] = t->len ? t->last_f : -INFINITY;
+	ws->tl_first_s[d] = t->first_s;
+	ws->tl_max_gap[d] = t->max_gap;
+}
+
 struct bound_in {
 	unsigned nd;
 	const double *c, *oct; /* the task's rows */
 	const uint32_t *col, *node;
 	const double *dev_ready, *arr;
-	const struct plan_tl *tl;
+	const double *last_f, *first_s, *max_gap; /* the timelines' (ws) */
 	double *lb;
 };
 
@@ -361,7 +376,6 @@ bound_devices(const struct bound_in *b, const bool has_col, const bool has_oct)
 {
 	const double *c = b->c, *oct = b->oct, *dev_ready = b->dev_ready, *arr = b->arr;
 	const uint32_t *col = b->col, *node = b->node;
-	const struct plan_tl *tl = b->tl;
 	unsigned first = UINT32_MAX;
 	double lb_first = INFINITY;
 	for (unsigned d = 0; d < b->nd; d++) {
@@ -376,9 +390,13 @@ bound_devices(const struct bound_in *b, const bool has_col, const bool has_oct)
 		if (dev_ready[d] > ready)
 			ready = dev_ready[d];
 		/* Most devices answer at once: free at ready, or no gap
-		 * long enough before their end. */
-		bool ex;
-		double st = plan_tl_bound(&tl[d], ready, cd, &ex);
+		 * long enough before their end (plan_tl_bound, on the
+		 * copies of its fields in ws: an empty timeline ends at
+		 * -INFINITY). */
+		double last = b->last_f[d];
+		double st = last <= ready                                  ? ready
+		            : b->first_s[d] <= ready && b->max_gap[d] < cd ? last
+		                                                           : ready;
 		double l = st + cd + (has_oct ? oct[cx] : 0);
 		b->lb[d] = l;
 		if (l < lb_first) {
@@ -426,6 +444,7 @@ static int schedule_once(struct plan_ws *ws, const struct sched_in *in, const do
 	}
 	for (unsigned d = 0; d < nd; d++) {
 		plan_tl_build(&ws->tl[d]);
+		tl_summary(ws, d);
 		ws->dev_node[d] = m->node ? m->node[d] : 0;
 		ws->dev_rdy[d] = o->dev_ready ? o->dev_ready[d] : 0;
 	}
@@ -492,7 +511,6 @@ static int schedule_once(struct plan_ws *ws, const struct sched_in *in, const do
 		 * best so far is not searched at all (ties go to the lower
 		 * index, as in the plain scan, so the choice is the same). */
 		double *lb = ws->dev_lb;
-		const struct plan_tl *tl = ws->tl;
 		struct bound_in bi = { .nd = nd,
 			               .c = c,
 			               .oct = oct,
@@ -500,7 +518,9 @@ static int schedule_once(struct plan_ws *ws, const struct sched_in *in, const do
 			               .node = ws->dev_node,
 			               .dev_ready = ws->dev_rdy,
 			               .arr = arr,
-			               .tl = tl,
+			               .last_f = ws->tl_last_f,
+			               .first_s = ws->tl_first_s,
+			               .max_gap = ws->tl_max_gap,
 			               .lb = lb };
 		unsigned first = col ? (oct ? bound_devices(&bi, true, true)
 		                            : bound_devices(&bi, true, false))
@@ -540,6 +560,7 @@ static int schedule_once(struct plan_ws *ws, const struct sched_in *in, const do
 		int err = plan_tl_insert(&ws->tl[bd], bpos, bs, bf);
 		if (err)
 			return err;
+		tl_summary(ws, bd);
 		out[v].dev = bd;
 		out[v].start = bs;
 		out[v].finish = bf;

@@ -118,6 +118,9 @@ struct plan_ws {
 	 * which it is busy (0 without dev_ready), for schedule_once */
 	uint32_t *dev_node;
 	double *dev_rdy;
+	/* each timeline's last_f (-INFINITY when empty), first_s and max_gap,
+	 * side by side for the per-device scan (tl_summary) */
+	double *tl_last_f, *tl_first_s, *tl_max_gap;
 	/* scratch, per device for the task being placed: a lower bound on its
 	 * key */
 	double *dev_lb;
