@@ -40,11 +40,12 @@ void plan_ws_free(struct plan_ws *ws)
 	for (size_t d = 0; d < ws->dev_cap; d++)
 		plan_tl_free(&ws->tl[d]);
 	free(ws->tl);
-	free(ws->dev_pos);
+	free(ws->dev_node);
+	free(ws->dev_rdy);
+	free(ws->tl_last_f);
+	free(ws->tl_first_s);
+	free(ws->tl_max_gap);
 	free(ws->dev_lb);
-	free(ws->dev_at);
-	free(ws->dev_start);
-	free(ws->dev_exact);
 	free(ws->arr);
 	free(ws);
 }
@@ -91,10 +92,11 @@ static int ws_size(struct plan_ws *ws, size_t n, size_t e, size_t ndev, size_t n
 	if (ndev > ws->dev_cap) {
 		size_t c = round_cap(ndev);
 		if (grow(&ws->tl, c, sizeof(struct plan_tl)) ||
-		    grow(&ws->dev_pos, c, sizeof(uint32_t)) ||
-		    grow(&ws->dev_lb, c, sizeof(double)) || grow(&ws->dev_at, c, sizeof(double)) ||
-		    grow(&ws->dev_start, c, sizeof(double)) ||
-		    grow(&ws->dev_exact, c, sizeof(bool)))
+		    grow(&ws->dev_node, c, sizeof(uint32_t)) ||
+		    grow(&ws->dev_rdy, c, sizeof(double)) || grow(&ws->dev_lb, c, sizeof(double)) ||
+		    grow(&ws->tl_last_f, c, sizeof(double)) ||
+		    grow(&ws->tl_first_s, c, sizeof(double)) ||
+		    grow(&ws->tl_max_gap, c, sizeof(double)))
 			return -TDM_ENOMEM;
 		memset(ws->tl + ws->dev_cap, 0, (c - ws->dev_cap) * sizeof(struct plan_tl));
 		ws->dev_cap = c;
@@ -148,6 +150,12 @@ int plan_prep(struct plan_ws *ws, const struct plan_dag *g, const struct plan_ma
 	uint32_t n = g->n;
 	if (n && !g->cost)
 		return fail(why, whylen, "missing cost table");
+	if (g->col && g->ncols == 0)
+		return fail(why, whylen, "no cost column");
+	for (unsigned d = 0; g->col && d < m->ndev; d++)
+		if (g->col[d] >= g->ncols)
+			return fail(why, whylen, "device %u has cost column %u, of %u", d,
+			            g->col[d], g->ncols);
 	uint64_t e = 0;
 	if (n && g->succ_off) {
 		for (uint32_t v = 0; v < n; v++)
@@ -164,19 +172,32 @@ int plan_prep(struct plan_ws *ws, const struct plan_dag *g, const struct plan_ma
 		return err;
 	ws->n = n;
 	ws->ndev = m->ndev;
+	ws->ncols = plan_ncols(g, m->ndev);
 	ws->nedges = (uint32_t)e;
 
-	/* Mean costs over the devices that can run each task. */
-	unsigned nd = m->ndev;
+	/* Mean costs over the devices that can run each task (summed device
+	 * by device, whether or not they share columns). */
+	unsigned nd = m->ndev, nc = ws->ncols;
+	const uint32_t *col = g->col;
 	for (uint32_t v = 0; v < n; v++) {
-		const double *c = g->cost + (size_t)v * nd;
+		const double *c = g->cost + (size_t)v * nc;
 		double sum = 0;
 		uint32_t k = 0;
-		for (unsigned d = 0; d < nd; d++)
-			if (plan_allowed(c[d])) {
-				sum += c[d];
-				k++;
+		if (col) {
+			for (unsigned d = 0; d < nd; d++) {
+				double cd = c[col[d]];
+				if (plan_allowed(cd)) {
+					sum += cd;
+					k++;
+				}
 			}
+		} else {
+			for (unsigned d = 0; d < nd; d++)
+				if (plan_allowed(c[d])) {
+					sum += c[d];
+					k++;
+				}
+		}
 		if (!k)
 			return fail(why, whylen, "task %u can run on no device", v);
 		ws->nallow[v] = k;
@@ -184,12 +205,15 @@ int plan_prep(struct plan_ws *ws, const struct plan_dag *g, const struct plan_ma
 	}
 
 	/* Predecessor lists (CSR) with their data, in-degrees. */
+	bool forward = true; /* every edge to a higher index */
 	for (uint32_t v = 0; v < n && e; v++)
-		for (uint32_t k = g->succ_off[v]; k < g->succ_off[v + 1]; k++)
+		for (uint32_t k = g->succ_off[v]; k < g->succ_off[v + 1]; k++) {
 			if (g->succ[k] >= n)
 				return fail(why, whylen,
 				            "task %u has successor %u, which does not exist", v,
 				            g->succ[k]);
+			forward &= g->succ[k] > v;
+		}
 	uint32_t *po = ws->pred_off, *cnt = ws->cnt;
 	csr_open(po, n, e ? g->succ + g->succ_off[0] : NULL, sizeof(*g->succ), (uint32_t)e);
 	for (uint32_t v = 0; v < n && e; v++)
@@ -199,12 +223,21 @@ int plan_prep(struct plan_ws *ws, const struct plan_dag *g, const struct plan_ma
 			ws->pred_data[at] = plan_edge_data(g, k);
 		}
 	csr_close(po, n);
-	for (uint32_t v = 0; v < n; v++)
-		cnt[v] = po[v + 1] - po[v];
 
-	/* Kahn: order[] is a FIFO of tasks whose predecessors are all done. */
+	/* A topological order: the indices when every edge goes forward (as
+	 * the engine's graphs do; the ranks come out the same in any such
+	 * order), else Kahn's: order[] is a FIFO of tasks whose predecessors
+	 * are all done. */
 	uint32_t *ord = ws->order, head = 0, tail = 0;
-	for (uint32_t v = 0; v < n; v++)
+	if (forward) {
+		for (uint32_t v = 0; v < n; v++)
+			ord[v] = v;
+		tail = head = n;
+	} else {
+		for (uint32_t v = 0; v < n; v++)
+			cnt[v] = po[v + 1] - po[v];
+	}
+	for (uint32_t v = 0; v < n && !forward; v++)
 		if (!cnt[v])
 			ord[tail++] = v;
 	while (head < tail) {
@@ -316,6 +349,69 @@ struct sched_in {
 	uint32_t nfixed;
 };
 
+/* The fields of d's timeline that bound_devices reads, side by side. */
+static void tl_summary(struct plan_ws *ws, uint32_t d)
+{
+	const struct plan_tl *t = &ws->tl[d];
+	ws->tl_last_f[d] = t->len ? t->last_f : -INFINITY;
+	ws->tl_first_s[d] = t->first_s;
+	ws->tl_max_gap[d] = t->max_gap;
+}
+
+struct bound_in {
+	unsigned nd;
+	const double *c, *oct; /* the task's rows */
+	const uint32_t *col, *node;
+	const double *dev_ready, *arr;
+	const double *last_f, *first_s, *max_gap; /* the timelines' (ws) */
+	double *lb;
+};
+
+/* Per device d that can run the task: a lower bound on its key into
+ * lb[d] (INFINITY where it cannot run). Returns the device of least bound (the first on
+ * ties). Inlined once per combination of the flags (has_col: b->col,
+ * has_oct: b->oct), which then cost nothing per device. */
+static inline __attribute__((always_inline)) unsigned
+bound_devices(const struct bound_in *b, const bool has_col, const bool has_oct)
+{
+	const double *c = b->c, *oct = b->oct, *dev_ready = b->dev_ready, *arr = b->arr;
+	const uint32_t *col = b->col, *node = b->node;
+	unsigned first = UINT32_MAX;
+	double lb_first = INFINITY;
+	for (unsigned d = 0; d < b->nd; d++) {
+		unsigned cx = has_col ? col[d] : d;
+		double cd = c[cx];
+		if (!plan_allowed(cd)) {
+			b->lb[d] = INFINITY;
+			continue;
+		}
+		/* ready >= 0, so a device free from 0 (dev_ready 0) keeps it */
+		double ready = arr[node[d]];
+		if (dev_ready[d] > ready)
+			ready = dev_ready[d];
+		/* Most devices answer at once: free at ready, or no gap
+		 * long enough before their end (plan_tl_bound, on the
+		 * copies of its fields in ws: an empty timeline ends at
+		 * -INFINITY). */
+		double last = b->last_f[d];
+		double st = last <= ready                                  ? ready
+		            : b->first_s[d] <= ready && b->max_gap[d] < cd ? last
+		                                                           : ready;
+		double l = st + cd + (has_oct ? oct[cx] : 0);
+		b->lb[d] = l;
+		if (l < lb_first) {
+			first = d;
+			lb_first = l;
+		}
+	}
+	/* Bounds are finite; were they all infinite, the first device that
+	 * can run the task. */
+	for (unsigned d = 0; first == UINT32_MAX && d < b->nd; d++)
+		if (plan_allowed(c[has_col ? col[d] : d]))
+			first = d;
+	return first;
+}
+
 /* One list-scheduling pass in the order given by prio[]; writes the
  * non-fixed slots of out[] (fixed ones must already be there). */
 static int schedule_once(struct plan_ws *ws, const struct sched_in *in, const double *prio,
@@ -326,7 +422,8 @@ static int schedule_once(struct plan_ws *ws, const struct sched_in *in, const do
 	const struct plan_opts *o = in->o;
 	const bool *fixed = o->fixed;
 	uint32_t n = g->n;
-	unsigned nd = m->ndev, nn = m->nnodes ? m->nnodes : 1;
+	unsigned nd = m->ndev, nn = m->nnodes ? m->nnodes : 1, nc = ws->ncols;
+	const uint32_t *col = g->col;
 	double mk = 0;
 
 	for (unsigned d = 0; d < nd; d++)
@@ -345,8 +442,12 @@ static int schedule_once(struct plan_ws *ws, const struct sched_in *in, const do
 		if (err)
 			return err;
 	}
-	for (unsigned d = 0; d < nd; d++)
+	for (unsigned d = 0; d < nd; d++) {
 		plan_tl_build(&ws->tl[d]);
+		tl_summary(ws, d);
+		ws->dev_node[d] = m->node ? m->node[d] : 0;
+		ws->dev_rdy[d] = o->dev_ready ? o->dev_ready[d] : 0;
+	}
 
 	/* Ready list: tasks whose predecessors are all placed. */
 	uint32_t *cnt = ws->cnt, *heap = ws->heap, hlen = 0;
@@ -365,6 +466,22 @@ static int schedule_once(struct plan_ws *ws, const struct sched_in *in, const do
 	double *arr = ws->arr;
 	while (hlen) {
 		uint32_t v = heap_pop(heap, &hlen, prio);
+		if (hlen) {
+			/* The next task is most likely the heap's new top: its
+			 * costs, its inputs' slots and its successors' counts
+			 * are on their way while v is placed (on big graphs
+			 * these are cache misses, the tasks coming in priority
+			 * order). */
+			uint32_t x = heap[0];
+			const double *cx = g->cost + (size_t)x * nc;
+			for (unsigned i = 0; i < nc; i += 8)
+				__builtin_prefetch(cx + i);
+			for (uint32_t k = ws->pred_off[x]; k < ws->pred_off[x + 1]; k++)
+				__builtin_prefetch(&out[ws->pred[k]]);
+			for (uint32_t k = g->succ_off ? g->succ_off[x] : 0;
+			     k < (g->succ_off ? g->succ_off[x + 1] : 0); k++)
+				__builtin_prefetch(&cnt[g->succ[k]], 1);
+		}
 		/* Earliest arrival of v's inputs on each memory node. */
 		for (unsigned x = 0; x < nn; x++)
 			arr[x] = 0;
@@ -383,8 +500,8 @@ static int schedule_once(struct plan_ws *ws, const struct sched_in *in, const do
 					arr[x] = t;
 			}
 		}
-		const double *c = g->cost + (size_t)v * nd;
-		const double *oct = in->oct ? in->oct + (size_t)v * nd : NULL;
+		const double *c = g->cost + (size_t)v * nc;
+		const double *oct = in->oct ? in->oct + (size_t)v * nc : NULL;
 		double best = INFINITY, bs = 0, bf = 0;
 		unsigned bd = UINT32_MAX;
 		uint32_t bpos = 0;
@@ -393,51 +510,45 @@ static int schedule_once(struct plan_ws *ws, const struct sched_in *in, const do
 		 * is searched first; then a device whose bound cannot beat the
 		 * best so far is not searched at all (ties go to the lower
 		 * index, as in the plain scan, so the choice is the same). */
-		double *lb = ws->dev_lb, *at = ws->dev_at, *start = ws->dev_start;
-		bool *exact = ws->dev_exact;
-		const uint16_t *node = m->node;
-		const double *dev_ready = o->dev_ready;
-		const struct plan_tl *tl = ws->tl;
-		unsigned first = UINT32_MAX;
-		double lb_first = 0;
-		/* Values in locals, stores last: the stores through double
-		 * pointers would make the compiler reload everything else. */
-		for (unsigned d = 0; d < nd; d++) {
-			double cd = c[d];
-			if (!plan_allowed(cd)) {
-				lb[d] = INFINITY;
-				continue;
-			}
-			double ready = arr[node ? node[d] : 0];
-			if (dev_ready && dev_ready[d] > ready)
-				ready = dev_ready[d];
-			/* Most devices answer at once: free at ready, or no gap
-			 * long enough before their end. */
-			bool ex;
-			double st = plan_tl_bound(&tl[d], ready, cd, &ex);
-			double l = st + cd + (oct ? oct[d] : 0);
-			at[d] = ready;
-			start[d] = st;
-			exact[d] = ex;
-			lb[d] = l;
-			if (first == UINT32_MAX || l < lb_first) {
-				first = d;
-				lb_first = l;
-			}
-		}
+		double *lb = ws->dev_lb;
+		struct bound_in bi = { .nd = nd,
+			               .c = c,
+			               .oct = oct,
+			               .col = col,
+			               .node = ws->dev_node,
+			               .dev_ready = ws->dev_rdy,
+			               .arr = arr,
+			               .last_f = ws->tl_last_f,
+			               .first_s = ws->tl_first_s,
+			               .max_gap = ws->tl_max_gap,
+			               .lb = lb };
+		unsigned first = col ? (oct ? bound_devices(&bi, true, true)
+		                            : bound_devices(&bi, true, false))
+		                     : (oct ? bound_devices(&bi, false, true)
+		                            : bound_devices(&bi, false, false));
 		for (unsigned i = 0; i <= nd; i++) {
-			unsigned d = i == 0 ? first : i - 1;
-			if (i > 0) {
+			unsigned d;
+			if (i == 0) {
+				d = first;
+			} else {
+				d = i - 1;
 				double l = lb[d];
-				if (l > best || (l == best && d > bd) || d == first ||
-				    !plan_allowed(c[d]))
+				if (l > best || d == first || (l == best && d > bd) ||
+				    !plan_allowed(c[col ? col[d] : d]))
 					continue;
 			}
+			unsigned cx = col ? col[d] : d;
+			/* As bound_devices found them. */
+			double ready = arr[ws->dev_node[d]];
+			if (ws->dev_rdy[d] > ready)
+				ready = ws->dev_rdy[d];
+			bool ex;
 			uint32_t pos = ws->tl[d].len;
-			double s =
-			        exact[d] ? start[d] : plan_tl_find(&ws->tl[d], at[d], c[d], &pos);
-			double f = s + c[d];
-			double key = oct ? f + oct[d] : f;
+			double s = plan_tl_bound(&ws->tl[d], ready, c[cx], &ex);
+			if (!ex)
+				s = plan_tl_find(&ws->tl[d], ready, c[cx], &pos);
+			double f = s + c[cx];
+			double key = oct ? f + oct[cx] : f;
 			if (bd == UINT32_MAX || key < best || (key == best && d < bd)) {
 				best = key;
 				bd = d;
@@ -449,6 +560,7 @@ static int schedule_once(struct plan_ws *ws, const struct sched_in *in, const do
 		int err = plan_tl_insert(&ws->tl[bd], bpos, bs, bf);
 		if (err)
 			return err;
+		tl_summary(ws, bd);
 		out[v].dev = bd;
 		out[v].start = bs;
 		out[v].finish = bf;
@@ -469,18 +581,30 @@ static double unit_sym(uint64_t *x)
 	return (double)(splitmix64(x) >> 11) * 0x1.0p-52 - 1.0;
 }
 
-/* mean over the devices that can run v of row[] */
+/* mean over the devices that can run v of its row of tab[] (per cost
+ * column), summed device by device */
 static void mean_allowed(const struct plan_dag *g, unsigned nd, const double *tab, double *out)
 {
+	unsigned nc = plan_ncols(g, nd);
 	for (uint32_t v = 0; v < g->n; v++) {
-		const double *c = g->cost + (size_t)v * nd, *t = tab + (size_t)v * nd;
+		const double *c = g->cost + (size_t)v * nc, *t = tab + (size_t)v * nc;
 		double sum = 0;
 		unsigned k = 0;
-		for (unsigned d = 0; d < nd; d++)
-			if (plan_allowed(c[d])) {
-				sum += t[d];
-				k++;
+		if (g->col) {
+			for (unsigned d = 0; d < nd; d++) {
+				unsigned cx = g->col[d];
+				if (plan_allowed(c[cx])) {
+					sum += t[cx];
+					k++;
+				}
 			}
+		} else {
+			for (unsigned d = 0; d < nd; d++)
+				if (plan_allowed(c[d])) {
+					sum += t[d];
+					k++;
+				}
+		}
 		out[v] = sum / k;
 	}
 }
@@ -535,11 +659,13 @@ int plan_schedule(const struct plan_dag *g, const struct plan_machine *m, const 
 	bool peft = o->method == PLAN_PEFT;
 	bool need_oct = peft || o->refine_iters >= 2;
 	if (need_oct) {
-		if ((err = ws_size_oct(ws, (size_t)n * nd)))
+		if ((err = ws_size_oct(ws, (size_t)n * ws->ncols)))
 			return err;
 		plan_ranks_oct(ws, g, ws->oct);
 	}
-	plan_ranks_up(ws, g, ws->rank_u);
+	/* PEFT orders by rank_oct; rank_u serves its refinement only. */
+	if (!peft || o->refine_iters)
+		plan_ranks_up(ws, g, ws->rank_u);
 	/* base: the published priority (rank_u, or PEFT's rank_oct). */
 	if (peft)
 		mean_allowed(g, nd, ws->oct, ws->base);

@@ -34,10 +34,14 @@ struct plan_machine {
 /* A DAG in CSR form, tasks numbered 0..n-1 in any order (not necessarily
  * topological). cost[v * ndev + d] is task v's time on device d; a cost
  * < 0 or not finite means device d cannot run v (every task must have at
- * least one device that can). */
+ * least one device that can). With col, devices of equal costs share a
+ * column: cost[v * ncols + col[d]] is v's time on d (32 identical cores
+ * then cost one column, not 32). */
 struct plan_dag {
 	uint32_t n;
 	const double *cost;
+	const uint32_t *col; /* [ndev], each < ncols (NULL: column d for device d) */
+	uint32_t ncols;
 	/* Successors of v: succ[succ_off[v] .. succ_off[v+1]), with the data
 	 * each edge carries in edge_data[] (same index; NULL: no data). */
 	const uint32_t *succ_off;
@@ -95,7 +99,8 @@ void plan_ws_free(struct plan_ws *ws);
  * task no device can run). */
 int plan_rank_upward(const struct plan_dag *g, const struct plan_machine *m, double *rank_u);
 int plan_rank_downward(const struct plan_dag *g, const struct plan_machine *m, double *rank_d);
-/* PEFT's optimistic cost table: oct[v * ndev + d] = max over successors s
+/* PEFT's optimistic cost table: oct[v * ndev + d] (with g->col: per column,
+ * oct[v * ncols + col[d]]: devices of one column agree) = max over successors s
  * of min over devices w that can run s of OCT(s, w) + cost(s, w) + (w == d
  * ? 0 : mean communication of the edge), 0 for exits. PEFT's rank_oct is
  * its mean over the devices that can run v. */

@@ -56,7 +56,13 @@ static void critical_path(struct plan_ws *ws, const struct plan_dag *g, unsigned
 		double t = 0;
 		for (uint32_t k = ws->pred_off[v]; k < ws->pred_off[v + 1]; k++)
 			t = plan_maxd(t, top[ws->pred[k]]);
-		top[v] = t + best_cost(g->cost + (size_t)v * nd, nd);
+		double b = INFINITY;
+		for (unsigned d = 0; d < nd; d++) {
+			double c = plan_cost(g, nd, v, d);
+			if (plan_allowed(c) && c < b)
+				b = c;
+		}
+		top[v] = t + b;
 		best = plan_maxd(best, top[v]);
 	}
 	*cp = best;
@@ -286,7 +292,7 @@ static int area_bound(const struct plan_dag *g, unsigned nd, int method, double 
 	/* Classes: tasks whose normalised cost vectors are bitwise equal. */
 	uint32_t nc = 0;
 	for (uint32_t v = 0; v < n; v++) {
-		const double *c = g->cost + (size_t)v * nd;
+		const double *c = plan_cost_row(g, nd, v, tmp);
 		for (unsigned d = 0; d < nd; d++)
 			tmp[d] = plan_allowed(c[d]) ? c[d] + 0.0 : -1.0; /* -0.0 -> 0.0 */
 		size_t h = hash_row(tmp, nd) & (hcap - 1);

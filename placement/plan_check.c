@@ -48,7 +48,7 @@ static int check(struct plan_ws *ws, const struct plan_dag *g, const struct plan
 		if (x->dev >= nd)
 			return bad(why, whylen, "task %u is on device %u, which does not exist", v,
 			           x->dev);
-		double c = g->cost[(size_t)v * nd + x->dev];
+		double c = plan_cost(g, nd, v, x->dev);
 		if (!plan_allowed(c))
 			return bad(why, whylen, "task %u is on device %u, which cannot run it", v,
 			           x->dev);

@@ -16,6 +16,36 @@ static inline bool plan_allowed(double c)
 	return c >= 0 && c < INFINITY;
 }
 
+/* Cost columns (plan_dag.col): how many, and device d's. */
+static inline unsigned plan_ncols(const struct plan_dag *g, unsigned ndev)
+{
+	return g->col ? g->ncols : ndev;
+}
+
+static inline uint32_t plan_col(const struct plan_dag *g, uint32_t d)
+{
+	return g->col ? g->col[d] : d;
+}
+
+/* Task v's cost on device d. */
+static inline double plan_cost(const struct plan_dag *g, unsigned ndev, uint32_t v, uint32_t d)
+{
+	return g->cost[(size_t)v * plan_ncols(g, ndev) + plan_col(g, d)];
+}
+
+/* Task v's costs per device: its row of the table, or without columns
+ * shared that row itself; else written into tmp[ndev]. */
+static inline const double *plan_cost_row(const struct plan_dag *g, unsigned ndev, uint32_t v,
+                                          double *tmp)
+{
+	if (!g->col)
+		return g->cost + (size_t)v * ndev;
+	const double *r = g->cost + (size_t)v * g->ncols;
+	for (unsigned d = 0; d < ndev; d++)
+		tmp[d] = r[g->col[d]];
+	return tmp;
+}
+
 static inline double plan_maxd(double a, double b)
 {
 	return a > b ? a : b;
@@ -80,20 +110,25 @@ struct plan_ws {
 	/* per edge [e_cap]: predecessors in CSR, with the data of each edge */
 	uint32_t *pred;
 	double *pred_data;
-	/* per task and device [nd_cap] */
+	/* per task and cost column [nd_cap] */
 	double *oct;
 	/* per device [dev_cap] */
 	struct plan_tl *tl;
-	uint32_t *dev_pos;
+	/* each device's memory node (0 without nodes) and the time before
+	 * which it is busy (0 without dev_ready), for schedule_once */
+	uint32_t *dev_node;
+	double *dev_rdy;
+	/* each timeline's last_f (-INFINITY when empty), first_s and max_gap,
+	 * side by side for the per-device scan (tl_summary) */
+	double *tl_last_f, *tl_first_s, *tl_max_gap;
 	/* scratch, per device for the task being placed: a lower bound on its
-	 * key, its ready time, and its start when the bound is exact */
-	double *dev_lb, *dev_at, *dev_start;
-	bool *dev_exact;
+	 * key */
+	double *dev_lb;
 	/* per node [node_cap] */
 	double *arr;
 
 	/* set by plan_prep */
-	uint32_t n, ndev, nedges;
+	uint32_t n, ndev, ncols, nedges;
 	double lat_mean, invbw_mean; /* over ordered pairs of distinct devices */
 };
 

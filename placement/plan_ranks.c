@@ -42,31 +42,47 @@ void plan_ranks_down(struct plan_ws *ws, const struct plan_dag *g, double *rank_
  * min(M(s) + c-bar, OCT(s, d) + cost(s, d)): O(p) per edge. */
 void plan_ranks_oct(struct plan_ws *ws, const struct plan_dag *g, double *oct)
 {
-	unsigned nd = ws->ndev;
+	/* OCT(v, d) depends on d through d's costs only: one entry per cost
+	 * column. M, a minimum, is taken over the devices. */
+	unsigned nd = ws->ndev, nc = ws->ncols;
 	double *M = ws->aux;
 	for (uint32_t i = g->n; i-- > 0;) {
 		uint32_t v = ws->order[i];
-		double *row = oct + (size_t)v * nd;
-		for (unsigned d = 0; d < nd; d++)
+		if (i >= 2 && g->succ_off) {
+			/* Two tasks ahead, the successors' rows are on their way
+			 * (on big graphs each is a cache miss). */
+			uint32_t u = ws->order[i - 2];
+			for (uint32_t k = g->succ_off[u]; k < g->succ_off[u + 1]; k++) {
+				size_t at = (size_t)g->succ[k] * nc;
+				for (unsigned d = 0; d < nc; d += 8) {
+					__builtin_prefetch(oct + at + d);
+					__builtin_prefetch(g->cost + at + d);
+				}
+			}
+		}
+		double *row = oct + (size_t)v * nc;
+		for (unsigned d = 0; d < nc; d++)
 			row[d] = 0;
 		for (uint32_t k = g->succ_off ? g->succ_off[v] : 0;
 		     k < (g->succ_off ? g->succ_off[v + 1] : 0); k++) {
 			uint32_t s = g->succ[k];
-			const double *os = oct + (size_t)s * nd, *cs = g->cost + (size_t)s * nd;
+			const double *os = oct + (size_t)s * nc, *cs = g->cost + (size_t)s * nc;
 			double via = M[s] + plan_comm_mean(ws, plan_edge_data(g, k));
-			for (unsigned d = 0; d < nd; d++) {
-				double t = via;
-				if (plan_allowed(cs[d]) && os[d] + cs[d] < t)
-					t = os[d] + cs[d];
-				if (t > row[d])
-					row[d] = t;
+			/* Selects, not branches: which way each goes depends on
+			 * the data. */
+			for (unsigned d = 0; d < nc; d++) {
+				double w = plan_allowed(cs[d]) ? os[d] + cs[d] : INFINITY;
+				double t = w < via ? w : via;
+				row[d] = t > row[d] ? t : row[d];
 			}
 		}
-		const double *c = g->cost + (size_t)v * nd;
+		const double *c = g->cost + (size_t)v * nc;
 		double m = INFINITY;
-		for (unsigned d = 0; d < nd; d++)
-			if (plan_allowed(c[d]) && row[d] + c[d] < m)
-				m = row[d] + c[d];
+		for (unsigned d = 0; d < nd; d++) {
+			unsigned x = plan_col(g, d);
+			if (plan_allowed(c[x]) && row[x] + c[x] < m)
+				m = row[x] + c[x];
+		}
 		M[v] = m;
 	}
 }

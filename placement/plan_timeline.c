@@ -86,20 +86,28 @@ int plan_tl_push(struct plan_tl *t, double s, double f)
 	return 0;
 }
 
-/* First index >= a (within node's range [nl, nr)) whose gap is >= x, or
- * UINT32_MAX. */
-static uint32_t seg_first(const struct plan_tl *t, uint32_t node, uint32_t nl, uint32_t nr,
-                          uint32_t a, double x)
+/* First index >= a whose gap is >= x, or UINT32_MAX: up from leaf a
+ * through the subtrees that cover [a, segcap) left to right, to the first
+ * whose maximum is >= x, then down to its leftmost such leaf. */
+static uint32_t seg_first(const struct plan_tl *t, uint32_t a, double x)
 {
-	if (nr <= a || !(t->seg[node] >= x))
+	uint32_t S = t->segcap;
+	if (a >= S)
 		return UINT32_MAX;
-	if (nr - nl == 1)
-		return nl;
-	uint32_t mid = nl + (nr - nl) / 2;
-	uint32_t r = seg_first(t, 2 * node, nl, mid, a, x);
-	if (r != UINT32_MAX)
-		return r;
-	return seg_first(t, 2 * node + 1, mid, nr, a, x);
+	uint32_t i = S + a;
+	while (!(t->seg[i] >= x)) {
+		/* A right child ends its parent's range: climb. */
+		for (; i & 1; i >>= 1)
+			if (i == 1)
+				return UINT32_MAX;
+		i++;
+	}
+	while (i < S) {
+		i *= 2;
+		if (!(t->seg[i] >= x))
+			i++;
+	}
+	return i - S;
 }
 
 double plan_tl_find(const struct plan_tl *t, double ready, double dur, uint32_t *pos)
@@ -133,7 +141,7 @@ double plan_tl_find(const struct plan_tl *t, double ready, double dur, uint32_t 
 	/* Later gaps lie wholly after ready: [f[j-1], s[j]). */
 	uint32_t from = lo + 1;
 	while (from < n) {
-		uint32_t j = seg_first(t, 1, 0, t->segcap, from, dur);
+		uint32_t j = seg_first(t, from, dur);
 		if (j == UINT32_MAX || j >= n)
 			break;
 		if (t->f[j - 1] + dur <= t->s[j]) {
@@ -167,6 +175,15 @@ int plan_tl_insert(struct plan_tl *t, uint32_t pos, double s, double f)
 	while (a > 1) {
 		a /= 2;
 		b /= 2;
+		if (a == b) {
+			/* One node changed below: once its maximum stays, so do
+			 * its ancestors' (an append usually stops here). */
+			double m = plan_maxd(t->seg[2 * a], t->seg[2 * a + 1]);
+			if (m == t->seg[a])
+				break;
+			t->seg[a] = m;
+			continue;
+		}
 		for (uint32_t i = a; i <= b; i++)
 			t->seg[i] = plan_maxd(t->seg[2 * i], t->seg[2 * i + 1]);
 	}

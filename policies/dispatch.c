@@ -44,7 +44,18 @@ struct gplan {
 	uint32_t released, done; /* tasks */
 	uint32_t last_repair; /* `done` at the last repair */
 	uint32_t drifts; /* since the last repair */
-	double *cost; /* [n * ndev] predicted ns, < 0: cannot run there */
+	/* [n * ncols] predicted ns, < 0: cannot run there. While every device
+	 * may run every task, one column per cost-model group (col: the eft's
+	 * groups, 2 columns for 32 cores and a GPU); else col is NULL and each
+	 * device has its own (ncols = ndev). gp_cost reads it. */
+	double *cost;
+	const uint32_t *col;
+	uint32_t ncols;
+	/* [n] each: the cost of each task on the device it was last planned
+	 * on (pdev), as in cost: what executing the plan reads, one small
+	 * array instead of a row of the big table each (gp_cost_at). */
+	double *pcost;
+	uint32_t *pdev;
 	double *edge_data; /* [edges] bytes */
 	double *cursor, *own; /* [ndev] each: repair scratch */
 	double *lat, *inv_bw; /* [nnodes * nnodes]: the links it was planned with */
@@ -232,21 +243,71 @@ static void gplan_free(struct gplan *gp)
 	if (!gp)
 		return;
 	pthread_mutex_destroy(&gp->lock);
+	free(gp->cost);
 	free(gp);
+}
+
+/* Task v's predicted cost on device d (< gp->ndev). */
+static double gp_cost(const struct gplan *gp, uint32_t v, uint32_t d)
+{
+	return gp->col ? gp->cost[(size_t)v * gp->ncols + gp->col[d]]
+	               : gp->cost[(size_t)v * gp->ndev + d];
+}
+
+/* The same, from pcost when d is where v was last planned. */
+static double gp_cost_at(const struct gplan *gp, uint32_t v, uint32_t d)
+{
+	return d == gp->pdev[v] ? gp->pcost[v] : gp_cost(gp, v, d);
+}
+
+/* pcost and pdev from the slots and the cost table: after each plan, and
+ * after the table's rows change. */
+static void pcost_refresh(struct gplan *gp)
+{
+	for (uint32_t v = 0; v < gp->n; v++) {
+		uint32_t d = gp->slot[v].dev;
+		gp->pdev[v] = d < gp->ndev ? d : NO_DEV;
+		gp->pcost[v] = d < gp->ndev ? gp_cost(gp, v, d) : 0;
+	}
+}
+
+static double *gp_row(const struct gplan *gp, uint32_t v)
+{
+	return gp->cost + (size_t)v * (gp->col ? gp->ncols : gp->ndev);
+}
+
+/* From one column per group to one per device (room for cap_dev): a
+ * device may no longer run every task, or devices join. 0 or
+ * -TDM_ENOMEM. */
+static int gp_cost_per_device(struct gplan *gp)
+{
+	if (!gp->col)
+		return 0;
+	double *c = malloc(sizeof(double) * ((size_t)gp->n * gp->cap_dev + 1));
+	if (!c)
+		return -TDM_ENOMEM;
+	for (uint32_t v = 0; v < gp->n; v++)
+		for (uint32_t d = 0; d < gp->ndev; d++)
+			c[(size_t)v * gp->ndev + d] = gp_cost(gp, v, d);
+	free(gp->cost);
+	gp->cost = c;
+	gp->col = NULL;
+	gp->ncols = gp->ndev;
+	return 0;
 }
 
 /* One block: the header, then the arrays, largest alignment first. The
  * per-device arrays have room for cap devices and the links for
  * max_nodes nodes, so that a repair may take devices added since. */
 static struct gplan *gplan_new(uint32_t n, size_t ndev, size_t cap, size_t nnodes, size_t max_nodes,
-                               uint32_t nedges)
+                               uint32_t nedges, const uint32_t *col, uint32_t ncols)
 {
 	size_t nd = cap, nl = max_nodes * max_nodes,
 	       off = (sizeof(struct gplan) + 15) & ~(size_t)15;
-	size_t o_cost = off, o_edge = o_cost + sizeof(double) * n * nd;
+	size_t o_edge = off;
 	size_t o_cur = o_edge + sizeof(double) * nedges, o_own = o_cur + sizeof(double) * nd;
 	size_t o_lat = o_own + sizeof(double) * nd, o_inv = o_lat + sizeof(double) * nl;
-	size_t o_slot = o_inv + sizeof(double) * nl;
+	size_t o_pcost = o_inv + sizeof(double) * nl, o_slot = o_pcost + sizeof(double) * n;
 	size_t o_dev = o_slot + sizeof(struct plan_slot) * n,
 	       o_order = o_dev + sizeof(uint32_t) * n;
 	size_t o_soff = o_order + sizeof(uint32_t) * n,
@@ -256,9 +317,15 @@ static struct gplan *gplan_new(uint32_t n, size_t ndev, size_t cap, size_t nnode
 	       o_pedge = o_pred + sizeof(uint32_t) * nedges;
 	size_t o_fixed = o_pedge + sizeof(uint32_t) * nedges, o_picked = o_fixed + sizeof(bool) * n;
 	size_t o_parked = o_picked + sizeof(bool) * n, o_state = o_parked + sizeof(bool) * n;
-	char *p = calloc(1, o_state + n);
-	if (!p)
+	size_t o_pdev = (o_state + n + 3) & ~(size_t)3;
+	char *p = calloc(1, o_pdev + sizeof(uint32_t) * n);
+	/* Every row is written before it is read: no need to clear it. */
+	double *cost = malloc(sizeof(double) * ((size_t)n * (col ? ncols : nd) + 1));
+	if (!p || !cost) {
+		free(p);
+		free(cost);
 		return NULL;
+	}
 	struct gplan *gp = (struct gplan *)p;
 	pthread_mutex_init(&gp->lock, NULL);
 	gp->n = n;
@@ -266,7 +333,9 @@ static struct gplan *gplan_new(uint32_t n, size_t ndev, size_t cap, size_t nnode
 	gp->nnodes = (uint32_t)nnodes;
 	gp->cap_dev = (uint32_t)cap;
 	gp->cap_nodes = (uint32_t)max_nodes;
-	gp->cost = (double *)(p + o_cost);
+	gp->cost = cost;
+	gp->col = col;
+	gp->ncols = col ? ncols : (uint32_t)ndev;
 	gp->edge_data = (double *)(p + o_edge);
 	gp->cursor = (double *)(p + o_cur);
 	gp->own = (double *)(p + o_own);
@@ -285,17 +354,26 @@ static struct gplan *gplan_new(uint32_t n, size_t ndev, size_t cap, size_t nnode
 	gp->picked = (bool *)(p + o_picked);
 	gp->parked = (bool *)(p + o_parked);
 	gp->state = (uint8_t *)(p + o_state);
+	gp->pcost = (double *)(p + o_pcost);
+	gp->pdev = (uint32_t *)(p + o_pdev);
 	for (uint32_t v = 0; v < n; v++)
 		gp->dev[v] = NO_DEV;
 	return gp;
 }
 
-/* Task t's predicted cost on every device (< 0 where it may not run), one
- * prediction per group. false if no device may run it. */
-static bool fill_costs(struct dispatch *D, const struct engine_task *t, uint32_t nd, double *row)
+/* Task t's row of gp's costs: per group, or on every device (< 0 where it
+ * may not run), one prediction per group. false if no device may run it. */
+static bool fill_costs(struct dispatch *D, const struct engine_task *t, const struct gplan *gp,
+                       double *row)
 {
 	double gexec[EFT_MAX_GROUPS];
 	uint64_t have = eft_exec_groups(&D->eft, t, gexec);
+	uint32_t nd = gp->ndev;
+	if (gp->col) {
+		for (uint32_t g = 0; g < gp->ncols; g++)
+			row[g] = have & (1ull << g) ? gexec[g] : eft_exec_group(&D->eft, t, g);
+		return true;
+	}
 	bool any = false, all = core_all_runnable(D->core);
 	if (all && D->eft.ngroups <= EFT_MAX_GROUPS) {
 		/* Every device open: each group predicted once (in one row
@@ -334,13 +412,19 @@ static bool fill_costs(struct dispatch *D, const struct engine_task *t, uint32_t
  * overlap of the two ranges; the largest when u writes a buffer twice). */
 static double edge_bytes(const struct engine_task *u, const struct engine_task *v)
 {
+	/* Bounds and pointers in locals: the compiler cannot keep them across
+	 * the loads otherwise. */
+	uint32_t nv = v->call.nargs < TDM_MAX_ARGS ? v->call.nargs : TDM_MAX_ARGS;
+	uint32_t nu = u->call.nargs < TDM_MAX_ARGS ? u->call.nargs : TDM_MAX_ARGS;
+	const uint8_t *vm = v->kernel->arg_modes, *um = u->kernel->arg_modes;
 	double bytes = 0;
-	for (uint32_t i = 0; i < v->call.nargs && i < TDM_MAX_ARGS; i++) {
-		if (!v->data[i] || !(v->kernel->arg_modes[i] & TDM_R))
+	for (uint32_t i = 0; i < nv; i++) {
+		const struct res_data *data = v->data[i];
+		if (!data || !(vm[i] & TDM_R))
 			continue;
 		uint64_t a = v->call.off[i], b = a + v->call.len[i], most = 0;
-		for (uint32_t j = 0; j < u->call.nargs && j < TDM_MAX_ARGS; j++) {
-			if (u->data[j] != v->data[i] || !(u->kernel->arg_modes[j] & TDM_W))
+		for (uint32_t j = 0; j < nu; j++) {
+			if (u->data[j] != data || !(um[j] & TDM_W))
 				continue;
 			uint64_t lo = u->call.off[j] > a ? u->call.off[j] : a;
 			uint64_t hi = u->call.off[j] + u->call.len[j] < b
@@ -357,15 +441,61 @@ static double edge_bytes(const struct engine_task *u, const struct engine_task *
 /* Planned start, then finish, then index. Predicted costs are at least
  * 1 ns (eft_exec), so a task is planned to start after its predecessors
  * and this order never puts a task before one it waits for. */
-static int by_plan(const void *a, const void *b, void *ctx)
+struct seq_key {
+	double start, finish;
+	uint32_t v;
+};
+
+static bool by_plan(const struct seq_key *a, const struct seq_key *b)
+{
+	if (a->start != b->start)
+		return a->start < b->start;
+	if (a->finish != b->finish)
+		return a->finish < b->finish;
+	return a->v < b->v;
+}
+
+/* Sorts a[n] by_plan (tmp[n]: scratch): runs of 16 by insertion, then
+ * merged. The keys are distinct (v), so the order is the only one. */
+static void sort_keys(struct seq_key *a, struct seq_key *tmp, uint32_t n)
+{
+	for (uint32_t lo = 0; lo < n; lo += 16) {
+		uint32_t hi = lo + 16 < n ? lo + 16 : n;
+		for (uint32_t i = lo + 1; i < hi; i++) {
+			struct seq_key x = a[i];
+			uint32_t j = i;
+			for (; j > lo && by_plan(&x, &a[j - 1]); j--)
+				a[j] = a[j - 1];
+			a[j] = x;
+		}
+	}
+	struct seq_key *src = a, *dst = tmp;
+	for (uint32_t w = 16; w < n; w *= 2) {
+		for (uint32_t lo = 0; lo < n; lo += 2 * w) {
+			uint32_t mid = lo + w < n ? lo + w : n,
+			         hi = lo + 2 * w < n ? lo + 2 * w : n;
+			uint32_t i = lo, j = mid, k = lo;
+			while (i < mid && j < hi)
+				dst[k++] = by_plan(&src[j], &src[i]) ? src[j++] : src[i++];
+			while (i < mid)
+				dst[k++] = src[i++];
+			while (j < hi)
+				dst[k++] = src[j++];
+		}
+		struct seq_key *t = src;
+		src = dst;
+		dst = t;
+	}
+	if (src != a)
+		memcpy(a, src, sizeof(*a) * n);
+}
+
+static int by_plan_idx(const void *a, const void *b, void *ctx)
 {
 	const struct plan_slot *s = ctx;
 	uint32_t u = *(const uint32_t *)a, v = *(const uint32_t *)b;
-	if (s[u].start != s[v].start)
-		return s[u].start < s[v].start ? -1 : 1;
-	if (s[u].finish != s[v].finish)
-		return s[u].finish < s[v].finish ? -1 : 1;
-	return u < v ? -1 : u > v;
+	struct seq_key x = { s[u].start, s[u].finish, u }, y = { s[v].start, s[v].finish, v };
+	return by_plan(&x, &y) ? -1 : by_plan(&y, &x);
 }
 
 /* The tasks planned on each device in planned order (gp->slot). */
@@ -381,10 +511,22 @@ static void seq_build(struct gplan *gp)
 	}
 	for (uint32_t v = 0; v < gp->n; v++)
 		gp->seq[gp->seq_head[gp->slot[v].dev < nd ? gp->slot[v].dev : 0]++] = v;
+	struct seq_key *key = malloc(sizeof(*key) * ((size_t)gp->n * 2 + 1));
 	for (uint32_t d = 0; d < nd; d++) {
 		gp->seq_head[d] = off[d];
-		qsort_r(gp->seq + off[d], off[d + 1] - off[d], sizeof(*gp->seq), by_plan, gp->slot);
+		uint32_t *seq = gp->seq + off[d], len = off[d + 1] - off[d];
+		if (!key) {
+			qsort_r(seq, len, sizeof(*seq), by_plan_idx, gp->slot);
+			continue;
+		}
+		for (uint32_t i = 0; i < len; i++)
+			key[i] = (struct seq_key){ gp->slot[seq[i]].start, gp->slot[seq[i]].finish,
+				                   seq[i] };
+		sort_keys(key, key + len, len);
+		for (uint32_t i = 0; i < len; i++)
+			seq[i] = key[i].v;
 	}
+	free(key);
 }
 
 /* The first task of d's planned order that is still to be taken there
@@ -417,6 +559,8 @@ static int run_planner(struct dispatch *D, struct engine_graph *g, struct gplan 
 		                  .inv_bw = D->inv_bw };
 	struct plan_dag dag = { .n = gp->n,
 		                .cost = gp->cost,
+		                .col = gp->col,
+		                .ncols = gp->ncols,
 		                .succ_off = g->succ_off,
 		                .succ = g->succ,
 		                .edge_data = gp->edge_data };
@@ -431,6 +575,7 @@ static int run_planner(struct dispatch *D, struct engine_graph *g, struct gplan 
 	int err = plan_schedule(&dag, &m, &o, D->ws, gp->slot, &makespan);
 	if (!err)
 		seq_build(gp);
+	pcost_refresh(gp);
 	return err;
 }
 
@@ -442,8 +587,17 @@ static struct gplan *plan_graph(struct dispatch *D, struct engine_graph *g, enum
 	/* The devices known now; one added later joins at the next repair. */
 	size_t nd = atomic_load(&D->ndev), nn = D->eft.nnodes ? D->eft.nnodes : 1;
 	bool elastic = D->cap > nd;
-	struct gplan *gp = gplan_new(n, nd, elastic ? D->cap : nd, nn,
-	                             elastic ? BACKEND_MAX_NODES : nn, nedges);
+	/* Costs per group while every device may run every task (unless each
+	 * device is a group of its own). */
+	uint32_t ng = atomic_load(&D->eft.ngroups);
+	bool by_group = core_all_runnable(D->core) && ng && ng <= EFT_MAX_GROUPS;
+	bool own = true;
+	for (size_t d = 0; d < nd && own; d++)
+		own = D->eft.group[d] == d;
+	by_group &= !own;
+	struct gplan *gp =
+	        gplan_new(n, nd, elastic ? D->cap : nd, nn, elastic ? BACKEND_MAX_NODES : nn,
+	                  nedges, by_group ? D->eft.group : NULL, ng);
 	if (!gp)
 		goto fail;
 	gp->method = method;
@@ -463,7 +617,7 @@ static struct gplan *plan_graph(struct dispatch *D, struct engine_graph *g, enum
 			gp->pred_edge[at] = k;
 		}
 	for (uint32_t v = 0; v < n; v++)
-		if (!fill_costs(D, &g->tasks[v], gp->ndev, gp->cost + (size_t)v * gp->ndev))
+		if (!fill_costs(D, &g->tasks[v], gp, gp_row(gp, v)))
 			goto fail;
 	for (uint32_t v = 0; v < n; v++)
 		for (uint32_t k = g->succ_off[v]; k < g->succ_off[v + 1]; k++)
@@ -555,7 +709,7 @@ static double inputs_lb(const struct gplan *gp, uint32_t v, uint32_t d, double n
 		} else if (gp->picked[u]) {
 			end = now_rel;
 		} else {
-			double c = ud < gp->ndev ? gp->cost[(size_t)u * gp->ndev + ud] : 0;
+			double c = ud < gp->ndev ? gp_cost_at(gp, u, ud) : 0;
 			end = now_rel + (c > 0 ? c : 0);
 		}
 		at = fmax(at, end + plan_comm_ns(gp, ud, d, gp->edge_data[gp->pred_edge[k]]));
@@ -586,7 +740,7 @@ static struct engine_task *seq_fill(struct dispatch *D, struct gplan *gp, struct
 		uint32_t v = gp->seq[i];
 		if (!gp->parked[v] || gp->dev[v] != d)
 			continue;
-		double c = gp->cost[(size_t)v * gp->ndev + d];
+		double c = gp_cost_at(gp, v, d);
 		if (fmax(now_rel, inputs_lb(gp, v, d, now_rel)) + c <= due) {
 			gp->parked[v] = false;
 			g->tasks[v].policy_key = (double)gp->base_ns + gp->slot[v].start;
@@ -611,7 +765,7 @@ static void place_planned(struct dispatch *D, struct gplan *gp, struct engine_ta
 	/* Given back (device fault): its turn came already. */
 	bool again = gp->picked[v];
 	uint32_t d = gp->slot[v].dev;
-	double cost = d < gp->ndev ? gp->cost[(size_t)v * gp->ndev + d] : -1;
+	double cost = d < gp->ndev ? gp_cost_at(gp, v, d) : -1;
 	double key = (double)gp->base_ns + gp->slot[v].start;
 	if (cost < 0 || !core_runnable(D->core, t, d)) {
 		int nd = select_dmda(D, t, -1, &cost);
@@ -686,13 +840,14 @@ static void grow_plan(struct dispatch *D, struct engine_graph *g, struct gplan *
 {
 	size_t live = atomic_load_explicit(&D->ndev, memory_order_acquire);
 	uint16_t nn = D->eft.nnodes ? D->eft.nnodes : 1;
-	if (live <= gp->ndev || live > gp->cap_dev || nn > gp->cap_nodes)
+	if (live <= gp->ndev || live > gp->cap_dev || nn > gp->cap_nodes || gp_cost_per_device(gp))
 		return;
 	gp->ndev = (uint32_t)live;
+	gp->ncols = gp->ndev;
 	gp->nnodes = nn > gp->nnodes ? nn : gp->nnodes;
 	for (uint32_t v = 0; v < gp->n; v++) {
-		double *row = gp->cost + (size_t)v * gp->ndev;
-		if (fill_costs(D, &g->tasks[v], gp->ndev, row) || gp->state[v] == TASK_WAITING)
+		double *row = gp_row(gp, v);
+		if (fill_costs(D, &g->tasks[v], gp, row) || gp->state[v] == TASK_WAITING)
 			continue;
 		/* Ran, or runs, where nothing may run it now: its own time there. */
 		for (uint32_t d = 0; d < gp->ndev; d++)
@@ -713,6 +868,11 @@ static void repair(struct dispatch *D, struct engine_graph *g, struct gplan *gp,
                    int only)
 {
 	grow_plan(D, g, gp);
+	/* A device that may no longer run every task needs its own costs. */
+	if (!core_all_runnable(D->core) && gp_cost_per_device(gp)) {
+		pcost_refresh(gp);
+		return;
+	}
 	size_t nd = gp->ndev;
 	double now_rel = now > gp->base_ns ? (double)(now - gp->base_ns) : 0;
 	uint32_t nrel = 0;
@@ -736,9 +896,12 @@ static void repair(struct dispatch *D, struct engine_graph *g, struct gplan *gp,
 		if (gp->state[v] == TASK_RELEASED)
 			gp->order[nrel++] = v;
 		else if (gp->state[v] == TASK_WAITING &&
-		         !fill_costs(D, &g->tasks[v], (uint32_t)nd, gp->cost + (size_t)v * nd))
+		         !fill_costs(D, &g->tasks[v], gp, gp_row(gp, v))) {
+			pcost_refresh(gp);
 			return; /* nowhere to run it now: keep the old plan */
+		}
 	}
+	pcost_refresh(gp);
 	/* Released tasks, one after the other per device: fixed slots must
 	 * not overlap. */
 	qsort_r(gp->order, nrel, sizeof(*gp->order), by_start, gp->slot);
@@ -746,7 +909,7 @@ static void repair(struct dispatch *D, struct engine_graph *g, struct gplan *gp,
 		uint32_t v = gp->order[i], d = gp->dev[v];
 		if (d >= nd)
 			d = gp->slot[v].dev < nd ? gp->slot[v].dev : 0;
-		double c = gp->cost[(size_t)v * nd + d];
+		double c = gp_cost(gp, v, d);
 		if (c < 0)
 			c = eft_exec(&D->eft, &g->tasks[v], d);
 		gp->own[d] += c;
@@ -786,7 +949,7 @@ static void plan_task_done(struct dispatch *D, struct gplan *gp, struct engine_t
 		gp->done++;
 	}
 	/* w may be a device added after the plan was made: no prediction. */
-	double pred = w < gp->ndev ? gp->cost[(size_t)v * gp->ndev + w] : -1;
+	double pred = w < gp->ndev ? gp_cost_at(gp, v, w) : -1;
 	uint64_t end = t->end_ns > t->start_ns ? t->end_ns : t->start_ns;
 	double s = t->start_ns > gp->base_ns ? (double)(t->start_ns - gp->base_ns) : 0;
 	double f = end > gp->base_ns ? (double)(end - gp->base_ns) : 0;

@@ -464,6 +464,91 @@ static void test_random_dags(void **state)
 	plan_ws_free(ws2);
 }
 
+/* Devices that share a cost column (plan_dag.col) plan exactly as with the
+ * column copied out to each of them: the same ranks, OCT, schedules,
+ * bounds and checks; a column out of range is refused. */
+static void test_shared_columns(void **state)
+{
+	(void)state;
+	uint64_t rng = 777;
+	struct plan_ws *ws = plan_ws_new(), *ws2 = plan_ws_new();
+	for (int it = 0; it < 30; it++) {
+		struct tg t;
+		gen_case(&t, &rng);
+		uint32_t n = t.n;
+		unsigned nd = t.ndev, nc = 1 + rnd(&rng, nd);
+		uint32_t col[8];
+		for (unsigned d = 0; d < nd; d++)
+			col[d] = d < nc ? d : rnd(&rng, nc);
+		/* Per column: the generated costs of device k's; each task
+		 * keeps a device that can run it. */
+		double *cc = malloc((size_t)n * nc * sizeof(double));
+		for (uint32_t v = 0; v < n; v++) {
+			for (unsigned k = 0; k < nc; k++)
+				cc[(size_t)v * nc + k] = t.cost[(size_t)v * nd + k];
+			bool any = false;
+			for (unsigned d = 0; d < nd; d++)
+				any |= plan_allowed(cc[(size_t)v * nc + col[d]]);
+			if (!any)
+				cc[(size_t)v * nc + col[0]] = rndf(&rng, 1, 50);
+			for (unsigned d = 0; d < nd; d++)
+				t.cost[(size_t)v * nd + d] = cc[(size_t)v * nc + col[d]];
+		}
+		struct plan_dag gc = t.g;
+		gc.cost = cc;
+		gc.col = col;
+		gc.ncols = nc;
+
+		double *r1 = malloc(n * sizeof(double)), *r2 = malloc(n * sizeof(double));
+		assert_int_equal(plan_rank_upward(&t.g, &t.m, r1), 0);
+		assert_int_equal(plan_rank_upward(&gc, &t.m, r2), 0);
+		assert_memory_equal(r1, r2, n * sizeof(double));
+		double *o1 = malloc((size_t)n * nd * sizeof(double)),
+		       *o2 = malloc((size_t)n * nc * sizeof(double));
+		assert_int_equal(plan_oct(&t.g, &t.m, o1), 0);
+		assert_int_equal(plan_oct(&gc, &t.m, o2), 0);
+		for (uint32_t v = 0; v < n; v++)
+			for (unsigned d = 0; d < nd; d++)
+				assert_true(o1[(size_t)v * nd + d] == o2[(size_t)v * nc + col[d]]);
+
+		struct plan_slot *s1 = malloc(n * sizeof(*s1)), *s2 = malloc(n * sizeof(*s2));
+		double ready[8];
+		for (unsigned d = 0; d < nd; d++)
+			ready[d] = rnd(&rng, 2) ? rndf(&rng, 0, 200) : 0;
+		for (int meth = 0; meth < 2; meth++)
+			for (uint32_t iters = 0; iters <= 4; iters += 4) {
+				struct plan_opts o = { .method = (enum plan_method)meth,
+					               .dev_ready = ready,
+					               .refine_iters = iters,
+					               .seed = (uint64_t)it + 5 };
+				double mk1, mk2;
+				assert_int_equal(plan_schedule(&t.g, &t.m, &o, ws, s1, &mk1), 0);
+				assert_int_equal(plan_schedule(&gc, &t.m, &o, ws2, s2, &mk2), 0);
+				assert_true(mk1 == mk2);
+				assert_slots_equal(s1, s2, n);
+				char why[256];
+				assert_int_equal(plan_check(&gc, &t.m, s2, why, sizeof(why)), 0);
+			}
+		double cp1, cp2, a1, a2;
+		assert_int_equal(plan_lower_bounds(&t.g, &t.m, &cp1, &a1), 0);
+		assert_int_equal(plan_lower_bounds(&gc, &t.m, &cp2, &a2), 0);
+		assert_true(cp1 == cp2 && a1 == a2);
+
+		col[rnd(&rng, nd)] = nc; /* out of range */
+		assert_int_equal(plan_schedule(&gc, &t.m, NULL, ws2, s2, NULL), -TDM_EINVAL);
+		free(cc);
+		free(r1);
+		free(r2);
+		free(o1);
+		free(o2);
+		free(s1);
+		free(s2);
+		tg_free(&t);
+	}
+	plan_ws_free(ws);
+	plan_ws_free(ws2);
+}
+
 /* Plan repair: plan, fix every task that started before a random time,
  * change the other tasks' costs, plan again around the fixed ones. */
 static void test_repair(void **state)
@@ -987,6 +1072,7 @@ int main(void)
 		cmocka_unit_test(test_heft_topcuoglu_renumbered),
 		cmocka_unit_test(test_peft_arabnejad),
 		cmocka_unit_test(test_random_dags),
+		cmocka_unit_test(test_shared_columns),
 		cmocka_unit_test(test_repair),
 		cmocka_unit_test(test_repair_errors),
 		cmocka_unit_test(test_insertion),
