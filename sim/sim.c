@@ -16,8 +16,6 @@
 #include "profiler/profiler.h"
 #include "tandem.h"
 
-/* Simulated calls carry their workload task's index in this scalar. */
-#define SIM_SLOT (TDM_MAX_SCALARS - 1)
 /* Above this many task x device costs the lower bound (its LP) is not
  * computed: it would take longer than the simulation. */
 #define LB_MAX_COSTS 4000000ull
@@ -440,7 +438,14 @@ static uint64_t on_launch(void *ctx, unsigned d, const struct kernel_def *k,
                           uint64_t *start)
 {
 	struct sim *S = ctx;
-	uint32_t v = (uint32_t)call->s[SIM_SLOT].i64;
+	/* The engine launches a task's own call (engine_task.call): its task,
+	 * and through its graph (cookie: the graph's index) the workload task,
+	 * are found from where it lies; reading anything in the call would be
+	 * one more cache miss per task on a large graph. */
+	const struct engine_task *t =
+	        (const struct engine_task *)((const char *)call -
+	                                     offsetof(struct engine_task, call));
+	uint32_t v = first_of(S->w, (uint32_t)t->graph->cookie) + t->index;
 	(void)k;
 	prefetch_successors(S, v);
 	uint64_t earliest = task_start(S, v, d, *start);
@@ -743,7 +748,6 @@ static int build_graph(struct sim *S, struct engine_graph *g, uint32_t first, ui
 		}
 		memset(et, 0, sizeof(*et));
 		et->priority = t->priority;
-		et->call.s[SIM_SLOT].i64 = v;
 		if (t->has_kernel) {
 			et->kernel = kernel_by_id(t->kernel);
 			et->feat = t->feat;
