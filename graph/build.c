@@ -157,13 +157,31 @@ void graph_build_reset(struct graph_build *gb, uint32_t ntasks_hint, uint32_t ma
 	gb->max_edges = max_edges;
 }
 
+/* The task array, grown to cap tasks (n in use), starting on a line
+ * (graph/task.h lays a task out by lines). realloc keeps a large block's
+ * place in its page where it moves it by remapping; where it does not,
+ * the tasks are copied once more, to an aligned block (without one they
+ * stay where they are: only slower). */
+static struct engine_task *grow_tasks(struct engine_task *old, uint32_t n, uint32_t cap)
+{
+	struct engine_task *t = realloc(old, (size_t)cap * sizeof(*t));
+	if (!t || (uintptr_t)t % ENGINE_TASK_LINE == 0)
+		return t;
+	struct engine_task *a = aligned_alloc(ENGINE_TASK_LINE, (size_t)cap * sizeof(*a));
+	if (!a)
+		return t;
+	memcpy(a, t, (size_t)n * sizeof(*a));
+	free(t);
+	return a;
+}
+
 struct engine_task *graph_build_next(struct graph_build *gb)
 {
 	if (gb->ntasks == gb->tasks_cap) {
 		uint32_t ncap = gb->tasks_cap ? gb->tasks_cap * 2 : 16;
 		if (gb->ntasks < gb->ntasks_hint && ncap > gb->ntasks_hint)
 			ncap = gb->ntasks_hint;
-		struct engine_task *n = realloc(gb->tasks, (size_t)ncap * sizeof(*n));
+		struct engine_task *n = grow_tasks(gb->tasks, gb->ntasks, ncap);
 		if (!n)
 			return NULL;
 		gb->tasks = n;
