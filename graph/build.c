@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "common/csr.h"
+#include "common/hugepage.h"
 #include "tandem.h"
 
 #define GB_NONE UINT32_MAX /* no task, no reader */
@@ -164,15 +165,18 @@ void graph_build_reset(struct graph_build *gb, uint32_t ntasks_hint, uint32_t ma
  * stay where they are: only slower). */
 static struct engine_task *grow_tasks(struct engine_task *old, uint32_t n, uint32_t cap)
 {
-	struct engine_task *t = realloc(old, (size_t)cap * sizeof(*t));
-	if (!t || (uintptr_t)t % ENGINE_TASK_LINE == 0)
-		return t;
-	struct engine_task *a = aligned_alloc(ENGINE_TASK_LINE, (size_t)cap * sizeof(*a));
-	if (!a)
-		return t;
-	memcpy(a, t, (size_t)n * sizeof(*a));
-	free(t);
-	return a;
+	size_t bytes = (size_t)cap * sizeof(*old);
+	struct engine_task *t = realloc(old, bytes);
+	if (t && (uintptr_t)t % ENGINE_TASK_LINE) {
+		struct engine_task *a = aligned_alloc(ENGINE_TASK_LINE, bytes);
+		if (a) {
+			memcpy(a, t, (size_t)n * sizeof(*a));
+			free(t);
+			t = a;
+		}
+	}
+	hugepage_advise(t, bytes); /* tasks are released and run in no order */
+	return t;
 }
 
 struct engine_task *graph_build_next(struct graph_build *gb)

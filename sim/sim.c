@@ -11,6 +11,7 @@
 
 #include "backends/sim/sim_backend.h"
 #include "common/errbuf.h"
+#include "common/hugepage.h"
 #include "sim/elastic.h"
 #include "policies/policy.h"
 #include "profiler/profiler.h"
@@ -709,6 +710,8 @@ static int build_preds(struct sim *S)
 {
 	uint32_t n = S->w->ntasks;
 	S->ran = malloc((n ? n : 1) * sizeof(*S->ran));
+	/* It and preds are read at random, per task launched. */
+	hugepage_advise(S->ran, n * sizeof(*S->ran));
 	if (!S->ran || wl_preds(S->w, &S->pred_off, &S->pred_edge))
 		return -TDM_ENOMEM;
 	for (uint32_t v = 0; v < n; v++)
@@ -717,6 +720,7 @@ static int build_preds(struct sim *S)
 	S->preds = malloc((np ? np : 1) * sizeof(*S->preds));
 	if (!S->preds)
 		return -TDM_ENOMEM;
+	hugepage_advise(S->preds, np * sizeof(*S->preds));
 	for (uint32_t i = 0; i < np; i++) {
 		const struct wl_edge *e = &S->w->edges[S->pred_edge[i]];
 		S->preds[i] = (struct sim_pred){ .bytes = edge_bytes(S, e->data), .src = e->src };
