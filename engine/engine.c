@@ -689,6 +689,7 @@ void engine_submit(struct engine *e, struct engine_graph *g)
 		nroots += g->tasks[i].root;
 		nargs |= g->tasks[i].call.nargs;
 	}
+	g->any_args = nargs != 0;
 	if (nargs && !atomic_load_explicit(&e->any_args, memory_order_relaxed))
 		atomic_store_explicit(&e->any_args, true, memory_order_relaxed);
 	/* Once the last root is pushed the graph may run to completion and
@@ -1021,7 +1022,7 @@ static void finish_one(struct engine *e, struct worker *w, struct engine_task *t
 		/* Even after a fallback: it frees the policy's per-graph state. */
 		if (e->policy->graph_finished)
 			e->policy->graph_finished(e->policy_priv, g);
-		if (e->has_accel)
+		if (e->has_accel && g->any_args)
 			flush_graph(e, g);
 		atomic_fetch_add(&e->graphs_done, 1);
 		account_graph(g);

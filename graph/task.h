@@ -142,6 +142,9 @@ struct engine_graph {
 	uint32_t flags;
 	int32_t priority;
 	uint8_t policy_hint; /* enum tdm_policy_hint from the client, 0: none */
+	/* Some task has buffer arguments (set by engine_submit): a graph
+	 * without is not walked again for its buffers when it completes. */
+	bool any_args;
 	uint64_t deadline_ns; /* CLOCK_MONOTONIC, 0: none */
 	void *policy_graph; /* the policy's per-graph state (a plan), freed in graph_finished */
 	uint32_t ntasks;
