@@ -158,16 +158,20 @@ void graph_build_reset(struct graph_build *gb, uint32_t ntasks_hint, uint32_t ma
 	gb->max_edges = max_edges;
 }
 
-/* The task array, grown to cap tasks (n in use), starting on a line
- * (graph/task.h lays a task out by lines). realloc keeps a large block's
- * place in its page where it moves it by remapping; where it does not,
- * the tasks are copied once more, to an aligned block (without one they
- * stay where they are: only slower). */
+/* The task array, grown to cap tasks (n in use). A large one (a graph
+ * that does not stay in cache) starts on a line, as graph/task.h lays a
+ * task out by lines: realloc keeps a large block's place in its page where
+ * it moves it by remapping; where it does not, the tasks are copied once
+ * more, to an aligned block (without one they stay where they are: only
+ * slower). A small one is left where realloc puts it: the copy would cost
+ * more than it saves (intake's graphs). */
+#define TASKS_ALIGN_BYTES ((size_t)1 << 20)
+
 static struct engine_task *grow_tasks(struct engine_task *old, uint32_t n, uint32_t cap)
 {
 	size_t bytes = (size_t)cap * sizeof(*old);
 	struct engine_task *t = realloc(old, bytes);
-	if (t && (uintptr_t)t % ENGINE_TASK_LINE) {
+	if (t && bytes >= TASKS_ALIGN_BYTES && (uintptr_t)t % ENGINE_TASK_LINE) {
 		struct engine_task *a = aligned_alloc(ENGINE_TASK_LINE, bytes);
 		if (a) {
 			memcpy(a, t, (size_t)n * sizeof(*a));

@@ -21,7 +21,7 @@ struct res_data; /* placement/residency.h: a buffer's replicas */
 struct engine_graph;
 
 /* Laid out by when the engine touches each field, in 64-byte lines
- * (graph_build aligns its task arrays to them): the first two hold what
+ * (graph_build aligns large task arrays to them): the first two hold what
  * every release, stage and completion reads or writes, and end with
  * call.nargs; the policy's scratch follows the call, with the argument
  * records. On a large graph each line touched is a cache miss per task. */
