@@ -170,8 +170,12 @@ void graph_build_reset(struct graph_build *gb, uint32_t ntasks_hint, uint32_t ma
 static struct engine_task *grow_tasks(struct engine_task *old, uint32_t n, uint32_t cap)
 {
 	size_t bytes = (size_t)cap * sizeof(*old);
-	struct engine_task *t = realloc(old, bytes);
-	if (t && bytes >= TASKS_ALIGN_BYTES && (uintptr_t)t % ENGINE_TASK_LINE) {
+	bool align = bytes >= TASKS_ALIGN_BYTES;
+	struct engine_task *t;
+	if (align && !n) { /* nothing to keep (graph_build_reserve) */
+		if ((t = aligned_alloc(ENGINE_TASK_LINE, bytes)))
+			free(old);
+	} else if ((t = realloc(old, bytes)) && align && (uintptr_t)t % ENGINE_TASK_LINE) {
 		struct engine_task *a = aligned_alloc(ENGINE_TASK_LINE, bytes);
 		if (a) {
 			memcpy(a, t, (size_t)n * sizeof(*a));
@@ -181,6 +185,18 @@ static struct engine_task *grow_tasks(struct engine_task *old, uint32_t n, uint3
 	}
 	hugepage_advise(t, bytes); /* tasks are released and run in no order */
 	return t;
+}
+
+int graph_build_reserve(struct graph_build *gb, uint32_t ntasks)
+{
+	if (ntasks <= gb->tasks_cap)
+		return 0;
+	struct engine_task *t = grow_tasks(gb->tasks, gb->ntasks, ntasks);
+	if (!t)
+		return -TDM_ENOMEM;
+	gb->tasks = t;
+	gb->tasks_cap = ntasks;
+	return 0;
 }
 
 struct engine_task *graph_build_next(struct graph_build *gb)

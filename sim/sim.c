@@ -743,6 +743,7 @@ static int build_graph(struct sim *S, struct engine_graph *g, uint32_t first, ui
 	int rc = 0;
 
 	graph_build_init(&gb, n, 0);
+	rc = graph_build_reserve(&gb, n);
 	for (uint32_t v = first; !rc && v < first + n; v++) {
 		const struct wl_task *t = &w->tasks[v];
 		struct engine_task *et = graph_build_next(&gb);
