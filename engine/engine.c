@@ -268,12 +268,15 @@ uint64_t engine_latency_bound_ns(size_t i)
 	return i + 1 < ENGINE_LAT_BUCKETS ? UINT64_C(1000) << (2 * i) : UINT64_MAX;
 }
 
+/* The first bucket whose bound is at or above ns, without a walk over
+ * the bounds (twice per task): they are 1000 * 4^i, so it is the first i
+ * with (ns - 1) / 1000 < 4^i. */
 static size_t latency_bucket(uint64_t ns)
 {
-	size_t i = 0;
-	while (i + 1 < ENGINE_LAT_BUCKETS && ns > engine_latency_bound_ns(i))
-		i++;
-	return i;
+	if (ns <= 1000)
+		return 0;
+	size_t i = (size_t)(63 - __builtin_clzll((ns - 1) / 1000)) / 2 + 1;
+	return i < ENGINE_LAT_BUCKETS - 1 ? i : ENGINE_LAT_BUCKETS - 1;
 }
 
 /* A task that ran to completion, for status and /metrics: the device's
@@ -687,6 +690,7 @@ void engine_submit(struct engine *e, struct engine_graph *g)
 		nroots += g->tasks[i].root;
 		nargs |= g->tasks[i].call.nargs;
 	}
+	g->any_args = nargs != 0;
 	if (nargs && !atomic_load_explicit(&e->any_args, memory_order_relaxed))
 		atomic_store_explicit(&e->any_args, true, memory_order_relaxed);
 	/* Once the last root is pushed the graph may run to completion and
@@ -1053,7 +1057,7 @@ static void finish_one(struct engine *e, struct worker *w, struct engine_task *t
 		/* Even after a fallback: it frees the policy's per-graph state. */
 		if (e->policy->graph_finished)
 			e->policy->graph_finished(e->policy_priv, g);
-		if (e->has_accel)
+		if (e->has_accel && g->any_args)
 			flush_graph(e, g);
 		atomic_fetch_add(&e->graphs_done, 1);
 		account_graph(g);

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "common/csr.h"
+#include "common/hugepage.h"
 #include "tandem.h"
 
 #define GB_NONE UINT32_MAX /* no task, no reader */
@@ -157,13 +158,54 @@ void graph_build_reset(struct graph_build *gb, uint32_t ntasks_hint, uint32_t ma
 	gb->max_edges = max_edges;
 }
 
+/* The task array, grown to cap tasks (n in use). A large one (a graph
+ * that does not stay in cache) starts on a line, as graph/task.h lays a
+ * task out by lines: realloc keeps a large block's place in its page where
+ * it moves it by remapping; where it does not, the tasks are copied once
+ * more, to an aligned block (without one they stay where they are: only
+ * slower). A small one is left where realloc puts it: the copy would cost
+ * more than it saves (intake's graphs). */
+#define TASKS_ALIGN_BYTES ((size_t)1 << 20)
+
+static struct engine_task *grow_tasks(struct engine_task *old, uint32_t n, uint32_t cap)
+{
+	size_t bytes = (size_t)cap * sizeof(*old);
+	bool align = bytes >= TASKS_ALIGN_BYTES;
+	struct engine_task *t;
+	if (align && !n) { /* nothing to keep (graph_build_reserve) */
+		if ((t = aligned_alloc(ENGINE_TASK_LINE, bytes)))
+			free(old);
+	} else if ((t = realloc(old, bytes)) && align && (uintptr_t)t % ENGINE_TASK_LINE) {
+		struct engine_task *a = aligned_alloc(ENGINE_TASK_LINE, bytes);
+		if (a) {
+			memcpy(a, t, (size_t)n * sizeof(*a));
+			free(t);
+			t = a;
+		}
+	}
+	hugepage_advise(t, bytes); /* tasks are released and run in no order */
+	return t;
+}
+
+int graph_build_reserve(struct graph_build *gb, uint32_t ntasks)
+{
+	if (ntasks <= gb->tasks_cap)
+		return 0;
+	struct engine_task *t = grow_tasks(gb->tasks, gb->ntasks, ntasks);
+	if (!t)
+		return -TDM_ENOMEM;
+	gb->tasks = t;
+	gb->tasks_cap = ntasks;
+	return 0;
+}
+
 struct engine_task *graph_build_next(struct graph_build *gb)
 {
 	if (gb->ntasks == gb->tasks_cap) {
 		uint32_t ncap = gb->tasks_cap ? gb->tasks_cap * 2 : 16;
 		if (gb->ntasks < gb->ntasks_hint && ncap > gb->ntasks_hint)
 			ncap = gb->ntasks_hint;
-		struct engine_task *n = realloc(gb->tasks, (size_t)ncap * sizeof(*n));
+		struct engine_task *n = grow_tasks(gb->tasks, gb->ntasks, ncap);
 		if (!n)
 			return NULL;
 		gb->tasks = n;

@@ -74,6 +74,11 @@ void graph_build_fini(struct graph_build *gb); /* frees all not handed over */
  * last one's scratch memory (a few KiB at most) for it. */
 void graph_build_reset(struct graph_build *gb, uint32_t ntasks_hint, uint32_t max_edges);
 
+/* Room for ntasks tasks in all, made at once, for a caller that knows
+ * how many it gives (the simulator: one block, not a chain of copies as
+ * it grows); intake grows as a client's tasks come. 0 or -TDM_ENOMEM. */
+int graph_build_reserve(struct graph_build *gb, uint32_t ntasks);
+
 /* Adds the next task (a copy of *t, or only a count when t is NULL, for
  * graph_build_csr); its index is returned in *index. 0 or -TDM_ENOMEM. */
 int graph_build_task(struct graph_build *gb, const struct engine_task *t, uint32_t *index);

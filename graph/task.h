@@ -20,7 +20,13 @@ struct res_data; /* placement/residency.h: a buffer's replicas */
 
 struct engine_graph;
 
+/* Laid out by when the engine touches each field, in 64-byte lines
+ * (graph_build aligns large task arrays to them): the first two hold what
+ * every release, stage and completion reads or writes, and end with
+ * call.nargs; the policy's scratch follows the call, with the argument
+ * records. On a large graph each line touched is a cache miss per task. */
 struct engine_task {
+	/* ---- line 0 ---- */
 	struct engine_graph *graph;
 	const struct kernel_def *kernel;
 	struct engine_task *next; /* link for the policy's queues */
@@ -38,18 +44,20 @@ struct engine_task {
 	/* Policy scratch: 1 + the memory node the
 	 * policy wants the task to run on, 0: any (policies/llm.c). */
 	uint8_t policy_node;
-	/* TASK_ROUTES, TASK_SKIPPED, TASK_ACC (below): here, in the line every
-	 * release and completion reads anyway. */
+	/* TASK_ROUTES, TASK_SKIPPED, TASK_ACC (below). */
 	uint8_t flags;
 	/* Prefetch of its inputs: 0 none, node + 1 prefetched to that node
 	 * (holds placed), PREFETCH_CLAIMED once it started to run. */
 	_Atomic uint16_t prefetch;
 	int32_t status;
 	uint32_t guard_router; /* see routed below */
-	uint64_t queued_ns, start_ns, end_ns;
+	uint64_t queued_ns;
+	/* ---- line 1 ---- */
+	uint64_t start_ns, end_ns;
 	/* The cost model's answer for the device that ran it, taken before it ran. */
 	uint64_t pred_ns, pred_spread_ns;
 	struct kernel_features feat; /* set at intake from the call */
+	struct tdm_kernel_call call; /* call.off[i]: offset of argument i in its buffer */
 	/* Scratch owned by the policy that queued the task (its device, order
 	 * key and predicted cost there); the core does not read them. */
 	double policy_key;
@@ -59,7 +67,6 @@ struct engine_task {
 	 * predicted ns it charged the task's flow, settled against the
 	 * task's measured time when it is done. */
 	float fair_charge;
-	struct tdm_kernel_call call; /* call.off[i]: offset of argument i in its buffer */
 	struct res_data *data[TDM_MAX_ARGS]; /* residency of each argument's buffer */
 	/* Routing seen at run time (docs/kernels.md). A router that guards
 	 * tasks (flag TASK_ROUTES) keeps, once it ran, the tokens that chose
@@ -73,7 +80,14 @@ struct engine_task {
 	uint32_t *routed, *routed_off, *routed_tokens;
 	uint32_t guard_expert;
 	struct task_acc *acc; /* its TDM_ACC argument (flag TASK_ACC); NULL: none */
+	uint8_t line_pad[8]; /* to a whole number of lines */
 };
+
+#define ENGINE_TASK_LINE 64
+_Static_assert(offsetof(struct engine_task, start_ns) == ENGINE_TASK_LINE &&
+                       offsetof(struct engine_task, call.nargs) < 2 * ENGINE_TASK_LINE &&
+                       sizeof(struct engine_task) % ENGINE_TASK_LINE == 0,
+               "engine_task: the hot fields fill lines 0 and 1, tasks whole lines");
 
 /* engine_task.flags */
 #define TASK_ROUTES 1u /* guards some task of its graph: its routing is read */
@@ -131,6 +145,9 @@ struct engine_graph {
 	uint32_t flags;
 	int32_t priority;
 	uint8_t policy_hint; /* enum tdm_policy_hint from the client, 0: none */
+	/* Some task has buffer arguments (set by engine_submit): a graph
+	 * without is not walked again for its buffers when it completes. */
+	bool any_args;
 	uint64_t deadline_ns; /* CLOCK_MONOTONIC, 0: none */
 	void *policy_graph; /* the policy's per-graph state (a plan), freed in graph_finished */
 	uint32_t ntasks;

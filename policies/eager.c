@@ -104,6 +104,10 @@ static struct engine_task *take_runnable(struct eager *q, struct eager_flow *f, 
 			f->head = t->next;
 		if (f->tail == t)
 			f->tail = prev;
+		/* The next pick reads the new head, queued long ago on a busy
+		 * graph (a cache miss): fetched while this one is staged. */
+		if (f->head)
+			__builtin_prefetch(f->head, 1, 3);
 		return t;
 	}
 	return NULL;

@@ -71,6 +71,8 @@ static struct engine_task *fifo_pick_next(void *priv, unsigned worker)
 			q->tail = prev;
 		q->queued--;
 		found = t;
+		if (q->head) /* read by the next pick (see eager.c) */
+			__builtin_prefetch(q->head, 1, 3);
 		break;
 	}
 	pthread_mutex_unlock(&q->lock);

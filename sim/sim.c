@@ -11,13 +11,12 @@
 
 #include "backends/sim/sim_backend.h"
 #include "common/errbuf.h"
+#include "common/hugepage.h"
 #include "sim/elastic.h"
 #include "policies/policy.h"
 #include "profiler/profiler.h"
 #include "tandem.h"
 
-/* Simulated calls carry their workload task's index in this scalar. */
-#define SIM_SLOT (TDM_MAX_SCALARS - 1)
 /* Above this many task x device costs the lower bound (its LP) is not
  * computed: it would take longer than the simulation. */
 #define LB_MAX_COSTS 4000000ull
@@ -465,7 +464,14 @@ static uint64_t on_launch(void *ctx, unsigned d, const struct kernel_def *k,
                           uint64_t *start)
 {
 	struct sim *S = ctx;
-	uint32_t v = (uint32_t)call->s[SIM_SLOT].i64;
+	/* The engine launches a task's own call (engine_task.call): its task,
+	 * and through its graph (cookie: the graph's index) the workload task,
+	 * are found from where it lies; reading anything in the call would be
+	 * one more cache miss per task on a large graph. */
+	const struct engine_task *t =
+	        (const struct engine_task *)((const char *)call -
+	                                     offsetof(struct engine_task, call));
+	uint32_t v = first_of(S->w, (uint32_t)t->graph->cookie) + t->index;
 	(void)k;
 	prefetch_successors(S, v);
 	uint64_t earliest = task_start(S, v, d, *start);
@@ -730,6 +736,8 @@ static int build_preds(struct sim *S)
 {
 	uint32_t n = S->w->ntasks;
 	S->ran = malloc((n ? n : 1) * sizeof(*S->ran));
+	/* It and preds are read at random, per task launched. */
+	hugepage_advise(S->ran, n * sizeof(*S->ran));
 	if (!S->ran || wl_preds(S->w, &S->pred_off, &S->pred_edge))
 		return -TDM_ENOMEM;
 	for (uint32_t v = 0; v < n; v++)
@@ -738,6 +746,7 @@ static int build_preds(struct sim *S)
 	S->preds = malloc((np ? np : 1) * sizeof(*S->preds));
 	if (!S->preds)
 		return -TDM_ENOMEM;
+	hugepage_advise(S->preds, np * sizeof(*S->preds));
 	for (uint32_t i = 0; i < np; i++) {
 		const struct wl_edge *e = &S->w->edges[S->pred_edge[i]];
 		S->preds[i] = (struct sim_pred){ .bytes = edge_bytes(S, e->data), .src = e->src };
@@ -760,6 +769,7 @@ static int build_graph(struct sim *S, struct engine_graph *g, uint32_t first, ui
 	int rc = 0;
 
 	graph_build_init(&gb, n, 0);
+	rc = graph_build_reserve(&gb, n);
 	for (uint32_t v = first; !rc && v < first + n; v++) {
 		const struct wl_task *t = &w->tasks[v];
 		struct engine_task *et = graph_build_next(&gb);
@@ -769,7 +779,6 @@ static int build_graph(struct sim *S, struct engine_graph *g, uint32_t first, ui
 		}
 		memset(et, 0, sizeof(*et));
 		et->priority = t->priority;
-		et->call.s[SIM_SLOT].i64 = v;
 		if (t->has_kernel) {
 			et->kernel = kernel_by_id(t->kernel);
 			et->feat = t->feat;

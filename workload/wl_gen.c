@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "common/errbuf.h"
+#include "common/hugepage.h"
 #include "workload/workload.h"
 #include "tandem.h"
 
@@ -386,6 +387,7 @@ int wl_gen_random(const struct wl_random_params *p, struct workload *out, char *
 	has_pred = calloc(n, sizeof(*has_pred));
 	out->tasks = calloc(n, sizeof(*out->tasks));
 	out->dev_cost = malloc((size_t)n * ndev * sizeof(*out->dev_cost));
+	hugepage_advise(out->dev_cost, (size_t)n * ndev * sizeof(*out->dev_cost));
 	if (!first || !raw || !mark || !has_pred || !out->tasks || !out->dev_cost) {
 		rc = -TDM_ENOMEM;
 		goto out;
