@@ -80,7 +80,7 @@ struct engine_task {
 	uint32_t *routed, *routed_off, *routed_tokens;
 	uint32_t guard_expert;
 	struct task_acc *acc; /* its TDM_ACC argument (flag TASK_ACC); NULL: none */
-	uint8_t line_pad[8]; /* to a whole number of lines */
+	uint8_t line_pad[40]; /* to a whole number of lines (10) */
 };
 
 #define ENGINE_TASK_LINE 64
