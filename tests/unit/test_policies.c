@@ -242,7 +242,9 @@ static double lower_bound(struct engine_graph *g, size_t ndev)
 	uint16_t node[MAXDEV] = { 0 };
 	double zero[1] = { 0 };
 	struct plan_machine m = { (unsigned)ndev, node, 1, zero, zero };
-	struct plan_dag dag = { g->ntasks, cost, g->succ_off, g->succ, NULL };
+	struct plan_dag dag = {
+		.n = g->ntasks, .cost = cost, .succ_off = g->succ_off, .succ = g->succ
+	};
 	double cp, area;
 	assert_int_equal(plan_lower_bounds(&dag, &m, &cp, &area), 0);
 	free(cost);
