@@ -549,16 +549,7 @@ static void describe(const struct shape *s, uint32_t ndev)
 
 int main(int argc, char **argv)
 {
-	struct shape s = { .dm = 256,
-		           .nh = 8,
-		           .nkv = 2,
-		           .hd = 32,
-		           .ne = 8,
-		           .topk = 2,
-		           .dff = 512,
-		           .prompt = 16,
-		           .kv_cap = 256,
-		           .steps = 8 };
+	struct shape s = SHAPE_DEFAULT;
 	const char *sock = NULL;
 	bool quiet = false;
 	int rc = parse_args(argc, argv, &s, &sock, &quiet);

@@ -32,6 +32,13 @@ struct shape {
 	bool serial_experts; /* y as TDM_RW, no guards (the old way) */
 };
 
+/* The layer a run without shape options gets (llm_layer, moe_direct). */
+#define SHAPE_DEFAULT                                                                              \
+	{                                                                                          \
+		.dm = 256, .nh = 8, .nkv = 2, .hd = 32, .ne = 8, .topk = 2, .dff = 512,            \
+		.prompt = 16, .kv_cap = 256, .steps = 8                                            \
+	}
+
 static int qdim(const struct shape *s)
 {
 	return s->nh * s->hd;

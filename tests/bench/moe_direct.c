@@ -389,16 +389,7 @@ static int parse_args(int argc, char **argv, struct shape *s, int *nthreads, boo
 
 int main(int argc, char **argv)
 {
-	struct shape s = { .dm = 256,
-		           .nh = 8,
-		           .nkv = 2,
-		           .hd = 32,
-		           .ne = 8,
-		           .topk = 2,
-		           .dff = 512,
-		           .prompt = 16,
-		           .kv_cap = 256,
-		           .steps = 8 };
+	struct shape s = SHAPE_DEFAULT;
 	int nthreads = 2;
 	bool quiet = false;
 	int rc = parse_args(argc, argv, &s, &nthreads, &quiet);
