@@ -19,7 +19,6 @@
  * runs all N rows through cuBLAS. Without an accelerator it says so and
  * reports nothing. The figures move with whatever else runs on the
  * machine. */
-#include <hwloc.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -27,6 +26,7 @@
 #include <string.h>
 
 #include "backends/backend.h"
+#include "bench_accel.h"
 #include "bench_util.h"
 #include "tandem.h"
 
@@ -37,19 +37,6 @@
 #define NE 64
 #define EXPERT 5
 #define REPS 5
-#define MAX_DEVICES 16
-
-static struct backend_device devices[MAX_DEVICES];
-static size_t ndevices;
-
-static void add_backend(const struct backend_ops *ops, struct backend_probe_params *p)
-{
-	size_t n = 0;
-	if (ops->probe(p, devices + ndevices, MAX_DEVICES - ndevices, &n) == 0)
-		ndevices += n;
-	else if (p->note[0])
-		printf("%s: %s\n", ops->name, p->note);
-}
 
 /* Token t chooses experts (7 t + 11 j) % NE, j < K: K distinct experts. */
 static void route(int32_t *ids, float *w)
@@ -134,19 +121,9 @@ static void bench_device(const struct backend_device *d, void *const *host, cons
 
 int main(void)
 {
-	hwloc_topology_t topo;
-	if (hwloc_topology_init(&topo) != 0 || hwloc_topology_load(topo) != 0)
+	struct bench_accels a;
+	if (bench_accels_open(&a, "bench_moe_routed") != 0)
 		return 1;
-	struct backend_probe_params p = { .topology = topo };
-	add_backend(&backend_opencl, &p);
-	char note[BACKEND_NOTE_MAX] = "";
-	const struct backend_ops *cuda = backend_cuda_load(NULL, note, sizeof(note));
-	if (cuda) {
-		p = (struct backend_probe_params){ .topology = topo };
-		add_backend(cuda, &p);
-	} else {
-		printf("cuda: %s\n", note);
-	}
 
 	const uint64_t bytes[7] = { N * DM * 4, DM * DFF * 4, DM * DFF * 4, DFF * DM * 4,
 		                    N * K * 4,  N * K * 4,    N * DM * 4 };
@@ -170,17 +147,9 @@ int main(void)
 				break;
 			}
 
-	size_t ran = 0;
-	for (size_t i = 0; i < ndevices; i++)
-		if (backend_is_accelerator(&devices[i])) {
-			bench_device(&devices[i], host, bytes, tok, m);
-			ran++;
-		}
-	if (!ran)
-		printf("bench_moe_routed: no accelerator, nothing to measure\n");
-	for (size_t i = 0; i < ndevices; i++)
-		devices[i].ops->release(&devices[i]);
-	backend_cuda_unload();
+	for (size_t i = 0; i < a.n; i++)
+		bench_device(&a.devs[i], host, bytes, tok, m);
+	bench_accels_close(&a);
 	for (int i = 0; i < 7; i++)
 		free(host[i]);
 	return 0;
