@@ -264,23 +264,27 @@ static size_t victim_of(const struct moe_cache *c, uint32_t pin_layer, const uin
 bool moe_cache_swap_pays(const struct moe_cache *c, uint32_t l, uint32_t e, uint32_t pin_layer,
                          const uint8_t *pin, double t_saved_ns, double cost_ns)
 {
-	double pv = 0, rv = 0;
-
 	if (l >= c->layers || e >= c->experts)
 		return false;
-	if (c->n >= c->cap) {
-		size_t v = victim_of(c, pin_layer, pin);
-		if (v == (size_t)c->layers * c->experts)
-			return false; /* everything resident is in use */
-		uint32_t vl = (uint32_t)(v / c->experts), ve = (uint32_t)(v % c->experts);
-		pv = moe_cache_p_next(c, vl, ve);
-		rv = moe_cache_rate(c, vl, ve);
-	}
+	if (c->n < c->cap) /* a free slot: nothing leaves, only the copy is at stake */
+		return moe_cache_p_next(c, l, e) * t_saved_ns > cost_ns;
+	size_t v = victim_of(c, pin_layer, pin);
+	if (v == (size_t)c->layers * c->experts)
+		return false; /* everything resident is in use */
+	uint32_t vl = (uint32_t)(v / c->experts), ve = (uint32_t)(v % c->experts);
+	double pv = moe_cache_p_next(c, vl, ve), rv = moe_cache_rate(c, vl, ve);
 	/* The rates' difference must stand above the noise of counting them
-	 * (SWAP_SIGMAS standard errors over the steps seen): a swap on a
+	 * (SWAP_SIGMAS standard errors over the n steps seen): a swap on a
 	 * difference of a count or two is a coin toss that costs a copy and
-	 * the victim's uses after. */
-	double rx = moe_cache_rate(c, l, e), n = c->steps[l] ? (double)c->steps[l] : 1;
+	 * the victim's uses after. While n <= SWAP_SIGMAS^2 / 2 the counts
+	 * cannot tell any two experts apart (even chosen at every step
+	 * against none is within SWAP_SIGMAS standard errors at the widest
+	 * variance, a rate of 1/2), yet the plug-in variance, 0 at rates 0
+	 * and 1, would pass one step against none: no swap then, the resident
+	 * expert stays until the counts show the newcomer hotter. */
+	double rx = moe_cache_rate(c, l, e), n = (double)c->steps[l];
+	if (n <= SWAP_SIGMAS * SWAP_SIGMAS / 2)
+		return false;
 	return (moe_cache_p_next(c, l, e) - pv) * t_saved_ns > cost_ns &&
 	       rx - rv > SWAP_SIGMAS * sqrt((rx * (1 - rx) + rv * (1 - rv)) / n);
 }

@@ -110,15 +110,19 @@ double moe_cache_p_next(const struct moe_cache *c, uint32_t l, uint32_t e);
 double moe_cache_rate(const struct moe_cache *c, uint32_t l, uint32_t e);
 
 /* tandem: whether bringing (l, e) in now, in place of the expert
- * moe_cache_admit would evict (pin as there; none while a slot is free),
- * pays: the chance of use at the next step, less the victim's, times
- * t_saved_ns (what a use in GPU memory saves) beats cost_ns (what the copy
- * costs now), and (l, e)'s long-run rate is above the victim's by two
- * standard errors of the counts. The second test is what keeps a hot
- * expert: one chosen a moment ago is likelier at the next step than a hot
- * one that was not (the chain's stickiness), but the victim stays out for
- * the steps after that one, where it is the likelier. False when nothing
- * may leave. */
+ * moe_cache_admit would evict (pin as there), pays: the chance of use at
+ * the next step, less the victim's, times t_saved_ns (what a use in the
+ * accelerator's memory saves) beats cost_ns (what the copy costs now), and
+ * (l, e)'s long-run rate is above the victim's by two standard errors of
+ * the counts. The second test is what keeps a hot expert: one chosen a
+ * moment ago is likelier at the next step than a hot one that was not
+ * (the chain's stickiness), but the victim stays out for the steps after
+ * that one, where it is the likelier. While a slot is free there is no
+ * victim: the first test alone (with no counts yet, a cold start, the
+ * prior's chance). While (l, e)'s layer has seen too few steps for the
+ * counts to tell two experts apart, no swap (the resident expert stays).
+ * False when nothing may leave. The simulator's tandem and the daemon's
+ * llm prefetch both ask it. */
 bool moe_cache_swap_pays(const struct moe_cache *c, uint32_t l, uint32_t e, uint32_t pin_layer,
                          const uint8_t *pin, double t_saved_ns, double cost_ns);
 

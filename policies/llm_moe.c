@@ -416,8 +416,10 @@ static int cmp_cand(const void *a, const void *b)
 
 /* After layer l's split (its predicted time layer_ns, the accelerator
  * predicted to save gain_ns per expert over the cores): queues layer
- * l + 1's likeliest experts of r's graph that the cache admits, as many
- * as the link carries in layer_ns and at most as many as layer l used. */
+ * l + 1's likeliest experts of r's graph whose copy pays
+ * (moe_cache_swap_pays, the simulator's rule) and that the cache admits,
+ * as many as the link carries in layer_ns and at most as many as layer l
+ * used. */
 static void pf_plan(struct llm_moe *M, const struct engine_task *r, uint32_t l, uint32_t n,
                     double layer_ns, double gain_ns)
 {
@@ -439,11 +441,8 @@ static void pf_plan(struct llm_moe *M, const struct engine_task *r, uint32_t l, 
 		for (uint32_t p = 0; p < M->npf && !queued; p++)
 			queued = M->pf[p].g == r->graph && M->pf[p].layer == l + 1 &&
 			         M->pf[p].expert == e;
-		/* Worth a copy: the expected time saved exceeds the expected
-		 * link time wasted. */
-		double p = moe_cache_p_next(&M->cache, l + 1, e);
-		if (!queued && p * gain_ns > (1 - p) * tl)
-			cand[nc++] = (struct pf_cand){ p, e };
+		if (!queued)
+			cand[nc++] = (struct pf_cand){ moe_cache_p_next(&M->cache, l + 1, e), e };
 	}
 	qsort(cand, nc, sizeof(*cand), cmp_cand);
 	uint32_t queued = 0;
@@ -451,8 +450,17 @@ static void pf_plan(struct llm_moe *M, const struct engine_task *r, uint32_t l, 
 		uint32_t e = cand[c].e, victim;
 		size_t k = (size_t)(l + 1) * ne + e;
 		const struct engine_task *t = expert_task(M, k);
-		/* Layer l's experts in use stay (M->pin). */
-		if (!moe_cache_admit(&M->cache, l + 1, e, l, M->pin, false, &victim))
+		/* Worth a copy by the simulator's rule: a use on the accelerator
+		 * saves gain_ns over the cores (t_saved_ns); the copy runs on
+		 * the accelerator's copy engine beside the step, so what it
+		 * costs is the link time wasted when the expert is not chosen,
+		 * (1 - p) of a copy (cost_ns): time other copies (on-demand
+		 * loads) could have had. A swap also keeps a victim hotter in
+		 * the long run; a free slot fills on the gain alone. Layer l's
+		 * experts in use stay (M->pin), in the rule and the admission. */
+		double p = cand[c].p;
+		if (!moe_cache_swap_pays(&M->cache, l + 1, e, l, M->pin, gain_ns, (1 - p) * tl) ||
+		    !moe_cache_admit(&M->cache, l + 1, e, l, M->pin, false, &victim))
 			continue;
 		M->st.cache_admits++;
 		if (victim != UINT32_MAX)

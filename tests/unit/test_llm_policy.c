@@ -869,6 +869,58 @@ static void test_moe_next_layer_prefetch(void **state)
 	}
 }
 
+/* One step of the two-layer graph: layer 0 chooses r0[], layer 1 r1[];
+ * the accelerator's worker comes round after each router. */
+static void moe_two_step(struct rig *r, struct buf w[2][NE], uint32_t *r0, uint32_t *r1)
+{
+	struct engine_graph *g = moe_two_layers(r, w);
+	r->pol->graph_submitted(r->priv, g);
+	release_layer(r, g, 0, r0);
+	r->pol->prefetch(r->priv, ACC);
+	release_layer(r, g, 1, r1);
+	r->pol->prefetch(r->priv, ACC);
+	moe_finish(r, g);
+}
+
+/* The prefetch asks the simulator's rule (moe_cache_swap_pays): room for
+ * two experts, held by layer 0's expert 0 (chosen at every step) and
+ * expert 1 (hot: 7 steps in 10). Layer 1 chooses its experts 0, 1, 2 in
+ * turn: after a step without layer 0's expert 1, layer 1's next expert is
+ * the likelier at the next step (about 1/2 against 1/3), and the cache's
+ * admission alone took that swap (the old gate's prefetch), but in the
+ * long run it is chosen at a third of the steps against seven tenths:
+ * the hot expert stays and nothing is prefetched. (A cold cache with a
+ * free slot prefetches on the expected gain alone:
+ * test_moe_next_layer_prefetch.) */
+static void test_moe_prefetch_keeps_hot(void **state)
+{
+	(void)state;
+	struct profiler *prof = profiler_moe(fast_moe);
+	struct rig *r = rig_new_prof(prof);
+	struct buf w[2][NE];
+	for (uint32_t l = 0; l < 2; l++)
+		for (uint32_t e = 0; e < NE; e++)
+			buf_init(r, &w[l][e], EXPERT_W, true, 100 + 10 * l + e);
+	/* Three quarters of it: two experts. */
+	residency_set_budget(&r->res, 1, 3 * EXPERT_W);
+	struct llm_moe_stats st;
+	for (uint32_t s = 0; s < 100; s++) {
+		uint32_t r0[NE] = { 4, s % 10 < 7 ? 4 : 0, 0, 0 }, r1[NE] = { 0 };
+		r1[s % 3] = 4;
+		moe_two_step(r, w, r0, r1);
+		assert_int_equal(llm_policy_moe_stats(r->priv, &st), 0);
+		assert_int_equal(st.cache_cap, 2);
+		assert_int_equal(st.prefetches, 0);
+		assert_int_equal(residency_home(&w[0][0].d), 1);
+		assert_int_equal(residency_home(&w[0][1].d), 1);
+	}
+	for (uint32_t l = 0; l < 2; l++)
+		for (uint32_t e = 0; e < NE; e++)
+			buf_fini(r, &w[l][e]);
+	rig_free(r);
+	profiler_destroy(prof);
+}
+
 /* ---- steps of several layers, KV by request (res_data.request) ---- */
 
 enum { LMAX = 4 };
@@ -1169,6 +1221,7 @@ int main(void)
 		cmocka_unit_test(test_moe_budget_shrinks),
 		cmocka_unit_test(test_moe_budget_follows_kv),
 		cmocka_unit_test(test_moe_next_layer_prefetch),
+		cmocka_unit_test(test_moe_prefetch_keeps_hot),
 		cmocka_unit_test(test_layers_follow_the_first),
 		cmocka_unit_test(test_many_layers_pinned_at_release),
 		cmocka_unit_test(test_prefill_positions_one_layer),

@@ -421,6 +421,33 @@ static void test_cache_swap_keeps_hot(void **state)
 	moe_cache_free(&c);
 }
 
+/* The swap rule at a cold start (the daemon has no profile): while a slot
+ * is free there is no victim, and the copy pays on the expected gain alone
+ * (the prior's chance of use, nothing counted yet); once full, a swap
+ * waits until the layer has seen enough steps for its counts to tell two
+ * experts apart (one step or two of the newcomer against none of the
+ * victim is not enough), then takes it. */
+static void test_cache_swap_cold_start(void **state)
+{
+	struct moe_cache c;
+	uint16_t id = 1;
+
+	(void)state;
+	assert_int_equal(moe_cache_init(&c, MOE_EVICT_TANDEM, 1, 4, 1), 0);
+	double p = moe_cache_p_next(&c, 0, 1), saved = 1000;
+	assert_true(p > 0);
+	assert_true(moe_cache_swap_pays(&c, 0, 1, 0, NULL, saved, 0.9 * p * saved));
+	assert_false(moe_cache_swap_pays(&c, 0, 1, 0, NULL, saved, 1.1 * p * saved));
+	/* Full: expert 0 in, expert 1 chosen at every step, 0 at none. */
+	assert_true(moe_cache_admit(&c, 0, 0, 0, NULL, true, NULL));
+	for (uint64_t step = 0; step < 3; step++) {
+		moe_cache_observe(&c, step, 0, &id, NULL, 1);
+		assert_true((moe_cache_p_next(&c, 0, 1) - moe_cache_p_next(&c, 0, 0)) * saved > 1);
+		assert_true(moe_cache_swap_pays(&c, 0, 1, 0, NULL, saved, 1) == (step == 2));
+	}
+	moe_cache_free(&c);
+}
+
 /* tandem's score at least LRU's, LFU's and MRS's hit rate, at most
  * Belady's, on the skewed generated routing shapes (DeepSeek-like,
  * Qwen-like), from the same warm start; and at least the static hot set's
@@ -676,6 +703,7 @@ int main(void)
 		cmocka_unit_test(test_cache_admit_pins),
 		cmocka_unit_test(test_cache_admit_by_noise),
 		cmocka_unit_test(test_cache_swap_keeps_hot),
+		cmocka_unit_test(test_cache_swap_cold_start),
 		cmocka_unit_test(test_cache_tandem_vs_rules),
 		cmocka_unit_test(test_trace_parse),
 		cmocka_unit_test(test_trace_errors),
