@@ -285,8 +285,9 @@ static int select_predicted(const struct eft *x, const struct engine_task *t, do
  * the plain scan would prefer on a tie. Same choice, same arithmetic as
  * the scan. -2: not applicable here (the caller scans). */
 static int select_by_class(const struct eft *x, const struct engine_task *t, double alpha,
-                           double beta, int skip, double *gexec, uint64_t ghave, double *cost)
+                           double beta, int skip, double *gexec, uint64_t *have, double *cost)
 {
+	uint64_t ghave = *have;
 	uint32_t nc = x->ncls, ndev = (uint32_t)x->cls_ndev; /* not ndev: a device may come */
 	double ctr[EFT_MAX_CLASSES], amin[EFT_MAX_CLASSES], ntr[RES_MAX_NODES];
 	int32_t arg[EFT_MAX_CLASSES];
@@ -329,6 +330,7 @@ static int select_by_class(const struct eft *x, const struct engine_task *t, dou
 		if (!(ghave & (1ull << g))) {
 			gexec[g] = eft_exec_group(x, t, g);
 			ghave |= 1ull << g;
+			*have = ghave;
 		}
 		double exec = gexec[g];
 		double fit = alpha * (amin[c] + exec) + beta * tr;
@@ -357,18 +359,34 @@ static int select_by_class(const struct eft *x, const struct engine_task *t, dou
 	return best;
 }
 
-int eft_select(const struct eft *x, const struct engine_task *t, double alpha, double beta,
-               int skip, double *cost)
+/* The memo's kind of t; a new one (its row asked) if it holds none. */
+static size_t memo_kind(const struct eft *x, struct eft_memo *m, const struct engine_task *t)
 {
-	double gexec[EFT_MAX_GROUPS], ntr[RES_MAX_NODES];
+	for (uint32_t i = 0; i < m->n; i++)
+		if (m->kind[i].kernel == t->kernel &&
+		    !memcmp(&m->kind[i].feat, &t->feat, sizeof(t->feat))) /* -0 is not 0 */
+			return i;
+	uint32_t i = m->n < EFT_MEMO_KINDS ? m->n++ : m->next++ % EFT_MEMO_KINDS;
+	m->kind[i].kernel = t->kernel;
+	m->kind[i].feat = t->feat;
 	/* Where the whole row is cheap (the simulator's stated costs), it
 	 * beats predicting device by device even with pruning. */
-	uint64_t ghave = eft_exec_groups(x, t, gexec);
+	m->kind[i].row = eft_exec_groups(x, t, m->kind[i].gexec);
+	m->kind[i].ghave = m->kind[i].row;
+	return i;
+}
+
+/* eft_select with the groups of *ghave already predicted in gexec[]; row:
+ * those eft_exec_groups gave (the whole row). */
+static int select_known(const struct eft *x, const struct engine_task *t, double alpha, double beta,
+                        int skip, double *gexec, uint64_t row, uint64_t *ghave, double *cost)
+{
+	double ntr[RES_MAX_NODES];
 	uint32_t nhave = 0;
 	double best_fit = INFINITY, best_exec = 0;
 	int best = -1;
 
-	if (ghave && x->ngroups <= EFT_MAX_GROUPS && x->nnodes <= RES_MAX_NODES && skip < 0 &&
+	if (row && x->ngroups <= EFT_MAX_GROUPS && x->nnodes <= RES_MAX_NODES && skip < 0 &&
 	    core_all_runnable(x->core))
 		return select_predicted(x, t, alpha, beta, gexec, cost);
 	/* With alpha, beta >= 0 a device's fit is at least its fit with no
@@ -398,14 +416,14 @@ int eft_select(const struct eft *x, const struct engine_task *t, double alpha, d
 		double pend = (double)eft_pending(x, d);
 		double at = pend > tr ? pend : tr;
 		uint32_t g = group[d];
-		bool cached = g < EFT_MAX_GROUPS && (ghave & (1ull << g));
+		bool cached = g < EFT_MAX_GROUPS && (*ghave & (1ull << g));
 		if (!cached && prune && best >= 0 && !(alpha * at + beta * tr < best_fit))
 			continue;
 		double exec;
 		if (g < EFT_MAX_GROUPS) {
 			if (!cached) {
 				gexec[g] = eft_exec_group(x, t, g);
-				ghave |= 1ull << g;
+				*ghave |= 1ull << g;
 			}
 			exec = gexec[g];
 		} else {
@@ -421,6 +439,25 @@ int eft_select(const struct eft *x, const struct engine_task *t, double alpha, d
 	}
 	*cost = best_exec;
 	return best;
+}
+
+int eft_select_memo(const struct eft *x, const struct engine_task *t, double alpha, double beta,
+                    int skip, struct eft_memo *memo, double *cost)
+{
+	if (!memo) {
+		double gexec[EFT_MAX_GROUPS];
+		uint64_t row = eft_exec_groups(x, t, gexec), ghave = row;
+		return select_known(x, t, alpha, beta, skip, gexec, row, &ghave, cost);
+	}
+	size_t i = memo_kind(x, memo, t);
+	return select_known(x, t, alpha, beta, skip, memo->kind[i].gexec, memo->kind[i].row,
+	                    &memo->kind[i].ghave, cost);
+}
+
+int eft_select(const struct eft *x, const struct engine_task *t, double alpha, double beta,
+               int skip, double *cost)
+{
+	return eft_select_memo(x, t, alpha, beta, skip, NULL, cost);
 }
 
 /* llround(cost), without the library call below 2^52 ns (every finite
