@@ -395,10 +395,15 @@ size_t fairq_peek(struct fairq *q, struct engine_task **out, size_t max)
 	if (looks_empty(q))
 		return 0;
 	pthread_mutex_lock(&q->lock);
-	clock_lock(q);
-	if (q->nactive == 1)
+	/* One flow: its own order, no virtual time read, so no clock lock
+	 * (the queue's lock keeps its heap still). */
+	if (q->nactive == 1) {
 		got = peek_one(q->active[0], out, max);
-	while (q->nactive != 1 && got < max) {
+		pthread_mutex_unlock(&q->lock);
+		return got;
+	}
+	clock_lock(q);
+	while (got < max) {
 		const struct fairq_flow *bf = NULL;
 		const struct fairq_entry *be = NULL;
 		double bv = 0;
