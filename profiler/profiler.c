@@ -969,7 +969,6 @@ void profiler_observe(struct profiler *p, uint32_t kernel, uint32_t device,
 		return;
 	x = clean_features(f);
 	key = footprint_key(&x);
-	prior = prior_ns(&p->fig[device], &x);
 	m = model_at(p, kernel, device);
 	/* A footprint whose ring is full learns one sample in SETTLED_STRIDE:
 	 * its median hardly moves, and workers finishing many small tasks of
@@ -980,6 +979,7 @@ void profiler_observe(struct profiler *p, uint32_t kernel, uint32_t device,
 		return;
 	}
 
+	prior = prior_ns(&p->fig[device], &x);
 	pthread_mutex_lock(&m->lock);
 	slot = prof_fp_find(m, key, &x, &h);
 	if (model_score(p, m, kernel, device, &x, slot, prior, t))
@@ -993,8 +993,13 @@ void profiler_observe(struct profiler *p, uint32_t kernel, uint32_t device,
 		m->loo_wait++;
 	v->last_use = ++m->tick;
 	v->prior = prior;
+	/* A full ring whose oldest sample (the one replaced) equals the new
+	 * one holds the same values after: its median and spread stand (the
+	 * simulator's stated costs repeat exactly). */
+	bool same = v->len == RING && v->ring[v->head] == t;
 	prof_fp_push(v, t);
-	prof_fp_stats(v);
+	if (!same)
+		prof_fp_stats(v);
 	prof_fp_publish(m, (unsigned)slot);
 	/* The fits and the prior's scale follow the footprints' estimates:
 	 * refitted only when one is new or moved, so the steady state (one
