@@ -853,12 +853,13 @@ __attribute__((noinline)) static void predict_model(const struct profiler *p, ui
 	double prior;
 
 	x = clean_features(f);
-	prior = prior_ns(&p->fig[device], &x);
 	if (kernel >= p->nkernels || kernel == KERNEL_NOOP) {
+		prior = prior_ns(&p->fig[device], &x);
 		*out = (struct cost_pred){ prior, PRIOR_SPREAD * prior, COST_PRIOR };
 		return;
 	}
 	m = model_at(p, kernel, device);
+	/* The prior only where the footprint's history does not answer. */
 	if (LD(m->pub.nfp) && prof_fp_find(m, footprint_key(&x), &x, &h) >= 0 && h.n) {
 		if (h.n >= 2)
 			goto history;
@@ -866,11 +867,11 @@ __attribute__((noinline)) static void predict_model(const struct profiler *p, ui
 		if (!(v.err[v.best] >= 0 && v.err[COST_HISTORY] >= 0 &&
 		      v.err[v.best] < 0.5 * v.err[COST_HISTORY]))
 			goto history;
-		predict_unseen(m, &v, prior, &x, out);
+		predict_unseen(m, &v, prior_ns(&p->fig[device], &x), &x, out);
 		return;
 	}
 	model_read(m, &v);
-	predict_unseen(m, &v, prior, &x, out);
+	predict_unseen(m, &v, prior_ns(&p->fig[device], &x), &x, out);
 	return;
 history:
 	*out = (struct cost_pred){ h.est, h.spread, COST_HISTORY };
