@@ -95,7 +95,7 @@ static bool same_features(const struct kernel_features *a, const struct kernel_f
 
 static bool ns_ok(double v)
 {
-	return isfinite(v) && v > 0 && v <= NS_MAX;
+	return v > 0 && v <= NS_MAX; /* as feat_ok: finite implied */
 }
 
 static double rel_err(double pred, double x)
