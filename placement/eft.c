@@ -307,9 +307,15 @@ static int select_by_class(const struct eft *x, const struct engine_task *t, dou
 		amin[c] = INFINITY;
 		arg[c] = -1;
 	}
-	for (uint32_t d = 0; d < ndev; d++) {
-		if ((int)d == skip)
+	/* The devices below skip, then those above it: no test per device. */
+	uint32_t cut = skip >= 0 && (uint32_t)skip < ndev ? (uint32_t)skip : ndev;
+	for (uint32_t d = 0;; d++) {
+		if (d == cut) {
+			if (cut == ndev)
+				break;
+			cut = ndev;
 			continue;
+		}
 		uint32_t c = cls[d];
 		double pend = (double)atomic_load_explicit(&pending[d], memory_order_relaxed);
 		double at = pend > ctr[c] ? pend : ctr[c];
