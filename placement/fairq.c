@@ -306,12 +306,13 @@ static bool looks_empty(struct fairq *q)
 	return atomic_load_explicit(&q->queued, memory_order_relaxed) == 0;
 }
 
-struct engine_task *fairq_pop(struct fairq *q, fairq_filter ok, void *ctx, unsigned scan)
+/* fairq_pop past the empty test, out of line: workers ask their empty
+ * queues more often than not, and then set up no frame. */
+__attribute__((noinline)) static struct engine_task *pop_locked(struct fairq *q, fairq_filter ok,
+                                                                void *ctx, unsigned scan)
 {
 	int32_t bi = 0;
 
-	if (looks_empty(q))
-		return NULL;
 	pthread_mutex_lock(&q->lock);
 	clock_lock(q);
 	struct fairq_flow *best = choose(q, ok, ctx, scan, &bi);
@@ -335,6 +336,11 @@ struct engine_task *fairq_pop(struct fairq *q, fairq_filter ok, void *ctx, unsig
 	q->queued--;
 	pthread_mutex_unlock(&q->lock);
 	return e.task;
+}
+
+struct engine_task *fairq_pop(struct fairq *q, fairq_filter ok, void *ctx, unsigned scan)
+{
+	return looks_empty(q) ? NULL : pop_locked(q, ok, ctx, scan);
 }
 
 /* ---- peek: a dry run of pop ---- */
