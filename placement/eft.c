@@ -485,19 +485,24 @@ void eft_commit(struct eft *x, struct engine_task *t, uint32_t d, double cost)
 	if (x->nnodes <= 1 || n >= 32)
 		return;
 	uint32_t bit = 1u << n;
-	/* Reads first: a buffer read and written whole ends up planned here
-	 * only. A read of part of a buffer brings that part only, so it plans
-	 * nothing; a write of part leaves the rest where it is, so it only
-	 * takes the plan from the other nodes. */
-	for (uint32_t i = 0; i < t->call.nargs && i < TDM_MAX_ARGS; i++)
-		if (t->data[i] && (t->kernel->arg_modes[i] & TDM_R) && t->call.off[i] == 0 &&
-		    t->call.len[i] == t->data[i]->bytes)
-			atomic_fetch_or_explicit(&t->data[i]->planned, bit, memory_order_relaxed);
+	/* A read of a whole buffer plans it here too; a read of part brings
+	 * that part only, so it plans nothing. A write of a whole buffer plans
+	 * it here only; a write of part leaves the rest where it is, so it only
+	 * takes the plan from the other nodes. One pass in argument order ends
+	 * where reads then writes would (the operations only add this node's
+	 * bit or keep it alone), a buffer read and written whole planned here
+	 * only. */
 	for (uint32_t i = 0; i < t->call.nargs && i < TDM_MAX_ARGS; i++) {
 		struct res_data *d = t->data[i];
-		if (!d || !(t->kernel->arg_modes[i] & TDM_W))
+		if (!d)
 			continue;
-		if (t->call.off[i] == 0 && t->call.len[i] == d->bytes)
+		uint32_t mode = t->kernel->arg_modes[i];
+		bool whole = t->call.off[i] == 0 && t->call.len[i] == d->bytes;
+		if ((mode & TDM_R) && whole)
+			atomic_fetch_or_explicit(&d->planned, bit, memory_order_relaxed);
+		if (!(mode & TDM_W))
+			continue;
+		if (whole)
 			atomic_store_explicit(&d->planned, bit, memory_order_relaxed);
 		else
 			atomic_fetch_and_explicit(&d->planned, bit, memory_order_relaxed);

@@ -206,11 +206,71 @@ static void test_memo_decides_as_select(void **state)
 	free(cal);
 }
 
+/* eft_commit's plans, as the reads then the writes of t would leave them:
+ * a whole read adds the node, a whole write makes it the only one, a
+ * partial write keeps only it, a partial read plans nothing, for any
+ * modes and any two arguments naming one buffer or two. */
+static uint32_t planned_after(const uint8_t mode[2], const bool whole[2], bool same, int a,
+                              uint32_t p0, uint32_t bit)
+{
+	uint32_t p[2] = { p0, p0 };
+	for (int i = 0; i < 2; i++) /* reads first */
+		if ((mode[i] & TDM_R) && whole[i])
+			p[same ? 0 : i] |= bit;
+	for (int i = 0; i < 2; i++)
+		if (mode[i] & TDM_W)
+			p[same ? 0 : i] = whole[i] ? bit : p[same ? 0 : i] & bit;
+	return p[same ? 0 : a];
+}
+
+static void test_commit_plans(void **state)
+{
+	(void)state;
+	struct engine_device devs[2] = { 0 };
+	devs[1].index = 1;
+	devs[1].node = 1;
+	devs[1].dev.kind = TDM_DEV_GPU;
+	struct eft x;
+	assert_int_equal(eft_init(&x, NULL, devs, 2, NULL), 0);
+	const uint8_t modes[3] = { TDM_R, TDM_W, TDM_RW };
+	const uint32_t p0 = 0x5u, bit = 1u << 1;
+	unsigned cases = 0;
+	for (int m0 = 0; m0 < 3; m0++)
+		for (int m1 = 0; m1 < 3; m1++)
+			for (int w = 0; w < 4; w++)
+				for (int same = 0; same < 2; same++) {
+					struct kernel_def k = { .nargs = 2 };
+					k.arg_modes[0] = modes[m0];
+					k.arg_modes[1] = modes[m1];
+					struct res_data b[2] = { { .bytes = 1 << 20 },
+						                 { .bytes = 1 << 20 } };
+					struct engine_task t = { .kernel = &k };
+					bool whole[2] = { w & 1, (w >> 1) & 1 };
+					t.call.nargs = 2;
+					for (int i = 0; i < 2; i++) {
+						t.data[i] = &b[same ? 0 : i];
+						t.call.off[i] = whole[i] ? 0 : 4096;
+						t.call.len[i] = whole[i] ? 1 << 20 : 4096;
+						atomic_store(&b[i].planned, p0);
+					}
+					eft_commit(&x, &t, 1, 10);
+					for (int i = 0; i < 2; i++)
+						assert_int_equal(atomic_load(&t.data[i]->planned),
+						                 planned_after(k.arg_modes, whole,
+						                               same, i, p0, bit));
+					eft_uncommit(&x, 1, 10);
+					cases++;
+				}
+	assert_int_equal(cases, 72);
+	eft_fini(&x);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_classes_choose_as_scan),
 		cmocka_unit_test(test_memo_decides_as_select),
+		cmocka_unit_test(test_commit_plans),
 	};
 	return cmocka_run_group_tests_name("eft_classes", tests, NULL, NULL);
 }
