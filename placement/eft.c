@@ -288,12 +288,12 @@ static int select_by_class(const struct eft *x, const struct engine_task *t, dou
                            double beta, int skip, double *gexec, uint64_t *have, double *cost)
 {
 	uint64_t ghave = *have;
-	uint32_t nc = x->ncls, ndev = (uint32_t)x->cls_ndev; /* not ndev: a device may come */
+	/* Its classes' members: cls_ndev devices, not ndev (a device may come). */
+	uint32_t nc = x->ncls;
 	double ctr[EFT_MAX_CLASSES], amin[EFT_MAX_CLASSES], ntr[RES_MAX_NODES];
 	int32_t arg[EFT_MAX_CLASSES];
 	uint32_t nhave = 0;
 	const uint16_t *node = x->node;
-	const uint32_t *cls = x->cls;
 	const _Atomic int64_t *pending = x->pending;
 
 	for (uint32_t c = 0; c < nc; c++) {
@@ -304,25 +304,31 @@ static int select_by_class(const struct eft *x, const struct engine_task *t, dou
 		if (!isfinite(tr))
 			return -2;
 		ctr[c] = tr;
-		amin[c] = INFINITY;
-		arg[c] = -1;
 	}
-	/* The devices below skip, then those above it: no test per device. */
-	uint32_t cut = skip >= 0 && (uint32_t)skip < ndev ? (uint32_t)skip : ndev;
-	for (uint32_t d = 0;; d++) {
-		if (d == cut) {
-			if (cut == ndev)
-				break;
-			cut = ndev;
-			continue;
+	/* Class by class over its members (in index order): max(pending,
+	 * transfer) is never below the transfer, so the first member at it
+	 * ends the class's search. */
+	for (uint32_t c = 0; c < nc; c++) {
+		const uint32_t *mem = &x->cls_dev[x->cls_off[c]];
+		uint32_t nm = x->cls_off[c + 1] - x->cls_off[c];
+		double tr = ctr[c], least = INFINITY;
+		int32_t first = -1;
+		for (uint32_t k = 0; k < nm; k++) {
+			uint32_t d = mem[k];
+			if ((int)d == skip)
+				continue;
+			double pend =
+			        (double)atomic_load_explicit(&pending[d], memory_order_relaxed);
+			double at = pend > tr ? pend : tr;
+			if (at < least) {
+				least = at;
+				first = (int32_t)d;
+				if (least <= tr)
+					break;
+			}
 		}
-		uint32_t c = cls[d];
-		double pend = (double)atomic_load_explicit(&pending[d], memory_order_relaxed);
-		double at = pend > ctr[c] ? pend : ctr[c];
-		if (at < amin[c]) {
-			amin[c] = at;
-			arg[c] = (int32_t)d;
-		}
+		amin[c] = least;
+		arg[c] = first;
 	}
 	double best_fit = INFINITY, best_exec = 0;
 	int best = -1;
