@@ -330,13 +330,18 @@ static int select_by_class(const struct eft *x, const struct engine_task *t, dou
 		amin[c] = least;
 		arg[c] = first;
 	}
-	double best_fit = INFINITY, best_exec = 0;
-	int best = -1;
+	/* The least fit first, by class; then, among the classes reaching
+	 * it, the earliest device of equal fit (a class's members before its
+	 * argmin may tie it by rounding): the device the scan would keep,
+	 * with no member walk for a class that loses. */
+	double best_fit = INFINITY, fit[EFT_MAX_CLASSES], exec[EFT_MAX_CLASSES];
+	bool found = false;
 	for (uint32_t c = 0; c < nc; c++) {
+		fit[c] = INFINITY;
 		if (arg[c] < 0)
 			continue;
 		double tr = ctr[c];
-		if (best >= 0 && alpha * amin[c] + beta * tr > best_fit)
+		if (found && alpha * amin[c] + beta * tr > best_fit)
 			continue; /* its fit is larger still */
 		uint32_t g = x->group[arg[c]];
 		if (!(ghave & (1ull << g))) {
@@ -344,10 +349,20 @@ static int select_by_class(const struct eft *x, const struct engine_task *t, dou
 			ghave |= 1ull << g;
 			*have = ghave;
 		}
-		double exec = gexec[g];
-		double fit = alpha * (amin[c] + exec) + beta * tr;
-		if (!isfinite(fit))
+		exec[c] = gexec[g];
+		fit[c] = alpha * (amin[c] + exec[c]) + beta * tr;
+		if (!isfinite(fit[c]))
 			return -2;
+		if (!found || fit[c] < best_fit)
+			best_fit = fit[c];
+		found = true;
+	}
+	double best_exec = 0;
+	int best = -1;
+	for (uint32_t c = 0; found && c < nc; c++) {
+		if (fit[c] != best_fit)
+			continue;
+		double tr = ctr[c];
 		int a = arg[c];
 		for (uint32_t k = x->cls_off[c]; (int)x->cls_dev[k] < a; k++) {
 			uint32_t d = x->cls_dev[k];
@@ -356,15 +371,14 @@ static int select_by_class(const struct eft *x, const struct engine_task *t, dou
 			double pend =
 			        (double)atomic_load_explicit(&pending[d], memory_order_relaxed);
 			double at = pend > tr ? pend : tr;
-			if (alpha * (at + exec) + beta * tr == fit) {
+			if (alpha * (at + exec[c]) + beta * tr == best_fit) {
 				a = (int)d;
 				break;
 			}
 		}
-		if (best < 0 || fit < best_fit || (fit == best_fit && a < best)) {
+		if (best < 0 || a < best) {
 			best = a;
-			best_fit = fit;
-			best_exec = exec;
+			best_exec = exec[c];
 		}
 	}
 	*cost = best_exec;
