@@ -361,9 +361,11 @@ struct peek_it {
  * as it_take: peek calls them per task given, a few per call. */
 static inline __attribute__((always_inline)) int32_t it_min(const struct peek_it *it)
 {
-	int32_t m = -1;
-	for (uint32_t i = 0; i < it->nfront; i++)
-		if (m < 0 || before(&it->f->heap[it->front[i]], &it->f->heap[it->front[m]]))
+	if (!it->nfront)
+		return -1;
+	int32_t m = 0;
+	for (uint32_t i = 1; i < it->nfront; i++)
+		if (before(&it->f->heap[it->front[i]], &it->f->heap[it->front[m]]))
 			m = (int32_t)i;
 	return m;
 }
@@ -374,8 +376,11 @@ static inline __attribute__((always_inline)) uint32_t it_take(struct peek_it *it
 {
 	uint32_t idx = it->front[m];
 	it->front[m] = it->front[--it->nfront];
-	for (uint32_t c = 2 * idx + 1; c <= 2 * idx + 2 && c < it->f->n; c++)
+	uint32_t c = 2 * idx + 1;
+	if (c < it->f->n)
 		it->front[it->nfront++] = c;
+	if (c + 1 < it->f->n)
+		it->front[it->nfront++] = c + 1;
 	return idx;
 }
 
