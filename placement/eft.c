@@ -285,14 +285,15 @@ static int select_predicted(const struct eft *x, const struct engine_task *t, do
  * the plain scan would prefer on a tie. Same choice, same arithmetic as
  * the scan. -2: not applicable here (the caller scans). */
 static int select_by_class(const struct eft *x, const struct engine_task *t, double alpha,
-                           double beta, int skip, double *gexec, uint64_t ghave, double *cost)
+                           double beta, int skip, double *gexec, uint64_t *have, double *cost)
 {
-	uint32_t nc = x->ncls, ndev = (uint32_t)x->cls_ndev; /* not ndev: a device may come */
+	uint64_t ghave = *have;
+	/* Its classes' members: cls_ndev devices, not ndev (a device may come). */
+	uint32_t nc = x->ncls;
 	double ctr[EFT_MAX_CLASSES], amin[EFT_MAX_CLASSES], ntr[RES_MAX_NODES];
 	int32_t arg[EFT_MAX_CLASSES];
 	uint32_t nhave = 0;
 	const uint16_t *node = x->node;
-	const uint32_t *cls = x->cls;
 	const _Atomic int64_t *pending = x->pending;
 
 	for (uint32_t c = 0; c < nc; c++) {
@@ -303,37 +304,65 @@ static int select_by_class(const struct eft *x, const struct engine_task *t, dou
 		if (!isfinite(tr))
 			return -2;
 		ctr[c] = tr;
-		amin[c] = INFINITY;
-		arg[c] = -1;
 	}
-	for (uint32_t d = 0; d < ndev; d++) {
-		if ((int)d == skip)
-			continue;
-		uint32_t c = cls[d];
-		double pend = (double)atomic_load_explicit(&pending[d], memory_order_relaxed);
-		double at = pend > ctr[c] ? pend : ctr[c];
-		if (at < amin[c]) {
-			amin[c] = at;
-			arg[c] = (int32_t)d;
-		}
-	}
-	double best_fit = INFINITY, best_exec = 0;
-	int best = -1;
+	/* Class by class over its members (in index order): max(pending,
+	 * transfer) is never below the transfer, so the first member at it
+	 * ends the class's search. */
 	for (uint32_t c = 0; c < nc; c++) {
+		const uint32_t *mem = &x->cls_dev[x->cls_off[c]];
+		uint32_t nm = x->cls_off[c + 1] - x->cls_off[c];
+		double tr = ctr[c], least = INFINITY;
+		int32_t first = -1;
+		for (uint32_t k = 0; k < nm; k++) {
+			uint32_t d = mem[k];
+			if ((int)d == skip)
+				continue;
+			double pend =
+			        (double)atomic_load_explicit(&pending[d], memory_order_relaxed);
+			double at = pend > tr ? pend : tr;
+			if (at < least) {
+				least = at;
+				first = (int32_t)d;
+				if (least <= tr)
+					break;
+			}
+		}
+		amin[c] = least;
+		arg[c] = first;
+	}
+	/* The least fit first, by class; then, among the classes reaching
+	 * it, the earliest device of equal fit (a class's members before its
+	 * argmin may tie it by rounding): the device the scan would keep,
+	 * with no member walk for a class that loses. */
+	double best_fit = INFINITY, fit[EFT_MAX_CLASSES], exec[EFT_MAX_CLASSES];
+	bool found = false;
+	for (uint32_t c = 0; c < nc; c++) {
+		fit[c] = INFINITY;
 		if (arg[c] < 0)
 			continue;
 		double tr = ctr[c];
-		if (best >= 0 && alpha * amin[c] + beta * tr > best_fit)
+		if (found && alpha * amin[c] + beta * tr > best_fit)
 			continue; /* its fit is larger still */
 		uint32_t g = x->group[arg[c]];
 		if (!(ghave & (1ull << g))) {
 			gexec[g] = eft_exec_group(x, t, g);
 			ghave |= 1ull << g;
+			*have = ghave;
 		}
-		double exec = gexec[g];
-		double fit = alpha * (amin[c] + exec) + beta * tr;
-		if (!isfinite(fit))
+		exec[c] = gexec[g];
+		fit[c] = alpha * (amin[c] + exec[c]) + beta * tr;
+		if (!isfinite(fit[c]))
 			return -2;
+		if (!found || fit[c] < best_fit)
+			best_fit = fit[c];
+		found = true;
+	}
+	double best_exec = 0;
+	int best = -1;
+	for (uint32_t c = 0; found && c < nc; c++) {
+		if (fit[c] != best_fit)
+			continue;
+		double tr = ctr[c];
 		int a = arg[c];
 		for (uint32_t k = x->cls_off[c]; (int)x->cls_dev[k] < a; k++) {
 			uint32_t d = x->cls_dev[k];
@@ -342,33 +371,48 @@ static int select_by_class(const struct eft *x, const struct engine_task *t, dou
 			double pend =
 			        (double)atomic_load_explicit(&pending[d], memory_order_relaxed);
 			double at = pend > tr ? pend : tr;
-			if (alpha * (at + exec) + beta * tr == fit) {
+			if (alpha * (at + exec[c]) + beta * tr == best_fit) {
 				a = (int)d;
 				break;
 			}
 		}
-		if (best < 0 || fit < best_fit || (fit == best_fit && a < best)) {
+		if (best < 0 || a < best) {
 			best = a;
-			best_fit = fit;
-			best_exec = exec;
+			best_exec = exec[c];
 		}
 	}
 	*cost = best_exec;
 	return best;
 }
 
-int eft_select(const struct eft *x, const struct engine_task *t, double alpha, double beta,
-               int skip, double *cost)
+/* The memo's kind of t; a new one (its row asked) if it holds none. */
+static size_t memo_kind(const struct eft *x, struct eft_memo *m, const struct engine_task *t)
 {
-	double gexec[EFT_MAX_GROUPS], ntr[RES_MAX_NODES];
+	for (uint32_t i = 0; i < m->n; i++)
+		if (m->kind[i].kernel == t->kernel &&
+		    !memcmp(&m->kind[i].feat, &t->feat, sizeof(t->feat))) /* -0 is not 0 */
+			return i;
+	uint32_t i = m->n < EFT_MEMO_KINDS ? m->n++ : m->next++ % EFT_MEMO_KINDS;
+	m->kind[i].kernel = t->kernel;
+	m->kind[i].feat = t->feat;
 	/* Where the whole row is cheap (the simulator's stated costs), it
 	 * beats predicting device by device even with pruning. */
-	uint64_t ghave = eft_exec_groups(x, t, gexec);
+	m->kind[i].row = eft_exec_groups(x, t, m->kind[i].gexec);
+	m->kind[i].ghave = m->kind[i].row;
+	return i;
+}
+
+/* eft_select with the groups of *ghave already predicted in gexec[]; row:
+ * those eft_exec_groups gave (the whole row). */
+static int select_known(const struct eft *x, const struct engine_task *t, double alpha, double beta,
+                        int skip, double *gexec, uint64_t row, uint64_t *ghave, double *cost)
+{
+	double ntr[RES_MAX_NODES];
 	uint32_t nhave = 0;
 	double best_fit = INFINITY, best_exec = 0;
 	int best = -1;
 
-	if (ghave && x->ngroups <= EFT_MAX_GROUPS && x->nnodes <= RES_MAX_NODES && skip < 0 &&
+	if (row && x->ngroups <= EFT_MAX_GROUPS && x->nnodes <= RES_MAX_NODES && skip < 0 &&
 	    core_all_runnable(x->core))
 		return select_predicted(x, t, alpha, beta, gexec, cost);
 	/* With alpha, beta >= 0 a device's fit is at least its fit with no
@@ -398,14 +442,14 @@ int eft_select(const struct eft *x, const struct engine_task *t, double alpha, d
 		double pend = (double)eft_pending(x, d);
 		double at = pend > tr ? pend : tr;
 		uint32_t g = group[d];
-		bool cached = g < EFT_MAX_GROUPS && (ghave & (1ull << g));
+		bool cached = g < EFT_MAX_GROUPS && (*ghave & (1ull << g));
 		if (!cached && prune && best >= 0 && !(alpha * at + beta * tr < best_fit))
 			continue;
 		double exec;
 		if (g < EFT_MAX_GROUPS) {
 			if (!cached) {
 				gexec[g] = eft_exec_group(x, t, g);
-				ghave |= 1ull << g;
+				*ghave |= 1ull << g;
 			}
 			exec = gexec[g];
 		} else {
@@ -421,6 +465,25 @@ int eft_select(const struct eft *x, const struct engine_task *t, double alpha, d
 	}
 	*cost = best_exec;
 	return best;
+}
+
+int eft_select_memo(const struct eft *x, const struct engine_task *t, double alpha, double beta,
+                    int skip, struct eft_memo *memo, double *cost)
+{
+	if (!memo) {
+		double gexec[EFT_MAX_GROUPS];
+		uint64_t row = eft_exec_groups(x, t, gexec), ghave = row;
+		return select_known(x, t, alpha, beta, skip, gexec, row, &ghave, cost);
+	}
+	size_t i = memo_kind(x, memo, t);
+	return select_known(x, t, alpha, beta, skip, memo->kind[i].gexec, memo->kind[i].row,
+	                    &memo->kind[i].ghave, cost);
+}
+
+int eft_select(const struct eft *x, const struct engine_task *t, double alpha, double beta,
+               int skip, double *cost)
+{
+	return eft_select_memo(x, t, alpha, beta, skip, NULL, cost);
 }
 
 /* llround(cost), without the library call below 2^52 ns (every finite
@@ -442,19 +505,24 @@ void eft_commit(struct eft *x, struct engine_task *t, uint32_t d, double cost)
 	if (x->nnodes <= 1 || n >= 32)
 		return;
 	uint32_t bit = 1u << n;
-	/* Reads first: a buffer read and written whole ends up planned here
-	 * only. A read of part of a buffer brings that part only, so it plans
-	 * nothing; a write of part leaves the rest where it is, so it only
-	 * takes the plan from the other nodes. */
-	for (uint32_t i = 0; i < t->call.nargs && i < TDM_MAX_ARGS; i++)
-		if (t->data[i] && (t->kernel->arg_modes[i] & TDM_R) && t->call.off[i] == 0 &&
-		    t->call.len[i] == t->data[i]->bytes)
-			atomic_fetch_or_explicit(&t->data[i]->planned, bit, memory_order_relaxed);
+	/* A read of a whole buffer plans it here too; a read of part brings
+	 * that part only, so it plans nothing. A write of a whole buffer plans
+	 * it here only; a write of part leaves the rest where it is, so it only
+	 * takes the plan from the other nodes. One pass in argument order ends
+	 * where reads then writes would (the operations only add this node's
+	 * bit or keep it alone), a buffer read and written whole planned here
+	 * only. */
 	for (uint32_t i = 0; i < t->call.nargs && i < TDM_MAX_ARGS; i++) {
 		struct res_data *d = t->data[i];
-		if (!d || !(t->kernel->arg_modes[i] & TDM_W))
+		if (!d)
 			continue;
-		if (t->call.off[i] == 0 && t->call.len[i] == d->bytes)
+		uint32_t mode = t->kernel->arg_modes[i];
+		bool whole = t->call.off[i] == 0 && t->call.len[i] == d->bytes;
+		if ((mode & TDM_R) && whole)
+			atomic_fetch_or_explicit(&d->planned, bit, memory_order_relaxed);
+		if (!(mode & TDM_W))
+			continue;
+		if (whole)
 			atomic_store_explicit(&d->planned, bit, memory_order_relaxed);
 		else
 			atomic_fetch_and_explicit(&d->planned, bit, memory_order_relaxed);

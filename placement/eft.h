@@ -101,6 +101,34 @@ static inline int64_t eft_pending(const struct eft *x, uint32_t d)
 int eft_select(const struct eft *x, const struct engine_task *t, double alpha, double beta,
                int skip, double *cost);
 
+/* Group predictions remembered across the eft_select_memo calls of one
+ * batch of ready tasks, by kernel and features: tasks of one kernel and
+ * size (a tiled factorisation's) are predicted once per batch. A batch is
+ * decided on one thread with no model learning in between in the
+ * simulator, so it decides exactly as eft_select; in the daemon a model may
+ * learn meanwhile, and a batch's later tasks then see the prediction of its
+ * start. */
+#define EFT_MEMO_KINDS 4
+struct eft_memo {
+	uint32_t n, next; /* kinds held; the one replaced next */
+	struct {
+		const struct kernel_def *kernel;
+		struct kernel_features feat;
+		uint64_t row; /* the groups eft_exec_groups gave at once */
+		uint64_t ghave; /* the groups of gexec[] predicted */
+		double gexec[EFT_MAX_GROUPS];
+	} kind[EFT_MEMO_KINDS];
+};
+
+static inline void eft_memo_init(struct eft_memo *m)
+{
+	m->n = m->next = 0;
+}
+
+/* eft_select, reusing and adding to memo's predictions (NULL: none). */
+int eft_select_memo(const struct eft *x, const struct engine_task *t, double alpha, double beta,
+                    int skip, struct eft_memo *memo, double *cost);
+
 /* t (cost ns) is going to run on d: counts it in pending(d) and marks its
  * reads as planned on d's node (its writes make d's node the only one). */
 void eft_commit(struct eft *x, struct engine_task *t, uint32_t d, double cost);

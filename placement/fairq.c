@@ -306,15 +306,19 @@ static bool looks_empty(struct fairq *q)
 	return atomic_load_explicit(&q->queued, memory_order_relaxed) == 0;
 }
 
-struct engine_task *fairq_pop(struct fairq *q, fairq_filter ok, void *ctx, unsigned scan)
+/* fairq_pop past the empty test, out of line: workers ask their empty
+ * queues more often than not, and then set up no frame. */
+__attribute__((noinline)) static struct engine_task *pop_locked(struct fairq *q, fairq_filter ok,
+                                                                void *ctx, unsigned scan)
 {
 	int32_t bi = 0;
 
-	if (looks_empty(q))
-		return NULL;
 	pthread_mutex_lock(&q->lock);
 	clock_lock(q);
-	struct fairq_flow *best = choose(q, ok, ctx, scan, &bi);
+	/* One flow and no filter: its head (choose's answer, without the
+	 * comparisons). */
+	struct fairq_flow *best =
+	        !ok && q->nactive == 1 ? q->active[0] : choose(q, ok, ctx, scan, &bi);
 	if (!best) {
 		clock_unlock(q);
 		pthread_mutex_unlock(&q->lock);
@@ -337,6 +341,11 @@ struct engine_task *fairq_pop(struct fairq *q, fairq_filter ok, void *ctx, unsig
 	return e.task;
 }
 
+struct engine_task *fairq_pop(struct fairq *q, fairq_filter ok, void *ctx, unsigned scan)
+{
+	return looks_empty(q) ? NULL : pop_locked(q, ok, ctx, scan);
+}
+
 /* ---- peek: a dry run of pop ---- */
 
 /* A flow's entries in heap order without removing them: the frontier of
@@ -348,24 +357,30 @@ struct peek_it {
 	uint32_t front[2 * FAIRQ_PEEK_MAX + 1];
 };
 
-/* Index in the frontier of its smallest entry; -1 if exhausted. */
-static int32_t it_min(const struct peek_it *it)
+/* Index in the frontier of its smallest entry; -1 if exhausted. Inlined,
+ * as it_take: peek calls them per task given, a few per call. */
+static inline __attribute__((always_inline)) int32_t it_min(const struct peek_it *it)
 {
-	int32_t m = -1;
-	for (uint32_t i = 0; i < it->nfront; i++)
-		if (m < 0 || before(&it->f->heap[it->front[i]], &it->f->heap[it->front[m]]))
+	if (!it->nfront)
+		return -1;
+	int32_t m = 0;
+	for (uint32_t i = 1; i < it->nfront; i++)
+		if (before(&it->f->heap[it->front[i]], &it->f->heap[it->front[m]]))
 			m = (int32_t)i;
 	return m;
 }
 
 /* Gives the frontier's entry m (its heap index) and puts its children in
  * its place. */
-static uint32_t it_take(struct peek_it *it, int32_t m)
+static inline __attribute__((always_inline)) uint32_t it_take(struct peek_it *it, int32_t m)
 {
 	uint32_t idx = it->front[m];
 	it->front[m] = it->front[--it->nfront];
-	for (uint32_t c = 2 * idx + 1; c <= 2 * idx + 2 && c < it->f->n; c++)
+	uint32_t c = 2 * idx + 1;
+	if (c < it->f->n)
 		it->front[it->nfront++] = c;
+	if (c + 1 < it->f->n)
+		it->front[it->nfront++] = c + 1;
 	return idx;
 }
 
@@ -395,10 +410,15 @@ size_t fairq_peek(struct fairq *q, struct engine_task **out, size_t max)
 	if (looks_empty(q))
 		return 0;
 	pthread_mutex_lock(&q->lock);
-	clock_lock(q);
-	if (q->nactive == 1)
+	/* One flow: its own order, no virtual time read, so no clock lock
+	 * (the queue's lock keeps its heap still). */
+	if (q->nactive == 1) {
 		got = peek_one(q->active[0], out, max);
-	while (q->nactive != 1 && got < max) {
+		pthread_mutex_unlock(&q->lock);
+		return got;
+	}
+	clock_lock(q);
+	while (got < max) {
 		const struct fairq_flow *bf = NULL;
 		const struct fairq_entry *be = NULL;
 		double bv = 0;

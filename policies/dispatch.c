@@ -194,9 +194,11 @@ static void place_any(struct dispatch *D, struct engine_task *t, double key)
 
 /* dmda among the devices that may run t, except skip (-1: none): the
  * device and t's cost there, or -1 if none may run it. */
-static int select_dmda(struct dispatch *D, const struct engine_task *t, int skip, double *cost)
+static int select_dmda(struct dispatch *D, const struct engine_task *t, int skip,
+                       struct eft_memo *memo, double *cost)
 {
-	return eft_select(&D->eft, t, D->tuning->dmda_alpha, D->tuning->dmda_beta, skip, cost);
+	return eft_select_memo(&D->eft, t, D->tuning->dmda_alpha, D->tuning->dmda_beta, skip, memo,
+	                       cost);
 }
 
 /* Among the devices on memory node `node` that may run t, the one whose
@@ -768,7 +770,7 @@ static void place_planned(struct dispatch *D, struct gplan *gp, struct engine_ta
 	double cost = d < gp->ndev ? gp_cost_at(gp, v, d) : -1;
 	double key = (double)gp->base_ns + gp->slot[v].start;
 	if (cost < 0 || !core_runnable(D->core, t, d)) {
-		int nd = select_dmda(D, t, -1, &cost);
+		int nd = select_dmda(D, t, -1, NULL, &cost);
 		gp->dev[v] = nd < 0 ? NO_DEV : (uint32_t)nd;
 		/* Off d's order: the next one there may go (else once taken). */
 		struct engine_task *next = d < gp->ndev ? seq_unpark(D, gp, t->graph, d) : NULL;
@@ -1111,7 +1113,9 @@ void dispatch_graph_submitted(void *priv, struct engine_graph *g)
 void dispatch_tasks_ready(void *priv, struct engine_task **tasks, size_t n, int worker)
 {
 	struct dispatch *D = priv;
+	struct eft_memo memo;
 	(void)worker;
+	eft_memo_init(&memo);
 	if (D->hook.ready)
 		D->hook.ready(D->hook.ctx, tasks, n);
 	for (size_t i = 0; i < n; i++) {
@@ -1140,7 +1144,7 @@ void dispatch_tasks_ready(void *priv, struct engine_task **tasks, size_t n, int 
 			int d = t->policy_node ? select_on_node(D, t, t->policy_node - 1u, &cost)
 			                       : -1;
 			if (d < 0)
-				d = select_dmda(D, t, -1, &cost);
+				d = select_dmda(D, t, -1, &memo, &cost);
 			push_to(D, t, d, cost, task_key(D, t));
 		}
 	}
@@ -1163,7 +1167,7 @@ static void replace(struct dispatch *D, struct engine_task *t, unsigned w)
 {
 	double cost;
 	uncommit(D, t);
-	int d = select_dmda(D, t, (int)w, &cost);
+	int d = select_dmda(D, t, (int)w, NULL, &cost);
 	plan_note_device(D, t, w, d); /* before it is queued: then its graph may end */
 	push_to(D, t, d, cost, t->policy_key);
 	atomic_fetch_add_explicit(&D->replaced, 1, memory_order_relaxed);
@@ -1404,7 +1408,7 @@ static void rebalance(struct dispatch *D, unsigned w)
 		}
 		double cost;
 		uncommit(D, t);
-		int d = select_dmda(D, t, -1, &cost);
+		int d = select_dmda(D, t, -1, NULL, &cost);
 		push_to(D, t, d, cost, t->policy_key);
 	}
 	free(held);

@@ -95,7 +95,7 @@ static bool same_features(const struct kernel_features *a, const struct kernel_f
 
 static bool ns_ok(double v)
 {
-	return isfinite(v) && v > 0 && v <= NS_MAX;
+	return v > 0 && v <= NS_MAX; /* as feat_ok: finite implied */
 }
 
 static double rel_err(double pred, double x)
@@ -853,12 +853,13 @@ __attribute__((noinline)) static void predict_model(const struct profiler *p, ui
 	double prior;
 
 	x = clean_features(f);
-	prior = prior_ns(&p->fig[device], &x);
 	if (kernel >= p->nkernels || kernel == KERNEL_NOOP) {
+		prior = prior_ns(&p->fig[device], &x);
 		*out = (struct cost_pred){ prior, PRIOR_SPREAD * prior, COST_PRIOR };
 		return;
 	}
 	m = model_at(p, kernel, device);
+	/* The prior only where the footprint's history does not answer. */
 	if (LD(m->pub.nfp) && prof_fp_find(m, footprint_key(&x), &x, &h) >= 0 && h.n) {
 		if (h.n >= 2)
 			goto history;
@@ -866,11 +867,11 @@ __attribute__((noinline)) static void predict_model(const struct profiler *p, ui
 		if (!(v.err[v.best] >= 0 && v.err[COST_HISTORY] >= 0 &&
 		      v.err[v.best] < 0.5 * v.err[COST_HISTORY]))
 			goto history;
-		predict_unseen(m, &v, prior, &x, out);
+		predict_unseen(m, &v, prior_ns(&p->fig[device], &x), &x, out);
 		return;
 	}
 	model_read(m, &v);
-	predict_unseen(m, &v, prior, &x, out);
+	predict_unseen(m, &v, prior_ns(&p->fig[device], &x), &x, out);
 	return;
 history:
 	*out = (struct cost_pred){ h.est, h.spread, COST_HISTORY };
@@ -969,7 +970,6 @@ void profiler_observe(struct profiler *p, uint32_t kernel, uint32_t device,
 		return;
 	x = clean_features(f);
 	key = footprint_key(&x);
-	prior = prior_ns(&p->fig[device], &x);
 	m = model_at(p, kernel, device);
 	/* A footprint whose ring is full learns one sample in SETTLED_STRIDE:
 	 * its median hardly moves, and workers finishing many small tasks of
@@ -980,6 +980,7 @@ void profiler_observe(struct profiler *p, uint32_t kernel, uint32_t device,
 		return;
 	}
 
+	prior = prior_ns(&p->fig[device], &x);
 	pthread_mutex_lock(&m->lock);
 	slot = prof_fp_find(m, key, &x, &h);
 	if (model_score(p, m, kernel, device, &x, slot, prior, t))
@@ -993,8 +994,13 @@ void profiler_observe(struct profiler *p, uint32_t kernel, uint32_t device,
 		m->loo_wait++;
 	v->last_use = ++m->tick;
 	v->prior = prior;
+	/* A full ring whose oldest sample (the one replaced) equals the new
+	 * one holds the same values after: its median and spread stand (the
+	 * simulator's stated costs repeat exactly). */
+	bool same = v->len == RING && v->ring[v->head] == t;
 	prof_fp_push(v, t);
-	prof_fp_stats(v);
+	if (!same)
+		prof_fp_stats(v);
 	prof_fp_publish(m, (unsigned)slot);
 	/* The fits and the prior's scale follow the footprints' estimates:
 	 * refitted only when one is new or moved, so the steady state (one

@@ -155,9 +155,10 @@ struct fp_view {
 
 /* ---- small helpers ------------------------------------------------------- */
 
+/* NaN fails both comparisons and the infinities one: finite implied. */
 static inline bool feat_ok(double v)
 {
-	return isfinite(v) && v >= 0 && v <= FEAT_MAX;
+	return v >= 0 && v <= FEAT_MAX;
 }
 
 /* Invalid features read as zero; -0.0 as 0.0 so that it hashes the same. */

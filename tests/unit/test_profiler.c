@@ -276,6 +276,37 @@ static void test_outliers_do_not_move_estimate(void **state)
 	free(c);
 }
 
+/* A full ring learns a new level as its samples turn over (the median moves
+ * to it, spread with it), and repeating one exact figure keeps it there
+ * exactly (the simulator's stated costs). */
+static void test_full_ring_turns_over(void **state)
+{
+	struct calibration *c = cal_new(1);
+	struct profiler *p = prof_new(c);
+	struct kernel_features f = sgemm_feat(256);
+	struct cost_pred cp;
+
+	(void)state;
+	for (int i = 0; i < 32; i++)
+		profiler_observe(p, KERNEL_SGEMM, 0, &f, i % 2 ? 200000 : 200002);
+	cp = predict(p, KERNEL_SGEMM, 0, f);
+	assert_int_equal(cp.source, COST_HISTORY);
+	assert_true(cp.ns == 200000);
+	/* 1 in 8 learned once full: 400 observations replace every sample. */
+	for (int i = 0; i < 400; i++)
+		profiler_observe(p, KERNEL_SGEMM, 0, &f, 300000);
+	cp = predict(p, KERNEL_SGEMM, 0, f);
+	assert_true(cp.ns == 300000);
+	assert_true(cp.spread_ns == 0.01 * 300000);
+	for (int i = 0; i < 400; i++)
+		profiler_observe(p, KERNEL_SGEMM, 0, &f, 300000);
+	cp = predict(p, KERNEL_SGEMM, 0, f);
+	assert_true(cp.ns == 300000);
+	assert_true(cp.spread_ns == 0.01 * 300000);
+	profiler_destroy(p);
+	free(c);
+}
+
 static void test_shared_model_for_equal_keys(void **state)
 {
 	struct calibration *c = cal_new(3);
@@ -1073,6 +1104,7 @@ int main(void)
 		cmocka_unit_test(test_set_calibration_moves_prior),
 		cmocka_unit_test(test_spin_learned_in_three_samples),
 		cmocka_unit_test(test_outliers_do_not_move_estimate),
+		cmocka_unit_test(test_full_ring_turns_over),
 		cmocka_unit_test(test_shared_model_for_equal_keys),
 		cmocka_unit_test(test_ignored_inputs),
 		cmocka_unit_test(test_oracle_row),
