@@ -20,6 +20,7 @@
 #include "policies/policy.h"
 #include "tandem.h"
 #include "tests/harness/fake_backend.h"
+#include "tests/harness/graphs_done.h"
 
 /* Per-task run counts of the graph under test, by task index (a task run
  * twice, or never, shows here). */
@@ -54,17 +55,6 @@ static const struct backend_ops host_ops = { .abi_version = BACKEND_ABI_VERSION,
 	                                     .name = "fake",
 	                                     .launch = counting_launch };
 
-struct done {
-	_Atomic int graphs;
-};
-
-static void on_done(void *ctx, struct engine_graph *g)
-{
-	struct done *dn = ctx;
-	(void)g;
-	atomic_fetch_add(&dn->graphs, 1);
-}
-
 static struct backend_device host_dev(unsigned i)
 {
 	struct backend_device d = { 0 };
@@ -76,7 +66,7 @@ static struct backend_device host_dev(unsigned i)
 }
 
 static struct engine *make(const struct policy_ops *p, size_t ndev, size_t cap, bool threads,
-                           struct done *dn)
+                           struct graphs_done *dn)
 {
 	struct backend_device devs[ENGINE_MAX_DEVICES];
 	struct engine *e;
@@ -87,7 +77,7 @@ static struct engine *make(const struct policy_ops *p, size_t ndev, size_t cap, 
 		                    .devices = devs,
 		                    .ndevices = ndev,
 		                    .max_devices = cap,
-		                    .hooks = { .graph_done = on_done, .ctx = dn },
+		                    .hooks = { .graph_done = graphs_done_hook, .ctx = dn },
 		                    .start_workers = threads,
 		                    .spin_us = 10 };
 	assert_int_equal(engine_create(&ep, &e), 0);
@@ -157,13 +147,6 @@ static unsigned wait_busy(struct engine *e, unsigned d, unsigned want)
 	return b;
 }
 
-static bool wait_graphs(struct done *dn, int want, int ms)
-{
-	for (int i = 0; i < ms && atomic_load(&dn->graphs) < want; i++)
-		sleep_us(1000);
-	return atomic_load(&dn->graphs) >= want;
-}
-
 static void run_all(struct engine *e)
 {
 	bool any = true;
@@ -178,7 +161,7 @@ static void run_all(struct engine *e)
 static void test_states_and_limits(void **state)
 {
 	(void)state;
-	struct done dn = { 0 };
+	struct graphs_done dn = { 0 };
 	struct engine *e = make(&policy_eager, 1, 2, false, &dn);
 	unsigned id = 99;
 	struct backend_device d1 = host_dev(1), d2 = host_dev(2);
@@ -237,7 +220,7 @@ static void test_drain_replaces_queued(void **state)
 {
 	(void)state;
 	for (const struct policy_ops *const *p = policy_list(); *p; p++) {
-		struct done dn = { 0 };
+		struct graphs_done dn = { 0 };
 		struct engine_flow flow = { .id = 1, .weight = 1 };
 		struct engine *e = make(*p, 2, 2, false, &dn);
 		assert_int_equal(engine_flow_add(e, &flow), 0);
@@ -285,7 +268,7 @@ static void test_add_while_running(void **state)
 {
 	(void)state;
 	for (const struct policy_ops *const *p = policy_list(); *p; p++) {
-		struct done dn = { 0 };
+		struct graphs_done dn = { 0 };
 		struct engine_flow flow = { .id = 1, .weight = 1 };
 		struct engine *e = make(*p, 1, 4, true, &dn);
 		assert_int_equal(engine_flow_add(e, &flow), 0);
@@ -378,7 +361,7 @@ static const struct backend_ops gated_accel = { .abi_version = BACKEND_ABI_VERSI
 enum { CHAIN_N = 4 };
 
 struct gated_chain {
-	struct done dn;
+	struct graphs_done dn;
 	struct engine_flow flow;
 	struct residency res;
 	struct backend_device acc;
@@ -403,7 +386,7 @@ static void chain_start(struct gated_chain *c, const struct policy_ops *p)
 		                    .ndevices = 1,
 		                    .max_devices = 2,
 		                    .res = &c->res,
-		                    .hooks = { .graph_done = on_done, .ctx = &c->dn },
+		                    .hooks = { .graph_done = graphs_done_hook, .ctx = &c->dn },
 		                    .start_workers = true,
 		                    .spin_us = 10 };
 	assert_int_equal(engine_create(&ep, &c->e), 0);
@@ -519,7 +502,7 @@ static const struct backend_ops flaky_accel = { FAKE_ACCEL_MEM_OPS, .name = "fla
 static void test_faults_remove_device(void **state)
 {
 	(void)state;
-	struct done dn = { 0 };
+	struct graphs_done dn = { 0 };
 	struct engine_flow flow = { .id = 1, .weight = 1 };
 	struct residency res;
 	residency_init(&res);
@@ -541,7 +524,7 @@ static void test_faults_remove_device(void **state)
 		                    .fault_limit = 2,
 		                    .pipeline_depth = 4,
 		                    .res = &res,
-		                    .hooks = { .graph_done = on_done, .ctx = &dn },
+		                    .hooks = { .graph_done = graphs_done_hook, .ctx = &dn },
 		                    .start_workers = false };
 	assert_int_equal(engine_create(&ep, &e), 0);
 	assert_int_equal(engine_flow_add(e, &flow), 0);
@@ -595,7 +578,7 @@ static const struct backend_ops nospin_ops = { .abi_version = BACKEND_ABI_VERSIO
 static void test_no_device_left(void **state)
 {
 	(void)state;
-	struct done dn = { 0 };
+	struct graphs_done dn = { 0 };
 	struct engine_flow flow = { .id = 1, .weight = 1 };
 	struct backend_device devs[2] = { host_dev(0), host_dev(1) };
 	devs[1].ops = &nospin_ops; /* only device 0 runs "spin" */
@@ -604,7 +587,7 @@ static void test_no_device_left(void **state)
 		                    .policy = &policy_dmda,
 		                    .devices = devs,
 		                    .ndevices = 2,
-		                    .hooks = { .graph_done = on_done, .ctx = &dn },
+		                    .hooks = { .graph_done = graphs_done_hook, .ctx = &dn },
 		                    .start_workers = false };
 	assert_int_equal(engine_create(&ep, &e), 0);
 	assert_int_equal(engine_flow_add(e, &flow), 0);
@@ -642,7 +625,7 @@ static void test_no_device_left(void **state)
 static void test_waiting_is_not_a_stall(void **state)
 {
 	(void)state;
-	struct done dn = { 0 };
+	struct graphs_done dn = { 0 };
 	struct engine_flow flow = { .id = 1, .weight = 1 };
 	struct backend_device devs[2] = { host_dev(0), host_dev(1) };
 	devs[1].ops = &nospin_ops;
@@ -652,7 +635,7 @@ static void test_waiting_is_not_a_stall(void **state)
 		                    .devices = devs,
 		                    .ndevices = 2,
 		                    .watchdog_ms = 50,
-		                    .hooks = { .graph_done = on_done, .ctx = &dn },
+		                    .hooks = { .graph_done = graphs_done_hook, .ctx = &dn },
 		                    .start_workers = true,
 		                    .spin_us = 10 };
 	assert_int_equal(engine_create(&ep, &e), 0);
@@ -683,7 +666,7 @@ static void test_heft_repaired_without_device(void **state)
 {
 	(void)state;
 	for (int method = 0; method < 2; method++) {
-		struct done dn = { 0 };
+		struct graphs_done dn = { 0 };
 		struct engine_flow flow = { .id = 1, .weight = 1 };
 		struct engine *e = make(method ? &policy_peft : &policy_heft, 3, 3, false, &dn);
 		assert_int_equal(engine_flow_add(e, &flow), 0);
@@ -734,7 +717,7 @@ static void test_churn_every_policy(void **state)
 {
 	(void)state;
 	for (const struct policy_ops *const *p = policy_list(); *p; p++) {
-		struct done dn = { 0 };
+		struct graphs_done dn = { 0 };
 		struct engine_flow flow = { .id = 1, .weight = 1 };
 		struct engine *e = make(*p, 2, 8, true, &dn);
 		assert_int_equal(engine_flow_add(e, &flow), 0);
@@ -794,7 +777,7 @@ static void test_same_device_back_under_old_id(void **state)
 {
 	(void)state;
 	for (const struct policy_ops *const *p = policy_list(); *p; p++) {
-		struct done dn = { 0 };
+		struct graphs_done dn = { 0 };
 		struct engine_flow flow = { .id = 1, .weight = 1 };
 		struct engine *e = make(*p, 2, 4, true, &dn);
 		assert_int_equal(engine_flow_add(e, &flow), 0);
@@ -913,7 +896,7 @@ static void test_sim_between_steps(void **state)
 {
 	(void)state;
 	for (const struct policy_ops *const *p = policy_list(); *p; p++) {
-		struct done dn = { 0 };
+		struct graphs_done dn = { 0 };
 		struct engine_flow flow = { .id = 1, .weight = 1 };
 		struct residency res;
 		residency_init(&res);
@@ -925,7 +908,7 @@ static void test_sim_between_steps(void **state)
 			                    .ndevices = 2,
 			                    .max_devices = 4,
 			                    .res = &res,
-			                    .hooks = { .graph_done = on_done, .ctx = &dn },
+			                    .hooks = { .graph_done = graphs_done_hook, .ctx = &dn },
 			                    .start_workers = false };
 		assert_int_equal(engine_create(&ep, &e), 0);
 		assert_int_equal(engine_flow_add(e, &flow), 0);
@@ -984,7 +967,7 @@ static void test_added_device_priced_at_once(void **state)
 	profiler_predict(prof, spin, 0, &f, &twin);
 	assert_true(twin.ns > 40000 && twin.ns < 60000);
 
-	struct done dn = { 0 };
+	struct graphs_done dn = { 0 };
 	struct engine_flow flow = { .id = 1, .weight = 1 };
 	struct backend_device d0 = host_dev(0), d1 = host_dev(1);
 	struct engine *e;
@@ -994,7 +977,7 @@ static void test_added_device_priced_at_once(void **state)
 		                    .ndevices = 1,
 		                    .max_devices = 2,
 		                    .prof = prof,
-		                    .hooks = { .graph_done = on_done, .ctx = &dn },
+		                    .hooks = { .graph_done = graphs_done_hook, .ctx = &dn },
 		                    .start_workers = false };
 	assert_int_equal(engine_create(&ep, &e), 0);
 	assert_int_equal(engine_flow_add(e, &flow), 0);
@@ -1038,7 +1021,7 @@ static void set_arg(struct engine_task *t, uint32_t a, struct res_data *d, void 
 static void test_remove_writes_owner_back(void **state)
 {
 	(void)state;
-	struct done dn = { 0 };
+	struct graphs_done dn = { 0 };
 	struct engine_flow flow = { .id = 1, .weight = 1 };
 	struct residency res;
 	residency_init(&res);
@@ -1065,7 +1048,7 @@ static void test_remove_writes_owner_back(void **state)
 		                    .devices = devs,
 		                    .ndevices = 2,
 		                    .res = &res,
-		                    .hooks = { .graph_done = on_done, .ctx = &dn },
+		                    .hooks = { .graph_done = graphs_done_hook, .ctx = &dn },
 		                    .start_workers = false };
 	assert_int_equal(engine_create(&ep, &e), 0);
 	assert_int_equal(engine_flow_add(e, &flow), 0);

@@ -19,6 +19,7 @@
 #include "policies/policy.h"
 #include "tandem.h"
 #include "tests/harness/fake_backend.h"
+#include "tests/harness/graphs_done.h"
 
 static const struct backend_ops cpu_ops = { FAKE_HOST_OPS, .name = "host" };
 static const struct backend_ops copy_accel = { FAKE_ACCEL_MEM_OPS, .name = "fake",
@@ -58,17 +59,6 @@ static void pf_hook(void *priv, unsigned w)
 	}
 }
 
-struct done {
-	_Atomic int graphs;
-};
-
-static void on_done(void *ctx, struct engine_graph *g)
-{
-	struct done *dn = ctx;
-	(void)g;
-	atomic_fetch_add(&dn->graphs, 1);
-}
-
 static void sleep_ms(int ms)
 {
 	struct timespec ts = { 0, ms * 1000000L };
@@ -84,7 +74,7 @@ static void test_hook_on_accelerator_worker(void **state)
 	pf_policy.init = pf_init;
 	pf_policy.prefetch = pf_hook;
 
-	struct done dn = { 0 };
+	struct graphs_done dn = { 0 };
 	struct engine_flow flow = { .id = 1, .weight = 1 };
 	struct residency res;
 	residency_init(&res);
@@ -110,7 +100,7 @@ static void test_hook_on_accelerator_worker(void **state)
 		                    .devices = devs,
 		                    .ndevices = 2,
 		                    .res = &res,
-		                    .hooks = { .graph_done = on_done, .ctx = &dn },
+		                    .hooks = { .graph_done = graphs_done_hook, .ctx = &dn },
 		                    .start_workers = true,
 		                    .spin_us = 10 };
 	assert_int_equal(engine_create(&ep, &e), 0);
@@ -135,8 +125,7 @@ static void test_hook_on_accelerator_worker(void **state)
 	t->call.ptr[1] = b;
 	t->call.len[1] = sizeof(b);
 	engine_submit(e, g);
-	for (int i = 0; i < 5000 && atomic_load(&dn.graphs) < 1; i++)
-		sleep_ms(1);
+	assert_true(wait_graphs(&dn, 1, 5000));
 	assert_int_equal(atomic_load(&dn.graphs), 1);
 
 	/* The accelerator is idle now: a kick wakes its worker, whose pass
