@@ -240,19 +240,27 @@ static char *read_reply(int fd, const char *path)
 	return text;
 }
 
-char *fetch_document(const char *path, uint32_t type)
+/* Sends one control request (len bytes of req after the header; none for
+ * a document); the reply's text, or NULL with the daemon's explanation
+ * printed. */
+static char *control_request(const char *path, uint32_t type, const void *req, uint32_t len)
 {
 	int fd = control_connect(path);
 	if (fd < 0)
 		return NULL;
 	char *text = NULL;
-	struct tdm_msg_hdr h = { .type = type, .length = 0 };
-	if (io_all(fd, &h, sizeof(h), true))
+	struct tdm_msg_hdr h = { .type = type, .length = len };
+	if (io_all(fd, &h, sizeof(h), true) || io_all(fd, (void *)req, len, true))
 		fprintf(stderr, "tandemctl: %s: cannot send the request\n", path);
 	else
 		text = read_reply(fd, path);
 	close(fd);
 	return text;
+}
+
+char *fetch_document(const char *path, uint32_t type)
+{
+	return control_request(path, type, NULL, 0);
 }
 
 static json_int_t num(json_t *o, const char *key)
@@ -773,23 +781,6 @@ static int cmd_export(const char *path, const char *out)
 
 /* ---- device and client changes ------------------------------------------ */
 
-/* Sends one fixed-size control request; the reply's text, or NULL with the
- * daemon's explanation printed. */
-static char *control_request(const char *path, uint32_t type, const void *req, uint32_t len)
-{
-	int fd = control_connect(path);
-	if (fd < 0)
-		return NULL;
-	char *text = NULL;
-	struct tdm_msg_hdr h = { .type = type, .length = len };
-	if (io_all(fd, &h, sizeof(h), true) || io_all(fd, (void *)req, len, true))
-		fprintf(stderr, "tandemctl: %s: cannot send the request\n", path);
-	else
-		text = read_reply(fd, path);
-	close(fd);
-	return text;
-}
-
 /* A byte count as the configuration writes it (common/size.h); -1 when
  * it is not one. */
 static int parse_bytes(const char *s, uint64_t *out)
@@ -810,9 +801,32 @@ static int parse_u32(const char *s, uint32_t *out)
 	return 0;
 }
 
-/* One line on what the daemon did. */
+/* Sends one change request (device, client) and prints the daemon's
+ * answer: as it came with --json, else through print_text, which gets
+ * NULL where the answer is not JSON. 0, or 1 when the request failed (the
+ * reason printed). */
+static int control_change(const char *path, uint32_t type, const void *req, uint32_t len,
+                          bool as_json, void (*print_text)(json_t *doc))
+{
+	char *text = control_request(path, type, req, len);
+	if (!text)
+		return 1;
+	if (as_json) {
+		printf("%s\n", text);
+	} else {
+		json_t *doc = json_loads(text, 0, NULL);
+		print_text(doc);
+		json_decref(doc);
+	}
+	free(text);
+	return 0;
+}
+
+/* One line on what the daemon did; nothing when it did not say. */
 static void print_device_change(json_t *doc)
 {
+	if (!doc)
+		return;
 	const char *op = str(doc, "op");
 	json_t *added = json_object_get(doc, "added");
 	if (added) { /* rescan */
@@ -876,17 +890,21 @@ static int cmd_device(const char *path, const char *verb, char **args, int nargs
 		        "tandemctl: budget: expected bytes, such as 1073741824 or 512MiB\n");
 		return 2;
 	}
-	char *text = control_request(path, TDM_MSG_CTL_DEVICE, &req, sizeof(req));
-	if (!text)
-		return 1;
-	json_t *doc = as_json ? NULL : json_loads(text, 0, NULL);
-	if (as_json)
-		printf("%s\n", text);
-	else if (doc)
-		print_device_change(doc);
-	json_decref(doc);
-	free(text);
-	return 0;
+	return control_change(path, TDM_MSG_CTL_DEVICE, &req, sizeof(req), as_json,
+	                      print_device_change);
+}
+
+static void print_weight_change(json_t *doc)
+{
+	printf("session %lld: weight %lld (was %lld)\n", (long long)num(doc, "session"),
+	       (long long)num(doc, "value"), (long long)num(doc, "previous"));
+}
+
+static void print_quota_change(json_t *doc)
+{
+	printf("uid %lld: buffer quota %lld bytes (was %lld)%s\n", (long long)num(doc, "uid"),
+	       (long long)num(doc, "value"), (long long)num(doc, "previous"),
+	       json_is_true(json_object_get(doc, "configured")) ? ", as configured" : "");
 }
 
 static int cmd_client(const char *path, const char *noun, char **args, int nargs, bool as_json)
@@ -908,23 +926,8 @@ static int cmd_client(const char *path, const char *noun, char **args, int nargs
 	req.op = weight ? TDM_CLIENT_WEIGHT : TDM_CLIENT_UID_QUOTA;
 	if (weight)
 		req.value = w;
-	char *text = control_request(path, TDM_MSG_CTL_CLIENT, &req, sizeof(req));
-	if (!text)
-		return 1;
-	json_t *doc = as_json ? NULL : json_loads(text, 0, NULL);
-	if (as_json)
-		printf("%s\n", text);
-	else if (weight)
-		printf("session %lld: weight %lld (was %lld)\n", (long long)num(doc, "session"),
-		       (long long)num(doc, "value"), (long long)num(doc, "previous"));
-	else
-		printf("uid %lld: buffer quota %lld bytes (was %lld)%s\n",
-		       (long long)num(doc, "uid"), (long long)num(doc, "value"),
-		       (long long)num(doc, "previous"),
-		       json_is_true(json_object_get(doc, "configured")) ? ", as configured" : "");
-	json_decref(doc);
-	free(text);
-	return 0;
+	return control_change(path, TDM_MSG_CTL_CLIENT, &req, sizeof(req), as_json,
+	                      weight ? print_weight_change : print_quota_change);
 }
 
 int main(int argc, char **argv)
