@@ -870,11 +870,11 @@ static void repair(struct dispatch *D, struct engine_graph *g, struct gplan *gp,
                    int only)
 {
 	grow_plan(D, g, gp);
-	/* A device that may no longer run every task needs its own costs. */
-	if (!core_all_runnable(D->core) && gp_cost_per_device(gp)) {
-		pcost_refresh(gp);
+	/* A device that may no longer run every task needs its own costs;
+	 * without memory for them the table, and so pcost, stays as it was:
+	 * keep the old plan. */
+	if (!core_all_runnable(D->core) && gp_cost_per_device(gp))
 		return;
-	}
 	size_t nd = gp->ndev;
 	double now_rel = now > gp->base_ns ? (double)(now - gp->base_ns) : 0;
 	uint32_t nrel = 0;
