@@ -14,6 +14,7 @@
 
 #include "engine/engine.h"
 #include "tests/harness/edge_graph.h"
+#include "tests/harness/fail_alloc.h"
 #include "placement/residency.h"
 #include "profiler/profiler.h"
 #include "policies/dispatch.h"
@@ -709,6 +710,49 @@ static void test_heft_repaired_without_device(void **state)
 	}
 }
 
+/* heft: a planned device drains, and the repair finds no memory for the
+ * per-device cost table that device's leaving needs: the old plan stays,
+ * still usable: the tasks planned on the drained device run elsewhere,
+ * every task once, and the graph completes. */
+static void test_heft_repair_without_memory(void **state)
+{
+	(void)state;
+	if (!CAN_FAIL_ALLOC) {
+		fprintf(stderr, "test_heft_repair_without_memory: allocator not interposable "
+		                "under this sanitizer: skipped\n");
+		skip();
+	}
+	struct graphs_done dn = { 0 };
+	struct engine_flow flow = { .id = 1, .weight = 1 };
+	/* Three identical devices: one cost column for all (their group). */
+	struct engine *e = make(&policy_heft, 3, 3, false, &dn);
+	assert_int_equal(engine_flow_add(e, &flow), 0);
+	reset_counts();
+	enum { N = 90 };
+	struct engine_graph *g = random_dag(&flow, N, 2, 11);
+	engine_submit(e, g);
+	int planned[N], on2 = 0;
+	for (uint32_t i = 0; i < N; i++) {
+		planned[i] = dispatch_planned_device(g, i);
+		on2 += planned[i] == 2;
+	}
+	assert_true(on2 > 0);
+	/* The table's size: a row of 3 devices per task, plus one. */
+	malloc_fail_size = sizeof(double) * (N * 3 + 1);
+	assert_int_equal(engine_device_drain(e, 2), 0);
+	assert_int_equal(malloc_fail_size, 0);
+	for (uint32_t i = 0; i < N; i++)
+		assert_int_equal(dispatch_planned_device(g, i), planned[i]);
+	run_all(e);
+	assert_int_equal(atomic_load(&dn.graphs), 1);
+	assert_each_ran_once(N);
+	assert_int_equal(atomic_load(&ran_on[2]), 0);
+	assert_int_equal(atomic_load(&g->status), 0);
+	engine_flow_gone(e, &flow);
+	engine_destroy(e);
+	free_graph(g);
+}
+
 /* Every policy, worker threads, random DAGs under load: devices are
  * added, drained, resumed and removed while graphs run; every task runs
  * once, every graph completes once, nothing runs on a removed device
@@ -1102,6 +1146,7 @@ int main(void)
 		cmocka_unit_test(test_no_device_left),
 		cmocka_unit_test(test_waiting_is_not_a_stall),
 		cmocka_unit_test(test_heft_repaired_without_device),
+		cmocka_unit_test(test_heft_repair_without_memory),
 		cmocka_unit_test(test_churn_every_policy),
 		cmocka_unit_test(test_same_device_back_under_old_id),
 		cmocka_unit_test(test_sim_between_steps),

@@ -23,32 +23,7 @@
 #include "daemon/recorder.h"
 #include "daemon/session.h"
 #include "tandem.h"
-
-#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
-#define CAN_FAIL_MALLOC 0
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer) ||                         \
-        __has_feature(memory_sanitizer)
-#define CAN_FAIL_MALLOC 0
-#endif
-#endif
-#ifndef CAN_FAIL_MALLOC
-#define CAN_FAIL_MALLOC 1
-#endif
-
-/* > 0: the fail_in-th malloc from now returns NULL (this thread only). */
-static _Thread_local int fail_in;
-
-#if CAN_FAIL_MALLOC
-extern void *__libc_malloc(size_t n);
-
-void *malloc(size_t n)
-{
-	if (fail_in > 0 && --fail_in == 0)
-		return NULL;
-	return __libc_malloc(n);
-}
-#endif
+#include "tests/harness/fail_alloc.h"
 
 /* One finished graph of one noop task, as a worker hands it over. */
 static void record_one_graph(struct recorder *r)
@@ -119,10 +94,10 @@ static struct outcome stop_recording(int fail_at, bool chrome)
 	recorder_init(&r);
 	assert_int_equal(recorder_start(&r, &r, trace, chrome_fd), 0);
 	record_one_graph(&r);
-	fail_in = fail_at;
+	malloc_fail_in = fail_at;
 	o.rc = recorder_stop(&r, &env, &summary); /* takes trace and chrome_fd */
-	o.failed_one = fail_at > 0 && fail_in == 0;
-	fail_in = 0;
+	o.failed_one = fail_at > 0 && malloc_fail_in == 0;
+	malloc_fail_in = 0;
 	snprintf(o.summary, sizeof(o.summary), "%s", summary ? summary : "(null)");
 	free(summary);
 	o.trace_bytes = size_of(trace_view);
@@ -156,7 +131,7 @@ static void test_stop_order_malloc_fails(void **state)
 	struct outcome o;
 
 	(void)state;
-	if (!CAN_FAIL_MALLOC)
+	if (!CAN_FAIL_ALLOC)
 		skip();
 	o = stop_recording(1, false);
 	assert_true(o.failed_one);
@@ -179,7 +154,7 @@ static void test_stop_spans_malloc_fails(void **state)
 	struct outcome o;
 
 	(void)state;
-	if (!CAN_FAIL_MALLOC)
+	if (!CAN_FAIL_ALLOC)
 		skip();
 	o = stop_recording(2, true);
 	assert_true(o.failed_one);

@@ -24,40 +24,8 @@
 
 #include <cmocka.h>
 
+#include "tests/harness/fail_alloc.h"
 #include "tests/harness/intake_harness.h"
-
-#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
-#define CAN_FAIL_ALLOC 0
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
-#define CAN_FAIL_ALLOC 0
-#endif
-#endif
-#ifndef CAN_FAIL_ALLOC
-#define CAN_FAIL_ALLOC 1
-#endif
-
-/* > 0: the n-th call from now fails (this thread only). */
-static _Thread_local int malloc_fail_in, realloc_fail_in;
-
-#if CAN_FAIL_ALLOC
-extern void *__libc_malloc(size_t n);
-extern void *__libc_realloc(void *p, size_t n);
-
-void *malloc(size_t n)
-{
-	if (malloc_fail_in > 0 && --malloc_fail_in == 0)
-		return NULL;
-	return __libc_malloc(n);
-}
-
-void *realloc(void *p, size_t n)
-{
-	if (realloc_fail_in > 0 && --realloc_fail_in == 0)
-		return NULL;
-	return __libc_realloc(p, n);
-}
-#endif
 
 /* ---- handles ---------------------------------------------------------------- */
 
