@@ -7,6 +7,7 @@
 #define TANDEM_TESTS_FAIL_ALLOC_H
 
 #include <stddef.h>
+#include <stdio.h>
 
 #if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
 #define CAN_FAIL_ALLOC 0
@@ -19,6 +20,19 @@
 #ifndef CAN_FAIL_ALLOC
 #define CAN_FAIL_ALLOC 1
 #endif
+
+/* First in a test that needs a failure (cmocka's skip): skips it, saying
+ * why, where none can be had. */
+#define SKIP_UNLESS_CAN_FAIL_ALLOC()                                                               \
+	do {                                                                                       \
+		if (!CAN_FAIL_ALLOC) {                                                             \
+			fprintf(stderr,                                                            \
+			        "%s: allocator not interposable under this sanitizer: "            \
+			        "skipped\n",                                                       \
+			        __func__);                                                         \
+			skip();                                                                    \
+		}                                                                                  \
+	} while (0)
 
 /* > 0: the n-th call from now fails (this thread only). */
 static _Thread_local int malloc_fail_in __attribute__((unused));

@@ -717,11 +717,7 @@ static void test_heft_repaired_without_device(void **state)
 static void test_heft_repair_without_memory(void **state)
 {
 	(void)state;
-	if (!CAN_FAIL_ALLOC) {
-		fprintf(stderr, "test_heft_repair_without_memory: allocator not interposable "
-		                "under this sanitizer: skipped\n");
-		skip();
-	}
+	SKIP_UNLESS_CAN_FAIL_ALLOC();
 	struct graphs_done dn = { 0 };
 	struct engine_flow flow = { .id = 1, .weight = 1 };
 	/* Three identical devices: one cost column for all (their group). */

@@ -131,8 +131,7 @@ static void test_stop_order_malloc_fails(void **state)
 	struct outcome o;
 
 	(void)state;
-	if (!CAN_FAIL_ALLOC)
-		skip();
+	SKIP_UNLESS_CAN_FAIL_ALLOC();
 	o = stop_recording(1, false);
 	assert_true(o.failed_one);
 	assert_int_equal(o.rc, -TDM_ENOMEM);
@@ -154,8 +153,7 @@ static void test_stop_spans_malloc_fails(void **state)
 	struct outcome o;
 
 	(void)state;
-	if (!CAN_FAIL_ALLOC)
-		skip();
+	SKIP_UNLESS_CAN_FAIL_ALLOC();
 	o = stop_recording(2, true);
 	assert_true(o.failed_one);
 	assert_int_equal(o.rc, -TDM_ENOMEM);

@@ -158,11 +158,7 @@ static void on_broken(void *ctx)
 static void test_lost_completion_disconnects(void **state)
 {
 	(void)state;
-	if (!CAN_FAIL_ALLOC) {
-		fprintf(stderr, "test_lost_completion_disconnects: allocator not interposable "
-		                "under this sanitizer: skipped\n");
-		skip();
-	}
+	SKIP_UNLESS_CAN_FAIL_ALLOC();
 	struct harness h;
 	assert_int_equal(harness_init(&h, 64, 64), 0);
 	h.env.broken = on_broken;
@@ -181,11 +177,7 @@ static void test_lost_completion_disconnects(void **state)
 static void test_intake_reports_enomem(void **state)
 {
 	(void)state;
-	if (!CAN_FAIL_ALLOC) {
-		fprintf(stderr, "test_intake_reports_enomem: allocator not interposable under "
-		                "this sanitizer: skipped\n");
-		skip();
-	}
+	SKIP_UNLESS_CAN_FAIL_ALLOC();
 	struct harness h;
 	struct tdm_cqe out[4];
 	assert_int_equal(harness_init(&h, 64, 64), 0);
