@@ -319,20 +319,67 @@ int cpu_rope(const struct tdm_kernel_call *call)
 	return 0;
 }
 
-/* One (sequence, query head): k and v point at position 0 of the kv head's
- * rows, which lie stride floats apart. */
-static void attend(const float *q, const float *k, const float *v, size_t stride, size_t hd,
-                   size_t kv_len, float *scores, float *out)
+/* Query heads per pass over the kv rows. The K and V caches hold one row
+ * per position, all kv heads side by side (nkv * hd floats: 4 KiB for 8
+ * heads of 128), and each query head reads hd floats of every row. Were the
+ * heads attended one by one, each would stride through the cache a row
+ * apart, touching a new page at each position and re-reading rows its
+ * group's other heads read before: with the rows past the caches, the time
+ * grows faster than the length (page walks and refetches). A pass instead
+ * takes every head at once, position by position, so the rows are read
+ * once, front to back. Up to this many heads per pass (more than LLMs'
+ * query heads, 8 to 64; issue 12's 65536 heads of one kv head go in
+ * passes), which bounds the scores' scratch to ATTN_PASS_HEADS * (len + 1)
+ * floats and the time between two looks at the cancellation flag. */
+#define ATTN_PASS_HEADS 32
+
+/* Query heads h0 .. h0 + nheads - 1 of one sequence over len positions: q
+ * and out point at its head 0 (heads hd floats apart), k and v at position
+ * 0, kv head 0 of its rows (stride floats apart, kv heads hd floats apart);
+ * head h reads kv head h / group. Each head's arithmetic is the same
+ * whatever the heads beside it, in the same order (its dot products,
+ * exp_shifted over its scores, its output accumulated position by
+ * position, then scaled): attn_decode and attn_decode_varlen both run
+ * this, and their results agree bit for bit. cp is looked at before each
+ * pass. 0, -TDM_ECANCELED or -TDM_ENOMEM (scratch). */
+static int attend_heads(struct cancel_point *cp, const float *q, const float *k, const float *v,
+                        size_t stride, size_t hd, size_t group, size_t h0, size_t nheads,
+                        size_t len, float *out)
 {
 	float inv_sqrt_hd = 1.0f / sqrtf((float)hd);
+	size_t pass = nheads < ATTN_PASS_HEADS ? nheads : ATTN_PASS_HEADS;
+	float *scores = scratch_floats(pass * (len + 1)); /* per head: len scores, 1/sum */
+	size_t kvo[ATTN_PASS_HEADS]; /* each head's kv head's offset in a row */
 
-	for (size_t t = 0; t < kv_len; t++)
-		scores[t] = dot(q, k + t * stride, hd) * inv_sqrt_hd;
-	float inv_sum = (float)(1.0 / exp_shifted(scores, kv_len));
-	memset(out, 0, hd * sizeof(float));
-	for (size_t t = 0; t < kv_len; t++)
-		add_scaled(out, v + t * stride, scores[t], hd);
-	scale(out, hd, inv_sum);
+	if (!scores)
+		return -TDM_ENOMEM;
+	float *inv_sum = scores + pass * len;
+	for (size_t p0 = h0; p0 < h0 + nheads; p0 += pass) {
+		size_t n = h0 + nheads - p0 < pass ? h0 + nheads - p0 : pass;
+		const float *qp = q + p0 * hd;
+		float *op = out + p0 * hd;
+		if (cancel_poll(cp))
+			return -TDM_ECANCELED;
+		for (size_t j = 0; j < n; j++)
+			kvo[j] = (p0 + j) / group * hd;
+		for (size_t t = 0; t < len; t++) {
+			const float *kt = k + t * stride;
+			for (size_t j = 0; j < n; j++)
+				scores[j * len + t] =
+				        dot(qp + j * hd, kt + kvo[j], hd) * inv_sqrt_hd;
+		}
+		for (size_t j = 0; j < n; j++)
+			inv_sum[j] = (float)(1.0 / exp_shifted(scores + j * len, len));
+		memset(op, 0, n * hd * sizeof(float));
+		for (size_t t = 0; t < len; t++) {
+			const float *vt = v + t * stride;
+			for (size_t j = 0; j < n; j++)
+				add_scaled(op + j * hd, vt + kvo[j], scores[j * len + t], hd);
+		}
+		for (size_t j = 0; j < n; j++)
+			scale(op + j * hd, hd, inv_sum[j]);
+	}
+	return 0;
 }
 
 int cpu_attn_decode(const struct tdm_kernel_call *call)
@@ -342,23 +389,17 @@ int cpu_attn_decode(const struct tdm_kernel_call *call)
 	size_t batch = (size_t)call->s[0].i64, nh = (size_t)call->s[1].i64;
 	size_t nkv = (size_t)call->s[2].i64, hd = (size_t)call->s[3].i64;
 	size_t kv_len = (size_t)call->s[4].i64, kv_cap = (size_t)call->s[5].i64;
-	size_t group = nh / nkv, stride = nkv * hd;
-	float *scores = scratch_floats(kv_len);
-	/* One (sequence, head) reads kv_len rows of K and V, at most the
-	 * buffers: a look per pair bounds the wait by one pass over them. */
-	struct cancel_point cp = cancel_point(call, kv_len * (hd + 1));
+	size_t stride = nkv * hd;
+	/* A pass reads kv_len rows of K and V (at most the buffers) for its
+	 * heads: a look per pass bounds the wait by one pass over them. */
+	struct cancel_point cp = cancel_point(call, CANCEL_STRIDE);
 
-	if (!scores)
-		return -TDM_ENOMEM;
 	for (size_t b = 0; b < batch; b++) {
-		/* Heads h of one group are consecutive: they reuse the kv rows. */
-		for (size_t h = 0; h < nh; h++) {
-			if (cancel_poll(&cp))
-				return -TDM_ECANCELED;
-			size_t kv = (b * kv_cap * nkv + h / group) * hd;
-			size_t qo = (b * nh + h) * hd;
-			attend(q + qo, kc + kv, vc + kv, stride, hd, kv_len, scores, out + qo);
-		}
+		size_t kv = b * kv_cap * stride, qo = b * nh * hd;
+		int rc = attend_heads(&cp, q + qo, kc + kv, vc + kv, stride, hd, nh / nkv, 0, nh,
+		                      kv_len, out + qo);
+		if (rc)
+			return rc;
 	}
 	return 0;
 }
@@ -373,45 +414,19 @@ struct varlen {
 	size_t nh, nkv, hd, group, stride;
 };
 
-/* Item i: request i / nkv, kv head i % nkv and its group of query heads.
- * The group's heads share one pass over the kv head's K rows, then one over
- * its V rows (attn_decode reads them once per head): the work is the
- * memory's, not the group's. Each head's arithmetic is attend's, in the
- * same order (the same dot products, exp_shifted over its scores, its
- * output accumulated position by position, then scaled), so each request's
- * result is attn_decode's bit for bit. */
+/* Item i: request i / nkv, kv head i % nkv and its group of query heads. */
 static int varlen_item(void *ctx, size_t i)
 {
 	const struct varlen *v = ctx;
 	size_t r = i / v->nkv, g = i % v->nkv, hd = v->hd, group = v->group;
 	size_t row = (size_t)v->index[VARLEN_ENTRY_WORDS * r];
 	size_t len = (size_t)v->index[VARLEN_ENTRY_WORDS * r + 1];
-	float inv_sqrt_hd = 1.0f / sqrtf((float)hd);
+	/* Items may be short: a look before each pass of each item. */
+	struct cancel_point cp = cancel_point(v->call, CANCEL_STRIDE);
+	size_t kv = row * v->stride, qo = r * v->nh * hd;
 
-	if (tdm_kernel_canceled(v->call))
-		return -TDM_ECANCELED;
-	float *scores = scratch_floats(group * (len + 1)); /* per head: len scores, 1/sum */
-	if (!scores)
-		return -TDM_ENOMEM;
-	float *inv_sum = scores + group * len;
-	const float *k = v->kc + (row * v->nkv + g) * hd, *vr = v->vc + (row * v->nkv + g) * hd;
-	const float *q = v->q + (r * v->nh + g * group) * hd;
-	float *out = v->out + (r * v->nh + g * group) * hd;
-
-	for (size_t t = 0; t < len; t++)
-		for (size_t j = 0; j < group; j++)
-			scores[j * len + t] = dot(q + j * hd, k + t * v->stride, hd) * inv_sqrt_hd;
-	for (size_t j = 0; j < group; j++)
-		inv_sum[j] = (float)(1.0 / exp_shifted(scores + j * len, len));
-	memset(out, 0, group * hd * sizeof(float));
-	for (size_t t = 0; t < len; t++) {
-		const float *vt = vr + t * v->stride;
-		for (size_t j = 0; j < group; j++)
-			add_scaled(out + j * hd, vt, scores[j * len + t], hd);
-	}
-	for (size_t j = 0; j < group; j++)
-		scale(out + j * hd, hd, inv_sum[j]);
-	return 0;
+	return attend_heads(&cp, v->q + qo, v->kc + kv, v->vc + kv, v->stride, hd, group, g * group,
+	                    group, len, v->out + qo);
 }
 
 /* Every entry names rows inside both pools and has at least one position,
