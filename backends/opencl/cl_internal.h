@@ -12,7 +12,8 @@
 
 #include "backends/backend.h"
 
-/* The kernels built from cl_kernels_src; copy, sgemm and noop need none. */
+/* The kernels built from cl_kernels_src; copy, noop and the CLBlast ones
+ * (sgemm, ssyrk, sgemm_nt) need none. */
 enum cl_kern {
 	CLK_FILL,
 	CLK_AXPY,
@@ -25,6 +26,7 @@ enum cl_kern {
 	CLK_TOPK_ROUTER,
 	CLK_ATTN_VARLEN_CHECK,
 	CLK_ATTN_VARLEN,
+	CLK_STRSM,
 	CLK_COUNT
 };
 

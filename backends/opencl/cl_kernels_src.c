@@ -1,7 +1,7 @@
 /* OpenCL C source of the built-in kernels (docs/kernels.md), built for each
  * device at probe time with -cl-std=CL1.2. Every buffer argument comes with
- * its offset in elements (the byte offset / 4). copy, sgemm (CLBlast) and
- * noop are enqueued without a kernel of ours.
+ * its offset in elements (the byte offset / 4). copy, noop and sgemm,
+ * ssyrk, sgemm_nt (CLBlast) are enqueued without a kernel of ours.
  *
  * Straightforward kernels: one work-item per output element, or one
  * work-group per row where a row needs a reduction. Reductions assume a
@@ -21,6 +21,7 @@ const char *const cl_kernel_names[CLK_COUNT] = {
 	[CLK_TOPK_ROUTER] = "tdm_topk_router",
 	[CLK_ATTN_VARLEN_CHECK] = "tdm_attn_varlen_check",
 	[CLK_ATTN_VARLEN] = "tdm_attn_varlen",
+	[CLK_STRSM] = "tdm_strsm",
 };
 
 const char cl_kernels_src[] =
@@ -427,4 +428,34 @@ const char cl_kernels_src[] =
         "    }\n"
         "    for (size_t d = lid; d < hd; d += ls)\n"
         "        o[d] /= l_run;\n"
+        "}\n"
+        "\n"
+        "/* strsm: B = B . L^-T on row-major nb x nb tiles, L lower with its own\n"
+        " * diagonal. Each row of B is solved alone, by forward substitution in\n"
+        " * place: x_j = (b_j - sum over k < j of x_k L[j][k]) / L[j][j], the sum\n"
+        " * in four partial sums (a work-item's row and L's row j are both\n"
+        " * contiguous). Only L's lower triangle is read. */\n"
+        "__kernel void tdm_strsm(__global const float *l, ulong loff, __global float *b, ulong "
+        "boff,\n"
+        "                        uint nb)\n"
+        "{\n"
+        "    size_t i = get_global_id(0);\n"
+        "    if (i >= nb)\n"
+        "        return;\n"
+        "    l += loff;\n"
+        "    b += boff + i * nb;\n"
+        "    for (uint j = 0; j < nb; j++) {\n"
+        "        __global const float *lj = l + (ulong)j * nb;\n"
+        "        float a0 = 0.0f, a1 = 0.0f, a2 = 0.0f, a3 = 0.0f;\n"
+        "        uint k = 0;\n"
+        "        for (; k + 4 <= j; k += 4) {\n"
+        "            a0 += b[k] * lj[k];\n"
+        "            a1 += b[k + 1] * lj[k + 1];\n"
+        "            a2 += b[k + 2] * lj[k + 2];\n"
+        "            a3 += b[k + 3] * lj[k + 3];\n"
+        "        }\n"
+        "        for (; k < j; k++)\n"
+        "            a0 += b[k] * lj[k];\n"
+        "        b[j] = (b[j] - ((a0 + a1) + (a2 + a3))) / lj[j];\n"
+        "    }\n"
         "}\n";

@@ -297,21 +297,19 @@ static int clblast_barrier(struct cl_dev *cd, const struct waitlist *w)
 
 /* ---- tiled Cholesky, row-major nb x nb tiles (docs/kernels.md) ---- */
 
-/* B = B . L^-T (a0 L, a1 B). */
+/* B = B . L^-T (a0 L, a1 B): a kernel of ours, one work-item per row of B.
+ * CLBlast's trsm waits on the calling thread for each of its inner GEMMs
+ * (and so for everything queued before it): the device's worker would be
+ * held for the whole solve, unable to complete or stage other tasks. */
 static int launch_strsm(struct cl_dev *cd, const struct tdm_kernel_call *call,
                         const struct waitlist *w, cl_event *ev)
 {
 	size_t nb = (size_t)call->s[0].i64;
-	int rc = clblast_barrier(cd, w);
-	if (rc)
-		return rc;
-	pthread_mutex_lock(&clblast_lock);
-	CLBlastStatusCode st = CLBlastStrsm(
-	        CLBlastLayoutRowMajor, CLBlastSideRight, CLBlastTriangleLower, CLBlastTransposeYes,
-	        CLBlastDiagonalNonUnit, nb, nb, 1.0f, call->mem[0], call->off[0] / sizeof(float),
-	        nb, call->mem[1], call->off[1] / sizeof(float), nb, &cd->q_compute, ev);
-	pthread_mutex_unlock(&clblast_lock);
-	return clblast_error(st);
+	struct kargs a = kargs_of(cd, CLK_STRSM);
+	arg_buf(&a, call, 0);
+	arg_buf(&a, call, 1);
+	arg_u32(&a, call->s[0].i64);
+	return cl_error(enqueue_items(cd, &a, nb, w, ev));
 }
 
 /* C = C - A . A^T, lower triangle (a0 A, a1 C). */
