@@ -197,6 +197,7 @@ CORE_BENCHES += $(BUILD)/bench/bench_llm_policy
 CORE_BENCHES += $(BUILD)/bench/bench_moe_sim
 CORE_BENCHES += $(BUILD)/bench/bench_elastic_sim
 CORE_BENCHES += $(BUILD)/bench/bench_moe_routed
+CORE_BENCHES += $(BUILD)/bench/bench_launch
 # moe_direct: llm_layer's step with the CPU kernels called directly, the
 # baseline tests/bench/moe_layer.sh runs (a tool of that script, not run alone).
 BENCH_TOOLS := $(BUILD)/bench/moe_direct
@@ -403,7 +404,7 @@ GPU_BUNDLE_FILES := $(addprefix build/bin/,tandemd tandemctl llm_layer blocked_g
 	$(addprefix build/bench/,bench_devices bench_overlap bench_models)
 GPU_BUNDLE_FILES += build/tests/test_attn_varlen build/tests/test_attn_varlen_daemon \
 	build/bench/bench_attn_varlen
-GPU_BUNDLE_FILES += build/bench/bench_moe_routed
+GPU_BUNDLE_FILES += build/bench/bench_moe_routed build/bench/bench_launch
 gpu-bundle: $(if $(SANITIZE),,$(GPU_BUNDLE_FILES))
 	@$(if $(SANITIZE),echo "gpu-bundle: from the plain build only (no SANITIZE)" >&2; exit 1)
 	@BUILD=build sh tools/gpu_bundle.sh $(GPU_BUNDLE) $(GPU_BUNDLE_FILES)
