@@ -72,7 +72,9 @@ static void fill(float *t, unsigned which, enum kernel_id id)
 	for (size_t i = 0; i < NB; i++)
 		for (size_t j = 0; j < NB; j++)
 			t[i * NB + j] = id == KERNEL_STRSM && which == 0
-			                        ? (j < i ? 0.01f : j == i ? 2.0f : 0.0f)
+			                        ? (j < i    ? 0.01f
+			                           : j == i ? 2.0f
+			                                    : 0.0f)
 			                        : (float)((i * 7 + j * 3 + which) % 13) * 0.01f;
 }
 
@@ -128,7 +130,8 @@ static int measure(const struct backend_device *d, enum kernel_id id, unsigned n
 		bench_report("launch_return_us", ret_us, "us", keys);
 		bench_report("launch_kernel_us", end_us, "us", keys);
 		snprintf(keys, sizeof(keys), "kernel=%s device=%s", kd->name, d->name);
-		bench_report("launch_blocking_ratio", end_us > 0 ? ret_us / end_us : 0, "ratio", keys);
+		bench_report("launch_blocking_ratio", end_us > 0 ? ret_us / end_us : 0, "ratio",
+		             keys);
 	} else {
 		printf("bench_launch: %s on %s: %s\n", kd->name, d->name, tdm_strerror(err));
 	}
