@@ -134,6 +134,31 @@ __attribute__((format(printf, 3, 4))) static int fail(char *why, size_t whylen, 
 	return -TDM_EINVAL;
 }
 
+/* The sum of t over the devices that can run a task whose cost row is c
+ * (per cost column: device d reads column col[d], or d without col),
+ * added device by device; *k: how many. t is c itself for the mean cost. */
+static inline double sum_allowed(const double *c, const double *t, const uint32_t *col, unsigned nd,
+                                 unsigned *k)
+{
+	double sum = 0;
+	unsigned n = 0;
+	if (col) {
+		for (unsigned d = 0; d < nd; d++)
+			if (plan_allowed(c[col[d]])) {
+				sum += t[col[d]];
+				n++;
+			}
+	} else {
+		for (unsigned d = 0; d < nd; d++)
+			if (plan_allowed(c[d])) {
+				sum += t[d];
+				n++;
+			}
+	}
+	*k = n;
+	return sum;
+}
+
 int plan_prep(struct plan_ws *ws, const struct plan_dag *g, const struct plan_machine *m, char *why,
               size_t whylen)
 {
@@ -181,23 +206,8 @@ int plan_prep(struct plan_ws *ws, const struct plan_dag *g, const struct plan_ma
 	const uint32_t *col = g->col;
 	for (uint32_t v = 0; v < n; v++) {
 		const double *c = g->cost + (size_t)v * nc;
-		double sum = 0;
-		uint32_t k = 0;
-		if (col) {
-			for (unsigned d = 0; d < nd; d++) {
-				double cd = c[col[d]];
-				if (plan_allowed(cd)) {
-					sum += cd;
-					k++;
-				}
-			}
-		} else {
-			for (unsigned d = 0; d < nd; d++)
-				if (plan_allowed(c[d])) {
-					sum += c[d];
-					k++;
-				}
-		}
+		unsigned k;
+		double sum = sum_allowed(c, c, col, nd, &k);
 		if (!k)
 			return fail(why, whylen, "task %u can run on no device", v);
 		ws->nallow[v] = k;
@@ -587,24 +597,9 @@ static void mean_allowed(const struct plan_dag *g, unsigned nd, const double *ta
 {
 	unsigned nc = plan_ncols(g, nd);
 	for (uint32_t v = 0; v < g->n; v++) {
-		const double *c = g->cost + (size_t)v * nc, *t = tab + (size_t)v * nc;
-		double sum = 0;
-		unsigned k = 0;
-		if (g->col) {
-			for (unsigned d = 0; d < nd; d++) {
-				unsigned cx = g->col[d];
-				if (plan_allowed(c[cx])) {
-					sum += t[cx];
-					k++;
-				}
-			}
-		} else {
-			for (unsigned d = 0; d < nd; d++)
-				if (plan_allowed(c[d])) {
-					sum += t[d];
-					k++;
-				}
-		}
+		unsigned k;
+		double sum =
+		        sum_allowed(g->cost + (size_t)v * nc, tab + (size_t)v * nc, g->col, nd, &k);
 		out[v] = sum / k;
 	}
 }
