@@ -199,7 +199,7 @@ static int build_program(struct backend_probe_params *p, struct cl_dev *cd, cons
 	cd->prog = clCreateProgramWithSource(cd->ctx, 1, &src, NULL, &err);
 	if (err != CL_SUCCESS)
 		return err;
-	err = clBuildProgram(cd->prog, 1, &cd->device, "-cl-std=CL1.2", NULL, NULL);
+	err = clBuildProgram(cd->prog, 1, &cd->device, CL_BUILD_OPTIONS, NULL, NULL);
 	if (err != CL_SUCCESS) {
 		report_build_failure(p, dname, cd->prog, cd->device, err);
 		return err;

@@ -30,6 +30,14 @@ enum cl_kern {
 	CLK_COUNT
 };
 
+/* Query heads per work-group of tdm_attn_decode (at most; the heads sharing
+ * one KV head are taken in blocks of this many). */
+#define CL_ATT_HB 8
+#define CL_STR_(x) #x
+#define CL_STR(x) CL_STR_(x)
+/* The options every program is built with. */
+#define CL_BUILD_OPTIONS "-cl-std=CL1.2 -DATT_HB=" CL_STR(CL_ATT_HB)
+
 struct cl_dev {
 	cl_device_id device;
 	cl_context ctx;

@@ -393,10 +393,12 @@ static int launch_rope(struct cl_dev *cd, const struct tdm_kernel_call *call,
 static int launch_attn_decode(struct cl_dev *cd, const struct tdm_kernel_call *call,
                               const struct waitlist *w, cl_event *ev)
 {
-	size_t heads = (size_t)call->s[0].i64 * (size_t)call->s[1].i64;
-	int rc = ensure_scratch(cd, heads * (size_t)call->s[4].i64 * sizeof(float));
+	size_t batch = (size_t)call->s[0].i64, nh = (size_t)call->s[1].i64;
+	size_t nkv = (size_t)call->s[2].i64, per_kv = nh / nkv; /* check_attn_decode: nkv | nh */
+	int rc = ensure_scratch(cd, batch * nh * (size_t)call->s[4].i64 * sizeof(float));
 	if (rc)
 		return rc;
+	size_t groups = batch * nkv * ((per_kv + CL_ATT_HB - 1) / CL_ATT_HB);
 	struct kargs a = kargs_of(cd, CLK_ATTN_DECODE);
 	for (int i = 0; i < 4; i++)
 		arg_buf(&a, call, i);
@@ -404,7 +406,7 @@ static int launch_attn_decode(struct cl_dev *cd, const struct tdm_kernel_call *c
 	for (int i = 1; i < 6; i++) /* nh, nkv, hd, kv_len, kv_cap */
 		arg_u32(&a, call->s[i].i64);
 	arg_local(&a, cd->wg[CLK_ATTN_DECODE] * sizeof(float));
-	return cl_error(enqueue_rows(cd, CLK_ATTN_DECODE, &a, heads, w, ev));
+	return cl_error(enqueue_rows(cd, CLK_ATTN_DECODE, &a, groups, w, ev));
 }
 
 /* Positions per chunk of attn_decode_varlen's scores in local memory (4

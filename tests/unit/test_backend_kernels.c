@@ -538,9 +538,15 @@ static struct kcase attn_case(int64_t batch, int64_t nh, int64_t nkv, int64_t hd
 static void test_attn_decode(void **state)
 {
 	(void)state;
-	struct kcase c[] = { attn_case(2, 8, 2, 16, 13, 20, 0), attn_case(2, 8, 2, 16, 13, 20, 64),
-		             attn_case(3, 32, 8, 128, 500, 512, 64) };
-	run_kernel(KERNEL_ATTN_DECODE, c, 3);
+	/* Query heads sharing a KV head: 4 (one block of a device's kernel), 20
+	 * (blocks of 8, 8 and 4 where a device takes them 8 at a time), 1 (MHA),
+	 * and 3 KV heads of 3. */
+	struct kcase c[] = {
+		attn_case(2, 8, 2, 16, 13, 20, 0),      attn_case(2, 8, 2, 16, 13, 20, 64),
+		attn_case(3, 32, 8, 128, 500, 512, 64), attn_case(2, 40, 2, 16, 37, 40, 0),
+		attn_case(1, 5, 5, 8, 9, 9, 0),         attn_case(2, 9, 3, 32, 70, 71, 0)
+	};
+	run_kernel(KERNEL_ATTN_DECODE, c, 6);
 }
 
 /* Token t is routed to experts (3t + j) % ne, j < k: a mix of tokens that
