@@ -540,13 +540,15 @@ static void test_attn_decode(void **state)
 	(void)state;
 	/* Query heads sharing a KV head: 4 (one block of a device's kernel), 20
 	 * (blocks of 8, 8 and 4 where a device takes them 8 at a time), 1 (MHA),
-	 * and 3 KV heads of 3. */
+	 * and 3 KV heads of 3; a head dimension that is not a multiple of four
+	 * (OpenCL reads K and V four floats at a time, then one by one). */
 	struct kcase c[] = {
 		attn_case(2, 8, 2, 16, 13, 20, 0),      attn_case(2, 8, 2, 16, 13, 20, 64),
 		attn_case(3, 32, 8, 128, 500, 512, 64), attn_case(2, 40, 2, 16, 37, 40, 0),
-		attn_case(1, 5, 5, 8, 9, 9, 0),         attn_case(2, 9, 3, 32, 70, 71, 0)
+		attn_case(1, 5, 5, 8, 9, 9, 0),         attn_case(2, 9, 3, 32, 70, 71, 0),
+		attn_case(2, 12, 4, 7, 19, 19, 64)
 	};
-	run_kernel(KERNEL_ATTN_DECODE, c, 6);
+	run_kernel(KERNEL_ATTN_DECODE, c, 7);
 }
 
 /* Token t is routed to experts (3t + j) % ne, j < k: a mix of tokens that
