@@ -35,6 +35,7 @@ struct rec_task {
 	uint16_t kernel;
 	uint16_t device; /* engine index */
 	uint8_t nargs;
+	bool skipped; /* guarded, no token routed to it: completed unrun */
 	uint32_t arg0; /* first of its args in rec_graph.args */
 };
 
@@ -226,6 +227,7 @@ void recorder_graph_done(struct recorder *r, const struct dgraph *dg)
 		rt->priority = t->priority;
 		rt->kernel = (uint16_t)t->kernel->id;
 		rt->device = t->device;
+		rt->skipped = (t->flags & TASK_SKIPPED) != 0;
 		rt->nargs = t->call.nargs;
 		rt->arg0 = a;
 		for (unsigned k = 0; k < t->call.nargs; k++, a++) {
@@ -435,6 +437,7 @@ static int write_graph(struct writer *w, uint32_t id, const struct rec_graph *g,
 		t->rec_device = rt->device < w->env->ndevices ? rt->device + 1u : 0;
 		t->rec_start_ns = rel(rt->start_ns, t0);
 		t->rec_end_ns = rel(rt->end_ns, t0);
+		t->skipped = rt->skipped;
 		for (unsigned a = 0; a < rt->nargs; a++) {
 			const struct rec_arg *ra = &g->args[rt->arg0 + a];
 			bool fresh;

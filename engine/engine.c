@@ -920,6 +920,10 @@ out:
 static bool route_skip(struct engine_task *s)
 {
 	struct engine_graph *g = s->graph;
+	/* Set before the graph ran: the simulator replaying a recorded run's
+	 * skipped task (its router and routing are not replayed). */
+	if (s->flags & TASK_SKIPPED)
+		return true;
 	if (!s->guard_router || atomic_load_explicit(&g->status, memory_order_relaxed) != 0)
 		return false;
 	const struct engine_task *r = &g->tasks[s->guard_router - 1];
@@ -1037,9 +1041,13 @@ static void finish_one(struct engine *e, struct worker *w, struct engine_task *t
 		struct engine_task *s = &g->tasks[g->succ[i]];
 		if (atomic_fetch_sub_explicit(&s->ndeps, 1, memory_order_acq_rel) != 1)
 			continue;
-		if (route_skip(s) && grow(&w->skips, &w->skips_cap, w->nskips + 1)) {
-			w->skips[w->nskips++] = s;
-			continue; /* else (no memory) it runs: the kernel skips it too */
+		if (route_skip(s)) {
+			if (grow(&w->skips, &w->skips_cap, w->nskips + 1)) {
+				w->skips[w->nskips++] = s;
+				continue;
+			}
+			/* No memory: it runs (a guarded kernel skips it too). */
+			s->flags &= (uint8_t)~TASK_SKIPPED;
 		}
 		if (!grow(&w->ready, &w->ready_cap, nready + 1)) {
 			push_ready(e, &s, 1, (int)w->index);

@@ -275,6 +275,30 @@ static void record_task(struct sim *S, uint32_t v, unsigned d, uint64_t start, u
 	}
 }
 
+/* Task v was skipped (wl_task.skipped): it never ran; the engine completed
+ * it when its last predecessor did, on that one's device (as the real
+ * engine does, on the releasing worker). Predecessors come first in a
+ * trace, so a chain of skipped tasks is filled in order. */
+static void record_skipped(struct sim *S, uint32_t v)
+{
+	const struct wl_task *t = &S->w->tasks[v];
+	uint64_t at = 0;
+	uint32_t dev = 0;
+	for (uint32_t i = S->pred_off[v]; i < S->pred_off[v + 1]; i++) {
+		uint32_t u = S->preds[i].src;
+		if (u < v && S->r->spans[u].end_ns >= at) {
+			at = S->r->spans[u].end_ns;
+			dev = S->r->spans[u].device;
+		}
+	}
+	S->r->spans[v] = (struct sched_span){ .device = dev,
+		                              .start_ns = at,
+		                              .end_ns = at,
+		                              .name = t->name,
+		                              .graph = t->graph,
+		                              .task = v - first_of(S->w, t->graph) };
+}
+
 /* ---- shared cores ----
  *
  * A device that shares cores (an OpenCL CPU device on the cores of the core
@@ -782,6 +806,10 @@ static int build_graph(struct sim *S, struct engine_graph *g, uint32_t first, ui
 		if (t->has_kernel) {
 			et->kernel = kernel_by_id(t->kernel);
 			et->feat = t->feat;
+			/* Skipped in the recorded run: completed unrun once released,
+			 * as the engine does a task its router sent no token. */
+			if (t->skipped)
+				et->flags |= TASK_SKIPPED;
 			et->call.nargs = t->nargs;
 			for (unsigned a = 0; a < t->nargs; a++) {
 				et->data[a] = &S->data[t->args[a].buf];
@@ -1319,6 +1347,9 @@ int sim_run(const struct machine *m, const struct workload *w, const struct sim_
 	r->loop_ns = wall_ns() - l0;
 	if (rc)
 		goto out;
+	for (uint32_t v = 0; r->spans && v < w->ntasks; v++)
+		if (w->tasks[v].has_kernel && w->tasks[v].skipped)
+			record_skipped(S, v);
 	struct engine_counters c;
 	engine_counters(S->e, &c);
 	r->fallback = c.fallback;

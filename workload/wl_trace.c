@@ -719,14 +719,15 @@ static int rec_task(struct tr *s, json_t *o)
 {
 	static const char *const keys[] = { "task",     "name",   "kernel",  "flops",    "bytes",
 		                            "domain",   "args",   "after",   "priority", "device",
-		                            "start_ns", "end_ns", "cost_ns", NULL };
-	static const char *const kernel_only[] = { "flops", "bytes", "domain", "args", NULL };
+		                            "start_ns", "end_ns", "cost_ns", "skipped",  NULL };
+	static const char *const kernel_only[] = { "flops", "bytes",   "domain",
+		                                   "args",  "skipped", NULL };
 	struct workload *w = s->w;
 	struct wl_graph *g = open_graph(s);
 	char label[40] = "task record";
 	const char *kernel = NULL, *name = NULL;
 	long long idx = 0, prio = 0;
-	json_t *dev, *start, *end;
+	json_t *dev, *start, *end, *skipped;
 	struct wl_task *t;
 	uint32_t v = w->ntasks;
 	int rc;
@@ -841,9 +842,20 @@ static int rec_task(struct tr *s, json_t *o)
 		return fail(s, "%s: \"start_ns\" %.17g is after \"end_ns\" %.17g", label,
 		            t->rec_start_ns, t->rec_end_ns);
 
+	uint32_t nedges = w->nedges;
 	rc = task_after(s, o, label, (uint32_t)idx, g->first);
 	if (rc)
 		return rc;
+	/* Skipped when released: released by a predecessor (its router). */
+	skipped = json_object_get(o, "skipped");
+	if (skipped && !json_is_boolean(skipped))
+		return fail(s, "%s: \"skipped\" is not true or false", label);
+	t->skipped = json_is_true(skipped);
+	if (t->skipped && w->nedges == nedges)
+		return fail(s,
+		            "%s: \"skipped\" without \"after\" (a task is skipped when its "
+		            "router, run before it, sent it no token)",
+		            label);
 	w->ntasks = v + 1;
 	return 0;
 }
@@ -1044,7 +1056,7 @@ static int check_task(const struct wl_task *t)
 {
 	if (t->nargs > TDM_MAX_ARGS)
 		return -TDM_EINVAL;
-	if (t->has_kernel && !kernel_by_id(t->kernel))
+	if (t->has_kernel ? !kernel_by_id(t->kernel) : t->skipped)
 		return -TDM_EINVAL;
 	for (unsigned a = 0; t->has_kernel && a < t->nargs; a++)
 		if (!mode_name(t->args[a].mode))
@@ -1135,6 +1147,8 @@ static void put_task(FILE *f, const struct tw_graph *x, const struct wl_task *ta
 		fputs(",\"end_ns\":", f);
 		put_num(f, t->rec_end_ns);
 	}
+	if (t->skipped)
+		fputs(",\"skipped\":true", f);
 	fputs("}\n", f);
 }
 
@@ -1151,6 +1165,10 @@ static int write_graph(FILE *f, uint32_t id, const struct wl_graph *g, const str
 		for (uint32_t e = pred_off ? pred_off[i] : 0; pred_off && e < pred_off[i + 1]; e++)
 			if (pred[e] >= i)
 				return -TDM_EINVAL;
+		/* What the reader requires: a skipped task has a predecessor. */
+		if (tasks[x->order ? x->order[i] : i].skipped &&
+		    !(pred_off && pred_off[i + 1] > pred_off[i]))
+			return -TDM_EINVAL;
 	}
 	fprintf(f, "{\"graph\":%u,\"arrival_ns\":", id);
 	put_num(f, g->arrival_ns);
@@ -1363,6 +1381,10 @@ int wl_trace_write(FILE *out, const struct workload *w)
 	/* every graph laid out once before anything is written, so that an
 	 * invalid workload leaves out untouched */
 	rc = tw_prepare(w, &st, &forward);
+	/* What the reader requires: a skipped task has a predecessor. */
+	for (uint32_t v = 0; !rc && v < w->ntasks; v++)
+		if (w->tasks[v].skipped && st.poff[v + 1] == st.poff[v])
+			rc = -TDM_EINVAL;
 	for (uint32_t i = 0; !rc && i < ngraphs; i++) {
 		const struct wl_graph *g = w->ngraphs ? &w->graphs[i] : &one;
 		bool identity;

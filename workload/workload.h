@@ -76,6 +76,10 @@ struct wl_task {
 	 * trace's device list, 0 when not recorded. */
 	uint32_t rec_device;
 	double rec_start_ns, rec_end_ns;
+	/* Recorded runs: guarded by a router that sent it no token, the task
+	 * completed unrun when released (a kernel task with a predecessor);
+	 * the simulator replays it so, never handing it to the policy. */
+	bool skipped;
 };
 
 /* A submission: traces hold many graphs arriving over time; the other

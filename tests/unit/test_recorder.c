@@ -24,28 +24,36 @@
 #include "daemon/session.h"
 #include "tandem.h"
 #include "tests/harness/fail_alloc.h"
+#include "workload/workload.h"
 
-/* One finished graph of one noop task, as a worker hands it over. */
-static void record_one_graph(struct recorder *r)
+/* One finished graph as a worker hands it over: one noop task, or two
+ * (the second after the first, skipped: its router sent it no token). */
+static void record_graph(struct recorder *r, bool two)
 {
 	struct session *s = calloc(1, sizeof(*s));
 	struct dgraph *dg = calloc(1, sizeof(*dg));
-	struct engine_task *t = calloc(1, sizeof(*t));
-	uint32_t succ_off[2] = { 0, 0 };
+	struct engine_task *t = calloc(2, sizeof(*t));
+	uint32_t succ_off[3] = { 0, two, two }, succ[1] = { 1 };
 
 	assert_non_null(s);
 	assert_non_null(dg);
 	assert_non_null(t);
 	s->id = 7;
-	t->graph = &dg->g;
-	t->kernel = kernel_by_id(KERNEL_NOOP);
-	assert_non_null(t->kernel);
-	t->start_ns = 2000;
-	t->end_ns = 3000;
+	for (int i = 0; i < 2; i++) {
+		t[i].graph = &dg->g;
+		t[i].index = (uint32_t)i;
+		t[i].kernel = kernel_by_id(KERNEL_NOOP);
+		assert_non_null(t[i].kernel);
+	}
+	t[0].start_ns = 2000;
+	t[0].end_ns = 3000;
+	t[1].start_ns = t[1].end_ns = 3000;
+	t[1].flags = TASK_SKIPPED;
 	dg->s = s;
-	dg->g.ntasks = 1;
+	dg->g.ntasks = two ? 2 : 1;
 	dg->g.tasks = t;
 	dg->g.succ_off = succ_off;
+	dg->g.succ = succ;
 	dg->g.submit_ns = 1000;
 	recorder_graph_done(r, dg);
 	free(t);
@@ -93,7 +101,7 @@ static struct outcome stop_recording(int fail_at, bool chrome)
 	assert_true(trace_view >= 0);
 	recorder_init(&r);
 	assert_int_equal(recorder_start(&r, &r, trace, chrome_fd), 0);
-	record_one_graph(&r);
+	record_graph(&r, false);
 	malloc_fail_in = fail_at;
 	o.rc = recorder_stop(&r, &env, &summary); /* takes trace and chrome_fd */
 	o.failed_one = fail_at > 0 && malloc_fail_in == 0;
@@ -162,12 +170,43 @@ static void test_stop_spans_malloc_fails(void **state)
 	assert_int_equal(o.chrome_bytes, 0);
 }
 
+/* A task that completed unrun (guarded, no token routed to it) is written
+ * "skipped", so that a replay does not run it; the others are not. */
+static void test_skipped_recorded(void **state)
+{
+	static const char *const devices[] = { "cpu0" };
+	const struct recorder_env env = { "test-machine", "eager", devices, 1 };
+	struct recorder r;
+	int trace = temp_fd(), view = dup(trace);
+	char *summary = NULL, text[4096], err[WL_ERR_MAX] = "";
+	struct workload w;
+
+	(void)state;
+	assert_true(view >= 0);
+	recorder_init(&r);
+	assert_int_equal(recorder_start(&r, &r, trace, -1), 0);
+	record_graph(&r, true);
+	assert_int_equal(recorder_stop(&r, &env, &summary), 0); /* takes trace */
+	free(summary);
+	recorder_fini(&r);
+	ssize_t len = pread(view, text, sizeof(text) - 1, 0);
+	close(view);
+	assert_true(len > 0 && len < (ssize_t)sizeof(text) - 1);
+	text[len] = 0;
+	assert_int_equal(wl_trace_parse(text, (size_t)len, "rec", &w, err, sizeof(err)), 0);
+	assert_int_equal(w.ntasks, 2);
+	assert_false(w.tasks[0].skipped);
+	assert_true(w.tasks[1].skipped);
+	wl_free(&w);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_stop_writes),
 		cmocka_unit_test(test_stop_order_malloc_fails),
 		cmocka_unit_test(test_stop_spans_malloc_fails),
+		cmocka_unit_test(test_skipped_recorded),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

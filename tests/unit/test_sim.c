@@ -467,6 +467,58 @@ static void test_cores_only(void **state)
 	machine_free(&m);
 }
 
+/* A task skipped in the recorded run (guarded, its router sent it no
+ * token) is replayed as the engine ran it: completed at no cost when its
+ * predecessor ends, never handed to the policy. A chain of three sgemm
+ * tasks whose middle one was skipped takes what the two others take. */
+static void test_skipped_replayed(void **state)
+{
+#define ARGS "\"args\":[[0,\"r\"],[0,\"r\"],[0,\"rw\"]]"
+	(void)state;
+	static const char chain[] =
+	        "{\"tandem_trace\":1}\n{\"buffer\":0,\"bytes\":4096}\n"
+	        "{\"graph\":0,\"tasks\":3}\n"
+	        "{\"task\":0,\"kernel\":\"sgemm\",\"flops\":5e6," ARGS "}\n"
+	        "{\"task\":1,\"kernel\":\"sgemm\",\"flops\":5e6," ARGS ",\"after\":[0]%s}\n"
+	        "{\"task\":2,\"kernel\":\"sgemm\",\"flops\":5e6," ARGS ",\"after\":[1]}\n";
+	struct machine m;
+	char text[512], err[WL_ERR_MAX];
+	assert_int_equal(
+	        machine_parse(cores4_toml, strlen(cores4_toml), "cores4", &m, err, sizeof(err)), 0);
+	for (const struct policy_ops *const *p = policy_list(); *p; p++) {
+		struct workload ran, skipped;
+		struct sim_result a, b;
+		snprintf(text, sizeof(text), chain, "");
+		assert_int_equal(wl_trace_parse(text, strlen(text), "ran", &ran, err, sizeof(err)),
+		                 0);
+		snprintf(text, sizeof(text), chain, ",\"skipped\":true");
+		assert_int_equal(
+		        wl_trace_parse(text, strlen(text), "skipped", &skipped, err, sizeof(err)),
+		        0);
+		double all = simulate(&m, &ran, (*p)->name, &a, true);
+		double two = simulate(&m, &skipped, (*p)->name, &b, true);
+		double one = a.spans[0].end_ns - a.spans[0].start_ns;
+		if (!(one > 0 && two < all && two == b.spans[2].end_ns - b.spans[0].start_ns &&
+		      b.spans[1].start_ns == b.spans[0].end_ns &&
+		      b.spans[1].end_ns == b.spans[1].start_ns &&
+		      b.spans[2].start_ns >= b.spans[0].end_ns))
+			fail_msg("%s: all %.0f ns, skipped %.0f ns (task 1 %llu..%llu)", (*p)->name,
+			         all, two, (unsigned long long)b.spans[1].start_ns,
+			         (unsigned long long)b.spans[1].end_ns);
+		assert_int_equal(b.tasks, 3);
+		uint64_t on = 0;
+		for (unsigned d = 0; d < m.ndevices; d++)
+			on += b.tasks_on[d];
+		assert_int_equal(on, 2); /* the skipped one ran nowhere */
+		sim_result_free(&a);
+		sim_result_free(&b);
+		wl_free(&ran);
+		wl_free(&skipped);
+	}
+	machine_free(&m);
+#undef ARGS
+}
+
 /* An accelerator on a memory node the machine lacks (a description built
  * by hand, past the parser): the engine refuses it and says why. */
 static void test_engine_refusal_named(void **state)
@@ -633,6 +685,7 @@ int main(void)
 		cmocka_unit_test(test_arrivals),
 		cmocka_unit_test(test_errors),
 		cmocka_unit_test(test_cores_only),
+		cmocka_unit_test(test_skipped_replayed),
 		cmocka_unit_test(test_engine_refusal_named),
 		cmocka_unit_test(test_shared_cores),
 		cmocka_unit_test(test_large),

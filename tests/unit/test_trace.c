@@ -104,6 +104,7 @@ static void assert_same(const struct workload *a, const struct workload *b, bool
 		assert_int_equal(x->rec_device, y->rec_device);
 		assert_true(x->rec_start_ns == y->rec_start_ns);
 		assert_true(x->rec_end_ns == y->rec_end_ns);
+		assert_int_equal(x->skipped, y->skipped);
 		if (graphs)
 			assert_int_equal(x->graph, y->graph);
 	}
@@ -442,6 +443,14 @@ static void test_parse_errors(void **state)
 	trace_err(H G "{\"task\":0,\"flops\":5}\n", "t:3: task 0: \"flops\" is for kernel tasks");
 	trace_err(H G "{\"task\":0,\"kernel\":\"noop\",\"flops\":-1}\n",
 	          "t:3: task 0: \"flops\" is negative (-1)");
+	/* skipped: a kernel task released by a predecessor (its router) */
+	trace_err(H G "{\"task\":0,\"skipped\":true}\n",
+	          "t:3: task 0: \"skipped\" is for kernel tasks");
+	trace_err(H G "{\"task\":0,\"kernel\":\"noop\"}\n{\"task\":1,\"kernel\":\"noop\","
+	              "\"after\":[0],\"skipped\":1}\n",
+	          "t:4: task 1: \"skipped\" is not true or false");
+	trace_err(H G "{\"task\":0,\"kernel\":\"noop\",\"skipped\":true}\n",
+	          "t:3: task 0: \"skipped\" without \"after\"");
 	/* arguments */
 	trace_err(H G "{\"task\":0,\"kernel\":\"spotrf\",\"args\":[[9,\"rw\"]]}\n",
 	          "t:3: task 0: args[0]: unknown buffer 9 (no buffer record before)");
@@ -593,7 +602,11 @@ static void test_write_round_trip(void **state)
 		  .data_in = 9007199254740992.0,
 		  .data_out = 3 },
 		{ .name = "c", .cost = 1e18, .priority = INT32_MAX, .graph = 1 },
-		{ .name = "", .has_kernel = true, .kernel = KERNEL_NOOP, .graph = 1 },
+		{ .name = "",
+		  .has_kernel = true,
+		  .kernel = KERNEL_NOOP,
+		  .graph = 1,
+		  .skipped = true },
 	};
 	struct wl_edge edges[2] = { { 0, 1, 0.30000000000000004 }, { 2, 3, 5 } };
 	struct wl_graph graphs[2] = {
@@ -731,6 +744,14 @@ static void test_write_invalid(void **state)
 	tasks[1].kernel = KERNEL_COUNT;
 	tasks[1].nargs = 0;
 	assert_int_equal(wl_trace_write(f, &w), -TDM_EINVAL);
+	tasks[1].kernel = KERNEL_NOOP;
+	tasks[1].skipped = true; /* skipped, with no predecessor to release it */
+	assert_int_equal(wl_trace_write(f, &w), -TDM_EINVAL);
+	tasks[1].skipped = false;
+	tasks[0].skipped = true; /* skipped, and no kernel */
+	assert_int_equal(wl_trace_write(f, &w), -TDM_EINVAL);
+	tasks[0].skipped = false;
+	tasks[1].kernel = KERNEL_COUNT;
 	edges[0].dst = 2; /* out of range */
 	w.nedges = 1;
 	tasks[1].kernel = KERNEL_NOOP;
