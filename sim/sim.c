@@ -572,6 +572,11 @@ static void ahead_step(struct sim *S)
 		default:
 			for (uint32_t e = S->pred_off[a->v]; e < S->pred_off[a->v + 1]; e++)
 				__builtin_prefetch(&S->ran[S->preds[e].src], 0, 3);
+			/* What prefetch_successors reads and writes at the launch. */
+			for (uint32_t e = g->succ_off[i]; e < g->succ_off[i + 1]; e++) {
+				__builtin_prefetch(&g->tasks[g->succ[e]], 1, 3);
+				__builtin_prefetch(&S->unlaunched[a->v - i + g->succ[e]], 1, 3);
+			}
 			continue; /* done with it */
 		}
 		S->ahead[keep++] = *a;
