@@ -1513,6 +1513,13 @@ struct backend_event *engine_sim_oldest(const struct engine *e, unsigned wi)
 	return w->pipe && w->pipe_n ? w->pipe[w->pipe_head].done : NULL;
 }
 
+size_t engine_sim_peek(struct engine *e, unsigned wi, struct engine_task **out, size_t max)
+{
+	if (!e->policy->peek || atomic_load_explicit(&e->fallback, memory_order_relaxed))
+		return 0;
+	return e->policy->peek(e->policy_priv, wi, out, max);
+}
+
 void engine_sim_complete(struct engine *e, unsigned wi)
 {
 	struct worker *w = &e->workers[wi];

@@ -144,6 +144,10 @@ bool engine_sim_full(const struct engine *e, unsigned w);
  * not look again before it moved (or before its own task completed). */
 uint32_t engine_sim_epoch(const struct engine *e);
 struct backend_event *engine_sim_oldest(const struct engine *e, unsigned w);
+/* Up to max tasks the policy holds for w, in the order w would take them
+ * (policy_ops.peek; 0 without one, or after a fallback): a hint, nothing
+ * changes. */
+size_t engine_sim_peek(struct engine *e, unsigned w, struct engine_task **out, size_t max);
 void engine_sim_complete(struct engine *e, unsigned w);
 bool engine_sim_stalled(struct engine *e);
 /* Some tasks come with excl_nodes already set (simulated workloads that

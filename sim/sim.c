@@ -8,6 +8,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#if defined(__x86_64__) || defined(__i386__)
+#include <x86intrin.h>
+#endif
 
 #include "backends/sim/sim_backend.h"
 #include "common/errbuf.h"
@@ -56,6 +59,24 @@ struct sim_ran {
 	bool abstract; /* !has_kernel, without reading w->tasks[] */
 };
 
+/* A task the policy holds next for a device, its launch's reads brought
+ * into cache a step at a time (see ahead_step). */
+struct sim_ahead {
+	const struct engine_task *t;
+	uint32_t v; /* its workload task (set by its first step) */
+	uint32_t at; /* the pass (sim.passes) of its next step */
+	uint16_t dev;
+	uint8_t step;
+};
+
+/* Tasks looked ahead at once, at most (one per device staged), and the
+ * passes of the loop between two steps: a pass may take less than a miss. */
+#define AHEAD_MAX 64
+#define AHEAD_PASSES 4
+/* Looking ahead pays once the graph's task records outgrow the last-level
+ * cache (32 MiB on the machines measured); below, it is overhead. */
+#define AHEAD_MIN_BYTES ((uint64_t)32 << 20)
+
 struct sim {
 	const struct machine *m;
 	const struct workload *w;
@@ -83,6 +104,19 @@ struct sim {
 	uint32_t *pred_off, *pred_edge;
 	struct sim_pred *preds;
 	struct sim_ran *ran;
+	/* Per task (global index): its predecessors in the engine graph not
+	 * launched yet (saturating; a hint only, see prefetch_successors). */
+	uint16_t *unlaunched;
+	/* The policy asks for whole cost rows as tasks are released (dmda
+	 * does, eager does not): set by the first such ask, inside a
+	 * completion (in_complete). */
+	bool in_complete, rows_at_release;
+	/* The next task of each device staged, looked ahead at: on a large
+	 * graph it waited long in its queue and all its launch reads miss. */
+	bool ahead_on;
+	uint32_t nahead, passes;
+	uint64_t engine_ticks; /* the engine's share of the loop (ticks()) */
+	struct sim_ahead ahead[AHEAD_MAX];
 	uint64_t first_arrival, last_end;
 	uint32_t graphs_done;
 	/* Completion events, a binary heap on (t, w). */
@@ -174,7 +208,9 @@ static double abstract_ns(const struct sim *S, uint32_t v, unsigned d)
 static void oracle(void *ctx, const uint32_t *dev, uint32_t n, const struct kernel_features *f,
                    double *ns)
 {
-	const struct sim *S = ctx;
+	struct sim *S = ctx;
+	if (n > 1 && S->in_complete)
+		S->rows_at_release = true;
 	const struct workload *w = S->w;
 	double v = f->domain;
 	if (!(v >= 0 && v < w->ntasks)) {
@@ -473,13 +509,103 @@ static uint64_t task_start(struct sim *S, uint32_t v, unsigned d, uint64_t earli
 /* When v completes the engine counts down its successors' dependencies:
  * their task records are brought into cache now, while v runs (on a large
  * graph each is a cache miss at completion otherwise). */
-static void prefetch_successors(const struct sim *S, uint32_t v)
+static void prefetch_successors(struct sim *S, uint32_t v)
 {
 	uint32_t gi = graph_of(S->w, v);
 	const struct engine_graph *g = &S->graphs[gi];
 	uint32_t i = v - first_of(S->w, gi);
-	for (uint32_t k = g->succ_off[i]; k < g->succ_off[i + 1]; k++)
-		__builtin_prefetch(&g->tasks[g->succ[k]], 1, 3);
+	const struct workload *w = S->w;
+	size_t rowb = w->dev_cost ? w->ndev_cost * sizeof(*w->dev_cost) : 0;
+	uint32_t first = v - i;
+	for (uint32_t k = g->succ_off[i]; k < g->succ_off[i + 1]; k++) {
+		uint32_t s = g->succ[k];
+		const char *t = (const char *)&g->tasks[s];
+		__builtin_prefetch(t, 1, 3);
+		if (!S->rows_at_release)
+			continue;
+		uint16_t *left = &S->unlaunched[first + s];
+		if (!*left || --*left)
+			continue;
+		/* v is the last of s's predecessors to launch: s is released
+		 * when the last of them completes, after this, and the policy
+		 * reads its features, its scratch and its cost row then. */
+		__builtin_prefetch(t + offsetof(struct engine_task, feat), 0, 3);
+		__builtin_prefetch(t + offsetof(struct engine_task, policy_key), 1, 3);
+		const char *row = (const char *)(w->dev_cost + (size_t)(first + s) * w->ndev_cost);
+		for (size_t at = 0; at < rowb; at += 64)
+			__builtin_prefetch(row + at, 0, 3);
+		if (rowb)
+			__builtin_prefetch(row + rowb - 1, 0, 3);
+	}
+}
+
+/* ---- looking ahead ----
+ *
+ * A device's next task sat in its queue since its release, thousands of
+ * launches ago on a large graph: its record, its cost row and the lists
+ * its launch walks (predecessors, then where each ran; successors) are
+ * all out of cache, and each list is found only through the one before.
+ * Once a device is staged, the task its queue holds next is noted here,
+ * and each pass of the loop takes every noted task one read further; it
+ * launches when one of the device's tasks completes, many passes later. */
+
+static void ahead_note(struct sim *S, unsigned d)
+{
+	struct engine_task *t;
+	if (S->nahead == AHEAD_MAX || !engine_sim_peek(S->e, d, &t, 1))
+		return;
+	const char *p = (const char *)t;
+	__builtin_prefetch(p, 1, 3);
+	__builtin_prefetch(p + offsetof(struct engine_task, start_ns), 1, 3);
+	__builtin_prefetch(p + offsetof(struct engine_task, policy_key), 1, 3);
+	S->ahead[S->nahead++] =
+	        (struct sim_ahead){ .t = t, .dev = (uint16_t)d, .at = S->passes + AHEAD_PASSES };
+}
+
+static void ahead_step(struct sim *S)
+{
+	const struct workload *w = S->w;
+	uint32_t keep = 0;
+	for (uint32_t k = 0; k < S->nahead; k++) {
+		struct sim_ahead *a = &S->ahead[k];
+		if (a->at != S->passes) {
+			S->ahead[keep++] = *a;
+			continue;
+		}
+		a->at += AHEAD_PASSES;
+		const struct engine_graph *g = a->t->graph;
+		uint32_t i = a->t->index;
+		switch (a->step++) {
+		case 0:
+			a->v = first_of(w, (uint32_t)g->cookie) + i;
+			if (w->dev_cost)
+				__builtin_prefetch(
+				        &w->dev_cost[(size_t)a->v * w->ndev_cost + a->dev], 0, 3);
+			__builtin_prefetch(&S->ran[a->v], 1, 3);
+			__builtin_prefetch(&S->pred_off[a->v], 0, 3);
+			__builtin_prefetch(&g->succ_off[i], 0, 3);
+			break;
+		case 1:
+			/* Every half line: a prefetch per line (its first and last
+			 * byte) was measured slower here, for reasons not found. */
+			for (uint32_t e = S->pred_off[a->v]; e < S->pred_off[a->v + 1]; e += 2)
+				__builtin_prefetch(&S->preds[e], 0, 3);
+			for (uint32_t e = g->succ_off[i]; e < g->succ_off[i + 1]; e += 8)
+				__builtin_prefetch(&g->succ[e], 0, 3);
+			break;
+		default:
+			for (uint32_t e = S->pred_off[a->v]; e < S->pred_off[a->v + 1]; e++)
+				__builtin_prefetch(&S->ran[S->preds[e].src], 0, 3);
+			/* What prefetch_successors reads and writes at the launch. */
+			for (uint32_t e = g->succ_off[i]; e < g->succ_off[i + 1]; e++) {
+				__builtin_prefetch(&g->tasks[g->succ[e]], 1, 3);
+				__builtin_prefetch(&S->unlaunched[a->v - i + g->succ[e]], 1, 3);
+			}
+			continue; /* done with it */
+		}
+		S->ahead[keep++] = *a;
+	}
+	S->nahead = keep;
 }
 
 /* sim_world.launch: the kernel of task v on device d, from `earliest`. */
@@ -849,8 +975,9 @@ static int build_graphs(struct sim *S, char *err, size_t errlen)
 	S->ngraphs = ng;
 	S->graphs = calloc(ng, sizeof(*S->graphs));
 	S->order = malloc(ng * sizeof(uint32_t));
+	S->unlaunched = calloc(w->ntasks ? w->ntasks : 1, sizeof(*S->unlaunched));
 	S->data = calloc(w->nbufs ? w->nbufs : 1, sizeof(*S->data));
-	if (!S->graphs || !S->order || !S->data)
+	if (!S->graphs || !S->order || !S->data || !S->unlaunched)
 		return -TDM_ENOMEM;
 	for (uint32_t b = 0; b < w->nbufs; b++)
 		residency_data_init(&S->res, &S->data[b], NULL, (uint64_t)w->buf_bytes[b], b,
@@ -890,9 +1017,14 @@ static int build_graphs(struct sim *S, char *err, size_t errlen)
 		g->priority = wg ? wg->priority : 0;
 		g->policy_hint = wg ? wg->policy_hint : 0;
 		S->order[gi] = gi;
-		int rc = build_graph(S, g, first_of(w, gi), wg ? wg->ntasks : w->ntasks);
+		uint32_t first = first_of(w, gi);
+		int rc = build_graph(S, g, first, wg ? wg->ntasks : w->ntasks);
 		if (rc)
 			return rc;
+		for (uint32_t k = 0; k < g->succ_off[g->ntasks]; k++) {
+			uint16_t *left = &S->unlaunched[first + g->succ[k]];
+			*left += *left < UINT16_MAX;
+		}
 	}
 	return 0;
 }
@@ -916,6 +1048,20 @@ static int by_arrival(const void *a, const void *b, void *ctx)
 static double wall_ns(void)
 {
 	return (double)clock_monotonic_ns();
+}
+
+/* The loop times the engine's share of each pass (sim_result.engine_ns)
+ * with the time-stamp counter where there is one: 4 clock_gettime calls a
+ * pass, ~25 ns each here, were 9% of the loop's perf samples (dmda,
+ * random200k); rdtsc takes ~10 ns. The ticks are turned into ns by the
+ * loop's own ratio of the two. */
+static uint64_t ticks(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+	return __rdtsc();
+#else
+	return clock_monotonic_ns();
+#endif
 }
 
 static void submit(struct sim *S, uint32_t gi)
@@ -1061,13 +1207,16 @@ static int events_setup(struct sim *S, char *err, size_t errlen)
 __attribute__((noinline)) static int run_loop(struct sim *S, char *err, size_t errlen)
 {
 	uint32_t next = 0, ng = S->ngraphs;
-	double t0;
+	uint64_t t0;
 
 	S->first_arrival = arrival_of(S, S->order[0]);
 	S->world.now = S->first_arrival;
 	S->pace_t = S->first_arrival;
 	for (;;) {
-		t0 = wall_ns();
+		S->passes++;
+		if (S->nahead)
+			ahead_step(S);
+		t0 = ticks();
 		if (S->o->events) {
 			apply_events(S);
 			watch_events(S);
@@ -1084,6 +1233,8 @@ __attribute__((noinline)) static int run_loop(struct sim *S, char *err, size_t e
 			/* The epoch before the look: what arrives during it moves it. */
 			uint32_t before = engine_sim_epoch(S->e);
 			size_t took = engine_sim_stage(S->e, d);
+			if (S->ahead_on && took)
+				ahead_note(S, d);
 			S->idle[d] = took == 0;
 			S->idle_at[d] = before;
 			if (engine_sim_full(S->e, d))
@@ -1096,7 +1247,7 @@ __attribute__((noinline)) static int run_loop(struct sim *S, char *err, size_t e
 				}
 			}
 		}
-		S->r->engine_ns += wall_ns() - t0;
+		S->engine_ticks += ticks() - t0;
 		if (S->oom) {
 			err_printf(err, errlen, "out of memory");
 			return -TDM_ENOMEM;
@@ -1137,9 +1288,11 @@ __attribute__((noinline)) static int run_loop(struct sim *S, char *err, size_t e
 				pace_finish(S, d);
 				S->idle[d] = false;
 				S->open |= 1ull << d;
-				t0 = wall_ns();
+				t0 = ticks();
+				S->in_complete = true;
 				engine_sim_complete(S->e, d);
-				S->r->engine_ns += wall_ns() - t0;
+				S->in_complete = false;
+				S->engine_ticks += ticks() - t0;
 			}
 			continue;
 		}
@@ -1148,9 +1301,11 @@ __attribute__((noinline)) static int run_loop(struct sim *S, char *err, size_t e
 		S->scheduled[x.w] = false;
 		S->idle[x.w] = false;
 		S->open |= 1ull << x.w;
-		t0 = wall_ns();
+		t0 = ticks();
+		S->in_complete = true;
 		engine_sim_complete(S->e, x.w);
-		S->r->engine_ns += wall_ns() - t0;
+		S->in_complete = false;
+		S->engine_ticks += ticks() - t0;
 	}
 }
 
@@ -1243,6 +1398,7 @@ static void teardown(struct sim *S)
 	free(S->flows);
 	free(S->data);
 	free(S->order);
+	free(S->unlaunched);
 	free(S->pred_off);
 	free(S->pred_edge);
 	free(S->preds);
@@ -1342,9 +1498,14 @@ int sim_run(const struct machine *m, const struct workload *w, const struct sim_
 	if (rc)
 		goto out;
 	qsort_r(S->order, S->ngraphs, sizeof(uint32_t), by_arrival, S);
+	/* Tasks wait in queues long enough to leave a cache this large. */
+	S->ahead_on = (uint64_t)w->ntasks * sizeof(struct engine_task) > AHEAD_MIN_BYTES;
 	double l0 = wall_ns();
+	uint64_t k0 = ticks();
 	rc = run_loop(S, err, errlen);
 	r->loop_ns = wall_ns() - l0;
+	uint64_t loop_ticks = ticks() - k0;
+	r->engine_ns = loop_ticks ? (double)S->engine_ticks * (r->loop_ns / (double)loop_ticks) : 0;
 	if (rc)
 		goto out;
 	for (uint32_t v = 0; r->spans && v < w->ntasks; v++)

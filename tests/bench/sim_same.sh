@@ -12,6 +12,9 @@
 #   BENCH sim_same_pairs N pairs differ=D policies=P
 # Exit status 1 when any pair differs.
 #
+# The 55,000-task random DAG is there for the simulator's lookahead, which
+# starts above 32 MiB of task records (sim/sim.c, AHEAD_MIN_BYTES).
+#
 # Usage: sh tests/bench/sim_same.sh OLD_TANDEMD NEW_TANDEMD
 set -u
 [ $# -eq 2 ] || { echo "usage: $0 OLD_TANDEMD NEW_TANDEMD" >&2; exit 2; }
@@ -27,7 +30,8 @@ h100:lu:10 t4-xeon:cholesky:12
 h100:random:n=3000,seed=3 a10:random:n=1000,ccr=2,seed=5
 t4-xeon:random:n=2000,ccr=0.1,out=5,seed=7 laptop-npu:random:n=500,seed=9
 rtx4090:layered:n=300,p=0.1,costs=bimodal,seed=2
-h100:layered:n=500,p=0.2,costs=uniform,seed=4,ccr=1"
+h100:layered:n=500,p=0.2,costs=uniform,seed=4,ccr=1
+h100:random:n=55000,seed=11"
 for f in stg/rand300/rand0001.stg stg/app/fpppp.stg stg/app/robot.stg stg/app/sparse.stg \
 	stg/rand100/rand0002.stg wfcommons/blast-chameleon-small-001.json \
 	wfcommons/cycles-chameleon-1l-1c-9p-001.json; do
