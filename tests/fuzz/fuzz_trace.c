@@ -74,7 +74,14 @@ static void check_workload(const struct workload *w)
 		for (unsigned a = 0; a < t->nargs; a++)
 			CHECK(t->args[a].buf < w->nbufs &&
 			      (t->args[a].mode == TDM_R || t->args[a].mode == TDM_W ||
-			       t->args[a].mode == TDM_RW));
+			       t->args[a].mode == TDM_RW || t->args[a].mode == TDM_ACC));
+		/* skipped: a kernel task released by a predecessor */
+		if (t->skipped) {
+			bool released = false;
+			for (uint32_t e = 0; e < w->nedges && !released; e++)
+				released = w->edges[e].dst == v;
+			CHECK(t->has_kernel && released);
+		}
 		for (uint32_t d = 0; d < w->ndev_cost; d++) {
 			double c = w->dev_cost[(size_t)v * w->ndev_cost + d];
 
@@ -110,7 +117,7 @@ static void check_same(const struct workload *a, const struct workload *b)
 			CHECK(x->args[i].buf == y->args[i].buf &&
 			      x->args[i].mode == y->args[i].mode);
 		CHECK(x->rec_device == y->rec_device && x->rec_start_ns == y->rec_start_ns &&
-		      x->rec_end_ns == y->rec_end_ns);
+		      x->rec_end_ns == y->rec_end_ns && x->skipped == y->skipped);
 	}
 	for (uint32_t e = 0; e < a->nedges; e++)
 		CHECK(a->edges[e].src == b->edges[e].src && a->edges[e].dst == b->edges[e].dst &&
