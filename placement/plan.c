@@ -8,6 +8,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#ifdef __SSE2__
+#include <emmintrin.h>
+#endif
+
 #include "common/csr.h"
 #include "common/splitmix.h"
 #include "placement/plan_internal.h"
@@ -46,6 +50,8 @@ void plan_ws_free(struct plan_ws *ws)
 	free(ws->tl_first_s);
 	free(ws->tl_max_gap);
 	free(ws->dev_lb);
+	free(ws->dev_c);
+	free(ws->dev_oct);
 	free(ws->arr);
 	free(ws);
 }
@@ -94,6 +100,7 @@ static int ws_size(struct plan_ws *ws, size_t n, size_t e, size_t ndev, size_t n
 		if (grow(&ws->tl, c, sizeof(struct plan_tl)) ||
 		    grow(&ws->dev_node, c, sizeof(uint32_t)) ||
 		    grow(&ws->dev_rdy, c, sizeof(double)) || grow(&ws->dev_lb, c, sizeof(double)) ||
+		    grow(&ws->dev_c, c, sizeof(double)) || grow(&ws->dev_oct, c, sizeof(double)) ||
 		    grow(&ws->tl_last_f, c, sizeof(double)) ||
 		    grow(&ws->tl_first_s, c, sizeof(double)) ||
 		    grow(&ws->tl_max_gap, c, sizeof(double)))
@@ -370,44 +377,89 @@ static void tl_summary(struct plan_ws *ws, uint32_t d)
 
 struct bound_in {
 	unsigned nd;
-	const double *c, *oct; /* the task's rows */
-	const uint32_t *col, *node;
+	const double *c, *oct; /* the task's costs and OCT per device (gathered: bound_gather) */
+	const uint32_t *node;
 	const double *dev_ready, *arr;
 	const double *last_f, *first_s, *max_gap; /* the timelines' (ws) */
 	double *lb;
 };
 
-/* Per device d that can run the task: a lower bound on its key into
- * lb[d] (INFINITY where it cannot run). Returns the device of least bound (the first on
- * ties). Inlined once per combination of the flags (has_col: b->col,
- * has_oct: b->oct), which then cost nothing per device. */
-static inline __attribute__((always_inline)) unsigned
-bound_devices(const struct bound_in *b, const bool has_col, const bool has_oct)
+/* Device d's bound, one at a time (the odd device out of the pairs). */
+static inline double bound_one(const struct bound_in *b, unsigned d, bool has_oct)
 {
-	const double *c = b->c, *oct = b->oct, *dev_ready = b->dev_ready, *arr = b->arr;
-	const uint32_t *col = b->col, *node = b->node;
-	unsigned first = UINT32_MAX;
+	double cd = b->c[d];
+	if (!plan_allowed(cd))
+		return INFINITY;
+	/* ready >= 0, so a device free from 0 (dev_ready 0) keeps it */
+	double ready = b->arr[b->node[d]];
+	if (b->dev_ready[d] > ready)
+		ready = b->dev_ready[d];
+	/* Most devices answer at once: free at ready, or no gap long enough
+	 * before their end (plan_tl_bound, on the copies of its fields in
+	 * ws: an empty timeline ends at -INFINITY). */
+	double last = b->last_f[d];
+	double st = last <= ready                                  ? ready
+	            : b->first_s[d] <= ready && b->max_gap[d] < cd ? last
+	                                                           : ready;
+	return st + cd + (has_oct ? b->oct[d] : 0);
+}
+
+/* Per device d that can run the task: a lower bound on its key into
+ * lb[d] (INFINITY where it cannot run). Returns the device of least bound
+ * (the first on ties). Inlined for has_oct (b->oct), which then costs
+ * nothing per device. With SSE2, two devices at a time, each bound the
+ * same double as bound_one's: maxpd(x, y) is x > y ? x : y, and every
+ * time here is >= 0 (arr starts at 0), costs and OCT too where allowed. */
+static inline __attribute__((always_inline)) unsigned bound_devices(const struct bound_in *b,
+                                                                    const bool has_oct)
+{
+	const double *c = b->c, *lb = b->lb;
+	unsigned nd = b->nd, d = 0, first = UINT32_MAX;
 	double lb_first = INFINITY;
-	for (unsigned d = 0; d < b->nd; d++) {
-		unsigned cx = has_col ? col[d] : d;
-		double cd = c[cx];
-		if (!plan_allowed(cd)) {
-			b->lb[d] = INFINITY;
-			continue;
+#ifdef __SSE2__
+	const __m128d inf = _mm_set1_pd(INFINITY), zero = _mm_setzero_pd();
+	__m128d lo = inf;
+	for (; d + 2 <= nd; d += 2) {
+		__m128d cd = _mm_loadu_pd(c + d);
+		__m128d ar =
+		        _mm_loadh_pd(_mm_load_sd(b->arr + b->node[d]), b->arr + b->node[d + 1]);
+		/* dev_ready > arr ? dev_ready : arr */
+		__m128d ready = _mm_max_pd(_mm_loadu_pd(b->dev_ready + d), ar);
+		__m128d last = _mm_loadu_pd(b->last_f + d);
+		/* not (last <= ready), first_s <= ready, max_gap < cd: then
+		 * last (> ready), else ready (0 > ready fails) */
+		__m128d use_last =
+		        _mm_andnot_pd(_mm_cmple_pd(last, ready),
+		                      _mm_and_pd(_mm_cmple_pd(_mm_loadu_pd(b->first_s + d), ready),
+		                                 _mm_cmplt_pd(_mm_loadu_pd(b->max_gap + d), cd)));
+		__m128d l = _mm_add_pd(_mm_max_pd(_mm_and_pd(use_last, last), ready), cd);
+		if (has_oct)
+			l = _mm_add_pd(l, _mm_loadu_pd(b->oct + d));
+		/* where not allowed, INFINITY (l > INFINITY fails, NaN too);
+		 * else l (l > 0, or l and 0 both zero) */
+		__m128d allowed = _mm_and_pd(_mm_cmpge_pd(cd, zero), _mm_cmplt_pd(cd, inf));
+		l = _mm_max_pd(l, _mm_andnot_pd(allowed, inf));
+		_mm_storeu_pd(b->lb + d, l);
+		lo = _mm_min_pd(l, lo);
+	}
+	double lov[2];
+	_mm_storeu_pd(lov, lo);
+	lb_first = lov[0] < lov[1] ? lov[0] : lov[1];
+	/* the first device of least bound */
+	if (lb_first < INFINITY) {
+		const __m128d m = _mm_set1_pd(lb_first);
+		for (unsigned e = 0; e < d; e += 2) {
+			unsigned eq =
+			        (unsigned)_mm_movemask_pd(_mm_cmpeq_pd(_mm_loadu_pd(lb + e), m));
+			if (eq) {
+				first = e + (unsigned)__builtin_ctz(eq);
+				break;
+			}
 		}
-		/* ready >= 0, so a device free from 0 (dev_ready 0) keeps it */
-		double ready = arr[node[d]];
-		if (dev_ready[d] > ready)
-			ready = dev_ready[d];
-		/* Most devices answer at once: free at ready, or no gap
-		 * long enough before their end (plan_tl_bound, on the
-		 * copies of its fields in ws: an empty timeline ends at
-		 * -INFINITY). */
-		double last = b->last_f[d];
-		double st = last <= ready                                  ? ready
-		            : b->first_s[d] <= ready && b->max_gap[d] < cd ? last
-		                                                           : ready;
-		double l = st + cd + (has_oct ? oct[cx] : 0);
+	}
+#endif
+	for (; d < nd; d++) {
+		double l = bound_one(b, d, has_oct);
 		b->lb[d] = l;
 		if (l < lb_first) {
 			first = d;
@@ -416,10 +468,58 @@ bound_devices(const struct bound_in *b, const bool has_col, const bool has_oct)
 	}
 	/* Bounds are finite; were they all infinite, the first device that
 	 * can run the task. */
-	for (unsigned d = 0; first == UINT32_MAX && d < b->nd; d++)
-		if (plan_allowed(c[has_col ? col[d] : d]))
-			first = d;
+	for (unsigned e = 0; first == UINT32_MAX && e < nd; e++)
+		if (plan_allowed(c[e]))
+			first = e;
 	return first;
+}
+
+/* Bit i: lb[from + i] <= best, for the 64 devices (at most) from `from`. */
+static inline uint64_t bound_below(const double *lb, unsigned from, unsigned nd, double best)
+{
+	unsigned to = nd - from > 64 ? from + 64 : nd, d = from;
+	uint64_t bits = 0;
+#ifdef __SSE2__
+	const __m128d b = _mm_set1_pd(best);
+	for (; d + 2 <= to; d += 2)
+		bits |= (uint64_t)_mm_movemask_pd(_mm_cmple_pd(_mm_loadu_pd(lb + d), b))
+		        << (d - from);
+#endif
+	for (; d < to; d++)
+		bits |= (uint64_t)(lb[d] <= best) << (d - from);
+	return bits;
+}
+
+/* The device chosen so far for a task: least key, then lowest index. */
+struct pick {
+	double best, bs, bf; /* its key, start and finish */
+	unsigned bd;
+	uint32_t bpos; /* where the slot goes in its timeline */
+};
+
+/* Searches d's timeline for the task (cost cd, OCT oc: 0 for HEFT) and
+ * keeps d if its key beats the best so far. */
+static inline void try_device(struct plan_ws *ws, struct pick *pk, unsigned d, const double *arr,
+                              double cd, double oc)
+{
+	/* As bound_devices found them. */
+	double ready = arr[ws->dev_node[d]];
+	if (ws->dev_rdy[d] > ready)
+		ready = ws->dev_rdy[d];
+	bool ex;
+	uint32_t pos = ws->tl[d].len;
+	double s = plan_tl_bound(&ws->tl[d], ready, cd, &ex);
+	if (!ex)
+		s = plan_tl_find(&ws->tl[d], ready, cd, &pos);
+	double f = s + cd;
+	double key = f + oc;
+	if (pk->bd == UINT32_MAX || key < pk->best || (key == pk->best && d < pk->bd)) {
+		pk->best = key;
+		pk->bd = d;
+		pk->bs = s;
+		pk->bf = f;
+		pk->bpos = pos;
+	}
 }
 
 /* One list-scheduling pass in the order given by prio[]; writes the
@@ -512,19 +612,23 @@ static int schedule_once(struct plan_ws *ws, const struct sched_in *in, const do
 		}
 		const double *c = g->cost + (size_t)v * nc;
 		const double *oct = in->oct ? in->oct + (size_t)v * nc : NULL;
-		double best = INFINITY, bs = 0, bf = 0;
-		unsigned bd = UINT32_MAX;
-		uint32_t bpos = 0;
 		/* No slot on d starts before its ready time, so ready + cost
 		 * (+ OCT) bounds d's key from below. The device of least bound
 		 * is searched first; then a device whose bound cannot beat the
 		 * best so far is not searched at all (ties go to the lower
 		 * index, as in the plain scan, so the choice is the same). */
 		double *lb = ws->dev_lb;
+		/* Shared columns: the task's costs (and OCT) per device first. */
+		if (col) {
+			for (unsigned d = 0; d < nd; d++)
+				ws->dev_c[d] = c[col[d]];
+			if (oct)
+				for (unsigned d = 0; d < nd; d++)
+					ws->dev_oct[d] = oct[col[d]];
+		}
 		struct bound_in bi = { .nd = nd,
-			               .c = c,
-			               .oct = oct,
-			               .col = col,
+			               .c = col ? ws->dev_c : c,
+			               .oct = col ? ws->dev_oct : oct,
 			               .node = ws->dev_node,
 			               .dev_ready = ws->dev_rdy,
 			               .arr = arr,
@@ -532,41 +636,29 @@ static int schedule_once(struct plan_ws *ws, const struct sched_in *in, const do
 			               .first_s = ws->tl_first_s,
 			               .max_gap = ws->tl_max_gap,
 			               .lb = lb };
-		unsigned first = col ? (oct ? bound_devices(&bi, true, true)
-		                            : bound_devices(&bi, true, false))
-		                     : (oct ? bound_devices(&bi, false, true)
-		                            : bound_devices(&bi, false, false));
-		for (unsigned i = 0; i <= nd; i++) {
-			unsigned d;
-			if (i == 0) {
-				d = first;
-			} else {
-				d = i - 1;
+		unsigned first = oct ? bound_devices(&bi, true) : bound_devices(&bi, false);
+		/* The first device, then the others in index order whose bound
+		 * may still win (best only falls, so a device over it when its
+		 * block's bits are taken stays over it). */
+		struct pick pk = { .best = INFINITY, .bd = UINT32_MAX };
+		try_device(ws, &pk, first, arr, c[col ? col[first] : first],
+		           oct ? oct[col ? col[first] : first] : 0);
+		for (unsigned from = 0; from < nd; from += 64) {
+			uint64_t bits = bound_below(lb, from, nd, pk.best);
+			while (bits) {
+				unsigned d = from + (unsigned)__builtin_ctzll(bits);
+				bits &= bits - 1;
 				double l = lb[d];
-				if (l > best || d == first || (l == best && d > bd) ||
-				    !plan_allowed(c[col ? col[d] : d]))
+				unsigned cx = col ? col[d] : d;
+				if (l > pk.best || d == first || (l == pk.best && d > pk.bd) ||
+				    !plan_allowed(c[cx]))
 					continue;
-			}
-			unsigned cx = col ? col[d] : d;
-			/* As bound_devices found them. */
-			double ready = arr[ws->dev_node[d]];
-			if (ws->dev_rdy[d] > ready)
-				ready = ws->dev_rdy[d];
-			bool ex;
-			uint32_t pos = ws->tl[d].len;
-			double s = plan_tl_bound(&ws->tl[d], ready, c[cx], &ex);
-			if (!ex)
-				s = plan_tl_find(&ws->tl[d], ready, c[cx], &pos);
-			double f = s + c[cx];
-			double key = oct ? f + oct[cx] : f;
-			if (bd == UINT32_MAX || key < best || (key == best && d < bd)) {
-				best = key;
-				bd = d;
-				bs = s;
-				bf = f;
-				bpos = pos;
+				try_device(ws, &pk, d, arr, c[cx], oct ? oct[cx] : 0);
 			}
 		}
+		unsigned bd = pk.bd;
+		double bs = pk.bs, bf = pk.bf;
+		uint32_t bpos = pk.bpos;
 		int err = plan_tl_insert(&ws->tl[bd], bpos, bs, bf);
 		if (err)
 			return err;

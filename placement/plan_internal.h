@@ -124,6 +124,8 @@ struct plan_ws {
 	/* scratch, per device for the task being placed: a lower bound on its
 	 * key */
 	double *dev_lb;
+	/* scratch with shared cost columns: the task's cost and OCT per device */
+	double *dev_c, *dev_oct;
 	/* per node [node_cap] */
 	double *arr;
 
