@@ -80,7 +80,8 @@ static int ws_size(struct plan_ws *ws, size_t n, size_t e, size_t ndev, size_t n
 		size_t c = round_cap(n);
 		if (grow(&ws->order, c, sizeof(uint32_t)) || grow(&ws->cnt, c, sizeof(uint32_t)) ||
 		    grow(&ws->pred_off, c + 1, sizeof(uint32_t)) ||
-		    grow(&ws->heap, c, sizeof(uint32_t)) || grow(&ws->fsort, c, sizeof(uint32_t)) ||
+		    grow(&ws->heap, c, sizeof(struct plan_hent)) ||
+		    grow(&ws->fsort, c, sizeof(uint32_t)) ||
 		    grow(&ws->nallow, c, sizeof(uint32_t)) || grow(&ws->wmean, c, sizeof(double)) ||
 		    grow(&ws->rank_u, c, sizeof(double)) || grow(&ws->rank_d, c, sizeof(double)) ||
 		    grow(&ws->prio, c, sizeof(double)) || grow(&ws->base, c, sizeof(double)) ||
@@ -295,40 +296,42 @@ int plan_prep(struct plan_ws *ws, const struct plan_dag *g, const struct plan_ma
 
 /* Higher priority first; equal priorities (to rounding: ranks computed along
  * different paths may differ in the last bits) lower index first. */
-static bool before(const double *prio, uint32_t a, uint32_t b)
+static bool before(struct plan_hent a, struct plan_hent b)
 {
-	double pa = prio[a], pb = prio[b];
+	double pa = a.prio, pb = b.prio;
 	double tol = 1e-12 * plan_maxd(fabs(pa), fabs(pb));
 	if (pa > pb + tol)
 		return true;
 	if (pb > pa + tol)
 		return false;
-	return a < b;
+	return a.v < b.v;
 }
 
-static void heap_push(uint32_t *h, uint32_t *len, const double *prio, uint32_t v)
+static void heap_push(struct plan_hent *h, uint32_t *len, const double *prio, uint32_t v)
 {
+	struct plan_hent x = { prio[v], v };
 	uint32_t i = (*len)++;
 	while (i > 0) {
 		uint32_t p = (i - 1) / 2;
-		if (!before(prio, v, h[p]))
+		if (!before(x, h[p]))
 			break;
 		h[i] = h[p];
 		i = p;
 	}
-	h[i] = v;
+	h[i] = x;
 }
 
-static uint32_t heap_pop(uint32_t *h, uint32_t *len, const double *prio)
+static uint32_t heap_pop(struct plan_hent *h, uint32_t *len)
 {
-	uint32_t top = h[0], v = h[--*len], n = *len, i = 0;
+	struct plan_hent v = h[--*len];
+	uint32_t top = h[0].v, n = *len, i = 0;
 	for (;;) {
 		uint32_t c = 2 * i + 1;
 		if (c >= n)
 			break;
-		if (c + 1 < n && before(prio, h[c + 1], h[c]))
+		if (c + 1 < n && before(h[c + 1], h[c]))
 			c++;
-		if (!before(prio, h[c], v))
+		if (!before(h[c], v))
 			break;
 		h[i] = h[c];
 		i = c;
@@ -522,6 +525,30 @@ static inline void try_device(struct plan_ws *ws, struct pick *pk, unsigned d, c
 	}
 }
 
+/* Task x's lists of inputs (with their data) and successors, its cost
+ * row and its OCT row (oct: NULL for HEFT) on their way. */
+static inline void prefetch_lists(const struct plan_ws *ws, const struct plan_dag *g,
+                                  const double *oct, uint32_t x, unsigned nc)
+{
+	const double *cx = g->cost + (size_t)x * nc;
+	for (unsigned i = 0; i < nc; i += 8)
+		__builtin_prefetch(cx + i);
+	if (oct)
+		for (unsigned i = 0; i < nc; i += 8)
+			__builtin_prefetch(oct + (size_t)x * nc + i);
+	uint32_t k0 = ws->pred_off[x], k1 = ws->pred_off[x + 1];
+	if (k1 > k0) {
+		__builtin_prefetch(&ws->pred[k0]);
+		__builtin_prefetch(&ws->pred[k1 - 1]);
+		__builtin_prefetch(&ws->pred_data[k0]);
+		__builtin_prefetch(&ws->pred_data[k1 - 1]);
+	}
+	if (g->succ_off && g->succ_off[x + 1] > g->succ_off[x]) {
+		__builtin_prefetch(&g->succ[g->succ_off[x]]);
+		__builtin_prefetch(&g->succ[g->succ_off[x + 1] - 1]);
+	}
+}
+
 /* One list-scheduling pass in the order given by prio[]; writes the
  * non-fixed slots of out[] (fixed ones must already be there). */
 static int schedule_once(struct plan_ws *ws, const struct sched_in *in, const double *prio,
@@ -560,7 +587,8 @@ static int schedule_once(struct plan_ws *ws, const struct sched_in *in, const do
 	}
 
 	/* Ready list: tasks whose predecessors are all placed. */
-	uint32_t *cnt = ws->cnt, *heap = ws->heap, hlen = 0;
+	uint32_t *cnt = ws->cnt, hlen = 0;
+	struct plan_hent *heap = ws->heap;
 	for (uint32_t v = 0; v < n; v++) {
 		cnt[v] = 0;
 		if (fixed && fixed[v])
@@ -575,22 +603,31 @@ static int schedule_once(struct plan_ws *ws, const struct sched_in *in, const do
 
 	double *arr = ws->arr;
 	while (hlen) {
-		uint32_t v = heap_pop(heap, &hlen, prio);
+		uint32_t v = heap_pop(heap, &hlen);
+		/* Loads ahead in three steps, each a cache miss on big graphs
+		 * (the tasks come in priority order): the next task is most
+		 * likely the heap's new top, the one after it one of the top's
+		 * children, the one after that a grandchild or the other
+		 * child. Their offsets, then (offsets there) their lists and
+		 * rows, then (lists there) the top's inputs' slots and
+		 * successors' counts and priorities. */
+		for (uint32_t i = 1; i <= 6 && i < hlen; i++) {
+			uint32_t y = heap[i].v;
+			__builtin_prefetch(&ws->pred_off[y]);
+			if (g->succ_off)
+				__builtin_prefetch(&g->succ_off[y]);
+		}
+		for (uint32_t i = 1; i <= 2 && i < hlen; i++)
+			prefetch_lists(ws, g, in->oct, heap[i].v, nc);
 		if (hlen) {
-			/* The next task is most likely the heap's new top: its
-			 * costs, its inputs' slots and its successors' counts
-			 * are on their way while v is placed (on big graphs
-			 * these are cache misses, the tasks coming in priority
-			 * order). */
-			uint32_t x = heap[0];
-			const double *cx = g->cost + (size_t)x * nc;
-			for (unsigned i = 0; i < nc; i += 8)
-				__builtin_prefetch(cx + i);
+			uint32_t x = heap[0].v;
 			for (uint32_t k = ws->pred_off[x]; k < ws->pred_off[x + 1]; k++)
 				__builtin_prefetch(&out[ws->pred[k]]);
 			for (uint32_t k = g->succ_off ? g->succ_off[x] : 0;
-			     k < (g->succ_off ? g->succ_off[x + 1] : 0); k++)
+			     k < (g->succ_off ? g->succ_off[x + 1] : 0); k++) {
 				__builtin_prefetch(&cnt[g->succ[k]], 1);
+				__builtin_prefetch(&prio[g->succ[k]]);
+			}
 		}
 		/* Earliest arrival of v's inputs on each memory node. */
 		for (unsigned x = 0; x < nn; x++)

@@ -93,6 +93,13 @@ static inline double plan_tl_bound(const struct plan_tl *t, double ready, double
 int plan_tl_insert(struct plan_tl *t, uint32_t pos, double s, double f);
 
 /* ---- work arrays -------------------------------------------------------------- */
+/* A ready task in the scheduler's heap, with its priority beside it (the
+ * heap's comparisons then read no other array). */
+struct plan_hent {
+	double prio;
+	uint32_t v;
+};
+
 struct plan_ws {
 	/* sizes the arrays below hold */
 	size_t n_cap, e_cap, nd_cap, dev_cap, node_cap;
@@ -101,7 +108,7 @@ struct plan_ws {
 	uint32_t *order; /* a topological order */
 	uint32_t *cnt; /* scratch: in-degrees */
 	uint32_t *pred_off;
-	uint32_t *heap;
+	struct plan_hent *heap; /* the ready tasks (schedule_once) */
 	uint32_t *fsort; /* fixed tasks by device, then start */
 	uint32_t *nallow; /* devices that can run each task */
 	double *wmean; /* mean cost over the devices that can run it */
