@@ -531,11 +531,15 @@ static inline void prefetch_lists(const struct plan_ws *ws, const struct plan_da
                                   const double *oct, uint32_t x, unsigned nc)
 {
 	const double *cx = g->cost + (size_t)x * nc;
+	/* every line of the rows (they need not start one) */
 	for (unsigned i = 0; i < nc; i += 8)
 		__builtin_prefetch(cx + i);
-	if (oct)
+	__builtin_prefetch(cx + nc - 1);
+	if (oct) {
 		for (unsigned i = 0; i < nc; i += 8)
 			__builtin_prefetch(oct + (size_t)x * nc + i);
+		__builtin_prefetch(oct + (size_t)x * nc + nc - 1);
+	}
 	uint32_t k0 = ws->pred_off[x], k1 = ws->pred_off[x + 1];
 	if (k1 > k0) {
 		__builtin_prefetch(&ws->pred[k0]);
