@@ -535,11 +535,16 @@ static void seq_build(struct gplan *gp)
  * for good. Amortised O(1). Caller holds gp->lock. */
 static uint32_t seq_next(struct gplan *gp, uint32_t d)
 {
-	uint32_t *h = &gp->seq_head[d];
-	for (; *h < gp->seq_off[d + 1]; ++*h) {
+	uint32_t *h = &gp->seq_head[d], end = gp->seq_off[d + 1];
+	for (; *h < end; ++*h) {
 		uint32_t v = gp->seq[*h];
-		if (!gp->task[v].picked && (gp->task[v].dev == NO_DEV || gp->task[v].dev == d))
+		if (!gp->task[v].picked && (gp->task[v].dev == NO_DEV || gp->task[v].dev == d)) {
+			/* The tasks next in d's order are read when this one
+			 * is taken (each a cache miss on big graphs). */
+			for (uint32_t i = *h + 1; i < end && i <= *h + 2; i++)
+				__builtin_prefetch(&gp->task[gp->seq[i]]);
 			return v;
+		}
 	}
 	return NO_DEV;
 }
@@ -1125,6 +1130,12 @@ void dispatch_tasks_ready(void *priv, struct engine_task **tasks, size_t n, int 
 		if (i + 1 < n) {
 			eft_ahead(&D->eft, tasks[i + 1]);
 			__builtin_prefetch(&tasks[i + 1]->policy_dev, 1, 3);
+			/* its record in its graph's plan, if planned */
+			const struct gplan *np = tasks[i + 1]->graph->policy_graph;
+			if (np) {
+				__builtin_prefetch(&np->task[tasks[i + 1]->index], 1);
+				__builtin_prefetch(&np->slot[tasks[i + 1]->index]);
+			}
 		}
 		/* A task given back (device fault) was taken by the device it
 		 * is committed to; it drops that commitment. */
