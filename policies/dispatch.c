@@ -540,9 +540,15 @@ static uint32_t seq_next(struct gplan *gp, uint32_t d)
 		uint32_t v = gp->seq[*h];
 		if (!gp->task[v].picked && (gp->task[v].dev == NO_DEV || gp->task[v].dev == d)) {
 			/* The tasks next in d's order are read when this one
-			 * is taken (each a cache miss on big graphs). */
+			 * is taken (each a cache miss on big graphs); the
+			 * next one is queued then (seq_unpark). */
 			for (uint32_t i = *h + 1; i < end && i <= *h + 2; i++)
 				__builtin_prefetch(&gp->task[gp->seq[i]]);
+			if (*h + 1 < end && gp->g) {
+				uint32_t x = gp->seq[*h + 1];
+				__builtin_prefetch(&gp->slot[x]);
+				__builtin_prefetch(&gp->g->tasks[x].policy_key, 1);
+			}
 			return v;
 		}
 	}
@@ -948,6 +954,13 @@ static void repair(struct dispatch *D, struct engine_graph *g, struct gplan *gp,
 static void plan_task_done(struct dispatch *D, struct gplan *gp, struct engine_task *t, unsigned w)
 {
 	uint32_t v = t->index;
+	const struct engine_graph *g = t->graph;
+	/* The successors that this completion makes ready are placed next
+	 * (place_planned): their records on their way. */
+	for (uint32_t k = g->succ_off[v]; k < g->succ_off[v + 1]; k++) {
+		__builtin_prefetch(&gp->task[g->succ[k]], 1);
+		__builtin_prefetch(&gp->slot[g->succ[k]]);
+	}
 	pthread_mutex_lock(&gp->lock);
 	if (gp->task[v].state != TASK_DONE) {
 		if (gp->task[v].state == TASK_WAITING)
