@@ -119,15 +119,18 @@ double plan_tl_find(const struct plan_tl *t, double ready, double dur, uint32_t 
 		*pos = n;
 		return at;
 	}
-	/* lo: the first interval still busy after ready (f sorted). */
-	uint32_t lo = 0, hi = n;
-	while (lo < hi) {
-		uint32_t mid = lo + (hi - lo) / 2;
-		if (t->f[mid] > ready)
-			hi = mid;
-		else
-			lo = mid + 1;
+	/* lo: the first interval still busy after ready (f sorted; n >= 1
+	 * here). Without branches (which way each step goes is a coin toss),
+	 * both of the next step's probes on their way. */
+	const double *base = t->f;
+	for (uint32_t len = n; len > 1;) {
+		uint32_t half = len / 2;
+		__builtin_prefetch(base + half / 2);
+		__builtin_prefetch(base + half + half / 2);
+		base = base[half] <= ready ? base + half : base;
+		len -= half;
 	}
+	uint32_t lo = (uint32_t)(base - t->f) + (*base <= ready);
 	if (lo == n) {
 		*pos = n;
 		return ready;
