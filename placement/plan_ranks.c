@@ -122,6 +122,15 @@ void plan_ranks_oct(struct plan_ws *ws, const struct plan_dag *g, double *oct)
 			/* Some tasks ahead, the successors' rows are on their
 			 * way (on big graphs each is a cache miss). */
 			uint32_t u = ws->order[i - OCT_AHEAD];
+			/* its own rows too: the cost row read, the OCT row
+			 * written (in order, but behind all that traffic the
+			 * hardware does not see them coming) */
+			for (unsigned d = 0; d < nc; d += 8) {
+				__builtin_prefetch(g->cost + (size_t)u * nc + d);
+				__builtin_prefetch(oct + (size_t)u * nc + d, 1);
+			}
+			__builtin_prefetch(g->cost + (size_t)u * nc + nc - 1);
+			__builtin_prefetch(oct + (size_t)u * nc + nc - 1, 1);
 			for (uint32_t k = g->succ_off[u]; k < g->succ_off[u + 1]; k++) {
 				size_t at = (size_t)g->succ[k] * nc;
 				__builtin_prefetch(&M[g->succ[k]]);
