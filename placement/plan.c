@@ -142,31 +142,6 @@ __attribute__((format(printf, 3, 4))) static int fail(char *why, size_t whylen, 
 	return -TDM_EINVAL;
 }
 
-/* The sum of t over the devices that can run a task whose cost row is c
- * (per cost column: device d reads column col[d], or d without col),
- * added device by device; *k: how many. t is c itself for the mean cost. */
-static inline double sum_allowed(const double *c, const double *t, const uint32_t *col, unsigned nd,
-                                 unsigned *k)
-{
-	double sum = 0;
-	unsigned n = 0;
-	if (col) {
-		for (unsigned d = 0; d < nd; d++)
-			if (plan_allowed(c[col[d]])) {
-				sum += t[col[d]];
-				n++;
-			}
-	} else {
-		for (unsigned d = 0; d < nd; d++)
-			if (plan_allowed(c[d])) {
-				sum += t[d];
-				n++;
-			}
-	}
-	*k = n;
-	return sum;
-}
-
 int plan_prep(struct plan_ws *ws, const struct plan_dag *g, const struct plan_machine *m, char *why,
               size_t whylen)
 {
@@ -215,7 +190,7 @@ int plan_prep(struct plan_ws *ws, const struct plan_dag *g, const struct plan_ma
 	for (uint32_t v = 0; v < n; v++) {
 		const double *c = g->cost + (size_t)v * nc;
 		unsigned k;
-		double sum = sum_allowed(c, c, col, nd, &k);
+		double sum = plan_sum_allowed(c, c, col, nd, &k);
 		if (!k)
 			return fail(why, whylen, "task %u can run on no device", v);
 		ws->nallow[v] = k;
@@ -737,8 +712,8 @@ static void mean_allowed(const struct plan_dag *g, unsigned nd, const double *ta
 	unsigned nc = plan_ncols(g, nd);
 	for (uint32_t v = 0; v < g->n; v++) {
 		unsigned k;
-		double sum =
-		        sum_allowed(g->cost + (size_t)v * nc, tab + (size_t)v * nc, g->col, nd, &k);
+		double sum = plan_sum_allowed(g->cost + (size_t)v * nc, tab + (size_t)v * nc,
+		                              g->col, nd, &k);
 		out[v] = sum / k;
 	}
 }
@@ -795,15 +770,15 @@ int plan_schedule(const struct plan_dag *g, const struct plan_machine *m, const 
 	if (need_oct) {
 		if ((err = ws_size_oct(ws, (size_t)n * ws->ncols)))
 			return err;
-		plan_ranks_oct(ws, g, ws->oct);
+		/* PEFT's rank_oct (base) from each row as it is made */
+		plan_ranks_oct(ws, g, ws->oct, peft ? ws->base : NULL);
 	}
 	/* PEFT orders by rank_oct; rank_u serves its refinement only. */
 	if (!peft || o->refine_iters)
 		plan_ranks_up(ws, g, ws->rank_u);
-	/* base: the published priority (rank_u, or PEFT's rank_oct). */
-	if (peft)
-		mean_allowed(g, nd, ws->oct, ws->base);
-	else
+	/* base: the published priority (rank_u, or PEFT's rank_oct, made
+	 * with OCT). */
+	if (!peft)
 		memcpy(ws->base, ws->rank_u, n * sizeof(double));
 
 	struct sched_in in = {

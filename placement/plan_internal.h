@@ -46,6 +46,31 @@ static inline const double *plan_cost_row(const struct plan_dag *g, unsigned nde
 	return tmp;
 }
 
+/* The sum of t over the devices that can run a task whose cost row is c
+ * (per cost column: device d reads column col[d], or d without col),
+ * added device by device; *k: how many. t is c itself for the mean cost. */
+static inline double plan_sum_allowed(const double *c, const double *t, const uint32_t *col,
+                                      unsigned nd, unsigned *k)
+{
+	double sum = 0;
+	unsigned n = 0;
+	if (col) {
+		for (unsigned d = 0; d < nd; d++)
+			if (plan_allowed(c[col[d]])) {
+				sum += t[col[d]];
+				n++;
+			}
+	} else {
+		for (unsigned d = 0; d < nd; d++)
+			if (plan_allowed(c[d])) {
+				sum += t[d];
+				n++;
+			}
+	}
+	*k = n;
+	return sum;
+}
+
 static inline double plan_maxd(double a, double b)
 {
 	return a > b ? a : b;
@@ -172,7 +197,9 @@ static inline double plan_comm_mean(const struct plan_ws *ws, double data)
 void plan_ranks_up(struct plan_ws *ws, const struct plan_dag *g, double *rank_u);
 void plan_ranks_down(struct plan_ws *ws, const struct plan_dag *g, double *rank_d);
 /* oct[n * ndev]; uses ws->aux as scratch. */
-void plan_ranks_oct(struct plan_ws *ws, const struct plan_dag *g, double *oct);
+/* mean (may be NULL): each task's mean OCT over the devices that can run
+ * it (PEFT's rank_oct), summed device by device (plan_sum_allowed). */
+void plan_ranks_oct(struct plan_ws *ws, const struct plan_dag *g, double *oct, double *mean);
 
 /* The area bound alone, by a chosen method (tests compare them):
  * PLAN_AREA_AUTO as plan_lower_bounds does, PLAN_AREA_DIRECT the whole LP,

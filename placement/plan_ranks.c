@@ -110,7 +110,7 @@ static inline double oct_min(const double *row, const double *c, const uint32_t 
  * OCT(s, w) + cost(s, w) + (w == d ? 0 : c-bar(v, s)). With
  * M(s) = min over w of OCT(s, w) + cost(s, w), the inner minimum is
  * min(M(s) + c-bar, OCT(s, d) + cost(s, d)): O(p) per edge. */
-void plan_ranks_oct(struct plan_ws *ws, const struct plan_dag *g, double *oct)
+void plan_ranks_oct(struct plan_ws *ws, const struct plan_dag *g, double *oct, double *mean)
 {
 	/* OCT(v, d) depends on d through d's costs only: one entry per cost
 	 * column. M, a minimum, is taken over the devices. */
@@ -154,6 +154,12 @@ void plan_ranks_oct(struct plan_ws *ws, const struct plan_dag *g, double *oct)
 			oct_edge(row, os, cs, via, nc);
 		}
 		M[v] = oct_min(row, g->cost + (size_t)v * nc, g->col, nd);
+		if (mean) {
+			unsigned k;
+			double sum =
+			        plan_sum_allowed(g->cost + (size_t)v * nc, row, g->col, nd, &k);
+			mean[v] = sum / k;
+		}
 	}
 }
 
@@ -169,7 +175,7 @@ static int with_prep(const struct plan_dag *g, const struct plan_machine *m, dou
 		switch (which) {
 		case 0: plan_ranks_up(ws, g, out); break;
 		case 1: plan_ranks_down(ws, g, out); break;
-		default: plan_ranks_oct(ws, g, out); break;
+		default: plan_ranks_oct(ws, g, out, NULL); break;
 		}
 	}
 	plan_ws_free(ws);
