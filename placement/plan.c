@@ -50,8 +50,7 @@ void plan_ws_free(struct plan_ws *ws)
 	free(ws->tl_first_s);
 	free(ws->tl_max_gap);
 	free(ws->dev_lb);
-	free(ws->dev_c);
-	free(ws->dev_oct);
+	free(ws->col_used);
 	free(ws->arr);
 	free(ws);
 }
@@ -101,7 +100,7 @@ static int ws_size(struct plan_ws *ws, size_t n, size_t e, size_t ndev, size_t n
 		if (grow(&ws->tl, c, sizeof(struct plan_tl)) ||
 		    grow(&ws->dev_node, c, sizeof(uint32_t)) ||
 		    grow(&ws->dev_rdy, c, sizeof(double)) || grow(&ws->dev_lb, c, sizeof(double)) ||
-		    grow(&ws->dev_c, c, sizeof(double)) || grow(&ws->dev_oct, c, sizeof(double)) ||
+		    grow(&ws->col_used, c, sizeof(uint32_t)) ||
 		    grow(&ws->tl_last_f, c, sizeof(double)) ||
 		    grow(&ws->tl_first_s, c, sizeof(double)) ||
 		    grow(&ws->tl_max_gap, c, sizeof(double)))
@@ -361,7 +360,8 @@ static void tl_summary(struct plan_ws *ws, uint32_t d)
 
 struct bound_in {
 	unsigned nd;
-	const double *c, *oct; /* the task's costs and OCT per device (gathered: bound_gather) */
+	const double *c, *oct; /* the task's rows of costs and OCT (per column) */
+	const uint32_t *col; /* device d's column (has_col), else d */
 	const uint32_t *node;
 	const double *dev_ready, *arr;
 	const double *last_f, *first_s, *max_gap; /* the timelines' (ws) */
@@ -369,9 +369,10 @@ struct bound_in {
 };
 
 /* Device d's bound, one at a time (the odd device out of the pairs). */
-static inline double bound_one(const struct bound_in *b, unsigned d, bool has_oct)
+static inline double bound_one(const struct bound_in *b, unsigned d, bool has_col, bool has_oct)
 {
-	double cd = b->c[d];
+	unsigned cx = has_col ? b->col[d] : d;
+	double cd = b->c[cx];
 	if (!plan_allowed(cd))
 		return INFINITY;
 	/* ready >= 0, so a device free from 0 (dev_ready 0) keeps it */
@@ -385,17 +386,17 @@ static inline double bound_one(const struct bound_in *b, unsigned d, bool has_oc
 	double st = last <= ready                                  ? ready
 	            : b->first_s[d] <= ready && b->max_gap[d] < cd ? last
 	                                                           : ready;
-	return st + cd + (has_oct ? b->oct[d] : 0);
+	return st + cd + (has_oct ? b->oct[cx] : 0);
 }
 
 /* Per device d that can run the task: a lower bound on its key into
  * lb[d] (INFINITY where it cannot run). Returns the device of least bound
- * (the first on ties). Inlined for has_oct (b->oct), which then costs
+ * (the first on ties). Inlined for has_col (b->col) and has_oct (b->oct), which then cost
  * nothing per device. With SSE2, two devices at a time, each bound the
  * same double as bound_one's: maxpd(x, y) is x > y ? x : y, and every
  * time here is >= 0 (arr starts at 0), costs and OCT too where allowed. */
-static inline __attribute__((always_inline)) unsigned bound_devices(const struct bound_in *b,
-                                                                    const bool has_oct)
+static inline __attribute__((always_inline)) unsigned
+bound_devices(const struct bound_in *b, const bool has_col, const bool has_oct)
 {
 	const double *c = b->c, *lb = b->lb;
 	unsigned nd = b->nd, d = 0, first = UINT32_MAX;
@@ -404,7 +405,9 @@ static inline __attribute__((always_inline)) unsigned bound_devices(const struct
 	const __m128d inf = _mm_set1_pd(INFINITY), zero = _mm_setzero_pd();
 	__m128d lo = inf;
 	for (; d + 2 <= nd; d += 2) {
-		__m128d cd = _mm_loadu_pd(c + d);
+		/* per column: the two devices' entries */
+		__m128d cd = has_col ? _mm_loadh_pd(_mm_load_sd(c + b->col[d]), c + b->col[d + 1])
+		                     : _mm_loadu_pd(c + d);
 		__m128d ar =
 		        _mm_loadh_pd(_mm_load_sd(b->arr + b->node[d]), b->arr + b->node[d + 1]);
 		/* dev_ready > arr ? dev_ready : arr */
@@ -418,7 +421,9 @@ static inline __attribute__((always_inline)) unsigned bound_devices(const struct
 		                                 _mm_cmplt_pd(_mm_loadu_pd(b->max_gap + d), cd)));
 		__m128d l = _mm_add_pd(_mm_max_pd(_mm_and_pd(use_last, last), ready), cd);
 		if (has_oct)
-			l = _mm_add_pd(l, _mm_loadu_pd(b->oct + d));
+			l = _mm_add_pd(l, has_col ? _mm_loadh_pd(_mm_load_sd(b->oct + b->col[d]),
+			                                         b->oct + b->col[d + 1])
+			                          : _mm_loadu_pd(b->oct + d));
 		/* where not allowed, INFINITY (l > INFINITY fails, NaN too);
 		 * else l (l > 0, or l and 0 both zero) */
 		__m128d allowed = _mm_and_pd(_mm_cmpge_pd(cd, zero), _mm_cmplt_pd(cd, inf));
@@ -443,7 +448,7 @@ static inline __attribute__((always_inline)) unsigned bound_devices(const struct
 	}
 #endif
 	for (; d < nd; d++) {
-		double l = bound_one(b, d, has_oct);
+		double l = bound_one(b, d, has_col, has_oct);
 		b->lb[d] = l;
 		if (l < lb_first) {
 			first = d;
@@ -453,7 +458,7 @@ static inline __attribute__((always_inline)) unsigned bound_devices(const struct
 	/* Bounds are finite; were they all infinite, the first device that
 	 * can run the task. */
 	for (unsigned e = 0; first == UINT32_MAX && e < nd; e++)
-		if (plan_allowed(c[e]))
+		if (plan_allowed(c[has_col ? b->col[e] : e]))
 			first = e;
 	return first;
 }
@@ -640,17 +645,10 @@ static int schedule_once(struct plan_ws *ws, const struct sched_in *in, const do
 		 * best so far is not searched at all (ties go to the lower
 		 * index, as in the plain scan, so the choice is the same). */
 		double *lb = ws->dev_lb;
-		/* Shared columns: the task's costs (and OCT) per device first. */
-		if (col) {
-			for (unsigned d = 0; d < nd; d++)
-				ws->dev_c[d] = c[col[d]];
-			if (oct)
-				for (unsigned d = 0; d < nd; d++)
-					ws->dev_oct[d] = oct[col[d]];
-		}
 		struct bound_in bi = { .nd = nd,
-			               .c = col ? ws->dev_c : c,
-			               .oct = col ? ws->dev_oct : oct,
+			               .c = c,
+			               .oct = oct,
+			               .col = col,
 			               .node = ws->dev_node,
 			               .dev_ready = ws->dev_rdy,
 			               .arr = arr,
@@ -658,7 +656,10 @@ static int schedule_once(struct plan_ws *ws, const struct sched_in *in, const do
 			               .first_s = ws->tl_first_s,
 			               .max_gap = ws->tl_max_gap,
 			               .lb = lb };
-		unsigned first = oct ? bound_devices(&bi, true) : bound_devices(&bi, false);
+		unsigned first = col ? (oct ? bound_devices(&bi, true, true)
+		                            : bound_devices(&bi, true, false))
+		                     : (oct ? bound_devices(&bi, false, true)
+		                            : bound_devices(&bi, false, false));
 		/* The first device, then the others in index order whose bound
 		 * may still win (best only falls, so a device over it when its
 		 * block's bits are taken stays over it). */

@@ -156,8 +156,9 @@ struct plan_ws {
 	/* scratch, per device for the task being placed: a lower bound on its
 	 * key */
 	double *dev_lb;
-	/* scratch with shared cost columns: the task's cost and OCT per device */
-	double *dev_c, *dev_oct;
+	/* with shared cost columns: the columns some device reads
+	 * (plan_ranks_oct) */
+	uint32_t *col_used;
 	/* per node [node_cap] */
 	double *arr;
 

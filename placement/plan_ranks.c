@@ -72,14 +72,17 @@ static inline void oct_edge(double *row, const double *os, const double *cs, dou
 
 /* M(v): the least OCT(v, d) + cost(v, d) over the devices d that can run
  * v (INFINITY if none), from v's OCT row and cost row (per column: device
- * d's is col[d], or d without col). A minimum, so taken in any order. */
-static inline double oct_min(const double *row, const double *c, const uint32_t *col, unsigned nd)
+ * d's is col[d], or d without col). A minimum, so taken in any order; with
+ * col over the columns some device reads (used[nused]), once each. */
+static inline double oct_min(const double *row, const double *c, const uint32_t *col,
+                             const uint32_t *used, unsigned nused, unsigned nd)
 {
 	double m = INFINITY;
 	unsigned d = 0;
 	if (col) {
-		for (; d < nd; d++) {
-			double w = plan_allowed(c[col[d]]) ? row[col[d]] + c[col[d]] : INFINITY;
+		for (unsigned i = 0; i < nused; i++) {
+			unsigned x = used[i];
+			double w = plan_allowed(c[x]) ? row[x] + c[x] : INFINITY;
 			m = w < m ? w : m;
 		}
 		return m;
@@ -114,8 +117,17 @@ void plan_ranks_oct(struct plan_ws *ws, const struct plan_dag *g, double *oct, d
 {
 	/* OCT(v, d) depends on d through d's costs only: one entry per cost
 	 * column. M, a minimum, is taken over the devices. */
-	unsigned nd = ws->ndev, nc = ws->ncols;
+	unsigned nd = ws->ndev, nc = ws->ncols, nused = 0;
 	double *M = ws->aux;
+	/* With shared columns, the ones some device reads (M's candidates). */
+	uint32_t *used = ws->col_used;
+	for (unsigned d = 0; g->col && d < nd; d++) {
+		unsigned k = 0;
+		while (k < nused && used[k] != g->col[d])
+			k++;
+		if (k == nused)
+			used[nused++] = g->col[d];
+	}
 	for (uint32_t i = g->n; i-- > 0;) {
 		uint32_t v = ws->order[i];
 		if (i >= OCT_AHEAD && g->succ_off) {
@@ -153,7 +165,7 @@ void plan_ranks_oct(struct plan_ws *ws, const struct plan_dag *g, double *oct, d
 			double via = M[s] + plan_comm_mean(ws, plan_edge_data(g, k));
 			oct_edge(row, os, cs, via, nc);
 		}
-		M[v] = oct_min(row, g->cost + (size_t)v * nc, g->col, nd);
+		M[v] = oct_min(row, g->cost + (size_t)v * nc, g->col, used, nused, nd);
 		if (mean) {
 			unsigned k;
 			double sum =
