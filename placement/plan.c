@@ -565,7 +565,7 @@ static int schedule_once(struct plan_ws *ws, const struct sched_in *in, const do
 			tl->f[tl->len - 1] = plan_maxd(tl->f[tl->len - 1], s->finish);
 			continue;
 		}
-		int err = plan_tl_push(tl, s->start, s->finish);
+		int err = plan_tl_push(tl, s->start, s->finish, in->fixed_sorted[i]);
 		if (err)
 			return err;
 	}
@@ -682,7 +682,7 @@ static int schedule_once(struct plan_ws *ws, const struct sched_in *in, const do
 		unsigned bd = pk.bd;
 		double bs = pk.bs, bf = pk.bf;
 		uint32_t bpos = pk.bpos;
-		int err = plan_tl_insert(&ws->tl[bd], bpos, bs, bf);
+		int err = plan_tl_insert(&ws->tl[bd], bpos, bs, bf, v);
 		if (err)
 			return err;
 		tl_summary(ws, bd);
@@ -751,6 +751,7 @@ int plan_schedule(const struct plan_dag *g, const struct plan_machine *m, const 
 		o = &defaults;
 	if (!ws || !out || (o->method != PLAN_HEFT && o->method != PLAN_PEFT))
 		return -TDM_EINVAL;
+	ws->order_ok = false;
 	int err = plan_prep(ws, g, m, NULL, 0);
 	if (err)
 		return err;
@@ -793,6 +794,8 @@ int plan_schedule(const struct plan_dag *g, const struct plan_machine *m, const 
 	double mk;
 	if ((err = schedule_once(ws, &in, ws->base, out, &mk)))
 		return err;
+	/* Refinement passes rebuild the timelines for other schedules. */
+	ws->order_ok = !nfixed && !o->refine_iters;
 
 	/* Refinement: other priority orders, same device selection; the
 	 * shortest schedule wins, the first found on ties. */
@@ -832,5 +835,14 @@ int plan_schedule(const struct plan_dag *g, const struct plan_machine *m, const 
 	}
 	if (makespan)
 		*makespan = mk;
+	return 0;
+}
+
+int plan_device_order(const struct plan_ws *ws, unsigned d, const uint32_t **ids, uint32_t *len)
+{
+	if (!ws || !ws->order_ok || d >= ws->ndev || !ids || !len)
+		return -TDM_EINVAL;
+	*ids = ws->tl[d].id;
+	*len = ws->tl[d].len;
 	return 0;
 }

@@ -83,6 +83,7 @@ static inline double plan_maxd(double a, double b)
  * fits a task in O(log slots); an insertion updates the leaves it shifts. */
 struct plan_tl {
 	double *s, *f;
+	uint32_t *id; /* the task of each interval (fixed ones merged: any of them) */
 	double *seg; /* [2 * segcap], leaves at segcap + i */
 	uint32_t len, cap, segcap;
 	/* s[0], f[len - 1] and the longest gap (seg[1]) as of the last build
@@ -94,7 +95,7 @@ void plan_tl_free(struct plan_tl *t);
 void plan_tl_clear(struct plan_tl *t);
 /* Appends [s, f) after the last interval without updating the tree (for
  * building from sorted intervals); plan_tl_build afterwards. -TDM_ENOMEM. */
-int plan_tl_push(struct plan_tl *t, double s, double f);
+int plan_tl_push(struct plan_tl *t, double s, double f, uint32_t id);
 void plan_tl_build(struct plan_tl *t);
 /* Earliest start >= ready of an idle slot of length dur (insertion policy);
  * *pos receives the index where the interval goes. */
@@ -115,7 +116,7 @@ static inline double plan_tl_bound(const struct plan_tl *t, double ready, double
 	return ready;
 }
 /* Inserts [s, f) at pos (from plan_tl_find). 0 or -TDM_ENOMEM. */
-int plan_tl_insert(struct plan_tl *t, uint32_t pos, double s, double f);
+int plan_tl_insert(struct plan_tl *t, uint32_t pos, double s, double f, uint32_t id);
 
 /* ---- work arrays -------------------------------------------------------------- */
 /* A ready task in the scheduler's heap, with its priority beside it (the
@@ -161,6 +162,10 @@ struct plan_ws {
 	uint32_t *col_used;
 	/* per node [node_cap] */
 	double *arr;
+
+	/* the timelines hold the returned schedule, one interval per task
+	 * (plan_device_order): no fixed task, no refinement */
+	bool order_ok;
 
 	/* set by plan_prep */
 	uint32_t n, ndev, ncols, nedges;

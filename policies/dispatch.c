@@ -499,8 +499,34 @@ static int by_plan_idx(const void *a, const void *b, void *ctx)
 	return by_plan(&x, &y) ? -1 : by_plan(&y, &x);
 }
 
-/* The tasks planned on each device in planned order (gp->slot). */
-static void seq_build(struct gplan *gp)
+/* Whether ids[len] are the tasks planned on d in planned order (each
+ * before the next by_plan: the order is then the only one) and copies them
+ * to d's part of gp->seq. */
+static bool seq_take(struct gplan *gp, uint32_t d, const uint32_t *ids, uint32_t len)
+{
+	uint32_t *seq = gp->seq + gp->seq_off[d];
+	if (len != gp->seq_off[d + 1] - gp->seq_off[d])
+		return false;
+	for (uint32_t i = 0; i < len; i++) {
+		uint32_t v = ids[i];
+		if (v >= gp->n || gp->slot[v].dev != d)
+			return false;
+		if (i > 0) {
+			const struct plan_slot *a = &gp->slot[ids[i - 1]], *b = &gp->slot[v];
+			struct seq_key x = { a->start, a->finish, ids[i - 1] },
+			               y = { b->start, b->finish, v };
+			if (!by_plan(&x, &y))
+				return false;
+		}
+		seq[i] = v;
+	}
+	return true;
+}
+
+/* The tasks planned on each device in planned order (gp->slot): the
+ * planner's own per-device order when ws has it for these slots
+ * (plan_device_order, checked), else sorted. */
+static void seq_build(struct gplan *gp, const struct plan_ws *ws)
 {
 	uint32_t nd = gp->ndev, *off = gp->seq_off;
 	memset(off, 0, sizeof(*off) * (nd + 1));
@@ -510,6 +536,14 @@ static void seq_build(struct gplan *gp)
 		off[d + 1] += off[d];
 		gp->seq_head[d] = off[d];
 	}
+	bool taken = ws != NULL;
+	for (uint32_t d = 0; d < nd && taken; d++) {
+		const uint32_t *ids;
+		uint32_t len;
+		taken = !plan_device_order(ws, d, &ids, &len) && seq_take(gp, d, ids, len);
+	}
+	if (taken)
+		return;
 	for (uint32_t v = 0; v < gp->n; v++)
 		gp->seq[gp->seq_head[gp->slot[v].dev < nd ? gp->slot[v].dev : 0]++] = v;
 	struct seq_key *key = malloc(sizeof(*key) * ((size_t)gp->n * 2 + 1));
@@ -586,7 +620,7 @@ static int run_planner(struct dispatch *D, struct engine_graph *g, struct gplan 
 	memcpy(gp->inv_bw, D->inv_bw, sizeof(double) * nn * nn);
 	int err = plan_schedule(&dag, &m, &o, D->ws, gp->slot, &makespan);
 	if (!err)
-		seq_build(gp);
+		seq_build(gp, D->ws);
 	pcost_refresh(gp);
 	return err;
 }

@@ -464,6 +464,67 @@ static void test_random_dags(void **state)
 	plan_ws_free(ws2);
 }
 
+/* plan_device_order: each device's tasks in start order, every task once;
+ * refused after a refined plan or one around fixed tasks (the timelines
+ * then hold other schedules or merged slots). */
+static void test_device_order(void **state)
+{
+	(void)state;
+	uint64_t rng = 99;
+	struct plan_ws *ws = plan_ws_new();
+	for (int it = 0; it < 20; it++) {
+		struct tg t;
+		gen_case(&t, &rng);
+		uint32_t n = t.n;
+		struct plan_slot *s = malloc(n * sizeof(*s));
+		bool *seen = calloc(n, sizeof(bool)), *fixed = calloc(n, sizeof(bool));
+		struct plan_opts o = { .method = (enum plan_method)(it & 1) };
+		assert_int_equal(plan_schedule(&t.g, &t.m, &o, ws, s, NULL), 0);
+		uint32_t total = 0;
+		for (unsigned d = 0; d < t.ndev; d++) {
+			const uint32_t *ids;
+			uint32_t len;
+			assert_int_equal(plan_device_order(ws, d, &ids, &len), 0);
+			for (uint32_t i = 0; i < len; i++) {
+				assert_true(ids[i] < n && !seen[ids[i]]);
+				seen[ids[i]] = true;
+				assert_int_equal(s[ids[i]].dev, d);
+				assert_true(i == 0 || s[ids[i - 1]].start <= s[ids[i]].start);
+			}
+			total += len;
+		}
+		assert_int_equal(total, n);
+		const uint32_t *ids;
+		uint32_t len;
+		assert_int_equal(plan_device_order(ws, t.ndev, &ids, &len), -TDM_EINVAL);
+
+		o.refine_iters = 2;
+		assert_int_equal(plan_schedule(&t.g, &t.m, &o, ws, s, NULL), 0);
+		assert_int_equal(plan_device_order(ws, 0, &ids, &len), -TDM_EINVAL);
+
+		/* the first task in topological order fixed where it was */
+		o.refine_iters = 0;
+		o.fixed = fixed;
+		for (uint32_t v = 0; v < n; v++) {
+			bool root = true;
+			for (uint32_t u = 0; u < n && root; u++)
+				for (uint32_t k = t.off[u]; k < t.off[u + 1]; k++)
+					root &= t.succ[k] != v;
+			if (root) {
+				fixed[v] = true;
+				break;
+			}
+		}
+		assert_int_equal(plan_schedule(&t.g, &t.m, &o, ws, s, NULL), 0);
+		assert_int_equal(plan_device_order(ws, 0, &ids, &len), -TDM_EINVAL);
+		free(s);
+		free(seen);
+		free(fixed);
+		tg_free(&t);
+	}
+	plan_ws_free(ws);
+}
+
 /* ---- the plain algorithm, as published ------------------------------------------ */
 
 /* HEFT (PEFT: meth 1) written out plainly: the ready task of highest
@@ -992,7 +1053,7 @@ static void test_timeline_vs_naive(void **state)
 			if (st != want)
 				fail_msg("round %d step %d: found %.17g, naive %.17g", round, i, st,
 				         want);
-			assert_int_equal(plan_tl_insert(&tl, pos, st, st + dur), 0);
+			assert_int_equal(plan_tl_insert(&tl, pos, st, st + dur, (uint32_t)i), 0);
 			for (uint32_t k = 1; k < tl.len; k++)
 				assert_true(tl.s[k] >= tl.f[k - 1] && tl.s[k] >= tl.s[k - 1]);
 		}
@@ -1226,6 +1287,7 @@ int main(void)
 		cmocka_unit_test(test_peft_arabnejad),
 		cmocka_unit_test(test_random_dags),
 		cmocka_unit_test(test_same_as_plain),
+		cmocka_unit_test(test_device_order),
 		cmocka_unit_test(test_shared_columns),
 		cmocka_unit_test(test_repair),
 		cmocka_unit_test(test_repair_errors),
