@@ -398,10 +398,11 @@ static inline double bound_one(const struct bound_in *b, unsigned d, bool has_co
 static inline __attribute__((always_inline)) unsigned
 bound_devices(const struct bound_in *b, const bool has_col, const bool has_oct)
 {
-	const double *c = b->c, *lb = b->lb;
+	const double *c = b->c;
 	unsigned nd = b->nd, d = 0, first = UINT32_MAX;
 	double lb_first = INFINITY;
 #ifdef __SSE2__
+	const double *lb = b->lb;
 	const __m128d inf = _mm_set1_pd(INFINITY), zero = _mm_setzero_pd();
 	__m128d lo = inf;
 	for (; d + 2 <= nd; d += 2) {
