@@ -8,6 +8,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#ifdef __SSE2__
+#include <emmintrin.h>
+#endif
+
 #include "common/csr.h"
 #include "common/splitmix.h"
 #include "placement/plan_internal.h"
@@ -46,6 +50,7 @@ void plan_ws_free(struct plan_ws *ws)
 	free(ws->tl_first_s);
 	free(ws->tl_max_gap);
 	free(ws->dev_lb);
+	free(ws->col_used);
 	free(ws->arr);
 	free(ws);
 }
@@ -74,7 +79,8 @@ static int ws_size(struct plan_ws *ws, size_t n, size_t e, size_t ndev, size_t n
 		size_t c = round_cap(n);
 		if (grow(&ws->order, c, sizeof(uint32_t)) || grow(&ws->cnt, c, sizeof(uint32_t)) ||
 		    grow(&ws->pred_off, c + 1, sizeof(uint32_t)) ||
-		    grow(&ws->heap, c, sizeof(uint32_t)) || grow(&ws->fsort, c, sizeof(uint32_t)) ||
+		    grow(&ws->heap, c, sizeof(struct plan_hent)) ||
+		    grow(&ws->fsort, c, sizeof(uint32_t)) ||
 		    grow(&ws->nallow, c, sizeof(uint32_t)) || grow(&ws->wmean, c, sizeof(double)) ||
 		    grow(&ws->rank_u, c, sizeof(double)) || grow(&ws->rank_d, c, sizeof(double)) ||
 		    grow(&ws->prio, c, sizeof(double)) || grow(&ws->base, c, sizeof(double)) ||
@@ -94,6 +100,7 @@ static int ws_size(struct plan_ws *ws, size_t n, size_t e, size_t ndev, size_t n
 		if (grow(&ws->tl, c, sizeof(struct plan_tl)) ||
 		    grow(&ws->dev_node, c, sizeof(uint32_t)) ||
 		    grow(&ws->dev_rdy, c, sizeof(double)) || grow(&ws->dev_lb, c, sizeof(double)) ||
+		    grow(&ws->col_used, c, sizeof(uint32_t)) ||
 		    grow(&ws->tl_last_f, c, sizeof(double)) ||
 		    grow(&ws->tl_first_s, c, sizeof(double)) ||
 		    grow(&ws->tl_max_gap, c, sizeof(double)))
@@ -132,31 +139,6 @@ __attribute__((format(printf, 3, 4))) static int fail(char *why, size_t whylen, 
 		va_end(ap);
 	}
 	return -TDM_EINVAL;
-}
-
-/* The sum of t over the devices that can run a task whose cost row is c
- * (per cost column: device d reads column col[d], or d without col),
- * added device by device; *k: how many. t is c itself for the mean cost. */
-static inline double sum_allowed(const double *c, const double *t, const uint32_t *col, unsigned nd,
-                                 unsigned *k)
-{
-	double sum = 0;
-	unsigned n = 0;
-	if (col) {
-		for (unsigned d = 0; d < nd; d++)
-			if (plan_allowed(c[col[d]])) {
-				sum += t[col[d]];
-				n++;
-			}
-	} else {
-		for (unsigned d = 0; d < nd; d++)
-			if (plan_allowed(c[d])) {
-				sum += t[d];
-				n++;
-			}
-	}
-	*k = n;
-	return sum;
 }
 
 int plan_prep(struct plan_ws *ws, const struct plan_dag *g, const struct plan_machine *m, char *why,
@@ -207,7 +189,7 @@ int plan_prep(struct plan_ws *ws, const struct plan_dag *g, const struct plan_ma
 	for (uint32_t v = 0; v < n; v++) {
 		const double *c = g->cost + (size_t)v * nc;
 		unsigned k;
-		double sum = sum_allowed(c, c, col, nd, &k);
+		double sum = plan_sum_allowed(c, c, col, nd, &k);
 		if (!k)
 			return fail(why, whylen, "task %u can run on no device", v);
 		ws->nallow[v] = k;
@@ -288,40 +270,48 @@ int plan_prep(struct plan_ws *ws, const struct plan_dag *g, const struct plan_ma
 
 /* Higher priority first; equal priorities (to rounding: ranks computed along
  * different paths may differ in the last bits) lower index first. */
-static bool before(const double *prio, uint32_t a, uint32_t b)
+static bool before(struct plan_hent a, struct plan_hent b)
 {
-	double pa = prio[a], pb = prio[b];
+	double pa = a.prio, pb = b.prio;
 	double tol = 1e-12 * plan_maxd(fabs(pa), fabs(pb));
 	if (pa > pb + tol)
 		return true;
 	if (pb > pa + tol)
 		return false;
-	return a < b;
+	return a.v < b.v;
 }
 
-static void heap_push(uint32_t *h, uint32_t *len, const double *prio, uint32_t v)
+static void heap_push(struct plan_hent *h, uint32_t *len, const double *prio, uint32_t v)
 {
+	struct plan_hent x = { prio[v], v };
 	uint32_t i = (*len)++;
 	while (i > 0) {
 		uint32_t p = (i - 1) / 2;
-		if (!before(prio, v, h[p]))
+		if (!before(x, h[p]))
 			break;
 		h[i] = h[p];
 		i = p;
 	}
-	h[i] = v;
+	h[i] = x;
 }
 
-static uint32_t heap_pop(uint32_t *h, uint32_t *len, const double *prio)
+static uint32_t heap_pop(struct plan_hent *h, uint32_t *len)
 {
-	uint32_t top = h[0], v = h[--*len], n = *len, i = 0;
+	struct plan_hent v = h[--*len];
+	uint32_t top = h[0].v, n = *len, i = 0;
 	for (;;) {
 		uint32_t c = 2 * i + 1;
 		if (c >= n)
 			break;
-		if (c + 1 < n && before(prio, h[c + 1], h[c]))
+		/* the grandchildren, side by side, on their way (a big heap's
+		 * levels are cache misses) */
+		if (2 * c + 1 < n) {
+			__builtin_prefetch(&h[2 * c + 1]);
+			__builtin_prefetch(&h[2 * c + 4 < n ? 2 * c + 4 : n - 1]);
+		}
+		if (c + 1 < n && before(h[c + 1], h[c]))
 			c++;
-		if (!before(prio, h[c], v))
+		if (!before(h[c], v))
 			break;
 		h[i] = h[c];
 		i = c;
@@ -370,44 +360,96 @@ static void tl_summary(struct plan_ws *ws, uint32_t d)
 
 struct bound_in {
 	unsigned nd;
-	const double *c, *oct; /* the task's rows */
-	const uint32_t *col, *node;
+	const double *c, *oct; /* the task's rows of costs and OCT (per column) */
+	const uint32_t *col; /* device d's column (has_col), else d */
+	const uint32_t *node;
 	const double *dev_ready, *arr;
 	const double *last_f, *first_s, *max_gap; /* the timelines' (ws) */
 	double *lb;
 };
 
+/* Device d's bound, one at a time (the odd device out of the pairs). */
+static inline double bound_one(const struct bound_in *b, unsigned d, bool has_col, bool has_oct)
+{
+	unsigned cx = has_col ? b->col[d] : d;
+	double cd = b->c[cx];
+	if (!plan_allowed(cd))
+		return INFINITY;
+	/* ready >= 0, so a device free from 0 (dev_ready 0) keeps it */
+	double ready = b->arr[b->node[d]];
+	if (b->dev_ready[d] > ready)
+		ready = b->dev_ready[d];
+	/* Most devices answer at once: free at ready, or no gap long enough
+	 * before their end (plan_tl_bound, on the copies of its fields in
+	 * ws: an empty timeline ends at -INFINITY). */
+	double last = b->last_f[d];
+	double st = last <= ready                                  ? ready
+	            : b->first_s[d] <= ready && b->max_gap[d] < cd ? last
+	                                                           : ready;
+	return st + cd + (has_oct ? b->oct[cx] : 0);
+}
+
 /* Per device d that can run the task: a lower bound on its key into
- * lb[d] (INFINITY where it cannot run). Returns the device of least bound (the first on
- * ties). Inlined once per combination of the flags (has_col: b->col,
- * has_oct: b->oct), which then cost nothing per device. */
+ * lb[d] (INFINITY where it cannot run). Returns the device of least bound
+ * (the first on ties). Inlined for has_col (b->col) and has_oct (b->oct), which then cost
+ * nothing per device. With SSE2, two devices at a time, each bound the
+ * same double as bound_one's: maxpd(x, y) is x > y ? x : y, and every
+ * time here is >= 0 (arr starts at 0), costs and OCT too where allowed. */
 static inline __attribute__((always_inline)) unsigned
 bound_devices(const struct bound_in *b, const bool has_col, const bool has_oct)
 {
-	const double *c = b->c, *oct = b->oct, *dev_ready = b->dev_ready, *arr = b->arr;
-	const uint32_t *col = b->col, *node = b->node;
-	unsigned first = UINT32_MAX;
+	const double *c = b->c;
+	unsigned nd = b->nd, d = 0, first = UINT32_MAX;
 	double lb_first = INFINITY;
-	for (unsigned d = 0; d < b->nd; d++) {
-		unsigned cx = has_col ? col[d] : d;
-		double cd = c[cx];
-		if (!plan_allowed(cd)) {
-			b->lb[d] = INFINITY;
-			continue;
+#ifdef __SSE2__
+	const double *lb = b->lb;
+	const __m128d inf = _mm_set1_pd(INFINITY), zero = _mm_setzero_pd();
+	__m128d lo = inf;
+	for (; d + 2 <= nd; d += 2) {
+		/* per column: the two devices' entries */
+		__m128d cd = has_col ? _mm_loadh_pd(_mm_load_sd(c + b->col[d]), c + b->col[d + 1])
+		                     : _mm_loadu_pd(c + d);
+		__m128d ar =
+		        _mm_loadh_pd(_mm_load_sd(b->arr + b->node[d]), b->arr + b->node[d + 1]);
+		/* dev_ready > arr ? dev_ready : arr */
+		__m128d ready = _mm_max_pd(_mm_loadu_pd(b->dev_ready + d), ar);
+		__m128d last = _mm_loadu_pd(b->last_f + d);
+		/* not (last <= ready), first_s <= ready, max_gap < cd: then
+		 * last (> ready), else ready (0 > ready fails) */
+		__m128d use_last =
+		        _mm_andnot_pd(_mm_cmple_pd(last, ready),
+		                      _mm_and_pd(_mm_cmple_pd(_mm_loadu_pd(b->first_s + d), ready),
+		                                 _mm_cmplt_pd(_mm_loadu_pd(b->max_gap + d), cd)));
+		__m128d l = _mm_add_pd(_mm_max_pd(_mm_and_pd(use_last, last), ready), cd);
+		if (has_oct)
+			l = _mm_add_pd(l, has_col ? _mm_loadh_pd(_mm_load_sd(b->oct + b->col[d]),
+			                                         b->oct + b->col[d + 1])
+			                          : _mm_loadu_pd(b->oct + d));
+		/* where not allowed, INFINITY (l > INFINITY fails, NaN too);
+		 * else l (l > 0, or l and 0 both zero) */
+		__m128d allowed = _mm_and_pd(_mm_cmpge_pd(cd, zero), _mm_cmplt_pd(cd, inf));
+		l = _mm_max_pd(l, _mm_andnot_pd(allowed, inf));
+		_mm_storeu_pd(b->lb + d, l);
+		lo = _mm_min_pd(l, lo);
+	}
+	double lov[2];
+	_mm_storeu_pd(lov, lo);
+	lb_first = lov[0] < lov[1] ? lov[0] : lov[1];
+	/* the first device of least bound */
+	if (lb_first < INFINITY) {
+		const __m128d m = _mm_set1_pd(lb_first);
+		for (unsigned e = 0; e < d; e += 2) {
+			unsigned eq =
+			        (unsigned)_mm_movemask_pd(_mm_cmpeq_pd(_mm_loadu_pd(lb + e), m));
+			if (eq) {
+				first = e + (unsigned)__builtin_ctz(eq);
+				break;
+			}
 		}
-		/* ready >= 0, so a device free from 0 (dev_ready 0) keeps it */
-		double ready = arr[node[d]];
-		if (dev_ready[d] > ready)
-			ready = dev_ready[d];
-		/* Most devices answer at once: free at ready, or no gap
-		 * long enough before their end (plan_tl_bound, on the
-		 * copies of its fields in ws: an empty timeline ends at
-		 * -INFINITY). */
-		double last = b->last_f[d];
-		double st = last <= ready                                  ? ready
-		            : b->first_s[d] <= ready && b->max_gap[d] < cd ? last
-		                                                           : ready;
-		double l = st + cd + (has_oct ? oct[cx] : 0);
+	}
+#endif
+	for (; d < nd; d++) {
+		double l = bound_one(b, d, has_col, has_oct);
 		b->lb[d] = l;
 		if (l < lb_first) {
 			first = d;
@@ -416,10 +458,86 @@ bound_devices(const struct bound_in *b, const bool has_col, const bool has_oct)
 	}
 	/* Bounds are finite; were they all infinite, the first device that
 	 * can run the task. */
-	for (unsigned d = 0; first == UINT32_MAX && d < b->nd; d++)
-		if (plan_allowed(c[has_col ? col[d] : d]))
-			first = d;
+	for (unsigned e = 0; first == UINT32_MAX && e < nd; e++)
+		if (plan_allowed(c[has_col ? b->col[e] : e]))
+			first = e;
 	return first;
+}
+
+/* Bit i: lb[from + i] <= best, for the 64 devices (at most) from `from`. */
+static inline uint64_t bound_below(const double *lb, unsigned from, unsigned nd, double best)
+{
+	unsigned to = nd - from > 64 ? from + 64 : nd, d = from;
+	uint64_t bits = 0;
+#ifdef __SSE2__
+	const __m128d b = _mm_set1_pd(best);
+	for (; d + 2 <= to; d += 2)
+		bits |= (uint64_t)_mm_movemask_pd(_mm_cmple_pd(_mm_loadu_pd(lb + d), b))
+		        << (d - from);
+#endif
+	for (; d < to; d++)
+		bits |= (uint64_t)(lb[d] <= best) << (d - from);
+	return bits;
+}
+
+/* The device chosen so far for a task: least key, then lowest index. */
+struct pick {
+	double best, bs, bf; /* its key, start and finish */
+	unsigned bd;
+	uint32_t bpos; /* where the slot goes in its timeline */
+};
+
+/* Searches d's timeline for the task (cost cd, OCT oc: 0 for HEFT) and
+ * keeps d if its key beats the best so far. */
+static inline void try_device(struct plan_ws *ws, struct pick *pk, unsigned d, const double *arr,
+                              double cd, double oc)
+{
+	/* As bound_devices found them. */
+	double ready = arr[ws->dev_node[d]];
+	if (ws->dev_rdy[d] > ready)
+		ready = ws->dev_rdy[d];
+	bool ex;
+	uint32_t pos = ws->tl[d].len;
+	double s = plan_tl_bound(&ws->tl[d], ready, cd, &ex);
+	if (!ex)
+		s = plan_tl_find(&ws->tl[d], ready, cd, &pos);
+	double f = s + cd;
+	double key = f + oc;
+	if (pk->bd == UINT32_MAX || key < pk->best || (key == pk->best && d < pk->bd)) {
+		pk->best = key;
+		pk->bd = d;
+		pk->bs = s;
+		pk->bf = f;
+		pk->bpos = pos;
+	}
+}
+
+/* Task x's lists of inputs (with their data) and successors, its cost
+ * row and its OCT row (oct: NULL for HEFT) on their way. */
+static inline void prefetch_lists(const struct plan_ws *ws, const struct plan_dag *g,
+                                  const double *oct, uint32_t x, unsigned nc)
+{
+	const double *cx = g->cost + (size_t)x * nc;
+	/* every line of the rows (they need not start one) */
+	for (unsigned i = 0; i < nc; i += 8)
+		__builtin_prefetch(cx + i);
+	__builtin_prefetch(cx + nc - 1);
+	if (oct) {
+		for (unsigned i = 0; i < nc; i += 8)
+			__builtin_prefetch(oct + (size_t)x * nc + i);
+		__builtin_prefetch(oct + (size_t)x * nc + nc - 1);
+	}
+	uint32_t k0 = ws->pred_off[x], k1 = ws->pred_off[x + 1];
+	if (k1 > k0) {
+		__builtin_prefetch(&ws->pred[k0]);
+		__builtin_prefetch(&ws->pred[k1 - 1]);
+		__builtin_prefetch(&ws->pred_data[k0]);
+		__builtin_prefetch(&ws->pred_data[k1 - 1]);
+	}
+	if (g->succ_off && g->succ_off[x + 1] > g->succ_off[x]) {
+		__builtin_prefetch(&g->succ[g->succ_off[x]]);
+		__builtin_prefetch(&g->succ[g->succ_off[x + 1] - 1]);
+	}
 }
 
 /* One list-scheduling pass in the order given by prio[]; writes the
@@ -448,7 +566,7 @@ static int schedule_once(struct plan_ws *ws, const struct sched_in *in, const do
 			tl->f[tl->len - 1] = plan_maxd(tl->f[tl->len - 1], s->finish);
 			continue;
 		}
-		int err = plan_tl_push(tl, s->start, s->finish);
+		int err = plan_tl_push(tl, s->start, s->finish, in->fixed_sorted[i]);
 		if (err)
 			return err;
 	}
@@ -460,7 +578,8 @@ static int schedule_once(struct plan_ws *ws, const struct sched_in *in, const do
 	}
 
 	/* Ready list: tasks whose predecessors are all placed. */
-	uint32_t *cnt = ws->cnt, *heap = ws->heap, hlen = 0;
+	uint32_t *cnt = ws->cnt, hlen = 0;
+	struct plan_hent *heap = ws->heap;
 	for (uint32_t v = 0; v < n; v++) {
 		cnt[v] = 0;
 		if (fixed && fixed[v])
@@ -475,22 +594,31 @@ static int schedule_once(struct plan_ws *ws, const struct sched_in *in, const do
 
 	double *arr = ws->arr;
 	while (hlen) {
-		uint32_t v = heap_pop(heap, &hlen, prio);
+		uint32_t v = heap_pop(heap, &hlen);
+		/* Loads ahead in three steps, each a cache miss on big graphs
+		 * (the tasks come in priority order): the next task is most
+		 * likely the heap's new top, the one after it one of the top's
+		 * children, the one after that a grandchild or the other
+		 * child. Their offsets, then (offsets there) their lists and
+		 * rows, then (lists there) the top's inputs' slots and
+		 * successors' counts and priorities. */
+		for (uint32_t i = 1; i <= 6 && i < hlen; i++) {
+			uint32_t y = heap[i].v;
+			__builtin_prefetch(&ws->pred_off[y]);
+			if (g->succ_off)
+				__builtin_prefetch(&g->succ_off[y]);
+		}
+		for (uint32_t i = 1; i <= 2 && i < hlen; i++)
+			prefetch_lists(ws, g, in->oct, heap[i].v, nc);
 		if (hlen) {
-			/* The next task is most likely the heap's new top: its
-			 * costs, its inputs' slots and its successors' counts
-			 * are on their way while v is placed (on big graphs
-			 * these are cache misses, the tasks coming in priority
-			 * order). */
-			uint32_t x = heap[0];
-			const double *cx = g->cost + (size_t)x * nc;
-			for (unsigned i = 0; i < nc; i += 8)
-				__builtin_prefetch(cx + i);
+			uint32_t x = heap[0].v;
 			for (uint32_t k = ws->pred_off[x]; k < ws->pred_off[x + 1]; k++)
 				__builtin_prefetch(&out[ws->pred[k]]);
 			for (uint32_t k = g->succ_off ? g->succ_off[x] : 0;
-			     k < (g->succ_off ? g->succ_off[x + 1] : 0); k++)
+			     k < (g->succ_off ? g->succ_off[x + 1] : 0); k++) {
 				__builtin_prefetch(&cnt[g->succ[k]], 1);
+				__builtin_prefetch(&prio[g->succ[k]]);
+			}
 		}
 		/* Earliest arrival of v's inputs on each memory node. */
 		for (unsigned x = 0; x < nn; x++)
@@ -512,9 +640,6 @@ static int schedule_once(struct plan_ws *ws, const struct sched_in *in, const do
 		}
 		const double *c = g->cost + (size_t)v * nc;
 		const double *oct = in->oct ? in->oct + (size_t)v * nc : NULL;
-		double best = INFINITY, bs = 0, bf = 0;
-		unsigned bd = UINT32_MAX;
-		uint32_t bpos = 0;
 		/* No slot on d starts before its ready time, so ready + cost
 		 * (+ OCT) bounds d's key from below. The device of least bound
 		 * is searched first; then a device whose bound cannot beat the
@@ -536,38 +661,29 @@ static int schedule_once(struct plan_ws *ws, const struct sched_in *in, const do
 		                            : bound_devices(&bi, true, false))
 		                     : (oct ? bound_devices(&bi, false, true)
 		                            : bound_devices(&bi, false, false));
-		for (unsigned i = 0; i <= nd; i++) {
-			unsigned d;
-			if (i == 0) {
-				d = first;
-			} else {
-				d = i - 1;
+		/* The first device, then the others in index order whose bound
+		 * may still win (best only falls, so a device over it when its
+		 * block's bits are taken stays over it). */
+		struct pick pk = { .best = INFINITY, .bd = UINT32_MAX };
+		try_device(ws, &pk, first, arr, c[col ? col[first] : first],
+		           oct ? oct[col ? col[first] : first] : 0);
+		for (unsigned from = 0; from < nd; from += 64) {
+			uint64_t bits = bound_below(lb, from, nd, pk.best);
+			while (bits) {
+				unsigned d = from + (unsigned)__builtin_ctzll(bits);
+				bits &= bits - 1;
 				double l = lb[d];
-				if (l > best || d == first || (l == best && d > bd) ||
-				    !plan_allowed(c[col ? col[d] : d]))
+				unsigned cx = col ? col[d] : d;
+				if (l > pk.best || d == first || (l == pk.best && d > pk.bd) ||
+				    !plan_allowed(c[cx]))
 					continue;
-			}
-			unsigned cx = col ? col[d] : d;
-			/* As bound_devices found them. */
-			double ready = arr[ws->dev_node[d]];
-			if (ws->dev_rdy[d] > ready)
-				ready = ws->dev_rdy[d];
-			bool ex;
-			uint32_t pos = ws->tl[d].len;
-			double s = plan_tl_bound(&ws->tl[d], ready, c[cx], &ex);
-			if (!ex)
-				s = plan_tl_find(&ws->tl[d], ready, c[cx], &pos);
-			double f = s + c[cx];
-			double key = oct ? f + oct[cx] : f;
-			if (bd == UINT32_MAX || key < best || (key == best && d < bd)) {
-				best = key;
-				bd = d;
-				bs = s;
-				bf = f;
-				bpos = pos;
+				try_device(ws, &pk, d, arr, c[cx], oct ? oct[cx] : 0);
 			}
 		}
-		int err = plan_tl_insert(&ws->tl[bd], bpos, bs, bf);
+		unsigned bd = pk.bd;
+		double bs = pk.bs, bf = pk.bf;
+		uint32_t bpos = pk.bpos;
+		int err = plan_tl_insert(&ws->tl[bd], bpos, bs, bf, v);
 		if (err)
 			return err;
 		tl_summary(ws, bd);
@@ -598,8 +714,8 @@ static void mean_allowed(const struct plan_dag *g, unsigned nd, const double *ta
 	unsigned nc = plan_ncols(g, nd);
 	for (uint32_t v = 0; v < g->n; v++) {
 		unsigned k;
-		double sum =
-		        sum_allowed(g->cost + (size_t)v * nc, tab + (size_t)v * nc, g->col, nd, &k);
+		double sum = plan_sum_allowed(g->cost + (size_t)v * nc, tab + (size_t)v * nc,
+		                              g->col, nd, &k);
 		out[v] = sum / k;
 	}
 }
@@ -636,6 +752,7 @@ int plan_schedule(const struct plan_dag *g, const struct plan_machine *m, const 
 		o = &defaults;
 	if (!ws || !out || (o->method != PLAN_HEFT && o->method != PLAN_PEFT))
 		return -TDM_EINVAL;
+	ws->order_ok = false;
 	int err = plan_prep(ws, g, m, NULL, 0);
 	if (err)
 		return err;
@@ -656,15 +773,15 @@ int plan_schedule(const struct plan_dag *g, const struct plan_machine *m, const 
 	if (need_oct) {
 		if ((err = ws_size_oct(ws, (size_t)n * ws->ncols)))
 			return err;
-		plan_ranks_oct(ws, g, ws->oct);
+		/* PEFT's rank_oct (base) from each row as it is made */
+		plan_ranks_oct(ws, g, ws->oct, peft ? ws->base : NULL);
 	}
 	/* PEFT orders by rank_oct; rank_u serves its refinement only. */
 	if (!peft || o->refine_iters)
 		plan_ranks_up(ws, g, ws->rank_u);
-	/* base: the published priority (rank_u, or PEFT's rank_oct). */
-	if (peft)
-		mean_allowed(g, nd, ws->oct, ws->base);
-	else
+	/* base: the published priority (rank_u, or PEFT's rank_oct, made
+	 * with OCT). */
+	if (!peft)
 		memcpy(ws->base, ws->rank_u, n * sizeof(double));
 
 	struct sched_in in = {
@@ -678,6 +795,8 @@ int plan_schedule(const struct plan_dag *g, const struct plan_machine *m, const 
 	double mk;
 	if ((err = schedule_once(ws, &in, ws->base, out, &mk)))
 		return err;
+	/* Refinement passes rebuild the timelines for other schedules. */
+	ws->order_ok = !nfixed && !o->refine_iters;
 
 	/* Refinement: other priority orders, same device selection; the
 	 * shortest schedule wins, the first found on ties. */
@@ -717,5 +836,14 @@ int plan_schedule(const struct plan_dag *g, const struct plan_machine *m, const 
 	}
 	if (makespan)
 		*makespan = mk;
+	return 0;
+}
+
+int plan_device_order(const struct plan_ws *ws, unsigned d, const uint32_t **ids, uint32_t *len)
+{
+	if (!ws || !ws->order_ok || d >= ws->ndev || !ids || !len)
+		return -TDM_EINVAL;
+	*ids = ws->tl[d].id;
+	*len = ws->tl[d].len;
 	return 0;
 }

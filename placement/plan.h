@@ -118,6 +118,11 @@ int plan_oct(const struct plan_dag *g, const struct plan_machine *m, double *oct
 int plan_schedule(const struct plan_dag *g, const struct plan_machine *m, const struct plan_opts *o,
                   struct plan_ws *ws, struct plan_slot *out, double *makespan);
 
+/* After plan_schedule with no fixed task and refine_iters 0 (else
+ * -TDM_EINVAL): the tasks it placed on device d in start order, *len of
+ * them at *ids (ws's, valid until ws is used again). */
+int plan_device_order(const struct plan_ws *ws, unsigned d, const uint32_t **ids, uint32_t *len);
+
 /* Lower bounds on the makespan of any schedule of g on m:
  *   critical path: the longest path where each task takes its best cost
  *     and communication is free;

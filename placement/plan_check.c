@@ -64,7 +64,7 @@ static int check(struct plan_ws *ws, const struct plan_dag *g, const struct plan
 
 	/* Overlaps: per device, in start order, against the latest finish so
 	 * far (a zero-length task inside another one overlaps it too). */
-	uint32_t *idx = ws->heap;
+	uint32_t *idx = ws->fsort;
 	for (uint32_t v = 0; v < n; v++)
 		idx[v] = v;
 	qsort_r(idx, n, sizeof(*idx), cmp_slot, (void *)s);

@@ -46,6 +46,31 @@ static inline const double *plan_cost_row(const struct plan_dag *g, unsigned nde
 	return tmp;
 }
 
+/* The sum of t over the devices that can run a task whose cost row is c
+ * (per cost column: device d reads column col[d], or d without col),
+ * added device by device; *k: how many. t is c itself for the mean cost. */
+static inline double plan_sum_allowed(const double *c, const double *t, const uint32_t *col,
+                                      unsigned nd, unsigned *k)
+{
+	double sum = 0;
+	unsigned n = 0;
+	if (col) {
+		for (unsigned d = 0; d < nd; d++)
+			if (plan_allowed(c[col[d]])) {
+				sum += t[col[d]];
+				n++;
+			}
+	} else {
+		for (unsigned d = 0; d < nd; d++)
+			if (plan_allowed(c[d])) {
+				sum += t[d];
+				n++;
+			}
+	}
+	*k = n;
+	return sum;
+}
+
 static inline double plan_maxd(double a, double b)
 {
 	return a > b ? a : b;
@@ -58,6 +83,7 @@ static inline double plan_maxd(double a, double b)
  * fits a task in O(log slots); an insertion updates the leaves it shifts. */
 struct plan_tl {
 	double *s, *f;
+	uint32_t *id; /* the task of each interval (fixed ones merged: any of them) */
 	double *seg; /* [2 * segcap], leaves at segcap + i */
 	uint32_t len, cap, segcap;
 	/* s[0], f[len - 1] and the longest gap (seg[1]) as of the last build
@@ -69,7 +95,7 @@ void plan_tl_free(struct plan_tl *t);
 void plan_tl_clear(struct plan_tl *t);
 /* Appends [s, f) after the last interval without updating the tree (for
  * building from sorted intervals); plan_tl_build afterwards. -TDM_ENOMEM. */
-int plan_tl_push(struct plan_tl *t, double s, double f);
+int plan_tl_push(struct plan_tl *t, double s, double f, uint32_t id);
 void plan_tl_build(struct plan_tl *t);
 /* Earliest start >= ready of an idle slot of length dur (insertion policy);
  * *pos receives the index where the interval goes. */
@@ -90,9 +116,16 @@ static inline double plan_tl_bound(const struct plan_tl *t, double ready, double
 	return ready;
 }
 /* Inserts [s, f) at pos (from plan_tl_find). 0 or -TDM_ENOMEM. */
-int plan_tl_insert(struct plan_tl *t, uint32_t pos, double s, double f);
+int plan_tl_insert(struct plan_tl *t, uint32_t pos, double s, double f, uint32_t id);
 
 /* ---- work arrays -------------------------------------------------------------- */
+/* A ready task in the scheduler's heap, with its priority beside it (the
+ * heap's comparisons then read no other array). */
+struct plan_hent {
+	double prio;
+	uint32_t v;
+};
+
 struct plan_ws {
 	/* sizes the arrays below hold */
 	size_t n_cap, e_cap, nd_cap, dev_cap, node_cap;
@@ -101,7 +134,7 @@ struct plan_ws {
 	uint32_t *order; /* a topological order */
 	uint32_t *cnt; /* scratch: in-degrees */
 	uint32_t *pred_off;
-	uint32_t *heap;
+	struct plan_hent *heap; /* the ready tasks (schedule_once) */
 	uint32_t *fsort; /* fixed tasks by device, then start */
 	uint32_t *nallow; /* devices that can run each task */
 	double *wmean; /* mean cost over the devices that can run it */
@@ -124,8 +157,15 @@ struct plan_ws {
 	/* scratch, per device for the task being placed: a lower bound on its
 	 * key */
 	double *dev_lb;
+	/* with shared cost columns: the columns some device reads
+	 * (plan_ranks_oct) */
+	uint32_t *col_used;
 	/* per node [node_cap] */
 	double *arr;
+
+	/* the timelines hold the returned schedule, one interval per task
+	 * (plan_device_order): no fixed task, no refinement */
+	bool order_ok;
 
 	/* set by plan_prep */
 	uint32_t n, ndev, ncols, nedges;
@@ -163,7 +203,9 @@ static inline double plan_comm_mean(const struct plan_ws *ws, double data)
 void plan_ranks_up(struct plan_ws *ws, const struct plan_dag *g, double *rank_u);
 void plan_ranks_down(struct plan_ws *ws, const struct plan_dag *g, double *rank_d);
 /* oct[n * ndev]; uses ws->aux as scratch. */
-void plan_ranks_oct(struct plan_ws *ws, const struct plan_dag *g, double *oct);
+/* mean (may be NULL): each task's mean OCT over the devices that can run
+ * it (PEFT's rank_oct), summed device by device (plan_sum_allowed). */
+void plan_ranks_oct(struct plan_ws *ws, const struct plan_dag *g, double *oct, double *mean);
 
 /* The area bound alone, by a chosen method (tests compare them):
  * PLAN_AREA_AUTO as plan_lower_bounds does, PLAN_AREA_DIRECT the whole LP,

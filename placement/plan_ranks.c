@@ -3,6 +3,9 @@
  * eq. 4), on mean costs over the devices that can run a task and mean
  * communication over ordered pairs of distinct devices. */
 #include <stdlib.h>
+#ifdef __SSE2__
+#include <emmintrin.h>
+#endif
 
 #include "placement/plan_internal.h"
 
@@ -36,28 +39,120 @@ void plan_ranks_down(struct plan_ws *ws, const struct plan_dag *g, double *rank_
 	}
 }
 
+/* How many tasks ahead plan_ranks_oct loads the successors' rows. */
+#define OCT_AHEAD 4
+
+/* One edge to a successor s (its OCT row os, cost row cs, via: M(s) plus
+ * the edge's mean communication) into v's row: per column d,
+ * row[d] = max(row[d], min(w, via)), w = os[d] + cs[d] where s may run
+ * on d, else INFINITY. Selects, not branches: which way each goes depends
+ * on the data. With SSE2 two columns at a time, the same doubles:
+ * minpd(a, b) is a < b ? a : b, maxpd(a, b) a > b ? a : b, and w >= 0
+ * where allowed. */
+static inline void oct_edge(double *row, const double *os, const double *cs, double via,
+                            unsigned nc)
+{
+	unsigned d = 0;
+#ifdef __SSE2__
+	const __m128d inf = _mm_set1_pd(INFINITY), zero = _mm_setzero_pd(), vv = _mm_set1_pd(via);
+	for (; d + 2 <= nc; d += 2) {
+		__m128d c = _mm_loadu_pd(cs + d);
+		__m128d allowed = _mm_and_pd(_mm_cmpge_pd(c, zero), _mm_cmplt_pd(c, inf));
+		__m128d w = _mm_max_pd(_mm_add_pd(_mm_loadu_pd(os + d), c),
+		                       _mm_andnot_pd(allowed, inf));
+		_mm_storeu_pd(row + d, _mm_max_pd(_mm_min_pd(w, vv), _mm_loadu_pd(row + d)));
+	}
+#endif
+	for (; d < nc; d++) {
+		double w = plan_allowed(cs[d]) ? os[d] + cs[d] : INFINITY;
+		double t = w < via ? w : via;
+		row[d] = t > row[d] ? t : row[d];
+	}
+}
+
+/* M(v): the least OCT(v, d) + cost(v, d) over the devices d that can run
+ * v (INFINITY if none), from v's OCT row and cost row (per column: device
+ * d's is col[d], or d without col). A minimum, so taken in any order; with
+ * col over the columns some device reads (used[nused]), once each. */
+static inline double oct_min(const double *row, const double *c, const uint32_t *col,
+                             const uint32_t *used, unsigned nused, unsigned nd)
+{
+	double m = INFINITY;
+	unsigned d = 0;
+	if (col) {
+		for (unsigned i = 0; i < nused; i++) {
+			unsigned x = used[i];
+			double w = plan_allowed(c[x]) ? row[x] + c[x] : INFINITY;
+			m = w < m ? w : m;
+		}
+		return m;
+	}
+#ifdef __SSE2__
+	/* as oct_edge: INFINITY where not allowed, else row + c (>= 0) */
+	const __m128d inf = _mm_set1_pd(INFINITY), zero = _mm_setzero_pd();
+	__m128d lo = inf;
+	for (; d + 2 <= nd; d += 2) {
+		__m128d cd = _mm_loadu_pd(c + d);
+		__m128d allowed = _mm_and_pd(_mm_cmpge_pd(cd, zero), _mm_cmplt_pd(cd, inf));
+		__m128d w = _mm_max_pd(_mm_add_pd(_mm_loadu_pd(row + d), cd),
+		                       _mm_andnot_pd(allowed, inf));
+		lo = _mm_min_pd(w, lo);
+	}
+	double l[2];
+	_mm_storeu_pd(l, lo);
+	m = l[0] < l[1] ? l[0] : l[1];
+#endif
+	for (; d < nd; d++) {
+		double w = plan_allowed(c[d]) ? row[d] + c[d] : INFINITY;
+		m = w < m ? w : m;
+	}
+	return m;
+}
+
 /* OCT(v, d) = max over successors s of min over devices w that can run s of
  * OCT(s, w) + cost(s, w) + (w == d ? 0 : c-bar(v, s)). With
  * M(s) = min over w of OCT(s, w) + cost(s, w), the inner minimum is
  * min(M(s) + c-bar, OCT(s, d) + cost(s, d)): O(p) per edge. */
-void plan_ranks_oct(struct plan_ws *ws, const struct plan_dag *g, double *oct)
+void plan_ranks_oct(struct plan_ws *ws, const struct plan_dag *g, double *oct, double *mean)
 {
 	/* OCT(v, d) depends on d through d's costs only: one entry per cost
 	 * column. M, a minimum, is taken over the devices. */
-	unsigned nd = ws->ndev, nc = ws->ncols;
+	unsigned nd = ws->ndev, nc = ws->ncols, nused = 0;
 	double *M = ws->aux;
+	/* With shared columns, the ones some device reads (M's candidates). */
+	uint32_t *used = ws->col_used;
+	for (unsigned d = 0; g->col && d < nd; d++) {
+		unsigned k = 0;
+		while (k < nused && used[k] != g->col[d])
+			k++;
+		if (k == nused)
+			used[nused++] = g->col[d];
+	}
 	for (uint32_t i = g->n; i-- > 0;) {
 		uint32_t v = ws->order[i];
-		if (i >= 2 && g->succ_off) {
-			/* Two tasks ahead, the successors' rows are on their way
-			 * (on big graphs each is a cache miss). */
-			uint32_t u = ws->order[i - 2];
+		if (i >= OCT_AHEAD && g->succ_off) {
+			/* Some tasks ahead, the successors' rows are on their
+			 * way (on big graphs each is a cache miss). */
+			uint32_t u = ws->order[i - OCT_AHEAD];
+			/* its own rows too: the cost row read, the OCT row
+			 * written (in order, but behind all that traffic the
+			 * hardware does not see them coming) */
+			for (unsigned d = 0; d < nc; d += 8) {
+				__builtin_prefetch(g->cost + (size_t)u * nc + d);
+				__builtin_prefetch(oct + (size_t)u * nc + d, 1);
+			}
+			__builtin_prefetch(g->cost + (size_t)u * nc + nc - 1);
+			__builtin_prefetch(oct + (size_t)u * nc + nc - 1, 1);
 			for (uint32_t k = g->succ_off[u]; k < g->succ_off[u + 1]; k++) {
 				size_t at = (size_t)g->succ[k] * nc;
+				__builtin_prefetch(&M[g->succ[k]]);
 				for (unsigned d = 0; d < nc; d += 8) {
 					__builtin_prefetch(oct + at + d);
 					__builtin_prefetch(g->cost + at + d);
 				}
+				/* rows need not start a cache line */
+				__builtin_prefetch(oct + at + nc - 1);
+				__builtin_prefetch(g->cost + at + nc - 1);
 			}
 		}
 		double *row = oct + (size_t)v * nc;
@@ -68,22 +163,15 @@ void plan_ranks_oct(struct plan_ws *ws, const struct plan_dag *g, double *oct)
 			uint32_t s = g->succ[k];
 			const double *os = oct + (size_t)s * nc, *cs = g->cost + (size_t)s * nc;
 			double via = M[s] + plan_comm_mean(ws, plan_edge_data(g, k));
-			/* Selects, not branches: which way each goes depends on
-			 * the data. */
-			for (unsigned d = 0; d < nc; d++) {
-				double w = plan_allowed(cs[d]) ? os[d] + cs[d] : INFINITY;
-				double t = w < via ? w : via;
-				row[d] = t > row[d] ? t : row[d];
-			}
+			oct_edge(row, os, cs, via, nc);
 		}
-		const double *c = g->cost + (size_t)v * nc;
-		double m = INFINITY;
-		for (unsigned d = 0; d < nd; d++) {
-			unsigned x = plan_col(g, d);
-			if (plan_allowed(c[x]) && row[x] + c[x] < m)
-				m = row[x] + c[x];
+		M[v] = oct_min(row, g->cost + (size_t)v * nc, g->col, used, nused, nd);
+		if (mean) {
+			unsigned k;
+			double sum =
+			        plan_sum_allowed(g->cost + (size_t)v * nc, row, g->col, nd, &k);
+			mean[v] = sum / k;
 		}
-		M[v] = m;
 	}
 }
 
@@ -99,7 +187,7 @@ static int with_prep(const struct plan_dag *g, const struct plan_machine *m, dou
 		switch (which) {
 		case 0: plan_ranks_up(ws, g, out); break;
 		case 1: plan_ranks_down(ws, g, out); break;
-		default: plan_ranks_oct(ws, g, out); break;
+		default: plan_ranks_oct(ws, g, out, NULL); break;
 		}
 	}
 	plan_ws_free(ws);

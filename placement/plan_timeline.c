@@ -12,6 +12,7 @@ void plan_tl_free(struct plan_tl *t)
 	free(t->s);
 	free(t->f);
 	free(t->seg);
+	free(t->id);
 	memset(t, 0, sizeof(*t));
 }
 
@@ -63,6 +64,10 @@ static int reserve(struct plan_tl *t, uint32_t need)
 	if (!f)
 		return -TDM_ENOMEM;
 	t->f = f;
+	uint32_t *id = realloc(t->id, cap * sizeof(*id));
+	if (!id)
+		return -TDM_ENOMEM;
+	t->id = id;
 	double *seg = realloc(t->seg, 2 * (size_t)cap * sizeof(*seg));
 	if (!seg)
 		return -TDM_ENOMEM;
@@ -73,7 +78,7 @@ static int reserve(struct plan_tl *t, uint32_t need)
 	return 0;
 }
 
-int plan_tl_push(struct plan_tl *t, double s, double f)
+int plan_tl_push(struct plan_tl *t, double s, double f, uint32_t id)
 {
 	if (t->len == t->cap) {
 		int err = reserve(t, t->len + 1);
@@ -82,6 +87,7 @@ int plan_tl_push(struct plan_tl *t, double s, double f)
 	}
 	t->s[t->len] = s;
 	t->f[t->len] = f;
+	t->id[t->len] = id;
 	t->len++;
 	return 0;
 }
@@ -119,15 +125,18 @@ double plan_tl_find(const struct plan_tl *t, double ready, double dur, uint32_t 
 		*pos = n;
 		return at;
 	}
-	/* lo: the first interval still busy after ready (f sorted). */
-	uint32_t lo = 0, hi = n;
-	while (lo < hi) {
-		uint32_t mid = lo + (hi - lo) / 2;
-		if (t->f[mid] > ready)
-			hi = mid;
-		else
-			lo = mid + 1;
+	/* lo: the first interval still busy after ready (f sorted; n >= 1
+	 * here). Without branches (which way each step goes is a coin toss),
+	 * both of the next step's probes on their way. */
+	const double *base = t->f;
+	for (uint32_t len = n; len > 1;) {
+		uint32_t half = len / 2;
+		__builtin_prefetch(base + half / 2);
+		__builtin_prefetch(base + half + half / 2);
+		base = base[half] <= ready ? base + half : base;
+		len -= half;
 	}
+	uint32_t lo = (uint32_t)(base - t->f) + (*base <= ready);
 	if (lo == n) {
 		*pos = n;
 		return ready;
@@ -154,7 +163,7 @@ double plan_tl_find(const struct plan_tl *t, double ready, double dur, uint32_t 
 	return t->f[n - 1];
 }
 
-int plan_tl_insert(struct plan_tl *t, uint32_t pos, double s, double f)
+int plan_tl_insert(struct plan_tl *t, uint32_t pos, double s, double f, uint32_t id)
 {
 	if (t->len == t->cap) {
 		int err = reserve(t, t->len + 1);
@@ -164,8 +173,10 @@ int plan_tl_insert(struct plan_tl *t, uint32_t pos, double s, double f)
 	uint32_t n = t->len;
 	memmove(t->s + pos + 1, t->s + pos, (n - pos) * sizeof(double));
 	memmove(t->f + pos + 1, t->f + pos, (n - pos) * sizeof(double));
+	memmove(t->id + pos + 1, t->id + pos, (n - pos) * sizeof(uint32_t));
 	t->s[pos] = s;
 	t->f[pos] = f;
+	t->id[pos] = id;
 	t->len = ++n;
 	/* Leaves pos..n-1 changed (pos, pos+1 new gaps, the rest shifted). */
 	uint32_t S = t->segcap;

@@ -33,6 +33,20 @@ enum task_state { TASK_WAITING = 0, TASK_RELEASED, TASK_DONE };
  * has been taken; until then it is parked. With exact costs every task
  * then starts no later than planned (by induction in planned-start
  * order), so the graph ends no later than its plan says. */
+/* A task of a planned graph, as its plan is executed: one cache line
+ * holds two (the tasks are released and run in no order; one array each
+ * would cost a miss each). */
+struct gtask {
+	/* the cost of the task on the device it was last planned on (pdev),
+	 * as in gplan.cost: a row of the big table no more (gp_cost_at) */
+	_Alignas(32) double pcost;
+	uint32_t pdev;
+	uint32_t dev; /* device committed to at release (NO_DEV: none) */
+	uint8_t state; /* enum task_state */
+	bool picked; /* a worker took it */
+	bool parked; /* ready, held back until the tasks before it on its device are taken */
+};
+
 struct gplan {
 	pthread_mutex_t lock;
 	struct engine_graph *g;
@@ -51,24 +65,16 @@ struct gplan {
 	double *cost;
 	const uint32_t *col;
 	uint32_t ncols;
-	/* [n] each: the cost of each task on the device it was last planned
-	 * on (pdev), as in cost: what executing the plan reads, one small
-	 * array instead of a row of the big table each (gp_cost_at). */
-	double *pcost;
-	uint32_t *pdev;
 	double *edge_data; /* [edges] bytes */
 	double *cursor, *own; /* [ndev] each: repair scratch */
 	double *lat, *inv_bw; /* [nnodes * nnodes]: the links it was planned with */
 	struct plan_slot *slot; /* [n] planned, or actual once done */
-	uint32_t *dev; /* [n] device committed to at release (NO_DEV: none) */
+	struct gtask *task; /* [n] what executing the plan reads and writes */
 	uint32_t *order; /* [n] repair scratch */
 	uint32_t *seq_off, *seq, *seq_head; /* [ndev + 1], [n], [ndev]: plan order per device */
 	uint32_t *pred_off, *pred, *pred_edge; /* [n + 1], [edges], [edges]: predecessors */
 	const uint16_t *node; /* [ndev] each device's memory node (the dispatch's) */
 	bool *fixed; /* [n] */
-	bool *picked; /* [n] a worker took it */
-	bool *parked; /* [n] ready, held back until the tasks before it on its device are taken */
-	uint8_t *state; /* [n] enum task_state */
 };
 
 struct dispatch {
@@ -259,7 +265,7 @@ static double gp_cost(const struct gplan *gp, uint32_t v, uint32_t d)
 /* The same, from pcost when d is where v was last planned. */
 static double gp_cost_at(const struct gplan *gp, uint32_t v, uint32_t d)
 {
-	return d == gp->pdev[v] ? gp->pcost[v] : gp_cost(gp, v, d);
+	return d == gp->task[v].pdev ? gp->task[v].pcost : gp_cost(gp, v, d);
 }
 
 /* pcost and pdev from the slots and the cost table: after each plan, and
@@ -268,8 +274,8 @@ static void pcost_refresh(struct gplan *gp)
 {
 	for (uint32_t v = 0; v < gp->n; v++) {
 		uint32_t d = gp->slot[v].dev;
-		gp->pdev[v] = d < gp->ndev ? d : NO_DEV;
-		gp->pcost[v] = d < gp->ndev ? gp_cost(gp, v, d) : 0;
+		gp->task[v].pdev = d < gp->ndev ? d : NO_DEV;
+		gp->task[v].pcost = d < gp->ndev ? gp_cost(gp, v, d) : 0;
 	}
 }
 
@@ -309,18 +315,16 @@ static struct gplan *gplan_new(uint32_t n, size_t ndev, size_t cap, size_t nnode
 	size_t o_edge = off;
 	size_t o_cur = o_edge + sizeof(double) * nedges, o_own = o_cur + sizeof(double) * nd;
 	size_t o_lat = o_own + sizeof(double) * nd, o_inv = o_lat + sizeof(double) * nl;
-	size_t o_pcost = o_inv + sizeof(double) * nl, o_slot = o_pcost + sizeof(double) * n;
-	size_t o_dev = o_slot + sizeof(struct plan_slot) * n,
-	       o_order = o_dev + sizeof(uint32_t) * n;
+	size_t o_slot = o_inv + sizeof(double) * nl;
+	size_t o_order = o_slot + sizeof(struct plan_slot) * n;
 	size_t o_soff = o_order + sizeof(uint32_t) * n,
 	       o_seq = o_soff + sizeof(uint32_t) * (nd + 1);
 	size_t o_shead = o_seq + sizeof(uint32_t) * n, o_poff = o_shead + sizeof(uint32_t) * nd;
 	size_t o_pred = o_poff + sizeof(uint32_t) * (n + 1),
 	       o_pedge = o_pred + sizeof(uint32_t) * nedges;
-	size_t o_fixed = o_pedge + sizeof(uint32_t) * nedges, o_picked = o_fixed + sizeof(bool) * n;
-	size_t o_parked = o_picked + sizeof(bool) * n, o_state = o_parked + sizeof(bool) * n;
-	size_t o_pdev = (o_state + n + 3) & ~(size_t)3;
-	char *p = calloc(1, o_pdev + sizeof(uint32_t) * n);
+	size_t o_fixed = o_pedge + sizeof(uint32_t) * nedges, o_task = o_fixed + sizeof(bool) * n;
+	/* the tasks' records on whole cache lines: room to align them */
+	char *p = calloc(1, o_task + 64 + sizeof(struct gtask) * n);
 	/* Every row is written before it is read: no need to clear it. */
 	double *cost = malloc(sizeof(double) * ((size_t)n * (col ? ncols : nd) + 1));
 	if (!p || !cost) {
@@ -344,7 +348,6 @@ static struct gplan *gplan_new(uint32_t n, size_t ndev, size_t cap, size_t nnode
 	gp->lat = (double *)(p + o_lat);
 	gp->inv_bw = (double *)(p + o_inv);
 	gp->slot = (struct plan_slot *)(p + o_slot);
-	gp->dev = (uint32_t *)(p + o_dev);
 	gp->order = (uint32_t *)(p + o_order);
 	gp->seq_off = (uint32_t *)(p + o_soff);
 	gp->seq = (uint32_t *)(p + o_seq);
@@ -353,13 +356,9 @@ static struct gplan *gplan_new(uint32_t n, size_t ndev, size_t cap, size_t nnode
 	gp->pred = (uint32_t *)(p + o_pred);
 	gp->pred_edge = (uint32_t *)(p + o_pedge);
 	gp->fixed = (bool *)(p + o_fixed);
-	gp->picked = (bool *)(p + o_picked);
-	gp->parked = (bool *)(p + o_parked);
-	gp->state = (uint8_t *)(p + o_state);
-	gp->pcost = (double *)(p + o_pcost);
-	gp->pdev = (uint32_t *)(p + o_pdev);
+	gp->task = (struct gtask *)(((uintptr_t)(p + o_task) + 63) & ~(uintptr_t)63);
 	for (uint32_t v = 0; v < n; v++)
-		gp->dev[v] = NO_DEV;
+		gp->task[v].dev = NO_DEV;
 	return gp;
 }
 
@@ -500,8 +499,34 @@ static int by_plan_idx(const void *a, const void *b, void *ctx)
 	return by_plan(&x, &y) ? -1 : by_plan(&y, &x);
 }
 
-/* The tasks planned on each device in planned order (gp->slot). */
-static void seq_build(struct gplan *gp)
+/* Whether ids[len] are the tasks planned on d in planned order (each
+ * before the next by_plan: the order is then the only one) and copies them
+ * to d's part of gp->seq. */
+static bool seq_take(struct gplan *gp, uint32_t d, const uint32_t *ids, uint32_t len)
+{
+	uint32_t *seq = gp->seq + gp->seq_off[d];
+	if (len != gp->seq_off[d + 1] - gp->seq_off[d])
+		return false;
+	for (uint32_t i = 0; i < len; i++) {
+		uint32_t v = ids[i];
+		if (v >= gp->n || gp->slot[v].dev != d)
+			return false;
+		if (i > 0) {
+			const struct plan_slot *a = &gp->slot[ids[i - 1]], *b = &gp->slot[v];
+			struct seq_key x = { a->start, a->finish, ids[i - 1] },
+			               y = { b->start, b->finish, v };
+			if (!by_plan(&x, &y))
+				return false;
+		}
+		seq[i] = v;
+	}
+	return true;
+}
+
+/* The tasks planned on each device in planned order (gp->slot): the
+ * planner's own per-device order when ws has it for these slots
+ * (plan_device_order, checked), else sorted. */
+static void seq_build(struct gplan *gp, const struct plan_ws *ws)
 {
 	uint32_t nd = gp->ndev, *off = gp->seq_off;
 	memset(off, 0, sizeof(*off) * (nd + 1));
@@ -511,6 +536,14 @@ static void seq_build(struct gplan *gp)
 		off[d + 1] += off[d];
 		gp->seq_head[d] = off[d];
 	}
+	bool taken = ws != NULL;
+	for (uint32_t d = 0; d < nd && taken; d++) {
+		const uint32_t *ids;
+		uint32_t len;
+		taken = !plan_device_order(ws, d, &ids, &len) && seq_take(gp, d, ids, len);
+	}
+	if (taken)
+		return;
 	for (uint32_t v = 0; v < gp->n; v++)
 		gp->seq[gp->seq_head[gp->slot[v].dev < nd ? gp->slot[v].dev : 0]++] = v;
 	struct seq_key *key = malloc(sizeof(*key) * ((size_t)gp->n * 2 + 1));
@@ -536,11 +569,22 @@ static void seq_build(struct gplan *gp)
  * for good. Amortised O(1). Caller holds gp->lock. */
 static uint32_t seq_next(struct gplan *gp, uint32_t d)
 {
-	uint32_t *h = &gp->seq_head[d];
-	for (; *h < gp->seq_off[d + 1]; ++*h) {
+	uint32_t *h = &gp->seq_head[d], end = gp->seq_off[d + 1];
+	for (; *h < end; ++*h) {
 		uint32_t v = gp->seq[*h];
-		if (!gp->picked[v] && (gp->dev[v] == NO_DEV || gp->dev[v] == d))
+		if (!gp->task[v].picked && (gp->task[v].dev == NO_DEV || gp->task[v].dev == d)) {
+			/* The tasks next in d's order are read when this one
+			 * is taken (each a cache miss on big graphs); the
+			 * next one is queued then (seq_unpark). */
+			for (uint32_t i = *h + 1; i < end && i <= *h + 2; i++)
+				__builtin_prefetch(&gp->task[gp->seq[i]]);
+			if (*h + 1 < end && gp->g) {
+				uint32_t x = gp->seq[*h + 1];
+				__builtin_prefetch(&gp->slot[x]);
+				__builtin_prefetch(&gp->g->tasks[x].policy_key, 1);
+			}
 			return v;
+		}
 	}
 	return NO_DEV;
 }
@@ -576,7 +620,7 @@ static int run_planner(struct dispatch *D, struct engine_graph *g, struct gplan 
 	memcpy(gp->inv_bw, D->inv_bw, sizeof(double) * nn * nn);
 	int err = plan_schedule(&dag, &m, &o, D->ws, gp->slot, &makespan);
 	if (!err)
-		seq_build(gp);
+		seq_build(gp, D->ws);
 	pcost_refresh(gp);
 	return err;
 }
@@ -653,9 +697,9 @@ static struct engine_task *seq_unpark(const struct dispatch *D, struct gplan *gp
 	if (!dev_active(D, d))
 		return NULL;
 	uint32_t h = seq_next(gp, d);
-	if (h == NO_DEV || !gp->parked[h])
+	if (h == NO_DEV || !gp->task[h].parked)
 		return NULL;
-	gp->parked[h] = false;
+	gp->task[h].parked = false;
 	g->tasks[h].policy_key = (double)gp->base_ns + gp->slot[h].start;
 	return &g->tasks[h];
 }
@@ -703,12 +747,13 @@ static double inputs_lb(const struct gplan *gp, uint32_t v, uint32_t d, double n
 {
 	double at = 0;
 	for (uint32_t k = gp->pred_off[v]; k < gp->pred_off[v + 1]; k++) {
-		uint32_t u = gp->pred[k], ud = gp->dev[u] != NO_DEV ? gp->dev[u] : gp->slot[u].dev;
+		uint32_t u = gp->pred[k],
+		         ud = gp->task[u].dev != NO_DEV ? gp->task[u].dev : gp->slot[u].dev;
 		double end;
-		if (gp->state[u] == TASK_DONE) {
+		if (gp->task[u].state == TASK_DONE) {
 			end = gp->slot[u].finish;
 			ud = gp->slot[u].dev;
-		} else if (gp->picked[u]) {
+		} else if (gp->task[u].picked) {
 			end = now_rel;
 		} else {
 			double c = ud < gp->ndev ? gp_cost_at(gp, u, ud) : 0;
@@ -732,7 +777,7 @@ static struct engine_task *seq_fill(struct dispatch *D, struct gplan *gp, struct
 	if (atomic_load_explicit(&D->taken[d], memory_order_relaxed) || !dev_active(D, d))
 		return NULL;
 	uint32_t h = seq_next(gp, d);
-	if (h == NO_DEV || gp->state[h] != TASK_WAITING)
+	if (h == NO_DEV || gp->task[h].state != TASK_WAITING)
 		return NULL;
 	uint64_t now = clock_now(D->clock);
 	double now_rel = now > gp->base_ns ? (double)(now - gp->base_ns) : 0;
@@ -740,11 +785,11 @@ static struct engine_task *seq_fill(struct dispatch *D, struct gplan *gp, struct
 	uint32_t end = gp->seq_off[d + 1], last = gp->seq_head[d] + 1 + FILL_SCAN;
 	for (uint32_t i = gp->seq_head[d] + 1; i < end && i < last; i++) {
 		uint32_t v = gp->seq[i];
-		if (!gp->parked[v] || gp->dev[v] != d)
+		if (!gp->task[v].parked || gp->task[v].dev != d)
 			continue;
 		double c = gp_cost_at(gp, v, d);
 		if (fmax(now_rel, inputs_lb(gp, v, d, now_rel)) + c <= due) {
-			gp->parked[v] = false;
+			gp->task[v].parked = false;
 			g->tasks[v].policy_key = (double)gp->base_ns + gp->slot[v].start;
 			return &g->tasks[v];
 		}
@@ -760,18 +805,18 @@ static void place_planned(struct dispatch *D, struct gplan *gp, struct engine_ta
 {
 	uint32_t v = t->index;
 	pthread_mutex_lock(&gp->lock);
-	if (gp->state[v] == TASK_WAITING) {
-		gp->state[v] = TASK_RELEASED;
+	if (gp->task[v].state == TASK_WAITING) {
+		gp->task[v].state = TASK_RELEASED;
 		gp->released++;
 	}
 	/* Given back (device fault): its turn came already. */
-	bool again = gp->picked[v];
+	bool again = gp->task[v].picked;
 	uint32_t d = gp->slot[v].dev;
 	double cost = d < gp->ndev ? gp_cost_at(gp, v, d) : -1;
 	double key = (double)gp->base_ns + gp->slot[v].start;
 	if (cost < 0 || !core_runnable(D->core, t, d)) {
 		int nd = select_dmda(D, t, -1, NULL, &cost);
-		gp->dev[v] = nd < 0 ? NO_DEV : (uint32_t)nd;
+		gp->task[v].dev = nd < 0 ? NO_DEV : (uint32_t)nd;
 		/* Off d's order: the next one there may go (else once taken). */
 		struct engine_task *next = d < gp->ndev ? seq_unpark(D, gp, t->graph, d) : NULL;
 		pthread_mutex_unlock(&gp->lock);
@@ -779,9 +824,9 @@ static void place_planned(struct dispatch *D, struct gplan *gp, struct engine_ta
 		push_to(D, t, nd, cost, (double)t->queued_ns);
 		return;
 	}
-	gp->dev[v] = d;
+	gp->task[v].dev = d;
 	bool park = !again && seq_next(gp, d) != v;
-	gp->parked[v] = park;
+	gp->task[v].parked = park;
 	/* Committed under the plan's lock: once parked, another worker may
 	 * unpark and queue t (seq_queue reads policy_cost) as soon as the lock
 	 * is let go. eft_commit only touches atomics. */
@@ -801,7 +846,7 @@ static void plan_note_device(struct dispatch *D, struct engine_task *t, unsigned
 	if (!gp)
 		return;
 	pthread_mutex_lock(&gp->lock);
-	gp->dev[t->index] = d < 0 ? NO_DEV : (uint32_t)d;
+	gp->task[t->index].dev = d < 0 ? NO_DEV : (uint32_t)d;
 	struct engine_task *next = w < gp->ndev ? seq_unpark(D, gp, t->graph, w) : NULL;
 	pthread_mutex_unlock(&gp->lock);
 	seq_queue(D, next, w);
@@ -817,7 +862,7 @@ static void note_taken(struct dispatch *D, struct engine_task *t, unsigned w)
 	if (!gp)
 		return;
 	pthread_mutex_lock(&gp->lock);
-	gp->picked[t->index] = true;
+	gp->task[t->index].picked = true;
 	uint32_t pd = gp->slot[t->index].dev;
 	/* w may be a device added after the plan was made. */
 	struct engine_task *next = w < gp->ndev ? seq_unpark(D, gp, t->graph, w) : NULL;
@@ -849,7 +894,7 @@ static void grow_plan(struct dispatch *D, struct engine_graph *g, struct gplan *
 	gp->nnodes = nn > gp->nnodes ? nn : gp->nnodes;
 	for (uint32_t v = 0; v < gp->n; v++) {
 		double *row = gp_row(gp, v);
-		if (fill_costs(D, &g->tasks[v], gp, row) || gp->state[v] == TASK_WAITING)
+		if (fill_costs(D, &g->tasks[v], gp, row) || gp->task[v].state == TASK_WAITING)
 			continue;
 		/* Ran, or runs, where nothing may run it now: its own time there. */
 		for (uint32_t d = 0; d < gp->ndev; d++)
@@ -886,7 +931,7 @@ static void repair(struct dispatch *D, struct engine_graph *g, struct gplan *gp,
 		gp->own[d] = 0;
 	}
 	for (uint32_t v = 0; v < gp->n; v++) {
-		gp->fixed[v] = gp->state[v] != TASK_WAITING;
+		gp->fixed[v] = gp->task[v].state != TASK_WAITING;
 		/* Tasks come after their predecessors (intake): one keeps its
 		 * slot when its predecessors all do. */
 		if (only >= 0 && !gp->fixed[v] && gp->slot[v].dev != (uint32_t)only) {
@@ -895,9 +940,9 @@ static void repair(struct dispatch *D, struct engine_graph *g, struct gplan *gp,
 				keep = gp->fixed[gp->pred[k]];
 			gp->fixed[v] = keep;
 		}
-		if (gp->state[v] == TASK_RELEASED)
+		if (gp->task[v].state == TASK_RELEASED)
 			gp->order[nrel++] = v;
-		else if (gp->state[v] == TASK_WAITING &&
+		else if (gp->task[v].state == TASK_WAITING &&
 		         !fill_costs(D, &g->tasks[v], gp, gp_row(gp, v))) {
 			pcost_refresh(gp);
 			return; /* nowhere to run it now: keep the old plan */
@@ -908,7 +953,7 @@ static void repair(struct dispatch *D, struct engine_graph *g, struct gplan *gp,
 	 * not overlap. */
 	qsort_r(gp->order, nrel, sizeof(*gp->order), by_start, gp->slot);
 	for (uint32_t i = 0; i < nrel; i++) {
-		uint32_t v = gp->order[i], d = gp->dev[v];
+		uint32_t v = gp->order[i], d = gp->task[v].dev;
 		if (d >= nd)
 			d = gp->slot[v].dev < nd ? gp->slot[v].dev : 0;
 		double c = gp_cost(gp, v, d);
@@ -943,11 +988,18 @@ static void repair(struct dispatch *D, struct engine_graph *g, struct gplan *gp,
 static void plan_task_done(struct dispatch *D, struct gplan *gp, struct engine_task *t, unsigned w)
 {
 	uint32_t v = t->index;
+	const struct engine_graph *g = t->graph;
+	/* The successors that this completion makes ready are placed next
+	 * (place_planned): their records on their way. */
+	for (uint32_t k = g->succ_off[v]; k < g->succ_off[v + 1]; k++) {
+		__builtin_prefetch(&gp->task[g->succ[k]], 1);
+		__builtin_prefetch(&gp->slot[g->succ[k]]);
+	}
 	pthread_mutex_lock(&gp->lock);
-	if (gp->state[v] != TASK_DONE) {
-		if (gp->state[v] == TASK_WAITING)
+	if (gp->task[v].state != TASK_DONE) {
+		if (gp->task[v].state == TASK_WAITING)
 			gp->released++;
-		gp->state[v] = TASK_DONE;
+		gp->task[v].state = TASK_DONE;
 		gp->done++;
 	}
 	/* w may be a device added after the plan was made: no prediction. */
@@ -1125,6 +1177,12 @@ void dispatch_tasks_ready(void *priv, struct engine_task **tasks, size_t n, int 
 		if (i + 1 < n) {
 			eft_ahead(&D->eft, tasks[i + 1]);
 			__builtin_prefetch(&tasks[i + 1]->policy_dev, 1, 3);
+			/* its record in its graph's plan, if planned */
+			const struct gplan *np = tasks[i + 1]->graph->policy_graph;
+			if (np) {
+				__builtin_prefetch(&np->task[tasks[i + 1]->index], 1);
+				__builtin_prefetch(&np->slot[tasks[i + 1]->index]);
+			}
 		}
 		/* A task given back (device fault) was taken by the device it
 		 * is committed to; it drops that commitment. */
@@ -1291,11 +1349,11 @@ void dispatch_task_skipped(void *priv, struct engine_task *t)
 		return;
 	uint32_t v = t->index;
 	pthread_mutex_lock(&gp->lock);
-	gp->picked[v] = true;
-	if (gp->state[v] != TASK_DONE) {
-		if (gp->state[v] == TASK_WAITING)
+	gp->task[v].picked = true;
+	if (gp->task[v].state != TASK_DONE) {
+		if (gp->task[v].state == TASK_WAITING)
 			gp->released++;
-		gp->state[v] = TASK_DONE;
+		gp->task[v].state = TASK_DONE;
 		gp->done++;
 	}
 	uint32_t d = gp->slot[v].dev;
@@ -1453,17 +1511,17 @@ static void replan(struct dispatch *D, struct gplan *gp, int leaving)
 
 	pthread_mutex_lock(&gp->lock);
 	for (uint32_t v = 0; v < gp->n && back; v++) {
-		if (gp->parked[v] && (leaving < 0 || gp->dev[v] == (uint32_t)leaving)) {
+		if (gp->task[v].parked && (leaving < 0 || gp->task[v].dev == (uint32_t)leaving)) {
 			struct engine_task *t = &g->tasks[v];
-			gp->parked[v] = false;
-			gp->state[v] = TASK_WAITING;
+			gp->task[v].parked = false;
+			gp->task[v].state = TASK_WAITING;
 			gp->released--;
-			gp->dev[v] = NO_DEV;
+			gp->task[v].dev = NO_DEV;
 			uncommit(D, t);
 			back[nback++] = v;
 		}
 		planned_there |=
-		        gp->state[v] == TASK_WAITING && gp->slot[v].dev == (uint32_t)leaving;
+		        gp->task[v].state == TASK_WAITING && gp->slot[v].dev == (uint32_t)leaving;
 	}
 	if (planned_there && gp->released < gp->n)
 		repair(D, g, gp, clock_now(D->clock), leaving);

@@ -464,6 +464,220 @@ static void test_random_dags(void **state)
 	plan_ws_free(ws2);
 }
 
+/* plan_device_order: each device's tasks in start order, every task once;
+ * refused after a refined plan or one around fixed tasks (the timelines
+ * then hold other schedules or merged slots). */
+static void test_device_order(void **state)
+{
+	(void)state;
+	uint64_t rng = 99;
+	struct plan_ws *ws = plan_ws_new();
+	for (int it = 0; it < 20; it++) {
+		struct tg t;
+		gen_case(&t, &rng);
+		uint32_t n = t.n;
+		struct plan_slot *s = malloc(n * sizeof(*s));
+		bool *seen = calloc(n, sizeof(bool)), *fixed = calloc(n, sizeof(bool));
+		struct plan_opts o = { .method = (enum plan_method)(it & 1) };
+		assert_int_equal(plan_schedule(&t.g, &t.m, &o, ws, s, NULL), 0);
+		uint32_t total = 0;
+		for (unsigned d = 0; d < t.ndev; d++) {
+			const uint32_t *ids;
+			uint32_t len;
+			assert_int_equal(plan_device_order(ws, d, &ids, &len), 0);
+			for (uint32_t i = 0; i < len; i++) {
+				assert_true(ids[i] < n && !seen[ids[i]]);
+				seen[ids[i]] = true;
+				assert_int_equal(s[ids[i]].dev, d);
+				assert_true(i == 0 || s[ids[i - 1]].start <= s[ids[i]].start);
+			}
+			total += len;
+		}
+		assert_int_equal(total, n);
+		const uint32_t *ids;
+		uint32_t len;
+		assert_int_equal(plan_device_order(ws, t.ndev, &ids, &len), -TDM_EINVAL);
+
+		o.refine_iters = 2;
+		assert_int_equal(plan_schedule(&t.g, &t.m, &o, ws, s, NULL), 0);
+		assert_int_equal(plan_device_order(ws, 0, &ids, &len), -TDM_EINVAL);
+
+		/* the first task in topological order fixed where it was */
+		o.refine_iters = 0;
+		o.fixed = fixed;
+		for (uint32_t v = 0; v < n; v++) {
+			bool root = true;
+			for (uint32_t u = 0; u < n && root; u++)
+				for (uint32_t k = t.off[u]; k < t.off[u + 1]; k++)
+					root &= t.succ[k] != v;
+			if (root) {
+				fixed[v] = true;
+				break;
+			}
+		}
+		assert_int_equal(plan_schedule(&t.g, &t.m, &o, ws, s, NULL), 0);
+		assert_int_equal(plan_device_order(ws, 0, &ids, &len), -TDM_EINVAL);
+		free(s);
+		free(seen);
+		free(fixed);
+		tg_free(&t);
+	}
+	plan_ws_free(ws);
+}
+
+/* ---- the plain algorithm, as published ------------------------------------------ */
+
+/* HEFT (PEFT: meth 1) written out plainly: the ready task of highest
+ * priority (ties within 1e-12 relative to the lower index), then every
+ * device in index order, each searched by a naive gap scan, the least
+ * finish time (plus OCT) winning, the lower index on ties. */
+struct ref_tl {
+	double *s, *f;
+	uint32_t len;
+};
+
+static bool ref_before(const double *prio, uint32_t a, uint32_t b)
+{
+	double tol = 1e-12 * fmax(fabs(prio[a]), fabs(prio[b]));
+	if (prio[a] > prio[b] + tol)
+		return true;
+	if (prio[b] > prio[a] + tol)
+		return false;
+	return a < b;
+}
+
+static void ref_schedule(const struct tg *t, int meth, const double *dev_ready,
+                         struct plan_slot *out)
+{
+	uint32_t n = t->n;
+	unsigned nd = t->ndev;
+	double *prio = malloc(n * sizeof(double)), *oct = NULL;
+	if (meth) {
+		oct = malloc((size_t)n * nd * sizeof(double));
+		assert_int_equal(plan_oct(&t->g, &t->m, oct), 0);
+		for (uint32_t v = 0; v < n; v++) {
+			double sum = 0;
+			unsigned k = 0;
+			for (unsigned d = 0; d < nd; d++)
+				if (plan_allowed(t->cost[(size_t)v * nd + d])) {
+					sum += oct[(size_t)v * nd + d];
+					k++;
+				}
+			prio[v] = sum / k;
+		}
+	} else {
+		assert_int_equal(plan_rank_upward(&t->g, &t->m, prio), 0);
+	}
+	uint32_t *npred = calloc(n, sizeof(uint32_t));
+	bool *done = calloc(n, sizeof(bool));
+	for (uint32_t k = 0; k < t->off[n]; k++)
+		npred[t->succ[k]]++;
+	struct ref_tl *tl = calloc(nd, sizeof(*tl));
+	for (unsigned d = 0; d < nd; d++) {
+		tl[d].s = malloc((n + 1) * sizeof(double));
+		tl[d].f = malloc((n + 1) * sizeof(double));
+	}
+	for (uint32_t step = 0; step < n; step++) {
+		uint32_t v = UINT32_MAX;
+		for (uint32_t x = 0; x < n; x++)
+			if (!done[x] && !npred[x] && (v == UINT32_MAX || ref_before(prio, x, v)))
+				v = x;
+		assert_true(v != UINT32_MAX);
+		double best = INFINITY, bs = 0, bf = 0;
+		unsigned bd = UINT32_MAX;
+		uint32_t bpos = 0;
+		for (unsigned d = 0; d < nd; d++) {
+			double c = t->cost[(size_t)v * nd + d];
+			if (!plan_allowed(c))
+				continue;
+			double ready = dev_ready ? dev_ready[d] : 0;
+			for (uint32_t u = 0; u < n; u++)
+				for (uint32_t k = t->off[u]; k < t->off[u + 1]; k++)
+					if (t->succ[k] == v) {
+						unsigned a = t->node[out[u].dev], b = t->node[d];
+						double at = out[u].finish;
+						if (a != b)
+							at += t->lat[a * t->nnodes + b] +
+							      t->data[k] *
+							              t->inv_bw[a * t->nnodes + b];
+						ready = fmax(ready, at);
+					}
+			/* the first gap, in start order, that fits */
+			uint32_t j = 0;
+			double st = ready;
+			for (;; j++) {
+				st = ready;
+				if (j > 0 && tl[d].f[j - 1] > st)
+					st = tl[d].f[j - 1];
+				if (j == tl[d].len || st + c <= tl[d].s[j])
+					break;
+			}
+			double key = st + c + (meth ? oct[(size_t)v * nd + d] : 0);
+			if (bd == UINT32_MAX || key < best) {
+				best = key;
+				bd = d;
+				bs = st;
+				bf = st + c;
+				bpos = j;
+			}
+		}
+		struct ref_tl *x = &tl[bd];
+		memmove(x->s + bpos + 1, x->s + bpos, (x->len - bpos) * sizeof(double));
+		memmove(x->f + bpos + 1, x->f + bpos, (x->len - bpos) * sizeof(double));
+		x->s[bpos] = bs;
+		x->f[bpos] = bf;
+		x->len++;
+		out[v] = (struct plan_slot){ bd, bs, bf };
+		done[v] = true;
+		for (uint32_t k = t->off[v]; k < t->off[v + 1]; k++)
+			npred[t->succ[k]]--;
+	}
+	for (unsigned d = 0; d < nd; d++) {
+		free(tl[d].s);
+		free(tl[d].f);
+	}
+	free(tl);
+	free(done);
+	free(npred);
+	free(prio);
+	free(oct);
+}
+
+/* The planner's device choice (bounds, pruning, pairs of devices at a
+ * time) is the plain algorithm's, slot for slot, for any number of
+ * devices (odd, even, over 64), with devices that cannot run a task,
+ * zero costs and devices busy at the start. */
+static void test_same_as_plain(void **state)
+{
+	(void)state;
+	uint64_t rng = 4242;
+	struct plan_ws *ws = plan_ws_new();
+	static const unsigned ndevs[] = { 1, 2, 3, 7, 8, 33, 64, 65, 70 };
+	for (int it = 0; it < 36; it++) {
+		struct tg t;
+		unsigned nd = ndevs[it % 9], nnodes = 1 + rnd(&rng, nd < 3 ? nd : 3);
+		gen_random(&t, &rng, 20 + rnd(&rng, 100), nd, nnodes);
+		uint32_t n = t.n;
+		struct plan_slot *s = malloc(n * sizeof(*s)), *want = malloc(n * sizeof(*want));
+		double *ready = malloc(nd * sizeof(double));
+		for (unsigned d = 0; d < nd; d++)
+			ready[d] = rnd(&rng, 2) ? rndf(&rng, 0, 200) : 0;
+		for (int meth = 0; meth < 2; meth++)
+			for (int off = 0; off < 2; off++) {
+				struct plan_opts o = { .method = (enum plan_method)meth,
+					               .dev_ready = off ? ready : NULL };
+				assert_int_equal(plan_schedule(&t.g, &t.m, &o, ws, s, NULL), 0);
+				ref_schedule(&t, meth, off ? ready : NULL, want);
+				assert_slots_equal(s, want, n);
+			}
+		free(s);
+		free(want);
+		free(ready);
+		tg_free(&t);
+	}
+	plan_ws_free(ws);
+}
+
 /* Devices that share a cost column (plan_dag.col) plan exactly as with the
  * column copied out to each of them: the same ranks, OCT, schedules,
  * bounds and checks; a column out of range is refused. */
@@ -839,7 +1053,7 @@ static void test_timeline_vs_naive(void **state)
 			if (st != want)
 				fail_msg("round %d step %d: found %.17g, naive %.17g", round, i, st,
 				         want);
-			assert_int_equal(plan_tl_insert(&tl, pos, st, st + dur), 0);
+			assert_int_equal(plan_tl_insert(&tl, pos, st, st + dur, (uint32_t)i), 0);
 			for (uint32_t k = 1; k < tl.len; k++)
 				assert_true(tl.s[k] >= tl.f[k - 1] && tl.s[k] >= tl.s[k - 1]);
 		}
@@ -1072,6 +1286,8 @@ int main(void)
 		cmocka_unit_test(test_heft_topcuoglu_renumbered),
 		cmocka_unit_test(test_peft_arabnejad),
 		cmocka_unit_test(test_random_dags),
+		cmocka_unit_test(test_same_as_plain),
+		cmocka_unit_test(test_device_order),
 		cmocka_unit_test(test_shared_columns),
 		cmocka_unit_test(test_repair),
 		cmocka_unit_test(test_repair_errors),
