@@ -35,6 +35,9 @@ static void place_device(struct eft *x, const struct calibration *cal,
 	x->group[d] = g;
 	if (g == ng) {
 		x->rep[ng] = d;
+		if (ng < EFT_MAX_GROUPS &&
+		    d > atomic_load_explicit(&x->rep_max, memory_order_relaxed))
+			atomic_store_explicit(&x->rep_max, d, memory_order_relaxed);
 		atomic_store(&x->ngroups, ng + 1);
 	}
 }
@@ -89,6 +92,7 @@ int eft_init_cap(struct eft *x, const struct engine_core *core, const struct eng
 	atomic_init(&x->ndev, ndev);
 	atomic_init(&x->nnodes, 1);
 	atomic_init(&x->ngroups, 0);
+	atomic_init(&x->rep_max, 0);
 	x->node = calloc(cap, sizeof(*x->node));
 	x->group = calloc(cap, sizeof(*x->group));
 	x->rep = calloc(cap, sizeof(*x->rep));
@@ -161,11 +165,13 @@ uint64_t eft_exec_groups(const struct eft *x, const struct engine_task *t,
                          double gexec[EFT_MAX_GROUPS])
 {
 	uint32_t n = x->ngroups < EFT_MAX_GROUPS ? x->ngroups : EFT_MAX_GROUPS;
+	/* rep_max after ngroups: it covers the n groups read (place_device). */
+	uint32_t rep_max = atomic_load_explicit(&x->rep_max, memory_order_relaxed);
+	/* At least 1 ns, as eft_exec (which also turns NaN into 1: the
+	 * profiler's row has none). */
 	if (!x->prof || !n ||
-	    !profiler_predict_row(x->prof, t->kernel->id, x->rep, n, &t->feat, gexec))
+	    !profiler_predict_row(x->prof, t->kernel->id, x->rep, n, rep_max, &t->feat, 1, gexec))
 		return 0;
-	for (uint32_t g = 0; g < n; g++)
-		gexec[g] = gexec[g] > 1 ? gexec[g] : 1; /* as eft_exec, NaN too */
 	return n == 64 ? ~0ull : (1ull << n) - 1;
 }
 

@@ -894,17 +894,18 @@ void profiler_predict(const struct profiler *p, uint32_t kernel, uint32_t device
 }
 
 bool profiler_predict_row(const struct profiler *p, uint32_t kernel, const uint32_t *dev,
-                          uint32_t n, const struct kernel_features *f, double *ns)
+                          uint32_t n, uint32_t dev_max, const struct kernel_features *f,
+                          double least, double *ns)
 {
-	if (!p || !p->oracle || kernel != p->oracle_kernel)
+	if (!p || !p->oracle || kernel != p->oracle_kernel || dev_max >= p->ndev)
 		return false;
-	for (uint32_t i = 0; i < n; i++)
-		if (dev[i] >= p->ndev)
-			return false;
 	p->oracle(p->oracle_ctx, dev, n, f, ns);
-	for (uint32_t i = 0; i < n; i++)
-		if (!(ns[i] >= 0)) /* NaN too */
-			ns[i] = NS_MAX;
+	/* predict's figure (NaN too: NS_MAX), then the caller's least, in one
+	 * pass */
+	for (uint32_t i = 0; i < n; i++) {
+		double v = ns[i] >= 0 ? ns[i] : NS_MAX;
+		ns[i] = v > least ? v : least;
+	}
 	return true;
 }
 

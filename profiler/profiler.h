@@ -101,12 +101,16 @@ void profiler_set_oracle_ahead(struct profiler *p, profiler_oracle_ahead_fn fn);
 /* A planner about to ask profiler_predict_row for a task of kernel with
  * features f, after other work: the oracle's hint, if it has one. */
 void profiler_row_ahead(const struct profiler *p, uint32_t kernel, const struct kernel_features *f);
-/* profiler_predict's ns for devices dev[0..n) into ns[], in one call, where
- * that is cheaper than one by one (the oracle's kernel: a planner wants a
- * task's whole row, 33 figures on a 32-core + GPU machine). false: not
- * cheaper, nothing written; predict each device instead. */
+/* max(least, profiler_predict's ns) for devices dev[0..n) into ns[], in
+ * one call, where that is cheaper than one by one (the oracle's kernel: a
+ * planner wants a task's whole row, 33 figures on a 32-core + GPU machine).
+ * dev_max: no dev[i] is above it (the caller's list is fixed between
+ * device changes: checked here once a row, not per device). false: not
+ * cheaper, or dev_max is not a device, nothing written; predict each
+ * device instead. */
 bool profiler_predict_row(const struct profiler *p, uint32_t kernel, const uint32_t *dev,
-                          uint32_t n, const struct kernel_features *f, double *ns);
+                          uint32_t n, uint32_t dev_max, const struct kernel_features *f,
+                          double least, double *ns);
 
 /* Transfers between memory nodes: calibration's latency + bytes/bandwidth,
  * refined by observed copies; the bandwidth is shared among the copies in
