@@ -886,8 +886,8 @@ void profiler_predict(const struct profiler *p, uint32_t kernel, uint32_t device
 	}
 	if (p->oracle && kernel == p->oracle_kernel) {
 		double ns;
-		p->oracle(p->oracle_ctx, &device, 1, f, &ns);
-		*out = (struct cost_pred){ ns >= 0 ? ns : NS_MAX, 0, COST_HISTORY };
+		p->oracle(p->oracle_ctx, &device, 1, f, -INFINITY, NS_MAX, &ns);
+		*out = (struct cost_pred){ ns, 0, COST_HISTORY };
 		return;
 	}
 	predict_model(p, kernel, device, f, out);
@@ -899,13 +899,9 @@ bool profiler_predict_row(const struct profiler *p, uint32_t kernel, const uint3
 {
 	if (!p || !p->oracle || kernel != p->oracle_kernel || dev_max >= p->ndev)
 		return false;
-	p->oracle(p->oracle_ctx, dev, n, f, ns);
-	/* predict's figure (NaN too: NS_MAX), then the caller's least, in one
-	 * pass */
-	for (uint32_t i = 0; i < n; i++) {
-		double v = ns[i] >= 0 ? ns[i] : NS_MAX;
-		ns[i] = v > least ? v : least;
-	}
+	/* predict's NS_MAX for a device it cannot run on, raised as any other
+	 * figure */
+	p->oracle(p->oracle_ctx, dev, n, f, least, NS_MAX > least ? NS_MAX : least, ns);
 	return true;
 }
 

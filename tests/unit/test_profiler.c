@@ -368,15 +368,17 @@ static void test_ignored_inputs(void **state)
 	free(c);
 }
 
-/* The simulator's oracle: 100 ns per unit of domain per device index + 1;
- * device 2 cannot run anything, device 3 answers NaN. */
+/* The simulator's oracle: 100 ns per unit of domain per device index + 1,
+ * at least least; devices 2 and 3 cannot run anything. */
 static void row_oracle(void *ctx, const uint32_t *dev, uint32_t n, const struct kernel_features *f,
-                       double *ns)
+                       double least, double none, double *ns)
 {
 	int *calls = ctx;
 	++*calls;
-	for (uint32_t i = 0; i < n; i++)
-		ns[i] = dev[i] == 2 ? -1 : dev[i] == 3 ? NAN : 100.0 * (dev[i] + 1) * f->domain;
+	for (uint32_t i = 0; i < n; i++) {
+		double v = 100.0 * (dev[i] + 1) * f->domain;
+		ns[i] = dev[i] == 2 || dev[i] == 3 ? none : v > least ? v : least;
+	}
 }
 
 /* A whole row from the oracle in one call, each figure what
@@ -401,13 +403,17 @@ static void test_oracle_row(void **state)
 		assert_true(ns[i] == cp.ns);
 	}
 	assert_true(ns[1] == 300 && ns[0] == 1500);
-	/* cannot run (< 0) and NaN: the huge cost predict answers */
+	/* cannot run: the huge cost predict answers */
 	assert_true(ns[2] > 1e12 && ns[3] == ns[2]);
 	double huge = ns[2];
-	/* the least raises what is below it only, the huge cost kept */
+	/* the least raises what is below it only, the huge cost kept, unless
+	 * the least is above it too */
 	assert_true(profiler_predict_row(p, KERNEL_SIM_TASK, dev, 5, 4, &f, 600, ns));
 	assert_true(ns[1] == 600 && ns[4] == 600 && ns[0] == 1500 && ns[2] == huge &&
 	            ns[3] == huge);
+	assert_true(profiler_predict_row(p, KERNEL_SIM_TASK, dev, 5, 4, &f, 2 * huge, ns));
+	for (int i = 0; i < 5; i++)
+		assert_true(ns[i] == 2 * huge);
 
 	memcpy(ns, untouched, sizeof(ns));
 	assert_false(profiler_predict_row(p, KERNEL_SGEMM, dev, 5, 4, &f, 1, ns));
