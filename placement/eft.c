@@ -241,6 +241,16 @@ static double node_transfer(const struct eft *x, const struct engine_task *t, ui
 	return ntr[n];
 }
 
+/* Device d's fit in select_predicted: tr its node's transfer, exec its
+ * group's prediction. */
+static inline double device_fit(double alpha, double beta, double tr,
+                                const _Atomic int64_t *pending, uint32_t d, double exec)
+{
+	double pend = (double)atomic_load_explicit(&pending[d], memory_order_relaxed);
+	double at = pend > tr ? pend : tr;
+	return alpha * (at + exec) + beta * tr;
+}
+
 /* eft_select once every group's prediction is made (gexec), where every
  * device may run t and none is skipped: the same choice, by the same
  * arithmetic, without the pruning, and with the machine's arrays in locals
@@ -249,8 +259,7 @@ static double node_transfer(const struct eft *x, const struct engine_task *t, ui
 static int select_predicted(const struct eft *x, const struct engine_task *t, double alpha,
                             double beta, const double *gexec, double *cost)
 {
-	double ntr[RES_MAX_NODES], best_fit = INFINITY, best_exec = 0;
-	int best = -1;
+	double ntr[RES_MAX_NODES];
 	const uint16_t *node = x->node;
 	const uint32_t *group = x->group;
 	const _Atomic int64_t *pending = x->pending;
@@ -266,13 +275,20 @@ static int select_predicted(const struct eft *x, const struct engine_task *t, do
 	ntr[0] = 0;
 	for (uint16_t n = 0; nnodes > 1 && n < nnodes; n++)
 		ntr[n] = eft_transfer(x, t, n);
-	for (uint32_t d = 0; d < ndev; d++) {
-		double tr = ntr[node[d]];
-		double pend = (double)atomic_load_explicit(&pending[d], memory_order_relaxed);
-		double at = pend > tr ? pend : tr;
+	/* Device 0 is the first best whatever its fit (NaN too); a later one
+	 * replaces the best with a smaller fit only, so a tie keeps the
+	 * earlier device. Device 0 out of the loop: it tests the fit only. */
+	if (!ndev) {
+		*cost = 0;
+		return -1;
+	}
+	int best = 0;
+	double best_exec = gexec[group[0]];
+	double best_fit = device_fit(alpha, beta, ntr[node[0]], pending, 0, best_exec);
+	for (uint32_t d = 1; d < ndev; d++) {
 		double exec = gexec[group[d]];
-		double fit = alpha * (at + exec) + beta * tr;
-		if (best < 0 || fit < best_fit) {
+		double fit = device_fit(alpha, beta, ntr[node[d]], pending, d, exec);
+		if (fit < best_fit) {
 			best = (int)d;
 			best_fit = fit;
 			best_exec = exec;
