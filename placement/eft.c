@@ -241,53 +241,42 @@ static double node_transfer(const struct eft *x, const struct engine_task *t, ui
 	return ntr[n];
 }
 
-/* Device d's fit in select_predicted: tr its node's transfer, exec its
- * group's prediction. */
-static inline double device_fit(double alpha, double beta, double tr,
-                                const _Atomic int64_t *pending, uint32_t d, double exec)
+/* Device d's fit in select_predicted, exec its group's prediction. no_tr
+ * (a constant where inlined): every node's transfer is +-0 and beta is
+ * finite, so beta * tr is +-0 and max(pending, tr) is max(pending, ntr[0])
+ * but for a zero's sign; the fit alpha * (max(pending, ntr[0]) + exec) then
+ * compares as the full one does (no comparison sees a zero's sign, NaN
+ * stays NaN), without the node's load and two operations per device. */
+static inline __attribute__((always_inline)) double
+predicted_fit(double alpha, double beta, const double *ntr, const uint16_t *node,
+              const _Atomic int64_t *pending, uint32_t d, double exec, bool no_tr)
 {
 	double pend = (double)atomic_load_explicit(&pending[d], memory_order_relaxed);
+	double tr = no_tr ? ntr[0] : ntr[node[d]];
 	double at = pend > tr ? pend : tr;
+	if (no_tr)
+		return alpha * (at + exec);
 	return alpha * (at + exec) + beta * tr;
 }
 
-/* eft_select once every group's prediction is made (gexec), where every
- * device may run t and none is skipped: the same choice, by the same
- * arithmetic, without the pruning, and with the machine's arrays in locals
- * (the loop runs per device per task). Every node is below RES_MAX_NODES
- * (x->nnodes). */
-static int select_predicted(const struct eft *x, const struct engine_task *t, double alpha,
-                            double beta, const double *gexec, double *cost)
+/* select_predicted's scan, device 0 out of the loop: it is the first best
+ * whatever its fit (NaN too); a later device replaces the best with a
+ * smaller fit only, so a tie keeps the earlier device. */
+static inline __attribute__((always_inline)) int
+scan_predicted(double alpha, double beta, const double *ntr, const uint16_t *node,
+               const uint32_t *group, const _Atomic int64_t *pending, const double *gexec,
+               uint32_t ndev, bool no_tr, double *cost)
 {
-	double ntr[RES_MAX_NODES];
-	const uint16_t *node = x->node;
-	const uint32_t *group = x->group;
-	const _Atomic int64_t *pending = x->pending;
-	/* ndev before nnodes: a device added meanwhile has its node counted
-	 * (eft_add_device). */
-	uint32_t ndev = (uint32_t)x->ndev;
-	uint16_t nnodes = x->nnodes;
-	if (nnodes > RES_MAX_NODES)
-		nnodes = RES_MAX_NODES;
-	/* The transfer to each node first (what it costs depends on the node
-	 * only; nodes are few, and each has a device but in odd set-ups): the
-	 * scan below then makes no call. One node: every device's is 0. */
-	ntr[0] = 0;
-	for (uint16_t n = 0; nnodes > 1 && n < nnodes; n++)
-		ntr[n] = eft_transfer(x, t, n);
-	/* Device 0 is the first best whatever its fit (NaN too); a later one
-	 * replaces the best with a smaller fit only, so a tie keeps the
-	 * earlier device. Device 0 out of the loop: it tests the fit only. */
 	if (!ndev) {
 		*cost = 0;
 		return -1;
 	}
 	int best = 0;
 	double best_exec = gexec[group[0]];
-	double best_fit = device_fit(alpha, beta, ntr[node[0]], pending, 0, best_exec);
+	double best_fit = predicted_fit(alpha, beta, ntr, node, pending, 0, best_exec, no_tr);
 	for (uint32_t d = 1; d < ndev; d++) {
 		double exec = gexec[group[d]];
-		double fit = device_fit(alpha, beta, ntr[node[d]], pending, d, exec);
+		double fit = predicted_fit(alpha, beta, ntr, node, pending, d, exec, no_tr);
 		if (fit < best_fit) {
 			best = (int)d;
 			best_fit = fit;
@@ -296,6 +285,36 @@ static int select_predicted(const struct eft *x, const struct engine_task *t, do
 	}
 	*cost = best_exec;
 	return best;
+}
+
+/* eft_select once every group's prediction is made (gexec), where every
+ * device may run t and none is skipped: the same choice, by fits that
+ * compare as the scan's (predicted_fit), without the pruning, and with the machine's arrays in
+ * locals (the loop runs per device per task). Every node is below RES_MAX_NODES (x->nnodes). */
+static int select_predicted(const struct eft *x, const struct engine_task *t, double alpha,
+                            double beta, const double *gexec, double *cost)
+{
+	double ntr[RES_MAX_NODES];
+	/* ndev before nnodes: a device added meanwhile has its node counted
+	 * (eft_add_device). */
+	uint32_t ndev = (uint32_t)x->ndev;
+	uint16_t nnodes = x->nnodes;
+	if (nnodes > RES_MAX_NODES)
+		nnodes = RES_MAX_NODES;
+	/* The transfer to each node first (what it costs depends on the node
+	 * only; nodes are few, and each has a device but in odd set-ups): the
+	 * scan below then makes no call. One node, or no argument: every
+	 * node's is eft_transfer's 0. */
+	bool no_tr = true;
+	for (uint16_t n = 0; n < nnodes; n++) {
+		ntr[n] = nnodes > 1 && t->call.nargs ? eft_transfer(x, t, n) : 0;
+		no_tr = no_tr && ntr[n] == 0;
+	}
+	if (no_tr && isfinite(beta))
+		return scan_predicted(alpha, beta, ntr, x->node, x->group, x->pending, gexec, ndev,
+		                      true, cost);
+	return scan_predicted(alpha, beta, ntr, x->node, x->group, x->pending, gexec, ndev, false,
+	                      cost);
 }
 
 #define EFT_MAX_CLASSES 64
