@@ -237,6 +237,15 @@ static void oracle(void *ctx, const uint32_t *dev, uint32_t n, const struct kern
 		return;
 	}
 	const double *row = w->dev_cost + (size_t)t * w->ndev_cost;
+	if (scale > 0 && scale < INFINITY) {
+		/* a cost >= 0 times such a scale is >= 0 (not NaN): oracle_ns
+		 * with one test a device */
+		for (uint32_t i = 0; i < n; i++) {
+			double c = row[dev[i]], v = c * scale;
+			ns[i] = c >= 0 ? (v > least ? v : least) : none;
+		}
+		return;
+	}
 	for (uint32_t i = 0; i < n; i++)
 		ns[i] = oracle_ns(row[dev[i]], scale, least, none);
 }
