@@ -35,6 +35,9 @@ static void place_device(struct eft *x, const struct calibration *cal,
 	x->group[d] = g;
 	if (g == ng) {
 		x->rep[ng] = d;
+		if (ng < EFT_MAX_GROUPS &&
+		    d > atomic_load_explicit(&x->rep_max, memory_order_relaxed))
+			atomic_store_explicit(&x->rep_max, d, memory_order_relaxed);
 		atomic_store(&x->ngroups, ng + 1);
 	}
 }
@@ -89,6 +92,7 @@ int eft_init_cap(struct eft *x, const struct engine_core *core, const struct eng
 	atomic_init(&x->ndev, ndev);
 	atomic_init(&x->nnodes, 1);
 	atomic_init(&x->ngroups, 0);
+	atomic_init(&x->rep_max, 0);
 	x->node = calloc(cap, sizeof(*x->node));
 	x->group = calloc(cap, sizeof(*x->group));
 	x->rep = calloc(cap, sizeof(*x->rep));
@@ -161,11 +165,13 @@ uint64_t eft_exec_groups(const struct eft *x, const struct engine_task *t,
                          double gexec[EFT_MAX_GROUPS])
 {
 	uint32_t n = x->ngroups < EFT_MAX_GROUPS ? x->ngroups : EFT_MAX_GROUPS;
+	/* rep_max after ngroups: it covers the n groups read (place_device). */
+	uint32_t rep_max = atomic_load_explicit(&x->rep_max, memory_order_relaxed);
+	/* At least 1 ns, as eft_exec (which also turns NaN into 1: the
+	 * profiler's row has none). */
 	if (!x->prof || !n ||
-	    !profiler_predict_row(x->prof, t->kernel->id, x->rep, n, &t->feat, gexec))
+	    !profiler_predict_row(x->prof, t->kernel->id, x->rep, n, rep_max, &t->feat, 1, gexec))
 		return 0;
-	for (uint32_t g = 0; g < n; g++)
-		gexec[g] = gexec[g] > 1 ? gexec[g] : 1; /* as eft_exec, NaN too */
 	return n == 64 ? ~0ull : (1ull << n) - 1;
 }
 
@@ -235,19 +241,60 @@ static double node_transfer(const struct eft *x, const struct engine_task *t, ui
 	return ntr[n];
 }
 
+/* Device d's fit in select_predicted, exec its group's prediction. no_tr
+ * (a constant where inlined): every node's transfer is +-0 and beta is
+ * finite, so beta * tr is +-0 and max(pending, tr) is max(pending, ntr[0])
+ * but for a zero's sign; the fit alpha * (max(pending, ntr[0]) + exec) then
+ * compares as the full one does (no comparison sees a zero's sign, NaN
+ * stays NaN), without the node's load and two operations per device. */
+static inline __attribute__((always_inline)) double
+predicted_fit(double alpha, double beta, const double *ntr, const uint16_t *node,
+              const _Atomic int64_t *pending, uint32_t d, double exec, bool no_tr)
+{
+	double pend = (double)atomic_load_explicit(&pending[d], memory_order_relaxed);
+	double tr = no_tr ? ntr[0] : ntr[node[d]];
+	double at = pend > tr ? pend : tr;
+	if (no_tr)
+		return alpha * (at + exec);
+	return alpha * (at + exec) + beta * tr;
+}
+
+/* select_predicted's scan, device 0 out of the loop: it is the first best
+ * whatever its fit (NaN too); a later device replaces the best with a
+ * smaller fit only, so a tie keeps the earlier device. */
+static inline __attribute__((always_inline)) int
+scan_predicted(double alpha, double beta, const double *ntr, const uint16_t *node,
+               const uint32_t *group, const _Atomic int64_t *pending, const double *gexec,
+               uint32_t ndev, bool no_tr, double *cost)
+{
+	if (!ndev) {
+		*cost = 0;
+		return -1;
+	}
+	int best = 0;
+	double best_exec = gexec[group[0]];
+	double best_fit = predicted_fit(alpha, beta, ntr, node, pending, 0, best_exec, no_tr);
+	for (uint32_t d = 1; d < ndev; d++) {
+		double exec = gexec[group[d]];
+		double fit = predicted_fit(alpha, beta, ntr, node, pending, d, exec, no_tr);
+		if (fit < best_fit) {
+			best = (int)d;
+			best_fit = fit;
+			best_exec = exec;
+		}
+	}
+	*cost = best_exec;
+	return best;
+}
+
 /* eft_select once every group's prediction is made (gexec), where every
- * device may run t and none is skipped: the same choice, by the same
- * arithmetic, without the pruning, and with the machine's arrays in locals
- * (the loop runs per device per task). Every node is below RES_MAX_NODES
- * (x->nnodes). */
+ * device may run t and none is skipped: the same choice, by fits that
+ * compare as the scan's (predicted_fit), without the pruning, and with the machine's arrays in
+ * locals (the loop runs per device per task). Every node is below RES_MAX_NODES (x->nnodes). */
 static int select_predicted(const struct eft *x, const struct engine_task *t, double alpha,
                             double beta, const double *gexec, double *cost)
 {
-	double ntr[RES_MAX_NODES], best_fit = INFINITY, best_exec = 0;
-	int best = -1;
-	const uint16_t *node = x->node;
-	const uint32_t *group = x->group;
-	const _Atomic int64_t *pending = x->pending;
+	double ntr[RES_MAX_NODES];
 	/* ndev before nnodes: a device added meanwhile has its node counted
 	 * (eft_add_device). */
 	uint32_t ndev = (uint32_t)x->ndev;
@@ -256,24 +303,18 @@ static int select_predicted(const struct eft *x, const struct engine_task *t, do
 		nnodes = RES_MAX_NODES;
 	/* The transfer to each node first (what it costs depends on the node
 	 * only; nodes are few, and each has a device but in odd set-ups): the
-	 * scan below then makes no call. One node: every device's is 0. */
-	ntr[0] = 0;
-	for (uint16_t n = 0; nnodes > 1 && n < nnodes; n++)
-		ntr[n] = eft_transfer(x, t, n);
-	for (uint32_t d = 0; d < ndev; d++) {
-		double tr = ntr[node[d]];
-		double pend = (double)atomic_load_explicit(&pending[d], memory_order_relaxed);
-		double at = pend > tr ? pend : tr;
-		double exec = gexec[group[d]];
-		double fit = alpha * (at + exec) + beta * tr;
-		if (best < 0 || fit < best_fit) {
-			best = (int)d;
-			best_fit = fit;
-			best_exec = exec;
-		}
+	 * scan below then makes no call. One node, or no argument: every
+	 * node's is eft_transfer's 0. */
+	bool no_tr = true;
+	for (uint16_t n = 0; n < nnodes; n++) {
+		ntr[n] = nnodes > 1 && t->call.nargs ? eft_transfer(x, t, n) : 0;
+		no_tr = no_tr && ntr[n] == 0;
 	}
-	*cost = best_exec;
-	return best;
+	if (no_tr && isfinite(beta))
+		return scan_predicted(alpha, beta, ntr, x->node, x->group, x->pending, gexec, ndev,
+		                      true, cost);
+	return scan_predicted(alpha, beta, ntr, x->node, x->group, x->pending, gexec, ndev, false,
+	                      cost);
 }
 
 #define EFT_MAX_CLASSES 64

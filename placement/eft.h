@@ -42,6 +42,9 @@ struct eft {
 	uint32_t *group; /* [cap] cost-model group */
 	uint32_t *rep; /* [cap] a device of each group */
 	_Atomic uint32_t ngroups;
+	/* The largest of rep[] below EFT_MAX_GROUPS, set before ngroups counts
+	 * a new group: the bound profiler_predict_row checks once a row. */
+	_Atomic uint32_t rep_max;
 	_Atomic uint16_t nnodes; /* 1: every device computes from host memory */
 	/* [cap] predicted ns of the tasks committed to each device and not
 	 * yet done (queued or running). */

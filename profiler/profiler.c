@@ -886,25 +886,22 @@ void profiler_predict(const struct profiler *p, uint32_t kernel, uint32_t device
 	}
 	if (p->oracle && kernel == p->oracle_kernel) {
 		double ns;
-		p->oracle(p->oracle_ctx, &device, 1, f, &ns);
-		*out = (struct cost_pred){ ns >= 0 ? ns : NS_MAX, 0, COST_HISTORY };
+		p->oracle(p->oracle_ctx, &device, 1, f, -INFINITY, NS_MAX, &ns);
+		*out = (struct cost_pred){ ns, 0, COST_HISTORY };
 		return;
 	}
 	predict_model(p, kernel, device, f, out);
 }
 
 bool profiler_predict_row(const struct profiler *p, uint32_t kernel, const uint32_t *dev,
-                          uint32_t n, const struct kernel_features *f, double *ns)
+                          uint32_t n, uint32_t dev_max, const struct kernel_features *f,
+                          double least, double *ns)
 {
-	if (!p || !p->oracle || kernel != p->oracle_kernel)
+	if (!p || !p->oracle || kernel != p->oracle_kernel || dev_max >= p->ndev)
 		return false;
-	for (uint32_t i = 0; i < n; i++)
-		if (dev[i] >= p->ndev)
-			return false;
-	p->oracle(p->oracle_ctx, dev, n, f, ns);
-	for (uint32_t i = 0; i < n; i++)
-		if (!(ns[i] >= 0)) /* NaN too */
-			ns[i] = NS_MAX;
+	/* predict's NS_MAX for a device it cannot run on, raised as any other
+	 * figure */
+	p->oracle(p->oracle_ctx, dev, n, f, least, NS_MAX > least ? NS_MAX : least, ns);
 	return true;
 }
 

@@ -87,11 +87,14 @@ void profiler_observe(struct profiler *p, uint32_t kernel, uint32_t device,
 /* Simulation of workloads that state each task's cost on each device
  * (abstract tasks, KERNEL_SIM_TASK): predict answers fn's figure for that
  * kernel, exactly and with no spread, and observe ignores it. fn writes
- * ns[i] for device dev[i], i < n, a whole row in one call; < 0 (or NaN)
- * where the task cannot run there (predict then answers a huge cost). Set before any
- * predict; NULL fn removes it. */
+ * ns[i] for device dev[i], i < n, a whole row in one call: the cost (>= 0)
+ * raised to least where below it, or none where the task cannot run there
+ * (a stated cost < 0 or NaN, or a NaN or < 0 product; none is a huge cost
+ * >= least). The caller's bounds are applied in fn's own pass over the
+ * row, not in another. Set before any predict; NULL fn removes it. */
 typedef void (*profiler_oracle_fn)(void *ctx, const uint32_t *dev, uint32_t n,
-                                   const struct kernel_features *f, double *ns);
+                                   const struct kernel_features *f, double least, double none,
+                                   double *ns);
 void profiler_set_oracle(struct profiler *p, uint32_t kernel, profiler_oracle_fn fn, void *ctx);
 /* The oracle's row for f will be asked for soon: fn may start fetching it
  * from memory now (a hint; it answers nothing). Called with the oracle's
@@ -101,12 +104,16 @@ void profiler_set_oracle_ahead(struct profiler *p, profiler_oracle_ahead_fn fn);
 /* A planner about to ask profiler_predict_row for a task of kernel with
  * features f, after other work: the oracle's hint, if it has one. */
 void profiler_row_ahead(const struct profiler *p, uint32_t kernel, const struct kernel_features *f);
-/* profiler_predict's ns for devices dev[0..n) into ns[], in one call, where
- * that is cheaper than one by one (the oracle's kernel: a planner wants a
- * task's whole row, 33 figures on a 32-core + GPU machine). false: not
- * cheaper, nothing written; predict each device instead. */
+/* max(least, profiler_predict's ns) for devices dev[0..n) into ns[], in
+ * one call, where that is cheaper than one by one (the oracle's kernel: a
+ * planner wants a task's whole row, 33 figures on a 32-core + GPU machine).
+ * dev_max: no dev[i] is above it (the caller's list is fixed between
+ * device changes: checked here once a row, not per device). false: not
+ * cheaper, or dev_max is not a device, nothing written; predict each
+ * device instead. */
 bool profiler_predict_row(const struct profiler *p, uint32_t kernel, const uint32_t *dev,
-                          uint32_t n, const struct kernel_features *f, double *ns);
+                          uint32_t n, uint32_t dev_max, const struct kernel_features *f,
+                          double least, double *ns);
 
 /* Transfers between memory nodes: calibration's latency + bytes/bandwidth,
  * refined by observed copies; the bandwidth is shared among the copies in

@@ -204,9 +204,17 @@ static double abstract_ns(const struct sim *S, uint32_t v, unsigned d)
 	return c < 0 ? -1 : c * S->cost_scale;
 }
 
+/* A stated cost c as profiler_oracle_fn answers it: abstract_ns, then
+ * the profiler's bounds (c < 0 and NaN cannot run). */
+static inline double oracle_ns(double c, double scale, double least, double none)
+{
+	double v = c * scale;
+	return c >= 0 && v >= 0 ? (v > least ? v : least) : none;
+}
+
 /* profiler_oracle_fn: task f->domain's stated costs on dev[0..n). */
 static void oracle(void *ctx, const uint32_t *dev, uint32_t n, const struct kernel_features *f,
-                   double *ns)
+                   double least, double none, double *ns)
 {
 	struct sim *S = ctx;
 	if (n > 1 && S->in_complete)
@@ -215,24 +223,31 @@ static void oracle(void *ctx, const uint32_t *dev, uint32_t n, const struct kern
 	double v = f->domain;
 	if (!(v >= 0 && v < w->ntasks)) {
 		for (uint32_t i = 0; i < n; i++)
-			ns[i] = -1;
+			ns[i] = none;
 		return;
 	}
-	/* abstract_ns, row by row (the scale in a local: a store to ns[]
-	 * could otherwise change it for the compiler) */
+	/* row by row (the scale in a local: a store to ns[] could otherwise
+	 * change it for the compiler) */
 	uint32_t t = (uint32_t)v;
 	double scale = S->cost_scale;
 	if (!w->dev_cost) {
-		double c = w->tasks[t].cost;
+		double c = oracle_ns(w->tasks[t].cost, scale, least, none);
 		for (uint32_t i = 0; i < n; i++)
-			ns[i] = c < 0 ? -1 : c * scale;
+			ns[i] = c;
 		return;
 	}
 	const double *row = w->dev_cost + (size_t)t * w->ndev_cost;
-	for (uint32_t i = 0; i < n; i++) {
-		double c = row[dev[i]];
-		ns[i] = c < 0 ? -1 : c * scale;
+	if (scale > 0 && scale < INFINITY) {
+		/* a cost >= 0 times such a scale is >= 0 (not NaN): oracle_ns
+		 * with one test a device */
+		for (uint32_t i = 0; i < n; i++) {
+			double c = row[dev[i]], v = c * scale;
+			ns[i] = c >= 0 ? (v > least ? v : least) : none;
+		}
+		return;
 	}
+	for (uint32_t i = 0; i < n; i++)
+		ns[i] = oracle_ns(row[dev[i]], scale, least, none);
 }
 
 /* profiler_oracle_ahead_fn: starts loading task f->domain's row of stated

@@ -9,6 +9,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <math.h>
 #include <stdlib.h>
 #include <cmocka.h>
 
@@ -19,12 +20,12 @@
 #include "profiler/profiler.h"
 #include "tandem.h"
 
-/* The scan as eft.h states it, without a profiler (every task costs
- * EFT_FLAT_NS everywhere). */
+/* The scan as eft.h states it, device by device (eft_exec: EFT_FLAT_NS
+ * everywhere without a profiler). */
 static int scan_select(const struct eft *x, const struct engine_task *t, double alpha, double beta,
                        int skip, double *cost)
 {
-	double best_fit = 0;
+	double best_fit = 0, best_exec = 0;
 	int best = -1;
 	for (uint32_t d = 0; d < x->ndev; d++) {
 		if ((int)d == skip)
@@ -32,13 +33,15 @@ static int scan_select(const struct eft *x, const struct engine_task *t, double 
 		double tr = x->nnodes > 1 ? eft_transfer(x, t, x->node[d]) : 0;
 		double pend = (double)eft_pending(x, d);
 		double at = pend > tr ? pend : tr;
-		double fit = alpha * (at + EFT_FLAT_NS) + beta * tr;
+		double exec = eft_exec(x, t, d);
+		double fit = alpha * (at + exec) + beta * tr;
 		if (best < 0 || fit < best_fit) {
 			best = (int)d;
 			best_fit = fit;
+			best_exec = exec;
 		}
 	}
-	*cost = EFT_FLAT_NS;
+	*cost = best_exec;
 	return best;
 }
 
@@ -206,6 +209,99 @@ static void test_memo_decides_as_select(void **state)
 	free(cal);
 }
 
+/* An oracle's row of costs per device: ns[dev] of the table in ctx. */
+static void table_oracle(void *ctx, const uint32_t *dev, uint32_t n,
+                         const struct kernel_features *f, double least, double none, double *ns)
+{
+	const double *table = ctx;
+	(void)f;
+	for (uint32_t i = 0; i < n; i++) {
+		double v = table[dev[i]];
+		ns[i] = !(v >= 0) ? none : v > least ? v : least;
+	}
+}
+
+/* Where the profiler answers a whole row (the simulator's oracle) and every
+ * device may run the task, eft_select scans the row without pruning: its
+ * choice and cost must be the plain scan's, with transfers or none (no
+ * argument, or every buffer planned on every node), ties of fit, costs
+ * raised to 1 ns, devices that cannot run it, any weights (beta infinite
+ * too). */
+static void test_row_chooses_as_scan(void **state)
+{
+	(void)state;
+	enum { NDEV = 9 };
+	static const uint16_t node[NDEV] = { 0, 1, 0, 0, 2, 1, 0, 0, 2 };
+	struct engine_device devs[NDEV] = { 0 };
+	struct calibration *cal = calloc(1, sizeof(*cal));
+	assert_non_null(cal);
+	cal->ndevices = NDEV;
+	cal->nnodes = 3;
+	for (int i = 0; i < NDEV; i++) {
+		devs[i].index = (uint16_t)i;
+		devs[i].node = node[i];
+		devs[i].dev.kind = node[i] ? TDM_DEV_GPU : TDM_DEV_CPU;
+		/* a key per device: a cost per device, as the random DAGs' */
+		snprintf(cal->dev[i].key, sizeof(cal->dev[i].key), "dev:%d", i);
+		cal->dev[i].node = node[i];
+		cal->dev[i].gemm_gflops = 100;
+		cal->dev[i].mem_gbps = 20;
+	}
+	for (int a = 0; a < 3; a++)
+		for (int b = 0; b < 3; b++)
+			cal->link[a][b] = (struct cal_link){ .gbps = 10, .latency_ns = 5000 };
+	struct profiler *prof = NULL;
+	assert_int_equal(profiler_create(cal, &prof), 0);
+	double table[NDEV];
+	profiler_set_oracle(prof, KERNEL_AXPY, table_oracle, table);
+	struct eft x;
+	assert_int_equal(eft_init(&x, NULL, devs, NDEV, prof), 0);
+	assert_int_equal(x.ngroups, NDEV);
+
+	struct res_data in = { .bytes = 1 << 20 }, out = { .bytes = 1 << 20 };
+	struct engine_task t = { .kernel = kernel_by_id(KERNEL_AXPY) };
+	t.call.len[0] = t.call.len[1] = 1 << 20;
+	t.data[0] = &in;
+	t.data[1] = &out;
+	double gexec[EFT_MAX_GROUPS];
+	assert_int_equal(eft_exec_groups(&x, &t, gexec), (1u << NDEV) - 1);
+	const double costs[] = { 0, 0.5, 1, 2, 1000, 1000, 5000, -1, NAN };
+	const int64_t pends[] = { 0, 1, 999, 1000, 4000, 5000, 110000, 200000 };
+	const double alphas[] = { 1, 0.5, 2, 0 }, betas[] = { 0, 1, 3, INFINITY };
+	uint64_t seed = 5;
+	unsigned differ = 0, not_first = 0, with_tr = 0;
+	for (int trial = 0; trial < 20000; trial++) {
+		for (int d = 0; d < NDEV; d++) {
+			table[d] = costs[next(&seed) % (sizeof(costs) / sizeof(costs[0]))];
+			atomic_store(&x.pending[d],
+			             pends[next(&seed) % (sizeof(pends) / sizeof(pends[0]))]);
+		}
+		t.call.nargs = next(&seed) % 3 ? 2 : 0;
+		uint32_t planned = next(&seed) % 4 ? 0 : 7u;
+		atomic_store(&in.planned, planned);
+		atomic_store(&out.planned, planned);
+		atomic_store(&in.full, (uint32_t)next(&seed) & 1u ? 1u : 2u);
+		atomic_store(&in.remote, (uint32_t)next(&seed) & 6u);
+		atomic_store(&out.full, 1u);
+		atomic_store(&out.remote, 0u);
+		double alpha = alphas[next(&seed) % 4], beta = betas[next(&seed) % 4];
+		double c1 = -1, c2 = -2;
+		int d1 = eft_select(&x, &t, alpha, beta, -1, &c1);
+		int d2 = scan_select(&x, &t, alpha, beta, -1, &c2);
+		if (d1 != d2 || c1 != c2)
+			differ++;
+		if (d2 > 0)
+			not_first++;
+		if (t.call.nargs && eft_transfer(&x, &t, 1) > 0)
+			with_tr++;
+	}
+	assert_int_equal(differ, 0);
+	assert_true(not_first > 5000 && with_tr > 5000);
+	eft_fini(&x);
+	profiler_destroy(prof);
+	free(cal);
+}
+
 /* eft_commit's plans, as the reads then the writes of t would leave them:
  * a whole read adds the node, a whole write makes it the only one, a
  * partial write keeps only it, a partial read plans nothing, for any
@@ -270,6 +366,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_classes_choose_as_scan),
 		cmocka_unit_test(test_memo_decides_as_select),
+		cmocka_unit_test(test_row_chooses_as_scan),
 		cmocka_unit_test(test_commit_plans),
 	};
 	return cmocka_run_group_tests_name("eft_classes", tests, NULL, NULL);

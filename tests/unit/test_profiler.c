@@ -368,20 +368,23 @@ static void test_ignored_inputs(void **state)
 	free(c);
 }
 
-/* The simulator's oracle: 100 ns per unit of domain per device index + 1;
- * device 2 cannot run anything, device 3 answers NaN. */
+/* The simulator's oracle: 100 ns per unit of domain per device index + 1,
+ * at least least; devices 2 and 3 cannot run anything. */
 static void row_oracle(void *ctx, const uint32_t *dev, uint32_t n, const struct kernel_features *f,
-                       double *ns)
+                       double least, double none, double *ns)
 {
 	int *calls = ctx;
 	++*calls;
-	for (uint32_t i = 0; i < n; i++)
-		ns[i] = dev[i] == 2 ? -1 : dev[i] == 3 ? NAN : 100.0 * (dev[i] + 1) * f->domain;
+	for (uint32_t i = 0; i < n; i++) {
+		double v = 100.0 * (dev[i] + 1) * f->domain;
+		ns[i] = dev[i] == 2 || dev[i] == 3 ? none : v > least ? v : least;
+	}
 }
 
 /* A whole row from the oracle in one call, each figure what
- * profiler_predict answers for that device; other kernels, and devices
- * the profiler does not know, are not answered by the row. */
+ * profiler_predict answers for that device, raised to the caller's least;
+ * other kernels, and devices the profiler does not know, are not answered
+ * by the row. */
 static void test_oracle_row(void **state)
 {
 	struct calibration *c = cal_new(5);
@@ -393,24 +396,35 @@ static void test_oracle_row(void **state)
 
 	(void)state;
 	profiler_set_oracle(p, KERNEL_SIM_TASK, row_oracle, &calls);
-	assert_true(profiler_predict_row(p, KERNEL_SIM_TASK, dev, 5, &f, ns));
+	assert_true(profiler_predict_row(p, KERNEL_SIM_TASK, dev, 5, 4, &f, -INFINITY, ns));
 	assert_int_equal(calls, 1);
 	for (int i = 0; i < 5; i++) {
 		struct cost_pred cp = predict(p, KERNEL_SIM_TASK, dev[i], f);
 		assert_true(ns[i] == cp.ns);
 	}
 	assert_true(ns[1] == 300 && ns[0] == 1500);
-	/* cannot run (< 0) and NaN: the huge cost predict answers */
+	/* cannot run: the huge cost predict answers */
 	assert_true(ns[2] > 1e12 && ns[3] == ns[2]);
+	double huge = ns[2];
+	/* the least raises what is below it only, the huge cost kept, unless
+	 * the least is above it too */
+	assert_true(profiler_predict_row(p, KERNEL_SIM_TASK, dev, 5, 4, &f, 600, ns));
+	assert_true(ns[1] == 600 && ns[4] == 600 && ns[0] == 1500 && ns[2] == huge &&
+	            ns[3] == huge);
+	assert_true(profiler_predict_row(p, KERNEL_SIM_TASK, dev, 5, 4, &f, 2 * huge, ns));
+	for (int i = 0; i < 5; i++)
+		assert_true(ns[i] == 2 * huge);
 
 	memcpy(ns, untouched, sizeof(ns));
-	assert_false(profiler_predict_row(p, KERNEL_SGEMM, dev, 5, &f, ns));
+	assert_false(profiler_predict_row(p, KERNEL_SGEMM, dev, 5, 4, &f, 1, ns));
+	/* a bound beyond the devices known: no row, whatever the list */
 	const uint32_t bad[2] = { 1, 5 };
-	assert_false(profiler_predict_row(p, KERNEL_SIM_TASK, bad, 2, &f, ns));
+	assert_false(profiler_predict_row(p, KERNEL_SIM_TASK, bad, 2, 5, &f, 1, ns));
+	assert_false(profiler_predict_row(p, KERNEL_SIM_TASK, dev, 5, 5, &f, 1, ns));
 	assert_memory_equal(ns, untouched, sizeof(ns));
 	profiler_set_oracle(p, KERNEL_SIM_TASK, NULL, NULL);
-	assert_false(profiler_predict_row(p, KERNEL_SIM_TASK, dev, 5, &f, ns));
-	assert_false(profiler_predict_row(NULL, KERNEL_SIM_TASK, dev, 5, &f, ns));
+	assert_false(profiler_predict_row(p, KERNEL_SIM_TASK, dev, 5, 4, &f, 1, ns));
+	assert_false(profiler_predict_row(NULL, KERNEL_SIM_TASK, dev, 5, 4, &f, 1, ns));
 	profiler_destroy(p);
 	free(c);
 }
