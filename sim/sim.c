@@ -305,6 +305,18 @@ static double edge_bytes(const struct sim *S, double data)
 	return S->w->units == WL_UNITS_ABSTRACT ? data * S->unit_bytes : data;
 }
 
+/* Task v's span in the schedule (opts.record). */
+static void put_span(struct sim *S, uint32_t v, unsigned d, uint64_t start, uint64_t end)
+{
+	const struct wl_task *t = &S->w->tasks[v];
+	S->r->spans[v] = (struct sched_span){ .device = d,
+		                              .start_ns = start,
+		                              .end_ns = end,
+		                              .name = t->name,
+		                              .graph = t->graph,
+		                              .task = v - first_of(S->w, t->graph) };
+}
+
 /* Task v ran on device d from start to end. */
 static void record_task(struct sim *S, uint32_t v, unsigned d, uint64_t start, uint64_t end)
 {
@@ -315,15 +327,8 @@ static void record_task(struct sim *S, uint32_t v, unsigned d, uint64_t start, u
 	S->r->tasks_on[d]++;
 	if (end > S->last_end)
 		S->last_end = end;
-	if (S->r->spans) {
-		const struct wl_task *t = &S->w->tasks[v];
-		S->r->spans[v] = (struct sched_span){ .device = d,
-			                              .start_ns = start,
-			                              .end_ns = end,
-			                              .name = t->name,
-			                              .graph = t->graph,
-			                              .task = v - first_of(S->w, t->graph) };
-	}
+	if (S->r->spans)
+		put_span(S, v, d, start, end);
 }
 
 /* Task v was skipped (wl_task.skipped): it never ran; the engine completed
@@ -332,7 +337,6 @@ static void record_task(struct sim *S, uint32_t v, unsigned d, uint64_t start, u
  * trace, so a chain of skipped tasks is filled in order. */
 static void record_skipped(struct sim *S, uint32_t v)
 {
-	const struct wl_task *t = &S->w->tasks[v];
 	uint64_t at = 0;
 	uint32_t dev = 0;
 	for (uint32_t i = S->pred_off[v]; i < S->pred_off[v + 1]; i++) {
@@ -342,12 +346,7 @@ static void record_skipped(struct sim *S, uint32_t v)
 			dev = S->r->spans[u].device;
 		}
 	}
-	S->r->spans[v] = (struct sched_span){ .device = dev,
-		                              .start_ns = at,
-		                              .end_ns = at,
-		                              .name = t->name,
-		                              .graph = t->graph,
-		                              .task = v - first_of(S->w, t->graph) };
+	put_span(S, v, dev, at, at);
 }
 
 /* ---- shared cores ----

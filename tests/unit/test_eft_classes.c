@@ -116,6 +116,38 @@ static void test_classes_choose_as_scan(void **state)
 	eft_fini(&x);
 }
 
+/* n devices on nodes 0..2 (node[i]: the host's CPU cores on 0, GPUs on
+ * the others) and their calibration, links of 10 GB/s and 5 us. Devices
+ * of a kind share a key (a cost model); per_device: a key, and the same
+ * figures, for each. */
+static struct calibration *three_nodes(const uint16_t *node, int n, bool per_device,
+                                       struct engine_device *devs)
+{
+	struct calibration *cal = calloc(1, sizeof(*cal));
+	assert_non_null(cal);
+	cal->ndevices = (uint32_t)n;
+	cal->nnodes = 3;
+	for (int i = 0; i < n; i++) {
+		bool gpu = node[i] && !per_device;
+		devs[i].index = (uint16_t)i;
+		devs[i].node = node[i];
+		devs[i].dev.kind = node[i] ? TDM_DEV_GPU : TDM_DEV_CPU;
+		if (per_device)
+			snprintf(cal->dev[i].key, sizeof(cal->dev[i].key), "dev:%d", i);
+		else
+			snprintf(cal->dev[i].key, sizeof(cal->dev[i].key), "%s",
+			         node[i] ? "gpu:test" : "cpu:test");
+		cal->dev[i].node = node[i];
+		cal->dev[i].gemm_gflops = gpu ? 5000 : 100;
+		cal->dev[i].mem_gbps = gpu ? 2000 : 20;
+		cal->dev[i].launch_ns = per_device ? 0 : gpu ? 5000 : 1000;
+	}
+	for (int a = 0; a < 3; a++)
+		for (int b = 0; b < 3; b++)
+			cal->link[a][b] = (struct cal_link){ .gbps = 10, .latency_ns = 5000 };
+	return cal;
+}
+
 /* A batch of tasks of several kernels and sizes (more kinds than the memo
  * holds, and sizes equal but for the sign of a zero) decided with one memo:
  * each gets eft_select's device and cost, though their costs differ. */
@@ -125,24 +157,7 @@ static void test_memo_decides_as_select(void **state)
 	enum { NDEV = 11, NTASK = 9 };
 	static const uint16_t node[NDEV] = { 0, 1, 0, 0, 2, 1, 0, 0, 2, 0, 1 };
 	struct engine_device devs[NDEV] = { 0 };
-	struct calibration *cal = calloc(1, sizeof(*cal));
-	assert_non_null(cal);
-	cal->ndevices = NDEV;
-	cal->nnodes = 3;
-	for (int i = 0; i < NDEV; i++) {
-		devs[i].index = (uint16_t)i;
-		devs[i].node = node[i];
-		devs[i].dev.kind = node[i] ? TDM_DEV_GPU : TDM_DEV_CPU;
-		snprintf(cal->dev[i].key, sizeof(cal->dev[i].key), "%s",
-		         node[i] ? "gpu:test" : "cpu:test");
-		cal->dev[i].node = node[i];
-		cal->dev[i].gemm_gflops = node[i] ? 5000 : 100;
-		cal->dev[i].mem_gbps = node[i] ? 2000 : 20;
-		cal->dev[i].launch_ns = node[i] ? 5000 : 1000;
-	}
-	for (int a = 0; a < 3; a++)
-		for (int b = 0; b < 3; b++)
-			cal->link[a][b] = (struct cal_link){ .gbps = 10, .latency_ns = 5000 };
+	struct calibration *cal = three_nodes(node, NDEV, false, devs);
 	struct profiler *prof = NULL;
 	assert_int_equal(profiler_create(cal, &prof), 0);
 	struct eft x;
@@ -233,23 +248,8 @@ static void test_row_chooses_as_scan(void **state)
 	enum { NDEV = 9 };
 	static const uint16_t node[NDEV] = { 0, 1, 0, 0, 2, 1, 0, 0, 2 };
 	struct engine_device devs[NDEV] = { 0 };
-	struct calibration *cal = calloc(1, sizeof(*cal));
-	assert_non_null(cal);
-	cal->ndevices = NDEV;
-	cal->nnodes = 3;
-	for (int i = 0; i < NDEV; i++) {
-		devs[i].index = (uint16_t)i;
-		devs[i].node = node[i];
-		devs[i].dev.kind = node[i] ? TDM_DEV_GPU : TDM_DEV_CPU;
-		/* a key per device: a cost per device, as the random DAGs' */
-		snprintf(cal->dev[i].key, sizeof(cal->dev[i].key), "dev:%d", i);
-		cal->dev[i].node = node[i];
-		cal->dev[i].gemm_gflops = 100;
-		cal->dev[i].mem_gbps = 20;
-	}
-	for (int a = 0; a < 3; a++)
-		for (int b = 0; b < 3; b++)
-			cal->link[a][b] = (struct cal_link){ .gbps = 10, .latency_ns = 5000 };
+	/* a key per device: a cost per device, as the random DAGs' */
+	struct calibration *cal = three_nodes(node, NDEV, true, devs);
 	struct profiler *prof = NULL;
 	assert_int_equal(profiler_create(cal, &prof), 0);
 	double table[NDEV];
