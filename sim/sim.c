@@ -250,21 +250,29 @@ static void oracle(void *ctx, const uint32_t *dev, uint32_t n, const struct kern
 		ns[i] = oracle_ns(row[dev[i]], scale, least, none);
 }
 
+/* Starts loading task v's row of stated costs (a hint; nothing when the
+ * workload states none). */
+static inline __attribute__((always_inline)) void prefetch_cost_row(const struct workload *w,
+                                                                    uint32_t v)
+{
+	if (!w->dev_cost || !w->ndev_cost)
+		return;
+	const char *row = (const char *)(w->dev_cost + (size_t)v * w->ndev_cost);
+	size_t bytes = w->ndev_cost * sizeof(*w->dev_cost);
+	for (size_t at = 0; at < bytes; at += 64)
+		__builtin_prefetch(row + at, 0, 3);
+	__builtin_prefetch(row + bytes - 1, 0, 3); /* a row across one more line */
+}
+
 /* profiler_oracle_ahead_fn: starts loading task f->domain's row of stated
  * costs (rows are read once each, in the order tasks become ready: each
  * is a miss, which a planner deciding another task first overlaps). */
 static void oracle_ahead(void *ctx, const struct kernel_features *f)
 {
 	const struct sim *S = ctx;
-	const struct workload *w = S->w;
 	double v = f->domain;
-	if (!w->dev_cost || !w->ndev_cost || !(v >= 0 && v < w->ntasks))
-		return;
-	const char *row = (const char *)(w->dev_cost + (size_t)(uint32_t)v * w->ndev_cost);
-	size_t bytes = w->ndev_cost * sizeof(*w->dev_cost);
-	for (size_t at = 0; at < bytes; at += 64)
-		__builtin_prefetch(row + at, 0, 3);
-	__builtin_prefetch(row + bytes - 1, 0, 3); /* a row across one more line */
+	if (v >= 0 && v < S->w->ntasks)
+		prefetch_cost_row(S->w, (uint32_t)v);
 }
 
 /* The graph index of every task; one graph when the workload has none. */
@@ -528,8 +536,6 @@ static void prefetch_successors(struct sim *S, uint32_t v)
 	uint32_t gi = graph_of(S->w, v);
 	const struct engine_graph *g = &S->graphs[gi];
 	uint32_t i = v - first_of(S->w, gi);
-	const struct workload *w = S->w;
-	size_t rowb = w->dev_cost ? w->ndev_cost * sizeof(*w->dev_cost) : 0;
 	uint32_t first = v - i;
 	for (uint32_t k = g->succ_off[i]; k < g->succ_off[i + 1]; k++) {
 		uint32_t s = g->succ[k];
@@ -545,11 +551,7 @@ static void prefetch_successors(struct sim *S, uint32_t v)
 		 * reads its features, its scratch and its cost row then. */
 		__builtin_prefetch(t + offsetof(struct engine_task, feat), 0, 3);
 		__builtin_prefetch(t + offsetof(struct engine_task, policy_key), 1, 3);
-		const char *row = (const char *)(w->dev_cost + (size_t)(first + s) * w->ndev_cost);
-		for (size_t at = 0; at < rowb; at += 64)
-			__builtin_prefetch(row + at, 0, 3);
-		if (rowb)
-			__builtin_prefetch(row + rowb - 1, 0, 3);
+		prefetch_cost_row(S->w, first + s);
 	}
 }
 
