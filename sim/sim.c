@@ -130,6 +130,7 @@ struct sim {
 	/* Devices whose pipeline is not full (bit d): a full one has nothing
 	 * to look at before one of its tasks completes. */
 	uint64_t open;
+	int taker; /* the device whose task just completed (-1: none) */
 	/* Shared cores (machine_device.shares_cores): devices that run on
 	 * host cores they share with core workers are paced; the cores they
 	 * share have their kernels' spans tracked. pace_t: paced kernels have
@@ -1220,6 +1221,30 @@ static int events_setup(struct sim *S, char *err, size_t errlen)
 	return 0;
 }
 
+/* Device d looks for work once (run_loop says when): it stages what its
+ * pipeline takes, and its oldest task's end goes on the heap. */
+static inline void look(struct sim *S, unsigned d, uint32_t epoch)
+{
+	if (S->idle[d] && S->idle_at[d] == epoch)
+		return;
+	/* The epoch before the look: what arrives during it moves it. */
+	uint32_t before = engine_sim_epoch(S->e);
+	size_t took = engine_sim_stage(S->e, d);
+	if (S->ahead_on && took)
+		ahead_note(S, d);
+	S->idle[d] = took == 0;
+	S->idle_at[d] = before;
+	if (engine_sim_full(S->e, d))
+		S->open &= ~(1ull << d);
+	if (!S->scheduled[d] && !S->paced[d]) {
+		struct backend_event *ev = engine_sim_oldest(S->e, d);
+		if (ev) {
+			heap_push(S, (struct ev){ sim_event_time(ev), d });
+			S->scheduled[d] = true;
+		}
+	}
+}
+
 __attribute__((noinline)) static int run_loop(struct sim *S, char *err, size_t errlen)
 {
 	uint32_t next = 0, ng = S->ngraphs;
@@ -1239,29 +1264,28 @@ __attribute__((noinline)) static int run_loop(struct sim *S, char *err, size_t e
 		}
 		while (next < ng && arrival_of(S, S->order[next]) <= S->world.now)
 			submit(S, S->order[next++]);
+		/* As the daemon's workers look for work (engine.c): the worker
+		 * whose task just completed first (the engine hands the tasks
+		 * it released to the policy and wakes sleepers only for the
+		 * ones that worker does not take), then the others in device
+		 * order. A device with tasks in flight looks only when one of
+		 * them completes: its worker waits on the oldest and fills its
+		 * pipeline after, it does not take what others release
+		 * meanwhile. An idle one looks only once the epoch moved. */
 		uint32_t epoch = engine_sim_epoch(S->e);
-		/* In device order, as every other step: the open ones; an idle
-		 * one only once the epoch moved. */
-		for (uint64_t bits = S->open; bits; bits &= bits - 1) {
+		int taker = S->taker;
+		S->taker = -1;
+		uint64_t bits = S->open;
+		if (taker >= 0 && (bits >> taker & 1)) {
+			/* Always so (its completion made it open and not idle):
+			 * this look also puts its next task's end on the heap. */
+			look(S, (unsigned)taker, epoch);
+			bits &= ~(1ull << taker);
+		}
+		for (; bits; bits &= bits - 1) {
 			unsigned d = (unsigned)__builtin_ctzll(bits);
-			if (S->idle[d] && S->idle_at[d] == epoch)
-				continue;
-			/* The epoch before the look: what arrives during it moves it. */
-			uint32_t before = engine_sim_epoch(S->e);
-			size_t took = engine_sim_stage(S->e, d);
-			if (S->ahead_on && took)
-				ahead_note(S, d);
-			S->idle[d] = took == 0;
-			S->idle_at[d] = before;
-			if (engine_sim_full(S->e, d))
-				S->open &= ~(1ull << d);
-			if (!S->scheduled[d] && !S->paced[d]) {
-				struct backend_event *ev = engine_sim_oldest(S->e, d);
-				if (ev) {
-					heap_push(S, (struct ev){ sim_event_time(ev), d });
-					S->scheduled[d] = true;
-				}
-			}
+			if (!engine_sim_oldest(S->e, d))
+				look(S, d, epoch);
 		}
 		S->engine_ticks += ticks() - t0;
 		if (S->oom) {
@@ -1302,6 +1326,7 @@ __attribute__((noinline)) static int run_loop(struct sim *S, char *err, size_t e
 			if (paced_done >= 0) {
 				unsigned d = (unsigned)paced_done;
 				pace_finish(S, d);
+				S->taker = (int)d;
 				S->idle[d] = false;
 				S->open |= 1ull << d;
 				t0 = ticks();
@@ -1315,6 +1340,7 @@ __attribute__((noinline)) static int run_loop(struct sim *S, char *err, size_t e
 		struct ev x = heap_pop(S);
 		move_to(S, x.t);
 		S->scheduled[x.w] = false;
+		S->taker = (int)x.w;
 		S->idle[x.w] = false;
 		S->open |= 1ull << x.w;
 		t0 = ticks();
@@ -1478,6 +1504,7 @@ int sim_run(const struct machine *m, const struct workload *w, const struct sim_
 	S->idle = calloc(m->ndevices, sizeof(bool));
 	S->idle_at = calloc(m->ndevices, sizeof(uint32_t));
 	S->open = S->npresent == 64 ? ~0ull : (1ull << S->npresent) - 1;
+	S->taker = -1;
 	if (!S->heap || !S->scheduled || !S->idle || !S->idle_at || build_preds(S))
 		goto nomem;
 	if (o->record && !(r->spans = calloc(w->ntasks, sizeof(*r->spans))))

@@ -653,6 +653,67 @@ static void test_shared_cores(void **state)
 	}
 }
 
+static void parse_trace(const char *text, struct workload *w)
+{
+	char err[WL_ERR_MAX];
+	wl_init(w);
+	if (wl_trace_parse(text, strlen(text), "looks.trace", w, err, sizeof(err)))
+		fail_msg("%s", err);
+}
+
+/* Devices look for work as the daemon's workers do (docs/simulation.md,
+ * "The driver"), under the pull policies, whose choice depends on who
+ * looks first. */
+static void test_looks_as_workers_do(void **state)
+{
+	(void)state;
+	struct machine m;
+	struct workload w;
+	struct sim_result r;
+	static const char *const pull[] = { "eager", "ws", "fifo" };
+
+	for (unsigned p = 0; p < 3; p++) {
+		/* A device with a task in flight takes no more until it
+		 * completes: cl0 runs X (10 ms); A's successors C and D
+		 * (1 ms anywhere), released at 1 ms while cl0 computes, both
+		 * go to cpu0, one after the other, not D behind X on cl0. */
+		parse_trace("{\"tandem_trace\":1,\"devices\":[\"cpu0\",\"cl0\"]}\n"
+		            "{\"graph\":0,\"tasks\":4}\n"
+		            "{\"task\":0,\"name\":\"X\",\"cost_ns\":[-1,1e7]}\n"
+		            "{\"task\":1,\"name\":\"A\",\"cost_ns\":[1e6,-1]}\n"
+		            "{\"task\":2,\"name\":\"C\",\"cost_ns\":[1e6,1e6],\"after\":[1]}\n"
+		            "{\"task\":3,\"name\":\"D\",\"cost_ns\":[1e6,1e6],\"after\":[1]}\n",
+		            &w);
+		shared_machine(&m, 1, 1, 0);
+		double ms = simulate(&m, &w, pull[p], &r, true) / 1e6;
+		if (ms != 10.0 || r.spans[2].device != 0 || r.spans[3].device != 0)
+			fail_msg("%s: makespan %.3f ms, C on %u, D on %u (expected 10 ms, both on "
+			         "cpu0)",
+			         pull[p], ms, r.spans[2].device, r.spans[3].device);
+		check_schedule(&w, &r);
+		sim_result_free(&r);
+		wl_free(&w);
+
+		/* The worker whose task completed looks first: cpu0 takes A
+		 * (1 ms), cpu1 B (2 ms); cpu1 ends B and takes its successor
+		 * C, though cpu0 (idle since 1 ms) comes first in device order. */
+		parse_trace("{\"tandem_trace\":1,\"devices\":[\"cpu0\",\"cpu1\"]}\n"
+		            "{\"graph\":0,\"tasks\":3}\n"
+		            "{\"task\":0,\"name\":\"A\",\"cost_ns\":[1e6,1e6]}\n"
+		            "{\"task\":1,\"name\":\"B\",\"cost_ns\":[2e6,2e6]}\n"
+		            "{\"task\":2,\"name\":\"C\",\"cost_ns\":[1e6,1e6],\"after\":[1]}\n",
+		            &w);
+		shared_machine(&m, 2, 0, 0);
+		ms = simulate(&m, &w, pull[p], &r, true) / 1e6;
+		if (ms != 3.0 || r.spans[2].device != 1)
+			fail_msg("%s: makespan %.3f ms, C on %u (expected 3 ms, on cpu1)", pull[p],
+			         ms, r.spans[2].device);
+		sim_result_free(&r);
+		wl_free(&w);
+		machine_free(&m);
+	}
+}
+
 /* ~1M simulated tasks per second is the target; here only that a large
  * workload goes through and the engine's time per task is reported. */
 static void test_large(void **state)
@@ -688,6 +749,7 @@ int main(void)
 		cmocka_unit_test(test_skipped_replayed),
 		cmocka_unit_test(test_engine_refusal_named),
 		cmocka_unit_test(test_shared_cores),
+		cmocka_unit_test(test_looks_as_workers_do),
 		cmocka_unit_test(test_large),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
