@@ -16,11 +16,16 @@
 # and 333 ms), so the error is taken against the median of the real runs:
 #
 #   BENCH sim_error_pct E pct policy=P workload=W real_median_ms=.. \
-#         real_min_ms=.. real_max_ms=.. predicted_ms=.. runs=N
+#         real_min_ms=.. real_max_ms=.. predicted_ms=.. runs=N \
+#         median_ci_ms=LO-HI ci_coverage=C predicted_in_ci=yes|no
 #
 # with E = |predicted - median real| / median real in %, and predicted the
 # median of the replays (one per trace; the LLM layer's arrivals differ
-# from run to run). Also BENCH sim_real_ms and sim_predicted_ms per policy.
+# from run to run). median_ci_ms is where the real median lies with
+# probability C (order statistics of the real runs, no assumption on their
+# distribution): an error that leaves the prediction inside it is within
+# what RUNS real runs can tell apart. Also BENCH sim_real_ms and
+# sim_predicted_ms per policy.
 #
 # Usage: BUILD=build [RUNS=5] [POLICIES="eager dmda"] sh tests/bench/sim_fidelity.sh
 set -u
@@ -73,6 +78,21 @@ stop() {
 chol() { "$BUILD/bin/cholesky" --socket "$sock" --tiles 10 --nb 384 >"$dir/out" 2>&1; }
 llm() { "$BUILD/bin/llm_layer" --socket "$sock" --steps 8 >"$dir/out" 2>&1; }
 
+# A distribution-free confidence interval for the median of the numbers on
+# standard input: the k-th smallest and k-th largest, k the largest that
+# still covers the median with probability >= 0.85 (n = 7: the 2nd and 6th,
+# 87.5%; n = 5: min and max, 93.8%). Prints lo hi coverage.
+median_ci() {
+	sort -g | awk '{ v[NR] = $1 } END {
+		n = NR; if (n == 0) { print "nan nan 0"; exit }
+		# P(Binomial(n, 1/2) <= j), j = 0 ..
+		p = 0.5 ^ n; c = 1; cdf[0] = p
+		for (j = 1; j <= n; j++) { c = c * (n - j + 1) / j; cdf[j] = cdf[j - 1] + c * p }
+		k = 1; cov = 1 - 2 * p
+		for (j = 2; 2 * j <= n; j++) if (1 - 2 * cdf[j - 1] >= 0.85) { k = j; cov = 1 - 2 * cdf[j - 1] }
+		print v[k], v[n + 1 - k], cov }'
+}
+
 # median, min and max of the numbers on standard input
 stats() {
 	sort -g | awk '{ v[NR] = $1 } END {
@@ -116,15 +136,16 @@ for p in $POLICIES; do
 			awk -v p="$p" '$1 == p { print $2; exit }' "$dir/sim.out" >>"$dir/pred"
 			r=$((r + 1))
 		done
-		set -- $(stats <"$dir/real") $(stats <"$dir/pred")
+		set -- $(stats <"$dir/real") $(stats <"$dir/pred") $(median_ci <"$dir/real")
 		awk -v name="$name" -v p="$p" -v real="$1" -v lo="$2" -v hi="$3" -v pred="$4" \
-			-v plo="$5" -v phi="$6" -v n="$(wc -l <"$dir/real")" '
+			-v plo="$5" -v phi="$6" -v clo="$7" -v chi="$8" -v cov="$9" \
+			-v n="$(wc -l <"$dir/real")" '
 			BEGIN {
 				if (!(real > 0) || !(pred > 0)) { print "sim_fidelity: no figures for " p " " name; exit 1 }
 				err = (pred - real) / real * 100; if (err < 0) err = -err
 				printf "BENCH sim_real_ms %.3f ms workload=%s policy=%s min=%.3f max=%.3f runs=%d\n", real, name, p, lo, hi, n
 				printf "BENCH sim_predicted_ms %.3f ms workload=%s policy=%s min=%.3f max=%.3f\n", pred, name, p, plo, phi
-				printf "BENCH sim_error_pct %.2f pct policy=%s workload=%s real_median_ms=%.3f real_min_ms=%.3f real_max_ms=%.3f predicted_ms=%.3f runs=%d\n", err, p, name, real, lo, hi, pred, n
+				printf "BENCH sim_error_pct %.2f pct policy=%s workload=%s real_median_ms=%.3f real_min_ms=%.3f real_max_ms=%.3f predicted_ms=%.3f runs=%d median_ci_ms=%.3f-%.3f ci_coverage=%.3f predicted_in_ci=%s\n", err, p, name, real, lo, hi, pred, n, clo, chi, cov, (pred >= clo && pred <= chi) ? "yes" : "no"
 			}' || status=1
 	done
 done
