@@ -693,6 +693,7 @@ static void test_looks_as_workers_do(void **state)
 		check_schedule(&w, &r);
 		sim_result_free(&r);
 		wl_free(&w);
+		machine_free(&m);
 
 		/* The worker whose task completed looks first: cpu0 takes A
 		 * (1 ms), cpu1 B (2 ms); cpu1 ends B and takes its successor
