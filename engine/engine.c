@@ -1662,8 +1662,10 @@ static void worker_idle_wait(struct engine *e, struct worker *w, uint32_t seen)
 		}
 		if (front && e->hooks.polling) {
 			e->hooks.polling(e->hooks.ctx, false);
-			/* A client that still saw the flag rang no doorbell. */
-			found = found || front_end_poll(e, false);
+			/* A client that still saw the flag rang no doorbell: look
+			 * even when the epoch moved, for a worker that leaves (its
+			 * device gone) does not come back to look. */
+			found = front_end_poll(e, false) || found;
 		}
 		if (found)
 			return;
@@ -1714,12 +1716,23 @@ static void maybe_poll_front_end(struct engine *e, struct worker *w, uint64_t no
 	}
 }
 
+/* A worker whose device is gone leaves: what it saw at the front end and
+ * could not take (a session another thread was on) goes to a worker that
+ * stays, woken to look again; nobody else may be awake to. */
+static void leave_front_end(struct engine *e, struct worker *w)
+{
+	if (listens(e, w) && front_end_poll(e, false))
+		wake_sleepers(e, 1, UINT64_MAX, (int)w->index);
+}
+
 static void host_worker_loop(struct engine *e, struct worker *w)
 {
 	while (!atomic_load_explicit(&e->stop, memory_order_acquire)) {
 		uint32_t seen = atomic_load(&e->epoch);
-		if (device_state(e, w->index) == ENGINE_DEV_GONE)
+		if (device_state(e, w->index) == ENGINE_DEV_GONE) {
+			leave_front_end(e, w);
 			break;
+		}
 		struct engine_task *t = engine_pick(e, w->index);
 		if (t) {
 			pass_wakeup(e);
@@ -1740,8 +1753,10 @@ static void accel_worker_loop(struct engine *e, struct worker *w)
 		uint32_t seen = atomic_load(&e->epoch);
 		bool took = false;
 		requeue_deferred(e, w);
-		if (!w->pipe_n && device_state(e, w->index) == ENGINE_DEV_GONE)
+		if (!w->pipe_n && device_state(e, w->index) == ENGINE_DEV_GONE) {
+			leave_front_end(e, w);
 			break;
+		}
 		if (w->deferred) {
 			struct engine_task *t = w->deferred;
 			w->deferred = NULL;
