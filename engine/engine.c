@@ -1718,11 +1718,12 @@ static void maybe_poll_front_end(struct engine *e, struct worker *w, uint64_t no
 
 /* A worker whose device is gone leaves: what it saw at the front end and
  * could not take (a session another thread was on) goes to a worker that
- * stays, woken to look again; nobody else may be awake to. */
+ * stays, made to look again (the epoch moves too, so that one about to
+ * sleep does not); nobody else may be awake to. */
 static void leave_front_end(struct engine *e, struct worker *w)
 {
 	if (listens(e, w) && front_end_poll(e, false))
-		wake_sleepers(e, 1, UINT64_MAX, (int)w->index);
+		engine_notify(e, 1);
 }
 
 static void host_worker_loop(struct engine *e, struct worker *w)
