@@ -578,11 +578,20 @@ static void shared_machine(struct machine *m, unsigned ncpu, unsigned nacc, uint
 			m->link[a][b] = (struct cal_link){ .gbps = 1, .measured = true };
 }
 
+/* A trace in text form, read into w (named in its errors). */
+static void parse_trace(const char *text, const char *name, struct workload *w)
+{
+	char err[WL_ERR_MAX];
+	wl_init(w);
+	if (wl_trace_parse(text, strlen(text), name, w, err, sizeof(err)))
+		fail_msg("%s", err);
+}
+
 /* Independent tasks of 1 ms, task i only on the devices of node[i]. */
 static void pinned_tasks(struct workload *w, unsigned ndev, const unsigned *dev_node,
                          const unsigned *node, unsigned n)
 {
-	char text[2048], err[WL_ERR_MAX];
+	char text[2048];
 	int len = snprintf(text, sizeof(text), "{\"tandem_trace\":1,\"devices\":[");
 	for (unsigned d = 0; d < ndev; d++)
 		len += snprintf(text + len, sizeof(text) - (size_t)len, "%s\"d%u\"", d ? "," : "",
@@ -597,9 +606,7 @@ static void pinned_tasks(struct workload *w, unsigned ndev, const unsigned *dev_
 			                d ? "," : "", dev_node[d] == node[i] ? "1e6" : "-1");
 		len += snprintf(text + len, sizeof(text) - (size_t)len, "]}\n");
 	}
-	wl_init(w);
-	if (wl_trace_parse(text, (size_t)len, "pinned.trace", w, err, sizeof(err)))
-		fail_msg("%s", err);
+	parse_trace(text, "pinned.trace", w);
 }
 
 /* The model of docs/simulation.md ("Shared cores"): a core worker keeps
@@ -653,14 +660,6 @@ static void test_shared_cores(void **state)
 	}
 }
 
-static void parse_trace(const char *text, struct workload *w)
-{
-	char err[WL_ERR_MAX];
-	wl_init(w);
-	if (wl_trace_parse(text, strlen(text), "looks.trace", w, err, sizeof(err)))
-		fail_msg("%s", err);
-}
-
 /* Devices look for work as the daemon's workers do (docs/simulation.md,
  * "The driver"), under the pull policies, whose choice depends on who
  * looks first. */
@@ -683,7 +682,7 @@ static void test_looks_as_workers_do(void **state)
 		            "{\"task\":1,\"name\":\"A\",\"cost_ns\":[1e6,-1]}\n"
 		            "{\"task\":2,\"name\":\"C\",\"cost_ns\":[1e6,1e6],\"after\":[1]}\n"
 		            "{\"task\":3,\"name\":\"D\",\"cost_ns\":[1e6,1e6],\"after\":[1]}\n",
-		            &w);
+		            "busy.trace", &w);
 		shared_machine(&m, 1, 1, 0);
 		double ms = simulate(&m, &w, pull[p], &r, true) / 1e6;
 		if (ms != 10.0 || r.spans[2].device != 0 || r.spans[3].device != 0)
@@ -703,7 +702,7 @@ static void test_looks_as_workers_do(void **state)
 		            "{\"task\":0,\"name\":\"A\",\"cost_ns\":[1e6,1e6]}\n"
 		            "{\"task\":1,\"name\":\"B\",\"cost_ns\":[2e6,2e6]}\n"
 		            "{\"task\":2,\"name\":\"C\",\"cost_ns\":[1e6,1e6],\"after\":[1]}\n",
-		            &w);
+		            "taker.trace", &w);
 		shared_machine(&m, 2, 0, 0);
 		ms = simulate(&m, &w, pull[p], &r, true) / 1e6;
 		if (ms != 3.0 || r.spans[2].device != 1)
