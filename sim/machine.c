@@ -152,13 +152,26 @@ enum dfield {
 	DF_SOCKET_GBPS,
 	DF_FP16_GFLOPS,
 	DF_PRESENT,
+	DF_CORE_SLICE_NS,
+	DF_CORE_SLICE_EVERY_NS,
+	DF_BUSY_CORE_SHARE,
 	DF_N
 };
 
-static const char *const dfield_name[DF_N] = { "kind",        "model",     "node",
-	                                       "count",       "mem_gib",   "gflops",
-	                                       "mem_gbps",    "launch_ns", "socket_gbps",
-	                                       "fp16_gflops", "present" };
+static const char *const dfield_name[DF_N] = { "kind",
+	                                       "model",
+	                                       "node",
+	                                       "count",
+	                                       "mem_gib",
+	                                       "gflops",
+	                                       "mem_gbps",
+	                                       "launch_ns",
+	                                       "socket_gbps",
+	                                       "fp16_gflops",
+	                                       "present",
+	                                       "core_slice_ns",
+	                                       "core_slice_every_ns",
+	                                       "busy_core_share" };
 
 enum cfield { CF_NB, CF_FLOPS, CF_BYTES, CF_DOMAIN, CF_NS, CF_SPREAD, CF_N };
 
@@ -176,6 +189,7 @@ struct dev_spec {
 	char model[MACHINE_NAME_MAX];
 	int64_t node, count;
 	double mem_gib, gflops, mem_gbps, launch_ns, socket_gbps, fp16_gflops;
+	double core_slice_ns, core_slice_every_ns, busy_core_share;
 	bool absent; /* present = false */
 	/* shares_cores_with: the names as written, resolved by finish_shares */
 	bool has_shares;
@@ -558,6 +572,24 @@ static int set_device_field(struct pctx *c, struct dev_spec *s, enum dfield f,
 			return 1;
 		s->fp16_gflops = v;
 		break;
+	case DF_CORE_SLICE_NS: /* 0: the device never takes a worker's core */
+		if (get_number(c, it, p, &v) ||
+		    check_range(c, it, p, v, 0, false, 1e9, false, "ns in "))
+			return 1;
+		s->core_slice_ns = v;
+		break;
+	case DF_CORE_SLICE_EVERY_NS:
+		if (get_number(c, it, p, &v) ||
+		    check_range(c, it, p, v, 1e3, false, 1e12, false, "ns in "))
+			return 1;
+		s->core_slice_every_ns = v;
+		break;
+	case DF_BUSY_CORE_SHARE:
+		if (get_number(c, it, p, &v) ||
+		    check_range(c, it, p, v, 0, false, 1, false, "a share in "))
+			return 1;
+		s->busy_core_share = v;
+		break;
 	case DF_PRESENT:
 		if (it->type != TOML_ITEM_BOOL)
 			return fail(c, value_at(it),
@@ -627,7 +659,8 @@ static int visit_device(struct pctx *c, const struct toml_item *it, char part[][
 	}
 	return fail(c, key_at(it),
 	            "unknown key %s in [%s] (expected kind, model, node, count, mem_gib, gflops, "
-	            "mem_gbps, launch_ns, socket_gbps, fp16_gflops, present, shares_cores_with)",
+	            "mem_gbps, launch_ns, socket_gbps, fp16_gflops, present, shares_cores_with, "
+	            "core_slice_ns, core_slice_every_ns, busy_core_share)",
 	            path_rest(it->path, 2), s->path);
 }
 
@@ -1101,8 +1134,24 @@ static int finish_shares(struct pctx *c, struct machine *m, const uint32_t *owne
 		const struct dev_spec *s = &c->dev[owner[i]];
 		struct machine_device *d = &m->dev[i];
 
+		static const enum dfield with_shares[] = { DF_CORE_SLICE_NS, DF_CORE_SLICE_EVERY_NS,
+			                                   DF_BUSY_CORE_SHARE };
+		for (size_t k = 0;
+		     !s->has_shares && k < sizeof(with_shares) / sizeof(with_shares[0]); k++)
+			if (s->set[with_shares[k]])
+				return fail(c, s->fat[with_shares[k]],
+				            "%s.%s: says how this device contends for host cores, "
+				            "so it needs shares_cores_with (the cores it runs on)",
+				            s->path, dfield_name[with_shares[k]]);
 		if (!s->has_shares)
 			continue;
+		d->core_slice_ns =
+		        s->set[DF_CORE_SLICE_NS] ? s->core_slice_ns : MACHINE_CORE_SLICE_NS;
+		d->core_slice_every_ns = s->set[DF_CORE_SLICE_EVERY_NS]
+		                                 ? s->core_slice_every_ns
+		                                 : MACHINE_CORE_SLICE_EVERY_NS;
+		d->busy_core_share =
+		        s->set[DF_BUSY_CORE_SHARE] ? s->busy_core_share : MACHINE_BUSY_CORE_SHARE;
 		if (d->kind == TDM_DEV_CPU)
 			return fail(
 			        c, s->shares_key_at,

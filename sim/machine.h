@@ -30,6 +30,14 @@
 #define MACHINE_MAX_INPUT ((size_t)16 << 20)
 #define MACHINE_NAME_MAX 64
 _Static_assert(MACHINE_MAX_DEVICES <= 64, "shares_cores is a 64-bit mask");
+/* What a device that shares cores does to them when the description does
+ * not say (measured with PoCL 3.1 on a 2-vCPU Linux VM, docs/simulation.md,
+ * "Shared cores"): a core worker loses a 4 ms slice to the device's threads
+ * about once per 5 ms of its own compute while the device is busy, and the
+ * device runs at half speed on a core whose worker computes. */
+#define MACHINE_CORE_SLICE_NS 4e6
+#define MACHINE_CORE_SLICE_EVERY_NS 5e6
+#define MACHINE_BUSY_CORE_SHARE 0.5
 
 struct machine_device {
 	char name[MACHINE_NAME_MAX]; /* unique: "cpu0", "gpu1", ... */
@@ -52,6 +60,15 @@ struct machine_device {
 	 * on the core of device j (a "cpu" device), as an OpenCL CPU device
 	 * does; the simulator makes them contend (docs/simulation.md). */
 	uint64_t shares_cores;
+	/* With shares_cores (docs/simulation.md, "Shared cores"): a core
+	 * worker computing while this device is busy loses its core to this
+	 * device's threads for core_slice_ns once per core_slice_every_ns of its
+	 * own compute; and while the worker computes this device still gets
+	 * busy_core_share of that core. A description that does not give them
+	 * gets MACHINE_CORE_SLICE_NS and the two after it; 0 (a machine built
+	 * in code) leaves the workers their cores and the device none of a
+	 * busy one. */
+	double core_slice_ns, core_slice_every_ns, busy_core_share;
 	/* present = false: not there when the simulation starts; it joins by
 	 * an "add" scale event (docs/elastic-sim.md), so its kind and costs
 	 * are known beforehand. Other simulators leave it out. */

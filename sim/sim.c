@@ -33,8 +33,9 @@ struct ev {
 struct job {
 	struct backend_event *ev; /* paced devices' */
 	uint32_t v; /* its workload task */
-	uint64_t ready; /* it may start: issued, inputs arrived, the one before done */
-	uint64_t end; /* cores: when it ends (their kernels run at full speed) */
+	uint64_t ready; /* it may start: issued, inputs arrived, the one before done
+	                 * (cores: and the slice it lost, if any, over) */
+	uint64_t end; /* cores: when it ends (fixed when it starts) */
 	double left_ns; /* paced: its uncontended time still to run */
 };
 
@@ -138,6 +139,9 @@ struct sim {
 	bool paced_any, oom;
 	bool paced[MACHINE_MAX_DEVICES], shared_core[MACHINE_MAX_DEVICES];
 	uint64_t cores[MACHINE_MAX_DEVICES]; /* paced: the cores it runs on */
+	/* shared core c: its worker's compute while a paced device was busy on
+	 * it, since the last slice it lost to one (core_slice) */
+	double slice_due[MACHINE_MAX_DEVICES];
 	struct jobq jobs[MACHINE_MAX_DEVICES];
 	double rate[MACHINE_MAX_DEVICES];
 	uint64_t pace_t;
@@ -361,19 +365,21 @@ static void record_skipped(struct sim *S, uint32_t v)
 /* ---- shared cores ----
  *
  * A device that shares cores (an OpenCL CPU device on the cores of the core
- * workers) computes on whatever those cores leave it. The model (docs/
- * simulation.md, "Shared cores"): the core workers keep their cores, so
- * their kernels run at full speed, as measured (a core worker is bound to
- * its core and, waking for each short task, wins it back from the
- * accelerator's threads under Linux's fair scheduler); a paced device's
- * kernel advances at the share of its cores that no core worker is busy
- * on, each idle core split evenly among the paced devices busy on it:
+ * workers) computes on what those cores leave it. The model (docs/
+ * simulation.md, "Shared cores", where its figures come from): a core
+ * worker's kernels run at their measured speed, but while a paced device
+ * is busy on its core the worker loses the core to it for core_slice_ns
+ * once per core_slice_every_ns of its compute (core_slice); a paced
+ * device's kernel advances at
  *
- *   rate(a) = (1 / |cores(a)|) * sum over idle cores c of a: 1 / (paced devices busy on c)
+ *   rate(a) = (1 / |cores(a)|) * sum over the cores c of a: s(c) / (paced devices busy on c)
+ *
+ * s(c) = 1 when no core worker computes on c (idle, or in a slice it lost),
+ * busy_core_share when one does.
  *
  * A paced kernel's end is known only as it runs: the driver takes the next
- * moment a rate changes (a kernel starts or ends on a paced device or a
- * shared core) as an event of its own. */
+ * moment a rate changes (a kernel starts or ends on a paced device, or
+ * starts computing or ends on a shared core) as an event of its own. */
 
 static int jobq_push(struct jobq *q, struct job j)
 {
@@ -440,9 +446,10 @@ static void pace_rates(struct sim *S)
 		S->rate[d] = 0;
 		if (!S->paced[d] || !busy[d])
 			continue;
+		double on_busy = S->m->dev[d].busy_core_share;
 		for (unsigned c = 0; c < nd; c++)
-			if ((cores >> c & 1) && !busy[c])
-				share += 1.0 / on[c];
+			if (cores >> c & 1)
+				share += (busy[c] ? on_busy : 1.0) / on[c];
 		S->rate[d] = share / __builtin_popcountll(cores);
 	}
 }
@@ -504,6 +511,32 @@ static void pace_finish(struct sim *S, unsigned d)
 	jobq_pop(q);
 	if ((j = jobq_front(q)) && j->ready < S->pace_t)
 		j->ready = S->pace_t; /* the device is in order */
+}
+
+/* A core worker's kernel of ns on shared core c, starting at t: while a
+ * paced device is busy on c, the worker loses c to that device's threads
+ * for core_slice_ns once per core_slice_every_ns of its own compute (the
+ * count carried over from kernel to kernel, so that short kernels pay
+ * now and then, as measured, and not each a fraction). Returns the time
+ * lost before the kernel computes; the paced device has the core then.
+ * Decided at the start: a device that becomes busy during the kernel
+ * takes nothing from it. */
+static uint64_t core_slice(struct sim *S, unsigned c, uint64_t t, double ns)
+{
+	for (unsigned a = 0; a < S->m->ndevices; a++) {
+		const struct machine_device *md = &S->m->dev[a];
+		struct job *j =
+		        S->paced[a] && (S->cores[a] >> c & 1) ? jobq_front(&S->jobs[a]) : NULL;
+		if (!j || j->ready > t)
+			continue;
+		if (!(md->core_slice_ns > 0 && md->core_slice_every_ns > 0))
+			return 0; /* the description says it takes no slices */
+		S->slice_due[c] += ns;
+		double n = floor(S->slice_due[c] / md->core_slice_every_ns);
+		S->slice_due[c] -= n * md->core_slice_every_ns;
+		return (uint64_t)llround(n * md->core_slice_ns);
+	}
+	return 0;
 }
 
 static uint64_t task_start(struct sim *S, uint32_t v, unsigned d, uint64_t earliest)
@@ -643,11 +676,17 @@ static uint64_t on_launch(void *ctx, unsigned d, const struct kernel_def *k,
 	prefetch_successors(S, v);
 	uint64_t earliest = task_start(S, v, d, *start);
 	double ns = S->ran[v].abstract ? abstract_ns(S, v, d) : task_ns(S, v, d);
-	uint64_t end = earliest + (uint64_t)llround(ns > 0 ? ns : 0);
+	if (!(ns > 0))
+		ns = 0;
+	uint64_t slice = S->shared_core[d] ? core_slice(S, d, earliest, ns) : 0;
+	uint64_t end = earliest + slice + (uint64_t)llround(ns);
 	*start = earliest;
 	S->ran[v].dev = (int32_t)d;
 	if (S->paced[d] || S->shared_core[d]) {
-		struct job j = { .ev = ev, .v = v, .ready = earliest, .end = end, .left_ns = ns };
+		/* a core's kernel computes after the slice it lost, if any */
+		struct job j = {
+			.ev = ev, .v = v, .ready = earliest + slice, .end = end, .left_ns = ns
+		};
 		if (jobq_push(&S->jobs[d], j))
 			S->oom = true;
 		if (S->paced[d])

@@ -14,8 +14,9 @@
  * their edge data to successors on other memory nodes (latency + data /
  * bandwidth, without contention, as list-scheduling papers assume).
  * Devices that share host cores (machine_device.shares_cores) contend for
- * them: the core workers keep their cores, the sharing device runs on what
- * they leave idle (docs/simulation.md, "Shared cores").
+ * them: the core workers lose their cores to the sharing device in slices,
+ * the sharing device runs on what they leave (docs/simulation.md, "Shared
+ * cores").
  *
  * Single-threaded and deterministic: the same machine, workload and
  * options give the same schedule, byte for byte. Only the wall-clock

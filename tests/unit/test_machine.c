@@ -317,7 +317,8 @@ static void test_errors_devices(void **state)
 	expect_error(CPU0 "colour = 1\n",
 	             "t.toml:7:1: unknown key colour in [device.cpu0] (expected kind, model, "
 	             "node, count, mem_gib, gflops, mem_gbps, launch_ns, socket_gbps, "
-	             "fp16_gflops, present, shares_cores_with)");
+	             "fp16_gflops, present, shares_cores_with, core_slice_ns, "
+	             "core_slice_every_ns, busy_core_share)");
 	expect_error("[device.Cpu0]\n", "t.toml:1:9: device.Cpu0: a device name is 1 to 31 "
 	                                "characters a-z, 0-9, _ (such as gpu0)");
 	expect_error("[device.cpu0]\nkind = 1\n",
@@ -670,6 +671,49 @@ static void test_shares_cores(void **state)
 	expect_error(CPU CLCPU("shares_cores_with = [\"CPU0\"]\n"),
 	             "t.toml:16:22: device.clcpu0.shares_cores_with[0]: \"CPU0\" is not a device "
 	             "name: a-z, 0-9, _ of 1 to 31 characters");
+}
+
+/* How a device on shared cores contends for them: the measured defaults
+ * where the description is silent, its own figures where it gives them,
+ * and nothing of it without shares_cores_with. */
+static void test_core_contention(void **state)
+{
+	struct machine m;
+
+	(void)state;
+	parse_ok(CPU CLCPU("shares_cores_with = [\"cpu0\"]\n"), &m);
+	assert_true(m.dev[4].core_slice_ns == MACHINE_CORE_SLICE_NS);
+	assert_true(m.dev[4].core_slice_every_ns == MACHINE_CORE_SLICE_EVERY_NS);
+	assert_true(m.dev[4].busy_core_share == MACHINE_BUSY_CORE_SHARE);
+	assert_true(m.dev[0].core_slice_ns == 0 && m.dev[0].busy_core_share == 0);
+	machine_free(&m);
+	parse_ok(CPU CLCPU("shares_cores_with = [\"cpu0\"]\ncore_slice_ns = 0\n"
+	                   "core_slice_every_ns = 2e6\nbusy_core_share = 1\n"),
+	         &m);
+	assert_true(m.dev[4].core_slice_ns == 0);
+	assert_true(m.dev[4].core_slice_every_ns == 2e6);
+	assert_true(m.dev[4].busy_core_share == 1);
+	machine_free(&m);
+	/* without the relation, none of it */
+	parse_ok(CPU CLCPU(""), &m);
+	assert_true(m.dev[4].core_slice_ns == 0 && m.dev[4].busy_core_share == 0);
+	machine_free(&m);
+
+	expect_error(CPU CLCPU("busy_core_share = 0.5\n"),
+	             "t.toml:16:19: device.clcpu0.busy_core_share: says how this device contends "
+	             "for host cores, so it needs shares_cores_with (the cores it runs on)");
+	expect_error(CPU CLCPU("shares_cores_with = [\"cpu0\"]\nbusy_core_share = 1.5\n"),
+	             "t.toml:17:19: device.clcpu0.busy_core_share: 1.5 is out of range (expected a "
+	             "share in [0, 1])");
+	expect_error(CPU CLCPU("shares_cores_with = [\"cpu0\"]\ncore_slice_every_ns = 0\n"),
+	             "t.toml:17:23: device.clcpu0.core_slice_every_ns: 0 is out of range (expected "
+	             "ns in [1000, 1e+12])");
+	expect_error(CPU CLCPU("shares_cores_with = [\"cpu0\"]\ncore_slice_ns = -1\n"),
+	             "t.toml:17:17: device.clcpu0.core_slice_ns: -1 is out of range (expected ns "
+	             "in [0, 1e+09])");
+	expect_error(CPU CLCPU("shares_cores_with = [\"cpu0\"]\ncore_slice_ns = nan\n"),
+	             "t.toml:17:17: device.clcpu0.core_slice_ns: nan is out of range (expected ns "
+	             "in [0, 1e+09])");
 }
 
 /* A daemon's OpenCL CPU device is written as sharing every core worker's
@@ -1028,6 +1072,7 @@ int main(void)
 		cmocka_unit_test(test_load_file),
 		cmocka_unit_test(test_restrict),
 		cmocka_unit_test(test_shares_cores),
+		cmocka_unit_test(test_core_contention),
 		cmocka_unit_test(test_write_shares_cores),
 		cmocka_unit_test(test_calibration),
 		cmocka_unit_test(test_models_json_predicts),

@@ -660,6 +660,67 @@ static void test_shared_cores(void **state)
 	}
 }
 
+/* The measured refinements of that model (docs/simulation.md, "Shared
+ * cores"): a device on shared cores keeps busy_core_share of a core whose
+ * worker computes, and a worker computing while the device is busy loses
+ * its core for core_slice_ns once per core_slice_every_ns of its compute. */
+static void test_core_contention(void **state)
+{
+	(void)state;
+	struct machine m;
+	struct workload w;
+	struct sim_result r;
+	static const char *const policies[] = { "eager", "dmda", "heft" };
+
+	for (unsigned p = 0; p < 3; p++) {
+		/* Two cores, one busy for 1 ms, the accelerator on both keeping
+		 * half of the busy one: 0.75 ms of its work meanwhile, then the
+		 * rest at full speed: 1.25 ms (1.5 ms with none of it). */
+		static const unsigned n2[] = { 0, 0, 1 }, t1[] = { 0, 1 };
+		pinned_tasks(&w, 3, n2, t1, 2);
+		shared_machine(&m, 2, 1, 0x3);
+		m.dev[2].busy_core_share = 0.5;
+		assert_true(simulate(&m, &w, policies[p], &r, true) == 1.25e6);
+		assert_true(r.spans[0].end_ns == 1e6 && r.spans[1].end_ns == 1.25e6);
+		sim_result_free(&r);
+		wl_free(&w);
+
+		/* One core and the accelerator on it, which keeps nothing of a
+		 * busy core but takes a 2 ms slice per 1.5 ms of the worker's
+		 * compute while it is busy. Three core tasks of 1 ms and the
+		 * accelerator's X of 10 ms: the first task starts before X (the
+		 * core looks first), the second has 1 ms of compute behind it,
+		 * the third 2 ms: it loses 2 ms, when X computes, and ends at
+		 * 5 ms (3 ms without slices); X gets 2 ms of its work done by
+		 * then and ends at 13 ms either way: the core is one. */
+		parse_trace("{\"tandem_trace\":1,\"devices\":[\"cpu0\",\"cl0\"]}\n"
+		            "{\"graph\":0,\"tasks\":4}\n"
+		            "{\"task\":0,\"cost_ns\":[-1,1e7]}\n"
+		            "{\"task\":1,\"cost_ns\":[1e6,-1]}\n"
+		            "{\"task\":2,\"cost_ns\":[1e6,-1]}\n"
+		            "{\"task\":3,\"cost_ns\":[1e6,-1]}\n",
+		            "slices.trace", &w);
+		for (int sliced = 0; sliced < 2; sliced++) {
+			shared_machine(&m, 1, 1, 0x1);
+			m.dev[1].core_slice_ns = sliced ? 2e6 : 0;
+			m.dev[1].core_slice_every_ns = 1.5e6;
+			assert_true(simulate(&m, &w, policies[p], &r, true) == 13e6);
+			assert_true(r.spans[0].device == 1 && r.spans[0].end_ns == 13e6);
+			uint64_t last = 0;
+			for (unsigned v = 1; v < 4; v++) {
+				assert_int_equal(r.spans[v].device, 0);
+				if (r.spans[v].end_ns > last)
+					last = r.spans[v].end_ns;
+			}
+			if (last != (sliced ? 5e6 : 3e6))
+				fail_msg("%s: the core's last task ends at %.3f ms with%s slices",
+				         policies[p], last / 1e6, sliced ? "" : "out");
+			sim_result_free(&r);
+		}
+		wl_free(&w);
+	}
+}
+
 /* Devices look for work as the daemon's workers do (docs/simulation.md,
  * "The driver"), under the pull policies, whose choice depends on who
  * looks first. */
@@ -749,6 +810,7 @@ int main(void)
 		cmocka_unit_test(test_skipped_replayed),
 		cmocka_unit_test(test_engine_refusal_named),
 		cmocka_unit_test(test_shared_cores),
+		cmocka_unit_test(test_core_contention),
 		cmocka_unit_test(test_looks_as_workers_do),
 		cmocka_unit_test(test_large),
 	};
