@@ -609,10 +609,11 @@ static void pinned_tasks(struct workload *w, unsigned ndev, const unsigned *dev_
 	parse_trace(text, "pinned.trace", w);
 }
 
-/* The model of docs/simulation.md ("Shared cores"): a core worker keeps
- * its core; a device on shared cores runs at the share of its cores no
- * core worker is busy on, each idle core split among the devices busy on
- * it. With tasks of 1 ms started together: */
+/* The model of docs/simulation.md ("Shared cores") with busy_core_share
+ * and core_slice_ns 0, as a machine built in code has them: a core worker
+ * keeps its core; a device on shared cores runs at the share of its cores
+ * no core worker is busy on, each idle core split among the devices busy
+ * on it. With tasks of 1 ms started together: */
 static void test_shared_cores(void **state)
 {
 	(void)state;
