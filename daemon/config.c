@@ -230,7 +230,8 @@ void config_defaults(struct daemon_config *cfg)
 	cfg->max_connections_per_uid = 64;
 
 	strcpy(cfg->policy, "dmda");
-	cfg->spin_us = 50;
+	_Static_assert(ENGINE_SPIN_US_DEFAULT == 50, "the default file above says spin_us = 50");
+	cfg->spin_us = ENGINE_SPIN_US_DEFAULT;
 	cfg->watchdog_ms = 500;
 
 	cfg->dmda_alpha = 1.0;

@@ -202,7 +202,8 @@ static void wake_sleepers(struct engine *e, size_t n, uint64_t capable, int skip
 		            ENGINE_DEV_ACTIVE)
 			continue;
 		if (atomic_exchange(&wk->asleep, false)) {
-			ring_fd(wk->kick_fd);
+			if (e->threads) /* simulation: the driver reads asleep */
+				ring_fd(wk->kick_fd);
 			n--;
 		}
 	}
@@ -230,7 +231,7 @@ void engine_kick(const struct engine *ce, unsigned w)
 		return;
 	}
 	atomic_fetch_add(&e->epoch, 1);
-	if (atomic_exchange(&e->workers[w].asleep, false))
+	if (atomic_exchange(&e->workers[w].asleep, false) && e->threads)
 		ring_fd(e->workers[w].kick_fd);
 }
 
@@ -1543,6 +1544,20 @@ bool engine_sim_stalled(struct engine *e)
 		engine_fall_back(e, "holds ready tasks while every device idles");
 	take_back_tasks(e);
 	return true;
+}
+
+void engine_sim_sleep(struct engine *e, unsigned wi, bool on)
+{
+	atomic_store(&e->workers[wi].asleep, on);
+	if (on)
+		atomic_fetch_add(&e->sleepers, 1);
+	else
+		atomic_fetch_sub(&e->sleepers, 1);
+}
+
+bool engine_sim_asleep(const struct engine *e, unsigned wi)
+{
+	return atomic_load(&((struct engine *)e)->workers[wi].asleep);
 }
 
 void engine_note_exclusions(struct engine *e)

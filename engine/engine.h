@@ -55,7 +55,8 @@ struct engine_params {
 	/* A device whose fault count exceeds this is removed (GONE) once its
 	 * tasks moved (0: ENGINE_FAULT_LIMIT). */
 	uint32_t fault_limit;
-	uint32_t spin_us; /* idle workers spin this long before sleeping */
+	uint32_t spin_us; /* idle workers spin this long before sleeping (the
+	                   * daemon's default: ENGINE_SPIN_US_DEFAULT) */
 	struct engine_hooks hooks;
 	void *topology; /* hwloc_topology_t for binding workers; may be NULL */
 	int poll_fd; /* with hooks.poll: sleeping workers also wake when it is readable */
@@ -82,6 +83,10 @@ struct engine_params {
 /* Devices an engine can ever have (capable masks are 64-bit). */
 #define ENGINE_MAX_DEVICES 64
 #define ENGINE_FAULT_LIMIT 16
+/* What an idle worker spins before it sleeps, in us, unless told (config
+ * spin_us): long enough to catch the next task of a busy graph, short
+ * enough not to take a client's core for nothing. */
+#define ENGINE_SPIN_US_DEFAULT 50
 
 int engine_create(const struct engine_params *p, struct engine **out);
 /* Stops the workers; queued tasks are not run, running ones are canceled
@@ -150,6 +155,12 @@ struct backend_event *engine_sim_oldest(const struct engine *e, unsigned w);
 size_t engine_sim_peek(struct engine *e, unsigned w, struct engine_task **out, size_t max);
 void engine_sim_complete(struct engine *e, unsigned w);
 bool engine_sim_stalled(struct engine *e);
+/* Worker w sleeps (on) or is up again (off), as a thread's worker_idle_wait
+ * would say: while it sleeps the engine wakes it as it wakes a thread
+ * (wake_sleepers' count and order, a policy's kick), clearing what
+ * engine_sim_asleep reads; the driver then says off when it is up. */
+void engine_sim_sleep(struct engine *e, unsigned w, bool on);
+bool engine_sim_asleep(const struct engine *e, unsigned w);
 /* Some tasks come with excl_nodes already set (simulated workloads that
  * bar tasks from devices): every hand-out is then checked. */
 void engine_note_exclusions(struct engine *e);

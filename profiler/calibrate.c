@@ -12,14 +12,21 @@
 #include "profiler/calibrate.h"
 #include "profiler/calibrate_internal.h"
 
+#include <errno.h>
 #include <inttypes.h>
 #include <math.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
 #include <unistd.h>
 
+#include "common/eventfd_ring.h"
 #include "common/log.h"
 #include "tandem.h"
 
@@ -497,6 +504,148 @@ static void measure_device(struct cal_ctx *c, const struct backend_device *d,
 	          (double)(now_ns() - start) / 1e6);
 }
 
+/* ---- waking a sleeping thread ----
+ *
+ * A daemon worker that found nothing for spin_us sleeps in epoll_wait on
+ * an eventfd, and whoever releases work for it writes that eventfd
+ * (engine.c): the time from the write to the sleeper running is what the
+ * simulator adds before a sleeping worker starts (machine wake_ns). One
+ * thread sleeps so on one core, another on a second core (the same one on
+ * a machine of one) writes after letting it sleep a while; the median
+ * over the rounds. */
+
+#define WAKE_WARMUPS 20
+#define WAKE_ROUNDS 200
+#define WAKE_ASLEEP_NS 100000 /* the sleeper's sleep before each write */
+#define WAKE_TIMEOUT_MS 1000 /* a round that takes this long: give up */
+
+struct wake_probe {
+	int ring, back; /* eventfds: to the sleeper, and back to the waker */
+	_Atomic uint64_t rung_ns;
+	_Atomic bool failed;
+	uint64_t lat[WAKE_WARMUPS + WAKE_ROUNDS];
+};
+
+static bool wait_fd(int ep)
+{
+	struct epoll_event ev;
+	int n;
+	while ((n = epoll_wait(ep, &ev, 1, WAKE_TIMEOUT_MS)) < 0 && errno == EINTR)
+		;
+	if (n == 1) {
+		uint64_t v;
+		return read(ev.data.fd, &v, sizeof(v)) == sizeof(v);
+	}
+	return false;
+}
+
+static int epoll_on(int fd)
+{
+	struct epoll_event ev = { .events = EPOLLIN, .data.fd = fd };
+	int ep = epoll_create1(EPOLL_CLOEXEC);
+	if (ep >= 0 && epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev)) {
+		close(ep);
+		ep = -1;
+	}
+	return ep;
+}
+
+static void *wake_sleeper(void *arg)
+{
+	struct wake_probe *w = arg;
+	int ep = epoll_on(w->ring);
+	for (unsigned i = 0; ep >= 0 && i < WAKE_WARMUPS + WAKE_ROUNDS; i++) {
+		if (!wait_fd(ep))
+			break;
+		w->lat[i] = now_ns() - atomic_load(&w->rung_ns);
+		if (eventfd_ring(w->back))
+			break;
+		if (i + 1 == WAKE_WARMUPS + WAKE_ROUNDS) {
+			close(ep);
+			return NULL;
+		}
+	}
+	atomic_store(&w->failed, true);
+	if (ep >= 0)
+		close(ep);
+	eventfd_ring(w->back); /* the waker waits for this */
+	return NULL;
+}
+
+static void *wake_waker(void *arg)
+{
+	struct wake_probe *w = arg;
+	const struct timespec asleep = { 0, WAKE_ASLEEP_NS };
+	int ep = epoll_on(w->back);
+	for (unsigned i = 0; ep >= 0 && i < WAKE_WARMUPS + WAKE_ROUNDS; i++) {
+		nanosleep(&asleep, NULL);
+		atomic_store(&w->rung_ns, now_ns());
+		if (eventfd_ring(w->ring) || !wait_fd(ep) || atomic_load(&w->failed))
+			break;
+	}
+	if (ep < 0)
+		atomic_store(&w->failed, true);
+	else
+		close(ep);
+	eventfd_ring(w->ring); /* a sleeper still waiting stops waiting */
+	return NULL;
+}
+
+/* Starts fn on CPU cpu (any CPU when cpu < 0). */
+static int start_on(pthread_t *t, int cpu, void *(*fn)(void *), void *arg)
+{
+	pthread_attr_t attr;
+	cpu_set_t set;
+	int err = pthread_attr_init(&attr);
+	if (err)
+		return err;
+	if (cpu >= 0) {
+		CPU_ZERO(&set);
+		CPU_SET(cpu, &set);
+		pthread_attr_setaffinity_np(&attr, sizeof(set), &set);
+	}
+	err = pthread_create(t, &attr, fn, arg);
+	pthread_attr_destroy(&attr);
+	return err;
+}
+
+static int measure_wake(double *ns)
+{
+	struct wake_probe *w = calloc(1, sizeof(*w));
+	int cpu[2] = { -1, -1 }, err = -TDM_ESYS;
+	pthread_t t[2];
+	cpu_set_t set;
+
+	if (!w)
+		return -TDM_ENOMEM;
+	if (sched_getaffinity(0, sizeof(set), &set) == 0)
+		for (int c = 0, k = 0; c < CPU_SETSIZE && k < 2; c++)
+			if (CPU_ISSET(c, &set))
+				cpu[k++] = c;
+	if (cpu[1] < 0)
+		cpu[1] = cpu[0];
+	w->ring = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	w->back = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (w->ring >= 0 && w->back >= 0 && !start_on(&t[0], cpu[0], wake_sleeper, w)) {
+		if (!start_on(&t[1], cpu[1], wake_waker, w))
+			pthread_join(t[1], NULL);
+		else
+			eventfd_ring(w->ring);
+		pthread_join(t[0], NULL);
+		if (!atomic_load(&w->failed)) {
+			qsort(w->lat + WAKE_WARMUPS, WAKE_ROUNDS, sizeof(w->lat[0]), cmp_u64);
+			*ns = (double)w->lat[WAKE_WARMUPS + WAKE_ROUNDS / 2];
+			err = 0;
+		}
+	}
+	if (w->ring >= 0)
+		close(w->ring);
+	if (w->back >= 0)
+		close(w->back);
+	free(w);
+	return err;
+}
+
 /* ---- links ---- */
 
 static void log_link(unsigned s, unsigned d, const struct cal_link *l)
@@ -698,6 +847,11 @@ int calibrate_run(const struct backend_device *devs, const uint16_t *nodes, size
 	if ((err = ctx_init(&c)))
 		return err;
 	measure_host_link(&c, &out->link[0][0]);
+	double wake = 0;
+	err = measure_wake(&wake);
+	keep("host", "wake-up latency", err, wake, &r_ns, "ns", &out->wake_ns);
+	if (!err)
+		log_info("calibration: a sleeping thread wakes in %.1f us", out->wake_ns / 1e3);
 	for (size_t i = 0; i < n; i++)
 		device_figures(&c, devs, i, out);
 	for (unsigned k = 1; k < nnodes; k++) {

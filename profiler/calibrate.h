@@ -38,6 +38,10 @@ struct calibration {
 	uint32_t nnodes;
 	struct cal_device dev[CAL_MAX_DEVICES];
 	struct cal_link link[CAL_MAX_NODES][CAL_MAX_NODES]; /* [src][dst] */
+	/* A thread sleeping in epoll_wait on an eventfd runs this long after
+	 * another core writes it (median; 0: not measured): what a sleeping
+	 * worker of the daemon takes to start on work it is woken for. */
+	double wake_ns;
 	char fingerprint[512]; /* the hardware these figures belong to */
 	double seconds; /* time the measurement took (of the run that made them) */
 	bool from_cache;

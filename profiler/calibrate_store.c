@@ -49,9 +49,10 @@ json_t *calibration_to_json(const struct calibration *c)
 		for (uint32_t d = 0; ok && d < nnodes; d++)
 			ok = json_array_append_new(links, link_json(s, d, &c->link[s][d])) == 0;
 	if (ok)
-		doc = json_pack("{s:i, s:s, s:f, s:i, s:O, s:O}", "version", CAL_VERSION,
+		doc = json_pack("{s:i, s:s, s:f, s:i, s:f, s:O, s:O}", "version", CAL_VERSION,
 		                "fingerprint", c->fingerprint, "seconds", c->seconds, "nnodes",
-		                (int)nnodes, "devices", devs, "links", links);
+		                (int)nnodes, "wake_ns", c->wake_ns, "devices", devs, "links",
+		                links);
 	json_decref(devs);
 	json_decref(links);
 	return doc;
@@ -243,7 +244,8 @@ int calibration_from_json(const json_t *doc, struct calibration *out, char *err,
 	    (rc = get_str(&p, doc, "fingerprint", printable, c.fingerprint,
 	                  sizeof(c.fingerprint))) ||
 	    (rc = get_num(&p, doc, "seconds", &r_seconds, &c.seconds)) ||
-	    (rc = get_int(&p, doc, "nnodes", 1, CAL_MAX_NODES, &nnodes)))
+	    (rc = get_int(&p, doc, "nnodes", 1, CAL_MAX_NODES, &nnodes)) ||
+	    (rc = get_num(&p, doc, "wake_ns", &r_ns, &c.wake_ns)))
 		return rc;
 	c.nnodes = (uint32_t)nnodes;
 	if ((rc = parse_devices(&p, doc, &c)) || (rc = parse_links(&p, doc, &c)))

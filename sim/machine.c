@@ -424,7 +424,7 @@ static int get_name(struct pctx *c, const struct toml_item *it, const char *path
 /* ---- top level ----------------------------------------------------------- */
 
 #define TOP_KEYS                                                                                   \
-	"name, description, [device.NAME], [link.SRC-DST] or [cost.MODEL.KERNEL] (see "            \
+	"name, description, wake_ns, [device.NAME], [link.SRC-DST] or [cost.MODEL.KERNEL] (see "   \
 	"docs/machines.md)"
 
 static int visit_top(struct pctx *c, const struct toml_item *it, const char *key)
@@ -445,6 +445,14 @@ static int visit_top(struct pctx *c, const struct toml_item *it, const char *key
 		if (it->s_len > DESC_MAX)
 			return fail(c, value_at(it), "description: %zu characters, at most %d",
 			            it->s_len, DESC_MAX);
+		return 0;
+	}
+	if (!strcmp(key, "wake_ns")) { /* 0: the daemon's workers wake at once */
+		double v;
+		if (get_number(c, it, "wake_ns", &v) ||
+		    check_range(c, it, "wake_ns", v, 0, false, 1e7, false, "ns in "))
+			return 1;
+		c->m->wake_ns = v;
 		return 0;
 	}
 	if (!strcmp(key, "device") || !strcmp(key, "link") || !strcmp(key, "cost")) {
@@ -1563,6 +1571,7 @@ void machine_calibration(const struct machine *m, struct calibration *out)
 	for (uint32_t s = 0; s < out->nnodes; s++)
 		for (uint32_t d = 0; d < out->nnodes; d++)
 			out->link[s][d] = m->link[s][d];
+	out->wake_ns = m->wake_ns;
 }
 
 /* ---- the cost tables as a model document ---------------------------------- */
@@ -1920,6 +1929,11 @@ int machine_write(FILE *out, const char *name, const struct backend_device *devs
 			clean[n] = machine_name_char(name[n]) ? name[n] : '_';
 		clean[n] = '\0';
 		fprintf(out, "name = \"%s\"\n", clean);
+	}
+	if (cal->wake_ns > 0) {
+		fputs("wake_ns = ", out);
+		put_num(out, cal->wake_ns);
+		fputs(" # a sleeping worker, woken\n", out);
 	}
 	for (size_t i = 0; i < ndevs; i++) {
 		const struct cal_device *d = &cal->dev[i];

@@ -87,6 +87,10 @@ struct machine_cost {
 struct machine {
 	char name[MACHINE_NAME_MAX];
 	uint32_t ndevices, nnodes;
+	/* A daemon worker that sleeps (idle for longer than its spin, sim_opts.
+	 * spin_us) runs this long after work for it appears: the host's
+	 * wake-up latency, calibration's wake_ns (0: at once, as if it spun). */
+	double wake_ns;
 	struct machine_device dev[MACHINE_MAX_DEVICES];
 	/* [src][dst]; src == dst unused. A link the file leaves out is derived
 	 * as calibration does (device to device through the host). */

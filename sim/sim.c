@@ -150,6 +150,11 @@ struct sim {
 	 * ones whose outcome (a device empty, a first task) is still open. */
 	uint32_t npresent, next_ev, watching;
 	uint64_t first_start[MACHINE_MAX_DEVICES]; /* a task's start + 1 (0: none yet) */
+	/* Wake-ups (machine.wake_ns > 0; "waking workers" below): an idle
+	 * device spins until awake_until, then sleeps until the
+	 * engine wakes it (asleep: bit d), and it looks at wake_at (waking). */
+	uint64_t wake_ns, spin_ns, asleep, waking, host; /* host: bit d, a core's worker */
+	uint64_t awake_until[MACHINE_MAX_DEVICES], wake_at[MACHINE_MAX_DEVICES];
 	struct machine *in_order; /* the machine in engine id order (elastic.h) */
 	uint32_t perm[MACHINE_MAX_DEVICES]; /* in_order's device i is the caller's perm[i] */
 };
@@ -1260,10 +1265,91 @@ static int events_setup(struct sim *S, char *err, size_t errlen)
 	return 0;
 }
 
+/* ---- waking workers ----
+ *
+ * The daemon's idle workers spin for spin_us, seeing new work at once, and
+ * then sleep (engine.c, worker_idle_wait); a sleeping one starts on new
+ * work only once a wake-up reaches it, the host's wake_ns later. With
+ * tasks of microseconds that decides which device takes them: the
+ * spinning workers do, before the sleeping ones wake. The model (on a
+ * machine with wake_ns): an idle device whose last look found nothing
+ * spins spin_ns from that look, then sleeps; the engine wakes it as it
+ * wakes a thread (one sleeper per released task the releasing worker does
+ * not take, round robin; a policy's kick to the worker it queued for),
+ * and it looks wake_ns later. A graph arrives through the front end: a
+ * spinning core worker takes it in; when none spins, the client's
+ * doorbell wakes every sleeping core worker (all of them watch it), and
+ * the graph's arrival is when one of them took it in. */
+
+/* Idle devices whose spin ran out sleep: before each call into the engine,
+ * so that what the call releases wakes them the engine's way. */
+static void fall_asleep(struct sim *S)
+{
+	uint64_t now = S->world.now;
+	for (uint64_t bits = S->open & ~(S->asleep | S->waking); bits; bits &= bits - 1) {
+		unsigned d = (unsigned)__builtin_ctzll(bits);
+		if (S->idle[d] && now >= S->awake_until[d] && !engine_sim_oldest(S->e, d)) {
+			engine_sim_sleep(S->e, d, true);
+			S->asleep |= 1ull << d;
+		}
+	}
+}
+
+static void wake(struct sim *S, unsigned d, uint64_t at)
+{
+	if (S->asleep >> d & 1) {
+		engine_sim_sleep(S->e, d, false);
+		S->asleep &= ~(1ull << d);
+	}
+	S->wake_at[d] = at;
+	S->waking |= 1ull << d;
+}
+
+/* The sleepers the engine woke look wake_ns from now. */
+static void notice_wakes(struct sim *S)
+{
+	for (uint64_t bits = S->asleep; bits; bits &= bits - 1) {
+		unsigned d = (unsigned)__builtin_ctzll(bits);
+		if (!engine_sim_asleep(S->e, d))
+			wake(S, d, S->world.now + S->wake_ns);
+	}
+}
+
+/* Asleep, or woken and not up yet. */
+static bool dozing(const struct sim *S, unsigned d)
+{
+	return (S->asleep >> d & 1) || ((S->waking >> d & 1) && S->world.now < S->wake_at[d]);
+}
+
+static uint64_t next_wake(const struct sim *S)
+{
+	uint64_t t = UINT64_MAX;
+	for (uint64_t bits = S->waking; bits; bits &= bits - 1) {
+		unsigned d = (unsigned)__builtin_ctzll(bits);
+		if (S->wake_at[d] < t)
+			t = S->wake_at[d];
+	}
+	return t;
+}
+
+/* Graphs arrive now (see above). */
+static void doorbell(struct sim *S)
+{
+	uint64_t now = S->world.now;
+	for (uint64_t bits = S->host & ~(S->asleep | S->waking); bits; bits &= bits - 1) {
+		unsigned d = (unsigned)__builtin_ctzll(bits);
+		if (S->idle[d] && now < S->awake_until[d] && !engine_sim_oldest(S->e, d))
+			return; /* it spins: it takes the graphs in */
+	}
+	for (uint64_t bits = S->host & (S->asleep | S->waking); bits; bits &= bits - 1)
+		wake(S, (unsigned)__builtin_ctzll(bits), now);
+}
+
 /* Device d looks for work once (run_loop says when): it stages what its
  * pipeline takes, and its oldest task's end goes on the heap. */
 static inline void look(struct sim *S, unsigned d, uint32_t epoch)
 {
+	S->waking &= ~(1ull << d);
 	if (S->idle[d] && S->idle_at[d] == epoch)
 		return;
 	/* The epoch before the look: what arrives during it moves it. */
@@ -1273,6 +1359,9 @@ static inline void look(struct sim *S, unsigned d, uint32_t epoch)
 		ahead_note(S, d);
 	S->idle[d] = took == 0;
 	S->idle_at[d] = before;
+	/* Found nothing, and nothing in flight: it spins, from now. */
+	if (S->wake_ns && !took && !engine_sim_oldest(S->e, d))
+		S->awake_until[d] = S->world.now + S->spin_ns;
 	if (engine_sim_full(S->e, d))
 		S->open &= ~(1ull << d);
 	if (!S->scheduled[d] && !S->paced[d]) {
@@ -1301,6 +1390,11 @@ __attribute__((noinline)) static int run_loop(struct sim *S, char *err, size_t e
 			apply_events(S);
 			watch_events(S);
 		}
+		if (S->wake_ns) {
+			fall_asleep(S);
+			if (next < ng && arrival_of(S, S->order[next]) <= S->world.now)
+				doorbell(S);
+		}
 		while (next < ng && arrival_of(S, S->order[next]) <= S->world.now)
 			submit(S, S->order[next++]);
 		/* As the daemon's workers look for work (engine.c): the worker
@@ -1311,6 +1405,8 @@ __attribute__((noinline)) static int run_loop(struct sim *S, char *err, size_t e
 		 * them completes: its worker waits on the oldest and fills its
 		 * pipeline after, it does not take what others release
 		 * meanwhile. An idle one looks only once the epoch moved. */
+		if (S->wake_ns)
+			notice_wakes(S);
 		uint32_t epoch = engine_sim_epoch(S->e);
 		int taker = S->taker;
 		S->taker = -1;
@@ -1323,9 +1419,11 @@ __attribute__((noinline)) static int run_loop(struct sim *S, char *err, size_t e
 		}
 		for (; bits; bits &= bits - 1) {
 			unsigned d = (unsigned)__builtin_ctzll(bits);
-			if (!engine_sim_oldest(S->e, d))
+			if (!engine_sim_oldest(S->e, d) && !(S->wake_ns && dozing(S, d)))
 				look(S, d, epoch);
 		}
+		if (S->wake_ns)
+			notice_wakes(S); /* a policy's kicks while they looked */
 		S->engine_ticks += ticks() - t0;
 		if (S->oom) {
 			err_printf(err, errlen, "out of memory");
@@ -1335,6 +1433,12 @@ __attribute__((noinline)) static int run_loop(struct sim *S, char *err, size_t e
 		uint64_t tp = S->paced_any ? pace_next(S, &paced_done) : UINT64_MAX;
 		uint64_t th = S->nheap ? S->heap[0].t : UINT64_MAX;
 		uint64_t te = next_event_t(S);
+		uint64_t tw = S->waking ? next_wake(S) : UINT64_MAX;
+		if (tw < th && tw < tp && tw < te &&
+		    (next >= ng || tw < arrival_of(S, S->order[next]))) {
+			move_to(S, tw); /* a sleeping worker wakes */
+			continue;
+		}
 		if (te < th && te < tp && S->graphs_done < ng &&
 		    (next >= ng || te < arrival_of(S, S->order[next]))) {
 			move_to(S, te); /* a scale event comes first */
@@ -1347,6 +1451,14 @@ __attribute__((noinline)) static int run_loop(struct sim *S, char *err, size_t e
 			}
 			if (S->graphs_done == ng)
 				return 0;
+			if (S->asleep) {
+				/* Tasks held that no wake-up went for: the engine's
+				 * sleepers time out to let its watchdog look. */
+				for (uint64_t bits = S->asleep; bits; bits &= bits - 1)
+					wake(S, (unsigned)__builtin_ctzll(bits),
+					     S->world.now + S->wake_ns);
+				continue;
+			}
 			if (engine_sim_stalled(S->e))
 				continue;
 			err_printf(err, errlen,
@@ -1368,6 +1480,8 @@ __attribute__((noinline)) static int run_loop(struct sim *S, char *err, size_t e
 				S->taker = (int)d;
 				S->idle[d] = false;
 				S->open |= 1ull << d;
+				if (S->wake_ns)
+					fall_asleep(S);
 				t0 = ticks();
 				S->in_complete = true;
 				engine_sim_complete(S->e, d);
@@ -1382,6 +1496,8 @@ __attribute__((noinline)) static int run_loop(struct sim *S, char *err, size_t e
 		S->taker = (int)x.w;
 		S->idle[x.w] = false;
 		S->open |= 1ull << x.w;
+		if (S->wake_ns)
+			fall_asleep(S);
 		t0 = ticks();
 		S->in_complete = true;
 		engine_sim_complete(S->e, x.w);
@@ -1544,8 +1660,22 @@ int sim_run(const struct machine *m, const struct workload *w, const struct sim_
 	S->idle_at = calloc(m->ndevices, sizeof(uint32_t));
 	S->open = S->npresent == 64 ? ~0ull : (1ull << S->npresent) - 1;
 	S->taker = -1;
+	if (m->wake_ns > 0) {
+		S->wake_ns = (uint64_t)llround(m->wake_ns);
+		S->spin_ns = o->spin_us < 0    ? 0
+		             : o->spin_us == 0 ? (uint64_t)ENGINE_SPIN_US_DEFAULT * 1000
+		                               : (uint64_t)llround(o->spin_us * 1e3);
+		for (unsigned d = 0; d < m->ndevices; d++)
+			if (m->dev[d].kind == TDM_DEV_CPU)
+				S->host |= 1ull << d;
+	}
 	if (!S->heap || !S->scheduled || !S->idle || !S->idle_at || build_preds(S))
 		goto nomem;
+	/* The workers slept before the first graph (and look when it comes). */
+	for (unsigned d = 0; S->wake_ns && d < m->ndevices; d++) {
+		S->idle[d] = true;
+		S->idle_at[d] = UINT32_MAX;
+	}
 	if (o->record && !(r->spans = calloc(w->ntasks, sizeof(*r->spans))))
 		goto nomem;
 	r->nspans = o->record ? w->ntasks : 0;

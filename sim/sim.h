@@ -43,6 +43,10 @@ struct sim_opts {
 	const struct policy_tuning *tuning; /* NULL: defaults */
 	uint32_t pipeline_depth; /* accelerators (0: the engine's default) */
 	uint32_t watchdog_ms; /* 0: the engine's default */
+	/* How long the simulated daemon's idle workers spin before they sleep,
+	 * in us (its spin_us; 0: its default, ENGINE_SPIN_US_DEFAULT; < 0:
+	 * they do not spin). Matters on a machine with wake_ns only. */
+	double spin_us;
 	/* Scale events (docs/elastic-sim.md), applied at their virtual times
 	 * with the engine's device calls; NULL: none. Devices described with
 	 * present = false join only by an "add". */

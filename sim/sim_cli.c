@@ -64,6 +64,9 @@ static void usage(FILE *out)
 	        "      --refine N           heft/peft: extra candidate orders ([policy]\n"
 	        "                           plan_refine_iters, default 0)\n"
 	        "      --no-repair          heft/peft: never re-plan on drift\n"
+	        "      --spin-us N          the daemon's workers spin N us before they sleep\n"
+	        "                           (its spin_us, default 50; matters with the\n"
+	        "                           machine's wake_ns)\n"
 	        "      --trace-out FILE     Chrome/Perfetto trace JSON of the schedule (with\n"
 	        "                           several policies: FILE gets .POLICY before its "
 	        "suffix)\n"
@@ -580,6 +583,7 @@ int sim_main(int argc, char **argv)
 		OPT_UNIT_BYTES,
 		OPT_REFINE,
 		OPT_NO_REPAIR,
+		OPT_SPIN_US,
 		OPT_TRACE,
 		OPT_SVG,
 		OPT_JSON,
@@ -596,6 +600,7 @@ int sim_main(int argc, char **argv)
 		{ "unit-bytes", required_argument, NULL, OPT_UNIT_BYTES },
 		{ "refine", required_argument, NULL, OPT_REFINE },
 		{ "no-repair", no_argument, NULL, OPT_NO_REPAIR },
+		{ "spin-us", required_argument, NULL, OPT_SPIN_US },
 		{ "trace-out", required_argument, NULL, OPT_TRACE },
 		{ "svg", required_argument, NULL, OPT_SVG },
 		{ "json", no_argument, NULL, OPT_JSON },
@@ -642,6 +647,14 @@ int sim_main(int argc, char **argv)
 			tuning.plan_refine_iters = u;
 			break;
 		case OPT_NO_REPAIR: tuning.plan_repair = false; break;
+		case OPT_SPIN_US:
+			if (parse_u32(optarg, &u) || u > 10000) {
+				fprintf(stderr,
+				        "tandemd: --spin-us: expected 0..10000 (as spin_us)\n");
+				return 2;
+			}
+			so.spin_us = u ? (double)u : -1;
+			break;
 		case OPT_TRACE: trace_out = optarg; break;
 		case OPT_SVG: svg_out = optarg; break;
 		case OPT_JSON: json = true; break;

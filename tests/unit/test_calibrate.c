@@ -121,6 +121,7 @@ static void assert_sane(const struct calibration *c, size_t n)
 		for (uint32_t d = 0; d < c->nnodes; d++)
 			assert_valid_link(&c->link[s][d]);
 	assert_true(isfinite(c->seconds) && c->seconds >= 0);
+	assert_true(isfinite(c->wake_ns) && c->wake_ns >= 0 && c->wake_ns <= 1e9);
 }
 
 static void assert_same_figures(const struct calibration *a, const struct calibration *b)
@@ -129,6 +130,7 @@ static void assert_same_figures(const struct calibration *a, const struct calibr
 	assert_int_equal(a->ndevices, b->ndevices);
 	assert_int_equal(a->nnodes, b->nnodes);
 	assert_true(a->seconds == b->seconds);
+	assert_true(a->wake_ns == b->wake_ns);
 	for (uint32_t i = 0; i < a->ndevices; i++) {
 		assert_string_equal(a->dev[i].key, b->dev[i].key);
 		assert_int_equal(a->dev[i].node, b->dev[i].node);
@@ -310,6 +312,10 @@ static void test_run_real_devices(void **state)
 	assert_sane(c, ndevs);
 	assert_false(c->from_cache);
 	assert_true(c->seconds > 0);
+	/* Two threads and two eventfds: nothing here can keep it from being
+	 * measured, and a wake-up takes some time. */
+	printf("# a sleeping thread wakes in %.1f us\n", c->wake_ns / 1e3);
+	assert_true(c->wake_ns > 0);
 	for (size_t i = 0; i < ndevs; i++) {
 		char key[CAL_KEY_MAX];
 		calibrate_device_key(&devs[i], key, sizeof(key));
@@ -549,6 +555,7 @@ static void sample(struct calibration *c)
 	c->link[0][1] = (struct cal_link){ 24.75, 8123.25, true };
 	c->link[1][0] = (struct cal_link){ 1.0 / 3.0, 1e-3, true };
 	c->seconds = 0.8125;
+	c->wake_ns = 23456.5;
 }
 
 static json_t *round_trip_text(const json_t *doc)
@@ -574,7 +581,7 @@ static void test_json_round_trip(void **state)
 	sample(&a);
 	doc = calibration_to_json(&a);
 	assert_non_null(doc);
-	assert_int_equal(json_integer_value(json_object_get(doc, "version")), 1);
+	assert_int_equal(json_integer_value(json_object_get(doc, "version")), 2);
 	assert_int_equal(json_array_size(json_object_get(doc, "devices")), 3);
 	assert_int_equal(json_array_size(json_object_get(doc, "links")), 4);
 	back = round_trip_text(doc);
@@ -628,7 +635,8 @@ struct mutation {
 
 static const struct mutation mutations[] = {
 	{ "version missing", "", "version", NULL, "version: missing" },
-	{ "version 2", "", "version", "2", "version" },
+	{ "version 1", "", "version", "1", "version" },
+	{ "version 3", "", "version", "3", "version" },
 	{ "version string", "", "version", "\"1\"", "version" },
 	{ "fingerprint missing", "", "fingerprint", NULL, "fingerprint: missing" },
 	{ "fingerprint number", "", "fingerprint", "5", "fingerprint" },
@@ -642,6 +650,10 @@ static const struct mutation mutations[] = {
 	{ "nnodes too many", "", "nnodes", "17", "nnodes" },
 	{ "nnodes missing", "", "nnodes", NULL, "nnodes: missing" },
 	{ "nnodes real", "", "nnodes", "2.0", "nnodes" },
+	{ "wake_ns missing", "", "wake_ns", NULL, "wake_ns: missing" },
+	{ "wake_ns negative", "", "wake_ns", "-1", "wake_ns" },
+	{ "wake_ns huge", "", "wake_ns", "1e12", "wake_ns" },
+	{ "wake_ns string", "", "wake_ns", "\"20us\"", "wake_ns" },
 	{ "devices missing", "", "devices", NULL, "devices" },
 	{ "devices object", "", "devices", "{}", "devices" },
 	{ "links missing", "", "links", NULL, "links" },

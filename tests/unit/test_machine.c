@@ -64,7 +64,8 @@ static void expect_error(const char *text, const char *want)
 
 static const char full[] =
         "name = \"box\"\n"
-        "description = \"a test box\"\n" CPU GPU("gpu0", 1)
+        "description = \"a test box\"\n"
+        "wake_ns = 21500\n" CPU GPU("gpu0", 1)
                 GPU("gpu1", 2) "[device.npu0]\nkind = \"npu\"\nmodel = \"xdna\"\nnode = 3\n"
                                "mem_gib = 0.5\ngflops = 4000\nmem_gbps = 60\nlaunch_ns = 3e4\n"
                                "[link.0-1]\ngbps = 12\nlatency_ns = 10000\n"
@@ -147,6 +148,7 @@ static void test_parse_full(void **state)
 	(void)state;
 	parse_ok(full, &m);
 	assert_string_equal(m.name, "box");
+	assert_true(m.wake_ns == 21500);
 	assert_int_equal(m.ndevices, 7);
 	assert_int_equal(m.nnodes, 4);
 	for (int i = 0; i < 4; i++) {
@@ -247,12 +249,20 @@ static void test_errors_top_level(void **state)
 	expect_error("name = \"a\"\nname = \"b\"\n" CPU0,
 	             "t.toml:2:8: Error while parsing key-value pair: cannot redefine existing "
 	             "string 'name'");
-	expect_error("foo = 1\n", "t.toml:1:1: unknown key foo (expected name, description, "
-	                          "[device.NAME], [link.SRC-DST] or [cost.MODEL.KERNEL] (see "
-	                          "docs/machines.md))");
-	expect_error("[gpu.x]\n", "t.toml:1:2: unknown key gpu (expected name, description, "
-	                          "[device.NAME], [link.SRC-DST] or [cost.MODEL.KERNEL] (see "
-	                          "docs/machines.md))");
+	expect_error("foo = 1\n",
+	             "t.toml:1:1: unknown key foo (expected name, description, "
+	             "wake_ns, [device.NAME], [link.SRC-DST] or [cost.MODEL.KERNEL] (see "
+	             "docs/machines.md))");
+	expect_error("[gpu.x]\n",
+	             "t.toml:1:2: unknown key gpu (expected name, description, "
+	             "wake_ns, [device.NAME], [link.SRC-DST] or [cost.MODEL.KERNEL] (see "
+	             "docs/machines.md))");
+	expect_error("wake_ns = -1\n" CPU0,
+	             "t.toml:1:11: wake_ns: -1 is out of range (expected ns in [0, 1e+07])");
+	expect_error("wake_ns = 2e7\n" CPU0,
+	             "t.toml:1:11: wake_ns: 2e+07 is out of range (expected ns in [0, 1e+07])");
+	expect_error("wake_ns = \"20us\"\n" CPU0,
+	             "t.toml:1:11: wake_ns: expected a number, got string");
 	expect_error("name = 3\n", "t.toml:1:8: name: expected a string (a name: A-Z, a-z, 0-9, "
 	                           "'.', '_', '-'), got integer");
 	expect_error("name = \"a b\"\n",
@@ -841,6 +851,7 @@ static void test_models_json_predicts(void **state)
 static void assert_same_machine(const struct machine *a, const struct machine *b, bool spread)
 {
 	assert_string_equal(a->name, b->name);
+	assert_true(a->wake_ns == b->wake_ns);
 	assert_int_equal(a->ndevices, b->ndevices);
 	assert_int_equal(a->nnodes, b->nnodes);
 	for (uint32_t i = 0; i < a->ndevices; i++) {

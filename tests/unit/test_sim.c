@@ -722,6 +722,60 @@ static void test_core_contention(void **state)
 	}
 }
 
+/* A machine with wake_ns: idle workers spin spin_us, then sleep and start
+ * wake_ns after a wake-up (docs/simulation.md, "Waking workers"). */
+static void test_wake_ups(void **state)
+{
+	(void)state;
+	struct machine m;
+	struct workload w;
+	struct sim_result r;
+	static const char *const policies[] = { "eager", "dmda", "heft" };
+
+	/* A (1 ms) releases B and C at 1 ms; D and E arrive at 5 ms. */
+	parse_trace("{\"tandem_trace\":1,\"devices\":[\"cpu0\",\"cpu1\"]}\n"
+	            "{\"graph\":0,\"arrival_ns\":0,\"tasks\":3}\n"
+	            "{\"task\":0,\"name\":\"A\",\"cost_ns\":[1e6,1e6]}\n"
+	            "{\"task\":1,\"name\":\"B\",\"cost_ns\":[1e6,1e6],\"after\":[0]}\n"
+	            "{\"task\":2,\"name\":\"C\",\"cost_ns\":[1e6,1e6],\"after\":[0]}\n"
+	            "{\"graph\":1,\"arrival_ns\":5e6,\"tasks\":2}\n"
+	            "{\"task\":0,\"name\":\"D\",\"cost_ns\":[1e6,1e6]}\n"
+	            "{\"task\":1,\"name\":\"E\",\"cost_ns\":[1e6,1e6]}\n",
+	            "wake.trace", &w);
+	for (unsigned p = 0; p < 3; p++) {
+		for (int c = 0; c < 4; c++) {
+			/* c = 0: no wake_ns; 1: the default spin (50 us); 2: a spin
+			 * of 2 ms; 3: none */
+			static const double spin_us[] = { 0, 0, 2000, -1 };
+			struct sim_opts o = { .policy = policies[p],
+				              .record = true,
+				              .spin_us = spin_us[c] };
+			char err[256];
+			shared_machine(&m, 2, 0, 0);
+			m.wake_ns = c ? 2e4 : 0;
+			if (sim_run(&m, &w, &o, &r, err, sizeof(err)))
+				fail_msg("%s: %s", policies[p], err);
+			/* The worker that ran A takes B or C at once; the other
+			 * spun 50 us or none after the doorbell woke it for A and
+			 * found nothing, and sleeps at 1 ms: it starts 20 us later,
+			 * unless it still spins (2 ms). */
+			const struct sched_span *b = &r.spans[1], *cc = &r.spans[2];
+			uint64_t first = b->start_ns < cc->start_ns ? b->start_ns : cc->start_ns;
+			uint64_t second = b->start_ns < cc->start_ns ? cc->start_ns : b->start_ns;
+			assert_int_not_equal(b->device, cc->device);
+			if (first != 1000000 || second != (c == 1 || c == 3 ? 1020000 : 1000000))
+				fail_msg("%s, case %d: B and C start at %.3f and %.3f ms",
+				         policies[p], c, first / 1e6, second / 1e6);
+			/* Both sleep at 5 ms; the client's doorbell wakes them. */
+			assert_true(r.spans[3].start_ns == 5000000 &&
+			            r.spans[4].start_ns == 5000000);
+			assert_true(r.makespan_ns == 6e6);
+			sim_result_free(&r);
+		}
+	}
+	wl_free(&w);
+}
+
 /* Devices look for work as the daemon's workers do (docs/simulation.md,
  * "The driver"), under the pull policies, whose choice depends on who
  * looks first. */
@@ -812,6 +866,7 @@ int main(void)
 		cmocka_unit_test(test_engine_refusal_named),
 		cmocka_unit_test(test_shared_cores),
 		cmocka_unit_test(test_core_contention),
+		cmocka_unit_test(test_wake_ups),
 		cmocka_unit_test(test_looks_as_workers_do),
 		cmocka_unit_test(test_large),
 	};
