@@ -252,8 +252,8 @@ static int calibrate(struct server *srv, bool force, struct calibration *cal)
 
 static void log_calibration(const struct calibration *cal)
 {
-	log_info("profiler: calibration %s (%.2f s)", cal->from_cache ? "from cache" : "measured",
-	         cal->seconds);
+	log_info("profiler: calibration %s (%.2f s); a sleeping worker wakes in %.1f us",
+	         cal->from_cache ? "from cache" : "measured", cal->seconds, cal->wake_ns / 1e3);
 	for (uint32_t i = 0; i < cal->ndevices; i++) {
 		const struct cal_device *d = &cal->dev[i];
 		if (i && !strcmp(d->key, cal->dev[i - 1].key))

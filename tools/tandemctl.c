@@ -499,6 +499,10 @@ static void print_calibration(json_t *doc)
 	json_t *d, *l;
 	char a[32];
 	printf("calibration: %.2f s\n", real(doc, "seconds"));
+	/* 0: not measured (a cache of a daemon that could not) */
+	if (real(doc, "wake_ns") > 0)
+		printf("a sleeping worker wakes in %s\n",
+		       fmt_ns(real(doc, "wake_ns"), a, sizeof(a)));
 	printf("%-52s %5s %5s %12s %12s %10s\n", "DEVICE", "COUNT", "NODE", "SGEMM_GFLOPS",
 	       "MEM_GBPS", "LAUNCH");
 	/* Identical devices (every core) were measured once: one line each. */

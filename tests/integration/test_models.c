@@ -330,6 +330,7 @@ static void test_tandemctl(void **state)
 	assert_int_equal(pclose(p), 0);
 	assert_non_null(strstr(out, "SGEMM_GFLOPS"));
 	assert_non_null(strstr(out, "cpu:"));
+	assert_non_null(strstr(out, "a sleeping worker wakes in "));
 	assert_true(tdmt_log_contains(&daemon_, "calibration measured"));
 	tdmt_test_ok();
 }
