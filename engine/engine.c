@@ -1546,6 +1546,17 @@ bool engine_sim_stalled(struct engine *e)
 	return true;
 }
 
+void engine_sim_submit(struct engine *e, struct engine_graph *g, int wi)
+{
+	const struct engine *was_engine = tls_engine;
+	int was_worker = tls_worker;
+	tls_engine = e;
+	tls_worker = wi;
+	engine_submit(e, g);
+	tls_engine = was_engine;
+	tls_worker = was_worker;
+}
+
 void engine_sim_sleep(struct engine *e, unsigned wi, bool on)
 {
 	atomic_store(&e->workers[wi].asleep, on);

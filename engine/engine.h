@@ -160,6 +160,9 @@ bool engine_sim_stalled(struct engine *e);
  * (wake_sleepers' count and order, a policy's kick), clearing what
  * engine_sim_asleep reads; the driver then says off when it is up. */
 void engine_sim_sleep(struct engine *e, unsigned w, bool on);
+/* engine_submit as worker w's intake would call it (it takes one of the
+ * roots itself, so one fewer sleeper is woken); w < 0: as engine_submit. */
+void engine_sim_submit(struct engine *e, struct engine_graph *g, int w);
 bool engine_sim_asleep(const struct engine *e, unsigned w);
 /* Some tasks come with excl_nodes already set (simulated workloads that
  * bar tasks from devices): every hand-out is then checked. */

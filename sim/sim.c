@@ -154,6 +154,7 @@ struct sim {
 	 * device spins until awake_until, then sleeps until the
 	 * engine wakes it (asleep: bit d), and it looks at wake_at (waking). */
 	uint64_t wake_ns, spin_ns, asleep, waking, host; /* host: bit d, a core's worker */
+	unsigned bell_next; /* the sleeping core worker a doorbell wakes next, in turn */
 	uint64_t awake_until[MACHINE_MAX_DEVICES], wake_at[MACHINE_MAX_DEVICES];
 	struct machine *in_order; /* the machine in engine id order (elastic.h) */
 	uint32_t perm[MACHINE_MAX_DEVICES]; /* in_order's device i is the caller's perm[i] */
@@ -1125,13 +1126,14 @@ static uint64_t ticks(void)
 #endif
 }
 
-static void submit(struct sim *S, uint32_t gi)
+/* Graph gi arrives now; intake: the worker that takes it in (-1: none). */
+static void submit(struct sim *S, uint32_t gi, int intake)
 {
 	struct engine_graph *g = &S->graphs[gi];
 	const struct workload *w = S->w;
 	if (w->ngraphs && w->graphs[gi].deadline_ns > 0)
 		g->deadline_ns = S->world.now + (uint64_t)llround(w->graphs[gi].deadline_ns);
-	engine_submit(S->e, g);
+	engine_sim_submit(S->e, g, intake);
 }
 
 /* The virtual clock moves to t (never back); paced kernels progress. */
@@ -1278,8 +1280,10 @@ static int events_setup(struct sim *S, char *err, size_t errlen)
  * not take, round robin; a policy's kick to the worker it queued for),
  * and it looks wake_ns later. A graph arrives through the front end: a
  * spinning core worker takes it in; when none spins, the client's
- * doorbell wakes every sleeping core worker (all of them watch it), and
- * the graph's arrival is when one of them took it in. */
+ * doorbell wakes one sleeping core worker (they all watch it, but the
+ * first up takes its edge and the others' epoll_wait finds nothing ready
+ * and sleeps on; which one, in turn here), and the graph's arrival is
+ * when it took the graph in. */
 
 /* Idle devices whose spin ran out sleep: before each call into the engine,
  * so that what the call releases wakes them the engine's way. */
@@ -1332,17 +1336,27 @@ static uint64_t next_wake(const struct sim *S)
 	return t;
 }
 
-/* Graphs arrive now (see above). */
-static void doorbell(struct sim *S)
+/* Graphs arrive now (see above): the core worker that takes them in (-1:
+ * none idle; a busy one does, between its tasks). */
+static int doorbell(struct sim *S)
 {
 	uint64_t now = S->world.now;
 	for (uint64_t bits = S->host & ~(S->asleep | S->waking); bits; bits &= bits - 1) {
 		unsigned d = (unsigned)__builtin_ctzll(bits);
 		if (S->idle[d] && now < S->awake_until[d] && !engine_sim_oldest(S->e, d))
-			return; /* it spins: it takes the graphs in */
+			return (int)d; /* it spins */
 	}
-	for (uint64_t bits = S->host & (S->asleep | S->waking); bits; bits &= bits - 1)
-		wake(S, (unsigned)__builtin_ctzll(bits), now);
+	uint64_t sleepers = S->host & (S->asleep | S->waking);
+	unsigned nd = S->m->ndevices;
+	for (unsigned i = 0; sleepers && i < nd; i++) {
+		unsigned d = (S->bell_next + i) % nd;
+		if (sleepers >> d & 1) {
+			wake(S, d, now);
+			S->bell_next = d + 1;
+			return (int)d;
+		}
+	}
+	return -1;
 }
 
 /* Device d looks for work once (run_loop says when): it stages what its
@@ -1390,13 +1404,16 @@ __attribute__((noinline)) static int run_loop(struct sim *S, char *err, size_t e
 			apply_events(S);
 			watch_events(S);
 		}
+		int intake = -1;
 		if (S->wake_ns) {
 			fall_asleep(S);
 			if (next < ng && arrival_of(S, S->order[next]) <= S->world.now)
-				doorbell(S);
+				intake = doorbell(S);
+			if (intake >= 0 && S->taker < 0)
+				S->taker = intake; /* it looks first */
 		}
 		while (next < ng && arrival_of(S, S->order[next]) <= S->world.now)
-			submit(S, S->order[next++]);
+			submit(S, S->order[next++], intake);
 		/* As the daemon's workers look for work (engine.c): the worker
 		 * whose task just completed first (the engine hands the tasks
 		 * it released to the policy and wakes sleepers only for the

@@ -724,6 +724,15 @@ static void test_core_contention(void **state)
 
 /* A machine with wake_ns: idle workers spin spin_us, then sleep and start
  * wake_ns after a wake-up (docs/simulation.md, "Waking workers"). */
+static void start_pair(const struct sim_result *r, unsigned x, unsigned y, uint64_t *first,
+                       uint64_t *second)
+{
+	const struct sched_span *a = &r->spans[x], *b = &r->spans[y];
+	assert_int_not_equal(a->device, b->device);
+	*first = a->start_ns < b->start_ns ? a->start_ns : b->start_ns;
+	*second = a->start_ns < b->start_ns ? b->start_ns : a->start_ns;
+}
+
 static void test_wake_ups(void **state)
 {
 	(void)state;
@@ -732,12 +741,14 @@ static void test_wake_ups(void **state)
 	struct sim_result r;
 	static const char *const policies[] = { "eager", "dmda", "heft" };
 
-	/* A (1 ms) releases B and C at 1 ms; D and E arrive at 5 ms. */
+	/* A0 (1 ms) and A1 (0.5 ms) come in at 0; A0 releases B and C; D
+	 * and E come in at 5 ms. */
 	parse_trace("{\"tandem_trace\":1,\"devices\":[\"cpu0\",\"cpu1\"]}\n"
-	            "{\"graph\":0,\"arrival_ns\":0,\"tasks\":3}\n"
-	            "{\"task\":0,\"name\":\"A\",\"cost_ns\":[1e6,1e6]}\n"
-	            "{\"task\":1,\"name\":\"B\",\"cost_ns\":[1e6,1e6],\"after\":[0]}\n"
-	            "{\"task\":2,\"name\":\"C\",\"cost_ns\":[1e6,1e6],\"after\":[0]}\n"
+	            "{\"graph\":0,\"arrival_ns\":0,\"tasks\":4}\n"
+	            "{\"task\":0,\"name\":\"A0\",\"cost_ns\":[1e6,1e6]}\n"
+	            "{\"task\":1,\"name\":\"A1\",\"cost_ns\":[5e5,5e5]}\n"
+	            "{\"task\":2,\"name\":\"B\",\"cost_ns\":[1e6,1e6],\"after\":[0]}\n"
+	            "{\"task\":3,\"name\":\"C\",\"cost_ns\":[1e6,1e6],\"after\":[0]}\n"
 	            "{\"graph\":1,\"arrival_ns\":5e6,\"tasks\":2}\n"
 	            "{\"task\":0,\"name\":\"D\",\"cost_ns\":[1e6,1e6]}\n"
 	            "{\"task\":1,\"name\":\"E\",\"cost_ns\":[1e6,1e6]}\n",
@@ -750,26 +761,29 @@ static void test_wake_ups(void **state)
 			struct sim_opts o = { .policy = policies[p],
 				              .record = true,
 				              .spin_us = spin_us[c] };
+			uint64_t wake = c ? 20000 : 0, first, second;
 			char err[256];
 			shared_machine(&m, 2, 0, 0);
-			m.wake_ns = c ? 2e4 : 0;
+			m.wake_ns = (double)wake;
 			if (sim_run(&m, &w, &o, &r, err, sizeof(err)))
 				fail_msg("%s: %s", policies[p], err);
-			/* The worker that ran A takes B or C at once; the other
-			 * spun 50 us or none after the doorbell woke it for A and
-			 * found nothing, and sleeps at 1 ms: it starts 20 us later,
-			 * unless it still spins (2 ms). */
-			const struct sched_span *b = &r.spans[1], *cc = &r.spans[2];
-			uint64_t first = b->start_ns < cc->start_ns ? b->start_ns : cc->start_ns;
-			uint64_t second = b->start_ns < cc->start_ns ? cc->start_ns : b->start_ns;
-			assert_int_not_equal(b->device, cc->device);
-			if (first != 1000000 || second != (c == 1 || c == 3 ? 1020000 : 1000000))
-				fail_msg("%s, case %d: B and C start at %.3f and %.3f ms",
-				         policies[p], c, first / 1e6, second / 1e6);
-			/* Both sleep at 5 ms; the client's doorbell wakes them. */
-			assert_true(r.spans[3].start_ns == 5000000 &&
-			            r.spans[4].start_ns == 5000000);
-			assert_true(r.makespan_ns == 6e6);
+			/* The doorbell wakes one core, which takes the graph in
+			 * and one root; the engine wakes the other for the other. */
+			start_pair(&r, 0, 1, &first, &second);
+			assert_true(first == 0 && second == wake);
+			/* The core that ran A0 takes B or C at once; the other ran
+			 * A1 and, 0.5 ms idle, sleeps (unless it spins 2 ms): woken
+			 * for the other, it starts wake_ns later. */
+			uint64_t a0 = r.spans[0].end_ns;
+			start_pair(&r, 2, 3, &first, &second);
+			if (first != a0 || second != a0 + (c == 2 ? 0 : wake))
+				fail_msg("%s, case %d: A0 ends at %.3f ms, B and C start at %.3f "
+				         "and %.3f",
+				         policies[p], c, a0 / 1e6, first / 1e6, second / 1e6);
+			/* Both sleep at 5 ms: as at 0. */
+			start_pair(&r, 4, 5, &first, &second);
+			assert_true(first == 5000000 && second == 5000000 + wake);
+			assert_true(r.makespan_ns == 6e6 + (double)wake);
 			sim_result_free(&r);
 		}
 	}
