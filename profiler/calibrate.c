@@ -849,7 +849,7 @@ int calibrate_run(const struct backend_device *devs, const uint16_t *nodes, size
 	measure_host_link(&c, &out->link[0][0]);
 	double wake = 0;
 	err = measure_wake(&wake);
-	keep("host", "wake-up latency", err, wake, &r_ns, "ns", &out->wake_ns);
+	keep("host", "wake-up latency", err, wake, &r_wake, "ns", &out->wake_ns);
 	if (!err)
 		log_info("calibration: a sleeping thread wakes in %.1f us", out->wake_ns / 1e3);
 	for (size_t i = 0; i < n; i++)

@@ -15,6 +15,7 @@
 #define CAL_MAX_DEVICES 64
 #define CAL_MAX_NODES 16 /* memory nodes, as placement/residency.h counts them */
 #define CAL_KEY_MAX 128
+#define CAL_WAKE_MAX_NS 1e7
 
 struct cal_device {
 	/* Identity of the device's kind: "<kind>:<model>". Identical devices
@@ -40,7 +41,8 @@ struct calibration {
 	struct cal_link link[CAL_MAX_NODES][CAL_MAX_NODES]; /* [src][dst] */
 	/* A thread sleeping in epoll_wait on an eventfd runs this long after
 	 * another core writes it (median; 0: not measured): what a sleeping
-	 * worker of the daemon takes to start on work it is woken for. */
+	 * worker of the daemon takes to start on work it is woken for. Below
+	 * CAL_WAKE_MAX_NS (a machine description's limit too). */
 	double wake_ns;
 	char fingerprint[512]; /* the hardware these figures belong to */
 	double seconds; /* time the measurement took (of the run that made them) */

@@ -24,6 +24,7 @@ static const struct range r_gflops = { 0, 1e7, true };
 static const struct range r_gbps = { 0, 1e5, true };
 static const struct range r_ns = { 0, 1e9, false };
 static const struct range r_seconds = { 0, 86400, false };
+static const struct range r_wake = { 0, CAL_WAKE_MAX_NS, false };
 
 static inline bool in_range(double v, const struct range *r)
 {

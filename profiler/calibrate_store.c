@@ -245,7 +245,7 @@ int calibration_from_json(const json_t *doc, struct calibration *out, char *err,
 	                  sizeof(c.fingerprint))) ||
 	    (rc = get_num(&p, doc, "seconds", &r_seconds, &c.seconds)) ||
 	    (rc = get_int(&p, doc, "nnodes", 1, CAL_MAX_NODES, &nnodes)) ||
-	    (rc = get_num(&p, doc, "wake_ns", &r_ns, &c.wake_ns)))
+	    (rc = get_num(&p, doc, "wake_ns", &r_wake, &c.wake_ns)))
 		return rc;
 	c.nnodes = (uint32_t)nnodes;
 	if ((rc = parse_devices(&p, doc, &c)) || (rc = parse_links(&p, doc, &c)))

@@ -450,7 +450,7 @@ static int visit_top(struct pctx *c, const struct toml_item *it, const char *key
 	if (!strcmp(key, "wake_ns")) { /* 0: the daemon's workers wake at once */
 		double v;
 		if (get_number(c, it, "wake_ns", &v) ||
-		    check_range(c, it, "wake_ns", v, 0, false, 1e7, false, "ns in "))
+		    check_range(c, it, "wake_ns", v, 0, false, CAL_WAKE_MAX_NS, false, "ns in "))
 			return 1;
 		c->m->wake_ns = v;
 		return 0;

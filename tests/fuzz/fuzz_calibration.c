@@ -49,7 +49,7 @@ static void check_valid(const struct calibration *c)
 		abort();
 	check_string(c->fingerprint, sizeof(c->fingerprint), NULL);
 	check_range(c->seconds, 0, 86400, 0);
-	check_range(c->wake_ns, 0, 1e9, 0);
+	check_range(c->wake_ns, 0, CAL_WAKE_MAX_NS, 0);
 	for (uint32_t i = 0; i < c->ndevices; i++) {
 		const struct cal_device *d = &c->dev[i];
 		check_string(d->key, sizeof(d->key), key_chars);
