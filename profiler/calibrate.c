@@ -850,8 +850,8 @@ int calibrate_run(const struct backend_device *devs, const uint16_t *nodes, size
 	double wake = 0;
 	err = measure_wake(&wake);
 	keep("host", "wake-up latency", err, wake, &r_wake, "ns", &out->wake_ns);
-	if (!err)
-		log_info("calibration: a sleeping thread wakes in %.1f us", out->wake_ns / 1e3);
+	if (!err) /* the daemon logs it with the other figures (log_calibration) */
+		log_debug("calibration: a sleeping thread wakes in %.1f us", out->wake_ns / 1e3);
 	for (size_t i = 0; i < n; i++)
 		device_figures(&c, devs, i, out);
 	for (unsigned k = 1; k < nnodes; k++) {

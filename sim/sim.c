@@ -1387,6 +1387,21 @@ static inline void look(struct sim *S, unsigned d, uint32_t epoch)
 	}
 }
 
+/* Device d's oldest task ends now: d looks first in the next pass. */
+static inline void complete_on(struct sim *S, unsigned d)
+{
+	S->taker = (int)d;
+	S->idle[d] = false;
+	S->open |= 1ull << d;
+	if (S->wake_ns)
+		fall_asleep(S);
+	uint64_t t0 = ticks();
+	S->in_complete = true;
+	engine_sim_complete(S->e, d);
+	S->in_complete = false;
+	S->engine_ticks += ticks() - t0;
+}
+
 __attribute__((noinline)) static int run_loop(struct sim *S, char *err, size_t errlen)
 {
 	uint32_t next = 0, ng = S->ngraphs;
@@ -1492,34 +1507,15 @@ __attribute__((noinline)) static int run_loop(struct sim *S, char *err, size_t e
 			/* A rate changes, or a paced kernel ends. */
 			move_to(S, tp);
 			if (paced_done >= 0) {
-				unsigned d = (unsigned)paced_done;
-				pace_finish(S, d);
-				S->taker = (int)d;
-				S->idle[d] = false;
-				S->open |= 1ull << d;
-				if (S->wake_ns)
-					fall_asleep(S);
-				t0 = ticks();
-				S->in_complete = true;
-				engine_sim_complete(S->e, d);
-				S->in_complete = false;
-				S->engine_ticks += ticks() - t0;
+				pace_finish(S, (unsigned)paced_done);
+				complete_on(S, (unsigned)paced_done);
 			}
 			continue;
 		}
 		struct ev x = heap_pop(S);
 		move_to(S, x.t);
 		S->scheduled[x.w] = false;
-		S->taker = (int)x.w;
-		S->idle[x.w] = false;
-		S->open |= 1ull << x.w;
-		if (S->wake_ns)
-			fall_asleep(S);
-		t0 = ticks();
-		S->in_complete = true;
-		engine_sim_complete(S->e, x.w);
-		S->in_complete = false;
-		S->engine_ticks += ticks() - t0;
+		complete_on(S, x.w);
 	}
 }
 
