@@ -1497,6 +1497,23 @@ size_t engine_sim_stage(struct engine *e, unsigned wi)
 	return n;
 }
 
+bool engine_sim_may_stage(const struct engine *e, unsigned wi)
+{
+	const struct worker *w = &e->workers[wi];
+	if (!w->pipe)
+		return false;
+	if (w->deferred)
+		return true;
+	if (w->pipe_n >= w->depth)
+		return false;
+	/* A drained device's pick sweeps, the fallback's reads the FIFO:
+	 * those take the whole path. */
+	if (!e->policy->may_pick || atomic_load_explicit(&e->fallback, memory_order_acquire) ||
+	    device_state(e, wi) != ENGINE_DEV_ACTIVE)
+		return true;
+	return e->policy->may_pick(e->policy_priv, wi);
+}
+
 bool engine_sim_full(const struct engine *e, unsigned wi)
 {
 	const struct worker *w = &e->workers[wi];

@@ -145,6 +145,11 @@ size_t engine_sim_stage(struct engine *e, unsigned w);
 /* w's pipeline is full: engine_sim_stage would take nothing before one of
  * w's tasks completes. */
 bool engine_sim_full(const struct engine *e, unsigned w);
+/* false when engine_sim_stage(e, w) would surely take nothing and change
+ * nothing now (the policy's may_pick says its pick finds nothing, or the
+ * pipeline is full): the driver skips the call, as it would find nothing.
+ * true: it may take something. */
+bool engine_sim_may_stage(const struct engine *e, unsigned w);
 /* Moves whenever tasks reach the policy: a worker that found nothing need
  * not look again before it moved (or before its own task completed). */
 uint32_t engine_sim_epoch(const struct engine *e);

@@ -1321,6 +1321,15 @@ struct engine_task *dispatch_pick_next(void *priv, unsigned w)
 	return t;
 }
 
+/* dispatch_pick_next finds a task only in w's own queue (steal_fair too
+ * needs one there) or in the queue of tasks any device may run. */
+bool dispatch_may_pick(void *priv, unsigned w)
+{
+	struct dispatch *D = priv;
+	return fairq_len_hint(&D->q[w]) ||
+	       atomic_load_explicit(&D->any_queued, memory_order_relaxed);
+}
+
 void dispatch_task_done(void *priv, struct engine_task *t, unsigned w)
 {
 	struct dispatch *D = priv;

@@ -35,6 +35,7 @@ void dispatch_task_done(void *priv, struct engine_task *t, unsigned worker);
 void dispatch_task_skipped(void *priv, struct engine_task *t);
 void dispatch_graph_finished(void *priv, struct engine_graph *g);
 size_t dispatch_peek(void *priv, unsigned worker, struct engine_task **out, size_t max);
+bool dispatch_may_pick(void *priv, unsigned worker);
 int dispatch_flow_added(void *priv, struct engine_flow *flow);
 void dispatch_flow_gone(void *priv, struct engine_flow *flow);
 void dispatch_device_added(void *priv, unsigned w);
@@ -49,8 +50,8 @@ void dispatch_device_removed(void *priv, unsigned w);
 		.tasks_ready = dispatch_tasks_ready, .pick_next = dispatch_pick_next,              \
 		.task_done = dispatch_task_done, .task_skipped = dispatch_task_skipped,            \
 		.graph_finished = dispatch_graph_finished, .peek = dispatch_peek,                  \
-		.flow_added = dispatch_flow_added, .flow_gone = dispatch_flow_gone,                \
-		.device_added = dispatch_device_added,                                             \
+		.may_pick = dispatch_may_pick, .flow_added = dispatch_flow_added,                  \
+		.flow_gone = dispatch_flow_gone, .device_added = dispatch_device_added,            \
 		.device_draining = dispatch_device_draining,                                       \
 		.device_removed = dispatch_device_removed,                                         \
 	}

@@ -946,6 +946,7 @@ const struct policy_ops policy_llm = {
 	.task_skipped = dispatch_task_skipped,
 	.graph_finished = llm_graph_finished,
 	.peek = dispatch_peek,
+	.may_pick = dispatch_may_pick,
 	.prefetch = llm_prefetch,
 	.flow_added = dispatch_flow_added,
 	.flow_gone = dispatch_flow_gone,

@@ -52,7 +52,8 @@ struct policy_params {
  * services). Raised whenever one of them changes in a way a policy written
  * for the old one would get wrong; engine_create refuses a policy of
  * another version. */
-#define POLICY_ABI_VERSION 3u /* 2: max_workers, device_added/draining/removed; 3: prefetch */
+/* 2: max_workers, device_added/draining/removed; 3: prefetch; 4: may_pick */
+#define POLICY_ABI_VERSION 4u
 
 struct policy_ops {
 	/* POLICY_ABI_VERSION as the policy was built; the first member in
@@ -79,6 +80,12 @@ struct policy_ops {
 	/* Prefetch: up to max tasks queued for this worker's device, next
 	 * first, left queued (optional). Called by the worker itself. */
 	size_t (*peek)(void *priv, unsigned worker, struct engine_task **out, size_t max);
+	/* Optional: false when pick_next(priv, worker) would return NULL now
+	 * (nothing queued that this worker may take), found without side
+	 * effects; true when it may return a task. The simulator asks it
+	 * before stepping an idle device, most of whose looks find nothing
+	 * under a policy with per-device queues. NULL: pick_next is asked. */
+	bool (*may_pick)(void *priv, unsigned worker);
 	/* A client arrived: set up per-flow state in flow->policy_slot. */
 	int (*flow_added)(void *priv, struct engine_flow *flow);
 	/* A client's last task is done and it submits no more: drop its

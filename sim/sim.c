@@ -1368,7 +1368,7 @@ static inline void look(struct sim *S, unsigned d, uint32_t epoch)
 		return;
 	/* The epoch before the look: what arrives during it moves it. */
 	uint32_t before = engine_sim_epoch(S->e);
-	size_t took = engine_sim_stage(S->e, d);
+	size_t took = engine_sim_may_stage(S->e, d) ? engine_sim_stage(S->e, d) : 0;
 	if (S->ahead_on && took)
 		ahead_note(S, d);
 	S->idle[d] = took == 0;

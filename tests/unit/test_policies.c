@@ -347,6 +347,21 @@ static const double fast0[] = { 1, 4, 4 }; /* device 0 is 4x faster */
 
 /* Every policy, on random DAGs, threaded and not: a valid schedule no
  * shorter than the lower bound. */
+/* A rig of ndev devices of the given speeds (the models believe them)
+ * with one flow, and a random DAG of n tasks from seed submitted. */
+static struct engine_graph *rig_with_dag(struct rig *r, const struct policy_ops *p, size_t ndev,
+                                         const double *speed, bool threads,
+                                         struct engine_flow *flow, unsigned seed, uint32_t n)
+{
+	struct dag d;
+	random_dag(&d, seed, n);
+	rig_start(r, p, ndev, speed, speed, threads, NULL);
+	assert_int_equal(engine_flow_add(r->e, flow), 0);
+	struct engine_graph *g = make_graph(flow, d.n, d.edges, d.ne, d.us);
+	engine_submit(r->e, g);
+	return g;
+}
+
 static void test_valid_schedules(void **state)
 {
 	(void)state;
@@ -355,13 +370,8 @@ static void test_valid_schedules(void **state)
 			for (int threads = 0; threads <= 1; threads++) {
 				struct rig r;
 				struct engine_flow flow = { .id = 1, .weight = 1 };
-				struct dag d;
-				random_dag(&d, seed * 7919u, 40);
-				rig_start(&r, *p, 3, fast0, fast0, threads, NULL);
-				assert_int_equal(engine_flow_add(r.e, &flow), 0);
-				struct engine_graph *g =
-				        make_graph(&flow, d.n, d.edges, d.ne, d.us);
-				engine_submit(r.e, g);
+				struct engine_graph *g = rig_with_dag(&r, *p, 3, fast0, threads,
+				                                      &flow, seed * 7919u, 40);
 				if (!threads)
 					run_all(&r);
 				wait_graphs(&r, 1);
@@ -377,6 +387,52 @@ static void test_valid_schedules(void **state)
 			}
 		}
 	}
+}
+
+/* may_pick, where a policy has it, never says "nothing" to a worker that
+ * then finds a task: stepped one worker at a time on random DAGs (4
+ * devices, one much faster, so that the others idle while tasks wait for
+ * it), before each step of each worker. Both answers occur. */
+static void test_may_pick_agrees(void **state)
+{
+	(void)state;
+	static const double skew[] = { 1, 6, 6, 6 };
+	unsigned checked = 0;
+	for (const struct policy_ops *const *p = policy_list(); *p; p++) {
+		if (!(*p)->may_pick)
+			continue;
+		checked++;
+		unsigned said_no = 0, said_yes = 0;
+		for (unsigned seed = 1; seed <= 3; seed++) {
+			struct rig r;
+			struct engine_flow flow = { .id = 1, .weight = 1 };
+			struct engine_graph *g =
+			        rig_with_dag(&r, *p, 4, skew, false, &flow, seed * 104729u, 60);
+			void *priv = engine_policy_priv(r.e);
+			for (bool any = true; any;) {
+				any = false;
+				for (unsigned w = 0; w < 4; w++) {
+					bool may = (*p)->may_pick(priv, w);
+					bool ran = engine_run_one(r.e, w);
+					if (ran && !may)
+						print_error("%s: worker %u found a task may_pick "
+						            "denied\n",
+						            (*p)->name, w);
+					assert_true(may || !ran);
+					said_no += !may;
+					said_yes += may;
+					any |= ran;
+				}
+			}
+			wait_graphs(&r, 1);
+			check_schedule(g, 4);
+			engine_flow_gone(r.e, &flow);
+			rig_stop(&r);
+			free_graph(g);
+		}
+		assert_true(said_no > 0 && said_yes > 0);
+	}
+	assert_true(checked >= 5); /* the policies of the dispatch core */
 }
 
 /* dmda: one task goes to the fast device; a batch is shared about 4:1,
@@ -912,6 +968,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_registry_versions),
 		cmocka_unit_test(test_valid_schedules),
+		cmocka_unit_test(test_may_pick_agrees),
 		cmocka_unit_test(test_eft_transfers),
 		cmocka_unit_test(test_dmda_placement),
 		cmocka_unit_test(test_heft_follows_plan),
