@@ -1420,6 +1420,7 @@ __attribute__((noinline)) static int run_loop(struct sim *S, char *err, size_t e
 			watch_events(S);
 		}
 		int intake = -1;
+		bool completed = S->taker >= 0; /* the taker's task just ended */
 		if (S->wake_ns) {
 			fall_asleep(S);
 			if (next < ng && arrival_of(S, S->order[next]) <= S->world.now)
@@ -1432,7 +1433,8 @@ __attribute__((noinline)) static int run_loop(struct sim *S, char *err, size_t e
 		/* As the daemon's workers look for work (engine.c): the worker
 		 * whose task just completed first (the engine hands the tasks
 		 * it released to the policy and wakes sleepers only for the
-		 * ones that worker does not take), then the others in device
+		 * ones that worker does not take), after the spinning ones
+		 * with the wake model (below), then the others in device
 		 * order. A device with tasks in flight looks only when one of
 		 * them completes: its worker waits on the oldest and fills its
 		 * pipeline after, it does not take what others release
@@ -1443,6 +1445,18 @@ __attribute__((noinline)) static int run_loop(struct sim *S, char *err, size_t e
 		int taker = S->taker;
 		S->taker = -1;
 		uint64_t bits = S->open;
+		/* The worker whose task ended still completes it after releasing
+		 * its dependents (the policy's accounting, the cost models
+		 * learning the sample: finish_one), while a spinning worker sees
+		 * the released tasks at once: the spinning ones look first. */
+		for (uint64_t b = S->wake_ns && completed ? bits : 0; b; b &= b - 1) {
+			unsigned d = (unsigned)__builtin_ctzll(b);
+			if ((int)d != taker && S->idle[d] && S->world.now < S->awake_until[d] &&
+			    !engine_sim_oldest(S->e, d) && !dozing(S, d)) {
+				look(S, d, epoch);
+				bits &= ~(1ull << d);
+			}
+		}
 		if (taker >= 0 && (bits >> taker & 1)) {
 			/* Always so (its completion made it open and not idle):
 			 * this look also puts its next task's end on the heap. */

@@ -790,6 +790,52 @@ static void test_wake_ups(void **state)
 	wl_free(&w);
 }
 
+/* A task released when a worker's task ends goes to a worker that spins,
+ * when one does: the releasing worker still completes its task (learning
+ * the sample) while the spinning one sees the release at once. One core
+ * runs A (1 ms), the other Z (0.5 ms) and then idles; B follows A. Spinning
+ * 2 ms, the other core takes B as A ends; with the default spin (50 us) it
+ * sleeps by then, and A's core takes B itself; without wake_ns too. */
+static void test_spinner_takes_release(void **state)
+{
+	(void)state;
+	struct machine m;
+	struct workload w;
+	struct sim_result r;
+	static const char *const pull[] = { "eager", "ws", "fifo" };
+
+	parse_trace("{\"tandem_trace\":1,\"devices\":[\"cpu0\",\"cpu1\"]}\n"
+	            "{\"graph\":0,\"arrival_ns\":0,\"tasks\":3}\n"
+	            "{\"task\":0,\"name\":\"A\",\"cost_ns\":[1e6,1e6]}\n"
+	            "{\"task\":1,\"name\":\"Z\",\"cost_ns\":[5e5,5e5]}\n"
+	            "{\"task\":2,\"name\":\"B\",\"cost_ns\":[1e6,1e6],\"after\":[0]}\n",
+	            "release.trace", &w);
+	for (unsigned p = 0; p < 3; p++) {
+		for (int c = 0; c < 3; c++) {
+			/* c = 0: spin 2 ms; 1: the default spin; 2: no wake_ns */
+			struct sim_opts o = { .policy = pull[p],
+				              .record = true,
+				              .spin_us = c == 0 ? 2000 : 0 };
+			char err[256];
+			shared_machine(&m, 2, 0, 0);
+			m.wake_ns = c == 2 ? 0 : 20000;
+			if (sim_run(&m, &w, &o, &r, err, sizeof(err)))
+				fail_msg("%s: %s", pull[p], err);
+			unsigned a = r.spans[0].device, want = c == 0 ? 1 - a : a;
+			assert_int_equal(r.spans[1].device, 1 - a);
+			if (r.spans[2].device != want || r.spans[2].start_ns != r.spans[0].end_ns)
+				fail_msg("%s, case %d: A on cpu%u ends at %.3f ms, B on cpu%u at "
+				         "%.3f ms (expected cpu%u, at once)",
+				         pull[p], c, a, r.spans[0].end_ns / 1e6, r.spans[2].device,
+				         r.spans[2].start_ns / 1e6, want);
+			check_schedule(&w, &r);
+			sim_result_free(&r);
+			machine_free(&m);
+		}
+	}
+	wl_free(&w);
+}
+
 /* Devices look for work as the daemon's workers do (docs/simulation.md,
  * "The driver"), under the pull policies, whose choice depends on who
  * looks first. */
@@ -881,6 +927,7 @@ int main(void)
 		cmocka_unit_test(test_shared_cores),
 		cmocka_unit_test(test_core_contention),
 		cmocka_unit_test(test_wake_ups),
+		cmocka_unit_test(test_spinner_takes_release),
 		cmocka_unit_test(test_looks_as_workers_do),
 		cmocka_unit_test(test_large),
 	};
