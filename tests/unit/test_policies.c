@@ -345,8 +345,6 @@ static void test_registry_versions(void **state)
 
 static const double fast0[] = { 1, 4, 4 }; /* device 0 is 4x faster */
 
-/* Every policy, on random DAGs, threaded and not: a valid schedule no
- * shorter than the lower bound. */
 /* A rig of ndev devices of the given speeds (the models believe them)
  * with one flow, and a random DAG of n tasks from seed submitted. */
 static struct engine_graph *rig_with_dag(struct rig *r, const struct policy_ops *p, size_t ndev,
@@ -362,6 +360,8 @@ static struct engine_graph *rig_with_dag(struct rig *r, const struct policy_ops 
 	return g;
 }
 
+/* Every policy, on random DAGs, threaded and not: a valid schedule no
+ * shorter than the lower bound. */
 static void test_valid_schedules(void **state)
 {
 	(void)state;
