@@ -1325,6 +1325,13 @@ static bool dozing(const struct sim *S, unsigned d)
 	return (S->asleep >> d & 1) || ((S->waking >> d & 1) && S->world.now < S->wake_at[d]);
 }
 
+/* Idle, awake and spinning: it sees new work at once. */
+static bool spinning(const struct sim *S, unsigned d)
+{
+	return S->idle[d] && S->world.now < S->awake_until[d] && !engine_sim_oldest(S->e, d) &&
+	       !dozing(S, d);
+}
+
 static uint64_t next_wake(const struct sim *S)
 {
 	uint64_t t = UINT64_MAX;
@@ -1343,8 +1350,8 @@ static int doorbell(struct sim *S)
 	uint64_t now = S->world.now;
 	for (uint64_t bits = S->host & ~(S->asleep | S->waking); bits; bits &= bits - 1) {
 		unsigned d = (unsigned)__builtin_ctzll(bits);
-		if (S->idle[d] && now < S->awake_until[d] && !engine_sim_oldest(S->e, d))
-			return (int)d; /* it spins */
+		if (spinning(S, d))
+			return (int)d;
 	}
 	uint64_t sleepers = S->host & (S->asleep | S->waking);
 	unsigned nd = S->m->ndevices;
@@ -1451,8 +1458,7 @@ __attribute__((noinline)) static int run_loop(struct sim *S, char *err, size_t e
 		 * the released tasks at once: the spinning ones look first. */
 		for (uint64_t b = S->wake_ns && completed ? bits : 0; b; b &= b - 1) {
 			unsigned d = (unsigned)__builtin_ctzll(b);
-			if ((int)d != taker && S->idle[d] && S->world.now < S->awake_until[d] &&
-			    !engine_sim_oldest(S->e, d) && !dozing(S, d)) {
+			if ((int)d != taker && spinning(S, d)) {
 				look(S, d, epoch);
 				bits &= ~(1ull << d);
 			}
