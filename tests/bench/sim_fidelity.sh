@@ -3,14 +3,23 @@
 # every policy (tandemd --list-policies) on two workloads: tiled Cholesky
 # (10 x 10 tiles of 384) and the LLM layer (8 decode steps).
 #
-# For each policy: starts tandemd (this machine's CPU cores and PoCL device,
+# Starts one tandemd per policy (this machine's CPU cores and PoCL device,
 # that policy; a state directory of its own, so its cost models learn only
 # its own runs; the first daemon's calibration is reused by the others),
-# warms its cost models with two runs of each example, records RUNS real
-# runs of each with `tandemctl trace` (one trace per run), exports the
+# warms each one's cost models with two runs of each example, then records
+# RUNS rounds: in each round every policy runs each example once, traced
+# with `tandemctl trace` (one trace per run). Then it exports each daemon's
 # calibrated machine with `tandemctl calibrate --export` (with its
 # shares_cores_with relation: the PoCL device runs on the core workers'
 # cores) and replays every trace with `tandemd --simulate -p POLICY` on it.
+#
+# The rounds interleave the policies because this machine's speed drifts
+# over minutes: in a batch run policy after policy, the cores' median
+# sgemm_nt of 384 was 1.28 to 2.36 ms from one run to the next during the
+# seven runs of one policy and 1.24 to 1.32 ms during those of another, so
+# the policies' real medians were taken on different machines. Interleaved,
+# every policy's runs sample the same stretch of time. The daemons wait
+# idle (their workers asleep) while another runs.
 #
 # Real runs on a shared machine are noisy (the same run has taken 148 ms
 # and 333 ms), so the error is taken against the median of the real runs:
@@ -33,9 +42,12 @@ BUILD=${BUILD:-build}
 RUNS=${RUNS:-5}
 POLICIES=${POLICIES:-$("$BUILD/bin/tandemd" --list-policies)}
 dir=$(mktemp -d "${TMPDIR:-/tmp}/tandem-fidelity.XXXXXX") || exit 1
-pid=
 cleanup() {
-	if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then kill -TERM "$pid"; wait "$pid"; fi
+	for f in "$dir"/*.pid; do
+		[ -f "$f" ] || continue
+		spid=$(cat "$f")
+		if kill -0 "$spid" 2>/dev/null; then kill -TERM "$spid"; wait "$spid"; fi
+	done
 	[ -n "${KEEP:-}" ] || rm -rf "$dir"
 }
 trap cleanup EXIT
@@ -43,9 +55,9 @@ trap 'exit 130' INT TERM
 
 echo "sim_fidelity: load $(cut -d' ' -f1-3 /proc/loadavg) on $(nproc) cores; $RUNS real runs per policy and workload"
 
-# start POLICY: a daemon of that policy on $dir/$1.sock
+# start POLICY: a daemon of that policy on $dir/POLICY.sock, its pid in
+# $dir/POLICY.pid
 start() {
-	sock="$dir/$1.sock"
 	mkdir -p "$dir/$1.state"
 	cp "$dir"/calibration-*.json "$dir/$1.state/" 2>/dev/null
 	cat >"$dir/$1.toml" <<TOML
@@ -55,12 +67,12 @@ state_dir = "$dir/$1.state"
 [engine]
 policy = "$1"
 TOML
-	"$BUILD/bin/tandemd" -c "$dir/$1.toml" --socket "$sock" 2>"$dir/$1.log" &
-	pid=$!
+	"$BUILD/bin/tandemd" -c "$dir/$1.toml" --socket "$dir/$1.sock" 2>"$dir/$1.log" &
+	echo $! >"$dir/$1.pid"
 	i=0
-	until "$BUILD/bin/tandemctl" --socket "$sock" status >/dev/null 2>&1; do
+	until "$BUILD/bin/tandemctl" --socket "$dir/$1.sock" status >/dev/null 2>&1; do
 		i=$((i + 1))
-		if [ $i -gt 600 ] || ! kill -0 "$pid" 2>/dev/null; then
+		if [ $i -gt 600 ] || ! kill -0 "$(cat "$dir/$1.pid")" 2>/dev/null; then
 			echo "sim_fidelity: tandemd ($1) did not start:"; cat "$dir/$1.log"; exit 1
 		fi
 		sleep 0.05
@@ -69,12 +81,14 @@ TOML
 
 # stop POLICY; the first daemon's calibration is kept for the others
 stop() {
-	kill -TERM "$pid"
-	wait "$pid"
-	pid=
+	spid=$(cat "$dir/$1.pid")
+	kill -TERM "$spid"
+	wait "$spid"
+	rm -f "$dir/$1.pid"
 	ls "$dir"/calibration-*.json >/dev/null 2>&1 || cp "$dir/$1.state"/calibration-*.json "$dir/" 2>/dev/null
 }
 
+# chol, llm: one run of an example on the daemon at $sock
 chol() { "$BUILD/bin/cholesky" --socket "$sock" --tiles 10 --nb 384 >"$dir/out" 2>&1; }
 llm() { "$BUILD/bin/llm_layer" --socket "$sock" --steps 8 >"$dir/out" 2>&1; }
 
@@ -101,27 +115,45 @@ stats() {
 		print m, v[1], v[NR] }'
 }
 
+# traced POLICY EXAMPLE R: run R of that example, traced
+traced() {
+	sock="$dir/$1.sock"
+	"$BUILD/bin/tandemctl" --socket "$sock" trace -o "$dir/$1.$2.$3.trace" \
+		>"$dir/trace.out" 2>&1 &
+	tpid=$!
+	sleep 0.3
+	$2 || { echo "sim_fidelity: $1 $2 failed:"; cat "$dir/out"; exit 1; }
+	kill -INT "$tpid"
+	wait "$tpid" || { echo "sim_fidelity: tandemctl trace failed:"; cat "$dir/trace.out"; exit 1; }
+}
+
+# The first daemon calibrates alone; the others start from its calibration.
+set -- $POLICIES
+start "$1"
+stop "$1"
+for p in $POLICIES; do start "$p"; done
+for p in $POLICIES; do
+	sock="$dir/$p.sock"
+	# Twice untraced: the models learn every size the run uses.
+	for w in chol llm; do
+		$w && $w || { echo "sim_fidelity: $p $w failed:"; cat "$dir/out"; exit 1; }
+	done
+done
+r=1
+while [ $r -le "$RUNS" ]; do
+	for p in $POLICIES; do
+		traced "$p" chol $r
+		traced "$p" llm $r
+	done
+	r=$((r + 1))
+done
+for p in $POLICIES; do
+	"$BUILD/bin/tandemctl" --socket "$dir/$p.sock" calibrate --export -o "$dir/$p.machine.toml" >/dev/null 2>&1 || exit 1
+	stop "$p"
+done
+
 status=0
 for p in $POLICIES; do
-	start "$p"
-	for w in chol llm; do
-		# Twice untraced: the models learn every size the run uses.
-		$w && $w || { echo "sim_fidelity: $w failed:"; cat "$dir/out"; exit 1; }
-		r=1
-		while [ $r -le "$RUNS" ]; do
-			"$BUILD/bin/tandemctl" --socket "$sock" trace -o "$dir/$p.$w.$r.trace" \
-				>"$dir/trace.out" 2>&1 &
-			tpid=$!
-			sleep 0.3
-			$w || { echo "sim_fidelity: $w failed:"; cat "$dir/out"; exit 1; }
-			kill -INT "$tpid"
-			wait "$tpid" || { echo "sim_fidelity: tandemctl trace failed:"; cat "$dir/trace.out"; exit 1; }
-			r=$((r + 1))
-		done
-	done
-	"$BUILD/bin/tandemctl" --socket "$sock" calibrate --export -o "$dir/$p.machine.toml" >/dev/null 2>&1 || exit 1
-	stop "$p"
-
 	for w in chol llm; do
 		name=$([ $w = chol ] && echo cholesky-10x384 || echo llm_layer-8steps)
 		: >"$dir/real"
