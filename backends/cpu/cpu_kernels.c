@@ -483,6 +483,16 @@ int cpu_attn_decode_varlen(const struct tdm_kernel_call *call)
 
 #define MOE_BLOCK_MAX 128 /* routed tokens per GEMM */
 #define MOE_SCRATCH_FLOATS (2u << 20) /* 8 MiB per block at most */
+/* A block's GEMMs run on a multiple of this many rows (the rows past its
+ * tokens are zeros, their results dropped): OpenBLAS's sgemm took longer
+ * on a token count short of a multiple of 4 than on that multiple. On the
+ * 2-core AMD EPYC VM (dm 512, dff 1408, cold caches, best of 9): 3 tokens
+ * 1165 us and 4 730, 7 1382 and 8 920, 127 7575 and 128 (127 padded)
+ * 7033;
+ * padded, 3 took 806 and 7 920, and no count tried from 1 to 127 was
+ * slower. Two tokens run as two matrix-vector passes (680 us; as a block
+ * 893, padded 820). */
+#define MOE_ROWS 4
 
 struct moe {
 	const float *x, *wg, *wu, *wd, *topk_w;
@@ -521,21 +531,28 @@ static void moe_token(const struct moe *m, size_t t, float r, float *g, float *u
 	            1);
 }
 
-/* nb routed tokens (rows tok[], weights r[]) gathered into xb (nb x dm):
- * G = Xb.w_gate, U = Xb.w_up, H = silu(G) * U, O = H.w_down (into xb), then
- * y[tok[i]] += r[i] * O[i]. */
+static size_t moe_rows(size_t nb)
+{
+	return (nb + MOE_ROWS - 1) / MOE_ROWS * MOE_ROWS;
+}
+
+/* nb routed tokens (rows tok[], weights r[]) gathered into xb (nb x dm,
+ * zeros to moe_rows(nb) rows): G = Xb.w_gate, U = Xb.w_up, H = silu(G) * U,
+ * O = H.w_down (into xb), then y[tok[i]] += r[i] * O[i]. */
 static void moe_block(const struct moe *m, const size_t *tok, const float *r, size_t nb, float *xb,
                       float *g, float *u)
 {
-	blasint n = (blasint)nb, dm = (blasint)m->dm, dff = (blasint)m->dff;
+	size_t rows = moe_rows(nb);
+	blasint n = (blasint)rows, dm = (blasint)m->dm, dff = (blasint)m->dff;
 
 	for (size_t i = 0; i < nb; i++)
 		memcpy(xb + i * m->dm, m->x + tok[i] * m->dm, m->dm * sizeof(float));
+	memset(xb + nb * m->dm, 0, (rows - nb) * m->dm * sizeof(float));
 	cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, dff, dm, 1.0f, xb, dm, m->wg, dff,
 	            0.0f, g, dff);
 	cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, dff, dm, 1.0f, xb, dm, m->wu, dff,
 	            0.0f, u, dff);
-	for (size_t i = 0; i < nb * m->dff; i++)
+	for (size_t i = 0; i < rows * m->dff; i++)
 		g[i] = silu(g[i]) * u[i];
 	cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, dm, dff, 1.0f, g, dff, m->wd, dm,
 	            0.0f, xb, dm);
@@ -546,9 +563,10 @@ static void moe_block(const struct moe *m, const size_t *tok, const float *r, si
 static void moe_flush(const struct moe *m, const size_t *tok, const float *r, size_t nb, float *xb,
                       float *g, float *u)
 {
-	if (nb == 1)
-		moe_token(m, tok[0], r[0], g, u);
-	else if (nb > 1)
+	if (nb <= 2)
+		for (size_t i = 0; i < nb; i++)
+			moe_token(m, tok[i], r[i], g, u);
+	else
 		moe_block(m, tok, r, nb, xb, g, u);
 }
 
@@ -573,10 +591,11 @@ int cpu_moe_expert(const struct tdm_kernel_call *call)
 	block = block < 1 ? 1 : block > MOE_BLOCK_MAX ? MOE_BLOCK_MAX : block;
 	block = block > n ? n : block;
 
-	float *xb = scratch_floats(block * per_token);
+	size_t rows = moe_rows(block);
+	float *xb = scratch_floats(rows * per_token);
 	if (!xb)
 		return -TDM_ENOMEM;
-	float *g = xb + block * m.dm, *u = g + block * m.dff;
+	float *g = xb + rows * m.dm, *u = g + rows * m.dff;
 	size_t tok[MOE_BLOCK_MAX];
 	float r[MOE_BLOCK_MAX];
 	size_t nb = 0;

@@ -456,6 +456,16 @@ static void test_moe_expert(void **state)
 	const float one_w[3] = { 0.2f, 0.5f, 0.3f };
 	check_moe(1, 31, 17, 3, 2, one_id, one_w);
 
+	/* Three and seven routed tokens (blocks run on 4 and 8 rows, the
+	 * extra ones zeros) among tokens routed elsewhere, whose x is NaN. */
+	const int32_t ids3[4] = { 0, 6, 0, 0 };
+	const float w3[4] = { 1.0f, 1.0f, 0.5f, 0.25f };
+	check_moe(4, 21, 29, 1, 0, ids3, w3);
+	const int32_t ids7[9 * 2] = { 4, 1, 2, 4, 4, 0, 3, 4, 4, 4, 1, 4, 1, 2, 5, 6, 4, 3 };
+	const float w7[9 * 2] = { 0.6f, 0.4f, 0.5f, 0.5f, 0.9f, 0.1f, 0.3f, 0.7f,  0.5f,
+		                  0.5f, 0.2f, 0.8f, 0.6f, 0.4f, 0.5f, 0.5f, 0.75f, 0.25f };
+	check_moe(9, 17, 33, 2, 4, ids7, w7);
+
 	/* Many tokens, several GEMM blocks, random routing over 4 experts. */
 	enum { N = 300, K = 2 };
 	int32_t *many = malloc(N * K * sizeof(int32_t));
