@@ -488,9 +488,9 @@ int cpu_attn_decode_varlen(const struct tdm_kernel_call *call)
  * on a token count short of a multiple of 4 than on that multiple. On the
  * 2-core AMD EPYC VM (dm 512, dff 1408, cold caches, best of 9): 3 tokens
  * 1165 us and 4 730, 7 1382 and 8 920, 127 7575 and 128 (127 padded)
- * 7033; padded, 3 took 806 and 7 920, and no count tried from 1 to 127
- * was slower. Two tokens run as two matrix-vector passes (680 us; as a
- * block 893, padded 820). */
+ * 7033; padded, 3 took 806 and 7 920, and no count from 1 to 127 that
+ * padding changes was slower. Two tokens run as two matrix-vector passes
+ * (680 us; as a block 893, padded 820). */
 #define MOE_ROWS 4
 
 struct moe {
