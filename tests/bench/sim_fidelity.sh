@@ -129,6 +129,7 @@ traced() {
 
 # The first daemon calibrates alone; the others start from its calibration.
 set -- $POLICIES
+[ $# -gt 0 ] || { echo "sim_fidelity: no policy to measure"; exit 1; }
 start "$1"
 stop "$1"
 for p in $POLICIES; do start "$p"; done
