@@ -1375,6 +1375,7 @@ static inline void look(struct sim *S, unsigned d, uint32_t epoch)
 		return;
 	/* The epoch before the look: what arrives during it moves it. */
 	uint32_t before = engine_sim_epoch(S->e);
+	S->world.blocked_until = 0; /* waits outside a look block no worker */
 	size_t took = engine_sim_may_stage(S->e, d) ? engine_sim_stage(S->e, d) : 0;
 	if (S->ahead_on && took)
 		ahead_note(S, d);

@@ -190,6 +190,7 @@ static int sim_launch_async(const struct backend_device *d, const struct kernel_
 	uint64_t earliest = max64(w->now, sd->paced ? 0 : sd->free_at);
 	for (size_t i = 0; i < nwaits; i++)
 		earliest = max64(earliest, waits[i] ? waits[i]->done : 0);
+	earliest = max64(earliest, w->blocked_until);
 	uint64_t start = earliest;
 	int err = new_event(w, start, start, done);
 	if (err)
@@ -200,11 +201,14 @@ static int sim_launch_async(const struct backend_device *d, const struct kernel_
 	return 0;
 }
 
+/* Time is the driver's: it completes tasks in time order, so a kernel's
+ * event is done when it is waited for. A copy waited for at once (a
+ * read-back to the host) blocks its worker until it is done. */
 static int sim_event_wait(const struct backend_device *d, struct backend_event *ev)
 {
-	(void)d;
-	(void)ev;
-	return 0; /* time is the driver's: it completes tasks in time order */
+	struct sim_world *w = sdev(d)->world;
+	w->blocked_until = max64(w->blocked_until, ev->done);
+	return 0;
 }
 
 static int sim_event_query(const struct backend_device *d, struct backend_event *ev)

@@ -40,6 +40,11 @@ struct sim_world {
 	void (*copied)(void *ctx, unsigned src, unsigned dst, uint64_t bytes, uint64_t start,
 	               uint64_t end);
 	void *ctx;
+	/* A worker that waits for an event (a read-back to the host, which
+	 * residency makes synchronously) is blocked until the event is done:
+	 * the kernel it launches next starts no earlier. The front end clears
+	 * it before each worker looks for work. */
+	uint64_t blocked_until;
 	uint64_t bytes_moved, copies;
 	struct sim_event *free_events; /* recycled */
 	uint64_t next_mem; /* fake device addresses */

@@ -587,6 +587,59 @@ static void parse_trace(const char *text, const char *name, struct workload *w)
 		fail_msg("%s", err);
 }
 
+/* A task on a core that reads what an accelerator wrote waits for the
+ * bytes to come back: the residency reads them back synchronously, and the
+ * core's worker waits for that copy before its kernel starts. Each kernel
+ * is priced for one device's model only, so each has one place to run. */
+static void test_read_back_delays_core_task(void **state)
+{
+	(void)state;
+	static const char machine[] = "name = \"readback\"\n"
+	                              "[device.cpu0]\nkind = \"cpu\"\nmodel = \"core\"\n"
+	                              "gflops = 10\nmem_gbps = 10\nlaunch_ns = 0\n"
+	                              "[device.gpu0]\nkind = \"gpu\"\nmodel = \"gpu\"\nnode = 1\n"
+	                              "mem_gib = 1\ngflops = 1000\nmem_gbps = 100\nlaunch_ns = 0\n"
+	                              "[link.0-1]\ngbps = 1\nlatency_ns = 10000\n"
+	                              "[link.1-0]\ngbps = 1\nlatency_ns = 10000\n"
+	                              "[cost.gpu.sgemm]\nflops = [ 1000 ]\nbytes = [ 1000 ]\n"
+	                              "domain = [ 1000 ]\nns = [ 1000000 ]\n"
+	                              "[cost.core.spotrf]\nflops = [ 1000 ]\nbytes = [ 1000 ]\n"
+	                              "domain = [ 1000 ]\nns = [ 2000000 ]\n";
+#define FEAT "\"flops\":1000,\"bytes\":1000,\"domain\":1000"
+	static const char trace[] =
+	        "{\"tandem_trace\":1}\n{\"buffer\":0,\"bytes\":1000000}\n"
+	        "{\"graph\":0,\"tasks\":2}\n"
+	        "{\"task\":0,\"kernel\":\"sgemm\"," FEAT
+	        ",\"args\":[[0,\"r\"],[0,\"r\"],[0,\"rw\"]]}\n"
+	        "{\"task\":1,\"kernel\":\"spotrf\"," FEAT ",\"args\":[[0,\"rw\"]],\"after\":[0]}\n";
+#undef FEAT
+	struct machine m;
+	struct workload w;
+	char err[256];
+	assert_int_equal(machine_parse(machine, strlen(machine), "readback", &m, err, sizeof(err)),
+	                 0);
+	parse_trace(trace, "readback.trace", &w);
+	/* A copy of the buffer, either way: latency + 1e6 bytes at 1 byte/ns.
+	 * The links are idle otherwise, so each task starts when its copy
+	 * ends. */
+	const double copy_ns = 1e4 + 1e6;
+	for (const struct policy_ops *const *p = policy_list(); *p; p++) {
+		struct sim_result r;
+		simulate(&m, &w, (*p)->name, &r, true);
+		const struct sched_span *gemm = &r.spans[0], *potrf = &r.spans[1];
+		if (gemm->device != 1 || potrf->device != 0 || gemm->start_ns != copy_ns ||
+		    potrf->start_ns != gemm->end_ns + copy_ns)
+			fail_msg("%s: sgemm on %u at %llu..%llu, spotrf on %u at %llu..%llu",
+			         (*p)->name, gemm->device, (unsigned long long)gemm->start_ns,
+			         (unsigned long long)gemm->end_ns, potrf->device,
+			         (unsigned long long)potrf->start_ns,
+			         (unsigned long long)potrf->end_ns);
+		sim_result_free(&r);
+	}
+	wl_free(&w);
+	machine_free(&m);
+}
+
 /* Independent tasks of 1 ms, task i only on the devices of node[i]. */
 static void pinned_tasks(struct workload *w, unsigned ndev, const unsigned *dev_node,
                          const unsigned *node, unsigned n)
@@ -924,6 +977,7 @@ int main(void)
 		cmocka_unit_test(test_cores_only),
 		cmocka_unit_test(test_skipped_replayed),
 		cmocka_unit_test(test_engine_refusal_named),
+		cmocka_unit_test(test_read_back_delays_core_task),
 		cmocka_unit_test(test_shared_cores),
 		cmocka_unit_test(test_core_contention),
 		cmocka_unit_test(test_wake_ups),
