@@ -13,7 +13,17 @@
  *   BENCH overlap_of_ideal   ideal / makespan   (1.0 = perfect overlap)
  *   BENCH overlap_of_serial  makespan / serial  (lower is better)
  * The GEMM width N is chosen so that one task's compute takes about as long
- * as its copies on that device, where overlap matters most. */
+ * as its copies on that device, where overlap matters most.
+ *
+ * Then a read-back while the device computes: a core's task whose input an
+ * accelerator wrote has the residency copy it back and waits, often while
+ * the accelerator already runs its next kernel. One tile's read-back (576
+ * KiB, a 384 x 384 Cholesky tile) is timed with the device idle, then 1 ms
+ * into a GEMM of at least 20 ms, READBACK_REPS times each (medians):
+ *   BENCH readback_idle_us   <us> us
+ *   BENCH readback_busy_us   <us> us kernel_us=<the GEMM's time>
+ *   BENCH readback_busy_of_kernel  busy read-back / the GEMM's time
+ * (about 0: the copy overlaps the kernel; about 1: it waits for it). */
 #include <hwloc.h>
 #include <inttypes.h>
 #include <stdio.h>
@@ -299,6 +309,100 @@ static int engine_makespan(struct stream *s, uint32_t depth, uint64_t *makespan,
 	return err;
 }
 
+#define READBACK_BYTES 589824
+#define READBACK_REPS 5
+
+static int cmp_u64(const void *a, const void *b)
+{
+	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+	return (x > y) - (x < y);
+}
+
+/* One read-back of bytes from mem into host, waited for; its time in *ns. */
+static int time_read_back(const struct backend_device *d, void *host, void *mem, uint64_t bytes,
+                          uint64_t *ns)
+{
+	struct backend_event *ev;
+	uint64_t t0 = now_ns();
+	int err = d->ops->copy_d2h(d, host, mem, 0, bytes, NULL, &ev);
+	if (!err) {
+		err = d->ops->event_wait(d, ev);
+		d->ops->event_release(d, ev);
+	}
+	*ns = now_ns() - t0;
+	return err;
+}
+
+static void read_back_while_busy(const struct backend_device *d, int64_t n0)
+{
+	const struct kernel_def *k = kernel_by_id(KERNEL_SGEMM);
+	uint64_t idle[READBACK_REPS], busy[READBACK_REPS], kern[READBACK_REPS];
+	void *tile = NULL, *mem[3] = { 0 };
+	float *host = calloc(READBACK_BYTES / 4, sizeof(float));
+	uint64_t gemm_ns = 0;
+	int64_t n = n0;
+	int err = host ? d->ops->mem_alloc(d, READBACK_BYTES, &tile) : -TDM_ENOMEM;
+
+	if (!err)
+		err = sync_copy_in(d, tile, host, READBACK_BYTES);
+	/* A GEMM of at least 20 ms (time_gemm warms the kernel up). */
+	while (!err && !gemm_ns) {
+		uint64_t ns;
+		err = time_gemm(d, n, 1, &ns);
+		if (!err && (ns >= 20000000 || n >= 65536))
+			gemm_ns = ns;
+		else
+			n *= 2;
+	}
+	uint64_t len[3] = { (uint64_t)GEMM_M * GEMM_K * 4, (uint64_t)GEMM_K * (uint64_t)n * 4,
+		            (uint64_t)GEMM_M * (uint64_t)n * 4 };
+	for (int i = 0; i < 3 && !err; i++)
+		err = d->ops->mem_alloc(d, len[i], &mem[i]);
+	struct tdm_kernel_call call;
+	set_gemm_call(&call, n, mem, len);
+	for (int r = 0; r < READBACK_REPS && !err; r++) {
+		struct backend_event *ev;
+		err = time_read_back(d, host, tile, READBACK_BYTES, &idle[r]);
+		uint64_t t0 = now_ns();
+		if (!err)
+			err = d->ops->launch_async(d, k, &call, NULL, 0, &ev);
+		if (err)
+			break;
+		struct timespec ms = { 0, 1000000 };
+		nanosleep(&ms, NULL);
+		err = time_read_back(d, host, tile, READBACK_BYTES, &busy[r]);
+		int kerr = d->ops->event_wait(d, ev);
+		d->ops->event_release(d, ev);
+		kern[r] = now_ns() - t0;
+		err = err ? err : kerr;
+	}
+	for (int i = 0; i < 3; i++)
+		if (mem[i])
+			d->ops->mem_free(d, mem[i]);
+	if (tile)
+		d->ops->mem_free(d, tile);
+	free(host);
+	if (err) {
+		printf("bench_overlap: %s: the read-back measurement failed: %s\n", d->name,
+		       tdm_strerror(err));
+		return;
+	}
+	qsort(idle, READBACK_REPS, sizeof(idle[0]), cmp_u64);
+	qsort(busy, READBACK_REPS, sizeof(busy[0]), cmp_u64);
+	qsort(kern, READBACK_REPS, sizeof(kern[0]), cmp_u64);
+	uint64_t mi = idle[READBACK_REPS / 2], mb = busy[READBACK_REPS / 2],
+	         mk = kern[READBACK_REPS / 2];
+	printf("# %s: read-back of %d KiB: idle %.1f..%.1f us, 1 ms into a %.1f ms GEMM "
+	       "(%" PRId64 "x%" PRId64 "x%" PRId64 ") %.1f..%.1f us\n",
+	       d->name, READBACK_BYTES / 1024, idle[0] / 1e3, idle[READBACK_REPS - 1] / 1e3,
+	       mk / 1e6, GEMM_M, n, GEMM_K, busy[0] / 1e3, busy[READBACK_REPS - 1] / 1e3);
+	printf("BENCH readback_idle_us %.1f us device=%s\n", mi / 1e3, d->name);
+	printf("BENCH readback_busy_us %.1f us device=%s kernel_us=%.0f\n", mb / 1e3, d->name,
+	       mk / 1e3);
+	printf("BENCH readback_busy_of_kernel %.3f ratio device=%s\n", (double)mb / (double)mk,
+	       d->name);
+}
+
 static void run_device(const struct backend_device *d)
 {
 	struct stream s = { .dev = d };
@@ -351,6 +455,7 @@ static void run_device(const struct backend_device *d)
 		free(s.c[i]);
 	}
 	free(s.b);
+	read_back_while_busy(d, s.n);
 }
 
 int main(void)
