@@ -343,6 +343,9 @@ static void read_back_while_busy(const struct backend_device *d, int64_t n0)
 	int64_t n = n0;
 	int err = host ? d->ops->mem_alloc(d, READBACK_BYTES, &tile) : -TDM_ENOMEM;
 
+	/* Pinned where the backend can, as residency pins the buffers it copies. */
+	bool pinned = !err && d->ops->host_register &&
+	              d->ops->host_register(d, host, READBACK_BYTES) == 0;
 	if (!err)
 		err = sync_copy_in(d, tile, host, READBACK_BYTES);
 	/* A GEMM of at least 20 ms (time_gemm warms the kernel up). */
@@ -381,6 +384,8 @@ static void read_back_while_busy(const struct backend_device *d, int64_t n0)
 			d->ops->mem_free(d, mem[i]);
 	if (tile)
 		d->ops->mem_free(d, tile);
+	if (pinned)
+		d->ops->host_unregister(d, host);
 	free(host);
 	if (err) {
 		printf("bench_overlap: %s: the read-back measurement failed: %s\n", d->name,
