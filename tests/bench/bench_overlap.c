@@ -19,7 +19,8 @@
  * accelerator wrote has the residency copy it back and waits, often while
  * the accelerator already runs its next kernel. One tile's read-back (576
  * KiB, a 384 x 384 Cholesky tile) is timed with the device idle, then 1 ms
- * into a GEMM of at least 20 ms, READBACK_REPS times each (medians):
+ * into a GEMM of at least 20 ms (or of width 65536, the widest tried),
+ * READBACK_REPS times each (medians):
  *   BENCH readback_idle_us   <us> us
  *   BENCH readback_busy_us   <us> us kernel_us=<the GEMM's time>
  *   BENCH readback_busy_of_kernel  busy read-back / the GEMM's time
@@ -348,7 +349,8 @@ static void read_back_while_busy(const struct backend_device *d, int64_t n0)
 	              d->ops->host_register(d, host, READBACK_BYTES) == 0;
 	if (!err)
 		err = sync_copy_in(d, tile, host, READBACK_BYTES);
-	/* A GEMM of at least 20 ms (time_gemm warms the kernel up). */
+	/* A GEMM of at least 20 ms, or the widest tried (time_gemm warms the
+	 * kernel up). */
 	while (!err && !gemm_ns) {
 		uint64_t ns;
 		err = time_gemm(d, n, 1, &ns);
