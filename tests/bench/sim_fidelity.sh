@@ -34,7 +34,12 @@
 # probability C (order statistics of the real runs, no assumption on their
 # distribution): an error that leaves the prediction inside it is within
 # what RUNS real runs can tell apart. Also BENCH sim_real_ms and
-# sim_predicted_ms per policy.
+# sim_predicted_ms per policy, and over every cell at the end:
+#
+#   BENCH sim_error_mean_pct M pct cells=N within_5pct=K predicted_in_ci=C
+#
+# (the mean error, how many cells are within 5%, how many predictions lie
+# inside their real median's interval).
 #
 # Usage: BUILD=build [RUNS=5] [POLICIES="eager dmda"] sh tests/bench/sim_fidelity.sh
 set -u
@@ -154,6 +159,7 @@ for p in $POLICIES; do
 done
 
 status=0
+: >"$dir/cells"
 for p in $POLICIES; do
 	for w in chol llm; do
 		name=$([ $w = chol ] && echo cholesky-10x384 || echo llm_layer-8steps)
@@ -179,8 +185,12 @@ for p in $POLICIES; do
 				printf "BENCH sim_real_ms %.3f ms workload=%s policy=%s min=%.3f max=%.3f runs=%d\n", real, name, p, lo, hi, n
 				printf "BENCH sim_predicted_ms %.3f ms workload=%s policy=%s min=%.3f max=%.3f\n", pred, name, p, plo, phi
 				printf "BENCH sim_error_pct %.2f pct policy=%s workload=%s real_median_ms=%.3f real_min_ms=%.3f real_max_ms=%.3f predicted_ms=%.3f runs=%d median_ci_ms=%.3f-%.3f ci_coverage=%.3f predicted_in_ci=%s\n", err, p, name, real, lo, hi, pred, n, clo, chi, cov, (pred >= clo && pred <= chi) ? "yes" : "no"
-			}' || status=1
+			}' >"$dir/cell" || status=1
+		cat "$dir/cell"
+		cat "$dir/cell" >>"$dir/cells"
 	done
 done
+awk '$2 == "sim_error_pct" { n++; sum += $3; if ($3 <= 5) k++; if ($NF == "predicted_in_ci=yes") c++ }
+	END { if (n) printf "BENCH sim_error_mean_pct %.2f pct cells=%d within_5pct=%d predicted_in_ci=%d\n", sum / n, n, k, c }' "$dir/cells"
 echo "sim_fidelity: load $(cut -d' ' -f1-3 /proc/loadavg) at the end"
 exit $status
