@@ -33,6 +33,7 @@
 #include <time.h>
 
 #include "bench_accel.h"
+#include "bench_util.h"
 #include "engine/engine.h"
 #include "placement/residency.h"
 #include "policies/policy.h"
@@ -313,12 +314,6 @@ static int engine_makespan(struct stream *s, uint32_t depth, uint64_t *makespan,
 #define READBACK_BYTES 589824
 #define READBACK_REPS 5
 
-static int cmp_u64(const void *a, const void *b)
-{
-	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-	return (x > y) - (x < y);
-}
-
 /* One read-back of bytes from mem into host, waited for; its time in *ns. */
 static int time_read_back(const struct backend_device *d, void *host, void *mem, uint64_t bytes,
                           uint64_t *ns)
@@ -394,11 +389,10 @@ static void read_back_while_busy(const struct backend_device *d, int64_t n0)
 		       tdm_strerror(err));
 		return;
 	}
-	qsort(idle, READBACK_REPS, sizeof(idle[0]), cmp_u64);
-	qsort(busy, READBACK_REPS, sizeof(busy[0]), cmp_u64);
-	qsort(kern, READBACK_REPS, sizeof(kern[0]), cmp_u64);
-	uint64_t mi = idle[READBACK_REPS / 2], mb = busy[READBACK_REPS / 2],
-	         mk = kern[READBACK_REPS / 2];
+	/* medians; the samples are sorted after, for their ranges */
+	uint64_t mi = bench_percentile(idle, READBACK_REPS, 50),
+	         mb = bench_percentile(busy, READBACK_REPS, 50),
+	         mk = bench_percentile(kern, READBACK_REPS, 50);
 	printf("# %s: read-back of %d KiB: idle %.1f..%.1f us, 1 ms into a %.1f ms GEMM "
 	       "(%" PRId64 "x%" PRId64 "x%" PRId64 ") %.1f..%.1f us\n",
 	       d->name, READBACK_BYTES / 1024, idle[0] / 1e3, idle[READBACK_REPS - 1] / 1e3,
