@@ -128,6 +128,11 @@ struct sim {
 	 * it moves or one of their own tasks completes. */
 	uint32_t *idle_at;
 	bool *idle;
+	/* Bit d: idle[d] and idle_at[d] == quiet_epoch, so that a pass at that
+	 * epoch skips d without a call (on a wide machine most devices idle
+	 * through most passes). May lack such a device, never holds another. */
+	uint64_t quiet;
+	uint32_t quiet_epoch;
 	/* Devices whose pipeline is not full (bit d): a full one has nothing
 	 * to look at before one of its tasks completes. */
 	uint64_t open;
@@ -1202,6 +1207,7 @@ static void apply_events(struct sim *S)
 		/* The placement changed: every device looks again. */
 		for (unsigned k = 0; k < S->m->ndevices; k++)
 			S->idle[k] = false;
+		S->quiet = 0;
 	}
 }
 
@@ -1367,8 +1373,9 @@ static int doorbell(struct sim *S)
 }
 
 /* Device d looks for work once (run_loop says when): it stages what its
- * pipeline takes, and its oldest task's end goes on the heap. */
-static inline void look(struct sim *S, unsigned d, uint32_t epoch)
+ * pipeline takes, and its oldest task's end goes on the heap. empty: the
+ * caller saw nothing in flight on d (engine_sim_oldest NULL). */
+static inline void look(struct sim *S, unsigned d, uint32_t epoch, bool empty)
 {
 	S->waking &= ~(1ull << d);
 	if (S->idle[d] && S->idle_at[d] == epoch)
@@ -1381,6 +1388,23 @@ static inline void look(struct sim *S, unsigned d, uint32_t epoch)
 		ahead_note(S, d);
 	S->idle[d] = took == 0;
 	S->idle_at[d] = before;
+	if (S->idle[d]) {
+		if (before != S->quiet_epoch) { /* the others looked before it moved */
+			S->quiet_epoch = before;
+			S->quiet = 0;
+		}
+		S->quiet |= 1ull << d;
+	} else {
+		S->quiet &= ~(1ull << d);
+	}
+	/* Nothing was in flight and nothing is (most looks of a wide
+	 * machine's idle devices): no end to put on the heap, and a pipeline
+	 * (at least one deep) with nothing in it is not full. */
+	if (empty && !took) {
+		if (S->wake_ns)
+			S->awake_until[d] = S->world.now + S->spin_ns; /* as below */
+		return;
+	}
 	/* Found nothing, and nothing in flight: it spins, from now. */
 	if (S->wake_ns && !took && !engine_sim_oldest(S->e, d))
 		S->awake_until[d] = S->world.now + S->spin_ns;
@@ -1400,6 +1424,7 @@ static inline void complete_on(struct sim *S, unsigned d)
 {
 	S->taker = (int)d;
 	S->idle[d] = false;
+	S->quiet &= ~(1ull << d);
 	S->open |= 1ull << d;
 	if (S->wake_ns)
 		fall_asleep(S);
@@ -1450,6 +1475,10 @@ __attribute__((noinline)) static int run_loop(struct sim *S, char *err, size_t e
 		if (S->wake_ns)
 			notice_wakes(S);
 		uint32_t epoch = engine_sim_epoch(S->e);
+		if (epoch != S->quiet_epoch) {
+			S->quiet_epoch = epoch;
+			S->quiet = 0;
+		}
 		int taker = S->taker;
 		S->taker = -1;
 		uint64_t bits = S->open;
@@ -1460,20 +1489,22 @@ __attribute__((noinline)) static int run_loop(struct sim *S, char *err, size_t e
 		for (uint64_t b = S->wake_ns && completed ? bits : 0; b; b &= b - 1) {
 			unsigned d = (unsigned)__builtin_ctzll(b);
 			if ((int)d != taker && spinning(S, d)) {
-				look(S, d, epoch);
+				look(S, d, epoch, true);
 				bits &= ~(1ull << d);
 			}
 		}
 		if (taker >= 0 && (bits >> taker & 1)) {
 			/* Always so (its completion made it open and not idle):
 			 * this look also puts its next task's end on the heap. */
-			look(S, (unsigned)taker, epoch);
+			look(S, (unsigned)taker, epoch, false);
 			bits &= ~(1ull << taker);
 		}
-		for (; bits; bits &= bits - 1) {
+		/* The quiet ones would return from look at once; a waking one
+		 * still has its wake-up noted there. */
+		for (bits &= ~(S->quiet & ~S->waking); bits; bits &= bits - 1) {
 			unsigned d = (unsigned)__builtin_ctzll(bits);
 			if (!engine_sim_oldest(S->e, d) && !(S->wake_ns && dozing(S, d)))
-				look(S, d, epoch);
+				look(S, d, epoch, true);
 		}
 		if (S->wake_ns)
 			notice_wakes(S); /* a policy's kicks while they looked */
