@@ -426,8 +426,7 @@ static int select_by_class(const struct eft *x, const struct engine_task *t, dou
 	return best;
 }
 
-/* The memo's kind of t; a new one (its row asked) if it holds none. */
-static size_t memo_kind(const struct eft *x, struct eft_memo *m, const struct engine_task *t)
+size_t eft_memo_kind(const struct eft *x, struct eft_memo *m, const struct engine_task *t)
 {
 	for (uint32_t i = 0; i < m->n; i++)
 		if (m->kind[i].kernel == t->kernel &&
@@ -516,7 +515,7 @@ int eft_select_memo(const struct eft *x, const struct engine_task *t, double alp
 		uint64_t row = eft_exec_groups(x, t, gexec), ghave = row;
 		return select_known(x, t, alpha, beta, skip, gexec, row, &ghave, cost);
 	}
-	size_t i = memo_kind(x, memo, t);
+	size_t i = eft_memo_kind(x, memo, t);
 	return select_known(x, t, alpha, beta, skip, memo->kind[i].gexec, memo->kind[i].row,
 	                    &memo->kind[i].ghave, cost);
 }

@@ -105,7 +105,8 @@ int eft_select(const struct eft *x, const struct engine_task *t, double alpha, d
                int skip, double *cost);
 
 /* Group predictions remembered across the eft_select_memo calls of one
- * batch of ready tasks, by kernel and features: tasks of one kernel and
+ * batch of ready tasks (or while one graph's plan gets its cost rows:
+ * dispatch's fill_costs), by kernel and features: tasks of one kernel and
  * size (a tiled factorisation's) are predicted once per batch. A batch is
  * decided on one thread with no model learning in between in the
  * simulator, so it decides exactly as eft_select; in the daemon a model may
@@ -127,6 +128,11 @@ static inline void eft_memo_init(struct eft_memo *m)
 {
 	m->n = m->next = 0;
 }
+
+/* The memo's kind of t (kernel and features): its index in m->kind, a
+ * new kind when m holds none (its row asked of eft_exec_groups, ghave
+ * those groups; the oldest kind replaced when m is full). */
+size_t eft_memo_kind(const struct eft *x, struct eft_memo *m, const struct engine_task *t);
 
 /* eft_select, reusing and adding to memo's predictions (NULL: none). */
 int eft_select_memo(const struct eft *x, const struct engine_task *t, double alpha, double beta,

@@ -362,29 +362,47 @@ static struct gplan *gplan_new(uint32_t n, size_t ndev, size_t cap, size_t nnode
 	return gp;
 }
 
-/* Task t's row of gp's costs: per group, or on every device (< 0 where it
- * may not run), one prediction per group. false if no device may run it. */
-static bool fill_costs(struct dispatch *D, const struct engine_task *t, const struct gplan *gp,
-                       double *row)
+/* Group g's prediction for t: known (bit g of *have) or asked now and
+ * remembered in gexec. */
+static double group_ns(const struct dispatch *D, const struct engine_task *t, double *gexec,
+                       uint64_t *have, uint32_t g)
 {
-	double gexec[EFT_MAX_GROUPS];
-	uint64_t have = eft_exec_groups(&D->eft, t, gexec);
-	uint32_t nd = gp->ndev;
+	if (!(*have & (1ull << g))) {
+		gexec[g] = eft_exec_group(&D->eft, t, g);
+		*have |= 1ull << g;
+	}
+	return gexec[g];
+}
+
+/* Task t's row of gp's costs: per group, or on every device (< 0 where it
+ * may not run), one prediction per group. false if no device may run it.
+ * memo (NULL: none): the predictions of the kinds met so far in this pass
+ * over the graph, where a row comes group by group (a tiled
+ * factorisation's thousands of tasks are of a few kinds; a row of stated
+ * costs, the simulator's, comes whole and per task). */
+static bool fill_costs(struct dispatch *D, const struct engine_task *t, const struct gplan *gp,
+                       double *row, struct eft_memo *memo)
+{
+	double own[EFT_MAX_GROUPS], *gexec = own;
+	uint64_t have = eft_exec_groups(&D->eft, t, own), *ghave = &have;
+	uint32_t nd = gp->ndev, ng = D->eft.ngroups;
+	uint64_t every = ng >= 64 ? ~0ull : (1ull << ng) - 1;
+	if (memo && ng <= EFT_MAX_GROUPS && have != every) {
+		size_t k = eft_memo_kind(&D->eft, memo, t);
+		gexec = memo->kind[k].gexec;
+		ghave = &memo->kind[k].ghave;
+	}
 	if (gp->col) {
 		for (uint32_t g = 0; g < gp->ncols; g++)
-			row[g] = have & (1ull << g) ? gexec[g] : eft_exec_group(&D->eft, t, g);
+			row[g] = group_ns(D, t, gexec, ghave, g);
 		return true;
 	}
 	bool any = false, all = core_all_runnable(D->core);
-	if (all && D->eft.ngroups <= EFT_MAX_GROUPS) {
+	if (all && ng <= EFT_MAX_GROUPS) {
 		/* Every device open: each group predicted once (in one row
 		 * where that is cheaper), then copied to its devices. */
-		uint32_t ng = D->eft.ngroups;
-		for (uint32_t g = 0; have != (ng == 64 ? ~0ull : (1ull << ng) - 1) && g < ng; g++)
-			if (!(have & (1ull << g))) {
-				gexec[g] = eft_exec_group(&D->eft, t, g);
-				have |= 1ull << g;
-			}
+		for (uint32_t g = 0; *ghave != every && g < ng; g++)
+			group_ns(D, t, gexec, ghave, g);
 		const uint32_t *group = D->eft.group;
 		for (uint32_t d = 0; d < nd; d++)
 			row[d] = gexec[group[d]];
@@ -396,14 +414,8 @@ static bool fill_costs(struct dispatch *D, const struct engine_task *t, const st
 			continue;
 		}
 		uint32_t g = D->eft.group[d];
-		if (g >= EFT_MAX_GROUPS) {
-			row[d] = eft_exec(&D->eft, t, d);
-		} else {
-			if (!(have & (1ull << g)))
-				gexec[g] = eft_exec_group(&D->eft, t, g);
-			have |= 1ull << g;
-			row[d] = gexec[g];
-		}
+		row[d] = g >= EFT_MAX_GROUPS ? eft_exec(&D->eft, t, d)
+		                             : group_ns(D, t, gexec, ghave, g);
 		any = true;
 	}
 	return any;
@@ -662,8 +674,10 @@ static struct gplan *plan_graph(struct dispatch *D, struct engine_graph *g, enum
 			gp->pred[at] = u;
 			gp->pred_edge[at] = k;
 		}
+	struct eft_memo memo;
+	eft_memo_init(&memo);
 	for (uint32_t v = 0; v < n; v++)
-		if (!fill_costs(D, &g->tasks[v], gp, gp_row(gp, v)))
+		if (!fill_costs(D, &g->tasks[v], gp, gp_row(gp, v), &memo))
 			goto fail;
 	for (uint32_t v = 0; v < n; v++)
 		for (uint32_t k = g->succ_off[v]; k < g->succ_off[v + 1]; k++)
@@ -892,9 +906,12 @@ static void grow_plan(struct dispatch *D, struct engine_graph *g, struct gplan *
 	gp->ndev = (uint32_t)live;
 	gp->ncols = gp->ndev;
 	gp->nnodes = nn > gp->nnodes ? nn : gp->nnodes;
+	struct eft_memo memo;
+	eft_memo_init(&memo);
 	for (uint32_t v = 0; v < gp->n; v++) {
 		double *row = gp_row(gp, v);
-		if (fill_costs(D, &g->tasks[v], gp, row) || gp->task[v].state == TASK_WAITING)
+		if (fill_costs(D, &g->tasks[v], gp, row, &memo) ||
+		    gp->task[v].state == TASK_WAITING)
 			continue;
 		/* Ran, or runs, where nothing may run it now: its own time there. */
 		for (uint32_t d = 0; d < gp->ndev; d++)
@@ -930,6 +947,8 @@ static void repair(struct dispatch *D, struct engine_graph *g, struct gplan *gp,
 		gp->cursor[d] = now_rel;
 		gp->own[d] = 0;
 	}
+	struct eft_memo memo;
+	eft_memo_init(&memo);
 	for (uint32_t v = 0; v < gp->n; v++) {
 		gp->fixed[v] = gp->task[v].state != TASK_WAITING;
 		/* Tasks come after their predecessors (intake): one keeps its
@@ -943,7 +962,7 @@ static void repair(struct dispatch *D, struct engine_graph *g, struct gplan *gp,
 		if (gp->task[v].state == TASK_RELEASED)
 			gp->order[nrel++] = v;
 		else if (gp->task[v].state == TASK_WAITING &&
-		         !fill_costs(D, &g->tasks[v], gp, gp_row(gp, v))) {
+		         !fill_costs(D, &g->tasks[v], gp, gp_row(gp, v), &memo)) {
 			pcost_refresh(gp);
 			return; /* nowhere to run it now: keep the old plan */
 		}
