@@ -4,7 +4,8 @@
  * random DAGs and Topcuoglu et al.'s random DAGs, 50 to 1000 tasks, 2 to 16
  * devices, with and without communication, fixed seeds
  * (tests/harness/plan_exec_harness.h). Also: zero-cost tasks whose order
- * on a device must follow their edges, not their indices. */
+ * on a device must follow their edges, not their indices; and a tiled
+ * Cholesky whose costs come through the cost models. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -15,6 +16,7 @@
 
 #include <cmocka.h>
 
+#include "backends/kernels.h"
 #include "common/log.h"
 #include "tests/harness/plan_exec_harness.h"
 
@@ -165,6 +167,66 @@ static void test_zero_cost_order(void **state)
 	wl_free(&w);
 }
 
+/* A tiled Cholesky on cores alone, its four kernels of one size costing
+ * what the machine's tables say (no transfers: one memory node): the
+ * policies predict every task's cost row through the cost models, by
+ * kernel and size (dispatch's fill_costs), and their plan must still be
+ * the plan of the true costs. The planner is given those costs directly;
+ * executing heft or peft must end within 1% of its makespan. */
+static void test_tiled_kernels(void **state)
+{
+	(void)state;
+	static const char *const toml =
+	        "name = \"cores4\"\n"
+	        "[device.cpu]\nkind = \"cpu\"\nmodel = \"core\"\ncount = 4\n"
+	        "gflops = 10\nmem_gbps = 10\nlaunch_ns = 0\n"
+	        "[cost.core.spotrf]\nnb = [ 64 ]\nns = [ 1000000 ]\n"
+	        "[cost.core.strsm]\nnb = [ 64 ]\nns = [ 4000000 ]\n"
+	        "[cost.core.ssyrk]\nnb = [ 64 ]\nns = [ 2000000 ]\n"
+	        "[cost.core.sgemm_nt]\nnb = [ 64 ]\nns = [ 9000000 ]\n";
+	struct machine m;
+	struct workload w;
+	struct pe_dag x;
+	char err[256];
+
+	machine_init(&m);
+	wl_init(&w);
+	if (machine_parse(toml, strlen(toml), "cores4", &m, err, sizeof(err)))
+		fail_msg("machine: %s", err);
+	if (wl_gen_tiled(WL_TILED_CHOLESKY, 10, 64, &w, err, sizeof(err)))
+		fail_msg("workload: %s", err);
+	assert_int_equal(pe_dag(&m, &w, &x), 0);
+	for (uint32_t v = 0; v < w.ntasks; v++) {
+		double ns = 0;
+		switch (w.tasks[v].kernel) {
+		case KERNEL_SPOTRF: ns = 1e6; break;
+		case KERNEL_STRSM: ns = 4e6; break;
+		case KERNEL_SSYRK: ns = 2e6; break;
+		case KERNEL_SGEMM_NT: ns = 9e6; break;
+		default: fail_msg("task %u: kernel %u", v, w.tasks[v].kernel);
+		}
+		for (unsigned d = 0; d < m.ndevices; d++)
+			x.d.cost[(size_t)v * m.ndevices + d] = ns;
+	}
+	for (size_t k = 0; k < sizeof(policies) / sizeof(policies[0]); k++) {
+		double plan = pe_plan(&x, policies[k].method);
+		struct sim_opts o = { .policy = policies[k].name };
+		struct sim_result r;
+		if (plan <= 0)
+			fail_msg("%s: planning failed", policies[k].name);
+		if (sim_run(&m, &w, &o, &r, err, sizeof(err)))
+			fail_msg("%s: %s", policies[k].name, err);
+		double exec = r.makespan_ns;
+		sim_result_free(&r);
+		if (exec > 1.01 * plan)
+			fail_msg("%s: executed %.6g ms, planned %.6g ms (+%.1f%%)",
+			         policies[k].name, exec / 1e6, plan / 1e6, 100 * (exec / plan - 1));
+	}
+	wl_dag_free(&x.d);
+	wl_free(&w);
+	machine_free(&m);
+}
+
 int main(void)
 {
 	log_set_level(LOG_ERROR);
@@ -172,6 +234,7 @@ int main(void)
 		cmocka_unit_test(test_layered),
 		cmocka_unit_test(test_heft_paper),
 		cmocka_unit_test(test_zero_cost_order),
+		cmocka_unit_test(test_tiled_kernels),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
