@@ -1397,17 +1397,14 @@ static inline void look(struct sim *S, unsigned d, uint32_t epoch, bool empty)
 	} else {
 		S->quiet &= ~(1ull << d);
 	}
+	/* Found nothing, and nothing in flight: it spins, from now. */
+	if (S->wake_ns && !took && (empty || !engine_sim_oldest(S->e, d)))
+		S->awake_until[d] = S->world.now + S->spin_ns;
 	/* Nothing was in flight and nothing is (most looks of a wide
 	 * machine's idle devices): no end to put on the heap, and a pipeline
 	 * (at least one deep) with nothing in it is not full. */
-	if (empty && !took) {
-		if (S->wake_ns)
-			S->awake_until[d] = S->world.now + S->spin_ns; /* as below */
+	if (empty && !took)
 		return;
-	}
-	/* Found nothing, and nothing in flight: it spins, from now. */
-	if (S->wake_ns && !took && !engine_sim_oldest(S->e, d))
-		S->awake_until[d] = S->world.now + S->spin_ns;
 	if (engine_sim_full(S->e, d))
 		S->open &= ~(1ull << d);
 	if (!S->scheduled[d] && !S->paced[d]) {
