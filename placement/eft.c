@@ -328,7 +328,6 @@ static int select_predicted(const struct eft *x, const struct engine_task *t, do
 static int select_by_class(const struct eft *x, const struct engine_task *t, double alpha,
                            double beta, int skip, double *gexec, uint64_t *have, double *cost)
 {
-	uint64_t ghave = *have;
 	/* Its classes' members: cls_ndev devices, not ndev (a device may come). */
 	uint32_t nc = x->ncls;
 	double ctr[EFT_MAX_CLASSES], amin[EFT_MAX_CLASSES], ntr[RES_MAX_NODES];
@@ -384,13 +383,7 @@ static int select_by_class(const struct eft *x, const struct engine_task *t, dou
 		double tr = ctr[c];
 		if (found && alpha * amin[c] + beta * tr > best_fit)
 			continue; /* its fit is larger still */
-		uint32_t g = x->group[arg[c]];
-		if (!(ghave & (1ull << g))) {
-			gexec[g] = eft_exec_group(x, t, g);
-			ghave |= 1ull << g;
-			*have = ghave;
-		}
-		exec[c] = gexec[g];
+		exec[c] = eft_group_known(x, t, gexec, have, x->group[arg[c]]);
 		fit[c] = alpha * (amin[c] + exec[c]) + beta * tr;
 		if (!isfinite(fit[c]))
 			return -2;
@@ -485,16 +478,8 @@ static int select_known(const struct eft *x, const struct engine_task *t, double
 		bool cached = g < EFT_MAX_GROUPS && (*ghave & (1ull << g));
 		if (!cached && prune && best >= 0 && !(alpha * at + beta * tr < best_fit))
 			continue;
-		double exec;
-		if (g < EFT_MAX_GROUPS) {
-			if (!cached) {
-				gexec[g] = eft_exec_group(x, t, g);
-				*ghave |= 1ull << g;
-			}
-			exec = gexec[g];
-		} else {
-			exec = eft_exec(x, t, d);
-		}
+		double exec = g < EFT_MAX_GROUPS ? eft_group_known(x, t, gexec, ghave, g)
+		                                 : eft_exec(x, t, d);
 		double fin = at + exec;
 		double fit = alpha * fin + beta * tr;
 		if (best < 0 || fit < best_fit) {

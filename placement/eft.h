@@ -83,6 +83,17 @@ double eft_exec_group(const struct eft *x, const struct engine_task *t, uint32_t
  * where it is not cheaper (nothing written). */
 uint64_t eft_exec_groups(const struct eft *x, const struct engine_task *t,
                          double gexec[EFT_MAX_GROUPS]);
+/* Group g's prediction for t (g < EFT_MAX_GROUPS): gexec[g] where bit g of
+ * *have says it is known, else asked now and kept there. */
+static inline double eft_group_known(const struct eft *x, const struct engine_task *t,
+                                     double *gexec, uint64_t *have, uint32_t g)
+{
+	if (!(*have & (1ull << g))) {
+		gexec[g] = eft_exec_group(x, t, g);
+		*have |= 1ull << g;
+	}
+	return gexec[g];
+}
 /* t is decided soon, after other work: its predictions may start loading
  * (profiler_row_ahead). A hint: nothing changes. */
 void eft_ahead(const struct eft *x, const struct engine_task *t);

@@ -362,18 +362,6 @@ static struct gplan *gplan_new(uint32_t n, size_t ndev, size_t cap, size_t nnode
 	return gp;
 }
 
-/* Group g's prediction for t: known (bit g of *have) or asked now and
- * remembered in gexec. */
-static double group_ns(const struct dispatch *D, const struct engine_task *t, double *gexec,
-                       uint64_t *have, uint32_t g)
-{
-	if (!(*have & (1ull << g))) {
-		gexec[g] = eft_exec_group(&D->eft, t, g);
-		*have |= 1ull << g;
-	}
-	return gexec[g];
-}
-
 /* Task t's row of gp's costs: per group, or on every device (< 0 where it
  * may not run), one prediction per group. false if no device may run it.
  * memo (NULL: none): the predictions of the kinds met so far in this pass
@@ -394,7 +382,7 @@ static bool fill_costs(struct dispatch *D, const struct engine_task *t, const st
 	}
 	if (gp->col) {
 		for (uint32_t g = 0; g < gp->ncols; g++)
-			row[g] = group_ns(D, t, gexec, ghave, g);
+			row[g] = eft_group_known(&D->eft, t, gexec, ghave, g);
 		return true;
 	}
 	bool any = false, all = core_all_runnable(D->core);
@@ -402,7 +390,7 @@ static bool fill_costs(struct dispatch *D, const struct engine_task *t, const st
 		/* Every device open: each group predicted once (in one row
 		 * where that is cheaper), then copied to its devices. */
 		for (uint32_t g = 0; *ghave != every && g < ng; g++)
-			group_ns(D, t, gexec, ghave, g);
+			eft_group_known(&D->eft, t, gexec, ghave, g);
 		const uint32_t *group = D->eft.group;
 		for (uint32_t d = 0; d < nd; d++)
 			row[d] = gexec[group[d]];
@@ -415,7 +403,7 @@ static bool fill_costs(struct dispatch *D, const struct engine_task *t, const st
 		}
 		uint32_t g = D->eft.group[d];
 		row[d] = g >= EFT_MAX_GROUPS ? eft_exec(&D->eft, t, d)
-		                             : group_ns(D, t, gexec, ghave, g);
+		                             : eft_group_known(&D->eft, t, gexec, ghave, g);
 		any = true;
 	}
 	return any;
