@@ -59,7 +59,8 @@ struct backend_probe_params {
  * changes in a way a backend built against the old one would get wrong;
  * a backend of another version is refused where it registers (the backend
  * registry, the CUDA plugin loader, engine_create). */
-#define BACKEND_ABI_VERSION 4u /* 2: mem_reserve, mem_grow; 3: copy_peer; 4: call.routed */
+#define BACKEND_ABI_VERSION                                                                        \
+	5u /* 2: mem_reserve, mem_grow; 3: copy_peer; 4: call.routed; 5: event_ended */
 
 struct backend_ops {
 	/* BACKEND_ABI_VERSION as the backend was built. Stays the first
@@ -113,6 +114,15 @@ struct backend_ops {
 	 * the engine's clock (0: unknown). Without it a task's start is taken
 	 * as when it was staged or its predecessor on the queue ended. */
 	uint64_t (*event_started)(const struct backend_device *d, struct backend_event *ev);
+	/* Optional: when the work behind a completed kernel event ended, on the
+	 * engine's clock, given `waited`: that clock when the wait for it
+	 * returned (the answer is at most waited; 0: unknown, the end is then
+	 * taken as waited). A worker that wakes late finds the kernels queued
+	 * behind the one it waited for over too: without the device's own
+	 * figure the first would be charged the time it slept and the others
+	 * nothing, and the cost models would learn both. */
+	uint64_t (*event_ended)(const struct backend_device *d, struct backend_event *ev,
+	                        uint64_t waited);
 
 	/* Optional (accelerators), both or neither: device memory that grows
 	 * in place, for KV caches. mem_reserve gives *mem (what kernels get)

@@ -1411,17 +1411,25 @@ static void finish_oldest(struct engine *e, struct worker *w)
 	w->pipe_n--;
 	/* staged still counts this task until it is over (complete_oldest). */
 	int err = d->dev.ops->event_wait(&d->dev, slot.done);
+	uint64_t waited = clock_now(e->clock);
 	uint64_t started = d->dev.ops->event_started && !err
 	                           ? d->dev.ops->event_started(&d->dev, slot.done)
 	                           : 0;
+	uint64_t ended = d->dev.ops->event_ended && !err
+	                         ? d->dev.ops->event_ended(&d->dev, slot.done, waited)
+	                         : 0;
 	d->dev.ops->event_release(&d->dev, slot.done);
-	t->end_ns = clock_now(e->clock);
+	t->end_ns = ended && ended < waited ? ended : waited;
 	/* The compute queue is in order: this task started when the one
 	 * before it ended, or when it was staged (unless the device knows). */
 	if (started)
 		t->start_ns = started;
 	else if (t->start_ns < w->last_end_ns)
 		t->start_ns = w->last_end_ns;
+	/* The device's end follows a clock offset that is still being
+	 * learned: never before the start. */
+	if (t->end_ns < t->start_ns)
+		t->end_ns = t->start_ns;
 	w->last_end_ns = t->end_ns;
 	nargs = task_res_args(t, args);
 	residency_release(e->res, d->node, args, nargs, err == 0);

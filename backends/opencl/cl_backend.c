@@ -163,6 +163,7 @@ static void cl_dev_destroy(struct cl_dev *cd)
 	if (cd->ctx)
 		clReleaseContext(cd->ctx);
 	pthread_mutex_destroy(&cd->lock);
+	pthread_mutex_destroy(&cd->time_lock);
 	free(cd);
 }
 
@@ -235,6 +236,8 @@ static struct cl_dev *cl_dev_create(struct backend_probe_params *p, cl_platform_
 		return NULL;
 	}
 	pthread_mutex_init(&cd->lock, NULL);
+	pthread_mutex_init(&cd->time_lock, NULL);
+	cd->off_min[0] = cd->off_min[1] = INT64_MAX;
 	cd->device = dev;
 	clGetDeviceInfo(dev, CL_DEVICE_GLOBAL_MEM_SIZE, sizeof(cl_ulong), &cd->mem_bytes, NULL);
 
@@ -246,8 +249,9 @@ static struct cl_dev *cl_dev_create(struct backend_probe_params *p, cl_platform_
 		step = "clCreateCommandQueue";
 		cd->q_in = clCreateCommandQueue(cd->ctx, dev, 0, &err);
 	}
+	/* Kernels' ends from the device (event_ended). */
 	if (err == CL_SUCCESS)
-		cd->q_compute = clCreateCommandQueue(cd->ctx, dev, 0, &err);
+		cd->q_compute = clCreateCommandQueue(cd->ctx, dev, CL_QUEUE_PROFILING_ENABLE, &err);
 	if (err == CL_SUCCESS)
 		cd->q_out = clCreateCommandQueue(cd->ctx, dev, 0, &err);
 	if (err == CL_SUCCESS) {
@@ -518,6 +522,37 @@ static void cl_event_release(const struct backend_device *d, struct backend_even
 	free(ev);
 }
 
+#define OFFSET_WINDOW 256
+
+/* The kernel's end as the device saw it (its queue's profiling clock),
+ * moved to the engine's clock by the least waited - END so far (see
+ * struct cl_dev). Every event ends on the compute queue (a kernel, a
+ * marker, or the read of a status word behind its kernel). */
+static uint64_t cl_event_ended(const struct backend_device *d, struct backend_event *ev,
+                               uint64_t waited)
+{
+	struct cl_dev *cd = cl_dev_of(d);
+	cl_ulong end = 0;
+	if (clGetEventProfilingInfo(ev->ev, CL_PROFILING_COMMAND_END, sizeof(end), &end, NULL) !=
+	            CL_SUCCESS ||
+	    end == 0 || end > INT64_MAX || waited > INT64_MAX)
+		return 0;
+	int64_t gap = (int64_t)waited - (int64_t)end;
+	pthread_mutex_lock(&cd->time_lock);
+	if (gap < cd->off_min[0])
+		cd->off_min[0] = gap;
+	int64_t off = cd->off_min[0] < cd->off_min[1] ? cd->off_min[0] : cd->off_min[1];
+	if (++cd->off_seen == OFFSET_WINDOW) {
+		cd->off_min[1] = cd->off_min[0];
+		cd->off_min[0] = INT64_MAX;
+		cd->off_seen = 0;
+	}
+	pthread_mutex_unlock(&cd->time_lock);
+	/* off <= gap: the answer is at most waited */
+	int64_t at = (int64_t)end + off;
+	return at > 0 ? (uint64_t)at : 0;
+}
+
 const struct backend_ops backend_opencl = {
 	.abi_version = BACKEND_ABI_VERSION,
 	.name = "opencl",
@@ -533,4 +568,5 @@ const struct backend_ops backend_opencl = {
 	.event_wait = cl_event_wait,
 	.event_query = cl_event_query,
 	.event_release = cl_event_release,
+	.event_ended = cl_event_ended,
 };

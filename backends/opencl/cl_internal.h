@@ -58,6 +58,16 @@ struct cl_dev {
 	uint32_t rope_theta_bits;
 	int64_t rope_hd;
 	cl_mem varlen_status; /* attn_decode_varlen's index check: one cl_int */
+
+	/* event_ended: the engine's clock minus the compute queue's profiling
+	 * clock. A wait returns after its kernel ended, so each event's
+	 * waited - END is at least that offset, and the least of them is it
+	 * plus the quickest wake-up seen. Kept over two windows of
+	 * OFFSET_WINDOW events (the current one and the one before), so
+	 * that clocks which drift apart are followed. */
+	pthread_mutex_t time_lock;
+	int64_t off_min[2]; /* [0]: this window's least, [1]: the last one's */
+	uint32_t off_seen; /* events in this window */
 };
 
 struct backend_event {

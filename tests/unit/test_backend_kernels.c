@@ -14,10 +14,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <cmocka.h>
 
 #include "backends/backend.h"
+#include "common/clock.h"
 #include "tandem.h"
 #include "tests/harness/splitmix.h"
 
@@ -1190,6 +1192,62 @@ static void test_copy_overlap(void **state)
 	for_each_accelerator(copy_overlap);
 }
 
+/* A kernel's end as the device saw it (event_ended): a worker that comes
+ * to wait for it late does not move it. The OpenCL backend must answer;
+ * another (CUDA) that does not is said to. */
+#define LATE_MS 100
+
+static void one_fill(const struct backend_device *d, void *mem, uint64_t bytes,
+                     struct backend_event **ev, uint64_t *launched)
+{
+	struct tdm_kernel_call call = { .nargs = 1, .len = { bytes }, .mem = { mem } };
+	call.s[0].f32 = 1.5f;
+	*launched = clock_monotonic_ns();
+	assert_int_equal(d->ops->launch_async(d, kernel_by_id(KERNEL_FILL), &call, NULL, 0, ev), 0);
+	assert_int_equal(d->ops->event_wait(d, *ev), 0);
+}
+
+static void late_wait(const struct backend_device *d)
+{
+	if (!d->ops->event_ended) {
+		assert_string_not_equal(d->ops->name, "opencl");
+		print_message("%-8s event_ended  not given by %s\n", d->name, d->ops->name);
+		return;
+	}
+	const uint64_t bytes = 4u << 20;
+	void *mem;
+	struct backend_event *ev;
+	uint64_t launched;
+	assert_int_equal(d->ops->mem_alloc(d, bytes, &mem), 0);
+	/* Waits that return at once: the clocks' offset is learned. */
+	for (int i = 0; i < 8; i++) {
+		one_fill(d, mem, bytes, &ev, &launched);
+		uint64_t waited = clock_monotonic_ns();
+		uint64_t end = d->ops->event_ended(d, ev, waited);
+		assert_true(end >= launched && end <= waited);
+		d->ops->event_release(d, ev);
+	}
+	/* A wait that returns LATE_MS after the kernel ended. */
+	one_fill(d, mem, bytes, &ev, &launched);
+	nanosleep(&(struct timespec){ .tv_nsec = LATE_MS * 1000000L }, NULL);
+	uint64_t waited = clock_monotonic_ns();
+	uint64_t end = d->ops->event_ended(d, ev, waited);
+	d->ops->event_release(d, ev);
+	/* No earlier than the launch; and the sleep is not in it (the end is
+	 * off by the quickest wake-up of the waits above at most). */
+	assert_true(end >= launched);
+	assert_true(end + (uint64_t)LATE_MS * 1000000u / 2 <= waited);
+	print_message("%-8s event_ended  %.3f ms before a wait %d ms late returned\n", d->name,
+	              (double)(waited - end) / 1e6, LATE_MS);
+	d->ops->mem_free(d, mem);
+}
+
+static void test_late_wait(void **state)
+{
+	(void)state;
+	for_each_accelerator(late_wait);
+}
+
 /* ---- setup ---- */
 
 static void add_backend(const struct backend_ops *ops, struct backend_probe_params *p)
@@ -1252,6 +1310,7 @@ int main(void)
 		cmocka_unit_test(test_fill),
 		cmocka_unit_test(test_copy),
 		cmocka_unit_test(test_copy_overlap),
+		cmocka_unit_test(test_late_wait),
 		cmocka_unit_test(test_axpy),
 		cmocka_unit_test(test_sgemm),
 		cmocka_unit_test(test_rmsnorm),
