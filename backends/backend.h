@@ -42,6 +42,10 @@ struct backend_device {
 	int numa_node; /* nearest NUMA node (os index), -1 unknown */
 	char pci_busid[16]; /* "0000:65:00.0", "" unknown */
 	uint16_t node; /* memory node, set by the daemon: 0 = host */
+	/* Its first run of each kernel does one-time work too (a JIT compile,
+	 * a module or library loaded): the engine does not learn its cost
+	 * from it. */
+	bool warms_up;
 };
 
 struct backend_probe_params {
@@ -60,7 +64,8 @@ struct backend_probe_params {
  * a backend of another version is refused where it registers (the backend
  * registry, the CUDA plugin loader, engine_create). */
 #define BACKEND_ABI_VERSION                                                                        \
-	5u /* 2: mem_reserve, mem_grow; 3: copy_peer; 4: call.routed; 5: event_ended */
+	5u /* 2: mem_reserve, mem_grow; 3: copy_peer; 4: call.routed; 5: event_ended,              \
+	    * warms_up */
 
 struct backend_ops {
 	/* BACKEND_ABI_VERSION as the backend was built. Stays the first

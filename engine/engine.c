@@ -45,6 +45,10 @@ struct worker {
 	uint32_t depth; /* tasks it keeps staged: 1 on the host node (simulation) */
 	struct engine_task *deferred; /* no room on the device until the oldest ends */
 	uint64_t last_end_ns;
+	/* The kernels its device (one that warms up) ran once already, and
+	 * the task finishing now when it is such a first run (not learned). */
+	uint64_t ran[(KERNEL_COUNT + 63) / 64];
+	const struct engine_task *warmup;
 	/* Its own wake-up: a policy with per-device queues must wake the one
 	 * worker that may take the task (engine_kick), and a shared eventfd
 	 * read by one sleeper could leave another asleep. */
@@ -994,7 +998,7 @@ static void finish_one(struct engine *e, struct worker *w, struct engine_task *t
 	size_t nready = 0;
 	/* The sample, taken now: the graph may be gone once remaining drops. */
 	bool learn = e->prof && t->status == 0 && t->end_ns > t->start_ns &&
-	             t->kernel->id != KERNEL_NOOP;
+	             t->kernel->id != KERNEL_NOOP && t != w->warmup;
 	uint32_t kernel = t->kernel->id;
 	struct kernel_features feat = t->feat;
 	uint64_t took = t->end_ns - t->start_ns;
@@ -1438,7 +1442,13 @@ static void finish_oldest(struct engine *e, struct worker *w)
 		return;
 	}
 	t->status = 0;
+	uint32_t k = t->kernel->id;
+	if (d->dev.warms_up && k < KERNEL_COUNT && !(w->ran[k / 64] >> (k % 64) & 1)) {
+		w->ran[k / 64] |= 1ull << (k % 64);
+		w->warmup = t;
+	}
 	finish_task(e, w, t);
+	w->warmup = NULL;
 }
 
 static void run_task(struct engine *e, struct worker *w, struct engine_task *t)
@@ -2172,6 +2182,7 @@ static void revive_slot(struct engine *e, unsigned w, const struct backend_devic
 	wk->pipe_head = wk->pipe_n = 0;
 	wk->deferred = NULL;
 	wk->nskips = 0;
+	memset(wk->ran, 0, sizeof(wk->ran)); /* new handles compile again */
 	wk->last_poll_ns = wk->last_end_ns = 0;
 	atomic_store(&wk->asleep, false);
 	atomic_store(&wk->picking, 0);

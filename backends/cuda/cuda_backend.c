@@ -365,6 +365,7 @@ static int add_device(struct backend_probe_params *p, struct backend_device *d, 
 	d->bind_set = NULL;
 	d->priv = cd;
 	d->mem_bytes = prop.totalGlobalMem;
+	d->warms_up = true; /* lazy module loading, cuBLAS's first call */
 	d->numa_node = -1; /* the daemon finds locality by bus id in hwloc */
 	pci_busid(ordinal, d->pci_busid, sizeof(d->pci_busid));
 	return 0;

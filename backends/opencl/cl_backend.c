@@ -307,6 +307,7 @@ static void probe_platform(struct backend_probe_params *p, cl_platform_id plat,
 		d->ops = &backend_opencl;
 		d->os_index = -1;
 		d->priv = cd;
+		d->warms_up = true; /* kernels compile at their first launch */
 		describe_device(d, devs[i], p->topology);
 		count[kind]++;
 		atomic_fetch_add(&live_devices, 1);
