@@ -1054,6 +1054,79 @@ static void set_arg(struct engine_task *t, uint32_t a, struct res_data *d, void 
 	t->call.nargs = a + 1;
 }
 
+/* The samples the profiler holds for spin, over its models. */
+static int64_t spin_samples(const struct profiler *prof)
+{
+	json_t *doc = profiler_to_json(prof), *m;
+	size_t i;
+	int64_t n = 0;
+	assert_non_null(doc);
+	json_array_foreach(json_object_get(doc, "models"), i, m)
+	{
+		if (!strcmp(json_string_value(json_object_get(m, "kernel")), "spin"))
+			n += json_integer_value(json_object_get(m, "samples"));
+	}
+	json_decref(doc);
+	return n;
+}
+
+/* An accelerator that warms up (its first run of a kernel compiles it too)
+ * teaches the cost model every run of a kernel but the first; one that
+ * does not, every run. */
+static void first_runs_learned(bool warms_up, int64_t want)
+{
+	struct graphs_done dn = { 0 };
+	struct engine_flow flow = { .id = 1, .weight = 1 };
+	struct residency res;
+	residency_init(&res);
+	struct backend_device devs[2] = { { .ops = &cpu_ops, .kind = TDM_DEV_CPU },
+		                          { .ops = &copy_accel,
+		                            .kind = TDM_DEV_GPU,
+		                            .mem_bytes = 1 << 20,
+		                            .warms_up = warms_up } };
+	snprintf(devs[0].name, sizeof(devs[0].name), "cpu0");
+	snprintf(devs[1].name, sizeof(devs[1].name), "acc1");
+	devs[1].node = (uint16_t)residency_add_node(&res, &devs[1], 0);
+	struct calibration cal;
+	struct profiler *prof;
+	calibrate_defaults(2, 2, &cal);
+	assert_int_equal(profiler_create(&cal, &prof), 0);
+	struct engine *e;
+	struct engine_params ep = { .clock = &clock_real,
+		                    .policy = &policy_eager,
+		                    .devices = devs,
+		                    .ndevices = 2,
+		                    .res = &res,
+		                    .prof = prof,
+		                    .hooks = { .graph_done = graphs_done_hook, .ctx = &dn },
+		                    .start_workers = false };
+	assert_int_equal(engine_create(&ep, &e), 0);
+	assert_int_equal(engine_flow_add(e, &flow), 0);
+	/* four spins of 20 to 23 us, all on the accelerator */
+	struct engine_graph *g = random_dag(&flow, 4, 0, 1);
+	for (uint32_t i = 0; i < 4; i++)
+		g->tasks[i].call.s[0].i64 = 20 + i;
+	engine_submit(e, g);
+	while (engine_run_one(e, 1))
+		;
+	assert_int_equal(atomic_load(&dn.graphs), 1);
+	for (uint32_t i = 0; i < 4; i++)
+		assert_int_equal(g->tasks[i].device, 1);
+	assert_int_equal(spin_samples(prof), want);
+	engine_flow_gone(e, &flow);
+	engine_destroy(e);
+	profiler_destroy(prof);
+	residency_fini(&res);
+	free_graph(g);
+}
+
+static void test_first_run_not_learned(void **state)
+{
+	(void)state;
+	first_runs_learned(true, 3);
+	first_runs_learned(false, 4);
+}
+
 /* An accelerator removed between a task that wrote a buffer there (its
  * only copy) and the task that reads it: the removal writes the buffer
  * back (exactly its bytes), and the reader, on the host, gets what the
@@ -1147,6 +1220,7 @@ int main(void)
 		cmocka_unit_test(test_same_device_back_under_old_id),
 		cmocka_unit_test(test_sim_between_steps),
 		cmocka_unit_test(test_added_device_priced_at_once),
+		cmocka_unit_test(test_first_run_not_learned),
 		cmocka_unit_test(test_remove_writes_owner_back),
 	};
 	return cmocka_run_group_tests_name("elastic_engine", tests, NULL, NULL);
