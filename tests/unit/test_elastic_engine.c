@@ -1054,6 +1054,32 @@ static void set_arg(struct engine_task *t, uint32_t a, struct res_data *d, void 
 	t->call.nargs = a + 1;
 }
 
+/* A host core and a fake accelerator (acc1, on a node of its own in res),
+ * and an eager engine over them (prof may be NULL). */
+static struct engine *host_and_accel(struct backend_device devs[2], bool warms_up,
+                                     struct residency *res, struct profiler *prof,
+                                     struct graphs_done *dn)
+{
+	devs[0] = (struct backend_device){ .ops = &cpu_ops, .kind = TDM_DEV_CPU };
+	devs[1] = (struct backend_device){
+		.ops = &copy_accel, .kind = TDM_DEV_GPU, .mem_bytes = 1 << 20, .warms_up = warms_up
+	};
+	snprintf(devs[0].name, sizeof(devs[0].name), "cpu0");
+	snprintf(devs[1].name, sizeof(devs[1].name), "acc1");
+	devs[1].node = (uint16_t)residency_add_node(res, &devs[1], 0);
+	struct engine *e;
+	struct engine_params ep = { .clock = &clock_real,
+		                    .policy = &policy_eager,
+		                    .devices = devs,
+		                    .ndevices = 2,
+		                    .res = res,
+		                    .prof = prof,
+		                    .hooks = { .graph_done = graphs_done_hook, .ctx = dn },
+		                    .start_workers = false };
+	assert_int_equal(engine_create(&ep, &e), 0);
+	return e;
+}
+
 /* The samples the profiler holds for spin, over its models. */
 static int64_t spin_samples(const struct profiler *prof)
 {
@@ -1079,28 +1105,12 @@ static void first_runs_learned(bool warms_up, int64_t want)
 	struct engine_flow flow = { .id = 1, .weight = 1 };
 	struct residency res;
 	residency_init(&res);
-	struct backend_device devs[2] = { { .ops = &cpu_ops, .kind = TDM_DEV_CPU },
-		                          { .ops = &copy_accel,
-		                            .kind = TDM_DEV_GPU,
-		                            .mem_bytes = 1 << 20,
-		                            .warms_up = warms_up } };
-	snprintf(devs[0].name, sizeof(devs[0].name), "cpu0");
-	snprintf(devs[1].name, sizeof(devs[1].name), "acc1");
-	devs[1].node = (uint16_t)residency_add_node(&res, &devs[1], 0);
 	struct calibration cal;
 	struct profiler *prof;
 	calibrate_defaults(2, 2, &cal);
 	assert_int_equal(profiler_create(&cal, &prof), 0);
-	struct engine *e;
-	struct engine_params ep = { .clock = &clock_real,
-		                    .policy = &policy_eager,
-		                    .devices = devs,
-		                    .ndevices = 2,
-		                    .res = &res,
-		                    .prof = prof,
-		                    .hooks = { .graph_done = graphs_done_hook, .ctx = &dn },
-		                    .start_workers = false };
-	assert_int_equal(engine_create(&ep, &e), 0);
+	struct backend_device devs[2];
+	struct engine *e = host_and_accel(devs, warms_up, &res, prof, &dn);
 	assert_int_equal(engine_flow_add(e, &flow), 0);
 	/* four spins of 20 to 23 us, all on the accelerator */
 	struct engine_graph *g = random_dag(&flow, 4, 0, 1);
@@ -1138,13 +1148,8 @@ static void test_remove_writes_owner_back(void **state)
 	struct engine_flow flow = { .id = 1, .weight = 1 };
 	struct residency res;
 	residency_init(&res);
-	struct backend_device devs[2] = {
-		{ .ops = &cpu_ops, .kind = TDM_DEV_CPU },
-		{ .ops = &copy_accel, .kind = TDM_DEV_GPU, .mem_bytes = 1 << 20 }
-	};
-	snprintf(devs[0].name, sizeof(devs[0].name), "cpu0");
-	snprintf(devs[1].name, sizeof(devs[1].name), "acc1");
-	devs[1].node = (uint16_t)residency_add_node(&res, &devs[1], 0);
+	struct backend_device devs[2];
+	struct engine *e = host_and_accel(devs, false, &res, NULL, &dn);
 	enum { NF = 512 };
 	static float a[NF], b[NF], c[NF];
 	for (int i = 0; i < NF; i++) {
@@ -1155,15 +1160,6 @@ static void test_remove_writes_owner_back(void **state)
 	residency_data_init(&res, &da, a, sizeof(a), 1, true);
 	residency_data_init(&res, &db, b, sizeof(b), 2, true);
 	residency_data_init(&res, &dc, c, sizeof(c), 3, true);
-	struct engine *e;
-	struct engine_params ep = { .clock = &clock_real,
-		                    .policy = &policy_eager,
-		                    .devices = devs,
-		                    .ndevices = 2,
-		                    .res = &res,
-		                    .hooks = { .graph_done = graphs_done_hook, .ctx = &dn },
-		                    .start_workers = false };
-	assert_int_equal(engine_create(&ep, &e), 0);
 	assert_int_equal(engine_flow_add(e, &flow), 0);
 	uint32_t edge[] = { 0, 1 };
 	struct engine_graph *g = make_graph(&flow, 2, edge, 1);
